@@ -1,0 +1,49 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+/// Kernels are compiled for the build machine's CPU (AVX-512/AVX2 + FMA where present): every host of a
+/// cluster builds its own binary, and the wire handshake carries a build hash, so this never mixes.
+let nativeCodegen: [SwiftSetting] = [
+    .unsafeFlags(["-Xcc", "-march=native"]),
+    .unsafeFlags(["-Ounchecked"], .when(configuration: .release)),
+]
+
+let package = Package(
+    name: "SwiftRLHF",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "rlhf", targets: ["RLHFCLI"]),
+        .library(name: "LlamaCore", targets: ["LlamaCore"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "CBLAS",
+            path: "Sources/CBLAS",
+            providers: [.apt(["libopenblas-dev"])]
+        ),
+        .target(
+            name: "LlamaCore",
+            dependencies: ["CBLAS"],
+            swiftSettings: nativeCodegen
+        ),
+        .executableTarget(
+            name: "RLHFCLI",
+            dependencies: [
+                "LlamaCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: nativeCodegen
+        ),
+        .testTarget(
+            name: "LlamaCoreTests",
+            dependencies: ["LlamaCore"],
+            resources: [.copy("Resources")]
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

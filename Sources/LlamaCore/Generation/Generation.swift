@@ -1,0 +1,176 @@
+/// Why a sequence stopped.
+public enum FinishReason: String, Sendable, Codable {
+    /// The model produced the end-of-sequence token (included in `ids`).
+    case endOfSequence = "eos"
+    /// `maxNewTokens` tokens were generated.
+    case maxTokens = "max_tokens"
+    /// The sequence reached the model's `seq_len`.
+    case contextFull = "context_full"
+}
+
+/// What to generate for one sequence.
+public struct GenerationRequest: Sendable, Codable, Equatable {
+    /// Prompt token ids (BOS first, usually). Must be non-empty and shorter than `seq_len`.
+    public var promptIds: [Int32]
+    /// Upper bound on generated tokens.
+    public var maxNewTokens: Int
+    /// Sampling knobs.
+    public var sampling: SamplingSettings
+    /// RNG seed; the sequence's stream is `SeededGenerator(seed: seed, stream: stream)`.
+    public var seed: UInt64
+    /// RNG stream (sample index within a group of samples of one prompt).
+    public var stream: UInt64
+    /// Stop after the end-of-sequence token (`nil`: never stop early).
+    public var stopToken: Int32?
+
+    /// A request; `stream` separates the samples of one prompt that share a seed.
+    public init(promptIds: [Int32], maxNewTokens: Int, sampling: SamplingSettings = .default, seed: UInt64 = 0,
+                stream: UInt64 = 0, stopToken: Int32? = 2) {
+        self.promptIds = promptIds
+        self.maxNewTokens = maxNewTokens
+        self.sampling = sampling
+        self.seed = seed
+        self.stream = stream
+        self.stopToken = stopToken
+    }
+}
+
+/// A generated sequence.
+public struct GenerationResult: Sendable, Codable, Equatable {
+    /// The prompt as given.
+    public var promptIds: [Int32]
+    /// Generated ids only.
+    public var ids: [Int32]
+    /// `log p` of each generated id at temperature 1.
+    public var logProbs: [Float]
+    /// `log q` of each generated id under the sampling distribution.
+    public var samplingLogProbs: [Float]
+    /// Why generation stopped.
+    public var finishReason: FinishReason
+}
+
+/// Drives a `Transformer` and a `Sampler` to produce sequences: one at a time (streaming) or many at
+/// once with batched decode. Requests that share a prompt share its prefill.
+public final class TextGenerator {
+    /// The transformer that runs the model.
+    public let transformer: Transformer
+
+    /// A generator over `transformer`.
+    public init(transformer: Transformer) {
+        self.transformer = transformer
+    }
+
+    private func validate(_ request: GenerationRequest) throws {
+        try request.sampling.validate()
+        let c = transformer.config
+        guard !request.promptIds.isEmpty else {
+            throw LlamaError.invalidInput("empty prompt: at least one token (usually BOS) is needed")
+        }
+        guard request.promptIds.count < c.seqLen else {
+            throw LlamaError.invalidInput("prompt of \(request.promptIds.count) tokens does not fit seq_len \(c.seqLen) with room to generate")
+        }
+        guard request.maxNewTokens >= 0 else {
+            throw LlamaError.invalidInput("max new tokens must be >= 0, got \(request.maxNewTokens)")
+        }
+        for id in request.promptIds where id < 0 || Int(id) >= c.vocabSize {
+            throw LlamaError.invalidInput("prompt token id \(id) outside the vocabulary 0..<\(c.vocabSize)")
+        }
+    }
+
+    /// Generates one sequence with batch-1 decode, calling `onToken` as each token is drawn.
+    public func generate(_ request: GenerationRequest, onToken: (SampledToken) -> Void = { _ in }) throws -> GenerationResult {
+        try validate(request)
+        var sampler = try Sampler(settings: request.sampling)
+        var rng = SeededGenerator(seed: request.seed, stream: request.stream)
+        let cache = transformer.makeCache()
+        var result = GenerationResult(promptIds: request.promptIds, ids: [], logProbs: [], samplingLogProbs: [],
+                                      finishReason: .maxTokens)
+        guard request.maxNewTokens > 0 else { return result }
+        var logits = try transformer.prefill(request.promptIds, cache: cache)
+        while true {
+            let token = logits.withRow(0) { sampler.sample($0, rng: &rng) }
+            result.ids.append(token.id)
+            result.logProbs.append(token.logProb)
+            result.samplingLogProbs.append(token.samplingLogProb)
+            onToken(token)
+            if token.id == request.stopToken { result.finishReason = .endOfSequence; break }
+            if result.ids.count >= request.maxNewTokens { result.finishReason = .maxTokens; break }
+            if cache.length >= transformer.config.seqLen { result.finishReason = .contextFull; break }
+            logits = try transformer.decode(token.id, cache: cache)
+        }
+        return result
+    }
+
+    /// Generates every request together: each distinct prompt is prefilled once (its cache copied to
+    /// the requests that share it), then all unfinished sequences advance one token per batched decode
+    /// step. Results come back in request order. Each sequence uses its own RNG stream, so its sample
+    /// does not depend on the rest of the batch.
+    public func generate(batch requests: [GenerationRequest]) throws -> [GenerationResult] {
+        for request in requests { try validate(request) }
+        let n = requests.count
+        var samplers = try requests.map { try Sampler(settings: $0.sampling) }
+        var rngs = requests.map { SeededGenerator(seed: $0.seed, stream: $0.stream) }
+        var results = requests.map {
+            GenerationResult(promptIds: $0.promptIds, ids: [], logProbs: [], samplingLogProbs: [], finishReason: .maxTokens)
+        }
+        let caches = requests.map { _ in transformer.makeCache() }
+        var firstLogits = [[Float]](repeating: [], count: n)
+        var prefilled: [[Int32]: Int] = [:]
+        for (i, request) in requests.enumerated() where request.maxNewTokens > 0 {
+            if let j = prefilled[request.promptIds] {
+                caches[i].copy(from: caches[j])
+                firstLogits[i] = firstLogits[j]
+            } else {
+                firstLogits[i] = try transformer.prefill(request.promptIds, cache: caches[i]).row(0)
+                prefilled[request.promptIds] = i
+            }
+        }
+        var active: [Int] = []
+        var nextTokens: [Int32] = []
+        func accept(_ i: Int, _ token: SampledToken) {
+            results[i].ids.append(token.id)
+            results[i].logProbs.append(token.logProb)
+            results[i].samplingLogProbs.append(token.samplingLogProb)
+            if token.id == requests[i].stopToken {
+                results[i].finishReason = .endOfSequence
+            } else if results[i].ids.count >= requests[i].maxNewTokens {
+                results[i].finishReason = .maxTokens
+            } else if caches[i].length >= transformer.config.seqLen {
+                results[i].finishReason = .contextFull
+            } else {
+                active.append(i)
+                nextTokens.append(token.id)
+            }
+        }
+        for i in 0..<n where requests[i].maxNewTokens > 0 {
+            let token = firstLogits[i].withUnsafeBufferPointer { samplers[i].sample($0, rng: &rngs[i]) }
+            accept(i, token)
+        }
+        while !active.isEmpty {
+            let stepIndices = active, stepTokens = nextTokens
+            active.removeAll(keepingCapacity: true)
+            nextTokens.removeAll(keepingCapacity: true)
+            let logits = try transformer.decode(stepTokens, caches: stepIndices.map { caches[$0] })
+            for (row, i) in stepIndices.enumerated() {
+                let token = logits.withRow(row) { samplers[i].sample($0, rng: &rngs[i]) }
+                accept(i, token)
+            }
+        }
+        return results
+    }
+}
+
+extension KVCache {
+    /// Copies the filled positions of `other` (same config) into this cache.
+    public func copy(from other: KVCache) {
+        precondition(other.config == config, "KV caches of different configs")
+        let perLayer = config.seqLen * config.kvDim
+        let used = other.length * config.kvDim
+        for l in 0..<config.nLayers {
+            let offset = l * perLayer
+            (keys.baseAddress + offset).update(from: other.keys.baseAddress + offset, count: used)
+            (values.baseAddress + offset).update(from: other.values.baseAddress + offset, count: used)
+        }
+        length = other.length
+    }
+}

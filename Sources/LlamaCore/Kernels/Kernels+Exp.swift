@@ -1,0 +1,62 @@
+extension Kernels {
+    /// `exp(x)` lane-wise, to about 2 ulp over the float range (Cody-Waite reduction by ln 2 and a
+    /// degree-6 polynomial). Plain IEEE arithmetic with fused multiply-adds, so every machine gets the
+    /// same bits; inputs below -87.3 give 0.
+    @inline(__always)
+    static func exp(_ x: Vec) -> Vec {
+        let clamped = x.clamped(lowerBound: Vec(repeating: -87.33654), upperBound: Vec(repeating: 88.72283))
+        let n = (clamped * Vec(repeating: 1.442695041)).rounded(.toNearestOrEven)
+        var r = clamped
+        r.addProduct(n, Vec(repeating: -0.693359375))
+        r.addProduct(n, Vec(repeating: 2.12194440e-4))
+        var p = Vec(repeating: 1.9875691500e-4)
+        p = p * r + Vec(repeating: 1.3981999507e-3)
+        p = p * r + Vec(repeating: 8.3334519073e-3)
+        p = p * r + Vec(repeating: 4.1665795894e-2)
+        p = p * r + Vec(repeating: 1.6666665459e-1)
+        p = p * r + Vec(repeating: 5.0000001201e-1)
+        let r2 = r * r
+        var result = p * r2 + r + Vec(repeating: 1)
+        let exponent = (SIMD16<Int32>(n) &+ 127) &<< 23
+        result = result * unsafeBitCast(exponent, to: Vec.self)
+        return result.replacing(with: 0, where: x .< Vec(repeating: -87.33654))
+    }
+
+    /// Scalar `exp` through the same polynomial (so scalar tails match the vector body).
+    @inline(__always)
+    static func exp(_ x: Float) -> Float { exp(Vec(repeating: x))[0] }
+
+    /// Largest of `n` elements (`-inf` for none).
+    @inline(__always)
+    static func maximum(_ x: UnsafePointer<Float>, _ n: Int) -> Float {
+        var m = Vec(repeating: -.infinity)
+        var i = 0
+        while i + 16 <= n { m = pointwiseMax(m, load(x, i)); i += 16 }
+        var result = m.max()
+        while i < n { result = Swift.max(result, x[i]); i += 1 }
+        return result
+    }
+
+    /// `out[i] = exp(scale * (x[i] - shift))` and returns the sum; `out` may alias `x`.
+    @inline(__always)
+    static func expShifted(_ out: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ n: Int,
+                           shift: Float, scale: Float) -> Float {
+        let s = Vec(repeating: scale), m = Vec(repeating: shift)
+        var sum = Vec()
+        var i = 0
+        while i + 16 <= n {
+            let e = exp((load(x, i) - m) * s)
+            store(e, out, i)
+            sum += e
+            i += 16
+        }
+        var total = sum.sum()
+        while i < n {
+            let e = exp((x[i] - shift) * scale)
+            out[i] = e
+            total += e
+            i += 1
+        }
+        return total
+    }
+}

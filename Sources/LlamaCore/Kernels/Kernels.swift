@@ -1,0 +1,243 @@
+import CBLAS
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// SIMD loops and BLAS calls behind the transformer. Everything here takes raw pointers; callers lend
+/// them from `AlignedBuffer`s. Vectors use 16 lanes (one AVX-512 register, two AVX2 registers).
+enum Kernels {
+    typealias Vec = SIMD16<Float>
+
+    @inline(__always)
+    static func load(_ p: UnsafePointer<Float>, _ i: Int) -> Vec {
+        UnsafeRawPointer(p + i).loadUnaligned(as: Vec.self)
+    }
+
+    @inline(__always)
+    static func store(_ v: Vec, _ p: UnsafeMutablePointer<Float>, _ i: Int) {
+        UnsafeMutableRawPointer(p + i).storeBytes(of: v, as: Vec.self)
+    }
+
+    /// `sum_i a[i] * b[i]` over `n` elements.
+    @inline(__always)
+    static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Float {
+        var acc0 = Vec(), acc1 = Vec()
+        var i = 0
+        while i + 32 <= n {
+            acc0.addProduct(load(a, i), load(b, i))
+            acc1.addProduct(load(a, i + 16), load(b, i + 16))
+            i += 32
+        }
+        if i + 16 <= n {
+            acc0.addProduct(load(a, i), load(b, i))
+            i += 16
+        }
+        var s = (acc0 + acc1).sum()
+        while i < n { s += a[i] * b[i]; i += 1 }
+        return s
+    }
+
+    /// `y[i] += alpha * x[i]` over `n` elements.
+    @inline(__always)
+    static func axpy(_ y: UnsafeMutablePointer<Float>, _ alpha: Float, _ x: UnsafePointer<Float>, _ n: Int) {
+        let a = Vec(repeating: alpha)
+        var i = 0
+        while i + 16 <= n {
+            var v = load(UnsafePointer(y), i)
+            v.addProduct(a, load(x, i))
+            store(v, y, i)
+            i += 16
+        }
+        while i < n { y[i] += alpha * x[i]; i += 1 }
+    }
+
+    /// `y[i] += x[i]` over `n` elements (residual connection).
+    @inline(__always)
+    static func add(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ n: Int) {
+        var i = 0
+        while i + 16 <= n {
+            store(load(UnsafePointer(y), i) + load(x, i), y, i)
+            i += 16
+        }
+        while i < n { y[i] += x[i]; i += 1 }
+    }
+
+    /// RMSNorm of one row: `out = x * w / sqrt(mean(x^2) + eps)`; `out` may alias `x`.
+    @inline(__always)
+    static func rmsnorm(_ out: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>,
+                        _ n: Int, eps: Float) {
+        let ss = dot(x, x, n) / Float(n) + eps
+        let scale = 1 / ss.squareRoot()
+        let s = Vec(repeating: scale)
+        var i = 0
+        while i + 16 <= n {
+            store(load(x, i) * s * load(w, i), out, i)
+            i += 16
+        }
+        while i < n { out[i] = x[i] * scale * w[i]; i += 1 }
+    }
+
+    /// In-place softmax over `n` elements.
+    @inline(__always)
+    static func softmax(_ x: UnsafeMutablePointer<Float>, _ n: Int) {
+        let sum = expShifted(x, x, n, shift: maximum(x, n), scale: 1)
+        let inv = Vec(repeating: 1 / sum)
+        var i = 0
+        while i + 16 <= n { store(load(x, i) * inv, x, i); i += 16 }
+        while i < n { x[i] *= inv[0]; i += 1 }
+    }
+
+    /// SwiGLU's gate in place: `gate[i] = silu(gate[i]) * up[i]`, `silu(v) = v / (1 + exp(-v))`.
+    @inline(__always)
+    static func swiglu(_ gate: UnsafeMutablePointer<Float>, _ up: UnsafePointer<Float>, _ n: Int) {
+        let one = Vec(repeating: 1)
+        var i = 0
+        while i + 16 <= n {
+            let v = load(UnsafePointer(gate), i)
+            store(v / (one + exp(-v)) * load(up, i), gate, i)
+            i += 16
+        }
+        while i < n {
+            let v = gate[i]
+            gate[i] = v / (1 + exp(-v)) * up[i]
+            i += 1
+        }
+    }
+
+    /// RoPE on adjacent pairs of `heads` heads of size `hs` in `vec`, at one position whose
+    /// `(hs/2)` cos/sin values are `cos` and `sin`.
+    @inline(__always)
+    static func rope(_ vec: UnsafeMutablePointer<Float>, heads: Int, hs: Int,
+                     cos: UnsafePointer<Float>, sin: UnsafePointer<Float>) {
+        for h in 0..<heads {
+            let v = vec + h * hs
+            var i = 0
+            while i < hs {
+                let c = cos[i >> 1], s = sin[i >> 1]
+                let a = v[i], b = v[i + 1]
+                v[i] = a * c - b * s
+                v[i + 1] = a * s + b * c
+                i += 2
+            }
+        }
+    }
+
+    // MARK: - Matrix-vector products (batch-1 decode)
+
+    /// `out[r] = dot(W[r, :], x)` for `r` in `rows`, `W` row-major `(rows, cols)`. Four rows share each
+    /// load of `x`; the loop is bound by memory bandwidth.
+    static func matvec(_ out: UnsafeMutablePointer<Float>, _ w: UnsafePointer<Float>, _ x: UnsafePointer<Float>,
+                       rows: Range<Int>, cols: Int) {
+        let vecEnd = cols & ~15
+        var r = rows.lowerBound
+        while r + 4 <= rows.upperBound {
+            let w0 = w + r * cols, w1 = w0 + cols, w2 = w1 + cols, w3 = w2 + cols
+            var a0 = Vec(), a1 = Vec(), a2 = Vec(), a3 = Vec()
+            var c = 0
+            while c < vecEnd {
+                let xv = load(x, c)
+                a0.addProduct(load(w0, c), xv)
+                a1.addProduct(load(w1, c), xv)
+                a2.addProduct(load(w2, c), xv)
+                a3.addProduct(load(w3, c), xv)
+                c += 16
+            }
+            var s0 = a0.sum(), s1 = a1.sum(), s2 = a2.sum(), s3 = a3.sum()
+            while c < cols {
+                let xc = x[c]
+                s0 += w0[c] * xc; s1 += w1[c] * xc; s2 += w2[c] * xc; s3 += w3[c] * xc
+                c += 1
+            }
+            out[r] = s0; out[r + 1] = s1; out[r + 2] = s2; out[r + 3] = s3
+            r += 4
+        }
+        while r < rows.upperBound {
+            out[r] = dot(w + r * cols, x, cols)
+            r += 1
+        }
+    }
+
+    /// Rearranges `x` (cols, a multiple of 32) for `matvecBF16`: within each block of 32, the 16
+    /// even-indexed elements, then the 16 odd-indexed ones.
+    static func deinterleaveForBF16(_ out: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, cols: Int) {
+        var b = 0
+        while b < cols {
+            for j in 0..<16 {
+                out[b + j] = x[b + 2 * j]
+                out[b + 16 + j] = x[b + 2 * j + 1]
+            }
+            b += 32
+        }
+    }
+
+    /// `out[r] = dot(W[r, :], x)` with `W` stored as bfloat16 (`(rows, cols)`, cols a multiple of 32) and
+    /// `x` prepared by `deinterleaveForBF16`. A 32-bit word holds elements `2j` (low half) and `2j+1`
+    /// (high half); shifting or masking turns each half into an exact float32, accumulated in float32.
+    static func matvecBF16(_ out: UnsafeMutablePointer<Float>, _ w: UnsafePointer<UInt16>,
+                           _ xPerm: UnsafePointer<Float>, rows: Range<Int>, cols: Int) {
+        typealias Words = SIMD16<UInt32>
+        let mask = Words(repeating: 0xFFFF_0000)
+        @inline(__always) func words(_ p: UnsafePointer<UInt16>, _ c: Int) -> Words {
+            UnsafeRawPointer(p + c).loadUnaligned(as: Words.self)
+        }
+        var r = rows.lowerBound
+        while r + 2 <= rows.upperBound {
+            let w0 = w + r * cols, w1 = w0 + cols
+            var e0 = Vec(), o0 = Vec(), e1 = Vec(), o1 = Vec()
+            var c = 0
+            while c < cols {
+                let xe = load(xPerm, c), xo = load(xPerm, c + 16)
+                let p0 = words(w0, c), p1 = words(w1, c)
+                e0.addProduct(unsafeBitCast(p0 &<< 16, to: Vec.self), xe)
+                o0.addProduct(unsafeBitCast(p0 & mask, to: Vec.self), xo)
+                e1.addProduct(unsafeBitCast(p1 &<< 16, to: Vec.self), xe)
+                o1.addProduct(unsafeBitCast(p1 & mask, to: Vec.self), xo)
+                c += 32
+            }
+            out[r] = (e0 + o0).sum()
+            out[r + 1] = (e1 + o1).sum()
+            r += 2
+        }
+        while r < rows.upperBound {
+            let w0 = w + r * cols
+            var e0 = Vec(), o0 = Vec()
+            var c = 0
+            while c < cols {
+                let p0 = words(w0, c)
+                e0.addProduct(unsafeBitCast(p0 &<< 16, to: Vec.self), load(xPerm, c))
+                o0.addProduct(unsafeBitCast(p0 & mask, to: Vec.self), load(xPerm, c + 16))
+                c += 32
+            }
+            out[r] = (e0 + o0).sum()
+            r += 1
+        }
+    }
+
+    /// float32 to bfloat16, rounding to nearest even (NaN stays NaN).
+    @inline(__always)
+    static func bfloat16(_ f: Float) -> UInt16 {
+        let bits = f.bitPattern
+        if f.isNaN { return UInt16(bits >> 16) | 0x40 }
+        let rounding = 0x7FFF + ((bits >> 16) & 1)
+        return UInt16((bits &+ rounding) >> 16)
+    }
+
+    /// bfloat16 to float32 (exact).
+    @inline(__always)
+    static func float(bfloat16 h: UInt16) -> Float { Float(bitPattern: UInt32(h) << 16) }
+
+    // MARK: - Matrix products (prefill, batched decode)
+
+    /// `C[:, cols] = A * W[cols, :]^T`: `A` is `(M, K)` row-major, `W` is `(N, K)` row-major (rows are
+    /// output features), `C` is `(M, ldc)`; computes output features `features`.
+    static func matmulTransposed(_ c: UnsafeMutablePointer<Float>, ldc: Int, _ a: UnsafePointer<Float>, m: Int,
+                                 _ w: UnsafePointer<Float>, features: Range<Int>, k: Int, accumulate: Bool = false) {
+        guard !features.isEmpty, m > 0 else { return }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(m), Int32(features.count), Int32(k),
+                    1, a, Int32(k), w + features.lowerBound * k, Int32(k),
+                    accumulate ? 1 : 0, c + features.lowerBound, Int32(ldc))
+    }
+
+    /// Pins OpenBLAS to one thread per call: the core's `ComputePool` owns parallelism.
+    static let blasSingleThreaded: Void = { openblas_set_num_threads(1) }()
+}

@@ -1,0 +1,263 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// The on-disk formats of llama2.c that the core reads.
+public enum CheckpointFormat: String, Sendable, Codable {
+    /// 7 int32 header (`vocab_size < 0` means a separate classifier), then float32 tensors in
+    /// run.c's order, with the two `freq_cis` tables before the classifier.
+    case legacy
+    /// llama2.c's `version1_export`: 256-byte header (magic "ak42", version 1, 7 int32, shared flag),
+    /// then float32 norms first, then the matrices, no RoPE tables.
+    case version1
+}
+
+/// Reading and writing llama2.c checkpoints.
+public enum Checkpoint {
+    /// The magic that starts a version-1 (and later) llama2.c file: "ak42" as a little-endian uint32.
+    public static let versionedMagic: UInt32 = 0x616B_3432
+    static let legacyHeaderBytes = 28
+    static let versionedHeaderBytes = 256
+
+    /// Reads a legacy or version-1 checkpoint (detected from the first 4 bytes). A truncated file, a
+    /// file with trailing bytes, or an impossible header is refused with expected and actual sizes.
+    public static func read(path: String) throws -> (weights: ModelWeights, format: CheckpointFormat) {
+        let file = try ReadableFile(path: path)
+        defer { file.close() }
+        guard file.size >= 4 else {
+            throw LlamaError.invalidCheckpoint(path: path, reason: "file is \(file.size) bytes, too short for any header")
+        }
+        let magic = try file.readInt32s(at: 0, count: 1, path: path)[0]
+        if UInt32(bitPattern: magic) == versionedMagic {
+            return (try readVersioned(file, path: path), .version1)
+        }
+        return (try readLegacy(file, path: path), .legacy)
+    }
+
+    private static func checkSize(_ file: ReadableFile, expected: Int, path: String) throws {
+        if file.size < expected {
+            throw LlamaError.invalidCheckpoint(path: path,
+                                     reason: "truncated: expected \(expected) bytes for its header's config, found \(file.size)")
+        }
+        if file.size > expected {
+            throw LlamaError.invalidCheckpoint(path: path,
+                                     reason: "inconsistent: expected \(expected) bytes for its header's config, found \(file.size) (\(file.size - expected) extra)")
+        }
+    }
+
+    private static func config(fromHeader h: [Int32], shared: Bool, path: String) throws -> LlamaConfig {
+        let config = LlamaConfig(dim: Int(h[0]), hiddenDim: Int(h[1]), nLayers: Int(h[2]), nHeads: Int(h[3]),
+                                 nKVHeads: Int(h[4]), vocabSize: Int(h[5]), seqLen: Int(h[6]), sharedClassifier: shared)
+        do {
+            try config.validate()
+        } catch {
+            throw LlamaError.invalidCheckpoint(path: path, reason: "header: \(error)")
+        }
+        return config
+    }
+
+    private static func readLegacy(_ file: ReadableFile, path: String) throws -> ModelWeights {
+        guard file.size >= legacyHeaderBytes else {
+            throw LlamaError.invalidCheckpoint(path: path,
+                                     reason: "truncated: expected at least \(legacyHeaderBytes) header bytes, found \(file.size)")
+        }
+        var h = try file.readInt32s(at: 0, count: 7, path: path)
+        let shared = h[5] > 0
+        h[5] = h[5].magnitude > Int32.max ? 0 : abs(h[5])
+        let config = try config(fromHeader: h, shared: shared, path: path)
+        let weights = ModelWeights(zerosFor: config)
+        let layout = weights.layout
+        let expected = legacyHeaderBytes + layout.storedTensors.reduce(0) { $0 + layout.count($1) } * 4
+        try checkSize(file, expected: expected, path: path)
+        var cursor = legacyHeaderBytes
+        for tensor in layout.storedTensors {
+            try file.readFloats(at: cursor, into: weights.storage, offset: layout.offset(tensor),
+                                count: layout.count(tensor), path: path)
+            cursor += layout.count(tensor) * 4
+        }
+        return weights
+    }
+
+    /// Order of tensors in a version-1 file.
+    static func versionedOrder(_ config: LlamaConfig) -> [ParameterTensor] {
+        var order: [ParameterTensor] = [.rmsAttention, .rmsFFN, .rmsFinal, .tokenEmbedding,
+                                        .wq, .wk, .wv, .wo, .w1, .w2, .w3]
+        if !config.sharedClassifier { order.append(.classifier) }
+        return order
+    }
+
+    private static func readVersioned(_ file: ReadableFile, path: String) throws -> ModelWeights {
+        guard file.size >= versionedHeaderBytes else {
+            throw LlamaError.invalidCheckpoint(path: path,
+                                     reason: "truncated: expected a \(versionedHeaderBytes)-byte header, found \(file.size) bytes")
+        }
+        let words = try file.readInt32s(at: 4, count: 8, path: path)
+        let version = words[0]
+        guard version == 1 else {
+            throw LlamaError.invalidCheckpoint(path: path,
+                                     reason: "version \(version) is not supported (only llama2.c's float32 version 1 and the legacy format)")
+        }
+        let flag = try file.readBytes(at: 36, count: 1, path: path)[0]
+        guard flag <= 1 else {
+            throw LlamaError.invalidCheckpoint(path: path, reason: "header: shared_classifier flag is \(flag), expected 0 or 1")
+        }
+        let config = try config(fromHeader: Array(words[1...7]), shared: flag == 1, path: path)
+        let weights = ModelWeights(zerosFor: config)
+        let layout = weights.layout
+        let order = versionedOrder(config)
+        let expected = versionedHeaderBytes + order.reduce(0) { $0 + layout.count($1) } * 4
+        try checkSize(file, expected: expected, path: path)
+        var cursor = versionedHeaderBytes
+        for tensor in order {
+            try file.readFloats(at: cursor, into: weights.storage, offset: layout.offset(tensor),
+                                count: layout.count(tensor), path: path)
+            cursor += layout.count(tensor) * 4
+        }
+        return weights
+    }
+
+    /// The legacy header of `config`: 7 int32, vocab size negated for a separate classifier.
+    public static func legacyHeader(_ c: LlamaConfig) -> [Int32] {
+        [c.dim, c.hiddenDim, c.nLayers, c.nHeads, c.nKVHeads,
+         c.sharedClassifier ? c.vocabSize : -c.vocabSize, c.seqLen].map { Int32($0) }
+    }
+
+    /// Writes `weights` in the legacy format, atomically (temporary file, fsync, rename). A checkpoint
+    /// read from a legacy file writes back byte-identically.
+    public static func writeLegacy(_ weights: ModelWeights, to path: String) throws {
+        let file = try WritableFile(atomicPath: path)
+        do {
+            var header = legacyHeader(weights.config)
+            try header.withUnsafeMutableBytes { (raw) in
+                try file.write(UnsafeRawBufferPointer(raw))
+            }
+            for tensor in weights.layout.storedTensors {
+                let range = weights.layout.range(tensor)
+                try weights.storage.withUnsafeBufferPointer { (buf) in
+                    try file.write(UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: buf[range])))
+                }
+            }
+            try file.commit()
+        } catch {
+            file.abandon()
+            throw error
+        }
+    }
+}
+
+// MARK: - File access (POSIX)
+
+/// A read-only file with positioned reads; all pointer work for checkpoint loading stays here.
+struct ReadableFile {
+    let fd: Int32
+    let size: Int
+    let path: String
+
+    init(path: String) throws {
+        let fd = open(path, O_RDONLY)
+        guard fd >= 0 else { throw LlamaError.io(path: path, reason: "cannot open: \(String(cString: strerror(errno)))") }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else {
+            let reason = String(cString: strerror(errno))
+            Glibc.close(fd)
+            throw LlamaError.io(path: path, reason: "cannot stat: \(reason)")
+        }
+        if (st.st_mode & S_IFMT) == S_IFDIR {
+            Glibc.close(fd)
+            throw LlamaError.io(path: path, reason: "is a directory")
+        }
+        self.fd = fd
+        self.size = Int(st.st_size)
+        self.path = path
+    }
+
+    func close() { _ = Glibc.close(fd) }
+
+    private func readExactly(_ dst: UnsafeMutableRawPointer, count: Int, at offset: Int, path: String) throws {
+        var done = 0
+        while done < count {
+            let n = pread(fd, dst + done, count - done, off_t(offset + done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw LlamaError.io(path: path, reason: "read failed: \(String(cString: strerror(errno)))")
+            }
+            if n == 0 {
+                throw LlamaError.invalidCheckpoint(path: path,
+                                         reason: "truncated: expected \(offset + count) bytes, found \(offset + done)")
+            }
+            done += n
+        }
+    }
+
+    func readBytes(at offset: Int, count: Int, path: String) throws -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: count)
+        try out.withUnsafeMutableBytes { (raw) in
+            try readExactly(raw.baseAddress!, count: count, at: offset, path: path)
+        }
+        return out
+    }
+
+    func readInt32s(at offset: Int, count: Int, path: String) throws -> [Int32] {
+        var out = [Int32](repeating: 0, count: count)
+        try out.withUnsafeMutableBytes { (raw) in
+            try readExactly(raw.baseAddress!, count: count * 4, at: offset, path: path)
+        }
+        return out.map { Int32(littleEndian: $0) }
+    }
+
+    func readFloats(at offset: Int, into buffer: FloatBuffer, offset dstOffset: Int, count: Int, path: String) throws {
+        guard count > 0 else { return }
+        try buffer.withUnsafeMutableBufferPointer { (buf) in
+            try readExactly(UnsafeMutableRawPointer(buf.baseAddress! + dstOffset), count: count * 4, at: offset, path: path)
+        }
+    }
+
+    /// The whole file (for small files such as tokenizers).
+    func readAll() throws -> [UInt8] { try readBytes(at: 0, count: size, path: path) }
+}
+
+/// A file written under a temporary name and renamed into place on `commit()`.
+final class WritableFile {
+    let path: String
+    let temporaryPath: String
+    private var fd: Int32
+
+    init(atomicPath path: String) throws {
+        self.path = path
+        self.temporaryPath = path + ".tmp-\(getpid())"
+        fd = open(temporaryPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        guard fd >= 0 else { throw LlamaError.io(path: path, reason: "cannot create: \(String(cString: strerror(errno)))") }
+    }
+
+    func write(_ bytes: UnsafeRawBufferPointer) throws {
+        var done = 0
+        while done < bytes.count {
+            let n = Glibc.write(fd, bytes.baseAddress! + done, bytes.count - done)
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw LlamaError.io(path: path, reason: "write failed: \(String(cString: strerror(errno)))")
+            }
+            done += n
+        }
+    }
+
+    func write(_ bytes: [UInt8]) throws {
+        try bytes.withUnsafeBytes { (raw) in try write(raw) }
+    }
+
+    func commit() throws {
+        guard fsync(fd) == 0 else { throw LlamaError.io(path: path, reason: "fsync failed: \(String(cString: strerror(errno)))") }
+        Glibc.close(fd)
+        fd = -1
+        guard rename(temporaryPath, path) == 0 else {
+            throw LlamaError.io(path: path, reason: "rename failed: \(String(cString: strerror(errno)))")
+        }
+    }
+
+    func abandon() {
+        if fd >= 0 { Glibc.close(fd); fd = -1 }
+        unlink(temporaryPath)
+    }
+}

@@ -1,0 +1,99 @@
+/// Hyper-parameters of a LLaMA2 transformer, as in llama2.c's checkpoint header plus the two constants
+/// (norm epsilon, RoPE theta) that the header leaves implicit.
+///
+/// Shape letters used across LlamaCore: `B` sequences in a batch, `T` tokens, `D = dim`,
+/// `H = hiddenDim`, `L = nLayers`, `V = vocabSize`, `S = seqLen`, `hs = headSize`,
+/// `KVD = nKVHeads * headSize`.
+public struct LlamaConfig: Codable, Sendable, Equatable {
+    /// Model width `D`.
+    public var dim: Int
+    /// SwiGLU hidden width `H`.
+    public var hiddenDim: Int
+    /// Number of transformer blocks `L`.
+    public var nLayers: Int
+    /// Number of query heads.
+    public var nHeads: Int
+    /// Number of key/value heads (grouped-query attention when smaller than `nHeads`).
+    public var nKVHeads: Int
+    /// Vocabulary size `V`.
+    public var vocabSize: Int
+    /// Maximum sequence length `S` (size of the KV cache and of the RoPE table).
+    public var seqLen: Int
+    /// True when the classifier shares the token-embedding matrix.
+    public var sharedClassifier: Bool
+    /// RMSNorm epsilon (LLaMA2: 1e-5).
+    public var normEps: Float
+    /// RoPE base (LLaMA2: 10000).
+    public var ropeTheta: Float
+
+    /// Creates a config; call `validate()` (checkpoint readers do) before using it.
+    public init(dim: Int, hiddenDim: Int, nLayers: Int, nHeads: Int, nKVHeads: Int, vocabSize: Int,
+                seqLen: Int, sharedClassifier: Bool = true, normEps: Float = 1e-5, ropeTheta: Float = 10000) {
+        self.dim = dim
+        self.hiddenDim = hiddenDim
+        self.nLayers = nLayers
+        self.nHeads = nHeads
+        self.nKVHeads = nKVHeads
+        self.vocabSize = vocabSize
+        self.seqLen = seqLen
+        self.sharedClassifier = sharedClassifier
+        self.normEps = normEps
+        self.ropeTheta = ropeTheta
+    }
+
+    /// Size of one attention head, `hs = D / nHeads`.
+    public var headSize: Int { dim / nHeads }
+    /// Width of the key and value projections, `KVD = nKVHeads * hs`.
+    public var kvDim: Int { nKVHeads * headSize }
+    /// Query heads that share one key/value head.
+    public var kvGroupSize: Int { nHeads / nKVHeads }
+
+    /// Checks every field and the relations between them; the error names the offending field.
+    public func validate() throws {
+        func positive(_ value: Int, _ field: String) throws {
+            if value <= 0 { throw LlamaError.invalidConfig(field: field, reason: "must be positive, got \(value)") }
+        }
+        try positive(dim, "dim")
+        try positive(hiddenDim, "hidden_dim")
+        try positive(nLayers, "n_layers")
+        try positive(nHeads, "n_heads")
+        try positive(nKVHeads, "n_kv_heads")
+        try positive(vocabSize, "vocab_size")
+        try positive(seqLen, "seq_len")
+        if dim % nHeads != 0 {
+            throw LlamaError.invalidConfig(field: "n_heads", reason: "dim \(dim) is not a multiple of n_heads \(nHeads)")
+        }
+        if nKVHeads > nHeads || nHeads % nKVHeads != 0 {
+            throw LlamaError.invalidConfig(field: "n_kv_heads",
+                                 reason: "n_heads \(nHeads) is not a multiple of n_kv_heads \(nKVHeads)")
+        }
+        if headSize % 2 != 0 {
+            throw LlamaError.invalidConfig(field: "n_heads",
+                                 reason: "head size dim/n_heads = \(headSize) is odd; RoPE rotates pairs")
+        }
+        if !(normEps > 0) || !normEps.isFinite {
+            throw LlamaError.invalidConfig(field: "norm_eps", reason: "must be a positive finite number, got \(normEps)")
+        }
+        if !(ropeTheta > 1) || !ropeTheta.isFinite {
+            throw LlamaError.invalidConfig(field: "rope_theta", reason: "must be a finite number above 1, got \(ropeTheta)")
+        }
+        let limit = 1 << 24
+        for (value, field) in [(dim, "dim"), (hiddenDim, "hidden_dim"), (vocabSize, "vocab_size"),
+                               (seqLen, "seq_len"), (nLayers, "n_layers")] where value > limit {
+            throw LlamaError.invalidConfig(field: field, reason: "\(value) is implausibly large (limit \(limit))")
+        }
+    }
+
+    /// Number of trainable parameters (embedding, blocks, final norm, classifier if separate).
+    public var parameterCount: Int {
+        let perLayer = 2 * dim + dim * dim * 2 + kvDim * dim * 2 + 3 * dim * hiddenDim
+        return vocabSize * dim + nLayers * perLayer + dim + (sharedClassifier ? 0 : vocabSize * dim)
+    }
+
+    /// llama2.c's "stories15M" shape, the benchmark's first config.
+    public static let stories15M = LlamaConfig(dim: 288, hiddenDim: 768, nLayers: 6, nHeads: 6, nKVHeads: 6,
+                                               vocabSize: 32000, seqLen: 256)
+    /// A grouped-query shape (4 query heads per kv head), the benchmark's second config.
+    public static let gqa = LlamaConfig(dim: 512, hiddenDim: 1376, nLayers: 8, nHeads: 8, nKVHeads: 2,
+                                        vocabSize: 32000, seqLen: 512)
+}

@@ -1,0 +1,85 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// The weights of one LLaMA2 model: a config, the layout of its tensors, and one `FloatBuffer` that
+/// holds them all. Shared by reference across sessions and threads; never copied per sequence.
+public struct ModelWeights: Sendable {
+    /// The model's hyper-parameters.
+    public let config: LlamaConfig
+    /// Where each tensor lives in `storage`.
+    public let layout: ParameterLayout
+    /// Every tensor, in legacy order, 64-byte aligned.
+    public let storage: FloatBuffer
+
+    /// Wraps an existing buffer laid out for `config`.
+    public init(config: LlamaConfig, storage: FloatBuffer) {
+        let layout = ParameterLayout(config: config)
+        precondition(storage.count == layout.totalCount, "storage does not match the config's layout")
+        self.config = config
+        self.layout = layout
+        self.storage = storage
+    }
+
+    /// Zero weights (norm weights too) of `config`, with the legacy RoPE tables filled in.
+    public init(zerosFor config: LlamaConfig) {
+        let layout = ParameterLayout(config: config)
+        self.init(config: config, storage: FloatBuffer(count: layout.totalCount))
+        fillRoPETables()
+    }
+
+    /// Random weights for tests and benchmarks: matrices ~ N(0, std^2), norm weights 1, deterministic
+    /// in `seed`.
+    public static func random(config: LlamaConfig, seed: UInt64, std: Double = 0.02) -> ModelWeights {
+        let weights = ModelWeights(zerosFor: config)
+        var rng = SeededGenerator(seed: seed)
+        weights.storage.withUnsafeMutableBufferPointer { buf in
+            for tensor in weights.layout.trainableTensors {
+                let range = weights.layout.range(tensor)
+                switch tensor {
+                case .rmsAttention, .rmsFFN, .rmsFinal:
+                    for i in range { buf[i] = 1 }
+                default:
+                    for i in range { buf[i] = Float(rng.nextGaussian() * std) }
+                }
+            }
+        }
+        return weights
+    }
+
+    /// Fills the legacy `freq_cis` tables as llama2.c's export writes them: for position `t` and pair
+    /// `i`, `cos/sin(t * theta^(-2i/hs))`.
+    func fillRoPETables() {
+        let hs = config.headSize, half = hs / 2
+        let real = layout.offset(.freqCisReal), imag = layout.offset(.freqCisImag)
+        storage.withUnsafeMutableBufferPointer { buf in
+            for t in 0..<config.seqLen {
+                for i in 0..<half {
+                    let freq = 1.0 / pow(Double(config.ropeTheta), Double(2 * i) / Double(hs))
+                    let angle = Double(t) * freq
+                    buf[real + t * half + i] = Float(cos(angle))
+                    buf[imag + t * half + i] = Float(sin(angle))
+                }
+            }
+        }
+    }
+
+    /// A deep copy (for training, which mutates its own weights).
+    public func copy() -> ModelWeights {
+        let other = FloatBuffer(count: storage.count)
+        storage.withUnsafeBufferPointer { src in
+            other.withUnsafeMutableBufferPointer { dst in
+                dst.baseAddress!.update(from: src.baseAddress!, count: src.count)
+            }
+        }
+        return ModelWeights(config: config, storage: other)
+    }
+
+    /// The stored elements of `tensor` as an array (for tests and tools; copies).
+    public func values(_ tensor: ParameterTensor) -> [Float] {
+        if tensor == .classifier && config.sharedClassifier { return values(.tokenEmbedding) }
+        return storage.array(layout.range(tensor))
+    }
+}

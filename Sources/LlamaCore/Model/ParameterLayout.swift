@@ -1,0 +1,129 @@
+/// The tensors of a LLaMA2 checkpoint, in llama2.c's legacy file order.
+public enum ParameterTensor: Int, CaseIterable, Sendable, Codable {
+    /// `(V, D)` token embedding (also the classifier when shared).
+    case tokenEmbedding
+    /// `(L, D)` RMSNorm weight before attention.
+    case rmsAttention
+    /// `(L, D, D)` query projection (rows are output features).
+    case wq
+    /// `(L, KVD, D)` key projection.
+    case wk
+    /// `(L, KVD, D)` value projection.
+    case wv
+    /// `(L, D, D)` attention output projection.
+    case wo
+    /// `(L, D)` RMSNorm weight before the FFN.
+    case rmsFFN
+    /// `(L, H, D)` SwiGLU gate projection.
+    case w1
+    /// `(L, D, H)` SwiGLU down projection.
+    case w2
+    /// `(L, H, D)` SwiGLU up projection.
+    case w3
+    /// `(D)` final RMSNorm weight.
+    case rmsFinal
+    /// `(S, hs/2)` legacy-format RoPE cosine table, unused by the math (RoPE is recomputed) but kept so
+    /// that a legacy checkpoint reads and writes back byte-identically.
+    case freqCisReal
+    /// `(S, hs/2)` legacy-format RoPE sine table, kept like `freqCisReal`.
+    case freqCisImag
+    /// `(V, D)` separate classifier; absent when the classifier is shared.
+    case classifier
+
+    /// The name llama2.c and PyTorch exports use.
+    public var name: String {
+        switch self {
+        case .tokenEmbedding: return "tok_embeddings"
+        case .rmsAttention: return "attention_norm"
+        case .wq: return "wq"
+        case .wk: return "wk"
+        case .wv: return "wv"
+        case .wo: return "wo"
+        case .rmsFFN: return "ffn_norm"
+        case .w1: return "w1"
+        case .w2: return "w2"
+        case .w3: return "w3"
+        case .rmsFinal: return "norm"
+        case .freqCisReal: return "freq_cis_real"
+        case .freqCisImag: return "freq_cis_imag"
+        case .classifier: return "output"
+        }
+    }
+}
+
+/// Where each tensor of a config lives inside one `FloatBuffer`, in legacy file order. Every tensor
+/// starts on a 64-byte boundary; per-layer slices are contiguous `(rows, cols)` matrices.
+public struct ParameterLayout: Sendable, Equatable {
+    /// The config the layout was computed for.
+    public let config: LlamaConfig
+    /// Offsets (in floats) of each present tensor, indexed by `ParameterTensor.rawValue`.
+    private let offsets: [Int]
+    /// Element counts of each tensor (0 when absent).
+    private let counts: [Int]
+    /// Total floats the buffer needs, padding included.
+    public let totalCount: Int
+
+    /// Computes the layout of `config`.
+    public init(config: LlamaConfig) {
+        self.config = config
+        var offsets = [Int](repeating: 0, count: ParameterTensor.allCases.count)
+        var counts = [Int](repeating: 0, count: ParameterTensor.allCases.count)
+        var cursor = 0
+        for tensor in ParameterTensor.allCases {
+            let n = ParameterLayout.elementCount(tensor, config)
+            counts[tensor.rawValue] = n
+            offsets[tensor.rawValue] = cursor
+            cursor += (n + 15) / 16 * 16
+        }
+        if config.sharedClassifier { offsets[ParameterTensor.classifier.rawValue] = offsets[0] }
+        self.offsets = offsets
+        self.counts = counts
+        self.totalCount = cursor
+    }
+
+    /// The shape of one tensor (layer dimension first for per-layer tensors).
+    public static func shape(_ tensor: ParameterTensor, _ c: LlamaConfig) -> [Int] {
+        switch tensor {
+        case .tokenEmbedding: return [c.vocabSize, c.dim]
+        case .rmsAttention, .rmsFFN: return [c.nLayers, c.dim]
+        case .wq, .wo: return [c.nLayers, c.dim, c.dim]
+        case .wk, .wv: return [c.nLayers, c.kvDim, c.dim]
+        case .w1, .w3: return [c.nLayers, c.hiddenDim, c.dim]
+        case .w2: return [c.nLayers, c.dim, c.hiddenDim]
+        case .rmsFinal: return [c.dim]
+        case .freqCisReal, .freqCisImag: return [c.seqLen, c.headSize / 2]
+        case .classifier: return c.sharedClassifier ? [0] : [c.vocabSize, c.dim]
+        }
+    }
+
+    static func elementCount(_ tensor: ParameterTensor, _ c: LlamaConfig) -> Int {
+        shape(tensor, c).reduce(1, *)
+    }
+
+    /// Number of elements stored for `tensor` (0 for a shared classifier).
+    public func count(_ tensor: ParameterTensor) -> Int { counts[tensor.rawValue] }
+
+    /// Offset of `tensor`'s first element. A shared classifier resolves to the token embedding.
+    public func offset(_ tensor: ParameterTensor) -> Int { offsets[tensor.rawValue] }
+
+    /// Element range of `tensor` (the stored elements; empty for a shared classifier).
+    public func range(_ tensor: ParameterTensor) -> Range<Int> {
+        offsets[tensor.rawValue] ..< offsets[tensor.rawValue] + counts[tensor.rawValue]
+    }
+
+    /// Offset of layer `layer`'s slice of a per-layer tensor.
+    public func offset(_ tensor: ParameterTensor, layer: Int) -> Int {
+        let shape = ParameterLayout.shape(tensor, config)
+        return offsets[tensor.rawValue] + layer * shape.dropFirst().reduce(1, *)
+    }
+
+    /// The tensors a checkpoint with this config stores, in legacy file order.
+    public var storedTensors: [ParameterTensor] {
+        ParameterTensor.allCases.filter { $0 != .classifier || !config.sharedClassifier }
+    }
+
+    /// The trainable tensors (everything but the legacy RoPE tables).
+    public var trainableTensors: [ParameterTensor] {
+        storedTensors.filter { $0 != .freqCisReal && $0 != .freqCisImag }
+    }
+}

@@ -1,0 +1,303 @@
+/// Logits produced by one forward call: `(rows, V)`. The storage belongs to the transformer's
+/// workspace and is valid until its next forward call; copy what must outlive it.
+public struct Logits {
+    /// Number of logit rows.
+    public let rows: Int
+    /// Vocabulary size `V`.
+    public let vocabSize: Int
+    let buffer: FloatBuffer
+
+    /// Row `i` as an array (copies).
+    public func row(_ i: Int) -> [Float] {
+        precondition(i >= 0 && i < rows, "logit row \(i) out of range 0..<\(rows)")
+        return buffer.array(i * vocabSize ..< (i + 1) * vocabSize)
+    }
+
+    /// Lends row `i` without copying.
+    public func withRow<R, E: Error>(_ i: Int, _ body: (UnsafeBufferPointer<Float>) throws(E) -> R) throws(E) -> R {
+        precondition(i >= 0 && i < rows, "logit row \(i) out of range 0..<\(rows)")
+        return try buffer.withUnsafeBufferPointer { (all) throws(E) in
+            try body(UnsafeBufferPointer(rebasing: all[i * vocabSize ..< (i + 1) * vocabSize]))
+        }
+    }
+}
+
+/// Runs a `LlamaModel` forward: batched prefill of a prompt (matrix products), incremental decode
+/// with a KV cache (matrix-vector products, float32 or bfloat16 weights), and batched decode of `B`
+/// sequences of different lengths (matrix products over the batch).
+///
+/// A transformer owns a reusable workspace and is used by one caller at a time; many transformers
+/// (one per thread or actor) can share one `LlamaModel`.
+public final class Transformer {
+    /// The shared weights.
+    public let model: LlamaModel
+    /// The threads that run each parallel region.
+    public let pool: ComputePool
+    private var workspace: Workspace
+
+    /// A transformer over `model` whose kernels run on `pool`.
+    public init(model: LlamaModel, pool: ComputePool = .serial) {
+        _ = Kernels.blasSingleThreaded
+        self.model = model
+        self.pool = pool
+        self.workspace = Workspace(config: model.config, rows: 1, logitRows: 1, threads: pool.threadCount)
+    }
+
+    /// The model's hyper-parameters.
+    public var config: LlamaConfig { model.config }
+
+    /// A fresh KV cache for one sequence of this model.
+    public func makeCache() -> KVCache { KVCache(config: config) }
+
+    // MARK: - Public entry points
+
+    /// Appends `tokens` to `cache` in one batched pass and returns the logits of the last token
+    /// (`(1, V)`), or of every token (`(T, V)`) when `allLogits` is set.
+    public func prefill(_ tokens: [Int32], cache: KVCache, allLogits: Bool = false) throws -> Logits {
+        guard !tokens.isEmpty else { throw LlamaError.invalidInput("empty prompt: at least one token (usually BOS) is needed") }
+        try checkRoom(cache, adding: tokens.count)
+        let start = cache.length
+        let positions = (0..<tokens.count).map { start + $0 }
+        let logitRows = allLogits ? Array(0..<tokens.count) : [tokens.count - 1]
+        let logits = try forward(tokens: tokens, caches: [KVCache](repeating: cache, count: tokens.count),
+                                 positions: positions, logitRows: logitRows)
+        cache.length += tokens.count
+        return logits
+    }
+
+    /// Appends one token to `cache` and returns its logits `(1, V)`.
+    public func decode(_ token: Int32, cache: KVCache) throws -> Logits {
+        try checkRoom(cache, adding: 1)
+        let logits = try forward(tokens: [token], caches: [cache], positions: [cache.length], logitRows: [0])
+        cache.length += 1
+        return logits
+    }
+
+    /// Appends `tokens[b]` to `caches[b]` for each of `B` sequences (each at its own length) in one
+    /// pass and returns their logits `(B, V)`.
+    public func decode(_ tokens: [Int32], caches: [KVCache]) throws -> Logits {
+        guard tokens.count == caches.count, !tokens.isEmpty else {
+            throw LlamaError.invalidInput("batched decode needs one token per cache, got \(tokens.count) tokens for \(caches.count) caches")
+        }
+        var seen = Set<ObjectIdentifier>()
+        for cache in caches {
+            guard seen.insert(ObjectIdentifier(cache)).inserted else {
+                throw LlamaError.invalidInput("batched decode got the same cache twice")
+            }
+            try checkRoom(cache, adding: 1)
+        }
+        let logits = try forward(tokens: tokens, caches: caches, positions: caches.map(\.length),
+                                 logitRows: Array(0..<tokens.count))
+        for cache in caches { cache.length += 1 }
+        return logits
+    }
+
+    private func checkRoom(_ cache: KVCache, adding count: Int) throws {
+        guard cache.config == config else { throw LlamaError.invalidInput("KV cache belongs to a model of another config") }
+        if cache.length + count > config.seqLen {
+            throw LlamaError.invalidInput("sequence of \(cache.length + count) tokens (\(cache.length) cached + \(count) new) exceeds seq_len \(config.seqLen)")
+        }
+    }
+
+    // MARK: - The forward pass
+
+    /// Runs `R` token rows; row `r` is token `tokens[r]` at `positions[r]` of `caches[r]`. Keys and
+    /// values of every row are written before attention, so rows of one cache at consecutive positions
+    /// (a prompt) attend causally to each other. Logits are computed for `logitRows` only.
+    func forward(tokens: [Int32], caches: [KVCache], positions: [Int], logitRows: [Int]) throws -> Logits {
+        let c = config
+        for token in tokens where token < 0 || Int(token) >= c.vocabSize {
+            throw LlamaError.invalidInput("token id \(token) outside the vocabulary 0..<\(c.vocabSize)")
+        }
+        let rows = tokens.count
+        workspace.ensure(rows: rows, logitRows: logitRows.count)
+        let ws = workspace
+        let D = c.dim, KVD = c.kvDim, H = c.hiddenDim, hs = c.headSize, S = c.seqLen, half = hs / 2
+        let layout = model.weights.layout
+        let w = model.weights.storage.baseAddress
+        let x = ws.x.baseAddress, xb = ws.xb.baseAddress, q = ws.q.baseAddress
+        let k = ws.k.baseAddress, v = ws.v.baseAddress, att = ws.att.baseAddress
+        let h1 = ws.h1.baseAddress, h3 = ws.h3.baseAddress, tmp = ws.tmp.baseAddress
+        let ropeCos = model.ropeCos.baseAddress, ropeSin = model.ropeSin.baseAddress
+
+        for r in 0..<rows {
+            (x + r * D).update(from: w + layout.offset(.tokenEmbedding) + Int(tokens[r]) * D, count: D)
+        }
+        for l in 0..<c.nLayers {
+            let rmsAtt = w + layout.offset(.rmsAttention, layer: l)
+            for r in 0..<rows { Kernels.rmsnorm(xb + r * D, x + r * D, rmsAtt, D, eps: c.normEps) }
+            project([Projection(.wq, l, xb, q, D, D), Projection(.wk, l, xb, k, KVD, D),
+                     Projection(.wv, l, xb, v, KVD, D)], rows: rows)
+            for r in 0..<rows {
+                let table = positions[r] * half
+                Kernels.rope(q + r * D, heads: c.nHeads, hs: hs, cos: ropeCos + table, sin: ropeSin + table)
+                Kernels.rope(k + r * KVD, heads: c.nKVHeads, hs: hs, cos: ropeCos + table, sin: ropeSin + table)
+                let slot = (l * S + positions[r]) * KVD
+                (caches[r].keys.baseAddress + slot).update(from: k + r * KVD, count: KVD)
+                (caches[r].values.baseAddress + slot).update(from: v + r * KVD, count: KVD)
+            }
+            attention(layer: l, rows: rows, caches: caches, positions: positions)
+            project([Projection(.wo, l, att, tmp, D, D)], rows: rows)
+            for r in 0..<rows { Kernels.add(x + r * D, tmp + r * D, D) }
+
+            let rmsFFN = w + layout.offset(.rmsFFN, layer: l)
+            for r in 0..<rows { Kernels.rmsnorm(xb + r * D, x + r * D, rmsFFN, D, eps: c.normEps) }
+            project([Projection(.w1, l, xb, h1, H, D), Projection(.w3, l, xb, h3, H, D)], rows: rows)
+            Kernels.swiglu(h1, h3, rows * H)
+            project([Projection(.w2, l, h1, tmp, D, H)], rows: rows)
+            for r in 0..<rows { Kernels.add(x + r * D, tmp + r * D, D) }
+        }
+        let rmsFinal = w + layout.offset(.rmsFinal)
+        for (i, r) in logitRows.enumerated() {
+            Kernels.rmsnorm(xb + i * D, x + r * D, rmsFinal, D, eps: c.normEps)
+        }
+        project([Projection(.classifier, 0, xb, ws.logits.baseAddress, c.vocabSize, D)], rows: logitRows.count)
+        return Logits(rows: logitRows.count, vocabSize: c.vocabSize, buffer: ws.logits)
+    }
+
+    /// Causal (grouped-query) attention of every row over its cache, `att (R, D)`.
+    private func attention(layer l: Int, rows: Int, caches: [KVCache], positions: [Int]) {
+        let c = config
+        let D = c.dim, KVD = c.kvDim, hs = c.headSize, S = c.seqLen, group = c.kvGroupSize
+        let ws = workspace
+        let q = ws.q.baseAddress, att = ws.att.baseAddress, scoresBase = ws.scores.baseAddress
+        let scale = 1 / Float(hs).squareRoot()
+        caches.withUnsafeBufferPointer { caches in
+            positions.withUnsafeBufferPointer { positions in
+                pool.parallelFor(rows * c.nHeads) { range, thread in
+                    let scores = scoresBase + thread * S
+                    for index in range {
+                        let r = index / c.nHeads, h = index % c.nHeads
+                        let pos = positions[r], kvHead = h / group
+                        let qh = q + r * D + h * hs
+                        let keys = caches[r].keys.baseAddress + l * S * KVD + kvHead * hs
+                        let values = caches[r].values.baseAddress + l * S * KVD + kvHead * hs
+                        for t in 0...pos { scores[t] = Kernels.dot(qh, keys + t * KVD, hs) * scale }
+                        Kernels.softmax(scores, pos + 1)
+                        let out = att + r * D + h * hs
+                        out.initialize(repeating: 0, count: hs)
+                        for t in 0...pos { Kernels.axpy(out, scores[t], values + t * KVD, hs) }
+                    }
+                }
+            }
+        }
+    }
+
+    /// One matrix product of a parallel region: `output (R, outFeatures) = input (R, inFeatures) W^T`.
+    struct Projection {
+        let tensor: ParameterTensor
+        let layer: Int
+        let input: UnsafeMutablePointer<Float>
+        let output: UnsafeMutablePointer<Float>
+        let outFeatures: Int
+        let inFeatures: Int
+
+        init(_ tensor: ParameterTensor, _ layer: Int, _ input: UnsafeMutablePointer<Float>,
+             _ output: UnsafeMutablePointer<Float>, _ outFeatures: Int, _ inFeatures: Int) {
+            self.tensor = tensor
+            self.layer = layer
+            self.input = input
+            self.output = output
+            self.outFeatures = outFeatures
+            self.inFeatures = inFeatures
+        }
+    }
+
+    /// Runs `jobs` (which share nothing but the pool) in one parallel region, each split by output
+    /// features. One row: matrix-vector kernels (bfloat16 where the model has it); more: sgemm.
+    private func project(_ jobs: [Projection], rows: Int) {
+        guard rows > 0 else { return }
+        let layout = model.weights.layout
+        let w = model.weights.storage.baseAddress
+        let threads = pool.threadCount
+        if rows == 1, let bf16 = model.bf16 {
+            let xPerm = workspace.xPerm.baseAddress
+            // Jobs of one region share their input (q/k/v, w1/w3), so it is rearranged once.
+            var prepared: UnsafeMutablePointer<Float>? = nil
+            for job in jobs where model.usesBF16(job.tensor) && prepared != job.input {
+                Kernels.deinterleaveForBF16(xPerm, job.input, cols: job.inFeatures)
+                prepared = job.input
+            }
+            let bf = bf16.baseAddress
+            pool.run { t in
+                for job in jobs {
+                    let range = ComputePool.share(of: job.outFeatures, thread: t, threads: threads, grain: 16)
+                    let offset = layout.offset(job.tensor, layer: job.layer)
+                    if model.usesBF16(job.tensor) {
+                        Kernels.matvecBF16(job.output, bf + offset, xPerm, rows: range, cols: job.inFeatures)
+                    } else {
+                        Kernels.matvec(job.output, w + offset, job.input, rows: range, cols: job.inFeatures)
+                    }
+                }
+            }
+        } else if rows == 1 {
+            pool.run { t in
+                for job in jobs {
+                    let range = ComputePool.share(of: job.outFeatures, thread: t, threads: threads, grain: 16)
+                    Kernels.matvec(job.output, w + layout.offset(job.tensor, layer: job.layer), job.input,
+                                   rows: range, cols: job.inFeatures)
+                }
+            }
+        } else {
+            pool.run { t in
+                for job in jobs {
+                    let range = ComputePool.share(of: job.outFeatures, thread: t, threads: threads, grain: 16)
+                    Kernels.matmulTransposed(job.output, ldc: job.outFeatures, job.input, m: rows,
+                                             w + layout.offset(job.tensor, layer: job.layer),
+                                             features: range, k: job.inFeatures)
+                }
+            }
+        }
+    }
+}
+
+/// Activation buffers of one transformer, grown on demand and reused across calls.
+final class Workspace {
+    let config: LlamaConfig
+    private(set) var rows: Int = 0
+    private(set) var logitRows: Int = 0
+    let threads: Int
+    /// `(R, D)` residual stream, normed input, queries, attention output, projection output.
+    var x, xb, q, att, tmp: FloatBuffer
+    /// `(R, KVD)` keys and values of the current rows.
+    var k, v: FloatBuffer
+    /// `(R, H)` SwiGLU gate and up activations.
+    var h1, h3: FloatBuffer
+    /// `(max(D, H))` input rearranged for the bfloat16 kernel.
+    let xPerm: FloatBuffer
+    /// `(threads, S)` attention scores, one row per thread.
+    let scores: FloatBuffer
+    /// `(Rl, V)` logits.
+    var logits: FloatBuffer
+
+    init(config: LlamaConfig, rows: Int, logitRows: Int, threads: Int) {
+        self.config = config
+        self.threads = threads
+        let empty = FloatBuffer(count: 0)
+        x = empty; xb = empty; q = empty; att = empty; tmp = empty; k = empty; v = empty; h1 = empty; h3 = empty
+        logits = empty
+        xPerm = FloatBuffer(count: max(config.dim, config.hiddenDim) + 32)
+        scores = FloatBuffer(count: threads * config.seqLen)
+        ensure(rows: rows, logitRows: logitRows)
+    }
+
+    func ensure(rows needed: Int, logitRows neededLogits: Int) {
+        let c = config
+        if needed > rows {
+            rows = needed
+            x = FloatBuffer(count: needed * c.dim)
+            xb = FloatBuffer(count: needed * c.dim)
+            q = FloatBuffer(count: needed * c.dim)
+            att = FloatBuffer(count: needed * c.dim)
+            tmp = FloatBuffer(count: needed * c.dim)
+            k = FloatBuffer(count: needed * c.kvDim)
+            v = FloatBuffer(count: needed * c.kvDim)
+            h1 = FloatBuffer(count: needed * c.hiddenDim)
+            h3 = FloatBuffer(count: needed * c.hiddenDim)
+        }
+        if neededLogits > logitRows {
+            logitRows = neededLogits
+            logits = FloatBuffer(count: neededLogits * c.vocabSize)
+        }
+    }
+}

@@ -1,0 +1,147 @@
+import ArgumentParser
+import Foundation
+import LlamaCore
+
+/// `rlhf bench`: performance benchmarks that print ratios against their named baselines.
+struct BenchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench",
+        abstract: "Benchmarks (figures and ratios against the named baselines, measured in one run).",
+        subcommands: [GenerateBench.self]
+    )
+}
+
+/// Baseline figures measured on this machine class with llama2.c's run.c (gcc -Ofast -march=native
+/// -fopenmp) and PyTorch 2.15 CPU, as recorded in the issue tracker.
+struct GenerateBaseline {
+    let llama2c1: Double, llama2c2: Double
+    let torchB16x1: Double?, torchB16x2: Double?
+
+    static func forConfig(_ name: String) -> GenerateBaseline {
+        name == "15M" ? GenerateBaseline(llama2c1: 299, llama2c2: 463, torchB16x1: 700, torchB16x2: 900)
+                      : GenerateBaseline(llama2c1: 109, llama2c2: 154, torchB16x1: nil, torchB16x2: nil)
+    }
+}
+
+struct GenerateBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "generate",
+        abstract: "Decode throughput (batch 1 float32/bfloat16, batch 16), prefill, memory bandwidth and peak memory on random-weight models."
+    )
+
+    @Option(help: "Configs to run: 15M, gqa or all.")
+    var config: String = "all"
+    @Option(help: "Thread counts to measure, comma-separated.")
+    var threads: String = "1,2"
+    @Option(help: "Passes per figure; the best is reported.")
+    var repeats: Int = 3
+    @Option(help: "Batch size for batched decode.")
+    var batch: Int = 16
+    @Option(help: "Tokens each batched sequence generates.")
+    var batchTokens: Int = 128
+    @Option(help: "Write the figures as JSON to this file too.")
+    var jsonOut: String?
+
+    func run() throws {
+        let names = config == "all" ? ["15M", "gqa"] : [config]
+        let threadCounts = threads.split(separator: ",").compactMap { Int($0) }
+        var report: [[String: Any]] = []
+        let sampling = SamplingSettings(temperature: 1, topP: 0.9)
+        print("machine: \(ProcessInfo.processInfo.activeProcessorCount) cores; load average \(loadAverage())")
+        var bandwidth: [Int: Double] = [:]
+        for t in threadCounts {
+            let pool = ComputePool(threads: t)
+            bandwidth[t] = MemoryProbe.readBandwidth(pool: pool)
+            pool.shutdown()
+            print(String(format: "memory read probe, %d thread(s): %.1f GB/s", t, bandwidth[t]!))
+        }
+        for name in names {
+            let c: LlamaConfig
+            switch name {
+            case "15M": c = .stories15M
+            case "gqa": c = .gqa
+            default: throw ValidationError("--config must be 15M, gqa or all")
+            }
+            let baseline = GenerateBaseline.forConfig(name)
+            let weights = ModelWeights.random(config: c, seed: 1)
+            let f32 = LlamaModel(weights: weights, precision: .float32)
+            let bf16 = LlamaModel(weights: weights, precision: .bfloat16)
+            print("\n== \(name): dim \(c.dim), hidden \(c.hiddenDim), \(c.nLayers) layers, \(c.nHeads) heads, \(c.nKVHeads) kv heads, vocab \(c.vocabSize), seq \(c.seqLen); \(String(format: "%.1f", Double(c.parameterCount) / 1e6))M parameters")
+            for t in threadCounts {
+                let pool = ComputePool(threads: t)
+                defer { pool.shutdown() }
+                let llama = t == 1 ? baseline.llama2c1 : baseline.llama2c2
+                let steps = c.seqLen - 1
+                func batch1(_ model: LlamaModel) throws -> Double {
+                    let generator = TextGenerator(transformer: Transformer(model: model, pool: pool))
+                    var best = 0.0
+                    for r in 0..<repeats {
+                        let start = Date()
+                        let result = try generator.generate(GenerationRequest(promptIds: [1], maxNewTokens: steps, sampling: sampling,
+                                                                              seed: UInt64(r), stopToken: nil))
+                        best = max(best, Double(result.ids.count) / Date().timeIntervalSince(start))
+                    }
+                    return best
+                }
+                let tpsF32 = try batch1(f32)
+                let gbF32 = tpsF32 * Double(f32.bytesPerDecodedToken) / 1e9
+                print(String(format: "[%d thread%@] batch 1 float32:  %7.1f tok/s  %5.1f GB/s (%.0f%% of probe)  vs llama2.c %.0f: %.2fx",
+                             t, t == 1 ? "" : "s", tpsF32, gbF32, 100 * gbF32 / bandwidth[t]!, llama, tpsF32 / llama))
+                let tpsBF16 = try batch1(bf16)
+                let gbBF16 = tpsBF16 * Double(bf16.bytesPerDecodedToken) / 1e9
+                print(String(format: "[%d thread%@] batch 1 bfloat16: %7.1f tok/s  %5.1f GB/s (%.0f%% of probe)  vs llama2.c %.0f: %.2fx",
+                             t, t == 1 ? "" : "s", tpsBF16, gbBF16, 100 * gbBF16 / bandwidth[t]!, llama, tpsBF16 / llama))
+
+                // Batched decode: B sequences with prompts of different lengths.
+                let generator = TextGenerator(transformer: Transformer(model: f32, pool: pool))
+                var rng = SeededGenerator(seed: 7)
+                var bestBatch = 0.0
+                for r in 0..<repeats {
+                    let requests = (0..<batch).map { i -> GenerationRequest in
+                        let length = 1 + Int(rng.next() % 32)
+                        let prompt = [Int32(1)] + (1..<length).map { _ in Int32(3 + rng.next() % UInt64(c.vocabSize - 3)) }
+                        return GenerationRequest(promptIds: prompt, maxNewTokens: min(batchTokens, c.seqLen - 33),
+                                                 sampling: sampling, seed: UInt64(r), stream: UInt64(i), stopToken: nil)
+                    }
+                    let start = Date()
+                    let results = try generator.generate(batch: requests)
+                    let tokens = results.reduce(0) { $0 + $1.ids.count }
+                    bestBatch = max(bestBatch, Double(tokens) / Date().timeIntervalSince(start))
+                }
+                var batchLine = String(format: "[%d thread%@] batch %d float32: %7.1f tok/s", t, t == 1 ? "" : "s", batch, bestBatch)
+                if batch == 16, let torch = t == 1 ? baseline.torchB16x1 : baseline.torchB16x2 {
+                    batchLine += String(format: "  vs PyTorch %.0f: %.2fx", torch, bestBatch / torch)
+                }
+                print(batchLine)
+
+                // Prefill of half the context in one pass.
+                let transformer = Transformer(model: f32, pool: pool)
+                let prompt = [Int32(1)] + (1..<(c.seqLen / 2)).map { Int32(3 + ($0 * 7919) % (c.vocabSize - 3)) }
+                var bestPrefill = 0.0
+                for _ in 0..<repeats {
+                    let cache = transformer.makeCache()
+                    let start = Date()
+                    _ = try transformer.prefill(prompt, cache: cache)
+                    bestPrefill = max(bestPrefill, Double(prompt.count) / Date().timeIntervalSince(start))
+                }
+                print(String(format: "[%d thread%@] prefill of %d tokens: %.0f tok/s", t, t == 1 ? "" : "s", prompt.count, bestPrefill))
+                report.append([
+                    "config": name, "threads": t, "batch1_f32_tps": tpsF32, "batch1_bf16_tps": tpsBF16,
+                    "batch1_f32_gbps": gbF32, "batch1_bf16_gbps": gbBF16, "probe_gbps": bandwidth[t]!,
+                    "ratio_f32_vs_llama2c": tpsF32 / llama, "ratio_bf16_vs_llama2c": tpsBF16 / llama,
+                    "batch\(batch)_tps": bestBatch, "prefill_tps": bestPrefill,
+                ])
+            }
+        }
+        let peak = MemoryProbe.peakResidentBytes()
+        print(String(format: "\npeak resident memory: %.0f MB (includes the %d MB bandwidth probe buffer)", Double(peak) / 1e6, 512 * 1048576 / 1_000_000))
+        if let jsonOut {
+            let data = try JSONSerialization.data(withJSONObject: ["runs": report, "peak_rss_bytes": peak], options: [.prettyPrinted, .sortedKeys])
+            try data.write(to: URL(fileURLWithPath: jsonOut))
+        }
+    }
+
+    private func loadAverage() -> String {
+        (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8))?.split(separator: " ").prefix(3).joined(separator: " ") ?? "unknown"
+    }
+}

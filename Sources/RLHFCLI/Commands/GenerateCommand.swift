@@ -1,0 +1,127 @@
+import ArgumentParser
+import Foundation
+import LlamaCore
+
+/// `rlhf generate`: sample text from a checkpoint.
+struct GenerateCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "generate",
+        abstract: "Generate text from a llama2.c checkpoint (streams text; --json for one JSON object)."
+    )
+
+    @Option(help: "llama2.c checkpoint (legacy or version-1 format).")
+    var checkpoint: String
+    @Option(help: "Tokenizer: llama2.c tokenizer.bin or SentencePiece tokenizer.model.")
+    var tokenizer: String?
+    @Option(help: "Prompt text (needs --tokenizer); BOS is prepended.")
+    var prompt: String?
+    @Option(name: .customLong("prompt-ids"), help: "Prompt as comma-separated token ids, e.g. 1,2,3.")
+    var promptIds: String?
+    @Option(help: "Maximum tokens to generate (capped by the model's seq_len).")
+    var steps: Int = 256
+    @Option(help: "Sampling temperature; 0 is greedy.")
+    var temperature: Float = 1.0
+    @Option(name: .customLong("top-p"), help: "Nucleus sampling mass in (0, 1]; 1 disables it.")
+    var topP: Float = 0.9
+    @Option(name: .customLong("top-k"), help: "Keep only the K most likely tokens; 0 disables it.")
+    var topK: Int = 0
+    @Option(help: "RNG seed (default: from the clock; printed with --json).")
+    var seed: UInt64?
+    @Option(help: "Number of samples of the prompt, decoded together as one batch.")
+    var batch: Int = 1
+    @Option(help: "Compute threads.")
+    var threads: Int = 1
+    @Option(help: "Weights for batch-1 decode: float32 or bfloat16.")
+    var precision: WeightPrecision = .float32
+    @Flag(name: .customLong("ignore-eos"), help: "Keep generating after the end-of-sequence token.")
+    var ignoreEOS = false
+    @Flag(help: "Print one JSON object instead of streaming text.")
+    var json = false
+
+    func validate() throws {
+        if (prompt == nil) == (promptIds == nil) { throw ValidationError("give exactly one of --prompt or --prompt-ids") }
+        if prompt != nil && tokenizer == nil { throw ValidationError("--prompt needs --tokenizer to encode the text") }
+        if steps < 1 { throw ValidationError("--steps must be at least 1") }
+        if batch < 1 { throw ValidationError("--batch must be at least 1") }
+        if threads < 1 { throw ValidationError("--threads must be at least 1") }
+    }
+
+    func run() throws {
+        do { try generate() } catch { throw cliFailure(error) }
+    }
+
+    private func generate() throws {
+        let model = try LlamaModel(checkpoint: checkpoint, precision: precision)
+        let tok = try tokenizer.map { path -> Tokenizer in
+            let t = try Tokenizer(path: path)
+            try t.check(against: model.config, path: path)
+            return t
+        }
+        let ids: [Int32]
+        if let prompt, let tok {
+            ids = tok.encode(prompt, bos: true)
+        } else {
+            ids = try parseIds(promptIds ?? "")
+        }
+        let seed = self.seed ?? UInt64(Date().timeIntervalSince1970 * 1000)
+        let sampling = SamplingSettings(temperature: temperature, topP: topP, topK: topK)
+        let maxNew = min(steps, max(0, model.config.seqLen - ids.count))
+        let stop: Int32? = ignoreEOS ? nil : (tok?.eosId ?? 2)
+        let pool = ComputePool(threads: threads)
+        defer { pool.shutdown() }
+        let generator = TextGenerator(transformer: Transformer(model: model, pool: pool))
+        let requests = (0..<batch).map {
+            GenerationRequest(promptIds: ids, maxNewTokens: maxNew, sampling: sampling, seed: seed,
+                              stream: UInt64($0), stopToken: stop)
+        }
+        let start = Date()
+        var results: [GenerationResult]
+        if batch == 1 {
+            var decoder = tok.map { StreamingDecoder(tokenizer: $0, atStart: false) }
+            let stream = !json
+            if stream, let prompt { print(prompt, terminator: "") }
+            let result = try generator.generate(requests[0]) { token in
+                guard stream else { return }
+                if decoder != nil {
+                    print(decoder!.append(token.id), terminator: "")
+                } else {
+                    print(" \(token.id)", terminator: "")
+                }
+                fflush(nil)
+            }
+            if stream { print(decoder?.finish() ?? "") }
+            results = [result]
+        } else {
+            results = try generator.generate(batch: requests)
+        }
+        let seconds = Date().timeIntervalSince(start)
+        let generated = results.reduce(0) { $0 + $1.ids.count }
+        let tokensPerSecond = seconds > 0 ? Double(generated) / seconds : 0
+        if json {
+            func object(_ r: GenerationResult) -> [String: Any] {
+                var o: [String: Any] = [
+                    "ids": r.ids.map(Int.init),
+                    "logprobs": r.logProbs.map(Double.init),
+                    "sampling_logprobs": r.samplingLogProbs.map(Double.init),
+                    "finish_reason": r.finishReason.rawValue,
+                ]
+                o["text"] = tok.map { $0.decode(r.ids) } ?? NSNull()
+                return o
+            }
+            var out = object(results[0])
+            out["prompt_ids"] = ids.map(Int.init)
+            out["tokens_per_second"] = tokensPerSecond
+            out["seed"] = seed
+            if batch > 1 { out["samples"] = results.map(object) }
+            print(jsonLine(out))
+        } else {
+            if batch > 1 {
+                for (i, r) in results.enumerated() {
+                    print("--- sample \(i) (\(r.ids.count) tokens, \(r.finishReason.rawValue)) ---")
+                    print(tok.map { (prompt ?? "") + $0.decode(r.ids) } ?? r.ids.map(String.init).joined(separator: " "))
+                }
+            }
+            printError(String(format: "%d tokens in %.2f s: %.1f tok/s (seed %llu)", generated, seconds, tokensPerSecond, seed))
+        }
+    }
+}

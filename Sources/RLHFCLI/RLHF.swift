@@ -1,0 +1,17 @@
+import ArgumentParser
+
+/// The `rlhf` executable: one entry point for the cluster, the trainers and the core's tools.
+@main
+struct RLHF: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "rlhf",
+        abstract: "SwiftRLHF: LLaMA2-style RLHF (SFT, reward models, rejection sampling, PPO) in Swift.",
+        subcommands: [
+            GenerateCommand.self,
+            TokenizeCommand.self,
+            SelftestCommand.self,
+            CheckpointCommand.self,
+            BenchCommand.self,
+        ]
+    )
+}
