@@ -2,7 +2,7 @@ import ArgumentParser
 
 /// The `rlhf` executable: one entry point for the cluster, the trainers and the core's tools.
 @main
-struct RLHF: AsyncParsableCommand {
+struct RLHF: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "rlhf",
         abstract: "SwiftRLHF: LLaMA2-style RLHF (SFT, reward models, rejection sampling, PPO) in Swift.",

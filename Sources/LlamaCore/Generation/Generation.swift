@@ -54,6 +54,9 @@ public struct GenerationResult: Sendable, Codable, Equatable {
 public final class TextGenerator {
     /// The transformer that runs the model.
     public let transformer: Transformer
+    /// KV caches kept from earlier batches (allocating and faulting in megabytes per sequence on every
+    /// call costs more than a decode step).
+    private var spareCaches: [KVCache] = []
 
     /// A generator over `transformer`.
     public init(transformer: Transformer) {
@@ -113,7 +116,9 @@ public final class TextGenerator {
         var results = requests.map {
             GenerationResult(promptIds: $0.promptIds, ids: [], logProbs: [], samplingLogProbs: [], finishReason: .maxTokens)
         }
-        let caches = requests.map { _ in transformer.makeCache() }
+        while spareCaches.count < n { spareCaches.append(transformer.makeCache()) }
+        let caches = Array(spareCaches[..<n])
+        for cache in caches { cache.reset() }
         var firstLogits = [[Float]](repeating: [], count: n)
         var prefilled: [[Int32]: Int] = [:]
         for (i, request) in requests.enumerated() where request.maxNewTokens > 0 {
@@ -151,10 +156,9 @@ public final class TextGenerator {
             active.removeAll(keepingCapacity: true)
             nextTokens.removeAll(keepingCapacity: true)
             let logits = try transformer.decode(stepTokens, caches: stepIndices.map { caches[$0] })
-            for (row, i) in stepIndices.enumerated() {
-                let token = logits.withRow(row) { samplers[i].sample($0, rng: &rngs[i]) }
-                accept(i, token)
-            }
+            let drawn = Sampler.sample(logits, sequences: stepIndices, samplers: &samplers, rngs: &rngs,
+                                       pool: transformer.pool)
+            for (row, i) in stepIndices.enumerated() { accept(i, drawn[row]) }
         }
         return results
     }

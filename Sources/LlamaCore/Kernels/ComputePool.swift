@@ -55,7 +55,9 @@ public final class ComputePool: @unchecked Sendable {
 
     private func helperLoop(_ index: Int) {
         let helper = helpers[index - 1]
-        var seen = generation.load(ordering: .sequentiallyConsistent)
+        // Regions are counted from 0, the value at construction: a helper that starts late must still
+        // take part in the regions issued before it ran (reading the counter here would skip them).
+        var seen = 0
         while true {
             var spins = 0
             while generation.load(ordering: .acquiring) == seen {

@@ -4,8 +4,12 @@ extension Kernels {
     /// same bits; inputs below -87.3 give 0.
     @inline(__always)
     static func exp(_ x: Vec) -> Vec {
-        let clamped = x.clamped(lowerBound: Vec(repeating: -87.33654), upperBound: Vec(repeating: 88.72283))
-        let n = (clamped * Vec(repeating: 1.442695041)).rounded(.toNearestOrEven)
+        // 1.5 * 2^23: adding it rounds to the nearest integer (ties to even) and leaves that integer
+        // in the low mantissa bits.
+        let magic = Vec(repeating: 12_582_912)
+        let clamped = pointwiseMin(pointwiseMax(x, Vec(repeating: -87.33654)), Vec(repeating: 88.72283))
+        let shifted = clamped * Vec(repeating: 1.442695041) + magic
+        let n = shifted - magic
         var r = clamped
         r.addProduct(n, Vec(repeating: -0.693359375))
         r.addProduct(n, Vec(repeating: 2.12194440e-4))
@@ -16,10 +20,10 @@ extension Kernels {
         p = p * r + Vec(repeating: 1.6666665459e-1)
         p = p * r + Vec(repeating: 5.0000001201e-1)
         let r2 = r * r
-        var result = p * r2 + r + Vec(repeating: 1)
-        let exponent = (SIMD16<Int32>(n) &+ 127) &<< 23
-        result = result * unsafeBitCast(exponent, to: Vec.self)
-        return result.replacing(with: 0, where: x .< Vec(repeating: -87.33654))
+        let result = p * r2 + r + Vec(repeating: 1)
+        let integer = unsafeBitCast(shifted, to: SIMD16<Int32>.self) &- unsafeBitCast(magic, to: SIMD16<Int32>.self)
+        let scale = unsafeBitCast((integer &+ 127) &<< 23, to: Vec.self)
+        return (result * scale).replacing(with: 0, where: x .< Vec(repeating: -87.33654))
     }
 
     /// Scalar `exp` through the same polynomial (so scalar tails match the vector body).

@@ -32,9 +32,19 @@ enum Kernels {
             acc0.addProduct(load(a, i), load(b, i))
             i += 16
         }
-        var s = (acc0 + acc1).sum()
+        var s = horizontalSum(acc0 + acc1)
         while i < n { s += a[i] * b[i]; i += 1 }
         return s
+    }
+
+    /// Sum of the 16 lanes as a tree of halves (the standard library's `sum()` adds lanes one after
+    /// another, a 16-deep dependency chain).
+    @inline(__always)
+    static func horizontalSum(_ v: Vec) -> Float {
+        let a = v.lowHalf + v.highHalf
+        let b = a.lowHalf + a.highHalf
+        let c = b.lowHalf + b.highHalf
+        return c[0] + c[1]
     }
 
     /// `y[i] += alpha * x[i]` over `n` elements.
@@ -124,37 +134,12 @@ enum Kernels {
 
     // MARK: - Matrix-vector products (batch-1 decode)
 
-    /// `out[r] = dot(W[r, :], x)` for `r` in `rows`, `W` row-major `(rows, cols)`. Four rows share each
-    /// load of `x`; the loop is bound by memory bandwidth.
+    /// `out[r] = dot(W[r, :], x)` for `r` in `rows`, `W` row-major `(rows, cols)`, one row at a time
+    /// with two accumulators. Bound by memory bandwidth: measured here, streaming rows one by one runs
+    /// at the memory probe's speed, while interleaving 2 or 4 rows per pass ran at less than half.
     static func matvec(_ out: UnsafeMutablePointer<Float>, _ w: UnsafePointer<Float>, _ x: UnsafePointer<Float>,
                        rows: Range<Int>, cols: Int) {
-        let vecEnd = cols & ~15
-        var r = rows.lowerBound
-        while r + 4 <= rows.upperBound {
-            let w0 = w + r * cols, w1 = w0 + cols, w2 = w1 + cols, w3 = w2 + cols
-            var a0 = Vec(), a1 = Vec(), a2 = Vec(), a3 = Vec()
-            var c = 0
-            while c < vecEnd {
-                let xv = load(x, c)
-                a0.addProduct(load(w0, c), xv)
-                a1.addProduct(load(w1, c), xv)
-                a2.addProduct(load(w2, c), xv)
-                a3.addProduct(load(w3, c), xv)
-                c += 16
-            }
-            var s0 = a0.sum(), s1 = a1.sum(), s2 = a2.sum(), s3 = a3.sum()
-            while c < cols {
-                let xc = x[c]
-                s0 += w0[c] * xc; s1 += w1[c] * xc; s2 += w2[c] * xc; s3 += w3[c] * xc
-                c += 1
-            }
-            out[r] = s0; out[r + 1] = s1; out[r + 2] = s2; out[r + 3] = s3
-            r += 4
-        }
-        while r < rows.upperBound {
-            out[r] = dot(w + r * cols, x, cols)
-            r += 1
-        }
+        for r in rows { out[r] = dot(w + r * cols, x, cols) }
     }
 
     /// Rearranges `x` (cols, a multiple of 32) for `matvecBF16`: within each block of 32, the 16
@@ -180,25 +165,7 @@ enum Kernels {
         @inline(__always) func words(_ p: UnsafePointer<UInt16>, _ c: Int) -> Words {
             UnsafeRawPointer(p + c).loadUnaligned(as: Words.self)
         }
-        var r = rows.lowerBound
-        while r + 2 <= rows.upperBound {
-            let w0 = w + r * cols, w1 = w0 + cols
-            var e0 = Vec(), o0 = Vec(), e1 = Vec(), o1 = Vec()
-            var c = 0
-            while c < cols {
-                let xe = load(xPerm, c), xo = load(xPerm, c + 16)
-                let p0 = words(w0, c), p1 = words(w1, c)
-                e0.addProduct(unsafeBitCast(p0 &<< 16, to: Vec.self), xe)
-                o0.addProduct(unsafeBitCast(p0 & mask, to: Vec.self), xo)
-                e1.addProduct(unsafeBitCast(p1 &<< 16, to: Vec.self), xe)
-                o1.addProduct(unsafeBitCast(p1 & mask, to: Vec.self), xo)
-                c += 32
-            }
-            out[r] = (e0 + o0).sum()
-            out[r + 1] = (e1 + o1).sum()
-            r += 2
-        }
-        while r < rows.upperBound {
+        for r in rows {
             let w0 = w + r * cols
             var e0 = Vec(), o0 = Vec()
             var c = 0
@@ -208,8 +175,7 @@ enum Kernels {
                 o0.addProduct(unsafeBitCast(p0 & mask, to: Vec.self), load(xPerm, c + 16))
                 c += 32
             }
-            out[r] = (e0 + o0).sum()
-            r += 1
+            out[r] = horizontalSum(e0 + o0)
         }
     }
 
@@ -240,4 +206,46 @@ enum Kernels {
 
     /// Pins OpenBLAS to one thread per call: the core's `ComputePool` owns parallelism.
     static let blasSingleThreaded: Void = { openblas_set_num_threads(1) }()
+}
+
+extension Kernels {
+    /// One head of causal attention for one query: `scores[t] = scale * q . K[t]` over `count`
+    /// cached positions, softmax, then `out = sum_t scores[t] V[t]`. Keys and values are rows of
+    /// `headSize` floats, `stride` floats apart; `scores` has room for `count`.
+    @inline(__always)
+    static func attendOneHead(out: UnsafeMutablePointer<Float>, query: UnsafePointer<Float>,
+                              keys: UnsafePointer<Float>, values: UnsafePointer<Float>, stride: Int, count: Int,
+                              headSize hs: Int, scale: Float, scores: UnsafeMutablePointer<Float>) {
+        if hs % 16 == 0 {
+            for t in 0..<count {
+                let k = keys + t * stride
+                var acc = load(query, 0) * load(k, 0)
+                var c = 16
+                while c < hs { acc.addProduct(load(query, c), load(k, c)); c += 16 }
+                scores[t] = horizontalSum(acc) * scale
+            }
+        } else {
+            for t in 0..<count { scores[t] = dot(query, keys + t * stride, hs) * scale }
+        }
+        softmax(scores, count)
+        if hs % 16 == 0 {
+            // Each 16-wide slice of the output sums over positions in two interleaved accumulators.
+            var c = 0
+            while c < hs {
+                var even = Vec(), odd = Vec()
+                var t = 0
+                while t + 2 <= count {
+                    even.addProduct(Vec(repeating: scores[t]), load(values + t * stride, c))
+                    odd.addProduct(Vec(repeating: scores[t + 1]), load(values + (t + 1) * stride, c))
+                    t += 2
+                }
+                if t < count { even.addProduct(Vec(repeating: scores[t]), load(values + t * stride, c)) }
+                store(even + odd, out, c)
+                c += 16
+            }
+        } else {
+            out.initialize(repeating: 0, count: hs)
+            for t in 0..<count { axpy(out, scores[t], values + t * stride, hs) }
+        }
+    }
 }

@@ -16,6 +16,10 @@ public final class LlamaModel: Sendable {
     public let weights: ModelWeights
     /// bfloat16 copies laid out like `weights.layout` (matrices only), when requested.
     let bf16: AlignedBuffer<UInt16>?
+    /// Panel-packed copies of the projection and classifier matrices for batched products
+    /// (`Kernels.packPanels`), with each tensor-layer's offset; nil when not requested.
+    let panels: FloatBuffer?
+    let panelOffsets: [ParameterTensor: [Int]]
     /// `(S, hs/2)` RoPE cosines and sines, computed in double precision.
     let ropeCos: FloatBuffer
     let ropeSin: FloatBuffer
@@ -25,8 +29,10 @@ public final class LlamaModel: Sendable {
     /// The precision used for batch-1 matrix-vector products.
     public let precision: WeightPrecision
 
-    /// Prepares `weights` for inference in `precision`.
-    public init(weights: ModelWeights, precision: WeightPrecision = .float32) {
+    /// Prepares `weights` for inference in `precision`. With `batchedDecode`, the matrices are also
+    /// packed into panels (one more float32 copy) so that products over 2 to 64 rows (batched decode,
+    /// short prompts) run at compute speed instead of re-packing the weights on every call.
+    public init(weights: ModelWeights, precision: WeightPrecision = .float32, batchedDecode: Bool = true) {
         self.weights = weights
         self.precision = precision
         let c = weights.config
@@ -47,6 +53,30 @@ public final class LlamaModel: Sendable {
                 }
             }
         }
+        if batchedDecode {
+            var offsets: [ParameterTensor: [Int]] = [:]
+            var total = 0
+            let matrices = LlamaModel.projectionTensors
+            for tensor in matrices {
+                let (n, k) = LlamaModel.matrixShape(tensor, c)
+                let layers = tensor == .classifier ? 1 : c.nLayers
+                offsets[tensor] = (0..<layers).map { total + $0 * Kernels.panelCount(n: n, k: k) }
+                total += layers * Kernels.panelCount(n: n, k: k)
+            }
+            let buffer = FloatBuffer(count: total)
+            for tensor in matrices {
+                let (n, k) = LlamaModel.matrixShape(tensor, c)
+                for (layer, offset) in offsets[tensor]!.enumerated() {
+                    Kernels.packPanels(buffer.baseAddress + offset,
+                                       weights.storage.baseAddress + weights.layout.offset(tensor, layer: layer), n: n, k: k)
+                }
+            }
+            panels = buffer
+            panelOffsets = offsets
+        } else {
+            panels = nil
+            panelOffsets = [:]
+        }
         if precision == .bfloat16 {
             let layout = weights.layout
             let buffer = AlignedBuffer<UInt16>(count: layout.totalCount)
@@ -66,6 +96,20 @@ public final class LlamaModel: Sendable {
     /// Loads a checkpoint file (legacy or version 1) and prepares it.
     public convenience init(checkpoint path: String, precision: WeightPrecision = .float32) throws {
         self.init(weights: try Checkpoint.read(path: path).weights, precision: precision)
+    }
+
+    /// The matrices of the forward pass.
+    static let projectionTensors: [ParameterTensor] = [.wq, .wk, .wv, .wo, .w1, .w2, .w3, .classifier]
+
+    /// `(out features, in features)` of a projection matrix.
+    static func matrixShape(_ tensor: ParameterTensor, _ c: LlamaConfig) -> (Int, Int) {
+        switch tensor {
+        case .wq, .wo: return (c.dim, c.dim)
+        case .wk, .wv: return (c.kvDim, c.dim)
+        case .w1, .w3: return (c.hiddenDim, c.dim)
+        case .w2: return (c.dim, c.hiddenDim)
+        default: return (c.vocabSize, c.dim)
+        }
     }
 
     /// Matrices stored in bfloat16: those whose input width is a multiple of 32 (the kernel's block).

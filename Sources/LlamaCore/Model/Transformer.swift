@@ -172,16 +172,17 @@ public final class Transformer {
                         let qh = q + r * D + h * hs
                         let keys = caches[r].keys.baseAddress + l * S * KVD + kvHead * hs
                         let values = caches[r].values.baseAddress + l * S * KVD + kvHead * hs
-                        for t in 0...pos { scores[t] = Kernels.dot(qh, keys + t * KVD, hs) * scale }
-                        Kernels.softmax(scores, pos + 1)
-                        let out = att + r * D + h * hs
-                        out.initialize(repeating: 0, count: hs)
-                        for t in 0...pos { Kernels.axpy(out, scores[t], values + t * KVD, hs) }
+                        Kernels.attendOneHead(out: att + r * D + h * hs, query: qh, keys: keys, values: values,
+                                              stride: KVD, count: pos + 1, headSize: hs, scale: scale, scores: scores)
                     }
                 }
             }
         }
     }
+
+    /// Up to this many rows, products use the panel-packed weights; beyond it OpenBLAS's sgemm, whose
+    /// per-call packing is then amortised.
+    static let panelRowLimit = 64
 
     /// One matrix product of a parallel region: `output (R, outFeatures) = input (R, inFeatures) W^T`.
     struct Projection {
@@ -236,6 +237,17 @@ public final class Transformer {
                     let range = ComputePool.share(of: job.outFeatures, thread: t, threads: threads, grain: 16)
                     Kernels.matvec(job.output, w + layout.offset(job.tensor, layer: job.layer), job.input,
                                    rows: range, cols: job.inFeatures)
+                }
+            }
+        } else if rows <= Transformer.panelRowLimit, let panels = model.panels {
+            let packed = panels.baseAddress
+            pool.run { t in
+                for job in jobs {
+                    let range = ComputePool.share(of: job.outFeatures, thread: t, threads: threads, grain: 32)
+                    guard !range.isEmpty else { continue }
+                    let offset = model.panelOffsets[job.tensor]![job.layer]
+                    Kernels.matmulPanels(job.output, ldc: job.outFeatures, job.input, m: rows, packed + offset,
+                                         n: job.outFeatures, k: job.inFeatures, features: range)
                 }
             }
         } else {

@@ -100,13 +100,44 @@ public struct Sampler {
         }
     }
 
+    /// Draws one token per logit row: row `r` belongs to sequence `sequences[r]`, which samples with
+    /// `samplers[sequences[r]]` and `rngs[sequences[r]]`. Sequences are independent, so rows are drawn
+    /// in parallel on `pool`; the result does not depend on the pool's size.
+    public static func sample(_ logits: Logits, sequences: [Int], samplers: inout [Sampler],
+                              rngs: inout [SeededGenerator], pool: ComputePool) -> [SampledToken] {
+        precondition(sequences.count == logits.rows, "one sequence per logit row")
+        var drawn = [SampledToken](repeating: SampledToken(id: 0, logProb: 0, samplingLogProb: 0), count: logits.rows)
+        drawn.withUnsafeMutableBufferPointer { drawn in
+            samplers.withUnsafeMutableBufferPointer { samplers in
+                rngs.withUnsafeMutableBufferPointer { rngs in
+                    pool.parallelFor(sequences.count) { range, _ in
+                        for row in range {
+                            let i = sequences[row]
+                            drawn[row] = logits.withRow(row) { samplers[i].sample($0, rng: &rngs[i]) }
+                        }
+                    }
+                }
+            }
+        }
+        return drawn
+    }
+
     /// Inverse-CDF draw over unnormalised weights `p` (sum `total`); returns the id and its probability.
     private static func drawFull(_ p: UnsafeMutablePointer<Float>, _ n: Int, total: Float, u: Float) -> (Int, Float) {
         let target = u * total
         var cdf: Float = 0
-        for i in 0..<n {
+        var i = 0
+        // Skip whole blocks of 16 while the target lies beyond them, then walk the block.
+        while i + 16 <= n {
+            let block = Kernels.horizontalSum(Kernels.load(p, i))
+            if cdf + block > target { break }
+            cdf += block
+            i += 16
+        }
+        while i < n {
             cdf += p[i]
             if target < cdf { return (i, p[i] / total) }
+            i += 1
         }
         var last = n - 1
         while last > 0 && p[last] == 0 { last -= 1 }
