@@ -41,7 +41,7 @@ let package = Package(
         ),
         .testTarget(
             name: "LlamaCoreTests",
-            dependencies: ["LlamaCore"],
+            dependencies: ["LlamaCore", "RLHFCLI"],
             resources: [.copy("Resources")]
         ),
     ],

@@ -89,7 +89,7 @@ struct GenerateCommand: ParsableCommand {
                 }
                 fflush(nil)
             }
-            if stream { print(decoder?.finish() ?? "") }
+            if stream { print(decoder?.finish() ?? ""); fflush(nil) }
             results = [result]
         } else {
             results = try generator.generate(batch: requests)

@@ -1,0 +1,136 @@
+import Foundation
+import Testing
+
+/// Runs the built `rlhf` executable as a user would.
+@Suite struct CLITests {
+    struct Output {
+        var status: Int32
+        var stdout: String
+        var stderr: String
+    }
+
+    static var executable: URL {
+        Bundle.module.bundleURL.deletingLastPathComponent().appendingPathComponent("rlhf")
+    }
+
+    /// Runs `rlhf arguments` with `stdin`; output goes through files (reading pipes with Foundation
+    /// can fail with EINTR while other tests' children exit).
+    static func rlhf(_ arguments: [String], stdin: String = "") throws -> Output {
+        let dir = NSTemporaryDirectory() + "rlhf-cli-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let paths = ["in", "out", "err"].map { dir + "/" + $0 }
+        try stdin.write(toFile: paths[0], atomically: true, encoding: .utf8)
+        FileManager.default.createFile(atPath: paths[1], contents: nil)
+        FileManager.default.createFile(atPath: paths[2], contents: nil)
+        let process = Process()
+        process.executableURL = executable
+        process.arguments = arguments
+        process.standardInput = try FileHandle(forReadingFrom: URL(fileURLWithPath: paths[0]))
+        process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: paths[1]))
+        process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: paths[2]))
+        try process.run()
+        process.waitUntilExit()
+        return Output(status: process.terminationStatus,
+                      stdout: try String(contentsOfFile: paths[1], encoding: .utf8),
+                      stderr: try String(contentsOfFile: paths[2], encoding: .utf8))
+    }
+
+    @Test func selftestOnTheFixtures() throws {
+        let result = try CLITests.rlhf(["selftest", "--fixtures", Fixtures.models])
+        #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
+        let lines = result.stdout.split(separator: "\n")
+        #expect(lines.filter { $0.hasPrefix("PASS") }.count == 6)
+        #expect(lines.last == "selftest: 6 passed, 0 failed")
+    }
+
+    @Test func selftestFailsOnAWrongFixture() throws {
+        let dir = NSTemporaryDirectory() + "rlhf-cli-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: Fixtures.model("tiny-mha"), toPath: dir + "/tiny-mha.bin")
+        // The other model's expectations cannot hold for this checkpoint.
+        let other = try String(contentsOfFile: Fixtures.models + "/tiny-gqa.generate.json", encoding: .utf8)
+        try other.write(toFile: dir + "/tiny-mha.generate.json", atomically: true, encoding: .utf8)
+        let result = try CLITests.rlhf(["selftest", "--fixtures", dir])
+        #expect(result.status != 0)
+        #expect(result.stdout.contains("FAIL"))
+    }
+
+    @Test func generateJSON() throws {
+        let result = try CLITests.rlhf(["generate", "--checkpoint", Fixtures.model("tiny-gqa"), "--tokenizer", Fixtures.kjvBin,
+                                        "--prompt", "In the beginning", "--steps", "12", "--seed", "3", "--json"])
+        #expect(result.status == 0, "\(result.stderr)")
+        let object = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as! [String: Any]
+        let ids = object["ids"] as! [Int]
+        #expect(!ids.isEmpty && ids.count <= 12)
+        #expect((object["logprobs"] as! [Double]).count == ids.count)
+        #expect((object["prompt_ids"] as! [Int]).first == 1)
+        #expect(object["text"] is String)
+        #expect((object["tokens_per_second"] as! Double) > 0)
+        // Same seed, same tokens.
+        let again = try CLITests.rlhf(["generate", "--checkpoint", Fixtures.model("tiny-gqa"), "--tokenizer", Fixtures.kjvBin,
+                                       "--prompt", "In the beginning", "--steps", "12", "--seed", "3", "--json"])
+        let object2 = try JSONSerialization.jsonObject(with: Data(again.stdout.utf8)) as! [String: Any]
+        #expect(object2["ids"] as! [Int] == ids)
+    }
+
+    @Test func generateGreedyIdsMatchTheFixture() throws {
+        let fixture = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: Fixtures.models + "/tiny-mha.generate.json"))) as! [String: Any]
+        let prompt = (fixture["prompt_ids"] as! [Int]).map(String.init).joined(separator: ",")
+        let result = try CLITests.rlhf(["generate", "--checkpoint", Fixtures.model("tiny-mha"), "--prompt-ids",
+                                        prompt, "--steps", "48", "--temperature", "0",
+                                        "--ignore-eos", "--batch", "2", "--json"])
+        #expect(result.status == 0, "\(result.stderr)")
+        let object = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as! [String: Any]
+        #expect(object["ids"] as! [Int] == fixture["greedy_ids"] as! [Int])
+        let samples = object["samples"] as! [[String: Any]]
+        #expect(samples.count == 2)
+        #expect(samples[0]["ids"] as! [Int] == samples[1]["ids"] as! [Int])
+    }
+
+    @Test func generateRejectsBadInput() throws {
+        let missing = try CLITests.rlhf(["generate", "--checkpoint", "/nonexistent.bin", "--prompt-ids", "1"])
+        #expect(missing.status != 0)
+        #expect(missing.stderr.contains("/nonexistent.bin"))
+        let noTokenizer = try CLITests.rlhf(["generate", "--checkpoint", Fixtures.model("tiny-mha"), "--prompt", "hi"])
+        #expect(noTokenizer.status != 0)
+        #expect(noTokenizer.stderr.contains("--tokenizer"))
+        let wrongVocab = try CLITests.rlhf(["generate", "--checkpoint", Fixtures.model("tiny-mha"), "--tokenizer",
+                                            Fixtures.llama2Bin, "--prompt", "hi"])
+        #expect(wrongVocab.status != 0)
+        #expect(wrongVocab.stderr.contains("vocab_size"))
+        let tooLong = try CLITests.rlhf(["generate", "--checkpoint", Fixtures.model("tiny-mha"), "--prompt-ids",
+                                         Array(repeating: "5", count: 300).joined(separator: ",")])
+        #expect(tooLong.status != 0)
+        #expect(tooLong.stderr.contains("seq_len"))
+    }
+
+    @Test func tokenizeJSONLines() throws {
+        let input = "{\"text\": \"Hello world\"}\n{\"text\": \"\"}\nnot json\n{\"text\": \"ok\"}\n"
+        let result = try CLITests.rlhf(["tokenize", "--tokenizer", Fixtures.llama2Model, "--bos"], stdin: input)
+        #expect(result.status != 0, "a malformed line must be reported")
+        #expect(result.stderr.contains("line 3"))
+        let lines = result.stdout.split(separator: "\n").map { try! JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
+        #expect(lines.count == 3)
+        #expect(lines[0]["ids"] as! [Int] == [1, 15043, 3186])
+        #expect(lines[1]["ids"] as! [Int] == [1])
+        #expect(lines[2]["text"] as! String == "ok")
+    }
+
+    @Test func checkpointInitAndInfo() throws {
+        let path = NSTemporaryDirectory() + "rlhf-init-\(UUID().uuidString).bin"
+        let made = try CLITests.rlhf(["checkpoint", "init", "--dim", "32", "--hidden-dim", "64", "--layers", "2", "--heads", "4",
+                                      "--kv-heads", "2", "--vocab", "40", "--seq-len", "16", "--separate-classifier",
+                                      "--seed", "2", "--out", path])
+        #expect(made.status == 0, "\(made.stderr)")
+        let info = try CLITests.rlhf(["checkpoint", "info", path, "--json"])
+        let object = try JSONSerialization.jsonObject(with: Data(info.stdout.utf8)) as! [String: Any]
+        #expect(object["n_kv_heads"] as! Int == 2)
+        #expect(object["shared_classifier"] as! Bool == false)
+        #expect(object["format"] as! String == "legacy")
+        let bad = try CLITests.rlhf(["checkpoint", "init", "--dim", "30", "--hidden-dim", "64", "--layers", "2", "--heads", "4",
+                                     "--vocab", "40", "--seq-len", "16", "--out", path])
+        #expect(bad.status != 0)
+        #expect(bad.stderr.contains("n_heads"))
+    }
+}

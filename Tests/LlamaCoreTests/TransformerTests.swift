@@ -1,0 +1,114 @@
+import Foundation
+import Testing
+@testable import LlamaCore
+
+@Suite struct TransformerTests {
+    @Test func selftestPassesOnTheFixtures() throws {
+        let checks = try SelfTest.run(directory: Fixtures.models)
+        #expect(checks.count == 6)
+        for check in checks { #expect(check.passed, "\(check.line)") }
+    }
+
+    @Test(arguments: [1, 2, 3])
+    func fixtureGreedyIdsWithThreads(threads: Int) throws {
+        let pool = ComputePool(threads: threads)
+        defer { pool.shutdown() }
+        for name in ["tiny-mha", "tiny-gqa"] {
+            let fixture = try SelfTest.loadJSON(SelfTest.GenerateFixture.self, path: Fixtures.models + "/\(name).generate.json")
+            let generator = TextGenerator(transformer: Transformer(model: try LlamaModel(checkpoint: Fixtures.model(name)), pool: pool))
+            let result = try generator.generate(GenerationRequest(promptIds: fixture.prompt_ids, maxNewTokens: 48,
+                                                                  sampling: .greedy, stopToken: nil))
+            #expect(result.ids == fixture.greedy_ids, "\(name) with \(threads) threads")
+            #expect(result.samplingLogProbs.allSatisfy { $0 == 0 })
+        }
+    }
+
+    /// B sequences of different lengths decoded together give the logits each gets alone.
+    @Test(arguments: ["tiny-mha", "tiny-gqa"])
+    func batchedDecodeMatchesSingleSequences(name: String) throws {
+        let transformer = Transformer(model: try LlamaModel(checkpoint: Fixtures.model(name)))
+        let prompts: [[Int32]] = [[1, 5, 9, 200], [1], [1, 33, 44, 55, 66, 77, 88, 99, 111], [1, 7, 7]]
+        let next: [Int32] = [10, 20, 30, 40]
+        let caches = prompts.map { _ in transformer.makeCache() }
+        for (i, p) in prompts.enumerated() { _ = try transformer.prefill(p, cache: caches[i]) }
+        let batched = try transformer.decode(next, caches: caches)
+        let batchedRows = (0..<prompts.count).map { batched.row($0) }
+        for (i, p) in prompts.enumerated() {
+            let cache = transformer.makeCache()
+            _ = try transformer.prefill(p, cache: cache)
+            let single = try transformer.decode(next[i], cache: cache).row(0)
+            let diff = zip(single, batchedRows[i]).map { abs($0 - $1) }.max()!
+            #expect(diff < 1e-4, "sequence \(i): max difference \(diff)")
+        }
+        #expect(caches.map(\.length) == prompts.map { $0.count + 1 })
+    }
+
+    @Test func prefillMatchesIncrementalDecode() throws {
+        let transformer = Transformer(model: try LlamaModel(checkpoint: Fixtures.model("tiny-gqa")))
+        let tokens: [Int32] = [1, 100, 200, 300, 400, 17, 23, 99]
+        let all = try transformer.prefill(tokens, cache: transformer.makeCache(), allLogits: true)
+        let rows = (0..<tokens.count).map { all.row($0) }
+        let cache = transformer.makeCache()
+        for (i, token) in tokens.enumerated() {
+            let row = try transformer.decode(token, cache: cache).row(0)
+            let diff = zip(row, rows[i]).map { abs($0 - $1) }.max()!
+            #expect(diff < 1e-4, "position \(i)")
+        }
+    }
+
+    @Test func batchGenerationMatchesOneByOne() throws {
+        let generator = TextGenerator(transformer: Transformer(model: try LlamaModel(checkpoint: Fixtures.model("tiny-mha"))))
+        let requests = (0..<4).map {
+            GenerationRequest(promptIds: $0 == 3 ? [1, 2, 3, 4, 5] : [1, 50, 60], maxNewTokens: 12,
+                              sampling: .greedy, seed: 9, stream: UInt64($0), stopToken: nil)
+        }
+        let batch = try generator.generate(batch: requests)
+        for (i, request) in requests.enumerated() {
+            let single = try generator.generate(request)
+            #expect(batch[i].ids == single.ids, "request \(i)")
+            #expect(batch[i].promptIds == request.promptIds)
+        }
+    }
+
+    @Test func badRequestsAreClearErrors() throws {
+        let model = try LlamaModel(checkpoint: Fixtures.model("tiny-mha"))
+        let transformer = Transformer(model: model)
+        let generator = TextGenerator(transformer: transformer)
+        func message(_ body: () throws -> Void) -> String {
+            do { try body(); return "" } catch { return "\(error)" }
+        }
+        let tooLong = [Int32](repeating: 5, count: 200)
+        #expect(message { _ = try generator.generate(GenerationRequest(promptIds: tooLong, maxNewTokens: 4)) }.contains("seq_len"))
+        #expect(message { _ = try transformer.prefill(tooLong, cache: transformer.makeCache()) }.contains("seq_len 128"))
+        #expect(message { _ = try generator.generate(GenerationRequest(promptIds: [], maxNewTokens: 4)) }.contains("empty prompt"))
+        #expect(message { _ = try transformer.prefill([], cache: transformer.makeCache()) }.contains("empty prompt"))
+        #expect(message { _ = try transformer.decode(512, cache: transformer.makeCache()) }.contains("outside the vocabulary"))
+        #expect(message { _ = try generator.generate(GenerationRequest(promptIds: [1, -3], maxNewTokens: 4)) }.contains("outside the vocabulary"))
+        let cache = transformer.makeCache()
+        #expect(message { _ = try transformer.decode([1, 2], caches: [cache, cache]) }.contains("same cache"))
+        // A full context stops generation with a defined reason instead of failing.
+        let nearlyFull = [Int32](repeating: 5, count: 120)
+        let result = try generator.generate(GenerationRequest(promptIds: nearlyFull, maxNewTokens: 50, sampling: .greedy, stopToken: nil))
+        #expect(result.ids.count == 9)
+        #expect(result.finishReason == .contextFull)
+    }
+
+    @Test func bfloat16WeightsStayCloseToFloat32() throws {
+        let f32 = Transformer(model: try LlamaModel(checkpoint: Fixtures.model("tiny-gqa")))
+        let bf16 = Transformer(model: try LlamaModel(checkpoint: Fixtures.model("tiny-gqa"), precision: .bfloat16))
+        let a = try f32.decode(1, cache: f32.makeCache()).row(0)
+        let b = try bf16.decode(1, cache: bf16.makeCache()).row(0)
+        let diff = zip(a, b).map { abs($0 - $1) }.max()!
+        #expect(diff > 0, "bfloat16 path was not used")
+        #expect(diff < 0.1)
+    }
+
+    @Test func bfloat16RoundsToNearestEven() {
+        #expect(Kernels.bfloat16(1.0) == 0x3F80)
+        #expect(Kernels.float(bfloat16: Kernels.bfloat16(3.140625)) == 3.140625)
+        // 1 + 2^-8 is halfway between two bfloat16 values: ties go to the even one (1.0).
+        #expect(Kernels.bfloat16(1 + 1.0 / 256) == 0x3F80)
+        #expect(Kernels.bfloat16(1 + 3.0 / 256) == 0x3F82)
+        #expect(Kernels.float(bfloat16: Kernels.bfloat16(-2.5e-3)) < 0)
+    }
+}
