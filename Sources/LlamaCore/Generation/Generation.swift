@@ -168,10 +168,10 @@ extension KVCache {
     /// Copies the filled positions of `other` (same config) into this cache.
     public func copy(from other: KVCache) {
         precondition(other.config == config, "KV caches of different configs")
-        let perLayer = config.seqLen * config.kvDim
-        let used = other.length * config.kvDim
-        for l in 0..<config.nLayers {
-            let offset = l * perLayer
+        let perHead = config.seqLen * config.headSize
+        let used = other.length * config.headSize
+        for block in 0..<(config.nLayers * config.nKVHeads) {
+            let offset = block * perHead
             (keys.baseAddress + offset).update(from: other.keys.baseAddress + offset, count: used)
             (values.baseAddress + offset).update(from: other.values.baseAddress + offset, count: used)
         }

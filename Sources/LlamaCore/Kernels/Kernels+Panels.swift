@@ -2,15 +2,18 @@ extension Kernels {
     /// Features per panel: one vector of outputs.
     static let panelWidth = 16
 
-    /// Floats a panel-packed `(n, k)` matrix takes: `ceil(n / 32) * 2` panels of `(k, 16)`.
-    static func panelCount(n: Int, k: Int) -> Int { (n + 31) / 32 * 32 * k }
+    /// Panels a packed `(n, k)` matrix has: one per 16 features, plus three zero panels so that a tile
+    /// of four may start at any panel (threads split work at 16-feature boundaries, for balance).
+    static func panels(n: Int) -> Int { (n + 15) / 16 + 3 }
+
+    /// Floats a panel-packed `(n, k)` matrix takes.
+    static func panelCount(n: Int, k: Int) -> Int { panels(n: n) * 16 * k }
 
     /// Packs row-major `W (n, k)` into panels: panel `j` holds features `16j ..< 16j+16` as `(k, 16)`,
     /// so that a batched product streams each panel once and never transposes on the fly. Features
     /// past `n` are zero.
     static func packPanels(_ dst: UnsafeMutablePointer<Float>, _ w: UnsafePointer<Float>, n: Int, k: Int) {
-        let panels = (n + 31) / 32 * 2
-        for j in 0..<panels {
+        for j in 0..<panels(n: n) {
             let panel = dst + j * 16 * k
             for f in 0..<16 {
                 let row = j * 16 + f
@@ -24,53 +27,55 @@ extension Kernels {
         }
     }
 
-    /// `C[b, f] = sum_k X[b, k] W[f, k]` for `b < m` and features `f` in `features` (multiples of 32
-    /// except at the end), with `W` panel-packed. `X` is `(m, k)`, `C` is `(m, ldc)`. Tiles of 8 rows
-    /// by 32 features keep 16 accumulators in registers; each `X` element is broadcast once per tile.
+    /// `C[b, f] = sum_k X[b, k] W[f, k]` for `b < m` and features `f` in `features` (a range whose
+    /// bounds are multiples of 16, except the end at `n`), with `W` panel-packed. `X` is `(m, k)`, `C`
+    /// is `(m, ldc)`. Tiles of 4 rows by 64 features keep 16 accumulators in registers: per step of k,
+    /// 4 panel loads and 4 broadcasts feed 16 fused multiply-adds.
     static func matmulPanels(_ c: UnsafeMutablePointer<Float>, ldc: Int, _ x: UnsafePointer<Float>, m: Int,
                              _ packed: UnsafePointer<Float>, n: Int, k: Int, features: Range<Int>) {
         var j = features.lowerBound / 16
         let end = features.upperBound
         while j * 16 < end {
-            let p0 = packed + j * 16 * k, p1 = p0 + 16 * k
+            let p0 = packed + j * 16 * k, p1 = p0 + 16 * k, p2 = p1 + 16 * k, p3 = p2 + 16 * k
+            let f0 = j * 16
+            let width = min(64, end - f0)
             var b = 0
             while b < m {
-                let valid = min(8, m - b)
+                let valid = min(4, m - b)
                 // Rows past m reuse row b (their results are not stored).
                 let x0 = x + b * k
                 let x1 = valid > 1 ? x0 + k : x0, x2 = valid > 2 ? x0 + 2 * k : x0, x3 = valid > 3 ? x0 + 3 * k : x0
-                let x4 = valid > 4 ? x0 + 4 * k : x0, x5 = valid > 5 ? x0 + 5 * k : x0
-                let x6 = valid > 6 ? x0 + 6 * k : x0, x7 = valid > 7 ? x0 + 7 * k : x0
-                var a00 = Vec(), a01 = Vec(), a10 = Vec(), a11 = Vec(), a20 = Vec(), a21 = Vec(), a30 = Vec(), a31 = Vec()
-                var a40 = Vec(), a41 = Vec(), a50 = Vec(), a51 = Vec(), a60 = Vec(), a61 = Vec(), a70 = Vec(), a71 = Vec()
+                var a00 = Vec(), a01 = Vec(), a02 = Vec(), a03 = Vec(), a10 = Vec(), a11 = Vec(), a12 = Vec(), a13 = Vec()
+                var a20 = Vec(), a21 = Vec(), a22 = Vec(), a23 = Vec(), a30 = Vec(), a31 = Vec(), a32 = Vec(), a33 = Vec()
                 for kk in 0..<k {
-                    let v0 = load(p0, kk * 16), v1 = load(p1, kk * 16)
-                    var s = Vec(repeating: x0[kk]); a00.addProduct(s, v0); a01.addProduct(s, v1)
-                    s = Vec(repeating: x1[kk]); a10.addProduct(s, v0); a11.addProduct(s, v1)
-                    s = Vec(repeating: x2[kk]); a20.addProduct(s, v0); a21.addProduct(s, v1)
-                    s = Vec(repeating: x3[kk]); a30.addProduct(s, v0); a31.addProduct(s, v1)
-                    s = Vec(repeating: x4[kk]); a40.addProduct(s, v0); a41.addProduct(s, v1)
-                    s = Vec(repeating: x5[kk]); a50.addProduct(s, v0); a51.addProduct(s, v1)
-                    s = Vec(repeating: x6[kk]); a60.addProduct(s, v0); a61.addProduct(s, v1)
-                    s = Vec(repeating: x7[kk]); a70.addProduct(s, v0); a71.addProduct(s, v1)
+                    let o = kk * 16
+                    let v0 = load(p0, o), v1 = load(p1, o), v2 = load(p2, o), v3 = load(p3, o)
+                    var s = Vec(repeating: x0[kk])
+                    a00.addProduct(s, v0); a01.addProduct(s, v1); a02.addProduct(s, v2); a03.addProduct(s, v3)
+                    s = Vec(repeating: x1[kk])
+                    a10.addProduct(s, v0); a11.addProduct(s, v1); a12.addProduct(s, v2); a13.addProduct(s, v3)
+                    s = Vec(repeating: x2[kk])
+                    a20.addProduct(s, v0); a21.addProduct(s, v1); a22.addProduct(s, v2); a23.addProduct(s, v3)
+                    s = Vec(repeating: x3[kk])
+                    a30.addProduct(s, v0); a31.addProduct(s, v1); a32.addProduct(s, v2); a33.addProduct(s, v3)
                 }
-                let f0 = j * 16
-                let width = min(32, end - f0)
-                @inline(__always) func put(_ row: Int, _ lo: Vec, _ hi: Vec) {
+                @inline(__always) func put(_ row: Int, _ v0: Vec, _ v1: Vec, _ v2: Vec, _ v3: Vec) {
                     guard row < valid else { return }
                     let dst = c + (b + row) * ldc + f0
-                    if width == 32 {
-                        store(lo, dst, 0)
-                        store(hi, dst, 16)
+                    if width == 64 {
+                        store(v0, dst, 0); store(v1, dst, 16); store(v2, dst, 32); store(v3, dst, 48)
                     } else {
-                        for f in 0..<width { dst[f] = f < 16 ? lo[f] : hi[f - 16] }
+                        for f in 0..<width {
+                            let v = f < 16 ? v0 : f < 32 ? v1 : f < 48 ? v2 : v3
+                            dst[f] = v[f & 15]
+                        }
                     }
                 }
-                put(0, a00, a01); put(1, a10, a11); put(2, a20, a21); put(3, a30, a31)
-                put(4, a40, a41); put(5, a50, a51); put(6, a60, a61); put(7, a70, a71)
-                b += 8
+                put(0, a00, a01, a02, a03); put(1, a10, a11, a12, a13)
+                put(2, a20, a21, a22, a23); put(3, a30, a31, a32, a33)
+                b += 4
             }
-            j += 2
+            j += 4
         }
     }
 }

@@ -229,19 +229,26 @@ extension Kernels {
         }
         softmax(scores, count)
         if hs % 16 == 0 {
-            // Each 16-wide slice of the output sums over positions in two interleaved accumulators.
-            var c = 0
-            while c < hs {
-                var even = Vec(), odd = Vec()
-                var t = 0
-                while t + 2 <= count {
-                    even.addProduct(Vec(repeating: scores[t]), load(values + t * stride, c))
-                    odd.addProduct(Vec(repeating: scores[t + 1]), load(values + (t + 1) * stride, c))
-                    t += 2
+            // Up to 64 output floats per pass over the positions, so each value row is read once per
+            // pass (a head of 128 takes two). Chunks past the head reuse its last chunk's offset.
+            var base = 0
+            while base < hs {
+                let last = min(hs - 16, base + 48)
+                let o0 = base, o1 = min(base + 16, last), o2 = min(base + 32, last), o3 = min(base + 48, last)
+                var a0 = Vec(), a1 = Vec(), a2 = Vec(), a3 = Vec()
+                for t in 0..<count {
+                    let w = Vec(repeating: scores[t])
+                    let row = values + t * stride
+                    a0.addProduct(w, load(row, o0))
+                    a1.addProduct(w, load(row, o1))
+                    a2.addProduct(w, load(row, o2))
+                    a3.addProduct(w, load(row, o3))
                 }
-                if t < count { even.addProduct(Vec(repeating: scores[t]), load(values + t * stride, c)) }
-                store(even + odd, out, c)
-                c += 16
+                store(a0, out, o0)
+                if o1 > o0 { store(a1, out, o1) }
+                if o2 > o1 { store(a2, out, o2) }
+                if o3 > o2 { store(a3, out, o3) }
+                base += 64
             }
         } else {
             out.initialize(repeating: 0, count: hs)

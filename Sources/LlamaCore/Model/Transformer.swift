@@ -132,9 +132,11 @@ public final class Transformer {
                 let table = positions[r] * half
                 Kernels.rope(q + r * D, heads: c.nHeads, hs: hs, cos: ropeCos + table, sin: ropeSin + table)
                 Kernels.rope(k + r * KVD, heads: c.nKVHeads, hs: hs, cos: ropeCos + table, sin: ropeSin + table)
-                let slot = (l * S + positions[r]) * KVD
-                (caches[r].keys.baseAddress + slot).update(from: k + r * KVD, count: KVD)
-                (caches[r].values.baseAddress + slot).update(from: v + r * KVD, count: KVD)
+                for head in 0..<c.nKVHeads {
+                    let slot = ((l * c.nKVHeads + head) * S + positions[r]) * hs
+                    (caches[r].keys.baseAddress + slot).update(from: k + r * KVD + head * hs, count: hs)
+                    (caches[r].values.baseAddress + slot).update(from: v + r * KVD + head * hs, count: hs)
+                }
             }
             attention(layer: l, rows: rows, caches: caches, positions: positions)
             project([Projection(.wo, l, att, tmp, D, D)], rows: rows)
@@ -158,22 +160,26 @@ public final class Transformer {
     /// Causal (grouped-query) attention of every row over its cache, `att (R, D)`.
     private func attention(layer l: Int, rows: Int, caches: [KVCache], positions: [Int]) {
         let c = config
-        let D = c.dim, KVD = c.kvDim, hs = c.headSize, S = c.seqLen, group = c.kvGroupSize
+        let D = c.dim, hs = c.headSize, S = c.seqLen, group = c.kvGroupSize
         let ws = workspace
         let q = ws.q.baseAddress, att = ws.att.baseAddress, scoresBase = ws.scores.baseAddress
         let scale = 1 / Float(hs).squareRoot()
         caches.withUnsafeBufferPointer { caches in
             positions.withUnsafeBufferPointer { positions in
-                pool.parallelFor(rows * c.nHeads) { range, thread in
+                // Rows differ in length, so (row, head) pairs are dealt out round-robin rather than
+                // in contiguous blocks.
+                let pairs = rows * c.nHeads, threads = pool.threadCount
+                pool.run { thread in
                     let scores = scoresBase + thread * S
-                    for index in range {
+                    for index in stride(from: thread, to: pairs, by: threads) {
                         let r = index / c.nHeads, h = index % c.nHeads
                         let pos = positions[r], kvHead = h / group
                         let qh = q + r * D + h * hs
-                        let keys = caches[r].keys.baseAddress + l * S * KVD + kvHead * hs
-                        let values = caches[r].values.baseAddress + l * S * KVD + kvHead * hs
+                        let block = (l * c.nKVHeads + kvHead) * S * hs
+                        let keys = caches[r].keys.baseAddress + block
+                        let values = caches[r].values.baseAddress + block
                         Kernels.attendOneHead(out: att + r * D + h * hs, query: qh, keys: keys, values: values,
-                                              stride: KVD, count: pos + 1, headSize: hs, scale: scale, scores: scores)
+                                              stride: hs, count: pos + 1, headSize: hs, scale: scale, scores: scores)
                     }
                 }
             }
@@ -243,7 +249,7 @@ public final class Transformer {
             let packed = panels.baseAddress
             pool.run { t in
                 for job in jobs {
-                    let range = ComputePool.share(of: job.outFeatures, thread: t, threads: threads, grain: 32)
+                    let range = ComputePool.share(of: job.outFeatures, thread: t, threads: threads, grain: 16)
                     guard !range.isEmpty else { continue }
                     let offset = model.panelOffsets[job.tensor]![job.layer]
                     Kernels.matmulPanels(job.output, ldc: job.outFeatures, job.input, m: rows, packed + offset,

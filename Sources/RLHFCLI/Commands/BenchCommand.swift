@@ -7,7 +7,7 @@ struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Benchmarks (figures and ratios against the named baselines, measured in one run).",
-        subcommands: [GenerateBench.self]
+        subcommands: [GenerateBench.self, TokenizeBench.self]
     )
 }
 
@@ -99,13 +99,15 @@ struct GenerateBench: ParsableCommand {
                 var rng = SeededGenerator(seed: 7)
                 var bestBatch = 0.0, bestEndToEnd = 0.0
                 let newTokens = min(batchTokens, c.seqLen - 33)
+                // Caches are allocated once and reused, as a rollout worker does.
+                let caches = (0..<batch).map { _ in generator.transformer.makeCache() }
                 for r in 0..<repeats {
                     let prompts = (0..<batch).map { _ -> [Int32] in
                         let length = 1 + Int(rng.next() % 32)
                         return [Int32(1)] + (1..<length).map { _ in Int32(3 + rng.next() % UInt64(c.vocabSize - 3)) }
                     }
                     let transformer = generator.transformer
-                    let caches = prompts.map { _ in transformer.makeCache() }
+                    for cache in caches { cache.reset() }
                     var samplers = try prompts.map { _ in try Sampler(settings: sampling) }
                     var rngs = (0..<batch).map { SeededGenerator(seed: UInt64(r), stream: UInt64($0)) }
                     let start = Date()
@@ -158,5 +160,41 @@ struct GenerateBench: ParsableCommand {
 
     private func loadAverage() -> String {
         (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8))?.split(separator: " ").prefix(3).joined(separator: " ") ?? "unknown"
+    }
+}
+
+/// `rlhf bench tokenize`: encode throughput on a long mixed text (the BPE merge queue is O(n log n)).
+struct TokenizeBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "tokenize",
+        abstract: "Time encoding and decoding of a long mixed text (words, digits, whitespace runs, unicode, emoji)."
+    )
+
+    @Option(help: "Tokenizer: tokenizer.bin or tokenizer.model.")
+    var tokenizer: String
+    @Option(help: "Size of the text in kilobytes.")
+    var kilobytes: Int = 100
+
+    func run() throws {
+        let tok: Tokenizer
+        do { tok = try Tokenizer(path: tokenizer) } catch { throw cliFailure(error) }
+        let pieces = ["The", " quick", " brown", " fox", "  jumps", "\n", " over", " 1234", " lazy", " dog.", " Äpfel",
+                      " naïve", " 東京", " 🙂", "\t", "    code()", " {x: 42}", " ½", " --", " ok"]
+        var rng = SeededGenerator(seed: 1)
+        var text = ""
+        while text.utf8.count < kilobytes * 1024 { text += pieces[Int(rng.next() % UInt64(pieces.count))] }
+        var best = Double.infinity
+        var ids: [Int32] = []
+        for _ in 0..<3 {
+            let start = Date()
+            ids = tok.encode(text)
+            best = min(best, Date().timeIntervalSince(start))
+        }
+        let decodeStart = Date()
+        let back = tok.decode(ids)
+        let decodeSeconds = Date().timeIntervalSince(decodeStart)
+        print(String(format: "encode %d bytes -> %d tokens: %.1f ms (%.1f MB/s); decode %.1f ms; round trip %@",
+                     text.utf8.count, ids.count, best * 1e3, Double(text.utf8.count) / best / 1e6,
+                     decodeSeconds * 1e3, back == text ? "exact" : "DIFFERS"))
     }
 }

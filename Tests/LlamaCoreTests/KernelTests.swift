@@ -1,0 +1,78 @@
+import Foundation
+import Testing
+@testable import LlamaCore
+
+/// The SIMD kernels against plain loops, on awkward sizes (tails, partial tiles, odd splits).
+@Suite struct KernelTests {
+    func randomArray(_ n: Int, seed: UInt64) -> [Float] {
+        var rng = SeededGenerator(seed: seed)
+        return (0..<n).map { _ in Float(rng.nextGaussian()) }
+    }
+
+    @Test(arguments: [(1, 7, 5), (3, 33, 17), (4, 64, 48), (5, 100, 96), (16, 288, 288), (9, 70, 130)])
+    func panelProductMatchesNaive(m: Int, n: Int, k: Int) {
+        let x = randomArray(m * k, seed: 1), w = randomArray(n * k, seed: 2)
+        let packed = FloatBuffer(count: Kernels.panelCount(n: n, k: k))
+        let out = FloatBuffer(count: m * n)
+        w.withUnsafeBufferPointer { w in Kernels.packPanels(packed.baseAddress, w.baseAddress!, n: n, k: k) }
+        // Split the features the way two and three threads do.
+        for threads in [1, 2, 3] {
+            for t in 0..<threads {
+                let range = ComputePool.share(of: n, thread: t, threads: threads, grain: 16)
+                if range.isEmpty { continue }
+                x.withUnsafeBufferPointer { x in
+                    Kernels.matmulPanels(out.baseAddress, ldc: n, x.baseAddress!, m: m, packed.baseAddress, n: n, k: k, features: range)
+                }
+            }
+            var worst: Float = 0
+            for b in 0..<m {
+                for f in 0..<n {
+                    var s: Double = 0
+                    for i in 0..<k { s += Double(x[b * k + i]) * Double(w[f * k + i]) }
+                    worst = max(worst, abs(out.baseAddress[b * n + f] - Float(s)))
+                }
+            }
+            #expect(worst < 1e-3, "m \(m) n \(n) k \(k) threads \(threads): \(worst)")
+        }
+    }
+
+    @Test(arguments: [8, 16, 24, 48, 64, 80, 128])
+    func attentionMatchesNaive(headSize hs: Int) {
+        let count = 37, stride = hs
+        let q = randomArray(hs, seed: 3), keys = randomArray(count * stride, seed: 4), values = randomArray(count * stride, seed: 5)
+        let out = FloatBuffer(count: hs), scores = FloatBuffer(count: count)
+        let scale = 1 / Float(hs).squareRoot()
+        q.withUnsafeBufferPointer { q in
+            keys.withUnsafeBufferPointer { k in
+                values.withUnsafeBufferPointer { v in
+                    Kernels.attendOneHead(out: out.baseAddress, query: q.baseAddress!, keys: k.baseAddress!, values: v.baseAddress!,
+                                          stride: stride, count: count, headSize: hs, scale: scale, scores: scores.baseAddress)
+                }
+            }
+        }
+        var logits = (0..<count).map { t in (0..<hs).reduce(0.0) { $0 + Double(q[$1]) * Double(keys[t * stride + $1]) } * Double(scale) }
+        let top = logits.max()!
+        logits = logits.map { Foundation.exp($0 - top) }
+        let z = logits.reduce(0, +)
+        for d in 0..<hs {
+            let expected = (0..<count).reduce(0.0) { $0 + logits[$1] / z * Double(values[$1 * stride + d]) }
+            #expect(abs(Double(out.baseAddress[d]) - expected) < 1e-5, "head size \(hs), element \(d)")
+        }
+    }
+
+    @Test(arguments: [32, 64, 288])
+    func bfloat16MatvecMatchesRoundedWeights(cols: Int) {
+        let rows = 19
+        let w = randomArray(rows * cols, seed: 6), x = randomArray(cols, seed: 7)
+        let w16 = w.map(Kernels.bfloat16)
+        let xPerm = FloatBuffer(count: cols), out = FloatBuffer(count: rows)
+        x.withUnsafeBufferPointer { x in Kernels.deinterleaveForBF16(xPerm.baseAddress, x.baseAddress!, cols: cols) }
+        w16.withUnsafeBufferPointer { w16 in
+            Kernels.matvecBF16(out.baseAddress, w16.baseAddress!, xPerm.baseAddress, rows: 0..<rows, cols: cols)
+        }
+        for r in 0..<rows {
+            let expected = (0..<cols).reduce(0.0) { $0 + Double(Kernels.float(bfloat16: w16[r * cols + $1])) * Double(x[$1]) }
+            #expect(abs(Double(out.baseAddress[r]) - expected) < 1e-4)
+        }
+    }
+}
