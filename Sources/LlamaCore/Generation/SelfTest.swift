@@ -15,10 +15,12 @@ public enum SelfTest {
         public var tolerance: Double
         /// Extra context (first mismatch, ...).
         public var detail: String
+        /// A measurement reported without a verdict (bfloat16 weights are not meant to be exact).
+        public var informational = false
 
         /// One line for the terminal.
         public var line: String {
-            let status = passed ? "PASS" : "FAIL"
+            let status = informational ? "INFO" : passed ? "PASS" : "FAIL"
             let err = String(format: "%.3g", maxError)
             return "\(status) \(name): max error \(err) (tolerance \(tolerance))\(detail.isEmpty ? "" : "; \(detail)")"
         }
@@ -46,8 +48,9 @@ public enum SelfTest {
     }
 
     /// Runs every check of every fixture set in `directory`, calling `report` as each finishes.
-    /// With `.bfloat16`, logits are held to `bf16Tolerance` instead (bfloat16 weights are not exact).
-    public static func run(directory: String, precision: WeightPrecision = .float32, bf16Tolerance: Double = 0.1,
+    /// With `.bfloat16` the same measurements are reported as information (how far bfloat16 weights
+    /// move the logits and the greedy path), not held to the float32 tolerances.
+    public static func run(directory: String, precision: WeightPrecision = .float32,
                            report: (Check) -> Void = { _ in }) throws -> [Check] {
         let names = try fixtureNames(in: directory)
         guard !names.isEmpty else {
@@ -55,7 +58,11 @@ public enum SelfTest {
         }
         var checks: [Check] = []
         for name in names {
-            for check in try runGenerate(name: name, directory: directory, precision: precision, bf16Tolerance: bf16Tolerance) {
+            for var check in try runGenerate(name: name, directory: directory, precision: precision) {
+                if precision == .bfloat16 {
+                    check.informational = true
+                    check.passed = true
+                }
                 report(check)
                 checks.append(check)
             }
@@ -74,13 +81,12 @@ public enum SelfTest {
         }
     }
 
-    static func runGenerate(name: String, directory: String, precision: WeightPrecision,
-                            bf16Tolerance: Double) throws -> [Check] {
+    static func runGenerate(name: String, directory: String, precision: WeightPrecision) throws -> [Check] {
         let base = (directory as NSString).appendingPathComponent(name)
         let fixture = try loadJSON(GenerateFixture.self, path: base + ".generate.json")
         let model = try LlamaModel(checkpoint: base + ".bin", precision: precision)
         let transformer = Transformer(model: model)
-        let tolerance = precision == .float32 ? 1e-3 : bf16Tolerance
+        let tolerance = 1e-3
         let label = precision == .float32 ? name : "\(name) [bfloat16]"
         var checks: [Check] = []
 
@@ -93,7 +99,7 @@ public enum SelfTest {
             + abs(result.ids.count - fixture.greedy_ids.count)
         let firstBad = zip(result.ids, fixture.greedy_ids).enumerated().first { $0.element.0 != $0.element.1 }
         checks.append(Check(name: "\(label): greedy ids (\(fixture.greedy_ids.count) tokens)",
-                            passed: precision == .bfloat16 || mismatches == 0,
+                            passed: mismatches == 0,
                             maxError: Double(mismatches), tolerance: 0,
                             detail: firstBad.map { "first mismatch at \($0.offset): got \($0.element.0), expected \($0.element.1)" } ?? ""))
 

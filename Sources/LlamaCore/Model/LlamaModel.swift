@@ -5,7 +5,8 @@ public enum WeightPrecision: String, Sendable, Codable, CaseIterable {
     /// Full float32 (exact against the reference fixtures).
     case float32
     /// bfloat16 copies of the projection and classifier matrices, float32 accumulation: half the bytes
-    /// per decoded token. Prefill and batched decode still use the float32 weights.
+    /// per decoded token. Batch-1 products read the copies (and a shared embedding is looked up from
+    /// its copy); products over several rows (prefill, batched decode) use the float32 matrices.
     case bfloat16
 }
 

@@ -120,8 +120,17 @@ public final class Transformer {
         let h1 = ws.h1.baseAddress, h3 = ws.h3.baseAddress, tmp = ws.tmp.baseAddress
         let ropeCos = model.ropeCos.baseAddress, ropeSin = model.ropeSin.baseAddress
 
-        for r in 0..<rows {
-            (x + r * D).update(from: w + layout.offset(.tokenEmbedding) + Int(tokens[r]) * D, count: D)
+        if let bf16 = model.bf16, model.usesBF16(.tokenEmbedding) {
+            // A shared classifier stored in bfloat16 is also the embedding the model reads.
+            let table = bf16.baseAddress + layout.offset(.tokenEmbedding)
+            for r in 0..<rows {
+                let row = table + Int(tokens[r]) * D
+                for i in 0..<D { x[r * D + i] = Kernels.float(bfloat16: row[i]) }
+            }
+        } else {
+            for r in 0..<rows {
+                (x + r * D).update(from: w + layout.offset(.tokenEmbedding) + Int(tokens[r]) * D, count: D)
+            }
         }
         for l in 0..<c.nLayers {
             let rmsAtt = w + layout.offset(.rmsAttention, layer: l)
