@@ -57,16 +57,6 @@ public struct Sampler {
         self.settings = settings
     }
 
-    /// `log softmax(logits)[id]` at temperature 1.
-    public static func logProb(of id: Int32, logits: UnsafeBufferPointer<Float>) -> Float {
-        let n = logits.count
-        let base = logits.baseAddress!
-        let maxValue = Kernels.maximum(base, n)
-        var scratch = [Float](repeating: 0, count: n)
-        let sum = scratch.withUnsafeMutableBufferPointer { Kernels.expShifted($0.baseAddress!, base, n, shift: maxValue, scale: 1) }
-        return logits[Int(id)] - maxValue - logf(sum)
-    }
-
     /// Draws one token from `logits (V)` with `rng`. Ties in greedy mode go to the lowest id.
     public mutating func sample(_ logits: UnsafeBufferPointer<Float>, rng: inout SeededGenerator) -> SampledToken {
         let n = logits.count

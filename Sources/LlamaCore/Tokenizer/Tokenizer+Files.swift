@@ -1,12 +1,17 @@
 extension Tokenizer {
-    /// Loads `path`: SentencePiece's `ModelProto` (`.model`) or llama2.c's `tokenizer.bin`, told apart
-    /// by content (a ModelProto starts with field 1, a length-delimited piece).
+    /// Loads `path`: SentencePiece's `ModelProto` (`.model`) or llama2.c's format (`.bin`). Any other
+    /// name is told apart by content: a ModelProto starts with field 1 (byte 0x0A); if it does not
+    /// parse as one, the llama2.c reading is tried.
     public init(path: String) throws {
         let file = try ReadableFile(path: path)
         defer { file.close() }
         let bytes = try file.readAll()
-        if bytes.first == 0x0A && !path.hasSuffix(".bin") {
+        if path.hasSuffix(".model") {
             self = try Tokenizer.fromSentencePiece(bytes, path: path)
+        } else if path.hasSuffix(".bin") || bytes.first != 0x0A {
+            self = try Tokenizer.fromLlama2c(bytes, path: path)
+        } else if let model = try? Tokenizer.fromSentencePiece(bytes, path: path) {
+            self = model
         } else {
             self = try Tokenizer.fromLlama2c(bytes, path: path)
         }
