@@ -31,8 +31,10 @@ extension Kernels {
     /// bounds are multiples of 16, except the end at `n`), with `W` panel-packed. `X` is `(m, k)`, `C`
     /// is `(m, ldc)`. Tiles of 4 rows by 64 features keep 16 accumulators in registers: per step of k,
     /// 4 panel loads and 4 broadcasts feed 16 fused multiply-adds.
+    /// With `accumulate`, adds to `C` instead of overwriting it.
     static func matmulPanels(_ c: UnsafeMutablePointer<Float>, ldc: Int, _ x: UnsafePointer<Float>, m: Int,
-                             _ packed: UnsafePointer<Float>, n: Int, k: Int, features: Range<Int>) {
+                             _ packed: UnsafePointer<Float>, n: Int, k: Int, features: Range<Int>,
+                             accumulate: Bool = false) {
         var j = features.lowerBound / 16
         let end = features.upperBound
         while j * 16 < end {
@@ -63,11 +65,17 @@ extension Kernels {
                     guard row < valid else { return }
                     let dst = c + (b + row) * ldc + f0
                     if width == 64 {
-                        store(v0, dst, 0); store(v1, dst, 16); store(v2, dst, 32); store(v3, dst, 48)
+                        if accumulate {
+                            let d = UnsafePointer(dst)
+                            store(v0 + load(d, 0), dst, 0); store(v1 + load(d, 16), dst, 16)
+                            store(v2 + load(d, 32), dst, 32); store(v3 + load(d, 48), dst, 48)
+                        } else {
+                            store(v0, dst, 0); store(v1, dst, 16); store(v2, dst, 32); store(v3, dst, 48)
+                        }
                     } else {
                         for f in 0..<width {
                             let v = f < 16 ? v0 : f < 32 ? v1 : f < 48 ? v2 : v3
-                            dst[f] = v[f & 15]
+                            dst[f] = v[f & 15] + (accumulate ? dst[f] : 0)
                         }
                     }
                 }

@@ -137,9 +137,14 @@ enum Kernels {
     /// `out[r] = dot(W[r, :], x)` for `r` in `rows`, `W` row-major `(rows, cols)`, one row at a time
     /// with two accumulators. Bound by memory bandwidth: measured here, streaming rows one by one runs
     /// at the memory probe's speed, while interleaving 2 or 4 rows per pass ran at less than half.
+    /// With `accumulate`, adds to `out` instead of overwriting it.
     static func matvec(_ out: UnsafeMutablePointer<Float>, _ w: UnsafePointer<Float>, _ x: UnsafePointer<Float>,
-                       rows: Range<Int>, cols: Int) {
-        for r in rows { out[r] = dot(w + r * cols, x, cols) }
+                       rows: Range<Int>, cols: Int, accumulate: Bool = false) {
+        if accumulate {
+            for r in rows { out[r] += dot(w + r * cols, x, cols) }
+        } else {
+            for r in rows { out[r] = dot(w + r * cols, x, cols) }
+        }
     }
 
     /// Rearranges `x` (cols, a multiple of 32) for `matvecBF16`: within each block of 32, the 16
@@ -159,7 +164,7 @@ enum Kernels {
     /// `x` prepared by `deinterleaveForBF16`. A 32-bit word holds elements `2j` (low half) and `2j+1`
     /// (high half); shifting or masking turns each half into an exact float32, accumulated in float32.
     static func matvecBF16(_ out: UnsafeMutablePointer<Float>, _ w: UnsafePointer<UInt16>,
-                           _ xPerm: UnsafePointer<Float>, rows: Range<Int>, cols: Int) {
+                           _ xPerm: UnsafePointer<Float>, rows: Range<Int>, cols: Int, accumulate: Bool = false) {
         typealias Words = SIMD16<UInt32>
         let mask = Words(repeating: 0xFFFF_0000)
         @inline(__always) func words(_ p: UnsafePointer<UInt16>, _ c: Int) -> Words {
@@ -175,7 +180,7 @@ enum Kernels {
                 o0.addProduct(unsafeBitCast(p0 & mask, to: Vec.self), load(xPerm, c + 16))
                 c += 32
             }
-            out[r] = horizontalSum(e0 + o0)
+            out[r] = horizontalSum(e0 + o0) + (accumulate ? out[r] : 0)
         }
     }
 

@@ -117,7 +117,7 @@ public final class Transformer {
         let w = model.weights.storage.baseAddress
         let x = ws.x.baseAddress, xb = ws.xb.baseAddress, q = ws.q.baseAddress
         let k = ws.k.baseAddress, v = ws.v.baseAddress, att = ws.att.baseAddress
-        let h1 = ws.h1.baseAddress, h3 = ws.h3.baseAddress, tmp = ws.tmp.baseAddress
+        let h1 = ws.h1.baseAddress, h3 = ws.h3.baseAddress
         let ropeCos = model.ropeCos.baseAddress, ropeSin = model.ropeSin.baseAddress
 
         if let bf16 = model.bf16, model.usesBF16(.tokenEmbedding) {
@@ -148,15 +148,18 @@ public final class Transformer {
                 }
             }
             attention(layer: l, rows: rows, caches: caches, positions: positions)
-            project([Projection(.wo, l, att, tmp, D, D)], rows: rows)
-            for r in 0..<rows { Kernels.add(x + r * D, tmp + r * D, D) }
+            // Residual connections are fused: the projections add straight into x.
+            project([Projection(.wo, l, att, x, D, D, accumulate: true)], rows: rows)
 
             let rmsFFN = w + layout.offset(.rmsFFN, layer: l)
             for r in 0..<rows { Kernels.rmsnorm(xb + r * D, x + r * D, rmsFFN, D, eps: c.normEps) }
-            project([Projection(.w1, l, xb, h1, H, D), Projection(.w3, l, xb, h3, H, D)], rows: rows)
-            Kernels.swiglu(h1, h3, rows * H)
-            project([Projection(.w2, l, h1, tmp, D, H)], rows: rows)
-            for r in 0..<rows { Kernels.add(x + r * D, tmp + r * D, D) }
+            project([Projection(.w1, l, xb, h1, H, D), Projection(.w3, l, xb, h3, H, D)], rows: rows) { features in
+                // Each thread gates the hidden features it just computed.
+                for r in 0..<rows {
+                    Kernels.swiglu(h1 + r * H + features.lowerBound, h3 + r * H + features.lowerBound, features.count)
+                }
+            }
+            project([Projection(.w2, l, h1, x, D, H, accumulate: true)], rows: rows)
         }
         let rmsFinal = w + layout.offset(.rmsFinal)
         for (i, r) in logitRows.enumerated() {
@@ -207,21 +210,28 @@ public final class Transformer {
         let output: UnsafeMutablePointer<Float>
         let outFeatures: Int
         let inFeatures: Int
+        /// Add the product to `output` (a residual connection) instead of overwriting it.
+        let accumulate: Bool
 
         init(_ tensor: ParameterTensor, _ layer: Int, _ input: UnsafeMutablePointer<Float>,
-             _ output: UnsafeMutablePointer<Float>, _ outFeatures: Int, _ inFeatures: Int) {
+             _ output: UnsafeMutablePointer<Float>, _ outFeatures: Int, _ inFeatures: Int, accumulate: Bool = false) {
             self.tensor = tensor
             self.layer = layer
             self.input = input
             self.output = output
             self.outFeatures = outFeatures
             self.inFeatures = inFeatures
+            self.accumulate = accumulate
         }
     }
 
     /// Runs `jobs` (which share nothing but the pool) in one parallel region, each split by output
     /// features. One row: matrix-vector kernels (bfloat16 where the model has it); more: sgemm.
-    private func project(_ jobs: [Projection], rows: Int) {
+    ///
+    /// `epilogue(features)` runs on each thread after its share of every job, with that share's
+    /// feature range (the same for jobs of equal width): element-wise work on fresh outputs stays on the
+    /// thread that wrote them.
+    private func project(_ jobs: [Projection], rows: Int, epilogue: ((Range<Int>) -> Void)? = nil) {
         guard rows > 0 else { return }
         let layout = model.weights.layout
         let w = model.weights.storage.baseAddress
@@ -240,19 +250,23 @@ public final class Transformer {
                     let range = ComputePool.share(of: job.outFeatures, thread: t, threads: threads, grain: 16)
                     let offset = layout.offset(job.tensor, layer: job.layer)
                     if model.usesBF16(job.tensor) {
-                        Kernels.matvecBF16(job.output, bf + offset, xPerm, rows: range, cols: job.inFeatures)
+                        Kernels.matvecBF16(job.output, bf + offset, xPerm, rows: range, cols: job.inFeatures,
+                                           accumulate: job.accumulate)
                     } else {
-                        Kernels.matvec(job.output, w + offset, job.input, rows: range, cols: job.inFeatures)
+                        Kernels.matvec(job.output, w + offset, job.input, rows: range, cols: job.inFeatures,
+                                       accumulate: job.accumulate)
                     }
                 }
+                epilogue?(ComputePool.share(of: jobs[0].outFeatures, thread: t, threads: threads, grain: 16))
             }
         } else if rows == 1 {
             pool.run { t in
                 for job in jobs {
                     let range = ComputePool.share(of: job.outFeatures, thread: t, threads: threads, grain: 16)
                     Kernels.matvec(job.output, w + layout.offset(job.tensor, layer: job.layer), job.input,
-                                   rows: range, cols: job.inFeatures)
+                                   rows: range, cols: job.inFeatures, accumulate: job.accumulate)
                 }
+                epilogue?(ComputePool.share(of: jobs[0].outFeatures, thread: t, threads: threads, grain: 16))
             }
         } else if rows <= Transformer.panelRowLimit, let panels = model.panels {
             let packed = panels.baseAddress
@@ -262,8 +276,9 @@ public final class Transformer {
                     guard !range.isEmpty else { continue }
                     let offset = model.panelOffsets[job.tensor]![job.layer]
                     Kernels.matmulPanels(job.output, ldc: job.outFeatures, job.input, m: rows, packed + offset,
-                                         n: job.outFeatures, k: job.inFeatures, features: range)
+                                         n: job.outFeatures, k: job.inFeatures, features: range, accumulate: job.accumulate)
                 }
+                epilogue?(ComputePool.share(of: jobs[0].outFeatures, thread: t, threads: threads, grain: 16))
             }
         } else {
             pool.run { t in
@@ -271,8 +286,9 @@ public final class Transformer {
                     let range = ComputePool.share(of: job.outFeatures, thread: t, threads: threads, grain: 16)
                     Kernels.matmulTransposed(job.output, ldc: job.outFeatures, job.input, m: rows,
                                              w + layout.offset(job.tensor, layer: job.layer),
-                                             features: range, k: job.inFeatures)
+                                             features: range, k: job.inFeatures, accumulate: job.accumulate)
                 }
+                epilogue?(ComputePool.share(of: jobs[0].outFeatures, thread: t, threads: threads, grain: 16))
             }
         }
     }
@@ -284,8 +300,8 @@ final class Workspace {
     private(set) var rows: Int = 0
     private(set) var logitRows: Int = 0
     let threads: Int
-    /// `(R, D)` residual stream, normed input, queries, attention output, projection output.
-    var x, xb, q, att, tmp: FloatBuffer
+    /// `(R, D)` residual stream, normed input, queries, attention output.
+    var x, xb, q, att: FloatBuffer
     /// `(R, KVD)` keys and values of the current rows.
     var k, v: FloatBuffer
     /// `(R, H)` SwiGLU gate and up activations.
@@ -301,7 +317,7 @@ final class Workspace {
         self.config = config
         self.threads = threads
         let empty = FloatBuffer(count: 0)
-        x = empty; xb = empty; q = empty; att = empty; tmp = empty; k = empty; v = empty; h1 = empty; h3 = empty
+        x = empty; xb = empty; q = empty; att = empty; k = empty; v = empty; h1 = empty; h3 = empty
         logits = empty
         xPerm = FloatBuffer(count: max(config.dim, config.hiddenDim) + 32)
         scores = FloatBuffer(count: threads * config.seqLen)
@@ -316,7 +332,6 @@ final class Workspace {
             xb = FloatBuffer(count: needed * c.dim)
             q = FloatBuffer(count: needed * c.dim)
             att = FloatBuffer(count: needed * c.dim)
-            tmp = FloatBuffer(count: needed * c.dim)
             k = FloatBuffer(count: needed * c.kvDim)
             v = FloatBuffer(count: needed * c.kvDim)
             h1 = FloatBuffer(count: needed * c.hiddenDim)

@@ -33,8 +33,8 @@ struct GenerateBench: ParsableCommand {
     var config: String = "all"
     @Option(help: "Thread counts to measure, comma-separated.")
     var threads: String = "1,2"
-    @Option(help: "Passes per figure; the best is reported.")
-    var repeats: Int = 3
+    @Option(help: "Passes per figure; the best is reported (the machine is shared and noisy: +-10% between minutes).")
+    var repeats: Int = 5
     @Option(help: "Batch size for batched decode.")
     var batch: Int = 16
     @Option(help: "Tokens each batched sequence generates.")
