@@ -1,3 +1,5 @@
+import Synchronization
+
 /// Logits produced by one forward call: `(rows, V)`. The storage belongs to the transformer's
 /// workspace and is valid until its next forward call; copy what must outlive it.
 public struct Logits {
@@ -34,6 +36,10 @@ public final class Transformer {
     /// The threads that run each parallel region.
     public let pool: ComputePool
     private var workspace: Workspace
+    /// Next row chunk of the batch-1 product being computed (see `project`).
+    private let nextChunk = Atomic<Int>(0)
+    /// Rows per chunk handed to a thread in batch-1 products.
+    static let matvecChunkRows = 64
 
     /// A transformer over `model` whose kernels run on `pool`.
     public init(model: LlamaModel, pool: ComputePool = .serial) {
@@ -236,7 +242,7 @@ public final class Transformer {
         let layout = model.weights.layout
         let w = model.weights.storage.baseAddress
         let threads = pool.threadCount
-        if rows == 1, let bf16 = model.bf16 {
+        if rows == 1 {
             let xPerm = workspace.xPerm.baseAddress
             // Jobs of one region share their input (q/k/v, w1/w3), so it is rearranged once.
             var prepared: UnsafeMutablePointer<Float>? = nil
@@ -244,29 +250,46 @@ public final class Transformer {
                 Kernels.deinterleaveForBF16(xPerm, job.input, cols: job.inFeatures)
                 prepared = job.input
             }
-            let bf = bf16.baseAddress
-            pool.run { t in
-                for job in jobs {
-                    let range = ComputePool.share(of: job.outFeatures, thread: t, threads: threads, grain: 16)
-                    let offset = layout.offset(job.tensor, layer: job.layer)
-                    if model.usesBF16(job.tensor) {
-                        Kernels.matvecBF16(job.output, bf + offset, xPerm, rows: range, cols: job.inFeatures,
-                                           accumulate: job.accumulate)
-                    } else {
-                        Kernels.matvec(job.output, w + offset, job.input, rows: range, cols: job.inFeatures,
+            let bf = model.bf16?.baseAddress
+            func run(_ job: Projection, _ range: Range<Int>) {
+                let offset = layout.offset(job.tensor, layer: job.layer)
+                if let bf, model.usesBF16(job.tensor) {
+                    Kernels.matvecBF16(job.output, bf + offset, xPerm, rows: range, cols: job.inFeatures,
                                        accumulate: job.accumulate)
+                } else {
+                    Kernels.matvec(job.output, w + offset, job.input, rows: range, cols: job.inFeatures,
+                                   accumulate: job.accumulate)
+                }
+            }
+            if threads == 1 {
+                for job in jobs { run(job, 0..<job.outFeatures) }
+                epilogue?(0..<jobs[0].outFeatures)
+                return
+            }
+            // Batch-1 products are bound by memory bandwidth, which the threads share unevenly; rows
+            // are therefore handed out in chunks from a shared counter instead of fixed halves, so no
+            // thread idles at the end of a region while another still streams its share.
+            let chunk = Transformer.matvecChunkRows
+            let lockstep = jobs.allSatisfy { $0.outFeatures == jobs[0].outFeatures }
+            precondition(lockstep || epilogue == nil, "an epilogue needs jobs of equal width")
+            let chunkStarts = lockstep ? [0] : jobs.reduce(into: [0]) { $0.append($0.last! + ($1.outFeatures + chunk - 1) / chunk) }
+            let totalChunks = lockstep ? (jobs[0].outFeatures + chunk - 1) / chunk : chunkStarts.last!
+            nextChunk.store(0, ordering: .relaxed)
+            pool.run { _ in
+                while true {
+                    let index = nextChunk.wrappingAdd(1, ordering: .relaxed).oldValue
+                    if index >= totalChunks { break }
+                    if lockstep {
+                        let range = index * chunk ..< min((index + 1) * chunk, jobs[0].outFeatures)
+                        for job in jobs { run(job, range) }
+                        epilogue?(range)
+                    } else {
+                        var j = 0
+                        while chunkStarts[j + 1] <= index { j += 1 }
+                        let local = index - chunkStarts[j]
+                        run(jobs[j], local * chunk ..< min((local + 1) * chunk, jobs[j].outFeatures))
                     }
                 }
-                epilogue?(ComputePool.share(of: jobs[0].outFeatures, thread: t, threads: threads, grain: 16))
-            }
-        } else if rows == 1 {
-            pool.run { t in
-                for job in jobs {
-                    let range = ComputePool.share(of: job.outFeatures, thread: t, threads: threads, grain: 16)
-                    Kernels.matvec(job.output, w + layout.offset(job.tensor, layer: job.layer), job.input,
-                                   rows: range, cols: job.inFeatures, accumulate: job.accumulate)
-                }
-                epilogue?(ComputePool.share(of: jobs[0].outFeatures, thread: t, threads: threads, grain: 16))
             }
         } else if rows <= Transformer.panelRowLimit, let panels = model.panels {
             let packed = panels.baseAddress
