@@ -38,6 +38,14 @@ public enum MemoryProbe {
         return best
     }
 
+    /// Resident memory of this process now, in bytes (Linux `/proc/self/statm`; 0 elsewhere).
+    public static func currentResidentBytes() -> Int {
+        guard let text = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8) else { return 0 }
+        let fields = text.split(separator: " ")
+        guard fields.count > 1, let pages = Int(fields[1]) else { return 0 }
+        return pages * Int(sysconf(Int32(_SC_PAGESIZE)))
+    }
+
     /// Peak resident memory of this process so far, in bytes.
     public static func peakResidentBytes() -> Int {
         var usage = rusage()

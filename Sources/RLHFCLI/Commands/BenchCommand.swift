@@ -63,10 +63,17 @@ struct GenerateBench: ParsableCommand {
             default: throw ValidationError("--config must be 15M, gqa or all")
             }
             let baseline = GenerateBaseline.forConfig(name)
+            let before = MemoryProbe.currentResidentBytes()
             let weights = ModelWeights.random(config: c, seed: 1)
             let f32 = LlamaModel(weights: weights, precision: .float32)
-            let bf16 = LlamaModel(weights: weights, precision: .bfloat16)
+            let afterF32 = MemoryProbe.currentResidentBytes()
+            // The bfloat16 model serves batch-1 decode only, so it packs no panels.
+            let bf16 = LlamaModel(weights: weights, precision: .bfloat16, batchedDecode: false)
+            let afterBF16 = MemoryProbe.currentResidentBytes()
             print("\n== \(name): dim \(c.dim), hidden \(c.hiddenDim), \(c.nLayers) layers, \(c.nHeads) heads, \(c.nKVHeads) kv heads, vocab \(c.vocabSize), seq \(c.seqLen); \(String(format: "%.1f", Double(c.parameterCount) / 1e6))M parameters")
+            print(String(format: "memory: float32 model (weights + batched-decode panels) %.0f MB resident, bfloat16 copies +%.0f MB; KV cache %.1f MB per sequence",
+                         Double(afterF32 - before) / 1e6, Double(afterBF16 - afterF32) / 1e6,
+                         Double(2 * c.nLayers * c.seqLen * c.kvDim * 4) / 1e6))
             for t in threadCounts {
                 let pool = ComputePool(threads: t)
                 defer { pool.shutdown() }
