@@ -14,6 +14,7 @@ let package = Package(
     products: [
         .executable(name: "rlhf", targets: ["RLHFCLI"]),
         .library(name: "LlamaCore", targets: ["LlamaCore"]),
+        .library(name: "LlamaTraining", targets: ["LlamaTraining"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -29,10 +30,16 @@ let package = Package(
             dependencies: ["CBLAS"],
             swiftSettings: nativeCodegen
         ),
+        .target(
+            name: "LlamaTraining",
+            dependencies: ["LlamaCore", "CBLAS"],
+            swiftSettings: nativeCodegen
+        ),
         .executableTarget(
             name: "RLHFCLI",
             dependencies: [
                 "LlamaCore",
+                "LlamaTraining",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: nativeCodegen

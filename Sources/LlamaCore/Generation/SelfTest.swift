@@ -18,6 +18,15 @@ public enum SelfTest {
         /// A measurement reported without a verdict (bfloat16 weights are not meant to be exact).
         public var informational = false
 
+        /// A check's outcome.
+        public init(name: String, passed: Bool, maxError: Double, tolerance: Double, detail: String = "") {
+            self.name = name
+            self.passed = passed
+            self.maxError = maxError
+            self.tolerance = tolerance
+            self.detail = detail
+        }
+
         /// One line for the terminal.
         public var line: String {
             let status = informational ? "INFO" : passed ? "PASS" : "FAIL"
@@ -70,7 +79,8 @@ public enum SelfTest {
         return checks
     }
 
-    static func loadJSON<T: Decodable>(_ type: T.Type, path: String) throws -> T {
+    /// Decodes a JSON fixture, with the path in any error.
+    public static func loadJSON<T: Decodable>(_ type: T.Type, path: String) throws -> T {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw LlamaError.io(path: path, reason: "cannot read fixture")
         }

@@ -1,18 +1,18 @@
 extension Kernels {
     /// Features per panel: one vector of outputs.
-    static let panelWidth = 16
+    package static let panelWidth = 16
 
     /// Panels a packed `(n, k)` matrix has: one per 16 features, plus three zero panels so that a tile
     /// of four may start at any panel (threads split work at 16-feature boundaries, for balance).
-    static func panels(n: Int) -> Int { (n + 15) / 16 + 3 }
+    package static func panels(n: Int) -> Int { (n + 15) / 16 + 3 }
 
     /// Floats a panel-packed `(n, k)` matrix takes.
-    static func panelCount(n: Int, k: Int) -> Int { panels(n: n) * 16 * k }
+    package static func panelCount(n: Int, k: Int) -> Int { panels(n: n) * 16 * k }
 
     /// Packs row-major `W (n, k)` into panels: panel `j` holds features `16j ..< 16j+16` as `(k, 16)`,
     /// so that a batched product streams each panel once and never transposes on the fly. Features
     /// past `n` are zero.
-    static func packPanels(_ dst: UnsafeMutablePointer<Float>, _ w: UnsafePointer<Float>, n: Int, k: Int) {
+    package static func packPanels(_ dst: UnsafeMutablePointer<Float>, _ w: UnsafePointer<Float>, n: Int, k: Int) {
         for j in 0..<panels(n: n) {
             let panel = dst + j * 16 * k
             for f in 0..<16 {
@@ -32,7 +32,7 @@ extension Kernels {
     /// is `(m, ldc)`. Tiles of 4 rows by 64 features keep 16 accumulators in registers: per step of k,
     /// 4 panel loads and 4 broadcasts feed 16 fused multiply-adds.
     /// With `accumulate`, adds to `C` instead of overwriting it.
-    static func matmulPanels(_ c: UnsafeMutablePointer<Float>, ldc: Int, _ x: UnsafePointer<Float>, m: Int,
+    package static func matmulPanels(_ c: UnsafeMutablePointer<Float>, ldc: Int, _ x: UnsafePointer<Float>, m: Int,
                              _ packed: UnsafePointer<Float>, n: Int, k: Int, features: Range<Int>,
                              accumulate: Bool = false) {
         var j = features.lowerBound / 16

@@ -5,22 +5,22 @@ import Glibc
 
 /// SIMD loops and BLAS calls behind the transformer. Everything here takes raw pointers; callers lend
 /// them from `AlignedBuffer`s. Vectors use 16 lanes (one AVX-512 register, two AVX2 registers).
-enum Kernels {
-    typealias Vec = SIMD16<Float>
+package enum Kernels {
+    package typealias Vec = SIMD16<Float>
 
     @inline(__always)
-    static func load(_ p: UnsafePointer<Float>, _ i: Int) -> Vec {
+    package static func load(_ p: UnsafePointer<Float>, _ i: Int) -> Vec {
         UnsafeRawPointer(p + i).loadUnaligned(as: Vec.self)
     }
 
     @inline(__always)
-    static func store(_ v: Vec, _ p: UnsafeMutablePointer<Float>, _ i: Int) {
+    package static func store(_ v: Vec, _ p: UnsafeMutablePointer<Float>, _ i: Int) {
         UnsafeMutableRawPointer(p + i).storeBytes(of: v, as: Vec.self)
     }
 
     /// `sum_i a[i] * b[i]` over `n` elements.
     @inline(__always)
-    static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Float {
+    package static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Float {
         var acc0 = Vec(), acc1 = Vec()
         var i = 0
         while i + 32 <= n {
@@ -40,7 +40,7 @@ enum Kernels {
     /// Sum of the 16 lanes as a tree of halves (the standard library's `sum()` adds lanes one after
     /// another, a 16-deep dependency chain).
     @inline(__always)
-    static func horizontalSum(_ v: Vec) -> Float {
+    package static func horizontalSum(_ v: Vec) -> Float {
         let a = v.lowHalf + v.highHalf
         let b = a.lowHalf + a.highHalf
         let c = b.lowHalf + b.highHalf
@@ -49,7 +49,7 @@ enum Kernels {
 
     /// `y[i] += alpha * x[i]` over `n` elements.
     @inline(__always)
-    static func axpy(_ y: UnsafeMutablePointer<Float>, _ alpha: Float, _ x: UnsafePointer<Float>, _ n: Int) {
+    package static func axpy(_ y: UnsafeMutablePointer<Float>, _ alpha: Float, _ x: UnsafePointer<Float>, _ n: Int) {
         let a = Vec(repeating: alpha)
         var i = 0
         while i + 16 <= n {
@@ -63,7 +63,7 @@ enum Kernels {
 
     /// `y[i] += x[i]` over `n` elements (residual connection).
     @inline(__always)
-    static func add(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ n: Int) {
+    package static func add(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ n: Int) {
         var i = 0
         while i + 16 <= n {
             store(load(UnsafePointer(y), i) + load(x, i), y, i)
@@ -74,7 +74,7 @@ enum Kernels {
 
     /// RMSNorm of one row: `out = x * w / sqrt(mean(x^2) + eps)`; `out` may alias `x`.
     @inline(__always)
-    static func rmsnorm(_ out: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>,
+    package static func rmsnorm(_ out: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>,
                         _ n: Int, eps: Float) {
         let ss = dot(x, x, n) / Float(n) + eps
         let scale = 1 / ss.squareRoot()
@@ -89,7 +89,7 @@ enum Kernels {
 
     /// In-place softmax over `n` elements.
     @inline(__always)
-    static func softmax(_ x: UnsafeMutablePointer<Float>, _ n: Int) {
+    package static func softmax(_ x: UnsafeMutablePointer<Float>, _ n: Int) {
         let sum = expShifted(x, x, n, shift: maximum(x, n), scale: 1)
         let inv = Vec(repeating: 1 / sum)
         var i = 0
@@ -99,7 +99,7 @@ enum Kernels {
 
     /// SwiGLU's gate in place: `gate[i] = silu(gate[i]) * up[i]`, `silu(v) = v / (1 + exp(-v))`.
     @inline(__always)
-    static func swiglu(_ gate: UnsafeMutablePointer<Float>, _ up: UnsafePointer<Float>, _ n: Int) {
+    package static func swiglu(_ gate: UnsafeMutablePointer<Float>, _ up: UnsafePointer<Float>, _ n: Int) {
         let one = Vec(repeating: 1)
         var i = 0
         while i + 16 <= n {
@@ -117,7 +117,7 @@ enum Kernels {
     /// RoPE on adjacent pairs of `heads` heads of size `hs` in `vec`, at one position whose
     /// `(hs/2)` cos/sin values are `cos` and `sin`.
     @inline(__always)
-    static func rope(_ vec: UnsafeMutablePointer<Float>, heads: Int, hs: Int,
+    package static func rope(_ vec: UnsafeMutablePointer<Float>, heads: Int, hs: Int,
                      cos: UnsafePointer<Float>, sin: UnsafePointer<Float>) {
         for h in 0..<heads {
             let v = vec + h * hs
@@ -138,7 +138,7 @@ enum Kernels {
     /// with two accumulators. Bound by memory bandwidth: measured here, streaming rows one by one runs
     /// at the memory probe's speed, while interleaving 2 or 4 rows per pass ran at less than half.
     /// With `accumulate`, adds to `out` instead of overwriting it.
-    static func matvec(_ out: UnsafeMutablePointer<Float>, _ w: UnsafePointer<Float>, _ x: UnsafePointer<Float>,
+    package static func matvec(_ out: UnsafeMutablePointer<Float>, _ w: UnsafePointer<Float>, _ x: UnsafePointer<Float>,
                        rows: Range<Int>, cols: Int, accumulate: Bool = false) {
         if accumulate {
             for r in rows { out[r] += dot(w + r * cols, x, cols) }
@@ -149,7 +149,7 @@ enum Kernels {
 
     /// Rearranges `x` (cols, a multiple of 32) for `matvecBF16`: within each block of 32, the 16
     /// even-indexed elements, then the 16 odd-indexed ones.
-    static func deinterleaveForBF16(_ out: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, cols: Int) {
+    package static func deinterleaveForBF16(_ out: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, cols: Int) {
         var b = 0
         while b < cols {
             for j in 0..<16 {
@@ -163,7 +163,7 @@ enum Kernels {
     /// `out[r] = dot(W[r, :], x)` with `W` stored as bfloat16 (`(rows, cols)`, cols a multiple of 32) and
     /// `x` prepared by `deinterleaveForBF16`. A 32-bit word holds elements `2j` (low half) and `2j+1`
     /// (high half); shifting or masking turns each half into an exact float32, accumulated in float32.
-    static func matvecBF16(_ out: UnsafeMutablePointer<Float>, _ w: UnsafePointer<UInt16>,
+    package static func matvecBF16(_ out: UnsafeMutablePointer<Float>, _ w: UnsafePointer<UInt16>,
                            _ xPerm: UnsafePointer<Float>, rows: Range<Int>, cols: Int, accumulate: Bool = false) {
         typealias Words = SIMD16<UInt32>
         let mask = Words(repeating: 0xFFFF_0000)
@@ -186,7 +186,7 @@ enum Kernels {
 
     /// float32 to bfloat16, rounding to nearest even (NaN stays NaN).
     @inline(__always)
-    static func bfloat16(_ f: Float) -> UInt16 {
+    package static func bfloat16(_ f: Float) -> UInt16 {
         let bits = f.bitPattern
         if f.isNaN { return UInt16(bits >> 16) | 0x40 }
         let rounding = 0x7FFF + ((bits >> 16) & 1)
@@ -195,13 +195,13 @@ enum Kernels {
 
     /// bfloat16 to float32 (exact).
     @inline(__always)
-    static func float(bfloat16 h: UInt16) -> Float { Float(bitPattern: UInt32(h) << 16) }
+    package static func float(bfloat16 h: UInt16) -> Float { Float(bitPattern: UInt32(h) << 16) }
 
     // MARK: - Matrix products (prefill, batched decode)
 
     /// `C[:, cols] = A * W[cols, :]^T`: `A` is `(M, K)` row-major, `W` is `(N, K)` row-major (rows are
     /// output features), `C` is `(M, ldc)`; computes output features `features`.
-    static func matmulTransposed(_ c: UnsafeMutablePointer<Float>, ldc: Int, _ a: UnsafePointer<Float>, m: Int,
+    package static func matmulTransposed(_ c: UnsafeMutablePointer<Float>, ldc: Int, _ a: UnsafePointer<Float>, m: Int,
                                  _ w: UnsafePointer<Float>, features: Range<Int>, k: Int, accumulate: Bool = false) {
         guard !features.isEmpty, m > 0 else { return }
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(m), Int32(features.count), Int32(k),
@@ -210,7 +210,7 @@ enum Kernels {
     }
 
     /// Pins OpenBLAS to one thread per call: the core's `ComputePool` owns parallelism.
-    static let blasSingleThreaded: Void = { openblas_set_num_threads(1) }()
+    package static let blasSingleThreaded: Void = { openblas_set_num_threads(1) }()
 }
 
 extension Kernels {
@@ -218,7 +218,7 @@ extension Kernels {
     /// cached positions, softmax, then `out = sum_t scores[t] V[t]`. Keys and values are rows of
     /// `headSize` floats, `stride` floats apart; `scores` has room for `count`.
     @inline(__always)
-    static func attendOneHead(out: UnsafeMutablePointer<Float>, query: UnsafePointer<Float>,
+    package static func attendOneHead(out: UnsafeMutablePointer<Float>, query: UnsafePointer<Float>,
                               keys: UnsafePointer<Float>, values: UnsafePointer<Float>, stride: Int, count: Int,
                               headSize hs: Int, scale: Float, scores: UnsafeMutablePointer<Float>) {
         if hs % 16 == 0 {

@@ -41,7 +41,7 @@ public final class AlignedBuffer<Element: BitwiseCopyable>: @unchecked Sendable 
         try body(UnsafeMutableBufferPointer(start: baseAddress, count: count))
     }
 
-    @usableFromInline var baseAddress: UnsafeMutablePointer<Element> { base }
+    @usableFromInline package var baseAddress: UnsafeMutablePointer<Element> { base }
 
     /// A copy of `range` as an array (for tests and small tensors).
     public func array(_ range: Range<Int>) -> [Element] {

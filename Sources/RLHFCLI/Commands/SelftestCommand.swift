@@ -1,11 +1,12 @@
 import ArgumentParser
 import LlamaCore
+import LlamaTraining
 
 /// `rlhf selftest`: parity against reference fixtures.
 struct SelftestCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "selftest",
-        abstract: "Check the core against reference fixtures (NAME.bin + NAME.generate.json): greedy ids exactly, logits within 1e-3."
+        abstract: "Check the core against reference fixtures: greedy ids exactly and logits within 1e-3 (NAME.generate.json); SFT, reward-model and PPO losses and gradients and one AdamW step (NAME.sft/rm/ppo/adamw-step.json), within the fixtures' tolerances."
     )
 
     @Option(help: "Directory of fixture sets.")
@@ -16,9 +17,8 @@ struct SelftestCommand: ParsableCommand {
     func run() throws {
         let checks: [SelfTest.Check]
         do {
-            checks = try SelfTest.run(directory: fixtures, precision: precision) {
-                print($0.line)
-            }
+            checks = try SelfTest.run(directory: fixtures, precision: precision) { print($0.line) }
+                + (precision == .float32 ? try TrainingSelfTest.run(directory: fixtures) { print($0.line) } : [])
         } catch {
             throw cliFailure(error)
         }

@@ -1,0 +1,134 @@
+import Foundation
+import LlamaCore
+
+/// AdamW's knobs (LLaMA2's RLHF values by default: beta2 0.95, eps 1e-5, weight decay 0.1, clip 1.0).
+public struct AdamWSettings: Codable, Sendable, Equatable {
+    public var beta1: Float
+    public var beta2: Float
+    public var eps: Float
+    /// Decoupled decay: `p *= 1 - lr * weightDecay` before the Adam step.
+    public var weightDecay: Float
+    /// Gradient clipping by global norm (`nil`: off).
+    public var clipNorm: Float?
+
+    /// Settings with the given knobs.
+    public init(beta1: Float = 0.9, beta2: Float = 0.95, eps: Float = 1e-5, weightDecay: Float = 0.1, clipNorm: Float? = 1.0) {
+        self.beta1 = beta1
+        self.beta2 = beta2
+        self.eps = eps
+        self.weightDecay = weightDecay
+        self.clipNorm = clipNorm
+    }
+
+    /// LLaMA2's values.
+    public static let `default` = AdamWSettings()
+}
+
+/// A learning-rate schedule.
+public enum LearningRateSchedule: Codable, Sendable, Equatable {
+    /// The same rate every step.
+    case constant(Float)
+    /// Linear warm-up to `peak` over `warmup` steps, then cosine decay to `peak * floor` at `total`.
+    case cosine(peak: Float, warmup: Int, total: Int, floor: Float)
+
+    /// The rate for 1-based step `step`.
+    public func rate(step: Int) -> Float {
+        switch self {
+        case let .constant(lr): return lr
+        case let .cosine(peak, warmup, total, floor):
+            if warmup > 0 && step <= warmup { return peak * Float(step) / Float(warmup) }
+            let span = max(1, total - warmup)
+            let progress = min(1, Double(step - warmup) / Double(span))
+            let cosine = 0.5 * (1 + cos(Double.pi * progress))
+            return peak * (floor + (1 - floor) * Float(cosine))
+        }
+    }
+}
+
+/// One parameter group: a buffer and the element ranges of it that are trained.
+public struct ParameterGroup {
+    /// Values, updated in place.
+    public let values: FloatBuffer
+    /// `dL/dvalues`, same size.
+    public let gradients: FloatBuffer
+    /// Trained ranges.
+    public let ranges: [Range<Int>]
+
+    public init(values: FloatBuffer, gradients: FloatBuffer, ranges: [Range<Int>]) {
+        precondition(values.count == gradients.count)
+        self.values = values
+        self.gradients = gradients
+        self.ranges = ranges
+    }
+
+    /// The model's trainable tensors (everything but the legacy RoPE tables).
+    public init(model: TrainableTransformer) {
+        self.init(values: model.weights.storage, gradients: model.gradients,
+                  ranges: model.weights.layout.trainableTensors.map { model.weights.layout.range($0) })
+    }
+}
+
+/// AdamW with PyTorch's semantics (bias-corrected moments, decoupled weight decay) over parameter
+/// groups, with gradient clipping by the global norm of all groups together.
+public final class AdamW {
+    /// Knobs.
+    public let settings: AdamWSettings
+    /// Steps taken.
+    public private(set) var step: Int = 0
+    /// First and second moments, one buffer pair per group (same sizes as the groups' values).
+    public let firstMoments: [FloatBuffer]
+    public let secondMoments: [FloatBuffer]
+
+    /// An optimizer for groups of the given sizes.
+    public init(settings: AdamWSettings = .default, groupSizes: [Int]) {
+        self.settings = settings
+        firstMoments = groupSizes.map { FloatBuffer(count: $0) }
+        secondMoments = groupSizes.map { FloatBuffer(count: $0) }
+    }
+
+    /// Restores a saved state.
+    init(settings: AdamWSettings, step: Int, firstMoments: [FloatBuffer], secondMoments: [FloatBuffer]) {
+        self.settings = settings
+        self.step = step
+        self.firstMoments = firstMoments
+        self.secondMoments = secondMoments
+    }
+
+    /// Global L2 norm of the groups' gradients (accumulated in double).
+    public static func globalNorm(_ groups: [ParameterGroup]) -> Double {
+        var sum = 0.0
+        for group in groups {
+            let g = group.gradients.baseAddress
+            for range in group.ranges { for i in range { sum += Double(g[i]) * Double(g[i]) } }
+        }
+        return sum.squareRoot()
+    }
+
+    /// Clips by global norm (scale `min(1, clip / (norm + 1e-6))`), then takes one AdamW step at rate
+    /// `lr`. Returns the gradient norm before clipping.
+    @discardableResult
+    public func update(_ groups: [ParameterGroup], lr: Float) -> Double {
+        precondition(groups.count == firstMoments.count, "one moment buffer pair per group")
+        let norm = AdamW.globalNorm(groups)
+        var scale: Float = 1
+        if let clip = settings.clipNorm { scale = Float(min(1, Double(clip) / (norm + 1e-6))) }
+        step += 1
+        let s = settings
+        let correction1 = 1 - pow(s.beta1, Float(step)), correction2 = 1 - pow(s.beta2, Float(step))
+        let decay = 1 - lr * s.weightDecay
+        for (index, group) in groups.enumerated() {
+            let p = group.values.baseAddress, g = group.gradients.baseAddress
+            let m = firstMoments[index].baseAddress, v = secondMoments[index].baseAddress
+            for range in group.ranges {
+                for i in range {
+                    let grad = g[i] * scale
+                    m[i] = s.beta1 * m[i] + (1 - s.beta1) * grad
+                    v[i] = s.beta2 * v[i] + (1 - s.beta2) * grad * grad
+                    let mHat = m[i] / correction1, vHat = v[i] / correction2
+                    p[i] = p[i] * decay - lr * mHat / (vHat.squareRoot() + s.eps)
+                }
+            }
+        }
+        return norm
+    }
+}

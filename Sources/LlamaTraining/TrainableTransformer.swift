@@ -1,0 +1,316 @@
+import CBLAS
+import Foundation
+import LlamaCore
+
+/// A LLaMA2 model being trained: its weights (updated in place by the optimizer), a gradient buffer
+/// of the same layout, and the forward pass that saves activations and the backward pass through
+/// every layer (embedding, RMSNorm, q/k/v/o with RoPE and causal grouped-query attention, SwiGLU,
+/// final norm). Losses read the final hidden states (`ForwardTape.hidden`) through the language-model
+/// head (`languageModelHead`) or a `ScalarHead`, and hand back `dL/dhidden`.
+public final class TrainableTransformer {
+    /// The model's hyper-parameters.
+    public let config: LlamaConfig
+    /// The weights; the optimizer writes them in place.
+    public let weights: ModelWeights
+    /// `dL/dweights`, laid out like `weights` (the RoPE tables' entries stay zero).
+    public let gradients: FloatBuffer
+    /// Threads for every product.
+    public let pool: ComputePool
+    /// `(S, hs/2)` RoPE table.
+    private let ropeCos: [Float], ropeSin: [Float]
+
+    /// Trains `weights` (not copied: pass `weights.copy()` to keep the original).
+    public init(weights: ModelWeights, pool: ComputePool = .serial) {
+        openblas_set_num_threads(1)
+        self.config = weights.config
+        self.weights = weights
+        self.gradients = FloatBuffer(count: weights.layout.totalCount)
+        self.pool = pool
+        let c = weights.config, half = c.headSize / 2
+        var cosTable = [Float](repeating: 0, count: c.seqLen * half), sinTable = cosTable
+        for t in 0..<c.seqLen {
+            for i in 0..<half {
+                let angle = Double(t) / pow(Double(c.ropeTheta), Double(2 * i) / Double(c.headSize))
+                cosTable[t * half + i] = Float(cos(angle))
+                sinTable[t * half + i] = Float(sin(angle))
+            }
+        }
+        ropeCos = cosTable
+        ropeSin = sinTable
+    }
+
+    /// Sets every gradient to zero (before accumulating a new step's micro-batches).
+    public func zeroGradients() {
+        gradients.withUnsafeMutableBufferPointer { $0.update(repeating: 0) }
+    }
+
+    private var w: UnsafeMutablePointer<Float> { weights.storage.baseAddress }
+    private var dw: UnsafeMutablePointer<Float> { gradients.baseAddress }
+    private func offset(_ t: ParameterTensor, _ l: Int = 0) -> Int { weights.layout.offset(t, layer: l) }
+
+    // MARK: - Forward
+
+    /// Runs `batch` through the trunk and keeps what the backward pass needs.
+    public func forward(_ batch: TokenBatch) -> ForwardTape {
+        let c = config
+        let tape = ForwardTape(batch: batch, config: c)
+        let n = batch.rowCount, D = c.dim, KVD = c.kvDim, H = c.hiddenDim, hs = c.headSize, half = hs / 2
+        var x = FloatBuffer(count: n * D)
+        for (b, s) in batch.sequences.enumerated() {
+            for (p, token) in s.enumerated() {
+                (x.baseAddress + (batch.offsets[b] + p) * D).update(from: w + offset(.tokenEmbedding) + Int(token) * D, count: D)
+            }
+        }
+        for (l, saved) in tape.layers.enumerated() {
+            saved.xIn.baseAddress.update(from: x.baseAddress, count: n * D)
+            for r in 0..<n {
+                saved.rms1.baseAddress[r] = TrainingKernels.rmsnorm(saved.xn1.baseAddress + r * D, x.baseAddress + r * D,
+                                                                    w + offset(.rmsAttention, l), D, eps: c.normEps)
+            }
+            TrainingKernels.forward(saved.q.baseAddress, saved.xn1.baseAddress, w + offset(.wq, l), n: n, inFeatures: D, outFeatures: D, pool: pool)
+            TrainingKernels.forward(saved.k.baseAddress, saved.xn1.baseAddress, w + offset(.wk, l), n: n, inFeatures: D, outFeatures: KVD, pool: pool)
+            TrainingKernels.forward(saved.v.baseAddress, saved.xn1.baseAddress, w + offset(.wv, l), n: n, inFeatures: D, outFeatures: KVD, pool: pool)
+            ropeCos.withUnsafeBufferPointer { cosT in
+                ropeSin.withUnsafeBufferPointer { sinT in
+                    for (b, s) in batch.sequences.enumerated() {
+                        for p in 0..<s.count {
+                            let r = batch.offsets[b] + p
+                            TrainingKernels.rope(saved.q.baseAddress + r * D, heads: c.nHeads, hs: hs,
+                                                 cos: cosT.baseAddress! + p * half, sin: sinT.baseAddress! + p * half)
+                            TrainingKernels.rope(saved.k.baseAddress + r * KVD, heads: c.nKVHeads, hs: hs,
+                                                 cos: cosT.baseAddress! + p * half, sin: sinT.baseAddress! + p * half)
+                        }
+                    }
+                }
+            }
+            attentionForward(saved, batch: batch, tape: tape)
+            saved.xMid.baseAddress.update(from: x.baseAddress, count: n * D)
+            TrainingKernels.forward(saved.xMid.baseAddress, saved.att.baseAddress, w + offset(.wo, l), n: n, inFeatures: D,
+                                    outFeatures: D, accumulate: true, pool: pool)
+            for r in 0..<n {
+                saved.rms2.baseAddress[r] = TrainingKernels.rmsnorm(saved.xn2.baseAddress + r * D, saved.xMid.baseAddress + r * D,
+                                                                    w + offset(.rmsFFN, l), D, eps: c.normEps)
+            }
+            TrainingKernels.forward(saved.h1.baseAddress, saved.xn2.baseAddress, w + offset(.w1, l), n: n, inFeatures: D, outFeatures: H, pool: pool)
+            TrainingKernels.forward(saved.h3.baseAddress, saved.xn2.baseAddress, w + offset(.w3, l), n: n, inFeatures: D, outFeatures: H, pool: pool)
+            let h1 = saved.h1.baseAddress, h3 = saved.h3.baseAddress, g = saved.g.baseAddress
+            pool.parallelFor(n * H, grain: 1024) { range, _ in
+                for i in range { g[i] = h1[i] * TrainingKernels.sigmoid(h1[i]) * h3[i] }
+            }
+            let next = FloatBuffer(count: n * D)
+            next.baseAddress.update(from: saved.xMid.baseAddress, count: n * D)
+            TrainingKernels.forward(next.baseAddress, g, w + offset(.w2, l), n: n, inFeatures: H, outFeatures: D,
+                                    accumulate: true, pool: pool)
+            x = next
+        }
+        tape.xFinal.baseAddress.update(from: x.baseAddress, count: n * D)
+        for r in 0..<n {
+            tape.rmsFinal.baseAddress[r] = TrainingKernels.rmsnorm(tape.hidden.baseAddress + r * D, x.baseAddress + r * D,
+                                                                   w + offset(.rmsFinal), D, eps: c.normEps)
+        }
+        return tape
+    }
+
+    /// Causal attention of each sequence with itself; saves the probabilities.
+    private func attentionForward(_ saved: ForwardTape.Layer, batch: TokenBatch, tape: ForwardTape) {
+        let c = config, D = c.dim, KVD = c.kvDim, hs = c.headSize, group = c.kvGroupSize
+        let scale = 1 / Float(hs).squareRoot()
+        let q = saved.q.baseAddress, k = saved.k.baseAddress, v = saved.v.baseAddress
+        let att = saved.att.baseAddress, probs = saved.probs.baseAddress
+        let pairs = batch.sequences.count * c.nHeads, threads = pool.threadCount
+        pool.run { t in
+            for index in stride(from: t, to: pairs, by: threads) {
+                let b = index / c.nHeads, h = index % c.nHeads, kvh = h / group
+                let T = batch.sequences[b].count, row = batch.offsets[b]
+                let P = probs + tape.probOffsets[b] + h * T * T
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(T), Int32(T), Int32(hs), scale,
+                            q + row * D + h * hs, Int32(D), k + row * KVD + kvh * hs, Int32(KVD), 0, P, Int32(T))
+                for i in 0..<T {
+                    let p = P + i * T
+                    var m = -Float.infinity
+                    for j in 0...i where p[j] > m { m = p[j] }
+                    var sum: Float = 0
+                    for j in 0...i { p[j] = expf(p[j] - m); sum += p[j] }
+                    let inv = 1 / sum
+                    for j in 0...i { p[j] *= inv }
+                    for j in (i + 1)..<T { p[j] = 0 }
+                }
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(T), Int32(hs), Int32(T), 1,
+                            P, Int32(T), v + row * KVD + kvh * hs, Int32(KVD), 0, att + row * D + h * hs, Int32(D))
+            }
+        }
+    }
+
+    // MARK: - Backward
+
+    /// Back-propagates `dL/dhidden (N, D)` through the trunk, adding every weight's gradient to
+    /// `gradients` (the classifier's comes from `languageModelHead`).
+    public func backward(_ tape: ForwardTape, hiddenGradient dHidden: FloatBuffer) {
+        let c = config, batch = tape.batch
+        let n = batch.rowCount, D = c.dim, KVD = c.kvDim, H = c.hiddenDim, hs = c.headSize, half = hs / 2
+        precondition(dHidden.count >= n * D, "hidden gradient must be (N, D)")
+        let dx = FloatBuffer(count: n * D)
+        for r in 0..<n {
+            TrainingKernels.rmsnormBackward(dx: dx.baseAddress + r * D, dw: dw + offset(.rmsFinal), dy: dHidden.baseAddress + r * D,
+                                            x: tape.xFinal.baseAddress + r * D, w: w + offset(.rmsFinal),
+                                            inv: tape.rmsFinal.baseAddress[r], D)
+        }
+        let dxn = FloatBuffer(count: n * D)
+        let dg = FloatBuffer(count: n * H), dh1 = FloatBuffer(count: n * H), dh3 = FloatBuffer(count: n * H)
+        let dq = FloatBuffer(count: n * D), dk = FloatBuffer(count: n * KVD), dv = FloatBuffer(count: n * KVD)
+        let datt = FloatBuffer(count: n * D)
+        for l in stride(from: c.nLayers - 1, through: 0, by: -1) {
+            let saved = tape.layers[l]
+            // FFN: x_out = x_mid + W2 g, g = silu(W1 xn2) * (W3 xn2), xn2 = rmsnorm(x_mid).
+            TrainingKernels.backwardWeight(dw + offset(.w2, l), dx.baseAddress, saved.g.baseAddress, n: n, inFeatures: H, outFeatures: D, pool: pool)
+            TrainingKernels.backwardInput(dg.baseAddress, dx.baseAddress, w + offset(.w2, l), n: n, inFeatures: H, outFeatures: D,
+                                          accumulate: false, pool: pool)
+            let h1 = saved.h1.baseAddress, h3 = saved.h3.baseAddress, g = dg.baseAddress
+            let d1 = dh1.baseAddress, d3 = dh3.baseAddress
+            pool.parallelFor(n * H, grain: 1024) { range, _ in
+                for i in range {
+                    let s = TrainingKernels.sigmoid(h1[i])
+                    let silu = h1[i] * s
+                    d3[i] = g[i] * silu
+                    d1[i] = g[i] * h3[i] * s * (1 + h1[i] * (1 - s))
+                }
+            }
+            TrainingKernels.backwardWeight(dw + offset(.w1, l), d1, saved.xn2.baseAddress, n: n, inFeatures: D, outFeatures: H, pool: pool)
+            TrainingKernels.backwardWeight(dw + offset(.w3, l), d3, saved.xn2.baseAddress, n: n, inFeatures: D, outFeatures: H, pool: pool)
+            TrainingKernels.backwardInput(dxn.baseAddress, d1, w + offset(.w1, l), n: n, inFeatures: D, outFeatures: H, accumulate: false, pool: pool)
+            TrainingKernels.backwardInput(dxn.baseAddress, d3, w + offset(.w3, l), n: n, inFeatures: D, outFeatures: H, accumulate: true, pool: pool)
+            for r in 0..<n {
+                TrainingKernels.rmsnormBackward(dx: dx.baseAddress + r * D, dw: dw + offset(.rmsFFN, l), dy: dxn.baseAddress + r * D,
+                                                x: saved.xMid.baseAddress + r * D, w: w + offset(.rmsFFN, l),
+                                                inv: saved.rms2.baseAddress[r], D)
+            }
+            // Attention: x_mid = x_in + Wo att.
+            TrainingKernels.backwardWeight(dw + offset(.wo, l), dx.baseAddress, saved.att.baseAddress, n: n, inFeatures: D, outFeatures: D, pool: pool)
+            TrainingKernels.backwardInput(datt.baseAddress, dx.baseAddress, w + offset(.wo, l), n: n, inFeatures: D, outFeatures: D,
+                                          accumulate: false, pool: pool)
+            attentionBackward(saved, batch: batch, tape: tape, datt: datt, dq: dq, dk: dk, dv: dv)
+            ropeCos.withUnsafeBufferPointer { cosT in
+                ropeSin.withUnsafeBufferPointer { sinT in
+                    for (b, s) in batch.sequences.enumerated() {
+                        for p in 0..<s.count {
+                            let r = batch.offsets[b] + p
+                            TrainingKernels.rope(dq.baseAddress + r * D, heads: c.nHeads, hs: hs,
+                                                 cos: cosT.baseAddress! + p * half, sin: sinT.baseAddress! + p * half, sign: -1)
+                            TrainingKernels.rope(dk.baseAddress + r * KVD, heads: c.nKVHeads, hs: hs,
+                                                 cos: cosT.baseAddress! + p * half, sin: sinT.baseAddress! + p * half, sign: -1)
+                        }
+                    }
+                }
+            }
+            TrainingKernels.backwardWeight(dw + offset(.wq, l), dq.baseAddress, saved.xn1.baseAddress, n: n, inFeatures: D, outFeatures: D, pool: pool)
+            TrainingKernels.backwardWeight(dw + offset(.wk, l), dk.baseAddress, saved.xn1.baseAddress, n: n, inFeatures: D, outFeatures: KVD, pool: pool)
+            TrainingKernels.backwardWeight(dw + offset(.wv, l), dv.baseAddress, saved.xn1.baseAddress, n: n, inFeatures: D, outFeatures: KVD, pool: pool)
+            TrainingKernels.backwardInput(dxn.baseAddress, dq.baseAddress, w + offset(.wq, l), n: n, inFeatures: D, outFeatures: D, accumulate: false, pool: pool)
+            TrainingKernels.backwardInput(dxn.baseAddress, dk.baseAddress, w + offset(.wk, l), n: n, inFeatures: D, outFeatures: KVD, accumulate: true, pool: pool)
+            TrainingKernels.backwardInput(dxn.baseAddress, dv.baseAddress, w + offset(.wv, l), n: n, inFeatures: D, outFeatures: KVD, accumulate: true, pool: pool)
+            for r in 0..<n {
+                TrainingKernels.rmsnormBackward(dx: dx.baseAddress + r * D, dw: dw + offset(.rmsAttention, l), dy: dxn.baseAddress + r * D,
+                                                x: saved.xIn.baseAddress + r * D, w: w + offset(.rmsAttention, l),
+                                                inv: saved.rms1.baseAddress[r], D)
+            }
+        }
+        // Embedding rows (serial: a token may repeat).
+        let embedding = dw + offset(.tokenEmbedding)
+        for (b, s) in batch.sequences.enumerated() {
+            for (p, token) in s.enumerated() {
+                let row = dx.baseAddress + (batch.offsets[b] + p) * D
+                let dst = embedding + Int(token) * D
+                for i in 0..<D { dst[i] += row[i] }
+            }
+        }
+    }
+
+    /// Backward of causal attention: fills `dq (N, D)`, `dk`, `dv (N, KVD)` from `datt (N, D)`.
+    /// Work is split by (sequence, kv head) so that the query heads sharing a kv head add into its
+    /// gradient on one thread.
+    private func attentionBackward(_ saved: ForwardTape.Layer, batch: TokenBatch, tape: ForwardTape,
+                                   datt: FloatBuffer, dq: FloatBuffer, dk: FloatBuffer, dv: FloatBuffer) {
+        let c = config, D = c.dim, KVD = c.kvDim, hs = c.headSize, group = c.kvGroupSize
+        let scale = 1 / Float(hs).squareRoot()
+        let q = saved.q.baseAddress, k = saved.k.baseAddress, v = saved.v.baseAddress, probs = saved.probs.baseAddress
+        let dQ = dq.baseAddress, dK = dk.baseAddress, dV = dv.baseAddress, dO = datt.baseAddress
+        dk.withUnsafeMutableBufferPointer { $0.update(repeating: 0) }
+        dv.withUnsafeMutableBufferPointer { $0.update(repeating: 0) }
+        let maxT = batch.sequences.map(\.count).max()!
+        let threads = pool.threadCount
+        let scratch = FloatBuffer(count: threads * maxT * maxT)
+        let units = batch.sequences.count * c.nKVHeads
+        pool.run { t in
+            let dS = scratch.baseAddress + t * maxT * maxT
+            for unit in stride(from: t, to: units, by: threads) {
+                let b = unit / c.nKVHeads, kvh = unit % c.nKVHeads
+                let T = batch.sequences[b].count, row = batch.offsets[b]
+                let kh = k + row * KVD + kvh * hs, vh = v + row * KVD + kvh * hs
+                let dkh = dK + row * KVD + kvh * hs, dvh = dV + row * KVD + kvh * hs
+                for h in (kvh * group)..<((kvh + 1) * group) {
+                    let P = probs + tape.probOffsets[b] + h * T * T
+                    let qh = q + row * D + h * hs, doh = dO + row * D + h * hs, dqh = dQ + row * D + h * hs
+                    // dV += P^T dO
+                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(T), Int32(hs), Int32(T), 1,
+                                P, Int32(T), doh, Int32(D), 1, dvh, Int32(KVD))
+                    // dP = dO V^T, then dS = P * (dP - rowsum(dP * P)) * scale
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(T), Int32(T), Int32(hs), 1,
+                                doh, Int32(D), vh, Int32(KVD), 0, dS, Int32(T))
+                    for i in 0..<T {
+                        let p = P + i * T, d = dS + i * T
+                        var dotRow: Float = 0
+                        for j in 0...i { dotRow += d[j] * p[j] }
+                        for j in 0...i { d[j] = p[j] * (d[j] - dotRow) * scale }
+                        for j in (i + 1)..<T { d[j] = 0 }
+                    }
+                    // dQ = dS K ; dK += dS^T Q
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(T), Int32(hs), Int32(T), 1,
+                                dS, Int32(T), kh, Int32(KVD), 0, dqh, Int32(D))
+                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(T), Int32(hs), Int32(T), 1,
+                                dS, Int32(T), qh, Int32(D), 1, dkh, Int32(KVD))
+                }
+            }
+        }
+    }
+
+    // MARK: - Language-model head
+
+    /// Computes logits `(rows, V)` for `rows` of the tape in chunks, lets `loss(i, logits)` turn row
+    /// `i`'s logits into `dL/dlogits` in place (returning its loss contribution), then back-propagates:
+    /// adds the classifier's gradient and returns `dL/dhidden (N, D)` (zero on other rows) and the
+    /// summed loss. Without `computeGradients` the logits are only read (no gradient, zero `dhidden`).
+    public func languageModelHead(_ tape: ForwardTape, rows: [Int], computeGradients: Bool = true,
+                                  loss: (_ index: Int, _ logits: UnsafeMutableBufferPointer<Float>) -> Double)
+        -> (loss: Double, hiddenGradient: FloatBuffer) {
+        let c = config, D = c.dim, V = c.vocabSize, n = tape.batch.rowCount
+        let dHidden = FloatBuffer(count: n * D)
+        let chunk = 64
+        let h = FloatBuffer(count: chunk * D), logits = FloatBuffer(count: chunk * V), dh = FloatBuffer(count: chunk * D)
+        let wcls = w + offset(.classifier), dwcls = dw + offset(.classifier)
+        var total = 0.0
+        var start = 0
+        while start < rows.count {
+            let m = min(chunk, rows.count - start)
+            for i in 0..<m {
+                (h.baseAddress + i * D).update(from: tape.hidden.baseAddress + rows[start + i] * D, count: D)
+            }
+            TrainingKernels.forward(logits.baseAddress, h.baseAddress, wcls, n: m, inFeatures: D, outFeatures: V, pool: pool)
+            for i in 0..<m {
+                total += loss(start + i, UnsafeMutableBufferPointer(start: logits.baseAddress + i * V, count: V))
+            }
+            if !computeGradients {
+                start += m
+                continue
+            }
+            TrainingKernels.backwardWeight(dwcls, logits.baseAddress, h.baseAddress, n: m, inFeatures: D, outFeatures: V, pool: pool)
+            TrainingKernels.backwardInput(dh.baseAddress, logits.baseAddress, wcls, n: m, inFeatures: D, outFeatures: V,
+                                          accumulate: false, pool: pool)
+            for i in 0..<m {
+                let dst = dHidden.baseAddress + rows[start + i] * D, src = dh.baseAddress + i * D
+                for j in 0..<D { dst[j] += src[j] }
+            }
+            start += m
+        }
+        return (total, dHidden)
+    }
+}

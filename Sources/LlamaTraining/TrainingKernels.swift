@@ -1,0 +1,128 @@
+import CBLAS
+import LlamaCore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Loops and BLAS calls of the backward pass. Matrices are row-major; `(N, in)` activations times
+/// `(out, in)` weights, as in the forward pass.
+enum TrainingKernels {
+    typealias Vec = SIMD16<Float>
+
+    @inline(__always) static func load(_ p: UnsafePointer<Float>, _ i: Int) -> Vec {
+        UnsafeRawPointer(p + i).loadUnaligned(as: Vec.self)
+    }
+
+    @inline(__always) static func store(_ v: Vec, _ p: UnsafeMutablePointer<Float>, _ i: Int) {
+        UnsafeMutableRawPointer(p + i).storeBytes(of: v, as: Vec.self)
+    }
+
+    @inline(__always) static func hsum(_ v: Vec) -> Float {
+        let a = v.lowHalf + v.highHalf
+        let b = a.lowHalf + a.highHalf
+        let c = b.lowHalf + b.highHalf
+        return c[0] + c[1]
+    }
+
+    @inline(__always) static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Float {
+        var acc = Vec()
+        var i = 0
+        while i + 16 <= n { acc.addProduct(load(a, i), load(b, i)); i += 16 }
+        var s = hsum(acc)
+        while i < n { s += a[i] * b[i]; i += 1 }
+        return s
+    }
+
+    // MARK: - Matrix products, split over the pool's threads
+
+    /// `Y (N, out) = X (N, in) W^T` (+ Y when `accumulate`); threads split the output features.
+    static func forward(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>,
+                        n: Int, inFeatures: Int, outFeatures: Int, accumulate: Bool = false, pool: ComputePool) {
+        guard n > 0 else { return }
+        pool.run { t in
+            let r = ComputePool.share(of: outFeatures, thread: t, threads: pool.threadCount, grain: 16)
+            guard !r.isEmpty else { return }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n), Int32(r.count), Int32(inFeatures), 1,
+                        x, Int32(inFeatures), w + r.lowerBound * inFeatures, Int32(inFeatures),
+                        accumulate ? 1 : 0, y + r.lowerBound, Int32(outFeatures))
+        }
+    }
+
+    /// `dX (N, in) (+)= dY (N, out) W (out, in)`; threads split the input features.
+    static func backwardInput(_ dx: UnsafeMutablePointer<Float>, _ dy: UnsafePointer<Float>, _ w: UnsafePointer<Float>,
+                              n: Int, inFeatures: Int, outFeatures: Int, accumulate: Bool, pool: ComputePool) {
+        guard n > 0 else { return }
+        pool.run { t in
+            let r = ComputePool.share(of: inFeatures, thread: t, threads: pool.threadCount, grain: 16)
+            guard !r.isEmpty else { return }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(n), Int32(r.count), Int32(outFeatures), 1,
+                        dy, Int32(outFeatures), w + r.lowerBound, Int32(inFeatures),
+                        accumulate ? 1 : 0, dx + r.lowerBound, Int32(inFeatures))
+        }
+    }
+
+    /// `dW (out, in) += dY^T (out, N) X (N, in)`; threads split the output features.
+    static func backwardWeight(_ dw: UnsafeMutablePointer<Float>, _ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>,
+                               n: Int, inFeatures: Int, outFeatures: Int, pool: ComputePool) {
+        guard n > 0 else { return }
+        pool.run { t in
+            let r = ComputePool.share(of: outFeatures, thread: t, threads: pool.threadCount, grain: 16)
+            guard !r.isEmpty else { return }
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(r.count), Int32(inFeatures), Int32(n), 1,
+                        dy + r.lowerBound, Int32(outFeatures), x, Int32(inFeatures),
+                        1, dw + r.lowerBound * inFeatures, Int32(inFeatures))
+        }
+    }
+
+    // MARK: - RMSNorm
+
+    /// `y = x * w / sqrt(mean(x^2) + eps)` for one row; returns the inverse RMS (saved for backward).
+    @inline(__always)
+    static func rmsnorm(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>,
+                        _ n: Int, eps: Float) -> Float {
+        let inv = 1 / (dot(x, x, n) / Float(n) + eps).squareRoot()
+        let s = Vec(repeating: inv)
+        var i = 0
+        while i + 16 <= n { store(load(x, i) * s * load(w, i), y, i); i += 16 }
+        while i < n { y[i] = x[i] * inv * w[i]; i += 1 }
+        return inv
+    }
+
+    /// Backward of `rmsnorm` for one row: adds `dL/dx` to `dx` and `dL/dw` to `dw`.
+    /// `dx_i = r (dy_i w_i) - r^3 x_i sum_j(dy_j w_j x_j) / n`, `dw_i = dy_i x_i r`.
+    @inline(__always)
+    static func rmsnormBackward(dx: UnsafeMutablePointer<Float>, dw: UnsafeMutablePointer<Float>, dy: UnsafePointer<Float>,
+                                x: UnsafePointer<Float>, w: UnsafePointer<Float>, inv r: Float, _ n: Int) {
+        var dot3: Float = 0
+        for i in 0..<n { dot3 += dy[i] * w[i] * x[i] }
+        let c = r * r * r * dot3 / Float(n)
+        for i in 0..<n {
+            dx[i] += r * dy[i] * w[i] - c * x[i]
+            dw[i] += dy[i] * x[i] * r
+        }
+    }
+
+    // MARK: - RoPE
+
+    /// Rotates adjacent pairs of `heads` heads by the angles of one position (`sign` -1 undoes it,
+    /// which is the backward pass of the rotation).
+    @inline(__always)
+    static func rope(_ v: UnsafeMutablePointer<Float>, heads: Int, hs: Int, cos: UnsafePointer<Float>,
+                     sin: UnsafePointer<Float>, sign: Float = 1) {
+        for h in 0..<heads {
+            let p = v + h * hs
+            var i = 0
+            while i < hs {
+                let c = cos[i >> 1], s = sign * sin[i >> 1]
+                let a = p[i], b = p[i + 1]
+                p[i] = a * c - b * s
+                p[i + 1] = a * s + b * c
+                i += 2
+            }
+        }
+    }
+
+    // MARK: - SwiGLU
+
+    @inline(__always) static func sigmoid(_ a: Float) -> Float { 1 / (1 + expf(-a)) }
+}

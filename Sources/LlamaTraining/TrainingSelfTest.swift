@@ -1,0 +1,169 @@
+import Foundation
+import LlamaCore
+
+/// Parity checks of the training core against the training fixtures (PyTorch, float64): SFT loss and
+/// gradient, one AdamW step, reward-model scores/loss/gradients, PPO loss/clip fraction/new
+/// log-probabilities/gradient. Tolerances from the fixtures' README: losses 1e-4 relative, gradients
+/// 1e-3 relative to each tensor's largest entry.
+public enum TrainingSelfTest {
+    struct SFTFixture: Decodable {
+        let tokens: [[Int32]]
+        let loss_mask: [[Float]]
+        let loss: Double
+    }
+
+    struct AdamWFixture: Decodable {
+        let lr: Float, beta1: Float, beta2: Float, eps: Float, weight_decay: Float, clip_global_norm: Float
+        let grad_global_norm: Double
+    }
+
+    struct RMFixture: Decodable {
+        let head_weight: [Float]
+        let head_bias: Float
+        let chosen: [[Int32]], chosen_lengths: [Int]
+        let rejected: [[Int32]], rejected_lengths: [Int]
+        let levels: [String]
+        let margins: String
+        let chosen_scores: [Double], rejected_scores: [Double]
+        let loss: Double
+        let head_weight_grad: [Double]
+        let head_bias_grad: Double
+    }
+
+    struct PPOFixture: Decodable {
+        let tokens: [[Int32]]
+        let response_mask: [[Float]]
+        let old_logprobs: [[Float]]
+        let advantages: [[Float]]
+        let clip: Double
+        let loss: Double
+        let clip_fraction: Double
+        let new_logprobs: [[Double]]
+    }
+
+    static let lossTolerance = 1e-4, gradientTolerance = 1e-3
+
+    /// Runs the checks of every model NAME in `directory` that has training fixtures.
+    public static func run(directory: String, report: (SelfTest.Check) -> Void = { _ in }) throws -> [SelfTest.Check] {
+        let files = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        let names = files.filter { $0.hasSuffix(".sft.json") }.map { String($0.dropLast(".sft.json".count)) }
+            .filter { files.contains($0 + ".bin") }.sorted()
+        var checks: [SelfTest.Check] = []
+        for name in names {
+            let base = (directory as NSString).appendingPathComponent(name)
+            for check in try runModel(name: name, base: base, files: files) {
+                report(check)
+                checks.append(check)
+            }
+        }
+        return checks
+    }
+
+    static func relative(_ a: Double, _ b: Double) -> Double { abs(a - b) / max(abs(b), 1e-12) }
+
+    /// Largest `|ours - reference|` over the tensors of `reference`, relative to each tensor's largest
+    /// reference entry; names the worst tensor.
+    static func gradientError(_ ours: ModelWeights, _ reference: ModelWeights) -> (Double, String) {
+        var worst = 0.0, worstName = ""
+        for tensor in reference.layout.trainableTensors {
+            let ref = reference.values(tensor), mine = ours.values(tensor)
+            guard ref.count == mine.count else { return (.infinity, "\(tensor.name): shape differs") }
+            let scale = Double(ref.map { abs($0) }.max() ?? 0)
+            var err = 0.0
+            for i in ref.indices { err = max(err, Double(abs(mine[i] - ref[i]))) }
+            let relativeError = scale > 0 ? err / scale : err
+            if relativeError > worst { worst = relativeError; worstName = tensor.name }
+        }
+        return (worst, worstName)
+    }
+
+    static func runModel(name: String, base: String, files: [String]) throws -> [SelfTest.Check] {
+        var checks: [SelfTest.Check] = []
+        let model = try Checkpoint.read(path: base + ".bin").weights
+
+        // SFT: loss and gradient.
+        let sft = try SelfTest.loadJSON(SFTFixture.self, path: base + ".sft.json")
+        let trainer = TrainableTransformer(weights: model.copy())
+        let loss = try trainer.maskedCrossEntropy(sequences: sft.tokens, mask: sft.loss_mask)
+        checks.append(.init(name: "\(name): SFT loss", passed: relative(loss, sft.loss) <= lossTolerance,
+                            maxError: relative(loss, sft.loss), tolerance: lossTolerance, detail: "loss \(loss)"))
+        let sftGrad = try Checkpoint.read(path: base + ".sft-grad.bin").weights
+        let ours = ModelWeights(config: trainer.config, storage: trainer.gradients)
+        let (gErr, gName) = gradientError(ours, sftGrad)
+        checks.append(.init(name: "\(name): SFT gradient", passed: gErr <= gradientTolerance, maxError: gErr,
+                            tolerance: gradientTolerance, detail: "worst tensor \(gName)"))
+
+        // One AdamW step on that gradient.
+        if files.contains(name + ".adamw-step.json") {
+            let fixture = try SelfTest.loadJSON(AdamWFixture.self, path: base + ".adamw-step.json")
+            let optimizer = AdamW(settings: AdamWSettings(beta1: fixture.beta1, beta2: fixture.beta2, eps: fixture.eps,
+                                                          weightDecay: fixture.weight_decay, clipNorm: fixture.clip_global_norm),
+                                  groupSizes: [trainer.weights.storage.count])
+            let norm = optimizer.update([ParameterGroup(model: trainer)], lr: fixture.lr)
+            checks.append(.init(name: "\(name): gradient global norm", passed: relative(norm, fixture.grad_global_norm) <= lossTolerance,
+                                maxError: relative(norm, fixture.grad_global_norm), tolerance: lossTolerance))
+            let expected = try Checkpoint.read(path: base + ".adamw-step.bin").weights
+            let (wErr, wName) = gradientError(trainer.weights, expected)
+            checks.append(.init(name: "\(name): weights after one AdamW step", passed: wErr <= gradientTolerance,
+                                maxError: wErr, tolerance: gradientTolerance, detail: "worst tensor \(wName)"))
+        }
+
+        // Reward model.
+        if files.contains(name + ".rm.json") {
+            let rm = try SelfTest.loadJSON(RMFixture.self, path: base + ".rm.json")
+            guard let table = MarginTable(rawValue: String(rm.margins.prefix { $0 != ":" })) else {
+                throw LlamaError.io(path: base + ".rm.json", reason: "unknown margin table \(rm.margins)")
+            }
+            let levels = try rm.levels.map { level -> PreferenceLevel in
+                guard let l = PreferenceLevel(rawValue: level) else {
+                    throw LlamaError.io(path: base + ".rm.json", reason: "unknown preference level \(level)")
+                }
+                return l
+            }
+            let rmTrainer = TrainableTransformer(weights: model.copy())
+            let chosen = zip(rm.chosen, rm.chosen_lengths).map { Array($0.prefix($1)) }
+            let rejected = zip(rm.rejected, rm.rejected_lengths).map { Array($0.prefix($1)) }
+            let result = try rmTrainer.rankingLoss(chosen: chosen, rejected: rejected, margins: levels.map(table.margin),
+                                                   head: ScalarHead(weight: rm.head_weight, bias: rm.head_bias))
+            let scoreErr = zip(result.chosenScores + result.rejectedScores, rm.chosen_scores + rm.rejected_scores)
+                .map { abs(Double($0) - $1) }.max()!
+            checks.append(.init(name: "\(name): reward scores", passed: scoreErr <= 1e-3, maxError: scoreErr, tolerance: 1e-3))
+            checks.append(.init(name: "\(name): ranking loss", passed: relative(result.loss, rm.loss) <= lossTolerance,
+                                maxError: relative(result.loss, rm.loss), tolerance: lossTolerance))
+            let headScale = rm.head_weight_grad.map(abs).max()!
+            let headErr = max(zip(result.dHeadWeight, rm.head_weight_grad).map { abs(Double($0) - $1) }.max()! / headScale,
+                              abs(Double(result.dHeadBias) - rm.head_bias_grad) / headScale)
+            checks.append(.init(name: "\(name): reward head gradient", passed: headErr <= gradientTolerance,
+                                maxError: headErr, tolerance: gradientTolerance))
+            let rmGrad = try Checkpoint.read(path: base + ".rm-grad.bin").weights
+            let (rErr, rName) = gradientError(ModelWeights(config: rmTrainer.config, storage: rmTrainer.gradients), rmGrad)
+            checks.append(.init(name: "\(name): reward trunk gradient", passed: rErr <= gradientTolerance, maxError: rErr,
+                                tolerance: gradientTolerance, detail: "worst tensor \(rName)"))
+        }
+
+        // PPO policy loss.
+        if files.contains(name + ".ppo.json") {
+            let ppo = try SelfTest.loadJSON(PPOFixture.self, path: base + ".ppo.json")
+            let ppoTrainer = TrainableTransformer(weights: model.copy())
+            let stats = try ppoTrainer.ppoPolicyLoss(sequences: ppo.tokens, responseMask: ppo.response_mask,
+                                                     oldLogProbs: ppo.old_logprobs, advantages: ppo.advantages, clip: ppo.clip)
+            checks.append(.init(name: "\(name): PPO loss", passed: relative(stats.loss, ppo.loss) <= lossTolerance,
+                                maxError: relative(stats.loss, ppo.loss), tolerance: lossTolerance))
+            let clipErr = abs(stats.clipFraction - ppo.clip_fraction)
+            checks.append(.init(name: "\(name): PPO clip fraction", passed: clipErr < 1e-9, maxError: clipErr, tolerance: 0,
+                                detail: "\(stats.clipFraction)"))
+            var lpErr = 0.0
+            for (b, row) in ppo.new_logprobs.enumerated() {
+                for (t, v) in row.enumerated() where ppo.response_mask[b][t] != 0 {
+                    lpErr = max(lpErr, abs(Double(stats.newLogProbs[b][t]) - v))
+                }
+            }
+            checks.append(.init(name: "\(name): PPO new log-probabilities", passed: lpErr <= 1e-3, maxError: lpErr, tolerance: 1e-3))
+            let ppoGrad = try Checkpoint.read(path: base + ".ppo-grad.bin").weights
+            let (pErr, pName) = gradientError(ModelWeights(config: ppoTrainer.config, storage: ppoTrainer.gradients), ppoGrad)
+            checks.append(.init(name: "\(name): PPO gradient", passed: pErr <= gradientTolerance, maxError: pErr,
+                                tolerance: gradientTolerance, detail: "worst tensor \(pName)"))
+        }
+        return checks
+    }
+}
