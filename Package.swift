@@ -45,6 +45,10 @@ let package = Package(
             swiftSettings: nativeCodegen
         ),
         .testTarget(
+            name: "LlamaTrainingTests",
+            dependencies: ["LlamaCore", "LlamaTraining"]
+        ),
+        .testTarget(
             name: "LlamaCoreTests",
             dependencies: ["LlamaCore", "RLHFCLI"],
             resources: [.copy("Resources")]

@@ -109,6 +109,36 @@ extension TrainableTransformer {
                               approxKL: maskSum > 0 ? kl / maskSum : 0, newLogProbs: newLogProbs)
     }
 
+    /// PPO's clipped value loss with a value head read at every input position (the state before
+    /// each target token): `0.5 * mean over masked tokens of max((v - R)^2, (v_clip - R)^2)`. Adds the
+    /// trunk's gradient to `gradients` and returns the head's with the values.
+    public func valueLoss(sequences: [[Int32]], responseMask: [[Float]], oldValues: [[Float]], returns: [[Float]],
+                          head: ScalarHead, clip: Float = 0.2)
+        throws -> (loss: Double, clipFraction: Double, values: [[Float]], dHeadWeight: [Float], dHeadBias: Float) {
+        try checkTargets(sequences, responseMask, name: "response mask")
+        try checkTargets(sequences, oldValues, name: "old values")
+        try checkTargets(sequences, returns, name: "returns")
+        let batch = try TokenBatch(sequences.map { Array($0.dropLast()) }, config: config)
+        let tape = forward(batch)
+        var rows: [Int] = []
+        for (b, s) in sequences.enumerated() {
+            for t in 0..<(s.count - 1) { rows.append(batch.row(sequence: b, position: t)) }
+        }
+        let values = head.scores(tape, rows: rows)
+        let (loss, dValues, clipFraction) = Losses.clippedValue(values: values, oldValues: Array(oldValues.joined()),
+                                                                returns: Array(returns.joined()),
+                                                                mask: Array(responseMask.joined()), clip: clip)
+        let (dHidden, dWeight, dBias) = head.backward(tape, rows: rows, dScores: dValues)
+        backward(tape, hiddenGradient: dHidden)
+        var perSequence: [[Float]] = []
+        var cursor = 0
+        for s in sequences {
+            perSequence.append(Array(values[cursor ..< cursor + s.count - 1]))
+            cursor += s.count - 1
+        }
+        return (loss, clipFraction, perSequence, dWeight, dBias)
+    }
+
     /// Per-token log-probabilities of `tokens[1:]` given `tokens[:-1]` (no gradient): what the
     /// reference policy serves and what PPO stores as the old policy.
     public func tokenLogProbs(sequences: [[Int32]]) throws -> [[Float]] {

@@ -40,8 +40,10 @@ import Testing
         let result = try CLITests.rlhf(["selftest", "--fixtures", Fixtures.models])
         #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
         let lines = result.stdout.split(separator: "\n")
-        #expect(lines.filter { $0.hasPrefix("PASS") }.count == 6)
-        #expect(lines.last == "selftest: 6 passed, 0 failed")
+        // 3 inference checks per model, and 12 training checks per model (SFT, AdamW, reward model, PPO).
+        #expect(lines.filter { $0.hasPrefix("PASS") }.count == 30)
+        #expect(lines.contains { $0.hasPrefix("PASS tiny-gqa: PPO gradient") })
+        #expect(lines.last == "selftest: 30 passed, 0 failed")
     }
 
     @Test func selftestFailsOnAWrongFixture() throws {

@@ -150,12 +150,12 @@ public enum Checkpoint {
 // MARK: - File access (POSIX)
 
 /// A read-only file with positioned reads; all pointer work for checkpoint loading stays here.
-struct ReadableFile {
+package struct ReadableFile {
     let fd: Int32
-    let size: Int
+    package let size: Int
     let path: String
 
-    init(path: String) throws {
+    package init(path: String) throws {
         let fd = open(path, O_RDONLY)
         guard fd >= 0 else { throw LlamaError.io(path: path, reason: "cannot open: \(String(cString: strerror(errno)))") }
         var st = stat()
@@ -173,7 +173,7 @@ struct ReadableFile {
         self.path = path
     }
 
-    func close() { _ = Glibc.close(fd) }
+    package func close() { _ = Glibc.close(fd) }
 
     private func readExactly(_ dst: UnsafeMutableRawPointer, count: Int, at offset: Int, path: String) throws {
         var done = 0
@@ -191,7 +191,7 @@ struct ReadableFile {
         }
     }
 
-    func readBytes(at offset: Int, count: Int, path: String) throws -> [UInt8] {
+    package func readBytes(at offset: Int, count: Int, path: String) throws -> [UInt8] {
         var out = [UInt8](repeating: 0, count: count)
         try out.withUnsafeMutableBytes { (raw) in
             try readExactly(raw.baseAddress!, count: count, at: offset, path: path)
@@ -207,7 +207,7 @@ struct ReadableFile {
         return out.map { Int32(littleEndian: $0) }
     }
 
-    func readFloats(at offset: Int, into buffer: FloatBuffer, offset dstOffset: Int, count: Int, path: String) throws {
+    package func readFloats(at offset: Int, into buffer: FloatBuffer, offset dstOffset: Int, count: Int, path: String) throws {
         guard count > 0 else { return }
         try buffer.withUnsafeMutableBufferPointer { (buf) in
             try readExactly(UnsafeMutableRawPointer(buf.baseAddress! + dstOffset), count: count * 4, at: offset, path: path)
@@ -215,23 +215,23 @@ struct ReadableFile {
     }
 
     /// The whole file (for small files such as tokenizers).
-    func readAll() throws -> [UInt8] { try readBytes(at: 0, count: size, path: path) }
+    package func readAll() throws -> [UInt8] { try readBytes(at: 0, count: size, path: path) }
 }
 
 /// A file written under a temporary name and renamed into place on `commit()`.
-final class WritableFile {
+package final class WritableFile {
     let path: String
     let temporaryPath: String
     private var fd: Int32
 
-    init(atomicPath path: String) throws {
+    package init(atomicPath path: String) throws {
         self.path = path
         self.temporaryPath = path + ".tmp-\(getpid())"
         fd = open(temporaryPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
         guard fd >= 0 else { throw LlamaError.io(path: path, reason: "cannot create: \(String(cString: strerror(errno)))") }
     }
 
-    func write(_ bytes: UnsafeRawBufferPointer) throws {
+    package func write(_ bytes: UnsafeRawBufferPointer) throws {
         var done = 0
         while done < bytes.count {
             let n = Glibc.write(fd, bytes.baseAddress! + done, bytes.count - done)
@@ -243,11 +243,11 @@ final class WritableFile {
         }
     }
 
-    func write(_ bytes: [UInt8]) throws {
+    package func write(_ bytes: [UInt8]) throws {
         try bytes.withUnsafeBytes { (raw) in try write(raw) }
     }
 
-    func commit() throws {
+    package func commit() throws {
         guard fsync(fd) == 0 else { throw LlamaError.io(path: path, reason: "fsync failed: \(String(cString: strerror(errno)))") }
         Glibc.close(fd)
         fd = -1
@@ -256,7 +256,7 @@ final class WritableFile {
         }
     }
 
-    func abandon() {
+    package func abandon() {
         if fd >= 0 { Glibc.close(fd); fd = -1 }
         unlink(temporaryPath)
     }

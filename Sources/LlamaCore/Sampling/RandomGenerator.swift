@@ -57,18 +57,19 @@ public struct SeededGenerator: RandomNumberGenerator, Sendable, Codable, Equatab
 
     enum CodingKeys: CodingKey { case state }
 
+    /// The state is coded as four hexadecimal strings: JSON numbers above 2^53 are not exact everywhere.
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        let s = try c.decode([UInt64].self, forKey: .state)
-        guard s.count == 4 else {
-            throw DecodingError.dataCorruptedError(forKey: .state, in: c, debugDescription: "expected 4 words")
+        let words = try c.decode([String].self, forKey: .state).compactMap { UInt64($0, radix: 16) }
+        guard words.count == 4 else {
+            throw DecodingError.dataCorruptedError(forKey: .state, in: c, debugDescription: "expected 4 hexadecimal words")
         }
-        state = (s[0], s[1], s[2], s[3])
+        state = (words[0], words[1], words[2], words[3])
     }
 
     public func encode(to encoder: any Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
-        try c.encode([state.0, state.1, state.2, state.3], forKey: .state)
+        try c.encode([state.0, state.1, state.2, state.3].map { String($0, radix: 16) }, forKey: .state)
     }
 }
 

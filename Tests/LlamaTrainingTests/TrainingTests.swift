@@ -1,0 +1,139 @@
+import Foundation
+import Testing
+@testable import LlamaCore
+@testable import LlamaTraining
+
+@Suite struct TrainingTests {
+    /// The fixture copies of the core's test target (in the source tree: both targets test the same files).
+    static let fixtures: String = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        .appendingPathComponent("../LlamaCoreTests/Resources/models").standardized.path
+
+    @Test func selftestOnTheTrainingFixtures() throws {
+        let checks = try TrainingSelfTest.run(directory: TrainingTests.fixtures)
+        #expect(checks.count == 24)
+        for check in checks { #expect(check.passed, "\(check.line)") }
+    }
+
+    /// Micro-batches that share the step's normalizer add up to the gradient of the whole batch, and
+    /// sequences of different lengths in one batch equal their separate runs.
+    @Test func gradientAccumulationEqualsOneBatch() throws {
+        let weights = GradientCheckTests.model(shared: false)
+        let seqs = GradientCheckTests.sequences
+        let mask = seqs.map { s in [Float](repeating: 1, count: s.count - 1) }
+        let whole = TrainableTransformer(weights: weights.copy())
+        let loss = try whole.maskedCrossEntropy(sequences: seqs, mask: mask)
+        let parts = TrainableTransformer(weights: weights.copy())
+        let total = Double(mask.joined().count)
+        var partLoss = 0.0
+        for i in seqs.indices {
+            partLoss += try parts.maskedCrossEntropy(sequences: [seqs[i]], mask: [mask[i]], normalizer: total)
+        }
+        #expect(abs(loss - partLoss) < 1e-5)
+        let a = whole.gradients.array(0..<whole.gradients.count), b = parts.gradients.array(0..<parts.gradients.count)
+        let scale = a.map(abs).max()!
+        #expect(zip(a, b).map { abs($0 - $1) }.max()! < 1e-5 * scale)
+    }
+
+    /// The trunk's final hidden states match the inference transformer's prefill.
+    @Test func trainingForwardMatchesInference() throws {
+        let weights = try Checkpoint.read(path: TrainingTests.fixtures + "/tiny-gqa.bin").weights
+        let trainer = TrainableTransformer(weights: weights.copy())
+        let tokens: [Int32] = [1, 17, 300, 42, 42, 9]
+        let tape = trainer.forward(try TokenBatch([tokens], config: weights.config))
+        var logitsFromTape: [Float] = []
+        _ = trainer.languageModelHead(tape, rows: [tokens.count - 1], computeGradients: false) { _, logits in
+            logitsFromTape = Array(logits)
+            return 0
+        }
+        let transformer = Transformer(model: LlamaModel(weights: weights))
+        let reference = try transformer.prefill(tokens, cache: transformer.makeCache()).row(0)
+        #expect(zip(logitsFromTape, reference).map { abs($0 - $1) }.max()! < 1e-4)
+    }
+
+    @Test func learningRateSchedules() {
+        #expect(LearningRateSchedule.constant(1e-6).rate(step: 500) == 1e-6)
+        let cosine = LearningRateSchedule.cosine(peak: 1e-5, warmup: 10, total: 110, floor: 0.1)
+        #expect(abs(cosine.rate(step: 5) - 5e-6) < 1e-12)
+        #expect(abs(cosine.rate(step: 10) - 1e-5) < 1e-12)
+        #expect(abs(cosine.rate(step: 60) - 5.5e-6) < 1e-9)
+        #expect(abs(cosine.rate(step: 110) - 1e-6) < 1e-12)
+        #expect(abs(cosine.rate(step: 500) - 1e-6) < 1e-12)
+    }
+
+    @Test func marginTables() {
+        #expect(MarginTable.small.margin(.better) == Float(2.0 / 3.0))
+        #expect(MarginTable.large.margin(.significantlyBetter) == 3)
+        #expect(MarginTable.large.margin(.negligiblyBetter) == 0)
+        #expect(MarginTable.none.margin(.significantlyBetter) == 0)
+        let (loss, dc, dr) = Losses.ranking(chosen: [2], rejected: [0], margins: [1])
+        #expect(abs(loss - log(1 + exp(-1.0))) < 1e-12)
+        #expect(dc[0] < 0 && dr[0] == -dc[0])
+    }
+
+    /// N steps straight, or k steps, save, load, N-k steps: bit-identical weights.
+    @Test func resumeIsBitIdentical() throws {
+        var data: [[Int32]] = []
+        for i in 0..<12 {
+            var sequence: [Int32] = [1]
+            for j in 0..<7 { sequence.append(Int32(3 + (i * 5 + j * 3) % 20)) }
+            data.append(sequence)
+        }
+        let schedule = LearningRateSchedule.cosine(peak: 1e-2, warmup: 2, total: 8, floor: 0.1)
+        func train(_ state: inout TrainingState, until steps: Int) throws {
+            let trainer = TrainableTransformer(weights: state.weights)
+            while state.step < steps {
+                trainer.zeroGradients()
+                // The RNG picks an extra example; the data position walks the stream.
+                let picked = Int(state.rng.next() % UInt64(data.count))
+                let batch = [data[state.dataPosition % data.count], data[picked]]
+                let mask = batch.map { s in [Float](repeating: 1, count: s.count - 1) }
+                _ = try trainer.maskedCrossEntropy(sequences: batch, mask: mask)
+                state.step += 1
+                state.optimizer.update([ParameterGroup(model: trainer)], lr: schedule.rate(step: state.step))
+                state.dataPosition += 1
+            }
+        }
+        let initial = GradientCheckTests.model(shared: true)
+        let layoutCount = initial.storage.count
+        var straight = TrainingState(weights: initial.copy(), optimizer: AdamW(groupSizes: [layoutCount]), step: 0,
+                                     rng: SeededGenerator(seed: 11), dataPosition: 0)
+        try train(&straight, until: 8)
+
+        var first = TrainingState(weights: initial.copy(), optimizer: AdamW(groupSizes: [layoutCount]), step: 0,
+                                  rng: SeededGenerator(seed: 11), dataPosition: 0, heads: ["value": ScalarHead(dim: 32, seed: 1)])
+        try train(&first, until: 3)
+        let path = NSTemporaryDirectory() + "state-\(UUID().uuidString).bin"
+        try first.write(to: path)
+        var resumed = try TrainingState.read(path: path)
+        #expect(resumed.step == 3 && resumed.dataPosition == 3 && resumed.optimizer.step == 3)
+        #expect(resumed.rng == first.rng)
+        #expect(resumed.heads["value"] == first.heads["value"])
+        try train(&resumed, until: 8)
+        #expect(resumed.weights.storage.array(0..<layoutCount) == straight.weights.storage.array(0..<layoutCount))
+        #expect(resumed.weights.storage.array(0..<layoutCount) != initial.storage.array(0..<layoutCount))
+    }
+
+    @Test func corruptOrTruncatedStateIsRefused() throws {
+        let weights = GradientCheckTests.model(shared: false)
+        let state = TrainingState(weights: weights, optimizer: AdamW(groupSizes: [weights.storage.count]), step: 1,
+                                  rng: SeededGenerator(seed: 1), dataPosition: 0)
+        let dir = NSTemporaryDirectory() + "state-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let path = dir + "/good.bin"
+        try state.write(to: path)
+        _ = try TrainingState.read(path: path)
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: path))
+        func message(_ data: Data) throws -> String {
+            let p = dir + "/bad.bin"
+            try data.write(to: URL(fileURLWithPath: p))
+            do { _ = try TrainingState.read(path: p); return "" } catch { return "\(error)" }
+        }
+        #expect(try message(bytes.prefix(bytes.count - 10)).contains("truncated"))
+        #expect(try message(bytes + Data([0])).contains("inconsistent"))
+        bytes[bytes.count / 2] ^= 0x40
+        #expect(try message(bytes).contains("checksum"))
+        #expect(try message(Data("not a state file at all".utf8)).contains("magic"))
+        #expect(FileManager.default.fileExists(atPath: path))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir).allSatisfy { !$0.contains(".tmp") })
+    }
+}
