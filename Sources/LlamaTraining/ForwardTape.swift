@@ -2,8 +2,8 @@ import LlamaCore
 
 /// Activations of one training forward pass, kept for the backward pass.
 public final class ForwardTape {
-    /// The batch that was run.
-    public let batch: TokenBatch
+    /// The batch that was run. A transformer reuses its tape: it is valid until the next `forward`.
+    public private(set) var batch: TokenBatch!
 
     /// Per-layer saved tensors (all `N` rows).
     final class Layer {
@@ -48,35 +48,56 @@ public final class ForwardTape {
         }
     }
 
-    let layers: [Layer]
+    private(set) var layers: [Layer]
     /// Offset of sequence `b`, head `h`'s probability block: `probOffsets[b] + h * T_b^2`.
-    let probOffsets: [Int]
+    private(set) var probOffsets: [Int]
     /// `(N, D)` residual stream after the last layer.
-    let xFinal: FloatBuffer
+    private(set) var xFinal: FloatBuffer
     /// `(N)` inverse RMS of `xFinal`.
-    let rmsFinal: FloatBuffer
+    private(set) var rmsFinal: FloatBuffer
     /// `(N, D)` final-normed hidden states: what the classifier and the scalar heads read.
-    public let hidden: FloatBuffer
+    public private(set) var hidden: FloatBuffer
+    /// Rows and probability floats the buffers can hold.
+    private var rowCapacity = 0, probCapacity = 0
+    private let config: LlamaConfig
 
-    init(batch: TokenBatch, config c: LlamaConfig) {
+    init(config c: LlamaConfig) {
+        self.config = c
+        batch = nil
+        layers = []
+        probOffsets = []
+        xFinal = FloatBuffer(count: 0)
+        rmsFinal = FloatBuffer(count: 0)
+        hidden = FloatBuffer(count: 0)
+    }
+
+    /// Prepares the tape for `batch`, growing its buffers when needed (they are reused across steps:
+    /// fresh hundreds of megabytes per step cost more in page faults than the step's arithmetic).
+    func reset(for batch: TokenBatch) {
         self.batch = batch
         var offsets: [Int] = []
         var total = 0
         for s in batch.sequences {
             offsets.append(total)
-            total += c.nHeads * s.count * s.count
+            total += config.nHeads * s.count * s.count
         }
         probOffsets = offsets
         let n = batch.rowCount
-        layers = (0..<c.nLayers).map { _ in Layer(n: n, config: c, probCount: total) }
-        xFinal = FloatBuffer(count: n * c.dim)
-        rmsFinal = FloatBuffer(count: n)
-        hidden = FloatBuffer(count: n * c.dim)
+        if n > rowCapacity || total > probCapacity {
+            rowCapacity = max(n, rowCapacity)
+            probCapacity = max(total, probCapacity)
+            layers = (0..<config.nLayers).map { _ in Layer(n: rowCapacity, config: config, probCount: probCapacity) }
+            xFinal = FloatBuffer(count: rowCapacity * config.dim)
+            rmsFinal = FloatBuffer(count: rowCapacity)
+            hidden = FloatBuffer(count: rowCapacity * config.dim)
+        }
     }
+
+    /// Input of layer `l`'s successor: the next layer's `xIn`, or `xFinal` after the last.
+    func output(ofLayer l: Int) -> FloatBuffer { l + 1 < layers.count ? layers[l + 1].xIn : xFinal }
 
     /// Row `r` of the final hidden states (copies; for tests and small heads).
     public func hiddenRow(_ r: Int) -> [Float] {
-        let d = hidden.count / batch.rowCount
-        return hidden.array(r * d ..< (r + 1) * d)
+        hidden.array(r * config.dim ..< (r + 1) * config.dim)
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import LlamaCore
 
 /// The four preference levels of LLaMA2's annotation protocol, best first.
 public enum PreferenceLevel: String, CaseIterable, Codable, Sendable {
@@ -36,37 +37,47 @@ public enum MarginTable: String, CaseIterable, Codable, Sendable {
 
 /// The losses of SFT, reward modelling and PPO as plain functions of scores and log-probabilities.
 public enum Losses {
-    /// Log-softmax of one logit row at temperature 1 in place of nothing: returns `(max, log Z)` so
-    /// that `log p(j) = logits[j] - logZ`.
+    /// `log sum_j exp(logits[j])` of one row (SIMD exp, sum in float lanes).
     @inline(__always)
     static func logPartition(_ logits: UnsafeMutableBufferPointer<Float>) -> Double {
-        var m = -Float.infinity
-        for x in logits where x > m { m = x }
-        var sum = 0.0
-        for x in logits { sum += Double(expf(x - m)) }
-        return Double(m) + log(sum)
+        let base = logits.baseAddress!, n = logits.count
+        let m = Kernels.maximum(base, n)
+        return withUnsafeTemporaryAllocation(of: Float.self, capacity: n) { scratch in
+            Double(m) + log(Double(Kernels.expShifted(scratch.baseAddress!, base, n, shift: m, scale: 1)))
+        }
+    }
+
+    /// Softmax of a row in place; returns `log Z`.
+    @inline(__always)
+    static func softmaxInPlace(_ logits: UnsafeMutableBufferPointer<Float>) -> Double {
+        let base = logits.baseAddress!, n = logits.count
+        let m = Kernels.maximum(base, n)
+        let sum = Kernels.expShifted(base, base, n, shift: m, scale: 1)
+        let inv = 1 / sum
+        for j in 0..<n { base[j] *= inv }
+        return Double(m) + log(Double(sum))
     }
 
     /// Turns a logit row into `weight * (softmax - onehot(target))` in place, the gradient of
     /// `-weight * log p(target)`, and returns `log p(target)`.
     @inline(__always)
     static func crossEntropyGradient(_ logits: UnsafeMutableBufferPointer<Float>, target: Int, weight: Float) -> Double {
-        let logZ = logPartition(logits)
-        let logProb = Double(logits[target]) - logZ
-        for j in logits.indices { logits[j] = weight * Float(exp(Double(logits[j]) - logZ)) }
+        let targetLogit = Double(logits[target])
+        let logZ = softmaxInPlace(logits)
+        for j in logits.indices { logits[j] *= weight }
         logits[target] -= weight
-        return logProb
+        return targetLogit - logZ
     }
 
     /// Turns a logit row into `g * (onehot(target) - softmax)` in place, the gradient of `g * log p(target)`,
     /// and returns `log p(target)` (PPO back-propagates through the log-probability this way).
     @inline(__always)
     static func logProbGradient(_ logits: UnsafeMutableBufferPointer<Float>, target: Int, scale g: Float) -> Double {
-        let logZ = logPartition(logits)
-        let logProb = Double(logits[target]) - logZ
-        for j in logits.indices { logits[j] = -g * Float(exp(Double(logits[j]) - logZ)) }
+        let targetLogit = Double(logits[target])
+        let logZ = softmaxInPlace(logits)
+        for j in logits.indices { logits[j] *= -g }
         logits[target] += g
-        return logProb
+        return targetLogit - logZ
     }
 
     /// The LLaMA2 binary ranking loss `mean_i -log sigmoid(r_c - r_r - m_i)` and its gradients with

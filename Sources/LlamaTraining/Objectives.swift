@@ -55,7 +55,7 @@ extension TrainableTransformer {
         let scores = head.scores(tape, rows: rows)
         let p = chosen.count
         let (loss, dChosen, dRejected) = Losses.ranking(chosen: Array(scores[..<p]), rejected: Array(scores[p...]), margins: margins)
-        let (dHidden, dWeight, dBias) = head.backward(tape, rows: rows, dScores: dChosen + dRejected)
+        let (dHidden, dWeight, dBias) = head.backward(tape, rows: rows, dScores: dChosen + dRejected, model: self)
         backward(tape, hiddenGradient: dHidden)
         return (loss, Array(scores[..<p]), Array(scores[p...]), dWeight, dBias)
     }
@@ -128,7 +128,7 @@ extension TrainableTransformer {
         let (loss, dValues, clipFraction) = Losses.clippedValue(values: values, oldValues: Array(oldValues.joined()),
                                                                 returns: Array(returns.joined()),
                                                                 mask: Array(responseMask.joined()), clip: clip)
-        let (dHidden, dWeight, dBias) = head.backward(tape, rows: rows, dScores: dValues)
+        let (dHidden, dWeight, dBias) = head.backward(tape, rows: rows, dScores: dValues, model: self)
         backward(tape, hiddenGradient: dHidden)
         var perSequence: [[Float]] = []
         var cursor = 0

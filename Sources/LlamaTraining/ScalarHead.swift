@@ -32,11 +32,12 @@ public struct ScalarHead: Codable, Sendable, Equatable {
         }
     }
 
-    /// Gradients of the head given `dL/dscore` for each of `rows`; also returns `dL/dhidden (N, D)`.
-    public func backward(_ tape: ForwardTape, rows: [Int], dScores: [Float])
+    /// Gradients of the head given `dL/dscore` for each of `rows`; also fills `dL/dhidden (N, D)`
+    /// (from `model.hiddenGradient(for:)`, zero on other rows).
+    public func backward(_ tape: ForwardTape, rows: [Int], dScores: [Float], model: TrainableTransformer)
         -> (hiddenGradient: FloatBuffer, dWeight: [Float], dBias: Float) {
         let d = weight.count
-        let dHidden = FloatBuffer(count: tape.batch.rowCount * d)
+        let dHidden = model.hiddenGradient(for: tape)
         var dWeight = [Float](repeating: 0, count: d)
         var dBias: Float = 0
         for (r, g) in zip(rows, dScores) {

@@ -18,6 +18,37 @@ public final class TrainableTransformer {
     public let pool: ComputePool
     /// `(S, hs/2)` RoPE table.
     private let ropeCos: [Float], ropeSin: [Float]
+    /// The tape `forward` fills (reused).
+    private let tape: ForwardTape
+    /// Backward-pass scratch, grown on demand: `(N, D)` dx, dxn, datt, dq; `(N, KVD)` dk, dv;
+    /// `(N, H)` dg, dh1, dh3; `(N, D)` hidden gradient handed to losses.
+    private var scratchRows = 0
+    private var dx = FloatBuffer(count: 0), dxn = FloatBuffer(count: 0), datt = FloatBuffer(count: 0)
+    private var dq = FloatBuffer(count: 0), dk = FloatBuffer(count: 0), dv = FloatBuffer(count: 0)
+    private var dg = FloatBuffer(count: 0), dh1 = FloatBuffer(count: 0), dh3 = FloatBuffer(count: 0)
+    private var hiddenGradientBuffer = FloatBuffer(count: 0)
+    private var attentionScratch = FloatBuffer(count: 0)
+    /// Language-model head scratch: `(chunk, D)` hidden rows and their gradient, `(chunk, V)` logits.
+    private var headScratch = FloatBuffer(count: 0)
+    /// Rows of logits materialised at once by `languageModelHead`.
+    static let headChunkRows = 64
+
+    private func ensureScratch(rows n: Int) {
+        guard n > scratchRows else { return }
+        let c = config
+        scratchRows = n
+        dx = FloatBuffer(count: n * c.dim); dxn = FloatBuffer(count: n * c.dim); datt = FloatBuffer(count: n * c.dim)
+        dq = FloatBuffer(count: n * c.dim); dk = FloatBuffer(count: n * c.kvDim); dv = FloatBuffer(count: n * c.kvDim)
+        dg = FloatBuffer(count: n * c.hiddenDim); dh1 = FloatBuffer(count: n * c.hiddenDim); dh3 = FloatBuffer(count: n * c.hiddenDim)
+        hiddenGradientBuffer = FloatBuffer(count: n * c.dim)
+    }
+
+    /// A zeroed `(N, D)` buffer for `dL/dhidden` of the current tape (reused across steps).
+    public func hiddenGradient(for tape: ForwardTape) -> FloatBuffer {
+        ensureScratch(rows: tape.batch.rowCount)
+        hiddenGradientBuffer.withUnsafeMutableBufferPointer { $0.update(repeating: 0) }
+        return hiddenGradientBuffer
+    }
 
     /// Trains `weights` (not copied: pass `weights.copy()` to keep the original).
     public init(weights: ModelWeights, pool: ComputePool = .serial) {
@@ -37,6 +68,7 @@ public final class TrainableTransformer {
         }
         ropeCos = cosTable
         ropeSin = sinTable
+        tape = ForwardTape(config: c)
     }
 
     /// Sets every gradient to zero (before accumulating a new step's micro-batches).
@@ -50,19 +82,20 @@ public final class TrainableTransformer {
 
     // MARK: - Forward
 
-    /// Runs `batch` through the trunk and keeps what the backward pass needs.
+    /// Runs `batch` through the trunk and keeps what the backward pass needs. The returned tape is
+    /// this transformer's, reused: it is valid until the next call.
     public func forward(_ batch: TokenBatch) -> ForwardTape {
         let c = config
-        let tape = ForwardTape(batch: batch, config: c)
+        tape.reset(for: batch)
         let n = batch.rowCount, D = c.dim, KVD = c.kvDim, H = c.hiddenDim, hs = c.headSize, half = hs / 2
-        var x = FloatBuffer(count: n * D)
+        let input = tape.layers[0].xIn.baseAddress
         for (b, s) in batch.sequences.enumerated() {
             for (p, token) in s.enumerated() {
-                (x.baseAddress + (batch.offsets[b] + p) * D).update(from: w + offset(.tokenEmbedding) + Int(token) * D, count: D)
+                (input + (batch.offsets[b] + p) * D).update(from: w + offset(.tokenEmbedding) + Int(token) * D, count: D)
             }
         }
         for (l, saved) in tape.layers.enumerated() {
-            saved.xIn.baseAddress.update(from: x.baseAddress, count: n * D)
+            let x = saved.xIn
             for r in 0..<n {
                 saved.rms1.baseAddress[r] = TrainingKernels.rmsnorm(saved.xn1.baseAddress + r * D, x.baseAddress + r * D,
                                                                     w + offset(.rmsAttention, l), D, eps: c.normEps)
@@ -97,13 +130,12 @@ public final class TrainableTransformer {
             pool.parallelFor(n * H, grain: 1024) { range, _ in
                 for i in range { g[i] = h1[i] * TrainingKernels.sigmoid(h1[i]) * h3[i] }
             }
-            let next = FloatBuffer(count: n * D)
+            let next = tape.output(ofLayer: l)
             next.baseAddress.update(from: saved.xMid.baseAddress, count: n * D)
             TrainingKernels.forward(next.baseAddress, g, w + offset(.w2, l), n: n, inFeatures: H, outFeatures: D,
                                     accumulate: true, pool: pool)
-            x = next
         }
-        tape.xFinal.baseAddress.update(from: x.baseAddress, count: n * D)
+        let x = tape.xFinal
         for r in 0..<n {
             tape.rmsFinal.baseAddress[r] = TrainingKernels.rmsnorm(tape.hidden.baseAddress + r * D, x.baseAddress + r * D,
                                                                    w + offset(.rmsFinal), D, eps: c.normEps)
@@ -146,19 +178,19 @@ public final class TrainableTransformer {
     /// Back-propagates `dL/dhidden (N, D)` through the trunk, adding every weight's gradient to
     /// `gradients` (the classifier's comes from `languageModelHead`).
     public func backward(_ tape: ForwardTape, hiddenGradient dHidden: FloatBuffer) {
-        let c = config, batch = tape.batch
+        let c = config
+        let batch: TokenBatch = tape.batch
         let n = batch.rowCount, D = c.dim, KVD = c.kvDim, H = c.hiddenDim, hs = c.headSize, half = hs / 2
         precondition(dHidden.count >= n * D, "hidden gradient must be (N, D)")
-        let dx = FloatBuffer(count: n * D)
+        ensureScratch(rows: n)
+        let dx = self.dx, dxn = self.dxn, dg = self.dg, dh1 = self.dh1, dh3 = self.dh3
+        let dq = self.dq, dk = self.dk, dv = self.dv, datt = self.datt
+        dx.withUnsafeMutableBufferPointer { $0.update(repeating: 0) }
         for r in 0..<n {
             TrainingKernels.rmsnormBackward(dx: dx.baseAddress + r * D, dw: dw + offset(.rmsFinal), dy: dHidden.baseAddress + r * D,
                                             x: tape.xFinal.baseAddress + r * D, w: w + offset(.rmsFinal),
                                             inv: tape.rmsFinal.baseAddress[r], D)
         }
-        let dxn = FloatBuffer(count: n * D)
-        let dg = FloatBuffer(count: n * H), dh1 = FloatBuffer(count: n * H), dh3 = FloatBuffer(count: n * H)
-        let dq = FloatBuffer(count: n * D), dk = FloatBuffer(count: n * KVD), dv = FloatBuffer(count: n * KVD)
-        let datt = FloatBuffer(count: n * D)
         for l in stride(from: c.nLayers - 1, through: 0, by: -1) {
             let saved = tape.layers[l]
             // FFN: x_out = x_mid + W2 g, g = silu(W1 xn2) * (W3 xn2), xn2 = rmsnorm(x_mid).
@@ -238,7 +270,8 @@ public final class TrainableTransformer {
         dv.withUnsafeMutableBufferPointer { $0.update(repeating: 0) }
         let maxT = batch.sequences.map(\.count).max()!
         let threads = pool.threadCount
-        let scratch = FloatBuffer(count: threads * maxT * maxT)
+        if attentionScratch.count < threads * maxT * maxT { attentionScratch = FloatBuffer(count: threads * maxT * maxT) }
+        let scratch = attentionScratch
         let units = batch.sequences.count * c.nKVHeads
         pool.run { t in
             let dS = scratch.baseAddress + t * maxT * maxT
@@ -282,31 +315,33 @@ public final class TrainableTransformer {
     public func languageModelHead(_ tape: ForwardTape, rows: [Int], computeGradients: Bool = true,
                                   loss: (_ index: Int, _ logits: UnsafeMutableBufferPointer<Float>) -> Double)
         -> (loss: Double, hiddenGradient: FloatBuffer) {
-        let c = config, D = c.dim, V = c.vocabSize, n = tape.batch.rowCount
-        let dHidden = FloatBuffer(count: n * D)
-        let chunk = 64
-        let h = FloatBuffer(count: chunk * D), logits = FloatBuffer(count: chunk * V), dh = FloatBuffer(count: chunk * D)
+        let c = config, D = c.dim, V = c.vocabSize
+        let dHidden = hiddenGradient(for: tape)
+        let chunk = TrainableTransformer.headChunkRows
+        if headScratch.count < chunk * (2 * D + V) { headScratch = FloatBuffer(count: chunk * (2 * D + V)) }
+        let h = headScratch.baseAddress, dh = h + chunk * D
+        let logits = dh + chunk * D
         let wcls = w + offset(.classifier), dwcls = dw + offset(.classifier)
         var total = 0.0
         var start = 0
         while start < rows.count {
             let m = min(chunk, rows.count - start)
             for i in 0..<m {
-                (h.baseAddress + i * D).update(from: tape.hidden.baseAddress + rows[start + i] * D, count: D)
+                (h + i * D).update(from: tape.hidden.baseAddress + rows[start + i] * D, count: D)
             }
-            TrainingKernels.forward(logits.baseAddress, h.baseAddress, wcls, n: m, inFeatures: D, outFeatures: V, pool: pool)
+            TrainingKernels.forward(logits, h, wcls, n: m, inFeatures: D, outFeatures: V, pool: pool)
             for i in 0..<m {
-                total += loss(start + i, UnsafeMutableBufferPointer(start: logits.baseAddress + i * V, count: V))
+                total += loss(start + i, UnsafeMutableBufferPointer(start: logits + i * V, count: V))
             }
             if !computeGradients {
                 start += m
                 continue
             }
-            TrainingKernels.backwardWeight(dwcls, logits.baseAddress, h.baseAddress, n: m, inFeatures: D, outFeatures: V, pool: pool)
-            TrainingKernels.backwardInput(dh.baseAddress, logits.baseAddress, wcls, n: m, inFeatures: D, outFeatures: V,
+            TrainingKernels.backwardWeight(dwcls, logits, h, n: m, inFeatures: D, outFeatures: V, pool: pool)
+            TrainingKernels.backwardInput(dh, logits, wcls, n: m, inFeatures: D, outFeatures: V,
                                           accumulate: false, pool: pool)
             for i in 0..<m {
-                let dst = dHidden.baseAddress + rows[start + i] * D, src = dh.baseAddress + i * D
+                let dst = dHidden.baseAddress + rows[start + i] * D, src = dh + i * D
                 for j in 0..<D { dst[j] += src[j] }
             }
             start += m

@@ -1,13 +1,14 @@
 import ArgumentParser
 import Foundation
 import LlamaCore
+import LlamaTraining
 
 /// `rlhf bench`: performance benchmarks that print ratios against their named baselines.
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Benchmarks (figures and ratios against the named baselines, measured in one run).",
-        subcommands: [GenerateBench.self, TokenizeBench.self]
+        subcommands: [GenerateBench.self, TrainBench.self, TokenizeBench.self]
     )
 }
 
@@ -203,5 +204,74 @@ struct TokenizeBench: ParsableCommand {
         print(String(format: "encode %d bytes -> %d tokens: %.1f ms (%.1f MB/s); decode %.1f ms; round trip %@",
                      text.utf8.count, ids.count, best * 1e3, Double(text.utf8.count) / best / 1e6,
                      decodeSeconds * 1e3, back == text ? "exact" : "DIFFERS"))
+    }
+}
+
+/// `rlhf bench train`: training-step throughput (forward, backward, AdamW) and reward-model forward.
+struct TrainBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "train",
+        abstract: "Training-step throughput (forward, backward, AdamW) on a random 15M model at 8x256, and reward-model forward at 16x256, against PyTorch 2.15 CPU figures."
+    )
+
+    @Option(help: "Thread counts to measure, comma-separated.")
+    var threads: String = "1,2"
+    @Option(help: "Steps per figure; the best is reported.")
+    var repeats: Int = 3
+    @Option(help: "Sequences per training batch.")
+    var batch: Int = 8
+    @Option(help: "Tokens per sequence.")
+    var length: Int = 256
+
+    func run() throws {
+        let c = LlamaConfig.stories15M
+        let weights = ModelWeights.random(config: c, seed: 1)
+        var rng = SeededGenerator(seed: 2)
+        func sequences(_ count: Int) -> [[Int32]] {
+            (0..<count).map { _ in [Int32(1)] + (1..<length).map { _ in Int32(3 + rng.next() % UInt64(c.vocabSize - 3)) } }
+        }
+        // FLOPs per token: 2 per weight of every matrix product forward (classifier included), plus causal
+        // attention (QK^T and PV over T/2 positions on average); a training step is 3x the forward.
+        let matrixWeights = Double(c.nLayers * (2 * c.dim * c.dim + 2 * c.kvDim * c.dim + 3 * c.dim * c.hiddenDim) + c.vocabSize * c.dim)
+        let attention = Double(c.nLayers) * 2 * 2 * Double(length) / 2 * Double(c.dim)
+        let forwardFlops = 2 * matrixWeights + attention
+        let torch: [Int: (train: Double, rm: Double)] = [1: (674, 4428), 2: (1210, 8480)]
+        print("machine: \(ProcessInfo.processInfo.activeProcessorCount) cores; load average \((try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8))?.split(separator: " ").prefix(3).joined(separator: " ") ?? "?")")
+        print("config 15M: dim \(c.dim), hidden \(c.hiddenDim), \(c.nLayers) layers, vocab \(c.vocabSize); training batch \(batch)x\(length), reward-model batch 16x\(length)")
+        for t in threads.split(separator: ",").compactMap({ Int($0) }) {
+            let pool = ComputePool(threads: t)
+            defer { pool.shutdown() }
+            let trainer = TrainableTransformer(weights: weights.copy(), pool: pool)
+            let optimizer = AdamW(groupSizes: [trainer.weights.storage.count])
+            let data = sequences(batch)
+            let mask = data.map { [Float](repeating: 1, count: $0.count - 1) }
+            var best = Double.infinity
+            for _ in 0..<repeats {
+                let start = Date()
+                trainer.zeroGradients()
+                _ = try trainer.maskedCrossEntropy(sequences: data, mask: mask)
+                optimizer.update([ParameterGroup(model: trainer)], lr: 1e-4)
+                best = min(best, Date().timeIntervalSince(start))
+            }
+            let tokens = Double(batch * (length - 1))
+            let tps = tokens / best
+            let reference = torch[t]
+            print(String(format: "[%d thread%@] training step: %.2f s, %.0f tok/s, %.1f GFLOP/s%@", t, t == 1 ? "" : "s", best, tps,
+                         3 * forwardFlops * tps / 1e9, reference.map { String(format: "  vs PyTorch %.0f: %.2fx", $0.train, tps / $0.train) } ?? ""))
+            // Reward-model forward: trunk + scalar head at the last token.
+            let head = ScalarHead(dim: c.dim, seed: 3)
+            let rmData = sequences(16)
+            var bestRM = Double.infinity
+            for _ in 0..<repeats {
+                let start = Date()
+                let tape = trainer.forward(try TokenBatch(rmData, config: c))
+                _ = head.scores(tape, rows: tape.batch.lastRows)
+                bestRM = min(bestRM, Date().timeIntervalSince(start))
+            }
+            let rmTps = Double(16 * length) / bestRM
+            print(String(format: "[%d thread%@] reward-model forward: %.0f tok/s%@", t, t == 1 ? "" : "s", rmTps,
+                         reference.map { String(format: "  vs PyTorch %.0f: %.2fx", $0.rm, rmTps / $0.rm) } ?? ""))
+        }
+        print(String(format: "peak resident memory: %.0f MB", Double(MemoryProbe.peakResidentBytes()) / 1e6))
     }
 }
