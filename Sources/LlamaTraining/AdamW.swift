@@ -94,38 +94,55 @@ public final class AdamW {
         self.secondMoments = secondMoments
     }
 
-    /// Global L2 norm of the groups' gradients (accumulated in double).
-    public static func globalNorm(_ groups: [ParameterGroup]) -> Double {
-        var sum = 0.0
+    /// Global L2 norm of the groups' gradients, accumulated in double in per-thread partial sums
+    /// (added in thread order, so the result depends only on the thread count).
+    public static func globalNorm(_ groups: [ParameterGroup], pool: ComputePool = .serial) -> Double {
+        let threads = pool.threadCount
+        var total = 0.0
         for group in groups {
             let g = group.gradients.baseAddress
-            for range in group.ranges { for i in range { sum += Double(g[i]) * Double(g[i]) } }
+            for range in group.ranges {
+                var partial = [Double](repeating: 0, count: threads)
+                partial.withUnsafeMutableBufferPointer { partial in
+                    pool.run { t in
+                        let share = ComputePool.share(of: range.count, thread: t, threads: threads, grain: 1024)
+                        var sum = 0.0
+                        for i in share { let x = Double(g[range.lowerBound + i]); sum += x * x }
+                        partial[t] = sum
+                    }
+                }
+                total += partial.reduce(0, +)
+            }
         }
-        return sum.squareRoot()
+        return total.squareRoot()
     }
 
     /// Clips by global norm (scale `min(1, clip / (norm + 1e-6))`), then takes one AdamW step at rate
-    /// `lr`. Returns the gradient norm before clipping.
+    /// `lr`, elements split over `pool`. Returns the gradient norm before clipping.
     @discardableResult
-    public func update(_ groups: [ParameterGroup], lr: Float) -> Double {
+    public func update(_ groups: [ParameterGroup], lr: Float, pool: ComputePool = .serial) -> Double {
         precondition(groups.count == firstMoments.count, "one moment buffer pair per group")
-        let norm = AdamW.globalNorm(groups)
+        let norm = AdamW.globalNorm(groups, pool: pool)
         var scale: Float = 1
         if let clip = settings.clipNorm { scale = Float(min(1, Double(clip) / (norm + 1e-6))) }
         step += 1
         let s = settings
         let correction1 = 1 - pow(s.beta1, Float(step)), correction2 = 1 - pow(s.beta2, Float(step))
         let decay = 1 - lr * s.weightDecay
+        let threads = pool.threadCount
         for (index, group) in groups.enumerated() {
             let p = group.values.baseAddress, g = group.gradients.baseAddress
             let m = firstMoments[index].baseAddress, v = secondMoments[index].baseAddress
             for range in group.ranges {
-                for i in range {
-                    let grad = g[i] * scale
-                    m[i] = s.beta1 * m[i] + (1 - s.beta1) * grad
-                    v[i] = s.beta2 * v[i] + (1 - s.beta2) * grad * grad
-                    let mHat = m[i] / correction1, vHat = v[i] / correction2
-                    p[i] = p[i] * decay - lr * mHat / (vHat.squareRoot() + s.eps)
+                pool.run { t in
+                    for j in ComputePool.share(of: range.count, thread: t, threads: threads, grain: 1024) {
+                        let i = range.lowerBound + j
+                        let grad = g[i] * scale
+                        m[i] = s.beta1 * m[i] + (1 - s.beta1) * grad
+                        v[i] = s.beta2 * v[i] + (1 - s.beta2) * grad * grad
+                        let mHat = m[i] / correction1, vHat = v[i] / correction2
+                        p[i] = p[i] * decay - lr * mHat / (vHat.squareRoot() + s.eps)
+                    }
                 }
             }
         }

@@ -42,9 +42,17 @@ public enum Losses {
     static func logPartition(_ logits: UnsafeMutableBufferPointer<Float>) -> Double {
         let base = logits.baseAddress!, n = logits.count
         let m = Kernels.maximum(base, n)
-        return withUnsafeTemporaryAllocation(of: Float.self, capacity: n) { scratch in
-            Double(m) + log(Double(Kernels.expShifted(scratch.baseAddress!, base, n, shift: m, scale: 1)))
+        // Sum of exp in 16 lanes, without storing the exponentials.
+        var lanes = SIMD16<Float>()
+        var i = 0
+        let shift = SIMD16<Float>(repeating: m)
+        while i + 16 <= n {
+            lanes += Kernels.exp(Kernels.load(base, i) - shift)
+            i += 16
         }
+        var sum = Double(Kernels.horizontalSum(lanes))
+        while i < n { sum += Double(Kernels.exp(base[i] - m)); i += 1 }
+        return Double(m) + log(sum)
     }
 
     /// Softmax of a row in place; returns `log Z`.

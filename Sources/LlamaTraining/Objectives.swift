@@ -34,8 +34,9 @@ extension TrainableTransformer {
                 weights.append(mask[b][t] / Float(total))
             }
         }
+        let targetIds = targets, rowWeights = weights
         let (loss, dHidden) = languageModelHead(tape, rows: rows) { i, logits in
-            -Double(weights[i]) * Losses.crossEntropyGradient(logits, target: targets[i], weight: weights[i])
+            -Double(rowWeights[i]) * Losses.crossEntropyGradient(logits, target: targetIds[i], weight: rowWeights[i])
         }
         backward(tape, hiddenGradient: dHidden)
         return loss
@@ -79,30 +80,39 @@ extension TrainableTransformer {
                 where_.append((b, t))
             }
         }
-        var newLogProbs = sequences.map { [Float](repeating: 0, count: $0.count - 1) }
-        var clipped = 0.0, kl = 0.0, maskSum = 0.0
+        // Per-row results: the head calls the loss for several rows at once.
+        let count = rows.count
+        let logProbs = AlignedBuffer<Double>(count: count), clippedFlags = AlignedBuffer<Double>(count: count)
+        let klTerms = AlignedBuffer<Double>(count: count)
+        let lp = logProbs.baseAddress, cf = clippedFlags.baseAddress, klp = klTerms.baseAddress
+        let positions = where_
         let (loss, dHidden) = languageModelHead(tape, rows: rows) { i, logits in
-            let (b, t) = where_[i]
+            let (b, t) = positions[i]
             let m = Double(responseMask[b][t])
             let target = Int(sequences[b][t + 1])
             if m == 0 {
                 // Log-probability only; no gradient from tokens outside the response.
-                let logProb = Double(logits[target]) - Losses.logPartition(logits)
-                newLogProbs[b][t] = Float(logProb)
-                for j in logits.indices { logits[j] = 0 }
+                lp[i] = Double(logits[target]) - Losses.logPartition(logits)
+                logits.update(repeating: 0)
                 return 0
             }
-            let logZ = Losses.logPartition(logits)
-            let logProb = Double(logits[target]) - logZ
-            let term = Losses.ppoToken(logProb: logProb, oldLogProb: Double(oldLogProbs[b][t]),
-                                       advantage: Double(advantages[b][t]), clip: clip)
+            let old = Double(oldLogProbs[b][t])
+            let logProb = Double(logits[target]) - Losses.logPartition(logits)
+            let term = Losses.ppoToken(logProb: logProb, oldLogProb: old, advantage: Double(advantages[b][t]), clip: clip)
             _ = Losses.logProbGradient(logits, target: target, scale: Float(term.dLogProb * m / total))
-            newLogProbs[b][t] = Float(logProb)
-            let ratio = exp(logProb - Double(oldLogProbs[b][t]))
-            if term.clipped { clipped += m }
-            kl += m * ((ratio - 1) - log(ratio))
-            maskSum += m
+            lp[i] = logProb
+            let ratio = exp(logProb - old)
+            cf[i] = term.clipped ? m : 0
+            klp[i] = m * ((ratio - 1) - log(ratio))
             return term.loss * m / total
+        }
+        var newLogProbs = sequences.map { [Float](repeating: 0, count: $0.count - 1) }
+        var clipped = 0.0, kl = 0.0, maskSum = 0.0
+        for (i, (b, t)) in positions.enumerated() {
+            newLogProbs[b][t] = Float(lp[i])
+            clipped += cf[i]
+            kl += klp[i]
+            maskSum += Double(responseMask[b][t])
         }
         backward(tape, hiddenGradient: dHidden)
         return PPOPolicyStats(loss: loss, clipFraction: maskSum > 0 ? clipped / maskSum : 0,
@@ -151,12 +161,15 @@ extension TrainableTransformer {
                 where_.append((b, t))
             }
         }
-        var out = sequences.map { [Float](repeating: 0, count: $0.count - 1) }
+        let flat = FloatBuffer(count: rows.count), values = flat.baseAddress
+        let positions = where_
         _ = languageModelHead(tape, rows: rows, computeGradients: false) { i, logits in
-            let (b, t) = where_[i]
-            out[b][t] = logits[Int(sequences[b][t + 1])] - Float(Losses.logPartition(logits))
+            let (b, t) = positions[i]
+            values[i] = logits[Int(sequences[b][t + 1])] - Float(Losses.logPartition(logits))
             return 0
         }
+        var out = sequences.map { [Float](repeating: 0, count: $0.count - 1) }
+        for (i, (b, t)) in positions.enumerated() { out[b][t] = values[i] }
         return out
     }
 

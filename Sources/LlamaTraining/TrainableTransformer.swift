@@ -30,8 +30,12 @@ public final class TrainableTransformer {
     private var attentionScratch = FloatBuffer(count: 0)
     /// Language-model head scratch: `(chunk, D)` hidden rows and their gradient, `(chunk, V)` logits.
     private var headScratch = FloatBuffer(count: 0)
+    /// Loss of each row of a head chunk.
+    private var rowLosses = AlignedBuffer<Double>(count: 0)
+    /// Per-thread partial sums of a norm weight's gradient, `(threads, D)`.
+    private var normPartials = FloatBuffer(count: 0)
     /// Rows of logits materialised at once by `languageModelHead`.
-    static let headChunkRows = 64
+    static let headChunkRows = 256
 
     private func ensureScratch(rows n: Int) {
         guard n > scratchRows else { return }
@@ -96,10 +100,7 @@ public final class TrainableTransformer {
         }
         for (l, saved) in tape.layers.enumerated() {
             let x = saved.xIn
-            for r in 0..<n {
-                saved.rms1.baseAddress[r] = TrainingKernels.rmsnorm(saved.xn1.baseAddress + r * D, x.baseAddress + r * D,
-                                                                    w + offset(.rmsAttention, l), D, eps: c.normEps)
-            }
+            normRows(out: saved.xn1, inverse: saved.rms1, input: x, weight: w + offset(.rmsAttention, l), rows: n)
             TrainingKernels.forward(saved.q.baseAddress, saved.xn1.baseAddress, w + offset(.wq, l), n: n, inFeatures: D, outFeatures: D, pool: pool)
             TrainingKernels.forward(saved.k.baseAddress, saved.xn1.baseAddress, w + offset(.wk, l), n: n, inFeatures: D, outFeatures: KVD, pool: pool)
             TrainingKernels.forward(saved.v.baseAddress, saved.xn1.baseAddress, w + offset(.wv, l), n: n, inFeatures: D, outFeatures: KVD, pool: pool)
@@ -120,10 +121,7 @@ public final class TrainableTransformer {
             saved.xMid.baseAddress.update(from: x.baseAddress, count: n * D)
             TrainingKernels.forward(saved.xMid.baseAddress, saved.att.baseAddress, w + offset(.wo, l), n: n, inFeatures: D,
                                     outFeatures: D, accumulate: true, pool: pool)
-            for r in 0..<n {
-                saved.rms2.baseAddress[r] = TrainingKernels.rmsnorm(saved.xn2.baseAddress + r * D, saved.xMid.baseAddress + r * D,
-                                                                    w + offset(.rmsFFN, l), D, eps: c.normEps)
-            }
+            normRows(out: saved.xn2, inverse: saved.rms2, input: saved.xMid, weight: w + offset(.rmsFFN, l), rows: n)
             TrainingKernels.forward(saved.h1.baseAddress, saved.xn2.baseAddress, w + offset(.w1, l), n: n, inFeatures: D, outFeatures: H, pool: pool)
             TrainingKernels.forward(saved.h3.baseAddress, saved.xn2.baseAddress, w + offset(.w3, l), n: n, inFeatures: D, outFeatures: H, pool: pool)
             let h1 = saved.h1.baseAddress, h3 = saved.h3.baseAddress, g = saved.g.baseAddress
@@ -136,10 +134,7 @@ public final class TrainableTransformer {
                                     accumulate: true, pool: pool)
         }
         let x = tape.xFinal
-        for r in 0..<n {
-            tape.rmsFinal.baseAddress[r] = TrainingKernels.rmsnorm(tape.hidden.baseAddress + r * D, x.baseAddress + r * D,
-                                                                   w + offset(.rmsFinal), D, eps: c.normEps)
-        }
+        normRows(out: tape.hidden, inverse: tape.rmsFinal, input: x, weight: w + offset(.rmsFinal), rows: n)
         return tape
     }
 
@@ -159,18 +154,41 @@ public final class TrainableTransformer {
                             q + row * D + h * hs, Int32(D), k + row * KVD + kvh * hs, Int32(KVD), 0, P, Int32(T))
                 for i in 0..<T {
                     let p = P + i * T
-                    var m = -Float.infinity
-                    for j in 0...i where p[j] > m { m = p[j] }
-                    var sum: Float = 0
-                    for j in 0...i { p[j] = expf(p[j] - m); sum += p[j] }
-                    let inv = 1 / sum
-                    for j in 0...i { p[j] *= inv }
-                    for j in (i + 1)..<T { p[j] = 0 }
+                    Kernels.softmax(p, i + 1)
+                    (p + i + 1).update(repeating: 0, count: T - i - 1)
                 }
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(T), Int32(hs), Int32(T), 1,
                             P, Int32(T), v + row * KVD + kvh * hs, Int32(KVD), 0, att + row * D + h * hs, Int32(D))
             }
         }
+    }
+
+    /// RMSNorm of `rows` rows of `input (N, D)` into `out`, saving each row's inverse RMS; rows in parallel.
+    private func normRows(out: FloatBuffer, inverse: FloatBuffer, input: FloatBuffer, weight: UnsafeMutablePointer<Float>, rows n: Int) {
+        let D = config.dim, eps = config.normEps
+        let o = out.baseAddress, inv = inverse.baseAddress, x = input.baseAddress
+        pool.parallelFor(n, grain: 16) { range, _ in
+            for r in range { inv[r] = TrainingKernels.rmsnorm(o + r * D, x + r * D, weight, D, eps: eps) }
+        }
+    }
+
+    /// Backward of `normRows`: adds `dL/dinput` to `dx`; each thread sums its rows' weight gradient
+    /// apart, then the partial sums are added to `weightGradient`.
+    private func normBackwardRows(dx: FloatBuffer, weightGradient: UnsafeMutablePointer<Float>, dy: FloatBuffer,
+                                  input: FloatBuffer, weight: UnsafeMutablePointer<Float>, inverse: FloatBuffer, rows n: Int) {
+        let D = config.dim, threads = pool.threadCount
+        if normPartials.count < threads * D { normPartials = FloatBuffer(count: threads * D) }
+        let partials = normPartials.baseAddress
+        partials.update(repeating: 0, count: threads * D)
+        let dxp = dx.baseAddress, dyp = dy.baseAddress, x = input.baseAddress, inv = inverse.baseAddress
+        pool.run { t in
+            let range = ComputePool.share(of: n, thread: t, threads: threads)
+            for r in range {
+                TrainingKernels.rmsnormBackward(dx: dxp + r * D, dw: partials + t * D, dy: dyp + r * D, x: x + r * D,
+                                                w: weight, inv: inv[r], D)
+            }
+        }
+        for t in 0..<threads { for i in 0..<D { weightGradient[i] += partials[t * D + i] } }
     }
 
     // MARK: - Backward
@@ -186,11 +204,8 @@ public final class TrainableTransformer {
         let dx = self.dx, dxn = self.dxn, dg = self.dg, dh1 = self.dh1, dh3 = self.dh3
         let dq = self.dq, dk = self.dk, dv = self.dv, datt = self.datt
         dx.withUnsafeMutableBufferPointer { $0.update(repeating: 0) }
-        for r in 0..<n {
-            TrainingKernels.rmsnormBackward(dx: dx.baseAddress + r * D, dw: dw + offset(.rmsFinal), dy: dHidden.baseAddress + r * D,
-                                            x: tape.xFinal.baseAddress + r * D, w: w + offset(.rmsFinal),
-                                            inv: tape.rmsFinal.baseAddress[r], D)
-        }
+        normBackwardRows(dx: dx, weightGradient: dw + offset(.rmsFinal), dy: dHidden, input: tape.xFinal,
+                         weight: w + offset(.rmsFinal), inverse: tape.rmsFinal, rows: n)
         for l in stride(from: c.nLayers - 1, through: 0, by: -1) {
             let saved = tape.layers[l]
             // FFN: x_out = x_mid + W2 g, g = silu(W1 xn2) * (W3 xn2), xn2 = rmsnorm(x_mid).
@@ -211,11 +226,8 @@ public final class TrainableTransformer {
             TrainingKernels.backwardWeight(dw + offset(.w3, l), d3, saved.xn2.baseAddress, n: n, inFeatures: D, outFeatures: H, pool: pool)
             TrainingKernels.backwardInput(dxn.baseAddress, d1, w + offset(.w1, l), n: n, inFeatures: D, outFeatures: H, accumulate: false, pool: pool)
             TrainingKernels.backwardInput(dxn.baseAddress, d3, w + offset(.w3, l), n: n, inFeatures: D, outFeatures: H, accumulate: true, pool: pool)
-            for r in 0..<n {
-                TrainingKernels.rmsnormBackward(dx: dx.baseAddress + r * D, dw: dw + offset(.rmsFFN, l), dy: dxn.baseAddress + r * D,
-                                                x: saved.xMid.baseAddress + r * D, w: w + offset(.rmsFFN, l),
-                                                inv: saved.rms2.baseAddress[r], D)
-            }
+            normBackwardRows(dx: dx, weightGradient: dw + offset(.rmsFFN, l), dy: dxn, input: saved.xMid,
+                             weight: w + offset(.rmsFFN, l), inverse: saved.rms2, rows: n)
             // Attention: x_mid = x_in + Wo att.
             TrainingKernels.backwardWeight(dw + offset(.wo, l), dx.baseAddress, saved.att.baseAddress, n: n, inFeatures: D, outFeatures: D, pool: pool)
             TrainingKernels.backwardInput(datt.baseAddress, dx.baseAddress, w + offset(.wo, l), n: n, inFeatures: D, outFeatures: D,
@@ -240,11 +252,8 @@ public final class TrainableTransformer {
             TrainingKernels.backwardInput(dxn.baseAddress, dq.baseAddress, w + offset(.wq, l), n: n, inFeatures: D, outFeatures: D, accumulate: false, pool: pool)
             TrainingKernels.backwardInput(dxn.baseAddress, dk.baseAddress, w + offset(.wk, l), n: n, inFeatures: D, outFeatures: KVD, accumulate: true, pool: pool)
             TrainingKernels.backwardInput(dxn.baseAddress, dv.baseAddress, w + offset(.wv, l), n: n, inFeatures: D, outFeatures: KVD, accumulate: true, pool: pool)
-            for r in 0..<n {
-                TrainingKernels.rmsnormBackward(dx: dx.baseAddress + r * D, dw: dw + offset(.rmsAttention, l), dy: dxn.baseAddress + r * D,
-                                                x: saved.xIn.baseAddress + r * D, w: w + offset(.rmsAttention, l),
-                                                inv: saved.rms1.baseAddress[r], D)
-            }
+            normBackwardRows(dx: dx, weightGradient: dw + offset(.rmsAttention, l), dy: dxn, input: saved.xIn,
+                             weight: w + offset(.rmsAttention, l), inverse: saved.rms1, rows: n)
         }
         // Embedding rows (serial: a token may repeat).
         let embedding = dw + offset(.tokenEmbedding)
@@ -312,6 +321,8 @@ public final class TrainableTransformer {
     /// `i`'s logits into `dL/dlogits` in place (returning its loss contribution), then back-propagates:
     /// adds the classifier's gradient and returns `dL/dhidden (N, D)` (zero on other rows) and the
     /// summed loss. Without `computeGradients` the logits are only read (no gradient, zero `dhidden`).
+    /// `loss` is called for several rows at once from the pool's threads: it may write only state
+    /// that belongs to its row index.
     public func languageModelHead(_ tape: ForwardTape, rows: [Int], computeGradients: Bool = true,
                                   loss: (_ index: Int, _ logits: UnsafeMutableBufferPointer<Float>) -> Double)
         -> (loss: Double, hiddenGradient: FloatBuffer) {
@@ -319,6 +330,7 @@ public final class TrainableTransformer {
         let dHidden = hiddenGradient(for: tape)
         let chunk = TrainableTransformer.headChunkRows
         if headScratch.count < chunk * (2 * D + V) { headScratch = FloatBuffer(count: chunk * (2 * D + V)) }
+        if rowLosses.count < chunk { rowLosses = AlignedBuffer<Double>(count: chunk) }
         let h = headScratch.baseAddress, dh = h + chunk * D
         let logits = dh + chunk * D
         let wcls = w + offset(.classifier), dwcls = dw + offset(.classifier)
@@ -330,9 +342,17 @@ public final class TrainableTransformer {
                 (h + i * D).update(from: tape.hidden.baseAddress + rows[start + i] * D, count: D)
             }
             TrainingKernels.forward(logits, h, wcls, n: m, inFeatures: D, outFeatures: V, pool: pool)
-            for i in 0..<m {
-                total += loss(start + i, UnsafeMutableBufferPointer(start: logits + i * V, count: V))
+            // Rows are independent: the loss runs on them in parallel (it must only write per-index state).
+            let chunkStart = start
+            let losses = rowLosses.baseAddress
+            withoutActuallyEscaping(loss) { loss in
+                pool.parallelFor(m) { range, _ in
+                    for i in range {
+                        losses[i] = loss(chunkStart + i, UnsafeMutableBufferPointer(start: logits + i * V, count: V))
+                    }
+                }
             }
+            for i in 0..<m { total += losses[i] }
             if !computeGradients {
                 start += m
                 continue

@@ -250,7 +250,7 @@ struct TrainBench: ParsableCommand {
                 let start = Date()
                 trainer.zeroGradients()
                 _ = try trainer.maskedCrossEntropy(sequences: data, mask: mask)
-                optimizer.update([ParameterGroup(model: trainer)], lr: 1e-4)
+                optimizer.update([ParameterGroup(model: trainer)], lr: 1e-4, pool: pool)
                 best = min(best, Date().timeIntervalSince(start))
             }
             let tokens = Double(batch * (length - 1))
