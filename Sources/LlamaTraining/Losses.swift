@@ -55,14 +55,16 @@ public enum Losses {
         return Double(m) + log(sum)
     }
 
-    /// Softmax of a row in place; returns `log Z`.
+    /// `scale * softmax(row)` in place; returns `log Z`.
     @inline(__always)
-    static func softmaxInPlace(_ logits: UnsafeMutableBufferPointer<Float>) -> Double {
+    static func scaledSoftmaxInPlace(_ logits: UnsafeMutableBufferPointer<Float>, scale: Float) -> Double {
         let base = logits.baseAddress!, n = logits.count
         let m = Kernels.maximum(base, n)
         let sum = Kernels.expShifted(base, base, n, shift: m, scale: 1)
-        let inv = 1 / sum
-        for j in 0..<n { base[j] *= inv }
+        let factor = Kernels.Vec(repeating: scale / sum)
+        var j = 0
+        while j + 16 <= n { Kernels.store(Kernels.load(base, j) * factor, base, j); j += 16 }
+        while j < n { base[j] *= factor[0]; j += 1 }
         return Double(m) + log(Double(sum))
     }
 
@@ -71,8 +73,7 @@ public enum Losses {
     @inline(__always)
     static func crossEntropyGradient(_ logits: UnsafeMutableBufferPointer<Float>, target: Int, weight: Float) -> Double {
         let targetLogit = Double(logits[target])
-        let logZ = softmaxInPlace(logits)
-        for j in logits.indices { logits[j] *= weight }
+        let logZ = scaledSoftmaxInPlace(logits, scale: weight)
         logits[target] -= weight
         return targetLogit - logZ
     }
@@ -82,8 +83,7 @@ public enum Losses {
     @inline(__always)
     static func logProbGradient(_ logits: UnsafeMutableBufferPointer<Float>, target: Int, scale g: Float) -> Double {
         let targetLogit = Double(logits[target])
-        let logZ = softmaxInPlace(logits)
-        for j in logits.indices { logits[j] *= -g }
+        let logZ = scaledSoftmaxInPlace(logits, scale: -g)
         logits[target] += g
         return targetLogit - logZ
     }

@@ -35,7 +35,7 @@ public final class TrainableTransformer {
     /// Per-thread partial sums of a norm weight's gradient, `(threads, D)`.
     private var normPartials = FloatBuffer(count: 0)
     /// Rows of logits materialised at once by `languageModelHead`.
-    static let headChunkRows = 256
+    static let headChunkRows = 512
 
     private func ensureScratch(rows n: Int) {
         guard n > scratchRows else { return }
@@ -126,7 +126,8 @@ public final class TrainableTransformer {
             TrainingKernels.forward(saved.h3.baseAddress, saved.xn2.baseAddress, w + offset(.w3, l), n: n, inFeatures: D, outFeatures: H, pool: pool)
             let h1 = saved.h1.baseAddress, h3 = saved.h3.baseAddress, g = saved.g.baseAddress
             pool.parallelFor(n * H, grain: 1024) { range, _ in
-                for i in range { g[i] = h1[i] * TrainingKernels.sigmoid(h1[i]) * h3[i] }
+                (g + range.lowerBound).update(from: h1 + range.lowerBound, count: range.count)
+                Kernels.swiglu(g + range.lowerBound, h3 + range.lowerBound, range.count)
             }
             let next = tape.output(ofLayer: l)
             next.baseAddress.update(from: saved.xMid.baseAddress, count: n * D)
@@ -215,11 +216,21 @@ public final class TrainableTransformer {
             let h1 = saved.h1.baseAddress, h3 = saved.h3.baseAddress, g = dg.baseAddress
             let d1 = dh1.baseAddress, d3 = dh3.baseAddress
             pool.parallelFor(n * H, grain: 1024) { range, _ in
-                for i in range {
+                // silu(a) = a s, silu'(a) = s (1 + a (1 - s)), s = sigmoid(a); 16 lanes at a time.
+                let one = Kernels.Vec(repeating: 1)
+                var i = range.lowerBound
+                while i + 16 <= range.upperBound {
+                    let a = Kernels.load(h1, i), up = Kernels.load(h3, i), dOut = Kernels.load(g, i)
+                    let s = one / (one + Kernels.exp(-a))
+                    Kernels.store(dOut * a * s, d3, i)
+                    Kernels.store(dOut * up * s * (one + a * (one - s)), d1, i)
+                    i += 16
+                }
+                while i < range.upperBound {
                     let s = TrainingKernels.sigmoid(h1[i])
-                    let silu = h1[i] * s
-                    d3[i] = g[i] * silu
+                    d3[i] = g[i] * h1[i] * s
                     d1[i] = g[i] * h3[i] * s * (1 + h1[i] * (1 - s))
+                    i += 1
                 }
             }
             TrainingKernels.backwardWeight(dw + offset(.w1, l), d1, saved.xn2.baseAddress, n: n, inFeatures: D, outFeatures: H, pool: pool)

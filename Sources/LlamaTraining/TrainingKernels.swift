@@ -35,42 +35,77 @@ enum TrainingKernels {
 
     // MARK: - Matrix products, split over the pool's threads
 
-    /// `Y (N, out) = X (N, in) W^T` (+ Y when `accumulate`); threads split the output features.
+    // Each thread's sgemm packs the whole of the operand it shares with the others, so work is split
+    // along the dimension that leaves the smaller operand shared: rows of the activations when the
+    // weight matrix is the smaller (the layers), features when the activations are (the classifier).
+
+    /// `Y (N, out) = X (N, in) W^T` (+ Y when `accumulate`).
     static func forward(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>,
                         n: Int, inFeatures: Int, outFeatures: Int, accumulate: Bool = false, pool: ComputePool) {
         guard n > 0 else { return }
+        let threads = pool.threadCount
+        let byRows = threads > 1 && outFeatures < n
         pool.run { t in
-            let r = ComputePool.share(of: outFeatures, thread: t, threads: pool.threadCount, grain: 16)
-            guard !r.isEmpty else { return }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n), Int32(r.count), Int32(inFeatures), 1,
-                        x, Int32(inFeatures), w + r.lowerBound * inFeatures, Int32(inFeatures),
-                        accumulate ? 1 : 0, y + r.lowerBound, Int32(outFeatures))
+            if byRows {
+                let rows = ComputePool.share(of: n, thread: t, threads: threads, grain: 16)
+                guard !rows.isEmpty else { return }
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows.count), Int32(outFeatures), Int32(inFeatures), 1,
+                            x + rows.lowerBound * inFeatures, Int32(inFeatures), w, Int32(inFeatures),
+                            accumulate ? 1 : 0, y + rows.lowerBound * outFeatures, Int32(outFeatures))
+            } else {
+                let r = ComputePool.share(of: outFeatures, thread: t, threads: threads, grain: 16)
+                guard !r.isEmpty else { return }
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n), Int32(r.count), Int32(inFeatures), 1,
+                            x, Int32(inFeatures), w + r.lowerBound * inFeatures, Int32(inFeatures),
+                            accumulate ? 1 : 0, y + r.lowerBound, Int32(outFeatures))
+            }
         }
     }
 
-    /// `dX (N, in) (+)= dY (N, out) W (out, in)`; threads split the input features.
+    /// `dX (N, in) (+)= dY (N, out) W (out, in)`.
     static func backwardInput(_ dx: UnsafeMutablePointer<Float>, _ dy: UnsafePointer<Float>, _ w: UnsafePointer<Float>,
                               n: Int, inFeatures: Int, outFeatures: Int, accumulate: Bool, pool: ComputePool) {
         guard n > 0 else { return }
+        let threads = pool.threadCount
+        let byRows = threads > 1 && inFeatures < n
         pool.run { t in
-            let r = ComputePool.share(of: inFeatures, thread: t, threads: pool.threadCount, grain: 16)
-            guard !r.isEmpty else { return }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(n), Int32(r.count), Int32(outFeatures), 1,
-                        dy, Int32(outFeatures), w + r.lowerBound, Int32(inFeatures),
-                        accumulate ? 1 : 0, dx + r.lowerBound, Int32(inFeatures))
+            if byRows {
+                let rows = ComputePool.share(of: n, thread: t, threads: threads, grain: 16)
+                guard !rows.isEmpty else { return }
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(rows.count), Int32(inFeatures), Int32(outFeatures), 1,
+                            dy + rows.lowerBound * outFeatures, Int32(outFeatures), w, Int32(inFeatures),
+                            accumulate ? 1 : 0, dx + rows.lowerBound * inFeatures, Int32(inFeatures))
+            } else {
+                let r = ComputePool.share(of: inFeatures, thread: t, threads: threads, grain: 16)
+                guard !r.isEmpty else { return }
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(n), Int32(r.count), Int32(outFeatures), 1,
+                            dy, Int32(outFeatures), w + r.lowerBound, Int32(inFeatures),
+                            accumulate ? 1 : 0, dx + r.lowerBound, Int32(inFeatures))
+            }
         }
     }
 
-    /// `dW (out, in) += dY^T (out, N) X (N, in)`; threads split the output features.
+    /// `dW (out, in) += dY^T (out, N) X (N, in)`: split over output features when `dY` is the wider
+    /// operand, else over input features.
     static func backwardWeight(_ dw: UnsafeMutablePointer<Float>, _ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>,
                                n: Int, inFeatures: Int, outFeatures: Int, pool: ComputePool) {
         guard n > 0 else { return }
+        let threads = pool.threadCount
+        let byOut = outFeatures >= inFeatures
         pool.run { t in
-            let r = ComputePool.share(of: outFeatures, thread: t, threads: pool.threadCount, grain: 16)
-            guard !r.isEmpty else { return }
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(r.count), Int32(inFeatures), Int32(n), 1,
-                        dy + r.lowerBound, Int32(outFeatures), x, Int32(inFeatures),
-                        1, dw + r.lowerBound * inFeatures, Int32(inFeatures))
+            if byOut {
+                let r = ComputePool.share(of: outFeatures, thread: t, threads: threads, grain: 16)
+                guard !r.isEmpty else { return }
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(r.count), Int32(inFeatures), Int32(n), 1,
+                            dy + r.lowerBound, Int32(outFeatures), x, Int32(inFeatures),
+                            1, dw + r.lowerBound * inFeatures, Int32(inFeatures))
+            } else {
+                let r = ComputePool.share(of: inFeatures, thread: t, threads: threads, grain: 16)
+                guard !r.isEmpty else { return }
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(outFeatures), Int32(r.count), Int32(n), 1,
+                            dy, Int32(outFeatures), x + r.lowerBound, Int32(inFeatures),
+                            1, dw + r.lowerBound, Int32(inFeatures))
+            }
         }
     }
 

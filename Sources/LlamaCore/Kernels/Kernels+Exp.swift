@@ -3,7 +3,7 @@ extension Kernels {
     /// degree-6 polynomial). Plain IEEE arithmetic with fused multiply-adds, so every machine gets the
     /// same bits; inputs below -87.3 give 0.
     @inline(__always)
-    package static func exp(_ x: Vec) -> Vec {
+    @inlinable package static func exp(_ x: Vec) -> Vec {
         // 1.5 * 2^23: adding it rounds to the nearest integer (ties to even) and leaves that integer
         // in the low mantissa bits.
         let magic = Vec(repeating: 12_582_912)
@@ -28,11 +28,11 @@ extension Kernels {
 
     /// Scalar `exp` through the same polynomial (so scalar tails match the vector body).
     @inline(__always)
-    package static func exp(_ x: Float) -> Float { exp(Vec(repeating: x))[0] }
+    @inlinable package static func exp(_ x: Float) -> Float { exp(Vec(repeating: x))[0] }
 
     /// Largest of `n` elements (`-inf` for none).
     @inline(__always)
-    package static func maximum(_ x: UnsafePointer<Float>, _ n: Int) -> Float {
+    @inlinable package static func maximum(_ x: UnsafePointer<Float>, _ n: Int) -> Float {
         var m = Vec(repeating: -.infinity)
         var i = 0
         while i + 16 <= n { m = pointwiseMax(m, load(x, i)); i += 16 }
@@ -43,7 +43,7 @@ extension Kernels {
 
     /// `out[i] = exp(scale * (x[i] - shift))` and returns the sum; `out` may alias `x`.
     @inline(__always)
-    package static func expShifted(_ out: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ n: Int,
+    @inlinable package static func expShifted(_ out: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ n: Int,
                            shift: Float, scale: Float) -> Float {
         let s = Vec(repeating: scale), m = Vec(repeating: shift)
         var sum = Vec()

@@ -9,12 +9,12 @@ package enum Kernels {
     package typealias Vec = SIMD16<Float>
 
     @inline(__always)
-    package static func load(_ p: UnsafePointer<Float>, _ i: Int) -> Vec {
+    @inlinable package static func load(_ p: UnsafePointer<Float>, _ i: Int) -> Vec {
         UnsafeRawPointer(p + i).loadUnaligned(as: Vec.self)
     }
 
     @inline(__always)
-    package static func store(_ v: Vec, _ p: UnsafeMutablePointer<Float>, _ i: Int) {
+    @inlinable package static func store(_ v: Vec, _ p: UnsafeMutablePointer<Float>, _ i: Int) {
         UnsafeMutableRawPointer(p + i).storeBytes(of: v, as: Vec.self)
     }
 
@@ -40,7 +40,7 @@ package enum Kernels {
     /// Sum of the 16 lanes as a tree of halves (the standard library's `sum()` adds lanes one after
     /// another, a 16-deep dependency chain).
     @inline(__always)
-    package static func horizontalSum(_ v: Vec) -> Float {
+    @inlinable package static func horizontalSum(_ v: Vec) -> Float {
         let a = v.lowHalf + v.highHalf
         let b = a.lowHalf + a.highHalf
         let c = b.lowHalf + b.highHalf
@@ -89,7 +89,7 @@ package enum Kernels {
 
     /// In-place softmax over `n` elements.
     @inline(__always)
-    package static func softmax(_ x: UnsafeMutablePointer<Float>, _ n: Int) {
+    @inlinable package static func softmax(_ x: UnsafeMutablePointer<Float>, _ n: Int) {
         let sum = expShifted(x, x, n, shift: maximum(x, n), scale: 1)
         let inv = Vec(repeating: 1 / sum)
         var i = 0
@@ -99,7 +99,7 @@ package enum Kernels {
 
     /// SwiGLU's gate in place: `gate[i] = silu(gate[i]) * up[i]`, `silu(v) = v / (1 + exp(-v))`.
     @inline(__always)
-    package static func swiglu(_ gate: UnsafeMutablePointer<Float>, _ up: UnsafePointer<Float>, _ n: Int) {
+    @inlinable package static func swiglu(_ gate: UnsafeMutablePointer<Float>, _ up: UnsafePointer<Float>, _ n: Int) {
         let one = Vec(repeating: 1)
         var i = 0
         while i + 16 <= n {

@@ -222,6 +222,8 @@ struct TrainBench: ParsableCommand {
     var batch: Int = 8
     @Option(help: "Tokens per sequence.")
     var length: Int = 256
+    @Flag(help: "Measure only the reward-model forward.")
+    var rewardModelOnly = false
 
     func run() throws {
         let c = LlamaConfig.stories15M
@@ -246,7 +248,7 @@ struct TrainBench: ParsableCommand {
             let data = sequences(batch)
             let mask = data.map { [Float](repeating: 1, count: $0.count - 1) }
             var best = Double.infinity
-            for _ in 0..<repeats {
+            for _ in 0..<(rewardModelOnly ? 0 : repeats) {
                 let start = Date()
                 trainer.zeroGradients()
                 _ = try trainer.maskedCrossEntropy(sequences: data, mask: mask)
@@ -256,8 +258,8 @@ struct TrainBench: ParsableCommand {
             let tokens = Double(batch * (length - 1))
             let tps = tokens / best
             let reference = torch[t]
-            print(String(format: "[%d thread%@] training step: %.2f s, %.0f tok/s, %.1f GFLOP/s%@", t, t == 1 ? "" : "s", best, tps,
-                         3 * forwardFlops * tps / 1e9, reference.map { String(format: "  vs PyTorch %.0f: %.2fx", $0.train, tps / $0.train) } ?? ""))
+            if !rewardModelOnly { print(String(format: "[%d thread%@] training step: %.2f s, %.0f tok/s, %.1f GFLOP/s%@", t, t == 1 ? "" : "s", best, tps,
+                         3 * forwardFlops * tps / 1e9, reference.map { String(format: "  vs PyTorch %.0f: %.2fx", $0.train, tps / $0.train) } ?? "")) }
             // Reward-model forward: trunk + scalar head at the last token.
             let head = ScalarHead(dim: c.dim, seed: 3)
             let rmData = sequences(16)
