@@ -12,6 +12,8 @@ public struct TokenBatch: Sendable, Equatable {
     public let offsets: [Int]
     /// Total rows `N`.
     public let rowCount: Int
+    /// Position of each row's token in its sequence, `(N)`.
+    public let positions: [Int]
 
     /// Validates `sequences` against `config` (non-empty, within `seq_len`, ids in the vocabulary).
     public init(_ sequences: [[Int32]], config: LlamaConfig) throws {
@@ -32,6 +34,7 @@ public struct TokenBatch: Sendable, Equatable {
         self.sequences = sequences
         self.offsets = offsets
         self.rowCount = row
+        self.positions = sequences.flatMap { 0..<$0.count }
     }
 
     /// Row of token `position` of sequence `index`.

@@ -34,6 +34,8 @@ public final class TrainableTransformer {
     private var rowLosses = AlignedBuffer<Double>(count: 0)
     /// Per-thread partial sums of a norm weight's gradient, `(threads, D)`.
     private var normPartials = FloatBuffer(count: 0)
+    /// Query rows per causal block of the attention forward.
+    static let attentionBlock = 64
     /// Rows of logits materialised at once by `languageModelHead`.
     static let headChunkRows = 512
 
@@ -104,19 +106,7 @@ public final class TrainableTransformer {
             TrainingKernels.forward(saved.q.baseAddress, saved.xn1.baseAddress, w + offset(.wq, l), n: n, inFeatures: D, outFeatures: D, pool: pool)
             TrainingKernels.forward(saved.k.baseAddress, saved.xn1.baseAddress, w + offset(.wk, l), n: n, inFeatures: D, outFeatures: KVD, pool: pool)
             TrainingKernels.forward(saved.v.baseAddress, saved.xn1.baseAddress, w + offset(.wv, l), n: n, inFeatures: D, outFeatures: KVD, pool: pool)
-            ropeCos.withUnsafeBufferPointer { cosT in
-                ropeSin.withUnsafeBufferPointer { sinT in
-                    for (b, s) in batch.sequences.enumerated() {
-                        for p in 0..<s.count {
-                            let r = batch.offsets[b] + p
-                            TrainingKernels.rope(saved.q.baseAddress + r * D, heads: c.nHeads, hs: hs,
-                                                 cos: cosT.baseAddress! + p * half, sin: sinT.baseAddress! + p * half)
-                            TrainingKernels.rope(saved.k.baseAddress + r * KVD, heads: c.nKVHeads, hs: hs,
-                                                 cos: cosT.baseAddress! + p * half, sin: sinT.baseAddress! + p * half)
-                        }
-                    }
-                }
-            }
+            rotate(queries: saved.q, keys: saved.k, batch: batch, sign: 1)
             attentionForward(saved, batch: batch, tape: tape)
             saved.xMid.baseAddress.update(from: x.baseAddress, count: n * D)
             TrainingKernels.forward(saved.xMid.baseAddress, saved.att.baseAddress, w + offset(.wo, l), n: n, inFeatures: D,
@@ -151,15 +141,45 @@ public final class TrainableTransformer {
                 let b = index / c.nHeads, h = index % c.nHeads, kvh = h / group
                 let T = batch.sequences[b].count, row = batch.offsets[b]
                 let P = probs + tape.probOffsets[b] + h * T * T
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(T), Int32(T), Int32(hs), scale,
-                            q + row * D + h * hs, Int32(D), k + row * KVD + kvh * hs, Int32(KVD), 0, P, Int32(T))
-                for i in 0..<T {
-                    let p = P + i * T
-                    Kernels.softmax(p, i + 1)
-                    (p + i + 1).update(repeating: 0, count: T - i - 1)
+                let qh = q + row * D + h * hs, kh = k + row * KVD + kvh * hs, vh = v + row * KVD + kvh * hs
+                // Causal blocks of query rows: rows [r0, r1) only see keys [0, r1), so the products skip
+                // the upper triangle's blocks (about half the work at T = 256).
+                var r0 = 0
+                while r0 < T {
+                    let r1 = min(T, r0 + TrainableTransformer.attentionBlock)
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(r1 - r0), Int32(r1), Int32(hs), scale,
+                                qh + r0 * D, Int32(D), kh, Int32(KVD), 0, P + r0 * T, Int32(T))
+                    for i in r0..<r1 {
+                        let p = P + i * T
+                        Kernels.softmax(p, i + 1)
+                        (p + i + 1).update(repeating: 0, count: T - i - 1)
+                    }
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(r1 - r0), Int32(hs), Int32(r1), 1,
+                                P + r0 * T, Int32(T), vh, Int32(KVD), 0, att + (row + r0) * D + h * hs, Int32(D))
+                    r0 = r1
                 }
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(T), Int32(hs), Int32(T), 1,
-                            P, Int32(T), v + row * KVD + kvh * hs, Int32(KVD), 0, att + row * D + h * hs, Int32(D))
+            }
+        }
+    }
+
+    /// RoPE on every row's queries `(N, D)` and keys `(N, KVD)` at the row's position in its sequence
+    /// (`sign` -1 rotates back: the backward pass); rows in parallel.
+    private func rotate(queries: FloatBuffer, keys: FloatBuffer, batch: TokenBatch, sign: Float) {
+        let c = config, D = c.dim, KVD = c.kvDim, hs = c.headSize, half = hs / 2
+        let q = queries.baseAddress, k = keys.baseAddress
+        ropeCos.withUnsafeBufferPointer { cosT in
+            ropeSin.withUnsafeBufferPointer { sinT in
+                batch.positions.withUnsafeBufferPointer { positions in
+                    pool.parallelFor(batch.rowCount, grain: 16) { range, _ in
+                        for r in range {
+                            let table = positions[r] * half
+                            TrainingKernels.rope(q + r * D, heads: c.nHeads, hs: hs, cos: cosT.baseAddress! + table,
+                                                 sin: sinT.baseAddress! + table, sign: sign)
+                            TrainingKernels.rope(k + r * KVD, heads: c.nKVHeads, hs: hs, cos: cosT.baseAddress! + table,
+                                                 sin: sinT.baseAddress! + table, sign: sign)
+                        }
+                    }
+                }
             }
         }
     }
@@ -244,19 +264,7 @@ public final class TrainableTransformer {
             TrainingKernels.backwardInput(datt.baseAddress, dx.baseAddress, w + offset(.wo, l), n: n, inFeatures: D, outFeatures: D,
                                           accumulate: false, pool: pool)
             attentionBackward(saved, batch: batch, tape: tape, datt: datt, dq: dq, dk: dk, dv: dv)
-            ropeCos.withUnsafeBufferPointer { cosT in
-                ropeSin.withUnsafeBufferPointer { sinT in
-                    for (b, s) in batch.sequences.enumerated() {
-                        for p in 0..<s.count {
-                            let r = batch.offsets[b] + p
-                            TrainingKernels.rope(dq.baseAddress + r * D, heads: c.nHeads, hs: hs,
-                                                 cos: cosT.baseAddress! + p * half, sin: sinT.baseAddress! + p * half, sign: -1)
-                            TrainingKernels.rope(dk.baseAddress + r * KVD, heads: c.nKVHeads, hs: hs,
-                                                 cos: cosT.baseAddress! + p * half, sin: sinT.baseAddress! + p * half, sign: -1)
-                        }
-                    }
-                }
-            }
+            rotate(queries: dq, keys: dk, batch: batch, sign: -1)
             TrainingKernels.backwardWeight(dw + offset(.wq, l), dq.baseAddress, saved.xn1.baseAddress, n: n, inFeatures: D, outFeatures: D, pool: pool)
             TrainingKernels.backwardWeight(dw + offset(.wk, l), dk.baseAddress, saved.xn1.baseAddress, n: n, inFeatures: D, outFeatures: KVD, pool: pool)
             TrainingKernels.backwardWeight(dw + offset(.wv, l), dv.baseAddress, saved.xn1.baseAddress, n: n, inFeatures: D, outFeatures: KVD, pool: pool)

@@ -54,13 +54,14 @@ extension Kernels {
             sum += e
             i += 16
         }
-        var total = sum.sum()
-        while i < n {
-            let e = exp((x[i] - shift) * scale)
-            out[i] = e
-            total += e
-            i += 1
+        if i < n {
+            // The tail goes through one vector too, padded lanes at -inf (exp gives 0).
+            var tail = Vec(repeating: -.infinity)
+            for j in 0..<(n - i) { tail[j] = x[i + j] }
+            let e = exp((tail - m) * s)
+            for j in 0..<(n - i) { out[i + j] = e[j] }
+            sum += e
         }
-        return total
+        return horizontalSum(sum)
     }
 }
