@@ -18,12 +18,31 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
     ],
     targets: [
         .systemLibrary(
             name: "CBLAS",
             path: "Sources/CBLAS",
             providers: [.apt(["libopenblas-dev"])]
+        ),
+        .systemLibrary(
+            name: "CZeroMQ",
+            path: "Sources/CZeroMQ",
+            providers: [.apt(["libzmq3-dev"])]
+        ),
+        .target(
+            name: "CWirePeer",
+            path: "Sources/CWirePeer",
+            linkerSettings: [.linkedLibrary("protobuf-c")]
+        ),
+        .target(
+            name: "Wire",
+            dependencies: ["LlamaCore", .product(name: "SwiftProtobuf", package: "swift-protobuf")]
+        ),
+        .target(
+            name: "Transport",
+            dependencies: ["CZeroMQ"]
         ),
         .target(
             name: "LlamaCore",
@@ -43,6 +62,10 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: nativeCodegen
+        ),
+        .testTarget(
+            name: "WireTests",
+            dependencies: ["Wire", "CWirePeer", "Transport", "LlamaCore"]
         ),
         .testTarget(
             name: "LlamaTrainingTests",

@@ -1,0 +1,2 @@
+// libzmq (Debian: libzmq3-dev). Only the Transport module's ZeroMQ wrapper imports this.
+#include <zmq.h>
