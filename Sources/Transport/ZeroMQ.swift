@@ -101,6 +101,9 @@ public final class ZMQSocket {
         }
     }
 
+    /// The libzmq handle (nil after close), for the poll loop.
+    var rawHandle: UnsafeMutableRawPointer? { handle }
+
     private func live() throws -> UnsafeMutableRawPointer {
         guard let handle else { throw TransportError("socket used after close") }
         return handle

@@ -1,0 +1,158 @@
+import CZeroMQ
+import Foundation
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The one thread of a process that owns its ZeroMQ sockets (sockets are not thread-safe). Other
+/// threads hand it outgoing messages through a locked queue and wake it through an eventfd that it
+/// polls beside the sockets; incoming messages go to each socket's handler on the loop thread.
+/// Stopped explicitly with `shutdown()`, which closes every socket and terminates the context.
+public final class PollLoop: @unchecked Sendable {
+    /// Identifies a socket of this loop.
+    public struct SocketID: Hashable, Sendable { let raw: Int }
+
+    /// Called on the loop thread with each multipart message a socket receives.
+    public typealias Handler = @Sendable ([[UInt8]]) -> Void
+
+    private enum Command {
+        case open(SocketID, SocketKind, SocketSettings, [UInt8]?, bind: [String], connect: [String], Handler,
+                  reply: @Sendable (Result<[String], Error>) -> Void)
+        case send(SocketID, [[UInt8]], failure: (@Sendable (Error) -> Void)?)
+        case close(SocketID)
+    }
+
+    private let context: ZMQContext
+    private let queue = Mutex<[Command]>([])
+    private let wakeFD: Int32
+    private let stopping = Atomic<Bool>(false)
+    private let nextID = Atomic<Int>(0)
+    private let finished = DispatchSemaphore(value: 0)
+    private var sockets: [SocketID: (socket: ZMQSocket, handler: Handler)] = [:] // loop thread only
+
+    /// Starts the loop thread.
+    public init() throws {
+        context = try ZMQContext()
+        wakeFD = eventfd(0, Int32(EFD_NONBLOCK))
+        guard wakeFD >= 0 else { throw TransportError("eventfd") }
+        let thread = Thread { [self] in self.run() }
+        thread.name = "zmq-poll-loop"
+        thread.start()
+    }
+
+    private func submit(_ command: Command) {
+        queue.withLock { $0.append(command) }
+        var one: UInt64 = 1
+        _ = write(wakeFD, &one, 8)
+    }
+
+    /// Opens a socket on the loop thread, binds and connects it, and returns the endpoints bound
+    /// (with `tcp://host:*` ports resolved). `handler` receives every message it gets.
+    public func open(_ kind: SocketKind, settings: SocketSettings = .default, identity: [UInt8]? = nil,
+                     bind: [String] = [], connect: [String] = [], handler: @escaping Handler) throws -> (SocketID, [String]) {
+        let id = SocketID(raw: nextID.wrappingAdd(1, ordering: .relaxed).newValue)
+        let done = DispatchSemaphore(value: 0)
+        let result = Mutex<Result<[String], Error>?>(nil)
+        submit(.open(id, kind, settings, identity, bind: bind, connect: connect, handler, reply: { r in
+            result.withLock { $0 = r }
+            done.signal()
+        }))
+        done.wait()
+        let endpoints = try result.withLock { $0! }.get()
+        return (id, endpoints)
+    }
+
+    /// Queues a multipart message on `socket`; a failure (peer gone, full queue) goes to `failure`
+    /// on the loop thread.
+    public func send(_ socket: SocketID, _ frames: [[UInt8]], failure: (@Sendable (Error) -> Void)? = nil) {
+        submit(.send(socket, frames, failure: failure))
+    }
+
+    /// Closes one socket.
+    public func close(_ socket: SocketID) { submit(.close(socket)) }
+
+    /// Stops the loop: closes every socket, terminates the context, and returns when done.
+    public func shutdown() {
+        guard !stopping.exchange(true, ordering: .sequentiallyConsistent) else { return }
+        var one: UInt64 = 1
+        _ = write(wakeFD, &one, 8)
+        finished.wait()
+    }
+
+    private func run() {
+        while !stopping.load(ordering: .acquiring) {
+            drainCommands()
+            let ids = Array(sockets.keys)
+            var items = ids.map { id -> zmq_pollitem_t in
+                sockets[id]!.socket.pollItem()
+            }
+            items.append(zmq_pollitem_t(socket: nil, fd: wakeFD, events: Int16(ZMQ_POLLIN), revents: 0))
+            let rc = zmq_poll(&items, Int32(items.count), 1000)
+            if rc < 0 { continue }
+            if items.last!.revents != 0 {
+                var value: UInt64 = 0
+                _ = read(wakeFD, &value, 8)
+            }
+            for (index, id) in ids.enumerated() where items[index].revents & Int16(ZMQ_POLLIN) != 0 {
+                guard let entry = sockets[id] else { continue }
+                // Drain what is queued now, without blocking.
+                while let frames = try? entry.socket.receive(wait: false) {
+                    entry.handler(frames)
+                }
+            }
+        }
+        drainCommands()
+        for (_, entry) in sockets { entry.socket.close() }
+        sockets.removeAll()
+        context.terminate()
+        Glibc.close(wakeFD)
+        finished.signal()
+    }
+
+    private func drainCommands() {
+        let commands = queue.withLock { q -> [Command] in
+            let taken = q
+            q.removeAll()
+            return taken
+        }
+        for command in commands {
+            switch command {
+            case let .open(id, kind, settings, identity, bind, connect, handler, reply):
+                do {
+                    let socket = try ZMQSocket(context: context, kind: kind, settings: settings, identity: identity)
+                    do {
+                        let bound = try bind.map { try socket.bind($0) }
+                        for endpoint in connect { try socket.connect(endpoint) }
+                        sockets[id] = (socket, handler)
+                        reply(.success(bound))
+                    } catch {
+                        socket.close()
+                        reply(.failure(error))
+                    }
+                } catch {
+                    reply(.failure(error))
+                }
+            case let .send(id, frames, failure):
+                guard let entry = sockets[id] else {
+                    failure?(TransportError("send on a closed socket"))
+                    continue
+                }
+                do {
+                    try entry.socket.send(frames, wait: false)
+                } catch {
+                    failure?(error)
+                }
+            case let .close(id):
+                sockets.removeValue(forKey: id)?.socket.close()
+            }
+        }
+    }
+}
+
+extension ZMQSocket {
+    /// A poll item asking for input on this socket.
+    func pollItem() -> zmq_pollitem_t {
+        zmq_pollitem_t(socket: rawHandle, fd: 0, events: Int16(ZMQ_POLLIN), revents: 0)
+    }
+}
