@@ -59,6 +59,8 @@ let package = Package(
             dependencies: [
                 "LlamaCore",
                 "LlamaTraining",
+                "Wire",
+                "Transport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: nativeCodegen

@@ -2,13 +2,16 @@ import ArgumentParser
 import Foundation
 import LlamaCore
 import LlamaTraining
+import Synchronization
+import Transport
+import Wire
 
 /// `rlhf bench`: performance benchmarks that print ratios against their named baselines.
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Benchmarks (figures and ratios against the named baselines, measured in one run).",
-        subcommands: [GenerateBench.self, TrainBench.self, TokenizeBench.self]
+        subcommands: [GenerateBench.self, TrainBench.self, TokenizeBench.self, TransportBench.self]
     )
 }
 
@@ -275,5 +278,48 @@ struct TrainBench: ParsableCommand {
                          reference.map { String(format: "  vs PyTorch %.0f: %.2fx", $0.rm, rmTps / $0.rm) } ?? ""))
         }
         print(String(format: "peak resident memory: %.0f MB", Double(MemoryProbe.peakResidentBytes()) / 1e6))
+    }
+}
+
+/// `rlhf bench transport`: round trips of small enveloped messages between two poll loops on loopback.
+struct TransportBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "transport",
+        abstract: "Round-trip latency (p50, p99) of a small enveloped message over ZeroMQ on 127.0.0.1, through the poll loops."
+    )
+
+    @Option(help: "Round trips to time.")
+    var count: Int = 5000
+
+    func run() throws {
+        let server = try PollLoop(), client = try PollLoop()
+        defer { client.shutdown(); server.shutdown() }
+        let routerID = Mutex<PollLoop.SocketID?>(nil)
+        let (router, endpoints) = try server.open(.router, bind: ["tcp://127.0.0.1:*"]) { frames in
+            // Decode and re-encode, as a real handler would.
+            guard let message = try? WireMessage.decode(Array(frames.dropFirst())), let id = routerID.withLock({ $0 }),
+                  let reply = try? message.frames() else { return }
+            server.send(id, [frames[0]] + reply)
+        }
+        routerID.withLock { $0 = router }
+        let arrived = DispatchSemaphore(value: 0)
+        let (dealer, _) = try client.open(.dealer, connect: endpoints) { frames in
+            if (try? WireMessage.decode(frames)) != nil { arrived.signal() }
+        }
+        var heartbeat = Rlhf_V1_Heartbeat()
+        heartbeat.workerID = "bench"
+        var samples: [Double] = []
+        for i in 0..<(count + 200) {
+            let message = try WireMessage(type: .heartbeat, requestID: UInt64(i), body: heartbeat)
+            let start = DispatchTime.now().uptimeNanoseconds
+            client.send(dealer, try message.frames())
+            guard arrived.wait(timeout: .now() + 5) == .success else { throw ValidationError("no reply within 5 s") }
+            if i >= 200 { samples.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1000) }
+        }
+        samples.sort()
+        let p50 = samples[samples.count / 2], p99 = samples[samples.count * 99 / 100]
+        print(String(format: "round trip of a %d-byte enveloped message over tcp://127.0.0.1 (%d samples): p50 %.0f us, p99 %.0f us (target p50 <= 150 us)",
+                     try WireMessage(type: .heartbeat, requestID: 0, body: heartbeat).frames().reduce(0) { $0 + $1.count },
+                     samples.count, p50, p99))
     }
 }
