@@ -45,6 +45,10 @@ let package = Package(
             dependencies: ["CZeroMQ"]
         ),
         .target(
+            name: "ClusterRuntime",
+            dependencies: ["Transport", "Wire"]
+        ),
+        .target(
             name: "LlamaCore",
             dependencies: ["CBLAS"],
             swiftSettings: nativeCodegen
@@ -64,6 +68,10 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: nativeCodegen
+        ),
+        .testTarget(
+            name: "ClusterRuntimeTests",
+            dependencies: ["ClusterRuntime"]
         ),
         .testTarget(
             name: "WireTests",

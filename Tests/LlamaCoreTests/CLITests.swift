@@ -21,8 +21,8 @@ import Testing
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let paths = ["in", "out", "err"].map { dir + "/" + $0 }
         try stdin.write(toFile: paths[0], atomically: true, encoding: .utf8)
-        FileManager.default.createFile(atPath: paths[1], contents: nil)
-        FileManager.default.createFile(atPath: paths[2], contents: nil)
+        _ = FileManager.default.createFile(atPath: paths[1], contents: nil)
+        _ = FileManager.default.createFile(atPath: paths[2], contents: nil)
         let process = Process()
         process.executableURL = executable
         process.arguments = arguments

@@ -1,0 +1,142 @@
+/// The coordinator's view of its workers: registration (protocol version and build hash checked),
+/// heartbeats, and health by heartbeat age. A pure state machine: time is passed in (milliseconds of
+/// a monotonic clock), so it is tested without sockets or sleeps.
+public struct Membership: Sendable {
+    /// Thresholds, in heartbeat intervals missed.
+    public struct Settings: Sendable, Equatable {
+        public var heartbeatIntervalMilliseconds: UInt64 = 500
+        /// Suspect after this many intervals without a heartbeat.
+        public var suspectAfterIntervals: UInt64 = 3
+        /// Dead after this many.
+        public var deadAfterIntervals: UInt64 = 10
+
+        public init() {}
+        public static let `default` = Settings()
+    }
+
+    /// What a worker says when it registers.
+    public struct Registration: Sendable, Equatable {
+        public var workerID: String
+        public var role: WorkerRole
+        public var protocolVersion: UInt32
+        public var buildHash: String
+        public var policyVersion: UInt64
+        public var capacity: Int
+        public var host: String
+        public var pid: Int32
+
+        public init(workerID: String, role: WorkerRole, protocolVersion: UInt32, buildHash: String, policyVersion: UInt64,
+                    capacity: Int, host: String, pid: Int32) {
+            self.workerID = workerID
+            self.role = role
+            self.protocolVersion = protocolVersion
+            self.buildHash = buildHash
+            self.policyVersion = policyVersion
+            self.capacity = capacity
+            self.host = host
+            self.pid = pid
+        }
+    }
+
+    /// One worker as tracked.
+    public struct Member: Sendable, Equatable {
+        public var registration: Registration
+        public var health: Health
+        public var lastHeartbeat: UInt64
+        public var policyVersion: UInt64
+        public var tasksInFlight: Int
+    }
+
+    /// A health transition reported by `tick`.
+    public struct Change: Sendable, Equatable {
+        public var workerID: String
+        public var from: Health
+        public var to: Health
+    }
+
+    /// Why a registration was refused.
+    public enum Refusal: Error, Equatable, Sendable, CustomStringConvertible {
+        case protocolVersion(theirs: UInt32, ours: UInt32)
+        case buildHash(theirs: String, ours: String)
+        case capacity(Int)
+        case emptyWorkerID
+
+        public var description: String {
+            switch self {
+            case let .protocolVersion(theirs, ours): return "protocol version \(theirs), the coordinator speaks \(ours)"
+            case let .buildHash(theirs, ours): return "build \(theirs) differs from the coordinator's \(ours): every peer must run the same build"
+            case let .capacity(c): return "capacity must be at least 1, got \(c)"
+            case .emptyWorkerID: return "worker id is empty"
+            }
+        }
+    }
+
+    public let settings: Settings
+    public let protocolVersion: UInt32
+    public let buildHash: String
+    public private(set) var members: [String: Member] = [:]
+
+    /// A membership that admits peers speaking `protocolVersion` built as `buildHash`.
+    public init(protocolVersion: UInt32, buildHash: String, settings: Settings = .default) {
+        self.protocolVersion = protocolVersion
+        self.buildHash = buildHash
+        self.settings = settings
+    }
+
+    /// Admits (or re-admits, after a restart or a reconnect) a worker.
+    public mutating func register(_ r: Registration, now: UInt64) throws(Refusal) {
+        guard !r.workerID.isEmpty else { throw .emptyWorkerID }
+        guard r.protocolVersion == protocolVersion else { throw .protocolVersion(theirs: r.protocolVersion, ours: protocolVersion) }
+        guard r.buildHash == buildHash else { throw .buildHash(theirs: r.buildHash, ours: buildHash) }
+        guard r.capacity >= 1 else { throw .capacity(r.capacity) }
+        members[r.workerID] = Member(registration: r, health: .healthy, lastHeartbeat: now, policyVersion: r.policyVersion,
+                                     tasksInFlight: 0)
+    }
+
+    /// Records a heartbeat; false for an unknown (or dead) worker, which must register again.
+    @discardableResult
+    public mutating func heartbeat(_ workerID: String, now: UInt64, policyVersion: UInt64, tasksInFlight: Int) -> Bool {
+        guard var m = members[workerID], m.health != .dead else { return false }
+        m.lastHeartbeat = max(m.lastHeartbeat, now)
+        m.policyVersion = policyVersion
+        m.tasksInFlight = tasksInFlight
+        m.health = .healthy
+        members[workerID] = m
+        return true
+    }
+
+    /// Marks a worker dead at once (it left, or its connection failed for good).
+    @discardableResult
+    public mutating func remove(_ workerID: String) -> Change? {
+        guard var m = members[workerID], m.health != .dead else { return nil }
+        let change = Change(workerID: workerID, from: m.health, to: .dead)
+        m.health = .dead
+        members[workerID] = m
+        return change
+    }
+
+    /// Updates health from heartbeat ages; returns the transitions.
+    public mutating func tick(now: UInt64) -> [Change] {
+        var changes: [Change] = []
+        let interval = settings.heartbeatIntervalMilliseconds
+        for id in members.keys.sorted() {
+            var m = members[id]!
+            guard m.health != .dead else { continue }
+            let age = now > m.lastHeartbeat ? now - m.lastHeartbeat : 0
+            let health: Health = age >= interval * settings.deadAfterIntervals ? .dead
+                : age >= interval * settings.suspectAfterIntervals ? .suspect : .healthy
+            if health != m.health {
+                changes.append(Change(workerID: id, from: m.health, to: health))
+                m.health = health
+                members[id] = m
+            }
+        }
+        return changes
+    }
+
+    /// Workers of `role` in `health` (all healths when nil), sorted by id.
+    public func workers(role: WorkerRole? = nil, health: Health? = nil) -> [Member] {
+        members.values.filter { (role == nil || $0.registration.role == role) && (health == nil || $0.health == health) }
+            .sorted { $0.registration.workerID < $1.registration.workerID }
+    }
+}

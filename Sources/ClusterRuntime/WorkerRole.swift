@@ -1,0 +1,23 @@
+/// The five worker roles (and the coordinator), as the cluster's code names them.
+public enum WorkerRole: String, CaseIterable, Codable, Sendable {
+    case generator
+    case rewardModel = "reward-model"
+    case safetyModel = "safety-model"
+    case learner
+    case referencePolicy = "reference-policy"
+}
+
+/// A worker's health as the coordinator sees it.
+public enum Health: String, Codable, Sendable, Comparable {
+    /// Heartbeats arrive on time.
+    case healthy
+    /// Heartbeats are late: no new work is sent, tasks in flight are kept.
+    case suspect
+    /// Silent for too long (or gone): its tasks are re-dispatched.
+    case dead
+
+    public static func < (a: Health, b: Health) -> Bool {
+        let order: [Health] = [.healthy, .suspect, .dead]
+        return order.firstIndex(of: a)! < order.firstIndex(of: b)!
+    }
+}

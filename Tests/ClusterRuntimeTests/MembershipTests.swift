@@ -1,0 +1,110 @@
+import Testing
+@testable import ClusterRuntime
+
+@Suite struct MembershipTests {
+    func registration(_ id: String, role: WorkerRole = .generator, build: String = "b1", version: UInt32 = 1) -> Membership.Registration {
+        .init(workerID: id, role: role, protocolVersion: version, buildHash: build, policyVersion: 0, capacity: 4, host: "h", pid: 1)
+    }
+
+    @Test func healthFollowsHeartbeats() throws {
+        var m = Membership(protocolVersion: 1, buildHash: "b1")
+        try m.register(registration("g1"), now: 0)
+        try m.register(registration("g2"), now: 0)
+        #expect(m.tick(now: 1000).isEmpty)
+        m.heartbeat("g1", now: 1400, policyVersion: 2, tasksInFlight: 1)
+        #expect(m.tick(now: 1500) == [.init(workerID: "g2", from: .healthy, to: .suspect)])
+        let changes = m.tick(now: 5000)
+        #expect(changes == [.init(workerID: "g1", from: .healthy, to: .suspect), .init(workerID: "g2", from: .suspect, to: .dead)])
+        // A dead worker must register again; a heartbeat does not revive it.
+        let revived = m.heartbeat("g2", now: 5100, policyVersion: 2, tasksInFlight: 0)
+        #expect(!revived)
+        try m.register(registration("g2"), now: 5200)
+        #expect(m.members["g2"]?.health == .healthy)
+        #expect(m.workers(role: .generator, health: .healthy).map(\.registration.workerID) == ["g2"])
+    }
+
+    @Test func suspectRecoversOnHeartbeat() throws {
+        var m = Membership(protocolVersion: 1, buildHash: "b1")
+        try m.register(registration("r1", role: .rewardModel), now: 0)
+        _ = m.tick(now: 2000)
+        #expect(m.members["r1"]?.health == .suspect)
+        m.heartbeat("r1", now: 2100, policyVersion: 0, tasksInFlight: 0)
+        #expect(m.members["r1"]?.health == .healthy)
+        let removed = m.remove("r1"), again = m.remove("r1")
+        #expect(removed == .init(workerID: "r1", from: .healthy, to: .dead))
+        #expect(again == nil)
+    }
+
+    @Test func strangersAreRefused() {
+        var m = Membership(protocolVersion: 1, buildHash: "b1")
+        #expect(throws: Membership.Refusal.buildHash(theirs: "other", ours: "b1")) { try m.register(registration("x", build: "other"), now: 0) }
+        #expect(throws: Membership.Refusal.protocolVersion(theirs: 2, ours: 1)) { try m.register(registration("x", version: 2), now: 0) }
+        #expect(throws: Membership.Refusal.emptyWorkerID) { try m.register(registration(""), now: 0) }
+        #expect(m.members.isEmpty)
+    }
+}
+
+@Suite struct TaskDispatcherTests {
+    @Test func everyTaskOnceWithinCapacity() {
+        var d = TaskDispatcher<String>()
+        d.addWorker("g1", role: .generator, capacity: 2)
+        d.addWorker("g2", role: .generator, capacity: 2)
+        d.addWorker("r1", role: .rewardModel, capacity: 1)
+        for i in 0..<6 { d.enqueue(requestID: UInt64(i), role: .generator, payload: "task \(i)") }
+        d.enqueue(requestID: 100, role: .rewardModel, payload: "score")
+        d.enqueue(requestID: 3, role: .generator, payload: "again") // idempotent: ignored
+        let first = d.assign(now: 0)
+        #expect(first.count == 5) // 2 + 2 generators, 1 reward model
+        #expect(Set(first.filter { $0.workerID == "r1" }.map(\.requestID)) == [100])
+        #expect(d.queueDepth(.generator) == 2)
+        for a in first {
+            guard case .accepted = d.complete(requestID: a.requestID, workerID: a.workerID, now: 10) else {
+                Issue.record("result refused"); continue
+            }
+        }
+        let second = d.assign(now: 10)
+        #expect(second.count == 2)
+        var seen = Set(first.map(\.requestID))
+        for a in second { #expect(seen.insert(a.requestID).inserted) }
+        for a in second { _ = d.complete(requestID: a.requestID, workerID: a.workerID, now: 20) }
+        #expect(seen == Set((0..<6).map(UInt64.init) + [100]))
+        guard case .duplicate = d.complete(requestID: 0, workerID: "g1", now: 30) else { Issue.record("duplicate accepted"); return }
+        guard case .unknown = d.complete(requestID: 999, workerID: "g1", now: 30) else { Issue.record("unknown accepted"); return }
+    }
+
+    @Test func deadWorkersTasksAreRedispatched() {
+        var d = TaskDispatcher<Int>()
+        d.addWorker("g1", role: .generator, capacity: 4)
+        d.addWorker("g2", role: .generator, capacity: 4)
+        for i in 0..<4 { d.enqueue(requestID: UInt64(i), role: .generator, payload: i) }
+        let assigned = d.assign(now: 0)
+        let onG1 = assigned.filter { $0.workerID == "g1" }.map(\.requestID)
+        #expect(!onG1.isEmpty)
+        #expect(d.removeWorker("g1") == onG1.sorted())
+        let again = d.assign(now: 5)
+        #expect(again.map(\.requestID).sorted() == onG1.sorted())
+        #expect(again.allSatisfy { $0.workerID == "g2" })
+        // The dead worker's late result is dropped after the re-dispatched copy completes first.
+        for a in again { _ = d.complete(requestID: a.requestID, workerID: "g2", now: 9) }
+        guard case .duplicate = d.complete(requestID: onG1[0], workerID: "g1", now: 10) else { Issue.record("late duplicate accepted"); return }
+    }
+
+    @Test func slowWorkersGetLess() {
+        var d = TaskDispatcher<Int>()
+        d.addWorker("fast", role: .generator, capacity: 8)
+        d.addWorker("slow", role: .generator, capacity: 8)
+        var now: UInt64 = 0
+        var next: UInt64 = 0
+        var perWorker: [String: Int] = [:]
+        // The slow worker takes 10x as long per task.
+        for _ in 0..<40 {
+            for _ in 0..<4 { d.enqueue(requestID: next, role: .generator, payload: 0); next += 1 }
+            for a in d.assign(now: now) {
+                perWorker[a.workerID, default: 0] += 1
+                _ = d.complete(requestID: a.requestID, workerID: a.workerID, now: now + (a.workerID == "slow" ? 100 : 10))
+            }
+            now += 100
+        }
+        #expect(perWorker["fast", default: 0] > 2 * perWorker["slow", default: 0], "\(perWorker)")
+    }
+}
