@@ -49,6 +49,11 @@ let package = Package(
             dependencies: ["Transport", "Wire"]
         ),
         .target(
+            name: "Workers",
+            dependencies: ["LlamaCore", "LlamaTraining", "Wire", "Transport", "ClusterRuntime"],
+            swiftSettings: nativeCodegen
+        ),
+        .target(
             name: "LlamaCore",
             dependencies: ["CBLAS"],
             swiftSettings: nativeCodegen
@@ -65,13 +70,14 @@ let package = Package(
                 "LlamaTraining",
                 "Wire",
                 "Transport",
+                "Workers",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: nativeCodegen
         ),
         .testTarget(
             name: "ClusterRuntimeTests",
-            dependencies: ["ClusterRuntime"]
+            dependencies: ["ClusterRuntime", "Workers", "Wire", "Transport", "LlamaCore"]
         ),
         .testTarget(
             name: "WireTests",

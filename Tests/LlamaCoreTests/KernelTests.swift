@@ -76,3 +76,19 @@ import Testing
         }
     }
 }
+
+@Suite struct CRC32CTests {
+    @Test func knownVectorsAndSplitting() {
+        // The standard check value of CRC-32C.
+        #expect(CRC32C.checksum(Array("123456789".utf8)) == 0xE306_9283)
+        #expect(CRC32C.checksum([]) == 0)
+        // Feeding in pieces (any alignment) gives the same value as at once.
+        let data = (0..<1000).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ 7) }
+        for cut in [0, 1, 3, 8, 13, 999] {
+            var crc = CRC32C()
+            crc.update(Array(data[..<cut]))
+            crc.update(Array(data[cut...]))
+            #expect(crc.value == CRC32C.checksum(data))
+        }
+    }
+}

@@ -1,10 +1,20 @@
-/// CRC-32C (Castagnoli), the checksum of training-state files and of the wire's frames.
+/// CRC-32C (Castagnoli), the checksum of training-state files and of the wire's frames. Slicing by 8:
+/// eight table lookups per 8 bytes (several GB/s, so checksumming a 60 MB model costs little).
 public struct CRC32C: Sendable {
-    private static let table: [UInt32] = (0..<256).map { i -> UInt32 in
-        var c = UInt32(i)
-        for _ in 0..<8 { c = c & 1 != 0 ? (c >> 1) ^ 0x82F6_3B78 : c >> 1 }
-        return c
-    }
+    /// `tables[k][b]`: the CRC contribution of byte `b` followed by `k` zero bytes.
+    private static let tables: [[UInt32]] = {
+        var t = [[UInt32]](repeating: [UInt32](repeating: 0, count: 256), count: 8)
+        for i in 0..<256 {
+            var c = UInt32(i)
+            for _ in 0..<8 { c = c & 1 != 0 ? (c >> 1) ^ 0x82F6_3B78 : c >> 1 }
+            t[0][i] = c
+        }
+        for i in 0..<256 {
+            for k in 1..<8 { t[k][i] = (t[k - 1][i] >> 8) ^ t[0][Int(t[k - 1][i] & 0xFF)] }
+        }
+        return t
+    }()
+    private static let flat: [UInt32] = tables.flatMap { $0 }
 
     /// The running register (already inverted).
     private var state: UInt32 = 0xFFFF_FFFF
@@ -14,9 +24,24 @@ public struct CRC32C: Sendable {
 
     /// Feeds bytes.
     public mutating func update(_ bytes: UnsafeRawBufferPointer) {
+        guard let base = bytes.baseAddress else { return }
         var c = state
-        CRC32C.table.withUnsafeBufferPointer { table in
-            for b in bytes { c = table[Int((c ^ UInt32(b)) & 0xFF)] ^ (c >> 8) }
+        let n = bytes.count
+        CRC32C.flat.withUnsafeBufferPointer { t in
+            var i = 0
+            while i + 8 <= n {
+                let word = base.loadUnaligned(fromByteOffset: i, as: UInt64.self).littleEndian
+                let lo = UInt32(truncatingIfNeeded: word) ^ c, hi = UInt32(truncatingIfNeeded: word >> 32)
+                c = t[7 * 256 + Int(lo & 0xFF)] ^ t[6 * 256 + Int((lo >> 8) & 0xFF)]
+                    ^ t[5 * 256 + Int((lo >> 16) & 0xFF)] ^ t[4 * 256 + Int(lo >> 24)]
+                    ^ t[3 * 256 + Int(hi & 0xFF)] ^ t[2 * 256 + Int((hi >> 8) & 0xFF)]
+                    ^ t[1 * 256 + Int((hi >> 16) & 0xFF)] ^ t[Int(hi >> 24)]
+                i += 8
+            }
+            while i < n {
+                c = t[Int((c ^ UInt32(base.load(fromByteOffset: i, as: UInt8.self))) & 0xFF)] ^ (c >> 8)
+                i += 1
+            }
         }
         state = c
     }

@@ -1,0 +1,155 @@
+import Foundation
+import LlamaCore
+import Wire
+
+/// Why a weight transfer was refused or failed. Each case names the version or tensor at fault.
+public enum WeightSyncError: Error, Equatable, Sendable, CustomStringConvertible {
+    case wrongVersion(requested: UInt64, serving: UInt64)
+    case badRange(tensor: Int, offset: UInt64, length: UInt32)
+    case layoutMismatch(String)
+    case tensorChecksum(name: String)
+    case incomplete(missingBytes: Int)
+
+    public var description: String {
+        switch self {
+        case let .wrongVersion(requested, serving): return "policy version \(requested) requested, serving \(serving)"
+        case let .badRange(tensor, offset, length): return "chunk of tensor \(tensor) at \(offset)+\(length) is out of range"
+        case let .layoutMismatch(reason): return "announced weights do not fit this model: \(reason)"
+        case let .tensorChecksum(name): return "tensor \(name) failed its checksum after transfer"
+        case let .incomplete(missing): return "transfer incomplete: \(missing) bytes missing"
+        }
+    }
+}
+
+/// The learner's side: one frozen snapshot of the weights for one policy version, announced with a
+/// CRC-32C per tensor and served in chunks to whoever asks for that version (and only that version).
+public struct WeightPublisher: Sendable {
+    /// The version served.
+    public let policyVersion: UInt64
+    /// The announcement consumers fetch against.
+    public let announcement: Rlhf_V1_WeightAnnounce
+    private let weights: ModelWeights
+    private let ranges: [Range<Int>]
+
+    /// Snapshots `weights` (copied: training goes on while consumers pull) as `policyVersion`.
+    public init(weights: ModelWeights, policyVersion: UInt64, chunkBytes: Int = 1 << 20, source: String = "") {
+        let snapshot = weights.copy()
+        self.weights = snapshot
+        self.policyVersion = policyVersion
+        let layout = snapshot.layout
+        ranges = layout.storedTensors.map { layout.range($0) }
+        var announce = Rlhf_V1_WeightAnnounce()
+        announce.policyVersion = policyVersion
+        announce.chunkBytes = UInt32(chunkBytes)
+        announce.source = source
+        announce.tensors = zip(layout.storedTensors, ranges).map { tensor, range in
+            var t = Rlhf_V1_WeightTensor()
+            t.name = tensor.name
+            t.shape = ParameterLayout.shape(tensor, snapshot.config).map(Int64.init)
+            t.byteLength = UInt64(range.count * 4)
+            t.crc32C = snapshot.storage.withUnsafeBufferPointer { buf in
+                var crc = CRC32C()
+                crc.update(UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: buf[range])))
+                return crc.value
+            }
+            return t
+        }
+        announce.totalBytes = announce.tensors.reduce(0) { $0 + $1.byteLength }
+        announcement = announce
+    }
+
+    /// The bytes of one chunk, or a refusal for another version or an out-of-range request.
+    public func chunk(_ request: Rlhf_V1_WeightChunkRequest) throws(WeightSyncError) -> [UInt8] {
+        guard request.policyVersion == policyVersion else {
+            throw .wrongVersion(requested: request.policyVersion, serving: policyVersion)
+        }
+        let index = Int(request.tensorIndex)
+        guard index < ranges.count else { throw .badRange(tensor: index, offset: request.offset, length: request.length) }
+        let bytes = UInt64(ranges[index].count * 4)
+        guard request.offset < bytes || (bytes == 0 && request.offset == 0),
+              request.offset + UInt64(request.length) <= bytes, request.length > 0 || bytes == 0 else {
+            throw .badRange(tensor: index, offset: request.offset, length: request.length)
+        }
+        let start = ranges[index].lowerBound * 4 + Int(request.offset)
+        return weights.storage.withUnsafeBufferPointer { buf in
+            Array(UnsafeRawBufferPointer(buf)[start ..< start + Int(request.length)])
+        }
+    }
+}
+
+/// A consumer's side: fetches an announced version chunk by chunk into a fresh buffer, verifies every
+/// tensor's checksum, and only then hands over complete weights (the caller swaps them in at once).
+public struct WeightAssembler: Sendable {
+    public let announcement: Rlhf_V1_WeightAnnounce
+    private let weights: ModelWeights
+    private let ranges: [Range<Int>]
+    /// Chunk requests not yet sent, in order.
+    private var pending: [Rlhf_V1_WeightChunkRequest]
+    private var received = 0
+
+    /// Prepares to receive `announcement` for a model of `config`; refuses an announcement whose tensors
+    /// do not match the config's layout.
+    public init(announcement: Rlhf_V1_WeightAnnounce, config: LlamaConfig) throws(WeightSyncError) {
+        let target = ModelWeights(zerosFor: config)
+        let layout = target.layout
+        let tensors = layout.storedTensors
+        guard announcement.tensors.count == tensors.count else {
+            throw .layoutMismatch("\(announcement.tensors.count) tensors announced, the model has \(tensors.count)")
+        }
+        for (t, a) in zip(tensors, announcement.tensors) where a.name != t.name || a.byteLength != UInt64(layout.count(t) * 4) {
+            throw .layoutMismatch("tensor \(a.name) (\(a.byteLength) bytes) where \(t.name) (\(layout.count(t) * 4) bytes) was expected")
+        }
+        self.announcement = announcement
+        weights = target
+        ranges = tensors.map { layout.range($0) }
+        let chunk = UInt64(max(1, announcement.chunkBytes))
+        var requests: [Rlhf_V1_WeightChunkRequest] = []
+        for (i, a) in announcement.tensors.enumerated() {
+            var offset: UInt64 = 0
+            while offset < a.byteLength {
+                var r = Rlhf_V1_WeightChunkRequest()
+                r.policyVersion = announcement.policyVersion
+                r.tensorIndex = UInt32(i)
+                r.offset = offset
+                r.length = UInt32(min(chunk, a.byteLength - offset))
+                requests.append(r)
+                offset += chunk
+            }
+        }
+        pending = requests.reversed()
+    }
+
+    /// The next chunk request to send, if any remain.
+    public mutating func nextRequest() -> Rlhf_V1_WeightChunkRequest? { pending.popLast() }
+
+    /// Stores a chunk's bytes.
+    public mutating func receive(tensorIndex: UInt32, offset: UInt64, bytes: [UInt8]) throws(WeightSyncError) {
+        let index = Int(tensorIndex)
+        guard index < ranges.count, offset + UInt64(bytes.count) <= UInt64(ranges[index].count * 4) else {
+            throw .badRange(tensor: index, offset: offset, length: UInt32(bytes.count))
+        }
+        let start = ranges[index].lowerBound * 4 + Int(offset)
+        weights.storage.withUnsafeMutableBufferPointer { buf in
+            UnsafeMutableRawBufferPointer(buf).baseAddress!.advanced(by: start)
+                .copyMemory(from: bytes.withUnsafeBytes { $0.baseAddress! }, byteCount: bytes.count)
+        }
+        received += bytes.count
+    }
+
+    /// Whether every byte has arrived.
+    public var isComplete: Bool { UInt64(received) >= announcement.totalBytes }
+
+    /// The verified weights: every tensor's CRC-32C checked.
+    public func finish() throws(WeightSyncError) -> ModelWeights {
+        guard isComplete else { throw .incomplete(missingBytes: Int(announcement.totalBytes) - received) }
+        for (a, range) in zip(announcement.tensors, ranges) {
+            let crc = weights.storage.withUnsafeBufferPointer { buf in
+                var c = CRC32C()
+                c.update(UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: buf[range])))
+                return c.value
+            }
+            guard crc == a.crc32C else { throw .tensorChecksum(name: a.name) }
+        }
+        return weights
+    }
+}

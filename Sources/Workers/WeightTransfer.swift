@@ -1,0 +1,167 @@
+import Foundation
+import LlamaCore
+import Synchronization
+import Transport
+import Wire
+
+/// Serves the learner's current weight version over a ROUTER socket: a WEIGHT_ANNOUNCE request gets
+/// the announcement, a WEIGHT_CHUNK_REQUEST gets the chunk (tensor frame "chunk") or an ERROR naming
+/// the problem (another version, a bad range, a malformed message). Never over PUB/SUB: a full queue
+/// there drops silently.
+public final class WeightServer: Sendable {
+    private let loop: PollLoop
+    private let socket: PollLoop.SocketID
+    private final class Current: Sendable { let publisher = Mutex<WeightPublisher?>(nil) }
+    private let current = Current()
+    /// The endpoint bound.
+    public let endpoint: String
+
+    /// Binds a ROUTER socket on `loop` at `endpoint` (e.g. `tcp://0.0.0.0:*`).
+    public init(loop: PollLoop, bind endpoint: String) throws {
+        self.loop = loop
+        let socketBox = Mutex<PollLoop.SocketID?>(nil)
+        let current = self.current
+        let (socket, bound) = try loop.open(.router, bind: [endpoint]) { frames in
+            guard let id = socketBox.withLock({ $0 }), frames.count >= 2 else { return }
+            let reply = WeightServer.answer(Array(frames.dropFirst()), publisher: current.publisher.withLock { $0 })
+            if let reply { loop.send(id, [frames[0]] + reply) }
+        }
+        socketBox.withLock { $0 = socket }
+        self.socket = socket
+        self.endpoint = bound.first ?? endpoint
+    }
+
+    /// Starts serving `publisher`'s version (requests for any other version are refused from now on).
+    public func publish(_ publisher: WeightPublisher) { current.publisher.withLock { $0 = publisher } }
+
+    static func error(_ code: Rlhf_V1_ErrorCode, _ text: String, requestID: UInt64) -> [[UInt8]]? {
+        var e = Rlhf_V1_Error()
+        e.code = code
+        e.message = text
+        e.requestID = requestID
+        return try? WireMessage(type: .error, requestID: requestID, body: e).frames()
+    }
+
+    static func answer(_ frames: [[UInt8]], publisher: WeightPublisher?) -> [[UInt8]]? {
+        let message: WireMessage
+        do {
+            message = try WireMessage.decode(frames)
+        } catch {
+            return WeightServer.error(.badMessage, "\(error)", requestID: 0)
+        }
+        guard let publisher else { return error(.wrongPolicyVersion, "no weights published yet", requestID: message.requestID) }
+        switch message.type {
+        case .weightAnnounce:
+            return try? WireMessage(type: .weightAnnounce, requestID: message.requestID, body: publisher.announcement,
+                                    policyVersion: publisher.policyVersion).frames()
+        case .weightChunkRequest:
+            do {
+                let request = try message.decodeBody(Rlhf_V1_WeightChunkRequest.self)
+                let bytes = try publisher.chunk(request)
+                var chunk = Rlhf_V1_WeightChunk()
+                chunk.policyVersion = request.policyVersion
+                chunk.tensorIndex = request.tensorIndex
+                chunk.offset = request.offset
+                return try WireMessage(type: .weightChunk, requestID: message.requestID, body: chunk,
+                                       tensors: [WireTensor(name: "chunk", dtype: .uint8, shape: [bytes.count], bytes: bytes)],
+                                       policyVersion: request.policyVersion).frames()
+            } catch let e as WeightSyncError {
+                if case .wrongVersion = e { return error(.wrongPolicyVersion, e.description, requestID: message.requestID) }
+                return error(.invalidArgument, e.description, requestID: message.requestID)
+            } catch {
+                return WeightServer.error(.badMessage, "\(error)", requestID: message.requestID)
+            }
+        default:
+            return error(.unknownType, "weight server does not handle \(message.type)", requestID: message.requestID)
+        }
+    }
+}
+
+/// Pulls a published version from a `WeightServer`, keeping `window` chunk requests in flight, and
+/// returns the verified weights (never partially applied weights: the caller swaps them in whole).
+public enum WeightFetcher {
+    /// Failures of a fetch.
+    public enum Failure: Error, CustomStringConvertible {
+        case timeout
+        case refused(String)
+        case sync(WeightSyncError)
+
+        public var description: String {
+            switch self {
+            case .timeout: return "weight fetch timed out"
+            case let .refused(reason): return "weight server refused: \(reason)"
+            case let .sync(e): return e.description
+            }
+        }
+    }
+
+    /// Fetches the server's current version for a model of `config`.
+    public static func fetch(loop: PollLoop, endpoint: String, config: LlamaConfig, window: Int = 16,
+                             timeoutSeconds: Double = 60) throws -> (weights: ModelWeights, policyVersion: UInt64) {
+        final class State: @unchecked Sendable {
+            var assembler: WeightAssembler?
+            var failure: Failure?
+            var done = false
+            var nextRequestID: UInt64 = 1
+        }
+        let state = Mutex(State())
+        let finished = DispatchSemaphore(value: 0)
+        let socketBox = Mutex<PollLoop.SocketID?>(nil)
+        @Sendable func sendNext(_ s: State, _ id: PollLoop.SocketID) {
+            guard var assembler = s.assembler, let request = assembler.nextRequest() else { return }
+            s.assembler = assembler
+            s.nextRequestID += 1
+            if let frames = try? WireMessage(type: .weightChunkRequest, requestID: s.nextRequestID, body: request).frames() {
+                loop.send(id, frames)
+            }
+        }
+        let (socket, _) = try loop.open(.dealer, connect: [endpoint]) { frames in
+            state.withLock { s in
+                guard !s.done, let id = socketBox.withLock({ $0 }) else { return }
+                do {
+                    let message = try WireMessage.decode(frames)
+                    switch message.type {
+                    case .weightAnnounce:
+                        s.assembler = try WeightAssembler(announcement: try message.decodeBody(Rlhf_V1_WeightAnnounce.self), config: config)
+                        for _ in 0..<window { sendNext(s, id) }
+                    case .weightChunk:
+                        let chunk = try message.decodeBody(Rlhf_V1_WeightChunk.self)
+                        guard let bytes = message.tensor("chunk")?.bytes else { throw Failure.refused("chunk frame missing") }
+                        try s.assembler?.receive(tensorIndex: chunk.tensorIndex, offset: chunk.offset, bytes: bytes)
+                        if s.assembler?.isComplete == true {
+                            s.done = true
+                            finished.signal()
+                        } else {
+                            sendNext(s, id)
+                        }
+                    case .error:
+                        throw Failure.refused((try? message.decodeBody(Rlhf_V1_Error.self).message) ?? "error")
+                    default:
+                        throw Failure.refused("unexpected \(message.type)")
+                    }
+                } catch let f as Failure {
+                    s.failure = f; s.done = true; finished.signal()
+                } catch let e as WeightSyncError {
+                    s.failure = .sync(e); s.done = true; finished.signal()
+                } catch {
+                    s.failure = .refused("\(error)"); s.done = true; finished.signal()
+                }
+            }
+        }
+        socketBox.withLock { $0 = socket }
+        defer { loop.close(socket) }
+        var announce = Rlhf_V1_WeightChunkRequest()
+        announce.policyVersion = 0
+        loop.send(socket, try WireMessage(type: .weightAnnounce, requestID: 1, body: announce).frames())
+        guard finished.wait(timeout: .now() + timeoutSeconds) == .success else { throw Failure.timeout }
+        return try state.withLock { s -> (ModelWeights, UInt64) in
+            if let failure = s.failure { throw failure }
+            guard let assembler = s.assembler else { throw Failure.timeout }
+            do {
+                return (try assembler.finish(), assembler.announcement.policyVersion)
+            } catch let error as WeightSyncError {
+                throw Failure.sync(error)
+            }
+        }
+    }
+}
