@@ -80,11 +80,10 @@ public struct TaskDispatcher<Payload: Sendable>: Sendable {
     /// Removes a dead worker; its tasks go back to the front of the queue. Returns their request ids.
     @discardableResult
     public mutating func removeWorker(_ id: String) -> [UInt64] {
-        guard let slot = slots.removeValue(forKey: id) else { return [] }
+        guard slots.removeValue(forKey: id) != nil else { return [] }
         let requeued = running.values.filter { $0.workerID == id }.sorted { $0.requestID < $1.requestID }
         for task in requeued { running[task.requestID] = nil }
         queue.insert(contentsOf: requeued.map { Pending(requestID: $0.requestID, role: $0.role, payload: $0.payload) }, at: 0)
-        _ = slot
         return requeued.map(\.requestID)
     }
 

@@ -95,9 +95,4 @@ public final class ForwardTape {
 
     /// Input of layer `l`'s successor: the next layer's `xIn`, or `xFinal` after the last.
     func output(ofLayer l: Int) -> FloatBuffer { l + 1 < layers.count ? layers[l + 1].xIn : xFinal }
-
-    /// Row `r` of the final hidden states (copies; for tests and small heads).
-    public func hiddenRow(_ r: Int) -> [Float] {
-        hidden.array(r * config.dim ..< (r + 1) * config.dim)
-    }
 }

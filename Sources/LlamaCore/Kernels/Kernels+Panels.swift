@@ -1,7 +1,4 @@
 extension Kernels {
-    /// Features per panel: one vector of outputs.
-    package static let panelWidth = 16
-
     /// Panels a packed `(n, k)` matrix has: one per 16 features, plus three zero panels so that a tile
     /// of four may start at any panel (threads split work at 16-feature boundaries, for balance).
     package static func panels(n: Int) -> Int { (n + 15) / 16 + 3 }

@@ -61,17 +61,6 @@ package enum Kernels {
         while i < n { y[i] += alpha * x[i]; i += 1 }
     }
 
-    /// `y[i] += x[i]` over `n` elements (residual connection).
-    @inline(__always)
-    package static func add(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ n: Int) {
-        var i = 0
-        while i + 16 <= n {
-            store(load(UnsafePointer(y), i) + load(x, i), y, i)
-            i += 16
-        }
-        while i < n { y[i] += x[i]; i += 1 }
-    }
-
     /// RMSNorm of one row: `out = x * w / sqrt(mean(x^2) + eps)`; `out` may alias `x`.
     @inline(__always)
     package static func rmsnorm(_ out: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>,
