@@ -93,7 +93,7 @@ public final class TrainableTransformer {
     public func forward(_ batch: TokenBatch) -> ForwardTape {
         let c = config
         tape.reset(for: batch)
-        let n = batch.rowCount, D = c.dim, KVD = c.kvDim, H = c.hiddenDim, hs = c.headSize, half = hs / 2
+        let n = batch.rowCount, D = c.dim, KVD = c.kvDim, H = c.hiddenDim
         let input = tape.layers[0].xIn.baseAddress
         for (b, s) in batch.sequences.enumerated() {
             for (p, token) in s.enumerated() {
@@ -219,7 +219,7 @@ public final class TrainableTransformer {
     public func backward(_ tape: ForwardTape, hiddenGradient dHidden: FloatBuffer) {
         let c = config
         let batch: TokenBatch = tape.batch
-        let n = batch.rowCount, D = c.dim, KVD = c.kvDim, H = c.hiddenDim, hs = c.headSize, half = hs / 2
+        let n = batch.rowCount, D = c.dim, KVD = c.kvDim, H = c.hiddenDim
         precondition(dHidden.count >= n * D, "hidden gradient must be (N, D)")
         ensureScratch(rows: n)
         let dx = self.dx, dxn = self.dxn, dg = self.dg, dh1 = self.dh1, dh3 = self.dh3
