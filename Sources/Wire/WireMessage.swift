@@ -52,6 +52,9 @@ public struct WireTensor: Sendable, Equatable {
     public var dtype: Rlhf_V1_DType
     public var shape: [Int]
     public var bytes: [UInt8]
+    /// CRC-32C of `bytes` when already known (precomputed by the sender, or verified on receipt);
+    /// `frames()` computes it when nil.
+    public var crc32c: UInt32?
 
     /// A float32 tensor (little-endian on the wire).
     public init(name: String, floats: [Float], shape: [Int]? = nil) {
@@ -61,12 +64,13 @@ public struct WireTensor: Sendable, Equatable {
         self.bytes = floats.withUnsafeBytes { Array($0) }
     }
 
-    /// A tensor of raw bytes of `dtype`.
-    public init(name: String, dtype: Rlhf_V1_DType, shape: [Int], bytes: [UInt8]) {
+    /// A tensor of raw bytes of `dtype`, with its checksum if the caller already has it.
+    public init(name: String, dtype: Rlhf_V1_DType, shape: [Int], bytes: [UInt8], crc32c: UInt32? = nil) {
         self.name = name
         self.dtype = dtype
         self.shape = shape
         self.bytes = bytes
+        self.crc32c = crc32c
     }
 
     /// The values of a float32 tensor.
@@ -147,7 +151,7 @@ public struct WireMessage: Sendable {
             h.dtype = t.dtype
             h.shape = t.shape.map(Int64.init)
             h.byteLength = UInt64(t.bytes.count)
-            h.crc32C = CRC32C.checksum(t.bytes)
+            h.crc32C = t.crc32c ?? CRC32C.checksum(t.bytes)
             return h
         }
         var options = BinaryEncodingOptions()
@@ -210,7 +214,8 @@ public struct WireMessage: Sendable {
                 throw WireError.tensorShape(name: header.name, reason: "shape \(header.shape) needs \(elements * Int64(size)) bytes, frame has \(bytes.count)")
             }
             guard CRC32C.checksum(bytes) == header.crc32C else { throw WireError.tensorChecksum(name: header.name) }
-            tensors.append(WireTensor(name: header.name, dtype: header.dtype, shape: header.shape.map { Int($0) }, bytes: bytes))
+            tensors.append(WireTensor(name: header.name, dtype: header.dtype, shape: header.shape.map { Int($0) }, bytes: bytes,
+                                      crc32c: header.crc32C))
         }
         var message = WireMessage(type: envelope.type, requestID: envelope.requestID, rawBody: body, tensors: tensors)
         message.round = envelope.round

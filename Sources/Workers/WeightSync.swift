@@ -30,6 +30,10 @@ public struct WeightPublisher: Sendable {
     public let announcement: Rlhf_V1_WeightAnnounce
     private let weights: ModelWeights
     private let ranges: [Range<Int>]
+    /// CRC-32C of every chunk of the announced grid, by tensor then chunk index: computed once per
+    /// version, not once per consumer.
+    private let chunkChecksums: [[UInt32]]
+    private let chunkBytes: Int
 
     /// Snapshots `weights` (copied: training goes on while consumers pull) as `policyVersion`.
     public init(weights: ModelWeights, policyVersion: UInt64, chunkBytes: Int = 1 << 20, source: String = "") {
@@ -56,6 +60,27 @@ public struct WeightPublisher: Sendable {
         }
         announce.totalBytes = announce.tensors.reduce(0) { $0 + $1.byteLength }
         announcement = announce
+        self.chunkBytes = chunkBytes
+        chunkChecksums = ranges.map { range in
+            snapshot.storage.withUnsafeBufferPointer { buf in
+                let raw = UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: buf[range]))
+                return stride(from: 0, to: raw.count, by: chunkBytes).map { start in
+                    var crc = CRC32C()
+                    crc.update(UnsafeRawBufferPointer(rebasing: raw[start ..< min(raw.count, start + chunkBytes)]))
+                    return crc.value
+                }
+            }
+        }
+    }
+
+    /// The precomputed checksum of a chunk on the announced grid (nil for any other range).
+    public func checksum(of request: Rlhf_V1_WeightChunkRequest) -> UInt32? {
+        let index = Int(request.tensorIndex)
+        guard index < chunkChecksums.count, request.offset % UInt64(chunkBytes) == 0 else { return nil }
+        let chunk = Int(request.offset) / chunkBytes
+        let expected = min(chunkBytes, ranges[index].count * 4 - chunk * chunkBytes)
+        guard chunk < chunkChecksums[index].count, Int(request.length) == expected else { return nil }
+        return chunkChecksums[index][chunk]
     }
 
     /// The bytes of one chunk, or a refusal for another version or an out-of-range request.
@@ -86,6 +111,8 @@ public struct WeightAssembler: Sendable {
     /// Chunk requests not yet sent, in order.
     private var pending: [Rlhf_V1_WeightChunkRequest]
     private var received = 0
+    /// Per tensor: (offset, length, CRC-32C) of each chunk received with a verified checksum.
+    private var chunkChecksums: [[(offset: UInt64, length: Int, crc: UInt32?)]]
 
     /// Prepares to receive `announcement` for a model of `config`; refuses an announcement whose tensors
     /// do not match the config's layout.
@@ -117,13 +144,15 @@ public struct WeightAssembler: Sendable {
             }
         }
         pending = requests.reversed()
+        chunkChecksums = Array(repeating: [], count: tensors.count)
     }
 
     /// The next chunk request to send, if any remain.
     public mutating func nextRequest() -> Rlhf_V1_WeightChunkRequest? { pending.popLast() }
 
-    /// Stores a chunk's bytes.
-    public mutating func receive(tensorIndex: UInt32, offset: UInt64, bytes: [UInt8]) throws(WeightSyncError) {
+    /// Stores a chunk's bytes; `crc32c`, when given, must be the bytes' verified checksum (the wire
+    /// checked it), and lets `finish()` verify the tensor by combining checksums instead of re-reading it.
+    public mutating func receive(tensorIndex: UInt32, offset: UInt64, bytes: [UInt8], crc32c: UInt32? = nil) throws(WeightSyncError) {
         let index = Int(tensorIndex)
         guard index < ranges.count, offset + UInt64(bytes.count) <= UInt64(ranges[index].count * 4) else {
             throw .badRange(tensor: index, offset: offset, length: UInt32(bytes.count))
@@ -134,6 +163,25 @@ public struct WeightAssembler: Sendable {
                 .copyMemory(from: bytes.withUnsafeBytes { $0.baseAddress! }, byteCount: bytes.count)
         }
         received += bytes.count
+        chunkChecksums[index].append((offset, bytes.count, crc32c))
+    }
+
+    /// A tensor's checksum: combined from its chunks' verified checksums when they tile it exactly,
+    /// else computed from the bytes.
+    private func tensorChecksum(_ index: Int, _ range: Range<Int>) -> UInt32 {
+        let chunks = chunkChecksums[index].sorted { $0.offset < $1.offset }
+        var combined: UInt32 = 0, covered: UInt64 = 0, usable = true
+        for chunk in chunks {
+            guard chunk.offset == covered, let crc = chunk.crc else { usable = false; break }
+            combined = covered == 0 ? crc : CRC32C.combine(combined, crc, lengthOfB: chunk.length)
+            covered += UInt64(chunk.length)
+        }
+        if usable && covered == UInt64(range.count * 4) && covered > 0 { return combined }
+        return weights.storage.withUnsafeBufferPointer { buf in
+            var c = CRC32C()
+            c.update(UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: buf[range])))
+            return c.value
+        }
     }
 
     /// Whether every byte has arrived.
@@ -142,13 +190,8 @@ public struct WeightAssembler: Sendable {
     /// The verified weights: every tensor's CRC-32C checked.
     public func finish() throws(WeightSyncError) -> ModelWeights {
         guard isComplete else { throw .incomplete(missingBytes: Int(announcement.totalBytes) - received) }
-        for (a, range) in zip(announcement.tensors, ranges) {
-            let crc = weights.storage.withUnsafeBufferPointer { buf in
-                var c = CRC32C()
-                c.update(UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: buf[range])))
-                return c.value
-            }
-            guard crc == a.crc32C else { throw .tensorChecksum(name: a.name) }
+        for (index, (a, range)) in zip(announcement.tensors, ranges).enumerated() {
+            guard tensorChecksum(index, range) == a.crc32C else { throw .tensorChecksum(name: a.name) }
         }
         return weights
     }

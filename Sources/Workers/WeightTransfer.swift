@@ -62,8 +62,9 @@ public final class WeightServer: Sendable {
                 chunk.policyVersion = request.policyVersion
                 chunk.tensorIndex = request.tensorIndex
                 chunk.offset = request.offset
-                return try WireMessage(type: .weightChunk, requestID: message.requestID, body: chunk,
-                                       tensors: [WireTensor(name: "chunk", dtype: .uint8, shape: [bytes.count], bytes: bytes)],
+                let tensor = WireTensor(name: "chunk", dtype: .uint8, shape: [bytes.count], bytes: bytes,
+                                        crc32c: publisher.checksum(of: request))
+                return try WireMessage(type: .weightChunk, requestID: message.requestID, body: chunk, tensors: [tensor],
                                        policyVersion: request.policyVersion).frames()
             } catch let e as WeightSyncError {
                 if case .wrongVersion = e { return error(.wrongPolicyVersion, e.description, requestID: message.requestID) }
@@ -126,8 +127,10 @@ public enum WeightFetcher {
                         for _ in 0..<window { sendNext(s, id) }
                     case .weightChunk:
                         let chunk = try message.decodeBody(Rlhf_V1_WeightChunk.self)
-                        guard let bytes = message.tensor("chunk")?.bytes else { throw Failure.refused("chunk frame missing") }
-                        try s.assembler?.receive(tensorIndex: chunk.tensorIndex, offset: chunk.offset, bytes: bytes)
+                        guard let frame = message.tensor("chunk") else { throw Failure.refused("chunk frame missing") }
+                        // The wire verified the frame's checksum; the tensor check combines these.
+                        try s.assembler?.receive(tensorIndex: chunk.tensorIndex, offset: chunk.offset, bytes: frame.bytes,
+                                                 crc32c: frame.crc32c)
                         if s.assembler?.isComplete == true {
                             s.done = true
                             finished.signal()

@@ -62,6 +62,17 @@ import Transport
             try assembler.receive(tensorIndex: request.tensorIndex, offset: request.offset, bytes: bytes)
         }
         #expect(throws: WeightSyncError.tensorChecksum(name: "tok_embeddings")) { try assembler.finish() }
+        // With chunk checksums (the wire's), the tensor check combines them: one wrong checksum is caught.
+        var combined = try WeightAssembler(announcement: publisher.announcement, config: WeightSyncTests.config)
+        var index = 0
+        while let request = combined.nextRequest() {
+            let bytes = try publisher.chunk(request)
+            let crc = try #require(publisher.checksum(of: request))
+            try combined.receive(tensorIndex: request.tensorIndex, offset: request.offset, bytes: bytes,
+                                 crc32c: index == 3 ? crc ^ 1 : crc)
+            index += 1
+        }
+        #expect(throws: WeightSyncError.self) { try combined.finish() }
         var other = WeightSyncTests.config
         other.hiddenDim = 96
         #expect(throws: WeightSyncError.self) { try WeightAssembler(announcement: publisher.announcement, config: other) }

@@ -89,6 +89,10 @@ import Testing
             crc.update(Array(data[..<cut]))
             crc.update(Array(data[cut...]))
             #expect(crc.value == CRC32C.checksum(data))
+            // And the checksums of the two pieces combine into it.
+            let combined = CRC32C.combine(CRC32C.checksum(Array(data[..<cut])), CRC32C.checksum(Array(data[cut...])),
+                                          lengthOfB: data.count - cut)
+            #expect(combined == CRC32C.checksum(data))
         }
     }
 }

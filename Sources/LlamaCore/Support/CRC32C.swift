@@ -54,6 +54,42 @@ public struct CRC32C: Sendable {
     /// The checksum of everything fed so far.
     public var value: UInt32 { state ^ 0xFFFF_FFFF }
 
+    /// The checksum of `A + B` from the checksums of `A` and `B` and the length of `B`, without the
+    /// bytes (zlib's crc32_combine method: multiply by x^(8 len) in GF(2) with squared operator
+    /// matrices). Lets a receiver verify a whole tensor from the checksums of its chunks.
+    public static func combine(_ crcA: UInt32, _ crcB: UInt32, lengthOfB: Int) -> UInt32 {
+        guard lengthOfB > 0 else { return crcA }
+        func times(_ matrix: [UInt32], _ vector: UInt32) -> UInt32 {
+            var sum: UInt32 = 0, v = vector, i = 0
+            while v != 0 {
+                if v & 1 != 0 { sum ^= matrix[i] }
+                v >>= 1
+                i += 1
+            }
+            return sum
+        }
+        func square(_ matrix: [UInt32]) -> [UInt32] { (0..<32).map { times(matrix, matrix[$0]) } }
+        // The operator for one zero bit, then for 2 and 4.
+        var odd = [UInt32](repeating: 0, count: 32)
+        odd[0] = 0x82F6_3B78
+        var row: UInt32 = 1
+        for n in 1..<32 { odd[n] = row; row <<= 1 }
+        var even = square(odd)
+        odd = square(even)
+        var crc = crcA, remaining = lengthOfB
+        while true {
+            even = square(odd)
+            if remaining & 1 != 0 { crc = times(even, crc) }
+            remaining >>= 1
+            if remaining == 0 { break }
+            odd = square(even)
+            if remaining & 1 != 0 { crc = times(odd, crc) }
+            remaining >>= 1
+            if remaining == 0 { break }
+        }
+        return crc ^ crcB
+    }
+
     /// The checksum of `bytes`.
     public static func checksum(_ bytes: [UInt8]) -> UInt32 {
         var crc = CRC32C()
