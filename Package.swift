@@ -19,6 +19,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
     ],
     targets: [
         .systemLibrary(
@@ -46,11 +47,19 @@ let package = Package(
         ),
         .target(
             name: "ClusterRuntime",
-            dependencies: ["Transport", "Wire"]
+            dependencies: ["Transport", "Wire", "LlamaCore"]
+        ),
+        .target(
+            name: "Orchestrator",
+            dependencies: ["ClusterRuntime", "Wire", "Transport", "Workers",
+                           .product(name: "Logging", package: "swift-log"),
+                           .product(name: "SwiftProtobuf", package: "swift-protobuf")]
         ),
         .target(
             name: "Workers",
-            dependencies: ["LlamaCore", "LlamaTraining", "Wire", "Transport", "ClusterRuntime"],
+            dependencies: ["LlamaCore", "LlamaTraining", "Wire", "Transport", "ClusterRuntime",
+                           .product(name: "Logging", package: "swift-log"),
+                           .product(name: "SwiftProtobuf", package: "swift-protobuf")],
             swiftSettings: nativeCodegen
         ),
         .target(
@@ -71,13 +80,16 @@ let package = Package(
                 "Wire",
                 "Transport",
                 "Workers",
+                "Orchestrator",
+                "ClusterRuntime",
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: nativeCodegen
         ),
         .testTarget(
             name: "ClusterRuntimeTests",
-            dependencies: ["ClusterRuntime", "Workers", "Wire", "Transport", "LlamaCore"]
+            dependencies: ["ClusterRuntime", "Workers", "Orchestrator", "Wire", "Transport", "LlamaCore", "RLHFCLI"]
         ),
         .testTarget(
             name: "WireTests",

@@ -7,6 +7,9 @@ struct RLHF: ParsableCommand {
         commandName: "rlhf",
         abstract: "SwiftRLHF: LLaMA2-style RLHF (SFT, reward models, rejection sampling, PPO) in Swift.",
         subcommands: [
+            CoordinatorCommand.self,
+            WorkerCommand.self,
+            StatusCommand.self,
             GenerateCommand.self,
             TokenizeCommand.self,
             SelftestCommand.self,

@@ -1,0 +1,194 @@
+import ClusterRuntime
+import Foundation
+import Logging
+import Synchronization
+import Transport
+import Wire
+
+/// The coordinator process's front door: a ROUTER socket that admits workers (REGISTER), tracks their
+/// heartbeats and health (`Membership`, ticked every 100 ms), and answers status requests. Bad input
+/// is answered with an ERROR naming the problem; the coordinator keeps serving.
+public final class Coordinator: @unchecked Sendable {
+    /// Settings of a coordinator.
+    public struct Settings: Sendable {
+        public var bind: String
+        public var membership: Membership.Settings = .default
+        /// The build workers must run (this executable's by default).
+        public var buildHash: String = BuildIdentity.hash
+
+        public init(bind: String) { self.bind = bind }
+    }
+
+    private final class State: @unchecked Sendable {
+        var membership: Membership
+        /// ROUTER identity of each worker id.
+        var identities: [String: [UInt8]] = [:]
+        var planStage = "idle"
+        var badMessages = 0
+
+        init(membership: Membership) { self.membership = membership }
+    }
+
+    /// The state, shared by the socket handler and the health timer.
+    private final class Shared: Sendable {
+        let state: Mutex<State>
+        init(_ s: State) { state = Mutex(s) }
+    }
+
+    private let loop: PollLoop
+    private let shared: Shared
+    private let socket: PollLoop.SocketID
+    private let timer: DispatchSourceTimer
+    private let logger: Logger
+    /// The endpoint actually bound.
+    public let endpoint: String
+
+    /// Binds and starts serving.
+    public init(settings: Settings, logger: Logger = Logger(label: "rlhf.coordinator")) throws {
+        var tagged = logger
+        tagged[metadataKey: "role"] = "coordinator"
+        let logger = tagged
+        self.logger = logger
+        let loop = try PollLoop()
+        self.loop = loop
+        let shared = Shared(State(membership: Membership(protocolVersion: ProtocolVersion.current, buildHash: settings.buildHash,
+                                                         settings: settings.membership)))
+        self.shared = shared
+        let socketBox = Mutex<PollLoop.SocketID?>(nil)
+        let interval = settings.membership.heartbeatIntervalMilliseconds
+        let (socket, bound) = try loop.open(.router, bind: [settings.bind]) { frames in
+            guard let id = socketBox.withLock({ $0 }), frames.count >= 2 else { return }
+            let identity = frames[0]
+            if let reply = Coordinator.handle(Array(frames.dropFirst()), identity: identity, shared: shared,
+                                              heartbeatInterval: interval, logger: logger) {
+                loop.send(id, [identity] + reply)
+            }
+        }
+        socketBox.withLock { $0 = socket }
+        self.socket = socket
+        endpoint = bound.first ?? settings.bind
+        timer = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "rlhf.coordinator.health"))
+        timer.schedule(deadline: .now(), repeating: .milliseconds(100))
+        timer.setEventHandler {
+            let changes = shared.state.withLock { $0.membership.tick(now: BuildIdentity.now()) }
+            for change in changes {
+                logger.info("worker health changed", metadata: ["worker": "\(change.workerID)", "from": "\(change.from)", "to": "\(change.to)"])
+            }
+        }
+        timer.resume()
+        logger.info("coordinator listening", metadata: ["endpoint": "\(endpoint)"])
+    }
+
+    /// Stops the health timer and the loop (closing the socket).
+    public func shutdown() {
+        timer.cancel()
+        loop.shutdown()
+    }
+
+    /// A snapshot of the workers.
+    public func workers() -> [Membership.Member] { shared.state.withLock { $0.membership.workers() } }
+
+    static func reply(_ type: Rlhf_V1_MessageType, _ requestID: UInt64, _ body: some SwiftProtobufMessage) -> [[UInt8]]? {
+        try? WireMessage(type: type, requestID: requestID, body: body, sender: "coordinator").frames()
+    }
+
+    static func error(_ code: Rlhf_V1_ErrorCode, _ text: String, requestID: UInt64) -> [[UInt8]]? {
+        var e = Rlhf_V1_Error()
+        e.code = code
+        e.message = text
+        e.requestID = requestID
+        return reply(.error, requestID, e)
+    }
+
+    private static func handle(_ frames: [[UInt8]], identity: [UInt8], shared: Shared, heartbeatInterval: UInt64,
+                               logger: Logger) -> [[UInt8]]? {
+        let state = shared
+        let message: WireMessage
+        do {
+            message = try WireMessage.decode(frames)
+        } catch let e as WireError {
+            state.state.withLock { $0.badMessages += 1 }
+            logger.warning("refused a message", metadata: ["reason": "\(e)"])
+            let code: Rlhf_V1_ErrorCode = {
+                switch e {
+                case .versionMismatch: return .versionMismatch
+                case .unknownType: return .unknownType
+                case .envelopeChecksum, .bodyChecksum, .tensorChecksum: return .checksumMismatch
+                default: return .badMessage
+                }
+            }()
+            return error(code, e.description, requestID: 0)
+        } catch {
+            return Coordinator.error(.badMessage, "\(error)", requestID: 0)
+        }
+        do {
+            switch message.type {
+            case .register:
+                let r = try message.decodeBody(Rlhf_V1_Register.self)
+                var ack = Rlhf_V1_RegisterAck()
+                ack.heartbeatIntervalMs = UInt32(heartbeatInterval)
+                guard let role = WorkerRole(wire: r.role) else {
+                    ack.accepted = false
+                    ack.reason = "unknown role \(r.role)"
+                    return reply(.registerAck, message.requestID, ack)
+                }
+                let registration = Membership.Registration(workerID: r.workerID, role: role, protocolVersion: r.protocolVersion,
+                                                           buildHash: r.buildHash, policyVersion: r.policyVersion,
+                                                           capacity: Int(r.capacity), host: r.host, pid: r.pid)
+                do {
+                    try state.state.withLock { s throws(Membership.Refusal) in
+                        try s.membership.register(registration, now: BuildIdentity.now())
+                        s.identities[r.workerID] = identity
+                    }
+                    ack.accepted = true
+                    logger.info("worker registered", metadata: ["worker": "\(r.workerID)", "role": "\(role.rawValue)", "host": "\(r.host)"])
+                } catch {
+                    ack.accepted = false
+                    ack.reason = error.description
+                    logger.warning("registration refused", metadata: ["worker": "\(r.workerID)", "reason": "\(error)"])
+                }
+                return reply(.registerAck, message.requestID, ack)
+            case .heartbeat:
+                let h = try message.decodeBody(Rlhf_V1_Heartbeat.self)
+                let known = state.state.withLock {
+                    $0.membership.heartbeat(h.workerID, now: BuildIdentity.now(), policyVersion: h.policyVersion,
+                                            tasksInFlight: Int(h.tasksInFlight))
+                }
+                if known { return nil }
+                var ack = Rlhf_V1_RegisterAck()
+                ack.accepted = false
+                ack.reason = "unknown or dead worker \(h.workerID): register again"
+                return reply(.registerAck, message.requestID, ack)
+            case .statusRequest:
+                return reply(.statusReply, message.requestID, state.state.withLock { Coordinator.status($0) })
+            default:
+                return error(.unknownType, "the coordinator does not handle \(message.type)", requestID: message.requestID)
+            }
+        } catch {
+            return Coordinator.error(.badMessage, "\(error)", requestID: message.requestID)
+        }
+    }
+
+    private static func status(_ s: State) -> Rlhf_V1_StatusReply {
+        var reply = Rlhf_V1_StatusReply()
+        let now = BuildIdentity.now()
+        reply.workers = s.membership.workers().map { m in
+            var w = Rlhf_V1_WorkerStatus()
+            w.role = m.registration.role.wire
+            w.workerID = m.registration.workerID
+            w.host = m.registration.host
+            w.pid = m.registration.pid
+            w.health = m.health.rawValue
+            w.policyVersion = m.policyVersion
+            w.tasksInFlight = UInt32(m.tasksInFlight)
+            w.lastHeartbeatMs = now > m.lastHeartbeat ? now - m.lastHeartbeat : 0
+            return w
+        }
+        reply.planStage = s.planStage
+        return reply
+    }
+}
+
+/// The protobuf message protocol, named for the coordinator's helper signatures.
+public typealias SwiftProtobufMessage = SwiftProtobuf.Message
+import SwiftProtobuf

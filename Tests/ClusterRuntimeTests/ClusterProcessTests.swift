@@ -1,0 +1,90 @@
+import ClusterRuntime
+import Foundation
+import Orchestrator
+import Synchronization
+import Testing
+import Transport
+import Wire
+
+/// Real processes: worker daemons started from the built `rlhf` join an in-process coordinator.
+@Suite(.serialized) struct ClusterProcessTests {
+    static var executable: URL {
+        // The test runner sits beside the products in the build directory.
+        let runner = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        return URL(fileURLWithPath: runner).deletingLastPathComponent().appendingPathComponent("rlhf")
+    }
+
+    static func spawn(_ arguments: [String]) throws -> Process {
+        let p = Process()
+        p.executableURL = executable
+        p.arguments = arguments
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        return p
+    }
+
+    static func waitFor(_ seconds: Double, _ condition: () -> Bool) -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if condition() { return true }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        return condition()
+    }
+
+    @Test func workersJoinAreWatchedAndReportedByStatus() throws {
+        guard FileManager.default.isExecutableFile(atPath: ClusterProcessTests.executable.path) else {
+            Issue.record("rlhf not built at \(ClusterProcessTests.executable.path)")
+            return
+        }
+        var settings = Coordinator.Settings(bind: "tcp://127.0.0.1:*")
+        settings.membership.heartbeatIntervalMilliseconds = 100
+        // The workers run the rlhf binary, not this test runner: admit that build.
+        settings.buildHash = BuildIdentity.hash(ofExecutable: ClusterProcessTests.executable.path)
+        let coordinator = try Coordinator(settings: settings)
+        defer { coordinator.shutdown() }
+        let workers = try [("generator", "g-1"), ("generator", "g-2"), ("learner", "l-1")].map { role, id in
+            try ClusterProcessTests.spawn(["worker", "--role", role, "--coordinator", coordinator.endpoint, "--id", id])
+        }
+        defer { for w in workers where w.isRunning { w.terminate() } }
+        #expect(ClusterProcessTests.waitFor(30) { coordinator.workers().filter { $0.health == .healthy }.count == 3 })
+        let roles = coordinator.workers().map { "\($0.registration.workerID):\($0.registration.role.rawValue)" }
+        #expect(roles == ["g-1:generator", "g-2:generator", "l-1:learner"])
+
+        // A worker that dies is noticed.
+        kill(workers[1].processIdentifier, SIGKILL)
+        #expect(ClusterProcessTests.waitFor(10) { coordinator.workers().first { $0.registration.workerID == "g-2" }?.health == .dead })
+
+        // Garbage gets an ERROR and the coordinator keeps serving.
+        let loop = try PollLoop()
+        defer { loop.shutdown() }
+        let replies = Mutex<[WireMessage]>([])
+        let (socket, _) = try loop.open(.dealer, connect: [coordinator.endpoint]) { frames in
+            if let m = try? WireMessage.decode(frames) { replies.withLock { $0.append(m) } }
+        }
+        loop.send(socket, [[0xDE, 0xAD], [1, 2, 3]])
+        #expect(ClusterProcessTests.waitFor(5) { replies.withLock { $0.first?.type == .error } })
+
+        // rlhf status --json from another process.
+        let out = NSTemporaryDirectory() + "status-\(UUID().uuidString).json"
+        FileManager.default.createFile(atPath: out, contents: nil)
+        let status = Process()
+        status.executableURL = ClusterProcessTests.executable
+        status.arguments = ["status", "--coordinator", coordinator.endpoint, "--json"]
+        status.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: out))
+        try status.run()
+        status.waitUntilExit()
+        #expect(status.terminationStatus == 0)
+        let object = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out))) as! [String: Any]
+        let listed = object["workers"] as! [[String: Any]]
+        #expect(listed.count == 3)
+        #expect(listed.contains { $0["id"] as? String == "g-2" && $0["state"] as? String == "dead" })
+        #expect(listed.filter { $0["state"] as? String == "healthy" }.count == 2)
+        #expect(listed.allSatisfy { $0["pid"] is Int && $0["host"] is String && $0["policy_version"] is Int && $0["role"] is String })
+
+        // SIGTERM makes the others leave.
+        for w in workers where w.isRunning { w.terminate() }
+        for w in workers { w.waitUntilExit() }
+    }
+}
