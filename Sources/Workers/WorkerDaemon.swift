@@ -52,10 +52,15 @@ public final class WorkerDaemon: @unchecked Sendable {
     private let firstAnswer = DispatchSemaphore(value: 0)
     private var timer: DispatchSourceTimer?
     private let logger: Logger
+    /// Serves work messages (off the poll loop: compute must not stall the sockets); nil answers nothing.
+    private let work: (@Sendable (WireMessage) throws -> WireMessage?)?
+    private let workQueue = DispatchQueue(label: "rlhf.worker.compute")
 
-    /// Connects and sends the first registration.
-    public init(settings: Settings, logger: Logger = Logger(label: "rlhf.worker")) throws {
+    /// Connects and sends the first registration; `work` serves the role's requests.
+    public init(settings: Settings, logger: Logger = Logger(label: "rlhf.worker"),
+                work: (@Sendable (WireMessage) throws -> WireMessage?)? = nil) throws {
         self.settings = settings
+        self.work = work
         var tagged = logger
         tagged[metadataKey: "role"] = "\(settings.role.rawValue)"
         tagged[metadataKey: "worker"] = "\(settings.workerID)"
@@ -117,11 +122,37 @@ public final class WorkerDaemon: @unchecked Sendable {
                 logger.error("registration refused", metadata: ["reason": "\(ack.reason)"])
                 firstAnswer.signal()
             }
+        case .generateRequest, .scoreRequest, .referenceLogprobRequest, .trainBatch:
+            guard let work else {
+                reply(error: .unknownType, "a \(settings.role.rawValue) does not serve \(message.type)", to: message)
+                return
+            }
+            workQueue.async { [self] in
+                do {
+                    if var answer = try work(message) {
+                        answer.sender = settings.workerID
+                        loop.send(socket, try answer.frames())
+                    }
+                } catch {
+                    logger.warning("request failed", metadata: ["type": "\(message.type)", "error": "\(error)"])
+                    reply(error: .invalidArgument, "\(error)", to: message)
+                }
+            }
         case .error:
             let text = (try? message.decodeBody(Rlhf_V1_Error.self).message) ?? ""
             logger.warning("the coordinator reported an error", metadata: ["error": "\(text)"])
         default:
             logger.debug("ignored a message", metadata: ["type": "\(message.type)"])
+        }
+    }
+
+    private func reply(error code: Rlhf_V1_ErrorCode, _ text: String, to message: WireMessage) {
+        var e = Rlhf_V1_Error()
+        e.code = code
+        e.message = text
+        e.requestID = message.requestID
+        if let frames = try? WireMessage(type: .error, requestID: message.requestID, body: e, sender: settings.workerID).frames() {
+            loop.send(socket, frames)
         }
     }
 

@@ -5,6 +5,8 @@ import Synchronization
 import Testing
 import Transport
 import Wire
+import Workers
+import LlamaCore
 
 /// Real processes: worker daemons started from the built `rlhf` join an in-process coordinator.
 @Suite(.serialized) struct ClusterProcessTests {
@@ -84,6 +86,54 @@ import Wire
         #expect(listed.allSatisfy { $0["pid"] is Int && $0["host"] is String && $0["policy_version"] is Int && $0["role"] is String })
 
         // SIGTERM makes the others leave.
+        for w in workers where w.isRunning { w.terminate() }
+        for w in workers { w.waitUntilExit() }
+    }
+
+    /// Fan-out of generate tasks over 3 generator processes: every sample exactly once, in prompt and
+    /// sample order, equal to what the same requests give in this process.
+    @Test func generateFanOutOverThreeGenerators() throws {
+        let checkpoint = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+            .appendingPathComponent("../LlamaCoreTests/Resources/models/tiny-gqa.bin").standardized.path
+        var settings = Coordinator.Settings(bind: "tcp://127.0.0.1:*")
+        settings.membership.heartbeatIntervalMilliseconds = 100
+        settings.buildHash = BuildIdentity.hash(ofExecutable: ClusterProcessTests.executable.path)
+        let coordinator = try Coordinator(settings: settings)
+        defer { coordinator.shutdown() }
+        let workers = try (1...3).map { i in
+            try ClusterProcessTests.spawn(["worker", "--role", "generator", "--coordinator", coordinator.endpoint,
+                                           "--id", "gen-\(i)", "--checkpoint", checkpoint])
+        }
+        defer { for w in workers where w.isRunning { w.terminate() } }
+        #expect(ClusterProcessTests.waitFor(30) { coordinator.workers().filter { $0.health == .healthy }.count == 3 })
+
+        var request = Rlhf_V1_GenerateRequest()
+        request.prompts = (0..<6).map { i in
+            var p = Rlhf_V1_Prompt()
+            p.promptID = UInt64(100 + i)
+            p.ids = [1, Int32(10 + i), Int32(20 + 3 * i)]
+            return p
+        }
+        request.samplesPerPrompt = 2
+        request.sampling.temperature = 1
+        request.sampling.topP = 1
+        request.seed = 77
+        request.maxNewTokens = 12
+        request.stopToken = -1
+        let samples = try coordinator.generate(request, promptsPerTask: 1, timeoutSeconds: 120)
+        #expect(samples.map { "\($0.sample.promptID)/\($0.sample.sampleIndex)" }
+                == request.prompts.flatMap { p in ["\(p.promptID)/0", "\(p.promptID)/1"] })
+        // The same task computed here gives the same tokens and log-probabilities.
+        let local = TextGenerator(transformer: Transformer(model: try LlamaModel(checkpoint: checkpoint)))
+        for (i, prompt) in request.prompts.enumerated() {
+            var one = request
+            one.prompts = [prompt]
+            let expected = try local.generate(batch: Generator.requests(for: one))
+            for k in 0..<2 {
+                #expect(samples[2 * i + k].sample.ids == expected[k].ids, "prompt \(prompt.promptID) sample \(k)")
+                #expect(samples[2 * i + k].logProbs == expected[k].logProbs)
+            }
+        }
         for w in workers where w.isRunning { w.terminate() }
         for w in workers { w.waitUntilExit() }
     }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import ClusterRuntime
 import Foundation
+import LlamaCore
 import Logging
 import Orchestrator
 import Synchronization
@@ -69,6 +70,8 @@ struct WorkerCommand: ParsableCommand {
     var threads: Int = 1
     @Option(help: "Sequences processed at once.")
     var capacity: Int = 16
+    @Option(help: "Model checkpoint the role serves (generator: the policy).")
+    var checkpoint: String?
 
     func run() throws {
         var settings = WorkerDaemon.Settings(role: role, workerID: id ?? "\(role.rawValue)-\(BuildIdentity.host)-\(BuildIdentity.pid)",
@@ -76,7 +79,12 @@ struct WorkerCommand: ParsableCommand {
         settings.capacity = capacity
         let daemon: WorkerDaemon
         do {
-            daemon = try WorkerDaemon(settings: settings)
+            var work: (@Sendable (WireMessage) throws -> WireMessage?)? = nil
+            if role == .generator, let checkpoint {
+                let generator = Generator(model: try LlamaModel(checkpoint: checkpoint), threads: threads)
+                work = { message in try generator.handle(message) }
+            }
+            daemon = try WorkerDaemon(settings: settings, work: work)
             try daemon.waitForRegistration()
         } catch {
             throw cliFailure(error)

@@ -1,0 +1,62 @@
+import Foundation
+import LlamaCore
+import Wire
+
+/// The generator role: K samples of each prompt with batched decode, answered with the sampled ids
+/// and their temperature-1 log-probabilities (tensor frame "logprobs", samples back to back).
+public final class Generator: @unchecked Sendable {
+    private let generator: TextGenerator
+    /// The policy version of the weights loaded.
+    public private(set) var policyVersion: UInt64
+
+    /// A generator over `model` on `threads` threads.
+    public init(model: LlamaModel, threads: Int = 1, policyVersion: UInt64 = 0) {
+        generator = TextGenerator(transformer: Transformer(model: model, pool: ComputePool(threads: threads)))
+        self.policyVersion = policyVersion
+    }
+
+    /// The requests a GENERATE_REQUEST stands for: prompt by prompt, sample by sample; sample `k` of a
+    /// prompt uses RNG stream `k` of the request's seed mixed with the prompt id.
+    public static func requests(for r: Rlhf_V1_GenerateRequest) -> [GenerationRequest] {
+        let sampling = SamplingSettings(temperature: r.sampling.temperature, topP: r.sampling.topP == 0 ? 1 : r.sampling.topP,
+                                        topK: Int(r.sampling.topK))
+        return r.prompts.flatMap { prompt in
+            (0..<max(1, Int(r.samplesPerPrompt))).map { k in
+                GenerationRequest(promptIds: prompt.ids, maxNewTokens: Int(r.maxNewTokens), sampling: sampling,
+                                  seed: r.seed ^ (prompt.promptID &* 0x9E37_79B9_7F4A_7C15), stream: UInt64(k),
+                                  stopToken: r.stopToken >= 0 ? r.stopToken : nil)
+            }
+        }
+    }
+
+    /// Serves one GENERATE_REQUEST; refuses another policy version.
+    public func handle(_ message: WireMessage) throws -> WireMessage {
+        let request = try message.decodeBody(Rlhf_V1_GenerateRequest.self)
+        guard request.policyVersion == policyVersion else {
+            throw LlamaError.invalidInput("policy version \(request.policyVersion) requested, this generator holds \(policyVersion)")
+        }
+        let start = Date()
+        let results = try generator.generate(batch: Generator.requests(for: request))
+        var reply = Rlhf_V1_GenerateResult()
+        var logprobs: [Float] = []
+        var index = 0
+        for prompt in request.prompts {
+            for k in 0..<max(1, Int(request.samplesPerPrompt)) {
+                let r = results[index]
+                index += 1
+                var sample = Rlhf_V1_Sample()
+                sample.promptID = prompt.promptID
+                sample.sampleIndex = UInt32(k)
+                sample.ids = r.ids
+                sample.finishReason = r.finishReason.rawValue
+                reply.samples.append(sample)
+                logprobs += r.logProbs
+            }
+        }
+        reply.policyVersion = policyVersion
+        let tokens = results.reduce(0) { $0 + $1.ids.count }
+        reply.tokensPerSecond = Double(tokens) / max(1e-9, Date().timeIntervalSince(start))
+        return try WireMessage(type: .generateResult, requestID: message.requestID, body: reply,
+                               tensors: [WireTensor(name: "logprobs", floats: logprobs)], policyVersion: policyVersion)
+    }
+}
