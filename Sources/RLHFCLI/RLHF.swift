@@ -7,6 +7,7 @@ struct RLHF: ParsableCommand {
         commandName: "rlhf",
         abstract: "SwiftRLHF: LLaMA2-style RLHF (SFT, reward models, rejection sampling, PPO) in Swift.",
         subcommands: [
+            LaunchCommand.self,
             CoordinatorCommand.self,
             WorkerCommand.self,
             StatusCommand.self,

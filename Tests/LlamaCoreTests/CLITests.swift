@@ -136,3 +136,49 @@ import Testing
         #expect(bad.stderr.contains("n_heads"))
     }
 }
+
+/// `rlhf launch` with real worker processes.
+@Suite struct LaunchTests {
+    @Test func launchRunsAPlanAndStopsEverything() throws {
+        let dir = NSTemporaryDirectory() + "launch-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let spec = """
+        coordinator: tcp://127.0.0.1:*
+        heartbeat_ms: 100
+        hosts:
+          - name: here
+            address: local
+            workers: {generator: 2, reward-model: 1}
+        model:
+          checkpoint: \(Fixtures.model("tiny-gqa"))
+        plan:
+          - generate: {prompts: 4, samples: 2, max_new_tokens: 8}
+        """
+        try spec.write(toFile: dir + "/spec.yaml", atomically: true, encoding: .utf8)
+        let result = try CLITests.rlhf(["launch", dir + "/spec.yaml"])
+        #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
+        #expect(result.stdout.contains("all 3 workers registered and healthy"))
+        #expect(result.stdout.contains("4 prompts x 2 samples -> 8 samples"))
+        #expect(result.stdout.contains("stopped 3 workers and the coordinator"))
+    }
+
+    @Test func badSpecsNameTheKey() throws {
+        let dir = NSTemporaryDirectory() + "launch-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let cases: [(String, String)] = [
+            ("coordinator: tcp://127.0.0.1:*\nhosts:\n  - name: a\n    workers: {critic: 1}\nmodel: {checkpoint: \(Fixtures.model("tiny-gqa"))}\n", "hosts[0].workers.critic"),
+            ("coordinator: 127.0.0.1\nhosts: []\n", "coordinator"),
+            ("coordinator: tcp://127.0.0.1:*\nhosts:\n  - name: a\n    workers: {generator: 1}\nmodel: {checkpoint: /nonexistent.bin}\n", "model.checkpoint"),
+            ("coordinator: tcp://127.0.0.1:*\nhosts:\n  - name: a\n    workers: {generator: 1}\nmodel: {checkpoint: \(Fixtures.model("tiny-gqa"))}\nplan:\n  - train: {}\n", "plan[0].train"),
+            ("surprise: 1\n", "surprise"),
+            ("[not, a, mapping\n", "(file)"),
+        ]
+        for (i, (text, key)) in cases.enumerated() {
+            let path = dir + "/bad\(i).yaml"
+            try text.write(toFile: path, atomically: true, encoding: .utf8)
+            let result = try CLITests.rlhf(["launch", path])
+            #expect(result.status != 0)
+            #expect(result.stderr.contains(key), "case \(i): \(result.stderr)")
+        }
+    }
+}

@@ -148,3 +148,27 @@ struct StatusCommand: ParsableCommand {
         }
     }
 }
+
+/// `rlhf launch`: the cluster launch command.
+struct LaunchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "launch",
+        abstract: "Start the coordinator and the workers a cluster spec names, run its plan, stop everything. Without SPEC: cluster/local.yaml (everything on this machine)."
+    )
+
+    @Argument(help: "Cluster spec (YAML).")
+    var spec: String = "cluster/local.yaml"
+
+    func run() throws {
+        guard let text = try? String(contentsOfFile: spec, encoding: .utf8) else {
+            printError("error: cannot read cluster spec \(spec) (run from the repository root, or give a path)")
+            throw ExitCode.failure
+        }
+        do {
+            let parsed = try ClusterSpec.parse(text, baseDirectory: (spec as NSString).deletingLastPathComponent)
+            try Launcher(spec: parsed).run { print($0); fflush(nil) }
+        } catch {
+            throw cliFailure(error)
+        }
+    }
+}
