@@ -75,7 +75,7 @@ public final class Launcher {
                     }
                     process.arguments = arguments
                     let log = logs + "/\(id).log"
-                    FileManager.default.createFile(atPath: log, contents: nil)
+                    _ = FileManager.default.createFile(atPath: log, contents: nil)
                     process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
                     process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
                     process.standardInput = FileHandle.nullDevice

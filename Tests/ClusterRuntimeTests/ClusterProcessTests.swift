@@ -70,7 +70,7 @@ import LlamaCore
 
         // rlhf status --json from another process.
         let out = NSTemporaryDirectory() + "status-\(UUID().uuidString).json"
-        FileManager.default.createFile(atPath: out, contents: nil)
+        _ = FileManager.default.createFile(atPath: out, contents: nil)
         let status = Process()
         status.executableURL = ClusterProcessTests.executable
         status.arguments = ["status", "--coordinator", coordinator.endpoint, "--json"]
