@@ -170,9 +170,6 @@ struct GenerateBench: ParsableCommand {
         }
     }
 
-    private func loadAverage() -> String {
-        (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8))?.split(separator: " ").prefix(3).joined(separator: " ") ?? "unknown"
-    }
 }
 
 /// `rlhf bench tokenize`: encode throughput on a long mixed text (the BPE merge queue is O(n log n)).
@@ -242,7 +239,7 @@ struct TrainBench: ParsableCommand {
         let attention = Double(c.nLayers) * 2 * 2 * Double(length) / 2 * Double(c.dim)
         let forwardFlops = 2 * matrixWeights + attention
         let torch: [Int: (train: Double, rm: Double)] = [1: (674, 4428), 2: (1210, 8480)]
-        print("machine: \(ProcessInfo.processInfo.activeProcessorCount) cores; load average \((try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8))?.split(separator: " ").prefix(3).joined(separator: " ") ?? "?")")
+        print("machine: \(ProcessInfo.processInfo.activeProcessorCount) cores; load average \(loadAverage())")
         print("config 15M: dim \(c.dim), hidden \(c.hiddenDim), \(c.nLayers) layers, vocab \(c.vocabSize); training batch \(batch)x\(length), reward-model batch 16x\(length)")
         for t in threads.split(separator: ",").compactMap({ Int($0) }) {
             let pool = ComputePool(threads: t)
