@@ -38,6 +38,17 @@ public struct ClusterSpec: Sendable, Equatable {
         public var description: String { "invalid cluster spec: \(key): \(reason)" }
     }
 
+    /// Only the coordinator endpoint of a spec file (what `rlhf status` needs).
+    public static func coordinatorEndpoint(ofSpecAt path: String) throws -> String {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+            throw Invalid(key: "(file)", reason: "cannot read \(path)")
+        }
+        guard let top = (try? Yams.load(yaml: text)) as? [String: Any], let endpoint = top["coordinator"] as? String else {
+            throw Invalid(key: "coordinator", reason: "no coordinator endpoint in \(path)")
+        }
+        return endpoint
+    }
+
     /// Parses YAML text; relative paths are resolved against `baseDirectory`.
     public static func parse(_ text: String, baseDirectory: String) throws -> ClusterSpec {
         let root: Any?

@@ -101,14 +101,20 @@ struct StatusCommand: ParsableCommand {
         abstract: "Show the cluster: workers per role (health, host, pid, policy version), plan stage, queues."
     )
 
-    @Option(help: "Coordinator endpoint.")
-    var coordinator: String = "tcp://127.0.0.1:5555"
+    @Option(help: "Coordinator endpoint (default: the coordinator of cluster/local.yaml).")
+    var coordinator: String?
     @Flag(help: "One JSON object.")
     var json = false
     @Option(help: "Seconds to wait for the coordinator.")
     var timeout: Double = 5
 
     func run() throws {
+        let coordinator: String
+        do {
+            coordinator = try self.coordinator ?? ClusterSpec.coordinatorEndpoint(ofSpecAt: "cluster/local.yaml")
+        } catch {
+            throw cliFailure(error)
+        }
         let loop = try PollLoop()
         defer { loop.shutdown() }
         let answer = Mutex<WireMessage?>(nil)
