@@ -23,6 +23,8 @@ public struct ClusterSpec: Sendable, Equatable {
         /// Sample `samples` completions of `prompts` prompts (random token prompts when the spec
         /// has no data) and report throughput.
         case generate(prompts: Int, samples: Int, maxNewTokens: Int, temperature: Float)
+        /// Keep the cluster up for `seconds` (to look at it with `rlhf status`).
+        case hold(seconds: Double)
     }
 
     public var coordinator: String
@@ -111,8 +113,13 @@ public struct ClusterSpec: Sendable, Equatable {
                     throw Invalid(key: "plan[\(i)].generate", reason: "prompts, samples and max_new_tokens must be positive")
                 }
                 plan.append(.generate(prompts: prompts, samples: samples, maxNewTokens: maxNew, temperature: temperature))
+            case "hold":
+                let args = value as? [String: Any] ?? [:]
+                let seconds = (args["seconds"] as? Double) ?? (args["seconds"] as? Int).map(Double.init) ?? 0
+                guard seconds > 0 else { throw Invalid(key: "plan[\(i)].hold.seconds", reason: "expected a positive number of seconds") }
+                plan.append(.hold(seconds: seconds))
             default:
-                throw Invalid(key: "plan[\(i)].\(kind)", reason: "unknown step (this build runs: generate)")
+                throw Invalid(key: "plan[\(i)].\(kind)", reason: "unknown step (this build runs: generate, hold)")
             }
         }
         let heartbeat = top["heartbeat_ms"] as? Int ?? 500

@@ -129,6 +129,9 @@ public final class Launcher {
             let tokens = results.reduce(0) { $0 + $1.sample.ids.count }
             report(String(format: "step %d generate: %d prompts x %d samples -> %d samples, %d tokens in %.2f s (%.0f tok/s over the generators)",
                           index + 1, prompts, samples, results.count, tokens, seconds, Double(tokens) / seconds))
+        case let .hold(seconds):
+            report(String(format: "step %d hold: the cluster stays up for %.1f s", index + 1, seconds))
+            Thread.sleep(forTimeInterval: seconds)
         }
     }
 

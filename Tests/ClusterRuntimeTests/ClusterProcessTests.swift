@@ -138,3 +138,84 @@ import LlamaCore
         for w in workers { w.waitUntilExit() }
     }
 }
+
+/// Across test hosts (network namespaces; root only): `rlhf launch` starts workers on two hosts, and
+/// `rlhf status --json` from a third host sees them.
+@Suite(.serialized, .enabled(if: getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/sbin/ip")))
+struct NamespaceHostTests {
+    static let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        .appendingPathComponent("../../cluster/make-test-hosts").standardized.path
+
+    static func sh(_ arguments: [String]) throws -> Int32 {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/bin/bash")
+        p.arguments = arguments
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        p.waitUntilExit()
+        return p.terminationStatus
+    }
+
+    @Test func launchAcrossNamespaceHostsAndStatusFromAThird() throws {
+        let environment = ["PREFIX": "rlhft-h", "BRIDGE": "rlhftbr0"]
+        setenv("PREFIX", environment["PREFIX"]!, 1)
+        setenv("BRIDGE", environment["BRIDGE"]!, 1)
+        #expect(try NamespaceHostTests.sh([NamespaceHostTests.script, "up", "3"]) == 0)
+        defer { _ = try? NamespaceHostTests.sh([NamespaceHostTests.script, "down", "3"]) }
+        let checkpoint = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+            .appendingPathComponent("../LlamaCoreTests/Resources/models/tiny-gqa.bin").standardized.path
+        let endpoint = "tcp://10.77.0.1:57\(Int.random(in: 10...99))"
+        let dir = NSTemporaryDirectory() + "ns-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let spec = """
+        coordinator: \(endpoint)
+        heartbeat_ms: 100
+        hosts:
+          - {name: h1, address: local, namespace: rlhft-h1, workers: {generator: 2}}
+          - {name: h2, address: local, namespace: rlhft-h2, workers: {generator: 1, reward-model: 1}}
+        model: {checkpoint: \(checkpoint)}
+        plan:
+          - generate: {prompts: 4, samples: 2, max_new_tokens: 8}
+          - hold: {seconds: 6}
+        """
+        try spec.write(toFile: dir + "/spec.yaml", atomically: true, encoding: .utf8)
+        let launch = Process()
+        launch.executableURL = ClusterProcessTests.executable
+        launch.arguments = ["launch", dir + "/spec.yaml"]
+        let launchLog = dir + "/launch.log"
+        _ = FileManager.default.createFile(atPath: launchLog, contents: nil)
+        launch.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: launchLog))
+        launch.standardError = FileHandle.nullDevice
+        try launch.run()
+        defer { if launch.isRunning { launch.terminate() } }
+
+        // Status from the third host, until all four workers are healthy.
+        var listed: [[String: Any]] = []
+        let seen = ClusterProcessTests.waitFor(40) {
+            let out = dir + "/status.json"
+            _ = FileManager.default.createFile(atPath: out, contents: nil)
+            let status = Process()
+            status.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
+            status.arguments = ["netns", "exec", "rlhft-h3", ClusterProcessTests.executable.path, "status",
+                                "--coordinator", endpoint, "--json", "--timeout", "1"]
+            status.standardOutput = try? FileHandle(forWritingTo: URL(fileURLWithPath: out))
+            status.standardError = FileHandle.nullDevice
+            guard (try? status.run()) != nil else { return false }
+            status.waitUntilExit()
+            guard status.terminationStatus == 0, let data = FileManager.default.contents(atPath: out),
+                  let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+                  let workers = object["workers"] as? [[String: Any]] else { return false }
+            listed = workers
+            return workers.filter { $0["state"] as? String == "healthy" }.count == 4
+        }
+        #expect(seen, "status from rlhft-h3 saw \(listed.count) workers")
+        #expect(Set(listed.compactMap { $0["id"] as? String })
+                == ["generator-h1-0", "generator-h1-1", "generator-h2-0", "reward-model-h2-0"])
+        launch.waitUntilExit()
+        let log = (try? String(contentsOfFile: launchLog, encoding: .utf8)) ?? ""
+        #expect(launch.terminationStatus == 0, "\(log)")
+        #expect(log.contains("4 prompts x 2 samples -> 8 samples"))
+        #expect(log.contains("stopped 4 workers and the coordinator"))
+    }
+}
