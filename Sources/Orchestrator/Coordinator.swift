@@ -1,6 +1,7 @@
 import ClusterRuntime
 import Foundation
 import Logging
+import SwiftProtobuf
 import Synchronization
 import Transport
 import Wire
@@ -111,7 +112,7 @@ public final class Coordinator: @unchecked Sendable {
     /// A snapshot of the workers.
     public func workers() -> [Membership.Member] { shared.state.withLock { $0.membership.workers() } }
 
-    static func reply(_ type: Rlhf_V1_MessageType, _ requestID: UInt64, _ body: some SwiftProtobufMessage) -> [[UInt8]]? {
+    static func reply(_ type: Rlhf_V1_MessageType, _ requestID: UInt64, _ body: some SwiftProtobuf.Message) -> [[UInt8]]? {
         try? WireMessage(type: type, requestID: requestID, body: body, sender: "coordinator").frames()
     }
 
@@ -312,6 +313,3 @@ public enum CoordinatorError: Error, CustomStringConvertible {
     }
 }
 
-/// The protobuf message protocol, named for the coordinator's helper signatures.
-public typealias SwiftProtobufMessage = SwiftProtobuf.Message
-import SwiftProtobuf
