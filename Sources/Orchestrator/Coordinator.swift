@@ -117,11 +117,7 @@ public final class Coordinator: @unchecked Sendable {
     }
 
     static func error(_ code: Rlhf_V1_ErrorCode, _ text: String, requestID: UInt64) -> [[UInt8]]? {
-        var e = Rlhf_V1_Error()
-        e.code = code
-        e.message = text
-        e.requestID = requestID
-        return reply(.error, requestID, e)
+        WireMessage.errorFrames(code, text, requestID: requestID, sender: "coordinator")
     }
 
     /// Sends queued tasks to the workers the dispatcher picks.

@@ -225,6 +225,15 @@ public struct WireMessage: Sendable {
         return message
     }
 
+    /// The frames of an ERROR reply to `requestID`: what every peer answers bad input or a failed task with.
+    public static func errorFrames(_ code: Rlhf_V1_ErrorCode, _ text: String, requestID: UInt64, sender: String = "") -> [[UInt8]]? {
+        var e = Rlhf_V1_Error()
+        e.code = code
+        e.message = text
+        e.requestID = requestID
+        return try? WireMessage(type: .error, requestID: requestID, body: e, sender: sender).frames()
+    }
+
     /// A message with an already serialized body.
     public init(type: Rlhf_V1_MessageType, requestID: UInt64, rawBody: [UInt8], tensors: [WireTensor] = []) {
         self.type = type

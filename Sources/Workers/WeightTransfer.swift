@@ -35,11 +35,7 @@ public final class WeightServer: Sendable {
     public func publish(_ publisher: WeightPublisher) { current.publisher.withLock { $0 = publisher } }
 
     static func error(_ code: Rlhf_V1_ErrorCode, _ text: String, requestID: UInt64) -> [[UInt8]]? {
-        var e = Rlhf_V1_Error()
-        e.code = code
-        e.message = text
-        e.requestID = requestID
-        return try? WireMessage(type: .error, requestID: requestID, body: e).frames()
+        WireMessage.errorFrames(code, text, requestID: requestID)
     }
 
     static func answer(_ frames: [[UInt8]], publisher: WeightPublisher?) -> [[UInt8]]? {

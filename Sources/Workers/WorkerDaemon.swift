@@ -147,11 +147,7 @@ public final class WorkerDaemon: @unchecked Sendable {
     }
 
     private func reply(error code: Rlhf_V1_ErrorCode, _ text: String, to message: WireMessage) {
-        var e = Rlhf_V1_Error()
-        e.code = code
-        e.message = text
-        e.requestID = message.requestID
-        if let frames = try? WireMessage(type: .error, requestID: message.requestID, body: e, sender: settings.workerID).frames() {
+        if let frames = WireMessage.errorFrames(code, text, requestID: message.requestID, sender: settings.workerID) {
             loop.send(socket, frames)
         }
     }
