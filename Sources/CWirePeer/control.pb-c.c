@@ -605,7 +605,7 @@ const ProtobufCMessageDescriptor rlhf__v1__register_ack__descriptor =
   (ProtobufCMessageInit) rlhf__v1__register_ack__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor rlhf__v1__heartbeat__field_descriptors[5] =
+static const ProtobufCFieldDescriptor rlhf__v1__heartbeat__field_descriptors[6] =
 {
   {
     "worker_id",
@@ -667,18 +667,31 @@ static const ProtobufCFieldDescriptor rlhf__v1__heartbeat__field_descriptors[5] 
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "weights_crc32c",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_FIXED32,
+    0,   /* quantifier_offset */
+    offsetof(Rlhf__V1__Heartbeat, weights_crc32c),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned rlhf__v1__heartbeat__field_indices_by_name[] = {
   2,   /* field[2] = policy_version */
   1,   /* field[1] = state */
   3,   /* field[3] = tasks_in_flight */
   4,   /* field[4] = tokens_processed */
+  5,   /* field[5] = weights_crc32c */
   0,   /* field[0] = worker_id */
 };
 static const ProtobufCIntRange rlhf__v1__heartbeat__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 5 }
+  { 0, 6 }
 };
 const ProtobufCMessageDescriptor rlhf__v1__heartbeat__descriptor =
 {
@@ -688,7 +701,7 @@ const ProtobufCMessageDescriptor rlhf__v1__heartbeat__descriptor =
   "Rlhf__V1__Heartbeat",
   "rlhf.v1",
   sizeof(Rlhf__V1__Heartbeat),
-  5,
+  6,
   rlhf__v1__heartbeat__field_descriptors,
   rlhf__v1__heartbeat__field_indices_by_name,
   1,  rlhf__v1__heartbeat__number_ranges,
@@ -828,7 +841,7 @@ const ProtobufCMessageDescriptor rlhf__v1__status_request__descriptor =
   (ProtobufCMessageInit) rlhf__v1__status_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor rlhf__v1__worker_status__field_descriptors[8] =
+static const ProtobufCFieldDescriptor rlhf__v1__worker_status__field_descriptors[10] =
 {
   {
     "role",
@@ -926,6 +939,30 @@ static const ProtobufCFieldDescriptor rlhf__v1__worker_status__field_descriptors
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "weights_crc32c",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_FIXED32,
+    0,   /* quantifier_offset */
+    offsetof(Rlhf__V1__WorkerStatus, weights_crc32c),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "tokens_processed",
+    10,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Rlhf__V1__WorkerStatus, tokens_processed),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned rlhf__v1__worker_status__field_indices_by_name[] = {
   4,   /* field[4] = health */
@@ -935,12 +972,14 @@ static const unsigned rlhf__v1__worker_status__field_indices_by_name[] = {
   5,   /* field[5] = policy_version */
   0,   /* field[0] = role */
   6,   /* field[6] = tasks_in_flight */
+  9,   /* field[9] = tokens_processed */
+  8,   /* field[8] = weights_crc32c */
   1,   /* field[1] = worker_id */
 };
 static const ProtobufCIntRange rlhf__v1__worker_status__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 8 }
+  { 0, 10 }
 };
 const ProtobufCMessageDescriptor rlhf__v1__worker_status__descriptor =
 {
@@ -950,7 +989,7 @@ const ProtobufCMessageDescriptor rlhf__v1__worker_status__descriptor =
   "Rlhf__V1__WorkerStatus",
   "rlhf.v1",
   sizeof(Rlhf__V1__WorkerStatus),
-  8,
+  10,
   rlhf__v1__worker_status__field_descriptors,
   rlhf__v1__worker_status__field_indices_by_name,
   1,  rlhf__v1__worker_status__number_ranges,

@@ -1488,7 +1488,7 @@ const ProtobufCMessageDescriptor rlhf__v1__train_batch__descriptor =
   (ProtobufCMessageInit) rlhf__v1__train_batch__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor rlhf__v1__train_stats__field_descriptors[9] =
+static const ProtobufCFieldDescriptor rlhf__v1__train_stats__field_descriptors[10] =
 {
   {
     "kind",
@@ -1598,8 +1598,21 @@ static const ProtobufCFieldDescriptor rlhf__v1__train_stats__field_descriptors[9
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "announce",
+    10,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Rlhf__V1__TrainStats, announce),
+    &rlhf__v1__weight_announce__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned rlhf__v1__train_stats__field_indices_by_name[] = {
+  9,   /* field[9] = announce */
   5,   /* field[5] = approx_kl */
   4,   /* field[4] = clip_fraction */
   2,   /* field[2] = grad_norm */
@@ -1613,7 +1626,7 @@ static const unsigned rlhf__v1__train_stats__field_indices_by_name[] = {
 static const ProtobufCIntRange rlhf__v1__train_stats__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 9 }
+  { 0, 10 }
 };
 const ProtobufCMessageDescriptor rlhf__v1__train_stats__descriptor =
 {
@@ -1623,7 +1636,7 @@ const ProtobufCMessageDescriptor rlhf__v1__train_stats__descriptor =
   "Rlhf__V1__TrainStats",
   "rlhf.v1",
   sizeof(Rlhf__V1__TrainStats),
-  9,
+  10,
   rlhf__v1__train_stats__field_descriptors,
   rlhf__v1__train_stats__field_indices_by_name,
   1,  rlhf__v1__train_stats__number_ranges,

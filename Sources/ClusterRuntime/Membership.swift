@@ -45,6 +45,12 @@ public struct Membership: Sendable {
         public var lastHeartbeat: UInt64
         public var policyVersion: UInt64
         public var tasksInFlight: Int
+        /// CRC-32C of the weights the worker holds, as last reported (0 before a report).
+        public var weightsChecksum: UInt32 = 0
+        /// Tokens the worker has processed since it started, as last reported.
+        public var tokensProcessed: UInt64 = 0
+        /// The worker is finishing its tasks before leaving: no new work goes to it.
+        public var draining = false
     }
 
     /// A health transition reported by `tick`.
@@ -95,11 +101,15 @@ public struct Membership: Sendable {
 
     /// Records a heartbeat; false for an unknown (or dead) worker, which must register again.
     @discardableResult
-    public mutating func heartbeat(_ workerID: String, now: UInt64, policyVersion: UInt64, tasksInFlight: Int) -> Bool {
+    public mutating func heartbeat(_ workerID: String, now: UInt64, policyVersion: UInt64, tasksInFlight: Int,
+                                   weightsChecksum: UInt32 = 0, tokensProcessed: UInt64 = 0, draining: Bool = false) -> Bool {
         guard var m = members[workerID], m.health != .dead else { return false }
         m.lastHeartbeat = max(m.lastHeartbeat, now)
         m.policyVersion = policyVersion
         m.tasksInFlight = tasksInFlight
+        m.weightsChecksum = weightsChecksum
+        m.tokensProcessed = max(m.tokensProcessed, tokensProcessed)
+        m.draining = draining
         m.health = .healthy
         members[workerID] = m
         return true
@@ -114,6 +124,10 @@ public struct Membership: Sendable {
         members[workerID] = m
         return change
     }
+
+    /// Forgets a worker that left cleanly (drained and said goodbye).
+    @discardableResult
+    public mutating func leave(_ workerID: String) -> Bool { members.removeValue(forKey: workerID) != nil }
 
     /// Updates health from heartbeat ages; returns the transitions.
     public mutating func tick(now: UInt64) -> [Change] {

@@ -44,23 +44,30 @@ public struct TaskDispatcher<Payload: Sendable>: Sendable {
         var available: Bool = true
     }
 
-    private var queue: [Pending] = []
+    /// Waiting tasks per role, oldest first (`heads[role]` marks the first live entry).
+    private var queues: [WorkerRole: [Pending]] = [:]
+    private var heads: [WorkerRole: Int] = [:]
+    /// Request ids waiting in some queue.
+    private var waiting: Set<UInt64> = []
     private var running: [UInt64: Running] = [:]
+    /// Request ids completed: recent ones (late duplicates arrive within a re-dispatch), bounded.
     private var completed: Set<UInt64> = []
+    private var completedOrder: [UInt64] = []
     private var slots: [String: Slot] = [:]
+    /// How many completed request ids are remembered to drop late duplicates.
+    public static var completedMemory: Int { 1 << 16 }
 
     public init() {}
 
     /// Tasks waiting for a worker, per role.
-    public func queueDepth(_ role: WorkerRole) -> Int { queue.filter { $0.role == role }.count }
+    public func queueDepth(_ role: WorkerRole) -> Int { (queues[role]?.count ?? 0) - (heads[role] ?? 0) }
     /// Tasks being worked on.
     public var inFlightCount: Int { running.count }
 
     /// Queues a task (a request id already queued, running or completed is ignored: tasks are idempotent).
     public mutating func enqueue(requestID: UInt64, role: WorkerRole, payload: Payload) {
-        guard running[requestID] == nil, !completed.contains(requestID),
-              !queue.contains(where: { $0.requestID == requestID }) else { return }
-        queue.append(Pending(requestID: requestID, role: role, payload: payload))
+        guard running[requestID] == nil, !completed.contains(requestID), waiting.insert(requestID).inserted else { return }
+        queues[role, default: []].append(Pending(requestID: requestID, role: role, payload: payload))
     }
 
     /// Adds (or re-adds) a worker able to take `capacity` tasks at once.
@@ -77,37 +84,73 @@ public struct TaskDispatcher<Payload: Sendable>: Sendable {
     /// Resumes sending work to a paused worker.
     public mutating func resume(_ id: String) { slots[id]?.available = true }
 
-    /// Removes a dead worker; its tasks go back to the front of the queue. Returns their request ids.
+    /// Removes a dead worker; its tasks go back to the front of their queue. Returns their request ids.
     @discardableResult
     public mutating func removeWorker(_ id: String) -> [UInt64] {
         guard slots.removeValue(forKey: id) != nil else { return [] }
         let requeued = running.values.filter { $0.workerID == id }.sorted { $0.requestID < $1.requestID }
-        for task in requeued { running[task.requestID] = nil }
-        queue.insert(contentsOf: requeued.map { Pending(requestID: $0.requestID, role: $0.role, payload: $0.payload) }, at: 0)
+        for task in requeued {
+            running[task.requestID] = nil
+            waiting.insert(task.requestID)
+            compact(task.role)
+            queues[task.role, default: []].insert(Pending(requestID: task.requestID, role: task.role, payload: task.payload), at: 0)
+        }
+        // Inserted one by one at the front: restore request order among the re-queued.
+        for role in Set(requeued.map(\.role)) {
+            let count = requeued.filter { $0.role == role }.count
+            queues[role]![0..<count].reverse()
+        }
         return requeued.map(\.requestID)
+    }
+
+    /// Drops the consumed prefix of a role's queue.
+    private mutating func compact(_ role: WorkerRole) {
+        guard let head = heads[role], head > 0 else { return }
+        queues[role]!.removeFirst(head)
+        heads[role] = 0
+    }
+
+    /// The available worker of `role` with free capacity and the earliest expected finish
+    /// (`(in flight + 1) x mean task time`; ties by id).
+    private func bestWorker(for role: WorkerRole) -> String? {
+        var best: (id: String, finish: Double)? = nil
+        for (id, slot) in slots where slot.role == role && slot.available && slot.inFlight.count < slot.capacity {
+            let finish = Double(slot.inFlight.count + 1) * slot.meanMilliseconds
+            if let b = best, b.finish < finish || (b.finish == finish && b.id < id) { continue }
+            best = (id, finish)
+        }
+        return best?.id
     }
 
     /// Hands queued tasks to available workers with free capacity, in queue order.
     public mutating func assign(now: UInt64) -> [Assignment] {
         var out: [Assignment] = []
-        var remaining: [Pending] = []
-        for task in queue {
-            let candidates = slots.filter { $0.value.role == task.role && $0.value.available && $0.value.inFlight.count < $0.value.capacity }
-            guard let best = candidates.min(by: { a, b in
-                let ea = Double(a.value.inFlight.count + 1) * a.value.meanMilliseconds
-                let eb = Double(b.value.inFlight.count + 1) * b.value.meanMilliseconds
-                return ea != eb ? ea < eb : a.key < b.key
-            }) else {
-                remaining.append(task)
-                continue
+        for role in queues.keys {
+            var head = heads[role] ?? 0
+            let queue = queues[role]!
+            while head < queue.count, let worker = bestWorker(for: role) {
+                let task = queue[head]
+                head += 1
+                waiting.remove(task.requestID)
+                slots[worker]!.inFlight.insert(task.requestID)
+                running[task.requestID] = Running(requestID: task.requestID, role: role, payload: task.payload,
+                                                  workerID: worker, started: now)
+                out.append(Assignment(requestID: task.requestID, workerID: worker, payload: task.payload))
             }
-            slots[best.key]!.inFlight.insert(task.requestID)
-            running[task.requestID] = Running(requestID: task.requestID, role: task.role, payload: task.payload,
-                                              workerID: best.key, started: now)
-            out.append(Assignment(requestID: task.requestID, workerID: best.key, payload: task.payload))
+            heads[role] = head
+            if head > 1024 && head * 2 > queue.count { compact(role) }
+            if head == queue.count { queues[role] = []; heads[role] = 0 }
         }
-        queue = remaining
         return out
+    }
+
+    private mutating func markCompleted(_ requestID: UInt64) {
+        completed.insert(requestID)
+        completedOrder.append(requestID)
+        if completedOrder.count > 2 * Self.completedMemory {
+            for old in completedOrder[..<Self.completedMemory] { completed.remove(old) }
+            completedOrder.removeFirst(Self.completedMemory)
+        }
     }
 
     /// Records a result from `workerID` for `requestID`.
@@ -116,14 +159,18 @@ public struct TaskDispatcher<Payload: Sendable>: Sendable {
         guard let task = running.removeValue(forKey: requestID) else {
             // A result from a worker whose task was re-queued after it was declared dead: the first
             // result wins, so accept it and drop the queued copy.
-            if let index = queue.firstIndex(where: { $0.requestID == requestID }) {
-                let task = queue.remove(at: index)
-                completed.insert(requestID)
-                return .accepted(task.payload)
+            for role in queues.keys where waiting.contains(requestID) {
+                let head = heads[role] ?? 0
+                if let index = queues[role]![head...].firstIndex(where: { $0.requestID == requestID }) {
+                    let task = queues[role]!.remove(at: index)
+                    waiting.remove(requestID)
+                    markCompleted(requestID)
+                    return .accepted(task.payload)
+                }
             }
             return .unknown
         }
-        completed.insert(requestID)
+        markCompleted(requestID)
         if var slot = slots[task.workerID] {
             slot.inFlight.remove(requestID)
             let elapsed = Double(now > task.started ? now - task.started : 0)

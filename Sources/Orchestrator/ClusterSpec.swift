@@ -23,6 +23,12 @@ public struct ClusterSpec: Sendable, Equatable {
         /// Sample `samples` completions of `prompts` prompts (random token prompts when the spec
         /// has no data) and report throughput.
         case generate(prompts: Int, samples: Int, maxNewTokens: Int, temperature: Float)
+        /// One round through every role: sample `samples` completions of `prompts` prompts, score them
+        /// with the reward and safety models, ask the reference for their log-probabilities (the KL
+        /// estimate against the reference's fixed version), fine-tune the learner on the best-scored
+        /// sample of each prompt (SFT, one step at `learningRate`), and sync the new policy version to
+        /// the generators.
+        case round(prompts: Int, samples: Int, maxNewTokens: Int, temperature: Float, learningRate: Float)
         /// Keep the cluster up for `seconds` (to look at it with `rlhf status`).
         case hold(seconds: Double)
     }
@@ -30,8 +36,13 @@ public struct ClusterSpec: Sendable, Equatable {
     public var coordinator: String
     public var hosts: [Host]
     public var checkpoint: String
+    /// Score heads (JSON) of the reward and safety models; nil: heads initialised from a seed.
+    public var rewardHead: String?
+    public var safetyHead: String?
     public var plan: [Step]
     public var heartbeatMilliseconds: UInt64
+    /// Where the coordinator serves Prometheus metrics (`tcp://HOST:PORT`); nil for nowhere.
+    public var metrics: String?
 
     /// A spec error: the key (dotted path) and why.
     public struct Invalid: Error, CustomStringConvertible, Equatable {
@@ -60,7 +71,7 @@ public struct ClusterSpec: Sendable, Equatable {
             throw Invalid(key: "(file)", reason: "not valid YAML: \(error)")
         }
         guard let top = root as? [String: Any] else { throw Invalid(key: "(file)", reason: "expected a mapping at the top level") }
-        let known: Set<String> = ["coordinator", "hosts", "model", "plan", "heartbeat_ms"]
+        let known: Set<String> = ["coordinator", "hosts", "model", "plan", "heartbeat_ms", "metrics"]
         if let unknown = top.keys.first(where: { !known.contains($0) }) {
             throw Invalid(key: unknown, reason: "unknown key (expected one of \(known.sorted().joined(separator: ", ")))")
         }
@@ -94,10 +105,19 @@ public struct ClusterSpec: Sendable, Equatable {
         guard let model = top["model"] as? [String: Any], let path = model["checkpoint"] as? String else {
             throw Invalid(key: "model.checkpoint", reason: "expected the path of a checkpoint")
         }
-        let checkpoint = path.hasPrefix("/") ? path : (baseDirectory as NSString).appendingPathComponent(path)
-        guard FileManager.default.fileExists(atPath: checkpoint) else {
-            throw Invalid(key: "model.checkpoint", reason: "no file at \(checkpoint)")
+        let modelKeys: Set<String> = ["checkpoint", "reward_head", "safety_head"]
+        if let unknown = model.keys.first(where: { !modelKeys.contains($0) }) {
+            throw Invalid(key: "model.\(unknown)", reason: "unknown key (expected one of \(modelKeys.sorted().joined(separator: ", ")))")
         }
+        func file(_ key: String, _ value: Any?) throws -> String? {
+            guard let value else { return nil }
+            guard let path = value as? String, !path.isEmpty else { throw Invalid(key: "model.\(key)", reason: "expected a path") }
+            let resolved = path.hasPrefix("/") ? path : (baseDirectory as NSString).appendingPathComponent(path)
+            guard FileManager.default.fileExists(atPath: resolved) else { throw Invalid(key: "model.\(key)", reason: "no file at \(resolved)") }
+            return resolved
+        }
+        let checkpoint = try file("checkpoint", path)!
+        let rewardHead = try file("reward_head", model["reward_head"]), safetyHead = try file("safety_head", model["safety_head"])
         var plan: [Step] = []
         for (i, item) in ((top["plan"] as? [Any]) ?? []).enumerated() {
             guard let step = item as? [String: Any], step.count == 1, let (kind, value) = step.first else {
@@ -113,18 +133,40 @@ public struct ClusterSpec: Sendable, Equatable {
                     throw Invalid(key: "plan[\(i)].generate", reason: "prompts, samples and max_new_tokens must be positive")
                 }
                 plan.append(.generate(prompts: prompts, samples: samples, maxNewTokens: maxNew, temperature: temperature))
+            case "round":
+                let args = value as? [String: Any] ?? [:]
+                let known: Set<String> = ["prompts", "samples", "max_new_tokens", "temperature", "learning_rate"]
+                if let unknown = args.keys.first(where: { !known.contains($0) }) {
+                    throw Invalid(key: "plan[\(i)].round.\(unknown)", reason: "unknown key (expected one of \(known.sorted().joined(separator: ", ")))")
+                }
+                let prompts = args["prompts"] as? Int ?? 4, samples = args["samples"] as? Int ?? 4
+                let maxNew = args["max_new_tokens"] as? Int ?? 16
+                let temperature = (args["temperature"] as? Double).map(Float.init) ?? 1.0
+                let lr = (args["learning_rate"] as? Double).map(Float.init) ?? 1e-4
+                guard prompts > 0, samples > 0, maxNew > 0 else {
+                    throw Invalid(key: "plan[\(i)].round", reason: "prompts, samples and max_new_tokens must be positive")
+                }
+                guard lr > 0, lr.isFinite else { throw Invalid(key: "plan[\(i)].round.learning_rate", reason: "expected a positive number") }
+                plan.append(.round(prompts: prompts, samples: samples, maxNewTokens: maxNew, temperature: temperature, learningRate: lr))
             case "hold":
                 let args = value as? [String: Any] ?? [:]
                 let seconds = (args["seconds"] as? Double) ?? (args["seconds"] as? Int).map(Double.init) ?? 0
                 guard seconds > 0 else { throw Invalid(key: "plan[\(i)].hold.seconds", reason: "expected a positive number of seconds") }
                 plan.append(.hold(seconds: seconds))
             default:
-                throw Invalid(key: "plan[\(i)].\(kind)", reason: "unknown step (this build runs: generate, hold)")
+                throw Invalid(key: "plan[\(i)].\(kind)", reason: "unknown step (this build runs: generate, round, hold)")
             }
         }
         let heartbeat = top["heartbeat_ms"] as? Int ?? 500
         guard heartbeat >= 10 else { throw Invalid(key: "heartbeat_ms", reason: "must be at least 10") }
-        return ClusterSpec(coordinator: coordinator, hosts: hosts, checkpoint: checkpoint, plan: plan,
-                           heartbeatMilliseconds: UInt64(heartbeat))
+        var metrics: String? = nil
+        if let m = top["metrics"] {
+            guard let endpoint = m as? String, endpoint.hasPrefix("tcp://") else {
+                throw Invalid(key: "metrics", reason: "expected an endpoint like tcp://127.0.0.1:9555")
+            }
+            metrics = endpoint
+        }
+        return ClusterSpec(coordinator: coordinator, hosts: hosts, checkpoint: checkpoint, rewardHead: rewardHead, safetyHead: safetyHead,
+                           plan: plan, heartbeatMilliseconds: UInt64(heartbeat), metrics: metrics)
     }
 }

@@ -5,10 +5,14 @@ import SwiftProtobuf
 import Synchronization
 import Transport
 import Wire
+import Workers
 
 /// The coordinator process's front door: a ROUTER socket that admits workers (REGISTER), tracks their
-/// heartbeats and health (`Membership`, ticked every 100 ms), and answers status requests. Bad input
-/// is answered with an ERROR naming the problem; the coordinator keeps serving.
+/// heartbeats and health (`Membership`, ticked every 100 ms), hands out tasks of every role
+/// (`TaskDispatcher`: generate, score, reference log-probabilities, train), relays weight versions
+/// from the learner to its consumers, and answers status requests (and, when asked to, serves
+/// Prometheus text metrics over HTTP). Bad input is answered with an ERROR naming the problem; the
+/// coordinator keeps serving.
 public final class Coordinator: @unchecked Sendable {
     /// Settings of a coordinator.
     public struct Settings: Sendable {
@@ -16,6 +20,8 @@ public final class Coordinator: @unchecked Sendable {
         public var membership: Membership.Settings = .default
         /// The build workers must run (this executable's by default).
         public var buildHash: String = BuildIdentity.hash
+        /// Where to serve Prometheus metrics over HTTP (e.g. `tcp://0.0.0.0:9555`); nil for none.
+        public var metricsBind: String?
 
         public init(bind: String) { self.bind = bind }
     }
@@ -25,12 +31,24 @@ public final class Coordinator: @unchecked Sendable {
         /// ROUTER identity of each worker id.
         var identities: [String: [UInt8]] = [:]
         var planStage = "idle"
+        var round: UInt32 = 0
+        var step: UInt64 = 0
+        var policyVersion: UInt64 = 0
+        var rewardMean = 0.0
+        var kl = 0.0
         var badMessages = 0
-        /// Work in flight: generate tasks by request id, results accepted once.
-        var dispatcher = TaskDispatcher<Rlhf_V1_GenerateRequest>()
+        /// Work in flight: tasks (the message to send) by request id, results accepted once.
+        var dispatcher = TaskDispatcher<WireMessage>()
         var results: [UInt64: WireMessage] = [:]
         var failures: [UInt64: String] = [:]
+        /// Weight syncs in flight: request id of each WEIGHT_ANNOUNCE sent, to the worker it went to.
+        var syncs: [UInt64: String] = [:]
         var nextRequestID: UInt64 = 1_000
+        /// Tasks per role dispatched and completed, and tokens of generate results, for metrics.
+        var dispatched: [WorkerRole: UInt64] = [:]
+        var completedTasks: [WorkerRole: UInt64] = [:]
+        var failedTasks: [WorkerRole: UInt64] = [:]
+        var tokens = ThroughputMeter()
 
         init(membership: Membership) { self.membership = membership }
     }
@@ -50,6 +68,8 @@ public final class Coordinator: @unchecked Sendable {
     private let logger: Logger
     /// The endpoint actually bound.
     public let endpoint: String
+    /// The metrics endpoint bound (`tcp://host:port`, served as `http://host:port/metrics`), if any.
+    public private(set) var metricsEndpoint: String?
 
     /// Binds and starts serving.
     public init(settings: Settings, logger: Logger = Logger(label: "rlhf.coordinator")) throws {
@@ -101,6 +121,10 @@ public final class Coordinator: @unchecked Sendable {
         }
         timer.resume()
         logger.info("coordinator listening", metadata: ["endpoint": "\(endpoint)"])
+        if let metricsBind = settings.metricsBind {
+            metricsEndpoint = try MetricsServer.start(on: loop, bind: metricsBind) { shared.state.withLock { Coordinator.metricsText($0) } }
+            logger.info("serving Prometheus metrics", metadata: ["endpoint": "\(metricsEndpoint ?? "")"])
+        }
     }
 
     /// Stops the health timer and the loop (closing the socket).
@@ -124,30 +148,28 @@ public final class Coordinator: @unchecked Sendable {
     private static func pump(shared: Shared, loop: PollLoop, socket: PollLoop.SocketID) {
         let sends = shared.state.withLock { s -> [([UInt8], [[UInt8]])] in
             s.dispatcher.assign(now: BuildIdentity.now()).compactMap { a in
-                guard let identity = s.identities[a.workerID],
-                      let frames = try? WireMessage(type: .generateRequest, requestID: a.requestID, body: a.payload,
-                                                    sender: "coordinator", policyVersion: a.payload.policyVersion).frames()
-                else { return nil }
+                guard let identity = s.identities[a.workerID] else { return nil }
+                var message = a.payload
+                message.requestID = a.requestID
+                guard let frames = try? message.frames() else { return nil }
+                if let role = s.membership.members[a.workerID]?.registration.role { s.dispatched[role, default: 0] += 1 }
                 return (identity, frames)
             }
         }
         for (identity, frames) in sends { loop.send(socket, [identity] + frames) }
     }
 
-    /// Fans `request`'s prompts out over the generators, `promptsPerTask` prompts per task, and returns
-    /// every sample exactly once, in prompt then sample order, with each sample's log-probabilities.
-    /// Tasks of a generator that dies are re-dispatched; a late duplicate result is dropped.
-    public func generate(_ request: Rlhf_V1_GenerateRequest, promptsPerTask: Int = 1, timeoutSeconds: Double = 300)
-        throws -> [(sample: Rlhf_V1_Sample, logProbs: [Float])] {
-        let chunks = stride(from: 0, to: request.prompts.count, by: max(1, promptsPerTask)).map {
-            Array(request.prompts[$0 ..< min(request.prompts.count, $0 + max(1, promptsPerTask))])
-        }
+    /// Queues `tasks` (each a role and the message its worker gets; request ids are assigned here)
+    /// and waits for every result, returned in task order. A task a worker refuses fails the call with
+    /// the worker's reason; tasks of a worker that dies are re-dispatched.
+    public func run(_ tasks: [(role: WorkerRole, message: WireMessage)], timeoutSeconds: Double = 300) throws -> [WireMessage] {
         let ids = shared.state.withLock { s -> [UInt64] in
-            chunks.map { prompts in
+            tasks.map { task in
                 s.nextRequestID += 1
-                var task = request
-                task.prompts = prompts
-                s.dispatcher.enqueue(requestID: s.nextRequestID, role: .generator, payload: task)
+                var message = task.message
+                message.requestID = s.nextRequestID
+                message.sender = "coordinator"
+                s.dispatcher.enqueue(requestID: s.nextRequestID, role: task.role, payload: message)
                 return s.nextRequestID
             }
         }
@@ -162,7 +184,23 @@ public final class Coordinator: @unchecked Sendable {
             if Date() > deadline { throw CoordinatorError.timeout(Int(timeoutSeconds)) }
             _ = progress.wait(timeout: .now() + 0.1)
         }
-        let messages = shared.state.withLock { s in ids.map { s.results.removeValue(forKey: $0)! } }
+        return shared.state.withLock { s in ids.map { s.results.removeValue(forKey: $0)! } }
+    }
+
+    /// Fans `request`'s prompts out over the generators, `promptsPerTask` prompts per task, and returns
+    /// every sample exactly once, in prompt then sample order, with each sample's log-probabilities.
+    /// Tasks of a generator that dies are re-dispatched; a late duplicate result is dropped.
+    public func generate(_ request: Rlhf_V1_GenerateRequest, promptsPerTask: Int = 1, timeoutSeconds: Double = 300)
+        throws -> [(sample: Rlhf_V1_Sample, logProbs: [Float])] {
+        let chunks = stride(from: 0, to: request.prompts.count, by: max(1, promptsPerTask)).map {
+            Array(request.prompts[$0 ..< min(request.prompts.count, $0 + max(1, promptsPerTask))])
+        }
+        let tasks = try chunks.map { prompts -> (role: WorkerRole, message: WireMessage) in
+            var task = request
+            task.prompts = prompts
+            return (.generator, try WireMessage(type: .generateRequest, requestID: 0, body: task, policyVersion: request.policyVersion))
+        }
+        let messages = try run(tasks, timeoutSeconds: timeoutSeconds)
         var out: [(Rlhf_V1_Sample, [Float])] = []
         for message in messages {
             let result = try message.decodeBody(Rlhf_V1_GenerateResult.self)
@@ -175,6 +213,129 @@ public final class Coordinator: @unchecked Sendable {
             }
         }
         return out
+    }
+
+    /// Scores `sequences` with the reward model (`.rewardModel`) or the safety model (`.safetyModel`),
+    /// `perTask` sequences per task; one score per sequence, in order.
+    public func score(_ sequences: [Rlhf_V1_Sequence], model: WorkerRole, perTask: Int = 8, timeoutSeconds: Double = 300) throws -> [Float] {
+        guard model == .rewardModel || model == .safetyModel else { throw CoordinatorError.taskFailed("\(model.rawValue) does not score") }
+        let tasks = try Coordinator.chunked(sequences, perTask).map { part -> (role: WorkerRole, message: WireMessage) in
+            var request = Rlhf_V1_ScoreRequest()
+            request.sequences = part
+            request.model = model.wire
+            return (model, try WireMessage(type: .scoreRequest, requestID: 0, body: request))
+        }
+        return try run(tasks, timeoutSeconds: timeoutSeconds).enumerated().flatMap { index, message -> [Float] in
+            let scores = message.tensor("scores")?.floats ?? []
+            let expected = min(perTask, sequences.count - index * max(1, perTask))
+            guard scores.count == expected else {
+                throw CoordinatorError.taskFailed("\(message.sender) returned \(scores.count) scores for \(expected) sequences")
+            }
+            return scores
+        }
+    }
+
+    /// The reference policy's log-probabilities of each sequence's response tokens (one array per
+    /// sequence, `response_ids.count` long), asked of references holding `policyVersion`.
+    public func referenceLogProbs(_ sequences: [Rlhf_V1_Sequence], policyVersion: UInt64, perTask: Int = 8,
+                                  timeoutSeconds: Double = 300) throws -> [[Float]] {
+        let parts = Coordinator.chunked(sequences, perTask)
+        let tasks = try parts.map { part -> (role: WorkerRole, message: WireMessage) in
+            var request = Rlhf_V1_ReferenceLogProbRequest()
+            request.sequences = part
+            return (.referencePolicy, try WireMessage(type: .referenceLogprobRequest, requestID: 0, body: request, policyVersion: policyVersion))
+        }
+        var out: [[Float]] = []
+        for (part, message) in zip(parts, try run(tasks, timeoutSeconds: timeoutSeconds)) {
+            let values = message.tensor("logprobs")?.floats ?? []
+            let lengths = part.map(\.responseIds.count)
+            guard values.count == lengths.reduce(0, +) else {
+                throw CoordinatorError.taskFailed("\(message.sender) returned \(values.count) log-probabilities for \(lengths.reduce(0, +)) response tokens")
+            }
+            var cursor = 0
+            for length in lengths {
+                out.append(Array(values[cursor ..< cursor + length]))
+                cursor += length
+            }
+        }
+        return out
+    }
+
+    /// Sends one train batch (with its tensor frames) to the learner and returns its stats, whose
+    /// `announce` is the new policy version.
+    public func train(_ batch: Rlhf_V1_TrainBatch, tensors: [WireTensor] = [], timeoutSeconds: Double = 600) throws -> Rlhf_V1_TrainStats {
+        let message = try WireMessage(type: .trainBatch, requestID: 0, body: batch, tensors: tensors, policyVersion: batch.policyVersion)
+        let stats = try run([(.learner, message)], timeoutSeconds: timeoutSeconds)[0].decodeBody(Rlhf_V1_TrainStats.self)
+        shared.state.withLock { s in
+            s.step = stats.step
+            s.policyVersion = max(s.policyVersion, stats.policyVersion)
+        }
+        return stats
+    }
+
+    /// Tells every live worker of `roles` to fetch `announce`'s version from its source, and waits
+    /// until each reports that version with the announced weights checksum. Returns the workers synced;
+    /// a worker that fails to sync fails the call with its reason.
+    @discardableResult
+    public func syncWeights(_ announce: Rlhf_V1_WeightAnnounce, roles: Set<WorkerRole> = [.generator, .referencePolicy],
+                            timeoutSeconds: Double = 120) throws -> [String] {
+        let checksum = announce.modelChecksum
+        let sends = shared.state.withLock { s -> [(String, UInt64, [UInt8], [[UInt8]])] in
+            s.membership.workers().filter { roles.contains($0.registration.role) && $0.health != .dead }.compactMap { m in
+                let id = m.registration.workerID
+                guard let identity = s.identities[id] else { return nil }
+                s.nextRequestID += 1
+                guard let frames = try? WireMessage(type: .weightAnnounce, requestID: s.nextRequestID, body: announce,
+                                                    sender: "coordinator", policyVersion: announce.policyVersion).frames() else { return nil }
+                s.syncs[s.nextRequestID] = id
+                return (id, s.nextRequestID, identity, frames)
+            }
+        }
+        for (_, _, identity, frames) in sends { loop.send(socket, [identity] + frames) }
+        let targets = sends.map(\.0), requestIDs = sends.map(\.1)
+        defer { shared.state.withLock { s in for id in requestIDs { s.syncs[id] = nil; s.failures[id] = nil } } }
+        let deadline = Date().addingTimeInterval(timeoutSeconds)
+        while true {
+            let (done, failure) = shared.state.withLock { s -> (Bool, String?) in
+                let done = targets.allSatisfy { id in
+                    guard let m = s.membership.members[id] else { return false }
+                    return m.policyVersion == announce.policyVersion && m.weightsChecksum == checksum
+                }
+                return (done, requestIDs.compactMap { s.failures[$0] }.first)
+            }
+            if let failure { throw CoordinatorError.taskFailed(failure) }
+            if done { break }
+            if Date() > deadline {
+                throw CoordinatorError.taskFailed("weight sync to version \(announce.policyVersion) not confirmed by every worker within \(Int(timeoutSeconds)) s")
+            }
+            _ = progress.wait(timeout: .now() + 0.05)
+        }
+        shared.state.withLock { $0.policyVersion = announce.policyVersion }
+        return targets
+    }
+
+    /// Sets what `rlhf status` reports as the plan's stage, round and step.
+    public func setProgress(stage: String, round: UInt32? = nil, step: UInt64? = nil) {
+        shared.state.withLock { s in
+            s.planStage = stage
+            if let round { s.round = round }
+            if let step { s.step = step }
+        }
+    }
+
+    /// Sets the latest mean reward and KL that `rlhf status` and the metrics report.
+    public func setTrainingSignals(rewardMean: Double, kl: Double) {
+        shared.state.withLock { s in
+            s.rewardMean = rewardMean
+            s.kl = kl
+        }
+    }
+
+    /// The status as `rlhf status` gets it.
+    public func status() -> Rlhf_V1_StatusReply { shared.state.withLock { Coordinator.status($0) } }
+
+    static func chunked<T>(_ items: [T], _ size: Int) -> [[T]] {
+        stride(from: 0, to: items.count, by: max(1, size)).map { Array(items[$0 ..< min(items.count, $0 + max(1, size))]) }
     }
 
     private static func handle(_ frames: [[UInt8]], identity: [UInt8], shared: Shared, heartbeatInterval: UInt64,
@@ -229,20 +390,28 @@ public final class Coordinator: @unchecked Sendable {
                 return reply(.registerAck, message.requestID, ack)
             case .heartbeat:
                 let h = try message.decodeBody(Rlhf_V1_Heartbeat.self)
-                let known = state.state.withLock {
-                    $0.membership.heartbeat(h.workerID, now: BuildIdentity.now(), policyVersion: h.policyVersion,
-                                            tasksInFlight: Int(h.tasksInFlight))
+                let known = state.state.withLock { s in
+                    let known = s.membership.heartbeat(h.workerID, now: BuildIdentity.now(), policyVersion: h.policyVersion,
+                                                       tasksInFlight: Int(h.tasksInFlight), weightsChecksum: h.weightsCrc32C,
+                                                       tokensProcessed: h.tokensProcessed, draining: h.state == .draining)
+                    if known && h.state == .draining { s.dispatcher.pause(h.workerID) }
+                    return known
                 }
+                if state.state.withLock({ $0.syncs[message.requestID] != nil }) { progress.signal() }
                 if known { return nil }
                 var ack = Rlhf_V1_RegisterAck()
                 ack.accepted = false
                 ack.reason = "unknown or dead worker \(h.workerID): register again"
                 return reply(.registerAck, message.requestID, ack)
-            case .generateResult:
+            case .generateResult, .scoreResult, .referenceLogprobResult, .trainStats:
+                let tokens = message.type == .generateResult
+                    ? ((try? message.decodeBody(Rlhf_V1_GenerateResult.self))?.samples.reduce(0) { $0 + $1.ids.count } ?? 0) : 0
                 let accepted = state.state.withLock { s -> Bool in
                     guard case .accepted = s.dispatcher.complete(requestID: message.requestID, workerID: message.sender,
                                                                  now: BuildIdentity.now()) else { return false }
                     s.results[message.requestID] = message
+                    if let role = s.membership.members[message.sender]?.registration.role { s.completedTasks[role, default: 0] += 1 }
+                    s.tokens.add(tokens, at: BuildIdentity.now())
                     return true
                 }
                 if !accepted { logger.debug("dropped a duplicate result", metadata: ["request": "\(message.requestID)"]) }
@@ -252,11 +421,23 @@ public final class Coordinator: @unchecked Sendable {
                 let e = (try? message.decodeBody(Rlhf_V1_Error.self)) ?? Rlhf_V1_Error()
                 logger.warning("a worker reported an error", metadata: ["worker": "\(message.sender)", "error": "\(e.message)"])
                 state.state.withLock { s in
-                    if case .accepted = s.dispatcher.complete(requestID: message.requestID, workerID: message.sender, now: BuildIdentity.now()) {
+                    if s.syncs[message.requestID] != nil {
                         s.failures[message.requestID] = "\(message.sender): \(e.message)"
+                    } else if case .accepted = s.dispatcher.complete(requestID: message.requestID, workerID: message.sender, now: BuildIdentity.now()) {
+                        s.failures[message.requestID] = "\(message.sender): \(e.message)"
+                        if let role = s.membership.members[message.sender]?.registration.role { s.failedTasks[role, default: 0] += 1 }
                     }
                 }
                 progress.signal()
+                return nil
+            case .shutdown:
+                let bye = (try? message.decodeBody(Rlhf_V1_Shutdown.self)) ?? Rlhf_V1_Shutdown()
+                let requeued = state.state.withLock { s -> [UInt64] in
+                    s.membership.leave(message.sender)
+                    s.identities[message.sender] = nil
+                    return s.dispatcher.removeWorker(message.sender)
+                }
+                logger.info("worker left", metadata: ["worker": "\(message.sender)", "reason": "\(bye.reason)", "requeued": "\(requeued.count)"])
                 return nil
             case .statusRequest:
                 return reply(.statusReply, message.requestID, state.state.withLock { Coordinator.status($0) })
@@ -281,9 +462,17 @@ public final class Coordinator: @unchecked Sendable {
             w.policyVersion = m.policyVersion
             w.tasksInFlight = UInt32(m.tasksInFlight)
             w.lastHeartbeatMs = now > m.lastHeartbeat ? now - m.lastHeartbeat : 0
+            w.weightsCrc32C = m.weightsChecksum
+            w.tokensProcessed = m.tokensProcessed
             return w
         }
         reply.planStage = s.planStage
+        reply.round = s.round
+        reply.step = s.step
+        reply.policyVersion = s.policyVersion
+        reply.rewardMean = s.rewardMean
+        reply.kl = s.kl
+        reply.tokensPerSecond = s.tokens.rate(at: now)
         reply.queueDepths = WorkerRole.allCases.compactMap { role in
             let depth = s.dispatcher.queueDepth(role)
             guard depth > 0 else { return nil }
@@ -309,3 +498,73 @@ public enum CoordinatorError: Error, CustomStringConvertible {
     }
 }
 
+
+extension Coordinator {
+    /// The Prometheus text exposition of the coordinator's state (metric names start with `rlhf_`;
+    /// counters end in `_total`).
+    public func metrics() -> String { shared.state.withLock { Coordinator.metricsText($0) } }
+
+    private static func metricsText(_ s: State) -> String {
+        var out = PrometheusText()
+        let members = s.membership.workers()
+        out.family("rlhf_workers", "gauge", "Workers known to the coordinator, by role and health.")
+        for role in WorkerRole.allCases {
+            for health in [Health.healthy, .suspect, .dead] {
+                out.sample("rlhf_workers", ["role": role.rawValue, "health": health.rawValue],
+                           Double(members.filter { $0.registration.role == role && $0.health == health }.count))
+            }
+        }
+        out.family("rlhf_queue_depth", "gauge", "Tasks waiting for a worker, by role.")
+        for role in WorkerRole.allCases { out.sample("rlhf_queue_depth", ["role": role.rawValue], Double(s.dispatcher.queueDepth(role))) }
+        for (name, help, counts) in [("rlhf_tasks_dispatched_total", "Tasks sent to workers, by role.", s.dispatched),
+                                     ("rlhf_tasks_completed_total", "Task results accepted, by role.", s.completedTasks),
+                                     ("rlhf_tasks_failed_total", "Tasks a worker refused or failed, by role.", s.failedTasks)] {
+            out.family(name, "counter", help)
+            for role in WorkerRole.allCases { out.sample(name, ["role": role.rawValue], Double(counts[role] ?? 0)) }
+        }
+        out.family("rlhf_worker_tokens_processed_total", "counter", "Tokens each worker reports processed (generated, scored, trained).")
+        for m in members {
+            out.sample("rlhf_worker_tokens_processed_total", ["role": m.registration.role.rawValue, "worker": m.registration.workerID],
+                       Double(m.tokensProcessed))
+        }
+        out.family("rlhf_generated_tokens_total", "counter", "Tokens in generate results accepted.")
+        out.sample("rlhf_generated_tokens_total", [:], Double(s.tokens.total))
+        out.family("rlhf_generated_tokens_per_second", "gauge", "Generated tokens per second over the last 10 s.")
+        out.sample("rlhf_generated_tokens_per_second", [:], s.tokens.rate(at: BuildIdentity.now()))
+        out.family("rlhf_bad_messages_total", "counter", "Messages refused as malformed, corrupt or of another version.")
+        out.sample("rlhf_bad_messages_total", [:], Double(s.badMessages))
+        for (name, help, value) in [("rlhf_policy_version", "Policy version the cluster serves.", Double(s.policyVersion)),
+                                    ("rlhf_round", "Plan round.", Double(s.round)),
+                                    ("rlhf_step", "Learner step.", Double(s.step)),
+                                    ("rlhf_reward_mean", "Mean reward of the latest batch.", s.rewardMean),
+                                    ("rlhf_kl", "KL to the reference policy of the latest batch.", s.kl)] {
+            out.family(name, "gauge", help)
+            out.sample(name, [:], value)
+        }
+        return out.text
+    }
+}
+
+/// Tokens per second over a sliding window of recent results (10 s), for `rlhf status`.
+struct ThroughputMeter: Sendable {
+    /// `(time in ms, tokens)` of recent results, oldest first.
+    private var events: [(UInt64, Int)] = []
+    /// All tokens counted since start.
+    private(set) var total: UInt64 = 0
+    let windowMilliseconds: UInt64 = 10_000
+
+    mutating func add(_ tokens: Int, at now: UInt64) {
+        guard tokens > 0 else { return }
+        total += UInt64(tokens)
+        events.append((now, tokens))
+        if let first = events.firstIndex(where: { $0.0 + windowMilliseconds >= now }), first > 0 { events.removeFirst(first) }
+    }
+
+    /// Tokens per second over the window ending at `now` (0 when idle for a whole window).
+    func rate(at now: UInt64) -> Double {
+        let recent = events.filter { $0.0 + windowMilliseconds >= now }
+        guard let first = recent.first else { return 0 }
+        let span = max(1_000, now - min(first.0, now))
+        return Double(recent.reduce(0) { $0 + $1.1 }) * 1_000 / Double(span)
+    }
+}

@@ -37,10 +37,12 @@ public final class Launcher {
     public func run(report: (String) -> Void) throws {
         var settings = Coordinator.Settings(bind: spec.coordinator)
         settings.membership.heartbeatIntervalMilliseconds = spec.heartbeatMilliseconds
+        settings.metricsBind = spec.metrics
         let coordinator = try Coordinator(settings: settings)
         self.coordinator = coordinator
         defer { stop(report: report) }
         report("coordinator listening on \(coordinator.endpoint)")
+        if let m = coordinator.metricsEndpoint { report("metrics at http://\(m.dropFirst(6))/metrics") }
         try startWorkers(endpoint: coordinator.endpoint)
         report("started \(launched.count) workers on \(Set(launched.map(\.host)).count) host(s); waiting for them to register")
         try waitForRegistration(coordinator)
@@ -61,6 +63,9 @@ public final class Launcher {
                     let exe = host.executable ?? executable
                     var arguments = ["worker", "--role", role.rawValue, "--coordinator", endpoint, "--id", id,
                                      "--checkpoint", spec.checkpoint]
+                    if role == .rewardModel, let head = spec.rewardHead { arguments += ["--head", head] }
+                    if role == .safetyModel, let head = spec.safetyHead { arguments += ["--head", head] }
+                    if role == .safetyModel { arguments += ["--seed", "2"] }
                     let process = Process()
                     if host.address == "local" {
                         if let ns = host.namespace {
@@ -109,30 +114,98 @@ public final class Launcher {
     private func run(_ step: ClusterSpec.Step, index: Int, coordinator: Coordinator, report: (String) -> Void) throws {
         switch step {
         case let .generate(prompts, samples, maxNew, temperature):
-            var request = Rlhf_V1_GenerateRequest()
-            var rng = SeededGeneratorShim(seed: UInt64(index + 1))
-            request.prompts = (0..<prompts).map { i in
-                var p = Rlhf_V1_Prompt()
-                p.promptID = UInt64(i)
-                p.ids = [1] + (0..<4).map { _ in Int32(3 + rng.next() % 200) }
-                return p
-            }
-            request.samplesPerPrompt = UInt32(samples)
-            request.sampling.temperature = temperature
-            request.sampling.topP = 1
-            request.seed = UInt64(index + 1)
-            request.maxNewTokens = UInt32(maxNew)
-            request.stopToken = 2
+            coordinator.setProgress(stage: "generate")
+            let request = Launcher.generateRequest(prompts: prompts, samples: samples, maxNewTokens: maxNew,
+                                                   temperature: temperature, seed: UInt64(index + 1),
+                                                   policyVersion: coordinator.status().policyVersion)
             let start = Date()
             let results = try coordinator.generate(request, promptsPerTask: 1)
             let seconds = Date().timeIntervalSince(start)
             let tokens = results.reduce(0) { $0 + $1.sample.ids.count }
             report(String(format: "step %d generate: %d prompts x %d samples -> %d samples, %d tokens in %.2f s (%.0f tok/s over the generators)",
                           index + 1, prompts, samples, results.count, tokens, seconds, Double(tokens) / seconds))
+        case let .round(prompts, samples, maxNew, temperature, lr):
+            try runRound(index: index, prompts: prompts, samples: samples, maxNewTokens: maxNew, temperature: temperature,
+                         learningRate: lr, coordinator: coordinator, report: report)
         case let .hold(seconds):
+            coordinator.setProgress(stage: "hold")
             report(String(format: "step %d hold: the cluster stays up for %.1f s", index + 1, seconds))
             Thread.sleep(forTimeInterval: seconds)
         }
+    }
+
+    /// A generate request of `prompts` synthetic prompts (BOS and 4 random ids: the spec has no data
+    /// yet), `samples` samples each.
+    static func generateRequest(prompts: Int, samples: Int, maxNewTokens: Int, temperature: Float, seed: UInt64,
+                                policyVersion: UInt64) -> Rlhf_V1_GenerateRequest {
+        var request = Rlhf_V1_GenerateRequest()
+        var rng = SeededGeneratorShim(seed: seed)
+        request.prompts = (0..<prompts).map { i in
+            var p = Rlhf_V1_Prompt()
+            p.promptID = UInt64(i)
+            p.ids = [1] + (0..<4).map { _ in Int32(3 + rng.next() % 200) }
+            return p
+        }
+        request.samplesPerPrompt = UInt32(samples)
+        request.sampling.temperature = temperature
+        request.sampling.topP = 1
+        request.seed = seed
+        request.maxNewTokens = UInt32(maxNewTokens)
+        request.stopToken = 2
+        request.policyVersion = policyVersion
+        return request
+    }
+
+    private func runRound(index: Int, prompts: Int, samples: Int, maxNewTokens: Int, temperature: Float, learningRate: Float,
+                          coordinator: Coordinator, report: (String) -> Void) throws {
+        let version = coordinator.status().policyVersion
+        let round = coordinator.status().round + 1
+        let roles = Set(launched.map(\.role))
+        for needed in [WorkerRole.generator, .rewardModel, .referencePolicy, .learner] where !roles.contains(needed) {
+            throw Failure(message: "plan step \(index + 1) (round) needs a \(needed.rawValue) worker; the spec starts none")
+        }
+        let start = Date()
+        coordinator.setProgress(stage: "round: generate", round: round)
+        let request = Launcher.generateRequest(prompts: prompts, samples: samples, maxNewTokens: maxNewTokens, temperature: temperature,
+                                               seed: UInt64(1000 * round) + UInt64(index), policyVersion: version)
+        let generated = try coordinator.generate(request, promptsPerTask: 1).filter { !$0.sample.ids.isEmpty }
+        guard !generated.isEmpty else { throw Failure(message: "round \(round): every sample was empty") }
+        let promptIDs = Dictionary(uniqueKeysWithValues: request.prompts.map { ($0.promptID, $0.ids) })
+        let sequences = generated.enumerated().map { i, g -> Rlhf_V1_Sequence in
+            var s = Rlhf_V1_Sequence()
+            s.id = UInt64(i)
+            s.promptIds = promptIDs[g.sample.promptID] ?? []
+            s.responseIds = g.sample.ids
+            return s
+        }
+        coordinator.setProgress(stage: "round: score")
+        let rewards = try coordinator.score(sequences, model: .rewardModel)
+        let safety = roles.contains(.safetyModel) ? try coordinator.score(sequences, model: .safetyModel) : nil
+        coordinator.setProgress(stage: "round: reference")
+        // The reference stays where it started (the policy before these rounds): the KL measures drift from it.
+        let referenceVersion = coordinator.workers().first { $0.registration.role == .referencePolicy && $0.health == .healthy }?.policyVersion ?? 0
+        let reference = try coordinator.referenceLogProbs(sequences, policyVersion: referenceVersion)
+        let policyLogProbs = generated.map(\.logProbs)
+        let kl = RoundSummary.meanSequenceKL(policy: policyLogProbs, reference: reference)
+        let best = RoundSummary.bestPerPrompt(promptIDs: generated.map(\.sample.promptID), scores: rewards)
+        coordinator.setTrainingSignals(rewardMean: Double(rewards.reduce(0, +)) / Double(rewards.count), kl: kl)
+        coordinator.setProgress(stage: "round: train")
+        var batch = Rlhf_V1_TrainBatch()
+        batch.kind = .sft
+        batch.sequences = best.map { sequences[$0] }
+        batch.learningRate = learningRate
+        batch.policyVersion = version
+        let stats = try coordinator.train(batch)
+        coordinator.setProgress(stage: "round: sync")
+        let syncStart = Date()
+        let synced = try coordinator.syncWeights(stats.announce, roles: [.generator])
+        coordinator.setProgress(stage: "round done")
+        let safetyText = safety.map { String(format: ", safety mean %.4f", Double($0.reduce(0, +)) / Double($0.count)) } ?? ""
+        report(String(format: "step %d round %d: %d samples, reward mean %.4f (best-of-%d mean %.4f)%@, KL to reference %.4f; "
+                      + "SFT on %d best: loss %.4f, grad norm %.3f; policy v%llu synced to %d generators in %.2f s; round %.2f s",
+                      index + 1, round, generated.count, Double(rewards.reduce(0, +)) / Double(rewards.count), samples,
+                      Double(best.map { rewards[$0] }.reduce(0, +)) / Double(best.count), safetyText, kl, best.count, stats.loss,
+                      stats.gradNorm, stats.policyVersion, synced.count, Date().timeIntervalSince(syncStart), Date().timeIntervalSince(start)))
     }
 
     /// SIGTERM to every worker, then the coordinator.
@@ -155,5 +228,29 @@ struct SeededGeneratorShim {
         z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
         z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
         return z ^ (z >> 31)
+    }
+}
+
+/// The arithmetic of a round's report, apart from the I/O.
+enum RoundSummary {
+    /// Mean over sequences of `sum_t (log pi(t) - log ref(t))`: the Monte Carlo KL(pi || ref) of the sampled responses.
+    static func meanSequenceKL(policy: [[Float]], reference: [[Float]]) -> Double {
+        let pairs = zip(policy, reference).filter { $0.0.count == $0.1.count }
+        guard !pairs.isEmpty else { return 0 }
+        return pairs.reduce(0.0) { sum, pair in sum + zip(pair.0, pair.1).reduce(0.0) { $0 + Double($1.0 - $1.1) } } / Double(pairs.count)
+    }
+
+    /// For each prompt (in first-seen order), the index of its highest-scored sample (the first on ties).
+    static func bestPerPrompt(promptIDs: [UInt64], scores: [Float]) -> [Int] {
+        var best: [UInt64: Int] = [:], order: [UInt64] = []
+        for (i, id) in promptIDs.enumerated() {
+            if let b = best[id] {
+                if scores[i] > scores[b] { best[id] = i }
+            } else {
+                best[id] = i
+                order.append(id)
+            }
+        }
+        return order.map { best[$0]! }
     }
 }

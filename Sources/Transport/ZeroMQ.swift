@@ -42,6 +42,9 @@ public final class ZMQContext: @unchecked Sendable {
 /// The socket kinds SwiftRLHF uses.
 public enum SocketKind: Sendable {
     case router, dealer, pair, pub, sub
+    /// Raw TCP (each message is `[peer id, bytes]`; sending `[peer id, []]` closes the connection):
+    /// how the coordinator serves HTTP metrics without another dependency.
+    case stream
 
     var raw: Int32 {
         switch self {
@@ -50,6 +53,7 @@ public enum SocketKind: Sendable {
         case .pair: return ZMQ_PAIR
         case .pub: return ZMQ_PUB
         case .sub: return ZMQ_SUB
+        case .stream: return ZMQ_STREAM
         }
     }
 }
@@ -67,6 +71,10 @@ public struct SocketSettings: Sendable, Equatable {
     /// Queue limits (messages) before sends block or fail.
     public var sendHighWaterMark: Int32 = 10_000
     public var receiveHighWaterMark: Int32 = 10_000
+    /// Reconnection backoff of connecting sockets: the first retry after `reconnectMilliseconds`, each
+    /// next one twice as late, up to `reconnectMaxMilliseconds` (0: no backoff).
+    public var reconnectMilliseconds: Int32 = 100
+    public var reconnectMaxMilliseconds: Int32 = 0
 
     public init() {}
     public static let `default` = SocketSettings()
@@ -92,6 +100,8 @@ public final class ZMQSocket {
             try setInt(ZMQ_HEARTBEAT_TTL, settings.heartbeatTimeoutMilliseconds)
             try setInt(ZMQ_SNDHWM, settings.sendHighWaterMark)
             try setInt(ZMQ_RCVHWM, settings.receiveHighWaterMark)
+            try setInt(ZMQ_RECONNECT_IVL, settings.reconnectMilliseconds)
+            try setInt(ZMQ_RECONNECT_IVL_MAX, settings.reconnectMaxMilliseconds)
             if kind == .router { try setInt(ZMQ_ROUTER_MANDATORY, 1) }
             if kind == .sub { try setBytes(ZMQ_SUBSCRIBE, []) }
             if let identity { try setBytes(ZMQ_ROUTING_ID, identity) }

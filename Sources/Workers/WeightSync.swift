@@ -40,37 +40,37 @@ public struct WeightPublisher: Sendable {
         let snapshot = weights.copy()
         self.weights = snapshot
         self.policyVersion = policyVersion
+        precondition(chunkBytes > 0 && chunkBytes % 4 == 0, "chunks hold whole float32 elements")
         let layout = snapshot.layout
-        ranges = layout.storedTensors.map { layout.range($0) }
+        let ranges = layout.storedTensors.map { layout.range($0) }
+        self.ranges = ranges
+        // Each chunk's checksum once per version; a tensor's is combined from its chunks'.
+        let chunkElements = chunkBytes / 4
+        let chunkLists = ranges.map { range in
+            stride(from: range.lowerBound, to: range.upperBound, by: chunkElements).map {
+                snapshot.checksum(of: $0 ..< min(range.upperBound, $0 + chunkElements))
+            }
+        }
         var announce = Rlhf_V1_WeightAnnounce()
         announce.policyVersion = policyVersion
         announce.chunkBytes = UInt32(chunkBytes)
         announce.source = source
-        announce.tensors = zip(layout.storedTensors, ranges).map { tensor, range in
+        announce.tensors = zip(layout.storedTensors, zip(ranges, chunkLists)).map { tensor, chunked in
+            let (range, chunks) = chunked
             var t = Rlhf_V1_WeightTensor()
             t.name = tensor.name
             t.shape = ParameterLayout.shape(tensor, snapshot.config).map(Int64.init)
             t.byteLength = UInt64(range.count * 4)
-            t.crc32C = snapshot.storage.withUnsafeBufferPointer { buf in
-                var crc = CRC32C()
-                crc.update(UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: buf[range])))
-                return crc.value
+            t.crc32C = chunks.enumerated().dropFirst().reduce(chunks.first ?? CRC32C().value) { crc, chunk in
+                let length = min(chunkElements, range.count - chunk.offset * chunkElements) * 4
+                return CRC32C.combine(crc, chunk.element, lengthOfB: length)
             }
             return t
         }
         announce.totalBytes = announce.tensors.reduce(0) { $0 + $1.byteLength }
         announcement = announce
         self.chunkBytes = chunkBytes
-        chunkChecksums = ranges.map { range in
-            snapshot.storage.withUnsafeBufferPointer { buf in
-                let raw = UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: buf[range]))
-                return stride(from: 0, to: raw.count, by: chunkBytes).map { start in
-                    var crc = CRC32C()
-                    crc.update(UnsafeRawBufferPointer(rebasing: raw[start ..< min(raw.count, start + chunkBytes)]))
-                    return crc.value
-                }
-            }
-        }
+        chunkChecksums = chunkLists
     }
 
     /// The precomputed checksum of a chunk on the announced grid (nil for any other range).

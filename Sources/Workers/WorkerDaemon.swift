@@ -1,14 +1,21 @@
 import ClusterRuntime
 import Foundation
+import LlamaCore
 import Logging
 import Synchronization
 import Transport
 import Wire
 
 /// The process side of a worker: joins a coordinator (REGISTER with role, id, protocol version, build
-/// hash, policy version, capacity, host, pid), heartbeats at the interval the coordinator asks for,
-/// and registers again when the coordinator no longer knows it (a coordinator restart, or after being
-/// declared dead). ZeroMQ reconnects the socket by itself when the coordinator goes away.
+/// hash, policy version, capacity, host, pid), heartbeats at the interval the coordinator asks for
+/// (with its policy version, weights checksum and tokens processed), and registers again when the
+/// coordinator no longer knows it (a coordinator restart, or after being declared dead). ZeroMQ
+/// reconnects the socket by itself when the coordinator goes away, backing off up to 5 s.
+///
+/// Work messages go to the role's `RoleService` on one compute queue, off the socket thread; so do
+/// WEIGHT_ANNOUNCEs: the daemon fetches the announced version from its source, verifies it, installs
+/// it between two requests and reports the new version at once. `drain()` stops taking work, finishes
+/// what is in flight and says goodbye (SHUTDOWN) so the coordinator forgets the worker cleanly.
 public final class WorkerDaemon: @unchecked Sendable {
     /// Who the worker is.
     public struct Settings: Sendable {
@@ -16,7 +23,6 @@ public final class WorkerDaemon: @unchecked Sendable {
         public var workerID: String
         public var coordinator: String
         public var capacity: Int = 1
-        public var policyVersion: UInt64 = 0
 
         public init(role: WorkerRole, workerID: String, coordinator: String) {
             self.role = role
@@ -43,6 +49,8 @@ public final class WorkerDaemon: @unchecked Sendable {
         var refusal: String?
         var heartbeatMilliseconds: UInt32 = 500
         var nextRequestID: UInt64 = 1
+        var inFlight = 0
+        var draining = false
     }
 
     public let settings: Settings
@@ -52,22 +60,24 @@ public final class WorkerDaemon: @unchecked Sendable {
     private let firstAnswer = DispatchSemaphore(value: 0)
     private var timer: DispatchSourceTimer?
     private let logger: Logger
-    /// Serves work messages (off the poll loop: compute must not stall the sockets); nil answers nothing.
-    private let work: (@Sendable (WireMessage) throws -> WireMessage?)?
+    /// The role's compute; nil for a worker that only registers and heartbeats.
+    private let service: (any RoleService)?
     private let workQueue = DispatchQueue(label: "rlhf.worker.compute")
 
-    /// Connects and sends the first registration; `work` serves the role's requests.
-    public init(settings: Settings, logger: Logger = Logger(label: "rlhf.worker"),
-                work: (@Sendable (WireMessage) throws -> WireMessage?)? = nil) throws {
+    /// Connects and sends the first registration; `service` serves the role's requests.
+    public init(settings: Settings, service: (any RoleService)?, logger: Logger = Logger(label: "rlhf.worker")) throws {
         self.settings = settings
-        self.work = work
+        self.service = service
         var tagged = logger
         tagged[metadataKey: "role"] = "\(settings.role.rawValue)"
         tagged[metadataKey: "worker"] = "\(settings.workerID)"
         self.logger = tagged
         loop = try PollLoop()
         let box = Mutex<WorkerDaemon?>(nil)
-        (socket, _) = try loop.open(.dealer, identity: Array(settings.workerID.utf8), connect: [settings.coordinator]) { frames in
+        var socketSettings = SocketSettings.default
+        socketSettings.reconnectMaxMilliseconds = 5_000
+        (socket, _) = try loop.open(.dealer, settings: socketSettings, identity: Array(settings.workerID.utf8),
+                                    connect: [settings.coordinator]) { frames in
             box.withLock { $0 }?.handle(frames)
         }
         box.withLock { $0 = self }
@@ -82,7 +92,7 @@ public final class WorkerDaemon: @unchecked Sendable {
         r.workerID = settings.workerID
         r.protocolVersion = ProtocolVersion.current
         r.buildHash = BuildIdentity.hash
-        r.policyVersion = settings.policyVersion
+        r.policyVersion = service?.policyVersion ?? 0
         r.capacity = UInt32(settings.capacity)
         r.host = BuildIdentity.host
         r.pid = BuildIdentity.pid
@@ -115,6 +125,8 @@ public final class WorkerDaemon: @unchecked Sendable {
             if ack.accepted {
                 logger.info("registered with the coordinator")
                 if first { startHeartbeats(); firstAnswer.signal() }
+            } else if wasRegistered && state.withLock({ $0.draining }) {
+                logger.debug("the coordinator forgot this draining worker")
             } else if wasRegistered {
                 logger.info("the coordinator does not know this worker any more; registering again")
                 sendRegistration()
@@ -123,19 +135,46 @@ public final class WorkerDaemon: @unchecked Sendable {
                 firstAnswer.signal()
             }
         case .generateRequest, .scoreRequest, .referenceLogprobRequest, .trainBatch:
-            guard let work else {
+            guard let service else {
                 reply(error: .unknownType, "a \(settings.role.rawValue) does not serve \(message.type)", to: message)
+                return
+            }
+            let accepted = state.withLock { s -> Bool in
+                guard !s.draining else { return false }
+                s.inFlight += 1
+                return true
+            }
+            guard accepted else {
+                reply(error: .internal, "worker \(settings.workerID) is draining and takes no new work", to: message)
                 return
             }
             workQueue.async { [self] in
                 do {
-                    if var answer = try work(message) {
-                        answer.sender = settings.workerID
-                        loop.send(socket, try answer.frames())
-                    }
+                    var answer = try service.handle(message)
+                    answer.sender = settings.workerID
+                    loop.send(socket, try answer.frames())
                 } catch {
                     logger.warning("request failed", metadata: ["type": "\(message.type)", "error": "\(error)"])
                     reply(error: .invalidArgument, "\(error)", to: message)
+                }
+                state.withLock { $0.inFlight -= 1 }
+            }
+        case .weightAnnounce:
+            guard let service, let config = service.modelConfig else {
+                reply(error: .unknownType, "a \(settings.role.rawValue) does not take weight versions", to: message)
+                return
+            }
+            guard let announce = try? message.decodeBody(Rlhf_V1_WeightAnnounce.self) else {
+                reply(error: .badMessage, "WEIGHT_ANNOUNCE body does not parse", to: message)
+                return
+            }
+            workQueue.async { [self] in
+                do {
+                    try sync(service, to: announce, config: config)
+                    sendHeartbeat(requestID: message.requestID)
+                } catch {
+                    logger.warning("weight sync failed", metadata: ["version": "\(announce.policyVersion)", "error": "\(error)"])
+                    reply(error: .checksumMismatch, "weight sync to version \(announce.policyVersion) failed: \(error)", to: message)
                 }
             }
         case .error:
@@ -152,6 +191,25 @@ public final class WorkerDaemon: @unchecked Sendable {
         }
     }
 
+    /// Fetches `announce`'s version from its source, checks it is the announced version with the
+    /// announced checksum, and installs it.
+    private func sync(_ service: any RoleService, to announce: Rlhf_V1_WeightAnnounce, config: LlamaConfig) throws {
+        if service.policyVersion == announce.policyVersion && service.weightsChecksum == announce.modelChecksum { return }
+        let started = Date()
+        let (weights, version) = try WeightFetcher.fetch(loop: loop, endpoint: announce.source, config: config)
+        guard version == announce.policyVersion else {
+            throw WeightSyncError.wrongVersion(requested: announce.policyVersion, serving: version)
+        }
+        let checksum = weights.checksum
+        guard checksum == announce.modelChecksum else {
+            throw WeightSyncError.tensorChecksum(name: "(whole model)")
+        }
+        try service.install(weights, version: version)
+        logger.info("installed a new policy version", metadata: [
+            "version": "\(version)", "bytes": "\(announce.totalBytes)",
+            "seconds": "\(String(format: "%.3f", Date().timeIntervalSince(started)))"])
+    }
+
     private func startHeartbeats() {
         let interval = state.withLock { Int($0.heartbeatMilliseconds) }
         let timer = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "rlhf.worker.heartbeat"))
@@ -161,14 +219,40 @@ public final class WorkerDaemon: @unchecked Sendable {
         self.timer = timer
     }
 
-    private func sendHeartbeat() {
+    private func sendHeartbeat(requestID: UInt64? = nil) {
+        let (inFlight, draining) = state.withLock { ($0.inFlight, $0.draining) }
         var h = Rlhf_V1_Heartbeat()
         h.workerID = settings.workerID
-        h.state = .idle
-        h.policyVersion = settings.policyVersion
-        if let frames = try? WireMessage(type: .heartbeat, requestID: nextID(), body: h, sender: settings.workerID).frames() {
+        h.state = draining ? .draining : inFlight > 0 ? .busy : .idle
+        h.tasksInFlight = UInt32(inFlight)
+        h.policyVersion = service?.policyVersion ?? 0
+        h.weightsCrc32C = service?.weightsChecksum ?? 0
+        h.tokensProcessed = service?.tokensProcessed ?? 0
+        if let frames = try? WireMessage(type: .heartbeat, requestID: requestID ?? nextID(), body: h, sender: settings.workerID).frames() {
             loop.send(socket, frames)
         }
+    }
+
+    /// Stops taking new work (the coordinator is told at once), waits up to `timeoutSeconds` for the
+    /// tasks in flight, then says goodbye. Returns whether every task finished.
+    @discardableResult
+    public func drain(timeoutSeconds: Double = 60) -> Bool {
+        state.withLock { $0.draining = true }
+        sendHeartbeat()
+        logger.info("draining: finishing tasks in flight")
+        let done = DispatchSemaphore(value: 0)
+        workQueue.async { done.signal() }
+        let finished = done.wait(timeout: .now() + timeoutSeconds) == .success
+        timer?.cancel()
+        var bye = Rlhf_V1_Shutdown()
+        bye.reason = finished ? "drained" : "drain timed out after \(Int(timeoutSeconds)) s"
+        bye.drain = true
+        if let frames = try? WireMessage(type: .shutdown, requestID: nextID(), body: bye, sender: settings.workerID).frames() {
+            loop.send(socket, frames)
+        }
+        // Let the poll loop flush the goodbye before the socket closes (LINGER is 0).
+        Thread.sleep(forTimeInterval: 0.05)
+        return finished
     }
 
     /// Waits for the first answer to the registration.

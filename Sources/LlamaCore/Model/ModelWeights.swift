@@ -77,6 +77,24 @@ public struct ModelWeights: Sendable {
         return ModelWeights(config: config, storage: other)
     }
 
+    /// CRC-32C of the elements in `range` (their little-endian bytes).
+    public func checksum(of range: Range<Int>) -> UInt32 {
+        storage.withUnsafeBufferPointer { buffer in
+            var crc = CRC32C()
+            crc.update(UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: buffer[range])))
+            return crc.value
+        }
+    }
+
+    /// CRC-32C of the stored tensors' bytes in checkpoint order (alignment padding excluded): how
+    /// peers compare the weights they hold.
+    public var checksum: UInt32 {
+        layout.storedTensors.dropFirst().reduce(checksum(of: layout.range(layout.storedTensors[0]))) { crc, tensor in
+            let range = layout.range(tensor)
+            return CRC32C.combine(crc, checksum(of: range), lengthOfB: range.count * 4)
+        }
+    }
+
     /// The stored elements of `tensor` as an array (for tests and tools; copies).
     public func values(_ tensor: ParameterTensor) -> [Float] {
         if tensor == .classifier && config.sharedClassifier { return values(.tokenEmbedding) }

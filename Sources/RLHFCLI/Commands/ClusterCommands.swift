@@ -2,6 +2,7 @@ import ArgumentParser
 import ClusterRuntime
 import Foundation
 import LlamaCore
+import LlamaTraining
 import Logging
 import Orchestrator
 import Synchronization
@@ -40,13 +41,17 @@ struct CoordinatorCommand: ParsableCommand {
     var bind: String = "tcp://127.0.0.1:5555"
     @Option(help: "Heartbeat interval asked of workers, in milliseconds.")
     var heartbeatMs: UInt64 = 500
+    @Option(help: "Serve Prometheus metrics over HTTP here, e.g. tcp://0.0.0.0:9555 (GET /metrics).")
+    var metrics: String?
 
     func run() throws {
         var settings = Coordinator.Settings(bind: bind)
         settings.membership.heartbeatIntervalMilliseconds = heartbeatMs
+        settings.metricsBind = metrics
         let coordinator: Coordinator
         do { coordinator = try Coordinator(settings: settings) } catch { throw cliFailure(error) }
         print("coordinator listening on \(coordinator.endpoint)")
+        if let m = coordinator.metricsEndpoint { print("metrics at http://\(m.dropFirst(6))/metrics") }
         fflush(nil)
         waitForTerminationSignal()
         coordinator.shutdown()
@@ -57,7 +62,7 @@ struct CoordinatorCommand: ParsableCommand {
 struct WorkerCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "worker",
-        abstract: "Run a worker daemon that joins the coordinator at --coordinator (SIGTERM leaves)."
+        abstract: "Run a worker daemon that joins the coordinator at --coordinator (SIGTERM drains and leaves)."
     )
 
     @Option(help: "generator, reward-model, safety-model, learner or reference-policy.")
@@ -70,27 +75,58 @@ struct WorkerCommand: ParsableCommand {
     var threads: Int = 1
     @Option(help: "Sequences processed at once.")
     var capacity: Int = 16
-    @Option(help: "Model checkpoint the role serves (generator: the policy).")
+    @Option(help: "Model checkpoint the role serves (the policy for generator, learner and reference-policy; the trunk for the reward models).")
     var checkpoint: String?
+    @Option(help: "Reward and safety models: the score head, JSON {\"weight\": [dim floats], \"bias\": b}. Without it the head is initialised from --seed (an untrained scorer).")
+    var head: String?
+    @Option(help: "Seed of an initialised score head.")
+    var seed: UInt64 = 1
+    @Option(help: "Learner: the address consumers reach this host at (default: the address that routes to the coordinator).")
+    var advertise: String?
+    @Option(help: "Seconds a SIGTERM waits for tasks in flight before leaving anyway.")
+    var drainTimeout: Double = 60
 
     func run() throws {
+        guard threads >= 1, threads <= 256 else { throw cliFailure(LlamaError.invalidInput("--threads must be between 1 and 256")) }
         var settings = WorkerDaemon.Settings(role: role, workerID: id ?? "\(role.rawValue)-\(BuildIdentity.host)-\(BuildIdentity.pid)",
                                              coordinator: coordinator)
         settings.capacity = capacity
         let daemon: WorkerDaemon
+        let keepAlive: PollLoop?
         do {
-            var work: (@Sendable (WireMessage) throws -> WireMessage?)? = nil
-            if role == .generator, let checkpoint {
-                let generator = Generator(model: try LlamaModel(checkpoint: checkpoint), threads: threads)
-                work = { message in try generator.handle(message) }
-            }
-            daemon = try WorkerDaemon(settings: settings, work: work)
+            let service: (any RoleService)?
+            (service, keepAlive) = try makeService()
+            daemon = try WorkerDaemon(settings: settings, service: service)
             try daemon.waitForRegistration()
         } catch {
             throw cliFailure(error)
         }
         waitForTerminationSignal()
+        daemon.drain(timeoutSeconds: drainTimeout)
         daemon.shutdown()
+        keepAlive?.shutdown()
+    }
+
+    /// The role's compute, and the poll loop it serves weights on (learner only).
+    private func makeService() throws -> ((any RoleService)?, PollLoop?) {
+        guard let checkpoint else {
+            // A worker without a model only registers and heartbeats (useful to test a cluster).
+            return (nil, nil)
+        }
+        let weights = try Checkpoint.read(path: checkpoint).weights
+        switch role {
+        case .generator:
+            return (Generator(model: LlamaModel(weights: weights), threads: threads), nil)
+        case .rewardModel, .safetyModel:
+            let scoreHead = try head.map { try RewardModel.loadHead(path: $0) } ?? ScalarHead(dim: weights.config.dim, seed: seed)
+            return (try RewardModel(kind: role.wire, weights: weights, head: scoreHead, threads: threads), nil)
+        case .referencePolicy:
+            return (ReferencePolicy(weights: weights, threads: threads), nil)
+        case .learner:
+            let loop = try PollLoop()
+            let host = try advertise ?? Network.localAddress(toward: coordinator)
+            return (try Learner(weights: weights, threads: threads, loop: loop, bind: "tcp://0.0.0.0:*", advertiseHost: host), loop)
+        }
     }
 }
 
@@ -107,6 +143,10 @@ struct StatusCommand: ParsableCommand {
     var json = false
     @Option(help: "Seconds to wait for the coordinator.")
     var timeout: Double = 5
+    @Flag(help: "Refresh until interrupted.")
+    var watch = false
+    @Option(help: "Seconds between refreshes with --watch.")
+    var interval: Double = 2
 
     func run() throws {
         let coordinator: String
@@ -120,38 +160,66 @@ struct StatusCommand: ParsableCommand {
         let answer = Mutex<WireMessage?>(nil)
         let arrived = DispatchSemaphore(value: 0)
         let (socket, _) = try loop.open(.dealer, connect: [coordinator]) { frames in
-            if let m = try? WireMessage.decode(frames) {
+            if let m = try? WireMessage.decode(frames), m.type == .statusReply {
                 answer.withLock { $0 = m }
                 arrived.signal()
             }
         }
-        loop.send(socket, try WireMessage(type: .statusRequest, requestID: 1, body: Rlhf_V1_StatusRequest(), sender: "status").frames())
-        guard arrived.wait(timeout: .now() + timeout) == .success, let message = answer.withLock({ $0 }) else {
-            printError("error: no answer from the coordinator at \(coordinator) within \(timeout) s")
-            throw ExitCode.failure
-        }
-        let status = try message.decodeBody(Rlhf_V1_StatusReply.self)
-        if json {
-            let workers: [[String: Any]] = status.workers.map { w in
-                ["role": WorkerRole(wire: w.role)?.rawValue ?? "unknown", "id": w.workerID, "host": w.host, "pid": Int(w.pid),
-                 "state": w.health, "policy_version": Int(w.policyVersion), "tasks_in_flight": Int(w.tasksInFlight),
-                 "last_heartbeat_ms": Int(w.lastHeartbeatMs)]
+        let terminal = isatty(STDOUT_FILENO) != 0
+        var requestID: UInt64 = 0
+        repeat {
+            requestID += 1
+            answer.withLock { $0 = nil }
+            loop.send(socket, try WireMessage(type: .statusRequest, requestID: requestID, body: Rlhf_V1_StatusRequest(), sender: "status").frames())
+            guard arrived.wait(timeout: .now() + timeout) == .success, let message = answer.withLock({ $0 }) else {
+                printError("error: no answer from the coordinator at \(coordinator) within \(timeout) s")
+                throw ExitCode.failure
             }
-            print(jsonLine(["workers": workers, "plan_stage": status.planStage, "round": Int(status.round), "step": Int(status.step),
-                            "queue_depths": Dictionary(uniqueKeysWithValues: status.queueDepths.map { ($0.queue, Int($0.depth)) }),
-                            "tokens_per_second": status.tokensPerSecond, "reward_mean": status.rewardMean, "kl": status.kl,
-                            "policy_version": Int(status.policyVersion)]))
-        } else {
-            print("coordinator \(coordinator): stage \(status.planStage), round \(status.round), step \(status.step), policy v\(status.policyVersion)")
-            for role in WorkerRole.allCases {
-                let members = status.workers.filter { WorkerRole(wire: $0.role) == role }
-                guard !members.isEmpty else { continue }
-                print("  \(role.rawValue): \(members.count) (\(members.filter { $0.health == "healthy" }.count) healthy)")
-                for w in members {
-                    print("    \(w.workerID)  \(w.health)  host \(w.host)  pid \(w.pid)  policy v\(w.policyVersion)  last heartbeat \(w.lastHeartbeatMs) ms ago")
-                }
+            let status = try message.decodeBody(Rlhf_V1_StatusReply.self)
+            if watch && terminal && !json { print("\u{1B}[H\u{1B}[2J", terminator: "") }
+            if json {
+                print(StatusCommand.json(status))
+            } else {
+                print(StatusCommand.table(status, coordinator: coordinator), terminator: "")
+            }
+            fflush(nil)
+            if watch { Thread.sleep(forTimeInterval: max(0.1, interval)) }
+        } while watch
+    }
+
+    /// One JSON object: "workers" (role, id, host, pid, state, policy_version, ...) and the rest.
+    static func json(_ status: Rlhf_V1_StatusReply) -> String {
+        let workers: [[String: Any]] = status.workers.map { w in
+            ["role": WorkerRole(wire: w.role)?.rawValue ?? "unknown", "id": w.workerID, "host": w.host, "pid": Int(w.pid),
+             "state": w.health, "policy_version": Int(w.policyVersion), "tasks_in_flight": Int(w.tasksInFlight),
+             "last_heartbeat_ms": Int(w.lastHeartbeatMs), "weights_crc32c": String(format: "%08x", w.weightsCrc32C),
+             "tokens_processed": Int(w.tokensProcessed)]
+        }
+        return jsonLine(["workers": workers, "plan_stage": status.planStage, "round": Int(status.round), "step": Int(status.step),
+                         "queue_depths": Dictionary(uniqueKeysWithValues: status.queueDepths.map { ($0.queue, Int($0.depth)) }),
+                         "tokens_per_second": status.tokensPerSecond, "reward_mean": status.rewardMean, "kl": status.kl,
+                         "policy_version": Int(status.policyVersion)])
+    }
+
+    /// The human view, like `ray status`: a summary line, then each role's workers.
+    static func table(_ status: Rlhf_V1_StatusReply, coordinator: String) -> String {
+        var out = "coordinator \(coordinator)\n"
+        out += "  stage \(status.planStage)  round \(status.round)  step \(status.step)  policy v\(status.policyVersion)\n"
+        out += String(format: "  throughput %.1f tok/s  reward %.4f  KL %.4f\n", status.tokensPerSecond, status.rewardMean, status.kl)
+        let queues = status.queueDepths.map { "\($0.queue) \($0.depth)" }
+        out += "  queues: \(queues.isEmpty ? "empty" : queues.joined(separator: ", "))\n"
+        for role in WorkerRole.allCases {
+            let members = status.workers.filter { WorkerRole(wire: $0.role) == role }
+            guard !members.isEmpty else { continue }
+            let count = { (h: String) in members.filter { $0.health == h }.count }
+            out += "  \(role.rawValue): \(members.count) (\(count("healthy")) healthy, \(count("suspect")) suspect, \(count("dead")) dead)\n"
+            for w in members {
+                out += "    \(w.workerID)  \(w.health)  host \(w.host)  pid \(w.pid)  policy v\(w.policyVersion)"
+                    + "  weights \(String(format: "%08x", w.weightsCrc32C))  tasks \(w.tasksInFlight)  tokens \(w.tokensProcessed)"
+                    + "  heartbeat \(w.lastHeartbeatMs) ms ago\n"
             }
         }
+        return out
     }
 }
 

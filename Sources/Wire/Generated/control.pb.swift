@@ -245,6 +245,9 @@ public nonisolated struct Rlhf_V1_Heartbeat: Sendable {
 
   public var tokensProcessed: UInt64 = 0
 
+  /// CRC-32C of the weights held (the tensors' bytes in checkpoint order); 0 when none.
+  public var weightsCrc32C: UInt32 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -312,6 +315,10 @@ public nonisolated struct Rlhf_V1_WorkerStatus: Sendable {
   public var tasksInFlight: UInt32 = 0
 
   public var lastHeartbeatMs: UInt64 = 0
+
+  public var weightsCrc32C: UInt32 = 0
+
+  public var tokensProcessed: UInt64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -485,7 +492,7 @@ nonisolated extension Rlhf_V1_RegisterAck: SwiftProtobuf.Message, SwiftProtobuf.
 
 nonisolated extension Rlhf_V1_Heartbeat: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Heartbeat"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}worker_id\0\u{1}state\0\u{3}policy_version\0\u{3}tasks_in_flight\0\u{3}tokens_processed\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}worker_id\0\u{1}state\0\u{3}policy_version\0\u{3}tasks_in_flight\0\u{3}tokens_processed\0\u{3}weights_crc32c\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -498,6 +505,7 @@ nonisolated extension Rlhf_V1_Heartbeat: SwiftProtobuf.Message, SwiftProtobuf._M
       case 3: try { try decoder.decodeSingularUInt64Field(value: &self.policyVersion) }()
       case 4: try { try decoder.decodeSingularUInt32Field(value: &self.tasksInFlight) }()
       case 5: try { try decoder.decodeSingularUInt64Field(value: &self.tokensProcessed) }()
+      case 6: try { try decoder.decodeSingularFixed32Field(value: &self.weightsCrc32C) }()
       default: break
       }
     }
@@ -519,6 +527,9 @@ nonisolated extension Rlhf_V1_Heartbeat: SwiftProtobuf.Message, SwiftProtobuf._M
     if self.tokensProcessed != 0 {
       try visitor.visitSingularUInt64Field(value: self.tokensProcessed, fieldNumber: 5)
     }
+    if self.weightsCrc32C != 0 {
+      try visitor.visitSingularFixed32Field(value: self.weightsCrc32C, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -528,6 +539,7 @@ nonisolated extension Rlhf_V1_Heartbeat: SwiftProtobuf.Message, SwiftProtobuf._M
     if lhs.policyVersion != rhs.policyVersion {return false}
     if lhs.tasksInFlight != rhs.tasksInFlight {return false}
     if lhs.tokensProcessed != rhs.tokensProcessed {return false}
+    if lhs.weightsCrc32C != rhs.weightsCrc32C {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -629,7 +641,7 @@ nonisolated extension Rlhf_V1_StatusRequest: SwiftProtobuf.Message, SwiftProtobu
 
 nonisolated extension Rlhf_V1_WorkerStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".WorkerStatus"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}role\0\u{3}worker_id\0\u{1}host\0\u{1}pid\0\u{1}health\0\u{3}policy_version\0\u{3}tasks_in_flight\0\u{3}last_heartbeat_ms\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}role\0\u{3}worker_id\0\u{1}host\0\u{1}pid\0\u{1}health\0\u{3}policy_version\0\u{3}tasks_in_flight\0\u{3}last_heartbeat_ms\0\u{3}weights_crc32c\0\u{3}tokens_processed\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -645,6 +657,8 @@ nonisolated extension Rlhf_V1_WorkerStatus: SwiftProtobuf.Message, SwiftProtobuf
       case 6: try { try decoder.decodeSingularUInt64Field(value: &self.policyVersion) }()
       case 7: try { try decoder.decodeSingularUInt32Field(value: &self.tasksInFlight) }()
       case 8: try { try decoder.decodeSingularUInt64Field(value: &self.lastHeartbeatMs) }()
+      case 9: try { try decoder.decodeSingularFixed32Field(value: &self.weightsCrc32C) }()
+      case 10: try { try decoder.decodeSingularUInt64Field(value: &self.tokensProcessed) }()
       default: break
       }
     }
@@ -675,6 +689,12 @@ nonisolated extension Rlhf_V1_WorkerStatus: SwiftProtobuf.Message, SwiftProtobuf
     if self.lastHeartbeatMs != 0 {
       try visitor.visitSingularUInt64Field(value: self.lastHeartbeatMs, fieldNumber: 8)
     }
+    if self.weightsCrc32C != 0 {
+      try visitor.visitSingularFixed32Field(value: self.weightsCrc32C, fieldNumber: 9)
+    }
+    if self.tokensProcessed != 0 {
+      try visitor.visitSingularUInt64Field(value: self.tokensProcessed, fieldNumber: 10)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -687,6 +707,8 @@ nonisolated extension Rlhf_V1_WorkerStatus: SwiftProtobuf.Message, SwiftProtobuf
     if lhs.policyVersion != rhs.policyVersion {return false}
     if lhs.tasksInFlight != rhs.tasksInFlight {return false}
     if lhs.lastHeartbeatMs != rhs.lastHeartbeatMs {return false}
+    if lhs.weightsCrc32C != rhs.weightsCrc32C {return false}
+    if lhs.tokensProcessed != rhs.tokensProcessed {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -283,9 +283,21 @@ public nonisolated struct Rlhf_V1_TrainStats: Sendable {
 
   public var policyVersion: UInt64 = 0
 
+  /// The version the step produced, as the learner serves it to consumers.
+  public var announce: Rlhf_V1_WeightAnnounce {
+    get {_announce ?? Rlhf_V1_WeightAnnounce()}
+    set {_announce = newValue}
+  }
+  /// Returns true if `announce` has been explicitly set.
+  public var hasAnnounce: Bool {self._announce != nil}
+  /// Clears the value of `announce`. Subsequent reads from it will return its default value.
+  public mutating func clearAnnounce() {self._announce = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+
+  fileprivate var _announce: Rlhf_V1_WeightAnnounce? = nil
 }
 
 /// The learner's new policy version and how to fetch it.
@@ -854,7 +866,7 @@ nonisolated extension Rlhf_V1_TrainBatch: SwiftProtobuf.Message, SwiftProtobuf._
 
 nonisolated extension Rlhf_V1_TrainStats: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".TrainStats"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}kind\0\u{1}loss\0\u{3}grad_norm\0\u{3}learning_rate\0\u{3}clip_fraction\0\u{3}approx_kl\0\u{1}tokens\0\u{1}step\0\u{3}policy_version\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}kind\0\u{1}loss\0\u{3}grad_norm\0\u{3}learning_rate\0\u{3}clip_fraction\0\u{3}approx_kl\0\u{1}tokens\0\u{1}step\0\u{3}policy_version\0\u{1}announce\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -871,12 +883,17 @@ nonisolated extension Rlhf_V1_TrainStats: SwiftProtobuf.Message, SwiftProtobuf._
       case 7: try { try decoder.decodeSingularUInt64Field(value: &self.tokens) }()
       case 8: try { try decoder.decodeSingularUInt64Field(value: &self.step) }()
       case 9: try { try decoder.decodeSingularUInt64Field(value: &self.policyVersion) }()
+      case 10: try { try decoder.decodeSingularMessageField(value: &self._announce) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
     if self.kind != .unspecified {
       try visitor.visitSingularEnumField(value: self.kind, fieldNumber: 1)
     }
@@ -904,6 +921,9 @@ nonisolated extension Rlhf_V1_TrainStats: SwiftProtobuf.Message, SwiftProtobuf._
     if self.policyVersion != 0 {
       try visitor.visitSingularUInt64Field(value: self.policyVersion, fieldNumber: 9)
     }
+    try { if let v = self._announce {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 10)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -917,6 +937,7 @@ nonisolated extension Rlhf_V1_TrainStats: SwiftProtobuf.Message, SwiftProtobuf._
     if lhs.tokens != rhs.tokens {return false}
     if lhs.step != rhs.step {return false}
     if lhs.policyVersion != rhs.policyVersion {return false}
+    if lhs._announce != rhs._announce {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

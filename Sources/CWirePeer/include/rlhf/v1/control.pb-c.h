@@ -110,10 +110,14 @@ struct  Rlhf__V1__Heartbeat
   uint64_t policy_version;
   uint32_t tasks_in_flight;
   uint64_t tokens_processed;
+  /*
+   * CRC-32C of the weights held (the tensors' bytes in checkpoint order); 0 when none.
+   */
+  uint32_t weights_crc32c;
 };
 #define RLHF__V1__HEARTBEAT__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&rlhf__v1__heartbeat__descriptor) \
-    , (char *)protobuf_c_empty_string, RLHF__V1__WORKER_STATE__WORKER_STATE_UNSPECIFIED, 0, 0, 0 }
+    , (char *)protobuf_c_empty_string, RLHF__V1__WORKER_STATE__WORKER_STATE_UNSPECIFIED, 0, 0, 0, 0 }
 
 
 struct  Rlhf__V1__Shutdown
@@ -165,10 +169,12 @@ struct  Rlhf__V1__WorkerStatus
   uint64_t policy_version;
   uint32_t tasks_in_flight;
   uint64_t last_heartbeat_ms;
+  uint32_t weights_crc32c;
+  uint64_t tokens_processed;
 };
 #define RLHF__V1__WORKER_STATUS__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&rlhf__v1__worker_status__descriptor) \
-    , RLHF__V1__ROLE__ROLE_UNSPECIFIED, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, 0, 0, 0 }
+    , RLHF__V1__ROLE__ROLE_UNSPECIFIED, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, 0, 0, 0, 0, 0 }
 
 
 struct  Rlhf__V1__QueueDepth

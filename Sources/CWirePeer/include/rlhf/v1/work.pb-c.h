@@ -221,10 +221,14 @@ struct  Rlhf__V1__TrainStats
   uint64_t tokens;
   uint64_t step;
   uint64_t policy_version;
+  /*
+   * The version the step produced, as the learner serves it to consumers.
+   */
+  Rlhf__V1__WeightAnnounce *announce;
 };
 #define RLHF__V1__TRAIN_STATS__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&rlhf__v1__train_stats__descriptor) \
-    , RLHF__V1__TRAIN_KIND__TRAIN_KIND_UNSPECIFIED, 0, 0, 0, 0, 0, 0, 0, 0 }
+    , RLHF__V1__TRAIN_KIND__TRAIN_KIND_UNSPECIFIED, 0, 0, 0, 0, 0, 0, 0, 0, NULL }
 
 
 /*

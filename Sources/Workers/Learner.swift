@@ -1,0 +1,150 @@
+import Foundation
+import LlamaCore
+import LlamaTraining
+import Synchronization
+import Transport
+import Wire
+
+/// The learner role: applies TRAIN_BATCHes to the policy (one AdamW step per batch) and publishes each
+/// new policy version on its `WeightServer`, answering with TRAIN_STATS whose `announce` tells
+/// consumers where and what to fetch.
+///
+/// Batches: SFT (`sequences` as prompt + response; the loss is next-token cross-entropy on response
+/// tokens only, the prompt's loss zeroed); PPO (tensor frames "old_logprobs" and "advantages", each one
+/// value per response token, sequences back to back; the clipped policy loss). A batch for another
+/// policy version than the learner's is refused: it was built from stale samples.
+public final class Learner: RoleService, @unchecked Sendable {
+    /// Knobs of the learner.
+    public struct Settings: Sendable {
+        public var optimizer: AdamWSettings = .default
+        /// PPO's ratio clip.
+        public var ppoClip: Double = 0.2
+        /// Bytes per weight chunk served to consumers.
+        public var chunkBytes: Int = 1 << 20
+
+        public init() {}
+    }
+
+    private let trainer: TrainableTransformer
+    private let optimizer: AdamW
+    private let settings: Settings
+    private let server: WeightServer
+    /// The endpoint consumers fetch from (the bound port on an address they can reach).
+    public let advertisedEndpoint: String
+    private let lock = NSLock()
+    private var version: UInt64
+    private var checksum: UInt32
+    private var announcement: Rlhf_V1_WeightAnnounce
+    private let tokens = Atomic<UInt64>(0)
+
+    /// A learner training a copy of `weights` (version `policyVersion`) on `threads` threads, serving its
+    /// versions on `loop` at `bind` (e.g. `tcp://0.0.0.0:*`) and advertising `advertiseHost` with the
+    /// bound port.
+    public init(weights: ModelWeights, threads: Int = 1, policyVersion: UInt64 = 0, settings: Settings = Settings(),
+                loop: PollLoop, bind: String, advertiseHost: String) throws {
+        trainer = TrainableTransformer(weights: weights.copy(), pool: ComputePool(threads: threads))
+        optimizer = AdamW(settings: settings.optimizer, groupSizes: [trainer.weights.storage.count])
+        self.settings = settings
+        server = try WeightServer(loop: loop, bind: bind)
+        advertisedEndpoint = Learner.advertise(server.endpoint, host: advertiseHost)
+        version = policyVersion
+        let publisher = WeightPublisher(weights: trainer.weights, policyVersion: policyVersion, chunkBytes: settings.chunkBytes,
+                                        source: advertisedEndpoint)
+        server.publish(publisher)
+        announcement = publisher.announcement
+        checksum = publisher.announcement.modelChecksum
+    }
+
+    /// `tcp://0.0.0.0:PORT` (what a wildcard bind reports) with `host` in place of the address.
+    static func advertise(_ bound: String, host: String) -> String {
+        guard let colon = bound.lastIndex(of: ":") else { return bound }
+        return "tcp://\(host)\(bound[colon...])"
+    }
+
+    public var policyVersion: UInt64 { lock.withLock { version } }
+    public var weightsChecksum: UInt32 { lock.withLock { checksum } }
+    public var tokensProcessed: UInt64 { tokens.load(ordering: .relaxed) }
+    public var modelConfig: LlamaConfig? { trainer.config }
+    /// The announcement of the version served now.
+    public var currentAnnouncement: Rlhf_V1_WeightAnnounce { lock.withLock { announcement } }
+
+    public func handle(_ message: WireMessage) throws -> WireMessage {
+        guard message.type == .trainBatch else { throw LlamaError.invalidInput("a learner serves TRAIN_BATCH, not \(message.type)") }
+        let batch = try message.decodeBody(Rlhf_V1_TrainBatch.self)
+        let stats = try train(batch, tensors: message.tensors)
+        return try WireMessage(type: .trainStats, requestID: message.requestID, body: stats, policyVersion: stats.policyVersion)
+    }
+
+    /// One optimizer step on `batch`; publishes the new version and returns its stats.
+    public func train(_ batch: Rlhf_V1_TrainBatch, tensors: [WireTensor] = []) throws -> Rlhf_V1_TrainStats {
+        let current = policyVersion
+        guard batch.policyVersion == current else {
+            throw LlamaError.invalidInput("train batch for policy version \(batch.policyVersion), the learner holds \(current)")
+        }
+        guard batch.learningRate > 0, batch.learningRate.isFinite else {
+            throw LlamaError.invalidInput("learning_rate must be a positive number, got \(batch.learningRate)")
+        }
+        let sequences = try joinedSequences(batch.sequences, config: trainer.config)
+        // Targets are tokens 1..<n: target t is a response token when t + 1 >= prompt length.
+        let mask = zip(sequences, batch.sequences).map { joined, s in
+            (0..<(joined.count - 1)).map { t -> Float in t + 1 >= s.promptIds.count ? 1 : 0 }
+        }
+        var stats = Rlhf_V1_TrainStats()
+        stats.kind = batch.kind
+        trainer.zeroGradients()
+        switch batch.kind {
+        case .sft:
+            stats.loss = try trainer.maskedCrossEntropy(sequences: sequences, mask: mask)
+        case .ppo:
+            let responseLengths = batch.sequences.map(\.responseIds.count)
+            let old = try Learner.perResponseToken(tensors, "old_logprobs", responseLengths, sequences)
+            let advantages = try Learner.perResponseToken(tensors, "advantages", responseLengths, sequences)
+            let ppo = try trainer.ppoPolicyLoss(sequences: sequences, responseMask: mask, oldLogProbs: old,
+                                                advantages: advantages, clip: settings.ppoClip)
+            stats.loss = ppo.loss
+            stats.clipFraction = ppo.clipFraction
+            stats.approxKl = ppo.approxKL
+        case .rewardRanking:
+            throw LlamaError.invalidInput("the learner trains the policy (SFT, PPO); reward models train with `rlhf train rm`")
+        default:
+            throw LlamaError.invalidInput("unknown train batch kind \(batch.kind)")
+        }
+        stats.gradNorm = optimizer.update([ParameterGroup(model: trainer)], lr: batch.learningRate, pool: trainer.pool)
+        stats.learningRate = Double(batch.learningRate)
+        let trained = UInt64(mask.reduce(0) { $0 + $1.count })
+        tokens.add(trained, ordering: .relaxed)
+        stats.tokens = trained
+        stats.step = UInt64(optimizer.step)
+        let publisher = WeightPublisher(weights: trainer.weights, policyVersion: current + 1, chunkBytes: settings.chunkBytes,
+                                        source: advertisedEndpoint)
+        server.publish(publisher)
+        lock.withLock {
+            version = current + 1
+            announcement = publisher.announcement
+            checksum = publisher.announcement.modelChecksum
+        }
+        stats.policyVersion = current + 1
+        stats.announce = publisher.announcement
+        return stats
+    }
+
+    /// A per-response-token tensor spread onto `(B, T-1)` target rows (zeros on the prompt's targets).
+    static func perResponseToken(_ tensors: [WireTensor], _ name: String, _ responseLengths: [Int],
+                                 _ sequences: [[Int32]]) throws -> [[Float]] {
+        guard let tensor = tensors.first(where: { $0.name == name }), tensor.dtype == .float32 else {
+            throw LlamaError.invalidInput("a PPO batch needs the float32 tensor frame \"\(name)\"")
+        }
+        let values = tensor.floats
+        let expected = responseLengths.reduce(0, +)
+        guard values.count == expected else {
+            throw LlamaError.invalidInput("tensor \"\(name)\" has \(values.count) values, expected \(expected) (one per response token)")
+        }
+        var cursor = 0
+        return zip(sequences, responseLengths).map { joined, length in
+            var row = [Float](repeating: 0, count: joined.count - 1)
+            for j in 0..<length { row[joined.count - 1 - length + j] = values[cursor + j] }
+            cursor += length
+            return row
+        }
+    }
+}
