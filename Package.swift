@@ -91,7 +91,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ClusterRuntimeTests",
-            dependencies: ["ClusterRuntime", "Workers", "Orchestrator", "Wire", "Transport", "LlamaCore", "RLHFCLI"]
+            dependencies: ["ClusterRuntime", "Workers", "Orchestrator", "Wire", "Transport", "LlamaCore", "LlamaTraining", "RLHFCLI"]
         ),
         .testTarget(
             name: "WireTests",

@@ -111,7 +111,7 @@ public final class Learner: RoleService, @unchecked Sendable {
         }
         stats.gradNorm = optimizer.update([ParameterGroup(model: trainer)], lr: batch.learningRate, pool: trainer.pool)
         stats.learningRate = Double(batch.learningRate)
-        let trained = UInt64(mask.reduce(0) { $0 + $1.count })
+        let trained = UInt64(batch.sequences.reduce(0) { $0 + $1.responseIds.count })
         tokens.add(trained, ordering: .relaxed)
         stats.tokens = trained
         stats.step = UInt64(optimizer.step)

@@ -139,6 +139,157 @@ import LlamaCore
     }
 }
 
+/// Weight sync, drain and metrics with real worker processes of every role.
+@Suite(.serialized) struct RoleProcessTests {
+    static let checkpoint = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        .appendingPathComponent("../LlamaCoreTests/Resources/models/tiny-gqa.bin").standardized.path
+
+    static func coordinator(metrics: Bool = false) throws -> Coordinator {
+        var settings = Coordinator.Settings(bind: "tcp://127.0.0.1:*")
+        settings.membership.heartbeatIntervalMilliseconds = 100
+        settings.buildHash = BuildIdentity.hash(ofExecutable: ClusterProcessTests.executable.path)
+        if metrics { settings.metricsBind = "tcp://127.0.0.1:*" }
+        return try Coordinator(settings: settings)
+    }
+
+    @Test func weightSyncAfterALearnerStep() throws {
+        let coordinator = try RoleProcessTests.coordinator()
+        defer { coordinator.shutdown() }
+        let roles = [("learner", "learner-0"), ("generator", "gen-0"), ("generator", "gen-1"), ("reference-policy", "ref-0"),
+                     ("reward-model", "rm-0")]
+        let workers = try roles.map { role, id in
+            try ClusterProcessTests.spawn(["worker", "--role", role, "--coordinator", coordinator.endpoint, "--id", id,
+                                           "--checkpoint", RoleProcessTests.checkpoint])
+        }
+        defer { for w in workers where w.isRunning { w.terminate() } }
+        #expect(ClusterProcessTests.waitFor(30) { coordinator.workers().filter { $0.health == .healthy }.count == roles.count })
+        let initial = try Checkpoint.read(path: RoleProcessTests.checkpoint).weights.checksum
+        // Heartbeats report what each worker holds: the checkpoint, version 0.
+        #expect(ClusterProcessTests.waitFor(10) { coordinator.workers().allSatisfy { $0.weightsChecksum == initial && $0.policyVersion == 0 } })
+
+        var batch = Rlhf_V1_TrainBatch()
+        batch.kind = .sft
+        batch.sequences = (0..<3).map { i in
+            var s = Rlhf_V1_Sequence()
+            s.id = UInt64(i)
+            s.promptIds = [1, Int32(20 + i)]
+            s.responseIds = [Int32(40 + i), Int32(41 + i), 2]
+            return s
+        }
+        batch.learningRate = 1e-3
+        let stats = try coordinator.train(batch)
+        #expect(stats.policyVersion == 1)
+        let synced = try coordinator.syncWeights(stats.announce, roles: [.generator, .referencePolicy])
+        #expect(Set(synced) == ["gen-0", "gen-1", "ref-0"])
+
+        // The same step taken here gives the same weights: every consumer holds exactly them.
+        let loop = try PollLoop()
+        defer { loop.shutdown() }
+        let local = try Learner(weights: try Checkpoint.read(path: RoleProcessTests.checkpoint).weights, loop: loop,
+                                bind: "tcp://127.0.0.1:*", advertiseHost: "127.0.0.1")
+        _ = try local.train(batch)
+        #expect(local.weightsChecksum == stats.announce.modelChecksum)
+        #expect(local.weightsChecksum != initial)
+        for m in coordinator.workers() where ["gen-0", "gen-1", "ref-0", "learner-0"].contains(m.registration.workerID) {
+            #expect(m.policyVersion == 1, "\(m.registration.workerID)")
+            #expect(m.weightsChecksum == local.weightsChecksum, "\(m.registration.workerID)")
+        }
+        // The reward model does not follow the policy.
+        #expect(coordinator.workers().first { $0.registration.workerID == "rm-0" }?.weightsChecksum == initial)
+
+        // A request for the old version is refused; the new one is served.
+        var request = Rlhf_V1_GenerateRequest()
+        var prompt = Rlhf_V1_Prompt()
+        prompt.promptID = 1
+        prompt.ids = [1, 5, 6]
+        request.prompts = [prompt]
+        request.samplesPerPrompt = 2
+        request.maxNewTokens = 6
+        request.sampling.temperature = 1
+        request.stopToken = -1
+        request.policyVersion = 0
+        do {
+            _ = try coordinator.generate(request, timeoutSeconds: 30)
+            Issue.record("a generator served policy version 0 after the sync")
+        } catch {
+            #expect("\(error)".contains("policy version 0 requested"), "\(error)")
+        }
+        request.policyVersion = 1
+        let samples = try coordinator.generate(request, timeoutSeconds: 30)
+        #expect(samples.count == 2)
+        let sequences = samples.map { s -> Rlhf_V1_Sequence in
+            var q = Rlhf_V1_Sequence()
+            q.promptIds = prompt.ids
+            q.responseIds = s.sample.ids
+            return q
+        }
+        // The synced reference agrees with the synced generators on the new policy.
+        let reference = try coordinator.referenceLogProbs(sequences, policyVersion: 1)
+        for (r, s) in zip(reference, samples) {
+            for (a, b) in zip(r, s.logProbs) { #expect(abs(a - b) < 1e-4) }
+        }
+        #expect(try coordinator.score(sequences, model: .rewardModel).count == 2)
+        #expect(throws: CoordinatorError.self) { _ = try coordinator.referenceLogProbs(sequences, policyVersion: 0, timeoutSeconds: 30) }
+    }
+
+    @Test func sigtermDrainsAndLeavesAndMetricsAreServed() throws {
+        let coordinator = try RoleProcessTests.coordinator(metrics: true)
+        defer { coordinator.shutdown() }
+        let worker = try ClusterProcessTests.spawn(["worker", "--role", "generator", "--coordinator", coordinator.endpoint,
+                                                    "--id", "gen-drain", "--checkpoint", RoleProcessTests.checkpoint])
+        defer { if worker.isRunning { worker.terminate() } }
+        #expect(ClusterProcessTests.waitFor(30) { coordinator.workers().count == 1 })
+        var request = Rlhf_V1_GenerateRequest()
+        var prompt = Rlhf_V1_Prompt()
+        prompt.ids = [1, 9]
+        request.prompts = [prompt]
+        request.samplesPerPrompt = 3
+        request.maxNewTokens = 8
+        request.sampling.temperature = 1
+        request.stopToken = -1
+        _ = try coordinator.generate(request, timeoutSeconds: 30)
+
+        // Metrics over HTTP: Prometheus text with the rlhf_ prefix and _total counters.
+        let endpoint = try #require(coordinator.metricsEndpoint)
+        let text = try RoleProcessTests.httpGet(endpoint: endpoint, path: "/metrics")
+        #expect(text.hasPrefix("HTTP/1.0 200 OK"))
+        #expect(text.contains("rlhf_workers{health=\"healthy\",role=\"generator\"} 1"))
+        #expect(text.contains("rlhf_tasks_completed_total{role=\"generator\"} 1"))
+        #expect(text.contains("rlhf_generated_tokens_total 24"))
+        #expect(try RoleProcessTests.httpGet(endpoint: endpoint, path: "/nothing").hasPrefix("HTTP/1.0 404"))
+
+        worker.terminate() // SIGTERM: drain, goodbye, exit 0
+        worker.waitUntilExit()
+        #expect(worker.terminationStatus == 0)
+        #expect(ClusterProcessTests.waitFor(5) { coordinator.workers().isEmpty }, "the coordinator still lists the drained worker")
+    }
+
+    struct HTTPTimeout: Error {}
+
+    /// One HTTP/1.0 GET over a plain TCP connection (a ZeroMQ STREAM socket), the whole response.
+    static func httpGet(endpoint: String, path: String) throws -> String {
+        let loop = try PollLoop()
+        defer { loop.shutdown() }
+        final class Box: @unchecked Sendable { var data: [UInt8] = []; var peer: [UInt8]? }
+        let box = Mutex(Box())
+        let closed = DispatchSemaphore(value: 0), connected = DispatchSemaphore(value: 0)
+        let (socket, _) = try loop.open(.stream, connect: [endpoint]) { frames in
+            guard frames.count == 2 else { return }
+            box.withLock { b in
+                if frames[1].isEmpty {
+                    if b.peer == nil { b.peer = frames[0]; connected.signal() } else { closed.signal() }
+                } else {
+                    b.data += frames[1]
+                }
+            }
+        }
+        guard connected.wait(timeout: .now() + 5) == .success, let peer = box.withLock({ $0.peer }) else { throw HTTPTimeout() }
+        loop.send(socket, [peer, Array("GET \(path) HTTP/1.0\r\nHost: test\r\n\r\n".utf8)])
+        guard closed.wait(timeout: .now() + 5) == .success else { throw HTTPTimeout() }
+        return String(decoding: box.withLock { $0.data }, as: UTF8.self)
+    }
+}
+
 /// Across test hosts (network namespaces; root only): `rlhf launch` starts workers on two hosts, and
 /// `rlhf status --json` from a third host sees them.
 @Suite(.serialized, .enabled(if: getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/sbin/ip")))

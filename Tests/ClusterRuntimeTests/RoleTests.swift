@@ -1,0 +1,171 @@
+import Foundation
+import LlamaCore
+import LlamaTraining
+@testable import Orchestrator
+import Testing
+import Transport
+import Wire
+import Workers
+
+/// The roles' compute, driven directly (no network).
+@Suite struct RoleTests {
+    static let checkpoint = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        .appendingPathComponent("../LlamaCoreTests/Resources/models/tiny-gqa.bin").standardized.path
+
+    static func weights() throws -> ModelWeights { try Checkpoint.read(path: checkpoint).weights }
+
+    static func sequence(_ id: UInt64, prompt: [Int32], response: [Int32]) -> Rlhf_V1_Sequence {
+        var s = Rlhf_V1_Sequence()
+        s.id = id
+        s.promptIds = prompt
+        s.responseIds = response
+        return s
+    }
+
+    @Test func referenceLogProbsMatchTheGeneratorsOwn() throws {
+        let weights = try RoleTests.weights()
+        let generator = Generator(model: LlamaModel(weights: weights))
+        var request = Rlhf_V1_GenerateRequest()
+        var prompt = Rlhf_V1_Prompt()
+        prompt.promptID = 5
+        prompt.ids = [1, 40, 41, 42]
+        request.prompts = [prompt]
+        request.samplesPerPrompt = 3
+        request.sampling.temperature = 1
+        request.sampling.topP = 1
+        request.seed = 9
+        request.maxNewTokens = 10
+        request.stopToken = -1
+        let reply = try generator.handle(try WireMessage(type: .generateRequest, requestID: 4, body: request))
+        let result = try reply.decodeBody(Rlhf_V1_GenerateResult.self)
+        let sampled = reply.tensor("logprobs")!.floats
+
+        // The reference (the training forward pass) scores the same tokens the same way.
+        let reference = ReferencePolicy(weights: weights)
+        var ask = Rlhf_V1_ReferenceLogProbRequest()
+        ask.sequences = result.samples.enumerated().map { RoleTests.sequence(UInt64($0), prompt: prompt.ids, response: $1.ids) }
+        let answer = try reference.handle(try WireMessage(type: .referenceLogprobRequest, requestID: 5, body: ask))
+        let values = answer.tensor("logprobs")!.floats
+        #expect(values.count == sampled.count)
+        for (a, b) in zip(values, sampled) { #expect(abs(a - b) < 1e-4, "\(a) vs \(b)") }
+        #expect(reference.tokensProcessed > 0)
+
+        // Another policy version is refused, by name.
+        #expect(throws: LlamaError.self) {
+            _ = try reference.handle(try WireMessage(type: .referenceLogprobRequest, requestID: 6, body: ask, policyVersion: 3))
+        }
+    }
+
+    @Test func scoresDoNotDependOnBatchCompanions() throws {
+        let weights = try RoleTests.weights()
+        let model = try RewardModel(kind: .rewardModel, weights: weights, head: ScalarHead(dim: weights.config.dim, seed: 3))
+        let a: [Int32] = [1, 10, 11, 12, 13], b: [Int32] = [1, 50, 51], c: [Int32] = [1, 7, 8, 9, 10, 11, 12]
+        let together = try model.scores([a, b, c])
+        let alone = try [a, b, c].map { try model.scores([$0])[0] }
+        for (x, y) in zip(together, alone) { #expect(abs(x - y) < 1e-5) }
+        #expect(Set(together).count == 3)
+        // A wrong head width and an empty response are refused with the reason.
+        #expect(throws: LlamaError.self) { _ = try RewardModel(kind: .rewardModel, weights: weights, head: ScalarHead(dim: 3, seed: 1)) }
+        var request = Rlhf_V1_ScoreRequest()
+        request.sequences = [RoleTests.sequence(1, prompt: [1, 2], response: [])]
+        do {
+            _ = try model.handle(try WireMessage(type: .scoreRequest, requestID: 1, body: request))
+            Issue.record("an empty response was scored")
+        } catch {
+            #expect("\(error)".contains("empty response"))
+        }
+        request.sequences = [RoleTests.sequence(1, prompt: [1, 2], response: [Int32(weights.config.vocabSize)])]
+        #expect(throws: LlamaError.self) { _ = try model.handle(try WireMessage(type: .scoreRequest, requestID: 2, body: request)) }
+    }
+
+    @Test func learnerStepsPublishVersionsAndRefuseStaleOrBadBatches() throws {
+        let loop = try PollLoop()
+        defer { loop.shutdown() }
+        let weights = try RoleTests.weights()
+        let learner = try Learner(weights: weights, loop: loop, bind: "tcp://127.0.0.1:*", advertiseHost: "127.0.0.1")
+        #expect(learner.weightsChecksum == weights.checksum)
+        var batch = Rlhf_V1_TrainBatch()
+        batch.kind = .sft
+        batch.sequences = [RoleTests.sequence(0, prompt: [1, 30, 31], response: [32, 33, 34, 2]),
+                           RoleTests.sequence(1, prompt: [1, 60], response: [61, 62, 2])]
+        batch.learningRate = 3e-3
+        var losses: [Double] = []
+        for step in 0..<4 {
+            batch.policyVersion = UInt64(step)
+            let stats = try learner.train(batch)
+            losses.append(stats.loss)
+            #expect(stats.policyVersion == UInt64(step + 1))
+            #expect(stats.announce.policyVersion == UInt64(step + 1))
+            #expect(stats.announce.modelChecksum == learner.weightsChecksum)
+            #expect(stats.tokens == 7) // response tokens only: 4 + 3
+        }
+        #expect(losses.last! < losses.first!, "\(losses)")
+        // The published version is fetched whole and verified.
+        let (fetched, version) = try WeightFetcher.fetch(loop: loop, endpoint: learner.advertisedEndpoint, config: weights.config)
+        #expect(version == 4)
+        #expect(fetched.checksum == learner.weightsChecksum)
+        #expect(fetched.checksum != weights.checksum)
+
+        batch.policyVersion = 2
+        #expect(throws: LlamaError.self) { _ = try learner.train(batch) }
+        batch.policyVersion = 4
+        batch.learningRate = 0
+        #expect(throws: LlamaError.self) { _ = try learner.train(batch) }
+        batch.learningRate = 1e-3
+        batch.kind = .ppo
+        do {
+            _ = try learner.train(batch)
+            Issue.record("a PPO batch without advantages was applied")
+        } catch {
+            #expect("\(error)".contains("old_logprobs"))
+        }
+        #expect(learner.policyVersion == 4)
+    }
+
+    @Test func learnerPPOBatchUsesPerResponseTokenTensors() throws {
+        let loop = try PollLoop()
+        defer { loop.shutdown() }
+        let learner = try Learner(weights: try RoleTests.weights(), loop: loop, bind: "tcp://127.0.0.1:*", advertiseHost: "127.0.0.1")
+        var batch = Rlhf_V1_TrainBatch()
+        batch.kind = .ppo
+        batch.sequences = [RoleTests.sequence(0, prompt: [1, 30], response: [32, 33, 34]),
+                           RoleTests.sequence(1, prompt: [1, 60, 61], response: [62, 2])]
+        batch.learningRate = 1e-3
+        let reference = ReferencePolicy(weights: try RoleTests.weights())
+        let old = try reference.responseLogProbs(batch.sequences.map { $0.promptIds + $0.responseIds }, responseLengths: [3, 2])
+        let tensors = [WireTensor(name: "old_logprobs", floats: Array(old.joined())),
+                       WireTensor(name: "advantages", floats: [1, -1, 0.5, 2, -0.5])]
+        let stats = try learner.train(batch, tensors: tensors)
+        // The policy is the old policy: every ratio is 1, nothing clipped, no KL yet.
+        #expect(abs(stats.approxKl) < 1e-6)
+        #expect(stats.clipFraction == 0)
+        #expect(stats.policyVersion == 1)
+        // A tensor of the wrong length is refused, naming the count expected.
+        batch.policyVersion = 1
+        do {
+            _ = try learner.train(batch, tensors: [tensors[0], WireTensor(name: "advantages", floats: [1, 2])])
+            Issue.record("advantages of the wrong length were applied")
+        } catch {
+            #expect("\(error)".contains("expected 5"))
+        }
+    }
+
+    @Test func roundArithmetic() {
+        #expect(RoundSummary.bestPerPrompt(promptIDs: [7, 7, 3, 7, 3], scores: [0.1, 0.5, -1, 0.5, -0.2]) == [1, 4])
+        #expect(abs(RoundSummary.meanSequenceKL(policy: [[-1, -2], [-0.5]], reference: [[-1.5, -2], [-1]]) - 0.5) < 1e-9)
+    }
+
+    @Test func prometheusTextAndThroughput() {
+        var text = PrometheusText()
+        text.family("rlhf_x_total", "counter", "Things.")
+        text.sample("rlhf_x_total", ["role": "gen\"erator", "a": "b"], 3)
+        text.sample("rlhf_y", [:], 0.25)
+        #expect(text.text == "# HELP rlhf_x_total Things.\n# TYPE rlhf_x_total counter\nrlhf_x_total{a=\"b\",role=\"gen\\\"erator\"} 3\nrlhf_y 0.25\n")
+        var meter = ThroughputMeter()
+        meter.add(500, at: 10_000)
+        meter.add(500, at: 12_000)
+        #expect(meter.rate(at: 12_000) == 500) // 1000 tokens over 2 s
+        #expect(meter.rate(at: 30_000) == 0)
+        #expect(meter.total == 1000)
+    }
+}
