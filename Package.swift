@@ -48,7 +48,7 @@ let package = Package(
         ),
         .target(
             name: "ClusterRuntime",
-            dependencies: ["Transport", "Wire", "LlamaCore"]
+            dependencies: ["Transport", "Wire", "LlamaCore", .product(name: "SwiftProtobuf", package: "swift-protobuf")]
         ),
         .target(
             name: "Orchestrator",

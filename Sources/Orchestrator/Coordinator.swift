@@ -56,6 +56,8 @@ public final class Coordinator: @unchecked Sendable {
     /// The state, shared by the socket handler and the health timer.
     private final class Shared: Sendable {
         let state: Mutex<State>
+        /// Serves distributed-actor calls that arrive on the coordinator's socket.
+        let actors = Mutex<ClusterActorSystem?>(nil)
         init(_ s: State) { state = Mutex(s) }
     }
 
@@ -68,6 +70,10 @@ public final class Coordinator: @unchecked Sendable {
     private let logger: Logger
     /// The endpoint actually bound.
     public let endpoint: String
+    /// The distributed-actor system served on the coordinator's socket; `control` is published in it
+    /// as "coordinator".
+    public let actorSystem: ClusterActorSystem
+    private var control: CoordinatorControl?
     /// The metrics endpoint bound (`tcp://host:port`, served as `http://host:port/metrics`), if any.
     public private(set) var metricsEndpoint: String?
 
@@ -98,6 +104,9 @@ public final class Coordinator: @unchecked Sendable {
         socketBox.withLock { $0 = socket }
         self.socket = socket
         endpoint = bound.first ?? settings.bind
+        let actorSystem = ClusterActorSystem(loop: loop, serving: socket, endpoint: endpoint, buildHash: settings.buildHash)
+        self.actorSystem = actorSystem
+        shared.actors.withLock { $0 = actorSystem }
         timer = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "rlhf.coordinator.health"))
         timer.schedule(deadline: .now(), repeating: .milliseconds(100))
         timer.setEventHandler {
@@ -121,6 +130,9 @@ public final class Coordinator: @unchecked Sendable {
         }
         timer.resume()
         logger.info("coordinator listening", metadata: ["endpoint": "\(endpoint)"])
+        let control = CoordinatorControl(coordinator: self, actorSystem: actorSystem)
+        actorSystem.publish(control, as: CoordinatorControl.wellKnownName)
+        self.control = control
         if let metricsBind = settings.metricsBind {
             metricsEndpoint = try MetricsServer.start(on: loop, bind: metricsBind) { shared.state.withLock { Coordinator.metricsText($0) } }
             logger.info("serving Prometheus metrics", metadata: ["endpoint": "\(metricsEndpoint ?? "")"])
@@ -130,7 +142,9 @@ public final class Coordinator: @unchecked Sendable {
     /// Stops the health timer and the loop (closing the socket).
     public func shutdown() {
         timer.cancel()
+        actorSystem.shutdown()
         loop.shutdown()
+        control = nil
     }
 
     /// A snapshot of the workers.
@@ -438,6 +452,9 @@ public final class Coordinator: @unchecked Sendable {
                     return s.dispatcher.removeWorker(message.sender)
                 }
                 logger.info("worker left", metadata: ["worker": "\(message.sender)", "reason": "\(bye.reason)", "requeued": "\(requeued.count)"])
+                return nil
+            case .remoteCall:
+                state.actors.withLock { $0 }?.serve([identity] + frames)
                 return nil
             case .statusRequest:
                 return reply(.statusReply, message.requestID, state.state.withLock { Coordinator.status($0) })

@@ -15,6 +15,18 @@ import Glibc
 
 extension WorkerRole: ExpressibleByArgument {}
 
+/// Runs `body` on a task and waits for it (the CLI's commands are synchronous).
+func blocking<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) throws -> T {
+    let result = Mutex<Result<T, Error>?>(nil)
+    let done = DispatchSemaphore(value: 0)
+    Task {
+        do { let value = try await body(); result.withLock { $0 = .success(value) } } catch { result.withLock { $0 = .failure(error) } }
+        done.signal()
+    }
+    done.wait()
+    return try result.withLock { $0! }.get()
+}
+
 /// Blocks until SIGINT or SIGTERM.
 func waitForTerminationSignal() {
     let done = DispatchSemaphore(value: 0)
@@ -155,27 +167,22 @@ struct StatusCommand: ParsableCommand {
         } catch {
             throw cliFailure(error)
         }
-        let loop = try PollLoop()
-        defer { loop.shutdown() }
-        let answer = Mutex<WireMessage?>(nil)
-        let arrived = DispatchSemaphore(value: 0)
-        let (socket, _) = try loop.open(.dealer, connect: [coordinator]) { frames in
-            if let m = try? WireMessage.decode(frames), m.type == .statusReply {
-                answer.withLock { $0 = m }
-                arrived.signal()
-            }
-        }
+        // A distributed-actor call to the coordinator's control actor (handshake with the build hash first).
+        let system = try ClusterActorSystem(bind: nil, callTimeoutMilliseconds: Int(max(0.1, timeout) * 1000))
+        defer { system.shutdown() }
+        let control = try CoordinatorControl.resolve(id: CoordinatorControl.address(at: coordinator), using: system)
         let terminal = isatty(STDOUT_FILENO) != 0
-        var requestID: UInt64 = 0
         repeat {
-            requestID += 1
-            answer.withLock { $0 = nil }
-            loop.send(socket, try WireMessage(type: .statusRequest, requestID: requestID, body: Rlhf_V1_StatusRequest(), sender: "status").frames())
-            guard arrived.wait(timeout: .now() + timeout) == .success, let message = answer.withLock({ $0 }) else {
+            let status: Rlhf_V1_StatusReply
+            do {
+                status = try blocking { try await control.status(Rlhf_V1_StatusRequest()) }
+            } catch RemoteCallError.timeout {
                 printError("error: no answer from the coordinator at \(coordinator) within \(timeout) s")
                 throw ExitCode.failure
+            } catch {
+                printError("error: the coordinator at \(coordinator): \(error)")
+                throw ExitCode.failure
             }
-            let status = try message.decodeBody(Rlhf_V1_StatusReply.self)
             if watch && terminal && !json { print("\u{1B}[H\u{1B}[2J", terminator: "") }
             if json {
                 print(StatusCommand.json(status))

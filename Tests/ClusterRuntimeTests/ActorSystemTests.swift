@@ -1,0 +1,121 @@
+import ClusterRuntime
+import Distributed
+import Foundation
+import Orchestrator
+import Testing
+import Wire
+
+/// A test actor: echoes, fails on request, or takes its time.
+distributed actor Echo {
+    typealias ActorSystem = ClusterActorSystem
+
+    struct Refused: Error, CustomStringConvertible {
+        let reason: String
+        var description: String { "refused: \(reason)" }
+    }
+
+    distributed func echo(_ prompt: Rlhf_V1_Prompt) -> Rlhf_V1_Prompt {
+        var p = prompt
+        p.ids.append(Int32(p.ids.count))
+        return p
+    }
+
+    distributed func fail(_ error: Rlhf_V1_Error) throws -> Rlhf_V1_Error { throw Refused(reason: error.message) }
+
+    distributed func slow(_ h: Rlhf_V1_Heartbeat) async -> Rlhf_V1_Heartbeat {
+        try? await Task.sleep(for: .milliseconds(Int(h.tasksInFlight)))
+        return h
+    }
+}
+
+@Suite struct ActorSystemTests {
+    @Test func callsRoundTripErrorsComeBackAndTimeoutsFire() async throws {
+        let server = try ClusterActorSystem(bind: "tcp://127.0.0.1:*", buildHash: "build-a")
+        defer { server.shutdown() }
+        let local = Echo(actorSystem: server)
+        let address = server.publish(local, as: "echo")
+        let client = try ClusterActorSystem(bind: nil, buildHash: "build-a", callTimeoutMilliseconds: 300)
+        defer { client.shutdown() }
+        let remote = try Echo.resolve(id: address, using: client)
+
+        var prompt = Rlhf_V1_Prompt()
+        prompt.promptID = 7
+        prompt.ids = [1, 2]
+        let answer = try await remote.echo(prompt)
+        #expect(answer.promptID == 7)
+        #expect(answer.ids == [1, 2, 2])
+
+        // A thrown error comes back with its text.
+        var e = Rlhf_V1_Error()
+        e.message = "no such prompt"
+        await #expect(throws: RemoteCallError.self) { _ = try await remote.fail(e) }
+        do {
+            _ = try await remote.fail(e)
+        } catch {
+            #expect("\(error)".contains("refused: no such prompt"))
+        }
+
+        // Every call has a timeout.
+        var h = Rlhf_V1_Heartbeat()
+        h.tasksInFlight = 1_000
+        do {
+            _ = try await remote.slow(h)
+            Issue.record("a 1 s call returned within a 300 ms timeout")
+        } catch let error as RemoteCallError {
+            #expect(error == .timeout(target: error.timeoutTarget ?? "", milliseconds: 300))
+        }
+        h.tasksInFlight = 1
+        #expect(try await remote.slow(h).tasksInFlight == 1)
+
+        // An unknown name is answered, not ignored.
+        let stranger = try Echo.resolve(id: ClusterActorID(endpoint: server.endpoint, name: "nobody"), using: client)
+        do {
+            _ = try await stranger.echo(prompt)
+            Issue.record("a call to an unregistered actor succeeded")
+        } catch let RemoteCallError.remote(code, message) {
+            #expect(code == .unknownActor)
+            #expect(message.contains("nobody"))
+        }
+    }
+
+    @Test func anotherBuildIsRefusedAtTheHandshake() async throws {
+        let server = try ClusterActorSystem(bind: "tcp://127.0.0.1:*", buildHash: "build-a")
+        defer { server.shutdown() }
+        let address = server.publish(Echo(actorSystem: server), as: "echo")
+        let client = try ClusterActorSystem(bind: nil, buildHash: "build-b", callTimeoutMilliseconds: 2_000)
+        defer { client.shutdown() }
+        let remote = try Echo.resolve(id: address, using: client)
+        do {
+            _ = try await remote.echo(Rlhf_V1_Prompt())
+            Issue.record("a peer of another build was served")
+        } catch let RemoteCallError.remote(code, message) {
+            #expect(code == .versionMismatch)
+            #expect(message.contains("build-b") && message.contains("build-a"))
+        }
+    }
+
+    @Test func theCoordinatorServesItsControlActorOnItsOwnPort() async throws {
+        var settings = Coordinator.Settings(bind: "tcp://127.0.0.1:*")
+        settings.buildHash = "test-build"
+        let coordinator = try Coordinator(settings: settings)
+        defer { coordinator.shutdown() }
+        coordinator.setProgress(stage: "testing", round: 3, step: 9)
+        let client = try ClusterActorSystem(bind: nil, buildHash: "test-build")
+        defer { client.shutdown() }
+        let control = try CoordinatorControl.resolve(id: CoordinatorControl.address(at: coordinator.endpoint), using: client)
+        let status = try await control.status(Rlhf_V1_StatusRequest())
+        #expect(status.planStage == "testing")
+        #expect(status.round == 3 && status.step == 9)
+        var h = Rlhf_V1_Heartbeat()
+        h.workerID = "probe"
+        #expect(try await control.ping(h).workerID == "probe")
+    }
+}
+
+extension RemoteCallError {
+    /// The target of a timeout (tests compare the rest).
+    var timeoutTarget: String? {
+        if case let .timeout(target, _) = self { return target }
+        return nil
+    }
+}
