@@ -34,6 +34,10 @@ let package = Package(
             providers: [.apt(["libzmq3-dev"])]
         ),
         .target(
+            name: "CChecksum",
+            path: "Sources/CChecksum"
+        ),
+        .target(
             name: "CWirePeer",
             path: "Sources/CWirePeer",
             linkerSettings: [.linkedLibrary("protobuf-c")]
@@ -66,7 +70,7 @@ let package = Package(
         ),
         .target(
             name: "LlamaCore",
-            dependencies: ["CBLAS"],
+            dependencies: ["CBLAS", "CChecksum"],
             swiftSettings: nativeCodegen
         ),
         .target(

@@ -46,6 +46,9 @@ public enum RemoteCallError: Error, Equatable, Sendable, CustomStringConvertible
 /// an error envelope. A peer's first call on a connection is a handshake carrying its protocol
 /// version and build hash: a peer of another build is refused before any call runs.
 ///
+/// Calls are served on the hosting process's poll loop (a task executor): published actors must answer
+/// quickly and leave long work to other threads.
+///
 /// Actors are found through an explicit registry: `publish(_:as:)` gives an actor a well-known name
 /// (e.g. "coordinator") that remote processes `resolve` with `ClusterActorID(endpoint:name:)`.
 public final class ClusterActorSystem: DistributedActorSystem, @unchecked Sendable {
@@ -67,6 +70,8 @@ public final class ClusterActorSystem: DistributedActorSystem, @unchecked Sendab
     private let buildHash: String
     /// Milliseconds a call waits for its reply.
     public let callTimeoutMilliseconds: Int
+    /// Sweeps calls past their deadline every 10 ms.
+    private let timeoutTimer = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "rlhf.actors.timeouts"))
 
     private final class Registry: @unchecked Sendable {
         var actors: [String: any DistributedActor] = [:]
@@ -76,7 +81,7 @@ public final class ClusterActorSystem: DistributedActorSystem, @unchecked Sendab
     private let registry = Mutex(Registry())
 
     private final class Pending: @unchecked Sendable {
-        var calls: [UInt64: CheckedContinuation<WireMessage, Error>] = [:]
+        var calls: [UInt64: (continuation: CheckedContinuation<WireMessage, Error>, deadline: UInt64, target: String)] = [:]
         var connections: [String: PollLoop.SocketID] = [:]
         /// Endpoints whose handshake succeeded.
         var shaken: Set<String> = []
@@ -96,6 +101,7 @@ public final class ClusterActorSystem: DistributedActorSystem, @unchecked Sendab
         guard let bind else {
             server = nil
             endpoint = ""
+            startTimeouts()
             return
         }
         let box = Mutex<ClusterActorSystem?>(nil)
@@ -105,6 +111,13 @@ public final class ClusterActorSystem: DistributedActorSystem, @unchecked Sendab
         self.server = server
         endpoint = bound.first ?? bind
         box.withLock { $0 = self }
+        startTimeouts()
+    }
+
+    private func startTimeouts() {
+        timeoutTimer.schedule(deadline: .now() + .milliseconds(10), repeating: .milliseconds(10))
+        timeoutTimer.setEventHandler { [weak self] in self?.expireCalls() }
+        timeoutTimer.resume()
     }
 
     /// A system sharing a process's existing ROUTER socket (bound at `endpoint` on `loop`): the socket's
@@ -117,13 +130,19 @@ public final class ClusterActorSystem: DistributedActorSystem, @unchecked Sendab
         self.endpoint = endpoint
         self.buildHash = buildHash
         self.callTimeoutMilliseconds = callTimeoutMilliseconds
+        startTimeouts()
     }
+
+    /// The system's poll loop as a task executor: a caller making many small calls can run on it
+    /// (`withTaskExecutorPreference`), so sends and replies need no hop between threads.
+    public var taskExecutor: any TaskExecutor { loop }
 
     /// Closes every socket; calls in flight fail.
     public func shutdown() {
+        timeoutTimer.cancel()
         let calls = pending.withLock { p -> [CheckedContinuation<WireMessage, Error>] in
             defer { p.calls.removeAll() }
-            return Array(p.calls.values)
+            return p.calls.values.map(\.continuation)
         }
         for call in calls { call.resume(throwing: RemoteCallError.transport("actor system shut down")) }
         if ownsLoop {
@@ -228,14 +247,11 @@ public final class ClusterActorSystem: DistributedActorSystem, @unchecked Sendab
         let requestID = pending.withLock { p -> UInt64 in p.nextRequestID += 1; return p.nextRequestID }
         let frames = try WireMessage(type: .remoteCall, requestID: requestID, body: call).frames()
         let timeout = callTimeoutMilliseconds
+        let deadline = DispatchTime.now().uptimeNanoseconds + UInt64(timeout) * 1_000_000
         let reply: WireMessage = try await withCheckedThrowingContinuation { continuation in
-            pending.withLock { $0.calls[requestID] = continuation }
+            pending.withLock { $0.calls[requestID] = (continuation, deadline, target) }
             loop.send(socket, frames) { [self] error in
                 self.finish(requestID, .failure(RemoteCallError.transport("\(error)")))
-            }
-            Task { [self] in
-                try? await Task.sleep(for: .milliseconds(timeout))
-                self.finish(requestID, .failure(RemoteCallError.timeout(target: target, milliseconds: timeout)))
             }
         }
         let answer = try reply.decodeBody(Rlhf_V1_RemoteReply.self)
@@ -247,8 +263,21 @@ public final class ClusterActorSystem: DistributedActorSystem, @unchecked Sendab
     }
 
     private func finish(_ requestID: UInt64, _ result: Result<WireMessage, Error>) {
-        guard let continuation = pending.withLock({ $0.calls.removeValue(forKey: requestID) }) else { return }
-        continuation.resume(with: result)
+        guard let call = pending.withLock({ $0.calls.removeValue(forKey: requestID) }) else { return }
+        call.continuation.resume(with: result)
+    }
+
+    /// Fails the calls past their deadline (run by `timeoutTimer` on a dispatch queue, not a task: the
+    /// timeout must fire even when the cooperative pool is busy).
+    private func expireCalls() {
+        let now = DispatchTime.now().uptimeNanoseconds
+        let expired = pending.withLock { p -> [(CheckedContinuation<WireMessage, Error>, String)] in
+            let ids = p.calls.filter { $0.value.deadline <= now }.map(\.key)
+            return ids.map { id in let call = p.calls.removeValue(forKey: id)!; return (call.continuation, call.target) }
+        }
+        for (continuation, target) in expired {
+            continuation.resume(throwing: RemoteCallError.timeout(target: target, milliseconds: callTimeoutMilliseconds))
+        }
     }
 
     private func receiveReply(_ frames: [[UInt8]]) {
@@ -303,7 +332,9 @@ public final class ClusterActorSystem: DistributedActorSystem, @unchecked Sendab
             return
         }
         let requestID = message.requestID
-        Task { [self] in
+        // Served on the poll loop itself (no hop to the global pool, which a blocked caller may hold):
+        // actors published here must answer quickly.
+        Task(executorPreference: loop) { [self] in
             var decoder = ProtoInvocationDecoder(arguments: call.arguments.map { Array($0) })
             let handler = ProtoResultHandler()
             do {

@@ -189,9 +189,19 @@ public final class Coordinator: @unchecked Sendable {
         }
         Coordinator.pump(shared: shared, loop: loop, socket: socket)
         let deadline = Date().addingTimeInterval(timeoutSeconds)
+        let mine = Set(ids)
+        // Results arrive roughly in order: `checked` only moves forward, so waiting costs O(tasks) in all.
+        var checked = 0
         while true {
-            let (done, failure) = shared.state.withLock { s in
-                (ids.allSatisfy { s.results[$0] != nil }, ids.compactMap { s.failures[$0] }.first)
+            let (done, failure) = shared.state.withLock { s -> (Bool, String?) in
+                while checked < ids.count && s.results[ids[checked]] != nil { checked += 1 }
+                let failure = s.failures.isEmpty ? nil : s.failures.first { mine.contains($0.key) }
+                if let failure {
+                    // The call fails as a whole: forget its other results and failures.
+                    for id in ids { s.results[id] = nil; s.failures[id] = nil }
+                    return (false, failure.value)
+                }
+                return (checked == ids.count, nil)
             }
             if let failure { throw CoordinatorError.taskFailed(failure) }
             if done { break }

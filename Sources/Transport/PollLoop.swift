@@ -21,6 +21,7 @@ public final class PollLoop: @unchecked Sendable {
                   reply: @Sendable (Result<[String], Error>) -> Void)
         case send(SocketID, [[UInt8]], failure: (@Sendable (Error) -> Void)?)
         case close(SocketID)
+        case job(UnownedJob)
     }
 
     private let context: ZMQContext
@@ -28,6 +29,8 @@ public final class PollLoop: @unchecked Sendable {
     private let wakeFD: Int32
     private let stopping = Atomic<Bool>(false)
     private let nextID = Atomic<Int>(0)
+    /// `pthread_self()` of the loop thread once it runs.
+    private let loopThread = Atomic<UInt>(0)
     private let finished = DispatchSemaphore(value: 0)
     private var sockets: [SocketID: (socket: ZMQSocket, handler: Handler)] = [:] // loop thread only
 
@@ -52,6 +55,10 @@ public final class PollLoop: @unchecked Sendable {
     public func open(_ kind: SocketKind, settings: SocketSettings = .default, identity: [UInt8]? = nil,
                      bind: [String] = [], connect: [String] = [], handler: @escaping Handler) throws -> (SocketID, [String]) {
         let id = SocketID(raw: nextID.wrappingAdd(1, ordering: .relaxed).newValue)
+        if isLoopThread {
+            // Called from a handler or a task on this loop: waiting for the loop would wait forever.
+            return (id, try openNow(id, kind, settings, identity, bind: bind, connect: connect, handler).get())
+        }
         let done = DispatchSemaphore(value: 0)
         let result = Mutex<Result<[String], Error>?>(nil)
         submit(.open(id, kind, settings, identity, bind: bind, connect: connect, handler, reply: { r in
@@ -81,6 +88,7 @@ public final class PollLoop: @unchecked Sendable {
     }
 
     private func run() {
+        loopThread.store(UInt(bitPattern: Int(bitPattern: pthread_self())), ordering: .releasing)
         while !stopping.load(ordering: .acquiring) {
             drainCommands()
             let ids = Array(sockets.keys)
@@ -110,6 +118,28 @@ public final class PollLoop: @unchecked Sendable {
         finished.signal()
     }
 
+    /// Whether the caller is this loop's thread.
+    private var isLoopThread: Bool { loopThread.load(ordering: .acquiring) == UInt(bitPattern: Int(bitPattern: pthread_self())) }
+
+    /// Opens a socket (on the loop thread).
+    private func openNow(_ id: SocketID, _ kind: SocketKind, _ settings: SocketSettings, _ identity: [UInt8]?, bind: [String],
+                         connect: [String], _ handler: @escaping Handler) -> Result<[String], Error> {
+        do {
+            let socket = try ZMQSocket(context: context, kind: kind, settings: settings, identity: identity)
+            do {
+                let bound = try bind.map { try socket.bind($0) }
+                for endpoint in connect { try socket.connect(endpoint) }
+                sockets[id] = (socket, handler)
+                return .success(bound)
+            } catch {
+                socket.close()
+                return .failure(error)
+            }
+        } catch {
+            return .failure(error)
+        }
+    }
+
     private func drainCommands() {
         let commands = queue.withLock { q -> [Command] in
             let taken = q
@@ -119,20 +149,7 @@ public final class PollLoop: @unchecked Sendable {
         for command in commands {
             switch command {
             case let .open(id, kind, settings, identity, bind, connect, handler, reply):
-                do {
-                    let socket = try ZMQSocket(context: context, kind: kind, settings: settings, identity: identity)
-                    do {
-                        let bound = try bind.map { try socket.bind($0) }
-                        for endpoint in connect { try socket.connect(endpoint) }
-                        sockets[id] = (socket, handler)
-                        reply(.success(bound))
-                    } catch {
-                        socket.close()
-                        reply(.failure(error))
-                    }
-                } catch {
-                    reply(.failure(error))
-                }
+                reply(openNow(id, kind, settings, identity, bind: bind, connect: connect, handler))
             case let .send(id, frames, failure):
                 guard let entry = sockets[id] else {
                     failure?(TransportError("send on a closed socket"))
@@ -145,8 +162,19 @@ public final class PollLoop: @unchecked Sendable {
                 }
             case let .close(id):
                 sockets.removeValue(forKey: id)?.socket.close()
+            case let .job(job):
+                job.runSynchronously(on: asUnownedTaskExecutor())
             }
         }
+    }
+}
+
+/// The loop is also a task executor: work started with `Task(executorPreference: loop)` runs on the
+/// loop thread, between polls, next to the sockets it answers on, with no hop to another thread.
+/// Such work must be short (it delays every socket of the loop).
+extension PollLoop: TaskExecutor {
+    public func enqueue(_ job: consuming ExecutorJob) {
+        submit(.job(UnownedJob(job)))
     }
 }
 

@@ -28,8 +28,11 @@ public struct WeightPublisher: Sendable {
     public let policyVersion: UInt64
     /// The announcement consumers fetch against.
     public let announcement: Rlhf_V1_WeightAnnounce
-    private let weights: ModelWeights
     private let ranges: [Range<Int>]
+    /// The snapshot, cut on the announced grid: `chunks[tensor][k]` holds bytes `k * chunkBytes ..<`
+    /// of the tensor. Served as they are (arrays share storage), so a chunk is copied once per
+    /// version, not once per request.
+    private let chunks: [[[UInt8]]]
     /// CRC-32C of every chunk of the announced grid, by tensor then chunk index: computed once per
     /// version, not once per consumer.
     private let chunkChecksums: [[UInt32]]
@@ -37,20 +40,20 @@ public struct WeightPublisher: Sendable {
 
     /// Snapshots `weights` (copied: training goes on while consumers pull) as `policyVersion`.
     public init(weights: ModelWeights, policyVersion: UInt64, chunkBytes: Int = 1 << 20, source: String = "") {
-        let snapshot = weights.copy()
-        self.weights = snapshot
-        self.policyVersion = policyVersion
         precondition(chunkBytes > 0 && chunkBytes % 4 == 0, "chunks hold whole float32 elements")
-        let layout = snapshot.layout
+        self.policyVersion = policyVersion
+        let layout = weights.layout
         let ranges = layout.storedTensors.map { layout.range($0) }
         self.ranges = ranges
-        // Each chunk's checksum once per version; a tensor's is combined from its chunks'.
+        // Each chunk's bytes and checksum once per version; a tensor's checksum is combined from its chunks'.
         let chunkElements = chunkBytes / 4
-        let chunkLists = ranges.map { range in
+        let chunks = ranges.map { range in
             stride(from: range.lowerBound, to: range.upperBound, by: chunkElements).map {
-                snapshot.checksum(of: $0 ..< min(range.upperBound, $0 + chunkElements))
+                weights.bytes(of: $0 ..< min(range.upperBound, $0 + chunkElements))
             }
         }
+        self.chunks = chunks
+        let chunkLists = chunks.map { $0.map { CRC32C.checksum($0) } }
         var announce = Rlhf_V1_WeightAnnounce()
         announce.policyVersion = policyVersion
         announce.chunkBytes = UInt32(chunkBytes)
@@ -59,7 +62,7 @@ public struct WeightPublisher: Sendable {
             let (range, chunks) = chunked
             var t = Rlhf_V1_WeightTensor()
             t.name = tensor.name
-            t.shape = ParameterLayout.shape(tensor, snapshot.config).map(Int64.init)
+            t.shape = ParameterLayout.shape(tensor, weights.config).map(Int64.init)
             t.byteLength = UInt64(range.count * 4)
             t.crc32C = chunks.enumerated().dropFirst().reduce(chunks.first ?? CRC32C().value) { crc, chunk in
                 let length = min(chunkElements, range.count - chunk.offset * chunkElements) * 4
@@ -95,10 +98,22 @@ public struct WeightPublisher: Sendable {
               request.offset + UInt64(request.length) <= bytes, request.length > 0 || bytes == 0 else {
             throw .badRange(tensor: index, offset: request.offset, length: request.length)
         }
-        let start = ranges[index].lowerBound * 4 + Int(request.offset)
-        return weights.storage.withUnsafeBufferPointer { buf in
-            Array(UnsafeRawBufferPointer(buf)[start ..< start + Int(request.length)])
+        let first = Int(request.offset) / chunkBytes, within = Int(request.offset) % chunkBytes
+        if within == 0 && first < chunks[index].count && chunks[index][first].count == Int(request.length) {
+            return chunks[index][first]
         }
+        // Off the announced grid: gather from the chunks it overlaps.
+        var out: [UInt8] = []
+        out.reserveCapacity(Int(request.length))
+        var position = Int(request.offset), remaining = Int(request.length)
+        while remaining > 0 {
+            let chunk = chunks[index][position / chunkBytes], start = position % chunkBytes
+            let take = min(remaining, chunk.count - start)
+            out += chunk[start ..< start + take]
+            position += take
+            remaining -= take
+        }
+        return out
     }
 }
 

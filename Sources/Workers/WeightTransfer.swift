@@ -92,9 +92,10 @@ public enum WeightFetcher {
         }
     }
 
-    /// Fetches the server's current version for a model of `config`.
-    public static func fetch(loop: PollLoop, endpoint: String, config: LlamaConfig, window: Int = 16,
-                             timeoutSeconds: Double = 60) throws -> (weights: ModelWeights, policyVersion: UInt64) {
+    /// Fetches the server's current version for a model of `config`. With `expected`, the server must
+    /// be serving exactly that announcement (version and every tensor's checksum), or the fetch is refused.
+    public static func fetch(loop: PollLoop, endpoint: String, config: LlamaConfig, expected: Rlhf_V1_WeightAnnounce? = nil,
+                             window: Int = 16, timeoutSeconds: Double = 60) throws -> (weights: ModelWeights, policyVersion: UInt64) {
         final class State: @unchecked Sendable {
             var assembler: WeightAssembler?
             var failure: Failure?
@@ -119,7 +120,13 @@ public enum WeightFetcher {
                     let message = try WireMessage.decode(frames)
                     switch message.type {
                     case .weightAnnounce:
-                        s.assembler = try WeightAssembler(announcement: try message.decodeBody(Rlhf_V1_WeightAnnounce.self), config: config)
+                        let served = try message.decodeBody(Rlhf_V1_WeightAnnounce.self)
+                        if let expected, served.policyVersion != expected.policyVersion || served.tensors != expected.tensors {
+                            throw Failure.refused("the server at \(endpoint) serves version \(served.policyVersion) (checksum "
+                                + String(format: "%08x", served.modelChecksum) + "), not the announced version \(expected.policyVersion) (checksum "
+                                + String(format: "%08x", expected.modelChecksum) + ")")
+                        }
+                        s.assembler = try WeightAssembler(announcement: served, config: config)
                         for _ in 0..<window { sendNext(s, id) }
                     case .weightChunk:
                         let chunk = try message.decodeBody(Rlhf_V1_WeightChunk.self)

@@ -196,14 +196,9 @@ public final class WorkerDaemon: @unchecked Sendable {
     private func sync(_ service: any RoleService, to announce: Rlhf_V1_WeightAnnounce, config: LlamaConfig) throws {
         if service.policyVersion == announce.policyVersion && service.weightsChecksum == announce.modelChecksum { return }
         let started = Date()
-        let (weights, version) = try WeightFetcher.fetch(loop: loop, endpoint: announce.source, config: config)
-        guard version == announce.policyVersion else {
-            throw WeightSyncError.wrongVersion(requested: announce.policyVersion, serving: version)
-        }
-        let checksum = weights.checksum
-        guard checksum == announce.modelChecksum else {
-            throw WeightSyncError.tensorChecksum(name: "(whole model)")
-        }
+        // The source must serve exactly the relayed announcement; the fetch verifies every tensor against
+        // it (so the whole model's checksum, combined from the tensors', is the announced one).
+        let (weights, version) = try WeightFetcher.fetch(loop: loop, endpoint: announce.source, config: config, expected: announce)
         try service.install(weights, version: version)
         logger.info("installed a new policy version", metadata: [
             "version": "\(version)", "bytes": "\(announce.totalBytes)",

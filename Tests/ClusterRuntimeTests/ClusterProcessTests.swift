@@ -75,9 +75,12 @@ import LlamaCore
         status.executableURL = ClusterProcessTests.executable
         status.arguments = ["status", "--coordinator", coordinator.endpoint, "--json"]
         status.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: out))
+        let errors = out + ".err"
+        _ = FileManager.default.createFile(atPath: errors, contents: nil)
+        status.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: errors))
         try status.run()
         status.waitUntilExit()
-        #expect(status.terminationStatus == 0)
+        #expect(status.terminationStatus == 0, "\((try? String(contentsOfFile: errors, encoding: .utf8)) ?? "")")
         let object = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out))) as! [String: Any]
         let listed = object["workers"] as! [[String: Any]]
         #expect(listed.count == 3)
@@ -190,10 +193,16 @@ import LlamaCore
         _ = try local.train(batch)
         #expect(local.weightsChecksum == stats.announce.modelChecksum)
         #expect(local.weightsChecksum != initial)
-        for m in coordinator.workers() where ["gen-0", "gen-1", "ref-0", "learner-0"].contains(m.registration.workerID) {
+        // The consumers confirmed before syncWeights returned; the learner says so at its next heartbeat.
+        let holders: Set<String> = ["gen-0", "gen-1", "ref-0", "learner-0"]
+        #expect(ClusterProcessTests.waitFor(5) { coordinator.workers().filter { holders.contains($0.registration.workerID) }.count == 4 })
+        for m in coordinator.workers() where ["gen-0", "gen-1", "ref-0"].contains(m.registration.workerID) {
             #expect(m.policyVersion == 1, "\(m.registration.workerID)")
             #expect(m.weightsChecksum == local.weightsChecksum, "\(m.registration.workerID)")
         }
+        #expect(ClusterProcessTests.waitFor(5) {
+            coordinator.workers().first { $0.registration.workerID == "learner-0" }.map { $0.policyVersion == 1 && $0.weightsChecksum == local.weightsChecksum } == true
+        })
         // The reward model does not follow the policy.
         #expect(coordinator.workers().first { $0.registration.workerID == "rm-0" }?.weightsChecksum == initial)
 

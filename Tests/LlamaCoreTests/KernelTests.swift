@@ -95,4 +95,18 @@ import Testing
             #expect(combined == CRC32C.checksum(data))
         }
     }
+
+    @Test func hardwareAndTablePathsAgree() {
+        var rng = SeededGenerator(seed: 5)
+        let data = (0..<4099).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+        data.withUnsafeBytes { raw in
+            for (start, length) in [(0, 0), (0, 1), (1, 7), (3, 8), (5, 31), (7, 33), (0, 4099), (13, 4000)] {
+                var table = CRC32C()
+                table.updateWithTables(raw.baseAddress! + start, length)
+                var fast = CRC32C()
+                fast.update(UnsafeRawBufferPointer(rebasing: raw[start ..< start + length]))
+                #expect(fast.value == table.value, "bytes \(start)..<\(start + length)")
+            }
+        }
+    }
 }

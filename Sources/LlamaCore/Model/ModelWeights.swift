@@ -77,6 +77,11 @@ public struct ModelWeights: Sendable {
         return ModelWeights(config: config, storage: other)
     }
 
+    /// The little-endian bytes of the elements in `range` (a copy).
+    public func bytes(of range: Range<Int>) -> [UInt8] {
+        storage.withUnsafeBufferPointer { buffer in Array(UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: buffer[range]))) }
+    }
+
     /// CRC-32C of the elements in `range` (their little-endian bytes).
     public func checksum(of range: Range<Int>) -> UInt32 {
         storage.withUnsafeBufferPointer { buffer in

@@ -1,6 +1,12 @@
-/// CRC-32C (Castagnoli), the checksum of training-state files and of the wire's frames. Slicing by 8:
-/// eight table lookups per 8 bytes (several GB/s, so checksumming a 60 MB model costs little).
+import CChecksum
+
+/// CRC-32C (Castagnoli), the checksum of training-state files and of the wire's frames. With the CPU's
+/// crc32 instruction (SSE4.2) when it has one (measured here: about 4x the table code), otherwise
+/// slicing by 8: eight table lookups per 8 bytes.
 public struct CRC32C: Sendable {
+    /// Whether this CPU computes CRC-32C in hardware.
+    public static let hardware = rlhf_crc32c_hardware() == 1
+
     /// `tables[k][b]`: the CRC contribution of byte `b` followed by `k` zero bytes.
     private static let tables: [[UInt32]] = {
         var t = [[UInt32]](repeating: [UInt32](repeating: 0, count: 256), count: 8)
@@ -25,8 +31,16 @@ public struct CRC32C: Sendable {
     /// Feeds bytes.
     public mutating func update(_ bytes: UnsafeRawBufferPointer) {
         guard let base = bytes.baseAddress else { return }
+        if CRC32C.hardware {
+            state = rlhf_crc32c_update(state, base, bytes.count)
+            return
+        }
+        updateWithTables(base, bytes.count)
+    }
+
+    /// The portable path (also what the tests compare the hardware path against).
+    package mutating func updateWithTables(_ base: UnsafeRawPointer, _ n: Int) {
         var c = state
-        let n = bytes.count
         CRC32C.flat.withUnsafeBufferPointer { t in
             var i = 0
             while i + 8 <= n {
