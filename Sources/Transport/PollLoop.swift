@@ -46,6 +46,8 @@ public final class PollLoop: @unchecked Sendable {
 
     private func submit(_ command: Command) {
         queue.withLock { $0.append(command) }
+        // The loop drains its queue until empty before it polls again: its own thread needs no wake-up.
+        if isLoopThread { return }
         var one: UInt64 = 1
         _ = write(wakeFD, &one, 8)
     }
@@ -140,12 +142,21 @@ public final class PollLoop: @unchecked Sendable {
         }
     }
 
+    /// Runs queued commands until none are left (a job or handler may queue more: sends, other jobs),
+    /// so a request, its handling and its reply take one pass of the loop.
     private func drainCommands() {
-        let commands = queue.withLock { q -> [Command] in
-            let taken = q
-            q.removeAll()
-            return taken
+        while true {
+            let commands = queue.withLock { q -> [Command] in
+                let taken = q
+                q.removeAll()
+                return taken
+            }
+            if commands.isEmpty { return }
+            execute(commands)
         }
+    }
+
+    private func execute(_ commands: [Command]) {
         for command in commands {
             switch command {
             case let .open(id, kind, settings, identity, bind, connect, handler, reply):
