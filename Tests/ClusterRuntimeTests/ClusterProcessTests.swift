@@ -275,6 +275,24 @@ import LlamaCore
 
     struct HTTPTimeout: Error {}
 
+    @Test func workersRegisterAgainWithARestartedCoordinator() throws {
+        let first = try RoleProcessTests.coordinator()
+        let endpoint = first.endpoint
+        let worker = try ClusterProcessTests.spawn(["worker", "--role", "generator", "--coordinator", endpoint, "--id", "gen-back"])
+        defer { if worker.isRunning { worker.terminate() } }
+        #expect(ClusterProcessTests.waitFor(30) { first.workers().count == 1 })
+        first.shutdown()
+        Thread.sleep(forTimeInterval: 0.5)
+        // A new coordinator on the same endpoint knows nobody; the worker reconnects and registers again.
+        var settings = Coordinator.Settings(bind: endpoint)
+        settings.membership.heartbeatIntervalMilliseconds = 100
+        settings.buildHash = BuildIdentity.hash(ofExecutable: ClusterProcessTests.executable.path)
+        let second = try Coordinator(settings: settings)
+        defer { second.shutdown() }
+        #expect(ClusterProcessTests.waitFor(20) { second.workers().first?.registration.workerID == "gen-back" && second.workers().first?.health == .healthy })
+        #expect(worker.isRunning)
+    }
+
     /// One HTTP/1.0 GET over a plain TCP connection (a ZeroMQ STREAM socket), the whole response.
     static func httpGet(endpoint: String, path: String) throws -> String {
         let loop = try PollLoop()

@@ -29,11 +29,12 @@ import Testing
         register.buildHash = "abc123"; register.policyVersion = 5; register.capacity = 8; register.host = "h1"; register.pid = 77
         var ack = Rlhf_V1_RegisterAck(); ack.accepted = true; ack.reason = "ok"; ack.heartbeatIntervalMs = 500
         var heartbeat = Rlhf_V1_Heartbeat(); heartbeat.workerID = "g-2"; heartbeat.state = .busy; heartbeat.policyVersion = 3
-        heartbeat.tasksInFlight = 2; heartbeat.tokensProcessed = 123_456_789_012
+        heartbeat.tasksInFlight = 2; heartbeat.tokensProcessed = 123_456_789_012; heartbeat.weightsCrc32C = 0x8693_7347
         var shutdown = Rlhf_V1_Shutdown(); shutdown.reason = "plan finished"; shutdown.drain = true
         var error = Rlhf_V1_Error(); error.code = .checksumMismatch; error.message = "body checksum"; error.requestID = 9
         var worker = Rlhf_V1_WorkerStatus(); worker.role = .generator; worker.workerID = "g-1"; worker.host = "h"
         worker.pid = 3; worker.health = "healthy"; worker.policyVersion = 2; worker.tasksInFlight = 1; worker.lastHeartbeatMs = 10
+        worker.weightsCrc32C = 0xFFFF_FFFF; worker.tokensProcessed = 1 << 40
         var status = Rlhf_V1_StatusReply(); status.workers = [worker, worker]; status.planStage = "rejection-sampling"
         status.round = 2; status.step = 40; status.queueDepths = [("generate", 3), ("score", 1), ("train", 0)].map { name, depth in
             var q = Rlhf_V1_QueueDepth(); q.queue = name; q.depth = UInt32(depth); return q
@@ -55,6 +56,7 @@ import Testing
         var tensor = Rlhf_V1_WeightTensor(); tensor.name = "wq"; tensor.shape = [6, 288, 288]; tensor.byteLength = 1_990_656; tensor.crc32C = 0xDEADBEEF
         var announce = Rlhf_V1_WeightAnnounce(); announce.policyVersion = 9; announce.totalBytes = 60_000_000
         announce.chunkBytes = 1 << 20; announce.tensors = [tensor]; announce.source = "learner-1"
+        stats.announce = announce
         var chunkRequest = Rlhf_V1_WeightChunkRequest(); chunkRequest.policyVersion = 9; chunkRequest.tensorIndex = 2
         chunkRequest.offset = 1 << 33; chunkRequest.length = 1 << 20
         var chunk = Rlhf_V1_WeightChunk(); chunk.policyVersion = 9; chunk.tensorIndex = 2; chunk.offset = 5
