@@ -6,37 +6,29 @@ import Wire
 /// The generator role: K samples of each prompt with batched decode, answered with the sampled ids
 /// and their temperature-1 log-probabilities (tensor frame "logprobs", samples back to back).
 public final class Generator: RoleService, @unchecked Sendable {
-    /// What a request reads and an install swaps, together, under `lock`.
-    private struct Held {
-        var generator: TextGenerator
-        var version: UInt64
-        var checksum: UInt32
-    }
-
-    private let lock = NSLock()
-    private var held: Held
+    private let held: VersionedModel<TextGenerator>
     private let pool: ComputePool
     private let tokens = Atomic<UInt64>(0)
 
     /// A generator over `model` on `threads` threads.
     public init(model: LlamaModel, threads: Int = 1, policyVersion: UInt64 = 0) {
         pool = ComputePool(threads: threads)
-        held = Held(generator: TextGenerator(transformer: Transformer(model: model, pool: pool)), version: policyVersion,
-                    checksum: model.weights.checksum)
+        held = VersionedModel(TextGenerator(transformer: Transformer(model: model, pool: pool)), version: policyVersion,
+                              checksum: model.weights.checksum)
     }
 
     /// The policy version of the weights loaded.
-    public var policyVersion: UInt64 { lock.withLock { held.version } }
-    public var weightsChecksum: UInt32 { lock.withLock { held.checksum } }
+    public var policyVersion: UInt64 { held.snapshot.version }
+    public var weightsChecksum: UInt32 { held.snapshot.checksum }
     public var tokensProcessed: UInt64 { tokens.load(ordering: .relaxed) }
-    public var modelConfig: LlamaConfig? { lock.withLock { held.generator.transformer.model.config } }
+    public var modelConfig: LlamaConfig? { held.snapshot.model.transformer.model.config }
 
     public func install(_ weights: ModelWeights, version: UInt64) throws {
-        let current = lock.withLock { held.generator.transformer.model }
+        let current = held.snapshot.model.transformer.model
         let model = LlamaModel(weights: weights, precision: current.precision)
         let generator = TextGenerator(transformer: Transformer(model: model, pool: pool))
         let checksum = weights.checksum
-        lock.withLock { held = Held(generator: generator, version: version, checksum: checksum) }
+        held.replace(generator, version: version, checksum: checksum)
     }
 
     /// The requests a GENERATE_REQUEST stands for: prompt by prompt, sample by sample; sample `k` of a
@@ -57,7 +49,7 @@ public final class Generator: RoleService, @unchecked Sendable {
     public func handle(_ message: WireMessage) throws -> WireMessage {
         guard message.type == .generateRequest else { throw LlamaError.invalidInput("a generator serves GENERATE_REQUEST, not \(message.type)") }
         let request = try message.decodeBody(Rlhf_V1_GenerateRequest.self)
-        let (generator, policyVersion) = lock.withLock { (held.generator, held.version) }
+        let (generator, policyVersion, _) = held.snapshot
         guard request.policyVersion == policyVersion else {
             throw LlamaError.invalidInput("policy version \(request.policyVersion) requested, this generator holds \(policyVersion)")
         }

@@ -10,33 +10,25 @@ import Wire
 /// response token, back to back (`sum(len(response))` values). It follows the learner only when the
 /// coordinator syncs it (between rounds), and refuses requests for another version.
 public final class ReferencePolicy: RoleService, @unchecked Sendable {
-    /// What a request reads and an install swaps, together, under `lock`.
-    private struct Held {
-        var model: TrainableTransformer
-        var version: UInt64
-        var checksum: UInt32
-    }
-
-    private let lock = NSLock()
-    private var held: Held
+    private let held: VersionedModel<TrainableTransformer>
     private let pool: ComputePool
     private let tokens = Atomic<UInt64>(0)
 
     /// A reference policy of `weights` at `policyVersion` on `threads` threads.
     public init(weights: ModelWeights, threads: Int = 1, policyVersion: UInt64 = 0) {
         pool = ComputePool(threads: threads)
-        held = Held(model: TrainableTransformer(weights: weights, pool: pool), version: policyVersion,
-                    checksum: weights.checksum)
+        held = VersionedModel(TrainableTransformer(weights: weights, pool: pool), version: policyVersion,
+                              checksum: weights.checksum)
     }
 
-    public var policyVersion: UInt64 { lock.withLock { held.version } }
-    public var weightsChecksum: UInt32 { lock.withLock { held.checksum } }
+    public var policyVersion: UInt64 { held.snapshot.version }
+    public var weightsChecksum: UInt32 { held.snapshot.checksum }
     public var tokensProcessed: UInt64 { tokens.load(ordering: .relaxed) }
-    public var modelConfig: LlamaConfig? { lock.withLock { held.model.config } }
+    public var modelConfig: LlamaConfig? { held.snapshot.model.config }
 
     /// Log-probabilities of each sequence's response tokens (`responseLengths[i]` per sequence).
     public func responseLogProbs(_ sequences: [[Int32]], responseLengths: [Int]) throws -> [[Float]] {
-        let model = lock.withLock { held.model }
+        let model = held.snapshot.model
         let all = try model.tokenLogProbs(sequences: sequences)
         tokens.add(UInt64(sequences.reduce(0) { $0 + $1.count }), ordering: .relaxed)
         return zip(all, responseLengths).map { Array($0.suffix($1)) }
@@ -61,6 +53,6 @@ public final class ReferencePolicy: RoleService, @unchecked Sendable {
     public func install(_ weights: ModelWeights, version: UInt64) throws {
         let model = TrainableTransformer(weights: weights, pool: pool)
         let checksum = weights.checksum
-        lock.withLock { held = Held(model: model, version: version, checksum: checksum) }
+        held.replace(model, version: version, checksum: checksum)
     }
 }

@@ -1,3 +1,4 @@
+import Foundation
 import LlamaCore
 import Wire
 
@@ -51,4 +52,19 @@ func joinedSequences(_ sequences: [Rlhf_V1_Sequence], config: LlamaConfig) throw
         }
         return joined
     }
+}
+
+/// A role's model with the policy version and weights checksum it was built from, read and swapped
+/// together under a lock (a request takes a consistent triple; an install replaces it whole).
+final class VersionedModel<Model>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var current: (model: Model, version: UInt64, checksum: UInt32)
+
+    init(_ model: Model, version: UInt64, checksum: UInt32) { current = (model, version, checksum) }
+
+    /// The model, its version and checksum, as one snapshot.
+    var snapshot: (model: Model, version: UInt64, checksum: UInt32) { lock.withLock { current } }
+
+    /// Replaces all three at once.
+    func replace(_ model: Model, version: UInt64, checksum: UInt32) { lock.withLock { current = (model, version, checksum) } }
 }
