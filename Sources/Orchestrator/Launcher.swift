@@ -23,8 +23,12 @@ public final class Launcher {
     public let spec: ClusterSpec
     private let executable: String
     private let logger: Logger
+    /// Guards `launched` and `coordinator`: `stopAll` may run on a signal handler's queue.
+    private let lock = NSLock()
     private var launched: [Launched] = []
     private var coordinator: Coordinator?
+    /// The workers started so far (a snapshot).
+    private var started: [Launched] { lock.withLock { launched } }
 
     /// A launcher for `spec`, starting workers from `executable` (this program, by default).
     public init(spec: ClusterSpec, executable: String = CommandLine.arguments[0], logger: Logger = Logger(label: "rlhf.launch")) {
@@ -39,14 +43,14 @@ public final class Launcher {
         settings.membership.heartbeatIntervalMilliseconds = spec.heartbeatMilliseconds
         settings.metricsBind = spec.metrics
         let coordinator = try Coordinator(settings: settings)
-        self.coordinator = coordinator
+        lock.withLock { self.coordinator = coordinator }
         defer { stop(report: report) }
         report("coordinator listening on \(coordinator.endpoint)")
         if let m = coordinator.metricsEndpoint { report("metrics at http://\(m.dropFirst(6))/metrics") }
         try startWorkers(endpoint: coordinator.endpoint)
-        report("started \(launched.count) workers on \(Set(launched.map(\.host)).count) host(s); waiting for them to register")
+        report("started \(started.count) workers on \(Set(started.map(\.host)).count) host(s); waiting for them to register")
         try waitForRegistration(coordinator)
-        report("all \(launched.count) workers registered and healthy")
+        report("all \(started.count) workers registered and healthy")
         for (i, step) in spec.plan.enumerated() {
             try run(step, index: i, coordinator: coordinator, report: report)
         }
@@ -89,7 +93,7 @@ public final class Launcher {
                     } catch {
                         throw Failure(message: "could not start \(role.rawValue) on host \(host.name): \(error)")
                     }
-                    launched.append(Launched(host: host.name, role: role, id: id, process: process, log: log))
+                    lock.withLock { launched.append(Launched(host: host.name, role: role, id: id, process: process, log: log)) }
                 }
             }
         }
@@ -98,16 +102,16 @@ public final class Launcher {
     private func waitForRegistration(_ coordinator: Coordinator) throws {
         let deadline = Date().addingTimeInterval(120)
         while Date() < deadline {
-            for worker in launched where !worker.process.isRunning {
+            for worker in started where !worker.process.isRunning {
                 let tail = (try? String(contentsOfFile: worker.log, encoding: .utf8))?.split(separator: "\n").suffix(3).joined(separator: " | ") ?? ""
                 throw Failure(message: "worker \(worker.role.rawValue) on host \(worker.host) exited with status \(worker.process.terminationStatus) before registering: \(tail)")
             }
             let healthy = Set(coordinator.workers().filter { $0.health == .healthy }.map(\.registration.workerID))
-            if launched.allSatisfy({ healthy.contains($0.id) }) { return }
+            if started.allSatisfy({ healthy.contains($0.id) }) { return }
             Thread.sleep(forTimeInterval: 0.05)
         }
         let healthy = Set(coordinator.workers().map(\.registration.workerID))
-        let missing = launched.filter { !healthy.contains($0.id) }.map { "\($0.role.rawValue) on \($0.host)" }
+        let missing = started.filter { !healthy.contains($0.id) }.map { "\($0.role.rawValue) on \($0.host)" }
         throw Failure(message: "workers did not register within 120 s: \(missing.joined(separator: ", "))")
     }
 
@@ -160,7 +164,7 @@ public final class Launcher {
                           coordinator: Coordinator, report: (String) -> Void) throws {
         let version = coordinator.status().policyVersion
         let round = coordinator.status().round + 1
-        let roles = Set(launched.map(\.role))
+        let roles = Set(started.map(\.role))
         for needed in [WorkerRole.generator, .rewardModel, .referencePolicy, .learner] where !roles.contains(needed) {
             throw Failure(message: "plan step \(index + 1) (round) needs a \(needed.rawValue) worker; the spec starts none")
         }
@@ -210,11 +214,32 @@ public final class Launcher {
 
     /// SIGTERM to every worker, then the coordinator.
     private func stop(report: (String) -> Void) {
-        for worker in launched where worker.process.isRunning { worker.process.terminate() }
-        for worker in launched { worker.process.waitUntilExit() }
-        coordinator?.shutdown()
-        if !launched.isEmpty { report("stopped \(launched.count) workers and the coordinator") }
-        launched.removeAll()
+        let stopped = stopAll(graceSeconds: Launcher.stopGraceSeconds)
+        if stopped > 0 { report("stopped \(stopped) workers and the coordinator") }
+    }
+
+    /// Seconds a worker gets to drain after SIGTERM before it is killed.
+    public static let stopGraceSeconds = 1.5
+
+    /// SIGTERM to every worker started, SIGKILL to any still running after `graceSeconds`, then the
+    /// coordinator. Safe to call from a signal handler's queue while `run` is in progress, and twice.
+    /// Returns how many workers it stopped.
+    @discardableResult
+    public func stopAll(graceSeconds: Double) -> Int {
+        let workers = lock.withLock { () -> [Launched] in
+            defer { launched.removeAll() }
+            return launched
+        }
+        for worker in workers where worker.process.isRunning { worker.process.terminate() }
+        let deadline = Date().addingTimeInterval(graceSeconds)
+        while workers.contains(where: { $0.process.isRunning }) && Date() < deadline { Thread.sleep(forTimeInterval: 0.02) }
+        for worker in workers where worker.process.isRunning {
+            kill(worker.process.processIdentifier, SIGKILL)
+            logger.warning("worker did not stop in time; killed", metadata: ["worker": "\(worker.id)", "host": "\(worker.host)"])
+        }
+        for worker in workers { worker.process.waitUntilExit() }
+        lock.withLock { () -> Coordinator? in defer { coordinator = nil }; return coordinator }?.shutdown()
+        return workers.count
     }
 }
 

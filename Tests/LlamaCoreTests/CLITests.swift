@@ -162,6 +162,81 @@ import Testing
         #expect(result.stdout.contains("stopped 3 workers and the coordinator"))
     }
 
+    /// Pids of processes whose command line contains `needle` (from /proc).
+    static func pids(matching needle: String) -> [Int32] {
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        return entries.compactMap { Int32($0) }.filter { pid in
+            guard let data = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else { return false }
+            let line = String(decoding: data.map { $0 == 0 ? 32 : $0 }, as: UTF8.self)
+            return line.contains(needle) && !line.contains("pids(matching")
+        }
+    }
+
+    @Test func interruptStopsEveryProcessWithinTwoSeconds() throws {
+        let dir = NSTemporaryDirectory() + "launch-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let port = Int.random(in: 20_000..<40_000)
+        let spec = """
+        coordinator: tcp://127.0.0.1:\(port)
+        heartbeat_ms: 100
+        hosts:
+          - name: here
+            workers: {generator: 2, learner: 1}
+        model:
+          checkpoint: \(Fixtures.model("tiny-gqa"))
+        plan:
+          - hold: {seconds: 60}
+        """
+        try spec.write(toFile: dir + "/spec.yaml", atomically: true, encoding: .utf8)
+        let out = dir + "/out", err = dir + "/err"
+        _ = FileManager.default.createFile(atPath: out, contents: nil)
+        _ = FileManager.default.createFile(atPath: err, contents: nil)
+        let launch = Process()
+        launch.executableURL = CLITests.executable
+        launch.arguments = ["launch", dir + "/spec.yaml"]
+        launch.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: out))
+        launch.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: err))
+        try launch.run()
+        defer { if launch.isRunning { launch.terminate() } }
+        let deadline = Date().addingTimeInterval(60)
+        while Date() < deadline, !((try? String(contentsOfFile: out, encoding: .utf8)) ?? "").contains("step 1 hold") {
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        let workers = LaunchTests.pids(matching: "--coordinator tcp://127.0.0.1:\(port)")
+        #expect(workers.count == 3, "workers running: \(workers)")
+        let interrupted = Date()
+        kill(launch.processIdentifier, SIGINT)
+        launch.waitUntilExit()
+        let seconds = Date().timeIntervalSince(interrupted)
+        #expect(seconds < 2.5, "launch took \(seconds) s to stop")
+        #expect(launch.terminationStatus == 130)
+        #expect(LaunchTests.pids(matching: "--coordinator tcp://127.0.0.1:\(port)").isEmpty, "a worker outlived the launch")
+        #expect(((try? String(contentsOfFile: err, encoding: .utf8)) ?? "").contains("stopped 3 workers and the coordinator"))
+    }
+
+    @Test func aWorkerThatCannotStartIsNamedAndLeavesNothingBehind() throws {
+        let dir = NSTemporaryDirectory() + "launch-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let port = Int.random(in: 40_000..<60_000)
+        let spec = """
+        coordinator: tcp://127.0.0.1:\(port)
+        heartbeat_ms: 100
+        hosts:
+          - name: good
+            workers: {generator: 2}
+          - name: broken
+            executable: /nonexistent/rlhf
+            workers: {reward-model: 1}
+        model:
+          checkpoint: \(Fixtures.model("tiny-gqa"))
+        """
+        try spec.write(toFile: dir + "/spec.yaml", atomically: true, encoding: .utf8)
+        let result = try CLITests.rlhf(["launch", dir + "/spec.yaml"])
+        #expect(result.status != 0)
+        #expect(result.stderr.contains("reward-model") && result.stderr.contains("broken"), "\(result.stderr)")
+        #expect(LaunchTests.pids(matching: "--coordinator tcp://127.0.0.1:\(port)").isEmpty, "a worker outlived the failed launch")
+    }
+
     @Test func badSpecsNameTheKey() throws {
         let dir = NSTemporaryDirectory() + "launch-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)

@@ -247,7 +247,23 @@ struct LaunchCommand: ParsableCommand {
         }
         do {
             let parsed = try ClusterSpec.parse(text, baseDirectory: (spec as NSString).deletingLastPathComponent)
-            try Launcher(spec: parsed).run { print($0); fflush(nil) }
+            let launcher = Launcher(spec: parsed)
+            // Ctrl-C or SIGTERM: stop every process this launch started (bounded), then exit.
+            var sources: [DispatchSourceSignal] = []
+            for sig in [SIGINT, SIGTERM] {
+                signal(sig, SIG_IGN)
+                let source = DispatchSource.makeSignalSource(signal: sig, queue: DispatchQueue(label: "rlhf.launch.signals"))
+                source.setEventHandler {
+                    printError("\(sig == SIGINT ? "interrupted" : "terminated"): stopping the cluster")
+                    let stopped = launcher.stopAll(graceSeconds: Launcher.stopGraceSeconds)
+                    printError("stopped \(stopped) workers and the coordinator")
+                    Glibc.exit(sig == SIGINT ? 130 : 143)
+                }
+                source.resume()
+                sources.append(source)
+            }
+            defer { sources.forEach { $0.cancel() } }
+            try launcher.run { print($0); fflush(nil) }
         } catch {
             throw cliFailure(error)
         }
