@@ -412,6 +412,51 @@ void   rlhf__v1__status_reply__free_unpacked
   assert(message->base.descriptor == &rlhf__v1__status_reply__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   rlhf__v1__rejected_frames__init
+                     (Rlhf__V1__RejectedFrames         *message)
+{
+  static const Rlhf__V1__RejectedFrames init_value = RLHF__V1__REJECTED_FRAMES__INIT;
+  *message = init_value;
+}
+size_t rlhf__v1__rejected_frames__get_packed_size
+                     (const Rlhf__V1__RejectedFrames *message)
+{
+  assert(message->base.descriptor == &rlhf__v1__rejected_frames__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t rlhf__v1__rejected_frames__pack
+                     (const Rlhf__V1__RejectedFrames *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &rlhf__v1__rejected_frames__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t rlhf__v1__rejected_frames__pack_to_buffer
+                     (const Rlhf__V1__RejectedFrames *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &rlhf__v1__rejected_frames__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Rlhf__V1__RejectedFrames *
+       rlhf__v1__rejected_frames__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Rlhf__V1__RejectedFrames *)
+     protobuf_c_message_unpack (&rlhf__v1__rejected_frames__descriptor,
+                                allocator, len, data);
+}
+void   rlhf__v1__rejected_frames__free_unpacked
+                     (Rlhf__V1__RejectedFrames *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &rlhf__v1__rejected_frames__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 static const ProtobufCFieldDescriptor rlhf__v1__register__field_descriptors[8] =
 {
   {
@@ -1047,7 +1092,7 @@ const ProtobufCMessageDescriptor rlhf__v1__queue_depth__descriptor =
   (ProtobufCMessageInit) rlhf__v1__queue_depth__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor rlhf__v1__status_reply__field_descriptors[9] =
+static const ProtobufCFieldDescriptor rlhf__v1__status_reply__field_descriptors[10] =
 {
   {
     "workers",
@@ -1157,12 +1202,25 @@ static const ProtobufCFieldDescriptor rlhf__v1__status_reply__field_descriptors[
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "rejected_frames",
+    10,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Rlhf__V1__StatusReply, n_rejected_frames),
+    offsetof(Rlhf__V1__StatusReply, rejected_frames),
+    &rlhf__v1__rejected_frames__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned rlhf__v1__status_reply__field_indices_by_name[] = {
   7,   /* field[7] = kl */
   1,   /* field[1] = plan_stage */
   8,   /* field[8] = policy_version */
   4,   /* field[4] = queue_depths */
+  9,   /* field[9] = rejected_frames */
   6,   /* field[6] = reward_mean */
   2,   /* field[2] = round */
   3,   /* field[3] = step */
@@ -1172,7 +1230,7 @@ static const unsigned rlhf__v1__status_reply__field_indices_by_name[] = {
 static const ProtobufCIntRange rlhf__v1__status_reply__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 9 }
+  { 0, 10 }
 };
 const ProtobufCMessageDescriptor rlhf__v1__status_reply__descriptor =
 {
@@ -1182,11 +1240,62 @@ const ProtobufCMessageDescriptor rlhf__v1__status_reply__descriptor =
   "Rlhf__V1__StatusReply",
   "rlhf.v1",
   sizeof(Rlhf__V1__StatusReply),
-  9,
+  10,
   rlhf__v1__status_reply__field_descriptors,
   rlhf__v1__status_reply__field_indices_by_name,
   1,  rlhf__v1__status_reply__number_ranges,
   (ProtobufCMessageInit) rlhf__v1__status_reply__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor rlhf__v1__rejected_frames__field_descriptors[2] =
+{
+  {
+    "reason",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Rlhf__V1__RejectedFrames, reason),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "count",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Rlhf__V1__RejectedFrames, count),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned rlhf__v1__rejected_frames__field_indices_by_name[] = {
+  1,   /* field[1] = count */
+  0,   /* field[0] = reason */
+};
+static const ProtobufCIntRange rlhf__v1__rejected_frames__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor rlhf__v1__rejected_frames__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "rlhf.v1.RejectedFrames",
+  "RejectedFrames",
+  "Rlhf__V1__RejectedFrames",
+  "rlhf.v1",
+  sizeof(Rlhf__V1__RejectedFrames),
+  2,
+  rlhf__v1__rejected_frames__field_descriptors,
+  rlhf__v1__rejected_frames__field_indices_by_name,
+  1,  rlhf__v1__rejected_frames__number_ranges,
+  (ProtobufCMessageInit) rlhf__v1__rejected_frames__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCEnumValue rlhf__v1__role__enum_values_by_number[7] =

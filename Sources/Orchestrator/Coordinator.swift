@@ -22,6 +22,8 @@ public final class Coordinator: @unchecked Sendable {
         public var buildHash: String = BuildIdentity.hash
         /// Where to serve Prometheus metrics over HTTP (e.g. `tcp://0.0.0.0:9555`); nil for none.
         public var metricsBind: String?
+        /// Largest frame the coordinator accepts: results and control messages, never weights.
+        public var maxFrameBytes = 64 << 20
 
         public init(bind: String) { self.bind = bind }
     }
@@ -36,7 +38,8 @@ public final class Coordinator: @unchecked Sendable {
         var policyVersion: UInt64 = 0
         var rewardMean = 0.0
         var kl = 0.0
-        var badMessages = 0
+        /// Frames refused, by `WireError.reason` ("bad_body" for a body of the wrong shape).
+        var rejected: [String: UInt64] = [:]
         /// Work in flight: tasks (the message to send) by request id, results accepted once.
         var dispatcher = TaskDispatcher<WireMessage>()
         var results: [UInt64: WireMessage] = [:]
@@ -90,13 +93,15 @@ public final class Coordinator: @unchecked Sendable {
         self.shared = shared
         let socketBox = Mutex<PollLoop.SocketID?>(nil)
         let interval = settings.membership.heartbeatIntervalMilliseconds
+        let maxFrameBytes = settings.maxFrameBytes
         let progress = DispatchSemaphore(value: 0)
         self.progress = progress
         let (socket, bound) = try loop.open(.router, bind: [settings.bind]) { frames in
             guard let id = socketBox.withLock({ $0 }), frames.count >= 2 else { return }
             let identity = frames[0]
             if let reply = Coordinator.handle(Array(frames.dropFirst()), identity: identity, shared: shared,
-                                              heartbeatInterval: interval, logger: logger, progress: progress) {
+                                              heartbeatInterval: interval, maxFrameBytes: maxFrameBytes, logger: logger,
+                                              progress: progress) {
                 loop.send(id, [identity] + reply)
             }
             Coordinator.pump(shared: shared, loop: loop, socket: id)
@@ -363,13 +368,13 @@ public final class Coordinator: @unchecked Sendable {
     }
 
     private static func handle(_ frames: [[UInt8]], identity: [UInt8], shared: Shared, heartbeatInterval: UInt64,
-                               logger: Logger, progress: DispatchSemaphore) -> [[UInt8]]? {
+                               maxFrameBytes: Int, logger: Logger, progress: DispatchSemaphore) -> [[UInt8]]? {
         let state = shared
         let message: WireMessage
         do {
-            message = try WireMessage.decode(frames)
+            message = try WireMessage.decode(frames, maxFrameBytes: maxFrameBytes)
         } catch let e as WireError {
-            state.state.withLock { $0.badMessages += 1 }
+            state.state.withLock { $0.rejected[e.reason, default: 0] += 1 }
             logger.warning("refused a message", metadata: ["reason": "\(e)"])
             let code: Rlhf_V1_ErrorCode = {
                 switch e {
@@ -472,6 +477,8 @@ public final class Coordinator: @unchecked Sendable {
                 return error(.unknownType, "the coordinator does not handle \(message.type)", requestID: message.requestID)
             }
         } catch {
+            state.state.withLock { $0.rejected["bad_body", default: 0] += 1 }
+            logger.warning("refused a message", metadata: ["type": "\(message.type)", "reason": "\(error)"])
             return Coordinator.error(.badMessage, "\(error)", requestID: message.requestID)
         }
     }
@@ -500,6 +507,12 @@ public final class Coordinator: @unchecked Sendable {
         reply.rewardMean = s.rewardMean
         reply.kl = s.kl
         reply.tokensPerSecond = s.tokens.rate(at: now)
+        reply.rejectedFrames = s.rejected.keys.sorted().map { reason in
+            var r = Rlhf_V1_RejectedFrames()
+            r.reason = reason
+            r.count = s.rejected[reason]!
+            return r
+        }
         reply.queueDepths = WorkerRole.allCases.compactMap { role in
             let depth = s.dispatcher.queueDepth(role)
             guard depth > 0 else { return nil }
@@ -558,8 +571,10 @@ extension Coordinator {
         out.sample("rlhf_generated_tokens_total", [:], Double(s.tokens.total))
         out.family("rlhf_generated_tokens_per_second", "gauge", "Generated tokens per second over the last 10 s.")
         out.sample("rlhf_generated_tokens_per_second", [:], s.tokens.rate(at: BuildIdentity.now()))
-        out.family("rlhf_bad_messages_total", "counter", "Messages refused as malformed, corrupt or of another version.")
-        out.sample("rlhf_bad_messages_total", [:], Double(s.badMessages))
+        out.family("rlhf_frames_rejected_total", "counter", "Messages refused, by reason (truncated, oversized, checksum, malformed, wrong_version, unknown_type, tensor, bad_body).")
+        for reason in ["truncated", "oversized", "checksum", "malformed", "wrong_version", "unknown_type", "tensor", "bad_body"] {
+            out.sample("rlhf_frames_rejected_total", ["reason": reason], Double(s.rejected[reason] ?? 0))
+        }
         for (name, help, value) in [("rlhf_policy_version", "Policy version the cluster serves.", Double(s.policyVersion)),
                                     ("rlhf_round", "Plan round.", Double(s.round)),
                                     ("rlhf_step", "Learner step.", Double(s.step)),

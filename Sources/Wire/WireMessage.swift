@@ -26,6 +26,20 @@ public enum WireError: Error, Equatable, CustomStringConvertible, Sendable {
     case tensorChecksum(name: String)
     case tensorShape(name: String, reason: String)
 
+    /// A short label for counting refusals by kind (a metric label): "truncated", "oversized",
+    /// "checksum", "malformed", "wrong_version", "unknown_type" or "tensor".
+    public var reason: String {
+        switch self {
+        case .tooFewFrames, .bodyLength: return "truncated"
+        case .frameTooLarge: return "oversized"
+        case .envelopeChecksum, .bodyChecksum, .tensorChecksum: return "checksum"
+        case .malformedEnvelope, .badMagic, .malformedBody: return "malformed"
+        case .versionMismatch: return "wrong_version"
+        case .unknownType: return "unknown_type"
+        case .tensorCount, .tensorLength, .tensorShape: return "tensor"
+        }
+    }
+
     public var description: String {
         switch self {
         case let .tooFewFrames(n): return "a message needs at least 2 frames (envelope, body), got \(n)"

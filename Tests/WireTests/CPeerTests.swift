@@ -40,6 +40,9 @@ import Testing
             var q = Rlhf_V1_QueueDepth(); q.queue = name; q.depth = UInt32(depth); return q
         }
         status.tokensPerSecond = 1234.5; status.rewardMean = 0.25; status.kl = 0.01; status.policyVersion = 2
+        status.rejectedFrames = [("checksum", 3), ("truncated", 1)].map { reason, count in
+            var r = Rlhf_V1_RejectedFrames(); r.reason = reason; r.count = UInt64(count); return r
+        }
         var prompt = Rlhf_V1_Prompt(); prompt.promptID = 1; prompt.ids = [1, 2, 300, -1]
         var generate = Rlhf_V1_GenerateRequest(); generate.prompts = [prompt]; generate.samplesPerPrompt = 8
         generate.sampling.temperature = 1.2; generate.sampling.topP = 0.9; generate.sampling.topK = 40

@@ -205,7 +205,8 @@ struct StatusCommand: ParsableCommand {
         return jsonLine(["workers": workers, "plan_stage": status.planStage, "round": Int(status.round), "step": Int(status.step),
                          "queue_depths": Dictionary(uniqueKeysWithValues: status.queueDepths.map { ($0.queue, Int($0.depth)) }),
                          "tokens_per_second": status.tokensPerSecond, "reward_mean": status.rewardMean, "kl": status.kl,
-                         "policy_version": Int(status.policyVersion)])
+                         "policy_version": Int(status.policyVersion),
+                         "rejected_frames": Dictionary(uniqueKeysWithValues: status.rejectedFrames.map { ($0.reason, Int($0.count)) })])
     }
 
     /// The human view, like `ray status`: a summary line, then each role's workers.
@@ -215,6 +216,8 @@ struct StatusCommand: ParsableCommand {
         out += String(format: "  throughput %.1f tok/s  reward %.4f  KL %.4f\n", status.tokensPerSecond, status.rewardMean, status.kl)
         let queues = status.queueDepths.map { "\($0.queue) \($0.depth)" }
         out += "  queues: \(queues.isEmpty ? "empty" : queues.joined(separator: ", "))\n"
+        let rejected = status.rejectedFrames.map { "\($0.reason) \($0.count)" }
+        if !rejected.isEmpty { out += "  rejected frames: \(rejected.joined(separator: ", "))\n" }
         for role in WorkerRole.allCases {
             let members = status.workers.filter { WorkerRole(wire: $0.role) == role }
             guard !members.isEmpty else { continue }

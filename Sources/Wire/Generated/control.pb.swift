@@ -364,6 +364,23 @@ public nonisolated struct Rlhf_V1_StatusReply: Sendable {
 
   public var policyVersion: UInt64 = 0
 
+  /// Messages the coordinator refused, by reason (a list, for the same reason as queue_depths).
+  public var rejectedFrames: [Rlhf_V1_RejectedFrames] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Rlhf_V1_RejectedFrames: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var reason: String = String()
+
+  public var count: UInt64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -751,7 +768,7 @@ nonisolated extension Rlhf_V1_QueueDepth: SwiftProtobuf.Message, SwiftProtobuf._
 
 nonisolated extension Rlhf_V1_StatusReply: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".StatusReply"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}workers\0\u{3}plan_stage\0\u{1}round\0\u{1}step\0\u{3}queue_depths\0\u{3}tokens_per_second\0\u{3}reward_mean\0\u{1}kl\0\u{3}policy_version\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}workers\0\u{3}plan_stage\0\u{1}round\0\u{1}step\0\u{3}queue_depths\0\u{3}tokens_per_second\0\u{3}reward_mean\0\u{1}kl\0\u{3}policy_version\0\u{3}rejected_frames\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -768,6 +785,7 @@ nonisolated extension Rlhf_V1_StatusReply: SwiftProtobuf.Message, SwiftProtobuf.
       case 7: try { try decoder.decodeSingularDoubleField(value: &self.rewardMean) }()
       case 8: try { try decoder.decodeSingularDoubleField(value: &self.kl) }()
       case 9: try { try decoder.decodeSingularUInt64Field(value: &self.policyVersion) }()
+      case 10: try { try decoder.decodeRepeatedMessageField(value: &self.rejectedFrames) }()
       default: break
       }
     }
@@ -801,6 +819,9 @@ nonisolated extension Rlhf_V1_StatusReply: SwiftProtobuf.Message, SwiftProtobuf.
     if self.policyVersion != 0 {
       try visitor.visitSingularUInt64Field(value: self.policyVersion, fieldNumber: 9)
     }
+    if !self.rejectedFrames.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.rejectedFrames, fieldNumber: 10)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -814,6 +835,42 @@ nonisolated extension Rlhf_V1_StatusReply: SwiftProtobuf.Message, SwiftProtobuf.
     if lhs.rewardMean != rhs.rewardMean {return false}
     if lhs.kl != rhs.kl {return false}
     if lhs.policyVersion != rhs.policyVersion {return false}
+    if lhs.rejectedFrames != rhs.rejectedFrames {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Rlhf_V1_RejectedFrames: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RejectedFrames"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}reason\0\u{1}count\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.reason) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.count) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.reason.isEmpty {
+      try visitor.visitSingularStringField(value: self.reason, fieldNumber: 1)
+    }
+    if self.count != 0 {
+      try visitor.visitSingularUInt64Field(value: self.count, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Rlhf_V1_RejectedFrames, rhs: Rlhf_V1_RejectedFrames) -> Bool {
+    if lhs.reason != rhs.reason {return false}
+    if lhs.count != rhs.count {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -24,6 +24,7 @@ typedef struct Rlhf__V1__StatusRequest Rlhf__V1__StatusRequest;
 typedef struct Rlhf__V1__WorkerStatus Rlhf__V1__WorkerStatus;
 typedef struct Rlhf__V1__QueueDepth Rlhf__V1__QueueDepth;
 typedef struct Rlhf__V1__StatusReply Rlhf__V1__StatusReply;
+typedef struct Rlhf__V1__RejectedFrames Rlhf__V1__RejectedFrames;
 
 
 /* --- enums --- */
@@ -206,10 +207,26 @@ struct  Rlhf__V1__StatusReply
   double reward_mean;
   double kl;
   uint64_t policy_version;
+  /*
+   * Messages the coordinator refused, by reason (a list, for the same reason as queue_depths).
+   */
+  size_t n_rejected_frames;
+  Rlhf__V1__RejectedFrames **rejected_frames;
 };
 #define RLHF__V1__STATUS_REPLY__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&rlhf__v1__status_reply__descriptor) \
-    , 0,NULL, (char *)protobuf_c_empty_string, 0, 0, 0,NULL, 0, 0, 0, 0 }
+    , 0,NULL, (char *)protobuf_c_empty_string, 0, 0, 0,NULL, 0, 0, 0, 0, 0,NULL }
+
+
+struct  Rlhf__V1__RejectedFrames
+{
+  ProtobufCMessage base;
+  char *reason;
+  uint64_t count;
+};
+#define RLHF__V1__REJECTED_FRAMES__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&rlhf__v1__rejected_frames__descriptor) \
+    , (char *)protobuf_c_empty_string, 0 }
 
 
 /* Rlhf__V1__Register methods */
@@ -383,6 +400,25 @@ Rlhf__V1__StatusReply *
 void   rlhf__v1__status_reply__free_unpacked
                      (Rlhf__V1__StatusReply *message,
                       ProtobufCAllocator *allocator);
+/* Rlhf__V1__RejectedFrames methods */
+void   rlhf__v1__rejected_frames__init
+                     (Rlhf__V1__RejectedFrames         *message);
+size_t rlhf__v1__rejected_frames__get_packed_size
+                     (const Rlhf__V1__RejectedFrames   *message);
+size_t rlhf__v1__rejected_frames__pack
+                     (const Rlhf__V1__RejectedFrames   *message,
+                      uint8_t             *out);
+size_t rlhf__v1__rejected_frames__pack_to_buffer
+                     (const Rlhf__V1__RejectedFrames   *message,
+                      ProtobufCBuffer     *buffer);
+Rlhf__V1__RejectedFrames *
+       rlhf__v1__rejected_frames__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   rlhf__v1__rejected_frames__free_unpacked
+                     (Rlhf__V1__RejectedFrames *message,
+                      ProtobufCAllocator *allocator);
 /* --- per-message closures --- */
 
 typedef void (*Rlhf__V1__Register_Closure)
@@ -412,6 +448,9 @@ typedef void (*Rlhf__V1__QueueDepth_Closure)
 typedef void (*Rlhf__V1__StatusReply_Closure)
                  (const Rlhf__V1__StatusReply *message,
                   void *closure_data);
+typedef void (*Rlhf__V1__RejectedFrames_Closure)
+                 (const Rlhf__V1__RejectedFrames *message,
+                  void *closure_data);
 
 /* --- services --- */
 
@@ -430,6 +469,7 @@ extern const ProtobufCMessageDescriptor rlhf__v1__status_request__descriptor;
 extern const ProtobufCMessageDescriptor rlhf__v1__worker_status__descriptor;
 extern const ProtobufCMessageDescriptor rlhf__v1__queue_depth__descriptor;
 extern const ProtobufCMessageDescriptor rlhf__v1__status_reply__descriptor;
+extern const ProtobufCMessageDescriptor rlhf__v1__rejected_frames__descriptor;
 
 PROTOBUF_C__END_DECLS
 
