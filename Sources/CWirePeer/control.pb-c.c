@@ -586,7 +586,7 @@ const ProtobufCMessageDescriptor rlhf__v1__register__descriptor =
   (ProtobufCMessageInit) rlhf__v1__register__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor rlhf__v1__register_ack__field_descriptors[3] =
+static const ProtobufCFieldDescriptor rlhf__v1__register_ack__field_descriptors[4] =
 {
   {
     "accepted",
@@ -624,16 +624,29 @@ static const ProtobufCFieldDescriptor rlhf__v1__register_ack__field_descriptors[
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "epoch",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Rlhf__V1__RegisterAck, epoch),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned rlhf__v1__register_ack__field_indices_by_name[] = {
   0,   /* field[0] = accepted */
+  3,   /* field[3] = epoch */
   2,   /* field[2] = heartbeat_interval_ms */
   1,   /* field[1] = reason */
 };
 static const ProtobufCIntRange rlhf__v1__register_ack__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 3 }
+  { 0, 4 }
 };
 const ProtobufCMessageDescriptor rlhf__v1__register_ack__descriptor =
 {
@@ -643,7 +656,7 @@ const ProtobufCMessageDescriptor rlhf__v1__register_ack__descriptor =
   "Rlhf__V1__RegisterAck",
   "rlhf.v1",
   sizeof(Rlhf__V1__RegisterAck),
-  3,
+  4,
   rlhf__v1__register_ack__field_descriptors,
   rlhf__v1__register_ack__field_indices_by_name,
   1,  rlhf__v1__register_ack__number_ranges,

@@ -187,7 +187,7 @@ const ProtobufCMessageDescriptor rlhf__v1__tensor_header__descriptor =
   (ProtobufCMessageInit) rlhf__v1__tensor_header__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor rlhf__v1__envelope__field_descriptors[11] =
+static const ProtobufCFieldDescriptor rlhf__v1__envelope__field_descriptors[12] =
 {
   {
     "magic",
@@ -321,10 +321,23 @@ static const ProtobufCFieldDescriptor rlhf__v1__envelope__field_descriptors[11] 
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "epoch",
+    12,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Rlhf__V1__Envelope, epoch),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned rlhf__v1__envelope__field_indices_by_name[] = {
   8,   /* field[8] = body_crc32c */
   7,   /* field[7] = body_length */
+  11,   /* field[11] = epoch */
   0,   /* field[0] = magic */
   6,   /* field[6] = policy_version */
   1,   /* field[1] = protocol_version */
@@ -338,7 +351,7 @@ static const unsigned rlhf__v1__envelope__field_indices_by_name[] = {
 static const ProtobufCIntRange rlhf__v1__envelope__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 11 }
+  { 0, 12 }
 };
 const ProtobufCMessageDescriptor rlhf__v1__envelope__descriptor =
 {
@@ -348,7 +361,7 @@ const ProtobufCMessageDescriptor rlhf__v1__envelope__descriptor =
   "Rlhf__V1__Envelope",
   "rlhf.v1",
   sizeof(Rlhf__V1__Envelope),
-  11,
+  12,
   rlhf__v1__envelope__field_descriptors,
   rlhf__v1__envelope__field_indices_by_name,
   1,  rlhf__v1__envelope__number_ranges,

@@ -51,6 +51,9 @@ public struct Membership: Sendable {
         public var tokensProcessed: UInt64 = 0
         /// The worker is finishing its tasks before leaving: no new work goes to it.
         public var draining = false
+        /// This registration's epoch: messages stamped with another are from an earlier life of the
+        /// worker (before it was declared dead) and are refused.
+        public var epoch: UInt64 = 0
     }
 
     /// A health transition reported by `tick`.
@@ -81,6 +84,8 @@ public struct Membership: Sendable {
     public let protocolVersion: UInt32
     public let buildHash: String
     public private(set) var members: [String: Member] = [:]
+    /// The last epoch handed out (epochs are never reused, so a late message cannot match a new life).
+    private var lastEpoch: UInt64 = 0
 
     /// A membership that admits peers speaking `protocolVersion` built as `buildHash`.
     public init(protocolVersion: UInt32, buildHash: String, settings: Settings = .default) {
@@ -90,13 +95,23 @@ public struct Membership: Sendable {
     }
 
     /// Admits (or re-admits, after a restart or a reconnect) a worker.
-    public mutating func register(_ r: Registration, now: UInt64) throws(Refusal) {
+    /// Admits a worker (again, after it was declared dead or forgotten) and returns its new epoch.
+    @discardableResult
+    public mutating func register(_ r: Registration, now: UInt64) throws(Refusal) -> UInt64 {
         guard !r.workerID.isEmpty else { throw .emptyWorkerID }
         guard r.protocolVersion == protocolVersion else { throw .protocolVersion(theirs: r.protocolVersion, ours: protocolVersion) }
         guard r.buildHash == buildHash else { throw .buildHash(theirs: r.buildHash, ours: buildHash) }
         guard r.capacity >= 1 else { throw .capacity(r.capacity) }
+        lastEpoch += 1
         members[r.workerID] = Member(registration: r, health: .healthy, lastHeartbeat: now, policyVersion: r.policyVersion,
-                                     tasksInFlight: 0)
+                                     tasksInFlight: 0, epoch: lastEpoch)
+        return lastEpoch
+    }
+
+    /// Whether a message from `workerID` stamped with `epoch` comes from its current, live registration.
+    public func isCurrent(_ workerID: String, epoch: UInt64) -> Bool {
+        guard let m = members[workerID], m.health != .dead else { return false }
+        return m.epoch == epoch
     }
 
     /// Records a heartbeat; false for an unknown (or dead) worker, which must register again.

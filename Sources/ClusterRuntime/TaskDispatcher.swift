@@ -1,7 +1,8 @@
 /// The coordinator's work queue: tasks with request ids, load-balanced over the healthy workers of
 /// their role within each worker's capacity, the slower worker getting less (the expected finish time
 /// `(in flight + 1) x mean task time` picks the worker). A worker that dies has its tasks put back at
-/// the front of the queue; a result is accepted once per request id and late duplicates are dropped.
+/// the front of the queue; a result is accepted once per request id, only from the worker holding the
+/// task (a dead worker's late result is fenced), and late duplicates are dropped.
 /// A pure state machine: time is passed in.
 public struct TaskDispatcher<Payload: Sendable>: Sendable {
     /// A task handed to a worker.
@@ -17,6 +18,9 @@ public struct TaskDispatcher<Payload: Sendable>: Sendable {
         case accepted(Payload)
         /// A result for a request already completed (a late duplicate after re-dispatch): dropped.
         case duplicate
+        /// A result from a worker that does not hold the task (it was re-dispatched after the worker
+        /// was declared dead): refused, the holder's result will count.
+        case fenced
         /// No such request.
         case unknown
     }
@@ -156,30 +160,18 @@ public struct TaskDispatcher<Payload: Sendable>: Sendable {
     /// Records a result from `workerID` for `requestID`.
     public mutating func complete(requestID: UInt64, workerID: String, now: UInt64) -> Completion {
         if completed.contains(requestID) { return .duplicate }
-        guard let task = running.removeValue(forKey: requestID) else {
-            // A result from a worker whose task was re-queued after it was declared dead: the first
-            // result wins, so accept it and drop the queued copy.
-            for role in queues.keys where waiting.contains(requestID) {
-                let head = heads[role] ?? 0
-                if let index = queues[role]![head...].firstIndex(where: { $0.requestID == requestID }) {
-                    let task = queues[role]!.remove(at: index)
-                    waiting.remove(requestID)
-                    markCompleted(requestID)
-                    return .accepted(task.payload)
-                }
-            }
-            return .unknown
+        guard let holder = running[requestID] else {
+            // Queued again after its worker died: that worker's late result is fenced.
+            return waiting.contains(requestID) ? .fenced : .unknown
         }
+        guard holder.workerID == workerID else { return .fenced }
+        let task = running.removeValue(forKey: requestID)!
         markCompleted(requestID)
         if var slot = slots[task.workerID] {
             slot.inFlight.remove(requestID)
             let elapsed = Double(now > task.started ? now - task.started : 0)
             slot.meanMilliseconds = 0.8 * slot.meanMilliseconds + 0.2 * max(elapsed, 0.1)
             slots[task.workerID] = slot
-        }
-        if task.workerID != workerID, var other = slots[workerID] {
-            other.inFlight.remove(requestID)
-            slots[workerID] = other
         }
         return .accepted(task.payload)
     }

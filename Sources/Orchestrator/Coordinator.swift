@@ -403,11 +403,14 @@ public final class Coordinator: @unchecked Sendable {
                                                            buildHash: r.buildHash, policyVersion: r.policyVersion,
                                                            capacity: Int(r.capacity), host: r.host, pid: r.pid)
                 do {
-                    try state.state.withLock { s throws(Membership.Refusal) in
-                        try s.membership.register(registration, now: BuildIdentity.now())
+                    ack.epoch = try state.state.withLock { s throws(Membership.Refusal) -> UInt64 in
+                        let epoch = try s.membership.register(registration, now: BuildIdentity.now())
                         s.identities[r.workerID] = identity
+                        // A new life of the worker: whatever its previous one held goes back to the queue.
+                        s.dispatcher.removeWorker(r.workerID)
                         // A generator runs one task at a time and holds the next one ready.
                         s.dispatcher.addWorker(r.workerID, role: role, capacity: 2)
+                        return epoch
                     }
                     ack.accepted = true
                     logger.info("worker registered", metadata: ["worker": "\(r.workerID)", "role": "\(role.rawValue)", "host": "\(r.host)"])
@@ -420,6 +423,8 @@ public final class Coordinator: @unchecked Sendable {
             case .heartbeat:
                 let h = try message.decodeBody(Rlhf_V1_Heartbeat.self)
                 let known = state.state.withLock { s in
+                    // A heartbeat from an earlier life (stamped with an old epoch) is not this worker's.
+                    guard s.membership.isCurrent(h.workerID, epoch: message.epoch) else { return false }
                     let known = s.membership.heartbeat(h.workerID, now: BuildIdentity.now(), policyVersion: h.policyVersion,
                                                        tasksInFlight: Int(h.tasksInFlight), weightsChecksum: h.weightsCrc32C,
                                                        tokensProcessed: h.tokensProcessed, draining: h.state == .draining)
@@ -435,22 +440,40 @@ public final class Coordinator: @unchecked Sendable {
             case .generateResult, .scoreResult, .referenceLogprobResult, .trainStats:
                 let tokens = message.type == .generateResult
                     ? ((try? message.decodeBody(Rlhf_V1_GenerateResult.self))?.samples.reduce(0) { $0 + $1.ids.count } ?? 0) : 0
-                let accepted = state.state.withLock { s -> Bool in
-                    guard case .accepted = s.dispatcher.complete(requestID: message.requestID, workerID: message.sender,
-                                                                 now: BuildIdentity.now()) else { return false }
-                    s.results[message.requestID] = message
-                    if let role = s.membership.members[message.sender]?.registration.role { s.completedTasks[role, default: 0] += 1 }
-                    s.tokens.add(tokens, at: BuildIdentity.now())
-                    return true
+                let outcome = state.state.withLock { s -> String in
+                    // Fencing: a result sent before its worker was declared dead carries an old epoch.
+                    guard s.membership.isCurrent(message.sender, epoch: message.epoch) else {
+                        s.rejected["fenced", default: 0] += 1
+                        return "fenced"
+                    }
+                    switch s.dispatcher.complete(requestID: message.requestID, workerID: message.sender, now: BuildIdentity.now()) {
+                    case .accepted:
+                        s.results[message.requestID] = message
+                        if let role = s.membership.members[message.sender]?.registration.role { s.completedTasks[role, default: 0] += 1 }
+                        s.tokens.add(tokens, at: BuildIdentity.now())
+                        return "accepted"
+                    case .fenced:
+                        s.rejected["fenced", default: 0] += 1
+                        return "fenced"
+                    case .duplicate: return "duplicate"
+                    case .unknown: return "unknown"
+                    }
                 }
-                if !accepted { logger.debug("dropped a duplicate result", metadata: ["request": "\(message.requestID)"]) }
+                if outcome == "fenced" {
+                    logger.warning("refused a result from a fenced worker (declared dead, or not holding the task)",
+                                   metadata: ["worker": "\(message.sender)", "request": "\(message.requestID)"])
+                } else if outcome != "accepted" {
+                    logger.debug("dropped a result", metadata: ["request": "\(message.requestID)", "why": "\(outcome)"])
+                }
                 progress.signal()
                 return nil
             case .error:
                 let e = (try? message.decodeBody(Rlhf_V1_Error.self)) ?? Rlhf_V1_Error()
                 logger.warning("a worker reported an error", metadata: ["worker": "\(message.sender)", "error": "\(e.message)"])
                 state.state.withLock { s in
-                    if s.syncs[message.requestID] != nil {
+                    if !s.membership.isCurrent(message.sender, epoch: message.epoch) {
+                        s.rejected["fenced", default: 0] += 1
+                    } else if s.syncs[message.requestID] != nil {
                         s.failures[message.requestID] = "\(message.sender): \(e.message)"
                     } else if case .accepted = s.dispatcher.complete(requestID: message.requestID, workerID: message.sender, now: BuildIdentity.now()) {
                         s.failures[message.requestID] = "\(message.sender): \(e.message)"
@@ -461,10 +484,15 @@ public final class Coordinator: @unchecked Sendable {
                 return nil
             case .shutdown:
                 let bye = (try? message.decodeBody(Rlhf_V1_Shutdown.self)) ?? Rlhf_V1_Shutdown()
-                let requeued = state.state.withLock { s -> [UInt64] in
+                let requeued = state.state.withLock { s -> [UInt64]? in
+                    guard s.membership.isCurrent(message.sender, epoch: message.epoch) else { return nil }
                     s.membership.leave(message.sender)
                     s.identities[message.sender] = nil
                     return s.dispatcher.removeWorker(message.sender)
+                }
+                guard let requeued else {
+                    logger.warning("ignored a goodbye from an earlier life of a worker", metadata: ["worker": "\(message.sender)"])
+                    return nil
                 }
                 logger.info("worker left", metadata: ["worker": "\(message.sender)", "reason": "\(bye.reason)", "requeued": "\(requeued.count)"])
                 return nil
@@ -571,8 +599,8 @@ extension Coordinator {
         out.sample("rlhf_generated_tokens_total", [:], Double(s.tokens.total))
         out.family("rlhf_generated_tokens_per_second", "gauge", "Generated tokens per second over the last 10 s.")
         out.sample("rlhf_generated_tokens_per_second", [:], s.tokens.rate(at: BuildIdentity.now()))
-        out.family("rlhf_frames_rejected_total", "counter", "Messages refused, by reason (truncated, oversized, checksum, malformed, wrong_version, unknown_type, tensor, bad_body).")
-        for reason in ["truncated", "oversized", "checksum", "malformed", "wrong_version", "unknown_type", "tensor", "bad_body"] {
+        out.family("rlhf_frames_rejected_total", "counter", "Messages refused, by reason (truncated, oversized, checksum, malformed, wrong_version, unknown_type, tensor, bad_body, fenced).")
+        for reason in ["truncated", "oversized", "checksum", "malformed", "wrong_version", "unknown_type", "tensor", "bad_body", "fenced"] {
             out.sample("rlhf_frames_rejected_total", ["reason": reason], Double(s.rejected[reason] ?? 0))
         }
         for (name, help, value) in [("rlhf_policy_version", "Policy version the cluster serves.", Double(s.policyVersion)),

@@ -117,6 +117,8 @@ public struct WireMessage: Sendable {
     public var step: UInt64 = 0
     public var policyVersion: UInt64 = 0
     public var sender: String = ""
+    /// The sender's registration epoch (0 where none applies): fences results of a worker declared dead.
+    public var epoch: UInt64 = 0
     /// The serialized body message.
     public var body: [UInt8]
     public var tensors: [WireTensor]
@@ -157,6 +159,7 @@ public struct WireMessage: Sendable {
         envelope.step = step
         envelope.policyVersion = policyVersion
         envelope.sender = sender
+        envelope.epoch = epoch
         envelope.bodyLength = UInt64(body.count)
         envelope.bodyCrc32C = CRC32C.checksum(body)
         envelope.tensors = tensors.map { t in
@@ -236,16 +239,20 @@ public struct WireMessage: Sendable {
         message.step = envelope.step
         message.policyVersion = envelope.policyVersion
         message.sender = envelope.sender
+        message.epoch = envelope.epoch
         return message
     }
 
     /// The frames of an ERROR reply to `requestID`: what every peer answers bad input or a failed task with.
-    public static func errorFrames(_ code: Rlhf_V1_ErrorCode, _ text: String, requestID: UInt64, sender: String = "") -> [[UInt8]]? {
+    public static func errorFrames(_ code: Rlhf_V1_ErrorCode, _ text: String, requestID: UInt64, sender: String = "",
+                                   epoch: UInt64 = 0) -> [[UInt8]]? {
         var e = Rlhf_V1_Error()
         e.code = code
         e.message = text
         e.requestID = requestID
-        return try? WireMessage(type: .error, requestID: requestID, body: e, sender: sender).frames()
+        guard var message = try? WireMessage(type: .error, requestID: requestID, body: e, sender: sender) else { return nil }
+        message.epoch = epoch
+        return try? message.frames()
     }
 
     /// A message with an already serialized body.

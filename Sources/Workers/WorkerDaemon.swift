@@ -51,6 +51,8 @@ public final class WorkerDaemon: @unchecked Sendable {
         var nextRequestID: UInt64 = 1
         var inFlight = 0
         var draining = false
+        /// This registration's epoch, stamped on every message sent.
+        var epoch: UInt64 = 0
     }
 
     public let settings: Settings
@@ -114,6 +116,7 @@ public final class WorkerDaemon: @unchecked Sendable {
                 let first = !s.registered && s.refusal == nil
                 if ack.accepted {
                     s.registered = true
+                    s.epoch = ack.epoch
                     s.heartbeatMilliseconds = max(10, ack.heartbeatIntervalMs)
                 } else if s.registered {
                     s.registered = false // the coordinator forgot us: register again below
@@ -139,12 +142,14 @@ public final class WorkerDaemon: @unchecked Sendable {
                 reply(error: .unknownType, "a \(settings.role.rawValue) does not serve \(message.type)", to: message)
                 return
             }
-            let accepted = state.withLock { s -> Bool in
-                guard !s.draining else { return false }
+            // The task belongs to this registration: its answer carries the epoch it arrived under, so
+            // an answer finished after the worker was declared dead (and registered anew) is fenced.
+            let epoch = state.withLock { s -> UInt64? in
+                guard !s.draining else { return nil }
                 s.inFlight += 1
-                return true
+                return s.epoch
             }
-            guard accepted else {
+            guard let epoch else {
                 reply(error: .internal, "worker \(settings.workerID) is draining and takes no new work", to: message)
                 return
             }
@@ -152,10 +157,11 @@ public final class WorkerDaemon: @unchecked Sendable {
                 do {
                     var answer = try service.handle(message)
                     answer.sender = settings.workerID
+                    answer.epoch = epoch
                     loop.send(socket, try answer.frames())
                 } catch {
                     logger.warning("request failed", metadata: ["type": "\(message.type)", "error": "\(error)"])
-                    reply(error: .invalidArgument, "\(error)", to: message)
+                    reply(error: .invalidArgument, "\(error)", to: message, epoch: epoch)
                 }
                 state.withLock { $0.inFlight -= 1 }
             }
@@ -185,8 +191,9 @@ public final class WorkerDaemon: @unchecked Sendable {
         }
     }
 
-    private func reply(error code: Rlhf_V1_ErrorCode, _ text: String, to message: WireMessage) {
-        if let frames = WireMessage.errorFrames(code, text, requestID: message.requestID, sender: settings.workerID) {
+    private func reply(error code: Rlhf_V1_ErrorCode, _ text: String, to message: WireMessage, epoch: UInt64? = nil) {
+        if let frames = WireMessage.errorFrames(code, text, requestID: message.requestID, sender: settings.workerID,
+                                                epoch: epoch ?? state.withLock { $0.epoch }) {
             loop.send(socket, frames)
         }
     }
@@ -223,8 +230,9 @@ public final class WorkerDaemon: @unchecked Sendable {
         h.policyVersion = service?.policyVersion ?? 0
         h.weightsCrc32C = service?.weightsChecksum ?? 0
         h.tokensProcessed = service?.tokensProcessed ?? 0
-        if let frames = try? WireMessage(type: .heartbeat, requestID: requestID ?? nextID(), body: h, sender: settings.workerID).frames() {
-            loop.send(socket, frames)
+        if var message = try? WireMessage(type: .heartbeat, requestID: requestID ?? nextID(), body: h, sender: settings.workerID) {
+            message.epoch = state.withLock { $0.epoch }
+            if let frames = try? message.frames() { loop.send(socket, frames) }
         }
     }
 
@@ -242,8 +250,9 @@ public final class WorkerDaemon: @unchecked Sendable {
         var bye = Rlhf_V1_Shutdown()
         bye.reason = finished ? "drained" : "drain timed out after \(Int(timeoutSeconds)) s"
         bye.drain = true
-        if let frames = try? WireMessage(type: .shutdown, requestID: nextID(), body: bye, sender: settings.workerID).frames() {
-            loop.send(socket, frames)
+        if var goodbye = try? WireMessage(type: .shutdown, requestID: nextID(), body: bye, sender: settings.workerID) {
+            goodbye.epoch = state.withLock { $0.epoch }
+            if let frames = try? goodbye.frames() { loop.send(socket, frames) }
         }
         // Let the poll loop flush the goodbye before the socket closes (LINGER is 0).
         Thread.sleep(forTimeInterval: 0.05)

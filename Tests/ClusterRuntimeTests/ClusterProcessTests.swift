@@ -273,6 +273,104 @@ import LlamaCore
         #expect(ClusterProcessTests.waitFor(5) { coordinator.workers().isEmpty }, "the coordinator still lists the drained worker")
     }
 
+    /// A request of `prompts` prompts x `samples` samples of `tokens` tokens (no stop token), and what
+    /// this process computes for it, prompt by prompt.
+    static func bigRequest(prompts: Int, samples: Int, tokens: Int) -> Rlhf_V1_GenerateRequest {
+        var request = Rlhf_V1_GenerateRequest()
+        request.prompts = (0..<prompts).map { i in
+            var p = Rlhf_V1_Prompt()
+            p.promptID = UInt64(i)
+            p.ids = [1, Int32(5 + i % 50), Int32(60 + i % 30)]
+            return p
+        }
+        request.samplesPerPrompt = UInt32(samples)
+        request.sampling.temperature = 1
+        request.sampling.topP = 1
+        request.seed = 4242
+        request.maxNewTokens = UInt32(tokens)
+        request.stopToken = -1
+        return request
+    }
+
+    static func expectExactlyOnceAndCorrect(_ got: [(sample: Rlhf_V1_Sample, logProbs: [Float])], _ request: Rlhf_V1_GenerateRequest) throws {
+        let k = Int(request.samplesPerPrompt)
+        #expect(got.map { "\($0.sample.promptID)/\($0.sample.sampleIndex)" }
+                == request.prompts.flatMap { p in (0..<k).map { "\(p.promptID)/\($0)" } })
+        let local = TextGenerator(transformer: Transformer(model: try LlamaModel(checkpoint: RoleProcessTests.checkpoint)))
+        for (i, prompt) in request.prompts.enumerated() where i % 5 == 0 {
+            var one = request
+            one.prompts = [prompt]
+            let expected = try local.generate(batch: Generator.requests(for: one))
+            for j in 0..<k { #expect(got[k * i + j].sample.ids == expected[j].ids, "prompt \(prompt.promptID) sample \(j)") }
+        }
+    }
+
+    /// The outcome of a generate call run on another thread.
+    final class Pending: Sendable {
+        let done = DispatchSemaphore(value: 0)
+        let result = Mutex<Result<[(sample: Rlhf_V1_Sample, logProbs: [Float])], Error>?>(nil)
+        func wait(_ seconds: Double) throws -> [(sample: Rlhf_V1_Sample, logProbs: [Float])] {
+            guard done.wait(timeout: .now() + seconds) == .success else { throw HTTPTimeout() }
+            return try result.withLock { $0! }.get()
+        }
+    }
+
+    /// Runs `coordinator.generate(request)` on another thread.
+    static func generateInBackground(_ coordinator: Coordinator, _ request: Rlhf_V1_GenerateRequest) -> Pending {
+        let pending = Pending()
+        Thread {
+            let r = Result { try coordinator.generate(request, timeoutSeconds: 120) }
+            pending.result.withLock { $0 = r }
+            pending.done.signal()
+        }.start()
+        return pending
+    }
+
+    @Test func killingAGeneratorMidBatchLosesNothing() throws {
+        let coordinator = try RoleProcessTests.coordinator()
+        defer { coordinator.shutdown() }
+        let workers = try (0..<3).map { i in
+            try ClusterProcessTests.spawn(["worker", "--role", "generator", "--coordinator", coordinator.endpoint, "--id", "gen-\(i)",
+                                           "--checkpoint", RoleProcessTests.checkpoint])
+        }
+        defer { for w in workers where w.isRunning { w.terminate() } }
+        #expect(ClusterProcessTests.waitFor(30) { coordinator.workers().filter { $0.health == .healthy }.count == 3 })
+        let request = RoleProcessTests.bigRequest(prompts: 18, samples: 4, tokens: 40)
+        let pending = RoleProcessTests.generateInBackground(coordinator, request)
+        // Once work is flowing, kill -9 one generator while it holds tasks.
+        #expect(ClusterProcessTests.waitFor(30) { coordinator.status().workers.contains { $0.workerID == "gen-1" && $0.tasksInFlight > 0 } })
+        kill(workers[1].processIdentifier, SIGKILL)
+        try RoleProcessTests.expectExactlyOnceAndCorrect(try pending.wait(120), request)
+        #expect(coordinator.workers().first { $0.registration.workerID == "gen-1" }?.health == .dead)
+    }
+
+    @Test func aStoppedWorkerIsDeclaredDeadFencedAndRejoinsAsNew() throws {
+        let coordinator = try RoleProcessTests.coordinator()
+        defer { coordinator.shutdown() }
+        let workers = try (0..<2).map { i in
+            try ClusterProcessTests.spawn(["worker", "--role", "generator", "--coordinator", coordinator.endpoint, "--id", "gen-\(i)",
+                                           "--checkpoint", RoleProcessTests.checkpoint])
+        }
+        defer { for w in workers { kill(w.processIdentifier, SIGCONT); if w.isRunning { w.terminate() } } }
+        #expect(ClusterProcessTests.waitFor(30) { coordinator.workers().filter { $0.health == .healthy }.count == 2 })
+        let request = RoleProcessTests.bigRequest(prompts: 12, samples: 4, tokens: 40)
+        let pending = RoleProcessTests.generateInBackground(coordinator, request)
+        #expect(ClusterProcessTests.waitFor(30) { coordinator.status().workers.contains { $0.workerID == "gen-0" && $0.tasksInFlight > 0 } })
+        let firstLife = coordinator.workers().first { $0.registration.workerID == "gen-0" }!.epoch
+        kill(workers[0].processIdentifier, SIGSTOP)
+        let stopped = Date()
+        #expect(ClusterProcessTests.waitFor(5) { coordinator.workers().first { $0.registration.workerID == "gen-0" }?.health == .dead })
+        #expect(Date().timeIntervalSince(stopped) < 2, "declared dead after \(Date().timeIntervalSince(stopped)) s")
+        // Its tasks finish on the other generator.
+        try RoleProcessTests.expectExactlyOnceAndCorrect(try pending.wait(120), request)
+        // Woken up, it sends the result it was computing (refused: an earlier life) and registers anew.
+        kill(workers[0].processIdentifier, SIGCONT)
+        #expect(ClusterProcessTests.waitFor(10) {
+            coordinator.workers().first { $0.registration.workerID == "gen-0" }.map { $0.health == .healthy && $0.epoch != firstLife } == true
+        })
+        #expect(ClusterProcessTests.waitFor(10) { coordinator.status().rejectedFrames.contains { $0.reason == "fenced" && $0.count >= 1 } })
+    }
+
     struct HTTPTimeout: Error {}
 
     @Test func workersRegisterAgainWithARestartedCoordinator() throws {

@@ -84,9 +84,33 @@ import Testing
         let again = d.assign(now: 5)
         #expect(again.map(\.requestID).sorted() == onG1.sorted())
         #expect(again.allSatisfy { $0.workerID == "g2" })
-        // The dead worker's late result is dropped after the re-dispatched copy completes first.
-        for a in again { _ = d.complete(requestID: a.requestID, workerID: "g2", now: 9) }
+        // The dead worker's late result is fenced while g2 holds the task, and a duplicate after.
+        guard case .fenced = d.complete(requestID: onG1[0], workerID: "g1", now: 8) else { Issue.record("fenced result accepted"); return }
+        for a in again {
+            guard case .accepted = d.complete(requestID: a.requestID, workerID: "g2", now: 9) else { Issue.record("holder's result refused"); return }
+        }
         guard case .duplicate = d.complete(requestID: onG1[0], workerID: "g1", now: 10) else { Issue.record("late duplicate accepted"); return }
+        // Queued again (no worker free) and not yet re-dispatched: the dead worker's result is fenced too.
+        var q = TaskDispatcher<Int>()
+        q.addWorker("a", role: .generator, capacity: 1)
+        q.enqueue(requestID: 1, role: .generator, payload: 1)
+        _ = q.assign(now: 0)
+        q.removeWorker("a")
+        guard case .fenced = q.complete(requestID: 1, workerID: "a", now: 1) else { Issue.record("result of a re-queued task accepted"); return }
+        #expect(q.queueDepth(.generator) == 1)
+    }
+
+    @Test func epochsFenceEarlierLives() throws {
+        var m = Membership(protocolVersion: 1, buildHash: "b")
+        let r = Membership.Registration(workerID: "g", role: .generator, protocolVersion: 1, buildHash: "b", policyVersion: 0,
+                                        capacity: 1, host: "h", pid: 1)
+        let first = try m.register(r, now: 0)
+        #expect(m.isCurrent("g", epoch: first))
+        m.remove("g")
+        #expect(!m.isCurrent("g", epoch: first))
+        let second = try m.register(r, now: 10)
+        #expect(second != first)
+        #expect(m.isCurrent("g", epoch: second) && !m.isCurrent("g", epoch: first))
     }
 
     @Test func slowWorkersGetLess() {

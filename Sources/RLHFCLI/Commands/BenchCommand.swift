@@ -474,11 +474,16 @@ struct TransportBench: ParsableCommand {
             let loop = loops[w % loops.count]
             let id = "bench-worker-\(w)"
             let socketBox = Mutex<PollLoop.SocketID?>(nil)
+            let epoch = Atomic<UInt64>(0)
             let (socket, _) = try loop.open(.dealer, identity: Array(id.utf8), connect: [coordinator.endpoint]) { frames in
-                guard let message = try? WireMessage.decode(frames), message.type == .generateRequest,
-                      let socket = socketBox.withLock({ $0 }) else { return }
+                guard let message = try? WireMessage.decode(frames), let socket = socketBox.withLock({ $0 }) else { return }
+                if message.type == .registerAck, let ack = try? message.decodeBody(Rlhf_V1_RegisterAck.self) {
+                    epoch.store(ack.epoch, ordering: .relaxed)
+                }
+                guard message.type == .generateRequest else { return }
                 var answer = WireMessage(type: .generateResult, requestID: message.requestID, rawBody: reply)
                 answer.sender = id
+                answer.epoch = epoch.load(ordering: .relaxed)
                 if let frames = try? answer.frames() { loop.send(socket, frames) }
             }
             socketBox.withLock { $0 = socket }

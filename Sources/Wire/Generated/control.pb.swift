@@ -225,6 +225,10 @@ public nonisolated struct Rlhf_V1_RegisterAck: Sendable {
 
   public var heartbeatIntervalMs: UInt32 = 0
 
+  /// This registration's epoch: the worker stamps it on every message; results stamped with an
+  /// older epoch (sent before the worker was declared dead) are refused.
+  public var epoch: UInt64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -469,7 +473,7 @@ nonisolated extension Rlhf_V1_Register: SwiftProtobuf.Message, SwiftProtobuf._Me
 
 nonisolated extension Rlhf_V1_RegisterAck: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".RegisterAck"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}accepted\0\u{1}reason\0\u{3}heartbeat_interval_ms\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}accepted\0\u{1}reason\0\u{3}heartbeat_interval_ms\0\u{1}epoch\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -480,6 +484,7 @@ nonisolated extension Rlhf_V1_RegisterAck: SwiftProtobuf.Message, SwiftProtobuf.
       case 1: try { try decoder.decodeSingularBoolField(value: &self.accepted) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.reason) }()
       case 3: try { try decoder.decodeSingularUInt32Field(value: &self.heartbeatIntervalMs) }()
+      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.epoch) }()
       default: break
       }
     }
@@ -495,6 +500,9 @@ nonisolated extension Rlhf_V1_RegisterAck: SwiftProtobuf.Message, SwiftProtobuf.
     if self.heartbeatIntervalMs != 0 {
       try visitor.visitSingularUInt32Field(value: self.heartbeatIntervalMs, fieldNumber: 3)
     }
+    if self.epoch != 0 {
+      try visitor.visitSingularUInt64Field(value: self.epoch, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -502,6 +510,7 @@ nonisolated extension Rlhf_V1_RegisterAck: SwiftProtobuf.Message, SwiftProtobuf.
     if lhs.accepted != rhs.accepted {return false}
     if lhs.reason != rhs.reason {return false}
     if lhs.heartbeatIntervalMs != rhs.heartbeatIntervalMs {return false}
+    if lhs.epoch != rhs.epoch {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

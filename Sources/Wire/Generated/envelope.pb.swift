@@ -241,6 +241,9 @@ public nonisolated struct Rlhf_V1_Envelope: Sendable {
   /// The sender's worker id (or "coordinator").
   public var sender: String = String()
 
+  /// The sender's registration epoch (RegisterAck.epoch); 0 where none applies.
+  public var epoch: UInt64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -310,7 +313,7 @@ nonisolated extension Rlhf_V1_TensorHeader: SwiftProtobuf.Message, SwiftProtobuf
 
 nonisolated extension Rlhf_V1_Envelope: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Envelope"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}magic\0\u{3}protocol_version\0\u{1}type\0\u{3}request_id\0\u{1}round\0\u{1}step\0\u{3}policy_version\0\u{3}body_length\0\u{3}body_crc32c\0\u{1}tensors\0\u{1}sender\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}magic\0\u{3}protocol_version\0\u{1}type\0\u{3}request_id\0\u{1}round\0\u{1}step\0\u{3}policy_version\0\u{3}body_length\0\u{3}body_crc32c\0\u{1}tensors\0\u{1}sender\0\u{1}epoch\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -329,6 +332,7 @@ nonisolated extension Rlhf_V1_Envelope: SwiftProtobuf.Message, SwiftProtobuf._Me
       case 9: try { try decoder.decodeSingularFixed32Field(value: &self.bodyCrc32C) }()
       case 10: try { try decoder.decodeRepeatedMessageField(value: &self.tensors) }()
       case 11: try { try decoder.decodeSingularStringField(value: &self.sender) }()
+      case 12: try { try decoder.decodeSingularUInt64Field(value: &self.epoch) }()
       default: break
       }
     }
@@ -368,6 +372,9 @@ nonisolated extension Rlhf_V1_Envelope: SwiftProtobuf.Message, SwiftProtobuf._Me
     if !self.sender.isEmpty {
       try visitor.visitSingularStringField(value: self.sender, fieldNumber: 11)
     }
+    if self.epoch != 0 {
+      try visitor.visitSingularUInt64Field(value: self.epoch, fieldNumber: 12)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -383,6 +390,7 @@ nonisolated extension Rlhf_V1_Envelope: SwiftProtobuf.Message, SwiftProtobuf._Me
     if lhs.bodyCrc32C != rhs.bodyCrc32C {return false}
     if lhs.tensors != rhs.tensors {return false}
     if lhs.sender != rhs.sender {return false}
+    if lhs.epoch != rhs.epoch {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

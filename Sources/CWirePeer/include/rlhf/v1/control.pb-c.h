@@ -97,10 +97,15 @@ struct  Rlhf__V1__RegisterAck
   protobuf_c_boolean accepted;
   char *reason;
   uint32_t heartbeat_interval_ms;
+  /*
+   * This registration's epoch: the worker stamps it on every message; results stamped with an
+   * older epoch (sent before the worker was declared dead) are refused.
+   */
+  uint64_t epoch;
 };
 #define RLHF__V1__REGISTER_ACK__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&rlhf__v1__register_ack__descriptor) \
-    , 0, (char *)protobuf_c_empty_string, 0 }
+    , 0, (char *)protobuf_c_empty_string, 0, 0 }
 
 
 struct  Rlhf__V1__Heartbeat

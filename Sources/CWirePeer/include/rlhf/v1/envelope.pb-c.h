@@ -113,10 +113,14 @@ struct  Rlhf__V1__Envelope
    * The sender's worker id (or "coordinator").
    */
   char *sender;
+  /*
+   * The sender's registration epoch (RegisterAck.epoch); 0 where none applies.
+   */
+  uint64_t epoch;
 };
 #define RLHF__V1__ENVELOPE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&rlhf__v1__envelope__descriptor) \
-    , 0, 0, RLHF__V1__MESSAGE_TYPE__MESSAGE_TYPE_UNSPECIFIED, 0, 0, 0, 0, 0, 0, 0,NULL, (char *)protobuf_c_empty_string }
+    , 0, 0, RLHF__V1__MESSAGE_TYPE__MESSAGE_TYPE_UNSPECIFIED, 0, 0, 0, 0, 0, 0, 0,NULL, (char *)protobuf_c_empty_string, 0 }
 
 
 /* Rlhf__V1__TensorHeader methods */
