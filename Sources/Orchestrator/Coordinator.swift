@@ -96,7 +96,12 @@ public final class Coordinator: @unchecked Sendable {
         let maxFrameBytes = settings.maxFrameBytes
         let progress = DispatchSemaphore(value: 0)
         self.progress = progress
-        let (socket, bound) = try loop.open(.router, bind: [settings.bind]) { frames in
+        var socketSettings = SocketSettings.default
+        // A worker back from a cut link reconnects under its id before the old connection is noticed dead.
+        socketSettings.routerHandover = true
+        socketSettings.heartbeatIntervalMilliseconds = 500
+        socketSettings.heartbeatTimeoutMilliseconds = 1_500
+        let (socket, bound) = try loop.open(.router, settings: socketSettings, bind: [settings.bind]) { frames in
             guard let id = socketBox.withLock({ $0 }), frames.count >= 2 else { return }
             let identity = frames[0]
             if let reply = Coordinator.handle(Array(frames.dropFirst()), identity: identity, shared: shared,

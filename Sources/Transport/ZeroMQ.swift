@@ -75,6 +75,12 @@ public struct SocketSettings: Sendable, Equatable {
     /// next one twice as late, up to `reconnectMaxMilliseconds` (0: no backoff).
     public var reconnectMilliseconds: Int32 = 100
     public var reconnectMaxMilliseconds: Int32 = 0
+    /// How long one connection attempt may take before it is abandoned and retried (0: the OS's TCP
+    /// timeout, minutes when the peer's host is unreachable).
+    public var connectTimeoutMilliseconds: Int32 = 0
+    /// ROUTER only: a peer that reconnects with the routing id of a connection not yet noticed as
+    /// dead takes that id over (otherwise its messages are lost until the old connection times out).
+    public var routerHandover = false
 
     public init() {}
     public static let `default` = SocketSettings()
@@ -102,6 +108,8 @@ public final class ZMQSocket {
             try setInt(ZMQ_RCVHWM, settings.receiveHighWaterMark)
             try setInt(ZMQ_RECONNECT_IVL, settings.reconnectMilliseconds)
             try setInt(ZMQ_RECONNECT_IVL_MAX, settings.reconnectMaxMilliseconds)
+            try setInt(ZMQ_CONNECT_TIMEOUT, settings.connectTimeoutMilliseconds)
+            if kind == .router && settings.routerHandover { try setInt(ZMQ_ROUTER_HANDOVER, 1) }
             if kind == .router { try setInt(ZMQ_ROUTER_MANDATORY, 1) }
             if kind == .sub { try setBytes(ZMQ_SUBSCRIBE, []) }
             if let identity { try setBytes(ZMQ_ROUTING_ID, identity) }

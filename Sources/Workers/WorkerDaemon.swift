@@ -10,7 +10,7 @@ import Wire
 /// hash, policy version, capacity, host, pid), heartbeats at the interval the coordinator asks for
 /// (with its policy version, weights checksum and tokens processed), and registers again when the
 /// coordinator no longer knows it (a coordinator restart, or after being declared dead). ZeroMQ
-/// reconnects the socket by itself when the coordinator goes away, backing off up to 5 s.
+/// reconnects the socket by itself when the coordinator goes away, backing off up to 1 s.
 ///
 /// Work messages go to the role's `RoleService` on one compute queue, off the socket thread; so do
 /// WEIGHT_ANNOUNCEs: the daemon fetches the announced version from its source, verifies it, installs
@@ -76,8 +76,14 @@ public final class WorkerDaemon: @unchecked Sendable {
         self.logger = tagged
         loop = try PollLoop()
         let box = Mutex<WorkerDaemon?>(nil)
+        // After a cut link: ZMTP heartbeats drop the dead connection within 1.5 s, each reconnection
+        // attempt gives up after 1 s, and attempts back off to at most 1 s apart, so the worker is back
+        // within about 2 s of the link returning.
         var socketSettings = SocketSettings.default
-        socketSettings.reconnectMaxMilliseconds = 5_000
+        socketSettings.reconnectMaxMilliseconds = 1_000
+        socketSettings.connectTimeoutMilliseconds = 1_000
+        socketSettings.heartbeatIntervalMilliseconds = 500
+        socketSettings.heartbeatTimeoutMilliseconds = 1_500
         (socket, _) = try loop.open(.dealer, settings: socketSettings, identity: Array(settings.workerID.utf8),
                                     connect: [settings.coordinator]) { frames in
             box.withLock { $0 }?.handle(frames)

@@ -433,6 +433,53 @@ struct NamespaceHostTests {
         return p.terminationStatus
     }
 
+    /// The link of host 1 goes down for 10 s in the middle of a batch: its worker is declared dead within
+    /// 2 s, the batch completes on host 2 with every sample once, and the worker is back (a new epoch)
+    /// within 3 s of the link returning.
+    @Test func aCutLinkIsDetectedAndTheWorkerRejoins() throws {
+        setenv("PREFIX", "rlhft-h", 1)
+        setenv("BRIDGE", "rlhftbr0", 1)
+        #expect(try NamespaceHostTests.sh([NamespaceHostTests.script, "up", "2"]) == 0)
+        defer { _ = try? NamespaceHostTests.sh([NamespaceHostTests.script, "down", "2"]) }
+        var settings = Coordinator.Settings(bind: "tcp://10.77.0.1:57\(Int.random(in: 10...99))")
+        settings.membership.heartbeatIntervalMilliseconds = 100
+        settings.buildHash = BuildIdentity.hash(ofExecutable: ClusterProcessTests.executable.path)
+        let coordinator = try Coordinator(settings: settings)
+        defer { coordinator.shutdown() }
+        let workers = try (1...2).map { i -> Process in
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
+            p.arguments = ["netns", "exec", "rlhft-h\(i)", ClusterProcessTests.executable.path, "worker", "--role", "generator",
+                           "--coordinator", coordinator.endpoint, "--id", "gen-h\(i)", "--checkpoint", RoleProcessTests.checkpoint]
+            p.standardOutput = FileHandle.nullDevice
+            p.standardError = FileHandle.nullDevice
+            try p.run()
+            return p
+        }
+        defer { for w in workers where w.isRunning { w.terminate() } }
+        #expect(ClusterProcessTests.waitFor(30) { coordinator.workers().filter { $0.health == .healthy }.count == 2 })
+        let request = RoleProcessTests.bigRequest(prompts: 24, samples: 4, tokens: 40)
+        let pending = RoleProcessTests.generateInBackground(coordinator, request)
+        #expect(ClusterProcessTests.waitFor(30) { coordinator.status().workers.contains { $0.workerID == "gen-h1" && $0.tasksInFlight > 0 } })
+        let firstLife = coordinator.workers().first { $0.registration.workerID == "gen-h1" }!.epoch
+
+        #expect(try NamespaceHostTests.sh(["-c", "ip link set veth-rlhft-h1 down"]) == 0)
+        let cut = Date()
+        #expect(ClusterProcessTests.waitFor(5) { coordinator.workers().first { $0.registration.workerID == "gen-h1" }?.health == .dead })
+        let detected = Date().timeIntervalSince(cut)
+        #expect(detected < 2, "detected after \(detected) s")
+        Thread.sleep(until: cut.addingTimeInterval(10))
+        #expect(try NamespaceHostTests.sh(["-c", "ip link set veth-rlhft-h1 up"]) == 0)
+        let restored = Date()
+        #expect(ClusterProcessTests.waitFor(10) {
+            coordinator.workers().first { $0.registration.workerID == "gen-h1" }.map { $0.health == .healthy && $0.epoch != firstLife } == true
+        })
+        let rejoined = Date().timeIntervalSince(restored)
+        #expect(rejoined < 3, "rejoined after \(rejoined) s")
+        print(String(format: "cut link: detected after %.2f s, worker back %.2f s after the link", detected, rejoined))
+        try RoleProcessTests.expectExactlyOnceAndCorrect(try pending.wait(120), request)
+    }
+
     @Test func launchAcrossNamespaceHostsAndStatusFromAThird() throws {
         let environment = ["PREFIX": "rlhft-h", "BRIDGE": "rlhftbr0"]
         setenv("PREFIX", environment["PREFIX"]!, 1)
