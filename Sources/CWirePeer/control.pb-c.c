@@ -1105,7 +1105,7 @@ const ProtobufCMessageDescriptor rlhf__v1__queue_depth__descriptor =
   (ProtobufCMessageInit) rlhf__v1__queue_depth__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor rlhf__v1__status_reply__field_descriptors[10] =
+static const ProtobufCFieldDescriptor rlhf__v1__status_reply__field_descriptors[11] =
 {
   {
     "workers",
@@ -1227,6 +1227,18 @@ static const ProtobufCFieldDescriptor rlhf__v1__status_reply__field_descriptors[
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "tasks_redispatched",
+    11,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Rlhf__V1__StatusReply, tasks_redispatched),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned rlhf__v1__status_reply__field_indices_by_name[] = {
   7,   /* field[7] = kl */
@@ -1237,13 +1249,14 @@ static const unsigned rlhf__v1__status_reply__field_indices_by_name[] = {
   6,   /* field[6] = reward_mean */
   2,   /* field[2] = round */
   3,   /* field[3] = step */
+  10,   /* field[10] = tasks_redispatched */
   5,   /* field[5] = tokens_per_second */
   0,   /* field[0] = workers */
 };
 static const ProtobufCIntRange rlhf__v1__status_reply__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 10 }
+  { 0, 11 }
 };
 const ProtobufCMessageDescriptor rlhf__v1__status_reply__descriptor =
 {
@@ -1253,7 +1266,7 @@ const ProtobufCMessageDescriptor rlhf__v1__status_reply__descriptor =
   "Rlhf__V1__StatusReply",
   "rlhf.v1",
   sizeof(Rlhf__V1__StatusReply),
-  10,
+  11,
   rlhf__v1__status_reply__field_descriptors,
   rlhf__v1__status_reply__field_indices_by_name,
   1,  rlhf__v1__status_reply__number_ranges,

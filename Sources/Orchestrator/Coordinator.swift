@@ -40,6 +40,8 @@ public final class Coordinator: @unchecked Sendable {
         var kl = 0.0
         /// Frames refused, by `WireError.reason` ("bad_body" for a body of the wrong shape).
         var rejected: [String: UInt64] = [:]
+        /// Tasks put back in the queue because their worker died, left or registered anew.
+        var redispatched: UInt64 = 0
         /// Work in flight: tasks (the message to send) by request id, results accepted once.
         var dispatcher = TaskDispatcher<WireMessage>()
         var results: [UInt64: WireMessage] = [:]
@@ -126,6 +128,7 @@ public final class Coordinator: @unchecked Sendable {
                     switch change.to {
                     case .dead:
                         let requeued = s.dispatcher.removeWorker(change.workerID)
+                        s.redispatched += UInt64(requeued.count)
                         if !requeued.isEmpty { logger.warning("re-dispatching tasks of a dead worker", metadata: ["worker": "\(change.workerID)", "tasks": "\(requeued.count)"]) }
                     case .suspect: s.dispatcher.pause(change.workerID)
                     case .healthy: s.dispatcher.resume(change.workerID)
@@ -412,7 +415,7 @@ public final class Coordinator: @unchecked Sendable {
                         let epoch = try s.membership.register(registration, now: BuildIdentity.now())
                         s.identities[r.workerID] = identity
                         // A new life of the worker: whatever its previous one held goes back to the queue.
-                        s.dispatcher.removeWorker(r.workerID)
+                        s.redispatched += UInt64(s.dispatcher.removeWorker(r.workerID).count)
                         // A generator runs one task at a time and holds the next one ready.
                         s.dispatcher.addWorker(r.workerID, role: role, capacity: 2)
                         return epoch
@@ -493,7 +496,9 @@ public final class Coordinator: @unchecked Sendable {
                     guard s.membership.isCurrent(message.sender, epoch: message.epoch) else { return nil }
                     s.membership.leave(message.sender)
                     s.identities[message.sender] = nil
-                    return s.dispatcher.removeWorker(message.sender)
+                    let requeued = s.dispatcher.removeWorker(message.sender)
+                    s.redispatched += UInt64(requeued.count)
+                    return requeued
                 }
                 guard let requeued else {
                     logger.warning("ignored a goodbye from an earlier life of a worker", metadata: ["worker": "\(message.sender)"])
@@ -540,6 +545,7 @@ public final class Coordinator: @unchecked Sendable {
         reply.rewardMean = s.rewardMean
         reply.kl = s.kl
         reply.tokensPerSecond = s.tokens.rate(at: now)
+        reply.tasksRedispatched = s.redispatched
         reply.rejectedFrames = s.rejected.keys.sorted().map { reason in
             var r = Rlhf_V1_RejectedFrames()
             r.reason = reason
@@ -595,6 +601,8 @@ extension Coordinator {
             out.family(name, "counter", help)
             for role in WorkerRole.allCases { out.sample(name, ["role": role.rawValue], Double(counts[role] ?? 0)) }
         }
+        out.family("rlhf_tasks_redispatched_total", "counter", "Tasks put back in the queue because their worker died, left or registered anew.")
+        out.sample("rlhf_tasks_redispatched_total", [:], Double(s.redispatched))
         out.family("rlhf_worker_tokens_processed_total", "counter", "Tokens each worker reports processed (generated, scored, trained).")
         for m in members {
             out.sample("rlhf_worker_tokens_processed_total", ["role": m.registration.role.rawValue, "worker": m.registration.workerID],

@@ -341,6 +341,8 @@ import LlamaCore
         #expect(ClusterProcessTests.waitFor(30) { coordinator.status().workers.contains { $0.workerID == "gen-1" && $0.tasksInFlight > 0 } })
         kill(workers[1].processIdentifier, SIGKILL)
         try RoleProcessTests.expectExactlyOnceAndCorrect(try pending.wait(120), request)
+        #expect(coordinator.status().tasksRedispatched >= 1)
+        #expect(coordinator.metrics().contains("rlhf_tasks_redispatched_total"))
         #expect(coordinator.workers().first { $0.registration.workerID == "gen-1" }?.health == .dead)
     }
 

@@ -40,6 +40,7 @@ import Testing
             var q = Rlhf_V1_QueueDepth(); q.queue = name; q.depth = UInt32(depth); return q
         }
         status.tokensPerSecond = 1234.5; status.rewardMean = 0.25; status.kl = 0.01; status.policyVersion = 2
+        status.tasksRedispatched = 7
         status.rejectedFrames = [("checksum", 3), ("truncated", 1)].map { reason, count in
             var r = Rlhf_V1_RejectedFrames(); r.reason = reason; r.count = UInt64(count); return r
         }

@@ -205,7 +205,7 @@ struct StatusCommand: ParsableCommand {
         return jsonLine(["workers": workers, "plan_stage": status.planStage, "round": Int(status.round), "step": Int(status.step),
                          "queue_depths": Dictionary(uniqueKeysWithValues: status.queueDepths.map { ($0.queue, Int($0.depth)) }),
                          "tokens_per_second": status.tokensPerSecond, "reward_mean": status.rewardMean, "kl": status.kl,
-                         "policy_version": Int(status.policyVersion),
+                         "policy_version": Int(status.policyVersion), "tasks_redispatched": Int(status.tasksRedispatched),
                          "rejected_frames": Dictionary(uniqueKeysWithValues: status.rejectedFrames.map { ($0.reason, Int($0.count)) })])
     }
 
@@ -215,7 +215,8 @@ struct StatusCommand: ParsableCommand {
         out += "  stage \(status.planStage)  round \(status.round)  step \(status.step)  policy v\(status.policyVersion)\n"
         out += String(format: "  throughput %.1f tok/s  reward %.4f  KL %.4f\n", status.tokensPerSecond, status.rewardMean, status.kl)
         let queues = status.queueDepths.map { "\($0.queue) \($0.depth)" }
-        out += "  queues: \(queues.isEmpty ? "empty" : queues.joined(separator: ", "))\n"
+        out += "  queues: \(queues.isEmpty ? "empty" : queues.joined(separator: ", "))"
+            + (status.tasksRedispatched > 0 ? "  (\(status.tasksRedispatched) tasks re-dispatched from lost workers)" : "") + "\n"
         let rejected = status.rejectedFrames.map { "\($0.reason) \($0.count)" }
         if !rejected.isEmpty { out += "  rejected frames: \(rejected.joined(separator: ", "))\n" }
         for role in WorkerRole.allCases {

@@ -371,6 +371,9 @@ public nonisolated struct Rlhf_V1_StatusReply: Sendable {
   /// Messages the coordinator refused, by reason (a list, for the same reason as queue_depths).
   public var rejectedFrames: [Rlhf_V1_RejectedFrames] = []
 
+  /// Tasks put back in the queue because their worker died, left or registered anew.
+  public var tasksRedispatched: UInt64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -777,7 +780,7 @@ nonisolated extension Rlhf_V1_QueueDepth: SwiftProtobuf.Message, SwiftProtobuf._
 
 nonisolated extension Rlhf_V1_StatusReply: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".StatusReply"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}workers\0\u{3}plan_stage\0\u{1}round\0\u{1}step\0\u{3}queue_depths\0\u{3}tokens_per_second\0\u{3}reward_mean\0\u{1}kl\0\u{3}policy_version\0\u{3}rejected_frames\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}workers\0\u{3}plan_stage\0\u{1}round\0\u{1}step\0\u{3}queue_depths\0\u{3}tokens_per_second\0\u{3}reward_mean\0\u{1}kl\0\u{3}policy_version\0\u{3}rejected_frames\0\u{3}tasks_redispatched\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -795,6 +798,7 @@ nonisolated extension Rlhf_V1_StatusReply: SwiftProtobuf.Message, SwiftProtobuf.
       case 8: try { try decoder.decodeSingularDoubleField(value: &self.kl) }()
       case 9: try { try decoder.decodeSingularUInt64Field(value: &self.policyVersion) }()
       case 10: try { try decoder.decodeRepeatedMessageField(value: &self.rejectedFrames) }()
+      case 11: try { try decoder.decodeSingularUInt64Field(value: &self.tasksRedispatched) }()
       default: break
       }
     }
@@ -831,6 +835,9 @@ nonisolated extension Rlhf_V1_StatusReply: SwiftProtobuf.Message, SwiftProtobuf.
     if !self.rejectedFrames.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.rejectedFrames, fieldNumber: 10)
     }
+    if self.tasksRedispatched != 0 {
+      try visitor.visitSingularUInt64Field(value: self.tasksRedispatched, fieldNumber: 11)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -845,6 +852,7 @@ nonisolated extension Rlhf_V1_StatusReply: SwiftProtobuf.Message, SwiftProtobuf.
     if lhs.kl != rhs.kl {return false}
     if lhs.policyVersion != rhs.policyVersion {return false}
     if lhs.rejectedFrames != rhs.rejectedFrames {return false}
+    if lhs.tasksRedispatched != rhs.tasksRedispatched {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

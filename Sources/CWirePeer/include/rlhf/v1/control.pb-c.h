@@ -217,10 +217,14 @@ struct  Rlhf__V1__StatusReply
    */
   size_t n_rejected_frames;
   Rlhf__V1__RejectedFrames **rejected_frames;
+  /*
+   * Tasks put back in the queue because their worker died, left or registered anew.
+   */
+  uint64_t tasks_redispatched;
 };
 #define RLHF__V1__STATUS_REPLY__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&rlhf__v1__status_reply__descriptor) \
-    , 0,NULL, (char *)protobuf_c_empty_string, 0, 0, 0,NULL, 0, 0, 0, 0, 0,NULL }
+    , 0,NULL, (char *)protobuf_c_empty_string, 0, 0, 0,NULL, 0, 0, 0, 0, 0,NULL, 0 }
 
 
 struct  Rlhf__V1__RejectedFrames
