@@ -53,6 +53,9 @@ public final class WorkerDaemon: @unchecked Sendable {
         var draining = false
         /// This registration's epoch, stamped on every message sent.
         var epoch: UInt64 = 0
+        var heartbeating = false
+        /// When the last REGISTER went out (uptime ms), to repeat one that got no answer.
+        var registrationSentAt: UInt64 = 0
     }
 
     public let settings: Settings
@@ -95,6 +98,7 @@ public final class WorkerDaemon: @unchecked Sendable {
     private func nextID() -> UInt64 { state.withLock { s in s.nextRequestID += 1; return s.nextRequestID } }
 
     private func sendRegistration() {
+        state.withLock { $0.registrationSentAt = BuildIdentity.now() }
         var r = Rlhf_V1_Register()
         r.role = settings.role.wire
         r.workerID = settings.workerID
@@ -117,29 +121,42 @@ public final class WorkerDaemon: @unchecked Sendable {
         switch message.type {
         case .registerAck:
             guard let ack = try? message.decodeBody(Rlhf_V1_RegisterAck.self) else { return }
-            let (wasRegistered, first) = state.withLock { s -> (Bool, Bool) in
-                let was = s.registered
-                let first = !s.registered && s.refusal == nil
+            enum Next { case started, registered, registerAgain, alreadyRegistering, refused }
+            let next = state.withLock { s -> Next in
                 if ack.accepted {
                     s.registered = true
                     s.epoch = ack.epoch
                     s.heartbeatMilliseconds = max(10, ack.heartbeatIntervalMs)
-                } else if s.registered {
-                    s.registered = false // the coordinator forgot us: register again below
-                } else {
-                    s.refusal = ack.reason
+                    // The first acceptance starts the heartbeats; a later one (after being forgotten) does not.
+                    if s.heartbeating { return .registered }
+                    s.heartbeating = true
+                    return .started
                 }
-                return (was, first)
+                if s.heartbeating {
+                    // Forgotten (a restarted coordinator, or declared dead). Several heartbeats may be
+                    // answered so; one registration is enough.
+                    guard !s.draining else { return .alreadyRegistering }
+                    // A registration already on its way is not repeated, unless it went unanswered for 1 s.
+                    guard s.registered || BuildIdentity.now() > s.registrationSentAt + 1_000 else { return .alreadyRegistering }
+                    s.registered = false
+                    return .registerAgain
+                }
+                s.refusal = ack.reason
+                return .refused
             }
-            if ack.accepted {
-                logger.info("registered with the coordinator")
-                if first { startHeartbeats(); firstAnswer.signal() }
-            } else if wasRegistered && state.withLock({ $0.draining }) {
-                logger.debug("the coordinator forgot this draining worker")
-            } else if wasRegistered {
+            switch next {
+            case .started:
+                logger.info("registered with the coordinator", metadata: ["epoch": "\(ack.epoch)"])
+                startHeartbeats()
+                firstAnswer.signal()
+            case .registered:
+                logger.info("registered with the coordinator again", metadata: ["epoch": "\(ack.epoch)"])
+            case .registerAgain:
                 logger.info("the coordinator does not know this worker any more; registering again")
                 sendRegistration()
-            } else {
+            case .alreadyRegistering:
+                break
+            case .refused:
                 logger.error("registration refused", metadata: ["reason": "\(ack.reason)"])
                 firstAnswer.signal()
             }
