@@ -9,6 +9,11 @@ public struct Membership: Sendable {
         public var suspectAfterIntervals: UInt64 = 3
         /// Dead after this many.
         public var deadAfterIntervals: UInt64 = 10
+        /// A worker of `progressRoles` holding tasks whose reported progress (tokens processed) has
+        /// not moved for this long is hung. Generators report progress every decode step; the other
+        /// roles once per request, so they are not judged by it.
+        public var hangAfterMilliseconds: UInt64 = 1_000
+        public var progressRoles: Set<WorkerRole> = [.generator]
 
         public init() {}
         public static let `default` = Settings()
@@ -54,6 +59,8 @@ public struct Membership: Sendable {
         /// This registration's epoch: messages stamped with another are from an earlier life of the
         /// worker (before it was declared dead) and are refused.
         public var epoch: UInt64 = 0
+        /// When `tokensProcessed` last moved, or the worker last became busy.
+        public var lastProgressAt: UInt64 = 0
     }
 
     /// A health transition reported by `tick`.
@@ -86,6 +93,8 @@ public struct Membership: Sendable {
     public private(set) var members: [String: Member] = [:]
     /// The last epoch handed out (epochs are never reused, so a late message cannot match a new life).
     private var lastEpoch: UInt64 = 0
+    /// Transitions made by heartbeats, reported by the next `tick`.
+    private var pending: [Change] = []
 
     /// A membership that admits peers speaking `protocolVersion` built as `buildHash`.
     public init(protocolVersion: UInt32, buildHash: String, settings: Settings = .default) {
@@ -104,7 +113,7 @@ public struct Membership: Sendable {
         guard r.capacity >= 1 else { throw .capacity(r.capacity) }
         lastEpoch += 1
         members[r.workerID] = Member(registration: r, health: .healthy, lastHeartbeat: now, policyVersion: r.policyVersion,
-                                     tasksInFlight: 0, epoch: lastEpoch)
+                                     tasksInFlight: 0, epoch: lastEpoch, lastProgressAt: now)
         return lastEpoch
     }
 
@@ -121,13 +130,21 @@ public struct Membership: Sendable {
         guard var m = members[workerID], m.health != .dead else { return false }
         m.lastHeartbeat = max(m.lastHeartbeat, now)
         m.policyVersion = policyVersion
+        if tokensProcessed > m.tokensProcessed || m.tasksInFlight == 0 || tasksInFlight == 0 { m.lastProgressAt = now }
         m.tasksInFlight = tasksInFlight
         m.weightsChecksum = weightsChecksum
         m.tokensProcessed = max(m.tokensProcessed, tokensProcessed)
         m.draining = draining
-        m.health = .healthy
+        let health = isHung(m, now: now) ? Health.hung : .healthy
+        if health != m.health { pending.append(Change(workerID: workerID, from: m.health, to: health)) }
+        m.health = health
         members[workerID] = m
         return true
+    }
+
+    private func isHung(_ m: Member, now: UInt64) -> Bool {
+        settings.progressRoles.contains(m.registration.role) && m.tasksInFlight > 0
+            && now > m.lastProgressAt + settings.hangAfterMilliseconds
     }
 
     /// Marks a worker dead at once (it left, or its connection failed for good).
@@ -146,14 +163,15 @@ public struct Membership: Sendable {
 
     /// Updates health from heartbeat ages; returns the transitions.
     public mutating func tick(now: UInt64) -> [Change] {
-        var changes: [Change] = []
+        var changes = pending
+        pending.removeAll()
         let interval = settings.heartbeatIntervalMilliseconds
         for id in members.keys.sorted() {
             var m = members[id]!
             guard m.health != .dead else { continue }
             let age = now > m.lastHeartbeat ? now - m.lastHeartbeat : 0
             let health: Health = age >= interval * settings.deadAfterIntervals ? .dead
-                : age >= interval * settings.suspectAfterIntervals ? .suspect : .healthy
+                : age >= interval * settings.suspectAfterIntervals ? .suspect : isHung(m, now: now) ? .hung : .healthy
             if health != m.health {
                 changes.append(Change(workerID: id, from: m.health, to: health))
                 m.health = health

@@ -11,13 +11,16 @@ public enum WorkerRole: String, CaseIterable, Codable, Sendable {
 public enum Health: String, Codable, Sendable, Comparable {
     /// Heartbeats arrive on time.
     case healthy
+    /// Heartbeats arrive but the worker makes no progress on the tasks it holds (its compute hangs
+    /// while its socket lives): no new work is sent, tasks in flight are kept.
+    case hung
     /// Heartbeats are late: no new work is sent, tasks in flight are kept.
     case suspect
     /// Silent for too long (or gone): its tasks are re-dispatched.
     case dead
 
     public static func < (a: Health, b: Health) -> Bool {
-        let order: [Health] = [.healthy, .suspect, .dead]
+        let order: [Health] = [.healthy, .hung, .suspect, .dead]
         return order.firstIndex(of: a)! < order.firstIndex(of: b)!
     }
 }

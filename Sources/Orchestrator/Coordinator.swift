@@ -130,8 +130,9 @@ public final class Coordinator: @unchecked Sendable {
                         let requeued = s.dispatcher.removeWorker(change.workerID)
                         s.redispatched += UInt64(requeued.count)
                         if !requeued.isEmpty { logger.warning("re-dispatching tasks of a dead worker", metadata: ["worker": "\(change.workerID)", "tasks": "\(requeued.count)"]) }
-                    case .suspect: s.dispatcher.pause(change.workerID)
-                    case .healthy: s.dispatcher.resume(change.workerID)
+                    case .suspect, .hung: s.dispatcher.pause(change.workerID)
+                    case .healthy:
+                        if s.membership.members[change.workerID]?.draining != true { s.dispatcher.resume(change.workerID) }
                     }
                 }
                 return changes
@@ -588,7 +589,7 @@ extension Coordinator {
         let members = s.membership.workers()
         out.family("rlhf_workers", "gauge", "Workers known to the coordinator, by role and health.")
         for role in WorkerRole.allCases {
-            for health in [Health.healthy, .suspect, .dead] {
+            for health in [Health.healthy, .hung, .suspect, .dead] {
                 out.sample("rlhf_workers", ["role": role.rawValue, "health": health.rawValue],
                            Double(members.filter { $0.registration.role == role && $0.health == health }.count))
             }

@@ -9,6 +9,9 @@ public final class Generator: RoleService, @unchecked Sendable {
     private let held: VersionedModel<TextGenerator>
     private let pool: ComputePool
     private let tokens = Atomic<UInt64>(0)
+    private let steps = Atomic<Int>(0)
+    /// Testing aid: after this many decode steps the compute hangs (the daemon stays up).
+    public var faultHangAfterSteps: Int?
 
     /// A generator over `model` on `threads` threads.
     public init(model: LlamaModel, threads: Int = 1, policyVersion: UInt64 = 0) {
@@ -54,7 +57,15 @@ public final class Generator: RoleService, @unchecked Sendable {
             throw LlamaError.invalidInput("policy version \(request.policyVersion) requested, this generator holds \(policyVersion)")
         }
         let start = Date()
-        let results = try generator.generate(batch: Generator.requests(for: request))
+        let results = try generator.generate(batch: Generator.requests(for: request)) { [self] produced in
+            // Progress per decode step: what tells the coordinator this generator is not hung.
+            self.tokens.add(UInt64(produced), ordering: .relaxed)
+            if let limit = faultHangAfterSteps, steps.add(1, ordering: .relaxed).newValue >= limit {
+                // Fault injection for tests: the compute stops for good while the daemon's socket and
+                // heartbeats live on.
+                while true { Thread.sleep(forTimeInterval: 3600) }
+            }
+        }
         var reply = Rlhf_V1_GenerateResult()
         var logprobs: [Float] = []
         var index = 0
@@ -72,9 +83,8 @@ public final class Generator: RoleService, @unchecked Sendable {
             }
         }
         reply.policyVersion = policyVersion
-        let tokens = results.reduce(0) { $0 + $1.ids.count }
-        self.tokens.add(UInt64(tokens), ordering: .relaxed)
-        reply.tokensPerSecond = Double(tokens) / max(1e-9, Date().timeIntervalSince(start))
+        let generated = results.reduce(0) { $0 + $1.ids.count }
+        reply.tokensPerSecond = Double(generated) / max(1e-9, Date().timeIntervalSince(start))
         return try WireMessage(type: .generateResult, requestID: message.requestID, body: reply,
                                tensors: [WireTensor(name: "logprobs", floats: logprobs)], policyVersion: policyVersion)
     }

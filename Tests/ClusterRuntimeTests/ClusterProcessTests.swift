@@ -373,6 +373,30 @@ import LlamaCore
         #expect(ClusterProcessTests.waitFor(10) { coordinator.status().rejectedFrames.contains { $0.reason == "fenced" && $0.count >= 1 } })
     }
 
+    @Test func aGeneratorWhoseComputeHangsIsFlaggedWithinASecond() throws {
+        let coordinator = try RoleProcessTests.coordinator()
+        defer { coordinator.shutdown() }
+        let hung = try ClusterProcessTests.spawn(["worker", "--role", "generator", "--coordinator", coordinator.endpoint, "--id", "gen-hang",
+                                                  "--checkpoint", RoleProcessTests.checkpoint, "--fault-hang-after-steps", "30"])
+        defer { if hung.isRunning { kill(hung.processIdentifier, SIGKILL) } }
+        #expect(ClusterProcessTests.waitFor(30) { coordinator.workers().first?.health == .healthy })
+        let pending = RoleProcessTests.generateInBackground(coordinator, RoleProcessTests.bigRequest(prompts: 2, samples: 2, tokens: 100))
+        // Progress stops after 30 steps while heartbeats go on: flagged hung about 1 s after the last progress.
+        #expect(ClusterProcessTests.waitFor(10) { coordinator.status().workers.first?.tokensProcessed ?? 0 > 0 })
+        var lastTokens: UInt64 = 0, stalledSince = Date()
+        let flagged = ClusterProcessTests.waitFor(15) {
+            let w = coordinator.workers().first!
+            if w.tokensProcessed != lastTokens { lastTokens = w.tokensProcessed; stalledSince = Date() }
+            return w.health == .hung
+        }
+        #expect(flagged)
+        #expect(Date().timeIntervalSince(stalledSince) < 1.6, "flagged \(Date().timeIntervalSince(stalledSince)) s after the last progress seen")
+        #expect(coordinator.status().workers.first?.health == "hung")
+        #expect(coordinator.metrics().contains("rlhf_workers{health=\"hung\",role=\"generator\"} 1"))
+        kill(hung.processIdentifier, SIGKILL)
+        _ = try? pending.wait(1)
+    }
+
     struct HTTPTimeout: Error {}
 
     @Test func workersRegisterAgainWithARestartedCoordinator() throws {

@@ -35,6 +35,26 @@ import Testing
         #expect(again == nil)
     }
 
+    @Test func recoveryIsReportedAndStalledGeneratorsAreHung() throws {
+        var m = Membership(protocolVersion: 1, buildHash: "b1")
+        try m.register(registration("g"), now: 0)
+        try m.register(registration("r", role: .rewardModel), now: 0)
+        #expect(m.tick(now: 1600).map(\.to) == [.suspect, .suspect])
+        // A heartbeat revives a suspect worker; the next tick reports it (the dispatcher resumes on it).
+        m.heartbeat("g", now: 1700, policyVersion: 0, tasksInFlight: 1, tokensProcessed: 10)
+        m.heartbeat("r", now: 1700, policyVersion: 0, tasksInFlight: 1, tokensProcessed: 0)
+        #expect(m.tick(now: 1750) == [.init(workerID: "g", from: .suspect, to: .healthy), .init(workerID: "r", from: .suspect, to: .healthy)])
+        // Heartbeats on time but no progress with a task held: the generator is hung after 1 s; the
+        // reward model (progress once per request) is not judged by it.
+        for t in stride(from: 1800, through: 2800, by: 200) {
+            m.heartbeat("g", now: UInt64(t), policyVersion: 0, tasksInFlight: 1, tokensProcessed: 10)
+            m.heartbeat("r", now: UInt64(t), policyVersion: 0, tasksInFlight: 1, tokensProcessed: 0)
+        }
+        #expect(m.tick(now: 2850) == [.init(workerID: "g", from: .healthy, to: .hung)])
+        m.heartbeat("g", now: 2900, policyVersion: 0, tasksInFlight: 1, tokensProcessed: 11)
+        #expect(m.tick(now: 2950) == [.init(workerID: "g", from: .hung, to: .healthy)])
+    }
+
     @Test func strangersAreRefused() {
         var m = Membership(protocolVersion: 1, buildHash: "b1")
         #expect(throws: Membership.Refusal.buildHash(theirs: "other", ours: "b1")) { try m.register(registration("x", build: "other"), now: 0) }

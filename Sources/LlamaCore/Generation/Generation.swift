@@ -108,7 +108,8 @@ public final class TextGenerator {
     /// the requests that share it), then all unfinished sequences advance one token per batched decode
     /// step. Results come back in request order. Each sequence uses its own RNG stream, so its sample
     /// does not depend on the rest of the batch.
-    public func generate(batch requests: [GenerationRequest]) throws -> [GenerationResult] {
+    /// `onStep(tokens)` is called after each decode step with the tokens it produced (progress reports).
+    public func generate(batch requests: [GenerationRequest], onStep: ((Int) -> Void)? = nil) throws -> [GenerationResult] {
         for request in requests { try validate(request) }
         let n = requests.count
         var samplers = try requests.map { try Sampler(settings: $0.sampling) }
@@ -147,10 +148,13 @@ public final class TextGenerator {
                 nextTokens.append(token.id)
             }
         }
+        var first = 0
         for i in 0..<n where requests[i].maxNewTokens > 0 {
             let token = firstLogits[i].withUnsafeBufferPointer { samplers[i].sample($0, rng: &rngs[i]) }
             accept(i, token)
+            first += 1
         }
+        if first > 0 { onStep?(first) }
         while !active.isEmpty {
             let stepIndices = active, stepTokens = nextTokens
             active.removeAll(keepingCapacity: true)
@@ -159,6 +163,7 @@ public final class TextGenerator {
             let drawn = Sampler.sample(logits, sequences: stepIndices, samplers: &samplers, rngs: &rngs,
                                        pool: transformer.pool)
             for (row, i) in stepIndices.enumerated() { accept(i, drawn[row]) }
+            onStep?(stepIndices.count)
         }
         return results
     }

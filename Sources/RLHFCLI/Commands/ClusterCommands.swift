@@ -97,6 +97,9 @@ struct WorkerCommand: ParsableCommand {
     var advertise: String?
     @Option(help: "Seconds a SIGTERM waits for tasks in flight before leaving anyway.")
     var drainTimeout: Double = 60
+    @Option(help: ArgumentHelp("Fault injection for tests: a generator's compute hangs after this many decode steps.",
+                               visibility: .hidden))
+    var faultHangAfterSteps: Int?
 
     func run() throws {
         guard threads >= 1, threads <= 256 else { throw cliFailure(LlamaError.invalidInput("--threads must be between 1 and 256")) }
@@ -128,7 +131,9 @@ struct WorkerCommand: ParsableCommand {
         let weights = try Checkpoint.read(path: checkpoint).weights
         switch role {
         case .generator:
-            return (Generator(model: LlamaModel(weights: weights), threads: threads), nil)
+            let generator = Generator(model: LlamaModel(weights: weights), threads: threads)
+            generator.faultHangAfterSteps = faultHangAfterSteps
+            return (generator, nil)
         case .rewardModel, .safetyModel:
             let scoreHead = try head.map { try RewardModel.loadHead(path: $0) } ?? ScalarHead(dim: weights.config.dim, seed: seed)
             return (try RewardModel(kind: role.wire, weights: weights, head: scoreHead, threads: threads), nil)
