@@ -75,4 +75,107 @@ import Wire
         loop.send(socket, valid)
         #expect(ClusterProcessTests.waitFor(5) { replies.withLock { $0.last?.type == .statusReply } })
     }
+
+    /// Each role, seen from a coordinator that sends it garbage: a worker process registers with this
+    /// test's ROUTER, gets bad frames of every kind, answers or drops each, and then still serves a
+    /// valid request. The learner's weight server (which anyone may reach) answers garbage with errors.
+    @Test(arguments: ["generator", "reward-model", "safety-model", "reference-policy", "learner"])
+    func aRoleKeepsServingAfterBadFrames(role: String) throws {
+        let loop = try PollLoop()
+        defer { loop.shutdown() }
+        final class Seen: @unchecked Sendable { var identity: [UInt8]?; var messages: [WireMessage] = []; var raw = 0 }
+        let seen = Mutex(Seen())
+        let socketBox = Mutex<PollLoop.SocketID?>(nil)
+        let (router, bound) = try loop.open(.router, bind: ["tcp://127.0.0.1:*"]) { frames in
+            guard frames.count >= 2, let id = socketBox.withLock({ $0 }) else { return }
+            seen.withLock { $0.identity = frames[0]; $0.raw += 1 }
+            guard let message = try? WireMessage.decode(Array(frames.dropFirst())) else { return }
+            seen.withLock { $0.messages.append(message) }
+            if message.type == .register {
+                var ack = Rlhf_V1_RegisterAck()
+                ack.accepted = true
+                ack.heartbeatIntervalMs = 200
+                ack.epoch = 1
+                if let reply = try? WireMessage(type: .registerAck, requestID: message.requestID, body: ack).frames() {
+                    loop.send(id, [frames[0]] + reply)
+                }
+            }
+        }
+        socketBox.withLock { $0 = router }
+        let worker = try ClusterProcessTests.spawn(["worker", "--role", role, "--coordinator", bound[0], "--id", "victim",
+                                                    "--checkpoint", RoleProcessTests.checkpoint])
+        defer { if worker.isRunning { worker.terminate() } }
+        #expect(ClusterProcessTests.waitFor(30) { seen.withLock { $0.messages.contains { $0.type == .heartbeat } } })
+        let identity = try #require(seen.withLock { $0.identity })
+        let valid = try WireMessage(type: .statusRequest, requestID: 5, body: Rlhf_V1_StatusRequest()).frames()
+        var flipped = valid
+        flipped[0][6] ^= 0x10
+        let garbage: [[[UInt8]]] = [
+            [valid[0]], flipped, [[1, 2, 3], [4]], try BadInputTests.frames { $0.protocolVersion = 99 },
+            try BadInputTests.frames { $0.type = Rlhf_V1_MessageType(rawValue: 77)! },
+            // A well-formed request whose body is not what its type says.
+            try WireMessage(type: .generateRequest, requestID: 9, rawBody: [0xFF, 0xFF, 0xFF]).frames(),
+            try WireMessage(type: .scoreRequest, requestID: 10, rawBody: [0x0A, 0x05, 0x01]).frames(),
+        ]
+        for frames in garbage { loop.send(router, [identity] + frames) }
+        // Still alive and answering: a valid request of its kind gets a real answer.
+        var sequence = Rlhf_V1_Sequence()
+        sequence.promptIds = [1, 5, 6]
+        sequence.responseIds = [7, 8, 2]
+        let request: WireMessage
+        let answerType: Rlhf_V1_MessageType
+        switch role {
+        case "generator":
+            var g = Rlhf_V1_GenerateRequest()
+            var p = Rlhf_V1_Prompt()
+            p.ids = [1, 5]
+            g.prompts = [p]
+            g.samplesPerPrompt = 1
+            g.maxNewTokens = 4
+            g.stopToken = -1
+            request = try WireMessage(type: .generateRequest, requestID: 77, body: g)
+            answerType = .generateResult
+        case "reward-model", "safety-model":
+            var r = Rlhf_V1_ScoreRequest()
+            r.sequences = [sequence]
+            request = try WireMessage(type: .scoreRequest, requestID: 77, body: r)
+            answerType = .scoreResult
+        case "reference-policy":
+            var r = Rlhf_V1_ReferenceLogProbRequest()
+            r.sequences = [sequence]
+            request = try WireMessage(type: .referenceLogprobRequest, requestID: 77, body: r)
+            answerType = .referenceLogprobResult
+        default:
+            var b = Rlhf_V1_TrainBatch()
+            b.kind = .sft
+            b.sequences = [sequence]
+            b.learningRate = 1e-3
+            request = try WireMessage(type: .trainBatch, requestID: 77, body: b)
+            answerType = .trainStats
+        }
+        loop.send(router, [identity] + (try request.frames()))
+        #expect(ClusterProcessTests.waitFor(30) { seen.withLock { $0.messages.contains { $0.requestID == 77 && $0.type == answerType } } },
+                "\(role) did not answer a valid request after the bad frames")
+        // The bodies that did not parse were answered with errors naming the problem.
+        let errors = seen.withLock { $0.messages.filter { $0.type == .error && ($0.requestID == 9 || $0.requestID == 10) } }
+        #expect(!errors.isEmpty, "\(role) answered no error to a malformed body")
+        #expect(worker.isRunning)
+
+        if role == "learner" {
+            let stats = try #require(seen.withLock { $0.messages.first { $0.requestID == 77 } })
+            let announce = try stats.decodeBody(Rlhf_V1_TrainStats.self).announce
+            #expect(!announce.source.isEmpty)
+            // Its weight server, reachable by anyone, answers garbage with errors and keeps serving.
+            let replies = Mutex<[WireMessage]>([])
+            let (dealer, _) = try loop.open(.dealer, connect: [announce.source]) { frames in
+                if let m = try? WireMessage.decode(frames) { replies.withLock { $0.append(m) } }
+            }
+            for frames in garbage { loop.send(dealer, frames) }
+            var ask = Rlhf_V1_WeightChunkRequest()
+            ask.policyVersion = announce.policyVersion
+            loop.send(dealer, try WireMessage(type: .weightAnnounce, requestID: 1, body: ask).frames())
+            #expect(ClusterProcessTests.waitFor(10) { replies.withLock { $0.contains { $0.type == .weightAnnounce } } })
+            #expect(replies.withLock { $0.filter { $0.type == .error }.count } >= 3)
+        }
+    }
 }
