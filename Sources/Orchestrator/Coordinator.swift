@@ -48,6 +48,12 @@ public final class Coordinator: @unchecked Sendable {
         var failures: [UInt64: String] = [:]
         /// Weight syncs in flight: request id of each WEIGHT_ANNOUNCE sent, to the worker it went to.
         var syncs: [UInt64: String] = [:]
+        /// The last version announced and the roles that follow it: a consumer that (re-)registers
+        /// holding another version is paused and brought up to it before it gets work.
+        var latest: (announce: Rlhf_V1_WeightAnnounce, roles: Set<WorkerRole>)?
+        var catchingUp: Set<String> = []
+        /// Messages queued by the handler for the pump to send: `(identity, frames)`.
+        var outbox: [([UInt8], [[UInt8]])] = []
         var nextRequestID: UInt64 = 1_000
         /// Tasks per role dispatched and completed, and tokens of generate results, for metrics.
         var dispatched: [WorkerRole: UInt64] = [:]
@@ -175,7 +181,8 @@ public final class Coordinator: @unchecked Sendable {
     /// Sends queued tasks to the workers the dispatcher picks.
     private static func pump(shared: Shared, loop: PollLoop, socket: PollLoop.SocketID) {
         let sends = shared.state.withLock { s -> [([UInt8], [[UInt8]])] in
-            s.dispatcher.assign(now: BuildIdentity.now()).compactMap { a in
+            defer { s.outbox.removeAll() }
+            return s.outbox + s.dispatcher.assign(now: BuildIdentity.now()).compactMap { a in
                 guard let identity = s.identities[a.workerID] else { return nil }
                 var message = a.payload
                 message.requestID = a.requestID
@@ -313,13 +320,15 @@ public final class Coordinator: @unchecked Sendable {
 
     /// Tells every live worker of `roles` to fetch `announce`'s version from its source, and waits
     /// until each reports that version with the announced weights checksum. Returns the workers synced;
-    /// a worker that fails to sync fails the call with its reason.
+    /// a worker that fails to sync fails the call with its reason. Workers of `roles` that register
+    /// later holding another version are paused and brought up to this one before they get work.
     @discardableResult
     public func syncWeights(_ announce: Rlhf_V1_WeightAnnounce, roles: Set<WorkerRole> = [.generator, .referencePolicy],
                             timeoutSeconds: Double = 120) throws -> [String] {
         let checksum = announce.modelChecksum
         let sends = shared.state.withLock { s -> [(String, UInt64, [UInt8], [[UInt8]])] in
-            s.membership.workers().filter { roles.contains($0.registration.role) && $0.health != .dead }.compactMap { m in
+            s.latest = (announce, roles)
+            return s.membership.workers().filter { roles.contains($0.registration.role) && $0.health != .dead }.compactMap { m in
                 let id = m.registration.workerID
                 guard let identity = s.identities[id] else { return nil }
                 s.nextRequestID += 1
@@ -335,8 +344,10 @@ public final class Coordinator: @unchecked Sendable {
         let deadline = Date().addingTimeInterval(timeoutSeconds)
         while true {
             let (done, failure) = shared.state.withLock { s -> (Bool, String?) in
+                // A target that died or left meanwhile does not hold the sync up: if it comes back, it
+                // is brought up to the latest version at registration.
                 let done = targets.allSatisfy { id in
-                    guard let m = s.membership.members[id] else { return false }
+                    guard let m = s.membership.members[id], m.health != .dead else { return true }
                     return m.policyVersion == announce.policyVersion && m.weightsChecksum == checksum
                 }
                 return (done, requestIDs.compactMap { s.failures[$0] }.first)
@@ -348,8 +359,10 @@ public final class Coordinator: @unchecked Sendable {
             }
             _ = progress.wait(timeout: .now() + 0.05)
         }
-        shared.state.withLock { $0.policyVersion = announce.policyVersion }
-        return targets
+        return shared.state.withLock { s in
+            s.policyVersion = announce.policyVersion
+            return targets.filter { s.membership.members[$0].map { $0.health != .dead && $0.policyVersion == announce.policyVersion } == true }
+        }
     }
 
     /// Sets what `rlhf status` reports as the plan's stage, round and step.
@@ -419,6 +432,17 @@ public final class Coordinator: @unchecked Sendable {
                         s.redispatched += UInt64(s.dispatcher.removeWorker(r.workerID).count)
                         // A generator runs one task at a time and holds the next one ready.
                         s.dispatcher.addWorker(r.workerID, role: role, capacity: 2)
+                        if let latest = s.latest, latest.roles.contains(role), r.policyVersion != latest.announce.policyVersion {
+                            // Behind the cluster's policy: no work until it has fetched the current version.
+                            s.dispatcher.pause(r.workerID)
+                            s.catchingUp.insert(r.workerID)
+                            s.nextRequestID += 1
+                            if let frames = try? WireMessage(type: .weightAnnounce, requestID: s.nextRequestID, body: latest.announce,
+                                                             sender: "coordinator", policyVersion: latest.announce.policyVersion).frames() {
+                                s.syncs[s.nextRequestID] = r.workerID
+                                s.outbox.append((identity, frames))
+                            }
+                        }
                         return epoch
                     }
                     ack.accepted = true
@@ -438,6 +462,13 @@ public final class Coordinator: @unchecked Sendable {
                                                        tasksInFlight: Int(h.tasksInFlight), weightsChecksum: h.weightsCrc32C,
                                                        tokensProcessed: h.tokensProcessed, draining: h.state == .draining)
                     if known && h.state == .draining { s.dispatcher.pause(h.workerID) }
+                    if known, s.catchingUp.contains(h.workerID), let latest = s.latest,
+                       h.policyVersion == latest.announce.policyVersion, h.weightsCrc32C == latest.announce.modelChecksum {
+                        s.catchingUp.remove(h.workerID)
+                        s.syncs = s.syncs.filter { $0.value != h.workerID }
+                        if h.state != .draining { s.dispatcher.resume(h.workerID) }
+                        logger.info("worker caught up with the policy", metadata: ["worker": "\(h.workerID)", "version": "\(h.policyVersion)"])
+                    }
                     return known
                 }
                 if state.state.withLock({ $0.syncs[message.requestID] != nil }) { progress.signal() }

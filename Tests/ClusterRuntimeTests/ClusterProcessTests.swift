@@ -239,6 +239,23 @@ import LlamaCore
         }
         #expect(try coordinator.score(sequences, model: .rewardModel).count == 2)
         #expect(throws: CoordinatorError.self) { _ = try coordinator.referenceLogProbs(sequences, policyVersion: 0, timeoutSeconds: 30) }
+
+        // A generator that joins later (holding version 0) is brought up to version 1 before it gets work.
+        let late = try ClusterProcessTests.spawn(["worker", "--role", "generator", "--coordinator", coordinator.endpoint,
+                                                  "--id", "gen-late", "--checkpoint", RoleProcessTests.checkpoint])
+        defer { if late.isRunning { late.terminate() } }
+        #expect(ClusterProcessTests.waitFor(30) {
+            coordinator.workers().first { $0.registration.workerID == "gen-late" }.map {
+                $0.policyVersion == 1 && $0.weightsChecksum == local.weightsChecksum
+            } == true
+        })
+        request.prompts = (0..<6).map { i in
+            var p = Rlhf_V1_Prompt()
+            p.promptID = UInt64(i)
+            p.ids = [1, Int32(9 + i)]
+            return p
+        }
+        #expect(try coordinator.generate(request, timeoutSeconds: 60).count == 12)
     }
 
     @Test func sigtermDrainsAndLeavesAndMetricsAreServed() throws {
