@@ -11,10 +11,12 @@ public final class Generator: RoleService, @unchecked Sendable {
     private let tokens = Atomic<UInt64>(0)
     private let steps = Atomic<Int>(0)
     /// Testing aid: after this many decode steps the compute hangs (the daemon stays up).
-    public var faultHangAfterSteps: Int?
+    private let faultHangAfterSteps: Int?
 
-    /// A generator over `model` on `threads` threads.
-    public init(model: LlamaModel, threads: Int = 1, policyVersion: UInt64 = 0) {
+    /// A generator over `model` on `threads` threads. `faultHangAfterSteps` (tests only) makes its
+    /// compute hang for good after that many decode steps.
+    public init(model: LlamaModel, threads: Int = 1, policyVersion: UInt64 = 0, faultHangAfterSteps: Int? = nil) {
+        self.faultHangAfterSteps = faultHangAfterSteps
         pool = ComputePool(threads: threads)
         held = VersionedModel(TextGenerator(transformer: Transformer(model: model, pool: pool)), version: policyVersion,
                               checksum: model.weights.checksum)

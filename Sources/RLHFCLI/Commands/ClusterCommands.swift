@@ -131,9 +131,7 @@ struct WorkerCommand: ParsableCommand {
         let weights = try Checkpoint.read(path: checkpoint).weights
         switch role {
         case .generator:
-            let generator = Generator(model: LlamaModel(weights: weights), threads: threads)
-            generator.faultHangAfterSteps = faultHangAfterSteps
-            return (generator, nil)
+            return (Generator(model: LlamaModel(weights: weights), threads: threads, faultHangAfterSteps: faultHangAfterSteps), nil)
         case .rewardModel, .safetyModel:
             let scoreHead = try head.map { try RewardModel.loadHead(path: $0) } ?? ScalarHead(dim: weights.config.dim, seed: seed)
             return (try RewardModel(kind: role.wire, weights: weights, head: scoreHead, threads: threads), nil)
