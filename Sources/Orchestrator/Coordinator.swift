@@ -24,6 +24,9 @@ public final class Coordinator: @unchecked Sendable {
         public var metricsBind: String?
         /// Largest frame the coordinator accepts: results and control messages, never weights.
         public var maxFrameBytes = 64 << 20
+        /// CURVE: the coordinator's secret key and the public keys of the clients it admits (Z85); nil
+        /// for plain TCP.
+        public var curve: (secretKey: String, clients: Set<String>)?
 
         public init(bind: String) { self.bind = bind }
     }
@@ -109,6 +112,10 @@ public final class Coordinator: @unchecked Sendable {
         socketSettings.routerHandover = true
         socketSettings.heartbeatIntervalMilliseconds = 500
         socketSettings.heartbeatTimeoutMilliseconds = 1_500
+        if let curve = settings.curve {
+            try loop.authorizeCurveClients(curve.clients)
+            socketSettings.curve = .server(secretKey: curve.secretKey)
+        }
         let (socket, bound) = try loop.open(.router, settings: socketSettings, bind: [settings.bind]) { frames in
             guard let id = socketBox.withLock({ $0 }), frames.count >= 2 else { return }
             let identity = frames[0]

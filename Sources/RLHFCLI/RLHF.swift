@@ -11,6 +11,7 @@ struct RLHF: ParsableCommand {
             CoordinatorCommand.self,
             WorkerCommand.self,
             StatusCommand.self,
+            KeysCommand.self,
             GenerateCommand.self,
             TokenizeCommand.self,
             SelftestCommand.self,

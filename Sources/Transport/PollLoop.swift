@@ -72,6 +72,23 @@ public final class PollLoop: @unchecked Sendable {
         return (id, endpoints)
     }
 
+    /// Admits CURVE clients whose public key (Z85) is in `publicKeys`, for every CURVE server socket
+    /// of this loop: a ZAP handler (RFC 27) on `inproc://zeromq.zap.01` in the loop's context. Call it
+    /// before binding the server socket. A client with another key gets nothing through.
+    public func authorizeCurveClients(_ publicKeys: Set<String>) throws {
+        let socketBox = Mutex<SocketID?>(nil)
+        let (socket, _) = try open(.rep, bind: ["inproc://zeromq.zap.01"]) { [self] frames in
+            // Request: version, request id, domain, address, identity, mechanism, credentials...
+            guard frames.count >= 6, let id = socketBox.withLock({ $0 }) else { return }
+            let mechanism = String(decoding: frames[5], as: UTF8.self)
+            let key = frames.count > 6 ? CurveKeyPair.z85(frames[6]) : nil
+            let allowed = mechanism == "CURVE" && key.map { publicKeys.contains($0) } == true
+            send(id, [frames[0], frames[1], Array((allowed ? "200" : "400").utf8),
+                      Array((allowed ? "OK" : "client key not authorized").utf8), Array((key ?? "").utf8), []])
+        }
+        socketBox.withLock { $0 = socket }
+    }
+
     /// Queues a multipart message on `socket`; a failure (peer gone, full queue) goes to `failure`
     /// on the loop thread.
     public func send(_ socket: SocketID, _ frames: [[UInt8]], failure: (@Sendable (Error) -> Void)? = nil) {

@@ -45,6 +45,8 @@ public enum SocketKind: Sendable {
     /// Raw TCP (each message is `[peer id, bytes]`; sending `[peer id, []]` closes the connection):
     /// how the coordinator serves HTTP metrics without another dependency.
     case stream
+    /// Strict request/reply (the ZAP authentication handler).
+    case rep
 
     var raw: Int32 {
         switch self {
@@ -54,6 +56,7 @@ public enum SocketKind: Sendable {
         case .pub: return ZMQ_PUB
         case .sub: return ZMQ_SUB
         case .stream: return ZMQ_STREAM
+        case .rep: return ZMQ_REP
         }
     }
 }
@@ -78,12 +81,49 @@ public struct SocketSettings: Sendable, Equatable {
     /// How long one connection attempt may take before it is abandoned and retried (0: the OS's TCP
     /// timeout, minutes when the peer's host is unreachable).
     public var connectTimeoutMilliseconds: Int32 = 0
+    /// CURVE encryption and authentication (keys in Z85, 40 characters); nil for plain TCP.
+    public var curve: Curve? = nil
     /// ROUTER only: a peer that reconnects with the routing id of a connection not yet noticed as
     /// dead takes that id over (otherwise its messages are lost until the old connection times out).
     public var routerHandover = false
 
     public init() {}
     public static let `default` = SocketSettings()
+}
+
+/// CURVE keys of a socket (Z85 text, 40 characters each).
+public enum Curve: Sendable, Equatable {
+    /// A server: its secret key. Which clients may connect is decided by `PollLoop.authorizeCurveClients`.
+    case server(secretKey: String)
+    /// A client: the server's public key and its own key pair.
+    case client(serverKey: String, publicKey: String, secretKey: String)
+}
+
+/// A CURVE key pair in Z85 text.
+public struct CurveKeyPair: Sendable, Equatable {
+    public let publicKey: String
+    public let secretKey: String
+
+    public init(publicKey: String, secretKey: String) {
+        self.publicKey = publicKey
+        self.secretKey = secretKey
+    }
+
+    /// A fresh key pair (libzmq built with libsodium).
+    public static func generate() throws -> CurveKeyPair {
+        var publicKey = [CChar](repeating: 0, count: 41), secretKey = [CChar](repeating: 0, count: 41)
+        guard zmq_curve_keypair(&publicKey, &secretKey) == 0 else { throw TransportError("zmq_curve_keypair (libzmq without CURVE?)") }
+        func text(_ chars: [CChar]) -> String { String(decoding: chars.prefix(40).map { UInt8(bitPattern: $0) }, as: UTF8.self) }
+        return CurveKeyPair(publicKey: text(publicKey), secretKey: text(secretKey))
+    }
+
+    /// The Z85 text of a 32-byte binary key (as ZAP hands client keys over).
+    static func z85(_ binary: [UInt8]) -> String? {
+        guard binary.count == 32 else { return nil }
+        var out = [CChar](repeating: 0, count: 41)
+        guard binary.withUnsafeBufferPointer({ zmq_z85_encode(&out, $0.baseAddress, 32) }) != nil else { return nil }
+        return String(decoding: out.prefix(40).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
 }
 
 /// One ZeroMQ socket. Sockets are not thread-safe: each is owned by one thread (the process's poll
@@ -110,6 +150,17 @@ public final class ZMQSocket {
             try setInt(ZMQ_RECONNECT_IVL_MAX, settings.reconnectMaxMilliseconds)
             try setInt(ZMQ_CONNECT_TIMEOUT, settings.connectTimeoutMilliseconds)
             if kind == .router && settings.routerHandover { try setInt(ZMQ_ROUTER_HANDOVER, 1) }
+            switch settings.curve {
+            case let .server(secretKey)?:
+                try setInt(ZMQ_CURVE_SERVER, 1)
+                try setBytes(ZMQ_CURVE_SECRETKEY, Array(secretKey.utf8) + [0])
+            case let .client(serverKey, publicKey, secretKey)?:
+                try setBytes(ZMQ_CURVE_SERVERKEY, Array(serverKey.utf8) + [0])
+                try setBytes(ZMQ_CURVE_PUBLICKEY, Array(publicKey.utf8) + [0])
+                try setBytes(ZMQ_CURVE_SECRETKEY, Array(secretKey.utf8) + [0])
+            case nil:
+                break
+            }
             if kind == .router { try setInt(ZMQ_ROUTER_MANDATORY, 1) }
             if kind == .sub { try setBytes(ZMQ_SUBSCRIBE, []) }
             if let identity { try setBytes(ZMQ_ROUTING_ID, identity) }

@@ -23,6 +23,8 @@ public final class WorkerDaemon: @unchecked Sendable {
         public var workerID: String
         public var coordinator: String
         public var capacity: Int = 1
+        /// CURVE keys for the connection to the coordinator (`.client`); nil for plain TCP.
+        public var curve: Curve?
 
         public init(role: WorkerRole, workerID: String, coordinator: String) {
             self.role = role
@@ -87,6 +89,7 @@ public final class WorkerDaemon: @unchecked Sendable {
         socketSettings.connectTimeoutMilliseconds = 1_000
         socketSettings.heartbeatIntervalMilliseconds = 500
         socketSettings.heartbeatTimeoutMilliseconds = 1_500
+        socketSettings.curve = settings.curve
         (socket, _) = try loop.open(.dealer, settings: socketSettings, identity: Array(settings.workerID.utf8),
                                     connect: [settings.coordinator]) { frames in
             box.withLock { $0 }?.handle(frames)

@@ -414,6 +414,38 @@ import LlamaCore
         _ = try? pending.wait(1)
     }
 
+    @Test func curveAdmitsOnlyTheAuthorizedKeys() throws {
+        let dir = NSTemporaryDirectory() + "curve-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        for name in ["server", "worker", "stranger"] {
+            let keys = try ClusterProcessTests.spawn(["keys", "generate", "--out", "\(dir)/\(name)"])
+            keys.waitUntilExit()
+            #expect(keys.terminationStatus == 0)
+        }
+        func key(_ file: String, line: Int) throws -> String {
+            try String(contentsOfFile: "\(dir)/\(file)", encoding: .utf8).split(separator: "\n").map(String.init)[line]
+        }
+        var settings = Coordinator.Settings(bind: "tcp://127.0.0.1:*")
+        settings.membership.heartbeatIntervalMilliseconds = 100
+        settings.buildHash = BuildIdentity.hash(ofExecutable: ClusterProcessTests.executable.path)
+        settings.curve = (try key("server.key", line: 1), [try key("worker.pub", line: 0)])
+        let coordinator = try Coordinator(settings: settings)
+        defer { coordinator.shutdown() }
+        let common = ["worker", "--role", "generator", "--coordinator", coordinator.endpoint]
+        let workers = try [
+            common + ["--id", "authorized", "--curve-server", "\(dir)/server.pub", "--curve-key", "\(dir)/worker.key"],
+            common + ["--id", "plain"],
+            common + ["--id", "stranger", "--curve-server", "\(dir)/server.pub", "--curve-key", "\(dir)/stranger.key"],
+            common + ["--id", "wrong-server", "--curve-server", "\(dir)/stranger.pub", "--curve-key", "\(dir)/worker.key"],
+        ].map { try ClusterProcessTests.spawn($0) }
+        defer { for w in workers where w.isRunning { w.terminate() } }
+        #expect(ClusterProcessTests.waitFor(20) { coordinator.workers().contains { $0.registration.workerID == "authorized" } })
+        // The others get nothing through: give them time to try.
+        Thread.sleep(forTimeInterval: 2)
+        #expect(coordinator.workers().map(\.registration.workerID) == ["authorized"])
+        #expect(coordinator.status().rejectedFrames.isEmpty, "nothing of theirs even reached the coordinator's decoder")
+    }
+
     struct HTTPTimeout: Error {}
 
     @Test func workersRegisterAgainWithARestartedCoordinator() throws {

@@ -55,11 +55,24 @@ struct CoordinatorCommand: ParsableCommand {
     var heartbeatMs: UInt64 = 500
     @Option(help: "Serve Prometheus metrics over HTTP here, e.g. tcp://0.0.0.0:9555 (GET /metrics).")
     var metrics: String?
+    @Option(help: "CURVE: this coordinator's key file (from rlhf keys generate); workers then need --curve-server and --curve-key.")
+    var curveKey: String?
+    @Option(help: "CURVE: public key files of the workers admitted, comma-separated.")
+    var curveAllow: String?
 
     func run() throws {
         var settings = Coordinator.Settings(bind: bind)
         settings.membership.heartbeatIntervalMilliseconds = heartbeatMs
         settings.metricsBind = metrics
+        if let curveKey {
+            do {
+                let clients = try (curveAllow ?? "").split(separator: ",").map { try CurveKeyFile.publicKey(String($0)) }
+                guard !clients.isEmpty else { throw ValidationError("--curve-key needs --curve-allow with the workers' public keys") }
+                settings.curve = (try CurveKeyFile.pair(curveKey).secretKey, Set(clients))
+            } catch {
+                throw cliFailure(error)
+            }
+        }
         let coordinator: Coordinator
         do { coordinator = try Coordinator(settings: settings) } catch { throw cliFailure(error) }
         print("coordinator listening on \(coordinator.endpoint)")
@@ -97,6 +110,10 @@ struct WorkerCommand: ParsableCommand {
     var advertise: String?
     @Option(help: "Seconds a SIGTERM waits for tasks in flight before leaving anyway.")
     var drainTimeout: Double = 60
+    @Option(help: "CURVE: the coordinator's public key file.")
+    var curveServer: String?
+    @Option(help: "CURVE: this worker's key file (from rlhf keys generate).")
+    var curveKey: String?
     @Option(help: ArgumentHelp("Fault injection for tests: a generator's compute hangs after this many decode steps.",
                                visibility: .hidden))
     var faultHangAfterSteps: Int?
@@ -106,6 +123,15 @@ struct WorkerCommand: ParsableCommand {
         var settings = WorkerDaemon.Settings(role: role, workerID: id ?? "\(role.rawValue)-\(BuildIdentity.host)-\(BuildIdentity.pid)",
                                              coordinator: coordinator)
         settings.capacity = capacity
+        if curveServer != nil || curveKey != nil {
+            guard let curveServer, let curveKey else { throw cliFailure(ValidationError("CURVE needs both --curve-server and --curve-key")) }
+            do {
+                let pair = try CurveKeyFile.pair(curveKey)
+                settings.curve = .client(serverKey: try CurveKeyFile.publicKey(curveServer), publicKey: pair.publicKey, secretKey: pair.secretKey)
+            } catch {
+                throw cliFailure(error)
+            }
+        }
         let daemon: WorkerDaemon
         let keepAlive: PollLoop?
         do {
