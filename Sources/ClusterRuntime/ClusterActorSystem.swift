@@ -70,6 +70,8 @@ public final class ClusterActorSystem: DistributedActorSystem, @unchecked Sendab
     private let buildHash: String
     /// Milliseconds a call waits for its reply.
     public let callTimeoutMilliseconds: Int
+    /// CURVE client keys for outgoing connections, if the cluster is encrypted.
+    private let curve: Curve?
     /// Sweeps calls past their deadline every 10 ms.
     private let timeoutTimer = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "rlhf.actors.timeouts"))
 
@@ -93,7 +95,9 @@ public final class ClusterActorSystem: DistributedActorSystem, @unchecked Sendab
 
     /// A system with its own poll loop. With `bind` (e.g. `tcp://127.0.0.1:*`) it serves calls to this
     /// process's actors there; without, it only makes calls.
-    public init(bind: String?, buildHash: String = BuildIdentity.hash, callTimeoutMilliseconds: Int = 5_000) throws {
+    /// `curve` (client keys) encrypts the connections this system opens to other processes.
+    public init(bind: String?, buildHash: String = BuildIdentity.hash, callTimeoutMilliseconds: Int = 5_000, curve: Curve? = nil) throws {
+        self.curve = curve
         loop = try PollLoop()
         ownsLoop = true
         self.buildHash = buildHash
@@ -130,6 +134,7 @@ public final class ClusterActorSystem: DistributedActorSystem, @unchecked Sendab
         self.endpoint = endpoint
         self.buildHash = buildHash
         self.callTimeoutMilliseconds = callTimeoutMilliseconds
+        curve = nil
         startTimeouts()
     }
 
@@ -225,7 +230,9 @@ public final class ClusterActorSystem: DistributedActorSystem, @unchecked Sendab
     private func connection(to endpoint: String) throws -> (PollLoop.SocketID, Bool) {
         if let known = pending.withLock({ p in p.connections[endpoint].map { ($0, !p.shaken.contains(endpoint)) } }) { return known }
         let box = Mutex<ClusterActorSystem?>(self)
-        let (socket, _) = try loop.open(.dealer, connect: [endpoint]) { frames in
+        var settings = SocketSettings.default
+        settings.curve = curve
+        let (socket, _) = try loop.open(.dealer, settings: settings, connect: [endpoint]) { frames in
             box.withLock { $0 }?.receiveReply(frames)
         }
         return pending.withLock { p in

@@ -43,6 +43,15 @@ public struct ClusterSpec: Sendable, Equatable {
     public var heartbeatMilliseconds: UInt64
     /// Where the coordinator serves Prometheus metrics (`tcp://HOST:PORT`); nil for nowhere.
     public var metrics: String?
+    /// CURVE key prefixes (files PREFIX.key and PREFIX.pub from `rlhf keys generate`): the servers'
+    /// (coordinator, learners' weight servers) and the workers'. nil: plain TCP.
+    public var curve: (server: String, client: String)?
+
+    public static func == (a: ClusterSpec, b: ClusterSpec) -> Bool {
+        a.coordinator == b.coordinator && a.hosts == b.hosts && a.checkpoint == b.checkpoint && a.rewardHead == b.rewardHead
+            && a.safetyHead == b.safetyHead && a.plan == b.plan && a.heartbeatMilliseconds == b.heartbeatMilliseconds
+            && a.metrics == b.metrics && a.curve?.server == b.curve?.server && a.curve?.client == b.curve?.client
+    }
 
     /// A spec error: the key (dotted path) and why.
     public struct Invalid: Error, CustomStringConvertible, Equatable {
@@ -71,7 +80,7 @@ public struct ClusterSpec: Sendable, Equatable {
             throw Invalid(key: "(file)", reason: "not valid YAML: \(error)")
         }
         guard let top = root as? [String: Any] else { throw Invalid(key: "(file)", reason: "expected a mapping at the top level") }
-        let known: Set<String> = ["coordinator", "hosts", "model", "plan", "heartbeat_ms", "metrics"]
+        let known: Set<String> = ["coordinator", "hosts", "model", "plan", "heartbeat_ms", "metrics", "curve"]
         if let unknown = top.keys.first(where: { !known.contains($0) }) {
             throw Invalid(key: unknown, reason: "unknown key (expected one of \(known.sorted().joined(separator: ", ")))")
         }
@@ -166,7 +175,28 @@ public struct ClusterSpec: Sendable, Equatable {
             }
             metrics = endpoint
         }
-        return ClusterSpec(coordinator: coordinator, hosts: hosts, checkpoint: checkpoint, rewardHead: rewardHead, safetyHead: safetyHead,
-                           plan: plan, heartbeatMilliseconds: UInt64(heartbeat), metrics: metrics)
+        var curve: (server: String, client: String)? = nil
+        if let c = top["curve"] {
+            guard let keys = c as? [String: Any] else { throw Invalid(key: "curve", reason: "expected {server: PREFIX, client: PREFIX}") }
+            if let unknown = keys.keys.first(where: { $0 != "server" && $0 != "client" }) {
+                throw Invalid(key: "curve.\(unknown)", reason: "unknown key (expected server, client)")
+            }
+            var prefixes: [String: String] = [:]
+            for name in ["server", "client"] {
+                guard let prefix = keys[name] as? String, !prefix.isEmpty else {
+                    throw Invalid(key: "curve.\(name)", reason: "expected the prefix of a key pair made by rlhf keys generate")
+                }
+                let resolved = prefix.hasPrefix("/") ? prefix : (baseDirectory as NSString).appendingPathComponent(prefix)
+                for file in [resolved + ".key", resolved + ".pub"] where !FileManager.default.fileExists(atPath: file) {
+                    throw Invalid(key: "curve.\(name)", reason: "no file at \(file) (make it with: rlhf keys generate --out \(resolved))")
+                }
+                prefixes[name] = resolved
+            }
+            curve = (prefixes["server"]!, prefixes["client"]!)
+        }
+        var spec = ClusterSpec(coordinator: coordinator, hosts: hosts, checkpoint: checkpoint, rewardHead: rewardHead, safetyHead: safetyHead,
+                               plan: plan, heartbeatMilliseconds: UInt64(heartbeat), metrics: metrics)
+        spec.curve = curve
+        return spec
     }
 }

@@ -1,6 +1,7 @@
 import ClusterRuntime
 import Foundation
 import Logging
+import Transport
 import Wire
 
 /// `rlhf launch`: starts the coordinator and the spec's workers (local processes, network-namespace test
@@ -42,6 +43,9 @@ public final class Launcher {
         var settings = Coordinator.Settings(bind: spec.coordinator)
         settings.membership.heartbeatIntervalMilliseconds = spec.heartbeatMilliseconds
         settings.metricsBind = spec.metrics
+        if let curve = spec.curve {
+            settings.curve = (try CurveKeyFile.pair(curve.server + ".key").secretKey, [try CurveKeyFile.publicKey(curve.client + ".pub")])
+        }
         let coordinator = try Coordinator(settings: settings)
         lock.withLock { self.coordinator = coordinator }
         defer { stop(report: report) }
@@ -70,6 +74,10 @@ public final class Launcher {
                     if role == .rewardModel, let head = spec.rewardHead { arguments += ["--head", head] }
                     if role == .safetyModel, let head = spec.safetyHead { arguments += ["--head", head] }
                     if role == .safetyModel { arguments += ["--seed", "2"] }
+                    if let curve = spec.curve {
+                        arguments += ["--curve-server", curve.server + ".pub", "--curve-key", curve.client + ".key"]
+                        if role == .learner { arguments += ["--curve-serve-key", curve.server + ".key", "--curve-allow", curve.client + ".pub"] }
+                    }
                     let process = Process()
                     if host.address == "local" {
                         if let ns = host.namespace {

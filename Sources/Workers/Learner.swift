@@ -39,13 +39,13 @@ public final class Learner: RoleService, @unchecked Sendable {
 
     /// A learner training a copy of `weights` (version `policyVersion`) on `threads` threads, serving its
     /// versions on `loop` at `bind` (e.g. `tcp://0.0.0.0:*`) and advertising `advertiseHost` with the
-    /// bound port.
+    /// bound port; with `curve`, encrypted and open only to the listed client keys.
     public init(weights: ModelWeights, threads: Int = 1, policyVersion: UInt64 = 0, settings: Settings = Settings(),
-                loop: PollLoop, bind: String, advertiseHost: String) throws {
+                loop: PollLoop, bind: String, advertiseHost: String, curve: (secretKey: String, clients: Set<String>)? = nil) throws {
         trainer = TrainableTransformer(weights: weights.copy(), pool: ComputePool(threads: threads))
         optimizer = AdamW(settings: settings.optimizer, groupSizes: [trainer.weights.storage.count])
         self.settings = settings
-        server = try WeightServer(loop: loop, bind: bind)
+        server = try WeightServer(loop: loop, bind: bind, curve: curve)
         advertisedEndpoint = Learner.advertise(server.endpoint, host: advertiseHost)
         version = policyVersion
         let publisher = WeightPublisher(weights: trainer.weights, policyVersion: policyVersion, chunkBytes: settings.chunkBytes,

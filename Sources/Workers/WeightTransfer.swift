@@ -16,12 +16,18 @@ public final class WeightServer: Sendable {
     /// The endpoint bound.
     public let endpoint: String
 
-    /// Binds a ROUTER socket on `loop` at `endpoint` (e.g. `tcp://0.0.0.0:*`).
-    public init(loop: PollLoop, bind endpoint: String) throws {
+    /// Binds a ROUTER socket on `loop` at `endpoint` (e.g. `tcp://0.0.0.0:*`). With `curve`, the link
+    /// is encrypted and only the listed client keys are admitted.
+    public init(loop: PollLoop, bind endpoint: String, curve: (secretKey: String, clients: Set<String>)? = nil) throws {
         self.loop = loop
         let socketBox = Mutex<PollLoop.SocketID?>(nil)
         let current = self.current
-        let (socket, bound) = try loop.open(.router, bind: [endpoint]) { frames in
+        var settings = SocketSettings.default
+        if let curve {
+            try loop.authorizeCurveClients(curve.clients)
+            settings.curve = .server(secretKey: curve.secretKey)
+        }
+        let (socket, bound) = try loop.open(.router, settings: settings, bind: [endpoint]) { frames in
             guard let id = socketBox.withLock({ $0 }), frames.count >= 2 else { return }
             let reply = WeightServer.answer(Array(frames.dropFirst()), publisher: current.publisher.withLock { $0 })
             if let reply { loop.send(id, [frames[0]] + reply) }
@@ -95,6 +101,7 @@ public enum WeightFetcher {
     /// Fetches the server's current version for a model of `config`. With `expected`, the server must
     /// be serving exactly that announcement (version and every tensor's checksum), or the fetch is refused.
     public static func fetch(loop: PollLoop, endpoint: String, config: LlamaConfig, expected: Rlhf_V1_WeightAnnounce? = nil,
+                             curve: Curve? = nil,
                              window: Int = 16, timeoutSeconds: Double = 60) throws -> (weights: ModelWeights, policyVersion: UInt64) {
         final class State: @unchecked Sendable {
             var assembler: WeightAssembler?
@@ -113,7 +120,9 @@ public enum WeightFetcher {
                 loop.send(id, frames)
             }
         }
-        let (socket, _) = try loop.open(.dealer, connect: [endpoint]) { frames in
+        var settings = SocketSettings.default
+        settings.curve = curve
+        let (socket, _) = try loop.open(.dealer, settings: settings, connect: [endpoint]) { frames in
             state.withLock { s in
                 guard !s.done, let id = socketBox.withLock({ $0 }) else { return }
                 do {

@@ -231,7 +231,9 @@ public final class WorkerDaemon: @unchecked Sendable {
         let started = Date()
         // The source must serve exactly the relayed announcement; the fetch verifies every tensor against
         // it (so the whole model's checksum, combined from the tensors', is the announced one).
-        let (weights, version) = try WeightFetcher.fetch(loop: loop, endpoint: announce.source, config: config, expected: announce)
+        // Weight servers share the coordinator's CURVE server key: the same client keys reach them.
+        let (weights, version) = try WeightFetcher.fetch(loop: loop, endpoint: announce.source, config: config, expected: announce,
+                                                         curve: settings.curve)
         try service.install(weights, version: version)
         logger.info("installed a new policy version", metadata: [
             "version": "\(version)", "bytes": "\(announce.totalBytes)",

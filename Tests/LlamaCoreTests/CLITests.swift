@@ -237,6 +237,38 @@ import Testing
         #expect(LaunchTests.pids(matching: "--coordinator tcp://127.0.0.1:\(port)").isEmpty, "a worker outlived the failed launch")
     }
 
+    @Test func anEncryptedClusterRunsEveryRole() throws {
+        let dir = NSTemporaryDirectory() + "launch-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        for name in ["server", "worker"] {
+            let keys = try CLITests.rlhf(["keys", "generate", "--out", "\(dir)/\(name)"])
+            #expect(keys.status == 0, "\(keys.stderr)")
+        }
+        let attributes = try FileManager.default.attributesOfItem(atPath: "\(dir)/worker.key")
+        #expect((attributes[.posixPermissions] as? NSNumber)?.intValue == 0o600)
+        let spec = """
+        coordinator: tcp://127.0.0.1:*
+        heartbeat_ms: 100
+        curve: {server: server, client: worker}
+        hosts:
+          - name: here
+            workers: {generator: 1, reward-model: 1, learner: 1, reference-policy: 1}
+        model:
+          checkpoint: \(Fixtures.model("tiny-gqa"))
+        plan:
+          - round: {prompts: 2, samples: 2, max_new_tokens: 6}
+        """
+        try spec.write(toFile: dir + "/spec.yaml", atomically: true, encoding: .utf8)
+        let result = try CLITests.rlhf(["launch", dir + "/spec.yaml"])
+        #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
+        #expect(result.stdout.contains("policy v1 synced to 1 generators"), "\(result.stdout)")
+        // A key pair that is missing is named with the command that makes it.
+        try spec.replacingOccurrences(of: "client: worker", with: "client: nobody").write(toFile: dir + "/bad.yaml", atomically: true, encoding: .utf8)
+        let bad = try CLITests.rlhf(["launch", dir + "/bad.yaml"])
+        #expect(bad.status != 0)
+        #expect(bad.stderr.contains("curve.client") && bad.stderr.contains("rlhf keys generate"), "\(bad.stderr)")
+    }
+
     @Test func badSpecsNameTheKey() throws {
         let dir = NSTemporaryDirectory() + "launch-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)

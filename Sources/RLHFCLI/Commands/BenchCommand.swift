@@ -419,14 +419,32 @@ struct TransportBench: ParsableCommand {
         return samples
     }
 
-    /// A 15M-config model (60.8 MB) pulled by `consumers` consumers at once, each with its own loop.
+    /// A 15M-config model (60.8 MB) pulled by `consumers` consumers at once, each with its own loop:
+    /// plain, then encrypted with CURVE (the cost of encryption, measured in the same run).
     func weightTransfer() {
+        var plain: Double?
+        for encrypted in [false, true] {
+            guard let rate = weightTransfer(encrypted: encrypted) else { continue }
+            if encrypted, let plain {
+                print(String(format: "  with CURVE encryption: %.2f GB/s aggregate, %.2fx the plain rate", rate, rate / plain))
+            } else {
+                plain = rate
+            }
+        }
+    }
+
+    /// One weight-transfer figure (GB/s aggregate), printed when plain.
+    func weightTransfer(encrypted: Bool) -> Double? {
         do {
             let config = LlamaConfig.stories15M
             let weights = ModelWeights.random(config: config, seed: 1)
             let serverLoop = try PollLoop()
             defer { serverLoop.shutdown() }
-            let server = try WeightServer(loop: serverLoop, bind: "tcp://127.0.0.1:*")
+            let serverKeys = try CurveKeyPair.generate(), clientKeys = try CurveKeyPair.generate()
+            let server = try WeightServer(loop: serverLoop, bind: "tcp://127.0.0.1:*",
+                                          curve: encrypted ? (serverKeys.secretKey, [clientKeys.publicKey]) : nil)
+            let curve: Curve? = encrypted
+                ? .client(serverKey: serverKeys.publicKey, publicKey: clientKeys.publicKey, secretKey: clientKeys.secretKey) : nil
             let publisher = WeightPublisher(weights: weights, policyVersion: 1)
             server.publish(publisher)
             let loops = try (0..<consumers).map { _ in try PollLoop() }
@@ -438,7 +456,7 @@ struct TransportBench: ParsableCommand {
                 let start = Date()
                 DispatchQueue.concurrentPerform(iterations: consumers) { i in
                     do {
-                        let (weights, _) = try WeightFetcher.fetch(loop: loops[i], endpoint: server.endpoint, config: config)
+                        let (weights, _) = try WeightFetcher.fetch(loop: loops[i], endpoint: server.endpoint, config: config, curve: curve)
                         fetched.withLock { $0.append(weights) }
                     } catch {
                         failures.withLock { $0.append("consumer \(i): \(error)") }
@@ -452,10 +470,14 @@ struct TransportBench: ParsableCommand {
                 for f in failures.withLock({ $0 }) { print("weight transfer failed: \(f)") }
             }
             let bytes = Double(publisher.announcement.totalBytes) * Double(consumers)
-            print(String(format: "weight transfer of %.1f MB to %d consumers (1 MiB chunks, 16 in flight, every chunk and tensor CRC-32C checked; best of 3): %.3f s, %.2f GB/s aggregate (target 1 GB/s)",
-                         Double(publisher.announcement.totalBytes) / 1e6, consumers, best, bytes / best / 1e9))
+            if !encrypted {
+                print(String(format: "weight transfer of %.1f MB to %d consumers (1 MiB chunks, 16 in flight, every chunk and tensor CRC-32C checked; best of 3): %.3f s, %.2f GB/s aggregate (target 1 GB/s)",
+                             Double(publisher.announcement.totalBytes) / 1e6, consumers, best, bytes / best / 1e9))
+            }
+            return bytes / best / 1e9
         } catch {
-            print("weight transfer failed: \(error)")
+            print("weight transfer\(encrypted ? " with CURVE" : "") failed: \(error)")
+            return nil
         }
     }
 

@@ -114,6 +114,10 @@ struct WorkerCommand: ParsableCommand {
     var curveServer: String?
     @Option(help: "CURVE: this worker's key file (from rlhf keys generate).")
     var curveKey: String?
+    @Option(help: "CURVE, learner: the server key file its weight server uses (the coordinator's).")
+    var curveServeKey: String?
+    @Option(help: "CURVE, learner: public key files admitted to its weight server, comma-separated.")
+    var curveAllow: String?
     @Option(help: ArgumentHelp("Fault injection for tests: a generator's compute hangs after this many decode steps.",
                                visibility: .hidden))
     var faultHangAfterSteps: Int?
@@ -166,7 +170,13 @@ struct WorkerCommand: ParsableCommand {
         case .learner:
             let loop = try PollLoop()
             let host = try advertise ?? Network.localAddress(toward: coordinator)
-            return (try Learner(weights: weights, threads: threads, loop: loop, bind: "tcp://0.0.0.0:*", advertiseHost: host), loop)
+            var curve: (secretKey: String, clients: Set<String>)? = nil
+            if let curveServeKey {
+                let clients = try (curveAllow ?? "").split(separator: ",").map { try CurveKeyFile.publicKey(String($0)) }
+                guard !clients.isEmpty else { throw ValidationError("--curve-serve-key needs --curve-allow with the consumers' public keys") }
+                curve = (try CurveKeyFile.pair(curveServeKey).secretKey, Set(clients))
+            }
+            return (try Learner(weights: weights, threads: threads, loop: loop, bind: "tcp://0.0.0.0:*", advertiseHost: host, curve: curve), loop)
         }
     }
 }
@@ -186,6 +196,10 @@ struct StatusCommand: ParsableCommand {
     var timeout: Double = 5
     @Flag(help: "Refresh until interrupted.")
     var watch = false
+    @Option(help: "CURVE: the coordinator's public key file.")
+    var curveServer: String?
+    @Option(help: "CURVE: a key file admitted by the coordinator.")
+    var curveKey: String?
     @Option(help: "Seconds between refreshes with --watch.")
     var interval: Double = 2
 
@@ -197,7 +211,16 @@ struct StatusCommand: ParsableCommand {
             throw cliFailure(error)
         }
         // A distributed-actor call to the coordinator's control actor (handshake with the build hash first).
-        let system = try ClusterActorSystem(bind: nil, callTimeoutMilliseconds: Int(max(0.1, timeout) * 1000))
+        var curve: Curve? = nil
+        if let curveServer, let curveKey {
+            do {
+                let pair = try CurveKeyFile.pair(curveKey)
+                curve = .client(serverKey: try CurveKeyFile.publicKey(curveServer), publicKey: pair.publicKey, secretKey: pair.secretKey)
+            } catch {
+                throw cliFailure(error)
+            }
+        }
+        let system = try ClusterActorSystem(bind: nil, callTimeoutMilliseconds: Int(max(0.1, timeout) * 1000), curve: curve)
         defer { system.shutdown() }
         let control = try CoordinatorControl.resolve(id: CoordinatorControl.address(at: coordinator), using: system)
         let terminal = isatty(STDOUT_FILENO) != 0
