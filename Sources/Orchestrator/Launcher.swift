@@ -44,7 +44,7 @@ public final class Launcher {
         settings.membership.heartbeatIntervalMilliseconds = spec.heartbeatMilliseconds
         settings.metricsBind = spec.metrics
         if let curve = spec.curve {
-            settings.curve = (try CurveKeyFile.pair(curve.server + ".key").secretKey, [try CurveKeyFile.publicKey(curve.client + ".pub")])
+            settings.curve = try CurveKeyFile.server(keyFile: curve.server + ".key", admitting: [curve.client + ".pub"])
         }
         let coordinator = try Coordinator(settings: settings)
         lock.withLock { self.coordinator = coordinator }

@@ -33,3 +33,17 @@ public enum CurveKeyFile {
     /// The public key of a `.pub` (or `.key`) file.
     public static func publicKey(_ path: String) throws -> String { try keys(path)[0] }
 }
+
+extension CurveKeyFile {
+    /// Client keys: the server's public key file and this peer's `.key` file.
+    public static func client(serverPublicKeyFile: String, keyFile: String) throws -> Curve {
+        let pair = try pair(keyFile)
+        return .client(serverKey: try publicKey(serverPublicKeyFile), publicKey: pair.publicKey, secretKey: pair.secretKey)
+    }
+
+    /// Server keys: the server's `.key` file and the public key files of the clients it admits.
+    public static func server(keyFile: String, admitting clientFiles: [String]) throws -> (secretKey: String, clients: Set<String>) {
+        guard !clientFiles.isEmpty else { throw Failure(path: keyFile, reason: "a CURVE server needs the public keys of the clients it admits") }
+        return (try pair(keyFile).secretKey, Set(try clientFiles.map { try publicKey($0) }))
+    }
+}

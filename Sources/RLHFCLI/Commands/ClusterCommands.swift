@@ -66,9 +66,7 @@ struct CoordinatorCommand: ParsableCommand {
         settings.metricsBind = metrics
         if let curveKey {
             do {
-                let clients = try (curveAllow ?? "").split(separator: ",").map { try CurveKeyFile.publicKey(String($0)) }
-                guard !clients.isEmpty else { throw ValidationError("--curve-key needs --curve-allow with the workers' public keys") }
-                settings.curve = (try CurveKeyFile.pair(curveKey).secretKey, Set(clients))
+                settings.curve = try CurveKeyFile.server(keyFile: curveKey, admitting: (curveAllow ?? "").split(separator: ",").map(String.init))
             } catch {
                 throw cliFailure(error)
             }
@@ -130,8 +128,7 @@ struct WorkerCommand: ParsableCommand {
         if curveServer != nil || curveKey != nil {
             guard let curveServer, let curveKey else { throw cliFailure(ValidationError("CURVE needs both --curve-server and --curve-key")) }
             do {
-                let pair = try CurveKeyFile.pair(curveKey)
-                settings.curve = .client(serverKey: try CurveKeyFile.publicKey(curveServer), publicKey: pair.publicKey, secretKey: pair.secretKey)
+                settings.curve = try CurveKeyFile.client(serverPublicKeyFile: curveServer, keyFile: curveKey)
             } catch {
                 throw cliFailure(error)
             }
@@ -170,11 +167,8 @@ struct WorkerCommand: ParsableCommand {
         case .learner:
             let loop = try PollLoop()
             let host = try advertise ?? Network.localAddress(toward: coordinator)
-            var curve: (secretKey: String, clients: Set<String>)? = nil
-            if let curveServeKey {
-                let clients = try (curveAllow ?? "").split(separator: ",").map { try CurveKeyFile.publicKey(String($0)) }
-                guard !clients.isEmpty else { throw ValidationError("--curve-serve-key needs --curve-allow with the consumers' public keys") }
-                curve = (try CurveKeyFile.pair(curveServeKey).secretKey, Set(clients))
+            let curve = try curveServeKey.map {
+                try CurveKeyFile.server(keyFile: $0, admitting: (curveAllow ?? "").split(separator: ",").map(String.init))
             }
             return (try Learner(weights: weights, threads: threads, loop: loop, bind: "tcp://0.0.0.0:*", advertiseHost: host, curve: curve), loop)
         }
@@ -214,8 +208,7 @@ struct StatusCommand: ParsableCommand {
         var curve: Curve? = nil
         if let curveServer, let curveKey {
             do {
-                let pair = try CurveKeyFile.pair(curveKey)
-                curve = .client(serverKey: try CurveKeyFile.publicKey(curveServer), publicKey: pair.publicKey, secretKey: pair.secretKey)
+                curve = try CurveKeyFile.client(serverPublicKeyFile: curveServer, keyFile: curveKey)
             } catch {
                 throw cliFailure(error)
             }
