@@ -96,14 +96,15 @@ public struct Membership: Sendable {
     /// Transitions made by heartbeats, reported by the next `tick`.
     private var pending: [Change] = []
 
-    /// A membership that admits peers speaking `protocolVersion` built as `buildHash`.
-    public init(protocolVersion: UInt32, buildHash: String, settings: Settings = .default) {
+    /// A membership that admits peers speaking `protocolVersion` built as `buildHash`; the first epoch
+    /// handed out is `firstEpoch + 1`.
+    public init(protocolVersion: UInt32, buildHash: String, settings: Settings = .default, firstEpoch: UInt64 = 0) {
         self.protocolVersion = protocolVersion
         self.buildHash = buildHash
         self.settings = settings
+        lastEpoch = firstEpoch
     }
 
-    /// Admits (or re-admits, after a restart or a reconnect) a worker.
     /// Admits a worker (again, after it was declared dead or forgotten) and returns its new epoch.
     @discardableResult
     public mutating func register(_ r: Registration, now: UInt64) throws(Refusal) -> UInt64 {

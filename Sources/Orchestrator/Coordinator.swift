@@ -27,6 +27,12 @@ public final class Coordinator: @unchecked Sendable {
         /// CURVE: the coordinator's secret key and the public keys of the clients it admits (Z85); nil
         /// for plain TCP.
         public var curve: (secretKey: String, clients: Set<String>)?
+        /// Where accepted results are written before they are acted on (a launcher's run journal); nil
+        /// to keep them in memory only.
+        public var journal: RunJournal?
+        /// Results a previous life of this coordinator accepted (read back from the journal), by request
+        /// id: a task asked for again under the same id is answered from here, not dispatched again.
+        public var recoveredResults: [UInt64: [Data]] = [:]
 
         public init(bind: String) { self.bind = bind }
     }
@@ -57,7 +63,16 @@ public final class Coordinator: @unchecked Sendable {
         var catchingUp: Set<String> = []
         /// Messages queued by the handler for the pump to send: `(identity, frames)`.
         var outbox: [([UInt8], [[UInt8]])] = []
-        var nextRequestID: UInt64 = 1_000
+        /// Request ids of tasks: numbered per plan step (`beginStep`), so a replayed step asks for the
+        /// same ids. Outside a step they start at 1000.
+        var nextTaskID: UInt64 = 1_000
+        /// Request ids of control messages (weight announcements): a space of their own (top bit set),
+        /// so that they never shift the numbering of tasks.
+        var nextControlID: UInt64 = 1 << 63
+        /// Accepted results of an earlier life of the coordinator (from the journal), by request id.
+        var recovered: [UInt64: [Data]] = [:]
+        /// Where accepted results are written first.
+        var journal: RunJournal?
         /// Tasks per role dispatched and completed, and tokens of generate results, for metrics.
         var dispatched: [WorkerRole: UInt64] = [:]
         var completedTasks: [WorkerRole: UInt64] = [:]
@@ -99,8 +114,14 @@ public final class Coordinator: @unchecked Sendable {
         self.logger = logger
         let loop = try PollLoop()
         self.loop = loop
-        let shared = Shared(State(membership: Membership(protocolVersion: ProtocolVersion.current, buildHash: settings.buildHash,
-                                                         settings: settings.membership)))
+        // Epochs start from the clock (microseconds), so that a restarted coordinator never hands a worker
+        // an epoch of its previous life: a result stamped in that life stays fenced.
+        let firstEpoch = UInt64(Date().timeIntervalSince1970 * 1_000_000)
+        let state = State(membership: Membership(protocolVersion: ProtocolVersion.current, buildHash: settings.buildHash,
+                                                 settings: settings.membership, firstEpoch: firstEpoch))
+        state.journal = settings.journal
+        state.recovered = settings.recoveredResults
+        let shared = Shared(state)
         self.shared = shared
         let socketBox = Mutex<PollLoop.SocketID?>(nil)
         let interval = settings.membership.heartbeatIntervalMilliseconds
@@ -207,12 +228,18 @@ public final class Coordinator: @unchecked Sendable {
     public func run(_ tasks: [(role: WorkerRole, message: WireMessage)], timeoutSeconds: Double = 300) throws -> [WireMessage] {
         let ids = shared.state.withLock { s -> [UInt64] in
             tasks.map { task in
-                s.nextRequestID += 1
+                s.nextTaskID += 1
+                let id = s.nextTaskID
+                // Accepted by an earlier life of the coordinator (journal): answered from there.
+                if let frames = s.recovered.removeValue(forKey: id), let result = try? WireMessage.decode(frames.map { [UInt8]($0) }) {
+                    s.results[id] = result
+                    return id
+                }
                 var message = task.message
-                message.requestID = s.nextRequestID
+                message.requestID = id
                 message.sender = "coordinator"
-                s.dispatcher.enqueue(requestID: s.nextRequestID, role: task.role, payload: message)
-                return s.nextRequestID
+                s.dispatcher.enqueue(requestID: id, role: task.role, payload: message)
+                return id
             }
         }
         Coordinator.pump(shared: shared, loop: loop, socket: socket)
@@ -338,11 +365,11 @@ public final class Coordinator: @unchecked Sendable {
             return s.membership.workers().filter { roles.contains($0.registration.role) && $0.health != .dead }.compactMap { m in
                 let id = m.registration.workerID
                 guard let identity = s.identities[id] else { return nil }
-                s.nextRequestID += 1
-                guard let frames = try? WireMessage(type: .weightAnnounce, requestID: s.nextRequestID, body: announce,
+                s.nextControlID += 1
+                guard let frames = try? WireMessage(type: .weightAnnounce, requestID: s.nextControlID, body: announce,
                                                     sender: "coordinator", policyVersion: announce.policyVersion).frames() else { return nil }
-                s.syncs[s.nextRequestID] = id
-                return (id, s.nextRequestID, identity, frames)
+                s.syncs[s.nextControlID] = id
+                return (id, s.nextControlID, identity, frames)
             }
         }
         for (_, _, identity, frames) in sends { loop.send(socket, [identity] + frames) }
@@ -371,6 +398,26 @@ public final class Coordinator: @unchecked Sendable {
             return targets.filter { s.membership.members[$0].map { $0.health != .dead && $0.policyVersion == announce.policyVersion } == true }
         }
     }
+
+    /// Numbers the tasks of plan step `index` from `RunJournal.firstRequestID(ofStep:)`.
+    public func beginStep(_ index: Int) {
+        shared.state.withLock { $0.nextTaskID = RunJournal.firstRequestID(ofStep: index) }
+    }
+
+    /// Takes up where an earlier life of the coordinator left off: the policy version and round it
+    /// had reached and the last weight version it announced to `roles` (consumers registering with
+    /// another version are brought up to it before they get work).
+    public func restore(policyVersion: UInt64, round: UInt32, announce: Rlhf_V1_WeightAnnounce?,
+                        roles: Set<WorkerRole> = [.generator]) {
+        shared.state.withLock { s in
+            s.policyVersion = policyVersion
+            s.round = round
+            if let announce { s.latest = (announce, roles) }
+        }
+    }
+
+    /// The last weight version announced to consumers, if any.
+    public var latestAnnouncement: Rlhf_V1_WeightAnnounce? { shared.state.withLock { $0.latest?.announce } }
 
     /// Sets what `rlhf status` reports as the plan's stage, round and step.
     public func setProgress(stage: String, round: UInt32? = nil, step: UInt64? = nil) {
@@ -443,10 +490,10 @@ public final class Coordinator: @unchecked Sendable {
                             // Behind the cluster's policy: no work until it has fetched the current version.
                             s.dispatcher.pause(r.workerID)
                             s.catchingUp.insert(r.workerID)
-                            s.nextRequestID += 1
-                            if let frames = try? WireMessage(type: .weightAnnounce, requestID: s.nextRequestID, body: latest.announce,
+                            s.nextControlID += 1
+                            if let frames = try? WireMessage(type: .weightAnnounce, requestID: s.nextControlID, body: latest.announce,
                                                              sender: "coordinator", policyVersion: latest.announce.policyVersion).frames() {
-                                s.syncs[s.nextRequestID] = r.workerID
+                                s.syncs[s.nextControlID] = r.workerID
                                 s.outbox.append((identity, frames))
                             }
                         }
@@ -495,6 +542,15 @@ public final class Coordinator: @unchecked Sendable {
                     }
                     switch s.dispatcher.complete(requestID: message.requestID, workerID: message.sender, now: BuildIdentity.now()) {
                     case .accepted:
+                        // Written to the journal (and the disk) before anything is done with it.
+                        if let journal = s.journal {
+                            do {
+                                try journal.append(.result(requestID: message.requestID, frames: frames.map { Data($0) }))
+                            } catch {
+                                s.failures[message.requestID] = "cannot write the run journal \(journal.path): \(error)"
+                                return "unjournaled"
+                            }
+                        }
                         s.results[message.requestID] = message
                         if let role = s.membership.members[message.sender]?.registration.role { s.completedTasks[role, default: 0] += 1 }
                         s.tokens.add(tokens, at: BuildIdentity.now())
@@ -506,7 +562,9 @@ public final class Coordinator: @unchecked Sendable {
                     case .unknown: return "unknown"
                     }
                 }
-                if outcome == "fenced" {
+                if outcome == "unjournaled" {
+                    logger.error("could not journal an accepted result; the plan step fails", metadata: ["request": "\(message.requestID)"])
+                } else if outcome == "fenced" {
                     logger.warning("refused a result from a fenced worker (declared dead, or not holding the task)",
                                    metadata: ["worker": "\(message.sender)", "request": "\(message.requestID)"])
                 } else if outcome != "accepted" {

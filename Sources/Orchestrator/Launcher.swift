@@ -2,6 +2,7 @@ import ClusterRuntime
 import Foundation
 import Logging
 import Transport
+import LlamaCore
 import Wire
 
 /// `rlhf launch`: starts the coordinator and the spec's workers (local processes, network-namespace test
@@ -13,15 +14,77 @@ public final class Launcher {
         public var description: String { message }
     }
 
+    /// A worker process: one this launch started, or one a previous launch of the same run started and
+    /// this one adopted after a restart (not its child: watched and signalled by pid).
     struct Launched {
+        enum Handle {
+            case child(Process)
+            case adopted(pid_t)
+            /// A worker on an ssh host that joined the restarted coordinator: its pid there.
+            case remote(address: String, pid: pid_t)
+        }
         let host: String
         let role: WorkerRole
         let id: String
-        let process: Process
+        let handle: Handle
         let log: String
+
+        var isRunning: Bool {
+            switch handle {
+            case let .child(p): return p.isRunning
+            case let .adopted(pid): return Launcher.isAlive(pid)
+            // Not watched from here once signalled: it drains and leaves on its own.
+            case .remote: return false
+            }
+        }
+
+        /// The exit status of a child that has exited (nil for an adopted process).
+        var exitStatus: Int32? {
+            if case let .child(p) = handle, !p.isRunning { return p.terminationStatus }
+            return nil
+        }
+
+        func signal(_ sig: Int32) {
+            switch handle {
+            case let .child(p): kill(p.processIdentifier, sig)
+            case let .adopted(pid): kill(pid, sig)
+            case let .remote(address, pid):
+                let ssh = Process()
+                ssh.executableURL = URL(fileURLWithPath: "/usr/bin/ssh")
+                ssh.arguments = ["-o", "BatchMode=yes", "-o", "ConnectTimeout=2", address, "kill", "-\(sig)", "\(pid)"]
+                try? ssh.run()
+                ssh.waitUntilExit()
+            }
+        }
+
+        func waitUntilExit() {
+            switch handle {
+            case let .child(p): p.waitUntilExit()
+            case let .adopted(pid): while Launcher.isAlive(pid) { Thread.sleep(forTimeInterval: 0.01) }
+            case .remote: break
+            }
+        }
+    }
+
+    /// Whether `pid` names a live process (a zombie counts as gone).
+    static func isAlive(_ pid: pid_t) -> Bool {
+        guard kill(pid, 0) == 0 else { return false }
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { return true }
+        return !stat[close...].dropFirst(2).hasPrefix("Z")
+    }
+
+    /// Whether the live process `pid` is the worker daemon `id` (its command line names that id).
+    static func isWorker(_ pid: pid_t, id: String) -> Bool {
+        guard isAlive(pid), let cmdline = try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(pid)/cmdline")) else { return false }
+        let arguments = cmdline.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+        return arguments.contains("worker") && zip(arguments, arguments.dropFirst()).contains { $0 == "--id" && $1 == id }
     }
 
     public let spec: ClusterSpec
+    /// The run directory: the journal (`journal.jsonl`) and the workers' logs (`logs/`).
+    public let runDirectory: String
+    private let specDigest: UInt32
     private let executable: String
     private let logger: Logger
     /// Guards `launched` and `coordinator`: `stopAll` may run on a signal handler's queue.
@@ -31,88 +94,182 @@ public final class Launcher {
     /// The workers started so far (a snapshot).
     private var started: [Launched] { lock.withLock { launched } }
 
-    /// A launcher for `spec`, starting workers from `executable` (this program, by default).
-    public init(spec: ClusterSpec, executable: String = CommandLine.arguments[0], logger: Logger = Logger(label: "rlhf.launch")) {
+    /// A launcher for `spec` (whose YAML text was `specText`), keeping its journal and logs in
+    /// `runDirectory` and starting workers from `executable` (this program, by default). A run
+    /// directory that holds the journal of an unfinished run of the same spec is resumed.
+    public init(spec: ClusterSpec, specText: String, runDirectory: String, executable: String = CommandLine.arguments[0],
+                logger: Logger = Logger(label: "rlhf.launch")) {
         self.spec = spec
+        var crc = CRC32C()
+        crc.update(Array(specText.utf8))
+        specDigest = crc.value
+        self.runDirectory = runDirectory
         self.executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? executable
         self.logger = logger
     }
 
     /// Runs the whole launch; `report` receives one line per event for the user.
     public func run(report: (String) -> Void) throws {
-        var settings = Coordinator.Settings(bind: spec.coordinator)
+        try FileManager.default.createDirectory(atPath: runDirectory + "/logs", withIntermediateDirectories: true)
+        let (journal, recovered) = try RunJournal.open(at: runDirectory + "/journal.jsonl")
+        if let digest = recovered.specDigest, digest != specDigest {
+            throw Failure(message: "run directory \(runDirectory) holds a run of another spec (its journal's spec digest differs); "
+                          + "resume it with the spec it was started with, or choose a new --run-dir")
+        }
+        if recovered.finished {
+            throw Failure(message: "the run in \(runDirectory) already finished; choose a new --run-dir to run the plan again")
+        }
+        let resuming = recovered.specDigest != nil
+        if !resuming { try journal.append(.run(specDigest: specDigest)) }
+        // A resumed run binds the endpoint its workers know (the spec's may name port *).
+        var settings = Coordinator.Settings(bind: recovered.endpoint ?? spec.coordinator)
         settings.membership.heartbeatIntervalMilliseconds = spec.heartbeatMilliseconds
         settings.metricsBind = spec.metrics
+        settings.journal = journal
+        settings.recoveredResults = recovered.results
         if let curve = spec.curve {
             settings.curve = try CurveKeyFile.server(keyFile: curve.server + ".key", admitting: [curve.client + ".pub"])
         }
         let coordinator = try Coordinator(settings: settings)
+        let bound = Date()
         lock.withLock { self.coordinator = coordinator }
         defer { stop(report: report) }
-        report("coordinator listening on \(coordinator.endpoint)")
+        try journal.append(.coordinator(endpoint: coordinator.endpoint))
+        report("coordinator listening on \(coordinator.endpoint); run directory \(runDirectory)")
         if let m = coordinator.metricsEndpoint { report("metrics at http://\(m.dropFirst(6))/metrics") }
-        try startWorkers(endpoint: coordinator.endpoint)
-        report("started \(started.count) workers on \(Set(started.map(\.host)).count) host(s); waiting for them to register")
-        try waitForRegistration(coordinator)
-        report("all \(started.count) workers registered and healthy")
-        for (i, step) in spec.plan.enumerated() {
-            try run(step, index: i, coordinator: coordinator, report: report)
+        if resuming {
+            let last = recovered.lastDoneStep.map { "steps 1-\($0 + 1) of \(spec.plan.count) done" } ?? "no step done"
+            report("resuming from the journal (\(recovered.records) records\(recovered.cutTornTail ? ", a torn last record cut off" : "")): "
+                   + "\(last), \(recovered.results.count) results of the step in progress already accepted")
+            if let index = recovered.lastDoneStep, let done = recovered.doneSteps[index] {
+                let announce = try done.announce.map { try Rlhf_V1_WeightAnnounce(serializedBytes: [UInt8]($0)) }
+                coordinator.restore(policyVersion: done.policyVersion, round: done.round, announce: announce)
+            }
         }
+        let adopted = try startWorkers(coordinator: coordinator, journal: journal, previous: recovered.workers)
+        report("started \(started.count - adopted) and adopted \(adopted) running workers on \(Set(started.map(\.host)).count) host(s); "
+               + "waiting for them to register")
+        try waitForRegistration(coordinator)
+        report(String(format: "all %d workers registered and healthy %.2f s after the coordinator started", started.count,
+                      Date().timeIntervalSince(bound)))
+        for (i, step) in spec.plan.enumerated() {
+            if recovered.doneSteps[i] != nil {
+                report("step \(i + 1) was done before the restart")
+                continue
+            }
+            try journal.append(.stepBegin(index: i))
+            coordinator.beginStep(i)
+            try run(step, index: i, coordinator: coordinator, report: report)
+            let status = coordinator.status()
+            let announce = try coordinator.latestAnnouncement.map { Data(try $0.serializedBytes() as [UInt8]) }
+            try journal.append(.stepDone(index: i, policyVersion: status.policyVersion, round: status.round, announce: announce))
+        }
+        try journal.append(.finished)
         report("plan finished")
     }
 
-    private func startWorkers(endpoint: String) throws {
-        let logs = NSTemporaryDirectory() + "rlhf-launch-\(ProcessInfo.processInfo.processIdentifier)"
-        try FileManager.default.createDirectory(atPath: logs, withIntermediateDirectories: true)
+    /// Starts the spec's workers, adopting those that a previous launch of this run started and that
+    /// still run. A local one is recognised by its pid in the journal; a remote one gets
+    /// `Launcher.remoteRejoinSeconds` to register again before a new one is started in its place.
+    /// Returns how many were adopted.
+    private func startWorkers(coordinator: Coordinator, journal: RunJournal, previous: [String: (host: String, pid: Int32)]) throws -> Int {
+        var adopted = 0
+        var awaiting: [(host: ClusterSpec.Host, role: WorkerRole, id: String)] = []
         for host in spec.hosts {
             for role in WorkerRole.allCases {
                 for i in 0..<(host.workers[role] ?? 0) {
                     let id = "\(role.rawValue)-\(host.name)-\(i)"
-                    let exe = host.executable ?? executable
-                    var arguments = ["worker", "--role", role.rawValue, "--coordinator", endpoint, "--id", id,
-                                     "--checkpoint", spec.checkpoint]
-                    if role == .rewardModel, let head = spec.rewardHead { arguments += ["--head", head] }
-                    if role == .safetyModel, let head = spec.safetyHead { arguments += ["--head", head] }
-                    if role == .safetyModel { arguments += ["--seed", "2"] }
-                    if let curve = spec.curve {
-                        arguments += ["--curve-server", curve.server + ".pub", "--curve-key", curve.client + ".key"]
-                        if role == .learner { arguments += ["--curve-serve-key", curve.server + ".key", "--curve-allow", curve.client + ".pub"] }
-                    }
-                    let process = Process()
-                    if host.address == "local" {
-                        if let ns = host.namespace {
-                            process.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
-                            arguments = ["netns", "exec", ns, exe] + arguments
+                    if let old = previous[id], old.host == host.name {
+                        if host.address == "local" {
+                            if Launcher.isWorker(old.pid, id: id) {
+                                lock.withLock { launched.append(Launched(host: host.name, role: role, id: id, handle: .adopted(old.pid), log: log(id))) }
+                                adopted += 1
+                                continue
+                            }
                         } else {
-                            process.executableURL = URL(fileURLWithPath: exe)
+                            awaiting.append((host, role, id))
+                            continue
                         }
-                    } else {
-                        process.executableURL = URL(fileURLWithPath: "/usr/bin/ssh")
-                        arguments = ["-o", "BatchMode=yes", host.address, exe] + arguments
                     }
-                    process.arguments = arguments
-                    let log = logs + "/\(id).log"
-                    _ = FileManager.default.createFile(atPath: log, contents: nil)
-                    process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
-                    process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
-                    process.standardInput = FileHandle.nullDevice
-                    do {
-                        try process.run()
-                    } catch {
-                        throw Failure(message: "could not start \(role.rawValue) on host \(host.name): \(error)")
-                    }
-                    lock.withLock { launched.append(Launched(host: host.name, role: role, id: id, process: process, log: log)) }
+                    try startWorker(id: id, role: role, host: host, endpoint: coordinator.endpoint, journal: journal)
                 }
             }
         }
+        guard !awaiting.isEmpty else { return adopted }
+        let deadline = Date().addingTimeInterval(Launcher.remoteRejoinSeconds)
+        var registered: Set<String> = []
+        repeat {
+            registered = Set(coordinator.workers().filter { $0.health == .healthy }.map(\.registration.workerID))
+            if awaiting.allSatisfy({ registered.contains($0.id) }) { break }
+            Thread.sleep(forTimeInterval: 0.05)
+        } while Date() < deadline
+        for (host, role, id) in awaiting {
+            if registered.contains(id), let pid = coordinator.workers().first(where: { $0.registration.workerID == id })?.registration.pid {
+                // On another machine: signalled there over ssh, by the pid it registered with.
+                adopted += 1
+                lock.withLock {
+                    launched.append(Launched(host: host.name, role: role, id: id, handle: .remote(address: host.address, pid: pid_t(pid)), log: log(id)))
+                }
+            } else {
+                try startWorker(id: id, role: role, host: host, endpoint: coordinator.endpoint, journal: journal)
+            }
+        }
+        return adopted
+    }
+
+    /// Seconds a remote worker of the previous launch gets to register with the restarted coordinator
+    /// before a new one is started in its place.
+    public static let remoteRejoinSeconds = 5.0
+
+    private func log(_ id: String) -> String { runDirectory + "/logs/\(id).log" }
+
+    private func startWorker(id: String, role: WorkerRole, host: ClusterSpec.Host, endpoint: String, journal: RunJournal) throws {
+        let exe = host.executable ?? executable
+        var arguments = ["worker", "--role", role.rawValue, "--coordinator", endpoint, "--id", id, "--checkpoint", spec.checkpoint]
+        if role == .rewardModel, let head = spec.rewardHead { arguments += ["--head", head] }
+        if role == .safetyModel, let head = spec.safetyHead { arguments += ["--head", head] }
+        if role == .safetyModel { arguments += ["--seed", "2"] }
+        if let curve = spec.curve {
+            arguments += ["--curve-server", curve.server + ".pub", "--curve-key", curve.client + ".key"]
+            if role == .learner { arguments += ["--curve-serve-key", curve.server + ".key", "--curve-allow", curve.client + ".pub"] }
+        }
+        let process = Process()
+        if host.address == "local" {
+            if let ns = host.namespace {
+                process.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
+                arguments = ["netns", "exec", ns, exe] + arguments
+            } else {
+                process.executableURL = URL(fileURLWithPath: exe)
+            }
+        } else {
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/ssh")
+            arguments = ["-o", "BatchMode=yes", host.address, exe] + arguments
+        }
+        process.arguments = arguments
+        let log = log(id)
+        if !FileManager.default.fileExists(atPath: log) { _ = FileManager.default.createFile(atPath: log, contents: nil) }
+        // A restarted run appends to the log of the worker's earlier life.
+        let output = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+        try output.seekToEnd()
+        process.standardOutput = output
+        process.standardError = output
+        process.standardInput = FileHandle.nullDevice
+        do {
+            try process.run()
+        } catch {
+            throw Failure(message: "could not start \(role.rawValue) on host \(host.name): \(error)")
+        }
+        lock.withLock { launched.append(Launched(host: host.name, role: role, id: id, handle: .child(process), log: log)) }
+        try journal.append(.worker(id: id, host: host.name, pid: process.processIdentifier))
     }
 
     private func waitForRegistration(_ coordinator: Coordinator) throws {
         let deadline = Date().addingTimeInterval(120)
         while Date() < deadline {
-            for worker in started where !worker.process.isRunning {
+            for worker in started where !worker.isRunning {
                 let tail = (try? String(contentsOfFile: worker.log, encoding: .utf8))?.split(separator: "\n").suffix(3).joined(separator: " | ") ?? ""
-                throw Failure(message: "worker \(worker.role.rawValue) on host \(worker.host) exited with status \(worker.process.terminationStatus) before registering: \(tail)")
+                let status = worker.exitStatus.map { "with status \($0)" } ?? "(adopted from the previous launch)"
+                throw Failure(message: "worker \(worker.role.rawValue) on host \(worker.host) exited \(status) before registering: \(tail)")
             }
             let healthy = Set(coordinator.workers().filter { $0.health == .healthy }.map(\.registration.workerID))
             if started.allSatisfy({ healthy.contains($0.id) }) { return }
@@ -238,14 +395,14 @@ public final class Launcher {
             defer { launched.removeAll() }
             return launched
         }
-        for worker in workers where worker.process.isRunning { worker.process.terminate() }
+        for worker in workers where worker.isRunning { worker.signal(SIGTERM) }
         let deadline = Date().addingTimeInterval(graceSeconds)
-        while workers.contains(where: { $0.process.isRunning }) && Date() < deadline { Thread.sleep(forTimeInterval: 0.02) }
-        for worker in workers where worker.process.isRunning {
-            kill(worker.process.processIdentifier, SIGKILL)
+        while workers.contains(where: { $0.isRunning }) && Date() < deadline { Thread.sleep(forTimeInterval: 0.02) }
+        for worker in workers where worker.isRunning {
+            worker.signal(SIGKILL)
             logger.warning("worker did not stop in time; killed", metadata: ["worker": "\(worker.id)", "host": "\(worker.host)"])
         }
-        for worker in workers { worker.process.waitUntilExit() }
+        for worker in workers { worker.waitUntilExit() }
         lock.withLock { () -> Coordinator? in defer { coordinator = nil }; return coordinator }?.shutdown()
         return workers.count
     }

@@ -36,6 +36,8 @@ public final class Learner: RoleService, @unchecked Sendable {
     private var checksum: UInt32
     private var announcement: Rlhf_V1_WeightAnnounce
     private let tokens = Atomic<UInt64>(0)
+    /// The last batch applied (request id, digest of its content) and the answer given.
+    private var lastApplied: (requestID: UInt64, digest: UInt32, reply: WireMessage)?
 
     /// A learner training a copy of `weights` (version `policyVersion`) on `threads` threads, serving its
     /// versions on `loop` at `bind` (e.g. `tcp://0.0.0.0:*`) and advertising `advertiseHost` with the
@@ -70,9 +72,26 @@ public final class Learner: RoleService, @unchecked Sendable {
 
     public func handle(_ message: WireMessage) throws -> WireMessage {
         guard message.type == .trainBatch else { throw LlamaError.invalidInput("a learner serves TRAIN_BATCH, not \(message.type)") }
+        // The same batch again (same request id, same body and tensors): a coordinator restarted before
+        // it had written the stats to its journal asks again. The step is not taken twice: the stats of
+        // the step already taken are the answer.
+        let digest = Learner.digest(message)
+        if let last = lock.withLock({ lastApplied }), last.requestID == message.requestID, last.digest == digest {
+            return last.reply
+        }
         let batch = try message.decodeBody(Rlhf_V1_TrainBatch.self)
         let stats = try train(batch, tensors: message.tensors)
-        return try WireMessage(type: .trainStats, requestID: message.requestID, body: stats, policyVersion: stats.policyVersion)
+        let reply = try WireMessage(type: .trainStats, requestID: message.requestID, body: stats, policyVersion: stats.policyVersion)
+        lock.withLock { lastApplied = (message.requestID, digest, reply) }
+        return reply
+    }
+
+    /// CRC-32C over a message's body and tensor bytes.
+    static func digest(_ message: WireMessage) -> UInt32 {
+        var crc = CRC32C()
+        crc.update(message.body)
+        for t in message.tensors { crc.update(t.bytes) }
+        return crc.value
     }
 
     /// One optimizer step on `batch`; publishes the new version and returns its stats.

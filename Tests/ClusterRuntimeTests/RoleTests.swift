@@ -122,6 +122,30 @@ import Workers
         #expect(learner.policyVersion == 4)
     }
 
+    @Test func aBatchAskedForAgainUnderItsRequestIDIsNotAppliedTwice() throws {
+        let loop = try PollLoop()
+        defer { loop.shutdown() }
+        let learner = try Learner(weights: try RoleTests.weights(), loop: loop, bind: "tcp://127.0.0.1:*", advertiseHost: "127.0.0.1")
+        var batch = Rlhf_V1_TrainBatch()
+        batch.kind = .sft
+        batch.sequences = [RoleTests.sequence(0, prompt: [1, 30, 31], response: [32, 33, 34, 2])]
+        batch.learningRate = 3e-3
+        let message = try WireMessage(type: .trainBatch, requestID: 77, body: batch)
+        let first = try learner.handle(message)
+        let checksum = learner.weightsChecksum
+        // A restarted coordinator that had not journaled the stats asks again: same answer, no second step.
+        let again = try learner.handle(message)
+        #expect(learner.policyVersion == 1)
+        #expect(learner.weightsChecksum == checksum)
+        #expect(again.body == first.body)
+        // Another batch under the same id is a new request (and this one is stale: refused).
+        batch.learningRate = 1e-3
+        #expect(throws: LlamaError.self) { _ = try learner.handle(try WireMessage(type: .trainBatch, requestID: 77, body: batch)) }
+        batch.policyVersion = 1
+        _ = try learner.handle(try WireMessage(type: .trainBatch, requestID: 78, body: batch))
+        #expect(learner.policyVersion == 2)
+    }
+
     @Test func learnerPPOBatchUsesPerResponseTokenTensors() throws {
         let loop = try PollLoop()
         defer { loop.shutdown() }

@@ -155,7 +155,7 @@ import Testing
           - generate: {prompts: 4, samples: 2, max_new_tokens: 8}
         """
         try spec.write(toFile: dir + "/spec.yaml", atomically: true, encoding: .utf8)
-        let result = try CLITests.rlhf(["launch", dir + "/spec.yaml"])
+        let result = try CLITests.rlhf(["launch", dir + "/spec.yaml", "--run-dir", dir + "/run"])
         #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
         #expect(result.stdout.contains("all 3 workers registered and healthy"))
         #expect(result.stdout.contains("4 prompts x 2 samples -> 8 samples"))
@@ -193,7 +193,7 @@ import Testing
         _ = FileManager.default.createFile(atPath: err, contents: nil)
         let launch = Process()
         launch.executableURL = CLITests.executable
-        launch.arguments = ["launch", dir + "/spec.yaml"]
+        launch.arguments = ["launch", dir + "/spec.yaml", "--run-dir", dir + "/run"]
         launch.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: out))
         launch.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: err))
         try launch.run()
@@ -214,6 +214,94 @@ import Testing
         #expect(((try? String(contentsOfFile: err, encoding: .utf8)) ?? "").contains("stopped 3 workers and the coordinator"))
     }
 
+    /// Request ids of the results in a run journal (each line's `"requestID":N`).
+    static func journaledResults(_ path: String) -> [UInt64] {
+        let text = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
+        return text.split(separator: "\n").compactMap { line -> UInt64? in
+            guard let range = line.range(of: "\"requestID\":") else { return nil }
+            return UInt64(line[range.upperBound...].prefix { $0.isNumber })
+        }
+    }
+
+    @Test func aCoordinatorKilledMidStepResumesFromItsJournal() throws {
+        let dir = NSTemporaryDirectory() + "launch-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let spec = """
+        coordinator: tcp://127.0.0.1:*
+        heartbeat_ms: 100
+        hosts:
+          - name: here
+            workers: {generator: 2, reward-model: 1, learner: 1, reference-policy: 1}
+        model:
+          checkpoint: \(Fixtures.model("tiny-gqa"))
+        plan:
+          - round: {prompts: 3, samples: 2, max_new_tokens: 8}
+          - generate: {prompts: 16, samples: 2, max_new_tokens: 48}
+          - round: {prompts: 3, samples: 2, max_new_tokens: 8}
+        """
+        try spec.write(toFile: dir + "/spec.yaml", atomically: true, encoding: .utf8)
+        // The same plan undisturbed, for comparison.
+        let calm = try CLITests.rlhf(["launch", dir + "/spec.yaml", "--run-dir", dir + "/calm"])
+        #expect(calm.status == 0, "\(calm.stdout)\(calm.stderr)")
+
+        let journal = dir + "/run/journal.jsonl"
+        let launch = Process()
+        launch.executableURL = CLITests.executable
+        launch.arguments = ["launch", dir + "/spec.yaml", "--run-dir", dir + "/run"]
+        launch.standardOutput = FileHandle.nullDevice
+        launch.standardError = FileHandle.nullDevice
+        try launch.run()
+        // kill -9 once the generate step (step 2, request ids from 2 << 32) has a few results accepted.
+        let step2 = (UInt64(2) << 32) ..< (UInt64(3) << 32)
+        let deadline = Date().addingTimeInterval(120)
+        while Date() < deadline, LaunchTests.journaledResults(journal).filter({ step2.contains($0) }).count < 3, launch.isRunning {
+            Thread.sleep(forTimeInterval: 0.01)
+        }
+        kill(launch.processIdentifier, SIGKILL)
+        launch.waitUntilExit()
+        let before = LaunchTests.journaledResults(journal)
+        let text = (try? String(contentsOfFile: journal, encoding: .utf8)) ?? ""
+        #expect(!text.contains("\"stepDone\":{\"index\":1"), "the kill came after step 2 had finished")
+        let acceptedBefore = before.filter { step2.contains($0) }.count
+        #expect(acceptedBefore >= 3 && acceptedBefore < 16)
+
+        // Restarted with the same spec and run directory: it resumes.
+        let resumed = try CLITests.rlhf(["launch", dir + "/spec.yaml", "--run-dir", dir + "/run"])
+        #expect(resumed.status == 0, "\(resumed.stdout)\(resumed.stderr)")
+        #expect(resumed.stdout.contains("steps 1-1 of 3 done, \(acceptedBefore) results of the step in progress already accepted"), "\(resumed.stdout)")
+        #expect(resumed.stdout.contains("started 0 and adopted 5 running workers"), "\(resumed.stdout)")
+        #expect(resumed.stdout.contains("step 1 was done before the restart"))
+        // "all 5 workers registered and healthy 0.96 s after the coordinator started"
+        let seconds = resumed.stdout.split(separator: "\n").first { $0.contains("registered and healthy") }
+            .flatMap { line in line.components(separatedBy: "healthy ").last?.split(separator: " ").first.flatMap { Double($0) } }
+        #expect((seconds ?? 99) < 5, "workers registered again \(seconds ?? -1) s after the coordinator came back")
+
+        // Nothing accepted was lost or repeated: every result once, and each step's figures as undisturbed.
+        let after = LaunchTests.journaledResults(journal)
+        #expect(Set(after).count == after.count, "a result was accepted twice")
+        #expect(Set(before).isSubset(of: Set(after)))
+        #expect(after.filter { step2.contains($0) }.count == 16)
+        /// The line of a step without its timings: what was produced, not how fast.
+        func figures(_ out: String, _ prefix: String) -> String? {
+            let timings = try! NSRegularExpression(pattern: "[0-9.]+ s\\b|\\([0-9]+ tok/s[^)]*\\)")
+            return out.split(separator: "\n").first { $0.hasPrefix(prefix) }.map { line in
+                let text = String(line)
+                return timings.stringByReplacingMatches(in: text, range: NSRange(text.startIndex..., in: text), withTemplate: "")
+            }
+        }
+        #expect(figures(resumed.stdout, "step 2 generate") != nil)
+        #expect(figures(resumed.stdout, "step 2 generate") == figures(calm.stdout, "step 2 generate"))
+        // The learner stepped once per round (v2 after two rounds) and the last round saw the same samples, scores and loss.
+        #expect(figures(resumed.stdout, "step 3 round 2") != nil)
+        #expect(figures(resumed.stdout, "step 3 round 2") == figures(calm.stdout, "step 3 round 2"), "\(resumed.stdout)")
+        #expect(resumed.stdout.contains("policy v2 synced"))
+        let endpointLine = try #require(text.split(separator: "\n").first { $0.contains("\"coordinator\":") })
+        let start = try #require(endpointLine.range(of: "127.0.0.1:"))
+        let port = String(endpointLine[start.upperBound...].prefix { $0.isNumber })
+        #expect(!port.isEmpty)
+        #expect(LaunchTests.pids(matching: "--coordinator tcp://127.0.0.1:\(port)").isEmpty, "a worker outlived the resumed launch")
+    }
+
     @Test func aWorkerThatCannotStartIsNamedAndLeavesNothingBehind() throws {
         let dir = NSTemporaryDirectory() + "launch-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
@@ -231,7 +319,7 @@ import Testing
           checkpoint: \(Fixtures.model("tiny-gqa"))
         """
         try spec.write(toFile: dir + "/spec.yaml", atomically: true, encoding: .utf8)
-        let result = try CLITests.rlhf(["launch", dir + "/spec.yaml"])
+        let result = try CLITests.rlhf(["launch", dir + "/spec.yaml", "--run-dir", dir + "/run"])
         #expect(result.status != 0)
         #expect(result.stderr.contains("reward-model") && result.stderr.contains("broken"), "\(result.stderr)")
         #expect(LaunchTests.pids(matching: "--coordinator tcp://127.0.0.1:\(port)").isEmpty, "a worker outlived the failed launch")
@@ -259,7 +347,7 @@ import Testing
           - round: {prompts: 2, samples: 2, max_new_tokens: 6}
         """
         try spec.write(toFile: dir + "/spec.yaml", atomically: true, encoding: .utf8)
-        let result = try CLITests.rlhf(["launch", dir + "/spec.yaml"])
+        let result = try CLITests.rlhf(["launch", dir + "/spec.yaml", "--run-dir", dir + "/run"])
         #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
         #expect(result.stdout.contains("policy v1 synced to 1 generators"), "\(result.stdout)")
         // A key pair that is missing is named with the command that makes it.

@@ -288,6 +288,9 @@ struct LaunchCommand: ParsableCommand {
 
     @Argument(help: "Cluster spec (YAML).")
     var spec: String = "cluster/local.yaml"
+    @Option(help: ArgumentHelp("Run directory: the coordinator's journal and the workers' logs (default: a new folder under runs/). "
+                               + "Give the directory of an unfinished run to resume it after a crash.", valueName: "DIR"))
+    var runDir: String?
 
     func run() throws {
         guard let text = try? String(contentsOfFile: spec, encoding: .utf8) else {
@@ -296,7 +299,8 @@ struct LaunchCommand: ParsableCommand {
         }
         do {
             let parsed = try ClusterSpec.parse(text, baseDirectory: (spec as NSString).deletingLastPathComponent)
-            let launcher = Launcher(spec: parsed)
+            let runDirectory = runDir ?? LaunchCommand.newRunDirectory()
+            let launcher = Launcher(spec: parsed, specText: text, runDirectory: runDirectory)
             // Ctrl-C or SIGTERM: stop every process this launch started (bounded), then exit.
             var sources: [DispatchSourceSignal] = []
             for sig in [SIGINT, SIGTERM] {
@@ -316,5 +320,19 @@ struct LaunchCommand: ParsableCommand {
         } catch {
             throw cliFailure(error)
         }
+    }
+
+    /// `runs/YYYYMMDD-HHMMSS` (with a suffix if a run started in the same second).
+    static func newRunDirectory() -> String {
+        let formatter = DateFormatter()
+        formatter.dateFormat = "yyyyMMdd-HHmmss"
+        formatter.timeZone = TimeZone(identifier: "UTC")
+        let base = "runs/" + formatter.string(from: Date())
+        var candidate = base, n = 1
+        while FileManager.default.fileExists(atPath: candidate) {
+            n += 1
+            candidate = "\(base)-\(n)"
+        }
+        return candidate
     }
 }
