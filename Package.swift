@@ -74,6 +74,10 @@ let package = Package(
             swiftSettings: nativeCodegen
         ),
         .target(
+            name: "EmbeddedTask",
+            swiftSettings: nativeCodegen
+        ),
+        .target(
             name: "LlamaTraining",
             dependencies: ["LlamaCore", "CBLAS"],
             swiftSettings: nativeCodegen
@@ -88,6 +92,7 @@ let package = Package(
                 "Workers",
                 "Orchestrator",
                 "ClusterRuntime",
+                "EmbeddedTask",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
@@ -100,6 +105,10 @@ let package = Package(
         .testTarget(
             name: "WireTests",
             dependencies: ["Wire", "CWirePeer", "Transport", "LlamaCore"]
+        ),
+        .testTarget(
+            name: "EmbeddedTaskTests",
+            dependencies: ["EmbeddedTask"]
         ),
         .testTarget(
             name: "LlamaTrainingTests",

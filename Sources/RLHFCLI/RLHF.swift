@@ -17,6 +17,7 @@ struct RLHF: ParsableCommand {
             SelftestCommand.self,
             CheckpointCommand.self,
             BenchCommand.self,
+            TaskCommand.self,
         ]
     )
 }

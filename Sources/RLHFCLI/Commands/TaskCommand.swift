@@ -1,0 +1,62 @@
+import ArgumentParser
+import EmbeddedTask
+import Foundation
+
+/// `rlhf task`: the embedded task (a generated story world with a hidden annotator).
+struct TaskCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "task",
+        abstract: "The embedded task: a generated world of short stories, its prompts, and a hidden annotator.",
+        subcommands: [Generate.self]
+    )
+
+    /// `rlhf task generate`: writes the task's files.
+    struct Generate: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Write the corpus, SFT, preference and prompt files of the embedded task (deterministic in the seed).",
+            discussion: """
+            Files: corpus.txt (one document a line), sft.jsonl ({"prompt", "response"}), prefs.jsonl \
+            ({"prompt", "chosen", "rejected", "preference", "safety"}), prompts/{train,validation,evaluation}.jsonl \
+            ({"prompt", "safety"}) and manifest.json.
+            """
+        )
+
+        @Option(help: "Directory to write to (created if missing).")
+        var out: String
+        @Option(help: "Seed of the data (the prompts and their splits are fixed; the answers and pairs follow the seed).")
+        var seed: UInt64 = 1
+        @Option(help: "Documents in the pretraining corpus.")
+        var corpusDocuments = TaskData.Settings.default.corpusDocuments
+        @Option(help: "SFT examples.")
+        var sftExamples = TaskData.Settings.default.sftExamples
+        @Option(help: "Preference pairs.")
+        var preferencePairs = TaskData.Settings.default.preferencePairs
+
+        func validate() throws {
+            guard corpusDocuments >= 0, sftExamples >= 0, preferencePairs >= 0 else {
+                throw ValidationError("--corpus-documents, --sft-examples and --preference-pairs must be >= 0")
+            }
+        }
+
+        func run() throws {
+            var settings = TaskData.Settings.default
+            settings.corpusDocuments = corpusDocuments
+            settings.sftExamples = sftExamples
+            settings.preferencePairs = preferencePairs
+            let started = Date()
+            let data = TaskData(seed: seed, settings: settings)
+            do { try data.write(to: out) } catch { throw cliFailure(error) }
+            let annotator = Annotator()
+            let judged = data.sft.compactMap { example in TaskPrompt.parse(example.prompt).map { ($0, annotator.judge($0, example.response)) } }
+            let stories = judged.filter { !$0.0.request.isSafety }, safety = judged.filter { $0.0.request.isSafety }
+            print("wrote \(out): \(data.corpus.count) corpus documents, \(data.sft.count) SFT examples, \(data.preferences.count) preference pairs, "
+                  + TaskSplit.allCases.map { "\(data.prompts[$0]?.count ?? 0) \($0.rawValue) prompts" }.joined(separator: ", "))
+            if !stories.isEmpty && !safety.isEmpty {
+                print(String(format: "SFT data as the annotator sees it: %.1f%% of story answers helpful, %.1f%% of safety answers unsafe",
+                             100 * Double(stories.filter { $0.1.helpful }.count) / Double(stories.count),
+                             100 * Double(safety.filter { $0.1.unsafe }.count) / Double(safety.count)))
+            }
+            print(String(format: "in %.1f s", Date().timeIntervalSince(started)))
+        }
+    }
+}
