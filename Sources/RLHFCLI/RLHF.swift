@@ -18,6 +18,7 @@ struct RLHF: ParsableCommand {
             CheckpointCommand.self,
             BenchCommand.self,
             TaskCommand.self,
+            TrainCommand.self,
         ]
     )
 }

@@ -1,0 +1,331 @@
+import ArgumentParser
+import Foundation
+import LlamaCore
+import LlamaTraining
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+extension BadDataPolicy: ExpressibleByArgument {}
+extension MarginTable: ExpressibleByArgument {}
+extension PreferenceSubset: ExpressibleByArgument {}
+
+/// `rlhf train`: the single-process trainers.
+struct TrainCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "train",
+        abstract: "Train a model: pretraining on a corpus, SFT on chat data, a reward model on preference pairs.",
+        subcommands: [Pretrain.self, SFT.self, RewardModel.self]
+    )
+
+    /// Options every trainer takes.
+    struct Common: ParsableArguments {
+        @Option(help: "Output checkpoint (llama2.c format). Beside it: OUT.state (the training state), OUT.metrics.jsonl.")
+        var out: String
+        @Option(help: "Tokenizer (tokenizer.bin or tokenizer.model); default: tokenizer.bin beside the input checkpoint.")
+        var tokenizer: String?
+        @Option(help: "Examples (pairs for rm) per optimizer step.")
+        var batchSize: Int?
+        @Option(help: "Passes over the data.")
+        var epochs: Double?
+        @Option(help: "Optimizer steps (overrides --epochs).")
+        var steps: Int?
+        @Option(name: .customLong("lr"), help: "Peak learning rate (linear warm-up, then cosine decay to 10%).")
+        var learningRate: Float?
+        @Option(help: "Share of the steps spent warming up.")
+        var warmup: Double = 0.03
+        @Option(help: "Seed of the data order and of new weights.")
+        var seed: UInt64 = 1
+        @Option(help: "Compute threads.")
+        var threads: Int = 1
+        @Option(help: "Bad lines of data: stop (refuse the file, naming the line) or skip (report each and go on).")
+        var onBadData: BadDataPolicy = .stop
+        @Option(help: "Metrics as JSON lines, one per step (default OUT.metrics.jsonl).")
+        var metrics: String?
+        @Option(help: "Write the training state every N steps (and every 60 s).")
+        var checkpointEvery: Int = 200
+        @Flag(help: "Resume from OUT.state, written by an interrupted or killed run of the same command.")
+        var resume = false
+
+        func settings(batch: Int, epochs: Double, learningRate: Float) throws -> TrainerSettings {
+            var s = TrainerSettings.default
+            s.batchSize = batchSize ?? batch
+            s.epochs = self.epochs ?? epochs
+            s.steps = steps
+            s.learningRate = self.learningRate ?? learningRate
+            s.warmupFraction = warmup
+            s.seed = seed
+            s.checkpointEverySteps = max(1, checkpointEvery)
+            try s.validate()
+            guard threads >= 1 else { throw LlamaError.invalidInput("--threads must be at least 1") }
+            return s
+        }
+
+        var statePath: String { out + ".state" }
+
+        /// The tokenizer: `--tokenizer`, or tokenizer.bin beside `near`.
+        func loadTokenizer(near: String?) throws -> Tokenizer {
+            if let tokenizer { return try Tokenizer(path: tokenizer) }
+            if let near {
+                let beside = ((near as NSString).deletingLastPathComponent as NSString).appendingPathComponent("tokenizer.bin")
+                if FileManager.default.fileExists(atPath: beside) { return try Tokenizer(path: beside) }
+            }
+            throw ValidationError("give --tokenizer (no tokenizer.bin beside \(near ?? "the output"))")
+        }
+
+        /// The state to resume from, when `--resume`.
+        func resumeState() throws -> TrainingState? {
+            guard resume else { return nil }
+            guard FileManager.default.fileExists(atPath: statePath) else {
+                throw LlamaError.invalidInput("--resume: no training state at \(statePath)")
+            }
+            return try TrainingState.read(path: statePath)
+        }
+
+        /// Reports the data's bad lines (all of them with `skip`; `stop` has thrown at the first).
+        func report(_ issues: [DataIssue], kept: Int, what: String) {
+            for issue in issues.prefix(20) { printError("skipped \(issue)") }
+            if issues.count > 20 { printError("... and \(issues.count - 20) more bad lines") }
+            print("\(what): \(kept) examples\(issues.isEmpty ? "" : ", \(issues.count) bad lines skipped")")
+        }
+    }
+
+    /// Prints progress (one refreshing line on a terminal, plain lines otherwise) and writes the
+    /// metrics file; Ctrl-C or SIGTERM asks the run to stop at the next step boundary.
+    final class Monitor: @unchecked Sendable {
+        let metrics: FileHandle?
+        let terminal = isatty(STDOUT_FILENO) == 1
+        var lastPrint = Date.distantPast
+        /// Set by SIGINT or SIGTERM.
+        final class StopFlag: Sendable { let raised = Atomic<Bool>(false) }
+        let stop = StopFlag()
+        var sources: [DispatchSourceSignal] = []
+
+        init(metricsPath: String, append: Bool) throws {
+            if !append || !FileManager.default.fileExists(atPath: metricsPath) {
+                _ = FileManager.default.createFile(atPath: metricsPath, contents: nil)
+            }
+            metrics = FileHandle(forWritingAtPath: metricsPath)
+            try metrics?.seekToEnd()
+            for sig in [SIGINT, SIGTERM] {
+                signal(sig, SIG_IGN)
+                let source = DispatchSource.makeSignalSource(signal: sig, queue: DispatchQueue(label: "rlhf.train.signals"))
+                source.setEventHandler { [stop] in stop.raised.store(true, ordering: .relaxed) }
+                source.resume()
+                sources.append(source)
+            }
+        }
+
+        deinit { sources.forEach { $0.cancel() } }
+
+        var shouldStop: Bool { stop.raised.load(ordering: .relaxed) }
+
+        func step(_ p: TrainingProgress) {
+            if let data = try? JSONEncoder().encode(p) { metrics?.write(data + Data([0x0A])) }
+            let now = Date()
+            let last = p.step == p.totalSteps
+            guard last || now.timeIntervalSince(lastPrint) >= (terminal ? 0.2 : 5) else { return }
+            lastPrint = now
+            let line = String(format: "step %d/%d | loss %.4f | lr %.2e | grad norm %.3f | %.0f tok/s | epoch %.2f | ETA %@",
+                              p.step, p.totalSteps, p.loss, p.learningRate, p.gradNorm, p.tokensPerSecond, p.epoch,
+                              Monitor.duration(p.etaSeconds))
+            if terminal {
+                print("\r\u{1B}[K" + line, terminator: last ? "\n" : "")
+            } else {
+                print(line)
+            }
+            fflush(nil)
+        }
+
+        static func duration(_ seconds: Double) -> String {
+            let s = Int(seconds.rounded())
+            return s >= 3600 ? String(format: "%dh%02dm", s / 3600, s % 3600 / 60) : String(format: "%dm%02ds", s / 60, s % 60)
+        }
+
+        /// Ends the run: on an interruption, says how to resume and exits 130.
+        func finish(_ outcome: TrainingOutcome, command: String) throws {
+            if case let .interrupted(step) = outcome {
+                if terminal { print("") }
+                printError("interrupted at step \(step); the training state is saved. Resume with: \(command) --resume")
+                throw ExitCode(130)
+            }
+        }
+    }
+
+    /// The command line to resume (this process's arguments).
+    static var commandLine: String { (["rlhf"] + CommandLine.arguments.dropFirst().filter { $0 != "--resume" }).joined(separator: " ") }
+
+    /// `rlhf train pretrain`.
+    struct Pretrain: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Pretrain a new LLaMA2 model on a text corpus (one document a line), every token trained on."
+        )
+
+        @Option(help: "Corpus: one document a line.")
+        var corpus: String
+        @Option(help: "Model shape: dim=,hidden_dim=,n_layers=,n_heads=,n_kv_heads=,seq_len= (vocab_size comes from the tokenizer), or a JSON file of a LlamaConfig.")
+        var config: String
+        @OptionGroup var common: Common
+
+        func run() throws {
+            do {
+                let settings = try common.settings(batch: 32, epochs: 1, learningRate: 1e-3)
+                let tokenizer = try common.loadTokenizer(near: nil)
+                let resume = try common.resumeState()
+                let modelConfig = try resume?.weights.config ?? Pretrain.parseConfig(config, vocabSize: tokenizer.vocabSize)
+                guard modelConfig.vocabSize == tokenizer.vocabSize else {
+                    throw LlamaError.invalidInput("the model's vocab_size \(modelConfig.vocabSize) differs from the tokenizer's \(tokenizer.vocabSize)")
+                }
+                let (data, issues) = try TrainingData.corpus(corpus, tokenizer: tokenizer, seqLen: modelConfig.seqLen, policy: common.onBadData)
+                common.report(issues, kept: data.count, what: corpus)
+                let weights = resume?.weights ?? ModelWeights.random(config: modelConfig, seed: settings.seed)
+                let model = TrainableTransformer(weights: weights, pool: ComputePool(threads: common.threads))
+                print("model: dim \(modelConfig.dim), \(modelConfig.nLayers) layers, \(modelConfig.nHeads) heads (\(modelConfig.nKVHeads) kv), "
+                      + "vocab \(modelConfig.vocabSize), seq_len \(modelConfig.seqLen): \(ParameterLayout(config: modelConfig).totalCount) parameters"
+                      + (resume.map { "; resuming at step \($0.step)" } ?? ""))
+                let monitor = try Monitor(metricsPath: common.metrics ?? common.out + ".metrics.jsonl", append: resume != nil)
+                let outcome = try Trainers.languageModel(model, data: data, settings: settings, statePath: common.statePath, resume: resume,
+                                                         progress: monitor.step, shouldStop: { monitor.shouldStop })
+                try monitor.finish(outcome, command: TrainCommand.commandLine)
+                try Checkpoint.writeLegacy(model.weights, to: common.out)
+                print("wrote \(common.out)")
+            } catch {
+                throw cliFailure(error)
+            }
+        }
+
+        /// `dim=...,hidden_dim=...` or a JSON file.
+        static func parseConfig(_ text: String, vocabSize: Int) throws -> LlamaConfig {
+            if FileManager.default.fileExists(atPath: text) {
+                let data = try Data(contentsOf: URL(fileURLWithPath: text))
+                var config = try JSONDecoder().decode(LlamaConfig.self, from: data)
+                config.vocabSize = vocabSize
+                try config.validate()
+                return config
+            }
+            var values: [String: Int] = [:]
+            let known: Set<String> = ["dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads", "seq_len"]
+            for part in text.split(separator: ",") {
+                let kv = part.split(separator: "=", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
+                guard kv.count == 2, known.contains(kv[0]), let value = Int(kv[1]) else {
+                    throw LlamaError.invalidInput("--config: '\(part)' is not KEY=INTEGER with KEY one of \(known.sorted().joined(separator: ", "))")
+                }
+                values[kv[0]] = value
+            }
+            for key in known where values[key] == nil && key != "n_kv_heads" && key != "hidden_dim" {
+                throw LlamaError.invalidInput("--config: missing \(key)")
+            }
+            let dim = values["dim"]!
+            let config = LlamaConfig(dim: dim, hiddenDim: values["hidden_dim"] ?? (8 * dim / 3 + 31) / 32 * 32, nLayers: values["n_layers"]!,
+                                     nHeads: values["n_heads"]!, nKVHeads: values["n_kv_heads"] ?? values["n_heads"]!, vocabSize: vocabSize,
+                                     seqLen: values["seq_len"]!)
+            try config.validate()
+            return config
+        }
+    }
+
+    /// `rlhf train sft`.
+    struct SFT: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "sft",
+            abstract: "Supervised fine-tuning on chat data in LLaMA2's format, the loss on the answers' tokens only.",
+            discussion: "Data: JSON lines {\"prompt\", \"response\"} or {\"messages\": [{\"role\", \"content\"}, ...]}."
+        )
+
+        @Option(help: "SFT data (JSON lines).")
+        var data: String
+        @Option(name: .customLong("init"), help: "Checkpoint to start from.")
+        var initial: String
+        @OptionGroup var common: Common
+
+        func run() throws {
+            do {
+                let settings = try common.settings(batch: 16, epochs: 2, learningRate: 1e-4)
+                let tokenizer = try common.loadTokenizer(near: initial)
+                let resume = try common.resumeState()
+                let weights = try resume?.weights ?? Checkpoint.read(path: initial).weights
+                try tokenizer.check(against: weights.config)
+                let (examples, issues) = try TrainingData.sft(data, tokenizer: tokenizer, seqLen: weights.config.seqLen, policy: common.onBadData)
+                common.report(issues, kept: examples.count, what: data)
+                let model = TrainableTransformer(weights: weights, pool: ComputePool(threads: common.threads))
+                let monitor = try Monitor(metricsPath: common.metrics ?? common.out + ".metrics.jsonl", append: resume != nil)
+                let outcome = try Trainers.languageModel(model, data: examples, settings: settings, statePath: common.statePath, resume: resume,
+                                                         progress: monitor.step, shouldStop: { monitor.shouldStop })
+                try monitor.finish(outcome, command: TrainCommand.commandLine)
+                try Checkpoint.writeLegacy(model.weights, to: common.out)
+                print("wrote \(common.out)")
+            } catch {
+                throw cliFailure(error)
+            }
+        }
+    }
+
+    /// `rlhf train rm`.
+    struct RewardModel: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "rm",
+            abstract: "Train a reward model (the checkpoint's trunk plus a scalar head) with LLaMA2's ranking loss and margins.",
+            discussion: """
+            Data: JSON lines {"prompt", "chosen", "rejected", "preference", "safety"}, preference one of \
+            significantly_better, better, slightly_better, negligibly_better. A tenth of the prompts is held out; the \
+            accuracy per preference level on them is printed at the end (and written to OUT.eval.json). Writes OUT (the \
+            trunk) and OUT.head.json (the head, what `rlhf worker --head` loads).
+            """
+        )
+
+        @Option(help: "Preference pairs (JSON lines).")
+        var data: String
+        @Option(name: .customLong("init"), help: "Checkpoint to start from (the chat model).")
+        var initial: String
+        @Option(help: "Margin table: small (1, 2/3, 1/3, 0), large (3, 2, 1, 0) or none.")
+        var margin: MarginTable = .small
+        @Option(help: "Pairs to train on: all, helpfulness (not flagged safety) or safety (flagged).")
+        var subset: PreferenceSubset = .all
+        @OptionGroup var common: Common
+
+        func run() throws {
+            do {
+                let settings = try common.settings(batch: 16, epochs: 1, learningRate: 1e-4)
+                let tokenizer = try common.loadTokenizer(near: initial)
+                let resume = try common.resumeState()
+                let weights = try resume?.weights ?? Checkpoint.read(path: initial).weights
+                try tokenizer.check(against: weights.config)
+                let (pairs, issues) = try TrainingData.preferences(data, tokenizer: tokenizer, seqLen: weights.config.seqLen, subset: subset,
+                                                                   policy: common.onBadData)
+                let (train, heldOut) = Trainers.heldOutSplit(pairs)
+                common.report(issues, kept: pairs.count, what: "\(data) (\(subset.rawValue))")
+                print("\(train.count) pairs to train on, \(heldOut.count) held out")
+                let model = TrainableTransformer(weights: weights, pool: ComputePool(threads: common.threads))
+                var head = resume?.heads["reward"] ?? ScalarHead(dim: weights.config.dim, seed: settings.seed)
+                let monitor = try Monitor(metricsPath: common.metrics ?? common.out + ".metrics.jsonl", append: resume != nil)
+                let outcome = try Trainers.rewardModel(model, head: &head, pairs: train, margins: margin, settings: settings,
+                                                       statePath: common.statePath, resume: resume, progress: monitor.step,
+                                                       shouldStop: { monitor.shouldStop })
+                try monitor.finish(outcome, command: TrainCommand.commandLine)
+                try Checkpoint.writeLegacy(model.weights, to: common.out)
+                let encoder = JSONEncoder()
+                try encoder.encode(head).write(to: URL(fileURLWithPath: common.out + ".head.json"))
+                print("wrote \(common.out) and \(common.out).head.json")
+                let accuracy = try Trainers.rankingAccuracy(model, head: head, pairs: heldOut)
+                var table: [String: Any] = [:]
+                print("held-out accuracy per preference level (\(heldOut.count) pairs):")
+                for level in PreferenceLevel.allCases {
+                    guard let a = accuracy[level], a.total > 0 else { continue }
+                    print("  " + level.rawValue.padding(toLength: 20, withPad: " ", startingAt: 0)
+                          + String(format: " %6.1f%%  (%d of %d)", 100 * Double(a.correct) / Double(a.total), a.correct, a.total))
+                    table[level.rawValue] = ["correct": a.correct, "total": a.total, "accuracy": Double(a.correct) / Double(a.total)]
+                }
+                let correct = accuracy.values.reduce(0) { $0 + $1.correct }, total = accuracy.values.reduce(0) { $0 + $1.total }
+                if total > 0 {
+                    print("  " + "all".padding(toLength: 20, withPad: " ", startingAt: 0)
+                          + String(format: " %6.1f%%  (%d of %d)", 100 * Double(correct) / Double(total), correct, total))
+                    table["all"] = ["correct": correct, "total": total, "accuracy": Double(correct) / Double(total)]
+                }
+                try Data(jsonLine(table).utf8).write(to: URL(fileURLWithPath: common.out + ".eval.json"))
+            } catch {
+                throw cliFailure(error)
+            }
+        }
+    }
+}
