@@ -75,6 +75,7 @@ let package = Package(
         ),
         .target(
             name: "EmbeddedTask",
+            dependencies: ["LlamaCore"],
             swiftSettings: nativeCodegen
         ),
         .target(
@@ -108,7 +109,7 @@ let package = Package(
         ),
         .testTarget(
             name: "EmbeddedTaskTests",
-            dependencies: ["EmbeddedTask"]
+            dependencies: ["EmbeddedTask", "LlamaCore"]
         ),
         .testTarget(
             name: "LlamaTrainingTests",

@@ -19,6 +19,7 @@ struct RLHF: ParsableCommand {
             BenchCommand.self,
             TaskCommand.self,
             TrainCommand.self,
+            EvalCommand.self,
         ]
     )
 }
