@@ -14,6 +14,7 @@ struct RLHF: ParsableCommand {
             KeysCommand.self,
             GenerateCommand.self,
             TokenizeCommand.self,
+            TokenizerCommand.self,
             SelftestCommand.self,
             CheckpointCommand.self,
             BenchCommand.self,

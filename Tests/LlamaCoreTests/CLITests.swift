@@ -1,4 +1,5 @@
 import Foundation
+import LlamaCore
 import Testing
 
 /// Runs the built `rlhf` executable as a user would.
@@ -117,6 +118,34 @@ import Testing
         #expect(lines[0]["ids"] as! [Int] == [1, 15043, 3186])
         #expect(lines[1]["ids"] as! [Int] == [1])
         #expect(lines[2]["text"] as! String == "ok")
+    }
+
+    @Test func tokenizerTrainThenTokenize() throws {
+        let dir = try Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let corpus = dir + "/corpus.txt", out = dir + "/tokenizer.bin"
+        let text = (0..<200).map { "In the beginning \($0 % 7) the earth was without form, and void; line \($0 % 13)." }
+        try (text.joined(separator: "\n") + "\n").write(toFile: corpus, atomically: true, encoding: .utf8)
+        let trained = try CLITests.rlhf(["tokenizer", "train", "--corpus", corpus, "--vocab-size", "320", "--out", out])
+        #expect(trained.status == 0, "\(trained.stdout)\(trained.stderr)")
+        #expect(trained.stdout.contains("320 pieces") && trained.stdout.contains("merges"))
+        #expect(trained.stdout.contains("tokens per word") && trained.stdout.contains("time:"))
+        let tokenizer = try Tokenizer(path: out)
+        #expect(tokenizer.vocabSize == 320)
+        let line = "In the beginning, 🙂 the earth"
+        let tokenized = try CLITests.rlhf(["tokenize", "--tokenizer", out], stdin: "{\"text\": \"\(line)\"}\n")
+        #expect(tokenized.status == 0, "\(tokenized.stderr)")
+        let object = try JSONSerialization.jsonObject(with: Data(tokenized.stdout.utf8)) as! [String: Any]
+        let ids = (object["ids"] as! [Int]).map(Int32.init)
+        #expect(ids == tokenizer.encode(line))
+        #expect(tokenizer.decode(ids) == line)
+
+        let missing = try CLITests.rlhf(["tokenizer", "train", "--corpus", dir + "/nope.txt", "--vocab-size", "320", "--out", out])
+        #expect(missing.status != 0)
+        #expect(missing.stderr.contains("nope.txt"), "\(missing.stderr)")
+        let tooSmall = try CLITests.rlhf(["tokenizer", "train", "--corpus", corpus, "--vocab-size", "100", "--out", out])
+        #expect(tooSmall.status != 0)
+        #expect(tooSmall.stderr.contains("vocab_size"), "\(tooSmall.stderr)")
     }
 
     @Test func checkpointInitAndInfo() throws {

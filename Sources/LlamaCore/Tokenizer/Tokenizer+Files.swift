@@ -57,6 +57,41 @@ extension Tokenizer {
                          unknownId: find(["<unk>"], default: 0))
     }
 
+    /// This vocabulary in llama2.c's `tokenizer.bin` format, as `fromLlama2c` reads it: uint32
+    /// max_token_length (the longest piece in bytes), then per piece float32 score, int32 byte length and
+    /// the bytes, all little-endian. Pieces are written as held, spaces as spaces (not `▁`). Kinds are
+    /// not stored: the reader infers them from the text (`<unk>`, `<s>`, `</s>`, `<0xXX>`, else normal),
+    /// and neither are the normalizer flags (read back: dummy prefix on, extra whitespace kept).
+    public func llama2cBytes() -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(4 + pieces.reduce(0) { $0 + 8 + $1.count })
+        func u32(_ v: UInt32) {
+            out.append(UInt8(truncatingIfNeeded: v))
+            out.append(UInt8(truncatingIfNeeded: v >> 8))
+            out.append(UInt8(truncatingIfNeeded: v >> 16))
+            out.append(UInt8(truncatingIfNeeded: v >> 24))
+        }
+        u32(UInt32(pieces.map(\.count).max() ?? 0))
+        for (piece, score) in zip(pieces, scores) {
+            u32(score.bitPattern)
+            u32(UInt32(piece.count))
+            out += piece
+        }
+        return out
+    }
+
+    /// Writes `llama2cBytes()` to `path` atomically (temporary file, fsync, rename).
+    public func write(llama2cPath path: String) throws {
+        let file = try WritableFile(atomicPath: path)
+        do {
+            try file.write(llama2cBytes())
+            try file.commit()
+        } catch {
+            file.abandon()
+            throw error
+        }
+    }
+
     private static func llama2cKind(_ piece: [UInt8]) -> PieceKind {
         if byteValue(piece) != nil { return .byte }
         switch String(decoding: piece, as: UTF8.self) {
