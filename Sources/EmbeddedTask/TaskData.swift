@@ -9,7 +9,7 @@ public struct TaskData: Sendable {
         /// Documents (lines) of the pretraining corpus.
         public var corpusDocuments = 40_000
         /// Share of the corpus that is chat transcripts of training prompts (the rest plain stories).
-        public var corpusChatShare = 0.2
+        public var corpusChatShare = 0.6
         /// SFT examples.
         public var sftExamples = 6_000
         /// Preference pairs.

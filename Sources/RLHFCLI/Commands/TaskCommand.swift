@@ -27,12 +27,15 @@ struct TaskCommand: ParsableCommand {
         var seed: UInt64 = 1
         @Option(help: "Documents in the pretraining corpus.")
         var corpusDocuments = TaskData.Settings.default.corpusDocuments
+        @Option(help: "Share of the corpus that is chat transcripts of training prompts (the rest: plain stories).")
+        var corpusChatShare = TaskData.Settings.default.corpusChatShare
         @Option(help: "SFT examples.")
         var sftExamples = TaskData.Settings.default.sftExamples
         @Option(help: "Preference pairs.")
         var preferencePairs = TaskData.Settings.default.preferencePairs
 
         func validate() throws {
+            guard (0...1).contains(corpusChatShare) else { throw ValidationError("--corpus-chat-share must be in [0, 1]") }
             guard corpusDocuments >= 0, sftExamples >= 0, preferencePairs >= 0 else {
                 throw ValidationError("--corpus-documents, --sft-examples and --preference-pairs must be >= 0")
             }
@@ -41,6 +44,7 @@ struct TaskCommand: ParsableCommand {
         func run() throws {
             var settings = TaskData.Settings.default
             settings.corpusDocuments = corpusDocuments
+            settings.corpusChatShare = corpusChatShare
             settings.sftExamples = sftExamples
             settings.preferencePairs = preferencePairs
             let started = Date()
