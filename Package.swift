@@ -74,6 +74,10 @@ let package = Package(
             swiftSettings: nativeCodegen
         ),
         .target(
+            name: "RLHF",
+            swiftSettings: nativeCodegen
+        ),
+        .target(
             name: "EmbeddedTask",
             dependencies: ["LlamaCore"],
             swiftSettings: nativeCodegen
@@ -106,6 +110,10 @@ let package = Package(
         .testTarget(
             name: "WireTests",
             dependencies: ["Wire", "CWirePeer", "Transport", "LlamaCore"]
+        ),
+        .testTarget(
+            name: "RLHFTests",
+            dependencies: ["RLHF"]
         ),
         .testTarget(
             name: "EmbeddedTaskTests",
