@@ -1411,7 +1411,7 @@ const ProtobufCMessageDescriptor rlhf__v1__reference_log_prob_result__descriptor
   (ProtobufCMessageInit) rlhf__v1__reference_log_prob_result__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor rlhf__v1__train_batch__field_descriptors[4] =
+static const ProtobufCFieldDescriptor rlhf__v1__train_batch__field_descriptors[5] =
 {
   {
     "kind",
@@ -1461,17 +1461,30 @@ static const ProtobufCFieldDescriptor rlhf__v1__train_batch__field_descriptors[4
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "model",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Rlhf__V1__TrainBatch, model),
+    &rlhf__v1__role__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned rlhf__v1__train_batch__field_indices_by_name[] = {
   0,   /* field[0] = kind */
   2,   /* field[2] = learning_rate */
+  4,   /* field[4] = model */
   3,   /* field[3] = policy_version */
   1,   /* field[1] = sequences */
 };
 static const ProtobufCIntRange rlhf__v1__train_batch__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 4 }
+  { 0, 5 }
 };
 const ProtobufCMessageDescriptor rlhf__v1__train_batch__descriptor =
 {
@@ -1481,14 +1494,14 @@ const ProtobufCMessageDescriptor rlhf__v1__train_batch__descriptor =
   "Rlhf__V1__TrainBatch",
   "rlhf.v1",
   sizeof(Rlhf__V1__TrainBatch),
-  4,
+  5,
   rlhf__v1__train_batch__field_descriptors,
   rlhf__v1__train_batch__field_indices_by_name,
   1,  rlhf__v1__train_batch__number_ranges,
   (ProtobufCMessageInit) rlhf__v1__train_batch__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor rlhf__v1__train_stats__field_descriptors[10] =
+static const ProtobufCFieldDescriptor rlhf__v1__train_stats__field_descriptors[11] =
 {
   {
     "kind",
@@ -1610,8 +1623,21 @@ static const ProtobufCFieldDescriptor rlhf__v1__train_stats__field_descriptors[1
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "accuracy",
+    11,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Rlhf__V1__TrainStats, accuracy),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned rlhf__v1__train_stats__field_indices_by_name[] = {
+  10,   /* field[10] = accuracy */
   9,   /* field[9] = announce */
   5,   /* field[5] = approx_kl */
   4,   /* field[4] = clip_fraction */
@@ -1626,7 +1652,7 @@ static const unsigned rlhf__v1__train_stats__field_indices_by_name[] = {
 static const ProtobufCIntRange rlhf__v1__train_stats__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 10 }
+  { 0, 11 }
 };
 const ProtobufCMessageDescriptor rlhf__v1__train_stats__descriptor =
 {
@@ -1636,14 +1662,14 @@ const ProtobufCMessageDescriptor rlhf__v1__train_stats__descriptor =
   "Rlhf__V1__TrainStats",
   "rlhf.v1",
   sizeof(Rlhf__V1__TrainStats),
-  10,
+  11,
   rlhf__v1__train_stats__field_descriptors,
   rlhf__v1__train_stats__field_indices_by_name,
   1,  rlhf__v1__train_stats__number_ranges,
   (ProtobufCMessageInit) rlhf__v1__train_stats__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor rlhf__v1__weight_announce__field_descriptors[5] =
+static const ProtobufCFieldDescriptor rlhf__v1__weight_announce__field_descriptors[8] =
 {
   {
     "policy_version",
@@ -1705,9 +1731,48 @@ static const ProtobufCFieldDescriptor rlhf__v1__weight_announce__field_descripto
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "model",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Rlhf__V1__WeightAnnounce, model),
+    &rlhf__v1__role__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "head_weight",
+    7,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_FLOAT,
+    offsetof(Rlhf__V1__WeightAnnounce, n_head_weight),
+    offsetof(Rlhf__V1__WeightAnnounce, head_weight),
+    NULL,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_PACKED,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "head_bias",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_FLOAT,
+    0,   /* quantifier_offset */
+    offsetof(Rlhf__V1__WeightAnnounce, head_bias),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned rlhf__v1__weight_announce__field_indices_by_name[] = {
   2,   /* field[2] = chunk_bytes */
+  7,   /* field[7] = head_bias */
+  6,   /* field[6] = head_weight */
+  5,   /* field[5] = model */
   0,   /* field[0] = policy_version */
   4,   /* field[4] = source */
   3,   /* field[3] = tensors */
@@ -1716,7 +1781,7 @@ static const unsigned rlhf__v1__weight_announce__field_indices_by_name[] = {
 static const ProtobufCIntRange rlhf__v1__weight_announce__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 5 }
+  { 0, 8 }
 };
 const ProtobufCMessageDescriptor rlhf__v1__weight_announce__descriptor =
 {
@@ -1726,7 +1791,7 @@ const ProtobufCMessageDescriptor rlhf__v1__weight_announce__descriptor =
   "Rlhf__V1__WeightAnnounce",
   "rlhf.v1",
   sizeof(Rlhf__V1__WeightAnnounce),
-  5,
+  8,
   rlhf__v1__weight_announce__field_descriptors,
   rlhf__v1__weight_announce__field_indices_by_name,
   1,  rlhf__v1__weight_announce__number_ranges,

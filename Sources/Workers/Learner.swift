@@ -38,12 +38,47 @@ public final class Learner: RoleService, @unchecked Sendable {
     private let tokens = Atomic<UInt64>(0)
     /// The last batch applied (request id, digest of its content) and the answer given.
     private var lastApplied: (requestID: UInt64, digest: UInt32, reply: WireMessage)?
+    /// The weights the learner started from (the chat model): what reward models start from.
+    private let initialWeights: ModelWeights
+    /// Reward models trained here (REWARD_RANKING batches), by kind; made at their first batch.
+    private var rewardModels: [Rlhf_V1_Role: RewardTraining] = [:]
+    /// Where reward models' weight servers are opened.
+    private let serving: (loop: PollLoop, bind: String, host: String, curve: (secretKey: String, clients: Set<String>)?)
+
+    /// A reward model in training: trunk, head `(D + 1)` (weight then bias) as one parameter group, its
+    /// optimizer, version, and the weight server its versions are fetched from.
+    final class RewardTraining {
+        let trainer: TrainableTransformer
+        let headValues: FloatBuffer
+        let headGradients: FloatBuffer
+        let optimizer: AdamW
+        var version: UInt64 = 0
+        let server: WeightServer
+        let advertised: String
+
+        init(weights: ModelWeights, head: ScalarHead, pool: ComputePool, optimizer settings: AdamWSettings, server: WeightServer, advertised: String) {
+            trainer = TrainableTransformer(weights: weights.copy(), pool: pool)
+            headValues = FloatBuffer(count: head.weight.count + 1)
+            headGradients = FloatBuffer(count: head.weight.count + 1)
+            headValues.set(head.weight + [head.bias], at: 0)
+            optimizer = AdamW(settings: settings, groupSizes: [trainer.weights.storage.count, headValues.count])
+            self.server = server
+            self.advertised = advertised
+        }
+
+        var head: ScalarHead {
+            let dim = headValues.count - 1
+            return ScalarHead(weight: headValues.array(0..<dim), bias: headValues.array(dim..<(dim + 1))[0])
+        }
+    }
 
     /// A learner training a copy of `weights` (version `policyVersion`) on `threads` threads, serving its
     /// versions on `loop` at `bind` (e.g. `tcp://0.0.0.0:*`) and advertising `advertiseHost` with the
     /// bound port; with `curve`, encrypted and open only to the listed client keys.
     public init(weights: ModelWeights, threads: Int = 1, policyVersion: UInt64 = 0, settings: Settings = Settings(),
                 loop: PollLoop, bind: String, advertiseHost: String, curve: (secretKey: String, clients: Set<String>)? = nil) throws {
+        initialWeights = weights.copy()
+        serving = (loop, bind, advertiseHost, curve)
         trainer = TrainableTransformer(weights: weights.copy(), pool: ComputePool(threads: threads))
         optimizer = AdamW(settings: settings.optimizer, groupSizes: [trainer.weights.storage.count])
         self.settings = settings
@@ -96,6 +131,7 @@ public final class Learner: RoleService, @unchecked Sendable {
 
     /// One optimizer step on `batch`; publishes the new version and returns its stats.
     public func train(_ batch: Rlhf_V1_TrainBatch, tensors: [WireTensor] = []) throws -> Rlhf_V1_TrainStats {
+        if batch.kind == .rewardRanking { return try trainRewardModel(batch, tensors: tensors) }
         let current = policyVersion
         guard batch.policyVersion == current else {
             throw LlamaError.invalidInput("train batch for policy version \(batch.policyVersion), the learner holds \(current)")
@@ -123,8 +159,6 @@ public final class Learner: RoleService, @unchecked Sendable {
             stats.loss = ppo.loss
             stats.clipFraction = ppo.clipFraction
             stats.approxKl = ppo.approxKL
-        case .rewardRanking:
-            throw LlamaError.invalidInput("the learner trains the policy (SFT, PPO); reward models train with `rlhf train rm`")
         default:
             throw LlamaError.invalidInput("unknown train batch kind \(batch.kind)")
         }
@@ -144,6 +178,73 @@ public final class Learner: RoleService, @unchecked Sendable {
         }
         stats.policyVersion = current + 1
         stats.announce = publisher.announcement
+        return stats
+    }
+
+    /// The version of the reward model `kind` trained here (0 before its first batch).
+    public func rewardModelVersion(_ kind: Rlhf_V1_Role) -> UInt64 { lock.withLock { rewardModels[kind]?.version ?? 0 } }
+
+    /// One step of LLaMA2's ranking loss on the reward model `batch.model`: sequences are pairs, chosen
+    /// then rejected; the tensor frame "margins" has one margin per pair. The reward model starts from
+    /// the learner's initial weights (the chat model) with a seeded head; each step publishes its new
+    /// version (trunk, and the head in the announcement) on a weight server of its own.
+    func trainRewardModel(_ batch: Rlhf_V1_TrainBatch, tensors: [WireTensor]) throws -> Rlhf_V1_TrainStats {
+        let kind = batch.model
+        guard kind == .rewardModel || kind == .safetyModel else {
+            throw LlamaError.invalidInput("a REWARD_RANKING batch names its model: REWARD_MODEL or SAFETY_MODEL, not \(kind)")
+        }
+        guard batch.learningRate > 0, batch.learningRate.isFinite else {
+            throw LlamaError.invalidInput("learning_rate must be a positive number, got \(batch.learningRate)")
+        }
+        guard !batch.sequences.isEmpty, batch.sequences.count % 2 == 0 else {
+            throw LlamaError.invalidInput("a REWARD_RANKING batch has chosen/rejected pairs: an even number of sequences, got \(batch.sequences.count)")
+        }
+        let pairs = batch.sequences.count / 2
+        guard let tensor = tensors.first(where: { $0.name == "margins" }), tensor.dtype == .float32, tensor.floats.count == pairs else {
+            throw LlamaError.invalidInput("a REWARD_RANKING batch needs the float32 tensor frame \"margins\" with one value per pair (\(pairs))")
+        }
+        let joined = try joinedSequences(batch.sequences, config: trainer.config)
+        let model = try lock.withLock { () throws -> RewardTraining in
+            if let existing = rewardModels[kind] { return existing }
+            let server = try WeightServer(loop: serving.loop, bind: serving.bind, curve: serving.curve)
+            let made = RewardTraining(weights: initialWeights, head: ScalarHead(dim: trainer.config.dim, seed: kind == .safetyModel ? 2 : 1),
+                                      pool: trainer.pool, optimizer: settings.optimizer, server: server,
+                                      advertised: Learner.advertise(server.endpoint, host: serving.host))
+            rewardModels[kind] = made
+            return made
+        }
+        guard batch.policyVersion == model.version else {
+            throw LlamaError.invalidInput("train batch for \(kind) version \(batch.policyVersion), the learner's is at \(model.version)")
+        }
+        let chosen = stride(from: 0, to: joined.count, by: 2).map { joined[$0] }, rejected = stride(from: 1, to: joined.count, by: 2).map { joined[$0] }
+        model.trainer.zeroGradients()
+        let result = try model.trainer.rankingLoss(chosen: chosen, rejected: rejected, margins: tensor.floats, head: model.head)
+        model.headGradients.set(result.dHeadWeight + [result.dHeadBias], at: 0)
+        let norm = model.optimizer.update([ParameterGroup(model: model.trainer),
+                                           ParameterGroup(values: model.headValues, gradients: model.headGradients, ranges: [0..<model.headValues.count])],
+                                          lr: batch.learningRate, pool: model.trainer.pool)
+        let next = model.version + 1
+        let publisher = WeightPublisher(weights: model.trainer.weights, policyVersion: next, chunkBytes: settings.chunkBytes, source: model.advertised)
+        model.server.publish(publisher)
+        lock.withLock { model.version = next }
+        var announce = publisher.announcement
+        announce.model = kind
+        let head = model.head
+        announce.headWeight = head.weight
+        announce.headBias = head.bias
+        let trained = UInt64(joined.reduce(0) { $0 + $1.count })
+        tokens.add(trained, ordering: .relaxed)
+        var stats = Rlhf_V1_TrainStats()
+        stats.kind = .rewardRanking
+        stats.loss = result.loss
+        stats.gradNorm = norm
+        stats.learningRate = Double(batch.learningRate)
+        stats.tokens = trained
+        stats.step = UInt64(model.optimizer.step)
+        stats.policyVersion = next
+        // The share of pairs ranked right before the step.
+        stats.accuracy = Double(zip(result.chosenScores, result.rejectedScores).filter { $0 > $1 }.count) / Double(pairs)
+        stats.announce = announce
         return stats
     }
 

@@ -10,10 +10,9 @@ import Wire
 public final class RewardModel: RoleService, @unchecked Sendable {
     /// Which of the two reward models this is (`.rewardModel` or `.safetyModel`).
     public let kind: Rlhf_V1_Role
-    private let trunk: TrainableTransformer
-    private let head: ScalarHead
-    private let version: UInt64
-    private let checksum: UInt32
+    /// The trunk and head with the model version and trunk checksum, swapped whole by `install`.
+    private let held: VersionedModel<(trunk: TrainableTransformer, head: ScalarHead)>
+    private let pool: ComputePool
     private let tokens = Atomic<UInt64>(0)
 
     /// A reward model of `weights` and `head` (`head.weight` has `dim` entries) on `threads` threads.
@@ -25,19 +24,35 @@ public final class RewardModel: RoleService, @unchecked Sendable {
             throw LlamaError.invalidInput("the score head has \(head.weight.count) weights, the model's dim is \(weights.config.dim)")
         }
         self.kind = kind
-        trunk = TrainableTransformer(weights: weights, pool: ComputePool(threads: threads))
-        self.head = head
-        version = modelVersion
-        checksum = weights.checksum
+        pool = ComputePool(threads: threads)
+        held = VersionedModel((TrainableTransformer(weights: weights, pool: pool), head), version: modelVersion, checksum: weights.checksum)
     }
 
-    public var policyVersion: UInt64 { version }
-    public var weightsChecksum: UInt32 { checksum }
+    /// The version of the reward model held (0: as loaded; the learner's reward training counts up).
+    public var policyVersion: UInt64 { held.snapshot.version }
+    public var weightsChecksum: UInt32 { held.snapshot.checksum }
     public var tokensProcessed: UInt64 { tokens.load(ordering: .relaxed) }
-    public var modelConfig: LlamaConfig? { trunk.config }
+    public var modelConfig: LlamaConfig? { held.snapshot.model.trunk.config }
+    /// The score head held.
+    public var head: ScalarHead { held.snapshot.model.head }
+
+    /// Installs a version of this reward model trained on the learner: the trunk, and the head the
+    /// announcement carries.
+    public func install(_ weights: ModelWeights, version: UInt64, announce: Rlhf_V1_WeightAnnounce) throws {
+        guard announce.model == kind else {
+            throw LlamaError.invalidInput("weights of \(announce.model == .unspecified ? "the policy" : "\(announce.model)") were announced to the \(kind) model")
+        }
+        guard announce.headWeight.count == weights.config.dim else {
+            throw LlamaError.invalidInput("the announced head has \(announce.headWeight.count) weights for a model of dim \(weights.config.dim)")
+        }
+        let head = ScalarHead(weight: announce.headWeight, bias: announce.headBias)
+        held.replace((TrainableTransformer(weights: weights, pool: pool), head), version: version, checksum: weights.checksum)
+    }
 
     /// Scores of `(prompt + response)` token lists `(N)`, each read at the sequence's last token.
     public func scores(_ sequences: [[Int32]]) throws -> [Float] {
+        let (model, _, _) = held.snapshot
+        let (trunk, head) = model
         let batch = try TokenBatch(sequences, config: trunk.config)
         let tape = trunk.forward(batch)
         tokens.add(UInt64(batch.rowCount), ordering: .relaxed)
@@ -50,7 +65,8 @@ public final class RewardModel: RoleService, @unchecked Sendable {
         guard request.model == .unspecified || request.model == kind else {
             throw LlamaError.invalidInput("a score from \(request.model) was asked of the \(kind) model")
         }
-        let values = try scores(try joinedSequences(request.sequences, config: trunk.config))
+        let version = held.snapshot.version
+        let values = try scores(try joinedSequences(request.sequences, config: held.snapshot.model.trunk.config))
         var result = Rlhf_V1_ScoreResult()
         result.model = kind
         result.modelVersion = version

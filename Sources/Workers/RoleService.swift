@@ -18,12 +18,22 @@ public protocol RoleService: AnyObject, Sendable {
     func handle(_ message: WireMessage) throws -> WireMessage
     /// Swaps in verified weights of `version` (the role refuses requests for any other version after).
     func install(_ weights: ModelWeights, version: UInt64) throws
+    /// Swaps in verified weights with what else their announcement carries (a reward model's head).
+    func install(_ weights: ModelWeights, version: UInt64, announce: Rlhf_V1_WeightAnnounce) throws
 }
 
 extension RoleService {
     /// Roles that never follow the learner refuse weight installs.
     public func install(_ weights: ModelWeights, version: UInt64) throws {
         throw LlamaError.invalidInput("this role does not take weight versions")
+    }
+
+    /// Policy consumers take the policy's weights (`announce.model` unspecified) and nothing else.
+    public func install(_ weights: ModelWeights, version: UInt64, announce: Rlhf_V1_WeightAnnounce) throws {
+        guard announce.model == .unspecified else {
+            throw LlamaError.invalidInput("weights of the \(announce.model) were announced to a policy consumer")
+        }
+        try install(weights, version: version)
     }
 }
 

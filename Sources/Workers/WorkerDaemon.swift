@@ -234,7 +234,7 @@ public final class WorkerDaemon: @unchecked Sendable {
         // Weight servers share the coordinator's CURVE server key: the same client keys reach them.
         let (weights, version) = try WeightFetcher.fetch(loop: loop, endpoint: announce.source, config: config, expected: announce,
                                                          curve: settings.curve)
-        try service.install(weights, version: version)
+        try service.install(weights, version: version, announce: announce)
         logger.info("installed a new policy version", metadata: [
             "version": "\(version)", "bytes": "\(announce.totalBytes)",
             "seconds": "\(String(format: "%.3f", Date().timeIntervalSince(started)))"])

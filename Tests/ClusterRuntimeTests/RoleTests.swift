@@ -146,6 +146,66 @@ import Workers
         #expect(learner.policyVersion == 2)
     }
 
+    @Test func theLearnerTrainsRewardModelsThatRewardWorkersInstall() throws {
+        let loop = try PollLoop()
+        defer { loop.shutdown() }
+        let weights = try RoleTests.weights()
+        let learner = try Learner(weights: weights, loop: loop, bind: "tcp://127.0.0.1:*", advertiseHost: "127.0.0.1")
+        var batch = Rlhf_V1_TrainBatch()
+        batch.kind = .rewardRanking
+        batch.model = .safetyModel
+        batch.learningRate = 3e-3
+        // Pairs: chosen then rejected.
+        for i in 0..<4 {
+            let prompt: [Int32] = [1, Int32(30 + i)]
+            batch.sequences.append(RoleTests.sequence(UInt64(2 * i), prompt: prompt, response: [40, 41, 2]))
+            batch.sequences.append(RoleTests.sequence(UInt64(2 * i + 1), prompt: prompt, response: [50, 51, 2]))
+        }
+        let margins = WireTensor(name: "margins", floats: [1, 2.0 / 3.0, 1.0 / 3.0, 0])
+        var accuracies: [Double] = []
+        var stats = Rlhf_V1_TrainStats()
+        for step in 0..<6 {
+            batch.policyVersion = UInt64(step)
+            stats = try learner.train(batch, tensors: [margins])
+            accuracies.append(stats.accuracy)
+            #expect(stats.kind == .rewardRanking && stats.policyVersion == UInt64(step + 1))
+        }
+        #expect(accuracies.last! == 1, "\(accuracies)")
+        #expect(learner.rewardModelVersion(.safetyModel) == 6 && learner.rewardModelVersion(.rewardModel) == 0)
+        // The policy is untouched.
+        #expect(learner.policyVersion == 0 && learner.weightsChecksum == weights.checksum)
+        let announce = stats.announce
+        #expect(announce.model == .safetyModel && announce.headWeight.count == weights.config.dim)
+        #expect(announce.source != learner.advertisedEndpoint)
+
+        // A safety-model worker fetches and installs it (trunk and head) and scores as the learner's model does.
+        let worker = try RewardModel(kind: .safetyModel, weights: weights, head: ScalarHead(dim: weights.config.dim, seed: 9))
+        let (fetched, version) = try WeightFetcher.fetch(loop: loop, endpoint: announce.source, config: weights.config, expected: announce)
+        try worker.install(fetched, version: version, announce: announce)
+        #expect(worker.policyVersion == 6 && worker.weightsChecksum == announce.modelChecksum)
+        #expect(worker.head == ScalarHead(weight: announce.headWeight, bias: announce.headBias))
+        let scores = try worker.scores([[1, 30, 40, 41, 2], [1, 30, 50, 51, 2]])
+        #expect(scores[0] > scores[1])
+        // A reward model refuses the other model's weights, and a generator refuses a reward model's.
+        let other = try RewardModel(kind: .rewardModel, weights: weights, head: ScalarHead(dim: weights.config.dim, seed: 9))
+        #expect(throws: LlamaError.self) { try other.install(fetched, version: version, announce: announce) }
+        let generator = Generator(model: LlamaModel(weights: weights))
+        #expect(throws: LlamaError.self) { try generator.install(fetched, version: version, announce: announce) }
+
+        // Refused: a stale version, an odd number of sequences, margins missing, no model named.
+        batch.policyVersion = 2
+        #expect(throws: LlamaError.self) { _ = try learner.train(batch, tensors: [margins]) }
+        batch.policyVersion = 6
+        #expect(throws: LlamaError.self) { _ = try learner.train(batch, tensors: []) }
+        var odd = batch
+        odd.sequences.removeLast()
+        #expect(throws: LlamaError.self) { _ = try learner.train(odd, tensors: [margins]) }
+        var unnamed = batch
+        unnamed.model = .unspecified
+        #expect(throws: LlamaError.self) { _ = try learner.train(unnamed, tensors: [margins]) }
+        #expect(learner.rewardModelVersion(.safetyModel) == 6)
+    }
+
     @Test func learnerPPOBatchUsesPerResponseTokenTensors() throws {
         let loop = try PollLoop()
         defer { loop.shutdown() }

@@ -255,49 +255,86 @@ public nonisolated struct Rlhf_V1_TrainBatch: Sendable {
 
   public var policyVersion: UInt64 = 0
 
+  /// REWARD_RANKING: which reward model trains (REWARD_MODEL or SAFETY_MODEL); its version is
+  /// policy_version (each model counts its own versions).
+  public var model: Rlhf_V1_Role = .unspecified
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 }
 
-public nonisolated struct Rlhf_V1_TrainStats: Sendable {
+public nonisolated struct Rlhf_V1_TrainStats: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var kind: Rlhf_V1_TrainKind = .unspecified
+  public var kind: Rlhf_V1_TrainKind {
+    get {_storage._kind}
+    set {_uniqueStorage()._kind = newValue}
+  }
 
-  public var loss: Double = 0
+  public var loss: Double {
+    get {_storage._loss}
+    set {_uniqueStorage()._loss = newValue}
+  }
 
-  public var gradNorm: Double = 0
+  public var gradNorm: Double {
+    get {_storage._gradNorm}
+    set {_uniqueStorage()._gradNorm = newValue}
+  }
 
-  public var learningRate: Double = 0
+  public var learningRate: Double {
+    get {_storage._learningRate}
+    set {_uniqueStorage()._learningRate = newValue}
+  }
 
-  public var clipFraction: Double = 0
+  public var clipFraction: Double {
+    get {_storage._clipFraction}
+    set {_uniqueStorage()._clipFraction = newValue}
+  }
 
-  public var approxKl: Double = 0
+  public var approxKl: Double {
+    get {_storage._approxKl}
+    set {_uniqueStorage()._approxKl = newValue}
+  }
 
-  public var tokens: UInt64 = 0
+  public var tokens: UInt64 {
+    get {_storage._tokens}
+    set {_uniqueStorage()._tokens = newValue}
+  }
 
-  public var step: UInt64 = 0
+  public var step: UInt64 {
+    get {_storage._step}
+    set {_uniqueStorage()._step = newValue}
+  }
 
-  public var policyVersion: UInt64 = 0
+  public var policyVersion: UInt64 {
+    get {_storage._policyVersion}
+    set {_uniqueStorage()._policyVersion = newValue}
+  }
 
   /// The version the step produced, as the learner serves it to consumers.
   public var announce: Rlhf_V1_WeightAnnounce {
-    get {_announce ?? Rlhf_V1_WeightAnnounce()}
-    set {_announce = newValue}
+    get {_storage._announce ?? Rlhf_V1_WeightAnnounce()}
+    set {_uniqueStorage()._announce = newValue}
   }
   /// Returns true if `announce` has been explicitly set.
-  public var hasAnnounce: Bool {self._announce != nil}
+  public var hasAnnounce: Bool {_storage._announce != nil}
   /// Clears the value of `announce`. Subsequent reads from it will return its default value.
-  public mutating func clearAnnounce() {self._announce = nil}
+  public mutating func clearAnnounce() {_uniqueStorage()._announce = nil}
+
+  /// REWARD_RANKING: the share of the batch's pairs ranked right before the step.
+  public var accuracy: Double {
+    get {_storage._accuracy}
+    set {_uniqueStorage()._accuracy = newValue}
+  }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
-  fileprivate var _announce: Rlhf_V1_WeightAnnounce? = nil
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 /// The learner's new policy version and how to fetch it.
@@ -316,6 +353,14 @@ public nonisolated struct Rlhf_V1_WeightAnnounce: Sendable {
   public var tensors: [Rlhf_V1_WeightTensor] = []
 
   public var source: String = String()
+
+  /// Whose weights: ROLE_UNSPECIFIED for the policy, REWARD_MODEL or SAFETY_MODEL for a reward model,
+  /// which also carries its scalar head (weight [dim], bias); policy_version is then the model's version.
+  public var model: Rlhf_V1_Role = .unspecified
+
+  public var headWeight: [Float] = []
+
+  public var headBias: Float = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -821,7 +866,7 @@ nonisolated extension Rlhf_V1_ReferenceLogProbResult: SwiftProtobuf.Message, Swi
 
 nonisolated extension Rlhf_V1_TrainBatch: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".TrainBatch"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}kind\0\u{1}sequences\0\u{3}learning_rate\0\u{3}policy_version\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}kind\0\u{1}sequences\0\u{3}learning_rate\0\u{3}policy_version\0\u{1}model\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -833,6 +878,7 @@ nonisolated extension Rlhf_V1_TrainBatch: SwiftProtobuf.Message, SwiftProtobuf._
       case 2: try { try decoder.decodeRepeatedMessageField(value: &self.sequences) }()
       case 3: try { try decoder.decodeSingularFloatField(value: &self.learningRate) }()
       case 4: try { try decoder.decodeSingularUInt64Field(value: &self.policyVersion) }()
+      case 5: try { try decoder.decodeSingularEnumField(value: &self.model) }()
       default: break
       }
     }
@@ -851,6 +897,9 @@ nonisolated extension Rlhf_V1_TrainBatch: SwiftProtobuf.Message, SwiftProtobuf._
     if self.policyVersion != 0 {
       try visitor.visitSingularUInt64Field(value: self.policyVersion, fieldNumber: 4)
     }
+    if self.model != .unspecified {
+      try visitor.visitSingularEnumField(value: self.model, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -859,6 +908,7 @@ nonisolated extension Rlhf_V1_TrainBatch: SwiftProtobuf.Message, SwiftProtobuf._
     if lhs.sequences != rhs.sequences {return false}
     if lhs.learningRate != rhs.learningRate {return false}
     if lhs.policyVersion != rhs.policyVersion {return false}
+    if lhs.model != rhs.model {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -866,78 +916,139 @@ nonisolated extension Rlhf_V1_TrainBatch: SwiftProtobuf.Message, SwiftProtobuf._
 
 nonisolated extension Rlhf_V1_TrainStats: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".TrainStats"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}kind\0\u{1}loss\0\u{3}grad_norm\0\u{3}learning_rate\0\u{3}clip_fraction\0\u{3}approx_kl\0\u{1}tokens\0\u{1}step\0\u{3}policy_version\0\u{1}announce\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}kind\0\u{1}loss\0\u{3}grad_norm\0\u{3}learning_rate\0\u{3}clip_fraction\0\u{3}approx_kl\0\u{1}tokens\0\u{1}step\0\u{3}policy_version\0\u{1}announce\0\u{1}accuracy\0")
+
+  fileprivate class _StorageClass {
+    var _kind: Rlhf_V1_TrainKind = .unspecified
+    var _loss: Double = 0
+    var _gradNorm: Double = 0
+    var _learningRate: Double = 0
+    var _clipFraction: Double = 0
+    var _approxKl: Double = 0
+    var _tokens: UInt64 = 0
+    var _step: UInt64 = 0
+    var _policyVersion: UInt64 = 0
+    var _announce: Rlhf_V1_WeightAnnounce? = nil
+    var _accuracy: Double = 0
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _kind = source._kind
+      _loss = source._loss
+      _gradNorm = source._gradNorm
+      _learningRate = source._learningRate
+      _clipFraction = source._clipFraction
+      _approxKl = source._approxKl
+      _tokens = source._tokens
+      _step = source._step
+      _policyVersion = source._policyVersion
+      _announce = source._announce
+      _accuracy = source._accuracy
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularEnumField(value: &self.kind) }()
-      case 2: try { try decoder.decodeSingularDoubleField(value: &self.loss) }()
-      case 3: try { try decoder.decodeSingularDoubleField(value: &self.gradNorm) }()
-      case 4: try { try decoder.decodeSingularDoubleField(value: &self.learningRate) }()
-      case 5: try { try decoder.decodeSingularDoubleField(value: &self.clipFraction) }()
-      case 6: try { try decoder.decodeSingularDoubleField(value: &self.approxKl) }()
-      case 7: try { try decoder.decodeSingularUInt64Field(value: &self.tokens) }()
-      case 8: try { try decoder.decodeSingularUInt64Field(value: &self.step) }()
-      case 9: try { try decoder.decodeSingularUInt64Field(value: &self.policyVersion) }()
-      case 10: try { try decoder.decodeSingularMessageField(value: &self._announce) }()
-      default: break
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularEnumField(value: &_storage._kind) }()
+        case 2: try { try decoder.decodeSingularDoubleField(value: &_storage._loss) }()
+        case 3: try { try decoder.decodeSingularDoubleField(value: &_storage._gradNorm) }()
+        case 4: try { try decoder.decodeSingularDoubleField(value: &_storage._learningRate) }()
+        case 5: try { try decoder.decodeSingularDoubleField(value: &_storage._clipFraction) }()
+        case 6: try { try decoder.decodeSingularDoubleField(value: &_storage._approxKl) }()
+        case 7: try { try decoder.decodeSingularUInt64Field(value: &_storage._tokens) }()
+        case 8: try { try decoder.decodeSingularUInt64Field(value: &_storage._step) }()
+        case 9: try { try decoder.decodeSingularUInt64Field(value: &_storage._policyVersion) }()
+        case 10: try { try decoder.decodeSingularMessageField(value: &_storage._announce) }()
+        case 11: try { try decoder.decodeSingularDoubleField(value: &_storage._accuracy) }()
+        default: break
+        }
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    // The use of inline closures is to circumvent an issue where the compiler
-    // allocates stack space for every if/case branch local when no optimizations
-    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-    // https://github.com/apple/swift-protobuf/issues/1182
-    if self.kind != .unspecified {
-      try visitor.visitSingularEnumField(value: self.kind, fieldNumber: 1)
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      if _storage._kind != .unspecified {
+        try visitor.visitSingularEnumField(value: _storage._kind, fieldNumber: 1)
+      }
+      if _storage._loss.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._loss, fieldNumber: 2)
+      }
+      if _storage._gradNorm.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._gradNorm, fieldNumber: 3)
+      }
+      if _storage._learningRate.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._learningRate, fieldNumber: 4)
+      }
+      if _storage._clipFraction.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._clipFraction, fieldNumber: 5)
+      }
+      if _storage._approxKl.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._approxKl, fieldNumber: 6)
+      }
+      if _storage._tokens != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._tokens, fieldNumber: 7)
+      }
+      if _storage._step != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._step, fieldNumber: 8)
+      }
+      if _storage._policyVersion != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._policyVersion, fieldNumber: 9)
+      }
+      try { if let v = _storage._announce {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 10)
+      } }()
+      if _storage._accuracy.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._accuracy, fieldNumber: 11)
+      }
     }
-    if self.loss.bitPattern != 0 {
-      try visitor.visitSingularDoubleField(value: self.loss, fieldNumber: 2)
-    }
-    if self.gradNorm.bitPattern != 0 {
-      try visitor.visitSingularDoubleField(value: self.gradNorm, fieldNumber: 3)
-    }
-    if self.learningRate.bitPattern != 0 {
-      try visitor.visitSingularDoubleField(value: self.learningRate, fieldNumber: 4)
-    }
-    if self.clipFraction.bitPattern != 0 {
-      try visitor.visitSingularDoubleField(value: self.clipFraction, fieldNumber: 5)
-    }
-    if self.approxKl.bitPattern != 0 {
-      try visitor.visitSingularDoubleField(value: self.approxKl, fieldNumber: 6)
-    }
-    if self.tokens != 0 {
-      try visitor.visitSingularUInt64Field(value: self.tokens, fieldNumber: 7)
-    }
-    if self.step != 0 {
-      try visitor.visitSingularUInt64Field(value: self.step, fieldNumber: 8)
-    }
-    if self.policyVersion != 0 {
-      try visitor.visitSingularUInt64Field(value: self.policyVersion, fieldNumber: 9)
-    }
-    try { if let v = self._announce {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 10)
-    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Rlhf_V1_TrainStats, rhs: Rlhf_V1_TrainStats) -> Bool {
-    if lhs.kind != rhs.kind {return false}
-    if lhs.loss != rhs.loss {return false}
-    if lhs.gradNorm != rhs.gradNorm {return false}
-    if lhs.learningRate != rhs.learningRate {return false}
-    if lhs.clipFraction != rhs.clipFraction {return false}
-    if lhs.approxKl != rhs.approxKl {return false}
-    if lhs.tokens != rhs.tokens {return false}
-    if lhs.step != rhs.step {return false}
-    if lhs.policyVersion != rhs.policyVersion {return false}
-    if lhs._announce != rhs._announce {return false}
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._kind != rhs_storage._kind {return false}
+        if _storage._loss != rhs_storage._loss {return false}
+        if _storage._gradNorm != rhs_storage._gradNorm {return false}
+        if _storage._learningRate != rhs_storage._learningRate {return false}
+        if _storage._clipFraction != rhs_storage._clipFraction {return false}
+        if _storage._approxKl != rhs_storage._approxKl {return false}
+        if _storage._tokens != rhs_storage._tokens {return false}
+        if _storage._step != rhs_storage._step {return false}
+        if _storage._policyVersion != rhs_storage._policyVersion {return false}
+        if _storage._announce != rhs_storage._announce {return false}
+        if _storage._accuracy != rhs_storage._accuracy {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -945,7 +1056,7 @@ nonisolated extension Rlhf_V1_TrainStats: SwiftProtobuf.Message, SwiftProtobuf._
 
 nonisolated extension Rlhf_V1_WeightAnnounce: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".WeightAnnounce"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}policy_version\0\u{3}total_bytes\0\u{3}chunk_bytes\0\u{1}tensors\0\u{1}source\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}policy_version\0\u{3}total_bytes\0\u{3}chunk_bytes\0\u{1}tensors\0\u{1}source\0\u{1}model\0\u{3}head_weight\0\u{3}head_bias\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -958,6 +1069,9 @@ nonisolated extension Rlhf_V1_WeightAnnounce: SwiftProtobuf.Message, SwiftProtob
       case 3: try { try decoder.decodeSingularUInt32Field(value: &self.chunkBytes) }()
       case 4: try { try decoder.decodeRepeatedMessageField(value: &self.tensors) }()
       case 5: try { try decoder.decodeSingularStringField(value: &self.source) }()
+      case 6: try { try decoder.decodeSingularEnumField(value: &self.model) }()
+      case 7: try { try decoder.decodeRepeatedFloatField(value: &self.headWeight) }()
+      case 8: try { try decoder.decodeSingularFloatField(value: &self.headBias) }()
       default: break
       }
     }
@@ -979,6 +1093,15 @@ nonisolated extension Rlhf_V1_WeightAnnounce: SwiftProtobuf.Message, SwiftProtob
     if !self.source.isEmpty {
       try visitor.visitSingularStringField(value: self.source, fieldNumber: 5)
     }
+    if self.model != .unspecified {
+      try visitor.visitSingularEnumField(value: self.model, fieldNumber: 6)
+    }
+    if !self.headWeight.isEmpty {
+      try visitor.visitPackedFloatField(value: self.headWeight, fieldNumber: 7)
+    }
+    if self.headBias.bitPattern != 0 {
+      try visitor.visitSingularFloatField(value: self.headBias, fieldNumber: 8)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -988,6 +1111,9 @@ nonisolated extension Rlhf_V1_WeightAnnounce: SwiftProtobuf.Message, SwiftProtob
     if lhs.chunkBytes != rhs.chunkBytes {return false}
     if lhs.tensors != rhs.tensors {return false}
     if lhs.source != rhs.source {return false}
+    if lhs.model != rhs.model {return false}
+    if lhs.headWeight != rhs.headWeight {return false}
+    if lhs.headBias != rhs.headBias {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -203,10 +203,15 @@ struct  Rlhf__V1__TrainBatch
    */
   float learning_rate;
   uint64_t policy_version;
+  /*
+   * REWARD_RANKING: which reward model trains (REWARD_MODEL or SAFETY_MODEL); its version is
+   * policy_version (each model counts its own versions).
+   */
+  Rlhf__V1__Role model;
 };
 #define RLHF__V1__TRAIN_BATCH__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&rlhf__v1__train_batch__descriptor) \
-    , RLHF__V1__TRAIN_KIND__TRAIN_KIND_UNSPECIFIED, 0,NULL, 0, 0 }
+    , RLHF__V1__TRAIN_KIND__TRAIN_KIND_UNSPECIFIED, 0,NULL, 0, 0, RLHF__V1__ROLE__ROLE_UNSPECIFIED }
 
 
 struct  Rlhf__V1__TrainStats
@@ -225,10 +230,14 @@ struct  Rlhf__V1__TrainStats
    * The version the step produced, as the learner serves it to consumers.
    */
   Rlhf__V1__WeightAnnounce *announce;
+  /*
+   * REWARD_RANKING: the share of the batch's pairs ranked right before the step.
+   */
+  double accuracy;
 };
 #define RLHF__V1__TRAIN_STATS__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&rlhf__v1__train_stats__descriptor) \
-    , RLHF__V1__TRAIN_KIND__TRAIN_KIND_UNSPECIFIED, 0, 0, 0, 0, 0, 0, 0, 0, NULL }
+    , RLHF__V1__TRAIN_KIND__TRAIN_KIND_UNSPECIFIED, 0, 0, 0, 0, 0, 0, 0, 0, NULL, 0 }
 
 
 /*
@@ -246,10 +255,18 @@ struct  Rlhf__V1__WeightAnnounce
   size_t n_tensors;
   Rlhf__V1__WeightTensor **tensors;
   char *source;
+  /*
+   * Whose weights: ROLE_UNSPECIFIED for the policy, REWARD_MODEL or SAFETY_MODEL for a reward model,
+   * which also carries its scalar head (weight [dim], bias); policy_version is then the model's version.
+   */
+  Rlhf__V1__Role model;
+  size_t n_head_weight;
+  float *head_weight;
+  float head_bias;
 };
 #define RLHF__V1__WEIGHT_ANNOUNCE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&rlhf__v1__weight_announce__descriptor) \
-    , 0, 0, 0, 0,NULL, (char *)protobuf_c_empty_string }
+    , 0, 0, 0, 0,NULL, (char *)protobuf_c_empty_string, RLHF__V1__ROLE__ROLE_UNSPECIFIED, 0,NULL, 0 }
 
 
 struct  Rlhf__V1__WeightTensor
