@@ -59,7 +59,7 @@ public final class Coordinator: @unchecked Sendable {
         var syncs: [UInt64: String] = [:]
         /// The last version announced and the roles that follow it: a consumer that (re-)registers
         /// holding another version is paused and brought up to it before it gets work.
-        var latest: (announce: Rlhf_V1_WeightAnnounce, roles: Set<WorkerRole>)?
+        var latest: [WorkerRole: Rlhf_V1_WeightAnnounce] = [:]
         var catchingUp: Set<String> = []
         /// Messages queued by the handler for the pump to send: `(identity, frames)`.
         var outbox: [([UInt8], [[UInt8]])] = []
@@ -341,13 +341,15 @@ public final class Coordinator: @unchecked Sendable {
     }
 
     /// Sends one train batch (with its tensor frames) to the learner and returns its stats, whose
-    /// `announce` is the new policy version.
+    /// `announce` is the new version (of the policy, or of the reward model a REWARD_RANKING batch names).
     public func train(_ batch: Rlhf_V1_TrainBatch, tensors: [WireTensor] = [], timeoutSeconds: Double = 600) throws -> Rlhf_V1_TrainStats {
         let message = try WireMessage(type: .trainBatch, requestID: 0, body: batch, tensors: tensors, policyVersion: batch.policyVersion)
         let stats = try run([(.learner, message)], timeoutSeconds: timeoutSeconds)[0].decodeBody(Rlhf_V1_TrainStats.self)
-        shared.state.withLock { s in
-            s.step = stats.step
-            s.policyVersion = max(s.policyVersion, stats.policyVersion)
+        if batch.kind != .rewardRanking {
+            shared.state.withLock { s in
+                s.step = stats.step
+                s.policyVersion = max(s.policyVersion, stats.policyVersion)
+            }
         }
         return stats
     }
@@ -361,7 +363,7 @@ public final class Coordinator: @unchecked Sendable {
                             timeoutSeconds: Double = 120) throws -> [String] {
         let checksum = announce.modelChecksum
         let sends = shared.state.withLock { s -> [(String, UInt64, [UInt8], [[UInt8]])] in
-            s.latest = (announce, roles)
+            for role in roles { s.latest[role] = announce }
             return s.membership.workers().filter { roles.contains($0.registration.role) && $0.health != .dead }.compactMap { m in
                 let id = m.registration.workerID
                 guard let identity = s.identities[id] else { return nil }
@@ -394,7 +396,8 @@ public final class Coordinator: @unchecked Sendable {
             _ = progress.wait(timeout: .now() + 0.05)
         }
         return shared.state.withLock { s in
-            s.policyVersion = announce.policyVersion
+            // A reward model's versions are its own; the cluster's policy version is the policy's.
+            if announce.model == .unspecified { s.policyVersion = announce.policyVersion }
             return targets.filter { s.membership.members[$0].map { $0.health != .dead && $0.policyVersion == announce.policyVersion } == true }
         }
     }
@@ -405,19 +408,18 @@ public final class Coordinator: @unchecked Sendable {
     }
 
     /// Takes up where an earlier life of the coordinator left off: the policy version and round it
-    /// had reached and the last weight version it announced to `roles` (consumers registering with
+    /// had reached and the last weight version it announced to each role (workers registering with
     /// another version are brought up to it before they get work).
-    public func restore(policyVersion: UInt64, round: UInt32, announce: Rlhf_V1_WeightAnnounce?,
-                        roles: Set<WorkerRole> = [.generator]) {
+    public func restore(policyVersion: UInt64, round: UInt32, announces: [WorkerRole: Rlhf_V1_WeightAnnounce]) {
         shared.state.withLock { s in
             s.policyVersion = policyVersion
             s.round = round
-            if let announce { s.latest = (announce, roles) }
+            s.latest = announces
         }
     }
 
-    /// The last weight version announced to consumers, if any.
-    public var latestAnnouncement: Rlhf_V1_WeightAnnounce? { shared.state.withLock { $0.latest?.announce } }
+    /// The last weight version announced to each role that follows the learner.
+    public var latestAnnouncements: [WorkerRole: Rlhf_V1_WeightAnnounce] { shared.state.withLock { $0.latest } }
 
     /// Sets what `rlhf status` reports as the plan's stage, round and step.
     public func setProgress(stage: String, round: UInt32? = nil, step: UInt64? = nil) {
@@ -486,13 +488,13 @@ public final class Coordinator: @unchecked Sendable {
                         s.redispatched += UInt64(s.dispatcher.removeWorker(r.workerID).count)
                         // A generator runs one task at a time and holds the next one ready.
                         s.dispatcher.addWorker(r.workerID, role: role, capacity: 2)
-                        if let latest = s.latest, latest.roles.contains(role), r.policyVersion != latest.announce.policyVersion {
+                        if let latest = s.latest[role], r.policyVersion != latest.policyVersion {
                             // Behind the cluster's policy: no work until it has fetched the current version.
                             s.dispatcher.pause(r.workerID)
                             s.catchingUp.insert(r.workerID)
                             s.nextControlID += 1
-                            if let frames = try? WireMessage(type: .weightAnnounce, requestID: s.nextControlID, body: latest.announce,
-                                                             sender: "coordinator", policyVersion: latest.announce.policyVersion).frames() {
+                            if let frames = try? WireMessage(type: .weightAnnounce, requestID: s.nextControlID, body: latest,
+                                                             sender: "coordinator", policyVersion: latest.policyVersion).frames() {
                                 s.syncs[s.nextControlID] = r.workerID
                                 s.outbox.append((identity, frames))
                             }
@@ -516,8 +518,8 @@ public final class Coordinator: @unchecked Sendable {
                                                        tasksInFlight: Int(h.tasksInFlight), weightsChecksum: h.weightsCrc32C,
                                                        tokensProcessed: h.tokensProcessed, draining: h.state == .draining)
                     if known && h.state == .draining { s.dispatcher.pause(h.workerID) }
-                    if known, s.catchingUp.contains(h.workerID), let latest = s.latest,
-                       h.policyVersion == latest.announce.policyVersion, h.weightsCrc32C == latest.announce.modelChecksum {
+                    if known, s.catchingUp.contains(h.workerID), let role = s.membership.members[h.workerID]?.registration.role,
+                       let latest = s.latest[role], h.policyVersion == latest.policyVersion, h.weightsCrc32C == latest.modelChecksum {
                         s.catchingUp.remove(h.workerID)
                         s.syncs = s.syncs.filter { $0.value != h.workerID }
                         if h.state != .draining { s.dispatcher.resume(h.workerID) }

@@ -142,8 +142,12 @@ public final class Launcher {
             report("resuming from the journal (\(recovered.records) records\(recovered.cutTornTail ? ", a torn last record cut off" : "")): "
                    + "\(last), \(recovered.results.count) results of the step in progress already accepted")
             if let index = recovered.lastDoneStep, let done = recovered.doneSteps[index] {
-                let announce = try done.announce.map { try Rlhf_V1_WeightAnnounce(serializedBytes: [UInt8]($0)) }
-                coordinator.restore(policyVersion: done.policyVersion, round: done.round, announce: announce)
+                var announces: [WorkerRole: Rlhf_V1_WeightAnnounce] = [:]
+                for (name, bytes) in done.announces {
+                    guard let role = WorkerRole(rawValue: name) else { throw Failure(message: "the journal names an unknown role \(name)") }
+                    announces[role] = try Rlhf_V1_WeightAnnounce(serializedBytes: [UInt8](bytes))
+                }
+                coordinator.restore(policyVersion: done.policyVersion, round: done.round, announces: announces)
             }
         }
         let adopted = try startWorkers(coordinator: coordinator, journal: journal, previous: recovered.workers)
@@ -161,8 +165,9 @@ public final class Launcher {
             coordinator.beginStep(i)
             try run(step, index: i, coordinator: coordinator, report: report)
             let status = coordinator.status()
-            let announce = try coordinator.latestAnnouncement.map { Data(try $0.serializedBytes() as [UInt8]) }
-            try journal.append(.stepDone(index: i, policyVersion: status.policyVersion, round: status.round, announce: announce))
+            var announces: [String: Data] = [:]
+            for (role, announce) in coordinator.latestAnnouncements { announces[role.rawValue] = Data(try announce.serializedBytes() as [UInt8]) }
+            try journal.append(.stepDone(index: i, policyVersion: status.policyVersion, round: status.round, announces: announces))
         }
         try journal.append(.finished)
         report("plan finished")

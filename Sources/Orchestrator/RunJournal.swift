@@ -24,8 +24,9 @@ public final class RunJournal: @unchecked Sendable {
         case stepBegin(index: Int)
         /// A task's result, accepted: its request id and the frames as they arrived.
         case result(requestID: UInt64, frames: [Data])
-        /// A plan step is done: the policy version, round and latest weight announcement after it.
-        case stepDone(index: Int, policyVersion: UInt64, round: UInt32, announce: Data?)
+        /// A plan step is done: the policy version, round and the last weight announcement of each role
+        /// (by role name) after it.
+        case stepDone(index: Int, policyVersion: UInt64, round: UInt32, announces: [String: Data])
         /// The plan finished.
         case finished
     }
@@ -39,7 +40,7 @@ public final class RunJournal: @unchecked Sendable {
         /// The last record of each worker id.
         public var workers: [String: (host: String, pid: Int32)] = [:]
         /// Steps done, by index, with what `stepDone` recorded.
-        public var doneSteps: [Int: (policyVersion: UInt64, round: UInt32, announce: Data?)] = [:]
+        public var doneSteps: [Int: (policyVersion: UInt64, round: UInt32, announces: [String: Data])] = [:]
         /// Accepted results of steps not yet done, by request id.
         public var results: [UInt64: [Data]] = [:]
         /// Whether the plan finished.
@@ -149,8 +150,8 @@ public final class RunJournal: @unchecked Sendable {
             case let .worker(id, host, pid): recovered.workers[id] = (host, pid)
             case .stepBegin: break
             case let .result(requestID, frames): recovered.results[requestID] = frames
-            case let .stepDone(index, version, round, announce):
-                recovered.doneSteps[index] = (version, round, announce)
+            case let .stepDone(index, version, round, announces):
+                recovered.doneSteps[index] = (version, round, announces)
                 // Results of a finished step are never asked for again.
                 let first = UInt64(index + 1) << 32, next = UInt64(index + 2) << 32
                 recovered.results = recovered.results.filter { $0.key < first || $0.key >= next }

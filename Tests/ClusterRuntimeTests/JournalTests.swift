@@ -17,7 +17,7 @@ import Testing
             try journal.append(.worker(id: "generator-a-0", host: "a", pid: 123))
             try journal.append(.stepBegin(index: 0))
             try journal.append(.result(requestID: RunJournal.firstRequestID(ofStep: 0) + 1, frames: [Data([1, 2, 3])]))
-            try journal.append(.stepDone(index: 0, policyVersion: 1, round: 1, announce: Data([9])))
+            try journal.append(.stepDone(index: 0, policyVersion: 1, round: 1, announces: ["generator": Data([9])]))
             try journal.append(.stepBegin(index: 1))
             try journal.append(.result(requestID: RunJournal.firstRequestID(ofStep: 1) + 1, frames: [Data([4]), Data()]))
             try journal.append(.result(requestID: RunJournal.firstRequestID(ofStep: 1) + 2, frames: [Data([5])]))
@@ -28,7 +28,7 @@ import Testing
         #expect(recovered.endpoint == "tcp://127.0.0.1:5000")
         #expect(recovered.workers["generator-a-0"]?.pid == 123)
         #expect(recovered.lastDoneStep == 0)
-        #expect(recovered.doneSteps[0]?.policyVersion == 1 && recovered.doneSteps[0]?.announce == Data([9]))
+        #expect(recovered.doneSteps[0]?.policyVersion == 1 && recovered.doneSteps[0]?.announces == ["generator": Data([9])])
         // Only the results of the step in progress are kept, byte for byte.
         #expect(recovered.results.keys.sorted() == [RunJournal.firstRequestID(ofStep: 1) + 1, RunJournal.firstRequestID(ofStep: 1) + 2])
         #expect(recovered.results[RunJournal.firstRequestID(ofStep: 1) + 1] == [Data([4]), Data()])
