@@ -56,7 +56,7 @@ let package = Package(
         ),
         .target(
             name: "Orchestrator",
-            dependencies: ["ClusterRuntime", "Wire", "Transport", "Workers",
+            dependencies: ["ClusterRuntime", "Wire", "Transport", "Workers", "RLHF", "EmbeddedTask", "LlamaCore", "LlamaTraining",
                            .product(name: "Logging", package: "swift-log"),
                            .product(name: "Yams", package: "Yams"),
                            .product(name: "SwiftProtobuf", package: "swift-protobuf")]

@@ -1,5 +1,6 @@
 import ClusterRuntime
 import Foundation
+import LlamaTraining
 import Yams
 
 /// A cluster spec (YAML in cluster/): where the coordinator listens, which hosts run which workers,
@@ -31,6 +32,27 @@ public struct ClusterSpec: Sendable, Equatable {
         case round(prompts: Int, samples: Int, maxNewTokens: Int, temperature: Float, learningRate: Float)
         /// Keep the cluster up for `seconds` (to look at it with `rlhf status`).
         case hold(seconds: Double)
+        /// Evaluate the current policy on held-out prompts with the task's annotator (the first
+        /// evaluation, of the SFT policy, is every later win rate's baseline).
+        case evaluate(name: String, settings: RLHFPipeline.EvalSettings)
+        /// Train a reward model (reward-model or safety-model) on the learner from the task's pairs.
+        case trainRewardModel(RLHFPipeline.RewardModelSettings)
+        /// A rejection-sampling round (RLHF-V1..V4).
+        case rejectionSampling(RLHFPipeline.RoundSettings)
+    }
+
+    /// The embedded task the RLHF steps work on.
+    public struct Task: Sendable, Equatable {
+        /// Seed of the task's pairs.
+        public var seed: UInt64 = 1
+        /// The policy's tokenizer (default: tokenizer.bin beside the checkpoint).
+        public var tokenizer: String?
+        /// Preference pairs generated for the reward models.
+        public var preferencePairs = 8_000
+        /// Evaluation prompts used (nil: all).
+        public var evalPrompts: Int?
+        /// Sampling temperature of evaluations.
+        public var evalTemperature: Float = 1.0
     }
 
     public var coordinator: String
@@ -46,11 +68,13 @@ public struct ClusterSpec: Sendable, Equatable {
     /// CURVE key prefixes (files PREFIX.key and PREFIX.pub from `rlhf keys generate`): the servers'
     /// (coordinator, learners' weight servers) and the workers'. nil: plain TCP.
     public var curve: (server: String, client: String)?
+    /// The embedded task, for the RLHF steps (nil: none; those steps are then refused).
+    public var task: Task?
 
     public static func == (a: ClusterSpec, b: ClusterSpec) -> Bool {
         a.coordinator == b.coordinator && a.hosts == b.hosts && a.checkpoint == b.checkpoint && a.rewardHead == b.rewardHead
             && a.safetyHead == b.safetyHead && a.plan == b.plan && a.heartbeatMilliseconds == b.heartbeatMilliseconds
-            && a.metrics == b.metrics && a.curve?.server == b.curve?.server && a.curve?.client == b.curve?.client
+            && a.metrics == b.metrics && a.curve?.server == b.curve?.server && a.curve?.client == b.curve?.client && a.task == b.task
     }
 
     /// A spec error: the key (dotted path) and why.
@@ -80,7 +104,7 @@ public struct ClusterSpec: Sendable, Equatable {
             throw Invalid(key: "(file)", reason: "not valid YAML: \(error)")
         }
         guard let top = root as? [String: Any] else { throw Invalid(key: "(file)", reason: "expected a mapping at the top level") }
-        let known: Set<String> = ["coordinator", "hosts", "model", "plan", "heartbeat_ms", "metrics", "curve"]
+        let known: Set<String> = ["coordinator", "hosts", "model", "plan", "heartbeat_ms", "metrics", "curve", "task"]
         if let unknown = top.keys.first(where: { !known.contains($0) }) {
             throw Invalid(key: unknown, reason: "unknown key (expected one of \(known.sorted().joined(separator: ", ")))")
         }
@@ -162,8 +186,43 @@ public struct ClusterSpec: Sendable, Equatable {
                 let seconds = (args["seconds"] as? Double) ?? (args["seconds"] as? Int).map(Double.init) ?? 0
                 guard seconds > 0 else { throw Invalid(key: "plan[\(i)].hold.seconds", reason: "expected a positive number of seconds") }
                 plan.append(.hold(seconds: seconds))
+            case "evaluate":
+                let args = try arguments(value, key: "plan[\(i)].evaluate", known: ["name"])
+                plan.append(.evaluate(name: args["name"] as? String ?? "SFT", settings: RLHFPipeline.EvalSettings()))
+            case "train_rm":
+                let key = "plan[\(i)].train_rm"
+                let args = try arguments(value, key: key, known: ["model", "pairs", "epochs", "batch_size", "learning_rate", "margin"])
+                guard let name = args["model"] as? String, let role = WorkerRole(rawValue: name), role == .rewardModel || role == .safetyModel else {
+                    throw Invalid(key: key + ".model", reason: "expected reward-model or safety-model")
+                }
+                var settings = RLHFPipeline.RewardModelSettings(model: role)
+                settings.pairs = try positive(args, "pairs", key)
+                settings.epochs = try number(args, "epochs", key) ?? settings.epochs
+                settings.batchSize = try positive(args, "batch_size", key) ?? settings.batchSize
+                settings.learningRate = try number(args, "learning_rate", key).map(Float.init) ?? settings.learningRate
+                if let m = args["margin"] {
+                    guard let text = m as? String, let margin = MarginTable(rawValue: text) else {
+                        throw Invalid(key: key + ".margin", reason: "expected small, large or none")
+                    }
+                    settings.margin = margin
+                }
+                plan.append(.trainRewardModel(settings))
+            case "rs_round":
+                let key = "plan[\(i)].rs_round"
+                let args = try arguments(value, key: key, known: ["name", "prompts", "samples", "temperature", "max_new_tokens", "epochs",
+                                                                  "batch_size", "learning_rate"])
+                guard let name = args["name"] as? String, !name.isEmpty else { throw Invalid(key: key + ".name", reason: "expected a name, e.g. V1") }
+                var settings = RLHFPipeline.RoundSettings(name: name)
+                settings.prompts = try positive(args, "prompts", key) ?? settings.prompts
+                settings.samples = try positive(args, "samples", key) ?? settings.samples
+                settings.temperature = try number(args, "temperature", key).map(Float.init) ?? settings.temperature
+                settings.maxNewTokens = try positive(args, "max_new_tokens", key) ?? settings.maxNewTokens
+                settings.epochs = try positive(args, "epochs", key) ?? settings.epochs
+                settings.batchSize = try positive(args, "batch_size", key) ?? settings.batchSize
+                settings.learningRate = try number(args, "learning_rate", key).map(Float.init) ?? settings.learningRate
+                plan.append(.rejectionSampling(settings))
             default:
-                throw Invalid(key: "plan[\(i)].\(kind)", reason: "unknown step (this build runs: generate, round, hold)")
+                throw Invalid(key: "plan[\(i)].\(kind)", reason: "unknown step (this build runs: generate, round, hold, evaluate, train_rm, rs_round)")
             }
         }
         let heartbeat = top["heartbeat_ms"] as? Int ?? 500
@@ -197,6 +256,59 @@ public struct ClusterSpec: Sendable, Equatable {
         var spec = ClusterSpec(coordinator: coordinator, hosts: hosts, checkpoint: checkpoint, rewardHead: rewardHead, safetyHead: safetyHead,
                                plan: plan, heartbeatMilliseconds: UInt64(heartbeat), metrics: metrics)
         spec.curve = curve
+        if let t = top["task"] {
+            let args = try arguments(t, key: "task", known: ["seed", "tokenizer", "preference_pairs", "eval_prompts", "eval_temperature"])
+            var task = Task()
+            if let seed = args["seed"] {
+                guard let n = seed as? Int, n >= 0 else { throw Invalid(key: "task.seed", reason: "expected a seed >= 0") }
+                task.seed = UInt64(n)
+            }
+            if let path = args["tokenizer"] {
+                guard let text = path as? String else { throw Invalid(key: "task.tokenizer", reason: "expected a path") }
+                let resolved = text.hasPrefix("/") ? text : (baseDirectory as NSString).appendingPathComponent(text)
+                guard FileManager.default.fileExists(atPath: resolved) else { throw Invalid(key: "task.tokenizer", reason: "no file at \(resolved)") }
+                task.tokenizer = resolved
+            }
+            task.preferencePairs = try positive(args, "preference_pairs", "task") ?? task.preferencePairs
+            task.evalPrompts = try positive(args, "eval_prompts", "task")
+            task.evalTemperature = try number(args, "eval_temperature", "task").map(Float.init) ?? task.evalTemperature
+            spec.task = task
+        }
+        let needsTask = plan.contains { step in
+            switch step {
+            case .evaluate, .trainRewardModel, .rejectionSampling: return true
+            default: return false
+            }
+        }
+        if needsTask && spec.task == nil {
+            throw Invalid(key: "task", reason: "the plan's evaluate, train_rm and rs_round steps need a task (e.g. task: {seed: 1})")
+        }
         return spec
+    }
+
+    /// A step's (or section's) arguments as a mapping, every key known.
+    static func arguments(_ value: Any, key: String, known: Set<String>) throws -> [String: Any] {
+        if value is NSNull { return [:] }
+        guard let args = value as? [String: Any] else { throw Invalid(key: key, reason: "expected a mapping") }
+        if let unknown = args.keys.first(where: { !known.contains($0) }) {
+            throw Invalid(key: "\(key).\(unknown)", reason: "unknown key (expected one of \(known.sorted().joined(separator: ", ")))")
+        }
+        return args
+    }
+
+    /// A positive integer argument, if given.
+    static func positive(_ args: [String: Any], _ name: String, _ key: String) throws -> Int? {
+        guard let value = args[name] else { return nil }
+        guard let n = value as? Int, n > 0 else { throw Invalid(key: "\(key).\(name)", reason: "expected a positive integer") }
+        return n
+    }
+
+    /// A positive number argument, if given.
+    static func number(_ args: [String: Any], _ name: String, _ key: String) throws -> Double? {
+        guard let value = args[name] else { return nil }
+        guard let x = (value as? Double) ?? (value as? Int).map(Double.init), x > 0, x.isFinite else {
+            throw Invalid(key: "\(key).\(name)", reason: "expected a positive number")
+        }
+        return x
     }
 }

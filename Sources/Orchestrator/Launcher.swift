@@ -91,6 +91,8 @@ public final class Launcher {
     private let lock = NSLock()
     private var launched: [Launched] = []
     private var coordinator: Coordinator?
+    /// The RLHF stages' driver, once a step needs it.
+    private var rlhf: RLHFPipeline?
     /// The workers started so far (a snapshot).
     private var started: [Launched] { lock.withLock { launched } }
 
@@ -109,7 +111,7 @@ public final class Launcher {
     }
 
     /// Runs the whole launch; `report` receives one line per event for the user.
-    public func run(report: (String) -> Void) throws {
+    public func run(report: @escaping (String) -> Void) throws {
         try FileManager.default.createDirectory(atPath: runDirectory + "/logs", withIntermediateDirectories: true)
         let (journal, recovered) = try RunJournal.open(at: runDirectory + "/journal.jsonl")
         if let digest = recovered.specDigest, digest != specDigest {
@@ -170,6 +172,10 @@ public final class Launcher {
             try journal.append(.stepDone(index: i, policyVersion: status.policyVersion, round: status.round, announces: announces))
         }
         try journal.append(.finished)
+        if let rlhf {
+            for line in rlhf.table() { report(line) }
+            report("summary: \(runDirectory)/summary.json")
+        }
         report("plan finished")
     }
 
@@ -285,7 +291,7 @@ public final class Launcher {
         throw Failure(message: "workers did not register within 120 s: \(missing.joined(separator: ", "))")
     }
 
-    private func run(_ step: ClusterSpec.Step, index: Int, coordinator: Coordinator, report: (String) -> Void) throws {
+    private func run(_ step: ClusterSpec.Step, index: Int, coordinator: Coordinator, report: @escaping (String) -> Void) throws {
         switch step {
         case let .generate(prompts, samples, maxNew, temperature):
             coordinator.setProgress(stage: "generate")
@@ -301,11 +307,39 @@ public final class Launcher {
         case let .round(prompts, samples, maxNew, temperature, lr):
             try runRound(index: index, prompts: prompts, samples: samples, maxNewTokens: maxNew, temperature: temperature,
                          learningRate: lr, coordinator: coordinator, report: report)
+        case let .evaluate(name, _):
+            try pipeline(coordinator, report: report).evaluate(name: name, settings: evalSettings)
+        case let .trainRewardModel(settings):
+            try pipeline(coordinator, report: report).trainRewardModel(settings)
+        case let .rejectionSampling(settings):
+            try pipeline(coordinator, report: report).rejectionSamplingRound(settings, evaluation: evalSettings, seed: UInt64(1_000 + index))
         case let .hold(seconds):
             coordinator.setProgress(stage: "hold")
             report(String(format: "step %d hold: the cluster stays up for %.1f s", index + 1, seconds))
             Thread.sleep(forTimeInterval: seconds)
         }
+    }
+
+    /// Evaluation settings from the spec's task.
+    private var evalSettings: RLHFPipeline.EvalSettings {
+        var settings = RLHFPipeline.EvalSettings()
+        settings.prompts = spec.task?.evalPrompts
+        settings.temperature = spec.task?.evalTemperature ?? 1
+        return settings
+    }
+
+    /// The RLHF pipeline of the spec's task, made at the first step that needs it.
+    private func pipeline(_ coordinator: Coordinator, report: @escaping (String) -> Void) throws -> RLHFPipeline {
+        if let pipeline = rlhf { return pipeline }
+        guard let task = spec.task else { throw Failure(message: "the plan's RLHF steps need a task in the spec") }
+        let tokenizerPath = task.tokenizer ?? ((spec.checkpoint as NSString).deletingLastPathComponent as NSString).appendingPathComponent("tokenizer.bin")
+        let tokenizer = try Tokenizer(path: tokenizerPath)
+        let config = try Checkpoint.read(path: spec.checkpoint).weights.config
+        try tokenizer.check(against: config, path: tokenizerPath)
+        let context = TaskContext(embeddedSeed: task.seed, tokenizer: tokenizer, preferencePairs: task.preferencePairs)
+        let pipeline = try RLHFPipeline(coordinator: coordinator, context: context, config: config, runDirectory: runDirectory, report: report)
+        rlhf = pipeline
+        return pipeline
     }
 
     /// A generate request of `prompts` synthetic prompts (BOS and 4 random ids: the spec has no data
