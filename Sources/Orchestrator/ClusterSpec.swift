@@ -210,7 +210,7 @@ public struct ClusterSpec: Sendable, Equatable {
             case "rs_round":
                 let key = "plan[\(i)].rs_round"
                 let args = try arguments(value, key: key, known: ["name", "prompts", "samples", "temperature", "max_new_tokens", "epochs",
-                                                                  "batch_size", "learning_rate"])
+                                                                  "batch_size", "learning_rate", "new_pairs", "rm_learning_rate"])
                 guard let name = args["name"] as? String, !name.isEmpty else { throw Invalid(key: key + ".name", reason: "expected a name, e.g. V1") }
                 var settings = RLHFPipeline.RoundSettings(name: name)
                 settings.prompts = try positive(args, "prompts", key) ?? settings.prompts
@@ -220,6 +220,11 @@ public struct ClusterSpec: Sendable, Equatable {
                 settings.epochs = try positive(args, "epochs", key) ?? settings.epochs
                 settings.batchSize = try positive(args, "batch_size", key) ?? settings.batchSize
                 settings.learningRate = try number(args, "learning_rate", key).map(Float.init) ?? settings.learningRate
+                if let n = args["new_pairs"] {
+                    guard let count = n as? Int, count >= 0 else { throw Invalid(key: key + ".new_pairs", reason: "expected a count >= 0") }
+                    settings.newPairs = count
+                }
+                settings.rewardLearningRate = try number(args, "rm_learning_rate", key).map(Float.init) ?? settings.rewardLearningRate
                 plan.append(.rejectionSampling(settings))
             default:
                 throw Invalid(key: "plan[\(i)].\(kind)", reason: "unknown step (this build runs: generate, round, hold, evaluate, train_rm, rs_round)")

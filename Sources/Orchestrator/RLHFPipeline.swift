@@ -36,6 +36,13 @@ public final class RLHFPipeline {
         public var maxNewTokens = 96
         /// SFT passes over the kept samples.
         public var epochs = 1
+        /// Iterative RLHF: pairs of this round's samples (per prompt, the reward model's favourite
+        /// against another) labelled by the annotator and added to the reward models' data, which
+        /// are retrained on them (with as many replayed earlier pairs) before the samples are scored
+        /// for selection. 0: the reward models stay as they are.
+        public var newPairs = 0
+        /// Learning rate of that retraining.
+        public var rewardLearningRate: Float = 5e-5
         public var batchSize = 16
         public var learningRate: Float = 1e-4
         public init(name: String) { self.name = name }
@@ -118,85 +125,125 @@ public final class RLHFPipeline {
 
     // MARK: - Reward models
 
-    /// Trains `settings.model` (reward or safety) on the learner from the task's pairs: the reward model
-    /// on pairs not flagged safety, the safety model on safety pairs plus as many others (LLaMA2 mixed
-    /// helpfulness data into its safety RM's); a tenth of the prompts held out. Syncs the trained version
-    /// to its workers and reports the held-out accuracy per preference level, scored by those workers.
+    /// A preference pair in tokens: the chat-formatted prompt, both answers (ending in EOS), the level
+    /// and whether the prompt is a safety prompt.
+    struct TokenPair {
+        var promptText: String
+        var prompt: [Int32]
+        var chosen: [Int32]
+        var rejected: [Int32]
+        var level: PreferenceLevel
+        var safety: Bool
+    }
+
+    /// Pairs each reward model has trained on so far (replayed when it is retrained on new pairs).
+    var rewardPairs: [WorkerRole: [TokenPair]] = [:]
+
+    /// The task's pair as tokens.
+    func tokens(_ pair: TaskData.PreferencePair) -> TokenPair {
+        let eos = context.tokenizer.eosId
+        return TokenPair(promptText: pair.prompt, prompt: ChatTemplate.promptIDs(pair.prompt, tokenizer: context.tokenizer),
+                         chosen: context.tokenizer.encode(pair.chosen) + [eos], rejected: context.tokenizer.encode(pair.rejected) + [eos],
+                         level: PreferenceLevel(rawValue: pair.preference) ?? .negligiblyBetter, safety: pair.safety)
+    }
+
+    /// Which pairs a reward model learns from: the reward model from pairs not flagged safety; the
+    /// safety model from safety pairs plus as many others (LLaMA2 mixed helpfulness data into its
+    /// safety reward model's).
+    static func pairs(for role: WorkerRole, _ all: [TokenPair]) -> [TokenPair] {
+        if role == .rewardModel { return all.filter { !$0.safety } }
+        let safety = all.filter(\.safety)
+        return safety + all.filter { !$0.safety }.prefix(safety.count)
+    }
+
+    /// Trains `settings.model` (reward or safety) on the learner from the task's pairs, a tenth of the
+    /// prompts held out. Syncs the trained version to its workers and reports the held-out accuracy per
+    /// preference level, scored by those workers.
     public func trainRewardModel(_ settings: RewardModelSettings) throws {
         let role = settings.model
         guard role == .rewardModel || role == .safetyModel else { throw Launcher.Failure(message: "train_rm trains reward-model or safety-model, not \(role.rawValue)") }
         let started = Date()
-        var pairs = context.preferences.filter { role == .rewardModel ? !$0.safety : $0.safety }
-        if role == .safetyModel { pairs += context.preferences.filter { !$0.safety }.prefix(pairs.count) }
+        var pairs = RLHFPipeline.pairs(for: role, context.preferences.map(tokens))
         if let n = settings.pairs { pairs = Array(pairs.prefix(n)) }
-        let heldOut = pairs.filter { RLHFPipeline.isHeldOut($0.prompt) }, train = pairs.filter { !RLHFPipeline.isHeldOut($0.prompt) }
+        let heldOut = pairs.filter { RLHFPipeline.isHeldOut($0.promptText) }, train = pairs.filter { !RLHFPipeline.isHeldOut($0.promptText) }
         guard !train.isEmpty else { throw Launcher.Failure(message: "train_rm \(role.rawValue): no pairs to train on") }
-        coordinator.setProgress(stage: "train \(role.rawValue)")
+        rewardPairs[role, default: []] += train
+        let steps = try trainOnLearner(role, pairs: train, epochs: settings.epochs, batchSize: settings.batchSize,
+                                       learningRate: settings.learningRate, margin: settings.margin, stage: "train \(role.rawValue)")
+        let (levels, correct, count) = try accuracy(role, heldOut)
+        let table = PreferenceLevel.allCases.compactMap { level -> String? in
+            guard let (c, t) = levels[level.rawValue], t > 0 else { return nil }
+            return String(format: "%@ %.1f%% (%d)", level.rawValue, 100 * Double(c) / Double(t), t)
+        }.joined(separator: ", ")
+        report(String(format: "%@ trained on the learner: %d pairs, %d steps, version %llu, %.1f s; held-out accuracy %.1f%% of %d: %@",
+                      role.rawValue, train.count, steps, rewardVersions[role] ?? 0, Date().timeIntervalSince(started),
+                      count == 0 ? 0 : 100 * Double(correct) / Double(count), count, table))
+        metric(["stage": "train_rm_done", "model": role.rawValue, "version": rewardVersions[role] ?? 0,
+                "held_out_accuracy": count == 0 ? 0 : Double(correct) / Double(count),
+                "levels": Dictionary(uniqueKeysWithValues: levels.map { ($0.key, ["correct": $0.value.0, "total": $0.value.1]) })])
+    }
+
+    /// Ranking-loss steps of `role` on the learner over `pairs` (shuffled with a fixed seed), on a
+    /// cosine schedule, then a sync of the new version to the role's workers. Returns the steps taken.
+    @discardableResult
+    func trainOnLearner(_ role: WorkerRole, pairs: [TokenPair], epochs: Double, batchSize: Int, learningRate: Float, margin: MarginTable,
+                        stage: String) throws -> Int {
+        coordinator.setProgress(stage: stage)
         var trainer = TrainerSettings.default
-        trainer.batchSize = settings.batchSize
-        trainer.epochs = settings.epochs
-        let total = trainer.totalSteps(examples: train.count)
+        trainer.batchSize = batchSize
+        trainer.epochs = epochs
+        trainer.learningRate = learningRate
+        let total = trainer.totalSteps(examples: pairs.count)
         let schedule = trainer.schedule(total: total)
-        var order = Array(train.indices), cursor = 0
-        var random = SeededGenerator(seed: 17)
+        var order = Array(pairs.indices), cursor = order.count
+        var random = SeededGenerator(seed: 17 &+ (rewardVersions[role] ?? 0))
         var version = rewardVersions[role] ?? 0
         var last: Rlhf_V1_TrainStats?
-        var accuracies: [Double] = []
         for step in 1...total {
-            if cursor + settings.batchSize > order.count || step == 1 {
+            if cursor + batchSize > order.count {
                 for i in stride(from: order.count - 1, to: 0, by: -1) { order.swapAt(i, Int(random.next() % UInt64(i + 1))) }
                 cursor = 0
             }
-            let batchPairs = (0..<settings.batchSize).map { train[order[(cursor + $0) % order.count]] }
-            cursor += settings.batchSize
+            let batchPairs = (0..<min(batchSize, order.count)).map { pairs[order[cursor + $0]] }
+            cursor += batchSize
             var batch = Rlhf_V1_TrainBatch()
             batch.kind = .rewardRanking
             batch.model = role.wire
             batch.policyVersion = version
             batch.learningRate = schedule.rate(step: step)
             for (i, pair) in batchPairs.enumerated() {
-                let prompt = ChatTemplate.promptIDs(pair.prompt, tokenizer: context.tokenizer)
-                batch.sequences.append(sequence(UInt64(2 * i), prompt, context.tokenizer.encode(pair.chosen) + [context.tokenizer.eosId]))
-                batch.sequences.append(sequence(UInt64(2 * i + 1), prompt, context.tokenizer.encode(pair.rejected) + [context.tokenizer.eosId]))
+                batch.sequences.append(sequence(UInt64(2 * i), pair.prompt, pair.chosen))
+                batch.sequences.append(sequence(UInt64(2 * i + 1), pair.prompt, pair.rejected))
             }
-            let margins = batchPairs.map { settings.margin.margin(PreferenceLevel(rawValue: $0.preference) ?? .negligiblyBetter) }
-            let stats = try coordinator.train(batch, tensors: [WireTensor(name: "margins", floats: margins)])
+            let stats = try coordinator.train(batch, tensors: [WireTensor(name: "margins", floats: batchPairs.map { margin.margin($0.level) })])
             version = stats.policyVersion
             last = stats
-            accuracies.append(stats.accuracy)
-            coordinator.setProgress(stage: "train \(role.rawValue)", step: UInt64(step))
+            coordinator.setProgress(stage: stage, step: UInt64(step))
             metric(["stage": "train_rm", "model": role.rawValue, "step": step, "steps": total, "loss": stats.loss,
                     "accuracy": stats.accuracy, "grad_norm": stats.gradNorm, "learning_rate": stats.learningRate])
         }
         rewardVersions[role] = version
         if let last { try coordinator.syncWeights(last.announce, roles: [role]) }
-        // Held-out accuracy per level, scored by the workers that now hold the trained version.
+        return total
+    }
+
+    /// The share of `pairs` that `role`'s workers rank right, per level, and overall.
+    func accuracy(_ role: WorkerRole, _ pairs: [TokenPair]) throws -> (levels: [String: (Int, Int)], correct: Int, count: Int) {
         var levels: [String: (Int, Int)] = [:]
-        if !heldOut.isEmpty {
-            var sequences: [Rlhf_V1_Sequence] = []
-            for (i, pair) in heldOut.enumerated() {
-                let prompt = ChatTemplate.promptIDs(pair.prompt, tokenizer: context.tokenizer)
-                sequences.append(sequence(UInt64(2 * i), prompt, context.tokenizer.encode(pair.chosen) + [context.tokenizer.eosId]))
-                sequences.append(sequence(UInt64(2 * i + 1), prompt, context.tokenizer.encode(pair.rejected) + [context.tokenizer.eosId]))
-            }
-            let scores = try coordinator.score(sequences, model: role, perTask: 32)
-            for (i, pair) in heldOut.enumerated() {
-                var entry = levels[pair.preference] ?? (0, 0)
-                entry.1 += 1
-                if scores[2 * i] > scores[2 * i + 1] { entry.0 += 1 }
-                levels[pair.preference] = entry
-            }
+        guard !pairs.isEmpty else { return ([:], 0, 0) }
+        var sequences: [Rlhf_V1_Sequence] = []
+        for (i, pair) in pairs.enumerated() {
+            sequences.append(sequence(UInt64(2 * i), pair.prompt, pair.chosen))
+            sequences.append(sequence(UInt64(2 * i + 1), pair.prompt, pair.rejected))
         }
-        let table = PreferenceLevel.allCases.compactMap { level -> String? in
-            guard let (c, t) = levels[level.rawValue], t > 0 else { return nil }
-            return String(format: "%@ %.1f%% (%d)", level.rawValue, 100 * Double(c) / Double(t), t)
-        }.joined(separator: ", ")
-        let correct = levels.values.reduce(0) { $0 + $1.0 }, count = levels.values.reduce(0) { $0 + $1.1 }
-        report(String(format: "%@ trained on the learner: %d pairs, %d steps, version %llu, %.1f s; held-out accuracy %.1f%% of %d: %@",
-                      role.rawValue, train.count, total, version, Date().timeIntervalSince(started),
-                      count == 0 ? 0 : 100 * Double(correct) / Double(count), count, table))
-        metric(["stage": "train_rm_done", "model": role.rawValue, "version": version, "held_out_accuracy": count == 0 ? 0 : Double(correct) / Double(count),
-                "levels": Dictionary(uniqueKeysWithValues: levels.map { ($0.key, ["correct": $0.value.0, "total": $0.value.1]) })])
+        let scores = try coordinator.score(sequences, model: role, perTask: 32)
+        for (i, pair) in pairs.enumerated() {
+            var entry = levels[pair.level.rawValue] ?? (0, 0)
+            entry.1 += 1
+            if scores[2 * i] > scores[2 * i + 1] { entry.0 += 1 }
+            levels[pair.level.rawValue] = entry
+        }
+        return (levels, levels.values.reduce(0) { $0 + $1.0 }, levels.values.reduce(0) { $0 + $1.1 })
     }
 
     /// A prompt's pairs are held out when its text hashes into the last tenth.
@@ -327,8 +374,13 @@ public final class RLHFPipeline {
         let byID = Dictionary(uniqueKeysWithValues: prompts.map { ($0.id, $0) })
         let sequences = generated.enumerated().map { i, g in sequence(UInt64(i), byID[g.sample.promptID]!.ids, g.sample.ids) }
         coordinator.setProgress(stage: "\(settings.name): score")
-        let helpfulness = try coordinator.score(sequences, model: .rewardModel, perTask: 16)
-        let safety = try coordinator.score(sequences, model: .safetyModel, perTask: 16)
+        var helpfulness = try coordinator.score(sequences, model: .rewardModel, perTask: 16)
+        var safety = try coordinator.score(sequences, model: .safetyModel, perTask: 16)
+        if settings.newPairs > 0 {
+            try retrainRewardModels(settings, round: round, generated: generated.map(\.sample), prompts: byID, helpfulness: helpfulness)
+            helpfulness = try coordinator.score(sequences, model: .rewardModel, perTask: 16)
+            safety = try coordinator.score(sequences, model: .safetyModel, perTask: 16)
+        }
         let (rewards, gateHits) = gate.combine(helpfulness: helpfulness, safety: safety,
                                                isSafetyPrompt: generated.map { byID[$0.sample.promptID]!.isSafety })
         let candidates = generated.enumerated().map { i, g in
@@ -386,6 +438,52 @@ public final class RLHFPipeline {
                       Double(tokens) / max(1e-9, generateSeconds), rewardMean, keptMean, 100 * gateHits, kept.count, steps, current))
         try evaluate(name: settings.name, settings: evaluation, rewardMean: rewardMean, gateHitRate: gateHits,
                      tokensPerSecond: Double(tokens) / max(1e-9, generateSeconds), seconds: Date().timeIntervalSince(started))
+    }
+
+    /// Labels new pairs from a round's samples with the annotator (per prompt: the reward model's top
+    /// sample against a random other; ties dropped) and retrains both reward models on them plus as
+    /// many replayed earlier pairs.
+    func retrainRewardModels(_ settings: RoundSettings, round: Int, generated: [Rlhf_V1_Sample], prompts: [UInt64: TaskContext.Prompt],
+                             helpfulness: [Float]) throws {
+        var byPrompt: [UInt64: [Int]] = [:], order: [UInt64] = []
+        for (i, s) in generated.enumerated() {
+            if byPrompt[s.promptID] == nil { order.append(s.promptID) }
+            byPrompt[s.promptID, default: []].append(i)
+        }
+        var random = SeededGenerator(seed: 0xBA1 &+ UInt64(round))
+        var fresh: [TokenPair] = []
+        for id in order where fresh.count < settings.newPairs {
+            guard let indices = byPrompt[id], indices.count >= 2, let prompt = prompts[id], let task = TaskPrompt.parse(prompt.text) else { continue }
+            let top = indices.max { helpfulness[$0] < helpfulness[$1] }!
+            let others = indices.filter { $0 != top }
+            let other = others[Int(random.next() % UInt64(others.count))]
+            let a = generated[top].ids, b = generated[other].ids
+            let ja = context.annotator.judge(task, context.text(a)), jb = context.annotator.judge(task, context.text(b))
+            let gap = abs(ja.utility - jb.utility)
+            guard gap >= Annotator.tieGap else { continue }
+            let level = PreferenceLevel(rawValue: Annotator.level(gap: gap).rawValue) ?? .negligiblyBetter
+            let eos = context.tokenizer.eosId
+            let (chosen, rejected) = ja.utility > jb.utility ? (a, b) : (b, a)
+            fresh.append(TokenPair(promptText: prompt.text, prompt: prompt.ids, chosen: chosen.last == eos ? chosen : chosen + [eos],
+                                   rejected: rejected.last == eos ? rejected : rejected + [eos], level: level, safety: prompt.isSafety))
+        }
+        let preferredTop = fresh.count
+        var lines: [String] = []
+        for role in [WorkerRole.rewardModel, .safetyModel] {
+            let new = RLHFPipeline.pairs(for: role, fresh)
+            guard !new.isEmpty else { continue }
+            let before = try accuracy(role, new)
+            var old = rewardPairs[role] ?? []
+            for i in stride(from: old.count - 1, to: 0, by: -1) { old.swapAt(i, Int(random.next() % UInt64(i + 1))) }
+            let mix = new + old.prefix(new.count)
+            rewardPairs[role, default: []] += new
+            try trainOnLearner(role, pairs: mix, epochs: 1, batchSize: 16, learningRate: settings.rewardLearningRate, margin: .small,
+                               stage: "\(settings.name): retrain \(role.rawValue)")
+            lines.append(String(format: "%@ %.1f%% right on %d new pairs before", role.rawValue,
+                                before.count == 0 ? 0 : 100 * Double(before.correct) / Double(before.count), new.count))
+        }
+        report("\(settings.name): \(preferredTop) new pairs labelled from this round's samples; reward models retrained (\(lines.joined(separator: "; ")))")
+        metric(["stage": "new_pairs", "round": settings.name, "pairs": preferredTop])
     }
 
     // MARK: - Summary

@@ -1,0 +1,68 @@
+import ClusterRuntime
+import Foundation
+import LlamaTraining
+import Orchestrator
+import Testing
+
+/// Cluster specs with the RLHF plan steps: parsed into settings, refused with the key at fault.
+@Suite struct SpecTests {
+    static let checkpoint = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        .appendingPathComponent("../../models/chat-world/sft.bin").standardized.path
+    static let head = """
+    coordinator: tcp://127.0.0.1:5555
+    hosts:
+      - name: a
+        workers: {generator: 1}
+    model: {checkpoint: \(checkpoint)}
+
+    """
+
+    @Test func rlhfStepsAndTheTaskAreParsed() throws {
+        let spec = try ClusterSpec.parse(SpecTests.head + """
+        task: {seed: 3, eval_prompts: 100, eval_temperature: 0.8}
+        plan:
+          - evaluate: {name: SFT}
+          - train_rm: {model: safety-model, epochs: 2, batch_size: 8, learning_rate: 0.0002, margin: large, pairs: 500}
+          - rs_round: {name: V1, prompts: 32, samples: 6, temperature: 1.2, max_new_tokens: 40, epochs: 2, batch_size: 4, learning_rate: 0.00003, new_pairs: 64}
+        """, baseDirectory: "/")
+        #expect(spec.task?.seed == 3 && spec.task?.evalPrompts == 100 && spec.task?.evalTemperature == 0.8)
+        #expect(spec.plan.count == 3)
+        #expect(spec.plan[0] == .evaluate(name: "SFT", settings: RLHFPipeline.EvalSettings()))
+        var rm = RLHFPipeline.RewardModelSettings(model: .safetyModel)
+        rm.epochs = 2
+        rm.batchSize = 8
+        rm.learningRate = 0.0002
+        rm.margin = .large
+        rm.pairs = 500
+        #expect(spec.plan[1] == .trainRewardModel(rm))
+        guard case let .rejectionSampling(round) = spec.plan[2] else {
+            Issue.record("expected a rejection-sampling round")
+            return
+        }
+        #expect(round.name == "V1" && round.prompts == 32 && round.samples == 6 && round.temperature == 1.2 && round.maxNewTokens == 40)
+        #expect(round.epochs == 2 && round.batchSize == 4 && round.learningRate == 0.00003 && round.newPairs == 64)
+    }
+
+    @Test func badRLHFStepsNameTheKey() {
+        let cases: [(String, String)] = [
+            ("plan:\n  - evaluate: {name: SFT}\n", "task"),
+            ("task: {seed: 1}\nplan:\n  - train_rm: {model: learner}\n", "plan[0].train_rm.model"),
+            ("task: {seed: 1}\nplan:\n  - train_rm: {model: reward-model, margin: huge}\n", "plan[0].train_rm.margin"),
+            ("task: {seed: 1}\nplan:\n  - rs_round: {prompts: 4}\n", "plan[0].rs_round.name"),
+            ("task: {seed: 1}\nplan:\n  - rs_round: {name: V1, samples: 0}\n", "plan[0].rs_round.samples"),
+            ("task: {seed: 1}\nplan:\n  - rs_round: {name: V1, sampels: 4}\n", "plan[0].rs_round.sampels"),
+            ("task: {seed: -1}\n", "task.seed"),
+            ("task: {tokenizer: /nonexistent.bin}\n", "task.tokenizer"),
+        ]
+        for (text, key) in cases {
+            do {
+                _ = try ClusterSpec.parse(SpecTests.head + text, baseDirectory: "/")
+                Issue.record("accepted: \(text)")
+            } catch let e as ClusterSpec.Invalid {
+                #expect(e.key == key, "\(text): \(e)")
+            } catch {
+                Issue.record("\(error)")
+            }
+        }
+    }
+}
