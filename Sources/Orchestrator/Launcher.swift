@@ -122,6 +122,20 @@ public final class Launcher {
             throw Failure(message: "the run in \(runDirectory) already finished; choose a new --run-dir to run the plan again")
         }
         let resuming = recovered.specDigest != nil
+        // The RLHF steps keep state of their own (the SFT baseline answers, the sampler's history, the
+        // reward models' pairs) that the journal does not hold yet: refuse rather than resume wrongly.
+        let rlhfDone = recovered.doneSteps.keys.contains { index in
+            guard index < spec.plan.count else { return false }
+            switch spec.plan[index] {
+            case .evaluate, .trainRewardModel, .rejectionSampling: return true
+            default: return false
+            }
+        }
+        if rlhfDone {
+            throw Failure(message: "run directory \(runDirectory) stopped after RLHF steps had finished; resuming an RLHF plan part-way is "
+                          + "not supported yet (its SFT baseline, rejection-sampling history and reward-model pairs are not journaled): "
+                          + "start it again with a new --run-dir")
+        }
         if !resuming { try journal.append(.run(specDigest: specDigest)) }
         // A resumed run binds the endpoint its workers know (the spec's may name port *).
         var settings = Coordinator.Settings(bind: recovered.endpoint ?? spec.coordinator)

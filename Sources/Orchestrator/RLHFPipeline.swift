@@ -467,7 +467,7 @@ public final class RLHFPipeline {
             fresh.append(TokenPair(promptText: prompt.text, prompt: prompt.ids, chosen: chosen.last == eos ? chosen : chosen + [eos],
                                    rejected: rejected.last == eos ? rejected : rejected + [eos], level: level, safety: prompt.isSafety))
         }
-        let preferredTop = fresh.count
+        let labelled = fresh.count
         var lines: [String] = []
         for role in [WorkerRole.rewardModel, .safetyModel] {
             let new = RLHFPipeline.pairs(for: role, fresh)
@@ -482,8 +482,8 @@ public final class RLHFPipeline {
             lines.append(String(format: "%@ %.1f%% right on %d new pairs before", role.rawValue,
                                 before.count == 0 ? 0 : 100 * Double(before.correct) / Double(before.count), new.count))
         }
-        report("\(settings.name): \(preferredTop) new pairs labelled from this round's samples; reward models retrained (\(lines.joined(separator: "; ")))")
-        metric(["stage": "new_pairs", "round": settings.name, "pairs": preferredTop])
+        report("\(settings.name): \(labelled) new pairs labelled from this round's samples; reward models retrained (\(lines.joined(separator: "; ")))")
+        metric(["stage": "new_pairs", "round": settings.name, "pairs": labelled])
     }
 
     // MARK: - Summary

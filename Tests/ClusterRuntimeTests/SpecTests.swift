@@ -1,5 +1,6 @@
 import ClusterRuntime
 import Foundation
+import LlamaCore
 import LlamaTraining
 import Orchestrator
 import Testing
@@ -63,6 +64,29 @@ import Testing
             } catch {
                 Issue.record("\(error)")
             }
+        }
+    }
+}
+
+/// A run directory whose RLHF steps had finished is not resumed (their state is not journaled yet).
+@Suite struct RLHFResumeTests {
+    @Test func resumingAnRLHFPlanPartWayIsRefusedWithTheReason() throws {
+        let text = SpecTests.head + "task: {seed: 1}\nplan:\n  - evaluate: {name: SFT}\n  - hold: {seconds: 1}\n"
+        let spec = try ClusterSpec.parse(text, baseDirectory: "/")
+        let dir = NSTemporaryDirectory() + "rlhf-resume-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var crc = CRC32C()
+        crc.update(Array(text.utf8))
+        let (journal, _) = try RunJournal.open(at: dir + "/journal.jsonl")
+        try journal.append(.run(specDigest: crc.value))
+        try journal.append(.stepBegin(index: 0))
+        try journal.append(.stepDone(index: 0, policyVersion: 0, round: 0, announces: [:]))
+        do {
+            try Launcher(spec: spec, specText: text, runDirectory: dir).run { _ in }
+            Issue.record("an RLHF plan was resumed part-way")
+        } catch let failure as Launcher.Failure {
+            #expect(failure.message.contains("not supported yet") && failure.message.contains("new --run-dir"), "\(failure)")
         }
     }
 }
