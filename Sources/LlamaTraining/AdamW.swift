@@ -117,6 +117,12 @@ public final class AdamW {
         return total.squareRoot()
     }
 
+    /// Forgets the moments and the step count: the optimizer of a fresh run.
+    public func reset() {
+        step = 0
+        for m in firstMoments + secondMoments { m.withUnsafeMutableBufferPointer { $0.update(repeating: 0) } }
+    }
+
     /// Clips by global norm (scale `min(1, clip / (norm + 1e-6))`), then takes one AdamW step at rate
     /// `lr`, elements split over `pool`. Returns the gradient norm before clipping.
     @discardableResult

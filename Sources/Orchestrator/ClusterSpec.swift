@@ -210,7 +210,7 @@ public struct ClusterSpec: Sendable, Equatable {
             case "rs_round":
                 let key = "plan[\(i)].rs_round"
                 let args = try arguments(value, key: key, known: ["name", "prompts", "samples", "temperature", "max_new_tokens", "epochs",
-                                                                  "batch_size", "learning_rate", "new_pairs", "rm_learning_rate"])
+                                                                  "batch_size", "learning_rate", "new_pairs", "rm_learning_rate", "from_sft"])
                 guard let name = args["name"] as? String, !name.isEmpty else { throw Invalid(key: key + ".name", reason: "expected a name, e.g. V1") }
                 var settings = RLHFPipeline.RoundSettings(name: name)
                 settings.prompts = try positive(args, "prompts", key) ?? settings.prompts
@@ -225,6 +225,10 @@ public struct ClusterSpec: Sendable, Equatable {
                     settings.newPairs = count
                 }
                 settings.rewardLearningRate = try number(args, "rm_learning_rate", key).map(Float.init) ?? settings.rewardLearningRate
+                if let flag = args["from_sft"] {
+                    guard let value = flag as? Bool else { throw Invalid(key: key + ".from_sft", reason: "expected true or false") }
+                    settings.fromSFT = value
+                }
                 plan.append(.rejectionSampling(settings))
             default:
                 throw Invalid(key: "plan[\(i)].\(kind)", reason: "unknown step (this build runs: generate, round, hold, evaluate, train_rm, rs_round)")

@@ -43,6 +43,10 @@ public final class RLHFPipeline {
         public var newPairs = 0
         /// Learning rate of that retraining.
         public var rewardLearningRate: Float = 5e-5
+        /// Fine-tune the SFT model anew each round on the kept samples of this and every earlier round
+        /// (the latest kept sample of each prompt), instead of continuing from the last policy: the
+        /// policy cannot drift further with every round.
+        public var fromSFT = false
         public var batchSize = 16
         public var learningRate: Float = 1e-4
         public init(name: String) { self.name = name }
@@ -90,6 +94,8 @@ public final class RLHFPipeline {
     let report: (String) -> Void
     let gate = SafetyGate()
     var sampler = RejectionSampler(poolFromRound: 4)
+    /// Every round's kept sample of each prompt (the latest), for rounds that fine-tune from SFT.
+    var keptSoFar: [UInt64: Candidate] = [:]
     /// The SFT policy's evaluation answers (the baseline of every win rate), by eval prompt.
     var baseline: [String]?
     public private(set) var sft: Figures?
@@ -404,15 +410,26 @@ public final class RLHFPipeline {
         var current = version
         var last: Rlhf_V1_TrainStats?
         var steps = 0
+        for c in kept { keptSoFar[c.promptID] = c }
+        // From SFT: all rounds' kept samples in a seeded order; else this round's.
+        var training = kept
+        if settings.fromSFT {
+            training = keptSoFar.keys.sorted().map { keptSoFar[$0]! }
+            var shuffle = SeededGenerator(seed: seed &+ 7)
+            for i in stride(from: training.count - 1, to: 0, by: -1) { training.swapAt(i, Int(shuffle.next() % UInt64(i + 1))) }
+        }
         for _ in 0..<max(1, settings.epochs) {
-            for start in stride(from: 0, to: kept.count, by: settings.batchSize) {
+            for start in stride(from: 0, to: training.count, by: settings.batchSize) {
                 var batch = Rlhf_V1_TrainBatch()
                 batch.kind = .sft
                 batch.policyVersion = current
                 batch.learningRate = settings.learningRate
-                batch.sequences = kept[start ..< min(kept.count, start + settings.batchSize)].enumerated().map { i, c in
+                batch.fromInitial = settings.fromSFT && steps == 0
+                batch.sequences = training[start ..< min(training.count, start + settings.batchSize)].enumerated().map { i, c in
                     // Samples that stopped end in EOS already; one cut at the token limit gets it added.
-                    sequence(UInt64(i), byID[c.promptID]!.ids, c.responseIDs.last == context.tokenizer.eosId ? c.responseIDs : c.responseIDs + [context.tokenizer.eosId])
+                    // (Prompt ids index the training prompts: a kept sample of an earlier round has its prompt there.)
+                    sequence(UInt64(i), context.trainPrompts[Int(c.promptID)].ids,
+                             c.responseIDs.last == context.tokenizer.eosId ? c.responseIDs : c.responseIDs + [context.tokenizer.eosId])
                 }
                 let stats = try coordinator.train(batch)
                 current = stats.policyVersion
@@ -433,9 +450,10 @@ public final class RLHFPipeline {
         let rewardMean = rewards.reduce(0, +) / Double(max(1, rewards.count))
         let keptMean = kept.map(\.reward).reduce(0, +) / Double(max(1, kept.count))
         report(String(format: "%@: %d prompts x %d samples at T=%.2f -> %d tokens in %.1f s (%.0f tok/s); reward mean %.3f, kept mean %.3f, "
-                      + "safety gate hit %.1f%%; SFT on %d kept, %d steps -> policy v%llu",
+                      + "safety gate hit %.1f%%; SFT%@ on %d kept, %d steps -> policy v%llu",
                       settings.name, prompts.count, settings.samples, settings.temperature, tokens, generateSeconds,
-                      Double(tokens) / max(1e-9, generateSeconds), rewardMean, keptMean, 100 * gateHits, kept.count, steps, current))
+                      Double(tokens) / max(1e-9, generateSeconds), rewardMean, keptMean, 100 * gateHits,
+                      settings.fromSFT ? " of the SFT model anew" : "", training.count, steps, current))
         try evaluate(name: settings.name, settings: evaluation, rewardMean: rewardMean, gateHitRate: gateHits,
                      tokensPerSecond: Double(tokens) / max(1e-9, generateSeconds), seconds: Date().timeIntervalSince(started))
     }

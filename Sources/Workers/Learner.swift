@@ -144,6 +144,11 @@ public final class Learner: RoleService, @unchecked Sendable {
         let mask = zip(sequences, batch.sequences).map { joined, s in
             (0..<(joined.count - 1)).map { t -> Float in t + 1 >= s.promptIds.count ? 1 : 0 }
         }
+        if batch.fromInitial {
+            // A fresh fine-tune of the chat model: its weights back, the optimizer's moments forgotten.
+            trainer.weights.storage.set(initialWeights.storage.array(0..<initialWeights.storage.count), at: 0)
+            optimizer.reset()
+        }
         var stats = Rlhf_V1_TrainStats()
         stats.kind = batch.kind
         trainer.zeroGradients()

@@ -206,6 +206,30 @@ import Workers
         #expect(learner.rewardModelVersion(.safetyModel) == 6)
     }
 
+    @Test func aBatchFromInitialStartsAgainFromTheChatModel() throws {
+        let loop = try PollLoop()
+        defer { loop.shutdown() }
+        let weights = try RoleTests.weights()
+        var batch = Rlhf_V1_TrainBatch()
+        batch.kind = .sft
+        batch.sequences = [RoleTests.sequence(0, prompt: [1, 30, 31], response: [32, 33, 34, 2])]
+        batch.learningRate = 3e-3
+        let fresh = try Learner(weights: weights, loop: loop, bind: "tcp://127.0.0.1:*", advertiseHost: "127.0.0.1")
+        _ = try fresh.train(batch)
+        let trained = try Learner(weights: weights, loop: loop, bind: "tcp://127.0.0.1:*", advertiseHost: "127.0.0.1")
+        for step in 0..<3 {
+            batch.policyVersion = UInt64(step)
+            _ = try trained.train(batch)
+        }
+        #expect(trained.weightsChecksum != fresh.weightsChecksum)
+        // From the initial weights with a fresh optimizer: the same step as a fresh learner's first, as version 4.
+        batch.policyVersion = 3
+        batch.fromInitial = true
+        let stats = try trained.train(batch)
+        #expect(stats.policyVersion == 4)
+        #expect(trained.weightsChecksum == fresh.weightsChecksum)
+    }
+
     @Test func learnerPPOBatchUsesPerResponseTokenTensors() throws {
         let loop = try PollLoop()
         defer { loop.shutdown() }

@@ -24,7 +24,7 @@ import Testing
         plan:
           - evaluate: {name: SFT}
           - train_rm: {model: safety-model, epochs: 2, batch_size: 8, learning_rate: 0.0002, margin: large, pairs: 500}
-          - rs_round: {name: V1, prompts: 32, samples: 6, temperature: 1.2, max_new_tokens: 40, epochs: 2, batch_size: 4, learning_rate: 0.00003, new_pairs: 64}
+          - rs_round: {name: V1, prompts: 32, samples: 6, temperature: 1.2, max_new_tokens: 40, epochs: 2, batch_size: 4, learning_rate: 0.00003, new_pairs: 64, from_sft: true}
         """, baseDirectory: "/")
         #expect(spec.task?.seed == 3 && spec.task?.evalPrompts == 100 && spec.task?.evalTemperature == 0.8)
         #expect(spec.plan.count == 3)
@@ -41,7 +41,7 @@ import Testing
             return
         }
         #expect(round.name == "V1" && round.prompts == 32 && round.samples == 6 && round.temperature == 1.2 && round.maxNewTokens == 40)
-        #expect(round.epochs == 2 && round.batchSize == 4 && round.learningRate == 0.00003 && round.newPairs == 64)
+        #expect(round.epochs == 2 && round.batchSize == 4 && round.learningRate == 0.00003 && round.newPairs == 64 && round.fromSFT)
     }
 
     @Test func badRLHFStepsNameTheKey() {
@@ -53,6 +53,7 @@ import Testing
             ("task: {seed: 1}\nplan:\n  - rs_round: {name: V1, samples: 0}\n", "plan[0].rs_round.samples"),
             ("task: {seed: 1}\nplan:\n  - rs_round: {name: V1, sampels: 4}\n", "plan[0].rs_round.sampels"),
             ("task: {seed: -1}\n", "task.seed"),
+            ("task: {seed: 1}\nplan:\n  - rs_round: {name: V1, from_sft: maybe}\n", "plan[0].rs_round.from_sft"),
             ("task: {tokenizer: /nonexistent.bin}\n", "task.tokenizer"),
         ]
         for (text, key) in cases {

@@ -259,6 +259,10 @@ public nonisolated struct Rlhf_V1_TrainBatch: Sendable {
   /// policy_version (each model counts its own versions).
   public var model: Rlhf_V1_Role = .unspecified
 
+  /// SFT: start this step from the learner's initial weights (the chat model) with a fresh optimizer, as a
+  /// round that fine-tunes the SFT model anew on all rounds' kept samples does at its first batch.
+  public var fromInitial: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -866,7 +870,7 @@ nonisolated extension Rlhf_V1_ReferenceLogProbResult: SwiftProtobuf.Message, Swi
 
 nonisolated extension Rlhf_V1_TrainBatch: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".TrainBatch"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}kind\0\u{1}sequences\0\u{3}learning_rate\0\u{3}policy_version\0\u{1}model\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}kind\0\u{1}sequences\0\u{3}learning_rate\0\u{3}policy_version\0\u{1}model\0\u{3}from_initial\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -879,6 +883,7 @@ nonisolated extension Rlhf_V1_TrainBatch: SwiftProtobuf.Message, SwiftProtobuf._
       case 3: try { try decoder.decodeSingularFloatField(value: &self.learningRate) }()
       case 4: try { try decoder.decodeSingularUInt64Field(value: &self.policyVersion) }()
       case 5: try { try decoder.decodeSingularEnumField(value: &self.model) }()
+      case 6: try { try decoder.decodeSingularBoolField(value: &self.fromInitial) }()
       default: break
       }
     }
@@ -900,6 +905,9 @@ nonisolated extension Rlhf_V1_TrainBatch: SwiftProtobuf.Message, SwiftProtobuf._
     if self.model != .unspecified {
       try visitor.visitSingularEnumField(value: self.model, fieldNumber: 5)
     }
+    if self.fromInitial != false {
+      try visitor.visitSingularBoolField(value: self.fromInitial, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -909,6 +917,7 @@ nonisolated extension Rlhf_V1_TrainBatch: SwiftProtobuf.Message, SwiftProtobuf._
     if lhs.learningRate != rhs.learningRate {return false}
     if lhs.policyVersion != rhs.policyVersion {return false}
     if lhs.model != rhs.model {return false}
+    if lhs.fromInitial != rhs.fromInitial {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

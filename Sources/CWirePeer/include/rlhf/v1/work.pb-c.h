@@ -208,10 +208,15 @@ struct  Rlhf__V1__TrainBatch
    * policy_version (each model counts its own versions).
    */
   Rlhf__V1__Role model;
+  /*
+   * SFT: start this step from the learner's initial weights (the chat model) with a fresh optimizer, as a
+   * round that fine-tunes the SFT model anew on all rounds' kept samples does at its first batch.
+   */
+  protobuf_c_boolean from_initial;
 };
 #define RLHF__V1__TRAIN_BATCH__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&rlhf__v1__train_batch__descriptor) \
-    , RLHF__V1__TRAIN_KIND__TRAIN_KIND_UNSPECIFIED, 0,NULL, 0, 0, RLHF__V1__ROLE__ROLE_UNSPECIFIED }
+    , RLHF__V1__TRAIN_KIND__TRAIN_KIND_UNSPECIFIED, 0,NULL, 0, 0, RLHF__V1__ROLE__ROLE_UNSPECIFIED, 0 }
 
 
 struct  Rlhf__V1__TrainStats
