@@ -1,3 +1,4 @@
+import LlamaCore
 /// The embedded task's world: short stories about animals in places, told in a mood, and the requests
 /// for them. Everything here is a fixed list, so the world (and its vocabulary, a few hundred words) is
 /// the same on every machine; what varies is drawn from a `TaskRandom` seeded by the caller.
@@ -166,12 +167,7 @@ public struct TaskPrompt: Equatable, Hashable, Sendable {
     /// Which split the prompt belongs to: a fixed hash of its text, so that train, validation and
     /// evaluation prompts are disjoint and the same on every machine (80% / 10% / 10%).
     public var split: TaskSplit {
-        var hash: UInt64 = 0xCBF2_9CE4_8422_2325
-        for byte in text.utf8 {
-            hash ^= UInt64(byte)
-            hash &*= 0x100_0000_01B3
-        }
-        switch hash % 10 {
+        switch stableHash(text.utf8) % 10 {
         case 0: return .evaluation
         case 1: return .validation
         default: return .train

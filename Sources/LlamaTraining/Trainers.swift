@@ -74,11 +74,7 @@ public enum Trainers {
     public static func heldOutSplit(_ pairs: [PreferenceExample], heldOutShare: Double = 0.1) -> (train: [PreferenceExample], heldOut: [PreferenceExample]) {
         var train: [PreferenceExample] = [], heldOut: [PreferenceExample] = []
         for pair in pairs {
-            var hash: UInt64 = 0xCBF2_9CE4_8422_2325
-            for id in pair.chosen.prefix(pair.promptLength) {
-                hash ^= UInt64(UInt32(bitPattern: id))
-                hash &*= 0x100_0000_01B3
-            }
+            let hash = stableHash(pair.chosen.prefix(pair.promptLength).map { UInt32(bitPattern: $0) })
             if Double(hash % 10_000) < heldOutShare * 10_000 { heldOut.append(pair) } else { train.append(pair) }
         }
         return (train, heldOut)

@@ -123,9 +123,7 @@ public final class TrainingLoop {
     func order(epoch: Int) -> [Int] {
         var rng = SeededGenerator(seed: settings.seed, stream: UInt64(epoch) + 1)
         var order = Array(0..<exampleCount)
-        for i in stride(from: exampleCount - 1, to: 0, by: -1) {
-            order.swapAt(i, Int(rng.next() % UInt64(i + 1)))
-        }
+        rng.shuffle(&order)
         return order
     }
 

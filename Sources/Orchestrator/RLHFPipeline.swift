@@ -207,7 +207,7 @@ public final class RLHFPipeline {
         var last: Rlhf_V1_TrainStats?
         for step in 1...total {
             if cursor + batchSize > order.count {
-                for i in stride(from: order.count - 1, to: 0, by: -1) { order.swapAt(i, Int(random.next() % UInt64(i + 1))) }
+                random.shuffle(&order)
                 cursor = 0
             }
             let batchPairs = (0..<min(batchSize, order.count)).map { pairs[order[cursor + $0]] }
@@ -254,12 +254,7 @@ public final class RLHFPipeline {
 
     /// A prompt's pairs are held out when its text hashes into the last tenth.
     static func isHeldOut(_ prompt: String) -> Bool {
-        var hash: UInt64 = 0xCBF2_9CE4_8422_2325
-        for byte in prompt.utf8 {
-            hash ^= UInt64(byte)
-            hash &*= 0x100_0000_01B3
-        }
-        return hash % 10 == 9
+        stableHash(prompt.utf8) % 10 == 9
     }
 
     func sequence(_ id: UInt64, _ prompt: [Int32], _ response: [Int32]) -> Rlhf_V1_Sequence {
@@ -357,7 +352,7 @@ public final class RLHFPipeline {
         // The round's prompts: a seeded draw from the training prompts.
         var random = SeededGenerator(seed: seed)
         var pool = context.trainPrompts
-        for i in stride(from: pool.count - 1, to: 0, by: -1) { pool.swapAt(i, Int(random.next() % UInt64(i + 1))) }
+        random.shuffle(&pool)
         let prompts = Array(pool.prefix(settings.prompts))
         var request = Rlhf_V1_GenerateRequest()
         request.prompts = prompts.map { p in
@@ -415,8 +410,8 @@ public final class RLHFPipeline {
         var training = kept
         if settings.fromSFT {
             training = keptSoFar.keys.sorted().map { keptSoFar[$0]! }
-            var shuffle = SeededGenerator(seed: seed &+ 7)
-            for i in stride(from: training.count - 1, to: 0, by: -1) { training.swapAt(i, Int(shuffle.next() % UInt64(i + 1))) }
+            var order = SeededGenerator(seed: seed &+ 7)
+            order.shuffle(&training)
         }
         for _ in 0..<max(1, settings.epochs) {
             for start in stride(from: 0, to: training.count, by: settings.batchSize) {
@@ -492,7 +487,7 @@ public final class RLHFPipeline {
             guard !new.isEmpty else { continue }
             let before = try accuracy(role, new)
             var old = rewardPairs[role] ?? []
-            for i in stride(from: old.count - 1, to: 0, by: -1) { old.swapAt(i, Int(random.next() % UInt64(i + 1))) }
+            random.shuffle(&old)
             let mix = new + old.prefix(new.count)
             rewardPairs[role, default: []] += new
             try trainOnLearner(role, pairs: mix, epochs: 1, batchSize: 16, learningRate: settings.rewardLearningRate, margin: .small,

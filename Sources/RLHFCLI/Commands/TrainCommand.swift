@@ -83,6 +83,21 @@ struct TrainCommand: ParsableCommand {
             return try TrainingState.read(path: statePath)
         }
 
+        /// The tokenizer, the state to resume from (with `--resume`), and the weights to train: the
+        /// state's, else the checkpoint `initial`'s; the tokenizer checked against them.
+        func startingPoint(initial: String) throws -> (tokenizer: Tokenizer, resume: TrainingState?, weights: ModelWeights) {
+            let tokenizer = try loadTokenizer(near: initial)
+            let resume = try resumeState()
+            let weights = try resume?.weights ?? Checkpoint.read(path: initial).weights
+            try tokenizer.check(against: weights.config)
+            return (tokenizer, resume, weights)
+        }
+
+        /// The progress monitor, appending to the metrics file when resuming.
+        func monitor(resuming: Bool) throws -> Monitor {
+            try Monitor(metricsPath: metrics ?? out + ".metrics.jsonl", append: resuming)
+        }
+
         /// Reports the data's bad lines (all of them with `skip`; `stop` has thrown at the first).
         func report(_ issues: [DataIssue], kept: Int, what: String) {
             for issue in issues.prefix(20) { printError("skipped \(issue)") }
@@ -184,7 +199,7 @@ struct TrainCommand: ParsableCommand {
                 print("model: dim \(modelConfig.dim), \(modelConfig.nLayers) layers, \(modelConfig.nHeads) heads (\(modelConfig.nKVHeads) kv), "
                       + "vocab \(modelConfig.vocabSize), seq_len \(modelConfig.seqLen): \(ParameterLayout(config: modelConfig).totalCount) parameters"
                       + (resume.map { "; resuming at step \($0.step)" } ?? ""))
-                let monitor = try Monitor(metricsPath: common.metrics ?? common.out + ".metrics.jsonl", append: resume != nil)
+                let monitor = try common.monitor(resuming: resume != nil)
                 let outcome = try Trainers.languageModel(model, data: data, settings: settings, statePath: common.statePath, resume: resume,
                                                          progress: monitor.step, shouldStop: { monitor.shouldStop })
                 try monitor.finish(outcome, command: TrainCommand.commandLine)
@@ -242,14 +257,11 @@ struct TrainCommand: ParsableCommand {
         func run() throws {
             do {
                 let settings = try common.settings(batch: 16, epochs: 2, learningRate: 1e-4)
-                let tokenizer = try common.loadTokenizer(near: initial)
-                let resume = try common.resumeState()
-                let weights = try resume?.weights ?? Checkpoint.read(path: initial).weights
-                try tokenizer.check(against: weights.config)
+                let (tokenizer, resume, weights) = try common.startingPoint(initial: initial)
                 let (examples, issues) = try TrainingData.sft(data, tokenizer: tokenizer, seqLen: weights.config.seqLen, policy: common.onBadData)
                 common.report(issues, kept: examples.count, what: data)
                 let model = TrainableTransformer(weights: weights, pool: ComputePool(threads: common.threads))
-                let monitor = try Monitor(metricsPath: common.metrics ?? common.out + ".metrics.jsonl", append: resume != nil)
+                let monitor = try common.monitor(resuming: resume != nil)
                 let outcome = try Trainers.languageModel(model, data: examples, settings: settings, statePath: common.statePath, resume: resume,
                                                          progress: monitor.step, shouldStop: { monitor.shouldStop })
                 try monitor.finish(outcome, command: TrainCommand.commandLine)
@@ -287,10 +299,7 @@ struct TrainCommand: ParsableCommand {
         func run() throws {
             do {
                 let settings = try common.settings(batch: 16, epochs: 1, learningRate: 1e-4)
-                let tokenizer = try common.loadTokenizer(near: initial)
-                let resume = try common.resumeState()
-                let weights = try resume?.weights ?? Checkpoint.read(path: initial).weights
-                try tokenizer.check(against: weights.config)
+                let (tokenizer, resume, weights) = try common.startingPoint(initial: initial)
                 let (pairs, issues) = try TrainingData.preferences(data, tokenizer: tokenizer, seqLen: weights.config.seqLen, subset: subset,
                                                                    policy: common.onBadData)
                 let (train, heldOut) = Trainers.heldOutSplit(pairs)
@@ -298,7 +307,7 @@ struct TrainCommand: ParsableCommand {
                 print("\(train.count) pairs to train on, \(heldOut.count) held out")
                 let model = TrainableTransformer(weights: weights, pool: ComputePool(threads: common.threads))
                 var head = resume?.heads["reward"] ?? ScalarHead(dim: weights.config.dim, seed: settings.seed)
-                let monitor = try Monitor(metricsPath: common.metrics ?? common.out + ".metrics.jsonl", append: resume != nil)
+                let monitor = try common.monitor(resuming: resume != nil)
                 let outcome = try Trainers.rewardModel(model, head: &head, pairs: train, margins: margin, settings: settings,
                                                        statePath: common.statePath, resume: resume, progress: monitor.step,
                                                        shouldStop: { monitor.shouldStop })
