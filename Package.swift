@@ -3,9 +3,13 @@ import PackageDescription
 
 /// Kernels are compiled for the build machine's CPU (AVX-512/AVX2 + FMA where present): every host of a
 /// cluster builds its own binary, and the wire handshake carries a build hash, so this never mixes.
+/// The compute modules are optimized in debug builds too: unoptimized kernels run 20-50x slower, which
+/// would leave the tests' real clusters (which train and sample) too slow to run the default plan's
+/// `--quick` size.
 let nativeCodegen: [SwiftSetting] = [
     .unsafeFlags(["-Xcc", "-march=native"]),
     .unsafeFlags(["-Ounchecked"], .when(configuration: .release)),
+    .unsafeFlags(["-O"], .when(configuration: .debug)),
 ]
 
 let package = Package(
