@@ -14,7 +14,7 @@ struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Benchmarks (figures and ratios against the named baselines, measured in one run).",
-        subcommands: [GenerateBench.self, TrainBench.self, TokenizeBench.self, TransportBench.self]
+        subcommands: [GenerateBench.self, TrainBench.self, TokenizeBench.self, TransportBench.self, FanoutBench.self]
     )
 }
 
@@ -485,6 +485,14 @@ struct TransportBench: ParsableCommand {
     /// poll loops in this process) that answer each task at once: the coordinator's own cost per task
     /// (decode, dispatch bookkeeping, encode, send), which bounds how many workers one coordinator feeds.
     func dispatchCapacity() throws {
+        let (seconds, rate) = try TransportBench.dispatchCapacity(workers: workers, tasks: tasks)
+        print(String(format: "dispatch capacity: %d tasks to %d workers with trivial work: %.2f s, %.0f tasks/s (target 20000 tasks/s)",
+                     tasks, workers, seconds, rate))
+    }
+
+    /// Routes `tasks` tasks through a coordinator to `workers` in-process workers that answer at once:
+    /// the coordinator's own cost per task. Returns the seconds taken and the tasks per second.
+    static func dispatchCapacity(workers: Int, tasks: Int) throws -> (seconds: Double, tasksPerSecond: Double) {
         var settings = Coordinator.Settings(bind: "tcp://127.0.0.1:*")
         settings.membership.heartbeatIntervalMilliseconds = 5_000
         let coordinator = try Coordinator(settings: settings)
@@ -531,7 +539,6 @@ struct TransportBench: ParsableCommand {
         let results = try coordinator.run((0..<tasks).map { _ in (WorkerRole.generator, message) })
         let seconds = Date().timeIntervalSince(start)
         precondition(results.count == tasks)
-        print(String(format: "dispatch capacity: %d tasks to %d workers with trivial work: %.2f s, %.0f tasks/s (target 20000 tasks/s)",
-                     tasks, workers, seconds, Double(tasks) / seconds))
+        return (seconds, Double(tasks) / seconds)
     }
 }
