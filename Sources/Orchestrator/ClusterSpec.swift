@@ -39,6 +39,15 @@ public struct ClusterSpec: Sendable, Equatable {
         case trainRewardModel(RLHFPipeline.RewardModelSettings)
         /// A rejection-sampling round (RLHF-V1..V4).
         case rejectionSampling(RLHFPipeline.RoundSettings)
+
+        /// Whether the step is one of the RLHF pipeline's (which needs the spec's task and keeps
+        /// pipeline state across steps).
+        public var isRLHF: Bool {
+            switch self {
+            case .evaluate, .trainRewardModel, .rejectionSampling: return true
+            case .generate, .round, .hold: return false
+            }
+        }
     }
 
     /// The embedded task the RLHF steps work on.
@@ -53,6 +62,9 @@ public struct ClusterSpec: Sendable, Equatable {
         public var evalPrompts: Int?
         /// Sampling temperature of evaluations.
         public var evalTemperature: Float = 1.0
+        /// Answers drawn per evaluation prompt (each compared with the SFT answer of the same draw):
+        /// more answers, a less noisy win rate.
+        public var evalSamples = 1
     }
 
     public var coordinator: String
@@ -96,6 +108,43 @@ public struct ClusterSpec: Sendable, Equatable {
     }
 
     /// Parses YAML text; relative paths are resolved against `baseDirectory`.
+    /// The same plan at a smoke-test size (`rlhf launch --quick`): every step keeps its kind, order and
+    /// settings but works on far less data, so that the whole plan runs in about a minute. Evaluations
+    /// answer 128 prompts once; reward models train on at most 1,500 pairs for one epoch; rounds draw
+    /// 4 samples of at most 128 prompts and label at most 64 new pairs; holds last a second.
+    public func quick() -> ClusterSpec {
+        var spec = self
+        if var task = spec.task {
+            task.evalPrompts = min(task.evalPrompts ?? 128, 128)
+            task.evalSamples = 1
+            task.preferencePairs = min(task.preferencePairs, 3_000)
+            spec.task = task
+        }
+        spec.plan = plan.map { step in
+            switch step {
+            case let .generate(prompts, samples, maxNewTokens, temperature):
+                return .generate(prompts: min(prompts, 16), samples: min(samples, 4), maxNewTokens: maxNewTokens, temperature: temperature)
+            case let .round(prompts, samples, maxNewTokens, temperature, learningRate):
+                return .round(prompts: min(prompts, 16), samples: min(samples, 4), maxNewTokens: maxNewTokens, temperature: temperature,
+                              learningRate: learningRate)
+            case let .hold(seconds):
+                return .hold(seconds: min(seconds, 1))
+            case let .evaluate(name, settings):
+                return .evaluate(name: name, settings: settings)
+            case var .trainRewardModel(settings):
+                settings.pairs = min(settings.pairs ?? 1_500, 1_500)
+                settings.epochs = min(settings.epochs, 1)
+                return .trainRewardModel(settings)
+            case var .rejectionSampling(settings):
+                settings.prompts = min(settings.prompts, 128)
+                settings.samples = min(settings.samples, 4)
+                settings.newPairs = min(settings.newPairs, 64)
+                return .rejectionSampling(settings)
+            }
+        }
+        return spec
+    }
+
     public static func parse(_ text: String, baseDirectory: String) throws -> ClusterSpec {
         let root: Any?
         do {
@@ -266,7 +315,7 @@ public struct ClusterSpec: Sendable, Equatable {
                                plan: plan, heartbeatMilliseconds: UInt64(heartbeat), metrics: metrics)
         spec.curve = curve
         if let t = top["task"] {
-            let args = try arguments(t, key: "task", known: ["seed", "tokenizer", "preference_pairs", "eval_prompts", "eval_temperature"])
+            let args = try arguments(t, key: "task", known: ["seed", "tokenizer", "preference_pairs", "eval_prompts", "eval_temperature", "eval_samples"])
             var task = Task()
             if let seed = args["seed"] {
                 guard let n = seed as? Int, n >= 0 else { throw Invalid(key: "task.seed", reason: "expected a seed >= 0") }
@@ -281,14 +330,10 @@ public struct ClusterSpec: Sendable, Equatable {
             task.preferencePairs = try positive(args, "preference_pairs", "task") ?? task.preferencePairs
             task.evalPrompts = try positive(args, "eval_prompts", "task")
             task.evalTemperature = try number(args, "eval_temperature", "task").map(Float.init) ?? task.evalTemperature
+            task.evalSamples = try positive(args, "eval_samples", "task") ?? task.evalSamples
             spec.task = task
         }
-        let needsTask = plan.contains { step in
-            switch step {
-            case .evaluate, .trainRewardModel, .rejectionSampling: return true
-            default: return false
-            }
-        }
+        let needsTask = plan.contains(where: \.isRLHF)
         if needsTask && spec.task == nil {
             throw Invalid(key: "task", reason: "the plan's evaluate, train_rm and rs_round steps need a task (e.g. task: {seed: 1})")
         }

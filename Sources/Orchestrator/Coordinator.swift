@@ -424,6 +424,8 @@ public final class Coordinator: @unchecked Sendable {
     /// Sets what `rlhf status` reports as the plan's stage, round and step.
     public func setProgress(stage: String, round: UInt32? = nil, step: UInt64? = nil) {
         shared.state.withLock { s in
+            // A new stage counts its steps from zero.
+            if stage != s.planStage { s.step = 0 }
             s.planStage = stage
             if let round { s.round = round }
             if let step { s.step = step }

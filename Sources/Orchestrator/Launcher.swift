@@ -29,6 +29,14 @@ public final class Launcher {
         let handle: Handle
         let log: String
 
+        /// Whether it was started by an earlier launch of this run and joined this one.
+        var isAdopted: Bool {
+            switch handle {
+            case .child: return false
+            case .adopted, .remote: return true
+            }
+        }
+
         var isRunning: Bool {
             switch handle {
             case let .child(p): return p.isRunning
@@ -91,6 +99,8 @@ public final class Launcher {
     private let lock = NSLock()
     private var launched: [Launched] = []
     private var coordinator: Coordinator?
+    /// Seconds between progress lines (stage, round, step, elapsed, ETA) while the plan runs.
+    public var progressInterval = 15.0
     /// The RLHF stages' driver, once a step needs it.
     private var rlhf: RLHFPipeline?
     /// The workers started so far (a snapshot).
@@ -123,18 +133,10 @@ public final class Launcher {
         }
         let resuming = recovered.specDigest != nil
         // The RLHF steps keep state of their own (the SFT baseline answers, the sampler's history, the
-        // reward models' pairs) that the journal does not hold yet: refuse rather than resume wrongly.
+        // reward models' pairs), saved beside the journal after every step and restored below.
         let rlhfDone = recovered.doneSteps.keys.contains { index in
             guard index < spec.plan.count else { return false }
-            switch spec.plan[index] {
-            case .evaluate, .trainRewardModel, .rejectionSampling: return true
-            default: return false
-            }
-        }
-        if rlhfDone {
-            throw Failure(message: "run directory \(runDirectory) stopped after RLHF steps had finished; resuming an RLHF plan part-way is "
-                          + "not supported yet (its SFT baseline, rejection-sampling history and reward-model pairs are not journaled): "
-                          + "start it again with a new --run-dir")
+            return spec.plan[index].isRLHF
         }
         if !resuming { try journal.append(.run(specDigest: specDigest)) }
         // A resumed run binds the endpoint its workers know (the spec's may name port *).
@@ -166,12 +168,24 @@ public final class Launcher {
                 coordinator.restore(policyVersion: done.policyVersion, round: done.round, announces: announces)
             }
         }
+        if rlhfDone, let last = recovered.lastDoneStep {
+            try pipeline(coordinator, report: report).restore(afterStep: last)
+            report("RLHF pipeline state restored as it was after step \(last + 1)")
+        }
         let adopted = try startWorkers(coordinator: coordinator, journal: journal, previous: recovered.workers)
         report("started \(started.count - adopted) and adopted \(adopted) running workers on \(Set(started.map(\.host)).count) host(s); "
                + "waiting for them to register")
+        // The learner holds the trained policy and reward models in memory: a new one would start over.
+        if rlhfDone, let fresh = started.first(where: { $0.role == .learner && !$0.isAdopted }) {
+            throw Failure(message: "cannot resume the RLHF plan: learner \(fresh.id) of the previous launch is gone, and with it the weights "
+                          + "trained so far (the round checkpoints are in \(runDirectory)/rounds); start the plan again with a new --run-dir")
+        }
         try waitForRegistration(coordinator)
         report(String(format: "all %d workers registered and healthy %.2f s after the coordinator started", started.count,
                       Date().timeIntervalSince(bound)))
+        let progress = ProgressReporter(plan: spec.plan, task: spec.task, coordinator: coordinator, report: report)
+        progress.start(every: progressInterval)
+        defer { progress.stop() }
         for (i, step) in spec.plan.enumerated() {
             if recovered.doneSteps[i] != nil {
                 report("step \(i + 1) was done before the restart")
@@ -179,11 +193,15 @@ public final class Launcher {
             }
             try journal.append(.stepBegin(index: i))
             coordinator.beginStep(i)
+            progress.begin(i)
             try run(step, index: i, coordinator: coordinator, report: report)
+            progress.end(i)
+            try rlhf?.save(afterStep: i)
             let status = coordinator.status()
             var announces: [String: Data] = [:]
             for (role, announce) in coordinator.latestAnnouncements { announces[role.rawValue] = Data(try announce.serializedBytes() as [UInt8]) }
             try journal.append(.stepDone(index: i, policyVersion: status.policyVersion, round: status.round, announces: announces))
+            rlhf?.pruneStates(before: i)
         }
         try journal.append(.finished)
         if let rlhf {
@@ -339,6 +357,7 @@ public final class Launcher {
         var settings = RLHFPipeline.EvalSettings()
         settings.prompts = spec.task?.evalPrompts
         settings.temperature = spec.task?.evalTemperature ?? 1
+        settings.samples = spec.task?.evalSamples ?? 1
         return settings
     }
 
@@ -495,5 +514,59 @@ enum RoundSummary {
             }
         }
         return order.map { best[$0]! }
+    }
+}
+
+/// Prints a progress line every few seconds while a plan runs: the step, the coordinator's stage,
+/// round and step counter, the time elapsed and the ETA of the whole plan (`PlanProgress`).
+final class ProgressReporter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var progress: PlanProgress
+    private var current: (index: Int, started: Date)?
+    private let planStarted = Date()
+    private let steps: Int
+    private let coordinator: Coordinator
+    private let report: (String) -> Void
+    private var timer: DispatchSourceTimer?
+
+    init(plan: [ClusterSpec.Step], task: ClusterSpec.Task?, coordinator: Coordinator, report: @escaping (String) -> Void) {
+        progress = PlanProgress(plan: plan, task: task)
+        steps = plan.count
+        self.coordinator = coordinator
+        self.report = report
+    }
+
+    func start(every seconds: Double) {
+        guard seconds > 0 else { return }
+        let timer = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "rlhf.launch.progress"))
+        timer.schedule(deadline: .now() + seconds, repeating: seconds)
+        timer.setEventHandler { [weak self] in self?.tick() }
+        timer.resume()
+        lock.withLock { self.timer = timer }
+    }
+
+    func stop() { lock.withLock { timer?.cancel(); timer = nil } }
+
+    func begin(_ index: Int) { lock.withLock { current = (index, Date()) } }
+
+    func end(_ index: Int) {
+        lock.withLock {
+            if let c = current, c.index == index { progress.finished(index, seconds: Date().timeIntervalSince(c.started)) }
+            current = nil
+        }
+    }
+
+    private func tick() {
+        guard let line = lock.withLock({ () -> String? in
+            guard let c = current else { return nil }
+            let status = coordinator.status()
+            let elapsed = Date().timeIntervalSince(c.started)
+            let left = progress.remaining(current: c.index, elapsedInCurrent: elapsed)
+            var where_ = "step \(c.index + 1) of \(steps)"
+            if !status.planStage.isEmpty { where_ += " (\(status.planStage)" + (status.step > 0 ? ", step \(status.step)" : "") + ")" }
+            if status.round > 0 { where_ += ", round \(status.round)" }
+            return "progress: \(where_); \(PlanProgress.duration(Date().timeIntervalSince(planStarted))) elapsed, ETA \(PlanProgress.duration(left))"
+        }) else { return }
+        report(line)
     }
 }

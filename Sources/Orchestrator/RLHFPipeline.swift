@@ -58,6 +58,8 @@ public final class RLHFPipeline {
         public var prompts: Int?
         public var temperature: Float = 1.0
         public var maxNewTokens = 96
+        /// Answers per prompt.
+        public var samples = 1
         public init() {}
     }
 
@@ -96,10 +98,10 @@ public final class RLHFPipeline {
     var sampler = RejectionSampler(poolFromRound: 4)
     /// Every round's kept sample of each prompt (the latest), for rounds that fine-tune from SFT.
     var keptSoFar: [UInt64: Candidate] = [:]
-    /// The SFT policy's evaluation answers (the baseline of every win rate), by eval prompt.
-    var baseline: [String]?
-    public private(set) var sft: Figures?
-    public private(set) var rounds: [Figures] = []
+    /// The SFT policy's evaluation answers (the baseline of every win rate), by "PROMPT_ID/SAMPLE".
+    var baseline: [String: String]?
+    public internal(set) var sft: Figures?
+    public internal(set) var rounds: [Figures] = []
     /// Versions of the reward models trained so far.
     var rewardVersions: [WorkerRole: UInt64] = [:]
     let loop: PollLoop
@@ -133,7 +135,7 @@ public final class RLHFPipeline {
 
     /// A preference pair in tokens: the chat-formatted prompt, both answers (ending in EOS), the level
     /// and whether the prompt is a safety prompt.
-    struct TokenPair {
+    struct TokenPair: Codable, Equatable {
         var promptText: String
         var prompt: [Int32]
         var chosen: [Int32]
@@ -267,9 +269,10 @@ public final class RLHFPipeline {
 
     // MARK: - Evaluation
 
-    /// Answers of the current policy to the held-out prompts (one sample each, the same seed every time
-    /// so that policies are compared on the same draws), judged by the annotator, against the SFT policy
-    /// (the first evaluation is the SFT policy's and becomes the baseline).
+    /// Answers of the current policy to the held-out prompts (`settings.samples` each, the same seeds
+    /// every time so that policies are compared on the same draws), judged by the annotator, against the
+    /// SFT policy (the first evaluation is the SFT policy's and becomes the baseline): the k-th answer to
+    /// a prompt is compared with the SFT policy's k-th.
     @discardableResult
     public func evaluate(name: String, settings: EvalSettings, rewardMean: Double = 0, gateHitRate: Double = 0,
                          tokensPerSecond: Double? = nil, seconds: Double? = nil) throws -> Figures {
@@ -284,24 +287,29 @@ public final class RLHFPipeline {
             q.ids = p.ids
             return q
         }
-        request.samplesPerPrompt = 1
+        request.samplesPerPrompt = UInt32(max(1, settings.samples))
         request.sampling.temperature = settings.temperature
         request.sampling.topP = 1
         request.seed = 0xE7A1
         request.maxNewTokens = UInt32(settings.maxNewTokens)
         request.stopToken = context.tokenizer.eosId
         request.policyVersion = version
-        let generated = try coordinator.generate(request, promptsPerTask: 8)
-        let answers = generated.map { context.text($0.sample.ids) }
+        let generated = try coordinator.generate(request, promptsPerTask: max(1, 8 / max(1, settings.samples)))
+        let byID = Dictionary(uniqueKeysWithValues: prompts.map { ($0.id, $0) })
         // KL to the reference policy on these answers.
-        let withTokens = generated.enumerated().filter { !$0.element.sample.ids.isEmpty }
+        let withTokens = generated.filter { !$0.sample.ids.isEmpty }
         let referenceVersion = coordinator.workers().first { $0.registration.role == .referencePolicy && $0.health == .healthy }?.policyVersion ?? 0
-        let reference = try coordinator.referenceLogProbs(withTokens.map { i, g in sequence(UInt64(i), prompts[i].ids, g.sample.ids) },
+        let reference = try coordinator.referenceLogProbs(withTokens.enumerated().map { i, g in sequence(UInt64(i), byID[g.sample.promptID]!.ids, g.sample.ids) },
                                                            policyVersion: referenceVersion)
-        let kl = RoundSummary.meanSequenceKL(policy: withTokens.map(\.element.logProbs), reference: reference)
+        let kl = RoundSummary.meanSequenceKL(policy: withTokens.map(\.logProbs), reference: reference)
         var stories = 0, helpful = 0, safety = 0, unsafe = 0
         var helpfulness = 0.0
-        for (p, answer) in zip(prompts, answers) {
+        var answers: [String: String] = [:]
+        var wins = 0.0
+        for g in generated {
+            guard let p = byID[g.sample.promptID] else { continue }
+            let answer = context.text(g.sample.ids), key = "\(p.id)/\(g.sample.sampleIndex)"
+            answers[key] = answer
             guard let j = context.judge(p.text, answer) else { continue }
             if p.isSafety {
                 safety += 1
@@ -313,17 +321,18 @@ public final class RLHFPipeline {
             }
         }
         if baseline == nil { baseline = answers }
-        var wins = 0.0
-        for (i, p) in prompts.enumerated() {
-            guard let prompt = TaskPrompt.parse(p.text) else { continue }
-            switch context.annotator.compare(prompt, answers[i], baseline![i]) {
+        for g in generated {
+            guard let p = byID[g.sample.promptID], let prompt = TaskPrompt.parse(p.text) else { continue }
+            let key = "\(p.id)/\(g.sample.sampleIndex)"
+            guard let answer = answers[key], let reference = baseline?[key] else { continue }
+            switch context.annotator.compare(prompt, answer, reference) {
             case .first: wins += 1
             case .tie: wins += 0.5
             case .second: break
             }
         }
         let tokens = generated.reduce(0) { $0 + $1.sample.ids.count }
-        let figures = Figures(name: name, winRateVsSFT: wins / Double(max(1, prompts.count)), helpfulness: helpfulness / Double(max(1, stories)),
+        let figures = Figures(name: name, winRateVsSFT: wins / Double(max(1, generated.count)), helpfulness: helpfulness / Double(max(1, stories)),
                               helpfulRate: Double(helpful) / Double(max(1, stories)), unsafeRate: Double(unsafe) / Double(max(1, safety)),
                               rewardMean: rewardMean, kl: kl, gateHitRate: gateHitRate,
                               tokensPerSecond: tokensPerSecond ?? Double(tokens) / max(1e-9, Date().timeIntervalSince(started)),
@@ -332,8 +341,11 @@ public final class RLHFPipeline {
         coordinator.setTrainingSignals(rewardMean: rewardMean, kl: kl)
         metric(["stage": "evaluate", "name": name, "win_rate_vs_sft": figures.winRateVsSFT, "helpfulness": figures.helpfulness,
                 "helpful_rate": figures.helpfulRate, "unsafe_rate": figures.unsafeRate, "kl": kl, "policy_version": version])
-        report(String(format: "%@: win rate vs SFT %.1f%%, helpfulness %.3f (helpful %.1f%%), unsafe %.1f%% of %d safety prompts, KL %.3f",
-                      name, 100 * figures.winRateVsSFT, figures.helpfulness, 100 * figures.helpfulRate, 100 * figures.unsafeRate, safety, kl))
+        // The win rate's standard error over the compared answers (ties count half).
+        let standardError = (figures.winRateVsSFT * (1 - figures.winRateVsSFT) / Double(max(1, generated.count))).squareRoot()
+        report(String(format: "%@: win rate vs SFT %.1f%% (±%.1f, %d answers), helpfulness %.3f (helpful %.1f%%), unsafe %.1f%% of %d safety answers, KL %.3f",
+                      name, 100 * figures.winRateVsSFT, 100 * standardError, generated.count, figures.helpfulness, 100 * figures.helpfulRate,
+                      100 * figures.unsafeRate, safety, kl))
         try writeSummary()
         return figures
     }
@@ -430,6 +442,7 @@ public final class RLHFPipeline {
                 current = stats.policyVersion
                 last = stats
                 steps += 1
+                coordinator.setProgress(stage: "\(settings.name): train", step: UInt64(steps))
                 metric(["stage": "rs_train", "round": settings.name, "step": steps, "loss": stats.loss, "grad_norm": stats.gradNorm,
                         "policy_version": current])
             }
@@ -499,9 +512,79 @@ public final class RLHFPipeline {
         metric(["stage": "new_pairs", "round": settings.name, "pairs": labelled])
     }
 
+    // MARK: - State across a restart
+
+    /// What the pipeline carries from step to step, beyond the coordinator's journal: the SFT baseline
+    /// answers, the figures so far, the sampler's per-round history, every round's kept samples, the
+    /// reward models' pairs and versions. Saved after every step, restored on resume.
+    struct State: Codable {
+        var afterStep: Int
+        var baseline: [String: String]?
+        var sft: Figures?
+        var rounds: [Figures]
+        var sampler: RejectionSampler
+        var keptSoFar: [UInt64: Candidate]
+        var rewardPairs: [String: [TokenPair]]
+        var rewardVersions: [String: UInt64]
+    }
+
+    /// The file that holds the state after plan step `index` (0-based).
+    static func statePath(runDirectory: String, afterStep index: Int) -> String {
+        runDirectory + "/pipeline/after-step-\(index + 1).json"
+    }
+
+    /// Writes the state after plan step `index` (atomically: a crash leaves the old file or the new).
+    public func save(afterStep index: Int) throws {
+        let state = State(afterStep: index, baseline: baseline, sft: sft, rounds: rounds, sampler: sampler, keptSoFar: keptSoFar,
+                          rewardPairs: Dictionary(uniqueKeysWithValues: rewardPairs.map { ($0.key.rawValue, $0.value) }),
+                          rewardVersions: Dictionary(uniqueKeysWithValues: rewardVersions.map { ($0.key.rawValue, $0.value) }))
+        let path = RLHFPipeline.statePath(runDirectory: runDirectory, afterStep: index)
+        try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        try JSONEncoder().encode(state).write(to: URL(fileURLWithPath: path), options: .atomic)
+    }
+
+    /// Restores the state saved after plan step `index`; a missing or unreadable file is an error that
+    /// names it.
+    public func restore(afterStep index: Int) throws {
+        let path = RLHFPipeline.statePath(runDirectory: runDirectory, afterStep: index)
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw Launcher.Failure(message: "cannot resume: the RLHF pipeline's state after step \(index + 1) is missing (\(path))")
+        }
+        let state: State
+        do {
+            state = try JSONDecoder().decode(State.self, from: data)
+        } catch {
+            throw Launcher.Failure(message: "cannot resume: \(path) is damaged (\(error))")
+        }
+        guard state.afterStep == index else {
+            throw Launcher.Failure(message: "cannot resume: \(path) holds the state after step \(state.afterStep + 1), not \(index + 1)")
+        }
+        var pairs: [WorkerRole: [TokenPair]] = [:], versions: [WorkerRole: UInt64] = [:]
+        for (name, value) in state.rewardPairs {
+            guard let role = WorkerRole(rawValue: name) else { throw Launcher.Failure(message: "cannot resume: \(path) names an unknown role \(name)") }
+            pairs[role] = value
+        }
+        for (name, value) in state.rewardVersions {
+            guard let role = WorkerRole(rawValue: name) else { throw Launcher.Failure(message: "cannot resume: \(path) names an unknown role \(name)") }
+            versions[role] = value
+        }
+        baseline = state.baseline
+        sft = state.sft
+        rounds = state.rounds
+        sampler = state.sampler
+        keptSoFar = state.keptSoFar
+        rewardPairs = pairs
+        rewardVersions = versions
+    }
+
+    /// Removes the states saved before plan step `index` (once the journal records it done).
+    public func pruneStates(before index: Int) {
+        for i in 0..<max(0, index) { try? FileManager.default.removeItem(atPath: RLHFPipeline.statePath(runDirectory: runDirectory, afterStep: i)) }
+    }
+
     // MARK: - Summary
 
-    /// Writes summary.json: the SFT figures and each round's.
+    /// Writes summary.json (the SFT figures and each round's) and their chart, rounds.svg.
     public func writeSummary() throws {
         struct Summary: Encodable {
             let sft: Figures?
@@ -510,6 +593,7 @@ public final class RLHFPipeline {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         try encoder.encode(Summary(sft: sft, rounds: rounds)).write(to: URL(fileURLWithPath: runDirectory + "/summary.json"))
+        try RoundPlot.svg([sft].compactMap { $0 } + rounds).write(toFile: runDirectory + "/rounds.svg", atomically: true, encoding: .utf8)
     }
 
     /// The final table, one line per policy, in the spirit of LLaMA2's Figure 11.

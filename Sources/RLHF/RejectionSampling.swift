@@ -32,7 +32,7 @@ public struct Candidate: Sendable, Equatable, Codable {
 /// per prompt by reward; from RLHF-V4 on, the best is chosen among the samples of all earlier rounds
 /// too, which stopped a regression in some capabilities. The pool keeps, per prompt, the best sample
 /// of every round so far (scored when drawn).
-public struct RejectionSampler: Sendable {
+public struct RejectionSampler: Sendable, Codable, Equatable {
     /// The first round (1-based) whose selection also considers earlier rounds' samples (LLaMA2: 4).
     public var poolFromRound: Int
     /// The best sample of each earlier round, per prompt.

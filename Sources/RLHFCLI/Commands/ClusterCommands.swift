@@ -291,6 +291,10 @@ struct LaunchCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Run directory: the coordinator's journal and the workers' logs (default: a new folder under runs/). "
                                + "Give the directory of an unfinished run to resume it after a crash.", valueName: "DIR"))
     var runDir: String?
+    @Flag(help: "Run the spec's plan at a smoke-test size (every step, far less data): the default spec's in about a minute.")
+    var quick = false
+    @Option(help: "Seconds between progress lines (stage, round, step, ETA); 0 for none.")
+    var progressEvery: Double = 15
 
     func run() throws {
         guard let text = try? String(contentsOfFile: spec, encoding: .utf8) else {
@@ -298,9 +302,12 @@ struct LaunchCommand: ParsableCommand {
             throw ExitCode.failure
         }
         do {
-            let parsed = try ClusterSpec.parse(text, baseDirectory: (spec as NSString).deletingLastPathComponent)
+            var parsed = try ClusterSpec.parse(text, baseDirectory: (spec as NSString).deletingLastPathComponent)
+            if quick { parsed = parsed.quick() }
             let runDirectory = runDir ?? LaunchCommand.newRunDirectory()
-            let launcher = Launcher(spec: parsed, specText: text, runDirectory: runDirectory)
+            // A quick run is another plan than the spec's: its journal must not resume the full one, nor the reverse.
+            let launcher = Launcher(spec: parsed, specText: quick ? text + "\n# --quick\n" : text, runDirectory: runDirectory)
+            launcher.progressInterval = progressEvery
             // Ctrl-C or SIGTERM: stop every process this launch started (bounded), then exit.
             var sources: [DispatchSourceSignal] = []
             for sig in [SIGINT, SIGTERM] {

@@ -1,0 +1,86 @@
+import Foundation
+
+/// Where a plan stands and how long the rest should take. Each step's cost is estimated from its sizes
+/// (samples generated, sequences scored, sequences trained on) in seconds of a 2-core machine; once
+/// steps have finished, the estimates are rescaled by how long those steps really took, so the ETA
+/// follows the machine it runs on.
+public struct PlanProgress: Sendable {
+    /// Estimated seconds per unit of work on the reference machine (a 2-core VM, release build, the
+    /// shipped 0.9M-parameter chat model), measured on the default run.
+    public struct Costs: Sendable {
+        public var generatedSample = 0.0008
+        public var scoredSequence = 0.001
+        public var rewardTrainingSequence = 0.0043
+        public var policyTrainingSequence = 0.008
+        public init() {}
+    }
+
+    /// Estimated seconds of each step of the plan.
+    public let estimates: [Double]
+    /// Seconds each finished step took (by plan index).
+    public private(set) var taken: [Int: Double] = [:]
+
+    /// Estimates for `plan`, whose evaluations answer `evalAnswers` prompts in all (prompts × samples).
+    public init(plan: [ClusterSpec.Step], task: ClusterSpec.Task?, costs: Costs = Costs()) {
+        let evalPrompts = Double(task?.evalPrompts ?? 499)
+        let evalAnswers = evalPrompts * Double(task?.evalSamples ?? 1)
+        let preferencePairs = Double(task?.preferencePairs ?? 8_000)
+        // An evaluation: the answers, then the reference's log-probabilities of them.
+        let evaluation = evalAnswers * (costs.generatedSample + costs.scoredSequence)
+        var roundsSoFar = 0
+        estimates = plan.map { step in
+            switch step {
+            case let .generate(prompts, samples, _, _):
+                return Double(prompts * samples) * costs.generatedSample
+            case let .round(prompts, samples, _, _, _):
+                return Double(prompts * samples) * (costs.generatedSample + 3 * costs.scoredSequence) + Double(prompts) * costs.policyTrainingSequence
+            case .hold(let seconds):
+                return seconds
+            case .evaluate:
+                return evaluation
+            case let .trainRewardModel(settings):
+                // The reward model learns from the helpfulness pairs, the safety model from about half as many.
+                let pairs = Double(settings.pairs ?? Int(preferencePairs * (settings.model == .rewardModel ? 0.69 : 0.4)))
+                return 2 * pairs * settings.epochs * costs.rewardTrainingSequence + 0.2 * pairs * costs.scoredSequence
+            case let .rejectionSampling(settings):
+                roundsSoFar += 1
+                let samples = Double(settings.prompts * settings.samples)
+                var seconds = samples * (costs.generatedSample + 2 * costs.scoredSequence) + evaluation
+                if settings.newPairs > 0 {
+                    // Scored again after the reward models are retrained on the new pairs and as many old ones.
+                    seconds += 2 * samples * costs.scoredSequence + 4 * Double(settings.newPairs) * costs.rewardTrainingSequence
+                }
+                let trained = Double(settings.prompts * (settings.fromSFT ? roundsSoFar : 1) * settings.epochs)
+                return seconds + trained * costs.policyTrainingSequence
+            }
+        }
+    }
+
+    /// Records that step `index` finished after `seconds`.
+    public mutating func finished(_ index: Int, seconds: Double) { taken[index] = seconds }
+
+    /// How much slower (above 1) or faster this machine runs than the estimates, from the steps that
+    /// finished (1 before any has).
+    public var scale: Double {
+        let estimated = taken.keys.reduce(0.0) { $0 + estimates[$1] }
+        let real = taken.values.reduce(0, +)
+        return estimated > 1 && real > 0 ? real / estimated : 1
+    }
+
+    /// Seconds left: the unfinished steps after `current` at their rescaled estimates, plus what is
+    /// left of `current` after `elapsedInCurrent` seconds of it (never below zero).
+    public func remaining(current: Int, elapsedInCurrent: Double) -> Double {
+        let s = scale
+        var seconds = max(0, estimates[current] * s - elapsedInCurrent)
+        for i in (current + 1)..<estimates.count where taken[i] == nil { seconds += estimates[i] * s }
+        return seconds
+    }
+
+    /// `seconds` as "1h02m", "4m05s" or "12s".
+    public static func duration(_ seconds: Double) -> String {
+        let s = Int(seconds.rounded())
+        if s >= 3600 { return String(format: "%dh%02dm", s / 3600, (s % 3600) / 60) }
+        if s >= 60 { return String(format: "%dm%02ds", s / 60, s % 60) }
+        return "\(s)s"
+    }
+}

@@ -1,0 +1,207 @@
+import Foundation
+#if canImport(FoundationXML)
+import FoundationXML
+#endif
+import Testing
+
+/// The RLHF plan on a real local cluster (6 worker processes): the default spec's `--quick` run and its
+/// run directory, and a small plan that survives a generator killed mid-round and a launcher killed
+/// mid-plan with the same figures as undisturbed.
+@Suite struct RLHFRunTests {
+    static let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../..").standardized.path
+
+    static func json(_ path: String) throws -> [String: Any] {
+        try #require(JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: path))) as? [String: Any])
+    }
+
+    static func lines(_ path: String) throws -> [[String: Any]] {
+        try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n").map {
+            try #require(JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any])
+        }
+    }
+
+    /// summary.json without its timings: what the run produced, not how fast.
+    static func figures(_ run: String) throws -> [String] {
+        let summary = try json(run + "/summary.json")
+        let policies = [summary["sft"] as? [String: Any]].compactMap { $0 } + ((summary["rounds"] as? [[String: Any]]) ?? [])
+        return policies.map { p in
+            p.keys.filter { $0 != "seconds" && $0 != "tokens_per_second" }.sorted().map { "\($0)=\(p[$0]!)" }.joined(separator: " ")
+        }
+    }
+
+    /// The (prompt, sample) keys of a round's samples.jsonl.
+    static func sampleKeys(_ run: String, _ round: String) throws -> [String] {
+        try lines(run + "/rounds/\(round)/samples.jsonl").map { "\($0["prompt_id"]!)/\($0["sample_id"]!)" }
+    }
+
+    @Test func theQuickDefaultRunWritesItsRunDirectory() throws {
+        let run = NSTemporaryDirectory() + "quick-\(UUID().uuidString)"
+        let result = try CLITests.rlhf(["launch", "--quick", "--run-dir", run, "--progress-every", "2"], directory: RLHFRunTests.repository)
+        #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
+        let out = result.stdout
+        #expect(out.contains("reward-model trained on the learner") && out.contains("safety-model trained on the learner"), "\(out)")
+        #expect(out.contains("progress: step") && out.contains("ETA"), "\(out)")
+        // The final table: a line per policy.
+        let table = out.split(separator: "\n").drop { !$0.hasPrefix("policy   win vs SFT") }
+        #expect(["SFT", "V1", "V2", "V3", "V4"].allSatisfy { name in table.contains { $0.hasPrefix(name + " ") } }, "\(out)")
+        // summary.json: the SFT figures and each round's.
+        let summary = try RLHFRunTests.json(run + "/summary.json")
+        let rounds = try #require(summary["rounds"] as? [[String: Any]])
+        #expect(rounds.map { $0["name"] as? String } == ["V1", "V2", "V3", "V4"])
+        for round in rounds {
+            for key in ["win_rate_vs_sft", "helpfulness", "unsafe_rate", "reward_mean", "kl", "tokens_per_second", "seconds"] {
+                #expect(round[key] is Double, "\(key) missing")
+            }
+        }
+        #expect((summary["sft"] as? [String: Any])?["win_rate_vs_sft"] as? Double == 0.5)
+        for (i, name) in ["V1", "V2", "V3", "V4"].enumerated() {
+            // samples.jsonl: every (prompt, sample) of the round once (128 prompts x 4 at the quick size), one kept per prompt.
+            let samples = try RLHFRunTests.lines(run + "/rounds/\(name)/samples.jsonl")
+            let keys = try RLHFRunTests.sampleKeys(run, name)
+            #expect(Set(keys).count == keys.count && keys.count == 512, "\(name): \(keys.count) samples")
+            let kept = samples.filter { $0["kept"] as? Bool == true }
+            // From round 4 on the best may be an earlier round's sample, so a prompt keeps at most one of this round's.
+            #expect(i < 3 ? kept.count == 128 : kept.count <= 128)
+            for key in ["seed", "policy_version", "reward", "safety"] { #expect(samples.allSatisfy { $0[key] != nil }, "\(key) missing") }
+            // The round's checkpoint is a readable model.
+            let info = try CLITests.rlhf(["checkpoint", "info", run + "/rounds/\(name)/policy.bin"])
+            #expect(info.status == 0, "\(info.stderr)")
+        }
+        // The chart of the rounds is well-formed SVG.
+        let svg = try String(contentsOfFile: run + "/rounds.svg", encoding: .utf8)
+        _ = try XMLDocument(xmlString: svg)
+        #expect(svg.contains("win rate vs SFT") && svg.contains(">V4<"))
+        let metrics = try String(contentsOfFile: run + "/metrics.jsonl", encoding: .utf8)
+        for stage in ["train_rm", "train_rm_done", "new_pairs", "rs_train", "evaluate"] { #expect(metrics.contains("\"stage\":\"\(stage)\""), "\(stage)") }
+        #expect(try String(contentsOfFile: run + "/journal.jsonl", encoding: .utf8).contains("\"finished\""))
+        #expect(LaunchTests.pids(matching: "--coordinator tcp://127.0.0.1:5555").isEmpty, "a worker outlived the run")
+    }
+
+    /// A small RLHF plan: SFT evaluation, both reward models, two rounds that sample long enough to be
+    /// interrupted.
+    static func writeSpec(_ dir: String) throws -> String {
+        let model = RLHFRunTests.repository + "/models/chat-world/sft.bin"
+        let spec = """
+        coordinator: tcp://127.0.0.1:*
+        heartbeat_ms: 100
+        hosts:
+          - name: here
+            workers: {generator: 2, reward-model: 1, safety-model: 1, learner: 1, reference-policy: 1}
+        model:
+          checkpoint: \(model)
+        task: {seed: 1, eval_prompts: 48, eval_samples: 2, preference_pairs: 600}
+        plan:
+          - evaluate: {name: SFT}
+          - train_rm: {model: reward-model, pairs: 200}
+          - train_rm: {model: safety-model, pairs: 200}
+          - rs_round: {name: V1, prompts: 96, samples: 6, max_new_tokens: 64, new_pairs: 16, from_sft: true}
+          - rs_round: {name: V2, prompts: 96, samples: 6, max_new_tokens: 64, new_pairs: 16, from_sft: true}
+        """
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        try spec.write(toFile: dir + "/spec.yaml", atomically: true, encoding: .utf8)
+        return dir + "/spec.yaml"
+    }
+
+    /// The small plan undisturbed (run once, for both comparisons): its run directory, or the failure.
+    static let calm: Result<String, CalmRunFailed> = {
+        let dir = NSTemporaryDirectory() + "rlhf-calm-\(UUID().uuidString)"
+        do {
+            let result = try CLITests.rlhf(["launch", try writeSpec(dir), "--run-dir", dir + "/run"])
+            return result.status == 0 ? .success(dir + "/run") : .failure(CalmRunFailed(output: result.stdout + result.stderr))
+        } catch {
+            return .failure(CalmRunFailed(output: "\(error)"))
+        }
+    }()
+
+    struct CalmRunFailed: Error { let output: String }
+
+    /// The port of the coordinator a run's journal records.
+    static func port(_ run: String) -> String? {
+        let text = (try? String(contentsOfFile: run + "/journal.jsonl", encoding: .utf8)) ?? ""
+        guard let line = text.split(separator: "\n").first(where: { $0.contains("\"coordinator\":") }),
+              let start = line.range(of: "127.0.0.1:") else { return nil }
+        return String(line[start.upperBound...].prefix { $0.isNumber })
+    }
+
+    /// Starts `rlhf launch` in the background (output to files in `dir`).
+    static func launch(_ spec: String, run: String, dir: String, name: String) throws -> Process {
+        let process = Process()
+        process.executableURL = CLITests.executable
+        process.arguments = ["launch", spec, "--run-dir", run]
+        FileManager.default.createFile(atPath: dir + "/\(name).out", contents: nil)
+        process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: dir + "/\(name).out"))
+        process.standardError = process.standardOutput
+        try process.run()
+        return process
+    }
+
+    /// Waits until `condition` holds or `launch` ends (at most 180 s); returns whether it held.
+    static func wait(for launch: Process, _ condition: () -> Bool) -> Bool {
+        let deadline = Date().addingTimeInterval(180)
+        while Date() < deadline, launch.isRunning {
+            if condition() { return true }
+            Thread.sleep(forTimeInterval: 0.005)
+        }
+        return condition()
+    }
+
+    @Test func aGeneratorKilledMidRoundLosesNoSample() throws {
+        let calm = try RLHFRunTests.calm.get()
+        let dir = NSTemporaryDirectory() + "rlhf-kill-generator-\(UUID().uuidString)"
+        let spec = try RLHFRunTests.writeSpec(dir)
+        let run = dir + "/run"
+        let launch = try RLHFRunTests.launch(spec, run: run, dir: dir, name: "launch")
+        // kill -9 a generator once V1 (step 4, task ids from 4 << 32) has some of its 96 sampling tasks accepted.
+        let v1 = (UInt64(4) << 32) ..< (UInt64(5) << 32)
+        let reached = RLHFRunTests.wait(for: launch) { LaunchTests.journaledResults(run + "/journal.jsonl").filter { v1.contains($0) }.count >= 8 }
+        #expect(reached, "V1 never started sampling")
+        let port = try #require(RLHFRunTests.port(run))
+        let victims = LaunchTests.pids(matching: "--coordinator tcp://127.0.0.1:\(port) --id generator-here-0")
+        #expect(victims.count == 1)
+        for pid in victims { kill(pid, SIGKILL) }
+        let sampledBeforeKill = LaunchTests.journaledResults(run + "/journal.jsonl").filter { v1.contains($0) }.count
+        launch.waitUntilExit()
+        let out = (try? String(contentsOfFile: dir + "/launch.out", encoding: .utf8)) ?? ""
+        #expect(launch.terminationStatus == 0, "\(out)")
+        #expect(sampledBeforeKill < 96, "the kill came after V1's sampling had finished")
+        #expect(out.contains("generator-here-0"), "the run never noticed the dead generator: \(out)")
+        // Every (round, prompt, sample) once, and the figures of the undisturbed run.
+        for round in ["V1", "V2"] {
+            let keys = try RLHFRunTests.sampleKeys(run, round)
+            #expect(keys.count == 96 * 6 && Set(keys).count == keys.count, "\(round): \(keys.count) samples, \(Set(keys).count) distinct")
+        }
+        #expect(try RLHFRunTests.figures(run) == RLHFRunTests.figures(calm))
+        #expect(LaunchTests.pids(matching: "--coordinator tcp://127.0.0.1:\(port)").isEmpty, "a worker outlived the run")
+    }
+
+    @Test func aLauncherKilledMidPlanResumesTheRLHFPipeline() throws {
+        let calm = try RLHFRunTests.calm.get()
+        let dir = NSTemporaryDirectory() + "rlhf-kill-launcher-\(UUID().uuidString)"
+        let spec = try RLHFRunTests.writeSpec(dir)
+        let run = dir + "/run"
+        let launch = try RLHFRunTests.launch(spec, run: run, dir: dir, name: "first")
+        // kill -9 the launcher (coordinator and pipeline) once V2 (step 5) has some results accepted.
+        let v2 = (UInt64(5) << 32) ..< (UInt64(6) << 32)
+        let reached = RLHFRunTests.wait(for: launch) { LaunchTests.journaledResults(run + "/journal.jsonl").filter { v2.contains($0) }.count >= 8 }
+        #expect(reached, "V2 never started")
+        kill(launch.processIdentifier, SIGKILL)
+        launch.waitUntilExit()
+        let journal = (try? String(contentsOfFile: run + "/journal.jsonl", encoding: .utf8)) ?? ""
+        #expect(!journal.contains("\"stepDone\":{\"index\":4"), "the kill came after V2 had finished")
+        let resumed = try CLITests.rlhf(["launch", spec, "--run-dir", run])
+        #expect(resumed.status == 0, "\(resumed.stdout)\(resumed.stderr)")
+        #expect(resumed.stdout.contains("RLHF pipeline state restored as it was after step 4"), "\(resumed.stdout)")
+        #expect(resumed.stdout.contains("started 0 and adopted 6 running workers"), "\(resumed.stdout)")
+        // The final table still has the SFT baseline and V1 from before the kill.
+        #expect(resumed.stdout.split(separator: "\n").contains { $0.hasPrefix("V1 ") } && resumed.stdout.contains("\nSFT "), "\(resumed.stdout)")
+        let keys = try RLHFRunTests.sampleKeys(run, "V2")
+        #expect(keys.count == 96 * 6 && Set(keys).count == keys.count)
+        #expect(try RLHFRunTests.figures(run) == RLHFRunTests.figures(calm))
+        // Only the last step's pipeline state is kept.
+        let states = try FileManager.default.contentsOfDirectory(atPath: run + "/pipeline")
+        #expect(states == ["after-step-5.json"], "\(states)")
+        if let port = RLHFRunTests.port(run) {
+            #expect(LaunchTests.pids(matching: "--coordinator tcp://127.0.0.1:\(port)").isEmpty, "a worker outlived the resumed run")
+        }
+    }
+}
