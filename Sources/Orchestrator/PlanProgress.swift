@@ -52,6 +52,11 @@ public struct PlanProgress: Sendable {
                 }
                 let trained = Double(settings.prompts * (settings.fromSFT ? roundsSoFar : 1) * settings.epochs)
                 return seconds + trained * costs.policyTrainingSequence
+            case let .ppo(settings):
+                // Per rollout: sampled, scored twice, the reference's log-probabilities, and on the learner
+                // old log-probabilities, old values and a policy and a value step (about 3 training passes).
+                let rollouts = Double(settings.iterations * settings.rollouts)
+                return rollouts * (costs.generatedSample + 3 * costs.scoredSequence + 3 * costs.policyTrainingSequence) + evaluation
             }
         }
     }
@@ -59,12 +64,17 @@ public struct PlanProgress: Sendable {
     /// Records that step `index` finished after `seconds`.
     public mutating func finished(_ index: Int, seconds: Double) { taken[index] = seconds }
 
-    /// How much slower (above 1) or faster this machine runs than the estimates, from the steps that
-    /// finished (1 before any has).
+    /// Estimated seconds of evidence the prior (this machine runs as estimated) is worth: a short
+    /// first step (with the start-up's one-time costs) must not rescale a long plan on its own.
+    public static let priorSeconds = 60.0
+
+    /// How much slower (above 1) or faster this machine runs than the estimates: the finished steps'
+    /// real seconds over their estimated seconds, both with `priorSeconds` of a 1:1 prior added (1
+    /// before any step has finished).
     public var scale: Double {
         let estimated = taken.keys.reduce(0.0) { $0 + estimates[$1] }
         let real = taken.values.reduce(0, +)
-        return estimated > 1 && real > 0 ? real / estimated : 1
+        return (real + PlanProgress.priorSeconds) / (estimated + PlanProgress.priorSeconds)
     }
 
     /// Seconds left: the unfinished steps after `current` at their rescaled estimates, plus what is

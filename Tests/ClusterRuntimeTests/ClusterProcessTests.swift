@@ -580,7 +580,7 @@ struct NamespaceHostTests {
         try spec.write(toFile: dir + "/spec.yaml", atomically: true, encoding: .utf8)
         let launch = Process()
         launch.executableURL = ClusterProcessTests.executable
-        launch.arguments = ["launch", dir + "/spec.yaml"]
+        launch.arguments = ["launch", dir + "/spec.yaml", "--run-dir", dir + "/run"]
         let launchLog = dir + "/launch.log"
         _ = FileManager.default.createFile(atPath: launchLog, contents: nil)
         launch.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: launchLog))
