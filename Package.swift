@@ -67,7 +67,7 @@ let package = Package(
         ),
         .target(
             name: "Workers",
-            dependencies: ["LlamaCore", "LlamaTraining", "Wire", "Transport", "ClusterRuntime",
+            dependencies: ["LlamaCore", "LlamaTraining", "RLHF", "Wire", "Transport", "ClusterRuntime",
                            .product(name: "Logging", package: "swift-log"),
                            .product(name: "SwiftProtobuf", package: "swift-protobuf")],
             swiftSettings: nativeCodegen

@@ -1411,7 +1411,7 @@ const ProtobufCMessageDescriptor rlhf__v1__reference_log_prob_result__descriptor
   (ProtobufCMessageInit) rlhf__v1__reference_log_prob_result__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor rlhf__v1__train_batch__field_descriptors[6] =
+static const ProtobufCFieldDescriptor rlhf__v1__train_batch__field_descriptors[11] =
 {
   {
     "kind",
@@ -1485,19 +1485,84 @@ static const ProtobufCFieldDescriptor rlhf__v1__train_batch__field_descriptors[6
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "mini_batch_size",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Rlhf__V1__TrainBatch, mini_batch_size),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "value_learning_rate",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_FLOAT,
+    0,   /* quantifier_offset */
+    offsetof(Rlhf__V1__TrainBatch, value_learning_rate),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "gamma",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_FLOAT,
+    0,   /* quantifier_offset */
+    offsetof(Rlhf__V1__TrainBatch, gamma),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "gae_lambda",
+    10,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_FLOAT,
+    0,   /* quantifier_offset */
+    offsetof(Rlhf__V1__TrainBatch, gae_lambda),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "shuffle_seed",
+    11,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Rlhf__V1__TrainBatch, shuffle_seed),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned rlhf__v1__train_batch__field_indices_by_name[] = {
   5,   /* field[5] = from_initial */
+  9,   /* field[9] = gae_lambda */
+  8,   /* field[8] = gamma */
   0,   /* field[0] = kind */
   2,   /* field[2] = learning_rate */
+  6,   /* field[6] = mini_batch_size */
   4,   /* field[4] = model */
   3,   /* field[3] = policy_version */
   1,   /* field[1] = sequences */
+  10,   /* field[10] = shuffle_seed */
+  7,   /* field[7] = value_learning_rate */
 };
 static const ProtobufCIntRange rlhf__v1__train_batch__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 6 }
+  { 0, 11 }
 };
 const ProtobufCMessageDescriptor rlhf__v1__train_batch__descriptor =
 {
@@ -1507,14 +1572,14 @@ const ProtobufCMessageDescriptor rlhf__v1__train_batch__descriptor =
   "Rlhf__V1__TrainBatch",
   "rlhf.v1",
   sizeof(Rlhf__V1__TrainBatch),
-  6,
+  11,
   rlhf__v1__train_batch__field_descriptors,
   rlhf__v1__train_batch__field_indices_by_name,
   1,  rlhf__v1__train_batch__number_ranges,
   (ProtobufCMessageInit) rlhf__v1__train_batch__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor rlhf__v1__train_stats__field_descriptors[11] =
+static const ProtobufCFieldDescriptor rlhf__v1__train_stats__field_descriptors[15] =
 {
   {
     "kind",
@@ -1648,6 +1713,54 @@ static const ProtobufCFieldDescriptor rlhf__v1__train_stats__field_descriptors[1
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "value_loss",
+    12,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Rlhf__V1__TrainStats, value_loss),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "value_clip_fraction",
+    13,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Rlhf__V1__TrainStats, value_clip_fraction),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "gradient_steps",
+    14,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Rlhf__V1__TrainStats, gradient_steps),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "mean_return",
+    15,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Rlhf__V1__TrainStats, mean_return),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned rlhf__v1__train_stats__field_indices_by_name[] = {
   10,   /* field[10] = accuracy */
@@ -1655,17 +1768,21 @@ static const unsigned rlhf__v1__train_stats__field_indices_by_name[] = {
   5,   /* field[5] = approx_kl */
   4,   /* field[4] = clip_fraction */
   2,   /* field[2] = grad_norm */
+  13,   /* field[13] = gradient_steps */
   0,   /* field[0] = kind */
   3,   /* field[3] = learning_rate */
   1,   /* field[1] = loss */
+  14,   /* field[14] = mean_return */
   8,   /* field[8] = policy_version */
   7,   /* field[7] = step */
   6,   /* field[6] = tokens */
+  12,   /* field[12] = value_clip_fraction */
+  11,   /* field[11] = value_loss */
 };
 static const ProtobufCIntRange rlhf__v1__train_stats__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 11 }
+  { 0, 15 }
 };
 const ProtobufCMessageDescriptor rlhf__v1__train_stats__descriptor =
 {
@@ -1675,7 +1792,7 @@ const ProtobufCMessageDescriptor rlhf__v1__train_stats__descriptor =
   "Rlhf__V1__TrainStats",
   "rlhf.v1",
   sizeof(Rlhf__V1__TrainStats),
-  11,
+  15,
   rlhf__v1__train_stats__field_descriptors,
   rlhf__v1__train_stats__field_indices_by_name,
   1,  rlhf__v1__train_stats__number_ranges,

@@ -149,6 +149,24 @@ extension TrainableTransformer {
         return (loss, clipFraction, perSequence, dWeight, dBias)
     }
 
+    /// A value head read at every input position of `sequences` (no gradient): `(B, T-1)`, entry `t`
+    /// the value of the state before target token `t + 1`, what `valueLoss` trains.
+    public func tokenValues(sequences: [[Int32]], head: ScalarHead) throws -> [[Float]] {
+        let batch = try TokenBatch(sequences.map { Array($0.dropLast()) }, config: config)
+        let tape = forward(batch)
+        var rows: [Int] = []
+        for (b, s) in sequences.enumerated() {
+            for t in 0..<(s.count - 1) { rows.append(batch.row(sequence: b, position: t)) }
+        }
+        let values = head.scores(tape, rows: rows)
+        var out: [[Float]] = [], cursor = 0
+        for s in sequences {
+            out.append(Array(values[cursor ..< cursor + s.count - 1]))
+            cursor += s.count - 1
+        }
+        return out
+    }
+
     /// Per-token log-probabilities of `tokens[1:]` given `tokens[:-1]` (no gradient): what the
     /// reference policy serves and what PPO stores as the old policy.
     public func tokenLogProbs(sequences: [[Int32]]) throws -> [[Float]] {

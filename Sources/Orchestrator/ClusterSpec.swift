@@ -1,5 +1,6 @@
 import ClusterRuntime
 import Foundation
+import RLHF
 import LlamaTraining
 import Yams
 
@@ -39,12 +40,14 @@ public struct ClusterSpec: Sendable, Equatable {
         case trainRewardModel(RLHFPipeline.RewardModelSettings)
         /// A rejection-sampling round (RLHF-V1..V4).
         case rejectionSampling(RLHFPipeline.RoundSettings)
+        /// A PPO round (RLHF-V5's last stage).
+        case ppo(RLHFPipeline.PPOSettings)
 
         /// Whether the step is one of the RLHF pipeline's (which needs the spec's task and keeps
         /// pipeline state across steps).
         public var isRLHF: Bool {
             switch self {
-            case .evaluate, .trainRewardModel, .rejectionSampling: return true
+            case .evaluate, .trainRewardModel, .rejectionSampling, .ppo: return true
             case .generate, .round, .hold: return false
             }
         }
@@ -140,6 +143,11 @@ public struct ClusterSpec: Sendable, Equatable {
                 settings.samples = min(settings.samples, 4)
                 settings.newPairs = min(settings.newPairs, 64)
                 return .rejectionSampling(settings)
+            case var .ppo(settings):
+                settings.iterations = min(settings.iterations, 4)
+                settings.rollouts = min(settings.rollouts, 32)
+                settings.miniBatch = min(settings.miniBatch, settings.rollouts)
+                return .ppo(settings)
             }
         }
         return spec
@@ -279,8 +287,11 @@ public struct ClusterSpec: Sendable, Equatable {
                     settings.fromSFT = value
                 }
                 plan.append(.rejectionSampling(settings))
+            case "ppo_round":
+                plan.append(.ppo(try ClusterSpec.ppoSettings(value, key: "plan[\(i)].ppo_round")))
             default:
-                throw Invalid(key: "plan[\(i)].\(kind)", reason: "unknown step (this build runs: generate, round, hold, evaluate, train_rm, rs_round)")
+                throw Invalid(key: "plan[\(i)].\(kind)",
+                              reason: "unknown step (this build runs: generate, round, hold, evaluate, train_rm, rs_round, ppo_round)")
             }
         }
         let heartbeat = top["heartbeat_ms"] as? Int ?? 500
@@ -341,6 +352,47 @@ public struct ClusterSpec: Sendable, Equatable {
     }
 
     /// A step's (or section's) arguments as a mapping, every key known.
+    /// A `ppo_round` step's settings.
+    static func ppoSettings(_ value: Any, key: String) throws -> RLHFPipeline.PPOSettings {
+        let args = try arguments(value, key: key, known: ["name", "iterations", "rollouts", "mini_batch", "learning_rate", "value_learning_rate",
+                                                          "beta", "kl_estimator", "kl_target", "whitening", "temperature", "max_new_tokens",
+                                                          "gamma", "lambda"])
+        guard let name = args["name"] as? String, !name.isEmpty else { throw Invalid(key: key + ".name", reason: "expected a name, e.g. V5") }
+        var settings = RLHFPipeline.PPOSettings(name: name)
+        settings.iterations = try positive(args, "iterations", key) ?? settings.iterations
+        settings.rollouts = try positive(args, "rollouts", key) ?? settings.rollouts
+        settings.miniBatch = try positive(args, "mini_batch", key) ?? settings.miniBatch
+        settings.learningRate = try number(args, "learning_rate", key).map(Float.init) ?? settings.learningRate
+        settings.valueLearningRate = try number(args, "value_learning_rate", key).map(Float.init) ?? settings.valueLearningRate
+        if let b = args["beta"] {
+            guard let beta = (b as? Double) ?? (b as? Int).map(Double.init), beta >= 0, beta.isFinite else {
+                throw Invalid(key: key + ".beta", reason: "expected a number >= 0")
+            }
+            settings.beta = beta
+        }
+        if let e = args["kl_estimator"] {
+            guard let text = e as? String, let estimator = KLEstimator(rawValue: text) else { throw Invalid(key: key + ".kl_estimator", reason: "expected k1 or k3") }
+            settings.klEstimator = estimator
+        }
+        settings.klTarget = try number(args, "kl_target", key)
+        if let w = args["whitening"] {
+            guard let text = w as? String, let whitening = RewardWhitener.Statistics(rawValue: text) else {
+                throw Invalid(key: key + ".whitening", reason: "expected running or batch")
+            }
+            settings.whitening = whitening
+        }
+        settings.temperature = try number(args, "temperature", key).map(Float.init) ?? settings.temperature
+        settings.maxNewTokens = try positive(args, "max_new_tokens", key) ?? settings.maxNewTokens
+        for (name, path) in [("gamma", \RLHFPipeline.PPOSettings.gamma), ("lambda", \RLHFPipeline.PPOSettings.lambda)] {
+            guard let v = args[name] else { continue }
+            guard let x = (v as? Double) ?? (v as? Int).map(Double.init), (0...1).contains(x) else {
+                throw Invalid(key: "\(key).\(name)", reason: "expected a number in [0, 1]")
+            }
+            settings[keyPath: path] = Float(x)
+        }
+        return settings
+    }
+
     static func arguments(_ value: Any, key: String, known: Set<String>) throws -> [String: Any] {
         if value is NSNull { return [:] }
         guard let args = value as? [String: Any] else { throw Invalid(key: key, reason: "expected a mapping") }

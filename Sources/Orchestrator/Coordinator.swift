@@ -283,6 +283,10 @@ public final class Coordinator: @unchecked Sendable {
         var out: [(Rlhf_V1_Sample, [Float])] = []
         for message in messages {
             let result = try message.decodeBody(Rlhf_V1_GenerateResult.self)
+            // Samples of another policy version are never mixed in silently.
+            guard result.policyVersion == request.policyVersion else {
+                throw CoordinatorError.taskFailed("\(message.sender) sampled with policy version \(result.policyVersion) for a request at version \(request.policyVersion)")
+            }
             let logprobs = message.tensor("logprobs")?.floats ?? []
             var cursor = 0
             for sample in result.samples {

@@ -345,6 +345,8 @@ public final class Launcher {
             try pipeline(coordinator, report: report).trainRewardModel(settings)
         case let .rejectionSampling(settings):
             try pipeline(coordinator, report: report).rejectionSamplingRound(settings, evaluation: evalSettings, seed: UInt64(1_000 + index))
+        case let .ppo(settings):
+            try pipeline(coordinator, report: report).ppoRound(settings, evaluation: evalSettings, seed: UInt64(1_000 + index))
         case let .hold(seconds):
             coordinator.setProgress(stage: "hold")
             report(String(format: "step %d hold: the cluster stays up for %.1f s", index + 1, seconds))

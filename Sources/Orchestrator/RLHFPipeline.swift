@@ -102,6 +102,10 @@ public final class RLHFPipeline {
     var baseline: [String: String]?
     public internal(set) var sft: Figures?
     public internal(set) var rounds: [Figures] = []
+    /// PPO's reward whitening statistics (running across iterations and rounds).
+    var whitener = RewardWhitener()
+    /// The adaptive KL controller's beta at the end of the last PPO round (nil: none ran).
+    var klBeta: Double?
     /// Versions of the reward models trained so far.
     var rewardVersions: [WorkerRole: UInt64] = [:]
     let loop: PollLoop
@@ -526,6 +530,8 @@ public final class RLHFPipeline {
         var keptSoFar: [UInt64: Candidate]
         var rewardPairs: [String: [TokenPair]]
         var rewardVersions: [String: UInt64]
+        var whitener: RewardWhitener
+        var klBeta: Double?
     }
 
     /// The file that holds the state after plan step `index` (0-based).
@@ -537,7 +543,8 @@ public final class RLHFPipeline {
     public func save(afterStep index: Int) throws {
         let state = State(afterStep: index, baseline: baseline, sft: sft, rounds: rounds, sampler: sampler, keptSoFar: keptSoFar,
                           rewardPairs: Dictionary(uniqueKeysWithValues: rewardPairs.map { ($0.key.rawValue, $0.value) }),
-                          rewardVersions: Dictionary(uniqueKeysWithValues: rewardVersions.map { ($0.key.rawValue, $0.value) }))
+                          rewardVersions: Dictionary(uniqueKeysWithValues: rewardVersions.map { ($0.key.rawValue, $0.value) }),
+                          whitener: whitener, klBeta: klBeta)
         let path = RLHFPipeline.statePath(runDirectory: runDirectory, afterStep: index)
         try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
         try JSONEncoder().encode(state).write(to: URL(fileURLWithPath: path), options: .atomic)
@@ -575,6 +582,8 @@ public final class RLHFPipeline {
         keptSoFar = state.keptSoFar
         rewardPairs = pairs
         rewardVersions = versions
+        whitener = state.whitener
+        klBeta = state.klBeta
     }
 
     /// Removes the states saved before plan step `index` (once the journal records it done).

@@ -1,6 +1,7 @@
 import Foundation
 import LlamaCore
 import LlamaTraining
+import RLHF
 import Synchronization
 import Transport
 import Wire
@@ -11,14 +12,17 @@ import Wire
 ///
 /// Batches: SFT (`sequences` as prompt + response; the loss is next-token cross-entropy on response
 /// tokens only, the prompt's loss zeroed); PPO (tensor frames "old_logprobs" and "advantages", each one
-/// value per response token, sequences back to back; the clipped policy loss). A batch for another
-/// policy version than the learner's is refused: it was built from stale samples.
+/// value per response token, sequences back to back; the clipped policy loss), or a whole PPO iteration
+/// from per-token "rewards" (GAE over the learner's value model, mini-batch steps; `ppoIteration`). A
+/// batch for another policy version than the learner's is refused: it was built from stale samples.
 public final class Learner: RoleService, @unchecked Sendable {
     /// Knobs of the learner.
     public struct Settings: Sendable {
         public var optimizer: AdamWSettings = .default
         /// PPO's ratio clip.
         public var ppoClip: Double = 0.2
+        /// PPO's value clip (around the old values).
+        public var valueClip: Double = 0.2
         /// Bytes per weight chunk served to consumers.
         public var chunkBytes: Int = 1 << 20
 
@@ -155,6 +159,8 @@ public final class Learner: RoleService, @unchecked Sendable {
         switch batch.kind {
         case .sft:
             stats.loss = try trainer.maskedCrossEntropy(sequences: sequences, mask: mask)
+        case .ppo where tensors.contains { $0.name == "rewards" }:
+            return try ppoIteration(batch, sequences: sequences, mask: mask, tensors: tensors, current: current)
         case .ppo:
             let responseLengths = batch.sequences.map(\.responseIds.count)
             let old = try Learner.perResponseToken(tensors, "old_logprobs", responseLengths, sequences)
@@ -169,9 +175,13 @@ public final class Learner: RoleService, @unchecked Sendable {
         }
         stats.gradNorm = optimizer.update([ParameterGroup(model: trainer)], lr: batch.learningRate, pool: trainer.pool)
         stats.learningRate = Double(batch.learningRate)
-        let trained = UInt64(batch.sequences.reduce(0) { $0 + $1.responseIds.count })
-        tokens.add(trained, ordering: .relaxed)
-        stats.tokens = trained
+        stats.tokens = UInt64(batch.sequences.reduce(0) { $0 + $1.responseIds.count })
+        return publishPolicy(&stats, after: current)
+    }
+
+    /// Publishes the policy as version `current + 1` and completes `stats` with it.
+    private func publishPolicy(_ stats: inout Rlhf_V1_TrainStats, after current: UInt64) -> Rlhf_V1_TrainStats {
+        tokens.add(stats.tokens, ordering: .relaxed)
         stats.step = UInt64(optimizer.step)
         let publisher = WeightPublisher(weights: trainer.weights, policyVersion: current + 1, chunkBytes: settings.chunkBytes,
                                         source: advertisedEndpoint)
@@ -184,6 +194,126 @@ public final class Learner: RoleService, @unchecked Sendable {
         stats.policyVersion = current + 1
         stats.announce = publisher.announcement
         return stats
+    }
+
+    /// The value model of PPO: a trunk with a scalar head read at every position, trained with the
+    /// clipped value loss. Made at the first PPO iteration from the helpfulness reward model trained
+    /// here (LLaMA2 initialises its value model from the reward model), else from the chat model.
+    final class ValueTraining {
+        let trainer: TrainableTransformer
+        /// The head `(D + 1)`: weight then bias.
+        let headValues: FloatBuffer
+        let headGradients: FloatBuffer
+        let optimizer: AdamW
+
+        init(weights: ModelWeights, head: ScalarHead, pool: ComputePool, optimizer settings: AdamWSettings) {
+            trainer = TrainableTransformer(weights: weights.copy(), pool: pool)
+            headValues = FloatBuffer(count: head.weight.count + 1)
+            headGradients = FloatBuffer(count: head.weight.count + 1)
+            headValues.set(head.weight + [head.bias], at: 0)
+            optimizer = AdamW(settings: settings, groupSizes: [trainer.weights.storage.count, headValues.count])
+        }
+
+        var head: ScalarHead {
+            let dim = headValues.count - 1
+            return ScalarHead(weight: headValues.array(0..<dim), bias: headValues.array(dim..<(dim + 1))[0])
+        }
+    }
+
+    private var valueModel: ValueTraining?
+
+    /// One PPO iteration on a batch of rollouts whose per-token rewards (the KL penalty on every token,
+    /// the whitened score on the last) came in the tensor frame "rewards": the policy's old
+    /// log-probabilities and the value model's old values computed here, GAE per rollout, advantages
+    /// whitened over the batch, then for each mini-batch (a seeded order) one clipped policy step and one
+    /// clipped value step. The policy is published once, as the next version.
+    func ppoIteration(_ batch: Rlhf_V1_TrainBatch, sequences: [[Int32]], mask: [[Float]], tensors: [WireTensor],
+                      current: UInt64) throws -> Rlhf_V1_TrainStats {
+        let responseLengths = batch.sequences.map(\.responseIds.count)
+        guard responseLengths.allSatisfy({ $0 > 0 }) else { throw LlamaError.invalidInput("a PPO rollout has no response token") }
+        let rewards = try Learner.perResponseToken(tensors, "rewards", responseLengths, sequences)
+        let gamma = batch.gamma == 0 && batch.gaeLambda == 0 ? 1 : Double(batch.gamma)
+        let lambda = batch.gamma == 0 && batch.gaeLambda == 0 ? 0.95 : Double(batch.gaeLambda)
+        guard (0...1).contains(gamma), (0...1).contains(lambda) else {
+            throw LlamaError.invalidInput("gamma and gae_lambda must lie in [0, 1], got \(gamma) and \(lambda)")
+        }
+        let valueRate = batch.valueLearningRate == 0 ? batch.learningRate : batch.valueLearningRate
+        guard valueRate > 0, valueRate.isFinite else { throw LlamaError.invalidInput("value_learning_rate must be a positive number, got \(valueRate)") }
+        let critic = lock.withLock { () -> ValueTraining in
+            if let existing = valueModel { return existing }
+            let made: ValueTraining
+            if let rm = rewardModels[.rewardModel] {
+                made = ValueTraining(weights: rm.trainer.weights, head: rm.head, pool: trainer.pool, optimizer: settings.optimizer)
+            } else {
+                made = ValueTraining(weights: initialWeights, head: ScalarHead(dim: trainer.config.dim, seed: 3), pool: trainer.pool,
+                                     optimizer: settings.optimizer)
+            }
+            valueModel = made
+            return made
+        }
+        // The old policy and old values, then GAE on each rollout's response tokens.
+        let oldLogProbs = try trainer.tokenLogProbs(sequences: sequences)
+        let oldValues = try critic.trainer.tokenValues(sequences: sequences, head: critic.head)
+        var advantages: [[Double]] = [], returns: [[Double]] = []
+        for (b, joined) in sequences.enumerated() {
+            let first = joined.count - 1 - responseLengths[b]
+            let r = (first..<(joined.count - 1)).map { Double(rewards[b][$0]) }
+            let v = (first..<(joined.count - 1)).map { Double(oldValues[b][$0]) }
+            let (a, ret) = PPOMath.gae(rewards: r, values: v, gamma: gamma, lambda: lambda)
+            advantages.append(a)
+            returns.append(ret)
+        }
+        let meanReturn = returns.flatMap { $0 }.reduce(0, +) / Double(max(1, responseLengths.reduce(0, +)))
+        let whitened = PPOMath.whiten(advantages)
+        // Spread onto the (B, T-1) target rows.
+        func rows(_ perResponse: [[Double]]) -> [[Float]] {
+            zip(sequences, perResponse).map { joined, values in
+                var row = [Float](repeating: 0, count: joined.count - 1)
+                for (j, x) in values.enumerated() { row[joined.count - 1 - values.count + j] = Float(x) }
+                return row
+            }
+        }
+        let advantageRows = rows(whitened), returnRows = rows(returns)
+        var order = Array(sequences.indices)
+        var random = SeededGenerator(seed: batch.shuffleSeed)
+        random.shuffle(&order)
+        let size = batch.miniBatchSize == 0 ? order.count : Int(batch.miniBatchSize)
+        var stats = Rlhf_V1_TrainStats()
+        stats.kind = .ppo
+        var steps = 0
+        for start in stride(from: 0, to: order.count, by: size) {
+            let part = Array(order[start ..< min(order.count, start + size)])
+            let s = part.map { sequences[$0] }, m = part.map { mask[$0] }
+            trainer.zeroGradients()
+            let policy = try trainer.ppoPolicyLoss(sequences: s, responseMask: m, oldLogProbs: part.map { oldLogProbs[$0] },
+                                                   advantages: part.map { advantageRows[$0] }, clip: settings.ppoClip)
+            stats.gradNorm += optimizer.update([ParameterGroup(model: trainer)], lr: batch.learningRate, pool: trainer.pool)
+            critic.trainer.zeroGradients()
+            let value = try critic.trainer.valueLoss(sequences: s, responseMask: m, oldValues: part.map { oldValues[$0] },
+                                                     returns: part.map { returnRows[$0] }, head: critic.head, clip: Float(settings.valueClip))
+            critic.headGradients.set(value.dHeadWeight + [value.dHeadBias], at: 0)
+            _ = critic.optimizer.update([ParameterGroup(model: critic.trainer),
+                                         ParameterGroup(values: critic.headValues, gradients: critic.headGradients, ranges: [0..<critic.headValues.count])],
+                                        lr: valueRate, pool: critic.trainer.pool)
+            stats.loss += policy.loss
+            stats.clipFraction += policy.clipFraction
+            stats.approxKl += policy.approxKL
+            stats.valueLoss += value.loss
+            stats.valueClipFraction += value.clipFraction
+            steps += 1
+        }
+        let n = Double(max(1, steps))
+        stats.loss /= n
+        stats.clipFraction /= n
+        stats.approxKl /= n
+        stats.valueLoss /= n
+        stats.valueClipFraction /= n
+        stats.gradNorm /= n
+        stats.gradientSteps = UInt32(steps)
+        stats.meanReturn = meanReturn
+        stats.learningRate = Double(batch.learningRate)
+        stats.tokens = UInt64(responseLengths.reduce(0, +))
+        return publishPolicy(&stats, after: current)
     }
 
     /// The version of the reward model `kind` trained here (0 before its first batch).

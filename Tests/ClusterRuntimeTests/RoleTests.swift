@@ -146,6 +146,58 @@ import Workers
         #expect(learner.policyVersion == 2)
     }
 
+    @Test func aPPOIterationOnRewardsMovesThePolicyTowardTheRewardedAnswer() throws {
+        let loop = try PollLoop()
+        defer { loop.shutdown() }
+        let weights = try RoleTests.weights()
+        let learner = try Learner(weights: weights, loop: loop, bind: "tcp://127.0.0.1:*", advertiseHost: "127.0.0.1")
+        let good: [Int32] = [40, 41, 2], bad: [Int32] = [50, 51, 2]
+        let reference = TrainableTransformer(weights: weights.copy(), pool: ComputePool(threads: 1))
+        func logProb(_ model: TrainableTransformer, _ response: [Int32]) throws -> Float {
+            try model.tokenLogProbs(sequences: [[1, 30] + response])[0].suffix(response.count).reduce(0, +)
+        }
+        let before = (good: try logProb(reference, good), bad: try logProb(reference, bad))
+        var version: UInt64 = 0
+        var stats = Rlhf_V1_TrainStats()
+        for iteration in 0..<6 {
+            var batch = Rlhf_V1_TrainBatch()
+            batch.kind = .ppo
+            batch.learningRate = 1e-3
+            batch.policyVersion = version
+            batch.miniBatchSize = 2
+            batch.shuffleSeed = UInt64(iteration)
+            var rewards: [Float] = []
+            // Two rollouts of each answer; the score (on the last token) favours the good one, a small KL penalty on every token.
+            for i in 0..<4 {
+                let response = i % 2 == 0 ? good : bad
+                batch.sequences.append(RoleTests.sequence(UInt64(i), prompt: [1, 30], response: response))
+                rewards += [-0.01, -0.01, (i % 2 == 0 ? 1 : -1) - 0.01]
+            }
+            let reply = try learner.handle(try WireMessage(type: .trainBatch, requestID: UInt64(100 + iteration), body: batch,
+                                                           tensors: [WireTensor(name: "rewards", floats: rewards)]))
+            stats = try reply.decodeBody(Rlhf_V1_TrainStats.self)
+            version = stats.policyVersion
+        }
+        // One published version per iteration, one policy and one value step per mini-batch of 2.
+        #expect(learner.policyVersion == 6 && stats.gradientSteps == 2)
+        #expect(stats.valueLoss.isFinite && stats.valueLoss >= 0 && stats.loss.isFinite)
+        // The served policy now prefers the rewarded answer more than it did.
+        let (trained, _) = try WeightFetcher.fetch(loop: loop, endpoint: stats.announce.source, config: weights.config, expected: stats.announce)
+        let after = TrainableTransformer(weights: trained, pool: ComputePool(threads: 1))
+        let gain = (try logProb(after, good) - logProb(after, bad)) - (before.good - before.bad)
+        #expect(gain > 0.5, "log-probability margin of the rewarded answer grew by \(gain)")
+        // Rewards that do not match the response tokens are refused with the counts.
+        var bad2 = Rlhf_V1_TrainBatch()
+        bad2.kind = .ppo
+        bad2.learningRate = 1e-3
+        bad2.policyVersion = 6
+        bad2.sequences = [RoleTests.sequence(0, prompt: [1, 30], response: good)]
+        #expect(throws: LlamaError.self) {
+            _ = try learner.handle(try WireMessage(type: .trainBatch, requestID: 200, body: bad2, tensors: [WireTensor(name: "rewards", floats: [1])]))
+        }
+        #expect(learner.policyVersion == 6)
+    }
+
     @Test func theLearnerTrainsRewardModelsThatRewardWorkersInstall() throws {
         let loop = try PollLoop()
         defer { loop.shutdown() }

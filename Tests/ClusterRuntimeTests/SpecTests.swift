@@ -44,6 +44,22 @@ import Testing
         #expect(round.epochs == 2 && round.batchSize == 4 && round.learningRate == 0.00003 && round.newPairs == 64 && round.fromSFT)
     }
 
+    @Test func aPPORoundIsParsedWithLLaMA2Defaults() throws {
+        let spec = try ClusterSpec.parse(SpecTests.head + """
+        task: {seed: 1}
+        plan:
+          - ppo_round: {name: V5}
+          - ppo_round: {name: V6, iterations: 8, rollouts: 32, mini_batch: 8, learning_rate: 0.00002, beta: 0, kl_estimator: k3, kl_target: 4, whitening: batch, gamma: 0.99, lambda: 0.9}
+        """, baseDirectory: "/")
+        guard case let .ppo(v5) = spec.plan[0], case let .ppo(v6) = spec.plan[1] else {
+            Issue.record("expected PPO rounds")
+            return
+        }
+        #expect(v5.beta == 0.01 && v5.klEstimator == .k1 && v5.klTarget == nil && v5.whitening == .running && v5.gamma == 1 && v5.lambda == 0.95)
+        #expect(v6.iterations == 8 && v6.rollouts == 32 && v6.miniBatch == 8 && v6.learningRate == 0.00002 && v6.beta == 0)
+        #expect(v6.klEstimator == .k3 && v6.klTarget == 4 && v6.whitening == .batch && abs(v6.gamma - 0.99) < 1e-6 && abs(v6.lambda - 0.9) < 1e-6)
+    }
+
     @Test func badRLHFStepsNameTheKey() {
         let cases: [(String, String)] = [
             ("plan:\n  - evaluate: {name: SFT}\n", "task"),
@@ -55,6 +71,12 @@ import Testing
             ("task: {seed: -1}\n", "task.seed"),
             ("task: {seed: 1}\nplan:\n  - rs_round: {name: V1, from_sft: maybe}\n", "plan[0].rs_round.from_sft"),
             ("task: {tokenizer: /nonexistent.bin}\n", "task.tokenizer"),
+            ("task: {seed: 1}\nplan:\n  - ppo_round: {iterations: 4}\n", "plan[0].ppo_round.name"),
+            ("task: {seed: 1}\nplan:\n  - ppo_round: {name: V5, kl_estimator: k2}\n", "plan[0].ppo_round.kl_estimator"),
+            ("task: {seed: 1}\nplan:\n  - ppo_round: {name: V5, beta: -0.1}\n", "plan[0].ppo_round.beta"),
+            ("task: {seed: 1}\nplan:\n  - ppo_round: {name: V5, lambda: 1.5}\n", "plan[0].ppo_round.lambda"),
+            ("task: {seed: 1}\nplan:\n  - ppo_round: {name: V5, whitening: never}\n", "plan[0].ppo_round.whitening"),
+            ("task: {seed: 1, eval_samples: 0}\n", "task.eval_samples"),
         ]
         for (text, key) in cases {
             do {

@@ -239,8 +239,11 @@ public nonisolated struct Rlhf_V1_ReferenceLogProbResult: Sendable {
   public init() {}
 }
 
-/// Tensor frames by kind: SFT "mask"; REWARD_RANKING "margins"; PPO "old_logprobs", "advantages",
-/// "returns", "old_values" (FLOAT32, response tokens back to back).
+/// Tensor frames by kind: SFT "mask"; REWARD_RANKING "margins"; PPO either "old_logprobs" and
+/// "advantages" (one clipped policy step on advantages computed elsewhere), or "rewards" (a whole PPO
+/// iteration on the learner: the policy's old log-probabilities and the value model's old values computed
+/// there, GAE, advantage whitening, one policy and one value step per mini-batch) (FLOAT32, response
+/// tokens back to back).
 public nonisolated struct Rlhf_V1_TrainBatch: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -262,6 +265,19 @@ public nonisolated struct Rlhf_V1_TrainBatch: Sendable {
   /// SFT: start this step from the learner's initial weights (the chat model) with a fresh optimizer, as a
   /// round that fine-tunes the SFT model anew on all rounds' kept samples does at its first batch.
   public var fromInitial: Bool = false
+
+  /// PPO with "rewards": rollouts per mini-batch (0: the whole batch in one), the value model's learning
+  /// rate (0: learning_rate), GAE's discount and lambda (0 and 0: gamma 1, lambda 0.95), and the seed of
+  /// the mini-batch order.
+  public var miniBatchSize: UInt32 = 0
+
+  public var valueLearningRate: Float = 0
+
+  public var gamma: Float = 0
+
+  public var gaeLambda: Float = 0
+
+  public var shuffleSeed: UInt64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -332,6 +348,28 @@ public nonisolated struct Rlhf_V1_TrainStats: @unchecked Sendable {
   public var accuracy: Double {
     get {_storage._accuracy}
     set {_uniqueStorage()._accuracy = newValue}
+  }
+
+  /// PPO iteration: the clipped value loss and its clip fraction (means over mini-batches), the number of
+  /// gradient steps taken, and the mean return and advantage before whitening.
+  public var valueLoss: Double {
+    get {_storage._valueLoss}
+    set {_uniqueStorage()._valueLoss = newValue}
+  }
+
+  public var valueClipFraction: Double {
+    get {_storage._valueClipFraction}
+    set {_uniqueStorage()._valueClipFraction = newValue}
+  }
+
+  public var gradientSteps: UInt32 {
+    get {_storage._gradientSteps}
+    set {_uniqueStorage()._gradientSteps = newValue}
+  }
+
+  public var meanReturn: Double {
+    get {_storage._meanReturn}
+    set {_uniqueStorage()._meanReturn = newValue}
   }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -870,7 +908,7 @@ nonisolated extension Rlhf_V1_ReferenceLogProbResult: SwiftProtobuf.Message, Swi
 
 nonisolated extension Rlhf_V1_TrainBatch: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".TrainBatch"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}kind\0\u{1}sequences\0\u{3}learning_rate\0\u{3}policy_version\0\u{1}model\0\u{3}from_initial\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}kind\0\u{1}sequences\0\u{3}learning_rate\0\u{3}policy_version\0\u{1}model\0\u{3}from_initial\0\u{3}mini_batch_size\0\u{3}value_learning_rate\0\u{1}gamma\0\u{3}gae_lambda\0\u{3}shuffle_seed\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -884,6 +922,11 @@ nonisolated extension Rlhf_V1_TrainBatch: SwiftProtobuf.Message, SwiftProtobuf._
       case 4: try { try decoder.decodeSingularUInt64Field(value: &self.policyVersion) }()
       case 5: try { try decoder.decodeSingularEnumField(value: &self.model) }()
       case 6: try { try decoder.decodeSingularBoolField(value: &self.fromInitial) }()
+      case 7: try { try decoder.decodeSingularUInt32Field(value: &self.miniBatchSize) }()
+      case 8: try { try decoder.decodeSingularFloatField(value: &self.valueLearningRate) }()
+      case 9: try { try decoder.decodeSingularFloatField(value: &self.gamma) }()
+      case 10: try { try decoder.decodeSingularFloatField(value: &self.gaeLambda) }()
+      case 11: try { try decoder.decodeSingularUInt64Field(value: &self.shuffleSeed) }()
       default: break
       }
     }
@@ -908,6 +951,21 @@ nonisolated extension Rlhf_V1_TrainBatch: SwiftProtobuf.Message, SwiftProtobuf._
     if self.fromInitial != false {
       try visitor.visitSingularBoolField(value: self.fromInitial, fieldNumber: 6)
     }
+    if self.miniBatchSize != 0 {
+      try visitor.visitSingularUInt32Field(value: self.miniBatchSize, fieldNumber: 7)
+    }
+    if self.valueLearningRate.bitPattern != 0 {
+      try visitor.visitSingularFloatField(value: self.valueLearningRate, fieldNumber: 8)
+    }
+    if self.gamma.bitPattern != 0 {
+      try visitor.visitSingularFloatField(value: self.gamma, fieldNumber: 9)
+    }
+    if self.gaeLambda.bitPattern != 0 {
+      try visitor.visitSingularFloatField(value: self.gaeLambda, fieldNumber: 10)
+    }
+    if self.shuffleSeed != 0 {
+      try visitor.visitSingularUInt64Field(value: self.shuffleSeed, fieldNumber: 11)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -918,6 +976,11 @@ nonisolated extension Rlhf_V1_TrainBatch: SwiftProtobuf.Message, SwiftProtobuf._
     if lhs.policyVersion != rhs.policyVersion {return false}
     if lhs.model != rhs.model {return false}
     if lhs.fromInitial != rhs.fromInitial {return false}
+    if lhs.miniBatchSize != rhs.miniBatchSize {return false}
+    if lhs.valueLearningRate != rhs.valueLearningRate {return false}
+    if lhs.gamma != rhs.gamma {return false}
+    if lhs.gaeLambda != rhs.gaeLambda {return false}
+    if lhs.shuffleSeed != rhs.shuffleSeed {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -925,7 +988,7 @@ nonisolated extension Rlhf_V1_TrainBatch: SwiftProtobuf.Message, SwiftProtobuf._
 
 nonisolated extension Rlhf_V1_TrainStats: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".TrainStats"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}kind\0\u{1}loss\0\u{3}grad_norm\0\u{3}learning_rate\0\u{3}clip_fraction\0\u{3}approx_kl\0\u{1}tokens\0\u{1}step\0\u{3}policy_version\0\u{1}announce\0\u{1}accuracy\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}kind\0\u{1}loss\0\u{3}grad_norm\0\u{3}learning_rate\0\u{3}clip_fraction\0\u{3}approx_kl\0\u{1}tokens\0\u{1}step\0\u{3}policy_version\0\u{1}announce\0\u{1}accuracy\0\u{3}value_loss\0\u{3}value_clip_fraction\0\u{3}gradient_steps\0\u{3}mean_return\0")
 
   fileprivate class _StorageClass {
     var _kind: Rlhf_V1_TrainKind = .unspecified
@@ -939,6 +1002,10 @@ nonisolated extension Rlhf_V1_TrainStats: SwiftProtobuf.Message, SwiftProtobuf._
     var _policyVersion: UInt64 = 0
     var _announce: Rlhf_V1_WeightAnnounce? = nil
     var _accuracy: Double = 0
+    var _valueLoss: Double = 0
+    var _valueClipFraction: Double = 0
+    var _gradientSteps: UInt32 = 0
+    var _meanReturn: Double = 0
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -960,6 +1027,10 @@ nonisolated extension Rlhf_V1_TrainStats: SwiftProtobuf.Message, SwiftProtobuf._
       _policyVersion = source._policyVersion
       _announce = source._announce
       _accuracy = source._accuracy
+      _valueLoss = source._valueLoss
+      _valueClipFraction = source._valueClipFraction
+      _gradientSteps = source._gradientSteps
+      _meanReturn = source._meanReturn
     }
   }
 
@@ -989,6 +1060,10 @@ nonisolated extension Rlhf_V1_TrainStats: SwiftProtobuf.Message, SwiftProtobuf._
         case 9: try { try decoder.decodeSingularUInt64Field(value: &_storage._policyVersion) }()
         case 10: try { try decoder.decodeSingularMessageField(value: &_storage._announce) }()
         case 11: try { try decoder.decodeSingularDoubleField(value: &_storage._accuracy) }()
+        case 12: try { try decoder.decodeSingularDoubleField(value: &_storage._valueLoss) }()
+        case 13: try { try decoder.decodeSingularDoubleField(value: &_storage._valueClipFraction) }()
+        case 14: try { try decoder.decodeSingularUInt32Field(value: &_storage._gradientSteps) }()
+        case 15: try { try decoder.decodeSingularDoubleField(value: &_storage._meanReturn) }()
         default: break
         }
       }
@@ -1034,6 +1109,18 @@ nonisolated extension Rlhf_V1_TrainStats: SwiftProtobuf.Message, SwiftProtobuf._
       if _storage._accuracy.bitPattern != 0 {
         try visitor.visitSingularDoubleField(value: _storage._accuracy, fieldNumber: 11)
       }
+      if _storage._valueLoss.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._valueLoss, fieldNumber: 12)
+      }
+      if _storage._valueClipFraction.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._valueClipFraction, fieldNumber: 13)
+      }
+      if _storage._gradientSteps != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._gradientSteps, fieldNumber: 14)
+      }
+      if _storage._meanReturn.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._meanReturn, fieldNumber: 15)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -1054,6 +1141,10 @@ nonisolated extension Rlhf_V1_TrainStats: SwiftProtobuf.Message, SwiftProtobuf._
         if _storage._policyVersion != rhs_storage._policyVersion {return false}
         if _storage._announce != rhs_storage._announce {return false}
         if _storage._accuracy != rhs_storage._accuracy {return false}
+        if _storage._valueLoss != rhs_storage._valueLoss {return false}
+        if _storage._valueClipFraction != rhs_storage._valueClipFraction {return false}
+        if _storage._gradientSteps != rhs_storage._gradientSteps {return false}
+        if _storage._meanReturn != rhs_storage._meanReturn {return false}
         return true
       }
       if !storagesAreEqual {return false}

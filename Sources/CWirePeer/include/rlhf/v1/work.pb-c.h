@@ -189,8 +189,11 @@ struct  Rlhf__V1__ReferenceLogProbResult
 
 
 /*
- * Tensor frames by kind: SFT "mask"; REWARD_RANKING "margins"; PPO "old_logprobs", "advantages",
- * "returns", "old_values" (FLOAT32, response tokens back to back).
+ * Tensor frames by kind: SFT "mask"; REWARD_RANKING "margins"; PPO either "old_logprobs" and
+ * "advantages" (one clipped policy step on advantages computed elsewhere), or "rewards" (a whole PPO
+ * iteration on the learner: the policy's old log-probabilities and the value model's old values computed
+ * there, GAE, advantage whitening, one policy and one value step per mini-batch) (FLOAT32, response
+ * tokens back to back).
  */
 struct  Rlhf__V1__TrainBatch
 {
@@ -213,10 +216,20 @@ struct  Rlhf__V1__TrainBatch
    * round that fine-tunes the SFT model anew on all rounds' kept samples does at its first batch.
    */
   protobuf_c_boolean from_initial;
+  /*
+   * PPO with "rewards": rollouts per mini-batch (0: the whole batch in one), the value model's learning
+   * rate (0: learning_rate), GAE's discount and lambda (0 and 0: gamma 1, lambda 0.95), and the seed of
+   * the mini-batch order.
+   */
+  uint32_t mini_batch_size;
+  float value_learning_rate;
+  float gamma;
+  float gae_lambda;
+  uint64_t shuffle_seed;
 };
 #define RLHF__V1__TRAIN_BATCH__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&rlhf__v1__train_batch__descriptor) \
-    , RLHF__V1__TRAIN_KIND__TRAIN_KIND_UNSPECIFIED, 0,NULL, 0, 0, RLHF__V1__ROLE__ROLE_UNSPECIFIED, 0 }
+    , RLHF__V1__TRAIN_KIND__TRAIN_KIND_UNSPECIFIED, 0,NULL, 0, 0, RLHF__V1__ROLE__ROLE_UNSPECIFIED, 0, 0, 0, 0, 0, 0 }
 
 
 struct  Rlhf__V1__TrainStats
@@ -239,10 +252,18 @@ struct  Rlhf__V1__TrainStats
    * REWARD_RANKING: the share of the batch's pairs ranked right before the step.
    */
   double accuracy;
+  /*
+   * PPO iteration: the clipped value loss and its clip fraction (means over mini-batches), the number of
+   * gradient steps taken, and the mean return and advantage before whitening.
+   */
+  double value_loss;
+  double value_clip_fraction;
+  uint32_t gradient_steps;
+  double mean_return;
 };
 #define RLHF__V1__TRAIN_STATS__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&rlhf__v1__train_stats__descriptor) \
-    , RLHF__V1__TRAIN_KIND__TRAIN_KIND_UNSPECIFIED, 0, 0, 0, 0, 0, 0, 0, 0, NULL, 0 }
+    , RLHF__V1__TRAIN_KIND__TRAIN_KIND_UNSPECIFIED, 0, 0, 0, 0, 0, 0, 0, 0, NULL, 0, 0, 0, 0, 0 }
 
 
 /*

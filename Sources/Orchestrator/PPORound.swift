@@ -1,0 +1,182 @@
+import EmbeddedTask
+import Foundation
+import LlamaCore
+import RLHF
+import Wire
+import Workers
+
+extension RLHFPipeline {
+    /// Settings of a PPO round (LLaMA2's RLHF-V5 after rejection sampling).
+    public struct PPOSettings: Sendable, Equatable {
+        public var name: String
+        /// PPO iterations: each a fresh batch of rollouts, then one learner iteration on them.
+        public var iterations = 20
+        /// Rollouts per iteration (one prompt each, drawn anew every iteration).
+        public var rollouts = 64
+        /// Rollouts per mini-batch: one policy and one value gradient step each.
+        public var miniBatch = 16
+        /// The policy's learning rate (constant, as LLaMA2's PPO).
+        public var learningRate: Float = 1e-5
+        /// The value model's learning rate.
+        public var valueLearningRate: Float = 1e-5
+        /// The KL penalty's coefficient (LLaMA2: 0.01 for the 7B and 13B models).
+        public var beta = 0.01
+        public var klEstimator: KLEstimator = .k1
+        /// With a target (nats per rollout), an adaptive controller (Ziegler et al.) steers beta to it.
+        public var klTarget: Double?
+        /// Whitening of the combined reward: running statistics (default) or each batch's own.
+        public var whitening: RewardWhitener.Statistics = .running
+        public var temperature: Float = 1.0
+        public var maxNewTokens = 96
+        public var gamma: Float = 1
+        public var lambda: Float = 0.95
+        public init(name: String) { self.name = name }
+    }
+
+    /// What one PPO iteration measured (a line of metrics.jsonl).
+    struct PPOIterationFigures {
+        var rewardMean: Double
+        var klMean: Double
+        var annotatorUtility: Double
+    }
+
+    /// A PPO round: per iteration, rollouts from the generators at the current policy version (with
+    /// their log-probabilities), the reference worker's log-probabilities of the same tokens, scores from
+    /// the reward-model and safety-model workers combined by the safety gate, LLaMA2's reward
+    /// `WHITEN(LOGIT(Rc)) - beta * KL` per token, and one PPO iteration on the learner (GAE over its
+    /// value model, mini-batch steps); the new policy is synced to the generators before the next
+    /// iteration samples. Every rollout goes once to `rounds/NAME/rollouts.jsonl`; the round ends with a
+    /// checkpoint, a check that the reward models and the hidden annotator agree in trend, and an
+    /// evaluation.
+    public func ppoRound(_ settings: PPOSettings, evaluation: EvalSettings, seed: UInt64) throws {
+        let started = Date()
+        let round = Int(coordinator.status().round) + 1
+        let directory = runDirectory + "/rounds/\(settings.name)"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        var rollouts = ""
+        whitener.statistics = settings.whitening
+        var controller = settings.klTarget.map { AdaptiveKLController(beta: klBeta ?? settings.beta, target: $0) }
+        var history: [PPOIterationFigures] = []
+        var tokens = 0, sampleSeconds = 0.0, gateHits = 0.0
+        var last: Rlhf_V1_TrainStats?
+        for iteration in 1...settings.iterations {
+            coordinator.setProgress(stage: "\(settings.name): PPO", round: UInt32(round), step: UInt64(iteration))
+            let version = coordinator.status().policyVersion
+            var random = SeededGenerator(seed: seed &+ UInt64(iteration))
+            var pool = context.trainPrompts
+            random.shuffle(&pool)
+            let prompts = Array(pool.prefix(settings.rollouts))
+            let byID = Dictionary(uniqueKeysWithValues: prompts.map { ($0.id, $0) })
+            var request = Rlhf_V1_GenerateRequest()
+            request.prompts = prompts.map { p in
+                var q = Rlhf_V1_Prompt()
+                q.promptID = p.id
+                q.ids = p.ids
+                return q
+            }
+            request.samplesPerPrompt = 1
+            request.sampling.temperature = settings.temperature
+            request.sampling.topP = 1
+            request.seed = seed &* 7919 &+ UInt64(iteration)
+            request.maxNewTokens = UInt32(settings.maxNewTokens)
+            request.stopToken = context.tokenizer.eosId
+            request.policyVersion = version
+            let sampleStart = Date()
+            let generated = try coordinator.generate(request, promptsPerTask: 4).filter { !$0.sample.ids.isEmpty }
+            sampleSeconds += Date().timeIntervalSince(sampleStart)
+            guard !generated.isEmpty else { throw Launcher.Failure(message: "\(settings.name): iteration \(iteration) produced no rollout") }
+            tokens += generated.reduce(0) { $0 + $1.sample.ids.count }
+            let sequences = generated.enumerated().map { i, g in sequence(UInt64(i), byID[g.sample.promptID]!.ids, g.sample.ids) }
+            let helpfulness = try coordinator.score(sequences, model: .rewardModel, perTask: 16)
+            let safety = try coordinator.score(sequences, model: .safetyModel, perTask: 16)
+            let referenceVersion = coordinator.workers().first { $0.registration.role == .referencePolicy && $0.health == .healthy }?.policyVersion ?? 0
+            let reference = try coordinator.referenceLogProbs(sequences, policyVersion: referenceVersion)
+            let (combined, hitRate) = gate.combine(helpfulness: helpfulness, safety: safety,
+                                                   isSafetyPrompt: generated.map { byID[$0.sample.promptID]!.isSafety })
+            gateHits += hitRate
+            let scores = whitener.whiten(combined)
+            let beta = controller?.beta ?? settings.beta
+            var rewards: [Float] = [], kls: [Double] = []
+            for (i, g) in generated.enumerated() {
+                let kl = settings.klEstimator.perToken(policy: g.logProbs, reference: reference[i])
+                kls.append(kl.reduce(0, +))
+                rewards += PPOMath.tokenRewards(score: scores[i], kl: kl, beta: beta).map(Float.init)
+            }
+            var batch = Rlhf_V1_TrainBatch()
+            batch.kind = .ppo
+            batch.policyVersion = version
+            batch.learningRate = settings.learningRate
+            batch.valueLearningRate = settings.valueLearningRate
+            batch.miniBatchSize = UInt32(settings.miniBatch)
+            batch.gamma = settings.gamma
+            batch.gaeLambda = settings.lambda
+            batch.shuffleSeed = seed &+ UInt64(iteration)
+            // A rollout cut at the token limit ends its episode at its last sampled token (no EOS added).
+            batch.sequences = sequences
+            let stats = try coordinator.train(batch, tensors: [WireTensor(name: "rewards", floats: rewards)])
+            last = stats
+            try coordinator.syncWeights(stats.announce, roles: [.generator])
+            controller?.update(kl: kls.reduce(0, +) / Double(kls.count), steps: kls.count)
+            // The hidden annotator's view of the same rollouts, for the trend check (never used to train).
+            var utility = 0.0
+            for g in generated {
+                if let j = context.judge(byID[g.sample.promptID]!.text, context.text(g.sample.ids)) { utility += j.utility }
+            }
+            let responseTokens = generated.map(\.logProbs.count)
+            let entropy = -generated.reduce(0.0) { $0 + $1.logProbs.reduce(0.0) { $0 + Double($1) } } / Double(max(1, responseTokens.reduce(0, +)))
+            let figures = PPOIterationFigures(rewardMean: combined.reduce(0, +) / Double(combined.count), klMean: kls.reduce(0, +) / Double(kls.count),
+                                              annotatorUtility: utility / Double(generated.count))
+            history.append(figures)
+            coordinator.setTrainingSignals(rewardMean: figures.rewardMean, kl: figures.klMean)
+            metric(["stage": "ppo", "round": settings.name, "iteration": iteration, "policy_version": stats.policyVersion,
+                    "policy_loss": stats.loss, "value_loss": stats.valueLoss, "value_clip_fraction": stats.valueClipFraction,
+                    "kl_mean": figures.klMean, "kl_max": kls.max() ?? 0, "clip_fraction": stats.clipFraction, "approx_kl": stats.approxKl,
+                    "entropy": entropy, "reward_mean": figures.rewardMean, "response_length": Double(responseTokens.reduce(0, +)) / Double(generated.count),
+                    "gate_hit_rate": hitRate, "beta": beta, "mean_return": stats.meanReturn, "grad_norm": stats.gradNorm,
+                    "gradient_steps": stats.gradientSteps, "annotator_utility": figures.annotatorUtility,
+                    "tokens_per_second": Double(tokens) / max(1e-9, sampleSeconds)])
+            for (i, g) in generated.enumerated() {
+                let record: [String: Any] = ["prompt_id": g.sample.promptID, "sample_id": (iteration - 1) * settings.rollouts + i,
+                                             "iteration": iteration, "policy_version": version, "reward": combined[i], "kl": kls[i]]
+                rollouts += String(decoding: try JSONSerialization.data(withJSONObject: record, options: [.sortedKeys]), as: UTF8.self) + "\n"
+            }
+            if iteration == 1 || iteration == settings.iterations || iteration % max(1, settings.iterations / 5) == 0 {
+                report(String(format: "%@ PPO %d/%d: reward %.3f, KL %.3f (max %.3f), beta %.4f, policy loss %.4f, value loss %.4f, clip %.2f, "
+                              + "entropy %.3f, annotator utility %.3f -> policy v%llu",
+                              settings.name, iteration, settings.iterations, figures.rewardMean, figures.klMean, kls.max() ?? 0, beta,
+                              stats.loss, stats.valueLoss, stats.clipFraction, entropy, figures.annotatorUtility, stats.policyVersion))
+            }
+        }
+        klBeta = controller?.beta
+        try Data(rollouts.utf8).write(to: URL(fileURLWithPath: directory + "/rollouts.jsonl"))
+        if let trend = RLHFPipeline.rewardHackingWarning(history) {
+            report("\(settings.name): WARNING: \(trend)")
+            metric(["stage": "reward_hacking", "round": settings.name, "message": trend])
+        }
+        if let last {
+            let (weights, _) = try WeightFetcher.fetch(loop: loop, endpoint: last.announce.source, config: config, expected: last.announce)
+            try Checkpoint.writeLegacy(weights, to: directory + "/policy.bin")
+        }
+        coordinator.setProgress(stage: "\(settings.name): evaluate", round: UInt32(round))
+        let rewardMean = history.map(\.rewardMean).reduce(0, +) / Double(max(1, history.count))
+        try evaluate(name: settings.name, settings: evaluation, rewardMean: rewardMean, gateHitRate: gateHits / Double(max(1, settings.iterations)),
+                     tokensPerSecond: Double(tokens) / max(1e-9, sampleSeconds), seconds: Date().timeIntervalSince(started))
+    }
+
+    /// Whether the reward models' scores and the hidden annotator's judgement of the same rollouts
+    /// diverged over a PPO round: the reward's mean rose from the first third of the iterations to the
+    /// last while the annotator's utility fell by more than 0.02. Returns the message to show, or nil.
+    static func rewardHackingWarning(_ history: [PPOIterationFigures]) -> String? {
+        let third = history.count / 3
+        guard third >= 1 else { return nil }
+        func mean(_ part: ArraySlice<PPOIterationFigures>, _ value: (PPOIterationFigures) -> Double) -> Double {
+            part.map(value).reduce(0, +) / Double(part.count)
+        }
+        let first = history.prefix(third), last = history.suffix(third)
+        let reward = mean(last, \.rewardMean) - mean(first, \.rewardMean)
+        let utility = mean(last, \.annotatorUtility) - mean(first, \.annotatorUtility)
+        guard reward > 0, utility < -0.02 else { return nil }
+        return String(format: "the reward models and the annotator disagree (reward hacking?): the reward rose by %.3f while the annotator's "
+                      + "utility of the same rollouts fell by %.3f", reward, -utility)
+    }
+}
