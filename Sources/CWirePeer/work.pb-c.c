@@ -1411,7 +1411,7 @@ const ProtobufCMessageDescriptor rlhf__v1__reference_log_prob_result__descriptor
   (ProtobufCMessageInit) rlhf__v1__reference_log_prob_result__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor rlhf__v1__train_batch__field_descriptors[11] =
+static const ProtobufCFieldDescriptor rlhf__v1__train_batch__field_descriptors[12] =
 {
   {
     "kind",
@@ -1545,6 +1545,18 @@ static const ProtobufCFieldDescriptor rlhf__v1__train_batch__field_descriptors[1
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "state_step",
+    12,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Rlhf__V1__TrainBatch, state_step),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned rlhf__v1__train_batch__field_indices_by_name[] = {
   5,   /* field[5] = from_initial */
@@ -1557,12 +1569,13 @@ static const unsigned rlhf__v1__train_batch__field_indices_by_name[] = {
   3,   /* field[3] = policy_version */
   1,   /* field[1] = sequences */
   10,   /* field[10] = shuffle_seed */
+  11,   /* field[11] = state_step */
   7,   /* field[7] = value_learning_rate */
 };
 static const ProtobufCIntRange rlhf__v1__train_batch__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 11 }
+  { 0, 12 }
 };
 const ProtobufCMessageDescriptor rlhf__v1__train_batch__descriptor =
 {
@@ -1572,14 +1585,14 @@ const ProtobufCMessageDescriptor rlhf__v1__train_batch__descriptor =
   "Rlhf__V1__TrainBatch",
   "rlhf.v1",
   sizeof(Rlhf__V1__TrainBatch),
-  11,
+  12,
   rlhf__v1__train_batch__field_descriptors,
   rlhf__v1__train_batch__field_indices_by_name,
   1,  rlhf__v1__train_batch__number_ranges,
   (ProtobufCMessageInit) rlhf__v1__train_batch__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor rlhf__v1__train_stats__field_descriptors[15] =
+static const ProtobufCFieldDescriptor rlhf__v1__train_stats__field_descriptors[16] =
 {
   {
     "kind",
@@ -1761,10 +1774,23 @@ static const ProtobufCFieldDescriptor rlhf__v1__train_stats__field_descriptors[1
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "announces",
+    16,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Rlhf__V1__TrainStats, n_announces),
+    offsetof(Rlhf__V1__TrainStats, announces),
+    &rlhf__v1__weight_announce__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned rlhf__v1__train_stats__field_indices_by_name[] = {
   10,   /* field[10] = accuracy */
   9,   /* field[9] = announce */
+  15,   /* field[15] = announces */
   5,   /* field[5] = approx_kl */
   4,   /* field[4] = clip_fraction */
   2,   /* field[2] = grad_norm */
@@ -1782,7 +1808,7 @@ static const unsigned rlhf__v1__train_stats__field_indices_by_name[] = {
 static const ProtobufCIntRange rlhf__v1__train_stats__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 15 }
+  { 0, 16 }
 };
 const ProtobufCMessageDescriptor rlhf__v1__train_stats__descriptor =
 {
@@ -1792,7 +1818,7 @@ const ProtobufCMessageDescriptor rlhf__v1__train_stats__descriptor =
   "Rlhf__V1__TrainStats",
   "rlhf.v1",
   sizeof(Rlhf__V1__TrainStats),
-  15,
+  16,
   rlhf__v1__train_stats__field_descriptors,
   rlhf__v1__train_stats__field_indices_by_name,
   1,  rlhf__v1__train_stats__number_ranges,
@@ -2274,20 +2300,24 @@ const ProtobufCMessageDescriptor rlhf__v1__remote_reply__descriptor =
   (ProtobufCMessageInit) rlhf__v1__remote_reply__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCEnumValue rlhf__v1__train_kind__enum_values_by_number[4] =
+static const ProtobufCEnumValue rlhf__v1__train_kind__enum_values_by_number[6] =
 {
   { "TRAIN_KIND_UNSPECIFIED", "RLHF__V1__TRAIN_KIND__TRAIN_KIND_UNSPECIFIED", 0 },
   { "SFT", "RLHF__V1__TRAIN_KIND__SFT", 1 },
   { "REWARD_RANKING", "RLHF__V1__TRAIN_KIND__REWARD_RANKING", 2 },
   { "PPO", "RLHF__V1__TRAIN_KIND__PPO", 3 },
+  { "SAVE_STATE", "RLHF__V1__TRAIN_KIND__SAVE_STATE", 4 },
+  { "ANNOUNCE_ALL", "RLHF__V1__TRAIN_KIND__ANNOUNCE_ALL", 5 },
 };
 static const ProtobufCIntRange rlhf__v1__train_kind__value_ranges[] = {
-{0, 0},{0, 4}
+{0, 0},{0, 6}
 };
-static const ProtobufCEnumValueIndex rlhf__v1__train_kind__enum_values_by_name[4] =
+static const ProtobufCEnumValueIndex rlhf__v1__train_kind__enum_values_by_name[6] =
 {
+  { "ANNOUNCE_ALL", 5 },
   { "PPO", 3 },
   { "REWARD_RANKING", 2 },
+  { "SAVE_STATE", 4 },
   { "SFT", 1 },
   { "TRAIN_KIND_UNSPECIFIED", 0 },
 };
@@ -2298,9 +2328,9 @@ const ProtobufCEnumDescriptor rlhf__v1__train_kind__descriptor =
   "TrainKind",
   "Rlhf__V1__TrainKind",
   "rlhf.v1",
-  4,
+  6,
   rlhf__v1__train_kind__enum_values_by_number,
-  4,
+  6,
   rlhf__v1__train_kind__enum_values_by_name,
   1,
   rlhf__v1__train_kind__value_ranges,

@@ -117,6 +117,18 @@ public final class AdamW {
         return total.squareRoot()
     }
 
+    /// Takes the moments and step count of `saved` (an optimizer of the same group sizes, read back
+    /// from a training state).
+    public func load(_ saved: AdamW) throws {
+        guard saved.firstMoments.map(\.count) == firstMoments.map(\.count) else {
+            throw LlamaError.invalidInput("optimizer state of group sizes \(saved.firstMoments.map(\.count)), expected \(firstMoments.map(\.count))")
+        }
+        step = saved.step
+        for (mine, theirs) in zip(firstMoments + secondMoments, saved.firstMoments + saved.secondMoments) {
+            mine.set(theirs.array(0..<theirs.count), at: 0)
+        }
+    }
+
     /// Forgets the moments and the step count: the optimizer of a fresh run.
     public func reset() {
         step = 0

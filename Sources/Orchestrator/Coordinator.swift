@@ -422,6 +422,10 @@ public final class Coordinator: @unchecked Sendable {
         }
     }
 
+    /// Drops the results a previous life of the coordinator accepted for the step in progress: that
+    /// step runs again from its start (its learner was lost and restored to the step's beginning).
+    public func forgetRecoveredResults() { shared.state.withLock { $0.recovered = [:] } }
+
     /// The last weight version announced to each role that follows the learner.
     public var latestAnnouncements: [WorkerRole: Rlhf_V1_WeightAnnounce] { shared.state.withLock { $0.latest } }
 

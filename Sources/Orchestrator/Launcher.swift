@@ -2,6 +2,7 @@ import ClusterRuntime
 import Foundation
 import Logging
 import Transport
+import Workers
 import LlamaCore
 import Wire
 
@@ -114,6 +115,8 @@ public final class Launcher {
         self.spec = spec
         var crc = CRC32C()
         crc.update(Array(specText.utf8))
+        // A plan in its own file is part of what the run is: a changed plan file is another run.
+        if let plan = spec.planFileText { crc.update(Array(plan.utf8)) }
         specDigest = crc.value
         self.runDirectory = runDirectory
         self.executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? executable
@@ -172,15 +175,23 @@ public final class Launcher {
             try pipeline(coordinator, report: report).restore(afterStep: last)
             report("RLHF pipeline state restored as it was after step \(last + 1)")
         }
+        // A learner started anew resumes from the state it saved at the end of the last step done.
+        if resuming, let last = recovered.lastDoneStep,
+           FileManager.default.fileExists(atPath: Learner.stateDirectory(learnerStateDirectory, afterStep: last)) {
+            learnerRestoreStep = last
+        }
         let adopted = try startWorkers(coordinator: coordinator, journal: journal, previous: recovered.workers)
         report("started \(started.count - adopted) and adopted \(adopted) running workers on \(Set(started.map(\.host)).count) host(s); "
                + "waiting for them to register")
-        // The learner holds the trained policy and reward models in memory: a new one would start over.
-        if rlhfDone, let fresh = started.first(where: { $0.role == .learner && !$0.isAdopted }) {
-            throw Failure(message: "cannot resume the RLHF plan: learner \(fresh.id) of the previous launch is gone, and with it the weights "
-                          + "trained so far (the round checkpoints are in \(runDirectory)/rounds); start the plan again with a new --run-dir")
+        let freshLearner = resuming && started.contains { $0.role == .learner && !$0.isAdopted }
+        if freshLearner, recovered.lastDoneStep != nil, learnerRestoreStep == nil {
+            throw Failure(message: "cannot resume: the learner of the previous launch is gone, and with it the weights trained so far, and "
+                          + "\(learnerStateDirectory) holds no state saved after step \(recovered.lastDoneStep! + 1); start the plan again with a new --run-dir")
         }
         try waitForRegistration(coordinator)
+        if freshLearner {
+            try adoptRestoredLearner(coordinator, recovered: recovered, report: report)
+        }
         report(String(format: "all %d workers registered and healthy %.2f s after the coordinator started", started.count,
                       Date().timeIntervalSince(bound)))
         let progress = ProgressReporter(plan: spec.plan, task: spec.task, coordinator: coordinator, report: report)
@@ -197,6 +208,13 @@ public final class Launcher {
             try run(step, index: i, coordinator: coordinator, report: report)
             progress.end(i)
             try rlhf?.save(afterStep: i)
+            if spec.hosts.contains(where: { ($0.workers[.learner] ?? 0) > 0 }) {
+                // The learner's own state at this boundary: what a new learner resumes from.
+                var save = Rlhf_V1_TrainBatch()
+                save.kind = .saveState
+                save.stateStep = UInt32(i)
+                _ = try coordinator.train(save)
+            }
             let status = coordinator.status()
             var announces: [String: Data] = [:]
             for (role, announce) in coordinator.latestAnnouncements { announces[role.rawValue] = Data(try announce.serializedBytes() as [UInt8]) }
@@ -209,6 +227,41 @@ public final class Launcher {
             report("summary: \(runDirectory)/summary.json")
         }
         report("plan finished")
+    }
+
+    /// Where the learner saves its state at the end of every step (`after-step-N/`).
+    var learnerStateDirectory: String { runDirectory + "/learner-state" }
+    /// The step whose saved state a learner started by this launch restores (nil: it starts from the checkpoint).
+    private var learnerRestoreStep: Int?
+
+    /// A resumed run whose learner was started anew from its saved state: the step in progress is run
+    /// again from its start (the results the journal holds of it were computed against the old learner),
+    /// the coordinator takes the new learner's announcements (the old ones name a dead weight server),
+    /// and every consumer is synced to them.
+    private func adoptRestoredLearner(_ coordinator: Coordinator, recovered: RunJournal.Recovered, report: (String) -> Void) throws {
+        coordinator.forgetRecoveredResults()
+        var ask = Rlhf_V1_TrainBatch()
+        ask.kind = .announceAll
+        let stats = try coordinator.train(ask)
+        let expected = recovered.lastDoneStep.flatMap { recovered.doneSteps[$0] }?.policyVersion ?? 0
+        guard stats.policyVersion == expected else {
+            throw Failure(message: "cannot resume: the restarted learner holds policy version \(stats.policyVersion), the journal's last step ended at \(expected)")
+        }
+        var announces: [WorkerRole: Rlhf_V1_WeightAnnounce] = [:]
+        for announce in stats.announces {
+            switch announce.model {
+            case .rewardModel: announces[.rewardModel] = announce
+            case .safetyModel: announces[.safetyModel] = announce
+            default: announces[.generator] = announce
+            }
+        }
+        let status = coordinator.status()
+        coordinator.restore(policyVersion: expected, round: status.round, announces: announces)
+        for (role, announce) in announces.sorted(by: { $0.key.rawValue < $1.key.rawValue }) {
+            // The reference policy stays at the checkpoint; generators follow the policy, reward workers their model.
+            try coordinator.syncWeights(announce, roles: [role])
+        }
+        report("learner restarted from its state after step \(learnerRestoreStep.map { $0 + 1 } ?? 0) (policy v\(expected)); the step in progress runs again from its start")
     }
 
     /// Starts the spec's workers, adopting those that a previous launch of this run started and that
@@ -272,6 +325,10 @@ public final class Launcher {
         if role == .rewardModel, let head = spec.rewardHead { arguments += ["--head", head] }
         if role == .safetyModel, let head = spec.safetyHead { arguments += ["--head", head] }
         if role == .safetyModel { arguments += ["--seed", "2"] }
+        if role == .learner {
+            arguments += ["--state-dir", learnerStateDirectory]
+            if let step = learnerRestoreStep { arguments += ["--restore-step", "\(step)"] }
+        }
         if let curve = spec.curve {
             arguments += ["--curve-server", curve.server + ".pub", "--curve-key", curve.client + ".key"]
             if role == .learner { arguments += ["--curve-serve-key", curve.server + ".key", "--curve-allow", curve.client + ".pub"] }

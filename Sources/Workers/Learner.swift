@@ -25,54 +25,86 @@ public final class Learner: RoleService, @unchecked Sendable {
         public var valueClip: Double = 0.2
         /// Bytes per weight chunk served to consumers.
         public var chunkBytes: Int = 1 << 20
+        /// Where SAVE_STATE writes the learner's state (`after-step-N/`); nil: SAVE_STATE is refused.
+        public var stateDirectory: String?
 
         public init() {}
     }
 
-    private let trainer: TrainableTransformer
-    private let optimizer: AdamW
-    private let settings: Settings
-    private let server: WeightServer
+    let trainer: TrainableTransformer
+    let optimizer: AdamW
+    let settings: Settings
+    let server: WeightServer
     /// The endpoint consumers fetch from (the bound port on an address they can reach).
     public let advertisedEndpoint: String
-    private let lock = NSLock()
-    private var version: UInt64
-    private var checksum: UInt32
-    private var announcement: Rlhf_V1_WeightAnnounce
+    let lock = NSLock()
+    var version: UInt64
+    var checksum: UInt32
+    var announcement: Rlhf_V1_WeightAnnounce
     private let tokens = Atomic<UInt64>(0)
     /// The last batch applied (request id, digest of its content) and the answer given.
     private var lastApplied: (requestID: UInt64, digest: UInt32, reply: WireMessage)?
     /// The weights the learner started from (the chat model): what reward models start from.
-    private let initialWeights: ModelWeights
+    let initialWeights: ModelWeights
     /// Reward models trained here (REWARD_RANKING batches), by kind; made at their first batch.
-    private var rewardModels: [Rlhf_V1_Role: RewardTraining] = [:]
+    var rewardModels: [Rlhf_V1_Role: RewardTraining] = [:]
     /// Where reward models' weight servers are opened.
-    private let serving: (loop: PollLoop, bind: String, host: String, curve: (secretKey: String, clients: Set<String>)?)
+    let serving: (loop: PollLoop, bind: String, host: String, curve: (secretKey: String, clients: Set<String>)?)
 
-    /// A reward model in training: trunk, head `(D + 1)` (weight then bias) as one parameter group, its
-    /// optimizer, version, and the weight server its versions are fetched from.
-    final class RewardTraining {
+    /// A model with a scalar head in training: a trunk, the head `(D + 1)` (weight then bias) as a
+    /// parameter group of its own, and their optimizer. The value model of PPO is one.
+    class HeadedTraining {
         let trainer: TrainableTransformer
         let headValues: FloatBuffer
         let headGradients: FloatBuffer
         let optimizer: AdamW
-        var version: UInt64 = 0
-        let server: WeightServer
-        let advertised: String
 
-        init(weights: ModelWeights, head: ScalarHead, pool: ComputePool, optimizer settings: AdamWSettings, server: WeightServer, advertised: String) {
+        init(weights: ModelWeights, head: ScalarHead, pool: ComputePool, optimizer settings: AdamWSettings) {
             trainer = TrainableTransformer(weights: weights.copy(), pool: pool)
             headValues = FloatBuffer(count: head.weight.count + 1)
             headGradients = FloatBuffer(count: head.weight.count + 1)
             headValues.set(head.weight + [head.bias], at: 0)
             optimizer = AdamW(settings: settings, groupSizes: [trainer.weights.storage.count, headValues.count])
-            self.server = server
-            self.advertised = advertised
         }
 
         var head: ScalarHead {
             let dim = headValues.count - 1
             return ScalarHead(weight: headValues.array(0..<dim), bias: headValues.array(dim..<(dim + 1))[0])
+        }
+
+        /// The trunk's and the head's parameter groups, in the optimizer's order.
+        var groups: [ParameterGroup] {
+            [ParameterGroup(model: trainer), ParameterGroup(values: headValues, gradients: headGradients, ranges: [0..<headValues.count])]
+        }
+    }
+
+    /// A reward model in training: a headed model with its version and the weight server its versions
+    /// are fetched from.
+    final class RewardTraining: HeadedTraining {
+        var version: UInt64 = 0
+        let server: WeightServer
+        let advertised: String
+        /// The announcement of the version served now.
+        var announce: Rlhf_V1_WeightAnnounce?
+
+        init(weights: ModelWeights, head: ScalarHead, pool: ComputePool, optimizer settings: AdamWSettings, server: WeightServer, advertised: String) {
+            self.server = server
+            self.advertised = advertised
+            super.init(weights: weights, head: head, pool: pool, optimizer: settings)
+        }
+
+        /// Publishes the trunk as `version` (the head rides in the announcement) and remembers the announcement.
+        func publish(_ version: UInt64, kind: Rlhf_V1_Role, chunkBytes: Int) -> Rlhf_V1_WeightAnnounce {
+            let publisher = WeightPublisher(weights: trainer.weights, policyVersion: version, chunkBytes: chunkBytes, source: advertised)
+            server.publish(publisher)
+            var announce = publisher.announcement
+            announce.model = kind
+            let head = self.head
+            announce.headWeight = head.weight
+            announce.headBias = head.bias
+            self.version = version
+            self.announce = announce
+            return announce
         }
     }
 
@@ -136,6 +168,8 @@ public final class Learner: RoleService, @unchecked Sendable {
     /// One optimizer step on `batch`; publishes the new version and returns its stats.
     public func train(_ batch: Rlhf_V1_TrainBatch, tensors: [WireTensor] = []) throws -> Rlhf_V1_TrainStats {
         if batch.kind == .rewardRanking { return try trainRewardModel(batch, tensors: tensors) }
+        if batch.kind == .saveState { return try saveState(afterStep: Int(batch.stateStep)) }
+        if batch.kind == .announceAll { return announceAll() }
         let current = policyVersion
         guard batch.policyVersion == current else {
             throw LlamaError.invalidInput("train batch for policy version \(batch.policyVersion), the learner holds \(current)")
@@ -199,28 +233,7 @@ public final class Learner: RoleService, @unchecked Sendable {
     /// The value model of PPO: a trunk with a scalar head read at every position, trained with the
     /// clipped value loss. Made at the first PPO iteration from the helpfulness reward model trained
     /// here (LLaMA2 initialises its value model from the reward model), else from the chat model.
-    final class ValueTraining {
-        let trainer: TrainableTransformer
-        /// The head `(D + 1)`: weight then bias.
-        let headValues: FloatBuffer
-        let headGradients: FloatBuffer
-        let optimizer: AdamW
-
-        init(weights: ModelWeights, head: ScalarHead, pool: ComputePool, optimizer settings: AdamWSettings) {
-            trainer = TrainableTransformer(weights: weights.copy(), pool: pool)
-            headValues = FloatBuffer(count: head.weight.count + 1)
-            headGradients = FloatBuffer(count: head.weight.count + 1)
-            headValues.set(head.weight + [head.bias], at: 0)
-            optimizer = AdamW(settings: settings, groupSizes: [trainer.weights.storage.count, headValues.count])
-        }
-
-        var head: ScalarHead {
-            let dim = headValues.count - 1
-            return ScalarHead(weight: headValues.array(0..<dim), bias: headValues.array(dim..<(dim + 1))[0])
-        }
-    }
-
-    private var valueModel: ValueTraining?
+    var valueModel: HeadedTraining?
 
     /// One PPO iteration on a batch of rollouts whose per-token rewards (the KL penalty on every token,
     /// the whitened score on the last) came in the tensor frame "rewards": the policy's old
@@ -239,14 +252,14 @@ public final class Learner: RoleService, @unchecked Sendable {
         }
         let valueRate = batch.valueLearningRate == 0 ? batch.learningRate : batch.valueLearningRate
         guard valueRate > 0, valueRate.isFinite else { throw LlamaError.invalidInput("value_learning_rate must be a positive number, got \(valueRate)") }
-        let critic = lock.withLock { () -> ValueTraining in
+        let critic = lock.withLock { () -> HeadedTraining in
             if let existing = valueModel { return existing }
-            let made: ValueTraining
+            let made: HeadedTraining
             if let rm = rewardModels[.rewardModel] {
-                made = ValueTraining(weights: rm.trainer.weights, head: rm.head, pool: trainer.pool, optimizer: settings.optimizer)
+                made = HeadedTraining(weights: rm.trainer.weights, head: rm.head, pool: trainer.pool, optimizer: settings.optimizer)
             } else {
-                made = ValueTraining(weights: initialWeights, head: ScalarHead(dim: trainer.config.dim, seed: 3), pool: trainer.pool,
-                                     optimizer: settings.optimizer)
+                made = HeadedTraining(weights: initialWeights, head: ScalarHead(dim: trainer.config.dim, seed: 3), pool: trainer.pool,
+                                      optimizer: settings.optimizer)
             }
             valueModel = made
             return made
@@ -292,9 +305,7 @@ public final class Learner: RoleService, @unchecked Sendable {
             let value = try critic.trainer.valueLoss(sequences: s, responseMask: m, oldValues: part.map { oldValues[$0] },
                                                      returns: part.map { returnRows[$0] }, head: critic.head, clip: Float(settings.valueClip))
             critic.headGradients.set(value.dHeadWeight + [value.dHeadBias], at: 0)
-            _ = critic.optimizer.update([ParameterGroup(model: critic.trainer),
-                                         ParameterGroup(values: critic.headValues, gradients: critic.headGradients, ranges: [0..<critic.headValues.count])],
-                                        lr: valueRate, pool: critic.trainer.pool)
+            _ = critic.optimizer.update(critic.groups, lr: valueRate, pool: critic.trainer.pool)
             stats.loss += policy.loss
             stats.clipFraction += policy.clipFraction
             stats.approxKl += policy.approxKL
@@ -355,18 +366,9 @@ public final class Learner: RoleService, @unchecked Sendable {
         model.trainer.zeroGradients()
         let result = try model.trainer.rankingLoss(chosen: chosen, rejected: rejected, margins: tensor.floats, head: model.head)
         model.headGradients.set(result.dHeadWeight + [result.dHeadBias], at: 0)
-        let norm = model.optimizer.update([ParameterGroup(model: model.trainer),
-                                           ParameterGroup(values: model.headValues, gradients: model.headGradients, ranges: [0..<model.headValues.count])],
-                                          lr: batch.learningRate, pool: model.trainer.pool)
+        let norm = model.optimizer.update(model.groups, lr: batch.learningRate, pool: model.trainer.pool)
         let next = model.version + 1
-        let publisher = WeightPublisher(weights: model.trainer.weights, policyVersion: next, chunkBytes: settings.chunkBytes, source: model.advertised)
-        model.server.publish(publisher)
-        lock.withLock { model.version = next }
-        var announce = publisher.announcement
-        announce.model = kind
-        let head = model.head
-        announce.headWeight = head.weight
-        announce.headBias = head.bias
+        let announce = lock.withLock { model.publish(next, kind: kind, chunkBytes: settings.chunkBytes) }
         let trained = UInt64(joined.reduce(0) { $0 + $1.count })
         tokens.add(trained, ordering: .relaxed)
         var stats = Rlhf_V1_TrainStats()

@@ -198,6 +198,54 @@ import Workers
         #expect(learner.policyVersion == 6)
     }
 
+    @Test func aLearnerSavesItsStateAndANewOneServesTheSameVersions() throws {
+        let loop = try PollLoop()
+        defer { loop.shutdown() }
+        let dir = NSTemporaryDirectory() + "learner-state-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var settings = Learner.Settings()
+        settings.stateDirectory = dir
+        let weights = try RoleTests.weights()
+        let learner = try Learner(weights: weights, settings: settings, loop: loop, bind: "tcp://127.0.0.1:*", advertiseHost: "127.0.0.1")
+        var sft = Rlhf_V1_TrainBatch()
+        sft.kind = .sft
+        sft.learningRate = 3e-3
+        sft.sequences = [RoleTests.sequence(0, prompt: [1, 30, 31], response: [32, 33, 2])]
+        _ = try learner.train(sft)
+        var rm = Rlhf_V1_TrainBatch()
+        rm.kind = .rewardRanking
+        rm.model = .safetyModel
+        rm.learningRate = 3e-3
+        rm.sequences = [RoleTests.sequence(0, prompt: [1, 30], response: [40, 2]), RoleTests.sequence(1, prompt: [1, 30], response: [50, 2])]
+        _ = try learner.train(rm, tensors: [WireTensor(name: "margins", floats: [1])])
+        var save = Rlhf_V1_TrainBatch()
+        save.kind = .saveState
+        save.stateStep = 2
+        let saved = try learner.train(save)
+        #expect(saved.policyVersion == 1 && saved.announces.count == 2 && saved.announces[1].model == .safetyModel)
+        #expect(FileManager.default.fileExists(atPath: dir + "/after-step-3/policy.state"))
+        // A second save keeps this one and the one before, no older.
+        save.stateStep = 3
+        _ = try learner.train(save)
+        save.stateStep = 4
+        _ = try learner.train(save)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir).sorted() == ["after-step-4", "after-step-5"])
+
+        // A new learner (the old one lost) restores the state after step 3 (0-based; saved again above unchanged).
+        let fresh = try Learner(weights: weights, settings: settings, loop: loop, bind: "tcp://127.0.0.1:*", advertiseHost: "127.0.0.1")
+        try fresh.restoreState(afterStep: 3)
+        #expect(fresh.policyVersion == 1 && fresh.weightsChecksum == learner.weightsChecksum)
+        let again = try fresh.train({ var b = Rlhf_V1_TrainBatch(); b.kind = .announceAll; return b }())
+        #expect(again.announces.count == 2)
+        #expect(again.announces[1].policyVersion == saved.announces[1].policyVersion && again.announces[1].modelChecksum == saved.announces[1].modelChecksum)
+        #expect(again.announces[1].headWeight == saved.announces[1].headWeight)
+        // Both continue identically: the optimizer's moments came back too.
+        sft.policyVersion = 1
+        let a = try learner.train(sft), b = try fresh.train(sft)
+        #expect(a.loss == b.loss && learner.weightsChecksum == fresh.weightsChecksum)
+        #expect(throws: (any Error).self) { try fresh.restoreState(afterStep: 9) }
+    }
+
     @Test func theLearnerTrainsRewardModelsThatRewardWorkersInstall() throws {
         let loop = try PollLoop()
         defer { loop.shutdown() }

@@ -106,6 +106,10 @@ struct WorkerCommand: ParsableCommand {
     var seed: UInt64 = 1
     @Option(help: "Learner: the address consumers reach this host at (default: the address that routes to the coordinator).")
     var advertise: String?
+    @Option(help: "Learner: directory its state is saved to at the end of every plan step (after-step-N/), to resume a plan without this process.")
+    var stateDir: String?
+    @Option(help: "Learner: start from the state saved after this 0-based plan step in --state-dir.")
+    var restoreStep: Int?
     @Option(help: "Seconds a SIGTERM waits for tasks in flight before leaving anyway.")
     var drainTimeout: Double = 60
     @Option(help: "CURVE: the coordinator's public key file.")
@@ -170,7 +174,15 @@ struct WorkerCommand: ParsableCommand {
             let curve = try curveServeKey.map {
                 try CurveKeyFile.server(keyFile: $0, admitting: (curveAllow ?? "").split(separator: ",").map(String.init))
             }
-            return (try Learner(weights: weights, threads: threads, loop: loop, bind: "tcp://0.0.0.0:*", advertiseHost: host, curve: curve), loop)
+            var learnerSettings = Learner.Settings()
+            learnerSettings.stateDirectory = stateDir
+            let learner = try Learner(weights: weights, threads: threads, settings: learnerSettings, loop: loop, bind: "tcp://0.0.0.0:*",
+                                      advertiseHost: host, curve: curve)
+            if let restoreStep {
+                guard stateDir != nil else { throw ValidationError("--restore-step needs --state-dir") }
+                try learner.restoreState(afterStep: restoreStep)
+            }
+            return (learner, loop)
         }
     }
 }

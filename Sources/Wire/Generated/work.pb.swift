@@ -35,6 +35,13 @@ public nonisolated enum Rlhf_V1_TrainKind: SwiftProtobuf.Enum, Swift.CaseIterabl
   case sft // = 1
   case rewardRanking // = 2
   case ppo // = 3
+
+  /// Not a training step: the learner writes its state (every model it trains, with its optimizer and
+  /// version) for plan step `state_step` to its state directory, and answers with every model's announcement.
+  case saveState // = 4
+
+  /// Not a training step: the learner answers with every model's announcement.
+  case announceAll // = 5
   case UNRECOGNIZED(Int)
 
   public init() {
@@ -47,6 +54,8 @@ public nonisolated enum Rlhf_V1_TrainKind: SwiftProtobuf.Enum, Swift.CaseIterabl
     case 1: self = .sft
     case 2: self = .rewardRanking
     case 3: self = .ppo
+    case 4: self = .saveState
+    case 5: self = .announceAll
     default: self = .UNRECOGNIZED(rawValue)
     }
   }
@@ -57,6 +66,8 @@ public nonisolated enum Rlhf_V1_TrainKind: SwiftProtobuf.Enum, Swift.CaseIterabl
     case .sft: return 1
     case .rewardRanking: return 2
     case .ppo: return 3
+    case .saveState: return 4
+    case .announceAll: return 5
     case .UNRECOGNIZED(let i): return i
     }
   }
@@ -67,6 +78,8 @@ public nonisolated enum Rlhf_V1_TrainKind: SwiftProtobuf.Enum, Swift.CaseIterabl
     .sft,
     .rewardRanking,
     .ppo,
+    .saveState,
+    .announceAll,
   ]
 
 }
@@ -279,6 +292,9 @@ public nonisolated struct Rlhf_V1_TrainBatch: Sendable {
 
   public var shuffleSeed: UInt64 = 0
 
+  /// SAVE_STATE: the plan step (0-based) the state is saved after.
+  public var stateStep: UInt32 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -370,6 +386,12 @@ public nonisolated struct Rlhf_V1_TrainStats: @unchecked Sendable {
   public var meanReturn: Double {
     get {_storage._meanReturn}
     set {_uniqueStorage()._meanReturn = newValue}
+  }
+
+  /// SAVE_STATE and ANNOUNCE_ALL: the announcement of every model the learner holds (the policy first).
+  public var announces: [Rlhf_V1_WeightAnnounce] {
+    get {_storage._announces}
+    set {_uniqueStorage()._announces = newValue}
   }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -520,7 +542,7 @@ public nonisolated struct Rlhf_V1_RemoteReply: Sendable {
 fileprivate nonisolated let _protobuf_package = "rlhf.v1"
 
 nonisolated extension Rlhf_V1_TrainKind: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0TRAIN_KIND_UNSPECIFIED\0\u{1}SFT\0\u{1}REWARD_RANKING\0\u{1}PPO\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0TRAIN_KIND_UNSPECIFIED\0\u{1}SFT\0\u{1}REWARD_RANKING\0\u{1}PPO\0\u{1}SAVE_STATE\0\u{1}ANNOUNCE_ALL\0")
 }
 
 nonisolated extension Rlhf_V1_SamplingParams: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
@@ -908,7 +930,7 @@ nonisolated extension Rlhf_V1_ReferenceLogProbResult: SwiftProtobuf.Message, Swi
 
 nonisolated extension Rlhf_V1_TrainBatch: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".TrainBatch"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}kind\0\u{1}sequences\0\u{3}learning_rate\0\u{3}policy_version\0\u{1}model\0\u{3}from_initial\0\u{3}mini_batch_size\0\u{3}value_learning_rate\0\u{1}gamma\0\u{3}gae_lambda\0\u{3}shuffle_seed\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}kind\0\u{1}sequences\0\u{3}learning_rate\0\u{3}policy_version\0\u{1}model\0\u{3}from_initial\0\u{3}mini_batch_size\0\u{3}value_learning_rate\0\u{1}gamma\0\u{3}gae_lambda\0\u{3}shuffle_seed\0\u{3}state_step\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -927,6 +949,7 @@ nonisolated extension Rlhf_V1_TrainBatch: SwiftProtobuf.Message, SwiftProtobuf._
       case 9: try { try decoder.decodeSingularFloatField(value: &self.gamma) }()
       case 10: try { try decoder.decodeSingularFloatField(value: &self.gaeLambda) }()
       case 11: try { try decoder.decodeSingularUInt64Field(value: &self.shuffleSeed) }()
+      case 12: try { try decoder.decodeSingularUInt32Field(value: &self.stateStep) }()
       default: break
       }
     }
@@ -966,6 +989,9 @@ nonisolated extension Rlhf_V1_TrainBatch: SwiftProtobuf.Message, SwiftProtobuf._
     if self.shuffleSeed != 0 {
       try visitor.visitSingularUInt64Field(value: self.shuffleSeed, fieldNumber: 11)
     }
+    if self.stateStep != 0 {
+      try visitor.visitSingularUInt32Field(value: self.stateStep, fieldNumber: 12)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -981,6 +1007,7 @@ nonisolated extension Rlhf_V1_TrainBatch: SwiftProtobuf.Message, SwiftProtobuf._
     if lhs.gamma != rhs.gamma {return false}
     if lhs.gaeLambda != rhs.gaeLambda {return false}
     if lhs.shuffleSeed != rhs.shuffleSeed {return false}
+    if lhs.stateStep != rhs.stateStep {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -988,7 +1015,7 @@ nonisolated extension Rlhf_V1_TrainBatch: SwiftProtobuf.Message, SwiftProtobuf._
 
 nonisolated extension Rlhf_V1_TrainStats: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".TrainStats"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}kind\0\u{1}loss\0\u{3}grad_norm\0\u{3}learning_rate\0\u{3}clip_fraction\0\u{3}approx_kl\0\u{1}tokens\0\u{1}step\0\u{3}policy_version\0\u{1}announce\0\u{1}accuracy\0\u{3}value_loss\0\u{3}value_clip_fraction\0\u{3}gradient_steps\0\u{3}mean_return\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}kind\0\u{1}loss\0\u{3}grad_norm\0\u{3}learning_rate\0\u{3}clip_fraction\0\u{3}approx_kl\0\u{1}tokens\0\u{1}step\0\u{3}policy_version\0\u{1}announce\0\u{1}accuracy\0\u{3}value_loss\0\u{3}value_clip_fraction\0\u{3}gradient_steps\0\u{3}mean_return\0\u{1}announces\0")
 
   fileprivate class _StorageClass {
     var _kind: Rlhf_V1_TrainKind = .unspecified
@@ -1006,6 +1033,7 @@ nonisolated extension Rlhf_V1_TrainStats: SwiftProtobuf.Message, SwiftProtobuf._
     var _valueClipFraction: Double = 0
     var _gradientSteps: UInt32 = 0
     var _meanReturn: Double = 0
+    var _announces: [Rlhf_V1_WeightAnnounce] = []
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -1031,6 +1059,7 @@ nonisolated extension Rlhf_V1_TrainStats: SwiftProtobuf.Message, SwiftProtobuf._
       _valueClipFraction = source._valueClipFraction
       _gradientSteps = source._gradientSteps
       _meanReturn = source._meanReturn
+      _announces = source._announces
     }
   }
 
@@ -1064,6 +1093,7 @@ nonisolated extension Rlhf_V1_TrainStats: SwiftProtobuf.Message, SwiftProtobuf._
         case 13: try { try decoder.decodeSingularDoubleField(value: &_storage._valueClipFraction) }()
         case 14: try { try decoder.decodeSingularUInt32Field(value: &_storage._gradientSteps) }()
         case 15: try { try decoder.decodeSingularDoubleField(value: &_storage._meanReturn) }()
+        case 16: try { try decoder.decodeRepeatedMessageField(value: &_storage._announces) }()
         default: break
         }
       }
@@ -1121,6 +1151,9 @@ nonisolated extension Rlhf_V1_TrainStats: SwiftProtobuf.Message, SwiftProtobuf._
       if _storage._meanReturn.bitPattern != 0 {
         try visitor.visitSingularDoubleField(value: _storage._meanReturn, fieldNumber: 15)
       }
+      if !_storage._announces.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._announces, fieldNumber: 16)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -1145,6 +1178,7 @@ nonisolated extension Rlhf_V1_TrainStats: SwiftProtobuf.Message, SwiftProtobuf._
         if _storage._valueClipFraction != rhs_storage._valueClipFraction {return false}
         if _storage._gradientSteps != rhs_storage._gradientSteps {return false}
         if _storage._meanReturn != rhs_storage._meanReturn {return false}
+        if _storage._announces != rhs_storage._announces {return false}
         return true
       }
       if !storagesAreEqual {return false}

@@ -42,7 +42,16 @@ typedef enum _Rlhf__V1__TrainKind {
   RLHF__V1__TRAIN_KIND__TRAIN_KIND_UNSPECIFIED = 0,
   RLHF__V1__TRAIN_KIND__SFT = 1,
   RLHF__V1__TRAIN_KIND__REWARD_RANKING = 2,
-  RLHF__V1__TRAIN_KIND__PPO = 3
+  RLHF__V1__TRAIN_KIND__PPO = 3,
+  /*
+   * Not a training step: the learner writes its state (every model it trains, with its optimizer and
+   * version) for plan step `state_step` to its state directory, and answers with every model's announcement.
+   */
+  RLHF__V1__TRAIN_KIND__SAVE_STATE = 4,
+  /*
+   * Not a training step: the learner answers with every model's announcement.
+   */
+  RLHF__V1__TRAIN_KIND__ANNOUNCE_ALL = 5
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(RLHF__V1__TRAIN_KIND)
 } Rlhf__V1__TrainKind;
 
@@ -226,10 +235,14 @@ struct  Rlhf__V1__TrainBatch
   float gamma;
   float gae_lambda;
   uint64_t shuffle_seed;
+  /*
+   * SAVE_STATE: the plan step (0-based) the state is saved after.
+   */
+  uint32_t state_step;
 };
 #define RLHF__V1__TRAIN_BATCH__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&rlhf__v1__train_batch__descriptor) \
-    , RLHF__V1__TRAIN_KIND__TRAIN_KIND_UNSPECIFIED, 0,NULL, 0, 0, RLHF__V1__ROLE__ROLE_UNSPECIFIED, 0, 0, 0, 0, 0, 0 }
+    , RLHF__V1__TRAIN_KIND__TRAIN_KIND_UNSPECIFIED, 0,NULL, 0, 0, RLHF__V1__ROLE__ROLE_UNSPECIFIED, 0, 0, 0, 0, 0, 0, 0 }
 
 
 struct  Rlhf__V1__TrainStats
@@ -260,10 +273,15 @@ struct  Rlhf__V1__TrainStats
   double value_clip_fraction;
   uint32_t gradient_steps;
   double mean_return;
+  /*
+   * SAVE_STATE and ANNOUNCE_ALL: the announcement of every model the learner holds (the policy first).
+   */
+  size_t n_announces;
+  Rlhf__V1__WeightAnnounce **announces;
 };
 #define RLHF__V1__TRAIN_STATS__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&rlhf__v1__train_stats__descriptor) \
-    , RLHF__V1__TRAIN_KIND__TRAIN_KIND_UNSPECIFIED, 0, 0, 0, 0, 0, 0, 0, 0, NULL, 0, 0, 0, 0, 0 }
+    , RLHF__V1__TRAIN_KIND__TRAIN_KIND_UNSPECIFIED, 0, 0, 0, 0, 0, 0, 0, 0, NULL, 0, 0, 0, 0, 0, 0,NULL }
 
 
 /*
