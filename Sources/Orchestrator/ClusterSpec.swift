@@ -77,6 +77,8 @@ public struct ClusterSpec: Sendable, Equatable {
     public var rewardHead: String?
     public var safetyHead: String?
     public var plan: [Step]
+    /// The text of the plan's own file when the spec names one (`plan: FILE`): part of the run's identity.
+    public var planFileText: String?
     public var heartbeatMilliseconds: UInt64
     /// Where the coordinator serves Prometheus metrics (`tcp://HOST:PORT`); nil for nowhere.
     public var metrics: String?
@@ -209,7 +211,32 @@ public struct ClusterSpec: Sendable, Equatable {
         let checkpoint = try file("checkpoint", path)!
         let rewardHead = try file("reward_head", model["reward_head"]), safetyHead = try file("safety_head", model["safety_head"])
         var plan: [Step] = []
-        for (i, item) in ((top["plan"] as? [Any]) ?? []).enumerated() {
+        // The plan: a list in the spec, or the path of a YAML file holding the list (or a mapping with `plan:`).
+        var planItems: [Any] = []
+        var planFileText: String?
+        switch top["plan"] {
+        case nil, is NSNull:
+            break
+        case let items as [Any]:
+            planItems = items
+        case let file as String:
+            let path = file.hasPrefix("/") ? file : (baseDirectory as NSString).appendingPathComponent(file)
+            guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw Invalid(key: "plan", reason: "cannot read the plan file \(path)") }
+            let loaded: Any?
+            do {
+                loaded = try Yams.load(yaml: text)
+            } catch {
+                throw Invalid(key: "plan", reason: "the plan file \(path) is not valid YAML: \(error)")
+            }
+            guard let items = (loaded as? [Any]) ?? ((loaded as? [String: Any])?["plan"] as? [Any]) else {
+                throw Invalid(key: "plan", reason: "the plan file \(path) holds no list of steps (a list, or plan: followed by one)")
+            }
+            planItems = items
+            planFileText = text
+        default:
+            throw Invalid(key: "plan", reason: "expected a list of steps or the path of a YAML file holding them")
+        }
+        for (i, item) in planItems.enumerated() {
             guard let step = item as? [String: Any], step.count == 1, let (kind, value) = step.first else {
                 throw Invalid(key: "plan[\(i)]", reason: "expected a mapping with one step kind")
             }
@@ -325,6 +352,7 @@ public struct ClusterSpec: Sendable, Equatable {
         var spec = ClusterSpec(coordinator: coordinator, hosts: hosts, checkpoint: checkpoint, rewardHead: rewardHead, safetyHead: safetyHead,
                                plan: plan, heartbeatMilliseconds: UInt64(heartbeat), metrics: metrics)
         spec.curve = curve
+        spec.planFileText = planFileText
         if let t = top["task"] {
             let args = try arguments(t, key: "task", known: ["seed", "tokenizer", "preference_pairs", "eval_prompts", "eval_temperature", "eval_samples"])
             var task = Task()

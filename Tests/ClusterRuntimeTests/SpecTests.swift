@@ -60,6 +60,31 @@ import Testing
         #expect(v6.klEstimator == .k3 && v6.klTarget == 4 && v6.whitening == .batch && abs(v6.gamma - 0.99) < 1e-6 && abs(v6.lambda - 0.9) < 1e-6)
     }
 
+    @Test func aPlanCanLiveInItsOwnFile() throws {
+        let dir = NSTemporaryDirectory() + "plan-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try "- evaluate: {name: SFT}\n- rs_round: {name: V1, prompts: 8}\n".write(toFile: dir + "/plan.yaml", atomically: true, encoding: .utf8)
+        try "plan:\n  - hold: {seconds: 2}\n".write(toFile: dir + "/mapping.yaml", atomically: true, encoding: .utf8)
+        try "plan: {hold: 1}\n".write(toFile: dir + "/bad.yaml", atomically: true, encoding: .utf8)
+        let spec = try ClusterSpec.parse(SpecTests.head + "task: {seed: 1}\nplan: plan.yaml\n", baseDirectory: dir)
+        #expect(spec.plan.count == 2 && spec.plan[0].isRLHF && spec.planFileText?.contains("rs_round") == true)
+        guard case let .rejectionSampling(v1) = spec.plan[1] else {
+            Issue.record("expected a rejection-sampling round")
+            return
+        }
+        #expect(v1.name == "V1" && v1.prompts == 8)
+        #expect(try ClusterSpec.parse(SpecTests.head + "plan: \(dir)/mapping.yaml\n", baseDirectory: "/").plan == [.hold(seconds: 2)])
+        for (file, reason) in [("missing.yaml", "cannot read"), ("bad.yaml", "no list of steps")] {
+            do {
+                _ = try ClusterSpec.parse(SpecTests.head + "plan: \(file)\n", baseDirectory: dir)
+                Issue.record("\(file) was accepted")
+            } catch let error as ClusterSpec.Invalid {
+                #expect(error.key == "plan" && error.reason.contains(reason), "\(error)")
+            }
+        }
+    }
+
     @Test func badRLHFStepsNameTheKey() {
         let cases: [(String, String)] = [
             ("plan:\n  - evaluate: {name: SFT}\n", "task"),

@@ -43,18 +43,18 @@ import Testing
         #expect(out.contains("progress: step") && out.contains("ETA"), "\(out)")
         // The final table: a line per policy.
         let table = out.split(separator: "\n").drop { !$0.hasPrefix("policy   win vs SFT") }
-        #expect(["SFT", "V1", "V2", "V3", "V4"].allSatisfy { name in table.contains { $0.hasPrefix(name + " ") } }, "\(out)")
+        #expect(["SFT", "V1", "V2", "V3", "V4", "V5-RS", "V5"].allSatisfy { name in table.contains { $0.hasPrefix(name + " ") } }, "\(out)")
         // summary.json: the SFT figures and each round's.
         let summary = try RLHFRunTests.json(run + "/summary.json")
         let rounds = try #require(summary["rounds"] as? [[String: Any]])
-        #expect(rounds.map { $0["name"] as? String } == ["V1", "V2", "V3", "V4"])
+        #expect(rounds.map { $0["name"] as? String } == ["V1", "V2", "V3", "V4", "V5-RS", "V5"])
         for round in rounds {
             for key in ["win_rate_vs_sft", "helpfulness", "unsafe_rate", "reward_mean", "kl", "tokens_per_second", "seconds"] {
                 #expect(round[key] is Double, "\(key) missing")
             }
         }
         #expect((summary["sft"] as? [String: Any])?["win_rate_vs_sft"] as? Double == 0.5)
-        for (i, name) in ["V1", "V2", "V3", "V4"].enumerated() {
+        for (i, name) in ["V1", "V2", "V3", "V4", "V5-RS"].enumerated() {
             // samples.jsonl: every (prompt, sample) of the round once (128 prompts x 4 at the quick size), one kept per prompt.
             let samples = try RLHFRunTests.lines(run + "/rounds/\(name)/samples.jsonl")
             let keys = try RLHFRunTests.sampleKeys(run, name)
@@ -67,18 +67,22 @@ import Testing
             let info = try CLITests.rlhf(["checkpoint", "info", run + "/rounds/\(name)/policy.bin"])
             #expect(info.status == 0, "\(info.stderr)")
         }
+        // The PPO round: each rollout once (4 iterations x 32 at the quick size) and its checkpoint.
+        let rollouts = try RLHFRunTests.lines(run + "/rounds/V5/rollouts.jsonl")
+        #expect(rollouts.count == 4 * 32 && Set(rollouts.map { "\($0["sample_id"]!)" }).count == rollouts.count)
+        #expect(try CLITests.rlhf(["checkpoint", "info", run + "/rounds/V5/policy.bin"]).status == 0)
         // The chart of the rounds is well-formed SVG.
         let svg = try String(contentsOfFile: run + "/rounds.svg", encoding: .utf8)
         _ = try XMLDocument(xmlString: svg)
-        #expect(svg.contains("win rate vs SFT") && svg.contains(">V4<"))
+        #expect(svg.contains("win rate vs SFT") && svg.contains(">V5<"))
         let metrics = try String(contentsOfFile: run + "/metrics.jsonl", encoding: .utf8)
-        for stage in ["train_rm", "train_rm_done", "new_pairs", "rs_train", "evaluate"] { #expect(metrics.contains("\"stage\":\"\(stage)\""), "\(stage)") }
+        for stage in ["train_rm", "train_rm_done", "new_pairs", "rs_train", "evaluate", "ppo"] { #expect(metrics.contains("\"stage\":\"\(stage)\""), "\(stage)") }
         #expect(try String(contentsOfFile: run + "/journal.jsonl", encoding: .utf8).contains("\"finished\""))
         #expect(LaunchTests.pids(matching: "--coordinator tcp://127.0.0.1:5555").isEmpty, "a worker outlived the run")
     }
 
-    /// A small RLHF plan: SFT evaluation, both reward models, two rounds that sample long enough to be
-    /// interrupted.
+    /// A small RLHF plan: SFT evaluation, both reward models, two rejection-sampling rounds that sample
+    /// long enough to be interrupted, and a PPO round.
     static func writeSpec(_ dir: String) throws -> String {
         let model = RLHFRunTests.repository + "/models/chat-world/sft.bin"
         let spec = """
@@ -96,6 +100,7 @@ import Testing
           - train_rm: {model: safety-model, pairs: 200}
           - rs_round: {name: V1, prompts: 96, samples: 6, max_new_tokens: 64, new_pairs: 16, from_sft: true}
           - rs_round: {name: V2, prompts: 96, samples: 6, max_new_tokens: 64, new_pairs: 16, from_sft: true}
+          - ppo_round: {name: V3, iterations: 6, rollouts: 24, mini_batch: 8, max_new_tokens: 48, learning_rate: 0.00003}
         """
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         try spec.write(toFile: dir + "/spec.yaml", atomically: true, encoding: .utf8)
@@ -174,6 +179,74 @@ import Testing
         #expect(LaunchTests.pids(matching: "--coordinator tcp://127.0.0.1:\(port)").isEmpty, "a worker outlived the run")
     }
 
+    @Test func aGeneratorKilledMidPPORoundUsesEachRolloutOnce() throws {
+        let calm = try RLHFRunTests.calm.get()
+        let dir = NSTemporaryDirectory() + "rlhf-kill-ppo-\(UUID().uuidString)"
+        let spec = try RLHFRunTests.writeSpec(dir)
+        let run = dir + "/run"
+        let launch = try RLHFRunTests.launch(spec, run: run, dir: dir, name: "launch")
+        // kill -9 a generator in PPO's third iteration (step 6, task ids from 6 << 32).
+        let ppo = (UInt64(6) << 32) ..< (UInt64(7) << 32)
+        let reached = RLHFRunTests.wait(for: launch) { LaunchTests.journaledResults(run + "/journal.jsonl").filter { ppo.contains($0) }.count >= 30 }
+        #expect(reached, "the PPO round never started")
+        let port = try #require(RLHFRunTests.port(run))
+        let victims = LaunchTests.pids(matching: "--coordinator tcp://127.0.0.1:\(port) --id generator-here-1")
+        #expect(victims.count == 1)
+        for pid in victims { kill(pid, SIGKILL) }
+        let journal = (try? String(contentsOfFile: run + "/journal.jsonl", encoding: .utf8)) ?? ""
+        launch.waitUntilExit()
+        let out = (try? String(contentsOfFile: dir + "/launch.out", encoding: .utf8)) ?? ""
+        #expect(launch.terminationStatus == 0, "\(out)")
+        #expect(!journal.contains("\"stepDone\":{\"index\":5"), "the kill came after the PPO round had finished")
+        // Each rollout once: 6 iterations x 24, every (iteration, prompt) distinct, each iteration at one policy version.
+        let rollouts = try RLHFRunTests.lines(run + "/rounds/V3/rollouts.jsonl")
+        #expect(rollouts.count == 6 * 24)
+        #expect(Set(rollouts.map { "\($0["iteration"]!)/\($0["prompt_id"]!)" }).count == rollouts.count)
+        #expect(Set(rollouts.map { "\($0["sample_id"]!)" }).count == rollouts.count)
+        for iteration in 1...6 {
+            let versions = Set(rollouts.filter { $0["iteration"] as? Int == iteration }.map { "\($0["policy_version"]!)" })
+            #expect(versions.count == 1, "iteration \(iteration) mixed policy versions \(versions)")
+        }
+        let metrics = try RLHFRunTests.lines(run + "/metrics.jsonl").filter { $0["stage"] as? String == "ppo" }
+        #expect(metrics.count == 6)
+        for key in ["policy_loss", "value_loss", "kl_mean", "kl_max", "clip_fraction", "entropy", "reward_mean", "response_length",
+                    "gate_hit_rate", "tokens_per_second"] {
+            #expect(metrics.allSatisfy { $0[key] is Double }, "\(key) missing")
+        }
+        #expect(try RLHFRunTests.figures(run) == RLHFRunTests.figures(calm))
+        #expect(LaunchTests.pids(matching: "--coordinator tcp://127.0.0.1:\(port)").isEmpty, "a worker outlived the run")
+    }
+
+    @Test func aLauncherAndItsLearnerKilledMidPlanResumeFromTheLearnersState() throws {
+        let calm = try RLHFRunTests.calm.get()
+        let dir = NSTemporaryDirectory() + "rlhf-kill-learner-\(UUID().uuidString)"
+        let spec = try RLHFRunTests.writeSpec(dir)
+        let run = dir + "/run"
+        let launch = try RLHFRunTests.launch(spec, run: run, dir: dir, name: "first")
+        // kill -9 the launcher and the learner (the trained policy and reward models die with it) once V2 has results.
+        let v2 = (UInt64(5) << 32) ..< (UInt64(6) << 32)
+        let reached = RLHFRunTests.wait(for: launch) { LaunchTests.journaledResults(run + "/journal.jsonl").filter { v2.contains($0) }.count >= 8 }
+        #expect(reached, "V2 never started")
+        let port = try #require(RLHFRunTests.port(run))
+        kill(launch.processIdentifier, SIGKILL)
+        launch.waitUntilExit()
+        let learners = LaunchTests.pids(matching: "--coordinator tcp://127.0.0.1:\(port) --id learner-here-0")
+        #expect(learners.count == 1)
+        for pid in learners { kill(pid, SIGKILL) }
+        let journal = (try? String(contentsOfFile: run + "/journal.jsonl", encoding: .utf8)) ?? ""
+        #expect(!journal.contains("\"stepDone\":{\"index\":4"), "the kill came after V2 had finished")
+        // The learner saved its state at every step's end: after V1 (step 4) is there.
+        #expect(FileManager.default.fileExists(atPath: run + "/learner-state/after-step-4/policy.state"))
+        let resumed = try CLITests.rlhf(["launch", spec, "--run-dir", run])
+        #expect(resumed.status == 0, "\(resumed.stdout)\(resumed.stderr)")
+        #expect(resumed.stdout.contains("started 1 and adopted 5 running workers"), "\(resumed.stdout)")
+        #expect(resumed.stdout.contains("learner restarted from its state after step 4 (policy v"), "\(resumed.stdout)")
+        let keys = try RLHFRunTests.sampleKeys(run, "V2")
+        #expect(keys.count == 96 * 6 && Set(keys).count == keys.count)
+        #expect(try RLHFRunTests.figures(run) == RLHFRunTests.figures(calm))
+        #expect(LaunchTests.pids(matching: "--coordinator tcp://127.0.0.1:\(port)").isEmpty, "a worker outlived the resumed run")
+    }
+
     @Test func aLauncherKilledMidPlanResumesTheRLHFPipeline() throws {
         let calm = try RLHFRunTests.calm.get()
         let dir = NSTemporaryDirectory() + "rlhf-kill-launcher-\(UUID().uuidString)"
@@ -199,7 +272,7 @@ import Testing
         #expect(try RLHFRunTests.figures(run) == RLHFRunTests.figures(calm))
         // Only the last step's pipeline state is kept.
         let states = try FileManager.default.contentsOfDirectory(atPath: run + "/pipeline")
-        #expect(states == ["after-step-5.json"], "\(states)")
+        #expect(states == ["after-step-6.json"], "\(states)")
         if let port = RLHFRunTests.port(run) {
             #expect(LaunchTests.pids(matching: "--coordinator tcp://127.0.0.1:\(port)").isEmpty, "a worker outlived the resumed run")
         }
