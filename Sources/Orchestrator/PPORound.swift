@@ -66,33 +66,19 @@ extension RLHFPipeline {
             var pool = context.trainPrompts
             random.shuffle(&pool)
             let prompts = Array(pool.prefix(settings.rollouts))
-            let byID = Dictionary(uniqueKeysWithValues: prompts.map { ($0.id, $0) })
-            var request = Rlhf_V1_GenerateRequest()
-            request.prompts = prompts.map { p in
-                var q = Rlhf_V1_Prompt()
-                q.promptID = p.id
-                q.ids = p.ids
-                return q
-            }
-            request.samplesPerPrompt = 1
-            request.sampling.temperature = settings.temperature
-            request.sampling.topP = 1
-            request.seed = seed &* 7919 &+ UInt64(iteration)
-            request.maxNewTokens = UInt32(settings.maxNewTokens)
-            request.stopToken = context.tokenizer.eosId
-            request.policyVersion = version
             let sampleStart = Date()
-            let generated = try coordinator.generate(request, promptsPerTask: 4).filter { !$0.sample.ids.isEmpty }
+            let generated = try draw(prompts, samples: 1, temperature: settings.temperature, maxNewTokens: settings.maxNewTokens,
+                                     seed: seed &* 7919 &+ UInt64(iteration), promptsPerTask: 4)
             sampleSeconds += Date().timeIntervalSince(sampleStart)
             guard !generated.isEmpty else { throw Launcher.Failure(message: "\(settings.name): iteration \(iteration) produced no rollout") }
             tokens += generated.reduce(0) { $0 + $1.sample.ids.count }
-            let sequences = generated.enumerated().map { i, g in sequence(UInt64(i), byID[g.sample.promptID]!.ids, g.sample.ids) }
+            let sequences = generated.enumerated().map { i, g in sequence(UInt64(i), g.prompt.ids, g.sample.ids) }
             let helpfulness = try coordinator.score(sequences, model: .rewardModel, perTask: 16)
             let safety = try coordinator.score(sequences, model: .safetyModel, perTask: 16)
             let referenceVersion = coordinator.workers().first { $0.registration.role == .referencePolicy && $0.health == .healthy }?.policyVersion ?? 0
             let reference = try coordinator.referenceLogProbs(sequences, policyVersion: referenceVersion)
             let (combined, hitRate) = gate.combine(helpfulness: helpfulness, safety: safety,
-                                                   isSafetyPrompt: generated.map { byID[$0.sample.promptID]!.isSafety })
+                                                   isSafetyPrompt: generated.map(\.prompt.isSafety))
             gateHits += hitRate
             let scores = whitener.whiten(combined)
             let beta = controller?.beta ?? settings.beta
@@ -120,7 +106,7 @@ extension RLHFPipeline {
             // The hidden annotator's view of the same rollouts, for the trend check (never used to train).
             var utility = 0.0
             for g in generated {
-                if let j = context.judge(byID[g.sample.promptID]!.text, context.text(g.sample.ids)) { utility += j.utility }
+                if let j = context.judge(g.prompt.text, context.text(g.sample.ids)) { utility += j.utility }
             }
             let responseTokens = generated.map(\.logProbs.count)
             let entropy = -generated.reduce(0.0) { $0 + $1.logProbs.reduce(0.0) { $0 + Double($1) } } / Double(max(1, responseTokens.reduce(0, +)))

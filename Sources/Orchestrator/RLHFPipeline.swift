@@ -271,6 +271,42 @@ public final class RLHFPipeline {
         return s
     }
 
+    // MARK: - Sampling
+
+    /// A sample of the policy with the prompt it answers and its temperature-1 log-probabilities `(T)`.
+    struct Drawn {
+        var prompt: TaskContext.Prompt
+        var sample: Rlhf_V1_Sample
+        var logProbs: [Float]
+    }
+
+    /// `samples` answers to each of `prompts` from the generators at the current policy version
+    /// (`promptsPerTask` prompts a task), seeded by `seed`; empty answers are dropped. An answer to a
+    /// prompt that was not asked is a worker's fault, refused with its id.
+    func draw(_ prompts: [TaskContext.Prompt], samples: Int, temperature: Float, maxNewTokens: Int, seed: UInt64, promptsPerTask: Int) throws -> [Drawn] {
+        var request = Rlhf_V1_GenerateRequest()
+        request.prompts = prompts.map { p in
+            var q = Rlhf_V1_Prompt()
+            q.promptID = p.id
+            q.ids = p.ids
+            return q
+        }
+        request.samplesPerPrompt = UInt32(max(1, samples))
+        request.sampling.temperature = temperature
+        request.sampling.topP = 1
+        request.seed = seed
+        request.maxNewTokens = UInt32(maxNewTokens)
+        request.stopToken = context.tokenizer.eosId
+        request.policyVersion = coordinator.status().policyVersion
+        let byID = Dictionary(prompts.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
+        return try coordinator.generate(request, promptsPerTask: promptsPerTask).compactMap { g in
+            guard let prompt = byID[g.sample.promptID] else {
+                throw Launcher.Failure(message: "a generator answered prompt \(g.sample.promptID), which was not asked")
+            }
+            return g.sample.ids.isEmpty ? nil : Drawn(prompt: prompt, sample: g.sample, logProbs: g.logProbs)
+        }
+    }
+
     // MARK: - Evaluation
 
     /// Answers of the current policy to the held-out prompts (`settings.samples` each, the same seeds
@@ -284,34 +320,19 @@ public final class RLHFPipeline {
         coordinator.setProgress(stage: "evaluate \(name)")
         let prompts = Array(context.evalPrompts.prefix(settings.prompts ?? context.evalPrompts.count))
         let version = coordinator.status().policyVersion
-        var request = Rlhf_V1_GenerateRequest()
-        request.prompts = prompts.map { p in
-            var q = Rlhf_V1_Prompt()
-            q.promptID = p.id
-            q.ids = p.ids
-            return q
-        }
-        request.samplesPerPrompt = UInt32(max(1, settings.samples))
-        request.sampling.temperature = settings.temperature
-        request.sampling.topP = 1
-        request.seed = 0xE7A1
-        request.maxNewTokens = UInt32(settings.maxNewTokens)
-        request.stopToken = context.tokenizer.eosId
-        request.policyVersion = version
-        let generated = try coordinator.generate(request, promptsPerTask: max(1, 8 / max(1, settings.samples)))
-        let byID = Dictionary(uniqueKeysWithValues: prompts.map { ($0.id, $0) })
+        let generated = try draw(prompts, samples: settings.samples, temperature: settings.temperature, maxNewTokens: settings.maxNewTokens,
+                                 seed: 0xE7A1, promptsPerTask: max(1, 8 / max(1, settings.samples)))
         // KL to the reference policy on these answers.
-        let withTokens = generated.filter { !$0.sample.ids.isEmpty }
         let referenceVersion = coordinator.workers().first { $0.registration.role == .referencePolicy && $0.health == .healthy }?.policyVersion ?? 0
-        let reference = try coordinator.referenceLogProbs(withTokens.enumerated().map { i, g in sequence(UInt64(i), byID[g.sample.promptID]!.ids, g.sample.ids) },
+        let reference = try coordinator.referenceLogProbs(generated.enumerated().map { i, g in sequence(UInt64(i), g.prompt.ids, g.sample.ids) },
                                                            policyVersion: referenceVersion)
-        let kl = RoundSummary.meanSequenceKL(policy: withTokens.map(\.logProbs), reference: reference)
+        let kl = RoundSummary.meanSequenceKL(policy: generated.map(\.logProbs), reference: reference)
         var stories = 0, helpful = 0, safety = 0, unsafe = 0
         var helpfulness = 0.0
         var answers: [String: String] = [:]
         var wins = 0.0
         for g in generated {
-            guard let p = byID[g.sample.promptID] else { continue }
+            let p = g.prompt
             let answer = context.text(g.sample.ids), key = "\(p.id)/\(g.sample.sampleIndex)"
             answers[key] = answer
             guard let j = context.judge(p.text, answer) else { continue }
@@ -326,8 +347,8 @@ public final class RLHFPipeline {
         }
         if baseline == nil { baseline = answers }
         for g in generated {
-            guard let p = byID[g.sample.promptID], let prompt = TaskPrompt.parse(p.text) else { continue }
-            let key = "\(p.id)/\(g.sample.sampleIndex)"
+            guard let prompt = TaskPrompt.parse(g.prompt.text) else { continue }
+            let key = "\(g.prompt.id)/\(g.sample.sampleIndex)"
             guard let answer = answers[key], let reference = baseline?[key] else { continue }
             switch context.annotator.compare(prompt, answer, reference) {
             case .first: wins += 1
@@ -370,36 +391,22 @@ public final class RLHFPipeline {
         var pool = context.trainPrompts
         random.shuffle(&pool)
         let prompts = Array(pool.prefix(settings.prompts))
-        var request = Rlhf_V1_GenerateRequest()
-        request.prompts = prompts.map { p in
-            var q = Rlhf_V1_Prompt()
-            q.promptID = p.id
-            q.ids = p.ids
-            return q
-        }
-        request.samplesPerPrompt = UInt32(settings.samples)
-        request.sampling.temperature = settings.temperature
-        request.sampling.topP = 1
-        request.seed = seed
-        request.maxNewTokens = UInt32(settings.maxNewTokens)
-        request.stopToken = context.tokenizer.eosId
-        request.policyVersion = version
         let generateStart = Date()
-        let generated = try coordinator.generate(request, promptsPerTask: 1).filter { !$0.sample.ids.isEmpty }
+        let generated = try draw(prompts, samples: settings.samples, temperature: settings.temperature, maxNewTokens: settings.maxNewTokens,
+                                 seed: seed, promptsPerTask: 1)
         let generateSeconds = Date().timeIntervalSince(generateStart)
         let tokens = generated.reduce(0) { $0 + $1.sample.ids.count }
-        let byID = Dictionary(uniqueKeysWithValues: prompts.map { ($0.id, $0) })
-        let sequences = generated.enumerated().map { i, g in sequence(UInt64(i), byID[g.sample.promptID]!.ids, g.sample.ids) }
+        let sequences = generated.enumerated().map { i, g in sequence(UInt64(i), g.prompt.ids, g.sample.ids) }
         coordinator.setProgress(stage: "\(settings.name): score")
         var helpfulness = try coordinator.score(sequences, model: .rewardModel, perTask: 16)
         var safety = try coordinator.score(sequences, model: .safetyModel, perTask: 16)
         if settings.newPairs > 0 {
-            try retrainRewardModels(settings, round: round, generated: generated.map(\.sample), prompts: byID, helpfulness: helpfulness)
+            try retrainRewardModels(settings, round: round, generated: generated.map(\.sample), prompts: Dictionary(generated.map { ($0.prompt.id, $0.prompt) }, uniquingKeysWith: { a, _ in a }), helpfulness: helpfulness)
             helpfulness = try coordinator.score(sequences, model: .rewardModel, perTask: 16)
             safety = try coordinator.score(sequences, model: .safetyModel, perTask: 16)
         }
         let (rewards, gateHits) = gate.combine(helpfulness: helpfulness, safety: safety,
-                                               isSafetyPrompt: generated.map { byID[$0.sample.promptID]!.isSafety })
+                                               isSafetyPrompt: generated.map(\.prompt.isSafety))
         let candidates = generated.enumerated().map { i, g in
             Candidate(promptID: g.sample.promptID, sampleID: Int(g.sample.sampleIndex), round: round, responseIDs: g.sample.ids, reward: rewards[i])
         }
