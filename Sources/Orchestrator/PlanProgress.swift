@@ -54,9 +54,10 @@ public struct PlanProgress: Sendable {
                 return seconds + trained * costs.policyTrainingSequence
             case let .ppo(settings):
                 // Per rollout: sampled, scored twice, the reference's log-probabilities, and on the learner
-                // old log-probabilities, old values and a policy and a value step (about 3 training passes).
+                // old log-probabilities, old values and a policy and a value step (short answers, no
+                // prompt loss: about 1.5 SFT sequences' worth, measured on the default run).
                 let rollouts = Double(settings.iterations * settings.rollouts)
-                return rollouts * (costs.generatedSample + 3 * costs.scoredSequence + 3 * costs.policyTrainingSequence) + evaluation
+                return rollouts * (costs.generatedSample + 3 * costs.scoredSequence + 1.5 * costs.policyTrainingSequence) + evaluation
             }
         }
     }
