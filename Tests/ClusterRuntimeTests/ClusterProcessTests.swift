@@ -352,7 +352,7 @@ import LlamaCore
         }
         defer { for w in workers where w.isRunning { w.terminate() } }
         #expect(ClusterProcessTests.waitFor(30) { coordinator.workers().filter { $0.health == .healthy }.count == 3 })
-        let request = RoleProcessTests.bigRequest(prompts: 18, samples: 4, tokens: 40)
+        let request = RoleProcessTests.bigRequest(prompts: 108, samples: 4, tokens: 100)
         let pending = RoleProcessTests.generateInBackground(coordinator, request)
         // Once work is flowing, kill -9 one generator while it holds tasks.
         #expect(ClusterProcessTests.waitFor(30) { coordinator.status().workers.contains { $0.workerID == "gen-1" && $0.tasksInFlight > 0 } })
@@ -372,7 +372,7 @@ import LlamaCore
         }
         defer { for w in workers { kill(w.processIdentifier, SIGCONT); if w.isRunning { w.terminate() } } }
         #expect(ClusterProcessTests.waitFor(30) { coordinator.workers().filter { $0.health == .healthy }.count == 2 })
-        let request = RoleProcessTests.bigRequest(prompts: 12, samples: 4, tokens: 40)
+        let request = RoleProcessTests.bigRequest(prompts: 72, samples: 4, tokens: 100)
         let pending = RoleProcessTests.generateInBackground(coordinator, request)
         #expect(ClusterProcessTests.waitFor(30) { coordinator.status().workers.contains { $0.workerID == "gen-0" && $0.tasksInFlight > 0 } })
         let firstLife = coordinator.workers().first { $0.registration.workerID == "gen-0" }!.epoch
@@ -533,7 +533,7 @@ struct NamespaceHostTests {
         }
         defer { for w in workers where w.isRunning { w.terminate() } }
         #expect(ClusterProcessTests.waitFor(30) { coordinator.workers().filter { $0.health == .healthy }.count == 2 })
-        let request = RoleProcessTests.bigRequest(prompts: 24, samples: 4, tokens: 40)
+        let request = RoleProcessTests.bigRequest(prompts: 144, samples: 4, tokens: 100)
         let pending = RoleProcessTests.generateInBackground(coordinator, request)
         #expect(ClusterProcessTests.waitFor(30) { coordinator.status().workers.contains { $0.workerID == "gen-h1" && $0.tasksInFlight > 0 } })
         let firstLife = coordinator.workers().first { $0.registration.workerID == "gen-h1" }!.epoch
