@@ -128,37 +128,36 @@ extension TrainableTransformer {
         try checkTargets(sequences, responseMask, name: "response mask")
         try checkTargets(sequences, oldValues, name: "old values")
         try checkTargets(sequences, returns, name: "returns")
-        let batch = try TokenBatch(sequences.map { Array($0.dropLast()) }, config: config)
-        let tape = forward(batch)
-        var rows: [Int] = []
-        for (b, s) in sequences.enumerated() {
-            for t in 0..<(s.count - 1) { rows.append(batch.row(sequence: b, position: t)) }
-        }
+        let (tape, rows) = try everyPosition(sequences)
         let values = head.scores(tape, rows: rows)
         let (loss, dValues, clipFraction) = Losses.clippedValue(values: values, oldValues: Array(oldValues.joined()),
                                                                 returns: Array(returns.joined()),
                                                                 mask: Array(responseMask.joined()), clip: clip)
         let (dHidden, dWeight, dBias) = head.backward(tape, rows: rows, dScores: dValues, model: self)
         backward(tape, hiddenGradient: dHidden)
-        var perSequence: [[Float]] = []
-        var cursor = 0
-        for s in sequences {
-            perSequence.append(Array(values[cursor ..< cursor + s.count - 1]))
-            cursor += s.count - 1
-        }
-        return (loss, clipFraction, perSequence, dWeight, dBias)
+        return (loss, clipFraction, TrainableTransformer.perSequence(values, sequences), dWeight, dBias)
     }
 
     /// A value head read at every input position of `sequences` (no gradient): `(B, T-1)`, entry `t`
     /// the value of the state before target token `t + 1`, what `valueLoss` trains.
     public func tokenValues(sequences: [[Int32]], head: ScalarHead) throws -> [[Float]] {
+        let (tape, rows) = try everyPosition(sequences)
+        return TrainableTransformer.perSequence(head.scores(tape, rows: rows), sequences)
+    }
+
+    /// The forward pass over `sequences[:, :-1]` and its rows of every input position, sequence by
+    /// sequence: where a value head is read.
+    func everyPosition(_ sequences: [[Int32]]) throws -> (tape: ForwardTape, rows: [Int]) {
         let batch = try TokenBatch(sequences.map { Array($0.dropLast()) }, config: config)
-        let tape = forward(batch)
         var rows: [Int] = []
         for (b, s) in sequences.enumerated() {
             for t in 0..<(s.count - 1) { rows.append(batch.row(sequence: b, position: t)) }
         }
-        let values = head.scores(tape, rows: rows)
+        return (forward(batch), rows)
+    }
+
+    /// `values` read at `everyPosition(sequences)`'s rows, split back into `(B, T-1)`.
+    static func perSequence(_ values: [Float], _ sequences: [[Int32]]) -> [[Float]] {
         var out: [[Float]] = [], cursor = 0
         for s in sequences {
             out.append(Array(values[cursor ..< cursor + s.count - 1]))

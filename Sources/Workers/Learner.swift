@@ -278,15 +278,8 @@ public final class Learner: RoleService, @unchecked Sendable {
         }
         let meanReturn = returns.flatMap { $0 }.reduce(0, +) / Double(max(1, responseLengths.reduce(0, +)))
         let whitened = PPOMath.whiten(advantages)
-        // Spread onto the (B, T-1) target rows.
-        func rows(_ perResponse: [[Double]]) -> [[Float]] {
-            zip(sequences, perResponse).map { joined, values in
-                var row = [Float](repeating: 0, count: joined.count - 1)
-                for (j, x) in values.enumerated() { row[joined.count - 1 - values.count + j] = Float(x) }
-                return row
-            }
-        }
-        let advantageRows = rows(whitened), returnRows = rows(returns)
+        let advantageRows = Learner.spread(whitened.map { $0.map(Float.init) }, onto: sequences)
+        let returnRows = Learner.spread(returns.map { $0.map(Float.init) }, onto: sequences)
         var order = Array(sequences.indices)
         var random = SeededGenerator(seed: batch.shuffleSeed)
         random.shuffle(&order)
@@ -397,10 +390,19 @@ public final class Learner: RoleService, @unchecked Sendable {
             throw LlamaError.invalidInput("tensor \"\(name)\" has \(values.count) values, expected \(expected) (one per response token)")
         }
         var cursor = 0
-        return zip(sequences, responseLengths).map { joined, length in
+        let perResponse = responseLengths.map { length -> [Float] in
+            defer { cursor += length }
+            return Array(values[cursor ..< cursor + length])
+        }
+        return spread(perResponse, onto: sequences)
+    }
+
+    /// Per-response-token values (each row as long as its response) placed on the `(B, T-1)` target
+    /// rows of the joined `sequences`, the response's targets last; zeros on the prompt's targets.
+    static func spread(_ perResponse: [[Float]], onto sequences: [[Int32]]) -> [[Float]] {
+        zip(sequences, perResponse).map { joined, values in
             var row = [Float](repeating: 0, count: joined.count - 1)
-            for j in 0..<length { row[joined.count - 1 - length + j] = values[cursor + j] }
-            cursor += length
+            for (j, x) in values.enumerated() { row[joined.count - 1 - values.count + j] = x }
             return row
         }
     }

@@ -133,7 +133,7 @@ import Testing
         let process = Process()
         process.executableURL = CLITests.executable
         process.arguments = ["launch", spec, "--run-dir", run]
-        FileManager.default.createFile(atPath: dir + "/\(name).out", contents: nil)
+        _ = FileManager.default.createFile(atPath: dir + "/\(name).out", contents: nil)
         process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: dir + "/\(name).out"))
         process.standardError = process.standardOutput
         try process.run()
@@ -150,21 +150,39 @@ import Testing
         return condition()
     }
 
-    @Test func aGeneratorKilledMidRoundLosesNoSample() throws {
-        let calm = try RLHFRunTests.calm.get()
-        let dir = NSTemporaryDirectory() + "rlhf-kill-generator-\(UUID().uuidString)"
+    /// A background launch of the small plan (in a new directory named after `name`), waited on until
+    /// the 1-based plan step `step` has `results` results in the journal (task ids `step << 32 ..<
+    /// (step + 1) << 32`); `reached` says whether it got there before the launch ended.
+    struct Interrupted {
+        let dir: String, spec: String, run: String
+        let launch: Process
+        let stepTasks: Range<UInt64>
+        let reached: Bool
+        /// The step's results in the journal now.
+        var stepResults: Int { LaunchTests.journaledResults(run + "/journal.jsonl").filter { stepTasks.contains($0) }.count }
+    }
+
+    static func launchUntil(_ name: String, step: Int, results: Int, output: String) throws -> Interrupted {
+        let dir = NSTemporaryDirectory() + "rlhf-\(name)-\(UUID().uuidString)"
         let spec = try RLHFRunTests.writeSpec(dir)
         let run = dir + "/run"
-        let launch = try RLHFRunTests.launch(spec, run: run, dir: dir, name: "launch")
+        let launch = try RLHFRunTests.launch(spec, run: run, dir: dir, name: output)
+        let tasks = (UInt64(step) << 32) ..< (UInt64(step + 1) << 32)
+        let reached = RLHFRunTests.wait(for: launch) { LaunchTests.journaledResults(run + "/journal.jsonl").filter { tasks.contains($0) }.count >= results }
+        return Interrupted(dir: dir, spec: spec, run: run, launch: launch, stepTasks: tasks, reached: reached)
+    }
+
+    @Test func aGeneratorKilledMidRoundLosesNoSample() throws {
+        let calm = try RLHFRunTests.calm.get()
         // kill -9 a generator once V1 (step 4, task ids from 4 << 32) has some of its 96 sampling tasks accepted.
-        let v1 = (UInt64(4) << 32) ..< (UInt64(5) << 32)
-        let reached = RLHFRunTests.wait(for: launch) { LaunchTests.journaledResults(run + "/journal.jsonl").filter { v1.contains($0) }.count >= 8 }
-        #expect(reached, "V1 never started sampling")
+        let started = try RLHFRunTests.launchUntil("kill-generator", step: 4, results: 8, output: "launch")
+        let (dir, run, launch) = (started.dir, started.run, started.launch)
+        #expect(started.reached, "V1 never started sampling")
         let port = try #require(RLHFRunTests.port(run))
         let victims = LaunchTests.pids(matching: "--coordinator tcp://127.0.0.1:\(port) --id generator-here-0")
         #expect(victims.count == 1)
         for pid in victims { kill(pid, SIGKILL) }
-        let sampledBeforeKill = LaunchTests.journaledResults(run + "/journal.jsonl").filter { v1.contains($0) }.count
+        let sampledBeforeKill = started.stepResults
         launch.waitUntilExit()
         let out = (try? String(contentsOfFile: dir + "/launch.out", encoding: .utf8)) ?? ""
         #expect(launch.terminationStatus == 0, "\(out)")
@@ -181,14 +199,10 @@ import Testing
 
     @Test func aGeneratorKilledMidPPORoundUsesEachRolloutOnce() throws {
         let calm = try RLHFRunTests.calm.get()
-        let dir = NSTemporaryDirectory() + "rlhf-kill-ppo-\(UUID().uuidString)"
-        let spec = try RLHFRunTests.writeSpec(dir)
-        let run = dir + "/run"
-        let launch = try RLHFRunTests.launch(spec, run: run, dir: dir, name: "launch")
         // kill -9 a generator in PPO's third iteration (step 6, task ids from 6 << 32).
-        let ppo = (UInt64(6) << 32) ..< (UInt64(7) << 32)
-        let reached = RLHFRunTests.wait(for: launch) { LaunchTests.journaledResults(run + "/journal.jsonl").filter { ppo.contains($0) }.count >= 30 }
-        #expect(reached, "the PPO round never started")
+        let started = try RLHFRunTests.launchUntil("kill-ppo", step: 6, results: 30, output: "launch")
+        let (dir, run, launch) = (started.dir, started.run, started.launch)
+        #expect(started.reached, "the PPO round never started")
         let port = try #require(RLHFRunTests.port(run))
         let victims = LaunchTests.pids(matching: "--coordinator tcp://127.0.0.1:\(port) --id generator-here-1")
         #expect(victims.count == 1)
@@ -219,14 +233,10 @@ import Testing
 
     @Test func aLauncherAndItsLearnerKilledMidPlanResumeFromTheLearnersState() throws {
         let calm = try RLHFRunTests.calm.get()
-        let dir = NSTemporaryDirectory() + "rlhf-kill-learner-\(UUID().uuidString)"
-        let spec = try RLHFRunTests.writeSpec(dir)
-        let run = dir + "/run"
-        let launch = try RLHFRunTests.launch(spec, run: run, dir: dir, name: "first")
         // kill -9 the launcher and the learner (the trained policy and reward models die with it) once V2 has results.
-        let v2 = (UInt64(5) << 32) ..< (UInt64(6) << 32)
-        let reached = RLHFRunTests.wait(for: launch) { LaunchTests.journaledResults(run + "/journal.jsonl").filter { v2.contains($0) }.count >= 8 }
-        #expect(reached, "V2 never started")
+        let started = try RLHFRunTests.launchUntil("kill-learner", step: 5, results: 8, output: "first")
+        let (spec, run, launch) = (started.spec, started.run, started.launch)
+        #expect(started.reached, "V2 never started")
         let port = try #require(RLHFRunTests.port(run))
         kill(launch.processIdentifier, SIGKILL)
         launch.waitUntilExit()
@@ -249,14 +259,10 @@ import Testing
 
     @Test func aLauncherKilledMidPlanResumesTheRLHFPipeline() throws {
         let calm = try RLHFRunTests.calm.get()
-        let dir = NSTemporaryDirectory() + "rlhf-kill-launcher-\(UUID().uuidString)"
-        let spec = try RLHFRunTests.writeSpec(dir)
-        let run = dir + "/run"
-        let launch = try RLHFRunTests.launch(spec, run: run, dir: dir, name: "first")
         // kill -9 the launcher (coordinator and pipeline) once V2 (step 5) has some results accepted.
-        let v2 = (UInt64(5) << 32) ..< (UInt64(6) << 32)
-        let reached = RLHFRunTests.wait(for: launch) { LaunchTests.journaledResults(run + "/journal.jsonl").filter { v2.contains($0) }.count >= 8 }
-        #expect(reached, "V2 never started")
+        let started = try RLHFRunTests.launchUntil("kill-launcher", step: 5, results: 8, output: "first")
+        let (spec, run, launch) = (started.spec, started.run, started.launch)
+        #expect(started.reached, "V2 never started")
         kill(launch.processIdentifier, SIGKILL)
         launch.waitUntilExit()
         let journal = (try? String(contentsOfFile: run + "/journal.jsonl", encoding: .utf8)) ?? ""
