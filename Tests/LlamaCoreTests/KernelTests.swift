@@ -9,19 +9,24 @@ import Testing
         return (0..<n).map { _ in Float(rng.nextGaussian()) }
     }
 
-    @Test(arguments: [(1, 7, 5), (3, 33, 17), (4, 64, 48), (5, 100, 96), (16, 288, 288), (9, 70, 130)])
-    func panelProductMatchesNaive(m: Int, n: Int, k: Int) {
+    /// Sizes with whole and partial 4-row tiles and 64-feature tiles; with accumulation, the products are
+    /// added to outputs that hold 1.
+    @Test(arguments: [(1, 7, 5, false), (3, 33, 17, false), (4, 64, 48, false), (5, 100, 96, false), (16, 288, 288, false),
+                      (9, 70, 130, false), (18, 70, 40, false), (35, 45, 19, false), (16, 50, 33, true), (21, 64, 30, true)])
+    func panelProductMatchesNaive(m: Int, n: Int, k: Int, accumulate: Bool) {
         let x = randomArray(m * k, seed: 1), w = randomArray(n * k, seed: 2)
         let packed = FloatBuffer(count: Kernels.panelCount(n: n, k: k))
         let out = FloatBuffer(count: m * n)
         w.withUnsafeBufferPointer { w in Kernels.packPanels(packed.baseAddress, w.baseAddress!, n: n, k: k) }
         // Split the features the way two and three threads do.
         for threads in [1, 2, 3] {
+            for i in 0..<(m * n) { out.baseAddress[i] = accumulate ? 1 : .nan }
             for t in 0..<threads {
                 let range = ComputePool.share(of: n, thread: t, threads: threads, grain: 16)
                 if range.isEmpty { continue }
                 x.withUnsafeBufferPointer { x in
-                    Kernels.matmulPanels(out.baseAddress, ldc: n, x.baseAddress!, m: m, packed.baseAddress, n: n, k: k, features: range)
+                    Kernels.matmulPanels(out.baseAddress, ldc: n, x.baseAddress!, m: m, packed.baseAddress, n: n, k: k, features: range,
+                                         accumulate: accumulate)
                 }
             }
             var worst: Float = 0
@@ -29,7 +34,9 @@ import Testing
                 for f in 0..<n {
                     var s: Double = 0
                     for i in 0..<k { s += Double(x[b * k + i]) * Double(w[f * k + i]) }
-                    worst = max(worst, abs(out.baseAddress[b * n + f] - Float(s)))
+                    if accumulate { s += 1 }
+                    let error = abs(out.baseAddress[b * n + f] - Float(s))
+                    worst = error.isNaN ? .infinity : max(worst, error)
                 }
             }
             #expect(worst < 1e-3, "m \(m) n \(n) k \(k) threads \(threads): \(worst)")
