@@ -168,7 +168,16 @@ public final class Launcher {
                     guard let role = WorkerRole(rawValue: name) else { throw Failure(message: "the journal names an unknown role \(name)") }
                     announces[role] = try Rlhf_V1_WeightAnnounce(serializedBytes: [UInt8](bytes))
                 }
-                coordinator.restore(policyVersion: done.policyVersion, round: done.round, announces: announces)
+                // Announcements name the weight server of the learner that published them. When that
+                // learner is gone (no local process left, none remote that may rejoin), every worker
+                // registering now would be sent into a fetch that can only time out; the learner started
+                // anew announces its own once it has restored its state.
+                let learnerMayLive = recovered.workers.contains { id, worker in
+                    guard id.hasPrefix(WorkerRole.learner.rawValue + "-") else { return false }
+                    let local = spec.hosts.first { $0.name == worker.host }?.address == "local"
+                    return !local || Launcher.isWorker(worker.pid, id: id)
+                }
+                coordinator.restore(policyVersion: done.policyVersion, round: done.round, announces: learnerMayLive ? announces : [:])
             }
         }
         if rlhfDone, let last = recovered.lastDoneStep {
