@@ -1411,7 +1411,7 @@ const ProtobufCMessageDescriptor rlhf__v1__reference_log_prob_result__descriptor
   (ProtobufCMessageInit) rlhf__v1__reference_log_prob_result__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor rlhf__v1__train_batch__field_descriptors[12] =
+static const ProtobufCFieldDescriptor rlhf__v1__train_batch__field_descriptors[13] =
 {
   {
     "kind",
@@ -1557,6 +1557,18 @@ static const ProtobufCFieldDescriptor rlhf__v1__train_batch__field_descriptors[1
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "ppo_epochs",
+    13,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Rlhf__V1__TrainBatch, ppo_epochs),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned rlhf__v1__train_batch__field_indices_by_name[] = {
   5,   /* field[5] = from_initial */
@@ -1567,6 +1579,7 @@ static const unsigned rlhf__v1__train_batch__field_indices_by_name[] = {
   6,   /* field[6] = mini_batch_size */
   4,   /* field[4] = model */
   3,   /* field[3] = policy_version */
+  12,   /* field[12] = ppo_epochs */
   1,   /* field[1] = sequences */
   10,   /* field[10] = shuffle_seed */
   11,   /* field[11] = state_step */
@@ -1575,7 +1588,7 @@ static const unsigned rlhf__v1__train_batch__field_indices_by_name[] = {
 static const ProtobufCIntRange rlhf__v1__train_batch__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 12 }
+  { 0, 13 }
 };
 const ProtobufCMessageDescriptor rlhf__v1__train_batch__descriptor =
 {
@@ -1585,7 +1598,7 @@ const ProtobufCMessageDescriptor rlhf__v1__train_batch__descriptor =
   "Rlhf__V1__TrainBatch",
   "rlhf.v1",
   sizeof(Rlhf__V1__TrainBatch),
-  12,
+  13,
   rlhf__v1__train_batch__field_descriptors,
   rlhf__v1__train_batch__field_indices_by_name,
   1,  rlhf__v1__train_batch__number_ranges,

@@ -149,6 +149,8 @@ public struct ClusterSpec: Sendable, Equatable {
                 settings.iterations = min(settings.iterations, 4)
                 settings.rollouts = min(settings.rollouts, 32)
                 settings.miniBatch = min(settings.miniBatch, settings.rollouts)
+                settings.newPairs = min(settings.newPairs, 32)
+                settings.rmEvery = settings.rmEvery.map { min($0, 2) }
                 return .ppo(settings)
             }
         }
@@ -379,17 +381,24 @@ public struct ClusterSpec: Sendable, Equatable {
         return spec
     }
 
-    /// A step's (or section's) arguments as a mapping, every key known.
     /// A `ppo_round` step's settings.
     static func ppoSettings(_ value: Any, key: String) throws -> RLHFPipeline.PPOSettings {
-        let args = try arguments(value, key: key, known: ["name", "iterations", "rollouts", "mini_batch", "learning_rate", "value_learning_rate",
+        let args = try arguments(value, key: key, known: ["name", "iterations", "rollouts", "mini_batch", "epochs", "learning_rate", "value_learning_rate",
                                                           "beta", "kl_estimator", "kl_target", "whitening", "temperature", "max_new_tokens",
-                                                          "gamma", "lambda"])
+                                                          "gamma", "lambda", "new_pairs", "rm_every", "rm_learning_rate"])
         guard let name = args["name"] as? String, !name.isEmpty else { throw Invalid(key: key + ".name", reason: "expected a name, e.g. V5") }
         var settings = RLHFPipeline.PPOSettings(name: name)
         settings.iterations = try positive(args, "iterations", key) ?? settings.iterations
         settings.rollouts = try positive(args, "rollouts", key) ?? settings.rollouts
         settings.miniBatch = try positive(args, "mini_batch", key) ?? settings.miniBatch
+        settings.epochs = try positive(args, "epochs", key) ?? settings.epochs
+        if let n = args["new_pairs"] {
+            guard let count = n as? Int, count >= 0 else { throw Invalid(key: key + ".new_pairs", reason: "expected a count >= 0") }
+            settings.newPairs = count
+        }
+        settings.rmEvery = try positive(args, "rm_every", key)
+        settings.rewardLearningRate = try number(args, "rm_learning_rate", key).map(Float.init) ?? settings.rewardLearningRate
+        guard settings.epochs <= 64 else { throw Invalid(key: key + ".epochs", reason: "expected at most 64 passes over the rollouts") }
         settings.learningRate = try number(args, "learning_rate", key).map(Float.init) ?? settings.learningRate
         settings.valueLearningRate = try number(args, "value_learning_rate", key).map(Float.init) ?? settings.valueLearningRate
         if let b = args["beta"] {
@@ -421,6 +430,7 @@ public struct ClusterSpec: Sendable, Equatable {
         return settings
     }
 
+    /// A step's (or section's) arguments as a mapping, every key known.
     static func arguments(_ value: Any, key: String, known: Set<String>) throws -> [String: Any] {
         if value is NSNull { return [:] }
         guard let args = value as? [String: Any] else { throw Invalid(key: key, reason: "expected a mapping") }

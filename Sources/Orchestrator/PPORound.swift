@@ -15,6 +15,8 @@ extension RLHFPipeline {
         public var rollouts = 64
         /// Rollouts per mini-batch: one policy and one value gradient step each.
         public var miniBatch = 16
+        /// Passes over each iteration's rollouts (each mini-batch one gradient step per pass).
+        public var epochs = 1
         /// The policy's learning rate (constant, as LLaMA2's PPO).
         public var learningRate: Float = 1e-5
         /// The value model's learning rate.
@@ -30,7 +32,23 @@ extension RLHFPipeline {
         public var maxNewTokens = 96
         public var gamma: Float = 1
         public var lambda: Float = 0.95
+        /// Iterative RLHF inside the round: every `rmEvery` iterations, `newPairs` fresh prompts are
+        /// answered twice by the current policy, the pairs labelled by the annotator, and both reward
+        /// models retrained on them (with as many replayed earlier pairs) before the next rollouts are
+        /// scored, so the reward follows the policy it judges. 0: the reward models stay as they are.
+        public var newPairs = 0
+        /// Iterations between two reward-model refreshes (nil: a quarter of the round).
+        public var rmEvery: Int?
+        /// Learning rate of those refreshes.
+        public var rewardLearningRate: Float = 5e-5
         public init(name: String) { self.name = name }
+
+        /// The iterations before which the reward models are refreshed (never before the first).
+        public var refreshIterations: [Int] {
+            guard newPairs > 0 else { return [] }
+            let every = max(1, rmEvery ?? iterations / 4)
+            return Array(stride(from: 1 + every, through: iterations, by: every))
+        }
     }
 
     /// What one PPO iteration measured (a line of metrics.jsonl).
@@ -59,7 +77,11 @@ extension RLHFPipeline {
         var history: [PPOIterationFigures] = []
         var tokens = 0, sampleSeconds = 0.0, gateHits = 0.0
         var last: Rlhf_V1_TrainStats?
+        let refreshes = Set(settings.refreshIterations)
         for iteration in 1...settings.iterations {
+            if refreshes.contains(iteration) {
+                try refreshRewardModels(settings, round: round, iteration: iteration, seed: seed)
+            }
             coordinator.setProgress(stage: "\(settings.name): PPO", round: UInt32(round), step: UInt64(iteration))
             let version = coordinator.status().policyVersion
             var random = SeededGenerator(seed: seed &+ UInt64(iteration))
@@ -94,12 +116,15 @@ extension RLHFPipeline {
             batch.learningRate = settings.learningRate
             batch.valueLearningRate = settings.valueLearningRate
             batch.miniBatchSize = UInt32(settings.miniBatch)
+            batch.ppoEpochs = UInt32(settings.epochs)
             batch.gamma = settings.gamma
             batch.gaeLambda = settings.lambda
             batch.shuffleSeed = seed &+ UInt64(iteration)
             // A rollout cut at the token limit ends its episode at its last sampled token (no EOS added).
             batch.sequences = sequences
             let stats = try coordinator.train(batch, tensors: [WireTensor(name: "rewards", floats: rewards)])
+            // The round counts iterations (the learner's reply would set its optimizer's step count).
+            coordinator.setProgress(stage: "\(settings.name): PPO", round: UInt32(round), step: UInt64(iteration))
             last = stats
             try coordinator.syncWeights(stats.announce, roles: [.generator])
             controller?.update(kl: kls.reduce(0, +) / Double(kls.count), steps: kls.count)
@@ -147,6 +172,26 @@ extension RLHFPipeline {
         let rewardMean = history.map(\.rewardMean).reduce(0, +) / Double(max(1, history.count))
         try evaluate(name: settings.name, settings: evaluation, rewardMean: rewardMean, gateHitRate: gateHits / Double(max(1, settings.iterations)),
                      tokensPerSecond: Double(tokens) / max(1e-9, sampleSeconds), seconds: Date().timeIntervalSince(started))
+    }
+
+    /// Refreshes both reward models during a PPO round: `settings.newPairs` training prompts (a draw of
+    /// their own) answered twice by the current policy, each pair labelled by the annotator, then the
+    /// retraining of a rejection-sampling round's `new_pairs`.
+    func refreshRewardModels(_ settings: PPOSettings, round: Int, iteration: Int, seed: UInt64) throws {
+        let stage = "\(settings.name) @\(iteration)"
+        coordinator.setProgress(stage: "\(stage): sample pairs", round: UInt32(round), step: UInt64(iteration))
+        var random = SeededGenerator(seed: seed &* 31 &+ UInt64(iteration))
+        var pool = context.trainPrompts
+        random.shuffle(&pool)
+        let prompts = Array(pool.prefix(settings.newPairs))
+        let generated = try draw(prompts, samples: 2, temperature: settings.temperature, maxNewTokens: settings.maxNewTokens,
+                                 seed: seed &* 104_729 &+ UInt64(iteration), promptsPerTask: 8)
+        let sequences = generated.enumerated().map { i, g in sequence(UInt64(i), g.prompt.ids, g.sample.ids) }
+        let helpfulness = try coordinator.score(sequences, model: .rewardModel, perTask: 16)
+        try retrainRewardModels(name: stage, newPairs: settings.newPairs, learningRate: settings.rewardLearningRate,
+                                seed: UInt64(round) << 16 | UInt64(iteration), generated: generated.map(\.sample),
+                                prompts: Dictionary(generated.map { ($0.prompt.id, $0.prompt) }, uniquingKeysWith: { a, _ in a }),
+                                helpfulness: helpfulness)
     }
 
     /// Whether the reward models' scores and the hidden annotator's judgement of the same rollouts

@@ -54,10 +54,15 @@ public struct PlanProgress: Sendable {
                 return seconds + trained * costs.policyTrainingSequence
             case let .ppo(settings):
                 // Per rollout: sampled, scored twice, the reference's log-probabilities, and on the learner
-                // old log-probabilities, old values and a policy and a value step (short answers, no
-                // prompt loss: about 1.5 SFT sequences' worth, measured on the default run).
+                // old log-probabilities and values (about half an SFT sequence's worth: short answers, no
+                // backward pass), then per epoch a policy and a value step (about one; measured on the
+                // default run). Each reward-model refresh: two answers per prompt, scored, and a retraining
+                // on the new pairs and as many old ones.
                 let rollouts = Double(settings.iterations * settings.rollouts)
-                return rollouts * (costs.generatedSample + 3 * costs.scoredSequence + 1.5 * costs.policyTrainingSequence) + evaluation
+                let learner = (0.5 + Double(settings.epochs)) * costs.policyTrainingSequence
+                let refresh = Double(settings.newPairs) * (2 * costs.generatedSample + 2 * costs.scoredSequence + 4 * costs.rewardTrainingSequence)
+                return rollouts * (costs.generatedSample + 3 * costs.scoredSequence + learner) + evaluation
+                    + Double(settings.refreshIterations.count) * refresh
             }
         }
     }

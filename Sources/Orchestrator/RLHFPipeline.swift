@@ -401,7 +401,10 @@ public final class RLHFPipeline {
         var helpfulness = try coordinator.score(sequences, model: .rewardModel, perTask: 16)
         var safety = try coordinator.score(sequences, model: .safetyModel, perTask: 16)
         if settings.newPairs > 0 {
-            try retrainRewardModels(settings, round: round, generated: generated.map(\.sample), prompts: Dictionary(generated.map { ($0.prompt.id, $0.prompt) }, uniquingKeysWith: { a, _ in a }), helpfulness: helpfulness)
+            try retrainRewardModels(name: settings.name, newPairs: settings.newPairs, learningRate: settings.rewardLearningRate,
+                                    seed: UInt64(round), generated: generated.map(\.sample),
+                                    prompts: Dictionary(generated.map { ($0.prompt.id, $0.prompt) }, uniquingKeysWith: { a, _ in a }),
+                                    helpfulness: helpfulness)
             helpfulness = try coordinator.score(sequences, model: .rewardModel, perTask: 16)
             safety = try coordinator.score(sequences, model: .safetyModel, perTask: 16)
         }
@@ -477,19 +480,20 @@ public final class RLHFPipeline {
                      tokensPerSecond: Double(tokens) / max(1e-9, generateSeconds), seconds: Date().timeIntervalSince(started))
     }
 
-    /// Labels new pairs from a round's samples with the annotator (per prompt: the reward model's top
-    /// sample against a random other; ties dropped) and retrains both reward models on them plus as
-    /// many replayed earlier pairs.
-    func retrainRewardModels(_ settings: RoundSettings, round: Int, generated: [Rlhf_V1_Sample], prompts: [UInt64: TaskContext.Prompt],
-                             helpfulness: [Float]) throws {
+    /// Labels up to `newPairs` new pairs from a round's samples with the annotator (per prompt: the
+    /// reward model's top sample against a random other; ties dropped) and retrains both reward models
+    /// on them plus as many replayed earlier pairs. `name` labels the report and the progress stage;
+    /// `seed` the choice of the other sample and of the replayed pairs.
+    func retrainRewardModels(name: String, newPairs: Int, learningRate: Float, seed: UInt64, generated: [Rlhf_V1_Sample],
+                             prompts: [UInt64: TaskContext.Prompt], helpfulness: [Float]) throws {
         var byPrompt: [UInt64: [Int]] = [:], order: [UInt64] = []
         for (i, s) in generated.enumerated() {
             if byPrompt[s.promptID] == nil { order.append(s.promptID) }
             byPrompt[s.promptID, default: []].append(i)
         }
-        var random = SeededGenerator(seed: 0xBA1 &+ UInt64(round))
+        var random = SeededGenerator(seed: 0xBA1 &+ seed)
         var fresh: [TokenPair] = []
-        for id in order where fresh.count < settings.newPairs {
+        for id in order where fresh.count < newPairs {
             guard let indices = byPrompt[id], indices.count >= 2, let prompt = prompts[id], let task = TaskPrompt.parse(prompt.text) else { continue }
             let top = indices.max { helpfulness[$0] < helpfulness[$1] }!
             let others = indices.filter { $0 != top }
@@ -514,13 +518,13 @@ public final class RLHFPipeline {
             random.shuffle(&old)
             let mix = new + old.prefix(new.count)
             rewardPairs[role, default: []] += new
-            try trainOnLearner(role, pairs: mix, epochs: 1, batchSize: 16, learningRate: settings.rewardLearningRate, margin: .small,
-                               stage: "\(settings.name): retrain \(role.rawValue)")
+            try trainOnLearner(role, pairs: mix, epochs: 1, batchSize: 16, learningRate: learningRate, margin: .small,
+                               stage: "\(name): retrain \(role.rawValue)")
             lines.append(String(format: "%@ %.1f%% right on %d new pairs before", role.rawValue,
                                 before.count == 0 ? 0 : 100 * Double(before.correct) / Double(before.count), new.count))
         }
-        report("\(settings.name): \(labelled) new pairs labelled from this round's samples; reward models retrained (\(lines.joined(separator: "; ")))")
-        metric(["stage": "new_pairs", "round": settings.name, "pairs": labelled])
+        report("\(name): \(labelled) new pairs labelled from this round's samples; reward models retrained (\(lines.joined(separator: "; ")))")
+        metric(["stage": "new_pairs", "round": name, "pairs": labelled])
     }
 
     // MARK: - State across a restart

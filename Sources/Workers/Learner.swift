@@ -238,8 +238,9 @@ public final class Learner: RoleService, @unchecked Sendable {
     /// One PPO iteration on a batch of rollouts whose per-token rewards (the KL penalty on every token,
     /// the whitened score on the last) came in the tensor frame "rewards": the policy's old
     /// log-probabilities and the value model's old values computed here, GAE per rollout, advantages
-    /// whitened over the batch, then for each mini-batch (a seeded order) one clipped policy step and one
-    /// clipped value step. The policy is published once, as the next version.
+    /// whitened over the batch, then `ppo_epochs` passes (one by default) in which each mini-batch (a
+    /// seeded order, new every pass) takes one clipped policy step and one clipped value step. The policy
+    /// is published once, as the next version.
     func ppoIteration(_ batch: Rlhf_V1_TrainBatch, sequences: [[Int32]], mask: [[Float]], tensors: [WireTensor],
                       current: UInt64) throws -> Rlhf_V1_TrainStats {
         let responseLengths = batch.sequences.map(\.responseIds.count)
@@ -252,6 +253,7 @@ public final class Learner: RoleService, @unchecked Sendable {
         }
         let valueRate = batch.valueLearningRate == 0 ? batch.learningRate : batch.valueLearningRate
         guard valueRate > 0, valueRate.isFinite else { throw LlamaError.invalidInput("value_learning_rate must be a positive number, got \(valueRate)") }
+        guard batch.ppoEpochs <= 64 else { throw LlamaError.invalidInput("ppo_epochs must be at most 64, got \(batch.ppoEpochs)") }
         let critic = lock.withLock { () -> HeadedTraining in
             if let existing = valueModel { return existing }
             let made: HeadedTraining
@@ -282,12 +284,17 @@ public final class Learner: RoleService, @unchecked Sendable {
         let returnRows = Learner.spread(returns.map { $0.map(Float.init) }, onto: sequences)
         var order = Array(sequences.indices)
         var random = SeededGenerator(seed: batch.shuffleSeed)
-        random.shuffle(&order)
         let size = batch.miniBatchSize == 0 ? order.count : Int(batch.miniBatchSize)
         var stats = Rlhf_V1_TrainStats()
         stats.kind = .ppo
         var steps = 0
-        for start in stride(from: 0, to: order.count, by: size) {
+        // Every epoch a new order: the old log-probabilities, values and advantages stay those of the
+        // policy that sampled the rollouts, so later epochs' ratios move away from 1 and the clip bites.
+        let starts = (0..<max(1, Int(batch.ppoEpochs))).flatMap { _ -> [(Int, [Int])] in
+            random.shuffle(&order)
+            return stride(from: 0, to: order.count, by: size).map { ($0, order) }
+        }
+        for (start, order) in starts {
             let part = Array(order[start ..< min(order.count, start + size)])
             let s = part.map { sequences[$0] }, m = part.map { mask[$0] }
             trainer.zeroGradients()

@@ -49,14 +49,17 @@ import Testing
         task: {seed: 1}
         plan:
           - ppo_round: {name: V5}
-          - ppo_round: {name: V6, iterations: 8, rollouts: 32, mini_batch: 8, learning_rate: 0.00002, beta: 0, kl_estimator: k3, kl_target: 4, whitening: batch, gamma: 0.99, lambda: 0.9}
+          - ppo_round: {name: V6, iterations: 8, rollouts: 32, mini_batch: 8, epochs: 3, new_pairs: 64, rm_every: 3, learning_rate: 0.00002, beta: 0, kl_estimator: k3, kl_target: 4, whitening: batch, gamma: 0.99, lambda: 0.9}
         """, baseDirectory: "/")
         guard case let .ppo(v5) = spec.plan[0], case let .ppo(v6) = spec.plan[1] else {
             Issue.record("expected PPO rounds")
             return
         }
-        #expect(v5.beta == 0.01 && v5.klEstimator == .k1 && v5.klTarget == nil && v5.whitening == .running && v5.gamma == 1 && v5.lambda == 0.95)
-        #expect(v6.iterations == 8 && v6.rollouts == 32 && v6.miniBatch == 8 && v6.learningRate == 0.00002 && v6.beta == 0)
+        #expect(v5.newPairs == 0 && v5.refreshIterations.isEmpty)
+        // Refreshes before iterations 4 and 7 of 8 (none before the first).
+        #expect(v6.newPairs == 64 && v6.rmEvery == 3 && v6.refreshIterations == [4, 7])
+        #expect(v5.epochs == 1 && v5.beta == 0.01 && v5.klEstimator == .k1 && v5.klTarget == nil && v5.whitening == .running && v5.gamma == 1 && v5.lambda == 0.95)
+        #expect(v6.iterations == 8 && v6.rollouts == 32 && v6.miniBatch == 8 && v6.epochs == 3 && v6.learningRate == 0.00002 && v6.beta == 0)
         #expect(v6.klEstimator == .k3 && v6.klTarget == 4 && v6.whitening == .batch && abs(v6.gamma - 0.99) < 1e-6 && abs(v6.lambda - 0.9) < 1e-6)
     }
 

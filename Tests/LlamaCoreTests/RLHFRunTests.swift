@@ -100,7 +100,7 @@ import Testing
           - train_rm: {model: safety-model, pairs: 200}
           - rs_round: {name: V1, prompts: 96, samples: 6, max_new_tokens: 64, new_pairs: 16, from_sft: true}
           - rs_round: {name: V2, prompts: 96, samples: 6, max_new_tokens: 64, new_pairs: 16, from_sft: true}
-          - ppo_round: {name: V3, iterations: 6, rollouts: 24, mini_batch: 8, max_new_tokens: 48, learning_rate: 0.00003}
+          - ppo_round: {name: V3, iterations: 6, rollouts: 24, mini_batch: 8, epochs: 2, new_pairs: 16, rm_every: 3, max_new_tokens: 48, learning_rate: 0.00003}
         """
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         try spec.write(toFile: dir + "/spec.yaml", atomically: true, encoding: .utf8)
@@ -221,8 +221,14 @@ import Testing
             let versions = Set(rollouts.filter { $0["iteration"] as? Int == iteration }.map { "\($0["policy_version"]!)" })
             #expect(versions.count == 1, "iteration \(iteration) mixed policy versions \(versions)")
         }
-        let metrics = try RLHFRunTests.lines(run + "/metrics.jsonl").filter { $0["stage"] as? String == "ppo" }
+        let all = try RLHFRunTests.lines(run + "/metrics.jsonl")
+        let metrics = all.filter { $0["stage"] as? String == "ppo" }
         #expect(metrics.count == 6)
+        // Two passes over 24 rollouts in mini-batches of 8: 6 policy steps per iteration.
+        #expect(metrics.allSatisfy { $0["gradient_steps"] as? Int == 6 }, "\(metrics.map { $0["gradient_steps"] ?? "none" })")
+        // The reward models were refreshed once, before iteration 4, on pairs of the policy's own answers.
+        let refreshes = all.filter { $0["stage"] as? String == "new_pairs" && ($0["round"] as? String)?.hasPrefix("V3") == true }
+        #expect(refreshes.map { $0["round"] as? String } == ["V3 @4"] && (refreshes.first?["pairs"] as? Int ?? 0) > 0, "\(refreshes)")
         for key in ["policy_loss", "value_loss", "kl_mean", "kl_max", "clip_fraction", "entropy", "reward_mean", "response_length",
                     "gate_hit_rate", "tokens_per_second"] {
             #expect(metrics.allSatisfy { $0[key] is Double }, "\(key) missing")

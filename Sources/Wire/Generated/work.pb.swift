@@ -295,6 +295,10 @@ public nonisolated struct Rlhf_V1_TrainBatch: Sendable {
   /// SAVE_STATE: the plan step (0-based) the state is saved after.
   public var stateStep: UInt32 = 0
 
+  /// PPO with "rewards": passes over the rollouts (0: one), each in a fresh seeded order of mini-batches,
+  /// one policy and one value gradient step per mini-batch.
+  public var ppoEpochs: UInt32 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -930,7 +934,7 @@ nonisolated extension Rlhf_V1_ReferenceLogProbResult: SwiftProtobuf.Message, Swi
 
 nonisolated extension Rlhf_V1_TrainBatch: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".TrainBatch"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}kind\0\u{1}sequences\0\u{3}learning_rate\0\u{3}policy_version\0\u{1}model\0\u{3}from_initial\0\u{3}mini_batch_size\0\u{3}value_learning_rate\0\u{1}gamma\0\u{3}gae_lambda\0\u{3}shuffle_seed\0\u{3}state_step\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}kind\0\u{1}sequences\0\u{3}learning_rate\0\u{3}policy_version\0\u{1}model\0\u{3}from_initial\0\u{3}mini_batch_size\0\u{3}value_learning_rate\0\u{1}gamma\0\u{3}gae_lambda\0\u{3}shuffle_seed\0\u{3}state_step\0\u{3}ppo_epochs\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -950,6 +954,7 @@ nonisolated extension Rlhf_V1_TrainBatch: SwiftProtobuf.Message, SwiftProtobuf._
       case 10: try { try decoder.decodeSingularFloatField(value: &self.gaeLambda) }()
       case 11: try { try decoder.decodeSingularUInt64Field(value: &self.shuffleSeed) }()
       case 12: try { try decoder.decodeSingularUInt32Field(value: &self.stateStep) }()
+      case 13: try { try decoder.decodeSingularUInt32Field(value: &self.ppoEpochs) }()
       default: break
       }
     }
@@ -992,6 +997,9 @@ nonisolated extension Rlhf_V1_TrainBatch: SwiftProtobuf.Message, SwiftProtobuf._
     if self.stateStep != 0 {
       try visitor.visitSingularUInt32Field(value: self.stateStep, fieldNumber: 12)
     }
+    if self.ppoEpochs != 0 {
+      try visitor.visitSingularUInt32Field(value: self.ppoEpochs, fieldNumber: 13)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1008,6 +1016,7 @@ nonisolated extension Rlhf_V1_TrainBatch: SwiftProtobuf.Message, SwiftProtobuf._
     if lhs.gaeLambda != rhs.gaeLambda {return false}
     if lhs.shuffleSeed != rhs.shuffleSeed {return false}
     if lhs.stateStep != rhs.stateStep {return false}
+    if lhs.ppoEpochs != rhs.ppoEpochs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

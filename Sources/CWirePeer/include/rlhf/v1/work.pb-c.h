@@ -239,10 +239,15 @@ struct  Rlhf__V1__TrainBatch
    * SAVE_STATE: the plan step (0-based) the state is saved after.
    */
   uint32_t state_step;
+  /*
+   * PPO with "rewards": passes over the rollouts (0: one), each in a fresh seeded order of mini-batches,
+   * one policy and one value gradient step per mini-batch.
+   */
+  uint32_t ppo_epochs;
 };
 #define RLHF__V1__TRAIN_BATCH__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&rlhf__v1__train_batch__descriptor) \
-    , RLHF__V1__TRAIN_KIND__TRAIN_KIND_UNSPECIFIED, 0,NULL, 0, 0, RLHF__V1__ROLE__ROLE_UNSPECIFIED, 0, 0, 0, 0, 0, 0, 0 }
+    , RLHF__V1__TRAIN_KIND__TRAIN_KIND_UNSPECIFIED, 0,NULL, 0, 0, RLHF__V1__ROLE__ROLE_UNSPECIFIED, 0, 0, 0, 0, 0, 0, 0, 0 }
 
 
 struct  Rlhf__V1__TrainStats
