@@ -192,12 +192,17 @@ public final class Launcher {
         let adopted = try startWorkers(coordinator: coordinator, journal: journal, previous: recovered.workers)
         report("started \(started.count - adopted) and adopted \(adopted) running workers on \(Set(started.map(\.host)).count) host(s); "
                + "waiting for them to register")
-        let freshLearner = resuming && started.contains { $0.role == .learner && !$0.isAdopted }
+        var freshLearner = resuming && started.contains { $0.role == .learner && !$0.isAdopted }
         if freshLearner, recovered.lastDoneStep != nil, learnerRestoreStep == nil {
             throw Failure(message: "cannot resume: the learner of the previous launch is gone, and with it the weights trained so far, and "
                           + "\(learnerStateDirectory) holds no state saved after step \(recovered.lastDoneStep! + 1); start the plan again with a new --run-dir")
         }
         try waitForRegistration(coordinator)
+        if resuming, !freshLearner, started.contains(where: { $0.role == .learner }),
+           let ahead = try learnerAheadOfJournal(coordinator, recovered: recovered) {
+            try replaceLearner(coordinator, journal: journal, because: ahead, report: report)
+            freshLearner = true
+        }
         if freshLearner {
             try adoptRestoredLearner(coordinator, recovered: recovered, report: report)
         }
@@ -271,6 +276,72 @@ public final class Launcher {
             try coordinator.syncWeights(announce, roles: [role])
         }
         report("learner restarted from its state after step \(learnerRestoreStep.map { $0 + 1 } ?? 0) (policy v\(expected)); the step in progress runs again from its start")
+    }
+
+    /// Whether the adopted learner trained past the last step the journal holds as done (the previous
+    /// launcher died while a step was training): then its policy or a reward model is at another version
+    /// than that step ended with, and the step cannot run again on it. Returns what differs, or nil.
+    private func learnerAheadOfJournal(_ coordinator: Coordinator, recovered: RunJournal.Recovered) throws -> String? {
+        guard let last = recovered.lastDoneStep, let done = recovered.doneSteps[last] else { return nil }
+        var ask = Rlhf_V1_TrainBatch()
+        ask.kind = .announceAll
+        let stats = try coordinator.train(ask)
+        if stats.policyVersion != done.policyVersion {
+            return "its policy is at version \(stats.policyVersion), step \(last + 1) ended at \(done.policyVersion)"
+        }
+        for announce in stats.announces {
+            let role: WorkerRole
+            switch announce.model {
+            case .rewardModel: role = .rewardModel
+            case .safetyModel: role = .safetyModel
+            default: continue
+            }
+            let expected = rlhf?.rewardVersions[role] ?? 0
+            if announce.policyVersion != expected {
+                return "its \(role.rawValue) is at version \(announce.policyVersion), step \(last + 1) ended at \(expected)"
+            }
+        }
+        return nil
+    }
+
+    /// Replaces the adopted learner by one started from the state saved after the last step done.
+    private func replaceLearner(_ coordinator: Coordinator, journal: RunJournal, because reason: String, report: (String) -> Void) throws {
+        guard let step = learnerRestoreStep else {
+            throw Failure(message: "cannot resume: the running learner trained past the journal's last finished step (\(reason)), and "
+                          + "\(learnerStateDirectory) holds no state saved after that step; start the plan again with a new --run-dir")
+        }
+        let old = lock.withLock { () -> [Launched] in
+            defer { launched.removeAll { $0.role == .learner } }
+            return launched.filter { $0.role == .learner }
+        }
+        // Registrations are numbered (epochs): the new learners register under later ones.
+        let epochs = Dictionary(coordinator.workers().map { ($0.registration.workerID, $0.epoch) }, uniquingKeysWith: max)
+        for worker in old {
+            worker.signal(SIGKILL)
+            worker.waitUntilExit()
+        }
+        for worker in old {
+            guard let host = spec.hosts.first(where: { $0.name == worker.host }) else { continue }
+            try startWorker(id: worker.id, role: .learner, host: host, endpoint: coordinator.endpoint, journal: journal)
+        }
+        report("the running learner trained past step \(step + 1) (\(reason)); replaced by one restored from the state saved after it")
+        // The killed learner's registration may look healthy until its heartbeats are missed: wait for
+        // the new processes' own registrations.
+        let fresh = started.filter { $0.role == .learner }
+        let deadline = Date().addingTimeInterval(120)
+        while true {
+            let registered = coordinator.workers().filter { $0.health == .healthy }
+            let done = fresh.allSatisfy { worker in
+                registered.contains { $0.registration.workerID == worker.id && $0.epoch > epochs[worker.id, default: 0] }
+            }
+            if done { break }
+            if let dead = fresh.first(where: { !$0.isRunning }) {
+                throw Failure(message: "the restored learner on host \(dead.host) exited before registering (see \(dead.log))")
+            }
+            guard Date() < deadline else { throw Failure(message: "the restored learner did not register within 120 s") }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        try waitForRegistration(coordinator)
     }
 
     /// Starts the spec's workers, adopting those that a previous launch of this run started and that

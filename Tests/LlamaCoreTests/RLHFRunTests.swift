@@ -263,6 +263,29 @@ import Testing
         #expect(LaunchTests.pids(matching: "--coordinator tcp://127.0.0.1:\(port)").isEmpty, "a worker outlived the resumed run")
     }
 
+    @Test func aLauncherKilledMidPPORoundResumesOnALearnerRolledBackToTheStepsStart() throws {
+        let calm = try RLHFRunTests.calm.get()
+        // kill -9 the launcher alone in PPO's third iteration: the surviving learner has taken two PPO
+        // iterations past the journal's last finished step.
+        let started = try RLHFRunTests.launchUntil("kill-launcher-ppo", step: 6, results: 30, output: "first")
+        let (spec, run, launch) = (started.spec, started.run, started.launch)
+        #expect(started.reached, "the PPO round never started")
+        kill(launch.processIdentifier, SIGKILL)
+        launch.waitUntilExit()
+        let journal = (try? String(contentsOfFile: run + "/journal.jsonl", encoding: .utf8)) ?? ""
+        #expect(!journal.contains("\"stepDone\":{\"index\":5"), "the kill came after the PPO round had finished")
+        let resumed = try CLITests.rlhf(["launch", spec, "--run-dir", run])
+        #expect(resumed.status == 0, "\(resumed.stdout)\(resumed.stderr)")
+        #expect(resumed.stdout.contains("the running learner trained past step 5"), "\(resumed.stdout)")
+        #expect(resumed.stdout.contains("learner restarted from its state after step 5"), "\(resumed.stdout)")
+        let rollouts = try RLHFRunTests.lines(run + "/rounds/V3/rollouts.jsonl")
+        #expect(rollouts.count == 6 * 24 && Set(rollouts.map { "\($0["sample_id"]!)" }).count == rollouts.count)
+        #expect(try RLHFRunTests.figures(run) == RLHFRunTests.figures(calm))
+        if let port = RLHFRunTests.port(run) {
+            #expect(LaunchTests.pids(matching: "--coordinator tcp://127.0.0.1:\(port)").isEmpty, "a worker outlived the resumed run")
+        }
+    }
+
     @Test func aLauncherKilledMidPlanResumesTheRLHFPipeline() throws {
         let calm = try RLHFRunTests.calm.get()
         // kill -9 the launcher (coordinator and pipeline) once V2 (step 5) has some results accepted.
