@@ -214,6 +214,10 @@ public final class Coordinator: @unchecked Sendable {
                 guard let identity = s.identities[a.workerID] else { return nil }
                 var message = a.payload
                 message.requestID = a.requestID
+                // The task belongs to the worker's current registration: it carries that epoch, and so
+                // does its answer, even if the task overtakes the registration's acknowledgement (this
+                // pump may run on another thread than the one that sends the acknowledgement).
+                message.epoch = s.membership.members[a.workerID]?.epoch ?? 0
                 guard let frames = try? message.frames() else { return nil }
                 if let role = s.membership.members[a.workerID]?.registration.role { s.dispatched[role, default: 0] += 1 }
                 return (identity, frames)

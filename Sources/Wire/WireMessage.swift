@@ -117,7 +117,8 @@ public struct WireMessage: Sendable {
     public var step: UInt64 = 0
     public var policyVersion: UInt64 = 0
     public var sender: String = ""
-    /// The sender's registration epoch (0 where none applies): fences results of a worker declared dead.
+    /// The registration epoch the message belongs to (0 where none applies): a worker's own on what it
+    /// sends; on a task, that of the worker it is sent to. Fences results of a worker declared dead.
     public var epoch: UInt64 = 0
     /// The serialized body message.
     public var body: [UInt8]

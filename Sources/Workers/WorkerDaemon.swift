@@ -168,12 +168,14 @@ public final class WorkerDaemon: @unchecked Sendable {
                 reply(error: .unknownType, "a \(settings.role.rawValue) does not serve \(message.type)", to: message)
                 return
             }
-            // The task belongs to this registration: its answer carries the epoch it arrived under, so
-            // an answer finished after the worker was declared dead (and registered anew) is fenced.
+            // The task belongs to the registration it was sent to: its answer carries that epoch (stamped
+            // on the task by the coordinator; else the one it arrived under), so an answer finished
+            // after the worker was declared dead (and registered anew) is fenced, and a task that
+            // overtook the acknowledgement of its registration is still answered under it.
             let epoch = state.withLock { s -> UInt64? in
                 guard !s.draining else { return nil }
                 s.inFlight += 1
-                return s.epoch
+                return message.epoch != 0 ? message.epoch : s.epoch
             }
             guard let epoch else {
                 reply(error: .internal, "worker \(settings.workerID) is draining and takes no new work", to: message)

@@ -343,6 +343,51 @@ import LlamaCore
         return pending
     }
 
+    /// A task can overtake the acknowledgement of its worker's registration (the coordinator's
+    /// dispatcher and its socket handler run on different threads). Here a bare ROUTER plays that
+    /// coordinator: it answers a registration with a task stamped with epoch 7 first, then the
+    /// acknowledgement. The answer must carry epoch 7, or the coordinator would fence it and the task
+    /// would hang on a live worker.
+    @Test func aTaskThatOvertakesTheRegistrationAckIsAnsweredUnderItsEpoch() throws {
+        let loop = try PollLoop()
+        defer { loop.shutdown() }
+        let answers = Mutex<[WireMessage]>([])
+        let socketBox = Mutex<PollLoop.SocketID?>(nil)
+        var task = Rlhf_V1_GenerateRequest()
+        var prompt = Rlhf_V1_Prompt()
+        prompt.ids = [1, 9]
+        task.prompts = [prompt]
+        task.samplesPerPrompt = 1
+        task.maxNewTokens = 4
+        task.stopToken = -1
+        var taskMessage = try WireMessage(type: .generateRequest, requestID: 41, body: task)
+        taskMessage.epoch = 7
+        let taskFrames = try taskMessage.frames()
+        let (router, bound) = try loop.open(.router, bind: ["tcp://127.0.0.1:*"]) { frames in
+            guard frames.count >= 2, let id = socketBox.withLock({ $0 }),
+                  let message = try? WireMessage.decode(Array(frames.dropFirst())) else { return }
+            if message.type == .register {
+                var ack = Rlhf_V1_RegisterAck()
+                ack.accepted = true
+                ack.heartbeatIntervalMs = 200
+                ack.epoch = 7
+                loop.send(id, [frames[0]] + taskFrames)
+                if let reply = try? WireMessage(type: .registerAck, requestID: message.requestID, body: ack).frames() {
+                    loop.send(id, [frames[0]] + reply)
+                }
+            } else if message.requestID == 41 {
+                answers.withLock { $0.append(message) }
+            }
+        }
+        socketBox.withLock { $0 = router }
+        let worker = try ClusterProcessTests.spawn(["worker", "--role", "generator", "--coordinator", bound[0], "--id", "overtaken",
+                                                    "--checkpoint", RoleProcessTests.checkpoint])
+        defer { if worker.isRunning { worker.terminate() } }
+        #expect(ClusterProcessTests.waitFor(30) { !answers.withLock { $0.isEmpty } }, "the task was never answered")
+        let answer = try #require(answers.withLock { $0.first })
+        #expect(answer.type == .generateResult && answer.epoch == 7, "answered \(answer.type) under epoch \(answer.epoch)")
+    }
+
     @Test func killingAGeneratorMidBatchLosesNothing() throws {
         let coordinator = try RoleProcessTests.coordinator()
         defer { coordinator.shutdown() }
