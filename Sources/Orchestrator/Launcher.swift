@@ -290,12 +290,7 @@ public final class Launcher {
             return "its policy is at version \(stats.policyVersion), step \(last + 1) ended at \(done.policyVersion)"
         }
         for announce in stats.announces {
-            let role: WorkerRole
-            switch announce.model {
-            case .rewardModel: role = .rewardModel
-            case .safetyModel: role = .safetyModel
-            default: continue
-            }
+            guard let role = WorkerRole(wire: announce.model), role == .rewardModel || role == .safetyModel else { continue }
             let expected = rlhf?.rewardVersions[role] ?? 0
             if announce.policyVersion != expected {
                 return "its \(role.rawValue) is at version \(announce.policyVersion), step \(last + 1) ended at \(expected)"
@@ -315,7 +310,9 @@ public final class Launcher {
             return launched.filter { $0.role == .learner }
         }
         // Registrations are numbered (epochs): the new learners register under later ones.
-        let epochs = Dictionary(coordinator.workers().map { ($0.registration.workerID, $0.epoch) }, uniquingKeysWith: max)
+        let ids = Set(old.map(\.id))
+        let epochs = Dictionary(coordinator.workers().filter { ids.contains($0.registration.workerID) }.map { ($0.registration.workerID, $0.epoch) },
+                                uniquingKeysWith: max)
         for worker in old {
             worker.signal(SIGKILL)
             worker.waitUntilExit()
@@ -325,23 +322,9 @@ public final class Launcher {
             try startWorker(id: worker.id, role: .learner, host: host, endpoint: coordinator.endpoint, journal: journal)
         }
         report("the running learner trained past step \(step + 1) (\(reason)); replaced by one restored from the state saved after it")
-        // The killed learner's registration may look healthy until its heartbeats are missed: wait for
-        // the new processes' own registrations.
-        let fresh = started.filter { $0.role == .learner }
-        let deadline = Date().addingTimeInterval(120)
-        while true {
-            let registered = coordinator.workers().filter { $0.health == .healthy }
-            let done = fresh.allSatisfy { worker in
-                registered.contains { $0.registration.workerID == worker.id && $0.epoch > epochs[worker.id, default: 0] }
-            }
-            if done { break }
-            if let dead = fresh.first(where: { !$0.isRunning }) {
-                throw Failure(message: "the restored learner on host \(dead.host) exited before registering (see \(dead.log))")
-            }
-            guard Date() < deadline else { throw Failure(message: "the restored learner did not register within 120 s") }
-            Thread.sleep(forTimeInterval: 0.05)
-        }
-        try waitForRegistration(coordinator)
+        // The killed learner's registration may look healthy until its heartbeats are missed: only the
+        // new processes' own (later) registrations count.
+        try waitForRegistration(coordinator, after: epochs)
     }
 
     /// Starts the spec's workers, adopting those that a previous launch of this run started and that
@@ -443,7 +426,9 @@ public final class Launcher {
         try journal.append(.worker(id: id, host: host.name, pid: process.processIdentifier))
     }
 
-    private func waitForRegistration(_ coordinator: Coordinator) throws {
+    /// Waits until every worker started is registered and healthy, under an epoch later than
+    /// `epochs[id]` where given (a replaced worker's old registration does not count).
+    private func waitForRegistration(_ coordinator: Coordinator, after epochs: [String: UInt64] = [:]) throws {
         let deadline = Date().addingTimeInterval(120)
         while Date() < deadline {
             for worker in started where !worker.isRunning {
@@ -451,7 +436,8 @@ public final class Launcher {
                 let status = worker.exitStatus.map { "with status \($0)" } ?? "(adopted from the previous launch)"
                 throw Failure(message: "worker \(worker.role.rawValue) on host \(worker.host) exited \(status) before registering: \(tail)")
             }
-            let healthy = Set(coordinator.workers().filter { $0.health == .healthy }.map(\.registration.workerID))
+            let healthy = Set(coordinator.workers().filter { $0.health == .healthy && $0.epoch > epochs[$0.registration.workerID, default: 0] }
+                .map(\.registration.workerID))
             if started.allSatisfy({ healthy.contains($0.id) }) { return }
             Thread.sleep(forTimeInterval: 0.05)
         }

@@ -263,19 +263,27 @@ import Testing
         #expect(LaunchTests.pids(matching: "--coordinator tcp://127.0.0.1:\(port)").isEmpty, "a worker outlived the resumed run")
     }
 
+    /// Launches the small plan, kill -9s the launcher alone once plan step `step` (0-based index
+    /// `step - 1`) has `results` results journaled, checks that the step had not finished, and launches
+    /// the same spec on the same run directory again. Returns the run directory and the second launch.
+    static func killLauncherAndResume(_ name: String, step: Int, results: Int, stepName: String) throws -> (run: String, resumed: CLITests.Output) {
+        let started = try RLHFRunTests.launchUntil(name, step: step, results: results, output: "first")
+        let (spec, run, launch) = (started.spec, started.run, started.launch)
+        #expect(started.reached, "\(stepName) never started")
+        kill(launch.processIdentifier, SIGKILL)
+        launch.waitUntilExit()
+        let journal = (try? String(contentsOfFile: run + "/journal.jsonl", encoding: .utf8)) ?? ""
+        #expect(!journal.contains("\"stepDone\":{\"index\":\(step - 1)"), "the kill came after \(stepName) had finished")
+        let resumed = try CLITests.rlhf(["launch", spec, "--run-dir", run])
+        #expect(resumed.status == 0, "\(resumed.stdout)\(resumed.stderr)")
+        return (run, resumed)
+    }
+
     @Test func aLauncherKilledMidPPORoundResumesOnALearnerRolledBackToTheStepsStart() throws {
         let calm = try RLHFRunTests.calm.get()
         // kill -9 the launcher alone in PPO's third iteration: the surviving learner has taken two PPO
         // iterations past the journal's last finished step.
-        let started = try RLHFRunTests.launchUntil("kill-launcher-ppo", step: 6, results: 30, output: "first")
-        let (spec, run, launch) = (started.spec, started.run, started.launch)
-        #expect(started.reached, "the PPO round never started")
-        kill(launch.processIdentifier, SIGKILL)
-        launch.waitUntilExit()
-        let journal = (try? String(contentsOfFile: run + "/journal.jsonl", encoding: .utf8)) ?? ""
-        #expect(!journal.contains("\"stepDone\":{\"index\":5"), "the kill came after the PPO round had finished")
-        let resumed = try CLITests.rlhf(["launch", spec, "--run-dir", run])
-        #expect(resumed.status == 0, "\(resumed.stdout)\(resumed.stderr)")
+        let (run, resumed) = try RLHFRunTests.killLauncherAndResume("kill-launcher-ppo", step: 6, results: 30, stepName: "the PPO round")
         #expect(resumed.stdout.contains("the running learner trained past step 5"), "\(resumed.stdout)")
         #expect(resumed.stdout.contains("learner restarted from its state after step 5"), "\(resumed.stdout)")
         let rollouts = try RLHFRunTests.lines(run + "/rounds/V3/rollouts.jsonl")
@@ -289,15 +297,7 @@ import Testing
     @Test func aLauncherKilledMidPlanResumesTheRLHFPipeline() throws {
         let calm = try RLHFRunTests.calm.get()
         // kill -9 the launcher (coordinator and pipeline) once V2 (step 5) has some results accepted.
-        let started = try RLHFRunTests.launchUntil("kill-launcher", step: 5, results: 8, output: "first")
-        let (spec, run, launch) = (started.spec, started.run, started.launch)
-        #expect(started.reached, "V2 never started")
-        kill(launch.processIdentifier, SIGKILL)
-        launch.waitUntilExit()
-        let journal = (try? String(contentsOfFile: run + "/journal.jsonl", encoding: .utf8)) ?? ""
-        #expect(!journal.contains("\"stepDone\":{\"index\":4"), "the kill came after V2 had finished")
-        let resumed = try CLITests.rlhf(["launch", spec, "--run-dir", run])
-        #expect(resumed.status == 0, "\(resumed.stdout)\(resumed.stderr)")
+        let (run, resumed) = try RLHFRunTests.killLauncherAndResume("kill-launcher", step: 5, results: 8, stepName: "V2")
         #expect(resumed.stdout.contains("RLHF pipeline state restored as it was after step 4"), "\(resumed.stdout)")
         #expect(resumed.stdout.contains("started 0 and adopted 6 running workers"), "\(resumed.stdout)")
         // The final table still has the SFT baseline and V1 from before the kill.
