@@ -126,14 +126,7 @@ import Wire
         let answerType: Rlhf_V1_MessageType
         switch role {
         case "generator":
-            var g = Rlhf_V1_GenerateRequest()
-            var p = Rlhf_V1_Prompt()
-            p.ids = [1, 5]
-            g.prompts = [p]
-            g.samplesPerPrompt = 1
-            g.maxNewTokens = 4
-            g.stopToken = -1
-            request = try WireMessage(type: .generateRequest, requestID: 77, body: g)
+            request = try WireMessage(type: .generateRequest, requestID: 77, body: ClusterProcessTests.request(prompt: [1, 5], samples: 1, tokens: 4))
             answerType = .generateResult
         case "reward-model", "safety-model":
             var r = Rlhf_V1_ScoreRequest()

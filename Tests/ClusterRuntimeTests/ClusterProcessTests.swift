@@ -16,6 +16,18 @@ import LlamaCore
         return URL(fileURLWithPath: runner).deletingLastPathComponent().appendingPathComponent("rlhf")
     }
 
+    /// A generate request of one prompt (`prompt` ids), `samples` samples of exactly `tokens` tokens.
+    static func request(prompt ids: [Int32], samples: Int, tokens: Int) -> Rlhf_V1_GenerateRequest {
+        var request = Rlhf_V1_GenerateRequest()
+        var prompt = Rlhf_V1_Prompt()
+        prompt.ids = ids
+        request.prompts = [prompt]
+        request.samplesPerPrompt = UInt32(samples)
+        request.maxNewTokens = UInt32(tokens)
+        request.stopToken = -1
+        return request
+    }
+
     static func spawn(_ arguments: [String]) throws -> Process {
         let p = Process()
         p.executableURL = executable
@@ -265,14 +277,8 @@ import LlamaCore
                                                     "--id", "gen-drain", "--checkpoint", RoleProcessTests.checkpoint])
         defer { if worker.isRunning { worker.terminate() } }
         #expect(ClusterProcessTests.waitFor(30) { coordinator.workers().count == 1 })
-        var request = Rlhf_V1_GenerateRequest()
-        var prompt = Rlhf_V1_Prompt()
-        prompt.ids = [1, 9]
-        request.prompts = [prompt]
-        request.samplesPerPrompt = 3
-        request.maxNewTokens = 8
+        var request = ClusterProcessTests.request(prompt: [1, 9], samples: 3, tokens: 8)
         request.sampling.temperature = 1
-        request.stopToken = -1
         _ = try coordinator.generate(request, timeoutSeconds: 30)
 
         // Metrics over HTTP: Prometheus text with the rlhf_ prefix and _total counters.
@@ -353,14 +359,8 @@ import LlamaCore
         defer { loop.shutdown() }
         let answers = Mutex<[WireMessage]>([])
         let socketBox = Mutex<PollLoop.SocketID?>(nil)
-        var task = Rlhf_V1_GenerateRequest()
-        var prompt = Rlhf_V1_Prompt()
-        prompt.ids = [1, 9]
-        task.prompts = [prompt]
-        task.samplesPerPrompt = 1
-        task.maxNewTokens = 4
-        task.stopToken = -1
-        var taskMessage = try WireMessage(type: .generateRequest, requestID: 41, body: task)
+        var taskMessage = try WireMessage(type: .generateRequest, requestID: 41,
+                                          body: ClusterProcessTests.request(prompt: [1, 9], samples: 1, tokens: 4))
         taskMessage.epoch = 7
         let taskFrames = try taskMessage.frames()
         let (router, bound) = try loop.open(.router, bind: ["tcp://127.0.0.1:*"]) { frames in
