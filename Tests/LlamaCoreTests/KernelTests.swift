@@ -10,7 +10,8 @@ import Testing
     }
 
     /// Sizes with whole and partial 4-row tiles and 64-feature tiles; with accumulation, the products are
-    /// added to outputs that hold 1.
+    /// added to outputs that hold 1. Every split of the features gives the same bits: a feature's sum
+    /// does not depend on whether a 64-feature tile or a single-panel tile computed it.
     @Test(arguments: [(1, 7, 5, false), (3, 33, 17, false), (4, 64, 48, false), (5, 100, 96, false), (16, 288, 288, false),
                       (9, 70, 130, false), (18, 70, 40, false), (35, 45, 19, false), (16, 50, 33, true), (21, 64, 30, true)])
     func panelProductMatchesNaive(m: Int, n: Int, k: Int, accumulate: Bool) {
@@ -19,6 +20,7 @@ import Testing
         let out = FloatBuffer(count: m * n)
         w.withUnsafeBufferPointer { w in Kernels.packPanels(packed.baseAddress, w.baseAddress!, n: n, k: k) }
         // Split the features the way two and three threads do.
+        var unsplit: [Float] = []
         for threads in [1, 2, 3] {
             for i in 0..<(m * n) { out.baseAddress[i] = accumulate ? 1 : .nan }
             for t in 0..<threads {
@@ -40,30 +42,45 @@ import Testing
                 }
             }
             #expect(worst < 1e-3, "m \(m) n \(n) k \(k) threads \(threads): \(worst)")
+            let result = Array(UnsafeBufferPointer(start: out.baseAddress, count: m * n))
+            if threads == 1 { unsplit = result } else { #expect(result == unsplit, "m \(m) n \(n) k \(k) threads \(threads)") }
         }
     }
 
+    /// Grouped-query attention over rows with padding past the heads: four query heads read two
+    /// key/value heads; a call for heads 1..<4 (which crosses a group boundary) matches a
+    /// double-precision reference for each of them and leaves head 0 untouched.
     @Test(arguments: [8, 16, 24, 48, 64, 80, 128])
     func attentionMatchesNaive(headSize hs: Int) {
-        let count = 37, stride = hs
-        let q = randomArray(hs, seed: 3), keys = randomArray(count * stride, seed: 4), values = randomArray(count * stride, seed: 5)
-        let out = FloatBuffer(count: hs), scores = FloatBuffer(count: count)
+        let count = 37, nHeads = 4, groupSize = 2, stride = 2 * hs + 5, scoreStride = count + 3
+        let q = randomArray(nHeads * hs, seed: 3)
+        let keys = randomArray(count * stride, seed: 4), values = randomArray(count * stride, seed: 5)
+        let out = FloatBuffer(count: nHeads * hs), scores = FloatBuffer(count: nHeads * scoreStride)
+        out.baseAddress.update(repeating: 7, count: nHeads * hs)
         let scale = 1 / Float(hs).squareRoot()
+        let heads = 1..<nHeads
         q.withUnsafeBufferPointer { q in
             keys.withUnsafeBufferPointer { k in
                 values.withUnsafeBufferPointer { v in
-                    Kernels.attendOneHead(out: out.baseAddress, query: q.baseAddress!, keys: k.baseAddress!, values: v.baseAddress!,
-                                          stride: stride, count: count, headSize: hs, scale: scale, scores: scores.baseAddress)
+                    Kernels.attend(out: out.baseAddress, query: q.baseAddress!, keys: k.baseAddress!, values: v.baseAddress!,
+                                   rowStride: stride, count: count, heads: heads, groupSize: groupSize, headSize: hs,
+                                   scale: scale, scores: scores.baseAddress, scoreStride: scoreStride)
                 }
             }
         }
-        var logits = (0..<count).map { t in (0..<hs).reduce(0.0) { $0 + Double(q[$1]) * Double(keys[t * stride + $1]) } * Double(scale) }
-        let top = logits.max()!
-        logits = logits.map { Foundation.exp($0 - top) }
-        let z = logits.reduce(0, +)
-        for d in 0..<hs {
-            let expected = (0..<count).reduce(0.0) { $0 + logits[$1] / z * Double(values[$1 * stride + d]) }
-            #expect(abs(Double(out.baseAddress[d]) - expected) < 1e-5, "head size \(hs), element \(d)")
+        for d in 0..<hs { #expect(out.baseAddress[d] == 7, "head 0 was not asked for") }
+        for h in heads {
+            let kv = h / groupSize * hs
+            var logits = (0..<count).map { t in
+                (0..<hs).reduce(0.0) { $0 + Double(q[h * hs + $1]) * Double(keys[t * stride + kv + $1]) } * Double(scale)
+            }
+            let top = logits.max()!
+            logits = logits.map { Foundation.exp($0 - top) }
+            let z = logits.reduce(0, +)
+            for d in 0..<hs {
+                let expected = (0..<count).reduce(0.0) { $0 + logits[$1] / z * Double(values[$1 * stride + kv + d]) }
+                #expect(abs(Double(out.baseAddress[h * hs + d]) - expected) < 1e-5, "head size \(hs), head \(h), element \(d)")
+            }
         }
     }
 

@@ -173,10 +173,10 @@ extension KVCache {
     /// Copies the filled positions of `other` (same config) into this cache.
     public func copy(from other: KVCache) {
         precondition(other.config == config, "KV caches of different configs")
-        let perHead = config.seqLen * config.headSize
-        let used = other.length * config.headSize
-        for block in 0..<(config.nLayers * config.nKVHeads) {
-            let offset = block * perHead
+        let perLayer = config.seqLen * config.kvDim
+        let used = other.length * config.kvDim
+        for layer in 0..<config.nLayers {
+            let offset = layer * perLayer
             (keys.baseAddress + offset).update(from: other.keys.baseAddress + offset, count: used)
             (values.baseAddress + offset).update(from: other.values.baseAddress + offset, count: used)
         }

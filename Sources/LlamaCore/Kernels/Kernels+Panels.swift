@@ -27,7 +27,9 @@ extension Kernels {
     /// `C[b, f] = sum_k X[b, k] W[f, k]` for `b < m` and features `f` in `features` (a range whose
     /// bounds are multiples of 16, except the end at `n`), with `W` panel-packed. `X` is `(m, k)`, `C`
     /// is `(m, ldc)`. Tiles of 4 rows by 64 features keep 16 accumulators in registers: per step of k,
-    /// 4 panel loads and 4 broadcasts feed 16 fused multiply-adds.
+    /// 4 panel loads and 4 broadcasts feed 16 fused multiply-adds. A range's last 1-3 panels (a thread's
+    /// share of 288 features ends in one) go through `matmulPanel` one by one, rather than a tile
+    /// that multiplies zero panels.
     /// With `accumulate`, adds to `C` instead of overwriting it.
     package static func matmulPanels(_ c: UnsafeMutablePointer<Float>, ldc: Int, _ x: UnsafePointer<Float>, m: Int,
                              _ packed: UnsafePointer<Float>, n: Int, k: Int, features: Range<Int>,
@@ -38,6 +40,14 @@ extension Kernels {
             let p0 = packed + j * 16 * k, p1 = p0 + 16 * k, p2 = p1 + 16 * k, p3 = p2 + 16 * k
             let f0 = j * 16
             let width = min(64, end - f0)
+            if width <= 48 {
+                for panel in 0..<(width + 15) / 16 {
+                    let f = f0 + panel * 16
+                    matmulPanel(c + f, ldc: ldc, x, m: m, packed + (j + panel) * 16 * k, k: k,
+                                width: min(16, end - f), accumulate: accumulate)
+                }
+                break
+            }
             var b = 0
             while b < m {
                 let valid = min(4, m - b)
@@ -81,6 +91,42 @@ extension Kernels {
                 b += 4
             }
             j += 4
+        }
+    }
+
+    /// `C[b, f] = sum_k X[b, k] P[k, f]` for `b < m` and `f < width` (at most 16) of one `(k, 16)` panel
+    /// `P`. Tiles of 8 rows keep 8 accumulators: per step of k, one panel load and 8 broadcasts feed 8
+    /// fused multiply-adds. Each sum runs over k in order, as in `matmulPanels`'s tiles, so a feature
+    /// gets the same bits whichever kernel computes it.
+    @inline(__always)
+    static func matmulPanel(_ c: UnsafeMutablePointer<Float>, ldc: Int, _ x: UnsafePointer<Float>, m: Int,
+                            _ panel: UnsafePointer<Float>, k: Int, width: Int, accumulate: Bool) {
+        var b = 0
+        while b < m {
+            let valid = min(8, m - b)
+            // Rows past m reuse row b (their results are not stored).
+            let x0 = x + b * k
+            @inline(__always) func row(_ i: Int) -> UnsafePointer<Float> { i < valid ? x0 + i * k : x0 }
+            let x1 = row(1), x2 = row(2), x3 = row(3), x4 = row(4), x5 = row(5), x6 = row(6), x7 = row(7)
+            var a0 = Vec(), a1 = Vec(), a2 = Vec(), a3 = Vec(), a4 = Vec(), a5 = Vec(), a6 = Vec(), a7 = Vec()
+            for kk in 0..<k {
+                let v = load(panel, kk * 16)
+                a0.addProduct(Vec(repeating: x0[kk]), v); a1.addProduct(Vec(repeating: x1[kk]), v)
+                a2.addProduct(Vec(repeating: x2[kk]), v); a3.addProduct(Vec(repeating: x3[kk]), v)
+                a4.addProduct(Vec(repeating: x4[kk]), v); a5.addProduct(Vec(repeating: x5[kk]), v)
+                a6.addProduct(Vec(repeating: x6[kk]), v); a7.addProduct(Vec(repeating: x7[kk]), v)
+            }
+            @inline(__always) func put(_ i: Int, _ v: Vec) {
+                guard i < valid else { return }
+                let dst = c + (b + i) * ldc
+                if width == 16 {
+                    store(accumulate ? v + load(UnsafePointer(dst), 0) : v, dst, 0)
+                } else {
+                    for f in 0..<width { dst[f] = v[f] + (accumulate ? dst[f] : 0) }
+                }
+            }
+            put(0, a0); put(1, a1); put(2, a2); put(3, a3); put(4, a4); put(5, a5); put(6, a6); put(7, a7)
+            b += 8
         }
     }
 }

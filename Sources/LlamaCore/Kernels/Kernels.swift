@@ -203,50 +203,53 @@ package enum Kernels {
 }
 
 extension Kernels {
-    /// One head of causal attention for one query: `scores[t] = scale * q . K[t]` over `count`
-    /// cached positions, softmax, then `out = sum_t scores[t] V[t]`. Keys and values are rows of
-    /// `headSize` floats, `stride` floats apart; `scores` has room for `count`.
-    @inline(__always)
-    package static func attendOneHead(out: UnsafeMutablePointer<Float>, query: UnsafePointer<Float>,
-                              keys: UnsafePointer<Float>, values: UnsafePointer<Float>, stride: Int, count: Int,
-                              headSize hs: Int, scale: Float, scores: UnsafeMutablePointer<Float>) {
-        if hs % 16 == 0 {
-            for t in 0..<count {
-                let k = keys + t * stride
-                var acc = load(query, 0) * load(k, 0)
-                var c = 16
-                while c < hs { acc.addProduct(load(query, c), load(k, c)); c += 16 }
-                scores[t] = horizontalSum(acc) * scale
-            }
-        } else {
-            for t in 0..<count { scores[t] = dot(query, keys + t * stride, hs) * scale }
+    /// Causal attention of one query's heads `heads` over `count` cached positions. For each query
+    /// head `h`, reading key/value head `g = h / groupSize`: `scores[t] = scale * q_h . K[t, g]`, a
+    /// softmax over `t`, then `out_h = sum_t scores[t] V[t, g]`.
+    ///
+    /// `query` and `out` are `(nHeads, hs)`; only the heads in `heads` are read or written. `keys` and
+    /// `values` are `(count, rowStride)`, head `g` of row `t` starting at `t * rowStride + g * hs`.
+    /// Each pass walks the positions in order and serves every head from one row, so the cache is read
+    /// as one long sequential stream rather than one short stream per head. `scores` has room for
+    /// `heads.count` rows of `scoreStride >= count` floats.
+    package static func attend(out: UnsafeMutablePointer<Float>, query: UnsafePointer<Float>,
+                               keys: UnsafePointer<Float>, values: UnsafePointer<Float>, rowStride: Int, count: Int,
+                               heads: Range<Int>, groupSize: Int, headSize hs: Int, scale: Float,
+                               scores: UnsafeMutablePointer<Float>, scoreStride: Int) {
+        guard !heads.isEmpty else { return }
+        let kvHeads = heads.lowerBound / groupSize ..< (heads.upperBound - 1) / groupSize + 1
+        /// The query heads of `heads` that read key/value head `g`.
+        @inline(__always) func queryHeads(_ g: Int) -> Range<Int> {
+            max(heads.lowerBound, g * groupSize) ..< min(heads.upperBound, (g + 1) * groupSize)
         }
-        softmax(scores, count)
-        if hs % 16 == 0 {
-            // Up to 64 output floats per pass over the positions, so each value row is read once per
-            // pass (a head of 128 takes two). Chunks past the head reuse its last chunk's offset.
-            var base = 0
-            while base < hs {
-                let last = min(hs - 16, base + 48)
-                let o0 = base, o1 = min(base + 16, last), o2 = min(base + 32, last), o3 = min(base + 48, last)
-                var a0 = Vec(), a1 = Vec(), a2 = Vec(), a3 = Vec()
-                for t in 0..<count {
-                    let w = Vec(repeating: scores[t])
-                    let row = values + t * stride
-                    a0.addProduct(w, load(row, o0))
-                    a1.addProduct(w, load(row, o1))
-                    a2.addProduct(w, load(row, o2))
-                    a3.addProduct(w, load(row, o3))
+        for t in 0..<count {
+            let row = keys + t * rowStride
+            for g in kvHeads {
+                let k = row + g * hs
+                for h in queryHeads(g) {
+                    let qh = query + h * hs
+                    let score: Float
+                    if hs % 16 == 0 {
+                        var acc = load(qh, 0) * load(k, 0)
+                        var c = 16
+                        while c < hs { acc.addProduct(load(qh, c), load(k, c)); c += 16 }
+                        score = horizontalSum(acc)
+                    } else {
+                        score = dot(qh, k, hs)
+                    }
+                    scores[(h - heads.lowerBound) * scoreStride + t] = score * scale
                 }
-                store(a0, out, o0)
-                if o1 > o0 { store(a1, out, o1) }
-                if o2 > o1 { store(a2, out, o2) }
-                if o3 > o2 { store(a3, out, o3) }
-                base += 64
             }
-        } else {
-            out.initialize(repeating: 0, count: hs)
-            for t in 0..<count { axpy(out, scores[t], values + t * stride, hs) }
+        }
+        for i in 0..<heads.count { softmax(scores + i * scoreStride, count) }
+        (out + heads.lowerBound * hs).update(repeating: 0, count: heads.count * hs)
+        for t in 0..<count {
+            let row = values + t * rowStride
+            for g in kvHeads {
+                for h in queryHeads(g) {
+                    axpy(out + h * hs, scores[(h - heads.lowerBound) * scoreStride + t], row + g * hs, hs)
+                }
+            }
         }
     }
 }

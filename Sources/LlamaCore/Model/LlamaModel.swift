@@ -144,8 +144,8 @@ public final class LlamaModel: Sendable {
     }
 }
 
-/// The keys and values of one sequence, `(L, nKVHeads, S, hs)` each (head-major, so that attention
-/// streams each head's history contiguously), and how many positions are filled.
+/// The keys and values of one sequence, `(L, S, KVD)` each (position-major, so that attention reads a
+/// layer's history for all heads as one sequential stream), and how many positions are filled.
 public final class KVCache {
     /// The config the cache was sized for.
     public let config: LlamaConfig

@@ -147,11 +147,9 @@ public final class Transformer {
                 let table = positions[r] * half
                 Kernels.rope(q + r * D, heads: c.nHeads, hs: hs, cos: ropeCos + table, sin: ropeSin + table)
                 Kernels.rope(k + r * KVD, heads: c.nKVHeads, hs: hs, cos: ropeCos + table, sin: ropeSin + table)
-                for head in 0..<c.nKVHeads {
-                    let slot = ((l * c.nKVHeads + head) * S + positions[r]) * hs
-                    (caches[r].keys.baseAddress + slot).update(from: k + r * KVD + head * hs, count: hs)
-                    (caches[r].values.baseAddress + slot).update(from: v + r * KVD + head * hs, count: hs)
-                }
+                let slot = (l * S + positions[r]) * KVD
+                (caches[r].keys.baseAddress + slot).update(from: k + r * KVD, count: KVD)
+                (caches[r].values.baseAddress + slot).update(from: v + r * KVD, count: KVD)
             }
             attention(layer: l, rows: rows, caches: caches, positions: positions)
             // Residual connections are fused: the projections add straight into x.
@@ -178,26 +176,32 @@ public final class Transformer {
     /// Causal (grouped-query) attention of every row over its cache, `att (R, D)`.
     private func attention(layer l: Int, rows: Int, caches: [KVCache], positions: [Int]) {
         let c = config
-        let D = c.dim, hs = c.headSize, S = c.seqLen, group = c.kvGroupSize
+        let D = c.dim, KVD = c.kvDim, S = c.seqLen
         let ws = workspace
         let q = ws.q.baseAddress, att = ws.att.baseAddress, scoresBase = ws.scores.baseAddress
-        let scale = 1 / Float(hs).squareRoot()
+        let scale = 1 / Float(c.headSize).squareRoot()
+        let threads = pool.threadCount
+        // A work item is one row's attention over a group of its heads. With rows enough to keep every
+        // thread busy each row is one item (all its heads served from one pass over its cache);
+        // fewer rows are split into one group of heads per thread.
+        let groups = rows >= 2 * threads ? 1 : min(c.nHeads, threads)
+        let items = rows * groups
+        let layerOffset = l * S * KVD
         caches.withUnsafeBufferPointer { caches in
             positions.withUnsafeBufferPointer { positions in
-                // Rows differ in length, so (row, head) pairs are dealt out round-robin rather than
-                // in contiguous blocks.
-                let pairs = rows * c.nHeads, threads = pool.threadCount
+                // Rows differ in length, so items are dealt out round-robin rather than in
+                // contiguous blocks.
                 pool.run { thread in
-                    let scores = scoresBase + thread * S
-                    for index in stride(from: thread, to: pairs, by: threads) {
-                        let r = index / c.nHeads, h = index % c.nHeads
-                        let pos = positions[r], kvHead = h / group
-                        let qh = q + r * D + h * hs
-                        let block = (l * c.nKVHeads + kvHead) * S * hs
-                        let keys = caches[r].keys.baseAddress + block
-                        let values = caches[r].values.baseAddress + block
-                        Kernels.attendOneHead(out: att + r * D + h * hs, query: qh, keys: keys, values: values,
-                                              stride: hs, count: pos + 1, headSize: hs, scale: scale, scores: scores)
+                    let scores = scoresBase + thread * c.nHeads * S
+                    for index in stride(from: thread, to: items, by: threads) {
+                        let r = index / groups, g = index % groups
+                        Kernels.attend(out: att + r * D, query: q + r * D,
+                                       keys: caches[r].keys.baseAddress + layerOffset,
+                                       values: caches[r].values.baseAddress + layerOffset,
+                                       rowStride: KVD, count: positions[r] + 1,
+                                       heads: g * c.nHeads / groups ..< (g + 1) * c.nHeads / groups,
+                                       groupSize: c.kvGroupSize, headSize: c.headSize, scale: scale,
+                                       scores: scores, scoreStride: S)
                     }
                 }
             }
@@ -331,7 +335,7 @@ final class Workspace {
     var h1, h3: FloatBuffer
     /// `(max(D, H))` input rearranged for the bfloat16 kernel.
     let xPerm: FloatBuffer
-    /// `(threads, S)` attention scores, one row per thread.
+    /// `(threads, nHeads, S)` attention scores, one block per thread.
     let scores: FloatBuffer
     /// `(Rl, V)` logits.
     var logits: FloatBuffer
@@ -343,7 +347,7 @@ final class Workspace {
         x = empty; xb = empty; q = empty; att = empty; k = empty; v = empty; h1 = empty; h3 = empty
         logits = empty
         xPerm = FloatBuffer(count: max(config.dim, config.hiddenDim) + 32)
-        scores = FloatBuffer(count: threads * config.seqLen)
+        scores = FloatBuffer(count: threads * config.nHeads * config.seqLen)
         ensure(rows: rows, logitRows: logitRows)
     }
 
