@@ -56,8 +56,11 @@ import Testing
         }
     }
 
-    @Test func batchGenerationMatchesOneByOne() throws {
-        let generator = TextGenerator(transformer: Transformer(model: try LlamaModel(checkpoint: Fixtures.model("tiny-mha"))))
+    /// Requests that share a prompt get a copy of its prefilled cache (with grouped-query attention the
+    /// cache rows are narrower than the model); every sequence matches its own generation.
+    @Test(arguments: ["tiny-mha", "tiny-gqa"])
+    func batchGenerationMatchesOneByOne(model: String) throws {
+        let generator = TextGenerator(transformer: Transformer(model: try LlamaModel(checkpoint: Fixtures.model(model))))
         let requests = (0..<4).map {
             GenerationRequest(promptIds: $0 == 3 ? [1, 2, 3, 4, 5] : [1, 50, 60], maxNewTokens: 12,
                               sampling: .greedy, seed: 9, stream: UInt64($0), stopToken: nil)
