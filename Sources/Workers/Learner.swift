@@ -290,12 +290,11 @@ public final class Learner: RoleService, @unchecked Sendable {
         var steps = 0
         // Every epoch a new order: the old log-probabilities, values and advantages stay those of the
         // policy that sampled the rollouts, so later epochs' ratios move away from 1 and the clip bites.
-        let starts = (0..<max(1, Int(batch.ppoEpochs))).flatMap { _ -> [(Int, [Int])] in
+        let miniBatches = (0..<max(1, Int(batch.ppoEpochs))).flatMap { _ -> [[Int]] in
             random.shuffle(&order)
-            return stride(from: 0, to: order.count, by: size).map { ($0, order) }
+            return stride(from: 0, to: order.count, by: size).map { Array(order[$0 ..< min(order.count, $0 + size)]) }
         }
-        for (start, order) in starts {
-            let part = Array(order[start ..< min(order.count, start + size)])
+        for part in miniBatches {
             let s = part.map { sequences[$0] }, m = part.map { mask[$0] }
             trainer.zeroGradients()
             let policy = try trainer.ppoPolicyLoss(sequences: s, responseMask: m, oldLogProbs: part.map { oldLogProbs[$0] },
