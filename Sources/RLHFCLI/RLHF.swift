@@ -1,4 +1,7 @@
 import ArgumentParser
+import Foundation
+import LlamaCore
+import Logging
 
 /// The `rlhf` executable: one entry point for the cluster, the trainers and the core's tools.
 @main
@@ -6,6 +9,12 @@ struct RLHF: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "rlhf",
         abstract: "SwiftRLHF: LLaMA2-style RLHF (SFT, reward models, rejection sampling, PPO) in Swift.",
+        discussion: """
+        Environment: RLHF_LOG_LEVEL (trace, debug, info, notice, warning, error, critical; default info) sets the \
+        level of the logs on standard error. RLHF_OPENBLAS_CORETYPE forces OpenBLAS's kernel set (e.g. Haswell); \
+        without it, a process whose OpenBLAS chose a generic core on an AVX2 or AVX-512 CPU switches to the \
+        matching one at start-up.
+        """,
         subcommands: [
             LaunchCommand.self,
             CoordinatorCommand.self,
@@ -23,4 +32,19 @@ struct RLHF: ParsableCommand {
             EvalCommand.self,
         ]
     )
+
+    static func main() {
+        // First, before any thread starts: this may re-execute the process with other BLAS kernels.
+        let report = BLASRuntime.prepareProcess()
+        let level = ProcessInfo.processInfo.environment["RLHF_LOG_LEVEL"].flatMap { Logger.Level(rawValue: $0.lowercased()) } ?? .info
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "rlhf.blas")
+        logger.debug("\(report.summary)", metadata: ["openblas": "\(report.config)"])
+        for warning in report.warnings { logger.warning("\(warning)") }
+        main(nil)
+    }
 }

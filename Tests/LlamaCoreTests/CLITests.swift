@@ -16,7 +16,8 @@ import Testing
 
     /// Runs `rlhf arguments` with `stdin`; output goes through files (reading pipes with Foundation
     /// can fail with EINTR while other tests' children exit).
-    static func rlhf(_ arguments: [String], stdin: String = "", directory: String? = nil) throws -> Output {
+    static func rlhf(_ arguments: [String], stdin: String = "", directory: String? = nil,
+                     environment: [String: String] = [:]) throws -> Output {
         let dir = NSTemporaryDirectory() + "rlhf-cli-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
@@ -28,6 +29,9 @@ import Testing
         process.executableURL = executable
         process.arguments = arguments
         if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
+        if !environment.isEmpty {
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        }
         process.standardInput = try FileHandle(forReadingFrom: URL(fileURLWithPath: paths[0]))
         process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: paths[1]))
         process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: paths[2]))
