@@ -103,3 +103,92 @@ import Testing
         #expect(Kernels.exp(-100) == 0)
     }
 }
+
+/// The truncated draw as it was before the bucket sort (a full comparison sort of the candidates): the
+/// reference the fast path must match sample for sample. Sorted once; `draw(u)` walks the CDF.
+private struct ReferenceTruncatedDraw {
+    let weights: [Float]
+    var candidates: [Int]
+    var keep: Int
+    var mass: Float = 0
+
+    init(_ weights: [Float], total: Float, topK: Int, topP: Float) {
+        self.weights = weights
+        let n = weights.count
+        let floor = topP < 1 ? (1 - topP) / Float(n - 1) * total : 0
+        candidates = (0..<n).filter { weights[$0] >= floor }
+        if candidates.isEmpty { candidates = Array(0..<n) }
+        candidates.sort { weights[$0] != weights[$1] ? weights[$0] > weights[$1] : $0 < $1 }
+        if topK < candidates.count { candidates.removeSubrange(topK...) }
+        keep = candidates.count
+        for (j, c) in candidates.enumerated() {
+            mass += weights[c]
+            if topP < 1 && mass >= topP * total { keep = j + 1; break }
+        }
+        if keep < candidates.count { mass = candidates[..<keep].reduce(0) { $0 + weights[$1] } }
+    }
+
+    func draw(_ u: Float) -> (Int, Float) {
+        let target = u * mass
+        var cdf: Float = 0
+        for c in candidates[..<keep] {
+            cdf += weights[c]
+            if target < cdf { return (c, weights[c] / mass) }
+        }
+        return (candidates[keep - 1], weights[candidates[keep - 1]] / mass)
+    }
+}
+
+@Suite struct TruncatedSamplingTests {
+    /// Logits of `n` tokens: `spread` scales a Gaussian (0.02 is a random-weight model's flat
+    /// distribution, 3 a peaked one); `ties` repeats values so that equal weights occur.
+    func logits(_ n: Int, spread: Double, ties: Bool, seed: UInt64) -> [Float] {
+        var rng = SeededGenerator(seed: seed)
+        return (0..<n).map { _ in
+            let value = Float(rng.nextGaussian() * spread)
+            return ties ? (value * 4).rounded() / 4 : value
+        }
+    }
+
+    @Test(arguments: [(0.02, false), (0.5, false), (3.0, false), (1.0, true), (0.0, false)])
+    func fastDrawMatchesTheFullSortSampleForSample(spread: Double, ties: Bool) throws {
+        for (n, seed) in [(32000, UInt64(1)), (512, 2), (37, 3), (2, 4)] {
+            let row = logits(n, spread: spread, ties: ties, seed: seed)
+            for settings in [SamplingSettings(temperature: 1, topP: 0.9), SamplingSettings(temperature: 0.7, topP: 0.5),
+                             SamplingSettings(temperature: 1.3, topP: 0.99, topK: 50), SamplingSettings(temperature: 1, topK: 5),
+                             SamplingSettings(temperature: 1, topP: 0.05)] {
+                var sampler = try Sampler(settings: settings)
+                var rng = SeededGenerator(seed: seed &+ 10), referenceRng = rng
+                // The weights the sampler draws from: exp((logit - max) / T), as Kernels computes them.
+                var weights = [Float](repeating: 0, count: n)
+                let maxValue = row.max()!
+                let total = row.withUnsafeBufferPointer { l in
+                    weights.withUnsafeMutableBufferPointer { w in
+                        Kernels.expShifted(w.baseAddress!, l.baseAddress!, n, shift: maxValue, scale: 1 / settings.temperature)
+                    }
+                }
+                let topK = settings.topK > 0 && settings.topK < n ? settings.topK : n
+                let reference = ReferenceTruncatedDraw(weights, total: total, topK: topK, topP: settings.topP)
+                for _ in 0..<200 {
+                    let drawn = row.withUnsafeBufferPointer { sampler.sample($0, rng: &rng) }
+                    let (id, q) = reference.draw(referenceRng.nextUnitFloat())
+                    #expect(Int(drawn.id) == id, "n \(n), spread \(spread), \(settings)")
+                    #expect(drawn.samplingLogProb == logf(q))
+                }
+            }
+        }
+    }
+
+    @Test func bucketSortOrdersAnyKeys() {
+        var rng = SeededGenerator(seed: 9)
+        var scratch: [UInt64] = [], counts: [Int32] = []
+        for n in [0, 1, 5, 33, 1000, 40000] {
+            for clustered in [false, true] {
+                var keys = (0..<n).map { _ in clustered ? UInt64(0x3F00_0000 + rng.next() % 64) << 32 | rng.next() % 1000 : rng.next() }
+                let expected = keys.sorted()
+                Sampler.sortKeys(&keys, scratch: &scratch, counts: &counts)
+                #expect(keys == expected, "n \(n), clustered \(clustered)")
+            }
+        }
+    }
+}

@@ -49,7 +49,12 @@ public struct Sampler {
     /// The settings every draw uses.
     public let settings: SamplingSettings
     private var probs: [Float] = []
-    private var candidates: [Int32] = []
+    /// Scratch of the truncated draw: candidates' sort keys, the sort's buffer and bucket counts, and
+    /// the running sums.
+    private var keys: [UInt64] = []
+    private var sortScratch: [UInt64] = []
+    private var bucketCounts: [Int32] = []
+    private var prefix: [Float] = []
 
     /// A sampler with validated settings.
     public init(settings: SamplingSettings) throws {
@@ -135,43 +140,127 @@ public struct Sampler {
     }
 
     /// Draw from the top-k / top-p truncation of `p`: candidates sorted by weight (ties by id), cut at
-    /// `topK` and at cumulative mass `topP`, renormalised.
+    /// `topK` and at cumulative mass `topP` (summed in that order), renormalised; the inverse-CDF walk
+    /// goes in the same order.
+    ///
+    /// Sorting is the cost: a flat distribution (a young model, a high temperature) leaves tens of
+    /// thousands of candidates. They are sorted as 64-bit keys (`~weight bits` then id, so ascending
+    /// keys are descending weights with ties by ascending id) by one counting pass over buckets of the
+    /// key range and an insertion sort within each bucket, in linear expected time. The running sums
+    /// are kept, so the draw is a binary search instead of a second walk. Every sum is taken in the
+    /// same order as a full comparison sort would give, so the samples are those of that sort.
     private mutating func drawTruncated(_ p: UnsafeMutablePointer<Float>, _ n: Int, total: Float, topK: Int,
                                         topP: Float, u: Float) -> (Int, Float) {
-        candidates.removeAll(keepingCapacity: true)
         // Tokens below this weight cannot be in a nucleus of mass topP (llama2.c's observation), so they
         // are not sorted.
         let floor = topP < 1 ? (1 - topP) / Float(n - 1) * total : 0
-        for i in 0..<n where p[i] >= floor { candidates.append(Int32(i)) }
-        if candidates.isEmpty { for i in 0..<n { candidates.append(Int32(i)) } }
-        let before: (Int32, Int32) -> Bool = { a, b in
-            p[Int(a)] != p[Int(b)] ? p[Int(a)] > p[Int(b)] : a < b
-        }
-        if topK < candidates.count {
-            Sampler.selectTop(&candidates, topK, by: before)
-        }
-        candidates.sort(by: before)
+        keys.removeAll(keepingCapacity: true)
+        for i in 0..<n where p[i] >= floor { keys.append(Sampler.key(weight: p[i], id: i)) }
+        if keys.isEmpty { for i in 0..<n { keys.append(Sampler.key(weight: p[i], id: i)) } }
+        if topK < keys.count { Sampler.selectSmallest(&keys, topK) }
+        Sampler.sortKeys(&keys, scratch: &sortScratch, counts: &bucketCounts)
+        // Running sums in sorted order; the nucleus ends at the first sum that reaches topP of the mass.
+        let count = keys.count
+        if prefix.count < count { prefix = [Float](repeating: 0, count: max(count, 1024)) }
         var mass: Float = 0
-        var keep = candidates.count
+        var keep = count
         let limit = topP * total
-        for (j, c) in candidates.enumerated() {
-            mass += p[Int(c)]
-            if topP < 1 && mass >= limit { keep = j + 1; break }
+        let cutAtMass = topP < 1
+        prefix.withUnsafeMutableBufferPointer { sums in
+            keys.withUnsafeBufferPointer { keys in
+                for j in 0..<count {
+                    mass += p[Int(truncatingIfNeeded: keys[j] & 0xFFFF_FFFF)]
+                    sums[j] = mass
+                    if cutAtMass && mass >= limit { keep = j + 1; break }
+                }
+            }
         }
-        if keep < candidates.count { mass = candidates[..<keep].reduce(0) { $0 + p[Int($1)] } }
+        // The first running sum above the target (sums never decrease).
         let target = u * mass
-        var cdf: Float = 0
-        for c in candidates[..<keep] {
-            cdf += p[Int(c)]
-            if target < cdf { return (Int(c), p[Int(c)] / mass) }
+        var lo = 0, hi = keep
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if target < prefix[mid] { hi = mid } else { lo = mid + 1 }
         }
-        let last = Int(candidates[keep - 1])
-        return (last, p[last] / mass)
+        let id = Int(truncatingIfNeeded: keys[min(lo, keep - 1)] & 0xFFFF_FFFF)
+        return (id, p[id] / mass)
     }
 
-    /// Keeps the `k` elements of `items` that come first under `before` (in no particular order),
-    /// in expected linear time.
-    private static func selectTop(_ items: inout [Int32], _ k: Int, by before: (Int32, Int32) -> Bool) {
+    /// The sort key of token `id` with weight `weight >= 0`: ascending keys are descending weights, ties
+    /// by ascending id (the bit patterns of non-negative floats order as the floats do).
+    @inline(__always)
+    static func key(weight: Float, id: Int) -> UInt64 {
+        UInt64(~weight.bitPattern) << 32 | UInt64(id)
+    }
+
+    /// Sorts `keys` ascending: a counting pass into about one bucket per four keys over the range of
+    /// their high halves, then an insertion sort of each bucket (a handful of keys each).
+    static func sortKeys(_ keys: inout [UInt64], scratch: inout [UInt64], counts: inout [Int32]) {
+        let n = keys.count
+        guard n > 32 else {
+            insertionSort(&keys, 0..<n)
+            return
+        }
+        var lowest = UInt32.max, highest = UInt32.min
+        for k in keys {
+            let h = UInt32(truncatingIfNeeded: k >> 32)
+            lowest = min(lowest, h)
+            highest = max(highest, h)
+        }
+        let span = UInt64(highest - lowest)
+        var buckets = 1
+        while buckets < n && buckets < 1 << 16 { buckets <<= 1 }
+        var shift: UInt64 = 0
+        while span >> shift >= UInt64(buckets) { shift += 1 }
+        if counts.count < buckets + 1 { counts = [Int32](repeating: 0, count: buckets + 1) }
+        if scratch.count < n { scratch = [UInt64](repeating: 0, count: n) }
+        counts.withUnsafeMutableBufferPointer { counts in
+            scratch.withUnsafeMutableBufferPointer { sorted in
+                keys.withUnsafeMutableBufferPointer { keys in
+                    for b in 0...buckets { counts[b] = 0 }
+                    @inline(__always) func bucket(_ k: UInt64) -> Int {
+                        Int(truncatingIfNeeded: (UInt64(UInt32(truncatingIfNeeded: k >> 32) - lowest)) >> shift)
+                    }
+                    for k in keys { counts[bucket(k) + 1] += 1 }
+                    for b in 0..<buckets { counts[b + 1] += counts[b] }
+                    // counts[b] is now bucket b's start; each placement advances it, leaving its end.
+                    for k in keys {
+                        let b = bucket(k)
+                        sorted[Int(counts[b])] = k
+                        counts[b] += 1
+                    }
+                    var start = 0
+                    for b in 0..<buckets {
+                        let end = Int(counts[b])
+                        if end - start > 1 {
+                            for i in (start + 1)..<end {
+                                let k = sorted[i]
+                                var j = i
+                                while j > start && sorted[j - 1] > k { sorted[j] = sorted[j - 1]; j -= 1 }
+                                sorted[j] = k
+                            }
+                        }
+                        start = end
+                    }
+                    keys.baseAddress!.update(from: sorted.baseAddress!, count: n)
+                }
+            }
+        }
+    }
+
+    /// Sorts `keys[range]` ascending in place.
+    static func insertionSort(_ keys: inout [UInt64], _ range: Range<Int>) {
+        guard range.count > 1 else { return }
+        for i in (range.lowerBound + 1)..<range.upperBound {
+            let k = keys[i]
+            var j = i
+            while j > range.lowerBound && keys[j - 1] > k { keys[j] = keys[j - 1]; j -= 1 }
+            keys[j] = k
+        }
+    }
+
+    /// Keeps the `k` smallest of `items` (in no particular order), in expected linear time.
+    static func selectSmallest(_ items: inout [UInt64], _ k: Int) {
         var lo = 0, hi = items.count - 1
         var state: UInt64 = 0x9E37_79B9_7F4A_7C15
         while lo < hi {
@@ -179,8 +268,8 @@ public struct Sampler {
             let pivot = items[lo + Int((state >> 33) % UInt64(hi - lo + 1))]
             var i = lo, j = hi
             while i <= j {
-                while before(items[i], pivot) { i += 1 }
-                while before(pivot, items[j]) { j -= 1 }
+                while items[i] < pivot { i += 1 }
+                while pivot < items[j] { j -= 1 }
                 if i <= j { items.swapAt(i, j); i += 1; j -= 1 }
             }
             if k - 1 <= j { hi = j } else if k - 1 >= i { lo = i } else { break }
