@@ -4,6 +4,9 @@ import LlamaCore
 public final class ForwardTape {
     /// The batch that was run. A transformer reuses its tape: it is valid until the next `forward`.
     public private(set) var batch: TokenBatch!
+    /// The rows a scoring forward computed (`forward(_:onlyRows:)`), nil after a full forward. Such a
+    /// tape's last layer and `hidden` hold these rows only, so it has no backward pass.
+    public internal(set) var onlyRows: [Int]?
 
     /// Per-layer saved tensors (all `N` rows).
     final class Layer {
@@ -75,6 +78,7 @@ public final class ForwardTape {
     /// fresh hundreds of megabytes per step cost more in page faults than the step's arithmetic).
     func reset(for batch: TokenBatch) {
         self.batch = batch
+        onlyRows = nil
         var offsets: [Int] = []
         var total = 0
         for s in batch.sequences {

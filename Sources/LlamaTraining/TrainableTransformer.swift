@@ -91,6 +91,20 @@ public final class TrainableTransformer {
     /// Runs `batch` through the trunk and keeps what the backward pass needs. The returned tape is
     /// this transformer's, reused: it is valid until the next call.
     public func forward(_ batch: TokenBatch) -> ForwardTape {
+        forward(batch, lastLayerRows: nil)
+    }
+
+    /// Runs `batch` through the trunk for the hidden states of `rows` alone (a reward model's scores
+    /// at each sequence's last token). Every layer but the last runs on all rows, whose keys and values
+    /// the asked rows attend to; the last computes its queries, attention, output projection and
+    /// feed-forward for `rows` only, which saves about `1 / nLayers` of the work. The tape's `hidden`
+    /// holds `rows` (other rows are not computed), and it has no backward pass.
+    public func forward(_ batch: TokenBatch, onlyRows rows: [Int]) -> ForwardTape {
+        precondition(rows.allSatisfy { (0..<batch.rowCount).contains($0) }, "rows must be rows of the batch")
+        return forward(batch, lastLayerRows: rows)
+    }
+
+    private func forward(_ batch: TokenBatch, lastLayerRows: [Int]?) -> ForwardTape {
         let c = config
         tape.reset(for: batch)
         let n = batch.rowCount, D = c.dim, KVD = c.kvDim, H = c.hiddenDim
@@ -102,6 +116,11 @@ public final class TrainableTransformer {
         }
         for (l, saved) in tape.layers.enumerated() {
             let x = saved.xIn
+            if l == c.nLayers - 1, let rows = lastLayerRows {
+                lastLayer(saved, batch: batch, rows: rows)
+                tape.onlyRows = rows
+                break
+            }
             normRows(out: saved.xn1, inverse: saved.rms1, input: x, weight: w + offset(.rmsAttention, l), rows: n)
             TrainingKernels.forward(saved.q.baseAddress, saved.xn1.baseAddress, w + offset(.wq, l), n: n, inFeatures: D, outFeatures: D, pool: pool)
             TrainingKernels.forward(saved.k.baseAddress, saved.xn1.baseAddress, w + offset(.wk, l), n: n, inFeatures: D, outFeatures: KVD, pool: pool)
@@ -125,8 +144,77 @@ public final class TrainableTransformer {
                                     accumulate: true, pool: pool)
         }
         let x = tape.xFinal
-        normRows(out: tape.hidden, inverse: tape.rmsFinal, input: x, weight: w + offset(.rmsFinal), rows: n)
+        if let rows = lastLayerRows {
+            let hidden = tape.hidden.baseAddress, inverse = tape.rmsFinal.baseAddress, xf = x.baseAddress
+            for r in rows {
+                inverse[r] = TrainingKernels.rmsnorm(hidden + r * D, xf + r * D, w + offset(.rmsFinal), D, eps: c.normEps)
+            }
+        } else {
+            normRows(out: tape.hidden, inverse: tape.rmsFinal, input: x, weight: w + offset(.rmsFinal), rows: n)
+        }
         return tape
+    }
+
+    /// The last layer for `rows` only (`forward(_:onlyRows:)`): keys and values of every row, then the
+    /// asked rows' queries, attention, output projection and feed-forward, computed compactly in the
+    /// first `rows.count` rows of the layer's buffers and written to `rows` of `xFinal`.
+    private func lastLayer(_ saved: ForwardTape.Layer, batch: TokenBatch, rows: [Int]) {
+        let c = config, l = c.nLayers - 1
+        let n = batch.rowCount, m = rows.count, D = c.dim, KVD = c.kvDim, H = c.hiddenDim, hs = c.headSize, half = hs / 2
+        normRows(out: saved.xn1, inverse: saved.rms1, input: saved.xIn, weight: w + offset(.rmsAttention, l), rows: n)
+        TrainingKernels.forward(saved.k.baseAddress, saved.xn1.baseAddress, w + offset(.wk, l), n: n, inFeatures: D, outFeatures: KVD, pool: pool)
+        TrainingKernels.forward(saved.v.baseAddress, saved.xn1.baseAddress, w + offset(.wv, l), n: n, inFeatures: D, outFeatures: KVD, pool: pool)
+        // The asked rows' normed inputs, gathered into xn2's first rows.
+        let gathered = saved.xn2.baseAddress, xn1 = saved.xn1.baseAddress
+        for (i, r) in rows.enumerated() { (gathered + i * D).update(from: xn1 + r * D, count: D) }
+        let q = saved.q.baseAddress, k = saved.k.baseAddress, v = saved.v.baseAddress, att = saved.att.baseAddress
+        TrainingKernels.forward(q, gathered, w + offset(.wq, l), n: m, inFeatures: D, outFeatures: D, pool: pool)
+        // Each asked row's sequence (rows are given in any order).
+        let sequenceOfRow = rows.map { r in batch.offsets.lastIndex { $0 <= r }! }
+        ropeCos.withUnsafeBufferPointer { cosT in
+            ropeSin.withUnsafeBufferPointer { sinT in
+                batch.positions.withUnsafeBufferPointer { positions in
+                    pool.parallelFor(n, grain: 16) { range, _ in
+                        for r in range {
+                            let table = positions[r] * half
+                            TrainingKernels.rope(k + r * KVD, heads: c.nKVHeads, hs: hs, cos: cosT.baseAddress! + table, sin: sinT.baseAddress! + table)
+                        }
+                    }
+                    for (i, r) in rows.enumerated() {
+                        let table = positions[r] * half
+                        TrainingKernels.rope(q + i * D, heads: c.nHeads, hs: hs, cos: cosT.baseAddress! + table, sin: sinT.baseAddress! + table)
+                    }
+                    // Attention of each asked row over its sequence up to its position.
+                    let stride = batch.sequences.map(\.count).max() ?? 1
+                    var scratch = [Float](repeating: 0, count: pool.threadCount * c.nHeads * stride)
+                    scratch.withUnsafeMutableBufferPointer { scratch in
+                        pool.parallelFor(m) { range, thread in
+                            let scores = scratch.baseAddress! + thread * c.nHeads * stride
+                            for i in range {
+                                let r = rows[i], start = batch.offsets[sequenceOfRow[i]]
+                                Kernels.attend(out: att + i * D, query: q + i * D, keys: k + start * KVD, values: v + start * KVD,
+                                               rowStride: KVD, count: positions[r] + 1, heads: 0..<c.nHeads, groupSize: c.kvGroupSize,
+                                               headSize: hs, scale: 1 / Float(hs).squareRoot(), scores: scores, scoreStride: stride)
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let xIn = saved.xIn.baseAddress, xMid = saved.xMid.baseAddress
+        for (i, r) in rows.enumerated() { (xMid + i * D).update(from: xIn + r * D, count: D) }
+        TrainingKernels.forward(xMid, att, w + offset(.wo, l), n: m, inFeatures: D, outFeatures: D, accumulate: true, pool: pool)
+        normRows(out: saved.xn2, inverse: saved.rms2, input: saved.xMid, weight: w + offset(.rmsFFN, l), rows: m)
+        let h1 = saved.h1.baseAddress, h3 = saved.h3.baseAddress, g = saved.g.baseAddress
+        TrainingKernels.forward(h1, saved.xn2.baseAddress, w + offset(.w1, l), n: m, inFeatures: D, outFeatures: H, pool: pool)
+        TrainingKernels.forward(h3, saved.xn2.baseAddress, w + offset(.w3, l), n: m, inFeatures: D, outFeatures: H, pool: pool)
+        g.update(from: h1, count: m * H)
+        Kernels.swiglu(g, h3, m * H)
+        // The layer's output rows, computed compactly in xn1 (free now), then placed.
+        let out = xn1, final = tape.xFinal.baseAddress
+        out.update(from: xMid, count: m * D)
+        TrainingKernels.forward(out, g, w + offset(.w2, l), n: m, inFeatures: H, outFeatures: D, accumulate: true, pool: pool)
+        for (i, r) in rows.enumerated() { (final + r * D).update(from: out + i * D, count: D) }
     }
 
     /// Causal attention of each sequence with itself; saves the probabilities.
@@ -220,6 +308,7 @@ public final class TrainableTransformer {
         let c = config
         let batch: TokenBatch = tape.batch
         let n = batch.rowCount, D = c.dim, KVD = c.kvDim, H = c.hiddenDim
+        precondition(tape.onlyRows == nil, "a scoring forward (onlyRows) has no backward pass")
         precondition(dHidden.count >= n * D, "hidden gradient must be (N, D)")
         ensureScratch(rows: n)
         let dx = self.dx, dxn = self.dxn, dg = self.dg, dh1 = self.dh1, dh3 = self.dh3

@@ -49,7 +49,7 @@ public enum Trainers {
         for start in stride(from: 0, to: sequences.count, by: batchSize) {
             let part = Array(sequences[start ..< min(sequences.count, start + batchSize)])
             let batch = try TokenBatch(part, config: model.config)
-            out += head.scores(model.forward(batch), rows: batch.lastRows)
+            out += head.scores(model.forward(batch, onlyRows: batch.lastRows), rows: batch.lastRows)
         }
         return out
     }

@@ -54,7 +54,7 @@ public final class RewardModel: RoleService, @unchecked Sendable {
         let (model, _, _) = held.snapshot
         let (trunk, head) = model
         let batch = try TokenBatch(sequences, config: trunk.config)
-        let tape = trunk.forward(batch)
+        let tape = trunk.forward(batch, onlyRows: batch.lastRows)
         tokens.add(UInt64(batch.rowCount), ordering: .relaxed)
         return head.scores(tape, rows: batch.lastRows)
     }

@@ -34,6 +34,33 @@ import Testing
         #expect(zip(a, b).map { abs($0 - $1) }.max()! < 1e-5 * scale)
     }
 
+    /// A scoring forward (the last layer for the asked rows only) gives those rows' hidden states of the
+    /// full forward, on both fixture shapes, rows in any order, on one thread and two; its tape refuses
+    /// a backward pass by construction (checked by the precondition, not here).
+    @Test(arguments: ["tiny-mha", "tiny-gqa"])
+    func scoringForwardMatchesTheFullForward(model: String) throws {
+        let weights = try Checkpoint.read(path: TrainingTests.fixtures + "/\(model).bin").weights
+        let sequences: [[Int32]] = [[1, 17, 300, 42, 42, 9], [1, 5], [1], [1, 88, 7, 7, 7, 7, 7, 7, 100, 3, 250]]
+        let batch = try TokenBatch(sequences, config: weights.config)
+        let D = weights.config.dim
+        for threads in [1, 2] {
+            let pool = ComputePool(threads: threads)
+            defer { pool.shutdown() }
+            let trainer = TrainableTransformer(weights: weights.copy(), pool: pool)
+            let full = trainer.forward(batch)
+            let expected = batch.lastRows.map { full.hidden.array($0 * D ..< ($0 + 1) * D) }
+            #expect(full.onlyRows == nil)
+            let rows = Array(batch.lastRows.reversed()) + [2]
+            let scoring = trainer.forward(batch, onlyRows: rows)
+            #expect(scoring.onlyRows == rows)
+            for (i, r) in batch.lastRows.enumerated() {
+                let got = scoring.hidden.array(r * D ..< (r + 1) * D)
+                let scale = expected[i].map(abs).max()!
+                #expect(zip(got, expected[i]).map { abs($0 - $1) }.max()! < 1e-5 * scale, "\(model), row \(r), \(threads) threads")
+            }
+        }
+    }
+
     /// The trunk's final hidden states match the inference transformer's prefill.
     @Test func trainingForwardMatchesInference() throws {
         let weights = try Checkpoint.read(path: TrainingTests.fixtures + "/tiny-gqa.bin").weights
