@@ -96,4 +96,7 @@ public struct LlamaConfig: Codable, Sendable, Equatable {
     /// A grouped-query shape (4 query heads per kv head), the benchmark's second config.
     public static let gqa = LlamaConfig(dim: 512, hiddenDim: 1376, nLayers: 8, nHeads: 8, nKVHeads: 2,
                                         vocabSize: 32000, seqLen: 512)
+    /// llama2.c's "stories110M" shape (dim 768, hidden 2048, 12 layers and heads), the 100M-class reference.
+    public static let llama110M = LlamaConfig(dim: 768, hiddenDim: 2048, nLayers: 12, nHeads: 12, nKVHeads: 12,
+                                              vocabSize: 32000, seqLen: 1024)
 }

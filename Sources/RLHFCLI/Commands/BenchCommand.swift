@@ -18,43 +18,92 @@ struct BenchCommand: ParsableCommand {
     )
 }
 
-/// Baseline figures measured on this machine class with llama2.c's run.c (gcc -Ofast -march=native
-/// -fopenmp) and PyTorch 2.15 CPU, as recorded in the issue tracker.
-struct GenerateBaseline {
-    let llama2c1: Double, llama2c2: Double
-    let torchB16x1: Double?, torchB16x2: Double?
+/// What the bench's baselines and our own figures run on: the BLAS kernels, measured once.
+func printMachine() {
+    print("machine: \(ProcessInfo.processInfo.activeProcessorCount) cores; load average \(loadAverage())")
+    let report = BLASRuntime.startupReport
+    print(String(format: "BLAS: %@; sgemm 1024^3 on 1 thread: %.1f GFLOP/s", report?.summary ?? "OpenBLAS kernels \(BLASRuntime.coreName)",
+                 BLASRuntime.measureSgemm()))
+}
 
-    static func forConfig(_ name: String) -> GenerateBaseline {
-        name == "15M" ? GenerateBaseline(llama2c1: 299, llama2c2: 463, torchB16x1: 700, torchB16x2: 900)
-                      : GenerateBaseline(llama2c1: 109, llama2c2: 154, torchB16x1: nil, torchB16x2: nil)
+/// The bench's model shapes by name.
+func benchConfig(_ name: String) throws -> LlamaConfig {
+    switch name.lowercased() {
+    case "15m": return .stories15M
+    case "gqa": return .gqa
+    case "110m": return .llama110M
+    default: throw ValidationError("--config: '\(name)' is not one of 15M, gqa, 110M")
     }
+}
+
+/// A temporary folder for a bench's checkpoints and baseline files, removed at the end.
+func benchDirectory() throws -> URL {
+    let url = FileManager.default.temporaryDirectory.appendingPathComponent("rlhf-bench-\(getpid())")
+    try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+    return url
+}
+
+/// The baselines a bench measures beside ours, in the same run.
+struct BaselineOptions: ParsableArguments {
+    @Option(help: "llama2.c's run.c (or a folder holding it, built with gcc -Ofast -march=native -fopenmp) or its built binary.")
+    var llama2c: String?
+    @Option(help: "A Python with torch: PyTorch runs the same model on the same weights as a baseline.")
+    var torch: String?
+}
+
+/// Best-of figures gathered over interleaved rounds.
+struct BestOf {
+    private(set) var values: [String: Double] = [:]
+    mutating func record(_ key: String, _ value: Double) { values[key] = max(values[key] ?? 0, value) }
+    subscript(_ key: String) -> Double? { values[key] }
+}
+
+/// `a / b` as "1.23x", or "n/a".
+func ratio(_ a: Double?, _ b: Double?) -> String {
+    guard let a, let b, b > 0 else { return "n/a" }
+    return String(format: "%.2fx", a / b)
 }
 
 struct GenerateBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "generate",
-        abstract: "Decode throughput (batch 1 float32/bfloat16, batch 16), prefill, memory bandwidth and peak memory on random-weight models."
+        abstract: "Decode throughput (batch 1 float32/bfloat16, batch B with top-p 0.9 and 1), prefill, memory bandwidth and peak memory on random-weight models, against llama2.c and PyTorch measured in the same run.",
+        discussion: """
+        Every figure is the best of --repeats rounds; within a round our measurements and the baselines' \
+        alternate, so a busy minute slows both. Without --llama2c or --torch the bench prints our figures \
+        alone and names the baselines it skipped.
+        """
     )
 
-    @Option(help: "Configs to run: 15M, gqa or all.")
+    @Option(help: "Configs to run, comma-separated: 15M, gqa, 110M, or all.")
     var config: String = "all"
     @Option(help: "Thread counts to measure, comma-separated.")
     var threads: String = "1,2"
-    @Option(help: "Passes per figure; the best is reported (the machine is shared and noisy: +-10% between minutes).")
-    var repeats: Int = 5
+    @Option(help: "Rounds per figure; the best is reported (the machine is shared and noisy: +-10% between minutes).")
+    var repeats: Int = 3
     @Option(help: "Batch size for batched decode.")
     var batch: Int = 16
     @Option(help: "Tokens each batched sequence generates.")
     var batchTokens: Int = 128
+    @Option(help: "Positions batch-1 decode generates (at most the model's context).")
+    var steps: Int = 256
+    @OptionGroup var baselines: BaselineOptions
     @Option(help: "Write the figures as JSON to this file too.")
     var jsonOut: String?
 
     func run() throws {
-        let names = config == "all" ? ["15M", "gqa"] : [config]
+        let names = config.lowercased() == "all" ? ["15M", "gqa", "110M"] : config.split(separator: ",").map(String.init)
+        let configs = try names.map { ($0, try benchConfig($0)) }
         let threadCounts = threads.split(separator: ",").compactMap { Int($0) }
+        guard !threadCounts.isEmpty, threadCounts.allSatisfy({ $0 > 0 }) else { throw ValidationError("--threads: positive counts, e.g. 1,2") }
+        guard repeats > 0, batch > 0, batchTokens > 1, steps > 1 else { throw ValidationError("--repeats, --batch, --batch-tokens and --steps must be positive") }
+        let directory = try benchDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        printMachine()
+        let llama2c = try baselines.llama2c.map { try Llama2cBaseline(path: $0, workDirectory: directory) }
+        if baselines.llama2c == nil { print("skipped: llama2.c (give --llama2c PATH to run.c or its binary)") }
+        if baselines.torch == nil { print("skipped: PyTorch (give --torch PYTHON, a Python with torch)") }
         var report: [[String: Any]] = []
-        let sampling = SamplingSettings(temperature: 1, topP: 1)
-        print("machine: \(ProcessInfo.processInfo.activeProcessorCount) cores; load average \(loadAverage())")
         var bandwidth: [Int: Double] = [:]
         for t in threadCounts {
             let pool = ComputePool(threads: t)
@@ -62,16 +111,13 @@ struct GenerateBench: ParsableCommand {
             pool.shutdown()
             print(String(format: "memory read probe, %d thread(s): %.1f GB/s", t, bandwidth[t]!))
         }
-        for name in names {
-            let c: LlamaConfig
-            switch name {
-            case "15M": c = .stories15M
-            case "gqa": c = .gqa
-            default: throw ValidationError("--config must be 15M, gqa or all")
-            }
-            let baseline = GenerateBaseline.forConfig(name)
+        for (name, c) in configs {
             let before = MemoryProbe.currentResidentBytes()
             let weights = ModelWeights.random(config: c, seed: 1)
+            let checkpoint = directory.appendingPathComponent("\(name).bin").path
+            let tokenizer = directory.appendingPathComponent("tokenizer-\(c.vocabSize).bin").path
+            if llama2c != nil || baselines.torch != nil { try Checkpoint.writeLegacy(weights, to: checkpoint) }
+            if llama2c != nil { try Llama2cBaseline.writeTokenizer(vocabSize: c.vocabSize, to: tokenizer) }
             let f32 = LlamaModel(weights: weights, precision: .float32)
             let afterF32 = MemoryProbe.currentResidentBytes()
             // The bfloat16 model serves batch-1 decode only, so it packs no panels.
@@ -81,97 +127,122 @@ struct GenerateBench: ParsableCommand {
             print(String(format: "memory: float32 model (weights + batched-decode panels) %.0f MB resident, bfloat16 copies +%.0f MB; KV cache %.1f MB per sequence",
                          Double(afterF32 - before) / 1e6, Double(afterBF16 - afterF32) / 1e6,
                          Double(2 * c.nLayers * c.seqLen * c.kvDim * 4) / 1e6))
+            let torch = try baselines.torch.map { try TorchBaseline(python: $0, checkpoint: checkpoint, workDirectory: directory) }
+            defer { torch?.stop() }
+            if let torch { print("PyTorch \(torch.version), same weights") }
+            let steps = min(self.steps, c.seqLen)
+            let newTokens = min(batchTokens, c.seqLen - 33)
             for t in threadCounts {
                 let pool = ComputePool(threads: t)
                 defer { pool.shutdown() }
-                let llama = t == 1 ? baseline.llama2c1 : baseline.llama2c2
-                let steps = c.seqLen - 1
-                func batch1(_ model: LlamaModel) throws -> Double {
-                    let generator = TextGenerator(transformer: Transformer(model: model, pool: pool))
-                    var best = 0.0
-                    for r in 0..<repeats {
-                        let start = Date()
-                        let result = try generator.generate(GenerationRequest(promptIds: [1], maxNewTokens: steps, sampling: sampling,
-                                                                              seed: UInt64(r), stopToken: nil))
-                        best = max(best, Double(result.ids.count) / Date().timeIntervalSince(start))
+                _ = try torch?.call(["op": "threads", "n": t])
+                var best = BestOf()
+                for round in 0..<repeats {
+                    best.record("f32", try batch1(f32, pool: pool, steps: steps, seed: UInt64(round)))
+                    if let llama2c {
+                        best.record("llama2c", try llama2c.tokensPerSecond(checkpoint: checkpoint, tokenizer: tokenizer, steps: steps, threads: t, seed: round))
                     }
-                    return best
-                }
-                let tpsF32 = try batch1(f32)
-                let gbF32 = tpsF32 * Double(f32.bytesPerDecodedToken) / 1e9
-                print(String(format: "[%d thread%@] batch 1 float32:  %7.1f tok/s  %5.1f GB/s (%.0f%% of probe)  vs llama2.c %.0f: %.2fx",
-                             t, t == 1 ? "" : "s", tpsF32, gbF32, 100 * gbF32 / bandwidth[t]!, llama, tpsF32 / llama))
-                let tpsBF16 = try batch1(bf16)
-                let gbBF16 = tpsBF16 * Double(bf16.bytesPerDecodedToken) / 1e9
-                print(String(format: "[%d thread%@] batch 1 bfloat16: %7.1f tok/s  %5.1f GB/s (%.0f%% of probe)  vs llama2.c %.0f: %.2fx",
-                             t, t == 1 ? "" : "s", tpsBF16, gbBF16, 100 * gbBF16 / bandwidth[t]!, llama, tpsBF16 / llama))
-
-                // Batched decode: B sequences with prompts of different lengths. Reported twice: the
-                // decode steps alone (what a rollout's steady state runs at) and end to end with the
-                // prompts' prefill included.
-                let generator = TextGenerator(transformer: Transformer(model: f32, pool: pool))
-                var rng = SeededGenerator(seed: 7)
-                var bestBatch = 0.0, bestEndToEnd = 0.0
-                let newTokens = min(batchTokens, c.seqLen - 33)
-                // Caches are allocated once and reused, as a rollout worker does.
-                let caches = (0..<batch).map { _ in generator.transformer.makeCache() }
-                for r in 0..<repeats {
-                    let prompts = (0..<batch).map { _ -> [Int32] in
-                        let length = 1 + Int(rng.next() % 32)
-                        return [Int32(1)] + (1..<length).map { _ in Int32(3 + rng.next() % UInt64(c.vocabSize - 3)) }
+                    best.record("bf16", try batch1(bf16, pool: pool, steps: steps, seed: UInt64(round)))
+                    if let torch {
+                        best.record("torch1", try torch.figure(["op": "decode", "batch": 1, "tokens": steps, "top_p": 1.0, "prompt_max": 1, "seed": round], "tps"))
                     }
-                    let transformer = generator.transformer
-                    for cache in caches { cache.reset() }
-                    var samplers = try prompts.map { _ in try Sampler(settings: sampling) }
-                    var rngs = (0..<batch).map { SeededGenerator(seed: UInt64(r), stream: UInt64($0)) }
-                    let start = Date()
-                    var tokens = try prompts.enumerated().map { i, prompt in
-                        try transformer.prefill(prompt, cache: caches[i]).withRow(0) { samplers[i].sample($0, rng: &rngs[i]).id }
+                    for topP: Float in [1, 0.9] {
+                        let key = topP < 1 ? "topp" : "plain"
+                        let (decode, endToEnd) = try batched(f32, pool: pool, topP: topP, newTokens: newTokens, round: round)
+                        best.record(key, decode)
+                        best.record(key + "-e2e", endToEnd)
+                        if let torch {
+                            best.record("torch-" + key, try torch.figure(["op": "decode", "batch": batch, "tokens": newTokens, "top_p": Double(topP),
+                                                                          "prompt_max": 32, "seed": round], "tps"))
+                        }
                     }
-                    let decodeStart = Date()
-                    let rows = Array(0..<batch)
-                    for _ in 1..<newTokens {
-                        let logits = try transformer.decode(tokens, caches: caches)
-                        tokens = Sampler.sample(logits, sequences: rows, samplers: &samplers, rngs: &rngs, pool: pool).map(\.id)
-                    }
-                    let end = Date()
-                    bestBatch = max(bestBatch, Double(batch * (newTokens - 1)) / end.timeIntervalSince(decodeStart))
-                    bestEndToEnd = max(bestEndToEnd, Double(batch * newTokens) / end.timeIntervalSince(start))
                 }
-                var batchLine = String(format: "[%d thread%@] batch %d float32 decode: %7.1f tok/s (end to end with prefill: %.1f)",
-                                       t, t == 1 ? "" : "s", batch, bestBatch, bestEndToEnd)
-                if batch == 16, let torch = t == 1 ? baseline.torchB16x1 : baseline.torchB16x2 {
-                    batchLine += String(format: "  vs PyTorch %.0f: %.2fx", torch, bestBatch / torch)
+                let label = "[\(t) thread\(t == 1 ? "" : "s")]"
+                let gbF32 = best["f32"]! * Double(f32.bytesPerDecodedToken) / 1e9, gbBF16 = best["bf16"]! * Double(bf16.bytesPerDecodedToken) / 1e9
+                print(String(format: "%@ batch 1 float32:  %7.1f tok/s  %5.1f GB/s (%.0f%% of probe)  vs llama2.c %@: %@  vs PyTorch %@: %@",
+                             label, best["f32"]!, gbF32, 100 * gbF32 / bandwidth[t]!, figure(best["llama2c"]), ratio(best["f32"], best["llama2c"]),
+                             figure(best["torch1"]), ratio(best["f32"], best["torch1"])))
+                print(String(format: "%@ batch 1 bfloat16: %7.1f tok/s  %5.1f GB/s (%.0f%% of probe)  vs llama2.c float32: %@",
+                             label, best["bf16"]!, gbBF16, 100 * gbBF16 / bandwidth[t]!, ratio(best["bf16"], best["llama2c"])))
+                for key in ["topp", "plain"] {
+                    print(String(format: "%@ batch %d float32 decode, top-p %@: %7.1f tok/s (end to end with prefill: %.1f)  vs PyTorch %@: %@",
+                                 label, batch, key == "topp" ? "0.9" : "1  ", best[key]!, best[key + "-e2e"]!,
+                                 figure(best["torch-" + key]), ratio(best[key], best["torch-" + key])))
                 }
-                print(batchLine)
-
-                // Prefill of half the context in one pass.
-                let transformer = Transformer(model: f32, pool: pool)
-                let prompt = [Int32(1)] + (1..<(c.seqLen / 2)).map { Int32(3 + ($0 * 7919) % (c.vocabSize - 3)) }
-                var bestPrefill = 0.0
-                for _ in 0..<repeats {
-                    let cache = transformer.makeCache()
-                    let start = Date()
-                    _ = try transformer.prefill(prompt, cache: cache)
-                    bestPrefill = max(bestPrefill, Double(prompt.count) / Date().timeIntervalSince(start))
-                }
-                print(String(format: "[%d thread%@] prefill of %d tokens: %.0f tok/s", t, t == 1 ? "" : "s", prompt.count, bestPrefill))
-                report.append([
-                    "config": name, "threads": t, "batch1_f32_tps": tpsF32, "batch1_bf16_tps": tpsBF16,
-                    "batch1_f32_gbps": gbF32, "batch1_bf16_gbps": gbBF16, "probe_gbps": bandwidth[t]!,
-                    "ratio_f32_vs_llama2c": tpsF32 / llama, "ratio_bf16_vs_llama2c": tpsBF16 / llama,
-                    "batch\(batch)_decode_tps": bestBatch, "batch\(batch)_end_to_end_tps": bestEndToEnd, "prefill_tps": bestPrefill,
-                ])
+                print(String(format: "%@ top-p 0.9 costs %.1f%% of the top-p 1 decode rate", label, 100 * (1 - best["topp"]! / best["plain"]!)))
+                let prefill = try prefillRate(f32, pool: pool)
+                print(String(format: "%@ prefill of %d tokens: %.0f tok/s", label, c.seqLen / 2, prefill))
+                var row: [String: Any] = ["config": name, "threads": t, "probe_gbps": bandwidth[t]!, "prefill_tps": prefill,
+                                          "batch1_f32_gbps": gbF32, "batch1_bf16_gbps": gbBF16, "batch": batch]
+                for (key, value) in best.values { row[key] = value }
+                report.append(row)
             }
         }
         let peak = MemoryProbe.peakResidentBytes()
         print(String(format: "\npeak resident memory: %.0f MB (includes the %d MB bandwidth probe buffer)", Double(peak) / 1e6, 512 * 1048576 / 1_000_000))
         if let jsonOut {
-            let data = try JSONSerialization.data(withJSONObject: ["runs": report, "peak_rss_bytes": peak], options: [.prettyPrinted, .sortedKeys])
+            let data = try JSONSerialization.data(withJSONObject: ["runs": report, "peak_rss_bytes": peak, "blas": BLASRuntime.coreName],
+                                                  options: [.prettyPrinted, .sortedKeys])
             try data.write(to: URL(fileURLWithPath: jsonOut))
         }
     }
 
+    private func figure(_ value: Double?) -> String { value.map { String(format: "%.0f", $0) } ?? "(skipped)" }
+
+    /// Batch-1 decode from BOS for `steps` positions at temperature 1 (plain multinomial, as llama2.c's
+    /// `-t 1 -p 1`): tokens per second.
+    private func batch1(_ model: LlamaModel, pool: ComputePool, steps: Int, seed: UInt64) throws -> Double {
+        let generator = TextGenerator(transformer: Transformer(model: model, pool: pool))
+        let start = Date()
+        let result = try generator.generate(GenerationRequest(promptIds: [1], maxNewTokens: steps - 1, sampling: SamplingSettings(temperature: 1, topP: 1),
+                                                              seed: seed, stopToken: nil))
+        return Double(result.ids.count) / Date().timeIntervalSince(start)
+    }
+
+    /// Batched decode: `batch` sequences with prompts of 1-32 tokens (prefilled one by one), then
+    /// `newTokens - 1` decode steps of all rows. Returns the decode steps' rate (a rollout's steady state)
+    /// and the rate end to end with the prefill.
+    private func batched(_ model: LlamaModel, pool: ComputePool, topP: Float, newTokens: Int, round: Int) throws -> (Double, Double) {
+        let transformer = Transformer(model: model, pool: pool)
+        let c = model.config
+        var rng = SeededGenerator(seed: 7, stream: UInt64(round))
+        let prompts = (0..<batch).map { _ -> [Int32] in
+            let length = 1 + Int(rng.next() % 32)
+            return [Int32(1)] + (1..<length).map { _ in Int32(3 + rng.next() % UInt64(c.vocabSize - 3)) }
+        }
+        let caches = (0..<batch).map { _ in transformer.makeCache() }
+        let sampling = SamplingSettings(temperature: 1, topP: topP)
+        var samplers = try prompts.map { _ in try Sampler(settings: sampling) }
+        var rngs = (0..<batch).map { SeededGenerator(seed: UInt64(round), stream: UInt64($0)) }
+        let start = Date()
+        var tokens = try prompts.enumerated().map { i, prompt in
+            try transformer.prefill(prompt, cache: caches[i]).withRow(0) { samplers[i].sample($0, rng: &rngs[i]).id }
+        }
+        let decodeStart = Date()
+        let rows = Array(0..<batch)
+        for _ in 1..<newTokens {
+            let logits = try transformer.decode(tokens, caches: caches)
+            tokens = Sampler.sample(logits, sequences: rows, samplers: &samplers, rngs: &rngs, pool: pool).map(\.id)
+        }
+        let end = Date()
+        return (Double(batch * (newTokens - 1)) / end.timeIntervalSince(decodeStart), Double(batch * newTokens) / end.timeIntervalSince(start))
+    }
+
+    /// Prefill of half the context in one pass: tokens per second, best of `repeats`.
+    private func prefillRate(_ model: LlamaModel, pool: ComputePool) throws -> Double {
+        let transformer = Transformer(model: model, pool: pool)
+        let c = model.config
+        let prompt = [Int32(1)] + (1..<(c.seqLen / 2)).map { Int32(3 + ($0 * 7919) % (c.vocabSize - 3)) }
+        var best = 0.0
+        let cache = transformer.makeCache()
+        for _ in 0..<repeats {
+            cache.reset()
+            let start = Date()
+            _ = try transformer.prefill(prompt, cache: cache)
+            best = max(best, Double(prompt.count) / Date().timeIntervalSince(start))
+        }
+        return best
+    }
 }
 
 /// `rlhf bench tokenize`: encode throughput on a long mixed text (the BPE merge queue is O(n log n)).
@@ -210,27 +281,57 @@ struct TokenizeBench: ParsableCommand {
     }
 }
 
-/// `rlhf bench train`: training-step throughput (forward, backward, AdamW) and reward-model forward.
+/// `rlhf bench train`: training-step throughput (forward, backward, AdamW) and reward-model forward,
+/// against PyTorch measured in the same run.
 struct TrainBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "train",
-        abstract: "Training-step throughput (forward, backward, AdamW) on a random 15M model at 8x256, and reward-model forward at 16x256, against PyTorch 2.15 CPU figures."
+        abstract: "Training-step throughput (forward, backward, AdamW) on a random 15M model at 8x256, and reward-model forward at 16x256, against PyTorch measured in the same run (--torch).",
+        discussion: """
+        Every figure is the best of --repeats steps; our steps and PyTorch's alternate. PyTorch trains the \
+        same weights (llama2.c's model.py layout, SDPA attention, torch.optim.AdamW) and scores under \
+        inference_mode. Without --torch the bench prints our figures alone.
+        """
     )
 
+    @Option(help: "Config: 15M, gqa or 110M.")
+    var config: String = "15M"
     @Option(help: "Thread counts to measure, comma-separated.")
     var threads: String = "1,2"
     @Option(help: "Steps per figure; the best is reported.")
     var repeats: Int = 3
     @Option(help: "Sequences per training batch.")
     var batch: Int = 8
+    @Option(help: "Sequences per reward-model batch.")
+    var rmBatch: Int = 16
     @Option(help: "Tokens per sequence.")
     var length: Int = 256
     @Flag(help: "Measure only the reward-model forward.")
     var rewardModelOnly = false
+    @OptionGroup var baselines: BaselineOptions
 
     func run() throws {
-        let c = LlamaConfig.stories15M
+        let c = try benchConfig(config)
+        guard length > 1, length <= c.seqLen, batch > 0, rmBatch > 0, repeats > 0 else {
+            throw ValidationError("--length must be in 2...\(c.seqLen); --batch, --rm-batch and --repeats positive")
+        }
+        let threadCounts = threads.split(separator: ",").compactMap { Int($0) }
+        guard !threadCounts.isEmpty, threadCounts.allSatisfy({ $0 > 0 }) else { throw ValidationError("--threads: positive counts, e.g. 1,2") }
         let weights = ModelWeights.random(config: c, seed: 1)
+        let directory = try benchDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        printMachine()
+        if baselines.llama2c != nil { print("note: llama2.c does not train; --llama2c is ignored here") }
+        var torch: TorchBaseline?
+        if let python = baselines.torch {
+            let checkpoint = directory.appendingPathComponent("model.bin").path
+            try Checkpoint.writeLegacy(weights, to: checkpoint)
+            torch = try TorchBaseline(python: python, checkpoint: checkpoint, workDirectory: directory)
+            print("PyTorch \(torch!.version), same weights")
+        } else {
+            print("skipped: PyTorch (give --torch PYTHON, a Python with torch)")
+        }
+        defer { torch?.stop() }
         var rng = SeededGenerator(seed: 2)
         func sequences(_ count: Int) -> [[Int32]] {
             (0..<count).map { _ in [Int32(1)] + (1..<length).map { _ in Int32(3 + rng.next() % UInt64(c.vocabSize - 3)) } }
@@ -240,42 +341,47 @@ struct TrainBench: ParsableCommand {
         let matrixWeights = Double(c.nLayers * (2 * c.dim * c.dim + 2 * c.kvDim * c.dim + 3 * c.dim * c.hiddenDim) + c.vocabSize * c.dim)
         let attention = Double(c.nLayers) * 2 * 2 * Double(length) / 2 * Double(c.dim)
         let forwardFlops = 2 * matrixWeights + attention
-        let torch: [Int: (train: Double, rm: Double)] = [1: (674, 4428), 2: (1210, 8480)]
-        print("machine: \(ProcessInfo.processInfo.activeProcessorCount) cores; load average \(loadAverage())")
-        print("config 15M: dim \(c.dim), hidden \(c.hiddenDim), \(c.nLayers) layers, vocab \(c.vocabSize); training batch \(batch)x\(length), reward-model batch 16x\(length)")
-        for t in threads.split(separator: ",").compactMap({ Int($0) }) {
+        // The reward model's forward has no classifier.
+        let scoringFlops = forwardFlops - 2 * Double(c.vocabSize * c.dim)
+        print("config \(config): dim \(c.dim), hidden \(c.hiddenDim), \(c.nLayers) layers, vocab \(c.vocabSize); training batch \(batch)x\(length), reward-model batch \(rmBatch)x\(length)")
+        let data = sequences(batch), rmData = sequences(rmBatch)
+        let mask = data.map { [Float](repeating: 1, count: $0.count - 1) }
+        let head = ScalarHead(dim: c.dim, seed: 3)
+        for t in threadCounts {
             let pool = ComputePool(threads: t)
             defer { pool.shutdown() }
+            _ = try torch?.call(["op": "threads", "n": t])
             let trainer = TrainableTransformer(weights: weights.copy(), pool: pool)
             let optimizer = AdamW(groupSizes: [trainer.weights.storage.count])
-            let data = sequences(batch)
-            let mask = data.map { [Float](repeating: 1, count: $0.count - 1) }
-            var best = Double.infinity
-            for _ in 0..<(rewardModelOnly ? 0 : repeats) {
+            var best = BestOf()
+            for round in 0..<repeats {
+                if !rewardModelOnly {
+                    let start = Date()
+                    trainer.zeroGradients()
+                    _ = try trainer.maskedCrossEntropy(sequences: data, mask: mask)
+                    optimizer.update([ParameterGroup(model: trainer)], lr: 1e-4, pool: pool)
+                    best.record("train", Double(batch * (length - 1)) / Date().timeIntervalSince(start))
+                    if let torch {
+                        best.record("torch-train", try torch.figure(["op": "train", "batch": batch, "length": length, "seed": round], "tps"))
+                    }
+                }
                 let start = Date()
-                trainer.zeroGradients()
-                _ = try trainer.maskedCrossEntropy(sequences: data, mask: mask)
-                optimizer.update([ParameterGroup(model: trainer)], lr: 1e-4, pool: pool)
-                best = min(best, Date().timeIntervalSince(start))
+                let scoringBatch = try TokenBatch(rmData, config: c)
+                _ = head.scores(trainer.forward(scoringBatch, onlyRows: scoringBatch.lastRows), rows: scoringBatch.lastRows)
+                best.record("rm", Double(rmBatch * length) / Date().timeIntervalSince(start))
+                if let torch {
+                    best.record("torch-rm", try torch.figure(["op": "rm", "batch": rmBatch, "length": length, "seed": round], "tps"))
+                }
             }
-            let tokens = Double(batch * (length - 1))
-            let tps = tokens / best
-            let reference = torch[t]
-            if !rewardModelOnly { print(String(format: "[%d thread%@] training step: %.2f s, %.0f tok/s, %.1f GFLOP/s%@", t, t == 1 ? "" : "s", best, tps,
-                         3 * forwardFlops * tps / 1e9, reference.map { String(format: "  vs PyTorch %.0f: %.2fx", $0.train, tps / $0.train) } ?? "")) }
-            // Reward-model forward: trunk + scalar head at the last token.
-            let head = ScalarHead(dim: c.dim, seed: 3)
-            let rmData = sequences(16)
-            var bestRM = Double.infinity
-            for _ in 0..<repeats {
-                let start = Date()
-                let tape = trainer.forward(try TokenBatch(rmData, config: c))
-                _ = head.scores(tape, rows: tape.batch.lastRows)
-                bestRM = min(bestRM, Date().timeIntervalSince(start))
+            let label = "[\(t) thread\(t == 1 ? "" : "s")]"
+            if let tps = best["train"] {
+                print(String(format: "%@ training step: %.2f s, %.0f tok/s, %.1f GFLOP/s  vs PyTorch %@: %@", label,
+                             Double(batch * (length - 1)) / tps, tps, 3 * forwardFlops * tps / 1e9,
+                             best["torch-train"].map { String(format: "%.0f", $0) } ?? "(skipped)", ratio(tps, best["torch-train"])))
             }
-            let rmTps = Double(16 * length) / bestRM
-            print(String(format: "[%d thread%@] reward-model forward: %.0f tok/s%@", t, t == 1 ? "" : "s", rmTps,
-                         reference.map { String(format: "  vs PyTorch %.0f: %.2fx", $0.rm, rmTps / $0.rm) } ?? ""))
+            print(String(format: "%@ reward-model forward (scores at each last token): %.0f tok/s, %.1f GFLOP/s of a full forward  vs PyTorch %@: %@", label, best["rm"]!,
+                         scoringFlops * best["rm"]! / 1e9,
+                         best["torch-rm"].map { String(format: "%.0f", $0) } ?? "(skipped)", ratio(best["rm"], best["torch-rm"])))
         }
         print(String(format: "peak resident memory: %.0f MB", Double(MemoryProbe.peakResidentBytes()) / 1e6))
     }

@@ -12,12 +12,13 @@ struct CheckpointCommand: ParsableCommand {
 
     /// Named shapes for `--preset`.
     enum Preset: String, ExpressibleByArgument, CaseIterable {
-        case stories15M = "15M", gqa, tiny
+        case stories15M = "15M", gqa, llama110M = "110M", tiny
 
         var config: LlamaConfig {
             switch self {
             case .stories15M: return .stories15M
             case .gqa: return .gqa
+            case .llama110M: return .llama110M
             case .tiny: return LlamaConfig(dim: 64, hiddenDim: 172, nLayers: 4, nHeads: 8, nKVHeads: 8, vocabSize: 512, seqLen: 128)
             }
         }
