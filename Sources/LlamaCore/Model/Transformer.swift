@@ -1,5 +1,3 @@
-import Synchronization
-
 /// Logits produced by one forward call: `(rows, V)`. The storage belongs to the transformer's
 /// workspace and is valid until its next forward call; copy what must outlive it.
 public struct Logits {
@@ -36,10 +34,6 @@ public final class Transformer {
     /// The threads that run each parallel region.
     public let pool: ComputePool
     private var workspace: Workspace
-    /// Next row chunk of the batch-1 product being computed (see `project`).
-    private let nextChunk = Atomic<Int>(0)
-    /// Rows per chunk handed to a thread in batch-1 products.
-    static let matvecChunkRows = 64
 
     /// A transformer over `model` whose kernels run on `pool`.
     public init(model: LlamaModel, pool: ComputePool = .serial) {
@@ -270,30 +264,17 @@ public final class Transformer {
                 epilogue?(0..<jobs[0].outFeatures)
                 return
             }
-            // Batch-1 products are bound by memory bandwidth, which the threads share unevenly; rows
-            // are therefore handed out in chunks from a shared counter instead of fixed halves, so no
-            // thread idles at the end of a region while another still streams its share.
-            let chunk = Transformer.matvecChunkRows
-            let lockstep = jobs.allSatisfy { $0.outFeatures == jobs[0].outFeatures }
-            precondition(lockstep || epilogue == nil, "an epilogue needs jobs of equal width")
-            let chunkStarts = lockstep ? [0] : jobs.reduce(into: [0]) { $0.append($0.last! + ($1.outFeatures + chunk - 1) / chunk) }
-            let totalChunks = lockstep ? (jobs[0].outFeatures + chunk - 1) / chunk : chunkStarts.last!
-            nextChunk.store(0, ordering: .relaxed)
-            pool.run { _ in
-                while true {
-                    let index = nextChunk.wrappingAdd(1, ordering: .relaxed).oldValue
-                    if index >= totalChunks { break }
-                    if lockstep {
-                        let range = index * chunk ..< min((index + 1) * chunk, jobs[0].outFeatures)
-                        for job in jobs { run(job, range) }
-                        epilogue?(range)
-                    } else {
-                        var j = 0
-                        while chunkStarts[j + 1] <= index { j += 1 }
-                        let local = index - chunkStarts[j]
-                        run(jobs[j], local * chunk ..< min((local + 1) * chunk, jobs[j].outFeatures))
-                    }
+            // Each thread streams the same contiguous share of every matrix, token after token: what a
+            // core's caches keep of its share serves the next token. (Shares handed out in 64-row chunks
+            // from a shared counter, as before, ran 15-25% slower on 2 threads, measured alternately
+            // against llama2.c: 0.92-1.03x against 1.12-1.13x on the 15M shape.)
+            precondition(epilogue == nil || jobs.allSatisfy { $0.outFeatures == jobs[0].outFeatures },
+                         "an epilogue needs jobs of equal width")
+            pool.run { t in
+                for job in jobs {
+                    run(job, ComputePool.share(of: job.outFeatures, thread: t, threads: threads, grain: 16))
                 }
+                epilogue?(ComputePool.share(of: jobs[0].outFeatures, thread: t, threads: threads, grain: 16))
             }
         } else if rows <= Transformer.panelRowLimit, let panels = model.panels {
             let packed = panels.baseAddress
