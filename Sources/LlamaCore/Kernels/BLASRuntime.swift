@@ -187,7 +187,9 @@ public enum BLASRuntime {
                                    + "(this OpenBLAS build does not know that core)")
         case .switchTo(let wanted):
             let count = (state?.count ?? 0) + 1
-            if count <= 2, let failure = reexecute(coreType: wanted, state: "\(count):\(state?.originalCore ?? current)") {
+            if count > 2 {
+                report.warnings.append("OpenBLAS runs \(current) kernels; not re-executing a third time for \(wanted)")
+            } else if let failure = reexecute(coreType: wanted, state: "\(count):\(state?.originalCore ?? current)") {
                 report.warnings.append("could not re-execute with OPENBLAS_CORETYPE=\(wanted): \(failure)")
             }
         }
