@@ -193,8 +193,9 @@ public struct Sampler {
         UInt64(~weight.bitPattern) << 32 | UInt64(id)
     }
 
-    /// Sorts `keys` ascending: a counting pass into about one bucket per four keys over the range of
-    /// their high halves, then an insertion sort of each bucket (a handful of keys each).
+    /// Sorts `keys` ascending: a counting pass into about one bucket per key over the range of their
+    /// high halves (the weights), then an insertion sort of each bucket (a handful of keys each; a
+    /// bucket of many equal weights is sorted by the standard library instead).
     static func sortKeys(_ keys: inout [UInt64], scratch: inout [UInt64], counts: inout [Int32]) {
         let n = keys.count
         guard n > 32 else {
@@ -232,7 +233,12 @@ public struct Sampler {
                     var start = 0
                     for b in 0..<buckets {
                         let end = Int(counts[b])
-                        if end - start > 1 {
+                        if end - start > 64 {
+                            // Many equal weights (a constant or quantised distribution) share a bucket:
+                            // an insertion sort would be quadratic there.
+                            var bucket = UnsafeMutableBufferPointer(rebasing: sorted[start..<end])
+                            bucket.sort()
+                        } else if end - start > 1 {
                             for i in (start + 1)..<end {
                                 let k = sorted[i]
                                 var j = i
