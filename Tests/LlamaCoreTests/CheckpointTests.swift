@@ -68,6 +68,39 @@ import Testing
         }
     }
 
+    /// A header claiming dimensions far beyond the file is refused before any weight buffer is
+    /// allocated, in both formats: sizes past 2^44 floats by the header check (before: an overflow trap
+    /// or the allocator's abort), 1.9 GB of weights as truncated with the size it implies (before: 1.8 GB
+    /// allocated first).
+    @Test func aHeaderClaimingHugeDimensionsIsRefusedBeforeAllocating() throws {
+        let directory = try Fixtures.temporaryDirectory()
+        for (dims, implied) in [([Int32(1 << 24), 1 << 24, 1 << 24, 8, 8, 1 << 24, 1 << 24], "70"),
+                                ([Int32(4096), 11008, 8, 32, 32, 32000, 2048], "1.9")] {
+            let legacy = dims.withUnsafeBytes { Data($0) } + Data(count: 4096)
+            var versioned = Data(count: 256)
+            versioned.replaceSubrange(0..<4, with: withUnsafeBytes(of: Checkpoint.versionedMagic.littleEndian) { Data($0) })
+            versioned.replaceSubrange(4..<8, with: withUnsafeBytes(of: Int32(1).littleEndian) { Data($0) })
+            versioned.replaceSubrange(8..<36, with: dims.withUnsafeBytes { Data($0) })
+            versioned[36] = 1
+            for (name, data) in [("legacy", legacy), ("versioned", versioned + Data(count: 4096))] {
+                let path = directory + "/huge-\(implied)-\(name).bin"
+                try data.write(to: path.url)
+                let before = MemoryProbe.peakResidentBytes()
+                do {
+                    _ = try Checkpoint.read(path: path)
+                    Issue.record("a \(name) checkpoint claiming \(implied) of weights was accepted")
+                } catch let error as LlamaError where implied == "70" {
+                    // Past 2^44 floats the header itself is refused, with the tensor that overflows.
+                    #expect(error.description.contains("more than 2^44 floats"), "\(error)")
+                } catch let error as LlamaError {
+                    #expect(error.description.contains("truncated"), "\(error)")
+                    #expect(error.description.contains("\(data.count)"), "\(error)")
+                }
+                #expect(MemoryProbe.peakResidentBytes() - before < 200_000_000)
+            }
+        }
+    }
+
     @Test func trailingBytesAreRefused() throws {
         var data = try Data(contentsOf: URL(fileURLWithPath: Fixtures.model("tiny-gqa")))
         data.append(contentsOf: [0, 0, 0, 0])

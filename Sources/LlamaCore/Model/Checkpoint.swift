@@ -67,10 +67,12 @@ public enum Checkpoint {
         let shared = h[5] > 0
         h[5] = h[5].magnitude > Int32.max ? 0 : abs(h[5])
         let config = try config(fromHeader: h, shared: shared, path: path)
-        let weights = ModelWeights(zerosFor: config)
-        let layout = weights.layout
+        // The size is checked against the file before anything is allocated: a header claiming huge
+        // dimensions is refused by the size it implies, not by the allocation failing.
+        let layout = ParameterLayout(config: config)
         let expected = legacyHeaderBytes + layout.storedTensors.reduce(0) { $0 + layout.count($1) } * 4
         try checkSize(file, expected: expected, path: path)
+        let weights = ModelWeights(zerosFor: config)
         var cursor = legacyHeaderBytes
         for tensor in layout.storedTensors {
             try file.readFloats(at: cursor, into: weights.storage, offset: layout.offset(tensor),
@@ -104,11 +106,11 @@ public enum Checkpoint {
             throw LlamaError.invalidCheckpoint(path: path, reason: "header: shared_classifier flag is \(flag), expected 0 or 1")
         }
         let config = try config(fromHeader: Array(words[1...7]), shared: flag == 1, path: path)
-        let weights = ModelWeights(zerosFor: config)
-        let layout = weights.layout
+        let layout = ParameterLayout(config: config)
         let order = versionedOrder(config)
         let expected = versionedHeaderBytes + order.reduce(0) { $0 + layout.count($1) } * 4
         try checkSize(file, expected: expected, path: path)
+        let weights = ModelWeights(zerosFor: config)
         var cursor = versionedHeaderBytes
         for tensor in order {
             try file.readFloats(at: cursor, into: weights.storage, offset: layout.offset(tensor),

@@ -82,6 +82,22 @@ public struct LlamaConfig: Codable, Sendable, Equatable {
                                (seqLen, "seq_len"), (nLayers, "n_layers")] where value > limit {
             throw LlamaError.invalidConfig(field: field, reason: "\(value) is implausibly large (limit \(limit))")
         }
+        // Each dimension within its limit can still multiply past any memory (or past Int): the
+        // tensors' sizes are summed with overflow checks and bounded by 2^44 floats (64 TiB).
+        var elements = 0
+        for tensor in ParameterTensor.allCases {
+            var count = 1
+            for extent in ParameterLayout.shape(tensor, self) {
+                let (product, overflow) = count.multipliedReportingOverflow(by: extent)
+                count = overflow ? Int.max : product
+            }
+            let (sum, overflow) = elements.addingReportingOverflow(count)
+            guard !overflow, sum <= 1 << 44 else {
+                throw LlamaError.invalidConfig(field: "size",
+                                               reason: "the weights would hold more than 2^44 floats (\(tensor) alone is \(ParameterLayout.shape(tensor, self).map(String.init).joined(separator: " x ")))")
+            }
+            elements = sum
+        }
     }
 
     /// Number of trainable parameters (embedding, blocks, final norm, classifier if separate).
