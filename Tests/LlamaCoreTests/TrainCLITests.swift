@@ -113,3 +113,28 @@ import Testing
         #expect(missing.status != 0 && missing.stderr.contains("no training state at \(dir)/other.bin.state"), "\(missing.stderr)")
     }
 }
+
+/// Option values that were taken silently wrong or crashed (issue 23, point 7).
+@Suite struct OptionValidationTests {
+    @Test(arguments: ["inf", "1e300", "5000000", "nan", "-1", "0"])
+    func statusRefusesATimeoutThatIsNotAFewSeconds(value: String) throws {
+        // `--timeout=-1`: with a space, the parser reads -1 as an option name.
+        let result = try CLITests.rlhf(["status", "--coordinator", "tcp://127.0.0.1:1", "--timeout=\(value)"])
+        #expect(result.status != 0)
+        #expect(result.stderr.contains("--timeout must be a number of seconds in (0, 86400], got"), "\(result.stderr)")
+        #expect(!result.stderr.contains("Fatal error"))
+    }
+
+    @Test func anUnwritableMetricsPathStopsTheRunWithItsName() throws {
+        let dir = NSTemporaryDirectory() + "metrics-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try String(repeating: "In the beginning was the word.\n", count: 40).write(toFile: dir + "/corpus.txt", atomically: true, encoding: .utf8)
+        let result = try CLITests.rlhf(["train", "pretrain", "--corpus", dir + "/corpus.txt", "--tokenizer", TrainCLITests.tokenizer,
+                                        "--config", "dim=32,n_layers=1,n_heads=2,seq_len=64", "--out", dir + "/base.bin",
+                                        "--steps", "1", "--batch-size", "2", "--metrics", dir + "/no-such-folder/m.jsonl"])
+        #expect(result.status != 0)
+        #expect(result.stderr.contains("--metrics: cannot write \(dir)/no-such-folder/m.jsonl"), "\(result.stdout)\(result.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: dir + "/base.bin"))
+    }
+}

@@ -209,6 +209,17 @@ struct StatusCommand: ParsableCommand {
     @Option(help: "Seconds between refreshes with --watch.")
     var interval: Double = 2
 
+    /// Seconds a wait may take: finite, positive, at most a day (a larger value overflowed the
+    /// millisecond timeout and killed the process).
+    static let longestWait: Double = 86_400
+
+    func validate() throws {
+        for (value, name) in [(timeout, "--timeout"), (interval, "--interval")]
+        where !(value.isFinite && value > 0 && value <= StatusCommand.longestWait) {
+            throw ValidationError("\(name) must be a number of seconds in (0, \(Int(StatusCommand.longestWait))], got \(value)")
+        }
+    }
+
     func run() throws {
         let coordinator: String
         do {

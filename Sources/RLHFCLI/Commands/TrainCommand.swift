@@ -121,8 +121,12 @@ struct TrainCommand: ParsableCommand {
             if !append || !FileManager.default.fileExists(atPath: metricsPath) {
                 _ = FileManager.default.createFile(atPath: metricsPath, contents: nil)
             }
-            metrics = FileHandle(forWritingAtPath: metricsPath)
-            try metrics?.seekToEnd()
+            // Found before any step runs: a metrics file that cannot be written is an error, not silence.
+            guard let handle = FileHandle(forWritingAtPath: metricsPath) else {
+                throw ValidationError("--metrics: cannot write \(metricsPath): \(String(cString: strerror(errno)))")
+            }
+            metrics = handle
+            try handle.seekToEnd()
             for sig in [SIGINT, SIGTERM] {
                 signal(sig, SIG_IGN)
                 let source = DispatchSource.makeSignalSource(signal: sig, queue: DispatchQueue(label: "rlhf.train.signals"))
