@@ -14,6 +14,9 @@ final class TorchBaseline {
 
     /// Starts `python` on the script with the checkpoint at `checkpoint`; waits until it has loaded.
     init(python: String, checkpoint: String, workDirectory: URL) throws {
+        if python.contains("/") && !FileManager.default.isExecutableFile(atPath: python) {
+            throw ValidationError("--torch: \(python) is not an executable Python")
+        }
         let scriptURL = workDirectory.appendingPathComponent("torch_baseline.py")
         try TorchBaseline.script.write(to: scriptURL, atomically: true, encoding: .utf8)
         errorLog = workDirectory.appendingPathComponent("torch_baseline.stderr")
