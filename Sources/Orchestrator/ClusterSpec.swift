@@ -172,6 +172,7 @@ public struct ClusterSpec: Sendable, Equatable {
         guard let coordinator = top["coordinator"] as? String, coordinator.hasPrefix("tcp://") else {
             throw Invalid(key: "coordinator", reason: "expected an endpoint like tcp://127.0.0.1:5555")
         }
+        try ClusterSpec.checkPort(of: coordinator, key: "coordinator")
         guard let hostList = top["hosts"] as? [Any], !hostList.isEmpty else {
             throw Invalid(key: "hosts", reason: "expected a non-empty list of hosts")
         }
@@ -244,33 +245,22 @@ public struct ClusterSpec: Sendable, Equatable {
             }
             switch kind {
             case "generate":
-                let args = value as? [String: Any] ?? [:]
-                let prompts = args["prompts"] as? Int ?? 8, samples = args["samples"] as? Int ?? 4
-                let maxNew = args["max_new_tokens"] as? Int ?? 32
-                let temperature = (args["temperature"] as? Double).map(Float.init) ?? 1.0
-                guard prompts > 0, samples > 0, maxNew > 0 else {
-                    throw Invalid(key: "plan[\(i)].generate", reason: "prompts, samples and max_new_tokens must be positive")
-                }
-                plan.append(.generate(prompts: prompts, samples: samples, maxNewTokens: maxNew, temperature: temperature))
+                let key = "plan[\(i)].generate"
+                let args = try arguments(value, key: key, known: ["prompts", "samples", "max_new_tokens", "temperature"])
+                plan.append(.generate(prompts: try positive(args, "prompts", key) ?? 8, samples: try positive(args, "samples", key) ?? 4,
+                                      maxNewTokens: try positive(args, "max_new_tokens", key) ?? 32,
+                                      temperature: try temperature(args, key).map(Float.init) ?? 1.0))
             case "round":
-                let args = value as? [String: Any] ?? [:]
-                let known: Set<String> = ["prompts", "samples", "max_new_tokens", "temperature", "learning_rate"]
-                if let unknown = args.keys.first(where: { !known.contains($0) }) {
-                    throw Invalid(key: "plan[\(i)].round.\(unknown)", reason: "unknown key (expected one of \(known.sorted().joined(separator: ", ")))")
-                }
-                let prompts = args["prompts"] as? Int ?? 4, samples = args["samples"] as? Int ?? 4
-                let maxNew = args["max_new_tokens"] as? Int ?? 16
-                let temperature = (args["temperature"] as? Double).map(Float.init) ?? 1.0
-                let lr = (args["learning_rate"] as? Double).map(Float.init) ?? 1e-4
-                guard prompts > 0, samples > 0, maxNew > 0 else {
-                    throw Invalid(key: "plan[\(i)].round", reason: "prompts, samples and max_new_tokens must be positive")
-                }
-                guard lr > 0, lr.isFinite else { throw Invalid(key: "plan[\(i)].round.learning_rate", reason: "expected a positive number") }
-                plan.append(.round(prompts: prompts, samples: samples, maxNewTokens: maxNew, temperature: temperature, learningRate: lr))
+                let key = "plan[\(i)].round"
+                let args = try arguments(value, key: key, known: ["prompts", "samples", "max_new_tokens", "temperature", "learning_rate"])
+                plan.append(.round(prompts: try positive(args, "prompts", key) ?? 4, samples: try positive(args, "samples", key) ?? 4,
+                                   maxNewTokens: try positive(args, "max_new_tokens", key) ?? 16,
+                                   temperature: try temperature(args, key).map(Float.init) ?? 1.0,
+                                   learningRate: try number(args, "learning_rate", key).map(Float.init) ?? 1e-4))
             case "hold":
-                let args = value as? [String: Any] ?? [:]
-                let seconds = (args["seconds"] as? Double) ?? (args["seconds"] as? Int).map(Double.init) ?? 0
-                guard seconds > 0 else { throw Invalid(key: "plan[\(i)].hold.seconds", reason: "expected a positive number of seconds") }
+                let key = "plan[\(i)].hold"
+                let args = try arguments(value, key: key, known: ["seconds"])
+                guard let seconds = try number(args, "seconds", key) else { throw Invalid(key: key + ".seconds", reason: "expected a positive number of seconds") }
                 plan.append(.hold(seconds: seconds))
             case "evaluate":
                 let args = try arguments(value, key: "plan[\(i)].evaluate", known: ["name"])
@@ -330,6 +320,7 @@ public struct ClusterSpec: Sendable, Equatable {
             guard let endpoint = m as? String, endpoint.hasPrefix("tcp://") else {
                 throw Invalid(key: "metrics", reason: "expected an endpoint like tcp://127.0.0.1:9555")
             }
+            try ClusterSpec.checkPort(of: endpoint, key: "metrics")
             metrics = endpoint
         }
         var curve: (server: String, client: String)? = nil
@@ -447,10 +438,38 @@ public struct ClusterSpec: Sendable, Equatable {
         return n
     }
 
+    /// A sampling temperature, if given: a finite number >= 0 (0 is greedy), integer or not.
+    static func temperature(_ args: [String: Any], _ key: String) throws -> Double? {
+        guard let value = args["temperature"] else { return nil }
+        guard let x = number(value), x >= 0, x.isFinite else {
+            throw Invalid(key: "\(key).temperature", reason: "expected a number >= 0 (0 samples greedily)")
+        }
+        return x
+    }
+
+    /// A YAML scalar as a number: floats and integers (YAML reads `0` as an integer); nil for anything
+    /// else (strings, booleans).
+    static func number(_ value: Any) -> Double? {
+        if value is Bool { return nil }
+        return (value as? Double) ?? (value as? Int).map(Double.init)
+    }
+
+    /// The port of a `tcp://HOST:PORT` endpoint is `*` or in 1...65535 (a larger number was taken modulo
+    /// 65536 by the socket library: 99999 bound 34463).
+    static func checkPort(of endpoint: String, key: String) throws {
+        guard let colon = endpoint.lastIndex(of: ":"), colon > endpoint.index(endpoint.startIndex, offsetBy: 5) else {
+            throw Invalid(key: key, reason: "expected tcp://HOST:PORT, got \(endpoint)")
+        }
+        let port = endpoint[endpoint.index(after: colon)...]
+        guard port == "*" || (Int(port).map { (1...65535).contains($0) } ?? false) else {
+            throw Invalid(key: key, reason: "port \(port) is not * or a number in 1...65535")
+        }
+    }
+
     /// A positive number argument, if given.
     static func number(_ args: [String: Any], _ name: String, _ key: String) throws -> Double? {
         guard let value = args[name] else { return nil }
-        guard let x = (value as? Double) ?? (value as? Int).map(Double.init), x > 0, x.isFinite else {
+        guard let x = number(value), x > 0, x.isFinite else {
             throw Invalid(key: "\(key).\(name)", reason: "expected a positive number")
         }
         return x

@@ -119,6 +119,53 @@ import Testing
     }
 }
 
+/// Spec values that were taken silently wrong (issue 23, point 4): each is now read as written or refused
+/// with the key's path.
+@Suite struct SpecValueTests {
+    @Test func anIntegerTemperatureIsThatTemperature() throws {
+        let spec = try ClusterSpec.parse(SpecTests.head + "plan:\n  - generate: {temperature: 0}\n  - round: {temperature: 2}\n", baseDirectory: "/")
+        guard case let .generate(_, _, _, greedy) = spec.plan[0], case let .round(_, _, _, hot, _) = spec.plan[1] else {
+            Issue.record("steps not parsed: \(spec.plan)")
+            return
+        }
+        #expect(greedy == 0)
+        #expect(hot == 2)
+    }
+
+    @Test func wrongTypesUnknownKeysAndBadPortsNameTheKey() {
+        let cases: [(String, String)] = [
+            ("plan:\n  - generate: {prompts: four}\n", "plan[0].generate.prompts"),
+            ("plan:\n  - generate: {prompts: 2.5}\n", "plan[0].generate.prompts"),
+            ("plan:\n  - generate: {temprature: 1}\n", "plan[0].generate.temprature"),
+            ("plan:\n  - generate: {temperature: hot}\n", "plan[0].generate.temperature"),
+            ("plan:\n  - generate: {temperature: -0.5}\n", "plan[0].generate.temperature"),
+            ("plan:\n  - generate: {temperature: true}\n", "plan[0].generate.temperature"),
+            ("plan:\n  - generate: 5\n", "plan[0].generate"),
+            ("plan:\n  - round: {samples: many}\n", "plan[0].round.samples"),
+            ("plan:\n  - round: {learning_rate: fast}\n", "plan[0].round.learning_rate"),
+            ("plan:\n  - hold: {seconds: soon}\n", "plan[0].hold.seconds"),
+            ("plan:\n  - hold: {seconds: 2, minutes: 1}\n", "plan[0].hold.minutes"),
+            ("metrics: tcp://127.0.0.1:70000\n", "metrics"),
+        ]
+        for (text, key) in cases {
+            do {
+                _ = try ClusterSpec.parse(SpecTests.head + text, baseDirectory: "/")
+                Issue.record("accepted: \(text)")
+            } catch let e as ClusterSpec.Invalid {
+                #expect(e.key == key, "\(text): \(e)")
+            } catch {
+                Issue.record("\(error)")
+            }
+        }
+        for port in ["99999", "0", "http", ""] {
+            let text = SpecTests.head.replacingOccurrences(of: ":5555", with: ":" + port)
+            #expect(throws: ClusterSpec.Invalid.self, "port \(port)") { try ClusterSpec.parse(text, baseDirectory: "/") }
+        }
+        // `*` (any free port) stays allowed.
+        #expect(throws: Never.self) { try ClusterSpec.parse(SpecTests.head.replacingOccurrences(of: ":5555", with: ":*"), baseDirectory: "/") }
+    }
+}
+
 /// A run directory whose RLHF steps had finished resumes from the pipeline state saved after its last
 /// step; without that state it is refused with the reason.
 @Suite struct RLHFResumeTests {
