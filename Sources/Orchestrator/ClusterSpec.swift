@@ -43,6 +43,35 @@ public struct ClusterSpec: Sendable, Equatable {
         /// A PPO round (RLHF-V5's last stage).
         case ppo(RLHFPipeline.PPOSettings)
 
+        /// The roles whose workers the step sends work to: a plan with a step whose role no host
+        /// starts would wait for ever.
+        public var neededRoles: Set<WorkerRole> {
+            switch self {
+            case .generate: return [.generator]
+            case .round: return [.generator, .rewardModel, .referencePolicy, .learner]
+            case .hold: return []
+            // Samples, then the KL of those samples to the reference.
+            case .evaluate: return [.generator, .referencePolicy]
+            // Trains on the learner, syncs to the model's workers, which then score the held-out pairs.
+            case .trainRewardModel(let settings): return [.learner, settings.model]
+            // Sample, both reward models, SFT on the learner, then the round's evaluation.
+            case .rejectionSampling, .ppo: return Set(WorkerRole.allCases)
+            }
+        }
+
+        /// The step's name in a spec (`plan[i].NAME`).
+        public var kind: String {
+            switch self {
+            case .generate: "generate"
+            case .round: "round"
+            case .hold: "hold"
+            case .evaluate: "evaluate"
+            case .trainRewardModel: "train_rm"
+            case .rejectionSampling: "rs_round"
+            case .ppo: "ppo_round"
+            }
+        }
+
         /// Whether the step is one of the RLHF pipeline's (which needs the spec's task and keeps
         /// pipeline state across steps).
         public var isRLHF: Bool {
@@ -364,6 +393,16 @@ public struct ClusterSpec: Sendable, Equatable {
             task.evalTemperature = try number(args, "eval_temperature", "task").map(Float.init) ?? task.evalTemperature
             task.evalSamples = try positive(args, "eval_samples", "task") ?? task.evalSamples
             spec.task = task
+        }
+        // Refused before anything starts: a step whose role no host starts would wait for ever.
+        let started = Set(hosts.flatMap { $0.workers.filter { $0.value > 0 }.keys })
+        for (i, step) in plan.enumerated() {
+            let missing = step.neededRoles.subtracting(started)
+            if !missing.isEmpty {
+                let names = missing.map(\.rawValue).sorted()
+                throw Invalid(key: "plan[\(i)].\(step.kind)",
+                              reason: "needs \(names.joined(separator: ", ")) workers, and no host starts any (give a host e.g. workers: {\(names[0]): 1})")
+            }
         }
         let needsTask = plan.contains(where: \.isRLHF)
         if needsTask && spec.task == nil {

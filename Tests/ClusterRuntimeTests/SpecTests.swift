@@ -13,7 +13,7 @@ import Testing
     coordinator: tcp://127.0.0.1:5555
     hosts:
       - name: a
-        workers: {generator: 1}
+        workers: {generator: 1, reward-model: 1, safety-model: 1, learner: 1, reference-policy: 1}
     model: {checkpoint: \(checkpoint)}
 
     """
@@ -122,6 +122,34 @@ import Testing
 /// Spec values that were taken silently wrong (issue 23, point 4): each is now read as written or refused
 /// with the key's path.
 @Suite struct SpecValueTests {
+    /// A step whose role no host starts (before: `generator: 0` printed progress with "ETA 0s" for ever).
+    @Test func aStepWhoseRoleNoHostStartsIsRefusedNamingTheRole() throws {
+        func spec(_ workers: String, _ plan: String) -> String {
+            SpecTests.head.replacingOccurrences(of: "{generator: 1, reward-model: 1, safety-model: 1, learner: 1, reference-policy: 1}",
+                                                with: workers) + "task: {seed: 1}\nplan:\n" + plan
+        }
+        let cases: [(String, String, String, String)] = [
+            ("{generator: 0, learner: 1}", "  - hold: {seconds: 1}\n  - generate: {prompts: 2}\n", "plan[1].generate", "generator"),
+            ("{generator: 1}", "  - evaluate: {name: SFT}\n", "plan[0].evaluate", "reference-policy"),
+            ("{generator: 1, learner: 1, reward-model: 1}", "  - train_rm: {model: safety-model}\n", "plan[0].train_rm", "safety-model"),
+            ("{generator: 1, learner: 1, reward-model: 1, reference-policy: 1}", "  - rs_round: {name: V1}\n", "plan[0].rs_round", "safety-model"),
+            ("{generator: 2, reward-model: 1, safety-model: 1, reference-policy: 1}", "  - ppo_round: {name: V5}\n", "plan[0].ppo_round", "learner"),
+            ("{generator: 1, reward-model: 1, learner: 1}", "  - round: {prompts: 2}\n", "plan[0].round", "reference-policy"),
+        ]
+        for (workers, plan, key, role) in cases {
+            do {
+                _ = try ClusterSpec.parse(spec(workers, plan), baseDirectory: "/")
+                Issue.record("accepted: \(workers) with \(plan)")
+            } catch let e as ClusterSpec.Invalid {
+                #expect(e.key == key, "\(e)")
+                #expect(e.reason.contains("needs") && e.reason.contains(role), "\(e)")
+            }
+        }
+        // What each step needs is enough.
+        _ = try ClusterSpec.parse(spec("{generator: 1, learner: 1, safety-model: 1}", "  - generate: {}\n  - train_rm: {model: safety-model}\n  - hold: {seconds: 1}\n"),
+                                  baseDirectory: "/")
+    }
+
     @Test func anIntegerTemperatureIsThatTemperature() throws {
         let spec = try ClusterSpec.parse(SpecTests.head + "plan:\n  - generate: {temperature: 0}\n  - round: {temperature: 2}\n", baseDirectory: "/")
         guard case let .generate(_, _, _, greedy) = spec.plan[0], case let .round(_, _, _, hot, _) = spec.plan[1] else {
