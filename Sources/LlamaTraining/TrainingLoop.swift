@@ -23,6 +23,9 @@ public struct TrainerSettings: Codable, Sendable, Equatable {
     public var checkpointEverySteps = 200
     /// ... and at least every this many seconds.
     public var checkpointEverySeconds = 60.0
+    /// What defines the run (the command's options that shape the training: data, schedule, seed), saved
+    /// in the training state so that a resume can be checked against it. Empty: nothing to check.
+    public var run: [String: String] = [:]
 
     /// The defaults.
     public static let `default` = TrainerSettings()
@@ -130,7 +133,7 @@ public final class TrainingLoop {
     /// Writes the training state now.
     public func saveState() throws {
         try TrainingState(weights: model.weights, optimizer: optimizer, step: step, rng: SeededGenerator(seed: settings.seed),
-                          dataPosition: dataPosition, heads: heads()).write(to: statePath)
+                          dataPosition: dataPosition, heads: heads(), run: settings.run).write(to: statePath)
     }
 
     /// Runs the remaining steps. `lossAndGradients` gets a batch of example indices, must add the

@@ -21,6 +21,9 @@ public struct TrainingState {
     public var dataPosition: Int
     /// Scalar heads by name (`"reward"`, `"value"`).
     public var heads: [String: ScalarHead]
+    /// What defined the run that wrote the state (`TrainerSettings.run`); empty in states written
+    /// before it was recorded.
+    public var run: [String: String]
 
     /// Format identifiers.
     public static let magic = Array("SRLHFTS1".utf8)
@@ -28,7 +31,8 @@ public struct TrainingState {
 
     /// A state to save.
     public init(weights: ModelWeights, optimizer: AdamW, step: Int, rng: SeededGenerator, dataPosition: Int,
-                heads: [String: ScalarHead] = [:]) {
+                heads: [String: ScalarHead] = [:], run: [String: String] = [:]) {
+        self.run = run
         self.weights = weights
         self.optimizer = optimizer
         self.step = step
@@ -48,13 +52,16 @@ public struct TrainingState {
         var optimizerStep: Int
         var momentSizes: [Int]
         var weightCount: Int
+        /// Optional: absent in states written before it was recorded.
+        var run: [String: String]?
     }
 
     /// Writes the state atomically to `path`.
     public func write(to path: String) throws {
         let header = Header(config: weights.config, step: step, rng: rng, dataPosition: dataPosition, heads: heads,
                             optimizerSettings: optimizer.settings, optimizerStep: optimizer.step,
-                            momentSizes: optimizer.firstMoments.map(\.count), weightCount: weights.storage.count)
+                            momentSizes: optimizer.firstMoments.map(\.count), weightCount: weights.storage.count,
+                            run: run.isEmpty ? nil : run)
         let json = Array(try JSONEncoder().encode(header))
         var crc = CRC32C()
         let file = try WritableFile(atomicPath: path)
@@ -136,6 +143,6 @@ public struct TrainingState {
         let optimizer = AdamW(settings: header.optimizerSettings, step: header.optimizerStep,
                               firstMoments: Array(moments[..<groups]), secondMoments: Array(moments[groups...]))
         return TrainingState(weights: weights, optimizer: optimizer, step: header.step, rng: header.rng,
-                             dataPosition: header.dataPosition, heads: header.heads)
+                             dataPosition: header.dataPosition, heads: header.heads, run: header.run ?? [:])
     }
 }

@@ -99,7 +99,14 @@ import Testing
         #expect(done >= 2 && done < 24)
         #expect(!FileManager.default.fileExists(atPath: dir + "/base.bin"))
 
-        let resumed = try CLITests.rlhf(arguments + ["--resume"])
+        // A resume with other settings is refused, naming each difference (issue 23, point 6) ...
+        let changed = try CLITests.rlhf(arguments + ["--resume", "--lr", "0.5", "--steps=10"])
+        #expect(changed.status != 0)
+        #expect(changed.stderr.contains("--lr: not given then, 0.5 now") && changed.stderr.contains("--steps: 24.0 then, 10.0 now"),
+                "\(changed.stderr)")
+        #expect(changed.stderr.contains("--resume-with-changes"))
+        // ... while options that do not shape the training may change.
+        let resumed = try CLITests.rlhf(arguments + ["--resume", "--threads", "2"])
         #expect(resumed.status == 0, "\(resumed.stderr)")
         #expect(resumed.stdout.contains("resuming at step \(done)"), "\(resumed.stdout)")
         // Every step logged once: the first run's and the resumed run's lines together.

@@ -47,6 +47,8 @@ struct TrainCommand: ParsableCommand {
         var checkpointEvery: Int = 200
         @Flag(help: "Resume from OUT.state, written by an interrupted or killed run of the same command.")
         var resume = false
+        @Flag(help: "With --resume: go on although options that define the run (data, schedule, seed, ...) differ from the run that wrote the state.")
+        var resumeWithChanges = false
 
         func settings(batch: Int, epochs: Double, learningRate: Float) throws -> TrainerSettings {
             var s = TrainerSettings.default
@@ -57,6 +59,7 @@ struct TrainCommand: ParsableCommand {
             s.warmupFraction = warmup
             s.seed = seed
             s.checkpointEverySteps = max(1, checkpointEvery)
+            s.run = TrainCommand.runOptions(CommandLine.arguments)
             try s.validate()
             guard threads >= 1 else { throw LlamaError.invalidInput("--threads must be at least 1") }
             return s
@@ -80,7 +83,13 @@ struct TrainCommand: ParsableCommand {
             guard FileManager.default.fileExists(atPath: statePath) else {
                 throw LlamaError.invalidInput("--resume: no training state at \(statePath)")
             }
-            return try TrainingState.read(path: statePath)
+            let state = try TrainingState.read(path: statePath)
+            let changes = TrainCommand.differences(before: state.run, now: TrainCommand.runOptions(CommandLine.arguments))
+            if !changes.isEmpty && !resumeWithChanges {
+                throw ValidationError("--resume: \(statePath) was written by a run with other settings: \(changes.joined(separator: "; ")). "
+                                      + "Run the same command as before, or add --resume-with-changes to go on with these settings.")
+            }
+            return state
         }
 
         /// The tokenizer, the state to resume from (with `--resume`), and the weights to train: the
@@ -169,6 +178,48 @@ struct TrainCommand: ParsableCommand {
                 printError("interrupted at step \(step); the training state is saved. Resume with: \(command) --resume")
                 throw ExitCode(130)
             }
+        }
+    }
+
+    /// Options that may change between a run and its resume: they do not shape the training.
+    static let operationalOptions: Set<String> = ["--threads", "--metrics", "--checkpoint-every", "--resume", "--resume-with-changes"]
+
+    /// The options that define a run, from its command line (`rlhf train SUBCOMMAND --key value ...` or
+    /// `--key=value`; a flag reads "true"): the subcommand and every option given, less the operational
+    /// ones. Numbers are compared as numbers (`1e-4` and `0.0001` are the same rate).
+    static func runOptions(_ arguments: [String]) -> [String: String] {
+        var options: [String: String] = [:]
+        var i = 1
+        if let train = arguments.firstIndex(of: "train"), train + 1 < arguments.count {
+            options["command"] = arguments[train + 1]
+            i = train + 2
+        }
+        while i < arguments.count {
+            let word = arguments[i]
+            i += 1
+            guard word.hasPrefix("--") else { continue }
+            var name = word, value = "true"
+            if let equals = word.firstIndex(of: "=") {
+                name = String(word[..<equals])
+                value = String(word[word.index(after: equals)...])
+            } else if i < arguments.count, !arguments[i].hasPrefix("--") {
+                value = arguments[i]
+                i += 1
+            }
+            guard !operationalOptions.contains(name) else { continue }
+            options[name] = Double(value).map { "\($0)" } ?? value
+        }
+        return options
+    }
+
+    /// Each option that differs between the run that wrote a state and this one, as "--lr: 0.0001 then,
+    /// 0.5 now". A state that recorded nothing (written before runs were recorded) differs in nothing.
+    static func differences(before: [String: String], now: [String: String]) -> [String] {
+        guard !before.isEmpty else { return [] }
+        return Set(before.keys).union(now.keys).sorted().compactMap { key in
+            let then = before[key], current = now[key]
+            guard then != current else { return nil }
+            return "\(key): \(then ?? "not given") then, \(current ?? "not given") now"
         }
     }
 
