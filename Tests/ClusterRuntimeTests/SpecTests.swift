@@ -88,6 +88,20 @@ import Testing
         }
     }
 
+    /// Each `(text, key)`: the head plus `text` is refused, naming `key`.
+    static func expectRefused(_ cases: [(String, String)]) {
+        for (text, key) in cases {
+            do {
+                _ = try ClusterSpec.parse(SpecTests.head + text, baseDirectory: "/")
+                Issue.record("accepted: \(text)")
+            } catch let e as ClusterSpec.Invalid {
+                #expect(e.key == key, "\(text): \(e)")
+            } catch {
+                Issue.record("\(error)")
+            }
+        }
+    }
+
     @Test func badRLHFStepsNameTheKey() {
         let cases: [(String, String)] = [
             ("plan:\n  - evaluate: {name: SFT}\n", "task"),
@@ -106,16 +120,7 @@ import Testing
             ("task: {seed: 1}\nplan:\n  - ppo_round: {name: V5, whitening: never}\n", "plan[0].ppo_round.whitening"),
             ("task: {seed: 1, eval_samples: 0}\n", "task.eval_samples"),
         ]
-        for (text, key) in cases {
-            do {
-                _ = try ClusterSpec.parse(SpecTests.head + text, baseDirectory: "/")
-                Issue.record("accepted: \(text)")
-            } catch let e as ClusterSpec.Invalid {
-                #expect(e.key == key, "\(text): \(e)")
-            } catch {
-                Issue.record("\(error)")
-            }
-        }
+        SpecTests.expectRefused(cases)
     }
 }
 
@@ -175,16 +180,7 @@ import Testing
             ("plan:\n  - hold: {seconds: 2, minutes: 1}\n", "plan[0].hold.minutes"),
             ("metrics: tcp://127.0.0.1:70000\n", "metrics"),
         ]
-        for (text, key) in cases {
-            do {
-                _ = try ClusterSpec.parse(SpecTests.head + text, baseDirectory: "/")
-                Issue.record("accepted: \(text)")
-            } catch let e as ClusterSpec.Invalid {
-                #expect(e.key == key, "\(text): \(e)")
-            } catch {
-                Issue.record("\(error)")
-            }
-        }
+        SpecTests.expectRefused(cases)
         for port in ["99999", "0", "http", ""] {
             let text = SpecTests.head.replacingOccurrences(of: ":5555", with: ":" + port)
             #expect(throws: ClusterSpec.Invalid.self, "port \(port)") { try ClusterSpec.parse(text, baseDirectory: "/") }

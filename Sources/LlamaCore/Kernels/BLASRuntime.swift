@@ -37,6 +37,8 @@ public enum BLASKernelPolicy {
     public static let reexecVariable = "RLHF_BLAS_REEXEC"
     /// Environment variable naming a core whose products failed the start-up check (set on the way back).
     public static let probeFailureVariable = "RLHF_BLAS_PROBE_FAILED"
+    /// Environment variable naming a switched core whose products passed the start-up check.
+    public static let verifiedVariable = "RLHF_BLAS_VERIFIED"
     /// OpenBLAS's own variable, read when the library loads.
     public static let coreTypeVariable = "OPENBLAS_CORETYPE"
 
@@ -193,17 +195,29 @@ public enum BLASRuntime {
                 report.warnings.append("could not re-execute with OPENBLAS_CORETYPE=\(wanted): \(failure)")
             }
         }
-        if let from = report.switchedFrom, !verifyProducts() {
-            // The switched core computes wrong results: go back to the one OpenBLAS chose by itself.
-            setenv(BLASKernelPolicy.overrideVariable, from, 1)
-            setenv(BLASKernelPolicy.probeFailureVariable, current, 1)
-            let count = (state?.count ?? 0) + 1
-            if count > 2 || reexecute(coreType: from, state: "\(count):\(from)") != nil {
-                report.warnings.append("OpenBLAS's \(current) kernels gave wrong matrix products on this CPU and \(from) could not be restored")
+        // Checked once per process tree: workers inherit the switched core and the verdict.
+        let verified = environment[BLASKernelPolicy.verifiedVariable] == current
+        if let from = report.switchedFrom, !verified {
+            if verifyProducts() {
+                setenv(BLASKernelPolicy.verifiedVariable, current, 1)
+            } else {
+                switchBack(from: from, current: current, state: state, report: &report)
             }
         }
         startup.withLock { $0 = report }
         return report
+    }
+
+    /// After a failed product check: back to the core OpenBLAS chose by itself (re-executes; returns only
+    /// when that is impossible, with a warning in `report`).
+    private static func switchBack(from: String, current: String, state: (count: Int, originalCore: String)?,
+                                   report: inout BLASReport) {
+        setenv(BLASKernelPolicy.overrideVariable, from, 1)
+        setenv(BLASKernelPolicy.probeFailureVariable, current, 1)
+        let count = (state?.count ?? 0) + 1
+        if count > 2 || reexecute(coreType: from, state: "\(count):\(from)") != nil {
+            report.warnings.append("OpenBLAS's \(current) kernels gave wrong matrix products on this CPU and \(from) could not be restored")
+        }
     }
 
     /// Replaces the process image with the same executable and arguments under `OPENBLAS_CORETYPE=coreType`.

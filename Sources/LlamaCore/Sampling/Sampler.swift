@@ -199,7 +199,7 @@ public struct Sampler {
     static func sortKeys(_ keys: inout [UInt64], scratch: inout [UInt64], counts: inout [Int32]) {
         let n = keys.count
         guard n > 32 else {
-            insertionSort(&keys, 0..<n)
+            keys.withUnsafeMutableBufferPointer { insertionSort($0) }
             return
         }
         var lowest = UInt32.max, highest = UInt32.min
@@ -239,12 +239,7 @@ public struct Sampler {
                             var bucket = UnsafeMutableBufferPointer(rebasing: sorted[start..<end])
                             bucket.sort()
                         } else if end - start > 1 {
-                            for i in (start + 1)..<end {
-                                let k = sorted[i]
-                                var j = i
-                                while j > start && sorted[j - 1] > k { sorted[j] = sorted[j - 1]; j -= 1 }
-                                sorted[j] = k
-                            }
+                            insertionSort(UnsafeMutableBufferPointer(rebasing: sorted[start..<end]))
                         }
                         start = end
                     }
@@ -254,13 +249,13 @@ public struct Sampler {
         }
     }
 
-    /// Sorts `keys[range]` ascending in place.
-    static func insertionSort(_ keys: inout [UInt64], _ range: Range<Int>) {
-        guard range.count > 1 else { return }
-        for i in (range.lowerBound + 1)..<range.upperBound {
+    /// Sorts `keys` ascending in place (for a handful of keys).
+    static func insertionSort(_ keys: UnsafeMutableBufferPointer<UInt64>) {
+        guard keys.count > 1 else { return }
+        for i in 1..<keys.count {
             let k = keys[i]
             var j = i
-            while j > range.lowerBound && keys[j - 1] > k { keys[j] = keys[j - 1]; j -= 1 }
+            while j > 0 && keys[j - 1] > k { keys[j] = keys[j - 1]; j -= 1 }
             keys[j] = k
         }
     }

@@ -58,6 +58,9 @@ struct BestOf {
     subscript(_ key: String) -> Double? { values[key] }
 }
 
+/// A baseline's figure, or "(skipped)" when it was not measured.
+func figure(_ value: Double?) -> String { value.map { String(format: "%.0f", $0) } ?? "(skipped)" }
+
 /// `a / b` as "1.23x", or "n/a".
 func ratio(_ a: Double?, _ b: Double?) -> String {
     guard let a, let b, b > 0 else { return "n/a" }
@@ -186,8 +189,6 @@ struct GenerateBench: ParsableCommand {
             try data.write(to: URL(fileURLWithPath: jsonOut))
         }
     }
-
-    private func figure(_ value: Double?) -> String { value.map { String(format: "%.0f", $0) } ?? "(skipped)" }
 
     /// Batch-1 decode from BOS for `steps` positions at temperature 1 (plain multinomial, as llama2.c's
     /// `-t 1 -p 1`): tokens per second.
@@ -377,11 +378,11 @@ struct TrainBench: ParsableCommand {
             if let tps = best["train"] {
                 print(String(format: "%@ training step: %.2f s, %.0f tok/s, %.1f GFLOP/s  vs PyTorch %@: %@", label,
                              Double(batch * (length - 1)) / tps, tps, 3 * forwardFlops * tps / 1e9,
-                             best["torch-train"].map { String(format: "%.0f", $0) } ?? "(skipped)", ratio(tps, best["torch-train"])))
+                             figure(best["torch-train"]), ratio(tps, best["torch-train"])))
             }
             print(String(format: "%@ reward-model forward (scores at each last token): %.0f tok/s, %.1f GFLOP/s of a full forward  vs PyTorch %@: %@", label, best["rm"]!,
                          scoringFlops * best["rm"]! / 1e9,
-                         best["torch-rm"].map { String(format: "%.0f", $0) } ?? "(skipped)", ratio(best["rm"], best["torch-rm"])))
+                         figure(best["torch-rm"]), ratio(best["rm"], best["torch-rm"])))
         }
         print(String(format: "peak resident memory: %.0f MB", Double(MemoryProbe.peakResidentBytes()) / 1e6))
     }
