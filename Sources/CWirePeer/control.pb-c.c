@@ -97,6 +97,51 @@ void   rlhf__v1__register_ack__free_unpacked
   assert(message->base.descriptor == &rlhf__v1__register_ack__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   rlhf__v1__heartbeat_ack__init
+                     (Rlhf__V1__HeartbeatAck         *message)
+{
+  static const Rlhf__V1__HeartbeatAck init_value = RLHF__V1__HEARTBEAT_ACK__INIT;
+  *message = init_value;
+}
+size_t rlhf__v1__heartbeat_ack__get_packed_size
+                     (const Rlhf__V1__HeartbeatAck *message)
+{
+  assert(message->base.descriptor == &rlhf__v1__heartbeat_ack__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t rlhf__v1__heartbeat_ack__pack
+                     (const Rlhf__V1__HeartbeatAck *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &rlhf__v1__heartbeat_ack__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t rlhf__v1__heartbeat_ack__pack_to_buffer
+                     (const Rlhf__V1__HeartbeatAck *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &rlhf__v1__heartbeat_ack__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Rlhf__V1__HeartbeatAck *
+       rlhf__v1__heartbeat_ack__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Rlhf__V1__HeartbeatAck *)
+     protobuf_c_message_unpack (&rlhf__v1__heartbeat_ack__descriptor,
+                                allocator, len, data);
+}
+void   rlhf__v1__heartbeat_ack__free_unpacked
+                     (Rlhf__V1__HeartbeatAck *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &rlhf__v1__heartbeat_ack__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   rlhf__v1__heartbeat__init
                      (Rlhf__V1__Heartbeat         *message)
 {
@@ -457,7 +502,7 @@ void   rlhf__v1__rejected_frames__free_unpacked
   assert(message->base.descriptor == &rlhf__v1__rejected_frames__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
-static const ProtobufCFieldDescriptor rlhf__v1__register__field_descriptors[8] =
+static const ProtobufCFieldDescriptor rlhf__v1__register__field_descriptors[10] =
 {
   {
     "role",
@@ -555,21 +600,47 @@ static const ProtobufCFieldDescriptor rlhf__v1__register__field_descriptors[8] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "incarnation",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Rlhf__V1__Register, incarnation),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "run_id",
+    10,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Rlhf__V1__Register, run_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned rlhf__v1__register__field_indices_by_name[] = {
   3,   /* field[3] = build_hash */
   5,   /* field[5] = capacity */
   6,   /* field[6] = host */
+  8,   /* field[8] = incarnation */
   7,   /* field[7] = pid */
   4,   /* field[4] = policy_version */
   2,   /* field[2] = protocol_version */
   0,   /* field[0] = role */
+  9,   /* field[9] = run_id */
   1,   /* field[1] = worker_id */
 };
 static const ProtobufCIntRange rlhf__v1__register__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 8 }
+  { 0, 10 }
 };
 const ProtobufCMessageDescriptor rlhf__v1__register__descriptor =
 {
@@ -579,14 +650,14 @@ const ProtobufCMessageDescriptor rlhf__v1__register__descriptor =
   "Rlhf__V1__Register",
   "rlhf.v1",
   sizeof(Rlhf__V1__Register),
-  8,
+  10,
   rlhf__v1__register__field_descriptors,
   rlhf__v1__register__field_indices_by_name,
   1,  rlhf__v1__register__number_ranges,
   (ProtobufCMessageInit) rlhf__v1__register__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor rlhf__v1__register_ack__field_descriptors[4] =
+static const ProtobufCFieldDescriptor rlhf__v1__register_ack__field_descriptors[6] =
 {
   {
     "accepted",
@@ -636,17 +707,43 @@ static const ProtobufCFieldDescriptor rlhf__v1__register_ack__field_descriptors[
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "refusal",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Rlhf__V1__RegisterAck, refusal),
+    &rlhf__v1__register_refusal__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "run_id",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Rlhf__V1__RegisterAck, run_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned rlhf__v1__register_ack__field_indices_by_name[] = {
   0,   /* field[0] = accepted */
   3,   /* field[3] = epoch */
   2,   /* field[2] = heartbeat_interval_ms */
   1,   /* field[1] = reason */
+  4,   /* field[4] = refusal */
+  5,   /* field[5] = run_id */
 };
 static const ProtobufCIntRange rlhf__v1__register_ack__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 4 }
+  { 0, 6 }
 };
 const ProtobufCMessageDescriptor rlhf__v1__register_ack__descriptor =
 {
@@ -656,11 +753,49 @@ const ProtobufCMessageDescriptor rlhf__v1__register_ack__descriptor =
   "Rlhf__V1__RegisterAck",
   "rlhf.v1",
   sizeof(Rlhf__V1__RegisterAck),
-  4,
+  6,
   rlhf__v1__register_ack__field_descriptors,
   rlhf__v1__register_ack__field_indices_by_name,
   1,  rlhf__v1__register_ack__number_ranges,
   (ProtobufCMessageInit) rlhf__v1__register_ack__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor rlhf__v1__heartbeat_ack__field_descriptors[1] =
+{
+  {
+    "run_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Rlhf__V1__HeartbeatAck, run_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned rlhf__v1__heartbeat_ack__field_indices_by_name[] = {
+  0,   /* field[0] = run_id */
+};
+static const ProtobufCIntRange rlhf__v1__heartbeat_ack__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor rlhf__v1__heartbeat_ack__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "rlhf.v1.HeartbeatAck",
+  "HeartbeatAck",
+  "Rlhf__V1__HeartbeatAck",
+  "rlhf.v1",
+  sizeof(Rlhf__V1__HeartbeatAck),
+  1,
+  rlhf__v1__heartbeat_ack__field_descriptors,
+  rlhf__v1__heartbeat_ack__field_indices_by_name,
+  1,  rlhf__v1__heartbeat_ack__number_ranges,
+  (ProtobufCMessageInit) rlhf__v1__heartbeat_ack__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCFieldDescriptor rlhf__v1__heartbeat__field_descriptors[6] =
@@ -1105,7 +1240,7 @@ const ProtobufCMessageDescriptor rlhf__v1__queue_depth__descriptor =
   (ProtobufCMessageInit) rlhf__v1__queue_depth__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor rlhf__v1__status_reply__field_descriptors[11] =
+static const ProtobufCFieldDescriptor rlhf__v1__status_reply__field_descriptors[12] =
 {
   {
     "workers",
@@ -1239,6 +1374,18 @@ static const ProtobufCFieldDescriptor rlhf__v1__status_reply__field_descriptors[
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "run_id",
+    12,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Rlhf__V1__StatusReply, run_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned rlhf__v1__status_reply__field_indices_by_name[] = {
   7,   /* field[7] = kl */
@@ -1248,6 +1395,7 @@ static const unsigned rlhf__v1__status_reply__field_indices_by_name[] = {
   9,   /* field[9] = rejected_frames */
   6,   /* field[6] = reward_mean */
   2,   /* field[2] = round */
+  11,   /* field[11] = run_id */
   3,   /* field[3] = step */
   10,   /* field[10] = tasks_redispatched */
   5,   /* field[5] = tokens_per_second */
@@ -1256,7 +1404,7 @@ static const unsigned rlhf__v1__status_reply__field_indices_by_name[] = {
 static const ProtobufCIntRange rlhf__v1__status_reply__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 11 }
+  { 0, 12 }
 };
 const ProtobufCMessageDescriptor rlhf__v1__status_reply__descriptor =
 {
@@ -1266,7 +1414,7 @@ const ProtobufCMessageDescriptor rlhf__v1__status_reply__descriptor =
   "Rlhf__V1__StatusReply",
   "rlhf.v1",
   sizeof(Rlhf__V1__StatusReply),
-  11,
+  12,
   rlhf__v1__status_reply__field_descriptors,
   rlhf__v1__status_reply__field_indices_by_name,
   1,  rlhf__v1__status_reply__number_ranges,
@@ -1360,6 +1508,40 @@ const ProtobufCEnumDescriptor rlhf__v1__role__descriptor =
   rlhf__v1__role__enum_values_by_name,
   1,
   rlhf__v1__role__value_ranges,
+  NULL,NULL,NULL,NULL   /* reserved[1234] */
+};
+static const ProtobufCEnumValue rlhf__v1__register_refusal__enum_values_by_number[5] =
+{
+  { "REGISTER_REFUSAL_UNSPECIFIED", "RLHF__V1__REGISTER_REFUSAL__REGISTER_REFUSAL_UNSPECIFIED", 0 },
+  { "UNKNOWN_WORKER", "RLHF__V1__REGISTER_REFUSAL__UNKNOWN_WORKER", 1 },
+  { "DUPLICATE_WORKER_ID", "RLHF__V1__REGISTER_REFUSAL__DUPLICATE_WORKER_ID", 2 },
+  { "OTHER_RUN", "RLHF__V1__REGISTER_REFUSAL__OTHER_RUN", 3 },
+  { "INCOMPATIBLE", "RLHF__V1__REGISTER_REFUSAL__INCOMPATIBLE", 4 },
+};
+static const ProtobufCIntRange rlhf__v1__register_refusal__value_ranges[] = {
+{0, 0},{0, 5}
+};
+static const ProtobufCEnumValueIndex rlhf__v1__register_refusal__enum_values_by_name[5] =
+{
+  { "DUPLICATE_WORKER_ID", 2 },
+  { "INCOMPATIBLE", 4 },
+  { "OTHER_RUN", 3 },
+  { "REGISTER_REFUSAL_UNSPECIFIED", 0 },
+  { "UNKNOWN_WORKER", 1 },
+};
+const ProtobufCEnumDescriptor rlhf__v1__register_refusal__descriptor =
+{
+  PROTOBUF_C__ENUM_DESCRIPTOR_MAGIC,
+  "rlhf.v1.RegisterRefusal",
+  "RegisterRefusal",
+  "Rlhf__V1__RegisterRefusal",
+  "rlhf.v1",
+  5,
+  rlhf__v1__register_refusal__enum_values_by_number,
+  5,
+  rlhf__v1__register_refusal__enum_values_by_name,
+  1,
+  rlhf__v1__register_refusal__value_ranges,
   NULL,NULL,NULL,NULL   /* reserved[1234] */
 };
 static const ProtobufCEnumValue rlhf__v1__worker_state__enum_values_by_number[4] =

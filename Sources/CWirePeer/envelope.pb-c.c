@@ -368,7 +368,7 @@ const ProtobufCMessageDescriptor rlhf__v1__envelope__descriptor =
   (ProtobufCMessageInit) rlhf__v1__envelope__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCEnumValue rlhf__v1__message_type__enum_values_by_number[21] =
+static const ProtobufCEnumValue rlhf__v1__message_type__enum_values_by_number[22] =
 {
   { "MESSAGE_TYPE_UNSPECIFIED", "RLHF__V1__MESSAGE_TYPE__MESSAGE_TYPE_UNSPECIFIED", 0 },
   { "REGISTER", "RLHF__V1__MESSAGE_TYPE__REGISTER", 1 },
@@ -378,6 +378,7 @@ static const ProtobufCEnumValue rlhf__v1__message_type__enum_values_by_number[21
   { "STATUS_REPLY", "RLHF__V1__MESSAGE_TYPE__STATUS_REPLY", 5 },
   { "SHUTDOWN", "RLHF__V1__MESSAGE_TYPE__SHUTDOWN", 6 },
   { "ERROR", "RLHF__V1__MESSAGE_TYPE__ERROR", 7 },
+  { "HEARTBEAT_ACK", "RLHF__V1__MESSAGE_TYPE__HEARTBEAT_ACK", 8 },
   { "GENERATE_REQUEST", "RLHF__V1__MESSAGE_TYPE__GENERATE_REQUEST", 10 },
   { "GENERATE_RESULT", "RLHF__V1__MESSAGE_TYPE__GENERATE_RESULT", 11 },
   { "SCORE_REQUEST", "RLHF__V1__MESSAGE_TYPE__SCORE_REQUEST", 12 },
@@ -393,31 +394,32 @@ static const ProtobufCEnumValue rlhf__v1__message_type__enum_values_by_number[21
   { "REMOTE_REPLY", "RLHF__V1__MESSAGE_TYPE__REMOTE_REPLY", 31 },
 };
 static const ProtobufCIntRange rlhf__v1__message_type__value_ranges[] = {
-{0, 0},{10, 8},{20, 16},{30, 19},{0, 21}
+{0, 0},{10, 9},{20, 17},{30, 20},{0, 22}
 };
-static const ProtobufCEnumValueIndex rlhf__v1__message_type__enum_values_by_name[21] =
+static const ProtobufCEnumValueIndex rlhf__v1__message_type__enum_values_by_name[22] =
 {
   { "ERROR", 7 },
-  { "GENERATE_REQUEST", 8 },
-  { "GENERATE_RESULT", 9 },
+  { "GENERATE_REQUEST", 9 },
+  { "GENERATE_RESULT", 10 },
   { "HEARTBEAT", 3 },
+  { "HEARTBEAT_ACK", 8 },
   { "MESSAGE_TYPE_UNSPECIFIED", 0 },
-  { "REFERENCE_LOGPROB_REQUEST", 12 },
-  { "REFERENCE_LOGPROB_RESULT", 13 },
+  { "REFERENCE_LOGPROB_REQUEST", 13 },
+  { "REFERENCE_LOGPROB_RESULT", 14 },
   { "REGISTER", 1 },
   { "REGISTER_ACK", 2 },
-  { "REMOTE_CALL", 19 },
-  { "REMOTE_REPLY", 20 },
-  { "SCORE_REQUEST", 10 },
-  { "SCORE_RESULT", 11 },
+  { "REMOTE_CALL", 20 },
+  { "REMOTE_REPLY", 21 },
+  { "SCORE_REQUEST", 11 },
+  { "SCORE_RESULT", 12 },
   { "SHUTDOWN", 6 },
   { "STATUS_REPLY", 5 },
   { "STATUS_REQUEST", 4 },
-  { "TRAIN_BATCH", 14 },
-  { "TRAIN_STATS", 15 },
-  { "WEIGHT_ANNOUNCE", 16 },
-  { "WEIGHT_CHUNK", 18 },
-  { "WEIGHT_CHUNK_REQUEST", 17 },
+  { "TRAIN_BATCH", 15 },
+  { "TRAIN_STATS", 16 },
+  { "WEIGHT_ANNOUNCE", 17 },
+  { "WEIGHT_CHUNK", 19 },
+  { "WEIGHT_CHUNK_REQUEST", 18 },
 };
 const ProtobufCEnumDescriptor rlhf__v1__message_type__descriptor =
 {
@@ -426,9 +428,9 @@ const ProtobufCEnumDescriptor rlhf__v1__message_type__descriptor =
   "MessageType",
   "Rlhf__V1__MessageType",
   "rlhf.v1",
-  21,
+  22,
   rlhf__v1__message_type__enum_values_by_number,
-  21,
+  22,
   rlhf__v1__message_type__enum_values_by_name,
   4,
   rlhf__v1__message_type__value_ranges,

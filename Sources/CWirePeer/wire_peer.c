@@ -14,6 +14,7 @@ static const ProtobufCMessageDescriptor *descriptor_for(int kind) {
     case RLHF__V1__MESSAGE_TYPE__STATUS_REPLY: return &rlhf__v1__status_reply__descriptor;
     case RLHF__V1__MESSAGE_TYPE__SHUTDOWN: return &rlhf__v1__shutdown__descriptor;
     case RLHF__V1__MESSAGE_TYPE__ERROR: return &rlhf__v1__error__descriptor;
+    case RLHF__V1__MESSAGE_TYPE__HEARTBEAT_ACK: return &rlhf__v1__heartbeat_ack__descriptor;
     case RLHF__V1__MESSAGE_TYPE__GENERATE_REQUEST: return &rlhf__v1__generate_request__descriptor;
     case RLHF__V1__MESSAGE_TYPE__GENERATE_RESULT: return &rlhf__v1__generate_result__descriptor;
     case RLHF__V1__MESSAGE_TYPE__SCORE_REQUEST: return &rlhf__v1__score_request__descriptor;

@@ -29,9 +29,14 @@ public struct Membership: Sendable {
         public var capacity: Int
         public var host: String
         public var pid: Int32
+        /// Drawn by the worker process at start and kept for its life ("" from a peer that sends none):
+        /// two processes claiming one id differ here.
+        public var incarnation: String
+        /// The run the worker belongs to ("": not bound to one yet).
+        public var runID: String
 
         public init(workerID: String, role: WorkerRole, protocolVersion: UInt32, buildHash: String, policyVersion: UInt64,
-                    capacity: Int, host: String, pid: Int32) {
+                    capacity: Int, host: String, pid: Int32, incarnation: String = "", runID: String = "") {
             self.workerID = workerID
             self.role = role
             self.protocolVersion = protocolVersion
@@ -40,7 +45,12 @@ public struct Membership: Sendable {
             self.capacity = capacity
             self.host = host
             self.pid = pid
+            self.incarnation = incarnation
+            self.runID = runID
         }
+
+        /// "generator pid 123 on host h", for messages.
+        public var summary: String { "\(role.rawValue) pid \(pid) on host \(host.isEmpty ? "?" : host)" }
     }
 
     /// One worker as tracked.
@@ -76,6 +86,10 @@ public struct Membership: Sendable {
         case buildHash(theirs: String, ours: String)
         case capacity(Int)
         case emptyWorkerID
+        /// Another live process (`holder`) is registered under the id.
+        case duplicateWorkerID(String, holder: Registration)
+        /// The worker belongs to run `theirs`; this membership is run `ours` ("" when outside any run).
+        case otherRun(workerID: String, theirs: String, ours: String)
 
         public var description: String {
             switch self {
@@ -83,11 +97,27 @@ public struct Membership: Sendable {
             case let .buildHash(theirs, ours): return "build \(theirs) differs from the coordinator's \(ours): every peer must run the same build"
             case let .capacity(c): return "capacity must be at least 1, got \(c)"
             case .emptyWorkerID: return "worker id is empty"
+            case let .duplicateWorkerID(id, holder):
+                return "worker id \(id) is held by a live \(holder.summary); every worker needs its own --id"
+            case let .otherRun(id, theirs, ours):
+                return "worker \(id) belongs to run \(theirs), but this coordinator runs "
+                    + (ours.isEmpty ? "outside any run" : "run \(ours)")
+                    + ": a worker serves the one run it joined (left over from another launch?)"
             }
+        }
+
+        /// Whether the worker may be admitted later without changing anything: a duplicate id is freed
+        /// when its holder goes.
+        public var isTransient: Bool {
+            if case .duplicateWorkerID = self { return true }
+            return false
         }
     }
 
     public let settings: Settings
+    /// The run this membership admits workers of ("": none in particular). A worker bound to another
+    /// run is refused; one not yet bound is admitted (and binds to this run).
+    public let runID: String
     public let protocolVersion: UInt32
     public let buildHash: String
     public private(set) var members: [String: Member] = [:]
@@ -98,20 +128,28 @@ public struct Membership: Sendable {
 
     /// A membership that admits peers speaking `protocolVersion` built as `buildHash`; the first epoch
     /// handed out is `firstEpoch + 1`.
-    public init(protocolVersion: UInt32, buildHash: String, settings: Settings = .default, firstEpoch: UInt64 = 0) {
+    public init(protocolVersion: UInt32, buildHash: String, settings: Settings = .default, firstEpoch: UInt64 = 0, runID: String = "") {
         self.protocolVersion = protocolVersion
         self.buildHash = buildHash
         self.settings = settings
+        self.runID = runID
         lastEpoch = firstEpoch
     }
 
     /// Admits a worker (again, after it was declared dead or forgotten) and returns its new epoch.
+    /// Refused: another run's worker, and a second process claiming the id of a live worker (the
+    /// first keeps it; a process registering again under its own id is admitted anew).
     @discardableResult
     public mutating func register(_ r: Registration, now: UInt64) throws(Refusal) -> UInt64 {
         guard !r.workerID.isEmpty else { throw .emptyWorkerID }
         guard r.protocolVersion == protocolVersion else { throw .protocolVersion(theirs: r.protocolVersion, ours: protocolVersion) }
         guard r.buildHash == buildHash else { throw .buildHash(theirs: r.buildHash, ours: buildHash) }
         guard r.capacity >= 1 else { throw .capacity(r.capacity) }
+        guard r.runID.isEmpty || r.runID == runID else { throw .otherRun(workerID: r.workerID, theirs: r.runID, ours: runID) }
+        if let holder = members[r.workerID], holder.health != .dead, !holder.registration.incarnation.isEmpty,
+           !r.incarnation.isEmpty, holder.registration.incarnation != r.incarnation {
+            throw .duplicateWorkerID(r.workerID, holder: holder.registration)
+        }
         lastEpoch += 1
         members[r.workerID] = Member(registration: r, health: .healthy, lastHeartbeat: now, policyVersion: r.policyVersion,
                                      tasksInFlight: 0, epoch: lastEpoch, lastProgressAt: now)

@@ -109,6 +109,11 @@ public struct ClusterSpec: Sendable, Equatable {
     /// The text of the plan's own file when the spec names one (`plan: FILE`): part of the run's identity.
     public var planFileText: String?
     public var heartbeatMilliseconds: UInt64
+    /// Seconds a worker of this launch waits without a word from its coordinator before it gives up
+    /// (the launch died and no resume adopted it); 0: wait for ever.
+    public var orphanTimeoutSeconds: UInt64 = ClusterSpec.defaultOrphanTimeoutSeconds
+    /// The default of `orphan_timeout_s`.
+    public static let defaultOrphanTimeoutSeconds: UInt64 = 300
     /// Where the coordinator serves Prometheus metrics (`tcp://HOST:PORT`); nil for nowhere.
     public var metrics: String?
     /// CURVE key prefixes (files PREFIX.key and PREFIX.pub from `rlhf keys generate`): the servers'
@@ -120,6 +125,7 @@ public struct ClusterSpec: Sendable, Equatable {
     public static func == (a: ClusterSpec, b: ClusterSpec) -> Bool {
         a.coordinator == b.coordinator && a.hosts == b.hosts && a.checkpoint == b.checkpoint && a.rewardHead == b.rewardHead
             && a.safetyHead == b.safetyHead && a.plan == b.plan && a.heartbeatMilliseconds == b.heartbeatMilliseconds
+            && a.orphanTimeoutSeconds == b.orphanTimeoutSeconds
             && a.metrics == b.metrics && a.curve?.server == b.curve?.server && a.curve?.client == b.curve?.client && a.task == b.task
     }
 
@@ -194,7 +200,7 @@ public struct ClusterSpec: Sendable, Equatable {
             throw Invalid(key: "(file)", reason: "not valid YAML: \(error)")
         }
         guard let top = root as? [String: Any] else { throw Invalid(key: "(file)", reason: "expected a mapping at the top level") }
-        let known: Set<String> = ["coordinator", "hosts", "model", "plan", "heartbeat_ms", "metrics", "curve", "task"]
+        let known: Set<String> = ["coordinator", "hosts", "model", "plan", "heartbeat_ms", "orphan_timeout_s", "metrics", "curve", "task"]
         if let unknown = top.keys.first(where: { !known.contains($0) }) {
             throw Invalid(key: unknown, reason: "unknown key (expected one of \(known.sorted().joined(separator: ", ")))")
         }
@@ -342,8 +348,20 @@ public struct ClusterSpec: Sendable, Equatable {
                               reason: "unknown step (this build runs: generate, round, hold, evaluate, train_rm, rs_round, ppo_round)")
             }
         }
-        let heartbeat = top["heartbeat_ms"] as? Int ?? 500
-        guard heartbeat >= 10 else { throw Invalid(key: "heartbeat_ms", reason: "must be at least 10") }
+        var heartbeat = 500
+        if let value = top["heartbeat_ms"] {
+            guard let ms = value as? Int, (10 ... 60_000).contains(ms) else {
+                throw Invalid(key: "heartbeat_ms", reason: "expected an integer number of milliseconds in 10...60000, got \(describe(value))")
+            }
+            heartbeat = ms
+        }
+        var orphanTimeout = Int(ClusterSpec.defaultOrphanTimeoutSeconds)
+        if let value = top["orphan_timeout_s"] {
+            guard let seconds = value as? Int, (0 ... 604_800).contains(seconds) else {
+                throw Invalid(key: "orphan_timeout_s", reason: "expected an integer number of seconds in 0...604800 (0: never), got \(describe(value))")
+            }
+            orphanTimeout = seconds
+        }
         var metrics: String? = nil
         if let m = top["metrics"] {
             guard let endpoint = m as? String, endpoint.hasPrefix("tcp://") else {
@@ -374,6 +392,7 @@ public struct ClusterSpec: Sendable, Equatable {
         var spec = ClusterSpec(coordinator: coordinator, hosts: hosts, checkpoint: checkpoint, rewardHead: rewardHead, safetyHead: safetyHead,
                                plan: plan, heartbeatMilliseconds: UInt64(heartbeat), metrics: metrics)
         spec.curve = curve
+        spec.orphanTimeoutSeconds = UInt64(orphanTimeout)
         spec.planFileText = planFileText
         if let t = top["task"] {
             let args = try arguments(t, key: "task", known: ["seed", "tokenizer", "preference_pairs", "eval_prompts", "eval_temperature", "eval_samples"])
@@ -491,6 +510,12 @@ public struct ClusterSpec: Sendable, Equatable {
     static func number(_ value: Any) -> Double? {
         if value is Bool { return nil }
         return (value as? Double) ?? (value as? Int).map(Double.init)
+    }
+
+    /// A YAML value as an error message shows it (strings quoted).
+    static func describe(_ value: Any) -> String {
+        if let text = value as? String { return "\"\(text)\"" }
+        return "\(value)"
     }
 
     /// The port of a `tcp://HOST:PORT` endpoint is `*` or in 1...65535 (a larger number was taken modulo

@@ -33,6 +33,9 @@ public final class Coordinator: @unchecked Sendable {
         /// Results a previous life of this coordinator accepted (read back from the journal), by request
         /// id: a task asked for again under the same id is answered from here, not dispatched again.
         public var recoveredResults: [UInt64: [Data]] = [:]
+        /// The run this coordinator serves ("": none in particular): workers of another run are refused,
+        /// and workers not yet bound to a run bind to this one.
+        public var runID = ""
 
         public init(bind: String) { self.bind = bind }
     }
@@ -63,6 +66,11 @@ public final class Coordinator: @unchecked Sendable {
         var catchingUp: Set<String> = []
         /// Messages queued by the handler for the pump to send: `(identity, frames)`.
         var outbox: [([UInt8], [[UInt8]])] = []
+        /// Messages to the live holder of a worker id that a second process asked for: if one cannot be
+        /// delivered (the holder's connection is gone), the holder is dead and the id is free.
+        var probes: [(identity: [UInt8], frames: [[UInt8]], workerID: String, incarnation: String)] = []
+        /// Second claimants of a worker id already logged (`id#incarnation`), so that their retries are not.
+        var loggedClaimants: Set<String> = []
         /// Request ids of tasks: numbered per plan step (`beginStep`), so a replayed step asks for the
         /// same ids. Outside a step they start at 1000.
         var nextTaskID: UInt64 = 1_000
@@ -87,7 +95,13 @@ public final class Coordinator: @unchecked Sendable {
         let state: Mutex<State>
         /// Serves distributed-actor calls that arrive on the coordinator's socket.
         let actors = Mutex<ClusterActorSystem?>(nil)
-        init(_ s: State) { state = Mutex(s) }
+        let runID: String
+        let logger: Logger
+        init(_ s: State, runID: String, logger: Logger) {
+            state = Mutex(s)
+            self.runID = runID
+            self.logger = logger
+        }
     }
 
     private let loop: PollLoop
@@ -118,10 +132,10 @@ public final class Coordinator: @unchecked Sendable {
         // an epoch of its previous life: a result stamped in that life stays fenced.
         let firstEpoch = UInt64(Date().timeIntervalSince1970 * 1_000_000)
         let state = State(membership: Membership(protocolVersion: ProtocolVersion.current, buildHash: settings.buildHash,
-                                                 settings: settings.membership, firstEpoch: firstEpoch))
+                                                 settings: settings.membership, firstEpoch: firstEpoch, runID: settings.runID))
         state.journal = settings.journal
         state.recovered = settings.recoveredResults
-        let shared = Shared(state)
+        let shared = Shared(state, runID: settings.runID, logger: logger)
         self.shared = shared
         let socketBox = Mutex<PollLoop.SocketID?>(nil)
         let interval = settings.membership.heartbeatIntervalMilliseconds
@@ -208,6 +222,15 @@ public final class Coordinator: @unchecked Sendable {
 
     /// Sends queued tasks to the workers the dispatcher picks.
     private static func pump(shared: Shared, loop: PollLoop, socket: PollLoop.SocketID) {
+        let probes = shared.state.withLock { s in
+            defer { s.probes.removeAll() }
+            return s.probes
+        }
+        for probe in probes {
+            loop.send(socket, [probe.identity] + probe.frames) { _ in
+                Coordinator.holderIsGone(probe.workerID, incarnation: probe.incarnation, shared: shared)
+            }
+        }
         let sends = shared.state.withLock { s -> [([UInt8], [[UInt8]])] in
             defer { s.outbox.removeAll() }
             return s.outbox + s.dispatcher.assign(now: BuildIdentity.now()).compactMap { a in
@@ -224,6 +247,21 @@ public final class Coordinator: @unchecked Sendable {
             }
         }
         for (identity, frames) in sends { loop.send(socket, [identity] + frames) }
+    }
+
+    /// The holder of `workerID` (in life `incarnation`) cannot be reached: its connection closed (a
+    /// killed process), and a second process is asking for the id. It is dead at once (its tasks go back
+    /// to the queue) instead of after the missed heartbeats, so the newcomer's next try is admitted.
+    private static func holderIsGone(_ workerID: String, incarnation: String, shared: Shared) {
+        let requeued = shared.state.withLock { s -> Int? in
+            guard s.membership.members[workerID]?.registration.incarnation == incarnation, s.membership.remove(workerID) != nil else { return nil }
+            let requeued = s.dispatcher.removeWorker(workerID)
+            s.redispatched += UInt64(requeued.count)
+            return requeued.count
+        }
+        guard let requeued else { return }
+        shared.logger.warning("worker unreachable while a second process asks for its id: declared dead",
+                              metadata: ["worker": "\(workerID)", "requeued": "\(requeued)"])
     }
 
     /// Queues `tasks` (each a role and the message its worker gets; request ids are assigned here)
@@ -486,14 +524,17 @@ public final class Coordinator: @unchecked Sendable {
                 let r = try message.decodeBody(Rlhf_V1_Register.self)
                 var ack = Rlhf_V1_RegisterAck()
                 ack.heartbeatIntervalMs = UInt32(heartbeatInterval)
+                ack.runID = shared.runID
                 guard let role = WorkerRole(wire: r.role) else {
                     ack.accepted = false
+                    ack.refusal = .incompatible
                     ack.reason = "unknown role \(r.role)"
                     return reply(.registerAck, message.requestID, ack)
                 }
                 let registration = Membership.Registration(workerID: r.workerID, role: role, protocolVersion: r.protocolVersion,
                                                            buildHash: r.buildHash, policyVersion: r.policyVersion,
-                                                           capacity: Int(r.capacity), host: r.host, pid: r.pid)
+                                                           capacity: Int(r.capacity), host: r.host, pid: r.pid,
+                                                           incarnation: r.incarnation, runID: r.runID)
                 do {
                     ack.epoch = try state.state.withLock { s throws(Membership.Refusal) -> UInt64 in
                         let epoch = try s.membership.register(registration, now: BuildIdentity.now())
@@ -520,7 +561,31 @@ public final class Coordinator: @unchecked Sendable {
                 } catch {
                     ack.accepted = false
                     ack.reason = error.description
-                    logger.warning("registration refused", metadata: ["worker": "\(r.workerID)", "reason": "\(error)"])
+                    switch error {
+                    case let .duplicateWorkerID(id, holder):
+                        ack.refusal = .duplicateWorkerID
+                        // Tell the holder; if that cannot be delivered, its connection is gone and so is it.
+                        let firstTry = state.state.withLock { s -> Bool in
+                            let firstTry = s.loggedClaimants.insert("\(id)#\(r.incarnation)").inserted
+                            // The first time, an ERROR for its log; on the claimant's retries, a HEARTBEAT_ACK it ignores.
+                            let frames = firstTry
+                                ? WireMessage.errorFrames(.invalidArgument, "a second process (\(registration.summary)) asked to register "
+                                                          + "as worker \(id); this worker keeps the id", requestID: 0, sender: "coordinator")
+                                : reply(.heartbeatAck, 0, { var a = Rlhf_V1_HeartbeatAck(); a.runID = shared.runID; return a }())
+                            if let identity = s.identities[id], let frames { s.probes.append((identity, frames, id, holder.incarnation)) }
+                            return firstTry
+                        }
+                        if firstTry {
+                            logger.warning("registration refused", metadata: ["worker": "\(r.workerID)", "reason": "\(error)",
+                                                                            "claimant": "\(registration.summary)"])
+                        }
+                    case .otherRun:
+                        ack.refusal = .otherRun
+                        logger.warning("registration refused", metadata: ["worker": "\(r.workerID)", "reason": "\(error)"])
+                    default:
+                        ack.refusal = .incompatible
+                        logger.warning("registration refused", metadata: ["worker": "\(r.workerID)", "reason": "\(error)"])
+                    }
                 }
                 return reply(.registerAck, message.requestID, ack)
             case .heartbeat:
@@ -542,9 +607,16 @@ public final class Coordinator: @unchecked Sendable {
                     return known
                 }
                 if state.state.withLock({ $0.syncs[message.requestID] != nil }) { progress.signal() }
-                if known { return nil }
+                if known {
+                    // Heard: the worker counts the time since the last of these to notice a lost coordinator.
+                    var ack = Rlhf_V1_HeartbeatAck()
+                    ack.runID = shared.runID
+                    return reply(.heartbeatAck, message.requestID, ack)
+                }
                 var ack = Rlhf_V1_RegisterAck()
                 ack.accepted = false
+                ack.refusal = .unknownWorker
+                ack.runID = shared.runID
                 ack.reason = "unknown or dead worker \(h.workerID): register again"
                 return reply(.registerAck, message.requestID, ack)
             case .generateResult, .scoreResult, .referenceLogprobResult, .trainStats:
@@ -637,6 +709,7 @@ public final class Coordinator: @unchecked Sendable {
     private static func status(_ s: State) -> Rlhf_V1_StatusReply {
         var reply = Rlhf_V1_StatusReply()
         let now = BuildIdentity.now()
+        reply.runID = s.membership.runID
         reply.workers = s.membership.workers().map { m in
             var w = Rlhf_V1_WorkerStatus()
             w.role = m.registration.role.wire

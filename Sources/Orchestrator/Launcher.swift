@@ -126,6 +126,9 @@ public final class Launcher {
     /// Runs the whole launch; `report` receives one line per event for the user.
     public func run(report: @escaping (String) -> Void) throws {
         try FileManager.default.createDirectory(atPath: runDirectory + "/logs", withIntermediateDirectories: true)
+        // One launch at a time per run directory: a second one would write the same journal.
+        let hold = try RunDirectoryLock(directory: runDirectory)
+        defer { hold.release() }
         let (journal, recovered) = try RunJournal.open(at: runDirectory + "/journal.jsonl")
         if let digest = recovered.specDigest, digest != specDigest {
             throw Failure(message: "run directory \(runDirectory) holds a run of another spec (its journal's spec digest differs); "
@@ -142,21 +145,32 @@ public final class Launcher {
             return spec.plan[index].isRLHF
         }
         if !resuming { try journal.append(.run(specDigest: specDigest)) }
+        // The run's identity, kept across resumes: its workers carry it, so that they join no other run.
+        let runID = recovered.runID ?? Launcher.newRunID(directory: runDirectory)
+        if recovered.runID == nil { try journal.append(.runIdentity(id: runID)) }
+        self.runID = runID
         // A resumed run binds the endpoint its workers know (the spec's may name port *).
         var settings = Coordinator.Settings(bind: recovered.endpoint ?? spec.coordinator)
         settings.membership.heartbeatIntervalMilliseconds = spec.heartbeatMilliseconds
         settings.metricsBind = spec.metrics
         settings.journal = journal
         settings.recoveredResults = recovered.results
+        settings.runID = runID
         if let curve = spec.curve {
             settings.curve = try CurveKeyFile.server(keyFile: curve.server + ".key", admitting: [curve.client + ".pub"])
         }
-        let coordinator = try Coordinator(settings: settings)
+        let coordinator: Coordinator
+        do {
+            coordinator = try Coordinator(settings: settings)
+        } catch let error as TransportError where error.code == EADDRINUSE {
+            throw Failure(message: "the coordinator endpoint \(settings.bind) is in use: another launch or coordinator holds it "
+                          + "(rlhf status --coordinator \(settings.bind) shows which); stop it, or give this spec another coordinator port (or port *)")
+        }
         let bound = Date()
         lock.withLock { self.coordinator = coordinator }
         defer { stop(report: report) }
         try journal.append(.coordinator(endpoint: coordinator.endpoint))
-        report("coordinator listening on \(coordinator.endpoint); run directory \(runDirectory)")
+        report("coordinator listening on \(coordinator.endpoint); run \(runID), run directory \(runDirectory)")
         if let m = coordinator.metricsEndpoint { report("metrics at http://\(m.dropFirst(6))/metrics") }
         if resuming {
             let last = recovered.lastDoneStep.map { "steps 1-\($0 + 1) of \(spec.plan.count) done" } ?? "no step done"
@@ -241,6 +255,16 @@ public final class Launcher {
             report("summary: \(runDirectory)/summary.json")
         }
         report("plan finished")
+    }
+
+    /// The run's identity (set when `run` starts).
+    public private(set) var runID = ""
+
+    /// A new run's identity: the run directory's name and a random suffix, e.g. `20261204-210000-3f2a9c`.
+    static func newRunID(directory: String) -> String {
+        let name = (directory as NSString).standardizingPath.split(separator: "/").last.map(String.init) ?? "run"
+        let safe = String(name.unicodeScalars.map { (0x21 ... 0x7E).contains($0.value) && $0 != "/" ? Character($0) : "_" }.prefix(100))
+        return "\(safe)-\(String(format: "%06x", UInt32.random(in: 0 ... 0xFF_FFFF)))"
     }
 
     /// Where the learner saves its state at the end of every step (`after-step-N/`).
@@ -384,7 +408,8 @@ public final class Launcher {
 
     private func startWorker(id: String, role: WorkerRole, host: ClusterSpec.Host, endpoint: String, journal: RunJournal) throws {
         let exe = host.executable ?? executable
-        var arguments = ["worker", "--role", role.rawValue, "--coordinator", endpoint, "--id", id, "--checkpoint", spec.checkpoint]
+        var arguments = ["worker", "--role", role.rawValue, "--coordinator", endpoint, "--id", id, "--checkpoint", spec.checkpoint,
+                         "--run-id", runID, "--orphan-timeout", "\(spec.orphanTimeoutSeconds)"]
         if role == .rewardModel, let head = spec.rewardHead { arguments += ["--head", head] }
         if role == .safetyModel, let head = spec.safetyHead { arguments += ["--head", head] }
         if role == .safetyModel { arguments += ["--seed", "2"] }

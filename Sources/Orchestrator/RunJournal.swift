@@ -16,6 +16,8 @@ public final class RunJournal: @unchecked Sendable {
     public enum Record: Codable, Equatable, Sendable {
         /// A run begins: the digest (CRC-32C) of its spec's text.
         case run(specDigest: UInt32)
+        /// The run's identity: its workers carry it, and another run's coordinator refuses them.
+        case runIdentity(id: String)
         /// The coordinator bound this endpoint (a restart binds it again: its workers know no other).
         case coordinator(endpoint: String)
         /// A worker process the launcher started: its id, host and pid (to adopt it after a restart).
@@ -37,6 +39,8 @@ public final class RunJournal: @unchecked Sendable {
         public var specDigest: UInt32?
         /// The endpoint the coordinator last bound.
         public var endpoint: String?
+        /// The run's identity (nil in a journal written before runs had one).
+        public var runID: String?
         /// The last record of each worker id.
         public var workers: [String: (host: String, pid: Int32)] = [:]
         /// Steps done, by index, with what `stepDone` recorded.
@@ -147,6 +151,7 @@ public final class RunJournal: @unchecked Sendable {
             switch record {
             case let .run(digest): recovered.specDigest = digest
             case let .coordinator(endpoint): recovered.endpoint = endpoint
+            case let .runIdentity(id): recovered.runID = id
             case let .worker(id, host, pid): recovered.workers[id] = (host, pid)
             case .stepBegin: break
             case let .result(requestID, frames): recovered.results[requestID] = frames

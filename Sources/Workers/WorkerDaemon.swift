@@ -25,6 +25,10 @@ public final class WorkerDaemon: @unchecked Sendable {
         public var capacity: Int = 1
         /// CURVE keys for the connection to the coordinator (`.client`); nil for plain TCP.
         public var curve: Curve?
+        /// The run the worker serves; nil: the run of the first coordinator that admits it.
+        public var runID: String?
+        /// When to give up: without a coordinator, or refused as a second holder of the id.
+        public var link = WorkerLink.Settings()
 
         public init(role: WorkerRole, workerID: String, coordinator: String) {
             self.role = role
@@ -35,37 +39,40 @@ public final class WorkerDaemon: @unchecked Sendable {
 
     /// Registration outcome.
     public enum RegistrationError: Error, CustomStringConvertible {
-        case refused(String)
-        case timeout(String)
+        /// The worker stopped trying: refused for good, or left without a coordinator.
+        case gaveUp(String)
 
         public var description: String {
             switch self {
-            case let .refused(reason): return "the coordinator refused this worker: \(reason)"
-            case let .timeout(endpoint): return "no answer from the coordinator at \(endpoint)"
+            case let .gaveUp(reason): return "the worker gave up: \(reason)"
             }
         }
     }
 
     private final class State: @unchecked Sendable {
-        var registered = false
-        var refusal: String?
+        /// Registration, run, epoch (stamped on every message sent) and when to give up.
+        var link: WorkerLink
         var heartbeatMilliseconds: UInt32 = 500
         var nextRequestID: UInt64 = 1
         var inFlight = 0
         var draining = false
-        /// This registration's epoch, stamped on every message sent.
-        var epoch: UInt64 = 0
-        var heartbeating = false
-        /// When the last REGISTER went out (uptime ms), to repeat one that got no answer.
-        var registrationSentAt: UInt64 = 0
+
+        init(link: WorkerLink) { self.link = link }
     }
 
     public let settings: Settings
     private let loop: PollLoop
     private let socket: PollLoop.SocketID
-    private let state = Mutex(State())
+    private let state: Mutex<State>
+    /// Signalled at the first admission, or when the worker gives up before it.
     private let firstAnswer = DispatchSemaphore(value: 0)
+    /// Signalled when the worker gives up.
+    private let gaveUpSignal = DispatchSemaphore(value: 0)
     private var timer: DispatchSourceTimer?
+    /// Ticks the link: retries, notices and the orphan timeout.
+    private var supervisor: DispatchSourceTimer?
+    /// Drawn at start, kept for the process's life: tells this process from another with the same id.
+    public let incarnation: String
     private let logger: Logger
     /// The role's compute; nil for a worker that only registers and heartbeats.
     private let service: (any RoleService)?
@@ -79,6 +86,9 @@ public final class WorkerDaemon: @unchecked Sendable {
         tagged[metadataKey: "role"] = "\(settings.role.rawValue)"
         tagged[metadataKey: "worker"] = "\(settings.workerID)"
         self.logger = tagged
+        incarnation = String(UInt64.random(in: 1 ... .max), radix: 16)
+        state = Mutex(State(link: WorkerLink(coordinator: settings.coordinator, runID: settings.runID, settings: settings.link,
+                                             now: BuildIdentity.now())))
         loop = try PollLoop()
         let box = Mutex<WorkerDaemon?>(nil)
         // After a cut link: ZMTP heartbeats drop the dead connection within 1.5 s, each reconnection
@@ -90,19 +100,67 @@ public final class WorkerDaemon: @unchecked Sendable {
         socketSettings.heartbeatIntervalMilliseconds = 500
         socketSettings.heartbeatTimeoutMilliseconds = 1_500
         socketSettings.curve = settings.curve
-        (socket, _) = try loop.open(.dealer, settings: socketSettings, identity: Array(settings.workerID.utf8),
+        // The socket's routing id names this process, not only the worker id: a second process started
+        // with the same --id is a different peer to the coordinator's socket (which refuses its
+        // registration) instead of taking the first one's connection over.
+        (socket, _) = try loop.open(.dealer, settings: socketSettings, identity: Array("\(settings.workerID)#\(incarnation)".utf8),
                                     connect: [settings.coordinator]) { frames in
             box.withLock { $0 }?.handle(frames)
         }
         box.withLock { $0 = self }
+        logger.info("joining the coordinator", metadata: ["coordinator": "\(settings.coordinator)", "run": "\(settings.runID ?? "any")",
+                                                          "orphan_timeout_s": "\(settings.link.orphanTimeoutMilliseconds / 1000)"])
         sendRegistration()
+        let supervisor = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "rlhf.worker.link"))
+        supervisor.schedule(deadline: .now() + .milliseconds(100), repeating: .milliseconds(100))
+        supervisor.setEventHandler { [weak self] in
+            guard let self else { return }
+            act(state.withLock { $0.link.tick(now: BuildIdentity.now()) })
+        }
+        supervisor.resume()
+        self.supervisor = supervisor
+    }
+
+    /// Does what the link decided.
+    private func act(_ action: WorkerLink.Action) {
+        switch action {
+        case .none:
+            break
+        case let .started(epoch):
+            let run = state.withLock { $0.link.runID } ?? "none"
+            logger.info("registered with the coordinator", metadata: ["epoch": "\(epoch)", "run": "\(run)"])
+            startHeartbeats()
+            firstAnswer.signal()
+        case let .registeredAgain(epoch):
+            logger.info("registered with the coordinator again", metadata: ["epoch": "\(epoch)"])
+        case .register:
+            sendRegistration()
+        case let .stillWaiting(seconds):
+            let limit = settings.link.orphanTimeoutMilliseconds / 1000
+            logger.notice("waiting for the coordinator", metadata: [
+                "coordinator": "\(settings.coordinator)", "silent_s": "\(seconds)",
+                "gives_up_after_s": "\(limit == 0 ? "never" : "\(limit)")"])
+        case let .refusedForNow(reason):
+            logger.warning("registration refused; trying again for a while", metadata: ["reason": "\(reason)"])
+        case let .giveUp(reason):
+            logger.error("giving up", metadata: ["reason": "\(reason)"])
+            timer?.cancel()
+            supervisor?.cancel()
+            firstAnswer.signal()
+            gaveUpSignal.signal()
+        }
     }
 
     private func nextID() -> UInt64 { state.withLock { s in s.nextRequestID += 1; return s.nextRequestID } }
 
     private func sendRegistration() {
-        state.withLock { $0.registrationSentAt = BuildIdentity.now() }
+        let runID = state.withLock { s in
+            s.link.registrationSent(now: BuildIdentity.now())
+            return s.link.runID
+        }
         var r = Rlhf_V1_Register()
+        r.incarnation = incarnation
+        r.runID = runID ?? ""
         r.role = settings.role.wire
         r.workerID = settings.workerID
         r.protocolVersion = ProtocolVersion.current
@@ -121,48 +179,29 @@ public final class WorkerDaemon: @unchecked Sendable {
             logger.warning("dropped a malformed message from the coordinator")
             return
         }
+        state.withLock { $0.link.heard(now: BuildIdentity.now()) }
         switch message.type {
         case .registerAck:
             guard let ack = try? message.decodeBody(Rlhf_V1_RegisterAck.self) else { return }
-            enum Next { case started, registered, registerAgain, alreadyRegistering, refused }
-            let next = state.withLock { s -> Next in
+            let now = BuildIdentity.now()
+            let action = state.withLock { s -> WorkerLink.Action in
                 if ack.accepted {
-                    s.registered = true
-                    s.epoch = ack.epoch
                     s.heartbeatMilliseconds = max(10, ack.heartbeatIntervalMs)
-                    // The first acceptance starts the heartbeats; a later one (after being forgotten) does not.
-                    if s.heartbeating { return .registered }
-                    s.heartbeating = true
-                    return .started
+                    return s.link.accepted(epoch: ack.epoch, runID: ack.runID, now: now)
                 }
-                if s.heartbeating {
-                    // Forgotten (a restarted coordinator, or declared dead). Several heartbeats may be
-                    // answered so; one registration is enough.
-                    guard !s.draining else { return .alreadyRegistering }
-                    // A registration already on its way is not repeated, unless it went unanswered for 1 s.
-                    guard s.registered || BuildIdentity.now() > s.registrationSentAt + 1_000 else { return .alreadyRegistering }
-                    s.registered = false
-                    return .registerAgain
+                let refusal: WorkerLink.Refusal
+                switch ack.refusal {
+                case .unknownWorker: refusal = .unknownWorker
+                case .duplicateWorkerID: refusal = .duplicateWorkerID
+                case .otherRun: refusal = .otherRun
+                case .incompatible, .unspecified, .UNRECOGNIZED: refusal = .incompatible
                 }
-                s.refusal = ack.reason
-                return .refused
+                return s.link.refused(refusal, reason: ack.reason, now: now)
             }
-            switch next {
-            case .started:
-                logger.info("registered with the coordinator", metadata: ["epoch": "\(ack.epoch)"])
-                startHeartbeats()
-                firstAnswer.signal()
-            case .registered:
-                logger.info("registered with the coordinator again", metadata: ["epoch": "\(ack.epoch)"])
-            case .registerAgain:
-                logger.info("the coordinator does not know this worker any more; registering again")
-                sendRegistration()
-            case .alreadyRegistering:
-                break
-            case .refused:
-                logger.error("registration refused", metadata: ["reason": "\(ack.reason)"])
-                firstAnswer.signal()
-            }
+            if action == .register { logger.info("the coordinator does not know this worker any more; registering again") }
+            act(action)
+        case .heartbeatAck:
+            break
         case .generateRequest, .scoreRequest, .referenceLogprobRequest, .trainBatch:
             guard let service else {
                 reply(error: .unknownType, "a \(settings.role.rawValue) does not serve \(message.type)", to: message)
@@ -175,7 +214,7 @@ public final class WorkerDaemon: @unchecked Sendable {
             let epoch = state.withLock { s -> UInt64? in
                 guard !s.draining else { return nil }
                 s.inFlight += 1
-                return message.epoch != 0 ? message.epoch : s.epoch
+                return message.epoch != 0 ? message.epoch : s.link.epoch
             }
             guard let epoch else {
                 reply(error: .internal, "worker \(settings.workerID) is draining and takes no new work", to: message)
@@ -221,7 +260,7 @@ public final class WorkerDaemon: @unchecked Sendable {
 
     private func reply(error code: Rlhf_V1_ErrorCode, _ text: String, to message: WireMessage, epoch: UInt64? = nil) {
         if let frames = WireMessage.errorFrames(code, text, requestID: message.requestID, sender: settings.workerID,
-                                                epoch: epoch ?? state.withLock { $0.epoch }) {
+                                                epoch: epoch ?? state.withLock { $0.link.epoch }) {
             loop.send(socket, frames)
         }
     }
@@ -261,7 +300,7 @@ public final class WorkerDaemon: @unchecked Sendable {
         h.weightsCrc32C = service?.weightsChecksum ?? 0
         h.tokensProcessed = service?.tokensProcessed ?? 0
         if var message = try? WireMessage(type: .heartbeat, requestID: requestID ?? nextID(), body: h, sender: settings.workerID) {
-            message.epoch = state.withLock { $0.epoch }
+            message.epoch = state.withLock { $0.link.epoch }
             if let frames = try? message.frames() { loop.send(socket, frames) }
         }
     }
@@ -270,7 +309,10 @@ public final class WorkerDaemon: @unchecked Sendable {
     /// tasks in flight, then says goodbye. Returns whether every task finished.
     @discardableResult
     public func drain(timeoutSeconds: Double = 60) -> Bool {
-        state.withLock { $0.draining = true }
+        state.withLock { s in
+            s.draining = true
+            s.link.startDraining()
+        }
         sendHeartbeat()
         logger.info("draining: finishing tasks in flight")
         let done = DispatchSemaphore(value: 0)
@@ -281,7 +323,7 @@ public final class WorkerDaemon: @unchecked Sendable {
         bye.reason = finished ? "drained" : "drain timed out after \(Int(timeoutSeconds)) s"
         bye.drain = true
         if var goodbye = try? WireMessage(type: .shutdown, requestID: nextID(), body: bye, sender: settings.workerID) {
-            goodbye.epoch = state.withLock { $0.epoch }
+            goodbye.epoch = state.withLock { $0.link.epoch }
             if let frames = try? goodbye.frames() { loop.send(socket, frames) }
         }
         // Let the poll loop flush the goodbye before the socket closes (LINGER is 0).
@@ -289,17 +331,33 @@ public final class WorkerDaemon: @unchecked Sendable {
         return finished
     }
 
-    /// Waits for the first answer to the registration.
-    public func waitForRegistration(timeoutSeconds: Double = 30) throws {
-        guard firstAnswer.wait(timeout: .now() + timeoutSeconds) == .success else {
-            throw RegistrationError.timeout(settings.coordinator)
-        }
-        if let refusal = state.withLock({ $0.refusal }) { throw RegistrationError.refused(refusal) }
+    /// Waits until the coordinator admits the worker, or the worker gives up (refused for good, or no
+    /// coordinator within its orphan timeout; logging every few seconds that it waits, and where).
+    public func waitForRegistration() throws {
+        firstAnswer.wait()
+        firstAnswer.signal()
+        if let reason = gaveUpReason { throw RegistrationError.gaveUp(reason) }
     }
+
+    /// Blocks until the worker gives up (it may never).
+    public func waitUntilGivenUp() {
+        gaveUpSignal.wait()
+        gaveUpSignal.signal()
+    }
+
+    /// Whether the worker has been admitted (it may since have been forgotten).
+    public var isRegistered: Bool { state.withLock { $0.link.started } }
+
+    /// Why the worker gave up, once it has.
+    public var gaveUpReason: String? { state.withLock { $0.link.gaveUp } }
+
+    /// The run the worker belongs to (nil until it is admitted by a coordinator of a run).
+    public var runID: String? { state.withLock { $0.link.runID } }
 
     /// Stops heartbeats and closes the socket.
     public func shutdown() {
         timer?.cancel()
+        supervisor?.cancel()
         loop.shutdown()
     }
 }

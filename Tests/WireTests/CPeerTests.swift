@@ -27,7 +27,11 @@ import Testing
         var register = Rlhf_V1_Register()
         register.role = .learner; register.workerID = "learner-1"; register.protocolVersion = 1
         register.buildHash = "abc123"; register.policyVersion = 5; register.capacity = 8; register.host = "h1"; register.pid = 77
+        register.incarnation = "5f3a9c0e1b2d4a67"; register.runID = "20261204-210000-3f2a"
         var ack = Rlhf_V1_RegisterAck(); ack.accepted = true; ack.reason = "ok"; ack.heartbeatIntervalMs = 500
+        var refused = Rlhf_V1_RegisterAck(); refused.reason = "worker id g-1 is held"; refused.refusal = .duplicateWorkerID
+        refused.runID = "20261204-210000-3f2a"
+        var heartbeatAck = Rlhf_V1_HeartbeatAck(); heartbeatAck.runID = "20261204-210000-3f2a"
         var heartbeat = Rlhf_V1_Heartbeat(); heartbeat.workerID = "g-2"; heartbeat.state = .busy; heartbeat.policyVersion = 3
         heartbeat.tasksInFlight = 2; heartbeat.tokensProcessed = 123_456_789_012; heartbeat.weightsCrc32C = 0x8693_7347
         var shutdown = Rlhf_V1_Shutdown(); shutdown.reason = "plan finished"; shutdown.drain = true
@@ -40,7 +44,7 @@ import Testing
             var q = Rlhf_V1_QueueDepth(); q.queue = name; q.depth = UInt32(depth); return q
         }
         status.tokensPerSecond = 1234.5; status.rewardMean = 0.25; status.kl = 0.01; status.policyVersion = 2
-        status.tasksRedispatched = 7
+        status.tasksRedispatched = 7; status.runID = "20261204-210000-3f2a"
         status.rejectedFrames = [("checksum", 3), ("truncated", 1)].map { reason, count in
             var r = Rlhf_V1_RejectedFrames(); r.reason = reason; r.count = UInt64(count); return r
         }
@@ -69,7 +73,8 @@ import Testing
         var reply = Rlhf_V1_RemoteReply(); reply.error = error
         var replyValue = Rlhf_V1_RemoteReply(); replyValue.value = Data([9, 8])
         return [
-            (.register, register), (.registerAck, ack), (.heartbeat, heartbeat), (.statusRequest, Rlhf_V1_StatusRequest()),
+            (.register, register), (.registerAck, ack), (.registerAck, refused), (.heartbeat, heartbeat),
+            (.heartbeatAck, heartbeatAck), (.statusRequest, Rlhf_V1_StatusRequest()),
             (.statusReply, status), (.shutdown, shutdown), (.error, error), (.generateRequest, generate),
             (.generateResult, result), (.scoreRequest, score), (.scoreResult, scoreResult),
             (.referenceLogprobRequest, ref), (.referenceLogprobResult, Rlhf_V1_ReferenceLogProbResult()),

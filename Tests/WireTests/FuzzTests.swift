@@ -14,7 +14,7 @@ import Wire
 
     /// Every body type, as `decodeBody` would parse it.
     static let bodyTypes: [any SwiftProtobuf.Message.Type] = [
-        Rlhf_V1_Register.self, Rlhf_V1_RegisterAck.self, Rlhf_V1_Heartbeat.self, Rlhf_V1_StatusRequest.self,
+        Rlhf_V1_Register.self, Rlhf_V1_RegisterAck.self, Rlhf_V1_Heartbeat.self, Rlhf_V1_HeartbeatAck.self, Rlhf_V1_StatusRequest.self,
         Rlhf_V1_StatusReply.self, Rlhf_V1_Shutdown.self, Rlhf_V1_Error.self, Rlhf_V1_GenerateRequest.self,
         Rlhf_V1_GenerateResult.self, Rlhf_V1_ScoreRequest.self, Rlhf_V1_ScoreResult.self, Rlhf_V1_ReferenceLogProbRequest.self,
         Rlhf_V1_ReferenceLogProbResult.self, Rlhf_V1_TrainBatch.self, Rlhf_V1_TrainStats.self, Rlhf_V1_WeightAnnounce.self,

@@ -27,19 +27,47 @@ func blocking<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) thr
     return try result.withLock { $0! }.get()
 }
 
-/// Blocks until SIGINT or SIGTERM.
-func waitForTerminationSignal() {
-    let done = DispatchSemaphore(value: 0)
-    var sources: [DispatchSourceSignal] = []
-    for sig in [SIGINT, SIGTERM] {
-        signal(sig, SIG_IGN)
-        let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-        source.setEventHandler { done.signal() }
-        source.resume()
-        sources.append(source)
+/// SIGINT and SIGTERM, caught from creation on (whatever disposition the process inherited):
+/// `wait` returns when one arrives, or when other work given to it ends first.
+final class TerminationSignals: @unchecked Sendable {
+    private var sources: [DispatchSourceSignal] = []
+    private let arrived = DispatchSemaphore(value: 0)
+    private final class Caught: Sendable { let signal = Atomic<Int32>(0) }
+    private let caught = Caught()
+
+    init() {
+        for sig in [SIGINT, SIGTERM] {
+            signal(sig, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            source.setEventHandler { [caught, arrived] in
+                caught.signal.store(sig, ordering: .releasing)
+                arrived.signal()
+            }
+            source.resume()
+            sources.append(source)
+        }
     }
-    done.wait()
-    sources.forEach { $0.cancel() }
+
+    /// The signal caught, if one was.
+    var received: Int32? {
+        let sig = caught.signal.load(ordering: .acquiring)
+        return sig == 0 ? nil : sig
+    }
+
+    /// Blocks until a signal arrives, or until `alsoUntil` (run on a thread of its own) returns.
+    func wait(alsoUntil: (@Sendable () -> Void)? = nil) {
+        if let alsoUntil {
+            Thread.detachNewThread { [arrived] in
+                alsoUntil()
+                arrived.signal()
+            }
+        }
+        arrived.wait()
+        // Leave the wake-up for a later wait if this one was woken by the other work.
+        if received != nil { arrived.signal() }
+    }
+
+    deinit { sources.forEach { $0.cancel() } }
 }
 
 /// `rlhf coordinator`: the coordinator daemon (`rlhf launch` starts it for you).
@@ -59,9 +87,17 @@ struct CoordinatorCommand: ParsableCommand {
     var curveKey: String?
     @Option(help: "CURVE: public key files of the workers admitted, comma-separated.")
     var curveAllow: String?
+    @Option(help: "The run this coordinator serves: workers started for another run are refused (default: none, every worker is admitted).")
+    var runID: String?
+
+    func validate() throws {
+        if let runID { try WorkerCommand.checkName(runID, option: "--run-id") }
+        guard (10 ... 60_000).contains(heartbeatMs) else { throw ValidationError("--heartbeat-ms must be in 10...60000, got \(heartbeatMs)") }
+    }
 
     func run() throws {
         var settings = Coordinator.Settings(bind: bind)
+        settings.runID = runID ?? ""
         settings.membership.heartbeatIntervalMilliseconds = heartbeatMs
         settings.metricsBind = metrics
         if let curveKey {
@@ -76,7 +112,7 @@ struct CoordinatorCommand: ParsableCommand {
         print("coordinator listening on \(coordinator.endpoint)")
         if let m = coordinator.metricsEndpoint { print("metrics at http://\(m.dropFirst(6))/metrics") }
         fflush(nil)
-        waitForTerminationSignal()
+        TerminationSignals().wait()
         coordinator.shutdown()
     }
 }
@@ -92,8 +128,12 @@ struct WorkerCommand: ParsableCommand {
     var role: WorkerRole
     @Option(help: "Coordinator endpoint, e.g. tcp://10.0.0.1:5555.")
     var coordinator: String
-    @Option(help: "Worker id (default: role-host-pid).")
+    @Option(help: "Worker id (default: role-host-pid); unique in the cluster: a second live worker with the same id is refused.")
     var id: String?
+    @Option(help: "The run this worker serves (rlhf launch passes its own); by default the run of the first coordinator that admits it.")
+    var runID: String?
+    @Option(help: "Seconds without a word from the coordinator after which the worker gives up and exits (before it is admitted too); 0: never.")
+    var orphanTimeout: Double = Double(ClusterSpec.defaultOrphanTimeoutSeconds)
     @Option(help: "Compute threads.")
     var threads: Int = 1
     @Option(help: "Sequences processed at once.")
@@ -124,11 +164,29 @@ struct WorkerCommand: ParsableCommand {
                                visibility: .hidden))
     var faultHangAfterSteps: Int?
 
+    /// Worker ids and run ids: 1 to 128 bytes of printable ASCII without spaces (they travel as ZeroMQ
+    /// routing ids, journal keys and log file names).
+    static func checkName(_ name: String, option: String) throws {
+        guard !name.isEmpty, name.utf8.count <= 128, name.utf8.allSatisfy({ (0x21 ... 0x7E).contains($0) && $0 != UInt8(ascii: "/") }) else {
+            throw ValidationError("\(option) must be 1 to 128 printable ASCII characters without spaces or '/', got \"\(name)\"")
+        }
+    }
+
+    func validate() throws {
+        if let id { try WorkerCommand.checkName(id, option: "--id") }
+        if let runID { try WorkerCommand.checkName(runID, option: "--run-id") }
+        guard orphanTimeout.isFinite, (0 ... 604_800).contains(orphanTimeout) else {
+            throw ValidationError("--orphan-timeout must be a number of seconds in 0...604800 (0: never), got \(orphanTimeout)")
+        }
+    }
+
     func run() throws {
         guard threads >= 1, threads <= 256 else { throw cliFailure(LlamaError.invalidInput("--threads must be between 1 and 256")) }
         var settings = WorkerDaemon.Settings(role: role, workerID: id ?? "\(role.rawValue)-\(BuildIdentity.host)-\(BuildIdentity.pid)",
                                              coordinator: coordinator)
         settings.capacity = capacity
+        settings.runID = runID
+        settings.link.orphanTimeoutMilliseconds = UInt64(orphanTimeout * 1000)
         if curveServer != nil || curveKey != nil {
             guard let curveServer, let curveKey else { throw cliFailure(ValidationError("CURVE needs both --curve-server and --curve-key")) }
             do {
@@ -137,17 +195,35 @@ struct WorkerCommand: ParsableCommand {
                 throw cliFailure(error)
             }
         }
+        // From here on SIGTERM stops the worker, also while it waits to be admitted.
+        let signals = TerminationSignals()
         let daemon: WorkerDaemon
         let keepAlive: PollLoop?
         do {
             let service: (any RoleService)?
             (service, keepAlive) = try makeService()
             daemon = try WorkerDaemon(settings: settings, service: service)
-            try daemon.waitForRegistration()
         } catch {
             throw cliFailure(error)
         }
-        waitForTerminationSignal()
+        signals.wait(alsoUntil: { try? daemon.waitForRegistration() })
+        if let sig = signals.received, !daemon.isRegistered {
+            // Not admitted yet: nothing to drain.
+            daemon.shutdown()
+            keepAlive?.shutdown()
+            throw ExitCode(128 + sig)
+        }
+        if let reason = daemon.gaveUpReason {
+            daemon.shutdown()
+            keepAlive?.shutdown()
+            throw cliFailure(WorkerDaemon.RegistrationError.gaveUp(reason))
+        }
+        signals.wait(alsoUntil: { daemon.waitUntilGivenUp() })
+        if let reason = daemon.gaveUpReason {
+            daemon.shutdown()
+            keepAlive?.shutdown()
+            throw cliFailure(WorkerDaemon.RegistrationError.gaveUp(reason))
+        }
         daemon.drain(timeoutSeconds: drainTimeout)
         daemon.shutdown()
         keepAlive?.shutdown()
@@ -274,12 +350,13 @@ struct StatusCommand: ParsableCommand {
                          "queue_depths": Dictionary(uniqueKeysWithValues: status.queueDepths.map { ($0.queue, Int($0.depth)) }),
                          "tokens_per_second": status.tokensPerSecond, "reward_mean": status.rewardMean, "kl": status.kl,
                          "policy_version": Int(status.policyVersion), "tasks_redispatched": Int(status.tasksRedispatched),
+                         "run_id": status.runID,
                          "rejected_frames": Dictionary(uniqueKeysWithValues: status.rejectedFrames.map { ($0.reason, Int($0.count)) })])
     }
 
     /// The human view, like `ray status`: a summary line, then each role's workers.
     static func table(_ status: Rlhf_V1_StatusReply, coordinator: String) -> String {
-        var out = "coordinator \(coordinator)\n"
+        var out = "coordinator \(coordinator)" + (status.runID.isEmpty ? "" : "  run \(status.runID)") + "\n"
         out += "  stage \(status.planStage)  round \(status.round)  step \(status.step)  policy v\(status.policyVersion)\n"
         out += String(format: "  throughput %.1f tok/s  reward %.4f  KL %.4f\n", status.tokensPerSecond, status.rewardMean, status.kl)
         let queues = status.queueDepths.map { "\($0.queue) \($0.depth)" }

@@ -77,6 +77,61 @@ public nonisolated enum Rlhf_V1_Role: SwiftProtobuf.Enum, Swift.CaseIterable {
 
 }
 
+/// Why a registration was refused, and so what the worker does next.
+public nonisolated enum Rlhf_V1_RegisterRefusal: SwiftProtobuf.Enum, Swift.CaseIterable {
+  public typealias RawValue = Int
+  case unspecified // = 0
+
+  /// The coordinator does not know this worker (it restarted, or declared the worker dead): register again.
+  case unknownWorker // = 1
+
+  /// Another live process holds this worker id: wait a little for it to go, then give up.
+  case duplicateWorkerID // = 2
+
+  /// The worker belongs to another run than the coordinator's: give up.
+  case otherRun // = 3
+
+  /// The worker can never join this coordinator (protocol, build, capacity, role): give up.
+  case incompatible // = 4
+  case UNRECOGNIZED(Int)
+
+  public init() {
+    self = .unspecified
+  }
+
+  public init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .unspecified
+    case 1: self = .unknownWorker
+    case 2: self = .duplicateWorkerID
+    case 3: self = .otherRun
+    case 4: self = .incompatible
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  public var rawValue: Int {
+    switch self {
+    case .unspecified: return 0
+    case .unknownWorker: return 1
+    case .duplicateWorkerID: return 2
+    case .otherRun: return 3
+    case .incompatible: return 4
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  public static let allCases: [Rlhf_V1_RegisterRefusal] = [
+    .unspecified,
+    .unknownWorker,
+    .duplicateWorkerID,
+    .otherRun,
+    .incompatible,
+  ]
+
+}
+
 public nonisolated enum Rlhf_V1_WorkerState: SwiftProtobuf.Enum, Swift.CaseIterable {
   public typealias RawValue = Int
   case unspecified // = 0
@@ -209,6 +264,15 @@ public nonisolated struct Rlhf_V1_Register: Sendable {
 
   public var pid: Int32 = 0
 
+  /// Drawn at random when the worker process starts and kept for its life: two processes claiming one
+  /// worker id are told apart by it (the one registered keeps the id); a process registering again
+  /// (after a restart of the coordinator, or after being declared dead) sends the same.
+  public var incarnation: String = String()
+
+  /// The run this worker belongs to; empty until it is bound (a worker binds to the run of the first
+  /// coordinator that admits it). A coordinator of another run refuses it.
+  public var runID: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -228,6 +292,26 @@ public nonisolated struct Rlhf_V1_RegisterAck: Sendable {
   /// This registration's epoch: the worker stamps it on every message; results stamped with an
   /// older epoch (sent before the worker was declared dead) are refused.
   public var epoch: UInt64 = 0
+
+  /// Set when accepted is false.
+  public var refusal: Rlhf_V1_RegisterRefusal = .unspecified
+
+  /// The coordinator's run (empty for a coordinator outside any run, which admits every worker).
+  public var runID: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// The coordinator's answer to each heartbeat of a worker it knows: the worker counts the time since
+/// the last one to notice that it has lost its coordinator (and give up after its orphan timeout).
+public nonisolated struct Rlhf_V1_HeartbeatAck: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var runID: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -374,6 +458,9 @@ public nonisolated struct Rlhf_V1_StatusReply: Sendable {
   /// Tasks put back in the queue because their worker died, left or registered anew.
   public var tasksRedispatched: UInt64 = 0
 
+  /// The run the coordinator serves (empty outside a run).
+  public var runID: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -401,6 +488,10 @@ nonisolated extension Rlhf_V1_Role: SwiftProtobuf._ProtoNameProviding {
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0ROLE_UNSPECIFIED\0\u{1}GENERATOR\0\u{1}REWARD_MODEL\0\u{1}SAFETY_MODEL\0\u{1}LEARNER\0\u{1}REFERENCE_POLICY\0\u{1}COORDINATOR\0")
 }
 
+nonisolated extension Rlhf_V1_RegisterRefusal: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0REGISTER_REFUSAL_UNSPECIFIED\0\u{1}UNKNOWN_WORKER\0\u{1}DUPLICATE_WORKER_ID\0\u{1}OTHER_RUN\0\u{1}INCOMPATIBLE\0")
+}
+
 nonisolated extension Rlhf_V1_WorkerState: SwiftProtobuf._ProtoNameProviding {
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0WORKER_STATE_UNSPECIFIED\0\u{1}IDLE\0\u{1}BUSY\0\u{1}DRAINING\0")
 }
@@ -411,7 +502,7 @@ nonisolated extension Rlhf_V1_ErrorCode: SwiftProtobuf._ProtoNameProviding {
 
 nonisolated extension Rlhf_V1_Register: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Register"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}role\0\u{3}worker_id\0\u{3}protocol_version\0\u{3}build_hash\0\u{3}policy_version\0\u{1}capacity\0\u{1}host\0\u{1}pid\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}role\0\u{3}worker_id\0\u{3}protocol_version\0\u{3}build_hash\0\u{3}policy_version\0\u{1}capacity\0\u{1}host\0\u{1}pid\0\u{1}incarnation\0\u{3}run_id\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -427,6 +518,8 @@ nonisolated extension Rlhf_V1_Register: SwiftProtobuf.Message, SwiftProtobuf._Me
       case 6: try { try decoder.decodeSingularUInt32Field(value: &self.capacity) }()
       case 7: try { try decoder.decodeSingularStringField(value: &self.host) }()
       case 8: try { try decoder.decodeSingularInt32Field(value: &self.pid) }()
+      case 9: try { try decoder.decodeSingularStringField(value: &self.incarnation) }()
+      case 10: try { try decoder.decodeSingularStringField(value: &self.runID) }()
       default: break
       }
     }
@@ -457,6 +550,12 @@ nonisolated extension Rlhf_V1_Register: SwiftProtobuf.Message, SwiftProtobuf._Me
     if self.pid != 0 {
       try visitor.visitSingularInt32Field(value: self.pid, fieldNumber: 8)
     }
+    if !self.incarnation.isEmpty {
+      try visitor.visitSingularStringField(value: self.incarnation, fieldNumber: 9)
+    }
+    if !self.runID.isEmpty {
+      try visitor.visitSingularStringField(value: self.runID, fieldNumber: 10)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -469,6 +568,8 @@ nonisolated extension Rlhf_V1_Register: SwiftProtobuf.Message, SwiftProtobuf._Me
     if lhs.capacity != rhs.capacity {return false}
     if lhs.host != rhs.host {return false}
     if lhs.pid != rhs.pid {return false}
+    if lhs.incarnation != rhs.incarnation {return false}
+    if lhs.runID != rhs.runID {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -476,7 +577,7 @@ nonisolated extension Rlhf_V1_Register: SwiftProtobuf.Message, SwiftProtobuf._Me
 
 nonisolated extension Rlhf_V1_RegisterAck: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".RegisterAck"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}accepted\0\u{1}reason\0\u{3}heartbeat_interval_ms\0\u{1}epoch\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}accepted\0\u{1}reason\0\u{3}heartbeat_interval_ms\0\u{1}epoch\0\u{1}refusal\0\u{3}run_id\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -488,6 +589,8 @@ nonisolated extension Rlhf_V1_RegisterAck: SwiftProtobuf.Message, SwiftProtobuf.
       case 2: try { try decoder.decodeSingularStringField(value: &self.reason) }()
       case 3: try { try decoder.decodeSingularUInt32Field(value: &self.heartbeatIntervalMs) }()
       case 4: try { try decoder.decodeSingularUInt64Field(value: &self.epoch) }()
+      case 5: try { try decoder.decodeSingularEnumField(value: &self.refusal) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.runID) }()
       default: break
       }
     }
@@ -506,6 +609,12 @@ nonisolated extension Rlhf_V1_RegisterAck: SwiftProtobuf.Message, SwiftProtobuf.
     if self.epoch != 0 {
       try visitor.visitSingularUInt64Field(value: self.epoch, fieldNumber: 4)
     }
+    if self.refusal != .unspecified {
+      try visitor.visitSingularEnumField(value: self.refusal, fieldNumber: 5)
+    }
+    if !self.runID.isEmpty {
+      try visitor.visitSingularStringField(value: self.runID, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -514,6 +623,38 @@ nonisolated extension Rlhf_V1_RegisterAck: SwiftProtobuf.Message, SwiftProtobuf.
     if lhs.reason != rhs.reason {return false}
     if lhs.heartbeatIntervalMs != rhs.heartbeatIntervalMs {return false}
     if lhs.epoch != rhs.epoch {return false}
+    if lhs.refusal != rhs.refusal {return false}
+    if lhs.runID != rhs.runID {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Rlhf_V1_HeartbeatAck: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".HeartbeatAck"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}run_id\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.runID) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.runID.isEmpty {
+      try visitor.visitSingularStringField(value: self.runID, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Rlhf_V1_HeartbeatAck, rhs: Rlhf_V1_HeartbeatAck) -> Bool {
+    if lhs.runID != rhs.runID {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -780,7 +921,7 @@ nonisolated extension Rlhf_V1_QueueDepth: SwiftProtobuf.Message, SwiftProtobuf._
 
 nonisolated extension Rlhf_V1_StatusReply: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".StatusReply"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}workers\0\u{3}plan_stage\0\u{1}round\0\u{1}step\0\u{3}queue_depths\0\u{3}tokens_per_second\0\u{3}reward_mean\0\u{1}kl\0\u{3}policy_version\0\u{3}rejected_frames\0\u{3}tasks_redispatched\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}workers\0\u{3}plan_stage\0\u{1}round\0\u{1}step\0\u{3}queue_depths\0\u{3}tokens_per_second\0\u{3}reward_mean\0\u{1}kl\0\u{3}policy_version\0\u{3}rejected_frames\0\u{3}tasks_redispatched\0\u{3}run_id\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -799,6 +940,7 @@ nonisolated extension Rlhf_V1_StatusReply: SwiftProtobuf.Message, SwiftProtobuf.
       case 9: try { try decoder.decodeSingularUInt64Field(value: &self.policyVersion) }()
       case 10: try { try decoder.decodeRepeatedMessageField(value: &self.rejectedFrames) }()
       case 11: try { try decoder.decodeSingularUInt64Field(value: &self.tasksRedispatched) }()
+      case 12: try { try decoder.decodeSingularStringField(value: &self.runID) }()
       default: break
       }
     }
@@ -838,6 +980,9 @@ nonisolated extension Rlhf_V1_StatusReply: SwiftProtobuf.Message, SwiftProtobuf.
     if self.tasksRedispatched != 0 {
       try visitor.visitSingularUInt64Field(value: self.tasksRedispatched, fieldNumber: 11)
     }
+    if !self.runID.isEmpty {
+      try visitor.visitSingularStringField(value: self.runID, fieldNumber: 12)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -853,6 +998,7 @@ nonisolated extension Rlhf_V1_StatusReply: SwiftProtobuf.Message, SwiftProtobuf.
     if lhs.policyVersion != rhs.policyVersion {return false}
     if lhs.rejectedFrames != rhs.rejectedFrames {return false}
     if lhs.tasksRedispatched != rhs.tasksRedispatched {return false}
+    if lhs.runID != rhs.runID {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

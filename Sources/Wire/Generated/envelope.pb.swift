@@ -40,6 +40,7 @@ public nonisolated enum Rlhf_V1_MessageType: SwiftProtobuf.Enum, Swift.CaseItera
   case statusReply // = 5
   case shutdown // = 6
   case error // = 7
+  case heartbeatAck // = 8
   case generateRequest // = 10
   case generateResult // = 11
   case scoreRequest // = 12
@@ -69,6 +70,7 @@ public nonisolated enum Rlhf_V1_MessageType: SwiftProtobuf.Enum, Swift.CaseItera
     case 5: self = .statusReply
     case 6: self = .shutdown
     case 7: self = .error
+    case 8: self = .heartbeatAck
     case 10: self = .generateRequest
     case 11: self = .generateResult
     case 12: self = .scoreRequest
@@ -96,6 +98,7 @@ public nonisolated enum Rlhf_V1_MessageType: SwiftProtobuf.Enum, Swift.CaseItera
     case .statusReply: return 5
     case .shutdown: return 6
     case .error: return 7
+    case .heartbeatAck: return 8
     case .generateRequest: return 10
     case .generateResult: return 11
     case .scoreRequest: return 12
@@ -123,6 +126,7 @@ public nonisolated enum Rlhf_V1_MessageType: SwiftProtobuf.Enum, Swift.CaseItera
     .statusReply,
     .shutdown,
     .error,
+    .heartbeatAck,
     .generateRequest,
     .generateResult,
     .scoreRequest,
@@ -254,7 +258,7 @@ public nonisolated struct Rlhf_V1_Envelope: Sendable {
 fileprivate nonisolated let _protobuf_package = "rlhf.v1"
 
 nonisolated extension Rlhf_V1_MessageType: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0MESSAGE_TYPE_UNSPECIFIED\0\u{1}REGISTER\0\u{1}REGISTER_ACK\0\u{1}HEARTBEAT\0\u{1}STATUS_REQUEST\0\u{1}STATUS_REPLY\0\u{1}SHUTDOWN\0\u{1}ERROR\0\u{2}\u{3}GENERATE_REQUEST\0\u{1}GENERATE_RESULT\0\u{1}SCORE_REQUEST\0\u{1}SCORE_RESULT\0\u{1}REFERENCE_LOGPROB_REQUEST\0\u{1}REFERENCE_LOGPROB_RESULT\0\u{1}TRAIN_BATCH\0\u{1}TRAIN_STATS\0\u{2}\u{3}WEIGHT_ANNOUNCE\0\u{1}WEIGHT_CHUNK_REQUEST\0\u{1}WEIGHT_CHUNK\0\u{2}\u{8}REMOTE_CALL\0\u{1}REMOTE_REPLY\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0MESSAGE_TYPE_UNSPECIFIED\0\u{1}REGISTER\0\u{1}REGISTER_ACK\0\u{1}HEARTBEAT\0\u{1}STATUS_REQUEST\0\u{1}STATUS_REPLY\0\u{1}SHUTDOWN\0\u{1}ERROR\0\u{1}HEARTBEAT_ACK\0\u{2}\u{2}GENERATE_REQUEST\0\u{1}GENERATE_RESULT\0\u{1}SCORE_REQUEST\0\u{1}SCORE_RESULT\0\u{1}REFERENCE_LOGPROB_REQUEST\0\u{1}REFERENCE_LOGPROB_RESULT\0\u{1}TRAIN_BATCH\0\u{1}TRAIN_STATS\0\u{2}\u{3}WEIGHT_ANNOUNCE\0\u{1}WEIGHT_CHUNK_REQUEST\0\u{1}WEIGHT_CHUNK\0\u{2}\u{8}REMOTE_CALL\0\u{1}REMOTE_REPLY\0")
 }
 
 nonisolated extension Rlhf_V1_DType: SwiftProtobuf._ProtoNameProviding {

@@ -17,6 +17,7 @@ PROTOBUF_C__BEGIN_DECLS
 
 typedef struct Rlhf__V1__Register Rlhf__V1__Register;
 typedef struct Rlhf__V1__RegisterAck Rlhf__V1__RegisterAck;
+typedef struct Rlhf__V1__HeartbeatAck Rlhf__V1__HeartbeatAck;
 typedef struct Rlhf__V1__Heartbeat Rlhf__V1__Heartbeat;
 typedef struct Rlhf__V1__Shutdown Rlhf__V1__Shutdown;
 typedef struct Rlhf__V1__Error Rlhf__V1__Error;
@@ -42,6 +43,29 @@ typedef enum _Rlhf__V1__Role {
   RLHF__V1__ROLE__COORDINATOR = 6
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(RLHF__V1__ROLE)
 } Rlhf__V1__Role;
+/*
+ * Why a registration was refused, and so what the worker does next.
+ */
+typedef enum _Rlhf__V1__RegisterRefusal {
+  RLHF__V1__REGISTER_REFUSAL__REGISTER_REFUSAL_UNSPECIFIED = 0,
+  /*
+   * The coordinator does not know this worker (it restarted, or declared the worker dead): register again.
+   */
+  RLHF__V1__REGISTER_REFUSAL__UNKNOWN_WORKER = 1,
+  /*
+   * Another live process holds this worker id: wait a little for it to go, then give up.
+   */
+  RLHF__V1__REGISTER_REFUSAL__DUPLICATE_WORKER_ID = 2,
+  /*
+   * The worker belongs to another run than the coordinator's: give up.
+   */
+  RLHF__V1__REGISTER_REFUSAL__OTHER_RUN = 3,
+  /*
+   * The worker can never join this coordinator (protocol, build, capacity, role): give up.
+   */
+  RLHF__V1__REGISTER_REFUSAL__INCOMPATIBLE = 4
+    PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(RLHF__V1__REGISTER_REFUSAL)
+} Rlhf__V1__RegisterRefusal;
 typedef enum _Rlhf__V1__WorkerState {
   RLHF__V1__WORKER_STATE__WORKER_STATE_UNSPECIFIED = 0,
   RLHF__V1__WORKER_STATE__IDLE = 1,
@@ -85,10 +109,21 @@ struct  Rlhf__V1__Register
   uint32_t capacity;
   char *host;
   int32_t pid;
+  /*
+   * Drawn at random when the worker process starts and kept for its life: two processes claiming one
+   * worker id are told apart by it (the one registered keeps the id); a process registering again
+   * (after a restart of the coordinator, or after being declared dead) sends the same.
+   */
+  char *incarnation;
+  /*
+   * The run this worker belongs to; empty until it is bound (a worker binds to the run of the first
+   * coordinator that admits it). A coordinator of another run refuses it.
+   */
+  char *run_id;
 };
 #define RLHF__V1__REGISTER__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&rlhf__v1__register__descriptor) \
-    , RLHF__V1__ROLE__ROLE_UNSPECIFIED, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, 0, 0, (char *)protobuf_c_empty_string, 0 }
+    , RLHF__V1__ROLE__ROLE_UNSPECIFIED, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, 0, 0, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
 
 
 struct  Rlhf__V1__RegisterAck
@@ -102,10 +137,32 @@ struct  Rlhf__V1__RegisterAck
    * older epoch (sent before the worker was declared dead) are refused.
    */
   uint64_t epoch;
+  /*
+   * Set when accepted is false.
+   */
+  Rlhf__V1__RegisterRefusal refusal;
+  /*
+   * The coordinator's run (empty for a coordinator outside any run, which admits every worker).
+   */
+  char *run_id;
 };
 #define RLHF__V1__REGISTER_ACK__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&rlhf__v1__register_ack__descriptor) \
-    , 0, (char *)protobuf_c_empty_string, 0, 0 }
+    , 0, (char *)protobuf_c_empty_string, 0, 0, RLHF__V1__REGISTER_REFUSAL__REGISTER_REFUSAL_UNSPECIFIED, (char *)protobuf_c_empty_string }
+
+
+/*
+ * The coordinator's answer to each heartbeat of a worker it knows: the worker counts the time since
+ * the last one to notice that it has lost its coordinator (and give up after its orphan timeout).
+ */
+struct  Rlhf__V1__HeartbeatAck
+{
+  ProtobufCMessage base;
+  char *run_id;
+};
+#define RLHF__V1__HEARTBEAT_ACK__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&rlhf__v1__heartbeat_ack__descriptor) \
+    , (char *)protobuf_c_empty_string }
 
 
 struct  Rlhf__V1__Heartbeat
@@ -221,10 +278,14 @@ struct  Rlhf__V1__StatusReply
    * Tasks put back in the queue because their worker died, left or registered anew.
    */
   uint64_t tasks_redispatched;
+  /*
+   * The run the coordinator serves (empty outside a run).
+   */
+  char *run_id;
 };
 #define RLHF__V1__STATUS_REPLY__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&rlhf__v1__status_reply__descriptor) \
-    , 0,NULL, (char *)protobuf_c_empty_string, 0, 0, 0,NULL, 0, 0, 0, 0, 0,NULL, 0 }
+    , 0,NULL, (char *)protobuf_c_empty_string, 0, 0, 0,NULL, 0, 0, 0, 0, 0,NULL, 0, (char *)protobuf_c_empty_string }
 
 
 struct  Rlhf__V1__RejectedFrames
@@ -275,6 +336,25 @@ Rlhf__V1__RegisterAck *
                       const uint8_t       *data);
 void   rlhf__v1__register_ack__free_unpacked
                      (Rlhf__V1__RegisterAck *message,
+                      ProtobufCAllocator *allocator);
+/* Rlhf__V1__HeartbeatAck methods */
+void   rlhf__v1__heartbeat_ack__init
+                     (Rlhf__V1__HeartbeatAck         *message);
+size_t rlhf__v1__heartbeat_ack__get_packed_size
+                     (const Rlhf__V1__HeartbeatAck   *message);
+size_t rlhf__v1__heartbeat_ack__pack
+                     (const Rlhf__V1__HeartbeatAck   *message,
+                      uint8_t             *out);
+size_t rlhf__v1__heartbeat_ack__pack_to_buffer
+                     (const Rlhf__V1__HeartbeatAck   *message,
+                      ProtobufCBuffer     *buffer);
+Rlhf__V1__HeartbeatAck *
+       rlhf__v1__heartbeat_ack__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   rlhf__v1__heartbeat_ack__free_unpacked
+                     (Rlhf__V1__HeartbeatAck *message,
                       ProtobufCAllocator *allocator);
 /* Rlhf__V1__Heartbeat methods */
 void   rlhf__v1__heartbeat__init
@@ -436,6 +516,9 @@ typedef void (*Rlhf__V1__Register_Closure)
 typedef void (*Rlhf__V1__RegisterAck_Closure)
                  (const Rlhf__V1__RegisterAck *message,
                   void *closure_data);
+typedef void (*Rlhf__V1__HeartbeatAck_Closure)
+                 (const Rlhf__V1__HeartbeatAck *message,
+                  void *closure_data);
 typedef void (*Rlhf__V1__Heartbeat_Closure)
                  (const Rlhf__V1__Heartbeat *message,
                   void *closure_data);
@@ -467,10 +550,12 @@ typedef void (*Rlhf__V1__RejectedFrames_Closure)
 /* --- descriptors --- */
 
 extern const ProtobufCEnumDescriptor    rlhf__v1__role__descriptor;
+extern const ProtobufCEnumDescriptor    rlhf__v1__register_refusal__descriptor;
 extern const ProtobufCEnumDescriptor    rlhf__v1__worker_state__descriptor;
 extern const ProtobufCEnumDescriptor    rlhf__v1__error_code__descriptor;
 extern const ProtobufCMessageDescriptor rlhf__v1__register__descriptor;
 extern const ProtobufCMessageDescriptor rlhf__v1__register_ack__descriptor;
+extern const ProtobufCMessageDescriptor rlhf__v1__heartbeat_ack__descriptor;
 extern const ProtobufCMessageDescriptor rlhf__v1__heartbeat__descriptor;
 extern const ProtobufCMessageDescriptor rlhf__v1__shutdown__descriptor;
 extern const ProtobufCMessageDescriptor rlhf__v1__error__descriptor;
