@@ -112,7 +112,16 @@ public struct TrainingState {
         guard header.weightCount == layout.totalCount else {
             throw fail("header's weight count \(header.weightCount) does not match its config (\(layout.totalCount))")
         }
-        let floats = header.weightCount + 2 * header.momentSizes.reduce(0, +)
+        // Sizes from the header are checked against the file before any is added up or allocated.
+        var momentFloats = 0
+        for size in header.momentSizes {
+            guard size >= 0, size <= file.size / 4 - momentFloats else {
+                throw fail("header claims optimizer moments of \(header.momentSizes.count) groups sized \(header.momentSizes.prefix(8)), "
+                           + "more than the file's \(file.size) bytes hold")
+            }
+            momentFloats += size
+        }
+        let floats = header.weightCount + 2 * momentFloats
         let expected = 16 + jsonLength + floats * 4 + 4
         if file.size < expected { throw fail("truncated: expected \(expected) bytes, found \(file.size)") }
         if file.size > expected { throw fail("inconsistent: expected \(expected) bytes, found \(file.size)") }

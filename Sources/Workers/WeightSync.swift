@@ -79,7 +79,10 @@ public struct WeightPublisher: Sendable {
     /// The precomputed checksum of a chunk on the announced grid (nil for any other range).
     public func checksum(of request: Rlhf_V1_WeightChunkRequest) -> UInt32? {
         let index = Int(request.tensorIndex)
-        guard index < chunkChecksums.count, request.offset % UInt64(chunkBytes) == 0 else { return nil }
+        // Checked before any conversion: the request comes off the network.
+        guard index < chunkChecksums.count, request.offset < UInt64(ranges[index].count * 4), request.offset % UInt64(chunkBytes) == 0 else {
+            return nil
+        }
         let chunk = Int(request.offset) / chunkBytes
         let expected = min(chunkBytes, ranges[index].count * 4 - chunk * chunkBytes)
         guard chunk < chunkChecksums[index].count, Int(request.length) == expected else { return nil }
@@ -169,8 +172,10 @@ public struct WeightAssembler: Sendable {
     /// checked it), and lets `finish()` verify the tensor by combining checksums instead of re-reading it.
     public mutating func receive(tensorIndex: UInt32, offset: UInt64, bytes: [UInt8], crc32c: UInt32? = nil) throws(WeightSyncError) {
         let index = Int(tensorIndex)
-        guard index < ranges.count, offset + UInt64(bytes.count) <= UInt64(ranges[index].count * 4) else {
-            throw .badRange(tensor: index, offset: offset, length: UInt32(bytes.count))
+        // Overflow-free: the offset comes off the network.
+        guard index < ranges.count, offset <= UInt64(ranges[index].count * 4),
+              UInt64(bytes.count) <= UInt64(ranges[index].count * 4) - offset else {
+            throw .badRange(tensor: index, offset: offset, length: UInt32(clamping: bytes.count))
         }
         let start = ranges[index].lowerBound * 4 + Int(offset)
         weights.storage.withUnsafeMutableBufferPointer { buf in

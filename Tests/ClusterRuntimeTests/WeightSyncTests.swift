@@ -49,6 +49,16 @@ import Transport
         let error = try WireMessage.decode(reply).decodeBody(Rlhf_V1_Error.self)
         #expect(error.code == .wrongPolicyVersion && error.requestID == 3)
         #expect(try WireMessage.decode(try #require(WeightServer.answer([[1, 2, 3], []], publisher: publisher))).type == .error)
+        // Offsets and lengths off the network near the top of their ranges are refused, not overflowed.
+        for offset in [UInt64.max, UInt64.max - 3, UInt64(Int.max) + 1, 1 << 62] {
+            request.offset = offset
+            request.length = .max
+            #expect(throws: WeightSyncError.self) { try publisher.chunk(request) }
+            #expect(publisher.checksum(of: request) == nil)
+            var assembler = try WeightAssembler(announcement: publisher.announcement, config: WeightSyncTests.config)
+            #expect(throws: WeightSyncError.self) { try assembler.receive(tensorIndex: 0, offset: offset, bytes: [1, 2, 3, 4]) }
+            #expect(throws: WeightSyncError.self) { try assembler.receive(tensorIndex: .max, offset: 0, bytes: [1, 2, 3, 4]) }
+        }
     }
 
     @Test func corruptionAndLayoutMismatchAreCaught() throws {

@@ -101,6 +101,43 @@ import Testing
         }
     }
 
+    /// A SentencePiece ModelProto written by hand: pieces (text, score, type), then trainer_spec fields.
+    static func modelProto(pieces: [(String, UInt64)], trainer: [(field: UInt64, value: UInt64)]) -> [UInt8] {
+        func varint(_ v: UInt64) -> [UInt8] {
+            var v = v, out: [UInt8] = []
+            while v >= 0x80 { out.append(UInt8(v & 0x7F) | 0x80); v >>= 7 }
+            return out + [UInt8(v)]
+        }
+        func field(_ number: UInt64, _ bytes: [UInt8]) -> [UInt8] { varint(number << 3 | 2) + varint(UInt64(bytes.count)) + bytes }
+        var out: [UInt8] = []
+        for (text, type) in pieces {
+            out += field(1, field(1, Array(text.utf8)) + [0x15, 0, 0, 0, 0] + varint(3 << 3) + varint(type))
+        }
+        return out + field(2, trainer.flatMap { varint($0.field << 3) + varint($0.value) })
+    }
+
+    @Test func hostileSentencePieceFieldsAreRefusedOrIgnored() throws {
+        let dir = try Fixtures.temporaryDirectory()
+        let pieces: [(String, UInt64)] = [("<unk>", 2), ("<s>", 3), ("</s>", 3), ("a", 1)]
+        // A piece type of 2^64-1 (a varint no enum holds) is read as a normal piece, not a crash.
+        let odd = TokenizerTests.modelProto(pieces: pieces + [("b", .max)], trainer: [(3, 2)])
+        try Data(odd).write(to: URL(fileURLWithPath: dir + "/odd.model"))
+        #expect(try Tokenizer(path: dir + "/odd.model").pieces.count == 5)
+        // Special ids outside the vocabulary are named.
+        for (field, name) in [(UInt64(40), "unk_id"), (41, "bos_id"), (42, "eos_id")] {
+            for value: UInt64 in [4, 5000, .max] {
+                let path = dir + "/ids-\(field)-\(value).model"
+                try Data(TokenizerTests.modelProto(pieces: pieces, trainer: [(3, 2), (field, value)])).write(to: URL(fileURLWithPath: path))
+                do {
+                    _ = try Tokenizer(path: path)
+                    Issue.record("\(name) \(value) accepted")
+                } catch {
+                    #expect("\(error)".contains(name) && "\(error)".contains("4 pieces"), "\(error)")
+                }
+            }
+        }
+    }
+
     @Test func notATokenizerIsRefused() throws {
         let dir = try Fixtures.temporaryDirectory()
         let path = dir + "/garbage.model"

@@ -160,6 +160,25 @@ import Testing
         bytes[bytes.count / 2] ^= 0x40
         #expect(try message(bytes).contains("checksum"))
         #expect(try message(Data("not a state file at all".utf8)).contains("magic"))
+        // A header whose sizes are hostile (a sum that overflows, a negative group, more than the file
+        // holds, dimensions of terabytes) is refused before anything is added up or allocated.
+        let good = try Data(contentsOf: URL(fileURLWithPath: path))
+        let jsonLength = Int(good[12]) | Int(good[13]) << 8 | Int(good[14]) << 16 | Int(good[15]) << 24
+        let json = String(decoding: good[16 ..< 16 + jsonLength], as: UTF8.self)
+        func withHeader(_ edit: (String) -> String) -> Data {
+            let edited = Data(edit(json).utf8)
+            var out = good.prefix(12)
+            out += withUnsafeBytes(of: UInt32(edited.count).littleEndian) { Data($0) }
+            return out + edited + good[(16 + jsonLength)...]
+        }
+        let moments = try #require(json.range(of: #""momentSizes":\[[0-9,]*\]"#, options: .regularExpression))
+        for hostile in ["[\(Int.max),\(Int.max)]", "[-5,5]", "[\(1 << 40)]", "[\(Int.max / 2),\(Int.max / 2),\(Int.max / 2)]"] {
+            let said = try message(withHeader { $0.replacingCharacters(in: moments, with: "\"momentSizes\":\(hostile)") })
+            #expect(said.contains("more than the file"), "\(hostile): \(said)")
+        }
+        let dim = try #require(json.range(of: #""dim":[0-9]+"#, options: .regularExpression))
+        let huge = try message(withHeader { $0.replacingCharacters(in: dim, with: "\"dim\":\(1 << 40)") })
+        #expect(!huge.isEmpty && !huge.contains("Fatal"), "\(huge)")
         #expect(FileManager.default.fileExists(atPath: path))
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir).allSatisfy { !$0.contains(".tmp") })
     }

@@ -120,7 +120,7 @@ extension Tokenizer {
                         switch (n, v) {
                         case (1, .bytes(let text)): piece = Array(text)
                         case (2, .fixed32(let bits)): score = Float(bitPattern: bits)
-                        case (3, .varint(let t)): kind = PieceKind(rawValue: Int(t)) ?? .normal
+                        case (3, .varint(let t)): kind = Int(exactly: t).flatMap(PieceKind.init(rawValue:)) ?? .normal
                         default: break
                         }
                     }
@@ -160,6 +160,10 @@ extension Tokenizer {
                 reason: "model_type \(modelType) is not BPE (2); only BPE SentencePiece models are supported")
         }
         guard !pieces.isEmpty else { throw LlamaError.invalidTokenizer(path: path, reason: "no pieces") }
+        for (name, id) in [("unk_id", unk), ("bos_id", bos), ("eos_id", eos)] where !(0 ..< Int32(clamping: pieces.count)).contains(id) {
+            throw LlamaError.invalidTokenizer(path: path, reason: "\(name) \(id) is not one of the model's \(pieces.count) pieces "
+                                              + "(this build needs unknown, BOS and EOS pieces)")
+        }
         _ = normalizerName
         return Tokenizer(pieces: pieces, scores: scores, kinds: kinds, bosId: bos, eosId: eos, unknownId: unk,
                          addDummyPrefix: dummyPrefix, removeExtraWhitespaces: removeWhitespace)
