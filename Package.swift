@@ -25,6 +25,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
+        .package(url: "https://github.com/x-sheep/swift-property-based", from: "2.0.1"),
     ],
     targets: [
         .systemLibrary(
@@ -109,7 +110,8 @@ let package = Package(
         ),
         .testTarget(
             name: "ClusterRuntimeTests",
-            dependencies: ["ClusterRuntime", "Workers", "Orchestrator", "Wire", "Transport", "LlamaCore", "LlamaTraining", "RLHFCLI"]
+            dependencies: ["ClusterRuntime", "Workers", "Orchestrator", "Wire", "Transport", "LlamaCore", "LlamaTraining", "RLHFCLI",
+                           .product(name: "PropertyBased", package: "swift-property-based")]
         ),
         .testTarget(
             name: "WireTests",

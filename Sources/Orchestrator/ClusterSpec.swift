@@ -214,8 +214,13 @@ public struct ClusterSpec: Sendable, Equatable {
         var hosts: [Host] = []
         for (i, item) in hostList.enumerated() {
             let key = "hosts[\(i)]"
-            guard let h = item as? [String: Any] else { throw Invalid(key: key, reason: "expected a mapping") }
+            let h = try arguments(item, key: key, known: ["name", "address", "workers", "executable", "namespace"])
             guard let name = h["name"] as? String, !name.isEmpty else { throw Invalid(key: "\(key).name", reason: "expected a name") }
+            for optional in ["address", "executable", "namespace"] {
+                if let value = h[optional], !((value as? String).map { !$0.isEmpty } ?? false) {
+                    throw Invalid(key: "\(key).\(optional)", reason: "expected a non-empty string, got \(describe(value))")
+                }
+            }
             let address = h["address"] as? String ?? "local"
             guard let roles = h["workers"] as? [String: Any], !roles.isEmpty else {
                 throw Invalid(key: "\(key).workers", reason: "expected a mapping of role to count")
@@ -226,7 +231,9 @@ public struct ClusterSpec: Sendable, Equatable {
                     throw Invalid(key: "\(key).workers.\(roleName)",
                                   reason: "unknown role (expected \(WorkerRole.allCases.map(\.rawValue).joined(separator: ", ")))")
                 }
-                guard let n = count as? Int, n >= 0 else { throw Invalid(key: "\(key).workers.\(roleName)", reason: "expected a count >= 0") }
+                guard let n = count as? Int, (0 ... 4_096).contains(n) else {
+                    throw Invalid(key: "\(key).workers.\(roleName)", reason: "expected a count in 0...4096, got \(describe(count))")
+                }
                 workers[role] = n
             }
             hosts.append(Host(name: name, address: address, workers: workers, executable: h["executable"] as? String,
@@ -291,15 +298,15 @@ public struct ClusterSpec: Sendable, Equatable {
                 plan.append(.round(prompts: try positive(args, "prompts", key) ?? 4, samples: try positive(args, "samples", key) ?? 4,
                                    maxNewTokens: try positive(args, "max_new_tokens", key) ?? 16,
                                    temperature: try temperature(args, key).map(Float.init) ?? 1.0,
-                                   learningRate: try number(args, "learning_rate", key).map(Float.init) ?? 1e-4))
+                                   learningRate: try number(args, "learning_rate", key, largest: 10).map(Float.init) ?? 1e-4))
             case "hold":
                 let key = "plan[\(i)].hold"
                 let args = try arguments(value, key: key, known: ["seconds"])
-                guard let seconds = try number(args, "seconds", key) else { throw Invalid(key: key + ".seconds", reason: "expected a positive number of seconds") }
+                guard let seconds = try number(args, "seconds", key, largest: 86_400) else { throw Invalid(key: key + ".seconds", reason: "expected a positive number of seconds") }
                 plan.append(.hold(seconds: seconds))
             case "evaluate":
                 let args = try arguments(value, key: "plan[\(i)].evaluate", known: ["name"])
-                plan.append(.evaluate(name: args["name"] as? String ?? "SFT", settings: RLHFPipeline.EvalSettings()))
+                plan.append(.evaluate(name: try ClusterSpec.text(args, "name", "plan[\(i)].evaluate") ?? "SFT", settings: RLHFPipeline.EvalSettings()))
             case "train_rm":
                 let key = "plan[\(i)].train_rm"
                 let args = try arguments(value, key: key, known: ["model", "pairs", "epochs", "batch_size", "learning_rate", "margin"])
@@ -310,7 +317,7 @@ public struct ClusterSpec: Sendable, Equatable {
                 settings.pairs = try positive(args, "pairs", key)
                 settings.epochs = try number(args, "epochs", key) ?? settings.epochs
                 settings.batchSize = try positive(args, "batch_size", key) ?? settings.batchSize
-                settings.learningRate = try number(args, "learning_rate", key).map(Float.init) ?? settings.learningRate
+                settings.learningRate = try number(args, "learning_rate", key, largest: 10).map(Float.init) ?? settings.learningRate
                 if let m = args["margin"] {
                     guard let text = m as? String, let margin = MarginTable(rawValue: text) else {
                         throw Invalid(key: key + ".margin", reason: "expected small, large or none")
@@ -326,16 +333,13 @@ public struct ClusterSpec: Sendable, Equatable {
                 var settings = RLHFPipeline.RoundSettings(name: name)
                 settings.prompts = try positive(args, "prompts", key) ?? settings.prompts
                 settings.samples = try positive(args, "samples", key) ?? settings.samples
-                settings.temperature = try number(args, "temperature", key).map(Float.init) ?? settings.temperature
+                settings.temperature = try number(args, "temperature", key, largest: 100).map(Float.init) ?? settings.temperature
                 settings.maxNewTokens = try positive(args, "max_new_tokens", key) ?? settings.maxNewTokens
                 settings.epochs = try positive(args, "epochs", key) ?? settings.epochs
                 settings.batchSize = try positive(args, "batch_size", key) ?? settings.batchSize
-                settings.learningRate = try number(args, "learning_rate", key).map(Float.init) ?? settings.learningRate
-                if let n = args["new_pairs"] {
-                    guard let count = n as? Int, count >= 0 else { throw Invalid(key: key + ".new_pairs", reason: "expected a count >= 0") }
-                    settings.newPairs = count
-                }
-                settings.rewardLearningRate = try number(args, "rm_learning_rate", key).map(Float.init) ?? settings.rewardLearningRate
+                settings.learningRate = try number(args, "learning_rate", key, largest: 10).map(Float.init) ?? settings.learningRate
+                settings.newPairs = try count(args, "new_pairs", key) ?? settings.newPairs
+                settings.rewardLearningRate = try number(args, "rm_learning_rate", key, largest: 10).map(Float.init) ?? settings.rewardLearningRate
                 if let flag = args["from_sft"] {
                     guard let value = flag as? Bool else { throw Invalid(key: key + ".from_sft", reason: "expected true or false") }
                     settings.fromSFT = value
@@ -409,7 +413,7 @@ public struct ClusterSpec: Sendable, Equatable {
             }
             task.preferencePairs = try positive(args, "preference_pairs", "task") ?? task.preferencePairs
             task.evalPrompts = try positive(args, "eval_prompts", "task")
-            task.evalTemperature = try number(args, "eval_temperature", "task").map(Float.init) ?? task.evalTemperature
+            task.evalTemperature = try number(args, "eval_temperature", "task", largest: 100).map(Float.init) ?? task.evalTemperature
             task.evalSamples = try positive(args, "eval_samples", "task") ?? task.evalSamples
             spec.task = task
         }
@@ -441,18 +445,15 @@ public struct ClusterSpec: Sendable, Equatable {
         settings.rollouts = try positive(args, "rollouts", key) ?? settings.rollouts
         settings.miniBatch = try positive(args, "mini_batch", key) ?? settings.miniBatch
         settings.epochs = try positive(args, "epochs", key) ?? settings.epochs
-        if let n = args["new_pairs"] {
-            guard let count = n as? Int, count >= 0 else { throw Invalid(key: key + ".new_pairs", reason: "expected a count >= 0") }
-            settings.newPairs = count
-        }
+        settings.newPairs = try count(args, "new_pairs", key) ?? settings.newPairs
         settings.rmEvery = try positive(args, "rm_every", key)
-        settings.rewardLearningRate = try number(args, "rm_learning_rate", key).map(Float.init) ?? settings.rewardLearningRate
+        settings.rewardLearningRate = try number(args, "rm_learning_rate", key, largest: 10).map(Float.init) ?? settings.rewardLearningRate
         guard settings.epochs <= 64 else { throw Invalid(key: key + ".epochs", reason: "expected at most 64 passes over the rollouts") }
-        settings.learningRate = try number(args, "learning_rate", key).map(Float.init) ?? settings.learningRate
-        settings.valueLearningRate = try number(args, "value_learning_rate", key).map(Float.init) ?? settings.valueLearningRate
+        settings.learningRate = try number(args, "learning_rate", key, largest: 10).map(Float.init) ?? settings.learningRate
+        settings.valueLearningRate = try number(args, "value_learning_rate", key, largest: 10).map(Float.init) ?? settings.valueLearningRate
         if let b = args["beta"] {
-            guard let beta = (b as? Double) ?? (b as? Int).map(Double.init), beta >= 0, beta.isFinite else {
-                throw Invalid(key: key + ".beta", reason: "expected a number >= 0")
+            guard let beta = number(b), beta >= 0, beta <= 1e6 else {
+                throw Invalid(key: key + ".beta", reason: "expected a number in [0, 1e6], got \(describe(b))")
             }
             settings.beta = beta
         }
@@ -467,11 +468,11 @@ public struct ClusterSpec: Sendable, Equatable {
             }
             settings.whitening = whitening
         }
-        settings.temperature = try number(args, "temperature", key).map(Float.init) ?? settings.temperature
+        settings.temperature = try number(args, "temperature", key, largest: 100).map(Float.init) ?? settings.temperature
         settings.maxNewTokens = try positive(args, "max_new_tokens", key) ?? settings.maxNewTokens
         for (name, path) in [("gamma", \RLHFPipeline.PPOSettings.gamma), ("lambda", \RLHFPipeline.PPOSettings.lambda)] {
             guard let v = args[name] else { continue }
-            guard let x = (v as? Double) ?? (v as? Int).map(Double.init), (0...1).contains(x) else {
+            guard let x = number(v), (0...1).contains(x) else {
                 throw Invalid(key: "\(key).\(name)", reason: "expected a number in [0, 1]")
             }
             settings[keyPath: path] = Float(x)
@@ -489,18 +490,42 @@ public struct ClusterSpec: Sendable, Equatable {
         return args
     }
 
-    /// A positive integer argument, if given.
+    /// The largest count a step takes (prompts, samples, tokens, epochs...): far beyond any real run, and
+    /// small enough that products of two counts cannot overflow.
+    public static let largestCount = 1 << 26
+
+    /// A positive integer argument, if given (at most `largestCount`).
     static func positive(_ args: [String: Any], _ name: String, _ key: String) throws -> Int? {
         guard let value = args[name] else { return nil }
-        guard let n = value as? Int, n > 0 else { throw Invalid(key: "\(key).\(name)", reason: "expected a positive integer") }
+        guard let n = value as? Int, (1 ... largestCount).contains(n) else {
+            throw Invalid(key: "\(key).\(name)", reason: "expected a positive integer at most \(largestCount), got \(describe(value))")
+        }
+        return n
+    }
+
+    /// A non-empty string argument, if given.
+    static func text(_ args: [String: Any], _ name: String, _ key: String) throws -> String? {
+        guard let value = args[name] else { return nil }
+        guard let string = value as? String, !string.isEmpty else {
+            throw Invalid(key: "\(key).\(name)", reason: "expected a non-empty string, got \(describe(value))")
+        }
+        return string
+    }
+
+    /// A count >= 0 (at most `largestCount`), if given.
+    static func count(_ args: [String: Any], _ name: String, _ key: String) throws -> Int? {
+        guard let value = args[name] else { return nil }
+        guard let n = value as? Int, (0 ... largestCount).contains(n) else {
+            throw Invalid(key: "\(key).\(name)", reason: "expected a count in 0...\(largestCount), got \(describe(value))")
+        }
         return n
     }
 
     /// A sampling temperature, if given: a finite number >= 0 (0 is greedy), integer or not.
     static func temperature(_ args: [String: Any], _ key: String) throws -> Double? {
         guard let value = args["temperature"] else { return nil }
-        guard let x = number(value), x >= 0, x.isFinite else {
-            throw Invalid(key: "\(key).temperature", reason: "expected a number >= 0 (0 samples greedily)")
+        guard let x = number(value), x >= 0, x <= 100 else {
+            throw Invalid(key: "\(key).temperature", reason: "expected a number in [0, 100] (0 samples greedily), got \(describe(value))")
         }
         return x
     }
@@ -530,11 +555,12 @@ public struct ClusterSpec: Sendable, Equatable {
         }
     }
 
-    /// A positive number argument, if given.
-    static func number(_ args: [String: Any], _ name: String, _ key: String) throws -> Double? {
+    /// A positive number argument, if given: at most `largest`, and one that a Float holds as a positive
+    /// number (1e-50 is 0 as a Float, 1e39 infinite).
+    static func number(_ args: [String: Any], _ name: String, _ key: String, largest: Double = 1e6) throws -> Double? {
         guard let value = args[name] else { return nil }
-        guard let x = number(value), x > 0, x.isFinite else {
-            throw Invalid(key: "\(key).\(name)", reason: "expected a positive number")
+        guard let x = number(value), x > 0, x <= largest, Float(x) > 0 else {
+            throw Invalid(key: "\(key).\(name)", reason: "expected a positive number at most \(largest), got \(describe(value))")
         }
         return x
     }

@@ -49,6 +49,34 @@ struct RLHF: ParsableCommand {
             logger.debug("\(report.summary); sgemm 512^3 on 1 thread: \(gflops) GFLOP/s", metadata: ["openblas": "\(report.config)"])
         }
         for warning in report.warnings { logger.warning("\(warning)") }
-        main(nil)
+        main(normalizedArguments(Array(CommandLine.arguments.dropFirst())))
+    }
+
+    /// The arguments with a negative number after an option joined to it (`--steps -1` becomes
+    /// `--steps=-1`), so that the option's own check names the value instead of ArgumentParser taking
+    /// `-1` for an option and saying "Missing value". No command has a positional argument that could
+    /// be a negative number.
+    static func normalizedArguments(_ arguments: [String]) -> [String] {
+        var out: [String] = []
+        var i = 0
+        while i < arguments.count {
+            let word = arguments[i]
+            if word.hasPrefix("--"), !word.contains("="), word != "--", i + 1 < arguments.count, looksNegative(arguments[i + 1]) {
+                out.append(word + "=" + arguments[i + 1])
+                i += 2
+            } else {
+                out.append(word)
+                i += 1
+            }
+        }
+        return out
+    }
+
+    /// `-1`, `-0.5`, `-.5`, `-1e3`, `-inf`, `-nan`: a negative number, not an option.
+    private static func looksNegative(_ word: String) -> Bool {
+        guard word.hasPrefix("-"), word.count >= 2 else { return false }
+        let rest = word.dropFirst()
+        if let first = rest.first, first.isNumber || first == "." { return true }
+        return ["inf", "infinity", "nan"].contains(rest.lowercased())
     }
 }

@@ -125,10 +125,10 @@ import Testing
 @Suite struct OptionValidationTests {
     @Test(arguments: ["inf", "1e300", "5000000", "nan", "-1", "0"])
     func statusRefusesATimeoutThatIsNotAFewSeconds(value: String) throws {
-        // `--timeout=-1`: with a space, the parser reads -1 as an option name.
-        let result = try CLITests.rlhf(["status", "--coordinator", "tcp://127.0.0.1:1", "--timeout=\(value)"])
+        // With a space too: `--timeout -1` reaches the check (before, the parser took -1 for an option).
+        let result = try CLITests.rlhf(["status", "--coordinator", "tcp://127.0.0.1:1", "--timeout", value])
         #expect(result.status != 0)
-        #expect(result.stderr.contains("--timeout must be a number of seconds in (0, 86400], got"), "\(result.stderr)")
+        #expect(result.stderr.contains("--timeout must be a number in (0.0, 86400.0], got"), "\(result.stderr)")
         #expect(!result.stderr.contains("Fatal error"))
     }
 

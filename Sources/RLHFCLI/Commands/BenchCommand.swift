@@ -94,12 +94,18 @@ struct GenerateBench: ParsableCommand {
     @Option(help: "Write the figures as JSON to this file too.")
     var jsonOut: String?
 
+    func validate() throws {
+        _ = try OptionCheck.threadList(threads)
+        try OptionCheck.integer(repeats, "--repeats", 1 ... 1_000)
+        try OptionCheck.integer(batch, "--batch", 1 ... 65_536)
+        try OptionCheck.integer(batchTokens, "--batch-tokens", 2 ... 1_000_000)
+        try OptionCheck.integer(steps, "--steps", 2 ... 1_000_000)
+    }
+
     func run() throws {
         let names = config.lowercased() == "all" ? ["15M", "gqa", "110M"] : config.split(separator: ",").map(String.init)
         let configs = try names.map { ($0, try benchConfig($0)) }
-        let threadCounts = threads.split(separator: ",").compactMap { Int($0) }
-        guard !threadCounts.isEmpty, threadCounts.allSatisfy({ $0 > 0 }) else { throw ValidationError("--threads: positive counts, e.g. 1,2") }
-        guard repeats > 0, batch > 0, batchTokens > 1, steps > 1 else { throw ValidationError("--repeats, --batch, --batch-tokens and --steps must be positive") }
+        let threadCounts = try OptionCheck.threadList(threads)
         let directory = try benchDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
         printMachine()
@@ -258,6 +264,10 @@ struct TokenizeBench: ParsableCommand {
     @Option(help: "Size of the text in kilobytes.")
     var kilobytes: Int = 100
 
+    func validate() throws {
+        try OptionCheck.integer(kilobytes, "--kilobytes", 1 ... 1 << 20)
+    }
+
     func run() throws {
         let tok: Tokenizer
         do { tok = try Tokenizer(path: tokenizer) } catch { throw cliFailure(error) }
@@ -311,13 +321,18 @@ struct TrainBench: ParsableCommand {
     var rewardModelOnly = false
     @OptionGroup var baselines: BaselineOptions
 
+    func validate() throws {
+        _ = try OptionCheck.threadList(threads)
+        try OptionCheck.integer(repeats, "--repeats", 1 ... 1_000)
+        try OptionCheck.integer(batch, "--batch", 1 ... 65_536)
+        try OptionCheck.integer(rmBatch, "--rm-batch", 1 ... 65_536)
+        try OptionCheck.integer(length, "--length", 2 ... 1 << 20)
+    }
+
     func run() throws {
         let c = try benchConfig(config)
-        guard length > 1, length <= c.seqLen, batch > 0, rmBatch > 0, repeats > 0 else {
-            throw ValidationError("--length must be in 2...\(c.seqLen); --batch, --rm-batch and --repeats positive")
-        }
-        let threadCounts = threads.split(separator: ",").compactMap { Int($0) }
-        guard !threadCounts.isEmpty, threadCounts.allSatisfy({ $0 > 0 }) else { throw ValidationError("--threads: positive counts, e.g. 1,2") }
+        guard length <= c.seqLen else { throw ValidationError("--length must be in 2...\(c.seqLen) for config \(config), got \(length)") }
+        let threadCounts = try OptionCheck.threadList(threads)
         let weights = ModelWeights.random(config: c, seed: 1)
         let directory = try benchDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
@@ -404,6 +419,13 @@ struct TransportBench: ParsableCommand {
     var workers: Int = 32
     @Option(help: "Tasks the dispatch benchmark routes.")
     var tasks: Int = 60_000
+
+    func validate() throws {
+        try OptionCheck.integer(count, "--count", 1 ... 10_000_000)
+        try OptionCheck.integer(consumers, "--consumers", 1 ... 256)
+        try OptionCheck.integer(workers, "--workers", 1 ... 4_096)
+        try OptionCheck.integer(tasks, "--tasks", 1 ... 10_000_000)
+    }
 
     func run() throws {
         print("machine: \(ProcessInfo.processInfo.activeProcessorCount) cores; load average \(loadAverage())")

@@ -42,6 +42,13 @@ struct CheckpointCommand: ParsableCommand {
         @Option(help: "RNG seed.") var seed: UInt64 = 0
         @Option(help: "Output path.") var out: String
 
+        func validate() throws {
+            for (value, name) in [(dim, "--dim"), (hiddenDim, "--hidden-dim"), (layers, "--layers"), (heads, "--heads"), (kvHeads, "--kv-heads"),
+                                  (vocab, "--vocab"), (seqLen, "--seq-len")] {
+                try OptionCheck.integer(value, name, 1 ... 1 << 24)
+            }
+        }
+
         func run() throws {
             var c = preset?.config ?? LlamaConfig(dim: 0, hiddenDim: 0, nLayers: 0, nHeads: 0, nKVHeads: 0, vocabSize: 0, seqLen: 0)
             if let dim { c.dim = dim }

@@ -92,7 +92,7 @@ struct CoordinatorCommand: ParsableCommand {
 
     func validate() throws {
         if let runID { try WorkerCommand.checkName(runID, option: "--run-id") }
-        guard (10 ... 60_000).contains(heartbeatMs) else { throw ValidationError("--heartbeat-ms must be in 10...60000, got \(heartbeatMs)") }
+        try OptionCheck.integer(heartbeatMs, "--heartbeat-ms", 10 ... 60_000)
     }
 
     func run() throws {
@@ -175,13 +175,14 @@ struct WorkerCommand: ParsableCommand {
     func validate() throws {
         if let id { try WorkerCommand.checkName(id, option: "--id") }
         if let runID { try WorkerCommand.checkName(runID, option: "--run-id") }
-        guard orphanTimeout.isFinite, (0 ... 604_800).contains(orphanTimeout) else {
-            throw ValidationError("--orphan-timeout must be a number of seconds in 0...604800 (0: never), got \(orphanTimeout)")
-        }
+        try OptionCheck.number(orphanTimeout, "--orphan-timeout", 0 ... 604_800)
+        try OptionCheck.threads(threads)
+        try OptionCheck.integer(capacity, "--capacity", 1 ... 65_536)
+        try OptionCheck.integer(restoreStep, "--restore-step", 0 ... 1_000_000)
+        try OptionCheck.number(drainTimeout, "--drain-timeout", 0 ... 86_400)
     }
 
     func run() throws {
-        guard threads >= 1, threads <= 256 else { throw cliFailure(LlamaError.invalidInput("--threads must be between 1 and 256")) }
         var settings = WorkerDaemon.Settings(role: role, workerID: id ?? "\(role.rawValue)-\(BuildIdentity.host)-\(BuildIdentity.pid)",
                                              coordinator: coordinator)
         settings.capacity = capacity
@@ -290,10 +291,8 @@ struct StatusCommand: ParsableCommand {
     static let longestWait: Double = 86_400
 
     func validate() throws {
-        for (value, name) in [(timeout, "--timeout"), (interval, "--interval")]
-        where !(value.isFinite && value > 0 && value <= StatusCommand.longestWait) {
-            throw ValidationError("\(name) must be a number of seconds in (0, \(Int(StatusCommand.longestWait))], got \(value)")
-        }
+        try OptionCheck.number(timeout, "--timeout", 0 ... StatusCommand.longestWait, openBelow: true)
+        try OptionCheck.number(interval, "--interval", 0 ... StatusCommand.longestWait, openBelow: true)
     }
 
     func run() throws {
@@ -395,6 +394,10 @@ struct LaunchCommand: ParsableCommand {
     var quick = false
     @Option(help: "Seconds between progress lines (stage, round, step, ETA); 0 for none.")
     var progressEvery: Double = 15
+
+    func validate() throws {
+        try OptionCheck.number(progressEvery, "--progress-every", 0 ... 86_400)
+    }
 
     func run() throws {
         guard let text = try? String(contentsOfFile: spec, encoding: .utf8) else {

@@ -15,11 +15,50 @@ func jsonLine(_ object: Any) -> String {
     return String(decoding: data, as: UTF8.self)
 }
 
-/// Turns core errors into clean command-line failures (message, exit code 1, no stack trace).
+/// Turns core errors into clean command-line failures (message, exit code 1, no stack trace). A
+/// `ValidationError` raised while running is printed the same way: passed on, ArgumentParser would
+/// print it with the root command's usage, which says nothing of the subcommand at fault.
 func cliFailure(_ error: any Error) -> any Error {
-    if error is ExitCode || error is ValidationError || error is CleanExit { return error }
+    if error is ExitCode || error is CleanExit { return error }
     printError("error: \(error)")
     return ExitCode.failure
+}
+
+/// Range checks of numeric options, each naming the option, the range and the value given.
+enum OptionCheck {
+    /// An integer option (nil: not given) in `range`.
+    static func integer<T: BinaryInteger>(_ value: T?, _ option: String, _ range: ClosedRange<T>) throws {
+        guard let value, !range.contains(value) else { return }
+        throw ValidationError("\(option) must be an integer in \(range.lowerBound)...\(range.upperBound), got \(value)")
+    }
+
+    /// A finite number option (nil: not given) in `range`, without its lower bound when `openBelow`
+    /// and without its upper bound when `openAbove`.
+    static func number<T: BinaryFloatingPoint & LosslessStringConvertible>(_ value: T?, _ option: String, _ range: ClosedRange<T>,
+                                                                          openBelow: Bool = false, openAbove: Bool = false) throws {
+        guard let value else { return }
+        let inside = value.isFinite && range.contains(value) && !(openBelow && value == range.lowerBound)
+            && !(openAbove && value == range.upperBound)
+        guard !inside else { return }
+        throw ValidationError("\(option) must be a number in \(openBelow ? "(" : "[")\(range.lowerBound), \(range.upperBound)\(openAbove ? ")" : "]"), got \(value)")
+    }
+
+    /// Compute threads: 1...256.
+    static func threads(_ value: Int?, _ option: String = "--threads") throws { try integer(value, option, 1 ... 256) }
+
+    /// A comma-separated list of thread counts, each in 1...256 (`1,2`).
+    static func threadList(_ text: String, _ option: String = "--threads") throws -> [Int] {
+        let parts = text.split(separator: ",", omittingEmptySubsequences: false)
+        var counts: [Int] = []
+        for part in parts {
+            guard let n = Int(part) else {
+                throw ValidationError("\(option) must be thread counts separated by commas, e.g. 1,2; got \"\(text)\"")
+            }
+            try threads(n, option)
+            counts.append(n)
+        }
+        return counts
+    }
 }
 
 /// Parses `1,2,3` into token ids.

@@ -47,10 +47,13 @@ struct EvalCommand: ParsableCommand {
     var json = false
 
     func validate() throws {
-        if bestOf < 1 { throw ValidationError("--best-of must be at least 1") }
+        try OptionCheck.integer(bestOf, "--best-of", 1 ... 1_024)
         if bestOf > 1 && rewardModel == nil { throw ValidationError("--best-of \(bestOf) needs --reward-model to pick the best") }
-        if let prompts, prompts < 1 { throw ValidationError("--prompts must be at least 1") }
-        if threads < 1 { throw ValidationError("--threads must be at least 1") }
+        try OptionCheck.integer(prompts, "--prompts", 1 ... 10_000_000)
+        try OptionCheck.number(temperature, "--temperature", 0 ... 100)
+        try OptionCheck.number(topP, "--top-p", 0 ... 1, openBelow: true)
+        try OptionCheck.integer(maxNewTokens, "--max-new-tokens", 1 ... 1_000_000)
+        try OptionCheck.threads(threads)
     }
 
     func run() throws {

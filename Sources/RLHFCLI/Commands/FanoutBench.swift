@@ -29,6 +29,14 @@ struct FanoutBench: ParsableCommand {
     @Option(help: "Generator processes of the fan-out.")
     var generators = 2
 
+    func validate() throws {
+        try OptionCheck.integer(prompts, "--prompts", 1 ... 1_000_000)
+        try OptionCheck.integer(samples, "--samples", 1 ... 1_024)
+        try OptionCheck.integer(maxNewTokens, "--max-new-tokens", 1 ... 1_000_000)
+        try OptionCheck.number(temperature, "--temperature", 0 ... 100)
+        try OptionCheck.integer(generators, "--generators", 1 ... 256)
+    }
+
     /// A generator daemon started by the benchmark (its output discarded).
     struct Worker {
         let process: Process

@@ -41,9 +41,13 @@ struct GenerateCommand: ParsableCommand {
     func validate() throws {
         if (prompt == nil) == (promptIds == nil) { throw ValidationError("give exactly one of --prompt or --prompt-ids") }
         if prompt != nil && tokenizer == nil { throw ValidationError("--prompt needs --tokenizer to encode the text") }
-        if steps < 1 { throw ValidationError("--steps must be at least 1") }
-        if batch < 1 { throw ValidationError("--batch must be at least 1") }
-        if threads < 1 { throw ValidationError("--threads must be at least 1") }
+        try OptionCheck.integer(steps, "--steps", 1 ... 1_000_000)
+        try OptionCheck.number(temperature, "--temperature", 0 ... 100)
+        try OptionCheck.number(topP, "--top-p", 0 ... 1, openBelow: true)
+        try OptionCheck.integer(topK, "--top-k", 0 ... 1_000_000)
+        try OptionCheck.integer(batch, "--batch", 1 ... 65_536)
+        try OptionCheck.threads(threads)
+        if let promptIds { _ = try parseIds(promptIds) }
     }
 
     func run() throws {

@@ -35,10 +35,10 @@ struct TaskCommand: ParsableCommand {
         var preferencePairs = TaskData.Settings.default.preferencePairs
 
         func validate() throws {
-            guard (0...1).contains(corpusChatShare) else { throw ValidationError("--corpus-chat-share must be in [0, 1]") }
-            guard corpusDocuments >= 0, sftExamples >= 0, preferencePairs >= 0 else {
-                throw ValidationError("--corpus-documents, --sft-examples and --preference-pairs must be >= 0")
-            }
+            try OptionCheck.number(corpusChatShare, "--corpus-chat-share", 0 ... 1)
+            try OptionCheck.integer(corpusDocuments, "--corpus-documents", 0 ... 100_000_000)
+            try OptionCheck.integer(sftExamples, "--sft-examples", 0 ... 100_000_000)
+            try OptionCheck.integer(preferencePairs, "--preference-pairs", 0 ... 100_000_000)
         }
 
         func run() throws {

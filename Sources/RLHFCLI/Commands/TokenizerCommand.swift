@@ -33,6 +33,12 @@ struct TokenizerCommand: ParsableCommand {
         @Option(name: .customLong("character-coverage"), help: "Fraction of the corpus's characters that get a piece; rarer ones fall back to bytes.")
         var characterCoverage: Double = 0.9995
 
+        func validate() throws {
+            try OptionCheck.integer(vocabSize, "--vocab-size", 259 ... 1 << 22)
+            try OptionCheck.integer(maxPieceLength, "--max-piece-length", 1 ... 1_024)
+            try OptionCheck.number(characterCoverage, "--character-coverage", 0 ... 1, openBelow: true)
+        }
+
         func run() throws {
             let clock = ContinuousClock()
             let start = clock.now

@@ -50,6 +50,16 @@ struct TrainCommand: ParsableCommand {
         @Flag(help: "With --resume: go on although options that define the run (data, schedule, seed, ...) differ from the run that wrote the state.")
         var resumeWithChanges = false
 
+        func validate() throws {
+            try OptionCheck.integer(batchSize, "--batch-size", 1 ... 65_536)
+            try OptionCheck.number(epochs, "--epochs", 0 ... 1_000_000, openBelow: true)
+            try OptionCheck.integer(steps, "--steps", 1 ... 1_000_000_000)
+            try OptionCheck.number(learningRate, "--lr", 0 ... 10, openBelow: true)
+            try OptionCheck.number(warmup, "--warmup", 0 ... 1, openAbove: true)
+            try OptionCheck.threads(threads)
+            try OptionCheck.integer(checkpointEvery, "--checkpoint-every", 1 ... 1_000_000_000)
+        }
+
         func settings(batch: Int, epochs: Double, learningRate: Float) throws -> TrainerSettings {
             var s = TrainerSettings.default
             s.batchSize = batchSize ?? batch
@@ -58,7 +68,7 @@ struct TrainCommand: ParsableCommand {
             s.learningRate = self.learningRate ?? learningRate
             s.warmupFraction = warmup
             s.seed = seed
-            s.checkpointEverySteps = max(1, checkpointEvery)
+            s.checkpointEverySteps = checkpointEvery
             s.run = TrainCommand.runOptions(CommandLine.arguments)
             try s.validate()
             guard threads >= 1 else { throw LlamaError.invalidInput("--threads must be at least 1") }
