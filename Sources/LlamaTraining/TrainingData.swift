@@ -49,19 +49,50 @@ public enum PreferenceSubset: String, CaseIterable, Codable, Sendable {
 /// `BadDataPolicy.stop` the first one is thrown, with `.skip` all are returned beside the data.
 public enum TrainingData {
     /// The non-empty lines of `path` with their 1-based numbers.
-    static func lines(_ path: String) throws -> [(number: Int, text: Substring)] {
+    /// The file's non-blank lines, numbered from 1; the text of a line that is not valid UTF-8 is nil
+    /// (a bad line: read with replacement characters, its text would silently change).
+    static func lines(_ path: String) throws -> [(number: Int, text: Substring?)] {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw LlamaError.invalidInput("cannot read \(path)")
         }
-        let text = String(decoding: data, as: UTF8.self)
-        var out: [(Int, Substring)] = []
+        var out: [(Int, Substring?)] = []
         var number = 0
-        for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
+        for bytes in data.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false) {
             number += 1
-            let trimmed = line.hasSuffix("\r") ? line.dropLast() : line
+            guard let line = String(validating: bytes, as: UTF8.self) else {
+                out.append((number, nil))
+                continue
+            }
+            let trimmed = line.hasSuffix("\r") ? line.dropLast() : Substring(line)
             if !trimmed.allSatisfy(\.isWhitespace) { out.append((number, trimmed)) }
         }
         return out
+    }
+
+    /// The text of a line, or the error of one that is not UTF-8.
+    static func utf8(_ text: Substring?) throws -> Substring {
+        guard let text else { throw LlamaError.invalidInput("not valid UTF-8") }
+        return text
+    }
+
+    /// A string field of a JSON line: missing and of another type are told apart.
+    static func string(_ object: [String: Any], _ key: String, orElse alternative: String = "") throws -> String {
+        guard let value = object[key] else { throw LlamaError.invalidInput("missing \"\(key)\"\(alternative)") }
+        guard let text = value as? String else { throw LlamaError.invalidInput("\"\(key)\" must be a string, got \(jsonKind(value))") }
+        return text
+    }
+
+    /// What a JSON value is, for messages.
+    static func jsonKind(_ value: Any) -> String {
+        switch value {
+        case is NSNull: return "null"
+        case is String: return "a string"
+        case is [Any]: return "a list"
+        case is [String: Any]: return "an object"
+        // JSONSerialization gives booleans as NSNumbers of type char ("c").
+        case let n as NSNumber: return String(cString: n.objCType) == "c" ? "a boolean" : "a number"
+        default: return "\(type(of: value))"
+        }
     }
 
     /// Applies `policy` to a bad line.
@@ -74,7 +105,11 @@ public enum TrainingData {
     /// longer than `seqLen` tokens is a bad line.
     public static func corpus(_ path: String, tokenizer: Tokenizer, seqLen: Int, policy: BadDataPolicy) throws -> (sequences: [MaskedSequence], issues: [DataIssue]) {
         var out: [MaskedSequence] = [], issues: [DataIssue] = []
-        for (number, text) in try lines(path) {
+        for (number, line) in try lines(path) {
+            guard let text = line else {
+                try reject(DataIssue(file: path, line: number, reason: "not valid UTF-8"), policy, into: &issues)
+                continue
+            }
             let ids = [tokenizer.bosId] + tokenizer.encode(String(text)) + [tokenizer.eosId]
             guard ids.count <= seqLen else {
                 try reject(DataIssue(file: path, line: number, reason: "\(ids.count) tokens, longer than seq_len \(seqLen)"), policy, into: &issues)
@@ -89,9 +124,9 @@ public enum TrainingData {
     /// LLaMA2's chat format; the loss is on the answers' tokens only (the prompt's loss zeroed).
     public static func sft(_ path: String, tokenizer: Tokenizer, seqLen: Int, policy: BadDataPolicy) throws -> (sequences: [MaskedSequence], issues: [DataIssue]) {
         var out: [MaskedSequence] = [], issues: [DataIssue] = []
-        for (number, text) in try lines(path) {
+        for (number, line) in try lines(path) {
             do {
-                let messages = try sftMessages(text)
+                let messages = try sftMessages(try utf8(line))
                 let (ids, isAnswer) = try ChatTemplate.encode(messages, tokenizer: tokenizer)
                 guard isAnswer.contains(true) else { throw LlamaError.invalidInput("no assistant answer to train on") }
                 guard ids.count <= seqLen else { throw LlamaError.invalidInput("\(ids.count) tokens, longer than seq_len \(seqLen)") }
@@ -120,8 +155,8 @@ public enum TrainingData {
                 return ChatTemplate.Message(role: role, content: content)
             }
         }
-        guard let prompt = object["prompt"] as? String else { throw LlamaError.invalidInput("missing \"prompt\" (or \"messages\")") }
-        guard let response = object["response"] as? String else { throw LlamaError.invalidInput("missing \"response\"") }
+        let prompt = try string(object, "prompt", orElse: " (or \"messages\")")
+        let response = try string(object, "response")
         guard !response.allSatisfy(\.isWhitespace) else { throw LlamaError.invalidInput("empty response") }
         return [ChatTemplate.Message(role: .user, content: prompt), ChatTemplate.Message(role: .assistant, content: response)]
     }
@@ -131,20 +166,20 @@ public enum TrainingData {
     public static func preferences(_ path: String, tokenizer: Tokenizer, seqLen: Int, subset: PreferenceSubset = .all,
                                    policy: BadDataPolicy) throws -> (pairs: [PreferenceExample], issues: [DataIssue]) {
         var out: [PreferenceExample] = [], issues: [DataIssue] = []
-        for (number, text) in try lines(path) {
+        for (number, line) in try lines(path) {
             do {
-                guard let o = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] else {
+                guard let o = try? JSONSerialization.jsonObject(with: Data(try utf8(line).utf8)) as? [String: Any] else {
                     throw LlamaError.invalidInput("not a JSON object")
                 }
-                guard let prompt = o["prompt"] as? String else { throw LlamaError.invalidInput("missing \"prompt\"") }
-                guard let chosen = o["chosen"] as? String, !chosen.allSatisfy(\.isWhitespace) else {
-                    throw LlamaError.invalidInput("missing or empty \"chosen\"")
-                }
-                guard let rejected = o["rejected"] as? String, !rejected.allSatisfy(\.isWhitespace) else {
-                    throw LlamaError.invalidInput("missing or empty \"rejected\"")
-                }
+                let prompt = try string(o, "prompt")
+                let chosen = try string(o, "chosen"), rejected = try string(o, "rejected")
+                guard !chosen.allSatisfy(\.isWhitespace) else { throw LlamaError.invalidInput("empty \"chosen\"") }
+                guard !rejected.allSatisfy(\.isWhitespace) else { throw LlamaError.invalidInput("empty \"rejected\"") }
                 guard let name = o["preference"] as? String, let level = PreferenceLevel(rawValue: name) else {
                     throw LlamaError.invalidInput("\"preference\" must be one of \(PreferenceLevel.allCases.map(\.rawValue).joined(separator: ", "))")
+                }
+                if let flag = o["safety"], jsonKind(flag) != "a boolean" {
+                    throw LlamaError.invalidInput("\"safety\" must be true or false, got \(jsonKind(flag))")
                 }
                 let safety = o["safety"] as? Bool ?? false
                 if subset == .helpfulness && safety || subset == .safety && !safety { continue }

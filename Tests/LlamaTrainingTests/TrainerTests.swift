@@ -76,6 +76,32 @@ import Testing
         #expect(throws: DataIssue.self) { _ = try TrainingData.preferences(prefs, tokenizer: TrainerTests.bytes, seqLen: 64, policy: .stop) }
     }
 
+    /// A field of the wrong type is named as such (not as missing), a safety flag must be a boolean, and a
+    /// line that is not UTF-8 is a bad line (it was read with replacement characters, its text changed).
+    @Test func wrongTypesAndBrokenUTF8AreBadLines() throws {
+        var bytes = Data(#"{"prompt": "Hi", "response": "Hello"}"#.utf8) + Data([0x0A])
+        bytes += Data(#"{"prompt": 5, "response": "Hello"}"#.utf8) + Data([0x0A])
+        bytes += Data(#"{"prompt": "caf"#.utf8) + Data([0xC3, 0x28]) + Data(#"", "response": "x"}"#.utf8) + Data([0x0A])
+        bytes += Data(#"{"prompt": "Hi", "response": null}"#.utf8)
+        let path = NSTemporaryDirectory() + "trainer-\(UUID().uuidString).jsonl"
+        try bytes.write(to: URL(fileURLWithPath: path))
+        let (kept, issues) = try TrainingData.sft(path, tokenizer: TrainerTests.bytes, seqLen: 128, policy: .skip)
+        #expect(kept.count == 1)
+        #expect(issues.map(\.line) == [2, 3, 4])
+        #expect(issues[0].reason == "\"prompt\" must be a string, got a number", "\(issues[0])")
+        #expect(issues[1].reason == "not valid UTF-8", "\(issues[1])")
+        #expect(issues[2].reason == "\"response\" must be a string, got null", "\(issues[2])")
+        let prefs = try TrainerTests.file([
+            #"{"prompt": "p", "chosen": "a", "rejected": "b", "preference": "better", "safety": "yes"}"#,
+            #"{"prompt": "p", "chosen": ["a"], "rejected": "b", "preference": "better"}"#,
+            #"{"prompt": "p", "chosen": "a", "rejected": "b", "preference": "better", "safety": 1}"#,
+        ])
+        let (pairs, pairIssues) = try TrainingData.preferences(prefs, tokenizer: TrainerTests.bytes, seqLen: 64, policy: .skip)
+        #expect(pairs.isEmpty)
+        #expect(pairIssues.map(\.reason) == ["\"safety\" must be true or false, got a string", "\"chosen\" must be a string, got a list",
+                                             "\"safety\" must be true or false, got a number"])
+    }
+
     static func model(seed: UInt64 = 3) -> ModelWeights {
         ModelWeights.random(config: LlamaConfig(dim: 32, hiddenDim: 64, nLayers: 2, nHeads: 4, nKVHeads: 2, vocabSize: 259, seqLen: 64), seed: seed)
     }
