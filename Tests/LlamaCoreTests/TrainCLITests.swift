@@ -143,5 +143,13 @@ import Testing
         #expect(result.status != 0)
         #expect(result.stderr.contains("--metrics: cannot write \(dir)/no-such-folder/m.jsonl"), "\(result.stdout)\(result.stderr)")
         #expect(!FileManager.default.fileExists(atPath: dir + "/base.bin"))
+        // An output that cannot be written is found before any step runs too (it was found at the first
+        // state write, after the work).
+        let out = try CLITests.rlhf(["train", "pretrain", "--corpus", dir + "/corpus.txt", "--tokenizer", TrainCLITests.tokenizer,
+                                     "--config", "dim=32,n_layers=1,n_heads=2,seq_len=64", "--out", dir + "/no-such-folder/base.bin",
+                                     "--steps", "1", "--batch-size", "2", "--metrics", dir + "/m.jsonl"])
+        #expect(out.status != 0)
+        #expect(out.stderr.contains("--out: cannot write \(dir)/no-such-folder/base.bin: no directory"), "\(out.stdout)\(out.stderr)")
+        #expect(!out.stdout.contains("step 1"), "\(out.stdout)")
     }
 }
