@@ -111,6 +111,18 @@ import Testing
                                          Array(repeating: "5", count: 300).joined(separator: ",")])
         #expect(tooLong.status != 0)
         #expect(tooLong.stderr.contains("seq_len"))
+        // A batch whose key-value caches exceed the machine's memory is refused with what it would need
+        // (100,000 samples asked for 11 GB and aborted). A small model with a long context: 64 MB a sample.
+        let dir = try Fixtures.temporaryDirectory()
+        let made = try CLITests.rlhf(["checkpoint", "init", "--dim", "8", "--hidden-dim", "16", "--layers", "1", "--heads", "1",
+                                      "--vocab", "32", "--seq-len", "1000000", "--out", dir + "/long.bin"])
+        #expect(made.status == 0, "\(made.stderr)")
+        let huge = try CLITests.rlhf(["generate", "--checkpoint", dir + "/long.bin", "--prompt-ids", "1", "--batch", "65536", "--steps", "1"])
+        #expect(huge.status == 1)
+        #expect(huge.stderr.contains("--batch 65536") && huge.stderr.contains("GiB of memory, and this machine has"), "\(huge.stderr)")
+        let ids = try CLITests.rlhf(["generate", "--checkpoint", Fixtures.model("tiny-mha"), "--prompt-ids", "1,99999999999"])
+        #expect(ids.status != 0)
+        #expect(ids.stderr.contains("'99999999999' is not an integer token id") && !ids.stderr.contains("USAGE: rlhf <subcommand>"), "\(ids.stderr)")
     }
 
     @Test func tokenizeJSONLines() throws {

@@ -76,3 +76,23 @@ func parseIds(_ text: String) throws -> [Int32] {
 func loadAverage() -> String {
     (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8))?.split(separator: " ").prefix(3).joined(separator: " ") ?? "unknown"
 }
+
+/// Memory a command is about to ask for, checked against what the machine has available
+/// (`MemAvailable` in /proc/meminfo) before it allocates: a batch too large for the machine is refused
+/// with the memory it would need, instead of an allocation failure partway.
+enum MemoryBudget {
+    /// Bytes available now (nil where /proc/meminfo cannot be read).
+    static func available() -> Int? {
+        guard let text = try? String(contentsOfFile: "/proc/meminfo", encoding: .utf8),
+              let line = text.split(separator: "\n").first(where: { $0.hasPrefix("MemAvailable:") }),
+              let kilobytes = line.split(separator: " ").dropFirst().first.flatMap({ Int($0) }) else { return nil }
+        return kilobytes * 1024
+    }
+
+    /// Throws when `bytes` (what `what` needs) exceed the memory available.
+    static func check(_ bytes: Int, for what: String) throws {
+        guard let available = available(), bytes > available else { return }
+        let gib = { (b: Int) in String(format: "%.1f GiB", Double(b) / Double(1 << 30)) }
+        throw ValidationError("\(what) needs about \(gib(bytes)) of memory, and this machine has \(gib(available)) available")
+    }
+}

@@ -56,6 +56,10 @@ struct GenerateCommand: ParsableCommand {
 
     private func generate() throws {
         let model = try LlamaModel(checkpoint: checkpoint, precision: precision)
+        // Each sample holds a key-value cache of seq_len positions and its logits.
+        let c = model.config
+        try MemoryBudget.check(batch * (2 * c.nLayers * c.seqLen * c.kvDim + 4 * c.vocabSize + 8 * c.dim) * 4,
+                               for: "--batch \(batch) (a \(c.nLayers)-layer key-value cache of \(c.seqLen) positions per sample)")
         let tok = try tokenizer.map { path -> Tokenizer in
             let t = try Tokenizer(path: path)
             try t.check(against: model.config, path: path)
