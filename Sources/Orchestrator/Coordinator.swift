@@ -52,6 +52,8 @@ public final class Coordinator: @unchecked Sendable {
         var kl = 0.0
         /// Frames refused, by `WireError.reason` ("bad_body" for a body of the wrong shape).
         var rejected: [String: UInt64] = [:]
+        /// At most one "refused a message" line a second, with the count of those not logged.
+        var refusalLog = LogThrottle()
         /// Tasks put back in the queue because their worker died, left or registered anew.
         var redispatched: UInt64 = 0
         /// Work in flight: tasks (the message to send) by request id, results accepted once.
@@ -504,8 +506,11 @@ public final class Coordinator: @unchecked Sendable {
         do {
             message = try WireMessage.decode(frames, maxFrameBytes: maxFrameBytes)
         } catch let e as WireError {
-            state.state.withLock { $0.rejected[e.reason, default: 0] += 1 }
-            logger.warning("refused a message", metadata: ["reason": "\(e)"])
+            let (log, suppressed) = state.state.withLock { s in
+                s.rejected[e.reason, default: 0] += 1
+                return s.refusalLog.admit(now: BuildIdentity.now())
+            }
+            if log { logger.warning("refused a message", metadata: ["reason": "\(e)", "refused_unlogged_since_last": "\(suppressed)"]) }
             let code: Rlhf_V1_ErrorCode = {
                 switch e {
                 case .versionMismatch: return .versionMismatch
@@ -700,8 +705,14 @@ public final class Coordinator: @unchecked Sendable {
                 return error(.unknownType, "the coordinator does not handle \(message.type)", requestID: message.requestID)
             }
         } catch {
-            state.state.withLock { $0.rejected["bad_body", default: 0] += 1 }
-            logger.warning("refused a message", metadata: ["type": "\(message.type)", "reason": "\(error)"])
+            let (log, suppressed) = state.state.withLock { s in
+                s.rejected["bad_body", default: 0] += 1
+                return s.refusalLog.admit(now: BuildIdentity.now())
+            }
+            if log {
+                logger.warning("refused a message", metadata: ["type": "\(message.type)", "reason": "\(error)",
+                                                             "refused_unlogged_since_last": "\(suppressed)"])
+            }
             return Coordinator.error(.badMessage, "\(error)", requestID: message.requestID)
         }
     }

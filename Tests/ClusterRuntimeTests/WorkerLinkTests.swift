@@ -121,4 +121,13 @@ import Testing
         #expect(patient.tick(now: 10_000_000) == .stillWaiting(seconds: 10_000))
         #expect(patient.gaveUp == nil)
     }
+
+    @Test func refusedFramesAreLoggedAtABoundedRate() {
+        var throttle = LogThrottle(intervalMilliseconds: 1_000)
+        #expect(throttle.admit(now: 0) == (true, 0))
+        // 3,300 bad frames within the same second: none logged, all counted for the next line.
+        for t in 0 ..< 3_300 { #expect(throttle.admit(now: UInt64(t % 1_000)).log == false) }
+        #expect(throttle.admit(now: 1_000) == (true, 3_300))
+        #expect(throttle.admit(now: 5_000) == (true, 0))
+    }
 }
