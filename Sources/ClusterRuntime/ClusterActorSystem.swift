@@ -83,8 +83,10 @@ public final class ClusterActorSystem: DistributedActorSystem, @unchecked Sendab
     private let registry = Mutex(Registry())
 
     private final class Pending: @unchecked Sendable {
-        var calls: [UInt64: (continuation: CheckedContinuation<WireMessage, Error>, deadline: UInt64, target: String)] = [:]
+        var calls: [UInt64: (continuation: CheckedContinuation<WireMessage, Error>, deadline: UInt64, target: String, endpoint: String)] = [:]
         var connections: [String: PollLoop.SocketID] = [:]
+        /// Endpoints whose security handshake failed, and what to tell the caller: calls to them fail at once.
+        var refused: [String: String] = [:]
         /// Endpoints whose handshake succeeded.
         var shaken: Set<String> = []
         /// ROUTER identities of peers that completed the handshake.
@@ -220,11 +222,11 @@ public final class ClusterActorSystem: DistributedActorSystem, @unchecked Sendab
             hello.protocolVersion = ProtocolVersion.current
             hello.buildHash = buildHash
             hello.role = .unspecified
-            _ = try await exchange(socket, actor: "", target: ClusterActorSystem.handshakeTarget,
+            _ = try await exchange(socket, endpoint: id.endpoint, actor: "", target: ClusterActorSystem.handshakeTarget,
                                    arguments: [try hello.serializedBytes()])
             pending.withLock { _ = $0.shaken.insert(id.endpoint) }
         }
-        return try await exchange(socket, actor: id.name, target: target, arguments: arguments)
+        return try await exchange(socket, endpoint: id.endpoint, actor: id.name, target: target, arguments: arguments)
     }
 
     private func connection(to endpoint: String) throws -> (PollLoop.SocketID, Bool) {
@@ -232,7 +234,8 @@ public final class ClusterActorSystem: DistributedActorSystem, @unchecked Sendab
         let box = Mutex<ClusterActorSystem?>(self)
         var settings = SocketSettings.default
         settings.curve = curve
-        let (socket, _) = try loop.open(.dealer, settings: settings, connect: [endpoint]) { frames in
+        let (socket, _) = try loop.open(.dealer, settings: settings, connect: [endpoint],
+                                        events: { event in box.withLock { $0 }?.connectionEvent(event, endpoint: endpoint) }) { frames in
             box.withLock { $0 }?.receiveReply(frames)
         }
         return pending.withLock { p in
@@ -245,7 +248,22 @@ public final class ClusterActorSystem: DistributedActorSystem, @unchecked Sendab
         }
     }
 
-    private func exchange(_ socket: PollLoop.SocketID, actor: String, target: String, arguments: [[UInt8]]) async throws -> [UInt8] {
+    /// A failed security handshake fails the calls waiting on that endpoint with what is wrong (they would
+    /// otherwise wait out their timeout, or fail with libzmq's "Resource temporarily unavailable").
+    private func connectionEvent(_ event: SocketEvent, endpoint: String) {
+        guard case let .handshakeFailed(failure) = event.kind else { return }
+        var publicKey: String?
+        if case let .client(_, key, _)? = curve { publicKey = key }
+        let reason = SocketEvent.explain(failure, peer: endpoint, clientUsesCurve: curve != nil, clientPublicKey: publicKey)
+        let failed = pending.withLock { p -> [CheckedContinuation<WireMessage, Error>] in
+            p.refused[endpoint] = reason
+            let ids = p.calls.filter { $0.value.endpoint == endpoint }.map(\.key)
+            return ids.compactMap { p.calls.removeValue(forKey: $0)?.continuation }
+        }
+        for continuation in failed { continuation.resume(throwing: RemoteCallError.transport(reason)) }
+    }
+
+    private func exchange(_ socket: PollLoop.SocketID, endpoint: String, actor: String, target: String, arguments: [[UInt8]]) async throws -> [UInt8] {
         var call = Rlhf_V1_RemoteCall()
         call.actorID = actor
         call.target = target
@@ -256,8 +274,19 @@ public final class ClusterActorSystem: DistributedActorSystem, @unchecked Sendab
         let timeout = callTimeoutMilliseconds
         let deadline = DispatchTime.now().uptimeNanoseconds + UInt64(timeout) * 1_000_000
         let reply: WireMessage = try await withCheckedThrowingContinuation { continuation in
-            pending.withLock { $0.calls[requestID] = (continuation, deadline, target) }
+            let refused = pending.withLock { p -> String? in
+                if let reason = p.refused[endpoint] { return reason }
+                p.calls[requestID] = (continuation, deadline, target, endpoint)
+                return nil
+            }
+            if let refused {
+                continuation.resume(throwing: RemoteCallError.transport(refused))
+                return
+            }
             loop.send(socket, frames) { [self] error in
+                // No connection to queue on yet (its handshake may be failing): the call waits for the
+                // handshake's outcome or its timeout instead of failing with "Resource temporarily unavailable".
+                if let transport = error as? TransportError, transport.wouldBlock { return }
                 self.finish(requestID, .failure(RemoteCallError.transport("\(error)")))
             }
         }

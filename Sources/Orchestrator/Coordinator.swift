@@ -153,7 +153,20 @@ public final class Coordinator: @unchecked Sendable {
             try loop.authorizeCurveClients(curve.clients)
             socketSettings.curve = .server(secretKey: curve.secretKey)
         }
-        let (socket, bound) = try loop.open(.router, settings: socketSettings, bind: [settings.bind]) { frames in
+        // A peer whose security handshake fails never sends a frame: counted (rejected "handshake") and
+        // logged here, at most once a second.
+        let handshakes = { @Sendable (event: SocketEvent) in
+            guard case let .handshakeFailed(failure) = event.kind else { return }
+            let (log, suppressed) = shared.state.withLock { s in
+                s.rejected["handshake", default: 0] += 1
+                return s.refusalLog.admit(now: BuildIdentity.now())
+            }
+            if log {
+                logger.warning("a peer failed the security handshake", metadata: [
+                    "failure": "\(failure)", "curve": "\(settings.curve != nil)", "refused_unlogged_since_last": "\(suppressed)"])
+            }
+        }
+        let (socket, bound) = try loop.open(.router, settings: socketSettings, bind: [settings.bind], events: handshakes) { frames in
             guard let id = socketBox.withLock({ $0 }), frames.count >= 2 else { return }
             let identity = frames[0]
             if let reply = Coordinator.handle(Array(frames.dropFirst()), identity: identity, shared: shared,

@@ -16,8 +16,11 @@ public final class PollLoop: @unchecked Sendable {
     /// Called on the loop thread with each multipart message a socket receives.
     public typealias Handler = @Sendable ([[UInt8]]) -> Void
 
+    /// Called on the loop thread with each connection or handshake event of a monitored socket.
+    public typealias EventHandler = @Sendable (SocketEvent) -> Void
+
     private enum Command {
-        case open(SocketID, SocketKind, SocketSettings, [UInt8]?, bind: [String], connect: [String], Handler,
+        case open(SocketID, SocketKind, SocketSettings, [UInt8]?, bind: [String], connect: [String], Handler, EventHandler?,
                   reply: @Sendable (Result<[String], Error>) -> Void)
         case send(SocketID, [[UInt8]], failure: (@Sendable (Error) -> Void)?)
         case close(SocketID)
@@ -33,6 +36,8 @@ public final class PollLoop: @unchecked Sendable {
     private let loopThread = Atomic<UInt>(0)
     private let finished = DispatchSemaphore(value: 0)
     private var sockets: [SocketID: (socket: ZMQSocket, handler: Handler)] = [:] // loop thread only
+    /// The PAIR socket reading each monitored socket's events (loop thread only).
+    private var monitors: [SocketID: SocketID] = [:]
 
     /// Starts the loop thread.
     public init() throws {
@@ -53,17 +58,19 @@ public final class PollLoop: @unchecked Sendable {
     }
 
     /// Opens a socket on the loop thread, binds and connects it, and returns the endpoints bound
-    /// (with `tcp://host:*` ports resolved). `handler` receives every message it gets.
+    /// (with `tcp://host:*` ports resolved). `handler` receives every message it gets, and `events`
+    /// (when given) its connection and handshake events.
     public func open(_ kind: SocketKind, settings: SocketSettings = .default, identity: [UInt8]? = nil,
-                     bind: [String] = [], connect: [String] = [], handler: @escaping Handler) throws -> (SocketID, [String]) {
+                     bind: [String] = [], connect: [String] = [], events: EventHandler? = nil,
+                     handler: @escaping Handler) throws -> (SocketID, [String]) {
         let id = SocketID(raw: nextID.wrappingAdd(1, ordering: .relaxed).newValue)
         if isLoopThread {
             // Called from a handler or a task on this loop: waiting for the loop would wait forever.
-            return (id, try openNow(id, kind, settings, identity, bind: bind, connect: connect, handler).get())
+            return (id, try openNow(id, kind, settings, identity, bind: bind, connect: connect, handler, events).get())
         }
         let done = DispatchSemaphore(value: 0)
         let result = Mutex<Result<[String], Error>?>(nil)
-        submit(.open(id, kind, settings, identity, bind: bind, connect: connect, handler, reply: { r in
+        submit(.open(id, kind, settings, identity, bind: bind, connect: connect, handler, events, reply: { r in
             result.withLock { $0 = r }
             done.signal()
         }))
@@ -142,15 +149,26 @@ public final class PollLoop: @unchecked Sendable {
 
     /// Opens a socket (on the loop thread).
     private func openNow(_ id: SocketID, _ kind: SocketKind, _ settings: SocketSettings, _ identity: [UInt8]?, bind: [String],
-                         connect: [String], _ handler: @escaping Handler) -> Result<[String], Error> {
+                         connect: [String], _ handler: @escaping Handler, _ events: EventHandler? = nil) -> Result<[String], Error> {
         do {
             let socket = try ZMQSocket(context: context, kind: kind, settings: settings, identity: identity)
             do {
+                if let events {
+                    // Before connecting: the first handshake's events are the ones that matter.
+                    let address = "inproc://rlhf-monitor-\(ObjectIdentifier(self).hashValue)-\(id.raw)"
+                    try socket.monitor(address)
+                    let reader = try ZMQSocket(context: context, kind: .pair)
+                    do { try reader.connect(address) } catch { reader.close(); throw error }
+                    let readerID = SocketID(raw: nextID.wrappingAdd(1, ordering: .relaxed).newValue)
+                    sockets[readerID] = (reader, { frames in if let event = SocketEvent.decode(frames) { events(event) } })
+                    monitors[id] = readerID
+                }
                 let bound = try bind.map { try socket.bind($0) }
                 for endpoint in connect { try socket.connect(endpoint) }
                 sockets[id] = (socket, handler)
                 return .success(bound)
             } catch {
+                if let reader = monitors.removeValue(forKey: id) { sockets.removeValue(forKey: reader)?.socket.close() }
                 socket.close()
                 return .failure(error)
             }
@@ -176,8 +194,8 @@ public final class PollLoop: @unchecked Sendable {
     private func execute(_ commands: [Command]) {
         for command in commands {
             switch command {
-            case let .open(id, kind, settings, identity, bind, connect, handler, reply):
-                reply(openNow(id, kind, settings, identity, bind: bind, connect: connect, handler))
+            case let .open(id, kind, settings, identity, bind, connect, handler, events, reply):
+                reply(openNow(id, kind, settings, identity, bind: bind, connect: connect, handler, events))
             case let .send(id, frames, failure):
                 guard let entry = sockets[id] else {
                     failure?(TransportError("send on a closed socket"))
@@ -190,6 +208,7 @@ public final class PollLoop: @unchecked Sendable {
                 }
             case let .close(id):
                 sockets.removeValue(forKey: id)?.socket.close()
+                if let reader = monitors.removeValue(forKey: id) { sockets.removeValue(forKey: reader)?.socket.close() }
             case let .job(job):
                 job.runSynchronously(on: asUnownedTaskExecutor())
             }

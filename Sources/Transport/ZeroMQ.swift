@@ -215,6 +215,12 @@ public final class ZMQSocket {
         return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
+    /// Publishes this socket's connection and handshake events on a PAIR socket bound at `endpoint`
+    /// (an `inproc://` address) for the caller to connect and read.
+    public func monitor(_ endpoint: String) throws {
+        guard zmq_socket_monitor(try live(), endpoint, SocketEvent.watched) == 0 else { throw TransportError("zmq_socket_monitor(\(endpoint))") }
+    }
+
     /// Connects to `endpoint` (asynchronously: ZeroMQ reconnects by itself).
     public func connect(_ endpoint: String) throws {
         guard zmq_connect(try live(), endpoint) == 0 else { throw TransportError("zmq_connect(\(endpoint))") }

@@ -104,7 +104,8 @@ public final class WorkerDaemon: @unchecked Sendable {
         // with the same --id is a different peer to the coordinator's socket (which refuses its
         // registration) instead of taking the first one's connection over.
         (socket, _) = try loop.open(.dealer, settings: socketSettings, identity: Array("\(settings.workerID)#\(incarnation)".utf8),
-                                    connect: [settings.coordinator]) { frames in
+                                    connect: [settings.coordinator],
+                                    events: { event in box.withLock { $0 }?.connectionEvent(event) }) { frames in
             box.withLock { $0 }?.handle(frames)
         }
         box.withLock { $0 = self }
@@ -119,6 +120,17 @@ public final class WorkerDaemon: @unchecked Sendable {
         }
         supervisor.resume()
         self.supervisor = supervisor
+    }
+
+    /// A failed security handshake will not succeed by retrying (the keys are given at start): the worker
+    /// gives up, saying which keys are wrong, instead of waiting for a coordinator it cannot reach.
+    private func connectionEvent(_ event: SocketEvent) {
+        guard case let .handshakeFailed(failure) = event.kind else { return }
+        var publicKey: String?
+        if case let .client(_, key, _)? = settings.curve { publicKey = key }
+        let reason = SocketEvent.explain(failure, peer: "the coordinator at \(settings.coordinator)", clientUsesCurve: settings.curve != nil,
+                                         clientPublicKey: publicKey)
+        act(state.withLock { $0.link.refused(.incompatible, reason: reason, now: BuildIdentity.now()) })
     }
 
     /// Does what the link decided.

@@ -477,18 +477,41 @@ import LlamaCore
         let coordinator = try Coordinator(settings: settings)
         defer { coordinator.shutdown() }
         let common = ["worker", "--role", "generator", "--coordinator", coordinator.endpoint]
-        let workers = try [
-            common + ["--id", "authorized", "--curve-server", "\(dir)/server.pub", "--curve-key", "\(dir)/worker.key"],
-            common + ["--id", "plain"],
-            common + ["--id", "stranger", "--curve-server", "\(dir)/server.pub", "--curve-key", "\(dir)/stranger.key"],
-            common + ["--id", "wrong-server", "--curve-server", "\(dir)/stranger.pub", "--curve-key", "\(dir)/worker.key"],
-        ].map { try ClusterProcessTests.spawn($0) }
+        let cases: [(id: String, options: [String], says: String)] = [
+            ("authorized", ["--curve-server", "\(dir)/server.pub", "--curve-key", "\(dir)/worker.key"], ""),
+            ("plain", [], "requires CURVE encryption: give --curve-server"),
+            ("stranger", ["--curve-server", "\(dir)/server.pub", "--curve-key", "\(dir)/stranger.key"],
+             "did not admit this side's CURVE key (public key \(try key("stranger.pub", line: 0)))"),
+            ("wrong-server", ["--curve-server", "\(dir)/stranger.pub", "--curve-key", "\(dir)/worker.key"],
+             "check that --curve-server is its public key"),
+        ]
+        let workers = try cases.map { c in
+            try WorkerIdentityProcessTests.spawn(common + ["--id", c.id] + c.options, log: "\(dir)/\(c.id).log")
+        }
         defer { for w in workers where w.isRunning { w.terminate() } }
         #expect(ClusterProcessTests.waitFor(20) { coordinator.workers().contains { $0.registration.workerID == "authorized" } })
-        // The others get nothing through: give them time to try.
-        Thread.sleep(forTimeInterval: 2)
+        // The others get nothing through, and each leaves at once saying which keys are wrong (before: a
+        // plain worker waited for ever, and rlhf status said "Resource temporarily unavailable").
+        for (c, worker) in zip(cases, workers).dropFirst() {
+            #expect(ClusterProcessTests.waitFor(20) { !worker.isRunning }, "\(c.id) still running")
+            #expect(worker.terminationStatus == 1)
+            let log = (try? String(contentsOfFile: "\(dir)/\(c.id).log", encoding: .utf8)) ?? ""
+            #expect(log.contains(c.says), "\(c.id): \(log)")
+        }
         #expect(coordinator.workers().map(\.registration.workerID) == ["authorized"])
-        #expect(coordinator.status().rejectedFrames.isEmpty, "nothing of theirs even reached the coordinator's decoder")
+        // Nothing of theirs reached the coordinator's decoder; their handshakes are counted.
+        #expect(coordinator.status().rejectedFrames.map(\.reason) == ["handshake"], "\(coordinator.status().rejectedFrames)")
+        // rlhf status without keys, or with a key not admitted, says so at once.
+        for (options, says) in [([String](), "requires CURVE encryption"),
+                                (["--curve-server", "\(dir)/server.pub", "--curve-key", "\(dir)/stranger.key"], "did not admit this side's CURVE key")] {
+            let status = try WorkerIdentityProcessTests.spawn(["status", "--coordinator", coordinator.endpoint, "--timeout", "20"] + options,
+                                                              log: "\(dir)/status.log")
+            let started = Date()
+            status.waitUntilExit()
+            #expect(status.terminationStatus == 1 && Date().timeIntervalSince(started) < 10)
+            let said = (try? String(contentsOfFile: "\(dir)/status.log", encoding: .utf8)) ?? ""
+            #expect(said.contains(says), "\(said)")
+        }
     }
 
     struct HTTPTimeout: Error {}

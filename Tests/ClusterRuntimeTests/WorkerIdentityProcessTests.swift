@@ -31,7 +31,8 @@ import Testing
     @Test func aSecondProcessWithALiveWorkersIDIsRefusedAndTheCoordinatorKeepsServing() throws {
         let dir = NSTemporaryDirectory() + "dup-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        let endpoint = "tcp://127.0.0.1:\(Int.random(in: 20_000 ..< 40_000))"
+        // A fixed port below the ephemeral range (32768-60999) that port * and outgoing connections draw from.
+        let endpoint = "tcp://127.0.0.1:\(Int.random(in: 20_000 ..< 32_000))"
         let coordinator = try WorkerIdentityProcessTests.spawn(["coordinator", "--bind", endpoint, "--heartbeat-ms", "100"], log: dir + "/coordinator.log")
         var processes = [coordinator]
         defer { for p in processes where p.isRunning { kill(p.processIdentifier, SIGKILL) } }

@@ -221,7 +221,8 @@ import Testing
     @Test func interruptStopsEveryProcessWithinTwoSeconds() throws {
         let dir = NSTemporaryDirectory() + "launch-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        let port = Int.random(in: 20_000..<40_000)
+        // A fixed port below the ephemeral range (32768-60999) that port * and outgoing connections draw from.
+        let port = Int.random(in: 20_000..<32_000)
         let spec = """
         coordinator: tcp://127.0.0.1:\(port)
         heartbeat_ms: 100
@@ -352,7 +353,8 @@ import Testing
     @Test func aWorkerThatCannotStartIsNamedAndLeavesNothingBehind() throws {
         let dir = NSTemporaryDirectory() + "launch-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        let port = Int.random(in: 40_000..<60_000)
+        // A fixed port below the ephemeral range (32768-60999) that port * and outgoing connections draw from.
+        let port = Int.random(in: 20_000..<32_000)
         let spec = """
         coordinator: tcp://127.0.0.1:\(port)
         heartbeat_ms: 100

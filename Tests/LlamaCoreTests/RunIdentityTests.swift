@@ -55,7 +55,8 @@ import Testing
     @Test func workersOfADeadLaunchJoinNoOtherRunAndGiveUp() throws {
         let dir = NSTemporaryDirectory() + "orphans-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        let port = Int.random(in: 20_000 ..< 40_000)
+        // A fixed port below the ephemeral range (32768-60999) that port * and outgoing connections draw from.
+        let port = Int.random(in: 20_000 ..< 32_000)
         let workerMark = "--coordinator tcp://127.0.0.1:\(port)"
         try RunIdentityTests.spec(port: port, seconds: 120, orphan: 30).write(toFile: dir + "/long.yaml", atomically: true, encoding: .utf8)
         let first = try RunIdentityTests.startLaunch(dir + "/long.yaml", run: dir + "/first", out: dir + "/first.out")
@@ -85,7 +86,8 @@ import Testing
     @Test func anOrphanGivesUpAfterItsTimeout() throws {
         let dir = NSTemporaryDirectory() + "orphans-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        let port = Int.random(in: 20_000 ..< 40_000)
+        // A fixed port below the ephemeral range (32768-60999) that port * and outgoing connections draw from.
+        let port = Int.random(in: 20_000 ..< 32_000)
         let workerMark = "--coordinator tcp://127.0.0.1:\(port)"
         try RunIdentityTests.spec(port: port, seconds: 120, orphan: 3).write(toFile: dir + "/spec.yaml", atomically: true, encoding: .utf8)
         let launch = try RunIdentityTests.startLaunch(dir + "/spec.yaml", run: dir + "/run", out: dir + "/out")
@@ -106,7 +108,8 @@ import Testing
     @Test func aSecondLaunchCannotTakeALiveRunDirectoryOrEndpoint() throws {
         let dir = NSTemporaryDirectory() + "second-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        let port = Int.random(in: 20_000 ..< 40_000)
+        // A fixed port below the ephemeral range (32768-60999) that port * and outgoing connections draw from.
+        let port = Int.random(in: 20_000 ..< 32_000)
         try RunIdentityTests.spec(port: port, seconds: 60, orphan: 30).write(toFile: dir + "/spec.yaml", atomically: true, encoding: .utf8)
         let first = try RunIdentityTests.startLaunch(dir + "/spec.yaml", run: dir + "/run", out: dir + "/out")
         defer { if first.isRunning { kill(first.processIdentifier, SIGINT); first.waitUntilExit() } }

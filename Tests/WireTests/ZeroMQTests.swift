@@ -47,3 +47,30 @@ import Transport
 
 /// ZMQ_LINGER's value, for the test above (the C macro is not visible here).
 let ZMQ_LINGER_OPTION: Int32 = 17
+
+/// The socket monitor's two frames, decoded (libzmq's numbers written out: a monitor message is a
+/// 16-bit event and a 32-bit value, little-endian, then the endpoint).
+@Suite struct SocketEventTests {
+    static func frames(_ event: UInt16, _ value: UInt32, _ endpoint: String = "tcp://h:1") -> [[UInt8]] {
+        [[UInt8(event & 0xFF), UInt8(event >> 8), UInt8(value & 0xFF), UInt8(value >> 8 & 0xFF), UInt8(value >> 16 & 0xFF), UInt8(value >> 24)],
+         Array(endpoint.utf8)]
+    }
+
+    @Test func eventsAndHandshakeFailuresAreDecoded() {
+        #expect(SocketEvent.decode(SocketEventTests.frames(0x0001, 7)) == SocketEvent(kind: .connected, endpoint: "tcp://h:1"))
+        #expect(SocketEvent.decode(SocketEventTests.frames(0x0200, 7))?.kind == .disconnected)
+        #expect(SocketEvent.decode(SocketEventTests.frames(0x1000, 0))?.kind == .handshakeSucceeded)
+        #expect(SocketEvent.decode(SocketEventTests.frames(0x2000, 0x1100_0002))?.kind == .handshakeFailed(.mechanismMismatch))
+        #expect(SocketEvent.decode(SocketEventTests.frames(0x2000, 0x1100_0001))?.kind == .handshakeFailed(.cryptographic))
+        #expect(SocketEvent.decode(SocketEventTests.frames(0x2000, 0x1000_0000))?.kind == .handshakeFailed(.other(0x1000_0000)))
+        #expect(SocketEvent.decode(SocketEventTests.frames(0x4000, 400))?.kind == .handshakeFailed(.refusedByServer(status: 400)))
+        #expect(SocketEvent.decode(SocketEventTests.frames(0x0800, 32))?.kind == .handshakeFailed(.noDetail(errno: 32)))
+        #expect(SocketEvent.decode(SocketEventTests.frames(0x0008, 0))?.kind == .other(0x0008))
+        #expect(SocketEvent.decode([[1, 2, 3]]) == nil)
+        #expect(SocketEvent.decode([[1, 2, 3], []]) == nil)
+        // What a client is told names the keys at fault.
+        #expect(SocketEvent.explain(.mechanismMismatch, peer: "c", clientUsesCurve: false).contains("requires CURVE encryption: give --curve-server"))
+        #expect(SocketEvent.explain(.mechanismMismatch, peer: "c", clientUsesCurve: true).contains("does not use CURVE"))
+        #expect(SocketEvent.explain(.refusedByServer(status: 400), peer: "c", clientUsesCurve: true, clientPublicKey: "K").contains("(public key K)"))
+    }
+}

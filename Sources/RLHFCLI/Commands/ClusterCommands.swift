@@ -291,6 +291,7 @@ struct StatusCommand: ParsableCommand {
     static let longestWait: Double = 86_400
 
     func validate() throws {
+        if (curveServer == nil) != (curveKey == nil) { throw ValidationError("CURVE needs both --curve-server and --curve-key") }
         try OptionCheck.number(timeout, "--timeout", 0 ... StatusCommand.longestWait, openBelow: true)
         try OptionCheck.number(interval, "--interval", 0 ... StatusCommand.longestWait, openBelow: true)
     }
