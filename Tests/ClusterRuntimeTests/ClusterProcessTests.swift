@@ -99,6 +99,8 @@ import LlamaCore
         #expect(listed.contains { $0["id"] as? String == "g-2" && $0["state"] as? String == "dead" })
         #expect(listed.filter { $0["state"] as? String == "healthy" }.count == 2)
         #expect(listed.allSatisfy { $0["pid"] is Int && $0["host"] is String && $0["policy_version"] is Int && $0["role"] is String })
+        // Started without --checkpoint: no model, shown as none (it showed weights 00000000 as if it had one).
+        #expect(listed.allSatisfy { $0["weights_crc32c"] is NSNull }, "\(listed)")
 
         // SIGTERM makes the others leave.
         for w in workers where w.isRunning { w.terminate() }

@@ -196,6 +196,11 @@ struct WorkerCommand: ParsableCommand {
                 throw cliFailure(error)
             }
         }
+        if checkpoint == nil {
+            var logger = Logger(label: "rlhf.worker")
+            logger[metadataKey: "worker"] = "\(settings.workerID)"
+            logger.warning("no --checkpoint: this worker holds no model; it registers and heartbeats, and refuses every task")
+        }
         // From here on SIGTERM stops the worker, also while it waits to be admitted.
         let signals = TerminationSignals()
         let daemon: WorkerDaemon
@@ -343,7 +348,7 @@ struct StatusCommand: ParsableCommand {
         let workers: [[String: Any]] = status.workers.map { w in
             ["role": WorkerRole(wire: w.role)?.rawValue ?? "unknown", "id": w.workerID, "host": w.host, "pid": Int(w.pid),
              "state": w.health, "policy_version": Int(w.policyVersion), "tasks_in_flight": Int(w.tasksInFlight),
-             "last_heartbeat_ms": Int(w.lastHeartbeatMs), "weights_crc32c": String(format: "%08x", w.weightsCrc32C),
+             "last_heartbeat_ms": Int(w.lastHeartbeatMs), "weights_crc32c": w.weightsCrc32C == 0 ? NSNull() : String(format: "%08x", w.weightsCrc32C) as Any,
              "tokens_processed": Int(w.tokensProcessed)]
         }
         return jsonLine(["workers": workers, "plan_stage": status.planStage, "round": Int(status.round), "step": Int(status.step),
@@ -371,7 +376,9 @@ struct StatusCommand: ParsableCommand {
             out += "  \(role.rawValue): \(members.count) (\(count("healthy")) healthy, \(count("suspect")) suspect, \(count("dead")) dead)\n"
             for w in members {
                 out += "    \(w.workerID)  \(w.health)  host \(w.host)  pid \(w.pid)  policy v\(w.policyVersion)"
-                    + "  weights \(String(format: "%08x", w.weightsCrc32C))  tasks \(w.tasksInFlight)  tokens \(w.tokensProcessed)"
+                    // A checksum of 0: the worker holds no model (started without --checkpoint).
+                    + "  weights \(w.weightsCrc32C == 0 ? "none (no model)" : String(format: "%08x", w.weightsCrc32C))"
+                    + "  tasks \(w.tasksInFlight)  tokens \(w.tokensProcessed)"
                     + "  heartbeat \(w.lastHeartbeatMs) ms ago\n"
             }
         }
