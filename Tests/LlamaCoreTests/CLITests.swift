@@ -163,6 +163,10 @@ import Testing
         let tooSmall = try CLITests.rlhf(["tokenizer", "train", "--corpus", corpus, "--vocab-size", "100", "--out", out])
         #expect(tooSmall.status != 0)
         #expect(tooSmall.stderr.contains("--vocab-size must be an integer in 259...4194304, got 100"), "\(tooSmall.stderr)")
+        // An output that cannot be written is named before the training runs, not after it.
+        let nowhere = try CLITests.rlhf(["tokenizer", "train", "--corpus", corpus, "--vocab-size", "320", "--out", dir + "/no-such-folder/t.bin"])
+        #expect(nowhere.status == 1)
+        #expect(nowhere.stderr.contains("--out: cannot write \(dir)/no-such-folder/t.bin: no directory"), "\(nowhere.stderr)")
     }
 
     @Test func checkpointInitAndInfo() throws {

@@ -103,6 +103,7 @@ struct GenerateBench: ParsableCommand {
     }
 
     func run() throws {
+        if let jsonOut { try OutputCheck.writable(jsonOut, option: "--json-out") }
         let names = config.lowercased() == "all" ? ["15M", "gqa", "110M"] : config.split(separator: ",").map(String.init)
         let configs = try names.map { ($0, try benchConfig($0)) }
         let threadCounts = try OptionCheck.threadList(threads)

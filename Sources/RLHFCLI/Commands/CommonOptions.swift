@@ -24,6 +24,23 @@ func cliFailure(_ error: any Error) -> any Error {
     return ExitCode.failure
 }
 
+/// Output files are checked before a command works (a place that cannot be written was found only
+/// when the result was written, after the work).
+enum OutputCheck {
+    /// Throws naming `option` unless `path` can be written: its folder exists, and it or the folder is writable.
+    static func writable(_ path: String, option: String) throws {
+        let folder = (path as NSString).deletingLastPathComponent.isEmpty ? "." : (path as NSString).deletingLastPathComponent
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: folder, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw ValidationError("\(option): cannot write \(path): no directory \(folder)")
+        }
+        let target = FileManager.default.fileExists(atPath: path) ? path : folder
+        guard access(target, W_OK) == 0 else {
+            throw ValidationError("\(option): cannot write \(path): \(String(cString: strerror(errno)))")
+        }
+    }
+}
+
 /// Range checks of numeric options, each naming the option, the range and the value given.
 enum OptionCheck {
     /// An integer option (nil: not given) in `range`.

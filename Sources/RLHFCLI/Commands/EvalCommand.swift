@@ -57,7 +57,12 @@ struct EvalCommand: ParsableCommand {
     }
 
     func run() throws {
-        do { try evaluate() } catch { throw cliFailure(error) }
+        do {
+            if let samplesOut { try OutputCheck.writable(samplesOut, option: "--samples-out") }
+            try evaluate()
+        } catch {
+            throw cliFailure(error)
+        }
     }
 
     private func evaluate() throws {

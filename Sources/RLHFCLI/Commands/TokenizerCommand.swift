@@ -40,6 +40,7 @@ struct TokenizerCommand: ParsableCommand {
         }
 
         func run() throws {
+            do { try OutputCheck.writable(out, option: "--out") } catch { throw cliFailure(error) }
             let clock = ContinuousClock()
             let start = clock.now
             do {

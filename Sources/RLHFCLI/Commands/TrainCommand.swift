@@ -116,17 +116,7 @@ struct TrainCommand: ParsableCommand {
         /// file are checked first: a place that cannot be written is found before any step runs, not at
         /// the first state write after the work.
         func monitor(resuming: Bool) throws -> Monitor {
-            for path in [out, statePath] {
-                let directory = (path as NSString).deletingLastPathComponent.isEmpty ? "." : (path as NSString).deletingLastPathComponent
-                let target = FileManager.default.fileExists(atPath: path) ? path : directory
-                var isDirectory: ObjCBool = false
-                guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else {
-                    throw ValidationError("--out: cannot write \(path): no directory \(directory)")
-                }
-                guard access(target, W_OK) == 0 else {
-                    throw ValidationError("--out: cannot write \(path): \(String(cString: strerror(errno)))")
-                }
-            }
+            for path in [out, statePath] { try OutputCheck.writable(path, option: "--out") }
             return try Monitor(metricsPath: metrics ?? out + ".metrics.jsonl", append: resuming)
         }
 
