@@ -584,6 +584,8 @@ public final class Coordinator: @unchecked Sendable {
                         ack.refusal = .duplicateWorkerID
                         // Tell the holder; if that cannot be delivered, its connection is gone and so is it.
                         let firstTry = state.state.withLock { s -> Bool in
+                            // Bounded: a peer inventing incarnations must not grow this for ever.
+                            if s.loggedClaimants.count >= 10_000 { s.loggedClaimants.removeAll() }
                             let firstTry = s.loggedClaimants.insert("\(id)#\(r.incarnation)").inserted
                             // The first time, an ERROR for its log; on the claimant's retries, a HEARTBEAT_ACK it ignores.
                             let frames = firstTry
