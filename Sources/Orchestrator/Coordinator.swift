@@ -54,6 +54,9 @@ public final class Coordinator: @unchecked Sendable {
         var rejected: [String: UInt64] = [:]
         /// At most one "refused a message" line a second, with the count of those not logged.
         var refusalLog = LogThrottle()
+        /// Connections the socket saw close (peers leaving or dying, and libzmq closing a connection on
+        /// a frame above the transport's cap or a protocol error: the monitor cannot tell these apart).
+        var connectionsClosed: UInt64 = 0
         /// Tasks put back in the queue because their worker died, left or registered anew.
         var redispatched: UInt64 = 0
         /// Work in flight: tasks (the message to send) by request id, results accepted once.
@@ -153,9 +156,14 @@ public final class Coordinator: @unchecked Sendable {
             try loop.authorizeCurveClients(curve.clients)
             socketSettings.curve = .server(secretKey: curve.secretKey)
         }
+        // A frame above the transport's cap is dropped by libzmq with its connection, before the
+        // coordinator sees it: frames between its own limit and 4x that reach it and are counted as
+        // "oversized"; beyond, only the connection's close is counted.
+        socketSettings.maxMessageBytes = Int64(settings.maxFrameBytes) * 4
         // A peer whose security handshake fails never sends a frame: counted (rejected "handshake") and
         // logged here, at most once a second.
         let handshakes = { @Sendable (event: SocketEvent) in
+            if event.kind == .disconnected { shared.state.withLock { $0.connectionsClosed += 1 } }
             guard case let .handshakeFailed(failure) = event.kind else { return }
             let (log, suppressed) = shared.state.withLock { s in
                 s.rejected["handshake", default: 0] += 1
@@ -824,10 +832,15 @@ extension Coordinator {
         out.sample("rlhf_generated_tokens_total", [:], Double(s.tokens.total))
         out.family("rlhf_generated_tokens_per_second", "gauge", "Generated tokens per second over the last 10 s.")
         out.sample("rlhf_generated_tokens_per_second", [:], s.tokens.rate(at: BuildIdentity.now()))
-        out.family("rlhf_frames_rejected_total", "counter", "Messages refused, by reason (truncated, oversized, checksum, malformed, wrong_version, unknown_type, tensor, bad_body, fenced).")
-        for reason in ["truncated", "oversized", "checksum", "malformed", "wrong_version", "unknown_type", "tensor", "bad_body", "fenced"] {
+        out.family("rlhf_frames_rejected_total", "counter",
+                   "Messages refused, by reason (truncated, oversized, checksum, malformed, wrong_version, unknown_type, tensor, bad_body, fenced, handshake).")
+        for reason in ["truncated", "oversized", "checksum", "malformed", "wrong_version", "unknown_type", "tensor", "bad_body", "fenced", "handshake"] {
             out.sample("rlhf_frames_rejected_total", ["reason": reason], Double(s.rejected[reason] ?? 0))
         }
+        out.family("rlhf_connections_closed_total", "counter",
+                   "Connections closed: peers that left or died, and connections libzmq closed on a frame above the transport's cap "
+                   + "(4x the coordinator's largest frame) or a protocol error, which it does not tell apart.")
+        out.sample("rlhf_connections_closed_total", [:], Double(s.connectionsClosed))
         for (name, help, value) in [("rlhf_policy_version", "Policy version the cluster serves.", Double(s.policyVersion)),
                                     ("rlhf_round", "Plan round.", Double(s.round)),
                                     ("rlhf_step", "Learner step.", Double(s.step)),

@@ -74,6 +74,16 @@ import Wire
         // And it still serves.
         loop.send(socket, valid)
         #expect(ClusterProcessTests.waitFor(5) { replies.withLock { $0.last?.type == .statusReply } })
+        // A frame above the transport's cap (4x the largest frame) never reaches the coordinator: libzmq
+        // closes its connection, which is counted; the peer reconnects and is served again.
+        loop.send(socket, [valid[0], [UInt8](repeating: 7, count: (4 << 20) + 1)])
+        #expect(ClusterProcessTests.waitFor(5) { coordinator.metrics().contains("rlhf_connections_closed_total 1") }, "\(coordinator.metrics())")
+        let answered = replies.withLock { $0.count }
+        #expect(ClusterProcessTests.waitFor(10) {
+            loop.send(socket, valid)
+            return replies.withLock { $0.count > answered && $0.last?.type == .statusReply }
+        })
+        #expect(coordinator.status().rejectedFrames.first { $0.reason == "oversized" }?.count == 1)
     }
 
     /// Each role, seen from a coordinator that sends it garbage: a worker process registers with this
