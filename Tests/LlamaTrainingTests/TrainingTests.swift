@@ -14,6 +14,47 @@ import Testing
         for check in checks { #expect(check.passed, "\(check.line)") }
     }
 
+    /// A PPO loss whose terms nearly cancel is judged on its scale, not on |loss|: the fixture's advantages
+    /// rescaled so that the reference loss (float64, from the fixture's own log-probabilities) is ~1e-5
+    /// while each term is ~1. Our float32 loss is then within 1e-4 of the scale, as the fixtures' README
+    /// asks; relative to |loss| alone its error means nothing (a correct result was reported as FAIL).
+    @Test func aNearlyCancellingPPOLossIsJudgedOnItsScale() throws {
+        let base = TrainingTests.fixtures + "/tiny-mha"
+        var ppo = try SelfTest.loadJSON(TrainingSelfTest.PPOFixture.self, path: base + ".ppo.json")
+        // Terms: -m_t A_t for A_t > 0, |A_t| M_t for A_t < 0 (m = min(r, clip r), M = max(r, clip r)).
+        var positive = 0.0, negative = 0.0
+        for (b, row) in ppo.new_logprobs.enumerated() {
+            for (t, new) in row.enumerated() where ppo.response_mask[b][t] != 0 {
+                let r = exp(new - Double(ppo.old_logprobs[b][t])), c = min(max(r, 1 - ppo.clip), 1 + ppo.clip)
+                if (b + t) % 2 == 0 { positive += min(r, c) } else { negative += max(r, c) }
+            }
+        }
+        let k = negative / positive * (1 + 1e-4)
+        let advantages = ppo.advantages.enumerated().map { b, row in row.indices.map { t in Float((b + t) % 2 == 0 ? k : -1) } }
+        ppo = TrainingSelfTest.PPOFixture(tokens: ppo.tokens, response_mask: ppo.response_mask, old_logprobs: ppo.old_logprobs,
+                                          advantages: advantages, clip: ppo.clip, loss: 0, clip_fraction: 0, new_logprobs: ppo.new_logprobs)
+        var sum = 0.0, count = 0.0
+        for (b, row) in ppo.new_logprobs.enumerated() {
+            for (t, new) in row.enumerated() where ppo.response_mask[b][t] != 0 {
+                let r = exp(new - Double(ppo.old_logprobs[b][t])), c = min(max(r, 1 - ppo.clip), 1 + ppo.clip), a = Double(advantages[b][t])
+                sum += -min(r * a, c * a)
+                count += 1
+            }
+        }
+        let reference = sum / count
+        let scale = TrainingSelfTest.ppoTermScale(ppo)
+        #expect(abs(reference) < 1e-3 * scale, "reference \(reference), scale \(scale)")
+        let (weights, _) = try Checkpoint.read(path: base + ".bin")
+        let stats = try TrainableTransformer(weights: weights).ppoPolicyLoss(sequences: ppo.tokens, responseMask: ppo.response_mask,
+                                                                            oldLogProbs: ppo.old_logprobs, advantages: advantages, clip: ppo.clip)
+        let error = TrainingSelfTest.lossError(stats.loss, reference, termScale: scale)
+        #expect(error <= TrainingSelfTest.lossTolerance, "loss \(stats.loss) vs \(reference): \(error) of the scale \(scale)")
+        // The check as it was (relative to |loss|) fails this correct result: 5e-3 > 1e-4 here.
+        #expect(TrainingSelfTest.relative(stats.loss, reference) > TrainingSelfTest.lossTolerance)
+        // Losses whose terms are all positive keep |loss| as their scale.
+        #expect(TrainingSelfTest.lossError(2.0001, 2.0) == TrainingSelfTest.relative(2.0001, 2.0))
+    }
+
     /// Micro-batches that share the step's normalizer add up to the gradient of the whole batch, and
     /// sequences of different lengths in one batch equal their separate runs.
     @Test func gradientAccumulationEqualsOneBatch() throws {
