@@ -188,6 +188,9 @@ struct WorkerCommand: ParsableCommand {
         settings.capacity = capacity
         settings.runID = runID
         settings.link.orphanTimeoutMilliseconds = UInt64(orphanTimeout * 1000)
+        // From here on SIGTERM stops the worker: while it loads its model and while it waits to be admitted
+        // too (a disposition inherited as "ignore" would otherwise hold it until its timeouts).
+        let signals = TerminationSignals()
         if curveServer != nil || curveKey != nil {
             guard let curveServer, let curveKey else { throw cliFailure(ValidationError("CURVE needs both --curve-server and --curve-key")) }
             do {
@@ -201,8 +204,6 @@ struct WorkerCommand: ParsableCommand {
             logger[metadataKey: "worker"] = "\(settings.workerID)"
             logger.warning("no --checkpoint: this worker holds no model; it registers and heartbeats, and refuses every task")
         }
-        // From here on SIGTERM stops the worker, also while it waits to be admitted.
-        let signals = TerminationSignals()
         let daemon: WorkerDaemon
         let keepAlive: PollLoop?
         do {
