@@ -57,6 +57,12 @@ public final class Coordinator: @unchecked Sendable {
         /// Connections the socket saw close (peers leaving or dying, and libzmq closing a connection on
         /// a frame above the transport's cap or a protocol error: the monitor cannot tell these apart).
         var connectionsClosed: UInt64 = 0
+
+        /// Counts a refusal of `reason`; whether to log it now, and how many went unlogged before it.
+        func refuse(_ reason: String) -> (log: Bool, suppressed: Int) {
+            rejected[reason, default: 0] += 1
+            return refusalLog.admit(now: BuildIdentity.now())
+        }
         /// Tasks put back in the queue because their worker died, left or registered anew.
         var redispatched: UInt64 = 0
         /// Work in flight: tasks (the message to send) by request id, results accepted once.
@@ -165,10 +171,7 @@ public final class Coordinator: @unchecked Sendable {
         let handshakes = { @Sendable (event: SocketEvent) in
             if event.kind == .disconnected { shared.state.withLock { $0.connectionsClosed += 1 } }
             guard case let .handshakeFailed(failure) = event.kind else { return }
-            let (log, suppressed) = shared.state.withLock { s in
-                s.rejected["handshake", default: 0] += 1
-                return s.refusalLog.admit(now: BuildIdentity.now())
-            }
+            let (log, suppressed) = shared.state.withLock { $0.refuse("handshake") }
             if log {
                 logger.warning("a peer failed the security handshake", metadata: [
                     "failure": "\(failure)", "curve": "\(settings.curve != nil)", "refused_unlogged_since_last": "\(suppressed)"])
@@ -527,10 +530,7 @@ public final class Coordinator: @unchecked Sendable {
         do {
             message = try WireMessage.decode(frames, maxFrameBytes: maxFrameBytes)
         } catch let e as WireError {
-            let (log, suppressed) = state.state.withLock { s in
-                s.rejected[e.reason, default: 0] += 1
-                return s.refusalLog.admit(now: BuildIdentity.now())
-            }
+            let (log, suppressed) = state.state.withLock { $0.refuse(e.reason) }
             if log { logger.warning("refused a message", metadata: ["reason": "\(e)", "refused_unlogged_since_last": "\(suppressed)"]) }
             let code: Rlhf_V1_ErrorCode = {
                 switch e {
@@ -587,6 +587,7 @@ public final class Coordinator: @unchecked Sendable {
                 } catch {
                     ack.accepted = false
                     ack.reason = error.description
+                    var logged = true
                     switch error {
                     case let .duplicateWorkerID(id, holder):
                         ack.refusal = .duplicateWorkerID
@@ -603,16 +604,16 @@ public final class Coordinator: @unchecked Sendable {
                             if let identity = s.identities[id], let frames { s.probes.append((identity, frames, id, holder.incarnation)) }
                             return firstTry
                         }
-                        if firstTry {
-                            logger.warning("registration refused", metadata: ["worker": "\(r.workerID)", "reason": "\(error)",
-                                                                            "claimant": "\(registration.summary)"])
-                        }
+                        // A claimant's retries are not logged again.
+                        logged = firstTry
                     case .otherRun:
                         ack.refusal = .otherRun
-                        logger.warning("registration refused", metadata: ["worker": "\(r.workerID)", "reason": "\(error)"])
                     default:
                         ack.refusal = .incompatible
-                        logger.warning("registration refused", metadata: ["worker": "\(r.workerID)", "reason": "\(error)"])
+                    }
+                    if logged {
+                        logger.warning("registration refused", metadata: ["worker": "\(r.workerID)", "reason": "\(error)",
+                                                                        "from": "\(registration.summary)"])
                     }
                 }
                 return reply(.registerAck, message.requestID, ack)
@@ -728,10 +729,7 @@ public final class Coordinator: @unchecked Sendable {
                 return error(.unknownType, "the coordinator does not handle \(message.type)", requestID: message.requestID)
             }
         } catch {
-            let (log, suppressed) = state.state.withLock { s in
-                s.rejected["bad_body", default: 0] += 1
-                return s.refusalLog.admit(now: BuildIdentity.now())
-            }
+            let (log, suppressed) = state.state.withLock { $0.refuse("bad_body") }
             if log {
                 logger.warning("refused a message", metadata: ["type": "\(message.type)", "reason": "\(error)",
                                                              "refused_unlogged_since_last": "\(suppressed)"])

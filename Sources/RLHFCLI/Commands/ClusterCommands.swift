@@ -91,7 +91,7 @@ struct CoordinatorCommand: ParsableCommand {
     var runID: String?
 
     func validate() throws {
-        if let runID { try WorkerCommand.checkName(runID, option: "--run-id") }
+        if let runID { try OptionCheck.name(runID, option: "--run-id") }
         try OptionCheck.integer(heartbeatMs, "--heartbeat-ms", 10 ... 60_000)
     }
 
@@ -164,17 +164,9 @@ struct WorkerCommand: ParsableCommand {
                                visibility: .hidden))
     var faultHangAfterSteps: Int?
 
-    /// Worker ids and run ids: 1 to 128 bytes of printable ASCII without spaces (they travel as ZeroMQ
-    /// routing ids, journal keys and log file names).
-    static func checkName(_ name: String, option: String) throws {
-        guard !name.isEmpty, name.utf8.count <= 128, name.utf8.allSatisfy({ (0x21 ... 0x7E).contains($0) && $0 != UInt8(ascii: "/") }) else {
-            throw ValidationError("\(option) must be 1 to 128 printable ASCII characters without spaces or '/', got \"\(name)\"")
-        }
-    }
-
     func validate() throws {
-        if let id { try WorkerCommand.checkName(id, option: "--id") }
-        if let runID { try WorkerCommand.checkName(runID, option: "--run-id") }
+        if let id { try OptionCheck.name(id, option: "--id") }
+        if let runID { try OptionCheck.name(runID, option: "--run-id") }
         try OptionCheck.number(orphanTimeout, "--orphan-timeout", 0 ... 604_800)
         try OptionCheck.threads(threads)
         try OptionCheck.integer(capacity, "--capacity", 1 ... 65_536)

@@ -60,6 +60,14 @@ enum OptionCheck {
         throw ValidationError("\(option) must be a number in \(openBelow ? "(" : "[")\(range.lowerBound), \(range.upperBound)\(openAbove ? ")" : "]"), got \(value)")
     }
 
+    /// Worker ids and run ids: 1 to 128 bytes of printable ASCII without spaces or '/' (they travel as
+    /// ZeroMQ routing ids, journal keys and log file names).
+    static func name(_ name: String, option: String) throws {
+        guard !name.isEmpty, name.utf8.count <= 128, name.utf8.allSatisfy({ (0x21 ... 0x7E).contains($0) && $0 != UInt8(ascii: "/") }) else {
+            throw ValidationError("\(option) must be 1 to 128 printable ASCII characters without spaces or '/', got \"\(name)\"")
+        }
+    }
+
     /// Compute threads: 1...256.
     static func threads(_ value: Int?, _ option: String = "--threads") throws { try integer(value, option, 1 ... 256) }
 
