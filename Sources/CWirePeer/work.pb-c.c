@@ -1355,7 +1355,7 @@ const ProtobufCMessageDescriptor rlhf__v1__score_result__descriptor =
   (ProtobufCMessageInit) rlhf__v1__score_result__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor rlhf__v1__reference_log_prob_request__field_descriptors[1] =
+static const ProtobufCFieldDescriptor rlhf__v1__reference_log_prob_request__field_descriptors[2] =
 {
   {
     "sequences",
@@ -1369,14 +1369,27 @@ static const ProtobufCFieldDescriptor rlhf__v1__reference_log_prob_request__fiel
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "policy_version",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Rlhf__V1__ReferenceLogProbRequest, policy_version),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned rlhf__v1__reference_log_prob_request__field_indices_by_name[] = {
+  1,   /* field[1] = policy_version */
   0,   /* field[0] = sequences */
 };
 static const ProtobufCIntRange rlhf__v1__reference_log_prob_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 1 }
+  { 0, 2 }
 };
 const ProtobufCMessageDescriptor rlhf__v1__reference_log_prob_request__descriptor =
 {
@@ -1386,16 +1399,49 @@ const ProtobufCMessageDescriptor rlhf__v1__reference_log_prob_request__descripto
   "Rlhf__V1__ReferenceLogProbRequest",
   "rlhf.v1",
   sizeof(Rlhf__V1__ReferenceLogProbRequest),
-  1,
+  2,
   rlhf__v1__reference_log_prob_request__field_descriptors,
   rlhf__v1__reference_log_prob_request__field_indices_by_name,
   1,  rlhf__v1__reference_log_prob_request__number_ranges,
   (ProtobufCMessageInit) rlhf__v1__reference_log_prob_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-#define rlhf__v1__reference_log_prob_result__field_descriptors NULL
-#define rlhf__v1__reference_log_prob_result__field_indices_by_name NULL
-#define rlhf__v1__reference_log_prob_result__number_ranges NULL
+static const ProtobufCFieldDescriptor rlhf__v1__reference_log_prob_result__field_descriptors[2] =
+{
+  {
+    "lengths",
+    1,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_UINT32,
+    offsetof(Rlhf__V1__ReferenceLogProbResult, n_lengths),
+    offsetof(Rlhf__V1__ReferenceLogProbResult, lengths),
+    NULL,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_PACKED,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "policy_version",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Rlhf__V1__ReferenceLogProbResult, policy_version),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned rlhf__v1__reference_log_prob_result__field_indices_by_name[] = {
+  0,   /* field[0] = lengths */
+  1,   /* field[1] = policy_version */
+};
+static const ProtobufCIntRange rlhf__v1__reference_log_prob_result__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
 const ProtobufCMessageDescriptor rlhf__v1__reference_log_prob_result__descriptor =
 {
   PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
@@ -1404,10 +1450,10 @@ const ProtobufCMessageDescriptor rlhf__v1__reference_log_prob_result__descriptor
   "Rlhf__V1__ReferenceLogProbResult",
   "rlhf.v1",
   sizeof(Rlhf__V1__ReferenceLogProbResult),
-  0,
+  2,
   rlhf__v1__reference_log_prob_result__field_descriptors,
   rlhf__v1__reference_log_prob_result__field_indices_by_name,
-  0,  rlhf__v1__reference_log_prob_result__number_ranges,
+  1,  rlhf__v1__reference_log_prob_result__number_ranges,
   (ProtobufCMessageInit) rlhf__v1__reference_log_prob_result__init,
   NULL,NULL,NULL    /* reserved[123] */
 };

@@ -20,6 +20,34 @@ public struct ClusterActorID: Hashable, Sendable, Codable, CustomStringConvertib
     }
 
     public var description: String { "\(name)@\(endpoint)" }
+
+    /// The endpoint prefix of a role pool's address: "any worker of the role", routed by the hosting
+    /// process's `CallRouter` (the coordinator's load balancer) instead of a socket of its own.
+    public static let poolScheme = "pool:"
+
+    /// The address of "a worker of `role`": calls to it go to whichever worker the router picks.
+    public static func pool(_ role: WorkerRole) -> ClusterActorID { ClusterActorID(endpoint: poolScheme + role.rawValue, name: role.rawValue) }
+
+    /// The role of a pool address; nil for an actor at an endpoint.
+    public var poolRole: WorkerRole? {
+        guard endpoint.hasPrefix(ClusterActorID.poolScheme) else { return nil }
+        return WorkerRole(rawValue: String(endpoint.dropFirst(ClusterActorID.poolScheme.count)))
+    }
+}
+
+/// A call on its way out: the actor addressed, the target (a mangled distributed function) and the
+/// arguments as they travel.
+public struct OutgoingCall: Sendable {
+    public var actor: ClusterActorID
+    public var target: String
+    public var arguments: [WirePayload]
+}
+
+/// Carries calls addressed to a role pool (`ClusterActorID.pool`): picks a worker, sends the call,
+/// re-sends it elsewhere if that worker dies, and returns the result once.
+public protocol CallRouter: AnyObject, Sendable {
+    /// The result of `call` (a failed call throws `RemoteCallError`).
+    func route(_ call: OutgoingCall) async throws -> WirePayload
 }
 
 /// Why a remote call failed.
@@ -41,8 +69,9 @@ public enum RemoteCallError: Error, Equatable, Sendable, CustomStringConvertible
 }
 
 /// A `DistributedActorSystem` over the project's ZeroMQ transport and wire format. Arguments and
-/// results are protobuf messages (the serialization requirement), carried in REMOTE_CALL and
-/// REMOTE_REPLY envelopes with CRC-32C checks. Every call has a timeout; a thrown error comes back as
+/// results are `WireCodable` Swift values (the serialization requirement): each a protobuf body carried
+/// in the REMOTE_CALL or REMOTE_REPLY envelope, its tensors as raw frames beside it, all under CRC-32C
+/// checks. Every call has a timeout; a thrown error comes back as
 /// an error envelope. A peer's first call on a connection is a handshake carrying its protocol
 /// version and build hash: a peer of another build is refused before any call runs.
 ///
@@ -50,13 +79,14 @@ public enum RemoteCallError: Error, Equatable, Sendable, CustomStringConvertible
 /// quickly and leave long work to other threads.
 ///
 /// Actors are found through an explicit registry: `publish(_:as:)` gives an actor a well-known name
-/// (e.g. "coordinator") that remote processes `resolve` with `ClusterActorID(endpoint:name:)`.
+/// (e.g. "coordinator") that remote processes `resolve` with `ClusterActorID(endpoint:name:)`. A role
+/// pool's address (`ClusterActorID.pool(role)`) names no process: its calls go to the `router`.
 public final class ClusterActorSystem: DistributedActorSystem, @unchecked Sendable {
     public typealias ActorID = ClusterActorID
-    public typealias SerializationRequirement = SwiftProtobuf.Message
-    public typealias InvocationEncoder = ProtoInvocationEncoder
-    public typealias InvocationDecoder = ProtoInvocationDecoder
-    public typealias ResultHandler = ProtoResultHandler
+    public typealias SerializationRequirement = WireCodable
+    public typealias InvocationEncoder = WireInvocationEncoder
+    public typealias InvocationDecoder = WireInvocationDecoder
+    public typealias ResultHandler = WireResultHandler
 
     /// The target name of the handshake call.
     static let handshakeTarget = "rlhf.handshake"
@@ -94,6 +124,14 @@ public final class ClusterActorSystem: DistributedActorSystem, @unchecked Sendab
         var nextRequestID: UInt64 = 0
     }
     private let pending = Mutex(Pending())
+    /// Where calls to role pools go (set by the coordinator).
+    private let router = Mutex<(any CallRouter)?>(nil)
+    /// The serial executor the role actors hosted here run on (a worker hosts one role): off the poll
+    /// loop and off the cooperative pool, since a call computes for seconds.
+    public let computeExecutor = ComputeExecutor(label: "rlhf.actors.compute")
+
+    /// Sends the calls addressed to role pools through `router` from now on.
+    public func route(pools router: any CallRouter) { self.router.withLock { $0 = router } }
 
     /// A system with its own poll loop. With `bind` (e.g. `tcp://127.0.0.1:*`) it serves calls to this
     /// process's actors there; without, it only makes calls.
@@ -128,7 +166,7 @@ public final class ClusterActorSystem: DistributedActorSystem, @unchecked Sendab
 
     /// A system sharing a process's existing ROUTER socket (bound at `endpoint` on `loop`): the socket's
     /// owner hands REMOTE_CALL messages to `serve(_:)`, so one port serves both.
-    public init(loop: PollLoop, serving socket: PollLoop.SocketID, endpoint: String, buildHash: String = BuildIdentity.hash,
+    public init(loop: PollLoop, serving socket: PollLoop.SocketID?, endpoint: String, buildHash: String = BuildIdentity.hash,
                 callTimeoutMilliseconds: Int = 5_000) {
         self.loop = loop
         ownsLoop = false
@@ -199,23 +237,34 @@ public final class ClusterActorSystem: DistributedActorSystem, @unchecked Sendab
 
     // MARK: - Calls
 
-    public func makeInvocationEncoder() -> ProtoInvocationEncoder { ProtoInvocationEncoder() }
+    public func makeInvocationEncoder() -> WireInvocationEncoder { WireInvocationEncoder() }
 
-    public func remoteCall<Act, Err, Res>(on actor: Act, target: RemoteCallTarget, invocation: inout ProtoInvocationEncoder,
+    public func remoteCall<Act, Err, Res>(on actor: Act, target: RemoteCallTarget, invocation: inout WireInvocationEncoder,
                                           throwing: Err.Type, returning: Res.Type) async throws -> Res
-        where Act: DistributedActor, Act.ID == ClusterActorID, Err: Error, Res: SwiftProtobuf.Message {
+        where Act: DistributedActor, Act.ID == ClusterActorID, Err: Error, Res: WireCodable {
         let reply = try await call(actor.id, target: target.identifier, arguments: invocation.arguments)
-        return try Res(serializedBytes: reply)
+        do {
+            return try Res(wirePayload: reply)
+        } catch {
+            throw RemoteCallError.remote(code: .badMessage, message: "the reply of \(target.identifier) is not a \(Res.self): \(error)")
+        }
     }
 
-    public func remoteCallVoid<Act, Err>(on actor: Act, target: RemoteCallTarget, invocation: inout ProtoInvocationEncoder,
+    public func remoteCallVoid<Act, Err>(on actor: Act, target: RemoteCallTarget, invocation: inout WireInvocationEncoder,
                                          throwing: Err.Type) async throws
         where Act: DistributedActor, Act.ID == ClusterActorID, Err: Error {
         _ = try await call(actor.id, target: target.identifier, arguments: invocation.arguments)
     }
 
-    /// Sends one call (after the connection's handshake) and returns the reply's value bytes.
-    private func call(_ id: ClusterActorID, target: String, arguments: [[UInt8]]) async throws -> [UInt8] {
+    /// Sends one call (after the connection's handshake; through the router for a role pool) and returns
+    /// the reply's value.
+    private func call(_ id: ClusterActorID, target: String, arguments: [WirePayload]) async throws -> WirePayload {
+        if id.poolRole != nil {
+            guard let router = router.withLock({ $0 }) else {
+                throw RemoteCallError.transport("no router for calls to \(id): only the coordinator reaches worker pools")
+            }
+            return try await router.route(OutgoingCall(actor: id, target: target, arguments: arguments))
+        }
         let (socket, needsHandshake) = try connection(to: id.endpoint)
         if needsHandshake {
             var hello = Rlhf_V1_Register()
@@ -223,10 +272,56 @@ public final class ClusterActorSystem: DistributedActorSystem, @unchecked Sendab
             hello.buildHash = buildHash
             hello.role = .unspecified
             _ = try await exchange(socket, endpoint: id.endpoint, actor: "", target: ClusterActorSystem.handshakeTarget,
-                                   arguments: [try hello.serializedBytes()])
+                                   arguments: [try hello.wirePayload()])
             pending.withLock { _ = $0.shaken.insert(id.endpoint) }
         }
         return try await exchange(socket, endpoint: id.endpoint, actor: id.name, target: target, arguments: arguments)
+    }
+
+    /// A REMOTE_CALL message for `actor`'s `target` with `arguments`: their bodies in the call, their
+    /// tensors as frames named `argument-index/name`.
+    public static func callMessage(actor: String, target: String, arguments: [WirePayload], timeoutMilliseconds: Int, requestID: UInt64) throws -> WireMessage {
+        var call = Rlhf_V1_RemoteCall()
+        call.actorID = actor
+        call.target = target
+        call.arguments = arguments.map { Data($0.body) }
+        call.timeoutMs = UInt32(clamping: timeoutMilliseconds)
+        let tensors = arguments.enumerated().flatMap { index, argument in
+            argument.tensors.map { t -> WireTensor in
+                var named = t
+                named.name = "\(index)/\(t.name)"
+                return named
+            }
+        }
+        return try WireMessage(type: .remoteCall, requestID: requestID, body: call, tensors: tensors)
+    }
+
+    /// The error a REMOTE_REPLY (or ERROR) carries; nil for a value.
+    public static func replyError(_ message: WireMessage) throws -> RemoteCallError? {
+        do {
+            _ = try replyValue(message)
+            return nil
+        } catch let error as RemoteCallError {
+            return error
+        }
+    }
+
+    /// The value of a REMOTE_REPLY (its body's value and the message's tensors), or the error it carries.
+    public static func replyValue(_ message: WireMessage) throws -> WirePayload {
+        switch message.type {
+        case .remoteReply:
+            let answer = try message.decodeBody(Rlhf_V1_RemoteReply.self)
+            switch answer.result {
+            case let .value(bytes): return WirePayload(body: Array(bytes), tensors: message.tensors)
+            case let .error(e): throw RemoteCallError.remote(code: e.code, message: e.message)
+            case nil: return WirePayload(body: [], tensors: message.tensors)
+            }
+        case .error:
+            let e = try message.decodeBody(Rlhf_V1_Error.self)
+            throw RemoteCallError.remote(code: e.code, message: e.message)
+        default:
+            throw RemoteCallError.remote(code: .unknownType, message: "a call was answered with \(message.type), not REMOTE_REPLY")
+        }
     }
 
     private func connection(to endpoint: String) throws -> (PollLoop.SocketID, Bool) {
@@ -263,14 +358,10 @@ public final class ClusterActorSystem: DistributedActorSystem, @unchecked Sendab
         for continuation in failed { continuation.resume(throwing: RemoteCallError.transport(reason)) }
     }
 
-    private func exchange(_ socket: PollLoop.SocketID, endpoint: String, actor: String, target: String, arguments: [[UInt8]]) async throws -> [UInt8] {
-        var call = Rlhf_V1_RemoteCall()
-        call.actorID = actor
-        call.target = target
-        call.arguments = arguments.map { Data($0) }
-        call.timeoutMs = UInt32(callTimeoutMilliseconds)
+    private func exchange(_ socket: PollLoop.SocketID, endpoint: String, actor: String, target: String, arguments: [WirePayload]) async throws -> WirePayload {
         let requestID = pending.withLock { p -> UInt64 in p.nextRequestID += 1; return p.nextRequestID }
-        let frames = try WireMessage(type: .remoteCall, requestID: requestID, body: call).frames()
+        let frames = try ClusterActorSystem.callMessage(actor: actor, target: target, arguments: arguments,
+                                                        timeoutMilliseconds: callTimeoutMilliseconds, requestID: requestID).frames()
         let timeout = callTimeoutMilliseconds
         let deadline = DispatchTime.now().uptimeNanoseconds + UInt64(timeout) * 1_000_000
         let reply: WireMessage = try await withCheckedThrowingContinuation { continuation in
@@ -290,12 +381,7 @@ public final class ClusterActorSystem: DistributedActorSystem, @unchecked Sendab
                 self.finish(requestID, .failure(RemoteCallError.transport("\(error)")))
             }
         }
-        let answer = try reply.decodeBody(Rlhf_V1_RemoteReply.self)
-        switch answer.result {
-        case let .value(bytes): return Array(bytes)
-        case let .error(e): throw RemoteCallError.remote(code: e.code, message: e.message)
-        case nil: return []
-        }
+        return try ClusterActorSystem.replyValue(reply)
     }
 
     private func finish(_ requestID: UInt64, _ result: Result<WireMessage, Error>) {
@@ -350,36 +436,66 @@ public final class ClusterActorSystem: DistributedActorSystem, @unchecked Sendab
             let hello = call.arguments.first.flatMap { try? Rlhf_V1_Register(serializedBytes: $0) }
             if let hello, hello.protocolVersion == ProtocolVersion.current, hello.buildHash == buildHash {
                 pending.withLock { _ = $0.trustedPeers.insert(peer) }
-                reply(to: peer, requestID: message.requestID, .value(Data()))
+                send(to: peer, ClusterActorSystem.reply(message.requestID, .value(Data())))
             } else {
                 let reason = hello.map { "peer runs protocol \($0.protocolVersion) build \($0.buildHash); this process runs protocol \(ProtocolVersion.current) build \(buildHash)" }
                     ?? "malformed handshake"
-                reply(to: peer, requestID: message.requestID, .error(Self.error(.versionMismatch, reason, message.requestID)))
+                send(to: peer, ClusterActorSystem.reply(message.requestID, .error(Self.error(.versionMismatch, reason, message.requestID))))
             }
             return
         }
         guard pending.withLock({ $0.trustedPeers.contains(peer) }) else {
-            reply(to: peer, requestID: message.requestID,
-                  .error(Self.error(.versionMismatch, "no handshake on this connection: call \(ClusterActorSystem.handshakeTarget) first", message.requestID)))
+            send(to: peer, ClusterActorSystem.reply(message.requestID, .error(Self.error(
+                .versionMismatch, "no handshake on this connection: call \(ClusterActorSystem.handshakeTarget) first", message.requestID))))
             return
         }
-        guard let actor = localActor(named: call.actorID) else {
-            reply(to: peer, requestID: message.requestID, .error(Self.error(.unknownActor, "no actor named \(call.actorID) at \(endpoint)", message.requestID)))
-            return
-        }
-        let requestID = message.requestID
         // Served on the poll loop itself (no hop to the global pool, which a blocked caller may hold):
-        // actors published here must answer quickly.
+        // actors published here answer quickly, or run on an executor of their own.
         Task(executorPreference: loop) { [self] in
-            var decoder = ProtoInvocationDecoder(arguments: call.arguments.map { Array($0) })
-            let handler = ProtoResultHandler()
-            do {
-                try await executeDistributedTarget(on: actor, target: RemoteCallTarget(call.target), invocationDecoder: &decoder, handler: handler)
-                reply(to: peer, requestID: requestID, handler.outcome ?? .error(Self.error(.internal, "no result", requestID)))
-            } catch {
-                reply(to: peer, requestID: requestID, .error(Self.error(.invalidArgument, "\(error)", requestID)))
-            }
+            send(to: peer, await answer(call, tensors: message.tensors, requestID: message.requestID))
         }
+    }
+
+    /// Runs a REMOTE_CALL addressed to an actor of this process and returns its REMOTE_REPLY (the value,
+    /// or an error naming what went wrong). For a peer already trusted: a worker serves the calls its
+    /// coordinator sends over the worker's own connection (admitted by registration, which checks the build).
+    public func answer(_ message: WireMessage) async -> WireMessage {
+        guard message.type == .remoteCall, let call = try? message.decodeBody(Rlhf_V1_RemoteCall.self) else {
+            return ClusterActorSystem.reply(message.requestID, .error(Self.error(.badMessage, "not a REMOTE_CALL: \(message.type)", message.requestID)))
+        }
+        return await answer(call, tensors: message.tensors, requestID: message.requestID)
+    }
+
+    private func answer(_ call: Rlhf_V1_RemoteCall, tensors: [WireTensor], requestID: UInt64) async -> WireMessage {
+        guard let actor = localActor(named: call.actorID) else {
+            return ClusterActorSystem.reply(requestID, .error(Self.error(.unknownActor, "no actor named \(call.actorID) at \(endpoint)", requestID)))
+        }
+        // Argument i's tensors travel as "i/name".
+        var perArgument = [[WireTensor]](repeating: [], count: call.arguments.count)
+        for t in tensors {
+            guard let slash = t.name.firstIndex(of: "/"), let index = Int(t.name[..<slash]), perArgument.indices.contains(index) else {
+                return ClusterActorSystem.reply(requestID, .error(Self.error(.badMessage, "tensor \(t.name) names no argument of the call", requestID)))
+            }
+            var own = t
+            own.name = String(t.name[t.name.index(after: slash)...])
+            perArgument[index].append(own)
+        }
+        var decoder = WireInvocationDecoder(arguments: zip(call.arguments, perArgument).map { WirePayload(body: Array($0), tensors: $1) })
+        let handler = WireResultHandler()
+        do {
+            try await executeDistributedTarget(on: actor, target: RemoteCallTarget(call.target), invocationDecoder: &decoder, handler: handler)
+            return handler.reply(requestID: requestID)
+        } catch {
+            return ClusterActorSystem.reply(requestID, .error(Self.error(.invalidArgument, "\(error)", requestID)))
+        }
+    }
+
+    /// A REMOTE_REPLY with `result` and, for a value, its tensors.
+    static func reply(_ requestID: UInt64, _ result: Rlhf_V1_RemoteReply.OneOf_Result, tensors: [WireTensor] = []) -> WireMessage {
+        var answer = Rlhf_V1_RemoteReply()
+        answer.result = result
+        return (try? WireMessage(type: .remoteReply, requestID: requestID, body: answer, tensors: tensors))
+            ?? WireMessage(type: .remoteReply, requestID: requestID, rawBody: [])
     }
 
     private static func error(_ code: Rlhf_V1_ErrorCode, _ message: String, _ requestID: UInt64) -> Rlhf_V1_Error {
@@ -390,53 +506,50 @@ public final class ClusterActorSystem: DistributedActorSystem, @unchecked Sendab
         return e
     }
 
-    private func reply(to peer: [UInt8], requestID: UInt64, _ result: Rlhf_V1_RemoteReply.OneOf_Result) {
-        guard let server else { return }
-        var answer = Rlhf_V1_RemoteReply()
-        answer.result = result
-        guard let frames = try? WireMessage(type: .remoteReply, requestID: requestID, body: answer).frames() else { return }
+    private func send(to peer: [UInt8], _ reply: WireMessage) {
+        guard let server, let frames = try? reply.frames() else { return }
         loop.send(server, [peer] + frames)
     }
 }
 
-/// Records a call's arguments as serialized protobuf messages.
-public struct ProtoInvocationEncoder: DistributedTargetInvocationEncoder {
-    public typealias SerializationRequirement = SwiftProtobuf.Message
-    /// The serialized arguments, in order.
-    public private(set) var arguments: [[UInt8]] = []
+/// Records a call's arguments as they travel.
+public struct WireInvocationEncoder: DistributedTargetInvocationEncoder {
+    public typealias SerializationRequirement = WireCodable
+    /// The arguments, in order.
+    public private(set) var arguments: [WirePayload] = []
 
     public mutating func recordGenericSubstitution<T>(_ type: T.Type) throws {
         throw RemoteCallError.transport("generic distributed functions are not supported")
     }
 
-    public mutating func recordArgument<Value: SwiftProtobuf.Message>(_ argument: RemoteCallArgument<Value>) throws {
-        arguments.append(try argument.value.serializedBytes())
+    public mutating func recordArgument<Value: WireCodable>(_ argument: RemoteCallArgument<Value>) throws {
+        arguments.append(try argument.value.wirePayload())
     }
 
     public mutating func recordErrorType<E: Error>(_ type: E.Type) throws {}
-    public mutating func recordReturnType<R: SwiftProtobuf.Message>(_ type: R.Type) throws {}
+    public mutating func recordReturnType<R: WireCodable>(_ type: R.Type) throws {}
     public mutating func doneRecording() throws {}
 }
 
-/// Reads a call's arguments back, each parsed as the type the target declares.
-public struct ProtoInvocationDecoder: DistributedTargetInvocationDecoder {
-    public typealias SerializationRequirement = SwiftProtobuf.Message
-    private let arguments: [[UInt8]]
+/// Reads a call's arguments back, each as the type the target declares.
+public struct WireInvocationDecoder: DistributedTargetInvocationDecoder {
+    public typealias SerializationRequirement = WireCodable
+    private let arguments: [WirePayload]
     private var next = 0
 
-    init(arguments: [[UInt8]]) { self.arguments = arguments }
+    init(arguments: [WirePayload]) { self.arguments = arguments }
 
     public mutating func decodeGenericSubstitutions() throws -> [Any.Type] { [] }
 
-    public mutating func decodeNextArgument<Argument: SwiftProtobuf.Message>() throws -> Argument {
+    public mutating func decodeNextArgument<Argument: WireCodable>() throws -> Argument {
         guard next < arguments.count else {
             throw RemoteCallError.remote(code: .invalidArgument, message: "the call has \(arguments.count) arguments, the target wants more")
         }
         defer { next += 1 }
         do {
-            return try Argument(serializedBytes: arguments[next])
+            return try Argument(wirePayload: arguments[next])
         } catch {
-            throw RemoteCallError.remote(code: .badMessage, message: "argument \(next + 1) is not a \(Argument.protoMessageName): \(error)")
+            throw RemoteCallError.remote(code: .badMessage, message: "argument \(next + 1) is not a \(Argument.self): \(error)")
         }
     }
 
@@ -445,20 +558,40 @@ public struct ProtoInvocationDecoder: DistributedTargetInvocationDecoder {
 }
 
 /// Captures a served call's outcome for the reply envelope.
-public final class ProtoResultHandler: DistributedTargetInvocationResultHandler, @unchecked Sendable {
-    public typealias SerializationRequirement = SwiftProtobuf.Message
-    private(set) var outcome: Rlhf_V1_RemoteReply.OneOf_Result?
+public final class WireResultHandler: DistributedTargetInvocationResultHandler, @unchecked Sendable {
+    public typealias SerializationRequirement = WireCodable
+    private enum Outcome {
+        case value(WirePayload)
+        case error(Rlhf_V1_Error)
+    }
+    private var outcome: Outcome?
 
-    public func onReturn<Success: SwiftProtobuf.Message>(value: Success) async throws {
-        outcome = .value(Data(try value.serializedBytes() as [UInt8]))
+    public func onReturn<Success: WireCodable>(value: Success) async throws {
+        outcome = .value(try value.wirePayload())
     }
 
-    public func onReturnVoid() async throws { outcome = .value(Data()) }
+    public func onReturnVoid() async throws { outcome = .value(WirePayload(body: [])) }
 
     public func onThrow<Err: Error>(error: Err) async throws {
         var e = Rlhf_V1_Error()
         e.code = .internal
         e.message = "\(error)"
         outcome = .error(e)
+    }
+
+    /// The REMOTE_REPLY for the outcome.
+    func reply(requestID: UInt64) -> WireMessage {
+        switch outcome {
+        case let .value(value)?: return ClusterActorSystem.reply(requestID, .value(Data(value.body)), tensors: value.tensors)
+        case var .error(e)?:
+            e.requestID = requestID
+            return ClusterActorSystem.reply(requestID, .error(e))
+        case nil:
+            var e = Rlhf_V1_Error()
+            e.code = .internal
+            e.message = "no result"
+            e.requestID = requestID
+            return ClusterActorSystem.reply(requestID, .error(e))
+        }
     }
 }

@@ -1,4 +1,5 @@
 import ClusterRuntime
+import Distributed
 import Foundation
 import Logging
 import SwiftProtobuf
@@ -8,8 +9,9 @@ import Wire
 import Workers
 
 /// The coordinator process's front door: a ROUTER socket that admits workers (REGISTER), tracks their
-/// heartbeats and health (`Membership`, ticked every 100 ms), hands out tasks of every role
-/// (`TaskDispatcher`: generate, score, reference log-probabilities, train), relays weight versions
+/// heartbeats and health (`Membership`, ticked every 100 ms), carries the calls to the role actors'
+/// pools (`pools`: each call a task of `TaskDispatcher`, sent to the worker it picks as a REMOTE_CALL,
+/// re-sent elsewhere if that worker dies, its answer journaled before the caller gets it), relays weight versions
 /// from the learner to its consumers, and answers status requests (and, when asked to, serves
 /// Prometheus text metrics over HTTP). Bad input is answered with an ERROR naming the problem; the
 /// coordinator keeps serving.
@@ -40,7 +42,7 @@ public final class Coordinator: @unchecked Sendable {
         public init(bind: String) { self.bind = bind }
     }
 
-    private final class State: @unchecked Sendable {
+    final class State: @unchecked Sendable {
         var membership: Membership
         /// ROUTER identity of each worker id.
         var identities: [String: [UInt8]] = [:]
@@ -65,15 +67,17 @@ public final class Coordinator: @unchecked Sendable {
         }
         /// Tasks put back in the queue because their worker died, left or registered anew.
         var redispatched: UInt64 = 0
-        /// Work in flight: tasks (the message to send) by request id, results accepted once.
+        /// Calls in flight: tasks (the REMOTE_CALL to send) by request id, results accepted once.
         var dispatcher = TaskDispatcher<WireMessage>()
-        var results: [UInt64: WireMessage] = [:]
+        /// The callers waiting for each call's answer, by request id.
+        var waiters: [UInt64: CheckedContinuation<WireMessage, Error>] = [:]
+        /// Weight syncs that failed, by the request id of their announcement.
         var failures: [UInt64: String] = [:]
         /// Weight syncs in flight: request id of each WEIGHT_ANNOUNCE sent, to the worker it went to.
         var syncs: [UInt64: String] = [:]
         /// The last version announced and the roles that follow it: a consumer that (re-)registers
         /// holding another version is paused and brought up to it before it gets work.
-        var latest: [WorkerRole: Rlhf_V1_WeightAnnounce] = [:]
+        var latest: [WorkerRole: WeightAnnouncement] = [:]
         var catchingUp: Set<String> = []
         /// Messages queued by the handler for the pump to send: `(identity, frames)`.
         var outbox: [([UInt8], [[UInt8]])] = []
@@ -102,7 +106,7 @@ public final class Coordinator: @unchecked Sendable {
     }
 
     /// The state, shared by the socket handler and the health timer.
-    private final class Shared: Sendable {
+    final class Shared: Sendable {
         let state: Mutex<State>
         /// Serves distributed-actor calls that arrive on the coordinator's socket.
         let actors = Mutex<ClusterActorSystem?>(nil)
@@ -128,6 +132,8 @@ public final class Coordinator: @unchecked Sendable {
     /// as "coordinator".
     public let actorSystem: ClusterActorSystem
     private var control: CoordinatorControl?
+    /// The role pools as distributed actors: a call to one goes to the worker the dispatcher picks.
+    public let pools: WorkerPools
     /// The metrics endpoint bound (`tcp://host:port`, served as `http://host:port/metrics`), if any.
     public private(set) var metricsEndpoint: String?
 
@@ -193,6 +199,8 @@ public final class Coordinator: @unchecked Sendable {
         let actorSystem = ClusterActorSystem(loop: loop, serving: socket, endpoint: endpoint, buildHash: settings.buildHash)
         self.actorSystem = actorSystem
         shared.actors.withLock { $0 = actorSystem }
+        actorSystem.route(pools: PoolRouter(shared: shared, loop: loop, socket: socket))
+        pools = try WorkerPools(actorSystem: actorSystem)
         timer = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "rlhf.coordinator.health"))
         timer.schedule(deadline: .now(), repeating: .milliseconds(100))
         timer.setEventHandler {
@@ -247,7 +255,7 @@ public final class Coordinator: @unchecked Sendable {
     }
 
     /// Sends queued tasks to the workers the dispatcher picks.
-    private static func pump(shared: Shared, loop: PollLoop, socket: PollLoop.SocketID) {
+    static func pump(shared: Shared, loop: PollLoop, socket: PollLoop.SocketID) {
         let probes = shared.state.withLock { s in
             defer { s.probes.removeAll() }
             return s.probes
@@ -290,133 +298,111 @@ public final class Coordinator: @unchecked Sendable {
                               metadata: ["worker": "\(workerID)", "requeued": "\(requeued)"])
     }
 
-    /// Queues `tasks` (each a role and the message its worker gets; request ids are assigned here)
-    /// and waits for every result, returned in task order. A task a worker refuses fails the call with
-    /// the worker's reason; tasks of a worker that dies are re-dispatched.
-    public func run(_ tasks: [(role: WorkerRole, message: WireMessage)], timeoutSeconds: Double = 300) throws -> [WireMessage] {
-        let ids = shared.state.withLock { s -> [UInt64] in
-            tasks.map { task in
-                s.nextTaskID += 1
-                let id = s.nextTaskID
-                // Accepted by an earlier life of the coordinator (journal): answered from there.
-                if let frames = s.recovered.removeValue(forKey: id), let result = try? WireMessage.decode(frames.map { [UInt8]($0) }) {
-                    s.results[id] = result
-                    return id
-                }
-                var message = task.message
-                message.requestID = id
-                message.sender = "coordinator"
-                s.dispatcher.enqueue(requestID: id, role: task.role, payload: message)
-                return id
-            }
+    /// Runs `call` once per part, all at once, and returns the results in part order. The calls are
+    /// numbered in part order from the step's next request id whatever order they run in (so a replayed
+    /// step asks for the same ids, and the journal answers them); the first failure fails the whole, and
+    /// so does `timeoutSeconds`. Blocks the calling thread (never a task's): the calls run on the
+    /// coordinator's poll loop.
+    public func fanOut<Part: Sendable, Answer: Sendable>(_ parts: [Part], timeoutSeconds: Double = 300,
+                                                        _ call: @escaping @Sendable (Part) async throws -> Answer) throws -> [Answer] {
+        guard !parts.isEmpty else { return [] }
+        let first = shared.state.withLock { s -> UInt64 in
+            defer { s.nextTaskID += UInt64(parts.count) }
+            return s.nextTaskID + 1
         }
-        Coordinator.pump(shared: shared, loop: loop, socket: socket)
-        let deadline = Date().addingTimeInterval(timeoutSeconds)
-        let mine = Set(ids)
-        // Results arrive roughly in order: `checked` only moves forward, so waiting costs O(tasks) in all.
-        var checked = 0
-        while true {
-            let (done, failure) = shared.state.withLock { s -> (Bool, String?) in
-                while checked < ids.count && s.results[ids[checked]] != nil { checked += 1 }
-                let failure = s.failures.isEmpty ? nil : s.failures.first { mine.contains($0.key) }
-                if let failure {
-                    // The call fails as a whole: forget its other results and failures.
-                    for id in ids { s.results[id] = nil; s.failures[id] = nil }
-                    return (false, failure.value)
+        let outcome = Mutex<Result<[Answer], Error>?>(nil)
+        let finished = DispatchSemaphore(value: 0)
+        let work = Task(executorPreference: loop) {
+            do {
+                let answers = try await withThrowingTaskGroup(of: (Int, Answer).self) { group in
+                    for (index, part) in parts.enumerated() {
+                        group.addTask {
+                            (index, try await PoolRouter.$requestID.withValue(first + UInt64(index)) { try await call(part) })
+                        }
+                    }
+                    var answers = [Answer?](repeating: nil, count: parts.count)
+                    for try await (index, answer) in group { answers[index] = answer }
+                    return answers.map { $0! }
                 }
-                return (checked == ids.count, nil)
+                outcome.withLock { $0 = .success(answers) }
+            } catch {
+                outcome.withLock { $0 = .failure(error) }
             }
-            if let failure { throw CoordinatorError.taskFailed(failure) }
-            if done { break }
-            if Date() > deadline { throw CoordinatorError.timeout(Int(timeoutSeconds)) }
-            _ = progress.wait(timeout: .now() + 0.1)
+            finished.signal()
         }
-        return shared.state.withLock { s in ids.map { s.results.removeValue(forKey: $0)! } }
+        if finished.wait(timeout: .now() + timeoutSeconds) == .timedOut {
+            work.cancel()
+            finished.wait()
+            throw CoordinatorError.timeout(Int(timeoutSeconds))
+        }
+        return try outcome.withLock { $0! }.get()
     }
 
-    /// Fans `request`'s prompts out over the generators, `promptsPerTask` prompts per task, and returns
+    /// Fans `request`'s prompts out over the generators, `promptsPerTask` prompts per call, and returns
     /// every sample exactly once, in prompt then sample order, with each sample's log-probabilities.
-    /// Tasks of a generator that dies are re-dispatched; a late duplicate result is dropped.
-    public func generate(_ request: Rlhf_V1_GenerateRequest, promptsPerTask: Int = 1, timeoutSeconds: Double = 300)
-        throws -> [(sample: Rlhf_V1_Sample, logProbs: [Float])] {
-        let chunks = stride(from: 0, to: request.prompts.count, by: max(1, promptsPerTask)).map {
-            Array(request.prompts[$0 ..< min(request.prompts.count, $0 + max(1, promptsPerTask))])
+    /// Calls of a generator that dies are re-dispatched; a late duplicate result is dropped.
+    public func generate(_ request: GenerateRequest, promptsPerTask: Int = 1, timeoutSeconds: Double = 300) throws -> [Samples.Sample] {
+        let parts = Coordinator.chunked(request.prompts, promptsPerTask).map { prompts -> GenerateRequest in
+            var part = request
+            part.prompts = prompts
+            return part
         }
-        let tasks = try chunks.map { prompts -> (role: WorkerRole, message: WireMessage) in
-            var task = request
-            task.prompts = prompts
-            return (.generator, try WireMessage(type: .generateRequest, requestID: 0, body: task, policyVersion: request.policyVersion))
-        }
-        let messages = try run(tasks, timeoutSeconds: timeoutSeconds)
-        var out: [(Rlhf_V1_Sample, [Float])] = []
-        for message in messages {
-            let result = try message.decodeBody(Rlhf_V1_GenerateResult.self)
+        let generator = pools.generator
+        let answers = try fanOut(parts, timeoutSeconds: timeoutSeconds) { try await generator.generate($0) }
+        return try answers.flatMap { answer -> [Samples.Sample] in
             // Samples of another policy version are never mixed in silently.
-            guard result.policyVersion == request.policyVersion else {
-                throw CoordinatorError.taskFailed("\(message.sender) sampled with policy version \(result.policyVersion) for a request at version \(request.policyVersion)")
+            guard answer.policyVersion == request.policyVersion else {
+                throw CoordinatorError.taskFailed("a generator sampled with policy version \(answer.policyVersion) for a request at version \(request.policyVersion)")
             }
-            let logprobs = message.tensor("logprobs")?.floats ?? []
-            var cursor = 0
-            for sample in result.samples {
-                guard cursor + sample.ids.count <= logprobs.count else { throw CoordinatorError.taskFailed("log-probabilities missing in a result") }
-                out.append((sample, Array(logprobs[cursor ..< cursor + sample.ids.count])))
-                cursor += sample.ids.count
-            }
+            return answer.samples
         }
-        return out
     }
 
     /// Scores `sequences` with the reward model (`.rewardModel`) or the safety model (`.safetyModel`),
-    /// `perTask` sequences per task; one score per sequence, in order.
-    public func score(_ sequences: [Rlhf_V1_Sequence], model: WorkerRole, perTask: Int = 8, timeoutSeconds: Double = 300) throws -> [Float] {
-        guard model == .rewardModel || model == .safetyModel else { throw CoordinatorError.taskFailed("\(model.rawValue) does not score") }
-        let tasks = try Coordinator.chunked(sequences, perTask).map { part -> (role: WorkerRole, message: WireMessage) in
-            var request = Rlhf_V1_ScoreRequest()
-            request.sequences = part
-            request.model = model.wire
-            return (model, try WireMessage(type: .scoreRequest, requestID: 0, body: request))
+    /// `perTask` sequences per call; one score per sequence, in order.
+    public func score(_ sequences: [TokenSequence], model: WorkerRole, perTask: Int = 8, timeoutSeconds: Double = 300) throws -> [Float] {
+        let parts = Coordinator.chunked(sequences, perTask)
+        let answers: [Scores]
+        switch model {
+        case .rewardModel:
+            let scorer = pools.rewardModel
+            answers = try fanOut(parts, timeoutSeconds: timeoutSeconds) { try await scorer.score(ScoreRequest(sequences: $0, model: .rewardModel)) }
+        case .safetyModel:
+            let scorer = pools.safetyModel
+            answers = try fanOut(parts, timeoutSeconds: timeoutSeconds) { try await scorer.score(ScoreRequest(sequences: $0, model: .safetyModel)) }
+        default:
+            throw CoordinatorError.taskFailed("\(model.rawValue) does not score")
         }
-        return try run(tasks, timeoutSeconds: timeoutSeconds).enumerated().flatMap { index, message -> [Float] in
-            let scores = message.tensor("scores")?.floats ?? []
-            let expected = min(perTask, sequences.count - index * max(1, perTask))
-            guard scores.count == expected else {
-                throw CoordinatorError.taskFailed("\(message.sender) returned \(scores.count) scores for \(expected) sequences")
+        return try zip(parts, answers).flatMap { part, answer -> [Float] in
+            guard answer.values.count == part.count else {
+                throw CoordinatorError.taskFailed("the \(model.rawValue) returned \(answer.values.count) scores for \(part.count) sequences")
             }
-            return scores
+            return answer.values
         }
     }
 
     /// The reference policy's log-probabilities of each sequence's response tokens (one array per
-    /// sequence, `response_ids.count` long), asked of references holding `policyVersion`.
-    public func referenceLogProbs(_ sequences: [Rlhf_V1_Sequence], policyVersion: UInt64, perTask: Int = 8,
+    /// sequence, `response.count` long), asked of references holding `policyVersion`.
+    public func referenceLogProbs(_ sequences: [TokenSequence], policyVersion: UInt64, perTask: Int = 8,
                                   timeoutSeconds: Double = 300) throws -> [[Float]] {
         let parts = Coordinator.chunked(sequences, perTask)
-        let tasks = try parts.map { part -> (role: WorkerRole, message: WireMessage) in
-            var request = Rlhf_V1_ReferenceLogProbRequest()
-            request.sequences = part
-            return (.referencePolicy, try WireMessage(type: .referenceLogprobRequest, requestID: 0, body: request, policyVersion: policyVersion))
+        let reference = pools.referencePolicy
+        let answers = try fanOut(parts, timeoutSeconds: timeoutSeconds) {
+            try await reference.logProbs(LogProbRequest(sequences: $0, policyVersion: policyVersion))
         }
-        var out: [[Float]] = []
-        for (part, message) in zip(parts, try run(tasks, timeoutSeconds: timeoutSeconds)) {
-            let values = message.tensor("logprobs")?.floats ?? []
-            let lengths = part.map(\.responseIds.count)
-            guard values.count == lengths.reduce(0, +) else {
-                throw CoordinatorError.taskFailed("\(message.sender) returned \(values.count) log-probabilities for \(lengths.reduce(0, +)) response tokens")
+        return try zip(parts, answers).flatMap { part, answer -> [[Float]] in
+            guard answer.values.map(\.count) == part.map(\.response.count) else {
+                throw CoordinatorError.taskFailed("a reference policy returned \(answer.values.reduce(0) { $0 + $1.count }) log-probabilities for \(part.reduce(0) { $0 + $1.response.count }) response tokens")
             }
-            var cursor = 0
-            for length in lengths {
-                out.append(Array(values[cursor ..< cursor + length]))
-                cursor += length
-            }
+            return answer.values
         }
-        return out
     }
 
-    /// Sends one train batch (with its tensor frames) to the learner and returns its stats, whose
-    /// `announce` is the new version (of the policy, or of the reward model a REWARD_RANKING batch names).
-    public func train(_ batch: Rlhf_V1_TrainBatch, tensors: [WireTensor] = [], timeoutSeconds: Double = 600) throws -> Rlhf_V1_TrainStats {
-        let message = try WireMessage(type: .trainBatch, requestID: 0, body: batch, tensors: tensors, policyVersion: batch.policyVersion)
-        let stats = try run([(.learner, message)], timeoutSeconds: timeoutSeconds)[0].decodeBody(Rlhf_V1_TrainStats.self)
+    /// Sends one train batch to the learner and returns its stats, whose `announce` is the new version
+    /// (of the policy, or of the reward model a reward-ranking batch names).
+    public func train(_ batch: TrainBatch, timeoutSeconds: Double = 600) throws -> TrainStats {
+        let learner = pools.learner
+        let stats = try fanOut([batch], timeoutSeconds: timeoutSeconds) { try await learner.train($0) }[0]
         if batch.kind != .rewardRanking {
             shared.state.withLock { s in
                 s.step = stats.step
@@ -431,8 +417,9 @@ public final class Coordinator: @unchecked Sendable {
     /// a worker that fails to sync fails the call with its reason. Workers of `roles` that register
     /// later holding another version are paused and brought up to this one before they get work.
     @discardableResult
-    public func syncWeights(_ announce: Rlhf_V1_WeightAnnounce, roles: Set<WorkerRole> = [.generator, .referencePolicy],
+    public func syncWeights(_ announce: WeightAnnouncement?, roles: Set<WorkerRole> = [.generator, .referencePolicy],
                             timeoutSeconds: Double = 120) throws -> [String] {
+        guard let announce else { throw CoordinatorError.taskFailed("the learner announced no weight version to sync") }
         let checksum = announce.modelChecksum
         let sends = shared.state.withLock { s -> [(String, UInt64, [UInt8], [[UInt8]])] in
             for role in roles { s.latest[role] = announce }
@@ -440,7 +427,7 @@ public final class Coordinator: @unchecked Sendable {
                 let id = m.registration.workerID
                 guard let identity = s.identities[id] else { return nil }
                 s.nextControlID += 1
-                guard let frames = try? WireMessage(type: .weightAnnounce, requestID: s.nextControlID, body: announce,
+                guard let frames = try? WireMessage(type: .weightAnnounce, requestID: s.nextControlID, body: announce.wire,
                                                     sender: "coordinator", policyVersion: announce.policyVersion).frames() else { return nil }
                 s.syncs[s.nextControlID] = id
                 return (id, s.nextControlID, identity, frames)
@@ -469,7 +456,7 @@ public final class Coordinator: @unchecked Sendable {
         }
         return shared.state.withLock { s in
             // A reward model's versions are its own; the cluster's policy version is the policy's.
-            if announce.model == .unspecified { s.policyVersion = announce.policyVersion }
+            if announce.model == .policy { s.policyVersion = announce.policyVersion }
             return targets.filter { s.membership.members[$0].map { $0.health != .dead && $0.policyVersion == announce.policyVersion } == true }
         }
     }
@@ -482,7 +469,7 @@ public final class Coordinator: @unchecked Sendable {
     /// Takes up where an earlier life of the coordinator left off: the policy version and round it
     /// had reached and the last weight version it announced to each role (workers registering with
     /// another version are brought up to it before they get work).
-    public func restore(policyVersion: UInt64, round: UInt32, announces: [WorkerRole: Rlhf_V1_WeightAnnounce]) {
+    public func restore(policyVersion: UInt64, round: UInt32, announces: [WorkerRole: WeightAnnouncement]) {
         shared.state.withLock { s in
             s.policyVersion = policyVersion
             s.round = round
@@ -495,7 +482,7 @@ public final class Coordinator: @unchecked Sendable {
     public func forgetRecoveredResults() { shared.state.withLock { $0.recovered = [:] } }
 
     /// The last weight version announced to each role that follows the learner.
-    public var latestAnnouncements: [WorkerRole: Rlhf_V1_WeightAnnounce] { shared.state.withLock { $0.latest } }
+    public var latestAnnouncements: [WorkerRole: WeightAnnouncement] { shared.state.withLock { $0.latest } }
 
     /// Sets what `rlhf status` reports as the plan's stage, round and step.
     public func setProgress(stage: String, round: UInt32? = nil, step: UInt64? = nil) {
@@ -574,7 +561,7 @@ public final class Coordinator: @unchecked Sendable {
                             s.dispatcher.pause(r.workerID)
                             s.catchingUp.insert(r.workerID)
                             s.nextControlID += 1
-                            if let frames = try? WireMessage(type: .weightAnnounce, requestID: s.nextControlID, body: latest,
+                            if let frames = try? WireMessage(type: .weightAnnounce, requestID: s.nextControlID, body: latest.wire,
                                                              sender: "coordinator", policyVersion: latest.policyVersion).frames() {
                                 s.syncs[s.nextControlID] = r.workerID
                                 s.outbox.append((identity, frames))
@@ -648,60 +635,76 @@ public final class Coordinator: @unchecked Sendable {
                 ack.runID = shared.runID
                 ack.reason = "unknown or dead worker \(h.workerID): register again"
                 return reply(.registerAck, message.requestID, ack)
-            case .generateResult, .scoreResult, .referenceLogprobResult, .trainStats:
-                let tokens = message.type == .generateResult
-                    ? ((try? message.decodeBody(Rlhf_V1_GenerateResult.self))?.samples.reduce(0) { $0 + $1.ids.count } ?? 0) : 0
-                let outcome = state.state.withLock { s -> String in
+            case .remoteReply:
+                // The answer to a call on a role pool: fenced unless its worker holds the call under the
+                // epoch it carries; journaled before its caller gets it; accepted once.
+                let failure = (try? ClusterActorSystem.replyError(message)) ?? nil
+                let outcome = state.state.withLock { s -> (String, CheckedContinuation<WireMessage, Error>?) in
                     // Fencing: a result sent before its worker was declared dead carries an old epoch.
                     guard s.membership.isCurrent(message.sender, epoch: message.epoch) else {
                         s.rejected["fenced", default: 0] += 1
-                        return "fenced"
+                        return ("fenced", nil)
                     }
+                    let role = s.membership.members[message.sender]?.registration.role
                     switch s.dispatcher.complete(requestID: message.requestID, workerID: message.sender, now: BuildIdentity.now()) {
                     case .accepted:
+                        let waiter = s.waiters.removeValue(forKey: message.requestID)
+                        if failure != nil {
+                            if let role { s.failedTasks[role, default: 0] += 1 }
+                            return ("failed", waiter)
+                        }
                         // Written to the journal (and the disk) before anything is done with it.
                         if let journal = s.journal {
                             do {
                                 try journal.append(.result(requestID: message.requestID, frames: frames.map { Data($0) }))
                             } catch {
-                                s.failures[message.requestID] = "cannot write the run journal \(journal.path): \(error)"
-                                return "unjournaled"
+                                waiter?.resume(throwing: CoordinatorError.taskFailed("cannot write the run journal \(journal.path): \(error)"))
+                                return ("unjournaled", nil)
                             }
                         }
-                        s.results[message.requestID] = message
-                        if let role = s.membership.members[message.sender]?.registration.role { s.completedTasks[role, default: 0] += 1 }
-                        s.tokens.add(tokens, at: BuildIdentity.now())
-                        return "accepted"
+                        if let role { s.completedTasks[role, default: 0] += 1 }
+                        if role == .generator { s.tokens.add((message.tensor("logprobs")?.bytes.count ?? 0) / 4, at: BuildIdentity.now()) }
+                        return ("accepted", waiter)
                     case .fenced:
                         s.rejected["fenced", default: 0] += 1
-                        return "fenced"
-                    case .duplicate: return "duplicate"
-                    case .unknown: return "unknown"
+                        return ("fenced", nil)
+                    case .duplicate: return ("duplicate", nil)
+                    case .unknown: return ("unknown", nil)
                     }
                 }
-                if outcome == "unjournaled" {
+                switch outcome.0 {
+                case "accepted": outcome.1?.resume(returning: message)
+                case "failed":
+                    let reason = failure.map { error -> String in
+                        if case let .remote(_, text) = error { return text }
+                        return "\(error)"
+                    } ?? ""
+                    logger.warning("a worker reported an error", metadata: ["worker": "\(message.sender)", "error": "\(reason)"])
+                    outcome.1?.resume(throwing: CoordinatorError.taskFailed("\(message.sender): \(reason)"))
+                case "unjournaled":
                     logger.error("could not journal an accepted result; the plan step fails", metadata: ["request": "\(message.requestID)"])
-                } else if outcome == "fenced" {
+                case "fenced":
                     logger.warning("refused a result from a fenced worker (declared dead, or not holding the task)",
                                    metadata: ["worker": "\(message.sender)", "request": "\(message.requestID)"])
-                } else if outcome != "accepted" {
-                    logger.debug("dropped a result", metadata: ["request": "\(message.requestID)", "why": "\(outcome)"])
+                default:
+                    logger.debug("dropped a result", metadata: ["request": "\(message.requestID)", "why": "\(outcome.0)"])
                 }
-                progress.signal()
                 return nil
             case .error:
                 let e = (try? message.decodeBody(Rlhf_V1_Error.self)) ?? Rlhf_V1_Error()
                 logger.warning("a worker reported an error", metadata: ["worker": "\(message.sender)", "error": "\(e.message)"])
-                state.state.withLock { s in
+                let waiter = state.state.withLock { s -> CheckedContinuation<WireMessage, Error>? in
                     if !s.membership.isCurrent(message.sender, epoch: message.epoch) {
                         s.rejected["fenced", default: 0] += 1
                     } else if s.syncs[message.requestID] != nil {
                         s.failures[message.requestID] = "\(message.sender): \(e.message)"
                     } else if case .accepted = s.dispatcher.complete(requestID: message.requestID, workerID: message.sender, now: BuildIdentity.now()) {
-                        s.failures[message.requestID] = "\(message.sender): \(e.message)"
                         if let role = s.membership.members[message.sender]?.registration.role { s.failedTasks[role, default: 0] += 1 }
+                        return s.waiters.removeValue(forKey: message.requestID)
                     }
+                    return nil
                 }
+                waiter?.resume(throwing: CoordinatorError.taskFailed("\(message.sender): \(e.message)"))
                 progress.signal()
                 return nil
             case .shutdown:

@@ -177,10 +177,10 @@ public final class Launcher {
             report("resuming from the journal (\(recovered.records) records\(recovered.cutTornTail ? ", a torn last record cut off" : "")): "
                    + "\(last), \(recovered.results.count) results of the step in progress already accepted")
             if let index = recovered.lastDoneStep, let done = recovered.doneSteps[index] {
-                var announces: [WorkerRole: Rlhf_V1_WeightAnnounce] = [:]
+                var announces: [WorkerRole: WeightAnnouncement] = [:]
                 for (name, bytes) in done.announces {
                     guard let role = WorkerRole(rawValue: name) else { throw Failure(message: "the journal names an unknown role \(name)") }
-                    announces[role] = try Rlhf_V1_WeightAnnounce(serializedBytes: [UInt8](bytes))
+                    announces[role] = try WeightAnnouncement(wirePayload: WirePayload(body: [UInt8](bytes)))
                 }
                 // Announcements name the weight server of the learner that published them. When that
                 // learner is gone (no local process left, none remote that may rejoin), every worker
@@ -200,7 +200,7 @@ public final class Launcher {
         }
         // A learner started anew resumes from the state it saved at the end of the last step done.
         if resuming, let last = recovered.lastDoneStep,
-           FileManager.default.fileExists(atPath: Learner.stateDirectory(learnerStateDirectory, afterStep: last)) {
+           FileManager.default.fileExists(atPath: LearnerService.stateDirectory(learnerStateDirectory, afterStep: last)) {
             learnerRestoreStep = last
         }
         let adopted = try startWorkers(coordinator: coordinator, journal: journal, previous: recovered.workers)
@@ -238,14 +238,13 @@ public final class Launcher {
             try rlhf?.save(afterStep: i)
             if spec.hosts.contains(where: { ($0.workers[.learner] ?? 0) > 0 }) {
                 // The learner's own state at this boundary: what a new learner resumes from.
-                var save = Rlhf_V1_TrainBatch()
-                save.kind = .saveState
-                save.stateStep = UInt32(i)
+                var save = TrainBatch(kind: .saveState)
+                save.stateStep = i
                 _ = try coordinator.train(save)
             }
             let status = coordinator.status()
             var announces: [String: Data] = [:]
-            for (role, announce) in coordinator.latestAnnouncements { announces[role.rawValue] = Data(try announce.serializedBytes() as [UInt8]) }
+            for (role, announce) in coordinator.latestAnnouncements { announces[role.rawValue] = Data(try announce.wirePayload().body) }
             try journal.append(.stepDone(index: i, policyVersion: status.policyVersion, round: status.round, announces: announces))
             rlhf?.pruneStates(before: i)
         }
@@ -278,19 +277,18 @@ public final class Launcher {
     /// and every consumer is synced to them.
     private func adoptRestoredLearner(_ coordinator: Coordinator, recovered: RunJournal.Recovered, report: (String) -> Void) throws {
         coordinator.forgetRecoveredResults()
-        var ask = Rlhf_V1_TrainBatch()
-        ask.kind = .announceAll
+        let ask = TrainBatch(kind: .announceAll)
         let stats = try coordinator.train(ask)
         let expected = recovered.lastDoneStep.flatMap { recovered.doneSteps[$0] }?.policyVersion ?? 0
         guard stats.policyVersion == expected else {
             throw Failure(message: "cannot resume: the restarted learner holds policy version \(stats.policyVersion), the journal's last step ended at \(expected)")
         }
-        var announces: [WorkerRole: Rlhf_V1_WeightAnnounce] = [:]
+        var announces: [WorkerRole: WeightAnnouncement] = [:]
         for announce in stats.announces {
             switch announce.model {
             case .rewardModel: announces[.rewardModel] = announce
             case .safetyModel: announces[.safetyModel] = announce
-            default: announces[.generator] = announce
+            case .policy: announces[.generator] = announce
             }
         }
         let status = coordinator.status()
@@ -307,14 +305,13 @@ public final class Launcher {
     /// than that step ended with, and the step cannot run again on it. Returns what differs, or nil.
     private func learnerAheadOfJournal(_ coordinator: Coordinator, recovered: RunJournal.Recovered) throws -> String? {
         guard let last = recovered.lastDoneStep, let done = recovered.doneSteps[last] else { return nil }
-        var ask = Rlhf_V1_TrainBatch()
-        ask.kind = .announceAll
+        let ask = TrainBatch(kind: .announceAll)
         let stats = try coordinator.train(ask)
         if stats.policyVersion != done.policyVersion {
             return "its policy is at version \(stats.policyVersion), step \(last + 1) ended at \(done.policyVersion)"
         }
         for announce in stats.announces {
-            guard let role = WorkerRole(wire: announce.model), role == .rewardModel || role == .safetyModel else { continue }
+            guard let role = WorkerRole(rawValue: announce.model.rawValue), role == .rewardModel || role == .safetyModel else { continue }
             let expected = rlhf?.rewardVersions[role] ?? 0
             if announce.policyVersion != expected {
                 return "its \(role.rawValue) is at version \(announce.policyVersion), step \(last + 1) ended at \(expected)"
@@ -481,7 +478,7 @@ public final class Launcher {
             let start = Date()
             let results = try coordinator.generate(request, promptsPerTask: 1)
             let seconds = Date().timeIntervalSince(start)
-            let tokens = results.reduce(0) { $0 + $1.sample.ids.count }
+            let tokens = results.reduce(0) { $0 + $1.tokens.count }
             report(String(format: "step %d generate: %d prompts x %d samples -> %d samples, %d tokens in %.2f s (%.0f tok/s over the generators)",
                           index + 1, prompts, samples, results.count, tokens, seconds, Double(tokens) / seconds))
         case let .round(prompts, samples, maxNew, temperature, lr):
@@ -528,23 +525,13 @@ public final class Launcher {
     /// A generate request of `prompts` synthetic prompts (BOS and 4 random ids: the spec has no data
     /// yet), `samples` samples each.
     static func generateRequest(prompts: Int, samples: Int, maxNewTokens: Int, temperature: Float, seed: UInt64,
-                                policyVersion: UInt64) -> Rlhf_V1_GenerateRequest {
-        var request = Rlhf_V1_GenerateRequest()
+                                policyVersion: UInt64) -> GenerateRequest {
         var rng = SeededGeneratorShim(seed: seed)
-        request.prompts = (0..<prompts).map { i in
-            var p = Rlhf_V1_Prompt()
-            p.promptID = UInt64(i)
-            p.ids = [1] + (0..<4).map { _ in Int32(3 + rng.next() % 200) }
-            return p
+        let prompts = (0..<prompts).map { i in
+            GenerateRequest.Prompt(id: UInt64(i), tokens: [1] + (0..<4).map { _ in Int32(3 + rng.next() % 200) })
         }
-        request.samplesPerPrompt = UInt32(samples)
-        request.sampling.temperature = temperature
-        request.sampling.topP = 1
-        request.seed = seed
-        request.maxNewTokens = UInt32(maxNewTokens)
-        request.stopToken = 2
-        request.policyVersion = policyVersion
-        return request
+        return GenerateRequest(prompts: prompts, samplesPerPrompt: samples, sampling: SamplingSettings(temperature: temperature, topP: 1),
+                               seed: seed, maxNewTokens: maxNewTokens, policyVersion: policyVersion, stopToken: 2)
     }
 
     private func runRound(index: Int, prompts: Int, samples: Int, maxNewTokens: Int, temperature: Float, learningRate: Float,
@@ -559,15 +546,11 @@ public final class Launcher {
         coordinator.setProgress(stage: "round: generate", round: round)
         let request = Launcher.generateRequest(prompts: prompts, samples: samples, maxNewTokens: maxNewTokens, temperature: temperature,
                                                seed: UInt64(1000 * round) + UInt64(index), policyVersion: version)
-        let generated = try coordinator.generate(request, promptsPerTask: 1).filter { !$0.sample.ids.isEmpty }
+        let generated = try coordinator.generate(request, promptsPerTask: 1).filter { !$0.tokens.isEmpty }
         guard !generated.isEmpty else { throw Failure(message: "round \(round): every sample was empty") }
-        let promptIDs = Dictionary(uniqueKeysWithValues: request.prompts.map { ($0.promptID, $0.ids) })
-        let sequences = generated.enumerated().map { i, g -> Rlhf_V1_Sequence in
-            var s = Rlhf_V1_Sequence()
-            s.id = UInt64(i)
-            s.promptIds = promptIDs[g.sample.promptID] ?? []
-            s.responseIds = g.sample.ids
-            return s
+        let promptIDs = Dictionary(uniqueKeysWithValues: request.prompts.map { ($0.id, $0.tokens) })
+        let sequences = generated.enumerated().map { i, g in
+            TokenSequence(id: UInt64(i), prompt: promptIDs[g.promptID] ?? [], response: g.tokens)
         }
         coordinator.setProgress(stage: "round: score")
         let rewards = try coordinator.score(sequences, model: .rewardModel)
@@ -578,11 +561,10 @@ public final class Launcher {
         let reference = try coordinator.referenceLogProbs(sequences, policyVersion: referenceVersion)
         let policyLogProbs = generated.map(\.logProbs)
         let kl = RoundSummary.meanSequenceKL(policy: policyLogProbs, reference: reference)
-        let best = RoundSummary.bestPerPrompt(promptIDs: generated.map(\.sample.promptID), scores: rewards)
+        let best = RoundSummary.bestPerPrompt(promptIDs: generated.map(\.promptID), scores: rewards)
         coordinator.setTrainingSignals(rewardMean: Double(rewards.reduce(0, +)) / Double(rewards.count), kl: kl)
         coordinator.setProgress(stage: "round: train")
-        var batch = Rlhf_V1_TrainBatch()
-        batch.kind = .sft
+        var batch = TrainBatch(kind: .sft)
         batch.sequences = best.map { sequences[$0] }
         batch.learningRate = learningRate
         batch.policyVersion = version

@@ -1,4 +1,5 @@
 import EmbeddedTask
+import ClusterRuntime
 import Foundation
 import LlamaCore
 import RLHF
@@ -76,7 +77,7 @@ extension RLHFPipeline {
         var controller = settings.klTarget.map { AdaptiveKLController(beta: klBeta ?? settings.beta, target: $0) }
         var history: [PPOIterationFigures] = []
         var tokens = 0, sampleSeconds = 0.0, gateHits = 0.0
-        var last: Rlhf_V1_TrainStats?
+        var last: TrainStats?
         let refreshes = Set(settings.refreshIterations)
         for iteration in 1...settings.iterations {
             if refreshes.contains(iteration) {
@@ -93,8 +94,8 @@ extension RLHFPipeline {
                                      seed: seed &* 7919 &+ UInt64(iteration), promptsPerTask: 4)
             sampleSeconds += Date().timeIntervalSince(sampleStart)
             guard !generated.isEmpty else { throw Launcher.Failure(message: "\(settings.name): iteration \(iteration) produced no rollout") }
-            tokens += generated.reduce(0) { $0 + $1.sample.ids.count }
-            let sequences = generated.enumerated().map { i, g in sequence(UInt64(i), g.prompt.ids, g.sample.ids) }
+            tokens += generated.reduce(0) { $0 + $1.sample.tokens.count }
+            let sequences = generated.enumerated().map { i, g in sequence(UInt64(i), g.prompt.ids, g.sample.tokens) }
             let helpfulness = try coordinator.score(sequences, model: .rewardModel, perTask: 16)
             let safety = try coordinator.score(sequences, model: .safetyModel, perTask: 16)
             let referenceVersion = coordinator.workers().first { $0.registration.role == .referencePolicy && $0.health == .healthy }?.policyVersion ?? 0
@@ -110,19 +111,19 @@ extension RLHFPipeline {
                 kls.append(kl.reduce(0, +))
                 rewards += PPOMath.tokenRewards(score: scores[i], kl: kl, beta: beta).map(Float.init)
             }
-            var batch = Rlhf_V1_TrainBatch()
-            batch.kind = .ppo
+            var batch = TrainBatch(kind: .ppo)
             batch.policyVersion = version
             batch.learningRate = settings.learningRate
             batch.valueLearningRate = settings.valueLearningRate
-            batch.miniBatchSize = UInt32(settings.miniBatch)
-            batch.ppoEpochs = UInt32(settings.epochs)
+            batch.miniBatchSize = settings.miniBatch
+            batch.ppoEpochs = settings.epochs
             batch.gamma = settings.gamma
             batch.gaeLambda = settings.lambda
             batch.shuffleSeed = seed &+ UInt64(iteration)
             // A rollout cut at the token limit ends its episode at its last sampled token (no EOS added).
             batch.sequences = sequences
-            let stats = try coordinator.train(batch, tensors: [WireTensor(name: "rewards", floats: rewards)])
+            batch.tensors = [WireTensor(name: "rewards", floats: rewards)]
+            let stats = try coordinator.train(batch)
             // The round counts iterations (the learner's reply would set its optimizer's step count).
             coordinator.setProgress(stage: "\(settings.name): PPO", round: UInt32(round), step: UInt64(iteration))
             last = stats
@@ -131,7 +132,7 @@ extension RLHFPipeline {
             // The hidden annotator's view of the same rollouts, for the trend check (never used to train).
             var utility = 0.0
             for g in generated {
-                if let j = context.judge(g.prompt.text, context.text(g.sample.ids)) { utility += j.utility }
+                if let j = context.judge(g.prompt.text, context.text(g.sample.tokens)) { utility += j.utility }
             }
             let responseTokens = generated.map(\.logProbs.count)
             let entropy = -generated.reduce(0.0) { $0 + $1.logProbs.reduce(0.0) { $0 + Double($1) } } / Double(max(1, responseTokens.reduce(0, +)))
@@ -141,7 +142,7 @@ extension RLHFPipeline {
             coordinator.setTrainingSignals(rewardMean: figures.rewardMean, kl: figures.klMean)
             metric(["stage": "ppo", "round": settings.name, "iteration": iteration, "policy_version": stats.policyVersion,
                     "policy_loss": stats.loss, "value_loss": stats.valueLoss, "value_clip_fraction": stats.valueClipFraction,
-                    "kl_mean": figures.klMean, "kl_max": kls.max() ?? 0, "clip_fraction": stats.clipFraction, "approx_kl": stats.approxKl,
+                    "kl_mean": figures.klMean, "kl_max": kls.max() ?? 0, "clip_fraction": stats.clipFraction, "approx_kl": stats.approxKL,
                     "entropy": entropy, "reward_mean": figures.rewardMean, "response_length": Double(responseTokens.reduce(0, +)) / Double(generated.count),
                     "gate_hit_rate": hitRate, "beta": beta, "mean_return": stats.meanReturn, "grad_norm": stats.gradNorm,
                     "gradient_steps": stats.gradientSteps, "annotator_utility": figures.annotatorUtility,
@@ -164,8 +165,8 @@ extension RLHFPipeline {
             report("\(settings.name): WARNING: \(trend)")
             metric(["stage": "reward_hacking", "round": settings.name, "message": trend])
         }
-        if let last {
-            let (weights, _) = try WeightFetcher.fetch(loop: loop, endpoint: last.announce.source, config: config, expected: last.announce)
+        if let last, let announce = last.announce {
+            let (weights, _) = try WeightFetcher.fetch(loop: loop, endpoint: announce.source, config: config, expected: announce)
             try Checkpoint.writeLegacy(weights, to: directory + "/policy.bin")
         }
         coordinator.setProgress(stage: "\(settings.name): evaluate", round: UInt32(round))
@@ -186,7 +187,7 @@ extension RLHFPipeline {
         let prompts = Array(pool.prefix(settings.newPairs))
         let generated = try draw(prompts, samples: 2, temperature: settings.temperature, maxNewTokens: settings.maxNewTokens,
                                  seed: seed &* 104_729 &+ UInt64(iteration), promptsPerTask: 8)
-        let sequences = generated.enumerated().map { i, g in sequence(UInt64(i), g.prompt.ids, g.sample.ids) }
+        let sequences = generated.enumerated().map { i, g in sequence(UInt64(i), g.prompt.ids, g.sample.tokens) }
         let helpfulness = try coordinator.score(sequences, model: .rewardModel, perTask: 16)
         try retrainRewardModels(name: stage, newPairs: settings.newPairs, learningRate: settings.rewardLearningRate,
                                 seed: UInt64(round) << 16 | UInt64(iteration), generated: generated.map(\.sample),

@@ -210,7 +210,7 @@ public final class RLHFPipeline {
         var order = Array(pairs.indices), cursor = order.count
         var random = SeededGenerator(seed: 17 &+ (rewardVersions[role] ?? 0))
         var version = rewardVersions[role] ?? 0
-        var last: Rlhf_V1_TrainStats?
+        var last: TrainStats?
         for step in 1...total {
             if cursor + batchSize > order.count {
                 random.shuffle(&order)
@@ -218,16 +218,16 @@ public final class RLHFPipeline {
             }
             let batchPairs = (0..<min(batchSize, order.count)).map { pairs[order[cursor + $0]] }
             cursor += batchSize
-            var batch = Rlhf_V1_TrainBatch()
-            batch.kind = .rewardRanking
-            batch.model = role.wire
+            var batch = TrainBatch(kind: .rewardRanking)
+            batch.model = role == .safetyModel ? .safetyModel : .rewardModel
             batch.policyVersion = version
             batch.learningRate = schedule.rate(step: step)
             for (i, pair) in batchPairs.enumerated() {
                 batch.sequences.append(sequence(UInt64(2 * i), pair.prompt, pair.chosen))
                 batch.sequences.append(sequence(UInt64(2 * i + 1), pair.prompt, pair.rejected))
             }
-            let stats = try coordinator.train(batch, tensors: [WireTensor(name: "margins", floats: batchPairs.map { margin.margin($0.level) })])
+            batch.tensors = [WireTensor(name: "margins", floats: batchPairs.map { margin.margin($0.level) })]
+            let stats = try coordinator.train(batch)
             version = stats.policyVersion
             last = stats
             coordinator.setProgress(stage: stage, step: UInt64(step))
@@ -243,7 +243,7 @@ public final class RLHFPipeline {
     func accuracy(_ role: WorkerRole, _ pairs: [TokenPair]) throws -> (levels: [String: (Int, Int)], correct: Int, count: Int) {
         var levels: [String: (Int, Int)] = [:]
         guard !pairs.isEmpty else { return ([:], 0, 0) }
-        var sequences: [Rlhf_V1_Sequence] = []
+        var sequences: [TokenSequence] = []
         for (i, pair) in pairs.enumerated() {
             sequences.append(sequence(UInt64(2 * i), pair.prompt, pair.chosen))
             sequences.append(sequence(UInt64(2 * i + 1), pair.prompt, pair.rejected))
@@ -263,12 +263,8 @@ public final class RLHFPipeline {
         stableHash(prompt.utf8) % 10 == 9
     }
 
-    func sequence(_ id: UInt64, _ prompt: [Int32], _ response: [Int32]) -> Rlhf_V1_Sequence {
-        var s = Rlhf_V1_Sequence()
-        s.id = id
-        s.promptIds = prompt
-        s.responseIds = response
-        return s
+    func sequence(_ id: UInt64, _ prompt: [Int32], _ response: [Int32]) -> TokenSequence {
+        TokenSequence(id: id, prompt: prompt, response: response)
     }
 
     // MARK: - Sampling
@@ -276,34 +272,23 @@ public final class RLHFPipeline {
     /// A sample of the policy with the prompt it answers and its temperature-1 log-probabilities `(T)`.
     struct Drawn {
         var prompt: TaskContext.Prompt
-        var sample: Rlhf_V1_Sample
-        var logProbs: [Float]
+        var sample: Samples.Sample
+        var logProbs: [Float] { sample.logProbs }
     }
 
     /// `samples` answers to each of `prompts` from the generators at the current policy version
     /// (`promptsPerTask` prompts a task), seeded by `seed`; empty answers are dropped. An answer to a
     /// prompt that was not asked is a worker's fault, refused with its id.
     func draw(_ prompts: [TaskContext.Prompt], samples: Int, temperature: Float, maxNewTokens: Int, seed: UInt64, promptsPerTask: Int) throws -> [Drawn] {
-        var request = Rlhf_V1_GenerateRequest()
-        request.prompts = prompts.map { p in
-            var q = Rlhf_V1_Prompt()
-            q.promptID = p.id
-            q.ids = p.ids
-            return q
-        }
-        request.samplesPerPrompt = UInt32(max(1, samples))
-        request.sampling.temperature = temperature
-        request.sampling.topP = 1
-        request.seed = seed
-        request.maxNewTokens = UInt32(maxNewTokens)
-        request.stopToken = context.tokenizer.eosId
-        request.policyVersion = coordinator.status().policyVersion
+        let request = GenerateRequest(prompts: prompts.map { GenerateRequest.Prompt(id: $0.id, tokens: $0.ids) }, samplesPerPrompt: max(1, samples),
+                                      sampling: SamplingSettings(temperature: temperature, topP: 1), seed: seed, maxNewTokens: maxNewTokens,
+                                      policyVersion: coordinator.status().policyVersion, stopToken: context.tokenizer.eosId)
         let byID = Dictionary(prompts.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
         return try coordinator.generate(request, promptsPerTask: promptsPerTask).compactMap { g in
-            guard let prompt = byID[g.sample.promptID] else {
-                throw Launcher.Failure(message: "a generator answered prompt \(g.sample.promptID), which was not asked")
+            guard let prompt = byID[g.promptID] else {
+                throw Launcher.Failure(message: "a generator answered prompt \(g.promptID), which was not asked")
             }
-            return g.sample.ids.isEmpty ? nil : Drawn(prompt: prompt, sample: g.sample, logProbs: g.logProbs)
+            return g.tokens.isEmpty ? nil : Drawn(prompt: prompt, sample: g)
         }
     }
 
@@ -324,7 +309,7 @@ public final class RLHFPipeline {
                                  seed: 0xE7A1, promptsPerTask: max(1, 8 / max(1, settings.samples)))
         // KL to the reference policy on these answers.
         let referenceVersion = coordinator.workers().first { $0.registration.role == .referencePolicy && $0.health == .healthy }?.policyVersion ?? 0
-        let reference = try coordinator.referenceLogProbs(generated.enumerated().map { i, g in sequence(UInt64(i), g.prompt.ids, g.sample.ids) },
+        let reference = try coordinator.referenceLogProbs(generated.enumerated().map { i, g in sequence(UInt64(i), g.prompt.ids, g.sample.tokens) },
                                                            policyVersion: referenceVersion)
         let kl = RoundSummary.meanSequenceKL(policy: generated.map(\.logProbs), reference: reference)
         var stories = 0, helpful = 0, safety = 0, unsafe = 0
@@ -333,7 +318,7 @@ public final class RLHFPipeline {
         var wins = 0.0
         for g in generated {
             let p = g.prompt
-            let answer = context.text(g.sample.ids), key = "\(p.id)/\(g.sample.sampleIndex)"
+            let answer = context.text(g.sample.tokens), key = "\(p.id)/\(g.sample.index)"
             answers[key] = answer
             guard let j = context.judge(p.text, answer) else { continue }
             if p.isSafety {
@@ -348,7 +333,7 @@ public final class RLHFPipeline {
         if baseline == nil { baseline = answers }
         for g in generated {
             guard let prompt = TaskPrompt.parse(g.prompt.text) else { continue }
-            let key = "\(g.prompt.id)/\(g.sample.sampleIndex)"
+            let key = "\(g.prompt.id)/\(g.sample.index)"
             guard let answer = answers[key], let reference = baseline?[key] else { continue }
             switch context.annotator.compare(prompt, answer, reference) {
             case .first: wins += 1
@@ -356,7 +341,7 @@ public final class RLHFPipeline {
             case .second: break
             }
         }
-        let tokens = generated.reduce(0) { $0 + $1.sample.ids.count }
+        let tokens = generated.reduce(0) { $0 + $1.sample.tokens.count }
         let figures = Figures(name: name, winRateVsSFT: wins / Double(max(1, generated.count)), helpfulness: helpfulness / Double(max(1, stories)),
                               helpfulRate: Double(helpful) / Double(max(1, stories)), unsafeRate: Double(unsafe) / Double(max(1, safety)),
                               rewardMean: rewardMean, kl: kl, gateHitRate: gateHitRate,
@@ -395,8 +380,8 @@ public final class RLHFPipeline {
         let generated = try draw(prompts, samples: settings.samples, temperature: settings.temperature, maxNewTokens: settings.maxNewTokens,
                                  seed: seed, promptsPerTask: 1)
         let generateSeconds = Date().timeIntervalSince(generateStart)
-        let tokens = generated.reduce(0) { $0 + $1.sample.ids.count }
-        let sequences = generated.enumerated().map { i, g in sequence(UInt64(i), g.prompt.ids, g.sample.ids) }
+        let tokens = generated.reduce(0) { $0 + $1.sample.tokens.count }
+        let sequences = generated.enumerated().map { i, g in sequence(UInt64(i), g.prompt.ids, g.sample.tokens) }
         coordinator.setProgress(stage: "\(settings.name): score")
         var helpfulness = try coordinator.score(sequences, model: .rewardModel, perTask: 16)
         var safety = try coordinator.score(sequences, model: .safetyModel, perTask: 16)
@@ -411,7 +396,7 @@ public final class RLHFPipeline {
         let (rewards, gateHits) = gate.combine(helpfulness: helpfulness, safety: safety,
                                                isSafetyPrompt: generated.map(\.prompt.isSafety))
         let candidates = generated.enumerated().map { i, g in
-            Candidate(promptID: g.sample.promptID, sampleID: Int(g.sample.sampleIndex), round: round, responseIDs: g.sample.ids, reward: rewards[i])
+            Candidate(promptID: g.sample.promptID, sampleID: g.sample.index, round: round, responseIDs: g.sample.tokens, reward: rewards[i])
         }
         let kept = sampler.select(round: round, candidates: candidates)
         let keptKeys = Set(kept.filter { $0.round == round }.map { "\($0.promptID)/\($0.sampleID)" })
@@ -429,7 +414,7 @@ public final class RLHFPipeline {
         // SFT on the kept samples.
         coordinator.setProgress(stage: "\(settings.name): train")
         var current = version
-        var last: Rlhf_V1_TrainStats?
+        var last: TrainStats?
         var steps = 0
         for c in kept { keptSoFar[c.promptID] = c }
         // From SFT: all rounds' kept samples in a seeded order; else this round's.
@@ -441,8 +426,7 @@ public final class RLHFPipeline {
         }
         for _ in 0..<max(1, settings.epochs) {
             for start in stride(from: 0, to: training.count, by: settings.batchSize) {
-                var batch = Rlhf_V1_TrainBatch()
-                batch.kind = .sft
+                var batch = TrainBatch(kind: .sft)
                 batch.policyVersion = current
                 batch.learningRate = settings.learningRate
                 batch.fromInitial = settings.fromSFT && steps == 0
@@ -462,10 +446,10 @@ public final class RLHFPipeline {
             }
         }
         coordinator.setProgress(stage: "\(settings.name): sync")
-        if let last {
-            try coordinator.syncWeights(last.announce, roles: [.generator])
+        if let last, let announce = last.announce {
+            try coordinator.syncWeights(announce, roles: [.generator])
             // The round's checkpoint, fetched from the learner as the generators got it.
-            let (weights, _) = try WeightFetcher.fetch(loop: loop, endpoint: last.announce.source, config: config, expected: last.announce)
+            let (weights, _) = try WeightFetcher.fetch(loop: loop, endpoint: announce.source, config: config, expected: announce)
             try Checkpoint.writeLegacy(weights, to: directory + "/policy.bin")
         }
         coordinator.setProgress(stage: "\(settings.name): evaluate", round: UInt32(round))
@@ -484,7 +468,7 @@ public final class RLHFPipeline {
     /// reward model's top sample against a random other; ties dropped) and retrains both reward models
     /// on them plus as many replayed earlier pairs. `name` labels the report and the progress stage;
     /// `seed` the choice of the other sample and of the replayed pairs.
-    func retrainRewardModels(name: String, newPairs: Int, learningRate: Float, seed: UInt64, generated: [Rlhf_V1_Sample],
+    func retrainRewardModels(name: String, newPairs: Int, learningRate: Float, seed: UInt64, generated: [Samples.Sample],
                              prompts: [UInt64: TaskContext.Prompt], helpfulness: [Float]) throws {
         var byPrompt: [UInt64: [Int]] = [:], order: [UInt64] = []
         for (i, s) in generated.enumerated() {
@@ -498,7 +482,7 @@ public final class RLHFPipeline {
             let top = indices.max { helpfulness[$0] < helpfulness[$1] }!
             let others = indices.filter { $0 != top }
             let other = others[Int(random.next() % UInt64(others.count))]
-            let a = generated[top].ids, b = generated[other].ids
+            let a = generated[top].tokens, b = generated[other].tokens
             let ja = context.annotator.judge(task, context.text(a)), jb = context.annotator.judge(task, context.text(b))
             let gap = abs(ja.utility - jb.utility)
             guard gap >= Annotator.tieGap else { continue }

@@ -93,6 +93,11 @@ public struct WireTensor: Sendable, Equatable {
         return bytes.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
     }
 
+    /// Equal tensors have the same name, type, shape and bytes; whether the checksum is known yet does not count.
+    public static func == (a: WireTensor, b: WireTensor) -> Bool {
+        a.name == b.name && a.dtype == b.dtype && a.shape == b.shape && a.bytes == b.bytes
+    }
+
     /// Bytes per element of `dtype` (nil for an unknown dtype).
     public static func elementSize(_ dtype: Rlhf_V1_DType) -> Int? {
         switch dtype {

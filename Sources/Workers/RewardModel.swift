@@ -1,86 +1,24 @@
-import Foundation
-import LlamaCore
-import LlamaTraining
-import Synchronization
+import ClusterRuntime
+import Distributed
 import Wire
 
-/// The reward-model role (helpfulness, and with `SafetyModel` the safety model): a LLaMA2 trunk with
-/// a scalar head read at the last token of `prompt + response`. A SCORE_REQUEST is answered with a
-/// SCORE_RESULT and the tensor frame "scores" `(N)`, one score per sequence in request order.
-public final class RewardModel: RoleService, @unchecked Sendable {
-    /// Which of the two reward models this is (`.rewardModel` or `.safetyModel`).
-    public let kind: Rlhf_V1_Role
-    /// The trunk and head with the model version and trunk checksum, swapped whole by `install`.
-    private let held: VersionedModel<(trunk: TrainableTransformer, head: ScalarHead)>
-    private let pool: ComputePool
-    private let tokens = Atomic<UInt64>(0)
+/// The helpfulness reward-model role as a distributed actor: one score per `(prompt, response)`, read
+/// by a scalar head at the sequence's last token. The coordinator calls
+/// `ClusterActorID.pool(.rewardModel)`.
+public distributed actor RewardModel {
+    public typealias ActorSystem = ClusterActorSystem
 
-    /// A reward model of `weights` and `head` (`head.weight` has `dim` entries) on `threads` threads.
-    public init(kind: Rlhf_V1_Role, weights: ModelWeights, head: ScalarHead, threads: Int = 1, modelVersion: UInt64 = 0) throws {
-        guard kind == .rewardModel || kind == .safetyModel else {
-            throw LlamaError.invalidInput("a reward model is REWARD_MODEL or SAFETY_MODEL, not \(kind)")
-        }
-        guard head.weight.count == weights.config.dim else {
-            throw LlamaError.invalidInput("the score head has \(head.weight.count) weights, the model's dim is \(weights.config.dim)")
-        }
-        self.kind = kind
-        pool = ComputePool(threads: threads)
-        held = VersionedModel((TrainableTransformer(weights: weights, pool: pool), head), version: modelVersion, checksum: weights.checksum)
+    private let service: RewardModelService
+
+    /// The actor over `service` (of kind `.rewardModel`), running its calls on the actor system's
+    /// compute executor.
+    public init(service: RewardModelService, actorSystem: ClusterActorSystem) {
+        self.service = service
+        self.actorSystem = actorSystem
     }
 
-    /// The version of the reward model held (0: as loaded; the learner's reward training counts up).
-    public var policyVersion: UInt64 { held.snapshot.version }
-    public var weightsChecksum: UInt32 { held.snapshot.checksum }
-    public var tokensProcessed: UInt64 { tokens.load(ordering: .relaxed) }
-    public var modelConfig: LlamaConfig? { held.snapshot.model.trunk.config }
-    /// The score head held.
-    public var head: ScalarHead { held.snapshot.model.head }
+    public nonisolated var unownedExecutor: UnownedSerialExecutor { actorSystem.computeExecutor.asUnownedSerialExecutor() }
 
-    /// Installs a version of this reward model trained on the learner: the trunk, and the head the
-    /// announcement carries.
-    public func install(_ weights: ModelWeights, version: UInt64, announce: Rlhf_V1_WeightAnnounce) throws {
-        guard announce.model == kind else {
-            throw LlamaError.invalidInput("weights of \(announce.model == .unspecified ? "the policy" : "\(announce.model)") were announced to the \(kind) model")
-        }
-        guard announce.headWeight.count == weights.config.dim else {
-            throw LlamaError.invalidInput("the announced head has \(announce.headWeight.count) weights for a model of dim \(weights.config.dim)")
-        }
-        let head = ScalarHead(weight: announce.headWeight, bias: announce.headBias)
-        held.replace((TrainableTransformer(weights: weights, pool: pool), head), version: version, checksum: weights.checksum)
-    }
-
-    /// Scores of `(prompt + response)` token lists `(N)`, each read at the sequence's last token.
-    public func scores(_ sequences: [[Int32]]) throws -> [Float] {
-        let (model, _, _) = held.snapshot
-        let (trunk, head) = model
-        let batch = try TokenBatch(sequences, config: trunk.config)
-        let tape = trunk.forward(batch, onlyRows: batch.lastRows)
-        tokens.add(UInt64(batch.rowCount), ordering: .relaxed)
-        return head.scores(tape, rows: batch.lastRows)
-    }
-
-    public func handle(_ message: WireMessage) throws -> WireMessage {
-        guard message.type == .scoreRequest else { throw LlamaError.invalidInput("a reward model serves SCORE_REQUEST, not \(message.type)") }
-        let request = try message.decodeBody(Rlhf_V1_ScoreRequest.self)
-        guard request.model == .unspecified || request.model == kind else {
-            throw LlamaError.invalidInput("a score from \(request.model) was asked of the \(kind) model")
-        }
-        let version = held.snapshot.version
-        let values = try scores(try joinedSequences(request.sequences, config: held.snapshot.model.trunk.config))
-        var result = Rlhf_V1_ScoreResult()
-        result.model = kind
-        result.modelVersion = version
-        return try WireMessage(type: .scoreResult, requestID: message.requestID, body: result,
-                               tensors: [WireTensor(name: "scores", floats: values)])
-    }
-
-    /// Reads a score head written as JSON (`{"weight": [...], "bias": b}`), naming the file on failure.
-    public static func loadHead(path: String) throws -> ScalarHead {
-        guard let data = FileManager.default.contents(atPath: path) else { throw LlamaError.io(path: path, reason: "cannot read the score head") }
-        do {
-            return try JSONDecoder().decode(ScalarHead.self, from: data)
-        } catch {
-            throw LlamaError.invalidInput("score head \(path) is not a {\"weight\": [...], \"bias\": ...} JSON object: \(error)")
-        }
-    }
+    /// `(N)` scores of the request's sequences, in order.
+    public distributed func score(_ request: ScoreRequest) throws -> Scores { try service.score(request) }
 }

@@ -1,10 +1,13 @@
+import ClusterRuntime
+import Distributed
 import Foundation
 import LlamaCore
 import Wire
 
-/// What a worker daemon drives: one role's compute. The daemon calls `handle` for each work message
-/// and `install` for each weight version it fetched, both on its compute queue (never at once), so a
-/// swap happens between requests and a request never sees half-installed weights.
+/// A role's compute, as its worker daemon sees it: the version and checksum of the weights held (for
+/// heartbeats), weight installs, and the role's distributed actor, which serves the calls. The actor's
+/// calls and the daemon's installs run on one compute queue (the actor system's `computeExecutor`),
+/// never at once, so a swap happens between calls and a call never sees half-installed weights.
 public protocol RoleService: AnyObject, Sendable {
     /// The policy version of the weights held (0 before the first sync).
     var policyVersion: UInt64 { get }
@@ -14,12 +17,13 @@ public protocol RoleService: AnyObject, Sendable {
     var tokensProcessed: UInt64 { get }
     /// The model configuration fetched weights must match; nil for a role that holds no model.
     var modelConfig: LlamaConfig? { get }
-    /// Serves one work message; throws a `LlamaError` or `WireError` naming what was wrong with it.
-    func handle(_ message: WireMessage) throws -> WireMessage
     /// Swaps in verified weights of `version` (the role refuses requests for any other version after).
     func install(_ weights: ModelWeights, version: UInt64) throws
     /// Swaps in verified weights with what else their announcement carries (a reward model's head).
-    func install(_ weights: ModelWeights, version: UInt64, announce: Rlhf_V1_WeightAnnounce) throws
+    func install(_ weights: ModelWeights, version: UInt64, announce: WeightAnnouncement) throws
+    /// Makes the role's distributed actor over this compute on `actorSystem` (running on its compute
+    /// executor) and publishes it there under `name`. The daemon keeps the actor for the process's life.
+    func hostActor(on actorSystem: ClusterActorSystem, as name: String) -> any DistributedActor
 }
 
 extension RoleService {
@@ -28,32 +32,23 @@ extension RoleService {
         throw LlamaError.invalidInput("this role does not take weight versions")
     }
 
-    /// Policy consumers take the policy's weights (`announce.model` unspecified) and nothing else.
-    public func install(_ weights: ModelWeights, version: UInt64, announce: Rlhf_V1_WeightAnnounce) throws {
-        guard announce.model == .unspecified else {
-            throw LlamaError.invalidInput("weights of the \(announce.model) were announced to a policy consumer")
+    /// Policy consumers take the policy's weights and nothing else.
+    public func install(_ weights: ModelWeights, version: UInt64, announce: WeightAnnouncement) throws {
+        guard announce.model == .policy else {
+            throw LlamaError.invalidInput("weights of the \(announce.model.rawValue) were announced to a policy consumer")
         }
         try install(weights, version: version)
     }
 }
 
-extension Rlhf_V1_WeightAnnounce {
-    /// CRC-32C of all tensors back to back, combined from the per-tensor checksums.
-    public var modelChecksum: UInt32 {
-        tensors.dropFirst().reduce(tensors.first?.crc32C ?? 0) {
-            CRC32C.combine($0, $1.crc32C, lengthOfB: Int($1.byteLength))
-        }
-    }
-}
-
 /// Splits `sequences` of a score, reference or train request into `(prompt + response)` token lists,
 /// refusing empty responses and sequences longer than the model's context by index.
-func joinedSequences(_ sequences: [Rlhf_V1_Sequence], config: LlamaConfig) throws -> [[Int32]] {
+func joinedSequences(_ sequences: [TokenSequence], config: LlamaConfig) throws -> [[Int32]] {
     guard !sequences.isEmpty else { throw LlamaError.invalidInput("the request has no sequences") }
     return try sequences.enumerated().map { index, s in
-        guard !s.responseIds.isEmpty else { throw LlamaError.invalidInput("sequence \(index) (id \(s.id)) has an empty response") }
-        guard !s.promptIds.isEmpty else { throw LlamaError.invalidInput("sequence \(index) (id \(s.id)) has an empty prompt") }
-        let joined = s.promptIds + s.responseIds
+        guard !s.response.isEmpty else { throw LlamaError.invalidInput("sequence \(index) (id \(s.id)) has an empty response") }
+        guard !s.prompt.isEmpty else { throw LlamaError.invalidInput("sequence \(index) (id \(s.id)) has an empty prompt") }
+        let joined = s.prompt + s.response
         guard joined.count <= config.seqLen else {
             throw LlamaError.invalidInput("sequence \(index) (id \(s.id)) has \(joined.count) tokens, over the model's context of \(config.seqLen)")
         }

@@ -1,13 +1,25 @@
-import LlamaCore
-import LlamaTraining
+import ClusterRuntime
+import Distributed
 import Wire
 
-/// The safety-model role: the same scorer as the helpfulness `RewardModel` (a trunk and a scalar
-/// head at the last token), trained on the safety preference pairs and answering as SAFETY_MODEL,
-/// so the coordinator can tell the two scores apart when it shapes the PPO reward.
-public enum SafetyModel {
-    /// A safety model of `weights` and `head` on `threads` threads.
-    public static func make(weights: ModelWeights, head: ScalarHead, threads: Int = 1, modelVersion: UInt64 = 0) throws -> RewardModel {
-        try RewardModel(kind: .safetyModel, weights: weights, head: head, threads: threads, modelVersion: modelVersion)
+/// The safety-model role as a distributed actor: the same scorer as `RewardModel` (a trunk and a
+/// scalar head at the last token), trained on the safety preference pairs and answering as the
+/// safety model, so the coordinator can tell the two scores apart when it shapes the PPO reward. The
+/// coordinator calls `ClusterActorID.pool(.safetyModel)`.
+public distributed actor SafetyModel {
+    public typealias ActorSystem = ClusterActorSystem
+
+    private let service: RewardModelService
+
+    /// The actor over `service` (of kind `.safetyModel`), running its calls on the actor system's
+    /// compute executor.
+    public init(service: RewardModelService, actorSystem: ClusterActorSystem) {
+        self.service = service
+        self.actorSystem = actorSystem
     }
+
+    public nonisolated var unownedExecutor: UnownedSerialExecutor { actorSystem.computeExecutor.asUnownedSerialExecutor() }
+
+    /// `(N)` safety scores of the request's sequences, in order.
+    public distributed func score(_ request: ScoreRequest) throws -> Scores { try service.score(request) }
 }

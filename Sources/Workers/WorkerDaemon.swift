@@ -1,4 +1,5 @@
 import ClusterRuntime
+import Distributed
 import Foundation
 import LlamaCore
 import Logging
@@ -12,9 +13,13 @@ import Wire
 /// coordinator no longer knows it (a coordinator restart, or after being declared dead). ZeroMQ
 /// reconnects the socket by itself when the coordinator goes away, backing off up to 1 s.
 ///
-/// Work messages go to the role's `RoleService` on one compute queue, off the socket thread; so do
-/// WEIGHT_ANNOUNCEs: the daemon fetches the announced version from its source, verifies it, installs
-/// it between two requests and reports the new version at once. `drain()` stops taking work, finishes
+/// The role's distributed actor (made by its `RoleService`) is hosted on the daemon's actor system:
+/// the coordinator's calls (REMOTE_CALL over this connection, admitted by the registration, which
+/// checks the build) run on its compute queue, off the socket thread. WEIGHT_ANNOUNCEs go to that
+/// queue too: the daemon fetches the announced version from its source, verifies it, installs it
+/// between two calls and reports the new version at once. A call asked again under the same request
+/// id with the same content (a coordinator restarted before it journaled the answer) is answered with
+/// the answer already given, not run twice: a learner step is taken once. `drain()` stops taking work, finishes
 /// what is in flight and says goodbye (SHUTDOWN) so the coordinator forgets the worker cleanly.
 public final class WorkerDaemon: @unchecked Sendable {
     /// Who the worker is.
@@ -56,6 +61,8 @@ public final class WorkerDaemon: @unchecked Sendable {
         var nextRequestID: UInt64 = 1
         var inFlight = 0
         var draining = false
+        /// The last call answered: its request id, a digest of its content, and the answer.
+        var lastAnswered: (requestID: UInt64, digest: UInt32, reply: WireMessage)?
 
         init(link: WorkerLink) { self.link = link }
     }
@@ -76,7 +83,11 @@ public final class WorkerDaemon: @unchecked Sendable {
     private let logger: Logger
     /// The role's compute; nil for a worker that only registers and heartbeats.
     private let service: (any RoleService)?
-    private let workQueue = DispatchQueue(label: "rlhf.worker.compute")
+    /// Hosts the role's distributed actor; its compute executor's queue runs the calls and the installs.
+    private let actorSystem: ClusterActorSystem
+    /// The role's actor, kept for the process's life.
+    private var roleActor: (any DistributedActor)?
+    private var workQueue: DispatchQueue { actorSystem.computeExecutor.queue }
 
     /// Connects and sends the first registration; `service` serves the role's requests.
     public init(settings: Settings, service: (any RoleService)?, logger: Logger = Logger(label: "rlhf.worker")) throws {
@@ -90,7 +101,13 @@ public final class WorkerDaemon: @unchecked Sendable {
         state = Mutex(State(link: WorkerLink(coordinator: settings.coordinator, runID: settings.runID, settings: settings.link,
                                              now: BuildIdentity.now())))
         loop = try PollLoop()
+        // The role's actor exists before the connection does: the first call may follow the registration at once.
+        actorSystem = ClusterActorSystem(loop: loop, serving: nil, endpoint: "worker/\(settings.workerID)")
+        roleActor = service?.hostActor(on: actorSystem, as: settings.role.rawValue)
         let box = Mutex<WorkerDaemon?>(nil)
+        // Socket events before the daemon is reachable from the callbacks (a refused handshake can come
+        // within a millisecond of the connect) are kept and handed over once it is, not lost.
+        let early = Mutex<(daemon: WorkerDaemon?, events: [SocketEvent])>((nil, []))
         // After a cut link: ZMTP heartbeats drop the dead connection within 1.5 s, each reconnection
         // attempt gives up after 1 s, and attempts back off to at most 1 s apart, so the worker is back
         // within about 2 s of the link returning.
@@ -105,10 +122,21 @@ public final class WorkerDaemon: @unchecked Sendable {
         // registration) instead of taking the first one's connection over.
         (socket, _) = try loop.open(.dealer, settings: socketSettings, identity: Array("\(settings.workerID)#\(incarnation)".utf8),
                                     connect: [settings.coordinator],
-                                    events: { event in box.withLock { $0 }?.connectionEvent(event) }) { frames in
+                                    events: { event in
+                                        let daemon = early.withLock { e -> WorkerDaemon? in
+                                            if e.daemon == nil { e.events.append(event) }
+                                            return e.daemon
+                                        }
+                                        daemon?.connectionEvent(event)
+                                    }) { frames in
             box.withLock { $0 }?.handle(frames)
         }
         box.withLock { $0 = self }
+        for event in early.withLock({ e -> [SocketEvent] in
+            e.daemon = self
+            defer { e.events = [] }
+            return e.events
+        }) { connectionEvent(event) }
         logger.info("joining the coordinator", metadata: ["coordinator": "\(settings.coordinator)", "run": "\(settings.runID ?? "any")",
                                                           "orphan_timeout_s": "\(settings.link.orphanTimeoutMilliseconds / 1000)"])
         sendRegistration()
@@ -214,42 +242,53 @@ public final class WorkerDaemon: @unchecked Sendable {
             act(action)
         case .heartbeatAck:
             break
-        case .generateRequest, .scoreRequest, .referenceLogprobRequest, .trainBatch:
-            guard let service else {
-                reply(error: .unknownType, "a \(settings.role.rawValue) does not serve \(message.type)", to: message)
+        case .remoteCall:
+            guard service != nil else {
+                reply(error: .unknownType, "a \(settings.role.rawValue) worker serves no calls", to: message)
                 return
             }
-            // The task belongs to the registration it was sent to: its answer carries that epoch (stamped
-            // on the task by the coordinator; else the one it arrived under), so an answer finished
-            // after the worker was declared dead (and registered anew) is fenced, and a task that
+            // The call belongs to the registration it was sent to: its answer carries that epoch (stamped
+            // on the call by the coordinator; else the one it arrived under), so an answer finished
+            // after the worker was declared dead (and registered anew) is fenced, and a call that
             // overtook the acknowledgement of its registration is still answered under it.
-            let epoch = state.withLock { s -> UInt64? in
+            let digest = WorkerDaemon.digest(message)
+            let admitted = state.withLock { s -> (epoch: UInt64, replay: WireMessage?)? in
+                if let last = s.lastAnswered, last.requestID == message.requestID, last.digest == digest {
+                    return (message.epoch != 0 ? message.epoch : s.link.epoch, last.reply)
+                }
                 guard !s.draining else { return nil }
                 s.inFlight += 1
-                return message.epoch != 0 ? message.epoch : s.link.epoch
+                return (message.epoch != 0 ? message.epoch : s.link.epoch, nil)
             }
-            guard let epoch else {
+            guard let admitted else {
                 reply(error: .internal, "worker \(settings.workerID) is draining and takes no new work", to: message)
                 return
             }
-            workQueue.async { [self] in
-                do {
-                    var answer = try service.handle(message)
-                    answer.sender = settings.workerID
-                    answer.epoch = epoch
-                    loop.send(socket, try answer.frames())
-                } catch {
-                    logger.warning("request failed", metadata: ["type": "\(message.type)", "error": "\(error)"])
-                    reply(error: .invalidArgument, "\(error)", to: message, epoch: epoch)
+            if var replay = admitted.replay {
+                replay.epoch = admitted.epoch
+                if let frames = try? replay.frames() { loop.send(socket, frames) }
+                return
+            }
+            let actorSystem = actorSystem
+            Task { [self] in
+                var answer = await actorSystem.answer(message)
+                answer.sender = settings.workerID
+                answer.epoch = admitted.epoch
+                if let failure = try? ClusterActorSystem.replyError(answer) {
+                    logger.warning("call failed", metadata: ["error": "\(failure)"])
                 }
-                state.withLock { $0.inFlight -= 1 }
+                state.withLock { s in
+                    s.inFlight -= 1
+                    s.lastAnswered = (message.requestID, digest, answer)
+                }
+                if let frames = try? answer.frames() { loop.send(socket, frames) }
             }
         case .weightAnnounce:
             guard let service, let config = service.modelConfig else {
                 reply(error: .unknownType, "a \(settings.role.rawValue) does not take weight versions", to: message)
                 return
             }
-            guard let announce = try? message.decodeBody(Rlhf_V1_WeightAnnounce.self) else {
+            guard let announce = try? WeightAnnouncement(wire: message.decodeBody(Rlhf_V1_WeightAnnounce.self)) else {
                 reply(error: .badMessage, "WEIGHT_ANNOUNCE body does not parse", to: message)
                 return
             }
@@ -279,7 +318,7 @@ public final class WorkerDaemon: @unchecked Sendable {
 
     /// Fetches `announce`'s version from its source, checks it is the announced version with the
     /// announced checksum, and installs it.
-    private func sync(_ service: any RoleService, to announce: Rlhf_V1_WeightAnnounce, config: LlamaConfig) throws {
+    private func sync(_ service: any RoleService, to announce: WeightAnnouncement, config: LlamaConfig) throws {
         if service.policyVersion == announce.policyVersion && service.weightsChecksum == announce.modelChecksum { return }
         let started = Date()
         // The source must serve exactly the relayed announcement; the fetch verifies every tensor against
@@ -329,7 +368,13 @@ public final class WorkerDaemon: @unchecked Sendable {
         logger.info("draining: finishing tasks in flight")
         let done = DispatchSemaphore(value: 0)
         workQueue.async { done.signal() }
-        let finished = done.wait(timeout: .now() + timeoutSeconds) == .success
+        let deadline = Date().addingTimeInterval(timeoutSeconds)
+        // Calls admitted before the drain may still be on their way to the compute queue.
+        var finished = done.wait(timeout: .now() + timeoutSeconds) == .success
+        while finished && state.withLock({ $0.inFlight }) > 0 {
+            if Date() > deadline { finished = false; break }
+            Thread.sleep(forTimeInterval: 0.01)
+        }
         timer?.cancel()
         var bye = Rlhf_V1_Shutdown()
         bye.reason = finished ? "drained" : "drain timed out after \(Int(timeoutSeconds)) s"
@@ -370,6 +415,15 @@ public final class WorkerDaemon: @unchecked Sendable {
     public func shutdown() {
         timer?.cancel()
         supervisor?.cancel()
+        actorSystem.shutdown()
         loop.shutdown()
+    }
+
+    /// CRC-32C over a call's body and tensor bytes: tells a call asked again from a new one.
+    static func digest(_ message: WireMessage) -> UInt32 {
+        var crc = CRC32C()
+        crc.update(message.body)
+        for t in message.tensors { crc.update(t.bytes) }
+        return crc.value
     }
 }

@@ -14,13 +14,19 @@ distributed actor Echo {
         var description: String { "refused: \(reason)" }
     }
 
-    distributed func echo(_ prompt: Rlhf_V1_Prompt) -> Rlhf_V1_Prompt {
-        var p = prompt
-        p.ids.append(Int32(p.ids.count))
-        return p
+    /// Values with tensors travel both ways: appends the count of values it got.
+    distributed func echo(_ scores: Scores) -> Scores {
+        var s = scores
+        s.values.append(Float(s.values.count))
+        return s
     }
 
-    distributed func fail(_ error: Rlhf_V1_Error) throws -> Rlhf_V1_Error { throw Refused(reason: error.message) }
+    /// Two arguments, each with a tensor of its own.
+    distributed func concatenate(_ a: Scores, _ b: Scores) -> Scores {
+        Scores(model: b.model, modelVersion: a.modelVersion + b.modelVersion, values: a.values + b.values)
+    }
+
+    distributed func fail(_ error: Rlhf_V1_Heartbeat) throws -> Rlhf_V1_Heartbeat { throw Refused(reason: error.workerID) }
 
     distributed func slow(_ h: Rlhf_V1_Heartbeat) async -> Rlhf_V1_Heartbeat {
         try? await Task.sleep(for: .milliseconds(Int(h.tasksInFlight)))
@@ -40,16 +46,15 @@ distributed actor Echo {
         let impatient = try ClusterActorSystem(bind: nil, buildHash: "build-a", callTimeoutMilliseconds: 300)
         defer { impatient.shutdown() }
 
-        var prompt = Rlhf_V1_Prompt()
-        prompt.promptID = 7
-        prompt.ids = [1, 2]
-        let answer = try await remote.echo(prompt)
-        #expect(answer.promptID == 7)
-        #expect(answer.ids == [1, 2, 2])
+        let scores = Scores(model: .safetyModel, modelVersion: 7, values: [1, 2])
+        let answer = try await remote.echo(scores)
+        #expect(answer == Scores(model: .safetyModel, modelVersion: 7, values: [1, 2, 2]))
+        #expect(try await remote.concatenate(scores, Scores(model: .rewardModel, modelVersion: 1, values: [5]))
+                == Scores(model: .rewardModel, modelVersion: 8, values: [1, 2, 5]))
 
         // A thrown error comes back with its text.
-        var e = Rlhf_V1_Error()
-        e.message = "no such prompt"
+        var e = Rlhf_V1_Heartbeat()
+        e.workerID = "no such prompt"
         await #expect(throws: RemoteCallError.self) { _ = try await remote.fail(e) }
         do {
             _ = try await remote.fail(e)
@@ -72,7 +77,7 @@ distributed actor Echo {
         // An unknown name is answered, not ignored.
         let stranger = try Echo.resolve(id: ClusterActorID(endpoint: server.endpoint, name: "nobody"), using: client)
         do {
-            _ = try await stranger.echo(prompt)
+            _ = try await stranger.echo(scores)
             Issue.record("a call to an unregistered actor succeeded")
         } catch let RemoteCallError.remote(code, message) {
             #expect(code == .unknownActor)
@@ -88,7 +93,7 @@ distributed actor Echo {
         defer { client.shutdown() }
         let remote = try Echo.resolve(id: address, using: client)
         do {
-            _ = try await remote.echo(Rlhf_V1_Prompt())
+            _ = try await remote.echo(Scores(model: .policy, modelVersion: 0, values: []))
             Issue.record("a peer of another build was served")
         } catch let RemoteCallError.remote(code, message) {
             #expect(code == .versionMismatch)

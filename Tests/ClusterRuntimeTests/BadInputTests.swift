@@ -90,7 +90,7 @@ import Wire
     /// test's ROUTER, gets bad frames of every kind, answers or drops each, and then still serves a
     /// valid request. The learner's weight server (which anyone may reach) answers garbage with errors.
     @Test(arguments: ["generator", "reward-model", "safety-model", "reference-policy", "learner"])
-    func aRoleKeepsServingAfterBadFrames(role: String) throws {
+    func aRoleKeepsServingAfterBadFrames(role: String) async throws {
         let loop = try PollLoop()
         defer { loop.shutdown() }
         final class Seen: @unchecked Sendable { var identity: [UInt8]?; var messages: [WireMessage] = []; var raw = 0 }
@@ -120,53 +120,39 @@ import Wire
         let valid = try WireMessage(type: .statusRequest, requestID: 5, body: Rlhf_V1_StatusRequest()).frames()
         var flipped = valid
         flipped[0][6] ^= 0x10
+        let sequence = TokenSequence(id: 0, prompt: [1, 5, 6], response: [7, 8, 2])
+        let kind = try #require(WorkerRole(rawValue: role))
         let garbage: [[[UInt8]]] = [
             [valid[0]], flipped, [[1, 2, 3], [4]], try BadInputTests.frames { $0.protocolVersion = 99 },
             try BadInputTests.frames { $0.type = Rlhf_V1_MessageType(rawValue: 77)! },
-            // A well-formed request whose body is not what its type says.
-            try WireMessage(type: .generateRequest, requestID: 9, rawBody: [0xFF, 0xFF, 0xFF]).frames(),
-            try WireMessage(type: .scoreRequest, requestID: 10, rawBody: [0x0A, 0x05, 0x01]).frames(),
+            // A well-formed call whose body is not a call, and one whose argument is not what its target takes.
+            try WireMessage(type: .remoteCall, requestID: 9, rawBody: [0xFF, 0xFF, 0xFF]).frames(),
+            try BadInputTests.argumentReplaced(try await PoolCalls.valid(role: kind, sequence: sequence, requestID: 10), by: [0x0A, 0x05, 0x01]).frames(),
+            // A call of a function this build does not have, and one for an actor this worker does not host.
+            try BadInputTests.retargeted(try await PoolCalls.valid(role: kind, sequence: sequence, requestID: 11),
+                                         target: "$s7Workers9GeneratorC8nonesuch", actor: nil).frames(),
+            try BadInputTests.retargeted(try await PoolCalls.valid(role: kind, sequence: sequence, requestID: 12), target: nil, actor: "coordinator").frames(),
+            // A request of the old, pre-actor kind: not served.
+            try WireMessage(type: .generateRequest, requestID: 13, rawBody: [0xFF, 0xFF, 0xFF]).frames(),
         ]
         for frames in garbage { loop.send(router, [identity] + frames) }
-        // Still alive and answering: a valid request of its kind gets a real answer.
-        var sequence = Rlhf_V1_Sequence()
-        sequence.promptIds = [1, 5, 6]
-        sequence.responseIds = [7, 8, 2]
-        let request: WireMessage
-        let answerType: Rlhf_V1_MessageType
-        switch role {
-        case "generator":
-            request = try WireMessage(type: .generateRequest, requestID: 77, body: ClusterProcessTests.request(prompt: [1, 5], samples: 1, tokens: 4))
-            answerType = .generateResult
-        case "reward-model", "safety-model":
-            var r = Rlhf_V1_ScoreRequest()
-            r.sequences = [sequence]
-            request = try WireMessage(type: .scoreRequest, requestID: 77, body: r)
-            answerType = .scoreResult
-        case "reference-policy":
-            var r = Rlhf_V1_ReferenceLogProbRequest()
-            r.sequences = [sequence]
-            request = try WireMessage(type: .referenceLogprobRequest, requestID: 77, body: r)
-            answerType = .referenceLogprobResult
-        default:
-            var b = Rlhf_V1_TrainBatch()
-            b.kind = .sft
-            b.sequences = [sequence]
-            b.learningRate = 1e-3
-            request = try WireMessage(type: .trainBatch, requestID: 77, body: b)
-            answerType = .trainStats
-        }
+        // Still alive and answering: a valid call of its kind gets a real answer.
+        let request = try await PoolCalls.valid(role: kind, sequence: sequence, requestID: 77)
         loop.send(router, [identity] + (try request.frames()))
-        #expect(ClusterProcessTests.waitFor(30) { seen.withLock { $0.messages.contains { $0.requestID == 77 && $0.type == answerType } } },
-                "\(role) did not answer a valid request after the bad frames")
-        // The bodies that did not parse were answered with errors naming the problem.
-        let errors = seen.withLock { $0.messages.filter { $0.type == .error && ($0.requestID == 9 || $0.requestID == 10) } }
-        #expect(!errors.isEmpty, "\(role) answered no error to a malformed body")
+        #expect(ClusterProcessTests.waitFor(30) {
+            seen.withLock { $0.messages.contains { $0.requestID == 77 && $0.type == .remoteReply && (try? ClusterActorSystem.replyValue($0)) != nil } }
+        }, "\(role) did not answer a valid call after the bad frames")
+        // The calls that could not run were answered with errors naming the problem.
+        for (id, words) in [(UInt64(9), "REMOTE_CALL"), (10, "argument 1"), (11, "nonesuch"), (12, "no actor named coordinator")] {
+            let answer = seen.withLock { $0.messages.first { $0.requestID == id } }
+            let error = answer.flatMap { (try? ClusterActorSystem.replyError($0)) ?? nil }
+            #expect("\(error.map { "\($0)" } ?? "no error")".contains(words), "\(role) answered call \(id) with \(String(describing: error))")
+        }
         #expect(worker.isRunning)
 
         if role == "learner" {
             let stats = try #require(seen.withLock { $0.messages.first { $0.requestID == 77 } })
-            let announce = try stats.decodeBody(Rlhf_V1_TrainStats.self).announce
+            let announce = try #require(try TrainStats(wirePayload: ClusterActorSystem.replyValue(stats)).announce)
             #expect(!announce.source.isEmpty)
             // Its weight server, reachable by anyone, answers garbage with errors and keeps serving.
             let replies = Mutex<[WireMessage]>([])
@@ -180,5 +166,20 @@ import Wire
             #expect(ClusterProcessTests.waitFor(10) { replies.withLock { $0.contains { $0.type == .weightAnnounce } } })
             #expect(replies.withLock { $0.filter { $0.type == .error }.count } >= 3)
         }
+    }
+
+    /// `call` with its first argument's body replaced by `bytes`.
+    static func argumentReplaced(_ call: WireMessage, by bytes: [UInt8]) throws -> WireMessage {
+        var body = try call.decodeBody(Rlhf_V1_RemoteCall.self)
+        body.arguments[0] = Data(bytes)
+        return try WireMessage(type: .remoteCall, requestID: call.requestID, body: body, tensors: call.tensors)
+    }
+
+    /// `call` aimed at another target or actor.
+    static func retargeted(_ call: WireMessage, target: String?, actor: String?) throws -> WireMessage {
+        var body = try call.decodeBody(Rlhf_V1_RemoteCall.self)
+        if let target { body.target = target }
+        if let actor { body.actorID = actor }
+        return try WireMessage(type: .remoteCall, requestID: call.requestID, body: body, tensors: call.tensors)
     }
 }

@@ -17,15 +17,8 @@ import LlamaCore
     }
 
     /// A generate request of one prompt (`prompt` ids), `samples` samples of exactly `tokens` tokens.
-    static func request(prompt ids: [Int32], samples: Int, tokens: Int) -> Rlhf_V1_GenerateRequest {
-        var request = Rlhf_V1_GenerateRequest()
-        var prompt = Rlhf_V1_Prompt()
-        prompt.ids = ids
-        request.prompts = [prompt]
-        request.samplesPerPrompt = UInt32(samples)
-        request.maxNewTokens = UInt32(tokens)
-        request.stopToken = -1
-        return request
+    static func request(prompt ids: [Int32], samples: Int, tokens: Int) -> GenerateRequest {
+        GenerateRequest(prompts: [GenerateRequest.Prompt(id: 0, tokens: ids)], samplesPerPrompt: samples, maxNewTokens: tokens)
     }
 
     static func spawn(_ arguments: [String]) throws -> Process {
@@ -124,30 +117,22 @@ import LlamaCore
         defer { for w in workers where w.isRunning { w.terminate() } }
         #expect(ClusterProcessTests.waitFor(30) { coordinator.workers().filter { $0.health == .healthy }.count == 3 })
 
-        var request = Rlhf_V1_GenerateRequest()
-        request.prompts = (0..<6).map { i in
-            var p = Rlhf_V1_Prompt()
-            p.promptID = UInt64(100 + i)
-            p.ids = [1, Int32(10 + i), Int32(20 + 3 * i)]
-            return p
+        let prompts = (0..<6).map { (i: Int) -> GenerateRequest.Prompt in
+            let tokens: [Int32] = [1, Int32(10 + i), Int32(20 + 3 * i)]
+            return GenerateRequest.Prompt(id: UInt64(100 + i), tokens: tokens)
         }
-        request.samplesPerPrompt = 2
-        request.sampling.temperature = 1
-        request.sampling.topP = 1
-        request.seed = 77
-        request.maxNewTokens = 12
-        request.stopToken = -1
+        let request = GenerateRequest(prompts: prompts, samplesPerPrompt: 2, sampling: SamplingSettings(temperature: 1, topP: 1), seed: 77, maxNewTokens: 12)
         let samples = try coordinator.generate(request, promptsPerTask: 1, timeoutSeconds: 120)
-        #expect(samples.map { "\($0.sample.promptID)/\($0.sample.sampleIndex)" }
-                == request.prompts.flatMap { p in ["\(p.promptID)/0", "\(p.promptID)/1"] })
+        #expect(samples.map { "\($0.promptID)/\($0.index)" }
+                == request.prompts.flatMap { p in ["\(p.id)/0", "\(p.id)/1"] })
         // The same task computed here gives the same tokens and log-probabilities.
         let local = TextGenerator(transformer: Transformer(model: try LlamaModel(checkpoint: checkpoint)))
         for (i, prompt) in request.prompts.enumerated() {
             var one = request
             one.prompts = [prompt]
-            let expected = try local.generate(batch: Generator.requests(for: one))
+            let expected = try local.generate(batch: GeneratorService.requests(for: one))
             for k in 0..<2 {
-                #expect(samples[2 * i + k].sample.ids == expected[k].ids, "prompt \(prompt.promptID) sample \(k)")
+                #expect(samples[2 * i + k].tokens == expected[k].ids, "prompt \(prompt.id) sample \(k)")
                 #expect(samples[2 * i + k].logProbs == expected[k].logProbs)
             }
         }
@@ -184,14 +169,10 @@ import LlamaCore
         // Heartbeats report what each worker holds: the checkpoint, version 0.
         #expect(ClusterProcessTests.waitFor(10) { coordinator.workers().allSatisfy { $0.weightsChecksum == initial && $0.policyVersion == 0 } })
 
-        var batch = Rlhf_V1_TrainBatch()
-        batch.kind = .sft
-        batch.sequences = (0..<3).map { i in
-            var s = Rlhf_V1_Sequence()
-            s.id = UInt64(i)
-            s.promptIds = [1, Int32(20 + i)]
-            s.responseIds = [Int32(40 + i), Int32(41 + i), 2]
-            return s
+        var batch = TrainBatch(kind: .sft)
+        batch.sequences = (0..<3).map { (i: Int) -> TokenSequence in
+            let prompt: [Int32] = [1, Int32(20 + i)], response: [Int32] = [Int32(40 + i), Int32(41 + i), 2]
+            return TokenSequence(id: UInt64(i), prompt: prompt, response: response)
         }
         batch.learningRate = 1e-3
         let stats = try coordinator.train(batch)
@@ -202,10 +183,10 @@ import LlamaCore
         // The same step taken here gives the same weights: every consumer holds exactly them.
         let loop = try PollLoop()
         defer { loop.shutdown() }
-        let local = try Learner(weights: try Checkpoint.read(path: RoleProcessTests.checkpoint).weights, loop: loop,
+        let local = try LearnerService(weights: try Checkpoint.read(path: RoleProcessTests.checkpoint).weights, loop: loop,
                                 bind: "tcp://127.0.0.1:*", advertiseHost: "127.0.0.1")
         _ = try local.train(batch)
-        #expect(local.weightsChecksum == stats.announce.modelChecksum)
+        #expect(local.weightsChecksum == stats.announce?.modelChecksum)
         #expect(local.weightsChecksum != initial)
         // The consumers confirmed before syncWeights returned; the learner says so at its next heartbeat.
         let holders: Set<String> = ["gen-0", "gen-1", "ref-0", "learner-0"]
@@ -221,16 +202,8 @@ import LlamaCore
         #expect(coordinator.workers().first { $0.registration.workerID == "rm-0" }?.weightsChecksum == initial)
 
         // A request for the old version is refused; the new one is served.
-        var request = Rlhf_V1_GenerateRequest()
-        var prompt = Rlhf_V1_Prompt()
-        prompt.promptID = 1
-        prompt.ids = [1, 5, 6]
-        request.prompts = [prompt]
-        request.samplesPerPrompt = 2
-        request.maxNewTokens = 6
-        request.sampling.temperature = 1
-        request.stopToken = -1
-        request.policyVersion = 0
+        let prompt = GenerateRequest.Prompt(id: 1, tokens: [1, 5, 6])
+        var request = GenerateRequest(prompts: [prompt], samplesPerPrompt: 2, sampling: SamplingSettings(temperature: 1), maxNewTokens: 6)
         do {
             _ = try coordinator.generate(request, timeoutSeconds: 30)
             Issue.record("a generator served policy version 0 after the sync")
@@ -240,12 +213,7 @@ import LlamaCore
         request.policyVersion = 1
         let samples = try coordinator.generate(request, timeoutSeconds: 30)
         #expect(samples.count == 2)
-        let sequences = samples.map { s -> Rlhf_V1_Sequence in
-            var q = Rlhf_V1_Sequence()
-            q.promptIds = prompt.ids
-            q.responseIds = s.sample.ids
-            return q
-        }
+        let sequences = samples.map { TokenSequence(id: 0, prompt: prompt.tokens, response: $0.tokens) }
         // The synced reference agrees with the synced generators on the new policy.
         let reference = try coordinator.referenceLogProbs(sequences, policyVersion: 1)
         for (r, s) in zip(reference, samples) {
@@ -263,12 +231,7 @@ import LlamaCore
                 $0.policyVersion == 1 && $0.weightsChecksum == local.weightsChecksum
             } == true
         })
-        request.prompts = (0..<6).map { i in
-            var p = Rlhf_V1_Prompt()
-            p.promptID = UInt64(i)
-            p.ids = [1, Int32(9 + i)]
-            return p
-        }
+        request.prompts = (0..<6).map { (i: Int) -> GenerateRequest.Prompt in GenerateRequest.Prompt(id: UInt64(i), tokens: [1, Int32(9 + i)]) }
         #expect(try coordinator.generate(request, timeoutSeconds: 60).count == 12)
     }
 
@@ -300,48 +263,39 @@ import LlamaCore
 
     /// A request of `prompts` prompts x `samples` samples of `tokens` tokens (no stop token), and what
     /// this process computes for it, prompt by prompt.
-    static func bigRequest(prompts: Int, samples: Int, tokens: Int) -> Rlhf_V1_GenerateRequest {
-        var request = Rlhf_V1_GenerateRequest()
-        request.prompts = (0..<prompts).map { i in
-            var p = Rlhf_V1_Prompt()
-            p.promptID = UInt64(i)
-            p.ids = [1, Int32(5 + i % 50), Int32(60 + i % 30)]
-            return p
+    static func bigRequest(prompts: Int, samples: Int, tokens: Int) -> GenerateRequest {
+        let prompts = (0..<prompts).map { (i: Int) -> GenerateRequest.Prompt in
+            let tokens: [Int32] = [1, Int32(5 + i % 50), Int32(60 + i % 30)]
+            return GenerateRequest.Prompt(id: UInt64(i), tokens: tokens)
         }
-        request.samplesPerPrompt = UInt32(samples)
-        request.sampling.temperature = 1
-        request.sampling.topP = 1
-        request.seed = 4242
-        request.maxNewTokens = UInt32(tokens)
-        request.stopToken = -1
-        return request
+        return GenerateRequest(prompts: prompts, samplesPerPrompt: samples, sampling: SamplingSettings(temperature: 1, topP: 1), seed: 4242, maxNewTokens: tokens)
     }
 
-    static func expectExactlyOnceAndCorrect(_ got: [(sample: Rlhf_V1_Sample, logProbs: [Float])], _ request: Rlhf_V1_GenerateRequest) throws {
-        let k = Int(request.samplesPerPrompt)
-        #expect(got.map { "\($0.sample.promptID)/\($0.sample.sampleIndex)" }
-                == request.prompts.flatMap { p in (0..<k).map { "\(p.promptID)/\($0)" } })
+    static func expectExactlyOnceAndCorrect(_ got: [Samples.Sample], _ request: GenerateRequest) throws {
+        let k = request.samplesPerPrompt
+        #expect(got.map { "\($0.promptID)/\($0.index)" }
+                == request.prompts.flatMap { p in (0..<k).map { "\(p.id)/\($0)" } })
         let local = TextGenerator(transformer: Transformer(model: try LlamaModel(checkpoint: RoleProcessTests.checkpoint)))
         for (i, prompt) in request.prompts.enumerated() where i % 5 == 0 {
             var one = request
             one.prompts = [prompt]
-            let expected = try local.generate(batch: Generator.requests(for: one))
-            for j in 0..<k { #expect(got[k * i + j].sample.ids == expected[j].ids, "prompt \(prompt.promptID) sample \(j)") }
+            let expected = try local.generate(batch: GeneratorService.requests(for: one))
+            for j in 0..<k { #expect(got[k * i + j].tokens == expected[j].ids, "prompt \(prompt.id) sample \(j)") }
         }
     }
 
     /// The outcome of a generate call run on another thread.
     final class Pending: Sendable {
         let done = DispatchSemaphore(value: 0)
-        let result = Mutex<Result<[(sample: Rlhf_V1_Sample, logProbs: [Float])], Error>?>(nil)
-        func wait(_ seconds: Double) throws -> [(sample: Rlhf_V1_Sample, logProbs: [Float])] {
+        let result = Mutex<Result<[Samples.Sample], Error>?>(nil)
+        func wait(_ seconds: Double) throws -> [Samples.Sample] {
             guard done.wait(timeout: .now() + seconds) == .success else { throw HTTPTimeout() }
             return try result.withLock { $0! }.get()
         }
     }
 
     /// Runs `coordinator.generate(request)` on another thread.
-    static func generateInBackground(_ coordinator: Coordinator, _ request: Rlhf_V1_GenerateRequest) -> Pending {
+    static func generateInBackground(_ coordinator: Coordinator, _ request: GenerateRequest) -> Pending {
         let pending = Pending()
         Thread {
             let r = Result { try coordinator.generate(request, timeoutSeconds: 120) }
@@ -356,13 +310,12 @@ import LlamaCore
     /// coordinator: it answers a registration with a task stamped with epoch 7 first, then the
     /// acknowledgement. The answer must carry epoch 7, or the coordinator would fence it and the task
     /// would hang on a live worker.
-    @Test func aTaskThatOvertakesTheRegistrationAckIsAnsweredUnderItsEpoch() throws {
+    @Test func aTaskThatOvertakesTheRegistrationAckIsAnsweredUnderItsEpoch() async throws {
         let loop = try PollLoop()
         defer { loop.shutdown() }
         let answers = Mutex<[WireMessage]>([])
         let socketBox = Mutex<PollLoop.SocketID?>(nil)
-        var taskMessage = try WireMessage(type: .generateRequest, requestID: 41,
-                                          body: ClusterProcessTests.request(prompt: [1, 9], samples: 1, tokens: 4))
+        var taskMessage = try await PoolCalls.generate(ClusterProcessTests.request(prompt: [1, 9], samples: 1, tokens: 4), requestID: 41)
         taskMessage.epoch = 7
         let taskFrames = try taskMessage.frames()
         let (router, bound) = try loop.open(.router, bind: ["tcp://127.0.0.1:*"]) { frames in
@@ -387,7 +340,8 @@ import LlamaCore
         defer { if worker.isRunning { worker.terminate() } }
         #expect(ClusterProcessTests.waitFor(30) { !answers.withLock { $0.isEmpty } }, "the task was never answered")
         let answer = try #require(answers.withLock { $0.first })
-        #expect(answer.type == .generateResult && answer.epoch == 7, "answered \(answer.type) under epoch \(answer.epoch)")
+        #expect(answer.type == .remoteReply && answer.epoch == 7, "answered \(answer.type) under epoch \(answer.epoch)")
+        #expect(try Samples(wirePayload: ClusterActorSystem.replyValue(answer)).samples.count == 1)
     }
 
     @Test func killingAGeneratorMidBatchLosesNothing() throws {

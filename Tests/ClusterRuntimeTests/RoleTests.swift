@@ -1,3 +1,4 @@
+import ClusterRuntime
 import Foundation
 import LlamaCore
 import LlamaTraining
@@ -14,78 +15,72 @@ import Workers
 
     static func weights() throws -> ModelWeights { try Checkpoint.read(path: checkpoint).weights }
 
-    static func sequence(_ id: UInt64, prompt: [Int32], response: [Int32]) -> Rlhf_V1_Sequence {
-        var s = Rlhf_V1_Sequence()
-        s.id = id
-        s.promptIds = prompt
-        s.responseIds = response
-        return s
+    static func sequence(_ id: UInt64, prompt: [Int32], response: [Int32]) -> TokenSequence {
+        TokenSequence(id: id, prompt: prompt, response: response)
     }
 
-    @Test func referenceLogProbsMatchTheGeneratorsOwn() throws {
+    @Test func referenceLogProbsMatchTheGeneratorsOwn() async throws {
         let weights = try RoleTests.weights()
-        let generator = Generator(model: LlamaModel(weights: weights))
-        var request = Rlhf_V1_GenerateRequest()
-        var prompt = Rlhf_V1_Prompt()
-        prompt.promptID = 5
-        prompt.ids = [1, 40, 41, 42]
-        request.prompts = [prompt]
-        request.samplesPerPrompt = 3
-        request.sampling.temperature = 1
-        request.sampling.topP = 1
-        request.seed = 9
-        request.maxNewTokens = 10
-        request.stopToken = -1
-        let reply = try generator.handle(try WireMessage(type: .generateRequest, requestID: 4, body: request))
-        let result = try reply.decodeBody(Rlhf_V1_GenerateResult.self)
-        let sampled = reply.tensor("logprobs")!.floats
+        // The roles' distributed actors, called as the coordinator's pools call them (locally here).
+        let system = try ClusterActorSystem(bind: nil)
+        defer { system.shutdown() }
+        let generator = Generator(service: GeneratorService(model: LlamaModel(weights: weights)), actorSystem: system)
+        let prompt = GenerateRequest.Prompt(id: 5, tokens: [1, 40, 41, 42])
+        let request = GenerateRequest(prompts: [prompt], samplesPerPrompt: 3, sampling: SamplingSettings(temperature: 1, topP: 1), seed: 9,
+                                      maxNewTokens: 10)
+        let result = try await generator.generate(request)
+        #expect(result.samples.map(\.index) == [0, 1, 2] && result.samples.allSatisfy { $0.promptID == 5 })
+        let sampled = result.samples.flatMap(\.logProbs)
 
         // The reference (the training forward pass) scores the same tokens the same way.
-        let reference = ReferencePolicy(weights: weights)
-        var ask = Rlhf_V1_ReferenceLogProbRequest()
-        ask.sequences = result.samples.enumerated().map { RoleTests.sequence(UInt64($0), prompt: prompt.ids, response: $1.ids) }
-        let answer = try reference.handle(try WireMessage(type: .referenceLogprobRequest, requestID: 5, body: ask))
-        let values = answer.tensor("logprobs")!.floats
-        #expect(values.count == sampled.count)
+        let service = ReferencePolicyService(weights: weights)
+        let reference = ReferencePolicy(service: service, actorSystem: system)
+        let ask = LogProbRequest(sequences: result.samples.enumerated().map { RoleTests.sequence(UInt64($0), prompt: prompt.tokens, response: $1.tokens) },
+                                 policyVersion: 0)
+        let answer = try await reference.logProbs(ask)
+        let values = answer.values.flatMap { $0 }
+        #expect(answer.values.map(\.count) == result.samples.map(\.tokens.count))
         for (a, b) in zip(values, sampled) { #expect(abs(a - b) < 1e-4, "\(a) vs \(b)") }
-        #expect(reference.tokensProcessed > 0)
+        #expect(service.tokensProcessed > 0)
 
         // Another policy version is refused, by name.
-        #expect(throws: LlamaError.self) {
-            _ = try reference.handle(try WireMessage(type: .referenceLogprobRequest, requestID: 6, body: ask, policyVersion: 3))
-        }
+        var stale = ask
+        stale.policyVersion = 3
+        await #expect(throws: LlamaError.self) { _ = try await reference.logProbs(stale) }
     }
 
     @Test func scoresDoNotDependOnBatchCompanions() throws {
         let weights = try RoleTests.weights()
-        let model = try RewardModel(kind: .rewardModel, weights: weights, head: ScalarHead(dim: weights.config.dim, seed: 3))
+        let model = try RewardModelService(kind: .rewardModel, weights: weights, head: ScalarHead(dim: weights.config.dim, seed: 3))
         let a: [Int32] = [1, 10, 11, 12, 13], b: [Int32] = [1, 50, 51], c: [Int32] = [1, 7, 8, 9, 10, 11, 12]
         let together = try model.scores([a, b, c])
         let alone = try [a, b, c].map { try model.scores([$0])[0] }
         for (x, y) in zip(together, alone) { #expect(abs(x - y) < 1e-5) }
         #expect(Set(together).count == 3)
         // A wrong head width and an empty response are refused with the reason.
-        #expect(throws: LlamaError.self) { _ = try RewardModel(kind: .rewardModel, weights: weights, head: ScalarHead(dim: 3, seed: 1)) }
-        var request = Rlhf_V1_ScoreRequest()
-        request.sequences = [RoleTests.sequence(1, prompt: [1, 2], response: [])]
+        #expect(throws: LlamaError.self) { _ = try RewardModelService(kind: .rewardModel, weights: weights, head: ScalarHead(dim: 3, seed: 1)) }
+        var request = ScoreRequest(sequences: [RoleTests.sequence(1, prompt: [1, 2], response: [])], model: .rewardModel)
         do {
-            _ = try model.handle(try WireMessage(type: .scoreRequest, requestID: 1, body: request))
+            _ = try model.score(request)
             Issue.record("an empty response was scored")
         } catch {
             #expect("\(error)".contains("empty response"))
         }
         request.sequences = [RoleTests.sequence(1, prompt: [1, 2], response: [Int32(weights.config.vocabSize)])]
-        #expect(throws: LlamaError.self) { _ = try model.handle(try WireMessage(type: .scoreRequest, requestID: 2, body: request)) }
+        #expect(throws: LlamaError.self) { _ = try model.score(request) }
+        // The safety model's score is not asked of the reward model.
+        request.sequences = [RoleTests.sequence(1, prompt: [1, 2], response: [3])]
+        request.model = .safetyModel
+        #expect(throws: LlamaError.self) { _ = try model.score(request) }
     }
 
     @Test func learnerStepsPublishVersionsAndRefuseStaleOrBadBatches() throws {
         let loop = try PollLoop()
         defer { loop.shutdown() }
         let weights = try RoleTests.weights()
-        let learner = try Learner(weights: weights, loop: loop, bind: "tcp://127.0.0.1:*", advertiseHost: "127.0.0.1")
+        let learner = try LearnerService(weights: weights, loop: loop, bind: "tcp://127.0.0.1:*", advertiseHost: "127.0.0.1")
         #expect(learner.weightsChecksum == weights.checksum)
-        var batch = Rlhf_V1_TrainBatch()
-        batch.kind = .sft
+        var batch = TrainBatch(kind: .sft)
         batch.sequences = [RoleTests.sequence(0, prompt: [1, 30, 31], response: [32, 33, 34, 2]),
                            RoleTests.sequence(1, prompt: [1, 60], response: [61, 62, 2])]
         batch.learningRate = 3e-3
@@ -95,8 +90,8 @@ import Workers
             let stats = try learner.train(batch)
             losses.append(stats.loss)
             #expect(stats.policyVersion == UInt64(step + 1))
-            #expect(stats.announce.policyVersion == UInt64(step + 1))
-            #expect(stats.announce.modelChecksum == learner.weightsChecksum)
+            #expect(stats.announce?.policyVersion == UInt64(step + 1))
+            #expect(stats.announce?.modelChecksum == learner.weightsChecksum)
             #expect(stats.tokens == 7) // response tokens only: 4 + 3
         }
         #expect(losses.last! < losses.first!, "\(losses)")
@@ -122,35 +117,11 @@ import Workers
         #expect(learner.policyVersion == 4)
     }
 
-    @Test func aBatchAskedForAgainUnderItsRequestIDIsNotAppliedTwice() throws {
-        let loop = try PollLoop()
-        defer { loop.shutdown() }
-        let learner = try Learner(weights: try RoleTests.weights(), loop: loop, bind: "tcp://127.0.0.1:*", advertiseHost: "127.0.0.1")
-        var batch = Rlhf_V1_TrainBatch()
-        batch.kind = .sft
-        batch.sequences = [RoleTests.sequence(0, prompt: [1, 30, 31], response: [32, 33, 34, 2])]
-        batch.learningRate = 3e-3
-        let message = try WireMessage(type: .trainBatch, requestID: 77, body: batch)
-        let first = try learner.handle(message)
-        let checksum = learner.weightsChecksum
-        // A restarted coordinator that had not journaled the stats asks again: same answer, no second step.
-        let again = try learner.handle(message)
-        #expect(learner.policyVersion == 1)
-        #expect(learner.weightsChecksum == checksum)
-        #expect(again.body == first.body)
-        // Another batch under the same id is a new request (and this one is stale: refused).
-        batch.learningRate = 1e-3
-        #expect(throws: LlamaError.self) { _ = try learner.handle(try WireMessage(type: .trainBatch, requestID: 77, body: batch)) }
-        batch.policyVersion = 1
-        _ = try learner.handle(try WireMessage(type: .trainBatch, requestID: 78, body: batch))
-        #expect(learner.policyVersion == 2)
-    }
-
     @Test func aPPOIterationOnRewardsMovesThePolicyTowardTheRewardedAnswer() throws {
         let loop = try PollLoop()
         defer { loop.shutdown() }
         let weights = try RoleTests.weights()
-        let learner = try Learner(weights: weights, loop: loop, bind: "tcp://127.0.0.1:*", advertiseHost: "127.0.0.1")
+        let learner = try LearnerService(weights: weights, loop: loop, bind: "tcp://127.0.0.1:*", advertiseHost: "127.0.0.1")
         let good: [Int32] = [40, 41, 2], bad: [Int32] = [50, 51, 2]
         let reference = TrainableTransformer(weights: weights.copy(), pool: ComputePool(threads: 1))
         func logProb(_ model: TrainableTransformer, _ response: [Int32]) throws -> Float {
@@ -158,10 +129,9 @@ import Workers
         }
         let before = (good: try logProb(reference, good), bad: try logProb(reference, bad))
         var version: UInt64 = 0
-        var stats = Rlhf_V1_TrainStats()
+        var stats = TrainStats(kind: .ppo)
         for iteration in 0..<6 {
-            var batch = Rlhf_V1_TrainBatch()
-            batch.kind = .ppo
+            var batch = TrainBatch(kind: .ppo)
             batch.learningRate = 1e-3
             batch.policyVersion = version
             batch.miniBatchSize = 2
@@ -173,27 +143,27 @@ import Workers
                 batch.sequences.append(RoleTests.sequence(UInt64(i), prompt: [1, 30], response: response))
                 rewards += [-0.01, -0.01, (i % 2 == 0 ? 1 : -1) - 0.01]
             }
-            let reply = try learner.handle(try WireMessage(type: .trainBatch, requestID: UInt64(100 + iteration), body: batch,
-                                                           tensors: [WireTensor(name: "rewards", floats: rewards)]))
-            stats = try reply.decodeBody(Rlhf_V1_TrainStats.self)
+            batch.tensors = [WireTensor(name: "rewards", floats: rewards)]
+            stats = try learner.train(batch)
             version = stats.policyVersion
         }
         // One published version per iteration, one policy and one value step per mini-batch of 2.
         #expect(learner.policyVersion == 6 && stats.gradientSteps == 2)
         #expect(stats.valueLoss.isFinite && stats.valueLoss >= 0 && stats.loss.isFinite)
         // The served policy now prefers the rewarded answer more than it did.
-        let (trained, _) = try WeightFetcher.fetch(loop: loop, endpoint: stats.announce.source, config: weights.config, expected: stats.announce)
+        let announce = try #require(stats.announce)
+        let (trained, _) = try WeightFetcher.fetch(loop: loop, endpoint: announce.source, config: weights.config, expected: announce)
         let after = TrainableTransformer(weights: trained, pool: ComputePool(threads: 1))
         let gain = (try logProb(after, good) - logProb(after, bad)) - (before.good - before.bad)
         #expect(gain > 0.5, "log-probability margin of the rewarded answer grew by \(gain)")
         // Rewards that do not match the response tokens are refused with the counts.
-        var bad2 = Rlhf_V1_TrainBatch()
-        bad2.kind = .ppo
+        var bad2 = TrainBatch(kind: .ppo)
         bad2.learningRate = 1e-3
         bad2.policyVersion = 6
         bad2.sequences = [RoleTests.sequence(0, prompt: [1, 30], response: good)]
         #expect(throws: LlamaError.self) {
-            _ = try learner.handle(try WireMessage(type: .trainBatch, requestID: 200, body: bad2, tensors: [WireTensor(name: "rewards", floats: [1])]))
+            bad2.tensors = [WireTensor(name: "rewards", floats: [1])]
+            _ = try learner.train(bad2)
         }
         #expect(learner.policyVersion == 6)
     }
@@ -203,23 +173,21 @@ import Workers
         defer { loop.shutdown() }
         let dir = NSTemporaryDirectory() + "learner-state-\(UUID().uuidString)"
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        var settings = Learner.Settings()
+        var settings = LearnerService.Settings()
         settings.stateDirectory = dir
         let weights = try RoleTests.weights()
-        let learner = try Learner(weights: weights, settings: settings, loop: loop, bind: "tcp://127.0.0.1:*", advertiseHost: "127.0.0.1")
-        var sft = Rlhf_V1_TrainBatch()
-        sft.kind = .sft
+        let learner = try LearnerService(weights: weights, settings: settings, loop: loop, bind: "tcp://127.0.0.1:*", advertiseHost: "127.0.0.1")
+        var sft = TrainBatch(kind: .sft)
         sft.learningRate = 3e-3
         sft.sequences = [RoleTests.sequence(0, prompt: [1, 30, 31], response: [32, 33, 2])]
         _ = try learner.train(sft)
-        var rm = Rlhf_V1_TrainBatch()
-        rm.kind = .rewardRanking
+        var rm = TrainBatch(kind: .rewardRanking)
         rm.model = .safetyModel
         rm.learningRate = 3e-3
         rm.sequences = [RoleTests.sequence(0, prompt: [1, 30], response: [40, 2]), RoleTests.sequence(1, prompt: [1, 30], response: [50, 2])]
-        _ = try learner.train(rm, tensors: [WireTensor(name: "margins", floats: [1])])
-        var save = Rlhf_V1_TrainBatch()
-        save.kind = .saveState
+        rm.tensors = [WireTensor(name: "margins", floats: [1])]
+        _ = try learner.train(rm)
+        var save = TrainBatch(kind: .saveState)
         save.stateStep = 2
         let saved = try learner.train(save)
         #expect(saved.policyVersion == 1 && saved.announces.count == 2 && saved.announces[1].model == .safetyModel)
@@ -232,10 +200,10 @@ import Workers
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir).sorted() == ["after-step-4", "after-step-5"])
 
         // A new learner (the old one lost) restores the state after step 3 (0-based; saved again above unchanged).
-        let fresh = try Learner(weights: weights, settings: settings, loop: loop, bind: "tcp://127.0.0.1:*", advertiseHost: "127.0.0.1")
+        let fresh = try LearnerService(weights: weights, settings: settings, loop: loop, bind: "tcp://127.0.0.1:*", advertiseHost: "127.0.0.1")
         try fresh.restoreState(afterStep: 3)
         #expect(fresh.policyVersion == 1 && fresh.weightsChecksum == learner.weightsChecksum)
-        let again = try fresh.train({ var b = Rlhf_V1_TrainBatch(); b.kind = .announceAll; return b }())
+        let again = try fresh.train(TrainBatch(kind: .announceAll))
         #expect(again.announces.count == 2)
         #expect(again.announces[1].policyVersion == saved.announces[1].policyVersion && again.announces[1].modelChecksum == saved.announces[1].modelChecksum)
         #expect(again.announces[1].headWeight == saved.announces[1].headWeight)
@@ -250,9 +218,8 @@ import Workers
         let loop = try PollLoop()
         defer { loop.shutdown() }
         let weights = try RoleTests.weights()
-        let learner = try Learner(weights: weights, loop: loop, bind: "tcp://127.0.0.1:*", advertiseHost: "127.0.0.1")
-        var batch = Rlhf_V1_TrainBatch()
-        batch.kind = .rewardRanking
+        let learner = try LearnerService(weights: weights, loop: loop, bind: "tcp://127.0.0.1:*", advertiseHost: "127.0.0.1")
+        var batch = TrainBatch(kind: .rewardRanking)
         batch.model = .safetyModel
         batch.learningRate = 3e-3
         // Pairs: chosen then rejected.
@@ -263,10 +230,11 @@ import Workers
         }
         let margins = WireTensor(name: "margins", floats: [1, 2.0 / 3.0, 1.0 / 3.0, 0])
         var accuracies: [Double] = []
-        var stats = Rlhf_V1_TrainStats()
+        var stats = TrainStats(kind: .rewardRanking)
+        batch.tensors = [margins]
         for step in 0..<6 {
             batch.policyVersion = UInt64(step)
-            stats = try learner.train(batch, tensors: [margins])
+            stats = try learner.train(batch)
             accuracies.append(stats.accuracy)
             #expect(stats.kind == .rewardRanking && stats.policyVersion == UInt64(step + 1))
         }
@@ -274,12 +242,12 @@ import Workers
         #expect(learner.rewardModelVersion(.safetyModel) == 6 && learner.rewardModelVersion(.rewardModel) == 0)
         // The policy is untouched.
         #expect(learner.policyVersion == 0 && learner.weightsChecksum == weights.checksum)
-        let announce = stats.announce
+        let announce = try #require(stats.announce)
         #expect(announce.model == .safetyModel && announce.headWeight.count == weights.config.dim)
         #expect(announce.source != learner.advertisedEndpoint)
 
         // A safety-model worker fetches and installs it (trunk and head) and scores as the learner's model does.
-        let worker = try RewardModel(kind: .safetyModel, weights: weights, head: ScalarHead(dim: weights.config.dim, seed: 9))
+        let worker = try RewardModelService(kind: .safetyModel, weights: weights, head: ScalarHead(dim: weights.config.dim, seed: 9))
         let (fetched, version) = try WeightFetcher.fetch(loop: loop, endpoint: announce.source, config: weights.config, expected: announce)
         try worker.install(fetched, version: version, announce: announce)
         #expect(worker.policyVersion == 6 && worker.weightsChecksum == announce.modelChecksum)
@@ -287,22 +255,24 @@ import Workers
         let scores = try worker.scores([[1, 30, 40, 41, 2], [1, 30, 50, 51, 2]])
         #expect(scores[0] > scores[1])
         // A reward model refuses the other model's weights, and a generator refuses a reward model's.
-        let other = try RewardModel(kind: .rewardModel, weights: weights, head: ScalarHead(dim: weights.config.dim, seed: 9))
+        let other = try RewardModelService(kind: .rewardModel, weights: weights, head: ScalarHead(dim: weights.config.dim, seed: 9))
         #expect(throws: LlamaError.self) { try other.install(fetched, version: version, announce: announce) }
-        let generator = Generator(model: LlamaModel(weights: weights))
+        let generator = GeneratorService(model: LlamaModel(weights: weights))
         #expect(throws: LlamaError.self) { try generator.install(fetched, version: version, announce: announce) }
 
         // Refused: a stale version, an odd number of sequences, margins missing, no model named.
         batch.policyVersion = 2
-        #expect(throws: LlamaError.self) { _ = try learner.train(batch, tensors: [margins]) }
+        #expect(throws: LlamaError.self) { _ = try learner.train(batch) }
         batch.policyVersion = 6
-        #expect(throws: LlamaError.self) { _ = try learner.train(batch, tensors: []) }
+        var unmargined = batch
+        unmargined.tensors = []
+        #expect(throws: LlamaError.self) { _ = try learner.train(unmargined) }
         var odd = batch
         odd.sequences.removeLast()
-        #expect(throws: LlamaError.self) { _ = try learner.train(odd, tensors: [margins]) }
+        #expect(throws: LlamaError.self) { _ = try learner.train(odd) }
         var unnamed = batch
-        unnamed.model = .unspecified
-        #expect(throws: LlamaError.self) { _ = try learner.train(unnamed, tensors: [margins]) }
+        unnamed.model = .policy
+        #expect(throws: LlamaError.self) { _ = try learner.train(unnamed) }
         #expect(learner.rewardModelVersion(.safetyModel) == 6)
     }
 
@@ -310,13 +280,12 @@ import Workers
         let loop = try PollLoop()
         defer { loop.shutdown() }
         let weights = try RoleTests.weights()
-        var batch = Rlhf_V1_TrainBatch()
-        batch.kind = .sft
+        var batch = TrainBatch(kind: .sft)
         batch.sequences = [RoleTests.sequence(0, prompt: [1, 30, 31], response: [32, 33, 34, 2])]
         batch.learningRate = 3e-3
-        let fresh = try Learner(weights: weights, loop: loop, bind: "tcp://127.0.0.1:*", advertiseHost: "127.0.0.1")
+        let fresh = try LearnerService(weights: weights, loop: loop, bind: "tcp://127.0.0.1:*", advertiseHost: "127.0.0.1")
         _ = try fresh.train(batch)
-        let trained = try Learner(weights: weights, loop: loop, bind: "tcp://127.0.0.1:*", advertiseHost: "127.0.0.1")
+        let trained = try LearnerService(weights: weights, loop: loop, bind: "tcp://127.0.0.1:*", advertiseHost: "127.0.0.1")
         for step in 0..<3 {
             batch.policyVersion = UInt64(step)
             _ = try trained.train(batch)
@@ -333,25 +302,26 @@ import Workers
     @Test func learnerPPOBatchUsesPerResponseTokenTensors() throws {
         let loop = try PollLoop()
         defer { loop.shutdown() }
-        let learner = try Learner(weights: try RoleTests.weights(), loop: loop, bind: "tcp://127.0.0.1:*", advertiseHost: "127.0.0.1")
-        var batch = Rlhf_V1_TrainBatch()
-        batch.kind = .ppo
+        let learner = try LearnerService(weights: try RoleTests.weights(), loop: loop, bind: "tcp://127.0.0.1:*", advertiseHost: "127.0.0.1")
+        var batch = TrainBatch(kind: .ppo)
         batch.sequences = [RoleTests.sequence(0, prompt: [1, 30], response: [32, 33, 34]),
                            RoleTests.sequence(1, prompt: [1, 60, 61], response: [62, 2])]
         batch.learningRate = 1e-3
-        let reference = ReferencePolicy(weights: try RoleTests.weights())
-        let old = try reference.responseLogProbs(batch.sequences.map { $0.promptIds + $0.responseIds }, responseLengths: [3, 2])
+        let reference = ReferencePolicyService(weights: try RoleTests.weights())
+        let old = try reference.responseLogProbs(batch.sequences.map { $0.prompt + $0.response }, responseLengths: [3, 2])
         let tensors = [WireTensor(name: "old_logprobs", floats: Array(old.joined())),
                        WireTensor(name: "advantages", floats: [1, -1, 0.5, 2, -0.5])]
-        let stats = try learner.train(batch, tensors: tensors)
+        batch.tensors = tensors
+        let stats = try learner.train(batch)
         // The policy is the old policy: every ratio is 1, nothing clipped, no KL yet.
-        #expect(abs(stats.approxKl) < 1e-6)
+        #expect(abs(stats.approxKL) < 1e-6)
         #expect(stats.clipFraction == 0)
         #expect(stats.policyVersion == 1)
         // A tensor of the wrong length is refused, naming the count expected.
         batch.policyVersion = 1
         do {
-            _ = try learner.train(batch, tensors: [tensors[0], WireTensor(name: "advantages", floats: [1, 2])])
+            batch.tensors = [tensors[0], WireTensor(name: "advantages", floats: [1, 2])]
+            _ = try learner.train(batch)
             Issue.record("advantages of the wrong length were applied")
         } catch {
             #expect("\(error)".contains("expected 5"))

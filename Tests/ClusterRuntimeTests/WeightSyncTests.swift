@@ -4,6 +4,7 @@ import Testing
 import Transport
 @testable import Wire
 @testable import Workers
+@testable import ClusterRuntime
 
 @Suite struct WeightSyncTests {
     static let config = LlamaConfig(dim: 32, hiddenDim: 64, nLayers: 2, nHeads: 4, nKVHeads: 2, vocabSize: 50, seqLen: 16,

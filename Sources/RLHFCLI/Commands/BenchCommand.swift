@@ -629,7 +629,13 @@ struct TransportBench: ParsableCommand {
         defer { coordinator.shutdown() }
         let loops = try (0..<2).map { _ in try PollLoop() }
         defer { loops.forEach { $0.shutdown() } }
-        let reply = try Rlhf_V1_GenerateResult().serializedBytes() as [UInt8]
+        // Every call is answered at once with no samples, as a generator's REMOTE_REPLY.
+        let empty = try { () throws -> Rlhf_V1_RemoteReply in
+            var reply = Rlhf_V1_RemoteReply()
+            reply.value = Data(try Samples(samples: [], policyVersion: 0).wirePayload().body)
+            return reply
+        }()
+        let emptyTensor = WireTensor(name: "logprobs", floats: [])
         for w in 0..<workers {
             let loop = loops[w % loops.count]
             let id = "bench-worker-\(w)"
@@ -640,8 +646,8 @@ struct TransportBench: ParsableCommand {
                 if message.type == .registerAck, let ack = try? message.decodeBody(Rlhf_V1_RegisterAck.self) {
                     epoch.store(ack.epoch, ordering: .relaxed)
                 }
-                guard message.type == .generateRequest else { return }
-                var answer = WireMessage(type: .generateResult, requestID: message.requestID, rawBody: reply)
+                guard message.type == .remoteCall, var answer = try? WireMessage(type: .remoteReply, requestID: message.requestID, body: empty,
+                                                                                 tensors: [emptyTensor]) else { return }
                 answer.sender = id
                 answer.epoch = epoch.load(ordering: .relaxed)
                 if let frames = try? answer.frames() { loop.send(socket, frames) }
@@ -658,15 +664,12 @@ struct TransportBench: ParsableCommand {
         let deadline = Date().addingTimeInterval(10)
         while coordinator.workers().count < workers && Date() < deadline { Thread.sleep(forTimeInterval: 0.01) }
         guard coordinator.workers().count == workers else { throw ValidationError("only \(coordinator.workers().count) of \(workers) workers registered") }
-        var request = Rlhf_V1_GenerateRequest()
-        var prompt = Rlhf_V1_Prompt()
-        prompt.ids = [1, 2, 3]
-        request.prompts = [prompt]
-        let message = try WireMessage(type: .generateRequest, requestID: 0, body: request)
-        // Warm up, then time.
-        _ = try coordinator.run((0..<2_000).map { _ in (WorkerRole.generator, message) })
+        let request = GenerateRequest(prompts: [GenerateRequest.Prompt(id: 0, tokens: [1, 2, 3])], maxNewTokens: 1)
+        let generator = coordinator.pools.generator
+        // Warm up, then time: each task one call on the generator pool, through the actor system.
+        _ = try coordinator.fanOut(Array(repeating: request, count: 2_000)) { try await generator.generate($0) }
         let start = Date()
-        let results = try coordinator.run((0..<tasks).map { _ in (WorkerRole.generator, message) })
+        let results = try coordinator.fanOut(Array(repeating: request, count: tasks)) { try await generator.generate($0) }
         let seconds = Date().timeIntervalSince(start)
         precondition(results.count == tasks)
         return (seconds, Double(tasks) / seconds)

@@ -237,21 +237,22 @@ struct WorkerCommand: ParsableCommand {
         let weights = try Checkpoint.read(path: checkpoint).weights
         switch role {
         case .generator:
-            return (Generator(model: LlamaModel(weights: weights), threads: threads, faultHangAfterSteps: faultHangAfterSteps), nil)
+            return (GeneratorService(model: LlamaModel(weights: weights), threads: threads, faultHangAfterSteps: faultHangAfterSteps), nil)
         case .rewardModel, .safetyModel:
-            let scoreHead = try head.map { try RewardModel.loadHead(path: $0) } ?? ScalarHead(dim: weights.config.dim, seed: seed)
-            return (try RewardModel(kind: role.wire, weights: weights, head: scoreHead, threads: threads), nil)
+            let scoreHead = try head.map { try RewardModelService.loadHead(path: $0) } ?? ScalarHead(dim: weights.config.dim, seed: seed)
+            return (try RewardModelService(kind: role == .safetyModel ? .safetyModel : .rewardModel, weights: weights, head: scoreHead,
+                                           threads: threads), nil)
         case .referencePolicy:
-            return (ReferencePolicy(weights: weights, threads: threads), nil)
+            return (ReferencePolicyService(weights: weights, threads: threads), nil)
         case .learner:
             let loop = try PollLoop()
             let host = try advertise ?? Network.localAddress(toward: coordinator)
             let curve = try curveServeKey.map {
                 try CurveKeyFile.server(keyFile: $0, admitting: (curveAllow ?? "").split(separator: ",").map(String.init))
             }
-            var learnerSettings = Learner.Settings()
+            var learnerSettings = LearnerService.Settings()
             learnerSettings.stateDirectory = stateDir
-            let learner = try Learner(weights: weights, threads: threads, settings: learnerSettings, loop: loop, bind: "tcp://0.0.0.0:*",
+            let learner = try LearnerService(weights: weights, threads: threads, settings: learnerSettings, loop: loop, bind: "tcp://0.0.0.0:*",
                                       advertiseHost: host, curve: curve)
             if let restoreStep {
                 guard stateDir != nil else { throw ValidationError("--restore-step needs --state-dir") }

@@ -85,7 +85,7 @@ struct EvalCommand: ParsableCommand {
             var scorer: (([[Int32]]) throws -> [Float])?
             if bestOf > 1, let rewardModel {
                 let weights = try Checkpoint.read(path: rewardModel).weights
-                let head = try RewardModel.loadHead(path: rewardHead ?? rewardModel + ".head.json")
+                let head = try RewardModelService.loadHead(path: rewardHead ?? rewardModel + ".head.json")
                 let trunk = TrainableTransformer(weights: weights, pool: pool)
                 scorer = { try Trainers.scores(trunk, head: head, sequences: $0) }
             }

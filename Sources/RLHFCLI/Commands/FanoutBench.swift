@@ -55,19 +55,9 @@ struct FanoutBench: ParsableCommand {
         var pool = context.trainPrompts
         var random = SeededGenerator(seed: 1_000)
         random.shuffle(&pool)
-        var request = Rlhf_V1_GenerateRequest()
-        request.prompts = pool.prefix(prompts).map { p in
-            var q = Rlhf_V1_Prompt()
-            q.promptID = p.id
-            q.ids = p.ids
-            return q
-        }
-        request.samplesPerPrompt = UInt32(samples)
-        request.sampling.temperature = temperature
-        request.sampling.topP = 1
-        request.seed = 1_000
-        request.maxNewTokens = UInt32(maxNewTokens)
-        request.stopToken = tokenizer.eosId
+        let request = GenerateRequest(prompts: pool.prefix(prompts).map { GenerateRequest.Prompt(id: $0.id, tokens: $0.ids) },
+                                      samplesPerPrompt: samples, sampling: SamplingSettings(temperature: temperature, topP: 1), seed: 1_000,
+                                      maxNewTokens: maxNewTokens, stopToken: tokenizer.eosId)
 
         var settings = Coordinator.Settings(bind: "tcp://127.0.0.1:*")
         settings.membership.heartbeatIntervalMilliseconds = 500
@@ -77,10 +67,10 @@ struct FanoutBench: ParsableCommand {
         defer { workers.forEach { $0.stop() } }
 
         /// Times the round's sampling on the generators registered now; returns seconds, tokens and samples.
-        func round() throws -> (seconds: Double, tokens: Int, samples: [Rlhf_V1_Sample]) {
+        func round() throws -> (seconds: Double, tokens: Int, samples: [Samples.Sample]) {
             let start = Date()
             let results = try coordinator.generate(request, promptsPerTask: 1, timeoutSeconds: 1_800)
-            return (Date().timeIntervalSince(start), results.reduce(0) { $0 + $1.sample.ids.count }, results.map(\.sample))
+            return (Date().timeIntervalSince(start), results.reduce(0) { $0 + $1.tokens.count }, results)
         }
         func start(_ id: String, threads: Int) throws {
             let process = Process()
@@ -115,7 +105,7 @@ struct FanoutBench: ParsableCommand {
                      Double(one.tokens) / one.seconds, taskRate))
         for g in 1..<generators { try start("bench-generator-\(g)", threads: 1) }
         let many = try round()
-        let same = Set(one.samples.map { "\($0.promptID)/\($0.sampleIndex)/\($0.ids)" }) == Set(many.samples.map { "\($0.promptID)/\($0.sampleIndex)/\($0.ids)" })
+        let same = Set(one.samples.map { "\($0.promptID)/\($0.index)/\($0.tokens)" }) == Set(many.samples.map { "\($0.promptID)/\($0.index)/\($0.tokens)" })
         print(String(format: "%d generator processes (1 thread each): %.2f s, %d tokens, %.0f tok/s; fan-out ratio %.2fx against 1 process "
                      + "(ideal %d.00x with a core each); the same samples: %@", generators, many.seconds, many.tokens,
                      Double(many.tokens) / many.seconds, one.seconds / many.seconds, generators, same ? "yes" : "NO"))
@@ -132,7 +122,7 @@ struct FanoutBench: ParsableCommand {
     }
 
     /// A few prompts of `request`: loads the weights and warms the caches before the timed runs.
-    func warmUp(_ request: Rlhf_V1_GenerateRequest) -> Rlhf_V1_GenerateRequest {
+    func warmUp(_ request: GenerateRequest) -> GenerateRequest {
         var r = request
         r.prompts = Array(r.prompts.prefix(4))
         return r

@@ -236,6 +236,9 @@ public nonisolated struct Rlhf_V1_ReferenceLogProbRequest: Sendable {
 
   public var sequences: [Rlhf_V1_Sequence] = []
 
+  /// The reference version asked for (a reference holding another refuses).
+  public var policyVersion: UInt64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -246,6 +249,11 @@ public nonisolated struct Rlhf_V1_ReferenceLogProbResult: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
+
+  /// Response tokens of each sequence, in request order (they add up to the tensor's length).
+  public var lengths: [UInt32] = []
+
+  public var policyVersion: UInt64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -885,7 +893,7 @@ nonisolated extension Rlhf_V1_ScoreResult: SwiftProtobuf.Message, SwiftProtobuf.
 
 nonisolated extension Rlhf_V1_ReferenceLogProbRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ReferenceLogProbRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}sequences\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}sequences\0\u{3}policy_version\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -894,6 +902,7 @@ nonisolated extension Rlhf_V1_ReferenceLogProbRequest: SwiftProtobuf.Message, Sw
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeRepeatedMessageField(value: &self.sequences) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.policyVersion) }()
       default: break
       }
     }
@@ -903,11 +912,15 @@ nonisolated extension Rlhf_V1_ReferenceLogProbRequest: SwiftProtobuf.Message, Sw
     if !self.sequences.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.sequences, fieldNumber: 1)
     }
+    if self.policyVersion != 0 {
+      try visitor.visitSingularUInt64Field(value: self.policyVersion, fieldNumber: 2)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Rlhf_V1_ReferenceLogProbRequest, rhs: Rlhf_V1_ReferenceLogProbRequest) -> Bool {
     if lhs.sequences != rhs.sequences {return false}
+    if lhs.policyVersion != rhs.policyVersion {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -915,18 +928,34 @@ nonisolated extension Rlhf_V1_ReferenceLogProbRequest: SwiftProtobuf.Message, Sw
 
 nonisolated extension Rlhf_V1_ReferenceLogProbResult: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ReferenceLogProbResult"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}lengths\0\u{3}policy_version\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    // Load everything into unknown fields
-    while try decoder.nextFieldNumber() != nil {}
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedUInt32Field(value: &self.lengths) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.policyVersion) }()
+      default: break
+      }
+    }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.lengths.isEmpty {
+      try visitor.visitPackedUInt32Field(value: self.lengths, fieldNumber: 1)
+    }
+    if self.policyVersion != 0 {
+      try visitor.visitSingularUInt64Field(value: self.policyVersion, fieldNumber: 2)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Rlhf_V1_ReferenceLogProbResult, rhs: Rlhf_V1_ReferenceLogProbResult) -> Bool {
+    if lhs.lengths != rhs.lengths {return false}
+    if lhs.policyVersion != rhs.policyVersion {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -179,10 +179,14 @@ struct  Rlhf__V1__ReferenceLogProbRequest
   ProtobufCMessage base;
   size_t n_sequences;
   Rlhf__V1__Sequence **sequences;
+  /*
+   * The reference version asked for (a reference holding another refuses).
+   */
+  uint64_t policy_version;
 };
 #define RLHF__V1__REFERENCE_LOG_PROB_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&rlhf__v1__reference_log_prob_request__descriptor) \
-    , 0,NULL }
+    , 0,NULL, 0 }
 
 
 /*
@@ -191,10 +195,16 @@ struct  Rlhf__V1__ReferenceLogProbRequest
 struct  Rlhf__V1__ReferenceLogProbResult
 {
   ProtobufCMessage base;
+  /*
+   * Response tokens of each sequence, in request order (they add up to the tensor's length).
+   */
+  size_t n_lengths;
+  uint32_t *lengths;
+  uint64_t policy_version;
 };
 #define RLHF__V1__REFERENCE_LOG_PROB_RESULT__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&rlhf__v1__reference_log_prob_result__descriptor) \
-     }
+    , 0,NULL, 0 }
 
 
 /*

@@ -27,7 +27,7 @@ public struct WeightPublisher: Sendable {
     /// The version served.
     public let policyVersion: UInt64
     /// The announcement consumers fetch against.
-    public let announcement: Rlhf_V1_WeightAnnounce
+    public let announcement: WeightAnnouncement
     private let ranges: [Range<Int>]
     /// The snapshot, cut on the announced grid: `chunks[tensor][k]` holds bytes `k * chunkBytes ..<`
     /// of the tensor. Served as they are (arrays share storage), so a chunk is copied once per
@@ -54,24 +54,17 @@ public struct WeightPublisher: Sendable {
         }
         self.chunks = chunks
         let chunkLists = chunks.map { $0.map { CRC32C.checksum($0) } }
-        var announce = Rlhf_V1_WeightAnnounce()
-        announce.policyVersion = policyVersion
-        announce.chunkBytes = UInt32(chunkBytes)
-        announce.source = source
-        announce.tensors = zip(layout.storedTensors, zip(ranges, chunkLists)).map { tensor, chunked in
+        let tensors = zip(layout.storedTensors, zip(ranges, chunkLists)).map { tensor, chunked in
             let (range, chunks) = chunked
-            var t = Rlhf_V1_WeightTensor()
-            t.name = tensor.name
-            t.shape = ParameterLayout.shape(tensor, weights.config).map(Int64.init)
-            t.byteLength = UInt64(range.count * 4)
-            t.crc32C = chunks.enumerated().dropFirst().reduce(chunks.first ?? CRC32C().value) { crc, chunk in
-                let length = min(chunkElements, range.count - chunk.offset * chunkElements) * 4
-                return CRC32C.combine(crc, chunk.element, lengthOfB: length)
-            }
-            return t
+            return WeightAnnouncement.Tensor(
+                name: tensor.name, shape: ParameterLayout.shape(tensor, weights.config), byteLength: UInt64(range.count * 4),
+                crc32c: chunks.enumerated().dropFirst().reduce(chunks.first ?? CRC32C().value) { crc, chunk in
+                    let length = min(chunkElements, range.count - chunk.offset * chunkElements) * 4
+                    return CRC32C.combine(crc, chunk.element, lengthOfB: length)
+                })
         }
-        announce.totalBytes = announce.tensors.reduce(0) { $0 + $1.byteLength }
-        announcement = announce
+        announcement = WeightAnnouncement(policyVersion: policyVersion, totalBytes: tensors.reduce(0) { $0 + $1.byteLength },
+                                          chunkBytes: chunkBytes, tensors: tensors, source: source)
         self.chunkBytes = chunkBytes
         chunkChecksums = chunkLists
     }
@@ -123,7 +116,7 @@ public struct WeightPublisher: Sendable {
 /// A consumer's side: fetches an announced version chunk by chunk into a fresh buffer, verifies every
 /// tensor's checksum, and only then hands over complete weights (the caller swaps them in at once).
 public struct WeightAssembler: Sendable {
-    public let announcement: Rlhf_V1_WeightAnnounce
+    public let announcement: WeightAnnouncement
     private let weights: ModelWeights
     private let ranges: [Range<Int>]
     /// Chunk requests not yet sent, in order.
@@ -134,7 +127,7 @@ public struct WeightAssembler: Sendable {
 
     /// Prepares to receive `announcement` for a model of `config`; refuses an announcement whose tensors
     /// do not match the config's layout.
-    public init(announcement: Rlhf_V1_WeightAnnounce, config: LlamaConfig) throws(WeightSyncError) {
+    public init(announcement: WeightAnnouncement, config: LlamaConfig) throws(WeightSyncError) {
         let target = ModelWeights(zerosFor: config)
         let layout = target.layout
         let tensors = layout.storedTensors
@@ -211,7 +204,7 @@ public struct WeightAssembler: Sendable {
     public func finish() throws(WeightSyncError) -> ModelWeights {
         guard isComplete else { throw .incomplete(missingBytes: Int(announcement.totalBytes) - received) }
         for (index, (a, range)) in zip(announcement.tensors, ranges).enumerated() {
-            guard tensorChecksum(index, range) == a.crc32C else { throw .tensorChecksum(name: a.name) }
+            guard tensorChecksum(index, range) == a.crc32c else { throw .tensorChecksum(name: a.name) }
         }
         return weights
     }

@@ -1,3 +1,4 @@
+import ClusterRuntime
 import Foundation
 import LlamaCore
 import LlamaTraining
@@ -8,24 +9,23 @@ import Wire
 /// trains (the policy, each reward model, the value model) with its optimizer moments and version to
 /// `STATE_DIR/after-step-N/` (N is the 1-based step), one `TrainingState` file each. A learner started
 /// with `--restore-step` reads them back and serves the same versions again.
-extension Learner {
+extension LearnerService {
     /// The directory of the state after 0-based plan step `step`.
     public static func stateDirectory(_ root: String, afterStep step: Int) -> String { root + "/after-step-\(step + 1)" }
 
     static let policyFile = "policy.state", valueFile = "value.state"
-    static func rewardFile(_ kind: Rlhf_V1_Role) -> String { kind == .safetyModel ? "safety-model.state" : "reward-model.state" }
+    static func rewardFile(_ kind: ModelKind) -> String { kind == .safetyModel ? "safety-model.state" : "reward-model.state" }
 
     /// Every model's current announcement, the policy's first.
-    func announcements() -> [Rlhf_V1_WeightAnnounce] {
+    func announcements() -> [WeightAnnouncement] {
         lock.withLock {
-            [announcement] + [Rlhf_V1_Role.rewardModel, .safetyModel].compactMap { rewardModels[$0]?.announce }
+            [announcement] + [ModelKind.rewardModel, .safetyModel].compactMap { rewardModels[$0]?.announce }
         }
     }
 
     /// ANNOUNCE_ALL: the policy's version and every model's announcement.
-    func announceAll() -> Rlhf_V1_TrainStats {
-        var stats = Rlhf_V1_TrainStats()
-        stats.kind = .announceAll
+    func announceAll() -> TrainStats {
+        var stats = TrainStats(kind: .announceAll)
         stats.announces = announcements()
         stats.policyVersion = policyVersion
         stats.announce = stats.announces[0]
@@ -35,24 +35,24 @@ extension Learner {
     /// SAVE_STATE: writes every model to `after-step-N/` (through a `.partial` directory renamed into
     /// place, so a crash leaves the old state or the new), keeps the previous step's state and removes
     /// older ones.
-    func saveState(afterStep step: Int) throws -> Rlhf_V1_TrainStats {
+    func saveState(afterStep step: Int) throws -> TrainStats {
         guard let root = settings.stateDirectory else {
             throw LlamaError.invalidInput("this learner keeps no state (start it with --state-dir)")
         }
-        let target = Learner.stateDirectory(root, afterStep: step), partial = target + ".partial"
+        let target = LearnerService.stateDirectory(root, afterStep: step), partial = target + ".partial"
         let files = FileManager.default
         try? files.removeItem(atPath: partial)
         try files.createDirectory(atPath: partial, withIntermediateDirectories: true)
         try lock.withLock {
             try TrainingState(weights: trainer.weights, optimizer: optimizer, step: Int(version), rng: SeededGenerator(seed: 0), dataPosition: 0)
-                .write(to: partial + "/" + Learner.policyFile)
+                .write(to: partial + "/" + LearnerService.policyFile)
             for (kind, model) in rewardModels {
                 try TrainingState(weights: model.trainer.weights, optimizer: model.optimizer, step: Int(model.version), rng: SeededGenerator(seed: 0),
-                                  dataPosition: 0, heads: ["score": model.head]).write(to: partial + "/" + Learner.rewardFile(kind))
+                                  dataPosition: 0, heads: ["score": model.head]).write(to: partial + "/" + LearnerService.rewardFile(kind))
             }
             if let value = valueModel {
                 try TrainingState(weights: value.trainer.weights, optimizer: value.optimizer, step: 0, rng: SeededGenerator(seed: 0), dataPosition: 0,
-                                  heads: ["value": value.head]).write(to: partial + "/" + Learner.valueFile)
+                                  heads: ["value": value.head]).write(to: partial + "/" + LearnerService.valueFile)
             }
         }
         try? files.removeItem(atPath: target)
@@ -71,10 +71,10 @@ extension Learner {
     /// A missing or damaged file is an error that names it.
     public func restoreState(afterStep step: Int) throws {
         guard let root = settings.stateDirectory else { throw LlamaError.invalidInput("--restore-step needs --state-dir") }
-        let directory = Learner.stateDirectory(root, afterStep: step)
-        let policy = try TrainingState.read(path: directory + "/" + Learner.policyFile)
+        let directory = LearnerService.stateDirectory(root, afterStep: step)
+        let policy = try TrainingState.read(path: directory + "/" + LearnerService.policyFile)
         guard policy.weights.config == trainer.config else {
-            throw LlamaError.invalidInput("\(directory)/\(Learner.policyFile) holds a model of another shape than --checkpoint")
+            throw LlamaError.invalidInput("\(directory)/\(LearnerService.policyFile) holds a model of another shape than --checkpoint")
         }
         try lock.withLock {
             trainer.weights.storage.set(policy.weights.storage.array(0..<policy.weights.storage.count), at: 0)
@@ -84,19 +84,19 @@ extension Learner {
             server.publish(publisher)
             announcement = publisher.announcement
             checksum = publisher.announcement.modelChecksum
-            for kind in [Rlhf_V1_Role.rewardModel, .safetyModel] {
-                let path = directory + "/" + Learner.rewardFile(kind)
+            for kind in [ModelKind.rewardModel, .safetyModel] {
+                let path = directory + "/" + LearnerService.rewardFile(kind)
                 guard FileManager.default.fileExists(atPath: path) else { continue }
                 let saved = try TrainingState.read(path: path)
                 guard let head = saved.heads["score"] else { throw LlamaError.invalidInput("\(path) has no score head") }
                 let server = try WeightServer(loop: serving.loop, bind: serving.bind, curve: serving.curve)
                 let model = RewardTraining(weights: saved.weights, head: head, pool: trainer.pool, optimizer: settings.optimizer, server: server,
-                                           advertised: Learner.advertise(server.endpoint, host: serving.host))
+                                           advertised: LearnerService.advertise(server.endpoint, host: serving.host))
                 try model.optimizer.load(saved.optimizer)
                 _ = model.publish(UInt64(saved.step), kind: kind, chunkBytes: settings.chunkBytes)
                 rewardModels[kind] = model
             }
-            let valuePath = directory + "/" + Learner.valueFile
+            let valuePath = directory + "/" + LearnerService.valueFile
             if FileManager.default.fileExists(atPath: valuePath) {
                 let saved = try TrainingState.read(path: valuePath)
                 guard let head = saved.heads["value"] else { throw LlamaError.invalidInput("\(valuePath) has no value head") }

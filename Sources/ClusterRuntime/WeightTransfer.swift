@@ -54,7 +54,7 @@ public final class WeightServer: Sendable {
         guard let publisher else { return error(.wrongPolicyVersion, "no weights published yet", requestID: message.requestID) }
         switch message.type {
         case .weightAnnounce:
-            return try? WireMessage(type: .weightAnnounce, requestID: message.requestID, body: publisher.announcement,
+            return try? WireMessage(type: .weightAnnounce, requestID: message.requestID, body: publisher.announcement.wire,
                                     policyVersion: publisher.policyVersion).frames()
         case .weightChunkRequest:
             do {
@@ -100,7 +100,7 @@ public enum WeightFetcher {
 
     /// Fetches the server's current version for a model of `config`. With `expected`, the server must
     /// be serving exactly that announcement (version and every tensor's checksum), or the fetch is refused.
-    public static func fetch(loop: PollLoop, endpoint: String, config: LlamaConfig, expected: Rlhf_V1_WeightAnnounce? = nil,
+    public static func fetch(loop: PollLoop, endpoint: String, config: LlamaConfig, expected: WeightAnnouncement? = nil,
                              curve: Curve? = nil,
                              window: Int = 16, timeoutSeconds: Double = 60) throws -> (weights: ModelWeights, policyVersion: UInt64) {
         final class State: @unchecked Sendable {
@@ -129,7 +129,7 @@ public enum WeightFetcher {
                     let message = try WireMessage.decode(frames)
                     switch message.type {
                     case .weightAnnounce:
-                        let served = try message.decodeBody(Rlhf_V1_WeightAnnounce.self)
+                        let served = try WeightAnnouncement(wire: message.decodeBody(Rlhf_V1_WeightAnnounce.self))
                         if let expected, served.policyVersion != expected.policyVersion || served.tensors != expected.tensors {
                             throw Failure.refused("the server at \(endpoint) serves version \(served.policyVersion) (checksum "
                                 + String(format: "%08x", served.modelChecksum) + "), not the announced version \(expected.policyVersion) (checksum "

@@ -1,0 +1,116 @@
+import LlamaCore
+
+/// What a training batch asks of the learner.
+public enum TrainKind: String, Sendable, Codable, CaseIterable {
+    /// One SFT step: cross-entropy on the response tokens.
+    case sft
+    /// One step of LLaMA2's ranking loss on a reward model: sequences are (chosen, rejected) pairs.
+    case rewardRanking = "reward-ranking"
+    /// One PPO step (tensors "old_logprobs" and "advantages") or a whole PPO iteration (tensor "rewards").
+    case ppo
+    /// Write every model's state (`stateStep`).
+    case saveState = "save-state"
+    /// Announce every model's current version again (after a coordinator restart).
+    case announceAll = "announce-all"
+}
+
+/// A batch for the learner. Per-token tensors (`rewards`, `old_logprobs`, `advantages`: one value per
+/// response token, sequences back to back; `margins`: one per pair) travel as raw frames.
+public struct TrainBatch: Sendable, Equatable {
+    public var kind: TrainKind
+    public var sequences: [TokenSequence] = []
+    public var learningRate: Float = 0
+    /// The version of the model trained that the batch was built from (the learner refuses another).
+    public var policyVersion: UInt64 = 0
+    /// The reward model a `.rewardRanking` batch trains.
+    public var model: ModelKind = .policy
+    /// Start again from the chat model's weights with fresh optimizer moments.
+    public var fromInitial = false
+    /// PPO: sequences per gradient step (0: the whole batch).
+    public var miniBatchSize = 0
+    /// PPO: the value model's learning rate (0: `learningRate`).
+    public var valueLearningRate: Float = 0
+    /// PPO's GAE; both 0 mean gamma 1, lambda 0.95.
+    public var gamma: Float = 0
+    public var gaeLambda: Float = 0
+    public var shuffleSeed: UInt64 = 0
+    /// `.saveState`: the 0-based plan step the state is saved after.
+    public var stateStep = 0
+    /// PPO passes over the batch (0: one).
+    public var ppoEpochs = 0
+    public var tensors: [WireTensor] = []
+
+    public init(kind: TrainKind) { self.kind = kind }
+}
+
+/// What a training batch did, and the version it published.
+public struct TrainStats: Sendable, Equatable {
+    public var kind: TrainKind
+    public var loss = 0.0
+    public var gradNorm = 0.0
+    public var learningRate = 0.0
+    public var clipFraction = 0.0
+    public var approxKL = 0.0
+    public var tokens: UInt64 = 0
+    /// The optimizer's step count after the batch.
+    public var step: UInt64 = 0
+    /// The version published (of the policy, or of the reward model trained).
+    public var policyVersion: UInt64 = 0
+    /// Where and what the consumers fetch.
+    public var announce: WeightAnnouncement?
+    /// Reward ranking: the share of pairs ranked right before the step.
+    public var accuracy = 0.0
+    public var valueLoss = 0.0
+    public var valueClipFraction = 0.0
+    public var gradientSteps = 0
+    public var meanReturn = 0.0
+    /// `.announceAll`: every model's announcement, the policy's first.
+    public var announces: [WeightAnnouncement] = []
+
+    public init(kind: TrainKind) { self.kind = kind }
+}
+
+/// A weight version a learner serves: where to fetch it, and each tensor's size and checksum.
+public struct WeightAnnouncement: Sendable, Equatable {
+    /// One tensor of the model, in llama2.c order.
+    public struct Tensor: Sendable, Equatable {
+        public var name: String
+        public var shape: [Int]
+        public var byteLength: UInt64
+        public var crc32c: UInt32
+
+        public init(name: String, shape: [Int], byteLength: UInt64, crc32c: UInt32) {
+            self.name = name
+            self.shape = shape
+            self.byteLength = byteLength
+            self.crc32c = crc32c
+        }
+    }
+
+    public var policyVersion: UInt64
+    public var totalBytes: UInt64
+    public var chunkBytes: Int
+    public var tensors: [Tensor]
+    /// The weight server's endpoint (`tcp://HOST:PORT`).
+    public var source: String
+    public var model: ModelKind
+    /// A reward model's score head `(D)` and bias, carried with its trunk's version.
+    public var headWeight: [Float] = []
+    public var headBias: Float = 0
+
+    public init(policyVersion: UInt64, totalBytes: UInt64, chunkBytes: Int, tensors: [Tensor], source: String, model: ModelKind = .policy) {
+        self.policyVersion = policyVersion
+        self.totalBytes = totalBytes
+        self.chunkBytes = chunkBytes
+        self.tensors = tensors
+        self.source = source
+        self.model = model
+    }
+
+    /// CRC-32C of all tensors back to back, combined from the per-tensor checksums.
+    public var modelChecksum: UInt32 {
+        tensors.dropFirst().reduce(tensors.first?.crc32c ?? 0) {
+            CRC32C.combine($0, $1.crc32c, lengthOfB: Int($1.byteLength))
+        }
+    }
+}

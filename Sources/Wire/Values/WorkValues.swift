@@ -1,0 +1,145 @@
+import LlamaCore
+
+// The arguments and results of the roles' distributed functions: plain Swift values. Their wire form
+// is in `WorkValues+Wire.swift`. Shapes: N sequences or samples, L_i tokens of sequence i.
+
+/// Which model a score, a training batch or a weight version is about.
+public enum ModelKind: String, Sendable, Codable, CaseIterable {
+    /// The policy (the chat model being trained).
+    case policy
+    /// The helpfulness reward model.
+    case rewardModel = "reward-model"
+    /// The safety reward model.
+    case safetyModel = "safety-model"
+}
+
+/// A prompt and a response as token ids, with an id the caller chooses.
+public struct TokenSequence: Sendable, Equatable {
+    public var id: UInt64
+    public var prompt: [Int32]
+    public var response: [Int32]
+
+    public init(id: UInt64, prompt: [Int32], response: [Int32]) {
+        self.id = id
+        self.prompt = prompt
+        self.response = response
+    }
+}
+
+/// K samples of each prompt, asked of a generator holding `policyVersion`.
+public struct GenerateRequest: Sendable, Equatable {
+    /// A prompt's token ids and its id (which seeds its samples' random streams).
+    public struct Prompt: Sendable, Equatable {
+        public var id: UInt64
+        public var tokens: [Int32]
+
+        public init(id: UInt64, tokens: [Int32]) {
+            self.id = id
+            self.tokens = tokens
+        }
+    }
+
+    public var prompts: [Prompt]
+    /// K, at least 1.
+    public var samplesPerPrompt: Int
+    public var sampling: SamplingSettings
+    /// Sample k of prompt p draws from random stream k of `seed ^ (p.id * 0x9E3779B97F4A7C15)`.
+    public var seed: UInt64
+    public var maxNewTokens: Int
+    public var policyVersion: UInt64
+    /// The token that ends a sample (nil: only the length does).
+    public var stopToken: Int32?
+
+    public init(prompts: [Prompt], samplesPerPrompt: Int = 1, sampling: SamplingSettings = SamplingSettings(), seed: UInt64 = 0,
+                maxNewTokens: Int, policyVersion: UInt64 = 0, stopToken: Int32? = nil) {
+        self.prompts = prompts
+        self.samplesPerPrompt = samplesPerPrompt
+        self.sampling = sampling
+        self.seed = seed
+        self.maxNewTokens = maxNewTokens
+        self.policyVersion = policyVersion
+        self.stopToken = stopToken
+    }
+}
+
+/// A generator's answer: every sample of every prompt, prompt by prompt, with its log-probabilities.
+public struct Samples: Sendable, Equatable {
+    /// One sample: the tokens generated (not the prompt) and the temperature-1 log-probability of each.
+    public struct Sample: Sendable, Equatable {
+        public var promptID: UInt64
+        /// k, the sample's index among its prompt's samples.
+        public var index: Int
+        public var tokens: [Int32]
+        /// "stop" (the stop token) or "length".
+        public var finishReason: String
+        /// `(L)`: one per generated token.
+        public var logProbs: [Float]
+
+        public init(promptID: UInt64, index: Int, tokens: [Int32], finishReason: String, logProbs: [Float]) {
+            self.promptID = promptID
+            self.index = index
+            self.tokens = tokens
+            self.finishReason = finishReason
+            self.logProbs = logProbs
+        }
+    }
+
+    public var samples: [Sample]
+    /// The policy version that sampled them.
+    public var policyVersion: UInt64
+    public var tokensPerSecond: Double
+
+    public init(samples: [Sample], policyVersion: UInt64, tokensPerSecond: Double = 0) {
+        self.samples = samples
+        self.policyVersion = policyVersion
+        self.tokensPerSecond = tokensPerSecond
+    }
+}
+
+/// Sequences to score with the reward model or the safety model.
+public struct ScoreRequest: Sendable, Equatable {
+    public var sequences: [TokenSequence]
+    /// `.rewardModel` or `.safetyModel`; `.policy` means "whichever scorer gets it".
+    public var model: ModelKind
+
+    public init(sequences: [TokenSequence], model: ModelKind) {
+        self.sequences = sequences
+        self.model = model
+    }
+}
+
+/// One score per sequence `(N)`, in request order.
+public struct Scores: Sendable, Equatable {
+    public var model: ModelKind
+    public var modelVersion: UInt64
+    public var values: [Float]
+
+    public init(model: ModelKind, modelVersion: UInt64, values: [Float]) {
+        self.model = model
+        self.modelVersion = modelVersion
+        self.values = values
+    }
+}
+
+/// Responses whose per-token log-probabilities a reference policy of `policyVersion` computes.
+public struct LogProbRequest: Sendable, Equatable {
+    public var sequences: [TokenSequence]
+    public var policyVersion: UInt64
+
+    public init(sequences: [TokenSequence], policyVersion: UInt64) {
+        self.sequences = sequences
+        self.policyVersion = policyVersion
+    }
+}
+
+/// `log p(response[j] | prompt, response[..<j])` for every response token, one array per sequence.
+public struct LogProbs: Sendable, Equatable {
+    /// `(N, L_i)`: `values[i].count` is sequence i's response length.
+    public var values: [[Float]]
+    public var policyVersion: UInt64
+
+    public init(values: [[Float]], policyVersion: UInt64) {
+        self.values = values
+        self.policyVersion = policyVersion
+    }
+}

@@ -1,0 +1,395 @@
+import ClusterRuntime
+import Distributed
+import Foundation
+import LlamaCore
+import LlamaTraining
+import RLHF
+import Synchronization
+import Transport
+import Wire
+
+/// The learner role's compute: applies training batches to the policy (one AdamW step per batch) and
+/// publishes each new policy version on its `WeightServer`, answering with stats whose `announce` tells
+/// consumers where and what to fetch. `Learner` is its distributed actor.
+///
+/// Batches: SFT (`sequences` as prompt + response; the loss is next-token cross-entropy on response
+/// tokens only, the prompt's loss zeroed); PPO (tensor frames "old_logprobs" and "advantages", each one
+/// value per response token, sequences back to back; the clipped policy loss), or a whole PPO iteration
+/// from per-token "rewards" (GAE over the learner's value model, mini-batch steps; `ppoIteration`). A
+/// batch for another policy version than the learner's is refused: it was built from stale samples.
+public final class LearnerService: RoleService, @unchecked Sendable {
+    /// Knobs of the learner.
+    public struct Settings: Sendable {
+        public var optimizer: AdamWSettings = .default
+        /// PPO's ratio clip.
+        public var ppoClip: Double = 0.2
+        /// PPO's value clip (around the old values).
+        public var valueClip: Double = 0.2
+        /// Bytes per weight chunk served to consumers.
+        public var chunkBytes: Int = 1 << 20
+        /// Where SAVE_STATE writes the learner's state (`after-step-N/`); nil: SAVE_STATE is refused.
+        public var stateDirectory: String?
+
+        public init() {}
+    }
+
+    let trainer: TrainableTransformer
+    let optimizer: AdamW
+    let settings: Settings
+    let server: WeightServer
+    /// The endpoint consumers fetch from (the bound port on an address they can reach).
+    public let advertisedEndpoint: String
+    let lock = NSLock()
+    var version: UInt64
+    var checksum: UInt32
+    var announcement: WeightAnnouncement
+    private let tokens = Atomic<UInt64>(0)
+    /// The weights the learner started from (the chat model): what reward models start from.
+    let initialWeights: ModelWeights
+    /// Reward models trained here (REWARD_RANKING batches), by kind; made at their first batch.
+    var rewardModels: [ModelKind: RewardTraining] = [:]
+    /// Where reward models' weight servers are opened.
+    let serving: (loop: PollLoop, bind: String, host: String, curve: (secretKey: String, clients: Set<String>)?)
+
+    /// A model with a scalar head in training: a trunk, the head `(D + 1)` (weight then bias) as a
+    /// parameter group of its own, and their optimizer. The value model of PPO is one.
+    class HeadedTraining {
+        let trainer: TrainableTransformer
+        let headValues: FloatBuffer
+        let headGradients: FloatBuffer
+        let optimizer: AdamW
+
+        init(weights: ModelWeights, head: ScalarHead, pool: ComputePool, optimizer settings: AdamWSettings) {
+            trainer = TrainableTransformer(weights: weights.copy(), pool: pool)
+            headValues = FloatBuffer(count: head.weight.count + 1)
+            headGradients = FloatBuffer(count: head.weight.count + 1)
+            headValues.set(head.weight + [head.bias], at: 0)
+            optimizer = AdamW(settings: settings, groupSizes: [trainer.weights.storage.count, headValues.count])
+        }
+
+        var head: ScalarHead {
+            let dim = headValues.count - 1
+            return ScalarHead(weight: headValues.array(0..<dim), bias: headValues.array(dim..<(dim + 1))[0])
+        }
+
+        /// The trunk's and the head's parameter groups, in the optimizer's order.
+        var groups: [ParameterGroup] {
+            [ParameterGroup(model: trainer), ParameterGroup(values: headValues, gradients: headGradients, ranges: [0..<headValues.count])]
+        }
+    }
+
+    /// A reward model in training: a headed model with its version and the weight server its versions
+    /// are fetched from.
+    final class RewardTraining: HeadedTraining {
+        var version: UInt64 = 0
+        let server: WeightServer
+        let advertised: String
+        /// The announcement of the version served now.
+        var announce: WeightAnnouncement?
+
+        init(weights: ModelWeights, head: ScalarHead, pool: ComputePool, optimizer settings: AdamWSettings, server: WeightServer, advertised: String) {
+            self.server = server
+            self.advertised = advertised
+            super.init(weights: weights, head: head, pool: pool, optimizer: settings)
+        }
+
+        /// Publishes the trunk as `version` (the head rides in the announcement) and remembers the announcement.
+        func publish(_ version: UInt64, kind: ModelKind, chunkBytes: Int) -> WeightAnnouncement {
+            let publisher = WeightPublisher(weights: trainer.weights, policyVersion: version, chunkBytes: chunkBytes, source: advertised)
+            server.publish(publisher)
+            var announce = publisher.announcement
+            announce.model = kind
+            let head = self.head
+            announce.headWeight = head.weight
+            announce.headBias = head.bias
+            self.version = version
+            self.announce = announce
+            return announce
+        }
+    }
+
+    /// A learner training a copy of `weights` (version `policyVersion`) on `threads` threads, serving its
+    /// versions on `loop` at `bind` (e.g. `tcp://0.0.0.0:*`) and advertising `advertiseHost` with the
+    /// bound port; with `curve`, encrypted and open only to the listed client keys.
+    public init(weights: ModelWeights, threads: Int = 1, policyVersion: UInt64 = 0, settings: Settings = Settings(),
+                loop: PollLoop, bind: String, advertiseHost: String, curve: (secretKey: String, clients: Set<String>)? = nil) throws {
+        initialWeights = weights.copy()
+        serving = (loop, bind, advertiseHost, curve)
+        trainer = TrainableTransformer(weights: weights.copy(), pool: ComputePool(threads: threads))
+        optimizer = AdamW(settings: settings.optimizer, groupSizes: [trainer.weights.storage.count])
+        self.settings = settings
+        server = try WeightServer(loop: loop, bind: bind, curve: curve)
+        advertisedEndpoint = LearnerService.advertise(server.endpoint, host: advertiseHost)
+        version = policyVersion
+        let publisher = WeightPublisher(weights: trainer.weights, policyVersion: policyVersion, chunkBytes: settings.chunkBytes,
+                                        source: advertisedEndpoint)
+        server.publish(publisher)
+        announcement = publisher.announcement
+        checksum = publisher.announcement.modelChecksum
+    }
+
+    /// `tcp://0.0.0.0:PORT` (what a wildcard bind reports) with `host` in place of the address.
+    static func advertise(_ bound: String, host: String) -> String {
+        guard let colon = bound.lastIndex(of: ":") else { return bound }
+        return "tcp://\(host)\(bound[colon...])"
+    }
+
+    public var policyVersion: UInt64 { lock.withLock { version } }
+    public var weightsChecksum: UInt32 { lock.withLock { checksum } }
+    public var tokensProcessed: UInt64 { tokens.load(ordering: .relaxed) }
+    public var modelConfig: LlamaConfig? { trainer.config }
+    /// The announcement of the version served now.
+    public var currentAnnouncement: WeightAnnouncement { lock.withLock { announcement } }
+
+    public func hostActor(on actorSystem: ClusterActorSystem, as name: String) -> any DistributedActor {
+        let actor = Learner(service: self, actorSystem: actorSystem)
+        actorSystem.publish(actor, as: name)
+        return actor
+    }
+
+    /// One optimizer step on `batch`; publishes the new version and returns its stats.
+    public func train(_ batch: TrainBatch) throws -> TrainStats {
+        let tensors = batch.tensors
+        if batch.kind == .rewardRanking { return try trainRewardModel(batch, tensors: tensors) }
+        if batch.kind == .saveState { return try saveState(afterStep: batch.stateStep) }
+        if batch.kind == .announceAll { return announceAll() }
+        let current = policyVersion
+        guard batch.policyVersion == current else {
+            throw LlamaError.invalidInput("train batch for policy version \(batch.policyVersion), the learner holds \(current)")
+        }
+        guard batch.learningRate > 0, batch.learningRate.isFinite else {
+            throw LlamaError.invalidInput("learning_rate must be a positive number, got \(batch.learningRate)")
+        }
+        let sequences = try joinedSequences(batch.sequences, config: trainer.config)
+        // Targets are tokens 1..<n: target t is a response token when t + 1 >= prompt length.
+        let mask = zip(sequences, batch.sequences).map { joined, s in
+            (0..<(joined.count - 1)).map { t -> Float in t + 1 >= s.prompt.count ? 1 : 0 }
+        }
+        if batch.fromInitial {
+            // A fresh fine-tune of the chat model: its weights back, the optimizer's moments forgotten.
+            trainer.weights.storage.set(initialWeights.storage.array(0..<initialWeights.storage.count), at: 0)
+            optimizer.reset()
+        }
+        var stats = TrainStats(kind: batch.kind)
+        trainer.zeroGradients()
+        switch batch.kind {
+        case .sft:
+            stats.loss = try trainer.maskedCrossEntropy(sequences: sequences, mask: mask)
+        case .ppo where tensors.contains { $0.name == "rewards" }:
+            return try ppoIteration(batch, sequences: sequences, mask: mask, tensors: tensors, current: current)
+        case .ppo:
+            let responseLengths = batch.sequences.map(\.response.count)
+            let old = try LearnerService.perResponseToken(tensors, "old_logprobs", responseLengths, sequences)
+            let advantages = try LearnerService.perResponseToken(tensors, "advantages", responseLengths, sequences)
+            let ppo = try trainer.ppoPolicyLoss(sequences: sequences, responseMask: mask, oldLogProbs: old,
+                                                advantages: advantages, clip: settings.ppoClip)
+            stats.loss = ppo.loss
+            stats.clipFraction = ppo.clipFraction
+            stats.approxKL = ppo.approxKL
+        case .rewardRanking, .saveState, .announceAll:
+            throw LlamaError.invalidInput("unknown train batch kind \(batch.kind.rawValue)")
+        }
+        stats.gradNorm = optimizer.update([ParameterGroup(model: trainer)], lr: batch.learningRate, pool: trainer.pool)
+        stats.learningRate = Double(batch.learningRate)
+        stats.tokens = UInt64(batch.sequences.reduce(0) { $0 + $1.response.count })
+        return publishPolicy(&stats, after: current)
+    }
+
+    /// Publishes the policy as version `current + 1` and completes `stats` with it.
+    private func publishPolicy(_ stats: inout TrainStats, after current: UInt64) -> TrainStats {
+        tokens.add(stats.tokens, ordering: .relaxed)
+        stats.step = UInt64(optimizer.step)
+        let publisher = WeightPublisher(weights: trainer.weights, policyVersion: current + 1, chunkBytes: settings.chunkBytes,
+                                        source: advertisedEndpoint)
+        server.publish(publisher)
+        lock.withLock {
+            version = current + 1
+            announcement = publisher.announcement
+            checksum = publisher.announcement.modelChecksum
+        }
+        stats.policyVersion = current + 1
+        stats.announce = publisher.announcement
+        return stats
+    }
+
+    /// The value model of PPO: a trunk with a scalar head read at every position, trained with the
+    /// clipped value loss. Made at the first PPO iteration from the helpfulness reward model trained
+    /// here (LLaMA2 initialises its value model from the reward model), else from the chat model.
+    var valueModel: HeadedTraining?
+
+    /// One PPO iteration on a batch of rollouts whose per-token rewards (the KL penalty on every token,
+    /// the whitened score on the last) came in the tensor frame "rewards": the policy's old
+    /// log-probabilities and the value model's old values computed here, GAE per rollout, advantages
+    /// whitened over the batch, then `ppo_epochs` passes (one by default) in which each mini-batch (a
+    /// seeded order, new every pass) takes one clipped policy step and one clipped value step. The policy
+    /// is published once, as the next version.
+    func ppoIteration(_ batch: TrainBatch, sequences: [[Int32]], mask: [[Float]], tensors: [WireTensor],
+                      current: UInt64) throws -> TrainStats {
+        let responseLengths = batch.sequences.map(\.response.count)
+        guard responseLengths.allSatisfy({ $0 > 0 }) else { throw LlamaError.invalidInput("a PPO rollout has no response token") }
+        let rewards = try LearnerService.perResponseToken(tensors, "rewards", responseLengths, sequences)
+        let gamma = batch.gamma == 0 && batch.gaeLambda == 0 ? 1 : Double(batch.gamma)
+        let lambda = batch.gamma == 0 && batch.gaeLambda == 0 ? 0.95 : Double(batch.gaeLambda)
+        guard (0...1).contains(gamma), (0...1).contains(lambda) else {
+            throw LlamaError.invalidInput("gamma and gae_lambda must lie in [0, 1], got \(gamma) and \(lambda)")
+        }
+        let valueRate = batch.valueLearningRate == 0 ? batch.learningRate : batch.valueLearningRate
+        guard valueRate > 0, valueRate.isFinite else { throw LlamaError.invalidInput("value_learning_rate must be a positive number, got \(valueRate)") }
+        guard batch.ppoEpochs <= 64 else { throw LlamaError.invalidInput("ppo_epochs must be at most 64, got \(batch.ppoEpochs)") }
+        let critic = lock.withLock { () -> HeadedTraining in
+            if let existing = valueModel { return existing }
+            let made: HeadedTraining
+            if let rm = rewardModels[.rewardModel] {
+                made = HeadedTraining(weights: rm.trainer.weights, head: rm.head, pool: trainer.pool, optimizer: settings.optimizer)
+            } else {
+                made = HeadedTraining(weights: initialWeights, head: ScalarHead(dim: trainer.config.dim, seed: 3), pool: trainer.pool,
+                                      optimizer: settings.optimizer)
+            }
+            valueModel = made
+            return made
+        }
+        // The old policy and old values, then GAE on each rollout's response tokens.
+        let oldLogProbs = try trainer.tokenLogProbs(sequences: sequences)
+        let oldValues = try critic.trainer.tokenValues(sequences: sequences, head: critic.head)
+        var advantages: [[Double]] = [], returns: [[Double]] = []
+        for (b, joined) in sequences.enumerated() {
+            let first = joined.count - 1 - responseLengths[b]
+            let r = (first..<(joined.count - 1)).map { Double(rewards[b][$0]) }
+            let v = (first..<(joined.count - 1)).map { Double(oldValues[b][$0]) }
+            let (a, ret) = PPOMath.gae(rewards: r, values: v, gamma: gamma, lambda: lambda)
+            advantages.append(a)
+            returns.append(ret)
+        }
+        let meanReturn = returns.flatMap { $0 }.reduce(0, +) / Double(max(1, responseLengths.reduce(0, +)))
+        let whitened = PPOMath.whiten(advantages)
+        let advantageRows = LearnerService.spread(whitened.map { $0.map(Float.init) }, onto: sequences)
+        let returnRows = LearnerService.spread(returns.map { $0.map(Float.init) }, onto: sequences)
+        var order = Array(sequences.indices)
+        var random = SeededGenerator(seed: batch.shuffleSeed)
+        let size = batch.miniBatchSize == 0 ? order.count : batch.miniBatchSize
+        var stats = TrainStats(kind: .ppo)
+        var steps = 0
+        // Every epoch a new order: the old log-probabilities, values and advantages stay those of the
+        // policy that sampled the rollouts, so later epochs' ratios move away from 1 and the clip bites.
+        let miniBatches = (0..<max(1, batch.ppoEpochs)).flatMap { _ -> [[Int]] in
+            random.shuffle(&order)
+            return stride(from: 0, to: order.count, by: size).map { Array(order[$0 ..< min(order.count, $0 + size)]) }
+        }
+        for part in miniBatches {
+            let s = part.map { sequences[$0] }, m = part.map { mask[$0] }
+            trainer.zeroGradients()
+            let policy = try trainer.ppoPolicyLoss(sequences: s, responseMask: m, oldLogProbs: part.map { oldLogProbs[$0] },
+                                                   advantages: part.map { advantageRows[$0] }, clip: settings.ppoClip)
+            stats.gradNorm += optimizer.update([ParameterGroup(model: trainer)], lr: batch.learningRate, pool: trainer.pool)
+            critic.trainer.zeroGradients()
+            let value = try critic.trainer.valueLoss(sequences: s, responseMask: m, oldValues: part.map { oldValues[$0] },
+                                                     returns: part.map { returnRows[$0] }, head: critic.head, clip: Float(settings.valueClip))
+            critic.headGradients.set(value.dHeadWeight + [value.dHeadBias], at: 0)
+            _ = critic.optimizer.update(critic.groups, lr: valueRate, pool: critic.trainer.pool)
+            stats.loss += policy.loss
+            stats.clipFraction += policy.clipFraction
+            stats.approxKL += policy.approxKL
+            stats.valueLoss += value.loss
+            stats.valueClipFraction += value.clipFraction
+            steps += 1
+        }
+        let n = Double(max(1, steps))
+        stats.loss /= n
+        stats.clipFraction /= n
+        stats.approxKL /= n
+        stats.valueLoss /= n
+        stats.valueClipFraction /= n
+        stats.gradNorm /= n
+        stats.gradientSteps = steps
+        stats.meanReturn = meanReturn
+        stats.learningRate = Double(batch.learningRate)
+        stats.tokens = UInt64(responseLengths.reduce(0, +))
+        return publishPolicy(&stats, after: current)
+    }
+
+    /// The version of the reward model `kind` trained here (0 before its first batch).
+    public func rewardModelVersion(_ kind: ModelKind) -> UInt64 { lock.withLock { rewardModels[kind]?.version ?? 0 } }
+
+    /// One step of LLaMA2's ranking loss on the reward model `batch.model`: sequences are pairs, chosen
+    /// then rejected; the tensor frame "margins" has one margin per pair. The reward model starts from
+    /// the learner's initial weights (the chat model) with a seeded head; each step publishes its new
+    /// version (trunk, and the head in the announcement) on a weight server of its own.
+    func trainRewardModel(_ batch: TrainBatch, tensors: [WireTensor]) throws -> TrainStats {
+        let kind = batch.model
+        guard kind == .rewardModel || kind == .safetyModel else {
+            throw LlamaError.invalidInput("a reward-ranking batch names its model: the reward-model or the safety-model, not the \(kind.rawValue)")
+        }
+        guard batch.learningRate > 0, batch.learningRate.isFinite else {
+            throw LlamaError.invalidInput("learning_rate must be a positive number, got \(batch.learningRate)")
+        }
+        guard !batch.sequences.isEmpty, batch.sequences.count % 2 == 0 else {
+            throw LlamaError.invalidInput("a reward-ranking batch has chosen/rejected pairs: an even number of sequences, got \(batch.sequences.count)")
+        }
+        let pairs = batch.sequences.count / 2
+        guard let tensor = tensors.first(where: { $0.name == "margins" }), tensor.dtype == .float32, tensor.floats.count == pairs else {
+            throw LlamaError.invalidInput("a reward-ranking batch needs the float32 tensor frame \"margins\" with one value per pair (\(pairs))")
+        }
+        let joined = try joinedSequences(batch.sequences, config: trainer.config)
+        let model = try lock.withLock { () throws -> RewardTraining in
+            if let existing = rewardModels[kind] { return existing }
+            let server = try WeightServer(loop: serving.loop, bind: serving.bind, curve: serving.curve)
+            let made = RewardTraining(weights: initialWeights, head: ScalarHead(dim: trainer.config.dim, seed: kind == .safetyModel ? 2 : 1),
+                                      pool: trainer.pool, optimizer: settings.optimizer, server: server,
+                                      advertised: LearnerService.advertise(server.endpoint, host: serving.host))
+            rewardModels[kind] = made
+            return made
+        }
+        guard batch.policyVersion == model.version else {
+            throw LlamaError.invalidInput("train batch for \(kind.rawValue) version \(batch.policyVersion), the learner's is at \(model.version)")
+        }
+        let chosen = stride(from: 0, to: joined.count, by: 2).map { joined[$0] }, rejected = stride(from: 1, to: joined.count, by: 2).map { joined[$0] }
+        model.trainer.zeroGradients()
+        let result = try model.trainer.rankingLoss(chosen: chosen, rejected: rejected, margins: tensor.floats, head: model.head)
+        model.headGradients.set(result.dHeadWeight + [result.dHeadBias], at: 0)
+        let norm = model.optimizer.update(model.groups, lr: batch.learningRate, pool: model.trainer.pool)
+        let next = model.version + 1
+        let announce = lock.withLock { model.publish(next, kind: kind, chunkBytes: settings.chunkBytes) }
+        let trained = UInt64(joined.reduce(0) { $0 + $1.count })
+        tokens.add(trained, ordering: .relaxed)
+        var stats = TrainStats(kind: .rewardRanking)
+        stats.loss = result.loss
+        stats.gradNorm = norm
+        stats.learningRate = Double(batch.learningRate)
+        stats.tokens = trained
+        stats.step = UInt64(model.optimizer.step)
+        stats.policyVersion = next
+        // The share of pairs ranked right before the step.
+        stats.accuracy = Double(zip(result.chosenScores, result.rejectedScores).filter { $0 > $1 }.count) / Double(pairs)
+        stats.announce = announce
+        return stats
+    }
+
+    /// A per-response-token tensor spread onto `(B, T-1)` target rows (zeros on the prompt's targets).
+    static func perResponseToken(_ tensors: [WireTensor], _ name: String, _ responseLengths: [Int],
+                                 _ sequences: [[Int32]]) throws -> [[Float]] {
+        guard let tensor = tensors.first(where: { $0.name == name }), tensor.dtype == .float32 else {
+            throw LlamaError.invalidInput("a PPO batch needs the float32 tensor frame \"\(name)\"")
+        }
+        let values = tensor.floats
+        let expected = responseLengths.reduce(0, +)
+        guard values.count == expected else {
+            throw LlamaError.invalidInput("tensor \"\(name)\" has \(values.count) values, expected \(expected) (one per response token)")
+        }
+        var cursor = 0
+        let perResponse = responseLengths.map { length -> [Float] in
+            defer { cursor += length }
+            return Array(values[cursor ..< cursor + length])
+        }
+        return spread(perResponse, onto: sequences)
+    }
+
+    /// Per-response-token values (each row as long as its response) placed on the `(B, T-1)` target
+    /// rows of the joined `sequences`, the response's targets last; zeros on the prompt's targets.
+    static func spread(_ perResponse: [[Float]], onto sequences: [[Int32]]) -> [[Float]] {
+        zip(sequences, perResponse).map { joined, values in
+            var row = [Float](repeating: 0, count: joined.count - 1)
+            for (j, x) in values.enumerated() { row[joined.count - 1 - values.count + j] = x }
+            return row
+        }
+    }
+}
