@@ -1,6 +1,5 @@
-/// The coordinator's work queue: tasks with request ids, load-balanced over the healthy workers of
-/// their role within each worker's capacity, the slower worker getting less (the expected finish time
-/// `(in flight + 1) x mean task time` picks the worker). A worker that dies has its tasks put back at
+/// The coordinator's work queue: tasks with request ids, handed to the worker of their role that the
+/// `LoadBalancer` picks (healthy, within its capacity, the slower worker getting less). A worker that dies has its tasks put back at
 /// the front of the queue; a result is accepted once per request id, only from the worker holding the
 /// task (a dead worker's late result is fenced), and late duplicates are dropped.
 /// A pure state machine: time is passed in.
@@ -39,15 +38,6 @@ public struct TaskDispatcher<Payload: Sendable>: Sendable {
         let started: UInt64
     }
 
-    struct Slot: Sendable {
-        var role: WorkerRole
-        var capacity: Int
-        var inFlight: Set<UInt64> = []
-        /// Exponential moving average of task time, in milliseconds (starts neutral).
-        var meanMilliseconds: Double = 1
-        var available: Bool = true
-    }
-
     /// Waiting tasks per role, oldest first (`heads[role]` marks the first live entry).
     private var queues: [WorkerRole: [Pending]] = [:]
     private var heads: [WorkerRole: Int] = [:]
@@ -57,7 +47,8 @@ public struct TaskDispatcher<Payload: Sendable>: Sendable {
     /// Request ids completed: recent ones (late duplicates arrive within a re-dispatch), bounded.
     private var completed: Set<UInt64> = []
     private var completedOrder: [UInt64] = []
-    private var slots: [String: Slot] = [:]
+    /// Which worker gets each task.
+    public private(set) var balancer = LoadBalancer()
     /// How many completed request ids are remembered to drop late duplicates.
     public static var completedMemory: Int { 1 << 16 }
 
@@ -75,23 +66,17 @@ public struct TaskDispatcher<Payload: Sendable>: Sendable {
     }
 
     /// Adds (or re-adds) a worker able to take `capacity` tasks at once.
-    public mutating func addWorker(_ id: String, role: WorkerRole, capacity: Int) {
-        var slot = slots[id] ?? Slot(role: role, capacity: capacity)
-        slot.role = role
-        slot.capacity = max(1, capacity)
-        slot.available = true
-        slots[id] = slot
-    }
+    public mutating func addWorker(_ id: String, role: WorkerRole, capacity: Int) { balancer.addWorker(id, role: role, capacity: capacity) }
 
     /// Stops sending work to a worker (suspect or draining); its tasks in flight stay.
-    public mutating func pause(_ id: String) { slots[id]?.available = false }
+    public mutating func pause(_ id: String) { balancer.pause(id) }
     /// Resumes sending work to a paused worker.
-    public mutating func resume(_ id: String) { slots[id]?.available = true }
+    public mutating func resume(_ id: String) { balancer.resume(id) }
 
     /// Removes a dead worker; its tasks go back to the front of their queue. Returns their request ids.
     @discardableResult
     public mutating func removeWorker(_ id: String) -> [UInt64] {
-        guard slots.removeValue(forKey: id) != nil else { return [] }
+        guard balancer.removeWorker(id) else { return [] }
         let requeued = running.values.filter { $0.workerID == id }.sorted { $0.requestID < $1.requestID }
         for task in requeued {
             running[task.requestID] = nil
@@ -114,29 +99,17 @@ public struct TaskDispatcher<Payload: Sendable>: Sendable {
         heads[role] = 0
     }
 
-    /// The available worker of `role` with free capacity and the earliest expected finish
-    /// (`(in flight + 1) x mean task time`; ties by id).
-    private func bestWorker(for role: WorkerRole) -> String? {
-        var best: (id: String, finish: Double)? = nil
-        for (id, slot) in slots where slot.role == role && slot.available && slot.inFlight.count < slot.capacity {
-            let finish = Double(slot.inFlight.count + 1) * slot.meanMilliseconds
-            if let b = best, b.finish < finish || (b.finish == finish && b.id < id) { continue }
-            best = (id, finish)
-        }
-        return best?.id
-    }
-
     /// Hands queued tasks to available workers with free capacity, in queue order.
     public mutating func assign(now: UInt64) -> [Assignment] {
         var out: [Assignment] = []
         for role in queues.keys {
             var head = heads[role] ?? 0
             let queue = queues[role]!
-            while head < queue.count, let worker = bestWorker(for: role) {
+            while head < queue.count, let worker = balancer.pick(role) {
                 let task = queue[head]
                 head += 1
                 waiting.remove(task.requestID)
-                slots[worker]!.inFlight.insert(task.requestID)
+                balancer.started(task.requestID, on: worker)
                 running[task.requestID] = Running(requestID: task.requestID, role: role, payload: task.payload,
                                                   workerID: worker, started: now)
                 out.append(Assignment(requestID: task.requestID, workerID: worker, payload: task.payload))
@@ -167,12 +140,7 @@ public struct TaskDispatcher<Payload: Sendable>: Sendable {
         guard holder.workerID == workerID else { return .fenced }
         let task = running.removeValue(forKey: requestID)!
         markCompleted(requestID)
-        if var slot = slots[task.workerID] {
-            slot.inFlight.remove(requestID)
-            let elapsed = Double(now > task.started ? now - task.started : 0)
-            slot.meanMilliseconds = 0.8 * slot.meanMilliseconds + 0.2 * max(elapsed, 0.1)
-            slots[task.workerID] = slot
-        }
+        balancer.finished(requestID, on: task.workerID, milliseconds: Double(now > task.started ? now - task.started : 0))
         return .accepted(task.payload)
     }
 }
