@@ -1088,11 +1088,11 @@ static const ProtobufCFieldDescriptor rlhf__v1__worker_status__field_descriptors
     "health",
     5,
     PROTOBUF_C_LABEL_NONE,
-    PROTOBUF_C_TYPE_STRING,
+    PROTOBUF_C_TYPE_ENUM,
     0,   /* quantifier_offset */
     offsetof(Rlhf__V1__WorkerStatus, health),
+    &rlhf__v1__worker_health__descriptor,
     NULL,
-    &protobuf_c_empty_string,
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
@@ -1618,5 +1618,39 @@ const ProtobufCEnumDescriptor rlhf__v1__error_code__descriptor =
   rlhf__v1__error_code__enum_values_by_name,
   1,
   rlhf__v1__error_code__value_ranges,
+  NULL,NULL,NULL,NULL   /* reserved[1234] */
+};
+static const ProtobufCEnumValue rlhf__v1__worker_health__enum_values_by_number[5] =
+{
+  { "WORKER_HEALTH_UNSPECIFIED", "RLHF__V1__WORKER_HEALTH__WORKER_HEALTH_UNSPECIFIED", 0 },
+  { "HEALTHY", "RLHF__V1__WORKER_HEALTH__HEALTHY", 1 },
+  { "HUNG", "RLHF__V1__WORKER_HEALTH__HUNG", 2 },
+  { "SUSPECT", "RLHF__V1__WORKER_HEALTH__SUSPECT", 3 },
+  { "DEAD", "RLHF__V1__WORKER_HEALTH__DEAD", 4 },
+};
+static const ProtobufCIntRange rlhf__v1__worker_health__value_ranges[] = {
+{0, 0},{0, 5}
+};
+static const ProtobufCEnumValueIndex rlhf__v1__worker_health__enum_values_by_name[5] =
+{
+  { "DEAD", 4 },
+  { "HEALTHY", 1 },
+  { "HUNG", 2 },
+  { "SUSPECT", 3 },
+  { "WORKER_HEALTH_UNSPECIFIED", 0 },
+};
+const ProtobufCEnumDescriptor rlhf__v1__worker_health__descriptor =
+{
+  PROTOBUF_C__ENUM_DESCRIPTOR_MAGIC,
+  "rlhf.v1.WorkerHealth",
+  "WorkerHealth",
+  "Rlhf__V1__WorkerHealth",
+  "rlhf.v1",
+  5,
+  rlhf__v1__worker_health__enum_values_by_number,
+  5,
+  rlhf__v1__worker_health__enum_values_by_name,
+  1,
+  rlhf__v1__worker_health__value_ranges,
   NULL,NULL,NULL,NULL   /* reserved[1234] */
 };

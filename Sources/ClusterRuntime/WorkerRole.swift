@@ -8,7 +8,7 @@ public enum WorkerRole: String, CaseIterable, Codable, Sendable {
 }
 
 /// A worker's health as the coordinator sees it.
-public enum Health: String, Codable, Sendable, Comparable {
+public enum Health: String, Codable, Sendable, Comparable, CaseIterable {
     /// Heartbeats arrive on time.
     case healthy
     /// Heartbeats arrive but the worker makes no progress on the tasks it holds (its compute hangs

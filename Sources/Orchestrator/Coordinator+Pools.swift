@@ -54,13 +54,13 @@ extension Coordinator {
             var message = try ClusterActorSystem.callMessage(actor: role.rawValue, target: call.target, arguments: call.arguments,
                                                              timeoutMilliseconds: 0, requestID: id)
             message.sender = "coordinator"
-            let reply: WireMessage = try await withTaskCancellationHandler {
-                try await withCheckedThrowingContinuation { (waiter: CheckedContinuation<WireMessage, Error>) in
-                    let ready = shared.state.withLock { s -> Result<WireMessage, Error>? in
+            return try await withTaskCancellationHandler {
+                try await withCheckedThrowingContinuation { (waiter: CheckedContinuation<WirePayload, Error>) in
+                    let ready = shared.state.withLock { s -> Result<WirePayload, Error>? in
                         if Task.isCancelled { return .failure(CancellationError()) }
                         // Accepted by an earlier life of the coordinator (journal): answered from there.
                         if let frames = s.recovered.removeValue(forKey: id), let result = try? WireMessage.decode(frames.map { [UInt8]($0) }) {
-                            return .success(result)
+                            return Result { try ClusterActorSystem.replyValue(result) }
                         }
                         s.waiters[id] = waiter
                         s.dispatcher.enqueue(requestID: id, role: role, payload: message)
@@ -75,7 +75,6 @@ extension Coordinator {
             } onCancel: {
                 shared.state.withLock { $0.waiters.removeValue(forKey: id) }?.resume(throwing: CancellationError())
             }
-            return try ClusterActorSystem.replyValue(reply)
         }
     }
 }

@@ -70,7 +70,7 @@ public final class Coordinator: @unchecked Sendable {
         /// Calls in flight: tasks (the REMOTE_CALL to send) by request id, results accepted once.
         var dispatcher = TaskDispatcher<WireMessage>()
         /// The callers waiting for each call's answer, by request id.
-        var waiters: [UInt64: CheckedContinuation<WireMessage, Error>] = [:]
+        var waiters: [UInt64: CheckedContinuation<WirePayload, Error>] = [:]
         /// Weight syncs that failed, by the request id of their announcement.
         var failures: [UInt64: String] = [:]
         /// Weight syncs in flight: request id of each WEIGHT_ANNOUNCE sent, to the worker it went to.
@@ -504,7 +504,7 @@ public final class Coordinator: @unchecked Sendable {
     }
 
     /// The status as `rlhf status` gets it.
-    public func status() -> Rlhf_V1_StatusReply { shared.state.withLock { Coordinator.status($0) } }
+    public func status() -> ClusterStatus { shared.state.withLock { Coordinator.status($0) } }
 
     static func chunked<T>(_ items: [T], _ size: Int) -> [[T]] {
         stride(from: 0, to: items.count, by: max(1, size)).map { Array(items[$0 ..< min(items.count, $0 + max(1, size))]) }
@@ -638,8 +638,17 @@ public final class Coordinator: @unchecked Sendable {
             case .remoteReply:
                 // The answer to a call on a role pool: fenced unless its worker holds the call under the
                 // epoch it carries; journaled before its caller gets it; accepted once.
-                let failure = (try? ClusterActorSystem.replyError(message)) ?? nil
-                let outcome = state.state.withLock { s -> (String, CheckedContinuation<WireMessage, Error>?) in
+                // Parsed once, here: the caller gets the value (or the worker's error) as it is.
+                let value: WirePayload?, failure: String?
+                do {
+                    value = try ClusterActorSystem.replyValue(message)
+                    failure = nil
+                } catch RemoteCallError.remote(_, let text) {
+                    (value, failure) = (nil, text)
+                } catch {
+                    (value, failure) = (nil, "\(error)")
+                }
+                let outcome = state.state.withLock { s -> (String, CheckedContinuation<WirePayload, Error>?) in
                     // Fencing: a result sent before its worker was declared dead carries an old epoch.
                     guard s.membership.isCurrent(message.sender, epoch: message.epoch) else {
                         s.rejected["fenced", default: 0] += 1
@@ -673,12 +682,9 @@ public final class Coordinator: @unchecked Sendable {
                     }
                 }
                 switch outcome.0 {
-                case "accepted": outcome.1?.resume(returning: message)
+                case "accepted": outcome.1?.resume(returning: value ?? WirePayload(body: []))
                 case "failed":
-                    let reason = failure.map { error -> String in
-                        if case let .remote(_, text) = error { return text }
-                        return "\(error)"
-                    } ?? ""
+                    let reason = failure ?? ""
                     logger.warning("a worker reported an error", metadata: ["worker": "\(message.sender)", "error": "\(reason)"])
                     outcome.1?.resume(throwing: CoordinatorError.taskFailed("\(message.sender): \(reason)"))
                 case "unjournaled":
@@ -693,7 +699,7 @@ public final class Coordinator: @unchecked Sendable {
             case .error:
                 let e = (try? message.decodeBody(Rlhf_V1_Error.self)) ?? Rlhf_V1_Error()
                 logger.warning("a worker reported an error", metadata: ["worker": "\(message.sender)", "error": "\(e.message)"])
-                let waiter = state.state.withLock { s -> CheckedContinuation<WireMessage, Error>? in
+                let waiter = state.state.withLock { s -> CheckedContinuation<WirePayload, Error>? in
                     if !s.membership.isCurrent(message.sender, epoch: message.epoch) {
                         s.rejected["fenced", default: 0] += 1
                     } else if s.syncs[message.requestID] != nil {
@@ -727,7 +733,7 @@ public final class Coordinator: @unchecked Sendable {
                 state.actors.withLock { $0 }?.serve([identity] + frames)
                 return nil
             case .statusRequest:
-                return reply(.statusReply, message.requestID, state.state.withLock { Coordinator.status($0) })
+                return reply(.statusReply, message.requestID, state.state.withLock { Coordinator.status($0) }.wire)
             default:
                 return error(.unknownType, "the coordinator does not handle \(message.type)", requestID: message.requestID)
             }
@@ -741,47 +747,30 @@ public final class Coordinator: @unchecked Sendable {
         }
     }
 
-    private static func status(_ s: State) -> Rlhf_V1_StatusReply {
-        var reply = Rlhf_V1_StatusReply()
+    private static func status(_ s: State) -> ClusterStatus {
+        var status = ClusterStatus()
         let now = BuildIdentity.now()
-        reply.runID = s.membership.runID
-        reply.workers = s.membership.workers().map { m in
-            var w = Rlhf_V1_WorkerStatus()
-            w.role = m.registration.role.wire
-            w.workerID = m.registration.workerID
-            w.host = m.registration.host
-            w.pid = m.registration.pid
-            w.health = m.health.rawValue
-            w.policyVersion = m.policyVersion
-            w.tasksInFlight = UInt32(m.tasksInFlight)
-            w.lastHeartbeatMs = now > m.lastHeartbeat ? now - m.lastHeartbeat : 0
-            w.weightsCrc32C = m.weightsChecksum
-            w.tokensProcessed = m.tokensProcessed
-            return w
+        status.runID = s.membership.runID
+        status.workers = s.membership.workers().map { m in
+            ClusterStatus.Worker(role: m.registration.role, id: m.registration.workerID, host: m.registration.host, pid: m.registration.pid,
+                                 health: m.health, policyVersion: m.policyVersion, tasksInFlight: m.tasksInFlight,
+                                 lastHeartbeatMilliseconds: now > m.lastHeartbeat ? now - m.lastHeartbeat : 0,
+                                 weightsChecksum: m.weightsChecksum, tokensProcessed: m.tokensProcessed)
         }
-        reply.planStage = s.planStage
-        reply.round = s.round
-        reply.step = s.step
-        reply.policyVersion = s.policyVersion
-        reply.rewardMean = s.rewardMean
-        reply.kl = s.kl
-        reply.tokensPerSecond = s.tokens.rate(at: now)
-        reply.tasksRedispatched = s.redispatched
-        reply.rejectedFrames = s.rejected.keys.sorted().map { reason in
-            var r = Rlhf_V1_RejectedFrames()
-            r.reason = reason
-            r.count = s.rejected[reason]!
-            return r
-        }
-        reply.queueDepths = WorkerRole.allCases.compactMap { role in
+        status.planStage = s.planStage
+        status.round = s.round
+        status.step = s.step
+        status.policyVersion = s.policyVersion
+        status.rewardMean = s.rewardMean
+        status.kl = s.kl
+        status.tokensPerSecond = s.tokens.rate(at: now)
+        status.tasksRedispatched = s.redispatched
+        status.rejectedFrames = s.rejected
+        for role in WorkerRole.allCases {
             let depth = s.dispatcher.queueDepth(role)
-            guard depth > 0 else { return nil }
-            var q = Rlhf_V1_QueueDepth()
-            q.queue = role.rawValue
-            q.depth = UInt32(depth)
-            return q
+            if depth > 0 { status.queueDepths[role] = depth }
         }
-        return reply
+        return status
     }
 }
 

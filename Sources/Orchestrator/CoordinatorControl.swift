@@ -17,14 +17,14 @@ public distributed actor CoordinatorControl {
         self.actorSystem = actorSystem
     }
 
-    /// Workers, queues, plan progress and throughput, as STATUS_REPLY carries them.
-    public distributed func status(_ request: Rlhf_V1_StatusRequest) throws -> Rlhf_V1_StatusReply {
+    /// Workers, queues, plan progress and throughput.
+    public distributed func status() throws -> ClusterStatus {
         guard let coordinator else { throw RemoteCallError.remote(code: .internal, message: "the coordinator is shutting down") }
         return coordinator.status()
     }
 
-    /// Echoes a heartbeat: a liveness probe of the coordinator and the round trip of a small call.
-    public distributed func ping(_ heartbeat: Rlhf_V1_Heartbeat) -> Rlhf_V1_Heartbeat { heartbeat }
+    /// Echoes a ping: a liveness probe of the coordinator and the round trip of a small call.
+    public distributed func ping(_ ping: Ping) -> Ping { ping }
 
     /// The address of the coordinator's control actor at `endpoint`.
     public static func address(at endpoint: String) -> ClusterActorID { ClusterActorID(endpoint: endpoint, name: wellKnownName) }

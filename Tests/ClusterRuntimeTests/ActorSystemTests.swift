@@ -110,12 +110,10 @@ distributed actor Echo {
         let client = try ClusterActorSystem(bind: nil, buildHash: "test-build")
         defer { client.shutdown() }
         let control = try CoordinatorControl.resolve(id: CoordinatorControl.address(at: coordinator.endpoint), using: client)
-        let status = try await control.status(Rlhf_V1_StatusRequest())
+        let status = try await control.status()
         #expect(status.planStage == "testing")
         #expect(status.round == 3 && status.step == 9)
-        var h = Rlhf_V1_Heartbeat()
-        h.workerID = "probe"
-        #expect(try await control.ping(h).workerID == "probe")
+        #expect(try await control.ping(Ping(sender: "probe")) == Ping(sender: "probe"))
     }
 }
 

@@ -37,7 +37,7 @@ import Testing
         var shutdown = Rlhf_V1_Shutdown(); shutdown.reason = "plan finished"; shutdown.drain = true
         var error = Rlhf_V1_Error(); error.code = .checksumMismatch; error.message = "body checksum"; error.requestID = 9
         var worker = Rlhf_V1_WorkerStatus(); worker.role = .generator; worker.workerID = "g-1"; worker.host = "h"
-        worker.pid = 3; worker.health = "healthy"; worker.policyVersion = 2; worker.tasksInFlight = 1; worker.lastHeartbeatMs = 10
+        worker.pid = 3; worker.health = .healthy; worker.policyVersion = 2; worker.tasksInFlight = 1; worker.lastHeartbeatMs = 10
         worker.weightsCrc32C = 0xFFFF_FFFF; worker.tokensProcessed = 1 << 40
         var status = Rlhf_V1_StatusReply(); status.workers = [worker, worker]; status.planStage = "rejection-sampling"
         status.round = 2; status.step = 40; status.queueDepths = [("generate", 3), ("score", 1), ("train", 0)].map { name, depth in

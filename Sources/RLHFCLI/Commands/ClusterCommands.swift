@@ -316,9 +316,9 @@ struct StatusCommand: ParsableCommand {
         let control = try CoordinatorControl.resolve(id: CoordinatorControl.address(at: coordinator), using: system)
         let terminal = isatty(STDOUT_FILENO) != 0
         repeat {
-            let status: Rlhf_V1_StatusReply
+            let status: ClusterStatus
             do {
-                status = try blocking { try await control.status(Rlhf_V1_StatusRequest()) }
+                status = try blocking { try await control.status() }
             } catch RemoteCallError.timeout {
                 printError("error: no answer from the coordinator at \(coordinator) within \(timeout) s")
                 throw ExitCode.failure
@@ -338,42 +338,43 @@ struct StatusCommand: ParsableCommand {
     }
 
     /// One JSON object: "workers" (role, id, host, pid, state, policy_version, ...) and the rest.
-    static func json(_ status: Rlhf_V1_StatusReply) -> String {
+    static func json(_ status: ClusterStatus) -> String {
         let workers: [[String: Any]] = status.workers.map { w in
-            ["role": WorkerRole(wire: w.role)?.rawValue ?? "unknown", "id": w.workerID, "host": w.host, "pid": Int(w.pid),
-             "state": w.health, "policy_version": Int(w.policyVersion), "tasks_in_flight": Int(w.tasksInFlight),
-             "last_heartbeat_ms": Int(w.lastHeartbeatMs), "weights_crc32c": w.weightsCrc32C == 0 ? NSNull() : String(format: "%08x", w.weightsCrc32C) as Any,
+            ["role": w.role.rawValue, "id": w.id, "host": w.host, "pid": Int(w.pid),
+             "state": w.health.rawValue, "policy_version": Int(w.policyVersion), "tasks_in_flight": w.tasksInFlight,
+             "last_heartbeat_ms": Int(w.lastHeartbeatMilliseconds),
+             "weights_crc32c": w.weightsChecksum == 0 ? NSNull() : String(format: "%08x", w.weightsChecksum) as Any,
              "tokens_processed": Int(w.tokensProcessed)]
         }
         return jsonLine(["workers": workers, "plan_stage": status.planStage, "round": Int(status.round), "step": Int(status.step),
-                         "queue_depths": Dictionary(uniqueKeysWithValues: status.queueDepths.map { ($0.queue, Int($0.depth)) }),
+                         "queue_depths": Dictionary(uniqueKeysWithValues: status.queueDepths.map { ($0.key.rawValue, $0.value) }),
                          "tokens_per_second": status.tokensPerSecond, "reward_mean": status.rewardMean, "kl": status.kl,
                          "policy_version": Int(status.policyVersion), "tasks_redispatched": Int(status.tasksRedispatched),
                          "run_id": status.runID,
-                         "rejected_frames": Dictionary(uniqueKeysWithValues: status.rejectedFrames.map { ($0.reason, Int($0.count)) })])
+                         "rejected_frames": status.rejectedFrames.mapValues { Int($0) }])
     }
 
     /// The human view, like `ray status`: a summary line, then each role's workers.
-    static func table(_ status: Rlhf_V1_StatusReply, coordinator: String) -> String {
+    static func table(_ status: ClusterStatus, coordinator: String) -> String {
         var out = "coordinator \(coordinator)" + (status.runID.isEmpty ? "" : "  run \(status.runID)") + "\n"
         out += "  stage \(status.planStage)  round \(status.round)  step \(status.step)  policy v\(status.policyVersion)\n"
         out += String(format: "  throughput %.1f tok/s  reward %.4f  KL %.4f\n", status.tokensPerSecond, status.rewardMean, status.kl)
-        let queues = status.queueDepths.map { "\($0.queue) \($0.depth)" }
+        let queues = WorkerRole.allCases.compactMap { role in status.queueDepths[role].map { "\(role.rawValue) \($0)" } }
         out += "  queues: \(queues.isEmpty ? "empty" : queues.joined(separator: ", "))"
             + (status.tasksRedispatched > 0 ? "  (\(status.tasksRedispatched) tasks re-dispatched from lost workers)" : "") + "\n"
-        let rejected = status.rejectedFrames.map { "\($0.reason) \($0.count)" }
+        let rejected = status.rejectedFrames.keys.sorted().map { "\($0) \(status.rejectedFrames[$0]!)" }
         if !rejected.isEmpty { out += "  rejected frames: \(rejected.joined(separator: ", "))\n" }
         for role in WorkerRole.allCases {
-            let members = status.workers.filter { WorkerRole(wire: $0.role) == role }
+            let members = status.workers.filter { $0.role == role }
             guard !members.isEmpty else { continue }
-            let count = { (h: String) in members.filter { $0.health == h }.count }
-            out += "  \(role.rawValue): \(members.count) (\(count("healthy")) healthy, \(count("suspect")) suspect, \(count("dead")) dead)\n"
+            let count = { (h: Health) in members.filter { $0.health == h }.count }
+            out += "  \(role.rawValue): \(members.count) (\(count(.healthy)) healthy, \(count(.hung)) hung, \(count(.suspect)) suspect, \(count(.dead)) dead)\n"
             for w in members {
-                out += "    \(w.workerID)  \(w.health)  host \(w.host)  pid \(w.pid)  policy v\(w.policyVersion)"
+                out += "    \(w.id)  \(w.health.rawValue)  host \(w.host)  pid \(w.pid)  policy v\(w.policyVersion)"
                     // A checksum of 0: the worker holds no model (started without --checkpoint).
-                    + "  weights \(w.weightsCrc32C == 0 ? "none (no model)" : String(format: "%08x", w.weightsCrc32C))"
+                    + "  weights \(w.weightsChecksum == 0 ? "none (no model)" : String(format: "%08x", w.weightsChecksum))"
                     + "  tasks \(w.tasksInFlight)  tokens \(w.tokensProcessed)"
-                    + "  heartbeat \(w.lastHeartbeatMs) ms ago\n"
+                    + "  heartbeat \(w.lastHeartbeatMilliseconds) ms ago\n"
             }
         }
         return out

@@ -240,6 +240,61 @@ public nonisolated enum Rlhf_V1_ErrorCode: SwiftProtobuf.Enum, Swift.CaseIterabl
 
 }
 
+/// A worker's health as the coordinator sees it.
+public nonisolated enum Rlhf_V1_WorkerHealth: SwiftProtobuf.Enum, Swift.CaseIterable {
+  public typealias RawValue = Int
+  case unspecified // = 0
+
+  /// Heartbeats on time.
+  case healthy // = 1
+
+  /// Heartbeats on time, but no progress on the work it holds.
+  case hung // = 2
+
+  /// Heartbeats late: no new work.
+  case suspect // = 3
+
+  /// Silent too long, or gone: its work went to others.
+  case dead // = 4
+  case UNRECOGNIZED(Int)
+
+  public init() {
+    self = .unspecified
+  }
+
+  public init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .unspecified
+    case 1: self = .healthy
+    case 2: self = .hung
+    case 3: self = .suspect
+    case 4: self = .dead
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  public var rawValue: Int {
+    switch self {
+    case .unspecified: return 0
+    case .healthy: return 1
+    case .hung: return 2
+    case .suspect: return 3
+    case .dead: return 4
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  public static let allCases: [Rlhf_V1_WorkerHealth] = [
+    .unspecified,
+    .healthy,
+    .hung,
+    .suspect,
+    .dead,
+  ]
+
+}
+
 /// A worker's READY: who it is and what it runs.
 public nonisolated struct Rlhf_V1_Register: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
@@ -395,8 +450,7 @@ public nonisolated struct Rlhf_V1_WorkerStatus: Sendable {
 
   public var pid: Int32 = 0
 
-  /// "healthy", "suspect" or "dead".
-  public var health: String = String()
+  public var health: Rlhf_V1_WorkerHealth = .unspecified
 
   public var policyVersion: UInt64 = 0
 
@@ -498,6 +552,10 @@ nonisolated extension Rlhf_V1_WorkerState: SwiftProtobuf._ProtoNameProviding {
 
 nonisolated extension Rlhf_V1_ErrorCode: SwiftProtobuf._ProtoNameProviding {
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0ERROR_CODE_UNSPECIFIED\0\u{1}BAD_MESSAGE\0\u{1}UNKNOWN_TYPE\0\u{1}VERSION_MISMATCH\0\u{1}CHECKSUM_MISMATCH\0\u{1}WRONG_POLICY_VERSION\0\u{1}INVALID_ARGUMENT\0\u{1}INTERNAL\0\u{1}TIMEOUT\0\u{1}UNKNOWN_ACTOR\0")
+}
+
+nonisolated extension Rlhf_V1_WorkerHealth: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0WORKER_HEALTH_UNSPECIFIED\0\u{1}HEALTHY\0\u{1}HUNG\0\u{1}SUSPECT\0\u{1}DEAD\0")
 }
 
 nonisolated extension Rlhf_V1_Register: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
@@ -823,7 +881,7 @@ nonisolated extension Rlhf_V1_WorkerStatus: SwiftProtobuf.Message, SwiftProtobuf
       case 2: try { try decoder.decodeSingularStringField(value: &self.workerID) }()
       case 3: try { try decoder.decodeSingularStringField(value: &self.host) }()
       case 4: try { try decoder.decodeSingularInt32Field(value: &self.pid) }()
-      case 5: try { try decoder.decodeSingularStringField(value: &self.health) }()
+      case 5: try { try decoder.decodeSingularEnumField(value: &self.health) }()
       case 6: try { try decoder.decodeSingularUInt64Field(value: &self.policyVersion) }()
       case 7: try { try decoder.decodeSingularUInt32Field(value: &self.tasksInFlight) }()
       case 8: try { try decoder.decodeSingularUInt64Field(value: &self.lastHeartbeatMs) }()
@@ -847,8 +905,8 @@ nonisolated extension Rlhf_V1_WorkerStatus: SwiftProtobuf.Message, SwiftProtobuf
     if self.pid != 0 {
       try visitor.visitSingularInt32Field(value: self.pid, fieldNumber: 4)
     }
-    if !self.health.isEmpty {
-      try visitor.visitSingularStringField(value: self.health, fieldNumber: 5)
+    if self.health != .unspecified {
+      try visitor.visitSingularEnumField(value: self.health, fieldNumber: 5)
     }
     if self.policyVersion != 0 {
       try visitor.visitSingularUInt64Field(value: self.policyVersion, fieldNumber: 6)

@@ -86,6 +86,29 @@ typedef enum _Rlhf__V1__ErrorCode {
   RLHF__V1__ERROR_CODE__UNKNOWN_ACTOR = 9
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(RLHF__V1__ERROR_CODE)
 } Rlhf__V1__ErrorCode;
+/*
+ * A worker's health as the coordinator sees it.
+ */
+typedef enum _Rlhf__V1__WorkerHealth {
+  RLHF__V1__WORKER_HEALTH__WORKER_HEALTH_UNSPECIFIED = 0,
+  /*
+   * Heartbeats on time.
+   */
+  RLHF__V1__WORKER_HEALTH__HEALTHY = 1,
+  /*
+   * Heartbeats on time, but no progress on the work it holds.
+   */
+  RLHF__V1__WORKER_HEALTH__HUNG = 2,
+  /*
+   * Heartbeats late: no new work.
+   */
+  RLHF__V1__WORKER_HEALTH__SUSPECT = 3,
+  /*
+   * Silent too long, or gone: its work went to others.
+   */
+  RLHF__V1__WORKER_HEALTH__DEAD = 4
+    PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(RLHF__V1__WORKER_HEALTH)
+} Rlhf__V1__WorkerHealth;
 
 /* --- messages --- */
 
@@ -225,10 +248,7 @@ struct  Rlhf__V1__WorkerStatus
   char *worker_id;
   char *host;
   int32_t pid;
-  /*
-   * "healthy", "suspect" or "dead".
-   */
-  char *health;
+  Rlhf__V1__WorkerHealth health;
   uint64_t policy_version;
   uint32_t tasks_in_flight;
   uint64_t last_heartbeat_ms;
@@ -237,7 +257,7 @@ struct  Rlhf__V1__WorkerStatus
 };
 #define RLHF__V1__WORKER_STATUS__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&rlhf__v1__worker_status__descriptor) \
-    , RLHF__V1__ROLE__ROLE_UNSPECIFIED, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, 0, 0, 0, 0, 0 }
+    , RLHF__V1__ROLE__ROLE_UNSPECIFIED, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, RLHF__V1__WORKER_HEALTH__WORKER_HEALTH_UNSPECIFIED, 0, 0, 0, 0, 0 }
 
 
 struct  Rlhf__V1__QueueDepth
@@ -553,6 +573,7 @@ extern const ProtobufCEnumDescriptor    rlhf__v1__role__descriptor;
 extern const ProtobufCEnumDescriptor    rlhf__v1__register_refusal__descriptor;
 extern const ProtobufCEnumDescriptor    rlhf__v1__worker_state__descriptor;
 extern const ProtobufCEnumDescriptor    rlhf__v1__error_code__descriptor;
+extern const ProtobufCEnumDescriptor    rlhf__v1__worker_health__descriptor;
 extern const ProtobufCMessageDescriptor rlhf__v1__register__descriptor;
 extern const ProtobufCMessageDescriptor rlhf__v1__register_ack__descriptor;
 extern const ProtobufCMessageDescriptor rlhf__v1__heartbeat_ack__descriptor;
