@@ -57,20 +57,23 @@ let package = Package(
         ),
         .target(
             name: "ClusterRuntime",
-            dependencies: ["Transport", "Wire", "LlamaCore", .product(name: "SwiftProtobuf", package: "swift-protobuf")]
-        ),
-        .target(
-            name: "Orchestrator",
-            dependencies: ["ClusterRuntime", "Wire", "Transport", "Workers", "RLHF", "EmbeddedTask", "LlamaCore", "LlamaTraining",
+            dependencies: ["Transport", "Wire", "LlamaCore",
                            .product(name: "Logging", package: "swift-log"),
-                           .product(name: "Yams", package: "Yams"),
                            .product(name: "SwiftProtobuf", package: "swift-protobuf")]
         ),
         .target(
-            name: "Workers",
-            dependencies: ["LlamaCore", "LlamaTraining", "RLHF", "Wire", "Transport", "ClusterRuntime",
+            name: "Launcher",
+            dependencies: ["ClusterRuntime", .product(name: "Logging", package: "swift-log")]
+        ),
+        .target(
+            name: "Recipe",
+            dependencies: ["ClusterRuntime", "Launcher", "Wire", "Workers", "RLHF", "EmbeddedTask", "LlamaCore", "LlamaTraining",
                            .product(name: "Logging", package: "swift-log"),
-                           .product(name: "SwiftProtobuf", package: "swift-protobuf")],
+                           .product(name: "Yams", package: "Yams")]
+        ),
+        .target(
+            name: "Workers",
+            dependencies: ["LlamaCore", "LlamaTraining", "RLHF", "Wire", "ClusterRuntime"],
             swiftSettings: nativeCodegen
         ),
         .target(
@@ -100,7 +103,7 @@ let package = Package(
                 "Wire",
                 "Transport",
                 "Workers",
-                "Orchestrator",
+                "Recipe", "Launcher",
                 "ClusterRuntime",
                 "EmbeddedTask",
                 .product(name: "Logging", package: "swift-log"),
@@ -108,14 +111,21 @@ let package = Package(
             ],
             swiftSettings: nativeCodegen
         ),
-        .testTarget(
-            name: "ClusterRuntimeTests",
-            dependencies: ["ClusterRuntime", "Workers", "Orchestrator", "Wire", "Transport", "LlamaCore", "LlamaTraining", "RLHFCLI",
-                           .product(name: "PropertyBased", package: "swift-property-based")]
+        // Tests: one target per module (unit tests, in-process), the process-level tests in
+        // IntegrationTests, and TestKit, what they share (the built rlhf, processes, ports, fixtures).
+        .target(
+            name: "TestKit",
+            dependencies: ["Wire"],
+            path: "Tests/TestKit"
         ),
         .testTarget(
-            name: "WireTests",
-            dependencies: ["Wire", "CWirePeer", "Transport", "LlamaCore"]
+            name: "LlamaCoreTests",
+            dependencies: ["LlamaCore", "TestKit"],
+            exclude: ["Resources"]
+        ),
+        .testTarget(
+            name: "LlamaTrainingTests",
+            dependencies: ["LlamaCore", "LlamaTraining", "TestKit"]
         ),
         .testTarget(
             name: "RLHFTests",
@@ -126,13 +136,34 @@ let package = Package(
             dependencies: ["EmbeddedTask", "LlamaCore"]
         ),
         .testTarget(
-            name: "LlamaTrainingTests",
-            dependencies: ["LlamaCore", "LlamaTraining"]
+            name: "WireTests",
+            dependencies: ["Wire", "CWirePeer", "LlamaCore", "TestKit"]
         ),
         .testTarget(
-            name: "LlamaCoreTests",
-            dependencies: ["LlamaCore", "RLHFCLI"],
-            resources: [.copy("Resources")]
+            name: "TransportTests",
+            dependencies: ["Transport", "Wire", "TestKit"]
+        ),
+        .testTarget(
+            name: "ClusterRuntimeTests",
+            dependencies: ["ClusterRuntime", "Wire", "Transport", "LlamaCore", "TestKit"]
+        ),
+        .testTarget(
+            name: "WorkersTests",
+            dependencies: ["Workers", "ClusterRuntime", "Wire", "Transport", "LlamaCore", "LlamaTraining", "TestKit"]
+        ),
+        .testTarget(
+            name: "LauncherTests",
+            dependencies: ["Launcher", "ClusterRuntime", "TestKit"]
+        ),
+        .testTarget(
+            name: "RecipeTests",
+            dependencies: ["Recipe", "Launcher", "ClusterRuntime", "Workers", "Wire", "LlamaCore", "LlamaTraining", "TestKit",
+                           .product(name: "PropertyBased", package: "swift-property-based")]
+        ),
+        .testTarget(
+            name: "IntegrationTests",
+            dependencies: ["RLHFCLI", "Recipe", "Launcher", "Workers", "ClusterRuntime", "Wire", "Transport", "LlamaCore", "LlamaTraining",
+                           "TestKit", .product(name: "PropertyBased", package: "swift-property-based")]
         ),
     ],
     swiftLanguageModes: [.v6]

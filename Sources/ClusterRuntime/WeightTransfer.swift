@@ -180,3 +180,32 @@ public enum WeightFetcher {
         }
     }
 }
+
+/// Where a learner opens its weight servers (one per model it trains): the process's poll loop, the
+/// address to bind (e.g. `tcp://0.0.0.0:*`), the host consumers reach it at, and the CURVE keys when
+/// the cluster is encrypted.
+public struct WeightServing: Sendable {
+    public let loop: PollLoop
+    public let bind: String
+    public let host: String
+    public let curve: (secretKey: String, clients: Set<String>)?
+
+    public init(loop: PollLoop, bind: String, host: String, curve: (secretKey: String, clients: Set<String>)? = nil) {
+        self.loop = loop
+        self.bind = bind
+        self.host = host
+        self.curve = curve
+    }
+
+    /// A new weight server and the endpoint consumers fetch from (its bound port on `host`).
+    public func open() throws -> (server: WeightServer, advertised: String) {
+        let server = try WeightServer(loop: loop, bind: bind, curve: curve)
+        return (server, WeightServing.advertise(server.endpoint, host: host))
+    }
+
+    /// `tcp://0.0.0.0:PORT` (what a wildcard bind reports) with `host` in place of the address.
+    public static func advertise(_ bound: String, host: String) -> String {
+        guard let colon = bound.lastIndex(of: ":") else { return bound }
+        return "tcp://\(host)\(bound[colon...])"
+    }
+}

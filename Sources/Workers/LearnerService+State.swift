@@ -89,9 +89,9 @@ extension LearnerService {
                 guard FileManager.default.fileExists(atPath: path) else { continue }
                 let saved = try TrainingState.read(path: path)
                 guard let head = saved.heads["score"] else { throw LlamaError.invalidInput("\(path) has no score head") }
-                let server = try WeightServer(loop: serving.loop, bind: serving.bind, curve: serving.curve)
+                let (server, advertised) = try serving.open()
                 let model = RewardTraining(weights: saved.weights, head: head, pool: trainer.pool, optimizer: settings.optimizer, server: server,
-                                           advertised: LearnerService.advertise(server.endpoint, host: serving.host))
+                                           advertised: advertised)
                 try model.optimizer.load(saved.optimizer)
                 _ = model.publish(UInt64(saved.step), kind: kind, chunkBytes: settings.chunkBytes)
                 rewardModels[kind] = model

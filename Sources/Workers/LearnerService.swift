@@ -5,7 +5,6 @@ import LlamaCore
 import LlamaTraining
 import RLHF
 import Synchronization
-import Transport
 import Wire
 
 /// The learner role's compute: applies training batches to the policy (one AdamW step per batch) and
@@ -49,7 +48,7 @@ public final class LearnerService: RoleService, @unchecked Sendable {
     /// Reward models trained here (REWARD_RANKING batches), by kind; made at their first batch.
     var rewardModels: [ModelKind: RewardTraining] = [:]
     /// Where reward models' weight servers are opened.
-    let serving: (loop: PollLoop, bind: String, host: String, curve: (secretKey: String, clients: Set<String>)?)
+    let serving: WeightServing
 
     /// A model with a scalar head in training: a trunk, the head `(D + 1)` (weight then bias) as a
     /// parameter group of its own, and their optimizer. The value model of PPO is one.
@@ -109,29 +108,21 @@ public final class LearnerService: RoleService, @unchecked Sendable {
     }
 
     /// A learner training a copy of `weights` (version `policyVersion`) on `threads` threads, serving its
-    /// versions on `loop` at `bind` (e.g. `tcp://0.0.0.0:*`) and advertising `advertiseHost` with the
-    /// bound port; with `curve`, encrypted and open only to the listed client keys.
+    /// versions on weight servers opened where `serving` says.
     public init(weights: ModelWeights, threads: Int = 1, policyVersion: UInt64 = 0, settings: Settings = Settings(),
-                loop: PollLoop, bind: String, advertiseHost: String, curve: (secretKey: String, clients: Set<String>)? = nil) throws {
+                serving: WeightServing) throws {
         initialWeights = weights.copy()
-        serving = (loop, bind, advertiseHost, curve)
+        self.serving = serving
         trainer = TrainableTransformer(weights: weights.copy(), pool: ComputePool(threads: threads))
         optimizer = AdamW(settings: settings.optimizer, groupSizes: [trainer.weights.storage.count])
         self.settings = settings
-        server = try WeightServer(loop: loop, bind: bind, curve: curve)
-        advertisedEndpoint = LearnerService.advertise(server.endpoint, host: advertiseHost)
+        (server, advertisedEndpoint) = try serving.open()
         version = policyVersion
         let publisher = WeightPublisher(weights: trainer.weights, policyVersion: policyVersion, chunkBytes: settings.chunkBytes,
                                         source: advertisedEndpoint)
         server.publish(publisher)
         announcement = publisher.announcement
         checksum = publisher.announcement.modelChecksum
-    }
-
-    /// `tcp://0.0.0.0:PORT` (what a wildcard bind reports) with `host` in place of the address.
-    static func advertise(_ bound: String, host: String) -> String {
-        guard let colon = bound.lastIndex(of: ":") else { return bound }
-        return "tcp://\(host)\(bound[colon...])"
     }
 
     public var policyVersion: UInt64 { lock.withLock { version } }
@@ -332,10 +323,9 @@ public final class LearnerService: RoleService, @unchecked Sendable {
         let joined = try joinedSequences(batch.sequences, config: trainer.config)
         let model = try lock.withLock { () throws -> RewardTraining in
             if let existing = rewardModels[kind] { return existing }
-            let server = try WeightServer(loop: serving.loop, bind: serving.bind, curve: serving.curve)
+            let (server, advertised) = try serving.open()
             let made = RewardTraining(weights: initialWeights, head: ScalarHead(dim: trainer.config.dim, seed: kind == .safetyModel ? 2 : 1),
-                                      pool: trainer.pool, optimizer: settings.optimizer, server: server,
-                                      advertised: LearnerService.advertise(server.endpoint, host: serving.host))
+                                      pool: trainer.pool, optimizer: settings.optimizer, server: server, advertised: advertised)
             rewardModels[kind] = made
             return made
         }

@@ -1,7 +1,6 @@
 import ClusterRuntime
 import Distributed
 import Foundation
-import Orchestrator
 import Testing
 import Wire
 

@@ -1,5 +1,5 @@
+import ClusterRuntime
 import Foundation
-import Orchestrator
 import Testing
 
 /// The coordinator's run journal, read back after clean and torn endings.

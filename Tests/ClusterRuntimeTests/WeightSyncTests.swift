@@ -3,7 +3,7 @@ import LlamaCore
 import Testing
 import Transport
 @testable import Wire
-@testable import Workers
+import Workers
 @testable import ClusterRuntime
 
 @Suite struct WeightSyncTests {

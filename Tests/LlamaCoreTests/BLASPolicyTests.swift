@@ -1,6 +1,7 @@
 import Foundation
 import LlamaCore
 import Testing
+import TestKit
 
 @Suite struct BLASPolicyTests {
     let avx512: Set<String> = ["sse3", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512cd"]
@@ -44,22 +45,4 @@ import Testing
 
     /// The real thing: `rlhf` started with OpenBLAS told to load its generic SSE3 kernels re-executes
     /// itself with the kernels of this CPU, and says so in its debug log.
-    @Test func aProcessOnGenericKernelsSwitchesAtStartUp() throws {
-        let flags = BLASRuntime.cpuFlags()
-        // No AVX2, or an OpenBLAS built for one core (which ignores OPENBLAS_CORETYPE): nothing to switch.
-        guard let native = BLASKernelPolicy.nativeCore(cpuFlags: flags), BLASRuntime.configLine.contains("DYNAMIC_ARCH") else { return }
-        let switched = try CLITests.rlhf(["checkpoint", "info", Fixtures.model("tiny-mha")],
-                                         environment: ["OPENBLAS_CORETYPE": "Prescott", "RLHF_LOG_LEVEL": "debug"])
-        #expect(switched.status == 0, "\(switched.stderr)")
-        #expect(switched.stderr.contains("OpenBLAS kernels \(native) on a CPU with"), "\(switched.stderr)")
-        #expect(switched.stderr.contains("OpenBLAS chose Prescott by itself; switched at start-up"), "\(switched.stderr)")
-        // The user's explicit choice is kept.
-        let forced = try CLITests.rlhf(["checkpoint", "info", Fixtures.model("tiny-mha")],
-                                       environment: ["RLHF_OPENBLAS_CORETYPE": "Prescott", "RLHF_LOG_LEVEL": "debug"])
-        #expect(forced.status == 0)
-        #expect(forced.stderr.contains("OpenBLAS kernels Prescott on a CPU with"), "\(forced.stderr)")
-        // Without the debug level, nothing is said.
-        let quiet = try CLITests.rlhf(["checkpoint", "info", Fixtures.model("tiny-mha")], environment: ["OPENBLAS_CORETYPE": "Prescott"])
-        #expect(!quiet.stderr.contains("OpenBLAS"))
-    }
 }

@@ -3,27 +3,11 @@ import Foundation
 import LlamaCore
 import SwiftProtobuf
 import Testing
+import TestKit
 @testable import Wire
 
 @Suite struct WireTests {
-    static func sampleMessage() throws -> WireMessage {
-        var request = Rlhf_V1_GenerateRequest()
-        var prompt = Rlhf_V1_Prompt()
-        prompt.promptID = 7
-        prompt.ids = [1, 450, 3, 29]
-        request.prompts = [prompt]
-        request.samplesPerPrompt = 4
-        request.sampling.temperature = 1.2
-        request.seed = 99
-        request.maxNewTokens = 32
-        request.stopToken = 2
-        var message = try WireMessage(type: .generateRequest, requestID: 42, body: request,
-                                      tensors: [WireTensor(name: "logprobs", floats: [-1.5, -0.25, -3])],
-                                      sender: "coordinator", policyVersion: 3)
-        message.round = 2
-        message.step = 11
-        return message
-    }
+    static func sampleMessage() throws -> WireMessage { try TestKit.sampleMessage() }
 
     @Test func roundTrip() throws {
         let message = try WireTests.sampleMessage()

@@ -3,7 +3,7 @@ import ClusterRuntime
 import Foundation
 import LlamaCore
 import LlamaTraining
-import Orchestrator
+import Recipe
 import Synchronization
 import Transport
 import Wire
@@ -665,7 +665,7 @@ struct TransportBench: ParsableCommand {
         while coordinator.workers().count < workers && Date() < deadline { Thread.sleep(forTimeInterval: 0.01) }
         guard coordinator.workers().count == workers else { throw ValidationError("only \(coordinator.workers().count) of \(workers) workers registered") }
         let request = GenerateRequest(prompts: [GenerateRequest.Prompt(id: 0, tokens: [1, 2, 3])], maxNewTokens: 1)
-        let generator = coordinator.pools.generator
+        let generator = try coordinator.pools().generator
         // Warm up, then time: each task one call on the generator pool, through the actor system.
         _ = try coordinator.fanOut(Array(repeating: request, count: 2_000)) { try await generator.generate($0) }
         let start = Date()

@@ -4,7 +4,7 @@ import Foundation
 import LlamaCore
 import LlamaTraining
 import Logging
-import Orchestrator
+import Recipe
 import Synchronization
 import Transport
 import Wire
@@ -197,11 +197,10 @@ struct WorkerCommand: ParsableCommand {
             logger.warning("no --checkpoint: this worker holds no model; it registers and heartbeats, and refuses every task")
         }
         let daemon: WorkerDaemon
-        let keepAlive: PollLoop?
         do {
-            let service: (any RoleService)?
-            (service, keepAlive) = try makeService()
-            daemon = try WorkerDaemon(settings: settings, service: service)
+            // One poll loop for the process: the daemon's connection and, on a learner, its weight servers.
+            let loop = try PollLoop()
+            daemon = try WorkerDaemon(settings: settings, service: try makeService(loop: loop), loop: loop)
         } catch {
             throw cliFailure(error)
         }
@@ -209,56 +208,51 @@ struct WorkerCommand: ParsableCommand {
         if let sig = signals.received, !daemon.isRegistered {
             // Not admitted yet: nothing to drain.
             daemon.shutdown()
-            keepAlive?.shutdown()
             throw ExitCode(128 + sig)
         }
         if let reason = daemon.gaveUpReason {
             daemon.shutdown()
-            keepAlive?.shutdown()
             throw cliFailure(WorkerDaemon.RegistrationError.gaveUp(reason))
         }
         signals.wait(alsoUntil: { daemon.waitUntilGivenUp() })
         if let reason = daemon.gaveUpReason {
             daemon.shutdown()
-            keepAlive?.shutdown()
             throw cliFailure(WorkerDaemon.RegistrationError.gaveUp(reason))
         }
         daemon.drain(timeoutSeconds: drainTimeout)
         daemon.shutdown()
-        keepAlive?.shutdown()
     }
 
-    /// The role's compute, and the poll loop it serves weights on (learner only).
-    private func makeService() throws -> ((any RoleService)?, PollLoop?) {
+    /// The role's compute (a learner serves its weights on `loop`).
+    private func makeService(loop: PollLoop) throws -> (any RoleService)? {
         guard let checkpoint else {
             // A worker without a model only registers and heartbeats (useful to test a cluster).
-            return (nil, nil)
+            return nil
         }
         let weights = try Checkpoint.read(path: checkpoint).weights
         switch role {
         case .generator:
-            return (GeneratorService(model: LlamaModel(weights: weights), threads: threads, faultHangAfterSteps: faultHangAfterSteps), nil)
+            return GeneratorService(model: LlamaModel(weights: weights), threads: threads, faultHangAfterSteps: faultHangAfterSteps)
         case .rewardModel, .safetyModel:
             let scoreHead = try head.map { try RewardModelService.loadHead(path: $0) } ?? ScalarHead(dim: weights.config.dim, seed: seed)
-            return (try RewardModelService(kind: role == .safetyModel ? .safetyModel : .rewardModel, weights: weights, head: scoreHead,
-                                           threads: threads), nil)
+            return try RewardModelService(kind: role == .safetyModel ? .safetyModel : .rewardModel, weights: weights, head: scoreHead,
+                                          threads: threads)
         case .referencePolicy:
-            return (ReferencePolicyService(weights: weights, threads: threads), nil)
+            return ReferencePolicyService(weights: weights, threads: threads)
         case .learner:
-            let loop = try PollLoop()
             let host = try advertise ?? Network.localAddress(toward: coordinator)
             let curve = try curveServeKey.map {
                 try CurveKeyFile.server(keyFile: $0, admitting: (curveAllow ?? "").split(separator: ",").map(String.init))
             }
             var learnerSettings = LearnerService.Settings()
             learnerSettings.stateDirectory = stateDir
-            let learner = try LearnerService(weights: weights, threads: threads, settings: learnerSettings, loop: loop, bind: "tcp://0.0.0.0:*",
-                                      advertiseHost: host, curve: curve)
+            let learner = try LearnerService(weights: weights, threads: threads, settings: learnerSettings,
+                                             serving: WeightServing(loop: loop, bind: "tcp://0.0.0.0:*", host: host, curve: curve))
             if let restoreStep {
                 guard stateDir != nil else { throw ValidationError("--restore-step needs --state-dir") }
                 try learner.restoreState(afterStep: restoreStep)
             }
-            return (learner, loop)
+            return learner
         }
     }
 }
@@ -412,7 +406,7 @@ struct LaunchCommand: ParsableCommand {
             if quick { parsed = parsed.quick() }
             let runDirectory = runDir ?? LaunchCommand.newRunDirectory()
             // A quick run is another plan than the spec's: its journal must not resume the full one, nor the reverse.
-            let launcher = Launcher(spec: parsed, specText: quick ? text + "\n# --quick\n" : text, runDirectory: runDirectory)
+            let launcher = ClusterLaunch(spec: parsed, specText: quick ? text + "\n# --quick\n" : text, runDirectory: runDirectory)
             launcher.progressInterval = progressEvery
             // Ctrl-C or SIGTERM: stop every process this launch started (bounded), then exit.
             var sources: [DispatchSourceSignal] = []
@@ -421,7 +415,7 @@ struct LaunchCommand: ParsableCommand {
                 let source = DispatchSource.makeSignalSource(signal: sig, queue: DispatchQueue(label: "rlhf.launch.signals"))
                 source.setEventHandler {
                     printError("\(sig == SIGINT ? "interrupted" : "terminated"): stopping the cluster")
-                    let stopped = launcher.stopAll(graceSeconds: Launcher.stopGraceSeconds)
+                    let stopped = launcher.stopAll(graceSeconds: ClusterLaunch.stopGraceSeconds)
                     printError("stopped \(stopped) workers and the coordinator")
                     Glibc.exit(sig == SIGINT ? 130 : 143)
                 }

@@ -1,7 +1,8 @@
 import ArgumentParser
+import ClusterRuntime
 import Foundation
 import LlamaCore
-import Orchestrator
+import Recipe
 import Transport
 import Wire
 

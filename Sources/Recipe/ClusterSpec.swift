@@ -1,0 +1,558 @@
+import ClusterRuntime
+import Foundation
+import Launcher
+import RLHF
+import LlamaTraining
+import Yams
+
+/// A cluster spec (YAML in cluster/): where the coordinator listens, which hosts run which workers,
+/// the model, and the plan. Every key is checked; an error names the key and the reason.
+public struct ClusterSpec: Sendable, Equatable {
+    /// One host and the workers it runs (the launcher's `WorkerHost`).
+    public typealias Host = WorkerHost
+
+    /// One plan step.
+    public enum Step: Sendable, Equatable {
+        /// Sample `samples` completions of `prompts` prompts (random token prompts when the spec
+        /// has no data) and report throughput.
+        case generate(prompts: Int, samples: Int, maxNewTokens: Int, temperature: Float)
+        /// One round through every role: sample `samples` completions of `prompts` prompts, score them
+        /// with the reward and safety models, ask the reference for their log-probabilities (the KL
+        /// estimate against the reference's fixed version), fine-tune the learner on the best-scored
+        /// sample of each prompt (SFT, one step at `learningRate`), and sync the new policy version to
+        /// the generators.
+        case round(prompts: Int, samples: Int, maxNewTokens: Int, temperature: Float, learningRate: Float)
+        /// Keep the cluster up for `seconds` (to look at it with `rlhf status`).
+        case hold(seconds: Double)
+        /// Evaluate the current policy on held-out prompts with the task's annotator (the first
+        /// evaluation, of the SFT policy, is every later win rate's baseline).
+        case evaluate(name: String, settings: RLHFPipeline.EvalSettings)
+        /// Train a reward model (reward-model or safety-model) on the learner from the task's pairs.
+        case trainRewardModel(RLHFPipeline.RewardModelSettings)
+        /// A rejection-sampling round (RLHF-V1..V4).
+        case rejectionSampling(RLHFPipeline.RoundSettings)
+        /// A PPO round (RLHF-V5's last stage).
+        case ppo(RLHFPipeline.PPOSettings)
+
+        /// The roles whose workers the step sends work to: a plan with a step whose role no host
+        /// starts would wait for ever.
+        public var neededRoles: Set<WorkerRole> {
+            switch self {
+            case .generate: return [.generator]
+            case .round: return [.generator, .rewardModel, .referencePolicy, .learner]
+            case .hold: return []
+            // Samples, then the KL of those samples to the reference.
+            case .evaluate: return [.generator, .referencePolicy]
+            // Trains on the learner, syncs to the model's workers, which then score the held-out pairs.
+            case .trainRewardModel(let settings): return [.learner, settings.model]
+            // Sample, both reward models, SFT on the learner, then the round's evaluation.
+            case .rejectionSampling, .ppo: return Set(WorkerRole.allCases)
+            }
+        }
+
+        /// The step's name in a spec (`plan[i].NAME`).
+        public var kind: String {
+            switch self {
+            case .generate: "generate"
+            case .round: "round"
+            case .hold: "hold"
+            case .evaluate: "evaluate"
+            case .trainRewardModel: "train_rm"
+            case .rejectionSampling: "rs_round"
+            case .ppo: "ppo_round"
+            }
+        }
+
+        /// Whether the step is one of the RLHF pipeline's (which needs the spec's task and keeps
+        /// pipeline state across steps).
+        public var isRLHF: Bool {
+            switch self {
+            case .evaluate, .trainRewardModel, .rejectionSampling, .ppo: return true
+            case .generate, .round, .hold: return false
+            }
+        }
+    }
+
+    /// The embedded task the RLHF steps work on.
+    public struct Task: Sendable, Equatable {
+        /// Seed of the task's pairs.
+        public var seed: UInt64 = 1
+        /// The policy's tokenizer (default: tokenizer.bin beside the checkpoint).
+        public var tokenizer: String?
+        /// Preference pairs generated for the reward models.
+        public var preferencePairs = 8_000
+        /// Evaluation prompts used (nil: all).
+        public var evalPrompts: Int?
+        /// Sampling temperature of evaluations.
+        public var evalTemperature: Float = 1.0
+        /// Answers drawn per evaluation prompt (each compared with the SFT answer of the same draw):
+        /// more answers, a less noisy win rate.
+        public var evalSamples = 1
+    }
+
+    public var coordinator: String
+    public var hosts: [Host]
+    public var checkpoint: String
+    /// Score heads (JSON) of the reward and safety models; nil: heads initialised from a seed.
+    public var rewardHead: String?
+    public var safetyHead: String?
+    public var plan: [Step]
+    /// The text of the plan's own file when the spec names one (`plan: FILE`): part of the run's identity.
+    public var planFileText: String?
+    public var heartbeatMilliseconds: UInt64
+    /// Seconds a worker of this launch waits without a word from its coordinator before it gives up
+    /// (the launch died and no resume adopted it); 0: wait for ever.
+    public var orphanTimeoutSeconds: UInt64 = ClusterSpec.defaultOrphanTimeoutSeconds
+    /// The default of `orphan_timeout_s`.
+    public static let defaultOrphanTimeoutSeconds: UInt64 = 300
+    /// Where the coordinator serves Prometheus metrics (`tcp://HOST:PORT`); nil for nowhere.
+    public var metrics: String?
+    /// CURVE key prefixes (files PREFIX.key and PREFIX.pub from `rlhf keys generate`): the servers'
+    /// (coordinator, learners' weight servers) and the workers'. nil: plain TCP.
+    public var curve: (server: String, client: String)?
+    /// The embedded task, for the RLHF steps (nil: none; those steps are then refused).
+    public var task: Task?
+
+    public static func == (a: ClusterSpec, b: ClusterSpec) -> Bool {
+        a.coordinator == b.coordinator && a.hosts == b.hosts && a.checkpoint == b.checkpoint && a.rewardHead == b.rewardHead
+            && a.safetyHead == b.safetyHead && a.plan == b.plan && a.heartbeatMilliseconds == b.heartbeatMilliseconds
+            && a.orphanTimeoutSeconds == b.orphanTimeoutSeconds
+            && a.metrics == b.metrics && a.curve?.server == b.curve?.server && a.curve?.client == b.curve?.client && a.task == b.task
+    }
+
+    /// A spec error: the key (dotted path) and why.
+    public struct Invalid: Error, CustomStringConvertible, Equatable {
+        public let key: String
+        public let reason: String
+        public var description: String { "invalid cluster spec: \(key): \(reason)" }
+    }
+
+    /// Only the coordinator endpoint of a spec file (what `rlhf status` needs).
+    public static func coordinatorEndpoint(ofSpecAt path: String) throws -> String {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+            throw Invalid(key: "(file)", reason: "cannot read \(path)")
+        }
+        guard let top = (try? Yams.load(yaml: text)) as? [String: Any], let endpoint = top["coordinator"] as? String else {
+            throw Invalid(key: "coordinator", reason: "no coordinator endpoint in \(path)")
+        }
+        return endpoint
+    }
+
+    /// Parses YAML text; relative paths are resolved against `baseDirectory`.
+    /// The same plan at a smoke-test size (`rlhf launch --quick`): every step keeps its kind, order and
+    /// settings but works on far less data, so that the whole plan runs in about a minute. Evaluations
+    /// answer 128 prompts once; reward models train on at most 1,500 pairs for one epoch; rounds draw
+    /// 4 samples of at most 128 prompts and label at most 64 new pairs; holds last a second.
+    public func quick() -> ClusterSpec {
+        var spec = self
+        if var task = spec.task {
+            task.evalPrompts = min(task.evalPrompts ?? 128, 128)
+            task.evalSamples = 1
+            task.preferencePairs = min(task.preferencePairs, 3_000)
+            spec.task = task
+        }
+        spec.plan = plan.map { step in
+            switch step {
+            case let .generate(prompts, samples, maxNewTokens, temperature):
+                return .generate(prompts: min(prompts, 16), samples: min(samples, 4), maxNewTokens: maxNewTokens, temperature: temperature)
+            case let .round(prompts, samples, maxNewTokens, temperature, learningRate):
+                return .round(prompts: min(prompts, 16), samples: min(samples, 4), maxNewTokens: maxNewTokens, temperature: temperature,
+                              learningRate: learningRate)
+            case let .hold(seconds):
+                return .hold(seconds: min(seconds, 1))
+            case let .evaluate(name, settings):
+                return .evaluate(name: name, settings: settings)
+            case var .trainRewardModel(settings):
+                settings.pairs = min(settings.pairs ?? 1_500, 1_500)
+                settings.epochs = min(settings.epochs, 1)
+                return .trainRewardModel(settings)
+            case var .rejectionSampling(settings):
+                settings.prompts = min(settings.prompts, 128)
+                settings.samples = min(settings.samples, 4)
+                settings.newPairs = min(settings.newPairs, 64)
+                return .rejectionSampling(settings)
+            case var .ppo(settings):
+                settings.iterations = min(settings.iterations, 4)
+                settings.rollouts = min(settings.rollouts, 32)
+                settings.miniBatch = min(settings.miniBatch, settings.rollouts)
+                settings.newPairs = min(settings.newPairs, 32)
+                settings.rmEvery = settings.rmEvery.map { min($0, 2) }
+                return .ppo(settings)
+            }
+        }
+        return spec
+    }
+
+    public static func parse(_ text: String, baseDirectory: String) throws -> ClusterSpec {
+        let root: Any?
+        do {
+            root = try Yams.load(yaml: text)
+        } catch {
+            throw Invalid(key: "(file)", reason: "not valid YAML: \(error)")
+        }
+        guard let top = root as? [String: Any] else { throw Invalid(key: "(file)", reason: "expected a mapping at the top level") }
+        let known: Set<String> = ["coordinator", "hosts", "model", "plan", "heartbeat_ms", "orphan_timeout_s", "metrics", "curve", "task"]
+        if let unknown = top.keys.first(where: { !known.contains($0) }) {
+            throw Invalid(key: unknown, reason: "unknown key (expected one of \(known.sorted().joined(separator: ", ")))")
+        }
+        guard let coordinator = top["coordinator"] as? String, coordinator.hasPrefix("tcp://") else {
+            throw Invalid(key: "coordinator", reason: "expected an endpoint like tcp://127.0.0.1:5555")
+        }
+        try ClusterSpec.checkPort(of: coordinator, key: "coordinator")
+        guard let hostList = top["hosts"] as? [Any], !hostList.isEmpty else {
+            throw Invalid(key: "hosts", reason: "expected a non-empty list of hosts")
+        }
+        var hosts: [Host] = []
+        for (i, item) in hostList.enumerated() {
+            let key = "hosts[\(i)]"
+            let h = try arguments(item, key: key, known: ["name", "address", "workers", "executable", "namespace"])
+            guard let name = h["name"] as? String, !name.isEmpty else { throw Invalid(key: "\(key).name", reason: "expected a name") }
+            for optional in ["address", "executable", "namespace"] {
+                if let value = h[optional], !((value as? String).map { !$0.isEmpty } ?? false) {
+                    throw Invalid(key: "\(key).\(optional)", reason: "expected a non-empty string, got \(describe(value))")
+                }
+            }
+            let address = h["address"] as? String ?? "local"
+            guard let roles = h["workers"] as? [String: Any], !roles.isEmpty else {
+                throw Invalid(key: "\(key).workers", reason: "expected a mapping of role to count")
+            }
+            var workers: [WorkerRole: Int] = [:]
+            for (roleName, count) in roles {
+                guard let role = WorkerRole(rawValue: roleName) else {
+                    throw Invalid(key: "\(key).workers.\(roleName)",
+                                  reason: "unknown role (expected \(WorkerRole.allCases.map(\.rawValue).joined(separator: ", ")))")
+                }
+                guard let n = count as? Int, (0 ... 4_096).contains(n) else {
+                    throw Invalid(key: "\(key).workers.\(roleName)", reason: "expected a count in 0...4096, got \(describe(count))")
+                }
+                workers[role] = n
+            }
+            hosts.append(Host(name: name, address: address, workers: workers, executable: h["executable"] as? String,
+                              namespace: h["namespace"] as? String))
+        }
+        guard let model = top["model"] as? [String: Any], let path = model["checkpoint"] as? String else {
+            throw Invalid(key: "model.checkpoint", reason: "expected the path of a checkpoint")
+        }
+        let modelKeys: Set<String> = ["checkpoint", "reward_head", "safety_head"]
+        if let unknown = model.keys.first(where: { !modelKeys.contains($0) }) {
+            throw Invalid(key: "model.\(unknown)", reason: "unknown key (expected one of \(modelKeys.sorted().joined(separator: ", ")))")
+        }
+        func file(_ key: String, _ value: Any?) throws -> String? {
+            guard let value else { return nil }
+            guard let path = value as? String, !path.isEmpty else { throw Invalid(key: "model.\(key)", reason: "expected a path") }
+            let resolved = path.hasPrefix("/") ? path : (baseDirectory as NSString).appendingPathComponent(path)
+            guard FileManager.default.fileExists(atPath: resolved) else { throw Invalid(key: "model.\(key)", reason: "no file at \(resolved)") }
+            return resolved
+        }
+        let checkpoint = try file("checkpoint", path)!
+        let rewardHead = try file("reward_head", model["reward_head"]), safetyHead = try file("safety_head", model["safety_head"])
+        var plan: [Step] = []
+        // The plan: a list in the spec, or the path of a YAML file holding the list (or a mapping with `plan:`).
+        var planItems: [Any] = []
+        var planFileText: String?
+        switch top["plan"] {
+        case nil, is NSNull:
+            break
+        case let items as [Any]:
+            planItems = items
+        case let file as String:
+            let path = file.hasPrefix("/") ? file : (baseDirectory as NSString).appendingPathComponent(file)
+            guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw Invalid(key: "plan", reason: "cannot read the plan file \(path)") }
+            let loaded: Any?
+            do {
+                loaded = try Yams.load(yaml: text)
+            } catch {
+                throw Invalid(key: "plan", reason: "the plan file \(path) is not valid YAML: \(error)")
+            }
+            guard let items = (loaded as? [Any]) ?? ((loaded as? [String: Any])?["plan"] as? [Any]) else {
+                throw Invalid(key: "plan", reason: "the plan file \(path) holds no list of steps (a list, or plan: followed by one)")
+            }
+            planItems = items
+            planFileText = text
+        default:
+            throw Invalid(key: "plan", reason: "expected a list of steps or the path of a YAML file holding them")
+        }
+        for (i, item) in planItems.enumerated() {
+            guard let step = item as? [String: Any], step.count == 1, let (kind, value) = step.first else {
+                throw Invalid(key: "plan[\(i)]", reason: "expected a mapping with one step kind")
+            }
+            switch kind {
+            case "generate":
+                let key = "plan[\(i)].generate"
+                let args = try arguments(value, key: key, known: ["prompts", "samples", "max_new_tokens", "temperature"])
+                plan.append(.generate(prompts: try positive(args, "prompts", key) ?? 8, samples: try positive(args, "samples", key) ?? 4,
+                                      maxNewTokens: try positive(args, "max_new_tokens", key) ?? 32,
+                                      temperature: try temperature(args, key).map(Float.init) ?? 1.0))
+            case "round":
+                let key = "plan[\(i)].round"
+                let args = try arguments(value, key: key, known: ["prompts", "samples", "max_new_tokens", "temperature", "learning_rate"])
+                plan.append(.round(prompts: try positive(args, "prompts", key) ?? 4, samples: try positive(args, "samples", key) ?? 4,
+                                   maxNewTokens: try positive(args, "max_new_tokens", key) ?? 16,
+                                   temperature: try temperature(args, key).map(Float.init) ?? 1.0,
+                                   learningRate: try number(args, "learning_rate", key, largest: 10).map(Float.init) ?? 1e-4))
+            case "hold":
+                let key = "plan[\(i)].hold"
+                let args = try arguments(value, key: key, known: ["seconds"])
+                guard let seconds = try number(args, "seconds", key, largest: 86_400) else { throw Invalid(key: key + ".seconds", reason: "expected a positive number of seconds") }
+                plan.append(.hold(seconds: seconds))
+            case "evaluate":
+                let args = try arguments(value, key: "plan[\(i)].evaluate", known: ["name"])
+                plan.append(.evaluate(name: try ClusterSpec.text(args, "name", "plan[\(i)].evaluate") ?? "SFT", settings: RLHFPipeline.EvalSettings()))
+            case "train_rm":
+                let key = "plan[\(i)].train_rm"
+                let args = try arguments(value, key: key, known: ["model", "pairs", "epochs", "batch_size", "learning_rate", "margin"])
+                guard let name = args["model"] as? String, let role = WorkerRole(rawValue: name), role == .rewardModel || role == .safetyModel else {
+                    throw Invalid(key: key + ".model", reason: "expected reward-model or safety-model")
+                }
+                var settings = RLHFPipeline.RewardModelSettings(model: role)
+                settings.pairs = try positive(args, "pairs", key)
+                settings.epochs = try number(args, "epochs", key) ?? settings.epochs
+                settings.batchSize = try positive(args, "batch_size", key) ?? settings.batchSize
+                settings.learningRate = try number(args, "learning_rate", key, largest: 10).map(Float.init) ?? settings.learningRate
+                if let m = args["margin"] {
+                    guard let text = m as? String, let margin = MarginTable(rawValue: text) else {
+                        throw Invalid(key: key + ".margin", reason: "expected small, large or none")
+                    }
+                    settings.margin = margin
+                }
+                plan.append(.trainRewardModel(settings))
+            case "rs_round":
+                let key = "plan[\(i)].rs_round"
+                let args = try arguments(value, key: key, known: ["name", "prompts", "samples", "temperature", "max_new_tokens", "epochs",
+                                                                  "batch_size", "learning_rate", "new_pairs", "rm_learning_rate", "from_sft"])
+                guard let name = args["name"] as? String, !name.isEmpty else { throw Invalid(key: key + ".name", reason: "expected a name, e.g. V1") }
+                var settings = RLHFPipeline.RoundSettings(name: name)
+                settings.prompts = try positive(args, "prompts", key) ?? settings.prompts
+                settings.samples = try positive(args, "samples", key) ?? settings.samples
+                settings.temperature = try number(args, "temperature", key, largest: 100).map(Float.init) ?? settings.temperature
+                settings.maxNewTokens = try positive(args, "max_new_tokens", key) ?? settings.maxNewTokens
+                settings.epochs = try positive(args, "epochs", key) ?? settings.epochs
+                settings.batchSize = try positive(args, "batch_size", key) ?? settings.batchSize
+                settings.learningRate = try number(args, "learning_rate", key, largest: 10).map(Float.init) ?? settings.learningRate
+                settings.newPairs = try count(args, "new_pairs", key) ?? settings.newPairs
+                settings.rewardLearningRate = try number(args, "rm_learning_rate", key, largest: 10).map(Float.init) ?? settings.rewardLearningRate
+                if let flag = args["from_sft"] {
+                    guard let value = flag as? Bool else { throw Invalid(key: key + ".from_sft", reason: "expected true or false") }
+                    settings.fromSFT = value
+                }
+                plan.append(.rejectionSampling(settings))
+            case "ppo_round":
+                plan.append(.ppo(try ClusterSpec.ppoSettings(value, key: "plan[\(i)].ppo_round")))
+            default:
+                throw Invalid(key: "plan[\(i)].\(kind)",
+                              reason: "unknown step (this build runs: generate, round, hold, evaluate, train_rm, rs_round, ppo_round)")
+            }
+        }
+        var heartbeat = 500
+        if let value = top["heartbeat_ms"] {
+            guard let ms = value as? Int, (10 ... 60_000).contains(ms) else {
+                throw Invalid(key: "heartbeat_ms", reason: "expected an integer number of milliseconds in 10...60000, got \(describe(value))")
+            }
+            heartbeat = ms
+        }
+        var orphanTimeout = Int(ClusterSpec.defaultOrphanTimeoutSeconds)
+        if let value = top["orphan_timeout_s"] {
+            guard let seconds = value as? Int, (0 ... 604_800).contains(seconds) else {
+                throw Invalid(key: "orphan_timeout_s", reason: "expected an integer number of seconds in 0...604800 (0: never), got \(describe(value))")
+            }
+            orphanTimeout = seconds
+        }
+        var metrics: String? = nil
+        if let m = top["metrics"] {
+            guard let endpoint = m as? String, endpoint.hasPrefix("tcp://") else {
+                throw Invalid(key: "metrics", reason: "expected an endpoint like tcp://127.0.0.1:9555")
+            }
+            try ClusterSpec.checkPort(of: endpoint, key: "metrics")
+            metrics = endpoint
+        }
+        var curve: (server: String, client: String)? = nil
+        if let c = top["curve"] {
+            guard let keys = c as? [String: Any] else { throw Invalid(key: "curve", reason: "expected {server: PREFIX, client: PREFIX}") }
+            if let unknown = keys.keys.first(where: { $0 != "server" && $0 != "client" }) {
+                throw Invalid(key: "curve.\(unknown)", reason: "unknown key (expected server, client)")
+            }
+            var prefixes: [String: String] = [:]
+            for name in ["server", "client"] {
+                guard let prefix = keys[name] as? String, !prefix.isEmpty else {
+                    throw Invalid(key: "curve.\(name)", reason: "expected the prefix of a key pair made by rlhf keys generate")
+                }
+                let resolved = prefix.hasPrefix("/") ? prefix : (baseDirectory as NSString).appendingPathComponent(prefix)
+                for file in [resolved + ".key", resolved + ".pub"] where !FileManager.default.fileExists(atPath: file) {
+                    throw Invalid(key: "curve.\(name)", reason: "no file at \(file) (make it with: rlhf keys generate --out \(resolved))")
+                }
+                prefixes[name] = resolved
+            }
+            curve = (prefixes["server"]!, prefixes["client"]!)
+        }
+        var spec = ClusterSpec(coordinator: coordinator, hosts: hosts, checkpoint: checkpoint, rewardHead: rewardHead, safetyHead: safetyHead,
+                               plan: plan, heartbeatMilliseconds: UInt64(heartbeat), metrics: metrics)
+        spec.curve = curve
+        spec.orphanTimeoutSeconds = UInt64(orphanTimeout)
+        spec.planFileText = planFileText
+        if let t = top["task"] {
+            let args = try arguments(t, key: "task", known: ["seed", "tokenizer", "preference_pairs", "eval_prompts", "eval_temperature", "eval_samples"])
+            var task = Task()
+            if let seed = args["seed"] {
+                guard let n = seed as? Int, n >= 0 else { throw Invalid(key: "task.seed", reason: "expected a seed >= 0") }
+                task.seed = UInt64(n)
+            }
+            if let path = args["tokenizer"] {
+                guard let text = path as? String else { throw Invalid(key: "task.tokenizer", reason: "expected a path") }
+                let resolved = text.hasPrefix("/") ? text : (baseDirectory as NSString).appendingPathComponent(text)
+                guard FileManager.default.fileExists(atPath: resolved) else { throw Invalid(key: "task.tokenizer", reason: "no file at \(resolved)") }
+                task.tokenizer = resolved
+            }
+            task.preferencePairs = try positive(args, "preference_pairs", "task") ?? task.preferencePairs
+            task.evalPrompts = try positive(args, "eval_prompts", "task")
+            task.evalTemperature = try number(args, "eval_temperature", "task", largest: 100).map(Float.init) ?? task.evalTemperature
+            task.evalSamples = try positive(args, "eval_samples", "task") ?? task.evalSamples
+            spec.task = task
+        }
+        // Refused before anything starts: a step whose role no host starts would wait for ever.
+        let started = Set(hosts.flatMap { $0.workers.filter { $0.value > 0 }.keys })
+        for (i, step) in plan.enumerated() {
+            let missing = step.neededRoles.subtracting(started)
+            if !missing.isEmpty {
+                let names = missing.map(\.rawValue).sorted()
+                throw Invalid(key: "plan[\(i)].\(step.kind)",
+                              reason: "needs \(names.joined(separator: ", ")) workers, and no host starts any (give a host e.g. workers: {\(names[0]): 1})")
+            }
+        }
+        let needsTask = plan.contains(where: \.isRLHF)
+        if needsTask && spec.task == nil {
+            throw Invalid(key: "task", reason: "the plan's evaluate, train_rm and rs_round steps need a task (e.g. task: {seed: 1})")
+        }
+        return spec
+    }
+
+    /// A `ppo_round` step's settings.
+    static func ppoSettings(_ value: Any, key: String) throws -> RLHFPipeline.PPOSettings {
+        let args = try arguments(value, key: key, known: ["name", "iterations", "rollouts", "mini_batch", "epochs", "learning_rate", "value_learning_rate",
+                                                          "beta", "kl_estimator", "kl_target", "whitening", "temperature", "max_new_tokens",
+                                                          "gamma", "lambda", "new_pairs", "rm_every", "rm_learning_rate"])
+        guard let name = args["name"] as? String, !name.isEmpty else { throw Invalid(key: key + ".name", reason: "expected a name, e.g. V5") }
+        var settings = RLHFPipeline.PPOSettings(name: name)
+        settings.iterations = try positive(args, "iterations", key) ?? settings.iterations
+        settings.rollouts = try positive(args, "rollouts", key) ?? settings.rollouts
+        settings.miniBatch = try positive(args, "mini_batch", key) ?? settings.miniBatch
+        settings.epochs = try positive(args, "epochs", key) ?? settings.epochs
+        settings.newPairs = try count(args, "new_pairs", key) ?? settings.newPairs
+        settings.rmEvery = try positive(args, "rm_every", key)
+        settings.rewardLearningRate = try number(args, "rm_learning_rate", key, largest: 10).map(Float.init) ?? settings.rewardLearningRate
+        guard settings.epochs <= 64 else { throw Invalid(key: key + ".epochs", reason: "expected at most 64 passes over the rollouts") }
+        settings.learningRate = try number(args, "learning_rate", key, largest: 10).map(Float.init) ?? settings.learningRate
+        settings.valueLearningRate = try number(args, "value_learning_rate", key, largest: 10).map(Float.init) ?? settings.valueLearningRate
+        if let b = args["beta"] {
+            guard let beta = number(b), beta >= 0, beta <= 1e6 else {
+                throw Invalid(key: key + ".beta", reason: "expected a number in [0, 1e6], got \(describe(b))")
+            }
+            settings.beta = beta
+        }
+        if let e = args["kl_estimator"] {
+            guard let text = e as? String, let estimator = KLEstimator(rawValue: text) else { throw Invalid(key: key + ".kl_estimator", reason: "expected k1 or k3") }
+            settings.klEstimator = estimator
+        }
+        settings.klTarget = try number(args, "kl_target", key)
+        if let w = args["whitening"] {
+            guard let text = w as? String, let whitening = RewardWhitener.Statistics(rawValue: text) else {
+                throw Invalid(key: key + ".whitening", reason: "expected running or batch")
+            }
+            settings.whitening = whitening
+        }
+        settings.temperature = try number(args, "temperature", key, largest: 100).map(Float.init) ?? settings.temperature
+        settings.maxNewTokens = try positive(args, "max_new_tokens", key) ?? settings.maxNewTokens
+        for (name, path) in [("gamma", \RLHFPipeline.PPOSettings.gamma), ("lambda", \RLHFPipeline.PPOSettings.lambda)] {
+            guard let v = args[name] else { continue }
+            guard let x = number(v), (0...1).contains(x) else {
+                throw Invalid(key: "\(key).\(name)", reason: "expected a number in [0, 1]")
+            }
+            settings[keyPath: path] = Float(x)
+        }
+        return settings
+    }
+
+    /// A step's (or section's) arguments as a mapping, every key known.
+    static func arguments(_ value: Any, key: String, known: Set<String>) throws -> [String: Any] {
+        if value is NSNull { return [:] }
+        guard let args = value as? [String: Any] else { throw Invalid(key: key, reason: "expected a mapping") }
+        if let unknown = args.keys.first(where: { !known.contains($0) }) {
+            throw Invalid(key: "\(key).\(unknown)", reason: "unknown key (expected one of \(known.sorted().joined(separator: ", ")))")
+        }
+        return args
+    }
+
+    /// The largest count a step takes (prompts, samples, tokens, epochs...): far beyond any real run, and
+    /// small enough that products of two counts cannot overflow.
+    public static let largestCount = 1 << 26
+
+    /// A positive integer argument, if given (at most `largestCount`).
+    static func positive(_ args: [String: Any], _ name: String, _ key: String) throws -> Int? {
+        guard let value = args[name] else { return nil }
+        guard let n = value as? Int, (1 ... largestCount).contains(n) else {
+            throw Invalid(key: "\(key).\(name)", reason: "expected a positive integer at most \(largestCount), got \(describe(value))")
+        }
+        return n
+    }
+
+    /// A non-empty string argument, if given.
+    static func text(_ args: [String: Any], _ name: String, _ key: String) throws -> String? {
+        guard let value = args[name] else { return nil }
+        guard let string = value as? String, !string.isEmpty else {
+            throw Invalid(key: "\(key).\(name)", reason: "expected a non-empty string, got \(describe(value))")
+        }
+        return string
+    }
+
+    /// A count >= 0 (at most `largestCount`), if given.
+    static func count(_ args: [String: Any], _ name: String, _ key: String) throws -> Int? {
+        guard let value = args[name] else { return nil }
+        guard let n = value as? Int, (0 ... largestCount).contains(n) else {
+            throw Invalid(key: "\(key).\(name)", reason: "expected a count in 0...\(largestCount), got \(describe(value))")
+        }
+        return n
+    }
+
+    /// A sampling temperature, if given: a finite number >= 0 (0 is greedy), integer or not.
+    static func temperature(_ args: [String: Any], _ key: String) throws -> Double? {
+        guard let value = args["temperature"] else { return nil }
+        guard let x = number(value), x >= 0, x <= 100 else {
+            throw Invalid(key: "\(key).temperature", reason: "expected a number in [0, 100] (0 samples greedily), got \(describe(value))")
+        }
+        return x
+    }
+
+    /// A YAML scalar as a number: floats and integers (YAML reads `0` as an integer); nil for anything
+    /// else (strings, booleans).
+    static func number(_ value: Any) -> Double? {
+        if value is Bool { return nil }
+        return (value as? Double) ?? (value as? Int).map(Double.init)
+    }
+
+    /// A YAML value as an error message shows it (strings quoted).
+    static func describe(_ value: Any) -> String {
+        if let text = value as? String { return "\"\(text)\"" }
+        return "\(value)"
+    }
+
+    /// The port of a `tcp://HOST:PORT` endpoint is `*` or in 1...65535 (a larger number was taken modulo
+    /// 65536 by the socket library: 99999 bound 34463).
+    static func checkPort(of endpoint: String, key: String) throws {
+        guard let colon = endpoint.lastIndex(of: ":"), colon > endpoint.index(endpoint.startIndex, offsetBy: 5) else {
+            throw Invalid(key: key, reason: "expected tcp://HOST:PORT, got \(endpoint)")
+        }
+        let port = endpoint[endpoint.index(after: colon)...]
+        guard port == "*" || (Int(port).map { (1...65535).contains($0) } ?? false) else {
+            throw Invalid(key: key, reason: "port \(port) is not * or a number in 1...65535")
+        }
+    }
+
+    /// A positive number argument, if given: at most `largest`, and one that a Float holds as a positive
+    /// number (1e-50 is 0 as a Float, 1e39 infinite).
+    static func number(_ args: [String: Any], _ name: String, _ key: String, largest: Double = 1e6) throws -> Double? {
+        guard let value = args[name] else { return nil }
+        guard let x = number(value), x > 0, x <= largest, Float(x) > 0 else {
+            throw Invalid(key: "\(key).\(name)", reason: "expected a positive number at most \(largest), got \(describe(value))")
+        }
+        return x
+    }
+}

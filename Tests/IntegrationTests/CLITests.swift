@@ -1,0 +1,431 @@
+import Foundation
+import LlamaCore
+import Testing
+import TestKit
+
+/// Runs the built `rlhf` executable as a user would.
+@Suite struct CLITests {
+    struct Output {
+        var status: Int32
+        var stdout: String
+        var stderr: String
+    }
+
+    static var executable: URL { TestKit.executable }
+
+    /// Runs `rlhf arguments` with `stdin`; output goes through files (reading pipes with Foundation
+    /// can fail with EINTR while other tests' children exit).
+    static func rlhf(_ arguments: [String], stdin: String = "", directory: String? = nil,
+                     environment: [String: String] = [:]) throws -> Output {
+        let dir = NSTemporaryDirectory() + "rlhf-cli-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let paths = ["in", "out", "err"].map { dir + "/" + $0 }
+        try stdin.write(toFile: paths[0], atomically: true, encoding: .utf8)
+        _ = FileManager.default.createFile(atPath: paths[1], contents: nil)
+        _ = FileManager.default.createFile(atPath: paths[2], contents: nil)
+        let process = Process()
+        process.executableURL = executable
+        process.arguments = arguments
+        if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
+        if !environment.isEmpty {
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        }
+        process.standardInput = try FileHandle(forReadingFrom: URL(fileURLWithPath: paths[0]))
+        process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: paths[1]))
+        process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: paths[2]))
+        try process.run()
+        process.waitUntilExit()
+        return Output(status: process.terminationStatus,
+                      stdout: try String(contentsOfFile: paths[1], encoding: .utf8),
+                      stderr: try String(contentsOfFile: paths[2], encoding: .utf8))
+    }
+
+    @Test func selftestOnTheFixtures() throws {
+        let result = try CLITests.rlhf(["selftest", "--fixtures", Fixtures.models])
+        #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
+        let lines = result.stdout.split(separator: "\n")
+        // 3 inference checks per model, and 12 training checks per model (SFT, AdamW, reward model, PPO).
+        #expect(lines.filter { $0.hasPrefix("PASS") }.count == 30)
+        #expect(lines.contains { $0.hasPrefix("PASS tiny-gqa: PPO gradient") })
+        #expect(lines.last == "selftest: 30 passed, 0 failed")
+    }
+
+    @Test func selftestFailsOnAWrongFixture() throws {
+        let dir = NSTemporaryDirectory() + "rlhf-cli-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: Fixtures.model("tiny-mha"), toPath: dir + "/tiny-mha.bin")
+        // The other model's expectations cannot hold for this checkpoint.
+        let other = try String(contentsOfFile: Fixtures.models + "/tiny-gqa.generate.json", encoding: .utf8)
+        try other.write(toFile: dir + "/tiny-mha.generate.json", atomically: true, encoding: .utf8)
+        let result = try CLITests.rlhf(["selftest", "--fixtures", dir])
+        #expect(result.status != 0)
+        #expect(result.stdout.contains("FAIL"))
+    }
+
+    @Test func generateJSON() throws {
+        let result = try CLITests.rlhf(["generate", "--checkpoint", Fixtures.model("tiny-gqa"), "--tokenizer", Fixtures.kjvBin,
+                                        "--prompt", "In the beginning", "--steps", "12", "--seed", "3", "--json"])
+        #expect(result.status == 0, "\(result.stderr)")
+        let object = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as! [String: Any]
+        let ids = object["ids"] as! [Int]
+        #expect(!ids.isEmpty && ids.count <= 12)
+        #expect((object["logprobs"] as! [Double]).count == ids.count)
+        #expect((object["prompt_ids"] as! [Int]).first == 1)
+        #expect(object["text"] is String)
+        #expect((object["tokens_per_second"] as! Double) > 0)
+        // Same seed, same tokens.
+        let again = try CLITests.rlhf(["generate", "--checkpoint", Fixtures.model("tiny-gqa"), "--tokenizer", Fixtures.kjvBin,
+                                       "--prompt", "In the beginning", "--steps", "12", "--seed", "3", "--json"])
+        let object2 = try JSONSerialization.jsonObject(with: Data(again.stdout.utf8)) as! [String: Any]
+        #expect(object2["ids"] as! [Int] == ids)
+    }
+
+    @Test func generateGreedyIdsMatchTheFixture() throws {
+        let fixture = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: Fixtures.models + "/tiny-mha.generate.json"))) as! [String: Any]
+        let prompt = (fixture["prompt_ids"] as! [Int]).map(String.init).joined(separator: ",")
+        let result = try CLITests.rlhf(["generate", "--checkpoint", Fixtures.model("tiny-mha"), "--prompt-ids",
+                                        prompt, "--steps", "48", "--temperature", "0",
+                                        "--ignore-eos", "--batch", "2", "--json"])
+        #expect(result.status == 0, "\(result.stderr)")
+        let object = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as! [String: Any]
+        #expect(object["ids"] as! [Int] == fixture["greedy_ids"] as! [Int])
+        let samples = object["samples"] as! [[String: Any]]
+        #expect(samples.count == 2)
+        #expect(samples[0]["ids"] as! [Int] == samples[1]["ids"] as! [Int])
+    }
+
+    @Test func generateRejectsBadInput() throws {
+        let missing = try CLITests.rlhf(["generate", "--checkpoint", "/nonexistent.bin", "--prompt-ids", "1"])
+        #expect(missing.status != 0)
+        #expect(missing.stderr.contains("/nonexistent.bin"))
+        let noTokenizer = try CLITests.rlhf(["generate", "--checkpoint", Fixtures.model("tiny-mha"), "--prompt", "hi"])
+        #expect(noTokenizer.status != 0)
+        #expect(noTokenizer.stderr.contains("--tokenizer"))
+        let wrongVocab = try CLITests.rlhf(["generate", "--checkpoint", Fixtures.model("tiny-mha"), "--tokenizer",
+                                            Fixtures.llama2Bin, "--prompt", "hi"])
+        #expect(wrongVocab.status != 0)
+        #expect(wrongVocab.stderr.contains("vocab_size"))
+        let tooLong = try CLITests.rlhf(["generate", "--checkpoint", Fixtures.model("tiny-mha"), "--prompt-ids",
+                                         Array(repeating: "5", count: 300).joined(separator: ",")])
+        #expect(tooLong.status != 0)
+        #expect(tooLong.stderr.contains("seq_len"))
+        // A batch whose key-value caches exceed the machine's memory is refused with what it would need
+        // (100,000 samples asked for 11 GB and aborted). A small model with a long context: 64 MB a sample.
+        let dir = try Fixtures.temporaryDirectory()
+        let made = try CLITests.rlhf(["checkpoint", "init", "--dim", "8", "--hidden-dim", "16", "--layers", "1", "--heads", "1",
+                                      "--vocab", "32", "--seq-len", "1000000", "--out", dir + "/long.bin"])
+        #expect(made.status == 0, "\(made.stderr)")
+        let huge = try CLITests.rlhf(["generate", "--checkpoint", dir + "/long.bin", "--prompt-ids", "1", "--batch", "65536", "--steps", "1"])
+        #expect(huge.status == 1)
+        #expect(huge.stderr.contains("--batch 65536") && huge.stderr.contains("GiB of memory, and this machine has"), "\(huge.stderr)")
+        let ids = try CLITests.rlhf(["generate", "--checkpoint", Fixtures.model("tiny-mha"), "--prompt-ids", "1,99999999999"])
+        #expect(ids.status != 0)
+        #expect(ids.stderr.contains("'99999999999' is not an integer token id") && !ids.stderr.contains("USAGE: rlhf <subcommand>"), "\(ids.stderr)")
+    }
+
+    @Test func tokenizeJSONLines() throws {
+        let input = "{\"text\": \"Hello world\"}\n{\"text\": \"\"}\nnot json\n{\"text\": \"ok\"}\n"
+        let result = try CLITests.rlhf(["tokenize", "--tokenizer", Fixtures.llama2Model, "--bos"], stdin: input)
+        #expect(result.status != 0, "a malformed line must be reported")
+        #expect(result.stderr.contains("line 3"))
+        let lines = result.stdout.split(separator: "\n").map { try! JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
+        #expect(lines.count == 3)
+        #expect(lines[0]["ids"] as! [Int] == [1, 15043, 3186])
+        #expect(lines[1]["ids"] as! [Int] == [1])
+        #expect(lines[2]["text"] as! String == "ok")
+    }
+
+    @Test func tokenizerTrainThenTokenize() throws {
+        let dir = try Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let corpus = dir + "/corpus.txt", out = dir + "/tokenizer.bin"
+        let text = (0..<200).map { "In the beginning \($0 % 7) the earth was without form, and void; line \($0 % 13)." }
+        try (text.joined(separator: "\n") + "\n").write(toFile: corpus, atomically: true, encoding: .utf8)
+        let trained = try CLITests.rlhf(["tokenizer", "train", "--corpus", corpus, "--vocab-size", "320", "--out", out])
+        #expect(trained.status == 0, "\(trained.stdout)\(trained.stderr)")
+        #expect(trained.stdout.contains("320 pieces") && trained.stdout.contains("merges"))
+        #expect(trained.stdout.contains("tokens per word") && trained.stdout.contains("time:"))
+        let tokenizer = try Tokenizer(path: out)
+        #expect(tokenizer.vocabSize == 320)
+        let line = "In the beginning, 🙂 the earth"
+        let tokenized = try CLITests.rlhf(["tokenize", "--tokenizer", out], stdin: "{\"text\": \"\(line)\"}\n")
+        #expect(tokenized.status == 0, "\(tokenized.stderr)")
+        let object = try JSONSerialization.jsonObject(with: Data(tokenized.stdout.utf8)) as! [String: Any]
+        let ids = (object["ids"] as! [Int]).map(Int32.init)
+        #expect(ids == tokenizer.encode(line))
+        #expect(tokenizer.decode(ids) == line)
+
+        let missing = try CLITests.rlhf(["tokenizer", "train", "--corpus", dir + "/nope.txt", "--vocab-size", "320", "--out", out])
+        #expect(missing.status != 0)
+        #expect(missing.stderr.contains("nope.txt"), "\(missing.stderr)")
+        let tooSmall = try CLITests.rlhf(["tokenizer", "train", "--corpus", corpus, "--vocab-size", "100", "--out", out])
+        #expect(tooSmall.status != 0)
+        #expect(tooSmall.stderr.contains("--vocab-size must be an integer in 259...4194304, got 100"), "\(tooSmall.stderr)")
+        // An output that cannot be written is named before the training runs, not after it.
+        let nowhere = try CLITests.rlhf(["tokenizer", "train", "--corpus", corpus, "--vocab-size", "320", "--out", dir + "/no-such-folder/t.bin"])
+        #expect(nowhere.status == 1)
+        #expect(nowhere.stderr.contains("--out: cannot write \(dir)/no-such-folder/t.bin: no directory"), "\(nowhere.stderr)")
+    }
+
+    @Test func checkpointInitAndInfo() throws {
+        let path = NSTemporaryDirectory() + "rlhf-init-\(UUID().uuidString).bin"
+        let made = try CLITests.rlhf(["checkpoint", "init", "--dim", "32", "--hidden-dim", "64", "--layers", "2", "--heads", "4",
+                                      "--kv-heads", "2", "--vocab", "40", "--seq-len", "16", "--separate-classifier",
+                                      "--seed", "2", "--out", path])
+        #expect(made.status == 0, "\(made.stderr)")
+        let info = try CLITests.rlhf(["checkpoint", "info", path, "--json"])
+        let object = try JSONSerialization.jsonObject(with: Data(info.stdout.utf8)) as! [String: Any]
+        #expect(object["n_kv_heads"] as! Int == 2)
+        #expect(object["shared_classifier"] as! Bool == false)
+        #expect(object["format"] as! String == "legacy")
+        let bad = try CLITests.rlhf(["checkpoint", "init", "--dim", "30", "--hidden-dim", "64", "--layers", "2", "--heads", "4",
+                                     "--vocab", "40", "--seq-len", "16", "--out", path])
+        #expect(bad.status != 0)
+        #expect(bad.stderr.contains("n_heads"))
+    }
+}
+
+/// `rlhf launch` with real worker processes.
+@Suite struct LaunchTests {
+    @Test func launchRunsAPlanAndStopsEverything() throws {
+        let dir = NSTemporaryDirectory() + "launch-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let spec = """
+        coordinator: tcp://127.0.0.1:*
+        heartbeat_ms: 100
+        hosts:
+          - name: here
+            address: local
+            workers: {generator: 2, reward-model: 1}
+        model:
+          checkpoint: \(Fixtures.model("tiny-gqa"))
+        plan:
+          - generate: {prompts: 4, samples: 2, max_new_tokens: 8}
+        """
+        try spec.write(toFile: dir + "/spec.yaml", atomically: true, encoding: .utf8)
+        let result = try CLITests.rlhf(["launch", dir + "/spec.yaml", "--run-dir", dir + "/run"])
+        #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
+        #expect(result.stdout.contains("all 3 workers registered and healthy"))
+        #expect(result.stdout.contains("4 prompts x 2 samples -> 8 samples"))
+        #expect(result.stdout.contains("stopped 3 workers and the coordinator"))
+    }
+
+    /// Pids of processes whose command line contains `needle` (from /proc).
+    static func pids(matching needle: String) -> [Int32] {
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        return entries.compactMap { Int32($0) }.filter { pid in
+            guard let data = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else { return false }
+            let line = String(decoding: data.map { $0 == 0 ? 32 : $0 }, as: UTF8.self)
+            return line.contains(needle) && !line.contains("pids(matching")
+        }
+    }
+
+    @Test func interruptStopsEveryProcessWithinTwoSeconds() throws {
+        let dir = NSTemporaryDirectory() + "launch-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        // A fixed port below the ephemeral range (32768-60999) that port * and outgoing connections draw from.
+        let port = try TestKit.freePort()
+        let spec = """
+        coordinator: tcp://127.0.0.1:\(port)
+        heartbeat_ms: 100
+        hosts:
+          - name: here
+            workers: {generator: 2, learner: 1}
+        model:
+          checkpoint: \(Fixtures.model("tiny-gqa"))
+        plan:
+          - hold: {seconds: 60}
+        """
+        try spec.write(toFile: dir + "/spec.yaml", atomically: true, encoding: .utf8)
+        let out = dir + "/out", err = dir + "/err"
+        _ = FileManager.default.createFile(atPath: out, contents: nil)
+        _ = FileManager.default.createFile(atPath: err, contents: nil)
+        let launch = Process()
+        launch.executableURL = CLITests.executable
+        launch.arguments = ["launch", dir + "/spec.yaml", "--run-dir", dir + "/run"]
+        launch.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: out))
+        launch.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: err))
+        try launch.run()
+        defer { if launch.isRunning { launch.terminate() } }
+        let deadline = Date().addingTimeInterval(60)
+        while Date() < deadline, !((try? String(contentsOfFile: out, encoding: .utf8)) ?? "").contains("step 1 hold") {
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        let workers = LaunchTests.pids(matching: "--coordinator tcp://127.0.0.1:\(port)")
+        #expect(workers.count == 3, "workers running: \(workers)")
+        let interrupted = Date()
+        kill(launch.processIdentifier, SIGINT)
+        launch.waitUntilExit()
+        let seconds = Date().timeIntervalSince(interrupted)
+        #expect(seconds < 2.5, "launch took \(seconds) s to stop")
+        #expect(launch.terminationStatus == 130)
+        #expect(LaunchTests.pids(matching: "--coordinator tcp://127.0.0.1:\(port)").isEmpty, "a worker outlived the launch")
+        #expect(((try? String(contentsOfFile: err, encoding: .utf8)) ?? "").contains("stopped 3 workers and the coordinator"))
+    }
+
+    /// Request ids of the results in a run journal (each line's `"requestID":N`).
+    static func journaledResults(_ path: String) -> [UInt64] {
+        let text = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
+        return text.split(separator: "\n").compactMap { line -> UInt64? in
+            guard let range = line.range(of: "\"requestID\":") else { return nil }
+            return UInt64(line[range.upperBound...].prefix { $0.isNumber })
+        }
+    }
+
+    @Test func aCoordinatorKilledMidStepResumesFromItsJournal() throws {
+        let dir = NSTemporaryDirectory() + "launch-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let spec = """
+        coordinator: tcp://127.0.0.1:*
+        heartbeat_ms: 100
+        hosts:
+          - name: here
+            workers: {generator: 2, reward-model: 1, learner: 1, reference-policy: 1}
+        model:
+          checkpoint: \(Fixtures.model("tiny-gqa"))
+        plan:
+          - round: {prompts: 3, samples: 2, max_new_tokens: 8}
+          - generate: {prompts: 64, samples: 2, max_new_tokens: 96}
+          - round: {prompts: 3, samples: 2, max_new_tokens: 8}
+        """
+        try spec.write(toFile: dir + "/spec.yaml", atomically: true, encoding: .utf8)
+        // The same plan undisturbed, for comparison.
+        let calm = try CLITests.rlhf(["launch", dir + "/spec.yaml", "--run-dir", dir + "/calm"])
+        #expect(calm.status == 0, "\(calm.stdout)\(calm.stderr)")
+
+        let journal = dir + "/run/journal.jsonl"
+        let launch = Process()
+        launch.executableURL = CLITests.executable
+        launch.arguments = ["launch", dir + "/spec.yaml", "--run-dir", dir + "/run"]
+        launch.standardOutput = FileHandle.nullDevice
+        launch.standardError = FileHandle.nullDevice
+        try launch.run()
+        // kill -9 once the generate step (step 2, request ids from 2 << 32) has a few results accepted.
+        let step2 = (UInt64(2) << 32) ..< (UInt64(3) << 32)
+        let deadline = Date().addingTimeInterval(120)
+        while Date() < deadline, LaunchTests.journaledResults(journal).filter({ step2.contains($0) }).count < 3, launch.isRunning {
+            Thread.sleep(forTimeInterval: 0.01)
+        }
+        kill(launch.processIdentifier, SIGKILL)
+        launch.waitUntilExit()
+        let before = LaunchTests.journaledResults(journal)
+        let text = (try? String(contentsOfFile: journal, encoding: .utf8)) ?? ""
+        #expect(!text.contains("\"stepDone\":{\"index\":1"), "the kill came after step 2 had finished")
+        let acceptedBefore = before.filter { step2.contains($0) }.count
+        #expect(acceptedBefore >= 3 && acceptedBefore < 64)
+
+        // Restarted with the same spec and run directory: it resumes.
+        let resumed = try CLITests.rlhf(["launch", dir + "/spec.yaml", "--run-dir", dir + "/run"])
+        #expect(resumed.status == 0, "\(resumed.stdout)\(resumed.stderr)")
+        #expect(resumed.stdout.contains("steps 1-1 of 3 done, \(acceptedBefore) results of the step in progress already accepted"), "\(resumed.stdout)")
+        #expect(resumed.stdout.contains("started 0 and adopted 5 running workers"), "\(resumed.stdout)")
+        #expect(resumed.stdout.contains("step 1 was done before the restart"))
+        // "all 5 workers registered and healthy 0.96 s after the coordinator started"
+        let seconds = resumed.stdout.split(separator: "\n").first { $0.contains("registered and healthy") }
+            .flatMap { line in line.components(separatedBy: "healthy ").last?.split(separator: " ").first.flatMap { Double($0) } }
+        #expect((seconds ?? 99) < 5, "workers registered again \(seconds ?? -1) s after the coordinator came back")
+
+        // Nothing accepted was lost or repeated: every result once, and each step's figures as undisturbed.
+        let after = LaunchTests.journaledResults(journal)
+        #expect(Set(after).count == after.count, "a result was accepted twice")
+        #expect(Set(before).isSubset(of: Set(after)))
+        // Step 2's 64 generate results and the learner's state saved at its end.
+        #expect(after.filter { step2.contains($0) }.count == 65)
+        /// The line of a step without its timings: what was produced, not how fast.
+        func figures(_ out: String, _ prefix: String) -> String? {
+            let timings = try! NSRegularExpression(pattern: "[0-9.]+ s\\b|\\([0-9]+ tok/s[^)]*\\)")
+            return out.split(separator: "\n").first { $0.hasPrefix(prefix) }.map { line in
+                let text = String(line)
+                return timings.stringByReplacingMatches(in: text, range: NSRange(text.startIndex..., in: text), withTemplate: "")
+            }
+        }
+        #expect(figures(resumed.stdout, "step 2 generate") != nil)
+        #expect(figures(resumed.stdout, "step 2 generate") == figures(calm.stdout, "step 2 generate"))
+        // The learner stepped once per round (v2 after two rounds) and the last round saw the same samples, scores and loss.
+        #expect(figures(resumed.stdout, "step 3 round 2") != nil)
+        #expect(figures(resumed.stdout, "step 3 round 2") == figures(calm.stdout, "step 3 round 2"), "\(resumed.stdout)")
+        #expect(resumed.stdout.contains("policy v2 synced"))
+        let endpointLine = try #require(text.split(separator: "\n").first { $0.contains("\"coordinator\":") })
+        let start = try #require(endpointLine.range(of: "127.0.0.1:"))
+        let port = String(endpointLine[start.upperBound...].prefix { $0.isNumber })
+        #expect(!port.isEmpty)
+        #expect(LaunchTests.pids(matching: "--coordinator tcp://127.0.0.1:\(port)").isEmpty, "a worker outlived the resumed launch")
+    }
+
+    @Test func aWorkerThatCannotStartIsNamedAndLeavesNothingBehind() throws {
+        let dir = NSTemporaryDirectory() + "launch-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        // A fixed port below the ephemeral range (32768-60999) that port * and outgoing connections draw from.
+        let port = try TestKit.freePort()
+        let spec = """
+        coordinator: tcp://127.0.0.1:\(port)
+        heartbeat_ms: 100
+        hosts:
+          - name: good
+            workers: {generator: 2}
+          - name: broken
+            executable: /nonexistent/rlhf
+            workers: {reward-model: 1}
+        model:
+          checkpoint: \(Fixtures.model("tiny-gqa"))
+        """
+        try spec.write(toFile: dir + "/spec.yaml", atomically: true, encoding: .utf8)
+        let result = try CLITests.rlhf(["launch", dir + "/spec.yaml", "--run-dir", dir + "/run"])
+        #expect(result.status != 0)
+        #expect(result.stderr.contains("reward-model") && result.stderr.contains("broken"), "\(result.stderr)")
+        #expect(LaunchTests.pids(matching: "--coordinator tcp://127.0.0.1:\(port)").isEmpty, "a worker outlived the failed launch")
+    }
+
+    @Test func anEncryptedClusterRunsEveryRole() throws {
+        let dir = NSTemporaryDirectory() + "launch-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        for name in ["server", "worker"] {
+            let keys = try CLITests.rlhf(["keys", "generate", "--out", "\(dir)/\(name)"])
+            #expect(keys.status == 0, "\(keys.stderr)")
+        }
+        let attributes = try FileManager.default.attributesOfItem(atPath: "\(dir)/worker.key")
+        #expect((attributes[.posixPermissions] as? NSNumber)?.intValue == 0o600)
+        let spec = """
+        coordinator: tcp://127.0.0.1:*
+        heartbeat_ms: 100
+        curve: {server: server, client: worker}
+        hosts:
+          - name: here
+            workers: {generator: 1, reward-model: 1, learner: 1, reference-policy: 1}
+        model:
+          checkpoint: \(Fixtures.model("tiny-gqa"))
+        plan:
+          - round: {prompts: 2, samples: 2, max_new_tokens: 6}
+        """
+        try spec.write(toFile: dir + "/spec.yaml", atomically: true, encoding: .utf8)
+        let result = try CLITests.rlhf(["launch", dir + "/spec.yaml", "--run-dir", dir + "/run"])
+        #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
+        #expect(result.stdout.contains("policy v1 synced to 1 generators"), "\(result.stdout)")
+        // A key pair that is missing is named with the command that makes it.
+        try spec.replacingOccurrences(of: "client: worker", with: "client: nobody").write(toFile: dir + "/bad.yaml", atomically: true, encoding: .utf8)
+        let bad = try CLITests.rlhf(["launch", dir + "/bad.yaml"])
+        #expect(bad.status != 0)
+        #expect(bad.stderr.contains("curve.client") && bad.stderr.contains("rlhf keys generate"), "\(bad.stderr)")
+    }
+
+    @Test func badSpecsNameTheKey() throws {
+        let dir = NSTemporaryDirectory() + "launch-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let cases: [(String, String)] = [
+            ("coordinator: tcp://127.0.0.1:*\nhosts:\n  - name: a\n    workers: {critic: 1}\nmodel: {checkpoint: \(Fixtures.model("tiny-gqa"))}\n", "hosts[0].workers.critic"),
+            ("coordinator: 127.0.0.1\nhosts: []\n", "coordinator"),
+            ("coordinator: tcp://127.0.0.1:*\nhosts:\n  - name: a\n    workers: {generator: 1}\nmodel: {checkpoint: /nonexistent.bin}\n", "model.checkpoint"),
+            ("coordinator: tcp://127.0.0.1:*\nhosts:\n  - name: a\n    workers: {generator: 1}\nmodel: {checkpoint: \(Fixtures.model("tiny-gqa"))}\nplan:\n  - train: {}\n", "plan[0].train"),
+            ("surprise: 1\n", "surprise"),
+            ("[not, a, mapping\n", "(file)"),
+        ]
+        for (i, (text, key)) in cases.enumerated() {
+            let path = dir + "/bad\(i).yaml"
+            try text.write(toFile: path, atomically: true, encoding: .utf8)
+            let result = try CLITests.rlhf(["launch", path])
+            #expect(result.status != 0)
+            #expect(result.stderr.contains(key), "case \(i): \(result.stderr)")
+        }
+    }
+}

@@ -1,0 +1,49 @@
+import ClusterRuntime
+import Foundation
+import LlamaCore
+import Recipe
+import Testing
+import TestKit
+import Transport
+import Wire
+import Workers
+
+/// A coordinator restarted before it journaled an answer asks for the same call again, under the same
+/// request id (a replayed step numbers its calls as before). The worker answers with the answer it
+/// already gave instead of running the call twice: a learner's step is taken once.
+@Suite(.serialized) struct CallReplayTests {
+    @Test func aCallAskedAgainByARestartedCoordinatorIsAnsweredNotRunTwice() throws {
+        let loop = try PollLoop()
+        defer { loop.shutdown() }
+        let service = try LearnerService(weights: try Checkpoint.read(path: RoleProcessTests.checkpoint).weights, serving: WeightServing(loop: loop, bind: "tcp://127.0.0.1:*", host: "127.0.0.1"))
+        var settings = Coordinator.Settings(bind: "tcp://127.0.0.1:*")
+        settings.membership.heartbeatIntervalMilliseconds = 100
+        let first = try Coordinator(settings: settings)
+        let daemon = try WorkerDaemon(settings: .init(role: .learner, workerID: "learner-0", coordinator: first.endpoint), service: service)
+        defer { daemon.shutdown() }
+        try daemon.waitForRegistration()
+        #expect(TestKit.waitFor(10) { first.workers().contains { $0.health == .healthy } })
+        var batch = TrainBatch(kind: .sft)
+        batch.sequences = [TokenSequence(id: 0, prompt: [1, 30, 31], response: [32, 33, 34, 2])]
+        batch.learningRate = 3e-3
+        first.beginStep(0)
+        let answered = try first.train(batch)
+        let checksum = service.weightsChecksum
+        #expect(answered.policyVersion == 1)
+        first.shutdown()
+
+        // The same endpoint, a new life: the worker registers again and gets the step's first call again.
+        settings.bind = first.endpoint
+        let second = try Coordinator(settings: settings)
+        defer { second.shutdown() }
+        #expect(TestKit.waitFor(20) { second.workers().contains { $0.registration.workerID == "learner-0" && $0.health == .healthy } })
+        second.beginStep(0)
+        let again = try second.train(batch)
+        #expect(again == answered)
+        #expect(service.policyVersion == 1 && service.weightsChecksum == checksum)
+        // The next call is a new one: the batch of version 1 is applied.
+        batch.policyVersion = 1
+        #expect(try second.train(batch).policyVersion == 2)
+        #expect(service.policyVersion == 2)
+    }
+}

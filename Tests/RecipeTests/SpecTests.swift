@@ -1,0 +1,216 @@
+import ClusterRuntime
+import Foundation
+import LlamaCore
+import LlamaTraining
+import Recipe
+import Testing
+
+/// Cluster specs with the RLHF plan steps: parsed into settings, refused with the key at fault.
+@Suite struct SpecTests {
+    static let checkpoint = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        .appendingPathComponent("../../models/chat-world/sft.bin").standardized.path
+    static let head = """
+    coordinator: tcp://127.0.0.1:5555
+    hosts:
+      - name: a
+        workers: {generator: 1, reward-model: 1, safety-model: 1, learner: 1, reference-policy: 1}
+    model: {checkpoint: \(checkpoint)}
+
+    """
+
+    @Test func rlhfStepsAndTheTaskAreParsed() throws {
+        let spec = try ClusterSpec.parse(SpecTests.head + """
+        task: {seed: 3, eval_prompts: 100, eval_temperature: 0.8}
+        plan:
+          - evaluate: {name: SFT}
+          - train_rm: {model: safety-model, epochs: 2, batch_size: 8, learning_rate: 0.0002, margin: large, pairs: 500}
+          - rs_round: {name: V1, prompts: 32, samples: 6, temperature: 1.2, max_new_tokens: 40, epochs: 2, batch_size: 4, learning_rate: 0.00003, new_pairs: 64, from_sft: true}
+        """, baseDirectory: "/")
+        #expect(spec.task?.seed == 3 && spec.task?.evalPrompts == 100 && spec.task?.evalTemperature == 0.8)
+        #expect(spec.plan.count == 3)
+        #expect(spec.plan[0] == .evaluate(name: "SFT", settings: RLHFPipeline.EvalSettings()))
+        var rm = RLHFPipeline.RewardModelSettings(model: .safetyModel)
+        rm.epochs = 2
+        rm.batchSize = 8
+        rm.learningRate = 0.0002
+        rm.margin = .large
+        rm.pairs = 500
+        #expect(spec.plan[1] == .trainRewardModel(rm))
+        guard case let .rejectionSampling(round) = spec.plan[2] else {
+            Issue.record("expected a rejection-sampling round")
+            return
+        }
+        #expect(round.name == "V1" && round.prompts == 32 && round.samples == 6 && round.temperature == 1.2 && round.maxNewTokens == 40)
+        #expect(round.epochs == 2 && round.batchSize == 4 && round.learningRate == 0.00003 && round.newPairs == 64 && round.fromSFT)
+    }
+
+    @Test func aPPORoundIsParsedWithLLaMA2Defaults() throws {
+        let spec = try ClusterSpec.parse(SpecTests.head + """
+        task: {seed: 1}
+        plan:
+          - ppo_round: {name: V5}
+          - ppo_round: {name: V6, iterations: 8, rollouts: 32, mini_batch: 8, epochs: 3, new_pairs: 64, rm_every: 3, learning_rate: 0.00002, beta: 0, kl_estimator: k3, kl_target: 4, whitening: batch, gamma: 0.99, lambda: 0.9}
+        """, baseDirectory: "/")
+        guard case let .ppo(v5) = spec.plan[0], case let .ppo(v6) = spec.plan[1] else {
+            Issue.record("expected PPO rounds")
+            return
+        }
+        #expect(v5.newPairs == 0 && v5.refreshIterations.isEmpty)
+        // Refreshes before iterations 4 and 7 of 8 (none before the first).
+        #expect(v6.newPairs == 64 && v6.rmEvery == 3 && v6.refreshIterations == [4, 7])
+        #expect(v5.epochs == 1 && v5.beta == 0.01 && v5.klEstimator == .k1 && v5.klTarget == nil && v5.whitening == .running && v5.gamma == 1 && v5.lambda == 0.95)
+        #expect(v6.iterations == 8 && v6.rollouts == 32 && v6.miniBatch == 8 && v6.epochs == 3 && v6.learningRate == 0.00002 && v6.beta == 0)
+        #expect(v6.klEstimator == .k3 && v6.klTarget == 4 && v6.whitening == .batch && abs(v6.gamma - 0.99) < 1e-6 && abs(v6.lambda - 0.9) < 1e-6)
+    }
+
+    @Test func aPlanCanLiveInItsOwnFile() throws {
+        let dir = NSTemporaryDirectory() + "plan-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try "- evaluate: {name: SFT}\n- rs_round: {name: V1, prompts: 8}\n".write(toFile: dir + "/plan.yaml", atomically: true, encoding: .utf8)
+        try "plan:\n  - hold: {seconds: 2}\n".write(toFile: dir + "/mapping.yaml", atomically: true, encoding: .utf8)
+        try "plan: {hold: 1}\n".write(toFile: dir + "/bad.yaml", atomically: true, encoding: .utf8)
+        let spec = try ClusterSpec.parse(SpecTests.head + "task: {seed: 1}\nplan: plan.yaml\n", baseDirectory: dir)
+        #expect(spec.plan.count == 2 && spec.plan[0].isRLHF && spec.planFileText?.contains("rs_round") == true)
+        guard case let .rejectionSampling(v1) = spec.plan[1] else {
+            Issue.record("expected a rejection-sampling round")
+            return
+        }
+        #expect(v1.name == "V1" && v1.prompts == 8)
+        #expect(try ClusterSpec.parse(SpecTests.head + "plan: \(dir)/mapping.yaml\n", baseDirectory: "/").plan == [.hold(seconds: 2)])
+        for (file, reason) in [("missing.yaml", "cannot read"), ("bad.yaml", "no list of steps")] {
+            do {
+                _ = try ClusterSpec.parse(SpecTests.head + "plan: \(file)\n", baseDirectory: dir)
+                Issue.record("\(file) was accepted")
+            } catch let error as ClusterSpec.Invalid {
+                #expect(error.key == "plan" && error.reason.contains(reason), "\(error)")
+            }
+        }
+    }
+
+    /// Each `(text, key)`: the head plus `text` is refused, naming `key`.
+    static func expectRefused(_ cases: [(String, String)]) {
+        for (text, key) in cases {
+            do {
+                _ = try ClusterSpec.parse(SpecTests.head + text, baseDirectory: "/")
+                Issue.record("accepted: \(text)")
+            } catch let e as ClusterSpec.Invalid {
+                #expect(e.key == key, "\(text): \(e)")
+            } catch {
+                Issue.record("\(error)")
+            }
+        }
+    }
+
+    @Test func badRLHFStepsNameTheKey() {
+        let cases: [(String, String)] = [
+            ("plan:\n  - evaluate: {name: SFT}\n", "task"),
+            ("task: {seed: 1}\nplan:\n  - train_rm: {model: learner}\n", "plan[0].train_rm.model"),
+            ("task: {seed: 1}\nplan:\n  - train_rm: {model: reward-model, margin: huge}\n", "plan[0].train_rm.margin"),
+            ("task: {seed: 1}\nplan:\n  - rs_round: {prompts: 4}\n", "plan[0].rs_round.name"),
+            ("task: {seed: 1}\nplan:\n  - rs_round: {name: V1, samples: 0}\n", "plan[0].rs_round.samples"),
+            ("task: {seed: 1}\nplan:\n  - rs_round: {name: V1, sampels: 4}\n", "plan[0].rs_round.sampels"),
+            ("task: {seed: -1}\n", "task.seed"),
+            ("task: {seed: 1}\nplan:\n  - rs_round: {name: V1, from_sft: maybe}\n", "plan[0].rs_round.from_sft"),
+            ("task: {tokenizer: /nonexistent.bin}\n", "task.tokenizer"),
+            ("task: {seed: 1}\nplan:\n  - ppo_round: {iterations: 4}\n", "plan[0].ppo_round.name"),
+            ("task: {seed: 1}\nplan:\n  - ppo_round: {name: V5, kl_estimator: k2}\n", "plan[0].ppo_round.kl_estimator"),
+            ("task: {seed: 1}\nplan:\n  - ppo_round: {name: V5, beta: -0.1}\n", "plan[0].ppo_round.beta"),
+            ("task: {seed: 1}\nplan:\n  - ppo_round: {name: V5, lambda: 1.5}\n", "plan[0].ppo_round.lambda"),
+            ("task: {seed: 1}\nplan:\n  - ppo_round: {name: V5, whitening: never}\n", "plan[0].ppo_round.whitening"),
+            ("task: {seed: 1, eval_samples: 0}\n", "task.eval_samples"),
+        ]
+        SpecTests.expectRefused(cases)
+    }
+}
+
+/// Spec values that were taken silently wrong (issue 23, point 4): each is now read as written or refused
+/// with the key's path.
+@Suite struct SpecValueTests {
+    /// A step whose role no host starts (before: `generator: 0` printed progress with "ETA 0s" for ever).
+    @Test func aStepWhoseRoleNoHostStartsIsRefusedNamingTheRole() throws {
+        func spec(_ workers: String, _ plan: String) -> String {
+            SpecTests.head.replacingOccurrences(of: "{generator: 1, reward-model: 1, safety-model: 1, learner: 1, reference-policy: 1}",
+                                                with: workers) + "task: {seed: 1}\nplan:\n" + plan
+        }
+        let cases: [(String, String, String, String)] = [
+            ("{generator: 0, learner: 1}", "  - hold: {seconds: 1}\n  - generate: {prompts: 2}\n", "plan[1].generate", "generator"),
+            ("{generator: 1}", "  - evaluate: {name: SFT}\n", "plan[0].evaluate", "reference-policy"),
+            ("{generator: 1, learner: 1, reward-model: 1}", "  - train_rm: {model: safety-model}\n", "plan[0].train_rm", "safety-model"),
+            ("{generator: 1, learner: 1, reward-model: 1, reference-policy: 1}", "  - rs_round: {name: V1}\n", "plan[0].rs_round", "safety-model"),
+            ("{generator: 2, reward-model: 1, safety-model: 1, reference-policy: 1}", "  - ppo_round: {name: V5}\n", "plan[0].ppo_round", "learner"),
+            ("{generator: 1, reward-model: 1, learner: 1}", "  - round: {prompts: 2}\n", "plan[0].round", "reference-policy"),
+        ]
+        for (workers, plan, key, role) in cases {
+            do {
+                _ = try ClusterSpec.parse(spec(workers, plan), baseDirectory: "/")
+                Issue.record("accepted: \(workers) with \(plan)")
+            } catch let e as ClusterSpec.Invalid {
+                #expect(e.key == key, "\(e)")
+                #expect(e.reason.contains("needs") && e.reason.contains(role), "\(e)")
+            }
+        }
+        // What each step needs is enough.
+        _ = try ClusterSpec.parse(spec("{generator: 1, learner: 1, safety-model: 1}", "  - generate: {}\n  - train_rm: {model: safety-model}\n  - hold: {seconds: 1}\n"),
+                                  baseDirectory: "/")
+    }
+
+    @Test func anIntegerTemperatureIsThatTemperature() throws {
+        let spec = try ClusterSpec.parse(SpecTests.head + "plan:\n  - generate: {temperature: 0}\n  - round: {temperature: 2}\n", baseDirectory: "/")
+        guard case let .generate(_, _, _, greedy) = spec.plan[0], case let .round(_, _, _, hot, _) = spec.plan[1] else {
+            Issue.record("steps not parsed: \(spec.plan)")
+            return
+        }
+        #expect(greedy == 0)
+        #expect(hot == 2)
+    }
+
+    @Test func wrongTypesUnknownKeysAndBadPortsNameTheKey() {
+        let cases: [(String, String)] = [
+            ("plan:\n  - generate: {prompts: four}\n", "plan[0].generate.prompts"),
+            ("plan:\n  - generate: {prompts: 2.5}\n", "plan[0].generate.prompts"),
+            ("plan:\n  - generate: {temprature: 1}\n", "plan[0].generate.temprature"),
+            ("plan:\n  - generate: {temperature: hot}\n", "plan[0].generate.temperature"),
+            ("plan:\n  - generate: {temperature: -0.5}\n", "plan[0].generate.temperature"),
+            ("plan:\n  - generate: {temperature: true}\n", "plan[0].generate.temperature"),
+            ("plan:\n  - generate: 5\n", "plan[0].generate"),
+            ("plan:\n  - round: {samples: many}\n", "plan[0].round.samples"),
+            ("plan:\n  - round: {learning_rate: fast}\n", "plan[0].round.learning_rate"),
+            ("plan:\n  - hold: {seconds: soon}\n", "plan[0].hold.seconds"),
+            ("plan:\n  - hold: {seconds: 2, minutes: 1}\n", "plan[0].hold.minutes"),
+            ("metrics: tcp://127.0.0.1:70000\n", "metrics"),
+        ]
+        SpecTests.expectRefused(cases)
+        for port in ["99999", "0", "http", ""] {
+            let text = SpecTests.head.replacingOccurrences(of: ":5555", with: ":" + port)
+            #expect(throws: ClusterSpec.Invalid.self, "port \(port)") { try ClusterSpec.parse(text, baseDirectory: "/") }
+        }
+        // `*` (any free port) stays allowed.
+        #expect(throws: Never.self) { try ClusterSpec.parse(SpecTests.head.replacingOccurrences(of: ":5555", with: ":*"), baseDirectory: "/") }
+    }
+}
+
+/// A run directory whose RLHF steps had finished resumes from the pipeline state saved after its last
+/// step; without that state it is refused with the reason.
+@Suite struct RLHFResumeTests {
+    @Test func resumingWithoutThePipelineStateIsRefusedWithTheReason() throws {
+        // Port * : the refusal must come before any worker starts, whatever else listens on this machine.
+        let text = SpecTests.head.replacingOccurrences(of: ":5555", with: ":*") + "task: {seed: 1}\nplan:\n  - evaluate: {name: SFT}\n  - hold: {seconds: 1}\n"
+        let spec = try ClusterSpec.parse(text, baseDirectory: "/")
+        let dir = NSTemporaryDirectory() + "rlhf-resume-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var crc = CRC32C()
+        crc.update(Array(text.utf8))
+        let (journal, _) = try RunJournal.open(at: dir + "/journal.jsonl")
+        try journal.append(.run(specDigest: crc.value))
+        try journal.append(.stepBegin(index: 0))
+        try journal.append(.stepDone(index: 0, policyVersion: 0, round: 0, announces: [:]))
+        do {
+            try ClusterLaunch(spec: spec, specText: text, runDirectory: dir).run { _ in }
+            Issue.record("an RLHF plan was resumed part-way")
+        } catch let failure as ClusterLaunch.Failure {
+            #expect(failure.message.contains("state after step 1 is missing") && failure.message.contains("pipeline/after-step-1.json"), "\(failure)")
+        }
+    }
+}

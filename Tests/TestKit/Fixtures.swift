@@ -1,0 +1,29 @@
+import Foundation
+
+/// Paths of the fixture copies in the test tree (`Tests/LlamaCoreTests/Resources`: models, tokenizers,
+/// their reference outputs).
+public enum Fixtures {
+    public static let root: String = TestKit.repository + "/Tests/LlamaCoreTests/Resources"
+    public static var models: String { root + "/models" }
+    public static func model(_ name: String) -> String { models + "/\(name).bin" }
+    public static var llama2Bin: String { root + "/tokenizer/llama2/tokenizer.bin" }
+    public static var llama2Model: String { root + "/tokenizer/llama2/tokenizer.model" }
+    public static var kjvBin: String { root + "/tokenizer/kjv512/tokenizer.bin" }
+    public static var kjvModel: String { root + "/tokenizer/kjv512/tokenizer.model" }
+
+    /// The SentencePiece encode cases: `(text, ids)`.
+    public static func encodeCases() throws -> [(String, [Int32])] {
+        let text = try String(contentsOfFile: root + "/tokenizer/llama2/encode-cases.jsonl", encoding: .utf8)
+        return try text.split(separator: "\n").map { line in
+            let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: Any]
+            return (object["text"] as! String, (object["ids"] as! [Int]).map(Int32.init))
+        }
+    }
+
+    /// A fresh temporary directory.
+    public static func temporaryDirectory() throws -> String {
+        let path = NSTemporaryDirectory() + "llamacore-tests-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        return path
+    }
+}

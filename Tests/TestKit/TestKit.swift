@@ -1,0 +1,87 @@
+import Foundation
+import Wire
+
+/// What the test targets share: the built `rlhf`, processes started from it, waiting on a condition,
+/// ports the OS assigns, and the fixture files.
+public enum TestKit {
+    /// The `rlhf` built beside the test runner (the products share one build directory).
+    public static var executable: URL {
+        let runner = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        return URL(fileURLWithPath: runner).deletingLastPathComponent().appendingPathComponent("rlhf")
+    }
+
+    /// The repository's root directory.
+    public static let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../..").standardized.path
+
+    /// The fixture copies the tests read (`Tests/LlamaCoreTests/Resources`): e.g. `fixture("models/tiny-gqa.bin")`.
+    public static func fixture(_ path: String) -> String { repository + "/Tests/LlamaCoreTests/Resources/" + path }
+
+    /// Starts `rlhf ARGUMENTS`, its output discarded, or appended to `log` when given.
+    public static func spawn(_ arguments: [String], log: String? = nil) throws -> Process {
+        let p = Process()
+        p.executableURL = executable
+        p.arguments = arguments
+        if let log {
+            _ = FileManager.default.createFile(atPath: log, contents: nil)
+            p.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+            p.standardError = p.standardOutput
+        } else {
+            p.standardOutput = FileHandle.nullDevice
+            p.standardError = FileHandle.nullDevice
+        }
+        try p.run()
+        return p
+    }
+
+    /// Polls `condition` every 50 ms for up to `seconds`; whether it came to hold.
+    public static func waitFor(_ seconds: Double, _ condition: () -> Bool) -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if condition() { return true }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        return condition()
+    }
+
+    /// A TCP port on `host` that the OS just handed out as free (bound to port 0, then released): for a
+    /// test that must name its port before a process binds it.
+    public static func freePort(host: String = "127.0.0.1") throws -> Int {
+        struct NoPort: Error, CustomStringConvertible { let description: String }
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw NoPort(description: "socket() failed (errno \(errno))") }
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = 0
+        guard inet_pton(AF_INET, host, &address.sin_addr) == 1 else { throw NoPort(description: "not an IPv4 address: \(host)") }
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard bound == 0 else { throw NoPort(description: "cannot bind \(host):0 (errno \(errno))") }
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+        }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    /// A GENERATE_REQUEST with a tensor frame and every envelope field set.
+    public static func sampleMessage() throws -> WireMessage {
+        var request = Rlhf_V1_GenerateRequest()
+        var prompt = Rlhf_V1_Prompt()
+        prompt.promptID = 7
+        prompt.ids = [1, 450, 3, 29]
+        request.prompts = [prompt]
+        request.samplesPerPrompt = 4
+        request.sampling.temperature = 1.2
+        request.seed = 99
+        request.maxNewTokens = 32
+        request.stopToken = 2
+        var message = try WireMessage(type: .generateRequest, requestID: 42, body: request,
+                                      tensors: [WireTensor(name: "logprobs", floats: [-1.5, -0.25, -3])],
+                                      sender: "coordinator", policyVersion: 3)
+        message.round = 2
+        message.step = 11
+        return message
+    }
+}

@@ -1,0 +1,329 @@
+@testable import ClusterRuntime
+import Foundation
+import LlamaCore
+import LlamaTraining
+import Testing
+import Transport
+import Wire
+import Workers
+
+/// The roles' compute, driven directly (no network).
+@Suite struct RoleTests {
+    static let checkpoint = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        .appendingPathComponent("../LlamaCoreTests/Resources/models/tiny-gqa.bin").standardized.path
+
+    static func weights() throws -> ModelWeights { try Checkpoint.read(path: checkpoint).weights }
+
+    static func sequence(_ id: UInt64, prompt: [Int32], response: [Int32]) -> TokenSequence {
+        TokenSequence(id: id, prompt: prompt, response: response)
+    }
+
+    @Test func referenceLogProbsMatchTheGeneratorsOwn() async throws {
+        let weights = try RoleTests.weights()
+        // The roles' distributed actors, called as the coordinator's pools call them (locally here).
+        let system = try ClusterActorSystem(bind: nil)
+        defer { system.shutdown() }
+        let generator = Generator(service: GeneratorService(model: LlamaModel(weights: weights)), actorSystem: system)
+        let prompt = GenerateRequest.Prompt(id: 5, tokens: [1, 40, 41, 42])
+        let request = GenerateRequest(prompts: [prompt], samplesPerPrompt: 3, sampling: SamplingSettings(temperature: 1, topP: 1), seed: 9,
+                                      maxNewTokens: 10)
+        let result = try await generator.generate(request)
+        #expect(result.samples.map(\.index) == [0, 1, 2] && result.samples.allSatisfy { $0.promptID == 5 })
+        let sampled = result.samples.flatMap(\.logProbs)
+
+        // The reference (the training forward pass) scores the same tokens the same way.
+        let service = ReferencePolicyService(weights: weights)
+        let reference = ReferencePolicy(service: service, actorSystem: system)
+        let ask = LogProbRequest(sequences: result.samples.enumerated().map { RoleTests.sequence(UInt64($0), prompt: prompt.tokens, response: $1.tokens) },
+                                 policyVersion: 0)
+        let answer = try await reference.logProbs(ask)
+        let values = answer.values.flatMap { $0 }
+        #expect(answer.values.map(\.count) == result.samples.map(\.tokens.count))
+        for (a, b) in zip(values, sampled) { #expect(abs(a - b) < 1e-4, "\(a) vs \(b)") }
+        #expect(service.tokensProcessed > 0)
+
+        // Another policy version is refused, by name.
+        var stale = ask
+        stale.policyVersion = 3
+        await #expect(throws: LlamaError.self) { _ = try await reference.logProbs(stale) }
+    }
+
+    @Test func scoresDoNotDependOnBatchCompanions() throws {
+        let weights = try RoleTests.weights()
+        let model = try RewardModelService(kind: .rewardModel, weights: weights, head: ScalarHead(dim: weights.config.dim, seed: 3))
+        let a: [Int32] = [1, 10, 11, 12, 13], b: [Int32] = [1, 50, 51], c: [Int32] = [1, 7, 8, 9, 10, 11, 12]
+        let together = try model.scores([a, b, c])
+        let alone = try [a, b, c].map { try model.scores([$0])[0] }
+        for (x, y) in zip(together, alone) { #expect(abs(x - y) < 1e-5) }
+        #expect(Set(together).count == 3)
+        // A wrong head width and an empty response are refused with the reason.
+        #expect(throws: LlamaError.self) { _ = try RewardModelService(kind: .rewardModel, weights: weights, head: ScalarHead(dim: 3, seed: 1)) }
+        var request = ScoreRequest(sequences: [RoleTests.sequence(1, prompt: [1, 2], response: [])], model: .rewardModel)
+        do {
+            _ = try model.score(request)
+            Issue.record("an empty response was scored")
+        } catch {
+            #expect("\(error)".contains("empty response"))
+        }
+        request.sequences = [RoleTests.sequence(1, prompt: [1, 2], response: [Int32(weights.config.vocabSize)])]
+        #expect(throws: LlamaError.self) { _ = try model.score(request) }
+        // The safety model's score is not asked of the reward model.
+        request.sequences = [RoleTests.sequence(1, prompt: [1, 2], response: [3])]
+        request.model = .safetyModel
+        #expect(throws: LlamaError.self) { _ = try model.score(request) }
+    }
+
+    @Test func learnerStepsPublishVersionsAndRefuseStaleOrBadBatches() throws {
+        let loop = try PollLoop()
+        defer { loop.shutdown() }
+        let weights = try RoleTests.weights()
+        let learner = try LearnerService(weights: weights, serving: WeightServing(loop: loop, bind: "tcp://127.0.0.1:*", host: "127.0.0.1"))
+        #expect(learner.weightsChecksum == weights.checksum)
+        var batch = TrainBatch(kind: .sft)
+        batch.sequences = [RoleTests.sequence(0, prompt: [1, 30, 31], response: [32, 33, 34, 2]),
+                           RoleTests.sequence(1, prompt: [1, 60], response: [61, 62, 2])]
+        batch.learningRate = 3e-3
+        var losses: [Double] = []
+        for step in 0..<4 {
+            batch.policyVersion = UInt64(step)
+            let stats = try learner.train(batch)
+            losses.append(stats.loss)
+            #expect(stats.policyVersion == UInt64(step + 1))
+            #expect(stats.announce?.policyVersion == UInt64(step + 1))
+            #expect(stats.announce?.modelChecksum == learner.weightsChecksum)
+            #expect(stats.tokens == 7) // response tokens only: 4 + 3
+        }
+        #expect(losses.last! < losses.first!, "\(losses)")
+        // The published version is fetched whole and verified.
+        let (fetched, version) = try WeightFetcher.fetch(loop: loop, endpoint: learner.advertisedEndpoint, config: weights.config)
+        #expect(version == 4)
+        #expect(fetched.checksum == learner.weightsChecksum)
+        #expect(fetched.checksum != weights.checksum)
+
+        batch.policyVersion = 2
+        #expect(throws: LlamaError.self) { _ = try learner.train(batch) }
+        batch.policyVersion = 4
+        batch.learningRate = 0
+        #expect(throws: LlamaError.self) { _ = try learner.train(batch) }
+        batch.learningRate = 1e-3
+        batch.kind = .ppo
+        do {
+            _ = try learner.train(batch)
+            Issue.record("a PPO batch without advantages was applied")
+        } catch {
+            #expect("\(error)".contains("old_logprobs"))
+        }
+        #expect(learner.policyVersion == 4)
+    }
+
+    @Test func aPPOIterationOnRewardsMovesThePolicyTowardTheRewardedAnswer() throws {
+        let loop = try PollLoop()
+        defer { loop.shutdown() }
+        let weights = try RoleTests.weights()
+        let learner = try LearnerService(weights: weights, serving: WeightServing(loop: loop, bind: "tcp://127.0.0.1:*", host: "127.0.0.1"))
+        let good: [Int32] = [40, 41, 2], bad: [Int32] = [50, 51, 2]
+        let reference = TrainableTransformer(weights: weights.copy(), pool: ComputePool(threads: 1))
+        func logProb(_ model: TrainableTransformer, _ response: [Int32]) throws -> Float {
+            try model.tokenLogProbs(sequences: [[1, 30] + response])[0].suffix(response.count).reduce(0, +)
+        }
+        let before = (good: try logProb(reference, good), bad: try logProb(reference, bad))
+        var version: UInt64 = 0
+        var stats = TrainStats(kind: .ppo)
+        for iteration in 0..<6 {
+            var batch = TrainBatch(kind: .ppo)
+            batch.learningRate = 1e-3
+            batch.policyVersion = version
+            batch.miniBatchSize = 2
+            batch.shuffleSeed = UInt64(iteration)
+            var rewards: [Float] = []
+            // Two rollouts of each answer; the score (on the last token) favours the good one, a small KL penalty on every token.
+            for i in 0..<4 {
+                let response = i % 2 == 0 ? good : bad
+                batch.sequences.append(RoleTests.sequence(UInt64(i), prompt: [1, 30], response: response))
+                rewards += [-0.01, -0.01, (i % 2 == 0 ? 1 : -1) - 0.01]
+            }
+            batch.tensors = [WireTensor(name: "rewards", floats: rewards)]
+            stats = try learner.train(batch)
+            version = stats.policyVersion
+        }
+        // One published version per iteration, one policy and one value step per mini-batch of 2.
+        #expect(learner.policyVersion == 6 && stats.gradientSteps == 2)
+        #expect(stats.valueLoss.isFinite && stats.valueLoss >= 0 && stats.loss.isFinite)
+        // The served policy now prefers the rewarded answer more than it did.
+        let announce = try #require(stats.announce)
+        let (trained, _) = try WeightFetcher.fetch(loop: loop, endpoint: announce.source, config: weights.config, expected: announce)
+        let after = TrainableTransformer(weights: trained, pool: ComputePool(threads: 1))
+        let gain = (try logProb(after, good) - logProb(after, bad)) - (before.good - before.bad)
+        #expect(gain > 0.5, "log-probability margin of the rewarded answer grew by \(gain)")
+        // Rewards that do not match the response tokens are refused with the counts.
+        var bad2 = TrainBatch(kind: .ppo)
+        bad2.learningRate = 1e-3
+        bad2.policyVersion = 6
+        bad2.sequences = [RoleTests.sequence(0, prompt: [1, 30], response: good)]
+        #expect(throws: LlamaError.self) {
+            bad2.tensors = [WireTensor(name: "rewards", floats: [1])]
+            _ = try learner.train(bad2)
+        }
+        #expect(learner.policyVersion == 6)
+    }
+
+    @Test func aLearnerSavesItsStateAndANewOneServesTheSameVersions() throws {
+        let loop = try PollLoop()
+        defer { loop.shutdown() }
+        let dir = NSTemporaryDirectory() + "learner-state-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var settings = LearnerService.Settings()
+        settings.stateDirectory = dir
+        let weights = try RoleTests.weights()
+        let learner = try LearnerService(weights: weights, settings: settings, serving: WeightServing(loop: loop, bind: "tcp://127.0.0.1:*", host: "127.0.0.1"))
+        var sft = TrainBatch(kind: .sft)
+        sft.learningRate = 3e-3
+        sft.sequences = [RoleTests.sequence(0, prompt: [1, 30, 31], response: [32, 33, 2])]
+        _ = try learner.train(sft)
+        var rm = TrainBatch(kind: .rewardRanking)
+        rm.model = .safetyModel
+        rm.learningRate = 3e-3
+        rm.sequences = [RoleTests.sequence(0, prompt: [1, 30], response: [40, 2]), RoleTests.sequence(1, prompt: [1, 30], response: [50, 2])]
+        rm.tensors = [WireTensor(name: "margins", floats: [1])]
+        _ = try learner.train(rm)
+        var save = TrainBatch(kind: .saveState)
+        save.stateStep = 2
+        let saved = try learner.train(save)
+        #expect(saved.policyVersion == 1 && saved.announces.count == 2 && saved.announces[1].model == .safetyModel)
+        #expect(FileManager.default.fileExists(atPath: dir + "/after-step-3/policy.state"))
+        // A second save keeps this one and the one before, no older.
+        save.stateStep = 3
+        _ = try learner.train(save)
+        save.stateStep = 4
+        _ = try learner.train(save)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir).sorted() == ["after-step-4", "after-step-5"])
+
+        // A new learner (the old one lost) restores the state after step 3 (0-based; saved again above unchanged).
+        let fresh = try LearnerService(weights: weights, settings: settings, serving: WeightServing(loop: loop, bind: "tcp://127.0.0.1:*", host: "127.0.0.1"))
+        try fresh.restoreState(afterStep: 3)
+        #expect(fresh.policyVersion == 1 && fresh.weightsChecksum == learner.weightsChecksum)
+        let again = try fresh.train(TrainBatch(kind: .announceAll))
+        #expect(again.announces.count == 2)
+        #expect(again.announces[1].policyVersion == saved.announces[1].policyVersion && again.announces[1].modelChecksum == saved.announces[1].modelChecksum)
+        #expect(again.announces[1].headWeight == saved.announces[1].headWeight)
+        // Both continue identically: the optimizer's moments came back too.
+        sft.policyVersion = 1
+        let a = try learner.train(sft), b = try fresh.train(sft)
+        #expect(a.loss == b.loss && learner.weightsChecksum == fresh.weightsChecksum)
+        #expect(throws: (any Error).self) { try fresh.restoreState(afterStep: 9) }
+    }
+
+    @Test func theLearnerTrainsRewardModelsThatRewardWorkersInstall() throws {
+        let loop = try PollLoop()
+        defer { loop.shutdown() }
+        let weights = try RoleTests.weights()
+        let learner = try LearnerService(weights: weights, serving: WeightServing(loop: loop, bind: "tcp://127.0.0.1:*", host: "127.0.0.1"))
+        var batch = TrainBatch(kind: .rewardRanking)
+        batch.model = .safetyModel
+        batch.learningRate = 3e-3
+        // Pairs: chosen then rejected.
+        for i in 0..<4 {
+            let prompt: [Int32] = [1, Int32(30 + i)]
+            batch.sequences.append(RoleTests.sequence(UInt64(2 * i), prompt: prompt, response: [40, 41, 2]))
+            batch.sequences.append(RoleTests.sequence(UInt64(2 * i + 1), prompt: prompt, response: [50, 51, 2]))
+        }
+        let margins = WireTensor(name: "margins", floats: [1, 2.0 / 3.0, 1.0 / 3.0, 0])
+        var accuracies: [Double] = []
+        var stats = TrainStats(kind: .rewardRanking)
+        batch.tensors = [margins]
+        for step in 0..<6 {
+            batch.policyVersion = UInt64(step)
+            stats = try learner.train(batch)
+            accuracies.append(stats.accuracy)
+            #expect(stats.kind == .rewardRanking && stats.policyVersion == UInt64(step + 1))
+        }
+        #expect(accuracies.last! == 1, "\(accuracies)")
+        #expect(learner.rewardModelVersion(.safetyModel) == 6 && learner.rewardModelVersion(.rewardModel) == 0)
+        // The policy is untouched.
+        #expect(learner.policyVersion == 0 && learner.weightsChecksum == weights.checksum)
+        let announce = try #require(stats.announce)
+        #expect(announce.model == .safetyModel && announce.headWeight.count == weights.config.dim)
+        #expect(announce.source != learner.advertisedEndpoint)
+
+        // A safety-model worker fetches and installs it (trunk and head) and scores as the learner's model does.
+        let worker = try RewardModelService(kind: .safetyModel, weights: weights, head: ScalarHead(dim: weights.config.dim, seed: 9))
+        let (fetched, version) = try WeightFetcher.fetch(loop: loop, endpoint: announce.source, config: weights.config, expected: announce)
+        try worker.install(fetched, version: version, announce: announce)
+        #expect(worker.policyVersion == 6 && worker.weightsChecksum == announce.modelChecksum)
+        #expect(worker.head == ScalarHead(weight: announce.headWeight, bias: announce.headBias))
+        let scores = try worker.scores([[1, 30, 40, 41, 2], [1, 30, 50, 51, 2]])
+        #expect(scores[0] > scores[1])
+        // A reward model refuses the other model's weights, and a generator refuses a reward model's.
+        let other = try RewardModelService(kind: .rewardModel, weights: weights, head: ScalarHead(dim: weights.config.dim, seed: 9))
+        #expect(throws: LlamaError.self) { try other.install(fetched, version: version, announce: announce) }
+        let generator = GeneratorService(model: LlamaModel(weights: weights))
+        #expect(throws: LlamaError.self) { try generator.install(fetched, version: version, announce: announce) }
+
+        // Refused: a stale version, an odd number of sequences, margins missing, no model named.
+        batch.policyVersion = 2
+        #expect(throws: LlamaError.self) { _ = try learner.train(batch) }
+        batch.policyVersion = 6
+        var unmargined = batch
+        unmargined.tensors = []
+        #expect(throws: LlamaError.self) { _ = try learner.train(unmargined) }
+        var odd = batch
+        odd.sequences.removeLast()
+        #expect(throws: LlamaError.self) { _ = try learner.train(odd) }
+        var unnamed = batch
+        unnamed.model = .policy
+        #expect(throws: LlamaError.self) { _ = try learner.train(unnamed) }
+        #expect(learner.rewardModelVersion(.safetyModel) == 6)
+    }
+
+    @Test func aBatchFromInitialStartsAgainFromTheChatModel() throws {
+        let loop = try PollLoop()
+        defer { loop.shutdown() }
+        let weights = try RoleTests.weights()
+        var batch = TrainBatch(kind: .sft)
+        batch.sequences = [RoleTests.sequence(0, prompt: [1, 30, 31], response: [32, 33, 34, 2])]
+        batch.learningRate = 3e-3
+        let fresh = try LearnerService(weights: weights, serving: WeightServing(loop: loop, bind: "tcp://127.0.0.1:*", host: "127.0.0.1"))
+        _ = try fresh.train(batch)
+        let trained = try LearnerService(weights: weights, serving: WeightServing(loop: loop, bind: "tcp://127.0.0.1:*", host: "127.0.0.1"))
+        for step in 0..<3 {
+            batch.policyVersion = UInt64(step)
+            _ = try trained.train(batch)
+        }
+        #expect(trained.weightsChecksum != fresh.weightsChecksum)
+        // From the initial weights with a fresh optimizer: the same step as a fresh learner's first, as version 4.
+        batch.policyVersion = 3
+        batch.fromInitial = true
+        let stats = try trained.train(batch)
+        #expect(stats.policyVersion == 4)
+        #expect(trained.weightsChecksum == fresh.weightsChecksum)
+    }
+
+    @Test func learnerPPOBatchUsesPerResponseTokenTensors() throws {
+        let loop = try PollLoop()
+        defer { loop.shutdown() }
+        let learner = try LearnerService(weights: try RoleTests.weights(), serving: WeightServing(loop: loop, bind: "tcp://127.0.0.1:*", host: "127.0.0.1"))
+        var batch = TrainBatch(kind: .ppo)
+        batch.sequences = [RoleTests.sequence(0, prompt: [1, 30], response: [32, 33, 34]),
+                           RoleTests.sequence(1, prompt: [1, 60, 61], response: [62, 2])]
+        batch.learningRate = 1e-3
+        let reference = ReferencePolicyService(weights: try RoleTests.weights())
+        let old = try reference.responseLogProbs(batch.sequences.map { $0.prompt + $0.response }, responseLengths: [3, 2])
+        let tensors = [WireTensor(name: "old_logprobs", floats: Array(old.joined())),
+                       WireTensor(name: "advantages", floats: [1, -1, 0.5, 2, -0.5])]
+        batch.tensors = tensors
+        let stats = try learner.train(batch)
+        // The policy is the old policy: every ratio is 1, nothing clipped, no KL yet.
+        #expect(abs(stats.approxKL) < 1e-6)
+        #expect(stats.clipFraction == 0)
+        #expect(stats.policyVersion == 1)
+        // A tensor of the wrong length is refused, naming the count expected.
+        batch.policyVersion = 1
+        do {
+            batch.tensors = [tensors[0], WireTensor(name: "advantages", floats: [1, 2])]
+            _ = try learner.train(batch)
+            Issue.record("advantages of the wrong length were applied")
+        } catch {
+            #expect("\(error)".contains("expected 5"))
+        }
+    }
+}
