@@ -95,6 +95,12 @@ let package = Package(
             dependencies: ["LlamaCore", "CBLAS"],
             swiftSettings: nativeCodegen
         ),
+        .target(
+            name: "Benchmarks",
+            dependencies: ["LlamaCore", "LlamaTraining", "Wire", "Transport", "ClusterRuntime", "Workers", "Recipe"],
+            path: "Benchmarks",
+            swiftSettings: nativeCodegen
+        ),
         .executableTarget(
             name: "RLHFCLI",
             dependencies: [
@@ -104,6 +110,7 @@ let package = Package(
                 "Transport",
                 "Workers",
                 "Recipe", "Launcher",
+                "Benchmarks",
                 "ClusterRuntime",
                 "EmbeddedTask",
                 .product(name: "Logging", package: "swift-log"),

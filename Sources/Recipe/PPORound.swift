@@ -8,7 +8,7 @@ import Workers
 
 extension RLHFPipeline {
     /// Settings of a PPO round (LLaMA2's RLHF-V5 after rejection sampling).
-    public struct PPOSettings: Sendable, Equatable {
+    public struct PPOSettings: Codable, Sendable, Equatable {
         public var name: String
         /// PPO iterations: each a fresh batch of rollouts, then one learner iteration on them.
         public var iterations = 20

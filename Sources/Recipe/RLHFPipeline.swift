@@ -15,7 +15,7 @@ import Workers
 /// round, `metrics.jsonl` and `summary.json`.
 public final class RLHFPipeline {
     /// Settings of a reward-model training step.
-    public struct RewardModelSettings: Sendable, Equatable {
+    public struct RewardModelSettings: Codable, Sendable, Equatable {
         public var model: WorkerRole
         /// Pairs used (nil: every pair of the subset).
         public var pairs: Int?
@@ -27,7 +27,7 @@ public final class RLHFPipeline {
     }
 
     /// Settings of one rejection-sampling round.
-    public struct RoundSettings: Sendable, Equatable {
+    public struct RoundSettings: Codable, Sendable, Equatable {
         public var name: String
         public var prompts = 64
         public var samples = 4
@@ -52,7 +52,7 @@ public final class RLHFPipeline {
     }
 
     /// Settings of an evaluation.
-    public struct EvalSettings: Sendable, Equatable {
+    public struct EvalSettings: Codable, Sendable, Equatable {
         /// Held-out prompts evaluated (nil: all).
         public var prompts: Int?
         public var temperature: Float = 1.0

@@ -15,17 +15,6 @@ import Glibc
 
 extension WorkerRole: ExpressibleByArgument {}
 
-/// Runs `body` on a task and waits for it (the CLI's commands are synchronous).
-func blocking<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) throws -> T {
-    let result = Mutex<Result<T, Error>?>(nil)
-    let done = DispatchSemaphore(value: 0)
-    Task {
-        do { let value = try await body(); result.withLock { $0 = .success(value) } } catch { result.withLock { $0 = .failure(error) } }
-        done.signal()
-    }
-    done.wait()
-    return try result.withLock { $0! }.get()
-}
 
 /// SIGINT and SIGTERM, caught from creation on (whatever disposition the process inherited):
 /// `wait` returns when one arrives, or when other work given to it ends first.

@@ -97,10 +97,6 @@ func parseIds(_ text: String) throws -> [Int32] {
     return ids
 }
 
-/// The 1, 5 and 15 minute load averages (benchmarks print them beside their figures).
-func loadAverage() -> String {
-    (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8))?.split(separator: " ").prefix(3).joined(separator: " ") ?? "unknown"
-}
 
 /// Memory a command is about to ask for, checked against what the machine has available
 /// (`MemAvailable` in /proc/meminfo) before it allocates: a batch too large for the machine is refused

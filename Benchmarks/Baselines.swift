@@ -1,5 +1,17 @@
-import ArgumentParser
 import Foundation
+
+/// The baselines a bench measures beside ours, in the same run.
+public struct Baselines: Sendable {
+    /// llama2.c's run.c (or a folder holding it) or its built binary.
+    public var llama2c: String?
+    /// A Python with torch.
+    public var torch: String?
+
+    public init(llama2c: String? = nil, torch: String? = nil) {
+        self.llama2c = llama2c
+        self.torch = torch
+    }
+}
 
 /// PyTorch measured in the same run as our figures: a Python with torch runs `script` as a long-lived
 /// child that loads the same llama2.c checkpoint and answers one JSON command per line, so its
@@ -15,7 +27,7 @@ final class TorchBaseline {
     /// Starts `python` on the script with the checkpoint at `checkpoint`; waits until it has loaded.
     init(python: String, checkpoint: String, workDirectory: URL) throws {
         if python.contains("/") && !FileManager.default.isExecutableFile(atPath: python) {
-            throw ValidationError("--torch: \(python) is not an executable Python")
+            throw BenchmarkError("--torch: \(python) is not an executable Python")
         }
         let scriptURL = workDirectory.appendingPathComponent("torch_baseline.py")
         try TorchBaseline.script.write(to: scriptURL, atomically: true, encoding: .utf8)
@@ -54,7 +66,7 @@ final class TorchBaseline {
     /// The first number `key` of the answer to `command`.
     func figure(_ command: [String: Any], _ key: String) throws -> Double {
         guard let value = try call(command)[key] as? Double else {
-            throw ValidationError("PyTorch baseline: no '\(key)' in the answer to \(command["op"] ?? "?")")
+            throw BenchmarkError("PyTorch baseline: no '\(key)' in the answer to \(command["op"] ?? "?")")
         }
         return value
     }
@@ -65,7 +77,7 @@ final class TorchBaseline {
                 let line = buffer[buffer.startIndex..<newline]
                 buffer = Data(buffer[buffer.index(after: newline)...])
                 guard let object = try? JSONSerialization.jsonObject(with: line) as? [String: Any] else { continue }
-                if let error = object["error"] as? String { throw ValidationError("PyTorch baseline: \(error)") }
+                if let error = object["error"] as? String { throw BenchmarkError("PyTorch baseline: \(error)") }
                 return object
             }
             let chunk = output.fileHandleForReading.availableData
@@ -73,7 +85,7 @@ final class TorchBaseline {
                 process.waitUntilExit()
                 let log = (try? String(contentsOf: errorLog, encoding: .utf8)) ?? ""
                 let tail = log.split(separator: "\n").suffix(3).joined(separator: " | ")
-                throw ValidationError("PyTorch baseline exited (status \(process.terminationStatus)): \(tail)")
+                throw BenchmarkError("PyTorch baseline exited (status \(process.terminationStatus)): \(tail)")
             }
             buffer.append(chunk)
         }
@@ -313,18 +325,18 @@ struct Llama2cBaseline {
     init(path: String, workDirectory: URL) throws {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
-            throw ValidationError("--llama2c: no such file or folder: \(path)")
+            throw BenchmarkError("--llama2c: no such file or folder: \(path)")
         }
         let source = isDirectory.boolValue ? (path as NSString).appendingPathComponent("run.c") : path
         guard source.hasSuffix(".c") else { binary = path; return }
-        guard FileManager.default.fileExists(atPath: source) else { throw ValidationError("--llama2c: no run.c in \(path)") }
+        guard FileManager.default.fileExists(atPath: source) else { throw BenchmarkError("--llama2c: no run.c in \(path)") }
         let output = workDirectory.appendingPathComponent("llama2c-run").path
         let compile = Process()
         compile.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         compile.arguments = ["gcc", "-Ofast", "-march=native", "-fopenmp", source, "-o", output, "-lm"]
         try compile.run()
         compile.waitUntilExit()
-        guard compile.terminationStatus == 0 else { throw ValidationError("--llama2c: gcc could not build \(source)") }
+        guard compile.terminationStatus == 0 else { throw BenchmarkError("--llama2c: gcc could not build \(source)") }
         binary = output
     }
 
@@ -345,7 +357,7 @@ struct Llama2cBaseline {
         process.waitUntilExit()
         guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix("achieved tok/s:") }),
               let value = Double(line.dropFirst("achieved tok/s:".count).trimmingCharacters(in: .whitespaces)) else {
-            throw ValidationError("llama2.c printed no 'achieved tok/s' (status \(process.terminationStatus)): \(text.suffix(300))")
+            throw BenchmarkError("llama2.c printed no 'achieved tok/s' (status \(process.terminationStatus)): \(text.suffix(300))")
         }
         return value
     }

@@ -1,4 +1,3 @@
-import ArgumentParser
 import ClusterRuntime
 import Foundation
 import LlamaCore
@@ -11,32 +10,21 @@ import Wire
 /// same work in one process with as many threads as the two processes had in all, and the
 /// coordinator's dispatch capacity divided by one generator's task rate: how many generators one
 /// coordinator can keep busy.
-struct FanoutBench: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "fanout",
-        abstract: "A rejection-sampling round's sampling over 1 and 2 generator processes (the ratio), and how many generators one coordinator can feed."
-    )
+public struct FanoutBenchmark: Sendable {
 
-    @Option(help: "Policy checkpoint (tokenizer.bin beside it).")
-    var checkpoint = "models/chat-world/sft.bin"
-    @Option(help: "Prompts of the round (the embedded task's training prompts).")
-    var prompts = 512
-    @Option(help: "Samples per prompt (K).")
-    var samples = 8
-    @Option(help: "Most new tokens per sample.")
-    var maxNewTokens = 96
-    @Option(help: "Sampling temperature.")
-    var temperature: Float = 1.0
-    @Option(help: "Generator processes of the fan-out.")
-    var generators = 2
+    /// Policy checkpoint (tokenizer.bin beside it).
+    public var checkpoint: String
+    /// Prompts of the round (the embedded task's training prompts).
+    public var prompts: Int
+    /// Samples per prompt (K).
+    public var samples: Int
+    /// Most new tokens per sample.
+    public var maxNewTokens: Int
+    /// Sampling temperature.
+    public var temperature: Float
+    /// Generator processes of the fan-out.
+    public var generators: Int
 
-    func validate() throws {
-        try OptionCheck.integer(prompts, "--prompts", 1 ... 1_000_000)
-        try OptionCheck.integer(samples, "--samples", 1 ... 1_024)
-        try OptionCheck.integer(maxNewTokens, "--max-new-tokens", 1 ... 1_000_000)
-        try OptionCheck.number(temperature, "--temperature", 0 ... 100)
-        try OptionCheck.integer(generators, "--generators", 1 ... 256)
-    }
 
     /// A generator daemon started by the benchmark (its output discarded).
     struct Worker {
@@ -47,8 +35,19 @@ struct FanoutBench: ParsableCommand {
         }
     }
 
-    func run() throws {
-        guard generators >= 2 else { throw ValidationError("--generators must be 2 or more (the fan-out is compared with one)") }
+
+    public init(checkpoint: String = "models/chat-world/sft.bin", prompts: Int = 512, samples: Int = 8, maxNewTokens: Int = 96, temperature: Float = 1.0, generators: Int = 2) {
+        self.checkpoint = checkpoint
+        self.prompts = prompts
+        self.samples = samples
+        self.maxNewTokens = maxNewTokens
+        self.temperature = temperature
+        self.generators = generators
+    }
+
+    /// Runs the benchmark, printing its figures and ratios.
+    public func run() throws {
+        guard generators >= 2 else { throw BenchmarkError("--generators must be 2 or more (the fan-out is compared with one)") }
         print("machine: \(ProcessInfo.processInfo.activeProcessorCount) cores; load average \(loadAverage())")
         let tokenizerPath = ((checkpoint as NSString).deletingLastPathComponent as NSString).appendingPathComponent("tokenizer.bin")
         let tokenizer = try Tokenizer(path: tokenizerPath)
@@ -84,7 +83,7 @@ struct FanoutBench: ParsableCommand {
             workers.append(Worker(process: process))
             let deadline = Date().addingTimeInterval(60)
             while !coordinator.workers().contains(where: { $0.registration.workerID == id && $0.health == .healthy }) {
-                guard Date() < deadline else { throw ValidationError("generator \(id) did not register within 60 s") }
+                guard Date() < deadline else { throw BenchmarkError("generator \(id) did not register within 60 s") }
                 Thread.sleep(forTimeInterval: 0.02)
             }
         }
@@ -117,7 +116,7 @@ struct FanoutBench: ParsableCommand {
         print(String(format: "the same work in 1 process with %d threads: %.2f s, %.0f tok/s; %d processes are %.2fx that", generators,
                      threaded.seconds, Double(threaded.tokens) / threaded.seconds, generators, threaded.seconds / many.seconds))
         stopAll()
-        let (_, capacity) = try TransportBench.dispatchCapacity(workers: 32, tasks: 30_000)
+        let (_, capacity) = try TransportBenchmark.dispatchCapacity(workers: 32, tasks: 30_000)
         print(String(format: "dispatch capacity %.0f tasks/s / one generator's %.1f tasks/s (%d samples a task) = %.0f generators one coordinator "
                      + "can keep busy at this task size", capacity, taskRate, samples, capacity / taskRate))
     }

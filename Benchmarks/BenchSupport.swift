@@ -1,0 +1,62 @@
+import ClusterRuntime
+import Foundation
+import LlamaCore
+import LlamaTraining
+import Recipe
+import Synchronization
+import Transport
+import Wire
+import Workers
+
+/// Why a benchmark could not run or measure, naming the problem.
+public struct BenchmarkError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// The 1, 5 and 15 minute load averages (printed beside the figures).
+public func loadAverage() -> String {
+    (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8))?.split(separator: " ").prefix(3).joined(separator: " ") ?? "unknown"
+}
+
+/// What the bench's baselines and our own figures run on: the BLAS kernels, measured once.
+func printMachine() {
+    print("machine: \(ProcessInfo.processInfo.activeProcessorCount) cores; load average \(loadAverage())")
+    let report = BLASRuntime.startupReport
+    print(String(format: "BLAS: %@; sgemm 1024^3 on 1 thread: %.1f GFLOP/s", report?.summary ?? "OpenBLAS kernels \(BLASRuntime.coreName)",
+                 BLASRuntime.measureSgemm()))
+}
+
+/// The bench's model shapes by name.
+func benchConfig(_ name: String) throws -> LlamaConfig {
+    switch name.lowercased() {
+    case "15m": return .stories15M
+    case "gqa": return .gqa
+    case "110m": return .llama110M
+    default: throw BenchmarkError("--config: '\(name)' is not one of 15M, gqa, 110M")
+    }
+}
+
+/// A temporary folder for a bench's checkpoints and baseline files, removed at the end.
+func benchDirectory() throws -> URL {
+    let url = FileManager.default.temporaryDirectory.appendingPathComponent("rlhf-bench-\(getpid())")
+    try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+    return url
+}
+
+
+/// Best-of figures gathered over interleaved rounds.
+struct BestOf {
+    private(set) var values: [String: Double] = [:]
+    mutating func record(_ key: String, _ value: Double) { values[key] = max(values[key] ?? 0, value) }
+    subscript(_ key: String) -> Double? { values[key] }
+}
+
+/// A baseline's figure, or "(skipped)" when it was not measured.
+func figure(_ value: Double?) -> String { value.map { String(format: "%.0f", $0) } ?? "(skipped)" }
+
+/// `a / b` as "1.23x", or "n/a".
+func ratio(_ a: Double?, _ b: Double?) -> String {
+    guard let a, let b, b > 0 else { return "n/a" }
+    return String(format: "%.2fx", a / b)
+}

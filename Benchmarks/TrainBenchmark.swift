@@ -1,0 +1,118 @@
+import ClusterRuntime
+import Foundation
+import LlamaCore
+import LlamaTraining
+import Recipe
+import Synchronization
+import Transport
+import Wire
+import Workers
+
+/// `rlhf bench train`: training-step throughput (forward, backward, AdamW) and reward-model forward,
+/// against PyTorch measured in the same run.
+public struct TrainBenchmark: Sendable {
+
+    /// Config: 15M, gqa or 110M.
+    public var config: String
+    /// Thread counts to measure, comma-separated.
+    public var threads: [Int]
+    /// Steps per figure; the best is reported.
+    public var repeats: Int
+    /// Sequences per training batch.
+    public var batch: Int
+    /// Sequences per reward-model batch.
+    public var rmBatch: Int
+    /// Tokens per sequence.
+    public var length: Int
+    /// Measure only the reward-model forward.
+    public var rewardModelOnly: Bool
+    /// The baselines measured beside ours.
+    public var baselines: Baselines
+
+
+
+    public init(config: String = "15M", threads: [Int], repeats: Int = 3, batch: Int = 8, rmBatch: Int = 16, length: Int = 256, rewardModelOnly: Bool = false, baselines: Baselines) {
+        self.config = config
+        self.threads = threads
+        self.repeats = repeats
+        self.batch = batch
+        self.rmBatch = rmBatch
+        self.length = length
+        self.rewardModelOnly = rewardModelOnly
+        self.baselines = baselines
+    }
+
+    /// Runs the benchmark, printing its figures and ratios.
+    public func run() throws {
+        let c = try benchConfig(config)
+        guard length <= c.seqLen else { throw BenchmarkError("--length must be in 2...\(c.seqLen) for config \(config), got \(length)") }
+        let threadCounts = threads
+        let weights = ModelWeights.random(config: c, seed: 1)
+        let directory = try benchDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        printMachine()
+        if baselines.llama2c != nil { print("note: llama2.c does not train; --llama2c is ignored here") }
+        var torch: TorchBaseline?
+        if let python = baselines.torch {
+            let checkpoint = directory.appendingPathComponent("model.bin").path
+            try Checkpoint.writeLegacy(weights, to: checkpoint)
+            torch = try TorchBaseline(python: python, checkpoint: checkpoint, workDirectory: directory)
+            print("PyTorch \(torch!.version), same weights")
+        } else {
+            print("skipped: PyTorch (give --torch PYTHON, a Python with torch)")
+        }
+        defer { torch?.stop() }
+        var rng = SeededGenerator(seed: 2)
+        func sequences(_ count: Int) -> [[Int32]] {
+            (0..<count).map { _ in [Int32(1)] + (1..<length).map { _ in Int32(3 + rng.next() % UInt64(c.vocabSize - 3)) } }
+        }
+        // FLOPs per token: 2 per weight of every matrix product forward (classifier included), plus causal
+        // attention (QK^T and PV over T/2 positions on average); a training step is 3x the forward.
+        let matrixWeights = Double(c.nLayers * (2 * c.dim * c.dim + 2 * c.kvDim * c.dim + 3 * c.dim * c.hiddenDim) + c.vocabSize * c.dim)
+        let attention = Double(c.nLayers) * 2 * 2 * Double(length) / 2 * Double(c.dim)
+        let forwardFlops = 2 * matrixWeights + attention
+        // The reward model's forward has no classifier.
+        let scoringFlops = forwardFlops - 2 * Double(c.vocabSize * c.dim)
+        print("config \(config): dim \(c.dim), hidden \(c.hiddenDim), \(c.nLayers) layers, vocab \(c.vocabSize); training batch \(batch)x\(length), reward-model batch \(rmBatch)x\(length)")
+        let data = sequences(batch), rmData = sequences(rmBatch)
+        let mask = data.map { [Float](repeating: 1, count: $0.count - 1) }
+        let head = ScalarHead(dim: c.dim, seed: 3)
+        for t in threadCounts {
+            let pool = ComputePool(threads: t)
+            defer { pool.shutdown() }
+            _ = try torch?.call(["op": "threads", "n": t])
+            let trainer = TrainableTransformer(weights: weights.copy(), pool: pool)
+            let optimizer = AdamW(groupSizes: [trainer.weights.storage.count])
+            var best = BestOf()
+            for round in 0..<repeats {
+                if !rewardModelOnly {
+                    let start = Date()
+                    trainer.zeroGradients()
+                    _ = try trainer.maskedCrossEntropy(sequences: data, mask: mask)
+                    optimizer.update([ParameterGroup(model: trainer)], lr: 1e-4, pool: pool)
+                    best.record("train", Double(batch * (length - 1)) / Date().timeIntervalSince(start))
+                    if let torch {
+                        best.record("torch-train", try torch.figure(["op": "train", "batch": batch, "length": length, "seed": round], "tps"))
+                    }
+                }
+                let start = Date()
+                let scoringBatch = try TokenBatch(rmData, config: c)
+                _ = head.scores(trainer.forward(scoringBatch, onlyRows: scoringBatch.lastRows), rows: scoringBatch.lastRows)
+                best.record("rm", Double(rmBatch * length) / Date().timeIntervalSince(start))
+                if let torch {
+                    best.record("torch-rm", try torch.figure(["op": "rm", "batch": rmBatch, "length": length, "seed": round], "tps"))
+                }
+            }
+            let label = "[\(t) thread\(t == 1 ? "" : "s")]"
+            if let tps = best["train"] {
+                print(String(format: "%@ training step: %.2f s, %.0f tok/s, %.1f GFLOP/s  vs PyTorch %@: %@", label,
+                             Double(batch * (length - 1)) / tps, tps, 3 * forwardFlops * tps / 1e9,
+                             figure(best["torch-train"]), ratio(tps, best["torch-train"])))
+            }
+            print(String(format: "%@ reward-model forward (scores at each last token): %.0f tok/s, %.1f GFLOP/s of a full forward  vs PyTorch %@: %@", label, best["rm"]!,
+                         scoringFlops * best["rm"]! / 1e9,
+                         figure(best["torch-rm"]), ratio(best["rm"], best["torch-rm"])))
+        }
+        print(String(format: "peak resident memory: %.0f MB", Double(MemoryProbe.peakResidentBytes()) / 1e6))
+    }
+}
