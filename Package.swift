@@ -164,7 +164,7 @@ let package = Package(
         ),
         .testTarget(
             name: "RecipeTests",
-            dependencies: ["Recipe", "Launcher", "ClusterRuntime", "Workers", "Wire", "LlamaCore", "LlamaTraining", "TestKit",
+            dependencies: ["Recipe", "Launcher", "ClusterRuntime", "Workers", "Wire", "LlamaCore", "LlamaTraining", "EmbeddedTask", "TestKit",
                            .product(name: "PropertyBased", package: "swift-property-based")]
         ),
         .testTarget(

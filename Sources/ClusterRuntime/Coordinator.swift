@@ -254,6 +254,12 @@ public final class Coordinator: @unchecked Sendable {
         actorSystem.shutdown()
         loop.shutdown()
         control = nil
+        // Calls still waiting for an answer fail now instead of at their timeout.
+        let waiting = shared.state.withLock { s -> [CheckedContinuation<WirePayload, Error>] in
+            defer { s.waiters.removeAll() }
+            return Array(s.waiters.values)
+        }
+        for waiter in waiting { waiter.resume(throwing: CoordinatorError.taskFailed("the coordinator shut down")) }
     }
 
     /// A snapshot of the workers.

@@ -1,4 +1,3 @@
-import EmbeddedTask
 import ClusterRuntime
 import Foundation
 import LlamaCore
@@ -132,7 +131,7 @@ extension RLHFPipeline {
             // The hidden annotator's view of the same rollouts, for the trend check (never used to train).
             var utility = 0.0
             for g in generated {
-                if let j = context.judge(g.prompt.text, context.text(g.sample.tokens)) { utility += j.utility }
+                if let j = context.judge.judge(prompt: g.prompt.text, response: context.text(g.sample.tokens)) { utility += j.utility }
             }
             let responseTokens = generated.map(\.logProbs.count)
             let entropy = -generated.reduce(0.0) { $0 + $1.logProbs.reduce(0.0) { $0 + Double($1) } } / Double(max(1, responseTokens.reduce(0, +)))

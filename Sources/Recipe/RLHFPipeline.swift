@@ -1,5 +1,4 @@
 import ClusterRuntime
-import EmbeddedTask
 import Foundation
 import LlamaCore
 import LlamaTraining
@@ -146,12 +145,12 @@ public final class RLHFPipeline {
     /// Pairs each reward model has trained on so far (replayed when it is retrained on new pairs).
     var rewardPairs: [WorkerRole: [TokenPair]] = [:]
 
-    /// The task's pair as tokens.
-    func tokens(_ pair: TaskData.PreferencePair) -> TokenPair {
+    /// A source's pair as tokens.
+    func tokens(_ pair: PreferencePairText) -> TokenPair {
         let eos = context.tokenizer.eosId
         return TokenPair(promptText: pair.prompt, prompt: ChatTemplate.promptIDs(pair.prompt, tokenizer: context.tokenizer),
                          chosen: context.tokenizer.encode(pair.chosen) + [eos], rejected: context.tokenizer.encode(pair.rejected) + [eos],
-                         level: PreferenceLevel(rawValue: pair.preference) ?? .negligiblyBetter, safety: pair.safety)
+                         level: pair.level, safety: pair.safety)
     }
 
     /// Which pairs a reward model learns from: the reward model from pairs not flagged safety; the
@@ -170,7 +169,7 @@ public final class RLHFPipeline {
         let role = settings.model
         guard role == .rewardModel || role == .safetyModel else { throw ClusterLaunch.Failure(message: "train_rm trains reward-model or safety-model, not \(role.rawValue)") }
         let started = Date()
-        var pairs = RLHFPipeline.pairs(for: role, context.preferences.map(tokens))
+        var pairs = RLHFPipeline.pairs(for: role, context.pairs.preferencePairs.map(tokens))
         if let n = settings.pairs { pairs = Array(pairs.prefix(n)) }
         let heldOut = pairs.filter { RLHFPipeline.isHeldOut($0.promptText) }, train = pairs.filter { !RLHFPipeline.isHeldOut($0.promptText) }
         guard !train.isEmpty else { throw ClusterLaunch.Failure(message: "train_rm \(role.rawValue): no pairs to train on") }
@@ -315,7 +314,7 @@ public final class RLHFPipeline {
             let p = g.prompt
             let answer = context.text(g.sample.tokens), key = "\(p.id)/\(g.sample.index)"
             answers[key] = answer
-            guard let j = context.judge(p.text, answer) else { continue }
+            guard let j = context.judge.judge(prompt: p.text, response: answer) else { continue }
             if p.isSafety {
                 safety += 1
                 if j.unsafe { unsafe += 1 }
@@ -327,10 +326,10 @@ public final class RLHFPipeline {
         }
         if baseline == nil { baseline = answers }
         for g in generated {
-            guard let prompt = TaskPrompt.parse(g.prompt.text) else { continue }
             let key = "\(g.prompt.id)/\(g.sample.index)"
-            guard let answer = answers[key], let reference = baseline?[key] else { continue }
-            switch context.annotator.compare(prompt, answer, reference) {
+            guard let answer = answers[key], let reference = baseline?[key],
+                  let verdict = context.judge.compare(prompt: g.prompt.text, answer, reference) else { continue }
+            switch verdict {
             case .first: wins += 1
             case .tie: wins += 0.5
             case .second: break
@@ -473,15 +472,16 @@ public final class RLHFPipeline {
         var random = SeededGenerator(seed: 0xBA1 &+ seed)
         var fresh: [TokenPair] = []
         for id in order where fresh.count < newPairs {
-            guard let indices = byPrompt[id], indices.count >= 2, let prompt = prompts[id], let task = TaskPrompt.parse(prompt.text) else { continue }
+            guard let indices = byPrompt[id], indices.count >= 2, let prompt = prompts[id] else { continue }
             let top = indices.max { helpfulness[$0] < helpfulness[$1] }!
             let others = indices.filter { $0 != top }
             let other = others[Int(random.next() % UInt64(others.count))]
             let a = generated[top].tokens, b = generated[other].tokens
-            let ja = context.annotator.judge(task, context.text(a)), jb = context.annotator.judge(task, context.text(b))
+            guard let ja = context.judge.judge(prompt: prompt.text, response: context.text(a)),
+                  let jb = context.judge.judge(prompt: prompt.text, response: context.text(b)) else { continue }
             let gap = abs(ja.utility - jb.utility)
-            guard gap >= Annotator.tieGap else { continue }
-            let level = PreferenceLevel(rawValue: Annotator.level(gap: gap).rawValue) ?? .negligiblyBetter
+            guard gap >= context.judge.tieGap else { continue }
+            let level = context.judge.level(gap: gap)
             let eos = context.tokenizer.eosId
             let (chosen, rejected) = ja.utility > jb.utility ? (a, b) : (b, a)
             fresh.append(TokenPair(promptText: prompt.text, prompt: prompt.ids, chosen: chosen.last == eos ? chosen : chosen + [eos],

@@ -1,53 +1,33 @@
-import EmbeddedTask
-import Foundation
 import LlamaCore
-import LlamaTraining
 
-/// What the RLHF plan works on: the tokenizer of the policy, the training and evaluation prompts (with
-/// whether each is a safety prompt, which the prompt sets say), the preference pairs the reward models
-/// start from, and the judge of the evaluations. For the embedded task everything is generated from a
-/// seed in this process; only the coordinator holds the annotator (workers never see it).
+/// What the RLHF plan works on: the policy's tokenizer and the plan's sources of prompts, preference
+/// pairs and judgements (`TaskSources.swift`). The embedded task is one such source; only the
+/// coordinator holds the judge (workers never see it).
 public struct TaskContext: Sendable {
-    /// A prompt of the plan: its id (index in its set), text, tokens in the chat template, and whether
-    /// it is a safety prompt.
-    public struct Prompt: Sendable, Equatable {
-        public var id: UInt64
-        public var text: String
-        public var ids: [Int32]
-        public var isSafety: Bool
-    }
+    /// A prompt of the plan.
+    public typealias Prompt = PlanPrompt
 
     public let tokenizer: Tokenizer
-    public let trainPrompts: [Prompt]
-    public let evalPrompts: [Prompt]
-    /// Preference pairs of the task (prompt text, chosen, rejected, level, safety).
-    public let preferences: [TaskData.PreferencePair]
-    /// The hidden annotator: judges evaluations and labels new pairs.
-    public let annotator: Annotator
+    public let prompts: any PromptSource
+    public let pairs: any PairSource
+    public let judge: any JudgementSource
 
-    /// The embedded task's prompts and pairs (seed `seed`) with `tokenizer`.
-    public init(embeddedSeed seed: UInt64, tokenizer: Tokenizer, preferencePairs: Int) {
+    /// A plan over `prompts`, `pairs` and `judge`, its text in `tokenizer`.
+    public init(tokenizer: Tokenizer, prompts: any PromptSource, pairs: any PairSource, judge: any JudgementSource) {
         self.tokenizer = tokenizer
-        var settings = TaskData.Settings.default
-        settings.corpusDocuments = 0
-        settings.sftExamples = 0
-        settings.preferencePairs = preferencePairs
-        let data = TaskData(seed: seed, settings: settings)
-        func prompts(_ split: TaskSplit) -> [Prompt] {
-            (data.prompts[split] ?? []).enumerated().map { i, p in
-                Prompt(id: UInt64(i), text: p.text, ids: ChatTemplate.promptIDs(p.text, tokenizer: tokenizer), isSafety: p.request.isSafety)
-            }
-        }
-        trainPrompts = prompts(.train)
-        evalPrompts = prompts(.evaluation)
-        preferences = data.preferences
-        annotator = Annotator()
+        self.prompts = prompts
+        self.pairs = pairs
+        self.judge = judge
     }
 
-    /// The annotator's judgement of `response` to the prompt `text`.
-    public func judge(_ text: String, _ response: String) -> Annotator.Judgement? {
-        TaskPrompt.parse(text).map { annotator.judge($0, response) }
+    /// The embedded task's prompts, pairs and annotator (seed `seed`) with `tokenizer`.
+    public init(embeddedSeed seed: UInt64, tokenizer: Tokenizer, preferencePairs: Int) {
+        let task = EmbeddedTaskSource(seed: seed, tokenizer: tokenizer, preferencePairs: preferencePairs)
+        self.init(tokenizer: tokenizer, prompts: task, pairs: task, judge: task)
     }
+
+    public var trainPrompts: [PlanPrompt] { prompts.trainPrompts }
+    public var evalPrompts: [PlanPrompt] { prompts.evalPrompts }
 
     /// Decoded text of response tokens (EOS dropped).
     public func text(_ ids: [Int32]) -> String {

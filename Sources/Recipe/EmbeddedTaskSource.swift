@@ -1,0 +1,54 @@
+import EmbeddedTask
+import LlamaCore
+import LlamaTraining
+
+/// The embedded task as the plan's sources: its prompts and preference pairs, generated from a seed in
+/// this process, and its hidden annotator as the judge.
+public struct EmbeddedTaskSource: PromptSource, PairSource, JudgementSource {
+    public let trainPrompts: [PlanPrompt]
+    public let evalPrompts: [PlanPrompt]
+    public let preferencePairs: [PreferencePairText]
+    private let annotator = Annotator()
+
+    /// The task of seed `seed` (with `preferencePairs` pairs), its prompts in `tokenizer`'s chat template.
+    public init(seed: UInt64, tokenizer: Tokenizer, preferencePairs: Int) {
+        var settings = TaskData.Settings.default
+        settings.corpusDocuments = 0
+        settings.sftExamples = 0
+        settings.preferencePairs = preferencePairs
+        let data = TaskData(seed: seed, settings: settings)
+        func prompts(_ split: TaskSplit) -> [PlanPrompt] {
+            (data.prompts[split] ?? []).enumerated().map { i, p in
+                PlanPrompt(id: UInt64(i), text: p.text, ids: ChatTemplate.promptIDs(p.text, tokenizer: tokenizer), isSafety: p.request.isSafety)
+            }
+        }
+        trainPrompts = prompts(.train)
+        evalPrompts = prompts(.evaluation)
+        self.preferencePairs = data.preferences.map { pair in
+            PreferencePairText(prompt: pair.prompt, chosen: pair.chosen, rejected: pair.rejected,
+                               level: PreferenceLevel(rawValue: pair.preference) ?? .negligiblyBetter, safety: pair.safety)
+        }
+    }
+
+    public func judge(prompt: String, response: String) -> Judgement? {
+        TaskPrompt.parse(prompt).map { task in
+            let j = annotator.judge(task, response)
+            return Judgement(helpfulness: j.helpfulness, unsafe: j.unsafe, helpful: j.helpful)
+        }
+    }
+
+    public func compare(prompt: String, _ a: String, _ b: String) -> Verdict? {
+        guard let task = TaskPrompt.parse(prompt) else { return nil }
+        switch annotator.compare(task, a, b) {
+        case .first: return .first
+        case .second: return .second
+        case .tie: return .tie
+        }
+    }
+
+    public var tieGap: Double { Annotator.tieGap }
+
+    public func level(gap: Double) -> PreferenceLevel {
+        PreferenceLevel(rawValue: Annotator.level(gap: gap).rawValue) ?? .negligiblyBetter
+    }
+}
