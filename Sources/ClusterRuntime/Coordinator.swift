@@ -320,8 +320,8 @@ public final class Coordinator: @unchecked Sendable {
     /// Runs `call` once per part, all at once, and returns the results in part order. The calls are
     /// numbered in part order from the step's next request id whatever order they run in (so a replayed
     /// step asks for the same ids, and the journal answers them); the first failure fails the whole, and
-    /// so does `timeoutSeconds`. Blocks the calling thread (never a task's): the calls run on the
-    /// coordinator's poll loop.
+    /// so does `timeoutSeconds`. `call` makes one call on a role pool per part (its request id is the
+    /// part's). Blocks the calling thread (never a task's): the calls run on the coordinator's poll loop.
     public func fanOut<Part: Sendable, Answer: Sendable>(_ parts: [Part], timeoutSeconds: Double = 300,
                                                         _ call: @escaping @Sendable (Part) async throws -> Answer) throws -> [Answer] {
         guard !parts.isEmpty else { return [] }

@@ -56,6 +56,25 @@ public final class RunJournal: @unchecked Sendable {
 
         /// The highest step index done, if any.
         public var lastDoneStep: Int? { doneSteps.keys.max() }
+
+        /// Takes in one more record, in journal order (the replay's state machine: no I/O).
+        public mutating func replay(_ record: Record) {
+            records += 1
+            switch record {
+            case let .run(digest): specDigest = digest
+            case let .coordinator(endpoint): self.endpoint = endpoint
+            case let .runIdentity(id): runID = id
+            case let .worker(id, host, pid): workers[id] = (host, pid)
+            case .stepBegin: break
+            case let .result(requestID, frames): results[requestID] = frames
+            case let .stepDone(index, version, round, announces):
+                doneSteps[index] = (version, round, announces)
+                // Results of a finished step are never asked for again.
+                let first = RunJournal.firstRequestID(ofStep: index), next = RunJournal.firstRequestID(ofStep: index + 1)
+                results = results.filter { $0.key < first || $0.key >= next }
+            case .finished: finished = true
+            }
+        }
     }
 
     /// A journal that cannot be read: the file, the line and why.
@@ -147,21 +166,7 @@ public final class RunJournal: @unchecked Sendable {
             }
             let record: Record
             do { record = try decoder.decode(Record.self, from: Data(json)) } catch { return try damaged("not a journal record: \(error)") }
-            recovered.records += 1
-            switch record {
-            case let .run(digest): recovered.specDigest = digest
-            case let .coordinator(endpoint): recovered.endpoint = endpoint
-            case let .runIdentity(id): recovered.runID = id
-            case let .worker(id, host, pid): recovered.workers[id] = (host, pid)
-            case .stepBegin: break
-            case let .result(requestID, frames): recovered.results[requestID] = frames
-            case let .stepDone(index, version, round, announces):
-                recovered.doneSteps[index] = (version, round, announces)
-                // Results of a finished step are never asked for again.
-                let first = UInt64(index + 1) << 32, next = UInt64(index + 2) << 32
-                recovered.results = recovered.results.filter { $0.key < first || $0.key >= next }
-            case .finished: recovered.finished = true
-            }
+            recovered.replay(record)
             start = end + 1
         }
         return (recovered, bytes.count)
