@@ -412,6 +412,51 @@ void   rlhf__v1__queue_depth__free_unpacked
   assert(message->base.descriptor == &rlhf__v1__queue_depth__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   rlhf__v1__plan_stage__init
+                     (Rlhf__V1__PlanStage         *message)
+{
+  static const Rlhf__V1__PlanStage init_value = RLHF__V1__PLAN_STAGE__INIT;
+  *message = init_value;
+}
+size_t rlhf__v1__plan_stage__get_packed_size
+                     (const Rlhf__V1__PlanStage *message)
+{
+  assert(message->base.descriptor == &rlhf__v1__plan_stage__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t rlhf__v1__plan_stage__pack
+                     (const Rlhf__V1__PlanStage *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &rlhf__v1__plan_stage__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t rlhf__v1__plan_stage__pack_to_buffer
+                     (const Rlhf__V1__PlanStage *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &rlhf__v1__plan_stage__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Rlhf__V1__PlanStage *
+       rlhf__v1__plan_stage__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Rlhf__V1__PlanStage *)
+     protobuf_c_message_unpack (&rlhf__v1__plan_stage__descriptor,
+                                allocator, len, data);
+}
+void   rlhf__v1__plan_stage__free_unpacked
+                     (Rlhf__V1__PlanStage *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &rlhf__v1__plan_stage__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   rlhf__v1__status_reply__init
                      (Rlhf__V1__StatusReply         *message)
 {
@@ -1240,6 +1285,70 @@ const ProtobufCMessageDescriptor rlhf__v1__queue_depth__descriptor =
   (ProtobufCMessageInit) rlhf__v1__queue_depth__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
+static const ProtobufCFieldDescriptor rlhf__v1__plan_stage__field_descriptors[3] =
+{
+  {
+    "phase",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Rlhf__V1__PlanStage, phase),
+    &rlhf__v1__plan_phase__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "round",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Rlhf__V1__PlanStage, round),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "subject",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Rlhf__V1__PlanStage, subject),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned rlhf__v1__plan_stage__field_indices_by_name[] = {
+  0,   /* field[0] = phase */
+  1,   /* field[1] = round */
+  2,   /* field[2] = subject */
+};
+static const ProtobufCIntRange rlhf__v1__plan_stage__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor rlhf__v1__plan_stage__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "rlhf.v1.PlanStage",
+  "PlanStage",
+  "Rlhf__V1__PlanStage",
+  "rlhf.v1",
+  sizeof(Rlhf__V1__PlanStage),
+  3,
+  rlhf__v1__plan_stage__field_descriptors,
+  rlhf__v1__plan_stage__field_indices_by_name,
+  1,  rlhf__v1__plan_stage__number_ranges,
+  (ProtobufCMessageInit) rlhf__v1__plan_stage__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
 static const ProtobufCFieldDescriptor rlhf__v1__status_reply__field_descriptors[12] =
 {
   {
@@ -1258,11 +1367,11 @@ static const ProtobufCFieldDescriptor rlhf__v1__status_reply__field_descriptors[
     "plan_stage",
     2,
     PROTOBUF_C_LABEL_NONE,
-    PROTOBUF_C_TYPE_STRING,
+    PROTOBUF_C_TYPE_MESSAGE,
     0,   /* quantifier_offset */
     offsetof(Rlhf__V1__StatusReply, plan_stage),
+    &rlhf__v1__plan_stage__descriptor,
     NULL,
-    &protobuf_c_empty_string,
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
@@ -1652,5 +1761,57 @@ const ProtobufCEnumDescriptor rlhf__v1__worker_health__descriptor =
   rlhf__v1__worker_health__enum_values_by_name,
   1,
   rlhf__v1__worker_health__value_ranges,
+  NULL,NULL,NULL,NULL   /* reserved[1234] */
+};
+static const ProtobufCEnumValue rlhf__v1__plan_phase__enum_values_by_number[14] =
+{
+  { "PLAN_PHASE_UNSPECIFIED", "RLHF__V1__PLAN_PHASE__PLAN_PHASE_UNSPECIFIED", 0 },
+  { "PLAN_IDLE", "RLHF__V1__PLAN_PHASE__PLAN_IDLE", 1 },
+  { "PLAN_GENERATE", "RLHF__V1__PLAN_PHASE__PLAN_GENERATE", 2 },
+  { "PLAN_SAMPLE", "RLHF__V1__PLAN_PHASE__PLAN_SAMPLE", 3 },
+  { "PLAN_SCORE", "RLHF__V1__PLAN_PHASE__PLAN_SCORE", 4 },
+  { "PLAN_REFERENCE", "RLHF__V1__PLAN_PHASE__PLAN_REFERENCE", 5 },
+  { "PLAN_TRAIN", "RLHF__V1__PLAN_PHASE__PLAN_TRAIN", 6 },
+  { "PLAN_RETRAIN", "RLHF__V1__PLAN_PHASE__PLAN_RETRAIN", 7 },
+  { "PLAN_SYNC", "RLHF__V1__PLAN_PHASE__PLAN_SYNC", 8 },
+  { "PLAN_EVALUATE", "RLHF__V1__PLAN_PHASE__PLAN_EVALUATE", 9 },
+  { "PLAN_PPO", "RLHF__V1__PLAN_PHASE__PLAN_PPO", 10 },
+  { "PLAN_SAMPLE_PAIRS", "RLHF__V1__PLAN_PHASE__PLAN_SAMPLE_PAIRS", 11 },
+  { "PLAN_HOLD", "RLHF__V1__PLAN_PHASE__PLAN_HOLD", 12 },
+  { "PLAN_DONE", "RLHF__V1__PLAN_PHASE__PLAN_DONE", 13 },
+};
+static const ProtobufCIntRange rlhf__v1__plan_phase__value_ranges[] = {
+{0, 0},{0, 14}
+};
+static const ProtobufCEnumValueIndex rlhf__v1__plan_phase__enum_values_by_name[14] =
+{
+  { "PLAN_DONE", 13 },
+  { "PLAN_EVALUATE", 9 },
+  { "PLAN_GENERATE", 2 },
+  { "PLAN_HOLD", 12 },
+  { "PLAN_IDLE", 1 },
+  { "PLAN_PHASE_UNSPECIFIED", 0 },
+  { "PLAN_PPO", 10 },
+  { "PLAN_REFERENCE", 5 },
+  { "PLAN_RETRAIN", 7 },
+  { "PLAN_SAMPLE", 3 },
+  { "PLAN_SAMPLE_PAIRS", 11 },
+  { "PLAN_SCORE", 4 },
+  { "PLAN_SYNC", 8 },
+  { "PLAN_TRAIN", 6 },
+};
+const ProtobufCEnumDescriptor rlhf__v1__plan_phase__descriptor =
+{
+  PROTOBUF_C__ENUM_DESCRIPTOR_MAGIC,
+  "rlhf.v1.PlanPhase",
+  "PlanPhase",
+  "Rlhf__V1__PlanPhase",
+  "rlhf.v1",
+  14,
+  rlhf__v1__plan_phase__enum_values_by_number,
+  14,
+  rlhf__v1__plan_phase__enum_values_by_name,
+  1,
+  rlhf__v1__plan_phase__value_ranges,
   NULL,NULL,NULL,NULL   /* reserved[1234] */
 };

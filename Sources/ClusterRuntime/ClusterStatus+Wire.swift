@@ -23,6 +23,45 @@ extension Health {
     }
 }
 
+extension PlanStage.Phase {
+    var wire: Rlhf_V1_PlanPhase {
+        switch self {
+        case .idle: return .planIdle
+        case .generate: return .planGenerate
+        case .sample: return .planSample
+        case .score: return .planScore
+        case .reference: return .planReference
+        case .train: return .planTrain
+        case .retrain: return .planRetrain
+        case .sync: return .planSync
+        case .evaluate: return .planEvaluate
+        case .ppo: return .planPpo
+        case .samplePairs: return .planSamplePairs
+        case .hold: return .planHold
+        case .done: return .planDone
+        }
+    }
+
+    init(wire: Rlhf_V1_PlanPhase) throws {
+        switch wire {
+        case .planIdle: self = .idle
+        case .planGenerate: self = .generate
+        case .planSample: self = .sample
+        case .planScore: self = .score
+        case .planReference: self = .reference
+        case .planTrain: self = .train
+        case .planRetrain: self = .retrain
+        case .planSync: self = .sync
+        case .planEvaluate: self = .evaluate
+        case .planPpo: self = .ppo
+        case .planSamplePairs: self = .samplePairs
+        case .planHold: self = .hold
+        case .planDone: self = .done
+        default: throw WireError.malformedBody("unknown plan phase \(wire)")
+        }
+    }
+}
+
 extension ClusterStatus: WireCodable {
     /// The generated form: what STATUS_REPLY carries (C and other peers read it).
     public var wire: Rlhf_V1_StatusReply {
@@ -42,7 +81,9 @@ extension ClusterStatus: WireCodable {
             s.tokensProcessed = w.tokensProcessed
             return s
         }
-        reply.planStage = planStage
+        reply.planStage.phase = planStage.phase.wire
+        reply.planStage.round = planStage.round
+        reply.planStage.subject = planStage.subject
         reply.round = round
         reply.step = step
         reply.policyVersion = policyVersion
@@ -76,7 +117,7 @@ extension ClusterStatus: WireCodable {
                           tasksInFlight: Int(s.tasksInFlight), lastHeartbeatMilliseconds: s.lastHeartbeatMs, weightsChecksum: s.weightsCrc32C,
                           tokensProcessed: s.tokensProcessed)
         }
-        planStage = reply.planStage
+        planStage = PlanStage(try PlanStage.Phase(wire: reply.planStage.phase), round: reply.planStage.round, subject: reply.planStage.subject)
         round = reply.round
         step = reply.step
         policyVersion = reply.policyVersion

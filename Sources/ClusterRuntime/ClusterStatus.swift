@@ -34,8 +34,8 @@ public struct ClusterStatus: Sendable, Equatable {
     /// The run the coordinator serves ("" for none in particular).
     public var runID = ""
     public var workers: [Worker] = []
-    /// What the plan is doing, e.g. "V1: train".
-    public var planStage = ""
+    /// What the plan is doing (shown as e.g. "V1: train").
+    public var planStage = PlanStage.idle
     public var round: UInt32 = 0
     public var step: UInt64 = 0
     public var policyVersion: UInt64 = 0

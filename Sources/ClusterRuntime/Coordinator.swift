@@ -51,7 +51,7 @@ public final class Coordinator: @unchecked Sendable {
         var membership: Membership
         /// ROUTER identity of each worker id.
         var identities: [String: [UInt8]] = [:]
-        var planStage = "idle"
+        var planStage = PlanStage.idle
         var round: UInt32 = 0
         var step: UInt64 = 0
         var policyVersion: UInt64 = 0
@@ -445,7 +445,7 @@ public final class Coordinator: @unchecked Sendable {
     public var latestAnnouncements: [WorkerRole: WeightAnnouncement] { shared.state.withLock { $0.latest } }
 
     /// Sets what `rlhf status` reports as the plan's stage, round and step.
-    public func setProgress(stage: String, round: UInt32? = nil, step: UInt64? = nil) {
+    public func setProgress(_ stage: PlanStage, round: UInt32? = nil, step: UInt64? = nil) {
         shared.state.withLock { s in
             // A new stage counts its steps from zero.
             if stage != s.planStage { s.step = 0 }

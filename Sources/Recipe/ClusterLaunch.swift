@@ -360,7 +360,7 @@ public final class ClusterLaunch {
     private func run(_ step: ClusterSpec.Step, index: Int, coordinator: Coordinator, report: @escaping (String) -> Void) throws {
         switch step {
         case let .generate(prompts, samples, maxNew, temperature):
-            coordinator.setProgress(stage: "generate")
+            coordinator.setProgress(PlanStage(.generate))
             let request = ClusterLaunch.generateRequest(prompts: prompts, samples: samples, maxNewTokens: maxNew,
                                                    temperature: temperature, seed: UInt64(index + 1),
                                                    policyVersion: coordinator.status().policyVersion)
@@ -382,7 +382,7 @@ public final class ClusterLaunch {
         case let .ppo(settings):
             try pipeline(coordinator, report: report).ppoRound(settings, evaluation: evalSettings, seed: UInt64(1_000 + index))
         case let .hold(seconds):
-            coordinator.setProgress(stage: "hold")
+            coordinator.setProgress(PlanStage(.hold))
             report(String(format: "step %d hold: the cluster stays up for %.1f s", index + 1, seconds))
             Thread.sleep(forTimeInterval: seconds)
         }
@@ -432,7 +432,7 @@ public final class ClusterLaunch {
             throw Failure(message: "plan step \(index + 1) (round) needs a \(needed.rawValue) worker; the spec starts none")
         }
         let start = Date()
-        coordinator.setProgress(stage: "round: generate", round: round)
+        coordinator.setProgress(PlanStage(.generate, round: "round"), round: round)
         let request = ClusterLaunch.generateRequest(prompts: prompts, samples: samples, maxNewTokens: maxNewTokens, temperature: temperature,
                                                seed: UInt64(1000 * round) + UInt64(index), policyVersion: version)
         let generated = try coordinator.generate(request, promptsPerTask: 1).filter { !$0.tokens.isEmpty }
@@ -441,10 +441,10 @@ public final class ClusterLaunch {
         let sequences = generated.enumerated().map { i, g in
             TokenSequence(id: UInt64(i), prompt: promptIDs[g.promptID] ?? [], response: g.tokens)
         }
-        coordinator.setProgress(stage: "round: score")
+        coordinator.setProgress(PlanStage(.score, round: "round"))
         let rewards = try coordinator.score(sequences, model: .rewardModel)
         let safety = roles.contains(.safetyModel) ? try coordinator.score(sequences, model: .safetyModel) : nil
-        coordinator.setProgress(stage: "round: reference")
+        coordinator.setProgress(PlanStage(.reference, round: "round"))
         // The reference stays where it started (the policy before these rounds): the KL measures drift from it.
         let referenceVersion = coordinator.workers().first { $0.registration.role == .referencePolicy && $0.health == .healthy }?.policyVersion ?? 0
         let reference = try coordinator.referenceLogProbs(sequences, policyVersion: referenceVersion)
@@ -452,16 +452,16 @@ public final class ClusterLaunch {
         let kl = RoundSummary.meanSequenceKL(policy: policyLogProbs, reference: reference)
         let best = RoundSummary.bestPerPrompt(promptIDs: generated.map(\.promptID), scores: rewards)
         coordinator.setTrainingSignals(rewardMean: Double(rewards.reduce(0, +)) / Double(rewards.count), kl: kl)
-        coordinator.setProgress(stage: "round: train")
+        coordinator.setProgress(PlanStage(.train, round: "round"))
         var batch = TrainBatch(kind: .sft)
         batch.sequences = best.map { sequences[$0] }
         batch.learningRate = learningRate
         batch.policyVersion = version
         let stats = try coordinator.train(batch)
-        coordinator.setProgress(stage: "round: sync")
+        coordinator.setProgress(PlanStage(.sync, round: "round"))
         let syncStart = Date()
         let synced = try coordinator.syncWeights(stats.announce, roles: [.generator])
-        coordinator.setProgress(stage: "round done")
+        coordinator.setProgress(PlanStage(.done, round: "round"))
         let safetyText = safety.map { String(format: ", safety mean %.4f", Double($0.reduce(0, +)) / Double($0.count)) } ?? ""
         report(String(format: "step %d round %d: %d samples, reward mean %.4f (best-of-%d mean %.4f)%@, KL to reference %.4f; "
                       + "SFT on %d best: loss %.4f, grad norm %.3f; policy v%llu synced to %d generators in %.2f s; round %.2f s",
@@ -573,7 +573,7 @@ final class ProgressReporter: @unchecked Sendable {
             let elapsed = Date().timeIntervalSince(c.started)
             let left = progress.remaining(current: c.index, elapsedInCurrent: elapsed)
             var where_ = "step \(c.index + 1) of \(steps)"
-            if !status.planStage.isEmpty { where_ += " (\(status.planStage)" + (status.step > 0 ? ", step \(status.step)" : "") + ")" }
+            if status.planStage != .idle { where_ += " (\(status.planStage)" + (status.step > 0 ? ", step \(status.step)" : "") + ")" }
             if status.round > 0 { where_ += ", round \(status.round)" }
             return "progress: \(where_); \(PlanProgress.duration(Date().timeIntervalSince(planStarted))) elapsed, ETA \(PlanProgress.duration(left))"
         }) else { return }

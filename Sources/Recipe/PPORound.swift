@@ -82,7 +82,7 @@ extension RLHFPipeline {
             if refreshes.contains(iteration) {
                 try refreshRewardModels(settings, round: round, iteration: iteration, seed: seed)
             }
-            coordinator.setProgress(stage: "\(settings.name): PPO", round: UInt32(round), step: UInt64(iteration))
+            coordinator.setProgress(PlanStage(.ppo, round: settings.name), round: UInt32(round), step: UInt64(iteration))
             let version = coordinator.status().policyVersion
             var random = SeededGenerator(seed: seed &+ UInt64(iteration))
             var pool = context.trainPrompts
@@ -124,7 +124,7 @@ extension RLHFPipeline {
             batch.tensors = [WireTensor(name: "rewards", floats: rewards)]
             let stats = try coordinator.train(batch)
             // The round counts iterations (the learner's reply would set its optimizer's step count).
-            coordinator.setProgress(stage: "\(settings.name): PPO", round: UInt32(round), step: UInt64(iteration))
+            coordinator.setProgress(PlanStage(.ppo, round: settings.name), round: UInt32(round), step: UInt64(iteration))
             last = stats
             try coordinator.syncWeights(stats.announce, roles: [.generator])
             controller?.update(kl: kls.reduce(0, +) / Double(kls.count), steps: kls.count)
@@ -168,7 +168,7 @@ extension RLHFPipeline {
             let weights = try coordinator.fetchWeights(announce, config: config)
             try Checkpoint.writeLegacy(weights, to: directory + "/policy.bin")
         }
-        coordinator.setProgress(stage: "\(settings.name): evaluate", round: UInt32(round))
+        coordinator.setProgress(PlanStage(.evaluate, round: settings.name), round: UInt32(round))
         let rewardMean = history.map(\.rewardMean).reduce(0, +) / Double(max(1, history.count))
         try evaluate(name: settings.name, settings: evaluation, rewardMean: rewardMean, gateHitRate: gateHits / Double(max(1, settings.iterations)),
                      tokensPerSecond: Double(tokens) / max(1e-9, sampleSeconds), seconds: Date().timeIntervalSince(started))
@@ -179,7 +179,7 @@ extension RLHFPipeline {
     /// retraining of a rejection-sampling round's `new_pairs`.
     func refreshRewardModels(_ settings: PPOSettings, round: Int, iteration: Int, seed: UInt64) throws {
         let stage = "\(settings.name) @\(iteration)"
-        coordinator.setProgress(stage: "\(stage): sample pairs", round: UInt32(round), step: UInt64(iteration))
+        coordinator.setProgress(PlanStage(.samplePairs, round: stage), round: UInt32(round), step: UInt64(iteration))
         var random = SeededGenerator(seed: seed &* 31 &+ UInt64(iteration))
         var pool = context.trainPrompts
         random.shuffle(&pool)

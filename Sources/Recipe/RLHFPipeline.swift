@@ -175,7 +175,7 @@ public final class RLHFPipeline {
         guard !train.isEmpty else { throw ClusterLaunch.Failure(message: "train_rm \(role.rawValue): no pairs to train on") }
         rewardPairs[role, default: []] += train
         let steps = try trainOnLearner(role, pairs: train, epochs: settings.epochs, batchSize: settings.batchSize,
-                                       learningRate: settings.learningRate, margin: settings.margin, stage: "train \(role.rawValue)")
+                                       learningRate: settings.learningRate, margin: settings.margin, stage: PlanStage(.train, subject: role.rawValue))
         let (levels, correct, count) = try accuracy(role, heldOut)
         let table = PreferenceLevel.allCases.compactMap { level -> String? in
             guard let (c, t) = levels[level.rawValue], t > 0 else { return nil }
@@ -193,8 +193,8 @@ public final class RLHFPipeline {
     /// cosine schedule, then a sync of the new version to the role's workers. Returns the steps taken.
     @discardableResult
     func trainOnLearner(_ role: WorkerRole, pairs: [TokenPair], epochs: Double, batchSize: Int, learningRate: Float, margin: MarginTable,
-                        stage: String) throws -> Int {
-        coordinator.setProgress(stage: stage)
+                        stage: PlanStage) throws -> Int {
+        coordinator.setProgress(stage)
         var trainer = TrainerSettings.default
         trainer.batchSize = batchSize
         trainer.epochs = epochs
@@ -224,7 +224,7 @@ public final class RLHFPipeline {
             let stats = try coordinator.train(batch)
             version = stats.policyVersion
             last = stats
-            coordinator.setProgress(stage: stage, step: UInt64(step))
+            coordinator.setProgress(stage, step: UInt64(step))
             metric(["stage": "train_rm", "model": role.rawValue, "step": step, "steps": total, "loss": stats.loss,
                     "accuracy": stats.accuracy, "grad_norm": stats.gradNorm, "learning_rate": stats.learningRate])
         }
@@ -296,7 +296,7 @@ public final class RLHFPipeline {
     public func evaluate(name: String, settings: EvalSettings, rewardMean: Double = 0, gateHitRate: Double = 0,
                          tokensPerSecond: Double? = nil, seconds: Double? = nil) throws -> Figures {
         let started = Date()
-        coordinator.setProgress(stage: "evaluate \(name)")
+        coordinator.setProgress(PlanStage(.evaluate, round: name))
         let prompts = Array(context.evalPrompts.prefix(settings.prompts ?? context.evalPrompts.count))
         let version = coordinator.status().policyVersion
         let generated = try draw(prompts, samples: settings.samples, temperature: settings.temperature, maxNewTokens: settings.maxNewTokens,
@@ -363,7 +363,7 @@ public final class RLHFPipeline {
     public func rejectionSamplingRound(_ settings: RoundSettings, evaluation: EvalSettings, seed: UInt64) throws {
         let started = Date()
         let round = Int(coordinator.status().round) + 1
-        coordinator.setProgress(stage: "\(settings.name): sample", round: UInt32(round))
+        coordinator.setProgress(PlanStage(.sample, round: settings.name), round: UInt32(round))
         let version = coordinator.status().policyVersion
         // The round's prompts: a seeded draw from the training prompts.
         var random = SeededGenerator(seed: seed)
@@ -376,7 +376,7 @@ public final class RLHFPipeline {
         let generateSeconds = Date().timeIntervalSince(generateStart)
         let tokens = generated.reduce(0) { $0 + $1.sample.tokens.count }
         let sequences = generated.enumerated().map { i, g in sequence(UInt64(i), g.prompt.ids, g.sample.tokens) }
-        coordinator.setProgress(stage: "\(settings.name): score")
+        coordinator.setProgress(PlanStage(.score, round: settings.name))
         var helpfulness = try coordinator.score(sequences, model: .rewardModel, perTask: 16)
         var safety = try coordinator.score(sequences, model: .safetyModel, perTask: 16)
         if settings.newPairs > 0 {
@@ -406,7 +406,7 @@ public final class RLHFPipeline {
         }
         try Data(lines.utf8).write(to: URL(fileURLWithPath: directory + "/samples.jsonl"))
         // SFT on the kept samples.
-        coordinator.setProgress(stage: "\(settings.name): train")
+        coordinator.setProgress(PlanStage(.train, round: settings.name))
         var current = version
         var last: TrainStats?
         var steps = 0
@@ -434,19 +434,19 @@ public final class RLHFPipeline {
                 current = stats.policyVersion
                 last = stats
                 steps += 1
-                coordinator.setProgress(stage: "\(settings.name): train", step: UInt64(steps))
+                coordinator.setProgress(PlanStage(.train, round: settings.name), step: UInt64(steps))
                 metric(["stage": "rs_train", "round": settings.name, "step": steps, "loss": stats.loss, "grad_norm": stats.gradNorm,
                         "policy_version": current])
             }
         }
-        coordinator.setProgress(stage: "\(settings.name): sync")
+        coordinator.setProgress(PlanStage(.sync, round: settings.name))
         if let last, let announce = last.announce {
             try coordinator.syncWeights(announce, roles: [.generator])
             // The round's checkpoint, fetched from the learner as the generators got it.
             let weights = try coordinator.fetchWeights(announce, config: config)
             try Checkpoint.writeLegacy(weights, to: directory + "/policy.bin")
         }
-        coordinator.setProgress(stage: "\(settings.name): evaluate", round: UInt32(round))
+        coordinator.setProgress(PlanStage(.evaluate, round: settings.name), round: UInt32(round))
         let rewardMean = rewards.reduce(0, +) / Double(max(1, rewards.count))
         let keptMean = kept.map(\.reward).reduce(0, +) / Double(max(1, kept.count))
         report(String(format: "%@: %d prompts x %d samples at T=%.2f -> %d tokens in %.1f s (%.0f tok/s); reward mean %.3f, kept mean %.3f, "
@@ -498,7 +498,7 @@ public final class RLHFPipeline {
             let mix = new + old.prefix(new.count)
             rewardPairs[role, default: []] += new
             try trainOnLearner(role, pairs: mix, epochs: 1, batchSize: 16, learningRate: learningRate, margin: .small,
-                               stage: "\(name): retrain \(role.rawValue)")
+                               stage: PlanStage(.retrain, round: name, subject: role.rawValue))
             lines.append(String(format: "%@ %.1f%% right on %d new pairs before", role.rawValue,
                                 before.count == 0 ? 0 : 100 * Double(before.correct) / Double(before.count), new.count))
         }

@@ -105,12 +105,13 @@ distributed actor Echo {
         settings.buildHash = "test-build"
         let coordinator = try Coordinator(settings: settings)
         defer { coordinator.shutdown() }
-        coordinator.setProgress(stage: "testing", round: 3, step: 9)
+        coordinator.setProgress(PlanStage(.retrain, round: "V2", subject: "safety-model"), round: 3, step: 9)
         let client = try ClusterActorSystem(bind: nil, buildHash: "test-build")
         defer { client.shutdown() }
         let control = try CoordinatorControl.resolve(id: CoordinatorControl.address(at: coordinator.endpoint), using: client)
         let status = try await control.status()
-        #expect(status.planStage == "testing")
+        #expect(status.planStage == PlanStage(.retrain, round: "V2", subject: "safety-model"))
+        #expect("\(status.planStage)" == "V2: retrain safety-model")
         #expect(status.round == 3 && status.step == 9)
         #expect(try await control.ping(Ping(sender: "probe")) == Ping(sender: "probe"))
     }

@@ -12,7 +12,7 @@ import Wire
             ClusterStatus.Worker(role: WorkerRole.allCases[i % WorkerRole.allCases.count], id: "w-\(i)", host: "h", pid: Int32(100 + i), health: health,
                                  policyVersion: 3, tasksInFlight: i, lastHeartbeatMilliseconds: 40, weightsChecksum: 0xFFFF_FFFF, tokensProcessed: 1 << 40)
         }
-        status.planStage = "V1: train"
+        status.planStage = PlanStage(.train, round: "V1")
         status.round = 2
         status.step = 9
         status.policyVersion = 3

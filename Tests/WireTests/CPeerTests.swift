@@ -39,7 +39,7 @@ import Testing
         var worker = Rlhf_V1_WorkerStatus(); worker.role = .generator; worker.workerID = "g-1"; worker.host = "h"
         worker.pid = 3; worker.health = .healthy; worker.policyVersion = 2; worker.tasksInFlight = 1; worker.lastHeartbeatMs = 10
         worker.weightsCrc32C = 0xFFFF_FFFF; worker.tokensProcessed = 1 << 40
-        var status = Rlhf_V1_StatusReply(); status.workers = [worker, worker]; status.planStage = "rejection-sampling"
+        var status = Rlhf_V1_StatusReply(); status.workers = [worker, worker]; status.planStage.phase = .planSample; status.planStage.round = "V1"
         status.round = 2; status.step = 40; status.queueDepths = [("generate", 3), ("score", 1), ("train", 0)].map { name, depth in
             var q = Rlhf_V1_QueueDepth(); q.queue = name; q.depth = UInt32(depth); return q
         }

@@ -329,7 +329,7 @@ struct StatusCommand: ParsableCommand {
              "weights_crc32c": w.weightsChecksum == 0 ? NSNull() : String(format: "%08x", w.weightsChecksum) as Any,
              "tokens_processed": Int(w.tokensProcessed)]
         }
-        return jsonLine(["workers": workers, "plan_stage": status.planStage, "round": Int(status.round), "step": Int(status.step),
+        return jsonLine(["workers": workers, "plan_stage": status.planStage.description, "plan_phase": status.planStage.phase.rawValue, "round": Int(status.round), "step": Int(status.step),
                          "queue_depths": Dictionary(uniqueKeysWithValues: status.queueDepths.map { ($0.key.rawValue, $0.value) }),
                          "tokens_per_second": status.tokensPerSecond, "reward_mean": status.rewardMean, "kl": status.kl,
                          "policy_version": Int(status.policyVersion), "tasks_redispatched": Int(status.tasksRedispatched),

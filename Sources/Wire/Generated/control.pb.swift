@@ -295,6 +295,89 @@ public nonisolated enum Rlhf_V1_WorkerHealth: SwiftProtobuf.Enum, Swift.CaseIter
 
 }
 
+/// What a plan step is doing.
+public nonisolated enum Rlhf_V1_PlanPhase: SwiftProtobuf.Enum, Swift.CaseIterable {
+  public typealias RawValue = Int
+  case unspecified // = 0
+  case planIdle // = 1
+  case planGenerate // = 2
+  case planSample // = 3
+  case planScore // = 4
+  case planReference // = 5
+  case planTrain // = 6
+  case planRetrain // = 7
+  case planSync // = 8
+  case planEvaluate // = 9
+  case planPpo // = 10
+  case planSamplePairs // = 11
+  case planHold // = 12
+  case planDone // = 13
+  case UNRECOGNIZED(Int)
+
+  public init() {
+    self = .unspecified
+  }
+
+  public init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .unspecified
+    case 1: self = .planIdle
+    case 2: self = .planGenerate
+    case 3: self = .planSample
+    case 4: self = .planScore
+    case 5: self = .planReference
+    case 6: self = .planTrain
+    case 7: self = .planRetrain
+    case 8: self = .planSync
+    case 9: self = .planEvaluate
+    case 10: self = .planPpo
+    case 11: self = .planSamplePairs
+    case 12: self = .planHold
+    case 13: self = .planDone
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  public var rawValue: Int {
+    switch self {
+    case .unspecified: return 0
+    case .planIdle: return 1
+    case .planGenerate: return 2
+    case .planSample: return 3
+    case .planScore: return 4
+    case .planReference: return 5
+    case .planTrain: return 6
+    case .planRetrain: return 7
+    case .planSync: return 8
+    case .planEvaluate: return 9
+    case .planPpo: return 10
+    case .planSamplePairs: return 11
+    case .planHold: return 12
+    case .planDone: return 13
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  public static let allCases: [Rlhf_V1_PlanPhase] = [
+    .unspecified,
+    .planIdle,
+    .planGenerate,
+    .planSample,
+    .planScore,
+    .planReference,
+    .planTrain,
+    .planRetrain,
+    .planSync,
+    .planEvaluate,
+    .planPpo,
+    .planSamplePairs,
+    .planHold,
+    .planDone,
+  ]
+
+}
+
 /// A worker's READY: who it is and what it runs.
 public nonisolated struct Rlhf_V1_Register: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
@@ -481,6 +564,24 @@ public nonisolated struct Rlhf_V1_QueueDepth: Sendable {
   public init() {}
 }
 
+/// The plan's stage: a phase, the round or step it belongs to ("V1", "round"; empty for none) and what it
+/// works on (a model, e.g. "reward-model"; empty for none).
+public nonisolated struct Rlhf_V1_PlanStage: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var phase: Rlhf_V1_PlanPhase = .unspecified
+
+  public var round: String = String()
+
+  public var subject: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 public nonisolated struct Rlhf_V1_StatusReply: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -488,7 +589,14 @@ public nonisolated struct Rlhf_V1_StatusReply: Sendable {
 
   public var workers: [Rlhf_V1_WorkerStatus] = []
 
-  public var planStage: String = String()
+  public var planStage: Rlhf_V1_PlanStage {
+    get {_planStage ?? Rlhf_V1_PlanStage()}
+    set {_planStage = newValue}
+  }
+  /// Returns true if `planStage` has been explicitly set.
+  public var hasPlanStage: Bool {self._planStage != nil}
+  /// Clears the value of `planStage`. Subsequent reads from it will return its default value.
+  public mutating func clearPlanStage() {self._planStage = nil}
 
   public var round: UInt32 = 0
 
@@ -518,6 +626,8 @@ public nonisolated struct Rlhf_V1_StatusReply: Sendable {
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+
+  fileprivate var _planStage: Rlhf_V1_PlanStage? = nil
 }
 
 public nonisolated struct Rlhf_V1_RejectedFrames: Sendable {
@@ -556,6 +666,10 @@ nonisolated extension Rlhf_V1_ErrorCode: SwiftProtobuf._ProtoNameProviding {
 
 nonisolated extension Rlhf_V1_WorkerHealth: SwiftProtobuf._ProtoNameProviding {
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0WORKER_HEALTH_UNSPECIFIED\0\u{1}HEALTHY\0\u{1}HUNG\0\u{1}SUSPECT\0\u{1}DEAD\0")
+}
+
+nonisolated extension Rlhf_V1_PlanPhase: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0PLAN_PHASE_UNSPECIFIED\0\u{1}PLAN_IDLE\0\u{1}PLAN_GENERATE\0\u{1}PLAN_SAMPLE\0\u{1}PLAN_SCORE\0\u{1}PLAN_REFERENCE\0\u{1}PLAN_TRAIN\0\u{1}PLAN_RETRAIN\0\u{1}PLAN_SYNC\0\u{1}PLAN_EVALUATE\0\u{1}PLAN_PPO\0\u{1}PLAN_SAMPLE_PAIRS\0\u{1}PLAN_HOLD\0\u{1}PLAN_DONE\0")
 }
 
 nonisolated extension Rlhf_V1_Register: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
@@ -977,6 +1091,46 @@ nonisolated extension Rlhf_V1_QueueDepth: SwiftProtobuf.Message, SwiftProtobuf._
   }
 }
 
+nonisolated extension Rlhf_V1_PlanStage: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".PlanStage"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}phase\0\u{1}round\0\u{1}subject\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularEnumField(value: &self.phase) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.round) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.subject) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.phase != .unspecified {
+      try visitor.visitSingularEnumField(value: self.phase, fieldNumber: 1)
+    }
+    if !self.round.isEmpty {
+      try visitor.visitSingularStringField(value: self.round, fieldNumber: 2)
+    }
+    if !self.subject.isEmpty {
+      try visitor.visitSingularStringField(value: self.subject, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Rlhf_V1_PlanStage, rhs: Rlhf_V1_PlanStage) -> Bool {
+    if lhs.phase != rhs.phase {return false}
+    if lhs.round != rhs.round {return false}
+    if lhs.subject != rhs.subject {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
 nonisolated extension Rlhf_V1_StatusReply: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".StatusReply"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}workers\0\u{3}plan_stage\0\u{1}round\0\u{1}step\0\u{3}queue_depths\0\u{3}tokens_per_second\0\u{3}reward_mean\0\u{1}kl\0\u{3}policy_version\0\u{3}rejected_frames\0\u{3}tasks_redispatched\0\u{3}run_id\0")
@@ -988,7 +1142,7 @@ nonisolated extension Rlhf_V1_StatusReply: SwiftProtobuf.Message, SwiftProtobuf.
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeRepeatedMessageField(value: &self.workers) }()
-      case 2: try { try decoder.decodeSingularStringField(value: &self.planStage) }()
+      case 2: try { try decoder.decodeSingularMessageField(value: &self._planStage) }()
       case 3: try { try decoder.decodeSingularUInt32Field(value: &self.round) }()
       case 4: try { try decoder.decodeSingularUInt64Field(value: &self.step) }()
       case 5: try { try decoder.decodeRepeatedMessageField(value: &self.queueDepths) }()
@@ -1005,12 +1159,16 @@ nonisolated extension Rlhf_V1_StatusReply: SwiftProtobuf.Message, SwiftProtobuf.
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
     if !self.workers.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.workers, fieldNumber: 1)
     }
-    if !self.planStage.isEmpty {
-      try visitor.visitSingularStringField(value: self.planStage, fieldNumber: 2)
-    }
+    try { if let v = self._planStage {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+    } }()
     if self.round != 0 {
       try visitor.visitSingularUInt32Field(value: self.round, fieldNumber: 3)
     }
@@ -1046,7 +1204,7 @@ nonisolated extension Rlhf_V1_StatusReply: SwiftProtobuf.Message, SwiftProtobuf.
 
   public static func ==(lhs: Rlhf_V1_StatusReply, rhs: Rlhf_V1_StatusReply) -> Bool {
     if lhs.workers != rhs.workers {return false}
-    if lhs.planStage != rhs.planStage {return false}
+    if lhs._planStage != rhs._planStage {return false}
     if lhs.round != rhs.round {return false}
     if lhs.step != rhs.step {return false}
     if lhs.queueDepths != rhs.queueDepths {return false}

@@ -24,6 +24,7 @@ typedef struct Rlhf__V1__Error Rlhf__V1__Error;
 typedef struct Rlhf__V1__StatusRequest Rlhf__V1__StatusRequest;
 typedef struct Rlhf__V1__WorkerStatus Rlhf__V1__WorkerStatus;
 typedef struct Rlhf__V1__QueueDepth Rlhf__V1__QueueDepth;
+typedef struct Rlhf__V1__PlanStage Rlhf__V1__PlanStage;
 typedef struct Rlhf__V1__StatusReply Rlhf__V1__StatusReply;
 typedef struct Rlhf__V1__RejectedFrames Rlhf__V1__RejectedFrames;
 
@@ -109,6 +110,26 @@ typedef enum _Rlhf__V1__WorkerHealth {
   RLHF__V1__WORKER_HEALTH__DEAD = 4
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(RLHF__V1__WORKER_HEALTH)
 } Rlhf__V1__WorkerHealth;
+/*
+ * What a plan step is doing.
+ */
+typedef enum _Rlhf__V1__PlanPhase {
+  RLHF__V1__PLAN_PHASE__PLAN_PHASE_UNSPECIFIED = 0,
+  RLHF__V1__PLAN_PHASE__PLAN_IDLE = 1,
+  RLHF__V1__PLAN_PHASE__PLAN_GENERATE = 2,
+  RLHF__V1__PLAN_PHASE__PLAN_SAMPLE = 3,
+  RLHF__V1__PLAN_PHASE__PLAN_SCORE = 4,
+  RLHF__V1__PLAN_PHASE__PLAN_REFERENCE = 5,
+  RLHF__V1__PLAN_PHASE__PLAN_TRAIN = 6,
+  RLHF__V1__PLAN_PHASE__PLAN_RETRAIN = 7,
+  RLHF__V1__PLAN_PHASE__PLAN_SYNC = 8,
+  RLHF__V1__PLAN_PHASE__PLAN_EVALUATE = 9,
+  RLHF__V1__PLAN_PHASE__PLAN_PPO = 10,
+  RLHF__V1__PLAN_PHASE__PLAN_SAMPLE_PAIRS = 11,
+  RLHF__V1__PLAN_PHASE__PLAN_HOLD = 12,
+  RLHF__V1__PLAN_PHASE__PLAN_DONE = 13
+    PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(RLHF__V1__PLAN_PHASE)
+} Rlhf__V1__PlanPhase;
 
 /* --- messages --- */
 
@@ -271,12 +292,28 @@ struct  Rlhf__V1__QueueDepth
     , (char *)protobuf_c_empty_string, 0 }
 
 
+/*
+ * The plan's stage: a phase, the round or step it belongs to ("V1", "round"; empty for none) and what it
+ * works on (a model, e.g. "reward-model"; empty for none).
+ */
+struct  Rlhf__V1__PlanStage
+{
+  ProtobufCMessage base;
+  Rlhf__V1__PlanPhase phase;
+  char *round;
+  char *subject;
+};
+#define RLHF__V1__PLAN_STAGE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&rlhf__v1__plan_stage__descriptor) \
+    , RLHF__V1__PLAN_PHASE__PLAN_PHASE_UNSPECIFIED, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+
+
 struct  Rlhf__V1__StatusReply
 {
   ProtobufCMessage base;
   size_t n_workers;
   Rlhf__V1__WorkerStatus **workers;
-  char *plan_stage;
+  Rlhf__V1__PlanStage *plan_stage;
   uint32_t round;
   uint64_t step;
   /*
@@ -305,7 +342,7 @@ struct  Rlhf__V1__StatusReply
 };
 #define RLHF__V1__STATUS_REPLY__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&rlhf__v1__status_reply__descriptor) \
-    , 0,NULL, (char *)protobuf_c_empty_string, 0, 0, 0,NULL, 0, 0, 0, 0, 0,NULL, 0, (char *)protobuf_c_empty_string }
+    , 0,NULL, NULL, 0, 0, 0,NULL, 0, 0, 0, 0, 0,NULL, 0, (char *)protobuf_c_empty_string }
 
 
 struct  Rlhf__V1__RejectedFrames
@@ -490,6 +527,25 @@ Rlhf__V1__QueueDepth *
 void   rlhf__v1__queue_depth__free_unpacked
                      (Rlhf__V1__QueueDepth *message,
                       ProtobufCAllocator *allocator);
+/* Rlhf__V1__PlanStage methods */
+void   rlhf__v1__plan_stage__init
+                     (Rlhf__V1__PlanStage         *message);
+size_t rlhf__v1__plan_stage__get_packed_size
+                     (const Rlhf__V1__PlanStage   *message);
+size_t rlhf__v1__plan_stage__pack
+                     (const Rlhf__V1__PlanStage   *message,
+                      uint8_t             *out);
+size_t rlhf__v1__plan_stage__pack_to_buffer
+                     (const Rlhf__V1__PlanStage   *message,
+                      ProtobufCBuffer     *buffer);
+Rlhf__V1__PlanStage *
+       rlhf__v1__plan_stage__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   rlhf__v1__plan_stage__free_unpacked
+                     (Rlhf__V1__PlanStage *message,
+                      ProtobufCAllocator *allocator);
 /* Rlhf__V1__StatusReply methods */
 void   rlhf__v1__status_reply__init
                      (Rlhf__V1__StatusReply         *message);
@@ -557,6 +613,9 @@ typedef void (*Rlhf__V1__WorkerStatus_Closure)
 typedef void (*Rlhf__V1__QueueDepth_Closure)
                  (const Rlhf__V1__QueueDepth *message,
                   void *closure_data);
+typedef void (*Rlhf__V1__PlanStage_Closure)
+                 (const Rlhf__V1__PlanStage *message,
+                  void *closure_data);
 typedef void (*Rlhf__V1__StatusReply_Closure)
                  (const Rlhf__V1__StatusReply *message,
                   void *closure_data);
@@ -574,6 +633,7 @@ extern const ProtobufCEnumDescriptor    rlhf__v1__register_refusal__descriptor;
 extern const ProtobufCEnumDescriptor    rlhf__v1__worker_state__descriptor;
 extern const ProtobufCEnumDescriptor    rlhf__v1__error_code__descriptor;
 extern const ProtobufCEnumDescriptor    rlhf__v1__worker_health__descriptor;
+extern const ProtobufCEnumDescriptor    rlhf__v1__plan_phase__descriptor;
 extern const ProtobufCMessageDescriptor rlhf__v1__register__descriptor;
 extern const ProtobufCMessageDescriptor rlhf__v1__register_ack__descriptor;
 extern const ProtobufCMessageDescriptor rlhf__v1__heartbeat_ack__descriptor;
@@ -583,6 +643,7 @@ extern const ProtobufCMessageDescriptor rlhf__v1__error__descriptor;
 extern const ProtobufCMessageDescriptor rlhf__v1__status_request__descriptor;
 extern const ProtobufCMessageDescriptor rlhf__v1__worker_status__descriptor;
 extern const ProtobufCMessageDescriptor rlhf__v1__queue_depth__descriptor;
+extern const ProtobufCMessageDescriptor rlhf__v1__plan_stage__descriptor;
 extern const ProtobufCMessageDescriptor rlhf__v1__status_reply__descriptor;
 extern const ProtobufCMessageDescriptor rlhf__v1__rejected_frames__descriptor;
 
