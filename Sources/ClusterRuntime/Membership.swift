@@ -3,7 +3,7 @@
 /// a monotonic clock), so it is tested without sockets or sleeps.
 public struct Membership: Sendable {
     /// Thresholds, in heartbeat intervals missed.
-    public struct Settings: Sendable, Equatable {
+    public struct Settings: Codable, Sendable, Equatable {
         public var heartbeatIntervalMilliseconds: UInt64 = 500
         /// Suspect after this many intervals without a heartbeat.
         public var suspectAfterIntervals: UInt64 = 3

@@ -11,7 +11,7 @@
 ///   `orphanTimeoutMilliseconds` gives up: the launch that started it is gone, and no resume adopted it.
 public struct WorkerLink: Sendable {
     /// Time limits, in milliseconds.
-    public struct Settings: Sendable, Equatable {
+    public struct Settings: Codable, Sendable, Equatable {
         /// Give up after this long without a word from the coordinator; 0: wait for ever.
         public var orphanTimeoutMilliseconds: UInt64 = 300_000
         /// Give up after being refused as a second holder of an id for this long.

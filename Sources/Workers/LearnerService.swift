@@ -18,7 +18,7 @@ import Wire
 /// batch for another policy version than the learner's is refused: it was built from stale samples.
 public final class LearnerService: RoleService, @unchecked Sendable {
     /// Knobs of the learner.
-    public struct Settings: Sendable {
+    public struct Settings: Codable, Sendable {
         public var optimizer: AdamWSettings = .default
         /// PPO's ratio clip.
         public var ppoClip: Double = 0.2
