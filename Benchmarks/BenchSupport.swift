@@ -27,8 +27,8 @@ func printMachine() {
                  BLASRuntime.measureSgemm()))
 }
 
-/// The bench's model shapes by name.
-func benchConfig(_ name: String) throws -> LlamaConfig {
+/// The bench's model shapes by name (15M, gqa, 110M); an unknown name is refused, naming the choices.
+public func benchConfig(_ name: String) throws -> LlamaConfig {
     switch name.lowercased() {
     case "15m": return .stories15M
     case "gqa": return .gqa
