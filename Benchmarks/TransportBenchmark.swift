@@ -175,7 +175,7 @@ public struct TransportBenchmark: Sendable {
             defer { serverLoop.shutdown() }
             let serverKeys = try CurveKeyPair.generate(), clientKeys = try CurveKeyPair.generate()
             let server = try WeightServer(loop: serverLoop, bind: "tcp://127.0.0.1:*",
-                                          curve: encrypted ? (serverKeys.secretKey, [clientKeys.publicKey]) : nil)
+                                          curve: encrypted ? CurveServerKeys(secretKey: serverKeys.secretKey, clients: [clientKeys.publicKey]) : nil)
             let curve: Curve? = encrypted
                 ? .client(serverKey: serverKeys.publicKey, publicKey: clientKeys.publicKey, secretKey: clientKeys.secretKey) : nil
             let publisher = WeightPublisher(weights: weights, policyVersion: 1)

@@ -16,7 +16,7 @@ import Wire
 /// coordinator keeps serving.
 public final class Coordinator: @unchecked Sendable {
     /// Settings of a coordinator.
-    public struct Settings: Sendable {
+    public struct Settings: Sendable, Codable {
         public var bind: String
         public var membership: Membership.Settings = .default
         /// The build workers must run (this executable's by default).
@@ -27,7 +27,7 @@ public final class Coordinator: @unchecked Sendable {
         public var maxFrameBytes = 64 << 20
         /// CURVE: the coordinator's secret key and the public keys of the clients it admits (Z85); nil
         /// for plain TCP.
-        public var curve: (secretKey: String, clients: Set<String>)?
+        public var curve: CurveServerKeys?
 
         /// Encrypts with the server key in `keyFile` (`rlhf keys generate`), admitting the clients whose
         /// public key files are listed.
@@ -45,6 +45,11 @@ public final class Coordinator: @unchecked Sendable {
         public var runID = ""
 
         public init(bind: String) { self.bind = bind }
+
+        /// What a settings file holds: the journal and the results read back from it are the run's, not settings.
+        enum CodingKeys: String, CodingKey {
+            case bind, membership, buildHash, metricsBind, maxFrameBytes, curve, runID
+        }
     }
 
     final class State: @unchecked Sendable {

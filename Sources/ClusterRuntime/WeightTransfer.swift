@@ -18,7 +18,7 @@ public final class WeightServer: Sendable {
 
     /// Binds a ROUTER socket on `loop` at `endpoint` (e.g. `tcp://0.0.0.0:*`). With `curve`, the link
     /// is encrypted and only the listed client keys are admitted.
-    public init(loop: PollLoop, bind endpoint: String, curve: (secretKey: String, clients: Set<String>)? = nil) throws {
+    public init(loop: PollLoop, bind endpoint: String, curve: CurveServerKeys? = nil) throws {
         self.loop = loop
         let socketBox = Mutex<PollLoop.SocketID?>(nil)
         let current = self.current
@@ -188,9 +188,9 @@ public struct WeightServing: Sendable {
     public let loop: PollLoop
     public let bind: String
     public let host: String
-    public let curve: (secretKey: String, clients: Set<String>)?
+    public let curve: CurveServerKeys?
 
-    public init(loop: PollLoop, bind: String, host: String, curve: (secretKey: String, clients: Set<String>)? = nil) {
+    public init(loop: PollLoop, bind: String, host: String, curve: CurveServerKeys? = nil) {
         self.loop = loop
         self.bind = bind
         self.host = host

@@ -22,7 +22,7 @@ import Wire
 /// what is in flight and says goodbye (SHUTDOWN) so the coordinator forgets the worker cleanly.
 public final class WorkerDaemon: @unchecked Sendable {
     /// Who the worker is.
-    public struct Settings: Sendable {
+    public struct Settings: Sendable, Codable {
         public var role: WorkerRole
         public var workerID: String
         public var coordinator: String

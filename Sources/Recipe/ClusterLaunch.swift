@@ -1,5 +1,6 @@
 import ClusterRuntime
 import Launcher
+import RLHF
 import Foundation
 import Logging
 import Workers
@@ -500,30 +501,6 @@ struct SeededGeneratorShim {
         z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
         z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
         return z ^ (z >> 31)
-    }
-}
-
-/// The arithmetic of a round's report, apart from the I/O.
-enum RoundSummary {
-    /// Mean over sequences of `sum_t (log pi(t) - log ref(t))`: the Monte Carlo KL(pi || ref) of the sampled responses.
-    static func meanSequenceKL(policy: [[Float]], reference: [[Float]]) -> Double {
-        let pairs = zip(policy, reference).filter { $0.0.count == $0.1.count }
-        guard !pairs.isEmpty else { return 0 }
-        return pairs.reduce(0.0) { sum, pair in sum + zip(pair.0, pair.1).reduce(0.0) { $0 + Double($1.0 - $1.1) } } / Double(pairs.count)
-    }
-
-    /// For each prompt (in first-seen order), the index of its highest-scored sample (the first on ties).
-    static func bestPerPrompt(promptIDs: [UInt64], scores: [Float]) -> [Int] {
-        var best: [UInt64: Int] = [:], order: [UInt64] = []
-        for (i, id) in promptIDs.enumerated() {
-            if let b = best[id] {
-                if scores[i] > scores[b] { best[id] = i }
-            } else {
-                best[id] = i
-                order.append(id)
-            }
-        }
-        return order.map { best[$0]! }
     }
 }
 

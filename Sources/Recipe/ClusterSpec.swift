@@ -280,16 +280,18 @@ public struct ClusterSpec: Sendable, Equatable {
             case "generate":
                 let key = "plan[\(i)].generate"
                 let args = try arguments(value, key: key, known: ["prompts", "samples", "max_new_tokens", "temperature"])
-                plan.append(.generate(prompts: try positive(args, "prompts", key) ?? 8, samples: try positive(args, "samples", key) ?? 4,
-                                      maxNewTokens: try positive(args, "max_new_tokens", key) ?? 32,
-                                      temperature: try temperature(args, key).map(Float.init) ?? 1.0))
+                let d = GenerateStepSettings()
+                plan.append(.generate(prompts: try positive(args, "prompts", key) ?? d.prompts, samples: try positive(args, "samples", key) ?? d.samples,
+                                      maxNewTokens: try positive(args, "max_new_tokens", key) ?? d.maxNewTokens,
+                                      temperature: try temperature(args, key).map(Float.init) ?? d.temperature))
             case "round":
                 let key = "plan[\(i)].round"
                 let args = try arguments(value, key: key, known: ["prompts", "samples", "max_new_tokens", "temperature", "learning_rate"])
-                plan.append(.round(prompts: try positive(args, "prompts", key) ?? 4, samples: try positive(args, "samples", key) ?? 4,
-                                   maxNewTokens: try positive(args, "max_new_tokens", key) ?? 16,
-                                   temperature: try temperature(args, key).map(Float.init) ?? 1.0,
-                                   learningRate: try number(args, "learning_rate", key, largest: 10).map(Float.init) ?? 1e-4))
+                let d = RoundStepSettings()
+                plan.append(.round(prompts: try positive(args, "prompts", key) ?? d.prompts, samples: try positive(args, "samples", key) ?? d.samples,
+                                   maxNewTokens: try positive(args, "max_new_tokens", key) ?? d.maxNewTokens,
+                                   temperature: try temperature(args, key).map(Float.init) ?? d.temperature,
+                                   learningRate: try number(args, "learning_rate", key, largest: 10).map(Float.init) ?? d.learningRate))
             case "hold":
                 let key = "plan[\(i)].hold"
                 let args = try arguments(value, key: key, known: ["seconds"])
@@ -555,4 +557,23 @@ public struct ClusterSpec: Sendable, Equatable {
         }
         return x
     }
+}
+
+/// The `generate` step's settings, defaults here: `prompts` synthetic prompts, `samples` samples each.
+public struct GenerateStepSettings: Codable, Sendable, Equatable {
+    public var prompts = 8
+    public var samples = 4
+    public var maxNewTokens = 32
+    public var temperature: Float = 1.0
+    public init() {}
+}
+
+/// The `round` step's settings (one pass through every role), defaults here.
+public struct RoundStepSettings: Codable, Sendable, Equatable {
+    public var prompts = 4
+    public var samples = 4
+    public var maxNewTokens = 16
+    public var temperature: Float = 1.0
+    public var learningRate: Float = 1e-4
+    public init() {}
 }

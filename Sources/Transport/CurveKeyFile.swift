@@ -42,8 +42,8 @@ extension CurveKeyFile {
     }
 
     /// Server keys: the server's `.key` file and the public key files of the clients it admits.
-    public static func server(keyFile: String, admitting clientFiles: [String]) throws -> (secretKey: String, clients: Set<String>) {
+    public static func server(keyFile: String, admitting clientFiles: [String]) throws -> CurveServerKeys {
         guard !clientFiles.isEmpty else { throw Failure(path: keyFile, reason: "a CURVE server needs the public keys of the clients it admits") }
-        return (try pair(keyFile).secretKey, Set(try clientFiles.map { try publicKey($0) }))
+        return CurveServerKeys(secretKey: try pair(keyFile).secretKey, clients: Set(try clientFiles.map { try publicKey($0) }))
     }
 }

@@ -92,11 +92,22 @@ public struct SocketSettings: Sendable, Equatable {
 }
 
 /// CURVE keys of a socket (Z85 text, 40 characters each).
-public enum Curve: Sendable, Equatable {
+public enum Curve: Sendable, Equatable, Codable {
     /// A server: its secret key. Which clients may connect is decided by `PollLoop.authorizeCurveClients`.
     case server(secretKey: String)
     /// A client: the server's public key and its own key pair.
     case client(serverKey: String, publicKey: String, secretKey: String)
+}
+
+/// A CURVE server's keys: its secret key and the public keys of the clients it admits (Z85 text).
+public struct CurveServerKeys: Sendable, Equatable, Codable {
+    public var secretKey: String
+    public var clients: Set<String>
+
+    public init(secretKey: String, clients: Set<String>) {
+        self.secretKey = secretKey
+        self.clients = clients
+    }
 }
 
 /// A CURVE key pair in Z85 text.

@@ -409,7 +409,7 @@ import LlamaCore
         var settings = Coordinator.Settings(bind: "tcp://127.0.0.1:*")
         settings.membership.heartbeatIntervalMilliseconds = 100
         settings.buildHash = BuildIdentity.hash(ofExecutable: ClusterProcessTests.executable.path)
-        settings.curve = (try key("server.key", line: 1), [try key("worker.pub", line: 0)])
+        settings.curve = CurveServerKeys(secretKey: try key("server.key", line: 1), clients: [try key("worker.pub", line: 0)])
         let coordinator = try Coordinator(settings: settings)
         defer { coordinator.shutdown() }
         let common = ["worker", "--role", "generator", "--coordinator", coordinator.endpoint]

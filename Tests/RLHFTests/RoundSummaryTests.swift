@@ -1,4 +1,4 @@
-@testable import Recipe
+import RLHF
 import Testing
 
 @Suite struct RoundSummaryTests {
