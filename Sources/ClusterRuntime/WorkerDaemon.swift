@@ -105,9 +105,8 @@ public final class WorkerDaemon: @unchecked Sendable {
         // The role's actor exists before the connection does: the first call may follow the registration at once.
         actorSystem = ClusterActorSystem(loop: loop, serving: nil, endpoint: "worker/\(settings.workerID)")
         roleActor = service?.hostActor(on: actorSystem, as: settings.role.rawValue)
-        let box = Mutex<WorkerDaemon?>(nil)
-        // Socket events before the daemon is reachable from the callbacks (a refused handshake can come
-        // within a millisecond of the connect) are kept and handed over once it is, not lost.
+        // The daemon as the socket's callbacks reach it. Socket events before it is reachable (a refused
+        // handshake can come within a millisecond of the connect) are kept and handed over once it is, not lost.
         let early = Mutex<(daemon: WorkerDaemon?, events: [SocketEvent])>((nil, []))
         // After a cut link: ZMTP heartbeats drop the dead connection within 1.5 s, each reconnection
         // attempt gives up after 1 s, and attempts back off to at most 1 s apart, so the worker is back
@@ -130,9 +129,8 @@ public final class WorkerDaemon: @unchecked Sendable {
                                         }
                                         daemon?.connectionEvent(event)
                                     }) { frames in
-            box.withLock { $0 }?.handle(frames)
+            early.withLock { $0.daemon }?.handle(frames)
         }
-        box.withLock { $0 = self }
         for event in early.withLock({ e -> [SocketEvent] in
             e.daemon = self
             defer { e.events = [] }

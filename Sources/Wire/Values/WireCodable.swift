@@ -70,7 +70,6 @@ extension SwiftProtobuf.Message {
     }
 }
 
-extension Rlhf_V1_StatusRequest: ProtobufWireCodable {}
 extension Rlhf_V1_StatusReply: ProtobufWireCodable {}
 extension Rlhf_V1_Heartbeat: ProtobufWireCodable {}
 extension Rlhf_V1_Register: ProtobufWireCodable {}
