@@ -11,6 +11,14 @@ public enum Fixtures {
     public static var kjvBin: String { root + "/tokenizer/kjv512/tokenizer.bin" }
     public static var kjvModel: String { root + "/tokenizer/kjv512/tokenizer.model" }
 
+    /// The Hugging Face model directories (`hf-llama2-mha`, `hf-bytebpe-gqa`).
+    public static func huggingFace(_ name: String) -> String { root + "/hf/\(name)" }
+    /// A Hugging Face fixture's reference outputs (`NAME.reference.json`).
+    public static func huggingFaceReference(_ name: String) throws -> [String: Any] {
+        let data = try Data(contentsOf: URL(fileURLWithPath: root + "/hf/\(name).reference.json"))
+        return try JSONSerialization.jsonObject(with: data) as! [String: Any]
+    }
+
     /// The SentencePiece encode cases: `(text, ids)`.
     public static func encodeCases() throws -> [(String, [Int32])] {
         let text = try String(contentsOfFile: root + "/tokenizer/llama2/encode-cases.jsonl", encoding: .utf8)

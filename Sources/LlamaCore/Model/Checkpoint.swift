@@ -1,3 +1,4 @@
+import Foundation
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -12,6 +13,8 @@ public enum CheckpointFormat: String, Sendable, Codable {
     /// llama2.c's `version1_export`: 256-byte header (magic "ak42", version 1, 7 int32, shared flag),
     /// then float32 norms first, then the matrices, no RoPE tables.
     case version1
+    /// A Hugging Face model directory: `config.json` and safetensors weights (`HuggingFaceCheckpoint`).
+    case huggingFace = "hf"
 }
 
 /// Reading and writing llama2.c checkpoints.
@@ -21,9 +24,17 @@ public enum Checkpoint {
     static let legacyHeaderBytes = 28
     static let versionedHeaderBytes = 256
 
-    /// Reads a legacy or version-1 checkpoint (detected from the first 4 bytes). A truncated file, a
-    /// file with trailing bytes, or an impossible header is refused with expected and actual sizes.
+    /// Reads a legacy or version-1 checkpoint (detected from the first 4 bytes), or a Hugging Face
+    /// model directory. A truncated file, a file with trailing bytes, or an impossible header is
+    /// refused with expected and actual sizes.
     public static func read(path: String) throws -> (weights: ModelWeights, format: CheckpointFormat) {
+        if HuggingFaceCheckpoint.isModelDirectory(path) {
+            return (try HuggingFaceCheckpoint.read(directory: path).weights, .huggingFace)
+        }
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue {
+            throw LlamaError.invalidCheckpoint(path: path, reason: "is a directory without config.json (a Hugging Face model directory has one)")
+        }
         let file = try ReadableFile(path: path)
         defer { file.close() }
         guard file.size >= 4 else {

@@ -1,0 +1,163 @@
+import Foundation
+
+/// Hugging Face model directories (`config.json` and safetensors weights, as `transformers` saves a
+/// `LlamaForCausalLM`) read into and written from the core's `ModelWeights`.
+///
+/// Hugging Face applies RoPE by rotating halves (`rotate_half`), llama2.c and the core by rotating
+/// adjacent pairs; Meta's conversion script permutes the rows of each head of `q_proj` and `k_proj`
+/// accordingly. Reading undoes that permutation: within head `h`, the file's row `h*hs + j*hs/2 + i`
+/// is the core's row `h*hs + 2i + j` (`i < hs/2`, `j` in 0, 1); writing applies it.
+public enum HuggingFaceCheckpoint {
+    /// Whether `path` is a directory holding a `config.json`.
+    public static func isModelDirectory(_ path: String) -> Bool {
+        var isDirectory: ObjCBool = false
+        return FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) && isDirectory.boolValue
+            && FileManager.default.fileExists(atPath: path + "/config.json")
+    }
+
+    /// The tensor names of layer `layer`'s parameters and of the others, by core tensor.
+    static func name(_ tensor: ParameterTensor, layer: Int) -> String {
+        let prefix = "model.layers.\(layer)."
+        switch tensor {
+        case .tokenEmbedding: return "model.embed_tokens.weight"
+        case .rmsAttention: return prefix + "input_layernorm.weight"
+        case .wq: return prefix + "self_attn.q_proj.weight"
+        case .wk: return prefix + "self_attn.k_proj.weight"
+        case .wv: return prefix + "self_attn.v_proj.weight"
+        case .wo: return prefix + "self_attn.o_proj.weight"
+        case .rmsFFN: return prefix + "post_attention_layernorm.weight"
+        case .w1: return prefix + "mlp.gate_proj.weight"
+        case .w2: return prefix + "mlp.down_proj.weight"
+        case .w3: return prefix + "mlp.up_proj.weight"
+        case .rmsFinal: return "model.norm.weight"
+        case .classifier: return "lm_head.weight"
+        case .freqCisReal, .freqCisImag: return ""
+        }
+    }
+
+    /// Every tensor a model of `config` has in a Hugging Face file: name, core tensor, layer, shape.
+    static func tensors(_ config: LlamaConfig) -> [(name: String, tensor: ParameterTensor, layer: Int, shape: [Int])] {
+        var out: [(String, ParameterTensor, Int, [Int])] = []
+        out.append((name(.tokenEmbedding, layer: 0), .tokenEmbedding, 0, [config.vocabSize, config.dim]))
+        let perLayer: [ParameterTensor] = [.rmsAttention, .wq, .wk, .wv, .wo, .rmsFFN, .w1, .w2, .w3]
+        for layer in 0..<config.nLayers {
+            for tensor in perLayer {
+                out.append((name(tensor, layer: layer), tensor, layer, Array(ParameterLayout.shape(tensor, config).dropFirst())))
+            }
+        }
+        out.append((name(.rmsFinal, layer: 0), .rmsFinal, 0, [config.dim]))
+        if !config.sharedClassifier { out.append((name(.classifier, layer: 0), .classifier, 0, [config.vocabSize, config.dim])) }
+        return out
+    }
+
+    /// Maps a row of a `q_proj`/`k_proj` in Hugging Face's order to the core's row (see the type's
+    /// comment); other tensors keep their rows.
+    static func coreRow(_ tensor: ParameterTensor, _ config: LlamaConfig) -> (Int) -> Int {
+        guard tensor == .wq || tensor == .wk else { return { $0 } }
+        let hs = config.headSize, half = hs / 2
+        return { row in
+            let head = row / hs, within = row % hs
+            let j = within / half, i = within % half
+            return head * hs + 2 * i + j
+        }
+    }
+
+    /// Reads the model in `directory`: `config.json`, then `model.safetensors` or the shards that
+    /// `model.safetensors.index.json` lists, in float32, bfloat16 or float16. A missing tensor, a
+    /// shape that disagrees with the config, or a tensor the core has no place for (a bias, for one)
+    /// is refused with its name.
+    public static func read(directory: String) throws -> (weights: ModelWeights, config: HuggingFaceConfig) {
+        let hfConfig = try HuggingFaceConfig(contentsOf: directory + "/config.json")
+        let config = hfConfig.llama
+        var files: [String: SafetensorsFile] = [:]
+        var location: [String: String] = [:]
+        let indexPath = directory + "/model.safetensors.index.json"
+        if FileManager.default.fileExists(atPath: indexPath) {
+            guard let data = FileManager.default.contents(atPath: indexPath),
+                  let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any],
+                  let map = object["weight_map"] as? [String: String] else {
+                throw LlamaError.invalidCheckpoint(path: indexPath, reason: "expected a JSON object with a weight_map of tensor name to file")
+            }
+            for shard in Set(map.values).sorted() {
+                guard !shard.contains("/") else {
+                    throw LlamaError.invalidCheckpoint(path: indexPath, reason: "weight_map names \(shard), outside the directory")
+                }
+                files[shard] = try SafetensorsFile(path: directory + "/" + shard)
+            }
+            for (name, shard) in map {
+                guard files[shard]?.entries[name] != nil else {
+                    throw LlamaError.invalidCheckpoint(path: indexPath, reason: "weight_map puts \(name) in \(shard), which does not hold it")
+                }
+                location[name] = shard
+            }
+        } else {
+            let single = "model.safetensors"
+            guard FileManager.default.fileExists(atPath: directory + "/" + single) else {
+                throw LlamaError.invalidCheckpoint(path: directory,
+                    reason: "no model.safetensors and no model.safetensors.index.json (pytorch_model.bin is not read; save with safe_serialization)")
+            }
+            let file = try SafetensorsFile(path: directory + "/" + single)
+            files[single] = file
+            for name in file.entries.keys { location[name] = single }
+        }
+
+        let expected = tensors(config)
+        let known = Set(expected.map(\.name))
+        for name in location.keys.sorted() where !known.contains(name) {
+            // Older exports keep RoPE's inverse frequencies; a tied model may still store lm_head.
+            if name.hasSuffix("rotary_emb.inv_freq") || (name == "lm_head.weight" && config.sharedClassifier) { continue }
+            throw LlamaError.invalidCheckpoint(path: directory, reason: "tensor \(name) has no place in a LLaMA model the core runs (no biases, no extra layers)")
+        }
+        let weights = ModelWeights(zerosFor: config)
+        for item in expected {
+            guard let shard = location[item.name], let file = files[shard], let entry = file.entries[item.name] else {
+                throw LlamaError.invalidCheckpoint(path: directory, reason: "tensor \(item.name) is missing")
+            }
+            guard entry.shape == item.shape else {
+                throw LlamaError.invalidCheckpoint(path: file.path,
+                    reason: "tensor \(item.name) has shape \(entry.shape), config.json implies \(item.shape)")
+            }
+            let offset = item.tensor == .rmsFinal || item.tensor == .tokenEmbedding || item.tensor == .classifier
+                ? weights.layout.offset(item.tensor) : weights.layout.offset(item.tensor, layer: item.layer)
+            try file.read(entry, columns: item.shape.last!, into: weights.storage, offset: offset,
+                          destinationRow: coreRow(item.tensor, config))
+        }
+        return (weights, hfConfig)
+    }
+
+    /// Writes `weights` into `directory` (created if needed) as `config.json` (with `config`'s token
+    /// ids) and one `model.safetensors` in `dtype`, and `generation_config.json`.
+    public static func write(_ weights: ModelWeights, config: HuggingFaceConfig, dtype: SafetensorsFile.DType,
+                             to directory: String) throws {
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let c = weights.config
+        var described = config
+        described.llama = c
+        described.dtype = dtype == .float32 ? "float32" : dtype == .bfloat16 ? "bfloat16" : "float16"
+        let items = tensors(c).map { item in
+            let offset = item.tensor == .rmsFinal || item.tensor == .tokenEmbedding || item.tensor == .classifier
+                ? weights.layout.offset(item.tensor) : weights.layout.offset(item.tensor, layer: item.layer)
+            return SafetensorsWriter.Tensor(name: item.name, shape: item.shape, source: weights.storage, offset: offset,
+                                            sourceRow: coreRow(item.tensor, c))
+        }
+        try SafetensorsWriter.write(items, dtype: dtype, metadata: ["format": "pt"], to: directory + "/model.safetensors")
+        try write(described.json(), to: directory + "/config.json")
+        var generation: [String: Any] = ["_from_model_config": true]
+        if let bos = config.bosTokenId { generation["bos_token_id"] = bos }
+        if config.eosTokenIds.count == 1 { generation["eos_token_id"] = config.eosTokenIds[0] } else if !config.eosTokenIds.isEmpty { generation["eos_token_id"] = config.eosTokenIds }
+        try write(try JSONSerialization.data(withJSONObject: generation, options: [.prettyPrinted, .sortedKeys]),
+                  to: directory + "/generation_config.json")
+    }
+
+    /// Writes `data` to `path` atomically.
+    static func write(_ data: Data, to path: String) throws {
+        let file = try WritableFile(atomicPath: path)
+        do {
+            try file.write(Array(data))
+            try file.commit()
+        } catch {
+            file.abandon()
+            throw error
+        }
+    }
+}

@@ -1,0 +1,184 @@
+import Foundation
+
+/// A Hugging Face `config.json` of a `LlamaForCausalLM`, read into the core's `LlamaConfig` plus the
+/// token ids it names. Keys the core cannot honour (biases, a RoPE scaling, another architecture or
+/// activation, a head size other than `hidden_size / num_attention_heads`) are refused with the key
+/// and its value.
+public struct HuggingFaceConfig: Sendable, Equatable {
+    /// The model's shape in the core's terms.
+    public var llama: LlamaConfig
+    /// `bos_token_id`, when given.
+    public var bosTokenId: Int?
+    /// `eos_token_id` (one id or a list), empty when not given.
+    public var eosTokenIds: [Int]
+    /// `dtype` (or the older `torch_dtype`), when given: the precision the weights were saved in.
+    public var dtype: String?
+
+    public init(llama: LlamaConfig, bosTokenId: Int? = nil, eosTokenIds: [Int] = [], dtype: String? = nil) {
+        self.llama = llama
+        self.bosTokenId = bosTokenId
+        self.eosTokenIds = eosTokenIds
+        self.dtype = dtype
+    }
+
+    /// Reads and checks `path` (a config.json).
+    public init(contentsOf path: String) throws {
+        let data: Data
+        do { data = try Data(contentsOf: URL(fileURLWithPath: path)) } catch {
+            throw LlamaError.io(path: path, reason: "cannot read: \(error.localizedDescription)")
+        }
+        try self.init(json: data, path: path)
+    }
+
+    /// Parses config.json bytes; `path` names the file in errors.
+    public init(json: Data, path: String) throws {
+        func refuse(_ key: String, _ reason: String) -> LlamaError {
+            LlamaError.invalidCheckpoint(path: path, reason: "config.json: \(key): \(reason)")
+        }
+        guard let object = (try? JSONSerialization.jsonObject(with: json)) as? [String: Any] else {
+            throw LlamaError.invalidCheckpoint(path: path, reason: "config.json is not a JSON object")
+        }
+        // JSONSerialization gives true/false as NSNumbers of type char ("c"); JSON numbers never are.
+        func isBoolean(_ number: NSNumber) -> Bool { String(cString: number.objCType) == "c" }
+        func describe(_ value: Any?) -> String {
+            guard let value, !(value is NSNull) else { return "null" }
+            if let string = value as? String { return "\"\(string)\"" }
+            if let data = try? JSONSerialization.data(withJSONObject: value, options: [.sortedKeys, .fragmentsAllowed]) {
+                return String(decoding: data, as: UTF8.self)
+            }
+            return "\(value)"
+        }
+        func int(_ key: String, in dictionary: [String: Any]? = nil, required: Bool = true) throws -> Int? {
+            let value = (dictionary ?? object)[key]
+            guard let value, !(value is NSNull) else {
+                if required { throw refuse(key, "missing") }
+                return nil
+            }
+            guard let number = value as? NSNumber, !isBoolean(number),
+                  number.doubleValue == number.doubleValue.rounded(), abs(number.doubleValue) < 1e15 else {
+                throw refuse(key, "expected an integer, got \(describe(value))")
+            }
+            return number.intValue
+        }
+        func double(_ key: String, in dictionary: [String: Any]) throws -> Double? {
+            guard let value = dictionary[key], !(value is NSNull) else { return nil }
+            guard let number = value as? NSNumber, !isBoolean(number) else {
+                throw refuse(key, "expected a number, got \(describe(value))")
+            }
+            return number.doubleValue
+        }
+        func flag(_ key: String) throws -> Bool? {
+            guard let value = object[key], !(value is NSNull) else { return nil }
+            guard let number = value as? NSNumber, isBoolean(number) else {
+                throw refuse(key, "expected true or false, got \(describe(value))")
+            }
+            return number.boolValue
+        }
+
+        // What the core runs: LLaMA's decoder, SiLU-gated MLP, no biases, unscaled RoPE.
+        if let architectures = object["architectures"] {
+            guard let names = architectures as? [String], names == ["LlamaForCausalLM"] else {
+                throw refuse("architectures", "\(describe(architectures)) is not supported (only [\"LlamaForCausalLM\"])")
+            }
+        }
+        if let modelType = object["model_type"], !(modelType is NSNull) {
+            guard (modelType as? String) == "llama" else {
+                throw refuse("model_type", "\(describe(modelType)) is not supported (only \"llama\")")
+            }
+        }
+        for key in ["hidden_act", "hidden_activation"] {
+            if let act = object[key], !(act is NSNull), (act as? String) != "silu" {
+                throw refuse(key, "\(describe(act)) is not supported (only \"silu\")")
+            }
+        }
+        for key in ["attention_bias", "mlp_bias"] where try flag(key) == true {
+            throw refuse(key, "true is not supported (the core's projections have no biases)")
+        }
+        if let scaling = object["rope_scaling"], !(scaling is NSNull) {
+            let type = (scaling as? [String: Any]).flatMap { $0["rope_type"] ?? $0["type"] }
+            if (type as? String) != "default" {
+                throw refuse("rope_scaling", "\(describe(scaling)) is not supported (only unscaled RoPE)")
+            }
+        }
+        var theta = 10000.0
+        if let parameters = object["rope_parameters"], !(parameters is NSNull) {
+            guard let parameters = parameters as? [String: Any] else {
+                throw refuse("rope_parameters", "expected an object, got \(describe(parameters))")
+            }
+            if let type = parameters["rope_type"] ?? parameters["type"], (type as? String) != "default" {
+                throw refuse("rope_parameters.rope_type", "\(describe(type)) is not supported (only \"default\")")
+            }
+            if let value = try double("rope_theta", in: parameters) { theta = value }
+        }
+        if let value = try double("rope_theta", in: object) { theta = value }
+        for key in ["sliding_window", "attn_logit_softcapping", "final_logit_softcapping"] {
+            if let value = object[key], !(value is NSNull) {
+                throw refuse(key, "\(describe(value)) is not supported")
+            }
+        }
+
+        let dim = try int("hidden_size")!
+        let heads = try int("num_attention_heads")!
+        let kvHeads = try int("num_key_value_heads", required: false) ?? heads
+        if let headDim = try int("head_dim", required: false), heads > 0, headDim != dim / heads || dim % heads != 0 {
+            throw refuse("head_dim", "\(headDim) is not supported (the core's head size is hidden_size / num_attention_heads = \(dim) / \(heads))")
+        }
+        let eps = try double("rms_norm_eps", in: object) ?? 1e-6
+        let config = LlamaConfig(dim: dim, hiddenDim: try int("intermediate_size")!, nLayers: try int("num_hidden_layers")!,
+                                 nHeads: heads, nKVHeads: kvHeads, vocabSize: try int("vocab_size")!,
+                                 seqLen: try int("max_position_embeddings")!,
+                                 sharedClassifier: try flag("tie_word_embeddings") ?? false,
+                                 normEps: Float(eps), ropeTheta: Float(theta))
+        do { try config.validate() } catch {
+            throw LlamaError.invalidCheckpoint(path: path, reason: "config.json: \(error)")
+        }
+        var eos: [Int] = []
+        switch object["eos_token_id"] {
+        case let list as [Any]:
+            eos = try list.map { value in
+                guard let number = value as? NSNumber else { throw refuse("eos_token_id", "expected integers, got \(describe(list))") }
+                return number.intValue
+            }
+        case nil, is NSNull: break
+        default: eos = [try int("eos_token_id")!]
+        }
+        self.init(llama: config, bosTokenId: try int("bos_token_id", required: false), eosTokenIds: eos,
+                  dtype: (object["dtype"] as? String) ?? (object["torch_dtype"] as? String))
+    }
+
+    /// config.json for `llama` as `transformers` writes a LlamaForCausalLM's (both the older
+    /// `rope_theta` and the newer `rope_parameters` spelling, so that 4.x and 5.x read it alike).
+    public func json() -> Data {
+        let c = llama
+        var object: [String: Any] = [
+            "architectures": ["LlamaForCausalLM"],
+            "model_type": "llama",
+            "hidden_act": "silu",
+            "hidden_size": c.dim,
+            "intermediate_size": c.hiddenDim,
+            "num_hidden_layers": c.nLayers,
+            "num_attention_heads": c.nHeads,
+            "num_key_value_heads": c.nKVHeads,
+            "head_dim": c.headSize,
+            "vocab_size": c.vocabSize,
+            "max_position_embeddings": c.seqLen,
+            "rms_norm_eps": Double(c.normEps),
+            "rope_theta": Double(c.ropeTheta),
+            "rope_scaling": NSNull(),
+            "tie_word_embeddings": c.sharedClassifier,
+            "attention_bias": false,
+            "attention_dropout": 0.0,
+            "mlp_bias": false,
+            "pretraining_tp": 1,
+            "use_cache": true,
+            "initializer_range": 0.02,
+        ]
+        if let bosTokenId { object["bos_token_id"] = bosTokenId }
+        if eosTokenIds.count == 1 { object["eos_token_id"] = eosTokenIds[0] } else if !eosTokenIds.isEmpty { object["eos_token_id"] = eosTokenIds }
+        if let dtype { object["torch_dtype"] = dtype; object["dtype"] = dtype }
+        // Float eps prints with float32's shortest digits (1e-05, not 9.99999974737875e-06).
+        object["rms_norm_eps"] = Double("\(c.normEps)") ?? Double(c.normEps)
+        object["rope_theta"] = Double("\(c.ropeTheta)") ?? Double(c.ropeTheta)
+        return (try? JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])) ?? Data()
+    }
+}
