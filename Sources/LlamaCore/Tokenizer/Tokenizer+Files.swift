@@ -1,8 +1,21 @@
+import Foundation
+
 extension Tokenizer {
-    /// Loads `path`: SentencePiece's `ModelProto` (`.model`) or llama2.c's format (`.bin`). Any other
-    /// name is told apart by content: a ModelProto starts with field 1 (byte 0x0A); if it does not
-    /// parse as one, the llama2.c reading is tried.
+    /// Loads `path`: a Hugging Face model directory (its tokenizer.json or tokenizer.model, special
+    /// tokens and chat format), a Hugging Face `tokenizer.json` (`.json`), SentencePiece's
+    /// `ModelProto` (`.model`) or llama2.c's format (`.bin`). Any other name is told apart by content:
+    /// a ModelProto starts with field 1 (byte 0x0A); if it does not parse as one, the llama2.c
+    /// reading is tried.
     public init(path: String) throws {
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue {
+            self = try Tokenizer.fromHuggingFace(directory: path)
+            return
+        }
+        if path.hasSuffix(".json") {
+            self = try Tokenizer.fromHuggingFace(json: path)
+            return
+        }
         let file = try ReadableFile(path: path)
         defer { file.close() }
         let bytes = try file.readAll()

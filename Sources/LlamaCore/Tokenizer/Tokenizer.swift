@@ -1,6 +1,7 @@
-/// LLaMA2's SentencePiece BPE tokenizer: reads llama2.c's `tokenizer.bin` or SentencePiece's
-/// `tokenizer.model`, encodes exactly as SentencePiece does (dummy prefix, merges by score with
-/// leftmost tie-break, byte fallback) in O(n log n), and decodes.
+/// A model's tokenizer. LLaMA2's SentencePiece BPE from llama2.c's `tokenizer.bin` or SentencePiece's
+/// `tokenizer.model`, encoded exactly as SentencePiece does (dummy prefix, merges by score with
+/// leftmost tie-break, byte fallback) in O(n log n); or a Hugging Face `tokenizer.json`, encoded and
+/// decoded exactly as the `tokenizers` library does (`HuggingFaceTokenizer`).
 public struct Tokenizer: Sendable {
     /// What a vocabulary entry is.
     public enum PieceKind: Int, Sendable {
@@ -23,6 +24,14 @@ public struct Tokenizer: Sendable {
     public let addDummyPrefix: Bool
     /// Whether encoding trims and collapses runs of spaces first.
     public let removeExtraWhitespaces: Bool
+    /// The chat format conversations are rendered in (`ChatTemplate`): LLaMA2's unless the model's
+    /// template or the spec says otherwise.
+    public var chatFormat: ChatFormat = .llama2
+    /// Why the model's own chat template could not be used (unrecognised), if so: raised by
+    /// `requireChatFormat()` where conversations are rendered.
+    public internal(set) var chatTemplateError: LlamaError?
+    /// The `tokenizer.json` pipeline, when the tokenizer came from one: encode and decode go through it.
+    public internal(set) var huggingFace: HuggingFaceTokenizer?
 
     /// Mergeable pieces by their bytes (normal and user-defined pieces).
     private let pieceIds: [[UInt8]: Int32]
@@ -88,8 +97,10 @@ public struct Tokenizer: Sendable {
     }
 
     /// Refuses a tokenizer whose vocabulary does not match a model's.
+    /// A `tokenizer.json` may be shorter than the model's embedding (Hugging Face models pad
+    /// `vocab_size`), never longer.
     public func check(against config: LlamaConfig, path: String = "tokenizer") throws {
-        if vocabSize < config.vocabSize {
+        if vocabSize < config.vocabSize && huggingFace == nil {
             throw LlamaError.invalidTokenizer(path: path,
                 reason: "has \(vocabSize) pieces, shorter than the model's vocab_size \(config.vocabSize)")
         }
@@ -105,7 +116,11 @@ public struct Tokenizer: Sendable {
     public func encode(_ text: String, bos: Bool = false, eos: Bool = false) -> [Int32] {
         var out: [Int32] = []
         if bos { out.append(bosId) }
-        out += encodeBody(normalize(text))
+        if let huggingFace {
+            out += huggingFace.encode(text)
+        } else {
+            out += encodeBody(normalize(text))
+        }
         if eos { out.append(eosId) }
         return out
     }
@@ -238,10 +253,28 @@ public struct Tokenizer: Sendable {
         return out
     }
 
+    /// The id of the piece whose text is `text` (special tokens such as `<s>` or `<|im_end|>`).
+    public func tokenId(_ text: String) -> Int32? {
+        if let huggingFace { return huggingFace.id(of: text) }
+        let bytes = Array(text.utf8)
+        return pieces.firstIndex(of: bytes).map { Int32($0) }
+    }
+
+    /// The text of piece `id` as the vocabulary spells it (`<s>` for BOS), empty outside the vocabulary.
+    public func tokenText(_ id: Int32) -> String {
+        if let huggingFace { return huggingFace.token(id) ?? "" }
+        guard id >= 0, Int(id) < pieces.count else { return "" }
+        return String(decoding: pieces[Int(id)], as: UTF8.self)
+    }
+
     // MARK: - Decoding
 
     /// The bytes a piece stands for in decoded text (control pieces: none; bytes: the byte).
     public func bytes(of id: Int32) -> [UInt8] {
+        if let huggingFace {
+            guard id >= 0, Int(id) < pieces.count else { return Array("\u{FFFD}".utf8) }
+            return huggingFace.bytes(of: id)
+        }
         guard id >= 0, Int(id) < pieces.count else { return Array("\u{FFFD}".utf8) }
         switch kinds[Int(id)] {
         case .control, .unused: return []
@@ -254,6 +287,7 @@ public struct Tokenizer: Sendable {
     /// Decodes ids as SentencePiece does: the dummy-prefix space of the first piece is removed, byte
     /// pieces are joined into UTF-8 (invalid sequences become U+FFFD), control pieces vanish.
     public func decode(_ ids: [Int32]) -> String {
+        if let huggingFace { return huggingFace.decode(ids, skipSpecialTokens: true) }
         var output: [UInt8] = []
         var first = true
         for id in ids {

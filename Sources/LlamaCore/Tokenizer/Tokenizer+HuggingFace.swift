@@ -1,0 +1,110 @@
+import Foundation
+
+/// Tokenizers of Hugging Face model directories: `tokenizer.json` (through `HuggingFaceTokenizer`,
+/// exactly as the `tokenizers` library encodes and decodes) or, where a directory has only that,
+/// SentencePiece's `tokenizer.model`; special tokens from `tokenizer_config.json` (else the ids in
+/// `config.json`), and the chat format from the directory's template.
+extension Tokenizer {
+    /// Wraps a `tokenizer.json` pipeline. The vocabulary's pieces are what each token decodes to in
+    /// the middle of a text (special tokens: their text, as control pieces).
+    init(huggingFace hf: HuggingFaceTokenizer, bosId: Int32, eosId: Int32, unknownId: Int32) {
+        var pieces: [[UInt8]] = [], kinds: [PieceKind] = []
+        pieces.reserveCapacity(hf.vocabSize)
+        kinds.reserveCapacity(hf.vocabSize)
+        for id in 0..<Int32(hf.vocabSize) {
+            let text = hf.token(id) ?? ""
+            if hf.specialIds.contains(id) {
+                pieces.append(Array(text.utf8))
+                kinds.append(.control)
+            } else if let byte = Tokenizer.byteValue(Array(text.utf8)), hf.bytes(of: id) == [byte] {
+                pieces.append(Array(text.utf8))
+                kinds.append(.byte)
+            } else if hf.token(id) == nil {
+                pieces.append([])
+                kinds.append(.unused)
+            } else {
+                pieces.append(hf.bytes(of: id))
+                kinds.append(.normal)
+            }
+        }
+        // Scores only matter to llama2.c's own encoder after an export: earlier ids merge first, as
+        // in BPE vocabularies ordered by merge rank.
+        let scores = (0..<pieces.count).map { -Float($0) }
+        self.init(pieces: pieces, scores: scores, kinds: kinds, bosId: bosId, eosId: eosId, unknownId: unknownId,
+                  addDummyPrefix: hf.stripsLeadingSpace, removeExtraWhitespaces: false)
+        huggingFace = hf
+    }
+
+    /// The tokenizer that goes with a checkpoint when none is named: a model directory's own (the
+    /// directory itself), else `tokenizer.bin` beside the checkpoint file.
+    public static func defaultPath(forCheckpoint checkpoint: String) -> String {
+        if HuggingFaceCheckpoint.isModelDirectory(checkpoint) { return checkpoint }
+        return ((checkpoint as NSString).deletingLastPathComponent as NSString).appendingPathComponent("tokenizer.bin")
+    }
+
+    /// Loads a Hugging Face model directory's tokenizer: `tokenizer.json` (else `tokenizer.model`),
+    /// its special tokens and chat format. `chatFormat` overrides the directory's template (a spec's
+    /// `chat_template:`); an unrecognised template is kept as `chatTemplateError` for the callers
+    /// that render conversations to raise.
+    public static func fromHuggingFace(directory: String, chatFormat: ChatFormat? = nil) throws -> Tokenizer {
+        let jsonPath = directory + "/tokenizer.json"
+        var tokenizer: Tokenizer
+        if FileManager.default.fileExists(atPath: jsonPath) {
+            tokenizer = try fromHuggingFace(json: jsonPath)
+        } else if FileManager.default.fileExists(atPath: directory + "/tokenizer.model") {
+            tokenizer = try Tokenizer(path: directory + "/tokenizer.model")
+        } else {
+            throw LlamaError.invalidTokenizer(path: directory, reason: "no tokenizer.json and no tokenizer.model")
+        }
+        if let chatFormat {
+            tokenizer.chatFormat = chatFormat
+        } else if let (source, path) = try ChatFormat.templateSource(directory: directory) {
+            do {
+                tokenizer.chatFormat = try ChatFormat.recognise(template: source, path: path)
+            } catch let error as LlamaError {
+                tokenizer.chatTemplateError = error
+            }
+        }
+        return tokenizer
+    }
+
+    /// Loads a `tokenizer.json`, with the special tokens that `tokenizer_config.json` beside it
+    /// names (`bos_token`, `eos_token`, `unk_token`), else the ids `config.json` and
+    /// `generation_config.json` give, else the post-processor's prefix and the usual names.
+    static func fromHuggingFace(json path: String) throws -> Tokenizer {
+        let hf = try HuggingFaceTokenizer(contentsOf: path)
+        let directory = (path as NSString).deletingLastPathComponent
+        func object(_ name: String) -> [String: Any]? {
+            FileManager.default.contents(atPath: directory + "/" + name)
+                .flatMap { try? JSONSerialization.jsonObject(with: $0) as? [String: Any] }
+        }
+        let tokenizerConfig = object("tokenizer_config.json")
+        let configs = [object("generation_config.json"), object("config.json")].compactMap { $0 }
+        func token(_ key: String, idKey: String, fallbacks: [String]) -> Int32? {
+            // tokenizer_config.json spells a token as a string or as {"content": ...}.
+            let value = tokenizerConfig?[key]
+            let text = (value as? String) ?? ((value as? [String: Any])?["content"] as? String)
+            if let text, let id = hf.id(of: text) { return id }
+            for config in configs {
+                if let id = config[idKey] as? Int { return Int32(id) }
+                if let ids = config[idKey] as? [Int], let first = ids.first { return Int32(first) }
+            }
+            for name in fallbacks { if let id = hf.id(of: name) { return id } }
+            return nil
+        }
+        let bos = token("bos_token", idKey: "bos_token_id", fallbacks: ["<s>", "<|begin_of_text|>", "<|endoftext|>"])
+            ?? hf.prefixIds.first
+        let eos = token("eos_token", idKey: "eos_token_id", fallbacks: ["</s>", "<|end_of_text|>", "<|endoftext|>", "<|im_end|>"])
+        let unk = token("unk_token", idKey: "unk_token_id", fallbacks: ["<unk>"])
+        guard let bos, let eos else {
+            throw LlamaError.invalidTokenizer(path: path,
+                reason: "no \(bos == nil ? "BOS" : "EOS") token: name it as \(bos == nil ? "bos_token" : "eos_token") in tokenizer_config.json beside it")
+        }
+        return Tokenizer(huggingFace: hf, bosId: bos, eosId: eos, unknownId: unk ?? 0)
+    }
+
+    /// Throws the reason the chat format is unknown (an unrecognised template), if it is.
+    public func requireChatFormat() throws {
+        if let chatTemplateError { throw chatTemplateError }
+    }
+}
