@@ -11,7 +11,7 @@ import Workers
 /// `rlhf bench tokenize`: encode throughput on a long mixed text (the BPE merge queue is O(n log n)).
 public struct TokenizeBenchmark: Sendable {
 
-    /// Tokenizer: tokenizer.bin or tokenizer.model.
+    /// Tokenizer: tokenizer.bin, tokenizer.model, tokenizer.json or a model directory.
     public var tokenizer: String
     /// Size of the text in kilobytes.
     public var kilobytes: Int

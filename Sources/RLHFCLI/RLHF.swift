@@ -23,6 +23,7 @@ struct RLHF: ParsableCommand {
             KeysCommand.self,
             GenerateCommand.self,
             TokenizeCommand.self,
+            ChatCommand.self,
             TokenizerCommand.self,
             SelftestCommand.self,
             CheckpointCommand.self,

@@ -402,12 +402,17 @@ public final class ClusterLaunch {
     private func pipeline(_ coordinator: Coordinator, report: @escaping (String) -> Void) throws -> RLHFPipeline {
         if let pipeline = rlhf { return pipeline }
         guard let task = spec.task else { throw Failure(message: "the plan's RLHF steps need a task in the spec") }
-        let tokenizerPath = task.tokenizer ?? ((spec.checkpoint as NSString).deletingLastPathComponent as NSString).appendingPathComponent("tokenizer.bin")
-        let tokenizer = try Tokenizer(path: tokenizerPath)
+        let tokenizerPath = task.tokenizer ?? Tokenizer.defaultPath(forCheckpoint: spec.checkpoint)
+        var tokenizer = try Tokenizer(path: tokenizerPath)
+        if let format = spec.chatTemplate { tokenizer.chatFormat = format } else { try tokenizer.requireChatFormat() }
         let config = try Checkpoint.read(path: spec.checkpoint).weights.config
         try tokenizer.check(against: config, path: tokenizerPath)
         let context = TaskContext(embeddedSeed: task.seed, tokenizer: tokenizer, preferencePairs: task.preferencePairs)
         let pipeline = try RLHFPipeline(coordinator: coordinator, context: context, config: config, runDirectory: runDirectory, report: report)
+        var export = spec.export
+        export.tokenizerPath = tokenizerPath
+        export.chatFormat = spec.chatTemplate
+        pipeline.export = export
         rlhf = pipeline
         return pipeline
     }

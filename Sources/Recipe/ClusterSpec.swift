@@ -1,5 +1,6 @@
 import ClusterRuntime
 import Foundation
+import LlamaCore
 import Launcher
 import RLHF
 import LlamaTraining
@@ -112,12 +113,18 @@ public struct ClusterSpec: Sendable, Equatable {
     public var curve: (server: String, client: String)?
     /// The embedded task, for the RLHF steps (nil: none; those steps are then refused).
     public var task: Task?
+    /// The chat format the policy's conversations are rendered in (`model.chat_template`; nil: the
+    /// model's own template, else LLaMA2's).
+    public var chatTemplate: ChatFormat?
+    /// How each round's policy is written (`export: hf` or `export: {format: hf, dtype: bfloat16}`).
+    public var export = PolicyExport()
 
     public static func == (a: ClusterSpec, b: ClusterSpec) -> Bool {
         a.coordinator == b.coordinator && a.hosts == b.hosts && a.checkpoint == b.checkpoint && a.rewardHead == b.rewardHead
             && a.safetyHead == b.safetyHead && a.plan == b.plan && a.heartbeatMilliseconds == b.heartbeatMilliseconds
             && a.orphanTimeoutSeconds == b.orphanTimeoutSeconds
             && a.metrics == b.metrics && a.curve?.server == b.curve?.server && a.curve?.client == b.curve?.client && a.task == b.task
+            && a.chatTemplate == b.chatTemplate && a.export == b.export
     }
 
     /// A spec error: the key (dotted path) and why.
@@ -191,7 +198,7 @@ public struct ClusterSpec: Sendable, Equatable {
             throw Invalid(key: "(file)", reason: "not valid YAML: \(error)")
         }
         guard let top = root as? [String: Any] else { throw Invalid(key: "(file)", reason: "expected a mapping at the top level") }
-        let known: Set<String> = ["coordinator", "hosts", "model", "plan", "heartbeat_ms", "orphan_timeout_s", "metrics", "curve", "task"]
+        let known: Set<String> = ["coordinator", "hosts", "model", "plan", "heartbeat_ms", "orphan_timeout_s", "metrics", "curve", "task", "export"]
         if let unknown = top.keys.first(where: { !known.contains($0) }) {
             throw Invalid(key: unknown, reason: "unknown key (expected one of \(known.sorted().joined(separator: ", ")))")
         }
@@ -231,9 +238,9 @@ public struct ClusterSpec: Sendable, Equatable {
                               namespace: h["namespace"] as? String))
         }
         guard let model = top["model"] as? [String: Any], let path = model["checkpoint"] as? String else {
-            throw Invalid(key: "model.checkpoint", reason: "expected the path of a checkpoint")
+            throw Invalid(key: "model.checkpoint", reason: "expected the path of a checkpoint file or a Hugging Face model directory")
         }
-        let modelKeys: Set<String> = ["checkpoint", "reward_head", "safety_head"]
+        let modelKeys: Set<String> = ["checkpoint", "reward_head", "safety_head", "chat_template"]
         if let unknown = model.keys.first(where: { !modelKeys.contains($0) }) {
             throw Invalid(key: "model.\(unknown)", reason: "unknown key (expected one of \(modelKeys.sorted().joined(separator: ", ")))")
         }
@@ -391,6 +398,36 @@ public struct ClusterSpec: Sendable, Equatable {
         spec.curve = curve
         spec.orphanTimeoutSeconds = UInt64(orphanTimeout)
         spec.planFileText = planFileText
+        if let name = model["chat_template"] {
+            guard let text = name as? String, let format = ChatFormat(rawValue: text.lowercased()) else {
+                throw Invalid(key: "model.chat_template", reason: "\(describe(name)) is not a supported chat format (supported: \(ChatFormat.supportedNames))")
+            }
+            spec.chatTemplate = format
+        }
+        switch top["export"] {
+        case nil, is NSNull:
+            break
+        case let name as String:
+            guard let format = PolicyExport.Format(rawValue: name) else {
+                throw Invalid(key: "export", reason: "\"\(name)\" is not a format (expected hf or llama2c)")
+            }
+            spec.export.format = format
+        case let value:
+            let args = try arguments(value as Any, key: "export", known: ["format", "dtype"])
+            if let name = args["format"] {
+                guard let text = name as? String, let format = PolicyExport.Format(rawValue: text) else {
+                    throw Invalid(key: "export.format", reason: "\(describe(name)) is not a format (expected hf or llama2c)")
+                }
+                spec.export.format = format
+            }
+            if let name = args["dtype"] {
+                switch name as? String {
+                case "float32": spec.export.dtype = .float32
+                case "bfloat16": spec.export.dtype = .bfloat16
+                default: throw Invalid(key: "export.dtype", reason: "\(describe(name)) is not a type (expected float32 or bfloat16)")
+                }
+            }
+        }
         if let t = top["task"] {
             let args = try arguments(t, key: "task", known: ["seed", "tokenizer", "preference_pairs", "eval_prompts", "eval_temperature", "eval_samples"])
             var task = Task()

@@ -166,7 +166,7 @@ extension RLHFPipeline {
         }
         if let last, let announce = last.announce {
             let weights = try coordinator.fetchWeights(announce, config: config)
-            try Checkpoint.writeLegacy(weights, to: directory + "/policy.bin")
+            try export.write(weights, directory: directory)
         }
         coordinator.setProgress(PlanStage(.evaluate, round: settings.name), round: UInt32(round))
         let rewardMean = history.map(\.rewardMean).reduce(0, +) / Double(max(1, history.count))

@@ -107,6 +107,8 @@ public final class RLHFPipeline {
     /// Versions of the reward models trained so far.
     var rewardVersions: [WorkerRole: UInt64] = [:]
     private let metrics: FileHandle?
+    /// How each round's policy is written (`export:` in the spec).
+    public var export = PolicyExport()
 
     /// A pipeline on `coordinator` over `context`, writing to `runDirectory`, for a policy of `config`.
     public init(coordinator: Coordinator, context: TaskContext, config: LlamaConfig, runDirectory: String, report: @escaping (String) -> Void) throws {
@@ -444,7 +446,7 @@ public final class RLHFPipeline {
             try coordinator.syncWeights(announce, roles: [.generator])
             // The round's checkpoint, fetched from the learner as the generators got it.
             let weights = try coordinator.fetchWeights(announce, config: config)
-            try Checkpoint.writeLegacy(weights, to: directory + "/policy.bin")
+            try export.write(weights, directory: directory)
         }
         coordinator.setProgress(PlanStage(.evaluate, round: settings.name), round: UInt32(round))
         let rewardMean = rewards.reduce(0, +) / Double(max(1, rewards.count))

@@ -8,7 +8,7 @@ struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Benchmarks (figures and ratios against the named baselines, measured in one run).",
-        subcommands: [GenerateBench.self, TrainBench.self, TokenizeBench.self, TransportBench.self, FanoutBench.self]
+        subcommands: [GenerateBench.self, TrainBench.self, TokenizeBench.self, LoadBench.self, TransportBench.self, FanoutBench.self]
     )
 }
 
@@ -80,7 +80,7 @@ struct TokenizeBench: ParsableCommand {
         commandName: "tokenize",
         abstract: "Time encoding and decoding of a long mixed text (words, digits, whitespace runs, unicode, emoji)."
     )
-    @Option(help: "Tokenizer: tokenizer.bin or tokenizer.model.")
+    @Option(help: "Tokenizer: tokenizer.bin, tokenizer.model, tokenizer.json or a Hugging Face model directory.")
     var tokenizer: String
     @Option(help: "Size of the text in kilobytes.")
     var kilobytes: Int = 100
@@ -91,6 +91,35 @@ struct TokenizeBench: ParsableCommand {
 
     func run() throws {
         let benchmark = TokenizeBenchmark(tokenizer: tokenizer, kilobytes: kilobytes)
+        try bench { try benchmark.run() }
+    }
+}
+
+struct LoadBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "load",
+        abstract: "Time and peak memory of loading a model: a Hugging Face bfloat16 directory against the same model as a llama2.c file, each in a fresh process."
+    )
+    @Option(help: "Model shape: 15M, gqa or 110M.")
+    var config = "110M"
+    @Option(help: "Loads per format (the best is kept).")
+    var rounds = 3
+    @Option(help: "Load this checkpoint in this process and print one JSON line (the child's side).")
+    var once: String?
+
+    func validate() throws {
+        try OptionCheck.integer(rounds, "--rounds", 1 ... 100)
+    }
+
+    func run() throws {
+        if let once {
+            try bench {
+                let result = try LoadBenchmark.once(path: once)
+                print(String(decoding: try JSONEncoder().encode(result), as: UTF8.self))
+            }
+            return
+        }
+        let benchmark = LoadBenchmark(config: config, rounds: rounds)
         try bench { try benchmark.run() }
     }
 }

@@ -2,12 +2,12 @@ import ArgumentParser
 import Foundation
 import LlamaCore
 
-/// `rlhf checkpoint`: make and inspect llama2.c checkpoints.
+/// `rlhf checkpoint`: make, inspect and convert checkpoints.
 struct CheckpointCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "checkpoint",
-        abstract: "Create and inspect llama2.c checkpoints.",
-        subcommands: [Init.self, Info.self]
+        abstract: "Create, inspect and convert checkpoints (llama2.c files and Hugging Face model directories).",
+        subcommands: [Init.self, Info.self, Convert.self]
     )
 
     /// Named shapes for `--preset`.
@@ -74,7 +74,7 @@ struct CheckpointCommand: ParsableCommand {
     struct Info: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Print a checkpoint's format, config and parameter count.")
 
-        @Argument(help: "Checkpoint file.") var file: String
+        @Argument(help: "Checkpoint file, or Hugging Face model directory.") var file: String
         @Flag(help: "One JSON object.") var json = false
 
         func run() throws {
@@ -85,14 +85,84 @@ struct CheckpointCommand: ParsableCommand {
                     "format": format.rawValue, "dim": c.dim, "hidden_dim": c.hiddenDim, "n_layers": c.nLayers,
                     "n_heads": c.nHeads, "n_kv_heads": c.nKVHeads, "vocab_size": c.vocabSize, "seq_len": c.seqLen,
                     "shared_classifier": c.sharedClassifier, "parameters": c.parameterCount,
+                    "norm_eps": Double(c.normEps), "rope_theta": Double(c.ropeTheta),
                 ]
                 if json {
                     print(jsonLine(info))
                 } else {
-                    print("\(file): llama2.c \(format.rawValue) checkpoint")
+                    print(format == .huggingFace ? "\(file): Hugging Face model directory" : "\(file): llama2.c \(format.rawValue) checkpoint")
                     print("  dim \(c.dim), hidden_dim \(c.hiddenDim), n_layers \(c.nLayers), n_heads \(c.nHeads), n_kv_heads \(c.nKVHeads)")
-                    print("  vocab_size \(c.vocabSize), seq_len \(c.seqLen), classifier \(c.sharedClassifier ? "shared" : "separate")")
+                    print("  vocab_size \(c.vocabSize), seq_len \(c.seqLen), classifier \(c.sharedClassifier ? "shared" : "separate"), rms_norm_eps \(c.normEps), rope_theta \(c.ropeTheta)")
                     print("  parameters \(c.parameterCount) (\(String(format: "%.2f", Double(c.parameterCount) / 1e6))M)")
+                }
+            } catch {
+                throw cliFailure(error)
+            }
+        }
+    }
+}
+
+extension CheckpointCommand {
+    /// Where `convert` writes.
+    enum Target: String, ExpressibleByArgument, CaseIterable {
+        case hf, llama2c
+    }
+
+    /// Element type of exported Hugging Face weights.
+    enum ExportType: String, ExpressibleByArgument, CaseIterable {
+        case float32, bfloat16
+    }
+
+    /// `rlhf checkpoint convert`: llama2.c files to Hugging Face directories and back.
+    struct Convert: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Convert a checkpoint: to a Hugging Face model directory (config, safetensors, tokenizer files, chat template) or to a llama2.c legacy file with tokenizer.bin beside it.")
+
+        @Argument(help: "Checkpoint file or Hugging Face model directory.") var source: String
+        @Option(help: "Target format: hf or llama2c.") var to: Target
+        @Option(help: "Output: the model directory (hf) or the checkpoint file (llama2c; tokenizer.bin is written beside it).") var out: String
+        @Option(help: "Weights' type in the Hugging Face directory: float32 or bfloat16.") var dtype: ExportType = .float32
+        @Option(help: "Tokenizer (default: a model directory's own, else tokenizer.bin beside the source).") var tokenizer: String?
+        @Option(name: .customLong("chat-template"), help: "Chat format of the exported model: \(ChatFormat.supportedNames) (default: the tokenizer's own).")
+        var chatTemplate: String?
+
+        func validate() throws {
+            if to == .llama2c && dtype != .float32 { throw ValidationError("--dtype: llama2.c files hold float32 only") }
+            if let chatTemplate { _ = try ChatFormat(named: chatTemplate) }
+        }
+
+        func run() throws {
+            do {
+                let (weights, _) = try Checkpoint.read(path: source)
+                let tokenizerPath = tokenizer ?? Tokenizer.defaultPath(forCheckpoint: source)
+                switch to {
+                case .hf:
+                    guard FileManager.default.fileExists(atPath: tokenizerPath) else {
+                        throw ValidationError("no tokenizer at \(tokenizerPath): give --tokenizer")
+                    }
+                    try HuggingFaceExport.write(weights: weights, tokenizerPath: tokenizerPath, chatFormat: try chatTemplate.map(ChatFormat.init(named:)),
+                                                dtype: dtype == .float32 ? .float32 : .bfloat16, to: out)
+                    print("wrote \(out): Hugging Face LlamaForCausalLM, \(weights.config.parameterCount) parameters in \(dtype.rawValue)")
+                case .llama2c:
+                    let c = weights.config
+                    // The legacy header has no fields for these; llama2.c's run.c assumes LLaMA2's.
+                    if c.normEps != 1e-5 || c.ropeTheta != 10000 {
+                        throw ValidationError("llama2.c's format cannot hold rms_norm_eps \(c.normEps) and rope_theta \(c.ropeTheta) (run.c assumes 1e-05 and 10000); keep this model as a Hugging Face directory")
+                    }
+                    try OutputCheck.writable(out, option: "--out")
+                    try Checkpoint.writeLegacy(weights, to: out)
+                    var wrote = "wrote \(out): llama2.c legacy checkpoint"
+                    if FileManager.default.fileExists(atPath: tokenizerPath) {
+                        let tok = try Tokenizer(path: tokenizerPath)
+                        try tok.check(against: c, path: tokenizerPath)
+                        let beside = ((out as NSString).deletingLastPathComponent as NSString).appendingPathComponent("tokenizer.bin")
+                        try tok.write(llama2cPath: beside)
+                        wrote += " and \(beside)"
+                        if tok.bosId != 1 || tok.eosId != 2 {
+                            printError("warning: llama2.c's run.c takes BOS as id 1 and EOS as id 2; this tokenizer's are \(tok.bosId) and \(tok.eosId)")
+                        }
+                    }
+                    print(wrote)
                 }
             } catch {
                 throw cliFailure(error)

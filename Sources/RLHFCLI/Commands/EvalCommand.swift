@@ -21,7 +21,7 @@ struct EvalCommand: ParsableCommand {
     var checkpoint: String
     @Option(help: "Another policy to compare with (B): the win rate of A over B.")
     var against: String?
-    @Option(help: "Tokenizer (default: tokenizer.bin beside the checkpoint).")
+    @Option(help: "Tokenizer (default: a model directory's own, else tokenizer.bin beside the checkpoint).")
     var tokenizer: String?
     @Option(help: "Evaluation prompts to use (default: all of them).")
     var prompts: Int?
@@ -66,7 +66,7 @@ struct EvalCommand: ParsableCommand {
     }
 
     private func evaluate() throws {
-        let tokenizerPath = tokenizer ?? ((checkpoint as NSString).deletingLastPathComponent as NSString).appendingPathComponent("tokenizer.bin")
+        let tokenizerPath = tokenizer ?? Tokenizer.defaultPath(forCheckpoint: checkpoint)
         let tok = try Tokenizer(path: tokenizerPath)
         let pool = ComputePool(threads: threads)
         defer { pool.shutdown() }

@@ -6,12 +6,12 @@ import LlamaCore
 struct GenerateCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "generate",
-        abstract: "Generate text from a llama2.c checkpoint (streams text; --json for one JSON object)."
+        abstract: "Generate text from a llama2.c checkpoint or Hugging Face model directory (streams text; --json for one JSON object)."
     )
 
-    @Option(help: "llama2.c checkpoint (legacy or version-1 format).")
+    @Option(help: "llama2.c checkpoint (legacy or version-1 format) or Hugging Face model directory.")
     var checkpoint: String
-    @Option(help: "Tokenizer: llama2.c tokenizer.bin or SentencePiece tokenizer.model.")
+    @Option(help: "Tokenizer: llama2.c tokenizer.bin, SentencePiece tokenizer.model, Hugging Face tokenizer.json or model directory (default: a model directory's own).")
     var tokenizer: String?
     @Option(help: "Prompt text (needs --tokenizer); BOS is prepended.")
     var prompt: String?
@@ -40,7 +40,9 @@ struct GenerateCommand: ParsableCommand {
 
     func validate() throws {
         if (prompt == nil) == (promptIds == nil) { throw ValidationError("give exactly one of --prompt or --prompt-ids") }
-        if prompt != nil && tokenizer == nil { throw ValidationError("--prompt needs --tokenizer to encode the text") }
+        if prompt != nil && tokenizer == nil && !HuggingFaceCheckpoint.isModelDirectory(checkpoint) {
+            throw ValidationError("--prompt needs --tokenizer to encode the text")
+        }
         try OptionCheck.integer(steps, "--steps", 1 ... 1_000_000)
         try OptionCheck.number(temperature, "--temperature", 0 ... 100)
         try OptionCheck.number(topP, "--top-p", 0 ... 1, openBelow: true)
@@ -60,7 +62,9 @@ struct GenerateCommand: ParsableCommand {
         let c = model.config
         try MemoryBudget.check(batch * (2 * c.nLayers * c.seqLen * c.kvDim + 4 * c.vocabSize + 8 * c.dim) * 4,
                                for: "--batch \(batch) (a \(c.nLayers)-layer key-value cache of \(c.seqLen) positions per sample)")
-        let tok = try tokenizer.map { path -> Tokenizer in
+        // A model directory brings its own tokenizer (for --prompt, EOS and the text).
+        let tokenizerPath = tokenizer ?? (HuggingFaceCheckpoint.isModelDirectory(checkpoint) ? checkpoint : nil)
+        let tok = try tokenizerPath.map { path -> Tokenizer in
             let t = try Tokenizer(path: path)
             try t.check(against: model.config, path: path)
             return t

@@ -9,7 +9,7 @@ struct TokenizeCommand: ParsableCommand {
         abstract: "Read {\"text\": ...} JSON lines on stdin, write {\"text\": ..., \"ids\": [...]} per line."
     )
 
-    @Option(help: "Tokenizer: llama2.c tokenizer.bin or SentencePiece tokenizer.model.")
+    @Option(help: "Tokenizer: llama2.c tokenizer.bin, SentencePiece tokenizer.model, Hugging Face tokenizer.json or model directory.")
     var tokenizer: String
     @Flag(help: "Prepend the BOS id.")
     var bos = false

@@ -23,7 +23,7 @@ struct TrainCommand: ParsableCommand {
     struct Common: ParsableArguments {
         @Option(help: "Output checkpoint (llama2.c format). Beside it: OUT.state (the training state), OUT.metrics.jsonl.")
         var out: String
-        @Option(help: "Tokenizer (tokenizer.bin or tokenizer.model); default: tokenizer.bin beside the input checkpoint.")
+        @Option(help: "Tokenizer (tokenizer.bin, tokenizer.model, tokenizer.json); default: a model directory's own, else tokenizer.bin beside the input checkpoint.")
         var tokenizer: String?
         @Option(help: "Examples (pairs for rm) per optimizer step.")
         var batchSize: Int?
@@ -77,11 +77,12 @@ struct TrainCommand: ParsableCommand {
 
         var statePath: String { out + ".state" }
 
-        /// The tokenizer: `--tokenizer`, or tokenizer.bin beside `near`.
+        /// The tokenizer: `--tokenizer`, or the checkpoint `near`'s own (a model directory's, else
+        /// tokenizer.bin beside the file).
         func loadTokenizer(near: String?) throws -> Tokenizer {
             if let tokenizer { return try Tokenizer(path: tokenizer) }
             if let near {
-                let beside = ((near as NSString).deletingLastPathComponent as NSString).appendingPathComponent("tokenizer.bin")
+                let beside = Tokenizer.defaultPath(forCheckpoint: near)
                 if FileManager.default.fileExists(atPath: beside) { return try Tokenizer(path: beside) }
             }
             throw ValidationError("give --tokenizer (no tokenizer.bin beside \(near ?? "the output"))")

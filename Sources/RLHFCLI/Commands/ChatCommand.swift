@@ -1,0 +1,65 @@
+import ArgumentParser
+import Foundation
+import LlamaCore
+
+/// `rlhf chat`: conversations in a model's chat format.
+struct ChatCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "chat",
+        abstract: "Conversations in a model's chat format.",
+        subcommands: [Render.self]
+    )
+
+    /// `rlhf chat render`: the text a model's chat template makes of conversations.
+    struct Render: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Read {\"messages\": [...], \"add_generation_prompt\": bool} JSON lines on stdin, write {\"text\": ...} per line: the conversation as the model's chat template renders it.")
+
+        @Option(help: "Hugging Face model directory (its chat template and special tokens), or a tokenizer file.")
+        var model: String
+        @Option(name: .customLong("chat-template"), help: "Chat format instead of the model's own template: \(ChatFormat.supportedNames).")
+        var chatTemplate: String?
+
+        func run() throws {
+            let tokenizer: Tokenizer
+            do {
+                var loaded = try Tokenizer(path: model)
+                if let chatTemplate { loaded.chatFormat = try ChatFormat(named: chatTemplate) } else { try loaded.requireChatFormat() }
+                tokenizer = loaded
+            } catch {
+                throw cliFailure(error)
+            }
+            let bos = tokenizer.tokenText(tokenizer.bosId), eos = tokenizer.tokenText(tokenizer.eosId)
+            var lineNumber = 0, failures = 0
+            while let line = readLine(strippingNewline: true) {
+                lineNumber += 1
+                if line.trimmingCharacters(in: .whitespaces).isEmpty { continue }
+                do {
+                    guard let object = (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any],
+                          let list = object["messages"] as? [Any] else {
+                        throw LlamaError.invalidInput("expected a JSON object with a list \"messages\"")
+                    }
+                    let messages = try list.enumerated().map { index, item -> ChatTemplate.Message in
+                        guard let m = item as? [String: Any], let roleName = m["role"] as? String, let content = m["content"] as? String else {
+                            throw LlamaError.invalidInput("message \(index + 1): expected {\"role\": ..., \"content\": string}")
+                        }
+                        guard let role = ChatTemplate.Role(rawValue: roleName) else {
+                            throw LlamaError.invalidInput("message \(index + 1): role \"\(roleName)\" is not one of system, user, assistant")
+                        }
+                        return ChatTemplate.Message(role: role, content: content)
+                    }
+                    let generationPrompt = object["add_generation_prompt"] as? Bool ?? false
+                    let text = try tokenizer.chatFormat.render(messages, addGenerationPrompt: generationPrompt, bos: bos, eos: eos)
+                    print(jsonLine(["text": text]))
+                } catch {
+                    printError("error: stdin line \(lineNumber): \(error); skipped")
+                    failures += 1
+                }
+            }
+            if failures > 0 {
+                printError("error: \(failures) of \(lineNumber) lines failed")
+                throw ExitCode.failure
+            }
+        }
+    }
+}
