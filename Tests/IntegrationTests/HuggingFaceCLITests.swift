@@ -89,4 +89,35 @@ import TestKit
         #expect(refused.status != 0 && refused.stderr.contains("rope_theta 500000"), "\(refused.stderr)")
         #expect(!FileManager.default.fileExists(atPath: dir + "/gqa.bin"))
     }
+
+    /// `train sft` from a Hugging Face directory writes one back (llama2.c's header cannot hold its
+    /// theta); a directory whose chat template is none of the supported formats is refused, naming
+    /// them, until --chat-template names one.
+    @Test func trainSFTFromAndToAHuggingFaceDirectory() throws {
+        let dir = try Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let data = (0..<8).map { #"{"prompt": "Tell me a story \#($0).", "response": "Once upon a time."}"# }.joined(separator: "\n") + "\n"
+        try data.write(toFile: dir + "/sft.jsonl", atomically: true, encoding: .utf8)
+        let trained = try CLITests.rlhf(["train", "sft", "--data", dir + "/sft.jsonl", "--init", Fixtures.huggingFace("hf-bytebpe-gqa"),
+                                         "--out", dir + "/sft", "--steps", "2", "--batch-size", "4"])
+        #expect(trained.status == 0, "\(trained.stderr)")
+        let (weights, format) = try Checkpoint.read(path: dir + "/sft")
+        #expect(format == .huggingFace && weights.config.ropeTheta == 500000 && weights.config.normEps == 1e-6)
+        #expect(try Tokenizer(path: dir + "/sft").chatFormat == .chatml)
+
+        let model = dir + "/odd-template"
+        let source = Fixtures.huggingFace("hf-bytebpe-gqa")
+        try FileManager.default.createDirectory(atPath: model, withIntermediateDirectories: true)
+        for file in try FileManager.default.contentsOfDirectory(atPath: source) where file != "chat_template.jinja" {
+            try FileManager.default.copyItem(atPath: source + "/" + file, toPath: model + "/" + file)
+        }
+        try "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% endfor %}".write(toFile: model + "/chat_template.jinja", atomically: true, encoding: .utf8)
+        let refused = try CLITests.rlhf(["train", "sft", "--data", dir + "/sft.jsonl", "--init", model, "--out", dir + "/odd", "--steps", "1"])
+        #expect(refused.status != 0 && refused.stderr.contains("chat_template.jinja") && refused.stderr.contains("llama2, chatml, llama3"), "\(refused.stderr)")
+        let named = try CLITests.rlhf(["train", "sft", "--data", dir + "/sft.jsonl", "--init", model, "--out", dir + "/odd", "--steps", "1",
+                                       "--chat-template", "chatml"])
+        #expect(named.status == 0, "\(named.stderr)")
+        let render = try CLITests.rlhf(["chat", "render", "--model", model], stdin: #"{"messages": [{"role": "user", "content": "Hi"}]}"# + "\n")
+        #expect(render.status != 0 && render.stderr.contains("llama2, chatml, llama3"))
+    }
 }

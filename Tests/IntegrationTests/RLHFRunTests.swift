@@ -2,6 +2,7 @@ import Foundation
 #if canImport(FoundationXML)
 import FoundationXML
 #endif
+import LlamaCore
 import Testing
 
 /// The RLHF plan on a real local cluster (6 worker processes): the default spec's `--quick` run and its
@@ -310,6 +311,49 @@ import Testing
         #expect(states == ["after-step-6.json"], "\(states)")
         if let port = RLHFRunTests.port(run) {
             #expect(LaunchTests.pids(matching: "--coordinator tcp://127.0.0.1:\(port)").isEmpty, "a worker outlived the resumed run")
+        }
+    }
+
+    /// A spec whose model is a Hugging Face directory (the shipped SFT policy converted): the plan
+    /// runs on it, and `export: hf` writes each round's policy as a model directory beside
+    /// policy.bin, holding the same weights.
+    @Test func aPlanOnAHuggingFaceDirectoryExportsEachRound() throws {
+        let dir = NSTemporaryDirectory() + "rlhf-hf-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let converted = try CLITests.rlhf(["checkpoint", "convert", RLHFRunTests.repository + "/models/chat-world/sft.bin", "--to", "hf", "--out", dir + "/model"])
+        #expect(converted.status == 0, "\(converted.stderr)")
+        let spec = """
+        coordinator: tcp://127.0.0.1:*
+        heartbeat_ms: 100
+        hosts:
+          - name: here
+            workers: {generator: 1, reward-model: 1, safety-model: 1, learner: 1, reference-policy: 1}
+        model:
+          checkpoint: model
+          chat_template: llama2
+        export: {format: hf, dtype: bfloat16}
+        task: {seed: 1, eval_prompts: 24, eval_samples: 1, preference_pairs: 300}
+        plan:
+          - evaluate: {name: SFT}
+          - train_rm: {model: reward-model, pairs: 100}
+          - train_rm: {model: safety-model, pairs: 100}
+          - rs_round: {name: V1, prompts: 32, samples: 4, max_new_tokens: 48, new_pairs: 8, from_sft: true}
+          - ppo_round: {name: V2, iterations: 2, rollouts: 16, mini_batch: 8, epochs: 1, max_new_tokens: 32, learning_rate: 0.00003}
+        """
+        try spec.write(toFile: dir + "/spec.yaml", atomically: true, encoding: .utf8)
+        let result = try CLITests.rlhf(["launch", dir + "/spec.yaml", "--run-dir", dir + "/run"])
+        #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
+        #expect(result.stdout.contains("plan finished"), "\(result.stdout)")
+        for round in ["V1", "V2"] {
+            let (exported, format) = try Checkpoint.read(path: dir + "/run/rounds/\(round)/policy-hf")
+            let policy = try Checkpoint.read(path: dir + "/run/rounds/\(round)/policy.bin").weights
+            #expect(format == .huggingFace && exported.config == policy.config)
+            // bfloat16 of the same weights: within its rounding.
+            let a = exported.values(.wq), b = policy.values(.wq)
+            let worst = zip(a, b).map { abs($0 - $1) / max(abs($1), 1e-30) }.max() ?? 1
+            #expect(worst <= 1.0 / 256, "\(round): \(worst)")
+            #expect(try Tokenizer(path: dir + "/run/rounds/\(round)/policy-hf").chatFormat == .llama2)
         }
     }
 }

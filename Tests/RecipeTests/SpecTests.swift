@@ -188,6 +188,23 @@ import Testing
         // `*` (any free port) stays allowed.
         #expect(throws: Never.self) { try ClusterSpec.parse(SpecTests.head.replacingOccurrences(of: ":5555", with: ":*"), baseDirectory: "/") }
     }
+
+    /// `model.chat_template` names a chat format; `export` a format (and type) for each round's policy.
+    @Test func chatTemplateAndExportAreParsedOrNamed() throws {
+        let model = "model: {checkpoint: \(SpecTests.checkpoint)}"
+        let chatml = SpecTests.head.replacingOccurrences(of: model, with: "model: {checkpoint: \(SpecTests.checkpoint), chat_template: chatml}")
+        let spec = try ClusterSpec.parse(chatml + "export: {format: hf, dtype: bfloat16}\n", baseDirectory: "/")
+        #expect(spec.chatTemplate == .chatml && spec.export.format == .hf && spec.export.dtype == .bfloat16)
+        let plain = try ClusterSpec.parse(SpecTests.head + "export: hf\n", baseDirectory: "/")
+        #expect(plain.chatTemplate == nil && plain.export.format == .hf && plain.export.dtype == .float32)
+        #expect(try ClusterSpec.parse(SpecTests.head, baseDirectory: "/").export.format == .llama2c)
+        SpecTests.expectRefused([("export: onnx\n", "export"), ("export: {format: hf, dtype: int8}\n", "export.dtype"),
+                                 ("export: {fromat: hf}\n", "export.fromat")])
+        let vicuna = SpecTests.head.replacingOccurrences(of: model, with: "model: {checkpoint: \(SpecTests.checkpoint), chat_template: vicuna}")
+        #expect { try ClusterSpec.parse(vicuna, baseDirectory: "/") } throws: {
+            ($0 as? ClusterSpec.Invalid)?.key == "model.chat_template" && "\($0)".contains("llama2, chatml, llama3")
+        }
+    }
 }
 
 /// A run directory whose RLHF steps had finished resumes from the pipeline state saved after its last

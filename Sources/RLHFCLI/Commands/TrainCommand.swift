@@ -21,10 +21,12 @@ struct TrainCommand: ParsableCommand {
 
     /// Options every trainer takes.
     struct Common: ParsableArguments {
-        @Option(help: "Output checkpoint (llama2.c format). Beside it: OUT.state (the training state), OUT.metrics.jsonl.")
+        @Option(help: "Output checkpoint: a llama2.c file, or a Hugging Face model directory when OUT ends in / (or the model's eps/theta need one). Beside it: OUT.state (the training state), OUT.metrics.jsonl.")
         var out: String
         @Option(help: "Tokenizer (tokenizer.bin, tokenizer.model, tokenizer.json); default: a model directory's own, else tokenizer.bin beside the input checkpoint.")
         var tokenizer: String?
+        @Option(name: .customLong("chat-template"), help: "Chat format of the conversations: llama2, chatml or llama3 (default: the model's own template, else llama2).")
+        var chatTemplate: String?
         @Option(help: "Examples (pairs for rm) per optimizer step.")
         var batchSize: Int?
         @Option(help: "Passes over the data.")
@@ -75,17 +77,46 @@ struct TrainCommand: ParsableCommand {
             return s
         }
 
-        var statePath: String { out + ".state" }
+        /// `--out` without a trailing `/`: the stem of the files written beside it.
+        var outStem: String { out.hasSuffix("/") ? String(out.dropLast()) : out }
+        var statePath: String { outStem + ".state" }
 
-        /// The tokenizer: `--tokenizer`, or the checkpoint `near`'s own (a model directory's, else
-        /// tokenizer.bin beside the file).
-        func loadTokenizer(near: String?) throws -> Tokenizer {
-            if let tokenizer { return try Tokenizer(path: tokenizer) }
+        /// The tokenizer's path: `--tokenizer`, or the checkpoint `near`'s own (a model directory's,
+        /// else tokenizer.bin beside the file).
+        func tokenizerPath(near: String?) throws -> String {
+            if let tokenizer { return tokenizer }
             if let near {
                 let beside = Tokenizer.defaultPath(forCheckpoint: near)
-                if FileManager.default.fileExists(atPath: beside) { return try Tokenizer(path: beside) }
+                if FileManager.default.fileExists(atPath: beside) { return beside }
             }
             throw ValidationError("give --tokenizer (no tokenizer.bin beside \(near ?? "the output"))")
+        }
+
+        /// The tokenizer (`tokenizerPath(near:)`) in the chat format of `--chat-template`, else its
+        /// own (an unrecognised template is refused here, naming the supported formats).
+        func loadTokenizer(near: String?, rendersChats: Bool = true) throws -> Tokenizer {
+            var tokenizer = try Tokenizer(path: tokenizerPath(near: near))
+            if let chatTemplate {
+                tokenizer.chatFormat = try ChatFormat(named: chatTemplate)
+            } else if rendersChats {
+                try tokenizer.requireChatFormat()
+            }
+            return tokenizer
+        }
+
+        /// Writes the trained model to `--out`: a llama2.c file, or a Hugging Face model directory
+        /// (with the tokenizer) when `--out` ends in `/` or is a directory, or when llama2.c's header
+        /// cannot hold the model's RMSNorm epsilon or RoPE theta (a Hugging Face model's).
+        func writeModel(_ weights: ModelWeights, near: String?) throws -> String {
+            var isDirectory: ObjCBool = false
+            let asDirectory = out.hasSuffix("/") || (FileManager.default.fileExists(atPath: out, isDirectory: &isDirectory) && isDirectory.boolValue)
+            let c = weights.config
+            if asDirectory || c.normEps != 1e-5 || c.ropeTheta != 10000 {
+                try HuggingFaceExport.write(weights: weights, tokenizerPath: try tokenizerPath(near: near), dtype: .float32, to: outStem)
+                return "\(outStem) (Hugging Face model directory)"
+            }
+            try Checkpoint.writeLegacy(weights, to: out)
+            return out
         }
 
         /// The state to resume from, when `--resume`.
@@ -118,7 +149,7 @@ struct TrainCommand: ParsableCommand {
         /// the first state write after the work.
         func monitor(resuming: Bool) throws -> Monitor {
             for path in [out, statePath] { try OutputCheck.writable(path, option: "--out") }
-            return try Monitor(metricsPath: metrics ?? out + ".metrics.jsonl", append: resuming)
+            return try Monitor(metricsPath: metrics ?? outStem + ".metrics.jsonl", append: resuming)
         }
 
         /// Reports the data's bad lines (all of them with `skip`; `stop` has thrown at the first).
@@ -255,7 +286,7 @@ struct TrainCommand: ParsableCommand {
         func run() throws {
             do {
                 let settings = try common.settings(batch: 32, epochs: 1, learningRate: 1e-3)
-                let tokenizer = try common.loadTokenizer(near: nil)
+                let tokenizer = try common.loadTokenizer(near: nil, rendersChats: false)
                 let resume = try common.resumeState()
                 let modelConfig = try resume?.weights.config ?? Pretrain.parseConfig(config, vocabSize: tokenizer.vocabSize)
                 guard modelConfig.vocabSize == tokenizer.vocabSize else {
@@ -272,8 +303,7 @@ struct TrainCommand: ParsableCommand {
                 let outcome = try Trainers.languageModel(model, data: data, settings: settings, statePath: common.statePath, resume: resume,
                                                          progress: monitor.step, shouldStop: { monitor.shouldStop })
                 try monitor.finish(outcome, command: TrainCommand.commandLine)
-                try Checkpoint.writeLegacy(model.weights, to: common.out)
-                print("wrote \(common.out)")
+                print("wrote \(try common.writeModel(model.weights, near: nil))")
             } catch {
                 throw cliFailure(error)
             }
@@ -334,8 +364,7 @@ struct TrainCommand: ParsableCommand {
                 let outcome = try Trainers.languageModel(model, data: examples, settings: settings, statePath: common.statePath, resume: resume,
                                                          progress: monitor.step, shouldStop: { monitor.shouldStop })
                 try monitor.finish(outcome, command: TrainCommand.commandLine)
-                try Checkpoint.writeLegacy(model.weights, to: common.out)
-                print("wrote \(common.out)")
+                print("wrote \(try common.writeModel(model.weights, near: initial))")
             } catch {
                 throw cliFailure(error)
             }
@@ -381,10 +410,10 @@ struct TrainCommand: ParsableCommand {
                                                        statePath: common.statePath, resume: resume, progress: monitor.step,
                                                        shouldStop: { monitor.shouldStop })
                 try monitor.finish(outcome, command: TrainCommand.commandLine)
-                try Checkpoint.writeLegacy(model.weights, to: common.out)
+                let written = try common.writeModel(model.weights, near: initial)
                 let encoder = JSONEncoder()
-                try encoder.encode(head).write(to: URL(fileURLWithPath: common.out + ".head.json"))
-                print("wrote \(common.out) and \(common.out).head.json")
+                try encoder.encode(head).write(to: URL(fileURLWithPath: common.outStem + ".head.json"))
+                print("wrote \(written) and \(common.outStem).head.json")
                 let accuracy = try Trainers.rankingAccuracy(model, head: head, pairs: heldOut)
                 var table: [String: Any] = [:]
                 print("held-out accuracy per preference level (\(heldOut.count) pairs):")
@@ -400,7 +429,7 @@ struct TrainCommand: ParsableCommand {
                           + String(format: " %6.1f%%  (%d of %d)", 100 * Double(correct) / Double(total), correct, total))
                     table["all"] = ["correct": correct, "total": total, "accuracy": Double(correct) / Double(total)]
                 }
-                try Data(jsonLine(table).utf8).write(to: URL(fileURLWithPath: common.out + ".eval.json"))
+                try Data(jsonLine(table).utf8).write(to: URL(fileURLWithPath: common.outStem + ".eval.json"))
             } catch {
                 throw cliFailure(error)
             }
