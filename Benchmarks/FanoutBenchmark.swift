@@ -12,7 +12,7 @@ import Wire
 /// coordinator can keep busy.
 public struct FanoutBenchmark: Sendable {
 
-    /// Policy checkpoint (tokenizer.bin beside it).
+    /// Policy checkpoint (a Hugging Face model directory, or a file with tokenizer.bin beside it).
     public var checkpoint: String
     /// Prompts of the round (the embedded task's training prompts).
     public var prompts: Int
@@ -49,7 +49,7 @@ public struct FanoutBenchmark: Sendable {
     public func run() throws {
         guard generators >= 2 else { throw BenchmarkError("--generators must be 2 or more (the fan-out is compared with one)") }
         print("machine: \(ProcessInfo.processInfo.activeProcessorCount) cores; load average \(loadAverage())")
-        let tokenizerPath = ((checkpoint as NSString).deletingLastPathComponent as NSString).appendingPathComponent("tokenizer.bin")
+        let tokenizerPath = Tokenizer.defaultPath(forCheckpoint: checkpoint)
         let tokenizer = try Tokenizer(path: tokenizerPath)
         let context = TaskContext(embeddedSeed: 1, tokenizer: tokenizer, preferencePairs: 1)
         var pool = context.trainPrompts

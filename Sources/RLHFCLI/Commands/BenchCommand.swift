@@ -197,7 +197,7 @@ struct FanoutBench: ParsableCommand {
         commandName: "fanout",
         abstract: "A rejection-sampling round's sampling over 1 and 2 generator processes (the ratio), and how many generators one coordinator can feed."
     )
-    @Option(help: "Policy checkpoint (tokenizer.bin beside it).")
+    @Option(help: "Policy checkpoint: a Hugging Face model directory, or a file with tokenizer.bin beside it.")
     var checkpoint = "models/chat-world/sft.bin"
     @Option(help: "Prompts of the round (the embedded task's training prompts).")
     var prompts = 512
