@@ -63,7 +63,9 @@ struct GenerateCommand: ParsableCommand {
         try MemoryBudget.check(batch * (2 * c.nLayers * c.seqLen * c.kvDim + 4 * c.vocabSize + 8 * c.dim) * 4,
                                for: "--batch \(batch) (a \(c.nLayers)-layer key-value cache of \(c.seqLen) positions per sample)")
         // A model directory brings its own tokenizer (for --prompt, EOS and the text).
-        let tokenizerPath = tokenizer ?? (HuggingFaceCheckpoint.isModelDirectory(checkpoint) ? checkpoint : nil)
+        let ownTokenizer = HuggingFaceCheckpoint.isModelDirectory(checkpoint)
+            && ["tokenizer.json", "tokenizer.model"].contains { FileManager.default.fileExists(atPath: checkpoint + "/" + $0) }
+        let tokenizerPath = tokenizer ?? (ownTokenizer ? checkpoint : nil)
         let tok = try tokenizerPath.map { path -> Tokenizer in
             let t = try Tokenizer(path: path)
             try t.check(against: model.config, path: path)
