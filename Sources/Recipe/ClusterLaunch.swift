@@ -404,7 +404,7 @@ public final class ClusterLaunch {
         guard let task = spec.task else { throw Failure(message: "the plan's RLHF steps need a task in the spec") }
         let tokenizerPath = task.tokenizer ?? Tokenizer.defaultPath(forCheckpoint: spec.checkpoint)
         var tokenizer = try Tokenizer(path: tokenizerPath)
-        if let format = spec.chatTemplate { tokenizer.chatFormat = format } else { try tokenizer.requireChatFormat() }
+        if let format = spec.chatTemplate { try tokenizer.useChatFormat(format) } else { try tokenizer.requireChatFormat() }
         let config = try Checkpoint.read(path: spec.checkpoint).weights.config
         try tokenizer.check(against: config, path: tokenizerPath)
         let context = TaskContext(embeddedSeed: task.seed, tokenizer: tokenizer, preferencePairs: task.preferencePairs)

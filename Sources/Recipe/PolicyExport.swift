@@ -27,17 +27,11 @@ public struct PolicyExport: Sendable, Equatable {
         self.chatFormat = chatFormat
     }
 
-    /// Whether llama2.c's legacy header can describe `config` (it has no epsilon or theta: run.c
-    /// and the reader assume LLaMA2's 1e-5 and 10000).
-    public static func fitsLlama2c(_ config: LlamaConfig) -> Bool {
-        config.normEps == 1e-5 && config.ropeTheta == 10000
-    }
-
     /// Writes `weights` into the round's `directory`; returns the paths written.
     @discardableResult
     public func write(_ weights: ModelWeights, directory: String) throws -> [String] {
         var written: [String] = []
-        if PolicyExport.fitsLlama2c(weights.config) {
+        if Checkpoint.legacyHolds(weights.config) {
             try Checkpoint.writeLegacy(weights, to: directory + "/policy.bin")
             written.append(directory + "/policy.bin")
         }

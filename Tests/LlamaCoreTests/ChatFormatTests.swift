@@ -55,6 +55,10 @@ import TestKit
                                          addGenerationPrompt: true, bos: "<s>", eos: "</s>")
         }
         #expect { try ChatFormat(named: "vicuna") } throws: { "\($0)".contains("llama2, chatml, llama3") }
+        // A format whose special tokens the tokenizer lacks is refused when chosen.
+        var sentencePiece = try Tokenizer(path: Fixtures.llama2Model)
+        #expect { try sentencePiece.useChatFormat(.chatml) } throws: { "\($0)".contains("<|im_start|>") }
+        #expect(throws: Never.self) { try sentencePiece.useChatFormat(.llama2) }
     }
 
     /// Conversations tokenized in a format: special tokens by id, the answers (and the token ending

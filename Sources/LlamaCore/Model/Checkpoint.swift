@@ -137,9 +137,21 @@ public enum Checkpoint {
          c.sharedClassifier ? c.vocabSize : -c.vocabSize, c.seqLen].map { Int32($0) }
     }
 
+    /// Whether llama2.c's header can describe `config`: it has no RMSNorm epsilon or RoPE theta, and
+    /// run.c and the reader assume LLaMA2's 1e-5 and 10000.
+    public static func legacyHolds(_ config: LlamaConfig) -> Bool {
+        config.normEps == 1e-5 && config.ropeTheta == 10000
+    }
+
     /// Writes `weights` in the legacy format, atomically (temporary file, fsync, rename). A checkpoint
-    /// read from a legacy file writes back byte-identically.
+    /// read from a legacy file writes back byte-identically. A model whose epsilon or theta the
+    /// header cannot hold (`legacyHolds`) is refused rather than silently changed.
     public static func writeLegacy(_ weights: ModelWeights, to path: String) throws {
+        let c = weights.config
+        guard legacyHolds(c) else {
+            throw LlamaError.invalidCheckpoint(path: path,
+                reason: "llama2.c's format cannot hold rms_norm_eps \(c.normEps) and rope_theta \(c.ropeTheta) (it assumes 1e-05 and 10000); write a Hugging Face directory instead")
+        }
         let file = try WritableFile(atomicPath: path)
         do {
             var header = legacyHeader(weights.config)

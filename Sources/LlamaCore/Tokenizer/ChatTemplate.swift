@@ -105,6 +105,15 @@ public enum ChatFormat: String, CaseIterable, Sendable, Codable {
         }
     }
 
+    /// The special tokens the format writes besides BOS and EOS: the tokenizer must have each.
+    public var specialTokens: [String] {
+        switch self {
+        case .llama2: return []
+        case .chatml: return ["<|im_start|>", "<|im_end|>"]
+        case .llama3: return ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
+        }
+    }
+
     /// Python's `str.strip()` (Jinja's `trim`): whitespace at both ends removed.
     static func strip(_ s: String) -> String {
         s.trimmingCharacters(in: .whitespacesAndNewlines)

@@ -103,8 +103,21 @@ extension Tokenizer {
         return Tokenizer(huggingFace: hf, bosId: bos, eosId: eos, unknownId: unk ?? 0)
     }
 
-    /// Throws the reason the chat format is unknown (an unrecognised template), if it is.
+    /// Throws why conversations cannot be tokenized in the chat format: the model's template was
+    /// not recognised, or the tokenizer lacks a special token the format writes.
     public func requireChatFormat() throws {
         if let chatTemplateError { throw chatTemplateError }
+        if let missing = chatFormat.specialTokens.first(where: { tokenId($0) == nil }) {
+            throw LlamaError.invalidTokenizer(path: "tokenizer",
+                reason: "the \(chatFormat.rawValue) chat format writes \(missing), which this tokenizer does not have")
+        }
+    }
+
+    /// Uses `format` for conversations instead of the model's own template (a spec's
+    /// `chat_template:`, `--chat-template`), checked as `requireChatFormat()` does.
+    public mutating func useChatFormat(_ format: ChatFormat) throws {
+        chatFormat = format
+        chatTemplateError = nil
+        try requireChatFormat()
     }
 }

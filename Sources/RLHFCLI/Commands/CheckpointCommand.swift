@@ -146,7 +146,7 @@ extension CheckpointCommand {
                 case .llama2c:
                     let c = weights.config
                     // The legacy header has no fields for these; llama2.c's run.c assumes LLaMA2's.
-                    if c.normEps != 1e-5 || c.ropeTheta != 10000 {
+                    if !Checkpoint.legacyHolds(c) {
                         throw ValidationError("llama2.c's format cannot hold rms_norm_eps \(c.normEps) and rope_theta \(c.ropeTheta) (run.c assumes 1e-05 and 10000); keep this model as a Hugging Face directory")
                     }
                     try OutputCheck.writable(out, option: "--out")

@@ -97,7 +97,7 @@ struct TrainCommand: ParsableCommand {
         func loadTokenizer(near: String?, rendersChats: Bool = true) throws -> Tokenizer {
             var tokenizer = try Tokenizer(path: tokenizerPath(near: near))
             if let chatTemplate {
-                tokenizer.chatFormat = try ChatFormat(named: chatTemplate)
+                try tokenizer.useChatFormat(try ChatFormat(named: chatTemplate))
             } else if rendersChats {
                 try tokenizer.requireChatFormat()
             }
@@ -111,7 +111,7 @@ struct TrainCommand: ParsableCommand {
             var isDirectory: ObjCBool = false
             let asDirectory = out.hasSuffix("/") || (FileManager.default.fileExists(atPath: out, isDirectory: &isDirectory) && isDirectory.boolValue)
             let c = weights.config
-            if asDirectory || c.normEps != 1e-5 || c.ropeTheta != 10000 {
+            if asDirectory || !Checkpoint.legacyHolds(c) {
                 try HuggingFaceExport.write(weights: weights, tokenizerPath: try tokenizerPath(near: near), dtype: .float32, to: outStem)
                 return "\(outStem) (Hugging Face model directory)"
             }
