@@ -399,7 +399,7 @@ public struct ClusterSpec: Sendable, Equatable {
         spec.orphanTimeoutSeconds = UInt64(orphanTimeout)
         spec.planFileText = planFileText
         if let name = model["chat_template"] {
-            guard let text = name as? String, let format = ChatFormat(rawValue: text.lowercased()) else {
+            guard let text = name as? String, let format = try? ChatFormat(named: text) else {
                 throw Invalid(key: "model.chat_template", reason: "\(describe(name)) is not a supported chat format (supported: \(ChatFormat.supportedNames))")
             }
             spec.chatTemplate = format

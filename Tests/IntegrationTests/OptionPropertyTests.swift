@@ -46,6 +46,9 @@ import Testing
         "bench tokenize": ["bench", "tokenize", "--tokenizer", "t.bin"],
         "bench transport": ["bench", "transport"],
         "bench fanout": ["bench", "fanout"],
+        "bench load": ["bench", "load"],
+        "chat render": ["chat", "render", "--model", "dir"],
+        "checkpoint convert": ["checkpoint", "convert", "m.bin", "--to", "hf", "--out", "dir"],
     ]
 
     static let threads = Kind.integer(1 ... 256)
@@ -84,6 +87,7 @@ import Testing
         add("bench train", [("--repeats", .integer(1 ... 1_000)), ("--batch", .integer(1 ... 65_536)), ("--rm-batch", .integer(1 ... 65_536)),
                             ("--length", .integer(2 ... 1 << 20)), ("--threads", .threadList)])
         add("bench tokenize", [("--kilobytes", .integer(1 ... 1 << 20))])
+        add("bench load", [("--rounds", .integer(1 ... 100))])
         add("bench transport", [("--count", .integer(1 ... 10_000_000)), ("--consumers", .integer(1 ... 256)), ("--workers", .integer(1 ... 4_096)),
                                 ("--tasks", .integer(1 ... 10_000_000))])
         add("bench fanout", [("--prompts", .integer(1 ... 1_000_000)), ("--samples", .integer(1 ... 1_024)), ("--max-new-tokens", .integer(1 ... 1_000_000)),

@@ -18,13 +18,13 @@ struct ChatCommand: ParsableCommand {
         @Option(help: "Hugging Face model directory (its chat template and special tokens), or a tokenizer file.")
         var model: String
         @Option(name: .customLong("chat-template"), help: "Chat format instead of the model's own template: \(ChatFormat.supportedNames).")
-        var chatTemplate: String?
+        var chatTemplate: ChatFormat?
 
         func run() throws {
             let tokenizer: Tokenizer
             do {
                 var loaded = try Tokenizer(path: model)
-                if let chatTemplate { loaded.chatFormat = try ChatFormat(named: chatTemplate) } else { try loaded.requireChatFormat() }
+                if let chatTemplate { loaded.chatFormat = chatTemplate } else { try loaded.requireChatFormat() }
                 tokenizer = loaded
             } catch {
                 throw cliFailure(error)

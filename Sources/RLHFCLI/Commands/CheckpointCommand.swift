@@ -124,11 +124,10 @@ extension CheckpointCommand {
         @Option(help: "Weights' type in the Hugging Face directory: float32 or bfloat16.") var dtype: ExportType = .float32
         @Option(help: "Tokenizer (default: a model directory's own, else tokenizer.bin beside the source).") var tokenizer: String?
         @Option(name: .customLong("chat-template"), help: "Chat format of the exported model: \(ChatFormat.supportedNames) (default: the tokenizer's own).")
-        var chatTemplate: String?
+        var chatTemplate: ChatFormat?
 
         func validate() throws {
             if to == .llama2c && dtype != .float32 { throw ValidationError("--dtype: llama2.c files hold float32 only") }
-            if let chatTemplate { _ = try ChatFormat(named: chatTemplate) }
         }
 
         func run() throws {
@@ -140,7 +139,7 @@ extension CheckpointCommand {
                     guard FileManager.default.fileExists(atPath: tokenizerPath) else {
                         throw ValidationError("no tokenizer at \(tokenizerPath): give --tokenizer")
                     }
-                    try HuggingFaceExport.write(weights: weights, tokenizerPath: tokenizerPath, chatFormat: try chatTemplate.map(ChatFormat.init(named:)),
+                    try HuggingFaceExport.write(weights: weights, tokenizerPath: tokenizerPath, chatFormat: chatTemplate,
                                                 dtype: dtype == .float32 ? .float32 : .bfloat16, to: out)
                     print("wrote \(out): Hugging Face LlamaForCausalLM, \(weights.config.parameterCount) parameters in \(dtype.rawValue)")
                 case .llama2c:

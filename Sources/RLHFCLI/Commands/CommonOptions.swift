@@ -3,6 +3,7 @@ import Foundation
 import LlamaCore
 
 extension WeightPrecision: ExpressibleByArgument {}
+extension ChatFormat: ExpressibleByArgument {}
 
 /// Writes a line to standard error.
 func printError(_ message: String) {

@@ -26,7 +26,7 @@ struct TrainCommand: ParsableCommand {
         @Option(help: "Tokenizer (tokenizer.bin, tokenizer.model, tokenizer.json); default: a model directory's own, else tokenizer.bin beside the input checkpoint.")
         var tokenizer: String?
         @Option(name: .customLong("chat-template"), help: "Chat format of the conversations: llama2, chatml or llama3 (default: the model's own template, else llama2).")
-        var chatTemplate: String?
+        var chatTemplate: ChatFormat?
         @Option(help: "Examples (pairs for rm) per optimizer step.")
         var batchSize: Int?
         @Option(help: "Passes over the data.")
@@ -97,7 +97,7 @@ struct TrainCommand: ParsableCommand {
         func loadTokenizer(near: String?, rendersChats: Bool = true) throws -> Tokenizer {
             var tokenizer = try Tokenizer(path: tokenizerPath(near: near))
             if let chatTemplate {
-                try tokenizer.useChatFormat(try ChatFormat(named: chatTemplate))
+                try tokenizer.useChatFormat(chatTemplate)
             } else if rendersChats {
                 try tokenizer.requireChatFormat()
             }
