@@ -26,6 +26,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
         .package(url: "https://github.com/x-sheep/swift-property-based", from: "2.0.1"),
+        .package(url: "https://github.com/adam-fowler/compress-nio", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.40.0"),
     ],
     targets: [
         .systemLibrary(
@@ -92,7 +94,10 @@ let package = Package(
         ),
         .target(
             name: "LlamaTraining",
-            dependencies: ["LlamaCore", "CBLAS"],
+            dependencies: ["LlamaCore", "CBLAS",
+                           // gzip data files (zlib through compress-nio).
+                           .product(name: "CompressNIO", package: "compress-nio"),
+                           .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: nativeCodegen
         ),
         .target(
@@ -152,7 +157,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ClusterRuntimeTests",
-            dependencies: ["ClusterRuntime", "Wire", "Transport", "LlamaCore", "TestKit"]
+            dependencies: ["ClusterRuntime", "Wire", "Transport", "LlamaCore", "Workers", "TestKit"]
         ),
         .testTarget(
             name: "WorkersTests",

@@ -34,7 +34,7 @@ public enum Trainers {
         loop.heads = { ["reward": current()] }
         let outcome = try loop.run(lossAndGradients: { batch in
             let chosen = batch.map { pairs[$0].chosen }, rejected = batch.map { pairs[$0].rejected }
-            let result = try model.rankingLoss(chosen: chosen, rejected: rejected, margins: batch.map { margins.margin(pairs[$0].level) },
+            let result = try model.rankingLoss(chosen: chosen, rejected: rejected, margins: batch.map { pairs[$0].margin(margins) },
                                                head: current())
             gradients.set(result.dHeadWeight + [result.dHeadBias], at: 0)
             return (result.loss, chosen.reduce(0) { $0 + $1.count } + rejected.reduce(0) { $0 + $1.count })
@@ -55,16 +55,17 @@ public enum Trainers {
     }
 
     /// Ranking accuracy (the chosen scored above the rejected) per preference level, as the LLaMA2
-    /// paper's Table 8 reports it: `(correct, total)` for each level present.
-    public static func rankingAccuracy(_ model: TrainableTransformer, head: ScalarHead, pairs: [PreferenceExample]) throws -> [PreferenceLevel: (correct: Int, total: Int)] {
+    /// paper's Table 8 reports it: `(correct, total)` for each level present, by name (pairs
+    /// without a level under `unlabelled`).
+    public static func rankingAccuracy(_ model: TrainableTransformer, head: ScalarHead, pairs: [PreferenceExample]) throws -> [String: (correct: Int, total: Int)] {
         let chosen = try scores(model, head: head, sequences: pairs.map(\.chosen))
         let rejected = try scores(model, head: head, sequences: pairs.map(\.rejected))
-        var out: [PreferenceLevel: (correct: Int, total: Int)] = [:]
+        var out: [String: (correct: Int, total: Int)] = [:]
         for (i, pair) in pairs.enumerated() {
-            var entry = out[pair.level] ?? (0, 0)
+            var entry = out[pair.levelName] ?? (0, 0)
             entry.total += 1
             if chosen[i] > rejected[i] { entry.correct += 1 }
-            out[pair.level] = entry
+            out[pair.levelName] = entry
         }
         return out
     }

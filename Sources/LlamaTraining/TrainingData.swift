@@ -1,5 +1,7 @@
+private import CompressNIO
 import Foundation
 import LlamaCore
+private import NIOCore
 
 /// What to do with a bad line of training data.
 public enum BadDataPolicy: String, CaseIterable, Codable, Sendable {
@@ -25,14 +27,33 @@ public struct MaskedSequence: Sendable, Equatable {
 }
 
 /// One tokenized preference pair: prompt and answer together for the chosen and the rejected
-/// response, the margin's level, and whether it is a safety pair.
+/// response, LLaMA2's preference level and an explicit margin (either may be absent: a pair from a
+/// TRL file has neither, and no margin), and whether it is a safety pair.
 public struct PreferenceExample: Sendable, Equatable {
     public var chosen: [Int32]
     public var rejected: [Int32]
-    public var level: PreferenceLevel
+    public var level: PreferenceLevel?
+    public var margin: Float?
     public var safety: Bool
     /// Tokens of the prompt at the start of both sides.
     public var promptLength: Int
+
+    public init(chosen: [Int32], rejected: [Int32], level: PreferenceLevel?, margin: Float? = nil, safety: Bool, promptLength: Int) {
+        self.chosen = chosen
+        self.rejected = rejected
+        self.level = level
+        self.margin = margin
+        self.safety = safety
+        self.promptLength = promptLength
+    }
+
+    /// The ranking loss's margin: the explicit one, else the level's in `table`, else 0.
+    public func margin(_ table: MarginTable) -> Float {
+        margin ?? level.map(table.margin) ?? 0
+    }
+
+    /// The accuracy report's group: the level's name, or `unlabelled`.
+    public var levelName: String { level?.rawValue ?? "unlabelled" }
 }
 
 /// Which preference pairs a reward model trains on.
@@ -48,13 +69,14 @@ public enum PreferenceSubset: String, CaseIterable, Codable, Sendable {
 /// Readers of the trainers' files. Every bad line is reported with its file and line; with
 /// `BadDataPolicy.stop` the first one is thrown, with `.skip` all are returned beside the data.
 public enum TrainingData {
-    /// The non-empty lines of `path` with their 1-based numbers.
     /// The file's non-blank lines, numbered from 1; the text of a line that is not valid UTF-8 is nil
-    /// (a bad line: read with replacement characters, its text would silently change).
+    /// (a bad line: read with replacement characters, its text would silently change). A gzip file
+    /// (`datasets`' `to_json(..., compression="gzip")`) is read through zlib.
     static func lines(_ path: String) throws -> [(number: Int, text: Substring?)] {
-        guard let data = FileManager.default.contents(atPath: path) else {
+        guard var data = FileManager.default.contents(atPath: path) else {
             throw LlamaError.invalidInput("cannot read \(path)")
         }
+        if data.starts(with: [0x1F, 0x8B]) { data = try gunzip(data, path: path) }
         var out: [(Int, Substring?)] = []
         var number = 0
         for bytes in data.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false) {
@@ -67,6 +89,53 @@ public enum TrainingData {
             if !trimmed.allSatisfy(\.isWhitespace) { out.append((number, trimmed)) }
         }
         return out
+    }
+
+    /// The contents of a gzip file (members one after another, as `cat a.gz b.gz` makes, are read in
+    /// turn); a truncated or corrupt file, or bytes after the last member, are refused naming the file.
+    /// zlib checks each member's CRC and length itself; the loop here tells a member's end from input that
+    /// stops early, which `ByteBuffer.decompress(with:)` does not.
+    static func gunzip(_ data: Data, path: String) throws -> Data {
+        func refuse(_ reason: String) -> LlamaError {
+            LlamaError.invalidInput("\(path): not a readable gzip file (\(reason))")
+        }
+        var input = ByteBuffer(bytes: data)
+        var output = ByteBufferAllocator().buffer(capacity: max(4 * data.count, 1 << 16))
+        let decompressor = CompressionAlgorithm.gzip().decompressor
+        do {
+            try decompressor.startStream()
+            defer { try? decompressor.finishStream() }
+            while true {
+                do {
+                    // Returns at a member's end, or having used all the input; throws when the output is
+                    // full (progress kept: grow and go on) or when no input is left to make progress with.
+                    try decompressor.streamInflate(from: &input, to: &output)
+                } catch let error as CompressNIOError where error == .bufferOverflow {
+                    output.reserveCapacity(minimumWritableBytes: output.capacity)
+                    continue
+                } catch let error as CompressNIOError where error == .inputBufferOverflow {
+                    throw refuse("it ends in the middle of its data: truncated?")
+                }
+                if input.readableBytes == 0 {
+                    // At a member's end another call returns again; a stream cut short has nothing to go on.
+                    do {
+                        try decompressor.streamInflate(from: &input, to: &output)
+                    } catch let error as CompressNIOError where error == .inputBufferOverflow {
+                        throw refuse("it ends in the middle of its data: truncated?")
+                    }
+                    break
+                }
+                guard input.readableBytesView.starts(with: [0x1F, 0x8B]) else {
+                    throw refuse("\(input.readableBytes) bytes follow the end of its gzip data")
+                }
+                try decompressor.resetStream()
+            }
+        } catch let error as LlamaError {
+            throw error
+        } catch {
+            throw refuse("\(error)")
+        }
+        return Data(output.readableBytesView)
     }
 
     /// The text of a line, or the error of one that is not UTF-8.
@@ -120,17 +189,26 @@ public enum TrainingData {
         return (out, issues)
     }
 
-    /// SFT data: JSON lines `{"prompt", "response"}` or `{"messages": [{"role", "content"}, ...]}`, in
-    /// LLaMA2's chat format; the loss is on the answers' tokens only (the prompt's loss zeroed).
-    public static func sft(_ path: String, tokenizer: Tokenizer, seqLen: Int, policy: BadDataPolicy) throws -> (sequences: [MaskedSequence], issues: [DataIssue]) {
+    /// SFT data: JSON lines in any `SFTRecord` shape (`{"messages"}`, `{"prompt", "completion"}`,
+    /// `{"prompt", "response"}`, `{"text"}`), conversations in the tokenizer's chat format with the
+    /// loss on the answers' tokens only; a `text` record is `BOS + tokens + EOS`, all trained on.
+    public static func sft(_ path: String, tokenizer: Tokenizer, seqLen: Int, policy: BadDataPolicy,
+                           keys: DataKeys = DataKeys()) throws -> (sequences: [MaskedSequence], issues: [DataIssue]) {
         var out: [MaskedSequence] = [], issues: [DataIssue] = []
         for (number, line) in try lines(path) {
             do {
-                let messages = try sftMessages(try utf8(line))
-                let (ids, isAnswer) = try ChatTemplate.encode(messages, tokenizer: tokenizer)
-                guard isAnswer.contains(true) else { throw LlamaError.invalidInput("no assistant answer to train on") }
-                guard ids.count <= seqLen else { throw LlamaError.invalidInput("\(ids.count) tokens, longer than seq_len \(seqLen)") }
-                out.append(MaskedSequence(ids: ids, mask: isAnswer.dropFirst().map { $0 ? 1 : 0 }))
+                let sequence: MaskedSequence
+                switch try SFTRecord(try object(try utf8(line)), keys: keys) {
+                case let .conversation(messages):
+                    let (ids, isAnswer) = try ChatTemplate.encode(messages, tokenizer: tokenizer)
+                    guard isAnswer.contains(true) else { throw LlamaError.invalidInput("no assistant answer to train on") }
+                    sequence = MaskedSequence(ids: ids, mask: isAnswer.dropFirst().map { $0 ? 1 : 0 })
+                case let .text(text):
+                    let ids = [tokenizer.bosId] + tokenizer.encode(text) + [tokenizer.eosId]
+                    sequence = MaskedSequence(ids: ids, mask: Array(repeating: 1, count: ids.count - 1))
+                }
+                guard sequence.ids.count <= seqLen else { throw LlamaError.invalidInput("\(sequence.ids.count) tokens, longer than seq_len \(seqLen)") }
+                out.append(sequence)
             } catch {
                 try reject(DataIssue(file: path, line: number, reason: reason(error)), policy, into: &issues)
             }
@@ -138,57 +216,32 @@ public enum TrainingData {
         return (out, issues)
     }
 
-    /// The messages of one SFT line.
-    static func sftMessages(_ line: Substring) throws -> [ChatTemplate.Message] {
+    /// A line as a JSON object.
+    static func object(_ line: Substring) throws -> [String: Any] {
         guard let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else {
             throw LlamaError.invalidInput("not a JSON object")
         }
-        if let messages = object["messages"] {
-            guard let list = messages as? [[String: Any]], !list.isEmpty else {
-                throw LlamaError.invalidInput("\"messages\" must be a non-empty list of {\"role\", \"content\"}")
-            }
-            return try list.enumerated().map { i, m in
-                guard let roleName = m["role"] as? String, let role = ChatTemplate.Role(rawValue: roleName) else {
-                    throw LlamaError.invalidInput("message \(i + 1): \"role\" must be system, user or assistant")
-                }
-                guard let content = m["content"] as? String else { throw LlamaError.invalidInput("message \(i + 1): \"content\" must be a string") }
-                return ChatTemplate.Message(role: role, content: content)
-            }
-        }
-        let prompt = try string(object, "prompt", orElse: " (or \"messages\")")
-        let response = try string(object, "response")
-        guard !response.allSatisfy(\.isWhitespace) else { throw LlamaError.invalidInput("empty response") }
-        return [ChatTemplate.Message(role: .user, content: prompt), ChatTemplate.Message(role: .assistant, content: response)]
+        return object
     }
 
-    /// Preference pairs: JSON lines `{"prompt", "chosen", "rejected", "preference", "safety"}`; each
-    /// side is the chat-formatted prompt followed by the answer and EOS (the score is read at EOS).
+    /// Preference pairs: JSON lines in any `PreferenceRecord` shape (LLaMA2's `{"prompt", "chosen",
+    /// "rejected", "preference", "safety"}`, TRL's and OpenRLHF's with strings or conversations, an
+    /// optional `margin`); each side is the chat-formatted prompt followed by the answer and EOS (the
+    /// score is read at EOS).
     public static func preferences(_ path: String, tokenizer: Tokenizer, seqLen: Int, subset: PreferenceSubset = .all,
-                                   policy: BadDataPolicy) throws -> (pairs: [PreferenceExample], issues: [DataIssue]) {
+                                   policy: BadDataPolicy, keys: DataKeys = DataKeys()) throws -> (pairs: [PreferenceExample], issues: [DataIssue]) {
         var out: [PreferenceExample] = [], issues: [DataIssue] = []
         for (number, line) in try lines(path) {
             do {
-                guard let o = try? JSONSerialization.jsonObject(with: Data(try utf8(line).utf8)) as? [String: Any] else {
-                    throw LlamaError.invalidInput("not a JSON object")
-                }
-                let prompt = try string(o, "prompt")
-                let chosen = try string(o, "chosen"), rejected = try string(o, "rejected")
-                guard !chosen.allSatisfy(\.isWhitespace) else { throw LlamaError.invalidInput("empty \"chosen\"") }
-                guard !rejected.allSatisfy(\.isWhitespace) else { throw LlamaError.invalidInput("empty \"rejected\"") }
-                guard let name = o["preference"] as? String, let level = PreferenceLevel(rawValue: name) else {
-                    throw LlamaError.invalidInput("\"preference\" must be one of \(PreferenceLevel.allCases.map(\.rawValue).joined(separator: ", "))")
-                }
-                if let flag = o["safety"], jsonKind(flag) != "a boolean" {
-                    throw LlamaError.invalidInput("\"safety\" must be true or false, got \(jsonKind(flag))")
-                }
-                let safety = o["safety"] as? Bool ?? false
-                if subset == .helpfulness && safety || subset == .safety && !safety { continue }
-                let head = ChatTemplate.promptIDs(prompt, tokenizer: tokenizer)
-                let c = head + tokenizer.encode(chosen) + [tokenizer.eosId], r = head + tokenizer.encode(rejected) + [tokenizer.eosId]
+                let record = try PreferenceRecord(try object(try utf8(line)), keys: keys)
+                if subset == .helpfulness && record.safety || subset == .safety && !record.safety { continue }
+                let head = try ChatTemplate.promptIDs(conversation: record.prompt, tokenizer: tokenizer)
+                let c = head + tokenizer.encode(record.chosen) + [tokenizer.eosId], r = head + tokenizer.encode(record.rejected) + [tokenizer.eosId]
                 guard max(c.count, r.count) <= seqLen else {
                     throw LlamaError.invalidInput("\(max(c.count, r.count)) tokens, longer than seq_len \(seqLen)")
                 }
-                out.append(PreferenceExample(chosen: c, rejected: r, level: level, safety: safety, promptLength: head.count))
+                out.append(PreferenceExample(chosen: c, rejected: r, level: record.level, margin: record.margin, safety: record.safety,
+                                             promptLength: head.count))
             } catch {
                 try reject(DataIssue(file: path, line: number, reason: reason(error)), policy, into: &issues)
             }

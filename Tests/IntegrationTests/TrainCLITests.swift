@@ -72,6 +72,45 @@ import TestKit
         #expect(skipped.stderr.contains("skipped \(data):101: not a JSON object"))
         #expect(skipped.stderr.contains("skipped \(data):102: empty response"))
         #expect(skipped.stdout.contains("100 examples, 2 bad lines skipped"), "\(skipped.stdout)")
+        #expect(skipped.stdout.hasSuffix("skipped 2 bad lines of \(data) (listed above)\n"), "\(skipped.stdout)")
+    }
+
+    /// A preference file as TRL writes it (implicit-prompt conversations, no LLaMA2 levels, gzip) and one
+    /// with its own key names train a reward model; the held-out pairs are reported as unlabelled.
+    @Test func aRewardModelTrainsOnTRLPreferenceFiles() throws {
+        let dir = try TrainCLITests.taskDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        _ = try CLITests.rlhf(["checkpoint", "init", "--dim", "32", "--hidden-dim", "64", "--layers", "1", "--heads", "2", "--kv-heads", "2",
+                               "--vocab", "512", "--seq-len", "256", "--out", dir + "/base.bin"])
+        var implicit = "", renamed = ""
+        for line in TrainCLITests.lines(dir + "/data/prefs.jsonl") {
+            let record = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+            let user: [String: Any] = ["role": "user", "content": record["prompt"] as? String ?? ""]
+            func conversation(_ key: String) -> [[String: Any]] { [user, ["role": "assistant", "content": record[key] as? String ?? ""]] }
+            func encoded(_ object: [String: Any]) throws -> String { String(decoding: try JSONSerialization.data(withJSONObject: object), as: UTF8.self) + "\n" }
+            implicit += try encoded(["chosen": conversation("chosen"), "rejected": conversation("rejected")])
+            renamed += try encoded(["question": record["prompt"] ?? "", "response_chosen": record["chosen"] ?? "",
+                                 "response_rejected": record["rejected"] ?? ""])
+        }
+        try implicit.write(toFile: dir + "/trl.jsonl", atomically: true, encoding: .utf8)
+        try renamed.write(toFile: dir + "/renamed.jsonl", atomically: true, encoding: .utf8)
+        let gzip = Process()
+        gzip.executableURL = URL(fileURLWithPath: "/bin/gzip")
+        gzip.arguments = [dir + "/trl.jsonl"]
+        try gzip.run()
+        gzip.waitUntilExit()
+        let common = ["--init", dir + "/base.bin", "--tokenizer", TrainCLITests.tokenizer, "--steps", "2", "--batch-size", "4"]
+        let trl = try CLITests.rlhf(["train", "rm", "--data", dir + "/trl.jsonl.gz", "--out", dir + "/rm.bin"] + common)
+        #expect(trl.status == 0, "\(trl.stdout)\(trl.stderr)")
+        #expect(trl.stdout.contains("(all): 120 examples"), "\(trl.stdout)")
+        #expect(trl.stdout.contains("  unlabelled ") && !trl.stdout.contains("significantly_better"), "\(trl.stdout)")
+        let eval = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/rm.bin.eval.json"))) as? [String: Any]
+        #expect(((eval?["unlabelled"] as? [String: Any])?["total"] as? Int ?? 0) > 0)
+        let keyed = try CLITests.rlhf(["train", "rm", "--data", dir + "/renamed.jsonl", "--out", dir + "/rm2.bin", "--prompt-key", "question",
+                                       "--chosen-key", "response_chosen", "--rejected-key", "response_rejected"] + common)
+        #expect(keyed.status == 0 && keyed.stdout.contains("(all): 120 examples"), "\(keyed.stdout)\(keyed.stderr)")
+        let unkeyed = try CLITests.rlhf(["train", "rm", "--data", dir + "/renamed.jsonl", "--out", dir + "/rm3.bin"] + common)
+        #expect(unkeyed.status != 0 && unkeyed.stderr.contains("renamed.jsonl:1: "), "\(unkeyed.stderr)")
     }
 
     @Test func anInterruptedRunResumesWhereItStopped() throws {

@@ -88,9 +88,9 @@ import Testing
         let (kept, issues) = try TrainingData.sft(path, tokenizer: TrainerTests.bytes, seqLen: 128, policy: .skip)
         #expect(kept.count == 1)
         #expect(issues.map(\.line) == [2, 3, 4])
-        #expect(issues[0].reason == "\"prompt\" must be a string, got a number", "\(issues[0])")
+        #expect(issues[0].reason == "\"prompt\" must be a string or a list of messages, got a number", "\(issues[0])")
         #expect(issues[1].reason == "not valid UTF-8", "\(issues[1])")
-        #expect(issues[2].reason == "\"response\" must be a string, got null", "\(issues[2])")
+        #expect(issues[2].reason == "\"response\" must be a string or a list of messages, got null", "\(issues[2])")
         let prefs = try TrainerTests.file([
             #"{"prompt": "p", "chosen": "a", "rejected": "b", "preference": "better", "safety": "yes"}"#,
             #"{"prompt": "p", "chosen": ["a"], "rejected": "b", "preference": "better"}"#,
@@ -98,7 +98,7 @@ import Testing
         ])
         let (pairs, pairIssues) = try TrainingData.preferences(prefs, tokenizer: TrainerTests.bytes, seqLen: 64, policy: .skip)
         #expect(pairs.isEmpty)
-        #expect(pairIssues.map(\.reason) == ["\"safety\" must be true or false, got a string", "\"chosen\" must be a string, got a list",
+        #expect(pairIssues.map(\.reason) == ["\"safety\" must be true or false, got a string", "chosen[0]: expected {\"role\", \"content\"}",
                                              "\"safety\" must be true or false, got a number"])
     }
 

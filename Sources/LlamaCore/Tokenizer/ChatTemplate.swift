@@ -180,6 +180,15 @@ public enum ChatTemplate {
         return (try? encodeParts(messages, addGenerationPrompt: true, tokenizer: tokenizer).ids) ?? []
     }
 
+    /// Token ids of a prompt that is a conversation (optional system message, then user and
+    /// assistant turns alternating, ending with a user turn) and the generation prompt. A lone user
+    /// turn gives `promptIDs(_:system:tokenizer:)`'s ids.
+    public static func promptIDs(conversation messages: [Message], tokenizer: Tokenizer) throws -> [Int32] {
+        guard messages.last?.role == .user else { throw LlamaError.invalidInput("a prompt must end with a user message") }
+        if tokenizer.chatFormat == .llama2 { return try encode(messages, tokenizer: tokenizer).ids }
+        return try encodeParts(messages, addGenerationPrompt: true, tokenizer: tokenizer).ids
+    }
+
     /// Token ids of a conversation for training, and for each id whether it belongs to an answer (the
     /// assistant's words and the token that ends them: what the loss is computed on). Messages: an
     /// optional system message first, then user and assistant turns alternating, starting with a user.

@@ -25,6 +25,14 @@ struct TrainCommand: ParsableCommand {
         var out: String
         @Option(help: "Tokenizer (tokenizer.bin, tokenizer.model, tokenizer.json); default: a model directory's own, else tokenizer.bin beside the input checkpoint.")
         var tokenizer: String?
+        @Option(name: .customLong("prompt-key"), help: "The records' prompt key (TRL/OpenRLHF datasets: prompt, question, ...).")
+        var promptKey = "prompt"
+        @Option(name: .customLong("chosen-key"), help: "The preference records' chosen key.")
+        var chosenKey = "chosen"
+        @Option(name: .customLong("rejected-key"), help: "The preference records' rejected key.")
+        var rejectedKey = "rejected"
+        @Option(name: .customLong("messages-key"), help: "The SFT records' conversation key.")
+        var messagesKey = "messages"
         @Option(name: .customLong("chat-template"), help: "Chat format of the conversations: llama2, chatml or llama3 (default: the model's own template, else llama2).")
         var chatTemplate: ChatFormat?
         @Option(help: "Examples (pairs for rm) per optimizer step.")
@@ -76,6 +84,9 @@ struct TrainCommand: ParsableCommand {
             guard threads >= 1 else { throw LlamaError.invalidInput("--threads must be at least 1") }
             return s
         }
+
+        /// The records' key names.
+        var dataKeys: DataKeys { DataKeys(prompt: promptKey, chosen: chosenKey, rejected: rejectedKey, messages: messagesKey) }
 
         /// `--out` without a trailing `/`: the stem of the files written beside it.
         var outStem: String { out.hasSuffix("/") ? String(out.dropLast()) : out }
@@ -157,6 +168,11 @@ struct TrainCommand: ParsableCommand {
             for issue in issues.prefix(20) { printError("skipped \(issue)") }
             if issues.count > 20 { printError("... and \(issues.count - 20) more bad lines") }
             print("\(what): \(kept) examples\(issues.isEmpty ? "" : ", \(issues.count) bad lines skipped")")
+        }
+
+        /// The last line of a run that skipped bad lines (--on-bad-data skip): how many, and where.
+        func summarise(_ issues: [DataIssue], what: String) {
+            if !issues.isEmpty { print("skipped \(issues.count) bad line\(issues.count == 1 ? "" : "s") of \(what) (listed above)") }
         }
     }
 
@@ -304,6 +320,7 @@ struct TrainCommand: ParsableCommand {
                                                          progress: monitor.step, shouldStop: { monitor.shouldStop })
                 try monitor.finish(outcome, command: TrainCommand.commandLine)
                 print("wrote \(try common.writeModel(model.weights, near: nil))")
+                common.summarise(issues, what: corpus)
             } catch {
                 throw cliFailure(error)
             }
@@ -344,7 +361,7 @@ struct TrainCommand: ParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "sft",
             abstract: "Supervised fine-tuning on chat data in LLaMA2's format, the loss on the answers' tokens only.",
-            discussion: "Data: JSON lines {\"prompt\", \"response\"} or {\"messages\": [{\"role\", \"content\"}, ...]}."
+            discussion: "Data: JSON lines (gzip accepted) {\"messages\": [{\"role\", \"content\"}, ...]}, {\"prompt\", \"completion\"} or {\"prompt\", \"response\"} (strings or message lists), or {\"text\"} (trained on every token)."
         )
 
         @Option(help: "SFT data (JSON lines).")
@@ -357,7 +374,8 @@ struct TrainCommand: ParsableCommand {
             do {
                 let settings = try common.settings(batch: 16, epochs: 2, learningRate: 1e-4)
                 let (tokenizer, resume, weights) = try common.startingPoint(initial: initial)
-                let (examples, issues) = try TrainingData.sft(data, tokenizer: tokenizer, seqLen: weights.config.seqLen, policy: common.onBadData)
+                let (examples, issues) = try TrainingData.sft(data, tokenizer: tokenizer, seqLen: weights.config.seqLen, policy: common.onBadData,
+                                                              keys: common.dataKeys)
                 common.report(issues, kept: examples.count, what: data)
                 let model = TrainableTransformer(weights: weights, pool: ComputePool(threads: common.threads))
                 let monitor = try common.monitor(resuming: resume != nil)
@@ -365,6 +383,7 @@ struct TrainCommand: ParsableCommand {
                                                          progress: monitor.step, shouldStop: { monitor.shouldStop })
                 try monitor.finish(outcome, command: TrainCommand.commandLine)
                 print("wrote \(try common.writeModel(model.weights, near: initial))")
+                common.summarise(issues, what: data)
             } catch {
                 throw cliFailure(error)
             }
@@ -377,10 +396,12 @@ struct TrainCommand: ParsableCommand {
             commandName: "rm",
             abstract: "Train a reward model (the checkpoint's trunk plus a scalar head) with LLaMA2's ranking loss and margins.",
             discussion: """
-            Data: JSON lines {"prompt", "chosen", "rejected", "preference", "safety"}, preference one of \
-            significantly_better, better, slightly_better, negligibly_better. A tenth of the prompts is held out; the \
-            accuracy per preference level on them is printed at the end (and written to OUT.eval.json). Writes OUT (the \
-            trunk) and OUT.head.json (the head, what `rlhf worker --head` loads).
+            Data: JSON lines (gzip accepted) {"prompt", "chosen", "rejected"} with strings or message lists, or TRL's \
+            {"chosen", "rejected"} conversations (the prompt is what both share); optional: "margin" (a number), \
+            "preference" (LLaMA2's level: significantly_better, better, slightly_better, negligibly_better, whose margin \
+            comes from --margin's table) and "safety" (true/false). A tenth of the prompts is held out; the accuracy per \
+            preference level (pairs without one: unlabelled) on them is printed at the end (and written to \
+            OUT.eval.json). Writes OUT (the trunk) and OUT.head.json (the head, what `rlhf worker --head` loads).
             """
         )
 
@@ -399,7 +420,7 @@ struct TrainCommand: ParsableCommand {
                 let settings = try common.settings(batch: 16, epochs: 1, learningRate: 1e-4)
                 let (tokenizer, resume, weights) = try common.startingPoint(initial: initial)
                 let (pairs, issues) = try TrainingData.preferences(data, tokenizer: tokenizer, seqLen: weights.config.seqLen, subset: subset,
-                                                                   policy: common.onBadData)
+                                                                   policy: common.onBadData, keys: common.dataKeys)
                 let (train, heldOut) = Trainers.heldOutSplit(pairs)
                 common.report(issues, kept: pairs.count, what: "\(data) (\(subset.rawValue))")
                 print("\(train.count) pairs to train on, \(heldOut.count) held out")
@@ -417,11 +438,11 @@ struct TrainCommand: ParsableCommand {
                 let accuracy = try Trainers.rankingAccuracy(model, head: head, pairs: heldOut)
                 var table: [String: Any] = [:]
                 print("held-out accuracy per preference level (\(heldOut.count) pairs):")
-                for level in PreferenceLevel.allCases {
-                    guard let a = accuracy[level], a.total > 0 else { continue }
-                    print("  " + level.rawValue.padding(toLength: 20, withPad: " ", startingAt: 0)
+                for name in PreferenceLevel.allCases.map(\.rawValue) + ["unlabelled"] {
+                    guard let a = accuracy[name], a.total > 0 else { continue }
+                    print("  " + name.padding(toLength: 20, withPad: " ", startingAt: 0)
                           + String(format: " %6.1f%%  (%d of %d)", 100 * Double(a.correct) / Double(a.total), a.correct, a.total))
-                    table[level.rawValue] = ["correct": a.correct, "total": a.total, "accuracy": Double(a.correct) / Double(a.total)]
+                    table[name] = ["correct": a.correct, "total": a.total, "accuracy": Double(a.correct) / Double(a.total)]
                 }
                 let correct = accuracy.values.reduce(0) { $0 + $1.correct }, total = accuracy.values.reduce(0) { $0 + $1.total }
                 if total > 0 {
@@ -430,6 +451,7 @@ struct TrainCommand: ParsableCommand {
                     table["all"] = ["correct": correct, "total": total, "accuracy": Double(correct) / Double(total)]
                 }
                 try Data(jsonLine(table).utf8).write(to: URL(fileURLWithPath: common.outStem + ".eval.json"))
+                common.summarise(issues, what: data)
             } catch {
                 throw cliFailure(error)
             }

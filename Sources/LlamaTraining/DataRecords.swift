@@ -1,0 +1,162 @@
+import Foundation
+import LlamaCore
+
+/// The key names of a data file's records, for datasets that spell them otherwise (TRL's and
+/// OpenRLHF's `prompt_key`, `chosen_key`, ...): `--prompt-key` and friends on the trainers.
+public struct DataKeys: Sendable, Equatable, Codable {
+    public var prompt = "prompt"
+    public var chosen = "chosen"
+    public var rejected = "rejected"
+    public var messages = "messages"
+    public var label = "label"
+
+    public init(prompt: String = "prompt", chosen: String = "chosen", rejected: String = "rejected",
+                messages: String = "messages", label: String = "label") {
+        self.prompt = prompt
+        self.chosen = chosen
+        self.rejected = rejected
+        self.messages = messages
+        self.label = label
+    }
+}
+
+/// One SFT record as the shapes TRL and OpenRLHF write it: a conversation (`{"messages"}`,
+/// `{"prompt", "completion"}` or `{"prompt", "response"}`, prompt and completion as strings or message
+/// lists), trained on the assistant's answers; or plain `{"text"}`, trained on every token.
+public enum SFTRecord: Sendable, Equatable {
+    case conversation([ChatTemplate.Message])
+    case text(String)
+
+    /// Reads a record; the error says which key is missing or of the wrong type.
+    public init(_ object: [String: Any], keys: DataKeys = DataKeys()) throws {
+        if let value = object[keys.messages] {
+            self = .conversation(try DataRecords.messages(value, key: keys.messages))
+            return
+        }
+        if let value = object[keys.prompt] {
+            let prompt = try DataRecords.turns(value, key: keys.prompt, role: .user)
+            let answerKey = object["completion"] != nil ? "completion" : "response"
+            guard let answer = object[answerKey] else {
+                throw LlamaError.invalidInput("missing \"completion\" (or \"response\") beside \"\(keys.prompt)\"")
+            }
+            let completion = try DataRecords.turns(answer, key: answerKey, role: .assistant)
+            guard completion.contains(where: { $0.role == .assistant && !$0.content.allSatisfy(\.isWhitespace) }) else {
+                throw LlamaError.invalidInput("empty \(answerKey)")
+            }
+            self = .conversation(prompt + completion)
+            return
+        }
+        if let value = object["text"] {
+            guard let text = value as? String else { throw LlamaError.invalidInput("\"text\" must be a string, got \(TrainingData.jsonKind(value))") }
+            guard !text.allSatisfy(\.isWhitespace) else { throw LlamaError.invalidInput("empty \"text\"") }
+            self = .text(text)
+            return
+        }
+        throw LlamaError.invalidInput("expected \"\(keys.messages)\", \"\(keys.prompt)\" with \"completion\" or \"response\", or \"text\"")
+    }
+}
+
+/// One preference record as TRL and OpenRLHF write them: `{"prompt", "chosen", "rejected"}` with
+/// strings or message lists, or TRL's implicit-prompt `{"chosen", "rejected"}` conversations (the
+/// prompt is what both share before their last answer); an optional numeric `margin`, LLaMA2's
+/// `preference` level (its margin comes from the table) and a `safety` flag.
+public struct PreferenceRecord: Sendable, Equatable {
+    /// The conversation before the answers (it ends with a user turn).
+    public var prompt: [ChatTemplate.Message]
+    public var chosen: String
+    public var rejected: String
+    /// An explicit margin (it overrides the level's).
+    public var margin: Float?
+    public var level: PreferenceLevel?
+    public var safety: Bool
+
+    /// Reads a record; the error says which key is missing or of the wrong type.
+    public init(_ object: [String: Any], keys: DataKeys = DataKeys()) throws {
+        guard let chosenValue = object[keys.chosen] else { throw LlamaError.invalidInput("missing \"\(keys.chosen)\"") }
+        guard let rejectedValue = object[keys.rejected] else { throw LlamaError.invalidInput("missing \"\(keys.rejected)\"") }
+        if let promptValue = object[keys.prompt] {
+            prompt = try DataRecords.turns(promptValue, key: keys.prompt, role: .user)
+            chosen = try DataRecords.answer(chosenValue, key: keys.chosen, after: prompt)
+            rejected = try DataRecords.answer(rejectedValue, key: keys.rejected, after: prompt)
+        } else {
+            // TRL's implicit prompt: two conversations that differ only in their last answer.
+            guard let c = chosenValue as? [Any], let r = rejectedValue as? [Any] else {
+                throw LlamaError.invalidInput("missing \"\(keys.prompt)\" (without it, \"\(keys.chosen)\" and \"\(keys.rejected)\" must be conversations)")
+            }
+            let chosenTurns = try DataRecords.messages(c, key: keys.chosen), rejectedTurns = try DataRecords.messages(r, key: keys.rejected)
+            guard let lastChosen = chosenTurns.last, lastChosen.role == .assistant,
+                  let lastRejected = rejectedTurns.last, lastRejected.role == .assistant else {
+                throw LlamaError.invalidInput("\"\(keys.chosen)\" and \"\(keys.rejected)\" must each end with the assistant's answer")
+            }
+            guard chosenTurns.dropLast() == rejectedTurns.dropLast() else {
+                throw LlamaError.invalidInput("\"\(keys.chosen)\" and \"\(keys.rejected)\" differ before their last answer (give the prompt as \"\(keys.prompt)\")")
+            }
+            prompt = Array(chosenTurns.dropLast())
+            chosen = lastChosen.content
+            rejected = lastRejected.content
+        }
+        guard prompt.last?.role == .user else { throw LlamaError.invalidInput("the prompt must end with a user message") }
+        guard !chosen.allSatisfy(\.isWhitespace) else { throw LlamaError.invalidInput("empty \"\(keys.chosen)\"") }
+        guard !rejected.allSatisfy(\.isWhitespace) else { throw LlamaError.invalidInput("empty \"\(keys.rejected)\"") }
+        if let value = object["margin"], !(value is NSNull) {
+            guard TrainingData.jsonKind(value) == "a number", let number = value as? Double, number.isFinite else {
+                throw LlamaError.invalidInput("\"margin\" must be a number, got \(TrainingData.jsonKind(value))")
+            }
+            margin = Float(number)
+        }
+        if let value = object["preference"], !(value is NSNull) {
+            guard let name = value as? String, let level = PreferenceLevel(rawValue: name) else {
+                throw LlamaError.invalidInput("\"preference\" must be one of \(PreferenceLevel.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            self.level = level
+        }
+        if let flag = object["safety"], !(flag is NSNull) {
+            guard TrainingData.jsonKind(flag) == "a boolean" else {
+                throw LlamaError.invalidInput("\"safety\" must be true or false, got \(TrainingData.jsonKind(flag))")
+            }
+            safety = flag as? Bool ?? false
+        } else {
+            safety = false
+        }
+    }
+}
+
+/// Shared readers of the records' fields.
+enum DataRecords {
+    /// A message list: `[{"role", "content"}, ...]`, non-empty.
+    static func messages(_ value: Any, key: String) throws -> [ChatTemplate.Message] {
+        guard let list = value as? [Any], !list.isEmpty else {
+            throw LlamaError.invalidInput("\"\(key)\" must be a non-empty list of {\"role\", \"content\"}")
+        }
+        return try list.enumerated().map { i, item in
+            guard let m = item as? [String: Any] else { throw LlamaError.invalidInput("\(key)[\(i)]: expected {\"role\", \"content\"}") }
+            guard let roleName = m["role"] as? String, let role = ChatTemplate.Role(rawValue: roleName) else {
+                throw LlamaError.invalidInput("\(key)[\(i)]: \"role\" must be system, user or assistant")
+            }
+            guard let content = m["content"] as? String else { throw LlamaError.invalidInput("\(key)[\(i)]: \"content\" must be a string") }
+            return ChatTemplate.Message(role: role, content: content)
+        }
+    }
+
+    /// A string (one message of `role`) or a message list.
+    static func turns(_ value: Any, key: String, role: ChatTemplate.Role) throws -> [ChatTemplate.Message] {
+        if let text = value as? String { return [ChatTemplate.Message(role: role, content: text)] }
+        if value is [Any] { return try messages(value, key: key) }
+        throw LlamaError.invalidInput("\"\(key)\" must be a string or a list of messages, got \(TrainingData.jsonKind(value))")
+    }
+
+    /// An answer: a string, or a message list whose last message is the assistant's (a list that
+    /// repeats the prompt first is accepted).
+    static func answer(_ value: Any, key: String, after prompt: [ChatTemplate.Message]) throws -> String {
+        if let text = value as? String { return text }
+        let list = try turns(value, key: key, role: .assistant)
+        guard let last = list.last, last.role == .assistant else {
+            throw LlamaError.invalidInput("\"\(key)\" must end with the assistant's answer")
+        }
+        let before = list.dropLast()
+        guard before.isEmpty || Array(before) == prompt else {
+            throw LlamaError.invalidInput("\"\(key)\" holds other messages than the prompt before its answer")
+        }
+        return last.content
+    }
+}

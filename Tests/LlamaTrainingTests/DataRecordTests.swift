@@ -1,0 +1,103 @@
+import Foundation
+import LlamaCore
+import Testing
+import TestKit
+@testable import LlamaTraining
+
+/// The SFT and preference shapes TRL and OpenRLHF write, key remapping, and gzip files.
+@Suite struct DataRecordTests {
+    static func object(_ json: String) -> [String: Any] {
+        try! JSONSerialization.jsonObject(with: Data(json.utf8)) as! [String: Any]
+    }
+
+    static let user = ChatTemplate.Message(role: .user, content: "Name an animal.")
+
+    @Test func sftShapes() throws {
+        let a = ChatTemplate.Message(role: .assistant, content: "A fox.")
+        #expect(try SFTRecord(Self.object(#"{"prompt": "Name an animal.", "completion": "A fox."}"#)) == .conversation([Self.user, a]))
+        #expect(try SFTRecord(Self.object(#"{"prompt": "Name an animal.", "response": "A fox."}"#)) == .conversation([Self.user, a]))
+        // TRL's conversational prompt-completion.
+        #expect(try SFTRecord(Self.object(#"{"prompt": [{"role": "user", "content": "Name an animal."}], "completion": [{"role": "assistant", "content": "A fox."}]}"#))
+                == .conversation([Self.user, a]))
+        #expect(try SFTRecord(Self.object(#"{"messages": [{"role": "user", "content": "Name an animal."}, {"role": "assistant", "content": "A fox."}]}"#))
+                == .conversation([Self.user, a]))
+        #expect(try SFTRecord(Self.object(#"{"text": "Once upon a time."}"#)) == .text("Once upon a time."))
+        // Remapped keys.
+        let keys = DataKeys(prompt: "question", messages: "dialog")
+        #expect(try SFTRecord(Self.object(#"{"question": "Name an animal.", "completion": "A fox."}"#), keys: keys) == .conversation([Self.user, a]))
+        #expect(try SFTRecord(Self.object(#"{"dialog": [{"role": "user", "content": "Name an animal."}, {"role": "assistant", "content": "A fox."}]}"#), keys: keys)
+                == .conversation([Self.user, a]))
+        #expect { try SFTRecord(Self.object(#"{"instruction": "x", "output": "y"}"#)) } throws: { "\($0)".contains("expected \"messages\", \"prompt\"") }
+        #expect { try SFTRecord(Self.object(#"{"prompt": "x"}"#)) } throws: { "\($0)".contains("missing \"completion\"") }
+    }
+
+    @Test func preferenceShapes() throws {
+        // LLaMA2's: a level, its margin from the table.
+        let llama2 = try PreferenceRecord(Self.object(#"{"prompt": "Name an animal.", "chosen": "A fox.", "rejected": "No.", "preference": "better", "safety": true}"#))
+        #expect(llama2.prompt == [Self.user] && llama2.chosen == "A fox." && llama2.rejected == "No." && llama2.level == .better && llama2.safety)
+        // TRL's implicit prompt: shared messages before the last answer.
+        let implicit = try PreferenceRecord(Self.object("""
+        {"chosen": [{"role": "user", "content": "Name an animal."}, {"role": "assistant", "content": "A fox."}],
+         "rejected": [{"role": "user", "content": "Name an animal."}, {"role": "assistant", "content": "No."}]}
+        """))
+        #expect(implicit.prompt == [Self.user] && implicit.chosen == "A fox." && implicit.rejected == "No." && implicit.level == nil && implicit.margin == nil)
+        // TRL's explicit conversational, with a margin; OpenRLHF's remapped keys.
+        let explicit = try PreferenceRecord(Self.object("""
+        {"prompt": [{"role": "user", "content": "Name an animal."}], "chosen": [{"role": "assistant", "content": "A fox."}],
+         "rejected": [{"role": "assistant", "content": "No."}], "margin": 1.5}
+        """))
+        #expect(explicit.prompt == [Self.user] && explicit.chosen == "A fox." && explicit.margin == 1.5)
+        let remapped = try PreferenceRecord(Self.object(#"{"question": "Name an animal.", "response_j": "A fox.", "response_k": "No."}"#),
+                                            keys: DataKeys(prompt: "question", chosen: "response_j", rejected: "response_k"))
+        #expect(remapped.chosen == "A fox." && remapped.rejected == "No.")
+        let bad: [(String, String)] = [
+            (#"{"chosen": "a", "rejected": "b"}"#, "without it"),
+            (#"{"chosen": [{"role": "user", "content": "p"}, {"role": "assistant", "content": "a"}], "rejected": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "b"}]}"#, "differ before their last answer"),
+            (#"{"prompt": "p", "chosen": "a", "rejected": "b", "margin": "big"}"#, "\"margin\" must be a number"),
+            (#"{"prompt": "p", "chosen": "a", "rejected": "b", "margin": true}"#, "\"margin\" must be a number"),
+            (#"{"prompt": "p", "chosen": [{"role": "user", "content": "x"}], "rejected": "b"}"#, "must end with the assistant's answer"),
+        ]
+        for (json, message) in bad {
+            #expect { try PreferenceRecord(Self.object(json)) } throws: { "\($0)".contains(message) }
+        }
+    }
+
+    /// The margin: explicit, else the level's, else none.
+    @Test func marginsComeFromTheRecordOrTheTable() {
+        let pair = { (level: PreferenceLevel?, margin: Float?) in
+            PreferenceExample(chosen: [1], rejected: [2], level: level, margin: margin, safety: false, promptLength: 1)
+        }
+        #expect(pair(.significantlyBetter, nil).margin(.large) == 3)
+        #expect(pair(.significantlyBetter, 0.25).margin(.large) == 0.25)
+        #expect(pair(nil, nil).margin(.small) == 0 && pair(nil, nil).levelName == "unlabelled")
+    }
+
+    /// A gzip file reads as its contents; a corrupt one is refused naming the file.
+    @Test func gzipFilesAreRead() throws {
+        let dir = try Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let lines = (0..<50).map { #"{"prompt": "Name animal \#($0).", "completion": "A fox."}"# }.joined(separator: "\n") + "\n"
+        try lines.write(toFile: dir + "/sft.jsonl", atomically: true, encoding: .utf8)
+        let gzip = Process()
+        gzip.executableURL = URL(fileURLWithPath: "/bin/gzip")
+        gzip.arguments = ["-k", dir + "/sft.jsonl"]
+        try gzip.run()
+        gzip.waitUntilExit()
+        let plain = try TrainingData.lines(dir + "/sft.jsonl"), zipped = try TrainingData.lines(dir + "/sft.jsonl.gz")
+        #expect(plain.count == 50 && plain.map(\.text) == zipped.map(\.text))
+        var corrupt = try Data(contentsOf: URL(fileURLWithPath: dir + "/sft.jsonl.gz"))
+        corrupt = corrupt.prefix(corrupt.count / 2)
+        try corrupt.write(to: URL(fileURLWithPath: dir + "/bad.jsonl.gz"))
+        #expect { try TrainingData.lines(dir + "/bad.jsonl.gz") } throws: { "\($0)".contains("bad.jsonl.gz: not a readable gzip file") }
+        // Two members one after another (cat a.gz b.gz) read as both; bytes after the last are refused.
+        let whole = try Data(contentsOf: URL(fileURLWithPath: dir + "/sft.jsonl.gz"))
+        try (whole + whole).write(to: URL(fileURLWithPath: dir + "/twice.jsonl.gz"))
+        #expect(try TrainingData.lines(dir + "/twice.jsonl.gz").map(\.text) == zipped.map(\.text) + zipped.map(\.text))
+        try (whole + Data("junk".utf8)).write(to: URL(fileURLWithPath: dir + "/junk.jsonl.gz"))
+        #expect { try TrainingData.lines(dir + "/junk.jsonl.gz") } throws: { "\($0)".contains("4 bytes follow the end") }
+        var flipped = whole
+        flipped[flipped.count / 2] ^= 0xFF
+        try flipped.write(to: URL(fileURLWithPath: dir + "/flipped.jsonl.gz"))
+        #expect(throws: (any Error).self) { try TrainingData.lines(dir + "/flipped.jsonl.gz") }
+    }
+}
