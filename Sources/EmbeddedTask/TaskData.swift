@@ -77,9 +77,13 @@ public struct TaskData: Sendable {
             let prompt = random.pick(train)
             sft.append(SFTExample(prompt: prompt.text, response: TaskData.sftResponse(prompt, writer, settings, &random)))
         }
+        // The pairs draw from a stream of their own, so that they do not depend on how much corpus and SFT
+        // data is made: the RLHF plan's pairs (`EmbeddedTaskSource`, no corpus, no SFT data) are the
+        // first pairs of prefs.jsonl.
+        var pairRandom = TaskRandom(seed: seed)
         while preferences.count < settings.preferencePairs {
-            let prompt = random.pick(train)
-            let a = TaskData.pairResponse(prompt, writer, &random), b = TaskData.pairResponse(prompt, writer, &random)
+            let prompt = pairRandom.pick(train)
+            let a = TaskData.pairResponse(prompt, writer, &pairRandom), b = TaskData.pairResponse(prompt, writer, &pairRandom)
             let ja = annotator.judge(prompt, a), jb = annotator.judge(prompt, b)
             let gap = abs(ja.utility - jb.utility)
             // Equal answers teach nothing (LLaMA2's raters also chose between distinct responses).

@@ -121,6 +121,40 @@ public struct PreferenceRecord: Sendable, Equatable {
     }
 }
 
+/// One prompt record as TRL and OpenRLHF prompt sets hold them: `{"prompt": str}` (or a message list),
+/// or `{"messages": [...]}` ending with the user's turn; any other fields (labels, ground truth) are
+/// kept for reward functions, and a boolean `safety` marks a safety prompt (LLaMA2's gate).
+public struct PromptRecord: Sendable, Equatable {
+    /// The conversation to answer (it ends with a user turn).
+    public var messages: [ChatTemplate.Message]
+    public var safety: Bool
+    /// The record's other fields, as a JSON object (sorted keys).
+    public var extras: Data
+
+    /// The text judges and reward functions see: the last user message.
+    public var text: String { messages.last?.content ?? "" }
+
+    /// Reads a record; the error says which key is missing or of the wrong type.
+    public init(_ object: [String: Any], keys: DataKeys = DataKeys()) throws {
+        let key: String
+        if object[keys.prompt] != nil { key = keys.prompt } else if object[keys.messages] != nil { key = keys.messages } else {
+            throw LlamaError.invalidInput("expected \"\(keys.prompt)\" (a string or messages) or \"\(keys.messages)\"")
+        }
+        messages = try DataRecords.turns(object[key]!, key: key, role: .user)
+        guard let last = messages.last, last.role == .user else { throw LlamaError.invalidInput("\"\(key)\" must end with the user's turn") }
+        guard !last.content.allSatisfy(\.isWhitespace) else { throw LlamaError.invalidInput("empty \"\(key)\"") }
+        switch object["safety"] {
+        case nil, is NSNull: safety = false
+        case let flag as NSNumber where String(cString: flag.objCType) == "c": safety = flag.boolValue
+        case let other?: throw LlamaError.invalidInput("\"safety\" must be true or false, got \(TrainingData.jsonKind(other))")
+        }
+        var rest = object
+        rest[key] = nil
+        rest["safety"] = nil
+        extras = try JSONSerialization.data(withJSONObject: rest, options: [.sortedKeys, .withoutEscapingSlashes])
+    }
+}
+
 /// Shared readers of the records' fields.
 enum DataRecords {
     /// A message list: `[{"role", "content"}, ...]`, non-empty.

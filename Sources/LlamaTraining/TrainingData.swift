@@ -249,6 +249,21 @@ public enum TrainingData {
         return (out, issues)
     }
 
+    /// The records of a JSON-lines file (gzip accepted) read by `read`, each with its line number; a
+    /// bad line is named `file:line: reason` and, with `.skip`, listed beside the records.
+    public static func records<Record>(_ path: String, policy: BadDataPolicy,
+                                       _ read: ([String: Any]) throws -> Record) throws -> (records: [(line: Int, record: Record)], issues: [DataIssue]) {
+        var out: [(Int, Record)] = [], issues: [DataIssue] = []
+        for (number, line) in try lines(path) {
+            do {
+                out.append((number, try read(try object(try utf8(line)))))
+            } catch {
+                try reject(DataIssue(file: path, line: number, reason: reason(error)), policy, into: &issues)
+            }
+        }
+        return (out, issues)
+    }
+
     static func reason(_ error: any Error) -> String {
         if case let LlamaError.invalidInput(text) = error { return text }
         return "\(error)"

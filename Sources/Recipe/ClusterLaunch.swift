@@ -5,6 +5,7 @@ import Foundation
 import Logging
 import Workers
 import LlamaCore
+import LlamaTraining
 import Wire
 
 /// `rlhf launch`: starts the coordinator and the spec's workers (local processes, network-namespace test
@@ -401,13 +402,14 @@ public final class ClusterLaunch {
     /// The RLHF pipeline of the spec's task, made at the first step that needs it.
     private func pipeline(_ coordinator: Coordinator, report: @escaping (String) -> Void) throws -> RLHFPipeline {
         if let pipeline = rlhf { return pipeline }
-        guard let task = spec.task else { throw Failure(message: "the plan's RLHF steps need a task in the spec") }
-        let tokenizerPath = task.tokenizer ?? Tokenizer.defaultPath(forCheckpoint: spec.checkpoint)
+        let tokenizerPath = spec.task?.tokenizer ?? Tokenizer.defaultPath(forCheckpoint: spec.checkpoint)
         var tokenizer = try Tokenizer(path: tokenizerPath)
         if let format = spec.chatTemplate { try tokenizer.useChatFormat(format) } else { try tokenizer.requireChatFormat() }
         let config = try Checkpoint.read(path: spec.checkpoint).weights.config
         try tokenizer.check(against: config, path: tokenizerPath)
-        let context = TaskContext(embeddedSeed: task.seed, tokenizer: tokenizer, preferencePairs: task.preferencePairs)
+        // A judge command `rlhf ...` runs this program (the coordinator's, on this machine).
+        let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        let context = try ClusterLaunch.taskContext(spec, tokenizer: tokenizer, config: config, executable: executable, report: report)
         let pipeline = try RLHFPipeline(coordinator: coordinator, context: context, config: config, runDirectory: runDirectory, report: report)
         var export = spec.export
         export.tokenizerPath = tokenizerPath
@@ -415,6 +417,46 @@ public final class ClusterLaunch {
         pipeline.export = export
         rlhf = pipeline
         return pipeline
+    }
+
+    /// The plan's sources: the spec's data files and judge command where it gives them, the embedded
+    /// task for the rest. Bad lines skipped (`on_bad_data: skip`) are reported, with their count.
+    static func taskContext(_ spec: ClusterSpec, tokenizer: Tokenizer, config: LlamaConfig, executable: String,
+                            report: (String) -> Void) throws -> TaskContext {
+        // The embedded task, made only when a source is not given otherwise.
+        let needsEmbedded = spec.data?.prompts == nil || spec.data?.preferences == nil || spec.judge == nil
+        let embedded = needsEmbedded ? spec.task.map { EmbeddedTaskSource(seed: $0.seed, tokenizer: tokenizer, preferencePairs: $0.preferencePairs) } : nil
+        var files: FileDataSource?
+        if let data = spec.data {
+            do {
+                files = try FileDataSource(files: data, tokenizer: tokenizer, maxPromptTokens: config.seqLen)
+            } catch let issue as DataIssue {
+                throw Failure(message: "data: \(issue)")
+            } catch LlamaError.invalidInput(let reason) {
+                throw Failure(message: "data: \(reason)")
+            }
+            for issue in files!.skipped.prefix(20) { report("data: skipped \(issue)") }
+            if let skipped = files?.skipped, !skipped.isEmpty {
+                report("data: skipped \(skipped.count) bad line\(skipped.count == 1 ? "" : "s")")
+            }
+        }
+        func need<T>(_ value: T?, _ what: String) throws -> T {
+            guard let value else { throw Failure(message: "the plan's RLHF steps need \(what) (data files, a judge command or the embedded task)") }
+            return value
+        }
+        let prompts: any PromptSource
+        if spec.data?.prompts != nil, let files { prompts = files } else { prompts = try need(embedded, "prompts") }
+        let pairs: any PairSource
+        if spec.data?.preferences != nil, let files { pairs = files } else if let embedded { pairs = embedded } else { pairs = FileDataSource.none }
+        let judge: any JudgementSource
+        if let command = spec.judge {
+            var argv = command.arguments
+            if argv[0] == "rlhf" { argv[0] = executable }
+            judge = CommandJudge(arguments: argv, directory: command.directory, settings: command.settings)
+        } else {
+            judge = try need(embedded, "a judge")
+        }
+        return TaskContext(tokenizer: tokenizer, prompts: prompts, pairs: pairs, judge: judge)
     }
 
     /// A generate request of `prompts` synthetic prompts (BOS and 4 random ids: the spec has no data

@@ -118,13 +118,26 @@ public struct ClusterSpec: Sendable, Equatable {
     public var chatTemplate: ChatFormat?
     /// How each round's policy is written (`export: hf` or `export: {format: hf, dtype: bfloat16}`).
     public var export = PolicyExport()
+    /// The user's prompt and preference files (`data:`); what they do not give comes from the task.
+    public var data: DataFiles?
+    /// The judge of evaluations and new pairs (`judge: {command: ...}`); nil: the task's annotator.
+    public var judge: JudgeCommand?
+
+    /// The spec's `judge:`: a command (run in the spec's directory) and how its answers are read.
+    public struct JudgeCommand: Sendable, Equatable {
+        /// The argument vector; a first word `rlhf` is this executable.
+        public var arguments: [String]
+        /// The spec's directory.
+        public var directory: String
+        public var settings = CommandJudge.Settings()
+    }
 
     public static func == (a: ClusterSpec, b: ClusterSpec) -> Bool {
         a.coordinator == b.coordinator && a.hosts == b.hosts && a.checkpoint == b.checkpoint && a.rewardHead == b.rewardHead
             && a.safetyHead == b.safetyHead && a.plan == b.plan && a.heartbeatMilliseconds == b.heartbeatMilliseconds
             && a.orphanTimeoutSeconds == b.orphanTimeoutSeconds
             && a.metrics == b.metrics && a.curve?.server == b.curve?.server && a.curve?.client == b.curve?.client && a.task == b.task
-            && a.chatTemplate == b.chatTemplate && a.export == b.export
+            && a.chatTemplate == b.chatTemplate && a.export == b.export && a.data == b.data && a.judge == b.judge
     }
 
     /// A spec error: the key (dotted path) and why.
@@ -198,7 +211,8 @@ public struct ClusterSpec: Sendable, Equatable {
             throw Invalid(key: "(file)", reason: "not valid YAML: \(error)")
         }
         guard let top = root as? [String: Any] else { throw Invalid(key: "(file)", reason: "expected a mapping at the top level") }
-        let known: Set<String> = ["coordinator", "hosts", "model", "plan", "heartbeat_ms", "orphan_timeout_s", "metrics", "curve", "task", "export"]
+        let known: Set<String> = ["coordinator", "hosts", "model", "plan", "heartbeat_ms", "orphan_timeout_s", "metrics", "curve", "task", "export",
+                                  "data", "judge"]
         if let unknown = top.keys.first(where: { !known.contains($0) }) {
             throw Invalid(key: unknown, reason: "unknown key (expected one of \(known.sorted().joined(separator: ", ")))")
         }
@@ -447,6 +461,8 @@ public struct ClusterSpec: Sendable, Equatable {
             task.evalSamples = try positive(args, "eval_samples", "task") ?? task.evalSamples
             spec.task = task
         }
+        if let value = top["data"] { spec.data = try dataFiles(value, baseDirectory: baseDirectory) }
+        if let value = top["judge"] { spec.judge = try judgeCommand(value, baseDirectory: baseDirectory) }
         // Refused before anything starts: a step whose role no host starts would wait for ever.
         let started = Set(hosts.flatMap { $0.workers.filter { $0.value > 0 }.keys })
         for (i, step) in plan.enumerated() {
@@ -457,11 +473,84 @@ public struct ClusterSpec: Sendable, Equatable {
                               reason: "needs \(names.joined(separator: ", ")) workers, and no host starts any (give a host e.g. workers: {\(names[0]): 1})")
             }
         }
-        let needsTask = plan.contains(where: \.isRLHF)
-        if needsTask && spec.task == nil {
-            throw Invalid(key: "task", reason: "the plan's evaluate, train_rm and rs_round steps need a task (e.g. task: {seed: 1})")
+        // The RLHF steps need prompts, the first pairs (train_rm) and a judge (evaluations, new pairs): each
+        // from the data files and the judge command where the spec gives them, else from the embedded task.
+        if plan.contains(where: \.isRLHF) && spec.task == nil {
+            var missing: [String] = []
+            if spec.data?.prompts == nil { missing.append("data.prompts") }
+            if plan.contains(where: { $0.kind == "train_rm" }) && spec.data?.preferences == nil { missing.append("data.preferences") }
+            if plan.contains(where: { ["evaluate", "rs_round", "ppo_round"].contains($0.kind) }) && spec.judge == nil { missing.append("judge") }
+            if !missing.isEmpty {
+                var kinds: [String] = []
+                for step in plan where step.isRLHF && !kinds.contains(step.kind) { kinds.append(step.kind) }
+                throw Invalid(key: missing[0], reason: "the plan's \(kinds.joined(separator: ", ")) steps need "
+                              + "\(missing.joined(separator: ", ")), or the embedded task for what is not given (e.g. task: {seed: 1})")
+            }
         }
         return spec
+    }
+
+    /// The `data:` section.
+    static func dataFiles(_ value: Any, baseDirectory: String) throws -> DataFiles {
+        let args = try arguments(value, key: "data", known: ["prompts", "eval_prompts", "preferences", "prompt_key", "chosen_key", "rejected_key",
+                                                             "messages_key", "on_bad_data"])
+        var files = DataFiles()
+        func path(_ name: String) throws -> String? {
+            guard let text = try text(args, name, "data") else { return nil }
+            let resolved = text.hasPrefix("/") ? text : (baseDirectory as NSString).appendingPathComponent(text)
+            guard FileManager.default.isReadableFile(atPath: resolved) else { throw Invalid(key: "data.\(name)", reason: "no readable file at \(resolved)") }
+            return resolved
+        }
+        files.prompts = try path("prompts")
+        files.evalPrompts = try path("eval_prompts")
+        files.preferences = try path("preferences")
+        if files.evalPrompts != nil && files.prompts == nil {
+            throw Invalid(key: "data.eval_prompts", reason: "given without data.prompts (the training prompts)")
+        }
+        files.keys.prompt = try text(args, "prompt_key", "data") ?? files.keys.prompt
+        files.keys.chosen = try text(args, "chosen_key", "data") ?? files.keys.chosen
+        files.keys.rejected = try text(args, "rejected_key", "data") ?? files.keys.rejected
+        files.keys.messages = try text(args, "messages_key", "data") ?? files.keys.messages
+        if let name = args["on_bad_data"] {
+            guard let text = name as? String, let policy = BadDataPolicy(rawValue: text) else {
+                throw Invalid(key: "data.on_bad_data", reason: "\(describe(name)) is not stop or skip")
+            }
+            files.onBadData = policy
+        }
+        return files
+    }
+
+    /// The `judge:` section: `{command: [ARGV...] | "shell words", tie_gap, levels: [3 gaps], helpful_above, timeout_s}`.
+    static func judgeCommand(_ value: Any, baseDirectory: String) throws -> JudgeCommand {
+        let args = try arguments(value, key: "judge", known: ["command", "tie_gap", "levels", "helpful_above", "timeout_s"])
+        let argv: [String]
+        switch args["command"] {
+        case let line as String:
+            argv = line.split(whereSeparator: \.isWhitespace).map(String.init)
+        case let list as [Any] where list.allSatisfy({ $0 is String }):
+            argv = list.map { $0 as! String }
+        default:
+            throw Invalid(key: "judge.command", reason: "expected the command as a list of words (or one string of words), e.g. [rlhf, task, judge]")
+        }
+        guard !argv.isEmpty, !argv[0].isEmpty else { throw Invalid(key: "judge.command", reason: "empty command") }
+        var judge = JudgeCommand(arguments: argv, directory: baseDirectory)
+        if let gap = args["tie_gap"] {
+            guard let x = number(gap), x >= 0, x.isFinite else { throw Invalid(key: "judge.tie_gap", reason: "expected a number >= 0, got \(describe(gap))") }
+            judge.settings.tieGap = x
+        }
+        if let levels = args["levels"] {
+            guard let list = levels as? [Any], list.count == 3, let gaps = Optional(list.compactMap(number)), gaps.count == 3,
+                  gaps[0] >= gaps[1], gaps[1] >= gaps[2], gaps[2] >= 0 else {
+                throw Invalid(key: "judge.levels", reason: "expected three decreasing gaps [significantly_better, better, slightly_better], got \(describe(levels))")
+            }
+            judge.settings.levels = LevelThresholds(significantlyBetter: gaps[0], better: gaps[1], slightlyBetter: gaps[2])
+        }
+        if let above = args["helpful_above"] {
+            guard let x = number(above), x.isFinite else { throw Invalid(key: "judge.helpful_above", reason: "expected a number, got \(describe(above))") }
+            judge.settings.helpfulAbove = x
+        }
+        judge.settings.timeoutSeconds = try number(args, "timeout_s", "judge", largest: 86_400) ?? judge.settings.timeoutSeconds
+        return judge
     }
 
     /// A `ppo_round` step's settings.

@@ -30,19 +30,12 @@ public struct EmbeddedTaskSource: PromptSource, PairSource, JudgementSource {
         }
     }
 
-    public func judge(prompt: String, response: String) -> Judgement? {
-        TaskPrompt.parse(prompt).map { task in
-            let j = annotator.judge(task, response)
-            return Judgement(helpfulness: j.helpfulness, unsafe: j.unsafe, helpful: j.helpful)
-        }
-    }
-
-    public func compare(prompt: String, _ a: String, _ b: String) -> Verdict? {
-        guard let task = TaskPrompt.parse(prompt) else { return nil }
-        switch annotator.compare(task, a, b) {
-        case .first: return .first
-        case .second: return .second
-        case .tie: return .tie
+    public func judge(_ items: [(prompt: String, response: String)]) -> [Judgement?] {
+        items.map { item in
+            TaskPrompt.parse(item.prompt).map { task in
+                let j = annotator.judge(task, item.response)
+                return Judgement(helpfulness: j.helpfulness, unsafe: j.unsafe, helpful: j.helpful)
+            }
         }
     }
 

@@ -129,10 +129,8 @@ extension RLHFPipeline {
             try coordinator.syncWeights(stats.announce, roles: [.generator])
             controller?.update(kl: kls.reduce(0, +) / Double(kls.count), steps: kls.count)
             // The hidden annotator's view of the same rollouts, for the trend check (never used to train).
-            var utility = 0.0
-            for g in generated {
-                if let j = context.judge.judge(prompt: g.prompt.text, response: context.text(g.sample.tokens)) { utility += j.utility }
-            }
+            let utility = try context.judge.judge(generated.map { ($0.prompt.text, context.text($0.sample.tokens)) })
+                .reduce(0.0) { $0 + ($1?.utility ?? 0) }
             let responseTokens = generated.map(\.logProbs.count)
             let entropy = -generated.reduce(0.0) { $0 + $1.logProbs.reduce(0.0) { $0 + Double($1) } } / Double(max(1, responseTokens.reduce(0, +)))
             let figures = PPOIterationFigures(rewardMean: combined.reduce(0, +) / Double(combined.count), klMean: kls.reduce(0, +) / Double(kls.count),

@@ -98,6 +98,8 @@ public final class RLHFPipeline {
     var keptSoFar: [UInt64: Candidate] = [:]
     /// The SFT policy's evaluation answers (the baseline of every win rate), by "PROMPT_ID/SAMPLE".
     var baseline: [String: String]?
+    /// The judge's view of `baseline` (not kept in the state: judged again after a resume).
+    var baselineJudgements: [String: Judgement]?
     public internal(set) var sft: Figures?
     public internal(set) var rounds: [Figures] = []
     /// PPO's reward whitening statistics (running across iterations and rounds).
@@ -134,14 +136,20 @@ public final class RLHFPipeline {
     // MARK: - Reward models
 
     /// A preference pair in tokens: the chat-formatted prompt, both answers (ending in EOS), the level
-    /// and whether the prompt is a safety prompt.
+    /// (nil: unlabelled) or a margin of its own, and whether the prompt is a safety prompt.
     struct TokenPair: Codable, Equatable {
         var promptText: String
         var prompt: [Int32]
         var chosen: [Int32]
         var rejected: [Int32]
-        var level: PreferenceLevel
+        var level: PreferenceLevel?
+        var margin: Float? = nil
         var safety: Bool
+
+        /// The ranking loss's margin: the pair's own, else its level's in `table`, else 0.
+        func margin(_ table: MarginTable) -> Float { margin ?? level.map(table.margin) ?? 0 }
+        /// The name accuracy is reported under.
+        var levelName: String { level?.rawValue ?? "unlabelled" }
     }
 
     /// Pairs each reward model has trained on so far (replayed when it is retrained on new pairs).
@@ -150,9 +158,9 @@ public final class RLHFPipeline {
     /// A source's pair as tokens.
     func tokens(_ pair: PreferencePairText) -> TokenPair {
         let eos = context.tokenizer.eosId
-        return TokenPair(promptText: pair.prompt, prompt: ChatTemplate.promptIDs(pair.prompt, tokenizer: context.tokenizer),
+        return TokenPair(promptText: pair.prompt, prompt: pair.promptIDs ?? ChatTemplate.promptIDs(pair.prompt, tokenizer: context.tokenizer),
                          chosen: context.tokenizer.encode(pair.chosen) + [eos], rejected: context.tokenizer.encode(pair.rejected) + [eos],
-                         level: pair.level, safety: pair.safety)
+                         level: pair.level, margin: pair.margin, safety: pair.safety)
     }
 
     /// Which pairs a reward model learns from: the reward model from pairs not flagged safety; the
@@ -171,7 +179,12 @@ public final class RLHFPipeline {
         let role = settings.model
         guard role == .rewardModel || role == .safetyModel else { throw ClusterLaunch.Failure(message: "train_rm trains reward-model or safety-model, not \(role.rawValue)") }
         let started = Date()
-        var pairs = RLHFPipeline.pairs(for: role, context.pairs.preferencePairs.map(tokens))
+        let all = context.pairs.preferencePairs
+        if role == .safetyModel && !all.isEmpty && !all.contains(where: \.safety) {
+            throw ClusterLaunch.Failure(message: "train_rm safety-model: none of the \(all.count) preference pairs is flagged safety "
+                                        + "(give safety pairs \"safety\": true, or leave the safety model's train_rm out of the plan)")
+        }
+        var pairs = RLHFPipeline.pairs(for: role, all.map(tokens))
         if let n = settings.pairs { pairs = Array(pairs.prefix(n)) }
         let heldOut = pairs.filter { RLHFPipeline.isHeldOut($0.promptText) }, train = pairs.filter { !RLHFPipeline.isHeldOut($0.promptText) }
         guard !train.isEmpty else { throw ClusterLaunch.Failure(message: "train_rm \(role.rawValue): no pairs to train on") }
@@ -179,9 +192,9 @@ public final class RLHFPipeline {
         let steps = try trainOnLearner(role, pairs: train, epochs: settings.epochs, batchSize: settings.batchSize,
                                        learningRate: settings.learningRate, margin: settings.margin, stage: PlanStage(.train, subject: role.rawValue))
         let (levels, correct, count) = try accuracy(role, heldOut)
-        let table = PreferenceLevel.allCases.compactMap { level -> String? in
-            guard let (c, t) = levels[level.rawValue], t > 0 else { return nil }
-            return String(format: "%@ %.1f%% (%d)", level.rawValue, 100 * Double(c) / Double(t), t)
+        let table = (PreferenceLevel.allCases.map(\.rawValue) + ["unlabelled"]).compactMap { name -> String? in
+            guard let (c, t) = levels[name], t > 0 else { return nil }
+            return String(format: "%@ %.1f%% (%d)", name, 100 * Double(c) / Double(t), t)
         }.joined(separator: ", ")
         report(String(format: "%@ trained on the learner: %d pairs, %d steps, version %llu, %.1f s; held-out accuracy %.1f%% of %d: %@",
                       role.rawValue, train.count, steps, rewardVersions[role] ?? 0, Date().timeIntervalSince(started),
@@ -222,7 +235,7 @@ public final class RLHFPipeline {
                 batch.sequences.append(sequence(UInt64(2 * i), pair.prompt, pair.chosen))
                 batch.sequences.append(sequence(UInt64(2 * i + 1), pair.prompt, pair.rejected))
             }
-            batch.tensors = [WireTensor(name: "margins", floats: batchPairs.map { margin.margin($0.level) })]
+            batch.tensors = [WireTensor(name: "margins", floats: batchPairs.map { $0.margin(margin) })]
             let stats = try coordinator.train(batch)
             version = stats.policyVersion
             last = stats
@@ -246,10 +259,10 @@ public final class RLHFPipeline {
         }
         let scores = try coordinator.score(sequences, model: role, perTask: 32)
         for (i, pair) in pairs.enumerated() {
-            var entry = levels[pair.level.rawValue] ?? (0, 0)
+            var entry = levels[pair.levelName] ?? (0, 0)
             entry.1 += 1
             if scores[2 * i] > scores[2 * i + 1] { entry.0 += 1 }
-            levels[pair.level.rawValue] = entry
+            levels[pair.levelName] = entry
         }
         return (levels, levels.values.reduce(0) { $0 + $1.0 }, levels.values.reduce(0) { $0 + $1.1 })
     }
@@ -312,11 +325,15 @@ public final class RLHFPipeline {
         var helpfulness = 0.0
         var answers: [String: String] = [:]
         var wins = 0.0
-        for g in generated {
+        let texts = generated.map { context.text($0.sample.tokens) }
+        let judgements = try context.judge.judge(zip(generated, texts).map { ($0.prompt.text, $1) })
+        var judged: [String: Judgement] = [:]
+        for (i, g) in generated.enumerated() {
             let p = g.prompt
-            let answer = context.text(g.sample.tokens), key = "\(p.id)/\(g.sample.index)"
+            let answer = texts[i], key = "\(p.id)/\(g.sample.index)"
             answers[key] = answer
-            guard let j = context.judge.judge(prompt: p.text, response: answer) else { continue }
+            guard let j = judgements[i] else { continue }
+            judged[key] = j
             if p.isSafety {
                 safety += 1
                 if j.unsafe { unsafe += 1 }
@@ -326,12 +343,21 @@ public final class RLHFPipeline {
                 if j.helpful { helpful += 1 }
             }
         }
-        if baseline == nil { baseline = answers }
+        if baseline == nil {
+            baseline = answers
+            baselineJudgements = judged
+        }
+        if baselineJudgements == nil, let baseline {
+            let keys = Array(baseline.keys)
+            let promptText = Dictionary(generated.map { ("\($0.prompt.id)/\($0.sample.index)", $0.prompt.text) }, uniquingKeysWith: { a, _ in a })
+            let known = keys.filter { promptText[$0] != nil }
+            let again = try context.judge.judge(known.map { (promptText[$0]!, baseline[$0]!) })
+            baselineJudgements = Dictionary(uniqueKeysWithValues: zip(known, again).compactMap { key, j in j.map { (key, $0) } })
+        }
         for g in generated {
             let key = "\(g.prompt.id)/\(g.sample.index)"
-            guard let answer = answers[key], let reference = baseline?[key],
-                  let verdict = context.judge.compare(prompt: g.prompt.text, answer, reference) else { continue }
-            switch verdict {
+            guard let judgement = judged[key], let reference = baselineJudgements?[key] else { continue }
+            switch context.judge.verdict(judgement, reference) {
             case .first: wins += 1
             case .tie: wins += 0.5
             case .second: break
@@ -460,6 +486,17 @@ public final class RLHFPipeline {
                      tokensPerSecond: Double(tokens) / max(1e-9, generateSeconds), seconds: Date().timeIntervalSince(started))
     }
 
+    /// A preference pair of two judged answers to `prompt`, ordered by utility and labelled with the
+    /// judge's level; nil when the judge sees them as a tie.
+    func labelledPair(_ prompt: TaskContext.Prompt, _ a: [Int32], _ b: [Int32], _ ja: Judgement, _ jb: Judgement) -> TokenPair? {
+        let gap = abs(ja.utility - jb.utility)
+        guard gap >= context.judge.tieGap else { return nil }
+        let eos = context.tokenizer.eosId
+        let (chosen, rejected) = ja.utility > jb.utility ? (a, b) : (b, a)
+        return TokenPair(promptText: prompt.text, prompt: prompt.ids, chosen: chosen.last == eos ? chosen : chosen + [eos],
+                         rejected: rejected.last == eos ? rejected : rejected + [eos], level: context.judge.level(gap: gap), safety: prompt.isSafety)
+    }
+
     /// Labels up to `newPairs` new pairs from a round's samples with the annotator (per prompt: the
     /// reward model's top sample against a random other; ties dropped) and retrains both reward models
     /// on them plus as many replayed earlier pairs. `name` labels the report and the progress stage;
@@ -472,23 +509,31 @@ public final class RLHFPipeline {
             byPrompt[s.promptID, default: []].append(i)
         }
         var random = SeededGenerator(seed: 0xBA1 &+ seed)
-        var fresh: [TokenPair] = []
-        for id in order where fresh.count < newPairs {
+        // Candidate pairs (the best sample against a random other) in prompt order, judged a batch at a time
+        // until `newPairs` are labelled. The candidates draw from a copy of the generator, which then moves
+        // on by the candidates examined: pairs and later draws are those of judging one pair at a time.
+        var draws = random
+        var candidates: [(prompt: TaskContext.Prompt, a: [Int32], b: [Int32])] = []
+        for id in order {
             guard let indices = byPrompt[id], indices.count >= 2, let prompt = prompts[id] else { continue }
             let top = indices.max { helpfulness[$0] < helpfulness[$1] }!
             let others = indices.filter { $0 != top }
-            let other = others[Int(random.next() % UInt64(others.count))]
-            let a = generated[top].tokens, b = generated[other].tokens
-            guard let ja = context.judge.judge(prompt: prompt.text, response: context.text(a)),
-                  let jb = context.judge.judge(prompt: prompt.text, response: context.text(b)) else { continue }
-            let gap = abs(ja.utility - jb.utility)
-            guard gap >= context.judge.tieGap else { continue }
-            let level = context.judge.level(gap: gap)
-            let eos = context.tokenizer.eosId
-            let (chosen, rejected) = ja.utility > jb.utility ? (a, b) : (b, a)
-            fresh.append(TokenPair(promptText: prompt.text, prompt: prompt.ids, chosen: chosen.last == eos ? chosen : chosen + [eos],
-                                   rejected: rejected.last == eos ? rejected : rejected + [eos], level: level, safety: prompt.isSafety))
+            let other = others[Int(draws.next() % UInt64(others.count))]
+            candidates.append((prompt, generated[top].tokens, generated[other].tokens))
         }
+        var fresh: [TokenPair] = []
+        var examined = 0
+        while fresh.count < newPairs && examined < candidates.count {
+            let chunk = candidates[examined..<min(candidates.count, examined + max(16, 2 * (newPairs - fresh.count)))]
+            let judgements = try context.judge.judge(chunk.flatMap { [($0.prompt.text, context.text($0.a)), ($0.prompt.text, context.text($0.b))] })
+            for (k, candidate) in chunk.enumerated() where fresh.count < newPairs {
+                examined += 1
+                guard let ja = judgements[2 * k], let jb = judgements[2 * k + 1] else { continue }
+                if let pair = labelledPair(candidate.prompt, candidate.a, candidate.b, ja, jb) { fresh.append(pair) }
+            }
+        }
+        for _ in 0..<examined { _ = random.next() }
+
         let labelled = fresh.count
         var lines: [String] = []
         for role in [WorkerRole.rewardModel, .safetyModel] {

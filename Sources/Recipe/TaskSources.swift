@@ -29,19 +29,29 @@ public protocol PromptSource: Sendable {
 }
 
 /// A preference pair as text: a prompt, the chosen and the rejected response, LLaMA2's preference level
-/// (which picks the ranking loss's margin) and whether it is a safety pair.
+/// (which picks the ranking loss's margin from the step's table) or a margin of its own, and whether it is
+/// a safety pair.
 public struct PreferencePairText: Sendable, Equatable {
     public var prompt: String
     public var chosen: String
     public var rejected: String
-    public var level: PreferenceLevel
+    /// nil for a pair without a level (its margin is `margin`, else 0).
+    public var level: PreferenceLevel?
+    /// A margin given with the pair (it overrides the level's).
+    public var margin: Float?
     public var safety: Bool
+    /// The prompt's tokens when it is not a single user message (a conversation); nil: `prompt` in the
+    /// chat template.
+    public var promptIDs: [Int32]?
 
-    public init(prompt: String, chosen: String, rejected: String, level: PreferenceLevel, safety: Bool) {
+    public init(prompt: String, chosen: String, rejected: String, level: PreferenceLevel?, margin: Float? = nil, safety: Bool,
+                promptIDs: [Int32]? = nil) {
+        self.promptIDs = promptIDs
         self.prompt = prompt
         self.chosen = chosen
         self.rejected = rejected
         self.level = level
+        self.margin = margin
         self.safety = safety
     }
 }
@@ -76,14 +86,53 @@ public enum Verdict: Sendable, Equatable {
 
 /// Who judges the plan's answers: the evaluations (helpfulness, safety, the win rate against the SFT
 /// policy's answers) and the labels of new preference pairs. Only the coordinator holds it; the
-/// workers and the policy never see it.
+/// workers and the policy never see it. Judgements are asked for in batches (a judge command or
+/// endpoint answers many per call); an error (a crashed command, a bad answer) fails the step.
 public protocol JudgementSource: Sendable {
-    /// The judgement of `response` to `prompt`; nil for a prompt it cannot judge.
-    func judge(prompt: String, response: String) -> Judgement?
-    /// Which of `a` and `b` (responses to `prompt`) is better; nil for a prompt it cannot judge.
-    func compare(prompt: String, _ a: String, _ b: String) -> Verdict?
-    /// Utilities closer than this make no preference pair.
+    /// The judgements of `items` (prompt, response), in their order; nil for one it cannot judge.
+    func judge(_ items: [(prompt: String, response: String)]) throws -> [Judgement?]
+    /// Helpfulness closer than this is a tie, and makes no preference pair.
     var tieGap: Double { get }
     /// LLaMA2's level for a pair whose utilities differ by `gap` (> `tieGap`).
     func level(gap: Double) -> PreferenceLevel
+}
+
+extension JudgementSource {
+    /// The judgement of one response.
+    public func judge(prompt: String, response: String) throws -> Judgement? {
+        try judge([(prompt, response)]).first ?? nil
+    }
+
+    /// Which of two judged responses is better: the safe one when one is unsafe, else the more helpful
+    /// one, a tie within `tieGap` (the embedded annotator's rule, and every judge's).
+    public func verdict(_ a: Judgement, _ b: Judgement) -> Verdict {
+        if a.unsafe != b.unsafe { return a.unsafe ? .second : .first }
+        if abs(a.helpfulness - b.helpfulness) < tieGap { return .tie }
+        return a.helpfulness > b.helpfulness ? .first : .second
+    }
+}
+
+/// LLaMA2's four levels by the utility gap of a pair: at least `thresholds[0]` significantly better,
+/// `[1]` better, `[2]` slightly better, below that negligibly better.
+public struct LevelThresholds: Sendable, Equatable, Codable {
+    public var significantlyBetter: Double
+    public var better: Double
+    public var slightlyBetter: Double
+
+    public init(significantlyBetter: Double, better: Double, slightlyBetter: Double) {
+        self.significantlyBetter = significantlyBetter
+        self.better = better
+        self.slightlyBetter = slightlyBetter
+    }
+
+    /// The embedded annotator's: 0.5, 0.25, 0.1.
+    public static let annotator = LevelThresholds(significantlyBetter: 0.5, better: 0.25, slightlyBetter: 0.1)
+
+    /// The level of a pair whose utilities differ by `gap`.
+    public func level(gap: Double) -> PreferenceLevel {
+        if gap >= significantlyBetter { return .significantlyBetter }
+        if gap >= better { return .better }
+        if gap >= slightlyBetter { return .slightlyBetter }
+        return .negligiblyBetter
+    }
 }

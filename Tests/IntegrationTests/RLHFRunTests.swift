@@ -356,4 +356,55 @@ import Testing
             #expect(try Tokenizer(path: dir + "/run/rounds/\(round)/policy-hf").chatFormat == .llama2)
         }
     }
+    /// A plan on a user's files (prompts as conversations with extra fields, TRL's implicit preference pairs
+    /// without levels, gzip) and a judge command, without the embedded task: every step runs, the pairs are
+    /// reported unlabelled, the judge's figures fill the table.
+    @Test func aPlanRunsOnDataFilesAndAJudgeCommand() throws {
+        let dir = NSTemporaryDirectory() + "rlhf-data-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let generated = try CLITests.rlhf(["task", "generate", "--out", dir + "/task", "--corpus-documents", "0", "--sft-examples", "0",
+                                           "--preference-pairs", "400"])
+        #expect(generated.status == 0, "\(generated.stderr)")
+        func convert(_ from: String, _ to: String, _ record: ([String: Any]) -> [String: Any]) throws {
+            let out = try RLHFRunTests.lines(from).map { String(decoding: try JSONSerialization.data(withJSONObject: record($0)), as: UTF8.self) }
+            try (out.joined(separator: "\n") + "\n").write(toFile: to, atomically: true, encoding: .utf8)
+        }
+        try convert(dir + "/task/prompts/train.jsonl", dir + "/prompts.jsonl") {
+            ["messages": [["role": "user", "content": $0["prompt"]!]], "safety": $0["safety"]!, "source": "task"]
+        }
+        try convert(dir + "/task/prefs.jsonl", dir + "/prefs.jsonl") { pair in
+            let user = ["role": "user", "content": pair["prompt"]!]
+            return ["chosen": [user, ["role": "assistant", "content": pair["chosen"]!]], "rejected": [user, ["role": "assistant", "content": pair["rejected"]!]],
+                    "safety": pair["safety"]!]
+        }
+        let gzip = Process()
+        gzip.executableURL = URL(fileURLWithPath: "/bin/gzip")
+        gzip.arguments = [dir + "/prefs.jsonl"]
+        try gzip.run()
+        gzip.waitUntilExit()
+        let spec = """
+        coordinator: tcp://127.0.0.1:*
+        heartbeat_ms: 100
+        hosts:
+          - name: here
+            workers: {generator: 1, reward-model: 1, safety-model: 1, learner: 1, reference-policy: 1}
+        model: {checkpoint: \(RLHFRunTests.repository)/models/chat-world/sft.bin}
+        data: {prompts: prompts.jsonl, eval_prompts: task/prompts/evaluation.jsonl, preferences: prefs.jsonl.gz}
+        judge: {command: [rlhf, task, judge]}
+        plan:
+          - evaluate: {name: SFT}
+          - train_rm: {model: reward-model, pairs: 150}
+          - train_rm: {model: safety-model, pairs: 150}
+          - rs_round: {name: V1, prompts: 32, samples: 4, max_new_tokens: 48, new_pairs: 8, from_sft: true}
+          - ppo_round: {name: V2, iterations: 2, rollouts: 16, mini_batch: 8, epochs: 1, max_new_tokens: 32, learning_rate: 0.00003}
+        """
+        try spec.write(toFile: dir + "/spec.yaml", atomically: true, encoding: .utf8)
+        let result = try CLITests.rlhf(["launch", dir + "/spec.yaml", "--run-dir", dir + "/run"])
+        #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
+        #expect(result.stdout.contains("plan finished"), "\(result.stdout)")
+        #expect(result.stdout.contains("held-out accuracy") && result.stdout.contains("unlabelled"), "\(result.stdout)")
+        let summary = try RLHFRunTests.json(dir + "/run/summary.json")
+        #expect((summary["rounds"] as? [[String: Any]])?.map { $0["name"] as? String } == ["V1", "V2"])
+        #expect(((summary["sft"] as? [String: Any])?["helpfulness"] as? Double ?? 0) > 0.3, "the judge's figures: \(summary)")
+    }
 }

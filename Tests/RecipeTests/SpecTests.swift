@@ -104,7 +104,7 @@ import Testing
 
     @Test func badRLHFStepsNameTheKey() {
         let cases: [(String, String)] = [
-            ("plan:\n  - evaluate: {name: SFT}\n", "task"),
+            ("plan:\n  - evaluate: {name: SFT}\n", "data.prompts"),
             ("task: {seed: 1}\nplan:\n  - train_rm: {model: learner}\n", "plan[0].train_rm.model"),
             ("task: {seed: 1}\nplan:\n  - train_rm: {model: reward-model, margin: huge}\n", "plan[0].train_rm.margin"),
             ("task: {seed: 1}\nplan:\n  - rs_round: {prompts: 4}\n", "plan[0].rs_round.name"),
@@ -204,6 +204,62 @@ import Testing
         #expect { try ClusterSpec.parse(vicuna, baseDirectory: "/") } throws: {
             ($0 as? ClusterSpec.Invalid)?.key == "model.chat_template" && "\($0)".contains("llama2, chatml, llama3")
         }
+    }
+}
+
+/// The `data:` and `judge:` sections: a user's files and judge command as the plan's sources.
+@Suite struct DataSpecTests {
+    static func temporaryDirectory() throws -> String {
+        let dir = NSTemporaryDirectory() + "data-spec-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        return dir
+    }
+
+    @Test func dataFilesAndAJudgeCommandAreParsed() throws {
+        let dir = try DataSpecTests.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        for name in ["train.jsonl", "eval.jsonl.gz", "prefs.jsonl"] { try "{}\n".write(toFile: dir + "/" + name, atomically: true, encoding: .utf8) }
+        let spec = try ClusterSpec.parse(SpecTests.head + """
+        data: {prompts: train.jsonl, eval_prompts: eval.jsonl.gz, preferences: \(dir)/prefs.jsonl, prompt_key: question, chosen_key: good,
+               rejected_key: bad, messages_key: conversation, on_bad_data: skip}
+        judge: {command: [python3, judge.py, --strict], tie_gap: 0.1, levels: [1, 0.5, 0.2], helpful_above: 0.3, timeout_s: 30}
+        plan:
+          - evaluate: {name: SFT}
+          - train_rm: {model: reward-model}
+          - rs_round: {name: V1}
+        """, baseDirectory: dir)
+        let data = try #require(spec.data)
+        #expect(data.prompts == dir + "/train.jsonl" && data.evalPrompts == dir + "/eval.jsonl.gz" && data.preferences == dir + "/prefs.jsonl")
+        #expect(data.keys == DataKeys(prompt: "question", chosen: "good", rejected: "bad", messages: "conversation") && data.onBadData == .skip)
+        let judge = try #require(spec.judge)
+        #expect(judge.arguments == ["python3", "judge.py", "--strict"] && judge.directory == dir)
+        #expect(judge.settings.tieGap == 0.1 && judge.settings.helpfulAbove == 0.3 && judge.settings.timeoutSeconds == 30)
+        #expect(judge.settings.levels == LevelThresholds(significantlyBetter: 1, better: 0.5, slightlyBetter: 0.2))
+        #expect(spec.task == nil)
+        // A string command is its words.
+        let words = try ClusterSpec.parse(SpecTests.head + "judge: {command: rlhf task judge}\n", baseDirectory: dir)
+        #expect(words.judge?.arguments == ["rlhf", "task", "judge"])
+        // With the embedded task, any source may be left out (the task gives it).
+        let mixed = try ClusterSpec.parse(SpecTests.head + "task: {seed: 1}\ndata: {preferences: prefs.jsonl}\nplan:\n  - train_rm: {model: reward-model}\n",
+                                          baseDirectory: dir)
+        #expect(mixed.data?.prompts == nil && mixed.data?.preferences == dir + "/prefs.jsonl")
+        SpecTests.expectRefused([
+            ("data: {prompts: nowhere.jsonl}\n", "data.prompts"),
+            ("data: {prompts: 3}\n", "data.prompts"),
+            ("data: {promts: train.jsonl}\n", "data.promts"),
+            ("data: {eval_prompts: \(dir)/eval.jsonl.gz}\n", "data.eval_prompts"),
+            ("data: {prompts: \(dir)/train.jsonl, on_bad_data: ignore}\n", "data.on_bad_data"),
+            ("judge: {command: []}\n", "judge.command"),
+            ("judge: {command: [rlhf, 3]}\n", "judge.command"),
+            ("judge: {command: rlhf, levels: [0.1, 0.5, 1]}\n", "judge.levels"),
+            ("judge: {command: rlhf, levels: [1, 0.5]}\n", "judge.levels"),
+            ("judge: {command: rlhf, tie_gap: -1}\n", "judge.tie_gap"),
+            ("judge: {command: rlhf, timeout_s: 0}\n", "judge.timeout_s"),
+            ("judge: {command: rlhf, weight: 2}\n", "judge.weight"),
+            // Without the task, each source the plan needs must be given.
+            ("data: {prompts: \(dir)/train.jsonl}\nplan:\n  - evaluate: {name: SFT}\n", "judge"),
+            ("data: {prompts: \(dir)/train.jsonl}\njudge: {command: rlhf}\nplan:\n  - train_rm: {model: reward-model}\n", "data.preferences"),
+        ])
     }
 }
 

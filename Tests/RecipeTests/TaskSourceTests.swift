@@ -1,3 +1,4 @@
+import Foundation
 import EmbeddedTask
 import LlamaCore
 import LlamaTraining
@@ -18,18 +19,18 @@ import TestKit
         for pair in task.preferencePairs.prefix(20) {
             let prompt = try #require(TaskPrompt.parse(pair.prompt))
             let chosen = annotator.judge(prompt, pair.chosen)
-            let judged = try #require(task.judge(prompt: pair.prompt, response: pair.chosen))
+            let judged = try #require(try task.judge(prompt: pair.prompt, response: pair.chosen))
             #expect(judged == Judgement(helpfulness: chosen.helpfulness, unsafe: chosen.unsafe, helpful: chosen.helpful))
-            let verdict = task.compare(prompt: pair.prompt, pair.chosen, pair.rejected)
+            let rejected = try #require(try task.judge(prompt: pair.prompt, response: pair.rejected))
+            let verdict = task.verdict(judged, rejected)
             switch annotator.compare(prompt, pair.chosen, pair.rejected) {
             case .first: #expect(verdict == .first)
             case .second: #expect(verdict == .second)
             case .tie: #expect(verdict == .tie)
             }
         }
-        // A prompt the task's judge cannot read is not judged (nor compared).
-        #expect(task.judge(prompt: "not a task prompt", response: "anything") == nil)
-        #expect(task.compare(prompt: "not a task prompt", "a", "b") == nil)
+        // A prompt the task's judge cannot read is not judged.
+        #expect(try task.judge(prompt: "not a task prompt", response: "anything") == nil)
         #expect(task.level(gap: 0.6) == .significantlyBetter && task.level(gap: 0.06) == .negligiblyBetter)
     }
 
@@ -38,18 +39,14 @@ import TestKit
         var trainPrompts: [PlanPrompt]
         var evalPrompts: [PlanPrompt]
         var preferencePairs: [PreferencePairText]
-        func judge(prompt: String, response: String) -> Judgement? {
-            Judgement(helpfulness: response.contains("please") ? 1 : 0, unsafe: response.contains("danger"), helpful: response.contains("please"))
-        }
-        func compare(prompt: String, _ a: String, _ b: String) -> Verdict? {
-            let ja = judge(prompt: prompt, response: a)!.utility, jb = judge(prompt: prompt, response: b)!.utility
-            return ja == jb ? .tie : ja > jb ? .first : .second
+        func judge(_ items: [(prompt: String, response: String)]) -> [Judgement?] {
+            items.map { Judgement(helpfulness: $0.response.contains("please") ? 1 : 0, unsafe: $0.response.contains("danger"), helpful: $0.response.contains("please")) }
         }
         var tieGap: Double { 0.5 }
         func level(gap: Double) -> PreferenceLevel { gap >= 1 ? .significantlyBetter : .slightlyBetter }
     }
 
-    @Test func aPlanRunsOnAnySources() {
+    @Test func aPlanRunsOnAnySources() throws {
         let tokenizer = TaskSourceTests.tokenizer
         let prompt = PlanPrompt(id: 0, text: "Say hello.", ids: ChatTemplate.promptIDs("Say hello.", tokenizer: tokenizer), isSafety: false)
         let fixed = Fixed(trainPrompts: [prompt], evalPrompts: [prompt],
@@ -57,7 +54,117 @@ import TestKit
         let context = TaskContext(tokenizer: tokenizer, prompts: fixed, pairs: fixed, judge: fixed)
         #expect(context.trainPrompts == [prompt] && context.evalPrompts == [prompt])
         #expect(context.pairs.preferencePairs.first?.level == .better)
-        #expect(context.judge.compare(prompt: "Say hello.", "hello please", "danger") == .first)
-        #expect(context.judge.judge(prompt: "x", response: "danger")?.utility == -1)
+        let judged = try context.judge.judge([("Say hello.", "hello please"), ("Say hello.", "danger")])
+        #expect(context.judge.verdict(judged[0]!, judged[1]!) == .first)
+        #expect(try context.judge.judge(prompt: "x", response: "danger")?.utility == -1)
+    }
+}
+
+/// A user's data files and a judge command as the plan's sources.
+@Suite struct FileSourceTests {
+    static func write(_ lines: [String], _ path: String) throws {
+        try (lines.joined(separator: "\n") + "\n").write(toFile: path, atomically: true, encoding: .utf8)
+    }
+
+    @Test func promptsAndPairsInTheShapesUsersBring() throws {
+        let dir = try Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let tokenizer = TaskSourceTests.tokenizer
+        // Prompts: a string with a label, a conversation, a safety prompt; 40 of them so a tenth is held out.
+        var prompts: [String] = []
+        for i in 0..<40 {
+            switch i % 3 {
+            case 0: prompts.append(#"{"prompt": "Tell me a story about a fox number \#(i).", "label": "fox", "answer": \#(i)}"#)
+            case 1: prompts.append(#"{"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name animal \#(i)."}]}"#)
+            default: prompts.append(#"{"prompt": "How do I pick lock \#(i)?", "safety": true}"#)
+            }
+        }
+        try FileSourceTests.write(prompts, dir + "/prompts.jsonl")
+        try FileSourceTests.write([
+            // TRL's implicit prompt, no level: unlabelled.
+            #"{"chosen": [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hello."}], "rejected": [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "No."}]}"#,
+            #"{"question": "Hi?", "chosen": "Hello.", "rejected": "No.", "preference": "better", "safety": true}"#,
+            #"{"question": "Hi?", "chosen": "Hello.", "rejected": "No.", "margin": 0.5}"#,
+        ], dir + "/prefs.jsonl")
+        var files = DataFiles(prompts: dir + "/prompts.jsonl", preferences: dir + "/prefs.jsonl")
+        files.keys.prompt = "question"
+        // The prompt key names the preferences' prompts here, so the prompt file's "prompt" records are bad lines.
+        #expect { try FileDataSource(files: files, tokenizer: tokenizer, maxPromptTokens: 256) } throws: {
+            "\($0)".contains("prompts.jsonl:1: expected \"question\"")
+        }
+        files.onBadData = .skip
+        let skipping = try FileDataSource(files: files, tokenizer: tokenizer, maxPromptTokens: 256)
+        #expect(skipping.skipped.count == 27 && skipping.trainPrompts.count + skipping.evalPrompts.count == 13)
+        files.keys.prompt = "prompt"
+        files.onBadData = .stop
+        #expect { try FileDataSource(files: files, tokenizer: tokenizer, maxPromptTokens: 256) } throws: {
+            "\($0)".contains("prefs.jsonl:2: ")
+        }
+        try FileSourceTests.write([#"{"chosen": [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hello."}], "rejected": [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "No."}]}"#,
+                                   #"{"prompt": "Hi?", "chosen": "Hello.", "rejected": "No.", "preference": "better", "safety": true}"#,
+                                   #"{"prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi?"}], "chosen": "Hello.", "rejected": "No.", "margin": 0.5}"#],
+                                  dir + "/prefs.jsonl")
+        let source = try FileDataSource(files: files, tokenizer: tokenizer, maxPromptTokens: 256)
+        // A tenth held out by the prompt's hash (the same tenth train_rm holds out), ids renumbered in each set.
+        let all = source.trainPrompts + source.evalPrompts
+        #expect(all.count == 40 && !source.evalPrompts.isEmpty && source.evalPrompts.count < 10)
+        #expect(source.trainPrompts.map(\.id) == (0..<UInt64(source.trainPrompts.count)).map { $0 })
+        let fox = try #require(all.first { $0.text == "Tell me a story about a fox number 0." })
+        #expect(fox.ids == ChatTemplate.promptIDs(fox.text, tokenizer: tokenizer) && !fox.isSafety)
+        let conversation = try #require(all.first { $0.text == "Name animal 1." })
+        #expect(conversation.ids == (try ChatTemplate.promptIDs(conversation: [.init(role: .system, content: "Be brief."), .init(role: .user, content: "Name animal 1.")],
+                                                                tokenizer: tokenizer)))
+        #expect(all.filter(\.isSafety).count == 13)
+        #expect(source.preferencePairs.map(\.level) == [nil, .better, nil] && source.preferencePairs.map(\.margin) == [nil, nil, 0.5])
+        #expect(source.preferencePairs.map(\.safety) == [false, true, false] && source.preferencePairs.allSatisfy { $0.prompt == "Hi?" })
+        #expect(source.preferencePairs[0].promptIDs == nil && source.preferencePairs[2].promptIDs != nil)
+
+        // An evaluation file: nothing held out of the training prompts.
+        try FileSourceTests.write([#"{"prompt": "Tell me a story."}"#], dir + "/eval.jsonl")
+        files.evalPrompts = dir + "/eval.jsonl"
+        let split = try FileDataSource(files: files, tokenizer: tokenizer, maxPromptTokens: 256)
+        #expect(split.trainPrompts.count == 40 && split.evalPrompts.map(\.text) == ["Tell me a story."])
+        // A prompt the model's context cannot hold is a bad line.
+        #expect { try FileDataSource(files: files, tokenizer: tokenizer, maxPromptTokens: 8) } throws: {
+            "\($0)".contains("prompts.jsonl:1: the prompt is")
+        }
+    }
+
+    @Test func theTaskJudgeCommandJudgesAsTheAnnotatorDoes() throws {
+        let task = EmbeddedTaskSource(seed: 2, tokenizer: TaskSourceTests.tokenizer, preferencePairs: 300)
+        let judge = CommandJudge(arguments: [TestKit.executable.path, "task", "judge"])
+        let items = task.preferencePairs.flatMap { [($0.prompt, $0.chosen), ($0.prompt, $0.rejected)] } + [("not a task prompt", "anything")]
+        let viaCommand = try judge.judge(items), inMemory = task.judge(items)
+        #expect(viaCommand.count == 601 && viaCommand == inMemory && viaCommand.last! == nil)
+        // A second batch goes to the same process.
+        #expect(try judge.judge(Array(items.prefix(3))) == Array(inMemory.prefix(3)))
+        #expect(judge.tieGap == task.tieGap && [0.05, 0.1, 0.3, 0.6].allSatisfy { judge.level(gap: $0) == task.level(gap: $0) })
+    }
+
+    /// A judge that crashes, answers nonsense or hangs fails the batch naming the command and its stderr;
+    /// the next batch starts it again.
+    @Test(arguments: [
+        (#"read line; echo '{"reward": 1}'; echo boom >&2; exit 3"#, "exited with status 3 after 1 of 2 answers; its stderr ends: boom"),
+        (#"while read line; do echo '{"reward": "high"}'; done"#, "\"reward\" is not a finite number"),
+        (#"while read line; do echo 'fine'; done"#, "answer 1 of 2 is not a JSON object: fine"),
+        (#"while read line; do echo '{"score": 1}'; done"#, "expected {\"reward\": number}"),
+        (#"sleep 30"#, "no answer within 0.5 s"),
+    ])
+    func aFailingJudgeFailsTheBatch(script: String, message: String) throws {
+        var settings = CommandJudge.Settings()
+        settings.timeoutSeconds = 0.5
+        let judge = CommandJudge(arguments: ["/bin/sh", "-c", script], settings: settings)
+        #expect { try judge.judge([("p", "a"), ("p", "b")]) } throws: { "\($0)".contains(message) && "\($0)".contains("/bin/sh -c") }
+    }
+
+    @Test func aJudgeRestartsAfterAFailure() throws {
+        let dir = try Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        // Dies on its first start (no marker file yet), serves on the second.
+        let script = #"if [ ! -e started ]; then touch started; exit 1; fi; while read line; do echo '{"reward": 0.25, "unsafe": true}'; done"#
+        let judge = CommandJudge(arguments: ["/bin/sh", "-c", script], directory: dir)
+        #expect(throws: (any Error).self) { try judge.judge([("p", "a")]) }
+        let again = try judge.judge([("p", "a"), ("p", "b")])
+        #expect(again == [Judgement(helpfulness: 0.25, unsafe: true, helpful: false), Judgement(helpfulness: 0.25, unsafe: true, helpful: false)])
     }
 }

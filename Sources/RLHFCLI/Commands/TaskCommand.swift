@@ -7,7 +7,7 @@ struct TaskCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "task",
         abstract: "The embedded task: a generated world of short stories, its prompts, and a hidden annotator.",
-        subcommands: [Generate.self]
+        subcommands: [Generate.self, Judge.self]
     )
 
     /// `rlhf task generate`: writes the task's files.
@@ -17,7 +17,10 @@ struct TaskCommand: ParsableCommand {
             discussion: """
             Files: corpus.txt (one document a line), sft.jsonl ({"prompt", "response"}), prefs.jsonl \
             ({"prompt", "chosen", "rejected", "preference", "safety"}), prompts/{train,validation,evaluation}.jsonl \
-            ({"prompt", "safety"}) and manifest.json.
+            ({"prompt", "safety"}) and manifest.json. The plan of cluster/local.yaml run from these files \
+            (cluster/files.yaml: data: {prompts: prompts/train.jsonl, eval_prompts: prompts/evaluation.jsonl, \
+            preferences: prefs.jsonl}, judge: {command: [rlhf, task, judge]}) is the embedded default's: its pairs \
+            are the first pairs of prefs.jsonl (whatever the corpus and SFT sizes).
             """
         )
 
@@ -61,6 +64,39 @@ struct TaskCommand: ParsableCommand {
                              100 * Double(safety.filter { $0.1.unsafe }.count) / Double(safety.count)))
             }
             print(String(format: "in %.1f s", Date().timeIntervalSince(started)))
+        }
+    }
+
+    /// `rlhf task judge`: the hidden annotator as a judge command, for a spec's `judge:`.
+    struct Judge: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "The embedded task's annotator as a judge command: JSON lines in, one judgement per line out.",
+            discussion: """
+            Reads {"prompt", "response"} per line on stdin (other fields are ignored) and answers each at once with \
+            {"helpfulness": number, "unsafe": bool, "helpful": bool, "reward": helpfulness - 1 if unsafe}, or \
+            {"reward": null} for a prompt that is not one of the task's. A line that is not such an object stops it \
+            (status 1) naming the line. What a spec's judge: {command: [rlhf, task, judge]} runs.
+            """
+        )
+
+        func run() throws {
+            let annotator = Annotator()
+            let out = FileHandle.standardOutput
+            var number = 0
+            while let line = readLine(strippingNewline: true) {
+                number += 1
+                guard let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+                      let prompt = object["prompt"] as? String, let response = object["response"] as? String else {
+                    printError("error: stdin line \(number): expected a JSON object with \"prompt\" and \"response\" strings")
+                    throw ExitCode.failure
+                }
+                var answer: [String: Any] = ["reward": NSNull()]
+                if let task = TaskPrompt.parse(prompt) {
+                    let j = annotator.judge(task, response)
+                    answer = ["helpfulness": j.helpfulness, "unsafe": j.unsafe, "helpful": j.helpful, "reward": j.utility]
+                }
+                try out.write(contentsOf: Data((jsonLine(answer) + "\n").utf8))
+            }
         }
     }
 }

@@ -1,0 +1,75 @@
+import Foundation
+import LlamaTraining
+import Workers
+
+/// A judge that is an external command (the spec's `judge: {command: ...}`), spoken to in JSON lines:
+/// it reads `{"prompt", "response"}` per line on stdin and answers one object per line:
+/// `{"helpfulness": number, "unsafe": bool, "helpful": bool}` (`rlhf task judge` answers so for the
+/// embedded task) or just `{"reward": number}` (then helpfulness is the reward, the answer is safe, and
+/// helpful from `helpful_above`). `{"reward": null}` says the judge cannot judge that prompt. Any other
+/// answer, a crash or a timeout fails the step, naming the command and its stderr.
+public struct CommandJudge: JudgementSource {
+    /// How the answers are read into judgements.
+    public struct Settings: Sendable, Equatable {
+        /// Helpfulness closer than this is a tie (no preference pair, half a win).
+        public var tieGap = 0.05
+        /// The gaps of LLaMA2's four levels for the preference pairs the judge labels.
+        public var levels = LevelThresholds.annotator
+        /// Helpfulness from which an answer without a `helpful` flag counts as helpful.
+        public var helpfulAbove = 0.75
+        /// Seconds one batch may take.
+        public var timeoutSeconds = 600.0
+
+        public init() {}
+    }
+
+    public let command: JSONLineCommand
+    public let settings: Settings
+
+    /// A judge running `arguments` (in `directory`).
+    public init(arguments: [String], directory: String? = nil, settings: Settings = Settings()) {
+        command = JSONLineCommand(arguments: arguments, timeoutSeconds: settings.timeoutSeconds, directory: directory)
+        self.settings = settings
+    }
+
+    public var tieGap: Double { settings.tieGap }
+
+    public func level(gap: Double) -> PreferenceLevel { settings.levels.level(gap: gap) }
+
+    public func judge(_ items: [(prompt: String, response: String)]) throws -> [Judgement?] {
+        let answers = try command.call(items.map { ["prompt": $0.prompt, "response": $0.response] })
+        return try answers.enumerated().map { i, answer in
+            do {
+                return try CommandJudge.judgement(answer, helpfulAbove: settings.helpfulAbove)
+            } catch let reason as JSONLineCommand.Failure {
+                throw JSONLineCommand.Failure(description: "judge \(command.commandLine): answer \(i + 1) of \(items.count): \(reason)")
+            }
+        }
+    }
+
+    /// One answer as a judgement (nil: the judge cannot judge it).
+    static func judgement(_ answer: [String: Any], helpfulAbove: Double) throws -> Judgement? {
+        func number(_ key: String) throws -> Double? {
+            switch answer[key] {
+            case nil, is NSNull: return nil
+            // JSONSerialization reads a number with a fraction as an NSDecimalNumber whose doubleValue can be
+            // one ulp off; its text parses to the double the judge wrote.
+            case let n as NSNumber where String(cString: n.objCType) != "c" && n.doubleValue.isFinite: return Double(n.stringValue) ?? n.doubleValue
+            case let other?: throw JSONLineCommand.Failure(description: "\"\(key)\" is not a finite number: \(other)")
+            }
+        }
+        func flag(_ key: String) throws -> Bool? {
+            switch answer[key] {
+            case nil, is NSNull: return nil
+            case let n as NSNumber where String(cString: n.objCType) == "c": return n.boolValue
+            case let other?: throw JSONLineCommand.Failure(description: "\"\(key)\" is not true or false: \(other)")
+            }
+        }
+        guard answer["helpfulness"] != nil || answer["reward"] != nil else {
+            throw JSONLineCommand.Failure(description: "expected {\"reward\": number} or {\"helpfulness\": number, \"unsafe\": bool}, got "
+                                          + String(describing: answer))
+        }
+        guard let helpfulness = try number("helpfulness") ?? number("reward") else { return nil }
+        return Judgement(helpfulness: helpfulness, unsafe: try flag("unsafe") ?? false, helpful: try flag("helpful") ?? (helpfulness >= helpfulAbove))
+    }
+}

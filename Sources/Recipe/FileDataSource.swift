@@ -1,0 +1,103 @@
+import Foundation
+import LlamaCore
+import LlamaTraining
+
+/// The spec's `data:` section: a user's prompt and preference files as the plan's sources. JSON lines
+/// as `datasets`' `to_json` writes them (gzip accepted), in the shapes `PromptRecord` and
+/// `PreferenceRecord` read, with the key names remapped by `keys`.
+public struct DataFiles: Sendable, Equatable {
+    /// Training prompts (rejection sampling, PPO).
+    public var prompts: String?
+    /// Held-out prompts of the evaluations; nil: a tenth of `prompts` is held out (by a hash of the
+    /// prompt's text, the same tenth `train_rm` holds out of the pairs).
+    public var evalPrompts: String?
+    /// The reward models' first preference pairs (`train_rm`).
+    public var preferences: String?
+    public var keys = DataKeys()
+    /// What a bad line does: stop the launch naming it, or skip it (each listed, with a count).
+    public var onBadData = BadDataPolicy.stop
+
+    public init(prompts: String? = nil, evalPrompts: String? = nil, preferences: String? = nil) {
+        self.prompts = prompts
+        self.evalPrompts = evalPrompts
+        self.preferences = preferences
+    }
+}
+
+/// Prompts and preference pairs read from `DataFiles`, their prompts in the tokenizer's chat template.
+public struct FileDataSource: PromptSource, PairSource {
+    public let trainPrompts: [PlanPrompt]
+    public let evalPrompts: [PlanPrompt]
+    public let preferencePairs: [PreferencePairText]
+    /// The bad lines skipped (with `onBadData: skip`).
+    public let skipped: [DataIssue]
+
+    /// No prompts and no pairs (a plan whose spec names none of either needs none).
+    public static let none = FileDataSource(trainPrompts: [], evalPrompts: [], preferencePairs: [], skipped: [])
+
+    private init(trainPrompts: [PlanPrompt], evalPrompts: [PlanPrompt], preferencePairs: [PreferencePairText], skipped: [DataIssue]) {
+        self.trainPrompts = trainPrompts
+        self.evalPrompts = evalPrompts
+        self.preferencePairs = preferencePairs
+        self.skipped = skipped
+    }
+
+    /// Reads `files`; prompts longer than `maxPromptTokens` are bad lines. A source it does not name is
+    /// empty (the plan takes it from elsewhere).
+    public init(files: DataFiles, tokenizer: Tokenizer, maxPromptTokens: Int) throws {
+        var skipped: [DataIssue] = []
+        func prompts(_ path: String?) throws -> [PlanPrompt] {
+            guard let path else { return [] }
+            let (records, issues) = try TrainingData.records(path, policy: files.onBadData) { object -> (PromptRecord, [Int32]) in
+                let record = try PromptRecord(object, keys: files.keys)
+                let ids = try FileDataSource.promptIDs(record.messages, tokenizer: tokenizer)
+                guard ids.count < maxPromptTokens else {
+                    throw LlamaError.invalidInput("the prompt is \(ids.count) tokens, and the model's context is \(maxPromptTokens)")
+                }
+                return (record, ids)
+            }
+            skipped += issues
+            guard !records.isEmpty else { throw LlamaError.invalidInput("\(path): no prompts") }
+            return records.enumerated().map { i, entry in
+                PlanPrompt(id: UInt64(i), text: entry.record.0.text, ids: entry.record.1, isSafety: entry.record.0.safety)
+            }
+        }
+        let all = try prompts(files.prompts)
+        if files.evalPrompts != nil || all.isEmpty {
+            trainPrompts = all
+            evalPrompts = try prompts(files.evalPrompts)
+        } else {
+            trainPrompts = all.filter { !RLHFPipeline.isHeldOut($0.text) }.enumerated().map { i, p in
+                PlanPrompt(id: UInt64(i), text: p.text, ids: p.ids, isSafety: p.isSafety)
+            }
+            evalPrompts = all.filter { RLHFPipeline.isHeldOut($0.text) }.enumerated().map { i, p in
+                PlanPrompt(id: UInt64(i), text: p.text, ids: p.ids, isSafety: p.isSafety)
+            }
+            guard !trainPrompts.isEmpty, !evalPrompts.isEmpty else {
+                throw LlamaError.invalidInput("\(files.prompts!): \(all.count) prompts are too few to hold a tenth out for evaluation (give eval_prompts)")
+            }
+        }
+        if let path = files.preferences {
+            let (records, issues) = try TrainingData.records(path, policy: files.onBadData) { object -> PreferencePairText in
+                let record = try PreferenceRecord(object, keys: files.keys)
+                let single = record.prompt.count == 1 && record.prompt[0].role == .user
+                return PreferencePairText(prompt: record.prompt.last?.content ?? "", chosen: record.chosen, rejected: record.rejected,
+                                          level: record.level, margin: record.margin, safety: record.safety,
+                                          promptIDs: single ? nil : try FileDataSource.promptIDs(record.prompt, tokenizer: tokenizer))
+            }
+            skipped += issues
+            guard !records.isEmpty else { throw LlamaError.invalidInput("\(path): no preference pairs") }
+            preferencePairs = records.map(\.record)
+        } else {
+            preferencePairs = []
+        }
+        self.skipped = skipped
+    }
+
+    /// A prompt's tokens: a lone user message as the embedded task's prompts are (LLaMA2's template
+    /// with the default system prompt where the format has one), a conversation as it is.
+    static func promptIDs(_ messages: [ChatTemplate.Message], tokenizer: Tokenizer) throws -> [Int32] {
+        if messages.count == 1, messages[0].role == .user { return ChatTemplate.promptIDs(messages[0].content, tokenizer: tokenizer) }
+        return try ChatTemplate.promptIDs(conversation: messages, tokenizer: tokenizer)
+    }
+}
