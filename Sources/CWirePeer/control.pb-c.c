@@ -1581,7 +1581,7 @@ const ProtobufCMessageDescriptor rlhf__v1__rejected_frames__descriptor =
   (ProtobufCMessageInit) rlhf__v1__rejected_frames__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCEnumValue rlhf__v1__role__enum_values_by_number[7] =
+static const ProtobufCEnumValue rlhf__v1__role__enum_values_by_number[8] =
 {
   { "ROLE_UNSPECIFIED", "RLHF__V1__ROLE__ROLE_UNSPECIFIED", 0 },
   { "GENERATOR", "RLHF__V1__ROLE__GENERATOR", 1 },
@@ -1590,16 +1590,18 @@ static const ProtobufCEnumValue rlhf__v1__role__enum_values_by_number[7] =
   { "LEARNER", "RLHF__V1__ROLE__LEARNER", 4 },
   { "REFERENCE_POLICY", "RLHF__V1__ROLE__REFERENCE_POLICY", 5 },
   { "COORDINATOR", "RLHF__V1__ROLE__COORDINATOR", 6 },
+  { "REWARD_FUNCTION", "RLHF__V1__ROLE__REWARD_FUNCTION", 7 },
 };
 static const ProtobufCIntRange rlhf__v1__role__value_ranges[] = {
-{0, 0},{0, 7}
+{0, 0},{0, 8}
 };
-static const ProtobufCEnumValueIndex rlhf__v1__role__enum_values_by_name[7] =
+static const ProtobufCEnumValueIndex rlhf__v1__role__enum_values_by_name[8] =
 {
   { "COORDINATOR", 6 },
   { "GENERATOR", 1 },
   { "LEARNER", 4 },
   { "REFERENCE_POLICY", 5 },
+  { "REWARD_FUNCTION", 7 },
   { "REWARD_MODEL", 2 },
   { "ROLE_UNSPECIFIED", 0 },
   { "SAFETY_MODEL", 3 },
@@ -1611,9 +1613,9 @@ const ProtobufCEnumDescriptor rlhf__v1__role__descriptor =
   "Role",
   "Rlhf__V1__Role",
   "rlhf.v1",
-  7,
+  8,
   rlhf__v1__role__enum_values_by_number,
-  7,
+  8,
   rlhf__v1__role__enum_values_by_name,
   1,
   rlhf__v1__role__value_ranges,

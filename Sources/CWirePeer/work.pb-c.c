@@ -367,6 +367,96 @@ void   rlhf__v1__score_result__free_unpacked
   assert(message->base.descriptor == &rlhf__v1__score_result__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   rlhf__v1__reward_item__init
+                     (Rlhf__V1__RewardItem         *message)
+{
+  static const Rlhf__V1__RewardItem init_value = RLHF__V1__REWARD_ITEM__INIT;
+  *message = init_value;
+}
+size_t rlhf__v1__reward_item__get_packed_size
+                     (const Rlhf__V1__RewardItem *message)
+{
+  assert(message->base.descriptor == &rlhf__v1__reward_item__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t rlhf__v1__reward_item__pack
+                     (const Rlhf__V1__RewardItem *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &rlhf__v1__reward_item__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t rlhf__v1__reward_item__pack_to_buffer
+                     (const Rlhf__V1__RewardItem *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &rlhf__v1__reward_item__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Rlhf__V1__RewardItem *
+       rlhf__v1__reward_item__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Rlhf__V1__RewardItem *)
+     protobuf_c_message_unpack (&rlhf__v1__reward_item__descriptor,
+                                allocator, len, data);
+}
+void   rlhf__v1__reward_item__free_unpacked
+                     (Rlhf__V1__RewardItem *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &rlhf__v1__reward_item__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   rlhf__v1__reward_request__init
+                     (Rlhf__V1__RewardRequest         *message)
+{
+  static const Rlhf__V1__RewardRequest init_value = RLHF__V1__REWARD_REQUEST__INIT;
+  *message = init_value;
+}
+size_t rlhf__v1__reward_request__get_packed_size
+                     (const Rlhf__V1__RewardRequest *message)
+{
+  assert(message->base.descriptor == &rlhf__v1__reward_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t rlhf__v1__reward_request__pack
+                     (const Rlhf__V1__RewardRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &rlhf__v1__reward_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t rlhf__v1__reward_request__pack_to_buffer
+                     (const Rlhf__V1__RewardRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &rlhf__v1__reward_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Rlhf__V1__RewardRequest *
+       rlhf__v1__reward_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Rlhf__V1__RewardRequest *)
+     protobuf_c_message_unpack (&rlhf__v1__reward_request__descriptor,
+                                allocator, len, data);
+}
+void   rlhf__v1__reward_request__free_unpacked
+                     (Rlhf__V1__RewardRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &rlhf__v1__reward_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   rlhf__v1__reference_log_prob_request__init
                      (Rlhf__V1__ReferenceLogProbRequest         *message)
 {
@@ -1353,6 +1443,134 @@ const ProtobufCMessageDescriptor rlhf__v1__score_result__descriptor =
   rlhf__v1__score_result__field_indices_by_name,
   1,  rlhf__v1__score_result__number_ranges,
   (ProtobufCMessageInit) rlhf__v1__score_result__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor rlhf__v1__reward_item__field_descriptors[5] =
+{
+  {
+    "prompt_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Rlhf__V1__RewardItem, prompt_id),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "sample_id",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Rlhf__V1__RewardItem, sample_id),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "prompt",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Rlhf__V1__RewardItem, prompt),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "response",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Rlhf__V1__RewardItem, response),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "fields_json",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Rlhf__V1__RewardItem, fields_json),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned rlhf__v1__reward_item__field_indices_by_name[] = {
+  4,   /* field[4] = fields_json */
+  2,   /* field[2] = prompt */
+  0,   /* field[0] = prompt_id */
+  3,   /* field[3] = response */
+  1,   /* field[1] = sample_id */
+};
+static const ProtobufCIntRange rlhf__v1__reward_item__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 5 }
+};
+const ProtobufCMessageDescriptor rlhf__v1__reward_item__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "rlhf.v1.RewardItem",
+  "RewardItem",
+  "Rlhf__V1__RewardItem",
+  "rlhf.v1",
+  sizeof(Rlhf__V1__RewardItem),
+  5,
+  rlhf__v1__reward_item__field_descriptors,
+  rlhf__v1__reward_item__field_indices_by_name,
+  1,  rlhf__v1__reward_item__number_ranges,
+  (ProtobufCMessageInit) rlhf__v1__reward_item__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor rlhf__v1__reward_request__field_descriptors[1] =
+{
+  {
+    "items",
+    1,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Rlhf__V1__RewardRequest, n_items),
+    offsetof(Rlhf__V1__RewardRequest, items),
+    &rlhf__v1__reward_item__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned rlhf__v1__reward_request__field_indices_by_name[] = {
+  0,   /* field[0] = items */
+};
+static const ProtobufCIntRange rlhf__v1__reward_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor rlhf__v1__reward_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "rlhf.v1.RewardRequest",
+  "RewardRequest",
+  "Rlhf__V1__RewardRequest",
+  "rlhf.v1",
+  sizeof(Rlhf__V1__RewardRequest),
+  1,
+  rlhf__v1__reward_request__field_descriptors,
+  rlhf__v1__reward_request__field_indices_by_name,
+  1,  rlhf__v1__reward_request__number_ranges,
+  (ProtobufCMessageInit) rlhf__v1__reward_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCFieldDescriptor rlhf__v1__reference_log_prob_request__field_descriptors[2] =

@@ -33,6 +33,7 @@ extension WorkerRole {
         case .safetyModel: return .safetyModel
         case .learner: return .learner
         case .referencePolicy: return .referencePolicy
+        case .rewardFunction: return .rewardFunction
         }
     }
 
@@ -44,6 +45,7 @@ extension WorkerRole {
         case .safetyModel: self = .safetyModel
         case .learner: self = .learner
         case .referencePolicy: self = .referencePolicy
+        case .rewardFunction: self = .rewardFunction
         default: return nil
         }
     }

@@ -1,10 +1,12 @@
-/// The five worker roles (and the coordinator), as the cluster's code names them.
+/// The worker roles (and the coordinator), as the cluster's code names them: LLaMA2's five, and reward
+/// functions (external commands or endpoints that score text).
 public enum WorkerRole: String, CaseIterable, Codable, Sendable {
     case generator
     case rewardModel = "reward-model"
     case safetyModel = "safety-model"
     case learner
     case referencePolicy = "reference-policy"
+    case rewardFunction = "reward-function"
 }
 
 /// A worker's health as the coordinator sees it.

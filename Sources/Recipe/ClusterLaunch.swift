@@ -327,6 +327,10 @@ public final class ClusterLaunch {
         if role == .rewardModel, let head = spec.rewardHead { arguments += ["--head", head] }
         if role == .safetyModel, let head = spec.safetyHead { arguments += ["--head", head] }
         if role == .safetyModel { arguments += ["--seed", "2"] }
+        if role == .rewardFunction, let function = spec.rewardFunction {
+            arguments += ["--reward-command", function.arguments.joined(separator: " "), "--reward-directory", function.directory,
+                          "--reward-timeout", "\(function.timeoutSeconds)"]
+        }
         if role == .learner {
             arguments += ["--state-dir", learnerStateDirectory]
             if let step = learnerRestoreStep { arguments += ["--restore-step", "\(step)"] }
@@ -415,6 +419,8 @@ public final class ClusterLaunch {
         export.tokenizerPath = tokenizerPath
         export.chatFormat = spec.chatTemplate
         pipeline.export = export
+        pipeline.evaluatesRewardFunction = spec.rewardFunction != nil
+            && spec.hosts.contains { ($0.workers[.rewardFunction] ?? 0) > 0 }
         rlhf = pipeline
         return pipeline
     }

@@ -46,9 +46,21 @@ public struct ClusterSpec: Sendable, Equatable {
             case .evaluate: return [.generator, .referencePolicy]
             // Trains on the learner, syncs to the model's workers, which then score the held-out pairs.
             case .trainRewardModel(let settings): return [.learner, settings.model]
-            // Sample, both reward models, SFT on the learner, then the round's evaluation.
-            case .rejectionSampling, .ppo: return Set(WorkerRole.allCases)
+            // Sample, the reward's sources (both reward models, the reward function), SFT on the learner, then
+            // the round's evaluation.
+            case .rejectionSampling(let settings): return Step.rolesOfRound(settings.reward, rewardModelsRetrained: settings.newPairs > 0)
+            case .ppo(let settings): return Step.rolesOfRound(settings.reward, rewardModelsRetrained: settings.newPairs > 0)
             }
+        }
+
+        /// A round's roles: generators, learner and reference always; the reward models when they weigh or are
+        /// retrained; the reward function when it weighs.
+        static func rolesOfRound(_ reward: RewardWeights?, rewardModelsRetrained: Bool) -> Set<WorkerRole> {
+            let weights = reward ?? RewardWeights()
+            var roles: Set<WorkerRole> = [.generator, .learner, .referencePolicy]
+            if weights.models > 0 || rewardModelsRetrained { roles.formUnion([.rewardModel, .safetyModel]) }
+            if weights.function > 0 { roles.insert(.rewardFunction) }
+            return roles
         }
 
         /// The step's name in a spec (`plan[i].NAME`).
@@ -122,6 +134,22 @@ public struct ClusterSpec: Sendable, Equatable {
     public var data: DataFiles?
     /// The judge of evaluations and new pairs (`judge: {command: ...}`); nil: the task's annotator.
     public var judge: JudgeCommand?
+    /// What the reward-function workers run (`reward_function: {command: ..., timeout_s}`).
+    public var rewardFunction: RewardFunctionCommand?
+
+    /// The spec's `reward_function:`: the command every reward-function worker runs, in the spec's directory
+    /// (on a remote host: the same path there).
+    public struct RewardFunctionCommand: Sendable, Equatable {
+        public var arguments: [String]
+        public var directory: String
+        public var timeoutSeconds = 600.0
+
+        public init(arguments: [String], directory: String, timeoutSeconds: Double = 600) {
+            self.arguments = arguments
+            self.directory = directory
+            self.timeoutSeconds = timeoutSeconds
+        }
+    }
 
     /// The spec's `judge:`: a command (run in the spec's directory) and how its answers are read.
     public struct JudgeCommand: Sendable, Equatable {
@@ -138,6 +166,7 @@ public struct ClusterSpec: Sendable, Equatable {
             && a.orphanTimeoutSeconds == b.orphanTimeoutSeconds
             && a.metrics == b.metrics && a.curve?.server == b.curve?.server && a.curve?.client == b.curve?.client && a.task == b.task
             && a.chatTemplate == b.chatTemplate && a.export == b.export && a.data == b.data && a.judge == b.judge
+            && a.rewardFunction == b.rewardFunction
     }
 
     /// A spec error: the key (dotted path) and why.
@@ -212,7 +241,7 @@ public struct ClusterSpec: Sendable, Equatable {
         }
         guard let top = root as? [String: Any] else { throw Invalid(key: "(file)", reason: "expected a mapping at the top level") }
         let known: Set<String> = ["coordinator", "hosts", "model", "plan", "heartbeat_ms", "orphan_timeout_s", "metrics", "curve", "task", "export",
-                                  "data", "judge"]
+                                  "data", "judge", "reward_function"]
         if let unknown = top.keys.first(where: { !known.contains($0) }) {
             throw Invalid(key: unknown, reason: "unknown key (expected one of \(known.sorted().joined(separator: ", ")))")
         }
@@ -342,7 +371,7 @@ public struct ClusterSpec: Sendable, Equatable {
             case "rs_round":
                 let key = "plan[\(i)].rs_round"
                 let args = try arguments(value, key: key, known: ["name", "prompts", "samples", "temperature", "max_new_tokens", "epochs",
-                                                                  "batch_size", "learning_rate", "new_pairs", "rm_learning_rate", "from_sft"])
+                                                                  "batch_size", "learning_rate", "new_pairs", "rm_learning_rate", "from_sft", "reward"])
                 guard let name = args["name"] as? String, !name.isEmpty else { throw Invalid(key: key + ".name", reason: "expected a name, e.g. V1") }
                 var settings = RLHFPipeline.RoundSettings(name: name)
                 settings.prompts = try positive(args, "prompts", key) ?? settings.prompts
@@ -358,6 +387,7 @@ public struct ClusterSpec: Sendable, Equatable {
                     guard let value = flag as? Bool else { throw Invalid(key: key + ".from_sft", reason: "expected true or false") }
                     settings.fromSFT = value
                 }
+                settings.reward = try rewardWeights(args["reward"], key: key + ".reward")
                 plan.append(.rejectionSampling(settings))
             case "ppo_round":
                 plan.append(.ppo(try ClusterSpec.ppoSettings(value, key: "plan[\(i)].ppo_round")))
@@ -463,6 +493,21 @@ public struct ClusterSpec: Sendable, Equatable {
         }
         if let value = top["data"] { spec.data = try dataFiles(value, baseDirectory: baseDirectory) }
         if let value = top["judge"] { spec.judge = try judgeCommand(value, baseDirectory: baseDirectory) }
+        if let value = top["reward_function"] {
+            let args = try arguments(value, key: "reward_function", known: ["command", "timeout_s"])
+            let argv = try commandWords(args["command"], key: "reward_function.command")
+            if let spaced = argv.first(where: { $0.contains(where: \.isWhitespace) }) {
+                throw Invalid(key: "reward_function.command", reason: "\"\(spaced)\" holds a space (workers take the command as words; wrap it in a script)")
+            }
+            spec.rewardFunction = RewardFunctionCommand(arguments: argv, directory: baseDirectory,
+                                                        timeoutSeconds: try number(args, "timeout_s", "reward_function", largest: 86_400) ?? 600)
+        }
+        if spec.rewardFunction == nil, let host = hosts.first(where: { ($0.workers[.rewardFunction] ?? 0) > 0 }) {
+            throw Invalid(key: "reward_function", reason: "host \(host.name) starts reward-function workers, and the spec has no reward_function: {command: ...}")
+        }
+        for (i, step) in plan.enumerated() where step.neededRoles.contains(.rewardFunction) && spec.rewardFunction == nil {
+            throw Invalid(key: "plan[\(i)].\(step.kind).reward.function", reason: "a reward function weighs, and the spec has no reward_function: {command: ...}")
+        }
         // Refused before anything starts: a step whose role no host starts would wait for ever.
         let started = Set(hosts.flatMap { $0.workers.filter { $0.value > 0 }.keys })
         for (i, step) in plan.enumerated() {
@@ -520,19 +565,25 @@ public struct ClusterSpec: Sendable, Equatable {
         return files
     }
 
-    /// The `judge:` section: `{command: [ARGV...] | "shell words", tie_gap, levels: [3 gaps], helpful_above, timeout_s}`.
-    static func judgeCommand(_ value: Any, baseDirectory: String) throws -> JudgeCommand {
-        let args = try arguments(value, key: "judge", known: ["command", "tie_gap", "levels", "helpful_above", "timeout_s"])
+    /// A command as a list of words, or one string of words.
+    static func commandWords(_ value: Any?, key: String) throws -> [String] {
         let argv: [String]
-        switch args["command"] {
+        switch value {
         case let line as String:
             argv = line.split(whereSeparator: \.isWhitespace).map(String.init)
         case let list as [Any] where list.allSatisfy({ $0 is String }):
             argv = list.map { $0 as! String }
         default:
-            throw Invalid(key: "judge.command", reason: "expected the command as a list of words (or one string of words), e.g. [rlhf, task, judge]")
+            throw Invalid(key: key, reason: "expected the command as a list of words (or one string of words), e.g. [python3, score.py]")
         }
-        guard !argv.isEmpty, !argv[0].isEmpty else { throw Invalid(key: "judge.command", reason: "empty command") }
+        guard !argv.isEmpty, !argv[0].isEmpty else { throw Invalid(key: key, reason: "empty command") }
+        return argv
+    }
+
+    /// The `judge:` section: `{command: [ARGV...] | "shell words", tie_gap, levels: [3 gaps], helpful_above, timeout_s}`.
+    static func judgeCommand(_ value: Any, baseDirectory: String) throws -> JudgeCommand {
+        let args = try arguments(value, key: "judge", known: ["command", "tie_gap", "levels", "helpful_above", "timeout_s"])
+        let argv = try commandWords(args["command"], key: "judge.command")
         var judge = JudgeCommand(arguments: argv, directory: baseDirectory)
         if let gap = args["tie_gap"] {
             guard let x = number(gap), x >= 0, x.isFinite else { throw Invalid(key: "judge.tie_gap", reason: "expected a number >= 0, got \(describe(gap))") }
@@ -557,7 +608,7 @@ public struct ClusterSpec: Sendable, Equatable {
     static func ppoSettings(_ value: Any, key: String) throws -> RLHFPipeline.PPOSettings {
         let args = try arguments(value, key: key, known: ["name", "iterations", "rollouts", "mini_batch", "epochs", "learning_rate", "value_learning_rate",
                                                           "beta", "kl_estimator", "kl_target", "whitening", "temperature", "max_new_tokens",
-                                                          "gamma", "lambda", "new_pairs", "rm_every", "rm_learning_rate"])
+                                                          "gamma", "lambda", "new_pairs", "rm_every", "rm_learning_rate", "reward"])
         guard let name = args["name"] as? String, !name.isEmpty else { throw Invalid(key: key + ".name", reason: "expected a name, e.g. V5") }
         var settings = RLHFPipeline.PPOSettings(name: name)
         settings.iterations = try positive(args, "iterations", key) ?? settings.iterations
@@ -596,7 +647,22 @@ public struct ClusterSpec: Sendable, Equatable {
             }
             settings[keyPath: path] = Float(x)
         }
+        settings.reward = try rewardWeights(args["reward"], key: key + ".reward")
         return settings
+    }
+
+    /// A round's `reward: {models: W, function: W}` (weights >= 0, not both 0); nil when not given.
+    static func rewardWeights(_ value: Any?, key: String) throws -> RewardWeights? {
+        guard let value else { return nil }
+        let args = try arguments(value, key: key, known: ["models", "function"])
+        var weights = RewardWeights(models: 0, function: 0)
+        for (name, slot) in [("models", \RewardWeights.models), ("function", \RewardWeights.function)] {
+            guard let raw = args[name] else { continue }
+            guard let x = number(raw), x >= 0, x <= 1e6 else { throw Invalid(key: "\(key).\(name)", reason: "expected a weight >= 0, got \(describe(raw))") }
+            weights[keyPath: slot] = x
+        }
+        guard weights.models > 0 || weights.function > 0 else { throw Invalid(key: key, reason: "every weight is 0: the round would have no reward") }
+        return weights
     }
 
     /// A step's (or section's) arguments as a mapping, every key known.

@@ -3,7 +3,7 @@ import Distributed
 import Wire
 import Workers
 
-/// The five role pools as distributed actors. Each is the address "a worker of this role"
+/// The role pools as distributed actors. Each is the address "a worker of this role"
 /// (`ClusterActorID.pool`): a call to it is carried by the coordinator's pool router, and the
 /// dispatcher's load balancer picks the worker. A plan step asks for "a generator" and gets one.
 public struct WorkerPools: Sendable {
@@ -12,6 +12,7 @@ public struct WorkerPools: Sendable {
     public let safetyModel: SafetyModel
     public let referencePolicy: ReferencePolicy
     public let learner: Learner
+    public let rewardFunction: RewardFunction
 
     /// The pools reachable through `actorSystem` (the coordinator's).
     public init(actorSystem: ClusterActorSystem) throws {
@@ -20,6 +21,7 @@ public struct WorkerPools: Sendable {
         safetyModel = try SafetyModel.resolve(id: .pool(.safetyModel), using: actorSystem)
         referencePolicy = try ReferencePolicy.resolve(id: .pool(.referencePolicy), using: actorSystem)
         learner = try Learner.resolve(id: .pool(.learner), using: actorSystem)
+        rewardFunction = try RewardFunction.resolve(id: .pool(.rewardFunction), using: actorSystem)
     }
 }
 
@@ -67,6 +69,21 @@ extension Coordinator {
         return try zip(parts, answers).flatMap { part, answer -> [Float] in
             guard answer.values.count == part.count else {
                 throw CoordinatorError.taskFailed("the \(model.rawValue) returned \(answer.values.count) scores for \(part.count) sequences")
+            }
+            return answer.values
+        }
+    }
+
+    /// Rewards of `items` from the reward-function workers, `perTask` answers per call; one reward per
+    /// item, in order. A call of a worker that dies is re-dispatched to another; a command that fails
+    /// fails the call with its message (never a made-up reward).
+    public func functionRewards(_ items: [RewardItem], perTask: Int = 16, timeoutSeconds: Double = 900) throws -> [Float] {
+        let parts = Coordinator.chunked(items, perTask)
+        let function = try pools().rewardFunction
+        let answers = try fanOut(parts, timeoutSeconds: timeoutSeconds) { try await function.reward(RewardRequest(items: $0)) }
+        return try zip(parts, answers).flatMap { part, answer -> [Float] in
+            guard answer.values.count == part.count else {
+                throw CoordinatorError.taskFailed("a reward function returned \(answer.values.count) rewards for \(part.count) answers")
             }
             return answer.values
         }

@@ -59,7 +59,8 @@ public struct FileDataSource: PromptSource, PairSource {
             skipped += issues
             guard !records.isEmpty else { throw LlamaError.invalidInput("\(path): no prompts") }
             return records.enumerated().map { i, entry in
-                PlanPrompt(id: UInt64(i), text: entry.record.0.text, ids: entry.record.1, isSafety: entry.record.0.safety)
+                PlanPrompt(id: UInt64(i), text: entry.record.0.text, ids: entry.record.1, isSafety: entry.record.0.safety,
+                           fieldsJSON: String(decoding: entry.record.0.extras, as: UTF8.self))
             }
         }
         let all = try prompts(files.prompts)
@@ -67,12 +68,15 @@ public struct FileDataSource: PromptSource, PairSource {
             trainPrompts = all
             evalPrompts = try prompts(files.evalPrompts)
         } else {
-            trainPrompts = all.filter { !RLHFPipeline.isHeldOut($0.text) }.enumerated().map { i, p in
-                PlanPrompt(id: UInt64(i), text: p.text, ids: p.ids, isSafety: p.isSafety)
+            func renumbered(_ prompts: [PlanPrompt]) -> [PlanPrompt] {
+                prompts.enumerated().map { i, p in
+                    var prompt = p
+                    prompt.id = UInt64(i)
+                    return prompt
+                }
             }
-            evalPrompts = all.filter { RLHFPipeline.isHeldOut($0.text) }.enumerated().map { i, p in
-                PlanPrompt(id: UInt64(i), text: p.text, ids: p.ids, isSafety: p.isSafety)
-            }
+            trainPrompts = renumbered(all.filter { !RLHFPipeline.isHeldOut($0.text) })
+            evalPrompts = renumbered(all.filter { RLHFPipeline.isHeldOut($0.text) })
             guard !trainPrompts.isEmpty, !evalPrompts.isEmpty else {
                 throw LlamaError.invalidInput("\(files.prompts!): \(all.count) prompts are too few to hold a tenth out for evaluation (give eval_prompts)")
             }

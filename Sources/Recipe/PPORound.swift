@@ -9,6 +9,8 @@ extension RLHFPipeline {
     /// Settings of a PPO round (LLaMA2's RLHF-V5 after rejection sampling).
     public struct PPOSettings: Codable, Sendable, Equatable {
         public var name: String
+        /// The reward's sources and weights (nil: the reward models alone).
+        public var reward: RewardWeights?
         /// PPO iterations: each a fresh batch of rollouts, then one learner iteration on them.
         public var iterations = 20
         /// Rollouts per iteration (one prompt each, drawn anew every iteration).
@@ -95,13 +97,17 @@ extension RLHFPipeline {
             guard !generated.isEmpty else { throw ClusterLaunch.Failure(message: "\(settings.name): iteration \(iteration) produced no rollout") }
             tokens += generated.reduce(0) { $0 + $1.sample.tokens.count }
             let sequences = generated.enumerated().map { i, g in sequence(UInt64(i), g.prompt.ids, g.sample.tokens) }
-            let helpfulness = try coordinator.score(sequences, model: .rewardModel, perTask: 16)
-            let safety = try coordinator.score(sequences, model: .safetyModel, perTask: 16)
+            let weights = settings.reward ?? RewardWeights()
+            let none = [Float](repeating: 0, count: sequences.count)
+            let helpfulness = weights.models > 0 ? try coordinator.score(sequences, model: .rewardModel, perTask: 16) : none
+            let safety = weights.models > 0 ? try coordinator.score(sequences, model: .safetyModel, perTask: 16) : none
+            let function = weights.function > 0 ? try functionRewards(generated) : nil
             let referenceVersion = coordinator.workers().first { $0.registration.role == .referencePolicy && $0.health == .healthy }?.policyVersion ?? 0
             let reference = try coordinator.referenceLogProbs(sequences, policyVersion: referenceVersion)
-            let (combined, hitRate) = gate.combine(helpfulness: helpfulness, safety: safety,
-                                                   isSafetyPrompt: generated.map(\.prompt.isSafety))
-            gateHits += hitRate
+            let (gated, hitRate) = gate.combine(helpfulness: helpfulness, safety: safety,
+                                                isSafetyPrompt: generated.map(\.prompt.isSafety))
+            let combined = weights.combine(gated: gated, function: function, count: generated.count)
+            gateHits += weights.models > 0 ? hitRate : 0
             let scores = whitener.whiten(combined)
             let beta = controller?.beta ?? settings.beta
             var rewards: [Float] = [], kls: [Double] = []
@@ -145,8 +151,9 @@ extension RLHFPipeline {
                     "gradient_steps": stats.gradientSteps, "annotator_utility": figures.annotatorUtility,
                     "tokens_per_second": Double(tokens) / max(1e-9, sampleSeconds)])
             for (i, g) in generated.enumerated() {
-                let record: [String: Any] = ["prompt_id": g.sample.promptID, "sample_id": (iteration - 1) * settings.rollouts + i,
+                var record: [String: Any] = ["prompt_id": g.sample.promptID, "sample_id": (iteration - 1) * settings.rollouts + i,
                                              "iteration": iteration, "policy_version": version, "reward": combined[i], "kl": kls[i]]
+                if let function { record["function_reward"] = Double(function[i]) }
                 rollouts += String(decoding: try JSONSerialization.data(withJSONObject: record, options: [.sortedKeys]), as: UTF8.self) + "\n"
             }
             if iteration == 1 || iteration == settings.iterations || iteration % max(1, settings.iterations / 5) == 0 {

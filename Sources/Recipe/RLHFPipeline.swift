@@ -47,6 +47,8 @@ public final class RLHFPipeline {
         public var fromSFT = false
         public var batchSize = 16
         public var learningRate: Float = 1e-4
+        /// The reward's sources and weights (nil: the reward models alone).
+        public var reward: RewardWeights?
         public init(name: String) { self.name = name }
     }
 
@@ -74,9 +76,12 @@ public final class RLHFPipeline {
         public var tokensPerSecond: Double
         public var seconds: Double
         public var policyVersion: UInt64
+        /// The mean reward the spec's reward function gives the evaluation's answers (nil: no function).
+        public var functionReward: Double? = nil
 
         enum CodingKeys: String, CodingKey {
             case name, helpfulness, kl, seconds
+            case functionReward = "function_reward"
             case winRateVsSFT = "win_rate_vs_sft"
             case helpfulRate = "helpful_rate"
             case unsafeRate = "unsafe_rate"
@@ -111,6 +116,8 @@ public final class RLHFPipeline {
     private let metrics: FileHandle?
     /// How each round's policy is written (`export:` in the spec).
     public var export = PolicyExport()
+    /// Whether evaluations also ask the reward-function workers (the spec has a reward function).
+    public var evaluatesRewardFunction = false
 
     /// A pipeline on `coordinator` over `context`, writing to `runDirectory`, for a policy of `config`.
     public init(coordinator: Coordinator, context: TaskContext, config: LlamaConfig, runDirectory: String, report: @escaping (String) -> Void) throws {
@@ -364,20 +371,26 @@ public final class RLHFPipeline {
             }
         }
         let tokens = generated.reduce(0) { $0 + $1.sample.tokens.count }
-        let figures = Figures(name: name, winRateVsSFT: wins / Double(max(1, generated.count)), helpfulness: helpfulness / Double(max(1, stories)),
+        let measured = Figures(name: name, winRateVsSFT: wins / Double(max(1, generated.count)), helpfulness: helpfulness / Double(max(1, stories)),
                               helpfulRate: Double(helpful) / Double(max(1, stories)), unsafeRate: Double(unsafe) / Double(max(1, safety)),
                               rewardMean: rewardMean, kl: kl, gateHitRate: gateHitRate,
                               tokensPerSecond: tokensPerSecond ?? Double(tokens) / max(1e-9, Date().timeIntervalSince(started)),
                               seconds: seconds ?? Date().timeIntervalSince(started), policyVersion: version)
+        var figures = measured
+        if evaluatesRewardFunction && !generated.isEmpty {
+            figures.functionReward = try functionRewards(generated).reduce(0.0) { $0 + Double($1) } / Double(generated.count)
+        }
         if sft == nil { sft = figures } else { rounds.append(figures) }
         coordinator.setTrainingSignals(rewardMean: rewardMean, kl: kl)
         metric(["stage": "evaluate", "name": name, "win_rate_vs_sft": figures.winRateVsSFT, "helpfulness": figures.helpfulness,
-                "helpful_rate": figures.helpfulRate, "unsafe_rate": figures.unsafeRate, "kl": kl, "policy_version": version])
+                "helpful_rate": figures.helpfulRate, "unsafe_rate": figures.unsafeRate, "kl": kl, "policy_version": version,
+                "function_reward": figures.functionReward ?? NSNull()])
         // The win rate's standard error over the compared answers (ties count half).
         let standardError = (figures.winRateVsSFT * (1 - figures.winRateVsSFT) / Double(max(1, generated.count))).squareRoot()
         report(String(format: "%@: win rate vs SFT %.1f%% (±%.1f, %d answers), helpfulness %.3f (helpful %.1f%%), unsafe %.1f%% of %d safety answers, KL %.3f",
                       name, 100 * figures.winRateVsSFT, 100 * standardError, generated.count, figures.helpfulness, 100 * figures.helpfulRate,
-                      100 * figures.unsafeRate, safety, kl))
+                      100 * figures.unsafeRate, safety, kl)
+               + (figures.functionReward.map { String(format: ", reward function %.3f", $0) } ?? ""))
         try writeSummary()
         return figures
     }
@@ -405,8 +418,12 @@ public final class RLHFPipeline {
         let tokens = generated.reduce(0) { $0 + $1.sample.tokens.count }
         let sequences = generated.enumerated().map { i, g in sequence(UInt64(i), g.prompt.ids, g.sample.tokens) }
         coordinator.setProgress(PlanStage(.score, round: settings.name))
-        var helpfulness = try coordinator.score(sequences, model: .rewardModel, perTask: 16)
-        var safety = try coordinator.score(sequences, model: .safetyModel, perTask: 16)
+        let weights = settings.reward ?? RewardWeights()
+        let useModels = weights.models > 0 || settings.newPairs > 0
+        let none = [Float](repeating: 0, count: sequences.count)
+        var helpfulness = useModels ? try coordinator.score(sequences, model: .rewardModel, perTask: 16) : none
+        var safety = useModels ? try coordinator.score(sequences, model: .safetyModel, perTask: 16) : none
+        let function = weights.function > 0 ? try functionRewards(generated) : nil
         if settings.newPairs > 0 {
             try retrainRewardModels(name: settings.name, newPairs: settings.newPairs, learningRate: settings.rewardLearningRate,
                                     seed: UInt64(round), generated: generated.map(\.sample),
@@ -415,8 +432,9 @@ public final class RLHFPipeline {
             helpfulness = try coordinator.score(sequences, model: .rewardModel, perTask: 16)
             safety = try coordinator.score(sequences, model: .safetyModel, perTask: 16)
         }
-        let (rewards, gateHits) = gate.combine(helpfulness: helpfulness, safety: safety,
-                                               isSafetyPrompt: generated.map(\.prompt.isSafety))
+        let (gated, gateHits) = gate.combine(helpfulness: helpfulness, safety: safety,
+                                             isSafetyPrompt: generated.map(\.prompt.isSafety))
+        let rewards = weights.combine(gated: gated, function: function, count: generated.count)
         let candidates = generated.enumerated().map { i, g in
             Candidate(promptID: g.sample.promptID, sampleID: g.sample.index, round: round, responseIDs: g.sample.tokens, reward: rewards[i])
         }
@@ -427,9 +445,10 @@ public final class RLHFPipeline {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         var lines = ""
         for (i, c) in candidates.enumerated() {
-            let record: [String: Any] = ["prompt_id": c.promptID, "sample_id": c.sampleID, "seed": seed, "policy_version": version,
+            var record: [String: Any] = ["prompt_id": c.promptID, "sample_id": c.sampleID, "seed": seed, "policy_version": version,
                                          "reward": rewards[i], "helpfulness_score": Double(helpfulness[i]), "safety": Double(safety[i]),
                                          "kept": keptKeys.contains("\(c.promptID)/\(c.sampleID)"), "response": context.text(c.responseIDs)]
+            if let function { record["function_reward"] = Double(function[i]) }
             lines += String(decoding: try JSONSerialization.data(withJSONObject: record, options: [.sortedKeys]), as: UTF8.self) + "\n"
         }
         try Data(lines.utf8).write(to: URL(fileURLWithPath: directory + "/samples.jsonl"))
@@ -484,6 +503,14 @@ public final class RLHFPipeline {
                       settings.fromSFT ? " of the SFT model anew" : "", training.count, steps, current))
         try evaluate(name: settings.name, settings: evaluation, rewardMean: rewardMean, gateHitRate: gateHits,
                      tokensPerSecond: Double(tokens) / max(1e-9, generateSeconds), seconds: Date().timeIntervalSince(started))
+    }
+
+    /// The reward-function workers' rewards of drawn answers (with each prompt's record fields), in order.
+    func functionRewards(_ drawn: [Drawn]) throws -> [Float] {
+        try coordinator.functionRewards(drawn.map { d in
+            RewardItem(promptID: d.prompt.id, sampleID: UInt64(d.sample.index), prompt: d.prompt.text, response: context.text(d.sample.tokens),
+                       fieldsJSON: d.prompt.fieldsJSON)
+        })
     }
 
     /// A preference pair of two judged answers to `prompt`, ordered by utility and labelled with the

@@ -12,12 +12,16 @@ public struct PlanPrompt: Sendable, Equatable {
     public var text: String
     public var ids: [Int32]
     public var isSafety: Bool
+    /// The prompt record's other fields (labels, ground truth) as a JSON object's text, handed to reward
+    /// functions with each answer.
+    public var fieldsJSON: String
 
-    public init(id: UInt64, text: String, ids: [Int32], isSafety: Bool) {
+    public init(id: UInt64, text: String, ids: [Int32], isSafety: Bool, fieldsJSON: String = "{}") {
         self.id = id
         self.text = text
         self.ids = ids
         self.isSafety = isSafety
+        self.fieldsJSON = fieldsJSON
     }
 }
 
@@ -134,5 +138,25 @@ public struct LevelThresholds: Sendable, Equatable, Codable {
         if gap >= better { return .better }
         if gap >= slightlyBetter { return .slightlyBetter }
         return .negligiblyBetter
+    }
+}
+
+/// What a round's reward is made of: the trained reward and safety models combined by LLaMA2's safety
+/// gate, and the spec's reward function (its workers' rewards), each with a weight. The reward is
+/// `models * gated + function * f`.
+public struct RewardWeights: Codable, Sendable, Equatable {
+    public var models: Double
+    public var function: Double
+
+    public init(models: Double = 1, function: Double = 0) {
+        self.models = models
+        self.function = function
+    }
+
+    /// The sum of the sources' rewards, each weighted; a source of weight 0 is not asked.
+    public func combine(gated: [Double]?, function rewards: [Float]?, count: Int) -> [Double] {
+        (0..<count).map { i in
+            (models == 0 ? 0 : models * (gated?[i] ?? 0)) + (function == 0 ? 0 : function * Double(rewards?[i] ?? 0))
+        }
     }
 }

@@ -90,7 +90,7 @@ import Wire
     /// Each role, seen from a coordinator that sends it garbage: a worker process registers with this
     /// test's ROUTER, gets bad frames of every kind, answers or drops each, and then still serves a
     /// valid request. The learner's weight server (which anyone may reach) answers garbage with errors.
-    @Test(arguments: ["generator", "reward-model", "safety-model", "reference-policy", "learner"])
+    @Test(arguments: ["generator", "reward-model", "safety-model", "reference-policy", "learner", "reward-function"])
     func aRoleKeepsServingAfterBadFrames(role: String) async throws {
         let loop = try PollLoop()
         defer { loop.shutdown() }
@@ -113,8 +113,10 @@ import Wire
             }
         }
         socketBox.withLock { $0 = router }
-        let worker = try ClusterProcessTests.spawn(["worker", "--role", role, "--coordinator", bound[0], "--id", "victim",
-                                                    "--checkpoint", RoleProcessTests.checkpoint])
+        let roleArguments = role == "reward-function"
+            ? ["--reward-command", "python3 reward.py", "--reward-directory", RLHFRunTests.repository + "/examples/animal-reward"]
+            : ["--checkpoint", RoleProcessTests.checkpoint]
+        let worker = try ClusterProcessTests.spawn(["worker", "--role", role, "--coordinator", bound[0], "--id", "victim"] + roleArguments)
         defer { if worker.isRunning { worker.terminate() } }
         #expect(TestKit.waitFor(30) { seen.withLock { $0.messages.contains { $0.type == .heartbeat } } })
         let identity = try #require(seen.withLock { $0.identity })

@@ -55,6 +55,11 @@ enum PoolCalls {
                 _ = try await ReferencePolicy.resolve(id: .pool(.referencePolicy), using: $0)
                     .logProbs(LogProbRequest(sequences: [sequence], policyVersion: 0))
             }
+        case .rewardFunction:
+            let item = RewardItem(promptID: sequence.id, sampleID: 0, prompt: "Tell me a happy story about a dog.", response: "A dog.")
+            return try await message(requestID: requestID) {
+                _ = try await RewardFunction.resolve(id: .pool(.rewardFunction), using: $0).reward(RewardRequest(items: [item]))
+            }
         case .learner:
             var batch = TrainBatch(kind: .sft)
             batch.sequences = [sequence]

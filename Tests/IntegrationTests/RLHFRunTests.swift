@@ -407,4 +407,64 @@ import Testing
         #expect((summary["rounds"] as? [[String: Any]])?.map { $0["name"] as? String } == ["V1", "V2"])
         #expect(((summary["sft"] as? [String: Any])?["helpfulness"] as? Double ?? 0) > 0.3, "the judge's figures: \(summary)")
     }
+    /// A rejection-sampling round rewarded by a reward function on two reward-function workers, one killed -9
+    /// while the round's answers are being scored: its calls go to the other, every sample is rewarded
+    /// once, with the reward its response earns, and the evaluations report the function's mean.
+    @Test func aRewardFunctionWorkerKilledMidRoundLosesNoSample() throws {
+        let dir = NSTemporaryDirectory() + "rlhf-reward-function-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        // A slow, deterministic reward (20 ms an answer): (characters of the response mod 7) / 7.
+        try """
+        import json, sys, time
+        for line in sys.stdin:
+            record = json.loads(line)
+            time.sleep(0.02)
+            print(json.dumps({"reward": (len(record["response"]) % 7) / 7}), flush=True)
+        """.write(toFile: dir + "/slow.py", atomically: true, encoding: .utf8)
+        let spec = """
+        coordinator: tcp://127.0.0.1:*
+        heartbeat_ms: 100
+        hosts:
+          - name: here
+            workers: {generator: 1, learner: 1, reference-policy: 1, reward-function: 2}
+        model: {checkpoint: \(RLHFRunTests.repository)/models/chat-world/sft.bin}
+        task: {seed: 1, eval_prompts: 24}
+        reward_function: {command: [python3, slow.py], timeout_s: 60}
+        plan:
+          - evaluate: {name: SFT}
+          - rs_round: {name: V1, prompts: 48, samples: 4, max_new_tokens: 48, from_sft: true, reward: {function: 1}}
+        """
+        try spec.write(toFile: dir + "/spec.yaml", atomically: true, encoding: .utf8)
+        let run = dir + "/run"
+        let launch = try RLHFRunTests.launch(dir + "/spec.yaml", run: run, dir: dir, name: "launch")
+        // The round (plan step 1, task ids from 2 << 32): its 48 sampling tasks done and a few of its 12 reward calls
+        // (16 answers each) answered: kill one worker.
+        let tasks = (UInt64(2) << 32) ..< (UInt64(3) << 32)
+        let reached = RLHFRunTests.wait(for: launch) { LaunchTests.journaledResults(run + "/journal.jsonl").filter { tasks.contains($0) }.count >= 50 }
+        #expect(reached, "the round's scoring never started")
+        let port = try #require(RLHFRunTests.port(run))
+        let victims = LaunchTests.pids(matching: "--coordinator tcp://127.0.0.1:\(port) --id reward-function-here-0")
+        #expect(victims.count == 1)
+        for pid in victims { kill(pid, SIGKILL) }
+        let scoredBeforeKill = LaunchTests.journaledResults(run + "/journal.jsonl").filter { tasks.contains($0) }.count
+        launch.waitUntilExit()
+        let out = (try? String(contentsOfFile: dir + "/launch.out", encoding: .utf8)) ?? ""
+        #expect(launch.terminationStatus == 0, "\(out)")
+        #expect(scoredBeforeKill < 60, "the kill came after the round's scoring had finished")
+        #expect(out.contains("reward-function-here-0"), "the run never noticed the dead worker: \(out)")
+        let samples = try RLHFRunTests.lines(run + "/rounds/V1/samples.jsonl")
+        let keys = samples.map { "\($0["prompt_id"]!)/\($0["sample_id"]!)" }
+        #expect(samples.count == 48 * 4 && Set(keys).count == samples.count)
+        for sample in samples {
+            let response = sample["response"] as? String ?? ""
+            let expected = Double(Float(Double(response.unicodeScalars.count % 7) / 7))
+            #expect(sample["function_reward"] as? Double == expected, "\(sample)")
+            #expect(sample["reward"] as? Double == expected)
+        }
+        let summary = try RLHFRunTests.json(run + "/summary.json")
+        let before = try #require((summary["sft"] as? [String: Any])?["function_reward"] as? Double)
+        let after = try #require((summary["rounds"] as? [[String: Any]])?.first?["function_reward"] as? Double)
+        #expect(before > 0 && after > 0 && out.contains("reward function"), "\(out)")
+    }
 }

@@ -263,6 +263,54 @@ import Testing
     }
 }
 
+/// The `reward_function:` section and a round's `reward:` weights.
+@Suite struct RewardSourceSpecTests {
+    static let head = SpecTests.head.replacingOccurrences(of: "learner: 1, reference-policy: 1}", with: "learner: 1, reference-policy: 1, reward-function: 2}")
+
+    @Test func aRewardFunctionAndTheRoundsWeightsAreParsed() throws {
+        let spec = try ClusterSpec.parse(RewardSourceSpecTests.head + """
+        task: {seed: 1}
+        reward_function: {command: [python3, score.py, --strict], timeout_s: 30}
+        plan:
+          - rs_round: {name: V1, reward: {function: 1}}
+          - ppo_round: {name: V2, reward: {models: 1, function: 0.5}}
+          - rs_round: {name: V3}
+        """, baseDirectory: "/data")
+        #expect(spec.rewardFunction == ClusterSpec.RewardFunctionCommand(arguments: ["python3", "score.py", "--strict"], directory: "/data",
+                                                                          timeoutSeconds: 30))
+        guard case let .rejectionSampling(v1) = spec.plan[0], case let .ppo(v2) = spec.plan[1], case let .rejectionSampling(v3) = spec.plan[2] else {
+            Issue.record("\(spec.plan)")
+            return
+        }
+        #expect(v1.reward == RewardWeights(models: 0, function: 1) && v2.reward == RewardWeights(models: 1, function: 0.5) && v3.reward == nil)
+        // A round rewarded by the function alone needs no reward models; one with both needs all of them.
+        #expect(spec.plan[0].neededRoles == [.generator, .learner, .referencePolicy, .rewardFunction])
+        #expect(spec.plan[1].neededRoles == Set(WorkerRole.allCases))
+        #expect(spec.plan[2].neededRoles == [.generator, .learner, .referencePolicy, .rewardModel, .safetyModel])
+        #expect(RewardWeights(models: 2, function: 0.5).combine(gated: [1, -1], function: [4, 2], count: 2) == [4, -1])
+        let task = "task: {seed: 1}\n"
+        for (text, key) in [
+            (task + "reward_function: {command: [python3, score.py]}\nplan:\n  - rs_round: {name: V1, reward: {function: 0, models: 0}}\n", "plan[0].rs_round.reward"),
+            (task + "reward_function: {command: [python3, score.py]}\nplan:\n  - rs_round: {name: V1, reward: {function: -1}}\n", "plan[0].rs_round.reward.function"),
+            (task + "reward_function: {command: [python3, score.py]}\nplan:\n  - rs_round: {name: V1, reward: {judge: 1}}\n", "plan[0].rs_round.reward.judge"),
+            (task + "reward_function: {command: [python3, \"my score.py\"]}\n", "reward_function.command"),
+            (task + "reward_function: {command: []}\n", "reward_function.command"),
+            (task + "reward_function: {command: x, every: 2}\n", "reward_function.every"),
+            // Workers that would have nothing to run.
+            (task, "reward_function"),
+        ] {
+            do {
+                _ = try ClusterSpec.parse(RewardSourceSpecTests.head + text, baseDirectory: "/")
+                Issue.record("accepted: \(text)")
+            } catch let e as ClusterSpec.Invalid {
+                #expect(e.key == key, "\(text): \(e)")
+            }
+        }
+        // A round that weighs the function in a spec without one.
+        SpecTests.expectRefused([("task: {seed: 1}\nplan:\n  - ppo_round: {name: V1, reward: {function: 1}}\n", "plan[0].ppo_round.reward.function")])
+    }
+}
+
 /// A run directory whose RLHF steps had finished resumes from the pipeline state saved after its last
 /// step; without that state it is refused with the reason.
 @Suite struct RLHFResumeTests {

@@ -32,6 +32,13 @@ import Testing
             #expect(try ValueTests.roundTrip(ScoreRequest(sequences: ValueTests.sequences, model: model)) == ScoreRequest(sequences: ValueTests.sequences, model: model))
             #expect(try ValueTests.roundTrip(Scores(model: model, modelVersion: 3, values: [0.5, -2])) == Scores(model: model, modelVersion: 3, values: [0.5, -2]))
         }
+        let rewardRequest = RewardRequest(items: [RewardItem(promptID: 4, sampleID: 2, prompt: "Name a fox.", response: "A fox — Max.",
+                                                             fieldsJSON: #"{"label":"fox"}"#),
+                                                  RewardItem(promptID: 1 << 40, sampleID: 0, prompt: "", response: "")])
+        #expect(try ValueTests.roundTrip(rewardRequest) == rewardRequest)
+        #expect(try ValueTests.roundTrip(FunctionRewards(values: [0.5, -2, 1e-7])) == FunctionRewards(values: [0.5, -2, 1e-7]))
+        // A reward model's scores are not a reward function's rewards.
+        #expect(throws: (any Error).self) { try FunctionRewards(wirePayload: Scores(model: .rewardModel, modelVersion: 1, values: [1]).wirePayload()) }
         #expect(try ValueTests.roundTrip(LogProbRequest(sequences: ValueTests.sequences, policyVersion: 2))
                 == LogProbRequest(sequences: ValueTests.sequences, policyVersion: 2))
         let logProbs = LogProbs(values: [[-1, -2], [], [-0.5]], policyVersion: 4)

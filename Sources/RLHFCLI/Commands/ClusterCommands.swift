@@ -113,7 +113,7 @@ struct WorkerCommand: ParsableCommand {
         abstract: "Run a worker daemon that joins the coordinator at --coordinator (SIGTERM drains and leaves)."
     )
 
-    @Option(help: "generator, reward-model, safety-model, learner or reference-policy.")
+    @Option(help: "generator, reward-model, safety-model, learner, reference-policy or reward-function.")
     var role: WorkerRole
     @Option(help: "Coordinator endpoint, e.g. tcp://10.0.0.1:5555.")
     var coordinator: String
@@ -133,6 +133,12 @@ struct WorkerCommand: ParsableCommand {
     var head: String?
     @Option(help: "Seed of an initialised score head.")
     var seed: UInt64 = 1
+    @Option(help: "Reward function: the command it runs, as words (JSON lines {prompt, response, prompt_id, sample_id, ...} in, {\"reward\": number} out).")
+    var rewardCommand: String?
+    @Option(help: "Reward function: the command's working directory.")
+    var rewardDirectory: String?
+    @Option(help: "Reward function: seconds one batch may take.")
+    var rewardTimeout: Double = 600
     @Option(help: "Learner: the address consumers reach this host at (default: the address that routes to the coordinator).")
     var advertise: String?
     @Option(help: "Learner: directory its state is saved to at the end of every plan step (after-step-N/), to resume a plan without this process.")
@@ -161,6 +167,9 @@ struct WorkerCommand: ParsableCommand {
         try OptionCheck.integer(capacity, "--capacity", 1 ... 65_536)
         try OptionCheck.integer(restoreStep, "--restore-step", 0 ... 1_000_000)
         try OptionCheck.number(drainTimeout, "--drain-timeout", 0 ... 86_400)
+        try OptionCheck.number(rewardTimeout, "--reward-timeout", 0.001 ... 86_400)
+        if role == .rewardFunction && rewardCommand == nil { throw ValidationError("a reward-function worker needs --reward-command") }
+        if role != .rewardFunction && rewardCommand != nil { throw ValidationError("--reward-command is for --role reward-function") }
     }
 
     func run() throws {
@@ -180,7 +189,7 @@ struct WorkerCommand: ParsableCommand {
                 throw cliFailure(error)
             }
         }
-        if checkpoint == nil {
+        if checkpoint == nil && role != .rewardFunction {
             var logger = Logger(label: "rlhf.worker")
             logger[metadataKey: "worker"] = "\(settings.workerID)"
             logger.warning("no --checkpoint: this worker holds no model; it registers and heartbeats, and refuses every task")
@@ -214,6 +223,10 @@ struct WorkerCommand: ParsableCommand {
 
     /// The role's compute (a learner serves its weights on `loop`).
     private func makeService(loop: PollLoop) throws -> (any RoleService)? {
+        if role == .rewardFunction, let rewardCommand {
+            return try RewardFunctionService(arguments: rewardCommand.split(whereSeparator: \.isWhitespace).map(String.init),
+                                             directory: rewardDirectory, timeoutSeconds: rewardTimeout)
+        }
         guard let checkpoint else {
             // A worker without a model only registers and heartbeats (useful to test a cluster).
             return nil
@@ -228,6 +241,8 @@ struct WorkerCommand: ParsableCommand {
                                           threads: threads)
         case .referencePolicy:
             return ReferencePolicyService(weights: weights, threads: threads)
+        case .rewardFunction:
+            throw ValidationError("a reward-function worker needs --reward-command")
         case .learner:
             let host = try advertise ?? Network.localAddress(toward: coordinator)
             let curve = try curveServeKey.map {

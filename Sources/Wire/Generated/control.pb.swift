@@ -22,7 +22,7 @@ fileprivate nonisolated struct _GeneratedWithProtocGenSwiftVersion: SwiftProtobu
   typealias Version = _2
 }
 
-/// The five worker roles, and the coordinator.
+/// The worker roles, and the coordinator.
 public nonisolated enum Rlhf_V1_Role: SwiftProtobuf.Enum, Swift.CaseIterable {
   public typealias RawValue = Int
   case unspecified // = 0
@@ -32,6 +32,9 @@ public nonisolated enum Rlhf_V1_Role: SwiftProtobuf.Enum, Swift.CaseIterable {
   case learner // = 4
   case referencePolicy // = 5
   case coordinator // = 6
+
+  /// A reward function: an external command or HTTP endpoint that scores text.
+  case rewardFunction // = 7
   case UNRECOGNIZED(Int)
 
   public init() {
@@ -47,6 +50,7 @@ public nonisolated enum Rlhf_V1_Role: SwiftProtobuf.Enum, Swift.CaseIterable {
     case 4: self = .learner
     case 5: self = .referencePolicy
     case 6: self = .coordinator
+    case 7: self = .rewardFunction
     default: self = .UNRECOGNIZED(rawValue)
     }
   }
@@ -60,6 +64,7 @@ public nonisolated enum Rlhf_V1_Role: SwiftProtobuf.Enum, Swift.CaseIterable {
     case .learner: return 4
     case .referencePolicy: return 5
     case .coordinator: return 6
+    case .rewardFunction: return 7
     case .UNRECOGNIZED(let i): return i
     }
   }
@@ -73,6 +78,7 @@ public nonisolated enum Rlhf_V1_Role: SwiftProtobuf.Enum, Swift.CaseIterable {
     .learner,
     .referencePolicy,
     .coordinator,
+    .rewardFunction,
   ]
 
 }
@@ -649,7 +655,7 @@ public nonisolated struct Rlhf_V1_RejectedFrames: Sendable {
 fileprivate nonisolated let _protobuf_package = "rlhf.v1"
 
 nonisolated extension Rlhf_V1_Role: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0ROLE_UNSPECIFIED\0\u{1}GENERATOR\0\u{1}REWARD_MODEL\0\u{1}SAFETY_MODEL\0\u{1}LEARNER\0\u{1}REFERENCE_POLICY\0\u{1}COORDINATOR\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0ROLE_UNSPECIFIED\0\u{1}GENERATOR\0\u{1}REWARD_MODEL\0\u{1}SAFETY_MODEL\0\u{1}LEARNER\0\u{1}REFERENCE_POLICY\0\u{1}COORDINATOR\0\u{1}REWARD_FUNCTION\0")
 }
 
 nonisolated extension Rlhf_V1_RegisterRefusal: SwiftProtobuf._ProtoNameProviding {

@@ -229,6 +229,42 @@ public nonisolated struct Rlhf_V1_ScoreResult: Sendable {
   public init() {}
 }
 
+/// One answer for a reward function: the prompt and response as text, their ids in the round, and the
+/// prompt record's other fields (a JSON object, as the data file gave them).
+public nonisolated struct Rlhf_V1_RewardItem: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var promptID: UInt64 = 0
+
+  public var sampleID: UInt64 = 0
+
+  public var prompt: String = String()
+
+  public var response: String = String()
+
+  public var fieldsJson: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// A batch of answers for a reward-function worker; answered by a ScoreResult (model REWARD_FUNCTION,
+/// tensor frame "scores" FLOAT32 [items]).
+public nonisolated struct Rlhf_V1_RewardRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var items: [Rlhf_V1_RewardItem] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 public nonisolated struct Rlhf_V1_ReferenceLogProbRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -886,6 +922,86 @@ nonisolated extension Rlhf_V1_ScoreResult: SwiftProtobuf.Message, SwiftProtobuf.
   public static func ==(lhs: Rlhf_V1_ScoreResult, rhs: Rlhf_V1_ScoreResult) -> Bool {
     if lhs.model != rhs.model {return false}
     if lhs.modelVersion != rhs.modelVersion {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Rlhf_V1_RewardItem: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RewardItem"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}prompt_id\0\u{3}sample_id\0\u{1}prompt\0\u{1}response\0\u{3}fields_json\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.promptID) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.sampleID) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.prompt) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.response) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.fieldsJson) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.promptID != 0 {
+      try visitor.visitSingularUInt64Field(value: self.promptID, fieldNumber: 1)
+    }
+    if self.sampleID != 0 {
+      try visitor.visitSingularUInt64Field(value: self.sampleID, fieldNumber: 2)
+    }
+    if !self.prompt.isEmpty {
+      try visitor.visitSingularStringField(value: self.prompt, fieldNumber: 3)
+    }
+    if !self.response.isEmpty {
+      try visitor.visitSingularStringField(value: self.response, fieldNumber: 4)
+    }
+    if !self.fieldsJson.isEmpty {
+      try visitor.visitSingularStringField(value: self.fieldsJson, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Rlhf_V1_RewardItem, rhs: Rlhf_V1_RewardItem) -> Bool {
+    if lhs.promptID != rhs.promptID {return false}
+    if lhs.sampleID != rhs.sampleID {return false}
+    if lhs.prompt != rhs.prompt {return false}
+    if lhs.response != rhs.response {return false}
+    if lhs.fieldsJson != rhs.fieldsJson {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Rlhf_V1_RewardRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RewardRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}items\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.items) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.items.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.items, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Rlhf_V1_RewardRequest, rhs: Rlhf_V1_RewardRequest) -> Bool {
+    if lhs.items != rhs.items {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

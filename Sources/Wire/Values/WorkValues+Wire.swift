@@ -126,6 +126,44 @@ extension Scores: WireCodable {
     }
 }
 
+extension RewardRequest: WireCodable {
+    public func wirePayload() throws -> WirePayload {
+        var r = Rlhf_V1_RewardRequest()
+        r.items = items.map { item in
+            var w = Rlhf_V1_RewardItem()
+            w.promptID = item.promptID
+            w.sampleID = item.sampleID
+            w.prompt = item.prompt
+            w.response = item.response
+            w.fieldsJson = item.fieldsJSON
+            return w
+        }
+        return WirePayload(body: try protoBytes(r))
+    }
+
+    public init(wirePayload: WirePayload) throws {
+        let r = try Rlhf_V1_RewardRequest.parse(wirePayload.body)
+        self.init(items: r.items.map { RewardItem(promptID: $0.promptID, sampleID: $0.sampleID, prompt: $0.prompt, response: $0.response,
+                                                  fieldsJSON: $0.fieldsJson.isEmpty ? "{}" : $0.fieldsJson) })
+    }
+}
+
+extension FunctionRewards: WireCodable {
+    /// Body SCORE_RESULT of model REWARD_FUNCTION; tensor "scores" `(N)`.
+    public func wirePayload() throws -> WirePayload {
+        var r = Rlhf_V1_ScoreResult()
+        r.model = .rewardFunction
+        return WirePayload(body: try protoBytes(r), tensors: [WireTensor(name: "scores", floats: values)])
+    }
+
+    public init(wirePayload: WirePayload) throws {
+        let r = try Rlhf_V1_ScoreResult.parse(wirePayload.body)
+        guard r.model == .rewardFunction else { throw WireError.malformedBody("a score result of \(r.model) where a reward function's was expected") }
+        guard let tensor = wirePayload.tensor("scores") else { throw WireError.malformedBody("a reward result lacks the tensor frame \"scores\"") }
+        self.init(values: try wirePayload.floats("scores", count: tensor.bytes.count / 4, in: "a reward result"))
+    }
+}
+
 extension LogProbRequest: WireCodable {
     public func wirePayload() throws -> WirePayload {
         var r = Rlhf_V1_ReferenceLogProbRequest()

@@ -121,6 +121,38 @@ public struct Scores: Sendable, Equatable {
     }
 }
 
+/// One answer for a reward function: the prompt and response as text, their ids in the round, and the
+/// prompt record's other fields (a JSON object's text, `{}` when it has none).
+public struct RewardItem: Sendable, Equatable {
+    public var promptID: UInt64
+    public var sampleID: UInt64
+    public var prompt: String
+    public var response: String
+    public var fieldsJSON: String
+
+    public init(promptID: UInt64, sampleID: UInt64, prompt: String, response: String, fieldsJSON: String = "{}") {
+        self.promptID = promptID
+        self.sampleID = sampleID
+        self.prompt = prompt
+        self.response = response
+        self.fieldsJSON = fieldsJSON
+    }
+}
+
+/// Answers a reward-function worker scores, one reward each.
+public struct RewardRequest: Sendable, Equatable {
+    public var items: [RewardItem]
+
+    public init(items: [RewardItem]) { self.items = items }
+}
+
+/// A reward function's rewards `(N)`, in request order.
+public struct FunctionRewards: Sendable, Equatable {
+    public var values: [Float]
+
+    public init(values: [Float]) { self.values = values }
+}
+
 /// Responses whose per-token log-probabilities a reference policy of `policyVersion` computes.
 public struct LogProbRequest: Sendable, Equatable {
     public var sequences: [TokenSequence]

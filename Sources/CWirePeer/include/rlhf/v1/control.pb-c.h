@@ -32,7 +32,7 @@ typedef struct Rlhf__V1__RejectedFrames Rlhf__V1__RejectedFrames;
 /* --- enums --- */
 
 /*
- * The five worker roles, and the coordinator.
+ * The worker roles, and the coordinator.
  */
 typedef enum _Rlhf__V1__Role {
   RLHF__V1__ROLE__ROLE_UNSPECIFIED = 0,
@@ -41,7 +41,11 @@ typedef enum _Rlhf__V1__Role {
   RLHF__V1__ROLE__SAFETY_MODEL = 3,
   RLHF__V1__ROLE__LEARNER = 4,
   RLHF__V1__ROLE__REFERENCE_POLICY = 5,
-  RLHF__V1__ROLE__COORDINATOR = 6
+  RLHF__V1__ROLE__COORDINATOR = 6,
+  /*
+   * A reward function: an external command or HTTP endpoint that scores text.
+   */
+  RLHF__V1__ROLE__REWARD_FUNCTION = 7
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(RLHF__V1__ROLE)
 } Rlhf__V1__Role;
 /*

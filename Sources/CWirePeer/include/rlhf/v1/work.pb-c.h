@@ -24,6 +24,8 @@ typedef struct Rlhf__V1__GenerateResult Rlhf__V1__GenerateResult;
 typedef struct Rlhf__V1__Sequence Rlhf__V1__Sequence;
 typedef struct Rlhf__V1__ScoreRequest Rlhf__V1__ScoreRequest;
 typedef struct Rlhf__V1__ScoreResult Rlhf__V1__ScoreResult;
+typedef struct Rlhf__V1__RewardItem Rlhf__V1__RewardItem;
+typedef struct Rlhf__V1__RewardRequest Rlhf__V1__RewardRequest;
 typedef struct Rlhf__V1__ReferenceLogProbRequest Rlhf__V1__ReferenceLogProbRequest;
 typedef struct Rlhf__V1__ReferenceLogProbResult Rlhf__V1__ReferenceLogProbResult;
 typedef struct Rlhf__V1__TrainBatch Rlhf__V1__TrainBatch;
@@ -172,6 +174,39 @@ struct  Rlhf__V1__ScoreResult
 #define RLHF__V1__SCORE_RESULT__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&rlhf__v1__score_result__descriptor) \
     , RLHF__V1__ROLE__ROLE_UNSPECIFIED, 0 }
+
+
+/*
+ * One answer for a reward function: the prompt and response as text, their ids in the round, and the
+ * prompt record's other fields (a JSON object, as the data file gave them).
+ */
+struct  Rlhf__V1__RewardItem
+{
+  ProtobufCMessage base;
+  uint64_t prompt_id;
+  uint64_t sample_id;
+  char *prompt;
+  char *response;
+  char *fields_json;
+};
+#define RLHF__V1__REWARD_ITEM__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&rlhf__v1__reward_item__descriptor) \
+    , 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+
+
+/*
+ * A batch of answers for a reward-function worker; answered by a ScoreResult (model REWARD_FUNCTION,
+ * tensor frame "scores" FLOAT32 [items]).
+ */
+struct  Rlhf__V1__RewardRequest
+{
+  ProtobufCMessage base;
+  size_t n_items;
+  Rlhf__V1__RewardItem **items;
+};
+#define RLHF__V1__REWARD_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&rlhf__v1__reward_request__descriptor) \
+    , 0,NULL }
 
 
 struct  Rlhf__V1__ReferenceLogProbRequest
@@ -560,6 +595,44 @@ Rlhf__V1__ScoreResult *
 void   rlhf__v1__score_result__free_unpacked
                      (Rlhf__V1__ScoreResult *message,
                       ProtobufCAllocator *allocator);
+/* Rlhf__V1__RewardItem methods */
+void   rlhf__v1__reward_item__init
+                     (Rlhf__V1__RewardItem         *message);
+size_t rlhf__v1__reward_item__get_packed_size
+                     (const Rlhf__V1__RewardItem   *message);
+size_t rlhf__v1__reward_item__pack
+                     (const Rlhf__V1__RewardItem   *message,
+                      uint8_t             *out);
+size_t rlhf__v1__reward_item__pack_to_buffer
+                     (const Rlhf__V1__RewardItem   *message,
+                      ProtobufCBuffer     *buffer);
+Rlhf__V1__RewardItem *
+       rlhf__v1__reward_item__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   rlhf__v1__reward_item__free_unpacked
+                     (Rlhf__V1__RewardItem *message,
+                      ProtobufCAllocator *allocator);
+/* Rlhf__V1__RewardRequest methods */
+void   rlhf__v1__reward_request__init
+                     (Rlhf__V1__RewardRequest         *message);
+size_t rlhf__v1__reward_request__get_packed_size
+                     (const Rlhf__V1__RewardRequest   *message);
+size_t rlhf__v1__reward_request__pack
+                     (const Rlhf__V1__RewardRequest   *message,
+                      uint8_t             *out);
+size_t rlhf__v1__reward_request__pack_to_buffer
+                     (const Rlhf__V1__RewardRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Rlhf__V1__RewardRequest *
+       rlhf__v1__reward_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   rlhf__v1__reward_request__free_unpacked
+                     (Rlhf__V1__RewardRequest *message,
+                      ProtobufCAllocator *allocator);
 /* Rlhf__V1__ReferenceLogProbRequest methods */
 void   rlhf__v1__reference_log_prob_request__init
                      (Rlhf__V1__ReferenceLogProbRequest         *message);
@@ -776,6 +849,12 @@ typedef void (*Rlhf__V1__ScoreRequest_Closure)
 typedef void (*Rlhf__V1__ScoreResult_Closure)
                  (const Rlhf__V1__ScoreResult *message,
                   void *closure_data);
+typedef void (*Rlhf__V1__RewardItem_Closure)
+                 (const Rlhf__V1__RewardItem *message,
+                  void *closure_data);
+typedef void (*Rlhf__V1__RewardRequest_Closure)
+                 (const Rlhf__V1__RewardRequest *message,
+                  void *closure_data);
 typedef void (*Rlhf__V1__ReferenceLogProbRequest_Closure)
                  (const Rlhf__V1__ReferenceLogProbRequest *message,
                   void *closure_data);
@@ -821,6 +900,8 @@ extern const ProtobufCMessageDescriptor rlhf__v1__generate_result__descriptor;
 extern const ProtobufCMessageDescriptor rlhf__v1__sequence__descriptor;
 extern const ProtobufCMessageDescriptor rlhf__v1__score_request__descriptor;
 extern const ProtobufCMessageDescriptor rlhf__v1__score_result__descriptor;
+extern const ProtobufCMessageDescriptor rlhf__v1__reward_item__descriptor;
+extern const ProtobufCMessageDescriptor rlhf__v1__reward_request__descriptor;
 extern const ProtobufCMessageDescriptor rlhf__v1__reference_log_prob_request__descriptor;
 extern const ProtobufCMessageDescriptor rlhf__v1__reference_log_prob_result__descriptor;
 extern const ProtobufCMessageDescriptor rlhf__v1__train_batch__descriptor;
