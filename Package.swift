@@ -28,6 +28,7 @@ let package = Package(
         .package(url: "https://github.com/x-sheep/swift-property-based", from: "2.0.1"),
         .package(url: "https://github.com/adam-fowler/compress-nio", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.40.0"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
     ],
     targets: [
         .systemLibrary(
@@ -75,7 +76,9 @@ let package = Package(
         ),
         .target(
             name: "Workers",
-            dependencies: ["LlamaCore", "LlamaTraining", "RLHF", "Wire", "ClusterRuntime"],
+            dependencies: ["LlamaCore", "LlamaTraining", "RLHF", "Wire", "ClusterRuntime",
+                           // Reward functions behind an HTTP endpoint (OpenRLHF's remote reward shape).
+                           .product(name: "AsyncHTTPClient", package: "async-http-client")],
             swiftSettings: nativeCodegen
         ),
         .target(

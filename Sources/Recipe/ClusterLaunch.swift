@@ -328,8 +328,12 @@ public final class ClusterLaunch {
         if role == .safetyModel, let head = spec.safetyHead { arguments += ["--head", head] }
         if role == .safetyModel { arguments += ["--seed", "2"] }
         if role == .rewardFunction, let function = spec.rewardFunction {
-            arguments += ["--reward-command", function.arguments.joined(separator: " "), "--reward-directory", function.directory,
-                          "--reward-timeout", "\(function.timeoutSeconds)"]
+            if let endpoint = function.endpoint {
+                arguments += ["--reward-endpoint", endpoint, "--reward-label-key", spec.data?.keys.label ?? "label"]
+            } else {
+                arguments += ["--reward-command", function.arguments.joined(separator: " "), "--reward-directory", function.directory]
+            }
+            arguments += ["--reward-timeout", "\(function.timeoutSeconds)"]
         }
         if role == .learner {
             arguments += ["--state-dir", learnerStateDirectory]

@@ -140,14 +140,18 @@ public struct ClusterSpec: Sendable, Equatable {
     /// The spec's `reward_function:`: the command every reward-function worker runs, in the spec's directory
     /// (on a remote host: the same path there).
     public struct RewardFunctionCommand: Sendable, Equatable {
+        /// The command's words (empty for an endpoint).
         public var arguments: [String]
         public var directory: String
         public var timeoutSeconds = 600.0
+        /// An HTTP endpoint in OpenRLHF's remote reward shape, instead of a command.
+        public var endpoint: String?
 
-        public init(arguments: [String], directory: String, timeoutSeconds: Double = 600) {
+        public init(arguments: [String], directory: String, timeoutSeconds: Double = 600, endpoint: String? = nil) {
             self.arguments = arguments
             self.directory = directory
             self.timeoutSeconds = timeoutSeconds
+            self.endpoint = endpoint
         }
     }
 
@@ -494,13 +498,21 @@ public struct ClusterSpec: Sendable, Equatable {
         if let value = top["data"] { spec.data = try dataFiles(value, baseDirectory: baseDirectory) }
         if let value = top["judge"] { spec.judge = try judgeCommand(value, baseDirectory: baseDirectory) }
         if let value = top["reward_function"] {
-            let args = try arguments(value, key: "reward_function", known: ["command", "timeout_s"])
-            let argv = try commandWords(args["command"], key: "reward_function.command")
-            if let spaced = argv.first(where: { $0.contains(where: \.isWhitespace) }) {
-                throw Invalid(key: "reward_function.command", reason: "\"\(spaced)\" holds a space (workers take the command as words; wrap it in a script)")
+            let args = try arguments(value, key: "reward_function", known: ["command", "endpoint", "timeout_s"])
+            let timeout = try number(args, "timeout_s", "reward_function", largest: 86_400) ?? 600
+            if let endpoint = args["endpoint"] {
+                guard args["command"] == nil else { throw Invalid(key: "reward_function", reason: "give a command or an endpoint, not both") }
+                guard let url = endpoint as? String, let parsed = URL(string: url), ["http", "https"].contains(parsed.scheme ?? ""), parsed.host != nil else {
+                    throw Invalid(key: "reward_function.endpoint", reason: "expected an http:// or https:// URL, got \(describe(endpoint))")
+                }
+                spec.rewardFunction = RewardFunctionCommand(arguments: [], directory: baseDirectory, timeoutSeconds: timeout, endpoint: url)
+            } else {
+                let argv = try commandWords(args["command"], key: "reward_function.command")
+                if let spaced = argv.first(where: { $0.contains(where: \.isWhitespace) }) {
+                    throw Invalid(key: "reward_function.command", reason: "\"\(spaced)\" holds a space (workers take the command as words; wrap it in a script)")
+                }
+                spec.rewardFunction = RewardFunctionCommand(arguments: argv, directory: baseDirectory, timeoutSeconds: timeout)
             }
-            spec.rewardFunction = RewardFunctionCommand(arguments: argv, directory: baseDirectory,
-                                                        timeoutSeconds: try number(args, "timeout_s", "reward_function", largest: 86_400) ?? 600)
         }
         if spec.rewardFunction == nil, let host = hosts.first(where: { ($0.workers[.rewardFunction] ?? 0) > 0 }) {
             throw Invalid(key: "reward_function", reason: "host \(host.name) starts reward-function workers, and the spec has no reward_function: {command: ...}")
@@ -538,7 +550,7 @@ public struct ClusterSpec: Sendable, Equatable {
     /// The `data:` section.
     static func dataFiles(_ value: Any, baseDirectory: String) throws -> DataFiles {
         let args = try arguments(value, key: "data", known: ["prompts", "eval_prompts", "preferences", "prompt_key", "chosen_key", "rejected_key",
-                                                             "messages_key", "on_bad_data"])
+                                                             "messages_key", "label_key", "on_bad_data"])
         var files = DataFiles()
         func path(_ name: String) throws -> String? {
             guard let text = try text(args, name, "data") else { return nil }
@@ -556,6 +568,7 @@ public struct ClusterSpec: Sendable, Equatable {
         files.keys.chosen = try text(args, "chosen_key", "data") ?? files.keys.chosen
         files.keys.rejected = try text(args, "rejected_key", "data") ?? files.keys.rejected
         files.keys.messages = try text(args, "messages_key", "data") ?? files.keys.messages
+        files.keys.label = try text(args, "label_key", "data") ?? files.keys.label
         if let name = args["on_bad_data"] {
             guard let text = name as? String, let policy = BadDataPolicy(rawValue: text) else {
                 throw Invalid(key: "data.on_bad_data", reason: "\(describe(name)) is not stop or skip")

@@ -3,7 +3,7 @@ import Distributed
 import Wire
 
 /// The reward-function role as a distributed actor: one reward per answer, from an external command the
-/// worker runs (or an endpoint it calls). The coordinator calls `ClusterActorID.pool(.rewardFunction)`,
+/// worker runs or an HTTP endpoint it calls. The coordinator calls `ClusterActorID.pool(.rewardFunction)`,
 /// so the calls spread over every reward-function worker and are re-dispatched when one dies.
 public distributed actor RewardFunction {
     public typealias ActorSystem = ClusterActorSystem
@@ -19,5 +19,5 @@ public distributed actor RewardFunction {
     public nonisolated var unownedExecutor: UnownedSerialExecutor { actorSystem.computeExecutor.asUnownedSerialExecutor() }
 
     /// `(N)` rewards of the request's answers, in order.
-    public distributed func reward(_ request: RewardRequest) throws -> FunctionRewards { try service.reward(request) }
+    public distributed func reward(_ request: RewardRequest) async throws -> FunctionRewards { try await service.reward(request) }
 }

@@ -306,6 +306,14 @@ import Testing
                 #expect(e.key == key, "\(text): \(e)")
             }
         }
+        // An endpoint in place of the command; its labels are the data's label_key field.
+        let endpoint = try ClusterSpec.parse(RewardSourceSpecTests.head + "reward_function: {endpoint: http://10.0.0.5:5000/get_reward, timeout_s: 5}\n",
+                                             baseDirectory: "/")
+        #expect(endpoint.rewardFunction?.endpoint == "http://10.0.0.5:5000/get_reward" && endpoint.rewardFunction?.arguments == [])
+        for (text, key) in [("reward_function: {endpoint: ftp://x/y}\n", "reward_function.endpoint"),
+                            ("reward_function: {endpoint: http://x/y, command: [python3, r.py]}\n", "reward_function")] {
+            #expect { try ClusterSpec.parse(RewardSourceSpecTests.head + text, baseDirectory: "/") } throws: { ($0 as? ClusterSpec.Invalid)?.key == key }
+        }
         // A round that weighs the function in a spec without one.
         SpecTests.expectRefused([("task: {seed: 1}\nplan:\n  - ppo_round: {name: V1, reward: {function: 1}}\n", "plan[0].ppo_round.reward.function")])
     }

@@ -137,6 +137,10 @@ struct WorkerCommand: ParsableCommand {
     var rewardCommand: String?
     @Option(help: "Reward function: the command's working directory.")
     var rewardDirectory: String?
+    @Option(help: "Reward function: an HTTP endpoint in OpenRLHF's remote reward shape (POST {query, prompts, labels}, answered {rewards}), instead of a command.")
+    var rewardEndpoint: String?
+    @Option(help: "Reward function, endpoint: the prompt record's field sent as each answer's label.")
+    var rewardLabelKey = "label"
     @Option(help: "Reward function: seconds one batch may take.")
     var rewardTimeout: Double = 600
     @Option(help: "Learner: the address consumers reach this host at (default: the address that routes to the coordinator).")
@@ -168,8 +172,12 @@ struct WorkerCommand: ParsableCommand {
         try OptionCheck.integer(restoreStep, "--restore-step", 0 ... 1_000_000)
         try OptionCheck.number(drainTimeout, "--drain-timeout", 0 ... 86_400)
         try OptionCheck.number(rewardTimeout, "--reward-timeout", 0.001 ... 86_400)
-        if role == .rewardFunction && rewardCommand == nil { throw ValidationError("a reward-function worker needs --reward-command") }
-        if role != .rewardFunction && rewardCommand != nil { throw ValidationError("--reward-command is for --role reward-function") }
+        if role == .rewardFunction && (rewardCommand == nil) == (rewardEndpoint == nil) {
+            throw ValidationError("a reward-function worker needs --reward-command or --reward-endpoint (one of them)")
+        }
+        if role != .rewardFunction && (rewardCommand != nil || rewardEndpoint != nil) {
+            throw ValidationError("--reward-command and --reward-endpoint are for --role reward-function")
+        }
     }
 
     func run() throws {
@@ -227,6 +235,9 @@ struct WorkerCommand: ParsableCommand {
             return try RewardFunctionService(arguments: rewardCommand.split(whereSeparator: \.isWhitespace).map(String.init),
                                              directory: rewardDirectory, timeoutSeconds: rewardTimeout)
         }
+        if role == .rewardFunction, let rewardEndpoint {
+            return try RewardFunctionService(endpoint: rewardEndpoint, labelKey: rewardLabelKey, timeoutSeconds: rewardTimeout)
+        }
         guard let checkpoint else {
             // A worker without a model only registers and heartbeats (useful to test a cluster).
             return nil
@@ -242,7 +253,7 @@ struct WorkerCommand: ParsableCommand {
         case .referencePolicy:
             return ReferencePolicyService(weights: weights, threads: threads)
         case .rewardFunction:
-            throw ValidationError("a reward-function worker needs --reward-command")
+            throw ValidationError("a reward-function worker needs --reward-command or --reward-endpoint")
         case .learner:
             let host = try advertise ?? Network.localAddress(toward: coordinator)
             let curve = try curveServeKey.map {
