@@ -417,7 +417,8 @@ public final class ClusterLaunch {
         try tokenizer.check(against: config, path: tokenizerPath)
         // A judge command `rlhf ...` runs this program (the coordinator's, on this machine).
         let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
-        let context = try ClusterLaunch.taskContext(spec, tokenizer: tokenizer, config: config, executable: executable, report: report)
+        let context = try ClusterLaunch.taskContext(spec, tokenizer: tokenizer, config: config, executable: executable, coordinator: coordinator,
+                                                    report: report)
         let pipeline = try RLHFPipeline(coordinator: coordinator, context: context, config: config, runDirectory: runDirectory, report: report)
         var export = spec.export
         export.tokenizerPath = tokenizerPath
@@ -431,7 +432,7 @@ public final class ClusterLaunch {
 
     /// The plan's sources: the spec's data files and judge command where it gives them, the embedded
     /// task for the rest. Bad lines skipped (`on_bad_data: skip`) are reported, with their count.
-    static func taskContext(_ spec: ClusterSpec, tokenizer: Tokenizer, config: LlamaConfig, executable: String,
+    static func taskContext(_ spec: ClusterSpec, tokenizer: Tokenizer, config: LlamaConfig, executable: String, coordinator: Coordinator,
                             report: (String) -> Void) throws -> TaskContext {
         // The embedded task, made only when a source is not given otherwise.
         let needsEmbedded = spec.data?.prompts == nil || spec.data?.preferences == nil || spec.judge == nil
@@ -459,7 +460,9 @@ public final class ClusterLaunch {
         let pairs: any PairSource
         if spec.data?.preferences != nil, let files { pairs = files } else if let embedded { pairs = embedded } else { pairs = FileDataSource.none }
         let judge: any JudgementSource
-        if let command = spec.judge {
+        if let command = spec.judge, command.usesRewardFunction {
+            judge = RewardFunctionJudge(coordinator: coordinator, settings: command.settings)
+        } else if let command = spec.judge {
             var argv = command.arguments
             if argv[0] == "rlhf" { argv[0] = executable }
             judge = CommandJudge(arguments: argv, directory: command.directory, settings: command.settings)

@@ -157,8 +157,10 @@ public struct ClusterSpec: Sendable, Equatable {
 
     /// The spec's `judge:`: a command (run in the spec's directory) and how its answers are read.
     public struct JudgeCommand: Sendable, Equatable {
-        /// The argument vector; a first word `rlhf` is this executable.
+        /// The argument vector; a first word `rlhf` is this executable (empty when the reward function judges).
         public var arguments: [String]
+        /// The spec's reward function is the judge (`source: reward-function`), not a command.
+        public var usesRewardFunction = false
         /// The spec's directory.
         public var directory: String
         public var settings = CommandJudge.Settings()
@@ -517,6 +519,9 @@ public struct ClusterSpec: Sendable, Equatable {
         if spec.rewardFunction == nil, let host = hosts.first(where: { ($0.workers[.rewardFunction] ?? 0) > 0 }) {
             throw Invalid(key: "reward_function", reason: "host \(host.name) starts reward-function workers, and the spec has no reward_function: {command: ...}")
         }
+        if spec.judge?.usesRewardFunction == true && !hosts.contains(where: { ($0.workers[.rewardFunction] ?? 0) > 0 }) {
+            throw Invalid(key: "judge.source", reason: "the reward function judges, and no host starts reward-function workers (with reward_function: {command: ...})")
+        }
         for (i, step) in plan.enumerated() where step.neededRoles.contains(.rewardFunction) && spec.rewardFunction == nil {
             throw Invalid(key: "plan[\(i)].\(step.kind).reward.function", reason: "a reward function weighs, and the spec has no reward_function: {command: ...}")
         }
@@ -595,9 +600,16 @@ public struct ClusterSpec: Sendable, Equatable {
 
     /// The `judge:` section: `{command: [ARGV...] | "shell words", tie_gap, levels: [3 gaps], helpful_above, timeout_s}`.
     static func judgeCommand(_ value: Any, baseDirectory: String) throws -> JudgeCommand {
-        let args = try arguments(value, key: "judge", known: ["command", "tie_gap", "levels", "helpful_above", "timeout_s"])
-        let argv = try commandWords(args["command"], key: "judge.command")
-        var judge = JudgeCommand(arguments: argv, directory: baseDirectory)
+        let args = try arguments(value, key: "judge", known: ["command", "source", "tie_gap", "levels", "helpful_above", "timeout_s"])
+        var judge: JudgeCommand
+        switch args["source"] as? String {
+        case "reward-function" where args["command"] == nil:
+            judge = JudgeCommand(arguments: [], usesRewardFunction: true, directory: baseDirectory)
+        case nil where args["source"] == nil, "command":
+            judge = JudgeCommand(arguments: try commandWords(args["command"], key: "judge.command"), directory: baseDirectory)
+        default:
+            throw Invalid(key: "judge.source", reason: "expected command (with judge.command) or reward-function (without), got \(describe(args["source"]!))")
+        }
         if let gap = args["tie_gap"] {
             guard let x = number(gap), x >= 0, x.isFinite else { throw Invalid(key: "judge.tie_gap", reason: "expected a number >= 0, got \(describe(gap))") }
             judge.settings.tieGap = x

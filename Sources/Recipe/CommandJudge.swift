@@ -1,5 +1,7 @@
+import ClusterRuntime
 import Foundation
 import LlamaTraining
+import Wire
 import Workers
 
 /// A judge that is an external command (the spec's `judge: {command: ...}`), spoken to in JSON lines:
@@ -71,5 +73,28 @@ public struct CommandJudge: JudgementSource {
         }
         guard let helpfulness = try number("helpfulness") ?? number("reward") else { return nil }
         return Judgement(helpfulness: helpfulness, unsafe: try flag("unsafe") ?? false, helpful: try flag("helpful") ?? (helpfulness >= helpfulAbove))
+    }
+}
+
+/// The spec's reward function as the judge (`judge: {source: reward-function}`): each answer's reward is its
+/// helpfulness (safe; helpful from `helpful_above`), asked of the reward-function workers.
+public struct RewardFunctionJudge: JudgementSource {
+    let coordinator: Coordinator
+    public let settings: CommandJudge.Settings
+
+    public init(coordinator: Coordinator, settings: CommandJudge.Settings = CommandJudge.Settings()) {
+        self.coordinator = coordinator
+        self.settings = settings
+    }
+
+    public var tieGap: Double { settings.tieGap }
+
+    public func level(gap: Double) -> PreferenceLevel { settings.levels.level(gap: gap) }
+
+    public func judge(_ items: [(prompt: String, response: String)]) throws -> [Judgement?] {
+        let rewards = try coordinator.functionRewards(items.enumerated().map { i, item in
+            RewardItem(promptID: UInt64(i), sampleID: 0, prompt: item.prompt, response: item.response)
+        })
+        return rewards.map { Judgement(helpfulness: Double($0), unsafe: false, helpful: Double($0) >= settings.helpfulAbove) }
     }
 }

@@ -78,10 +78,13 @@ public final class RLHFPipeline {
         public var policyVersion: UInt64
         /// The mean reward the spec's reward function gives the evaluation's answers (nil: no function).
         public var functionReward: Double? = nil
+        /// The answers' mean length in tokens.
+        public var responseTokens: Double? = nil
 
         enum CodingKeys: String, CodingKey {
             case name, helpfulness, kl, seconds
             case functionReward = "function_reward"
+            case responseTokens = "response_tokens"
             case winRateVsSFT = "win_rate_vs_sft"
             case helpfulRate = "helpful_rate"
             case unsafeRate = "unsafe_rate"
@@ -377,6 +380,7 @@ public final class RLHFPipeline {
                               tokensPerSecond: tokensPerSecond ?? Double(tokens) / max(1e-9, Date().timeIntervalSince(started)),
                               seconds: seconds ?? Date().timeIntervalSince(started), policyVersion: version)
         var figures = measured
+        figures.responseTokens = Double(tokens) / Double(max(1, generated.count))
         if evaluatesRewardFunction && !generated.isEmpty {
             figures.functionReward = try functionRewards(generated).reduce(0.0) { $0 + Double($1) } / Double(generated.count)
         }
@@ -384,12 +388,12 @@ public final class RLHFPipeline {
         coordinator.setTrainingSignals(rewardMean: rewardMean, kl: kl)
         metric(["stage": "evaluate", "name": name, "win_rate_vs_sft": figures.winRateVsSFT, "helpfulness": figures.helpfulness,
                 "helpful_rate": figures.helpfulRate, "unsafe_rate": figures.unsafeRate, "kl": kl, "policy_version": version,
-                "function_reward": figures.functionReward ?? NSNull()])
+                "function_reward": figures.functionReward ?? NSNull(), "response_tokens": figures.responseTokens ?? 0])
         // The win rate's standard error over the compared answers (ties count half).
         let standardError = (figures.winRateVsSFT * (1 - figures.winRateVsSFT) / Double(max(1, generated.count))).squareRoot()
-        report(String(format: "%@: win rate vs SFT %.1f%% (±%.1f, %d answers), helpfulness %.3f (helpful %.1f%%), unsafe %.1f%% of %d safety answers, KL %.3f",
+        report(String(format: "%@: win rate vs SFT %.1f%% (±%.1f, %d answers), helpfulness %.3f (helpful %.1f%%), unsafe %.1f%% of %d safety answers, KL %.3f, %.1f tokens an answer",
                       name, 100 * figures.winRateVsSFT, 100 * standardError, generated.count, figures.helpfulness, 100 * figures.helpfulRate,
-                      100 * figures.unsafeRate, safety, kl)
+                      100 * figures.unsafeRate, safety, kl, figures.responseTokens ?? 0)
                + (figures.functionReward.map { String(format: ", reward function %.3f", $0) } ?? ""))
         try writeSummary()
         return figures

@@ -314,6 +314,17 @@ import Testing
                             ("reward_function: {endpoint: http://x/y, command: [python3, r.py]}\n", "reward_function")] {
             #expect { try ClusterSpec.parse(RewardSourceSpecTests.head + text, baseDirectory: "/") } throws: { ($0 as? ClusterSpec.Invalid)?.key == key }
         }
+        // The reward function as the judge.
+        let judged = try ClusterSpec.parse(RewardSourceSpecTests.head + "reward_function: {command: [python3, r.py]}\njudge: {source: reward-function, helpful_above: 0.5}\n",
+                                           baseDirectory: "/")
+        #expect(judged.judge?.usesRewardFunction == true && judged.judge?.settings.helpfulAbove == 0.5)
+        for text in ["reward_function: {command: [python3, r.py]}\njudge: {source: reward-function, command: [x]}\n",
+                     "reward_function: {command: [python3, r.py]}\njudge: {source: annotator}\n"] {
+            #expect { try ClusterSpec.parse(RewardSourceSpecTests.head + text, baseDirectory: "/") } throws: { ($0 as? ClusterSpec.Invalid)?.key == "judge.source" }
+        }
+        #expect { try ClusterSpec.parse(SpecTests.head + "judge: {source: reward-function}\n", baseDirectory: "/") } throws: {
+            ($0 as? ClusterSpec.Invalid)?.key == "judge.source"
+        }
         // A round that weighs the function in a spec without one.
         SpecTests.expectRefused([("task: {seed: 1}\nplan:\n  - ppo_round: {name: V1, reward: {function: 1}}\n", "plan[0].ppo_round.reward.function")])
     }
