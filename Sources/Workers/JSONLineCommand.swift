@@ -50,12 +50,17 @@ public final class JSONLineCommand: Sendable {
     /// The command as a shell would show it.
     public var commandLine: String { arguments.joined(separator: " ") }
 
-    /// Ends the process (it is started again by the next batch).
+    /// Ends the process (it is started again by the next batch): its stdin closed, which ends a command
+    /// that reads to the end; one still running a second later is killed with what it started. (SIGKILL,
+    /// not SIGTERM: a child spawned from a thread that blocks signals, as Dispatch's threads do, inherits
+    /// the blocked SIGTERM.)
     public func stop() {
         running.withLock { state in
             guard let current = state else { return }
             try? current.input.close()
-            if current.process.isRunning { kill(-current.process.processIdentifier, SIGTERM) }
+            let deadline = Date().addingTimeInterval(1)
+            while current.process.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.01) }
+            if current.process.isRunning { kill(-current.process.processIdentifier, SIGKILL) }
             current.process.waitUntilExit()
             state = nil
         }

@@ -37,6 +37,7 @@ import Testing
         "checkpoint init": ["checkpoint", "init", "--out", "o.bin"],
         "tokenizer train": ["tokenizer", "train", "--corpus", "c.txt", "--vocab-size", "300", "--out", "t.bin"],
         "task generate": ["task", "generate", "--out", "dir"],
+        "task judge": ["task", "judge"],
         "worker": ["worker", "--role", "generator", "--coordinator", "tcp://127.0.0.1:1"],
         "coordinator": ["coordinator"],
         "status": ["status"],
@@ -78,7 +79,8 @@ import Testing
         add("task generate", [("--seed", .seed), ("--corpus-chat-share", .number(0 ... 1)), ("--corpus-documents", .integer(0 ... 100_000_000)),
                               ("--sft-examples", .integer(0 ... 100_000_000)), ("--preference-pairs", .integer(0 ... 100_000_000))])
         add("worker", [("--threads", threads), ("--capacity", .integer(1 ... 65_536)), ("--seed", .seed), ("--restore-step", .integer(0 ... 1_000_000)),
-                       ("--drain-timeout", .number(0 ... 86_400)), ("--orphan-timeout", .number(0 ... 604_800))])
+                       ("--drain-timeout", .number(0 ... 86_400)), ("--orphan-timeout", .number(0 ... 604_800)),
+                       ("--reward-timeout", .number(0 ... 86_400, openBelow: true))])
         add("coordinator", [("--heartbeat-ms", .integer(10 ... 60_000))])
         add("status", [("--timeout", .number(0 ... 86_400, openBelow: true)), ("--interval", .number(0 ... 86_400, openBelow: true))])
         add("launch", [("--progress-every", .number(0 ... 86_400))])

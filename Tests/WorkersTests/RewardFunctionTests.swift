@@ -82,7 +82,8 @@ import Workers
 
     @Test func rewardsComeFromTheEndpointAndItsErrorsAreNamed() async throws {
         let (server, port) = try RewardEndpointTests.start()
-        defer { server.terminate() }
+        // SIGKILL: a process spawned from a test's thread may inherit a blocked SIGTERM.
+        defer { kill(server.processIdentifier, SIGKILL) }
         let service = try RewardFunctionService(endpoint: "http://127.0.0.1:\(port)/reward", labelKey: "label", timeoutSeconds: 10)
         let request = RewardFunctionTests.request(5)
         // label "fox" (3) plus the response's length.

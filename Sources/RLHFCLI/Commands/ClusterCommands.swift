@@ -171,7 +171,7 @@ struct WorkerCommand: ParsableCommand {
         try OptionCheck.integer(capacity, "--capacity", 1 ... 65_536)
         try OptionCheck.integer(restoreStep, "--restore-step", 0 ... 1_000_000)
         try OptionCheck.number(drainTimeout, "--drain-timeout", 0 ... 86_400)
-        try OptionCheck.number(rewardTimeout, "--reward-timeout", 0.001 ... 86_400)
+        try OptionCheck.number(rewardTimeout, "--reward-timeout", 0 ... 86_400, openBelow: true)
         if role == .rewardFunction && (rewardCommand == nil) == (rewardEndpoint == nil) {
             throw ValidationError("a reward-function worker needs --reward-command or --reward-endpoint (one of them)")
         }
