@@ -436,8 +436,10 @@ public final class RLHFPipeline {
             helpfulness = try coordinator.score(sequences, model: .rewardModel, perTask: 16)
             safety = try coordinator.score(sequences, model: .safetyModel, perTask: 16)
         }
-        let (gated, gateHits) = gate.combine(helpfulness: helpfulness, safety: safety,
-                                             isSafetyPrompt: generated.map(\.prompt.isSafety))
+        let (gated, gatedHits) = gate.combine(helpfulness: helpfulness, safety: safety,
+                                              isSafetyPrompt: generated.map(\.prompt.isSafety))
+        // The gate is the reward models'; a round they do not weigh in has no gate to hit.
+        let gateHits = weights.models > 0 ? gatedHits : 0
         let rewards = weights.combine(gated: gated, function: function, count: generated.count)
         let candidates = generated.enumerated().map { i, g in
             Candidate(promptID: g.sample.promptID, sampleID: g.sample.index, round: round, responseIDs: g.sample.tokens, reward: rewards[i])

@@ -170,6 +170,11 @@ public final class JSONLineCommand: Sendable {
             }
             state.pending.append(chunk)
         }
+        // Lines beyond the answers (a debug print on stdout) would be taken for the next batch's answers.
+        if !state.pending.isEmpty {
+            throw Failure(description: "\(commandLine) wrote more lines than the \(count) answers asked for (debug output belongs on stderr): "
+                          + String(decoding: state.pending.prefix(200), as: UTF8.self))
+        }
         if let error = writeError.get() {
             throw Failure(description: "\(commandLine): cannot write its input: \(error)" + stderrSummary())
         }

@@ -149,6 +149,7 @@ import TestKit
         (#"while read line; do echo 'fine'; done"#, "answer 1 of 2 is not a JSON object: fine"),
         (#"while read line; do echo '{"score": 1}'; done"#, "expected {\"reward\": number}"),
         (#"sleep 30"#, "no answer within 0.5 s"),
+        (#"read line; read line; printf '{"reward": 1}\n{"reward": 1}\n{"reward": 1}\n'"#, "wrote more lines than the 2 answers"),
     ])
     func aFailingJudgeFailsTheBatch(script: String, message: String) throws {
         var settings = CommandJudge.Settings()
