@@ -60,7 +60,10 @@ public final class JSONLineCommand: Sendable {
             try? current.input.close()
             let deadline = Date().addingTimeInterval(1)
             while current.process.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.01) }
-            if current.process.isRunning { kill(-current.process.processIdentifier, SIGKILL) }
+            if current.process.isRunning {
+                kill(-current.process.processIdentifier, SIGKILL)
+                kill(current.process.processIdentifier, SIGKILL)
+            }
             current.process.waitUntilExit()
             state = nil
         }
@@ -99,7 +102,9 @@ public final class JSONLineCommand: Sendable {
         var argv = arguments
         let executable = argv.removeFirst()
         if executable.contains("/") {
-            process.executableURL = URL(fileURLWithPath: executable)
+            // A relative path is the command's directory's, as a shell there would read it.
+            let path = executable.hasPrefix("/") || directory == nil ? executable : (directory! as NSString).appendingPathComponent(executable)
+            process.executableURL = URL(fileURLWithPath: path)
             process.arguments = argv
         } else {
             process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
@@ -148,6 +153,7 @@ public final class JSONLineCommand: Sendable {
         let watchdog = DispatchWorkItem {
             timedOut.set(true)
             kill(-process.processIdentifier, SIGKILL)
+            kill(process.processIdentifier, SIGKILL)
         }
         DispatchQueue.global().asyncAfter(deadline: .now() + timeoutSeconds, execute: watchdog)
         defer { watchdog.cancel() }

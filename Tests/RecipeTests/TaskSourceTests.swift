@@ -158,6 +158,16 @@ import TestKit
         #expect { try judge.judge([("p", "a"), ("p", "b")]) } throws: { "\($0)".contains(message) && "\($0)".contains("/bin/sh -c") }
     }
 
+    /// A relative command path is the spec directory's.
+    @Test func aRelativeCommandRunsFromItsDirectory() throws {
+        let dir = try Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try "#!/bin/sh\nwhile read line; do echo '{\"reward\": 0.5}'; done\n".write(toFile: dir + "/judge.sh", atomically: true, encoding: .utf8)
+        try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: dir + "/judge.sh")
+        let judge = CommandJudge(arguments: ["./judge.sh"], directory: dir)
+        #expect(try judge.judge([("p", "a")]) == [Judgement(helpfulness: 0.5, unsafe: false, helpful: false)])
+    }
+
     @Test func aJudgeRestartsAfterAFailure() throws {
         let dir = try Fixtures.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
