@@ -173,14 +173,15 @@ public struct Annotator: Sendable {
         return ja.helpfulness > jb.helpfulness ? .first : .second
     }
 
+    /// The smallest utility gaps of significantly better, better and slightly better pairs.
+    public static let levelGaps = (significantlyBetter: 0.5, better: 0.25, slightlyBetter: 0.1)
+
     /// LLaMA2's level for a pair whose utilities differ by `gap` (> 0).
     public static func level(gap: Double) -> Level {
-        switch gap {
-        case 0.5...: return .significantlyBetter
-        case 0.25...: return .better
-        case 0.1...: return .slightlyBetter
-        default: return .negligiblyBetter
-        }
+        if gap >= levelGaps.significantlyBetter { return .significantlyBetter }
+        if gap >= levelGaps.better { return .better }
+        if gap >= levelGaps.slightlyBetter { return .slightlyBetter }
+        return .negligiblyBetter
     }
 }
 

@@ -194,26 +194,21 @@ public enum TrainingData {
     /// loss on the answers' tokens only; a `text` record is `BOS + tokens + EOS`, all trained on.
     public static func sft(_ path: String, tokenizer: Tokenizer, seqLen: Int, policy: BadDataPolicy,
                            keys: DataKeys = DataKeys()) throws -> (sequences: [MaskedSequence], issues: [DataIssue]) {
-        var out: [MaskedSequence] = [], issues: [DataIssue] = []
-        for (number, line) in try lines(path) {
-            do {
-                let sequence: MaskedSequence
-                switch try SFTRecord(try object(try utf8(line)), keys: keys) {
-                case let .conversation(messages):
-                    let (ids, isAnswer) = try ChatTemplate.encode(messages, tokenizer: tokenizer)
-                    guard isAnswer.contains(true) else { throw LlamaError.invalidInput("no assistant answer to train on") }
-                    sequence = MaskedSequence(ids: ids, mask: isAnswer.dropFirst().map { $0 ? 1 : 0 })
-                case let .text(text):
-                    let ids = [tokenizer.bosId] + tokenizer.encode(text) + [tokenizer.eosId]
-                    sequence = MaskedSequence(ids: ids, mask: Array(repeating: 1, count: ids.count - 1))
-                }
-                guard sequence.ids.count <= seqLen else { throw LlamaError.invalidInput("\(sequence.ids.count) tokens, longer than seq_len \(seqLen)") }
-                out.append(sequence)
-            } catch {
-                try reject(DataIssue(file: path, line: number, reason: reason(error)), policy, into: &issues)
+        let (read, issues) = try records(path, policy: policy) { object -> MaskedSequence in
+            let sequence: MaskedSequence
+            switch try SFTRecord(object, keys: keys) {
+            case let .conversation(messages):
+                let (ids, isAnswer) = try ChatTemplate.encode(messages, tokenizer: tokenizer)
+                guard isAnswer.contains(true) else { throw LlamaError.invalidInput("no assistant answer to train on") }
+                sequence = MaskedSequence(ids: ids, mask: isAnswer.dropFirst().map { $0 ? 1 : 0 })
+            case let .text(text):
+                let ids = [tokenizer.bosId] + tokenizer.encode(text) + [tokenizer.eosId]
+                sequence = MaskedSequence(ids: ids, mask: Array(repeating: 1, count: ids.count - 1))
             }
+            guard sequence.ids.count <= seqLen else { throw LlamaError.invalidInput("\(sequence.ids.count) tokens, longer than seq_len \(seqLen)") }
+            return sequence
         }
-        return (out, issues)
+        return (read.map(\.record), issues)
     }
 
     /// A line as a JSON object.
@@ -230,23 +225,18 @@ public enum TrainingData {
     /// score is read at EOS).
     public static func preferences(_ path: String, tokenizer: Tokenizer, seqLen: Int, subset: PreferenceSubset = .all,
                                    policy: BadDataPolicy, keys: DataKeys = DataKeys()) throws -> (pairs: [PreferenceExample], issues: [DataIssue]) {
-        var out: [PreferenceExample] = [], issues: [DataIssue] = []
-        for (number, line) in try lines(path) {
-            do {
-                let record = try PreferenceRecord(try object(try utf8(line)), keys: keys)
-                if subset == .helpfulness && record.safety || subset == .safety && !record.safety { continue }
-                let head = try ChatTemplate.promptIDs(conversation: record.prompt, tokenizer: tokenizer)
-                let c = head + tokenizer.encode(record.chosen) + [tokenizer.eosId], r = head + tokenizer.encode(record.rejected) + [tokenizer.eosId]
-                guard max(c.count, r.count) <= seqLen else {
-                    throw LlamaError.invalidInput("\(max(c.count, r.count)) tokens, longer than seq_len \(seqLen)")
-                }
-                out.append(PreferenceExample(chosen: c, rejected: r, level: record.level, margin: record.margin, safety: record.safety,
-                                             promptLength: head.count))
-            } catch {
-                try reject(DataIssue(file: path, line: number, reason: reason(error)), policy, into: &issues)
+        let (read, issues) = try records(path, policy: policy) { object -> PreferenceExample? in
+            let record = try PreferenceRecord(object, keys: keys)
+            if subset == .helpfulness && record.safety || subset == .safety && !record.safety { return nil }
+            let head = try ChatTemplate.promptIDs(conversation: record.prompt, tokenizer: tokenizer)
+            let c = head + tokenizer.encode(record.chosen) + [tokenizer.eosId], r = head + tokenizer.encode(record.rejected) + [tokenizer.eosId]
+            guard max(c.count, r.count) <= seqLen else {
+                throw LlamaError.invalidInput("\(max(c.count, r.count)) tokens, longer than seq_len \(seqLen)")
             }
+            return PreferenceExample(chosen: c, rejected: r, level: record.level, margin: record.margin, safety: record.safety,
+                                     promptLength: head.count)
         }
-        return (out, issues)
+        return (read.compactMap(\.record), issues)
     }
 
     /// The records of a JSON-lines file (gzip accepted) read by `read`, each with its line number; a

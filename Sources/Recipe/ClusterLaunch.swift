@@ -424,8 +424,7 @@ public final class ClusterLaunch {
         export.tokenizerPath = tokenizerPath
         export.chatFormat = spec.chatTemplate
         pipeline.export = export
-        pipeline.evaluatesRewardFunction = spec.rewardFunction != nil
-            && spec.hosts.contains { ($0.workers[.rewardFunction] ?? 0) > 0 }
+        pipeline.evaluatesRewardFunction = spec.rewardFunction != nil && spec.startsRewardFunctionWorkers
         rlhf = pipeline
         return pipeline
     }

@@ -137,6 +137,9 @@ public struct ClusterSpec: Sendable, Equatable {
     /// What the reward-function workers run (`reward_function: {command: ..., timeout_s}`).
     public var rewardFunction: RewardFunctionCommand?
 
+    /// Whether a host starts reward-function workers.
+    public var startsRewardFunctionWorkers: Bool { hosts.contains { ($0.workers[.rewardFunction] ?? 0) > 0 } }
+
     /// The spec's `reward_function:`: the command every reward-function worker runs, in the spec's directory
     /// (on a remote host: the same path there).
     public struct RewardFunctionCommand: Sendable, Equatable {
@@ -519,7 +522,7 @@ public struct ClusterSpec: Sendable, Equatable {
         if spec.rewardFunction == nil, let host = hosts.first(where: { ($0.workers[.rewardFunction] ?? 0) > 0 }) {
             throw Invalid(key: "reward_function", reason: "host \(host.name) starts reward-function workers, and the spec has no reward_function: {command: ...}")
         }
-        if spec.judge?.usesRewardFunction == true && !hosts.contains(where: { ($0.workers[.rewardFunction] ?? 0) > 0 }) {
+        if spec.judge?.usesRewardFunction == true && !spec.startsRewardFunctionWorkers {
             throw Invalid(key: "judge.source", reason: "the reward function judges, and no host starts reward-function workers (with reward_function: {command: ...})")
         }
         for (i, step) in plan.enumerated() where step.neededRoles.contains(.rewardFunction) && spec.rewardFunction == nil {

@@ -1,4 +1,5 @@
 import ClusterRuntime
+import EmbeddedTask
 import Foundation
 import LlamaTraining
 import Wire
@@ -13,12 +14,12 @@ import Workers
 public struct CommandJudge: JudgementSource {
     /// How the answers are read into judgements.
     public struct Settings: Sendable, Equatable {
-        /// Helpfulness closer than this is a tie (no preference pair, half a win).
-        public var tieGap = 0.05
+        /// Helpfulness closer than this is a tie (no preference pair, half a win); the annotator's by default.
+        public var tieGap = Annotator.tieGap
         /// The gaps of LLaMA2's four levels for the preference pairs the judge labels.
         public var levels = LevelThresholds.annotator
         /// Helpfulness from which an answer without a `helpful` flag counts as helpful.
-        public var helpfulAbove = 0.75
+        public var helpfulAbove = Annotator.helpfulThreshold
         /// Seconds one batch may take.
         public var timeoutSeconds = 600.0
 
@@ -54,10 +55,11 @@ public struct CommandJudge: JudgementSource {
         func number(_ key: String) throws -> Double? {
             switch answer[key] {
             case nil, is NSNull: return nil
-            // JSONSerialization reads a number with a fraction as an NSDecimalNumber whose doubleValue can be
-            // one ulp off; its text parses to the double the judge wrote.
-            case let n as NSNumber where String(cString: n.objCType) != "c" && n.doubleValue.isFinite: return Double(n.stringValue) ?? n.doubleValue
-            case let other?: throw JSONLineCommand.Failure(description: "\"\(key)\" is not a finite number: \(other)")
+            case let value?:
+                guard let x = JSONLineCommand.finiteNumber(value) else {
+                    throw JSONLineCommand.Failure(description: "\"\(key)\" is not a finite number: \(value)")
+                }
+                return x
             }
         }
         func flag(_ key: String) throws -> Bool? {

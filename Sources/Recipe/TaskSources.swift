@@ -1,3 +1,4 @@
+import EmbeddedTask
 import LlamaTraining
 
 // What the RLHF plan works on, as three small protocols: where prompts come from, where the reward
@@ -129,8 +130,9 @@ public struct LevelThresholds: Sendable, Equatable, Codable {
         self.slightlyBetter = slightlyBetter
     }
 
-    /// The embedded annotator's: 0.5, 0.25, 0.1.
-    public static let annotator = LevelThresholds(significantlyBetter: 0.5, better: 0.25, slightlyBetter: 0.1)
+    /// The embedded annotator's (0.5, 0.25, 0.1).
+    public static let annotator = LevelThresholds(significantlyBetter: Annotator.levelGaps.significantlyBetter, better: Annotator.levelGaps.better,
+                                                  slightlyBetter: Annotator.levelGaps.slightlyBetter)
 
     /// The level of a pair whose utilities differ by `gap`.
     public func level(gap: Double) -> PreferenceLevel {

@@ -47,6 +47,15 @@ public final class JSONLineCommand: Sendable {
 
     deinit { stop() }
 
+    /// A JSON number of an answer, finite, read from its text exactly as the command wrote it
+    /// (JSONSerialization gives a number with a fraction as an NSDecimalNumber whose doubleValue can be one
+    /// ulp off); nil for anything else, booleans included.
+    public static func finiteNumber(_ value: Any?) -> Double? {
+        guard let number = value as? NSNumber, String(cString: number.objCType) != "c",
+              let x = Double(number.stringValue), x.isFinite else { return nil }
+        return x
+    }
+
     /// The command as a shell would show it.
     public var commandLine: String { arguments.joined(separator: " ") }
 

@@ -126,11 +126,9 @@ public final class RewardFunctionService: RoleService, Sendable {
         (try? JSONSerialization.jsonObject(with: Data(item.fieldsJSON.utf8)) as? [String: Any]) ?? [:]
     }
 
-    /// A JSON number that a Float holds finitely (booleans are not numbers; the value read from its text,
-    /// exactly as written).
+    /// A JSON number that a Float holds finitely.
     static func finite(_ value: Any?) -> Float? {
-        guard let number = value as? NSNumber, String(cString: number.objCType) != "c",
-              let reward = Double(number.stringValue), reward.isFinite, Float(reward).isFinite else { return nil }
+        guard let reward = JSONLineCommand.finiteNumber(value), Float(reward).isFinite else { return nil }
         return Float(reward)
     }
 
