@@ -2577,7 +2577,7 @@ const ProtobufCMessageDescriptor rlhf__v1__remote_reply__descriptor =
   (ProtobufCMessageInit) rlhf__v1__remote_reply__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCEnumValue rlhf__v1__train_kind__enum_values_by_number[6] =
+static const ProtobufCEnumValue rlhf__v1__train_kind__enum_values_by_number[7] =
 {
   { "TRAIN_KIND_UNSPECIFIED", "RLHF__V1__TRAIN_KIND__TRAIN_KIND_UNSPECIFIED", 0 },
   { "SFT", "RLHF__V1__TRAIN_KIND__SFT", 1 },
@@ -2585,13 +2585,15 @@ static const ProtobufCEnumValue rlhf__v1__train_kind__enum_values_by_number[6] =
   { "PPO", "RLHF__V1__TRAIN_KIND__PPO", 3 },
   { "SAVE_STATE", "RLHF__V1__TRAIN_KIND__SAVE_STATE", 4 },
   { "ANNOUNCE_ALL", "RLHF__V1__TRAIN_KIND__ANNOUNCE_ALL", 5 },
+  { "MARK_INITIAL", "RLHF__V1__TRAIN_KIND__MARK_INITIAL", 6 },
 };
 static const ProtobufCIntRange rlhf__v1__train_kind__value_ranges[] = {
-{0, 0},{0, 6}
+{0, 0},{0, 7}
 };
-static const ProtobufCEnumValueIndex rlhf__v1__train_kind__enum_values_by_name[6] =
+static const ProtobufCEnumValueIndex rlhf__v1__train_kind__enum_values_by_name[7] =
 {
   { "ANNOUNCE_ALL", 5 },
+  { "MARK_INITIAL", 6 },
   { "PPO", 3 },
   { "REWARD_RANKING", 2 },
   { "SAVE_STATE", 4 },
@@ -2605,9 +2607,9 @@ const ProtobufCEnumDescriptor rlhf__v1__train_kind__descriptor =
   "TrainKind",
   "Rlhf__V1__TrainKind",
   "rlhf.v1",
-  6,
+  7,
   rlhf__v1__train_kind__enum_values_by_number,
-  6,
+  7,
   rlhf__v1__train_kind__enum_values_by_name,
   1,
   rlhf__v1__train_kind__value_ranges,

@@ -449,6 +449,13 @@ public final class Coordinator: @unchecked Sendable {
     /// The last weight version announced to each role that follows the learner.
     public var latestAnnouncements: [WorkerRole: WeightAnnouncement] { shared.state.withLock { $0.latest } }
 
+    /// The version the reference-policy workers hold: the last announced to them (the chat model of a
+    /// plan's SFT step), else a healthy one's (the checkpoint's).
+    public var referenceVersion: UInt64 {
+        latestAnnouncements[.referencePolicy]?.policyVersion
+            ?? workers().first { $0.registration.role == .referencePolicy && $0.health == .healthy }?.policyVersion ?? 0
+    }
+
     /// Sets what `rlhf status` reports as the plan's stage, round and step.
     public func setProgress(_ stage: PlanStage, round: UInt32? = nil, step: UInt64? = nil) {
         shared.state.withLock { s in

@@ -195,20 +195,27 @@ public enum TrainingData {
     public static func sft(_ path: String, tokenizer: Tokenizer, seqLen: Int, policy: BadDataPolicy,
                            keys: DataKeys = DataKeys()) throws -> (sequences: [MaskedSequence], issues: [DataIssue]) {
         let (read, issues) = try records(path, policy: policy) { object -> MaskedSequence in
-            let sequence: MaskedSequence
-            switch try SFTRecord(object, keys: keys) {
-            case let .conversation(messages):
-                let (ids, isAnswer) = try ChatTemplate.encode(messages, tokenizer: tokenizer)
-                guard isAnswer.contains(true) else { throw LlamaError.invalidInput("no assistant answer to train on") }
-                sequence = MaskedSequence(ids: ids, mask: isAnswer.dropFirst().map { $0 ? 1 : 0 })
-            case let .text(text):
-                let ids = [tokenizer.bosId] + tokenizer.encode(text) + [tokenizer.eosId]
-                sequence = MaskedSequence(ids: ids, mask: Array(repeating: 1, count: ids.count - 1))
-            }
-            guard sequence.ids.count <= seqLen else { throw LlamaError.invalidInput("\(sequence.ids.count) tokens, longer than seq_len \(seqLen)") }
-            return sequence
+            try sequence(SFTRecord(object, keys: keys), tokenizer: tokenizer, seqLen: seqLen)
         }
         return (read.map(\.record), issues)
+    }
+
+    /// One SFT record in tokens: a conversation in the tokenizer's chat format with the loss on the
+    /// answers' tokens only; a `text` record `BOS + tokens + EOS`, all trained on. Refuses a record with
+    /// no answer or longer than `seqLen`.
+    public static func sequence(_ record: SFTRecord, tokenizer: Tokenizer, seqLen: Int) throws -> MaskedSequence {
+        let sequence: MaskedSequence
+        switch record {
+        case let .conversation(messages):
+            let (ids, isAnswer) = try ChatTemplate.encode(messages, tokenizer: tokenizer)
+            guard isAnswer.contains(true) else { throw LlamaError.invalidInput("no assistant answer to train on") }
+            sequence = MaskedSequence(ids: ids, mask: isAnswer.dropFirst().map { $0 ? 1 : 0 })
+        case let .text(text):
+            let ids = [tokenizer.bosId] + tokenizer.encode(text) + [tokenizer.eosId]
+            sequence = MaskedSequence(ids: ids, mask: Array(repeating: 1, count: ids.count - 1))
+        }
+        guard sequence.ids.count <= seqLen else { throw LlamaError.invalidInput("\(sequence.ids.count) tokens, longer than seq_len \(seqLen)") }
+        return sequence
     }
 
     /// A line as a JSON object.

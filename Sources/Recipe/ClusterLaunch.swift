@@ -218,12 +218,14 @@ public final class ClusterLaunch {
             case .rewardModel: announces[.rewardModel] = announce
             case .safetyModel: announces[.safetyModel] = announce
             case .policy: announces[.generator] = announce
+            case .reference: announces[.referencePolicy] = announce
             }
         }
         let status = coordinator.status()
         coordinator.restore(policyVersion: expected, round: status.round, announces: announces)
         for (role, announce) in announces.sorted(by: { $0.key.rawValue < $1.key.rawValue }) {
-            // The reference policy stays at the checkpoint; generators follow the policy, reward workers their model.
+            // Generators follow the policy, reward workers their model; the reference policy holds the
+            // checkpoint, or the chat model an SFT step made.
             try coordinator.syncWeights(announce, roles: [role])
         }
         report("learner restarted from its state after step \(learnerRestoreStep.map { $0 + 1 } ?? 0) (policy v\(expected)); the step in progress runs again from its start")
@@ -387,6 +389,8 @@ public final class ClusterLaunch {
             try pipeline(coordinator, report: report).evaluate(name: name, settings: evalSettings)
         case let .trainRewardModel(settings):
             try pipeline(coordinator, report: report).trainRewardModel(settings)
+        case let .supervisedFineTuning(settings):
+            try pipeline(coordinator, report: report).supervisedFineTuning(settings, seed: UInt64(1_000 + index))
         case let .rejectionSampling(settings):
             try pipeline(coordinator, report: report).rejectionSamplingRound(settings, evaluation: evalSettings, seed: UInt64(1_000 + index))
         case let .ppo(settings):
@@ -425,6 +429,8 @@ public final class ClusterLaunch {
         export.chatFormat = spec.chatTemplate
         pipeline.export = export
         pipeline.evaluatesRewardFunction = spec.rewardFunction != nil && spec.startsRewardFunctionWorkers
+        pipeline.givenRewardHeads = Set([spec.rewardHead.map { _ in WorkerRole.rewardModel }, spec.safetyHead.map { _ in WorkerRole.safetyModel }]
+            .compactMap { $0 })
         rlhf = pipeline
         return pipeline
     }
@@ -435,11 +441,12 @@ public final class ClusterLaunch {
                             report: (String) -> Void) throws -> TaskContext {
         // The embedded task, made only when a source is not given otherwise.
         let needsEmbedded = spec.data?.prompts == nil || spec.data?.preferences == nil || spec.judge == nil
+            || (spec.data?.sft == nil && spec.plan.contains { $0.kind == "sft" })
         let embedded = needsEmbedded ? spec.task.map { EmbeddedTaskSource(seed: $0.seed, tokenizer: tokenizer, preferencePairs: $0.preferencePairs) } : nil
         var files: FileDataSource?
         if let data = spec.data {
             do {
-                files = try FileDataSource(files: data, tokenizer: tokenizer, maxPromptTokens: config.seqLen)
+                files = try FileDataSource(files: data, tokenizer: tokenizer, seqLen: config.seqLen)
             } catch let issue as DataIssue {
                 throw Failure(message: "data: \(issue)")
             } catch LlamaError.invalidInput(let reason) {
@@ -468,7 +475,8 @@ public final class ClusterLaunch {
         } else {
             judge = try need(embedded, "a judge")
         }
-        return TaskContext(tokenizer: tokenizer, prompts: prompts, pairs: pairs, judge: judge)
+        let demonstrations: (any SFTSource)? = spec.data?.sft != nil ? files : embedded
+        return TaskContext(tokenizer: tokenizer, prompts: prompts, pairs: pairs, judge: judge, demonstrations: demonstrations)
     }
 
     /// A generate request of `prompts` synthetic prompts (BOS and 4 random ids: the spec has no data
@@ -506,7 +514,7 @@ public final class ClusterLaunch {
         let safety = roles.contains(.safetyModel) ? try coordinator.score(sequences, model: .safetyModel) : nil
         coordinator.setProgress(PlanStage(.reference, round: "round"))
         // The reference stays where it started (the policy before these rounds): the KL measures drift from it.
-        let referenceVersion = coordinator.workers().first { $0.registration.role == .referencePolicy && $0.health == .healthy }?.policyVersion ?? 0
+        let referenceVersion = coordinator.referenceVersion
         let reference = try coordinator.referenceLogProbs(sequences, policyVersion: referenceVersion)
         let policyLogProbs = generated.map(\.logProbs)
         let kl = RoundSummary.meanSequenceKL(policy: policyLogProbs, reference: reference)

@@ -30,6 +30,10 @@ public struct ClusterSpec: Sendable, Equatable {
         case evaluate(name: String, settings: RLHFPipeline.EvalSettings)
         /// Train a reward model (reward-model or safety-model) on the learner from the task's pairs.
         case trainRewardModel(RLHFPipeline.RewardModelSettings)
+        /// Supervised fine-tuning of the policy on the learner from the demonstrations (`data.sft`, else
+        /// the embedded task's); the result becomes the chat model (from-SFT rounds, reward and value
+        /// models start from it) and the reference policy.
+        case supervisedFineTuning(RLHFPipeline.SFTSettings)
         /// A rejection-sampling round (RLHF-V1..V4).
         case rejectionSampling(RLHFPipeline.RoundSettings)
         /// A PPO round (RLHF-V5's last stage).
@@ -46,6 +50,8 @@ public struct ClusterSpec: Sendable, Equatable {
             case .evaluate: return [.generator, .referencePolicy]
             // Trains on the learner, syncs to the model's workers, which then score the held-out pairs.
             case .trainRewardModel(let settings): return [.learner, settings.model]
+            // Trains on the learner, then syncs the generators and the reference policy.
+            case .supervisedFineTuning: return [.learner, .generator, .referencePolicy]
             // Sample, the reward's sources (both reward models, the reward function), SFT on the learner, then
             // the round's evaluation.
             case .rejectionSampling(let settings): return Step.rolesOfRound(settings.reward, rewardModelsRetrained: settings.newPairs > 0)
@@ -71,6 +77,7 @@ public struct ClusterSpec: Sendable, Equatable {
             case .hold: "hold"
             case .evaluate: "evaluate"
             case .trainRewardModel: "train_rm"
+            case .supervisedFineTuning: "sft"
             case .rejectionSampling: "rs_round"
             case .ppo: "ppo_round"
             }
@@ -80,7 +87,7 @@ public struct ClusterSpec: Sendable, Equatable {
         /// pipeline state across steps).
         public var isRLHF: Bool {
             switch self {
-            case .evaluate, .trainRewardModel, .rejectionSampling, .ppo: return true
+            case .evaluate, .trainRewardModel, .supervisedFineTuning, .rejectionSampling, .ppo: return true
             case .generate, .round, .hold: return false
             }
         }
@@ -200,7 +207,8 @@ public struct ClusterSpec: Sendable, Equatable {
     /// The same plan at a smoke-test size (`rlhf launch --quick`): every step keeps its kind, order and
     /// settings but works on far less data, so that the whole plan runs in about a minute. Evaluations
     /// answer 128 prompts once; reward models train on at most 1,500 pairs for one epoch; rounds draw
-    /// 4 samples of at most 128 prompts and label at most 64 new pairs; holds last a second.
+    /// 4 samples of at most 128 prompts and label at most 64 new pairs; SFT steps train on at most 1,000
+    /// demonstrations for one epoch; holds last a second.
     public func quick() -> ClusterSpec {
         var spec = self
         if var task = spec.task {
@@ -220,6 +228,10 @@ public struct ClusterSpec: Sendable, Equatable {
                 return .hold(seconds: min(seconds, 1))
             case let .evaluate(name, settings):
                 return .evaluate(name: name, settings: settings)
+            case var .supervisedFineTuning(settings):
+                settings.examples = min(settings.examples ?? 1_000, 1_000)
+                settings.epochs = min(settings.epochs, 1)
+                return .supervisedFineTuning(settings)
             case var .trainRewardModel(settings):
                 settings.pairs = min(settings.pairs ?? 1_500, 1_500)
                 settings.epochs = min(settings.epochs, 1)
@@ -377,6 +389,16 @@ public struct ClusterSpec: Sendable, Equatable {
                     settings.margin = margin
                 }
                 plan.append(.trainRewardModel(settings))
+            case "sft":
+                let key = "plan[\(i)].sft"
+                let args = try arguments(value, key: key, known: ["name", "examples", "epochs", "batch_size", "learning_rate"])
+                var settings = RLHFPipeline.SFTSettings()
+                settings.name = try ClusterSpec.text(args, "name", key) ?? settings.name
+                settings.examples = try positive(args, "examples", key)
+                settings.epochs = try number(args, "epochs", key, largest: 1_000) ?? settings.epochs
+                settings.batchSize = try positive(args, "batch_size", key) ?? settings.batchSize
+                settings.learningRate = try number(args, "learning_rate", key, largest: 10).map(Float.init) ?? settings.learningRate
+                plan.append(.supervisedFineTuning(settings))
             case "rs_round":
                 let key = "plan[\(i)].rs_round"
                 let args = try arguments(value, key: key, known: ["name", "prompts", "samples", "temperature", "max_new_tokens", "epochs",
@@ -402,7 +424,7 @@ public struct ClusterSpec: Sendable, Equatable {
                 plan.append(.ppo(try ClusterSpec.ppoSettings(value, key: "plan[\(i)].ppo_round")))
             default:
                 throw Invalid(key: "plan[\(i)].\(kind)",
-                              reason: "unknown step (this build runs: generate, round, hold, evaluate, train_rm, rs_round, ppo_round)")
+                              reason: "unknown step (this build runs: generate, round, hold, evaluate, sft, train_rm, rs_round, ppo_round)")
             }
         }
         var heartbeat = 500
@@ -544,6 +566,7 @@ public struct ClusterSpec: Sendable, Equatable {
             var missing: [String] = []
             if spec.data?.prompts == nil { missing.append("data.prompts") }
             if plan.contains(where: { $0.kind == "train_rm" }) && spec.data?.preferences == nil { missing.append("data.preferences") }
+            if plan.contains(where: { $0.kind == "sft" }) && spec.data?.sft == nil { missing.append("data.sft") }
             if plan.contains(where: { ["evaluate", "rs_round", "ppo_round"].contains($0.kind) }) && spec.judge == nil { missing.append("judge") }
             if !missing.isEmpty {
                 var kinds: [String] = []
@@ -557,7 +580,7 @@ public struct ClusterSpec: Sendable, Equatable {
 
     /// The `data:` section.
     static func dataFiles(_ value: Any, baseDirectory: String) throws -> DataFiles {
-        let args = try arguments(value, key: "data", known: ["prompts", "eval_prompts", "preferences", "prompt_key", "chosen_key", "rejected_key",
+        let args = try arguments(value, key: "data", known: ["prompts", "eval_prompts", "preferences", "sft", "prompt_key", "chosen_key", "rejected_key",
                                                              "messages_key", "label_key", "on_bad_data"])
         var files = DataFiles()
         func path(_ name: String) throws -> String? {
@@ -569,6 +592,7 @@ public struct ClusterSpec: Sendable, Equatable {
         files.prompts = try path("prompts")
         files.evalPrompts = try path("eval_prompts")
         files.preferences = try path("preferences")
+        files.sft = try path("sft")
         if files.evalPrompts != nil && files.prompts == nil {
             throw Invalid(key: "data.eval_prompts", reason: "given without data.prompts (the training prompts)")
         }

@@ -2,7 +2,7 @@ import Foundation
 import LlamaCore
 import LlamaTraining
 
-/// The spec's `data:` section: a user's prompt and preference files as the plan's sources. JSON lines
+/// The spec's `data:` section: a user's prompt, preference and SFT files as the plan's sources. JSON lines
 /// as `datasets`' `to_json` writes them (gzip accepted), in the shapes `PromptRecord` and
 /// `PreferenceRecord` read, with the key names remapped by `keys`.
 public struct DataFiles: Sendable, Equatable {
@@ -13,6 +13,8 @@ public struct DataFiles: Sendable, Equatable {
     public var evalPrompts: String?
     /// The reward models' first preference pairs (`train_rm`).
     public var preferences: String?
+    /// The demonstrations of the plan's `sft` step.
+    public var sft: String?
     public var keys = DataKeys()
     /// What a bad line does: stop the launch naming it, or skip it (each listed, with a count).
     public var onBadData = BadDataPolicy.stop
@@ -24,13 +26,16 @@ public struct DataFiles: Sendable, Equatable {
     }
 }
 
-/// Prompts and preference pairs read from `DataFiles`, their prompts in the tokenizer's chat template.
-public struct FileDataSource: PromptSource, PairSource {
+/// Prompts, preference pairs and demonstrations read from `DataFiles`, in the tokenizer's chat template.
+public struct FileDataSource: PromptSource, PairSource, SFTSource {
     public let trainPrompts: [PlanPrompt]
     public let evalPrompts: [PlanPrompt]
     public let preferencePairs: [PreferencePairText]
+    /// The `sft` step's demonstrations, at most `seqLen` tokens each.
+    public let demonstrations: [MaskedSequence]
     /// The bad lines skipped (with `onBadData: skip`).
     public let skipped: [DataIssue]
+    private let seqLen: Int
 
     /// No prompts and no pairs (a plan whose spec names none of either needs none).
     public static let none = FileDataSource(trainPrompts: [], evalPrompts: [], preferencePairs: [], skipped: [])
@@ -40,11 +45,15 @@ public struct FileDataSource: PromptSource, PairSource {
         self.evalPrompts = evalPrompts
         self.preferencePairs = preferencePairs
         self.skipped = skipped
+        demonstrations = []
+        seqLen = 0
     }
 
-    /// Reads `files`; prompts longer than `maxPromptTokens` are bad lines. A source it does not name is
-    /// empty (the plan takes it from elsewhere).
-    public init(files: DataFiles, tokenizer: Tokenizer, maxPromptTokens: Int) throws {
+    /// Reads `files` for a model of context `seqLen`; prompts and demonstrations that do not fit are
+    /// bad lines. A source it does not name is empty (the plan takes it from elsewhere).
+    public init(files: DataFiles, tokenizer: Tokenizer, seqLen: Int) throws {
+        let maxPromptTokens = seqLen
+        self.seqLen = seqLen
         var skipped: [DataIssue] = []
         func prompts(_ path: String?) throws -> [PlanPrompt] {
             guard let path else { return [] }
@@ -95,7 +104,20 @@ public struct FileDataSource: PromptSource, PairSource {
         } else {
             preferencePairs = []
         }
+        if let path = files.sft {
+            let (sequences, issues) = try TrainingData.sft(path, tokenizer: tokenizer, seqLen: seqLen, policy: files.onBadData, keys: files.keys)
+            skipped += issues
+            guard !sequences.isEmpty else { throw LlamaError.invalidInput("\(path): no SFT examples") }
+            demonstrations = sequences
+        } else {
+            demonstrations = []
+        }
         self.skipped = skipped
+    }
+
+    public func sftSequences(seqLen: Int) throws -> [MaskedSequence] {
+        guard seqLen >= self.seqLen else { throw LlamaError.invalidInput("the SFT data was read for a context of \(self.seqLen) tokens, not \(seqLen)") }
+        return demonstrations
     }
 
     /// A prompt's tokens: a lone user message as the embedded task's prompts are (LLaMA2's template

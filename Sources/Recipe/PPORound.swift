@@ -102,7 +102,7 @@ extension RLHFPipeline {
             let helpfulness = weights.models > 0 ? try coordinator.score(sequences, model: .rewardModel, perTask: 16) : none
             let safety = weights.models > 0 ? try coordinator.score(sequences, model: .safetyModel, perTask: 16) : none
             let function = weights.function > 0 ? try functionRewards(generated) : nil
-            let referenceVersion = coordinator.workers().first { $0.registration.role == .referencePolicy && $0.health == .healthy }?.policyVersion ?? 0
+            let referenceVersion = coordinator.referenceVersion
             let reference = try coordinator.referenceLogProbs(sequences, policyVersion: referenceVersion)
             let (gated, hitRate) = gate.combine(helpfulness: helpfulness, safety: safety,
                                                 isSafetyPrompt: generated.map(\.prompt.isSafety))

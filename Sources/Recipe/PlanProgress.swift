@@ -38,6 +38,9 @@ public struct PlanProgress: Sendable {
                 return seconds
             case .evaluate:
                 return evaluation
+            case let .supervisedFineTuning(settings):
+                // The embedded task has 6,000 demonstrations; a user's file is counted when the step runs.
+                return Double(settings.examples ?? 6_000) * settings.epochs * costs.policyTrainingSequence
             case let .trainRewardModel(settings):
                 // The reward model learns from the helpfulness pairs, the safety model from about half as many.
                 let pairs = Double(settings.pairs ?? Int(preferencePairs * (settings.model == .rewardModel ? 0.69 : 0.4)))

@@ -80,9 +80,15 @@ public final class RLHFPipeline {
         public var functionReward: Double? = nil
         /// The answers' mean length in tokens.
         public var responseTokens: Double? = nil
+        /// The answers' mean score by the helpfulness and the safety reward model (nil: the model was
+        /// neither trained in this run nor given a head by the spec, or no worker runs it).
+        public var rewardModelScore: Double? = nil
+        public var safetyModelScore: Double? = nil
 
         enum CodingKeys: String, CodingKey {
             case name, helpfulness, kl, seconds
+            case rewardModelScore = "reward_model_score"
+            case safetyModelScore = "safety_model_score"
             case functionReward = "function_reward"
             case responseTokens = "response_tokens"
             case winRateVsSFT = "win_rate_vs_sft"
@@ -121,6 +127,15 @@ public final class RLHFPipeline {
     public var export = PolicyExport()
     /// Whether evaluations also ask the reward-function workers (the spec has a reward function).
     public var evaluatesRewardFunction = false
+    /// The reward models the spec gives a score head (their scores mean something before any `train_rm`).
+    public var givenRewardHeads: Set<WorkerRole> = []
+
+    /// The reward models whose scores of an evaluation's answers are reported: those trained in this run
+    /// or given a head by the spec, that a healthy worker runs.
+    func scoringModels() -> [WorkerRole] {
+        let live = Set(coordinator.workers().filter { $0.health == .healthy }.map(\.registration.role))
+        return [WorkerRole.rewardModel, .safetyModel].filter { live.contains($0) && (rewardVersions[$0] != nil || givenRewardHeads.contains($0)) }
+    }
 
     /// A pipeline on `coordinator` over `context`, writing to `runDirectory`, for a policy of `config`.
     public init(coordinator: Coordinator, context: TaskContext, config: LlamaConfig, runDirectory: String, report: @escaping (String) -> Void) throws {
@@ -327,7 +342,7 @@ public final class RLHFPipeline {
         let generated = try draw(prompts, samples: settings.samples, temperature: settings.temperature, maxNewTokens: settings.maxNewTokens,
                                  seed: 0xE7A1, promptsPerTask: max(1, 8 / max(1, settings.samples)))
         // KL to the reference policy on these answers.
-        let referenceVersion = coordinator.workers().first { $0.registration.role == .referencePolicy && $0.health == .healthy }?.policyVersion ?? 0
+        let referenceVersion = coordinator.referenceVersion
         let reference = try coordinator.referenceLogProbs(generated.enumerated().map { i, g in sequence(UInt64(i), g.prompt.ids, g.sample.tokens) },
                                                            policyVersion: referenceVersion)
         let kl = RoundSummary.meanSequenceKL(policy: generated.map(\.logProbs), reference: reference)
@@ -384,17 +399,27 @@ public final class RLHFPipeline {
         if evaluatesRewardFunction && !generated.isEmpty {
             figures.functionReward = try functionRewards(generated).reduce(0.0) { $0 + Double($1) } / Double(generated.count)
         }
+        if !generated.isEmpty {
+            let sequences = generated.enumerated().map { i, g in sequence(UInt64(i), g.prompt.ids, g.sample.tokens) }
+            for role in scoringModels() {
+                let mean = try coordinator.score(sequences, model: role, perTask: 16).reduce(0.0) { $0 + Double($1) } / Double(generated.count)
+                if role == .rewardModel { figures.rewardModelScore = mean } else { figures.safetyModelScore = mean }
+            }
+        }
         if sft == nil { sft = figures } else { rounds.append(figures) }
         coordinator.setTrainingSignals(rewardMean: rewardMean, kl: kl)
         metric(["stage": "evaluate", "name": name, "win_rate_vs_sft": figures.winRateVsSFT, "helpfulness": figures.helpfulness,
                 "helpful_rate": figures.helpfulRate, "unsafe_rate": figures.unsafeRate, "kl": kl, "policy_version": version,
-                "function_reward": figures.functionReward ?? NSNull(), "response_tokens": figures.responseTokens ?? 0])
+                "function_reward": figures.functionReward ?? NSNull(), "response_tokens": figures.responseTokens ?? 0,
+                "reward_model_score": figures.rewardModelScore ?? NSNull(), "safety_model_score": figures.safetyModelScore ?? NSNull()])
         // The win rate's standard error over the compared answers (ties count half).
         let standardError = (figures.winRateVsSFT * (1 - figures.winRateVsSFT) / Double(max(1, generated.count))).squareRoot()
         report(String(format: "%@: win rate vs SFT %.1f%% (±%.1f, %d answers), helpfulness %.3f (helpful %.1f%%), unsafe %.1f%% of %d safety answers, KL %.3f, %.1f tokens an answer",
                       name, 100 * figures.winRateVsSFT, 100 * standardError, generated.count, figures.helpfulness, 100 * figures.helpfulRate,
                       100 * figures.unsafeRate, safety, kl, figures.responseTokens ?? 0)
-               + (figures.functionReward.map { String(format: ", reward function %.3f", $0) } ?? ""))
+               + (figures.functionReward.map { String(format: ", reward function %.3f", $0) } ?? "")
+               + (figures.rewardModelScore.map { String(format: ", reward model %.3f", $0) } ?? "")
+               + (figures.safetyModelScore.map { String(format: ", safety model %.3f", $0) } ?? ""))
         try writeSummary()
         return figures
     }

@@ -11,19 +11,23 @@ public struct TaskContext: Sendable {
     public let prompts: any PromptSource
     public let pairs: any PairSource
     public let judge: any JudgementSource
+    /// The `sft` step's demonstrations (nil: none; the step is refused).
+    public let demonstrations: (any SFTSource)?
 
-    /// A plan over `prompts`, `pairs` and `judge`, its text in `tokenizer`.
-    public init(tokenizer: Tokenizer, prompts: any PromptSource, pairs: any PairSource, judge: any JudgementSource) {
+    /// A plan over `prompts`, `pairs`, `judge` and `demonstrations`, its text in `tokenizer`.
+    public init(tokenizer: Tokenizer, prompts: any PromptSource, pairs: any PairSource, judge: any JudgementSource,
+                demonstrations: (any SFTSource)? = nil) {
         self.tokenizer = tokenizer
         self.prompts = prompts
         self.pairs = pairs
         self.judge = judge
+        self.demonstrations = demonstrations
     }
 
-    /// The embedded task's prompts, pairs and annotator (seed `seed`) with `tokenizer`.
+    /// The embedded task's prompts, pairs, demonstrations and annotator (seed `seed`) with `tokenizer`.
     public init(embeddedSeed seed: UInt64, tokenizer: Tokenizer, preferencePairs: Int) {
         let task = EmbeddedTaskSource(seed: seed, tokenizer: tokenizer, preferencePairs: preferencePairs)
-        self.init(tokenizer: tokenizer, prompts: task, pairs: task, judge: task)
+        self.init(tokenizer: tokenizer, prompts: task, pairs: task, judge: task, demonstrations: task)
     }
 
     public var trainPrompts: [PlanPrompt] { prompts.trainPrompts }

@@ -1,9 +1,9 @@
 import EmbeddedTask
 import LlamaTraining
 
-// What the RLHF plan works on, as three small protocols: where prompts come from, where the reward
-// models' first preference pairs come from, and who judges answers. The embedded task implements all
-// three (`EmbeddedTaskSource`); a user's prompt and preference files and an external judge are other
+// What the RLHF plan works on, as small protocols: where prompts come from, where the reward models'
+// first preference pairs and the SFT step's demonstrations come from, and who judges answers. The
+// embedded task implements all of them (`EmbeddedTaskSource`); a user's prompt and preference files and an external judge are other
 // implementations of the same protocols.
 
 /// A prompt of the plan: its id (index in its set), its text, its tokens in the chat template, and
@@ -64,6 +64,13 @@ public struct PreferencePairText: Sendable, Equatable {
 /// Where the reward models' first preference pairs come from (`train_rm`).
 public protocol PairSource: Sendable {
     var preferencePairs: [PreferencePairText] { get }
+}
+
+/// Where the demonstrations of a plan's `sft` step come from.
+public protocol SFTSource: Sendable {
+    /// The demonstrations as token sequences of at most `seqLen` tokens, each with the weight of every
+    /// target (1 on the answers' tokens).
+    func sftSequences(seqLen: Int) throws -> [MaskedSequence]
 }
 
 /// A judge's view of one response.

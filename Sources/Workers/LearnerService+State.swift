@@ -6,20 +6,20 @@ import Wire
 
 /// The learner's state on disk, so that a plan resumes after the learner process itself is lost: at the
 /// end of every plan step the coordinator asks for SAVE_STATE, and the learner writes every model it
-/// trains (the policy, each reward model, the value model) with its optimizer moments and version to
-/// `STATE_DIR/after-step-N/` (N is the 1-based step), one `TrainingState` file each. A learner started
-/// with `--restore-step` reads them back and serves the same versions again.
+/// trains (the policy, each reward model, the value model) with its optimizer moments and version, and the
+/// chat model an SFT step made, to `STATE_DIR/after-step-N/` (N is the 1-based step), one `TrainingState`
+/// file each. A learner started with `--restore-step` reads them back and serves the same versions again.
 extension LearnerService {
     /// The directory of the state after 0-based plan step `step`.
     public static func stateDirectory(_ root: String, afterStep step: Int) -> String { root + "/after-step-\(step + 1)" }
 
-    static let policyFile = "policy.state", valueFile = "value.state"
+    static let policyFile = "policy.state", valueFile = "value.state", referenceFile = "reference.state"
     static func rewardFile(_ kind: ModelKind) -> String { kind == .safetyModel ? "safety-model.state" : "reward-model.state" }
 
     /// Every model's current announcement, the policy's first.
     func announcements() -> [WeightAnnouncement] {
         lock.withLock {
-            [announcement] + [ModelKind.rewardModel, .safetyModel].compactMap { rewardModels[$0]?.announce }
+            [announcement] + [ModelKind.rewardModel, .safetyModel].compactMap { rewardModels[$0]?.announce } + [reference?.announce].compactMap { $0 }
         }
     }
 
@@ -49,6 +49,12 @@ extension LearnerService {
             for (kind, model) in rewardModels {
                 try TrainingState(weights: model.trainer.weights, optimizer: model.optimizer, step: Int(model.version), rng: SeededGenerator(seed: 0),
                                   dataPosition: 0, heads: ["score": model.head]).write(to: partial + "/" + LearnerService.rewardFile(kind))
+            }
+            if let reference {
+                // The chat model an SFT step made (no optimizer of its own; its step is the version it was made at).
+                try TrainingState(weights: initialWeights, optimizer: AdamW(settings: settings.optimizer, groupSizes: []),
+                                  step: Int(reference.announce.policyVersion), rng: SeededGenerator(seed: 0), dataPosition: 0)
+                    .write(to: partial + "/" + LearnerService.referenceFile)
             }
             if let value = valueModel {
                 try TrainingState(weights: value.trainer.weights, optimizer: value.optimizer, step: 0, rng: SeededGenerator(seed: 0), dataPosition: 0,
@@ -95,6 +101,15 @@ extension LearnerService {
                 try model.optimizer.load(saved.optimizer)
                 _ = model.publish(UInt64(saved.step), kind: kind, chunkBytes: settings.chunkBytes)
                 rewardModels[kind] = model
+            }
+            let referencePath = directory + "/" + LearnerService.referenceFile
+            if FileManager.default.fileExists(atPath: referencePath) {
+                let saved = try TrainingState.read(path: referencePath)
+                guard saved.weights.config == trainer.config else {
+                    throw LlamaError.invalidInput("\(referencePath) holds a model of another shape than --checkpoint")
+                }
+                initialWeights.storage.set(saved.weights.storage.array(0..<saved.weights.storage.count), at: 0)
+                _ = try publishReference(version: UInt64(saved.step))
             }
             let valuePath = directory + "/" + LearnerService.valueFile
             if FileManager.default.fileExists(atPath: valuePath) {

@@ -43,8 +43,12 @@ public final class LearnerService: RoleService, @unchecked Sendable {
     var checksum: UInt32
     var announcement: WeightAnnouncement
     private let tokens = Atomic<UInt64>(0)
-    /// The weights the learner started from (the chat model): what reward models start from.
+    /// The chat model: the weights the learner started from, or the policy as a plan's SFT step left it
+    /// (MARK_INITIAL). What reward and value models start from, what from-SFT rounds start again from.
     let initialWeights: ModelWeights
+    /// Where the chat model made by MARK_INITIAL is served to the reference-policy workers, and its
+    /// announcement (nil: no SFT step ran; the reference holds the checkpoint).
+    var reference: (server: WeightServer, advertised: String, announce: WeightAnnouncement)?
     /// Reward models trained here (REWARD_RANKING batches), by kind; made at their first batch.
     var rewardModels: [ModelKind: RewardTraining] = [:]
     /// Where reward models' weight servers are opened.
@@ -144,6 +148,7 @@ public final class LearnerService: RoleService, @unchecked Sendable {
         if batch.kind == .rewardRanking { return try trainRewardModel(batch, tensors: tensors) }
         if batch.kind == .saveState { return try saveState(afterStep: batch.stateStep) }
         if batch.kind == .announceAll { return announceAll() }
+        if batch.kind == .markInitial { return try markInitial(batch) }
         let current = policyVersion
         guard batch.policyVersion == current else {
             throw LlamaError.invalidInput("train batch for policy version \(batch.policyVersion), the learner holds \(current)")
@@ -152,10 +157,13 @@ public final class LearnerService: RoleService, @unchecked Sendable {
             throw LlamaError.invalidInput("learning_rate must be a positive number, got \(batch.learningRate)")
         }
         let sequences = try joinedSequences(batch.sequences, config: trainer.config)
-        // Targets are tokens 1..<n: target t is a response token when t + 1 >= prompt length.
-        let mask = zip(sequences, batch.sequences).map { joined, s in
-            (0..<(joined.count - 1)).map { t -> Float in t + 1 >= s.prompt.count ? 1 : 0 }
-        }
+        // Targets are tokens 1..<n: target t is a response token when t + 1 >= prompt length. An SFT
+        // batch's "mask" frame weighs each response token (a conversation's user turns weigh 0).
+        let mask = batch.kind == .sft && tensors.contains(where: { $0.name == "mask" })
+            ? try LearnerService.perResponseToken(tensors, "mask", batch.sequences.map(\.response.count), sequences)
+            : zip(sequences, batch.sequences).map { joined, s in
+                (0..<(joined.count - 1)).map { t -> Float in t + 1 >= s.prompt.count ? 1 : 0 }
+            }
         if batch.fromInitial {
             // A fresh fine-tune of the chat model: its weights back, the optimizer's moments forgotten.
             trainer.weights.storage.set(initialWeights.storage.array(0..<initialWeights.storage.count), at: 0)
@@ -177,7 +185,7 @@ public final class LearnerService: RoleService, @unchecked Sendable {
             stats.loss = ppo.loss
             stats.clipFraction = ppo.clipFraction
             stats.approxKL = ppo.approxKL
-        case .rewardRanking, .saveState, .announceAll:
+        case .rewardRanking, .saveState, .announceAll, .markInitial:
             throw LlamaError.invalidInput("unknown train batch kind \(batch.kind.rawValue)")
         }
         stats.gradNorm = optimizer.update([ParameterGroup(model: trainer)], lr: batch.learningRate, pool: trainer.pool)
@@ -298,6 +306,34 @@ public final class LearnerService: RoleService, @unchecked Sendable {
         return publishPolicy(&stats, after: current)
     }
 
+    /// MARK_INITIAL: the policy as it is now becomes the chat model (`initialWeights`), served to the
+    /// reference-policy workers as the version it was made at; answers with that announcement.
+    func markInitial(_ batch: TrainBatch) throws -> TrainStats {
+        let current = policyVersion
+        guard batch.policyVersion == current else {
+            throw LlamaError.invalidInput("mark-initial for policy version \(batch.policyVersion), the learner holds \(current)")
+        }
+        var stats = TrainStats(kind: .markInitial)
+        stats.announce = try lock.withLock { () throws -> WeightAnnouncement in
+            initialWeights.storage.set(trainer.weights.storage.array(0..<trainer.weights.storage.count), at: 0)
+            return try publishReference(version: current)
+        }
+        stats.policyVersion = current
+        return stats
+    }
+
+    /// Serves `initialWeights` as the reference's `version` (opening its weight server the first time)
+    /// and returns the announcement. The caller holds `lock`.
+    func publishReference(version: UInt64) throws -> WeightAnnouncement {
+        let (server, advertised) = try reference.map { ($0.server, $0.advertised) } ?? serving.open()
+        let publisher = WeightPublisher(weights: initialWeights, policyVersion: version, chunkBytes: settings.chunkBytes, source: advertised)
+        server.publish(publisher)
+        var announce = publisher.announcement
+        announce.model = .reference
+        reference = (server, advertised, announce)
+        return announce
+    }
+
     /// The version of the reward model `kind` trained here (0 before its first batch).
     public func rewardModelVersion(_ kind: ModelKind) -> UInt64 { lock.withLock { rewardModels[kind]?.version ?? 0 } }
 
@@ -358,7 +394,7 @@ public final class LearnerService: RoleService, @unchecked Sendable {
     static func perResponseToken(_ tensors: [WireTensor], _ name: String, _ responseLengths: [Int],
                                  _ sequences: [[Int32]]) throws -> [[Float]] {
         guard let tensor = tensors.first(where: { $0.name == name }), tensor.dtype == .float32 else {
-            throw LlamaError.invalidInput("a PPO batch needs the float32 tensor frame \"\(name)\"")
+            throw LlamaError.invalidInput("the batch needs the float32 tensor frame \"\(name)\"")
         }
         let values = tensor.floats
         let expected = responseLengths.reduce(0, +)

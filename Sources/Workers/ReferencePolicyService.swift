@@ -53,6 +53,14 @@ public final class ReferencePolicyService: RoleService, @unchecked Sendable {
         return actor
     }
 
+    /// Takes the chat model a plan's SFT step made (model `.reference`), or a policy version.
+    public func install(_ weights: ModelWeights, version: UInt64, announce: WeightAnnouncement) throws {
+        guard announce.model == .reference || announce.model == .policy else {
+            throw LlamaError.invalidInput("weights of the \(announce.model.rawValue) were announced to the reference policy")
+        }
+        try install(weights, version: version)
+    }
+
     public func install(_ weights: ModelWeights, version: UInt64) throws {
         let model = TrainableTransformer(weights: weights, pool: pool)
         let checksum = weights.checksum

@@ -407,6 +407,67 @@ import Testing
         #expect((summary["rounds"] as? [[String: Any]])?.map { $0["name"] as? String } == ["V1", "V2"])
         #expect(((summary["sft"] as? [String: Any])?["helpfulness"] as? Double ?? 0) > 0.3, "the judge's figures: \(summary)")
     }
+    /// A plan that starts from the pretrained model: its sft step fine-tunes it on the learner, and the
+    /// result becomes the chat model and the reference (the evaluation right after has no KL to the
+    /// reference). The reference-policy worker killed -9 after the step, a new one joining (`rlhf worker`,
+    /// from the checkpoint) is brought up to the SFT weights, fetched from the learner: the next
+    /// evaluation's KL is still none.
+    @Test func anSFTStepMakesTheChatModelAndTheReference() throws {
+        let dir = NSTemporaryDirectory() + "rlhf-sft-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let generated = try CLITests.rlhf(["task", "generate", "--out", dir + "/task", "--corpus-documents", "0", "--sft-examples", "192",
+                                           "--preference-pairs", "0"])
+        #expect(generated.status == 0, "\(generated.stderr)")
+        let spec = """
+        coordinator: tcp://127.0.0.1:*
+        heartbeat_ms: 100
+        hosts:
+          - name: here
+            workers: {generator: 1, learner: 1, reference-policy: 1}
+        model: {checkpoint: \(RLHFRunTests.repository)/models/chat-world/pretrain.bin}
+        task: {seed: 1, eval_prompts: 24}
+        data: {sft: task/sft.jsonl}
+        plan:
+          - sft: {name: SFT-train, batch_size: 16, learning_rate: 0.0005}
+          - evaluate: {name: SFT}
+          - hold: {seconds: 1}
+          - evaluate: {name: again}
+        """
+        try spec.write(toFile: dir + "/spec.yaml", atomically: true, encoding: .utf8)
+        let run = dir + "/run"
+        let launch = try RLHFRunTests.launch(dir + "/spec.yaml", run: run, dir: dir, name: "launch")
+        let output = { (try? String(contentsOfFile: dir + "/launch.out", encoding: .utf8)) ?? "" }
+        #expect(RLHFRunTests.wait(for: launch) { output().contains("hold: the cluster stays up") }, "\(output())")
+        let port = try #require(RLHFRunTests.port(run))
+        let victim = try #require(LaunchTests.pids(matching: "--coordinator tcp://127.0.0.1:\(port) --id reference-policy-here-0").first)
+        // The newcomer: the same command line under another id.
+        let arguments = try String(contentsOfFile: "/proc/\(victim)/cmdline", encoding: .utf8).split(separator: "\0").dropFirst()
+            .map { $0 == "reference-policy-here-0" ? "reference-policy-new" : String($0) }
+        kill(victim, SIGKILL)
+        let newcomer = Process()
+        newcomer.executableURL = CLITests.executable
+        newcomer.arguments = arguments
+        newcomer.standardOutput = FileHandle.nullDevice
+        newcomer.standardError = FileHandle.nullDevice
+        try newcomer.run()
+        defer { kill(newcomer.processIdentifier, SIGKILL) }
+        launch.waitUntilExit()
+        let out = output()
+        #expect(out.contains("version=12 worker=reference-policy-new"), "the newcomer was not brought up to the SFT model: \(out)")
+        #expect(launch.terminationStatus == 0, "\(out)")
+        #expect(out.contains("SFT-train: SFT on the learner, 192 demonstrations, 12 steps") && out.contains("is the chat model and the reference"), "\(out)")
+        #expect(FileManager.default.fileExists(atPath: run + "/rounds/SFT-train/policy.bin"))
+        let summary = try RLHFRunTests.json(run + "/summary.json")
+        let sft = try #require(summary["sft"] as? [String: Any]), again = try #require((summary["rounds"] as? [[String: Any]])?.first)
+        // The same policy and answers: judged the same, and no KL to a reference that holds the same weights
+        // (the sampler's and the training forward pass's log-probabilities agree to about 1e-5 a token).
+        #expect(again["win_rate_vs_sft"] as? Double == 0.5 && again["helpfulness"] as? Double == sft["helpfulness"] as? Double)
+        for figures in [sft, again] {
+            let kl = try #require(figures["kl"] as? Double)
+            #expect(abs(kl) < 0.01, "KL \(kl) to the reference: it does not hold the SFT model")
+        }
+    }
+
     /// A rejection-sampling round rewarded by a reward function on two reward-function workers, one killed -9
     /// while the round's answers are being scored: its calls go to the other, every sample is rewarded
     /// once, with the reward its response earns, and the evaluations report the function's mean.

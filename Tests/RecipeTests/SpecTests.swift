@@ -259,6 +259,40 @@ import Testing
             // Without the task, each source the plan needs must be given.
             ("data: {prompts: \(dir)/train.jsonl}\nplan:\n  - evaluate: {name: SFT}\n", "judge"),
             ("data: {prompts: \(dir)/train.jsonl}\njudge: {command: rlhf}\nplan:\n  - train_rm: {model: reward-model}\n", "data.preferences"),
+            ("data: {prompts: \(dir)/train.jsonl}\njudge: {command: rlhf}\nplan:\n  - sft: {}\n", "data.sft"),
+        ])
+    }
+
+    @Test func anSFTStepAndItsDataAreParsed() throws {
+        let dir = try DataSpecTests.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try "{}\n".write(toFile: dir + "/sft.jsonl", atomically: true, encoding: .utf8)
+        let spec = try ClusterSpec.parse(SpecTests.head + """
+        task: {seed: 1}
+        data: {sft: sft.jsonl}
+        plan:
+          - sft: {name: SFT-1, examples: 500, epochs: 2.5, batch_size: 8, learning_rate: 0.0005}
+          - sft: {}
+          - evaluate: {name: SFT}
+        """, baseDirectory: dir)
+        #expect(spec.data?.sft == dir + "/sft.jsonl")
+        var first = RLHFPipeline.SFTSettings()
+        first.name = "SFT-1"
+        first.examples = 500
+        first.epochs = 2.5
+        first.batchSize = 8
+        first.learningRate = 0.0005
+        #expect(spec.plan.first == .supervisedFineTuning(first) && spec.plan[1] == .supervisedFineTuning(RLHFPipeline.SFTSettings()))
+        #expect(spec.plan[0].kind == "sft" && spec.plan[0].isRLHF && spec.plan[0].neededRoles == [.learner, .generator, .referencePolicy])
+        // --quick trains on at most 1,000 demonstrations once.
+        guard case let .supervisedFineTuning(quick) = spec.quick().plan[1] else { Issue.record("not an sft step"); return }
+        #expect(quick.examples == 1_000 && quick.epochs == 1)
+        SpecTests.expectRefused([
+            ("task: {seed: 1}\nplan:\n  - sft: {epochs: 0}\n", "plan[0].sft.epochs"),
+            ("task: {seed: 1}\nplan:\n  - sft: {examples: -3}\n", "plan[0].sft.examples"),
+            ("task: {seed: 1}\nplan:\n  - sft: {learning_rate: 20}\n", "plan[0].sft.learning_rate"),
+            ("task: {seed: 1}\nplan:\n  - sft: {epoch: 1}\n", "plan[0].sft.epoch"),
+            ("data: {sft: nowhere.jsonl}\n", "data.sft"),
         ])
     }
 }

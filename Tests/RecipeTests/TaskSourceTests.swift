@@ -2,7 +2,7 @@ import Foundation
 import EmbeddedTask
 import LlamaCore
 import LlamaTraining
-import Recipe
+@testable import Recipe
 import Testing
 import TestKit
 
@@ -89,22 +89,22 @@ import TestKit
         var files = DataFiles(prompts: dir + "/prompts.jsonl", preferences: dir + "/prefs.jsonl")
         files.keys.prompt = "question"
         // The prompt key names the preferences' prompts here, so the prompt file's "prompt" records are bad lines.
-        #expect { try FileDataSource(files: files, tokenizer: tokenizer, maxPromptTokens: 256) } throws: {
+        #expect { try FileDataSource(files: files, tokenizer: tokenizer, seqLen: 256) } throws: {
             "\($0)".contains("prompts.jsonl:1: expected \"question\"")
         }
         files.onBadData = .skip
-        let skipping = try FileDataSource(files: files, tokenizer: tokenizer, maxPromptTokens: 256)
+        let skipping = try FileDataSource(files: files, tokenizer: tokenizer, seqLen: 256)
         #expect(skipping.skipped.count == 27 && skipping.trainPrompts.count + skipping.evalPrompts.count == 13)
         files.keys.prompt = "prompt"
         files.onBadData = .stop
-        #expect { try FileDataSource(files: files, tokenizer: tokenizer, maxPromptTokens: 256) } throws: {
+        #expect { try FileDataSource(files: files, tokenizer: tokenizer, seqLen: 256) } throws: {
             "\($0)".contains("prefs.jsonl:2: ")
         }
         try FileSourceTests.write([#"{"chosen": [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hello."}], "rejected": [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "No."}]}"#,
                                    #"{"prompt": "Hi?", "chosen": "Hello.", "rejected": "No.", "preference": "better", "safety": true}"#,
                                    #"{"prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi?"}], "chosen": "Hello.", "rejected": "No.", "margin": 0.5}"#],
                                   dir + "/prefs.jsonl")
-        let source = try FileDataSource(files: files, tokenizer: tokenizer, maxPromptTokens: 256)
+        let source = try FileDataSource(files: files, tokenizer: tokenizer, seqLen: 256)
         // A tenth held out by the prompt's hash (the same tenth train_rm holds out), ids renumbered in each set.
         let all = source.trainPrompts + source.evalPrompts
         #expect(all.count == 40 && !source.evalPrompts.isEmpty && source.evalPrompts.count < 10)
@@ -122,12 +122,47 @@ import TestKit
         // An evaluation file: nothing held out of the training prompts.
         try FileSourceTests.write([#"{"prompt": "Tell me a story."}"#], dir + "/eval.jsonl")
         files.evalPrompts = dir + "/eval.jsonl"
-        let split = try FileDataSource(files: files, tokenizer: tokenizer, maxPromptTokens: 256)
+        let split = try FileDataSource(files: files, tokenizer: tokenizer, seqLen: 256)
         #expect(split.trainPrompts.count == 40 && split.evalPrompts.map(\.text) == ["Tell me a story."])
         // A prompt the model's context cannot hold is a bad line.
-        #expect { try FileDataSource(files: files, tokenizer: tokenizer, maxPromptTokens: 8) } throws: {
+        #expect { try FileDataSource(files: files, tokenizer: tokenizer, seqLen: 8) } throws: {
             "\($0)".contains("prompts.jsonl:1: the prompt is")
         }
+    }
+
+    @Test func demonstrationsFromAFileAndFromTheEmbeddedTask() throws {
+        let dir = try Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let tokenizer = TaskSourceTests.tokenizer
+        try FileSourceTests.write([
+            #"{"prompt": "Tell me a story about a fox.", "completion": "Once a fox ran."}"#,
+            #"{"messages": [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "Name a cat."}, {"role": "assistant", "content": "Tom."}]}"#,
+            #"{"text": "A fox ran home."}"#,
+            #"{"prompt": "No answer here."}"#,
+        ], dir + "/sft.jsonl")
+        var files = DataFiles()
+        files.sft = dir + "/sft.jsonl"
+        #expect { try FileDataSource(files: files, tokenizer: tokenizer, seqLen: 256) } throws: { "\($0)".contains("sft.jsonl:4: missing \"completion\"") }
+        files.onBadData = .skip
+        let source = try FileDataSource(files: files, tokenizer: tokenizer, seqLen: 256)
+        let demonstrations = try source.sftSequences(seqLen: 256)
+        #expect(demonstrations.count == 3 && source.skipped.count == 1)
+        // As the learner's batches carry them: the tokens up to the first trained target as the prompt, one
+        // weight per response token; the conversation's second user turn weighs 0, the text is all trained.
+        for example in demonstrations {
+            let (prompt, response, mask) = RLHFPipeline.split(example)
+            #expect(prompt + response == example.ids && mask.count == response.count && mask.first == 1)
+            #expect(Array(repeating: 0, count: prompt.count - 1) + mask == example.mask)
+        }
+        #expect(RLHFPipeline.split(demonstrations[1]).mask.contains(0) && RLHFPipeline.split(demonstrations[2]).prompt == [tokenizer.bosId])
+        #expect(throws: (any Error).self) { try source.sftSequences(seqLen: 128) }
+
+        // The embedded task's demonstrations are those `rlhf task generate` writes to sft.jsonl for its seed.
+        let data = TaskData(seed: 3)
+        try FileSourceTests.write(try data.sft.map { String(decoding: try JSONEncoder().encode($0), as: UTF8.self) }, dir + "/task-sft.jsonl")
+        let written = try TrainingData.sft(dir + "/task-sft.jsonl", tokenizer: tokenizer, seqLen: 256, policy: .stop).sequences
+        let embedded = try EmbeddedTaskSource(seed: 3, tokenizer: tokenizer, preferencePairs: 0).sftSequences(seqLen: 256)
+        #expect(embedded.count == 6_000 && embedded == written)
     }
 
     @Test func theTaskJudgeCommandJudgesAsTheAnnotatorDoes() throws {

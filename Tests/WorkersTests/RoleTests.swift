@@ -298,6 +298,109 @@ import Workers
         #expect(trained.weightsChecksum == fresh.weightsChecksum)
     }
 
+
+    @Test func anSFTBatchsMaskFrameWeighsItsResponseTokens() throws {
+        let loop = try PollLoop()
+        defer { loop.shutdown() }
+        let weights = try RoleTests.weights()
+        func learner() throws -> LearnerService {
+            try LearnerService(weights: weights, serving: WeightServing(loop: loop, bind: "tcp://127.0.0.1:*", host: "127.0.0.1"))
+        }
+        // A mask of ones is the default (every response token trained on).
+        var plain = TrainBatch(kind: .sft)
+        plain.learningRate = 3e-3
+        plain.sequences = [RoleTests.sequence(0, prompt: [1, 30, 31], response: [32, 33, 34, 2])]
+        var ones = plain
+        ones.tensors = [WireTensor(name: "mask", floats: [1, 1, 1, 1])]
+        let a = try learner(), b = try learner()
+        let sa = try a.train(plain), sb = try b.train(ones)
+        #expect(sa.loss == sb.loss && a.weightsChecksum == b.weightsChecksum)
+        // A conversation's user turn inside the response weighs 0: another loss and step than with every
+        // token weighed.
+        var masked = plain
+        masked.sequences = [RoleTests.sequence(0, prompt: [1, 30, 31], response: [32, 33, 40, 41, 34, 2])]
+        masked.tensors = [WireTensor(name: "mask", floats: [1, 1, 0, 0, 1, 1])]
+        var unmasked = masked
+        unmasked.tensors = [WireTensor(name: "mask", floats: [1, 1, 1, 1, 1, 1])]
+        let c = try learner(), d = try learner()
+        let sc = try c.train(masked), sd = try d.train(unmasked)
+        #expect(sc.loss.isFinite && sc.loss > 0 && sc.loss != sd.loss && c.weightsChecksum != d.weightsChecksum)
+        // A frame of the wrong length is refused by name.
+        var wrong = plain
+        wrong.tensors = [WireTensor(name: "mask", floats: [1, 1])]
+        #expect { _ = try learner().train(wrong) } throws: { "\($0)".contains("\"mask\" has 2 values, expected 4") }
+    }
+
+    @Test func markInitialMakesThePolicyTheChatModelAndTheReference() throws {
+        let loop = try PollLoop()
+        defer { loop.shutdown() }
+        let dir = NSTemporaryDirectory() + "learner-mark-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var settings = LearnerService.Settings()
+        settings.stateDirectory = dir
+        let weights = try RoleTests.weights()
+        func learner() throws -> LearnerService {
+            try LearnerService(weights: weights, settings: settings, serving: WeightServing(loop: loop, bind: "tcp://127.0.0.1:*", host: "127.0.0.1"))
+        }
+        let sft = try learner()
+        var batch = TrainBatch(kind: .sft)
+        batch.learningRate = 3e-3
+        batch.sequences = [RoleTests.sequence(0, prompt: [1, 30, 31], response: [32, 33, 34, 2])]
+        for step in 0..<2 {
+            batch.policyVersion = UInt64(step)
+            _ = try sft.train(batch)
+        }
+        let sftChecksum = sft.weightsChecksum
+        // A stale mark is refused; a current one announces the policy as the reference, on its own server.
+        var mark = TrainBatch(kind: .markInitial)
+        #expect(throws: LlamaError.self) { _ = try sft.train(mark) }
+        mark.policyVersion = 2
+        let marked = try sft.train(mark)
+        let announce = try #require(marked.announce)
+        #expect(marked.policyVersion == 2 && announce.model == .reference && announce.policyVersion == 2)
+        #expect(announce.modelChecksum == sftChecksum && announce.source != sft.advertisedEndpoint)
+        // The reference policy fetches and installs it; a generator refuses it.
+        let reference = ReferencePolicyService(weights: weights)
+        let (fetched, version) = try WeightFetcher.fetch(loop: loop, endpoint: announce.source, config: weights.config, expected: announce)
+        try reference.install(fetched, version: version, announce: announce)
+        #expect(reference.policyVersion == 2 && reference.weightsChecksum == sftChecksum)
+        #expect(throws: LlamaError.self) { try GeneratorService(model: LlamaModel(weights: weights)).install(fetched, version: version, announce: announce) }
+
+        // Training on, then from the chat model again: back to the marked weights, not the checkpoint's.
+        for step in 2..<4 {
+            batch.policyVersion = UInt64(step)
+            _ = try sft.train(batch)
+        }
+        let moved = sft.weightsChecksum
+        #expect(moved != sftChecksum)
+        // The reference is still served as it was made, whatever the policy became.
+        let (again, _) = try WeightFetcher.fetch(loop: loop, endpoint: announce.source, config: weights.config, expected: announce)
+        #expect(again.checksum == sftChecksum)
+
+        // Saved and restored: a new learner serves the same reference and starts from-SFT rounds from it.
+        var save = TrainBatch(kind: .saveState)
+        save.stateStep = 0
+        let saved = try sft.train(save)
+        #expect(saved.announces.map(\.model) == [.policy, .reference])
+        #expect(FileManager.default.fileExists(atPath: dir + "/after-step-1/reference.state"))
+        let fresh = try learner()
+        try fresh.restoreState(afterStep: 0)
+        let restored = try fresh.train(TrainBatch(kind: .announceAll)).announces
+        #expect(restored.count == 2 && restored[1].model == .reference && restored[1].policyVersion == 2 && restored[1].modelChecksum == sftChecksum)
+        #expect(fresh.weightsChecksum == moved)
+        var fromInitial = batch
+        fromInitial.policyVersion = 4
+        fromInitial.fromInitial = true
+        _ = try sft.train(fromInitial)
+        _ = try fresh.train(fromInitial)
+        #expect(sft.weightsChecksum == fresh.weightsChecksum)
+        // ... which is one step from the marked weights: a learner started from them takes the same step.
+        let fromMarked = try LearnerService(weights: fetched, serving: WeightServing(loop: loop, bind: "tcp://127.0.0.1:*", host: "127.0.0.1"))
+        var first = batch
+        first.policyVersion = 0
+        _ = try fromMarked.train(first)
+        #expect(fromMarked.weightsChecksum == sft.weightsChecksum)
+    }
     @Test func learnerPPOBatchUsesPerResponseTokenTensors() throws {
         let loop = try PollLoop()
         defer { loop.shutdown() }

@@ -42,6 +42,12 @@ public nonisolated enum Rlhf_V1_TrainKind: SwiftProtobuf.Enum, Swift.CaseIterabl
 
   /// Not a training step: the learner answers with every model's announcement.
   case announceAll // = 5
+
+  /// Not a training step: the policy as it is now becomes the learner's chat model (what from-SFT rounds
+  /// start again from and reward and value models start from) and the reference policy's weights; the
+  /// learner serves that copy on a weight server of its own and answers with its announcement (model
+  /// REFERENCE_POLICY). A plan's SFT step ends with it.
+  case markInitial // = 6
   case UNRECOGNIZED(Int)
 
   public init() {
@@ -56,6 +62,7 @@ public nonisolated enum Rlhf_V1_TrainKind: SwiftProtobuf.Enum, Swift.CaseIterabl
     case 3: self = .ppo
     case 4: self = .saveState
     case 5: self = .announceAll
+    case 6: self = .markInitial
     default: self = .UNRECOGNIZED(rawValue)
     }
   }
@@ -68,6 +75,7 @@ public nonisolated enum Rlhf_V1_TrainKind: SwiftProtobuf.Enum, Swift.CaseIterabl
     case .ppo: return 3
     case .saveState: return 4
     case .announceAll: return 5
+    case .markInitial: return 6
     case .UNRECOGNIZED(let i): return i
     }
   }
@@ -80,6 +88,7 @@ public nonisolated enum Rlhf_V1_TrainKind: SwiftProtobuf.Enum, Swift.CaseIterabl
     .ppo,
     .saveState,
     .announceAll,
+    .markInitial,
   ]
 
 }
@@ -296,7 +305,8 @@ public nonisolated struct Rlhf_V1_ReferenceLogProbResult: Sendable {
   public init() {}
 }
 
-/// Tensor frames by kind: SFT "mask"; REWARD_RANKING "margins"; PPO either "old_logprobs" and
+/// Tensor frames by kind: SFT optionally "mask" (a weight per response token: 0 for tokens not trained
+/// on, such as the user's turns inside a conversation; absent: every response token weighs 1); REWARD_RANKING "margins"; PPO either "old_logprobs" and
 /// "advantages" (one clipped policy step on advantages computed elsewhere), or "rewards" (a whole PPO
 /// iteration on the learner: the policy's old log-probabilities and the value model's old values computed
 /// there, GAE, advantage whitening, one policy and one value step per mini-batch) (FLOAT32, response
@@ -468,6 +478,8 @@ public nonisolated struct Rlhf_V1_WeightAnnounce: Sendable {
 
   /// Whose weights: ROLE_UNSPECIFIED for the policy, REWARD_MODEL or SAFETY_MODEL for a reward model,
   /// which also carries its scalar head (weight [dim], bias); policy_version is then the model's version.
+  /// REFERENCE_POLICY: the chat model a plan's SFT step made (MARK_INITIAL), at the policy version it was
+  /// made at.
   public var model: Rlhf_V1_Role = .unspecified
 
   public var headWeight: [Float] = []
@@ -590,7 +602,7 @@ public nonisolated struct Rlhf_V1_RemoteReply: Sendable {
 fileprivate nonisolated let _protobuf_package = "rlhf.v1"
 
 nonisolated extension Rlhf_V1_TrainKind: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0TRAIN_KIND_UNSPECIFIED\0\u{1}SFT\0\u{1}REWARD_RANKING\0\u{1}PPO\0\u{1}SAVE_STATE\0\u{1}ANNOUNCE_ALL\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0TRAIN_KIND_UNSPECIFIED\0\u{1}SFT\0\u{1}REWARD_RANKING\0\u{1}PPO\0\u{1}SAVE_STATE\0\u{1}ANNOUNCE_ALL\0\u{1}MARK_INITIAL\0")
 }
 
 nonisolated extension Rlhf_V1_SamplingParams: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {

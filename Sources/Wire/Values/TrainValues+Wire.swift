@@ -8,6 +8,7 @@ extension TrainKind {
         case .ppo: return .ppo
         case .saveState: return .saveState
         case .announceAll: return .announceAll
+        case .markInitial: return .markInitial
         }
     }
 
@@ -18,6 +19,7 @@ extension TrainKind {
         case .ppo: self = .ppo
         case .saveState: self = .saveState
         case .announceAll: self = .announceAll
+        case .markInitial: self = .markInitial
         default: throw WireError.malformedBody("unknown train batch kind \(wire)")
         }
     }

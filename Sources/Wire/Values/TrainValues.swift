@@ -12,6 +12,9 @@ public enum TrainKind: String, Sendable, Codable, CaseIterable {
     case saveState = "save-state"
     /// Announce every model's current version again (after a coordinator restart).
     case announceAll = "announce-all"
+    /// The policy as it is becomes the chat model: what from-SFT rounds start again from, what reward and
+    /// value models start from, and the reference policy's weights (announced with model `.reference`).
+    case markInitial = "mark-initial"
 }
 
 /// A batch for the learner. Per-token tensors (`rewards`, `old_logprobs`, `advantages`: one value per

@@ -9,6 +9,7 @@ extension ModelKind {
         case .policy: return .unspecified
         case .rewardModel: return .rewardModel
         case .safetyModel: return .safetyModel
+        case .reference: return .referencePolicy
         }
     }
 
@@ -17,7 +18,8 @@ extension ModelKind {
         case .unspecified: self = .policy
         case .rewardModel: self = .rewardModel
         case .safetyModel: self = .safetyModel
-        default: throw WireError.malformedBody("\(wire) is not a model (policy, reward model or safety model)")
+        case .referencePolicy: self = .reference
+        default: throw WireError.malformedBody("\(wire) is not a model (policy, reward model, safety model or reference policy)")
         }
     }
 }

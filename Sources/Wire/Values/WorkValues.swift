@@ -11,6 +11,8 @@ public enum ModelKind: String, Sendable, Codable, CaseIterable {
     case rewardModel = "reward-model"
     /// The safety reward model.
     case safetyModel = "safety-model"
+    /// The reference policy's chat model, as a plan's SFT step made it.
+    case reference = "reference-policy"
 }
 
 /// A prompt and a response as token ids, with an id the caller chooses.

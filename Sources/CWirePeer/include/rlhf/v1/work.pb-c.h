@@ -53,7 +53,14 @@ typedef enum _Rlhf__V1__TrainKind {
   /*
    * Not a training step: the learner answers with every model's announcement.
    */
-  RLHF__V1__TRAIN_KIND__ANNOUNCE_ALL = 5
+  RLHF__V1__TRAIN_KIND__ANNOUNCE_ALL = 5,
+  /*
+   * Not a training step: the policy as it is now becomes the learner's chat model (what from-SFT rounds
+   * start again from and reward and value models start from) and the reference policy's weights; the
+   * learner serves that copy on a weight server of its own and answers with its announcement (model
+   * REFERENCE_POLICY). A plan's SFT step ends with it.
+   */
+  RLHF__V1__TRAIN_KIND__MARK_INITIAL = 6
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(RLHF__V1__TRAIN_KIND)
 } Rlhf__V1__TrainKind;
 
@@ -243,7 +250,8 @@ struct  Rlhf__V1__ReferenceLogProbResult
 
 
 /*
- * Tensor frames by kind: SFT "mask"; REWARD_RANKING "margins"; PPO either "old_logprobs" and
+ * Tensor frames by kind: SFT optionally "mask" (a weight per response token: 0 for tokens not trained
+ * on, such as the user's turns inside a conversation; absent: every response token weighs 1); REWARD_RANKING "margins"; PPO either "old_logprobs" and
  * "advantages" (one clipped policy step on advantages computed elsewhere), or "rewards" (a whole PPO
  * iteration on the learner: the policy's old log-probabilities and the value model's old values computed
  * there, GAE, advantage whitening, one policy and one value step per mini-batch) (FLOAT32, response
@@ -352,6 +360,8 @@ struct  Rlhf__V1__WeightAnnounce
   /*
    * Whose weights: ROLE_UNSPECIFIED for the policy, REWARD_MODEL or SAFETY_MODEL for a reward model,
    * which also carries its scalar head (weight [dim], bias); policy_version is then the model's version.
+   * REFERENCE_POLICY: the chat model a plan's SFT step made (MARK_INITIAL), at the policy version it was
+   * made at.
    */
   Rlhf__V1__Role model;
   size_t n_head_weight;
