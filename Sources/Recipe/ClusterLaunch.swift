@@ -466,7 +466,14 @@ public final class ClusterLaunch {
         let pairs: any PairSource
         if spec.data?.preferences != nil, let files { pairs = files } else if let embedded { pairs = embedded } else { pairs = FileDataSource.none }
         let judge: any JudgementSource
-        if let command = spec.judge, command.usesRewardFunction {
+        if let models = spec.judge?.rewardModel {
+            // Its own tokenizer where its model has one, else the policy's.
+            let path = Tokenizer.defaultPath(forCheckpoint: models.checkpoint)
+            let own = FileManager.default.fileExists(atPath: path) && path != Tokenizer.defaultPath(forCheckpoint: spec.checkpoint)
+                ? try Tokenizer(path: path) : tokenizer
+            judge = try RewardModelJudge(models: models, tokenizer: own, settings: spec.judge!.settings,
+                                         threads: min(4, ProcessInfo.processInfo.activeProcessorCount))
+        } else if let command = spec.judge, command.usesRewardFunction {
             judge = RewardFunctionJudge(coordinator: coordinator, settings: command.settings)
         } else if let command = spec.judge {
             var argv = command.arguments

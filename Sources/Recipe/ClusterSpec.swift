@@ -171,6 +171,8 @@ public struct ClusterSpec: Sendable, Equatable {
         public var arguments: [String]
         /// The spec's reward function is the judge (`source: reward-function`), not a command.
         public var usesRewardFunction = false
+        /// A held-out reward model is the judge (`source: reward-model`), not a command.
+        public var rewardModel: RewardModelJudge.Models?
         /// The spec's directory.
         public var directory: String
         public var settings = CommandJudge.Settings()
@@ -625,17 +627,54 @@ public struct ClusterSpec: Sendable, Equatable {
         return argv
     }
 
-    /// The `judge:` section: `{command: [ARGV...] | "shell words", tie_gap, levels: [3 gaps], helpful_above, timeout_s}`.
+    /// The `judge:` section: `{command: [ARGV...] | "shell words", tie_gap, levels: [3 gaps], helpful_above, timeout_s}`,
+    /// `{source: reward-function, ...}` or `{source: reward-model, checkpoint, head, safety_checkpoint, safety_head, unsafe_below, ...}`.
     static func judgeCommand(_ value: Any, baseDirectory: String) throws -> JudgeCommand {
-        let args = try arguments(value, key: "judge", known: ["command", "source", "tie_gap", "levels", "helpful_above", "timeout_s"])
+        let modelKeys = ["checkpoint", "head", "safety_checkpoint", "safety_head", "unsafe_below"]
+        let args = try arguments(value, key: "judge", known: Set(["command", "source", "tie_gap", "levels", "helpful_above", "timeout_s"] + modelKeys))
         var judge: JudgeCommand
-        switch args["source"] as? String {
+        let source = args["source"] as? String
+        guard args["source"] == nil || ["command", "reward-function", "reward-model"].contains(source) else {
+            throw Invalid(key: "judge.source", reason: "expected command (with judge.command), reward-function or reward-model (without), "
+                          + "got \(describe(args["source"]!))")
+        }
+        if source != "reward-model", let key = modelKeys.first(where: { args[$0] != nil }) {
+            throw Invalid(key: "judge.\(key)", reason: "belongs to a reward-model judge (source: reward-model)")
+        }
+        switch source {
         case "reward-function" where args["command"] == nil:
             judge = JudgeCommand(arguments: [], usesRewardFunction: true, directory: baseDirectory)
+        case "reward-model" where args["command"] == nil:
+            func file(_ key: String, orElse fallback: String? = nil) throws -> String? {
+                guard let text = try ClusterSpec.text(args, key, "judge") ?? fallback else { return nil }
+                let resolved = text.hasPrefix("/") ? text : (baseDirectory as NSString).appendingPathComponent(text)
+                guard FileManager.default.fileExists(atPath: resolved) else { throw Invalid(key: "judge.\(key)", reason: "no file at \(resolved)") }
+                return resolved
+            }
+            guard let checkpoint = try file("checkpoint") else {
+                throw Invalid(key: "judge.checkpoint", reason: "a reward-model judge needs its model (a checkpoint or Hugging Face directory)")
+            }
+            // `rlhf train rm --out M` writes the head to M.head.json.
+            var models = RewardModelJudge.Models(checkpoint: checkpoint, head: try file("head", orElse: checkpoint + ".head.json")!)
+            if let safety = try file("safety_checkpoint") {
+                models.safetyCheckpoint = safety
+                models.safetyHead = try file("safety_head", orElse: safety + ".head.json")
+            } else if args["safety_head"] != nil {
+                throw Invalid(key: "judge.safety_head", reason: "given without judge.safety_checkpoint")
+            }
+            if let below = args["unsafe_below"] {
+                guard let x = number(below), (0...1).contains(x) else {
+                    throw Invalid(key: "judge.unsafe_below", reason: "expected a probability in [0, 1], got \(describe(below))")
+                }
+                models.unsafeBelow = x
+            }
+            judge = JudgeCommand(arguments: [], directory: baseDirectory)
+            judge.rewardModel = models
         case nil where args["source"] == nil, "command":
             judge = JudgeCommand(arguments: try commandWords(args["command"], key: "judge.command"), directory: baseDirectory)
         default:
-            throw Invalid(key: "judge.source", reason: "expected command (with judge.command) or reward-function (without), got \(describe(args["source"]!))")
+            throw Invalid(key: "judge.source", reason: "expected command (with judge.command), reward-function or reward-model (without), "
+                          + "got \(describe(args["source"]!))")
         }
         if let gap = args["tie_gap"] {
             guard let x = number(gap), x >= 0, x.isFinite else { throw Invalid(key: "judge.tie_gap", reason: "expected a number >= 0, got \(describe(gap))") }

@@ -468,6 +468,45 @@ import Testing
         }
     }
 
+    /// A held-out reward model (`rlhf train rm` on pairs of its own) as the plan's judge: it grades the
+    /// evaluations (no safety model: nothing is unsafe) and labels the round's new pairs.
+    @Test func aHeldOutRewardModelJudgesThePlan() throws {
+        let dir = NSTemporaryDirectory() + "rlhf-rm-judge-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let generated = try CLITests.rlhf(["task", "generate", "--out", dir + "/task", "--seed", "7", "--corpus-documents", "0", "--sft-examples", "0",
+                                           "--preference-pairs", "200"])
+        #expect(generated.status == 0, "\(generated.stderr)")
+        try FileManager.default.createDirectory(atPath: dir + "/judge", withIntermediateDirectories: true)
+        let trained = try CLITests.rlhf(["train", "rm", "--data", dir + "/task/prefs.jsonl", "--init", RLHFRunTests.repository + "/models/chat-world/sft.bin",
+                                         "--out", dir + "/judge/rm.bin", "--steps", "8", "--subset", "helpfulness"])
+        #expect(trained.status == 0, "\(trained.stdout)\(trained.stderr)")
+        let spec = """
+        coordinator: tcp://127.0.0.1:*
+        heartbeat_ms: 100
+        hosts:
+          - name: here
+            workers: {generator: 1, reward-model: 1, safety-model: 1, learner: 1, reference-policy: 1}
+        model: {checkpoint: \(RLHFRunTests.repository)/models/chat-world/sft.bin}
+        task: {seed: 1, eval_prompts: 32, preference_pairs: 300}
+        judge: {source: reward-model, checkpoint: judge/rm.bin, tie_gap: 0.001}
+        plan:
+          - evaluate: {name: SFT}
+          - train_rm: {model: reward-model, pairs: 100}
+          - train_rm: {model: safety-model, pairs: 60}
+          - rs_round: {name: V1, prompts: 16, samples: 2, max_new_tokens: 32, new_pairs: 4, from_sft: true}
+        """
+        try spec.write(toFile: dir + "/spec.yaml", atomically: true, encoding: .utf8)
+        let result = try CLITests.rlhf(["launch", dir + "/spec.yaml", "--run-dir", dir + "/run"])
+        #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
+        #expect(result.stdout.contains("V1: 4 new pairs labelled"), "\(result.stdout)")
+        let summary = try RLHFRunTests.json(dir + "/run/summary.json")
+        let sft = try #require(summary["sft"] as? [String: Any])
+        let helpfulness = try #require(sft["helpfulness"] as? Double)
+        #expect(helpfulness > 0 && helpfulness < 1 && sft["unsafe_rate"] as? Double == 0, "\(sft)")
+        let v1 = try #require((summary["rounds"] as? [[String: Any]])?.first)
+        #expect(v1["reward_model_score"] is Double && v1["safety_model_score"] is Double && sft["reward_model_score"] == nil, "\(v1)")
+    }
+
     /// A rejection-sampling round rewarded by a reward function on two reward-function workers, one killed -9
     /// while the round's answers are being scored: its calls go to the other, every sample is rewarded
     /// once, with the reward its response earns, and the evaluations report the function's mean.

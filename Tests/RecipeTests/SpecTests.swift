@@ -263,6 +263,38 @@ import Testing
         ])
     }
 
+    @Test func aRewardModelJudgeIsParsed() throws {
+        let dir = try DataSpecTests.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        for name in ["rm.bin", "rm.bin.head.json", "other-head.json", "safety.bin", "safety.bin.head.json"] {
+            try "{}".write(toFile: dir + "/" + name, atomically: true, encoding: .utf8)
+        }
+        let spec = try ClusterSpec.parse(SpecTests.head + "judge: {source: reward-model, checkpoint: rm.bin, tie_gap: 0.02}\n", baseDirectory: dir)
+        #expect(spec.judge?.rewardModel == RewardModelJudge.Models(checkpoint: dir + "/rm.bin", head: dir + "/rm.bin.head.json"))
+        #expect(spec.judge?.settings.tieGap == 0.02 && spec.judge?.arguments == [] && spec.judge?.usesRewardFunction == false)
+        let both = try ClusterSpec.parse(SpecTests.head + """
+        judge: {source: reward-model, checkpoint: rm.bin, head: other-head.json, safety_checkpoint: safety.bin, unsafe_below: 0.3}
+        """, baseDirectory: dir)
+        var models = RewardModelJudge.Models(checkpoint: dir + "/rm.bin", head: dir + "/other-head.json")
+        models.safetyCheckpoint = dir + "/safety.bin"
+        models.safetyHead = dir + "/safety.bin.head.json"
+        models.unsafeBelow = 0.3
+        #expect(both.judge?.rewardModel == models)
+        for (text, key) in [
+            ("judge: {source: reward-model}\n", "judge.checkpoint"),
+            ("judge: {source: reward-model, checkpoint: nothing.bin}\n", "judge.checkpoint"),
+            ("judge: {source: reward-model, checkpoint: safety.bin, head: nothing.json}\n", "judge.head"),
+            ("judge: {source: reward-model, checkpoint: other-head.json}\n", "judge.head"),
+            ("judge: {source: reward-model, checkpoint: rm.bin, safety_head: other-head.json}\n", "judge.safety_head"),
+            ("judge: {source: reward-model, checkpoint: rm.bin, unsafe_below: 2}\n", "judge.unsafe_below"),
+            ("judge: {command: [python3, j.py], checkpoint: rm.bin}\n", "judge.checkpoint"),
+            ("judge: {source: reward-function, unsafe_below: 0.2}\n", "judge.unsafe_below"),
+            ("judge: {source: reward-models, checkpoint: rm.bin}\n", "judge.source"),
+        ] {
+            #expect { try ClusterSpec.parse(SpecTests.head + text, baseDirectory: dir) } throws: { ($0 as? ClusterSpec.Invalid)?.key == key }
+        }
+    }
+
     @Test func anSFTStepAndItsDataAreParsed() throws {
         let dir = try DataSpecTests.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }

@@ -4,6 +4,7 @@ import LlamaCore
 import LlamaTraining
 @testable import Recipe
 import Testing
+import Workers
 import TestKit
 
 /// The plan's sources: the embedded task as one implementation (its judge is the hidden annotator,
@@ -163,6 +164,44 @@ import TestKit
         let written = try TrainingData.sft(dir + "/task-sft.jsonl", tokenizer: tokenizer, seqLen: 256, policy: .stop).sequences
         let embedded = try EmbeddedTaskSource(seed: 3, tokenizer: tokenizer, preferencePairs: 0).sftSequences(seqLen: 256)
         #expect(embedded.count == 6_000 && embedded == written)
+    }
+
+    @Test func aRewardModelJudgesByItsScores() throws {
+        let dir = try Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let tokenizer = TaskSourceTests.tokenizer
+        let checkpoint = TestKit.repository + "/models/chat-world/sft.bin"
+        let weights = try Checkpoint.read(path: checkpoint).weights
+        let helpfulHead = ScalarHead(dim: weights.config.dim, seed: 5), safetyHead = ScalarHead(dim: weights.config.dim, seed: 6)
+        try JSONEncoder().encode(helpfulHead).write(to: URL(fileURLWithPath: dir + "/helpful.json"))
+        try JSONEncoder().encode(safetyHead).write(to: URL(fileURLWithPath: dir + "/safety.json"))
+        var models = RewardModelJudge.Models(checkpoint: checkpoint, head: dir + "/helpful.json")
+        let task = EmbeddedTaskSource(seed: 1, tokenizer: tokenizer, preferencePairs: 24)
+        let items = task.preferencePairs.flatMap { [($0.prompt, $0.chosen), ($0.prompt, $0.rejected)] }
+        // The helpfulness model alone: sigmoid of its score, as the model scores prompt + answer + EOS; never unsafe.
+        let judge = try RewardModelJudge(models: models, tokenizer: tokenizer)
+        let judged = try judge.judge(items)
+        let sequences = items.map { ChatTemplate.promptIDs($0.0, tokenizer: tokenizer) + tokenizer.encode($0.1) + [tokenizer.eosId] }
+        let scores = try RewardModelService(kind: .rewardModel, weights: weights, head: helpfulHead).scores(sequences)
+        #expect(judged.count == items.count)
+        for (j, score) in zip(judged, scores) {
+            let p = 1 / (1 + exp(-Double(score)))
+            #expect(abs(j!.helpfulness - p) < 1e-9 && !j!.unsafe && j!.helpful == (p >= judge.settings.helpfulAbove))
+        }
+        // With a safety model, unsafe where its probability is under the threshold (here the median, so some are).
+        let safetyScores = try RewardModelService(kind: .safetyModel, weights: weights, head: safetyHead).scores(sequences).map { 1 / (1 + exp(-Double($0))) }
+        models.safetyCheckpoint = checkpoint
+        models.safetyHead = dir + "/safety.json"
+        models.unsafeBelow = safetyScores.sorted()[safetyScores.count / 2]
+        let withSafety = try RewardModelJudge(models: models, tokenizer: tokenizer).judge(items)
+        #expect(withSafety.map { $0!.unsafe } == safetyScores.map { $0 < models.unsafeBelow })
+        #expect(withSafety.contains { $0!.unsafe } && withSafety.contains { !$0!.unsafe })
+        // A tokenizer the model cannot read, and an answer longer than its context, are refused by name.
+        models.head = dir + "/missing.json"
+        #expect { try RewardModelJudge(models: models, tokenizer: tokenizer) } throws: { "\($0)".contains("missing.json") }
+        #expect { try judge.judge([("Tell me a story.", String(repeating: "a fox ran home. ", count: 400))]) } throws: {
+            "\($0)".contains("the reward-model judge's context is 256 tokens")
+        }
     }
 
     @Test func theTaskJudgeCommandJudgesAsTheAnnotatorDoes() throws {
