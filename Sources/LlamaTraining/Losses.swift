@@ -33,6 +33,14 @@ public enum MarginTable: String, CaseIterable, Codable, Sendable {
 }
 
 /// Numerically stable `log(1 + exp(x))`.
+/// The objective of direct preference optimisation.
+public enum PreferenceObjective: String, CaseIterable, Codable, Sendable {
+    /// DPO (Rafailov et al. 2023): `-log sigmoid(beta h)`; with label smoothing, conservative DPO.
+    case sigmoid
+    /// IPO (Azar et al. 2023): `(h - 1 / (2 beta))^2`, which does not push `h` without bound.
+    case ipo
+}
+
 @inline(__always) func softplus(_ x: Double) -> Double { x > 0 ? x + log1p(exp(-x)) : log1p(exp(x)) }
 
 /// The losses of SFT, reward modelling and PPO as plain functions of scores and log-probabilities.
@@ -119,6 +127,31 @@ public enum Losses {
         // The min picks the unclipped term (and its gradient) unless clipping makes it smaller.
         let useUnclipped = unclipped <= clippedTerm
         return (-min(unclipped, clippedTerm), useUnclipped ? -unclipped : 0, abs(ratio - 1) > clip)
+    }
+
+    /// DPO's loss of one pair and its derivative with respect to `h = (logp_c - ref_c) - (logp_r - ref_r)`
+    /// (the difference of the implicit rewards over `beta`).
+    public static func directPreference(h: Double, beta: Double, objective: PreferenceObjective, labelSmoothing: Double = 0)
+        -> (loss: Double, dH: Double) {
+        switch objective {
+        case .sigmoid:
+            // -(1 - e) log sigmoid(beta h) - e log sigmoid(-beta h): conservative DPO with e > 0.
+            let z = beta * h, e = labelSmoothing
+            let loss = (1 - e) * softplus(-z) + e * softplus(z)
+            let sigmoid = 1 / (1 + exp(-z))
+            return (loss, beta * (-(1 - e) * (1 - sigmoid) + e * sigmoid))
+        case .ipo:
+            let target = 1 / (2 * beta)
+            return ((h - target) * (h - target), 2 * (h - target))
+        }
+    }
+
+    /// The k3 estimate of KL(policy || reference) for one sampled token, `exp(ref - logp) - (ref - logp) - 1`
+    /// (never negative), and its derivative with respect to `logp`, `1 - exp(ref - logp)`.
+    @inline(__always)
+    public static func k3Penalty(logProb: Double, referenceLogProb: Double) -> (value: Double, dLogProb: Double) {
+        let logRatio = referenceLogProb - logProb, ratio = exp(logRatio)
+        return (ratio - logRatio - 1, 1 - ratio)
     }
 
     /// PPO's clipped value loss over masked tokens: `0.5 * mean max((v - R)^2, (v_clip - R)^2)` with

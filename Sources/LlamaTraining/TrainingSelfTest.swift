@@ -3,7 +3,8 @@ import LlamaCore
 
 /// Parity checks of the training core against the training fixtures (PyTorch, float64): SFT loss and
 /// gradient, one AdamW step, reward-model scores/loss/gradients, PPO loss/clip fraction/new
-/// log-probabilities/gradient. Tolerances from the fixtures' README: losses within 1e-4 of the loss's
+/// log-probabilities/gradient, GRPO and Dr. GRPO losses (with the k3 KL penalty)/gradients, DPO, IPO
+/// and conservative DPO losses/gradients. Tolerances from the fixtures' README: losses within 1e-4 of the loss's
 /// scale, max(|loss|, mean absolute per-token term) (a PPO loss is a sum of terms of size ~1 that nearly
 /// cancel: its error relative to |loss| alone says nothing), gradients 1e-3 relative to each tensor's
 /// largest entry.
@@ -41,6 +42,53 @@ public enum TrainingSelfTest {
         let loss: Double
         let clip_fraction: Double
         let new_logprobs: [[Double]]
+    }
+
+    struct GroupFixture: Decodable {
+        struct Loss: Decodable {
+            let loss: Double
+            let per_token_terms: [[Double]]
+        }
+        let tokens: [[Int32]]
+        let response_mask: [[Float]]
+        let group_size: Int
+        let rewards: [Double]
+        let old_logprobs: [[Float]]
+        let ref_logprobs: [[Float]]
+        let clip: Double, beta: Double, std_eps: Double
+        let advantages: [String: [Double]]
+        let grpo: Loss, dr_grpo: Loss
+        let grpo_token_aggregation_loss: Double
+        let new_logprobs: [[Double]]
+        let kl_k3_mean: Double
+        let clip_fraction: Double
+
+        /// A sequence's advantage on each of its targets `(B, T-1)`.
+        func spread(_ kind: String) -> [[Float]] {
+            tokens.indices.map { b in [Float](repeating: Float(advantages[kind]![b]), count: tokens[b].count - 1) }
+        }
+
+        /// The mean absolute per-token term of a loss (its scale).
+        func termScale(_ loss: Loss) -> Double {
+            var sum = 0.0, count = 0.0
+            for (b, row) in loss.per_token_terms.enumerated() {
+                for (t, x) in row.enumerated() where response_mask[b][t] != 0 {
+                    sum += abs(x)
+                    count += 1
+                }
+            }
+            return count > 0 ? sum / count : 0
+        }
+    }
+
+    struct PreferenceFixture: Decodable {
+        let chosen: [[Int32]], rejected: [[Int32]]
+        let chosen_mask: [[Float]], rejected_mask: [[Float]]
+        let ref_chosen_logprob: [Double], ref_rejected_logprob: [Double]
+        let beta: Double, label_smoothing: Double
+        let loss_sigmoid: Double, loss_ipo: Double, loss_cdpo: Double
+        let chosen_logprob: [Double], rejected_logprob: [Double]
+        let chosen_reward: [Double], rejected_reward: [Double]
     }
 
     static let lossTolerance = 1e-4, gradientTolerance = 1e-3
@@ -187,6 +235,83 @@ public enum TrainingSelfTest {
             let (pErr, pName) = gradientError(ModelWeights(config: ppoTrainer.config, storage: ppoTrainer.gradients), ppoGrad)
             checks.append(.init(name: "\(name): PPO gradient", passed: pErr <= gradientTolerance, maxError: pErr,
                                 tolerance: gradientTolerance, detail: "worst tensor \(pName)"))
+        }
+        if files.contains(name + ".grpo.json") { checks += try groupChecks(name: name, base: base, model: model) }
+        if files.contains(name + ".dpo.json") { checks += try preferenceChecks(name: name, base: base, model: model) }
+        return checks
+    }
+
+    /// GRPO's loss (per-sequence and per-token aggregation) and Dr. GRPO's, with the KL penalty in the loss;
+    /// the new log-probabilities, the k3 KL and the clip fraction; both gradients.
+    static func groupChecks(name: String, base: String, model: ModelWeights) throws -> [SelfTest.Check] {
+        var checks: [SelfTest.Check] = []
+        let g = try SelfTest.loadJSON(GroupFixture.self, path: base + ".grpo.json")
+        func loss(_ aggregation: LossAggregation, _ kind: String) throws -> (PPOPolicyStats, TrainableTransformer) {
+            let trainer = TrainableTransformer(weights: model.copy())
+            let stats = try trainer.groupPolicyLoss(sequences: g.tokens, responseMask: g.response_mask, oldLogProbs: g.old_logprobs,
+                                                    advantages: g.spread(kind), referenceLogProbs: g.ref_logprobs, beta: g.beta, clip: g.clip,
+                                                    aggregation: aggregation)
+            return (stats, trainer)
+        }
+        func lossCheck(_ label: String, _ ours: Double, _ reference: Double, scale: Double) {
+            let error = lossError(ours, reference, termScale: scale)
+            checks.append(.init(name: "\(name): \(label)", passed: error <= lossTolerance, maxError: error, tolerance: lossTolerance, detail: "loss \(ours)"))
+        }
+        func gradientCheck(_ label: String, _ trainer: TrainableTransformer, _ file: String) throws {
+            let reference = try Checkpoint.read(path: base + file).weights
+            let (error, tensor) = gradientError(ModelWeights(config: trainer.config, storage: trainer.gradients), reference)
+            checks.append(.init(name: "\(name): \(label)", passed: error <= gradientTolerance, maxError: error, tolerance: gradientTolerance,
+                                detail: "worst tensor \(tensor)"))
+        }
+        let (grpo, grpoTrainer) = try loss(.sequence, "grpo")
+        lossCheck("GRPO loss", grpo.loss, g.grpo.loss, scale: g.termScale(g.grpo))
+        let (tokenLevel, _) = try loss(.token, "grpo")
+        lossCheck("GRPO loss, token aggregation", tokenLevel.loss, g.grpo_token_aggregation_loss, scale: g.termScale(g.grpo))
+        let longest = Int(g.response_mask.map { $0.reduce(0, +) }.max() ?? 0)
+        let (dr, drTrainer) = try loss(.constant(longest), "dr_grpo")
+        lossCheck("Dr. GRPO loss", dr.loss, g.dr_grpo.loss, scale: g.termScale(g.dr_grpo))
+        var lpErr = 0.0
+        for (b, row) in g.new_logprobs.enumerated() {
+            for (t, v) in row.enumerated() where g.response_mask[b][t] != 0 { lpErr = max(lpErr, abs(Double(grpo.newLogProbs[b][t]) - v)) }
+        }
+        checks.append(.init(name: "\(name): GRPO new log-probabilities", passed: lpErr <= 1e-3, maxError: lpErr, tolerance: 1e-3))
+        let klErr = relative(grpo.referenceKL, g.kl_k3_mean)
+        checks.append(.init(name: "\(name): GRPO k3 KL to the reference", passed: klErr <= 1e-3, maxError: klErr, tolerance: 1e-3,
+                            detail: "\(grpo.referenceKL)"))
+        let clipErr = abs(grpo.clipFraction - g.clip_fraction)
+        checks.append(.init(name: "\(name): GRPO clip fraction", passed: clipErr < 1e-9, maxError: clipErr, tolerance: 0, detail: "\(grpo.clipFraction)"))
+        try gradientCheck("GRPO gradient", grpoTrainer, ".grpo-grad.bin")
+        try gradientCheck("Dr. GRPO gradient", drTrainer, ".dr-grpo-grad.bin")
+        return checks
+    }
+
+    /// DPO's sigmoid loss, IPO's and conservative DPO's; the sequence log-probabilities and implicit
+    /// rewards; the DPO and IPO gradients.
+    static func preferenceChecks(name: String, base: String, model: ModelWeights) throws -> [SelfTest.Check] {
+        var checks: [SelfTest.Check] = []
+        let f = try SelfTest.loadJSON(PreferenceFixture.self, path: base + ".dpo.json")
+        func run(_ objective: PreferenceObjective, smoothing: Double = 0) throws -> (PreferenceStats, TrainableTransformer) {
+            let trainer = TrainableTransformer(weights: model.copy())
+            let stats = try trainer.directPreferenceLoss(chosen: f.chosen, rejected: f.rejected, chosenMask: f.chosen_mask, rejectedMask: f.rejected_mask,
+                                                         referenceChosen: f.ref_chosen_logprob, referenceRejected: f.ref_rejected_logprob,
+                                                         beta: f.beta, objective: objective, labelSmoothing: smoothing)
+            return (stats, trainer)
+        }
+        let (dpo, dpoTrainer) = try run(.sigmoid)
+        let lpErr = zip(dpo.chosenLogProbs + dpo.rejectedLogProbs, f.chosen_logprob + f.rejected_logprob).map { abs($0 - $1) }.max()!
+        checks.append(.init(name: "\(name): DPO sequence log-probabilities", passed: lpErr <= 1e-3, maxError: lpErr, tolerance: 1e-3))
+        let rewardErr = zip(dpo.chosenRewards + dpo.rejectedRewards, f.chosen_reward + f.rejected_reward).map { abs($0 - $1) }.max()!
+        checks.append(.init(name: "\(name): DPO implicit rewards", passed: rewardErr <= 1e-4, maxError: rewardErr, tolerance: 1e-4))
+        for (label, ours, reference) in [("DPO loss", dpo.loss, f.loss_sigmoid), ("IPO loss", try run(.ipo).0.loss, f.loss_ipo),
+                                         ("conservative DPO loss", try run(.sigmoid, smoothing: f.label_smoothing).0.loss, f.loss_cdpo)] {
+            let error = lossError(ours, reference)
+            checks.append(.init(name: "\(name): \(label)", passed: error <= lossTolerance, maxError: error, tolerance: lossTolerance, detail: "loss \(ours)"))
+        }
+        for (label, trainer, file) in [("DPO gradient", dpoTrainer, ".dpo-grad.bin"), ("IPO gradient", try run(.ipo).1, ".ipo-grad.bin")] {
+            let (error, tensor) = gradientError(ModelWeights(config: trainer.config, storage: trainer.gradients),
+                                                try Checkpoint.read(path: base + file).weights)
+            checks.append(.init(name: "\(name): \(label)", passed: error <= gradientTolerance, maxError: error, tolerance: gradientTolerance,
+                                detail: "worst tensor \(tensor)"))
         }
         return checks
     }

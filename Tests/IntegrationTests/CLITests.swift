@@ -45,10 +45,13 @@ import TestKit
         let result = try CLITests.rlhf(["selftest", "--fixtures", Fixtures.models])
         #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
         let lines = result.stdout.split(separator: "\n")
-        // 3 inference checks per model, and 12 training checks per model (SFT, AdamW, reward model, PPO).
-        #expect(lines.filter { $0.hasPrefix("PASS") }.count == 30)
-        #expect(lines.contains { $0.hasPrefix("PASS tiny-gqa: PPO gradient") })
-        #expect(lines.last == "selftest: 30 passed, 0 failed")
+        // 3 inference checks per model, 27 training checks per model (SFT, AdamW, reward model, PPO; GRPO and
+        // Dr. GRPO, DPO, IPO and conservative DPO) and 3 of the group methods' advantages.
+        #expect(lines.filter { $0.hasPrefix("PASS") }.count == 66)
+        for check in ["PPO gradient", "GRPO gradient", "Dr. GRPO gradient", "DPO gradient", "IPO gradient", "rloo advantages"] {
+            #expect(lines.contains { $0.hasPrefix("PASS tiny-gqa: \(check)") }, "\(check)")
+        }
+        #expect(lines.last == "selftest: 66 passed, 0 failed")
     }
 
     @Test func selftestFailsOnAWrongFixture() throws {

@@ -10,7 +10,7 @@ import Testing
 
     @Test func selftestOnTheTrainingFixtures() throws {
         let checks = try TrainingSelfTest.run(directory: TrainingTests.fixtures)
-        #expect(checks.count == 24)
+        #expect(checks.count == 54)
         for check in checks { #expect(check.passed, "\(check.line)") }
     }
 

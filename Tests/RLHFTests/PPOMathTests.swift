@@ -70,3 +70,35 @@ import Testing
         #expect(w.count == 2 && PPOMathTests.close(w[0], [-1 / s, 0]) && PPOMathTests.close(w[1], [1 / s]))
     }
 }
+
+/// The critic-free methods' advantages against hand-computed cases (the fixtures' are checked by `rlhf selftest`).
+@Suite struct GroupAdvantageTests {
+    @Test func groupBaselines() {
+        let rewards = [1.0, 0, 0.5, 0.5, /* a flat group */ 2, 2, 2, 2]
+        // GRPO: (r - mean) / (std + eps), std with n - 1: the first group's mean 0.5, std sqrt(1/6).
+        let std = (0.5 / 3).squareRoot()
+        #expect(PPOMathTests.close(GroupAdvantage.grpo.advantages(rewards: rewards, group: 4, eps: 0),
+                                   [0.5 / std, -0.5 / std, 0, 0, 0, 0, 0, 0]))
+        #expect(PPOMathTests.close(GroupAdvantage.drGRPO.advantages(rewards: rewards, group: 4), [0.5, -0.5, 0, 0, 0, 0, 0, 0]))
+        // RLOO: r_i less the mean of the other three.
+        #expect(PPOMathTests.close(GroupAdvantage.rloo.advantages(rewards: rewards, group: 4), [1 - 1.0 / 3, -2.0 / 3, 0.5 - 0.5, 0, 0, 0, 0, 0]))
+        // Dr. GRPO's advantages are RLOO's scaled by (n - 1) / n.
+        let dr = GroupAdvantage.drGRPO.advantages(rewards: rewards, group: 4), loo = GroupAdvantage.rloo.advantages(rewards: rewards, group: 4)
+        #expect(PPOMathTests.close(dr, loo.map { $0 * 3 / 4 }))
+        // A group of one has no baseline: nothing to learn from.
+        #expect(GroupAdvantage.grpo.advantages(rewards: [3, -1], group: 1) == [0, 0])
+        #expect(GroupAdvantage.flatGroupShare(rewards: rewards, group: 4) == 0.5)
+        #expect(PPOMathTests.close(GroupAdvantage.meanGroupDeviation(rewards: rewards, group: 4), std / 2))
+    }
+
+    @Test func reinforcePlusPlusPutsTheKLInEveryTokensRewardAndNormalisesOverTheBatch() {
+        // Returns to go: scores on the last token, -beta * kl on every token.
+        let kl: [[Double]] = [[0.1, 0.2, 0.3], [0.4]]
+        let advantages = ReinforcePlusPlus.advantages(scores: [1, -1], kl: kl, beta: 0.5)
+        let returns = [1 - 0.5 * 0.6, 1 - 0.5 * 0.5, 1 - 0.5 * 0.3, -1 - 0.5 * 0.4]
+        let mean = returns.reduce(0, +) / 4
+        let deviation = (returns.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / 3).squareRoot()
+        #expect(PPOMathTests.close(Array(advantages.joined()), returns.map { ($0 - mean) / deviation }))
+        #expect(advantages.map(\.count) == [3, 1])
+    }
+}
