@@ -1675,7 +1675,7 @@ const ProtobufCMessageDescriptor rlhf__v1__reference_log_prob_result__descriptor
   (ProtobufCMessageInit) rlhf__v1__reference_log_prob_result__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor rlhf__v1__train_batch__field_descriptors[13] =
+static const ProtobufCFieldDescriptor rlhf__v1__train_batch__field_descriptors[19] =
 {
   {
     "kind",
@@ -1833,17 +1833,95 @@ static const ProtobufCFieldDescriptor rlhf__v1__train_batch__field_descriptors[1
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "kl_beta",
+    14,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_FLOAT,
+    0,   /* quantifier_offset */
+    offsetof(Rlhf__V1__TrainBatch, kl_beta),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "loss_aggregation",
+    15,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Rlhf__V1__TrainBatch, loss_aggregation),
+    &rlhf__v1__loss_aggregation__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "aggregation_length",
+    16,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Rlhf__V1__TrainBatch, aggregation_length),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "clip",
+    17,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_FLOAT,
+    0,   /* quantifier_offset */
+    offsetof(Rlhf__V1__TrainBatch, clip),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "preference_objective",
+    18,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Rlhf__V1__TrainBatch, preference_objective),
+    &rlhf__v1__preference_objective__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "label_smoothing",
+    19,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_FLOAT,
+    0,   /* quantifier_offset */
+    offsetof(Rlhf__V1__TrainBatch, label_smoothing),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned rlhf__v1__train_batch__field_indices_by_name[] = {
+  15,   /* field[15] = aggregation_length */
+  16,   /* field[16] = clip */
   5,   /* field[5] = from_initial */
   9,   /* field[9] = gae_lambda */
   8,   /* field[8] = gamma */
   0,   /* field[0] = kind */
+  13,   /* field[13] = kl_beta */
+  18,   /* field[18] = label_smoothing */
   2,   /* field[2] = learning_rate */
+  14,   /* field[14] = loss_aggregation */
   6,   /* field[6] = mini_batch_size */
   4,   /* field[4] = model */
   3,   /* field[3] = policy_version */
   12,   /* field[12] = ppo_epochs */
+  17,   /* field[17] = preference_objective */
   1,   /* field[1] = sequences */
   10,   /* field[10] = shuffle_seed */
   11,   /* field[11] = state_step */
@@ -1852,7 +1930,7 @@ static const unsigned rlhf__v1__train_batch__field_indices_by_name[] = {
 static const ProtobufCIntRange rlhf__v1__train_batch__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 13 }
+  { 0, 19 }
 };
 const ProtobufCMessageDescriptor rlhf__v1__train_batch__descriptor =
 {
@@ -1862,14 +1940,14 @@ const ProtobufCMessageDescriptor rlhf__v1__train_batch__descriptor =
   "Rlhf__V1__TrainBatch",
   "rlhf.v1",
   sizeof(Rlhf__V1__TrainBatch),
-  13,
+  19,
   rlhf__v1__train_batch__field_descriptors,
   rlhf__v1__train_batch__field_indices_by_name,
   1,  rlhf__v1__train_batch__number_ranges,
   (ProtobufCMessageInit) rlhf__v1__train_batch__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor rlhf__v1__train_stats__field_descriptors[16] =
+static const ProtobufCFieldDescriptor rlhf__v1__train_stats__field_descriptors[18] =
 {
   {
     "kind",
@@ -2063,6 +2141,30 @@ static const ProtobufCFieldDescriptor rlhf__v1__train_stats__field_descriptors[1
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "reference_kl",
+    17,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Rlhf__V1__TrainStats, reference_kl),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "reward_margin",
+    18,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Rlhf__V1__TrainStats, reward_margin),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned rlhf__v1__train_stats__field_indices_by_name[] = {
   10,   /* field[10] = accuracy */
@@ -2077,6 +2179,8 @@ static const unsigned rlhf__v1__train_stats__field_indices_by_name[] = {
   1,   /* field[1] = loss */
   14,   /* field[14] = mean_return */
   8,   /* field[8] = policy_version */
+  16,   /* field[16] = reference_kl */
+  17,   /* field[17] = reward_margin */
   7,   /* field[7] = step */
   6,   /* field[6] = tokens */
   12,   /* field[12] = value_clip_fraction */
@@ -2085,7 +2189,7 @@ static const unsigned rlhf__v1__train_stats__field_indices_by_name[] = {
 static const ProtobufCIntRange rlhf__v1__train_stats__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 16 }
+  { 0, 18 }
 };
 const ProtobufCMessageDescriptor rlhf__v1__train_stats__descriptor =
 {
@@ -2095,7 +2199,7 @@ const ProtobufCMessageDescriptor rlhf__v1__train_stats__descriptor =
   "Rlhf__V1__TrainStats",
   "rlhf.v1",
   sizeof(Rlhf__V1__TrainStats),
-  16,
+  18,
   rlhf__v1__train_stats__field_descriptors,
   rlhf__v1__train_stats__field_indices_by_name,
   1,  rlhf__v1__train_stats__number_ranges,
@@ -2577,7 +2681,7 @@ const ProtobufCMessageDescriptor rlhf__v1__remote_reply__descriptor =
   (ProtobufCMessageInit) rlhf__v1__remote_reply__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCEnumValue rlhf__v1__train_kind__enum_values_by_number[7] =
+static const ProtobufCEnumValue rlhf__v1__train_kind__enum_values_by_number[9] =
 {
   { "TRAIN_KIND_UNSPECIFIED", "RLHF__V1__TRAIN_KIND__TRAIN_KIND_UNSPECIFIED", 0 },
   { "SFT", "RLHF__V1__TRAIN_KIND__SFT", 1 },
@@ -2586,14 +2690,18 @@ static const ProtobufCEnumValue rlhf__v1__train_kind__enum_values_by_number[7] =
   { "SAVE_STATE", "RLHF__V1__TRAIN_KIND__SAVE_STATE", 4 },
   { "ANNOUNCE_ALL", "RLHF__V1__TRAIN_KIND__ANNOUNCE_ALL", 5 },
   { "MARK_INITIAL", "RLHF__V1__TRAIN_KIND__MARK_INITIAL", 6 },
+  { "POLICY_ITERATION", "RLHF__V1__TRAIN_KIND__POLICY_ITERATION", 7 },
+  { "DPO", "RLHF__V1__TRAIN_KIND__DPO", 8 },
 };
 static const ProtobufCIntRange rlhf__v1__train_kind__value_ranges[] = {
-{0, 0},{0, 7}
+{0, 0},{0, 9}
 };
-static const ProtobufCEnumValueIndex rlhf__v1__train_kind__enum_values_by_name[7] =
+static const ProtobufCEnumValueIndex rlhf__v1__train_kind__enum_values_by_name[9] =
 {
   { "ANNOUNCE_ALL", 5 },
+  { "DPO", 8 },
   { "MARK_INITIAL", 6 },
+  { "POLICY_ITERATION", 7 },
   { "PPO", 3 },
   { "REWARD_RANKING", 2 },
   { "SAVE_STATE", 4 },
@@ -2607,11 +2715,69 @@ const ProtobufCEnumDescriptor rlhf__v1__train_kind__descriptor =
   "TrainKind",
   "Rlhf__V1__TrainKind",
   "rlhf.v1",
-  7,
+  9,
   rlhf__v1__train_kind__enum_values_by_number,
-  7,
+  9,
   rlhf__v1__train_kind__enum_values_by_name,
   1,
   rlhf__v1__train_kind__value_ranges,
+  NULL,NULL,NULL,NULL   /* reserved[1234] */
+};
+static const ProtobufCEnumValue rlhf__v1__loss_aggregation__enum_values_by_number[3] =
+{
+  { "LOSS_AGGREGATION_TOKEN", "RLHF__V1__LOSS_AGGREGATION__LOSS_AGGREGATION_TOKEN", 0 },
+  { "LOSS_AGGREGATION_SEQUENCE", "RLHF__V1__LOSS_AGGREGATION__LOSS_AGGREGATION_SEQUENCE", 1 },
+  { "LOSS_AGGREGATION_CONSTANT", "RLHF__V1__LOSS_AGGREGATION__LOSS_AGGREGATION_CONSTANT", 2 },
+};
+static const ProtobufCIntRange rlhf__v1__loss_aggregation__value_ranges[] = {
+{0, 0},{0, 3}
+};
+static const ProtobufCEnumValueIndex rlhf__v1__loss_aggregation__enum_values_by_name[3] =
+{
+  { "LOSS_AGGREGATION_CONSTANT", 2 },
+  { "LOSS_AGGREGATION_SEQUENCE", 1 },
+  { "LOSS_AGGREGATION_TOKEN", 0 },
+};
+const ProtobufCEnumDescriptor rlhf__v1__loss_aggregation__descriptor =
+{
+  PROTOBUF_C__ENUM_DESCRIPTOR_MAGIC,
+  "rlhf.v1.LossAggregation",
+  "LossAggregation",
+  "Rlhf__V1__LossAggregation",
+  "rlhf.v1",
+  3,
+  rlhf__v1__loss_aggregation__enum_values_by_number,
+  3,
+  rlhf__v1__loss_aggregation__enum_values_by_name,
+  1,
+  rlhf__v1__loss_aggregation__value_ranges,
+  NULL,NULL,NULL,NULL   /* reserved[1234] */
+};
+static const ProtobufCEnumValue rlhf__v1__preference_objective__enum_values_by_number[2] =
+{
+  { "PREFERENCE_OBJECTIVE_SIGMOID", "RLHF__V1__PREFERENCE_OBJECTIVE__PREFERENCE_OBJECTIVE_SIGMOID", 0 },
+  { "PREFERENCE_OBJECTIVE_IPO", "RLHF__V1__PREFERENCE_OBJECTIVE__PREFERENCE_OBJECTIVE_IPO", 1 },
+};
+static const ProtobufCIntRange rlhf__v1__preference_objective__value_ranges[] = {
+{0, 0},{0, 2}
+};
+static const ProtobufCEnumValueIndex rlhf__v1__preference_objective__enum_values_by_name[2] =
+{
+  { "PREFERENCE_OBJECTIVE_IPO", 1 },
+  { "PREFERENCE_OBJECTIVE_SIGMOID", 0 },
+};
+const ProtobufCEnumDescriptor rlhf__v1__preference_objective__descriptor =
+{
+  PROTOBUF_C__ENUM_DESCRIPTOR_MAGIC,
+  "rlhf.v1.PreferenceObjective",
+  "PreferenceObjective",
+  "Rlhf__V1__PreferenceObjective",
+  "rlhf.v1",
+  2,
+  rlhf__v1__preference_objective__enum_values_by_number,
+  2,
+  rlhf__v1__preference_objective__enum_values_by_name,
+  1,
+  rlhf__v1__preference_objective__value_ranges,
   NULL,NULL,NULL,NULL   /* reserved[1234] */
 };

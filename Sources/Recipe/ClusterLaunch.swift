@@ -395,6 +395,10 @@ public final class ClusterLaunch {
             try pipeline(coordinator, report: report).rejectionSamplingRound(settings, evaluation: evalSettings, seed: UInt64(1_000 + index))
         case let .ppo(settings):
             try pipeline(coordinator, report: report).ppoRound(settings, evaluation: evalSettings, seed: UInt64(1_000 + index))
+        case let .policyRound(settings):
+            try pipeline(coordinator, report: report).policyRound(settings, evaluation: evalSettings, seed: UInt64(1_000 + index))
+        case let .dpoRound(settings):
+            try pipeline(coordinator, report: report).dpoRound(settings, evaluation: evalSettings, seed: UInt64(1_000 + index))
         case let .hold(seconds):
             coordinator.setProgress(PlanStage(.hold))
             report(String(format: "step %d hold: the cluster stays up for %.1f s", index + 1, seconds))

@@ -4,6 +4,7 @@ import LlamaCore
 import Launcher
 import RLHF
 import LlamaTraining
+import Wire
 import Yams
 
 /// A cluster spec (YAML in cluster/): where the coordinator listens, which hosts run which workers,
@@ -38,6 +39,10 @@ public struct ClusterSpec: Sendable, Equatable {
         case rejectionSampling(RLHFPipeline.RoundSettings)
         /// A PPO round (RLHF-V5's last stage).
         case ppo(RLHFPipeline.PPOSettings)
+        /// A critic-free policy round: GRPO, Dr. GRPO, RLOO or REINFORCE++ (or PPO).
+        case policyRound(RLHFPipeline.PolicyRoundSettings)
+        /// A direct-preference round: DPO, IPO or conservative DPO on data or on-policy pairs.
+        case dpoRound(RLHFPipeline.DPORoundSettings)
 
         /// The roles whose workers the step sends work to: a plan with a step whose role no host
         /// starts would wait for ever.
@@ -56,6 +61,11 @@ public struct ClusterSpec: Sendable, Equatable {
             // the round's evaluation.
             case .rejectionSampling(let settings): return Step.rolesOfRound(settings.reward, rewardModelsRetrained: settings.newPairs > 0)
             case .ppo(let settings): return Step.rolesOfRound(settings.reward, rewardModelsRetrained: settings.newPairs > 0)
+            case .policyRound(let settings): return Step.rolesOfRound(settings.reward, rewardModelsRetrained: false)
+            // Data pairs need no reward source; on-policy pairs ranked by reward do; the evaluation samples.
+            case .dpoRound(let settings):
+                return settings.pairs == .onPolicy && settings.rankBy == .reward
+                    ? Step.rolesOfRound(settings.reward, rewardModelsRetrained: false) : [.generator, .learner, .referencePolicy]
             }
         }
 
@@ -80,6 +90,8 @@ public struct ClusterSpec: Sendable, Equatable {
             case .supervisedFineTuning: "sft"
             case .rejectionSampling: "rs_round"
             case .ppo: "ppo_round"
+            case .policyRound: "policy_round"
+            case .dpoRound: "dpo_round"
             }
         }
 
@@ -87,7 +99,7 @@ public struct ClusterSpec: Sendable, Equatable {
         /// pipeline state across steps).
         public var isRLHF: Bool {
             switch self {
-            case .evaluate, .trainRewardModel, .supervisedFineTuning, .rejectionSampling, .ppo: return true
+            case .evaluate, .trainRewardModel, .supervisedFineTuning, .rejectionSampling, .ppo, .policyRound, .dpoRound: return true
             case .generate, .round, .hold: return false
             }
         }
@@ -243,6 +255,18 @@ public struct ClusterSpec: Sendable, Equatable {
                 settings.samples = min(settings.samples, 4)
                 settings.newPairs = min(settings.newPairs, 64)
                 return .rejectionSampling(settings)
+            case var .policyRound(settings):
+                settings.iterations = min(settings.iterations, 4)
+                settings.prompts = min(settings.prompts, 8)
+                settings.group = min(settings.group, 4)
+                return .policyRound(settings)
+            case var .dpoRound(settings):
+                settings.maxPairs = min(settings.maxPairs ?? 512, 512)
+                settings.epochs = 1
+                settings.iterations = min(settings.iterations, 2)
+                settings.prompts = min(settings.prompts, 64)
+                settings.samples = min(settings.samples, 4)
+                return .dpoRound(settings)
             case var .ppo(settings):
                 settings.iterations = min(settings.iterations, 4)
                 settings.rollouts = min(settings.rollouts, 32)
@@ -424,9 +448,13 @@ public struct ClusterSpec: Sendable, Equatable {
                 plan.append(.rejectionSampling(settings))
             case "ppo_round":
                 plan.append(.ppo(try ClusterSpec.ppoSettings(value, key: "plan[\(i)].ppo_round")))
+            case "policy_round":
+                plan.append(.policyRound(try ClusterSpec.policyRoundSettings(value, key: "plan[\(i)].policy_round")))
+            case "dpo_round":
+                plan.append(.dpoRound(try ClusterSpec.dpoRoundSettings(value, key: "plan[\(i)].dpo_round")))
             default:
                 throw Invalid(key: "plan[\(i)].\(kind)",
-                              reason: "unknown step (this build runs: generate, round, hold, evaluate, sft, train_rm, rs_round, ppo_round)")
+                              reason: "unknown step (this build runs: generate, round, hold, evaluate, sft, train_rm, rs_round, ppo_round, policy_round, dpo_round)")
             }
         }
         var heartbeat = 500
@@ -569,7 +597,12 @@ public struct ClusterSpec: Sendable, Equatable {
             if spec.data?.prompts == nil { missing.append("data.prompts") }
             if plan.contains(where: { $0.kind == "train_rm" }) && spec.data?.preferences == nil { missing.append("data.preferences") }
             if plan.contains(where: { $0.kind == "sft" }) && spec.data?.sft == nil { missing.append("data.sft") }
-            if plan.contains(where: { ["evaluate", "rs_round", "ppo_round"].contains($0.kind) }) && spec.judge == nil { missing.append("judge") }
+            if plan.contains(where: { ["evaluate", "rs_round", "ppo_round", "policy_round", "dpo_round"].contains($0.kind) }) && spec.judge == nil {
+                missing.append("judge")
+            }
+            if plan.contains(where: { if case .dpoRound(let d) = $0 { d.pairs == .data } else { false } }) && spec.data?.preferences == nil {
+                missing.append("data.preferences")
+            }
             if !missing.isEmpty {
                 var kinds: [String] = []
                 for step in plan where step.isRLHF && !kinds.contains(step.kind) { kinds.append(step.kind) }
@@ -693,6 +726,106 @@ public struct ClusterSpec: Sendable, Equatable {
         }
         judge.settings.timeoutSeconds = try number(args, "timeout_s", "judge", largest: 86_400) ?? judge.settings.timeoutSeconds
         return judge
+    }
+
+    /// A `policy_round` step's settings.
+    static func policyRoundSettings(_ value: Any, key: String) throws -> RLHFPipeline.PolicyRoundSettings {
+        let args = try arguments(value, key: key, known: ["name", "algorithm", "iterations", "prompts", "group", "epochs", "mini_batch", "clip",
+                                                          "learning_rate", "beta", "kl_estimator", "kl_in", "loss_aggregation", "temperature",
+                                                          "max_new_tokens", "reward"])
+        guard let name = args["name"] as? String, !name.isEmpty else { throw Invalid(key: key + ".name", reason: "expected a name, e.g. V5-GRPO") }
+        var settings = RLHFPipeline.PolicyRoundSettings(name: name)
+        if let a = args["algorithm"] {
+            guard let text = a as? String, let algorithm = RLHFPipeline.PolicyRoundSettings.Algorithm(rawValue: text) else {
+                throw Invalid(key: key + ".algorithm", reason: "expected one of \(RLHFPipeline.PolicyRoundSettings.Algorithm.allCases.map(\.rawValue).joined(separator: ", ")), got \(describe(a))")
+            }
+            settings.algorithm = algorithm
+        }
+        settings.iterations = try positive(args, "iterations", key) ?? settings.iterations
+        settings.prompts = try positive(args, "prompts", key) ?? settings.prompts
+        settings.group = try positive(args, "group", key) ?? settings.group
+        if settings.group < 2 && settings.algorithm != .reinforcePP && settings.algorithm != .ppo {
+            throw Invalid(key: key + ".group", reason: "\(settings.algorithm.rawValue) compares each answer with the others of its prompt: expected at least 2")
+        }
+        settings.epochs = try positive(args, "epochs", key) ?? settings.epochs
+        guard settings.epochs <= 64 else { throw Invalid(key: key + ".epochs", reason: "expected at most 64 passes over the answers") }
+        settings.miniBatch = try positive(args, "mini_batch", key) ?? settings.miniBatch
+        if let c = args["clip"] {
+            guard let clip = number(c), clip > 0, clip < 1 else { throw Invalid(key: key + ".clip", reason: "expected a number in (0, 1), got \(describe(c))") }
+            settings.clip = clip
+        }
+        settings.learningRate = try number(args, "learning_rate", key, largest: 10).map(Float.init) ?? settings.learningRate
+        if let b = args["beta"] {
+            guard let beta = number(b), beta >= 0, beta <= 1e6 else { throw Invalid(key: key + ".beta", reason: "expected a number in [0, 1e6], got \(describe(b))") }
+            settings.beta = beta
+        }
+        if let e = args["kl_estimator"] {
+            guard let text = e as? String, let estimator = KLEstimator(rawValue: text) else { throw Invalid(key: key + ".kl_estimator", reason: "expected k1 or k3") }
+            settings.klEstimator = estimator
+        }
+        if let p = args["kl_in"] {
+            guard let text = p as? String, let placement = RLHFPipeline.PolicyRoundSettings.KLPlacement(rawValue: text) else {
+                throw Invalid(key: key + ".kl_in", reason: "expected loss or reward")
+            }
+            settings.klIn = placement
+        }
+        if let a = args["loss_aggregation"] {
+            guard let text = a as? String, ["token", "sequence"].contains(text) else { throw Invalid(key: key + ".loss_aggregation", reason: "expected token or sequence") }
+            if settings.algorithm == .drGRPO { throw Invalid(key: key + ".loss_aggregation", reason: "dr_grpo always sums over a constant length (max_new_tokens)") }
+            settings.lossAggregation = text
+        }
+        settings.temperature = try number(args, "temperature", key, largest: 100).map(Float.init) ?? settings.temperature
+        settings.maxNewTokens = try positive(args, "max_new_tokens", key) ?? settings.maxNewTokens
+        settings.reward = try rewardWeights(args["reward"], key: key + ".reward")
+        return settings
+    }
+
+    /// A `dpo_round` step's settings.
+    static func dpoRoundSettings(_ value: Any, key: String) throws -> RLHFPipeline.DPORoundSettings {
+        let args = try arguments(value, key: key, known: ["name", "pairs", "beta", "loss", "label_smoothing", "epochs", "batch_size", "learning_rate",
+                                                          "max_pairs", "iterations", "prompts", "samples", "rank_by", "temperature", "max_new_tokens",
+                                                          "reward"])
+        guard let name = args["name"] as? String, !name.isEmpty else { throw Invalid(key: key + ".name", reason: "expected a name, e.g. V5-DPO") }
+        var settings = RLHFPipeline.DPORoundSettings(name: name)
+        if let p = args["pairs"] {
+            guard let text = p as? String, let pairs = RLHFPipeline.DPORoundSettings.Pairs(rawValue: text) else {
+                throw Invalid(key: key + ".pairs", reason: "expected data or on_policy")
+            }
+            settings.pairs = pairs
+        }
+        if let b = args["beta"] {
+            guard let beta = number(b), beta > 0, beta <= 1e3 else { throw Invalid(key: key + ".beta", reason: "expected a number in (0, 1000], got \(describe(b))") }
+            settings.beta = beta
+        }
+        if let l = args["loss"] {
+            guard let text = l as? String, let objective = TrainBatch.Objective(rawValue: text) else { throw Invalid(key: key + ".loss", reason: "expected sigmoid or ipo") }
+            settings.objective = objective
+        }
+        if let e = args["label_smoothing"] {
+            guard let x = number(e), x >= 0, x < 0.5 else { throw Invalid(key: key + ".label_smoothing", reason: "expected a number in [0, 0.5), got \(describe(e))") }
+            settings.labelSmoothing = x
+        }
+        settings.epochs = try positive(args, "epochs", key) ?? settings.epochs
+        settings.batchSize = try positive(args, "batch_size", key) ?? settings.batchSize
+        settings.learningRate = try number(args, "learning_rate", key, largest: 10).map(Float.init) ?? settings.learningRate
+        settings.maxPairs = try positive(args, "max_pairs", key)
+        settings.iterations = try positive(args, "iterations", key) ?? settings.iterations
+        settings.prompts = try positive(args, "prompts", key) ?? settings.prompts
+        settings.samples = try positive(args, "samples", key) ?? settings.samples
+        if settings.samples < 2 { throw Invalid(key: key + ".samples", reason: "an on-policy pair needs at least 2 answers a prompt") }
+        if let r = args["rank_by"] {
+            guard let text = r as? String, let ranking = RLHFPipeline.DPORoundSettings.Ranking(rawValue: text) else {
+                throw Invalid(key: key + ".rank_by", reason: "expected reward or judge")
+            }
+            settings.rankBy = ranking
+        }
+        settings.temperature = try number(args, "temperature", key, largest: 100).map(Float.init) ?? settings.temperature
+        settings.maxNewTokens = try positive(args, "max_new_tokens", key) ?? settings.maxNewTokens
+        settings.reward = try rewardWeights(args["reward"], key: key + ".reward")
+        if settings.pairs == .data, let key2 = ["iterations", "prompts", "samples", "rank_by", "reward"].first(where: { args[$0] != nil }) {
+            throw Invalid(key: key + "." + key2, reason: "belongs to on-policy pairs (pairs: on_policy)")
+        }
+        return settings
     }
 
     /// A `ppo_round` step's settings.

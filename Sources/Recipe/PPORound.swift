@@ -97,17 +97,10 @@ extension RLHFPipeline {
             guard !generated.isEmpty else { throw ClusterLaunch.Failure(message: "\(settings.name): iteration \(iteration) produced no rollout") }
             tokens += generated.reduce(0) { $0 + $1.sample.tokens.count }
             let sequences = generated.enumerated().map { i, g in sequence(UInt64(i), g.prompt.ids, g.sample.tokens) }
-            let weights = settings.reward ?? RewardWeights()
-            let none = [Float](repeating: 0, count: sequences.count)
-            let helpfulness = weights.models > 0 ? try coordinator.score(sequences, model: .rewardModel, perTask: 16) : none
-            let safety = weights.models > 0 ? try coordinator.score(sequences, model: .safetyModel, perTask: 16) : none
-            let function = weights.function > 0 ? try functionRewards(generated) : nil
+            let (combined, function, hitRate) = try sourceRewards(generated, sequences: sequences, weights: settings.reward ?? RewardWeights())
             let referenceVersion = coordinator.referenceVersion
             let reference = try coordinator.referenceLogProbs(sequences, policyVersion: referenceVersion)
-            let (gated, hitRate) = gate.combine(helpfulness: helpfulness, safety: safety,
-                                                isSafetyPrompt: generated.map(\.prompt.isSafety))
-            let combined = weights.combine(gated: gated, function: function, count: generated.count)
-            gateHits += weights.models > 0 ? hitRate : 0
+            gateHits += hitRate
             let scores = whitener.whiten(combined)
             let beta = controller?.beta ?? settings.beta
             var rewards: [Float] = [], kls: [Double] = []
@@ -177,6 +170,20 @@ extension RLHFPipeline {
         let rewardMean = history.map(\.rewardMean).reduce(0, +) / Double(max(1, history.count))
         try evaluate(name: settings.name, settings: evaluation, rewardMean: rewardMean, gateHitRate: gateHits / Double(max(1, settings.iterations)),
                      tokensPerSecond: Double(tokens) / max(1e-9, sampleSeconds), seconds: Date().timeIntervalSince(started))
+    }
+
+    /// Each drawn answer's reward from a round's sources, weighted: both reward models combined by
+    /// LLaMA2's safety gate (the safety score on safety prompts and where `sigmoid(Rs) < 0.15`) and the
+    /// reward function; with the function's own rewards and the gate's hit rate (0 when the models do
+    /// not weigh). A source of weight 0 is not asked.
+    func sourceRewards(_ generated: [Drawn], sequences: [TokenSequence], weights: RewardWeights) throws
+        -> (combined: [Double], function: [Float]?, gateHitRate: Double) {
+        let none = [Float](repeating: 0, count: sequences.count)
+        let helpfulness = weights.models > 0 ? try coordinator.score(sequences, model: .rewardModel, perTask: 16) : none
+        let safety = weights.models > 0 ? try coordinator.score(sequences, model: .safetyModel, perTask: 16) : none
+        let function = weights.function > 0 ? try functionRewards(generated) : nil
+        let (gated, hitRate) = gate.combine(helpfulness: helpfulness, safety: safety, isSafetyPrompt: generated.map(\.prompt.isSafety))
+        return (weights.combine(gated: gated, function: function, count: generated.count), function, weights.models > 0 ? hitRate : 0)
     }
 
     /// Refreshes both reward models during a PPO round: `settings.newPairs` training prompts (a draw of

@@ -55,6 +55,16 @@ public struct PlanProgress: Sendable {
                 }
                 let trained = Double(settings.prompts * (settings.fromSFT ? roundsSoFar : 1) * settings.epochs)
                 return seconds + trained * costs.policyTrainingSequence
+            case let .policyRound(settings):
+                // Per answer: sampled, scored twice, the reference's log-probabilities, and a learner step's share.
+                let answers = Double(settings.iterations * settings.prompts * settings.group)
+                return answers * (costs.generatedSample + 3 * costs.scoredSequence + Double(settings.epochs) * costs.policyTrainingSequence) + evaluation
+            case let .dpoRound(settings):
+                // Per pair: two reference passes and two sequences of a training step each epoch; on-policy, the answers too.
+                let pairs = settings.pairs == .data ? Double(settings.maxPairs ?? Int(preferencePairs * 0.9)) : Double(settings.iterations * settings.prompts)
+                let sampling = settings.pairs == .data ? 0
+                    : Double(settings.iterations * settings.prompts * settings.samples) * (costs.generatedSample + 2 * costs.scoredSequence)
+                return pairs * (2 * costs.scoredSequence + 2 * Double(settings.epochs) * costs.policyTrainingSequence) + sampling + evaluation
             case let .ppo(settings):
                 // Per rollout: sampled, scored twice, the reference's log-probabilities, and on the learner
                 // old log-probabilities and values (about half an SFT sequence's worth: short answers, no

@@ -185,6 +185,10 @@ public final class LearnerService: RoleService, @unchecked Sendable {
             stats.loss = ppo.loss
             stats.clipFraction = ppo.clipFraction
             stats.approxKL = ppo.approxKL
+        case .policyIteration:
+            return try policyIteration(batch, sequences: sequences, mask: mask, tensors: tensors, current: current)
+        case .dpo:
+            return try preferenceStep(batch, sequences: sequences, mask: mask, tensors: tensors, current: current)
         case .rewardRanking, .saveState, .announceAll, .markInitial:
             throw LlamaError.invalidInput("unknown train batch kind \(batch.kind.rawValue)")
         }
@@ -195,7 +199,7 @@ public final class LearnerService: RoleService, @unchecked Sendable {
     }
 
     /// Publishes the policy as version `current + 1` and completes `stats` with it.
-    private func publishPolicy(_ stats: inout TrainStats, after current: UInt64) -> TrainStats {
+    func publishPolicy(_ stats: inout TrainStats, after current: UInt64) -> TrainStats {
         tokens.add(stats.tokens, ordering: .relaxed)
         stats.step = UInt64(optimizer.step)
         let publisher = WeightPublisher(weights: trainer.weights, policyVersion: current + 1, chunkBytes: settings.chunkBytes,

@@ -163,9 +163,10 @@ import Testing
         var stepResults: Int { LaunchTests.journaledResults(run + "/journal.jsonl").filter { stepTasks.contains($0) }.count }
     }
 
-    static func launchUntil(_ name: String, step: Int, results: Int, output: String) throws -> Interrupted {
+    static func launchUntil(_ name: String, step: Int, results: Int, output: String,
+                            spec write: (String) throws -> String = RLHFRunTests.writeSpec) throws -> Interrupted {
         let dir = NSTemporaryDirectory() + "rlhf-\(name)-\(UUID().uuidString)"
-        let spec = try RLHFRunTests.writeSpec(dir)
+        let spec = try write(dir)
         let run = dir + "/run"
         let launch = try RLHFRunTests.launch(spec, run: run, dir: dir, name: output)
         let tasks = (UInt64(step) << 32) ..< (UInt64(step + 1) << 32)
@@ -267,8 +268,9 @@ import Testing
     /// Launches the small plan, kill -9s the launcher alone once plan step `step` (0-based index
     /// `step - 1`) has `results` results journaled, checks that the step had not finished, and launches
     /// the same spec on the same run directory again. Returns the run directory and the second launch.
-    static func killLauncherAndResume(_ name: String, step: Int, results: Int, stepName: String) throws -> (run: String, resumed: CLITests.Output) {
-        let started = try RLHFRunTests.launchUntil(name, step: step, results: results, output: "first")
+    static func killLauncherAndResume(_ name: String, step: Int, results: Int, stepName: String,
+                                      spec write: (String) throws -> String = RLHFRunTests.writeSpec) throws -> (run: String, resumed: CLITests.Output) {
+        let started = try RLHFRunTests.launchUntil(name, step: step, results: results, output: "first", spec: write)
         let (spec, run, launch) = (started.spec, started.run, started.launch)
         #expect(started.reached, "\(stepName) never started")
         kill(launch.processIdentifier, SIGKILL)

@@ -295,6 +295,55 @@ import Testing
         }
     }
 
+    @Test func policyAndDPORoundsAreParsed() throws {
+        let spec = try ClusterSpec.parse(SpecTests.head + """
+        task: {seed: 1}
+        plan:
+          - policy_round: {name: G, algorithm: grpo, iterations: 30, prompts: 32, group: 8, epochs: 2, mini_batch: 64, clip: 0.28,
+                           learning_rate: 0.00002, beta: 0.02, loss_aggregation: token, temperature: 0.9, max_new_tokens: 64}
+          - policy_round: {name: R, algorithm: reinforce_pp, group: 1, kl_estimator: k3, reward: {models: 0.5}}
+          - policy_round: {name: D, algorithm: dr_grpo, max_new_tokens: 80}
+          - policy_round: {name: P, algorithm: ppo, prompts: 8, group: 8, mini_batch: 16}
+          - dpo_round: {name: O, beta: 0.2, loss: ipo, label_smoothing: 0.1, epochs: 2, batch_size: 8, max_pairs: 500}
+          - dpo_round: {name: I, pairs: on_policy, iterations: 3, prompts: 64, samples: 6, rank_by: judge}
+        """, baseDirectory: "/")
+        guard case let .policyRound(g) = spec.plan[0], case let .policyRound(r) = spec.plan[1], case let .policyRound(d) = spec.plan[2],
+              case let .policyRound(p) = spec.plan[3], case let .dpoRound(o) = spec.plan[4], case let .dpoRound(i) = spec.plan[5] else {
+            Issue.record("steps not parsed as policy and DPO rounds: \(spec.plan)")
+            return
+        }
+        #expect(g.algorithm == .grpo && g.iterations == 30 && g.prompts == 32 && g.group == 8 && g.epochs == 2 && g.miniBatch == 64)
+        #expect(g.clip == 0.28 && g.learningRate == 0.00002 && g.beta == 0.02 && g.temperature == 0.9 && g.maxNewTokens == 64)
+        // GRPO: the KL in the loss, here summed per token; REINFORCE++: in the reward, per token; Dr. GRPO: a constant length.
+        #expect(g.klPlacement == .loss && g.aggregation == .token)
+        #expect(r.algorithm == .reinforcePP && r.klPlacement == .reward && r.aggregation == .token && r.klEstimator == .k3)
+        #expect(r.reward == RewardWeights(models: 0.5) && spec.plan[1].neededRoles == [.generator, .learner, .referencePolicy, .rewardModel, .safetyModel])
+        #expect(d.aggregation == .constant(80) && RLHFPipeline.PolicyRoundSettings(name: "x").aggregation == .sequence)
+        #expect(p.algorithm == .ppo && p.ppo.rollouts == 64 && p.ppo.miniBatch == 16)
+        #expect(o.pairs == .data && o.beta == 0.2 && o.objective == .ipo && o.labelSmoothing == 0.1 && o.epochs == 2 && o.batchSize == 8 && o.maxPairs == 500)
+        #expect(spec.plan[4].neededRoles == [.generator, .learner, .referencePolicy])
+        #expect(i.pairs == .onPolicy && i.iterations == 3 && i.prompts == 64 && i.samples == 6 && i.rankBy == .judge)
+        #expect(spec.plan.map(\.kind) == ["policy_round", "policy_round", "policy_round", "policy_round", "dpo_round", "dpo_round"])
+        // --quick: a few small iterations, at most 512 data pairs once.
+        guard case let .policyRound(quickG) = spec.quick().plan[0], case let .dpoRound(quickO) = spec.quick().plan[4] else { return }
+        #expect(quickG.iterations == 4 && quickG.prompts == 8 && quickG.group == 4 && quickO.maxPairs == 500 && quickO.epochs == 1)
+        SpecTests.expectRefused([
+            ("task: {seed: 1}\nplan:\n  - policy_round: {algorithm: grpo}\n", "plan[0].policy_round.name"),
+            ("task: {seed: 1}\nplan:\n  - policy_round: {name: G, algorithm: gpro}\n", "plan[0].policy_round.algorithm"),
+            ("task: {seed: 1}\nplan:\n  - policy_round: {name: G, group: 1}\n", "plan[0].policy_round.group"),
+            ("task: {seed: 1}\nplan:\n  - policy_round: {name: G, clip: 1.5}\n", "plan[0].policy_round.clip"),
+            ("task: {seed: 1}\nplan:\n  - policy_round: {name: G, kl_in: both}\n", "plan[0].policy_round.kl_in"),
+            ("task: {seed: 1}\nplan:\n  - policy_round: {name: G, algorithm: dr_grpo, loss_aggregation: token}\n", "plan[0].policy_round.loss_aggregation"),
+            ("task: {seed: 1}\nplan:\n  - policy_round: {name: G, epochs: 65}\n", "plan[0].policy_round.epochs"),
+            ("task: {seed: 1}\nplan:\n  - dpo_round: {name: O, loss: hinge}\n", "plan[0].dpo_round.loss"),
+            ("task: {seed: 1}\nplan:\n  - dpo_round: {name: O, beta: 0}\n", "plan[0].dpo_round.beta"),
+            ("task: {seed: 1}\nplan:\n  - dpo_round: {name: O, label_smoothing: 0.5}\n", "plan[0].dpo_round.label_smoothing"),
+            ("task: {seed: 1}\nplan:\n  - dpo_round: {name: O, pairs: offline}\n", "plan[0].dpo_round.pairs"),
+            ("task: {seed: 1}\nplan:\n  - dpo_round: {name: O, samples: 4}\n", "plan[0].dpo_round.samples"),
+            ("task: {seed: 1}\nplan:\n  - dpo_round: {name: O, pairs: on_policy, samples: 1}\n", "plan[0].dpo_round.samples"),
+        ])
+    }
+
     @Test func anSFTStepAndItsDataAreParsed() throws {
         let dir = try DataSpecTests.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }

@@ -299,6 +299,86 @@ import Workers
     }
 
 
+    @Test func aPolicyIterationMovesTheAdvantagedAnswerUpAndRefusesBadFrames() throws {
+        let loop = try PollLoop()
+        defer { loop.shutdown() }
+        let weights = try RoleTests.weights()
+        let learner = try LearnerService(weights: weights, serving: WeightServing(loop: loop, bind: "tcp://127.0.0.1:*", host: "127.0.0.1"))
+        let prompt: [Int32] = [1, 30, 31]
+        let good: [Int32] = [40, 41, 2], bad: [Int32] = [50, 51, 2]
+        let sequences = [RoleTests.sequence(0, prompt: prompt, response: good), RoleTests.sequence(1, prompt: prompt, response: bad)]
+        let old = try TrainableTransformer(weights: weights.copy()).tokenLogProbs(sequences: sequences.map { $0.prompt + $0.response })
+            .map { Array($0.suffix(3)) }
+        var batch = TrainBatch(kind: .policyIteration)
+        batch.learningRate = 1e-3
+        batch.sequences = sequences
+        batch.aggregation = .sequence
+        batch.ppoEpochs = 2
+        batch.miniBatchSize = 1
+        batch.klBeta = 0.04
+        batch.tensors = [WireTensor(name: "old_logprobs", floats: Array(old.joined())),
+                         WireTensor(name: "advantages", floats: [1, 1, 1, -1, -1, -1]),
+                         WireTensor(name: "ref_logprobs", floats: Array(old.joined()))]
+        let stats = try learner.train(batch)
+        // Two passes of two one-sequence steps, one new version; the reference KL is measured.
+        #expect(stats.kind == .policyIteration && stats.policyVersion == 1 && stats.gradientSteps == 4)
+        #expect(stats.referenceKL >= 0 && stats.referenceKL.isFinite)
+        let announce = try #require(stats.announce)
+        let (trained, _) = try WeightFetcher.fetch(loop: loop, endpoint: announce.source, config: weights.config, expected: announce)
+        let after = try TrainableTransformer(weights: trained).tokenLogProbs(sequences: sequences.map { $0.prompt + $0.response })
+            .map { $0.suffix(3).reduce(0, +) }
+        // The advantaged answer gains on the other (both may fall: a random model's steps move every logit).
+        let gain = (after[0] - after[1]) - (old[0].reduce(0, +) - old[1].reduce(0, +))
+        #expect(gain > 0.5, "log-probability margin of the advantaged answer grew by \(gain)")
+        // Missing reference frame with a KL coefficient, wrong lengths, stale versions: refused by name.
+        var noReference = batch
+        noReference.policyVersion = 1
+        noReference.tensors.removeLast()
+        #expect { _ = try learner.train(noReference) } throws: { "\($0)".contains("\"ref_logprobs\"") }
+        var short = noReference
+        short.klBeta = 0
+        short.tensors = [WireTensor(name: "old_logprobs", floats: [0, 0]), WireTensor(name: "advantages", floats: [1, 1, 1, 1, 1, 1])]
+        #expect { _ = try learner.train(short) } throws: { "\($0)".contains("\"old_logprobs\" has 2 values, expected 6") }
+        #expect { _ = try learner.train(batch) } throws: { "\($0)".contains("policy version 0") }
+    }
+
+    @Test func aDPOStepPrefersTheChosenAnswer() throws {
+        let loop = try PollLoop()
+        defer { loop.shutdown() }
+        let weights = try RoleTests.weights()
+        let learner = try LearnerService(weights: weights, serving: WeightServing(loop: loop, bind: "tcp://127.0.0.1:*", host: "127.0.0.1"))
+        let prompt: [Int32] = [1, 30, 31]
+        let sequences = [RoleTests.sequence(0, prompt: prompt, response: [40, 41, 2]), RoleTests.sequence(1, prompt: prompt, response: [50, 51, 2])]
+        let reference = try TrainableTransformer(weights: weights.copy()).tokenLogProbs(sequences: sequences.map { $0.prompt + $0.response })
+            .map { $0.suffix(3).reduce(0, +) }
+        var batch = TrainBatch(kind: .dpo)
+        batch.learningRate = 3e-3
+        batch.klBeta = 0.1
+        batch.sequences = sequences
+        batch.tensors = [WireTensor(name: "ref_logprobs", floats: reference)]
+        var margins: [Double] = []
+        for step in 0..<4 {
+            batch.policyVersion = UInt64(step)
+            let stats = try learner.train(batch)
+            #expect(stats.kind == .dpo && stats.policyVersion == UInt64(step + 1))
+            margins.append(stats.rewardMargin)
+        }
+        // The policy starts as the reference (margin 0, loss log 2), then the chosen answer's implicit reward leads.
+        #expect(abs(margins[0]) < 1e-4 && margins[3] > margins[1] && margins[3] > 0, "\(margins)")
+        var odd = batch
+        odd.policyVersion = 4
+        odd.sequences = Array(sequences.prefix(1))
+        #expect { _ = try learner.train(odd) } throws: { "\($0)".contains("even number of sequences") }
+        var noBeta = batch
+        noBeta.policyVersion = 4
+        noBeta.klBeta = 0
+        #expect { _ = try learner.train(noBeta) } throws: { "\($0)".contains("beta must be a positive number") }
+        var noReference = batch
+        noReference.policyVersion = 4
+        noReference.tensors = []
+        #expect { _ = try learner.train(noReference) } throws: { "\($0)".contains("\"ref_logprobs\"") }
+    }
+
     @Test func anSFTBatchsMaskFrameWeighsItsResponseTokens() throws {
         let loop = try PollLoop()
         defer { loop.shutdown() }

@@ -48,6 +48,18 @@ public nonisolated enum Rlhf_V1_TrainKind: SwiftProtobuf.Enum, Swift.CaseIterabl
   /// learner serves that copy on a weight server of its own and answers with its announcement (model
   /// REFERENCE_POLICY). A plan's SFT step ends with it.
   case markInitial // = 6
+
+  /// A critic-free policy iteration (GRPO, Dr. GRPO, RLOO, REINFORCE++): tensor frames "old_logprobs" and
+  /// "advantages" (per response token) and, with kl_beta > 0, "ref_logprobs"; ppo_epochs passes (0: one)
+  /// in a seeded order of mini_batch_size-sequence steps (0: the whole batch), each one step of the clipped
+  /// surrogate plus kl_beta * k3 to the reference, its terms summed as loss_aggregation says. The policy is
+  /// published once, as the next version.
+  case policyIteration // = 7
+
+  /// One step of direct preference optimisation: sequences as chosen/rejected pairs (chosen first), the
+  /// loss on response tokens; tensor frame "ref_logprobs": the reference's sequence log-probability of
+  /// each sequence (two per pair); preference_objective, kl_beta (DPO's beta) and label_smoothing.
+  case dpo // = 8
   case UNRECOGNIZED(Int)
 
   public init() {
@@ -63,6 +75,8 @@ public nonisolated enum Rlhf_V1_TrainKind: SwiftProtobuf.Enum, Swift.CaseIterabl
     case 4: self = .saveState
     case 5: self = .announceAll
     case 6: self = .markInitial
+    case 7: self = .policyIteration
+    case 8: self = .dpo
     default: self = .UNRECOGNIZED(rawValue)
     }
   }
@@ -76,6 +90,8 @@ public nonisolated enum Rlhf_V1_TrainKind: SwiftProtobuf.Enum, Swift.CaseIterabl
     case .saveState: return 4
     case .announceAll: return 5
     case .markInitial: return 6
+    case .policyIteration: return 7
+    case .dpo: return 8
     case .UNRECOGNIZED(let i): return i
     }
   }
@@ -89,6 +105,88 @@ public nonisolated enum Rlhf_V1_TrainKind: SwiftProtobuf.Enum, Swift.CaseIterabl
     .saveState,
     .announceAll,
     .markInitial,
+    .policyIteration,
+    .dpo,
+  ]
+
+}
+
+/// How a policy-gradient loss sums its per-token terms.
+public nonisolated enum Rlhf_V1_LossAggregation: SwiftProtobuf.Enum, Swift.CaseIterable {
+  public typealias RawValue = Int
+
+  /// Every response token of the batch weighs the same (sum / tokens).
+  case token // = 0
+
+  /// Each sequence's mean, then the mean over sequences (GRPO).
+  case sequence // = 1
+
+  /// sum / (sequences x aggregation_length) (Dr. GRPO).
+  case constant // = 2
+  case UNRECOGNIZED(Int)
+
+  public init() {
+    self = .token
+  }
+
+  public init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .token
+    case 1: self = .sequence
+    case 2: self = .constant
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  public var rawValue: Int {
+    switch self {
+    case .token: return 0
+    case .sequence: return 1
+    case .constant: return 2
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  public static let allCases: [Rlhf_V1_LossAggregation] = [
+    .token,
+    .sequence,
+    .constant,
+  ]
+
+}
+
+/// The objective of a DPO step.
+public nonisolated enum Rlhf_V1_PreferenceObjective: SwiftProtobuf.Enum, Swift.CaseIterable {
+  public typealias RawValue = Int
+  case sigmoid // = 0
+  case ipo // = 1
+  case UNRECOGNIZED(Int)
+
+  public init() {
+    self = .sigmoid
+  }
+
+  public init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .sigmoid
+    case 1: self = .ipo
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  public var rawValue: Int {
+    switch self {
+    case .sigmoid: return 0
+    case .ipo: return 1
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  public static let allCases: [Rlhf_V1_PreferenceObjective] = [
+    .sigmoid,
+    .ipo,
   ]
 
 }
@@ -311,51 +409,126 @@ public nonisolated struct Rlhf_V1_ReferenceLogProbResult: Sendable {
 /// iteration on the learner: the policy's old log-probabilities and the value model's old values computed
 /// there, GAE, advantage whitening, one policy and one value step per mini-batch) (FLOAT32, response
 /// tokens back to back).
-public nonisolated struct Rlhf_V1_TrainBatch: Sendable {
+public nonisolated struct Rlhf_V1_TrainBatch: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var kind: Rlhf_V1_TrainKind = .unspecified
+  public var kind: Rlhf_V1_TrainKind {
+    get {_storage._kind}
+    set {_uniqueStorage()._kind = newValue}
+  }
 
-  public var sequences: [Rlhf_V1_Sequence] = []
+  public var sequences: [Rlhf_V1_Sequence] {
+    get {_storage._sequences}
+    set {_uniqueStorage()._sequences = newValue}
+  }
 
   /// REWARD_RANKING: sequences come as chosen/rejected pairs, chosen first.
-  public var learningRate: Float = 0
+  public var learningRate: Float {
+    get {_storage._learningRate}
+    set {_uniqueStorage()._learningRate = newValue}
+  }
 
-  public var policyVersion: UInt64 = 0
+  public var policyVersion: UInt64 {
+    get {_storage._policyVersion}
+    set {_uniqueStorage()._policyVersion = newValue}
+  }
 
   /// REWARD_RANKING: which reward model trains (REWARD_MODEL or SAFETY_MODEL); its version is
   /// policy_version (each model counts its own versions).
-  public var model: Rlhf_V1_Role = .unspecified
+  public var model: Rlhf_V1_Role {
+    get {_storage._model}
+    set {_uniqueStorage()._model = newValue}
+  }
 
   /// SFT: start this step from the learner's initial weights (the chat model) with a fresh optimizer, as a
   /// round that fine-tunes the SFT model anew on all rounds' kept samples does at its first batch.
-  public var fromInitial: Bool = false
+  public var fromInitial: Bool {
+    get {_storage._fromInitial}
+    set {_uniqueStorage()._fromInitial = newValue}
+  }
 
   /// PPO with "rewards": rollouts per mini-batch (0: the whole batch in one), the value model's learning
   /// rate (0: learning_rate), GAE's discount and lambda (0 and 0: gamma 1, lambda 0.95), and the seed of
   /// the mini-batch order.
-  public var miniBatchSize: UInt32 = 0
+  public var miniBatchSize: UInt32 {
+    get {_storage._miniBatchSize}
+    set {_uniqueStorage()._miniBatchSize = newValue}
+  }
 
-  public var valueLearningRate: Float = 0
+  public var valueLearningRate: Float {
+    get {_storage._valueLearningRate}
+    set {_uniqueStorage()._valueLearningRate = newValue}
+  }
 
-  public var gamma: Float = 0
+  public var gamma: Float {
+    get {_storage._gamma}
+    set {_uniqueStorage()._gamma = newValue}
+  }
 
-  public var gaeLambda: Float = 0
+  public var gaeLambda: Float {
+    get {_storage._gaeLambda}
+    set {_uniqueStorage()._gaeLambda = newValue}
+  }
 
-  public var shuffleSeed: UInt64 = 0
+  public var shuffleSeed: UInt64 {
+    get {_storage._shuffleSeed}
+    set {_uniqueStorage()._shuffleSeed = newValue}
+  }
 
   /// SAVE_STATE: the plan step (0-based) the state is saved after.
-  public var stateStep: UInt32 = 0
+  public var stateStep: UInt32 {
+    get {_storage._stateStep}
+    set {_uniqueStorage()._stateStep = newValue}
+  }
 
   /// PPO with "rewards": passes over the rollouts (0: one), each in a fresh seeded order of mini-batches,
   /// one policy and one value gradient step per mini-batch.
-  public var ppoEpochs: UInt32 = 0
+  public var ppoEpochs: UInt32 {
+    get {_storage._ppoEpochs}
+    set {_uniqueStorage()._ppoEpochs = newValue}
+  }
+
+  /// POLICY_ITERATION: the KL penalty's coefficient in the loss (0: none); DPO: beta.
+  public var klBeta: Float {
+    get {_storage._klBeta}
+    set {_uniqueStorage()._klBeta = newValue}
+  }
+
+  /// POLICY_ITERATION: how the terms are summed, the constant length of LOSS_AGGREGATION_CONSTANT, and the
+  /// ratio clip (0: the learner's).
+  public var lossAggregation: Rlhf_V1_LossAggregation {
+    get {_storage._lossAggregation}
+    set {_uniqueStorage()._lossAggregation = newValue}
+  }
+
+  public var aggregationLength: UInt32 {
+    get {_storage._aggregationLength}
+    set {_uniqueStorage()._aggregationLength = newValue}
+  }
+
+  public var clip: Float {
+    get {_storage._clip}
+    set {_uniqueStorage()._clip = newValue}
+  }
+
+  /// DPO: the objective and conservative DPO's label smoothing.
+  public var preferenceObjective: Rlhf_V1_PreferenceObjective {
+    get {_storage._preferenceObjective}
+    set {_uniqueStorage()._preferenceObjective = newValue}
+  }
+
+  public var labelSmoothing: Float {
+    get {_storage._labelSmoothing}
+    set {_uniqueStorage()._labelSmoothing = newValue}
+  }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 public nonisolated struct Rlhf_V1_TrainStats: @unchecked Sendable {
@@ -450,6 +623,19 @@ public nonisolated struct Rlhf_V1_TrainStats: @unchecked Sendable {
   public var announces: [Rlhf_V1_WeightAnnounce] {
     get {_storage._announces}
     set {_uniqueStorage()._announces = newValue}
+  }
+
+  /// POLICY_ITERATION: the mean k3 KL to the reference over response tokens (means over mini-batches).
+  public var referenceKl: Double {
+    get {_storage._referenceKl}
+    set {_uniqueStorage()._referenceKl = newValue}
+  }
+
+  /// DPO: the mean implicit reward margin (chosen less rejected); accuracy is the share of pairs whose
+  /// chosen response has the larger implicit reward.
+  public var rewardMargin: Double {
+    get {_storage._rewardMargin}
+    set {_uniqueStorage()._rewardMargin = newValue}
   }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -602,7 +788,15 @@ public nonisolated struct Rlhf_V1_RemoteReply: Sendable {
 fileprivate nonisolated let _protobuf_package = "rlhf.v1"
 
 nonisolated extension Rlhf_V1_TrainKind: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0TRAIN_KIND_UNSPECIFIED\0\u{1}SFT\0\u{1}REWARD_RANKING\0\u{1}PPO\0\u{1}SAVE_STATE\0\u{1}ANNOUNCE_ALL\0\u{1}MARK_INITIAL\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0TRAIN_KIND_UNSPECIFIED\0\u{1}SFT\0\u{1}REWARD_RANKING\0\u{1}PPO\0\u{1}SAVE_STATE\0\u{1}ANNOUNCE_ALL\0\u{1}MARK_INITIAL\0\u{1}POLICY_ITERATION\0\u{1}DPO\0")
+}
+
+nonisolated extension Rlhf_V1_LossAggregation: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0LOSS_AGGREGATION_TOKEN\0\u{1}LOSS_AGGREGATION_SEQUENCE\0\u{1}LOSS_AGGREGATION_CONSTANT\0")
+}
+
+nonisolated extension Rlhf_V1_PreferenceObjective: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0PREFERENCE_OBJECTIVE_SIGMOID\0\u{1}PREFERENCE_OBJECTIVE_IPO\0")
 }
 
 nonisolated extension Rlhf_V1_SamplingParams: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
@@ -1091,89 +1285,191 @@ nonisolated extension Rlhf_V1_ReferenceLogProbResult: SwiftProtobuf.Message, Swi
 
 nonisolated extension Rlhf_V1_TrainBatch: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".TrainBatch"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}kind\0\u{1}sequences\0\u{3}learning_rate\0\u{3}policy_version\0\u{1}model\0\u{3}from_initial\0\u{3}mini_batch_size\0\u{3}value_learning_rate\0\u{1}gamma\0\u{3}gae_lambda\0\u{3}shuffle_seed\0\u{3}state_step\0\u{3}ppo_epochs\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}kind\0\u{1}sequences\0\u{3}learning_rate\0\u{3}policy_version\0\u{1}model\0\u{3}from_initial\0\u{3}mini_batch_size\0\u{3}value_learning_rate\0\u{1}gamma\0\u{3}gae_lambda\0\u{3}shuffle_seed\0\u{3}state_step\0\u{3}ppo_epochs\0\u{3}kl_beta\0\u{3}loss_aggregation\0\u{3}aggregation_length\0\u{1}clip\0\u{3}preference_objective\0\u{3}label_smoothing\0")
+
+  fileprivate class _StorageClass {
+    var _kind: Rlhf_V1_TrainKind = .unspecified
+    var _sequences: [Rlhf_V1_Sequence] = []
+    var _learningRate: Float = 0
+    var _policyVersion: UInt64 = 0
+    var _model: Rlhf_V1_Role = .unspecified
+    var _fromInitial: Bool = false
+    var _miniBatchSize: UInt32 = 0
+    var _valueLearningRate: Float = 0
+    var _gamma: Float = 0
+    var _gaeLambda: Float = 0
+    var _shuffleSeed: UInt64 = 0
+    var _stateStep: UInt32 = 0
+    var _ppoEpochs: UInt32 = 0
+    var _klBeta: Float = 0
+    var _lossAggregation: Rlhf_V1_LossAggregation = .token
+    var _aggregationLength: UInt32 = 0
+    var _clip: Float = 0
+    var _preferenceObjective: Rlhf_V1_PreferenceObjective = .sigmoid
+    var _labelSmoothing: Float = 0
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _kind = source._kind
+      _sequences = source._sequences
+      _learningRate = source._learningRate
+      _policyVersion = source._policyVersion
+      _model = source._model
+      _fromInitial = source._fromInitial
+      _miniBatchSize = source._miniBatchSize
+      _valueLearningRate = source._valueLearningRate
+      _gamma = source._gamma
+      _gaeLambda = source._gaeLambda
+      _shuffleSeed = source._shuffleSeed
+      _stateStep = source._stateStep
+      _ppoEpochs = source._ppoEpochs
+      _klBeta = source._klBeta
+      _lossAggregation = source._lossAggregation
+      _aggregationLength = source._aggregationLength
+      _clip = source._clip
+      _preferenceObjective = source._preferenceObjective
+      _labelSmoothing = source._labelSmoothing
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularEnumField(value: &self.kind) }()
-      case 2: try { try decoder.decodeRepeatedMessageField(value: &self.sequences) }()
-      case 3: try { try decoder.decodeSingularFloatField(value: &self.learningRate) }()
-      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.policyVersion) }()
-      case 5: try { try decoder.decodeSingularEnumField(value: &self.model) }()
-      case 6: try { try decoder.decodeSingularBoolField(value: &self.fromInitial) }()
-      case 7: try { try decoder.decodeSingularUInt32Field(value: &self.miniBatchSize) }()
-      case 8: try { try decoder.decodeSingularFloatField(value: &self.valueLearningRate) }()
-      case 9: try { try decoder.decodeSingularFloatField(value: &self.gamma) }()
-      case 10: try { try decoder.decodeSingularFloatField(value: &self.gaeLambda) }()
-      case 11: try { try decoder.decodeSingularUInt64Field(value: &self.shuffleSeed) }()
-      case 12: try { try decoder.decodeSingularUInt32Field(value: &self.stateStep) }()
-      case 13: try { try decoder.decodeSingularUInt32Field(value: &self.ppoEpochs) }()
-      default: break
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularEnumField(value: &_storage._kind) }()
+        case 2: try { try decoder.decodeRepeatedMessageField(value: &_storage._sequences) }()
+        case 3: try { try decoder.decodeSingularFloatField(value: &_storage._learningRate) }()
+        case 4: try { try decoder.decodeSingularUInt64Field(value: &_storage._policyVersion) }()
+        case 5: try { try decoder.decodeSingularEnumField(value: &_storage._model) }()
+        case 6: try { try decoder.decodeSingularBoolField(value: &_storage._fromInitial) }()
+        case 7: try { try decoder.decodeSingularUInt32Field(value: &_storage._miniBatchSize) }()
+        case 8: try { try decoder.decodeSingularFloatField(value: &_storage._valueLearningRate) }()
+        case 9: try { try decoder.decodeSingularFloatField(value: &_storage._gamma) }()
+        case 10: try { try decoder.decodeSingularFloatField(value: &_storage._gaeLambda) }()
+        case 11: try { try decoder.decodeSingularUInt64Field(value: &_storage._shuffleSeed) }()
+        case 12: try { try decoder.decodeSingularUInt32Field(value: &_storage._stateStep) }()
+        case 13: try { try decoder.decodeSingularUInt32Field(value: &_storage._ppoEpochs) }()
+        case 14: try { try decoder.decodeSingularFloatField(value: &_storage._klBeta) }()
+        case 15: try { try decoder.decodeSingularEnumField(value: &_storage._lossAggregation) }()
+        case 16: try { try decoder.decodeSingularUInt32Field(value: &_storage._aggregationLength) }()
+        case 17: try { try decoder.decodeSingularFloatField(value: &_storage._clip) }()
+        case 18: try { try decoder.decodeSingularEnumField(value: &_storage._preferenceObjective) }()
+        case 19: try { try decoder.decodeSingularFloatField(value: &_storage._labelSmoothing) }()
+        default: break
+        }
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    if self.kind != .unspecified {
-      try visitor.visitSingularEnumField(value: self.kind, fieldNumber: 1)
-    }
-    if !self.sequences.isEmpty {
-      try visitor.visitRepeatedMessageField(value: self.sequences, fieldNumber: 2)
-    }
-    if self.learningRate.bitPattern != 0 {
-      try visitor.visitSingularFloatField(value: self.learningRate, fieldNumber: 3)
-    }
-    if self.policyVersion != 0 {
-      try visitor.visitSingularUInt64Field(value: self.policyVersion, fieldNumber: 4)
-    }
-    if self.model != .unspecified {
-      try visitor.visitSingularEnumField(value: self.model, fieldNumber: 5)
-    }
-    if self.fromInitial != false {
-      try visitor.visitSingularBoolField(value: self.fromInitial, fieldNumber: 6)
-    }
-    if self.miniBatchSize != 0 {
-      try visitor.visitSingularUInt32Field(value: self.miniBatchSize, fieldNumber: 7)
-    }
-    if self.valueLearningRate.bitPattern != 0 {
-      try visitor.visitSingularFloatField(value: self.valueLearningRate, fieldNumber: 8)
-    }
-    if self.gamma.bitPattern != 0 {
-      try visitor.visitSingularFloatField(value: self.gamma, fieldNumber: 9)
-    }
-    if self.gaeLambda.bitPattern != 0 {
-      try visitor.visitSingularFloatField(value: self.gaeLambda, fieldNumber: 10)
-    }
-    if self.shuffleSeed != 0 {
-      try visitor.visitSingularUInt64Field(value: self.shuffleSeed, fieldNumber: 11)
-    }
-    if self.stateStep != 0 {
-      try visitor.visitSingularUInt32Field(value: self.stateStep, fieldNumber: 12)
-    }
-    if self.ppoEpochs != 0 {
-      try visitor.visitSingularUInt32Field(value: self.ppoEpochs, fieldNumber: 13)
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      if _storage._kind != .unspecified {
+        try visitor.visitSingularEnumField(value: _storage._kind, fieldNumber: 1)
+      }
+      if !_storage._sequences.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._sequences, fieldNumber: 2)
+      }
+      if _storage._learningRate.bitPattern != 0 {
+        try visitor.visitSingularFloatField(value: _storage._learningRate, fieldNumber: 3)
+      }
+      if _storage._policyVersion != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._policyVersion, fieldNumber: 4)
+      }
+      if _storage._model != .unspecified {
+        try visitor.visitSingularEnumField(value: _storage._model, fieldNumber: 5)
+      }
+      if _storage._fromInitial != false {
+        try visitor.visitSingularBoolField(value: _storage._fromInitial, fieldNumber: 6)
+      }
+      if _storage._miniBatchSize != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._miniBatchSize, fieldNumber: 7)
+      }
+      if _storage._valueLearningRate.bitPattern != 0 {
+        try visitor.visitSingularFloatField(value: _storage._valueLearningRate, fieldNumber: 8)
+      }
+      if _storage._gamma.bitPattern != 0 {
+        try visitor.visitSingularFloatField(value: _storage._gamma, fieldNumber: 9)
+      }
+      if _storage._gaeLambda.bitPattern != 0 {
+        try visitor.visitSingularFloatField(value: _storage._gaeLambda, fieldNumber: 10)
+      }
+      if _storage._shuffleSeed != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._shuffleSeed, fieldNumber: 11)
+      }
+      if _storage._stateStep != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._stateStep, fieldNumber: 12)
+      }
+      if _storage._ppoEpochs != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._ppoEpochs, fieldNumber: 13)
+      }
+      if _storage._klBeta.bitPattern != 0 {
+        try visitor.visitSingularFloatField(value: _storage._klBeta, fieldNumber: 14)
+      }
+      if _storage._lossAggregation != .token {
+        try visitor.visitSingularEnumField(value: _storage._lossAggregation, fieldNumber: 15)
+      }
+      if _storage._aggregationLength != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._aggregationLength, fieldNumber: 16)
+      }
+      if _storage._clip.bitPattern != 0 {
+        try visitor.visitSingularFloatField(value: _storage._clip, fieldNumber: 17)
+      }
+      if _storage._preferenceObjective != .sigmoid {
+        try visitor.visitSingularEnumField(value: _storage._preferenceObjective, fieldNumber: 18)
+      }
+      if _storage._labelSmoothing.bitPattern != 0 {
+        try visitor.visitSingularFloatField(value: _storage._labelSmoothing, fieldNumber: 19)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Rlhf_V1_TrainBatch, rhs: Rlhf_V1_TrainBatch) -> Bool {
-    if lhs.kind != rhs.kind {return false}
-    if lhs.sequences != rhs.sequences {return false}
-    if lhs.learningRate != rhs.learningRate {return false}
-    if lhs.policyVersion != rhs.policyVersion {return false}
-    if lhs.model != rhs.model {return false}
-    if lhs.fromInitial != rhs.fromInitial {return false}
-    if lhs.miniBatchSize != rhs.miniBatchSize {return false}
-    if lhs.valueLearningRate != rhs.valueLearningRate {return false}
-    if lhs.gamma != rhs.gamma {return false}
-    if lhs.gaeLambda != rhs.gaeLambda {return false}
-    if lhs.shuffleSeed != rhs.shuffleSeed {return false}
-    if lhs.stateStep != rhs.stateStep {return false}
-    if lhs.ppoEpochs != rhs.ppoEpochs {return false}
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._kind != rhs_storage._kind {return false}
+        if _storage._sequences != rhs_storage._sequences {return false}
+        if _storage._learningRate != rhs_storage._learningRate {return false}
+        if _storage._policyVersion != rhs_storage._policyVersion {return false}
+        if _storage._model != rhs_storage._model {return false}
+        if _storage._fromInitial != rhs_storage._fromInitial {return false}
+        if _storage._miniBatchSize != rhs_storage._miniBatchSize {return false}
+        if _storage._valueLearningRate != rhs_storage._valueLearningRate {return false}
+        if _storage._gamma != rhs_storage._gamma {return false}
+        if _storage._gaeLambda != rhs_storage._gaeLambda {return false}
+        if _storage._shuffleSeed != rhs_storage._shuffleSeed {return false}
+        if _storage._stateStep != rhs_storage._stateStep {return false}
+        if _storage._ppoEpochs != rhs_storage._ppoEpochs {return false}
+        if _storage._klBeta != rhs_storage._klBeta {return false}
+        if _storage._lossAggregation != rhs_storage._lossAggregation {return false}
+        if _storage._aggregationLength != rhs_storage._aggregationLength {return false}
+        if _storage._clip != rhs_storage._clip {return false}
+        if _storage._preferenceObjective != rhs_storage._preferenceObjective {return false}
+        if _storage._labelSmoothing != rhs_storage._labelSmoothing {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1181,7 +1477,7 @@ nonisolated extension Rlhf_V1_TrainBatch: SwiftProtobuf.Message, SwiftProtobuf._
 
 nonisolated extension Rlhf_V1_TrainStats: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".TrainStats"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}kind\0\u{1}loss\0\u{3}grad_norm\0\u{3}learning_rate\0\u{3}clip_fraction\0\u{3}approx_kl\0\u{1}tokens\0\u{1}step\0\u{3}policy_version\0\u{1}announce\0\u{1}accuracy\0\u{3}value_loss\0\u{3}value_clip_fraction\0\u{3}gradient_steps\0\u{3}mean_return\0\u{1}announces\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}kind\0\u{1}loss\0\u{3}grad_norm\0\u{3}learning_rate\0\u{3}clip_fraction\0\u{3}approx_kl\0\u{1}tokens\0\u{1}step\0\u{3}policy_version\0\u{1}announce\0\u{1}accuracy\0\u{3}value_loss\0\u{3}value_clip_fraction\0\u{3}gradient_steps\0\u{3}mean_return\0\u{1}announces\0\u{3}reference_kl\0\u{3}reward_margin\0")
 
   fileprivate class _StorageClass {
     var _kind: Rlhf_V1_TrainKind = .unspecified
@@ -1200,6 +1496,8 @@ nonisolated extension Rlhf_V1_TrainStats: SwiftProtobuf.Message, SwiftProtobuf._
     var _gradientSteps: UInt32 = 0
     var _meanReturn: Double = 0
     var _announces: [Rlhf_V1_WeightAnnounce] = []
+    var _referenceKl: Double = 0
+    var _rewardMargin: Double = 0
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -1226,6 +1524,8 @@ nonisolated extension Rlhf_V1_TrainStats: SwiftProtobuf.Message, SwiftProtobuf._
       _gradientSteps = source._gradientSteps
       _meanReturn = source._meanReturn
       _announces = source._announces
+      _referenceKl = source._referenceKl
+      _rewardMargin = source._rewardMargin
     }
   }
 
@@ -1260,6 +1560,8 @@ nonisolated extension Rlhf_V1_TrainStats: SwiftProtobuf.Message, SwiftProtobuf._
         case 14: try { try decoder.decodeSingularUInt32Field(value: &_storage._gradientSteps) }()
         case 15: try { try decoder.decodeSingularDoubleField(value: &_storage._meanReturn) }()
         case 16: try { try decoder.decodeRepeatedMessageField(value: &_storage._announces) }()
+        case 17: try { try decoder.decodeSingularDoubleField(value: &_storage._referenceKl) }()
+        case 18: try { try decoder.decodeSingularDoubleField(value: &_storage._rewardMargin) }()
         default: break
         }
       }
@@ -1320,6 +1622,12 @@ nonisolated extension Rlhf_V1_TrainStats: SwiftProtobuf.Message, SwiftProtobuf._
       if !_storage._announces.isEmpty {
         try visitor.visitRepeatedMessageField(value: _storage._announces, fieldNumber: 16)
       }
+      if _storage._referenceKl.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._referenceKl, fieldNumber: 17)
+      }
+      if _storage._rewardMargin.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._rewardMargin, fieldNumber: 18)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -1345,6 +1653,8 @@ nonisolated extension Rlhf_V1_TrainStats: SwiftProtobuf.Message, SwiftProtobuf._
         if _storage._gradientSteps != rhs_storage._gradientSteps {return false}
         if _storage._meanReturn != rhs_storage._meanReturn {return false}
         if _storage._announces != rhs_storage._announces {return false}
+        if _storage._referenceKl != rhs_storage._referenceKl {return false}
+        if _storage._rewardMargin != rhs_storage._rewardMargin {return false}
         return true
       }
       if !storagesAreEqual {return false}

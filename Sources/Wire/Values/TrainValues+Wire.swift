@@ -9,6 +9,8 @@ extension TrainKind {
         case .saveState: return .saveState
         case .announceAll: return .announceAll
         case .markInitial: return .markInitial
+        case .policyIteration: return .policyIteration
+        case .dpo: return .dpo
         }
     }
 
@@ -20,6 +22,8 @@ extension TrainKind {
         case .saveState: self = .saveState
         case .announceAll: self = .announceAll
         case .markInitial: self = .markInitial
+        case .policyIteration: self = .policyIteration
+        case .dpo: self = .dpo
         default: throw WireError.malformedBody("unknown train batch kind \(wire)")
         }
     }
@@ -41,6 +45,17 @@ extension TrainBatch: WireCodable {
         b.shuffleSeed = shuffleSeed
         b.stateStep = UInt32(clamping: stateStep)
         b.ppoEpochs = UInt32(clamping: ppoEpochs)
+        b.klBeta = klBeta
+        switch aggregation {
+        case .token: b.lossAggregation = .token
+        case .sequence: b.lossAggregation = .sequence
+        case .constant(let length):
+            b.lossAggregation = .constant
+            b.aggregationLength = UInt32(clamping: length)
+        }
+        b.clip = clip
+        b.preferenceObjective = objective == .ipo ? .ipo : .sigmoid
+        b.labelSmoothing = labelSmoothing
         return WirePayload(body: try protoBytes(b), tensors: tensors)
     }
 
@@ -59,6 +74,20 @@ extension TrainBatch: WireCodable {
         shuffleSeed = b.shuffleSeed
         stateStep = Int(b.stateStep)
         ppoEpochs = Int(b.ppoEpochs)
+        klBeta = b.klBeta
+        switch b.lossAggregation {
+        case .token: aggregation = .token
+        case .sequence: aggregation = .sequence
+        case .constant: aggregation = .constant(Int(b.aggregationLength))
+        case .UNRECOGNIZED(let n): throw WireError.malformedBody("unknown loss aggregation \(n)")
+        }
+        clip = b.clip
+        switch b.preferenceObjective {
+        case .sigmoid: objective = .sigmoid
+        case .ipo: objective = .ipo
+        case .UNRECOGNIZED(let n): throw WireError.malformedBody("unknown preference objective \(n)")
+        }
+        labelSmoothing = b.labelSmoothing
         tensors = wirePayload.tensors
     }
 }
@@ -82,6 +111,8 @@ extension TrainStats: WireCodable {
         s.gradientSteps = UInt32(clamping: gradientSteps)
         s.meanReturn = meanReturn
         s.announces = announces.map(\.wire)
+        s.referenceKl = referenceKL
+        s.rewardMargin = rewardMargin
         return WirePayload(body: try protoBytes(s))
     }
 
@@ -103,6 +134,8 @@ extension TrainStats: WireCodable {
         gradientSteps = Int(s.gradientSteps)
         meanReturn = s.meanReturn
         announces = try s.announces.map(WeightAnnouncement.init(wire:))
+        referenceKL = s.referenceKl
+        rewardMargin = s.rewardMargin
     }
 }
 

@@ -15,6 +15,11 @@ public enum TrainKind: String, Sendable, Codable, CaseIterable {
     /// The policy as it is becomes the chat model: what from-SFT rounds start again from, what reward and
     /// value models start from, and the reference policy's weights (announced with model `.reference`).
     case markInitial = "mark-initial"
+    /// A critic-free policy iteration (GRPO, Dr. GRPO, RLOO, REINFORCE++): tensors "old_logprobs",
+    /// "advantages" and, with `klBeta > 0`, "ref_logprobs", one value per response token.
+    case policyIteration = "policy-iteration"
+    /// One DPO step on chosen/rejected pairs; tensor "ref_logprobs": each sequence's reference log-probability.
+    case dpo
 }
 
 /// A batch for the learner. Per-token tensors (`rewards`, `old_logprobs`, `advantages`: one value per
@@ -41,7 +46,30 @@ public struct TrainBatch: Sendable, Equatable {
     public var stateStep = 0
     /// PPO passes over the batch (0: one).
     public var ppoEpochs = 0
+    /// `.policyIteration`: the KL penalty's coefficient in the loss (0: none); `.dpo`: beta.
+    public var klBeta: Float = 0
+    /// `.policyIteration`: how the per-token terms are summed, and the ratio clip (0: the learner's).
+    public var aggregation = Aggregation.token
+    public var clip: Float = 0
+    /// `.dpo`: the objective and conservative DPO's label smoothing.
+    public var objective = Objective.sigmoid
+    public var labelSmoothing: Float = 0
     public var tensors: [WireTensor] = []
+
+    /// How a policy iteration's per-token terms are summed.
+    public enum Aggregation: Sendable, Equatable, Codable {
+        /// `sum / response tokens`.
+        case token
+        /// Each sequence's mean, then the mean over sequences.
+        case sequence
+        /// `sum / (sequences x length)`.
+        case constant(Int)
+    }
+
+    /// A DPO step's objective.
+    public enum Objective: String, Sendable, Equatable, Codable, CaseIterable {
+        case sigmoid, ipo
+    }
 
     public init(kind: TrainKind) { self.kind = kind }
 }
@@ -69,6 +97,11 @@ public struct TrainStats: Sendable, Equatable {
     public var meanReturn = 0.0
     /// `.announceAll`: every model's announcement, the policy's first.
     public var announces: [WeightAnnouncement] = []
+    /// `.policyIteration`: the mean k3 KL to the reference over response tokens.
+    public var referenceKL = 0.0
+    /// `.dpo`: the mean implicit reward margin (chosen less rejected); `accuracy` the share of pairs whose
+    /// chosen response has the larger implicit reward.
+    public var rewardMargin = 0.0
 
     public init(kind: TrainKind) { self.kind = kind }
 }

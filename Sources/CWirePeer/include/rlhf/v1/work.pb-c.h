@@ -60,9 +60,49 @@ typedef enum _Rlhf__V1__TrainKind {
    * learner serves that copy on a weight server of its own and answers with its announcement (model
    * REFERENCE_POLICY). A plan's SFT step ends with it.
    */
-  RLHF__V1__TRAIN_KIND__MARK_INITIAL = 6
+  RLHF__V1__TRAIN_KIND__MARK_INITIAL = 6,
+  /*
+   * A critic-free policy iteration (GRPO, Dr. GRPO, RLOO, REINFORCE++): tensor frames "old_logprobs" and
+   * "advantages" (per response token) and, with kl_beta > 0, "ref_logprobs"; ppo_epochs passes (0: one)
+   * in a seeded order of mini_batch_size-sequence steps (0: the whole batch), each one step of the clipped
+   * surrogate plus kl_beta * k3 to the reference, its terms summed as loss_aggregation says. The policy is
+   * published once, as the next version.
+   */
+  RLHF__V1__TRAIN_KIND__POLICY_ITERATION = 7,
+  /*
+   * One step of direct preference optimisation: sequences as chosen/rejected pairs (chosen first), the
+   * loss on response tokens; tensor frame "ref_logprobs": the reference's sequence log-probability of
+   * each sequence (two per pair); preference_objective, kl_beta (DPO's beta) and label_smoothing.
+   */
+  RLHF__V1__TRAIN_KIND__DPO = 8
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(RLHF__V1__TRAIN_KIND)
 } Rlhf__V1__TrainKind;
+/*
+ * How a policy-gradient loss sums its per-token terms.
+ */
+typedef enum _Rlhf__V1__LossAggregation {
+  /*
+   * Every response token of the batch weighs the same (sum / tokens).
+   */
+  RLHF__V1__LOSS_AGGREGATION__LOSS_AGGREGATION_TOKEN = 0,
+  /*
+   * Each sequence's mean, then the mean over sequences (GRPO).
+   */
+  RLHF__V1__LOSS_AGGREGATION__LOSS_AGGREGATION_SEQUENCE = 1,
+  /*
+   * sum / (sequences x aggregation_length) (Dr. GRPO).
+   */
+  RLHF__V1__LOSS_AGGREGATION__LOSS_AGGREGATION_CONSTANT = 2
+    PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(RLHF__V1__LOSS_AGGREGATION)
+} Rlhf__V1__LossAggregation;
+/*
+ * The objective of a DPO step.
+ */
+typedef enum _Rlhf__V1__PreferenceObjective {
+  RLHF__V1__PREFERENCE_OBJECTIVE__PREFERENCE_OBJECTIVE_SIGMOID = 0,
+  RLHF__V1__PREFERENCE_OBJECTIVE__PREFERENCE_OBJECTIVE_IPO = 1
+    PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(RLHF__V1__PREFERENCE_OBJECTIVE)
+} Rlhf__V1__PreferenceObjective;
 
 /* --- messages --- */
 
@@ -297,10 +337,26 @@ struct  Rlhf__V1__TrainBatch
    * one policy and one value gradient step per mini-batch.
    */
   uint32_t ppo_epochs;
+  /*
+   * POLICY_ITERATION: the KL penalty's coefficient in the loss (0: none); DPO: beta.
+   */
+  float kl_beta;
+  /*
+   * POLICY_ITERATION: how the terms are summed, the constant length of LOSS_AGGREGATION_CONSTANT, and the
+   * ratio clip (0: the learner's).
+   */
+  Rlhf__V1__LossAggregation loss_aggregation;
+  uint32_t aggregation_length;
+  float clip;
+  /*
+   * DPO: the objective and conservative DPO's label smoothing.
+   */
+  Rlhf__V1__PreferenceObjective preference_objective;
+  float label_smoothing;
 };
 #define RLHF__V1__TRAIN_BATCH__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&rlhf__v1__train_batch__descriptor) \
-    , RLHF__V1__TRAIN_KIND__TRAIN_KIND_UNSPECIFIED, 0,NULL, 0, 0, RLHF__V1__ROLE__ROLE_UNSPECIFIED, 0, 0, 0, 0, 0, 0, 0, 0 }
+    , RLHF__V1__TRAIN_KIND__TRAIN_KIND_UNSPECIFIED, 0,NULL, 0, 0, RLHF__V1__ROLE__ROLE_UNSPECIFIED, 0, 0, 0, 0, 0, 0, 0, 0, 0, RLHF__V1__LOSS_AGGREGATION__LOSS_AGGREGATION_TOKEN, 0, 0, RLHF__V1__PREFERENCE_OBJECTIVE__PREFERENCE_OBJECTIVE_SIGMOID, 0 }
 
 
 struct  Rlhf__V1__TrainStats
@@ -336,10 +392,19 @@ struct  Rlhf__V1__TrainStats
    */
   size_t n_announces;
   Rlhf__V1__WeightAnnounce **announces;
+  /*
+   * POLICY_ITERATION: the mean k3 KL to the reference over response tokens (means over mini-batches).
+   */
+  double reference_kl;
+  /*
+   * DPO: the mean implicit reward margin (chosen less rejected); accuracy is the share of pairs whose
+   * chosen response has the larger implicit reward.
+   */
+  double reward_margin;
 };
 #define RLHF__V1__TRAIN_STATS__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&rlhf__v1__train_stats__descriptor) \
-    , RLHF__V1__TRAIN_KIND__TRAIN_KIND_UNSPECIFIED, 0, 0, 0, 0, 0, 0, 0, 0, NULL, 0, 0, 0, 0, 0, 0,NULL }
+    , RLHF__V1__TRAIN_KIND__TRAIN_KIND_UNSPECIFIED, 0, 0, 0, 0, 0, 0, 0, 0, NULL, 0, 0, 0, 0, 0, 0,NULL, 0, 0 }
 
 
 /*
@@ -902,6 +967,8 @@ typedef void (*Rlhf__V1__RemoteReply_Closure)
 /* --- descriptors --- */
 
 extern const ProtobufCEnumDescriptor    rlhf__v1__train_kind__descriptor;
+extern const ProtobufCEnumDescriptor    rlhf__v1__loss_aggregation__descriptor;
+extern const ProtobufCEnumDescriptor    rlhf__v1__preference_objective__descriptor;
 extern const ProtobufCMessageDescriptor rlhf__v1__sampling_params__descriptor;
 extern const ProtobufCMessageDescriptor rlhf__v1__prompt__descriptor;
 extern const ProtobufCMessageDescriptor rlhf__v1__generate_request__descriptor;
