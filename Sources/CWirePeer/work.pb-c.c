@@ -1675,7 +1675,7 @@ const ProtobufCMessageDescriptor rlhf__v1__reference_log_prob_result__descriptor
   (ProtobufCMessageInit) rlhf__v1__reference_log_prob_result__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor rlhf__v1__train_batch__field_descriptors[19] =
+static const ProtobufCFieldDescriptor rlhf__v1__train_batch__field_descriptors[20] =
 {
   {
     "kind",
@@ -1905,6 +1905,18 @@ static const ProtobufCFieldDescriptor rlhf__v1__train_batch__field_descriptors[1
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "snapshot_name",
+    20,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Rlhf__V1__TrainBatch, snapshot_name),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned rlhf__v1__train_batch__field_indices_by_name[] = {
   15,   /* field[15] = aggregation_length */
@@ -1924,13 +1936,14 @@ static const unsigned rlhf__v1__train_batch__field_indices_by_name[] = {
   17,   /* field[17] = preference_objective */
   1,   /* field[1] = sequences */
   10,   /* field[10] = shuffle_seed */
+  19,   /* field[19] = snapshot_name */
   11,   /* field[11] = state_step */
   7,   /* field[7] = value_learning_rate */
 };
 static const ProtobufCIntRange rlhf__v1__train_batch__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 19 }
+  { 0, 20 }
 };
 const ProtobufCMessageDescriptor rlhf__v1__train_batch__descriptor =
 {
@@ -1940,7 +1953,7 @@ const ProtobufCMessageDescriptor rlhf__v1__train_batch__descriptor =
   "Rlhf__V1__TrainBatch",
   "rlhf.v1",
   sizeof(Rlhf__V1__TrainBatch),
-  19,
+  20,
   rlhf__v1__train_batch__field_descriptors,
   rlhf__v1__train_batch__field_indices_by_name,
   1,  rlhf__v1__train_batch__number_ranges,
@@ -2681,7 +2694,7 @@ const ProtobufCMessageDescriptor rlhf__v1__remote_reply__descriptor =
   (ProtobufCMessageInit) rlhf__v1__remote_reply__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCEnumValue rlhf__v1__train_kind__enum_values_by_number[9] =
+static const ProtobufCEnumValue rlhf__v1__train_kind__enum_values_by_number[11] =
 {
   { "TRAIN_KIND_UNSPECIFIED", "RLHF__V1__TRAIN_KIND__TRAIN_KIND_UNSPECIFIED", 0 },
   { "SFT", "RLHF__V1__TRAIN_KIND__SFT", 1 },
@@ -2692,20 +2705,24 @@ static const ProtobufCEnumValue rlhf__v1__train_kind__enum_values_by_number[9] =
   { "MARK_INITIAL", "RLHF__V1__TRAIN_KIND__MARK_INITIAL", 6 },
   { "POLICY_ITERATION", "RLHF__V1__TRAIN_KIND__POLICY_ITERATION", 7 },
   { "DPO", "RLHF__V1__TRAIN_KIND__DPO", 8 },
+  { "SNAPSHOT", "RLHF__V1__TRAIN_KIND__SNAPSHOT", 9 },
+  { "RESTORE_SNAPSHOT", "RLHF__V1__TRAIN_KIND__RESTORE_SNAPSHOT", 10 },
 };
 static const ProtobufCIntRange rlhf__v1__train_kind__value_ranges[] = {
-{0, 0},{0, 9}
+{0, 0},{0, 11}
 };
-static const ProtobufCEnumValueIndex rlhf__v1__train_kind__enum_values_by_name[9] =
+static const ProtobufCEnumValueIndex rlhf__v1__train_kind__enum_values_by_name[11] =
 {
   { "ANNOUNCE_ALL", 5 },
   { "DPO", 8 },
   { "MARK_INITIAL", 6 },
   { "POLICY_ITERATION", 7 },
   { "PPO", 3 },
+  { "RESTORE_SNAPSHOT", 10 },
   { "REWARD_RANKING", 2 },
   { "SAVE_STATE", 4 },
   { "SFT", 1 },
+  { "SNAPSHOT", 9 },
   { "TRAIN_KIND_UNSPECIFIED", 0 },
 };
 const ProtobufCEnumDescriptor rlhf__v1__train_kind__descriptor =
@@ -2715,9 +2732,9 @@ const ProtobufCEnumDescriptor rlhf__v1__train_kind__descriptor =
   "TrainKind",
   "Rlhf__V1__TrainKind",
   "rlhf.v1",
-  9,
+  11,
   rlhf__v1__train_kind__enum_values_by_number,
-  9,
+  11,
   rlhf__v1__train_kind__enum_values_by_name,
   1,
   rlhf__v1__train_kind__value_ranges,

@@ -162,7 +162,9 @@ public final class ClusterLaunch {
             try journal.append(.stepBegin(index: i))
             coordinator.beginStep(i)
             progress.begin(i)
+            if let from = step.startFrom { try pipeline(coordinator, report: report).branch(from: from, round: step.roundName ?? "") }
             try run(step, index: i, coordinator: coordinator, report: report)
+            if let name = step.roundName, spec.snapshotRounds.contains(name) { try pipeline(coordinator, report: report).snapshot(name) }
             progress.end(i)
             try rlhf?.save(afterStep: i)
             if spec.hosts.contains(where: { ($0.workers[.learner] ?? 0) > 0 }) {

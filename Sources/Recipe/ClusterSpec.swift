@@ -79,6 +79,28 @@ public struct ClusterSpec: Sendable, Equatable {
             return roles
         }
 
+        /// The round a step makes (its `name:`; nil for steps that make no policy of their own).
+        public var roundName: String? {
+            switch self {
+            case .rejectionSampling(let settings): return settings.name
+            case .ppo(let settings): return settings.name
+            case .policyRound(let settings): return settings.name
+            case .dpoRound(let settings): return settings.name
+            case .supervisedFineTuning(let settings): return settings.name
+            case .generate, .round, .hold, .evaluate, .trainRewardModel: return nil
+            }
+        }
+
+        /// The earlier round this step branches from (`start_from:`).
+        public var startFrom: String? {
+            switch self {
+            case .ppo(let settings): return settings.startFrom
+            case .policyRound(let settings): return settings.startFrom
+            case .dpoRound(let settings): return settings.startFrom
+            default: return nil
+            }
+        }
+
         /// The step's name in a spec (`plan[i].NAME`).
         public var kind: String {
             switch self {
@@ -129,6 +151,8 @@ public struct ClusterSpec: Sendable, Equatable {
     public var rewardHead: String?
     public var safetyHead: String?
     public var plan: [Step]
+    /// The rounds later steps branch from (`start_from:`): the learner keeps a snapshot of the policy at their end.
+    public var snapshotRounds: Set<String> { Set(plan.compactMap(\.startFrom)) }
     /// The text of the plan's own file when the spec names one (`plan: FILE`): part of the run's identity.
     public var planFileText: String?
     public var heartbeatMilliseconds: UInt64
@@ -457,6 +481,13 @@ public struct ClusterSpec: Sendable, Equatable {
                               reason: "unknown step (this build runs: generate, round, hold, evaluate, sft, train_rm, rs_round, ppo_round, policy_round, dpo_round)")
             }
         }
+        // A branch starts from an earlier round of the plan.
+        for (i, step) in plan.enumerated() {
+            guard let from = step.startFrom else { continue }
+            if !plan[..<i].contains(where: { $0.roundName == from }) {
+                throw Invalid(key: "plan[\(i)].\(step.kind).start_from", reason: "no earlier round is named \(from)")
+            }
+        }
         var heartbeat = 500
         if let value = top["heartbeat_ms"] {
             guard let ms = value as? Int, (10 ... 60_000).contains(ms) else {
@@ -732,9 +763,11 @@ public struct ClusterSpec: Sendable, Equatable {
     static func policyRoundSettings(_ value: Any, key: String) throws -> RLHFPipeline.PolicyRoundSettings {
         let args = try arguments(value, key: key, known: ["name", "algorithm", "iterations", "prompts", "group", "epochs", "mini_batch", "clip",
                                                           "learning_rate", "beta", "kl_estimator", "kl_in", "loss_aggregation", "temperature",
-                                                          "max_new_tokens", "reward"])
+                                                          "max_new_tokens", "reward", "start_from", "budget_s"])
         guard let name = args["name"] as? String, !name.isEmpty else { throw Invalid(key: key + ".name", reason: "expected a name, e.g. V5-GRPO") }
         var settings = RLHFPipeline.PolicyRoundSettings(name: name)
+        settings.budgetSeconds = try number(args, "budget_s", key, largest: 604_800)
+        settings.startFrom = try ClusterSpec.text(args, "start_from", key)
         if let a = args["algorithm"] {
             guard let text = a as? String, let algorithm = RLHFPipeline.PolicyRoundSettings.Algorithm(rawValue: text) else {
                 throw Invalid(key: key + ".algorithm", reason: "expected one of \(RLHFPipeline.PolicyRoundSettings.Algorithm.allCases.map(\.rawValue).joined(separator: ", ")), got \(describe(a))")
@@ -784,9 +817,11 @@ public struct ClusterSpec: Sendable, Equatable {
     static func dpoRoundSettings(_ value: Any, key: String) throws -> RLHFPipeline.DPORoundSettings {
         let args = try arguments(value, key: key, known: ["name", "pairs", "beta", "loss", "label_smoothing", "epochs", "batch_size", "learning_rate",
                                                           "max_pairs", "iterations", "prompts", "samples", "rank_by", "temperature", "max_new_tokens",
-                                                          "reward"])
+                                                          "reward", "start_from", "budget_s"])
         guard let name = args["name"] as? String, !name.isEmpty else { throw Invalid(key: key + ".name", reason: "expected a name, e.g. V5-DPO") }
         var settings = RLHFPipeline.DPORoundSettings(name: name)
+        settings.budgetSeconds = try number(args, "budget_s", key, largest: 604_800)
+        settings.startFrom = try ClusterSpec.text(args, "start_from", key)
         if let p = args["pairs"] {
             guard let text = p as? String, let pairs = RLHFPipeline.DPORoundSettings.Pairs(rawValue: text) else {
                 throw Invalid(key: key + ".pairs", reason: "expected data or on_policy")
@@ -832,9 +867,11 @@ public struct ClusterSpec: Sendable, Equatable {
     static func ppoSettings(_ value: Any, key: String) throws -> RLHFPipeline.PPOSettings {
         let args = try arguments(value, key: key, known: ["name", "iterations", "rollouts", "mini_batch", "epochs", "learning_rate", "value_learning_rate",
                                                           "beta", "kl_estimator", "kl_target", "whitening", "temperature", "max_new_tokens",
-                                                          "gamma", "lambda", "new_pairs", "rm_every", "rm_learning_rate", "reward"])
+                                                          "gamma", "lambda", "new_pairs", "rm_every", "rm_learning_rate", "reward", "start_from", "budget_s"])
         guard let name = args["name"] as? String, !name.isEmpty else { throw Invalid(key: key + ".name", reason: "expected a name, e.g. V5") }
         var settings = RLHFPipeline.PPOSettings(name: name)
+        settings.budgetSeconds = try number(args, "budget_s", key, largest: 604_800)
+        settings.startFrom = try ClusterSpec.text(args, "start_from", key)
         settings.iterations = try positive(args, "iterations", key) ?? settings.iterations
         settings.rollouts = try positive(args, "rollouts", key) ?? settings.rollouts
         settings.miniBatch = try positive(args, "mini_batch", key) ?? settings.miniBatch

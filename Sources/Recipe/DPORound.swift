@@ -22,6 +22,11 @@ extension RLHFPipeline {
         }
 
         public var name: String
+        /// Branch: the round starts from the policy as the earlier round of this name left it (nil: the current policy).
+        public var startFrom: String?
+        /// A wall-clock budget in seconds: no iteration starts after the round has run this long (nil: none;
+        /// `iterations` is then the only limit). For comparisons at equal cost; a resumed round may take another count.
+        public var budgetSeconds: Double?
         public var pairs = Pairs.data
         public var beta = 0.1
         public var objective = TrainBatch.Objective.sigmoid
@@ -59,6 +64,10 @@ extension RLHFPipeline {
         var pairLines = ""
         var last: TrainStats?
         for iteration in 1...(settings.pairs == .data ? 1 : settings.iterations) {
+            if let budget = settings.budgetSeconds, iteration > 1, Date().timeIntervalSince(started) >= budget {
+                report(String(format: "%@: the %.0f s budget is spent after %d iterations", settings.name, budget, iteration - 1))
+                break
+            }
             var pairs: [TokenPair]
             if settings.pairs == .data {
                 pairs = context.pairs.preferencePairs.map { self.tokens($0) }.filter { !RLHFPipeline.isHeldOut($0.promptText) }

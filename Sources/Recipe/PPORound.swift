@@ -9,6 +9,11 @@ extension RLHFPipeline {
     /// Settings of a PPO round (LLaMA2's RLHF-V5 after rejection sampling).
     public struct PPOSettings: Codable, Sendable, Equatable {
         public var name: String
+        /// Branch: the round starts from the policy as the earlier round of this name left it (nil: the current policy).
+        public var startFrom: String?
+        /// A wall-clock budget in seconds: no iteration starts after the round has run this long (nil: none;
+        /// `iterations` is then the only limit). For comparisons at equal cost; a resumed round may take another count.
+        public var budgetSeconds: Double?
         /// The reward's sources and weights (nil: the reward models alone).
         public var reward: RewardWeights?
         /// PPO iterations: each a fresh batch of rollouts, then one learner iteration on them.
@@ -81,6 +86,10 @@ extension RLHFPipeline {
         var last: TrainStats?
         let refreshes = Set(settings.refreshIterations)
         for iteration in 1...settings.iterations {
+            if let budget = settings.budgetSeconds, iteration > 1, Date().timeIntervalSince(started) >= budget {
+                report(String(format: "%@: the %.0f s budget is spent after %d iterations", settings.name, budget, iteration - 1))
+                break
+            }
             if refreshes.contains(iteration) {
                 try refreshRewardModels(settings, round: round, iteration: iteration, seed: seed)
             }

@@ -24,6 +24,11 @@ extension RLHFPipeline {
         }
 
         public var name: String
+        /// Branch: the round starts from the policy as the earlier round of this name left it (nil: the current policy).
+        public var startFrom: String?
+        /// A wall-clock budget in seconds: no iteration starts after the round has run this long (nil: none;
+        /// `iterations` is then the only limit). For comparisons at equal cost; a resumed round may take another count.
+        public var budgetSeconds: Double?
         public var algorithm = Algorithm.grpo
         /// Iterations: each a fresh draw of prompts, `group` answers to each, one learner iteration.
         public var iterations = 20
@@ -76,6 +81,7 @@ extension RLHFPipeline {
             settings.temperature = temperature
             settings.maxNewTokens = maxNewTokens
             settings.reward = reward
+            settings.budgetSeconds = budgetSeconds
             return settings
         }
     }
@@ -104,6 +110,10 @@ extension RLHFPipeline {
         var last: TrainStats?
         let weights = settings.reward ?? RewardWeights()
         for iteration in 1...settings.iterations {
+            if let budget = settings.budgetSeconds, iteration > 1, Date().timeIntervalSince(started) >= budget {
+                report(String(format: "%@: the %.0f s budget is spent after %d iterations", settings.name, budget, iteration - 1))
+                break
+            }
             let stage = PlanStage(.sample, round: settings.name)
             coordinator.setProgress(stage, round: UInt32(round), step: UInt64(iteration))
             let version = coordinator.status().policyVersion
@@ -200,5 +210,26 @@ extension RLHFPipeline {
         try evaluate(name: settings.name, settings: evaluation, rewardMean: rewardMeans.reduce(0, +) / Double(max(1, rewardMeans.count)),
                      gateHitRate: gateHits / Double(max(1, settings.iterations)), tokensPerSecond: Double(tokens) / max(1e-9, sampleSeconds),
                      seconds: Date().timeIntervalSince(started))
+    }
+
+    /// Keeps the policy as it is under the round name `name` on the learner (a later round branches from it).
+    public func snapshot(_ name: String) throws {
+        var batch = TrainBatch(kind: .snapshot)
+        batch.policyVersion = coordinator.status().policyVersion
+        batch.snapshotName = name
+        _ = try coordinator.train(batch)
+    }
+
+    /// A branch: the policy becomes the snapshot taken at the end of round `from` (fresh optimizer moments,
+    /// no value model), published as the next version and synced to the generators before round `round`.
+    public func branch(from: String, round: String) throws {
+        coordinator.setProgress(PlanStage(.sync, round: round))
+        var batch = TrainBatch(kind: .restoreSnapshot)
+        batch.policyVersion = coordinator.status().policyVersion
+        batch.snapshotName = from
+        let stats = try coordinator.train(batch)
+        try coordinator.syncWeights(stats.announce, roles: [.generator])
+        report("\(round): starts from the policy as \(from) left it (policy v\(stats.policyVersion))")
+        metric(["stage": "branch", "round": round, "from": from, "policy_version": stats.policyVersion])
     }
 }

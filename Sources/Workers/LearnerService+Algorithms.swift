@@ -95,4 +95,35 @@ extension LearnerService {
         stats.gradientSteps = 1
         return publishPolicy(&stats, after: current)
     }
+
+    /// SNAPSHOT: keeps the policy's weights under the batch's name (replacing an older snapshot of it).
+    func snapshot(_ batch: TrainBatch) throws -> TrainStats {
+        guard !batch.snapshotName.isEmpty else { throw LlamaError.invalidInput("a snapshot needs a name") }
+        let current = policyVersion
+        guard batch.policyVersion == current else {
+            throw LlamaError.invalidInput("snapshot of policy version \(batch.policyVersion), the learner holds \(current)")
+        }
+        lock.withLock { snapshots[batch.snapshotName] = trainer.weights.copy() }
+        var stats = TrainStats(kind: .snapshot)
+        stats.policyVersion = current
+        return stats
+    }
+
+    /// RESTORE_SNAPSHOT: the policy becomes the named snapshot, with fresh optimizer moments and no value
+    /// model (the next PPO iteration makes one, as a first one does), published as the next version.
+    func restoreSnapshot(_ batch: TrainBatch) throws -> TrainStats {
+        let current = policyVersion
+        guard batch.policyVersion == current else {
+            throw LlamaError.invalidInput("restore of a snapshot for policy version \(batch.policyVersion), the learner holds \(current)")
+        }
+        guard let saved = lock.withLock({ snapshots[batch.snapshotName] }) else {
+            let known = lock.withLock { snapshots.keys.sorted() }
+            throw LlamaError.invalidInput("no snapshot named \"\(batch.snapshotName)\" (the learner holds: \(known.isEmpty ? "none" : known.joined(separator: ", ")))")
+        }
+        trainer.weights.storage.set(saved.storage.array(0..<saved.storage.count), at: 0)
+        optimizer.reset()
+        lock.withLock { valueModel = nil }
+        var stats = TrainStats(kind: .restoreSnapshot)
+        return publishPolicy(&stats, after: current)
+    }
 }

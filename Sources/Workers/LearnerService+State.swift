@@ -6,14 +6,14 @@ import Wire
 
 /// The learner's state on disk, so that a plan resumes after the learner process itself is lost: at the
 /// end of every plan step the coordinator asks for SAVE_STATE, and the learner writes every model it
-/// trains (the policy, each reward model, the value model) with its optimizer moments and version, and the
-/// chat model an SFT step made, to `STATE_DIR/after-step-N/` (N is the 1-based step), one `TrainingState`
+/// trains (the policy, each reward model, the value model) with its optimizer moments and version, the
+/// chat model an SFT step made and the policy snapshots rounds branch from, to `STATE_DIR/after-step-N/` (N is the 1-based step), one `TrainingState`
 /// file each. A learner started with `--restore-step` reads them back and serves the same versions again.
 extension LearnerService {
     /// The directory of the state after 0-based plan step `step`.
     public static func stateDirectory(_ root: String, afterStep step: Int) -> String { root + "/after-step-\(step + 1)" }
 
-    static let policyFile = "policy.state", valueFile = "value.state", referenceFile = "reference.state"
+    static let policyFile = "policy.state", valueFile = "value.state", referenceFile = "reference.state", snapshotsFile = "snapshots.json"
     static func rewardFile(_ kind: ModelKind) -> String { kind == .safetyModel ? "safety-model.state" : "reward-model.state" }
 
     /// Every model's current announcement, the policy's first.
@@ -55,6 +55,15 @@ extension LearnerService {
                 try TrainingState(weights: initialWeights, optimizer: AdamW(settings: settings.optimizer, groupSizes: []),
                                   step: Int(reference.announce.policyVersion), rng: SeededGenerator(seed: 0), dataPosition: 0)
                     .write(to: partial + "/" + LearnerService.referenceFile)
+            }
+            if !snapshots.isEmpty {
+                // Names may hold any characters: files are numbered, snapshots.json maps names to them.
+                let names = snapshots.keys.sorted()
+                for (i, name) in names.enumerated() {
+                    try TrainingState(weights: snapshots[name]!, optimizer: AdamW(settings: settings.optimizer, groupSizes: []), step: 0,
+                                      rng: SeededGenerator(seed: 0), dataPosition: 0).write(to: partial + "/snapshot-\(i).state")
+                }
+                try JSONEncoder().encode(names).write(to: URL(fileURLWithPath: partial + "/" + LearnerService.snapshotsFile))
             }
             if let value = valueModel {
                 try TrainingState(weights: value.trainer.weights, optimizer: value.optimizer, step: 0, rng: SeededGenerator(seed: 0), dataPosition: 0,
@@ -110,6 +119,20 @@ extension LearnerService {
                 }
                 initialWeights.storage.set(saved.weights.storage.array(0..<saved.weights.storage.count), at: 0)
                 _ = try publishReference(version: UInt64(saved.step))
+            }
+            let snapshotsPath = directory + "/" + LearnerService.snapshotsFile
+            if let data = FileManager.default.contents(atPath: snapshotsPath) {
+                let names: [String]
+                do { names = try JSONDecoder().decode([String].self, from: data) } catch {
+                    throw LlamaError.invalidInput("\(snapshotsPath) is not a list of snapshot names: \(error)")
+                }
+                for (i, name) in names.enumerated() {
+                    let saved = try TrainingState.read(path: directory + "/snapshot-\(i).state")
+                    guard saved.weights.config == trainer.config else {
+                        throw LlamaError.invalidInput("\(directory)/snapshot-\(i).state holds a model of another shape than --checkpoint")
+                    }
+                    snapshots[name] = saved.weights
+                }
             }
             let valuePath = directory + "/" + LearnerService.valueFile
             if FileManager.default.fileExists(atPath: valuePath) {

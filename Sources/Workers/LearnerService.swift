@@ -49,6 +49,8 @@ public final class LearnerService: RoleService, @unchecked Sendable {
     /// Where the chat model made by MARK_INITIAL is served to the reference-policy workers, and its
     /// announcement (nil: no SFT step ran; the reference holds the checkpoint).
     var reference: (server: WeightServer, advertised: String, announce: WeightAnnouncement)?
+    /// Policy weights kept by SNAPSHOT, by name, for rounds that branch from them (RESTORE_SNAPSHOT).
+    var snapshots: [String: ModelWeights] = [:]
     /// Reward models trained here (REWARD_RANKING batches), by kind; made at their first batch.
     var rewardModels: [ModelKind: RewardTraining] = [:]
     /// Where reward models' weight servers are opened.
@@ -149,6 +151,8 @@ public final class LearnerService: RoleService, @unchecked Sendable {
         if batch.kind == .saveState { return try saveState(afterStep: batch.stateStep) }
         if batch.kind == .announceAll { return announceAll() }
         if batch.kind == .markInitial { return try markInitial(batch) }
+        if batch.kind == .snapshot { return try snapshot(batch) }
+        if batch.kind == .restoreSnapshot { return try restoreSnapshot(batch) }
         let current = policyVersion
         guard batch.policyVersion == current else {
             throw LlamaError.invalidInput("train batch for policy version \(batch.policyVersion), the learner holds \(current)")
@@ -189,7 +193,7 @@ public final class LearnerService: RoleService, @unchecked Sendable {
             return try policyIteration(batch, sequences: sequences, mask: mask, tensors: tensors, current: current)
         case .dpo:
             return try preferenceStep(batch, sequences: sequences, mask: mask, tensors: tensors, current: current)
-        case .rewardRanking, .saveState, .announceAll, .markInitial:
+        case .rewardRanking, .saveState, .announceAll, .markInitial, .snapshot, .restoreSnapshot:
             throw LlamaError.invalidInput("unknown train batch kind \(batch.kind.rawValue)")
         }
         stats.gradNorm = optimizer.update([ParameterGroup(model: trainer)], lr: batch.learningRate, pool: trainer.pool)

@@ -4,6 +4,7 @@ import LlamaCore
 import LlamaTraining
 import Recipe
 import Testing
+import TestKit
 
 /// Cluster specs with the RLHF plan steps: parsed into settings, refused with the key at fault.
 @Suite struct SpecTests {
@@ -341,6 +342,37 @@ import Testing
             ("task: {seed: 1}\nplan:\n  - dpo_round: {name: O, pairs: offline}\n", "plan[0].dpo_round.pairs"),
             ("task: {seed: 1}\nplan:\n  - dpo_round: {name: O, samples: 4}\n", "plan[0].dpo_round.samples"),
             ("task: {seed: 1}\nplan:\n  - dpo_round: {name: O, pairs: on_policy, samples: 1}\n", "plan[0].dpo_round.samples"),
+        ])
+    }
+
+    /// The shipped specs parse (files.yaml needs `rlhf task generate` first; the multi-host one, hosts of its own).
+    @Test(arguments: ["local.yaml", "from-pretrained.yaml", "compare-algorithms.yaml"])
+    func theShippedSpecsParse(name: String) throws {
+        let spec = try ClusterSpec.parse(String(contentsOfFile: TestKit.repository + "/cluster/" + name, encoding: .utf8),
+                                         baseDirectory: TestKit.repository + "/cluster")
+        #expect(!spec.plan.isEmpty)
+        if name == "compare-algorithms.yaml" {
+            #expect(spec.snapshotRounds == ["V5-RS"] && spec.plan.suffix(6).allSatisfy { $0.startFrom == "V5-RS" })
+        }
+    }
+
+    @Test func branchesStartFromAnEarlierRound() throws {
+        let spec = try ClusterSpec.parse(SpecTests.head + """
+        task: {seed: 1}
+        plan:
+          - rs_round: {name: V1}
+          - ppo_round: {name: P, start_from: V1, budget_s: 30}
+          - policy_round: {name: G, start_from: V1}
+          - dpo_round: {name: D, start_from: G, budget_s: 12.5}
+        """, baseDirectory: "/")
+        #expect(spec.snapshotRounds == ["V1", "G"] && spec.plan.map(\.startFrom) == [nil, "V1", "V1", "G"])
+        #expect(spec.plan.map(\.roundName) == ["V1", "P", "G", "D"])
+        guard case let .ppo(p) = spec.plan[1], case let .dpoRound(d) = spec.plan[3] else { return }
+        #expect(p.budgetSeconds == 30 && d.budgetSeconds == 12.5)
+        SpecTests.expectRefused([
+            ("task: {seed: 1}\nplan:\n  - policy_round: {name: G, start_from: V1}\n  - rs_round: {name: V1}\n", "plan[0].policy_round.start_from"),
+            ("task: {seed: 1}\nplan:\n  - rs_round: {name: V1}\n  - dpo_round: {name: D, start_from: V2}\n", "plan[1].dpo_round.start_from"),
+            ("task: {seed: 1}\nplan:\n  - ppo_round: {name: P, budget_s: 0}\n", "plan[0].ppo_round.budget_s"),
         ])
     }
 

@@ -342,6 +342,57 @@ import Workers
         #expect { _ = try learner.train(batch) } throws: { "\($0)".contains("policy version 0") }
     }
 
+    @Test func aSnapshotIsRestoredAsANewVersionAndSurvivesTheLearnersState() throws {
+        let loop = try PollLoop()
+        defer { loop.shutdown() }
+        let dir = NSTemporaryDirectory() + "learner-snapshot-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var settings = LearnerService.Settings()
+        settings.stateDirectory = dir
+        let weights = try RoleTests.weights()
+        func learner() throws -> LearnerService {
+            try LearnerService(weights: weights, settings: settings, serving: WeightServing(loop: loop, bind: "tcp://127.0.0.1:*", host: "127.0.0.1"))
+        }
+        let service = try learner()
+        var sft = TrainBatch(kind: .sft)
+        sft.learningRate = 3e-3
+        sft.sequences = [RoleTests.sequence(0, prompt: [1, 30, 31], response: [32, 33, 2])]
+        _ = try service.train(sft)
+        var snapshot = TrainBatch(kind: .snapshot)
+        snapshot.policyVersion = 1
+        snapshot.snapshotName = "V5-RS"
+        #expect(try service.train(snapshot).policyVersion == 1)
+        let kept = service.weightsChecksum
+        for step in 1..<3 {
+            sft.policyVersion = UInt64(step)
+            _ = try service.train(sft)
+        }
+        #expect(service.weightsChecksum != kept)
+        // A branch: the snapshot's weights again, as version 4.
+        var restore = TrainBatch(kind: .restoreSnapshot)
+        restore.policyVersion = 3
+        restore.snapshotName = "V5-RS"
+        let restored = try service.train(restore)
+        #expect(restored.policyVersion == 4 && service.weightsChecksum == kept && restored.announce?.modelChecksum == kept)
+        // An unknown name and a stale version are refused by name.
+        restore.policyVersion = 4
+        restore.snapshotName = "V9"
+        #expect { _ = try service.train(restore) } throws: { "\($0)".contains("no snapshot named \"V9\" (the learner holds: V5-RS)") }
+        restore.snapshotName = "V5-RS"
+        restore.policyVersion = 2
+        #expect(throws: LlamaError.self) { _ = try service.train(restore) }
+        // Saved with the learner's state, a new learner branches from it too.
+        _ = try service.train(sft.with(version: 4))
+        var save = TrainBatch(kind: .saveState)
+        save.stateStep = 0
+        _ = try service.train(save)
+        let fresh = try learner()
+        try fresh.restoreState(afterStep: 0)
+        restore.policyVersion = 5
+        _ = try fresh.train(restore)
+        #expect(fresh.weightsChecksum == kept && fresh.policyVersion == 6)
+    }
+
     @Test func aDPOStepPrefersTheChosenAnswer() throws {
         let loop = try PollLoop()
         defer { loop.shutdown() }
@@ -508,5 +559,14 @@ import Workers
         } catch {
             #expect("\(error)".contains("expected 5"))
         }
+    }
+}
+
+extension TrainBatch {
+    /// The batch for another policy version.
+    func with(version: UInt64) -> TrainBatch {
+        var batch = self
+        batch.policyVersion = version
+        return batch
     }
 }

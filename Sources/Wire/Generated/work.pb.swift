@@ -60,6 +60,14 @@ public nonisolated enum Rlhf_V1_TrainKind: SwiftProtobuf.Enum, Swift.CaseIterabl
   /// loss on response tokens; tensor frame "ref_logprobs": the reference's sequence log-probability of
   /// each sequence (two per pair); preference_objective, kl_beta (DPO's beta) and label_smoothing.
   case dpo // = 8
+
+  /// Not a training step: the policy's weights are kept under snapshot_name (in memory and in the learner's
+  /// saved state), for later rounds that start from them.
+  case snapshot // = 9
+
+  /// The policy becomes the snapshot snapshot_name, with fresh optimizer moments and no value model (the next
+  /// PPO iteration makes one as a first does), published as the next version: a branch from that state.
+  case restoreSnapshot // = 10
   case UNRECOGNIZED(Int)
 
   public init() {
@@ -77,6 +85,8 @@ public nonisolated enum Rlhf_V1_TrainKind: SwiftProtobuf.Enum, Swift.CaseIterabl
     case 6: self = .markInitial
     case 7: self = .policyIteration
     case 8: self = .dpo
+    case 9: self = .snapshot
+    case 10: self = .restoreSnapshot
     default: self = .UNRECOGNIZED(rawValue)
     }
   }
@@ -92,6 +102,8 @@ public nonisolated enum Rlhf_V1_TrainKind: SwiftProtobuf.Enum, Swift.CaseIterabl
     case .markInitial: return 6
     case .policyIteration: return 7
     case .dpo: return 8
+    case .snapshot: return 9
+    case .restoreSnapshot: return 10
     case .UNRECOGNIZED(let i): return i
     }
   }
@@ -107,6 +119,8 @@ public nonisolated enum Rlhf_V1_TrainKind: SwiftProtobuf.Enum, Swift.CaseIterabl
     .markInitial,
     .policyIteration,
     .dpo,
+    .snapshot,
+    .restoreSnapshot,
   ]
 
 }
@@ -524,6 +538,12 @@ public nonisolated struct Rlhf_V1_TrainBatch: @unchecked Sendable {
     set {_uniqueStorage()._labelSmoothing = newValue}
   }
 
+  /// SNAPSHOT and RESTORE_SNAPSHOT: the snapshot's name (a round's).
+  public var snapshotName: String {
+    get {_storage._snapshotName}
+    set {_uniqueStorage()._snapshotName = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -788,7 +808,7 @@ public nonisolated struct Rlhf_V1_RemoteReply: Sendable {
 fileprivate nonisolated let _protobuf_package = "rlhf.v1"
 
 nonisolated extension Rlhf_V1_TrainKind: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0TRAIN_KIND_UNSPECIFIED\0\u{1}SFT\0\u{1}REWARD_RANKING\0\u{1}PPO\0\u{1}SAVE_STATE\0\u{1}ANNOUNCE_ALL\0\u{1}MARK_INITIAL\0\u{1}POLICY_ITERATION\0\u{1}DPO\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0TRAIN_KIND_UNSPECIFIED\0\u{1}SFT\0\u{1}REWARD_RANKING\0\u{1}PPO\0\u{1}SAVE_STATE\0\u{1}ANNOUNCE_ALL\0\u{1}MARK_INITIAL\0\u{1}POLICY_ITERATION\0\u{1}DPO\0\u{1}SNAPSHOT\0\u{1}RESTORE_SNAPSHOT\0")
 }
 
 nonisolated extension Rlhf_V1_LossAggregation: SwiftProtobuf._ProtoNameProviding {
@@ -1285,7 +1305,7 @@ nonisolated extension Rlhf_V1_ReferenceLogProbResult: SwiftProtobuf.Message, Swi
 
 nonisolated extension Rlhf_V1_TrainBatch: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".TrainBatch"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}kind\0\u{1}sequences\0\u{3}learning_rate\0\u{3}policy_version\0\u{1}model\0\u{3}from_initial\0\u{3}mini_batch_size\0\u{3}value_learning_rate\0\u{1}gamma\0\u{3}gae_lambda\0\u{3}shuffle_seed\0\u{3}state_step\0\u{3}ppo_epochs\0\u{3}kl_beta\0\u{3}loss_aggregation\0\u{3}aggregation_length\0\u{1}clip\0\u{3}preference_objective\0\u{3}label_smoothing\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}kind\0\u{1}sequences\0\u{3}learning_rate\0\u{3}policy_version\0\u{1}model\0\u{3}from_initial\0\u{3}mini_batch_size\0\u{3}value_learning_rate\0\u{1}gamma\0\u{3}gae_lambda\0\u{3}shuffle_seed\0\u{3}state_step\0\u{3}ppo_epochs\0\u{3}kl_beta\0\u{3}loss_aggregation\0\u{3}aggregation_length\0\u{1}clip\0\u{3}preference_objective\0\u{3}label_smoothing\0\u{3}snapshot_name\0")
 
   fileprivate class _StorageClass {
     var _kind: Rlhf_V1_TrainKind = .unspecified
@@ -1307,6 +1327,7 @@ nonisolated extension Rlhf_V1_TrainBatch: SwiftProtobuf.Message, SwiftProtobuf._
     var _clip: Float = 0
     var _preferenceObjective: Rlhf_V1_PreferenceObjective = .sigmoid
     var _labelSmoothing: Float = 0
+    var _snapshotName: String = String()
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -1336,6 +1357,7 @@ nonisolated extension Rlhf_V1_TrainBatch: SwiftProtobuf.Message, SwiftProtobuf._
       _clip = source._clip
       _preferenceObjective = source._preferenceObjective
       _labelSmoothing = source._labelSmoothing
+      _snapshotName = source._snapshotName
     }
   }
 
@@ -1373,6 +1395,7 @@ nonisolated extension Rlhf_V1_TrainBatch: SwiftProtobuf.Message, SwiftProtobuf._
         case 17: try { try decoder.decodeSingularFloatField(value: &_storage._clip) }()
         case 18: try { try decoder.decodeSingularEnumField(value: &_storage._preferenceObjective) }()
         case 19: try { try decoder.decodeSingularFloatField(value: &_storage._labelSmoothing) }()
+        case 20: try { try decoder.decodeSingularStringField(value: &_storage._snapshotName) }()
         default: break
         }
       }
@@ -1438,6 +1461,9 @@ nonisolated extension Rlhf_V1_TrainBatch: SwiftProtobuf.Message, SwiftProtobuf._
       if _storage._labelSmoothing.bitPattern != 0 {
         try visitor.visitSingularFloatField(value: _storage._labelSmoothing, fieldNumber: 19)
       }
+      if !_storage._snapshotName.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._snapshotName, fieldNumber: 20)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -1466,6 +1492,7 @@ nonisolated extension Rlhf_V1_TrainBatch: SwiftProtobuf.Message, SwiftProtobuf._
         if _storage._clip != rhs_storage._clip {return false}
         if _storage._preferenceObjective != rhs_storage._preferenceObjective {return false}
         if _storage._labelSmoothing != rhs_storage._labelSmoothing {return false}
+        if _storage._snapshotName != rhs_storage._snapshotName {return false}
         return true
       }
       if !storagesAreEqual {return false}

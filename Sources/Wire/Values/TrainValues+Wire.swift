@@ -11,6 +11,8 @@ extension TrainKind {
         case .markInitial: return .markInitial
         case .policyIteration: return .policyIteration
         case .dpo: return .dpo
+        case .snapshot: return .snapshot
+        case .restoreSnapshot: return .restoreSnapshot
         }
     }
 
@@ -24,6 +26,8 @@ extension TrainKind {
         case .markInitial: self = .markInitial
         case .policyIteration: self = .policyIteration
         case .dpo: self = .dpo
+        case .snapshot: self = .snapshot
+        case .restoreSnapshot: self = .restoreSnapshot
         default: throw WireError.malformedBody("unknown train batch kind \(wire)")
         }
     }
@@ -56,6 +60,7 @@ extension TrainBatch: WireCodable {
         b.clip = clip
         b.preferenceObjective = objective == .ipo ? .ipo : .sigmoid
         b.labelSmoothing = labelSmoothing
+        b.snapshotName = snapshotName
         return WirePayload(body: try protoBytes(b), tensors: tensors)
     }
 
@@ -88,6 +93,7 @@ extension TrainBatch: WireCodable {
         case .UNRECOGNIZED(let n): throw WireError.malformedBody("unknown preference objective \(n)")
         }
         labelSmoothing = b.labelSmoothing
+        snapshotName = b.snapshotName
         tensors = wirePayload.tensors
     }
 }

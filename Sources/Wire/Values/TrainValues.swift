@@ -20,6 +20,10 @@ public enum TrainKind: String, Sendable, Codable, CaseIterable {
     case policyIteration = "policy-iteration"
     /// One DPO step on chosen/rejected pairs; tensor "ref_logprobs": each sequence's reference log-probability.
     case dpo
+    /// Keep the policy's weights under `snapshotName`.
+    case snapshot
+    /// The policy becomes the snapshot `snapshotName` (fresh optimizer, no value model), as the next version.
+    case restoreSnapshot = "restore-snapshot"
 }
 
 /// A batch for the learner. Per-token tensors (`rewards`, `old_logprobs`, `advantages`: one value per
@@ -54,6 +58,8 @@ public struct TrainBatch: Sendable, Equatable {
     /// `.dpo`: the objective and conservative DPO's label smoothing.
     public var objective = Objective.sigmoid
     public var labelSmoothing: Float = 0
+    /// `.snapshot`, `.restoreSnapshot`: the snapshot's name.
+    public var snapshotName = ""
     public var tensors: [WireTensor] = []
 
     /// How a policy iteration's per-token terms are summed.

@@ -74,7 +74,17 @@ typedef enum _Rlhf__V1__TrainKind {
    * loss on response tokens; tensor frame "ref_logprobs": the reference's sequence log-probability of
    * each sequence (two per pair); preference_objective, kl_beta (DPO's beta) and label_smoothing.
    */
-  RLHF__V1__TRAIN_KIND__DPO = 8
+  RLHF__V1__TRAIN_KIND__DPO = 8,
+  /*
+   * Not a training step: the policy's weights are kept under snapshot_name (in memory and in the learner's
+   * saved state), for later rounds that start from them.
+   */
+  RLHF__V1__TRAIN_KIND__SNAPSHOT = 9,
+  /*
+   * The policy becomes the snapshot snapshot_name, with fresh optimizer moments and no value model (the next
+   * PPO iteration makes one as a first does), published as the next version: a branch from that state.
+   */
+  RLHF__V1__TRAIN_KIND__RESTORE_SNAPSHOT = 10
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(RLHF__V1__TRAIN_KIND)
 } Rlhf__V1__TrainKind;
 /*
@@ -353,10 +363,14 @@ struct  Rlhf__V1__TrainBatch
    */
   Rlhf__V1__PreferenceObjective preference_objective;
   float label_smoothing;
+  /*
+   * SNAPSHOT and RESTORE_SNAPSHOT: the snapshot's name (a round's).
+   */
+  char *snapshot_name;
 };
 #define RLHF__V1__TRAIN_BATCH__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&rlhf__v1__train_batch__descriptor) \
-    , RLHF__V1__TRAIN_KIND__TRAIN_KIND_UNSPECIFIED, 0,NULL, 0, 0, RLHF__V1__ROLE__ROLE_UNSPECIFIED, 0, 0, 0, 0, 0, 0, 0, 0, 0, RLHF__V1__LOSS_AGGREGATION__LOSS_AGGREGATION_TOKEN, 0, 0, RLHF__V1__PREFERENCE_OBJECTIVE__PREFERENCE_OBJECTIVE_SIGMOID, 0 }
+    , RLHF__V1__TRAIN_KIND__TRAIN_KIND_UNSPECIFIED, 0,NULL, 0, 0, RLHF__V1__ROLE__ROLE_UNSPECIFIED, 0, 0, 0, 0, 0, 0, 0, 0, 0, RLHF__V1__LOSS_AGGREGATION__LOSS_AGGREGATION_TOKEN, 0, 0, RLHF__V1__PREFERENCE_OBJECTIVE__PREFERENCE_OBJECTIVE_SIGMOID, 0, (char *)protobuf_c_empty_string }
 
 
 struct  Rlhf__V1__TrainStats
