@@ -91,6 +91,16 @@ public struct ClusterSpec: Sendable, Equatable {
             }
         }
 
+        /// The step's wall-clock budget (`budget_s:`), if it has one.
+        public var budgetSeconds: Double? {
+            switch self {
+            case .ppo(let settings): return settings.budgetSeconds
+            case .policyRound(let settings): return settings.budgetSeconds
+            case .dpoRound(let settings): return settings.budgetSeconds
+            default: return nil
+            }
+        }
+
         /// The earlier round this step branches from (`start_from:`).
         public var startFrom: String? {
             switch self {

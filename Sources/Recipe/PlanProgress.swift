@@ -29,54 +29,61 @@ public struct PlanProgress: Sendable {
         let evaluation = evalAnswers * (costs.generatedSample + costs.scoredSequence)
         var roundsSoFar = 0
         estimates = plan.map { step in
-            switch step {
-            case let .generate(prompts, samples, _, _):
-                return Double(prompts * samples) * costs.generatedSample
-            case let .round(prompts, samples, _, _, _):
-                return Double(prompts * samples) * (costs.generatedSample + 3 * costs.scoredSequence) + Double(prompts) * costs.policyTrainingSequence
-            case .hold(let seconds):
-                return seconds
-            case .evaluate:
-                return evaluation
-            case let .supervisedFineTuning(settings):
-                // The embedded task has 6,000 demonstrations; a user's file is counted when the step runs.
-                return Double(settings.examples ?? 6_000) * settings.epochs * costs.policyTrainingSequence
-            case let .trainRewardModel(settings):
-                // The reward model learns from the helpfulness pairs, the safety model from about half as many.
-                let pairs = Double(settings.pairs ?? Int(preferencePairs * (settings.model == .rewardModel ? 0.69 : 0.4)))
-                return 2 * pairs * settings.epochs * costs.rewardTrainingSequence + 0.2 * pairs * costs.scoredSequence
-            case let .rejectionSampling(settings):
-                roundsSoFar += 1
-                let samples = Double(settings.prompts * settings.samples)
-                var seconds = samples * (costs.generatedSample + 2 * costs.scoredSequence) + evaluation
-                if settings.newPairs > 0 {
-                    // Scored again after the reward models are retrained on the new pairs and as many old ones.
-                    seconds += 2 * samples * costs.scoredSequence + 4 * Double(settings.newPairs) * costs.rewardTrainingSequence
-                }
-                let trained = Double(settings.prompts * (settings.fromSFT ? roundsSoFar : 1) * settings.epochs)
-                return seconds + trained * costs.policyTrainingSequence
-            case let .policyRound(settings):
-                // Per answer: sampled, scored twice, the reference's log-probabilities, and a learner step's share.
-                let answers = Double(settings.iterations * settings.prompts * settings.group)
-                return answers * (costs.generatedSample + 3 * costs.scoredSequence + Double(settings.epochs) * costs.policyTrainingSequence) + evaluation
-            case let .dpoRound(settings):
-                // Per pair: two reference passes and two sequences of a training step each epoch; on-policy, the answers too.
-                let pairs = settings.pairs == .data ? Double(settings.maxPairs ?? Int(preferencePairs * 0.9)) : Double(settings.iterations * settings.prompts)
-                let sampling = settings.pairs == .data ? 0
-                    : Double(settings.iterations * settings.prompts * settings.samples) * (costs.generatedSample + 2 * costs.scoredSequence)
-                return pairs * (2 * costs.scoredSequence + 2 * Double(settings.epochs) * costs.policyTrainingSequence) + sampling + evaluation
-            case let .ppo(settings):
-                // Per rollout: sampled, scored twice, the reference's log-probabilities, and on the learner
-                // old log-probabilities and values (about half an SFT sequence's worth: short answers, no
-                // backward pass), then per epoch a policy and a value step (about one; measured on the
-                // default run). Each reward-model refresh: two answers per prompt, scored, and a retraining
-                // on the new pairs and as many old ones.
-                let rollouts = Double(settings.iterations * settings.rollouts)
-                let learner = (0.5 + Double(settings.epochs)) * costs.policyTrainingSequence
-                let refresh = Double(settings.newPairs) * (2 * costs.generatedSample + 2 * costs.scoredSequence + 4 * costs.rewardTrainingSequence)
-                return rollouts * (costs.generatedSample + 3 * costs.scoredSequence + learner) + evaluation
-                    + Double(settings.refreshIterations.count) * refresh
+            let estimate = PlanProgress.estimate(step, costs: costs, evaluation: evaluation, preferencePairs: preferencePairs, roundsSoFar: &roundsSoFar)
+            // A round with a wall-clock budget takes at most the budget and its evaluation.
+            return step.budgetSeconds.map { min(estimate, $0 + evaluation) } ?? estimate
+        }
+    }
+
+    /// The estimated seconds of one step (`roundsSoFar` counts the rejection-sampling rounds).
+    static func estimate(_ step: ClusterSpec.Step, costs: Costs, evaluation: Double, preferencePairs: Double, roundsSoFar: inout Int) -> Double {
+        switch step {
+        case let .generate(prompts, samples, _, _):
+            return Double(prompts * samples) * costs.generatedSample
+        case let .round(prompts, samples, _, _, _):
+            return Double(prompts * samples) * (costs.generatedSample + 3 * costs.scoredSequence) + Double(prompts) * costs.policyTrainingSequence
+        case .hold(let seconds):
+            return seconds
+        case .evaluate:
+            return evaluation
+        case let .supervisedFineTuning(settings):
+            // The embedded task has 6,000 demonstrations; a user's file is counted when the step runs.
+            return Double(settings.examples ?? 6_000) * settings.epochs * costs.policyTrainingSequence
+        case let .trainRewardModel(settings):
+            // The reward model learns from the helpfulness pairs, the safety model from about half as many.
+            let pairs = Double(settings.pairs ?? Int(preferencePairs * (settings.model == .rewardModel ? 0.69 : 0.4)))
+            return 2 * pairs * settings.epochs * costs.rewardTrainingSequence + 0.2 * pairs * costs.scoredSequence
+        case let .rejectionSampling(settings):
+            roundsSoFar += 1
+            let samples = Double(settings.prompts * settings.samples)
+            var seconds = samples * (costs.generatedSample + 2 * costs.scoredSequence) + evaluation
+            if settings.newPairs > 0 {
+                // Scored again after the reward models are retrained on the new pairs and as many old ones.
+                seconds += 2 * samples * costs.scoredSequence + 4 * Double(settings.newPairs) * costs.rewardTrainingSequence
             }
+            let trained = Double(settings.prompts * (settings.fromSFT ? roundsSoFar : 1) * settings.epochs)
+            return seconds + trained * costs.policyTrainingSequence
+        case let .policyRound(settings):
+            // Per answer: sampled, scored twice, the reference's log-probabilities, and a learner step's share.
+            let answers = Double(settings.iterations * settings.prompts * settings.group)
+            return answers * (costs.generatedSample + 3 * costs.scoredSequence + Double(settings.epochs) * costs.policyTrainingSequence) + evaluation
+        case let .dpoRound(settings):
+            // Per pair: two reference passes and two sequences of a training step each epoch; on-policy, the answers too.
+            let pairs = settings.pairs == .data ? Double(settings.maxPairs ?? Int(preferencePairs * 0.9)) : Double(settings.iterations * settings.prompts)
+            let sampling = settings.pairs == .data ? 0
+                : Double(settings.iterations * settings.prompts * settings.samples) * (costs.generatedSample + 2 * costs.scoredSequence)
+            return pairs * (2 * costs.scoredSequence + 2 * Double(settings.epochs) * costs.policyTrainingSequence) + sampling + evaluation
+        case let .ppo(settings):
+            // Per rollout: sampled, scored twice, the reference's log-probabilities, and on the learner
+            // old log-probabilities and values (about half an SFT sequence's worth: short answers, no
+            // backward pass), then per epoch a policy and a value step (about one; measured on the
+            // default run). Each reward-model refresh: two answers per prompt, scored, and a retraining
+            // on the new pairs and as many old ones.
+            let rollouts = Double(settings.iterations * settings.rollouts)
+            let learner = (0.5 + Double(settings.epochs)) * costs.policyTrainingSequence
+            let refresh = Double(settings.newPairs) * (2 * costs.generatedSample + 2 * costs.scoredSequence + 4 * costs.rewardTrainingSequence)
+            return rollouts * (costs.generatedSample + 3 * costs.scoredSequence + learner) + evaluation
+                + Double(settings.refreshIterations.count) * refresh
         }
     }
 

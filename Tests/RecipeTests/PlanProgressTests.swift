@@ -15,6 +15,19 @@ import Testing
       - hold: {seconds: 30}
     """
 
+    @Test func aBudgetCapsARoundsEstimate() throws {
+        let spec = try ClusterSpec.parse(SpecTests.head + """
+        task: {seed: 1}
+        plan:
+          - rs_round: {name: V1}
+          - policy_round: {name: G, iterations: 1000, start_from: V1}
+          - policy_round: {name: H, iterations: 1000, start_from: V1, budget_s: 150}
+          - dpo_round: {name: D, pairs: on_policy, iterations: 3}
+        """, baseDirectory: "/")
+        let e = PlanProgress(plan: spec.plan, task: spec.task).estimates
+        #expect(e[1] > 500 && e[2] < 200 && e[2] > 150 && e[3] > 0, "\(e)")
+    }
+
     @Test func estimatesFollowTheSizesAndTheMachine() throws {
         let spec = try ClusterSpec.parse(PlanProgressTests.spec, baseDirectory: "/")
         var progress = PlanProgress(plan: spec.plan, task: spec.task)
