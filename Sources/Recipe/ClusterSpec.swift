@@ -5,6 +5,7 @@ import Launcher
 import RLHF
 import LlamaTraining
 import Wire
+import Workers
 import Yams
 
 /// A cluster spec (YAML in cluster/): where the coordinator listens, which hosts run which workers,
@@ -162,7 +163,7 @@ public struct ClusterSpec: Sendable, Equatable {
     public var safetyHead: String?
     public var plan: [Step]
     /// The rounds later steps branch from (`start_from:`): the learner keeps a snapshot of the policy at their end.
-    public var snapshotRounds: Set<String> { Set(plan.compactMap(\.startFrom)) }
+    public var snapshotRounds: Set<String> { Set(plan.compactMap(\.startFrom)).subtracting([LearnerService.chatModelSnapshot]) }
     /// The text of the plan's own file when the spec names one (`plan: FILE`): part of the run's identity.
     public var planFileText: String?
     public var heartbeatMilliseconds: UInt64
@@ -494,8 +495,8 @@ public struct ClusterSpec: Sendable, Equatable {
         // A branch starts from an earlier round of the plan.
         for (i, step) in plan.enumerated() {
             guard let from = step.startFrom else { continue }
-            if !plan[..<i].contains(where: { $0.roundName == from }) {
-                throw Invalid(key: "plan[\(i)].\(step.kind).start_from", reason: "no earlier round is named \(from)")
+            if from != LearnerService.chatModelSnapshot && !plan[..<i].contains(where: { $0.roundName == from }) {
+                throw Invalid(key: "plan[\(i)].\(step.kind).start_from", reason: "no earlier round is named \(from) (or start_from: sft, the chat model)")
             }
         }
         var heartbeat = 500

@@ -96,6 +96,9 @@ extension LearnerService {
         return publishPolicy(&stats, after: current)
     }
 
+    /// The snapshot name that restores the chat model when no round of that name was snapshotted.
+    public static let chatModelSnapshot = "sft"
+
     /// SNAPSHOT: keeps the policy's weights under the batch's name (replacing an older snapshot of it).
     func snapshot(_ batch: TrainBatch) throws -> TrainStats {
         guard !batch.snapshotName.isEmpty else { throw LlamaError.invalidInput("a snapshot needs a name") }
@@ -116,7 +119,8 @@ extension LearnerService {
         guard batch.policyVersion == current else {
             throw LlamaError.invalidInput("restore of a snapshot for policy version \(batch.policyVersion), the learner holds \(current)")
         }
-        guard let saved = lock.withLock({ snapshots[batch.snapshotName] }) else {
+        // "sft" without a snapshot of that name: the chat model (the checkpoint, or an SFT step's result).
+        guard let saved = lock.withLock({ snapshots[batch.snapshotName] ?? (batch.snapshotName == LearnerService.chatModelSnapshot ? initialWeights : nil) }) else {
             let known = lock.withLock { snapshots.keys.sorted() }
             throw LlamaError.invalidInput("no snapshot named \"\(batch.snapshotName)\" (the learner holds: \(known.isEmpty ? "none" : known.joined(separator: ", ")))")
         }

@@ -364,9 +364,11 @@ import TestKit
           - ppo_round: {name: P, start_from: V1, budget_s: 30}
           - policy_round: {name: G, start_from: V1}
           - dpo_round: {name: D, start_from: G, budget_s: 12.5}
+          - policy_round: {name: R, algorithm: rloo, start_from: sft}
         """, baseDirectory: "/")
-        #expect(spec.snapshotRounds == ["V1", "G"] && spec.plan.map(\.startFrom) == [nil, "V1", "V1", "G"])
-        #expect(spec.plan.map(\.roundName) == ["V1", "P", "G", "D"])
+        // `sft`: the chat model, which the learner always holds (no snapshot needed).
+        #expect(spec.snapshotRounds == ["V1", "G"] && spec.plan.map(\.startFrom) == [nil, "V1", "V1", "G", "sft"])
+        #expect(spec.plan.map(\.roundName) == ["V1", "P", "G", "D", "R"])
         guard case let .ppo(p) = spec.plan[1], case let .dpoRound(d) = spec.plan[3] else { return }
         #expect(p.budgetSeconds == 30 && d.budgetSeconds == 12.5)
         SpecTests.expectRefused([

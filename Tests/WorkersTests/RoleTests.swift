@@ -381,16 +381,23 @@ import Workers
         restore.snapshotName = "V5-RS"
         restore.policyVersion = 2
         #expect(throws: LlamaError.self) { _ = try service.train(restore) }
+        // "sft" is the chat model (here the checkpoint), snapshot or not.
+        var chat = TrainBatch(kind: .restoreSnapshot)
+        chat.policyVersion = 4
+        chat.snapshotName = "sft"
+        #expect(try service.train(chat).announce?.modelChecksum == weights.checksum)
+        restore.policyVersion = 5
+        _ = try service.train(restore)
         // Saved with the learner's state, a new learner branches from it too.
-        _ = try service.train(sft.with(version: 4))
+        _ = try service.train(sft.with(version: 6))
         var save = TrainBatch(kind: .saveState)
         save.stateStep = 0
         _ = try service.train(save)
         let fresh = try learner()
         try fresh.restoreState(afterStep: 0)
-        restore.policyVersion = 5
+        restore.policyVersion = 7
         _ = try fresh.train(restore)
-        #expect(fresh.weightsChecksum == kept && fresh.policyVersion == 6)
+        #expect(fresh.weightsChecksum == kept && fresh.policyVersion == 8)
     }
 
     @Test func aDPOStepPrefersTheChosenAnswer() throws {
