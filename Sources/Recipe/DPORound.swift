@@ -147,10 +147,7 @@ extension RLHFPipeline {
     /// seeded draw), ranked by the round's reward sources or the judge; per prompt the best answer against
     /// the worst (none where they tie). Returns the pairs, the answers' mean reward and their tokens.
     func onPolicyPairs(_ settings: DPORoundSettings, iteration: Int, seed: UInt64) throws -> (pairs: [TokenPair], rewardMean: Double, tokens: Int) {
-        var random = SeededGenerator(seed: seed &+ UInt64(iteration))
-        var pool = context.trainPrompts
-        random.shuffle(&pool)
-        let prompts = Array(pool.prefix(settings.prompts))
+        let prompts = trainingPrompts(settings.prompts, seed: seed &+ UInt64(iteration))
         let generated = try draw(prompts, samples: max(2, settings.samples), temperature: settings.temperature, maxNewTokens: settings.maxNewTokens,
                                  seed: seed &* 7919 &+ UInt64(iteration), promptsPerTask: 1)
         let scores: [Double]

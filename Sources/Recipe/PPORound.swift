@@ -95,10 +95,7 @@ extension RLHFPipeline {
             }
             coordinator.setProgress(PlanStage(.ppo, round: settings.name), round: UInt32(round), step: UInt64(iteration))
             let version = coordinator.status().policyVersion
-            var random = SeededGenerator(seed: seed &+ UInt64(iteration))
-            var pool = context.trainPrompts
-            random.shuffle(&pool)
-            let prompts = Array(pool.prefix(settings.rollouts))
+            let prompts = trainingPrompts(settings.rollouts, seed: seed &+ UInt64(iteration))
             let sampleStart = Date()
             let generated = try draw(prompts, samples: 1, temperature: settings.temperature, maxNewTokens: settings.maxNewTokens,
                                      seed: seed &* 7919 &+ UInt64(iteration), promptsPerTask: 4)
@@ -201,10 +198,7 @@ extension RLHFPipeline {
     func refreshRewardModels(_ settings: PPOSettings, round: Int, iteration: Int, seed: UInt64) throws {
         let stage = "\(settings.name) @\(iteration)"
         coordinator.setProgress(PlanStage(.samplePairs, round: stage), round: UInt32(round), step: UInt64(iteration))
-        var random = SeededGenerator(seed: seed &* 31 &+ UInt64(iteration))
-        var pool = context.trainPrompts
-        random.shuffle(&pool)
-        let prompts = Array(pool.prefix(settings.newPairs))
+        let prompts = trainingPrompts(settings.newPairs, seed: seed &* 31 &+ UInt64(iteration))
         let generated = try draw(prompts, samples: 2, temperature: settings.temperature, maxNewTokens: settings.maxNewTokens,
                                  seed: seed &* 104_729 &+ UInt64(iteration), promptsPerTask: 8)
         let sequences = generated.enumerated().map { i, g in sequence(UInt64(i), g.prompt.ids, g.sample.tokens) }

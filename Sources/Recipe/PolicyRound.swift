@@ -117,10 +117,7 @@ extension RLHFPipeline {
             let stage = PlanStage(.sample, round: settings.name)
             coordinator.setProgress(stage, round: UInt32(round), step: UInt64(iteration))
             let version = coordinator.status().policyVersion
-            var random = SeededGenerator(seed: seed &+ UInt64(iteration))
-            var pool = context.trainPrompts
-            random.shuffle(&pool)
-            let prompts = Array(pool.prefix(settings.prompts))
+            let prompts = trainingPrompts(settings.prompts, seed: seed &+ UInt64(iteration))
             let sampleStart = Date()
             let drawn = try draw(prompts, samples: settings.group, temperature: settings.temperature, maxNewTokens: settings.maxNewTokens,
                                  seed: seed &* 7919 &+ UInt64(iteration), promptsPerTask: 1)

@@ -303,6 +303,14 @@ public final class RLHFPipeline {
 
     // MARK: - Sampling
 
+    /// `count` training prompts, a draw seeded by `seed` (the first of a seeded shuffle).
+    func trainingPrompts(_ count: Int, seed: UInt64) -> [TaskContext.Prompt] {
+        var random = SeededGenerator(seed: seed)
+        var pool = context.trainPrompts
+        random.shuffle(&pool)
+        return Array(pool.prefix(count))
+    }
+
     /// A sample of the policy with the prompt it answers and its temperature-1 log-probabilities `(T)`.
     struct Drawn {
         var prompt: TaskContext.Prompt
@@ -435,11 +443,7 @@ public final class RLHFPipeline {
         let round = Int(coordinator.status().round) + 1
         coordinator.setProgress(PlanStage(.sample, round: settings.name), round: UInt32(round))
         let version = coordinator.status().policyVersion
-        // The round's prompts: a seeded draw from the training prompts.
-        var random = SeededGenerator(seed: seed)
-        var pool = context.trainPrompts
-        random.shuffle(&pool)
-        let prompts = Array(pool.prefix(settings.prompts))
+        let prompts = trainingPrompts(settings.prompts, seed: seed)
         let generateStart = Date()
         let generated = try draw(prompts, samples: settings.samples, temperature: settings.temperature, maxNewTokens: settings.maxNewTokens,
                                  seed: seed, promptsPerTask: 1)

@@ -14,6 +14,13 @@ import Workers
 
     static func weights() throws -> ModelWeights { try Checkpoint.read(path: checkpoint).weights }
 
+    /// A learner of `weights` serving on `loop`, saving its state to `stateDirectory`.
+    static func learner(_ loop: PollLoop, _ weights: ModelWeights, stateDirectory: String) throws -> LearnerService {
+        var settings = LearnerService.Settings()
+        settings.stateDirectory = stateDirectory
+        return try LearnerService(weights: weights, settings: settings, serving: WeightServing(loop: loop, bind: "tcp://127.0.0.1:*", host: "127.0.0.1"))
+    }
+
     static func sequence(_ id: UInt64, prompt: [Int32], response: [Int32]) -> TokenSequence {
         TokenSequence(id: id, prompt: prompt, response: response)
     }
@@ -347,12 +354,8 @@ import Workers
         defer { loop.shutdown() }
         let dir = NSTemporaryDirectory() + "learner-snapshot-\(UUID().uuidString)"
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        var settings = LearnerService.Settings()
-        settings.stateDirectory = dir
         let weights = try RoleTests.weights()
-        func learner() throws -> LearnerService {
-            try LearnerService(weights: weights, settings: settings, serving: WeightServing(loop: loop, bind: "tcp://127.0.0.1:*", host: "127.0.0.1"))
-        }
+        func learner() throws -> LearnerService { try RoleTests.learner(loop, weights, stateDirectory: dir) }
         let service = try learner()
         var sft = TrainBatch(kind: .sft)
         sft.learningRate = 3e-3
@@ -474,12 +477,8 @@ import Workers
         defer { loop.shutdown() }
         let dir = NSTemporaryDirectory() + "learner-mark-\(UUID().uuidString)"
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        var settings = LearnerService.Settings()
-        settings.stateDirectory = dir
         let weights = try RoleTests.weights()
-        func learner() throws -> LearnerService {
-            try LearnerService(weights: weights, settings: settings, serving: WeightServing(loop: loop, bind: "tcp://127.0.0.1:*", host: "127.0.0.1"))
-        }
+        func learner() throws -> LearnerService { try RoleTests.learner(loop, weights, stateDirectory: dir) }
         let sft = try learner()
         var batch = TrainBatch(kind: .sft)
         batch.learningRate = 3e-3
