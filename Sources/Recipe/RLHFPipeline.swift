@@ -706,9 +706,12 @@ public final class RLHFPipeline {
 
     /// The final table, one line per policy, in the spirit of LLaMA2's Figure 11.
     public func table() -> [String] {
-        var lines = ["policy   win vs SFT  helpfulness  helpful  unsafe  reward  KL      tok/s  seconds"]
-        for f in ([sft].compactMap { $0 } + rounds) {
-            lines.append(f.name.padding(toLength: 8, withPad: " ", startingAt: 0)
+        let all = [sft].compactMap { $0 } + rounds
+        // The names' column: 8 wide, or the longest name's width.
+        let width = max(8, all.map(\.name.count).max() ?? 0)
+        var lines = ["policy".padding(toLength: width, withPad: " ", startingAt: 0) + " win vs SFT  helpfulness  helpful  unsafe  reward  KL      tok/s  seconds"]
+        for f in all {
+            lines.append(f.name.padding(toLength: width, withPad: " ", startingAt: 0)
                          + String(format: " %9.1f%%  %11.3f  %6.1f%%  %5.1f%%  %6.3f  %6.3f  %5.0f  %7.1f", 100 * f.winRateVsSFT, f.helpfulness,
                                   100 * f.helpfulRate, 100 * f.unsafeRate, f.rewardMean, f.kl, f.tokensPerSecond, f.seconds))
         }
