@@ -3,6 +3,7 @@ import Foundation
 import LlamaCore
 import RLHF
 import Wire
+import Workers
 
 extension RLHFPipeline {
     /// Settings of a critic-free policy round (`policy_round`): GRPO, Dr. GRPO, RLOO or REINFORCE++ on the
@@ -226,7 +227,8 @@ extension RLHFPipeline {
         batch.snapshotName = from
         let stats = try coordinator.train(batch)
         try coordinator.syncWeights(stats.announce, roles: [.generator])
-        report("\(round): starts from the policy as \(from) left it (policy v\(stats.policyVersion))")
+        report("\(round): starts from " + (from == LearnerService.chatModelSnapshot ? "the chat model" : "the policy as \(from) left it")
+               + " (policy v\(stats.policyVersion))")
         metric(["stage": "branch", "round": round, "from": from, "policy_version": stats.policyVersion])
     }
 }
