@@ -1,7 +1,6 @@
 import ClusterRuntime
 import Foundation
 import LlamaCore
-import RLHF
 import Wire
 
 extension RLHFPipeline {

@@ -1,7 +1,6 @@
 import Foundation
 import LlamaCore
 import LlamaTraining
-import RLHF
 import Wire
 
 /// The learner's steps for the algorithms beyond LLaMA2's PPO: the critic-free policy iteration of GRPO,
