@@ -38,22 +38,21 @@ public enum GroupAdvantage: String, Sendable, Codable, CaseIterable {
         return out
     }
 
-    /// The share of groups whose rewards are all equal (no signal: every advantage is 0).
-    public static func flatGroupShare(rewards: [Double], group: Int) -> Double {
-        guard group > 0, !rewards.isEmpty, rewards.count % group == 0 else { return 0 }
-        let groups = stride(from: 0, to: rewards.count, by: group).map { rewards[$0 ..< $0 + group] }
-        return Double(groups.filter { g in g.allSatisfy { $0 == g.first! } }.count) / Double(groups.count)
+    /// The share of groups whose rewards are all equal, or that have one answer (no signal: every
+    /// advantage is 0). Groups may differ in size (an empty answer is dropped from its group).
+    public static func flatGroupShare(_ groups: [[Double]]) -> Double {
+        guard !groups.isEmpty else { return 0 }
+        return Double(groups.filter { g in g.count < 2 || g.allSatisfy { $0 == g[0] } }.count) / Double(groups.count)
     }
 
-    /// The mean over groups of the rewards' standard deviation within the group (n - 1).
-    public static func meanGroupDeviation(rewards: [Double], group: Int) -> Double {
-        guard group > 1, !rewards.isEmpty, rewards.count % group == 0 else { return 0 }
-        var total = 0.0
-        for start in stride(from: 0, to: rewards.count, by: group) {
-            let g = rewards[start ..< start + group], mean = g.reduce(0, +) / Double(group)
-            total += (g.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / Double(group - 1)).squareRoot()
-        }
-        return total / Double(rewards.count / group)
+    /// The mean over groups of two or more of the rewards' standard deviation within the group (n - 1).
+    public static func meanGroupDeviation(_ groups: [[Double]]) -> Double {
+        let compared = groups.filter { $0.count > 1 }
+        guard !compared.isEmpty else { return 0 }
+        return compared.reduce(0.0) { total, g in
+            let mean = g.reduce(0, +) / Double(g.count)
+            return total + (g.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / Double(g.count - 1)).squareRoot()
+        } / Double(compared.count)
     }
 }
 

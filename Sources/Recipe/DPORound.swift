@@ -152,7 +152,7 @@ extension RLHFPipeline {
         let scores: [Double]
         switch settings.rankBy {
         case .reward:
-            let sequences = generated.enumerated().map { i, g in sequence(UInt64(i), g.prompt.ids, g.sample.tokens) }
+            let sequences = sequences(of: generated)
             scores = try sourceRewards(generated, sequences: sequences, weights: settings.reward ?? RewardWeights()).combined
         case .judge:
             scores = try context.judge.judge(generated.map { ($0.prompt.text, context.text($0.sample.tokens)) }).map { $0?.utility ?? -.infinity }

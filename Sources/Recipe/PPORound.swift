@@ -102,7 +102,7 @@ extension RLHFPipeline {
             sampleSeconds += Date().timeIntervalSince(sampleStart)
             guard !generated.isEmpty else { throw ClusterLaunch.Failure(message: "\(settings.name): iteration \(iteration) produced no rollout") }
             tokens += generated.reduce(0) { $0 + $1.sample.tokens.count }
-            let sequences = generated.enumerated().map { i, g in sequence(UInt64(i), g.prompt.ids, g.sample.tokens) }
+            let sequences = sequences(of: generated)
             let (combined, function, hitRate) = try sourceRewards(generated, sequences: sequences, weights: settings.reward ?? RewardWeights())
             let referenceVersion = coordinator.referenceVersion
             let reference = try coordinator.referenceLogProbs(sequences, policyVersion: referenceVersion)
@@ -201,7 +201,7 @@ extension RLHFPipeline {
         let prompts = trainingPrompts(settings.newPairs, seed: seed &* 31 &+ UInt64(iteration))
         let generated = try draw(prompts, samples: 2, temperature: settings.temperature, maxNewTokens: settings.maxNewTokens,
                                  seed: seed &* 104_729 &+ UInt64(iteration), promptsPerTask: 8)
-        let sequences = generated.enumerated().map { i, g in sequence(UInt64(i), g.prompt.ids, g.sample.tokens) }
+        let sequences = sequences(of: generated)
         let helpfulness = try coordinator.score(sequences, model: .rewardModel, perTask: 16)
         try retrainRewardModels(name: stage, newPairs: settings.newPairs, learningRate: settings.rewardLearningRate,
                                 seed: UInt64(round) << 16 | UInt64(iteration), generated: generated.map(\.sample),

@@ -128,7 +128,7 @@ extension RLHFPipeline {
             let generated = drawn.sorted { (order[$0.prompt.id] ?? 0, $0.sample.index) < (order[$1.prompt.id] ?? 0, $1.sample.index) }
             guard !generated.isEmpty else { throw ClusterLaunch.Failure(message: "\(settings.name): iteration \(iteration) produced no answer") }
             tokens += generated.reduce(0) { $0 + $1.sample.tokens.count }
-            let sequences = generated.enumerated().map { i, g in sequence(UInt64(i), g.prompt.ids, g.sample.tokens) }
+            let sequences = sequences(of: generated)
             coordinator.setProgress(PlanStage(.score, round: settings.name), round: UInt32(round), step: UInt64(iteration))
             let (combined, function, hitRate) = try sourceRewards(generated, sequences: sequences, weights: weights)
             gateHits += hitRate
@@ -156,8 +156,7 @@ extension RLHFPipeline {
                 advantages = generated.indices.map { [Double](repeating: perSequence[$0], count: generated[$0].sample.tokens.count) }
             }
             let groupRewards = groups.map { $0.map { combined[$0] } }
-            let flat = Double(groupRewards.filter { g in g.count < 2 || g.allSatisfy { $0 == g[0] } }.count) / Double(max(1, groupRewards.count))
-            let deviation = groupRewards.filter { $0.count > 1 }.map { GroupAdvantage.meanGroupDeviation(rewards: $0, group: $0.count) }
+            let flat = GroupAdvantage.flatGroupShare(groupRewards), deviation = GroupAdvantage.meanGroupDeviation(groupRewards)
             var batch = TrainBatch(kind: .policyIteration)
             batch.policyVersion = version
             batch.learningRate = settings.learningRate
@@ -184,7 +183,7 @@ extension RLHFPipeline {
             metric(["stage": "policy", "round": settings.name, "algorithm": settings.algorithm.rawValue, "iteration": iteration,
                     "policy_version": stats.policyVersion, "loss": stats.loss, "clip_fraction": stats.clipFraction, "approx_kl": stats.approxKL,
                     "reference_kl": stats.referenceKL, "kl_mean": klMean, "reward_mean": rewardMean,
-                    "group_reward_std": deviation.isEmpty ? 0 : deviation.reduce(0, +) / Double(deviation.count), "flat_group_share": flat,
+                    "group_reward_std": deviation, "flat_group_share": flat,
                     "response_length": Double(responseTokens) / Double(generated.count), "gate_hit_rate": hitRate, "grad_norm": stats.gradNorm,
                     "gradient_steps": stats.gradientSteps, "tokens_per_second": Double(tokens) / max(1e-9, sampleSeconds)])
             for (i, g) in generated.enumerated() {
@@ -196,7 +195,7 @@ extension RLHFPipeline {
             if iteration == 1 || iteration == settings.iterations || iteration % max(1, settings.iterations / 5) == 0 {
                 report(String(format: "%@ %@ %d/%d: reward %.3f (group std %.3f, %.0f%% flat groups), KL %.3f, loss %.4f, clip %.2f -> policy v%llu",
                               settings.name, settings.algorithm.rawValue, iteration, settings.iterations, rewardMean,
-                              deviation.isEmpty ? 0 : deviation.reduce(0, +) / Double(deviation.count), 100 * flat, klMean, stats.loss,
+                              deviation, 100 * flat, klMean, stats.loss,
                               stats.clipFraction, stats.policyVersion))
             }
         }

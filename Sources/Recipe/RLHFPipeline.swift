@@ -235,27 +235,18 @@ public final class RLHFPipeline {
     func trainOnLearner(_ role: WorkerRole, pairs: [TokenPair], epochs: Double, batchSize: Int, learningRate: Float, margin: MarginTable,
                         stage: PlanStage) throws -> Int {
         coordinator.setProgress(stage)
-        var trainer = TrainerSettings.default
-        trainer.batchSize = batchSize
-        trainer.epochs = epochs
-        trainer.learningRate = learningRate
-        let total = trainer.totalSteps(examples: pairs.count)
-        let schedule = trainer.schedule(total: total)
-        var order = Array(pairs.indices), cursor = order.count
-        var random = SeededGenerator(seed: 17 &+ (rewardVersions[role] ?? 0))
+        let steps = RLHFPipeline.scheduledBatches(count: pairs.count, batchSize: batchSize, epochs: epochs, learningRate: learningRate,
+                                                  seed: 17 &+ (rewardVersions[role] ?? 0))
+        let total = steps.count
         var version = rewardVersions[role] ?? 0
         var last: TrainStats?
-        for step in 1...total {
-            if cursor + batchSize > order.count {
-                random.shuffle(&order)
-                cursor = 0
-            }
-            let batchPairs = (0..<min(batchSize, order.count)).map { pairs[order[cursor + $0]] }
-            cursor += batchSize
+        for (index, planned) in steps.enumerated() {
+            let step = index + 1
+            let batchPairs = planned.indices.map { pairs[$0] }
             var batch = TrainBatch(kind: .rewardRanking)
             batch.model = role == .safetyModel ? .safetyModel : .rewardModel
             batch.policyVersion = version
-            batch.learningRate = schedule.rate(step: step)
+            batch.learningRate = planned.rate
             for (i, pair) in batchPairs.enumerated() {
                 batch.sequences.append(sequence(UInt64(2 * i), pair.prompt, pair.chosen))
                 batch.sequences.append(sequence(UInt64(2 * i + 1), pair.prompt, pair.rejected))
@@ -271,6 +262,28 @@ public final class RLHFPipeline {
         rewardVersions[role] = version
         if let last { try coordinator.syncWeights(last.announce, roles: [role]) }
         return total
+    }
+
+    /// The steps of training on `count` examples, `batchSize` a step for `epochs` passes: each step's
+    /// learning rate on the trainer's warm-up and cosine schedule peaking at `learningRate`, and the indices
+    /// of its examples, in a seeded order reshuffled whenever it runs out.
+    static func scheduledBatches(count: Int, batchSize: Int, epochs: Double, learningRate: Float, seed: UInt64) -> [(rate: Float, indices: [Int])] {
+        var trainer = TrainerSettings.default
+        trainer.batchSize = batchSize
+        trainer.epochs = epochs
+        trainer.learningRate = learningRate
+        let total = trainer.totalSteps(examples: count)
+        let schedule = trainer.schedule(total: total)
+        var order = Array(0..<count), cursor = order.count
+        var random = SeededGenerator(seed: seed)
+        return (1...max(1, total)).map { step in
+            if cursor + batchSize > order.count {
+                random.shuffle(&order)
+                cursor = 0
+            }
+            defer { cursor += batchSize }
+            return (schedule.rate(step: step), (0..<min(batchSize, order.count)).map { order[cursor + $0] })
+        }
     }
 
     /// The share of `pairs` that `role`'s workers rank right, per level, and overall.
@@ -299,6 +312,11 @@ public final class RLHFPipeline {
 
     func sequence(_ id: UInt64, _ prompt: [Int32], _ response: [Int32]) -> TokenSequence {
         TokenSequence(id: id, prompt: prompt, response: response)
+    }
+
+    /// Drawn answers as token sequences (prompt and answer), numbered in order.
+    func sequences(of drawn: [Drawn]) -> [TokenSequence] {
+        drawn.enumerated().map { i, g in sequence(UInt64(i), g.prompt.ids, g.sample.tokens) }
     }
 
     // MARK: - Sampling
@@ -351,8 +369,8 @@ public final class RLHFPipeline {
                                  seed: 0xE7A1, promptsPerTask: max(1, 8 / max(1, settings.samples)))
         // KL to the reference policy on these answers.
         let referenceVersion = coordinator.referenceVersion
-        let reference = try coordinator.referenceLogProbs(generated.enumerated().map { i, g in sequence(UInt64(i), g.prompt.ids, g.sample.tokens) },
-                                                           policyVersion: referenceVersion)
+        let sequences = sequences(of: generated)
+        let reference = try coordinator.referenceLogProbs(sequences, policyVersion: referenceVersion)
         let kl = RoundSummary.meanSequenceKL(policy: generated.map(\.logProbs), reference: reference)
         var stories = 0, helpful = 0, safety = 0, unsafe = 0
         var helpfulness = 0.0
@@ -408,7 +426,6 @@ public final class RLHFPipeline {
             figures.functionReward = try functionRewards(generated).reduce(0.0) { $0 + Double($1) } / Double(generated.count)
         }
         if !generated.isEmpty {
-            let sequences = generated.enumerated().map { i, g in sequence(UInt64(i), g.prompt.ids, g.sample.tokens) }
             for role in scoringModels() {
                 let mean = try coordinator.score(sequences, model: role, perTask: 16).reduce(0.0) { $0 + Double($1) } / Double(generated.count)
                 if role == .rewardModel { figures.rewardModelScore = mean } else { figures.safetyModelScore = mean }
@@ -449,7 +466,7 @@ public final class RLHFPipeline {
                                  seed: seed, promptsPerTask: 1)
         let generateSeconds = Date().timeIntervalSince(generateStart)
         let tokens = generated.reduce(0) { $0 + $1.sample.tokens.count }
-        let sequences = generated.enumerated().map { i, g in sequence(UInt64(i), g.prompt.ids, g.sample.tokens) }
+        let sequences = sequences(of: generated)
         coordinator.setProgress(PlanStage(.score, round: settings.name))
         let weights = settings.reward ?? RewardWeights()
         let useModels = weights.models > 0 || settings.newPairs > 0

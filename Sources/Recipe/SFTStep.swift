@@ -33,27 +33,18 @@ extension RLHFPipeline {
         guard !examples.isEmpty else { throw ClusterLaunch.Failure(message: "the sft step has no demonstrations to train on") }
         let stage = PlanStage(.train, round: settings.name)
         coordinator.setProgress(stage)
-        var trainer = TrainerSettings.default
-        trainer.batchSize = settings.batchSize
-        trainer.epochs = settings.epochs
-        trainer.learningRate = settings.learningRate
-        let total = trainer.totalSteps(examples: examples.count)
-        let schedule = trainer.schedule(total: total)
-        var order = Array(examples.indices), cursor = order.count
-        var random = SeededGenerator(seed: seed)
+        let steps = RLHFPipeline.scheduledBatches(count: examples.count, batchSize: settings.batchSize, epochs: settings.epochs,
+                                                  learningRate: settings.learningRate, seed: seed)
+        let total = steps.count
         var version = coordinator.status().policyVersion
         var losses: [Double] = []
         var last: TrainStats?
-        for step in 1...total {
-            if cursor + settings.batchSize > order.count {
-                random.shuffle(&order)
-                cursor = 0
-            }
-            let part = (0..<min(settings.batchSize, order.count)).map { examples[order[cursor + $0]] }
-            cursor += settings.batchSize
+        for (index, planned) in steps.enumerated() {
+            let step = index + 1
+            let part = planned.indices.map { examples[$0] }
             var batch = TrainBatch(kind: .sft)
             batch.policyVersion = version
-            batch.learningRate = schedule.rate(step: step)
+            batch.learningRate = planned.rate
             var weights: [Float] = []
             for (i, example) in part.enumerated() {
                 let (prompt, response, mask) = RLHFPipeline.split(example)

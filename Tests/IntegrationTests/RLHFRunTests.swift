@@ -199,12 +199,14 @@ import Testing
         #expect(LaunchTests.pids(matching: "--coordinator tcp://127.0.0.1:\(port)").isEmpty, "a worker outlived the run")
     }
 
-    @Test func aGeneratorKilledMidPPORoundUsesEachRolloutOnce() throws {
-        let calm = try RLHFRunTests.calm.get()
-        // kill -9 a generator in PPO's third iteration (step 6, task ids from 6 << 32).
-        let started = try RLHFRunTests.launchUntil("kill-ppo", step: 6, results: 30, output: "launch")
+    /// Launches `write`'s plan, kill -9s generator-here-1 once plan step `step` has `results` results
+    /// journaled, waits for the launch, and checks that it finished well and that the kill came before
+    /// the step had. Returns the run directory and the coordinator's port.
+    static func killGeneratorMidStep(_ name: String, step: Int, results: Int, stepName: String,
+                                     spec write: (String) throws -> String = RLHFRunTests.writeSpec) throws -> (run: String, port: String) {
+        let started = try RLHFRunTests.launchUntil(name, step: step, results: results, output: "launch", spec: write)
         let (dir, run, launch) = (started.dir, started.run, started.launch)
-        #expect(started.reached, "the PPO round never started")
+        #expect(started.reached, "\(stepName) never started")
         let port = try #require(RLHFRunTests.port(run))
         let victims = LaunchTests.pids(matching: "--coordinator tcp://127.0.0.1:\(port) --id generator-here-1")
         #expect(victims.count == 1)
@@ -213,7 +215,14 @@ import Testing
         launch.waitUntilExit()
         let out = (try? String(contentsOfFile: dir + "/launch.out", encoding: .utf8)) ?? ""
         #expect(launch.terminationStatus == 0, "\(out)")
-        #expect(!journal.contains("\"stepDone\":{\"index\":5"), "the kill came after the PPO round had finished")
+        #expect(!journal.contains("\"stepDone\":{\"index\":\(step - 1)"), "the kill came after \(stepName) had finished")
+        return (run, port)
+    }
+
+    @Test func aGeneratorKilledMidPPORoundUsesEachRolloutOnce() throws {
+        let calm = try RLHFRunTests.calm.get()
+        // kill -9 a generator in PPO's third iteration (step 6, task ids from 6 << 32).
+        let (run, port) = try RLHFRunTests.killGeneratorMidStep("kill-ppo", step: 6, results: 30, stepName: "the PPO round")
         // Each rollout once: 6 iterations x 24, every (iteration, prompt) distinct, each iteration at one policy version.
         let rollouts = try RLHFRunTests.lines(run + "/rounds/V3/rollouts.jsonl")
         #expect(rollouts.count == 6 * 24)
