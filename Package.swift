@@ -178,7 +178,7 @@ let package = Package(
         .testTarget(
             name: "IntegrationTests",
             dependencies: ["RLHFCLI", "Recipe", "Launcher", "Workers", "ClusterRuntime", "Wire", "Transport", "LlamaCore", "LlamaTraining",
-                           "TestKit", .product(name: "PropertyBased", package: "swift-property-based")]
+                           "TestKit", .product(name: "PropertyBased", package: "swift-property-based"), .product(name: "Yams", package: "Yams")]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -52,6 +52,51 @@ void   rlhf__v1__register__free_unpacked
   assert(message->base.descriptor == &rlhf__v1__register__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   rlhf__v1__scheduler_placement__init
+                     (Rlhf__V1__SchedulerPlacement         *message)
+{
+  static const Rlhf__V1__SchedulerPlacement init_value = RLHF__V1__SCHEDULER_PLACEMENT__INIT;
+  *message = init_value;
+}
+size_t rlhf__v1__scheduler_placement__get_packed_size
+                     (const Rlhf__V1__SchedulerPlacement *message)
+{
+  assert(message->base.descriptor == &rlhf__v1__scheduler_placement__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t rlhf__v1__scheduler_placement__pack
+                     (const Rlhf__V1__SchedulerPlacement *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &rlhf__v1__scheduler_placement__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t rlhf__v1__scheduler_placement__pack_to_buffer
+                     (const Rlhf__V1__SchedulerPlacement *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &rlhf__v1__scheduler_placement__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Rlhf__V1__SchedulerPlacement *
+       rlhf__v1__scheduler_placement__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Rlhf__V1__SchedulerPlacement *)
+     protobuf_c_message_unpack (&rlhf__v1__scheduler_placement__descriptor,
+                                allocator, len, data);
+}
+void   rlhf__v1__scheduler_placement__free_unpacked
+                     (Rlhf__V1__SchedulerPlacement *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &rlhf__v1__scheduler_placement__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   rlhf__v1__register_ack__init
                      (Rlhf__V1__RegisterAck         *message)
 {
@@ -547,7 +592,7 @@ void   rlhf__v1__rejected_frames__free_unpacked
   assert(message->base.descriptor == &rlhf__v1__rejected_frames__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
-static const ProtobufCFieldDescriptor rlhf__v1__register__field_descriptors[10] =
+static const ProtobufCFieldDescriptor rlhf__v1__register__field_descriptors[11] =
 {
   {
     "role",
@@ -669,6 +714,18 @@ static const ProtobufCFieldDescriptor rlhf__v1__register__field_descriptors[10] 
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "placement",
+    11,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Rlhf__V1__Register, placement),
+    &rlhf__v1__scheduler_placement__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned rlhf__v1__register__field_indices_by_name[] = {
   3,   /* field[3] = build_hash */
@@ -676,6 +733,7 @@ static const unsigned rlhf__v1__register__field_indices_by_name[] = {
   6,   /* field[6] = host */
   8,   /* field[8] = incarnation */
   7,   /* field[7] = pid */
+  10,   /* field[10] = placement */
   4,   /* field[4] = policy_version */
   2,   /* field[2] = protocol_version */
   0,   /* field[0] = role */
@@ -685,7 +743,7 @@ static const unsigned rlhf__v1__register__field_indices_by_name[] = {
 static const ProtobufCIntRange rlhf__v1__register__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 10 }
+  { 0, 11 }
 };
 const ProtobufCMessageDescriptor rlhf__v1__register__descriptor =
 {
@@ -695,11 +753,88 @@ const ProtobufCMessageDescriptor rlhf__v1__register__descriptor =
   "Rlhf__V1__Register",
   "rlhf.v1",
   sizeof(Rlhf__V1__Register),
-  10,
+  11,
   rlhf__v1__register__field_descriptors,
   rlhf__v1__register__field_indices_by_name,
   1,  rlhf__v1__register__number_ranges,
   (ProtobufCMessageInit) rlhf__v1__register__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor rlhf__v1__scheduler_placement__field_descriptors[4] =
+{
+  {
+    "scheduler",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Rlhf__V1__SchedulerPlacement, scheduler),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "job_id",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Rlhf__V1__SchedulerPlacement, job_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "step_id",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Rlhf__V1__SchedulerPlacement, step_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "node",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Rlhf__V1__SchedulerPlacement, node),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned rlhf__v1__scheduler_placement__field_indices_by_name[] = {
+  1,   /* field[1] = job_id */
+  3,   /* field[3] = node */
+  0,   /* field[0] = scheduler */
+  2,   /* field[2] = step_id */
+};
+static const ProtobufCIntRange rlhf__v1__scheduler_placement__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 4 }
+};
+const ProtobufCMessageDescriptor rlhf__v1__scheduler_placement__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "rlhf.v1.SchedulerPlacement",
+  "SchedulerPlacement",
+  "Rlhf__V1__SchedulerPlacement",
+  "rlhf.v1",
+  sizeof(Rlhf__V1__SchedulerPlacement),
+  4,
+  rlhf__v1__scheduler_placement__field_descriptors,
+  rlhf__v1__scheduler_placement__field_indices_by_name,
+  1,  rlhf__v1__scheduler_placement__number_ranges,
+  (ProtobufCMessageInit) rlhf__v1__scheduler_placement__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCFieldDescriptor rlhf__v1__register_ack__field_descriptors[6] =
@@ -1079,7 +1214,7 @@ const ProtobufCMessageDescriptor rlhf__v1__status_request__descriptor =
   (ProtobufCMessageInit) rlhf__v1__status_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor rlhf__v1__worker_status__field_descriptors[10] =
+static const ProtobufCFieldDescriptor rlhf__v1__worker_status__field_descriptors[11] =
 {
   {
     "role",
@@ -1201,12 +1336,25 @@ static const ProtobufCFieldDescriptor rlhf__v1__worker_status__field_descriptors
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "placement",
+    11,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Rlhf__V1__WorkerStatus, placement),
+    &rlhf__v1__scheduler_placement__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned rlhf__v1__worker_status__field_indices_by_name[] = {
   4,   /* field[4] = health */
   2,   /* field[2] = host */
   7,   /* field[7] = last_heartbeat_ms */
   3,   /* field[3] = pid */
+  10,   /* field[10] = placement */
   5,   /* field[5] = policy_version */
   0,   /* field[0] = role */
   6,   /* field[6] = tasks_in_flight */
@@ -1217,7 +1365,7 @@ static const unsigned rlhf__v1__worker_status__field_indices_by_name[] = {
 static const ProtobufCIntRange rlhf__v1__worker_status__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 10 }
+  { 0, 11 }
 };
 const ProtobufCMessageDescriptor rlhf__v1__worker_status__descriptor =
 {
@@ -1227,7 +1375,7 @@ const ProtobufCMessageDescriptor rlhf__v1__worker_status__descriptor =
   "Rlhf__V1__WorkerStatus",
   "rlhf.v1",
   sizeof(Rlhf__V1__WorkerStatus),
-  10,
+  11,
   rlhf__v1__worker_status__field_descriptors,
   rlhf__v1__worker_status__field_indices_by_name,
   1,  rlhf__v1__worker_status__number_ranges,

@@ -20,6 +20,9 @@ public enum BuildIdentity {
     /// This process's id.
     public static var pid: Int32 { ProcessInfo.processInfo.processIdentifier }
 
+    /// Where a scheduler placed this process (nil outside one).
+    public static var placement: SchedulerPlacement? { SchedulerPlacement.from(environment: ProcessInfo.processInfo.environment) }
+
     /// Milliseconds of the monotonic clock (for heartbeats and health).
     public static func now() -> UInt64 { DispatchTime.now().uptimeNanoseconds / 1_000_000 }
 }

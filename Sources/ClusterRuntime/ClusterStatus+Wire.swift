@@ -79,6 +79,7 @@ extension ClusterStatus: WireCodable {
             s.lastHeartbeatMs = w.lastHeartbeatMilliseconds
             s.weightsCrc32C = w.weightsChecksum
             s.tokensProcessed = w.tokensProcessed
+            if let placement = w.placement { s.placement = placement.wire }
             return s
         }
         reply.planStage.phase = planStage.phase.wire
@@ -115,7 +116,7 @@ extension ClusterStatus: WireCodable {
             guard let role = WorkerRole(wire: s.role) else { throw WireError.malformedBody("worker \(s.workerID) has no worker role (\(s.role))") }
             return Worker(role: role, id: s.workerID, host: s.host, pid: s.pid, health: try Health(wire: s.health), policyVersion: s.policyVersion,
                           tasksInFlight: Int(s.tasksInFlight), lastHeartbeatMilliseconds: s.lastHeartbeatMs, weightsChecksum: s.weightsCrc32C,
-                          tokensProcessed: s.tokensProcessed)
+                          tokensProcessed: s.tokensProcessed, placement: s.hasPlacement ? SchedulerPlacement(wire: s.placement) : nil)
         }
         planStage = PlanStage(try PlanStage.Phase(wire: reply.planStage.phase), round: reply.planStage.round, subject: reply.planStage.subject)
         round = reply.round

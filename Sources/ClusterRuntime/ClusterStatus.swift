@@ -15,9 +15,11 @@ public struct ClusterStatus: Sendable, Equatable {
         /// CRC-32C of the weights it holds.
         public var weightsChecksum: UInt32
         public var tokensProcessed: UInt64
+        /// Where a scheduler placed it (nil outside one).
+        public var placement: SchedulerPlacement?
 
         public init(role: WorkerRole, id: String, host: String, pid: Int32, health: Health, policyVersion: UInt64, tasksInFlight: Int,
-                    lastHeartbeatMilliseconds: UInt64, weightsChecksum: UInt32, tokensProcessed: UInt64) {
+                    lastHeartbeatMilliseconds: UInt64, weightsChecksum: UInt32, tokensProcessed: UInt64, placement: SchedulerPlacement? = nil) {
             self.role = role
             self.id = id
             self.host = host
@@ -28,6 +30,7 @@ public struct ClusterStatus: Sendable, Equatable {
             self.lastHeartbeatMilliseconds = lastHeartbeatMilliseconds
             self.weightsChecksum = weightsChecksum
             self.tokensProcessed = tokensProcessed
+            self.placement = placement
         }
     }
 

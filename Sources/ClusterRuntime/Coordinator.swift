@@ -519,7 +519,8 @@ public final class Coordinator: @unchecked Sendable {
                 let registration = Membership.Registration(workerID: r.workerID, role: role, protocolVersion: r.protocolVersion,
                                                            buildHash: r.buildHash, policyVersion: r.policyVersion,
                                                            capacity: Int(r.capacity), host: r.host, pid: r.pid,
-                                                           incarnation: r.incarnation, runID: r.runID)
+                                                           incarnation: r.incarnation, runID: r.runID,
+                                                           placement: r.hasPlacement ? SchedulerPlacement(wire: r.placement) : nil)
                 do {
                     ack.epoch = try state.state.withLock { s throws(Membership.Refusal) -> UInt64 in
                         let epoch = try s.membership.register(registration, now: BuildIdentity.now())
@@ -727,7 +728,8 @@ public final class Coordinator: @unchecked Sendable {
             ClusterStatus.Worker(role: m.registration.role, id: m.registration.workerID, host: m.registration.host, pid: m.registration.pid,
                                  health: m.health, policyVersion: m.policyVersion, tasksInFlight: m.tasksInFlight,
                                  lastHeartbeatMilliseconds: now > m.lastHeartbeat ? now - m.lastHeartbeat : 0,
-                                 weightsChecksum: m.weightsChecksum, tokensProcessed: m.tokensProcessed)
+                                 weightsChecksum: m.weightsChecksum, tokensProcessed: m.tokensProcessed,
+                                 placement: m.registration.placement)
         }
         status.planStage = s.planStage
         status.round = s.round

@@ -34,9 +34,11 @@ public struct Membership: Sendable {
         public var incarnation: String
         /// The run the worker belongs to ("": not bound to one yet).
         public var runID: String
+        /// Where a scheduler placed it (nil outside one).
+        public var placement: SchedulerPlacement?
 
         public init(workerID: String, role: WorkerRole, protocolVersion: UInt32, buildHash: String, policyVersion: UInt64,
-                    capacity: Int, host: String, pid: Int32, incarnation: String = "", runID: String = "") {
+                    capacity: Int, host: String, pid: Int32, incarnation: String = "", runID: String = "", placement: SchedulerPlacement? = nil) {
             self.workerID = workerID
             self.role = role
             self.protocolVersion = protocolVersion
@@ -47,6 +49,7 @@ public struct Membership: Sendable {
             self.pid = pid
             self.incarnation = incarnation
             self.runID = runID
+            self.placement = placement
         }
 
         /// "generator pid 123 on host h", for messages.

@@ -22,6 +22,9 @@ public final class RunJournal: @unchecked Sendable {
         case coordinator(endpoint: String)
         /// A worker process the launcher started: its id, host and pid (to adopt it after a restart).
         case worker(id: String, host: String, pid: Int32)
+        /// The launcher got Slurm allocation `jobID` for the workers of host `host` (a resumed launch
+        /// reuses it while it runs, and adopts the workers' steps in it).
+        case allocation(host: String, jobID: String)
         /// A plan step begins.
         case stepBegin(index: Int)
         /// A task's result, accepted: its request id and the frames as they arrived.
@@ -43,6 +46,8 @@ public final class RunJournal: @unchecked Sendable {
         public var runID: String?
         /// The last record of each worker id.
         public var workers: [String: (host: String, pid: Int32)] = [:]
+        /// The last Slurm allocation of each host, by host name.
+        public var allocations: [String: String] = [:]
         /// Steps done, by index, with what `stepDone` recorded.
         public var doneSteps: [Int: (policyVersion: UInt64, round: UInt32, announces: [String: Data])] = [:]
         /// Accepted results of steps not yet done, by request id.
@@ -65,6 +70,7 @@ public final class RunJournal: @unchecked Sendable {
             case let .coordinator(endpoint): self.endpoint = endpoint
             case let .runIdentity(id): runID = id
             case let .worker(id, host, pid): workers[id] = (host, pid)
+            case let .allocation(host, jobID): allocations[host] = jobID
             case .stepBegin: break
             case let .result(requestID, frames): results[requestID] = frames
             case let .stepDone(index, version, round, announces):

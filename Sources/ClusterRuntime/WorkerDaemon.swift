@@ -208,6 +208,7 @@ public final class WorkerDaemon: @unchecked Sendable {
         r.capacity = UInt32(settings.capacity)
         r.host = BuildIdentity.host
         r.pid = BuildIdentity.pid
+        if let placement = BuildIdentity.placement { r.placement = placement.wire }
         if let frames = try? WireMessage(type: .register, requestID: nextID(), body: r, sender: settings.workerID).frames() {
             loop.send(socket, frames)
         }

@@ -9,13 +9,21 @@ import LlamaTraining
 import Wire
 
 /// `rlhf launch`: starts the coordinator and the spec's workers (local processes, network-namespace test
-/// hosts, or ssh: `WorkerProcesses`), waits for every worker to register, runs the plan (resuming from
-/// the run's journal), and stops everything.
+/// hosts, ssh, or steps of a Slurm allocation: `WorkerProcesses`; an external host's are only awaited),
+/// waits for every worker to register, runs the plan (resuming from the run's journal), and stops
+/// everything.
 public final class ClusterLaunch {
     /// A launch failure that names the host and role at fault.
     public struct Failure: Error, CustomStringConvertible {
         public let message: String
+        /// The exit status the launch ends with (a scheduler command's own, where one failed).
+        public var exitStatus: Int32?
         public var description: String { message }
+
+        public init(message: String, exitStatus: Int32? = nil) {
+            self.message = message
+            self.exitStatus = exitStatus
+        }
     }
 
     public let spec: ClusterSpec
@@ -30,6 +38,9 @@ public final class ClusterLaunch {
     private var coordinator: Coordinator?
     /// Seconds between progress lines (stage, round, step, elapsed, ETA) while the plan runs.
     public var progressInterval = 15.0
+    /// Start no worker: every host's are started by something else (Kubernetes StatefulSets whose pods
+    /// are named as the workers' ids) and only awaited.
+    public var externalWorkers = false
     /// The RLHF stages' driver, once a step needs it.
     private var rlhf: RLHFPipeline?
     /// The workers started so far (a snapshot).
@@ -116,9 +127,10 @@ public final class ClusterLaunch {
                 // registering now would be sent into a fetch that can only time out; the learner started
                 // anew announces its own once it has restored its state.
                 let learnerMayLive = recovered.workers.contains { id, worker in
-                    guard id.hasPrefix(WorkerRole.learner.rawValue + "-") else { return false }
-                    let local = spec.hosts.first { $0.name == worker.host }?.address == "local"
-                    return !local || WorkerProcesses.isWorker(worker.pid, id: id)
+                    guard id.hasPrefix(WorkerRole.learner.rawValue + "-"), let host = spec.hosts.first(where: { $0.name == worker.host }) else { return false }
+                    // A Slurm step lives only as long as its allocation (a resubmitted batch job is another).
+                    if host.isSlurm { return recovered.allocations[host.name].map { Slurm.isRunning(job: $0) } ?? false }
+                    return !host.isLocal || WorkerProcesses.isWorker(worker.pid, id: id)
                 }
                 coordinator.restore(policyVersion: done.policyVersion, round: done.round, announces: learnerMayLive ? announces : [:])
             }
@@ -132,7 +144,9 @@ public final class ClusterLaunch {
            FileManager.default.fileExists(atPath: LearnerService.stateDirectory(learnerStateDirectory, afterStep: last)) {
             learnerRestoreStep = last
         }
-        let adopted = try startWorkers(coordinator: coordinator, journal: journal, previous: recovered.workers)
+        try allocateSlurm(journal: journal, recovered: recovered, report: report)
+        let adopted = try startWorkers(coordinator: coordinator, journal: journal, previous: recovered.workers,
+                                       previousAllocations: recovered.allocations)
         report("started \(started.count - adopted) and adopted \(adopted) running workers on \(Set(started.map(\.host)).count) host(s); "
                + "waiting for them to register")
         var freshLearner = resuming && started.contains { $0.role == .learner && !$0.isAdopted }
@@ -154,6 +168,12 @@ public final class ClusterLaunch {
         let progress = ProgressReporter(plan: spec.plan, task: spec.task, coordinator: coordinator, report: report)
         progress.start(every: progressInterval)
         defer { progress.stop() }
+        // A Slurm step that ends (cancelled, its node lost) is a dead worker: its calls go to the others,
+        // and a replacement step takes its id, as a scheduler restarts a failed task.
+        let replacer = spec.hosts.contains(where: \.isSlurm)
+            ? StepReplacer(launch: self, coordinator: coordinator, journal: journal, report: report) : nil
+        replacer?.start()
+        defer { replacer?.stop() }
         for (i, step) in spec.plan.enumerated() {
             if recovered.doneSteps[i] != nil {
                 report("step \(i + 1) was done before the restart")
@@ -278,14 +298,21 @@ public final class ClusterLaunch {
     /// still run. A local one is recognised by its pid in the journal; a remote one gets
     /// `ClusterLaunch.remoteRejoinSeconds` to register again before a new one is started in its place.
     /// Returns how many were adopted.
-    private func startWorkers(coordinator: Coordinator, journal: RunJournal, previous: [String: (host: String, pid: Int32)]) throws -> Int {
+    private func startWorkers(coordinator: Coordinator, journal: RunJournal, previous: [String: (host: String, pid: Int32)],
+                              previousAllocations: [String: String]) throws -> Int {
         var adopted = 0
         var awaiting: [(host: WorkerHost, role: WorkerRole, id: String)] = []
         for host in spec.hosts {
             for role in WorkerRole.allCases {
                 for i in 0..<(host.workers[role] ?? 0) {
                     let id = host.workerID(role, i)
-                    if let old = previous[id], old.host == host.name {
+                    if host.isExternal || externalWorkers {
+                        // Started by something else (a Kubernetes StatefulSet): awaited under its id.
+                        workers.expect(id: id, role: role, host: host)
+                        continue
+                    }
+                    if let old = previous[id], old.host == host.name, !host.isSlurm || workers.slurmAllocations[host.name]?.owned == true,
+                       !host.isSlurm || workers.slurmAllocations[host.name]?.jobID == previousAllocations[host.name] {
                         if host.isLocal {
                             if WorkerProcesses.isWorker(old.pid, id: id) {
                                 workers.adopt(id: id, role: role, host: host, pid: old.pid)
@@ -325,28 +352,66 @@ public final class ClusterLaunch {
     /// before a new one is started in its place.
     public static let remoteRejoinSeconds = 5.0
 
-    private func startWorker(id: String, role: WorkerRole, host: WorkerHost, endpoint: String, journal: RunJournal) throws {
-        var arguments = ["worker", "--role", role.rawValue, "--coordinator", endpoint, "--id", id, "--checkpoint", spec.checkpoint,
-                         "--run-id", runID, "--orphan-timeout", "\(spec.orphanTimeoutSeconds)"]
-        if role == .rewardModel, let head = spec.rewardHead { arguments += ["--head", head] }
-        if role == .safetyModel, let head = spec.safetyHead { arguments += ["--head", head] }
-        if role == .safetyModel { arguments += ["--seed", "2"] }
-        if role == .rewardFunction, let function = spec.rewardFunction {
-            if let endpoint = function.endpoint {
-                arguments += ["--reward-endpoint", endpoint, "--reward-label-key", spec.data?.keys.label ?? "label"]
-            } else {
-                arguments += ["--reward-command", function.arguments.joined(separator: " "), "--reward-directory", function.directory]
+    /// Gets the allocation of the spec's `slurm:` host: the one this launch runs in (a batch job of
+    /// `--sbatch`, an `salloc` shell), else the previous launch's while it still runs (its workers'
+    /// steps are adopted), else a new one (`salloc`, journalled). Slurm's refusal is the launch's error,
+    /// with salloc's message and exit status.
+    private func allocateSlurm(journal: RunJournal, recovered: RunJournal.Recovered, report: (String) -> Void) throws {
+        for host in spec.hosts where !externalWorkers {
+            guard let slurm = host.slurm else { continue }
+            let allocation: Slurm.Allocation
+            do {
+                if let enclosing = try Slurm.enclosingAllocation() {
+                    allocation = enclosing
+                    report("slurm host \(host.name): the workers run as steps of job \(enclosing.jobID), the allocation this launch runs in "
+                           + "(nodes \(enclosing.nodes.joined(separator: ",")))")
+                } else if let job = recovered.allocations[host.name], Slurm.isRunning(job: job) {
+                    allocation = Slurm.Allocation(jobID: job, nodes: try Slurm.nodes(ofJob: job), owned: true)
+                    report("slurm host \(host.name): job \(job) of the previous launch still runs; its workers' steps are adopted")
+                } else {
+                    let options = slurm.allocationOptions(workers: host.workerCount, jobName: "rlhf-\(runID)")
+                    report("slurm host \(host.name): asking for an allocation (salloc \(options.joined(separator: " ")))")
+                    allocation = try Slurm.allocate(slurm, workers: host.workerCount, jobName: "rlhf-\(runID)", report: report)
+                    try journal.append(.allocation(host: host.name, jobID: allocation.jobID))
+                    report("slurm host \(host.name): granted job \(allocation.jobID) on \(allocation.nodes.joined(separator: ","))")
+                }
+            } catch let failure as Slurm.Failure {
+                throw Failure(message: "slurm host \(host.name): \(failure)", exitStatus: failure.status)
             }
-            arguments += ["--reward-timeout", "\(function.timeoutSeconds)"]
+            workers.setAllocation(allocation, for: host.name)
         }
-        if role == .learner {
-            arguments += ["--state-dir", learnerStateDirectory]
-            if let step = learnerRestoreStep { arguments += ["--restore-step", "\(step)"] }
-        }
-        if let curve = spec.curve {
-            arguments += ["--curve-server", curve.server + ".pub", "--curve-key", curve.client + ".key"]
-            if role == .learner { arguments += ["--curve-serve-key", curve.server + ".key", "--curve-allow", curve.client + ".pub"] }
-        }
+    }
+
+    /// The endpoint workers dial: the coordinator's, with a wildcard address (`*`, `0.0.0.0`) replaced by
+    /// the spec's `advertise:` (else this machine's host name) for workers on other machines.
+    func workerEndpoint(_ bound: String, for host: WorkerHost) -> String {
+        ClusterLaunch.workerEndpoint(bound, advertise: host.isLocal ? nil : (spec.advertise ?? ProcessInfo.processInfo.hostName))
+    }
+
+    /// `bound` with its wildcard address replaced by `advertise` (unchanged for a concrete address or nil).
+    public static func workerEndpoint(_ bound: String, advertise: String?) -> String {
+        guard let advertise, bound.hasPrefix("tcp://"), let colon = bound.lastIndex(of: ":") else { return bound }
+        let address = bound[bound.index(bound.startIndex, offsetBy: 6) ..< colon]
+        guard address == "*" || address == "0.0.0.0" else { return bound }
+        return "tcp://\(advertise)" + bound[colon...]
+    }
+
+    /// Starts worker `id` again (on its host, where its previous life ran) after its process or step ended.
+    fileprivate func replace(_ worker: WorkerProcesses.Process, coordinator: Coordinator, journal: RunJournal) throws {
+        guard let host = spec.hosts.first(where: { $0.name == worker.host }) else { return }
+        workers.forget(id: worker.id)
+        try startWorker(id: worker.id, role: worker.role, host: host, endpoint: coordinator.endpoint, journal: journal)
+    }
+
+    /// Whether the launch is stopping (no replacement is started then).
+    fileprivate var stopping: Bool { lock.withLock { coordinator == nil } }
+
+    /// The workers now (for the step replacer).
+    fileprivate var workerProcesses: [WorkerProcesses.Process] { workers.all }
+
+    private func startWorker(id: String, role: WorkerRole, host: WorkerHost, endpoint: String, journal: RunJournal) throws {
+        let arguments = spec.workerArguments(id: id, role: role, host: host, coordinator: workerEndpoint(endpoint, for: host), runID: runID,
+                                             stateDirectory: learnerStateDirectory, restoreStep: learnerRestoreStep)
         do {
             let pid = try workers.start(id: id, role: role, host: host, arguments: arguments)
             try journal.append(.worker(id: id, host: host.name, pid: pid))
@@ -565,9 +630,64 @@ public final class ClusterLaunch {
     /// Returns how many workers it stopped.
     @discardableResult
     public func stopAll(graceSeconds: Double) -> Int {
+        // The coordinator goes first out of reach of the step replacer: no replacement while stopping.
+        let running = lock.withLock { () -> Coordinator? in defer { coordinator = nil }; return coordinator }
         let stopped = workers.stopAll(graceSeconds: graceSeconds)
-        lock.withLock { () -> Coordinator? in defer { coordinator = nil }; return coordinator }?.shutdown()
+        workers.releaseAllocations()
+        running?.shutdown()
         return stopped
+    }
+}
+
+/// Watches the Slurm workers while the plan runs: a step that ended (`scancel`, a lost node) while the
+/// launch is not stopping is started again under the same id (the coordinator has declared the old one
+/// dead and sent its calls to the others, once). A worker that keeps ending is given up after
+/// `limit` replacements, and the run goes on with the others.
+final class StepReplacer: @unchecked Sendable {
+    private weak var launch: ClusterLaunch?
+    private let coordinator: Coordinator
+    private let journal: RunJournal
+    private let report: (String) -> Void
+    private let lock = NSLock()
+    private var timer: DispatchSourceTimer?
+    private var replacements: [String: Int] = [:]
+    /// Replacements per worker id before it is given up.
+    let limit = 5
+
+    init(launch: ClusterLaunch, coordinator: Coordinator, journal: RunJournal, report: @escaping (String) -> Void) {
+        self.launch = launch
+        self.coordinator = coordinator
+        self.journal = journal
+        self.report = report
+    }
+
+    func start() {
+        let timer = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "rlhf.launch.steps"))
+        timer.schedule(deadline: .now() + 0.5, repeating: 0.5)
+        timer.setEventHandler { [weak self] in self?.check() }
+        timer.resume()
+        lock.withLock { self.timer = timer }
+    }
+
+    func stop() { lock.withLock { timer?.cancel(); timer = nil } }
+
+    private func check() {
+        guard let launch, !launch.stopping else { return }
+        for worker in launch.workerProcesses where worker.isSlurmStep && !worker.isRunning {
+            guard !launch.stopping else { return }
+            let count = lock.withLock { () -> Int in replacements[worker.id, default: 0] += 1; return replacements[worker.id]! }
+            guard count <= limit else {
+                if count == limit + 1 { report("worker \(worker.id) ended \(limit + 1) times; not replaced again (the run goes on without it)") }
+                continue
+            }
+            do {
+                try launch.replace(worker, coordinator: coordinator, journal: journal)
+                report("worker \(worker.id)'s Slurm step ended (srun exit status \(worker.exitStatus.map(String.init) ?? "?")); "
+                       + "started a replacement step (\(count) of at most \(limit))")
+            } catch {
+                report("worker \(worker.id)'s Slurm step ended and could not be replaced: \(error)")
+            }
+        }
     }
 }
 

@@ -174,6 +174,9 @@ public struct ClusterSpec: Sendable, Equatable {
     public static let defaultOrphanTimeoutSeconds: UInt64 = 300
     /// Where the coordinator serves Prometheus metrics (`tcp://HOST:PORT`); nil for nowhere.
     public var metrics: String?
+    /// The host name or address workers on other machines dial the coordinator at, where it binds every
+    /// interface (`tcp://*:PORT`, `tcp://0.0.0.0:PORT`); nil: this machine's host name.
+    public var advertise: String?
     /// CURVE key prefixes (files PREFIX.key and PREFIX.pub from `rlhf keys generate`): the servers'
     /// (coordinator, learners' weight servers) and the workers'. nil: plain TCP.
     public var curve: (server: String, client: String)?
@@ -314,6 +317,15 @@ public struct ClusterSpec: Sendable, Equatable {
         return spec
     }
 
+    /// Whether parsing checks that the files a spec names exist here (not when the spec is read for
+    /// another machine: `rlhf launch --emit kubernetes`).
+    @TaskLocal static var checksFiles = true
+
+    /// Parses a spec for another place than this machine: the files it names need not exist here.
+    public static func parse(_ text: String, baseDirectory: String, checkingFiles: Bool) throws -> ClusterSpec {
+        try $checksFiles.withValue(checkingFiles) { try parse(text, baseDirectory: baseDirectory) }
+    }
+
     public static func parse(_ text: String, baseDirectory: String) throws -> ClusterSpec {
         let root: Any?
         do {
@@ -323,7 +335,7 @@ public struct ClusterSpec: Sendable, Equatable {
         }
         guard let top = root as? [String: Any] else { throw Invalid(key: "(file)", reason: "expected a mapping at the top level") }
         let known: Set<String> = ["coordinator", "hosts", "model", "plan", "heartbeat_ms", "orphan_timeout_s", "metrics", "curve", "task", "export",
-                                  "data", "judge", "reward_function"]
+                                  "data", "judge", "reward_function", "advertise"]
         if let unknown = top.keys.first(where: { !known.contains($0) }) {
             throw Invalid(key: unknown, reason: "unknown key (expected one of \(known.sorted().joined(separator: ", ")))")
         }
@@ -337,7 +349,7 @@ public struct ClusterSpec: Sendable, Equatable {
         var hosts: [Host] = []
         for (i, item) in hostList.enumerated() {
             let key = "hosts[\(i)]"
-            let h = try arguments(item, key: key, known: ["name", "address", "workers", "executable", "namespace"])
+            let h = try arguments(item, key: key, known: ["name", "address", "workers", "executable", "namespace", "slurm"])
             guard let name = h["name"] as? String, !name.isEmpty else { throw Invalid(key: "\(key).name", reason: "expected a name") }
             for optional in ["address", "executable", "namespace"] {
                 if let value = h[optional], !((value as? String).map { !$0.isEmpty } ?? false) {
@@ -359,8 +371,25 @@ public struct ClusterSpec: Sendable, Equatable {
                 }
                 workers[role] = n
             }
+            var slurm: SlurmSettings?
+            if let value = h["slurm"] {
+                for other in ["address", "namespace"] where h[other] != nil {
+                    throw Invalid(key: "\(key).\(other)", reason: "a slurm host's workers run where Slurm places them: give no \(other)")
+                }
+                slurm = try slurmSettings(value, key: "\(key).slurm")
+            }
+            guard name.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" || $0 == "." }) else {
+                throw Invalid(key: "\(key).name", reason: "expected letters, digits, '-', '_' or '.' (it is part of the workers' ids), got \(describe(name))")
+            }
             hosts.append(Host(name: name, address: address, workers: workers, executable: h["executable"] as? String,
-                              namespace: h["namespace"] as? String))
+                              namespace: h["namespace"] as? String, slurm: slurm))
+        }
+        if hosts.filter(\.isSlurm).count > 1 {
+            throw Invalid(key: "hosts", reason: "more than one slurm host: give one slurm host (its nodes: and workers: say how many and which); "
+                          + "one allocation holds all the Slurm workers")
+        }
+        if Set(hosts.map(\.name)).count < hosts.count {
+            throw Invalid(key: "hosts", reason: "two hosts share a name (the name is part of each worker's id)")
         }
         guard let model = top["model"] as? [String: Any], let path = model["checkpoint"] as? String else {
             throw Invalid(key: "model.checkpoint", reason: "expected the path of a checkpoint file or a Hugging Face model directory")
@@ -373,7 +402,7 @@ public struct ClusterSpec: Sendable, Equatable {
             guard let value else { return nil }
             guard let path = value as? String, !path.isEmpty else { throw Invalid(key: "model.\(key)", reason: "expected a path") }
             let resolved = path.hasPrefix("/") ? path : (baseDirectory as NSString).appendingPathComponent(path)
-            guard FileManager.default.fileExists(atPath: resolved) else { throw Invalid(key: "model.\(key)", reason: "no file at \(resolved)") }
+            guard !ClusterSpec.checksFiles || FileManager.default.fileExists(atPath: resolved) else { throw Invalid(key: "model.\(key)", reason: "no file at \(resolved)") }
             return resolved
         }
         let checkpoint = try file("checkpoint", path)!
@@ -521,6 +550,13 @@ public struct ClusterSpec: Sendable, Equatable {
             try ClusterSpec.checkPort(of: endpoint, key: "metrics")
             metrics = endpoint
         }
+        var advertise: String? = nil
+        if let a = top["advertise"] {
+            guard let host = a as? String, !host.isEmpty, !host.contains(where: { $0.isWhitespace || $0 == "/" || $0 == ":" }) else {
+                throw Invalid(key: "advertise", reason: "expected the host name or address the workers reach the coordinator at, got \(describe(a))")
+            }
+            advertise = host
+        }
         var curve: (server: String, client: String)? = nil
         if let c = top["curve"] {
             guard let keys = c as? [String: Any] else { throw Invalid(key: "curve", reason: "expected {server: PREFIX, client: PREFIX}") }
@@ -533,7 +569,7 @@ public struct ClusterSpec: Sendable, Equatable {
                     throw Invalid(key: "curve.\(name)", reason: "expected the prefix of a key pair made by rlhf keys generate")
                 }
                 let resolved = prefix.hasPrefix("/") ? prefix : (baseDirectory as NSString).appendingPathComponent(prefix)
-                for file in [resolved + ".key", resolved + ".pub"] where !FileManager.default.fileExists(atPath: file) {
+                for file in [resolved + ".key", resolved + ".pub"] where ClusterSpec.checksFiles && !FileManager.default.fileExists(atPath: file) {
                     throw Invalid(key: "curve.\(name)", reason: "no file at \(file) (make it with: rlhf keys generate --out \(resolved))")
                 }
                 prefixes[name] = resolved
@@ -543,6 +579,7 @@ public struct ClusterSpec: Sendable, Equatable {
         var spec = ClusterSpec(coordinator: coordinator, hosts: hosts, checkpoint: checkpoint, rewardHead: rewardHead, safetyHead: safetyHead,
                                plan: plan, heartbeatMilliseconds: UInt64(heartbeat), metrics: metrics)
         spec.curve = curve
+        spec.advertise = advertise
         spec.orphanTimeoutSeconds = UInt64(orphanTimeout)
         spec.planFileText = planFileText
         if let name = model["chat_template"] {
@@ -585,7 +622,7 @@ public struct ClusterSpec: Sendable, Equatable {
             if let path = args["tokenizer"] {
                 guard let text = path as? String else { throw Invalid(key: "task.tokenizer", reason: "expected a path") }
                 let resolved = text.hasPrefix("/") ? text : (baseDirectory as NSString).appendingPathComponent(text)
-                guard FileManager.default.fileExists(atPath: resolved) else { throw Invalid(key: "task.tokenizer", reason: "no file at \(resolved)") }
+                guard !ClusterSpec.checksFiles || FileManager.default.fileExists(atPath: resolved) else { throw Invalid(key: "task.tokenizer", reason: "no file at \(resolved)") }
                 task.tokenizer = resolved
             }
             task.preferencePairs = try positive(args, "preference_pairs", "task") ?? task.preferencePairs
@@ -723,7 +760,7 @@ public struct ClusterSpec: Sendable, Equatable {
             func file(_ key: String, orElse fallback: String? = nil) throws -> String? {
                 guard let text = try ClusterSpec.text(args, key, "judge") ?? fallback else { return nil }
                 let resolved = text.hasPrefix("/") ? text : (baseDirectory as NSString).appendingPathComponent(text)
-                guard FileManager.default.fileExists(atPath: resolved) else { throw Invalid(key: "judge.\(key)", reason: "no file at \(resolved)") }
+                guard !ClusterSpec.checksFiles || FileManager.default.fileExists(atPath: resolved) else { throw Invalid(key: "judge.\(key)", reason: "no file at \(resolved)") }
                 return resolved
             }
             guard let checkpoint = try file("checkpoint") else {
@@ -995,6 +1032,51 @@ public struct ClusterSpec: Sendable, Equatable {
     }
 
     /// A YAML value as an error message shows it (strings quoted).
+    /// A host's `slurm:` mapping.
+    static func slurmSettings(_ value: Any, key: String) throws -> SlurmSettings {
+        let args = try arguments(value, key: key, known: ["partition", "nodes", "ntasks_per_node", "cpus_per_task", "mem", "time", "account",
+                                                          "qos", "constraint", "extra_args"])
+        var settings = SlurmSettings()
+        func text(_ name: String) throws -> String? {
+            guard let value = args[name] else { return nil }
+            // Slurm takes numbers here too (mem: 4096 is MB, time: 30 is minutes).
+            if let n = value as? Int, n > 0, ["mem", "time"].contains(name) { return "\(n)" }
+            guard let text = value as? String, !text.isEmpty, !text.contains(where: { $0.isWhitespace }) else {
+                throw Invalid(key: "\(key).\(name)", reason: "expected a word in Slurm's syntax, got \(describe(value))")
+            }
+            return text
+        }
+        func count(_ name: String, _ range: ClosedRange<Int>) throws -> Int? {
+            guard let value = args[name] else { return nil }
+            guard let n = value as? Int, range.contains(n) else {
+                throw Invalid(key: "\(key).\(name)", reason: "expected a whole number in \(range.lowerBound)...\(range.upperBound), got \(describe(value))")
+            }
+            return n
+        }
+        settings.partition = try text("partition")
+        settings.memory = try text("mem")
+        settings.time = try text("time")
+        settings.account = try text("account")
+        settings.qos = try text("qos")
+        settings.constraint = try text("constraint")
+        settings.nodes = try count("nodes", 1 ... 100_000) ?? 1
+        settings.tasksPerNode = try count("ntasks_per_node", 1 ... 4_096)
+        settings.cpusPerTask = try count("cpus_per_task", 1 ... 4_096) ?? 1
+        if let extra = args["extra_args"] {
+            if let line = extra as? String {
+                settings.extraArguments = line.split(whereSeparator: \.isWhitespace).map(String.init)
+            } else if let list = extra as? [Any], list.allSatisfy({ ($0 as? String).map { !$0.isEmpty } ?? false }) {
+                settings.extraArguments = list.map { $0 as! String }
+            } else {
+                throw Invalid(key: "\(key).extra_args", reason: "expected a list of options (e.g. [--exclusive]), got \(describe(extra))")
+            }
+            if let bad = settings.extraArguments.first(where: { !$0.hasPrefix("-") }) {
+                throw Invalid(key: "\(key).extra_args", reason: "expected options starting with '-', got \(describe(bad))")
+            }
+        }
+        return settings
+    }
+
     static func describe(_ value: Any) -> String {
         if let text = value as? String { return "\"\(text)\"" }
         return "\(value)"

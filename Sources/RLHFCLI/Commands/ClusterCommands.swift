@@ -1,6 +1,7 @@
 import ArgumentParser
 import ClusterRuntime
 import Foundation
+import Launcher
 import LlamaCore
 import LlamaTraining
 import Logging
@@ -353,7 +354,10 @@ struct StatusCommand: ParsableCommand {
              "state": w.health.rawValue, "policy_version": Int(w.policyVersion), "tasks_in_flight": w.tasksInFlight,
              "last_heartbeat_ms": Int(w.lastHeartbeatMilliseconds),
              "weights_crc32c": w.weightsChecksum == 0 ? NSNull() : String(format: "%08x", w.weightsChecksum) as Any,
-             "tokens_processed": Int(w.tokensProcessed)]
+             "tokens_processed": Int(w.tokensProcessed),
+             // Slurm: the job, step and node of the worker's step; Kubernetes: its pod.
+             "scheduler": w.placement.map { p -> Any in
+                 ["scheduler": p.scheduler, "job_id": p.jobID, "step_id": p.stepID, "node": p.node] } ?? NSNull()]
         }
         return jsonLine(["workers": workers, "plan_stage": status.planStage.description, "plan_phase": status.planStage.phase.rawValue, "round": Int(status.round), "step": Int(status.step),
                          "queue_depths": Dictionary(uniqueKeysWithValues: status.queueDepths.map { ($0.key.rawValue, $0.value) }),
@@ -379,7 +383,8 @@ struct StatusCommand: ParsableCommand {
             let count = { (h: Health) in members.filter { $0.health == h }.count }
             out += "  \(role.rawValue): \(members.count) (\(count(.healthy)) healthy, \(count(.hung)) hung, \(count(.suspect)) suspect, \(count(.dead)) dead)\n"
             for w in members {
-                out += "    \(w.id)  \(w.health.rawValue)  host \(w.host)  pid \(w.pid)  policy v\(w.policyVersion)"
+                out += "    \(w.id)  \(w.health.rawValue)  host \(w.host)  pid \(w.pid)"
+                    + (w.placement.map { "  \($0.summary)" } ?? "") + "  policy v\(w.policyVersion)"
                     // A checksum of 0: the worker holds no model (started without --checkpoint).
                     + "  weights \(w.weightsChecksum == 0 ? "none (no model)" : String(format: "%08x", w.weightsChecksum))"
                     + "  tasks \(w.tasksInFlight)  tokens \(w.tokensProcessed)"
@@ -406,9 +411,43 @@ struct LaunchCommand: ParsableCommand {
     var quick = false
     @Option(help: "Seconds between progress lines (stage, round, step, ETA); 0 for none.")
     var progressEvery: Double = 15
+    @Flag(help: ArgumentHelp("Write a Slurm batch script for the run (RUN_DIR/launch.sbatch) instead of launching: the coordinator runs "
+                             + "on the allocation's first node, the workers as steps of the job. The run directory must be on storage every node sees; "
+                             + "submitting the script again resumes the run."))
+    var sbatch = false
+    @Flag(help: "With --sbatch: submit the script (sbatch) and print the job id.")
+    var submit = false
+    @Option(parsing: .upToNextOption,
+            help: ArgumentHelp("Write the spec's cluster as manifests instead of launching: `--emit kubernetes DIR` (the coordinator a Deployment "
+                               + "with a Service, each role of each host a StatefulSet, the spec a ConfigMap, the run directory a "
+                               + "PersistentVolumeClaim, CURVE keys a Secret; see docs/kubernetes.md).", valueName: "kubernetes DIR"))
+    var emit: [String] = []
+    @Option(help: "With --emit: the container image (rlhf on its PATH, the spec's directory tree at --workdir).")
+    var image = "swiftrlhf:latest"
+    @Option(help: "With --emit: where the image holds what this directory holds (the spec's relative paths resolve there).")
+    var workdir = "/opt/swiftrlhf"
+    @Option(help: "With --emit: the run volume's size.")
+    var storage = "10Gi"
+    @Flag(help: ArgumentHelp("Start no worker: wait for every host's workers to join on their own under their ids (ROLE-HOST-I), as "
+                             + "Kubernetes StatefulSets' pods do."))
+    var externalWorkers = false
+    @Option(help: ArgumentHelp("Bind the coordinator here instead of the spec's endpoint (e.g. tcp://0.0.0.0:5555 in a pod).", valueName: "ENDPOINT"))
+    var coordinatorBind: String?
+    @Option(help: ArgumentHelp("Serve metrics here instead of the spec's endpoint.", valueName: "ENDPOINT"))
+    var metricsBind: String?
 
     func validate() throws {
         try OptionCheck.number(progressEvery, "--progress-every", 0 ... 86_400)
+        if submit && !sbatch { throw ValidationError("--submit goes with --sbatch") }
+        if !emit.isEmpty && (emit.count != 2 || emit[0] != "kubernetes") {
+            throw ValidationError("--emit takes a kind and a directory: --emit kubernetes DIR")
+        }
+        if !emit.isEmpty && sbatch { throw ValidationError("--emit and --sbatch are two ways of not launching: give one") }
+        for (option, endpoint) in [("--coordinator-bind", coordinatorBind), ("--metrics-bind", metricsBind)] {
+            if let endpoint, !endpoint.hasPrefix("tcp://") || endpoint.split(separator: ":").count != 3 {
+                throw ValidationError("\(option) expects an endpoint like tcp://0.0.0.0:5555, got \(endpoint)")
+            }
+        }
     }
 
     func run() throws {
@@ -417,12 +456,17 @@ struct LaunchCommand: ParsableCommand {
             throw ExitCode.failure
         }
         do {
+            if !emit.isEmpty { return try writeManifests(text) }
             var parsed = try ClusterSpec.parse(text, baseDirectory: (spec as NSString).deletingLastPathComponent)
+            if sbatch { return try writeBatchScript(parsed) }
+            if let coordinatorBind { parsed.coordinator = coordinatorBind }
+            if let metricsBind { parsed.metrics = metricsBind }
             if quick { parsed = parsed.quick() }
             let runDirectory = runDir ?? LaunchCommand.newRunDirectory()
             // A quick run is another plan than the spec's: its journal must not resume the full one, nor the reverse.
             let launcher = ClusterLaunch(spec: parsed, specText: quick ? text + "\n# --quick\n" : text, runDirectory: runDirectory)
             launcher.progressInterval = progressEvery
+            launcher.externalWorkers = externalWorkers
             // Ctrl-C or SIGTERM: stop every process this launch started (bounded), then exit.
             var sources: [DispatchSourceSignal] = []
             for sig in [SIGINT, SIGTERM] {
@@ -441,6 +485,54 @@ struct LaunchCommand: ParsableCommand {
             try launcher.run { print($0); fflush(nil) }
         } catch {
             throw cliFailure(error)
+        }
+    }
+
+    /// `--emit kubernetes DIR`: the spec's cluster as manifests (the files it names need not exist here).
+    private func writeManifests(_ text: String) throws {
+        let cwd = FileManager.default.currentDirectoryPath
+        let specPath = ((spec.hasPrefix("/") ? spec : cwd + "/" + spec) as NSString).standardizingPath
+        var parsed = try ClusterSpec.parse(text, baseDirectory: (specPath as NSString).deletingLastPathComponent, checkingFiles: false)
+        if quick { parsed = parsed.quick() }
+        var manifests = KubernetesManifests(spec: parsed, specText: text, specPath: specPath, localDirectory: cwd)
+        manifests.image = image
+        manifests.workdir = workdir
+        manifests.storage = storage
+        if let runDir { manifests.runName = (runDir as NSString).lastPathComponent }
+        let written = try manifests.write(to: emit[1])
+        print("wrote \(written.count) manifests to \(emit[1]) (kubectl apply -f \(emit[1])); image \(image), the spec's files under \(workdir)")
+    }
+
+    /// `--sbatch`: writes RUN_DIR/launch.sbatch for the spec's slurm host and, with `--submit`, submits it.
+    private func writeBatchScript(_ parsed: ClusterSpec) throws {
+        guard let host = parsed.hosts.first(where: \.isSlurm), let slurm = host.slurm else {
+            throw ValidationError("--sbatch needs a host with slurm: {...} in the spec (the allocation the job asks for)")
+        }
+        let cwd = FileManager.default.currentDirectoryPath
+        func absolute(_ path: String) -> String { ((path.hasPrefix("/") ? path : cwd + "/" + path) as NSString).standardizingPath }
+        let runDirectory = absolute(runDir ?? LaunchCommand.newRunDirectory())
+        try FileManager.default.createDirectory(atPath: runDirectory, withIntermediateDirectories: true)
+        let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        var options = ["--progress-every", "\(progressEvery)"]
+        if quick { options.insert("--quick", at: 0) }
+        // Local hosts' workers run beside the coordinator, on the first node, inside the allocation.
+        let script = SlurmBatchScript(settings: slurm, workers: host.workerCount, executable: executable, spec: absolute(spec),
+                                      runDirectory: runDirectory, workingDirectory: cwd, launchOptions: options)
+        let path = runDirectory + "/launch.sbatch"
+        try script.text.write(toFile: path, atomically: true, encoding: .utf8)
+        print("wrote \(path)")
+        guard submit else {
+            print("submit it with: sbatch \(SlurmBatchScript.quoted(path))  (again, to resume the run)")
+            return
+        }
+        do {
+            let answer = try Slurm.run("sbatch", ["--parsable", path]).trimmingCharacters(in: .whitespacesAndNewlines)
+            // --parsable: "JOB" or "JOB;CLUSTER".
+            let job = answer.split(separator: ";").first.map(String.init) ?? answer
+            print("submitted batch job \(job); its output: \(runDirectory)/slurm-\(job).out; watch it with squeue --jobs=\(job) --steps")
+        } catch let failure as Slurm.Failure {
+            printError("error: \(failure)")
+            throw ExitCode(failure.status)
         }
     }
 

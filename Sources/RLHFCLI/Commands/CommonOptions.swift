@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import LlamaCore
+import Recipe
 
 extension WeightPrecision: ExpressibleByArgument {}
 extension ChatFormat: ExpressibleByArgument {}
@@ -22,6 +23,8 @@ func jsonLine(_ object: Any) -> String {
 func cliFailure(_ error: any Error) -> any Error {
     if error is ExitCode || error is CleanExit { return error }
     printError("error: \(error)")
+    // A scheduler's refusal ends the launch with the scheduler command's own exit status.
+    if let failure = error as? ClusterLaunch.Failure, let status = failure.exitStatus, status != 0 { return ExitCode(status) }
     return ExitCode.failure
 }
 

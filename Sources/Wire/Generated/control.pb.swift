@@ -417,6 +417,39 @@ public nonisolated struct Rlhf_V1_Register: Sendable {
   /// coordinator that admits it). A coordinator of another run refuses it.
   public var runID: String = String()
 
+  /// Where a scheduler placed the worker (absent outside one).
+  public var placement: Rlhf_V1_SchedulerPlacement {
+    get {_placement ?? Rlhf_V1_SchedulerPlacement()}
+    set {_placement = newValue}
+  }
+  /// Returns true if `placement` has been explicitly set.
+  public var hasPlacement: Bool {self._placement != nil}
+  /// Clears the value of `placement`. Subsequent reads from it will return its default value.
+  public mutating func clearPlacement() {self._placement = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _placement: Rlhf_V1_SchedulerPlacement? = nil
+}
+
+/// A worker's place in a scheduler: for Slurm the job and step ids and the node (SLURM_JOB_ID,
+/// SLURM_STEP_ID, SLURMD_NODENAME of the step), for Kubernetes the pod.
+public nonisolated struct Rlhf_V1_SchedulerPlacement: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// "slurm" or "kubernetes".
+  public var scheduler: String = String()
+
+  public var jobID: String = String()
+
+  public var stepID: String = String()
+
+  public var node: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -551,9 +584,20 @@ public nonisolated struct Rlhf_V1_WorkerStatus: Sendable {
 
   public var tokensProcessed: UInt64 = 0
 
+  public var placement: Rlhf_V1_SchedulerPlacement {
+    get {_placement ?? Rlhf_V1_SchedulerPlacement()}
+    set {_placement = newValue}
+  }
+  /// Returns true if `placement` has been explicitly set.
+  public var hasPlacement: Bool {self._placement != nil}
+  /// Clears the value of `placement`. Subsequent reads from it will return its default value.
+  public mutating func clearPlacement() {self._placement = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+
+  fileprivate var _placement: Rlhf_V1_SchedulerPlacement? = nil
 }
 
 public nonisolated struct Rlhf_V1_QueueDepth: Sendable {
@@ -680,7 +724,7 @@ nonisolated extension Rlhf_V1_PlanPhase: SwiftProtobuf._ProtoNameProviding {
 
 nonisolated extension Rlhf_V1_Register: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Register"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}role\0\u{3}worker_id\0\u{3}protocol_version\0\u{3}build_hash\0\u{3}policy_version\0\u{1}capacity\0\u{1}host\0\u{1}pid\0\u{1}incarnation\0\u{3}run_id\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}role\0\u{3}worker_id\0\u{3}protocol_version\0\u{3}build_hash\0\u{3}policy_version\0\u{1}capacity\0\u{1}host\0\u{1}pid\0\u{1}incarnation\0\u{3}run_id\0\u{1}placement\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -698,12 +742,17 @@ nonisolated extension Rlhf_V1_Register: SwiftProtobuf.Message, SwiftProtobuf._Me
       case 8: try { try decoder.decodeSingularInt32Field(value: &self.pid) }()
       case 9: try { try decoder.decodeSingularStringField(value: &self.incarnation) }()
       case 10: try { try decoder.decodeSingularStringField(value: &self.runID) }()
+      case 11: try { try decoder.decodeSingularMessageField(value: &self._placement) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
     if self.role != .unspecified {
       try visitor.visitSingularEnumField(value: self.role, fieldNumber: 1)
     }
@@ -734,6 +783,9 @@ nonisolated extension Rlhf_V1_Register: SwiftProtobuf.Message, SwiftProtobuf._Me
     if !self.runID.isEmpty {
       try visitor.visitSingularStringField(value: self.runID, fieldNumber: 10)
     }
+    try { if let v = self._placement {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 11)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -748,6 +800,52 @@ nonisolated extension Rlhf_V1_Register: SwiftProtobuf.Message, SwiftProtobuf._Me
     if lhs.pid != rhs.pid {return false}
     if lhs.incarnation != rhs.incarnation {return false}
     if lhs.runID != rhs.runID {return false}
+    if lhs._placement != rhs._placement {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Rlhf_V1_SchedulerPlacement: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SchedulerPlacement"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}scheduler\0\u{3}job_id\0\u{3}step_id\0\u{1}node\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.scheduler) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.jobID) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.stepID) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.node) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.scheduler.isEmpty {
+      try visitor.visitSingularStringField(value: self.scheduler, fieldNumber: 1)
+    }
+    if !self.jobID.isEmpty {
+      try visitor.visitSingularStringField(value: self.jobID, fieldNumber: 2)
+    }
+    if !self.stepID.isEmpty {
+      try visitor.visitSingularStringField(value: self.stepID, fieldNumber: 3)
+    }
+    if !self.node.isEmpty {
+      try visitor.visitSingularStringField(value: self.node, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Rlhf_V1_SchedulerPlacement, rhs: Rlhf_V1_SchedulerPlacement) -> Bool {
+    if lhs.scheduler != rhs.scheduler {return false}
+    if lhs.jobID != rhs.jobID {return false}
+    if lhs.stepID != rhs.stepID {return false}
+    if lhs.node != rhs.node {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -989,7 +1087,7 @@ nonisolated extension Rlhf_V1_StatusRequest: SwiftProtobuf.Message, SwiftProtobu
 
 nonisolated extension Rlhf_V1_WorkerStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".WorkerStatus"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}role\0\u{3}worker_id\0\u{1}host\0\u{1}pid\0\u{1}health\0\u{3}policy_version\0\u{3}tasks_in_flight\0\u{3}last_heartbeat_ms\0\u{3}weights_crc32c\0\u{3}tokens_processed\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}role\0\u{3}worker_id\0\u{1}host\0\u{1}pid\0\u{1}health\0\u{3}policy_version\0\u{3}tasks_in_flight\0\u{3}last_heartbeat_ms\0\u{3}weights_crc32c\0\u{3}tokens_processed\0\u{1}placement\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1007,12 +1105,17 @@ nonisolated extension Rlhf_V1_WorkerStatus: SwiftProtobuf.Message, SwiftProtobuf
       case 8: try { try decoder.decodeSingularUInt64Field(value: &self.lastHeartbeatMs) }()
       case 9: try { try decoder.decodeSingularFixed32Field(value: &self.weightsCrc32C) }()
       case 10: try { try decoder.decodeSingularUInt64Field(value: &self.tokensProcessed) }()
+      case 11: try { try decoder.decodeSingularMessageField(value: &self._placement) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
     if self.role != .unspecified {
       try visitor.visitSingularEnumField(value: self.role, fieldNumber: 1)
     }
@@ -1043,6 +1146,9 @@ nonisolated extension Rlhf_V1_WorkerStatus: SwiftProtobuf.Message, SwiftProtobuf
     if self.tokensProcessed != 0 {
       try visitor.visitSingularUInt64Field(value: self.tokensProcessed, fieldNumber: 10)
     }
+    try { if let v = self._placement {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 11)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1057,6 +1163,7 @@ nonisolated extension Rlhf_V1_WorkerStatus: SwiftProtobuf.Message, SwiftProtobuf
     if lhs.lastHeartbeatMs != rhs.lastHeartbeatMs {return false}
     if lhs.weightsCrc32C != rhs.weightsCrc32C {return false}
     if lhs.tokensProcessed != rhs.tokensProcessed {return false}
+    if lhs._placement != rhs._placement {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

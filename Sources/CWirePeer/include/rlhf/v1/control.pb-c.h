@@ -16,6 +16,7 @@ PROTOBUF_C__BEGIN_DECLS
 
 
 typedef struct Rlhf__V1__Register Rlhf__V1__Register;
+typedef struct Rlhf__V1__SchedulerPlacement Rlhf__V1__SchedulerPlacement;
 typedef struct Rlhf__V1__RegisterAck Rlhf__V1__RegisterAck;
 typedef struct Rlhf__V1__HeartbeatAck Rlhf__V1__HeartbeatAck;
 typedef struct Rlhf__V1__Heartbeat Rlhf__V1__Heartbeat;
@@ -168,10 +169,34 @@ struct  Rlhf__V1__Register
    * coordinator that admits it). A coordinator of another run refuses it.
    */
   char *run_id;
+  /*
+   * Where a scheduler placed the worker (absent outside one).
+   */
+  Rlhf__V1__SchedulerPlacement *placement;
 };
 #define RLHF__V1__REGISTER__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&rlhf__v1__register__descriptor) \
-    , RLHF__V1__ROLE__ROLE_UNSPECIFIED, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, 0, 0, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+    , RLHF__V1__ROLE__ROLE_UNSPECIFIED, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, 0, 0, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, NULL }
+
+
+/*
+ * A worker's place in a scheduler: for Slurm the job and step ids and the node (SLURM_JOB_ID,
+ * SLURM_STEP_ID, SLURMD_NODENAME of the step), for Kubernetes the pod.
+ */
+struct  Rlhf__V1__SchedulerPlacement
+{
+  ProtobufCMessage base;
+  /*
+   * "slurm" or "kubernetes".
+   */
+  char *scheduler;
+  char *job_id;
+  char *step_id;
+  char *node;
+};
+#define RLHF__V1__SCHEDULER_PLACEMENT__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&rlhf__v1__scheduler_placement__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
 
 
 struct  Rlhf__V1__RegisterAck
@@ -279,10 +304,11 @@ struct  Rlhf__V1__WorkerStatus
   uint64_t last_heartbeat_ms;
   uint32_t weights_crc32c;
   uint64_t tokens_processed;
+  Rlhf__V1__SchedulerPlacement *placement;
 };
 #define RLHF__V1__WORKER_STATUS__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&rlhf__v1__worker_status__descriptor) \
-    , RLHF__V1__ROLE__ROLE_UNSPECIFIED, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, RLHF__V1__WORKER_HEALTH__WORKER_HEALTH_UNSPECIFIED, 0, 0, 0, 0, 0 }
+    , RLHF__V1__ROLE__ROLE_UNSPECIFIED, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0, RLHF__V1__WORKER_HEALTH__WORKER_HEALTH_UNSPECIFIED, 0, 0, 0, 0, 0, NULL }
 
 
 struct  Rlhf__V1__QueueDepth
@@ -378,6 +404,25 @@ Rlhf__V1__Register *
                       const uint8_t       *data);
 void   rlhf__v1__register__free_unpacked
                      (Rlhf__V1__Register *message,
+                      ProtobufCAllocator *allocator);
+/* Rlhf__V1__SchedulerPlacement methods */
+void   rlhf__v1__scheduler_placement__init
+                     (Rlhf__V1__SchedulerPlacement         *message);
+size_t rlhf__v1__scheduler_placement__get_packed_size
+                     (const Rlhf__V1__SchedulerPlacement   *message);
+size_t rlhf__v1__scheduler_placement__pack
+                     (const Rlhf__V1__SchedulerPlacement   *message,
+                      uint8_t             *out);
+size_t rlhf__v1__scheduler_placement__pack_to_buffer
+                     (const Rlhf__V1__SchedulerPlacement   *message,
+                      ProtobufCBuffer     *buffer);
+Rlhf__V1__SchedulerPlacement *
+       rlhf__v1__scheduler_placement__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   rlhf__v1__scheduler_placement__free_unpacked
+                     (Rlhf__V1__SchedulerPlacement *message,
                       ProtobufCAllocator *allocator);
 /* Rlhf__V1__RegisterAck methods */
 void   rlhf__v1__register_ack__init
@@ -593,6 +638,9 @@ void   rlhf__v1__rejected_frames__free_unpacked
 typedef void (*Rlhf__V1__Register_Closure)
                  (const Rlhf__V1__Register *message,
                   void *closure_data);
+typedef void (*Rlhf__V1__SchedulerPlacement_Closure)
+                 (const Rlhf__V1__SchedulerPlacement *message,
+                  void *closure_data);
 typedef void (*Rlhf__V1__RegisterAck_Closure)
                  (const Rlhf__V1__RegisterAck *message,
                   void *closure_data);
@@ -639,6 +687,7 @@ extern const ProtobufCEnumDescriptor    rlhf__v1__error_code__descriptor;
 extern const ProtobufCEnumDescriptor    rlhf__v1__worker_health__descriptor;
 extern const ProtobufCEnumDescriptor    rlhf__v1__plan_phase__descriptor;
 extern const ProtobufCMessageDescriptor rlhf__v1__register__descriptor;
+extern const ProtobufCMessageDescriptor rlhf__v1__scheduler_placement__descriptor;
 extern const ProtobufCMessageDescriptor rlhf__v1__register_ack__descriptor;
 extern const ProtobufCMessageDescriptor rlhf__v1__heartbeat_ack__descriptor;
 extern const ProtobufCMessageDescriptor rlhf__v1__heartbeat__descriptor;
