@@ -403,6 +403,9 @@ public final class ClusterLaunch {
         try startWorker(id: worker.id, role: worker.role, host: host, endpoint: coordinator.endpoint, journal: journal)
     }
 
+    /// Forgets a worker that left on purpose.
+    fileprivate func forget(_ worker: WorkerProcesses.Process) { workers.forget(id: worker.id) }
+
     /// Whether the launch is stopping (no replacement is started then).
     fileprivate var stopping: Bool { lock.withLock { coordinator == nil } }
 
@@ -641,7 +644,8 @@ public final class ClusterLaunch {
 
 /// Watches the Slurm workers while the plan runs: a step that ended (`scancel`, a lost node) while the
 /// launch is not stopping is started again under the same id (the coordinator has declared the old one
-/// dead and sent its calls to the others, once). A worker that keeps ending is given up after
+/// dead and sent its calls to the others, once); one that drained and exited 0 (`scancel
+/// --signal=TERM JOB.STEP`) left on purpose and is not. A worker that keeps ending is given up after
 /// `limit` replacements, and the run goes on with the others.
 final class StepReplacer: @unchecked Sendable {
     private weak var launch: ClusterLaunch?
@@ -675,6 +679,12 @@ final class StepReplacer: @unchecked Sendable {
         guard let launch, !launch.stopping else { return }
         for worker in launch.workerProcesses where worker.isSlurmStep && !worker.isRunning {
             guard !launch.stopping else { return }
+            if worker.exitStatus == 0 {
+                // Drained (scancel --signal=TERM): it left on purpose, as a worker sent SIGTERM does.
+                launch.forget(worker)
+                report("worker \(worker.id) drained and left (its Slurm step ended with status 0); not replaced")
+                continue
+            }
             let count = lock.withLock { () -> Int in replacements[worker.id, default: 0] += 1; return replacements[worker.id]! }
             guard count <= limit else {
                 if count == limit + 1 { report("worker \(worker.id) ended \(limit + 1) times; not replaced again (the run goes on without it)") }

@@ -5,7 +5,8 @@ import TestKit
 /// A cluster whose workers are all Slurm job steps, on a real single-node Slurm (`LocalSlurm`): the run
 /// completes with the workers listed by `squeue --steps` and by `rlhf status --json` with their job and
 /// step; a generator's step cancelled with `scancel --signal=KILL` mid-round loses no sample and changes
-/// no figure (a replacement step takes its place); `--sbatch --submit` runs the plan as a batch job that,
+/// no figure (a replacement step takes its place), and one drained with `scancel --signal=TERM` leaves
+/// for good; `--sbatch --submit` runs the plan as a batch job that,
 /// cancelled mid-plan and submitted again, resumes from the journal with the same figures; and Slurm's
 /// refusal of an unknown partition is the launch's error, with salloc's message and exit status.
 /// Serialized: the node's two CPUs hold one allocation at a time.
@@ -114,11 +115,18 @@ import TestKit
         let cancelled = LocalSlurm.run("scancel", ["--signal=KILL", victim.id])
         #expect(cancelled.status == 0, "\(cancelled.output)")
         let sampledBeforeKill = started.stepResults
+        // Once the replacement runs: generator-slurm-1 drained through Slurm (SIGTERM) leaves for good.
+        let replaced = TestKit.waitFor(60) { LocalSlurm.steps().contains { $0.name == "generator-slurm-0" && $0.id != victim.id } }
+        #expect(replaced, "no replacement step of generator-slurm-0")
+        let drained = try #require(LocalSlurm.steps().first { $0.name == "generator-slurm-1" }, "no step of generator-slurm-1")
+        #expect(started.launch.isRunning, "the run ended before the drain")
+        #expect(LocalSlurm.run("scancel", ["--signal=TERM", drained.id]).status == 0)
         started.launch.waitUntilExit()
         let out = (try? String(contentsOfFile: started.dir + "/launch.out", encoding: .utf8)) ?? ""
         #expect(started.launch.terminationStatus == 0, "\(out)")
         #expect(sampledBeforeKill < 96, "the kill came after V1's sampling had finished")
         #expect(out.contains("worker generator-slurm-0's Slurm step ended") && out.contains("started a replacement step"), "\(out)")
+        #expect(out.contains("worker generator-slurm-1 drained and left") && !out.contains("worker generator-slurm-1's Slurm step ended"), "\(out)")
         try SlurmRunTests.checkSamplesOnce(started.run)
         #expect(try RLHFRunTests.figures(started.run) == RLHFRunTests.figures(calm.run))
         #expect(SlurmRunTests.waitForNoJobs(), "jobs left: \(LocalSlurm.jobs())")
