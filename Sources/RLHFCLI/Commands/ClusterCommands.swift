@@ -443,11 +443,6 @@ struct LaunchCommand: ParsableCommand {
             throw ValidationError("--emit takes a kind and a directory: --emit kubernetes DIR")
         }
         if !emit.isEmpty && sbatch { throw ValidationError("--emit and --sbatch are two ways of not launching: give one") }
-        for (option, endpoint) in [("--coordinator-bind", coordinatorBind), ("--metrics-bind", metricsBind)] {
-            if let endpoint, !endpoint.hasPrefix("tcp://") || endpoint.split(separator: ":").count != 3 {
-                throw ValidationError("\(option) expects an endpoint like tcp://0.0.0.0:5555, got \(endpoint)")
-            }
-        }
     }
 
     func run() throws {
@@ -457,6 +452,11 @@ struct LaunchCommand: ParsableCommand {
         }
         do {
             if !emit.isEmpty { return try writeManifests(text) }
+            for (option, endpoint) in [("--coordinator-bind", coordinatorBind), ("--metrics-bind", metricsBind)] {
+                if let endpoint, !endpoint.hasPrefix("tcp://") || endpoint.split(separator: ":").count != 3 {
+                    throw ValidationError("\(option) expects an endpoint like tcp://0.0.0.0:5555, got \(endpoint)")
+                }
+            }
             var parsed = try ClusterSpec.parse(text, baseDirectory: (spec as NSString).deletingLastPathComponent)
             if sbatch { return try writeBatchScript(parsed) }
             if let coordinatorBind { parsed.coordinator = coordinatorBind }
