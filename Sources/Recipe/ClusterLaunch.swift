@@ -311,7 +311,9 @@ public final class ClusterLaunch {
                         workers.expect(id: id, role: role, host: host)
                         continue
                     }
-                    if let old = previous[id], old.host == host.name, !host.isSlurm || workers.slurmAllocations[host.name]?.owned == true,
+                    // A Slurm worker of the previous launch lives on only in the same allocation (not in a
+                    // batch job submitted again, say).
+                    if let old = previous[id], old.host == host.name,
                        !host.isSlurm || workers.slurmAllocations[host.name]?.jobID == previousAllocations[host.name] {
                         if host.isLocal {
                             if WorkerProcesses.isWorker(old.pid, id: id) {
@@ -372,9 +374,10 @@ public final class ClusterLaunch {
                     let options = slurm.allocationOptions(workers: host.workerCount, jobName: "rlhf-\(runID)")
                     report("slurm host \(host.name): asking for an allocation (salloc \(options.joined(separator: " ")))")
                     allocation = try Slurm.allocate(slurm, workers: host.workerCount, jobName: "rlhf-\(runID)", report: report)
-                    try journal.append(.allocation(host: host.name, jobID: allocation.jobID))
                     report("slurm host \(host.name): granted job \(allocation.jobID) on \(allocation.nodes.joined(separator: ","))")
                 }
+                // What a relaunch checks: whether its workers may still run (in this allocation).
+                if recovered.allocations[host.name] != allocation.jobID { try journal.append(.allocation(host: host.name, jobID: allocation.jobID)) }
             } catch let failure as Slurm.Failure {
                 throw Failure(message: "slurm host \(host.name): \(failure)", exitStatus: failure.status)
             }

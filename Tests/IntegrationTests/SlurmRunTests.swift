@@ -6,7 +6,8 @@ import TestKit
 /// completes with the workers listed by `squeue --steps` and by `rlhf status --json` with their job and
 /// step; a generator's step cancelled with `scancel --signal=KILL` mid-round loses no sample and changes
 /// no figure (a replacement step takes its place), and one drained with `scancel --signal=TERM` leaves
-/// for good; `--sbatch --submit` runs the plan as a batch job that,
+/// for good; a launcher killed -9 mid-plan and run again adopts the steps still running in its
+/// allocation; `--sbatch --submit` runs the plan as a batch job that,
 /// cancelled mid-plan and submitted again, resumes from the journal with the same figures; and Slurm's
 /// refusal of an unknown partition is the launch's error, with salloc's message and exit status.
 /// Serialized: the node's two CPUs hold one allocation at a time.
@@ -127,6 +128,25 @@ import TestKit
         #expect(sampledBeforeKill < 96, "the kill came after V1's sampling had finished")
         #expect(out.contains("worker generator-slurm-0's Slurm step ended") && out.contains("started a replacement step"), "\(out)")
         #expect(out.contains("worker generator-slurm-1 drained and left") && !out.contains("worker generator-slurm-1's Slurm step ended"), "\(out)")
+        try SlurmRunTests.checkSamplesOnce(started.run)
+        #expect(try RLHFRunTests.figures(started.run) == RLHFRunTests.figures(calm.run))
+        #expect(SlurmRunTests.waitForNoJobs(), "jobs left: \(LocalSlurm.jobs())")
+    }
+
+    @Test func aLauncherKilledMidPlanAdoptsItsStepsWhenRunAgain() throws {
+        let calm = try SlurmRunTests.calm.get()
+        #expect(SlurmRunTests.waitForNoJobs())
+        // kill -9 the launcher once V2 (step 5) has results: its allocation and the workers' steps run on.
+        let started = try RLHFRunTests.launchUntil("slurm-relaunch", step: 5, results: 8, output: "first") { try SlurmRunTests.writeSpec($0) }
+        #expect(started.reached, "V2 never started")
+        kill(started.launch.processIdentifier, SIGKILL)
+        started.launch.waitUntilExit()
+        #expect(SlurmRunTests.workerIDs.isSubset(of: Set(LocalSlurm.steps().map(\.name))), "the steps did not outlive the launcher")
+        let again = try RLHFRunTests.launch(started.spec, run: started.run, dir: started.dir, name: "second")
+        again.waitUntilExit()
+        let out = (try? String(contentsOfFile: started.dir + "/second.out", encoding: .utf8)) ?? ""
+        #expect(again.terminationStatus == 0, "\(out)")
+        #expect(out.contains("of the previous launch still runs") && out.contains("adopted 6 running workers"), "\(out)")
         try SlurmRunTests.checkSamplesOnce(started.run)
         #expect(try RLHFRunTests.figures(started.run) == RLHFRunTests.figures(calm.run))
         #expect(SlurmRunTests.waitForNoJobs(), "jobs left: \(LocalSlurm.jobs())")
