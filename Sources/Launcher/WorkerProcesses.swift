@@ -91,12 +91,6 @@ public final class WorkerProcesses: @unchecked Sendable {
             if case .slurm = handle { return true }
             return false
         }
-
-        /// Where Slurm runs it: `JOB.STEP` (nil for another kind of worker, or a step not yet listed).
-        public var slurmStep: String? {
-            if case let .slurm(step) = handle { return step.stepID }
-            return nil
-        }
     }
 
     /// Whether `pid` names a live process (a zombie counts as gone).

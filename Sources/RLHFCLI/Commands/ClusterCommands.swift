@@ -515,6 +515,8 @@ struct LaunchCommand: ParsableCommand {
         let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
         var options = ["--progress-every", "\(progressEvery)"]
         if quick { options.insert("--quick", at: 0) }
+        if let coordinatorBind { options += ["--coordinator-bind", coordinatorBind] }
+        if let metricsBind { options += ["--metrics-bind", metricsBind] }
         // Local hosts' workers run beside the coordinator, on the first node, inside the allocation.
         let script = SlurmBatchScript(settings: slurm, workers: host.workerCount, executable: executable, spec: absolute(spec),
                                       runDirectory: runDirectory, workingDirectory: cwd, launchOptions: options)
