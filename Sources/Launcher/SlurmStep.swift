@@ -13,9 +13,11 @@ public final class SlurmStep: @unchecked Sendable {
     private let lock = NSLock()
     /// `JOB.STEP`, once squeue listed it.
     private var resolved: String?
-    /// An adopted step's last squeue answer, and when it was asked (asked at most every second).
+    /// An adopted step's last squeue answer, and when it was asked (at most every `pollSeconds`: a site's
+    /// slurmctld answers every user's squeue).
     private var listed = true
     private var checked = Date.distantPast
+    static let pollSeconds = 5.0
 
     init(jobID: String, name: String, srun: Foundation.Process?) {
         self.jobID = jobID
@@ -33,9 +35,12 @@ public final class SlurmStep: @unchecked Sendable {
         return id
     }
 
-    var isRunning: Bool {
+    var isRunning: Bool { running(maxAge: SlurmStep.pollSeconds) }
+
+    /// Whether it runs, by an squeue answer at most `maxAge` seconds old (srun's state, when started here).
+    private func running(maxAge: Double) -> Bool {
         if let srun { return srun.isRunning }
-        let stale = lock.withLock { Date().timeIntervalSince(checked) > 1 }
+        let stale = lock.withLock { Date().timeIntervalSince(checked) >= maxAge }
         if stale {
             let now = Slurm.steps(ofJob: jobID).contains { $0.name == name }
             lock.withLock { listed = now; checked = Date() }
@@ -51,6 +56,6 @@ public final class SlurmStep: @unchecked Sendable {
 
     func waitUntilExit() {
         if let srun { srun.waitUntilExit(); return }
-        while isRunning { Thread.sleep(forTimeInterval: 0.2) }
+        while running(maxAge: 0) { Thread.sleep(forTimeInterval: 0.5) }
     }
 }
