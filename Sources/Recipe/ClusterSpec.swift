@@ -376,9 +376,11 @@ public struct ClusterSpec: Sendable, Equatable {
                 for other in ["address", "namespace"] where h[other] != nil {
                     throw Invalid(key: "\(key).\(other)", reason: "a slurm host's workers run where Slurm places them: give no \(other)")
                 }
-                slurm = try slurmSettings(value, key: "\(key).slurm")
+                // The scalars as written: YAML 1.1 reads `time: 2:00:00` as the number 7200 (base 60).
+                let written = (try? Yams.compose(yaml: text))?["hosts"]?[i]?["slurm"]
+                slurm = try slurmSettings(value, key: "\(key).slurm") { written?[$0]?.scalar?.string }
             }
-            guard name.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" || $0 == "." }) else {
+            guard name.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" || $0 == ".") }) else {
                 throw Invalid(key: "\(key).name", reason: "expected letters, digits, '-', '_' or '.' (it is part of the workers' ids), got \(describe(name))")
             }
             hosts.append(Host(name: name, address: address, workers: workers, executable: h["executable"] as? String,
@@ -1033,14 +1035,18 @@ public struct ClusterSpec: Sendable, Equatable {
 
     /// A YAML value as an error message shows it (strings quoted).
     /// A host's `slurm:` mapping.
-    static func slurmSettings(_ value: Any, key: String) throws -> SlurmSettings {
+    /// `written` gives a key's scalar as the text has it.
+    static func slurmSettings(_ value: Any, key: String, written: (String) -> String? = { _ in nil }) throws -> SlurmSettings {
         let args = try arguments(value, key: key, known: ["partition", "nodes", "ntasks_per_node", "cpus_per_task", "mem", "time", "account",
                                                           "qos", "constraint", "extra_args"])
         var settings = SlurmSettings()
         func text(_ name: String) throws -> String? {
             guard let value = args[name] else { return nil }
-            // Slurm takes numbers here too (mem: 4096 is MB, time: 30 is minutes).
-            if let n = value as? Int, n > 0, ["mem", "time"].contains(name) { return "\(n)" }
+            // Slurm takes numbers here too (mem: 4096 is MB, time: 30 is minutes); `2:00:00` as written.
+            if value is Int, ["mem", "time"].contains(name), let text = written(name), !text.isEmpty,
+               !text.contains(where: { $0.isWhitespace }), !text.hasPrefix("-") {
+                return text
+            }
             guard let text = value as? String, !text.isEmpty, !text.contains(where: { $0.isWhitespace }) else {
                 throw Invalid(key: "\(key).\(name)", reason: "expected a word in Slurm's syntax, got \(describe(value))")
             }

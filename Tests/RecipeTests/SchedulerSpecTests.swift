@@ -41,6 +41,13 @@ import Testing
         #expect(plain.hosts[0].slurm?.memory == "4096" && plain.hosts[0].slurm?.time == "30")
         #expect(plain.hosts[0].slurm?.extraArguments == ["--exclusive", "--gres=none"])
         #expect(plain.hosts[0].slurm?.nodes == 1 && plain.hosts[0].slurm?.cpusPerTask == 1)
+        // Unquoted, YAML 1.1 reads 2:00:00 as 7200 (base 60): the time is taken as written.
+        let clock = try SchedulerSpecTests.spec("""
+          - name: c
+            slurm: {time: 2:00:00, mem: 0}
+            workers: {generator: 1}
+        """)
+        #expect(clock.hosts[0].slurm?.time == "2:00:00" && clock.hosts[0].slurm?.memory == "0")
     }
 
     @Test func badSlurmHostsAreRefusedNamingTheKey() throws {
