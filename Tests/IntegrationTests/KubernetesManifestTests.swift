@@ -28,16 +28,8 @@ import Yams
         let validator = try #require(KubernetesManifestTests.validator, "kubernetes-validate not found: run scripts/bootstrap (it installs it in .venv-tools)")
         let files = try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasSuffix(".yaml") }.sorted().map { dir + "/" + $0 }
         #expect(files.count >= 6)
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: validator)
-        process.arguments = ["--strict"] + files
-        let out = Pipe()
-        process.standardOutput = out
-        process.standardError = out
-        try process.run()
-        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        #expect(process.terminationStatus == 0, "\(text)")
+        let (status, text) = TestKit.run(validator, ["--strict"] + files)
+        #expect(status == 0, "\(text)")
         #expect(text.components(separatedBy: " passed for resource ").count - 1 == files.count, "\(text)")
     }
 

@@ -30,22 +30,7 @@ public enum LocalSlurm {
     /// Runs a Slurm client command (`squeue`, `scancel`, ...) or a script; its status and output.
     @discardableResult
     public static func run(_ command: String, _ arguments: [String]) -> (status: Int32, output: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: command.hasPrefix("/") ? command : "/usr/bin/" + command)
-        process.arguments = arguments
-        // Output to a file, not a pipe: a daemon the command starts may keep a pipe open for ever.
-        let path = NSTemporaryDirectory() + "local-slurm-\(UUID().uuidString).out"
-        defer { try? FileManager.default.removeItem(atPath: path) }
-        guard FileManager.default.createFile(atPath: path, contents: nil), let output = FileHandle(forWritingAtPath: path) else {
-            return (127, "cannot write \(path)")
-        }
-        process.standardOutput = output
-        process.standardError = output
-        process.standardInput = FileHandle.nullDevice
-        do { try process.run() } catch { return (127, "\(error)") }
-        process.waitUntilExit()
-        try? output.close()
-        return (process.terminationStatus, (try? String(contentsOfFile: path, encoding: .utf8)) ?? "")
+        TestKit.run(command.hasPrefix("/") ? command : "/usr/bin/" + command, arguments)
     }
 
     /// The steps of the cluster's jobs now: (`JOB.STEP`, step name).

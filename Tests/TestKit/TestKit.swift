@@ -33,6 +33,28 @@ public enum TestKit {
         return p
     }
 
+    /// Runs the program at `path` with `arguments` to its end; its status and output (standard output and
+    /// error together). The output goes through a file, not a pipe: a daemon the program starts may keep
+    /// a pipe open for ever.
+    @discardableResult
+    public static func run(_ path: String, _ arguments: [String]) -> (status: Int32, output: String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: path)
+        process.arguments = arguments
+        let file = NSTemporaryDirectory() + "testkit-run-\(UUID().uuidString).out"
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        guard FileManager.default.createFile(atPath: file, contents: nil), let output = FileHandle(forWritingAtPath: file) else {
+            return (127, "cannot write \(file)")
+        }
+        process.standardOutput = output
+        process.standardError = output
+        process.standardInput = FileHandle.nullDevice
+        do { try process.run() } catch { return (127, "\(error)") }
+        process.waitUntilExit()
+        try? output.close()
+        return (process.terminationStatus, (try? String(contentsOfFile: file, encoding: .utf8)) ?? "")
+    }
+
     /// Polls `condition` every 50 ms for up to `seconds`; whether it came to hold.
     public static func waitFor(_ seconds: Double, _ condition: () -> Bool) -> Bool {
         let deadline = Date().addingTimeInterval(seconds)
