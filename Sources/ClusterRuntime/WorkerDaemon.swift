@@ -270,7 +270,10 @@ public final class WorkerDaemon: @unchecked Sendable {
                 return
             }
             let actorSystem = actorSystem
-            Task { [self] in
+            // Started on the poll loop, never the global pool: a process whose cooperative threads are
+            // all blocked (a synchronous caller waiting for this very answer, as an in-process
+            // coordinator's plan is) must still answer. The actor's work itself runs on its own executor.
+            Task(executorPreference: loop) { [self] in
                 var answer = await actorSystem.answer(message)
                 answer.sender = settings.workerID
                 answer.epoch = admitted.epoch

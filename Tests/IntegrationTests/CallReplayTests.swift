@@ -46,4 +46,37 @@ import Workers
         #expect(try second.train(batch).policyVersion == 2)
         #expect(service.policyVersion == 2)
     }
+
+    /// A worker in the coordinator's process answers while every thread of the cooperative pool is
+    /// blocked (as synchronous callers of `Coordinator.fanOut` block theirs): its calls start on its poll
+    /// loop and run on its actor's executor, never waiting for a pool thread. Before, such a call waited
+    /// out its 600 s timeout on a 2-core machine.
+    @Test func aWorkerAnswersWhileTheCooperativePoolIsBlocked() throws {
+        let loop = try PollLoop()
+        defer { loop.shutdown() }
+        let service = try LearnerService(weights: try Checkpoint.read(path: RoleProcessTests.checkpoint).weights, serving: WeightServing(loop: loop, bind: "tcp://127.0.0.1:*", host: "127.0.0.1"))
+        var settings = Coordinator.Settings(bind: "tcp://127.0.0.1:*")
+        settings.membership.heartbeatIntervalMilliseconds = 100
+        let coordinator = try Coordinator(settings: settings)
+        defer { coordinator.shutdown() }
+        let daemon = try WorkerDaemon(settings: .init(role: .learner, workerID: "learner-0", coordinator: coordinator.endpoint), service: service)
+        defer { daemon.shutdown() }
+        try daemon.waitForRegistration()
+        #expect(TestKit.waitFor(10) { coordinator.workers().contains { $0.health == .healthy } })
+
+        // Occupy every pool thread this test does not already hold (those other tests hold stay held:
+        // the blockers then wait in the pool's queue, which is as full).
+        let width = ProcessInfo.processInfo.activeProcessorCount
+        let started = DispatchSemaphore(value: 0), release = DispatchSemaphore(value: 0)
+        for _ in 0..<width { Task { started.signal(); release.wait() } }
+        defer { for _ in 0..<width { release.signal() } }
+        var blocked = 0
+        while blocked < width - 1, started.wait(timeout: .now() + 2) == .success { blocked += 1 }
+
+        var batch = TrainBatch(kind: .sft)
+        batch.sequences = [TokenSequence(id: 0, prompt: [1, 30, 31], response: [32, 33, 34, 2])]
+        batch.learningRate = 3e-3
+        coordinator.beginStep(0)
+        #expect(try coordinator.train(batch, timeoutSeconds: 30).policyVersion == 1)
+    }
 }
