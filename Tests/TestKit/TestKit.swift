@@ -35,9 +35,12 @@ public enum TestKit {
 
     /// Runs the program at `path` with `arguments` to its end; its status and output (standard output and
     /// error together). The output goes through a file, not a pipe: a daemon the program starts may keep
-    /// a pipe open for ever.
+    /// a pipe open for ever. A program still running after `timeoutSeconds` (or whose end Foundation
+    /// cannot see: it learns of a child's exit when every holder of a socket the child inherits has closed
+    /// it, daemons the child started included) is signalled and reported as status 124, so a test fails
+    /// with what it ran instead of waiting for ever.
     @discardableResult
-    public static func run(_ path: String, _ arguments: [String]) -> (status: Int32, output: String) {
+    public static func run(_ path: String, _ arguments: [String], timeoutSeconds: Double = 300) -> (status: Int32, output: String) {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: path)
         process.arguments = arguments
@@ -50,9 +53,14 @@ public enum TestKit {
         process.standardError = output
         process.standardInput = FileHandle.nullDevice
         do { try process.run() } catch { return (127, "\(error)") }
-        process.waitUntilExit()
+        let ended = waitFor(timeoutSeconds) { !process.isRunning }
         try? output.close()
-        return (process.terminationStatus, (try? String(contentsOfFile: file, encoding: .utf8)) ?? "")
+        let text = (try? String(contentsOfFile: file, encoding: .utf8)) ?? ""
+        guard ended else {
+            process.terminate()
+            return (124, "\(path) \(arguments.joined(separator: " ")) did not end within \(Int(timeoutSeconds)) s; its output: \(text)")
+        }
+        return (process.terminationStatus, text)
     }
 
     /// Polls `condition` every 50 ms for up to `seconds`; whether it came to hold.
