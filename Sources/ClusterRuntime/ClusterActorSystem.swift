@@ -266,17 +266,32 @@ public final class ClusterActorSystem: DistributedActorSystem, @unchecked Sendab
             return try await router.route(OutgoingCall(actor: id, target: target, arguments: arguments))
         }
         let (socket, needsHandshake) = try connection(to: id.endpoint)
-        if needsHandshake {
-            var hello = Rlhf_V1_Register()
-            hello.protocolVersion = ProtocolVersion.current
-            hello.buildHash = buildHash
-            hello.role = .unspecified
-            _ = try await exchange(socket, endpoint: id.endpoint, actor: "", target: ClusterActorSystem.handshakeTarget,
-                                   arguments: [try hello.wirePayload()])
-            pending.withLock { _ = $0.shaken.insert(id.endpoint) }
+        if needsHandshake { try await handshake(socket, endpoint: id.endpoint) }
+        do {
+            return try await exchange(socket, endpoint: id.endpoint, actor: id.name, target: target, arguments: arguments)
+        } catch let RemoteCallError.remote(code, message) where code == .versionMismatch && message.hasPrefix(ClusterActorSystem.noHandshake) {
+            // The connection was made anew under the socket (ZeroMQ reconnects after a cut link or missed
+            // heartbeats, and the peer sees a new identity): the peer refused the call unrun, so shake
+            // hands again and send it once more.
+            try await handshake(socket, endpoint: id.endpoint)
+            return try await exchange(socket, endpoint: id.endpoint, actor: id.name, target: target, arguments: arguments)
         }
-        return try await exchange(socket, endpoint: id.endpoint, actor: id.name, target: target, arguments: arguments)
     }
+
+    /// The first call on a connection: this process's protocol version and build, which the peer checks
+    /// before it serves anything else from the connection.
+    private func handshake(_ socket: PollLoop.SocketID, endpoint: String) async throws {
+        var hello = Rlhf_V1_Register()
+        hello.protocolVersion = ProtocolVersion.current
+        hello.buildHash = buildHash
+        hello.role = .unspecified
+        _ = try await exchange(socket, endpoint: endpoint, actor: "", target: ClusterActorSystem.handshakeTarget,
+                               arguments: [try hello.wirePayload()])
+        pending.withLock { _ = $0.shaken.insert(endpoint) }
+    }
+
+    /// How a peer's refusal of a call on a connection that made no handshake begins.
+    static let noHandshake = "no handshake on this connection"
 
     /// A REMOTE_CALL message for `actor`'s `target` with `arguments`: their bodies in the call, their
     /// tensors as frames named `argument-index/name`.
@@ -446,7 +461,7 @@ public final class ClusterActorSystem: DistributedActorSystem, @unchecked Sendab
         }
         guard pending.withLock({ $0.trustedPeers.contains(peer) }) else {
             send(to: peer, ClusterActorSystem.reply(message.requestID, .error(Self.error(
-                .versionMismatch, "no handshake on this connection: call \(ClusterActorSystem.handshakeTarget) first", message.requestID))))
+                .versionMismatch, "\(ClusterActorSystem.noHandshake): call \(ClusterActorSystem.handshakeTarget) first", message.requestID))))
             return
         }
         // Served on the poll loop itself (no hop to the global pool, which a blocked caller may hold):

@@ -115,6 +115,25 @@ distributed actor Echo {
         #expect(status.round == 3 && status.step == 9)
         #expect(try await control.ping(Ping(sender: "probe")) == Ping(sender: "probe"))
     }
+
+    /// A client whose connection is made anew under its socket (here: the coordinator restarted on the
+    /// same endpoint, which knows no handshake of it) shakes hands again instead of failing every
+    /// later call with "no handshake on this connection".
+    @Test func aClientShakesHandsAgainWithARestartedPeer() async throws {
+        var settings = Coordinator.Settings(bind: "tcp://127.0.0.1:*")
+        settings.buildHash = "test-build"
+        let first = try Coordinator(settings: settings)
+        let client = try ClusterActorSystem(bind: nil, buildHash: "test-build")
+        defer { client.shutdown() }
+        let control = try CoordinatorControl.resolve(id: CoordinatorControl.address(at: first.endpoint), using: client)
+        #expect(try await control.ping(Ping(sender: "before")) == Ping(sender: "before"))
+        first.shutdown()
+        settings.bind = first.endpoint
+        let second = try Coordinator(settings: settings)
+        defer { second.shutdown() }
+        second.setProgress(PlanStage(.retrain, round: "V2", subject: "safety-model"), round: 3, step: 9)
+        #expect(try await control.status().step == 9)
+    }
 }
 
 extension RemoteCallError {
