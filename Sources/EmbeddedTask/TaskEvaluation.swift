@@ -74,10 +74,8 @@ public enum TaskEvaluation {
                                                   seed: settings.seed &+ UInt64(i), stream: UInt64(sample), stopToken: tokenizer.eosId))
             }
         }
-        var results: [GenerationResult] = []
-        for start in stride(from: 0, to: requests.count, by: max(1, settings.batchSize)) {
-            results += try generator.generate(batch: Array(requests[start ..< min(requests.count, start + settings.batchSize)]))
-        }
+        // Continuous batching over batchSize slots: a finished answer's slot takes the next request.
+        let results = try generator.generate(batch: requests, slots: max(1, settings.batchSize))
         var out: [(String, Int)] = []
         for i in prompts.indices {
             let samples = Array(results[(i * k) ..< ((i + 1) * k)])

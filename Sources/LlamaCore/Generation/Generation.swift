@@ -104,66 +104,110 @@ public final class TextGenerator {
         return result
     }
 
-    /// Generates every request together: each distinct prompt is prefilled once (its cache copied to
-    /// the requests that share it), then all unfinished sequences advance one token per batched decode
-    /// step. Results come back in request order. Each sequence uses its own RNG stream, so its sample
-    /// does not depend on the rest of the batch.
-    /// `onStep(tokens)` is called after each decode step with the tokens it produced (progress reports).
-    public func generate(batch requests: [GenerationRequest], onStep: ((Int) -> Void)? = nil) throws -> [GenerationResult] {
+    /// Generates every request with continuous batching over `slots` decode slots (nil: one per
+    /// request, all at once): requests are admitted in order into free slots, each distinct prompt is
+    /// prefilled once (the requests that share it get a copy of its cache), and every decode step
+    /// advances all occupied slots by one token. A slot whose sequence ends (its stop token, its length,
+    /// the context) takes the next queued request before the next step, so a batch never waits for its
+    /// longest member. Each sequence has its own sampler and RNG stream, and batched decode gives a row
+    /// the same logits whatever shares its step, so a request's result does not depend on `slots` or
+    /// on the other requests. Results come back in request order.
+    /// `onStep(tokens)` is called after each decode step (and after the first tokens of newly
+    /// admitted requests) with the number of tokens it produced (progress reports).
+    public func generate(batch requests: [GenerationRequest], slots: Int? = nil, onStep: ((Int) -> Void)? = nil) throws -> [GenerationResult] {
         for request in requests { try validate(request) }
+        if let slots, slots < 1 { throw LlamaError.invalidInput("continuous batching needs at least 1 slot, got \(slots)") }
         let n = requests.count
+        let width = max(1, min(slots ?? n, n))
         var samplers = try requests.map { try Sampler(settings: $0.sampling) }
         var rngs = requests.map { SeededGenerator(seed: $0.seed, stream: $0.stream) }
         var results = requests.map {
             GenerationResult(promptIds: $0.promptIds, ids: [], logProbs: [], samplingLogProbs: [], finishReason: .maxTokens)
         }
-        while spareCaches.count < n { spareCaches.append(transformer.makeCache()) }
-        let caches = Array(spareCaches[..<n])
-        for cache in caches { cache.reset() }
-        var firstLogits = [[Float]](repeating: [], count: n)
-        var prefilled: [[Int32]: Int] = [:]
-        for (i, request) in requests.enumerated() where request.maxNewTokens > 0 {
-            if let j = prefilled[request.promptIds] {
-                caches[i].copy(from: caches[j])
-                firstLogits[i] = firstLogits[j]
-            } else {
-                firstLogits[i] = try transformer.prefill(request.promptIds, cache: caches[i]).row(0)
-                prefilled[request.promptIds] = i
-            }
-        }
+        guard n > 0 else { return results }
+        while spareCaches.count < width { spareCaches.append(transformer.makeCache()) }
+        let slotCaches = Array(spareCaches[..<width])
+        var freeSlots = Array((0..<width).reversed())
+        var slotOf = [Int](repeating: -1, count: n)
+        // A prompt's prefilled cache and first logits, kept while requests of it are still queued.
+        var waiting: [[Int32]: Int] = [:]
+        for request in requests where request.maxNewTokens > 0 { waiting[request.promptIds, default: 0] += 1 }
+        var prefilled: [[Int32]: (cache: KVCache, logits: [Float])] = [:]
+        // Caches past the slots' serve as prompt templates (kept for the next call, as the slots' are).
+        var spareTemplates = Array(spareCaches[width...])
+
+        var next = 0
         var active: [Int] = []
         var nextTokens: [Int32] = []
+        /// Records `token` for request `i`; a sequence that goes on is queued for the next step, one that
+        /// ends frees its slot.
         func accept(_ i: Int, _ token: SampledToken) {
             results[i].ids.append(token.id)
             results[i].logProbs.append(token.logProb)
             results[i].samplingLogProbs.append(token.samplingLogProb)
+            let cache = slotCaches[slotOf[i]]
             if token.id == requests[i].stopToken {
                 results[i].finishReason = .endOfSequence
             } else if results[i].ids.count >= requests[i].maxNewTokens {
                 results[i].finishReason = .maxTokens
-            } else if caches[i].length >= transformer.config.seqLen {
+            } else if cache.length >= transformer.config.seqLen {
                 results[i].finishReason = .contextFull
             } else {
                 active.append(i)
                 nextTokens.append(token.id)
+                return
             }
+            freeSlots.append(slotOf[i])
         }
-        var first = 0
-        for i in 0..<n where requests[i].maxNewTokens > 0 {
-            let token = firstLogits[i].withUnsafeBufferPointer { samplers[i].sample($0, rng: &rngs[i]) }
-            accept(i, token)
-            first += 1
+        /// Fills free slots from the queue: prefill (or a copy of the prompt's prefilled cache) and the
+        /// first token.
+        func admit() throws {
+            var drawn = 0
+            while next < n, let slot = freeSlots.last {
+                let i = next, request = requests[i]
+                next += 1
+                guard request.maxNewTokens > 0 else { continue }
+                freeSlots.removeLast()
+                slotOf[i] = slot
+                let cache = slotCaches[slot]
+                let prompt = request.promptIds
+                let logits: [Float]
+                if let shared = prefilled[prompt] {
+                    cache.copy(from: shared.cache)
+                    logits = shared.logits
+                } else {
+                    cache.reset()
+                    logits = try transformer.prefill(prompt, cache: cache).row(0)
+                    if waiting[prompt, default: 0] > 1 {
+                        let template = spareTemplates.popLast() ?? {
+                            let fresh = transformer.makeCache()
+                            spareCaches.append(fresh)
+                            return fresh
+                        }()
+                        template.copy(from: cache)
+                        prefilled[prompt] = (template, logits)
+                    }
+                }
+                waiting[prompt, default: 0] -= 1
+                if waiting[prompt] == 0, let done = prefilled.removeValue(forKey: prompt) { spareTemplates.append(done.cache) }
+                let token = logits.withUnsafeBufferPointer { samplers[i].sample($0, rng: &rngs[i]) }
+                accept(i, token)
+                drawn += 1
+            }
+            if drawn > 0 { onStep?(drawn) }
         }
-        if first > 0 { onStep?(first) }
+
+        try admit()
         while !active.isEmpty {
             let stepIndices = active, stepTokens = nextTokens
             active.removeAll(keepingCapacity: true)
             nextTokens.removeAll(keepingCapacity: true)
-            let logits = try transformer.decode(stepTokens, caches: stepIndices.map { caches[$0] })
+            let logits = try transformer.decode(stepTokens, caches: stepIndices.map { slotCaches[slotOf[$0]] })
             let drawn = Sampler.sample(logits, sequences: stepIndices, samplers: &samplers, rngs: &rngs,
                                        pool: transformer.pool)
             for (row, i) in stepIndices.enumerated() { accept(i, drawn[row]) }
             onStep?(stepIndices.count)
+            try admit()
         }
         return results
     }

@@ -51,6 +51,13 @@ extension Kernels {
             var b = 0
             while b < m {
                 let valid = min(4, m - b)
+                if valid == 1 {
+                    // A lone row (batch-1 decode, a batch's last row): 4 accumulators instead of a tile
+                    // whose other 12 multiply rows that are not stored. Each sum runs over k in the same
+                    // order, so a row gets the same bits in either.
+                    matmulPanelsRow(c + b * ldc + f0, x + b * k, p0, p1, p2, p3, k: k, width: width, accumulate: accumulate)
+                    break
+                }
                 // Rows past m reuse row b (their results are not stored).
                 let x0 = x + b * k
                 let x1 = valid > 1 ? x0 + k : x0, x2 = valid > 2 ? x0 + 2 * k : x0, x3 = valid > 3 ? x0 + 3 * k : x0
@@ -91,6 +98,35 @@ extension Kernels {
                 b += 4
             }
             j += 4
+        }
+    }
+
+    /// One row of `matmulPanels`'s tile: `c[f] = sum_k x[k] W[f0 + f, k]` for `f < width` (49 to 64) of
+    /// the four panels `p0..p3`, summed over k in order.
+    @inline(__always)
+    static func matmulPanelsRow(_ c: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>,
+                                _ p0: UnsafePointer<Float>, _ p1: UnsafePointer<Float>, _ p2: UnsafePointer<Float>,
+                                _ p3: UnsafePointer<Float>, k: Int, width: Int, accumulate: Bool) {
+        var a0 = Vec(), a1 = Vec(), a2 = Vec(), a3 = Vec()
+        for kk in 0..<k {
+            let o = kk * 16
+            let s = Vec(repeating: x[kk])
+            a0.addProduct(s, load(p0, o)); a1.addProduct(s, load(p1, o))
+            a2.addProduct(s, load(p2, o)); a3.addProduct(s, load(p3, o))
+        }
+        if width == 64 {
+            if accumulate {
+                let d = UnsafePointer(c)
+                store(a0 + load(d, 0), c, 0); store(a1 + load(d, 16), c, 16)
+                store(a2 + load(d, 32), c, 32); store(a3 + load(d, 48), c, 48)
+            } else {
+                store(a0, c, 0); store(a1, c, 16); store(a2, c, 32); store(a3, c, 48)
+            }
+        } else {
+            for f in 0..<width {
+                let v = f < 16 ? a0 : f < 32 ? a1 : f < 48 ? a2 : a3
+                c[f] = v[f & 15] + (accumulate ? c[f] : 0)
+            }
         }
     }
 

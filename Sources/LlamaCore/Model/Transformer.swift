@@ -74,7 +74,10 @@ public final class Transformer {
     }
 
     /// Appends `tokens[b]` to `caches[b]` for each of `B` sequences (each at its own length) in one
-    /// pass and returns their logits `(B, V)`.
+    /// pass and returns their logits `(B, V)`. A row's logits are the same bits whatever rows share the
+    /// pass, and however many (every product runs the panel kernels, which sum each feature over k in
+    /// one order): a sequence samples the same tokens in any batch or slot of a continuous batch.
+    /// (A model loaded without `batchedDecode` has no panels and gives this up.)
     public func decode(_ tokens: [Int32], caches: [KVCache]) throws -> Logits {
         guard tokens.count == caches.count, !tokens.isEmpty else {
             throw LlamaError.invalidInput("batched decode needs one token per cache, got \(tokens.count) tokens for \(caches.count) caches")
@@ -87,7 +90,7 @@ public final class Transformer {
             try checkRoom(cache, adding: 1)
         }
         let logits = try forward(tokens: tokens, caches: caches, positions: caches.map(\.length),
-                                 logitRows: Array(0..<tokens.count))
+                                 logitRows: Array(0..<tokens.count), rowInvariant: true)
         for cache in caches { cache.length += 1 }
         return logits
     }
@@ -104,7 +107,8 @@ public final class Transformer {
     /// Runs `R` token rows; row `r` is token `tokens[r]` at `positions[r]` of `caches[r]`. Keys and
     /// values of every row are written before attention, so rows of one cache at consecutive positions
     /// (a prompt) attend causally to each other. Logits are computed for `logitRows` only.
-    func forward(tokens: [Int32], caches: [KVCache], positions: [Int], logitRows: [Int]) throws -> Logits {
+    /// With `rowInvariant`, every product goes through the panel kernels, whatever the number of rows.
+    func forward(tokens: [Int32], caches: [KVCache], positions: [Int], logitRows: [Int], rowInvariant: Bool = false) throws -> Logits {
         let c = config
         for token in tokens where token < 0 || Int(token) >= c.vocabSize {
             throw LlamaError.invalidInput("token id \(token) outside the vocabulary 0..<\(c.vocabSize)")
@@ -136,7 +140,7 @@ public final class Transformer {
             let rmsAtt = w + layout.offset(.rmsAttention, layer: l)
             for r in 0..<rows { Kernels.rmsnorm(xb + r * D, x + r * D, rmsAtt, D, eps: c.normEps) }
             project([Projection(.wq, l, xb, q, D, D), Projection(.wk, l, xb, k, KVD, D),
-                     Projection(.wv, l, xb, v, KVD, D)], rows: rows)
+                     Projection(.wv, l, xb, v, KVD, D)], rows: rows, rowInvariant: rowInvariant)
             for r in 0..<rows {
                 let table = positions[r] * half
                 Kernels.rope(q + r * D, heads: c.nHeads, hs: hs, cos: ropeCos + table, sin: ropeSin + table)
@@ -147,23 +151,24 @@ public final class Transformer {
             }
             attention(layer: l, rows: rows, caches: caches, positions: positions)
             // Residual connections are fused: the projections add straight into x.
-            project([Projection(.wo, l, att, x, D, D, accumulate: true)], rows: rows)
+            project([Projection(.wo, l, att, x, D, D, accumulate: true)], rows: rows, rowInvariant: rowInvariant)
 
             let rmsFFN = w + layout.offset(.rmsFFN, layer: l)
             for r in 0..<rows { Kernels.rmsnorm(xb + r * D, x + r * D, rmsFFN, D, eps: c.normEps) }
-            project([Projection(.w1, l, xb, h1, H, D), Projection(.w3, l, xb, h3, H, D)], rows: rows) { features in
+            project([Projection(.w1, l, xb, h1, H, D), Projection(.w3, l, xb, h3, H, D)], rows: rows, rowInvariant: rowInvariant) { features in
                 // Each thread gates the hidden features it just computed.
                 for r in 0..<rows {
                     Kernels.swiglu(h1 + r * H + features.lowerBound, h3 + r * H + features.lowerBound, features.count)
                 }
             }
-            project([Projection(.w2, l, h1, x, D, H, accumulate: true)], rows: rows)
+            project([Projection(.w2, l, h1, x, D, H, accumulate: true)], rows: rows, rowInvariant: rowInvariant)
         }
         let rmsFinal = w + layout.offset(.rmsFinal)
         for (i, r) in logitRows.enumerated() {
             Kernels.rmsnorm(xb + i * D, x + r * D, rmsFinal, D, eps: c.normEps)
         }
-        project([Projection(.classifier, 0, xb, ws.logits.baseAddress, c.vocabSize, D)], rows: logitRows.count)
+        project([Projection(.classifier, 0, xb, ws.logits.baseAddress, c.vocabSize, D)], rows: logitRows.count,
+                rowInvariant: rowInvariant)
         return Logits(rows: logitRows.count, vocabSize: c.vocabSize, buffer: ws.logits)
     }
 
@@ -230,17 +235,18 @@ public final class Transformer {
     }
 
     /// Runs `jobs` (which share nothing but the pool) in one parallel region, each split by output
-    /// features. One row: matrix-vector kernels (bfloat16 where the model has it); more: sgemm.
+    /// features. One row: matrix-vector kernels (bfloat16 where the model has it); 2 to 64 rows: the
+    /// panel kernels; more: sgemm. `rowInvariant` takes the panel kernels for any number of rows.
     ///
     /// `epilogue(features)` runs on each thread after its share of every job, with that share's
     /// feature range (the same for jobs of equal width): element-wise work on fresh outputs stays on the
     /// thread that wrote them.
-    private func project(_ jobs: [Projection], rows: Int, epilogue: ((Range<Int>) -> Void)? = nil) {
+    private func project(_ jobs: [Projection], rows: Int, rowInvariant: Bool = false, epilogue: ((Range<Int>) -> Void)? = nil) {
         guard rows > 0 else { return }
         let layout = model.weights.layout
         let w = model.weights.storage.baseAddress
         let threads = pool.threadCount
-        if rows == 1 {
+        if rows == 1 && !(rowInvariant && model.panels != nil) {
             let xPerm = workspace.xPerm.baseAddress
             // Jobs of one region share their input (q/k/v, w1/w3), so it is rearranged once.
             var prepared: UnsafeMutablePointer<Float>? = nil
@@ -276,7 +282,7 @@ public final class Transformer {
                 }
                 epilogue?(ComputePool.share(of: jobs[0].outFeatures, thread: t, threads: threads, grain: 16))
             }
-        } else if rows <= Transformer.panelRowLimit, let panels = model.panels {
+        } else if rows <= Transformer.panelRowLimit || rowInvariant, let panels = model.panels {
             let packed = panels.baseAddress
             pool.run { t in
                 for job in jobs {
