@@ -5,8 +5,9 @@ import LlamaCore
 import Synchronization
 import Wire
 
-/// The generator role's compute: K samples of each prompt with batched decode, with the sampled ids'
-/// temperature-1 log-probabilities. `Generator` is its distributed actor.
+/// The generator role's compute: K samples of each prompt with continuous batching over a fixed number
+/// of decode slots, with the sampled ids' temperature-1 log-probabilities. `Generator` is its distributed
+/// actor.
 public final class GeneratorService: RoleService, @unchecked Sendable {
     private let held: VersionedModel<TextGenerator>
     private let pool: ComputePool
@@ -14,15 +15,23 @@ public final class GeneratorService: RoleService, @unchecked Sendable {
     private let steps = Atomic<Int>(0)
     /// Testing aid: after this many decode steps the compute hangs (the daemon stays up).
     private let faultHangAfterSteps: Int?
+    /// Sequences decoded at once: a slot whose answer ends takes the next queued sample.
+    public let decodeSlots: Int
 
-    /// A generator over `model` on `threads` threads. `faultHangAfterSteps` (tests only) makes its
-    /// compute hang for good after that many decode steps.
-    public init(model: LlamaModel, threads: Int = 1, policyVersion: UInt64 = 0, faultHangAfterSteps: Int? = nil) {
+    /// A generator over `model` on `threads` threads, decoding up to `decodeSlots` sequences at once
+    /// (each sample's tokens do not depend on it). `faultHangAfterSteps` (tests only) makes its compute
+    /// hang for good after that many decode steps.
+    public init(model: LlamaModel, threads: Int = 1, decodeSlots: Int = GeneratorService.defaultDecodeSlots, policyVersion: UInt64 = 0,
+                faultHangAfterSteps: Int? = nil) {
         self.faultHangAfterSteps = faultHangAfterSteps
+        self.decodeSlots = max(1, decodeSlots)
         pool = ComputePool(threads: threads)
         held = VersionedModel(TextGenerator(transformer: Transformer(model: model, pool: pool)), version: policyVersion,
                               checksum: model.weights.checksum)
     }
+
+    /// Decode slots by default: as many rows as the batched products' panel kernels are made for.
+    public static let defaultDecodeSlots = 64
 
     /// The policy version of the weights loaded.
     public var policyVersion: UInt64 { held.snapshot.version }
@@ -56,7 +65,7 @@ public final class GeneratorService: RoleService, @unchecked Sendable {
             throw LlamaError.invalidInput("policy version \(request.policyVersion) requested, this generator holds \(policyVersion)")
         }
         let start = Date()
-        let results = try generator.generate(batch: GeneratorService.requests(for: request)) { [self] produced in
+        let results = try generator.generate(batch: GeneratorService.requests(for: request), slots: decodeSlots) { [self] produced in
             // Progress per decode step: what tells the coordinator this generator is not hung.
             self.tokens.add(UInt64(produced), ordering: .relaxed)
             if let limit = faultHangAfterSteps, steps.add(1, ordering: .relaxed).newValue >= limit {

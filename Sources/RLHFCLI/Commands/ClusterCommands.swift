@@ -128,6 +128,8 @@ struct WorkerCommand: ParsableCommand {
     var threads: Int = 1
     @Option(help: "Sequences processed at once.")
     var capacity: Int = 16
+    @Option(help: "Generator: sequences decoded at once (continuous batching: a slot whose answer ends takes the next queued sample).")
+    var decodeSlots: Int = GeneratorService.defaultDecodeSlots
     @Option(help: "Model checkpoint the role serves (the policy for generator, learner and reference-policy; the trunk for the reward models).")
     var checkpoint: String?
     @Option(help: "Reward and safety models: the score head, JSON {\"weight\": [dim floats], \"bias\": b}. Without it the head is initialised from --seed (an untrained scorer).")
@@ -170,6 +172,7 @@ struct WorkerCommand: ParsableCommand {
         try OptionCheck.number(orphanTimeout, "--orphan-timeout", 0 ... 604_800)
         try OptionCheck.threads(threads)
         try OptionCheck.integer(capacity, "--capacity", 1 ... 65_536)
+        try OptionCheck.integer(decodeSlots, "--decode-slots", 1 ... 65_536)
         try OptionCheck.integer(restoreStep, "--restore-step", 0 ... 1_000_000)
         try OptionCheck.number(drainTimeout, "--drain-timeout", 0 ... 86_400)
         try OptionCheck.number(rewardTimeout, "--reward-timeout", 0 ... 86_400, openBelow: true)
@@ -246,7 +249,8 @@ struct WorkerCommand: ParsableCommand {
         let weights = try Checkpoint.read(path: checkpoint).weights
         switch role {
         case .generator:
-            return GeneratorService(model: LlamaModel(weights: weights), threads: threads, faultHangAfterSteps: faultHangAfterSteps)
+            return GeneratorService(model: LlamaModel(weights: weights), threads: threads, decodeSlots: decodeSlots,
+                                    faultHangAfterSteps: faultHangAfterSteps)
         case .rewardModel, .safetyModel:
             let scoreHead = try head.map { try RewardModelService.loadHead(path: $0) } ?? ScalarHead(dim: weights.config.dim, seed: seed)
             return try RewardModelService(kind: role == .safetyModel ? .safetyModel : .rewardModel, weights: weights, head: scoreHead,
