@@ -8,7 +8,7 @@ struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Benchmarks (figures and ratios against the named baselines, measured in one run).",
-        subcommands: [GenerateBench.self, TrainBench.self, TokenizeBench.self, LoadBench.self, TransportBench.self, FanoutBench.self]
+        subcommands: [GenerateBench.self, RolloutBench.self, TrainBench.self, TokenizeBench.self, LoadBench.self, TransportBench.self, FanoutBench.self]
     )
 }
 
@@ -71,6 +71,54 @@ struct GenerateBench: ParsableCommand {
     func run() throws {
         if let jsonOut { try OutputCheck.writable(jsonOut, option: "--json-out") }
         let benchmark = GenerateBenchmark(config: config, threads: try OptionCheck.threadList(threads), repeats: repeats, batch: batch, batchTokens: batchTokens, steps: steps, jsonOut: jsonOut, baselines: baselines.settings)
+        try bench { try benchmark.run() }
+    }
+}
+
+struct RolloutBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "rollout",
+        abstract: "Rollout sampling (K samples of each prompt, answers of varied length) with continuous batching against static batching of the same slots, interleaved in one run on the same random weights; both must sample the same tokens.",
+        discussion: """
+        Answer lengths are drawn as if EOS came with --eos-probability at every token (capped at \
+        --max-new-tokens), so a static batch waits for its longest member while continuous batching \
+        refills a slot as soon as its answer ends.
+        """
+    )
+    @Option(help: "Model shape: 15M, gqa or 110M.")
+    var config = "110M"
+    @Option(help: "Thread counts to measure, comma-separated.")
+    var threads = "2"
+    @Option(help: "Prompts of the round.")
+    var prompts = 64
+    @Option(help: "Samples per prompt (K).")
+    var samples = 4
+    @Option(help: "Longest answer, in new tokens.")
+    var maxNewTokens = 256
+    @Option(help: "Chance that a token ends its answer (answer lengths are geometric).")
+    var eosProbability = 1.0 / 128
+    @Option(help: "Decode slots (and the static batch size).")
+    var slots = 16
+    @Option(help: "Rounds per figure; the best is reported.")
+    var repeats = 1
+    @Option(help: "Write the figures as JSON to this file too.")
+    var jsonOut: String?
+
+    func validate() throws {
+        _ = try OptionCheck.threadList(threads)
+        do { _ = try benchConfig(config) } catch { throw ValidationError("\(error)") }
+        try OptionCheck.integer(prompts, "--prompts", 1 ... 1_000_000)
+        try OptionCheck.integer(samples, "--samples", 1 ... 1_024)
+        try OptionCheck.integer(maxNewTokens, "--max-new-tokens", 1 ... 1_000_000)
+        try OptionCheck.number(eosProbability, "--eos-probability", 0 ... 1, openBelow: true)
+        try OptionCheck.integer(slots, "--slots", 1 ... 4_096)
+        try OptionCheck.integer(repeats, "--repeats", 1 ... 1_000)
+    }
+
+    func run() throws {
+        if let jsonOut { try OutputCheck.writable(jsonOut, option: "--json-out") }
+        let benchmark = RolloutBenchmark(config: config, threads: try OptionCheck.threadList(threads), prompts: prompts, samples: samples,
+                                         maxNewTokens: maxNewTokens, eosProbability: eosProbability, slots: slots, repeats: repeats, jsonOut: jsonOut)
         try bench { try benchmark.run() }
     }
 }
