@@ -84,6 +84,11 @@ public final class ClusterLaunch {
             guard index < spec.plan.count else { return false }
             return spec.plan[index].isRLHF
         }
+        if !resuming, let available = WorkerMemory.availableBytes(), let config = try? Checkpoint.read(path: spec.checkpoint).weights.config,
+           let shortfall = spec.memoryShortfall(config: config, available: available) {
+            // Refused before anything starts (a resumed run's workers may already hold their memory).
+            throw Failure(message: shortfall)
+        }
         if !resuming { try journal.append(.run(specDigest: specDigest)) }
         // The run's identity, kept across resumes: its workers carry it, so that they join no other run.
         let runID = recovered.runID ?? ClusterLaunch.newRunID(directory: runDirectory)

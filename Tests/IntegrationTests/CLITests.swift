@@ -2,6 +2,7 @@ import Foundation
 import LlamaCore
 import Testing
 import TestKit
+import Workers
 
 /// Runs the built `rlhf` executable as a user would.
 @Suite struct CLITests {
@@ -212,6 +213,39 @@ import TestKit
         #expect(result.stdout.contains("all 3 workers registered and healthy"))
         #expect(result.stdout.contains("4 prompts x 2 samples -> 8 samples"))
         #expect(result.stdout.contains("stopped 3 workers and the coordinator"))
+    }
+
+    /// A spec whose workers cannot fit in this machine's memory is refused before anything starts: the
+    /// launch names each role's share, and no coordinator or worker ran (no worker log, no journal record).
+    @Test func aSpecThatCannotFitInMemoryIsRefusedBeforeAnythingStarts() throws {
+        let dir = NSTemporaryDirectory() + "launch-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        // A tiny model with a context of 2^20 tokens: its KV cache bound is 0.5 GB a sequence, 35 GB a
+        // generator with 64 slots; enough generators to exceed whatever this machine has.
+        let config = LlamaConfig(dim: 32, hiddenDim: 64, nLayers: 2, nHeads: 2, nKVHeads: 2, vocabSize: 64, seqLen: 1 << 20)
+        try Checkpoint.writeLegacy(ModelWeights.random(config: config, seed: 1), to: dir + "/long.bin")
+        let available = try #require(WorkerMemory.availableBytes())
+        let generators = available / WorkerMemory.estimate(role: .generator, config: config).bytes + 1
+        let spec = """
+        coordinator: tcp://127.0.0.1:*
+        hosts:
+          - name: here
+            address: local
+            workers: {generator: \(generators)}
+        model:
+          checkpoint: \(dir)/long.bin
+        plan:
+          - hold: {seconds: 1}
+        """
+        try spec.write(toFile: dir + "/spec.yaml", atomically: true, encoding: .utf8)
+        let result = try CLITests.rlhf(["launch", dir + "/spec.yaml", "--run-dir", dir + "/run"])
+        #expect(result.status != 0)
+        #expect(result.stderr.contains("the workers this spec starts on this machine need up to"), "\(result.stdout)\(result.stderr)")
+        #expect(result.stderr.contains("\(generators) generator x") && result.stderr.contains("KV cache (65 sequences)"))
+        #expect(!result.stdout.contains("coordinator listening"))
+        #expect(((try? FileManager.default.contentsOfDirectory(atPath: dir + "/run/logs")) ?? []).isEmpty)
+        #expect(((try? String(contentsOfFile: dir + "/run/journal.jsonl", encoding: .utf8)) ?? "").isEmpty)
     }
 
     /// Pids of processes whose command line contains `needle` (from /proc).

@@ -99,6 +99,14 @@ public final class LlamaModel: Sendable {
         self.init(weights: try Checkpoint.read(path: path).weights, precision: precision)
     }
 
+    /// Bytes of the panel-packed copies a model prepared for batched decode holds (`batchedDecode`).
+    public static func panelBytes(_ c: LlamaConfig) -> Int {
+        projectionTensors.reduce(0) { total, tensor in
+            let (n, k) = matrixShape(tensor, c)
+            return total + (tensor == .classifier ? 1 : c.nLayers) * Kernels.panelCount(n: n, k: k) * 4
+        }
+    }
+
     /// The matrices of the forward pass.
     static let projectionTensors: [ParameterTensor] = [.wq, .wk, .wv, .wo, .w1, .w2, .w3, .classifier]
 

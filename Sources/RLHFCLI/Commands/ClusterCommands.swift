@@ -210,7 +210,19 @@ struct WorkerCommand: ParsableCommand {
         do {
             // One poll loop for the process: the daemon's connection and, on a learner, its weight servers.
             let loop = try PollLoop()
-            daemon = try WorkerDaemon(settings: settings, service: try makeService(loop: loop), loop: loop)
+            let service = try makeService(loop: loop)
+            if let config = service?.modelConfig {
+                // What it holds, at most, against what the machine has.
+                let memory = WorkerMemory.estimate(role: role, config: config, decodeSlots: decodeSlots)
+                var logger = Logger(label: "rlhf.worker")
+                logger[metadataKey: "role"] = "\(role.rawValue)"
+                logger[metadataKey: "worker"] = "\(settings.workerID)"
+                logger.info("holds at most \(WorkerMemory.format(memory.bytes)): \(memory)", metadata: [
+                    "resident_now": "\(WorkerMemory.format(MemoryProbe.currentResidentBytes()))",
+                    "machine_available": "\(WorkerMemory.availableBytes().map(WorkerMemory.format) ?? "unknown")",
+                ])
+            }
+            daemon = try WorkerDaemon(settings: settings, service: service, loop: loop)
         } catch {
             throw cliFailure(error)
         }

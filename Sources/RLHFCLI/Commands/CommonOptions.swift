@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import LlamaCore
 import Recipe
+import Workers
 
 extension WeightPrecision: ExpressibleByArgument {}
 extension ChatFormat: ExpressibleByArgument {}
@@ -107,12 +108,7 @@ func parseIds(_ text: String) throws -> [Int32] {
 /// with the memory it would need, instead of an allocation failure partway.
 enum MemoryBudget {
     /// Bytes available now (nil where /proc/meminfo cannot be read).
-    static func available() -> Int? {
-        guard let text = try? String(contentsOfFile: "/proc/meminfo", encoding: .utf8),
-              let line = text.split(separator: "\n").first(where: { $0.hasPrefix("MemAvailable:") }),
-              let kilobytes = line.split(separator: " ").dropFirst().first.flatMap({ Int($0) }) else { return nil }
-        return kilobytes * 1024
-    }
+    static func available() -> Int? { WorkerMemory.availableBytes() }
 
     /// Throws when `bytes` (what `what` needs) exceed the memory available.
     static func check(_ bytes: Int, for what: String) throws {

@@ -1,0 +1,41 @@
+import ClusterRuntime
+import LlamaCore
+import Workers
+
+extension ClusterSpec {
+    /// What the plan asks of the learner beyond the policy: the reward models its steps train, and a
+    /// value model where a PPO step runs.
+    public var learnerLoad: WorkerMemory.LearnerLoad {
+        var rewardModels = Set<WorkerRole>()
+        var valueModel = false
+        for step in plan {
+            switch step {
+            case let .trainRewardModel(settings): rewardModels.insert(settings.model)
+            case .ppo: valueModel = true
+            case let .policyRound(settings) where settings.algorithm == .ppo: valueModel = true
+            default: break
+            }
+        }
+        return WorkerMemory.LearnerLoad(rewardModels: rewardModels.count, valueModel: valueModel)
+    }
+
+    /// What the workers the spec starts on this machine (its `address: local` hosts) hold at most, by role,
+    /// over a model of `config`: nil when that fits in `available` bytes, else why not, naming each role's
+    /// share and parts. Hosts elsewhere (ssh, Slurm, external) say at start-up what they hold.
+    public func memoryShortfall(config: LlamaConfig, available: Int, decodeSlots: Int = GeneratorService.defaultDecodeSlots) -> String? {
+        var counts: [WorkerRole: Int] = [:]
+        for host in hosts where host.isLocal {
+            for (role, count) in host.workers { counts[role, default: 0] += count }
+        }
+        let shares = counts.filter { $0.value > 0 }.sorted { $0.key.rawValue < $1.key.rawValue }.map { role, count in
+            (role: role, count: count, memory: WorkerMemory.estimate(role: role, config: config, decodeSlots: decodeSlots, learner: learnerLoad))
+        }
+        let needed = shares.reduce(0) { $0 + $1.count * $1.memory.bytes }
+        guard needed > available else { return nil }
+        let detail = shares.filter { $0.memory.bytes > 0 }.map { share in
+            "\(share.count) \(share.role.rawValue) x \(WorkerMemory.format(share.memory.bytes)) (\(share.memory))"
+        }.joined(separator: "; ")
+        return "the workers this spec starts on this machine need up to \(WorkerMemory.format(needed)) of memory, and it has "
+            + "\(WorkerMemory.format(available)) available: \(detail). Start fewer workers here, or put some on other hosts"
+    }
+}

@@ -1,0 +1,108 @@
+import ClusterRuntime
+import Foundation
+import LlamaCore
+
+/// What a worker of a role holds in memory for a model, part by part, at most: what the worker says at
+/// start-up and what a launch checks a machine's memory against before it starts anything. Sizes are
+/// float32 (4 bytes a value); KV caches are counted at the model's full context (the bound; pages not
+/// yet written are not resident).
+public struct WorkerMemory: Sendable, Equatable, CustomStringConvertible {
+    /// One thing held: a name ("weights", "AdamW moments", ...) and its bytes.
+    public struct Part: Sendable, Equatable {
+        public var name: String
+        public var bytes: Int
+    }
+
+    /// The role whose worker this is.
+    public var role: WorkerRole
+    /// What it holds.
+    public var parts: [Part]
+    /// All of it, in bytes.
+    public var bytes: Int { parts.reduce(0) { $0 + $1.bytes } }
+
+    /// What the plan asks of the learner beyond the policy: the models it trains and keeps.
+    public struct LearnerLoad: Sendable, Equatable {
+        /// Reward models trained on the learner (reward-model, safety-model): 0 to 2.
+        public var rewardModels: Int
+        /// Whether a PPO step trains a value model.
+        public var valueModel: Bool
+        public init(rewardModels: Int = 2, valueModel: Bool = true) {
+            self.rewardModels = rewardModels
+            self.valueModel = valueModel
+        }
+    }
+
+    /// Sequences a training or scoring batch is counted at, of `batchTokens(config)` tokens each.
+    public static let batchSequences = 8
+    /// Tokens a sequence of a batch is counted at: the model's context, up to 512 (a prompt and its
+    /// answer; counting every batch at a 4k context would refuse specs that fit).
+    public static func batchTokens(_ c: LlamaConfig) -> Int { min(c.seqLen, 512) }
+
+    /// The estimate for a worker of `role` over a model of `config`: a generator with `decodeSlots`
+    /// slots, a learner with `learner`'s models.
+    public static func estimate(role: WorkerRole, config c: LlamaConfig, decodeSlots: Int = GeneratorService.defaultDecodeSlots,
+                                learner: LearnerLoad = LearnerLoad()) -> WorkerMemory {
+        let float = 4
+        let weights = c.parameterCount * float
+        let head = (c.dim + 1) * float
+        // A training or scoring forward keeps, per token and layer, the normed inputs, queries, keys,
+        // values, attention output and residuals, the SwiGLU activations and a row of attention
+        // probabilities per head; then the final norm and a row of logits.
+        let tokens = batchTokens(c)
+        let perToken = c.nLayers * (6 * c.dim + 2 * c.kvDim + 3 * c.hiddenDim + c.nHeads * tokens) + 3 * c.dim + c.vocabSize
+        let activations = batchSequences * tokens * perToken * float
+        // A model in training: its weights, their gradients and AdamW's two moments.
+        let training = 4 * weights
+        switch role {
+        case .generator:
+            let kvPerSequence = 2 * c.nLayers * c.seqLen * c.kvDim * float
+            let slots = max(1, decodeSlots)
+            let workspace = slots * (4 * c.dim + 2 * c.kvDim + 2 * c.hiddenDim + c.vocabSize) * float
+            return WorkerMemory(role: role, parts: [
+                Part(name: "weights", bytes: weights),
+                Part(name: "batched-decode panels", bytes: LlamaModel.panelBytes(c)),
+                // One cache per slot, and a prompt's prefilled cache kept for its other samples.
+                Part(name: "KV cache (\(slots + 1) sequences)", bytes: (slots + 1) * kvPerSequence),
+                Part(name: "decode workspace", bytes: workspace),
+            ])
+        case .referencePolicy:
+            return WorkerMemory(role: role, parts: [Part(name: "weights", bytes: weights),
+                                                    Part(name: "scoring activations (\(batchSequences) x \(tokens) tokens)", bytes: activations)])
+        case .rewardModel, .safetyModel:
+            return WorkerMemory(role: role, parts: [Part(name: "weights and score head", bytes: weights + head),
+                                                    Part(name: "scoring activations (\(batchSequences) x \(tokens) tokens)", bytes: activations)])
+        case .learner:
+            var parts = [
+                Part(name: "policy weights, gradients and AdamW moments", bytes: training),
+                Part(name: "the starting weights (from-SFT rounds start from them)", bytes: weights),
+                Part(name: "training activations (\(batchSequences) x \(tokens) tokens)", bytes: activations),
+            ]
+            if learner.rewardModels > 0 {
+                parts.append(Part(name: "\(learner.rewardModels) reward model(s) in training", bytes: learner.rewardModels * (training + 4 * head)))
+            }
+            if learner.valueModel { parts.append(Part(name: "value model in training", bytes: training + 4 * head)) }
+            return WorkerMemory(role: role, parts: parts)
+        case .rewardFunction:
+            return WorkerMemory(role: role, parts: [])
+        }
+    }
+
+    /// "weights 438 MB, KV cache (65 sequences) 4.9 GB, ...".
+    public var description: String {
+        parts.map { "\($0.name) \(WorkerMemory.format($0.bytes))" }.joined(separator: ", ")
+    }
+
+    /// Bytes for people: "438 MB", "4.9 GB".
+    public static func format(_ bytes: Int) -> String {
+        bytes >= 1_000_000_000 ? String(format: "%.1f GB", Double(bytes) / 1e9) : String(format: "%.0f MB", Double(bytes) / 1e6)
+    }
+
+    /// The memory this machine has available now (`MemAvailable` of /proc/meminfo); nil where it cannot
+    /// be read.
+    public static func availableBytes() -> Int? {
+        guard let text = try? String(contentsOfFile: "/proc/meminfo", encoding: .utf8),
+              let line = text.split(separator: "\n").first(where: { $0.hasPrefix("MemAvailable:") }),
+              let kilobytes = line.split(separator: " ").dropFirst().first.flatMap({ Int($0) }) else { return nil }
+        return kilobytes * 1024
+    }
+}

@@ -1,0 +1,72 @@
+import ClusterRuntime
+import LlamaCore
+import Recipe
+import Testing
+import Workers
+
+/// What a worker holds at most, and the launch's refusal of a spec whose workers on this machine cannot
+/// fit in its memory.
+@Suite struct MemoryCheckTests {
+    @Test func aGeneratorHoldsWeightsPanelsAndACachePerSlot() {
+        let c = LlamaConfig.stories15M
+        let memory = WorkerMemory.estimate(role: .generator, config: c, decodeSlots: 16)
+        let part = { (prefix: String) in memory.parts.first { $0.name.hasPrefix(prefix) }?.bytes ?? -1 }
+        #expect(part("weights") == c.parameterCount * 4)
+        #expect(part("batched-decode panels") == LlamaModel.panelBytes(c))
+        // Panels pad each matrix to whole 16-feature panels (and three spare panels): a little more
+        // than the matrices themselves.
+        let matrices = (c.parameterCount - c.vocabSize * c.dim - c.nLayers * 2 * c.dim - c.dim + (c.sharedClassifier ? c.vocabSize * c.dim : 0)) * 4
+        #expect(part("batched-decode panels") >= matrices && part("batched-decode panels") < matrices * 11 / 10)
+        #expect(part("KV cache") == 17 * 2 * c.nLayers * c.seqLen * c.kvDim * 4)
+        let more = WorkerMemory.estimate(role: .generator, config: c, decodeSlots: 64)
+        #expect(more.bytes - memory.bytes > 48 * 2 * c.nLayers * c.seqLen * c.kvDim * 4)
+        #expect(memory.description.contains("KV cache (17 sequences)"))
+    }
+
+    @Test func theLearnersShareGrowsWithTheModelsItTrains() {
+        let c = LlamaConfig.llama110M
+        let policyOnly = WorkerMemory.estimate(role: .learner, config: c, learner: .init(rewardModels: 0, valueModel: false))
+        let full = WorkerMemory.estimate(role: .learner, config: c, learner: .init(rewardModels: 2, valueModel: true))
+        // Weights, gradients and two AdamW moments: 16 bytes a parameter per model trained.
+        #expect(full.bytes - policyOnly.bytes >= 3 * 16 * c.parameterCount)
+        #expect(policyOnly.bytes > 20 * c.parameterCount)
+        #expect(WorkerMemory.estimate(role: .rewardFunction, config: c).bytes == 0)
+    }
+
+    static func spec(generators: Int, plan: String) throws -> ClusterSpec {
+        try ClusterSpec.parse("""
+        coordinator: tcp://127.0.0.1:5555
+        hosts:
+          - name: here
+            address: local
+            workers: {generator: \(generators), learner: 1, reward-model: 1, safety-model: 1, reference-policy: 1}
+          - name: far
+            address: elsewhere.example
+            workers: {generator: 8}
+        model: {checkpoint: /nonexistent/policy.bin}
+        task: {seed: 1}
+        plan:
+        \(plan)
+        """, baseDirectory: "/", checkingFiles: false)
+    }
+
+    @Test func aSpecThatCannotFitOnThisMachineIsRefusedNamingEachRolesShare() throws {
+        let spec = try MemoryCheckTests.spec(generators: 2, plan: "  - train_rm: {model: reward-model}\n  - ppo_round: {name: V5}")
+        #expect(spec.learnerLoad == WorkerMemory.LearnerLoad(rewardModels: 1, valueModel: true))
+        let c = LlamaConfig.llama110M
+        let needed = 2 * WorkerMemory.estimate(role: .generator, config: c).bytes
+            + WorkerMemory.estimate(role: .learner, config: c, learner: spec.learnerLoad).bytes
+            + 2 * WorkerMemory.estimate(role: .rewardModel, config: c).bytes + WorkerMemory.estimate(role: .referencePolicy, config: c).bytes
+        // Only this machine's workers count (the 8 generators of host "far" say what they hold there).
+        #expect(spec.memoryShortfall(config: c, available: needed) == nil)
+        let refusal = try #require(spec.memoryShortfall(config: c, available: needed - 1))
+        #expect(refusal.contains("need up to \(WorkerMemory.format(needed))"))
+        #expect(refusal.contains("2 generator x") && refusal.contains("1 learner x") && refusal.contains("KV cache (65 sequences)"))
+        #expect(refusal.contains("1 reward model(s) in training") && refusal.contains("value model in training"))
+        #expect(!refusal.contains("8 generator"))
+        // The plan shapes the learner's share: no reward model or value model trained, less held.
+        let sampling = try MemoryCheckTests.spec(generators: 2, plan: "  - evaluate: {name: SFT}")
+        #expect(sampling.learnerLoad == WorkerMemory.LearnerLoad(rewardModels: 0, valueModel: false))
+        #expect(sampling.memoryShortfall(config: c, available: needed - 1) == nil)
+    }
+}
