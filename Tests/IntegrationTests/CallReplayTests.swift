@@ -12,20 +12,38 @@ import Workers
 /// request id (a replayed step numbers its calls as before). The worker answers with the answer it
 /// already gave instead of running the call twice: a learner's step is taken once.
 @Suite(.serialized) struct CallReplayTests {
+    /// A learner of the test model, serving its weights on `loop`.
+    static func learner(_ loop: PollLoop) throws -> LearnerService {
+        try LearnerService(weights: try Checkpoint.read(path: RoleProcessTests.checkpoint).weights,
+                           serving: WeightServing(loop: loop, bind: "tcp://127.0.0.1:*", host: "127.0.0.1"))
+    }
+
+    /// A coordinator on a port of the OS's choosing, heartbeats every 100 ms.
+    static var settings: Coordinator.Settings {
+        var settings = Coordinator.Settings(bind: "tcp://127.0.0.1:*")
+        settings.membership.heartbeatIntervalMilliseconds = 100
+        return settings
+    }
+
+    /// One SFT step's batch at policy version 0.
+    static var batch: TrainBatch {
+        var batch = TrainBatch(kind: .sft)
+        batch.sequences = [TokenSequence(id: 0, prompt: [1, 30, 31], response: [32, 33, 34, 2])]
+        batch.learningRate = 3e-3
+        return batch
+    }
+
     @Test func aCallAskedAgainByARestartedCoordinatorIsAnsweredNotRunTwice() throws {
         let loop = try PollLoop()
         defer { loop.shutdown() }
-        let service = try LearnerService(weights: try Checkpoint.read(path: RoleProcessTests.checkpoint).weights, serving: WeightServing(loop: loop, bind: "tcp://127.0.0.1:*", host: "127.0.0.1"))
-        var settings = Coordinator.Settings(bind: "tcp://127.0.0.1:*")
-        settings.membership.heartbeatIntervalMilliseconds = 100
+        let service = try CallReplayTests.learner(loop)
+        var settings = CallReplayTests.settings
         let first = try Coordinator(settings: settings)
         let daemon = try WorkerDaemon(settings: .init(role: .learner, workerID: "learner-0", coordinator: first.endpoint), service: service)
         defer { daemon.shutdown() }
         try daemon.waitForRegistration()
         #expect(TestKit.waitFor(10) { first.workers().contains { $0.health == .healthy } })
-        var batch = TrainBatch(kind: .sft)
-        batch.sequences = [TokenSequence(id: 0, prompt: [1, 30, 31], response: [32, 33, 34, 2])]
-        batch.learningRate = 3e-3
+        var batch = CallReplayTests.batch
         first.beginStep(0)
         let answered = try first.train(batch)
         let checksum = service.weightsChecksum
@@ -54,9 +72,8 @@ import Workers
     @Test func aWorkerAnswersWhileTheCooperativePoolIsBlocked() throws {
         let loop = try PollLoop()
         defer { loop.shutdown() }
-        let service = try LearnerService(weights: try Checkpoint.read(path: RoleProcessTests.checkpoint).weights, serving: WeightServing(loop: loop, bind: "tcp://127.0.0.1:*", host: "127.0.0.1"))
-        var settings = Coordinator.Settings(bind: "tcp://127.0.0.1:*")
-        settings.membership.heartbeatIntervalMilliseconds = 100
+        let service = try CallReplayTests.learner(loop)
+        let settings = CallReplayTests.settings
         let coordinator = try Coordinator(settings: settings)
         defer { coordinator.shutdown() }
         let daemon = try WorkerDaemon(settings: .init(role: .learner, workerID: "learner-0", coordinator: coordinator.endpoint), service: service)
@@ -73,9 +90,7 @@ import Workers
         var blocked = 0
         while blocked < width - 1, started.wait(timeout: .now() + 2) == .success { blocked += 1 }
 
-        var batch = TrainBatch(kind: .sft)
-        batch.sequences = [TokenSequence(id: 0, prompt: [1, 30, 31], response: [32, 33, 34, 2])]
-        batch.learningRate = 3e-3
+        let batch = CallReplayTests.batch
         coordinator.beginStep(0)
         #expect(try coordinator.train(batch, timeoutSeconds: 30).policyVersion == 1)
     }

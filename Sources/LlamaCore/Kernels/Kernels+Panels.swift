@@ -77,21 +77,7 @@ extension Kernels {
                 }
                 @inline(__always) func put(_ row: Int, _ v0: Vec, _ v1: Vec, _ v2: Vec, _ v3: Vec) {
                     guard row < valid else { return }
-                    let dst = c + (b + row) * ldc + f0
-                    if width == 64 {
-                        if accumulate {
-                            let d = UnsafePointer(dst)
-                            store(v0 + load(d, 0), dst, 0); store(v1 + load(d, 16), dst, 16)
-                            store(v2 + load(d, 32), dst, 32); store(v3 + load(d, 48), dst, 48)
-                        } else {
-                            store(v0, dst, 0); store(v1, dst, 16); store(v2, dst, 32); store(v3, dst, 48)
-                        }
-                    } else {
-                        for f in 0..<width {
-                            let v = f < 16 ? v0 : f < 32 ? v1 : f < 48 ? v2 : v3
-                            dst[f] = v[f & 15] + (accumulate ? dst[f] : 0)
-                        }
-                    }
+                    storeFeatures(c + (b + row) * ldc + f0, v0, v1, v2, v3, width: width, accumulate: accumulate)
                 }
                 put(0, a00, a01, a02, a03); put(1, a10, a11, a12, a13)
                 put(2, a20, a21, a22, a23); put(3, a30, a31, a32, a33)
@@ -114,18 +100,25 @@ extension Kernels {
             a0.addProduct(s, load(p0, o)); a1.addProduct(s, load(p1, o))
             a2.addProduct(s, load(p2, o)); a3.addProduct(s, load(p3, o))
         }
+        storeFeatures(c, a0, a1, a2, a3, width: width, accumulate: accumulate)
+    }
+
+    /// Writes (or with `accumulate` adds) the first `width` (at most 64) of the features `v0..v3` hold
+    /// to `dst`.
+    @inline(__always)
+    static func storeFeatures(_ dst: UnsafeMutablePointer<Float>, _ v0: Vec, _ v1: Vec, _ v2: Vec, _ v3: Vec, width: Int, accumulate: Bool) {
         if width == 64 {
             if accumulate {
-                let d = UnsafePointer(c)
-                store(a0 + load(d, 0), c, 0); store(a1 + load(d, 16), c, 16)
-                store(a2 + load(d, 32), c, 32); store(a3 + load(d, 48), c, 48)
+                let d = UnsafePointer(dst)
+                store(v0 + load(d, 0), dst, 0); store(v1 + load(d, 16), dst, 16)
+                store(v2 + load(d, 32), dst, 32); store(v3 + load(d, 48), dst, 48)
             } else {
-                store(a0, c, 0); store(a1, c, 16); store(a2, c, 32); store(a3, c, 48)
+                store(v0, dst, 0); store(v1, dst, 16); store(v2, dst, 32); store(v3, dst, 48)
             }
         } else {
             for f in 0..<width {
-                let v = f < 16 ? a0 : f < 32 ? a1 : f < 48 ? a2 : a3
-                c[f] = v[f & 15] + (accumulate ? c[f] : 0)
+                let v = f < 16 ? v0 : f < 32 ? v1 : f < 48 ? v2 : v3
+                dst[f] = v[f & 15] + (accumulate ? dst[f] : 0)
             }
         }
     }
