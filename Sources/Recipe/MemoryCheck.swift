@@ -19,7 +19,7 @@ extension ClusterSpec {
         return WorkerMemory.LearnerLoad(rewardModels: rewardModels.count, valueModel: valueModel)
     }
 
-    /// What the workers the spec starts on this machine (its `address: local` hosts) hold at most, by role,
+    /// What the workers the spec starts on this machine (its `address: local` hosts) hold, by role,
     /// over a model of `config`: nil when that fits in `available` bytes, else why not, naming each role's
     /// share and parts. Hosts elsewhere (ssh, Slurm, external) say at start-up what they hold.
     public func memoryShortfall(config: LlamaConfig, available: Int, decodeSlots: Int = GeneratorService.defaultDecodeSlots) -> String? {

@@ -2,10 +2,12 @@ import ClusterRuntime
 import Foundation
 import LlamaCore
 
-/// What a worker of a role holds in memory for a model, part by part, at most: what the worker says at
-/// start-up and what a launch checks a machine's memory against before it starts anything. Sizes are
-/// float32 (4 bytes a value); KV caches are counted at the model's full context (the bound; pages not
-/// yet written are not resident).
+/// What a worker of a role holds in memory for a model, part by part: what the worker says at start-up
+/// and what a launch checks a machine's memory against before it starts anything. Sizes are float32
+/// (4 bytes a value). Sequences (a generator's KV cache per slot, a batch's activations) are counted at
+/// `sequenceTokens` tokens, a prompt and its answer: a cache is allocated for the whole context, but
+/// only the positions written are resident, and counting every sequence at a 4k context would refuse
+/// specs that fit. Longer sequences hold proportionally more.
 public struct WorkerMemory: Sendable, Equatable, CustomStringConvertible {
     /// One thing held: a name ("weights", "AdamW moments", ...) and its bytes.
     public struct Part: Sendable, Equatable {
@@ -32,11 +34,10 @@ public struct WorkerMemory: Sendable, Equatable, CustomStringConvertible {
         }
     }
 
-    /// Sequences a training or scoring batch is counted at, of `batchTokens(config)` tokens each.
+    /// Sequences a training or scoring batch is counted at.
     public static let batchSequences = 8
-    /// Tokens a sequence of a batch is counted at: the model's context, up to 512 (a prompt and its
-    /// answer; counting every batch at a 4k context would refuse specs that fit).
-    public static func batchTokens(_ c: LlamaConfig) -> Int { min(c.seqLen, 512) }
+    /// Tokens a sequence is counted at: the model's context, up to 256.
+    public static func sequenceTokens(_ c: LlamaConfig) -> Int { min(c.seqLen, 256) }
 
     /// The estimate for a worker of `role` over a model of `config`: a generator with `decodeSlots`
     /// slots, a learner with `learner`'s models.
@@ -48,21 +49,21 @@ public struct WorkerMemory: Sendable, Equatable, CustomStringConvertible {
         // A training or scoring forward keeps, per token and layer, the normed inputs, queries, keys,
         // values, attention output and residuals, the SwiGLU activations and a row of attention
         // probabilities per head; then the final norm and a row of logits.
-        let tokens = batchTokens(c)
+        let tokens = sequenceTokens(c)
         let perToken = c.nLayers * (6 * c.dim + 2 * c.kvDim + 3 * c.hiddenDim + c.nHeads * tokens) + 3 * c.dim + c.vocabSize
         let activations = batchSequences * tokens * perToken * float
         // A model in training: its weights, their gradients and AdamW's two moments.
         let training = 4 * weights
         switch role {
         case .generator:
-            let kvPerSequence = 2 * c.nLayers * c.seqLen * c.kvDim * float
+            let kvPerSequence = 2 * c.nLayers * tokens * c.kvDim * float
             let slots = max(1, decodeSlots)
             let workspace = slots * (4 * c.dim + 2 * c.kvDim + 2 * c.hiddenDim + c.vocabSize) * float
             return WorkerMemory(role: role, parts: [
                 Part(name: "weights", bytes: weights),
                 Part(name: "batched-decode panels", bytes: LlamaModel.panelBytes(c)),
                 // One cache per slot, and a prompt's prefilled cache kept for its other samples.
-                Part(name: "KV cache (\(slots + 1) sequences)", bytes: (slots + 1) * kvPerSequence),
+                Part(name: "KV cache (\(slots + 1) sequences x \(tokens) positions)", bytes: (slots + 1) * kvPerSequence),
                 Part(name: "decode workspace", bytes: workspace),
             ])
         case .referencePolicy:

@@ -221,9 +221,9 @@ import Workers
         let dir = NSTemporaryDirectory() + "launch-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        // A tiny model with a context of 2^20 tokens: its KV cache bound is 0.5 GB a sequence, 35 GB a
-        // generator with 64 slots; enough generators to exceed whatever this machine has.
-        let config = LlamaConfig(dim: 32, hiddenDim: 64, nLayers: 2, nHeads: 2, nKVHeads: 2, vocabSize: 64, seqLen: 1 << 20)
+        // A model with a wide vocabulary (a generator holds its classifier twice and a row of logits per slot)
+        // and enough generators to exceed whatever this machine has.
+        let config = LlamaConfig(dim: 64, hiddenDim: 64, nLayers: 1, nHeads: 2, nKVHeads: 2, vocabSize: 1 << 18, seqLen: 256)
         try Checkpoint.writeLegacy(ModelWeights.random(config: config, seed: 1), to: dir + "/long.bin")
         let available = try #require(WorkerMemory.availableBytes())
         let generators = available / WorkerMemory.estimate(role: .generator, config: config).bytes + 1
@@ -242,7 +242,7 @@ import Workers
         let result = try CLITests.rlhf(["launch", dir + "/spec.yaml", "--run-dir", dir + "/run"])
         #expect(result.status != 0)
         #expect(result.stderr.contains("the workers this spec starts on this machine need up to"), "\(result.stdout)\(result.stderr)")
-        #expect(result.stderr.contains("\(generators) generator x") && result.stderr.contains("KV cache (65 sequences)"))
+        #expect(result.stderr.contains("\(generators) generator x") && result.stderr.contains("KV cache (65 sequences x 256 positions)"))
         #expect(!result.stdout.contains("coordinator listening"))
         #expect(((try? FileManager.default.contentsOfDirectory(atPath: dir + "/run/logs")) ?? []).isEmpty)
         #expect(((try? String(contentsOfFile: dir + "/run/journal.jsonl", encoding: .utf8)) ?? "").isEmpty)

@@ -17,10 +17,14 @@ import Workers
         // than the matrices themselves.
         let matrices = (c.parameterCount - c.vocabSize * c.dim - c.nLayers * 2 * c.dim - c.dim + (c.sharedClassifier ? c.vocabSize * c.dim : 0)) * 4
         #expect(part("batched-decode panels") >= matrices && part("batched-decode panels") < matrices * 11 / 10)
+        // stories15M's context is 256 tokens: each slot's cache is counted whole.
         #expect(part("KV cache") == 17 * 2 * c.nLayers * c.seqLen * c.kvDim * 4)
         let more = WorkerMemory.estimate(role: .generator, config: c, decodeSlots: 64)
         #expect(more.bytes - memory.bytes > 48 * 2 * c.nLayers * c.seqLen * c.kvDim * 4)
-        #expect(memory.description.contains("KV cache (17 sequences)"))
+        #expect(memory.description.contains("KV cache (17 sequences x 256 positions)"))
+        // A longer context is counted at 256 positions a sequence (a prompt and its answer).
+        let long = WorkerMemory.estimate(role: .generator, config: .llama110M, decodeSlots: 16)
+        #expect(long.parts.contains { $0.name == "KV cache (17 sequences x 256 positions)" && $0.bytes == 17 * 2 * 12 * 256 * 768 * 4 })
     }
 
     @Test func theLearnersShareGrowsWithTheModelsItTrains() {
@@ -61,7 +65,7 @@ import Workers
         #expect(spec.memoryShortfall(config: c, available: needed) == nil)
         let refusal = try #require(spec.memoryShortfall(config: c, available: needed - 1))
         #expect(refusal.contains("need up to \(WorkerMemory.format(needed))"))
-        #expect(refusal.contains("2 generator x") && refusal.contains("1 learner x") && refusal.contains("KV cache (65 sequences)"))
+        #expect(refusal.contains("2 generator x") && refusal.contains("1 learner x") && refusal.contains("KV cache (65 sequences x 256 positions)"))
         #expect(refusal.contains("1 reward model(s) in training") && refusal.contains("value model in training"))
         #expect(!refusal.contains("8 generator"))
         // The plan shapes the learner's share: no reward model or value model trained, less held.

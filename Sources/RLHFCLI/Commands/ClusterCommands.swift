@@ -212,12 +212,12 @@ struct WorkerCommand: ParsableCommand {
             let loop = try PollLoop()
             let service = try makeService(loop: loop)
             if let config = service?.modelConfig {
-                // What it holds, at most, against what the machine has.
+                // What it holds (sequences of up to 256 tokens), against what the machine has.
                 let memory = WorkerMemory.estimate(role: role, config: config, decodeSlots: decodeSlots)
                 var logger = Logger(label: "rlhf.worker")
                 logger[metadataKey: "role"] = "\(role.rawValue)"
                 logger[metadataKey: "worker"] = "\(settings.workerID)"
-                logger.info("holds at most \(WorkerMemory.format(memory.bytes)): \(memory)", metadata: [
+                logger.info("holds \(WorkerMemory.format(memory.bytes)): \(memory)", metadata: [
                     "resident_now": "\(WorkerMemory.format(MemoryProbe.currentResidentBytes()))",
                     "machine_available": "\(WorkerMemory.availableBytes().map(WorkerMemory.format) ?? "unknown")",
                 ])
