@@ -16,25 +16,44 @@ public final class AlignedBuffer<Element: BitwiseCopyable>: @unchecked Sendable 
     /// Number of elements.
     public let count: Int
     private let base: UnsafeMutablePointer<Element>
+    /// The anonymous mapping a large buffer lives in (its start and length), unmapped at deinit.
+    private let mapping: (start: UnsafeMutableRawPointer, length: Int)?
 
-    /// Allocates `count` elements, zero-filled.
-    public init(count: Int) {
+    /// Allocates `count` elements, zero-filled. A large buffer (2 MiB and more) is fresh anonymous
+    /// memory, zero without being written, so that only the pages written become resident (a KV cache
+    /// allocated for the whole context holds the positions its sequence reached; a gradient buffer a
+    /// scoring role never fills holds nothing). With `hugePages` it is aligned to, and advised as,
+    /// transparent huge pages: streamed reads then cross a page boundary every 2 MiB instead of every
+    /// 4 KiB (TLB walks, and the hardware prefetchers stop at page boundaries). A no-op where THP is off.
+    public init(count: Int, hugePages: Bool = true) {
         precondition(count >= 0, "AlignedBuffer count must be non-negative")
         self.count = count
         let bytes = max(count, 1) * MemoryLayout<Element>.stride
-        let huge = bytes >= AlignedBuffer.hugePageBytes
-        let raw = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: huge ? AlignedBuffer.hugePageBytes : 64)
+        guard bytes >= AlignedBuffer.hugePageBytes else {
+            let raw = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
+            raw.initializeMemory(as: UInt8.self, repeating: 0, count: bytes)
+            base = raw.bindMemory(to: Element.self, capacity: max(count, 1))
+            mapping = nil
+            return
+        }
+        let alignment = hugePages ? AlignedBuffer.hugePageBytes : 4096
+        let length = bytes + alignment
+        let mapped = mmap(nil, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+        guard let mapped, mapped != UnsafeMutableRawPointer(bitPattern: -1) else {
+            fatalError("cannot map \(bytes) bytes of memory (errno \(errno))")
+        }
+        let start = (Int(bitPattern: mapped) + alignment - 1) / alignment * alignment
+        let raw = UnsafeMutableRawPointer(bitPattern: start)!
         #if canImport(Glibc)
-        // Large buffers (weights, caches) ask for transparent huge pages before the first touch: streamed
-        // reads then cross a page boundary every 2 MiB instead of every 4 KiB (TLB walks, and the
-        // hardware prefetchers stop at page boundaries). A no-op where THP is off.
-        if huge { _ = madvise(raw, bytes, MADV_HUGEPAGE) }
+        if hugePages { _ = madvise(raw, bytes, MADV_HUGEPAGE) }
         #endif
-        raw.initializeMemory(as: UInt8.self, repeating: 0, count: bytes)
-        base = raw.bindMemory(to: Element.self, capacity: max(count, 1))
+        base = raw.bindMemory(to: Element.self, capacity: count)
+        mapping = (mapped, length)
     }
 
-    deinit { UnsafeMutableRawPointer(base).deallocate() }
+    deinit {
+        if let mapping { munmap(mapping.start, mapping.length) } else { UnsafeMutableRawPointer(base).deallocate() }
+    }
 
     /// Size from which buffers are aligned to, and advised as, transparent huge pages.
     static var hugePageBytes: Int { 2 << 20 }

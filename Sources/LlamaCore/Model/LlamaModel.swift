@@ -165,8 +165,10 @@ public final class KVCache {
     /// A cache for one sequence of up to `config.seqLen` tokens.
     public init(config: LlamaConfig) {
         self.config = config
-        keys = FloatBuffer(count: config.nLayers * config.seqLen * config.kvDim)
-        values = FloatBuffer(count: config.nLayers * config.seqLen * config.kvDim)
+        // Small pages: a layer's block is resident only as far as the sequence reached (a huge page would
+        // fault in 2 MiB of it at the first position).
+        keys = FloatBuffer(count: config.nLayers * config.seqLen * config.kvDim, hugePages: false)
+        values = FloatBuffer(count: config.nLayers * config.seqLen * config.kvDim, hugePages: false)
     }
 
     /// Forgets the sequence (keeps the memory).
