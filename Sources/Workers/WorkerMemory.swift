@@ -88,7 +88,7 @@ public struct WorkerMemory: Sendable, Equatable, CustomStringConvertible {
         }
     }
 
-    /// "weights 438 MB, KV cache (65 sequences) 4.9 GB, ...".
+    /// "weights 438 MB, batched-decode panels 454 MB, KV cache (65 sequences x 256 positions) 1.2 GB, ...".
     public var description: String {
         parts.map { "\($0.name) \(WorkerMemory.format($0.bytes))" }.joined(separator: ", ")
     }

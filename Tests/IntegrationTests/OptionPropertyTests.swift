@@ -43,6 +43,7 @@ import Testing
         "status": ["status"],
         "launch": ["launch"],
         "bench generate": ["bench", "generate"],
+        "bench rollout": ["bench", "rollout"],
         "bench train": ["bench", "train"],
         "bench tokenize": ["bench", "tokenize", "--tokenizer", "t.bin"],
         "bench transport": ["bench", "transport"],
@@ -78,7 +79,7 @@ import Testing
                                 ("--character-coverage", .number(0 ... 1, openBelow: true))])
         add("task generate", [("--seed", .seed), ("--corpus-chat-share", .number(0 ... 1)), ("--corpus-documents", .integer(0 ... 100_000_000)),
                               ("--sft-examples", .integer(0 ... 100_000_000)), ("--preference-pairs", .integer(0 ... 100_000_000))])
-        add("worker", [("--threads", threads), ("--capacity", .integer(1 ... 65_536)), ("--seed", .seed), ("--restore-step", .integer(0 ... 1_000_000)),
+        add("worker", [("--threads", threads), ("--capacity", .integer(1 ... 65_536)), ("--decode-slots", .integer(1 ... 65_536)), ("--seed", .seed), ("--restore-step", .integer(0 ... 1_000_000)),
                        ("--drain-timeout", .number(0 ... 86_400)), ("--orphan-timeout", .number(0 ... 604_800)),
                        ("--reward-timeout", .number(0 ... 86_400, openBelow: true))])
         add("coordinator", [("--heartbeat-ms", .integer(10 ... 60_000))])
@@ -86,6 +87,9 @@ import Testing
         add("launch", [("--progress-every", .number(0 ... 86_400))])
         add("bench generate", [("--repeats", .integer(1 ... 1_000)), ("--batch", .integer(1 ... 65_536)), ("--batch-tokens", .integer(2 ... 1_000_000)),
                                ("--steps", .integer(2 ... 1_000_000)), ("--threads", .threadList)])
+        add("bench rollout", [("--prompts", .integer(1 ... 1_000_000)), ("--samples", .integer(1 ... 1_024)), ("--max-new-tokens", .integer(1 ... 1_000_000)),
+                              ("--eos-probability", .number(0 ... 1, openBelow: true)), ("--slots", .integer(1 ... 4_096)),
+                              ("--repeats", .integer(1 ... 1_000)), ("--threads", .threadList)])
         add("bench train", [("--repeats", .integer(1 ... 1_000)), ("--batch", .integer(1 ... 65_536)), ("--rm-batch", .integer(1 ... 65_536)),
                             ("--length", .integer(2 ... 1 << 20)), ("--threads", .threadList)])
         add("bench tokenize", [("--kilobytes", .integer(1 ... 1 << 20))])
