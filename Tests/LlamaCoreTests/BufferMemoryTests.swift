@@ -31,7 +31,8 @@ import Testing
         #expect(buffer.array(0 ..< 1024).allSatisfy { $0 == 0 } && buffer.array(buffer.count - 1024 ..< buffer.count).allSatisfy { $0 == 0 })
         buffer.withUnsafeMutableBufferPointer { b in for i in 0 ..< (1 << 20) / 4 { b[i] = 1 } }
         let written = try BufferMemoryTests.residentKilobytes(of: start)
-        #expect(written >= 1024 && written < 1024 + 64, "1 MiB written: \(written) kB resident")
+        // (Where transparent huge pages are on for every mapping, the first write faults in a whole 2 MiB page.)
+        #expect(written >= 1024 && written <= 2048 + 64, "1 MiB written: \(written) kB resident")
         // A KV cache holds the positions its sequence reached, not the whole context.
         let cache = KVCache(config: .llama110M)
         #expect(try BufferMemoryTests.residentKilobytes(of: UnsafeMutableRawPointer(cache.keys.baseAddress)) < 64)
