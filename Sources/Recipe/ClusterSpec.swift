@@ -172,6 +172,8 @@ public struct ClusterSpec: Sendable, Equatable {
     public var orphanTimeoutSeconds: UInt64 = ClusterSpec.defaultOrphanTimeoutSeconds
     /// The default of `orphan_timeout_s`.
     public static let defaultOrphanTimeoutSeconds: UInt64 = 300
+    /// Sequences each generator decodes at once (`decode_slots`; continuous batching).
+    public var decodeSlots: Int = GeneratorService.defaultDecodeSlots
     /// Where the coordinator serves Prometheus metrics (`tcp://HOST:PORT`); nil for nowhere.
     public var metrics: String?
     /// The host name or address workers on other machines dial the coordinator at, where it binds every
@@ -231,7 +233,7 @@ public struct ClusterSpec: Sendable, Equatable {
     public static func == (a: ClusterSpec, b: ClusterSpec) -> Bool {
         a.coordinator == b.coordinator && a.hosts == b.hosts && a.checkpoint == b.checkpoint && a.rewardHead == b.rewardHead
             && a.safetyHead == b.safetyHead && a.plan == b.plan && a.heartbeatMilliseconds == b.heartbeatMilliseconds
-            && a.orphanTimeoutSeconds == b.orphanTimeoutSeconds
+            && a.orphanTimeoutSeconds == b.orphanTimeoutSeconds && a.decodeSlots == b.decodeSlots
             && a.metrics == b.metrics && a.curve?.server == b.curve?.server && a.curve?.client == b.curve?.client && a.task == b.task
             && a.chatTemplate == b.chatTemplate && a.export == b.export && a.data == b.data && a.judge == b.judge
             && a.rewardFunction == b.rewardFunction
@@ -335,7 +337,7 @@ public struct ClusterSpec: Sendable, Equatable {
         }
         guard let top = root as? [String: Any] else { throw Invalid(key: "(file)", reason: "expected a mapping at the top level") }
         let known: Set<String> = ["coordinator", "hosts", "model", "plan", "heartbeat_ms", "orphan_timeout_s", "metrics", "curve", "task", "export",
-                                  "data", "judge", "reward_function", "advertise"]
+                                  "data", "judge", "reward_function", "advertise", "decode_slots"]
         if let unknown = top.keys.first(where: { !known.contains($0) }) {
             throw Invalid(key: unknown, reason: "unknown key (expected one of \(known.sorted().joined(separator: ", ")))")
         }
@@ -544,6 +546,13 @@ public struct ClusterSpec: Sendable, Equatable {
             }
             orphanTimeout = seconds
         }
+        var decodeSlots = GeneratorService.defaultDecodeSlots
+        if let value = top["decode_slots"] {
+            guard let slots = value as? Int, (1 ... 4_096).contains(slots) else {
+                throw Invalid(key: "decode_slots", reason: "expected an integer number of sequences in 1...4096, got \(describe(value))")
+            }
+            decodeSlots = slots
+        }
         var metrics: String? = nil
         if let m = top["metrics"] {
             guard let endpoint = m as? String, endpoint.hasPrefix("tcp://") else {
@@ -583,6 +592,7 @@ public struct ClusterSpec: Sendable, Equatable {
         spec.curve = curve
         spec.advertise = advertise
         spec.orphanTimeoutSeconds = UInt64(orphanTimeout)
+        spec.decodeSlots = decodeSlots
         spec.planFileText = planFileText
         if let name = model["chat_template"] {
             guard let text = name as? String, let format = try? ChatFormat(named: text) else {

@@ -21,8 +21,9 @@ extension ClusterSpec {
 
     /// What the workers the spec starts on this machine (its `address: local` hosts) hold, by role,
     /// over a model of `config`: nil when that fits in `available` bytes, else why not, naming each role's
-    /// share and parts. Hosts elsewhere (ssh, Slurm, external) say at start-up what they hold.
-    public func memoryShortfall(config: LlamaConfig, available: Int, decodeSlots: Int = GeneratorService.defaultDecodeSlots) -> String? {
+    /// share and parts (generators at the spec's `decode_slots`). Hosts elsewhere (ssh, Slurm, external)
+    /// say at start-up what they hold.
+    public func memoryShortfall(config: LlamaConfig, available: Int) -> String? {
         var counts: [WorkerRole: Int] = [:]
         for host in hosts where host.isLocal {
             for (role, count) in host.workers { counts[role, default: 0] += count }

@@ -1,5 +1,6 @@
 import ClusterRuntime
 import Launcher
+import Workers
 
 extension ClusterSpec {
     /// The `rlhf worker` arguments of worker `id` of `role` on `host`: what the launcher starts (locally,
@@ -14,6 +15,7 @@ extension ClusterSpec {
         arguments += ["--orphan-timeout", "\(orphanTimeoutSeconds)"]
         // A step's CPUs are its worker's compute threads.
         if let slurm = host.slurm { arguments += ["--threads", "\(slurm.cpusPerTask)"] }
+        if role == .generator && decodeSlots != GeneratorService.defaultDecodeSlots { arguments += ["--decode-slots", "\(decodeSlots)"] }
         if role == .rewardModel, let head = rewardHead { arguments += ["--head", path(head)] }
         if role == .safetyModel, let head = safetyHead { arguments += ["--head", path(head)] }
         if role == .safetyModel { arguments += ["--seed", "2"] }

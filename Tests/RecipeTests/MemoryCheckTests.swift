@@ -54,6 +54,37 @@ import Workers
         """, baseDirectory: "/", checkingFiles: false)
     }
 
+    /// `decode_slots` reaches the generators' command lines (and only theirs); a bad value is refused
+    /// naming the key.
+    @Test func decodeSlotsReachTheGenerators() throws {
+        var spec = try MemoryCheckTests.spec(generators: 1, plan: "  - evaluate: {name: SFT}")
+        #expect(spec.decodeSlots == GeneratorService.defaultDecodeSlots)
+        let host = spec.hosts[0]
+        func arguments(_ role: WorkerRole) -> [String] {
+            spec.workerArguments(id: "\(role.rawValue)-0", role: role, host: host, coordinator: "tcp://127.0.0.1:5555", runID: nil, stateDirectory: "/tmp/s")
+        }
+        #expect(!arguments(.generator).contains("--decode-slots"))
+        let text = """
+        coordinator: tcp://127.0.0.1:5555
+        decode_slots: 16
+        hosts: [{name: here, address: local, workers: {generator: 1, learner: 1}}]
+        model: {checkpoint: /nonexistent/policy.bin}
+        plan: [{hold: {seconds: 1}}]
+        """
+        spec = try ClusterSpec.parse(text, baseDirectory: "/", checkingFiles: false)
+        #expect(spec.decodeSlots == 16)
+        #expect(arguments(.generator).joined(separator: " ").contains("--decode-slots 16"))
+        #expect(!arguments(.learner).contains("--decode-slots"))
+        for bad in ["0", "4097", "1.5", "many"] {
+            #expect(throws: ClusterSpec.Invalid.self) { try ClusterSpec.parse(text.replacingOccurrences(of: "decode_slots: 16", with: "decode_slots: \(bad)"), baseDirectory: "/", checkingFiles: false) }
+            do {
+                _ = try ClusterSpec.parse(text.replacingOccurrences(of: "decode_slots: 16", with: "decode_slots: \(bad)"), baseDirectory: "/", checkingFiles: false)
+            } catch {
+                #expect("\(error)".contains("decode_slots"), "\(error)")
+            }
+        }
+    }
+
     @Test func aSpecThatCannotFitOnThisMachineIsRefusedNamingEachRolesShare() throws {
         let spec = try MemoryCheckTests.spec(generators: 2, plan: "  - train_rm: {model: reward-model}\n  - ppo_round: {name: V5}")
         #expect(spec.learnerLoad == WorkerMemory.LearnerLoad(rewardModels: 1, valueModel: true))
@@ -69,6 +100,10 @@ import Workers
         #expect(refusal.contains("1 reward model(s) in training") && refusal.contains("value model in training"))
         #expect(!refusal.contains("8 generator"))
         // The plan shapes the learner's share: no reward model or value model trained, less held.
+        // Fewer decode slots, smaller caches: the spec's decode_slots reaches the generators' share.
+        var fewerSlots = spec
+        fewerSlots.decodeSlots = 8
+        #expect(fewerSlots.memoryShortfall(config: c, available: needed - 1) == nil)
         let sampling = try MemoryCheckTests.spec(generators: 2, plan: "  - evaluate: {name: SFT}")
         #expect(sampling.learnerLoad == WorkerMemory.LearnerLoad(rewardModels: 0, valueModel: false))
         #expect(sampling.memoryShortfall(config: c, available: needed - 1) == nil)
