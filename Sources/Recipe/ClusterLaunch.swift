@@ -84,7 +84,7 @@ public final class ClusterLaunch {
             guard index < spec.plan.count else { return false }
             return spec.plan[index].isRLHF
         }
-        if !resuming, let available = WorkerMemory.availableBytes(), let config = try? Checkpoint.read(path: spec.checkpoint).weights.config,
+        if !resuming, let available = WorkerMemory.availableBytes(), let config = try? Checkpoint.readConfig(path: spec.checkpoint),
            let shortfall = spec.memoryShortfall(config: config, available: available) {
             // Refused before anything starts (a resumed run's workers may already hold their memory).
             throw Failure(message: shortfall)

@@ -24,6 +24,22 @@ import TestKit
                                    seqLen: 128, sharedClassifier: false))
     }
 
+    /// The config alone, read from the header (legacy, version 1) or config.json, is the one a full
+    /// read finds; a header that a full read refuses is refused too.
+    @Test func theConfigAloneIsTheFullReadsConfig() throws {
+        for name in ["tiny-mha", "tiny-gqa"] {
+            #expect(try Checkpoint.readConfig(path: Fixtures.model(name)) == Checkpoint.read(path: Fixtures.model(name)).weights.config)
+            let version1 = try Fixtures.temporaryDirectory() + "/\(name)-v1.bin"
+            try CheckpointTests.writeVersion1(try Checkpoint.read(path: Fixtures.model(name)).weights, to: version1)
+            #expect(try Checkpoint.readConfig(path: version1) == Checkpoint.read(path: version1).weights.config)
+        }
+        let hf = Fixtures.huggingFace("hf-llama2-mha")
+        #expect(try Checkpoint.readConfig(path: hf) == Checkpoint.read(path: hf).weights.config)
+        let short = try Fixtures.temporaryDirectory() + "/short.bin"
+        try Data([1, 2]).write(to: URL(fileURLWithPath: short))
+        #expect(throws: LlamaError.self) { try Checkpoint.readConfig(path: short) }
+    }
+
     /// Writes `weights` in llama2.c's version-1 layout (as its export.py does).
     static func writeVersion1(_ weights: ModelWeights, to path: String) throws {
         var data = Data()

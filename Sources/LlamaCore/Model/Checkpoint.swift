@@ -31,20 +31,40 @@ public enum Checkpoint {
         if HuggingFaceCheckpoint.isModelDirectory(path) {
             return (try HuggingFaceCheckpoint.read(directory: path).weights, .huggingFace)
         }
+        let file = try openFile(path)
+        defer { file.close() }
+        if try isVersioned(file, path: path) {
+            return (try readVersioned(file, path: path), .version1)
+        }
+        return (try readLegacy(file, path: path), .legacy)
+    }
+
+    /// The model config of a checkpoint (file or Hugging Face directory), from its header or config.json
+    /// alone: no tensor is read. Refuses what `read` refuses in the header.
+    public static func readConfig(path: String) throws -> LlamaConfig {
+        if HuggingFaceCheckpoint.isModelDirectory(path) {
+            return try HuggingFaceConfig(contentsOf: path + "/config.json").llama
+        }
+        let file = try openFile(path)
+        defer { file.close() }
+        return try isVersioned(file, path: path) ? versionedConfig(file, path: path) : legacyConfig(file, path: path)
+    }
+
+    /// A checkpoint file opened for reading (a directory without config.json is refused).
+    private static func openFile(_ path: String) throws -> ReadableFile {
         var isDirectory: ObjCBool = false
         if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue {
             throw LlamaError.invalidCheckpoint(path: path, reason: "is a directory without config.json (a Hugging Face model directory has one)")
         }
-        let file = try ReadableFile(path: path)
-        defer { file.close() }
+        return try ReadableFile(path: path)
+    }
+
+    /// Whether the file starts with the version-1 magic.
+    private static func isVersioned(_ file: ReadableFile, path: String) throws -> Bool {
         guard file.size >= 4 else {
             throw LlamaError.invalidCheckpoint(path: path, reason: "file is \(file.size) bytes, too short for any header")
         }
-        let magic = try file.readInt32s(at: 0, count: 1, path: path)[0]
-        if UInt32(bitPattern: magic) == versionedMagic {
-            return (try readVersioned(file, path: path), .version1)
-        }
-        return (try readLegacy(file, path: path), .legacy)
+        return UInt32(bitPattern: try file.readInt32s(at: 0, count: 1, path: path)[0]) == versionedMagic
     }
 
     private static func checkSize(_ file: ReadableFile, expected: Int, path: String) throws {
@@ -69,7 +89,8 @@ public enum Checkpoint {
         return config
     }
 
-    private static func readLegacy(_ file: ReadableFile, path: String) throws -> ModelWeights {
+    /// A legacy file's config (7 int32; a negative vocab size marks a separate classifier).
+    private static func legacyConfig(_ file: ReadableFile, path: String) throws -> LlamaConfig {
         guard file.size >= legacyHeaderBytes else {
             throw LlamaError.invalidCheckpoint(path: path,
                                      reason: "truncated: expected at least \(legacyHeaderBytes) header bytes, found \(file.size)")
@@ -77,7 +98,11 @@ public enum Checkpoint {
         var h = try file.readInt32s(at: 0, count: 7, path: path)
         let shared = h[5] > 0
         h[5] = h[5].magnitude > Int32.max ? 0 : abs(h[5])
-        let config = try config(fromHeader: h, shared: shared, path: path)
+        return try config(fromHeader: h, shared: shared, path: path)
+    }
+
+    private static func readLegacy(_ file: ReadableFile, path: String) throws -> ModelWeights {
+        let config = try legacyConfig(file, path: path)
         // The size is checked against the file before anything is allocated: a header claiming huge
         // dimensions is refused by the size it implies, not by the allocation failing.
         let layout = ParameterLayout(config: config)
@@ -101,7 +126,8 @@ public enum Checkpoint {
         return order
     }
 
-    private static func readVersioned(_ file: ReadableFile, path: String) throws -> ModelWeights {
+    /// A version-1 file's config (its 256-byte header).
+    private static func versionedConfig(_ file: ReadableFile, path: String) throws -> LlamaConfig {
         guard file.size >= versionedHeaderBytes else {
             throw LlamaError.invalidCheckpoint(path: path,
                                      reason: "truncated: expected a \(versionedHeaderBytes)-byte header, found \(file.size) bytes")
@@ -116,7 +142,11 @@ public enum Checkpoint {
         guard flag <= 1 else {
             throw LlamaError.invalidCheckpoint(path: path, reason: "header: shared_classifier flag is \(flag), expected 0 or 1")
         }
-        let config = try config(fromHeader: Array(words[1...7]), shared: flag == 1, path: path)
+        return try config(fromHeader: Array(words[1...7]), shared: flag == 1, path: path)
+    }
+
+    private static func readVersioned(_ file: ReadableFile, path: String) throws -> ModelWeights {
+        let config = try versionedConfig(file, path: path)
         let layout = ParameterLayout(config: config)
         let order = versionedOrder(config)
         let expected = versionedHeaderBytes + order.reduce(0) { $0 + layout.count($1) } * 4
