@@ -46,6 +46,12 @@ let package = Package(
             path: "Sources/CChecksum"
         ),
         .target(
+            name: "CKernels",
+            path: "Sources/CKernels",
+            // Kernels run optimized in debug builds too (see nativeCodegen).
+            cSettings: [.unsafeFlags(["-O3", "-march=native"])]
+        ),
+        .target(
             name: "CWirePeer",
             path: "Sources/CWirePeer",
             linkerSettings: [.linkedLibrary("protobuf-c")]
@@ -83,7 +89,7 @@ let package = Package(
         ),
         .target(
             name: "LlamaCore",
-            dependencies: ["CBLAS", "CChecksum"],
+            dependencies: ["CBLAS", "CChecksum", "CKernels"],
             swiftSettings: nativeCodegen
         ),
         .target(

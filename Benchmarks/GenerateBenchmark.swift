@@ -48,6 +48,7 @@ public struct GenerateBenchmark: Sendable {
         let directory = try benchDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
         printMachine()
+        print("bfloat16 products: " + (Kernels.bfloat16Hardware ? "AVX-512 BF16 (vdpbf16ps)" : "portable fallback (no AVX-512 BF16 on this CPU)"))
         let llama2c = try baselines.llama2c.map { try Llama2cBaseline(path: $0, workDirectory: directory) }
         if baselines.llama2c == nil { print("skipped: llama2.c (give --llama2c PATH to run.c or its binary)") }
         if baselines.torch == nil { print("skipped: PyTorch (give --torch PYTHON, a Python with torch)") }
@@ -68,12 +69,15 @@ public struct GenerateBenchmark: Sendable {
             if llama2c != nil { try Llama2cBaseline.writeTokenizer(vocabSize: c.vocabSize, to: tokenizer) }
             let f32 = LlamaModel(weights: weights, precision: .float32)
             let afterF32 = MemoryProbe.currentResidentBytes()
-            // The bfloat16 model serves batch-1 decode only, so it packs no panels.
+            // bfloat16 batch-1 decode on float32 inputs (the row-major copy, no panels), and bfloat16
+            // batched decode (pair panels; inputs rounded too).
             let bf16 = LlamaModel(weights: weights, precision: .bfloat16, batchedDecode: false)
             let afterBF16 = MemoryProbe.currentResidentBytes()
+            let bf16Batched = LlamaModel(weights: weights, precision: .bfloat16)
+            let afterBF16Panels = MemoryProbe.currentResidentBytes()
             print("\n== \(name): dim \(c.dim), hidden \(c.hiddenDim), \(c.nLayers) layers, \(c.nHeads) heads, \(c.nKVHeads) kv heads, vocab \(c.vocabSize), seq \(c.seqLen); \(String(format: "%.1f", Double(c.parameterCount) / 1e6))M parameters")
-            print(String(format: "memory: float32 model (weights + batched-decode panels) %.0f MB resident, bfloat16 copies +%.0f MB; KV cache %.1f MB per sequence",
-                         Double(afterF32 - before) / 1e6, Double(afterBF16 - afterF32) / 1e6,
+            print(String(format: "memory: float32 model (weights + batched-decode panels) %.0f MB resident, bfloat16 copies +%.0f MB, bfloat16 pair panels +%.0f MB; KV cache %.1f MB per sequence",
+                         Double(afterF32 - before) / 1e6, Double(afterBF16 - afterF32) / 1e6, Double(afterBF16Panels - afterBF16) / 1e6,
                          Double(2 * c.nLayers * c.seqLen * c.kvDim * 4) / 1e6))
             let torch = try baselines.torch.map { try TorchBaseline(python: $0, checkpoint: checkpoint, workDirectory: directory) }
             defer { torch?.stop() }
@@ -104,6 +108,12 @@ public struct GenerateBenchmark: Sendable {
                                                                           "prompt_max": 32, "seed": round], "tps"))
                         }
                     }
+                    for kv in KVCache.Precision.allCases {
+                        let key = kv == .bfloat16 ? "bf16kv-plain" : "bf16-plain"
+                        let (decode, endToEnd) = try batched(bf16Batched, pool: pool, topP: 1, newTokens: newTokens, round: round, kvCache: kv)
+                        best.record(key, decode)
+                        best.record(key + "-e2e", endToEnd)
+                    }
                 }
                 let label = "[\(t) thread\(t == 1 ? "" : "s")]"
                 let gbF32 = best["f32"]! * Double(f32.bytesPerDecodedToken) / 1e9, gbBF16 = best["bf16"]! * Double(bf16.bytesPerDecodedToken) / 1e9
@@ -116,6 +126,11 @@ public struct GenerateBenchmark: Sendable {
                     print(String(format: "%@ batch %d float32 decode, top-p %@: %7.1f tok/s (end to end with prefill: %.1f)  vs PyTorch %@: %@",
                                  label, batch, key == "topp" ? "0.9" : "1  ", best[key]!, best[key + "-e2e"]!,
                                  figure(best["torch-" + key]), ratio(best[key], best["torch-" + key])))
+                }
+                for (key, what) in [("bf16-plain", "bfloat16 weights"), ("bf16kv-plain", "bfloat16 weights and KV cache")] {
+                    print(String(format: "%@ batch %d %@, top-p 1: %7.1f tok/s (end to end with prefill: %.1f)  vs float32: %@  vs llama2.c batch 1: %@",
+                                 label, batch, what, best[key]!, best[key + "-e2e"]!, ratio(best[key], best["plain"]),
+                                 ratio(best[key], best["llama2c"])))
                 }
                 print(String(format: "%@ top-p 0.9 costs %.1f%% of the top-p 1 decode rate", label, 100 * (1 - best["topp"]! / best["plain"]!)))
                 let prefill = try prefillRate(f32, pool: pool)
@@ -148,8 +163,9 @@ public struct GenerateBenchmark: Sendable {
     /// Batched decode: `batch` sequences with prompts of 1-32 tokens (prefilled one by one), then
     /// `newTokens - 1` decode steps of all rows. Returns the decode steps' rate (a rollout's steady state)
     /// and the rate end to end with the prefill.
-    private func batched(_ model: LlamaModel, pool: ComputePool, topP: Float, newTokens: Int, round: Int) throws -> (Double, Double) {
-        let transformer = Transformer(model: model, pool: pool)
+    private func batched(_ model: LlamaModel, pool: ComputePool, topP: Float, newTokens: Int, round: Int,
+                         kvCache: KVCache.Precision = .float32) throws -> (Double, Double) {
+        let transformer = Transformer(model: model, pool: pool, kvCache: kvCache)
         let c = model.config
         var rng = SeededGenerator(seed: 7, stream: UInt64(round))
         let prompts = (0..<batch).map { _ -> [Int32] in

@@ -506,6 +506,7 @@ public final class ClusterLaunch {
         let context = try ClusterLaunch.taskContext(spec, tokenizer: tokenizer, config: config, executable: executable, coordinator: coordinator,
                                                     report: report)
         let pipeline = try RLHFPipeline(coordinator: coordinator, context: context, config: config, runDirectory: runDirectory, report: report)
+        pipeline.generatorLogProbsAreExact = spec.precision == ClusterSpec.Precision()
         var export = spec.export
         export.tokenizerPath = tokenizerPath
         export.chatFormat = spec.chatTemplate

@@ -174,6 +174,50 @@ public struct ClusterSpec: Sendable, Equatable {
     public static let defaultOrphanTimeoutSeconds: UInt64 = 300
     /// Sequences each generator decodes at once (`decode_slots`; continuous batching).
     public var decodeSlots: Int = GeneratorService.defaultDecodeSlots
+    /// The number formats of the roles' compute (`precision:`).
+    public var precision = Precision()
+
+    /// The spec's `precision: {generator: float32|bfloat16, kv_cache: float32|bfloat16}`: the generators'
+    /// matrix products (bfloat16: bfloat16 weights and inputs, float32 sums) and what their KV caches
+    /// store. The other roles compute in float32.
+    public struct Precision: Sendable, Equatable {
+        public var generator: WeightPrecision = .float32
+        public var kvCache: KVCache.Precision = .float32
+
+        public init(generator: WeightPrecision = .float32, kvCache: KVCache.Precision = .float32) {
+            self.generator = generator
+            self.kvCache = kvCache
+        }
+
+        static func parse(_ value: Any) throws -> Precision {
+            guard let entries = value as? [String: Any] else {
+                throw Invalid(key: "precision", reason: "expected a mapping like {generator: bfloat16, kv_cache: bfloat16}, got \(describe(value))")
+            }
+            var precision = Precision()
+            for (key, raw) in entries.sorted(by: { $0.key < $1.key }) {
+                let formats = "float32 or bfloat16"
+                switch key {
+                case "generator":
+                    guard let text = raw as? String, let format = WeightPrecision(rawValue: text) else {
+                        throw Invalid(key: "precision.generator", reason: "expected \(formats), got \(describe(raw))")
+                    }
+                    precision.generator = format
+                case "kv_cache":
+                    guard let text = raw as? String, let format = KVCache.Precision(rawValue: text) else {
+                        throw Invalid(key: "precision.kv_cache", reason: "expected \(formats), got \(describe(raw))")
+                    }
+                    precision.kvCache = format
+                case _ where WorkerRole(rawValue: key) != nil:
+                    guard raw as? String == "float32" else {
+                        throw Invalid(key: "precision.\(key)", reason: "a \(key) computes in float32 (bfloat16 is available for generator and kv_cache)")
+                    }
+                default:
+                    throw Invalid(key: "precision.\(key)", reason: "unknown key (expected generator, kv_cache)")
+                }
+            }
+            return precision
+        }
+    }
     /// Where the coordinator serves Prometheus metrics (`tcp://HOST:PORT`); nil for nowhere.
     public var metrics: String?
     /// The host name or address workers on other machines dial the coordinator at, where it binds every
@@ -233,7 +277,7 @@ public struct ClusterSpec: Sendable, Equatable {
     public static func == (a: ClusterSpec, b: ClusterSpec) -> Bool {
         a.coordinator == b.coordinator && a.hosts == b.hosts && a.checkpoint == b.checkpoint && a.rewardHead == b.rewardHead
             && a.safetyHead == b.safetyHead && a.plan == b.plan && a.heartbeatMilliseconds == b.heartbeatMilliseconds
-            && a.orphanTimeoutSeconds == b.orphanTimeoutSeconds && a.decodeSlots == b.decodeSlots
+            && a.orphanTimeoutSeconds == b.orphanTimeoutSeconds && a.decodeSlots == b.decodeSlots && a.precision == b.precision
             && a.metrics == b.metrics && a.curve?.server == b.curve?.server && a.curve?.client == b.curve?.client && a.task == b.task
             && a.chatTemplate == b.chatTemplate && a.export == b.export && a.data == b.data && a.judge == b.judge
             && a.rewardFunction == b.rewardFunction
@@ -337,7 +381,7 @@ public struct ClusterSpec: Sendable, Equatable {
         }
         guard let top = root as? [String: Any] else { throw Invalid(key: "(file)", reason: "expected a mapping at the top level") }
         let known: Set<String> = ["coordinator", "hosts", "model", "plan", "heartbeat_ms", "orphan_timeout_s", "metrics", "curve", "task", "export",
-                                  "data", "judge", "reward_function", "advertise", "decode_slots"]
+                                  "data", "judge", "reward_function", "advertise", "decode_slots", "precision"]
         if let unknown = top.keys.first(where: { !known.contains($0) }) {
             throw Invalid(key: unknown, reason: "unknown key (expected one of \(known.sorted().joined(separator: ", ")))")
         }
@@ -553,6 +597,7 @@ public struct ClusterSpec: Sendable, Equatable {
             }
             decodeSlots = slots
         }
+        let precision = try top["precision"].map(Precision.parse) ?? Precision()
         var metrics: String? = nil
         if let m = top["metrics"] {
             guard let endpoint = m as? String, endpoint.hasPrefix("tcp://") else {
@@ -593,6 +638,7 @@ public struct ClusterSpec: Sendable, Equatable {
         spec.advertise = advertise
         spec.orphanTimeoutSeconds = UInt64(orphanTimeout)
         spec.decodeSlots = decodeSlots
+        spec.precision = precision
         spec.planFileText = planFileText
         if let name = model["chat_template"] {
             guard let text = name as? String, let format = try? ChatFormat(named: text) else {

@@ -29,7 +29,8 @@ extension ClusterSpec {
             for (role, count) in host.workers { counts[role, default: 0] += count }
         }
         let shares = counts.filter { $0.value > 0 }.sorted { $0.key.rawValue < $1.key.rawValue }.map { role, count in
-            (role: role, count: count, memory: WorkerMemory.estimate(role: role, config: config, decodeSlots: decodeSlots, learner: learnerLoad))
+            (role: role, count: count, memory: WorkerMemory.estimate(role: role, config: config, decodeSlots: decodeSlots,
+                                                                       precision: precision.generator, kvCache: precision.kvCache, learner: learnerLoad))
         }
         let needed = shares.reduce(0) { $0 + $1.count * $1.memory.bytes }
         guard needed > available else { return nil }

@@ -167,8 +167,10 @@ extension RLHFPipeline {
             batch.clip = Float(settings.clip)
             batch.klBeta = klInReward ? 0 : Float(settings.beta)
             batch.sequences = sequences
-            batch.tensors = [WireTensor(name: "old_logprobs", floats: Array(generated.map(\.logProbs).joined())),
-                             WireTensor(name: "advantages", floats: advantages.joined().map(Float.init))]
+            batch.tensors = [WireTensor(name: "advantages", floats: advantages.joined().map(Float.init))]
+            if generatorLogProbsAreExact {
+                batch.tensors.append(WireTensor(name: "old_logprobs", floats: Array(generated.map(\.logProbs).joined())))
+            }
             if !klInReward { batch.tensors.append(WireTensor(name: "ref_logprobs", floats: Array(reference.joined()))) }
             coordinator.setProgress(PlanStage(.train, round: settings.name), round: UInt32(round), step: UInt64(iteration))
             let stats = try coordinator.train(batch)

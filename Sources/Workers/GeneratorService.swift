@@ -17,16 +17,20 @@ public final class GeneratorService: RoleService, @unchecked Sendable {
     private let faultHangAfterSteps: Int?
     /// Sequences decoded at once: a slot whose answer ends takes the next queued sample.
     public let decodeSlots: Int
+    /// What the decode slots' KV caches store.
+    public let kvCache: KVCache.Precision
 
-    /// A generator over `model` on `threads` threads, decoding up to `decodeSlots` sequences at once
-    /// (each sample's tokens do not depend on it). `faultHangAfterSteps` (tests only) makes its compute
-    /// hang for good after that many decode steps.
-    public init(model: LlamaModel, threads: Int = 1, decodeSlots: Int = GeneratorService.defaultDecodeSlots, policyVersion: UInt64 = 0,
-                faultHangAfterSteps: Int? = nil) {
+    /// A generator over `model` (its products in the model's precision) on `threads` threads, decoding
+    /// up to `decodeSlots` sequences at once (each sample's tokens do not depend on it) with KV caches
+    /// of `kvCache` precision. `faultHangAfterSteps` (tests only) makes its compute hang for good after
+    /// that many decode steps.
+    public init(model: LlamaModel, threads: Int = 1, decodeSlots: Int = GeneratorService.defaultDecodeSlots,
+                kvCache: KVCache.Precision = .float32, policyVersion: UInt64 = 0, faultHangAfterSteps: Int? = nil) {
         self.faultHangAfterSteps = faultHangAfterSteps
         self.decodeSlots = max(1, decodeSlots)
+        self.kvCache = kvCache
         pool = ComputePool(threads: threads)
-        held = VersionedModel(TextGenerator(transformer: Transformer(model: model, pool: pool)), version: policyVersion,
+        held = VersionedModel(TextGenerator(transformer: Transformer(model: model, pool: pool, kvCache: kvCache)), version: policyVersion,
                               checksum: model.weights.checksum)
     }
 
@@ -38,11 +42,13 @@ public final class GeneratorService: RoleService, @unchecked Sendable {
     public var weightsChecksum: UInt32 { held.snapshot.checksum }
     public var tokensProcessed: UInt64 { tokens.load(ordering: .relaxed) }
     public var modelConfig: LlamaConfig? { held.snapshot.model.transformer.model.config }
+    /// The number format of the generator's matrix products (kept across weight installs).
+    public var precision: WeightPrecision { held.snapshot.model.transformer.model.precision }
 
     public func install(_ weights: ModelWeights, version: UInt64) throws {
         let current = held.snapshot.model.transformer.model
         let model = LlamaModel(weights: weights, precision: current.precision)
-        let generator = TextGenerator(transformer: Transformer(model: model, pool: pool))
+        let generator = TextGenerator(transformer: Transformer(model: model, pool: pool, kvCache: kvCache))
         let checksum = weights.checksum
         held.replace(generator, version: version, checksum: checksum)
     }

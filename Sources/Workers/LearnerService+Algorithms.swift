@@ -10,7 +10,9 @@ extension LearnerService {
     /// POLICY_ITERATION: `ppoEpochs` passes (at least one) over the batch in a seeded order of
     /// `miniBatchSize`-sequence steps, each the clipped surrogate on the given per-token advantages plus
     /// `klBeta * k3` to the reference, summed as `aggregation` says. The old log-probabilities are the
-    /// sampling policy's throughout. The policy is published once, as the next version.
+    /// sampling policy's throughout: the batch's "old_logprobs", or without them (generators that
+    /// sample in bfloat16) the learner's own before the first step. The policy is published once, as
+    /// the next version.
     func policyIteration(_ batch: TrainBatch, sequences: [[Int32]], mask: [[Float]], tensors: [WireTensor], current: UInt64) throws -> TrainStats {
         let lengths = batch.sequences.map(\.response.count)
         guard lengths.allSatisfy({ $0 > 0 }) else { throw LlamaError.invalidInput("a policy-iteration sequence has no response token") }
@@ -18,7 +20,10 @@ extension LearnerService {
         guard beta >= 0, beta.isFinite else { throw LlamaError.invalidInput("kl_beta must be a number >= 0, got \(beta)") }
         guard batch.clip >= 0, batch.clip.isFinite else { throw LlamaError.invalidInput("clip must be a number >= 0, got \(batch.clip)") }
         guard batch.ppoEpochs <= 64 else { throw LlamaError.invalidInput("ppo_epochs must be at most 64, got \(batch.ppoEpochs)") }
-        let old = try LearnerService.perResponseToken(tensors, "old_logprobs", lengths, sequences)
+        let old = tensors.contains { $0.name == "old_logprobs" }
+            ? try LearnerService.perResponseToken(tensors, "old_logprobs", lengths, sequences)
+            : LearnerService.spread(try trainer.tokenLogProbs(sequences: sequences).enumerated().map { b, row in Array(row.suffix(lengths[b])) },
+                                    onto: sequences)
         let advantages = try LearnerService.perResponseToken(tensors, "advantages", lengths, sequences)
         let reference = beta > 0 ? try LearnerService.perResponseToken(tensors, "ref_logprobs", lengths, sequences) : nil
         let aggregation: LossAggregation

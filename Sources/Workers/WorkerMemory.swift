@@ -40,8 +40,9 @@ public struct WorkerMemory: Sendable, Equatable, CustomStringConvertible {
     public static func sequenceTokens(_ c: LlamaConfig) -> Int { min(c.seqLen, 256) }
 
     /// The estimate for a worker of `role` over a model of `config`: a generator with `decodeSlots`
-    /// slots, a learner with `learner`'s models.
+    /// slots, its products in `precision` and KV caches in `kvCache`; a learner with `learner`'s models.
     public static func estimate(role: WorkerRole, config c: LlamaConfig, decodeSlots: Int = GeneratorService.defaultDecodeSlots,
+                                precision: WeightPrecision = .float32, kvCache: KVCache.Precision = .float32,
                                 learner: LearnerLoad = LearnerLoad()) -> WorkerMemory {
         let float = 4
         let weights = c.parameterCount * float
@@ -56,12 +57,13 @@ public struct WorkerMemory: Sendable, Equatable, CustomStringConvertible {
         let training = 4 * weights
         switch role {
         case .generator:
-            let kvPerSequence = 2 * c.nLayers * tokens * c.kvDim * float
+            let kvPerSequence = 2 * c.nLayers * tokens * c.kvDim * KVCache.bytesPerValue(kvCache)
             let slots = max(1, decodeSlots)
             let workspace = slots * (4 * c.dim + 2 * c.kvDim + 2 * c.hiddenDim + c.vocabSize) * float
             return WorkerMemory(role: role, parts: [
                 Part(name: "weights", bytes: weights),
-                Part(name: "batched-decode panels", bytes: LlamaModel.panelBytes(c)),
+                Part(name: precision == .bfloat16 ? "bfloat16 batched-decode panels" : "batched-decode panels",
+                     bytes: LlamaModel.panelBytes(c, precision: precision)),
                 // One cache per slot, and a prompt's prefilled cache kept for its other samples.
                 Part(name: "KV cache (\(slots + 1) sequences x \(tokens) positions)", bytes: (slots + 1) * kvPerSequence),
                 Part(name: "decode workspace", bytes: workspace),

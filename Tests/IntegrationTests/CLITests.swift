@@ -67,6 +67,15 @@ import Workers
         #expect(result.stdout.contains("FAIL"))
     }
 
+    /// `--precision` and `--kv-cache` are the generator's: another role is refused naming them, and a
+    /// format that does not exist is refused by the parser.
+    @Test func aWorkerRefusesPrecisionItCannotUse() throws {
+        let learner = try CLITests.rlhf(["worker", "--role", "learner", "--coordinator", "tcp://127.0.0.1:1", "--precision", "bfloat16"])
+        #expect(learner.status != 0 && learner.stderr.contains("--precision and --kv-cache are generator options"), "\(learner.stderr)")
+        let format = try CLITests.rlhf(["worker", "--role", "generator", "--coordinator", "tcp://127.0.0.1:1", "--kv-cache", "float16"])
+        #expect(format.status != 0 && format.stderr.contains("kv-cache"), "\(format.stderr)")
+    }
+
     @Test func generateJSON() throws {
         let result = try CLITests.rlhf(["generate", "--checkpoint", Fixtures.model("tiny-gqa"), "--tokenizer", Fixtures.kjvBin,
                                         "--prompt", "In the beginning", "--steps", "12", "--seed", "3", "--json"])

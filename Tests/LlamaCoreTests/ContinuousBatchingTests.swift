@@ -5,13 +5,18 @@ import TestKit
 /// Continuous batching: a request's sample is a function of (seed, prompt, stream) alone, whatever
 /// slot, batch or company it decoded in.
 @Suite struct ContinuousBatchingTests {
+    /// Weights and KV caches: float32, bfloat16 weights, bfloat16 weights and caches.
+    static let precisions: [(WeightPrecision, KVCache.Precision)] = [(.float32, .float32), (.bfloat16, .float32), (.bfloat16, .bfloat16)]
+
     /// A row's logits from batched decode are the same bits alone and among other rows (every count of
-    /// rows runs the panel kernels, which sum each feature over k in one order).
-    @Test(arguments: ["tiny-mha", "tiny-gqa"])
-    func batchedDecodeRowsAreBitIdenticalAloneAndTogether(name: String) throws {
+    /// rows runs the panel kernels, which sum each feature over k in one order), in float32 and in
+    /// bfloat16 (pair panels), with float32 or bfloat16 KV caches.
+    @Test(arguments: ["tiny-mha", "tiny-gqa"], ContinuousBatchingTests.precisions)
+    func batchedDecodeRowsAreBitIdenticalAloneAndTogether(name: String, precision: (WeightPrecision, KVCache.Precision)) throws {
         let pool = ComputePool(threads: 2)
         defer { pool.shutdown() }
-        let transformer = Transformer(model: try LlamaModel(checkpoint: Fixtures.model(name)), pool: pool)
+        let transformer = Transformer(model: try LlamaModel(checkpoint: Fixtures.model(name), precision: precision.0), pool: pool,
+                                      kvCache: precision.1)
         let prompts: [[Int32]] = [[1, 5, 9, 200], [1], [1, 33, 44, 55, 66, 77, 88, 99, 111], [1, 7, 7], [1, 300, 2]]
         let next: [Int32] = [10, 20, 30, 40, 50]
         func prefilled(_ p: [Int32]) throws -> KVCache {
@@ -34,12 +39,13 @@ import TestKit
 
     /// Requests of varied lengths (stop tokens, length limits, a full context), several samples of a
     /// prompt, a prompt that comes back later in the queue and a request for no tokens: every slot
-    /// count gives each request exactly what it gets alone.
-    @Test(arguments: ["tiny-mha", "tiny-gqa"])
-    func everySlotCountGivesEachRequestItsOwnSample(name: String) throws {
+    /// count gives each request exactly what it gets alone, in float32 and in bfloat16.
+    @Test(arguments: ["tiny-mha", "tiny-gqa"], ContinuousBatchingTests.precisions)
+    func everySlotCountGivesEachRequestItsOwnSample(name: String, precision: (WeightPrecision, KVCache.Precision)) throws {
         let pool = ComputePool(threads: 2)
         defer { pool.shutdown() }
-        let generator = TextGenerator(transformer: Transformer(model: try LlamaModel(checkpoint: Fixtures.model(name)), pool: pool))
+        let model = try LlamaModel(checkpoint: Fixtures.model(name), precision: precision.0)
+        let generator = TextGenerator(transformer: Transformer(model: model, pool: pool, kvCache: precision.1))
         let prompts: [[Int32]] = [[1, 50, 60], [1, 2, 3, 4, 5], [1, 400], [Int32](repeating: 9, count: 120)]
         var requests: [GenerationRequest] = []
         for (p, prompt) in (prompts + [prompts[0]]).enumerated() {

@@ -50,24 +50,33 @@ import Testing
     /// Grouped-query attention over rows with padding past the heads: four query heads read two
     /// key/value heads; a call for heads 1..<4 (which crosses a group boundary) matches a
     /// double-precision reference for each of them and leaves head 0 untouched.
-    @Test(arguments: [8, 16, 24, 48, 64, 80, 128])
-    func attentionMatchesNaive(headSize hs: Int) {
+    /// With a bfloat16 cache, the reference reads the keys and values rounded to bfloat16.
+    @Test(arguments: [8, 16, 24, 48, 64, 80, 128], KVCache.Precision.allCases)
+    func attentionMatchesNaive(headSize hs: Int, cache: KVCache.Precision) {
         let count = 37, nHeads = 4, groupSize = 2, stride = 2 * hs + 5, scoreStride = count + 3
         let q = randomArray(nHeads * hs, seed: 3)
-        let keys = randomArray(count * stride, seed: 4), values = randomArray(count * stride, seed: 5)
+        var keys = randomArray(count * stride, seed: 4), values = randomArray(count * stride, seed: 5)
+        let keys16 = keys.map(Kernels.bfloat16), values16 = values.map(Kernels.bfloat16)
+        if cache == .bfloat16 {
+            keys = keys16.map { Kernels.float(bfloat16: $0) }
+            values = values16.map { Kernels.float(bfloat16: $0) }
+        }
         let out = FloatBuffer(count: nHeads * hs), scores = FloatBuffer(count: nHeads * scoreStride)
         out.baseAddress.update(repeating: 7, count: nHeads * hs)
         let scale = 1 / Float(hs).squareRoot()
         let heads = 1..<nHeads
-        q.withUnsafeBufferPointer { q in
-            keys.withUnsafeBufferPointer { k in
-                values.withUnsafeBufferPointer { v in
-                    Kernels.attend(out: out.baseAddress, query: q.baseAddress!, keys: k.baseAddress!, values: v.baseAddress!,
-                                   rowStride: stride, count: count, heads: heads, groupSize: groupSize, headSize: hs,
-                                   scale: scale, scores: scores.baseAddress, scoreStride: scoreStride)
+        func attend<E: KVElement>(_ keys: [E], _ values: [E]) {
+            q.withUnsafeBufferPointer { q in
+                keys.withUnsafeBufferPointer { k in
+                    values.withUnsafeBufferPointer { v in
+                        Kernels.attend(out: out.baseAddress, query: q.baseAddress!, keys: k.baseAddress!, values: v.baseAddress!,
+                                       rowStride: stride, count: count, heads: heads, groupSize: groupSize, headSize: hs,
+                                       scale: scale, scores: scores.baseAddress, scoreStride: scoreStride)
+                    }
                 }
             }
         }
+        if cache == .bfloat16 { attend(keys16, values16) } else { attend(keys, values) }
         for d in 0..<hs { #expect(out.baseAddress[d] == 7, "head 0 was not asked for") }
         for h in heads {
             let kv = h / groupSize * hs
@@ -97,6 +106,63 @@ import Testing
         for r in 0..<rows {
             let expected = (0..<cols).reduce(0.0) { $0 + Double(Kernels.float(bfloat16: w16[r * cols + $1])) * Double(x[$1]) }
             #expect(abs(Double(out.baseAddress[r]) - expected) < 1e-4)
+        }
+    }
+}
+
+/// The bfloat16 pair-panel kernels (`CKernels`): against float64 sums of the rounded operands, hardware
+/// against the portable fallback bit for bit, and independent of the feature split.
+@Suite struct BFloat16PanelKernelTests {
+    func randomArray(_ n: Int, seed: UInt64) -> [Float] {
+        var rng = SeededGenerator(seed: seed)
+        return (0..<n).map { _ in Float(rng.nextGaussian()) }
+    }
+
+    /// `C (m, n)` by the pair-panel kernel, features split at `cut` (a multiple of 16) into two calls.
+    func product(_ x: [Float], _ w: [Float], m: Int, n: Int, k: Int, cut: Int, accumulate: Bool, portable: Bool) -> [Float] {
+        let packed = AlignedBuffer<UInt16>(count: Kernels.pairPanelCount(n: n, k: k))
+        let pairs = AlignedBuffer<UInt32>(count: Kernels.pairWords(rows: m, k: k))
+        let out = FloatBuffer(count: m * n)
+        for i in 0..<(m * n) { out.baseAddress[i] = accumulate ? 1 : .nan }
+        w.withUnsafeBufferPointer { Kernels.packPairPanels(packed.baseAddress, $0.baseAddress!, n: n, k: k) }
+        x.withUnsafeBufferPointer { Kernels.packPairRows(pairs.baseAddress, $0.baseAddress!, m: m, k: k) }
+        for range in [0..<min(cut, n), min(cut, n)..<n] where !range.isEmpty {
+            Kernels.matmulPairPanels(out.baseAddress, ldc: n, pairs.baseAddress, m: m, packed.baseAddress, k: k,
+                                     features: range, accumulate: accumulate, portable: portable)
+        }
+        return Array(UnsafeBufferPointer(start: out.baseAddress, count: m * n))
+    }
+
+    /// Shapes with odd k, partial panels, lone rows, partial 4-row tiles and 1-3 panel tails.
+    @Test(arguments: [(1, 7, 5, 0, false), (3, 33, 17, 16, false), (4, 64, 48, 32, false), (5, 100, 96, 64, false),
+                      (16, 288, 288, 144, false), (9, 70, 131, 48, true), (1, 130, 64, 64, true), (13, 200, 33, 96, false)])
+    func pairPanelProductMatchesRoundedFloat64(m: Int, n: Int, k: Int, cut: Int, accumulate: Bool) {
+        let x = randomArray(m * k, seed: 11), w = randomArray(n * k, seed: 12)
+        let fast = product(x, w, m: m, n: n, k: k, cut: cut, accumulate: accumulate, portable: false)
+        let portable = product(x, w, m: m, n: n, k: k, cut: cut, accumulate: accumulate, portable: true)
+        // Each sum adds exact products of bfloat16 values in float32 in the same order, odd element
+        // before even: the instruction and the fallback agree to the bit.
+        #expect(fast.map(\.bitPattern) == portable.map(\.bitPattern), "hardware \(Kernels.bfloat16Hardware)")
+        // One split of the features or another gives the same bits.
+        #expect(product(x, w, m: m, n: n, k: k, cut: 0, accumulate: accumulate, portable: false).map(\.bitPattern)
+                == fast.map(\.bitPattern))
+        let round = { (v: Float) in Double(Kernels.float(bfloat16: Kernels.bfloat16(v))) }
+        for b in 0..<m {
+            for f in 0..<n {
+                let expected = (0..<k).reduce(accumulate ? 1.0 : 0.0) { $0 + round(x[b * k + $1]) * round(w[f * k + $1]) }
+                #expect(abs(Double(fast[b * n + f]) - expected) < 1e-5 * Double(k), "row \(b), feature \(f)")
+            }
+        }
+    }
+
+    /// A row's results do not depend on the other rows of the call (the batched decode's promise).
+    @Test func aRowGetsTheSameBitsInAnyCompany() {
+        let n = 150, k = 96
+        let x = randomArray(7 * k, seed: 21), w = randomArray(n * k, seed: 22)
+        let all = product(x, w, m: 7, n: n, k: k, cut: 64, accumulate: false, portable: false)
+        for b in 0..<7 {
+            let alone = product(Array(x[(b * k)..<((b + 1) * k)]), w, m: 1, n: n, k: k, cut: 64, accumulate: false, portable: false)
+            #expect(alone.map(\.bitPattern) == all[(b * n)..<((b + 1) * n)].map(\.bitPattern), "row \(b)")
         }
     }
 }

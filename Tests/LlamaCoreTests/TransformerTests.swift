@@ -97,18 +97,65 @@ import TestKit
         #expect(result.finishReason == .contextFull)
     }
 
-    @Test func bfloat16WeightsStayCloseToFloat32() throws {
-        let f32 = Transformer(model: try LlamaModel(checkpoint: Fixtures.model("tiny-gqa")))
-        let bf16 = Transformer(model: try LlamaModel(checkpoint: Fixtures.model("tiny-gqa"), precision: .bfloat16))
-        let a = try f32.decode(1, cache: f32.makeCache()).row(0)
-        let b = try bf16.decode(1, cache: bf16.makeCache()).row(0)
-        let diff = zip(a, b).map { abs($0 - $1) }.max()!
-        #expect(diff > 0, "bfloat16 path was not used")
-        #expect(diff < 0.1)
+    /// Both bfloat16 paths (the row-major copy of a model without batched decode, and the pair panels
+    /// that also round the inputs) stay close to float32, prefill and batched decode.
+    @Test(arguments: [false, true])
+    func bfloat16WeightsStayCloseToFloat32(batchedDecode: Bool) throws {
+        let weights = try Checkpoint.read(path: Fixtures.model("tiny-gqa")).weights
+        let f32 = Transformer(model: LlamaModel(weights: weights))
+        let bf16 = Transformer(model: LlamaModel(weights: weights, precision: .bfloat16, batchedDecode: batchedDecode))
+        let prompts: [[Int32]] = [[1, 40, 300], [1, 7], [1, 99, 12, 5]]
+        var worst: Float = 0, scale: Float = 0
+        for p in prompts {
+            let c1 = f32.makeCache(), c2 = bf16.makeCache()
+            let a = try f32.prefill(p, cache: c1).row(0), b = try bf16.prefill(p, cache: c2).row(0)
+            scale = max(scale, a.map(abs).max()!)
+            worst = max(worst, zip(a, b).map { abs($0 - $1) }.max()!)
+        }
+        if batchedDecode {
+            let caches = try prompts.map { p -> (KVCache, KVCache) in
+                let c1 = f32.makeCache(), c2 = bf16.makeCache()
+                _ = try f32.prefill(p, cache: c1); _ = try bf16.prefill(p, cache: c2)
+                return (c1, c2)
+            }
+            let a = try f32.decode([3, 4, 5], caches: caches.map(\.0))
+            let rowsA = (0..<3).map { a.row($0) }
+            let b = try bf16.decode([3, 4, 5], caches: caches.map(\.1))
+            for r in 0..<3 { worst = max(worst, zip(rowsA[r], b.row(r)).map { abs($0 - $1) }.max()!) }
+        }
+        #expect(worst > 0, "bfloat16 path was not used")
+        // Within 3% of the logits' scale (rounding the inputs too moves the tiny model's logits by up
+        // to 2%; weights alone by under 1%).
+        #expect(worst < 0.03 * scale, "max difference \(worst), scale \(scale)")
     }
 
-    /// The bfloat16 path computes exactly what float32 computes on weights rounded to bfloat16: the
-    /// only difference from float32 is the rounding of the stored matrices.
+    /// A bfloat16 KV cache (the kernel is exact on rounded keys and values: `attentionMatchesNaive`)
+    /// stays close to float32, takes half the bytes, and a copy continues like the original.
+    @Test(arguments: ["tiny-mha", "tiny-gqa"])
+    func aBFloat16KVCacheStaysCloseToFloat32(name: String) throws {
+        let model = try LlamaModel(checkpoint: Fixtures.model(name))
+        let f32 = Transformer(model: model), bf16 = Transformer(model: model, kvCache: .bfloat16)
+        let c1 = f32.makeCache(), c2 = bf16.makeCache()
+        #expect(c2.precision == .bfloat16 && c2.keys16.count == c1.keys.count && c2.keys.count == 0)
+        var worst: Float = 0, scale: Float = 0
+        let a0 = try f32.prefill([1, 40, 300, 7], cache: c1).row(0), b0 = try bf16.prefill([1, 40, 300, 7], cache: c2).row(0)
+        worst = zip(a0, b0).map { abs($0 - $1) }.max()!
+        for token: Int32 in [99, 12, 5, 250] {
+            let a = try f32.decode(token, cache: c1).row(0), b = try bf16.decode(token, cache: c2).row(0)
+            scale = max(scale, a.map(abs).max()!)
+            worst = max(worst, zip(a, b).map { abs($0 - $1) }.max()!)
+        }
+        #expect(worst > 0, "the bfloat16 cache was not used")
+        // Within 3% of the logits' scale (the tiny random models' attention is sharp: 2% seen).
+        #expect(worst < 0.03 * scale, "max difference \(worst), scale \(scale)")
+        // A copy continues exactly like the original.
+        let copy = bf16.makeCache()
+        copy.copy(from: c2)
+        #expect(try bf16.decode(3, cache: copy).row(0) == bf16.decode(3, cache: c2).row(0))
+    }
+
+    /// The row-major bfloat16 path (batch 1 of a model without batched decode) computes what float32
+    /// computes on weights rounded to bfloat16: the only difference is the rounding of the matrices.
     @Test(arguments: ["tiny-mha", "tiny-gqa"])
     func bfloat16DecodeEqualsFloat32OnRoundedWeights(name: String) throws {
         let weights = try Checkpoint.read(path: Fixtures.model(name)).weights
@@ -118,7 +165,7 @@ import TestKit
                 for i in rounded.layout.range(tensor) { buf[i] = Kernels.float(bfloat16: Kernels.bfloat16(buf[i])) }
             }
         }
-        let bf16 = Transformer(model: LlamaModel(weights: weights, precision: .bfloat16))
+        let bf16 = Transformer(model: LlamaModel(weights: weights, precision: .bfloat16, batchedDecode: false))
         let reference = Transformer(model: LlamaModel(weights: rounded))
         let c1 = bf16.makeCache(), c2 = reference.makeCache()
         var worst: Float = 0

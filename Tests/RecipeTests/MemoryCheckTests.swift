@@ -85,6 +85,43 @@ import Workers
         }
     }
 
+    /// `precision:` reaches the generators' command lines (and only theirs) and their memory share; a
+    /// bad format, an unknown key or bfloat16 for a role that computes in float32 is refused by name.
+    @Test func precisionReachesTheGenerators() throws {
+        let text = """
+        coordinator: tcp://127.0.0.1:5555
+        precision: {generator: bfloat16, kv_cache: bfloat16, learner: float32}
+        hosts: [{name: here, address: local, workers: {generator: 1, learner: 1}}]
+        model: {checkpoint: /nonexistent/policy.bin}
+        plan: [{hold: {seconds: 1}}]
+        """
+        let spec = try ClusterSpec.parse(text, baseDirectory: "/", checkingFiles: false)
+        #expect(spec.precision == ClusterSpec.Precision(generator: .bfloat16, kvCache: .bfloat16))
+        func arguments(_ role: WorkerRole) -> String {
+            spec.workerArguments(id: "\(role.rawValue)-0", role: role, host: spec.hosts[0], coordinator: "tcp://127.0.0.1:5555", runID: nil,
+                                 stateDirectory: "/tmp/s").joined(separator: " ")
+        }
+        #expect(arguments(.generator).contains("--precision bfloat16 --kv-cache bfloat16"))
+        #expect(!arguments(.learner).contains("--precision") && !arguments(.learner).contains("--kv-cache"))
+        let c = LlamaConfig.llama110M
+        let bf16 = WorkerMemory.estimate(role: .generator, config: c, precision: .bfloat16, kvCache: .bfloat16)
+        let f32 = WorkerMemory.estimate(role: .generator, config: c)
+        #expect(bf16.bytes < f32.bytes && bf16.description.contains("bfloat16 batched-decode panels"))
+        var plain = spec
+        plain.precision = ClusterSpec.Precision()
+        #expect(plain.memoryShortfall(config: c, available: Int.max) == nil)
+        for (bad, key) in [("{generator: float16}", "precision.generator"), ("{kv_cache: 8}", "precision.kv_cache"),
+                           ("{learner: bfloat16}", "precision.learner"), ("{decoder: bfloat16}", "precision.decoder"), ("bfloat16", "precision")] {
+            let changed = text.replacingOccurrences(of: "{generator: bfloat16, kv_cache: bfloat16, learner: float32}", with: bad)
+            #expect(throws: ClusterSpec.Invalid.self) { try ClusterSpec.parse(changed, baseDirectory: "/", checkingFiles: false) }
+            do {
+                _ = try ClusterSpec.parse(changed, baseDirectory: "/", checkingFiles: false)
+            } catch {
+                #expect("\(error)".contains(key), "\(error)")
+            }
+        }
+    }
+
     @Test func aSpecThatCannotFitOnThisMachineIsRefusedNamingEachRolesShare() throws {
         let spec = try MemoryCheckTests.spec(generators: 2, plan: "  - train_rm: {model: reward-model}\n  - ppo_round: {name: V5}")
         #expect(spec.learnerLoad == WorkerMemory.LearnerLoad(rewardModels: 1, valueModel: true))

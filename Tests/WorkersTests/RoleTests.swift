@@ -55,6 +55,35 @@ import Workers
         await #expect(throws: LlamaError.self) { _ = try await reference.logProbs(stale) }
     }
 
+    /// A bfloat16 generator (bfloat16 products and KV caches): its samples do not depend on the decode
+    /// slots, their log-probabilities stay near the float32 reference's, and an installed policy
+    /// keeps the precision.
+    @Test func aBFloat16GeneratorSamplesLikeItselfInAnySlotsAndKeepsItsPrecision() throws {
+        // The shipped chat model (the tiny random fixtures' attention is too sharp to say much here).
+        let weights = try Checkpoint.read(path: URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+            .appendingPathComponent("../../models/chat-world/sft.bin").standardized.path).weights
+        let prompts = [GenerateRequest.Prompt(id: 5, tokens: [1, 40, 41, 42]), GenerateRequest.Prompt(id: 6, tokens: [1, 7])]
+        let request = GenerateRequest(prompts: prompts, samplesPerPrompt: 3, sampling: SamplingSettings(temperature: 1, topP: 0.9), seed: 9,
+                                      maxNewTokens: 12)
+        let results = try [1, 4, 64].map { slots in
+            try GeneratorService(model: LlamaModel(weights: weights, precision: .bfloat16), decodeSlots: slots, kvCache: .bfloat16).generate(request)
+        }
+        #expect(results[1].samples == results[0].samples && results[2].samples == results[0].samples)
+        let reference = ReferencePolicyService(weights: weights)
+        let ask = LogProbRequest(sequences: results[0].samples.enumerated().map { i, sample in
+            RoleTests.sequence(UInt64(i), prompt: prompts[i / 3].tokens, response: sample.tokens)
+        }, policyVersion: 0)
+        let exact = try reference.logProbs(ask).values.flatMap { $0 }
+        let differences = zip(exact, results[0].samples.flatMap(\.logProbs)).map { abs($0 - $1) }
+        let mean = differences.reduce(0, +) / Float(differences.count)
+        // bfloat16 products and caches move the chat model's log-probabilities by about 0.0015 nats on
+        // average, 0.05 at most (measured on 1,280 tokens).
+        #expect(mean > 0 && mean < 0.01 && differences.max()! < 0.2, "log-probability differences: mean \(mean), largest \(differences.max()!)")
+        let generator = GeneratorService(model: LlamaModel(weights: weights, precision: .bfloat16), kvCache: .bfloat16)
+        try generator.install(weights, version: 1)
+        #expect(generator.precision == .bfloat16 && generator.kvCache == .bfloat16 && generator.policyVersion == 1)
+    }
+
     @Test func scoresDoNotDependOnBatchCompanions() throws {
         let weights = try RoleTests.weights()
         let model = try RewardModelService(kind: .rewardModel, weights: weights, head: ScalarHead(dim: weights.config.dim, seed: 3))
@@ -347,6 +376,29 @@ import Workers
         short.tensors = [WireTensor(name: "old_logprobs", floats: [0, 0]), WireTensor(name: "advantages", floats: [1, 1, 1, 1, 1, 1])]
         #expect { _ = try learner.train(short) } throws: { "\($0)".contains("\"old_logprobs\" has 2 values, expected 6") }
         #expect { _ = try learner.train(batch) } throws: { "\($0)".contains("policy version 0") }
+    }
+
+    /// Without "old_logprobs" (generators that sample in bfloat16), the learner takes its own
+    /// log-probabilities as the old policy's: the same step as when they are sent.
+    @Test func aPolicyIterationWithoutOldLogProbsUsesTheLearnersOwn() throws {
+        let loop = try PollLoop()
+        defer { loop.shutdown() }
+        let weights = try RoleTests.weights()
+        let sequences = [RoleTests.sequence(0, prompt: [1, 30, 31], response: [40, 41, 2]), RoleTests.sequence(1, prompt: [1, 30], response: [50, 2])]
+        let old = try TrainableTransformer(weights: weights.copy()).tokenLogProbs(sequences: sequences.map { $0.prompt + $0.response })
+        var batch = TrainBatch(kind: .policyIteration)
+        batch.learningRate = 1e-3
+        batch.sequences = sequences
+        batch.ppoEpochs = 2
+        batch.tensors = [WireTensor(name: "advantages", floats: [1, 1, 1, -1, -1])]
+        var sent = batch
+        sent.tensors.append(WireTensor(name: "old_logprobs", floats: Array(old[0].suffix(3)) + Array(old[1].suffix(2))))
+        func checksum(_ b: TrainBatch) throws -> UInt32? {
+            let learner = try LearnerService(weights: weights.copy(), serving: WeightServing(loop: loop, bind: "tcp://127.0.0.1:*", host: "127.0.0.1"))
+            return try learner.train(b).announce?.modelChecksum
+        }
+        let own = try checksum(batch), given = try checksum(sent)
+        #expect(own != nil && own == given)
     }
 
     @Test func aSnapshotIsRestoredAsANewVersionAndSurvivesTheLearnersState() throws {

@@ -216,13 +216,19 @@ public final class TextGenerator {
 extension KVCache {
     /// Copies the filled positions of `other` (same config) into this cache.
     public func copy(from other: KVCache) {
-        precondition(other.config == config, "KV caches of different configs")
+        precondition(other.config == config && other.precision == precision, "KV caches of different configs or precisions")
         let perLayer = config.seqLen * config.kvDim
         let used = other.length * config.kvDim
         for layer in 0..<config.nLayers {
             let offset = layer * perLayer
-            (keys.baseAddress + offset).update(from: other.keys.baseAddress + offset, count: used)
-            (values.baseAddress + offset).update(from: other.values.baseAddress + offset, count: used)
+            switch precision {
+            case .float32:
+                (keys.baseAddress + offset).update(from: other.keys.baseAddress + offset, count: used)
+                (values.baseAddress + offset).update(from: other.values.baseAddress + offset, count: used)
+            case .bfloat16:
+                (keys16.baseAddress + offset).update(from: other.keys16.baseAddress + offset, count: used)
+                (values16.baseAddress + offset).update(from: other.values16.baseAddress + offset, count: used)
+            }
         }
         length = other.length
     }

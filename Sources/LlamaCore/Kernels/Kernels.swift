@@ -202,18 +202,65 @@ package enum Kernels {
     package static let blasSingleThreaded: Void = { openblas_set_num_threads(1) }()
 }
 
+/// What a KV cache stores a value as: float32, or bfloat16 widened exactly on reading.
+package protocol KVElement: BitwiseCopyable {
+    /// Elements `i ..< i + 16` of `p` as float32.
+    static func load16(_ p: UnsafePointer<Self>, _ i: Int) -> Kernels.Vec
+    /// `sum_i q[i] * x[i]` over `n` elements.
+    static func dot(_ q: UnsafePointer<Float>, _ x: UnsafePointer<Self>, _ n: Int) -> Float
+    /// `y[i] += alpha * x[i]` over `n` elements.
+    static func axpy(_ y: UnsafeMutablePointer<Float>, _ alpha: Float, _ x: UnsafePointer<Self>, _ n: Int)
+}
+
+extension Float: KVElement {
+    @inline(__always) package static func load16(_ p: UnsafePointer<Float>, _ i: Int) -> Kernels.Vec { Kernels.load(p, i) }
+    @inline(__always) package static func dot(_ q: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ n: Int) -> Float {
+        Kernels.dot(q, x, n)
+    }
+    @inline(__always) package static func axpy(_ y: UnsafeMutablePointer<Float>, _ alpha: Float, _ x: UnsafePointer<Float>, _ n: Int) {
+        Kernels.axpy(y, alpha, x, n)
+    }
+}
+
+/// bfloat16 bits.
+extension UInt16: KVElement {
+    @inline(__always) package static func load16(_ p: UnsafePointer<UInt16>, _ i: Int) -> Kernels.Vec {
+        let halves = UnsafeRawPointer(p + i).loadUnaligned(as: SIMD16<UInt16>.self)
+        return unsafeBitCast(SIMD16<UInt32>(truncatingIfNeeded: halves) &<< 16, to: Kernels.Vec.self)
+    }
+    @inline(__always) package static func dot(_ q: UnsafePointer<Float>, _ x: UnsafePointer<UInt16>, _ n: Int) -> Float {
+        var acc = Kernels.Vec()
+        var i = 0
+        while i + 16 <= n { acc.addProduct(Kernels.load(q, i), load16(x, i)); i += 16 }
+        var s = Kernels.horizontalSum(acc)
+        while i < n { s += q[i] * Kernels.float(bfloat16: x[i]); i += 1 }
+        return s
+    }
+    @inline(__always) package static func axpy(_ y: UnsafeMutablePointer<Float>, _ alpha: Float, _ x: UnsafePointer<UInt16>, _ n: Int) {
+        let a = Kernels.Vec(repeating: alpha)
+        var i = 0
+        while i + 16 <= n {
+            var v = Kernels.load(UnsafePointer(y), i)
+            v.addProduct(a, load16(x, i))
+            Kernels.store(v, y, i)
+            i += 16
+        }
+        while i < n { y[i] += alpha * Kernels.float(bfloat16: x[i]); i += 1 }
+    }
+}
+
 extension Kernels {
     /// Causal attention of one query's heads `heads` over `count` cached positions. For each query
     /// head `h`, reading key/value head `g = h / groupSize`: `scores[t] = scale * q_h . K[t, g]`, a
     /// softmax over `t`, then `out_h = sum_t scores[t] V[t, g]`.
     ///
     /// `query` and `out` are `(nHeads, hs)`; only the heads in `heads` are read or written. `keys` and
-    /// `values` are `(count, rowStride)`, head `g` of row `t` starting at `t * rowStride + g * hs`.
-    /// Each pass walks the positions in order and serves every head from one row, so the cache is read
-    /// as one long sequential stream rather than one short stream per head. `scores` has room for
-    /// `heads.count` rows of `scoreStride >= count` floats.
-    package static func attend(out: UnsafeMutablePointer<Float>, query: UnsafePointer<Float>,
-                               keys: UnsafePointer<Float>, values: UnsafePointer<Float>, rowStride: Int, count: Int,
+    /// `values` are `(count, rowStride)` float32 or bfloat16, head `g` of row `t` starting at
+    /// `t * rowStride + g * hs`. Each pass walks the positions in order and serves every head from one
+    /// row, so the cache is read as one long sequential stream rather than one short stream per head.
+    /// `scores` has room for `heads.count` rows of `scoreStride >= count` floats.
+    package static func attend<E: KVElement>(out: UnsafeMutablePointer<Float>, query: UnsafePointer<Float>,
+                               keys: UnsafePointer<E>, values: UnsafePointer<E>, rowStride: Int, count: Int,
                                heads: Range<Int>, groupSize: Int, headSize hs: Int, scale: Float,
                                scores: UnsafeMutablePointer<Float>, scoreStride: Int) {
         guard !heads.isEmpty else { return }
@@ -222,6 +269,7 @@ extension Kernels {
         @inline(__always) func queryHeads(_ g: Int) -> Range<Int> {
             max(heads.lowerBound, g * groupSize) ..< min(heads.upperBound, (g + 1) * groupSize)
         }
+        let vectorized = hs % 16 == 0
         for t in 0..<count {
             let row = keys + t * rowStride
             for g in kvHeads {
@@ -229,13 +277,13 @@ extension Kernels {
                 for h in queryHeads(g) {
                     let qh = query + h * hs
                     let score: Float
-                    if hs % 16 == 0 {
-                        var acc = load(qh, 0) * load(k, 0)
+                    if vectorized {
+                        var acc = load(qh, 0) * E.load16(k, 0)
                         var c = 16
-                        while c < hs { acc.addProduct(load(qh, c), load(k, c)); c += 16 }
+                        while c < hs { acc.addProduct(load(qh, c), E.load16(k, c)); c += 16 }
                         score = horizontalSum(acc)
                     } else {
-                        score = dot(qh, k, hs)
+                        score = E.dot(qh, k, hs)
                     }
                     scores[(h - heads.lowerBound) * scoreStride + t] = score * scale
                 }
@@ -247,7 +295,7 @@ extension Kernels {
             let row = values + t * rowStride
             for g in kvHeads {
                 for h in queryHeads(g) {
-                    axpy(out + h * hs, scores[(h - heads.lowerBound) * scoreStride + t], row + g * hs, hs)
+                    E.axpy(out + h * hs, scores[(h - heads.lowerBound) * scoreStride + t], row + g * hs, hs)
                 }
             }
         }

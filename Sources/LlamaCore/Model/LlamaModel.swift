@@ -1,12 +1,15 @@
 import Foundation
 
-/// How a model stores the matrices it uses for batch-1 generation.
+/// The precision of a model's matrix products in inference.
 public enum WeightPrecision: String, Sendable, Codable, CaseIterable {
     /// Full float32 (exact against the reference fixtures).
     case float32
-    /// bfloat16 copies of the projection and classifier matrices, float32 accumulation: half the bytes
-    /// per decoded token. Batch-1 products read the copies (and a shared embedding is looked up from
-    /// its copy); products over several rows (prefill, batched decode) use the float32 matrices.
+    /// bfloat16 matrices, float32 sums: half the bytes per decoded token. A model prepared for batched
+    /// decode packs its matrices as bfloat16 pair panels, and every product of 1 to 64 rows (batched decode,
+    /// short prompts; any row count where rows must not change each other's bits) rounds its input to
+    /// bfloat16 too and multiplies with AVX-512 BF16 (`vdpbf16ps`: twice the multiply-adds of a float32
+    /// FMA) or its portable fallback. A model without batched decode keeps a row-major bfloat16 copy for
+    /// batch-1 products on float32 inputs. Longer products (prefill) use the float32 matrices.
     case bfloat16
 }
 
@@ -15,11 +18,16 @@ public enum WeightPrecision: String, Sendable, Codable, CaseIterable {
 public final class LlamaModel: Sendable {
     /// The float32 weights.
     public let weights: ModelWeights
-    /// bfloat16 copies laid out like `weights.layout` (matrices only), when requested.
+    /// bfloat16 copies laid out like `weights.layout` (matrices only), for batch-1 products of a
+    /// bfloat16 model without batched decode.
     let bf16: AlignedBuffer<UInt16>?
-    /// Panel-packed copies of the projection and classifier matrices for batched products
-    /// (`Kernels.packPanels`), with each tensor-layer's offset; nil when not requested.
+    /// Panel-packed float32 copies of the projection and classifier matrices for batched products
+    /// (`Kernels.packPanels`) of a float32 model prepared for batched decode.
     let panels: FloatBuffer?
+    /// Pair-panel bfloat16 copies (`rlhf_bf16_pack_panels`) of the same matrices, for a bfloat16 model
+    /// prepared for batched decode.
+    let bf16Panels: AlignedBuffer<UInt16>?
+    /// Each tensor-layer's offset in `panels` or `bf16Panels` (in elements).
     let panelOffsets: [ParameterTensor: [Int]]
     /// `(S, hs/2)` RoPE cosines and sines, computed in double precision.
     let ropeCos: FloatBuffer
@@ -54,31 +62,44 @@ public final class LlamaModel: Sendable {
                 }
             }
         }
+        var offsets: [ParameterTensor: [Int]] = [:]
         if batchedDecode {
-            var offsets: [ParameterTensor: [Int]] = [:]
             var total = 0
-            let matrices = LlamaModel.projectionTensors
-            for tensor in matrices {
+            for tensor in LlamaModel.projectionTensors {
                 let (n, k) = LlamaModel.matrixShape(tensor, c)
+                let count = LlamaModel.panelCount(n: n, k: k, precision: precision)
                 let layers = tensor == .classifier ? 1 : c.nLayers
-                offsets[tensor] = (0..<layers).map { total + $0 * Kernels.panelCount(n: n, k: k) }
-                total += layers * Kernels.panelCount(n: n, k: k)
+                offsets[tensor] = (0..<layers).map { total + $0 * count }
+                total += layers * count
             }
-            let buffer = FloatBuffer(count: total)
-            for tensor in matrices {
-                let (n, k) = LlamaModel.matrixShape(tensor, c)
-                for (layer, offset) in offsets[tensor]!.enumerated() {
-                    Kernels.packPanels(buffer.baseAddress + offset,
-                                       weights.storage.baseAddress + weights.layout.offset(tensor, layer: layer), n: n, k: k)
+            let source = weights.storage.baseAddress
+            if precision == .bfloat16 {
+                let buffer = AlignedBuffer<UInt16>(count: total)
+                for (tensor, layers) in offsets {
+                    let (n, k) = LlamaModel.matrixShape(tensor, c)
+                    for (layer, offset) in layers.enumerated() {
+                        Kernels.packPairPanels(buffer.baseAddress + offset, source + weights.layout.offset(tensor, layer: layer), n: n, k: k)
+                    }
                 }
+                bf16Panels = buffer
+                panels = nil
+            } else {
+                let buffer = FloatBuffer(count: total)
+                for (tensor, layers) in offsets {
+                    let (n, k) = LlamaModel.matrixShape(tensor, c)
+                    for (layer, offset) in layers.enumerated() {
+                        Kernels.packPanels(buffer.baseAddress + offset, source + weights.layout.offset(tensor, layer: layer), n: n, k: k)
+                    }
+                }
+                panels = buffer
+                bf16Panels = nil
             }
-            panels = buffer
-            panelOffsets = offsets
         } else {
             panels = nil
-            panelOffsets = [:]
+            bf16Panels = nil
         }
-        if precision == .bfloat16 {
+        panelOffsets = offsets
+        if precision == .bfloat16 && !batchedDecode {
             let layout = weights.layout
             let buffer = AlignedBuffer<UInt16>(count: layout.totalCount)
             buffer.withUnsafeMutableBufferPointer { dst in
@@ -100,11 +121,17 @@ public final class LlamaModel: Sendable {
     }
 
     /// Bytes of the panel-packed copies a model prepared for batched decode holds (`batchedDecode`).
-    public static func panelBytes(_ c: LlamaConfig) -> Int {
+    public static func panelBytes(_ c: LlamaConfig, precision: WeightPrecision = .float32) -> Int {
         projectionTensors.reduce(0) { total, tensor in
             let (n, k) = matrixShape(tensor, c)
-            return total + (tensor == .classifier ? 1 : c.nLayers) * Kernels.panelCount(n: n, k: k) * 4
+            let bytes = precision == .bfloat16 ? 2 : 4
+            return total + (tensor == .classifier ? 1 : c.nLayers) * panelCount(n: n, k: k, precision: precision) * bytes
         }
+    }
+
+    /// Elements of one panel-packed `(n, k)` matrix in `precision`.
+    static func panelCount(n: Int, k: Int, precision: WeightPrecision) -> Int {
+        precision == .bfloat16 ? Kernels.pairPanelCount(n: n, k: k) : Kernels.panelCount(n: n, k: k)
     }
 
     /// The matrices of the forward pass.
@@ -131,7 +158,7 @@ public final class LlamaModel: Sendable {
         return tensors
     }
 
-    /// Whether batch-1 products with `tensor` read bfloat16.
+    /// Whether batch-1 products with `tensor` read the row-major bfloat16 copy.
     func usesBF16(_ tensor: ParameterTensor) -> Bool {
         guard bf16 != nil else { return false }
         let resolved = tensor == .classifier && config.sharedClassifier ? .tokenEmbedding : tensor
@@ -146,7 +173,7 @@ public final class LlamaModel: Sendable {
         let matrices: [ParameterTensor] = [.wq, .wk, .wv, .wo, .w1, .w2, .w3, .classifier]
         for t in matrices {
             let count = t == .classifier ? c.vocabSize * c.dim : ParameterLayout.shape(t, c).reduce(1, *)
-            bytes += count * (usesBF16(t) ? 2 : 4)
+            bytes += count * (usesBF16(t) || bf16Panels != nil ? 2 : 4)
         }
         return bytes + (2 * c.nLayers + 1) * c.dim * 4 + c.dim * 4
     }
@@ -155,20 +182,59 @@ public final class LlamaModel: Sendable {
 /// The keys and values of one sequence, `(L, S, KVD)` each (position-major, so that attention reads a
 /// layer's history for all heads as one sequential stream), and how many positions are filled.
 public final class KVCache {
+    /// What a cache stores its keys and values as.
+    public enum Precision: String, Sendable, Codable, CaseIterable {
+        /// float32 (exact).
+        case float32
+        /// bfloat16, rounded to nearest even on writing and widened exactly on reading: half the memory
+        /// and half the bytes attention streams per decoded token.
+        case bfloat16
+    }
+
     /// The config the cache was sized for.
     public let config: LlamaConfig
+    /// What the cache stores values as.
+    public let precision: Precision
+    /// float32 keys and values (empty when `precision` is bfloat16).
     let keys: FloatBuffer
     let values: FloatBuffer
+    /// bfloat16 keys and values (empty when `precision` is float32).
+    let keys16: AlignedBuffer<UInt16>
+    let values16: AlignedBuffer<UInt16>
     /// Number of positions written (the next token goes at `length`).
     public internal(set) var length: Int = 0
 
     /// A cache for one sequence of up to `config.seqLen` tokens.
-    public init(config: LlamaConfig) {
+    public init(config: LlamaConfig, precision: Precision = .float32) {
         self.config = config
+        self.precision = precision
         // Small pages: a layer's block is resident only as far as the sequence reached (a huge page would
         // fault in 2 MiB of it at the first position).
-        keys = FloatBuffer(count: config.nLayers * config.seqLen * config.kvDim, hugePages: false)
-        values = FloatBuffer(count: config.nLayers * config.seqLen * config.kvDim, hugePages: false)
+        let count = config.nLayers * config.seqLen * config.kvDim
+        keys = FloatBuffer(count: precision == .float32 ? count : 0, hugePages: false)
+        values = FloatBuffer(count: precision == .float32 ? count : 0, hugePages: false)
+        keys16 = AlignedBuffer<UInt16>(count: precision == .bfloat16 ? count : 0, hugePages: false)
+        values16 = AlignedBuffer<UInt16>(count: precision == .bfloat16 ? count : 0, hugePages: false)
+    }
+
+    /// Bytes a cache of `precision` takes per value.
+    public static func bytesPerValue(_ precision: Precision) -> Int { precision == .float32 ? 4 : 2 }
+
+    /// Stores `(KVD)` key `k` and value `v` at `position` of `layer`.
+    func store(layer: Int, position: Int, key k: UnsafePointer<Float>, value v: UnsafePointer<Float>) {
+        let kvd = config.kvDim
+        let slot = (layer * config.seqLen + position) * kvd
+        switch precision {
+        case .float32:
+            (keys.baseAddress + slot).update(from: k, count: kvd)
+            (values.baseAddress + slot).update(from: v, count: kvd)
+        case .bfloat16:
+            let k16 = keys16.baseAddress + slot, v16 = values16.baseAddress + slot
+            for i in 0..<kvd {
+                k16[i] = Kernels.bfloat16(k[i])
+                v16[i] = Kernels.bfloat16(v[i])
+            }
+        }
     }
 
     /// Forgets the sequence (keeps the memory).

@@ -35,11 +35,15 @@ public final class Transformer {
     public let pool: ComputePool
     private var workspace: Workspace
 
-    /// A transformer over `model` whose kernels run on `pool`.
-    public init(model: LlamaModel, pool: ComputePool = .serial) {
+    /// What the caches of `makeCache()` store keys and values as.
+    public let kvCachePrecision: KVCache.Precision
+
+    /// A transformer over `model` whose kernels run on `pool`, making caches of `kvCache` precision.
+    public init(model: LlamaModel, pool: ComputePool = .serial, kvCache: KVCache.Precision = .float32) {
         _ = Kernels.blasSingleThreaded
         self.model = model
         self.pool = pool
+        self.kvCachePrecision = kvCache
         self.workspace = Workspace(config: model.config, rows: 1, logitRows: 1, threads: pool.threadCount)
     }
 
@@ -47,7 +51,7 @@ public final class Transformer {
     public var config: LlamaConfig { model.config }
 
     /// A fresh KV cache for one sequence of this model.
-    public func makeCache() -> KVCache { KVCache(config: config) }
+    public func makeCache() -> KVCache { KVCache(config: config, precision: kvCachePrecision) }
 
     // MARK: - Public entry points
 
@@ -145,9 +149,7 @@ public final class Transformer {
                 let table = positions[r] * half
                 Kernels.rope(q + r * D, heads: c.nHeads, hs: hs, cos: ropeCos + table, sin: ropeSin + table)
                 Kernels.rope(k + r * KVD, heads: c.nKVHeads, hs: hs, cos: ropeCos + table, sin: ropeSin + table)
-                let slot = (l * S + positions[r]) * KVD
-                (caches[r].keys.baseAddress + slot).update(from: k + r * KVD, count: KVD)
-                (caches[r].values.baseAddress + slot).update(from: v + r * KVD, count: KVD)
+                caches[r].store(layer: l, position: positions[r], key: k + r * KVD, value: v + r * KVD)
             }
             attention(layer: l, rows: rows, caches: caches, positions: positions)
             // Residual connections are fused: the projections add straight into x.
@@ -194,13 +196,22 @@ public final class Transformer {
                     let scores = scoresBase + thread * c.nHeads * S
                     for index in stride(from: thread, to: items, by: threads) {
                         let r = index / groups, g = index % groups
-                        Kernels.attend(out: att + r * D, query: q + r * D,
-                                       keys: caches[r].keys.baseAddress + layerOffset,
-                                       values: caches[r].values.baseAddress + layerOffset,
-                                       rowStride: KVD, count: positions[r] + 1,
-                                       heads: g * c.nHeads / groups ..< (g + 1) * c.nHeads / groups,
-                                       groupSize: c.kvGroupSize, headSize: c.headSize, scale: scale,
-                                       scores: scores, scoreStride: S)
+                        let heads = g * c.nHeads / groups ..< (g + 1) * c.nHeads / groups
+                        let cache = caches[r]
+                        switch cache.precision {
+                        case .float32:
+                            Kernels.attend(out: att + r * D, query: q + r * D,
+                                           keys: cache.keys.baseAddress + layerOffset, values: cache.values.baseAddress + layerOffset,
+                                           rowStride: KVD, count: positions[r] + 1, heads: heads,
+                                           groupSize: c.kvGroupSize, headSize: c.headSize, scale: scale,
+                                           scores: scores, scoreStride: S)
+                        case .bfloat16:
+                            Kernels.attend(out: att + r * D, query: q + r * D,
+                                           keys: cache.keys16.baseAddress + layerOffset, values: cache.values16.baseAddress + layerOffset,
+                                           rowStride: KVD, count: positions[r] + 1, heads: heads,
+                                           groupSize: c.kvGroupSize, headSize: c.headSize, scale: scale,
+                                           scores: scores, scoreStride: S)
+                        }
                     }
                 }
             }
@@ -235,8 +246,9 @@ public final class Transformer {
     }
 
     /// Runs `jobs` (which share nothing but the pool) in one parallel region, each split by output
-    /// features. One row: matrix-vector kernels (bfloat16 where the model has it); 2 to 64 rows: the
-    /// panel kernels; more: sgemm. `rowInvariant` takes the panel kernels for any number of rows.
+    /// features. A bfloat16 model with panels: the bfloat16 pair-panel kernels up to 64 rows. Otherwise one
+    /// row: matrix-vector kernels (bfloat16 where the model has the row-major copy); 2 to 64 rows: the
+    /// panel kernels. More rows: sgemm. `rowInvariant` takes the panel kernels for any number of rows.
     ///
     /// `epilogue(features)` runs on each thread after its share of every job, with that share's
     /// feature range (the same for jobs of equal width): element-wise work on fresh outputs stays on the
@@ -246,7 +258,32 @@ public final class Transformer {
         let layout = model.weights.layout
         let w = model.weights.storage.baseAddress
         let threads = pool.threadCount
-        if rows == 1 && !(rowInvariant && model.panels != nil) {
+        if let packed = model.bf16Panels?.baseAddress, rows <= Transformer.panelRowLimit || rowInvariant {
+            // bfloat16 pair panels: each distinct input (jobs of a region share theirs) is rounded to
+            // bfloat16 pairs once, then every thread multiplies its share of every matrix.
+            var inputs: [(input: UnsafeMutablePointer<Float>, offset: Int)] = []
+            var words = 0
+            for job in jobs where !inputs.contains(where: { $0.input == job.input }) {
+                inputs.append((job.input, words))
+                words += Kernels.pairWords(rows: rows, k: job.inFeatures)
+            }
+            let pairs = workspace.pairWords(words)
+            for entry in inputs {
+                let k = jobs.first { $0.input == entry.input }!.inFeatures
+                Kernels.packPairRows(pairs + entry.offset, entry.input, m: rows, k: k)
+            }
+            pool.run { t in
+                for job in jobs {
+                    let range = ComputePool.share(of: job.outFeatures, thread: t, threads: threads, grain: 16)
+                    guard !range.isEmpty else { continue }
+                    let x = pairs + inputs.first { $0.input == job.input }!.offset
+                    Kernels.matmulPairPanels(job.output, ldc: job.outFeatures, x, m: rows,
+                                             packed + model.panelOffsets[job.tensor]![job.layer], k: job.inFeatures,
+                                             features: range, accumulate: job.accumulate)
+                }
+                epilogue?(ComputePool.share(of: jobs[0].outFeatures, thread: t, threads: threads, grain: 16))
+            }
+        } else if rows == 1 && !(rowInvariant && model.panels != nil) {
             let xPerm = workspace.xPerm.baseAddress
             // Jobs of one region share their input (q/k/v, w1/w3), so it is rearranged once.
             var prepared: UnsafeMutablePointer<Float>? = nil
@@ -326,6 +363,14 @@ final class Workspace {
     let scores: FloatBuffer
     /// `(Rl, V)` logits.
     var logits: FloatBuffer
+    /// Inputs of a bfloat16 product rounded to bfloat16 pairs, grown on demand.
+    private var pairs = AlignedBuffer<UInt32>(count: 0)
+
+    /// At least `count` words of pair storage (its contents are not kept).
+    func pairWords(_ count: Int) -> UnsafeMutablePointer<UInt32> {
+        if pairs.count < count { pairs = AlignedBuffer<UInt32>(count: count) }
+        return pairs.baseAddress
+    }
 
     init(config: LlamaConfig, rows: Int, logitRows: Int, threads: Int) {
         self.config = config

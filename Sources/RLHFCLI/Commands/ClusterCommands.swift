@@ -130,6 +130,10 @@ struct WorkerCommand: ParsableCommand {
     var capacity: Int = 16
     @Option(help: "Generator: sequences decoded at once (continuous batching: a slot whose answer ends takes the next queued sample).")
     var decodeSlots: Int = GeneratorService.defaultDecodeSlots
+    @Option(help: "Generator: the number format of its matrix products, float32 or bfloat16 (bfloat16 weights and inputs, float32 sums).")
+    var precision: WeightPrecision = .float32
+    @Option(help: "Generator: what its KV caches store, float32 or bfloat16.")
+    var kvCache: KVCache.Precision = .float32
     @Option(help: "Model checkpoint the role serves (the policy for generator, learner and reference-policy; the trunk for the reward models).")
     var checkpoint: String?
     @Option(help: "Reward and safety models: the score head, JSON {\"weight\": [dim floats], \"bias\": b}. Without it the head is initialised from --seed (an untrained scorer).")
@@ -173,6 +177,9 @@ struct WorkerCommand: ParsableCommand {
         try OptionCheck.threads(threads)
         try OptionCheck.integer(capacity, "--capacity", 1 ... 65_536)
         try OptionCheck.integer(decodeSlots, "--decode-slots", 1 ... 65_536)
+        if role != .generator && (precision != .float32 || kvCache != .float32) {
+            throw ValidationError("--precision and --kv-cache are generator options; a \(role.rawValue) computes in float32")
+        }
         try OptionCheck.integer(restoreStep, "--restore-step", 0 ... 1_000_000)
         try OptionCheck.number(drainTimeout, "--drain-timeout", 0 ... 86_400)
         try OptionCheck.number(rewardTimeout, "--reward-timeout", 0 ... 86_400, openBelow: true)
@@ -213,7 +220,7 @@ struct WorkerCommand: ParsableCommand {
             let service = try makeService(loop: loop)
             if let config = service?.modelConfig {
                 // What it holds (sequences of up to 256 tokens), against what the machine has.
-                let memory = WorkerMemory.estimate(role: role, config: config, decodeSlots: decodeSlots)
+                let memory = WorkerMemory.estimate(role: role, config: config, decodeSlots: decodeSlots, precision: precision, kvCache: kvCache)
                 var logger = Logger(label: "rlhf.worker")
                 logger[metadataKey: "role"] = "\(role.rawValue)"
                 logger[metadataKey: "worker"] = "\(settings.workerID)"
@@ -261,8 +268,8 @@ struct WorkerCommand: ParsableCommand {
         let weights = try Checkpoint.read(path: checkpoint).weights
         switch role {
         case .generator:
-            return GeneratorService(model: LlamaModel(weights: weights), threads: threads, decodeSlots: decodeSlots,
-                                    faultHangAfterSteps: faultHangAfterSteps)
+            return GeneratorService(model: LlamaModel(weights: weights, precision: precision), threads: threads, decodeSlots: decodeSlots,
+                                    kvCache: kvCache, faultHangAfterSteps: faultHangAfterSteps)
         case .rewardModel, .safetyModel:
             let scoreHead = try head.map { try RewardModelService.loadHead(path: $0) } ?? ScalarHead(dim: weights.config.dim, seed: seed)
             return try RewardModelService(kind: role == .safetyModel ? .safetyModel : .rewardModel, weights: weights, head: scoreHead,

@@ -5,6 +5,7 @@ import Recipe
 import Workers
 
 extension WeightPrecision: ExpressibleByArgument {}
+extension KVCache.Precision: ExpressibleByArgument {}
 extension ChatFormat: ExpressibleByArgument {}
 
 /// Writes a line to standard error.

@@ -31,7 +31,7 @@ struct GenerateCommand: ParsableCommand {
     var batch: Int = 1
     @Option(help: "Compute threads.")
     var threads: Int = 1
-    @Option(help: "Weights for batch-1 decode: float32 or bfloat16.")
+    @Option(help: "Matrix products: float32, or bfloat16 (bfloat16 weights; with --batch above 1, inputs rounded too).")
     var precision: WeightPrecision = .float32
     @Flag(name: .customLong("ignore-eos"), help: "Keep generating after the end-of-sequence token.")
     var ignoreEOS = false

@@ -1,0 +1,200 @@
+#include "ckernels.h"
+#include <math.h>
+#include <string.h>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+long rlhf_bf16_panels(long n) { return (n + 15) / 16 + 3; }
+
+static inline uint16_t to_bf16(float f) {
+    uint32_t bits;
+    memcpy(&bits, &f, 4);
+    if (f != f) return (uint16_t)((bits >> 16) | 0x40);
+    bits += 0x7FFF + ((bits >> 16) & 1);
+    return (uint16_t)(bits >> 16);
+}
+
+static inline float from_bf16(uint16_t h) {
+    uint32_t bits = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+void rlhf_bf16_pack_panels(uint16_t *dst, const float *w, long n, long k) {
+    long k2 = (k + 1) / 2, panels = rlhf_bf16_panels(n);
+    for (long j = 0; j < panels; j++) {
+        uint16_t *panel = dst + j * 32 * k2;
+        for (long f = 0; f < 16; f++) {
+            long row = j * 16 + f;
+            for (long i = 0; i < k2; i++) {
+                for (long h = 0; h < 2; h++) {
+                    long col = 2 * i + h;
+                    panel[i * 32 + 2 * f + h] = (row < n && col < k) ? to_bf16(w[row * k + col]) : 0;
+                }
+            }
+        }
+    }
+}
+
+void rlhf_bf16_pack_rows(uint32_t *dst, const float *x, long m, long k) {
+    long k2 = (k + 1) / 2;
+    for (long b = 0; b < m; b++) {
+        const float *row = x + b * k;
+        uint32_t *out = dst + b * k2;
+        for (long i = 0; i < k / 2; i++)
+            out[i] = (uint32_t)to_bf16(row[2 * i]) | ((uint32_t)to_bf16(row[2 * i + 1]) << 16);
+        if (k & 1) out[k2 - 1] = to_bf16(row[k - 1]);
+    }
+}
+
+static inline void put16(float *dst, const float *v, long width, int accumulate) {
+    for (long f = 0; f < width; f++) dst[f] = v[f] + (accumulate ? dst[f] : 0);
+}
+
+// MARK: - Portable fallback: float32 fused multiply-adds of exact bfloat16 products, odd then even.
+
+/// acc[f] over 16 features of one panel step (32 bf16) and one pair of x.
+static inline void dot2_portable(float *acc, const uint16_t *p, uint32_t pair) {
+    float lo = from_bf16((uint16_t)pair), hi = from_bf16((uint16_t)(pair >> 16));
+    for (int f = 0; f < 16; f++) {
+        float a = fmaf(from_bf16(p[2 * f + 1]), hi, acc[f]);
+        acc[f] = fmaf(from_bf16(p[2 * f]), lo, a);
+    }
+}
+
+static void matmul_portable(float *c, long ldc, const uint32_t *x, long m, const uint16_t *packed, long k2,
+                            long f0, long f1, int accumulate) {
+    for (long f = f0; f < f1; f += 16) {
+        const uint16_t *panel = packed + (f / 16) * 32 * k2;
+        long width = f1 - f < 16 ? f1 - f : 16;
+        for (long b = 0; b < m; b++) {
+            float acc[16] = {0};
+            const uint32_t *xr = x + b * k2;
+            for (long i = 0; i < k2; i++) dot2_portable(acc, panel + i * 32, xr[i]);
+            put16(c + b * ldc + f, acc, width, accumulate);
+        }
+    }
+}
+
+// MARK: - AVX-512 BF16
+
+#if defined(__x86_64__)
+#define BF16_TARGET __attribute__((target("avx512f,avx512bf16,avx512vl,avx512bw")))
+
+BF16_TARGET static inline __m512 dp(__m512 acc, const uint16_t *p, __m512i xb) {
+    return _mm512_dpbf16_ps(acc, (__m512bh)_mm512_loadu_si512((const void *)p), (__m512bh)xb);
+}
+
+BF16_TARGET static inline void store_v(float *dst, __m512 v, long width, int accumulate) {
+    if (width >= 16) {
+        if (accumulate) v = _mm512_add_ps(v, _mm512_loadu_ps(dst));
+        _mm512_storeu_ps(dst, v);
+    } else if (width > 0) {
+        float tmp[16];
+        _mm512_storeu_ps(tmp, v);
+        put16(dst, tmp, width, accumulate);
+    }
+}
+
+/// Rows b ..< b + valid (at most 4) of the 4 panels starting at p0 (features fbase ..< fbase + width).
+BF16_TARGET static inline void tile4x4(float *c, long ldc, const uint32_t *x, long b, long valid,
+                                        const uint16_t *p0, long k2, long fbase, long width, int accumulate) {
+    const uint16_t *p1 = p0 + 32 * k2, *p2 = p1 + 32 * k2, *p3 = p2 + 32 * k2;
+    const uint32_t *x0 = x + b * k2;
+    const uint32_t *x1 = valid > 1 ? x0 + k2 : x0, *x2 = valid > 2 ? x0 + 2 * k2 : x0, *x3 = valid > 3 ? x0 + 3 * k2 : x0;
+    __m512 a00 = _mm512_setzero_ps(), a01 = a00, a02 = a00, a03 = a00, a10 = a00, a11 = a00, a12 = a00, a13 = a00;
+    __m512 a20 = a00, a21 = a00, a22 = a00, a23 = a00, a30 = a00, a31 = a00, a32 = a00, a33 = a00;
+    for (long i = 0; i < k2; i++) {
+        const long o = i * 32;
+        __m512bh v0 = (__m512bh)_mm512_loadu_si512((const void *)(p0 + o));
+        __m512bh v1 = (__m512bh)_mm512_loadu_si512((const void *)(p1 + o));
+        __m512bh v2 = (__m512bh)_mm512_loadu_si512((const void *)(p2 + o));
+        __m512bh v3 = (__m512bh)_mm512_loadu_si512((const void *)(p3 + o));
+        __m512bh s = (__m512bh)_mm512_set1_epi32((int)x0[i]);
+        a00 = _mm512_dpbf16_ps(a00, v0, s); a01 = _mm512_dpbf16_ps(a01, v1, s);
+        a02 = _mm512_dpbf16_ps(a02, v2, s); a03 = _mm512_dpbf16_ps(a03, v3, s);
+        s = (__m512bh)_mm512_set1_epi32((int)x1[i]);
+        a10 = _mm512_dpbf16_ps(a10, v0, s); a11 = _mm512_dpbf16_ps(a11, v1, s);
+        a12 = _mm512_dpbf16_ps(a12, v2, s); a13 = _mm512_dpbf16_ps(a13, v3, s);
+        s = (__m512bh)_mm512_set1_epi32((int)x2[i]);
+        a20 = _mm512_dpbf16_ps(a20, v0, s); a21 = _mm512_dpbf16_ps(a21, v1, s);
+        a22 = _mm512_dpbf16_ps(a22, v2, s); a23 = _mm512_dpbf16_ps(a23, v3, s);
+        s = (__m512bh)_mm512_set1_epi32((int)x3[i]);
+        a30 = _mm512_dpbf16_ps(a30, v0, s); a31 = _mm512_dpbf16_ps(a31, v1, s);
+        a32 = _mm512_dpbf16_ps(a32, v2, s); a33 = _mm512_dpbf16_ps(a33, v3, s);
+    }
+    __m512 rows[4][4] = {{a00, a01, a02, a03}, {a10, a11, a12, a13}, {a20, a21, a22, a23}, {a30, a31, a32, a33}};
+    for (long r = 0; r < valid; r++) {
+        float *dst = c + (b + r) * ldc + fbase;
+        for (long q = 0; q < 4; q++) store_v(dst + 16 * q, rows[r][q], width - 16 * q, accumulate);
+    }
+}
+
+/// One row of the 4 panels starting at p0: 4 accumulators.
+BF16_TARGET static inline void row1x4(float *c, const uint32_t *xr, const uint16_t *p0, long k2, long width, int accumulate) {
+    const uint16_t *p1 = p0 + 32 * k2, *p2 = p1 + 32 * k2, *p3 = p2 + 32 * k2;
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    for (long i = 0; i < k2; i++) {
+        __m512i s = _mm512_set1_epi32((int)xr[i]);
+        a0 = dp(a0, p0 + i * 32, s); a1 = dp(a1, p1 + i * 32, s);
+        a2 = dp(a2, p2 + i * 32, s); a3 = dp(a3, p3 + i * 32, s);
+    }
+    store_v(c, a0, width, accumulate); store_v(c + 16, a1, width - 16, accumulate);
+    store_v(c + 32, a2, width - 32, accumulate); store_v(c + 48, a3, width - 48, accumulate);
+}
+
+/// Rows of one panel (a range's last 1-3 panels), 8 rows at a time.
+BF16_TARGET static inline void panel8(float *c, long ldc, const uint32_t *x, long m, const uint16_t *p, long k2,
+                                       long width, int accumulate) {
+    for (long b = 0; b < m; b += 8) {
+        long valid = m - b < 8 ? m - b : 8;
+        const uint32_t *xr[8];
+        for (long r = 0; r < 8; r++) xr[r] = x + (b + (r < valid ? r : 0)) * k2;
+        __m512 a[8];
+        for (int r = 0; r < 8; r++) a[r] = _mm512_setzero_ps();
+        for (long i = 0; i < k2; i++) {
+            __m512bh v = (__m512bh)_mm512_loadu_si512((const void *)(p + i * 32));
+            for (int r = 0; r < 8; r++) a[r] = _mm512_dpbf16_ps(a[r], v, (__m512bh)_mm512_set1_epi32((int)xr[r][i]));
+        }
+        for (long r = 0; r < valid; r++) store_v(c + (b + r) * ldc, a[r], width, accumulate);
+    }
+}
+
+BF16_TARGET static void matmul_bf16(float *c, long ldc, const uint32_t *x, long m, const uint16_t *packed, long k2,
+                                    long f0, long f1, int accumulate) {
+    long j = f0 / 16;
+    while (j * 16 < f1) {
+        const uint16_t *p0 = packed + j * 32 * k2;
+        long fbase = j * 16, width = f1 - fbase < 64 ? f1 - fbase : 64;
+        if (width <= 48) {
+            for (long q = 0; q * 16 < width; q++) {
+                long w = width - 16 * q < 16 ? width - 16 * q : 16;
+                panel8(c + fbase + 16 * q, ldc, x, m, p0 + q * 32 * k2, k2, w, accumulate);
+            }
+            break;
+        }
+        for (long b = 0; b < m; b += 4) {
+            long valid = m - b < 4 ? m - b : 4;
+            if (valid == 1) row1x4(c + b * ldc + fbase, x + b * k2, p0, k2, width, accumulate);
+            else tile4x4(c, ldc, x, b, valid, p0, k2, fbase, width, accumulate);
+        }
+        j += 4;
+    }
+}
+
+int rlhf_bf16_hardware(void) { return __builtin_cpu_supports("avx512bf16") ? 1 : 0; }
+#else
+int rlhf_bf16_hardware(void) { return 0; }
+#endif
+
+void rlhf_bf16_matmul_panels(float *c, long ldc, const uint32_t *x, long m, const uint16_t *packed, long k2,
+                             long f0, long f1, int accumulate, int portable) {
+    if (m <= 0 || f1 <= f0) return;
+#if defined(__x86_64__)
+    if (!portable && rlhf_bf16_hardware()) { matmul_bf16(c, ldc, x, m, packed, k2, f0, f1, accumulate); return; }
+#endif
+    matmul_portable(c, ldc, x, m, packed, k2, f0, f1, accumulate);
+}

@@ -1,0 +1,38 @@
+// bfloat16 matrix products for batched decode and training: AVX-512 BF16 (vdpbf16ps) where the CPU has
+// it, chosen at run time, and a portable fallback that computes the same sums.
+//
+// Layouts (all row-major):
+// - pair panels of W (n, k): panel j (of rlhf_bf16_panels(n)) holds features 16j ..< 16j+16 as
+//   (k2, 16, 2) bfloat16, k2 = (k + 1) / 2: element [i][f][h] = bf16(W[16j + f][2i + h]); features past n
+//   and the odd k's last element are zero. Three zero panels at the end let a tile of four start at any
+//   panel.
+// - pair rows of X (m, k): (m, k2) 32-bit words, word [b][i] = bf16(X[b][2i]) | bf16(X[b][2i+1]) << 16.
+//
+// Every sum C[b][f] runs over i in order, adding the odd element's product, then the even one's (the
+// order vdpbf16ps uses): a row's result does not depend on the other rows of its call or on the
+// feature range a thread computes.
+#ifndef RLHF_CKERNELS_H
+#define RLHF_CKERNELS_H
+#include <stdint.h>
+
+/// 1 when this CPU has AVX-512 BF16 (vdpbf16ps), which rlhf_bf16_matmul_panels then uses.
+int rlhf_bf16_hardware(void);
+
+/// Panels (including the three zero ones) of the pair-panel layout of an (n, k) matrix.
+long rlhf_bf16_panels(long n);
+
+/// Packs float32 W (n, k) into pair panels at dst (rlhf_bf16_panels(n) * 16 * 2 * ((k + 1) / 2)
+/// elements), rounding to nearest even.
+void rlhf_bf16_pack_panels(uint16_t *dst, const float *w, long n, long k);
+
+/// Packs float32 X (m, k) into pair rows at dst ((m, (k + 1) / 2) words), rounding to nearest even.
+void rlhf_bf16_pack_rows(uint32_t *dst, const float *x, long m, long k);
+
+/// C[b][f] = sum_i X[b][i] . P[f][i] (bfloat16 products, float32 sums) for b < m and features f in
+/// [f0, f1), f0 a multiple of 16; x is (m, k2) pair rows, packed the pair panels of a matrix with k2
+/// pairs per feature, C is (m, ldc). With accumulate, adds to C. With portable, the fallback runs even
+/// where the CPU has AVX-512 BF16 (for tests).
+void rlhf_bf16_matmul_panels(float *c, long ldc, const uint32_t *x, long m, const uint16_t *packed, long k2,
+                             long f0, long f1, int accumulate, int portable);
+
+#endif

@@ -1,0 +1,37 @@
+import CKernels
+
+/// bfloat16 pair panels (`CKernels`): the layout and products of a bfloat16 model's batched decode.
+/// A panel holds 16 features as `(ceil(k/2), 16, 2)` bfloat16; inputs are rounded to bfloat16 pairs
+/// (`(m, ceil(k/2))` 32-bit words); sums are float32, over k in order, so a row's result does not depend
+/// on the rows beside it.
+extension Kernels {
+    /// Whether this CPU multiplies bfloat16 in hardware (AVX-512 BF16); the portable fallback computes
+    /// the same sums otherwise.
+    package static var bfloat16Hardware: Bool { rlhf_bf16_hardware() != 0 }
+
+    /// 32-bit pair words one `(rows, k)` input takes.
+    package static func pairWords(rows: Int, k: Int) -> Int { rows * ((k + 1) / 2) }
+
+    /// bfloat16 elements a pair-panel-packed `(n, k)` matrix takes.
+    package static func pairPanelCount(n: Int, k: Int) -> Int { rlhf_bf16_panels(n) * 32 * ((k + 1) / 2) }
+
+    /// Packs row-major float32 `W (n, k)` into pair panels, rounding to nearest even.
+    package static func packPairPanels(_ dst: UnsafeMutablePointer<UInt16>, _ w: UnsafePointer<Float>, n: Int, k: Int) {
+        rlhf_bf16_pack_panels(dst, w, n, k)
+    }
+
+    /// Rounds float32 `X (m, k)` into bfloat16 pair words `(m, ceil(k/2))`.
+    package static func packPairRows(_ dst: UnsafeMutablePointer<UInt32>, _ x: UnsafePointer<Float>, m: Int, k: Int) {
+        rlhf_bf16_pack_rows(dst, x, m, k)
+    }
+
+    /// `C[b, f] = sum_k X[b, k] W[f, k]` for `b < m` and features `f` in `features` (bounds multiples of
+    /// 16 except the end at `n`), `X` as pair words, `W` as pair panels, `C` `(m, ldc)`. With
+    /// `accumulate`, adds to `C`; with `portable`, the fallback runs even on AVX-512 BF16 hardware.
+    package static func matmulPairPanels(_ c: UnsafeMutablePointer<Float>, ldc: Int, _ x: UnsafePointer<UInt32>, m: Int,
+                                         _ packed: UnsafePointer<UInt16>, k: Int, features: Range<Int>,
+                                         accumulate: Bool = false, portable: Bool = false) {
+        rlhf_bf16_matmul_panels(c, ldc, x, m, packed, (k + 1) / 2, features.lowerBound, features.upperBound,
+                                accumulate ? 1 : 0, portable ? 1 : 0)
+    }
+}
