@@ -289,8 +289,10 @@ def main():
                     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
                 start = time.perf_counter()
                 optimizer.zero_grad(set_to_none=True)
-                logits = model(data[:, :-1])
-                loss = F.cross_entropy(logits.reshape(-1, cfg["vocab"]), data[:, 1:].reshape(-1))
+                # autocast: bfloat16 matrix products on the float32 weights (PyTorch's CPU mixed precision).
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(c.get("autocast", False))):
+                    logits = model(data[:, :-1])
+                    loss = F.cross_entropy(logits.reshape(-1, cfg["vocab"]).float(), data[:, 1:].reshape(-1))
                 loss.backward()
                 optimizer.step()
                 seconds = time.perf_counter() - start

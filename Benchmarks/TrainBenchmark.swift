@@ -51,6 +51,7 @@ public struct TrainBenchmark: Sendable {
         let directory = try benchDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
         printMachine()
+        print("bfloat16 products: " + (Kernels.bfloat16Hardware ? "AVX-512 BF16 (vdpbf16ps)" : "portable fallback (no AVX-512 BF16 on this CPU)"))
         if baselines.llama2c != nil { print("note: llama2.c does not train; --llama2c is ignored here") }
         var torch: TorchBaseline?
         if let python = baselines.torch {
@@ -83,16 +84,23 @@ public struct TrainBenchmark: Sendable {
             _ = try torch?.call(["op": "threads", "n": t])
             let trainer = TrainableTransformer(weights: weights.copy(), pool: pool)
             let optimizer = AdamW(groupSizes: [trainer.weights.storage.count])
+            // Mixed precision: bfloat16 products on float32 master weights, gradients and AdamW state.
+            let bf16Trainer = TrainableTransformer(weights: weights.copy(), pool: pool, precision: .bfloat16)
+            let bf16Optimizer = AdamW(groupSizes: [bf16Trainer.weights.storage.count])
             var best = BestOf()
             for round in 0..<repeats {
                 if !rewardModelOnly {
-                    let start = Date()
-                    trainer.zeroGradients()
-                    _ = try trainer.maskedCrossEntropy(sequences: data, mask: mask)
-                    optimizer.update([ParameterGroup(model: trainer)], lr: 1e-4, pool: pool)
-                    best.record("train", Double(batch * (length - 1)) / Date().timeIntervalSince(start))
+                    for (key, model, adamw) in [("train", trainer, optimizer), ("train-bf16", bf16Trainer, bf16Optimizer)] {
+                        let start = Date()
+                        model.zeroGradients()
+                        _ = try model.maskedCrossEntropy(sequences: data, mask: mask)
+                        adamw.update([ParameterGroup(model: model)], lr: 1e-4, pool: pool)
+                        best.record(key, Double(batch * (length - 1)) / Date().timeIntervalSince(start))
+                    }
                     if let torch {
                         best.record("torch-train", try torch.figure(["op": "train", "batch": batch, "length": length, "seed": round], "tps"))
+                        best.record("torch-train-autocast", try torch.figure(["op": "train", "batch": batch, "length": length, "seed": round,
+                                                                             "autocast": true], "tps"))
                     }
                 }
                 let start = Date()
@@ -108,6 +116,12 @@ public struct TrainBenchmark: Sendable {
                 print(String(format: "%@ training step: %.2f s, %.0f tok/s, %.1f GFLOP/s  vs PyTorch %@: %@", label,
                              Double(batch * (length - 1)) / tps, tps, 3 * forwardFlops * tps / 1e9,
                              figure(best["torch-train"]), ratio(tps, best["torch-train"])))
+            }
+            if let tps = best["train-bf16"] {
+                print(String(format: "%@ training step, bfloat16 products: %.2f s, %.0f tok/s, %.1f GFLOP/s  vs float32: %@  vs PyTorch float32 %@: %@  vs PyTorch bfloat16 autocast %@: %@",
+                             label, Double(batch * (length - 1)) / tps, tps, 3 * forwardFlops * tps / 1e9, ratio(tps, best["train"]),
+                             figure(best["torch-train"]), ratio(tps, best["torch-train"]),
+                             figure(best["torch-train-autocast"]), ratio(tps, best["torch-train-autocast"])))
             }
             print(String(format: "%@ reward-model forward (scores at each last token): %.0f tok/s, %.1f GFLOP/s of a full forward  vs PyTorch %@: %@", label, best["rm"]!,
                          scoringFlops * best["rm"]! / 1e9,

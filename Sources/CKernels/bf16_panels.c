@@ -50,6 +50,40 @@ void rlhf_bf16_pack_rows(uint32_t *dst, const float *x, long m, long k) {
     }
 }
 
+void rlhf_bf16_pack_rows_strided(uint32_t *dst, const float *src, long r0, long r1, long k, long row_stride, long k_stride) {
+    long k2 = (k + 1) / 2;
+    // Blocks of 16 rows: a transposed source is read 16 contiguous floats at a time, and each block's
+    // 16 destination rows stay in cache while its pairs are written.
+    for (long rb = r0; rb < r1; rb += 16) {
+        long re = rb + 16 < r1 ? rb + 16 : r1;
+        for (long i = 0; i < k2; i++) {
+            long c0 = 2 * i, c1 = 2 * i + 1;
+            for (long r = rb; r < re; r++) {
+                const float *row = src + r * row_stride;
+                uint32_t lo = to_bf16(row[c0 * k_stride]);
+                uint32_t hi = c1 < k ? to_bf16(row[c1 * k_stride]) : 0;
+                dst[r * k2 + i] = lo | (hi << 16);
+            }
+        }
+    }
+}
+
+void rlhf_bf16_pack_panels_strided(uint16_t *dst, const float *src, long n, long j0, long j1, long k, long row_stride, long k_stride) {
+    long k2 = (k + 1) / 2;
+    for (long j = j0; j < j1; j++) {
+        uint16_t *panel = dst + j * 32 * k2;
+        for (long i = 0; i < k2; i++) {
+            for (long h = 0; h < 2; h++) {
+                long col = 2 * i + h;
+                for (long f = 0; f < 16; f++) {
+                    long row = j * 16 + f;
+                    panel[i * 32 + 2 * f + h] = (row < n && col < k) ? to_bf16(src[row * row_stride + col * k_stride]) : 0;
+                }
+            }
+        }
+    }
+}
+
 static inline void put16(float *dst, const float *v, long width, int accumulate) {
     for (long f = 0; f < width; f++) dst[f] = v[f] + (accumulate ? dst[f] : 0);
 }
@@ -163,8 +197,8 @@ BF16_TARGET static inline void panel8(float *c, long ldc, const uint32_t *x, lon
     }
 }
 
-BF16_TARGET static void matmul_bf16(float *c, long ldc, const uint32_t *x, long m, const uint16_t *packed, long k2,
-                                    long f0, long f1, int accumulate) {
+BF16_TARGET static void matmul_bf16_block(float *c, long ldc, const uint32_t *x, long m, const uint16_t *packed, long k2,
+                                          long f0, long f1, int accumulate) {
     long j = f0 / 16;
     while (j * 16 < f1) {
         const uint16_t *p0 = packed + j * 32 * k2;
@@ -182,6 +216,20 @@ BF16_TARGET static void matmul_bf16(float *c, long ldc, const uint32_t *x, long 
             else tile4x4(c, ldc, x, b, valid, p0, k2, fbase, width, accumulate);
         }
         j += 4;
+    }
+}
+
+/// Blocks of 256 features by 64 rows: a block's panels stay in L2 while the rows stream past, block
+/// after block (what a batched decode's few rows need as much as a training product's thousands).
+/// Each sum still runs over all of k in one pass, so the blocking changes no bits.
+BF16_TARGET static void matmul_bf16(float *c, long ldc, const uint32_t *x, long m, const uint16_t *packed, long k2,
+                                    long f0, long f1, int accumulate) {
+    for (long fb = f0; fb < f1; fb += 256) {
+        long fe = fb + 256 < f1 ? fb + 256 : f1;
+        for (long b = 0; b < m; b += 64) {
+            long rows = m - b < 64 ? m - b : 64;
+            matmul_bf16_block(c + b * ldc, ldc, x + b * k2, rows, packed, k2, fb, fe, accumulate);
+        }
     }
 }
 

@@ -16,6 +16,10 @@ public final class TrainableTransformer {
     public let gradients: FloatBuffer
     /// Threads for every product.
     public let pool: ComputePool
+    /// The matrix products, in the transformer's precision.
+    let products: MatrixProducts
+    /// The number format of the matrix products (weights, gradients and everything else stay float32).
+    public var precision: WeightPrecision { products.precision }
     /// `(S, hs/2)` RoPE table.
     private let ropeCos: [Float], ropeSin: [Float]
     /// The tape `forward` fills (reused).
@@ -56,13 +60,15 @@ public final class TrainableTransformer {
         return hiddenGradientBuffer
     }
 
-    /// Trains `weights` (not copied: pass `weights.copy()` to keep the original).
-    public init(weights: ModelWeights, pool: ComputePool = .serial) {
+    /// Trains `weights` (not copied: pass `weights.copy()` to keep the original), its matrix products in
+    /// `precision` (bfloat16: bfloat16 operands, float32 sums, float32 weights and gradients).
+    public init(weights: ModelWeights, pool: ComputePool = .serial, precision: WeightPrecision = .float32) {
         openblas_set_num_threads(1)
         self.config = weights.config
         self.weights = weights
         self.gradients = FloatBuffer(count: weights.layout.totalCount)
         self.pool = pool
+        self.products = MatrixProducts(pool: pool, precision: precision)
         let c = weights.config, half = c.headSize / 2
         var cosTable = [Float](repeating: 0, count: c.seqLen * half), sinTable = cosTable
         for t in 0..<c.seqLen {
@@ -122,17 +128,17 @@ public final class TrainableTransformer {
                 break
             }
             normRows(out: saved.xn1, inverse: saved.rms1, input: x, weight: w + offset(.rmsAttention, l), rows: n)
-            TrainingKernels.forward(saved.q.baseAddress, saved.xn1.baseAddress, w + offset(.wq, l), n: n, inFeatures: D, outFeatures: D, pool: pool)
-            TrainingKernels.forward(saved.k.baseAddress, saved.xn1.baseAddress, w + offset(.wk, l), n: n, inFeatures: D, outFeatures: KVD, pool: pool)
-            TrainingKernels.forward(saved.v.baseAddress, saved.xn1.baseAddress, w + offset(.wv, l), n: n, inFeatures: D, outFeatures: KVD, pool: pool)
+            products.forward(saved.q.baseAddress, saved.xn1.baseAddress, w + offset(.wq, l), n: n, inFeatures: D, outFeatures: D)
+            products.forward(saved.k.baseAddress, saved.xn1.baseAddress, w + offset(.wk, l), n: n, inFeatures: D, outFeatures: KVD)
+            products.forward(saved.v.baseAddress, saved.xn1.baseAddress, w + offset(.wv, l), n: n, inFeatures: D, outFeatures: KVD)
             rotate(queries: saved.q, keys: saved.k, batch: batch, sign: 1)
             attentionForward(saved, batch: batch, tape: tape)
             saved.xMid.baseAddress.update(from: x.baseAddress, count: n * D)
-            TrainingKernels.forward(saved.xMid.baseAddress, saved.att.baseAddress, w + offset(.wo, l), n: n, inFeatures: D,
-                                    outFeatures: D, accumulate: true, pool: pool)
+            products.forward(saved.xMid.baseAddress, saved.att.baseAddress, w + offset(.wo, l), n: n, inFeatures: D,
+                                    outFeatures: D, accumulate: true)
             normRows(out: saved.xn2, inverse: saved.rms2, input: saved.xMid, weight: w + offset(.rmsFFN, l), rows: n)
-            TrainingKernels.forward(saved.h1.baseAddress, saved.xn2.baseAddress, w + offset(.w1, l), n: n, inFeatures: D, outFeatures: H, pool: pool)
-            TrainingKernels.forward(saved.h3.baseAddress, saved.xn2.baseAddress, w + offset(.w3, l), n: n, inFeatures: D, outFeatures: H, pool: pool)
+            products.forward(saved.h1.baseAddress, saved.xn2.baseAddress, w + offset(.w1, l), n: n, inFeatures: D, outFeatures: H)
+            products.forward(saved.h3.baseAddress, saved.xn2.baseAddress, w + offset(.w3, l), n: n, inFeatures: D, outFeatures: H)
             let h1 = saved.h1.baseAddress, h3 = saved.h3.baseAddress, g = saved.g.baseAddress
             pool.parallelFor(n * H, grain: 1024) { range, _ in
                 (g + range.lowerBound).update(from: h1 + range.lowerBound, count: range.count)
@@ -140,8 +146,8 @@ public final class TrainableTransformer {
             }
             let next = tape.output(ofLayer: l)
             next.baseAddress.update(from: saved.xMid.baseAddress, count: n * D)
-            TrainingKernels.forward(next.baseAddress, g, w + offset(.w2, l), n: n, inFeatures: H, outFeatures: D,
-                                    accumulate: true, pool: pool)
+            products.forward(next.baseAddress, g, w + offset(.w2, l), n: n, inFeatures: H, outFeatures: D,
+                                    accumulate: true)
         }
         let x = tape.xFinal
         if let rows = lastLayerRows {
@@ -162,13 +168,13 @@ public final class TrainableTransformer {
         let c = config, l = c.nLayers - 1
         let n = batch.rowCount, m = rows.count, D = c.dim, KVD = c.kvDim, H = c.hiddenDim, hs = c.headSize, half = hs / 2
         normRows(out: saved.xn1, inverse: saved.rms1, input: saved.xIn, weight: w + offset(.rmsAttention, l), rows: n)
-        TrainingKernels.forward(saved.k.baseAddress, saved.xn1.baseAddress, w + offset(.wk, l), n: n, inFeatures: D, outFeatures: KVD, pool: pool)
-        TrainingKernels.forward(saved.v.baseAddress, saved.xn1.baseAddress, w + offset(.wv, l), n: n, inFeatures: D, outFeatures: KVD, pool: pool)
+        products.forward(saved.k.baseAddress, saved.xn1.baseAddress, w + offset(.wk, l), n: n, inFeatures: D, outFeatures: KVD)
+        products.forward(saved.v.baseAddress, saved.xn1.baseAddress, w + offset(.wv, l), n: n, inFeatures: D, outFeatures: KVD)
         // The asked rows' normed inputs, gathered into xn2's first rows.
         let gathered = saved.xn2.baseAddress, xn1 = saved.xn1.baseAddress
         for (i, r) in rows.enumerated() { (gathered + i * D).update(from: xn1 + r * D, count: D) }
         let q = saved.q.baseAddress, k = saved.k.baseAddress, v = saved.v.baseAddress, att = saved.att.baseAddress
-        TrainingKernels.forward(q, gathered, w + offset(.wq, l), n: m, inFeatures: D, outFeatures: D, pool: pool)
+        products.forward(q, gathered, w + offset(.wq, l), n: m, inFeatures: D, outFeatures: D)
         // Each asked row's sequence (rows are given in any order).
         let sequenceOfRow = rows.map { r in batch.offsets.lastIndex { $0 <= r }! }
         ropeCos.withUnsafeBufferPointer { cosT in
@@ -203,17 +209,17 @@ public final class TrainableTransformer {
         }
         let xIn = saved.xIn.baseAddress, xMid = saved.xMid.baseAddress
         for (i, r) in rows.enumerated() { (xMid + i * D).update(from: xIn + r * D, count: D) }
-        TrainingKernels.forward(xMid, att, w + offset(.wo, l), n: m, inFeatures: D, outFeatures: D, accumulate: true, pool: pool)
+        products.forward(xMid, att, w + offset(.wo, l), n: m, inFeatures: D, outFeatures: D, accumulate: true)
         normRows(out: saved.xn2, inverse: saved.rms2, input: saved.xMid, weight: w + offset(.rmsFFN, l), rows: m)
         let h1 = saved.h1.baseAddress, h3 = saved.h3.baseAddress, g = saved.g.baseAddress
-        TrainingKernels.forward(h1, saved.xn2.baseAddress, w + offset(.w1, l), n: m, inFeatures: D, outFeatures: H, pool: pool)
-        TrainingKernels.forward(h3, saved.xn2.baseAddress, w + offset(.w3, l), n: m, inFeatures: D, outFeatures: H, pool: pool)
+        products.forward(h1, saved.xn2.baseAddress, w + offset(.w1, l), n: m, inFeatures: D, outFeatures: H)
+        products.forward(h3, saved.xn2.baseAddress, w + offset(.w3, l), n: m, inFeatures: D, outFeatures: H)
         g.update(from: h1, count: m * H)
         Kernels.swiglu(g, h3, m * H)
         // The layer's output rows, computed compactly in xn1 (free now), then placed.
         let out = xn1, final = tape.xFinal.baseAddress
         out.update(from: xMid, count: m * D)
-        TrainingKernels.forward(out, g, w + offset(.w2, l), n: m, inFeatures: H, outFeatures: D, accumulate: true, pool: pool)
+        products.forward(out, g, w + offset(.w2, l), n: m, inFeatures: H, outFeatures: D, accumulate: true)
         for (i, r) in rows.enumerated() { (final + r * D).update(from: out + i * D, count: D) }
     }
 
@@ -319,9 +325,9 @@ public final class TrainableTransformer {
         for l in stride(from: c.nLayers - 1, through: 0, by: -1) {
             let saved = tape.layers[l]
             // FFN: x_out = x_mid + W2 g, g = silu(W1 xn2) * (W3 xn2), xn2 = rmsnorm(x_mid).
-            TrainingKernels.backwardWeight(dw + offset(.w2, l), dx.baseAddress, saved.g.baseAddress, n: n, inFeatures: H, outFeatures: D, pool: pool)
-            TrainingKernels.backwardInput(dg.baseAddress, dx.baseAddress, w + offset(.w2, l), n: n, inFeatures: H, outFeatures: D,
-                                          accumulate: false, pool: pool)
+            products.backwardWeight(dw + offset(.w2, l), dx.baseAddress, saved.g.baseAddress, n: n, inFeatures: H, outFeatures: D)
+            products.backwardInput(dg.baseAddress, dx.baseAddress, w + offset(.w2, l), n: n, inFeatures: H, outFeatures: D,
+                                          accumulate: false)
             let h1 = saved.h1.baseAddress, h3 = saved.h3.baseAddress, g = dg.baseAddress
             let d1 = dh1.baseAddress, d3 = dh3.baseAddress
             pool.parallelFor(n * H, grain: 1024) { range, _ in
@@ -342,24 +348,24 @@ public final class TrainableTransformer {
                     i += 1
                 }
             }
-            TrainingKernels.backwardWeight(dw + offset(.w1, l), d1, saved.xn2.baseAddress, n: n, inFeatures: D, outFeatures: H, pool: pool)
-            TrainingKernels.backwardWeight(dw + offset(.w3, l), d3, saved.xn2.baseAddress, n: n, inFeatures: D, outFeatures: H, pool: pool)
-            TrainingKernels.backwardInput(dxn.baseAddress, d1, w + offset(.w1, l), n: n, inFeatures: D, outFeatures: H, accumulate: false, pool: pool)
-            TrainingKernels.backwardInput(dxn.baseAddress, d3, w + offset(.w3, l), n: n, inFeatures: D, outFeatures: H, accumulate: true, pool: pool)
+            products.backwardWeight(dw + offset(.w1, l), d1, saved.xn2.baseAddress, n: n, inFeatures: D, outFeatures: H)
+            products.backwardWeight(dw + offset(.w3, l), d3, saved.xn2.baseAddress, n: n, inFeatures: D, outFeatures: H)
+            products.backwardInput(dxn.baseAddress, d1, w + offset(.w1, l), n: n, inFeatures: D, outFeatures: H, accumulate: false)
+            products.backwardInput(dxn.baseAddress, d3, w + offset(.w3, l), n: n, inFeatures: D, outFeatures: H, accumulate: true)
             normBackwardRows(dx: dx, weightGradient: dw + offset(.rmsFFN, l), dy: dxn, input: saved.xMid,
                              weight: w + offset(.rmsFFN, l), inverse: saved.rms2, rows: n)
             // Attention: x_mid = x_in + Wo att.
-            TrainingKernels.backwardWeight(dw + offset(.wo, l), dx.baseAddress, saved.att.baseAddress, n: n, inFeatures: D, outFeatures: D, pool: pool)
-            TrainingKernels.backwardInput(datt.baseAddress, dx.baseAddress, w + offset(.wo, l), n: n, inFeatures: D, outFeatures: D,
-                                          accumulate: false, pool: pool)
+            products.backwardWeight(dw + offset(.wo, l), dx.baseAddress, saved.att.baseAddress, n: n, inFeatures: D, outFeatures: D)
+            products.backwardInput(datt.baseAddress, dx.baseAddress, w + offset(.wo, l), n: n, inFeatures: D, outFeatures: D,
+                                          accumulate: false)
             attentionBackward(saved, batch: batch, tape: tape, datt: datt, dq: dq, dk: dk, dv: dv)
             rotate(queries: dq, keys: dk, batch: batch, sign: -1)
-            TrainingKernels.backwardWeight(dw + offset(.wq, l), dq.baseAddress, saved.xn1.baseAddress, n: n, inFeatures: D, outFeatures: D, pool: pool)
-            TrainingKernels.backwardWeight(dw + offset(.wk, l), dk.baseAddress, saved.xn1.baseAddress, n: n, inFeatures: D, outFeatures: KVD, pool: pool)
-            TrainingKernels.backwardWeight(dw + offset(.wv, l), dv.baseAddress, saved.xn1.baseAddress, n: n, inFeatures: D, outFeatures: KVD, pool: pool)
-            TrainingKernels.backwardInput(dxn.baseAddress, dq.baseAddress, w + offset(.wq, l), n: n, inFeatures: D, outFeatures: D, accumulate: false, pool: pool)
-            TrainingKernels.backwardInput(dxn.baseAddress, dk.baseAddress, w + offset(.wk, l), n: n, inFeatures: D, outFeatures: KVD, accumulate: true, pool: pool)
-            TrainingKernels.backwardInput(dxn.baseAddress, dv.baseAddress, w + offset(.wv, l), n: n, inFeatures: D, outFeatures: KVD, accumulate: true, pool: pool)
+            products.backwardWeight(dw + offset(.wq, l), dq.baseAddress, saved.xn1.baseAddress, n: n, inFeatures: D, outFeatures: D)
+            products.backwardWeight(dw + offset(.wk, l), dk.baseAddress, saved.xn1.baseAddress, n: n, inFeatures: D, outFeatures: KVD)
+            products.backwardWeight(dw + offset(.wv, l), dv.baseAddress, saved.xn1.baseAddress, n: n, inFeatures: D, outFeatures: KVD)
+            products.backwardInput(dxn.baseAddress, dq.baseAddress, w + offset(.wq, l), n: n, inFeatures: D, outFeatures: D, accumulate: false)
+            products.backwardInput(dxn.baseAddress, dk.baseAddress, w + offset(.wk, l), n: n, inFeatures: D, outFeatures: KVD, accumulate: true)
+            products.backwardInput(dxn.baseAddress, dv.baseAddress, w + offset(.wv, l), n: n, inFeatures: D, outFeatures: KVD, accumulate: true)
             normBackwardRows(dx: dx, weightGradient: dw + offset(.rmsAttention, l), dy: dxn, input: saved.xIn,
                              weight: w + offset(.rmsAttention, l), inverse: saved.rms1, rows: n)
         }
@@ -449,7 +455,7 @@ public final class TrainableTransformer {
             for i in 0..<m {
                 (h + i * D).update(from: tape.hidden.baseAddress + rows[start + i] * D, count: D)
             }
-            TrainingKernels.forward(logits, h, wcls, n: m, inFeatures: D, outFeatures: V, pool: pool)
+            products.forward(logits, h, wcls, n: m, inFeatures: D, outFeatures: V)
             // Rows are independent: the loss runs on them in parallel (it must only write per-index state).
             let chunkStart = start
             let losses = rowLosses.baseAddress
@@ -465,9 +471,9 @@ public final class TrainableTransformer {
                 start += m
                 continue
             }
-            TrainingKernels.backwardWeight(dwcls, logits, h, n: m, inFeatures: D, outFeatures: V, pool: pool)
-            TrainingKernels.backwardInput(dh, logits, wcls, n: m, inFeatures: D, outFeatures: V,
-                                          accumulate: false, pool: pool)
+            products.backwardWeight(dwcls, logits, h, n: m, inFeatures: D, outFeatures: V)
+            products.backwardInput(dh, logits, wcls, n: m, inFeatures: D, outFeatures: V,
+                                          accumulate: false)
             for i in 0..<m {
                 let dst = dHidden.baseAddress + rows[start + i] * D, src = dh + i * D
                 for j in 0..<D { dst[j] += src[j] }

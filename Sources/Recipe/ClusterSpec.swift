@@ -177,31 +177,34 @@ public struct ClusterSpec: Sendable, Equatable {
     /// The number formats of the roles' compute (`precision:`).
     public var precision = Precision()
 
-    /// The spec's `precision: {generator: float32|bfloat16, kv_cache: float32|bfloat16}`: the generators'
-    /// matrix products (bfloat16: bfloat16 weights and inputs, float32 sums) and what their KV caches
-    /// store. The other roles compute in float32.
+    /// The spec's `precision: {generator: F, kv_cache: F, learner: F}` (F: float32 or bfloat16): the
+    /// generators' matrix products (bfloat16: bfloat16 weights and inputs, float32 sums), what their KV
+    /// caches store, and the learner's training products (bfloat16 operands, float32 sums and float32
+    /// master weights, gradients and optimizer state). The other roles compute in float32.
     public struct Precision: Sendable, Equatable {
         public var generator: WeightPrecision = .float32
         public var kvCache: KVCache.Precision = .float32
+        public var learner: WeightPrecision = .float32
 
-        public init(generator: WeightPrecision = .float32, kvCache: KVCache.Precision = .float32) {
+        public init(generator: WeightPrecision = .float32, kvCache: KVCache.Precision = .float32, learner: WeightPrecision = .float32) {
             self.generator = generator
             self.kvCache = kvCache
+            self.learner = learner
         }
 
         static func parse(_ value: Any) throws -> Precision {
             guard let entries = value as? [String: Any] else {
-                throw Invalid(key: "precision", reason: "expected a mapping like {generator: bfloat16, kv_cache: bfloat16}, got \(describe(value))")
+                throw Invalid(key: "precision", reason: "expected a mapping like {generator: bfloat16, kv_cache: bfloat16, learner: bfloat16}, got \(describe(value))")
             }
             var precision = Precision()
             for (key, raw) in entries.sorted(by: { $0.key < $1.key }) {
                 let formats = "float32 or bfloat16"
                 switch key {
-                case "generator":
+                case "generator", "learner":
                     guard let text = raw as? String, let format = WeightPrecision(rawValue: text) else {
-                        throw Invalid(key: "precision.generator", reason: "expected \(formats), got \(describe(raw))")
+                        throw Invalid(key: "precision.\(key)", reason: "expected \(formats), got \(describe(raw))")
                     }
-                    precision.generator = format
+                    if key == "generator" { precision.generator = format } else { precision.learner = format }
                 case "kv_cache":
                     guard let text = raw as? String, let format = KVCache.Precision(rawValue: text) else {
                         throw Invalid(key: "precision.kv_cache", reason: "expected \(formats), got \(describe(raw))")
@@ -209,10 +212,10 @@ public struct ClusterSpec: Sendable, Equatable {
                     precision.kvCache = format
                 case _ where WorkerRole(rawValue: key) != nil:
                     guard raw as? String == "float32" else {
-                        throw Invalid(key: "precision.\(key)", reason: "a \(key) computes in float32 (bfloat16 is available for generator and kv_cache)")
+                        throw Invalid(key: "precision.\(key)", reason: "a \(key) computes in float32 (bfloat16 is available for generator, kv_cache and learner)")
                     }
                 default:
-                    throw Invalid(key: "precision.\(key)", reason: "unknown key (expected generator, kv_cache)")
+                    throw Invalid(key: "precision.\(key)", reason: "unknown key (expected generator, kv_cache, learner)")
                 }
             }
             return precision

@@ -18,6 +18,7 @@ extension ClusterSpec {
         if role == .generator && decodeSlots != GeneratorService.defaultDecodeSlots { arguments += ["--decode-slots", "\(decodeSlots)"] }
         if role == .generator && precision.generator != .float32 { arguments += ["--precision", precision.generator.rawValue] }
         if role == .generator && precision.kvCache != .float32 { arguments += ["--kv-cache", precision.kvCache.rawValue] }
+        if role == .learner && precision.learner != .float32 { arguments += ["--precision", precision.learner.rawValue] }
         if role == .rewardModel, let head = rewardHead { arguments += ["--head", path(head)] }
         if role == .safetyModel, let head = safetyHead { arguments += ["--head", path(head)] }
         if role == .safetyModel { arguments += ["--seed", "2"] }

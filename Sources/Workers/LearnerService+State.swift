@@ -105,7 +105,8 @@ extension LearnerService {
                 let saved = try TrainingState.read(path: path)
                 guard let head = saved.heads["score"] else { throw LlamaError.invalidInput("\(path) has no score head") }
                 let (server, advertised) = try serving.open()
-                let model = RewardTraining(weights: saved.weights, head: head, pool: trainer.pool, optimizer: settings.optimizer, server: server,
+                let model = RewardTraining(weights: saved.weights, head: head, pool: trainer.pool, precision: settings.precision,
+                                           optimizer: settings.optimizer, server: server,
                                            advertised: advertised)
                 try model.optimizer.load(saved.optimizer)
                 _ = model.publish(UInt64(saved.step), kind: kind, chunkBytes: settings.chunkBytes)
@@ -138,7 +139,7 @@ extension LearnerService {
             if FileManager.default.fileExists(atPath: valuePath) {
                 let saved = try TrainingState.read(path: valuePath)
                 guard let head = saved.heads["value"] else { throw LlamaError.invalidInput("\(valuePath) has no value head") }
-                let model = HeadedTraining(weights: saved.weights, head: head, pool: trainer.pool, optimizer: settings.optimizer)
+                let model = HeadedTraining(weights: saved.weights, head: head, pool: trainer.pool, precision: settings.precision, optimizer: settings.optimizer)
                 try model.optimizer.load(saved.optimizer)
                 valueModel = model
             }

@@ -28,6 +28,9 @@ public final class LearnerService: RoleService, @unchecked Sendable {
         public var chunkBytes: Int = 1 << 20
         /// Where SAVE_STATE writes the learner's state (`after-step-N/`); nil: SAVE_STATE is refused.
         public var stateDirectory: String?
+        /// The number format of training's matrix products (bfloat16: bfloat16 operands, float32 sums,
+        /// float32 master weights, gradients and optimizer state), for every model the learner trains.
+        public var precision: WeightPrecision = .float32
 
         public init() {}
     }
@@ -64,8 +67,8 @@ public final class LearnerService: RoleService, @unchecked Sendable {
         let headGradients: FloatBuffer
         let optimizer: AdamW
 
-        init(weights: ModelWeights, head: ScalarHead, pool: ComputePool, optimizer settings: AdamWSettings) {
-            trainer = TrainableTransformer(weights: weights.copy(), pool: pool)
+        init(weights: ModelWeights, head: ScalarHead, pool: ComputePool, precision: WeightPrecision, optimizer settings: AdamWSettings) {
+            trainer = TrainableTransformer(weights: weights.copy(), pool: pool, precision: precision)
             headValues = FloatBuffer(count: head.weight.count + 1)
             headGradients = FloatBuffer(count: head.weight.count + 1)
             headValues.set(head.weight + [head.bias], at: 0)
@@ -92,10 +95,11 @@ public final class LearnerService: RoleService, @unchecked Sendable {
         /// The announcement of the version served now.
         var announce: WeightAnnouncement?
 
-        init(weights: ModelWeights, head: ScalarHead, pool: ComputePool, optimizer settings: AdamWSettings, server: WeightServer, advertised: String) {
+        init(weights: ModelWeights, head: ScalarHead, pool: ComputePool, precision: WeightPrecision, optimizer settings: AdamWSettings,
+             server: WeightServer, advertised: String) {
             self.server = server
             self.advertised = advertised
-            super.init(weights: weights, head: head, pool: pool, optimizer: settings)
+            super.init(weights: weights, head: head, pool: pool, precision: precision, optimizer: settings)
         }
 
         /// Publishes the trunk as `version` (the head rides in the announcement) and remembers the announcement.
@@ -119,7 +123,7 @@ public final class LearnerService: RoleService, @unchecked Sendable {
                 serving: WeightServing) throws {
         initialWeights = weights.copy()
         self.serving = serving
-        trainer = TrainableTransformer(weights: weights.copy(), pool: ComputePool(threads: threads))
+        trainer = TrainableTransformer(weights: weights.copy(), pool: ComputePool(threads: threads), precision: settings.precision)
         optimizer = AdamW(settings: settings.optimizer, groupSizes: [trainer.weights.storage.count])
         self.settings = settings
         (server, advertisedEndpoint) = try serving.open()
@@ -247,10 +251,10 @@ public final class LearnerService: RoleService, @unchecked Sendable {
             if let existing = valueModel { return existing }
             let made: HeadedTraining
             if let rm = rewardModels[.rewardModel] {
-                made = HeadedTraining(weights: rm.trainer.weights, head: rm.head, pool: trainer.pool, optimizer: settings.optimizer)
+                made = HeadedTraining(weights: rm.trainer.weights, head: rm.head, pool: trainer.pool, precision: settings.precision, optimizer: settings.optimizer)
             } else {
                 made = HeadedTraining(weights: initialWeights, head: ScalarHead(dim: trainer.config.dim, seed: 3), pool: trainer.pool,
-                                      optimizer: settings.optimizer)
+                                      precision: settings.precision, optimizer: settings.optimizer)
             }
             valueModel = made
             return made
@@ -369,7 +373,7 @@ public final class LearnerService: RoleService, @unchecked Sendable {
             if let existing = rewardModels[kind] { return existing }
             let (server, advertised) = try serving.open()
             let made = RewardTraining(weights: initialWeights, head: ScalarHead(dim: trainer.config.dim, seed: kind == .safetyModel ? 2 : 1),
-                                      pool: trainer.pool, optimizer: settings.optimizer, server: server, advertised: advertised)
+                                      pool: trainer.pool, precision: settings.precision, optimizer: settings.optimizer, server: server, advertised: advertised)
             rewardModels[kind] = made
             return made
         }

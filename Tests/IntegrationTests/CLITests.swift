@@ -67,11 +67,13 @@ import Workers
         #expect(result.stdout.contains("FAIL"))
     }
 
-    /// `--precision` and `--kv-cache` are the generator's: another role is refused naming them, and a
-    /// format that does not exist is refused by the parser.
+    /// `--precision` is the generator's and the learner's, `--kv-cache` the generator's: another role is
+    /// refused naming them, and a format that does not exist is refused by the parser.
     @Test func aWorkerRefusesPrecisionItCannotUse() throws {
-        let learner = try CLITests.rlhf(["worker", "--role", "learner", "--coordinator", "tcp://127.0.0.1:1", "--precision", "bfloat16"])
-        #expect(learner.status != 0 && learner.stderr.contains("--precision and --kv-cache are generator options"), "\(learner.stderr)")
+        let scorer = try CLITests.rlhf(["worker", "--role", "reward-model", "--coordinator", "tcp://127.0.0.1:1", "--precision", "bfloat16"])
+        #expect(scorer.status != 0 && scorer.stderr.contains("--precision is a generator and learner option"), "\(scorer.stderr)")
+        let learner = try CLITests.rlhf(["worker", "--role", "learner", "--coordinator", "tcp://127.0.0.1:1", "--kv-cache", "bfloat16"])
+        #expect(learner.status != 0 && learner.stderr.contains("--kv-cache is a generator option"), "\(learner.stderr)")
         let format = try CLITests.rlhf(["worker", "--role", "generator", "--coordinator", "tcp://127.0.0.1:1", "--kv-cache", "float16"])
         #expect(format.status != 0 && format.stderr.contains("kv-cache"), "\(format.stderr)")
     }

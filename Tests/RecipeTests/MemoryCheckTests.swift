@@ -85,24 +85,26 @@ import Workers
         }
     }
 
-    /// `precision:` reaches the generators' command lines (and only theirs) and their memory share; a
-    /// bad format, an unknown key or bfloat16 for a role that computes in float32 is refused by name.
-    @Test func precisionReachesTheGenerators() throws {
+    /// `precision:` reaches the generators' and the learner's command lines (each its own part) and the
+    /// generators' memory share; a bad format, an unknown key or bfloat16 for a role that computes in
+    /// float32 is refused by name.
+    @Test func precisionReachesTheGeneratorsAndTheLearner() throws {
         let text = """
         coordinator: tcp://127.0.0.1:5555
-        precision: {generator: bfloat16, kv_cache: bfloat16, learner: float32}
+        precision: {generator: bfloat16, kv_cache: bfloat16, learner: bfloat16, reference-policy: float32}
         hosts: [{name: here, address: local, workers: {generator: 1, learner: 1}}]
         model: {checkpoint: /nonexistent/policy.bin}
         plan: [{hold: {seconds: 1}}]
         """
         let spec = try ClusterSpec.parse(text, baseDirectory: "/", checkingFiles: false)
-        #expect(spec.precision == ClusterSpec.Precision(generator: .bfloat16, kvCache: .bfloat16))
+        #expect(spec.precision == ClusterSpec.Precision(generator: .bfloat16, kvCache: .bfloat16, learner: .bfloat16))
         func arguments(_ role: WorkerRole) -> String {
             spec.workerArguments(id: "\(role.rawValue)-0", role: role, host: spec.hosts[0], coordinator: "tcp://127.0.0.1:5555", runID: nil,
                                  stateDirectory: "/tmp/s").joined(separator: " ")
         }
         #expect(arguments(.generator).contains("--precision bfloat16 --kv-cache bfloat16"))
-        #expect(!arguments(.learner).contains("--precision") && !arguments(.learner).contains("--kv-cache"))
+        #expect(arguments(.learner).contains("--precision bfloat16") && !arguments(.learner).contains("--kv-cache"))
+        #expect(!arguments(.referencePolicy).contains("--precision"))
         let c = LlamaConfig.llama110M
         let bf16 = WorkerMemory.estimate(role: .generator, config: c, precision: .bfloat16, kvCache: .bfloat16)
         let f32 = WorkerMemory.estimate(role: .generator, config: c)
@@ -111,8 +113,8 @@ import Workers
         plain.precision = ClusterSpec.Precision()
         #expect(plain.memoryShortfall(config: c, available: Int.max) == nil)
         for (bad, key) in [("{generator: float16}", "precision.generator"), ("{kv_cache: 8}", "precision.kv_cache"),
-                           ("{learner: bfloat16}", "precision.learner"), ("{decoder: bfloat16}", "precision.decoder"), ("bfloat16", "precision")] {
-            let changed = text.replacingOccurrences(of: "{generator: bfloat16, kv_cache: bfloat16, learner: float32}", with: bad)
+                           ("{safety-model: bfloat16}", "precision.safety-model"), ("{learner: bf16}", "precision.learner"), ("{decoder: bfloat16}", "precision.decoder"), ("bfloat16", "precision")] {
+            let changed = text.replacingOccurrences(of: "{generator: bfloat16, kv_cache: bfloat16, learner: bfloat16, reference-policy: float32}", with: bad)
             #expect(throws: ClusterSpec.Invalid.self) { try ClusterSpec.parse(changed, baseDirectory: "/", checkingFiles: false) }
             do {
                 _ = try ClusterSpec.parse(changed, baseDirectory: "/", checkingFiles: false)

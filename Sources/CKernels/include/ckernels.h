@@ -28,6 +28,14 @@ void rlhf_bf16_pack_panels(uint16_t *dst, const float *w, long n, long k);
 /// Packs float32 X (m, k) into pair rows at dst ((m, (k + 1) / 2) words), rounding to nearest even.
 void rlhf_bf16_pack_rows(uint32_t *dst, const float *x, long m, long k);
 
+/// Packs rows [r0, r1) of the float32 (m, k) matrix whose element (r, kk) is src[r * row_stride + kk *
+/// k_stride] (a transposed operand has row_stride 1) into pair rows at dst (row r at dst + r * k2).
+void rlhf_bf16_pack_rows_strided(uint32_t *dst, const float *src, long r0, long r1, long k, long row_stride, long k_stride);
+
+/// Packs panels [j0, j1) of the pair-panel layout of the float32 (n, k) matrix whose element (f, kk) is
+/// src[f * row_stride + kk * k_stride] (features past n and the odd k's last element zero).
+void rlhf_bf16_pack_panels_strided(uint16_t *dst, const float *src, long n, long j0, long j1, long k, long row_stride, long k_stride);
+
 /// C[b][f] = sum_i X[b][i] . P[f][i] (bfloat16 products, float32 sums) for b < m and features f in
 /// [f0, f1), f0 a multiple of 16; x is (m, k2) pair rows, packed the pair panels of a matrix with k2
 /// pairs per feature, C is (m, ldc). With accumulate, adds to C. With portable, the fallback runs even

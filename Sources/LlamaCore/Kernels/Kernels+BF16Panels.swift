@@ -20,6 +20,23 @@ extension Kernels {
         rlhf_bf16_pack_panels(dst, w, n, k)
     }
 
+    /// Panels (including the zero ones at the end) of a pair-panel-packed matrix of `n` features.
+    package static func pairPanels(n: Int) -> Int { rlhf_bf16_panels(n) }
+
+    /// Packs panels `panels` of the float32 `(n, k)` matrix whose element `(f, kk)` is
+    /// `w[f * rowStride + kk * kStride]` into pair panels at `dst`, rounding to nearest even.
+    package static func packPairPanels(_ dst: UnsafeMutablePointer<UInt16>, _ w: UnsafePointer<Float>, n: Int, panels: Range<Int>, k: Int,
+                                       rowStride: Int, kStride: Int) {
+        rlhf_bf16_pack_panels_strided(dst, w, n, panels.lowerBound, panels.upperBound, k, rowStride, kStride)
+    }
+
+    /// Packs rows `rows` of the float32 `(m, k)` matrix whose element `(r, kk)` is
+    /// `x[r * rowStride + kk * kStride]` into pair words (row `r` at `dst + r * ceil(k/2)`).
+    package static func packPairRows(_ dst: UnsafeMutablePointer<UInt32>, _ x: UnsafePointer<Float>, rows: Range<Int>, k: Int,
+                                     rowStride: Int, kStride: Int) {
+        rlhf_bf16_pack_rows_strided(dst, x, rows.lowerBound, rows.upperBound, k, rowStride, kStride)
+    }
+
     /// Rounds float32 `X (m, k)` into bfloat16 pair words `(m, ceil(k/2))`.
     package static func packPairRows(_ dst: UnsafeMutablePointer<UInt32>, _ x: UnsafePointer<Float>, m: Int, k: Int) {
         rlhf_bf16_pack_rows(dst, x, m, k)

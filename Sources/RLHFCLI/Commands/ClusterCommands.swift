@@ -130,7 +130,7 @@ struct WorkerCommand: ParsableCommand {
     var capacity: Int = 16
     @Option(help: "Generator: sequences decoded at once (continuous batching: a slot whose answer ends takes the next queued sample).")
     var decodeSlots: Int = GeneratorService.defaultDecodeSlots
-    @Option(help: "Generator: the number format of its matrix products, float32 or bfloat16 (bfloat16 weights and inputs, float32 sums).")
+    @Option(help: "Generator and learner: the number format of their matrix products, float32 or bfloat16 (bfloat16 operands, float32 sums; a learner keeps float32 weights, gradients and optimizer state).")
     var precision: WeightPrecision = .float32
     @Option(help: "Generator: what its KV caches store, float32 or bfloat16.")
     var kvCache: KVCache.Precision = .float32
@@ -177,8 +177,11 @@ struct WorkerCommand: ParsableCommand {
         try OptionCheck.threads(threads)
         try OptionCheck.integer(capacity, "--capacity", 1 ... 65_536)
         try OptionCheck.integer(decodeSlots, "--decode-slots", 1 ... 65_536)
-        if role != .generator && (precision != .float32 || kvCache != .float32) {
-            throw ValidationError("--precision and --kv-cache are generator options; a \(role.rawValue) computes in float32")
+        if role != .generator && role != .learner && precision != .float32 {
+            throw ValidationError("--precision is a generator and learner option; a \(role.rawValue) computes in float32")
+        }
+        if role != .generator && kvCache != .float32 {
+            throw ValidationError("--kv-cache is a generator option; a \(role.rawValue) keeps no KV cache")
         }
         try OptionCheck.integer(restoreStep, "--restore-step", 0 ... 1_000_000)
         try OptionCheck.number(drainTimeout, "--drain-timeout", 0 ... 86_400)
@@ -285,6 +288,7 @@ struct WorkerCommand: ParsableCommand {
             }
             var learnerSettings = LearnerService.Settings()
             learnerSettings.stateDirectory = stateDir
+            learnerSettings.precision = precision
             let learner = try LearnerService(weights: weights, threads: threads, settings: learnerSettings,
                                              serving: WeightServing(loop: loop, bind: "tcp://0.0.0.0:*", host: host, curve: curve))
             if let restoreStep {
