@@ -93,15 +93,18 @@ public enum TrainingSelfTest {
 
     static let lossTolerance = 1e-4, gradientTolerance = 1e-3
 
-    /// Runs the checks of every model NAME in `directory` that has training fixtures.
-    public static func run(directory: String, report: (SelfTest.Check) -> Void = { _ in }) throws -> [SelfTest.Check] {
+    /// Runs the checks of every model NAME in `directory` that has training fixtures. With `.bfloat16`,
+    /// the SFT loss and gradient of bfloat16 products are reported as information (how far they move
+    /// from the float64 reference), not held to the float32 tolerances.
+    public static func run(directory: String, precision: WeightPrecision = .float32,
+                           report: (SelfTest.Check) -> Void = { _ in }) throws -> [SelfTest.Check] {
         let files = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
         let names = files.filter { $0.hasSuffix(".sft.json") }.map { String($0.dropLast(".sft.json".count)) }
             .filter { files.contains($0 + ".bin") }.sorted()
         var checks: [SelfTest.Check] = []
         for name in names {
             let base = (directory as NSString).appendingPathComponent(name)
-            for check in try runModel(name: name, base: base, files: files) {
+            for check in try runModel(name: name, base: base, files: files, precision: precision) {
                 report(check)
                 checks.append(check)
             }
@@ -149,13 +152,13 @@ public enum TrainingSelfTest {
         return (worst, worstName)
     }
 
-    static func runModel(name: String, base: String, files: [String]) throws -> [SelfTest.Check] {
+    static func runModel(name: String, base: String, files: [String], precision: WeightPrecision = .float32) throws -> [SelfTest.Check] {
         var checks: [SelfTest.Check] = []
         let model = try Checkpoint.read(path: base + ".bin").weights
 
         // SFT: loss and gradient.
         let sft = try SelfTest.loadJSON(SFTFixture.self, path: base + ".sft.json")
-        let trainer = TrainableTransformer(weights: model.copy())
+        let trainer = TrainableTransformer(weights: model.copy(), precision: precision)
         let loss = try trainer.maskedCrossEntropy(sequences: sft.tokens, mask: sft.loss_mask)
         checks.append(.init(name: "\(name): SFT loss", passed: lossError(loss, sft.loss) <= lossTolerance,
                             maxError: lossError(loss, sft.loss), tolerance: lossTolerance, detail: "loss \(loss)"))
@@ -164,6 +167,15 @@ public enum TrainingSelfTest {
         let (gErr, gName) = gradientError(ours, sftGrad)
         checks.append(.init(name: "\(name): SFT gradient", passed: gErr <= gradientTolerance, maxError: gErr,
                             tolerance: gradientTolerance, detail: "worst tensor \(gName)"))
+        if precision == .bfloat16 {
+            return checks.map { check in
+                var info = check
+                info.name += " [bfloat16]"
+                info.informational = true
+                info.passed = true
+                return info
+            }
+        }
 
         // One AdamW step on that gradient.
         if files.contains(name + ".adamw-step.json") {

@@ -67,6 +67,15 @@ import Workers
         #expect(result.stdout.contains("FAIL"))
     }
 
+    /// `selftest --precision bfloat16` reports, without a verdict, how far bfloat16 products move the
+    /// fixtures' logits, greedy ids, SFT loss and gradient.
+    @Test func selftestReportsWhatBFloat16Moves() throws {
+        let result = try CLITests.rlhf(["selftest", "--fixtures", Fixtures.models, "--precision", "bfloat16"])
+        #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
+        #expect(result.stdout.contains("SFT gradient [bfloat16]") && result.stdout.contains("logits_at"))
+        #expect(!result.stdout.contains("PASS") && !result.stdout.contains("FAIL"))
+    }
+
     /// `--precision` is the generator's and the learner's, `--kv-cache` the generator's: another role is
     /// refused naming them, and a format that does not exist is refused by the parser.
     @Test func aWorkerRefusesPrecisionItCannotUse() throws {

@@ -13,14 +13,14 @@ struct SelftestCommand: ParsableCommand {
 
     @Option(help: "Directory of fixture sets.")
     var fixtures: String
-    @Option(help: "float32 (the exact checks) or bfloat16 (reports, without a verdict, how far bfloat16 weights move logits and greedy ids).")
+    @Option(help: "float32 (the exact checks) or bfloat16 (reports, without a verdict, how far bfloat16 products move logits, greedy ids, and the SFT loss and gradient).")
     var precision: WeightPrecision = .float32
 
     func run() throws {
         let checks: [SelfTest.Check]
         do {
             checks = try SelfTest.run(directory: fixtures, precision: precision) { print($0.line) }
-                + (precision == .float32 ? try TrainingSelfTest.run(directory: fixtures) { print($0.line) } : [])
+                + TrainingSelfTest.run(directory: fixtures, precision: precision) { print($0.line) }
                 + (precision == .float32 ? try SelftestCommand.advantageChecks(directory: fixtures) { print($0.line) } : [])
         } catch {
             throw cliFailure(error)
