@@ -49,7 +49,8 @@ let package = Package(
             name: "CKernels",
             path: "Sources/CKernels",
             // Kernels run optimized in debug builds too (see nativeCodegen).
-            cSettings: [.unsafeFlags(["-O3", "-march=native"])]
+            // Panels are written as 32-bit pairs and read as bfloat16 halves.
+            cSettings: [.unsafeFlags(["-O3", "-march=native", "-fno-strict-aliasing"])]
         ),
         .target(
             name: "CWirePeer",

@@ -8,12 +8,14 @@
 
 long rlhf_bf16_panels(long n) { return (n + 15) / 16 + 3; }
 
+/// float32 to bfloat16, rounding to nearest even; a NaN stays a (quiet) NaN. Branch-free, so the
+/// packing loops vectorize.
 static inline uint16_t to_bf16(float f) {
     uint32_t bits;
     memcpy(&bits, &f, 4);
-    if (f != f) return (uint16_t)((bits >> 16) | 0x40);
-    bits += 0x7FFF + ((bits >> 16) & 1);
-    return (uint16_t)(bits >> 16);
+    uint32_t rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16;
+    uint32_t nan = (bits >> 16) | 0x40;
+    return (uint16_t)((bits & 0x7FFFFFFF) > 0x7F800000 ? nan : rounded);
 }
 
 static inline float from_bf16(uint16_t h) {
@@ -52,6 +54,16 @@ void rlhf_bf16_pack_rows(uint32_t *dst, const float *x, long m, long k) {
 
 void rlhf_bf16_pack_rows_strided(uint32_t *dst, const float *src, long r0, long r1, long k, long row_stride, long k_stride) {
     long k2 = (k + 1) / 2;
+    if (k_stride == 1) {
+        // A row's pairs are its elements in memory order: a plain conversion, row by row.
+        for (long r = r0; r < r1; r++) {
+            const float *row = src + r * row_stride;
+            uint32_t *out = dst + r * k2;
+            for (long i = 0; i < k / 2; i++) out[i] = (uint32_t)to_bf16(row[2 * i]) | ((uint32_t)to_bf16(row[2 * i + 1]) << 16);
+            if (k & 1) out[k2 - 1] = to_bf16(row[k - 1]);
+        }
+        return;
+    }
     // Blocks of 16 rows: a transposed source is read 16 contiguous floats at a time, and each block's
     // 16 destination rows stay in cache while its pairs are written.
     for (long rb = r0; rb < r1; rb += 16) {
@@ -71,13 +83,31 @@ void rlhf_bf16_pack_rows_strided(uint32_t *dst, const float *src, long r0, long 
 void rlhf_bf16_pack_panels_strided(uint16_t *dst, const float *src, long n, long j0, long j1, long k, long row_stride, long k_stride) {
     long k2 = (k + 1) / 2;
     for (long j = j0; j < j1; j++) {
-        uint16_t *panel = dst + j * 32 * k2;
-        for (long i = 0; i < k2; i++) {
-            for (long h = 0; h < 2; h++) {
-                long col = 2 * i + h;
-                for (long f = 0; f < 16; f++) {
-                    long row = j * 16 + f;
-                    panel[i * 32 + 2 * f + h] = (row < n && col < k) ? to_bf16(src[row * row_stride + col * k_stride]) : 0;
+        uint32_t *panel = (uint32_t *)(dst + j * 32 * k2);
+        for (long f = 0; f < 16; f++) {
+            long row = j * 16 + f;
+            if (row < n) continue;
+            for (long i = 0; i < k2; i++) panel[i * 16 + f] = 0;
+        }
+        long live = n - j * 16 < 16 ? n - j * 16 : 16;
+        if (live <= 0) continue;
+        if (k_stride == 1) {
+            // Feature rows contiguous: each row's pairs are its elements in memory order.
+            for (long f = 0; f < live; f++) {
+                const float *row = src + (j * 16 + f) * row_stride;
+                for (long i = 0; i < k / 2; i++)
+                    panel[i * 16 + f] = (uint32_t)to_bf16(row[2 * i]) | ((uint32_t)to_bf16(row[2 * i + 1]) << 16);
+                if (k & 1) panel[(k2 - 1) * 16 + f] = to_bf16(row[k - 1]);
+            }
+        } else {
+            // Transposed: the 16 features of a pair's two elements are contiguous in each source row.
+            for (long i = 0; i < k2; i++) {
+                const float *a = src + (2 * i) * k_stride + j * 16 * row_stride;
+                const float *b = a + k_stride;
+                int odd = 2 * i + 1 < k;
+                for (long f = 0; f < live; f++) {
+                    uint32_t hi = odd ? to_bf16(b[f * row_stride]) : 0;
+                    panel[i * 16 + f] = (uint32_t)to_bf16(a[f * row_stride]) | (hi << 16);
                 }
             }
         }
