@@ -7,6 +7,8 @@ public final class ForwardTape {
     /// The rows a scoring forward computed (`forward(_:onlyRows:)`), nil after a full forward. Such a
     /// tape's last layer and `hidden` hold these rows only, so it has no backward pass.
     public internal(set) var onlyRows: [Int]?
+    /// The LoRA dropout masks' seed of a training forward (nil: no dropout).
+    var loraDropoutSeed: UInt64?
 
     /// Per-layer saved tensors (all `N` rows).
     final class Layer {

@@ -75,7 +75,7 @@ extension TrainableTransformer {
         let batch = try TokenBatch(inputs, config: config)
         let total = normalizer ?? Double(mask.joined().reduce(0, +))
         guard total > 0 else { throw LlamaError.invalidInput("the loss mask selects no target token") }
-        let tape = forward(batch)
+        let tape = trainingForward(batch)
         var rows: [Int] = [], targets: [Int] = [], weights: [Float] = []
         for (b, s) in sequences.enumerated() {
             for t in 0..<(s.count - 1) where mask[b][t] != 0 {
@@ -101,7 +101,7 @@ extension TrainableTransformer {
             throw LlamaError.invalidInput("ranking loss needs as many chosen as rejected sequences and margins (\(chosen.count), \(rejected.count), \(margins.count))")
         }
         let batch = try TokenBatch(chosen + rejected, config: config)
-        let tape = forward(batch)
+        let tape = trainingForward(batch)
         let rows = batch.lastRows
         let scores = head.scores(tape, rows: rows)
         let p = chosen.count
@@ -147,7 +147,7 @@ extension TrainableTransformer {
         let batch = try TokenBatch(inputs, config: config)
         let total = normalizer ?? Double(weights.joined().reduce(0, +))
         guard total > 0 else { throw LlamaError.invalidInput("the response mask selects no token") }
-        let tape = forward(batch)
+        let tape = trainingForward(batch)
         var rows: [Int] = [], where_: [(Int, Int)] = []
         for (b, s) in sequences.enumerated() {
             for t in 0..<(s.count - 1) {
@@ -219,7 +219,7 @@ extension TrainableTransformer {
         let sequences = chosen + rejected, mask = chosenMask + rejectedMask
         try checkTargets(sequences, mask, name: "response mask")
         let batch = try TokenBatch(sequences.map { Array($0.dropLast()) }, config: config)
-        let tape = forward(batch)
+        let tape = trainingForward(batch)
         var rows: [Int] = [], owners: [Int] = [], weights: [Float] = [], targets: [Int] = []
         for (b, s) in sequences.enumerated() {
             for t in 0..<(s.count - 1) where mask[b][t] != 0 {

@@ -20,6 +20,12 @@ public final class TrainableTransformer {
     let products: MatrixProducts
     /// The number format of the matrix products (weights, gradients and everything else stay float32).
     public var precision: WeightPrecision { products.precision }
+    /// LoRA adapters: while set, the targeted products add their adapters, the backward pass trains the
+    /// adapters and computes no gradient for the base matrices (they are frozen: train
+    /// `lora.parameterGroup`).
+    public var lora: LoRAAdapters?
+    /// LoRA scratch: `(N, rank)` adapter activations and their gradient, `(N, max(D, H))` dropped inputs.
+    private var loraScratch = FloatBuffer(count: 0)
     /// `(S, hs/2)` RoPE table.
     private let ropeCos: [Float], ropeSin: [Float]
     /// The tape `forward` fills (reused).
@@ -100,6 +106,11 @@ public final class TrainableTransformer {
         forward(batch, lastLayerRows: nil)
     }
 
+    /// A forward whose tape the backward pass will use: LoRA's dropout (if any) applies.
+    func trainingForward(_ batch: TokenBatch) -> ForwardTape {
+        forward(batch, lastLayerRows: nil, training: true)
+    }
+
     /// Runs `batch` through the trunk for the hidden states of `rows` alone (a reward model's scores
     /// at each sequence's last token). Every layer but the last runs on all rows, whose keys and values
     /// the asked rows attend to; the last computes its queries, attention, output projection and
@@ -110,9 +121,16 @@ public final class TrainableTransformer {
         return forward(batch, lastLayerRows: rows)
     }
 
-    private func forward(_ batch: TokenBatch, lastLayerRows: [Int]?) -> ForwardTape {
+    private func forward(_ batch: TokenBatch, lastLayerRows: [Int]?, training: Bool = false) -> ForwardTape {
         let c = config
         tape.reset(for: batch)
+        if training, let lora, lora.settings.dropout > 0 {
+            tape.loraDropoutSeed = lora.nextDropoutSeed
+            lora.nextDropoutSeed &+= 1
+        } else {
+            tape.loraDropoutSeed = nil
+        }
+        let seed = tape.loraDropoutSeed
         let n = batch.rowCount, D = c.dim, KVD = c.kvDim, H = c.hiddenDim
         let input = tape.layers[0].xIn.baseAddress
         for (b, s) in batch.sequences.enumerated() {
@@ -128,17 +146,16 @@ public final class TrainableTransformer {
                 break
             }
             normRows(out: saved.xn1, inverse: saved.rms1, input: x, weight: w + offset(.rmsAttention, l), rows: n)
-            products.forward(saved.q.baseAddress, saved.xn1.baseAddress, w + offset(.wq, l), n: n, inFeatures: D, outFeatures: D)
-            products.forward(saved.k.baseAddress, saved.xn1.baseAddress, w + offset(.wk, l), n: n, inFeatures: D, outFeatures: KVD)
-            products.forward(saved.v.baseAddress, saved.xn1.baseAddress, w + offset(.wv, l), n: n, inFeatures: D, outFeatures: KVD)
+            project(.wq, l, saved.q.baseAddress, saved.xn1.baseAddress, n: n, inFeatures: D, outFeatures: D, seed: seed)
+            project(.wk, l, saved.k.baseAddress, saved.xn1.baseAddress, n: n, inFeatures: D, outFeatures: KVD, seed: seed)
+            project(.wv, l, saved.v.baseAddress, saved.xn1.baseAddress, n: n, inFeatures: D, outFeatures: KVD, seed: seed)
             rotate(queries: saved.q, keys: saved.k, batch: batch, sign: 1)
             attentionForward(saved, batch: batch, tape: tape)
             saved.xMid.baseAddress.update(from: x.baseAddress, count: n * D)
-            products.forward(saved.xMid.baseAddress, saved.att.baseAddress, w + offset(.wo, l), n: n, inFeatures: D,
-                                    outFeatures: D, accumulate: true)
+            project(.wo, l, saved.xMid.baseAddress, saved.att.baseAddress, n: n, inFeatures: D, outFeatures: D, accumulate: true, seed: seed)
             normRows(out: saved.xn2, inverse: saved.rms2, input: saved.xMid, weight: w + offset(.rmsFFN, l), rows: n)
-            products.forward(saved.h1.baseAddress, saved.xn2.baseAddress, w + offset(.w1, l), n: n, inFeatures: D, outFeatures: H)
-            products.forward(saved.h3.baseAddress, saved.xn2.baseAddress, w + offset(.w3, l), n: n, inFeatures: D, outFeatures: H)
+            project(.w1, l, saved.h1.baseAddress, saved.xn2.baseAddress, n: n, inFeatures: D, outFeatures: H, seed: seed)
+            project(.w3, l, saved.h3.baseAddress, saved.xn2.baseAddress, n: n, inFeatures: D, outFeatures: H, seed: seed)
             let h1 = saved.h1.baseAddress, h3 = saved.h3.baseAddress, g = saved.g.baseAddress
             pool.parallelFor(n * H, grain: 1024) { range, _ in
                 (g + range.lowerBound).update(from: h1 + range.lowerBound, count: range.count)
@@ -146,8 +163,7 @@ public final class TrainableTransformer {
             }
             let next = tape.output(ofLayer: l)
             next.baseAddress.update(from: saved.xMid.baseAddress, count: n * D)
-            products.forward(next.baseAddress, g, w + offset(.w2, l), n: n, inFeatures: H, outFeatures: D,
-                                    accumulate: true)
+            project(.w2, l, next.baseAddress, g, n: n, inFeatures: H, outFeatures: D, accumulate: true, seed: seed)
         }
         let x = tape.xFinal
         if let rows = lastLayerRows {
@@ -167,14 +183,15 @@ public final class TrainableTransformer {
     private func lastLayer(_ saved: ForwardTape.Layer, batch: TokenBatch, rows: [Int]) {
         let c = config, l = c.nLayers - 1
         let n = batch.rowCount, m = rows.count, D = c.dim, KVD = c.kvDim, H = c.hiddenDim, hs = c.headSize, half = hs / 2
+        let seed: UInt64? = nil  // a scoring forward: no dropout
         normRows(out: saved.xn1, inverse: saved.rms1, input: saved.xIn, weight: w + offset(.rmsAttention, l), rows: n)
-        products.forward(saved.k.baseAddress, saved.xn1.baseAddress, w + offset(.wk, l), n: n, inFeatures: D, outFeatures: KVD)
-        products.forward(saved.v.baseAddress, saved.xn1.baseAddress, w + offset(.wv, l), n: n, inFeatures: D, outFeatures: KVD)
+        project(.wk, l, saved.k.baseAddress, saved.xn1.baseAddress, n: n, inFeatures: D, outFeatures: KVD, seed: seed)
+        project(.wv, l, saved.v.baseAddress, saved.xn1.baseAddress, n: n, inFeatures: D, outFeatures: KVD, seed: seed)
         // The asked rows' normed inputs, gathered into xn2's first rows.
         let gathered = saved.xn2.baseAddress, xn1 = saved.xn1.baseAddress
         for (i, r) in rows.enumerated() { (gathered + i * D).update(from: xn1 + r * D, count: D) }
         let q = saved.q.baseAddress, k = saved.k.baseAddress, v = saved.v.baseAddress, att = saved.att.baseAddress
-        products.forward(q, gathered, w + offset(.wq, l), n: m, inFeatures: D, outFeatures: D)
+        project(.wq, l, q, gathered, n: m, inFeatures: D, outFeatures: D, seed: seed)
         // Each asked row's sequence (rows are given in any order).
         let sequenceOfRow = rows.map { r in batch.offsets.lastIndex { $0 <= r }! }
         ropeCos.withUnsafeBufferPointer { cosT in
@@ -209,17 +226,17 @@ public final class TrainableTransformer {
         }
         let xIn = saved.xIn.baseAddress, xMid = saved.xMid.baseAddress
         for (i, r) in rows.enumerated() { (xMid + i * D).update(from: xIn + r * D, count: D) }
-        products.forward(xMid, att, w + offset(.wo, l), n: m, inFeatures: D, outFeatures: D, accumulate: true)
+        project(.wo, l, xMid, att, n: m, inFeatures: D, outFeatures: D, accumulate: true, seed: seed)
         normRows(out: saved.xn2, inverse: saved.rms2, input: saved.xMid, weight: w + offset(.rmsFFN, l), rows: m)
         let h1 = saved.h1.baseAddress, h3 = saved.h3.baseAddress, g = saved.g.baseAddress
-        products.forward(h1, saved.xn2.baseAddress, w + offset(.w1, l), n: m, inFeatures: D, outFeatures: H)
-        products.forward(h3, saved.xn2.baseAddress, w + offset(.w3, l), n: m, inFeatures: D, outFeatures: H)
+        project(.w1, l, h1, saved.xn2.baseAddress, n: m, inFeatures: D, outFeatures: H, seed: seed)
+        project(.w3, l, h3, saved.xn2.baseAddress, n: m, inFeatures: D, outFeatures: H, seed: seed)
         g.update(from: h1, count: m * H)
         Kernels.swiglu(g, h3, m * H)
         // The layer's output rows, computed compactly in xn1 (free now), then placed.
         let out = xn1, final = tape.xFinal.baseAddress
         out.update(from: xMid, count: m * D)
-        products.forward(out, g, w + offset(.w2, l), n: m, inFeatures: H, outFeatures: D, accumulate: true)
+        project(.w2, l, out, g, n: m, inFeatures: H, outFeatures: D, accumulate: true, seed: seed)
         for (i, r) in rows.enumerated() { (final + r * D).update(from: out + i * D, count: D) }
     }
 
@@ -306,6 +323,74 @@ public final class TrainableTransformer {
         for t in 0..<threads { for i in 0..<D { weightGradient[i] += partials[t * D + i] } }
     }
 
+    // MARK: - Projections with LoRA adapters
+
+    /// `out (n, outF) (+)= x (n, inF) W^T` for `tensor` of layer `l`, plus its LoRA adapter's
+    /// `scale (x A^T) B^T` when it has one (`seed`: the training forward's dropout masks).
+    private func project(_ tensor: ParameterTensor, _ l: Int, _ out: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>,
+                         n: Int, inFeatures: Int, outFeatures: Int, accumulate: Bool = false, seed: UInt64?) {
+        products.forward(out, x, w + offset(tensor, l), n: n, inFeatures: inFeatures, outFeatures: outFeatures, accumulate: accumulate)
+        guard let lora, let (a, b) = lora.adapter(tensor, l), n > 0 else { return }
+        let r = lora.settings.rank, values = lora.values.baseAddress
+        let (u, dropped) = loraBuffers(rows: n, inFeatures: inFeatures, rank: r)
+        var input = x
+        if let seed {
+            lora.dropped(x, into: dropped, count: n * inFeatures, seed: seed, tensor: tensor, layer: l)
+            input = UnsafePointer(dropped)
+        }
+        // u (n, r) = input A^T; out += scale u B^T.
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n), Int32(r), Int32(inFeatures), 1,
+                    input, Int32(inFeatures), values + a, Int32(inFeatures), 0, u, Int32(r))
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n), Int32(outFeatures), Int32(r), lora.scale,
+                    u, Int32(r), values + b, Int32(r), 1, out, Int32(outFeatures))
+    }
+
+    /// Backward of `project`: the base matrix's gradient (unless adapters freeze it), `dx (n, inF)
+    /// (+)= dy W`, and the adapter's gradients and share of `dx`.
+    private func projectBackward(_ tensor: ParameterTensor, _ l: Int, dx: UnsafeMutablePointer<Float>, dy: UnsafePointer<Float>,
+                                 x: UnsafePointer<Float>, n: Int, inFeatures: Int, outFeatures: Int, accumulate: Bool, seed: UInt64?) {
+        if lora == nil {
+            products.backwardWeight(dw + offset(tensor, l), dy, x, n: n, inFeatures: inFeatures, outFeatures: outFeatures)
+        }
+        products.backwardInput(dx, dy, w + offset(tensor, l), n: n, inFeatures: inFeatures, outFeatures: outFeatures, accumulate: accumulate)
+        guard let lora, let (a, b) = lora.adapter(tensor, l), n > 0 else { return }
+        let r = lora.settings.rank, values = lora.values.baseAddress, grads = lora.gradients.baseAddress, scale = lora.scale
+        let (u, dropped) = loraBuffers(rows: n, inFeatures: inFeatures, rank: r)
+        let du = u + n * r
+        var input = x
+        if let seed {
+            lora.dropped(x, into: dropped, count: n * inFeatures, seed: seed, tensor: tensor, layer: l)
+            input = UnsafePointer(dropped)
+        }
+        // u = input A^T (recomputed); dB += scale dy^T u; du = scale dy B; dA += du^T input.
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n), Int32(r), Int32(inFeatures), 1,
+                    input, Int32(inFeatures), values + a, Int32(inFeatures), 0, u, Int32(r))
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(outFeatures), Int32(r), Int32(n), scale,
+                    dy, Int32(outFeatures), u, Int32(r), 1, grads + b, Int32(r))
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(n), Int32(r), Int32(outFeatures), scale,
+                    dy, Int32(outFeatures), values + b, Int32(r), 0, du, Int32(r))
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(r), Int32(inFeatures), Int32(n), 1,
+                    du, Int32(r), input, Int32(inFeatures), 1, grads + a, Int32(inFeatures))
+        // dx += du A, through the dropout mask when there is one.
+        if let seed {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(n), Int32(inFeatures), Int32(r), 1,
+                        du, Int32(r), values + a, Int32(inFeatures), 0, dropped, Int32(inFeatures))
+            let masked = dropped
+            lora.dropped(UnsafePointer(masked), into: masked, count: n * inFeatures, seed: seed, tensor: tensor, layer: l)
+            for i in 0..<(n * inFeatures) { dx[i] += masked[i] }
+        } else {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(n), Int32(inFeatures), Int32(r), 1,
+                        du, Int32(r), values + a, Int32(inFeatures), 1, dx, Int32(inFeatures))
+        }
+    }
+
+    /// `(n, r)` u and du, then `(n, inFeatures)` room for dropped inputs.
+    private func loraBuffers(rows n: Int, inFeatures: Int, rank r: Int) -> (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>) {
+        let needed = 2 * n * r + n * max(config.dim, config.hiddenDim)
+        if loraScratch.count < needed { loraScratch = FloatBuffer(count: needed) }
+        return (loraScratch.baseAddress, loraScratch.baseAddress + 2 * n * r)
+    }
+
     // MARK: - Backward
 
     /// Back-propagates `dL/dhidden (N, D)` through the trunk, adding every weight's gradient to
@@ -317,6 +402,7 @@ public final class TrainableTransformer {
         precondition(tape.onlyRows == nil, "a scoring forward (onlyRows) has no backward pass")
         precondition(dHidden.count >= n * D, "hidden gradient must be (N, D)")
         ensureScratch(rows: n)
+        let seed = tape.loraDropoutSeed
         let dx = self.dx, dxn = self.dxn, dg = self.dg, dh1 = self.dh1, dh3 = self.dh3
         let dq = self.dq, dk = self.dk, dv = self.dv, datt = self.datt
         dx.withUnsafeMutableBufferPointer { $0.update(repeating: 0) }
@@ -325,9 +411,8 @@ public final class TrainableTransformer {
         for l in stride(from: c.nLayers - 1, through: 0, by: -1) {
             let saved = tape.layers[l]
             // FFN: x_out = x_mid + W2 g, g = silu(W1 xn2) * (W3 xn2), xn2 = rmsnorm(x_mid).
-            products.backwardWeight(dw + offset(.w2, l), dx.baseAddress, saved.g.baseAddress, n: n, inFeatures: H, outFeatures: D)
-            products.backwardInput(dg.baseAddress, dx.baseAddress, w + offset(.w2, l), n: n, inFeatures: H, outFeatures: D,
-                                          accumulate: false)
+            projectBackward(.w2, l, dx: dg.baseAddress, dy: dx.baseAddress, x: saved.g.baseAddress, n: n, inFeatures: H, outFeatures: D,
+                            accumulate: false, seed: seed)
             let h1 = saved.h1.baseAddress, h3 = saved.h3.baseAddress, g = dg.baseAddress
             let d1 = dh1.baseAddress, d3 = dh3.baseAddress
             pool.parallelFor(n * H, grain: 1024) { range, _ in
@@ -348,24 +433,21 @@ public final class TrainableTransformer {
                     i += 1
                 }
             }
-            products.backwardWeight(dw + offset(.w1, l), d1, saved.xn2.baseAddress, n: n, inFeatures: D, outFeatures: H)
-            products.backwardWeight(dw + offset(.w3, l), d3, saved.xn2.baseAddress, n: n, inFeatures: D, outFeatures: H)
-            products.backwardInput(dxn.baseAddress, d1, w + offset(.w1, l), n: n, inFeatures: D, outFeatures: H, accumulate: false)
-            products.backwardInput(dxn.baseAddress, d3, w + offset(.w3, l), n: n, inFeatures: D, outFeatures: H, accumulate: true)
+            projectBackward(.w1, l, dx: dxn.baseAddress, dy: d1, x: saved.xn2.baseAddress, n: n, inFeatures: D, outFeatures: H,
+                            accumulate: false, seed: seed)
+            projectBackward(.w3, l, dx: dxn.baseAddress, dy: d3, x: saved.xn2.baseAddress, n: n, inFeatures: D, outFeatures: H,
+                            accumulate: true, seed: seed)
             normBackwardRows(dx: dx, weightGradient: dw + offset(.rmsFFN, l), dy: dxn, input: saved.xMid,
                              weight: w + offset(.rmsFFN, l), inverse: saved.rms2, rows: n)
             // Attention: x_mid = x_in + Wo att.
-            products.backwardWeight(dw + offset(.wo, l), dx.baseAddress, saved.att.baseAddress, n: n, inFeatures: D, outFeatures: D)
-            products.backwardInput(datt.baseAddress, dx.baseAddress, w + offset(.wo, l), n: n, inFeatures: D, outFeatures: D,
-                                          accumulate: false)
+            projectBackward(.wo, l, dx: datt.baseAddress, dy: dx.baseAddress, x: saved.att.baseAddress, n: n, inFeatures: D, outFeatures: D,
+                            accumulate: false, seed: seed)
             attentionBackward(saved, batch: batch, tape: tape, datt: datt, dq: dq, dk: dk, dv: dv)
             rotate(queries: dq, keys: dk, batch: batch, sign: -1)
-            products.backwardWeight(dw + offset(.wq, l), dq.baseAddress, saved.xn1.baseAddress, n: n, inFeatures: D, outFeatures: D)
-            products.backwardWeight(dw + offset(.wk, l), dk.baseAddress, saved.xn1.baseAddress, n: n, inFeatures: D, outFeatures: KVD)
-            products.backwardWeight(dw + offset(.wv, l), dv.baseAddress, saved.xn1.baseAddress, n: n, inFeatures: D, outFeatures: KVD)
-            products.backwardInput(dxn.baseAddress, dq.baseAddress, w + offset(.wq, l), n: n, inFeatures: D, outFeatures: D, accumulate: false)
-            products.backwardInput(dxn.baseAddress, dk.baseAddress, w + offset(.wk, l), n: n, inFeatures: D, outFeatures: KVD, accumulate: true)
-            products.backwardInput(dxn.baseAddress, dv.baseAddress, w + offset(.wv, l), n: n, inFeatures: D, outFeatures: KVD, accumulate: true)
+            let xn1 = saved.xn1.baseAddress
+            projectBackward(.wq, l, dx: dxn.baseAddress, dy: dq.baseAddress, x: xn1, n: n, inFeatures: D, outFeatures: D, accumulate: false, seed: seed)
+            projectBackward(.wk, l, dx: dxn.baseAddress, dy: dk.baseAddress, x: xn1, n: n, inFeatures: D, outFeatures: KVD, accumulate: true, seed: seed)
+            projectBackward(.wv, l, dx: dxn.baseAddress, dy: dv.baseAddress, x: xn1, n: n, inFeatures: D, outFeatures: KVD, accumulate: true, seed: seed)
             normBackwardRows(dx: dx, weightGradient: dw + offset(.rmsAttention, l), dy: dxn, input: saved.xIn,
                              weight: w + offset(.rmsAttention, l), inverse: saved.rms1, rows: n)
         }
@@ -471,7 +553,8 @@ public final class TrainableTransformer {
                 start += m
                 continue
             }
-            products.backwardWeight(dwcls, logits, h, n: m, inFeatures: D, outFeatures: V)
+            // A model with LoRA adapters keeps its classifier frozen.
+            if lora == nil { products.backwardWeight(dwcls, logits, h, n: m, inFeatures: D, outFeatures: V) }
             products.backwardInput(dh, logits, wcls, n: m, inFeatures: D, outFeatures: V,
                                           accumulate: false)
             for i in 0..<m {

@@ -1,0 +1,104 @@
+import Foundation
+import Testing
+@testable import LlamaCore
+@testable import LlamaTraining
+
+/// LoRA adapters: gradients against finite differences, the frozen base, merging, dropout and settings.
+@Suite struct LoRATests {
+    static let targets: [ParameterTensor] = [.wq, .wk, .wv, .wo, .w1, .w2, .w3]
+
+    /// A trainer of the gradient-check model with adapters on `targets`, their B random (B starts at
+    /// zero, which would leave A's gradient zero).
+    static func trainer(dropout: Double = 0, targets: [ParameterTensor] = LoRATests.targets) throws -> TrainableTransformer {
+        let trainer = TrainableTransformer(weights: GradientCheckTests.model(shared: false))
+        let lora = try LoRAAdapters(config: trainer.config, settings: LoRASettings(rank: 3, alpha: 6, dropout: dropout, targets: targets), seed: 5)
+        var rng = SeededGenerator(seed: 9)
+        for i in 0..<lora.values.count where lora.values.baseAddress[i] == 0 { lora.values.baseAddress[i] = Float(rng.nextGaussian() * 0.3) }
+        trainer.lora = lora
+        return trainer
+    }
+
+    static let mask = GradientCheckTests.sequences.map { s in (0..<(s.count - 1)).map { $0 == 0 ? Float(0) : 1 } }
+
+    /// The largest gradients of every adapter's A and B against central differences, with and without
+    /// dropout (the same masks in every evaluation: the seed is set before each).
+    @Test(arguments: [0.0, 0.3])
+    func adapterGradientsMatchFiniteDifferences(dropout: Double) throws {
+        let trainer = try LoRATests.trainer(dropout: dropout)
+        let lora = try #require(trainer.lora)
+        func loss() throws -> Double {
+            lora.nextDropoutSeed = 42
+            lora.zeroGradients()
+            trainer.zeroGradients()
+            return try trainer.maskedCrossEntropy(sequences: GradientCheckTests.sequences, mask: LoRATests.mask)
+        }
+        _ = try loss()
+        let analytic = (0..<lora.gradients.count).map { Double(lora.gradients.baseAddress[$0]) }
+        // The two largest gradients of every A and every B.
+        var picks: [Int] = []
+        for tensor in LoRATests.targets {
+            let (out, inFeatures) = LoRAAdapters.shape(tensor, trainer.config)
+            for l in 0..<trainer.config.nLayers {
+                let (a, b) = try #require(lora.adapter(tensor, l))
+                for block in [a ..< a + 3 * inFeatures, b ..< b + out * 3] {
+                    picks += block.sorted { abs(analytic[$0]) > abs(analytic[$1]) }.prefix(2)
+                }
+            }
+        }
+        let eps: Float = 3e-3
+        for i in picks {
+            let p = lora.values.baseAddress + i
+            let original = p.pointee
+            p.pointee = original + eps
+            let up = try loss()
+            p.pointee = original - eps
+            let down = try loss()
+            p.pointee = original
+            let numeric = (up - down) / Double(2 * eps)
+            let error = abs(numeric - analytic[i]) / max(abs(analytic[i]), abs(numeric), 1e-3)
+            #expect(error < 1e-2, "adapter value \(i): analytic \(analytic[i]), numeric \(numeric)")
+        }
+        // The base is frozen: no gradient for its matrices, the classifier included.
+        _ = try loss()
+        for tensor in [ParameterTensor.wq, .w2, .classifier] {
+            #expect(trainer.weights.layout.range(tensor).allSatisfy { trainer.gradients.baseAddress[$0] == 0 }, "\(tensor.name)")
+        }
+    }
+
+    /// The adapted model computes what the base with the adapters merged in computes (without dropout,
+    /// and in a forward that is not a training one with it).
+    @Test func theAdaptedModelIsTheMergedModel() throws {
+        let trainer = try LoRATests.trainer(dropout: 0.5)
+        let merged = TrainableTransformer(weights: trainer.lora!.merged(into: trainer.weights))
+        let a = try trainer.tokenLogProbs(sequences: GradientCheckTests.sequences)
+        let b = try merged.tokenLogProbs(sequences: GradientCheckTests.sequences)
+        for (x, y) in zip(a.joined(), b.joined()) { #expect(abs(x - y) < 1e-4, "\(x) vs \(y)") }
+        // A fresh adapter (B zero) leaves the model as it was.
+        let fresh = try LoRAAdapters(config: trainer.config, settings: LoRASettings(), seed: 1)
+        #expect(fresh.merged(into: trainer.weights).storage.array(0..<trainer.weights.storage.count)
+                == trainer.weights.storage.array(0..<trainer.weights.storage.count))
+    }
+
+    /// Dropout draws new masks each training forward and none in a forward without gradients.
+    @Test func dropoutAppliesToTrainingForwardsOnly() throws {
+        let trainer = try LoRATests.trainer(dropout: 0.5)
+        let first = try trainer.maskedCrossEntropy(sequences: GradientCheckTests.sequences, mask: LoRATests.mask)
+        let second = try trainer.maskedCrossEntropy(sequences: GradientCheckTests.sequences, mask: LoRATests.mask)
+        #expect(first != second)
+        let eval1 = try trainer.tokenLogProbs(sequences: GradientCheckTests.sequences)
+        let eval2 = try trainer.tokenLogProbs(sequences: GradientCheckTests.sequences)
+        #expect(eval1 == eval2)
+    }
+
+    @Test func badSettingsAreRefusedByName() {
+        let c = GradientCheckTests.config(shared: false)
+        for (settings, words) in [(LoRASettings(rank: 0), "rank"), (LoRASettings(alpha: -1), "alpha"), (LoRASettings(dropout: 1), "dropout"),
+                                  (LoRASettings(targets: []), "targets"), (LoRASettings(targets: [.tokenEmbedding]), "cannot target tok_embeddings"),
+                                  (LoRASettings(targets: [.wq, .wq]), "twice")] {
+            #expect { _ = try LoRAAdapters(config: c, settings: settings) } throws: { "\($0)".contains(words) }
+        }
+        // Rank 8 on the 110M shape's attention: 2.4M trained values against 85M in the matrices.
+        let adapters = try? LoRAAdapters(config: .llama110M, settings: LoRASettings())
+        #expect(adapters?.values.count == 12 * 4 * 8 * (768 + 768))
+    }
+}
