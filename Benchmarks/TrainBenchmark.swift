@@ -26,12 +26,14 @@ public struct TrainBenchmark: Sendable {
     public var length: Int
     /// Measure only the reward-model forward.
     public var rewardModelOnly: Bool
+    /// The rank of a LoRA step measured beside full fine-tuning (0: none).
+    public var loraRank: Int
     /// The baselines measured beside ours.
     public var baselines: Baselines
 
 
 
-    public init(config: String = "15M", threads: [Int], repeats: Int = 3, batch: Int = 8, rmBatch: Int = 16, length: Int = 256, rewardModelOnly: Bool = false, baselines: Baselines) {
+    public init(config: String = "15M", threads: [Int], repeats: Int = 3, batch: Int = 8, rmBatch: Int = 16, length: Int = 256, rewardModelOnly: Bool = false, loraRank: Int = 0, baselines: Baselines) {
         self.config = config
         self.threads = threads
         self.repeats = repeats
@@ -39,6 +41,7 @@ public struct TrainBenchmark: Sendable {
         self.rmBatch = rmBatch
         self.length = length
         self.rewardModelOnly = rewardModelOnly
+        self.loraRank = loraRank
         self.baselines = baselines
     }
 
@@ -87,6 +90,12 @@ public struct TrainBenchmark: Sendable {
             // Mixed precision: bfloat16 products on float32 master weights, gradients and AdamW state.
             let bf16Trainer = TrainableTransformer(weights: weights.copy(), pool: pool, precision: .bfloat16)
             let bf16Optimizer = AdamW(groupSizes: [bf16Trainer.weights.storage.count])
+            // LoRA: adapters on the attention projections, the base frozen (no gradient for its matrices).
+            let loraTrainer = TrainableTransformer(weights: weights.copy(), pool: pool)
+            let adapters = loraRank > 0
+                ? try LoRAAdapters(config: c, settings: LoRASettings(rank: loraRank, alpha: Double(2 * loraRank)), seed: 1) : nil
+            loraTrainer.lora = adapters
+            let loraOptimizer = adapters.map { AdamW(groupSizes: [$0.values.count]) }
             var best = BestOf()
             for round in 0..<repeats {
                 if !rewardModelOnly {
@@ -96,6 +105,13 @@ public struct TrainBenchmark: Sendable {
                         _ = try model.maskedCrossEntropy(sequences: data, mask: mask)
                         adamw.update([ParameterGroup(model: model)], lr: 1e-4, pool: pool)
                         best.record(key, Double(batch * (length - 1)) / Date().timeIntervalSince(start))
+                    }
+                    if let adapters, let loraOptimizer {
+                        let start = Date()
+                        adapters.zeroGradients()
+                        _ = try loraTrainer.maskedCrossEntropy(sequences: data, mask: mask)
+                        loraOptimizer.update([adapters.parameterGroup], lr: 1e-4, pool: pool)
+                        best.record("train-lora", Double(batch * (length - 1)) / Date().timeIntervalSince(start))
                     }
                     if let torch {
                         best.record("torch-train", try torch.figure(["op": "train", "batch": batch, "length": length, "seed": round], "tps"))
@@ -122,6 +138,13 @@ public struct TrainBenchmark: Sendable {
                              label, Double(batch * (length - 1)) / tps, tps, 3 * forwardFlops * tps / 1e9, ratio(tps, best["train"]),
                              figure(best["torch-train"]), ratio(tps, best["torch-train"]),
                              figure(best["torch-train-autocast"]), ratio(tps, best["torch-train-autocast"])))
+            }
+            if let tps = best["train-lora"], let adapters {
+                let full = c.parameterCount, trained = adapters.values.count
+                print(String(format: "%@ training step, LoRA rank %d on wq, wk, wv, wo: %.2f s, %.0f tok/s  vs full fine-tuning: %@; trains %d values (full: %d, %.0fx fewer): AdamW state %.1f MB (full: %.0f MB), a weight sync of the adapters %.1f MB (full weights: %.0f MB)",
+                             label, loraRank, Double(batch * (length - 1)) / tps, tps, ratio(tps, best["train"]), trained, full,
+                             Double(full) / Double(trained), Double(8 * trained) / 1e6, Double(8 * full) / 1e6,
+                             Double(4 * trained) / 1e6, Double(4 * full) / 1e6))
             }
             print(String(format: "%@ reward-model forward (scores at each last token): %.0f tok/s, %.1f GFLOP/s of a full forward  vs PyTorch %@: %@", label, best["rm"]!,
                          scoringFlops * best["rm"]! / 1e9,

@@ -90,7 +90,7 @@ import Testing
         add("bench rollout", [("--prompts", .integer(1 ... 1_000_000)), ("--samples", .integer(1 ... 1_024)), ("--max-new-tokens", .integer(1 ... 1_000_000)),
                               ("--eos-probability", .number(0 ... 1, openBelow: true)), ("--slots", .integer(1 ... 4_096)),
                               ("--repeats", .integer(1 ... 1_000)), ("--threads", .threadList)])
-        add("bench train", [("--repeats", .integer(1 ... 1_000)), ("--batch", .integer(1 ... 65_536)), ("--rm-batch", .integer(1 ... 65_536)),
+        add("bench train", [("--lora-rank", .integer(0 ... 4_096)), ("--repeats", .integer(1 ... 1_000)), ("--batch", .integer(1 ... 65_536)), ("--rm-batch", .integer(1 ... 65_536)),
                             ("--length", .integer(2 ... 1 << 20)), ("--threads", .threadList)])
         add("bench tokenize", [("--kilobytes", .integer(1 ... 1 << 20))])
         add("bench load", [("--rounds", .integer(1 ... 100))])

@@ -196,10 +196,13 @@ struct TrainBench: ParsableCommand {
     var length: Int = 256
     @Flag(help: "Measure only the reward-model forward.")
     var rewardModelOnly = false
+    @Option(help: "Also measure a LoRA step of this rank (alpha 2x rank, adapters on wq, wk, wv, wo; the base frozen), against full fine-tuning: time, trained values, optimizer state and the bytes a weight sync of the adapters carries. 0: none.")
+    var loraRank: Int = 0
     @OptionGroup var baselines: BaselineOptions
 
     func validate() throws {
         _ = try OptionCheck.threadList(threads)
+        try OptionCheck.integer(loraRank, "--lora-rank", 0 ... 4_096)
         do { _ = try benchConfig(config) } catch { throw ValidationError("\(error)") }
         try OptionCheck.integer(repeats, "--repeats", 1 ... 1_000)
         try OptionCheck.integer(batch, "--batch", 1 ... 65_536)
@@ -208,7 +211,7 @@ struct TrainBench: ParsableCommand {
     }
 
     func run() throws {
-        let benchmark = TrainBenchmark(config: config, threads: try OptionCheck.threadList(threads), repeats: repeats, batch: batch, rmBatch: rmBatch, length: length, rewardModelOnly: rewardModelOnly, baselines: baselines.settings)
+        let benchmark = TrainBenchmark(config: config, threads: try OptionCheck.threadList(threads), repeats: repeats, batch: batch, rmBatch: rmBatch, length: length, rewardModelOnly: rewardModelOnly, loraRank: loraRank, baselines: baselines.settings)
         try bench { try benchmark.run() }
     }
 }
