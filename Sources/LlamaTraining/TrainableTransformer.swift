@@ -332,15 +332,8 @@ public final class TrainableTransformer {
         products.forward(out, x, w + offset(tensor, l), n: n, inFeatures: inFeatures, outFeatures: outFeatures, accumulate: accumulate)
         guard let lora, let (a, b) = lora.adapter(tensor, l), n > 0 else { return }
         let r = lora.settings.rank, values = lora.values.baseAddress
-        let (u, dropped) = loraBuffers(rows: n, inFeatures: inFeatures, rank: r)
-        var input = x
-        if let seed {
-            lora.dropped(x, into: dropped, count: n * inFeatures, seed: seed, tensor: tensor, layer: l)
-            input = UnsafePointer(dropped)
-        }
-        // u (n, r) = input A^T; out += scale u B^T.
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n), Int32(r), Int32(inFeatures), 1,
-                    input, Int32(inFeatures), values + a, Int32(inFeatures), 0, u, Int32(r))
+        let (u, _, _) = adapterActivations(lora, tensor, l, x, n: n, inFeatures: inFeatures, a: a, seed: seed)
+        // out += scale u B^T.
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n), Int32(outFeatures), Int32(r), lora.scale,
                     u, Int32(r), values + b, Int32(r), 1, out, Int32(outFeatures))
     }
@@ -355,16 +348,9 @@ public final class TrainableTransformer {
         products.backwardInput(dx, dy, w + offset(tensor, l), n: n, inFeatures: inFeatures, outFeatures: outFeatures, accumulate: accumulate)
         guard let lora, let (a, b) = lora.adapter(tensor, l), n > 0 else { return }
         let r = lora.settings.rank, values = lora.values.baseAddress, grads = lora.gradients.baseAddress, scale = lora.scale
-        let (u, dropped) = loraBuffers(rows: n, inFeatures: inFeatures, rank: r)
-        let du = u + n * r
-        var input = x
-        if let seed {
-            lora.dropped(x, into: dropped, count: n * inFeatures, seed: seed, tensor: tensor, layer: l)
-            input = UnsafePointer(dropped)
-        }
         // u = input A^T (recomputed); dB += scale dy^T u; du = scale dy B; dA += du^T input.
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n), Int32(r), Int32(inFeatures), 1,
-                    input, Int32(inFeatures), values + a, Int32(inFeatures), 0, u, Int32(r))
+        let (u, input, dropped) = adapterActivations(lora, tensor, l, x, n: n, inFeatures: inFeatures, a: a, seed: seed)
+        let du = u + n * r
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(outFeatures), Int32(r), Int32(n), scale,
                     dy, Int32(outFeatures), u, Int32(r), 1, grads + b, Int32(r))
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(n), Int32(r), Int32(outFeatures), scale,
@@ -382,6 +368,24 @@ public final class TrainableTransformer {
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(n), Int32(inFeatures), Int32(r), 1,
                         du, Int32(r), values + a, Int32(inFeatures), 1, dx, Int32(inFeatures))
         }
+    }
+
+    /// The adapter's activations `u (n, r) = input A^T`, where `input` is `x` or, in a training forward
+    /// with dropout, `x` through its mask (left in `dropped`); returns `u` (followed by room for its
+    /// gradient), `input` and the `(n, inFeatures)` scratch `dropped`.
+    private func adapterActivations(_ lora: LoRAAdapters, _ tensor: ParameterTensor, _ l: Int, _ x: UnsafePointer<Float>, n: Int,
+                                    inFeatures: Int, a: Int, seed: UInt64?)
+        -> (u: UnsafeMutablePointer<Float>, input: UnsafePointer<Float>, dropped: UnsafeMutablePointer<Float>) {
+        let r = lora.settings.rank
+        let (u, dropped) = loraBuffers(rows: n, inFeatures: inFeatures, rank: r)
+        var input = x
+        if let seed {
+            lora.dropped(x, into: dropped, count: n * inFeatures, seed: seed, tensor: tensor, layer: l)
+            input = UnsafePointer(dropped)
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n), Int32(r), Int32(inFeatures), 1,
+                    input, Int32(inFeatures), lora.values.baseAddress + a, Int32(inFeatures), 0, u, Int32(r))
+        return (u, input, dropped)
     }
 
     /// `(n, r)` u and du, then `(n, inFeatures)` room for dropped inputs.

@@ -73,25 +73,22 @@ public final class LlamaModel: Sendable {
                 total += layers * count
             }
             let source = weights.storage.baseAddress
-            if precision == .bfloat16 {
-                let buffer = AlignedBuffer<UInt16>(count: total)
+            /// Every matrix packed into `buffer` at its offset by `pack(dst, W, n, k)`.
+            func packed<Element>(_ buffer: AlignedBuffer<Element>,
+                                 _ pack: (UnsafeMutablePointer<Element>, UnsafePointer<Float>, Int, Int) -> Void) -> AlignedBuffer<Element> {
                 for (tensor, layers) in offsets {
                     let (n, k) = LlamaModel.matrixShape(tensor, c)
                     for (layer, offset) in layers.enumerated() {
-                        Kernels.packPairPanels(buffer.baseAddress + offset, source + weights.layout.offset(tensor, layer: layer), n: n, k: k)
+                        pack(buffer.baseAddress + offset, source + weights.layout.offset(tensor, layer: layer), n, k)
                     }
                 }
-                bf16Panels = buffer
+                return buffer
+            }
+            if precision == .bfloat16 {
+                bf16Panels = packed(AlignedBuffer<UInt16>(count: total)) { Kernels.packPairPanels($0, $1, n: $2, k: $3) }
                 panels = nil
             } else {
-                let buffer = FloatBuffer(count: total)
-                for (tensor, layers) in offsets {
-                    let (n, k) = LlamaModel.matrixShape(tensor, c)
-                    for (layer, offset) in layers.enumerated() {
-                        Kernels.packPanels(buffer.baseAddress + offset, source + weights.layout.offset(tensor, layer: layer), n: n, k: k)
-                    }
-                }
-                panels = buffer
+                panels = packed(FloatBuffer(count: total)) { Kernels.packPanels($0, $1, n: $2, k: $3) }
                 bf16Panels = nil
             }
         } else {
