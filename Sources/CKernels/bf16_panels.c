@@ -25,33 +25,6 @@ static inline float from_bf16(uint16_t h) {
     return f;
 }
 
-void rlhf_bf16_pack_panels(uint16_t *dst, const float *w, long n, long k) {
-    long k2 = (k + 1) / 2, panels = rlhf_bf16_panels(n);
-    for (long j = 0; j < panels; j++) {
-        uint16_t *panel = dst + j * 32 * k2;
-        for (long f = 0; f < 16; f++) {
-            long row = j * 16 + f;
-            for (long i = 0; i < k2; i++) {
-                for (long h = 0; h < 2; h++) {
-                    long col = 2 * i + h;
-                    panel[i * 32 + 2 * f + h] = (row < n && col < k) ? to_bf16(w[row * k + col]) : 0;
-                }
-            }
-        }
-    }
-}
-
-void rlhf_bf16_pack_rows(uint32_t *dst, const float *x, long m, long k) {
-    long k2 = (k + 1) / 2;
-    for (long b = 0; b < m; b++) {
-        const float *row = x + b * k;
-        uint32_t *out = dst + b * k2;
-        for (long i = 0; i < k / 2; i++)
-            out[i] = (uint32_t)to_bf16(row[2 * i]) | ((uint32_t)to_bf16(row[2 * i + 1]) << 16);
-        if (k & 1) out[k2 - 1] = to_bf16(row[k - 1]);
-    }
-}
-
 void rlhf_bf16_pack_rows_strided(uint32_t *dst, const float *src, long r0, long r1, long k, long row_stride, long k_stride) {
     long k2 = (k + 1) / 2;
     if (k_stride == 1) {
@@ -112,6 +85,14 @@ void rlhf_bf16_pack_panels_strided(uint16_t *dst, const float *src, long n, long
             }
         }
     }
+}
+
+void rlhf_bf16_pack_panels(uint16_t *dst, const float *w, long n, long k) {
+    rlhf_bf16_pack_panels_strided(dst, w, n, 0, rlhf_bf16_panels(n), k, k, 1);
+}
+
+void rlhf_bf16_pack_rows(uint32_t *dst, const float *x, long m, long k) {
+    rlhf_bf16_pack_rows_strided(dst, x, 0, m, k, k, 1);
 }
 
 static inline void put16(float *dst, const float *v, long width, int accumulate) {
