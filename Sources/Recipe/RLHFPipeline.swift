@@ -122,8 +122,8 @@ public final class RLHFPipeline {
     var klBeta: Double?
     /// Versions of the reward models trained so far.
     var rewardVersions: [WorkerRole: UInt64] = [:]
-    /// Whether the generators' log-probabilities are the learner's own (float32 generators): policy
-    /// iterations then send them as the old policy's; otherwise (bfloat16 generators) the learner
+    /// Whether the generators' log-probabilities are the learner's own (both in float32): policy
+    /// iterations then send them as the old policy's; otherwise (bfloat16 in `precision:`) the learner
     /// computes the old policy's log-probabilities itself, so that the importance ratios start at 1.
     public var generatorLogProbsAreExact = true
     private let metrics: FileHandle?
