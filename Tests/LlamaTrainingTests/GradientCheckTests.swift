@@ -30,19 +30,23 @@ import Testing
             let range = layout.range(tensor)
             let picks = range.sorted { abs(analytic.baseAddress[$0]) > abs(analytic.baseAddress[$1]) }.prefix(3)
             for i in picks {
-                let p = trainer.weights.storage.baseAddress + i
-                let original = p.pointee
-                p.pointee = original + eps
-                let up = try loss()
-                p.pointee = original - eps
-                let down = try loss()
-                p.pointee = original
-                let numeric = (up - down) / Double(2 * eps)
+                let numeric = try centralDifference(at: trainer.weights.storage.baseAddress + i, eps: eps, loss: loss)
                 let exact = Double(analytic.baseAddress[i])
                 let error = abs(numeric - exact) / max(abs(exact), abs(numeric), 1e-3)
                 #expect(error < 1e-2, "\(tensor.name)[\(i - range.lowerBound)]: analytic \(exact), numeric \(numeric)")
             }
         }
+    }
+
+    /// `(loss(p + eps) - loss(p - eps)) / 2 eps`, the value at `p` restored after.
+    static func centralDifference(at p: UnsafeMutablePointer<Float>, eps: Float, loss: () throws -> Double) rethrows -> Double {
+        let original = p.pointee
+        p.pointee = original + eps
+        let up = try loss()
+        p.pointee = original - eps
+        let down = try loss()
+        p.pointee = original
+        return (up - down) / Double(2 * eps)
     }
 
     static let sequences: [[Int32]] = [[1, 5, 9, 13, 2, 7], [1, 4, 4, 8], [1, 20, 3, 11, 17, 6, 5, 2]]

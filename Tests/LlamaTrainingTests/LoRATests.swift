@@ -47,14 +47,7 @@ import Testing
         }
         let eps: Float = 3e-3
         for i in picks {
-            let p = lora.values.baseAddress + i
-            let original = p.pointee
-            p.pointee = original + eps
-            let up = try loss()
-            p.pointee = original - eps
-            let down = try loss()
-            p.pointee = original
-            let numeric = (up - down) / Double(2 * eps)
+            let numeric = try GradientCheckTests.centralDifference(at: lora.values.baseAddress + i, eps: eps, loss: loss)
             let error = abs(numeric - analytic[i]) / max(abs(analytic[i]), abs(numeric), 1e-3)
             #expect(error < 1e-2, "adapter value \(i): analytic \(analytic[i]), numeric \(numeric)")
         }

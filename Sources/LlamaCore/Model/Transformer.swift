@@ -120,7 +120,7 @@ public final class Transformer {
         let rows = tokens.count
         workspace.ensure(rows: rows, logitRows: logitRows.count)
         let ws = workspace
-        let D = c.dim, KVD = c.kvDim, H = c.hiddenDim, hs = c.headSize, S = c.seqLen, half = hs / 2
+        let D = c.dim, KVD = c.kvDim, H = c.hiddenDim, hs = c.headSize, half = hs / 2
         let layout = model.weights.layout
         let w = model.weights.storage.baseAddress
         let x = ws.x.baseAddress, xb = ws.xb.baseAddress, q = ws.q.baseAddress
@@ -198,19 +198,16 @@ public final class Transformer {
                         let r = index / groups, g = index % groups
                         let heads = g * c.nHeads / groups ..< (g + 1) * c.nHeads / groups
                         let cache = caches[r]
+                        /// This item's attention over the layer's keys and values, stored as `E`.
+                        func attend<E: KVElement>(_ keys: UnsafePointer<E>, _ values: UnsafePointer<E>) {
+                            Kernels.attend(out: att + r * D, query: q + r * D, keys: keys + layerOffset, values: values + layerOffset,
+                                           rowStride: KVD, count: positions[r] + 1, heads: heads,
+                                           groupSize: c.kvGroupSize, headSize: c.headSize, scale: scale,
+                                           scores: scores, scoreStride: S)
+                        }
                         switch cache.precision {
-                        case .float32:
-                            Kernels.attend(out: att + r * D, query: q + r * D,
-                                           keys: cache.keys.baseAddress + layerOffset, values: cache.values.baseAddress + layerOffset,
-                                           rowStride: KVD, count: positions[r] + 1, heads: heads,
-                                           groupSize: c.kvGroupSize, headSize: c.headSize, scale: scale,
-                                           scores: scores, scoreStride: S)
-                        case .bfloat16:
-                            Kernels.attend(out: att + r * D, query: q + r * D,
-                                           keys: cache.keys16.baseAddress + layerOffset, values: cache.values16.baseAddress + layerOffset,
-                                           rowStride: KVD, count: positions[r] + 1, heads: heads,
-                                           groupSize: c.kvGroupSize, headSize: c.headSize, scale: scale,
-                                           scores: scores, scoreStride: S)
+                        case .float32: attend(cache.keys.baseAddress, cache.values.baseAddress)
+                        case .bfloat16: attend(cache.keys16.baseAddress, cache.values16.baseAddress)
                         }
                     }
                 }
