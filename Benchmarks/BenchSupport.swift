@@ -25,6 +25,7 @@ func printMachine() {
     let report = BLASRuntime.startupReport
     print(String(format: "BLAS: %@; sgemm 1024^3 on 1 thread: %.1f GFLOP/s", report?.summary ?? "OpenBLAS kernels \(BLASRuntime.coreName)",
                  BLASRuntime.measureSgemm()))
+    print("bfloat16 products: " + (Kernels.bfloat16Hardware ? "AVX-512 BF16 (vdpbf16ps)" : "portable fallback (no AVX-512 BF16 on this CPU)"))
 }
 
 /// The bench's model shapes by name (15M, gqa, 110M); an unknown name is refused, naming the choices.

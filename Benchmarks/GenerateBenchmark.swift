@@ -48,7 +48,6 @@ public struct GenerateBenchmark: Sendable {
         let directory = try benchDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
         printMachine()
-        print("bfloat16 products: " + (Kernels.bfloat16Hardware ? "AVX-512 BF16 (vdpbf16ps)" : "portable fallback (no AVX-512 BF16 on this CPU)"))
         let llama2c = try baselines.llama2c.map { try Llama2cBaseline(path: $0, workDirectory: directory) }
         if baselines.llama2c == nil { print("skipped: llama2.c (give --llama2c PATH to run.c or its binary)") }
         if baselines.torch == nil { print("skipped: PyTorch (give --torch PYTHON, a Python with torch)") }

@@ -54,7 +54,6 @@ public struct TrainBenchmark: Sendable {
         let directory = try benchDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
         printMachine()
-        print("bfloat16 products: " + (Kernels.bfloat16Hardware ? "AVX-512 BF16 (vdpbf16ps)" : "portable fallback (no AVX-512 BF16 on this CPU)"))
         if baselines.llama2c != nil { print("note: llama2.c does not train; --llama2c is ignored here") }
         var torch: TorchBaseline?
         if let python = baselines.torch {
