@@ -83,14 +83,7 @@ public final class LoRAAdapters {
     }
 
     /// `(out, in)` of a target matrix.
-    static func shape(_ tensor: ParameterTensor, _ c: LlamaConfig) -> (out: Int, in: Int) {
-        switch tensor {
-        case .wq, .wo: return (c.dim, c.dim)
-        case .wk, .wv: return (c.kvDim, c.dim)
-        case .w1, .w3: return (c.hiddenDim, c.dim)
-        default: return (c.dim, c.hiddenDim)
-        }
-    }
+    static func shape(_ tensor: ParameterTensor, _ c: LlamaConfig) -> (out: Int, in: Int) { LlamaModel.matrixShape(tensor, c) }
 
     /// The `A` and `B` of `tensor` at `layer`, nil when it has no adapter.
     func adapter(_ tensor: ParameterTensor, _ layer: Int) -> (a: Int, b: Int)? { offsets[tensor]?[layer] }

@@ -135,7 +135,7 @@ public final class LlamaModel: Sendable {
     static let projectionTensors: [ParameterTensor] = [.wq, .wk, .wv, .wo, .w1, .w2, .w3, .classifier]
 
     /// `(out features, in features)` of a projection matrix.
-    static func matrixShape(_ tensor: ParameterTensor, _ c: LlamaConfig) -> (Int, Int) {
+    package static func matrixShape(_ tensor: ParameterTensor, _ c: LlamaConfig) -> (Int, Int) {
         switch tensor {
         case .wq, .wo: return (c.dim, c.dim)
         case .wk, .wv: return (c.kvDim, c.dim)

@@ -258,23 +258,25 @@ public final class Transformer {
         if let packed = model.bf16Panels?.baseAddress, rows <= Transformer.panelRowLimit || rowInvariant {
             // bfloat16 pair panels: each distinct input (jobs of a region share theirs) is rounded to
             // bfloat16 pairs once, then every thread multiplies its share of every matrix.
-            var inputs: [(input: UnsafeMutablePointer<Float>, offset: Int)] = []
+            // Each job's packed input (an offset in the workspace's pair words) and the jobs that pack one.
+            var inputOffsets: [Int] = [], packing: [Int] = []
             var words = 0
-            for job in jobs where !inputs.contains(where: { $0.input == job.input }) {
-                inputs.append((job.input, words))
-                words += Kernels.pairWords(rows: rows, k: job.inFeatures)
+            for (i, job) in jobs.enumerated() {
+                if let first = packing.first(where: { jobs[$0].input == job.input }) {
+                    inputOffsets.append(inputOffsets[first])
+                } else {
+                    packing.append(i)
+                    inputOffsets.append(words)
+                    words += Kernels.pairWords(rows: rows, k: job.inFeatures)
+                }
             }
             let pairs = workspace.pairWords(words)
-            for entry in inputs {
-                let k = jobs.first { $0.input == entry.input }!.inFeatures
-                Kernels.packPairRows(pairs + entry.offset, entry.input, m: rows, k: k)
-            }
+            for i in packing { Kernels.packPairRows(pairs + inputOffsets[i], jobs[i].input, m: rows, k: jobs[i].inFeatures) }
             pool.run { t in
-                for job in jobs {
+                for (i, job) in jobs.enumerated() {
                     let range = ComputePool.share(of: job.outFeatures, thread: t, threads: threads, grain: 16)
                     guard !range.isEmpty else { continue }
-                    let x = pairs + inputs.first { $0.input == job.input }!.offset
-                    Kernels.matmulPairPanels(job.output, ldc: job.outFeatures, x, m: rows,
+                    Kernels.matmulPairPanels(job.output, ldc: job.outFeatures, pairs + inputOffsets[i], m: rows,
                                              packed + model.panelOffsets[job.tensor]![job.layer], k: job.inFeatures,
                                              features: range, accumulate: job.accumulate)
                 }
