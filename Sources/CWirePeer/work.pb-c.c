@@ -682,6 +682,51 @@ void   rlhf__v1__weight_announce__free_unpacked
   assert(message->base.descriptor == &rlhf__v1__weight_announce__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   rlhf__v1__lora_adapters__init
+                     (Rlhf__V1__LoraAdapters         *message)
+{
+  static const Rlhf__V1__LoraAdapters init_value = RLHF__V1__LORA_ADAPTERS__INIT;
+  *message = init_value;
+}
+size_t rlhf__v1__lora_adapters__get_packed_size
+                     (const Rlhf__V1__LoraAdapters *message)
+{
+  assert(message->base.descriptor == &rlhf__v1__lora_adapters__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t rlhf__v1__lora_adapters__pack
+                     (const Rlhf__V1__LoraAdapters *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &rlhf__v1__lora_adapters__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t rlhf__v1__lora_adapters__pack_to_buffer
+                     (const Rlhf__V1__LoraAdapters *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &rlhf__v1__lora_adapters__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Rlhf__V1__LoraAdapters *
+       rlhf__v1__lora_adapters__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Rlhf__V1__LoraAdapters *)
+     protobuf_c_message_unpack (&rlhf__v1__lora_adapters__descriptor,
+                                allocator, len, data);
+}
+void   rlhf__v1__lora_adapters__free_unpacked
+                     (Rlhf__V1__LoraAdapters *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &rlhf__v1__lora_adapters__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   rlhf__v1__weight_tensor__init
                      (Rlhf__V1__WeightTensor         *message)
 {
@@ -2219,7 +2264,7 @@ const ProtobufCMessageDescriptor rlhf__v1__train_stats__descriptor =
   (ProtobufCMessageInit) rlhf__v1__train_stats__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor rlhf__v1__weight_announce__field_descriptors[8] =
+static const ProtobufCFieldDescriptor rlhf__v1__weight_announce__field_descriptors[9] =
 {
   {
     "policy_version",
@@ -2317,11 +2362,24 @@ static const ProtobufCFieldDescriptor rlhf__v1__weight_announce__field_descripto
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "lora",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Rlhf__V1__WeightAnnounce, lora),
+    &rlhf__v1__lora_adapters__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned rlhf__v1__weight_announce__field_indices_by_name[] = {
   2,   /* field[2] = chunk_bytes */
   7,   /* field[7] = head_bias */
   6,   /* field[6] = head_weight */
+  8,   /* field[8] = lora */
   5,   /* field[5] = model */
   0,   /* field[0] = policy_version */
   4,   /* field[4] = source */
@@ -2331,7 +2389,7 @@ static const unsigned rlhf__v1__weight_announce__field_indices_by_name[] = {
 static const ProtobufCIntRange rlhf__v1__weight_announce__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 8 }
+  { 0, 9 }
 };
 const ProtobufCMessageDescriptor rlhf__v1__weight_announce__descriptor =
 {
@@ -2341,11 +2399,88 @@ const ProtobufCMessageDescriptor rlhf__v1__weight_announce__descriptor =
   "Rlhf__V1__WeightAnnounce",
   "rlhf.v1",
   sizeof(Rlhf__V1__WeightAnnounce),
-  8,
+  9,
   rlhf__v1__weight_announce__field_descriptors,
   rlhf__v1__weight_announce__field_indices_by_name,
   1,  rlhf__v1__weight_announce__number_ranges,
   (ProtobufCMessageInit) rlhf__v1__weight_announce__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor rlhf__v1__lora_adapters__field_descriptors[4] =
+{
+  {
+    "rank",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Rlhf__V1__LoraAdapters, rank),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "alpha",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Rlhf__V1__LoraAdapters, alpha),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "targets",
+    3,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_STRING,
+    offsetof(Rlhf__V1__LoraAdapters, n_targets),
+    offsetof(Rlhf__V1__LoraAdapters, targets),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "base_weights",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Rlhf__V1__LoraAdapters, base_weights),
+    &rlhf__v1__weight_announce__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned rlhf__v1__lora_adapters__field_indices_by_name[] = {
+  1,   /* field[1] = alpha */
+  3,   /* field[3] = base_weights */
+  0,   /* field[0] = rank */
+  2,   /* field[2] = targets */
+};
+static const ProtobufCIntRange rlhf__v1__lora_adapters__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 4 }
+};
+const ProtobufCMessageDescriptor rlhf__v1__lora_adapters__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "rlhf.v1.LoraAdapters",
+  "LoraAdapters",
+  "Rlhf__V1__LoraAdapters",
+  "rlhf.v1",
+  sizeof(Rlhf__V1__LoraAdapters),
+  4,
+  rlhf__v1__lora_adapters__field_descriptors,
+  rlhf__v1__lora_adapters__field_indices_by_name,
+  1,  rlhf__v1__lora_adapters__number_ranges,
+  (ProtobufCMessageInit) rlhf__v1__lora_adapters__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCFieldDescriptor rlhf__v1__weight_tensor__field_descriptors[4] =

@@ -40,31 +40,38 @@ public struct WeightPublisher: Sendable {
 
     /// Snapshots `weights` (copied: training goes on while consumers pull) as `policyVersion`.
     public init(weights: ModelWeights, policyVersion: UInt64, chunkBytes: Int = 1 << 20, source: String = "") {
+        self.init(tensors: weights.tensorSet, policyVersion: policyVersion, chunkBytes: chunkBytes, source: source)
+    }
+
+    /// Snapshots `tensors` (copied) as `policyVersion`; with `lora`, the tensors are adapters on that base.
+    public init(tensors: TensorSet, policyVersion: UInt64, chunkBytes: Int = 1 << 20, source: String = "",
+                lora: WeightAnnouncement.Adapters? = nil) {
         precondition(chunkBytes > 0 && chunkBytes % 4 == 0, "chunks hold whole float32 elements")
         self.policyVersion = policyVersion
-        let layout = weights.layout
-        let ranges = layout.storedTensors.map { layout.range($0) }
+        let ranges = tensors.entries.map(\.range)
         self.ranges = ranges
         // Each chunk's bytes and checksum once per version; a tensor's checksum is combined from its chunks'.
         let chunkElements = chunkBytes / 4
         let chunks = ranges.map { range in
             stride(from: range.lowerBound, to: range.upperBound, by: chunkElements).map {
-                weights.bytes(of: $0 ..< min(range.upperBound, $0 + chunkElements))
+                tensors.bytes(of: $0 ..< min(range.upperBound, $0 + chunkElements))
             }
         }
         self.chunks = chunks
         let chunkLists = chunks.map { $0.map { CRC32C.checksum($0) } }
-        let tensors = zip(layout.storedTensors, zip(ranges, chunkLists)).map { tensor, chunked in
-            let (range, chunks) = chunked
+        let announced = zip(tensors.entries, chunkLists).map { entry, chunks in
+            let range = entry.range
             return WeightAnnouncement.Tensor(
-                name: tensor.name, shape: ParameterLayout.shape(tensor, weights.config), byteLength: UInt64(range.count * 4),
+                name: entry.name, shape: entry.shape, byteLength: UInt64(range.count * 4),
                 crc32c: chunks.enumerated().dropFirst().reduce(chunks.first ?? CRC32C().value) { crc, chunk in
                     let length = min(chunkElements, range.count - chunk.offset * chunkElements) * 4
                     return CRC32C.combine(crc, chunk.element, lengthOfB: length)
                 })
         }
-        announcement = WeightAnnouncement(policyVersion: policyVersion, totalBytes: tensors.reduce(0) { $0 + $1.byteLength },
-                                          chunkBytes: chunkBytes, tensors: tensors, source: source)
+        var announcement = WeightAnnouncement(policyVersion: policyVersion, totalBytes: announced.reduce(0) { $0 + $1.byteLength },
+                                              chunkBytes: chunkBytes, tensors: announced, source: source)
+        announcement.lora = lora
+        self.announcement = announcement
         self.chunkBytes = chunkBytes
         chunkChecksums = chunkLists
     }
@@ -114,10 +121,10 @@ public struct WeightPublisher: Sendable {
 }
 
 /// A consumer's side: fetches an announced version chunk by chunk into a fresh buffer, verifies every
-/// tensor's checksum, and only then hands over complete weights (the caller swaps them in at once).
+/// tensor's checksum, and only then hands over complete tensors (the caller swaps them in at once).
 public struct WeightAssembler: Sendable {
     public let announcement: WeightAnnouncement
-    private let weights: ModelWeights
+    private let storage: FloatBuffer
     private let ranges: [Range<Int>]
     /// Chunk requests not yet sent, in order.
     private var pending: [Rlhf_V1_WeightChunkRequest]
@@ -125,21 +132,25 @@ public struct WeightAssembler: Sendable {
     /// Per tensor: (offset, length, CRC-32C) of each chunk received with a verified checksum.
     private var chunkChecksums: [[(offset: UInt64, length: Int, crc: UInt32?)]]
 
-    /// Prepares to receive `announcement` for a model of `config`; refuses an announcement whose tensors
-    /// do not match the config's layout.
+    /// Prepares to receive `announcement` for a model of `config` (whole weights); refuses an
+    /// announcement whose tensors do not match the config's layout.
     public init(announcement: WeightAnnouncement, config: LlamaConfig) throws(WeightSyncError) {
-        let target = ModelWeights(zerosFor: config)
-        let layout = target.layout
-        let tensors = layout.storedTensors
+        try self.init(announcement: announcement, into: ModelWeights(zerosFor: config).tensorSet)
+    }
+
+    /// Prepares to receive `announcement` into `target` (a fresh buffer, filled in place); refuses an
+    /// announcement whose tensors are not `target`'s, by name and size, in order.
+    public init(announcement: WeightAnnouncement, into target: TensorSet) throws(WeightSyncError) {
+        let tensors = target.entries
         guard announcement.tensors.count == tensors.count else {
             throw .layoutMismatch("\(announcement.tensors.count) tensors announced, the model has \(tensors.count)")
         }
-        for (t, a) in zip(tensors, announcement.tensors) where a.name != t.name || a.byteLength != UInt64(layout.count(t) * 4) {
-            throw .layoutMismatch("tensor \(a.name) (\(a.byteLength) bytes) where \(t.name) (\(layout.count(t) * 4) bytes) was expected")
+        for (t, a) in zip(tensors, announcement.tensors) where a.name != t.name || a.byteLength != UInt64(t.range.count * 4) {
+            throw .layoutMismatch("tensor \(a.name) (\(a.byteLength) bytes) where \(t.name) (\(t.range.count * 4) bytes) was expected")
         }
         self.announcement = announcement
-        weights = target
-        ranges = tensors.map { layout.range($0) }
+        storage = target.storage
+        ranges = tensors.map(\.range)
         let chunk = UInt64(max(1, announcement.chunkBytes))
         var requests: [Rlhf_V1_WeightChunkRequest] = []
         for (i, a) in announcement.tensors.enumerated() {
@@ -171,7 +182,7 @@ public struct WeightAssembler: Sendable {
             throw .badRange(tensor: index, offset: offset, length: UInt32(clamping: bytes.count))
         }
         let start = ranges[index].lowerBound * 4 + Int(offset)
-        weights.storage.withUnsafeMutableBufferPointer { buf in
+        storage.withUnsafeMutableBufferPointer { buf in
             UnsafeMutableRawBufferPointer(buf).baseAddress!.advanced(by: start)
                 .copyMemory(from: bytes.withUnsafeBytes { $0.baseAddress! }, byteCount: bytes.count)
         }
@@ -190,7 +201,7 @@ public struct WeightAssembler: Sendable {
             covered += UInt64(chunk.length)
         }
         if usable && covered == UInt64(range.count * 4) && covered > 0 { return combined }
-        return weights.storage.withUnsafeBufferPointer { buf in
+        return storage.withUnsafeBufferPointer { buf in
             var c = CRC32C()
             c.update(UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: buf[range])))
             return c.value
@@ -200,12 +211,12 @@ public struct WeightAssembler: Sendable {
     /// Whether every byte has arrived.
     public var isComplete: Bool { UInt64(received) >= announcement.totalBytes }
 
-    /// The verified weights: every tensor's CRC-32C checked.
-    public func finish() throws(WeightSyncError) -> ModelWeights {
+    /// The verified buffer: every tensor's CRC-32C checked.
+    public func finish() throws(WeightSyncError) -> FloatBuffer {
         guard isComplete else { throw .incomplete(missingBytes: Int(announcement.totalBytes) - received) }
         for (index, (a, range)) in zip(announcement.tensors, ranges).enumerated() {
             guard tensorChecksum(index, range) == a.crc32c else { throw .tensorChecksum(name: a.name) }
         }
-        return weights
+        return storage
     }
 }

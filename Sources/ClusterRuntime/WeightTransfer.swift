@@ -98,11 +98,69 @@ public enum WeightFetcher {
         }
     }
 
+    /// A fetched policy: its weights (adapters merged into their base), version, and for adapters the
+    /// base they were merged into (a consumer keeps it for the next version) and the bytes moved.
+    public struct Fetched: Sendable {
+        public let weights: ModelWeights
+        public let policyVersion: UInt64
+        public let base: ModelWeights?
+        /// Bytes transferred: the tensors announced, and the base when it had to be fetched too.
+        public let bytes: UInt64
+    }
+
     /// Fetches the server's current version for a model of `config`. With `expected`, the server must
     /// be serving exactly that announcement (version and every tensor's checksum), or the fetch is refused.
+    /// LoRA adapters are merged into their base, which is fetched from its own source unless `heldBase`
+    /// is it (same checksum).
     public static func fetch(loop: PollLoop, endpoint: String, config: LlamaConfig, expected: WeightAnnouncement? = nil,
-                             curve: Curve? = nil,
-                             window: Int = 16, timeoutSeconds: Double = 60) throws -> (weights: ModelWeights, policyVersion: UInt64) {
+                             curve: Curve? = nil, window: Int = 16, timeoutSeconds: Double = 60) throws -> (weights: ModelWeights, policyVersion: UInt64) {
+        let fetched = try fetchPolicy(loop: loop, endpoint: endpoint, config: config, expected: expected, curve: curve, window: window,
+                                      timeoutSeconds: timeoutSeconds)
+        return (fetched.weights, fetched.policyVersion)
+    }
+
+    /// `fetch` with the base of LoRA adapters kept apart (`heldBase`: one the caller already holds).
+    public static func fetchPolicy(loop: PollLoop, endpoint: String, config: LlamaConfig, expected: WeightAnnouncement? = nil,
+                                   heldBase: ModelWeights? = nil, curve: Curve? = nil, window: Int = 16,
+                                   timeoutSeconds: Double = 60) throws -> Fetched {
+        let (storage, announce) = try fetchTensors(loop: loop, endpoint: endpoint, expected: expected, curve: curve, window: window,
+                                                   timeoutSeconds: timeoutSeconds) { served in
+            if let lora = served.lora { return try adapterLayout(lora, config: config).entries.tensorSet() }
+            return ModelWeights(zerosFor: config).tensorSet
+        }
+        guard let lora = announce.lora else {
+            return Fetched(weights: ModelWeights(config: config, storage: storage), policyVersion: announce.policyVersion, base: nil,
+                           bytes: announce.totalBytes)
+        }
+        var base = heldBase, bytes = announce.totalBytes
+        if base?.checksum != lora.base.modelChecksum {
+            let (baseStorage, _) = try fetchTensors(loop: loop, endpoint: lora.base.source, expected: lora.base, curve: curve, window: window,
+                                                    timeoutSeconds: timeoutSeconds) { _ in ModelWeights(zerosFor: config).tensorSet }
+            base = ModelWeights(config: config, storage: baseStorage)
+            bytes += lora.base.totalBytes
+        }
+        let layout = try adapterLayout(lora, config: config)
+        return Fetched(weights: layout.merged(storage, into: base!), policyVersion: announce.policyVersion, base: base, bytes: bytes)
+    }
+
+    /// The layout announced adapters must have on a model of `config`.
+    static func adapterLayout(_ lora: WeightAnnouncement.Adapters, config: LlamaConfig) throws(WeightSyncError) -> LoRALayout {
+        let targets = lora.targets.map { LoRASettings.target(named: $0) }
+        guard targets.allSatisfy({ $0 != nil }) else {
+            throw .layoutMismatch("LoRA targets \(lora.targets) name a matrix that cannot be adapted")
+        }
+        do {
+            return try LoRALayout(config: config, settings: LoRASettings(rank: lora.rank, alpha: lora.alpha, targets: targets.map { $0! }))
+        } catch {
+            throw .layoutMismatch("LoRA adapters announced with \(error)")
+        }
+    }
+
+    /// Fetches the tensors a server announces into the fresh buffer `target(announcement)` lays out.
+    static func fetchTensors(loop: PollLoop, endpoint: String, expected: WeightAnnouncement?, curve: Curve?, window: Int,
+                             timeoutSeconds: Double,
+                             target: @escaping @Sendable (WeightAnnouncement) throws -> TensorSet)
+        throws -> (FloatBuffer, WeightAnnouncement) {
         final class State: @unchecked Sendable {
             var assembler: WeightAssembler?
             var failure: Failure?
@@ -130,12 +188,13 @@ public enum WeightFetcher {
                     switch message.type {
                     case .weightAnnounce:
                         let served = try WeightAnnouncement(wire: message.decodeBody(Rlhf_V1_WeightAnnounce.self))
-                        if let expected, served.policyVersion != expected.policyVersion || served.tensors != expected.tensors {
+                        if let expected, served.policyVersion != expected.policyVersion || served.tensors != expected.tensors
+                            || served.lora != expected.lora {
                             throw Failure.refused("the server at \(endpoint) serves version \(served.policyVersion) (checksum "
                                 + String(format: "%08x", served.modelChecksum) + "), not the announced version \(expected.policyVersion) (checksum "
                                 + String(format: "%08x", expected.modelChecksum) + ")")
                         }
-                        s.assembler = try WeightAssembler(announcement: served, config: config)
+                        s.assembler = try WeightAssembler(announcement: served, into: target(served))
                         for _ in 0..<window { sendNext(s, id) }
                     case .weightChunk:
                         let chunk = try message.decodeBody(Rlhf_V1_WeightChunk.self)
@@ -169,11 +228,11 @@ public enum WeightFetcher {
         announce.policyVersion = 0
         loop.send(socket, try WireMessage(type: .weightAnnounce, requestID: 1, body: announce).frames())
         guard finished.wait(timeout: .now() + timeoutSeconds) == .success else { throw Failure.timeout }
-        return try state.withLock { s -> (ModelWeights, UInt64) in
+        return try state.withLock { s -> (FloatBuffer, WeightAnnouncement) in
             if let failure = s.failure { throw failure }
             guard let assembler = s.assembler else { throw Failure.timeout }
             do {
-                return (try assembler.finish(), assembler.announcement.policyVersion)
+                return (try assembler.finish(), assembler.announcement)
             } catch let error as WeightSyncError {
                 throw Failure.sync(error)
             }

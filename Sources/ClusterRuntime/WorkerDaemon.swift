@@ -75,6 +75,8 @@ public final class WorkerDaemon: @unchecked Sendable {
     /// Signalled when the worker gives up.
     private let gaveUpSignal = DispatchSemaphore(value: 0)
     private var timer: DispatchSourceTimer?
+    /// The frozen base of the LoRA adapters last installed (fetched once, kept for the next versions).
+    private let loraBase = Mutex<ModelWeights?>(nil)
     /// Ticks the link: retries, notices and the orphan timeout.
     private var supervisor: DispatchSourceTimer?
     /// Drawn at start, kept for the process's life: tells this process from another with the same id.
@@ -327,11 +329,13 @@ public final class WorkerDaemon: @unchecked Sendable {
         // The source must serve exactly the relayed announcement; the fetch verifies every tensor against
         // it (so the whole model's checksum, combined from the tensors', is the announced one).
         // Weight servers share the coordinator's CURVE server key: the same client keys reach them.
-        let (weights, version) = try WeightFetcher.fetch(loop: loop, endpoint: announce.source, config: config, expected: announce,
-                                                         curve: settings.curve)
-        try service.install(weights, version: version, announce: announce)
+        // LoRA adapters: merged into their base, fetched the first time (or when it changes) and kept.
+        let fetched = try WeightFetcher.fetchPolicy(loop: loop, endpoint: announce.source, config: config, expected: announce,
+                                                    heldBase: loraBase.withLock { $0 }, curve: settings.curve)
+        loraBase.withLock { $0 = fetched.base }
+        try service.install(fetched.weights, version: fetched.policyVersion, announce: announce)
         logger.info("installed a new policy version", metadata: [
-            "version": "\(version)", "bytes": "\(announce.totalBytes)",
+            "version": "\(fetched.policyVersion)", "bytes": "\(fetched.bytes)", "lora": "\(announce.lora != nil)",
             "seconds": "\(String(format: "%.3f", Date().timeIntervalSince(started)))"])
     }
 

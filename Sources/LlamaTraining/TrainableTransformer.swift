@@ -89,10 +89,14 @@ public final class TrainableTransformer {
         tape = ForwardTape(config: c)
     }
 
-    /// Sets every gradient to zero (before accumulating a new step's micro-batches).
+    /// Sets every trained gradient to zero (before accumulating a new step's micro-batches): the
+    /// model's, or with `lora` set only the adapters' (the frozen base's buffer is scratch then, never read).
     public func zeroGradients() {
-        gradients.withUnsafeMutableBufferPointer { $0.update(repeating: 0) }
+        if let lora { lora.zeroGradients() } else { gradients.withUnsafeMutableBufferPointer { $0.update(repeating: 0) } }
     }
+
+    /// What an optimizer updates: the model's trainable tensors, or with `lora` set only the adapters.
+    public var trainedGroups: [ParameterGroup] { lora.map { [$0.parameterGroup] } ?? [ParameterGroup(model: self)] }
 
     private var w: UnsafeMutablePointer<Float> { weights.storage.baseAddress }
     private var dw: UnsafeMutablePointer<Float> { gradients.baseAddress }

@@ -24,6 +24,15 @@ public struct TrainingState {
     /// What defined the run that wrote the state (`TrainerSettings.run`); empty in states written
     /// before it was recorded.
     public var run: [String: String]
+    /// LoRA adapters trained on `weights` (then the frozen base; the optimizer's moments are the
+    /// adapters'), their settings and values laid out as `LoRALayout` says.
+    public var lora: (settings: LoRASettings, values: FloatBuffer)?
+
+    /// The model the state stands for: `weights`, with the adapters merged in when there are any.
+    public var mergedWeights: ModelWeights {
+        guard let lora, let layout = try? LoRALayout(config: weights.config, settings: lora.settings) else { return weights }
+        return layout.merged(lora.values, into: weights)
+    }
 
     /// Format identifiers.
     public static let magic = Array("SRLHFTS1".utf8)
@@ -31,8 +40,9 @@ public struct TrainingState {
 
     /// A state to save.
     public init(weights: ModelWeights, optimizer: AdamW, step: Int, rng: SeededGenerator, dataPosition: Int,
-                heads: [String: ScalarHead] = [:], run: [String: String] = [:]) {
+                heads: [String: ScalarHead] = [:], run: [String: String] = [:], lora: (settings: LoRASettings, values: FloatBuffer)? = nil) {
         self.run = run
+        self.lora = lora
         self.weights = weights
         self.optimizer = optimizer
         self.step = step
@@ -54,6 +64,9 @@ public struct TrainingState {
         var weightCount: Int
         /// Optional: absent in states written before it was recorded.
         var run: [String: String]?
+        /// Optional: LoRA adapters' settings and element count (their values follow the moments).
+        var lora: LoRASettings?
+        var adapterCount: Int?
     }
 
     /// Writes the state atomically to `path`.
@@ -61,7 +74,7 @@ public struct TrainingState {
         let header = Header(config: weights.config, step: step, rng: rng, dataPosition: dataPosition, heads: heads,
                             optimizerSettings: optimizer.settings, optimizerStep: optimizer.step,
                             momentSizes: optimizer.firstMoments.map(\.count), weightCount: weights.storage.count,
-                            run: run.isEmpty ? nil : run)
+                            run: run.isEmpty ? nil : run, lora: lora?.settings, adapterCount: lora?.values.count)
         let json = Array(try JSONEncoder().encode(header))
         var crc = CRC32C()
         let file = try WritableFile(atomicPath: path)
@@ -75,7 +88,7 @@ public struct TrainingState {
             withUnsafeBytes(of: UInt32(json.count).littleEndian) { prefix += $0 }
             prefix += json
             try prefix.withUnsafeBytes { try emit($0) }
-            for buffer in [weights.storage] + optimizer.firstMoments + optimizer.secondMoments {
+            for buffer in [weights.storage] + optimizer.firstMoments + optimizer.secondMoments + [lora?.values].compactMap({ $0 }) {
                 try buffer.withUnsafeBufferPointer { try emit(UnsafeRawBufferPointer($0)) }
             }
             try withUnsafeBytes(of: crc.value.littleEndian) { try file.write($0) }
@@ -84,6 +97,13 @@ public struct TrainingState {
             file.abandon()
             throw error
         }
+    }
+
+    /// Whether `path` is a training-state file (it starts with the magic), not a checkpoint.
+    public static func isStateFile(_ path: String) -> Bool {
+        guard let handle = FileHandle(forReadingAtPath: path) else { return false }
+        defer { try? handle.close() }
+        return (try? handle.read(upToCount: magic.count)).map(Array.init) == magic
     }
 
     /// Reads a state, refusing a truncated, oversized or corrupt file with a message that says which.
@@ -121,7 +141,16 @@ public struct TrainingState {
             }
             momentFloats += size
         }
-        let floats = header.weightCount + 2 * momentFloats
+        var adapterCount = 0
+        if let settings = header.lora {
+            let layout: LoRALayout
+            do { layout = try LoRALayout(config: header.config, settings: settings) } catch { throw fail("header's LoRA settings: \(error)") }
+            guard header.adapterCount == layout.totalCount else {
+                throw fail("header's adapter count \(header.adapterCount ?? 0) does not match its LoRA settings (\(layout.totalCount))")
+            }
+            adapterCount = layout.totalCount
+        }
+        let floats = header.weightCount + 2 * momentFloats + adapterCount
         let expected = 16 + jsonLength + floats * 4 + 4
         if file.size < expected { throw fail("truncated: expected \(expected) bytes, found \(file.size)") }
         if file.size > expected { throw fail("inconsistent: expected \(expected) bytes, found \(file.size)") }
@@ -136,11 +165,16 @@ public struct TrainingState {
             cursor += size * 4
             moments.append(buffer)
         }
+        let adapters = header.lora.map { _ in FloatBuffer(count: adapterCount) }
+        if let adapters {
+            try file.readFloats(at: cursor, into: adapters, offset: 0, count: adapterCount, path: path)
+            cursor += adapterCount * 4
+        }
         // Verify the checksum over everything before it.
         var crc = CRC32C()
         crc.update(prefix)
         crc.update(json)
-        for buffer in [weights.storage] + moments {
+        for buffer in [weights.storage] + moments + [adapters].compactMap({ $0 }) {
             buffer.withUnsafeBufferPointer { crc.update(UnsafeRawBufferPointer($0)) }
         }
         let stored = try file.readBytes(at: cursor, count: 4, path: path).enumerated()
@@ -152,6 +186,7 @@ public struct TrainingState {
         let optimizer = AdamW(settings: header.optimizerSettings, step: header.optimizerStep,
                               firstMoments: Array(moments[..<groups]), secondMoments: Array(moments[groups...]))
         return TrainingState(weights: weights, optimizer: optimizer, step: header.step, rng: header.rng,
-                             dataPosition: header.dataPosition, heads: header.heads, run: header.run ?? [:])
+                             dataPosition: header.dataPosition, heads: header.heads, run: header.run ?? [:],
+                             lora: header.lora.flatMap { settings in adapters.map { (settings, $0) } })
     }
 }

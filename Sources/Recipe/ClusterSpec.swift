@@ -221,6 +221,48 @@ public struct ClusterSpec: Sendable, Equatable {
             return precision
         }
     }
+    /// LoRA on the policy (`lora: {rank, alpha, dropout, targets}`): the learner trains only adapters on
+    /// the frozen chat model, weight syncs send only the adapters; nil: whole weights.
+    public var lora: LoRASettings?
+
+    /// Reads `lora: {rank: 8, alpha: 16, dropout: 0.05, targets: [wq, wk, wv, wo]}` (every key optional,
+    /// PEFT's defaults but for the targets: LLaMA's attention projections).
+    static func parseLoRA(_ value: Any) throws -> LoRASettings {
+        guard let entries = value as? [String: Any] else {
+            throw Invalid(key: "lora", reason: "expected a mapping like {rank: 8, alpha: 16, dropout: 0.05, targets: [wq, wk, wv, wo]}, got \(describe(value))")
+        }
+        var settings = LoRASettings()
+        for (key, raw) in entries.sorted(by: { $0.key < $1.key }) {
+            switch key {
+            case "rank":
+                guard let rank = raw as? Int, (1 ... 4096).contains(rank) else {
+                    throw Invalid(key: "lora.rank", reason: "expected an integer in 1...4096, got \(describe(raw))")
+                }
+                settings.rank = rank
+            case "alpha", "dropout":
+                guard let number = (raw as? Double) ?? (raw as? Int).map(Double.init), number.isFinite else {
+                    throw Invalid(key: "lora.\(key)", reason: "expected a number, got \(describe(raw))")
+                }
+                if key == "alpha" { settings.alpha = number } else { settings.dropout = number }
+            case "targets":
+                let names = (raw as? [Any])?.compactMap { $0 as? String } ?? (raw as? String).map { $0.split(separator: ",").map(String.init) }
+                guard let names, (raw as? [Any]).map({ $0.count == names.count }) ?? true else {
+                    throw Invalid(key: "lora.targets", reason: "expected a list of matrix names like [wq, wk, wv, wo], got \(describe(raw))")
+                }
+                settings.targets = try names.map { name in
+                    guard let target = LoRASettings.target(named: name.trimmingCharacters(in: .whitespaces)) else {
+                        throw Invalid(key: "lora.targets", reason: "\(name) is not a matrix an adapter can target (choose from \(LoRASettings.targetable.map(\.name).joined(separator: ", ")))")
+                    }
+                    return target
+                }
+            default:
+                throw Invalid(key: "lora.\(key)", reason: "unknown key (expected rank, alpha, dropout, targets)")
+            }
+        }
+        if let problem = settings.problem() { throw Invalid(key: "lora", reason: problem) }
+        return settings
+    }
+
     /// Where the coordinator serves Prometheus metrics (`tcp://HOST:PORT`); nil for nowhere.
     public var metrics: String?
     /// The host name or address workers on other machines dial the coordinator at, where it binds every
@@ -280,7 +322,7 @@ public struct ClusterSpec: Sendable, Equatable {
     public static func == (a: ClusterSpec, b: ClusterSpec) -> Bool {
         a.coordinator == b.coordinator && a.hosts == b.hosts && a.checkpoint == b.checkpoint && a.rewardHead == b.rewardHead
             && a.safetyHead == b.safetyHead && a.plan == b.plan && a.heartbeatMilliseconds == b.heartbeatMilliseconds
-            && a.orphanTimeoutSeconds == b.orphanTimeoutSeconds && a.decodeSlots == b.decodeSlots && a.precision == b.precision
+            && a.orphanTimeoutSeconds == b.orphanTimeoutSeconds && a.decodeSlots == b.decodeSlots && a.precision == b.precision && a.lora == b.lora
             && a.metrics == b.metrics && a.curve?.server == b.curve?.server && a.curve?.client == b.curve?.client && a.task == b.task
             && a.chatTemplate == b.chatTemplate && a.export == b.export && a.data == b.data && a.judge == b.judge
             && a.rewardFunction == b.rewardFunction
@@ -384,7 +426,7 @@ public struct ClusterSpec: Sendable, Equatable {
         }
         guard let top = root as? [String: Any] else { throw Invalid(key: "(file)", reason: "expected a mapping at the top level") }
         let known: Set<String> = ["coordinator", "hosts", "model", "plan", "heartbeat_ms", "orphan_timeout_s", "metrics", "curve", "task", "export",
-                                  "data", "judge", "reward_function", "advertise", "decode_slots", "precision"]
+                                  "data", "judge", "reward_function", "advertise", "decode_slots", "precision", "lora"]
         if let unknown = top.keys.first(where: { !known.contains($0) }) {
             throw Invalid(key: unknown, reason: "unknown key (expected one of \(known.sorted().joined(separator: ", ")))")
         }
@@ -601,6 +643,7 @@ public struct ClusterSpec: Sendable, Equatable {
             decodeSlots = slots
         }
         let precision = try top["precision"].map(Precision.parse) ?? Precision()
+        let lora = try top["lora"].map(ClusterSpec.parseLoRA)
         var metrics: String? = nil
         if let m = top["metrics"] {
             guard let endpoint = m as? String, endpoint.hasPrefix("tcp://") else {
@@ -642,6 +685,7 @@ public struct ClusterSpec: Sendable, Equatable {
         spec.orphanTimeoutSeconds = UInt64(orphanTimeout)
         spec.decodeSlots = decodeSlots
         spec.precision = precision
+        spec.lora = lora
         spec.planFileText = planFileText
         if let name = model["chat_template"] {
             guard let text = name as? String, let format = try? ChatFormat(named: text) else {

@@ -19,6 +19,10 @@ extension ClusterSpec {
         if role == .generator && precision.generator != .float32 { arguments += ["--precision", precision.generator.rawValue] }
         if role == .generator && precision.kvCache != .float32 { arguments += ["--kv-cache", precision.kvCache.rawValue] }
         if role == .learner && precision.learner != .float32 { arguments += ["--precision", precision.learner.rawValue] }
+        if role == .learner, let lora {
+            arguments += ["--lora-rank", "\(lora.rank)", "--lora-alpha", "\(lora.alpha)", "--lora-dropout", "\(lora.dropout)",
+                          "--lora-targets", lora.targets.map(\.name).joined(separator: ",")]
+        }
         if role == .rewardModel, let head = rewardHead { arguments += ["--head", path(head)] }
         if role == .safetyModel, let head = safetyHead { arguments += ["--head", path(head)] }
         if role == .safetyModel { arguments += ["--seed", "2"] }

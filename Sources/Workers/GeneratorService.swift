@@ -46,10 +46,22 @@ public final class GeneratorService: RoleService, @unchecked Sendable {
     public var precision: WeightPrecision { held.snapshot.model.transformer.model.precision }
 
     public func install(_ weights: ModelWeights, version: UInt64) throws {
+        install(weights, version: version, checksum: weights.checksum)
+    }
+
+    /// Installs the policy announced: whole weights, or LoRA adapters merged into their base (then the
+    /// checksum held is the announcement's, base and adapters, as heartbeats report it).
+    public func install(_ weights: ModelWeights, version: UInt64, announce: WeightAnnouncement) throws {
+        guard announce.model == .policy else {
+            throw LlamaError.invalidInput("weights of the \(announce.model.rawValue) were announced to a policy consumer")
+        }
+        install(weights, version: version, checksum: announce.modelChecksum)
+    }
+
+    private func install(_ weights: ModelWeights, version: UInt64, checksum: UInt32) {
         let current = held.snapshot.model.transformer.model
         let model = LlamaModel(weights: weights, precision: current.precision)
         let generator = TextGenerator(transformer: Transformer(model: model, pool: pool, kvCache: kvCache))
-        let checksum = weights.checksum
         held.replace(generator, version: version, checksum: checksum)
     }
 

@@ -49,7 +49,7 @@ extension LearnerService {
                                                    oldLogProbs: part.map { old[$0] }, advantages: part.map { advantages[$0] },
                                                    referenceLogProbs: reference.map { r in part.map { r[$0] } }, beta: beta, clip: clip,
                                                    aggregation: aggregation)
-            stats.gradNorm += optimizer.update([ParameterGroup(model: trainer)], lr: batch.learningRate, pool: trainer.pool)
+            stats.gradNorm += optimizer.update(trainer.trainedGroups, lr: batch.learningRate, pool: trainer.pool)
             stats.loss += step.loss
             stats.clipFraction += step.clipFraction
             stats.approxKL += step.approxKL
@@ -93,7 +93,7 @@ extension LearnerService {
         stats.loss = result.loss
         stats.accuracy = result.accuracy
         stats.rewardMargin = result.margin
-        stats.gradNorm = optimizer.update([ParameterGroup(model: trainer)], lr: batch.learningRate, pool: trainer.pool)
+        stats.gradNorm = optimizer.update(trainer.trainedGroups, lr: batch.learningRate, pool: trainer.pool)
         stats.learningRate = Double(batch.learningRate)
         stats.tokens = UInt64(batch.sequences.reduce(0) { $0 + $1.response.count })
         stats.gradientSteps = 1
@@ -110,7 +110,7 @@ extension LearnerService {
         guard batch.policyVersion == current else {
             throw LlamaError.invalidInput("snapshot of policy version \(batch.policyVersion), the learner holds \(current)")
         }
-        lock.withLock { snapshots[batch.snapshotName] = trainer.weights.copy() }
+        lock.withLock { snapshots[batch.snapshotName] = trainedValues.copy() }
         var stats = TrainStats(kind: .snapshot)
         stats.policyVersion = current
         return stats
@@ -123,12 +123,17 @@ extension LearnerService {
         guard batch.policyVersion == current else {
             throw LlamaError.invalidInput("restore of a snapshot for policy version \(batch.policyVersion), the learner holds \(current)")
         }
-        // "sft" without a snapshot of that name: the chat model (the checkpoint, or an SFT step's result).
-        guard let saved = lock.withLock({ snapshots[batch.snapshotName] ?? (batch.snapshotName == LearnerService.chatModelSnapshot ? initialWeights : nil) }) else {
+        // "sft" without a snapshot of that name: the chat model (the checkpoint, or an SFT step's result;
+        // with LoRA, the adapters as they started: MARK_INITIAL snapshots an SFT step's adapters as "sft").
+        let chatModel = startingAdapters ?? initialWeights.storage
+        guard let saved = lock.withLock({ snapshots[batch.snapshotName] ?? (batch.snapshotName == LearnerService.chatModelSnapshot ? chatModel : nil) }) else {
             let known = lock.withLock { snapshots.keys.sorted() }
             throw LlamaError.invalidInput("no snapshot named \"\(batch.snapshotName)\" (the learner holds: \(known.isEmpty ? "none" : known.joined(separator: ", ")))")
         }
-        trainer.weights.storage.set(saved.storage.array(0..<saved.storage.count), at: 0)
+        guard saved.count == trainedValues.count else {
+            throw LlamaError.invalidInput("snapshot \"\(batch.snapshotName)\" holds \(saved.count) values, the policy trains \(trainedValues.count)")
+        }
+        trainedValues.update(from: saved)
         optimizer.reset()
         lock.withLock { valueModel = nil }
         var stats = TrainStats(kind: .restoreSnapshot)

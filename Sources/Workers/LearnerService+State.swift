@@ -44,7 +44,10 @@ extension LearnerService {
         try? files.removeItem(atPath: partial)
         try files.createDirectory(atPath: partial, withIntermediateDirectories: true)
         try lock.withLock {
-            try TrainingState(weights: trainer.weights, optimizer: optimizer, step: Int(version), rng: SeededGenerator(seed: 0), dataPosition: 0)
+            // With LoRA: the frozen base, the adapters and their optimizer moments.
+            let adapters = trainer.lora.map { ($0.settings, $0.values) }
+            try TrainingState(weights: trainer.weights, optimizer: optimizer, step: Int(version), rng: SeededGenerator(seed: 0), dataPosition: 0,
+                              lora: adapters)
                 .write(to: partial + "/" + LearnerService.policyFile)
             for (kind, model) in rewardModels {
                 try TrainingState(weights: model.trainer.weights, optimizer: model.optimizer, step: Int(model.version), rng: SeededGenerator(seed: 0),
@@ -60,8 +63,11 @@ extension LearnerService {
                 // Names may hold any characters: files are numbered, snapshots.json maps names to them.
                 let names = snapshots.keys.sorted()
                 for (i, name) in names.enumerated() {
-                    try TrainingState(weights: snapshots[name]!, optimizer: AdamW(settings: settings.optimizer, groupSizes: []), step: 0,
-                                      rng: SeededGenerator(seed: 0), dataPosition: 0).write(to: partial + "/snapshot-\(i).state")
+                    let saved = snapshots[name]!
+                    try TrainingState(weights: trainer.lora == nil ? ModelWeights(config: trainer.config, storage: saved) : trainer.weights,
+                                      optimizer: AdamW(settings: settings.optimizer, groupSizes: []), step: 0,
+                                      rng: SeededGenerator(seed: 0), dataPosition: 0, lora: trainer.lora.map { ($0.settings, saved) })
+                        .write(to: partial + "/snapshot-\(i).state")
                 }
                 try JSONEncoder().encode(names).write(to: URL(fileURLWithPath: partial + "/" + LearnerService.snapshotsFile))
             }
@@ -92,10 +98,26 @@ extension LearnerService {
             throw LlamaError.invalidInput("\(directory)/\(LearnerService.policyFile) holds a model of another shape than --checkpoint")
         }
         try lock.withLock {
-            trainer.weights.storage.set(policy.weights.storage.array(0..<policy.weights.storage.count), at: 0)
+            if let adapters = trainer.lora {
+                // The adapters go back onto the base this learner holds, which must be the one they were trained on.
+                guard let saved = policy.lora, saved.settings.rank == adapters.settings.rank, saved.settings.targets == adapters.settings.targets,
+                      saved.values.count == adapters.values.count else {
+                    throw LlamaError.invalidInput("\(directory)/\(LearnerService.policyFile) holds no LoRA adapters of these settings (rank \(adapters.settings.rank), targets \(adapters.settings.targets.map(\.name)))")
+                }
+                guard policy.weights.checksum == trainer.weights.checksum else {
+                    throw LlamaError.invalidInput("\(directory)/\(LearnerService.policyFile) holds LoRA adapters of another base than --checkpoint")
+                }
+                adapters.values.update(from: saved.values)
+            } else {
+                guard policy.lora == nil else {
+                    throw LlamaError.invalidInput("\(directory)/\(LearnerService.policyFile) holds LoRA adapters: start the learner with the spec's lora settings")
+                }
+                trainer.weights.storage.update(from: policy.weights.storage)
+            }
             try optimizer.load(policy.optimizer)
             version = UInt64(policy.step)
-            let publisher = WeightPublisher(weights: trainer.weights, policyVersion: version, chunkBytes: settings.chunkBytes, source: advertisedEndpoint)
+            let publisher = LearnerService.policyPublisher(trainer, base: loraBase?.announce, version: version, settings: settings,
+                                                           source: advertisedEndpoint)
             server.publish(publisher)
             announcement = publisher.announcement
             checksum = publisher.announcement.modelChecksum
@@ -132,7 +154,11 @@ extension LearnerService {
                     guard saved.weights.config == trainer.config else {
                         throw LlamaError.invalidInput("\(directory)/snapshot-\(i).state holds a model of another shape than --checkpoint")
                     }
-                    snapshots[name] = saved.weights
+                    let values = trainer.lora == nil ? saved.weights.storage : saved.lora?.values
+                    guard let values, values.count == trainedValues.count else {
+                        throw LlamaError.invalidInput("\(directory)/snapshot-\(i).state does not hold what this learner trains (\(trainer.lora == nil ? "whole weights" : "LoRA adapters"))")
+                    }
+                    snapshots[name] = values
                 }
             }
             let valuePath = directory + "/" + LearnerService.valueFile

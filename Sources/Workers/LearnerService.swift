@@ -31,6 +31,9 @@ public final class LearnerService: RoleService, @unchecked Sendable {
         /// The number format of training's matrix products (bfloat16: bfloat16 operands, float32 sums,
         /// float32 master weights, gradients and optimizer state), for every model the learner trains.
         public var precision: WeightPrecision = .float32
+        /// LoRA on the policy: the learner trains only these adapters on the frozen weights it started
+        /// from (reward and value models train whole), and each version sends only the adapters.
+        public var lora: LoRASettings?
 
         public init() {}
     }
@@ -52,8 +55,13 @@ public final class LearnerService: RoleService, @unchecked Sendable {
     /// Where the chat model made by MARK_INITIAL is served to the reference-policy workers, and its
     /// announcement (nil: no SFT step ran; the reference holds the checkpoint).
     var reference: (server: WeightServer, advertised: String, announce: WeightAnnouncement)?
-    /// Policy weights kept by SNAPSHOT, by name, for rounds that branch from them (RESTORE_SNAPSHOT).
-    var snapshots: [String: ModelWeights] = [:]
+    /// The policy's trained parameters kept by SNAPSHOT (its weights' storage, or with LoRA its
+    /// adapters), by name, for rounds that branch from them (RESTORE_SNAPSHOT).
+    var snapshots: [String: FloatBuffer] = [:]
+    /// With LoRA: the frozen base the adapters apply to, served once to each consumer that lacks it.
+    var loraBase: (server: WeightServer, announce: WeightAnnouncement)?
+    /// With LoRA: the adapters as they started (a from-SFT round before any SFT step starts from them).
+    var startingAdapters: FloatBuffer?
     /// Reward models trained here (REWARD_RANKING batches), by kind; made at their first batch.
     var rewardModels: [ModelKind: RewardTraining] = [:]
     /// Where reward models' weight servers are opened.
@@ -124,12 +132,21 @@ public final class LearnerService: RoleService, @unchecked Sendable {
         initialWeights = weights.copy()
         self.serving = serving
         trainer = TrainableTransformer(weights: weights.copy(), pool: ComputePool(threads: threads), precision: settings.precision)
-        optimizer = AdamW(settings: settings.optimizer, groupSizes: [trainer.weights.storage.count])
+        if let lora = settings.lora {
+            let adapters = try LoRAAdapters(config: weights.config, settings: lora)
+            trainer.lora = adapters
+            startingAdapters = adapters.values.copy()
+            let (baseServer, baseAdvertised) = try serving.open()
+            let base = WeightPublisher(weights: trainer.weights, policyVersion: policyVersion, chunkBytes: settings.chunkBytes, source: baseAdvertised)
+            baseServer.publish(base)
+            loraBase = (baseServer, base.announcement)
+        }
+        optimizer = AdamW(settings: settings.optimizer, groupSizes: trainer.trainedGroups.map(\.values.count))
         self.settings = settings
         (server, advertisedEndpoint) = try serving.open()
         version = policyVersion
-        let publisher = WeightPublisher(weights: trainer.weights, policyVersion: policyVersion, chunkBytes: settings.chunkBytes,
-                                        source: advertisedEndpoint)
+        let publisher = LearnerService.policyPublisher(trainer, base: loraBase?.announce, version: policyVersion, settings: settings,
+                                                       source: advertisedEndpoint)
         server.publish(publisher)
         announcement = publisher.announcement
         checksum = publisher.announcement.modelChecksum
@@ -200,18 +217,32 @@ public final class LearnerService: RoleService, @unchecked Sendable {
         case .rewardRanking, .saveState, .announceAll, .markInitial, .snapshot, .restoreSnapshot:
             throw LlamaError.invalidInput("unknown train batch kind \(batch.kind.rawValue)")
         }
-        stats.gradNorm = optimizer.update([ParameterGroup(model: trainer)], lr: batch.learningRate, pool: trainer.pool)
+        stats.gradNorm = optimizer.update(trainer.trainedGroups, lr: batch.learningRate, pool: trainer.pool)
         stats.learningRate = Double(batch.learningRate)
         stats.tokens = UInt64(batch.sequences.reduce(0) { $0 + $1.response.count })
         return publishPolicy(&stats, after: current)
     }
 
+    /// The policy as `version` for consumers: its whole weights, or with LoRA only its adapters (on `base`).
+    static func policyPublisher(_ trainer: TrainableTransformer, base: WeightAnnouncement?, version: UInt64, settings: Settings,
+                                source: String) -> WeightPublisher {
+        guard let adapters = trainer.lora, let base else {
+            return WeightPublisher(weights: trainer.weights, policyVersion: version, chunkBytes: settings.chunkBytes, source: source)
+        }
+        let lora = WeightAnnouncement.Adapters(rank: adapters.settings.rank, alpha: adapters.settings.alpha,
+                                               targets: adapters.settings.targets.map(\.name), base: base)
+        return WeightPublisher(tensors: adapters.tensorSet, policyVersion: version, chunkBytes: settings.chunkBytes, source: source, lora: lora)
+    }
+
+    /// What the optimizer trains of the policy, in one buffer: its weights, or with LoRA its adapters.
+    var trainedValues: FloatBuffer { trainer.lora?.values ?? trainer.weights.storage }
+
     /// Publishes the policy as version `current + 1` and completes `stats` with it.
     func publishPolicy(_ stats: inout TrainStats, after current: UInt64) -> TrainStats {
         tokens.add(stats.tokens, ordering: .relaxed)
         stats.step = UInt64(optimizer.step)
-        let publisher = WeightPublisher(weights: trainer.weights, policyVersion: current + 1, chunkBytes: settings.chunkBytes,
-                                        source: advertisedEndpoint)
+        let publisher = LearnerService.policyPublisher(trainer, base: loraBase?.announce, version: current + 1, settings: settings,
+                                                       source: advertisedEndpoint)
         server.publish(publisher)
         lock.withLock {
             version = current + 1
@@ -291,7 +322,7 @@ public final class LearnerService: RoleService, @unchecked Sendable {
             trainer.zeroGradients()
             let policy = try trainer.ppoPolicyLoss(sequences: s, responseMask: m, oldLogProbs: part.map { oldLogProbs[$0] },
                                                    advantages: part.map { advantageRows[$0] }, clip: settings.ppoClip)
-            stats.gradNorm += optimizer.update([ParameterGroup(model: trainer)], lr: batch.learningRate, pool: trainer.pool)
+            stats.gradNorm += optimizer.update(trainer.trainedGroups, lr: batch.learningRate, pool: trainer.pool)
             critic.trainer.zeroGradients()
             let value = try critic.trainer.valueLoss(sequences: s, responseMask: m, oldValues: part.map { oldValues[$0] },
                                                      returns: part.map { returnRows[$0] }, head: critic.head, clip: Float(settings.valueClip))
@@ -327,7 +358,11 @@ public final class LearnerService: RoleService, @unchecked Sendable {
         }
         var stats = TrainStats(kind: .markInitial)
         stats.announce = try lock.withLock { () throws -> WeightAnnouncement in
-            initialWeights.storage.set(trainer.weights.storage.array(0..<trainer.weights.storage.count), at: 0)
+            // With LoRA the chat model is the base with the adapters merged in; the adapters as they are
+            // now are what a from-SFT round starts again from.
+            let chatModel = trainer.lora.map { $0.merged(into: trainer.weights) } ?? trainer.weights
+            initialWeights.storage.set(chatModel.storage.array(0..<chatModel.storage.count), at: 0)
+            if let adapters = trainer.lora { snapshots[LearnerService.chatModelSnapshot] = adapters.values.copy() }
             return try publishReference(version: current)
         }
         stats.policyVersion = current

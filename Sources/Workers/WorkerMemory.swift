@@ -41,9 +41,11 @@ public struct WorkerMemory: Sendable, Equatable, CustomStringConvertible {
 
     /// The estimate for a worker of `role` over a model of `config`: a generator with `decodeSlots`
     /// slots, its products in `precision` and KV caches in `kvCache`; a learner with `learner`'s models.
+    /// With `lora`, the learner trains adapters on a frozen base it serves, and a generator keeps that
+    /// base beside the merged policy.
     public static func estimate(role: WorkerRole, config c: LlamaConfig, decodeSlots: Int = GeneratorService.defaultDecodeSlots,
                                 precision: WeightPrecision = .float32, kvCache: KVCache.Precision = .float32,
-                                learner: LearnerLoad = LearnerLoad()) -> WorkerMemory {
+                                learner: LearnerLoad = LearnerLoad(), lora: LoRASettings? = nil) -> WorkerMemory {
         let float = 4
         let weights = c.parameterCount * float
         let head = (c.dim + 1) * float
@@ -62,6 +64,7 @@ public struct WorkerMemory: Sendable, Equatable, CustomStringConvertible {
             let workspace = slots * (4 * c.dim + 2 * c.kvDim + 2 * c.hiddenDim + c.vocabSize) * float
             return WorkerMemory(role: role, parts: [
                 Part(name: "weights", bytes: weights),
+            ] + (lora == nil ? [] : [Part(name: "LoRA base (each version's adapters merge into it)", bytes: weights)]) + [
                 Part(name: precision == .bfloat16 ? "bfloat16 batched-decode panels" : "batched-decode panels",
                      bytes: LlamaModel.panelBytes(c, precision: precision)),
                 // One cache per slot, and a prompt's prefilled cache kept for its other samples.
@@ -75,8 +78,10 @@ public struct WorkerMemory: Sendable, Equatable, CustomStringConvertible {
             return WorkerMemory(role: role, parts: [Part(name: "weights and score head", bytes: weights + head),
                                                     Part(name: "scoring activations (\(batchSequences) x \(tokens) tokens)", bytes: activations)])
         case .learner:
+            let adapters = ((try? lora.map { try LoRALayout(config: c, settings: $0) }) ?? nil).map { $0.totalCount * float }
             var parts = [
-                Part(name: "policy weights, gradients and AdamW moments", bytes: training),
+                adapters.map { Part(name: "frozen policy weights, LoRA adapters, their gradients and AdamW moments", bytes: 2 * weights + 4 * $0) }
+                    ?? Part(name: "policy weights, gradients and AdamW moments", bytes: training),
                 Part(name: "the starting weights (from-SFT rounds start from them)", bytes: weights),
                 Part(name: "training activations (\(batchSequences) x \(tokens) tokens)", bytes: activations),
             ]

@@ -81,7 +81,11 @@ import Testing
                               ("--sft-examples", .integer(0 ... 100_000_000)), ("--preference-pairs", .integer(0 ... 100_000_000))])
         add("worker", [("--threads", threads), ("--capacity", .integer(1 ... 65_536)), ("--decode-slots", .integer(1 ... 65_536)), ("--seed", .seed), ("--restore-step", .integer(0 ... 1_000_000)),
                        ("--drain-timeout", .number(0 ... 86_400)), ("--orphan-timeout", .number(0 ... 604_800)),
-                       ("--reward-timeout", .number(0 ... 86_400, openBelow: true))])
+                       ("--reward-timeout", .number(0 ... 86_400, openBelow: true)), ("--lora-alpha", .number(0 ... 1_000_000, openBelow: true)),
+                       ("--lora-dropout", .number(0 ... 1, openAbove: true))])
+        // A learner's option: parsed with --role learner (another role refuses any rank above 0).
+        cases.append(Case(name: "worker", command: ["worker", "--role", "learner", "--coordinator", "tcp://127.0.0.1:1"], option: "--lora-rank",
+                          kind: .integer(0 ... 4_096)))
         add("coordinator", [("--heartbeat-ms", .integer(10 ... 60_000))])
         add("status", [("--timeout", .number(0 ... 86_400, openBelow: true)), ("--interval", .number(0 ... 86_400, openBelow: true))])
         add("launch", [("--progress-every", .number(0 ... 86_400))])

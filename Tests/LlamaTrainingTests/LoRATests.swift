@@ -94,4 +94,35 @@ import Testing
         let adapters = try? LoRAAdapters(config: .llama110M, settings: LoRASettings())
         #expect(adapters?.values.count == 12 * 4 * 8 * (768 + 768))
     }
+
+    /// A state with adapters reads back the same adapters, merges them for an export, and a file cut
+    /// short or a header whose adapter count disagrees with its settings is refused by name.
+    @Test func aStateKeepsItsAdaptersAndRefusesBrokenOnes() throws {
+        let trainer = try LoRATests.trainer()
+        let lora = try #require(trainer.lora)
+        let state = TrainingState(weights: trainer.weights, optimizer: AdamW(groupSizes: [lora.values.count]), step: 3,
+                                  rng: SeededGenerator(seed: 1), dataPosition: 0, lora: (lora.settings, lora.values))
+        let dir = NSTemporaryDirectory() + "lora-state-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let path = dir + "/policy.state"
+        try state.write(to: path)
+        #expect(TrainingState.isStateFile(path) && !TrainingState.isStateFile(dir + "/missing"))
+        let read = try TrainingState.read(path: path)
+        #expect(read.lora?.settings == lora.settings && read.lora?.values.array(0..<lora.values.count) == lora.values.array(0..<lora.values.count))
+        #expect(read.mergedWeights.checksum == lora.merged(into: trainer.weights).checksum && read.weights.checksum == trainer.weights.checksum)
+        let good = try Data(contentsOf: URL(fileURLWithPath: path))
+        func message(_ data: Data) throws -> String {
+            let p = dir + "/bad.state"
+            try data.write(to: URL(fileURLWithPath: p))
+            do { _ = try TrainingState.read(path: p); return "" } catch { return "\(error)" }
+        }
+        #expect(try message(good.prefix(good.count - 4 * 10)).contains("truncated"))
+        let jsonLength = Int(good[12]) | Int(good[13]) << 8 | Int(good[14]) << 16 | Int(good[15]) << 24
+        let json = String(decoding: good[16 ..< 16 + jsonLength], as: UTF8.self)
+        let edited = Data(json.replacingOccurrences(of: "\"adapterCount\":\(lora.values.count)", with: "\"adapterCount\":\(lora.values.count - 1)").utf8)
+        var out = good.prefix(12)
+        out += withUnsafeBytes(of: UInt32(edited.count).littleEndian) { Data($0) }
+        #expect(try message(out + edited + good[(16 + jsonLength)...]).contains("adapter count"))
+    }
 }

@@ -147,4 +147,44 @@ import Workers
         #expect(sampling.learnerLoad == WorkerMemory.LearnerLoad(rewardModels: 0, valueModel: false))
         #expect(sampling.memoryShortfall(config: c, available: needed - 1) == nil)
     }
+
+    /// `lora:` reaches the learner's command line as its `--lora-*` options, counts the adapters (not
+    /// whole-model optimizer state) on the learner and the kept base on the generators; bad settings
+    /// are refused by name.
+    @Test func loraReachesTheLearnerAndTheMemoryCheck() throws {
+        let text = """
+        coordinator: tcp://127.0.0.1:5555
+        lora: {rank: 8, alpha: 32, dropout: 0.05, targets: [wq, wv, w2]}
+        hosts: [{name: here, address: local, workers: {generator: 1, learner: 1}}]
+        model: {checkpoint: /nonexistent/policy.bin}
+        plan: [{hold: {seconds: 1}}]
+        """
+        let spec = try ClusterSpec.parse(text, baseDirectory: "/", checkingFiles: false)
+        #expect(spec.lora == LoRASettings(rank: 8, alpha: 32, dropout: 0.05, targets: [.wq, .wv, .w2]))
+        func arguments(_ role: WorkerRole) -> String {
+            spec.workerArguments(id: "\(role.rawValue)-0", role: role, host: spec.hosts[0], coordinator: "tcp://127.0.0.1:5555", runID: nil,
+                                 stateDirectory: "/tmp/s").joined(separator: " ")
+        }
+        #expect(arguments(.learner).contains("--lora-rank 8 --lora-alpha 32.0 --lora-dropout 0.05 --lora-targets wq,wv,w2"))
+        #expect(!arguments(.generator).contains("--lora"))
+        let c = LlamaConfig.llama110M
+        let full = WorkerMemory.estimate(role: .learner, config: c), adapters = WorkerMemory.estimate(role: .learner, config: c, lora: spec.lora)
+        #expect(adapters.bytes < full.bytes && adapters.description.contains("LoRA adapters"))
+        #expect(WorkerMemory.estimate(role: .generator, config: c, lora: spec.lora).bytes == WorkerMemory.estimate(role: .generator, config: c).bytes + c.parameterCount * 4)
+        let whole = try ClusterSpec.parse(text.replacingOccurrences(of: "lora: {rank: 8, alpha: 32, dropout: 0.05, targets: [wq, wv, w2]}\n", with: ""),
+                                          baseDirectory: "/", checkingFiles: false)
+        #expect(whole.lora == nil && !whole.workerArguments(id: "l", role: .learner, host: whole.hosts[0], coordinator: "tcp://127.0.0.1:5555",
+                                                               runID: nil, stateDirectory: "/tmp/s").contains("--lora-rank"))
+        for (bad, key) in [("{rank: 0}", "lora.rank"), ("{rank: 8.5}", "lora.rank"), ("{alpha: -1}", "alpha"), ("{dropout: 1}", "dropout"),
+                           ("{targets: [wq, norm]}", "norm"), ("{targets: []}", "targets"), ("{targets: [wq, wq]}", "twice"), ("{rnak: 8}", "lora.rnak"),
+                           ("8", "lora")] {
+            let changed = text.replacingOccurrences(of: "{rank: 8, alpha: 32, dropout: 0.05, targets: [wq, wv, w2]}", with: bad)
+            do {
+                _ = try ClusterSpec.parse(changed, baseDirectory: "/", checkingFiles: false)
+                Issue.record("lora: \(bad) was accepted")
+            } catch {
+                #expect(error is ClusterSpec.Invalid && "\(error)".contains(key), "\(error)")
+            }
+        }
+    }
 }

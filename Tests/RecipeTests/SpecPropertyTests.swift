@@ -15,6 +15,7 @@ import Testing
         [
             "coordinator": "tcp://127.0.0.1:5555", "heartbeat_ms": 200 as Int, "orphan_timeout_s": 30 as Int, "metrics": "tcp://127.0.0.1:9555",
             "decode_slots": 16 as Int, "precision": ["generator": "bfloat16", "kv_cache": "bfloat16"],
+            "lora": ["rank": 8 as Int, "alpha": 16.0, "dropout": 0.05, "targets": ["wq", "wv"]],
             "hosts": [["name": "a", "address": "local",
                        "workers": ["generator": 1 as Int, "reward-model": 1 as Int, "safety-model": 1 as Int, "learner": 1 as Int, "reference-policy": 1 as Int]]],
             "model": ["checkpoint": SpecTests.checkpoint],

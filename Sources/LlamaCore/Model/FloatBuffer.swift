@@ -78,6 +78,19 @@ public final class AlignedBuffer<Element: BitwiseCopyable>: @unchecked Sendable 
         return Array(UnsafeBufferPointer<Element>(start: base + range.lowerBound, count: range.count))
     }
 
+    /// A new buffer with the same elements.
+    public func copy() -> AlignedBuffer<Element> {
+        let other = AlignedBuffer<Element>(count: count)
+        other.base.update(from: base, count: count)
+        return other
+    }
+
+    /// Overwrites every element with `other`'s (of the same count).
+    public func update(from other: AlignedBuffer<Element>) {
+        precondition(other.count == count, "buffers of different sizes")
+        base.update(from: other.base, count: count)
+    }
+
     /// Overwrites `values.count` elements starting at `offset`.
     public func set(_ values: [Element], at offset: Int) {
         precondition(offset >= 0 && offset + values.count <= count)

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import LlamaCore
+import LlamaTraining
 
 /// `rlhf checkpoint`: make, inspect and convert checkpoints.
 struct CheckpointCommand: ParsableCommand {
@@ -118,7 +119,7 @@ extension CheckpointCommand {
         static let configuration = CommandConfiguration(
             abstract: "Convert a checkpoint: to a Hugging Face model directory (config, safetensors, tokenizer files, chat template) or to a llama2.c legacy file with tokenizer.bin beside it.")
 
-        @Argument(help: "Checkpoint file or Hugging Face model directory.") var source: String
+        @Argument(help: "Checkpoint file, Hugging Face model directory, or a learner's state file (LoRA adapters in it are merged).") var source: String
         @Option(help: "Target format: hf or llama2c.") var to: Target
         @Option(help: "Output: the model directory (hf) or the checkpoint file (llama2c; tokenizer.bin is written beside it).") var out: String
         @Option(help: "Weights' type in the Hugging Face directory: float32 or bfloat16.") var dtype: ExportType = .float32
@@ -132,7 +133,9 @@ extension CheckpointCommand {
 
         func run() throws {
             do {
-                let (weights, _) = try Checkpoint.read(path: source)
+                // A learner's state (policy.state, snapshot-N.state): its weights with any LoRA adapters merged in.
+                let weights = TrainingState.isStateFile(source) ? try TrainingState.read(path: source).mergedWeights
+                    : try Checkpoint.read(path: source).weights
                 let tokenizerPath = tokenizer ?? Tokenizer.defaultPath(forCheckpoint: source)
                 switch to {
                 case .hf:

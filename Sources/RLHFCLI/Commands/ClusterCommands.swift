@@ -134,6 +134,14 @@ struct WorkerCommand: ParsableCommand {
     var precision: WeightPrecision = .float32
     @Option(help: "Generator: what its KV caches store, float32 or bfloat16.")
     var kvCache: KVCache.Precision = .float32
+    @Option(help: "Learner: train the policy as LoRA adapters of this rank on its frozen weights (each version then sends only the adapters); 0: whole weights.")
+    var loraRank: Int = 0
+    @Option(help: "Learner, with --lora-rank: the adapters' alpha (they add alpha/rank B A).")
+    var loraAlpha: Double = 16
+    @Option(help: "Learner, with --lora-rank: dropout on the adapters' input while training.")
+    var loraDropout: Double = 0
+    @Option(help: "Learner, with --lora-rank: the adapted matrices, comma-separated (wq, wk, wv, wo, w1, w2, w3).")
+    var loraTargets: String = "wq,wk,wv,wo"
     @Option(help: "Model checkpoint the role serves (the policy for generator, learner and reference-policy; the trunk for the reward models).")
     var checkpoint: String?
     @Option(help: "Reward and safety models: the score head, JSON {\"weight\": [dim floats], \"bias\": b}. Without it the head is initialised from --seed (an untrained scorer).")
@@ -184,6 +192,11 @@ struct WorkerCommand: ParsableCommand {
             throw ValidationError("--kv-cache is a generator option; a \(role.rawValue) keeps no KV cache")
         }
         try OptionCheck.integer(restoreStep, "--restore-step", 0 ... 1_000_000)
+        try OptionCheck.integer(loraRank, "--lora-rank", 0 ... 4096)
+        try OptionCheck.number(loraAlpha, "--lora-alpha", 0 ... 1_000_000, openBelow: true)
+        try OptionCheck.number(loraDropout, "--lora-dropout", 0 ... 1, openAbove: true)
+        if loraRank > 0 && role != .learner { throw ValidationError("--lora-rank is a learner option; a \(role.rawValue) trains nothing") }
+        if let problem = try loraSettings()?.problem() { throw ValidationError(problem) }
         try OptionCheck.number(drainTimeout, "--drain-timeout", 0 ... 86_400)
         try OptionCheck.number(rewardTimeout, "--reward-timeout", 0 ... 86_400, openBelow: true)
         if role == .rewardFunction && (rewardCommand == nil) == (rewardEndpoint == nil) {
@@ -223,7 +236,8 @@ struct WorkerCommand: ParsableCommand {
             let service = try makeService(loop: loop)
             if let config = service?.modelConfig {
                 // What it holds (sequences of up to 256 tokens), against what the machine has.
-                let memory = WorkerMemory.estimate(role: role, config: config, decodeSlots: decodeSlots, precision: precision, kvCache: kvCache)
+                let memory = WorkerMemory.estimate(role: role, config: config, decodeSlots: decodeSlots, precision: precision, kvCache: kvCache,
+                                                   lora: try loraSettings())
                 var logger = Logger(label: "rlhf.worker")
                 logger[metadataKey: "role"] = "\(role.rawValue)"
                 logger[metadataKey: "worker"] = "\(settings.workerID)"
@@ -253,6 +267,18 @@ struct WorkerCommand: ParsableCommand {
         }
         daemon.drain(timeoutSeconds: drainTimeout)
         daemon.shutdown()
+    }
+
+    /// The LoRA settings of `--lora-*`; nil without `--lora-rank`.
+    func loraSettings() throws -> LoRASettings? {
+        guard loraRank > 0 else { return nil }
+        let targets = try loraTargets.split(separator: ",").map { name in
+            guard let target = LoRASettings.target(named: name.trimmingCharacters(in: .whitespaces)) else {
+                throw ValidationError("--lora-targets: \(name) is not a matrix an adapter can target (choose from \(LoRASettings.targetable.map(\.name).joined(separator: ", ")))")
+            }
+            return target
+        }
+        return LoRASettings(rank: loraRank, alpha: loraAlpha, dropout: loraDropout, targets: targets)
     }
 
     /// The role's compute (a learner serves its weights on `loop`).
@@ -289,6 +315,7 @@ struct WorkerCommand: ParsableCommand {
             var learnerSettings = LearnerService.Settings()
             learnerSettings.stateDirectory = stateDir
             learnerSettings.precision = precision
+            learnerSettings.lora = try loraSettings()
             let learner = try LearnerService(weights: weights, threads: threads, settings: learnerSettings,
                                              serving: WeightServing(loop: loop, bind: "tcp://0.0.0.0:*", host: host, curve: curve))
             if let restoreStep {

@@ -666,35 +666,111 @@ public nonisolated struct Rlhf_V1_TrainStats: @unchecked Sendable {
 }
 
 /// The learner's new policy version and how to fetch it.
-public nonisolated struct Rlhf_V1_WeightAnnounce: Sendable {
+public nonisolated struct Rlhf_V1_WeightAnnounce: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var policyVersion: UInt64 = 0
+  public var policyVersion: UInt64 {
+    get {_storage._policyVersion}
+    set {_uniqueStorage()._policyVersion = newValue}
+  }
 
-  public var totalBytes: UInt64 = 0
+  public var totalBytes: UInt64 {
+    get {_storage._totalBytes}
+    set {_uniqueStorage()._totalBytes = newValue}
+  }
 
-  public var chunkBytes: UInt32 = 0
+  public var chunkBytes: UInt32 {
+    get {_storage._chunkBytes}
+    set {_uniqueStorage()._chunkBytes = newValue}
+  }
 
   /// One per tensor in checkpoint order; crc32c covers the tensor's bytes.
-  public var tensors: [Rlhf_V1_WeightTensor] = []
+  public var tensors: [Rlhf_V1_WeightTensor] {
+    get {_storage._tensors}
+    set {_uniqueStorage()._tensors = newValue}
+  }
 
-  public var source: String = String()
+  public var source: String {
+    get {_storage._source}
+    set {_uniqueStorage()._source = newValue}
+  }
 
   /// Whose weights: ROLE_UNSPECIFIED for the policy, REWARD_MODEL or SAFETY_MODEL for a reward model,
   /// which also carries its scalar head (weight [dim], bias); policy_version is then the model's version.
   /// REFERENCE_POLICY: the chat model a plan's SFT step made (MARK_INITIAL), at the policy version it was
   /// made at.
-  public var model: Rlhf_V1_Role = .unspecified
+  public var model: Rlhf_V1_Role {
+    get {_storage._model}
+    set {_uniqueStorage()._model = newValue}
+  }
 
-  public var headWeight: [Float] = []
+  public var headWeight: [Float] {
+    get {_storage._headWeight}
+    set {_uniqueStorage()._headWeight = newValue}
+  }
 
-  public var headBias: Float = 0
+  public var headBias: Float {
+    get {_storage._headBias}
+    set {_uniqueStorage()._headBias = newValue}
+  }
+
+  /// Set when the tensors are a policy's LoRA adapters (`layers.L.NAME.lora_A` (rank, in) and
+  /// `layers.L.NAME.lora_B` (out, rank)) rather than whole weights: the policy is base + alpha/rank B A.
+  public var lora: Rlhf_V1_LoraAdapters {
+    get {_storage._lora ?? Rlhf_V1_LoraAdapters()}
+    set {_uniqueStorage()._lora = newValue}
+  }
+  /// Returns true if `lora` has been explicitly set.
+  public var hasLora: Bool {_storage._lora != nil}
+  /// Clears the value of `lora`. Subsequent reads from it will return its default value.
+  public mutating func clearLora() {_uniqueStorage()._lora = nil}
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+
+  fileprivate var _storage = _StorageClass.defaultInstance
+}
+
+/// What LoRA adapters apply to and how.
+public nonisolated struct Rlhf_V1_LoraAdapters: @unchecked Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var rank: UInt32 {
+    get {_storage._rank}
+    set {_uniqueStorage()._rank = newValue}
+  }
+
+  public var alpha: Double {
+    get {_storage._alpha}
+    set {_uniqueStorage()._alpha = newValue}
+  }
+
+  /// The adapted matrices by llama2.c name (wq, wk, wv, wo, w1, w2, w3), in the tensors' order.
+  public var targets: [String] {
+    get {_storage._targets}
+    set {_uniqueStorage()._targets = newValue}
+  }
+
+  /// The frozen base: whole weights, fetched once by a consumer that does not hold them.
+  public var baseWeights: Rlhf_V1_WeightAnnounce {
+    get {_storage._baseWeights ?? Rlhf_V1_WeightAnnounce()}
+    set {_uniqueStorage()._baseWeights = newValue}
+  }
+  /// Returns true if `baseWeights` has been explicitly set.
+  public var hasBaseWeights: Bool {_storage._baseWeights != nil}
+  /// Clears the value of `baseWeights`. Subsequent reads from it will return its default value.
+  public mutating func clearBaseWeights() {_uniqueStorage()._baseWeights = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 public nonisolated struct Rlhf_V1_WeightTensor: Sendable {
@@ -1693,64 +1769,216 @@ nonisolated extension Rlhf_V1_TrainStats: SwiftProtobuf.Message, SwiftProtobuf._
 
 nonisolated extension Rlhf_V1_WeightAnnounce: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".WeightAnnounce"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}policy_version\0\u{3}total_bytes\0\u{3}chunk_bytes\0\u{1}tensors\0\u{1}source\0\u{1}model\0\u{3}head_weight\0\u{3}head_bias\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}policy_version\0\u{3}total_bytes\0\u{3}chunk_bytes\0\u{1}tensors\0\u{1}source\0\u{1}model\0\u{3}head_weight\0\u{3}head_bias\0\u{1}lora\0")
+
+  fileprivate class _StorageClass {
+    var _policyVersion: UInt64 = 0
+    var _totalBytes: UInt64 = 0
+    var _chunkBytes: UInt32 = 0
+    var _tensors: [Rlhf_V1_WeightTensor] = []
+    var _source: String = String()
+    var _model: Rlhf_V1_Role = .unspecified
+    var _headWeight: [Float] = []
+    var _headBias: Float = 0
+    var _lora: Rlhf_V1_LoraAdapters? = nil
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _policyVersion = source._policyVersion
+      _totalBytes = source._totalBytes
+      _chunkBytes = source._chunkBytes
+      _tensors = source._tensors
+      _source = source._source
+      _model = source._model
+      _headWeight = source._headWeight
+      _headBias = source._headBias
+      _lora = source._lora
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.policyVersion) }()
-      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.totalBytes) }()
-      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.chunkBytes) }()
-      case 4: try { try decoder.decodeRepeatedMessageField(value: &self.tensors) }()
-      case 5: try { try decoder.decodeSingularStringField(value: &self.source) }()
-      case 6: try { try decoder.decodeSingularEnumField(value: &self.model) }()
-      case 7: try { try decoder.decodeRepeatedFloatField(value: &self.headWeight) }()
-      case 8: try { try decoder.decodeSingularFloatField(value: &self.headBias) }()
-      default: break
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularUInt64Field(value: &_storage._policyVersion) }()
+        case 2: try { try decoder.decodeSingularUInt64Field(value: &_storage._totalBytes) }()
+        case 3: try { try decoder.decodeSingularUInt32Field(value: &_storage._chunkBytes) }()
+        case 4: try { try decoder.decodeRepeatedMessageField(value: &_storage._tensors) }()
+        case 5: try { try decoder.decodeSingularStringField(value: &_storage._source) }()
+        case 6: try { try decoder.decodeSingularEnumField(value: &_storage._model) }()
+        case 7: try { try decoder.decodeRepeatedFloatField(value: &_storage._headWeight) }()
+        case 8: try { try decoder.decodeSingularFloatField(value: &_storage._headBias) }()
+        case 9: try { try decoder.decodeSingularMessageField(value: &_storage._lora) }()
+        default: break
+        }
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    if self.policyVersion != 0 {
-      try visitor.visitSingularUInt64Field(value: self.policyVersion, fieldNumber: 1)
-    }
-    if self.totalBytes != 0 {
-      try visitor.visitSingularUInt64Field(value: self.totalBytes, fieldNumber: 2)
-    }
-    if self.chunkBytes != 0 {
-      try visitor.visitSingularUInt32Field(value: self.chunkBytes, fieldNumber: 3)
-    }
-    if !self.tensors.isEmpty {
-      try visitor.visitRepeatedMessageField(value: self.tensors, fieldNumber: 4)
-    }
-    if !self.source.isEmpty {
-      try visitor.visitSingularStringField(value: self.source, fieldNumber: 5)
-    }
-    if self.model != .unspecified {
-      try visitor.visitSingularEnumField(value: self.model, fieldNumber: 6)
-    }
-    if !self.headWeight.isEmpty {
-      try visitor.visitPackedFloatField(value: self.headWeight, fieldNumber: 7)
-    }
-    if self.headBias.bitPattern != 0 {
-      try visitor.visitSingularFloatField(value: self.headBias, fieldNumber: 8)
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      if _storage._policyVersion != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._policyVersion, fieldNumber: 1)
+      }
+      if _storage._totalBytes != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._totalBytes, fieldNumber: 2)
+      }
+      if _storage._chunkBytes != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._chunkBytes, fieldNumber: 3)
+      }
+      if !_storage._tensors.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._tensors, fieldNumber: 4)
+      }
+      if !_storage._source.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._source, fieldNumber: 5)
+      }
+      if _storage._model != .unspecified {
+        try visitor.visitSingularEnumField(value: _storage._model, fieldNumber: 6)
+      }
+      if !_storage._headWeight.isEmpty {
+        try visitor.visitPackedFloatField(value: _storage._headWeight, fieldNumber: 7)
+      }
+      if _storage._headBias.bitPattern != 0 {
+        try visitor.visitSingularFloatField(value: _storage._headBias, fieldNumber: 8)
+      }
+      try { if let v = _storage._lora {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 9)
+      } }()
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Rlhf_V1_WeightAnnounce, rhs: Rlhf_V1_WeightAnnounce) -> Bool {
-    if lhs.policyVersion != rhs.policyVersion {return false}
-    if lhs.totalBytes != rhs.totalBytes {return false}
-    if lhs.chunkBytes != rhs.chunkBytes {return false}
-    if lhs.tensors != rhs.tensors {return false}
-    if lhs.source != rhs.source {return false}
-    if lhs.model != rhs.model {return false}
-    if lhs.headWeight != rhs.headWeight {return false}
-    if lhs.headBias != rhs.headBias {return false}
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._policyVersion != rhs_storage._policyVersion {return false}
+        if _storage._totalBytes != rhs_storage._totalBytes {return false}
+        if _storage._chunkBytes != rhs_storage._chunkBytes {return false}
+        if _storage._tensors != rhs_storage._tensors {return false}
+        if _storage._source != rhs_storage._source {return false}
+        if _storage._model != rhs_storage._model {return false}
+        if _storage._headWeight != rhs_storage._headWeight {return false}
+        if _storage._headBias != rhs_storage._headBias {return false}
+        if _storage._lora != rhs_storage._lora {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Rlhf_V1_LoraAdapters: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".LoraAdapters"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}rank\0\u{1}alpha\0\u{1}targets\0\u{3}base_weights\0")
+
+  fileprivate class _StorageClass {
+    var _rank: UInt32 = 0
+    var _alpha: Double = 0
+    var _targets: [String] = []
+    var _baseWeights: Rlhf_V1_WeightAnnounce? = nil
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _rank = source._rank
+      _alpha = source._alpha
+      _targets = source._targets
+      _baseWeights = source._baseWeights
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularUInt32Field(value: &_storage._rank) }()
+        case 2: try { try decoder.decodeSingularDoubleField(value: &_storage._alpha) }()
+        case 3: try { try decoder.decodeRepeatedStringField(value: &_storage._targets) }()
+        case 4: try { try decoder.decodeSingularMessageField(value: &_storage._baseWeights) }()
+        default: break
+        }
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      if _storage._rank != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._rank, fieldNumber: 1)
+      }
+      if _storage._alpha.bitPattern != 0 {
+        try visitor.visitSingularDoubleField(value: _storage._alpha, fieldNumber: 2)
+      }
+      if !_storage._targets.isEmpty {
+        try visitor.visitRepeatedStringField(value: _storage._targets, fieldNumber: 3)
+      }
+      try { if let v = _storage._baseWeights {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+      } }()
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Rlhf_V1_LoraAdapters, rhs: Rlhf_V1_LoraAdapters) -> Bool {
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._rank != rhs_storage._rank {return false}
+        if _storage._alpha != rhs_storage._alpha {return false}
+        if _storage._targets != rhs_storage._targets {return false}
+        if _storage._baseWeights != rhs_storage._baseWeights {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

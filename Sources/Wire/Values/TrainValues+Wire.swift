@@ -164,6 +164,14 @@ extension WeightAnnouncement: WireCodable {
         a.model = model.wire
         a.headWeight = headWeight
         a.headBias = headBias
+        if let lora {
+            var l = Rlhf_V1_LoraAdapters()
+            l.rank = UInt32(clamping: lora.rank)
+            l.alpha = lora.alpha
+            l.targets = lora.targets
+            l.baseWeights = lora.base.wire
+            a.lora = l
+        }
         return a
     }
 
@@ -179,6 +187,12 @@ extension WeightAnnouncement: WireCodable {
                   source: a.source, model: try ModelKind(wire: a.model))
         headWeight = a.headWeight
         headBias = a.headBias
+        if a.hasLora {
+            guard a.lora.hasBaseWeights, !a.lora.baseWeights.hasLora else {
+                throw WireError.malformedBody("LoRA adapters must name a base of whole weights")
+            }
+            lora = Adapters(rank: Int(a.lora.rank), alpha: a.lora.alpha, targets: a.lora.targets, base: try WeightAnnouncement(wire: a.lora.baseWeights))
+        }
     }
 
     public func wirePayload() throws -> WirePayload { WirePayload(body: try protoBytes(wire)) }

@@ -139,6 +139,35 @@ public struct WeightAnnouncement: Sendable, Equatable {
     /// A reward model's score head `(D)` and bias, carried with its trunk's version.
     public var headWeight: [Float] = []
     public var headBias: Float = 0
+    /// Set when the tensors are a policy's LoRA adapters on a frozen base, not whole weights.
+    public var lora: Adapters?
+
+    /// LoRA adapters' settings and the base they apply to: the policy is `base + alpha/rank B A`.
+    public struct Adapters: Sendable, Equatable {
+        public var rank: Int
+        public var alpha: Double
+        /// The adapted matrices by llama2.c name, in the tensors' order.
+        public var targets: [String]
+        private let baseBox: Box
+        /// The frozen base (whole weights), fetched once by a consumer that does not hold it.
+        public var base: WeightAnnouncement { baseBox.value }
+
+        private final class Box: Sendable {
+            let value: WeightAnnouncement
+            init(_ value: WeightAnnouncement) { self.value = value }
+        }
+
+        public init(rank: Int, alpha: Double, targets: [String], base: WeightAnnouncement) {
+            self.rank = rank
+            self.alpha = alpha
+            self.targets = targets
+            baseBox = Box(base)
+        }
+
+        public static func == (a: Adapters, b: Adapters) -> Bool {
+            a.rank == b.rank && a.alpha == b.alpha && a.targets == b.targets && a.base == b.base
+        }
+    }
 
     public init(policyVersion: UInt64, totalBytes: UInt64, chunkBytes: Int, tensors: [Tensor], source: String, model: ModelKind = .policy) {
         self.policyVersion = policyVersion
@@ -149,10 +178,13 @@ public struct WeightAnnouncement: Sendable, Equatable {
         self.model = model
     }
 
-    /// CRC-32C of all tensors back to back, combined from the per-tensor checksums.
+    /// CRC-32C of all tensors back to back, combined from the per-tensor checksums; for adapters, of
+    /// the base's tensors followed by the adapters' (so it names the adapted policy, base included).
     public var modelChecksum: UInt32 {
-        tensors.dropFirst().reduce(tensors.first?.crc32c ?? 0) {
+        let own = tensors.dropFirst().reduce(tensors.first?.crc32c ?? 0) {
             CRC32C.combine($0, $1.crc32c, lengthOfB: Int($1.byteLength))
         }
+        guard let lora, !tensors.isEmpty else { return own }
+        return CRC32C.combine(lora.base.modelChecksum, own, lengthOfB: Int(totalBytes))
     }
 }

@@ -31,6 +31,7 @@ typedef struct Rlhf__V1__ReferenceLogProbResult Rlhf__V1__ReferenceLogProbResult
 typedef struct Rlhf__V1__TrainBatch Rlhf__V1__TrainBatch;
 typedef struct Rlhf__V1__TrainStats Rlhf__V1__TrainStats;
 typedef struct Rlhf__V1__WeightAnnounce Rlhf__V1__WeightAnnounce;
+typedef struct Rlhf__V1__LoraAdapters Rlhf__V1__LoraAdapters;
 typedef struct Rlhf__V1__WeightTensor Rlhf__V1__WeightTensor;
 typedef struct Rlhf__V1__WeightChunkRequest Rlhf__V1__WeightChunkRequest;
 typedef struct Rlhf__V1__WeightChunk Rlhf__V1__WeightChunk;
@@ -446,10 +447,38 @@ struct  Rlhf__V1__WeightAnnounce
   size_t n_head_weight;
   float *head_weight;
   float head_bias;
+  /*
+   * Set when the tensors are a policy's LoRA adapters (`layers.L.NAME.lora_A` (rank, in) and
+   * `layers.L.NAME.lora_B` (out, rank)) rather than whole weights: the policy is base + alpha/rank B A.
+   */
+  Rlhf__V1__LoraAdapters *lora;
 };
 #define RLHF__V1__WEIGHT_ANNOUNCE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&rlhf__v1__weight_announce__descriptor) \
-    , 0, 0, 0, 0,NULL, (char *)protobuf_c_empty_string, RLHF__V1__ROLE__ROLE_UNSPECIFIED, 0,NULL, 0 }
+    , 0, 0, 0, 0,NULL, (char *)protobuf_c_empty_string, RLHF__V1__ROLE__ROLE_UNSPECIFIED, 0,NULL, 0, NULL }
+
+
+/*
+ * What LoRA adapters apply to and how.
+ */
+struct  Rlhf__V1__LoraAdapters
+{
+  ProtobufCMessage base;
+  uint32_t rank;
+  double alpha;
+  /*
+   * The adapted matrices by llama2.c name (wq, wk, wv, wo, w1, w2, w3), in the tensors' order.
+   */
+  size_t n_targets;
+  char **targets;
+  /*
+   * The frozen base: whole weights, fetched once by a consumer that does not hold them.
+   */
+  Rlhf__V1__WeightAnnounce *base_weights;
+};
+#define RLHF__V1__LORA_ADAPTERS__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&rlhf__v1__lora_adapters__descriptor) \
+    , 0, 0, 0,NULL, NULL }
 
 
 struct  Rlhf__V1__WeightTensor
@@ -817,6 +846,25 @@ Rlhf__V1__WeightAnnounce *
 void   rlhf__v1__weight_announce__free_unpacked
                      (Rlhf__V1__WeightAnnounce *message,
                       ProtobufCAllocator *allocator);
+/* Rlhf__V1__LoraAdapters methods */
+void   rlhf__v1__lora_adapters__init
+                     (Rlhf__V1__LoraAdapters         *message);
+size_t rlhf__v1__lora_adapters__get_packed_size
+                     (const Rlhf__V1__LoraAdapters   *message);
+size_t rlhf__v1__lora_adapters__pack
+                     (const Rlhf__V1__LoraAdapters   *message,
+                      uint8_t             *out);
+size_t rlhf__v1__lora_adapters__pack_to_buffer
+                     (const Rlhf__V1__LoraAdapters   *message,
+                      ProtobufCBuffer     *buffer);
+Rlhf__V1__LoraAdapters *
+       rlhf__v1__lora_adapters__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   rlhf__v1__lora_adapters__free_unpacked
+                     (Rlhf__V1__LoraAdapters *message,
+                      ProtobufCAllocator *allocator);
 /* Rlhf__V1__WeightTensor methods */
 void   rlhf__v1__weight_tensor__init
                      (Rlhf__V1__WeightTensor         *message);
@@ -959,6 +1007,9 @@ typedef void (*Rlhf__V1__TrainStats_Closure)
 typedef void (*Rlhf__V1__WeightAnnounce_Closure)
                  (const Rlhf__V1__WeightAnnounce *message,
                   void *closure_data);
+typedef void (*Rlhf__V1__LoraAdapters_Closure)
+                 (const Rlhf__V1__LoraAdapters *message,
+                  void *closure_data);
 typedef void (*Rlhf__V1__WeightTensor_Closure)
                  (const Rlhf__V1__WeightTensor *message,
                   void *closure_data);
@@ -998,6 +1049,7 @@ extern const ProtobufCMessageDescriptor rlhf__v1__reference_log_prob_result__des
 extern const ProtobufCMessageDescriptor rlhf__v1__train_batch__descriptor;
 extern const ProtobufCMessageDescriptor rlhf__v1__train_stats__descriptor;
 extern const ProtobufCMessageDescriptor rlhf__v1__weight_announce__descriptor;
+extern const ProtobufCMessageDescriptor rlhf__v1__lora_adapters__descriptor;
 extern const ProtobufCMessageDescriptor rlhf__v1__weight_tensor__descriptor;
 extern const ProtobufCMessageDescriptor rlhf__v1__weight_chunk_request__descriptor;
 extern const ProtobufCMessageDescriptor rlhf__v1__weight_chunk__descriptor;
