@@ -15,6 +15,9 @@ public protocol RoleService: AnyObject, Sendable {
     var tokensProcessed: UInt64 { get }
     /// The model configuration fetched weights must match; nil for a role that holds no model.
     var modelConfig: LlamaConfig? { get }
+    /// The float32 weights the role holds now, where it keeps them (a generator: LoRA adapters merge
+    /// into them when they are the adapters' base, which then need not be fetched).
+    var heldWeights: ModelWeights? { get }
     /// Swaps in verified weights of `version` (the role refuses requests for any other version after).
     func install(_ weights: ModelWeights, version: UInt64) throws
     /// Swaps in verified weights with what else their announcement carries (a reward model's head).
@@ -25,6 +28,8 @@ public protocol RoleService: AnyObject, Sendable {
 }
 
 extension RoleService {
+    public var heldWeights: ModelWeights? { nil }
+
     /// Roles that never follow the learner refuse weight installs.
     public func install(_ weights: ModelWeights, version: UInt64) throws {
         throw LlamaError.invalidInput("this role does not take weight versions")

@@ -329,9 +329,11 @@ public final class WorkerDaemon: @unchecked Sendable {
         // The source must serve exactly the relayed announcement; the fetch verifies every tensor against
         // it (so the whole model's checksum, combined from the tensors', is the announced one).
         // Weight servers share the coordinator's CURVE server key: the same client keys reach them.
-        // LoRA adapters: merged into their base, fetched the first time (or when it changes) and kept.
+        // LoRA adapters: merged into their base, which is the model held before the first adapters (when
+        // it is the same: the checksum says), else fetched once; kept for the next versions.
+        let held = loraBase.withLock { $0 } ?? service.heldWeights
         let fetched = try WeightFetcher.fetchPolicy(loop: loop, endpoint: announce.source, config: config, expected: announce,
-                                                    heldBase: loraBase.withLock { $0 }, curve: settings.curve)
+                                                    heldBase: held, curve: settings.curve)
         loraBase.withLock { $0 = fetched.base }
         try service.install(fetched.weights, version: fetched.policyVersion, announce: announce)
         logger.info("installed a new policy version", metadata: [

@@ -42,6 +42,7 @@ public final class GeneratorService: RoleService, @unchecked Sendable {
     public var weightsChecksum: UInt32 { held.snapshot.checksum }
     public var tokensProcessed: UInt64 { tokens.load(ordering: .relaxed) }
     public var modelConfig: LlamaConfig? { held.snapshot.model.transformer.model.config }
+    public var heldWeights: ModelWeights? { held.snapshot.model.transformer.model.weights }
     /// The number format of the generator's matrix products (kept across weight installs).
     public var precision: WeightPrecision { held.snapshot.model.transformer.model.precision }
 

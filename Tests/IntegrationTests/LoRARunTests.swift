@@ -3,8 +3,8 @@ import LlamaCore
 import Testing
 
 /// `lora:` on a real local cluster: a rejection-sampling round and a PPO round train adapters only;
-/// each generator fetches the frozen base once and then only adapters; the rounds' exports and the
-/// learner's state (converted) are the merged policy.
+/// generators that hold the frozen base (the spec's checkpoint) fetch only adapters; the rounds'
+/// exports and the learner's state (converted) are the merged policy.
 @Suite struct LoRARunTests {
     @Test func aPlanWithLoRASendsTheGeneratorsOnlyAdapters() throws {
         let dir = NSTemporaryDirectory() + "rlhf-lora-\(UUID().uuidString)"
@@ -41,10 +41,10 @@ import Testing
                 guard let range = line.range(of: #"bytes=[0-9]+"#, options: .regularExpression) else { return nil }
                 return Int(line[range].dropFirst("bytes=".count))
             }
-            // The first install brings the base with it; every later one the adapters alone.
+            // The generators started from the learner's base (the spec's checkpoint): every install is the
+            // adapters alone, a small share of the model.
             #expect(bytes.count >= 3, "\(generator) installed \(bytes.count) versions")
-            #expect(bytes.first == adapterBytes + baseBytes, "\(generator): \(bytes)")
-            #expect(bytes.dropFirst().allSatisfy { $0 == adapterBytes }, "\(generator): \(bytes)")
+            #expect(bytes.allSatisfy { $0 == adapterBytes } && adapterBytes * 10 < baseBytes, "\(generator): \(bytes)")
         }
         // The rounds' exports are whole weights that moved; the learner's state converts to the same policy.
         let exported = try Checkpoint.read(path: run + "/rounds/V2/policy.bin").weights
