@@ -130,6 +130,8 @@ public final class Coordinator: @unchecked Sendable {
     }
 
     private let loop: PollLoop
+    /// The base of the LoRA adapters last fetched (`fetchWeights`).
+    private let loraBase = Mutex<ModelWeights?>(nil)
     private let shared: Shared
     private let socket: PollLoop.SocketID
     /// Signalled whenever a task completes or fails.
@@ -372,9 +374,13 @@ public final class Coordinator: @unchecked Sendable {
     }
 
     /// Fetches `announce`'s weights from its source (a learner's weight server) on the coordinator's
-    /// loop, every tensor checked against the announcement.
+    /// loop, every tensor checked against the announcement; LoRA adapters come merged into their base,
+    /// which is fetched once and kept for the next versions.
     public func fetchWeights(_ announce: WeightAnnouncement, config: LlamaConfig, timeoutSeconds: Double = 60) throws -> ModelWeights {
-        try WeightFetcher.fetch(loop: loop, endpoint: announce.source, config: config, expected: announce, timeoutSeconds: timeoutSeconds).weights
+        let fetched = try WeightFetcher.fetchPolicy(loop: loop, endpoint: announce.source, config: config, expected: announce,
+                                                    heldBase: loraBase.withLock { $0 }, timeoutSeconds: timeoutSeconds)
+        if let base = fetched.base { loraBase.withLock { $0 = base } }
+        return fetched.weights
     }
 
     /// Tells every live worker of `roles` to fetch `announce`'s version from its source, and waits

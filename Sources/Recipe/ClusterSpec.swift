@@ -222,7 +222,7 @@ public struct ClusterSpec: Sendable, Equatable {
         }
     }
     /// LoRA on the policy (`lora: {rank, alpha, dropout, targets}`): the learner trains only adapters on
-    /// the frozen chat model, weight syncs send only the adapters; nil: whole weights.
+    /// the spec's checkpoint, kept frozen, and weight syncs send only the adapters; nil: whole weights.
     public var lora: LoRASettings?
 
     /// Reads `lora: {rank: 8, alpha: 16, dropout: 0.05, targets: [wq, wk, wv, wo]}` (every key optional,
