@@ -14,6 +14,9 @@ public final class MatrixProducts {
     private var rows = AlignedBuffer<UInt32>(count: 0)
     private var panels = AlignedBuffer<UInt16>(count: 0)
 
+    /// Bytes the packing buffers hold now.
+    var scratchBytes: Int { 4 * rows.count + 2 * panels.count }
+
     public init(pool: ComputePool, precision: WeightPrecision = .float32) {
         self.pool = pool
         self.precision = precision
@@ -88,5 +91,25 @@ public final class MatrixProducts {
             guard !range.isEmpty else { return }
             Kernels.matmulPairPanels(c, ldc: features, x, m: m, packed, k: k, features: range, accumulate: accumulate)
         }
+    }
+
+    /// The bytes the bfloat16 packing buffers grow to while a model of `c` trains on `tokens` tokens at
+    /// once (every layer product, forward and both backward forms, and the classifier's in chunks of
+    /// the language-model head's rows): the largest packed left operand plus the largest packed right one.
+    public static func bfloat16ScratchBytes(_ c: LlamaConfig, tokens: Int) -> Int {
+        var rowWords = 0, panelElements = 0
+        func add(rows n: Int, inFeatures: Int, outFeatures: Int) {
+            // (m, features, k) of the forward, the input gradient and the weight gradient.
+            for (m, features, k) in [(n, outFeatures, inFeatures), (n, inFeatures, outFeatures), (outFeatures, inFeatures, n)] {
+                rowWords = max(rowWords, Kernels.pairWords(rows: m, k: k))
+                panelElements = max(panelElements, Kernels.pairPanelCount(n: features, k: k))
+            }
+        }
+        for tensor in [ParameterTensor.wq, .wk, .w1, .w2] {
+            let (out, inFeatures) = LlamaModel.matrixShape(tensor, c)
+            add(rows: tokens, inFeatures: inFeatures, outFeatures: out)
+        }
+        add(rows: min(tokens, TrainableTransformer.headChunkRows), inFeatures: c.dim, outFeatures: c.vocabSize)
+        return 4 * rowWords + 2 * panelElements
     }
 }

@@ -30,7 +30,8 @@ extension ClusterSpec {
         }
         let shares = counts.filter { $0.value > 0 }.sorted { $0.key.rawValue < $1.key.rawValue }.map { role, count in
             (role: role, count: count, memory: WorkerMemory.estimate(role: role, config: config, decodeSlots: decodeSlots,
-                                                                       precision: precision.generator, kvCache: precision.kvCache, learner: learnerLoad,
+                                                                       precision: role == .learner ? precision.learner : precision.generator,
+                                                                       kvCache: precision.kvCache, learner: learnerLoad,
                                                                        lora: lora))
         }
         let needed = shares.reduce(0) { $0 + $1.count * $1.memory.bytes }

@@ -1,6 +1,7 @@
 import ClusterRuntime
 import Foundation
 import LlamaCore
+import LlamaTraining
 
 /// What a worker of a role holds in memory for a model, part by part: what the worker says at start-up
 /// and what a launch checks a machine's memory against before it starts anything. Sizes are float32
@@ -40,7 +41,8 @@ public struct WorkerMemory: Sendable, Equatable, CustomStringConvertible {
     public static func sequenceTokens(_ c: LlamaConfig) -> Int { min(c.seqLen, 256) }
 
     /// The estimate for a worker of `role` over a model of `config`: a generator with `decodeSlots`
-    /// slots, its products in `precision` and KV caches in `kvCache`; a learner with `learner`'s models.
+    /// slots, its products in `precision` and KV caches in `kvCache`; a learner with `learner`'s models,
+    /// its training products in `precision` (bfloat16 adds each trained model's packing buffers).
     /// With `lora`, the learner trains adapters on a frozen base it serves, and a generator keeps that
     /// base beside the merged policy.
     public static func estimate(role: WorkerRole, config c: LlamaConfig, decodeSlots: Int = GeneratorService.defaultDecodeSlots,
@@ -89,6 +91,11 @@ public struct WorkerMemory: Sendable, Equatable, CustomStringConvertible {
                 parts.append(Part(name: "\(learner.rewardModels) reward model(s) in training", bytes: learner.rewardModels * (training + 4 * head)))
             }
             if learner.valueModel { parts.append(Part(name: "value model in training", bytes: training + 4 * head)) }
+            if precision == .bfloat16 {
+                let models = 1 + learner.rewardModels + (learner.valueModel ? 1 : 0)
+                parts.append(Part(name: "bfloat16 packing buffers (\(models) model(s) in training)",
+                                  bytes: models * MatrixProducts.bfloat16ScratchBytes(c, tokens: batchSequences * tokens)))
+            }
             return WorkerMemory(role: role, parts: parts)
         case .rewardFunction:
             return WorkerMemory(role: role, parts: [])

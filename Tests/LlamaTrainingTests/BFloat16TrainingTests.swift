@@ -80,5 +80,8 @@ import Testing
         #expect(dot / (ng * nh) > 0.99, "cosine \(dot / (ng * nh))")
         #expect(abs(ng - nh) < 0.05 * ng, "norms \(ng) vs \(nh)")
         #expect(g != h, "the bfloat16 products were not used")
+        // The packing buffers grew to what the memory estimate counts for these tokens.
+        let tokens = sequences.reduce(0) { $0 + $1.count - 1 }
+        #expect(bf16.products.scratchBytes == MatrixProducts.bfloat16ScratchBytes(weights.config, tokens: tokens))
     }
 }

@@ -109,6 +109,9 @@ import Workers
         let bf16 = WorkerMemory.estimate(role: .generator, config: c, precision: .bfloat16, kvCache: .bfloat16)
         let f32 = WorkerMemory.estimate(role: .generator, config: c)
         #expect(bf16.bytes < f32.bytes && bf16.description.contains("bfloat16 batched-decode panels"))
+        // A bfloat16 learner also holds each trained model's packing buffers.
+        let bf16Learner = WorkerMemory.estimate(role: .learner, config: c, precision: .bfloat16)
+        #expect(bf16Learner.bytes > WorkerMemory.estimate(role: .learner, config: c).bytes && bf16Learner.description.contains("bfloat16 packing buffers (4 model(s)"))
         var plain = spec
         plain.precision = ClusterSpec.Precision()
         #expect(plain.memoryShortfall(config: c, available: Int.max) == nil)
