@@ -1835,7 +1835,7 @@ const ProtobufCEnumDescriptor rlhf__v1__worker_state__descriptor =
   rlhf__v1__worker_state__value_ranges,
   NULL,NULL,NULL,NULL   /* reserved[1234] */
 };
-static const ProtobufCEnumValue rlhf__v1__error_code__enum_values_by_number[10] =
+static const ProtobufCEnumValue rlhf__v1__error_code__enum_values_by_number[11] =
 {
   { "ERROR_CODE_UNSPECIFIED", "RLHF__V1__ERROR_CODE__ERROR_CODE_UNSPECIFIED", 0 },
   { "BAD_MESSAGE", "RLHF__V1__ERROR_CODE__BAD_MESSAGE", 1 },
@@ -1847,11 +1847,12 @@ static const ProtobufCEnumValue rlhf__v1__error_code__enum_values_by_number[10] 
   { "INTERNAL", "RLHF__V1__ERROR_CODE__INTERNAL", 7 },
   { "TIMEOUT", "RLHF__V1__ERROR_CODE__TIMEOUT", 8 },
   { "UNKNOWN_ACTOR", "RLHF__V1__ERROR_CODE__UNKNOWN_ACTOR", 9 },
+  { "WORKER_DRAINING", "RLHF__V1__ERROR_CODE__WORKER_DRAINING", 10 },
 };
 static const ProtobufCIntRange rlhf__v1__error_code__value_ranges[] = {
-{0, 0},{0, 10}
+{0, 0},{0, 11}
 };
-static const ProtobufCEnumValueIndex rlhf__v1__error_code__enum_values_by_name[10] =
+static const ProtobufCEnumValueIndex rlhf__v1__error_code__enum_values_by_name[11] =
 {
   { "BAD_MESSAGE", 1 },
   { "CHECKSUM_MISMATCH", 4 },
@@ -1862,6 +1863,7 @@ static const ProtobufCEnumValueIndex rlhf__v1__error_code__enum_values_by_name[1
   { "UNKNOWN_ACTOR", 9 },
   { "UNKNOWN_TYPE", 2 },
   { "VERSION_MISMATCH", 3 },
+  { "WORKER_DRAINING", 10 },
   { "WRONG_POLICY_VERSION", 5 },
 };
 const ProtobufCEnumDescriptor rlhf__v1__error_code__descriptor =
@@ -1871,9 +1873,9 @@ const ProtobufCEnumDescriptor rlhf__v1__error_code__descriptor =
   "ErrorCode",
   "Rlhf__V1__ErrorCode",
   "rlhf.v1",
-  10,
+  11,
   rlhf__v1__error_code__enum_values_by_number,
-  10,
+  11,
   rlhf__v1__error_code__enum_values_by_name,
   1,
   rlhf__v1__error_code__value_ranges,

@@ -681,6 +681,9 @@ public final class Coordinator: @unchecked Sendable {
                 let waiter = state.state.withLock { s -> CheckedContinuation<WirePayload, Error>? in
                     if !s.membership.isCurrent(message.sender, epoch: message.epoch) {
                         s.rejected["fenced", default: 0] += 1
+                    } else if e.code == .workerDraining, s.dispatcher.handBack(requestID: message.requestID, workerID: message.sender) {
+                        // Sent before its draining heartbeat arrived: not a failure, the task goes to another worker.
+                        s.redispatched += 1
                     } else if s.syncs[message.requestID] != nil {
                         s.failures[message.requestID] = "\(message.sender): \(e.message)"
                     } else if case .accepted = s.dispatcher.complete(requestID: message.requestID, workerID: message.sender, now: BuildIdentity.now()) {

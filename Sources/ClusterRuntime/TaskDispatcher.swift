@@ -92,6 +92,20 @@ public struct TaskDispatcher<Payload: Sendable>: Sendable {
         return requeued.map(\.requestID)
     }
 
+    /// A task `workerID` refused without starting it (it is draining): back to the front of its queue for
+    /// another worker, and no more work for this one. Returns whether the worker held the task.
+    @discardableResult
+    public mutating func handBack(requestID: UInt64, workerID: String) -> Bool {
+        guard let task = running[requestID], task.workerID == workerID else { return false }
+        running[requestID] = nil
+        balancer.finished(requestID, on: workerID, milliseconds: 0)
+        balancer.pause(workerID)
+        waiting.insert(requestID)
+        compact(task.role)
+        queues[task.role, default: []].insert(Pending(requestID: requestID, role: task.role, payload: task.payload), at: 0)
+        return true
+    }
+
     /// Drops the consumed prefix of a role's queue.
     private mutating func compact(_ role: WorkerRole) {
         guard let head = heads[role], head > 0 else { return }

@@ -263,7 +263,7 @@ public final class WorkerDaemon: @unchecked Sendable {
                 return (message.epoch != 0 ? message.epoch : s.link.epoch, nil)
             }
             guard let admitted else {
-                reply(error: .internal, "worker \(settings.workerID) is draining and takes no new work", to: message)
+                reply(error: .workerDraining, "worker \(settings.workerID) is draining and takes no new work", to: message)
                 return
             }
             if var replay = admitted.replay {

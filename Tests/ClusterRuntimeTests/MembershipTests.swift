@@ -120,6 +120,31 @@ import Testing
         #expect(q.queueDepth(.generator) == 1)
     }
 
+    /// A task a draining worker refused (sent before its draining heartbeat arrived) goes back to the
+    /// front of the queue for another worker, and the refusing worker gets no more.
+    @Test func aDrainingWorkersRefusalGoesToAnotherWorker() {
+        var d = TaskDispatcher<Int>()
+        d.addWorker("g1", role: .generator, capacity: 2)
+        for i in 0..<3 { d.enqueue(requestID: UInt64(i), role: .generator, payload: i) }
+        let first = d.assign(now: 0)
+        #expect(first.map(\.requestID) == [0, 1] && first.allSatisfy { $0.workerID == "g1" })
+        let handed = d.handBack(requestID: 0, workerID: "g1")
+        let again = d.handBack(requestID: 0, workerID: "g1"), notHolder = d.handBack(requestID: 1, workerID: "g2")
+        #expect(handed && !again && !notHolder, "only the holder hands a task back, once")
+        let none = d.assign(now: 1)
+        #expect(none.isEmpty, "the draining worker was given more work")
+        d.addWorker("g2", role: .generator, capacity: 4)
+        let second = d.assign(now: 2)
+        #expect(second.map(\.requestID) == [0, 2] && second.allSatisfy { $0.workerID == "g2" })
+        // g1 finishes what it had started; the handed-back task's late result from g1 is fenced.
+        guard case .accepted = d.complete(requestID: 1, workerID: "g1", now: 3) else { Issue.record("g1's started task refused"); return }
+        guard case .fenced = d.complete(requestID: 0, workerID: "g1", now: 3) else { Issue.record("a handed-back task's result accepted from g1"); return }
+        for a in second {
+            guard case .accepted = d.complete(requestID: a.requestID, workerID: "g2", now: 4) else { Issue.record("g2's result refused"); return }
+        }
+        #expect(d.inFlightCount == 0 && d.queueDepth(.generator) == 0)
+    }
+
     @Test func epochsFenceEarlierLives() throws {
         var m = Membership(protocolVersion: 1, buildHash: "b")
         let r = Membership.Registration(workerID: "g", role: .generator, protocolVersion: 1, buildHash: "b", policyVersion: 0,

@@ -192,6 +192,9 @@ public nonisolated enum Rlhf_V1_ErrorCode: SwiftProtobuf.Enum, Swift.CaseIterabl
   case `internal` // = 7
   case timeout // = 8
   case unknownActor // = 9
+
+  /// The worker is draining and did not start the task: the coordinator sends it elsewhere.
+  case workerDraining // = 10
   case UNRECOGNIZED(Int)
 
   public init() {
@@ -210,6 +213,7 @@ public nonisolated enum Rlhf_V1_ErrorCode: SwiftProtobuf.Enum, Swift.CaseIterabl
     case 7: self = .internal
     case 8: self = .timeout
     case 9: self = .unknownActor
+    case 10: self = .workerDraining
     default: self = .UNRECOGNIZED(rawValue)
     }
   }
@@ -226,6 +230,7 @@ public nonisolated enum Rlhf_V1_ErrorCode: SwiftProtobuf.Enum, Swift.CaseIterabl
     case .internal: return 7
     case .timeout: return 8
     case .unknownActor: return 9
+    case .workerDraining: return 10
     case .UNRECOGNIZED(let i): return i
     }
   }
@@ -242,6 +247,7 @@ public nonisolated enum Rlhf_V1_ErrorCode: SwiftProtobuf.Enum, Swift.CaseIterabl
     .internal,
     .timeout,
     .unknownActor,
+    .workerDraining,
   ]
 
 }
@@ -711,7 +717,7 @@ nonisolated extension Rlhf_V1_WorkerState: SwiftProtobuf._ProtoNameProviding {
 }
 
 nonisolated extension Rlhf_V1_ErrorCode: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0ERROR_CODE_UNSPECIFIED\0\u{1}BAD_MESSAGE\0\u{1}UNKNOWN_TYPE\0\u{1}VERSION_MISMATCH\0\u{1}CHECKSUM_MISMATCH\0\u{1}WRONG_POLICY_VERSION\0\u{1}INVALID_ARGUMENT\0\u{1}INTERNAL\0\u{1}TIMEOUT\0\u{1}UNKNOWN_ACTOR\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0ERROR_CODE_UNSPECIFIED\0\u{1}BAD_MESSAGE\0\u{1}UNKNOWN_TYPE\0\u{1}VERSION_MISMATCH\0\u{1}CHECKSUM_MISMATCH\0\u{1}WRONG_POLICY_VERSION\0\u{1}INVALID_ARGUMENT\0\u{1}INTERNAL\0\u{1}TIMEOUT\0\u{1}UNKNOWN_ACTOR\0\u{1}WORKER_DRAINING\0")
 }
 
 nonisolated extension Rlhf_V1_WorkerHealth: SwiftProtobuf._ProtoNameProviding {

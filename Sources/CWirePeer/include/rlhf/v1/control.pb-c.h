@@ -89,7 +89,11 @@ typedef enum _Rlhf__V1__ErrorCode {
   RLHF__V1__ERROR_CODE__INVALID_ARGUMENT = 6,
   RLHF__V1__ERROR_CODE__INTERNAL = 7,
   RLHF__V1__ERROR_CODE__TIMEOUT = 8,
-  RLHF__V1__ERROR_CODE__UNKNOWN_ACTOR = 9
+  RLHF__V1__ERROR_CODE__UNKNOWN_ACTOR = 9,
+  /*
+   * The worker is draining and did not start the task: the coordinator sends it elsewhere.
+   */
+  RLHF__V1__ERROR_CODE__WORKER_DRAINING = 10
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(RLHF__V1__ERROR_CODE)
 } Rlhf__V1__ErrorCode;
 /*
