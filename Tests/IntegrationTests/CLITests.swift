@@ -76,8 +76,8 @@ import Workers
         #expect(!result.stdout.contains("PASS") && !result.stdout.contains("FAIL"))
     }
 
-    /// `--precision` is the generator's and the learner's, `--kv-cache` the generator's: another role is
-    /// refused naming them, and a format that does not exist is refused by the parser.
+    /// `--precision` is the generator's and the learner's, `--kv-cache` the generator's, `--lora-*` the
+    /// learner's: another role is refused naming them, and a format or target that does not exist too.
     @Test func aWorkerRefusesPrecisionItCannotUse() throws {
         let scorer = try CLITests.rlhf(["worker", "--role", "reward-model", "--coordinator", "tcp://127.0.0.1:1", "--precision", "bfloat16"])
         #expect(scorer.status != 0 && scorer.stderr.contains("--precision is a generator and learner option"), "\(scorer.stderr)")
@@ -85,6 +85,11 @@ import Workers
         #expect(learner.status != 0 && learner.stderr.contains("--kv-cache is a generator option"), "\(learner.stderr)")
         let format = try CLITests.rlhf(["worker", "--role", "generator", "--coordinator", "tcp://127.0.0.1:1", "--kv-cache", "float16"])
         #expect(format.status != 0 && format.stderr.contains("kv-cache"), "\(format.stderr)")
+        // LoRA is the learner's: another role, or a target that is not a projection matrix, is refused by name.
+        let lora = try CLITests.rlhf(["worker", "--role", "generator", "--coordinator", "tcp://127.0.0.1:1", "--lora-rank", "8"])
+        #expect(lora.status != 0 && lora.stderr.contains("--lora-rank is a learner option"), "\(lora.stderr)")
+        let target = try CLITests.rlhf(["worker", "--role", "learner", "--coordinator", "tcp://127.0.0.1:1", "--lora-rank", "8", "--lora-targets", "wq,norm"])
+        #expect(target.status != 0 && target.stderr.contains("norm is not a matrix an adapter can target"), "\(target.stderr)")
     }
 
     @Test func generateJSON() throws {

@@ -100,7 +100,7 @@ public struct LoRALayout: Sendable, Equatable {
     }
 
     /// Adds `scale B A` to every target of `weights` in place.
-    public func mergeInPlace(_ values: FloatBuffer, into weights: ModelWeights) {
+    func mergeInPlace(_ values: FloatBuffer, into weights: ModelWeights) {
         precondition(values.count == totalCount && weights.config == config, "adapters and model do not match")
         let r = settings.rank
         for tensor in settings.targets {
