@@ -334,7 +334,15 @@ public final class WorkerDaemon: @unchecked Sendable {
         let held = loraBase.withLock { $0 } ?? service.heldWeights
         let fetched = try WeightFetcher.fetchPolicy(loop: loop, endpoint: announce.source, config: config, expected: announce,
                                                     heldBase: held, curve: settings.curve)
-        loraBase.withLock { $0 = fetched.base }
+        let newlyKept = loraBase.withLock { kept -> Bool in
+            defer { kept = fetched.base }
+            return kept == nil && fetched.base != nil
+        }
+        if newlyKept, let base = fetched.base {
+            // Memory the start-up statement could not count: the role learns of LoRA from its first adapters.
+            logger.info("keeps the frozen LoRA base beside the merged policy", metadata: [
+                "bytes": "\(base.storage.count * MemoryLayout<Float>.size)", "fetched": "\(fetched.bytes > announce.totalBytes)"])
+        }
         try service.install(fetched.weights, version: fetched.policyVersion, announce: announce)
         logger.info("installed a new policy version", metadata: [
             "version": "\(fetched.policyVersion)", "bytes": "\(fetched.bytes)", "lora": "\(announce.lora != nil)",
