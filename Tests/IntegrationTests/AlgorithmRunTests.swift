@@ -27,15 +27,7 @@ import Testing
     }
 
     /// The plan undisturbed (run once, for every comparison): its run directory, or the failure.
-    static let calm: Result<String, RLHFRunTests.CalmRunFailed> = {
-        let dir = NSTemporaryDirectory() + "rlhf-algorithms-\(UUID().uuidString)"
-        do {
-            let result = try CLITests.rlhf(["launch", try writeSpec(dir), "--run-dir", dir + "/run"])
-            return result.status == 0 ? .success(dir + "/run") : .failure(RLHFRunTests.CalmRunFailed(output: result.stdout + result.stderr))
-        } catch {
-            return .failure(RLHFRunTests.CalmRunFailed(output: "\(error)"))
-        }
-    }()
+    static let calm = RLHFRunTests.calmRun("rlhf-algorithms", spec: writeSpec)
 
     /// Each GRPO answer once: 5 iterations x 8 prompts x 4, each iteration at one policy version.
     static func checkRollouts(_ run: String) throws {

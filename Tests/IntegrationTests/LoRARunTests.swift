@@ -32,15 +32,7 @@ import Testing
     }
 
     /// The plan undisturbed (run once, for every check): its run directory, or the failure.
-    static let calm: Result<String, RLHFRunTests.CalmRunFailed> = {
-        let dir = NSTemporaryDirectory() + "rlhf-lora-\(UUID().uuidString)"
-        do {
-            let result = try CLITests.rlhf(["launch", try writeSpec(dir), "--run-dir", dir + "/run"])
-            return result.status == 0 ? .success(dir + "/run") : .failure(RLHFRunTests.CalmRunFailed(output: result.stdout + result.stderr))
-        } catch {
-            return .failure(RLHFRunTests.CalmRunFailed(output: "\(error)"))
-        }
-    }()
+    static let calm = RLHFRunTests.calmRun("rlhf-lora", spec: writeSpec)
 
     @Test func aPlanWithLoRASendsTheGeneratorsOnlyAdapters() throws {
         let run = try LoRARunTests.calm.get()

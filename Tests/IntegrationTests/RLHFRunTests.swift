@@ -109,15 +109,19 @@ import Testing
     }
 
     /// The small plan undisturbed (run once, for both comparisons): its run directory, or the failure.
-    static let calm: Result<String, CalmRunFailed> = {
-        let dir = NSTemporaryDirectory() + "rlhf-calm-\(UUID().uuidString)"
+    static let calm = calmRun("rlhf-calm", spec: writeSpec)
+
+    /// A plan launched undisturbed in a new directory named after `name`, the spec written by `spec`:
+    /// its run directory, or the launch's output when it failed.
+    static func calmRun(_ name: String, spec: (String) throws -> String) -> Result<String, CalmRunFailed> {
+        let dir = NSTemporaryDirectory() + "\(name)-\(UUID().uuidString)"
         do {
-            let result = try CLITests.rlhf(["launch", try writeSpec(dir), "--run-dir", dir + "/run"])
+            let result = try CLITests.rlhf(["launch", try spec(dir), "--run-dir", dir + "/run"])
             return result.status == 0 ? .success(dir + "/run") : .failure(CalmRunFailed(output: result.stdout + result.stderr))
         } catch {
             return .failure(CalmRunFailed(output: "\(error)"))
         }
-    }()
+    }
 
     struct CalmRunFailed: Error { let output: String }
 
