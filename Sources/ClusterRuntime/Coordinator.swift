@@ -131,7 +131,7 @@ public final class Coordinator: @unchecked Sendable {
 
     private let loop: PollLoop
     /// The base of the LoRA adapters last fetched (`fetchWeights`).
-    private let loraBase = Mutex<ModelWeights?>(nil)
+    private let loraBase = Mutex<WeightFetcher.Base?>(nil)
     private let shared: Shared
     private let socket: PollLoop.SocketID
     /// Signalled whenever a task completes or fails.

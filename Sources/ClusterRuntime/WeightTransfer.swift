@@ -98,20 +98,32 @@ public enum WeightFetcher {
         }
     }
 
+    /// The whole weights LoRA adapters merge into, and their checksum (nil: not known yet, computed only
+    /// when adapters arrive).
+    public struct Base: Sendable {
+        public let weights: ModelWeights
+        public let checksum: UInt32?
+
+        public init(weights: ModelWeights, checksum: UInt32? = nil) {
+            self.weights = weights
+            self.checksum = checksum
+        }
+    }
+
     /// A fetched policy: its weights (adapters merged into their base), version, and for adapters the
     /// base they were merged into (a consumer keeps it for the next version) and the bytes moved.
     public struct Fetched: Sendable {
         public let weights: ModelWeights
         public let policyVersion: UInt64
-        public let base: ModelWeights?
+        /// With adapters: their base, its checksum known.
+        public let base: Base?
         /// Bytes transferred: the tensors announced, and the base when it had to be fetched too.
         public let bytes: UInt64
     }
 
     /// Fetches the server's current version for a model of `config`. With `expected`, the server must
     /// be serving exactly that announcement (version and every tensor's checksum), or the fetch is refused.
-    /// LoRA adapters are merged into their base, which is fetched from its own source unless `heldBase`
-    /// is it (same checksum).
+    /// LoRA adapters are merged into their base, fetched from its own source.
     public static func fetch(loop: PollLoop, endpoint: String, config: LlamaConfig, expected: WeightAnnouncement? = nil,
                              curve: Curve? = nil, window: Int = 16, timeoutSeconds: Double = 60) throws -> (weights: ModelWeights, policyVersion: UInt64) {
         let fetched = try fetchPolicy(loop: loop, endpoint: endpoint, config: config, expected: expected, curve: curve, window: window,
@@ -119,9 +131,11 @@ public enum WeightFetcher {
         return (fetched.weights, fetched.policyVersion)
     }
 
-    /// `fetch` with the base of LoRA adapters kept apart (`heldBase`: one the caller already holds).
+    /// `fetch` with the base of LoRA adapters kept apart: `heldBase`, one the caller already holds, is
+    /// used when its checksum is the announced base's (computed once when not given), else the base is
+    /// fetched from its own source.
     public static func fetchPolicy(loop: PollLoop, endpoint: String, config: LlamaConfig, expected: WeightAnnouncement? = nil,
-                                   heldBase: ModelWeights? = nil, curve: Curve? = nil, window: Int = 16,
+                                   heldBase: Base? = nil, curve: Curve? = nil, window: Int = 16,
                                    timeoutSeconds: Double = 60) throws -> Fetched {
         let (storage, announce) = try fetchTensors(loop: loop, endpoint: endpoint, expected: expected, curve: curve, window: window,
                                                    timeoutSeconds: timeoutSeconds) { served in
@@ -132,15 +146,19 @@ public enum WeightFetcher {
             return Fetched(weights: ModelWeights(config: config, storage: storage), policyVersion: announce.policyVersion, base: nil,
                            bytes: announce.totalBytes)
         }
-        var base = heldBase, bytes = announce.totalBytes
-        if base?.checksum != lora.base.modelChecksum {
+        var bytes = announce.totalBytes
+        let base: ModelWeights
+        if let heldBase, (heldBase.checksum ?? heldBase.weights.checksum) == lora.base.modelChecksum {
+            base = heldBase.weights
+        } else {
             let (baseStorage, _) = try fetchTensors(loop: loop, endpoint: lora.base.source, expected: lora.base, curve: curve, window: window,
                                                     timeoutSeconds: timeoutSeconds) { _ in ModelWeights(zerosFor: config).tensorSet }
             base = ModelWeights(config: config, storage: baseStorage)
             bytes += lora.base.totalBytes
         }
         let layout = try adapterLayout(lora, config: config)
-        return Fetched(weights: layout.merged(storage, into: base!), policyVersion: announce.policyVersion, base: base, bytes: bytes)
+        return Fetched(weights: layout.merged(storage, into: base), policyVersion: announce.policyVersion,
+                       base: Base(weights: base, checksum: lora.base.modelChecksum), bytes: bytes)
     }
 
     /// The layout announced adapters must have on a model of `config`.

@@ -76,7 +76,7 @@ public final class WorkerDaemon: @unchecked Sendable {
     private let gaveUpSignal = DispatchSemaphore(value: 0)
     private var timer: DispatchSourceTimer?
     /// The frozen base of the LoRA adapters last installed (fetched once, kept for the next versions).
-    private let loraBase = Mutex<ModelWeights?>(nil)
+    private let loraBase = Mutex<WeightFetcher.Base?>(nil)
     /// Ticks the link: retries, notices and the orphan timeout.
     private var supervisor: DispatchSourceTimer?
     /// Drawn at start, kept for the process's life: tells this process from another with the same id.
@@ -331,17 +331,15 @@ public final class WorkerDaemon: @unchecked Sendable {
         // Weight servers share the coordinator's CURVE server key: the same client keys reach them.
         // LoRA adapters: merged into their base, which is the model held before the first adapters (when
         // it is the same: the checksum says), else fetched once; kept for the next versions.
-        let held = loraBase.withLock { $0 } ?? service.heldWeights
+        let kept = loraBase.withLock { $0 }
         let fetched = try WeightFetcher.fetchPolicy(loop: loop, endpoint: announce.source, config: config, expected: announce,
-                                                    heldBase: held, curve: settings.curve)
-        let newlyKept = loraBase.withLock { kept -> Bool in
-            defer { kept = fetched.base }
-            return kept == nil && fetched.base != nil
-        }
-        if newlyKept, let base = fetched.base {
+                                                    heldBase: kept ?? service.heldWeights.map { WeightFetcher.Base(weights: $0) },
+                                                    curve: settings.curve)
+        loraBase.withLock { $0 = fetched.base }
+        if kept == nil, let base = fetched.base {
             // Memory the start-up statement could not count: the role learns of LoRA from its first adapters.
             logger.info("keeps the frozen LoRA base beside the merged policy", metadata: [
-                "bytes": "\(base.storage.count * MemoryLayout<Float>.size)", "fetched": "\(fetched.bytes > announce.totalBytes)"])
+                "bytes": "\(base.weights.storage.count * MemoryLayout<Float>.size)", "fetched": "\(fetched.bytes > announce.totalBytes)"])
         }
         try service.install(fetched.weights, version: fetched.policyVersion, announce: announce)
         logger.info("installed a new policy version", metadata: [

@@ -361,7 +361,7 @@ public final class LearnerService: RoleService, @unchecked Sendable {
             // With LoRA the chat model is the base with the adapters merged in; the adapters as they are
             // now are what a from-SFT round starts again from.
             let chatModel = trainer.lora.map { $0.merged(into: trainer.weights) } ?? trainer.weights
-            initialWeights.storage.set(chatModel.storage.array(0..<chatModel.storage.count), at: 0)
+            initialWeights.storage.update(from: chatModel.storage)
             if let adapters = trainer.lora { snapshots[LearnerService.chatModelSnapshot] = adapters.values.copy() }
             return try publishReference(version: current)
         }

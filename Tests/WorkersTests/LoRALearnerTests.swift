@@ -58,7 +58,7 @@ import Wire
 
         // A consumer without the base fetches it once, then the adapters alone; both give the adapted policy.
         let first = try WeightFetcher.fetchPolicy(loop: loop, endpoint: announce.source, config: weights.config, expected: announce)
-        #expect(first.bytes == announce.totalBytes + lora.base.totalBytes && first.base?.checksum == weights.checksum)
+        #expect(first.bytes == announce.totalBytes + lora.base.totalBytes && first.base?.weights.checksum == weights.checksum)
         let merged = adapters.merged(into: weights)
         #expect(first.weights.checksum == merged.checksum)
         #expect(try LoRALearnerTests.logProb(first.weights) > LoRALearnerTests.logProb(weights) + 0.5, "SFT on the adapters raised the answer's log-probability")
