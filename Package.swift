@@ -104,7 +104,7 @@ let package = Package(
         ),
         .target(
             name: "LlamaTraining",
-            dependencies: ["LlamaCore", "CBLAS",
+            dependencies: ["LlamaCore", "CBLAS", "CKernels",
                            // gzip data files (zlib through compress-nio).
                            .product(name: "CompressNIO", package: "compress-nio"),
                            .product(name: "NIOCore", package: "swift-nio")],

@@ -25,6 +25,48 @@ static inline float from_bf16(uint16_t h) {
     return f;
 }
 
+/// 16 pair words: one cache line.
+typedef uint32_t pair_line __attribute__((vector_size(64), aligned(64)));
+
+/// Orders the non-temporal stores before whatever follows (the pool's barrier, then other threads' reads).
+static inline void store_fence(void) {
+#if defined(__x86_64__)
+    __builtin_ia32_sfence();
+#else
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+#endif
+}
+
+/// Rows [rb, rb + rows) (rows <= 16) and pairs [i0, i0 + pairs) (pairs <= 16) of a transposed source:
+/// each pair's two source rows are read 16 contiguous floats at a time into a 16 x 16 tile of pair words
+/// (the conversion vectorizes), and the tile is written out transposed, one destination row at a time.
+static inline __attribute__((always_inline)) void pack_rows_tile(uint32_t *dst, const float *src, long rb, long rows, long i0,
+                                                                  long pairs, long k, long k2, long row_stride, long k_stride) {
+    uint32_t tile[16][16];
+    for (long p = 0; p < pairs; p++) {
+        long c0 = 2 * (i0 + p);
+        const float *a = src + c0 * k_stride + rb * row_stride;
+        if (c0 + 1 < k) {
+            const float *b = a + k_stride;
+            for (long r = 0; r < rows; r++) tile[p][r] = (uint32_t)to_bf16(a[r * row_stride]) | ((uint32_t)to_bf16(b[r * row_stride]) << 16);
+        } else {
+            for (long r = 0; r < rows; r++) tile[p][r] = to_bf16(a[r * row_stride]);
+        }
+    }
+    for (long r = 0; r < rows; r++) {
+        uint32_t *out = dst + (rb + r) * k2 + i0;
+        if (pairs == 16 && ((uintptr_t)out & 63) == 0) {
+            // A whole cache line of a destination row: stored past the caches, so that it is not read
+            // first (the rows are scattered, and a product's packed rows outgrow the caches anyway).
+            pair_line line;
+            for (long p = 0; p < 16; p++) line[p] = tile[p][r];
+            __builtin_nontemporal_store(line, (pair_line *)out);
+        } else {
+            for (long p = 0; p < pairs; p++) out[p] = tile[p][r];
+        }
+    }
+}
+
 void rlhf_bf16_pack_rows_strided(uint32_t *dst, const float *src, long r0, long r1, long k, long row_stride, long k_stride) {
     long k2 = (k + 1) / 2;
     if (k_stride == 1) {
@@ -37,20 +79,17 @@ void rlhf_bf16_pack_rows_strided(uint32_t *dst, const float *src, long r0, long 
         }
         return;
     }
-    // Blocks of 16 rows: a transposed source is read 16 contiguous floats at a time, and each block's
-    // 16 destination rows stay in cache while its pairs are written.
-    for (long rb = r0; rb < r1; rb += 16) {
-        long re = rb + 16 < r1 ? rb + 16 : r1;
-        for (long i = 0; i < k2; i++) {
-            long c0 = 2 * i, c1 = 2 * i + 1;
-            for (long r = rb; r < re; r++) {
-                const float *row = src + r * row_stride;
-                uint32_t lo = to_bf16(row[c0 * k_stride]);
-                uint32_t hi = c1 < k ? to_bf16(row[c1 * k_stride]) : 0;
-                dst[r * k2 + i] = lo | (hi << 16);
-            }
+    // Tiles of 16 rows by 16 pairs; a transposed source (row_stride 1, the weight gradient's left operand)
+    // gets its own copy of the tile loop, where the reads are contiguous.
+    for (long i0 = 0; i0 < k2; i0 += 16) {
+        long pairs = k2 - i0 < 16 ? k2 - i0 : 16;
+        for (long rb = r0; rb < r1; rb += 16) {
+            long rows = r1 - rb < 16 ? r1 - rb : 16;
+            if (row_stride == 1 && rows == 16) pack_rows_tile(dst, src, rb, 16, i0, pairs, k, k2, 1, k_stride);
+            else pack_rows_tile(dst, src, rb, rows, i0, pairs, k, k2, row_stride, k_stride);
         }
     }
+    store_fence();
 }
 
 void rlhf_bf16_pack_panels_strided(uint16_t *dst, const float *src, long n, long j0, long j1, long k, long row_stride, long k_stride) {

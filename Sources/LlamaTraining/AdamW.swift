@@ -153,14 +153,11 @@ public final class AdamW {
             let m = firstMoments[index].baseAddress, v = secondMoments[index].baseAddress
             for range in group.ranges {
                 pool.run { t in
-                    for j in ComputePool.share(of: range.count, thread: t, threads: threads, grain: 1024) {
-                        let i = range.lowerBound + j
-                        let grad = g[i] * scale
-                        m[i] = s.beta1 * m[i] + (1 - s.beta1) * grad
-                        v[i] = s.beta2 * v[i] + (1 - s.beta2) * grad * grad
-                        let mHat = m[i] / correction1, vHat = v[i] / correction2
-                        p[i] = p[i] * decay - lr * mHat / (vHat.squareRoot() + s.eps)
-                    }
+                    let share = ComputePool.share(of: range.count, thread: t, threads: threads, grain: 1024)
+                    guard !share.isEmpty else { return }
+                    let i = range.lowerBound + share.lowerBound
+                    TrainingKernels.adamWUpdate(p + i, m + i, v + i, g + i, count: share.count, scale: scale, settings: s, lr: lr,
+                                        decay: decay, correction1: correction1, correction2: correction2)
                 }
             }
         }

@@ -1,4 +1,5 @@
 import CBLAS
+import CKernels
 import LlamaCore
 #if canImport(Glibc)
 import Glibc
@@ -15,6 +16,14 @@ enum TrainingKernels {
 
     @inline(__always) static func store(_ v: Vec, _ p: UnsafeMutablePointer<Float>, _ i: Int) {
         UnsafeMutableRawPointer(p + i).storeBytes(of: v, as: Vec.self)
+    }
+
+    /// One AdamW step of `count` values at `p` with moments `m`, `v` and gradients `g` (scaled by
+    /// `scale`, the clipping): 16 lanes at a time, each operation rounded on its own.
+    static func adamWUpdate(_ p: UnsafeMutablePointer<Float>, _ m: UnsafeMutablePointer<Float>, _ v: UnsafeMutablePointer<Float>,
+                            _ g: UnsafePointer<Float>, count: Int, scale: Float, settings s: AdamWSettings, lr: Float, decay: Float,
+                            correction1: Float, correction2: Float) {
+        rlhf_adamw_update(p, m, v, g, count, scale, s.beta1, s.beta2, lr, decay, s.eps, correction1, correction2)
     }
 
     @inline(__always) static func hsum(_ v: Vec) -> Float {

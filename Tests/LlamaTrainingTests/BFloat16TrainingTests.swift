@@ -16,7 +16,9 @@ import Testing
     /// forward, backwardInput and backwardWeight on awkward shapes (odd sizes, partial panels and
     /// tiles, more rows than a block), each element within float32 rounding of the float64 sum of the
     /// bfloat16-rounded operands; with accumulation, added to what was there.
-    @Test(arguments: [(1, 7, 5), (33, 19, 40), (70, 130, 33), (130, 48, 96)], [1, 2])
+    /// (96, 40, 70): 48 pairs a row, so whole 16-pair tiles of the weight gradient's transposed left
+    /// operand fill whole cache lines (the packing's streaming stores) beside a partial tile of rows.
+    @Test(arguments: [(1, 7, 5), (33, 19, 40), (70, 130, 33), (130, 48, 96), (96, 40, 70)], [1, 2])
     func productsMatchRoundedFloat64(shape: (Int, Int, Int), threads: Int) {
         let (n, inF, outF) = shape
         let pool = ComputePool(threads: threads)

@@ -43,4 +43,10 @@ void rlhf_bf16_pack_panels_strided(uint16_t *dst, const float *src, long n, long
 void rlhf_bf16_matmul_panels(float *c, long ldc, const uint32_t *x, long m, const uint16_t *packed, long k2,
                              long f0, long f1, int accumulate, int portable);
 
+/// One AdamW step (PyTorch's semantics) of the n values p with moments m, v and gradients g: grad = g *
+/// scale; m = beta1 m + (1 - beta1) grad; v = beta2 v + (1 - beta2) grad^2; p = p decay - lr (m /
+/// correction1) / (sqrt(v / correction2) + eps), each operation rounded to float32 on its own.
+void rlhf_adamw_update(float *p, float *m, float *v, const float *g, long n, float scale, float beta1, float beta2,
+                       float lr, float decay, float eps, float correction1, float correction2);
+
 #endif
