@@ -184,8 +184,11 @@ BF16_TARGET static inline void store_v(float *dst, __m512 v, long width, int acc
 }
 
 /// Rows b ..< b + valid (at most 4) of the 4 panels starting at p0 (features fbase ..< fbase + width).
+/// With `ahead`, also hints the `lines` cache lines at ahead + 64 (i * lines + q) at step i into the
+/// caches (the next panels, for the tiles after a block's first: see matmul_bf16_block).
 BF16_TARGET static inline void tile4x4(float *c, long ldc, const uint32_t *x, long b, long valid,
-                                        const uint16_t *p0, long k2, long fbase, long width, int accumulate) {
+                                        const uint16_t *p0, long k2, long fbase, long width, int accumulate,
+                                        const char *ahead, long lines) {
     const uint16_t *p1 = p0 + 32 * k2, *p2 = p1 + 32 * k2, *p3 = p2 + 32 * k2;
     const uint32_t *x0 = x + b * k2;
     const uint32_t *x1 = valid > 1 ? x0 + k2 : x0, *x2 = valid > 2 ? x0 + 2 * k2 : x0, *x3 = valid > 3 ? x0 + 3 * k2 : x0;
@@ -193,6 +196,8 @@ BF16_TARGET static inline void tile4x4(float *c, long ldc, const uint32_t *x, lo
     __m512 a20 = a00, a21 = a00, a22 = a00, a23 = a00, a30 = a00, a31 = a00, a32 = a00, a33 = a00;
     for (long i = 0; i < k2; i++) {
         const long o = i * 32;
+        if (ahead)
+            for (long q = 0; q < lines; q++) __builtin_prefetch(ahead + 64 * (i * lines + q), 0, 1);
         __m512bh v0 = (__m512bh)_mm512_loadu_si512((const void *)(p0 + o));
         __m512bh v1 = (__m512bh)_mm512_loadu_si512((const void *)(p1 + o));
         __m512bh v2 = (__m512bh)_mm512_loadu_si512((const void *)(p2 + o));
@@ -260,10 +265,17 @@ BF16_TARGET static void matmul_bf16_block(float *c, long ldc, const uint32_t *x,
             }
             break;
         }
+        // With several tiles, the first streams the four panels (4 k2 cache lines) from memory and the
+        // others reread them from cache; those others also fetch the next four panels ahead (into L2),
+        // so that memory and arithmetic overlap.
+        long tiles = (m + 3) / 4, lines = tiles >= 3 ? 2 : 4;
+        const char *next = (const char *)(p0 + 4 * 32 * k2);
         for (long b = 0; b < m; b += 4) {
             long valid = m - b < 4 ? m - b : 4;
+            long first = (b / 4 - 1) * k2 * lines;
+            const char *ahead = b > 0 && first < 4 * k2 ? next + 64 * first : 0;
             if (valid == 1) row1x4(c + b * ldc + fbase, x + b * k2, p0, k2, width, accumulate);
-            else tile4x4(c, ldc, x, b, valid, p0, k2, fbase, width, accumulate);
+            else tile4x4(c, ldc, x, b, valid, p0, k2, fbase, width, accumulate, ahead, lines);
         }
         j += 4;
     }

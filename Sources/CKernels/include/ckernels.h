@@ -15,6 +15,10 @@
 #define RLHF_CKERNELS_H
 #include <stdint.h>
 
+/// Asks the CPU to bring the cache line holding p into its caches ahead of use: a hint, which never
+/// faults, whatever the address.
+static inline void rlhf_prefetch(const void *p) { __builtin_prefetch(p, 0, 1); }
+
 /// 1 when this CPU has AVX-512 BF16 (vdpbf16ps), which rlhf_bf16_matmul_panels then uses.
 int rlhf_bf16_hardware(void);
 

@@ -1,3 +1,5 @@
+import CKernels
+
 extension Kernels {
     /// Panels a packed `(n, k)` matrix has: one per 16 features, plus three zero panels so that a tile
     /// of four may start at any panel (threads split work at 16-feature boundaries, for balance).
@@ -48,6 +50,12 @@ extension Kernels {
                 }
                 break
             }
+            // With several tiles, the first streams the four panels from memory and the others reread
+            // them from cache; those others also fetch the next four panels (64 k floats: 4k cache lines)
+            // ahead, `linesPerStep` lines per step of k, so that memory and arithmetic overlap.
+            let tiles = (m + 3) / 4
+            let linesPerStep = tiles >= 3 ? 2 : 4
+            let nextPanels = p0 + 64 * k
             var b = 0
             while b < m {
                 let valid = min(4, m - b)
@@ -63,8 +71,14 @@ extension Kernels {
                 let x1 = valid > 1 ? x0 + k : x0, x2 = valid > 2 ? x0 + 2 * k : x0, x3 = valid > 3 ? x0 + 3 * k : x0
                 var a00 = Vec(), a01 = Vec(), a02 = Vec(), a03 = Vec(), a10 = Vec(), a11 = Vec(), a12 = Vec(), a13 = Vec()
                 var a20 = Vec(), a21 = Vec(), a22 = Vec(), a23 = Vec(), a30 = Vec(), a31 = Vec(), a32 = Vec(), a33 = Vec()
+                let firstLine = (b / 4 - 1) * k * linesPerStep
+                let prefetching = b > 0 && firstLine < 4 * k
+                let ahead = nextPanels + max(0, firstLine) * 16
                 for kk in 0..<k {
                     let o = kk * 16
+                    if prefetching {
+                        for line in 0..<linesPerStep { rlhf_prefetch(ahead + (kk * linesPerStep + line) * 16) }
+                    }
                     let v0 = load(p0, o), v1 = load(p1, o), v2 = load(p2, o), v3 = load(p3, o)
                     var s = Vec(repeating: x0[kk])
                     a00.addProduct(s, v0); a01.addProduct(s, v1); a02.addProduct(s, v2); a03.addProduct(s, v3)
