@@ -157,7 +157,7 @@ public final class AdamW {
                     guard !share.isEmpty else { return }
                     let i = range.lowerBound + share.lowerBound
                     TrainingKernels.adamWUpdate(p + i, m + i, v + i, g + i, count: share.count, scale: scale, settings: s, lr: lr,
-                                        decay: decay, correction1: correction1, correction2: correction2)
+                                                decay: decay, correction1: correction1, correction2: correction2)
                 }
             }
         }
