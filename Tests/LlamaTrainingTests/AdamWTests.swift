@@ -26,7 +26,7 @@ import Testing
         var rng = SeededGenerator(seed: 4)
         for i in 0..<count {
             values.baseAddress[i] = Float(rng.nextGaussian())
-            // Wide magnitudes, zeros and a few huge ones, so that clipping scales every gradient.
+            // Magnitudes from 1e-4 to 100 and some zeros; with one large gradient below, clipping scales them all.
             gradients.baseAddress[i] = i % 97 == 0 ? 0 : Float(rng.nextGaussian() * pow(10, Double(i % 7) - 4))
         }
         gradients.baseAddress[17] = 40
