@@ -104,7 +104,7 @@ import Testing
     }
 }
 
-/// The truncated draw as it was before the bucket sort (a full comparison sort of the candidates): the
+/// The truncated draw as it was before the radix sort (a full comparison sort of the candidates): the
 /// reference the fast path must match sample for sample. Sorted once; `draw(u)` walks the CDF.
 private struct ReferenceTruncatedDraw {
     let weights: [Float]
@@ -156,7 +156,7 @@ private struct ReferenceTruncatedDraw {
             let row = logits(n, spread: spread, ties: ties, seed: seed)
             for settings in [SamplingSettings(temperature: 1, topP: 0.9), SamplingSettings(temperature: 0.7, topP: 0.5),
                              SamplingSettings(temperature: 1.3, topP: 0.99, topK: 50), SamplingSettings(temperature: 1, topK: 5),
-                             SamplingSettings(temperature: 1, topP: 0.05)] {
+                             SamplingSettings(temperature: 1, topP: 0.05), SamplingSettings(temperature: 1, topP: 0.95, topK: 3000)] {
                 var sampler = try Sampler(settings: settings)
                 var rng = SeededGenerator(seed: seed &+ 10), referenceRng = rng
                 // The weights the sampler draws from: exp((logit - max) / T), as Kernels computes them.
@@ -179,12 +179,12 @@ private struct ReferenceTruncatedDraw {
         }
     }
 
-    @Test func bucketSortOrdersAnyKeys() {
+    @Test func radixSortOrdersAnyKeys() {
         var rng = SeededGenerator(seed: 9)
         var scratch: [UInt64] = [], counts: [Int32] = []
         for n in [0, 1, 5, 33, 1000, 40000] {
             for clustered in [false, true] {
-                // Clustered: few distinct high halves, so buckets hold hundreds of keys in random order.
+                // Clustered: few distinct high halves (one digit pass), many equal ones, low halves in random order.
                 var keys = (0..<n).map { _ in clustered ? UInt64(0x3F00_0000 + rng.next() % 64) << 32 | rng.next() % 100_000 : rng.next() }
                 let expected = keys.sorted()
                 Sampler.sortKeys(&keys, scratch: &scratch, counts: &counts)

@@ -49,8 +49,8 @@ public struct Sampler {
     /// The settings every draw uses.
     public let settings: SamplingSettings
     private var probs: [Float] = []
-    /// Scratch of the truncated draw: candidates' sort keys, the sort's buffer and bucket counts, and
-    /// the running sums.
+    /// Scratch of the truncated draw (each sized to the vocabulary once): candidates' sort keys, the
+    /// sort's second buffer and digit counts, and the running sums.
     private var keys: [UInt64] = []
     private var sortScratch: [UInt64] = []
     private var bucketCounts: [Int32] = []
@@ -145,45 +145,68 @@ public struct Sampler {
     ///
     /// Sorting is the cost: a flat distribution (a young model, a high temperature) leaves tens of
     /// thousands of candidates. They are sorted as 64-bit keys (`~weight bits` then id, so ascending
-    /// keys are descending weights with ties by ascending id) by one counting pass over buckets of the
-    /// key range and an insertion sort within each bucket, in linear expected time. The running sums
-    /// are kept, so the draw is a binary search instead of a second walk. Every sum is taken in the
-    /// same order as a full comparison sort would give, so the samples are those of that sort.
+    /// keys are descending weights with ties by ascending id) by a least-significant-digit radix sort
+    /// over the bits in which the candidates' weights differ (two passes of 11 bits for a flat
+    /// distribution). Candidates are gathered in ascending id order, so the sort, being stable, leaves
+    /// ties in id order without sorting the ids. The running sums are kept, so the draw is a binary
+    /// search instead of a second walk. Every sum is taken in the same order as a full comparison sort
+    /// would give, so the samples are those of that sort.
     private mutating func drawTruncated(_ p: UnsafeMutablePointer<Float>, _ n: Int, total: Float, topK: Int,
                                         topP: Float, u: Float) -> (Int, Float) {
         // Tokens below this weight cannot be in a nucleus of mass topP (llama2.c's observation), so they
         // are not sorted.
         let floor = topP < 1 ? (1 - topP) / Float(n - 1) * total : 0
-        keys.removeAll(keepingCapacity: true)
-        for i in 0..<n where p[i] >= floor { keys.append(Sampler.key(weight: p[i], id: i)) }
-        if keys.isEmpty { for i in 0..<n { keys.append(Sampler.key(weight: p[i], id: i)) } }
-        if topK < keys.count { Sampler.selectSmallest(&keys, topK) }
-        Sampler.sortKeys(&keys, scratch: &sortScratch, counts: &bucketCounts)
-        // Running sums in sorted order; the nucleus ends at the first sum that reaches topP of the mass.
-        let count = keys.count
-        if prefix.count < count { prefix = [Float](repeating: 0, count: max(count, 1024)) }
-        var mass: Float = 0
-        var keep = count
+        if keys.count < n {
+            keys = [UInt64](repeating: 0, count: n)
+            sortScratch = [UInt64](repeating: 0, count: n)
+            prefix = [Float](repeating: 0, count: n)
+        }
         let limit = topP * total
         let cutAtMass = topP < 1
-        prefix.withUnsafeMutableBufferPointer { sums in
-            keys.withUnsafeBufferPointer { keys in
-                for j in 0..<count {
-                    mass += p[Int(truncatingIfNeeded: keys[j] & 0xFFFF_FFFF)]
-                    sums[j] = mass
-                    if cutAtMass && mass >= limit { keep = j + 1; break }
+        return keys.withUnsafeMutableBufferPointer { keys in
+            sortScratch.withUnsafeMutableBufferPointer { scratch in
+                prefix.withUnsafeMutableBufferPointer { sums in
+                    let keys = keys.baseAddress!
+                    // Branch-free gather: every key is written, only the candidates advance the count.
+                    var count = 0
+                    for i in 0..<n {
+                        let weight = p[i]
+                        keys[count] = Sampler.key(weight: weight, id: i)
+                        count &+= weight >= floor ? 1 : 0
+                    }
+                    if count == 0 {
+                        for i in 0..<n { keys[i] = Sampler.key(weight: p[i], id: i) }
+                        count = n
+                    }
+                    var idsAscending = true
+                    if topK < count {
+                        Sampler.selectSmallest(keys, count, topK)
+                        count = topK
+                        idsAscending = false
+                    }
+                    let sorted = Sampler.radixSort(keys, scratch.baseAddress!, count, counts: &bucketCounts,
+                                                   lowHalvesAscending: idsAscending)
+                    // Running sums in sorted order (each weight read back from its key's high half); the
+                    // nucleus ends at the first sum that reaches topP of the mass.
+                    var mass: Float = 0
+                    var keep = count
+                    for j in 0..<count {
+                        mass += Sampler.weight(ofKey: sorted[j])
+                        sums[j] = mass
+                        if cutAtMass && mass >= limit { keep = j + 1; break }
+                    }
+                    // The first running sum above the target (sums never decrease).
+                    let target = u * mass
+                    var lo = 0, hi = keep
+                    while lo < hi {
+                        let mid = (lo + hi) / 2
+                        if target < sums[mid] { hi = mid } else { lo = mid + 1 }
+                    }
+                    let id = Int(truncatingIfNeeded: sorted[min(lo, keep - 1)] & 0xFFFF_FFFF)
+                    return (id, p[id] / mass)
                 }
             }
         }
-        // The first running sum above the target (sums never decrease).
-        let target = u * mass
-        var lo = 0, hi = keep
-        while lo < hi {
-            let mid = (lo + hi) / 2
-            if target < prefix[mid] { hi = mid } else { lo = mid + 1 }
-        }
-        let id = Int(truncatingIfNeeded: keys[min(lo, keep - 1)] & 0xFFFF_FFFF)
-        return (id, p[id] / mass)
     }
 
     /// The sort key of token `id` with weight `weight >= 0`: ascending keys are descending weights, ties
@@ -193,59 +216,96 @@ public struct Sampler {
         UInt64(~weight.bitPattern) << 32 | UInt64(id)
     }
 
-    /// Sorts `keys` ascending: a counting pass into about one bucket per key over the range of their
-    /// high halves (the weights), then an insertion sort of each bucket (a handful of keys each; a
-    /// bucket of many equal weights is sorted by the standard library instead).
+    /// The weight whose key `key` is (the inverse of `key(weight:id:)`'s high half).
+    @inline(__always)
+    static func weight(ofKey key: UInt64) -> Float {
+        Float(bitPattern: ~UInt32(truncatingIfNeeded: key >> 32))
+    }
+
+    /// Sorts `keys` ascending (any 64-bit values); the array form of `radixSort` (for tests and callers
+    /// without buffers of their own).
     static func sortKeys(_ keys: inout [UInt64], scratch: inout [UInt64], counts: inout [Int32]) {
         let n = keys.count
-        guard n > 32 else {
-            keys.withUnsafeMutableBufferPointer { insertionSort($0) }
-            return
-        }
-        var lowest = UInt32.max, highest = UInt32.min
-        for k in keys {
-            let h = UInt32(truncatingIfNeeded: k >> 32)
-            lowest = min(lowest, h)
-            highest = max(highest, h)
-        }
-        let span = UInt64(highest - lowest)
-        var buckets = 1
-        while buckets < n && buckets < 1 << 16 { buckets <<= 1 }
-        var shift: UInt64 = 0
-        while span >> shift >= UInt64(buckets) { shift += 1 }
-        if counts.count < buckets + 1 { counts = [Int32](repeating: 0, count: buckets + 1) }
+        guard n > 1 else { return }
         if scratch.count < n { scratch = [UInt64](repeating: 0, count: n) }
-        counts.withUnsafeMutableBufferPointer { counts in
-            scratch.withUnsafeMutableBufferPointer { sorted in
-                keys.withUnsafeMutableBufferPointer { keys in
-                    for b in 0...buckets { counts[b] = 0 }
-                    @inline(__always) func bucket(_ k: UInt64) -> Int {
-                        Int(truncatingIfNeeded: (UInt64(UInt32(truncatingIfNeeded: k >> 32) - lowest)) >> shift)
-                    }
-                    for k in keys { counts[bucket(k) + 1] += 1 }
-                    for b in 0..<buckets { counts[b + 1] += counts[b] }
-                    // counts[b] is now bucket b's start; each placement advances it, leaving its end.
-                    for k in keys {
-                        let b = bucket(k)
-                        sorted[Int(counts[b])] = k
-                        counts[b] += 1
-                    }
-                    var start = 0
-                    for b in 0..<buckets {
-                        let end = Int(counts[b])
-                        if end - start > 64 {
-                            // Many equal weights (a constant or quantised distribution) share a bucket:
-                            // an insertion sort would be quadratic there.
-                            var bucket = UnsafeMutableBufferPointer(rebasing: sorted[start..<end])
-                            bucket.sort()
-                        } else if end - start > 1 {
-                            insertionSort(UnsafeMutableBufferPointer(rebasing: sorted[start..<end]))
-                        }
-                        start = end
-                    }
-                    keys.baseAddress!.update(from: sorted.baseAddress!, count: n)
-                }
+        keys.withUnsafeMutableBufferPointer { keys in
+            scratch.withUnsafeMutableBufferPointer { scratch in
+                let base = keys.baseAddress!
+                let sorted = radixSort(base, scratch.baseAddress!, n, counts: &counts, lowHalvesAscending: false)
+                if sorted != base { base.update(from: sorted, count: n) }
             }
+        }
+    }
+
+    /// Digits of 11 bits: a pass's counts (2,048 of them, 8 KB) stay in L1.
+    private static let digitBits = 11
+
+    /// Sorts the `n` keys at `keys` ascending by a stable least-significant-digit radix sort, ping-ponging
+    /// between `keys` and `scratch` (each holding `n`); returns whichever of the two holds the result.
+    /// Only the bits in which the keys differ are sorted: those of the low halves (skipped when
+    /// `lowHalvesAscending`: the keys are already in ascending order of their low halves, which a
+    /// stable sort keeps among equal high halves), then those of the high halves above their minimum.
+    /// A pass whose digit is the same for every key moves nothing. A handful of keys are insertion-sorted.
+    static func radixSort(_ keys: UnsafeMutablePointer<UInt64>, _ scratch: UnsafeMutablePointer<UInt64>, _ n: Int,
+                          counts: inout [Int32], lowHalvesAscending: Bool) -> UnsafeMutablePointer<UInt64> {
+        if n <= 48 {
+            insertionSort(UnsafeMutableBufferPointer(start: keys, count: n))
+            return keys
+        }
+        var lowest = UInt32.max, highest = UInt32.min, largestLow = UInt32.min
+        for j in 0..<n {
+            let key = keys[j]
+            let high = UInt32(truncatingIfNeeded: key >> 32)
+            lowest = min(lowest, high)
+            highest = max(highest, high)
+            largestLow = max(largestLow, UInt32(truncatingIfNeeded: key))
+        }
+        let buckets = 1 << digitBits
+        if counts.count < buckets { counts = [Int32](repeating: 0, count: buckets) }
+        var sorted = keys, spare = scratch
+        counts.withUnsafeMutableBufferPointer { counts in
+            if !lowHalvesAscending {
+                radixPasses(&sorted, &spare, n, counts: counts.baseAddress!,
+                            bits: UInt32.bitWidth - largestLow.leadingZeroBitCount, fieldShift: 0, offset: 0)
+            }
+            radixPasses(&sorted, &spare, n, counts: counts.baseAddress!,
+                        bits: UInt32.bitWidth - (highest &- lowest).leadingZeroBitCount, fieldShift: 32, offset: lowest)
+        }
+        return sorted
+    }
+
+    /// Stable counting passes over the low `bits` bits of the field `UInt32(key >> fieldShift) - offset`,
+    /// in balanced digits of at most `digitBits`, each moving the `n` keys from `sorted` to `spare` and
+    /// swapping the two.
+    private static func radixPasses(_ sorted: inout UnsafeMutablePointer<UInt64>, _ spare: inout UnsafeMutablePointer<UInt64>, _ n: Int,
+                                    counts: UnsafeMutablePointer<Int32>, bits: Int, fieldShift: UInt64, offset: UInt32) {
+        guard bits > 0 else { return }
+        let passes = (bits + digitBits - 1) / digitBits
+        let width = (bits + passes - 1) / passes
+        let mask = UInt32(1 << width - 1)
+        for pass in 0..<passes {
+            let source = sorted, destination = spare
+            let shift = UInt32(pass * width)
+            @inline(__always) func digit(_ key: UInt64) -> Int {
+                Int(truncatingIfNeeded: (UInt32(truncatingIfNeeded: key &>> fieldShift) &- offset) &>> shift & mask)
+            }
+            counts.initialize(repeating: 0, count: 1 << width)
+            for j in 0..<n { counts[digit(source[j])] &+= 1 }
+            // One digit shared by every key: this pass would move nothing.
+            if counts[digit(source[0])] == Int32(n) { continue }
+            var start: Int32 = 0
+            for d in 0..<(1 << width) {
+                let size = counts[d]
+                counts[d] = start
+                start &+= size
+            }
+            for j in 0..<n {
+                let key = source[j]
+                let d = digit(key)
+                destination[Int(truncatingIfNeeded: counts[d])] = key
+                counts[d] &+= 1
+            }
+            (sorted, spare) = (destination, source)
         }
     }
 
@@ -260,9 +320,10 @@ public struct Sampler {
         }
     }
 
-    /// Keeps the `k` smallest of `items` (in no particular order), in expected linear time.
-    static func selectSmallest(_ items: inout [UInt64], _ k: Int) {
-        var lo = 0, hi = items.count - 1
+    /// Moves the `k` smallest of the `n` keys at `items` to its front (in no particular order), in
+    /// expected linear time.
+    static func selectSmallest(_ items: UnsafeMutablePointer<UInt64>, _ n: Int, _ k: Int) {
+        var lo = 0, hi = n - 1
         var state: UInt64 = 0x9E37_79B9_7F4A_7C15
         while lo < hi {
             state = state &* 6364136223846793005 &+ 1442695040888963407
@@ -271,10 +332,9 @@ public struct Sampler {
             while i <= j {
                 while items[i] < pivot { i += 1 }
                 while pivot < items[j] { j -= 1 }
-                if i <= j { items.swapAt(i, j); i += 1; j -= 1 }
+                if i <= j { (items[i], items[j]) = (items[j], items[i]); i += 1; j -= 1 }
             }
             if k - 1 <= j { hi = j } else if k - 1 >= i { lo = i } else { break }
         }
-        items.removeSubrange(k...)
     }
 }
