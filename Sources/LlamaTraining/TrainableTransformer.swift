@@ -154,7 +154,7 @@ public final class TrainableTransformer {
             project(.wk, l, saved.k.baseAddress, saved.xn1.baseAddress, n: n, inFeatures: D, outFeatures: KVD, seed: seed)
             project(.wv, l, saved.v.baseAddress, saved.xn1.baseAddress, n: n, inFeatures: D, outFeatures: KVD, seed: seed)
             rotate(queries: saved.q, keys: saved.k, batch: batch, sign: 1)
-            attentionForward(saved, batch: batch, tape: tape)
+            attentionForward(saved, batch: batch, tape: tape, forBackward: lastLayerRows == nil)
             saved.xMid.baseAddress.update(from: x.baseAddress, count: n * D)
             project(.wo, l, saved.xMid.baseAddress, saved.att.baseAddress, n: n, inFeatures: D, outFeatures: D, accumulate: true, seed: seed)
             normRows(out: saved.xn2, inverse: saved.rms2, input: saved.xMid, weight: w + offset(.rmsFFN, l), rows: n)
@@ -162,8 +162,7 @@ public final class TrainableTransformer {
             project(.w3, l, saved.h3.baseAddress, saved.xn2.baseAddress, n: n, inFeatures: D, outFeatures: H, seed: seed)
             let h1 = saved.h1.baseAddress, h3 = saved.h3.baseAddress, g = saved.g.baseAddress
             pool.parallelFor(n * H, grain: 1024) { range, _ in
-                (g + range.lowerBound).update(from: h1 + range.lowerBound, count: range.count)
-                Kernels.swiglu(g + range.lowerBound, h3 + range.lowerBound, range.count)
+                Kernels.swiglu(out: g + range.lowerBound, gate: h1 + range.lowerBound, up: h3 + range.lowerBound, range.count)
             }
             let next = tape.output(ofLayer: l)
             next.baseAddress.update(from: saved.xMid.baseAddress, count: n * D)
@@ -235,8 +234,7 @@ public final class TrainableTransformer {
         let h1 = saved.h1.baseAddress, h3 = saved.h3.baseAddress, g = saved.g.baseAddress
         project(.w1, l, h1, saved.xn2.baseAddress, n: m, inFeatures: D, outFeatures: H, seed: seed)
         project(.w3, l, h3, saved.xn2.baseAddress, n: m, inFeatures: D, outFeatures: H, seed: seed)
-        g.update(from: h1, count: m * H)
-        Kernels.swiglu(g, h3, m * H)
+        Kernels.swiglu(out: g, gate: h1, up: h3, m * H)
         // The layer's output rows, computed compactly in xn1 (free now), then placed.
         let out = xn1, final = tape.xFinal.baseAddress
         out.update(from: xMid, count: m * D)
@@ -244,8 +242,10 @@ public final class TrainableTransformer {
         for (i, r) in rows.enumerated() { (final + r * D).update(from: out + i * D, count: D) }
     }
 
-    /// Causal attention of each sequence with itself; saves the probabilities.
-    private func attentionForward(_ saved: ForwardTape.Layer, batch: TokenBatch, tape: ForwardTape) {
+    /// Causal attention of each sequence with itself; saves the probabilities, with zeros above the
+    /// diagonal where the backward pass will read them (`forBackward`; a scoring forward has none, and
+    /// zeroes only what its own products read).
+    private func attentionForward(_ saved: ForwardTape.Layer, batch: TokenBatch, tape: ForwardTape, forBackward: Bool) {
         let c = config, D = c.dim, KVD = c.kvDim, hs = c.headSize, group = c.kvGroupSize
         let scale = 1 / Float(hs).squareRoot()
         let q = saved.q.baseAddress, k = saved.k.baseAddress, v = saved.v.baseAddress
@@ -264,10 +264,12 @@ public final class TrainableTransformer {
                     let r1 = min(T, r0 + TrainableTransformer.attentionBlock)
                     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(r1 - r0), Int32(r1), Int32(hs), scale,
                                 qh + r0 * D, Int32(D), kh, Int32(KVD), 0, P + r0 * T, Int32(T))
+                    // The product below reads columns [0, r1) of these rows; the backward pass all T.
+                    let width = forBackward ? T : r1
                     for i in r0..<r1 {
                         let p = P + i * T
                         Kernels.softmax(p, i + 1)
-                        (p + i + 1).update(repeating: 0, count: T - i - 1)
+                        (p + i + 1).update(repeating: 0, count: width - i - 1)
                     }
                     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(r1 - r0), Int32(hs), Int32(r1), 1,
                                 P + r0 * T, Int32(T), vh, Int32(KVD), 0, att + (row + r0) * D + h * hs, Int32(D))

@@ -89,16 +89,23 @@ package enum Kernels {
     /// SwiGLU's gate in place: `gate[i] = silu(gate[i]) * up[i]`, `silu(v) = v / (1 + exp(-v))`.
     @inline(__always)
     @inlinable package static func swiglu(_ gate: UnsafeMutablePointer<Float>, _ up: UnsafePointer<Float>, _ n: Int) {
+        swiglu(out: gate, gate: UnsafePointer(gate), up: up, n)
+    }
+
+    /// SwiGLU into `out`: `out[i] = silu(gate[i]) * up[i]` (`out` may alias `gate`), the same sums as
+    /// the in-place form.
+    @inline(__always)
+    @inlinable package static func swiglu(out: UnsafeMutablePointer<Float>, gate: UnsafePointer<Float>, up: UnsafePointer<Float>, _ n: Int) {
         let one = Vec(repeating: 1)
         var i = 0
         while i + 16 <= n {
-            let v = load(UnsafePointer(gate), i)
-            store(v / (one + exp(-v)) * load(up, i), gate, i)
+            let v = load(gate, i)
+            store(v / (one + exp(-v)) * load(up, i), out, i)
             i += 16
         }
         while i < n {
             let v = gate[i]
-            gate[i] = v / (1 + exp(-v)) * up[i]
+            out[i] = v / (1 + exp(-v)) * up[i]
             i += 1
         }
     }
