@@ -25,7 +25,12 @@ func printMachine() {
     let report = BLASRuntime.startupReport
     print(String(format: "BLAS: %@; sgemm 1024^3 on 1 thread: %.1f GFLOP/s", report?.summary ?? "OpenBLAS kernels \(BLASRuntime.coreName)",
                  BLASRuntime.measureSgemm()))
-    print("bfloat16 products: " + (Kernels.bfloat16Hardware ? "AVX-512 BF16 (vdpbf16ps)" : "portable fallback (no AVX-512 BF16 on this CPU)"))
+    let peaks = Kernels.arithmeticPeaks()
+    let peakLine = peaks.bfloat16 > 0 && peaks.float32 > 0
+        ? String(format: "; one core's peak: vdpbf16ps %.1f GFLOP/s, float32 FMA %.1f GFLOP/s (bfloat16 %.2fx float32)",
+                 peaks.bfloat16, peaks.float32, peaks.bfloat16 / peaks.float32)
+        : ""
+    print("bfloat16 products: " + (Kernels.bfloat16Hardware ? "AVX-512 BF16 (vdpbf16ps)" : "portable fallback (no AVX-512 BF16 on this CPU)") + peakLine)
 }
 
 /// The bench's model shapes by name (15M, gqa, 110M); an unknown name is refused, naming the choices.

@@ -53,4 +53,9 @@ void rlhf_bf16_matmul_panels(float *c, long ldc, const uint32_t *x, long m, cons
 void rlhf_adamw_update(float *p, float *m, float *v, const float *g, long n, float scale, float beta1, float beta2,
                        float lr, float decay, float eps, float correction1, float correction2);
 
+/// One core's arithmetic peak in GFLOP/s over `iterations` rounds of twelve independent accumulators in
+/// registers: vdpbf16ps (0 without AVX-512 BF16) and the AVX-512 float32 FMA (0 without AVX-512).
+double rlhf_peak_bf16_gflops(long iterations);
+double rlhf_peak_fma_gflops(long iterations);
+
 #endif

@@ -9,6 +9,13 @@ extension Kernels {
     /// the same sums otherwise.
     package static var bfloat16Hardware: Bool { rlhf_bf16_hardware() != 0 }
 
+    /// One core's measured arithmetic peak in GFLOP/s (about 0.3 s): `vdpbf16ps` (0 without AVX-512
+    /// BF16) and the AVX-512 float32 FMA (0 without AVX-512). Which is larger says whether bfloat16
+    /// products save time on this CPU or only memory.
+    package static func arithmeticPeaks() -> (bfloat16: Double, float32: Double) {
+        (rlhf_peak_bf16_gflops(20_000_000), rlhf_peak_fma_gflops(50_000_000))
+    }
+
     /// 32-bit pair words one `(rows, k)` input takes.
     package static func pairWords(rows: Int, k: Int) -> Int { rows * ((k + 1) / 2) }
 
