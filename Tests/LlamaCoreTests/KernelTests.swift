@@ -156,6 +156,28 @@ import Testing
     }
 
     /// A row's results do not depend on the other rows of the call (the batched decode's promise).
+    /// The vector rounding to bfloat16 values is the scalar one, element for element: ties both ways,
+    /// infinities, NaNs, tiny and huge values, a tail shorter than a vector, in place too.
+    @Test func roundingToBFloat16MatchesTheScalarForm() {
+        var rng = SeededGenerator(seed: 5)
+        var x: [Float] = [0, -0, 1, -1, .infinity, -.infinity, .nan, -.nan, .leastNonzeroMagnitude, .greatestFiniteMagnitude,
+                          Float(bitPattern: 0x3F80_8000), Float(bitPattern: 0x3F81_8000), Float(bitPattern: 0x7F7F_FFFF),
+                          Float(bitPattern: 0x7F80_0001), Float(bitPattern: 0xFFC0_1234)]
+        x += (0..<1000).map { _ in Float(bitPattern: UInt32(truncatingIfNeeded: rng.next())) }
+        x += (0..<37).map { _ in Float(rng.nextGaussian()) }
+        var out = [Float](repeating: 7, count: x.count)
+        x.withUnsafeBufferPointer { xs in
+            out.withUnsafeMutableBufferPointer { Kernels.roundToBFloat16($0.baseAddress!, xs.baseAddress!, xs.count) }
+        }
+        var inPlace = x
+        inPlace.withUnsafeMutableBufferPointer { Kernels.roundToBFloat16($0.baseAddress!, UnsafePointer($0.baseAddress!), $0.count) }
+        for (i, v) in x.enumerated() {
+            let expected = Kernels.float(bfloat16: Kernels.bfloat16(v)).bitPattern
+            #expect(out[i].bitPattern == expected, "element \(i): \(v.bitPattern)")
+            #expect(inPlace[i].bitPattern == expected, "element \(i) in place")
+        }
+    }
+
     @Test func aRowGetsTheSameBitsInAnyCompany() {
         let n = 150, k = 96
         let x = randomArray(7 * k, seed: 21), w = randomArray(n * k, seed: 22)

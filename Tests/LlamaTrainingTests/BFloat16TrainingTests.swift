@@ -18,12 +18,14 @@ import Testing
     /// bfloat16-rounded operands; with accumulation, added to what was there.
     /// (96, 40, 70): 48 pairs a row, so whole 16-pair tiles of the weight gradient's transposed left
     /// operand fill whole cache lines (the packing's streaming stores) beside a partial tile of rows.
-    @Test(arguments: [(1, 7, 5), (33, 19, 40), (70, 130, 33), (130, 48, 96), (96, 40, 70)], [1, 2])
-    func productsMatchRoundedFloat64(shape: (Int, Int, Int), threads: Int) {
+    /// Both routes: pair panels (`vdpbf16ps` or its portable fallback) and rounded float32 through sgemm.
+    @Test(arguments: [(1, 7, 5), (33, 19, 40), (70, 130, 33), (130, 48, 96), (96, 40, 70)],
+          [(1, MatrixProducts.BFloat16Route.pairPanels), (2, .pairPanels), (1, .roundedFloat32), (2, .roundedFloat32)])
+    func productsMatchRoundedFloat64(shape: (Int, Int, Int), setting: (threads: Int, route: MatrixProducts.BFloat16Route)) {
         let (n, inF, outF) = shape
-        let pool = ComputePool(threads: threads)
+        let pool = ComputePool(threads: setting.threads)
         defer { pool.shutdown() }
-        let products = MatrixProducts(pool: pool, precision: .bfloat16)
+        let products = MatrixProducts(pool: pool, precision: .bfloat16, route: setting.route)
         let x = randomArray(n * inF, seed: 1), w = randomArray(outF * inF, seed: 2), dy = randomArray(n * outF, seed: 3)
         let tolerance = { (terms: Int) in 2e-6 * Double(terms) + 1e-5 }
         // Y = X W^T, accumulated onto ones.

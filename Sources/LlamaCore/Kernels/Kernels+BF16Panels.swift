@@ -12,8 +12,27 @@ extension Kernels {
     /// One core's measured arithmetic peak in GFLOP/s (about 0.3 s): `vdpbf16ps` (0 without AVX-512
     /// BF16) and the AVX-512 float32 FMA (0 without AVX-512). Which is larger says whether bfloat16
     /// products save time on this CPU or only memory.
-    package static func arithmeticPeaks() -> (bfloat16: Double, float32: Double) {
-        (rlhf_peak_bf16_gflops(20_000_000), rlhf_peak_fma_gflops(50_000_000))
+    /// `quick`: a probe of a few milliseconds, enough to tell which is larger.
+    package static func arithmeticPeaks(quick: Bool = false) -> (bfloat16: Double, float32: Double) {
+        quick ? (rlhf_peak_bf16_gflops(1_000_000), rlhf_peak_fma_gflops(2_000_000))
+              : (rlhf_peak_bf16_gflops(20_000_000), rlhf_peak_fma_gflops(50_000_000))
+    }
+
+    /// `out[i] = x[i]` rounded to the nearest bfloat16 value (ties to even; NaN stays NaN), kept in float32
+    /// (`out` may alias `x`): what `bfloat16(_:)` then `float(bfloat16:)` give, 16 at a time.
+    package static func roundToBFloat16(_ out: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ n: Int) {
+        typealias Words = SIMD16<UInt32>
+        var i = 0
+        while i + 16 <= n {
+            let v = load(x, i)
+            let bits = unsafeBitCast(v, to: Words.self)
+            let roundedBits = (bits &+ (Words(repeating: 0x7FFF) &+ ((bits &>> 16) & 1))) & Words(repeating: 0xFFFF_0000)
+            let quietNaN = (bits | Words(repeating: 0x0040_0000)) & Words(repeating: 0xFFFF_0000)
+            let result = roundedBits.replacing(with: quietNaN, where: v .!= v)
+            store(unsafeBitCast(result, to: Vec.self), out, i)
+            i += 16
+        }
+        while i < n { out[i] = float(bfloat16: bfloat16(x[i])); i += 1 }
     }
 
     /// 32-bit pair words one `(rows, k)` input takes.
