@@ -9,10 +9,10 @@ extension Kernels {
     /// the same sums otherwise.
     package static var bfloat16Hardware: Bool { rlhf_bf16_hardware() != 0 }
 
-    /// One core's measured arithmetic peak in GFLOP/s (about 0.3 s): `vdpbf16ps` (0 without AVX-512
-    /// BF16) and the AVX-512 float32 FMA (0 without AVX-512). Which is larger says whether bfloat16
-    /// products save time on this CPU or only memory.
-    /// `quick`: a probe of a few milliseconds, enough to tell which is larger.
+    /// One core's measured arithmetic peak in GFLOP/s: `vdpbf16ps` (0 without AVX-512 BF16) and the
+    /// AVX-512 float32 FMA (0 without AVX-512), over about 0.3 s (`quick`: a few milliseconds, enough to
+    /// tell which is larger). Which is larger says whether bfloat16 products save time on this CPU or
+    /// only memory.
     package static func arithmeticPeaks(quick: Bool = false) -> (bfloat16: Double, float32: Double) {
         quick ? (rlhf_peak_bf16_gflops(1_000_000), rlhf_peak_fma_gflops(2_000_000))
               : (rlhf_peak_bf16_gflops(20_000_000), rlhf_peak_fma_gflops(50_000_000))
