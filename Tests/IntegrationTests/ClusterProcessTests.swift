@@ -18,7 +18,9 @@ import LlamaCore
         GenerateRequest(prompts: [GenerateRequest.Prompt(id: 0, tokens: ids)], samplesPerPrompt: samples, maxNewTokens: tokens)
     }
 
-    static func spawn(_ arguments: [String]) throws -> Process { try TestKit.spawn(arguments) }
+    static func spawn(_ arguments: [String], environment: [String: String] = [:]) throws -> Process {
+        try TestKit.spawn(arguments, environment: environment)
+    }
 
     @Test func workersJoinAreWatchedAndReportedByStatus() throws {
         guard FileManager.default.isExecutableFile(atPath: ClusterProcessTests.executable.path) else {
@@ -139,9 +141,14 @@ import LlamaCore
         defer { coordinator.shutdown() }
         let roles = [("learner", "learner-0"), ("generator", "gen-0"), ("generator", "gen-1"), ("reference-policy", "ref-0"),
                      ("reward-model", "rm-0")]
+        // The step is taken again in this process below and must give the same bits, so the workers run
+        // this process's OpenBLAS kernels: the rlhf executable would switch a generic core (Prescott, as
+        // OpenBLAS detects the Intel Xeons of the class) to the CPU's own at start-up, this test runner
+        // cannot, and the two kernel sets sum in different orders.
         let workers = try roles.map { role, id in
             try ClusterProcessTests.spawn(["worker", "--role", role, "--coordinator", coordinator.endpoint, "--id", id,
-                                           "--checkpoint", RoleProcessTests.checkpoint])
+                                           "--checkpoint", RoleProcessTests.checkpoint],
+                                          environment: [BLASKernelPolicy.overrideVariable: BLASRuntime.coreName])
         }
         defer { for w in workers where w.isRunning { w.terminate() } }
         #expect(TestKit.waitFor(30) { coordinator.workers().filter { $0.health == .healthy }.count == roles.count })

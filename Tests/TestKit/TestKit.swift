@@ -16,11 +16,15 @@ public enum TestKit {
     /// The fixture copies the tests read (`Tests/LlamaCoreTests/Resources`): e.g. `fixture("models/tiny-gqa.bin")`.
     public static func fixture(_ path: String) -> String { repository + "/Tests/LlamaCoreTests/Resources/" + path }
 
-    /// Starts `rlhf ARGUMENTS`, its output discarded, or appended to `log` when given.
-    public static func spawn(_ arguments: [String], log: String? = nil) throws -> Process {
+    /// Starts `rlhf ARGUMENTS`, its output discarded, or appended to `log` when given; `environment` adds to
+    /// (or overrides) this process's.
+    public static func spawn(_ arguments: [String], log: String? = nil, environment: [String: String] = [:]) throws -> Process {
         let p = Process()
         p.executableURL = executable
         p.arguments = arguments
+        if !environment.isEmpty {
+            p.environment = ProcessInfo.processInfo.environment.merging(environment) { _, added in added }
+        }
         if let log {
             _ = FileManager.default.createFile(atPath: log, contents: nil)
             p.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
