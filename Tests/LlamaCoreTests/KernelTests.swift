@@ -155,7 +155,6 @@ import Testing
         }
     }
 
-    /// A row's results do not depend on the other rows of the call (the batched decode's promise).
     /// The vector rounding to bfloat16 values is the scalar one, element for element: ties both ways,
     /// infinities, NaNs, tiny and huge values, a tail shorter than a vector, in place too.
     @Test func roundingToBFloat16MatchesTheScalarForm() {
@@ -178,6 +177,7 @@ import Testing
         }
     }
 
+    /// A row's results do not depend on the other rows of the call (the batched decode's promise).
     @Test func aRowGetsTheSameBitsInAnyCompany() {
         let n = 150, k = 96
         let x = randomArray(7 * k, seed: 21), w = randomArray(n * k, seed: 22)
