@@ -295,6 +295,137 @@ BF16_TARGET static void matmul_bf16(float *c, long ldc, const uint32_t *x, long 
     }
 }
 
+// MARK: - AVX-512F fused multiply-adds over pair panels (the inputs as bfloat16 values in float32)
+
+#define FMA_TARGET __attribute__((target("avx512f")))
+
+/// Pair steps a tile takes before the next tile's turn, and how many such chunks ahead the tiles after
+/// the first fetch the panels' lines (see rlhf_bf16_matmul_panels_fma).
+enum { FMA_CHUNK = 16, FMA_AHEAD = 2 };
+
+FMA_TARGET static inline void fma_store_v(float *dst, __m512 v, long width, int accumulate) {
+    if (width >= 16) {
+        if (accumulate) v = _mm512_add_ps(v, _mm512_loadu_ps(dst));
+        _mm512_storeu_ps(dst, v);
+    } else if (width > 0) {
+        float tmp[16];
+        _mm512_storeu_ps(tmp, v);
+        put16(dst, tmp, width, accumulate);
+    }
+}
+
+/// A panel line's 16 pairs as float32: the odd elements (high halves) and the even ones (low halves).
+FMA_TARGET static inline void split_pairs(const uint16_t *p, __m512 *odd, __m512 *even) {
+    __m512i v = _mm512_loadu_si512((const void *)p);
+    *odd = _mm512_castsi512_ps(_mm512_and_si512(v, _mm512_set1_epi32((int)0xFFFF0000u)));
+    *even = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+}
+
+/// Rows b ..< b + valid (at most 4; rows past them reuse row b) of the 4 panels at p0, pairs i0 ..< i1,
+/// adding to the 16 sums at acc ([row][panel]). x is (rows, k) float32. Each step adds the odd
+/// element's product, then the even one's (what vdpbf16ps and the portable fallback do). Tiles `t` of
+/// 1 ... fetching also fetch the lines FMA_AHEAD chunks ahead, sharing the steps.
+FMA_TARGET static inline __attribute__((always_inline))
+void fma_tile4x4(__m512 *acc, const float *x, long k, long b, long valid, const uint16_t *p0, long k2,
+                 long i0, long i1, long t, long fetching) {
+    const uint16_t *p1 = p0 + 32 * k2, *p2 = p1 + 32 * k2, *p3 = p2 + 32 * k2;
+    const float *x0 = x + b * k;
+    const float *x1 = valid > 1 ? x0 + k : x0, *x2 = valid > 2 ? x0 + 2 * k : x0, *x3 = valid > 3 ? x0 + 3 * k : x0;
+    __m512 a00 = acc[0], a01 = acc[1], a02 = acc[2], a03 = acc[3], a10 = acc[4], a11 = acc[5], a12 = acc[6], a13 = acc[7];
+    __m512 a20 = acc[8], a21 = acc[9], a22 = acc[10], a23 = acc[11], a30 = acc[12], a31 = acc[13], a32 = acc[14], a33 = acc[15];
+    const long ahead = FMA_AHEAD * FMA_CHUNK * 32;
+    // Pairs whose odd element lies past k (odd k: the last pair) read an odd input of 0.
+    const long full = k / 2;
+    for (long i = i0; i < i1; i++) {
+        const long o = i * 32;
+        if (fetching > 0 && t >= 1 && t <= fetching && (i - i0) % fetching == t - 1 && i + FMA_AHEAD * FMA_CHUNK < k2) {
+            __builtin_prefetch(p0 + o + ahead, 0, 1); __builtin_prefetch(p1 + o + ahead, 0, 1);
+            __builtin_prefetch(p2 + o + ahead, 0, 1); __builtin_prefetch(p3 + o + ahead, 0, 1);
+        }
+        __m512 o0, e0, o1, e1, o2, e2, o3, e3;
+        split_pairs(p0 + o, &o0, &e0); split_pairs(p1 + o, &o1, &e1);
+        split_pairs(p2 + o, &o2, &e2); split_pairs(p3 + o, &o3, &e3);
+        const int whole = i < full;
+#define FMA_ROW(xr, r0, r1, r2, r3) { \
+            __m512 s = _mm512_set1_ps(whole ? xr[2 * i + 1] : 0.0f); \
+            r0 = _mm512_fmadd_ps(o0, s, r0); r1 = _mm512_fmadd_ps(o1, s, r1); \
+            r2 = _mm512_fmadd_ps(o2, s, r2); r3 = _mm512_fmadd_ps(o3, s, r3); \
+            s = _mm512_set1_ps(xr[2 * i]); \
+            r0 = _mm512_fmadd_ps(e0, s, r0); r1 = _mm512_fmadd_ps(e1, s, r1); \
+            r2 = _mm512_fmadd_ps(e2, s, r2); r3 = _mm512_fmadd_ps(e3, s, r3); }
+        FMA_ROW(x0, a00, a01, a02, a03)
+        FMA_ROW(x1, a10, a11, a12, a13)
+        FMA_ROW(x2, a20, a21, a22, a23)
+        FMA_ROW(x3, a30, a31, a32, a33)
+#undef FMA_ROW
+    }
+    acc[0] = a00; acc[1] = a01; acc[2] = a02; acc[3] = a03; acc[4] = a10; acc[5] = a11; acc[6] = a12; acc[7] = a13;
+    acc[8] = a20; acc[9] = a21; acc[10] = a22; acc[11] = a23; acc[12] = a30; acc[13] = a31; acc[14] = a32; acc[15] = a33;
+}
+
+/// Rows of one panel (a range's last 1-3 panels), 8 rows at a time, all pairs in one pass.
+FMA_TARGET static void fma_panel8(float *c, long ldc, const float *x, long k, long m, const uint16_t *p, long k2,
+                                  long width, int accumulate) {
+    const long full = k / 2;
+    for (long b = 0; b < m; b += 8) {
+        long valid = m - b < 8 ? m - b : 8;
+        const float *xr[8];
+        for (long r = 0; r < 8; r++) xr[r] = x + (b + (r < valid ? r : 0)) * k;
+        __m512 a[8];
+        for (int r = 0; r < 8; r++) a[r] = _mm512_setzero_ps();
+        for (long i = 0; i < k2; i++) {
+            __m512 odd, even;
+            split_pairs(p + i * 32, &odd, &even);
+            const int whole = i < full;
+            for (int r = 0; r < 8; r++) {
+                a[r] = _mm512_fmadd_ps(odd, _mm512_set1_ps(whole ? xr[r][2 * i + 1] : 0.0f), a[r]);
+                a[r] = _mm512_fmadd_ps(even, _mm512_set1_ps(xr[r][2 * i]), a[r]);
+            }
+        }
+        for (long r = 0; r < valid; r++) fma_store_v(c + (b + r) * ldc, a[r], width, accumulate);
+    }
+}
+
+/// Up to 64 rows (x, c already offset to them) and the features f0 ..< f1: blocks of 4 panels, whose
+/// tiles of 4 rows take turns over the pairs in chunks of FMA_CHUNK, their sums kept in `spill` between
+/// turns (unchanged floats: every sum still runs over the pairs in order). The first tile of a chunk
+/// reads the panels' lines from memory, the others from L1 and fetch the lines ahead, so that the
+/// panels stream in all the time.
+FMA_TARGET static void matmul_fma_rows(float *c, long ldc, const float *x, long k, long m, const uint16_t *packed, long k2,
+                                       long f0, long f1, int accumulate) {
+    __m512 spill[16 * 16];
+    long j = f0 / 16;
+    while (j * 16 < f1) {
+        const uint16_t *p0 = packed + j * 32 * k2;
+        long fbase = j * 16, width = f1 - fbase < 64 ? f1 - fbase : 64;
+        if (width <= 48) {
+            for (long q = 0; q * 16 < width; q++) {
+                long w = width - 16 * q < 16 ? width - 16 * q : 16;
+                fma_panel8(c + fbase + 16 * q, ldc, x, k, m, p0 + q * 32 * k2, k2, w, accumulate);
+            }
+            break;
+        }
+        long tiles = (m + 3) / 4;
+        long fetching = tiles - 1 < 3 ? tiles - 1 : 3;
+        for (long q = 0; q < 16 * tiles; q++) spill[q] = _mm512_setzero_ps();
+        for (long i0 = 0; i0 < k2; i0 += FMA_CHUNK) {
+            long i1 = i0 + FMA_CHUNK < k2 ? i0 + FMA_CHUNK : k2;
+            for (long t = 0; t < tiles; t++) {
+                long b = 4 * t, valid = m - b < 4 ? m - b : 4;
+                fma_tile4x4(spill + 16 * t, x, k, b, valid, p0, k2, i0, i1, t, fetching);
+            }
+        }
+        for (long b = 0; b < m; b++) {
+            float *dst = c + b * ldc + fbase;
+            const __m512 *sums = spill + 16 * (b / 4) + 4 * (b % 4);
+            for (long q = 0; q < 4; q++) fma_store_v(dst + 16 * q, sums[q], width - 16 * q, accumulate);
+        }
+        j += 4;
+    }
+}
+
+static int fma_hardware(void) { return __builtin_cpu_supports("avx512f") ? 1 : 0; }
+
 int rlhf_bf16_hardware(void) { return __builtin_cpu_supports("avx512bf16") ? 1 : 0; }
 #else
 int rlhf_bf16_hardware(void) { return 0; }
@@ -307,4 +438,54 @@ void rlhf_bf16_matmul_panels(float *c, long ldc, const uint32_t *x, long m, cons
     if (!portable && rlhf_bf16_hardware()) { matmul_bf16(c, ldc, x, m, packed, k2, f0, f1, accumulate); return; }
 #endif
     matmul_portable(c, ldc, x, m, packed, k2, f0, f1, accumulate);
+}
+
+/// The portable form of the float-input product: the same sums as dot2_portable.
+static void matmul_fma_portable(float *c, long ldc, const float *x, long k, long m, const uint16_t *packed, long k2,
+                                long f0, long f1, int accumulate) {
+    for (long f = f0; f < f1; f += 16) {
+        const uint16_t *panel = packed + (f / 16) * 32 * k2;
+        long width = f1 - f < 16 ? f1 - f : 16;
+        for (long b = 0; b < m; b++) {
+            float acc[16] = {0};
+            const float *xr = x + b * k;
+            for (long i = 0; i < k2; i++) {
+                float hi = 2 * i + 1 < k ? xr[2 * i + 1] : 0.0f, lo = xr[2 * i];
+                const uint16_t *p = panel + i * 32;
+                for (int q = 0; q < 16; q++) {
+                    float a = fmaf(from_bf16(p[2 * q + 1]), hi, acc[q]);
+                    acc[q] = fmaf(from_bf16(p[2 * q]), lo, a);
+                }
+            }
+            put16(c + b * ldc + f, acc, width, accumulate);
+        }
+    }
+}
+
+int rlhf_bf16_fma_hardware(void) {
+#if defined(__x86_64__)
+    return fma_hardware();
+#else
+    return 0;
+#endif
+}
+
+void rlhf_bf16_matmul_panels_fma(float *c, long ldc, const float *x, long m, const uint16_t *packed, long k,
+                                 long f0, long f1, int accumulate, int portable) {
+    long k2 = (k + 1) / 2;
+    if (m <= 0 || f1 <= f0) return;
+#if defined(__x86_64__)
+    if (!portable && fma_hardware()) {
+        // Blocks of 256 features by 64 rows, as in matmul_bf16.
+        for (long fb = f0; fb < f1; fb += 256) {
+            long fe = fb + 256 < f1 ? fb + 256 : f1;
+            for (long b = 0; b < m; b += 64) {
+                long rows = m - b < 64 ? m - b : 64;
+                matmul_fma_rows(c + b * ldc, ldc, x + b * k, k, rows, packed, k2, fb, fe, accumulate);
+            }
+        }
+        return;
+    }
+#endif
+    matmul_fma_portable(c, ldc, x, k, m, packed, k2, f0, f1, accumulate);
 }

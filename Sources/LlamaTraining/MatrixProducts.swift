@@ -19,11 +19,7 @@ public final class MatrixProducts {
 
         /// The faster route on this CPU: pair panels where `vdpbf16ps` exists and measures at least a
         /// float32 FMA's arithmetic rate (a probe of a few milliseconds, once per process).
-        public static let fastest: BFloat16Route = {
-            guard Kernels.bfloat16Hardware else { return .roundedFloat32 }
-            let peaks = Kernels.arithmeticPeaks(quick: true)
-            return peaks.bfloat16 >= peaks.float32 ? .pairPanels : .roundedFloat32
-        }()
+        public static let fastest: BFloat16Route = Kernels.bfloat16DotProductIsFast ? .pairPanels : .roundedFloat32
     }
 
     /// Threads for every product.

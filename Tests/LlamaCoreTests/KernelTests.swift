@@ -118,31 +118,47 @@ import Testing
         return (0..<n).map { _ in Float(rng.nextGaussian()) }
     }
 
-    /// `C (m, n)` by the pair-panel kernel, features split at `cut` (a multiple of 16) into two calls.
-    func product(_ x: [Float], _ w: [Float], m: Int, n: Int, k: Int, cut: Int, accumulate: Bool, portable: Bool) -> [Float] {
+    /// `C (m, n)` by the pair-panel kernel on pair words (or with `rounded`, the FMA kernel on rows rounded
+    /// to bfloat16 values), features split at `cut` (a multiple of 16) into two calls.
+    func product(_ x: [Float], _ w: [Float], m: Int, n: Int, k: Int, cut: Int, accumulate: Bool, portable: Bool,
+                 rounded: Bool = false) -> [Float] {
         let packed = AlignedBuffer<UInt16>(count: Kernels.pairPanelCount(n: n, k: k))
         let pairs = AlignedBuffer<UInt32>(count: Kernels.pairWords(rows: m, k: k))
+        let roundedRows = FloatBuffer(count: m * k)
         let out = FloatBuffer(count: m * n)
         for i in 0..<(m * n) { out.baseAddress[i] = accumulate ? 1 : .nan }
         w.withUnsafeBufferPointer { Kernels.packPairPanels(packed.baseAddress, $0.baseAddress!, n: n, k: k) }
-        x.withUnsafeBufferPointer { Kernels.packPairRows(pairs.baseAddress, $0.baseAddress!, m: m, k: k) }
+        x.withUnsafeBufferPointer {
+            Kernels.packPairRows(pairs.baseAddress, $0.baseAddress!, m: m, k: k)
+            Kernels.roundToBFloat16(roundedRows.baseAddress, $0.baseAddress!, m * k)
+        }
         for range in [0..<min(cut, n), min(cut, n)..<n] where !range.isEmpty {
-            Kernels.matmulPairPanels(out.baseAddress, ldc: n, pairs.baseAddress, m: m, packed.baseAddress, k: k,
-                                     features: range, accumulate: accumulate, portable: portable)
+            if rounded {
+                Kernels.matmulPairPanels(out.baseAddress, ldc: n, rounded: roundedRows.baseAddress, m: m, packed.baseAddress, k: k,
+                                         features: range, accumulate: accumulate, portable: portable)
+            } else {
+                Kernels.matmulPairPanels(out.baseAddress, ldc: n, pairs.baseAddress, m: m, packed.baseAddress, k: k,
+                                         features: range, accumulate: accumulate, portable: portable)
+            }
         }
         return Array(UnsafeBufferPointer(start: out.baseAddress, count: m * n))
     }
 
     /// Shapes with odd k, partial panels, lone rows, partial 4-row tiles and 1-3 panel tails.
     @Test(arguments: [(1, 7, 5, 0, false), (3, 33, 17, 16, false), (4, 64, 48, 32, false), (5, 100, 96, 64, false),
-                      (16, 288, 288, 144, false), (9, 70, 131, 48, true), (1, 130, 64, 64, true), (13, 200, 33, 96, false)])
+                      (16, 288, 288, 144, false), (9, 70, 131, 48, true), (1, 130, 64, 64, true), (13, 200, 33, 96, false),
+                      (16, 300, 77, 256, true), (70, 130, 40, 64, false)])
     func pairPanelProductMatchesRoundedFloat64(m: Int, n: Int, k: Int, cut: Int, accumulate: Bool) {
         let x = randomArray(m * k, seed: 11), w = randomArray(n * k, seed: 12)
         let fast = product(x, w, m: m, n: n, k: k, cut: cut, accumulate: accumulate, portable: false)
         let portable = product(x, w, m: m, n: n, k: k, cut: cut, accumulate: accumulate, portable: true)
         // Each sum adds exact products of bfloat16 values in float32 in the same order, odd element
-        // before even: the instruction and the fallback agree to the bit.
+        // before even: the instruction, the FMA kernel and the fallbacks agree to the bit.
         #expect(fast.map(\.bitPattern) == portable.map(\.bitPattern), "hardware \(Kernels.bfloat16Hardware)")
+        for portableFMA in [false, true] {
+            let fma = product(x, w, m: m, n: n, k: k, cut: cut, accumulate: accumulate, portable: portableFMA, rounded: true)
+            #expect(fma.map(\.bitPattern) == portable.map(\.bitPattern), "FMA kernel, portable \(portableFMA)")
+        }
         // One split of the features or another gives the same bits.
         #expect(product(x, w, m: m, n: n, k: k, cut: 0, accumulate: accumulate, portable: false).map(\.bitPattern)
                 == fast.map(\.bitPattern))
@@ -181,10 +197,13 @@ import Testing
     @Test func aRowGetsTheSameBitsInAnyCompany() {
         let n = 150, k = 96
         let x = randomArray(7 * k, seed: 21), w = randomArray(n * k, seed: 22)
-        let all = product(x, w, m: 7, n: n, k: k, cut: 64, accumulate: false, portable: false)
-        for b in 0..<7 {
-            let alone = product(Array(x[(b * k)..<((b + 1) * k)]), w, m: 1, n: n, k: k, cut: 64, accumulate: false, portable: false)
-            #expect(alone.map(\.bitPattern) == all[(b * n)..<((b + 1) * n)].map(\.bitPattern), "row \(b)")
+        for rounded in [false, true] {
+            let all = product(x, w, m: 7, n: n, k: k, cut: 64, accumulate: false, portable: false, rounded: rounded)
+            for b in 0..<7 {
+                let alone = product(Array(x[(b * k)..<((b + 1) * k)]), w, m: 1, n: n, k: k, cut: 64, accumulate: false,
+                                    portable: false, rounded: rounded)
+                #expect(alone.map(\.bitPattern) == all[(b * n)..<((b + 1) * n)].map(\.bitPattern), "row \(b), rounded \(rounded)")
+            }
         }
     }
 }

@@ -9,6 +9,33 @@ extension Kernels {
     /// the same sums otherwise.
     package static var bfloat16Hardware: Bool { rlhf_bf16_hardware() != 0 }
 
+    /// Whether `vdpbf16ps` exists and multiplies at least as fast as float32 FMAs here (AMD Zen 4: 2x;
+    /// the Intel Xeons of the class: 0.45x), by a quick probe of a few milliseconds, once per process.
+    package static let bfloat16DotProductIsFast: Bool = {
+        guard bfloat16Hardware else { return false }
+        let peaks = arithmeticPeaks(quick: true)
+        return peaks.bfloat16 >= peaks.float32
+    }()
+
+    /// How a bfloat16 model's pair panels are multiplied on this CPU (all three give the same sums).
+    package enum PairPanelKernel: String, Sendable {
+        /// `vdpbf16ps` on pair words, where it is fast.
+        case dotProduct
+        /// AVX-512F float32 FMAs of each pair's odd, then even element, inputs as bfloat16 values in
+        /// float32: where `vdpbf16ps` is slow or absent.
+        case fusedMultiplyAdd
+        /// Scalar code on pair words (CPUs without AVX-512).
+        case portable
+
+        /// The fastest kernel on this CPU.
+        package static let fastest: PairPanelKernel = bfloat16DotProductIsFast ? .dotProduct
+            : rlhf_bf16_fma_hardware() != 0 ? .fusedMultiplyAdd : .portable
+
+        /// Whether its inputs are rows rounded to bfloat16 values in float32 (`roundToBFloat16`) rather
+        /// than pair words (`packPairRows`).
+        package var takesRoundedRows: Bool { self == .fusedMultiplyAdd }
+    }
+
     /// One core's measured arithmetic peak in GFLOP/s: `vdpbf16ps` (0 without AVX-512 BF16) and the
     /// AVX-512 float32 FMA (0 without AVX-512), over about 0.3 s (`quick`: a few milliseconds, enough to
     /// tell which is larger). Which is larger says whether bfloat16 products save time on this CPU or
@@ -66,6 +93,16 @@ extension Kernels {
     /// Rounds float32 `X (m, k)` into bfloat16 pair words `(m, ceil(k/2))`.
     package static func packPairRows(_ dst: UnsafeMutablePointer<UInt32>, _ x: UnsafePointer<Float>, m: Int, k: Int) {
         rlhf_bf16_pack_rows(dst, x, m, k)
+    }
+
+    /// `matmulPairPanels` with `X (m, k)` given as bfloat16 values in float32 (`roundToBFloat16`): float32
+    /// FMAs of each pair's odd element's product, then the even one's (AVX-512F; `portable` or a CPU
+    /// without it: scalar code with the same sums).
+    package static func matmulPairPanels(_ c: UnsafeMutablePointer<Float>, ldc: Int, rounded x: UnsafePointer<Float>, m: Int,
+                                         _ packed: UnsafePointer<UInt16>, k: Int, features: Range<Int>,
+                                         accumulate: Bool = false, portable: Bool = false) {
+        rlhf_bf16_matmul_panels_fma(c, ldc, x, m, packed, k, features.lowerBound, features.upperBound,
+                                    accumulate ? 1 : 0, portable ? 1 : 0)
     }
 
     /// `C[b, f] = sum_k X[b, k] W[f, k]` for `b < m` and features `f` in `features` (bounds multiples of

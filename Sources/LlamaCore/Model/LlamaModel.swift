@@ -7,8 +7,10 @@ public enum WeightPrecision: String, Sendable, Codable, CaseIterable {
     /// bfloat16 matrices, float32 sums: half the bytes per decoded token. A model prepared for batched
     /// decode packs its matrices as bfloat16 pair panels, and every product of 1 to 64 rows (batched decode,
     /// short prompts; any row count where rows must not change each other's bits) rounds its input to
-    /// bfloat16 too and multiplies with AVX-512 BF16 (`vdpbf16ps`: twice the multiply-adds of a float32
-    /// FMA) or its portable fallback. A model without batched decode keeps a row-major bfloat16 copy for
+    /// bfloat16 too and multiplies with the fastest kernel of `Kernels.PairPanelKernel` on the CPU:
+    /// AVX-512 BF16 (`vdpbf16ps`) where it does at least a float32 FMA's multiply-adds (AMD Zen 4: twice),
+    /// AVX-512F FMAs on the split pairs where it does not (the Intel Xeons of the class), or a portable
+    /// fallback; all three give the same sums. A model without batched decode keeps a row-major bfloat16 copy for
     /// batch-1 products on float32 inputs. Longer products (prefill) use the float32 matrices.
     case bfloat16
 }

@@ -270,15 +270,29 @@ public final class Transformer {
                     words += Kernels.pairWords(rows: rows, k: job.inFeatures)
                 }
             }
-            let pairs = workspace.pairWords(words)
-            for i in packing { Kernels.packPairRows(pairs + inputOffsets[i], jobs[i].input, m: rows, k: jobs[i].inFeatures) }
+            // The FMA kernel reads the inputs as bfloat16 values in float32 instead: twice the words.
+            let kernel = Kernels.PairPanelKernel.fastest
+            let pairs = workspace.pairWords(kernel.takesRoundedRows ? 2 * words : words)
+            let rounded = UnsafeMutableRawPointer(pairs).assumingMemoryBound(to: Float.self)
+            for i in packing {
+                if kernel.takesRoundedRows {
+                    Kernels.roundToBFloat16(rounded + 2 * inputOffsets[i], jobs[i].input, rows * jobs[i].inFeatures)
+                } else {
+                    Kernels.packPairRows(pairs + inputOffsets[i], jobs[i].input, m: rows, k: jobs[i].inFeatures)
+                }
+            }
             pool.run { t in
                 for (i, job) in jobs.enumerated() {
                     let range = ComputePool.share(of: job.outFeatures, thread: t, threads: threads, grain: 16)
                     guard !range.isEmpty else { continue }
-                    Kernels.matmulPairPanels(job.output, ldc: job.outFeatures, pairs + inputOffsets[i], m: rows,
-                                             packed + model.panelOffsets[job.tensor]![job.layer], k: job.inFeatures,
-                                             features: range, accumulate: job.accumulate)
+                    let weights = packed + model.panelOffsets[job.tensor]![job.layer]
+                    if kernel.takesRoundedRows {
+                        Kernels.matmulPairPanels(job.output, ldc: job.outFeatures, rounded: rounded + 2 * inputOffsets[i], m: rows,
+                                                 weights, k: job.inFeatures, features: range, accumulate: job.accumulate)
+                    } else {
+                        Kernels.matmulPairPanels(job.output, ldc: job.outFeatures, pairs + inputOffsets[i], m: rows,
+                                                 weights, k: job.inFeatures, features: range, accumulate: job.accumulate)
+                    }
                 }
                 epilogue?(ComputePool.share(of: jobs[0].outFeatures, thread: t, threads: threads, grain: 16))
             }
