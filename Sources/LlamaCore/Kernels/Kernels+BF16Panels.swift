@@ -17,7 +17,8 @@ extension Kernels {
         return peaks.bfloat16 >= peaks.float32
     }()
 
-    /// How a bfloat16 model's pair panels are multiplied on this CPU (all three give the same sums).
+    /// How a bfloat16 model's pair panels are multiplied on this CPU. All three give the same sums, but
+    /// that `vdpbf16ps` treats subnormal inputs and results as zero.
     package enum PairPanelKernel: String, Sendable {
         /// `vdpbf16ps` on pair words, where it is fast.
         case dotProduct
