@@ -167,12 +167,14 @@ static void matmul_portable(float *c, long ldc, const uint32_t *x, long m, const
 
 #if defined(__x86_64__)
 #define BF16_TARGET __attribute__((target("avx512f,avx512bf16,avx512vl,avx512bw")))
+/// AVX-512F alone: the FMA kernel, and what both kernels share.
+#define FMA_TARGET __attribute__((target("avx512f")))
 
 BF16_TARGET static inline __m512 dp(__m512 acc, const uint16_t *p, __m512i xb) {
     return _mm512_dpbf16_ps(acc, (__m512bh)_mm512_loadu_si512((const void *)p), (__m512bh)xb);
 }
 
-BF16_TARGET static inline void store_v(float *dst, __m512 v, long width, int accumulate) {
+FMA_TARGET static inline void store_v(float *dst, __m512 v, long width, int accumulate) {
     if (width >= 16) {
         if (accumulate) v = _mm512_add_ps(v, _mm512_loadu_ps(dst));
         _mm512_storeu_ps(dst, v);
@@ -297,22 +299,9 @@ BF16_TARGET static void matmul_bf16(float *c, long ldc, const uint32_t *x, long 
 
 // MARK: - AVX-512F fused multiply-adds over pair panels (the inputs as bfloat16 values in float32)
 
-#define FMA_TARGET __attribute__((target("avx512f")))
-
 /// Pair steps a tile takes before the next tile's turn, and how many such chunks ahead the tiles after
 /// the first fetch the panels' lines (see rlhf_bf16_matmul_panels_fma).
 enum { FMA_CHUNK = 16, FMA_AHEAD = 2 };
-
-FMA_TARGET static inline void fma_store_v(float *dst, __m512 v, long width, int accumulate) {
-    if (width >= 16) {
-        if (accumulate) v = _mm512_add_ps(v, _mm512_loadu_ps(dst));
-        _mm512_storeu_ps(dst, v);
-    } else if (width > 0) {
-        float tmp[16];
-        _mm512_storeu_ps(tmp, v);
-        put16(dst, tmp, width, accumulate);
-    }
-}
 
 /// A panel line's 16 pairs as float32: the odd elements (high halves) and the even ones (low halves).
 FMA_TARGET static inline void split_pairs(const uint16_t *p, __m512 *odd, __m512 *even) {
@@ -382,7 +371,7 @@ FMA_TARGET static void fma_panel8(float *c, long ldc, const float *x, long k, lo
                 a[r] = _mm512_fmadd_ps(even, _mm512_set1_ps(xr[r][2 * i]), a[r]);
             }
         }
-        for (long r = 0; r < valid; r++) fma_store_v(c + (b + r) * ldc, a[r], width, accumulate);
+        for (long r = 0; r < valid; r++) store_v(c + (b + r) * ldc, a[r], width, accumulate);
     }
 }
 
@@ -418,7 +407,7 @@ FMA_TARGET static void matmul_fma_rows(float *c, long ldc, const float *x, long 
         for (long b = 0; b < m; b++) {
             float *dst = c + b * ldc + fbase;
             const __m512 *sums = spill + 16 * (b / 4) + 4 * (b % 4);
-            for (long q = 0; q < 4; q++) fma_store_v(dst + 16 * q, sums[q], width - 16 * q, accumulate);
+            for (long q = 0; q < 4; q++) store_v(dst + 16 * q, sums[q], width - 16 * q, accumulate);
         }
         j += 4;
     }

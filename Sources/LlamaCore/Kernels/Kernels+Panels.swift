@@ -76,32 +76,17 @@ extension Kernels {
                 // Rows past m reuse row b (their results are not stored).
                 let x0 = x + b * k
                 let x1 = valid > 1 ? x0 + k : x0, x2 = valid > 2 ? x0 + 2 * k : x0, x3 = valid > 3 ? x0 + 3 * k : x0
-                var a00 = Vec(), a01 = Vec(), a02 = Vec(), a03 = Vec(), a10 = Vec(), a11 = Vec(), a12 = Vec(), a13 = Vec()
-                var a20 = Vec(), a21 = Vec(), a22 = Vec(), a23 = Vec(), a30 = Vec(), a31 = Vec(), a32 = Vec(), a33 = Vec()
+                var tile = PanelTile()
                 let firstLine = (b / 4 - 1) * k * linesPerStep
                 let prefetching = b > 0 && firstLine < 4 * k
                 let ahead = nextPanels + max(0, firstLine) * 16
                 for kk in 0..<k {
-                    let o = kk * 16
                     if prefetching {
                         for line in 0..<linesPerStep { rlhf_prefetch(ahead + (kk * linesPerStep + line) * 16) }
                     }
-                    let v0 = load(p0, o), v1 = load(p1, o), v2 = load(p2, o), v3 = load(p3, o)
-                    var s = Vec(repeating: x0[kk])
-                    a00.addProduct(s, v0); a01.addProduct(s, v1); a02.addProduct(s, v2); a03.addProduct(s, v3)
-                    s = Vec(repeating: x1[kk])
-                    a10.addProduct(s, v0); a11.addProduct(s, v1); a12.addProduct(s, v2); a13.addProduct(s, v3)
-                    s = Vec(repeating: x2[kk])
-                    a20.addProduct(s, v0); a21.addProduct(s, v1); a22.addProduct(s, v2); a23.addProduct(s, v3)
-                    s = Vec(repeating: x3[kk])
-                    a30.addProduct(s, v0); a31.addProduct(s, v1); a32.addProduct(s, v2); a33.addProduct(s, v3)
+                    tile.step(kk, x0, x1, x2, x3, p0, p1, p2, p3)
                 }
-                @inline(__always) func put(_ row: Int, _ v0: Vec, _ v1: Vec, _ v2: Vec, _ v3: Vec) {
-                    guard row < valid else { return }
-                    storeFeatures(c + (b + row) * ldc + f0, v0, v1, v2, v3, width: width, accumulate: accumulate)
-                }
-                put(0, a00, a01, a02, a03); put(1, a10, a11, a12, a13)
-                put(2, a20, a21, a22, a23); put(3, a30, a31, a32, a33)
+                tile.store(c + b * ldc + f0, ldc: ldc, rows: valid, width: width, accumulate: accumulate)
                 b += 4
             }
             j += 4
@@ -129,7 +114,7 @@ extension Kernels {
         // Tiles 1 ... fetching share the lines ahead, step by step.
         let fetching = min(3, tiles - 1)
         let distance = interleavedPrefetchChunks * chunk
-        withUnsafeTemporaryAllocation(of: Vec.self, capacity: tiles * 16) { spill in
+        withUnsafeTemporaryAllocation(of: PanelTile.self, capacity: tiles) { spill in
             let spill = spill.baseAddress!
             var k0 = 0
             while k0 < k {
@@ -140,44 +125,56 @@ extension Kernels {
                     // Rows past m reuse row b (their results are not stored).
                     let x0 = x + b * k
                     let x1 = valid > 1 ? x0 + k : x0, x2 = valid > 2 ? x0 + 2 * k : x0, x3 = valid > 3 ? x0 + 3 * k : x0
-                    let sums = spill + t * 16
-                    var a00 = Vec(), a01 = Vec(), a02 = Vec(), a03 = Vec(), a10 = Vec(), a11 = Vec(), a12 = Vec(), a13 = Vec()
-                    var a20 = Vec(), a21 = Vec(), a22 = Vec(), a23 = Vec(), a30 = Vec(), a31 = Vec(), a32 = Vec(), a33 = Vec()
-                    if k0 > 0 {
-                        a00 = sums[0]; a01 = sums[1]; a02 = sums[2]; a03 = sums[3]
-                        a10 = sums[4]; a11 = sums[5]; a12 = sums[6]; a13 = sums[7]
-                        a20 = sums[8]; a21 = sums[9]; a22 = sums[10]; a23 = sums[11]
-                        a30 = sums[12]; a31 = sums[13]; a32 = sums[14]; a33 = sums[15]
-                    }
+                    var tile = k0 > 0 ? spill[t] : PanelTile()
                     let fetches = t > 0 && t <= fetching
                     for kk in k0..<k1 {
-                        let o = kk * 16
                         if fetches && (kk - k0) % fetching == t - 1 && kk + distance < k {
-                            let ahead = o + distance * 16
+                            let ahead = kk * 16 + distance * 16
                             rlhf_prefetch(p0 + ahead); rlhf_prefetch(p1 + ahead)
                             rlhf_prefetch(p2 + ahead); rlhf_prefetch(p3 + ahead)
                         }
-                        let v0 = load(p0, o), v1 = load(p1, o), v2 = load(p2, o), v3 = load(p3, o)
-                        var s = Vec(repeating: x0[kk])
-                        a00.addProduct(s, v0); a01.addProduct(s, v1); a02.addProduct(s, v2); a03.addProduct(s, v3)
-                        s = Vec(repeating: x1[kk])
-                        a10.addProduct(s, v0); a11.addProduct(s, v1); a12.addProduct(s, v2); a13.addProduct(s, v3)
-                        s = Vec(repeating: x2[kk])
-                        a20.addProduct(s, v0); a21.addProduct(s, v1); a22.addProduct(s, v2); a23.addProduct(s, v3)
-                        s = Vec(repeating: x3[kk])
-                        a30.addProduct(s, v0); a31.addProduct(s, v1); a32.addProduct(s, v2); a33.addProduct(s, v3)
+                        tile.step(kk, x0, x1, x2, x3, p0, p1, p2, p3)
                     }
-                    sums[0] = a00; sums[1] = a01; sums[2] = a02; sums[3] = a03
-                    sums[4] = a10; sums[5] = a11; sums[6] = a12; sums[7] = a13
-                    sums[8] = a20; sums[9] = a21; sums[10] = a22; sums[11] = a23
-                    sums[12] = a30; sums[13] = a31; sums[14] = a32; sums[15] = a33
+                    spill[t] = tile
                 }
                 k0 = k1
             }
-            for b in 0..<m {
-                let sums = spill + (b / 4) * 16 + (b % 4) * 4
-                storeFeatures(c + b * ldc, sums[0], sums[1], sums[2], sums[3], width: width, accumulate: accumulate)
+            for t in 0..<tiles {
+                spill[t].store(c + 4 * t * ldc, ldc: ldc, rows: min(4, m - 4 * t), width: width, accumulate: accumulate)
             }
+        }
+    }
+
+    /// The 16 sums of a tile of 4 rows by 4 panels (`a<row><panel>`, 16 features each).
+    struct PanelTile {
+        var a00 = Vec(), a01 = Vec(), a02 = Vec(), a03 = Vec(), a10 = Vec(), a11 = Vec(), a12 = Vec(), a13 = Vec()
+        var a20 = Vec(), a21 = Vec(), a22 = Vec(), a23 = Vec(), a30 = Vec(), a31 = Vec(), a32 = Vec(), a33 = Vec()
+
+        /// Adds step `kk` of the sums: 4 panel loads and 4 broadcasts feed 16 fused multiply-adds.
+        @inline(__always)
+        mutating func step(_ kk: Int, _ x0: UnsafePointer<Float>, _ x1: UnsafePointer<Float>, _ x2: UnsafePointer<Float>,
+                           _ x3: UnsafePointer<Float>, _ p0: UnsafePointer<Float>, _ p1: UnsafePointer<Float>,
+                           _ p2: UnsafePointer<Float>, _ p3: UnsafePointer<Float>) {
+            let o = kk * 16
+            let v0 = load(p0, o), v1 = load(p1, o), v2 = load(p2, o), v3 = load(p3, o)
+            var s = Vec(repeating: x0[kk])
+            a00.addProduct(s, v0); a01.addProduct(s, v1); a02.addProduct(s, v2); a03.addProduct(s, v3)
+            s = Vec(repeating: x1[kk])
+            a10.addProduct(s, v0); a11.addProduct(s, v1); a12.addProduct(s, v2); a13.addProduct(s, v3)
+            s = Vec(repeating: x2[kk])
+            a20.addProduct(s, v0); a21.addProduct(s, v1); a22.addProduct(s, v2); a23.addProduct(s, v3)
+            s = Vec(repeating: x3[kk])
+            a30.addProduct(s, v0); a31.addProduct(s, v1); a32.addProduct(s, v2); a33.addProduct(s, v3)
+        }
+
+        /// Writes (or with `accumulate` adds) the first `rows` rows' first `width` (49 to 64) features to
+        /// `dst (rows, ldc)`.
+        @inline(__always)
+        func store(_ dst: UnsafeMutablePointer<Float>, ldc: Int, rows: Int, width: Int, accumulate: Bool) {
+            storeFeatures(dst, a00, a01, a02, a03, width: width, accumulate: accumulate)
+            if rows > 1 { storeFeatures(dst + ldc, a10, a11, a12, a13, width: width, accumulate: accumulate) }
+            if rows > 2 { storeFeatures(dst + 2 * ldc, a20, a21, a22, a23, width: width, accumulate: accumulate) }
+            if rows > 3 { storeFeatures(dst + 3 * ldc, a30, a31, a32, a33, width: width, accumulate: accumulate) }
         }
     }
 
