@@ -32,9 +32,33 @@ extension Kernels {
         package static let fastest: PairPanelKernel = bfloat16DotProductIsFast ? .dotProduct
             : rlhf_bf16_fma_hardware() != 0 ? .fusedMultiplyAdd : .portable
 
-        /// Whether its inputs are rows rounded to bfloat16 values in float32 (`roundToBFloat16`) rather
-        /// than pair words (`packPairRows`).
-        package var takesRoundedRows: Bool { self == .fusedMultiplyAdd }
+        /// 32-bit words one `(rows, k)` input takes in this kernel's form: rows rounded to bfloat16 values
+        /// in float32 (the FMA kernel) or pair words.
+        package func inputWords(rows: Int, k: Int) -> Int {
+            self == .fusedMultiplyAdd ? rows * k : pairWords(rows: rows, k: k)
+        }
+
+        /// Puts float32 `X (rows, k)` into this kernel's input form at `dst` (`inputWords` words).
+        package func packInput(_ dst: UnsafeMutablePointer<UInt32>, _ x: UnsafePointer<Float>, rows: Int, k: Int) {
+            if self == .fusedMultiplyAdd {
+                roundToBFloat16(UnsafeMutableRawPointer(dst).assumingMemoryBound(to: Float.self), x, rows * k)
+            } else {
+                packPairRows(dst, x, m: rows, k: k)
+            }
+        }
+
+        /// `matmulPairPanels` by this kernel on an input packed by `packInput`.
+        package func multiply(_ c: UnsafeMutablePointer<Float>, ldc: Int, _ input: UnsafePointer<UInt32>, m: Int,
+                              _ packed: UnsafePointer<UInt16>, k: Int, features: Range<Int>, accumulate: Bool) {
+            switch self {
+            case .fusedMultiplyAdd:
+                matmulPairPanels(c, ldc: ldc, rounded: UnsafeRawPointer(input).assumingMemoryBound(to: Float.self), m: m,
+                                 packed, k: k, features: features, accumulate: accumulate)
+            case .dotProduct, .portable:
+                matmulPairPanels(c, ldc: ldc, input, m: m, packed, k: k, features: features, accumulate: accumulate,
+                                 portable: self == .portable)
+            }
+        }
     }
 
     /// One core's measured arithmetic peak in GFLOP/s: `vdpbf16ps` (0 without AVX-512 BF16) and the

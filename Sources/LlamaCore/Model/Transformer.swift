@@ -257,8 +257,10 @@ public final class Transformer {
         let threads = pool.threadCount
         if let packed = model.bf16Panels?.baseAddress, rows <= Transformer.panelRowLimit || rowInvariant {
             // bfloat16 pair panels: each distinct input (jobs of a region share theirs) is rounded to
-            // bfloat16 pairs once, then every thread multiplies its share of every matrix.
-            // Each job's packed input (an offset in the workspace's pair words) and the jobs that pack one.
+            // bfloat16 once, in the form the CPU's kernel reads, then every thread multiplies its share of
+            // every matrix.
+            let kernel = Kernels.PairPanelKernel.fastest
+            // Each job's packed input (an offset in the workspace's words) and the jobs that pack one.
             var inputOffsets: [Int] = [], packing: [Int] = []
             var words = 0
             for (i, job) in jobs.enumerated() {
@@ -267,32 +269,18 @@ public final class Transformer {
                 } else {
                     packing.append(i)
                     inputOffsets.append(words)
-                    words += Kernels.pairWords(rows: rows, k: job.inFeatures)
+                    words += kernel.inputWords(rows: rows, k: job.inFeatures)
                 }
             }
-            // The FMA kernel reads the inputs as bfloat16 values in float32 instead: twice the words.
-            let kernel = Kernels.PairPanelKernel.fastest
-            let pairs = workspace.pairWords(kernel.takesRoundedRows ? 2 * words : words)
-            let rounded = UnsafeMutableRawPointer(pairs).assumingMemoryBound(to: Float.self)
-            for i in packing {
-                if kernel.takesRoundedRows {
-                    Kernels.roundToBFloat16(rounded + 2 * inputOffsets[i], jobs[i].input, rows * jobs[i].inFeatures)
-                } else {
-                    Kernels.packPairRows(pairs + inputOffsets[i], jobs[i].input, m: rows, k: jobs[i].inFeatures)
-                }
-            }
+            let pairs = workspace.pairWords(words)
+            for i in packing { kernel.packInput(pairs + inputOffsets[i], jobs[i].input, rows: rows, k: jobs[i].inFeatures) }
             pool.run { t in
                 for (i, job) in jobs.enumerated() {
                     let range = ComputePool.share(of: job.outFeatures, thread: t, threads: threads, grain: 16)
                     guard !range.isEmpty else { continue }
-                    let weights = packed + model.panelOffsets[job.tensor]![job.layer]
-                    if kernel.takesRoundedRows {
-                        Kernels.matmulPairPanels(job.output, ldc: job.outFeatures, rounded: rounded + 2 * inputOffsets[i], m: rows,
-                                                 weights, k: job.inFeatures, features: range, accumulate: job.accumulate)
-                    } else {
-                        Kernels.matmulPairPanels(job.output, ldc: job.outFeatures, pairs + inputOffsets[i], m: rows,
-                                                 weights, k: job.inFeatures, features: range, accumulate: job.accumulate)
-                    }
+                    kernel.multiply(job.output, ldc: job.outFeatures, pairs + inputOffsets[i], m: rows,
+                                    packed + model.panelOffsets[job.tensor]![job.layer], k: job.inFeatures,
+                                    features: range, accumulate: job.accumulate)
                 }
                 epilogue?(ComputePool.share(of: jobs[0].outFeatures, thread: t, threads: threads, grain: 16))
             }
