@@ -181,17 +181,18 @@ public struct GenerateBenchmark: Sendable {
         }
         let caches = (0..<batch).map { _ in transformer.makeCache() }
         let sampling = SamplingSettings(temperature: 1, topP: topP)
-        var samplers = try prompts.map { _ in try Sampler(settings: sampling) }
+        let samplers = try prompts.map { _ in try Sampler(settings: sampling) }
+        var scratch = Array(repeating: SamplingScratch(), count: pool.threadCount)
         var rngs = (0..<batch).map { SeededGenerator(seed: UInt64(round), stream: UInt64($0)) }
         let start = Date()
         var tokens = try prompts.enumerated().map { i, prompt in
-            try transformer.prefill(prompt, cache: caches[i]).withRow(0) { samplers[i].sample($0, rng: &rngs[i]).id }
+            try transformer.prefill(prompt, cache: caches[i]).withRow(0) { samplers[i].sample($0, rng: &rngs[i], scratch: &scratch[0]).id }
         }
         let decodeStart = Date()
         let rows = Array(0..<batch)
         for _ in 1..<newTokens {
             let logits = try transformer.decode(tokens, caches: caches)
-            tokens = Sampler.sample(logits, sequences: rows, samplers: &samplers, rngs: &rngs, pool: pool).map(\.id)
+            tokens = Sampler.sample(logits, sequences: rows, samplers: samplers, rngs: &rngs, pool: pool, scratch: &scratch).map(\.id)
         }
         let end = Date()
         return (Double(batch * (newTokens - 1)) / end.timeIntervalSince(decodeStart), Double(batch * newTokens) / end.timeIntervalSince(start))

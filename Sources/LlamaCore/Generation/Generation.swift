@@ -57,10 +57,13 @@ public final class TextGenerator {
     /// KV caches kept from earlier batches (allocating and faulting in megabytes per sequence on every
     /// call costs more than a decode step).
     private var spareCaches: [KVCache] = []
+    /// The draws' buffers, one per thread of the transformer's pool, kept across calls.
+    private var samplingScratch: [SamplingScratch]
 
     /// A generator over `transformer`.
     public init(transformer: Transformer) {
         self.transformer = transformer
+        samplingScratch = Array(repeating: SamplingScratch(), count: transformer.pool.threadCount)
     }
 
     private func validate(_ request: GenerationRequest) throws {
@@ -83,7 +86,7 @@ public final class TextGenerator {
     /// Generates one sequence with batch-1 decode, calling `onToken` as each token is drawn.
     public func generate(_ request: GenerationRequest, onToken: (SampledToken) -> Void = { _ in }) throws -> GenerationResult {
         try validate(request)
-        var sampler = try Sampler(settings: request.sampling)
+        let sampler = try Sampler(settings: request.sampling)
         var rng = SeededGenerator(seed: request.seed, stream: request.stream)
         let cache = transformer.makeCache()
         var result = GenerationResult(promptIds: request.promptIds, ids: [], logProbs: [], samplingLogProbs: [],
@@ -91,7 +94,7 @@ public final class TextGenerator {
         guard request.maxNewTokens > 0 else { return result }
         var logits = try transformer.prefill(request.promptIds, cache: cache)
         while true {
-            let token = logits.withRow(0) { sampler.sample($0, rng: &rng) }
+            let token = logits.withRow(0) { sampler.sample($0, rng: &rng, scratch: &samplingScratch[0]) }
             result.ids.append(token.id)
             result.logProbs.append(token.logProb)
             result.samplingLogProbs.append(token.samplingLogProb)
@@ -119,7 +122,7 @@ public final class TextGenerator {
         if let slots, slots < 1 { throw LlamaError.invalidInput("continuous batching needs at least 1 slot, got \(slots)") }
         let n = requests.count
         let width = max(1, min(slots ?? n, n))
-        var samplers = try requests.map { try Sampler(settings: $0.sampling) }
+        let samplers = try requests.map { try Sampler(settings: $0.sampling) }
         var rngs = requests.map { SeededGenerator(seed: $0.seed, stream: $0.stream) }
         var results = requests.map {
             GenerationResult(promptIds: $0.promptIds, ids: [], logProbs: [], samplingLogProbs: [], finishReason: .maxTokens)
@@ -190,7 +193,7 @@ public final class TextGenerator {
                 }
                 waiting[prompt, default: 0] -= 1
                 if waiting[prompt] == 0, let done = prefilled.removeValue(forKey: prompt) { spareTemplates.append(done.cache) }
-                let token = logits.withUnsafeBufferPointer { samplers[i].sample($0, rng: &rngs[i]) }
+                let token = logits.withUnsafeBufferPointer { samplers[i].sample($0, rng: &rngs[i], scratch: &samplingScratch[0]) }
                 accept(i, token)
                 drawn += 1
             }
@@ -203,8 +206,8 @@ public final class TextGenerator {
             active.removeAll(keepingCapacity: true)
             nextTokens.removeAll(keepingCapacity: true)
             let logits = try transformer.decode(stepTokens, caches: stepIndices.map { slotCaches[slotOf[$0]] })
-            let drawn = Sampler.sample(logits, sequences: stepIndices, samplers: &samplers, rngs: &rngs,
-                                       pool: transformer.pool)
+            let drawn = Sampler.sample(logits, sequences: stepIndices, samplers: samplers, rngs: &rngs,
+                                       pool: transformer.pool, scratch: &samplingScratch)
             for (row, i) in stepIndices.enumerated() { accept(i, drawn[row]) }
             onStep?(stepIndices.count)
             try admit()

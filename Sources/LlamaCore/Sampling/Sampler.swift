@@ -44,17 +44,27 @@ public struct SampledToken: Sendable, Equatable, Codable {
     public var samplingLogProb: Float
 }
 
-/// Draws tokens from logits. Reuses its scratch buffers; one sampler per decoding thread.
+/// The buffers of a draw, each sized to the vocabulary once and then reused: the weights, the truncated
+/// draw's sort keys, the sort's second buffer and digit counts, and the running sums (28 bytes a
+/// token). One per drawing thread: a batch's rows share their thread's, so that its buffers stay in
+/// the core's cache from one row to the next, however many sequences the batch holds.
+public struct SamplingScratch {
+    var probs: [Float] = []
+    var keys: [UInt64] = []
+    var sortScratch: [UInt64] = []
+    var bucketCounts: [Int32] = []
+    var prefix: [Float] = []
+
+    /// Empty buffers (allocated by the first draw).
+    public init() {}
+}
+
+/// Draws tokens from logits with fixed settings.
 public struct Sampler {
     /// The settings every draw uses.
     public let settings: SamplingSettings
-    private var probs: [Float] = []
-    /// Scratch of the truncated draw (each sized to the vocabulary once): candidates' sort keys, the
-    /// sort's second buffer and digit counts, and the running sums.
-    private var keys: [UInt64] = []
-    private var sortScratch: [UInt64] = []
-    private var bucketCounts: [Int32] = []
-    private var prefix: [Float] = []
+    /// The buffers of `sample(_:rng:)`.
+    private var scratch = SamplingScratch()
 
     /// A sampler with validated settings.
     public init(settings: SamplingSettings) throws {
@@ -62,17 +72,27 @@ public struct Sampler {
         self.settings = settings
     }
 
-    /// Draws one token from `logits (V)` with `rng`. Ties in greedy mode go to the lowest id.
+    /// Draws one token from `logits (V)` with `rng`, in the sampler's own buffers. Ties in greedy mode
+    /// go to the lowest id.
     public mutating func sample(_ logits: UnsafeBufferPointer<Float>, rng: inout SeededGenerator) -> SampledToken {
+        var buffers = SamplingScratch()
+        swap(&buffers, &scratch)
+        defer { swap(&buffers, &scratch) }
+        return sample(logits, rng: &rng, scratch: &buffers)
+    }
+
+    /// Draws one token from `logits (V)` with `rng`, in the buffers `scratch`. Ties in greedy mode go to
+    /// the lowest id.
+    public func sample(_ logits: UnsafeBufferPointer<Float>, rng: inout SeededGenerator, scratch: inout SamplingScratch) -> SampledToken {
         let n = logits.count
         let base = logits.baseAddress!
-        if probs.count < n { probs = [Float](repeating: 0, count: n) }
         let maxValue = Kernels.maximum(base, n)
         let temperature = settings.temperature
-        var scratch: [Float] = []
-        swap(&scratch, &probs)
-        defer { swap(&scratch, &probs) }
-        return scratch.withUnsafeMutableBufferPointer { probsBuffer -> SampledToken in
+        var probs: [Float] = []
+        swap(&probs, &scratch.probs)
+        defer { swap(&probs, &scratch.probs) }
+        if probs.count < n { probs = [Float](repeating: 0, count: n) }
+        return probs.withUnsafeMutableBufferPointer { probsBuffer -> SampledToken in
             let p = probsBuffer.baseAddress!
             // log-partition at temperature 1, for the model log-probability.
             let sum1 = Kernels.expShifted(p, base, n, shift: maxValue, scale: 1)
@@ -89,7 +109,7 @@ public struct Sampler {
             if topK == n && settings.topP >= 1 {
                 (id, q) = Sampler.drawFull(p, n, total: sumT, u: u)
             } else {
-                (id, q) = drawTruncated(p, n, total: sumT, topK: topK, topP: settings.topP, u: u)
+                (id, q) = Sampler.drawTruncated(p, n, total: sumT, topK: topK, topP: settings.topP, u: u, scratch: &scratch)
             }
             return SampledToken(id: Int32(id), logProb: logits[id] - logZ1, samplingLogProb: logf(q))
         }
@@ -97,18 +117,20 @@ public struct Sampler {
 
     /// Draws one token per logit row: row `r` belongs to sequence `sequences[r]`, which samples with
     /// `samplers[sequences[r]]` and `rngs[sequences[r]]`. Sequences are independent, so rows are drawn
-    /// in parallel on `pool`; the result does not depend on the pool's size.
-    public static func sample(_ logits: Logits, sequences: [Int], samplers: inout [Sampler],
-                              rngs: inout [SeededGenerator], pool: ComputePool) -> [SampledToken] {
+    /// in parallel on `pool`, thread `t` in `scratch[t]` (one per thread of the pool); the result does
+    /// not depend on the pool's size.
+    public static func sample(_ logits: Logits, sequences: [Int], samplers: [Sampler], rngs: inout [SeededGenerator],
+                              pool: ComputePool, scratch: inout [SamplingScratch]) -> [SampledToken] {
         precondition(sequences.count == logits.rows, "one sequence per logit row")
+        precondition(scratch.count >= pool.threadCount, "one scratch per thread of the pool")
         var drawn = [SampledToken](repeating: SampledToken(id: 0, logProb: 0, samplingLogProb: 0), count: logits.rows)
         drawn.withUnsafeMutableBufferPointer { drawn in
-            samplers.withUnsafeMutableBufferPointer { samplers in
-                rngs.withUnsafeMutableBufferPointer { rngs in
-                    pool.parallelFor(sequences.count) { range, _ in
+            rngs.withUnsafeMutableBufferPointer { rngs in
+                scratch.withUnsafeMutableBufferPointer { scratch in
+                    pool.parallelFor(sequences.count) { range, thread in
                         for row in range {
                             let i = sequences[row]
-                            drawn[row] = logits.withRow(row) { samplers[i].sample($0, rng: &rngs[i]) }
+                            drawn[row] = logits.withRow(row) { samplers[i].sample($0, rng: &rngs[i], scratch: &scratch[thread]) }
                         }
                     }
                 }
@@ -151,21 +173,21 @@ public struct Sampler {
     /// ties in id order without sorting the ids. The running sums are kept, so the draw is a binary
     /// search instead of a second walk. Every sum is taken in the same order as a full comparison sort
     /// would give, so the samples are those of that sort.
-    private mutating func drawTruncated(_ p: UnsafeMutablePointer<Float>, _ n: Int, total: Float, topK: Int,
-                                        topP: Float, u: Float) -> (Int, Float) {
+    private static func drawTruncated(_ p: UnsafeMutablePointer<Float>, _ n: Int, total: Float, topK: Int,
+                                      topP: Float, u: Float, scratch: inout SamplingScratch) -> (Int, Float) {
         // Tokens below this weight cannot be in a nucleus of mass topP (llama2.c's observation), so they
         // are not sorted.
         let floor = topP < 1 ? (1 - topP) / Float(n - 1) * total : 0
-        if keys.count < n {
-            keys = [UInt64](repeating: 0, count: n)
-            sortScratch = [UInt64](repeating: 0, count: n)
-            prefix = [Float](repeating: 0, count: n)
+        if scratch.keys.count < n {
+            scratch.keys = [UInt64](repeating: 0, count: n)
+            scratch.sortScratch = [UInt64](repeating: 0, count: n)
+            scratch.prefix = [Float](repeating: 0, count: n)
         }
         let limit = topP * total
         let cutAtMass = topP < 1
-        return keys.withUnsafeMutableBufferPointer { keys in
-            sortScratch.withUnsafeMutableBufferPointer { scratch in
-                prefix.withUnsafeMutableBufferPointer { sums in
+        return scratch.keys.withUnsafeMutableBufferPointer { keys in
+            scratch.sortScratch.withUnsafeMutableBufferPointer { sortBuffer in
+                scratch.prefix.withUnsafeMutableBufferPointer { sums in
                     let keys = keys.baseAddress!
                     // Branch-free gather: every key is written, only the candidates advance the count.
                     var count = 0
@@ -184,7 +206,7 @@ public struct Sampler {
                         count = topK
                         idsAscending = false
                     }
-                    let sorted = Sampler.radixSort(keys, scratch.baseAddress!, count, counts: &bucketCounts,
+                    let sorted = Sampler.radixSort(keys, sortBuffer.baseAddress!, count, counts: &scratch.bucketCounts,
                                                    lowHalvesAscending: idsAscending)
                     // Running sums in sorted order (each weight read back from its key's high half); the
                     // nucleus ends at the first sum that reaches topP of the mass.
