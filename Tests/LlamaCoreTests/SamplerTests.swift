@@ -179,6 +179,61 @@ private struct ReferenceTruncatedDraw {
         }
     }
 
+    /// Candidate weights of `n` tokens: 0 a random-weight model's flat distribution, 1 a peaked one over
+    /// many binades, 2 three values (long runs of equal weights), 3 odd multiples of 2^-12 (half-way
+    /// between two units of a sum in [2^12, 2^13), where the rounding depends on the sum's last bit),
+    /// 4 a few zeros among tiny and large weights.
+    func weights(_ n: Int, shape: Int, rng: inout SeededGenerator) -> [Float] {
+        (0..<n).map { _ in
+            switch shape {
+            case 0: return Float(Foundation.exp(rng.nextGaussian() * 0.3))
+            case 1: return Float(Foundation.exp(rng.nextGaussian() * 4))
+            case 2: return Float(rng.next() % 3 + 1)
+            case 3: return Float(2 * (rng.next() % 4096) + 1) / 4096
+            default: return [0, 1e-30, 1, 3e5][Int(rng.next() % 4)]
+            }
+        }
+    }
+
+    @Test func sortedWalkMatchesSummingInSortedOrder() {
+        var rng = SeededGenerator(seed: 21)
+        var scratch = SamplingScratch()
+        for n in [1, 2, 17, 49, 300, 5000, 32000] {
+            for shape in 0..<5 {
+                let w = weights(n, shape: shape, rng: &rng)
+                let total = w.reduce(0, +)
+                for idsAscending in [true, false] {
+                    var keys = w.enumerated().map { Sampler.key(weight: $0.element, id: $0.offset) }
+                    if !idsAscending { keys.shuffle(using: &rng) }
+                    let sorted = keys.sorted()
+                    for limit in [nil, total * 0.9, total * 0.3] as [Float?] {
+                        // The reference: every key in order, summed one by one.
+                        var mass: Float = 0, keep = n
+                        var running: [Float] = []
+                        for (j, key) in sorted.enumerated() {
+                            mass += Sampler.weight(ofKey: key)
+                            running.append(mass)
+                            if let limit, mass >= limit { keep = j + 1; break }
+                        }
+                        for u in [0, 0.3, 0.5, 0.999, 1 - Float.ulpOfOne / 2] + (0..<20).map({ _ in rng.nextUnitFloat() }) {
+                            let drawn = running.firstIndex { u * mass < $0 } ?? keep - 1
+                            var work = keys, spare = keys
+                            let (key, walkedMass) = work.withUnsafeMutableBufferPointer { work in
+                                spare.withUnsafeMutableBufferPointer { spare in
+                                    Sampler.walkSorted(work.baseAddress!, spare.baseAddress!, n, limit: limit, u: u,
+                                                       lowHalvesAscending: idsAscending, scratch: &scratch)
+                                }
+                            }
+                            let label = "n \(n), shape \(shape), ids ascending \(idsAscending), limit \(String(describing: limit)), u \(u)"
+                            #expect(walkedMass == mass, "\(label)")
+                            #expect(key == sorted[drawn], "\(label)")
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     @Test func radixSortOrdersAnyKeys() {
         var rng = SeededGenerator(seed: 9)
         var scratch: [UInt64] = [], counts: [Int32] = []

@@ -69,4 +69,11 @@ void rlhf_bf16_matmul_panels_fma(float *c, long ldc, const float *x, long m, con
 double rlhf_peak_bf16_gflops(long iterations);
 double rlhf_peak_fma_gflops(long iterations);
 
+/// The weights of the m sort keys at keys (each `~float bits << 32 | id`), in units of `1 / scale` (a
+/// power of two) rounded to nearest, summed: adding the weights one by one to a float32 sum whose unit
+/// in the last place is that unit, and which stays in its binade, adds exactly this many units in any
+/// order. Sets *inexact (and returns 0) where a weight lies half-way between two units (its rounding
+/// would depend on the sum's last bit) or is 2^24 units or more.
+long rlhf_weight_units(const uint64_t *keys, long m, float scale, int *inexact);
+
 #endif

@@ -1,3 +1,4 @@
+import CKernels
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -45,18 +46,38 @@ public struct SampledToken: Sendable, Equatable, Codable {
 }
 
 /// The buffers of a draw, each sized to the vocabulary once and then reused: the weights, the truncated
-/// draw's sort keys, the sort's second buffer and digit counts, and the running sums (28 bytes a
-/// token). One per drawing thread: a batch's rows share their thread's, so that its buffers stay in
-/// the core's cache from one row to the next, however many sequences the batch holds.
+/// draw's sort keys and their second buffer (20 bytes a token), and the buckets' ends, running sums and
+/// digit counts. One per drawing thread: a batch's rows share their thread's, so that its buffers stay
+/// in the core's cache from one row to the next, however many sequences the batch holds.
 public struct SamplingScratch {
     var probs: [Float] = []
     var keys: [UInt64] = []
     var sortScratch: [UInt64] = []
     var bucketCounts: [Int32] = []
-    var prefix: [Float] = []
+    var bucketEnds: [Int32] = []
+    var bucketSums: [Float] = []
 
     /// Empty buffers (allocated by the first draw).
     public init() {}
+
+    /// Lends the buffers at `first` and `second`, each grown to at least `count` elements, to `body`,
+    /// with the rest of the scratch (they are moved out meanwhile, so that `body` may use both).
+    mutating func lending<A: Numeric, B: Numeric, R>(_ first: WritableKeyPath<SamplingScratch, [A]>,
+                                                     _ second: WritableKeyPath<SamplingScratch, [B]>, count: Int,
+                                                     _ body: (UnsafeMutablePointer<A>, UnsafeMutablePointer<B>, inout SamplingScratch) -> R) -> R {
+        var a: [A] = [], b: [B] = []
+        swap(&a, &self[keyPath: first])
+        swap(&b, &self[keyPath: second])
+        defer {
+            swap(&a, &self[keyPath: first])
+            swap(&b, &self[keyPath: second])
+        }
+        if a.count < count { a = [A](repeating: 0, count: count) }
+        if b.count < count { b = [B](repeating: 0, count: count) }
+        return a.withUnsafeMutableBufferPointer { a in
+            b.withUnsafeMutableBufferPointer { b in body(a.baseAddress!, b.baseAddress!, &self) }
+        }
+    }
 }
 
 /// Draws tokens from logits with fixed settings.
@@ -162,72 +183,149 @@ public struct Sampler {
     }
 
     /// Draw from the top-k / top-p truncation of `p`: candidates sorted by weight (ties by id), cut at
-    /// `topK` and at cumulative mass `topP` (summed in that order), renormalised; the inverse-CDF walk
-    /// goes in the same order.
-    ///
-    /// Sorting is the cost: a flat distribution (a young model, a high temperature) leaves tens of
-    /// thousands of candidates. They are sorted as 64-bit keys (`~weight bits` then id, so ascending
-    /// keys are descending weights with ties by ascending id) by a least-significant-digit radix sort
-    /// over the bits in which the candidates' weights differ (two passes of 11 bits for a flat
-    /// distribution). Candidates are gathered in ascending id order, so the sort, being stable, leaves
-    /// ties in id order without sorting the ids. The running sums are kept, so the draw is a binary
-    /// search instead of a second walk. Every sum is taken in the same order as a full comparison sort
-    /// would give, so the samples are those of that sort.
+    /// `topK` and at cumulative mass `topP` (summed in float32, in that order), renormalised; the
+    /// inverse-CDF walk goes in the same order. Candidates are 64-bit keys (`~weight bits` then id:
+    /// ascending keys are descending weights with ties by ascending id) gathered in id order;
+    /// `walkSorted` finds the nucleus and the drawn token without sorting most of them.
     private static func drawTruncated(_ p: UnsafeMutablePointer<Float>, _ n: Int, total: Float, topK: Int,
                                       topP: Float, u: Float, scratch: inout SamplingScratch) -> (Int, Float) {
         // Tokens below this weight cannot be in a nucleus of mass topP (llama2.c's observation), so they
-        // are not sorted.
+        // are not candidates.
         let floor = topP < 1 ? (1 - topP) / Float(n - 1) * total : 0
-        if scratch.keys.count < n {
-            scratch.keys = [UInt64](repeating: 0, count: n)
-            scratch.sortScratch = [UInt64](repeating: 0, count: n)
-            scratch.prefix = [Float](repeating: 0, count: n)
-        }
-        let limit = topP * total
-        let cutAtMass = topP < 1
-        return scratch.keys.withUnsafeMutableBufferPointer { keys in
-            scratch.sortScratch.withUnsafeMutableBufferPointer { sortBuffer in
-                scratch.prefix.withUnsafeMutableBufferPointer { sums in
-                    let keys = keys.baseAddress!
-                    // Branch-free gather: every key is written, only the candidates advance the count.
-                    var count = 0
-                    for i in 0..<n {
-                        let weight = p[i]
-                        keys[count] = Sampler.key(weight: weight, id: i)
-                        count &+= weight >= floor ? 1 : 0
-                    }
-                    if count == 0 {
-                        for i in 0..<n { keys[i] = Sampler.key(weight: p[i], id: i) }
-                        count = n
-                    }
-                    var idsAscending = true
-                    if topK < count {
-                        Sampler.selectSmallest(keys, count, topK)
-                        count = topK
-                        idsAscending = false
-                    }
-                    let sorted = Sampler.radixSort(keys, sortBuffer.baseAddress!, count, counts: &scratch.bucketCounts,
-                                                   lowHalvesAscending: idsAscending)
-                    // Running sums in sorted order (each weight read back from its key's high half); the
-                    // nucleus ends at the first sum that reaches topP of the mass.
-                    var mass: Float = 0
-                    var keep = count
-                    for j in 0..<count {
-                        mass += Sampler.weight(ofKey: sorted[j])
-                        sums[j] = mass
-                        if cutAtMass && mass >= limit { keep = j + 1; break }
-                    }
-                    // The first running sum above the target (sums never decrease).
-                    let target = u * mass
-                    var lo = 0, hi = keep
-                    while lo < hi {
-                        let mid = (lo + hi) / 2
-                        if target < sums[mid] { hi = mid } else { lo = mid + 1 }
-                    }
-                    let id = Int(truncatingIfNeeded: sorted[min(lo, keep - 1)] & 0xFFFF_FFFF)
-                    return (id, p[id] / mass)
-                }
+        return scratch.lending(\.keys, \.sortScratch, count: n) { keys, spare, scratch in
+            // Branch-free gather: every key is written, only the candidates advance the count.
+            var count = 0
+            for i in 0..<n {
+                let weight = p[i]
+                keys[count] = Sampler.key(weight: weight, id: i)
+                count &+= weight >= floor ? 1 : 0
             }
+            if count == 0 {
+                for i in 0..<n { keys[i] = Sampler.key(weight: p[i], id: i) }
+                count = n
+            }
+            var idsAscending = true
+            if topK < count {
+                Sampler.selectSmallest(keys, count, topK)
+                count = topK
+                idsAscending = false
+            }
+            let (key, mass) = Sampler.walkSorted(keys, spare, count, limit: topP < 1 ? topP * total : nil, u: u,
+                                                 lowHalvesAscending: idsAscending, scratch: &scratch)
+            let id = Int(truncatingIfNeeded: key & 0xFFFF_FFFF)
+            return (id, p[id] / mass)
+        }
+    }
+
+    /// Bits of the bucket digit in `walkSorted`: 4,096 buckets, a few keys each for a flat distribution.
+    private static let bucketDigitBits = 12
+
+    /// The inverse-CDF draw over the `n` distinct candidate keys at `keys` in ascending order: their
+    /// weights summed one by one in float32 until the sum reaches `limit` (nil: all of them) make the
+    /// mass; the drawn key is the first whose running sum exceeds `u * mass` (the last summed where none
+    /// does). Returns the drawn key and the mass. `spare` holds `n` keys; `lowHalvesAscending` says the
+    /// keys come in ascending order of their low halves.
+    ///
+    /// The result is that of sorting all keys and summing in that order, without sorting most of them.
+    /// One most-significant-digit pass groups the keys into buckets by their high halves, so that the
+    /// buckets come in sorted order. While a float32 sum stays within one binade, adding a weight adds
+    /// the weight rounded to the sum's unit in the last place, a whole number of units that does not
+    /// depend on the sum or on the order: a bucket whose weights round without a half-way case and
+    /// leave the sum in its binade (`rlhf_weight_units`) is added as a count of units, unsorted. Only
+    /// the buckets where the sum crosses a binade, where the nucleus ends and where the draw lands are
+    /// sorted and summed key by key; with the first a few dozen keys, sums of tens of thousands of
+    /// weights sort a few hundred.
+    static func walkSorted(_ keys: UnsafeMutablePointer<UInt64>, _ spare: UnsafeMutablePointer<UInt64>, _ n: Int,
+                           limit: Float?, u: Float, lowHalvesAscending: Bool,
+                           scratch: inout SamplingScratch) -> (key: UInt64, mass: Float) {
+        var lowest = UInt32.max, highest = UInt32.min
+        for j in 0..<n {
+            let high = UInt32(truncatingIfNeeded: keys[j] >> 32)
+            lowest = min(lowest, high)
+            highest = max(highest, high)
+        }
+        // A handful of keys make one bucket (two where the high halves span all 32 bits).
+        let bits = UInt32.bitWidth - (highest &- lowest).leadingZeroBitCount
+        let shift = UInt32(min(31, bits - min(bits, n <= 48 ? 0 : bucketDigitBits)))
+        let bucketCount = Int((highest &- lowest) >> shift) + 1
+        return scratch.lending(\.bucketEnds, \.bucketSums, count: 1 << bucketDigitBits) { ends, sums, scratch in
+            @inline(__always) func bucket(_ key: UInt64) -> Int {
+                Int(truncatingIfNeeded: (UInt32(truncatingIfNeeded: key >> 32) &- lowest) &>> shift)
+            }
+            // Counts, then each bucket's start, then a stable scatter into `spare`, after which
+            // ends[b] is where bucket b ends.
+            ends.initialize(repeating: 0, count: bucketCount)
+            for j in 0..<n { ends[bucket(keys[j])] &+= 1 }
+            var start: Int32 = 0
+            for b in 0..<bucketCount {
+                let size = ends[b]
+                ends[b] = start
+                start &+= size
+            }
+            for j in 0..<n {
+                let key = keys[j]
+                let b = bucket(key)
+                spare[Int(truncatingIfNeeded: ends[b])] = key
+                ends[b] &+= 1
+            }
+            @inline(__always) func bounds(_ b: Int) -> (Int, Int) {
+                (b == 0 ? 0 : Int(truncatingIfNeeded: ends[b - 1]), Int(truncatingIfNeeded: ends[b]))
+            }
+            /// Sorts bucket `b` in place in `spare` (`keys` is free after the scatter).
+            func sortBucket(_ b: Int, counts: inout [Int32]) {
+                let (lo, hi) = bounds(b)
+                let sorted = radixSort(spare + lo, keys + lo, hi - lo, counts: &counts, lowHalvesAscending: lowHalvesAscending)
+                if sorted != spare + lo { (spare + lo).update(from: sorted, count: hi - lo) }
+            }
+            // The mass: each bucket added whole where its units are exact, else key by key; sums[b]
+            // is the running sum after bucket b.
+            var sum: Float = 0
+            var keep = n, last = bucketCount - 1
+            walk: for b in 0..<bucketCount {
+                let (lo, hi) = bounds(b)
+                if lo < hi, sum.isNormal {
+                    var inexact: Int32 = 0
+                    let units = rlhf_weight_units(spare + lo, hi - lo, 1 / sum.ulp, &inexact)
+                    // The sum in units of its last place, below 2^24: the binade holds it.
+                    let after = Int(sum / sum.ulp) + units
+                    if inexact == 0 && after < 1 << 24 {
+                        let end = Float(after) * sum.ulp
+                        if limit.map({ end < $0 }) ?? true {
+                            sum = end
+                            sums[b] = sum
+                            continue
+                        }
+                    }
+                }
+                if hi - lo > 1 { sortBucket(b, counts: &scratch.bucketCounts) }
+                for j in lo..<hi {
+                    sum += weight(ofKey: spare[j])
+                    if let limit, sum >= limit {
+                        keep = j + 1
+                        sums[b] = sum
+                        last = b
+                        break walk
+                    }
+                }
+                sums[b] = sum
+            }
+            // The draw: the first bucket whose running sum passes the target, walked key by key
+            // (sorted again where it was added whole; sorting sorted keys is cheap).
+            let target = u * sum
+            var drawnBucket = last
+            for b in 0...last where target < sums[b] {
+                drawnBucket = b
+                break
+            }
+            let (lo, hi) = bounds(drawnBucket)
+            let end = drawnBucket == last ? keep : hi
+            if end - lo > 1 { sortBucket(drawnBucket, counts: &scratch.bucketCounts) }
+            var running: Float = drawnBucket == 0 ? 0 : sums[drawnBucket - 1]
+            for j in lo..<end {
+                running += weight(ofKey: spare[j])
+                if target < running { return (spare[j], sum) }
+            }
+            return (spare[end - 1], sum)
         }
     }
 
