@@ -232,9 +232,8 @@ public struct Sampler {
     /// the weight rounded to the sum's unit in the last place, a whole number of units that does not
     /// depend on the sum or on the order: a bucket whose weights round without a half-way case and
     /// leave the sum in its binade (`rlhf_weight_units`) is added as a count of units, unsorted. Only
-    /// the buckets where the sum crosses a binade, where the nucleus ends and where the draw lands are
-    /// sorted and summed key by key; with the first a few dozen keys, sums of tens of thousands of
-    /// weights sort a few hundred.
+    /// the buckets where the sum crosses into the next binade (once each time it doubles), where
+    /// the nucleus ends and where the draw lands are sorted and summed key by key.
     static func walkSorted(_ keys: UnsafeMutablePointer<UInt64>, _ spare: UnsafeMutablePointer<UInt64>, _ n: Int,
                            limit: Float?, u: Float, lowHalvesAscending: Bool,
                            scratch: inout SamplingScratch) -> (key: UInt64, mass: Float) {
