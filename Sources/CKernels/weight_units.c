@@ -15,9 +15,12 @@ long rlhf_weight_units(const uint64_t *keys, long m, float scale, int *inexact) 
         floats8 x = (floats8)(~high) * scale;
         floats8 r = __builtin_elementwise_roundeven(x);
         floats8 d = x - r;
-        // A half-way case rounds by the running sum's last bit; a weight of 2^24 units or more leaves
-        // the binade (and catches infinities and NaNs).
-        bad |= (d == 0.5f) | (d == -0.5f) | (x >= 16777216.0f) | (x != x);
+        // A weight of 2^24 units or more leaves the binade (this also catches infinities and NaNs, whose
+        // lanes are zeroed before the conversion to integers); a half-way case rounds by the running
+        // sum's last bit.
+        mask8 outside = (x >= 16777216.0f) | (x != x);
+        bad |= outside | (d == 0.5f) | (d == -0.5f);
+        r = (floats8)((mask8)r & ~outside);
         sum += __builtin_convertvector(r, units8);
     }
     long total = 0;
@@ -29,9 +32,13 @@ long rlhf_weight_units(const uint64_t *keys, long m, float scale, int *inexact) 
         float w;
         __builtin_memcpy(&w, &high, 4);
         float x = w * scale;
+        if (!(x < 16777216.0f)) {
+            failed = 1;
+            continue;
+        }
         float r = __builtin_roundevenf(x);
         float d = x - r;
-        failed |= (d == 0.5f) | (d == -0.5f) | !(x < 16777216.0f);
+        failed |= (d == 0.5f) | (d == -0.5f);
         total += (long)r;
     }
     *inexact = failed != 0;
