@@ -251,22 +251,8 @@ public struct Sampler {
             @inline(__always) func bucket(_ key: UInt64) -> Int {
                 Int(truncatingIfNeeded: (UInt32(truncatingIfNeeded: key >> 32) &- lowest) &>> shift)
             }
-            // Counts, then each bucket's start, then a stable scatter into `spare`, after which
-            // ends[b] is where bucket b ends.
-            ends.initialize(repeating: 0, count: bucketCount)
-            for j in 0..<n { ends[bucket(keys[j])] &+= 1 }
-            var start: Int32 = 0
-            for b in 0..<bucketCount {
-                let size = ends[b]
-                ends[b] = start
-                start &+= size
-            }
-            for j in 0..<n {
-                let key = keys[j]
-                let b = bucket(key)
-                spare[Int(truncatingIfNeeded: ends[b])] = key
-                ends[b] &+= 1
-            }
+            // A stable scatter into `spare`, after which ends[b] is where bucket b ends.
+            _ = countingScatter(keys, spare, n, ends: ends, buckets: bucketCount, skipUniform: false, digit: bucket)
             @inline(__always) func bounds(_ b: Int) -> (Int, Int) {
                 (b == 0 ? 0 : Int(truncatingIfNeeded: ends[b - 1]), Int(truncatingIfNeeded: ends[b]))
             }
@@ -408,24 +394,37 @@ public struct Sampler {
             @inline(__always) func digit(_ key: UInt64) -> Int {
                 Int(truncatingIfNeeded: (UInt32(truncatingIfNeeded: key &>> fieldShift) &- offset) &>> shift & mask)
             }
-            counts.initialize(repeating: 0, count: 1 << width)
-            for j in 0..<n { counts[digit(source[j])] &+= 1 }
-            // One digit shared by every key: this pass would move nothing.
-            if counts[digit(source[0])] == Int32(n) { continue }
-            var start: Int32 = 0
-            for d in 0..<(1 << width) {
-                let size = counts[d]
-                counts[d] = start
-                start &+= size
+            // A pass whose digit every key shares moves nothing (and leaves the keys where they are).
+            if countingScatter(source, destination, n, ends: counts, buckets: 1 << width, skipUniform: true, digit: digit) {
+                (sorted, spare) = (destination, source)
             }
-            for j in 0..<n {
-                let key = source[j]
-                let d = digit(key)
-                destination[Int(truncatingIfNeeded: counts[d])] = key
-                counts[d] &+= 1
-            }
-            (sorted, spare) = (destination, source)
         }
+    }
+
+    /// One stable counting pass: counts the `n` keys at `source` by `digit` (0 ..< `buckets`), then moves
+    /// them to `destination` grouped by digit, in their order within a group, leaving `ends[d]` where
+    /// group d ends. Where `skipUniform` and every key has the same digit, moves nothing and returns
+    /// false.
+    @inline(__always)
+    private static func countingScatter(_ source: UnsafeMutablePointer<UInt64>, _ destination: UnsafeMutablePointer<UInt64>, _ n: Int,
+                                        ends: UnsafeMutablePointer<Int32>, buckets: Int, skipUniform: Bool,
+                                        digit: (UInt64) -> Int) -> Bool {
+        ends.initialize(repeating: 0, count: buckets)
+        for j in 0..<n { ends[digit(source[j])] &+= 1 }
+        if skipUniform && ends[digit(source[0])] == Int32(n) { return false }
+        var start: Int32 = 0
+        for d in 0..<buckets {
+            let size = ends[d]
+            ends[d] = start
+            start &+= size
+        }
+        for j in 0..<n {
+            let key = source[j]
+            let d = digit(key)
+            destination[Int(truncatingIfNeeded: ends[d])] = key
+            ends[d] &+= 1
+        }
+        return true
     }
 
     /// Sorts `keys` ascending in place (for a handful of keys).
