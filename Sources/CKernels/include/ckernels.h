@@ -76,4 +76,10 @@ double rlhf_peak_fma_gflops(long iterations);
 /// would depend on the sum's last bit) or is 2^24 units or more.
 long rlhf_weight_units(const uint64_t *keys, long m, float scale, int *inexact);
 
+/// Writes the sort key `~float bits << 32 | i` of every candidate, each i < n whose weight is >= floor,
+/// in ascending order of i to keys (which holds n), and returns how many; *lowest and *highest receive
+/// the smallest and largest of their high halves (UINT32_MAX and 0 where none). Ids are below 2^32.
+long rlhf_candidate_keys(const float *weights, long n, float floor, uint64_t *keys, uint32_t *lowest,
+                         uint32_t *highest);
+
 #endif
