@@ -234,6 +234,32 @@ private struct ReferenceTruncatedDraw {
         }
     }
 
+    @Test func candidateKeysAreTheTokensAtOrAboveTheFloorInIdOrder() {
+        var rng = SeededGenerator(seed: 5)
+        for n in [1, 7, 15, 16, 17, 31, 32, 33, 1000] {
+            // Weights with zeros, ties at the floor, infinities and NaNs among them.
+            let weights: [Float] = (0..<n).map { _ in
+                switch rng.next() % 8 {
+                case 0: return 0
+                case 1: return 0.5
+                case 2: return .infinity
+                case 3: return .nan
+                default: return rng.nextUnitFloat()
+                }
+            }
+            for floor: Float in [0, 0.5, 0.9, 2] {
+                let expected = weights.enumerated().filter { $0.element >= floor }.map { Sampler.key(weight: $0.element, id: $0.offset) }
+                var keys = [UInt64](repeating: 0, count: n)
+                let (count, lowest, highest) = weights.withUnsafeBufferPointer { p in
+                    keys.withUnsafeMutableBufferPointer { Sampler.candidateKeys(p.baseAddress!, n, floor: floor, $0.baseAddress!) }
+                }
+                #expect(Array(keys.prefix(count)) == expected, "n \(n), floor \(floor)")
+                let highs = expected.map { UInt32(truncatingIfNeeded: $0 >> 32) }
+                #expect(lowest == highs.min() ?? .max && highest == highs.max() ?? 0, "n \(n), floor \(floor)")
+            }
+        }
+    }
+
     @Test func radixSortOrdersAnyKeys() {
         var rng = SeededGenerator(seed: 9)
         var scratch: [UInt64] = [], counts: [Int32] = []

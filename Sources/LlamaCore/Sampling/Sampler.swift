@@ -193,8 +193,7 @@ public struct Sampler {
         // are not candidates.
         let floor = topP < 1 ? (1 - topP) / Float(n - 1) * total : 0
         return scratch.lending(\.keys, \.sortScratch, count: n) { keys, spare, scratch in
-            var lowest = UInt32.max, highest = UInt32.min
-            var count = rlhf_candidate_keys(p, n, floor, keys, &lowest, &highest)
+            var (count, lowest, highest) = Sampler.candidateKeys(p, n, floor: floor, keys)
             var bounds: (UInt32, UInt32)? = (lowest, highest)
             if count == 0 {
                 // No weight reaches the floor (NaNs): every token is a candidate.
@@ -214,6 +213,16 @@ public struct Sampler {
             let id = Int(truncatingIfNeeded: key & 0xFFFF_FFFF)
             return (id, p[id] / mass)
         }
+    }
+
+    /// Writes the key of every token `i < n` whose weight `p[i]` is at least `floor` to `keys` (which
+    /// holds `n`), in ascending order of `i`; returns how many, and the smallest and largest of their high
+    /// halves (`UInt32.max` and 0 where none). AVX-512 where the CPU has it.
+    static func candidateKeys(_ p: UnsafePointer<Float>, _ n: Int, floor: Float,
+                              _ keys: UnsafeMutablePointer<UInt64>) -> (count: Int, lowest: UInt32, highest: UInt32) {
+        var lowest = UInt32.max, highest = UInt32.min
+        let count = rlhf_candidate_keys(p, n, floor, keys, &lowest, &highest)
+        return (count, lowest, highest)
     }
 
     /// Bits of the bucket digit in `walkSorted`: 512 buckets, about 60 keys each for a flat distribution
