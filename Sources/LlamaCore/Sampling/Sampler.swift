@@ -193,8 +193,9 @@ public struct Sampler {
         // are not candidates.
         let floor = topP < 1 ? (1 - topP) / Float(n - 1) * total : 0
         return scratch.lending(\.keys, \.sortScratch, count: n) { keys, spare, scratch in
-            var (count, lowest, highest) = Sampler.candidateKeys(p, n, floor: floor, keys)
-            var bounds: (UInt32, UInt32)? = (lowest, highest)
+            let candidates = Sampler.candidateKeys(p, n, floor: floor, keys)
+            var count = candidates.count
+            var bounds: (UInt32, UInt32)? = (candidates.lowest, candidates.highest)
             if count == 0 {
                 // No weight reaches the floor (NaNs): every token is a candidate.
                 for i in 0..<n { keys[i] = Sampler.key(weight: p[i], id: i) }
