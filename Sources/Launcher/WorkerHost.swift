@@ -16,10 +16,13 @@ public struct WorkerHost: Sendable, Equatable {
     public var namespace: String?
     /// The allocation and steps of a `slurm:` host.
     public var slurm: SlurmSettings?
+    /// Compute threads of each role's workers where not 1 (a `slurm:` host's are its `cpus_per_task`).
+    public var threads: [WorkerRole: Int]
 
     public init(name: String, address: String, workers: [WorkerRole: Int], executable: String? = nil, namespace: String? = nil,
-                slurm: SlurmSettings? = nil) {
+                slurm: SlurmSettings? = nil, threads: [WorkerRole: Int] = [:]) {
         self.name = name
+        self.threads = threads
         self.address = slurm == nil ? address : WorkerHost.slurmAddress
         self.workers = workers
         self.executable = executable
@@ -38,6 +41,9 @@ public struct WorkerHost: Sendable, Equatable {
     public var isSlurm: Bool { slurm != nil }
     /// Whether the launcher only waits for its workers (it starts none).
     public var isExternal: Bool { address == WorkerHost.externalAddress }
+
+    /// The compute threads of each of its workers of `role`: a Slurm step's CPUs, else `threads[role]`, else 1.
+    public func computeThreads(_ role: WorkerRole) -> Int { slurm?.cpusPerTask ?? threads[role] ?? 1 }
 
     /// How many workers it runs, of every role.
     public var workerCount: Int { workers.values.reduce(0, +) }

@@ -440,7 +440,7 @@ public struct ClusterSpec: Sendable, Equatable {
         var hosts: [Host] = []
         for (i, item) in hostList.enumerated() {
             let key = "hosts[\(i)]"
-            let h = try arguments(item, key: key, known: ["name", "address", "workers", "executable", "namespace", "slurm"])
+            let h = try arguments(item, key: key, known: ["name", "address", "workers", "threads", "executable", "namespace", "slurm"])
             guard let name = h["name"] as? String, !name.isEmpty else { throw Invalid(key: "\(key).name", reason: "expected a name") }
             for optional in ["address", "executable", "namespace"] {
                 if let value = h[optional], !((value as? String).map { !$0.isEmpty } ?? false) {
@@ -462,6 +462,25 @@ public struct ClusterSpec: Sendable, Equatable {
                 }
                 workers[role] = n
             }
+            var threads: [WorkerRole: Int] = [:]
+            if let value = h["threads"] {
+                guard let perRole = value as? [String: Any] else {
+                    throw Invalid(key: "\(key).threads", reason: "expected a mapping of role to compute threads, e.g. {learner: 2}, got \(describe(value))")
+                }
+                for (roleName, count) in perRole {
+                    guard let role = WorkerRole(rawValue: roleName) else {
+                        throw Invalid(key: "\(key).threads.\(roleName)",
+                                      reason: "unknown role (expected \(WorkerRole.allCases.map(\.rawValue).joined(separator: ", ")))")
+                    }
+                    guard let n = count as? Int, (1 ... 1_024).contains(n) else {
+                        throw Invalid(key: "\(key).threads.\(roleName)", reason: "expected a thread count in 1...1024, got \(describe(count))")
+                    }
+                    threads[role] = n
+                }
+                if h["slurm"] != nil {
+                    throw Invalid(key: "\(key).threads", reason: "a slurm host's workers run with its slurm: cpus_per_task threads: give no threads")
+                }
+            }
             var slurm: SlurmSettings?
             if let value = h["slurm"] {
                 for other in ["address", "namespace"] where h[other] != nil {
@@ -475,7 +494,7 @@ public struct ClusterSpec: Sendable, Equatable {
                 throw Invalid(key: "\(key).name", reason: "expected letters, digits, '-', '_' or '.' (it is part of the workers' ids), got \(describe(name))")
             }
             hosts.append(Host(name: name, address: address, workers: workers, executable: h["executable"] as? String,
-                              namespace: h["namespace"] as? String, slurm: slurm))
+                              namespace: h["namespace"] as? String, slurm: slurm, threads: threads))
         }
         if hosts.filter(\.isSlurm).count > 1 {
             throw Invalid(key: "hosts", reason: "more than one slurm host: give one slurm host (its nodes: and workers: say how many and which); "

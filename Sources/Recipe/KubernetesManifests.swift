@@ -140,7 +140,7 @@ public struct KubernetesManifests {
                 guard let count = host.workers[role], count > 0 else { continue }
                 let name = KubernetesManifests.statefulSetName(role, host)
                 let podLabels = labels.merging(["app.kubernetes.io/component": role.rawValue, "rlhf/host": host.name, "rlhf/workers": name]) { $1 }
-                let cpus = host.slurm?.cpusPerTask ?? 1
+                let cpus = host.computeThreads(role)
                 objects.append(("\(index)-\(name)-service.yaml", [
                     "apiVersion": "v1", "kind": "Service", "metadata": metadata(name),
                     // Headless: the StatefulSet's pods get stable names; nothing connects to them through it.

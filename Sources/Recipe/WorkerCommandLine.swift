@@ -13,8 +13,9 @@ extension ClusterSpec {
         var arguments = ["worker", "--role", role.rawValue, "--coordinator", coordinator, "--id", id, "--checkpoint", path(checkpoint)]
         if let runID { arguments += ["--run-id", runID] }
         arguments += ["--orphan-timeout", "\(orphanTimeoutSeconds)"]
-        // A step's CPUs are its worker's compute threads.
-        if let slurm = host.slurm { arguments += ["--threads", "\(slurm.cpusPerTask)"] }
+        // The host's threads for the role (a Slurm step's CPUs are its worker's compute threads).
+        let threads = host.computeThreads(role)
+        if threads != 1 || host.isSlurm { arguments += ["--threads", "\(threads)"] }
         if role == .generator && decodeSlots != GeneratorService.defaultDecodeSlots { arguments += ["--decode-slots", "\(decodeSlots)"] }
         if role == .generator && precision.generator != .float32 { arguments += ["--precision", precision.generator.rawValue] }
         if role == .generator && precision.kvCache != .float32 { arguments += ["--kv-cache", precision.kvCache.rawValue] }

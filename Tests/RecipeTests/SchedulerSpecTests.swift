@@ -58,6 +58,7 @@ import Testing
             ("slurm: {gpus: 1}\n    workers: {generator: 1}", "hosts[0].slurm.gpus"),
             ("slurm: {extra_args: [exclusive]}\n    workers: {generator: 1}", "hosts[0].slurm.extra_args"),
             ("slurm: {}\n    address: user@h\n    workers: {generator: 1}", "hosts[0].address"),
+            ("slurm: {cpus_per_task: 4}\n    threads: {generator: 2}\n    workers: {generator: 1}", "hosts[0].threads"),
         ]
         for (host, key) in cases {
             #expect {

@@ -190,6 +190,32 @@ import TestKit
         #expect(throws: Never.self) { try ClusterSpec.parse(SpecTests.head.replacingOccurrences(of: ":5555", with: ":*"), baseDirectory: "/") }
     }
 
+    /// `threads: {role: n}` gives a host's workers of a role n compute threads (`--threads`), 1 where not
+    /// given; a bad role or count is refused naming the key, and a slurm host takes its cpus_per_task.
+    @Test func perRoleThreadsReachTheWorkersCommandLines() throws {
+        let text = SpecTests.head.replacingOccurrences(of: "reference-policy: 1}\n", with: "reference-policy: 1}\n    threads: {learner: 2, generator: 3}\n")
+            + "plan:\n  - generate: {prompts: 2}\n"
+        let spec = try ClusterSpec.parse(text, baseDirectory: "/")
+        let host = spec.hosts[0]
+        #expect(host.threads == [.learner: 2, .generator: 3])
+        func threads(_ role: WorkerRole) -> String? {
+            let arguments = spec.workerArguments(id: "x", role: role, host: host, coordinator: "tcp://127.0.0.1:5555", runID: nil, stateDirectory: "/tmp/s")
+            return arguments.firstIndex(of: "--threads").map { arguments[$0 + 1] }
+        }
+        #expect(threads(.learner) == "2" && threads(.generator) == "3" && threads(.rewardModel) == nil)
+        let bad: [(String, String)] = [
+            ("threads: {learner: 0}", "hosts[0].threads.learner"),
+            ("threads: {learner: two}", "hosts[0].threads.learner"),
+            ("threads: {trainer: 2}", "hosts[0].threads.trainer"),
+            ("threads: 2", "hosts[0].threads"),
+        ]
+        for (line, key) in bad {
+            let text = SpecTests.head.replacingOccurrences(of: "reference-policy: 1}\n", with: "reference-policy: 1}\n    \(line)\n")
+                + "plan:\n  - generate: {prompts: 2}\n"
+            #expect { try ClusterSpec.parse(text, baseDirectory: "/") } throws: { ($0 as? ClusterSpec.Invalid)?.key == key }
+        }
+    }
+
     /// `model.chat_template` names a chat format; `export` a format (and type) for each round's policy.
     @Test func chatTemplateAndExportAreParsedOrNamed() throws {
         let model = "model: {checkpoint: \(SpecTests.checkpoint)}"
