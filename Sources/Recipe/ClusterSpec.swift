@@ -472,13 +472,13 @@ public struct ClusterSpec: Sendable, Equatable {
                         throw Invalid(key: "\(key).threads.\(roleName)",
                                       reason: "unknown role (expected \(WorkerRole.allCases.map(\.rawValue).joined(separator: ", ")))")
                     }
-                    guard let n = count as? Int, (1 ... 1_024).contains(n) else {
-                        throw Invalid(key: "\(key).threads.\(roleName)", reason: "expected a thread count in 1...1024, got \(describe(count))")
+                    guard let n = count as? Int, (1 ... 256).contains(n) else {
+                        throw Invalid(key: "\(key).threads.\(roleName)", reason: "expected a thread count in 1...256 (rlhf worker --threads), got \(describe(count))")
                     }
                     threads[role] = n
                 }
                 if h["slurm"] != nil {
-                    throw Invalid(key: "\(key).threads", reason: "a slurm host's workers run with its slurm: cpus_per_task threads: give no threads")
+                    throw Invalid(key: "\(key).threads", reason: "a slurm host's workers take its slurm: cpus_per_task as their threads: give no threads")
                 }
             }
             var slurm: SlurmSettings?

@@ -191,7 +191,7 @@ import TestKit
     }
 
     /// `threads: {role: n}` gives a host's workers of a role n compute threads (`--threads`), 1 where not
-    /// given; a bad role or count is refused naming the key, and a slurm host takes its cpus_per_task.
+    /// given; a bad role or count is refused naming the key (beside `slurm:`, SchedulerSpecTests).
     @Test func perRoleThreadsReachTheWorkersCommandLines() throws {
         let text = SpecTests.head.replacingOccurrences(of: "reference-policy: 1}\n", with: "reference-policy: 1}\n    threads: {learner: 2, generator: 3}\n")
             + "plan:\n  - generate: {prompts: 2}\n"
@@ -205,6 +205,7 @@ import TestKit
         #expect(threads(.learner) == "2" && threads(.generator) == "3" && threads(.rewardModel) == nil)
         let bad: [(String, String)] = [
             ("threads: {learner: 0}", "hosts[0].threads.learner"),
+            ("threads: {learner: 257}", "hosts[0].threads.learner"),
             ("threads: {learner: two}", "hosts[0].threads.learner"),
             ("threads: {trainer: 2}", "hosts[0].threads.trainer"),
             ("threads: 2", "hosts[0].threads"),
