@@ -451,32 +451,13 @@ public struct ClusterSpec: Sendable, Equatable {
             guard let roles = h["workers"] as? [String: Any], !roles.isEmpty else {
                 throw Invalid(key: "\(key).workers", reason: "expected a mapping of role to count")
             }
-            var workers: [WorkerRole: Int] = [:]
-            for (roleName, count) in roles {
-                guard let role = WorkerRole(rawValue: roleName) else {
-                    throw Invalid(key: "\(key).workers.\(roleName)",
-                                  reason: "unknown role (expected \(WorkerRole.allCases.map(\.rawValue).joined(separator: ", ")))")
-                }
-                guard let n = count as? Int, (0 ... 4_096).contains(n) else {
-                    throw Invalid(key: "\(key).workers.\(roleName)", reason: "expected a count in 0...4096, got \(describe(count))")
-                }
-                workers[role] = n
-            }
+            let workers = try roleNumbers(roles, key: "\(key).workers", in: 0 ... 4_096, expecting: "a count in 0...4096")
             var threads: [WorkerRole: Int] = [:]
             if let value = h["threads"] {
                 guard let perRole = value as? [String: Any] else {
                     throw Invalid(key: "\(key).threads", reason: "expected a mapping of role to compute threads, e.g. {learner: 2}, got \(describe(value))")
                 }
-                for (roleName, count) in perRole {
-                    guard let role = WorkerRole(rawValue: roleName) else {
-                        throw Invalid(key: "\(key).threads.\(roleName)",
-                                      reason: "unknown role (expected \(WorkerRole.allCases.map(\.rawValue).joined(separator: ", ")))")
-                    }
-                    guard let n = count as? Int, (1 ... 256).contains(n) else {
-                        throw Invalid(key: "\(key).threads.\(roleName)", reason: "expected a thread count in 1...256 (rlhf worker --threads), got \(describe(count))")
-                    }
-                    threads[role] = n
-                }
+                threads = try roleNumbers(perRole, key: "\(key).threads", in: 1 ... 256, expecting: "a thread count in 1...256 (rlhf worker --threads)")
                 if h["slurm"] != nil {
                     throw Invalid(key: "\(key).threads", reason: "a slurm host's workers take its slurm: cpus_per_task as their threads: give no threads")
                 }
@@ -1099,6 +1080,22 @@ public struct ClusterSpec: Sendable, Equatable {
     }
 
     /// A step's (or section's) arguments as a mapping, every key known.
+    /// A host's mapping of role names to whole numbers in `range` (its `workers:` counts, its `threads:`),
+    /// refused naming the key of an unknown role or a number out of range.
+    static func roleNumbers(_ mapping: [String: Any], key: String, in range: ClosedRange<Int>, expecting: String) throws -> [WorkerRole: Int] {
+        var numbers: [WorkerRole: Int] = [:]
+        for (roleName, value) in mapping {
+            guard let role = WorkerRole(rawValue: roleName) else {
+                throw Invalid(key: "\(key).\(roleName)", reason: "unknown role (expected \(WorkerRole.allCases.map(\.rawValue).joined(separator: ", ")))")
+            }
+            guard let n = value as? Int, range.contains(n) else {
+                throw Invalid(key: "\(key).\(roleName)", reason: "expected \(expecting), got \(describe(value))")
+            }
+            numbers[role] = n
+        }
+        return numbers
+    }
+
     static func arguments(_ value: Any, key: String, known: Set<String>) throws -> [String: Any] {
         if value is NSNull { return [:] }
         guard let args = value as? [String: Any] else { throw Invalid(key: key, reason: "expected a mapping") }
