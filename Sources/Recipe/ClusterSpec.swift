@@ -1186,7 +1186,8 @@ public struct ClusterSpec: Sendable, Equatable {
         settings.constraint = try text("constraint")
         settings.nodes = try count("nodes", 1 ... 100_000) ?? 1
         settings.tasksPerNode = try count("ntasks_per_node", 1 ... 4_096)
-        settings.cpusPerTask = try count("cpus_per_task", 1 ... 4_096) ?? 1
+        // Each worker's --threads (at most 256).
+        settings.cpusPerTask = try count("cpus_per_task", 1 ... 256) ?? 1
         if let extra = args["extra_args"] {
             if let line = extra as? String {
                 settings.extraArguments = line.split(whereSeparator: \.isWhitespace).map(String.init)

@@ -54,6 +54,7 @@ import Testing
         let cases: [(String, String)] = [
             ("slurm: {nodes: 0}\n    workers: {generator: 1}", "hosts[0].slurm.nodes"),
             ("slurm: {cpus_per_task: two}\n    workers: {generator: 1}", "hosts[0].slurm.cpus_per_task"),
+            ("slurm: {cpus_per_task: 257}\n    workers: {generator: 1}", "hosts[0].slurm.cpus_per_task"),
             ("slurm: {partition: \"a b\"}\n    workers: {generator: 1}", "hosts[0].slurm.partition"),
             ("slurm: {gpus: 1}\n    workers: {generator: 1}", "hosts[0].slurm.gpus"),
             ("slurm: {extra_args: [exclusive]}\n    workers: {generator: 1}", "hosts[0].slurm.extra_args"),
