@@ -457,7 +457,9 @@ public struct ClusterSpec: Sendable, Equatable {
                 guard let perRole = value as? [String: Any] else {
                     throw Invalid(key: "\(key).threads", reason: "expected a mapping of role to compute threads, e.g. {learner: 2}, got \(describe(value))")
                 }
-                threads = try roleNumbers(perRole, key: "\(key).threads", in: 1 ... 256, expecting: "a thread count in 1...256 (rlhf worker --threads)")
+                let counts = ComputePool.threadCounts
+                threads = try roleNumbers(perRole, key: "\(key).threads", in: counts,
+                                          expecting: "a thread count in \(counts.lowerBound)...\(counts.upperBound) (rlhf worker --threads)")
                 if h["slurm"] != nil {
                     throw Invalid(key: "\(key).threads", reason: "a slurm host's workers take its slurm: cpus_per_task as their threads: give no threads")
                 }
@@ -1186,8 +1188,8 @@ public struct ClusterSpec: Sendable, Equatable {
         settings.constraint = try text("constraint")
         settings.nodes = try count("nodes", 1 ... 100_000) ?? 1
         settings.tasksPerNode = try count("ntasks_per_node", 1 ... 4_096)
-        // Each worker's --threads (at most 256).
-        settings.cpusPerTask = try count("cpus_per_task", 1 ... 256) ?? 1
+        // Each worker's --threads.
+        settings.cpusPerTask = try count("cpus_per_task", ComputePool.threadCounts) ?? 1
         if let extra = args["extra_args"] {
             if let line = extra as? String {
                 settings.extraArguments = line.split(whereSeparator: \.isWhitespace).map(String.init)

@@ -24,6 +24,9 @@ public final class ComputePool: @unchecked Sendable {
         let semaphore = DispatchSemaphore(value: 0)
     }
 
+    /// The thread counts a command or worker takes (`--threads`, a spec's `threads:` and `cpus_per_task`).
+    public static let threadCounts = 1 ... 256
+
     /// A pool of `threads` threads (at least 1; 1 runs everything on the caller).
     public init(threads: Int) {
         threadCount = max(1, threads)

@@ -74,8 +74,8 @@ enum OptionCheck {
         }
     }
 
-    /// Compute threads: 1...256.
-    static func threads(_ value: Int?, _ option: String = "--threads") throws { try integer(value, option, 1 ... 256) }
+    /// Compute threads: `ComputePool.threadCounts` (1...256).
+    static func threads(_ value: Int?, _ option: String = "--threads") throws { try integer(value, option, ComputePool.threadCounts) }
 
     /// A comma-separated list of thread counts, each in 1...256 (`1,2`).
     static func threadList(_ text: String, _ option: String = "--threads") throws -> [Int] {
