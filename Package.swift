@@ -147,7 +147,7 @@ let package = Package(
         ),
         .testTarget(
             name: "LlamaTrainingTests",
-            dependencies: ["LlamaCore", "LlamaTraining", "TestKit"]
+            dependencies: ["LlamaCore", "LlamaTraining", "CKernels", "TestKit"]
         ),
         .testTarget(
             name: "RLHFTests",

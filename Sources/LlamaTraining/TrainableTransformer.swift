@@ -1,4 +1,5 @@
 import CBLAS
+import CKernels
 import Foundation
 import LlamaCore
 
@@ -244,13 +245,18 @@ public final class TrainableTransformer {
 
     /// Causal attention of each sequence with itself; saves the probabilities, with zeros above the
     /// diagonal where the backward pass will read them (`forBackward`; a scoring forward has none, and
-    /// zeroes only what its own products read).
+    /// zeroes only what its own products read). A scoring forward whose head size is a multiple
+    /// of 16 goes through `blockAttention`; the rest through BLAS products on blocks of 64 query rows.
     private func attentionForward(_ saved: ForwardTape.Layer, batch: TokenBatch, tape: ForwardTape, forBackward: Bool) {
         let c = config, D = c.dim, KVD = c.kvDim, hs = c.headSize, group = c.kvGroupSize
         let scale = 1 / Float(hs).squareRoot()
         let q = saved.q.baseAddress, k = saved.k.baseAddress, v = saved.v.baseAddress
         let att = saved.att.baseAddress, probs = saved.probs.baseAddress
         let pairs = batch.sequences.count * c.nHeads, threads = pool.threadCount
+        if !forBackward && hs % 16 == 0 {
+            blockAttention(saved, batch: batch)
+            return
+        }
         pool.run { t in
             for index in stride(from: t, to: pairs, by: threads) {
                 let b = index / c.nHeads, h = index % c.nHeads, kvh = h / group
@@ -274,6 +280,61 @@ public final class TrainableTransformer {
                     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(r1 - r0), Int32(hs), Int32(r1), 1,
                                 P + r0 * T, Int32(T), vh, Int32(KVD), 0, att + (row + r0) * D + h * hs, Int32(D))
                     r0 = r1
+                }
+            }
+        }
+    }
+
+    /// Query rows per block of `blockAttention`: the tile height of `rlhf_small_gemm_nn`.
+    private static let attentionRowBlock = 8
+
+    /// Causal attention for a scoring forward (no probabilities kept) where the head size is a multiple
+    /// of 16: per sequence and head, the keys transposed once `(hs, T)`, then blocks of 8 query rows:
+    /// their scores against the keys up to the block's last row, each row's `exp(score - max)` up to its
+    /// own position, those weights times the values, and each output row divided by its weights' sum; all
+    /// in a thread's scratch that stays in cache (BLAS calls on blocks this small cost more than their
+    /// arithmetic at a head size of 48: this takes 10% less time than `attentionForward`'s blocks on the
+    /// 15M shape).
+    private func blockAttention(_ saved: ForwardTape.Layer, batch: TokenBatch) {
+        let c = config, D = c.dim, KVD = c.kvDim, hs = c.headSize, group = c.kvGroupSize
+        let scale = 1 / Float(hs).squareRoot(), block = TrainableTransformer.attentionRowBlock
+        let longest = batch.sequences.map(\.count).max() ?? 0
+        let padded = (longest + 15) / 16 * 16
+        let perThread = (hs + block) * padded
+        let threads = pool.threadCount, pairs = batch.sequences.count * c.nHeads
+        if attentionScratch.count < threads * perThread { attentionScratch = FloatBuffer(count: threads * perThread) }
+        let q = saved.q.baseAddress, k = saved.k.baseAddress, v = saved.v.baseAddress, att = saved.att.baseAddress
+        let scratch = attentionScratch.baseAddress
+        pool.run { t in
+            let keysT = scratch + t * perThread, scores = keysT + hs * padded
+            var inverseSums = [Float](repeating: 0, count: block)
+            for index in stride(from: t, to: pairs, by: threads) {
+                let b = index / c.nHeads, h = index % c.nHeads, kvh = h / group
+                let T = batch.sequences[b].count, row = batch.offsets[b]
+                let qh = q + row * D + h * hs, kh = k + row * KVD + kvh * hs, vh = v + row * KVD + kvh * hs
+                // keysT (hs, padded): column j is key j, zero past T (scores there are never read).
+                for d in 0..<hs {
+                    let out = keysT + d * padded
+                    for j in 0..<T { out[j] = kh[j * KVD + d] }
+                    (out + T).update(repeating: 0, count: padded - T)
+                }
+                var r0 = 0
+                while r0 < T {
+                    let rows = min(block, T - r0), keyCount = r0 + rows
+                    let width = (keyCount + 15) / 16 * 16
+                    rlhf_small_gemm_nn(scores, padded, qh + r0 * D, D, keysT, padded, rows, width, hs, scale, 0)
+                    for r in 0..<rows {
+                        let p = scores + r * padded, i = r0 + r
+                        inverseSums[r] = 1 / Kernels.expShifted(p, p, i + 1, shift: Kernels.maximum(p, i + 1), scale: 1)
+                        (p + i + 1).update(repeating: 0, count: keyCount - i - 1)
+                    }
+                    let out = att + (row + r0) * D + h * hs
+                    rlhf_small_gemm_nn(out, D, scores, padded, vh, KVD, rows, hs, keyCount, 1, 0)
+                    for r in 0..<rows {
+                        let o = out + r * D
+                        for d in 0..<hs { o[d] *= inverseSums[r] }
+                    }
+                    r0 += rows
                 }
             }
         }

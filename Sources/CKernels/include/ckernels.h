@@ -82,4 +82,11 @@ long rlhf_weight_units(const uint64_t *keys, long m, float scale, int *inexact);
 long rlhf_candidate_keys(const float *weights, long n, float floor, uint64_t *keys, uint32_t *lowest,
                          uint32_t *highest);
 
+/// C (m, n) = alpha A (m, k) B (k, n), plus C where `accumulate`; row-major with leading dimensions
+/// lda, ldb, ldc; n a multiple of 16. For the small products of attention (a head's queries against its
+/// keys, probabilities times values), where a BLAS call costs more than its arithmetic: tiles of 8 rows
+/// and 48 columns in registers, each product a fused multiply-add, summed over k in order.
+void rlhf_small_gemm_nn(float *c, long ldc, const float *a, long lda, const float *b, long ldb, long m, long n,
+                        long k, float alpha, int accumulate);
+
 #endif
