@@ -35,7 +35,8 @@ import Testing
                 }
                 var expected = Double(alpha) * sum
                 if accumulate { expected += Double(before[i * ldc + j]) }
-                let tolerance = 1e-6 * (Double(alpha) * magnitude + abs(expected)) + 1e-7
+                // A float32 sum of k fused products, scaled and added once: at most k + 2 roundings.
+                let tolerance = Double(Float.ulpOfOne) * (Double(k + 2) * Double(alpha) * magnitude + abs(expected))
                 #expect(abs(Double(c[i * ldc + j]) - expected) <= tolerance, "row \(i), column \(j)")
             }
         }
