@@ -249,14 +249,14 @@ public final class TrainableTransformer {
     /// of 16 goes through `blockAttention`; the rest through BLAS products on blocks of 64 query rows.
     private func attentionForward(_ saved: ForwardTape.Layer, batch: TokenBatch, tape: ForwardTape, forBackward: Bool) {
         let c = config, D = c.dim, KVD = c.kvDim, hs = c.headSize, group = c.kvGroupSize
-        let scale = 1 / Float(hs).squareRoot()
-        let q = saved.q.baseAddress, k = saved.k.baseAddress, v = saved.v.baseAddress
-        let att = saved.att.baseAddress, probs = saved.probs.baseAddress
-        let pairs = batch.sequences.count * c.nHeads, threads = pool.threadCount
         if !forBackward && hs % 16 == 0 {
             blockAttention(saved, batch: batch)
             return
         }
+        let scale = 1 / Float(hs).squareRoot()
+        let q = saved.q.baseAddress, k = saved.k.baseAddress, v = saved.v.baseAddress
+        let att = saved.att.baseAddress, probs = saved.probs.baseAddress
+        let pairs = batch.sequences.count * c.nHeads, threads = pool.threadCount
         pool.run { t in
             for index in stride(from: t, to: pairs, by: threads) {
                 let b = index / c.nHeads, h = index % c.nHeads, kvh = h / group

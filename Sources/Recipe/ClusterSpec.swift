@@ -1081,7 +1081,6 @@ public struct ClusterSpec: Sendable, Equatable {
         return weights
     }
 
-    /// A step's (or section's) arguments as a mapping, every key known.
     /// A host's mapping of role names to whole numbers in `range` (its `workers:` counts, its `threads:`),
     /// refused naming the key of an unknown role or a number out of range.
     static func roleNumbers(_ mapping: [String: Any], key: String, in range: ClosedRange<Int>, expecting: String) throws -> [WorkerRole: Int] {
@@ -1098,6 +1097,7 @@ public struct ClusterSpec: Sendable, Equatable {
         return numbers
     }
 
+    /// A step's (or section's) arguments as a mapping, every key known.
     static func arguments(_ value: Any, key: String, known: Set<String>) throws -> [String: Any] {
         if value is NSNull { return [:] }
         guard let args = value as? [String: Any] else { throw Invalid(key: key, reason: "expected a mapping") }
