@@ -48,19 +48,7 @@ public enum Losses {
     /// `log sum_j exp(logits[j])` of one row (SIMD exp, sum in float lanes).
     @inline(__always)
     static func logPartition(_ logits: UnsafeMutableBufferPointer<Float>) -> Double {
-        let base = logits.baseAddress!, n = logits.count
-        let m = Kernels.maximum(base, n)
-        // Sum of exp in 16 lanes, without storing the exponentials.
-        var lanes = SIMD16<Float>()
-        var i = 0
-        let shift = SIMD16<Float>(repeating: m)
-        while i + 16 <= n {
-            lanes += Kernels.exp(Kernels.load(base, i) - shift)
-            i += 16
-        }
-        var sum = Double(Kernels.horizontalSum(lanes))
-        while i < n { sum += Double(Kernels.exp(base[i] - m)); i += 1 }
-        return Double(m) + log(sum)
+        Kernels.logSumExp(logits.baseAddress!, logits.count)
     }
 
     /// `scale * softmax(row)` in place; returns `log Z`.
@@ -69,10 +57,7 @@ public enum Losses {
         let base = logits.baseAddress!, n = logits.count
         let m = Kernels.maximum(base, n)
         let sum = Kernels.expShifted(base, base, n, shift: m, scale: 1)
-        let factor = Kernels.Vec(repeating: scale / sum)
-        var j = 0
-        while j + 16 <= n { Kernels.store(Kernels.load(base, j) * factor, base, j); j += 16 }
-        while j < n { base[j] *= factor[0]; j += 1 }
+        Kernels.scale(base, n, by: scale / sum)
         return Double(m) + log(Double(sum))
     }
 

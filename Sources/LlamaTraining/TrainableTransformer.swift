@@ -487,22 +487,8 @@ public final class TrainableTransformer {
             let h1 = saved.h1.baseAddress, h3 = saved.h3.baseAddress, g = dg.baseAddress
             let d1 = dh1.baseAddress, d3 = dh3.baseAddress
             pool.parallelFor(n * H, grain: 1024) { range, _ in
-                // silu(a) = a s, silu'(a) = s (1 + a (1 - s)), s = sigmoid(a); 16 lanes at a time.
-                let one = Kernels.Vec(repeating: 1)
-                var i = range.lowerBound
-                while i + 16 <= range.upperBound {
-                    let a = Kernels.load(h1, i), up = Kernels.load(h3, i), dOut = Kernels.load(g, i)
-                    let s = one / (one + Kernels.exp(-a))
-                    Kernels.store(dOut * a * s, d3, i)
-                    Kernels.store(dOut * up * s * (one + a * (one - s)), d1, i)
-                    i += 16
-                }
-                while i < range.upperBound {
-                    let s = TrainingKernels.sigmoid(h1[i])
-                    d3[i] = g[i] * h1[i] * s
-                    d1[i] = g[i] * h3[i] * s * (1 + h1[i] * (1 - s))
-                    i += 1
-                }
+                Kernels.swigluBackward(dGate: d1 + range.lowerBound, dUp: d3 + range.lowerBound, gate: h1 + range.lowerBound,
+                                       up: h3 + range.lowerBound, dOut: g + range.lowerBound, range.count)
             }
             projectBackward(.w1, l, dx: dxn.baseAddress, dy: d1, x: saved.xn2.baseAddress, n: n, inFeatures: D, outFeatures: H,
                             accumulate: false, seed: seed)

@@ -165,8 +165,4 @@ enum TrainingKernels {
             }
         }
     }
-
-    // MARK: - SwiGLU
-
-    @inline(__always) static func sigmoid(_ a: Float) -> Float { 1 / (1 + expf(-a)) }
 }

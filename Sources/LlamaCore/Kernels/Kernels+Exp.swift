@@ -1,9 +1,20 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 extension Kernels {
     /// `exp(x)` lane-wise, to about 2 ulp over the float range (Cody-Waite reduction by ln 2 and a
     /// degree-6 polynomial). Plain IEEE arithmetic with fused multiply-adds, so every machine gets the
     /// same bits; inputs below -87.3 give 0.
-    @inline(__always)
-    @inlinable package static func exp(_ x: Vec) -> Vec {
+    ///
+    /// Transparent, not `@inline(__always)`: the optimizer measures this body before its SIMD16
+    /// operations become vector instructions, finds it large and declines an always-inline request,
+    /// which left every caller (SwiGLU, attention, the sampler's softmax) calling it out of line on
+    /// four 128-bit parts, at a third of the speed. Callers in other modules still get a call (their
+    /// optimizer does not inline it): they use the loops here (`swiglu`, `swigluBackward`,
+    /// `expShifted`, `logSumExp`) rather than `exp` itself.
+    @_transparent
+    package static func exp(_ x: Vec) -> Vec {
         // 1.5 * 2^23: adding it rounds to the nearest integer (ties to even) and leaves that integer
         // in the low mantissa bits.
         let magic = Vec(repeating: 12_582_912)
@@ -46,6 +57,22 @@ extension Kernels {
         var result = m.max()
         while i < n { result = Swift.max(result, x[i]); i += 1 }
         return result
+    }
+
+    /// `log sum_j exp(x[j])` of `n` elements: the largest shifted out, the exponentials summed in 16
+    /// float lanes (not stored), the tail's in double.
+    package static func logSumExp(_ x: UnsafePointer<Float>, _ n: Int) -> Double {
+        let m = maximum(x, n)
+        let shift = Vec(repeating: m)
+        var lanes = Vec()
+        var i = 0
+        while i + 16 <= n {
+            lanes += exp(load(x, i) - shift)
+            i += 16
+        }
+        var sum = Double(horizontalSum(lanes))
+        while i < n { sum += Double(exp(x[i] - m)); i += 1 }
+        return Double(m) + log(sum)
     }
 
     /// `out[i] = exp(scale * (x[i] - shift))` and returns the sum; `out` may alias `x`.

@@ -80,10 +80,15 @@ package enum Kernels {
     @inline(__always)
     @inlinable package static func softmax(_ x: UnsafeMutablePointer<Float>, _ n: Int) {
         let sum = expShifted(x, x, n, shift: maximum(x, n), scale: 1)
-        let inv = Vec(repeating: 1 / sum)
+        scale(x, n, by: 1 / sum)
+    }
+
+    /// `x[i] *= factor` over `n` elements.
+    package static func scale(_ x: UnsafeMutablePointer<Float>, _ n: Int, by factor: Float) {
+        let f = Vec(repeating: factor)
         var i = 0
-        while i + 16 <= n { store(load(x, i) * inv, x, i); i += 16 }
-        while i < n { x[i] *= inv[0]; i += 1 }
+        while i + 16 <= n { store(load(x, i) * f, x, i); i += 16 }
+        while i < n { x[i] *= factor; i += 1 }
     }
 
     /// SwiGLU's gate in place: `gate[i] = silu(gate[i]) * up[i]`, `silu(v) = v / (1 + exp(-v))`.
@@ -106,6 +111,28 @@ package enum Kernels {
         while i < n {
             let v = gate[i]
             out[i] = v / (1 + exp(-v)) * up[i]
+            i += 1
+        }
+    }
+
+    /// SwiGLU's backward over `n` elements: with `s = sigmoid(gate)`, `dUp = dOut silu(gate)` and
+    /// `dGate = dOut up s (1 + gate (1 - s))`. (Tails, past the last 16 elements, use the C library's
+    /// `expf`.)
+    package static func swigluBackward(dGate: UnsafeMutablePointer<Float>, dUp: UnsafeMutablePointer<Float>, gate: UnsafePointer<Float>,
+                                       up: UnsafePointer<Float>, dOut: UnsafePointer<Float>, _ n: Int) {
+        let one = Vec(repeating: 1)
+        var i = 0
+        while i + 16 <= n {
+            let a = load(gate, i), u = load(up, i), d = load(dOut, i)
+            let s = one / (one + exp(-a))
+            store(d * a * s, dUp, i)
+            store(d * u * s * (one + a * (one - s)), dGate, i)
+            i += 16
+        }
+        while i < n {
+            let a = gate[i], s = 1 / (1 + expf(-a))
+            dUp[i] = dOut[i] * a * s
+            dGate[i] = dOut[i] * up[i] * s * (1 + a * (1 - s))
             i += 1
         }
     }
