@@ -19,6 +19,22 @@
 /// faults, whatever the address.
 static inline void rlhf_prefetch(const void *p) { __builtin_prefetch(p, 0, 1); }
 
+/// 16 float lanes: Swift's SIMD16<Float>.
+typedef float rlhf_float16x __attribute__((ext_vector_type(16)));
+
+/// 16 bfloat16 values at p (any alignment) widened exactly to float32 (each the bits shifted up 16):
+/// inline, so a Swift loop that reads a bfloat16 KV cache gets one widening instruction per 16 values.
+static inline rlhf_float16x rlhf_load_bf16x16(const uint16_t *p) {
+    typedef uint16_t halves __attribute__((ext_vector_type(16)));
+    typedef uint32_t words __attribute__((ext_vector_type(16)));
+    halves h;
+    __builtin_memcpy(&h, p, sizeof h);
+    words w = __builtin_convertvector(h, words) << 16;
+    rlhf_float16x f;
+    __builtin_memcpy(&f, &w, sizeof f);
+    return f;
+}
+
 /// 1 when this CPU has AVX-512 BF16 (vdpbf16ps), which rlhf_bf16_matmul_panels then uses.
 int rlhf_bf16_hardware(void);
 

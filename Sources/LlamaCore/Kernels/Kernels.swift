@@ -1,4 +1,5 @@
 import CBLAS
+import CKernels
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -259,8 +260,9 @@ extension Float: KVElement {
 /// bfloat16 bits.
 extension UInt16: KVElement {
     @inline(__always) package static func load16(_ p: UnsafePointer<UInt16>, _ i: Int) -> Kernels.Vec {
-        let halves = UnsafeRawPointer(p + i).loadUnaligned(as: SIMD16<UInt16>.self)
-        return unsafeBitCast(SIMD16<UInt32>(truncatingIfNeeded: halves) &<< 16, to: Kernels.Vec.self)
+        // A C inline function: the standard library's widening conversion stayed an out-of-line call
+        // per 16 values here.
+        rlhf_load_bf16x16(p + i)
     }
     @inline(__always) package static func dot(_ q: UnsafePointer<Float>, _ x: UnsafePointer<UInt16>, _ n: Int) -> Float {
         var acc = Kernels.Vec()
