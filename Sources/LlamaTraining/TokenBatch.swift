@@ -14,6 +14,8 @@ public struct TokenBatch: Sendable, Equatable {
     public let rowCount: Int
     /// Position of each row's token in its sequence, `(N)`.
     public let positions: [Int]
+    /// Each row's token, `(N)`: the sequences one after another.
+    public let tokens: [Int32]
 
     /// Validates `sequences` against `config` (non-empty, within `seq_len`, ids in the vocabulary).
     public init(_ sequences: [[Int32]], config: LlamaConfig) throws {
@@ -35,6 +37,7 @@ public struct TokenBatch: Sendable, Equatable {
         self.offsets = offsets
         self.rowCount = row
         self.positions = sequences.flatMap { 0..<$0.count }
+        self.tokens = sequences.flatMap { $0 }
     }
 
     /// Row of token `position` of sequence `index`.

@@ -137,10 +137,10 @@ public final class TrainableTransformer {
         }
         let seed = tape.loraDropoutSeed
         let n = batch.rowCount, D = c.dim, KVD = c.kvDim, H = c.hiddenDim
-        let input = tape.layers[0].xIn.baseAddress
-        for (b, s) in batch.sequences.enumerated() {
-            for (p, token) in s.enumerated() {
-                (input + (batch.offsets[b] + p) * D).update(from: w + offset(.tokenEmbedding) + Int(token) * D, count: D)
+        let input = tape.layers[0].xIn.baseAddress, embedding = w + offset(.tokenEmbedding)
+        batch.tokens.withUnsafeBufferPointer { tokens in
+            pool.parallelFor(n, grain: 64) { range, _ in
+                for r in range { (input + r * D).update(from: embedding + Int(tokens[r]) * D, count: D) }
             }
         }
         for (l, saved) in tape.layers.enumerated() {
@@ -156,7 +156,7 @@ public final class TrainableTransformer {
             project(.wv, l, saved.v.baseAddress, saved.xn1.baseAddress, n: n, inFeatures: D, outFeatures: KVD, seed: seed)
             rotate(queries: saved.q, keys: saved.k, batch: batch, sign: 1)
             attentionForward(saved, batch: batch, tape: tape, forBackward: lastLayerRows == nil)
-            saved.xMid.baseAddress.update(from: x.baseAddress, count: n * D)
+            copy(saved.xMid.baseAddress, from: x.baseAddress, count: n * D)
             project(.wo, l, saved.xMid.baseAddress, saved.att.baseAddress, n: n, inFeatures: D, outFeatures: D, accumulate: true, seed: seed)
             normRows(out: saved.xn2, inverse: saved.rms2, input: saved.xMid, weight: w + offset(.rmsFFN, l), rows: n)
             project(.w1, l, saved.h1.baseAddress, saved.xn2.baseAddress, n: n, inFeatures: D, outFeatures: H, seed: seed)
@@ -166,7 +166,7 @@ public final class TrainableTransformer {
                 Kernels.swiglu(out: g + range.lowerBound, gate: h1 + range.lowerBound, up: h3 + range.lowerBound, range.count)
             }
             let next = tape.output(ofLayer: l)
-            next.baseAddress.update(from: saved.xMid.baseAddress, count: n * D)
+            copy(next.baseAddress, from: saved.xMid.baseAddress, count: n * D)
             project(.w2, l, next.baseAddress, g, n: n, inFeatures: H, outFeatures: D, accumulate: true, seed: seed)
         }
         let x = tape.xFinal
@@ -359,6 +359,13 @@ public final class TrainableTransformer {
                     }
                 }
             }
+        }
+    }
+
+    /// `count` floats from `source` to `destination`, in parallel (a residual stream's copy).
+    private func copy(_ destination: UnsafeMutablePointer<Float>, from source: UnsafePointer<Float>, count: Int) {
+        pool.parallelFor(count, grain: 1 << 14) { range, _ in
+            (destination + range.lowerBound).update(from: source + range.lowerBound, count: range.count)
         }
     }
 
