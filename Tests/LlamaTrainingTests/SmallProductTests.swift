@@ -2,12 +2,14 @@ import CKernels
 import Testing
 @testable import LlamaCore
 
-/// `rlhf_small_gemm_nn` (attention's products in a scoring forward) against float64 loops: whole and
-/// partial 8-row tiles, each column tiling (48, 32 and 16 wide remainders), leading dimensions wider
-/// than the operands, with and without accumulation.
+/// `rlhf_small_gemm_nn` (attention's products and the projections of a scoring forward) against float64
+/// loops: whole and partial 8-row tiles, each column tiling (48, 32 and 16 wide remainders, and columns
+/// past the last multiple of 16), leading dimensions wider than the operands, with and without
+/// accumulation.
 @Suite struct SmallProductTests {
     @Test(arguments: [(1, 16, 1, false), (3, 32, 5, false), (8, 48, 48, false), (13, 64, 16, false), (8, 80, 48, true),
-                      (17, 96, 7, true), (5, 256, 48, false), (9, 16, 256, true)])
+                      (17, 96, 7, true), (5, 256, 48, false), (9, 16, 256, true),
+                      (3, 5, 9, false), (10, 41, 12, true), (8, 77, 20, false), (4, 130, 33, true)])
     func smallProductMatchesFloat64(m: Int, n: Int, k: Int, accumulate: Bool) {
         var rng = SeededGenerator(seed: UInt64(m * 1000 + n * 10 + k))
         let lda = k + 3, ldb = n + 16, ldc = n + 5

@@ -99,9 +99,11 @@ long rlhf_candidate_keys(const float *weights, long n, float floor, uint64_t *ke
                          uint32_t *highest);
 
 /// C (m, n) = alpha A (m, k) B (k, n), plus C where `accumulate`; row-major with leading dimensions
-/// lda, ldb, ldc; n a multiple of 16. For the small products of attention (a head's queries against its
-/// keys, probabilities times values), where a BLAS call costs more than its arithmetic: tiles of 8 rows
-/// and 48 columns in registers, each product a fused multiply-add, summed over k in order.
+/// lda, ldb, ldc. Tiles of 8 rows and 48 columns in registers (columns past the last multiple of 16 one
+/// at a time), each product a fused multiply-add, summed over k in order: no packing, so it suits the
+/// small products of attention (a head's queries against its keys, probabilities times values), where a
+/// BLAS call costs more than its arithmetic, and products whose B is already laid out (k, n) and stays
+/// in a core's cache (a scoring forward's transposed weights, a block of columns at a time).
 void rlhf_small_gemm_nn(float *c, long ldc, const float *a, long lda, const float *b, long ldb, long m, long n,
                         long k, float alpha, int accumulate);
 
