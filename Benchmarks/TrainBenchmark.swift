@@ -95,6 +95,10 @@ public struct TrainBenchmark: Sendable {
                 ? try LoRAAdapters(config: c, settings: LoRASettings(rank: loraRank, alpha: Double(2 * loraRank)), seed: 1) : nil
             loraTrainer.lora = adapters
             let loraOptimizer = adapters.map { AdamW(groupSizes: [$0.values.count]) }
+            // The reward model scores as the reward-model worker does: its transformer prepared for scoring
+            // once (when a version is installed), not timed.
+            let scorer = TrainableTransformer(weights: weights.copy(), pool: pool)
+            scorer.prepareForScoring()
             var best = BestOf()
             for round in 0..<repeats {
                 if !rewardModelOnly {
@@ -120,7 +124,7 @@ public struct TrainBenchmark: Sendable {
                 }
                 let start = Date()
                 let scoringBatch = try TokenBatch(rmData, config: c)
-                _ = head.scores(trainer.forward(scoringBatch, onlyRows: scoringBatch.lastRows), rows: scoringBatch.lastRows)
+                _ = head.scores(scorer.forward(scoringBatch, onlyRows: scoringBatch.lastRows), rows: scoringBatch.lastRows)
                 best.record("rm", Double(rmBatch * length) / Date().timeIntervalSince(start))
                 if let torch {
                     best.record("torch-rm", try torch.figure(["op": "rm", "batch": rmBatch, "length": length, "seed": round], "tps"))

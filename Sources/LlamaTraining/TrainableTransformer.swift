@@ -24,7 +24,11 @@ public final class TrainableTransformer {
     /// LoRA adapters: while set, the targeted products add their adapters, the backward pass trains the
     /// adapters and computes no gradient for the base matrices (they are frozen: train
     /// `lora.parameterGroup`).
-    public var lora: LoRAAdapters?
+    public var lora: LoRAAdapters? {
+        didSet { scoringProjections = nil }
+    }
+    /// The projections transposed for forwards that no backward pass follows (`prepareForScoring()`).
+    private var scoringProjections: TransposedProjections?
     /// LoRA scratch: `(N, rank)` adapter activations and their gradient, `(N, max(D, H))` dropped inputs.
     private var loraScratch = FloatBuffer(count: 0)
     /// `(S, hs/2)` RoPE table.
@@ -93,8 +97,27 @@ public final class TrainableTransformer {
     /// Sets every trained gradient to zero (before accumulating a new step's micro-batches): the
     /// model's, or with `lora` set only the adapters' (the frozen base's buffer is scratch then, never read).
     public func zeroGradients() {
+        scoringProjections = nil
         if let lora { lora.zeroGradients() } else { gradients.withUnsafeMutableBufferPointer { $0.update(repeating: 0) } }
     }
+
+    /// Makes forwards faster for a model that will only score (the reward-model, safety-model and
+    /// reference-policy workers, which build a transformer for each version they install): keeps its
+    /// projection matrices transposed, which `forward` then multiplies by with `rlhf_small_gemm_nn` (no
+    /// packing per call, no zeroing of each output first; 8% less time on the 15M shape). Costs a copy of
+    /// the projections' memory (`TransposedProjections.bytes`). The copy is of the weights as they are
+    /// now: training this transformer (`zeroGradients`, a training forward, `backward`) or setting `lora`
+    /// drops it, and after changing `weights` any other way, call this again. Float32 products only; with
+    /// bfloat16 ones or LoRA adapters it does nothing.
+    public func prepareForScoring() {
+        scoringProjections = precision == .float32 && lora == nil ? TransposedProjections(weights: weights, pool: pool) : nil
+    }
+
+    /// Whether forwards use the transposed projections of `prepareForScoring()`.
+    public var isPreparedForScoring: Bool { scoringProjections != nil }
+
+    /// Bytes `prepareForScoring()` keeps for a model of `config`.
+    public static func scoringCopyBytes(_ config: LlamaConfig) -> Int { TransposedProjections.bytes(config) }
 
     /// What an optimizer updates: the model's trainable tensors, or with `lora` set only the adapters.
     public var trainedGroups: [ParameterGroup] { lora.map { [$0.parameterGroup] } ?? [ParameterGroup(model: self)] }
@@ -113,7 +136,8 @@ public final class TrainableTransformer {
 
     /// A forward whose tape the backward pass will use: LoRA's dropout (if any) applies.
     func trainingForward(_ batch: TokenBatch) -> ForwardTape {
-        forward(batch, lastLayerRows: nil, training: true)
+        scoringProjections = nil
+        return forward(batch, lastLayerRows: nil, training: true)
     }
 
     /// Runs `batch` through the trunk for the hidden states of `rows` alone (a reward model's scores
@@ -136,6 +160,7 @@ public final class TrainableTransformer {
             tape.loraDropoutSeed = nil
         }
         let seed = tape.loraDropoutSeed
+        let transposed = training ? nil : scoringProjections
         let n = batch.rowCount, D = c.dim, KVD = c.kvDim, H = c.hiddenDim
         let input = tape.layers[0].xIn.baseAddress, embedding = w + offset(.tokenEmbedding)
         batch.tokens.withUnsafeBufferPointer { tokens in
@@ -146,28 +171,28 @@ public final class TrainableTransformer {
         for (l, saved) in tape.layers.enumerated() {
             let x = saved.xIn
             if l == c.nLayers - 1, let rows = lastLayerRows {
-                lastLayer(saved, batch: batch, rows: rows)
+                lastLayer(saved, batch: batch, rows: rows, transposed: transposed)
                 tape.onlyRows = rows
                 break
             }
             normRows(out: saved.xn1, inverse: saved.rms1, input: x, weight: w + offset(.rmsAttention, l), rows: n)
-            project(.wq, l, saved.q.baseAddress, saved.xn1.baseAddress, n: n, inFeatures: D, outFeatures: D, seed: seed)
-            project(.wk, l, saved.k.baseAddress, saved.xn1.baseAddress, n: n, inFeatures: D, outFeatures: KVD, seed: seed)
-            project(.wv, l, saved.v.baseAddress, saved.xn1.baseAddress, n: n, inFeatures: D, outFeatures: KVD, seed: seed)
+            project(.wq, l, saved.q.baseAddress, saved.xn1.baseAddress, n: n, inFeatures: D, outFeatures: D, transposed: transposed, seed: seed)
+            project(.wk, l, saved.k.baseAddress, saved.xn1.baseAddress, n: n, inFeatures: D, outFeatures: KVD, transposed: transposed, seed: seed)
+            project(.wv, l, saved.v.baseAddress, saved.xn1.baseAddress, n: n, inFeatures: D, outFeatures: KVD, transposed: transposed, seed: seed)
             rotate(queries: saved.q, keys: saved.k, batch: batch, sign: 1)
             attentionForward(saved, batch: batch, tape: tape, forBackward: lastLayerRows == nil)
             copy(saved.xMid.baseAddress, from: x.baseAddress, count: n * D)
-            project(.wo, l, saved.xMid.baseAddress, saved.att.baseAddress, n: n, inFeatures: D, outFeatures: D, accumulate: true, seed: seed)
+            project(.wo, l, saved.xMid.baseAddress, saved.att.baseAddress, n: n, inFeatures: D, outFeatures: D, accumulate: true, transposed: transposed, seed: seed)
             normRows(out: saved.xn2, inverse: saved.rms2, input: saved.xMid, weight: w + offset(.rmsFFN, l), rows: n)
-            project(.w1, l, saved.h1.baseAddress, saved.xn2.baseAddress, n: n, inFeatures: D, outFeatures: H, seed: seed)
-            project(.w3, l, saved.h3.baseAddress, saved.xn2.baseAddress, n: n, inFeatures: D, outFeatures: H, seed: seed)
+            project(.w1, l, saved.h1.baseAddress, saved.xn2.baseAddress, n: n, inFeatures: D, outFeatures: H, transposed: transposed, seed: seed)
+            project(.w3, l, saved.h3.baseAddress, saved.xn2.baseAddress, n: n, inFeatures: D, outFeatures: H, transposed: transposed, seed: seed)
             let h1 = saved.h1.baseAddress, h3 = saved.h3.baseAddress, g = saved.g.baseAddress
             pool.parallelFor(n * H, grain: 1024) { range, _ in
                 Kernels.swiglu(out: g + range.lowerBound, gate: h1 + range.lowerBound, up: h3 + range.lowerBound, range.count)
             }
             let next = tape.output(ofLayer: l)
             copy(next.baseAddress, from: saved.xMid.baseAddress, count: n * D)
-            project(.w2, l, next.baseAddress, g, n: n, inFeatures: H, outFeatures: D, accumulate: true, seed: seed)
+            project(.w2, l, next.baseAddress, g, n: n, inFeatures: H, outFeatures: D, accumulate: true, transposed: transposed, seed: seed)
         }
         let x = tape.xFinal
         if let rows = lastLayerRows {
@@ -184,18 +209,18 @@ public final class TrainableTransformer {
     /// The last layer for `rows` only (`forward(_:onlyRows:)`): keys and values of every row, then the
     /// asked rows' queries, attention, output projection and feed-forward, computed compactly in the
     /// first `rows.count` rows of the layer's buffers and written to `rows` of `xFinal`.
-    private func lastLayer(_ saved: ForwardTape.Layer, batch: TokenBatch, rows: [Int]) {
+    private func lastLayer(_ saved: ForwardTape.Layer, batch: TokenBatch, rows: [Int], transposed: TransposedProjections?) {
         let c = config, l = c.nLayers - 1
         let n = batch.rowCount, m = rows.count, D = c.dim, KVD = c.kvDim, H = c.hiddenDim, hs = c.headSize, half = hs / 2
         let seed: UInt64? = nil  // a scoring forward: no dropout
         normRows(out: saved.xn1, inverse: saved.rms1, input: saved.xIn, weight: w + offset(.rmsAttention, l), rows: n)
-        project(.wk, l, saved.k.baseAddress, saved.xn1.baseAddress, n: n, inFeatures: D, outFeatures: KVD, seed: seed)
-        project(.wv, l, saved.v.baseAddress, saved.xn1.baseAddress, n: n, inFeatures: D, outFeatures: KVD, seed: seed)
+        project(.wk, l, saved.k.baseAddress, saved.xn1.baseAddress, n: n, inFeatures: D, outFeatures: KVD, transposed: transposed, seed: seed)
+        project(.wv, l, saved.v.baseAddress, saved.xn1.baseAddress, n: n, inFeatures: D, outFeatures: KVD, transposed: transposed, seed: seed)
         // The asked rows' normed inputs, gathered into xn2's first rows.
         let gathered = saved.xn2.baseAddress, xn1 = saved.xn1.baseAddress
         for (i, r) in rows.enumerated() { (gathered + i * D).update(from: xn1 + r * D, count: D) }
         let q = saved.q.baseAddress, k = saved.k.baseAddress, v = saved.v.baseAddress, att = saved.att.baseAddress
-        project(.wq, l, q, gathered, n: m, inFeatures: D, outFeatures: D, seed: seed)
+        project(.wq, l, q, gathered, n: m, inFeatures: D, outFeatures: D, transposed: transposed, seed: seed)
         // Each asked row's sequence (rows are given in any order).
         let sequenceOfRow = rows.map { r in batch.offsets.lastIndex { $0 <= r }! }
         ropeCos.withUnsafeBufferPointer { cosT in
@@ -230,16 +255,16 @@ public final class TrainableTransformer {
         }
         let xIn = saved.xIn.baseAddress, xMid = saved.xMid.baseAddress
         for (i, r) in rows.enumerated() { (xMid + i * D).update(from: xIn + r * D, count: D) }
-        project(.wo, l, xMid, att, n: m, inFeatures: D, outFeatures: D, accumulate: true, seed: seed)
+        project(.wo, l, xMid, att, n: m, inFeatures: D, outFeatures: D, accumulate: true, transposed: transposed, seed: seed)
         normRows(out: saved.xn2, inverse: saved.rms2, input: saved.xMid, weight: w + offset(.rmsFFN, l), rows: m)
         let h1 = saved.h1.baseAddress, h3 = saved.h3.baseAddress, g = saved.g.baseAddress
-        project(.w1, l, h1, saved.xn2.baseAddress, n: m, inFeatures: D, outFeatures: H, seed: seed)
-        project(.w3, l, h3, saved.xn2.baseAddress, n: m, inFeatures: D, outFeatures: H, seed: seed)
+        project(.w1, l, h1, saved.xn2.baseAddress, n: m, inFeatures: D, outFeatures: H, transposed: transposed, seed: seed)
+        project(.w3, l, h3, saved.xn2.baseAddress, n: m, inFeatures: D, outFeatures: H, transposed: transposed, seed: seed)
         Kernels.swiglu(out: g, gate: h1, up: h3, m * H)
         // The layer's output rows, computed compactly in xn1 (free now), then placed.
         let out = xn1, final = tape.xFinal.baseAddress
         out.update(from: xMid, count: m * D)
-        project(.w2, l, out, g, n: m, inFeatures: H, outFeatures: D, accumulate: true, seed: seed)
+        project(.w2, l, out, g, n: m, inFeatures: H, outFeatures: D, accumulate: true, transposed: transposed, seed: seed)
         for (i, r) in rows.enumerated() { (final + r * D).update(from: out + i * D, count: D) }
     }
 
@@ -402,7 +427,13 @@ public final class TrainableTransformer {
     /// `out (n, outF) (+)= x (n, inF) W^T` for `tensor` of layer `l`, plus its LoRA adapter's
     /// `scale (x A^T) B^T` when it has one (`seed`: the training forward's dropout masks).
     private func project(_ tensor: ParameterTensor, _ l: Int, _ out: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>,
-                         n: Int, inFeatures: Int, outFeatures: Int, accumulate: Bool = false, seed: UInt64?) {
+                         n: Int, inFeatures: Int, outFeatures: Int, accumulate: Bool = false, transposed: TransposedProjections? = nil,
+                         seed: UInt64?) {
+        if let transposed {
+            // Prepared for scoring: float32 and no adapters.
+            return TrainingKernels.forwardTransposed(out, x, transposed.matrix(tensor, l), n: n, inFeatures: inFeatures,
+                                                     outFeatures: outFeatures, accumulate: accumulate, pool: pool)
+        }
         products.forward(out, x, w + offset(tensor, l), n: n, inFeatures: inFeatures, outFeatures: outFeatures, accumulate: accumulate)
         guard let lora, let (a, b) = lora.adapter(tensor, l), n > 0 else { return }
         let r = lora.settings.rank, values = lora.values.baseAddress
@@ -474,6 +505,7 @@ public final class TrainableTransformer {
     /// Back-propagates `dL/dhidden (N, D)` through the trunk, adding every weight's gradient to
     /// `gradients` (the classifier's comes from `languageModelHead`).
     public func backward(_ tape: ForwardTape, hiddenGradient dHidden: FloatBuffer) {
+        scoringProjections = nil
         let c = config
         let batch: TokenBatch = tape.batch
         let n = batch.rowCount, D = c.dim, KVD = c.kvDim, H = c.hiddenDim

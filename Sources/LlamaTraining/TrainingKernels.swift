@@ -71,6 +71,28 @@ enum TrainingKernels {
         }
     }
 
+    /// `Y (N, out) = X (N, in) Wt (in, out)` (+ Y when `accumulate`), `Wt` a transposed weight matrix,
+    /// through `rlhf_small_gemm_nn`: rows shared out over the threads, and each thread's rows taken a block
+    /// of columns at a time, a block whose part of `Wt` (about 1 MB) stays in the core's cache while every
+    /// row passes.
+    static func forwardTransposed(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ wt: UnsafePointer<Float>,
+                                  n: Int, inFeatures: Int, outFeatures: Int, accumulate: Bool, pool: ComputePool) {
+        guard n > 0, outFeatures > 0 else { return }
+        let threads = pool.threadCount
+        let block = max(48, (1 << 18) / max(1, inFeatures) / 48 * 48)
+        pool.run { t in
+            let rows = ComputePool.share(of: n, thread: t, threads: threads, grain: 8)
+            guard !rows.isEmpty else { return }
+            var j = 0
+            while j < outFeatures {
+                let width = min(block, outFeatures - j)
+                rlhf_small_gemm_nn(y + rows.lowerBound * outFeatures + j, outFeatures, x + rows.lowerBound * inFeatures, inFeatures,
+                                   wt + j, outFeatures, rows.count, width, inFeatures, 1, accumulate ? 1 : 0)
+                j += width
+            }
+        }
+    }
+
     /// `dX (N, in) (+)= dY (N, out) W (out, in)`.
     static func backwardInput(_ dx: UnsafeMutablePointer<Float>, _ dy: UnsafePointer<Float>, _ w: UnsafePointer<Float>,
                               n: Int, inFeatures: Int, outFeatures: Int, accumulate: Bool, pool: ComputePool) {

@@ -17,8 +17,14 @@ public final class ReferencePolicyService: RoleService, @unchecked Sendable {
     /// A reference policy of `weights` at `policyVersion` on `threads` threads.
     public init(weights: ModelWeights, threads: Int = 1, policyVersion: UInt64 = 0) {
         pool = ComputePool(threads: threads)
-        held = VersionedModel(TrainableTransformer(weights: weights, pool: pool), version: policyVersion,
-                              checksum: weights.checksum)
+        held = VersionedModel(ReferencePolicyService.scorer(weights, pool: pool), version: policyVersion, checksum: weights.checksum)
+    }
+
+    /// A transformer of `weights` that only scores (each version installed gets its own).
+    private static func scorer(_ weights: ModelWeights, pool: ComputePool) -> TrainableTransformer {
+        let model = TrainableTransformer(weights: weights, pool: pool)
+        model.prepareForScoring()
+        return model
     }
 
     public var policyVersion: UInt64 { held.snapshot.version }
@@ -62,7 +68,7 @@ public final class ReferencePolicyService: RoleService, @unchecked Sendable {
     }
 
     public func install(_ weights: ModelWeights, version: UInt64) throws {
-        let model = TrainableTransformer(weights: weights, pool: pool)
+        let model = ReferencePolicyService.scorer(weights, pool: pool)
         let checksum = weights.checksum
         held.replace(model, version: version, checksum: checksum)
     }

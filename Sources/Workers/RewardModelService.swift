@@ -27,7 +27,14 @@ public final class RewardModelService: RoleService, @unchecked Sendable {
         }
         self.kind = kind
         pool = ComputePool(threads: threads)
-        held = VersionedModel((TrainableTransformer(weights: weights, pool: pool), head), version: modelVersion, checksum: weights.checksum)
+        held = VersionedModel((RewardModelService.scorer(weights, pool: pool), head), version: modelVersion, checksum: weights.checksum)
+    }
+
+    /// A trunk of `weights` that only scores (each version installed gets its own).
+    private static func scorer(_ weights: ModelWeights, pool: ComputePool) -> TrainableTransformer {
+        let trunk = TrainableTransformer(weights: weights, pool: pool)
+        trunk.prepareForScoring()
+        return trunk
     }
 
     /// The version of the reward model held (0: as loaded; the learner's reward training counts up).
@@ -48,7 +55,7 @@ public final class RewardModelService: RoleService, @unchecked Sendable {
             throw LlamaError.invalidInput("the announced head has \(announce.headWeight.count) weights for a model of dim \(weights.config.dim)")
         }
         let head = ScalarHead(weight: announce.headWeight, bias: announce.headBias)
-        held.replace((TrainableTransformer(weights: weights, pool: pool), head), version: version, checksum: weights.checksum)
+        held.replace((RewardModelService.scorer(weights, pool: pool), head), version: version, checksum: weights.checksum)
     }
 
     /// Scores of `(prompt + response)` token lists `(N)`, each read at the sequence's last token.

@@ -75,9 +75,11 @@ public struct WorkerMemory: Sendable, Equatable, CustomStringConvertible {
             ])
         case .referencePolicy:
             return WorkerMemory(role: role, parts: [Part(name: "weights", bytes: weights),
+                                                    Part(name: "projections transposed for scoring", bytes: TrainableTransformer.scoringCopyBytes(c)),
                                                     Part(name: "scoring activations (\(batchSequences) x \(tokens) tokens)", bytes: activations)])
         case .rewardModel, .safetyModel:
             return WorkerMemory(role: role, parts: [Part(name: "weights and score head", bytes: weights + head),
+                                                    Part(name: "projections transposed for scoring", bytes: TrainableTransformer.scoringCopyBytes(c)),
                                                     Part(name: "scoring activations (\(batchSequences) x \(tokens) tokens)", bytes: activations)])
         case .learner:
             let adapters = ((try? lora.map { try LoRALayout(config: c, settings: $0) }) ?? nil).map { $0.totalCount * float }

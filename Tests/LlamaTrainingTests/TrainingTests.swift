@@ -105,6 +105,54 @@ import Testing
         }
     }
 
+    /// A transformer prepared for scoring (its projections transposed and multiplied by
+    /// `rlhf_small_gemm_nn`) gives the hidden states of one that is not, in a scoring forward and a full
+    /// one, on one thread and two; training it, or setting adapters, drops the preparation (a forward
+    /// after a step reads the new weights), and bfloat16 products never take it.
+    @Test(arguments: ["tiny-mha", "tiny-gqa"])
+    func preparedForScoringMatchesTheUsualForward(model: String) throws {
+        let weights = try Checkpoint.read(path: TrainingTests.fixtures + "/\(model).bin").weights
+        let long = (0..<70).map { Int32(1 + ($0 * 37) % 500) }
+        let sequences: [[Int32]] = [[1, 17, 300, 42, 42, 9], [1, 5], [1], long]
+        let batch = try TokenBatch(sequences, config: weights.config)
+        let D = weights.config.dim, rows = batch.lastRows
+        func hidden(_ tape: ForwardTape, _ r: Int) -> [Float] { tape.hidden.array(r * D ..< (r + 1) * D) }
+        func close(_ a: [Float], _ b: [Float]) -> Bool {
+            zip(a, b).map { abs($0 - $1) }.max()! < 1e-5 * b.map(abs).max()!
+        }
+        for threads in [1, 2] {
+            let pool = ComputePool(threads: threads)
+            defer { pool.shutdown() }
+            let usual = TrainableTransformer(weights: weights.copy(), pool: pool)
+            let full = usual.forward(batch)
+            let expected = (0..<batch.rowCount).map { hidden(full, $0) }
+            let prepared = TrainableTransformer(weights: weights.copy(), pool: pool)
+            prepared.prepareForScoring()
+            #expect(prepared.isPreparedForScoring)
+            let scoring = prepared.forward(batch, onlyRows: rows)
+            for r in rows { #expect(close(hidden(scoring, r), expected[r]), "\(model), scoring row \(r), \(threads) threads") }
+            let preparedFull = prepared.forward(batch)
+            for r in 0..<batch.rowCount { #expect(close(hidden(preparedFull, r), expected[r]), "\(model), row \(r), \(threads) threads") }
+            // One training step on both: the prepared one forgets its copy and reads the new weights.
+            for model in [usual, prepared] {
+                model.zeroGradients()
+                let trained = sequences.filter { $0.count > 1 }
+                _ = try model.maskedCrossEntropy(sequences: trained, mask: trained.map { [Float](repeating: 1, count: $0.count - 1) })
+                AdamW(groupSizes: [model.weights.storage.count]).update(model.trainedGroups, lr: 1e-2, pool: pool)
+            }
+            #expect(!prepared.isPreparedForScoring)
+            let after = usual.forward(batch, onlyRows: rows), preparedAfter = prepared.forward(batch, onlyRows: rows)
+            for r in rows { #expect(hidden(preparedAfter, r) == hidden(after, r), "\(model), row \(r) after a step") }
+            #expect(hidden(after, rows[0]) != expected[rows[0]], "the step changed the weights")
+            prepared.prepareForScoring()
+            prepared.lora = try LoRAAdapters(config: weights.config, settings: LoRASettings(rank: 2, alpha: 4), seed: 1)
+            #expect(!prepared.isPreparedForScoring)
+        }
+        let bf16 = TrainableTransformer(weights: weights.copy(), precision: .bfloat16)
+        bf16.prepareForScoring()
+        #expect(!bf16.isPreparedForScoring)
+    }
+
     /// The trunk's final hidden states match the inference transformer's prefill.
     @Test func trainingForwardMatchesInference() throws {
         let weights = try Checkpoint.read(path: TrainingTests.fixtures + "/tiny-gqa.bin").weights

@@ -87,6 +87,7 @@ struct EvalCommand: ParsableCommand {
                 let weights = try Checkpoint.read(path: rewardModel).weights
                 let head = try RewardModelService.loadHead(path: rewardHead ?? rewardModel + ".head.json")
                 let trunk = TrainableTransformer(weights: weights, pool: pool)
+                trunk.prepareForScoring()
                 scorer = { try Trainers.scores(trunk, head: head, sequences: $0) }
             }
             return try TaskEvaluation.responses(chosen, generator: TextGenerator(transformer: Transformer(model: model, pool: pool)),
