@@ -160,7 +160,6 @@ public final class TrainableTransformer {
             tape.loraDropoutSeed = nil
         }
         let seed = tape.loraDropoutSeed
-        let transposed = training ? nil : scoringProjections
         let n = batch.rowCount, D = c.dim, KVD = c.kvDim, H = c.hiddenDim
         let input = tape.layers[0].xIn.baseAddress, embedding = w + offset(.tokenEmbedding)
         batch.tokens.withUnsafeBufferPointer { tokens in
@@ -171,28 +170,28 @@ public final class TrainableTransformer {
         for (l, saved) in tape.layers.enumerated() {
             let x = saved.xIn
             if l == c.nLayers - 1, let rows = lastLayerRows {
-                lastLayer(saved, batch: batch, rows: rows, transposed: transposed)
+                lastLayer(saved, batch: batch, rows: rows)
                 tape.onlyRows = rows
                 break
             }
             normRows(out: saved.xn1, inverse: saved.rms1, input: x, weight: w + offset(.rmsAttention, l), rows: n)
-            project(.wq, l, saved.q.baseAddress, saved.xn1.baseAddress, n: n, inFeatures: D, outFeatures: D, transposed: transposed, seed: seed)
-            project(.wk, l, saved.k.baseAddress, saved.xn1.baseAddress, n: n, inFeatures: D, outFeatures: KVD, transposed: transposed, seed: seed)
-            project(.wv, l, saved.v.baseAddress, saved.xn1.baseAddress, n: n, inFeatures: D, outFeatures: KVD, transposed: transposed, seed: seed)
+            project(.wq, l, saved.q.baseAddress, saved.xn1.baseAddress, n: n, inFeatures: D, outFeatures: D, seed: seed)
+            project(.wk, l, saved.k.baseAddress, saved.xn1.baseAddress, n: n, inFeatures: D, outFeatures: KVD, seed: seed)
+            project(.wv, l, saved.v.baseAddress, saved.xn1.baseAddress, n: n, inFeatures: D, outFeatures: KVD, seed: seed)
             rotate(queries: saved.q, keys: saved.k, batch: batch, sign: 1)
             attentionForward(saved, batch: batch, tape: tape, forBackward: lastLayerRows == nil)
             copy(saved.xMid.baseAddress, from: x.baseAddress, count: n * D)
-            project(.wo, l, saved.xMid.baseAddress, saved.att.baseAddress, n: n, inFeatures: D, outFeatures: D, accumulate: true, transposed: transposed, seed: seed)
+            project(.wo, l, saved.xMid.baseAddress, saved.att.baseAddress, n: n, inFeatures: D, outFeatures: D, accumulate: true, seed: seed)
             normRows(out: saved.xn2, inverse: saved.rms2, input: saved.xMid, weight: w + offset(.rmsFFN, l), rows: n)
-            project(.w1, l, saved.h1.baseAddress, saved.xn2.baseAddress, n: n, inFeatures: D, outFeatures: H, transposed: transposed, seed: seed)
-            project(.w3, l, saved.h3.baseAddress, saved.xn2.baseAddress, n: n, inFeatures: D, outFeatures: H, transposed: transposed, seed: seed)
+            project(.w1, l, saved.h1.baseAddress, saved.xn2.baseAddress, n: n, inFeatures: D, outFeatures: H, seed: seed)
+            project(.w3, l, saved.h3.baseAddress, saved.xn2.baseAddress, n: n, inFeatures: D, outFeatures: H, seed: seed)
             let h1 = saved.h1.baseAddress, h3 = saved.h3.baseAddress, g = saved.g.baseAddress
             pool.parallelFor(n * H, grain: 1024) { range, _ in
                 Kernels.swiglu(out: g + range.lowerBound, gate: h1 + range.lowerBound, up: h3 + range.lowerBound, range.count)
             }
             let next = tape.output(ofLayer: l)
             copy(next.baseAddress, from: saved.xMid.baseAddress, count: n * D)
-            project(.w2, l, next.baseAddress, g, n: n, inFeatures: H, outFeatures: D, accumulate: true, transposed: transposed, seed: seed)
+            project(.w2, l, next.baseAddress, g, n: n, inFeatures: H, outFeatures: D, accumulate: true, seed: seed)
         }
         let x = tape.xFinal
         if let rows = lastLayerRows {
@@ -209,18 +208,18 @@ public final class TrainableTransformer {
     /// The last layer for `rows` only (`forward(_:onlyRows:)`): keys and values of every row, then the
     /// asked rows' queries, attention, output projection and feed-forward, computed compactly in the
     /// first `rows.count` rows of the layer's buffers and written to `rows` of `xFinal`.
-    private func lastLayer(_ saved: ForwardTape.Layer, batch: TokenBatch, rows: [Int], transposed: TransposedProjections?) {
+    private func lastLayer(_ saved: ForwardTape.Layer, batch: TokenBatch, rows: [Int]) {
         let c = config, l = c.nLayers - 1
         let n = batch.rowCount, m = rows.count, D = c.dim, KVD = c.kvDim, H = c.hiddenDim, hs = c.headSize, half = hs / 2
         let seed: UInt64? = nil  // a scoring forward: no dropout
         normRows(out: saved.xn1, inverse: saved.rms1, input: saved.xIn, weight: w + offset(.rmsAttention, l), rows: n)
-        project(.wk, l, saved.k.baseAddress, saved.xn1.baseAddress, n: n, inFeatures: D, outFeatures: KVD, transposed: transposed, seed: seed)
-        project(.wv, l, saved.v.baseAddress, saved.xn1.baseAddress, n: n, inFeatures: D, outFeatures: KVD, transposed: transposed, seed: seed)
+        project(.wk, l, saved.k.baseAddress, saved.xn1.baseAddress, n: n, inFeatures: D, outFeatures: KVD, seed: seed)
+        project(.wv, l, saved.v.baseAddress, saved.xn1.baseAddress, n: n, inFeatures: D, outFeatures: KVD, seed: seed)
         // The asked rows' normed inputs, gathered into xn2's first rows.
         let gathered = saved.xn2.baseAddress, xn1 = saved.xn1.baseAddress
         for (i, r) in rows.enumerated() { (gathered + i * D).update(from: xn1 + r * D, count: D) }
         let q = saved.q.baseAddress, k = saved.k.baseAddress, v = saved.v.baseAddress, att = saved.att.baseAddress
-        project(.wq, l, q, gathered, n: m, inFeatures: D, outFeatures: D, transposed: transposed, seed: seed)
+        project(.wq, l, q, gathered, n: m, inFeatures: D, outFeatures: D, seed: seed)
         // Each asked row's sequence (rows are given in any order).
         let sequenceOfRow = rows.map { r in batch.offsets.lastIndex { $0 <= r }! }
         ropeCos.withUnsafeBufferPointer { cosT in
@@ -255,16 +254,16 @@ public final class TrainableTransformer {
         }
         let xIn = saved.xIn.baseAddress, xMid = saved.xMid.baseAddress
         for (i, r) in rows.enumerated() { (xMid + i * D).update(from: xIn + r * D, count: D) }
-        project(.wo, l, xMid, att, n: m, inFeatures: D, outFeatures: D, accumulate: true, transposed: transposed, seed: seed)
+        project(.wo, l, xMid, att, n: m, inFeatures: D, outFeatures: D, accumulate: true, seed: seed)
         normRows(out: saved.xn2, inverse: saved.rms2, input: saved.xMid, weight: w + offset(.rmsFFN, l), rows: m)
         let h1 = saved.h1.baseAddress, h3 = saved.h3.baseAddress, g = saved.g.baseAddress
-        project(.w1, l, h1, saved.xn2.baseAddress, n: m, inFeatures: D, outFeatures: H, transposed: transposed, seed: seed)
-        project(.w3, l, h3, saved.xn2.baseAddress, n: m, inFeatures: D, outFeatures: H, transposed: transposed, seed: seed)
+        project(.w1, l, h1, saved.xn2.baseAddress, n: m, inFeatures: D, outFeatures: H, seed: seed)
+        project(.w3, l, h3, saved.xn2.baseAddress, n: m, inFeatures: D, outFeatures: H, seed: seed)
         Kernels.swiglu(out: g, gate: h1, up: h3, m * H)
         // The layer's output rows, computed compactly in xn1 (free now), then placed.
         let out = xn1, final = tape.xFinal.baseAddress
         out.update(from: xMid, count: m * D)
-        project(.w2, l, out, g, n: m, inFeatures: H, outFeatures: D, accumulate: true, transposed: transposed, seed: seed)
+        project(.w2, l, out, g, n: m, inFeatures: H, outFeatures: D, accumulate: true, seed: seed)
         for (i, r) in rows.enumerated() { (final + r * D).update(from: out + i * D, count: D) }
     }
 
@@ -427,10 +426,9 @@ public final class TrainableTransformer {
     /// `out (n, outF) (+)= x (n, inF) W^T` for `tensor` of layer `l`, plus its LoRA adapter's
     /// `scale (x A^T) B^T` when it has one (`seed`: the training forward's dropout masks).
     private func project(_ tensor: ParameterTensor, _ l: Int, _ out: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>,
-                         n: Int, inFeatures: Int, outFeatures: Int, accumulate: Bool = false, transposed: TransposedProjections? = nil,
-                         seed: UInt64?) {
-        if let transposed {
-            // Prepared for scoring: float32 and no adapters.
+                         n: Int, inFeatures: Int, outFeatures: Int, accumulate: Bool = false, seed: UInt64?) {
+        if let transposed = scoringProjections {
+            // Prepared for scoring: float32 and no adapters (a training forward has dropped the copy).
             return TrainingKernels.forwardTransposed(out, x, transposed.matrix(tensor, l), n: n, inFeatures: inFeatures,
                                                      outFeatures: outFeatures, accumulate: accumulate, pool: pool)
         }
