@@ -116,9 +116,16 @@ public struct WorkerMemory: Sendable, Equatable, CustomStringConvertible {
 
     /// The memory this machine has available now (`MemAvailable` of /proc/meminfo); nil where it cannot
     /// be read.
-    public static func availableBytes() -> Int? {
+    public static func availableBytes() -> Int? { meminfo("MemAvailable") }
+
+    /// The memory this machine has in all (`MemTotal` of /proc/meminfo), never less than `availableBytes()`;
+    /// nil where it cannot be read.
+    public static func totalBytes() -> Int? { meminfo("MemTotal") }
+
+    /// One field of /proc/meminfo ("MemAvailable:   1234 kB"), in bytes.
+    private static func meminfo(_ field: String) -> Int? {
         guard let text = try? String(contentsOfFile: "/proc/meminfo", encoding: .utf8),
-              let line = text.split(separator: "\n").first(where: { $0.hasPrefix("MemAvailable:") }),
+              let line = text.split(separator: "\n").first(where: { $0.hasPrefix(field + ":") }),
               let kilobytes = line.split(separator: " ").dropFirst().first.flatMap({ Int($0) }) else { return nil }
         return kilobytes * 1024
     }
