@@ -51,11 +51,33 @@ func benchDirectory() throws -> URL {
 }
 
 
-/// Best-of figures gathered over interleaved rounds.
+/// Best-of figures gathered over interleaved rounds, and every round's figure (recorded once a round per
+/// key, so that round r's figures of two keys were measured side by side).
 struct BestOf {
     private(set) var values: [String: Double] = [:]
-    mutating func record(_ key: String, _ value: Double) { values[key] = max(values[key] ?? 0, value) }
+    private(set) var rounds: [String: [Double]] = [:]
+    mutating func record(_ key: String, _ value: Double) {
+        values[key] = max(values[key] ?? 0, value)
+        rounds[key, default: []].append(value)
+    }
     subscript(_ key: String) -> Double? { values[key] }
+
+    /// `a / b` round by round, for the rounds in which both were measured.
+    func pairedRatios(_ a: String, _ b: String) -> [Double] {
+        guard let x = rounds[a], let y = rounds[b] else { return [] }
+        return zip(x, y).compactMap { $1 > 0 ? $0 / $1 : nil }
+    }
+
+    /// " (rounds 1.28x 1.35x 1.31x, median 1.31x)": what `a / b` was in each round, beside the best-of
+    /// ratio; on a machine whose bandwidth swings between seconds the best of each side may come from
+    /// different moments. Empty with fewer than two rounds.
+    func roundRatios(_ a: String, _ b: String) -> String {
+        let ratios = pairedRatios(a, b)
+        guard ratios.count >= 2 else { return "" }
+        let sorted = ratios.sorted()
+        let median = sorted.count % 2 == 1 ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
+        return " (rounds " + ratios.map { String(format: "%.2fx", $0) }.joined(separator: " ") + String(format: ", median %.2fx)", median)
+    }
 }
 
 /// A baseline's figure, or "(skipped)" when it was not measured.

@@ -124,7 +124,8 @@ public struct GenerateBenchmark: Sendable {
                 let gbLlama2c = best["llama2c"].map { String(format: " (%.1f GB/s)", $0 * Double(f32.bytesPerDecodedToken) / 1e9) } ?? ""
                 print(String(format: "%@ batch 1 float32:  %7.1f tok/s  %5.1f GB/s (%.0f%% of probe; %.0f%% of a %.0f MB probe, %.1f GB/s)  vs llama2.c %@%@: %@  vs PyTorch %@: %@",
                              label, best["f32"]!, gbF32, 100 * gbF32 / bandwidth[t]!, 100 * gbF32 / probeF32, Double(f32.bytesPerDecodedToken) / 1e6, probeF32,
-                             figure(best["llama2c"]), gbLlama2c, ratio(best["f32"], best["llama2c"]), figure(best["torch1"]), ratio(best["f32"], best["torch1"])))
+                             figure(best["llama2c"]), gbLlama2c, ratio(best["f32"], best["llama2c"]) + best.roundRatios("f32", "llama2c"),
+                             figure(best["torch1"]), ratio(best["f32"], best["torch1"])))
                 print(String(format: "%@ batch 1 bfloat16: %7.1f tok/s  %5.1f GB/s (%.0f%% of probe; %.0f%% of a %.0f MB probe, %.1f GB/s)  vs llama2.c float32: %@",
                              label, best["bf16"]!, gbBF16, 100 * gbBF16 / bandwidth[t]!, 100 * gbBF16 / probeBF16, Double(bf16.bytesPerDecodedToken) / 1e6, probeBF16,
                              ratio(best["bf16"], best["llama2c"])))

@@ -134,13 +134,14 @@ public struct TrainBenchmark: Sendable {
             if let tps = best["train"] {
                 print(String(format: "%@ training step: %.2f s, %.0f tok/s, %.1f GFLOP/s  vs PyTorch %@: %@", label,
                              Double(batch * (length - 1)) / tps, tps, 3 * forwardFlops * tps / 1e9,
-                             figure(best["torch-train"]), ratio(tps, best["torch-train"])))
+                             figure(best["torch-train"]), ratio(tps, best["torch-train"]) + best.roundRatios("train", "torch-train")))
             }
             if let tps = best["train-bf16"] {
                 print(String(format: "%@ training step, bfloat16 products: %.2f s, %.0f tok/s, %.1f GFLOP/s  vs float32: %@  vs PyTorch float32 %@: %@  vs PyTorch bfloat16 autocast %@: %@",
                              label, Double(batch * (length - 1)) / tps, tps, 3 * forwardFlops * tps / 1e9, ratio(tps, best["train"]),
-                             figure(best["torch-train"]), ratio(tps, best["torch-train"]),
-                             figure(best["torch-train-autocast"]), ratio(tps, best["torch-train-autocast"])))
+                             figure(best["torch-train"]), ratio(tps, best["torch-train"]) + best.roundRatios("train-bf16", "torch-train"),
+                             figure(best["torch-train-autocast"]),
+                             ratio(tps, best["torch-train-autocast"]) + best.roundRatios("train-bf16", "torch-train-autocast")))
             }
             if let tps = best["train-lora"], let adapters {
                 let full = c.parameterCount, trained = adapters.values.count
@@ -151,7 +152,7 @@ public struct TrainBenchmark: Sendable {
             }
             print(String(format: "%@ reward-model forward (scores at each last token): %.0f tok/s, %.1f GFLOP/s of a full forward  vs PyTorch %@: %@", label, best["rm"]!,
                          scoringFlops * best["rm"]! / 1e9,
-                         figure(best["torch-rm"]), ratio(best["rm"], best["torch-rm"])))
+                         figure(best["torch-rm"]), ratio(best["rm"], best["torch-rm"]) + best.roundRatios("rm", "torch-rm")))
         }
         print(String(format: "peak resident memory: %.0f MB", Double(MemoryProbe.peakResidentBytes()) / 1e6))
     }

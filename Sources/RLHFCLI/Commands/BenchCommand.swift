@@ -37,8 +37,9 @@ struct GenerateBench: ParsableCommand {
         abstract: "Decode throughput (batch 1 float32/bfloat16, batch B with top-p 0.9 and 1), prefill, memory bandwidth and peak memory on random-weight models, against llama2.c and PyTorch measured in the same run.",
         discussion: """
         Every figure is the best of --repeats rounds; within a round our measurements and the baselines' \
-        alternate, so a busy minute slows both. Without --llama2c or --torch the bench prints our figures \
-        alone and names the baselines it skipped.
+        alternate, so a busy minute slows both. Batch-1 against llama2.c also prints the ratio of each \
+        round and their median (the best of each side may come from different moments). Without \
+        --llama2c or --torch the bench prints our figures alone and names the baselines it skipped.
         """
     )
     @Option(help: "Configs to run, comma-separated: 15M, gqa, 110M, or all.")
@@ -177,9 +178,11 @@ struct TrainBench: ParsableCommand {
         commandName: "train",
         abstract: "Training-step throughput (forward, backward, AdamW) on a random 15M model at 8x256, and reward-model forward at 16x256, against PyTorch measured in the same run (--torch).",
         discussion: """
-        Every figure is the best of --repeats steps; our steps and PyTorch's alternate. PyTorch trains the \
-        same weights (llama2.c's model.py layout, SDPA attention, torch.optim.AdamW) and scores under \
-        inference_mode. Without --torch the bench prints our figures alone.
+        Every figure is the best of --repeats steps; our steps and PyTorch's alternate, and each ratio to \
+        PyTorch is followed by the ratio of each round and their median (our first round also touches its \
+        buffers for the first time). PyTorch trains the same weights (llama2.c's model.py layout, SDPA \
+        attention, torch.optim.AdamW) and scores under inference_mode. Without --torch the bench prints \
+        our figures alone.
         """
     )
     @Option(help: "Config: 15M, gqa or 110M.")
