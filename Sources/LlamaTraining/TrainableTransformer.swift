@@ -80,17 +80,8 @@ public final class TrainableTransformer {
         self.gradients = FloatBuffer(count: weights.layout.totalCount)
         self.pool = pool
         self.products = MatrixProducts(pool: pool, precision: precision)
-        let c = weights.config, half = c.headSize / 2
-        var cosTable = [Float](repeating: 0, count: c.seqLen * half), sinTable = cosTable
-        for t in 0..<c.seqLen {
-            for i in 0..<half {
-                let angle = Double(t) / pow(Double(c.ropeTheta), Double(2 * i) / Double(c.headSize))
-                cosTable[t * half + i] = Float(cos(angle))
-                sinTable[t * half + i] = Float(sin(angle))
-            }
-        }
-        ropeCos = cosTable
-        ropeSin = sinTable
+        let c = weights.config
+        (ropeCos, ropeSin) = c.ropeTables()
         tape = ForwardTape(config: c)
     }
 

@@ -3,8 +3,8 @@ import LlamaCore
 
 /// How a run writes each round's policy (`rounds/NAME/`): llama2.c's `policy.bin`, and with
 /// `export: hf` also `policy-hf/`, a Hugging Face model directory with the policy's tokenizer and
-/// chat template that `transformers` loads. A policy whose RMSNorm epsilon or RoPE theta llama2.c's
-/// format cannot hold (a Hugging Face model's, say) is written as a Hugging Face directory only.
+/// chat template that `transformers` loads. A policy whose RMSNorm epsilon, RoPE theta or RoPE scaling
+/// llama2.c's format cannot hold (a Hugging Face model's, say) is written as a Hugging Face directory only.
 public struct PolicyExport: Sendable, Equatable {
     /// The formats a round's policy is written in.
     public enum Format: String, Sendable, CaseIterable {

@@ -15,23 +15,26 @@ import TestKit
         let reference = try Fixtures.huggingFaceReference(name)
         let (weights, format) = try Checkpoint.read(path: Fixtures.huggingFace(name))
         #expect(format == .huggingFace)
+        try Self.expectGreedyAndLogits(weights, reference: reference, name: name)
+    }
+
+    /// `weights` against a reference (`NAME.reference.json`): the greedy ids exactly, their
+    /// log-probabilities within 1e-4, and the logits at every position of `logits_at` within 1e-4.
+    static func expectGreedyAndLogits(_ weights: ModelWeights, reference: [String: Any], name: String) throws {
         let prompt = (reference["prompt_ids"] as! [Int]).map(Int32.init)
         let greedy = (reference["greedy_ids"] as! [Int]).map(Int32.init)
         let logProbs = reference["greedy_logprobs"] as! [Double]
         let generator = TextGenerator(transformer: Transformer(model: LlamaModel(weights: weights)))
         let result = try generator.generate(GenerationRequest(promptIds: prompt, maxNewTokens: greedy.count, sampling: .greedy, stopToken: nil))
-        #expect(result.ids == greedy)
+        #expect(result.ids == greedy, "\(name) greedy ids")
         let worst = zip(result.logProbs, logProbs).map { abs(Double($0) - $1) }.max() ?? .infinity
-        #expect(worst < 1e-4, "log-probability difference \(worst)")
-
+        #expect(worst < 1e-4, "\(name) log-probability difference \(worst)")
         let transformer = Transformer(model: LlamaModel(weights: weights))
-        let all = prompt + greedy
-        let logits = try transformer.prefill(all, cache: transformer.makeCache(), allLogits: true)
+        let logits = try transformer.prefill(prompt + greedy, cache: transformer.makeCache(), allLogits: true)
         for (key, value) in reference["logits_at"] as! [String: [Double]] {
-            let p = Int(key)!
-            let row = logits.row(p)
+            let row = logits.row(Int(key)!)
             let diff = zip(row, value).map { abs(Double($0) - $1) }.max()!
-            #expect(diff < 1e-4, "\(name) logits at \(p): max difference \(diff)")
+            #expect(diff < 1e-4, "\(name) logits at \(key): max difference \(diff)")
         }
     }
 
@@ -60,7 +63,13 @@ import TestKit
         let cases: [(String, Any, String)] = [
             ("attention_bias", true, "attention_bias: true"),
             ("mlp_bias", true, "mlp_bias: true"),
-            ("rope_scaling", ["rope_type": "linear", "factor": 2.0], "rope_scaling: {\"factor\":2,\"rope_type\":\"linear\"}"),
+            ("rope_scaling", ["rope_type": "dynamic", "factor": 2.0], "rope_scaling.rope_type: \"dynamic\" is not supported"),
+            ("rope_scaling", ["type": "linear", "factor": 0.5], "rope_scaling.factor: must be a finite number >= 1, got 0.5"),
+            ("rope_scaling", ["rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0],
+             "rope_scaling.original_max_position_embeddings: missing (rope_type \"llama3\" needs it)"),
+            ("rope_scaling", ["rope_type": "llama3", "factor": 8.0, "low_freq_factor": 4.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192],
+             "rope_scaling.high_freq_factor: must be a finite number above low_freq_factor 4.0, got 4.0"),
+            ("rope_scaling", "linear", "rope_scaling: expected an object, got \"linear\""),
             ("architectures", ["MistralForCausalLM"], "architectures: [\"MistralForCausalLM\"]"),
             ("hidden_act", "gelu", "hidden_act: \"gelu\""),
             ("head_dim", 32, "head_dim: 32"),
@@ -81,6 +90,61 @@ import TestKit
         #expect(throws: LlamaError.invalidCheckpoint(path: "config.json", reason: "config.json: hidden_size: missing")) {
             try HuggingFaceConfig(json: try JSONSerialization.data(withJSONObject: missing), path: "config.json")
         }
+    }
+
+    static let scaledNames = ["rope-llama3", "rope-linear"]
+
+    /// Configs that scale RoPE (LLaMA 3.1's and linear interpolation, spelled as transformers 5 writes them):
+    /// the frequencies equal transformers' within float32's rounding, and a 600-token prompt (past the
+    /// llama3 fixture's original context of 256) gives transformers' float64 greedy ids, log-probabilities
+    /// within 1e-4 and logits within 1e-4 up to its last position.
+    @Test(arguments: scaledNames)
+    func scaledRoPEMatchesTransformers(name: String) throws {
+        let reference = try Fixtures.scaledRoPEReference(name)
+        let (weights, format) = try Checkpoint.read(path: Fixtures.scaledRoPE(name))
+        #expect(format == .huggingFace)
+        #expect(weights.config.ropeScaling?.typeName == String(name.dropFirst("rope-".count)))
+        let frequencies = weights.config.ropeFrequencies
+        let expected = reference["inv_freq"] as! [Double]
+        #expect(frequencies.count == expected.count)
+        for (ours, theirs) in zip(frequencies, expected) {
+            #expect(abs(ours - theirs) <= 1e-6 * theirs, "frequency \(ours) against transformers' \(theirs)")
+        }
+        try Self.expectGreedyAndLogits(weights, reference: reference, name: name)
+    }
+
+    /// The scaling survives a Hugging Face export and read; llama2.c's header, which has no field for it,
+    /// refuses the model by name.
+    @Test(arguments: scaledNames)
+    func scaledRoPEWritesBackAndLegacyRefuses(name: String) throws {
+        let (weights, config) = try HuggingFaceCheckpoint.read(directory: Fixtures.scaledRoPE(name))
+        let dir = try Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try HuggingFaceCheckpoint.write(weights, config: config, dtype: .float32, to: dir + "/f32")
+        let again = try HuggingFaceCheckpoint.read(directory: dir + "/f32").config
+        #expect(again.llama == config.llama && again.llama.ropeScaling != nil)
+        #expect(!Checkpoint.legacyHolds(config.llama))
+        #expect {
+            try Checkpoint.writeLegacy(weights, to: dir + "/model.bin")
+        } throws: { "\($0)".contains("rope_scaling \(config.llama.ropeScaling!.typeName)") }
+        #expect(!FileManager.default.fileExists(atPath: dir + "/model.bin"))
+    }
+
+    /// The two spellings of a scaling read alike; where a config gives both and they disagree, it is refused.
+    @Test func ropeScalingSpellings() throws {
+        var object = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: Fixtures.scaledRoPE("rope-llama3") + "/config.json"))) as! [String: Any]
+        let fromParameters = try HuggingFaceConfig(json: JSONSerialization.data(withJSONObject: object), path: "config.json").llama
+        var parameters = object.removeValue(forKey: "rope_parameters") as! [String: Any]
+        object["rope_theta"] = parameters.removeValue(forKey: "rope_theta")
+        object["rope_scaling"] = parameters
+        let fromScaling = try HuggingFaceConfig(json: JSONSerialization.data(withJSONObject: object), path: "config.json").llama
+        #expect(fromScaling == fromParameters)
+        #expect(fromScaling.ropeScaling == .llama3(factor: 8, lowFrequencyFactor: 1, highFrequencyFactor: 4, originalContext: 256))
+        #expect(fromScaling.ropeTheta == 500000)
+        object["rope_parameters"] = ["rope_type": "linear", "factor": 8.0, "rope_theta": 500000.0]
+        #expect {
+            try HuggingFaceConfig(json: JSONSerialization.data(withJSONObject: object), path: "config.json")
+        } throws: { "\($0)".contains("rope_parameters: ") && "\($0)".contains("disagrees with rope_scaling") }
     }
 
     /// A truncated shard, a tensor with a bias, a missing tensor: each named.

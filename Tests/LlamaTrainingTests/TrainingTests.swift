@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestKit
 @testable import LlamaCore
 @testable import LlamaTraining
 
@@ -167,6 +168,28 @@ import Testing
         let transformer = Transformer(model: LlamaModel(weights: weights))
         let reference = try transformer.prefill(tokens, cache: transformer.makeCache()).row(0)
         #expect(zip(logitsFromTape, reference).map { abs($0 - $1) }.max()! < 1e-4)
+    }
+
+    /// With a scaled RoPE (LLaMA 3.1's, linear) the training forward's logits match `transformers`' float64
+    /// ones, at the llama3 fixture's original context (256) and past it.
+    @Test(arguments: ["rope-llama3", "rope-linear"])
+    func trainingForwardMatchesTransformersWithScaledRoPE(name: String) throws {
+        let reference = try Fixtures.scaledRoPEReference(name)
+        let weights = try Checkpoint.read(path: Fixtures.scaledRoPE(name)).weights
+        let trainer = TrainableTransformer(weights: weights.copy())
+        let tokens = ((reference["prompt_ids"] as! [Int]) + (reference["greedy_ids"] as! [Int])).map(Int32.init)
+        let expected = reference["logits_at"] as! [String: [Double]]
+        for position in [255, 599] {
+            let prefix = Array(tokens[...position])
+            let tape = trainer.forward(try TokenBatch([prefix], config: weights.config))
+            var logits: [Float] = []
+            _ = trainer.languageModelHead(tape, rows: [position], computeGradients: false) { _, row in
+                logits = Array(row)
+                return 0
+            }
+            let diff = zip(logits, expected[String(position)]!).map { abs(Double($0) - $1) }.max()!
+            #expect(diff < 1e-4, "\(name) at \(position): max difference \(diff)")
+        }
     }
 
     @Test func learningRateSchedules() {

@@ -19,6 +19,15 @@ public enum Fixtures {
         return try JSONSerialization.jsonObject(with: data) as! [String: Any]
     }
 
+    /// The Hugging Face model directories whose config scales RoPE (`rope-llama3`, `rope-linear`; made by
+    /// `hf-rope/generate.py`).
+    public static func scaledRoPE(_ name: String) -> String { root + "/hf-rope/\(name)" }
+    /// A scaled-RoPE fixture's reference outputs (`NAME.reference.json`, with transformers' `inv_freq`).
+    public static func scaledRoPEReference(_ name: String) throws -> [String: Any] {
+        let data = try Data(contentsOf: URL(fileURLWithPath: root + "/hf-rope/\(name).reference.json"))
+        return try JSONSerialization.jsonObject(with: data) as! [String: Any]
+    }
+
     /// The SentencePiece encode cases: `(text, ids)`.
     public static func encodeCases() throws -> [(String, [Int32])] {
         let text = try String(contentsOfFile: root + "/tokenizer/llama2/encode-cases.jsonl", encoding: .utf8)

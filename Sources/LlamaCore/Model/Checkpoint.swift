@@ -167,20 +167,29 @@ public enum Checkpoint {
          c.sharedClassifier ? c.vocabSize : -c.vocabSize, c.seqLen].map { Int32($0) }
     }
 
-    /// Whether llama2.c's header can describe `config`: it has no RMSNorm epsilon or RoPE theta, and
-    /// run.c and the reader assume LLaMA2's 1e-5 and 10000.
+    /// Whether llama2.c's header can describe `config`: it has no RMSNorm epsilon, RoPE theta or RoPE
+    /// scaling, and run.c and the reader assume LLaMA2's 1e-5, 10000 and none.
     public static func legacyHolds(_ config: LlamaConfig) -> Bool {
-        config.normEps == 1e-5 && config.ropeTheta == 10000
+        legacyCannotHold(config) == nil
+    }
+
+    /// What of `config` llama2.c's header cannot hold, in words ("rms_norm_eps 1e-06, rope_theta 500000.0"),
+    /// or nil where it holds all of it.
+    public static func legacyCannotHold(_ config: LlamaConfig) -> String? {
+        var parts: [String] = []
+        if config.normEps != 1e-5 { parts.append("rms_norm_eps \(config.normEps)") }
+        if config.ropeTheta != 10000 { parts.append("rope_theta \(config.ropeTheta)") }
+        if let scaling = config.ropeScaling { parts.append("rope_scaling \(scaling.typeName)") }
+        return parts.isEmpty ? nil : parts.joined(separator: ", ")
     }
 
     /// Writes `weights` in the legacy format, atomically (temporary file, fsync, rename). A checkpoint
-    /// read from a legacy file writes back byte-identically. A model whose epsilon or theta the
-    /// header cannot hold (`legacyHolds`) is refused rather than silently changed.
+    /// read from a legacy file writes back byte-identically. A model whose epsilon, theta or RoPE scaling
+    /// the header cannot hold (`legacyCannotHold`) is refused rather than silently changed.
     public static func writeLegacy(_ weights: ModelWeights, to path: String) throws {
-        let c = weights.config
-        guard legacyHolds(c) else {
+        if let unheld = legacyCannotHold(weights.config) {
             throw LlamaError.invalidCheckpoint(path: path,
-                reason: "llama2.c's format cannot hold rms_norm_eps \(c.normEps) and rope_theta \(c.ropeTheta) (it assumes 1e-05 and 10000); write a Hugging Face directory instead")
+                reason: "llama2.c's format cannot hold \(unheld) (it assumes rms_norm_eps 1e-05, rope_theta 10000 and no RoPE scaling); write a Hugging Face directory instead")
         }
         let file = try WritableFile(atomicPath: path)
         do {

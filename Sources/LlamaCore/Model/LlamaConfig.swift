@@ -1,5 +1,7 @@
-/// Hyper-parameters of a LLaMA2 transformer, as in llama2.c's checkpoint header plus the two constants
-/// (norm epsilon, RoPE theta) that the header leaves implicit.
+import Foundation
+
+/// Hyper-parameters of a LLaMA2 transformer, as in llama2.c's checkpoint header plus what the header leaves
+/// implicit (norm epsilon, RoPE theta and RoPE scaling).
 ///
 /// Shape letters used across LlamaCore: `B` sequences in a batch, `T` tokens, `D = dim`,
 /// `H = hiddenDim`, `L = nLayers`, `V = vocabSize`, `S = seqLen`, `hs = headSize`,
@@ -25,10 +27,13 @@ public struct LlamaConfig: Codable, Sendable, Equatable {
     public var normEps: Float
     /// RoPE base (LLaMA2: 10000).
     public var ropeTheta: Float
+    /// How RoPE's frequencies are stretched (nil: LLaMA2's unscaled RoPE).
+    public var ropeScaling: RoPEScaling?
 
     /// Creates a config; call `validate()` (checkpoint readers do) before using it.
     public init(dim: Int, hiddenDim: Int, nLayers: Int, nHeads: Int, nKVHeads: Int, vocabSize: Int,
-                seqLen: Int, sharedClassifier: Bool = true, normEps: Float = 1e-5, ropeTheta: Float = 10000) {
+                seqLen: Int, sharedClassifier: Bool = true, normEps: Float = 1e-5, ropeTheta: Float = 10000,
+                ropeScaling: RoPEScaling? = nil) {
         self.dim = dim
         self.hiddenDim = hiddenDim
         self.nLayers = nLayers
@@ -39,6 +44,7 @@ public struct LlamaConfig: Codable, Sendable, Equatable {
         self.sharedClassifier = sharedClassifier
         self.normEps = normEps
         self.ropeTheta = ropeTheta
+        self.ropeScaling = ropeScaling
     }
 
     /// Size of one attention head, `hs = D / nHeads`.
@@ -77,6 +83,7 @@ public struct LlamaConfig: Codable, Sendable, Equatable {
         if !(ropeTheta > 1) || !ropeTheta.isFinite {
             throw LlamaError.invalidConfig(field: "rope_theta", reason: "must be a finite number above 1, got \(ropeTheta)")
         }
+        try ropeScaling?.validate()
         let limit = 1 << 24
         for (value, field) in [(dim, "dim"), (hiddenDim, "hidden_dim"), (vocabSize, "vocab_size"),
                                (seqLen, "seq_len"), (nLayers, "n_layers")] where value > limit {
@@ -100,6 +107,29 @@ public struct LlamaConfig: Codable, Sendable, Equatable {
         }
     }
 
+    /// RoPE's angular frequency for each of a head's `hs / 2` rotated pairs: `theta^(-2i / hs)`, stretched
+    /// by `ropeScaling`. Position `t` turns pair `i` by `t * ropeFrequencies[i]` radians.
+    public var ropeFrequencies: [Double] {
+        let hs = headSize
+        let plain = (0..<hs / 2).map { 1.0 / pow(Double(ropeTheta), Double(2 * $0) / Double(hs)) }
+        return ropeScaling.map { scaling in plain.map(scaling.stretch) } ?? plain
+    }
+
+    /// The RoPE tables `(S, hs / 2)`, row-major: `cos` and `sin` of `t * ropeFrequencies[i]` at
+    /// `t * hs / 2 + i`, computed in float64.
+    public func ropeTables() -> (cos: [Float], sin: [Float]) {
+        let frequencies = ropeFrequencies, half = frequencies.count
+        var cosines = [Float](repeating: 0, count: seqLen * half), sines = cosines
+        for t in 0..<seqLen {
+            for (i, frequency) in frequencies.enumerated() {
+                let angle = Double(t) * frequency
+                cosines[t * half + i] = Float(cos(angle))
+                sines[t * half + i] = Float(sin(angle))
+            }
+        }
+        return (cosines, sines)
+    }
+
     /// Number of trainable parameters (embedding, blocks, final norm, classifier if separate).
     public var parameterCount: Int {
         let perLayer = 2 * dim + dim * dim * 2 + kvDim * dim * 2 + 3 * dim * hiddenDim
@@ -115,4 +145,73 @@ public struct LlamaConfig: Codable, Sendable, Equatable {
     /// llama2.c's "stories110M" shape (dim 768, hidden 2048, 12 layers and heads), the 100M-class reference.
     public static let llama110M = LlamaConfig(dim: 768, hiddenDim: 2048, nLayers: 12, nHeads: 12, nKVHeads: 12,
                                               vocabSize: 32000, seqLen: 1024)
+}
+
+/// A stretch of RoPE's frequencies for contexts longer than a model was first trained on, as Hugging Face
+/// configs give it (`rope_scaling`, or `rope_parameters` in transformers 5). Neither changes attention's
+/// scale (transformers' attention factor is 1 for both).
+public enum RoPEScaling: Codable, Sendable, Equatable {
+    /// Position interpolation (transformers' "linear"): every frequency divided by `factor`.
+    case linear(factor: Double)
+    /// LLaMA 3.1's ("llama3"): pairs whose wavelength `2 pi / frequency` exceeds
+    /// `originalContext / lowFrequencyFactor` turn `factor` times slower, those under
+    /// `originalContext / highFrequencyFactor` keep their frequency, and those between are interpolated
+    /// by `s = (originalContext / wavelength - lowFrequencyFactor) / (highFrequencyFactor - lowFrequencyFactor)`:
+    /// `(1 - s) * frequency / factor + s * frequency`.
+    case llama3(factor: Double, lowFrequencyFactor: Double, highFrequencyFactor: Double, originalContext: Int)
+
+    /// The stretched frequency of a pair whose unscaled frequency is `frequency`.
+    public func stretch(_ frequency: Double) -> Double {
+        switch self {
+        case let .linear(factor):
+            return frequency / factor
+        case let .llama3(factor, low, high, original):
+            let wavelength = 2 * Double.pi / frequency
+            let context = Double(original)
+            if wavelength < context / high { return frequency }
+            if wavelength > context / low { return frequency / factor }
+            let s = (context / wavelength - low) / (high - low)
+            return (1 - s) * frequency / factor + s * frequency
+        }
+    }
+
+    /// Hugging Face's name of the scaling (`rope_type`).
+    public var typeName: String {
+        switch self {
+        case .linear: return "linear"
+        case .llama3: return "llama3"
+        }
+    }
+
+    /// The keys and values of Hugging Face's `rope_scaling` object (without `rope_theta`).
+    public var huggingFaceParameters: [String: Any] {
+        switch self {
+        case let .linear(factor):
+            return ["rope_type": "linear", "factor": factor]
+        case let .llama3(factor, low, high, original):
+            return ["rope_type": "llama3", "factor": factor, "low_freq_factor": low, "high_freq_factor": high,
+                    "original_max_position_embeddings": original]
+        }
+    }
+
+    /// Checks the parameters (transformers' own checks): a finite factor of at least 1; for llama3, finite
+    /// frequency factors with `low < high` and a positive original context.
+    public func validate() throws {
+        func fail(_ field: String, _ reason: String) -> LlamaError {
+            LlamaError.invalidConfig(field: "rope_scaling.\(field)", reason: reason)
+        }
+        switch self {
+        case let .linear(factor):
+            guard factor.isFinite, factor >= 1 else { throw fail("factor", "must be a finite number >= 1, got \(factor)") }
+        case let .llama3(factor, low, high, original):
+            guard factor.isFinite, factor >= 1 else { throw fail("factor", "must be a finite number >= 1, got \(factor)") }
+            guard low.isFinite, low > 0 else { throw fail("low_freq_factor", "must be a positive finite number, got \(low)") }
+            guard high.isFinite, high > low else {
+                throw fail("high_freq_factor", "must be a finite number above low_freq_factor \(low), got \(high)")
+            }
+            guard original > 0 else {
+                throw fail("original_max_position_embeddings", "must be positive, got \(original)")
+            }
+        }
+    }
 }

@@ -52,15 +52,12 @@ public final class LlamaModel: Sendable {
         let ropeSin = FloatBuffer(count: c.seqLen * half)
         self.ropeCos = ropeCos
         self.ropeSin = ropeSin
+        let tables = c.ropeTables()
         ropeCos.withUnsafeMutableBufferPointer { cosBuf in
             ropeSin.withUnsafeMutableBufferPointer { sinBuf in
-                for t in 0..<c.seqLen {
-                    for i in 0..<half {
-                        let freq = 1.0 / pow(Double(c.ropeTheta), Double(2 * i) / Double(c.headSize))
-                        let angle = Double(t) * freq
-                        cosBuf[t * half + i] = Float(cos(angle))
-                        sinBuf[t * half + i] = Float(sin(angle))
-                    }
+                for j in 0..<c.seqLen * half {
+                    cosBuf[j] = tables.cos[j]
+                    sinBuf[j] = tables.sin[j]
                 }
             }
         }

@@ -50,18 +50,14 @@ public struct ModelWeights: Sendable {
     }
 
     /// Fills the legacy `freq_cis` tables as llama2.c's export writes them: for position `t` and pair
-    /// `i`, `cos/sin(t * theta^(-2i/hs))`.
+    /// `i`, `cos/sin(t * theta^(-2i/hs))` (`LlamaConfig.ropeTables`).
     func fillRoPETables() {
-        let hs = config.headSize, half = hs / 2
         let real = layout.offset(.freqCisReal), imag = layout.offset(.freqCisImag)
+        let tables = config.ropeTables()
         storage.withUnsafeMutableBufferPointer { buf in
-            for t in 0..<config.seqLen {
-                for i in 0..<half {
-                    let freq = 1.0 / pow(Double(config.ropeTheta), Double(2 * i) / Double(hs))
-                    let angle = Double(t) * freq
-                    buf[real + t * half + i] = Float(cos(angle))
-                    buf[imag + t * half + i] = Float(sin(angle))
-                }
+            for j in tables.cos.indices {
+                buf[real + j] = tables.cos[j]
+                buf[imag + j] = tables.sin[j]
             }
         }
     }

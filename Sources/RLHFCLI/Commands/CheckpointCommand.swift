@@ -82,18 +82,23 @@ struct CheckpointCommand: ParsableCommand {
             do {
                 let (weights, format) = try Checkpoint.read(path: file)
                 let c = weights.config
-                let info: [String: Any] = [
+                var info: [String: Any] = [
                     "format": format.rawValue, "dim": c.dim, "hidden_dim": c.hiddenDim, "n_layers": c.nLayers,
                     "n_heads": c.nHeads, "n_kv_heads": c.nKVHeads, "vocab_size": c.vocabSize, "seq_len": c.seqLen,
                     "shared_classifier": c.sharedClassifier, "parameters": c.parameterCount,
                     "norm_eps": Double(c.normEps), "rope_theta": Double(c.ropeTheta),
                 ]
+                if let scaling = c.ropeScaling { info["rope_scaling"] = scaling.huggingFaceParameters }
                 if json {
                     print(jsonLine(info))
                 } else {
                     print(format == .huggingFace ? "\(file): Hugging Face model directory" : "\(file): llama2.c \(format.rawValue) checkpoint")
                     print("  dim \(c.dim), hidden_dim \(c.hiddenDim), n_layers \(c.nLayers), n_heads \(c.nHeads), n_kv_heads \(c.nKVHeads)")
                     print("  vocab_size \(c.vocabSize), seq_len \(c.seqLen), classifier \(c.sharedClassifier ? "shared" : "separate"), rms_norm_eps \(c.normEps), rope_theta \(c.ropeTheta)")
+                    if let scaling = c.ropeScaling {
+                        let parameters = scaling.huggingFaceParameters.filter { $0.key != "rope_type" }.sorted { $0.key < $1.key }
+                        print("  rope_scaling \(scaling.typeName): " + parameters.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
+                    }
                     print("  parameters \(c.parameterCount) (\(String(format: "%.2f", Double(c.parameterCount) / 1e6))M)")
                 }
             } catch {
@@ -148,8 +153,8 @@ extension CheckpointCommand {
                 case .llama2c:
                     let c = weights.config
                     // The legacy header has no fields for these; llama2.c's run.c assumes LLaMA2's.
-                    if !Checkpoint.legacyHolds(c) {
-                        throw ValidationError("llama2.c's format cannot hold rms_norm_eps \(c.normEps) and rope_theta \(c.ropeTheta) (run.c assumes 1e-05 and 10000); keep this model as a Hugging Face directory")
+                    if let unheld = Checkpoint.legacyCannotHold(c) {
+                        throw ValidationError("llama2.c's format cannot hold \(unheld) (run.c assumes rms_norm_eps 1e-05, rope_theta 10000 and no RoPE scaling); keep this model as a Hugging Face directory")
                     }
                     try OutputCheck.writable(out, option: "--out")
                     try Checkpoint.writeLegacy(weights, to: out)

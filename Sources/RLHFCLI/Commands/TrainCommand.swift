@@ -117,7 +117,7 @@ struct TrainCommand: ParsableCommand {
 
         /// Writes the trained model to `--out`: a llama2.c file, or a Hugging Face model directory
         /// (with the tokenizer) when `--out` ends in `/` or is a directory, or when llama2.c's header
-        /// cannot hold the model's RMSNorm epsilon or RoPE theta (a Hugging Face model's).
+        /// cannot hold the model's RMSNorm epsilon, RoPE theta or RoPE scaling (a Hugging Face model's).
         func writeModel(_ weights: ModelWeights, near: String?) throws -> String {
             var isDirectory: ObjCBool = false
             let asDirectory = out.hasSuffix("/") || (FileManager.default.fileExists(atPath: out, isDirectory: &isDirectory) && isDirectory.boolValue)

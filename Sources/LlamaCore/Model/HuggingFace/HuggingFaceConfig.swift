@@ -1,9 +1,9 @@
 import Foundation
 
 /// A Hugging Face `config.json` of a `LlamaForCausalLM`, read into the core's `LlamaConfig` plus the
-/// token ids it names. Keys the core cannot honour (biases, a RoPE scaling, another architecture or
-/// activation, a head size other than `hidden_size / num_attention_heads`) are refused with the key
-/// and its value.
+/// token ids it names. Keys the core cannot honour (biases, another architecture or activation, a head
+/// size other than `hidden_size / num_attention_heads`, a RoPE scaling other than
+/// linear and LLaMA 3.1's) are refused with the key and its value.
 public struct HuggingFaceConfig: Sendable, Equatable {
     /// The model's shape in the core's terms.
     public var llama: LlamaConfig
@@ -75,7 +75,7 @@ public struct HuggingFaceConfig: Sendable, Equatable {
             return number.boolValue
         }
 
-        // What the core runs: LLaMA's decoder, SiLU-gated MLP, no biases, unscaled RoPE.
+        // What the core runs: LLaMA's decoder, SiLU-gated MLP, no biases.
         if let architectures = object["architectures"] {
             guard let names = architectures as? [String], names == ["LlamaForCausalLM"] else {
                 throw refuse("architectures", "\(describe(architectures)) is not supported (only [\"LlamaForCausalLM\"])")
@@ -94,19 +94,51 @@ public struct HuggingFaceConfig: Sendable, Equatable {
         for key in ["attention_bias", "mlp_bias"] where try flag(key) == true {
             throw refuse(key, "true is not supported (the core's projections have no biases)")
         }
-        if let scaling = object["rope_scaling"], !(scaling is NSNull) {
-            let type = (scaling as? [String: Any]).flatMap { $0["rope_type"] ?? $0["type"] }
-            if (type as? String) != "default" {
-                throw refuse("rope_scaling", "\(describe(scaling)) is not supported (only unscaled RoPE)")
+        // RoPE: its base and an optional scaling, spelled `rope_theta` + `rope_scaling` (transformers 4) or
+        // `rope_parameters` (transformers 5, which holds both).
+        func scaling(_ value: Any, key: String) throws -> RoPEScaling? {
+            guard let parameters = value as? [String: Any] else { throw refuse(key, "expected an object, got \(describe(value))") }
+            let type = parameters["rope_type"] ?? parameters["type"]
+            func number(_ name: String) throws -> Double {
+                guard let value = try double(name, in: parameters) else { throw refuse("\(key).\(name)", "missing (rope_type \(describe(type)) needs it)") }
+                return value
             }
+            let scaling: RoPEScaling?
+            switch type {
+            case nil, is NSNull: scaling = nil
+            case let name as String where name == "default": scaling = nil
+            case let name as String where name == "linear": scaling = .linear(factor: try number("factor"))
+            case let name as String where name == "llama3":
+                let original = try number("original_max_position_embeddings")
+                guard original == original.rounded(), original > 0, original < 1e9 else {
+                    throw refuse("\(key).original_max_position_embeddings", "expected a positive integer, got \(describe(parameters["original_max_position_embeddings"]))")
+                }
+                scaling = .llama3(factor: try number("factor"), lowFrequencyFactor: try number("low_freq_factor"),
+                                  highFrequencyFactor: try number("high_freq_factor"), originalContext: Int(original))
+            default:
+                let why = (type as? String) == "dynamic" ? "; dynamic NTK scaling changes the frequencies with the sequence's length" : ""
+                throw refuse("\(key).rope_type", "\(describe(type)) is not supported (only \"default\", \"linear\" and \"llama3\"\(why))")
+            }
+            do { try scaling?.validate() } catch let LlamaError.invalidConfig(field, reason) {
+                // The field as this config spells it: rope_scaling.factor or rope_parameters.factor.
+                throw refuse(key + field.drop { $0 != "." }, reason)
+            }
+            return scaling
         }
         var theta = 10000.0
-        if let parameters = object["rope_parameters"], !(parameters is NSNull) {
-            guard let parameters = parameters as? [String: Any] else {
-                throw refuse("rope_parameters", "expected an object, got \(describe(parameters))")
+        var ropeScaling: RoPEScaling?
+        if let value = object["rope_scaling"], !(value is NSNull) {
+            ropeScaling = try scaling(value, key: "rope_scaling")
+        }
+        if let value = object["rope_parameters"], !(value is NSNull) {
+            guard let parameters = value as? [String: Any] else {
+                throw refuse("rope_parameters", "expected an object, got \(describe(value))")
             }
-            if let type = parameters["rope_type"] ?? parameters["type"], (type as? String) != "default" {
-                throw refuse("rope_parameters.rope_type", "\(describe(type)) is not supported (only \"default\")")
+            if let fromParameters = try scaling(parameters, key: "rope_parameters") {
+                if let ropeScaling, ropeScaling != fromParameters {
+                    throw refuse("rope_parameters", "\(describe(parameters)) disagrees with rope_scaling \(describe(object["rope_scaling"]))")
+                }
+                ropeScaling = fromParameters
             }
             if let value = try double("rope_theta", in: parameters) { theta = value }
         }
@@ -128,7 +160,7 @@ public struct HuggingFaceConfig: Sendable, Equatable {
                                  nHeads: heads, nKVHeads: kvHeads, vocabSize: try int("vocab_size")!,
                                  seqLen: try int("max_position_embeddings")!,
                                  sharedClassifier: try flag("tie_word_embeddings") ?? false,
-                                 normEps: Float(eps), ropeTheta: Float(theta))
+                                 normEps: Float(eps), ropeTheta: Float(theta), ropeScaling: ropeScaling)
         do { try config.validate() } catch {
             throw LlamaError.invalidCheckpoint(path: path, reason: "config.json: \(error)")
         }
@@ -146,8 +178,8 @@ public struct HuggingFaceConfig: Sendable, Equatable {
                   dtype: (object["dtype"] as? String) ?? (object["torch_dtype"] as? String))
     }
 
-    /// config.json for `llama` as `transformers` writes a LlamaForCausalLM's (both the older
-    /// `rope_theta` and the newer `rope_parameters` spelling, so that 4.x and 5.x read it alike).
+    /// config.json for `llama` as `transformers` writes a LlamaForCausalLM's, in the keys that 4.x and 5.x
+    /// both read (`rope_theta` and `rope_scaling`, `torch_dtype` beside `dtype`).
     public func json() -> Data {
         let c = llama
         var object: [String: Any] = [
@@ -164,7 +196,7 @@ public struct HuggingFaceConfig: Sendable, Equatable {
             "max_position_embeddings": c.seqLen,
             "rms_norm_eps": Double(c.normEps),
             "rope_theta": Double(c.ropeTheta),
-            "rope_scaling": NSNull(),
+            "rope_scaling": c.ropeScaling.map { $0.huggingFaceParameters as Any } ?? NSNull(),
             "tie_word_embeddings": c.sharedClassifier,
             "attention_bias": false,
             "attention_dropout": 0.0,
