@@ -616,6 +616,20 @@ public struct ClusterSpec: Sendable, Equatable {
                               reason: "unknown step (this build runs: generate, round, hold, evaluate, sft, train_rm, rs_round, ppo_round, policy_round, dpo_round)")
             }
         }
+        // Each round writes rounds/NAME/ and is snapshotted under its name: two rounds of one name would
+        // write over each other's files and make start_from ambiguous, and a name is one path component.
+        var namedAt: [String: Int] = [:]
+        for (i, step) in plan.enumerated() {
+            guard let name = step.roundName else { continue }
+            if let first = namedAt[name] {
+                throw Invalid(key: "plan[\(i)].\(step.kind).name",
+                              reason: "\(name) already names plan[\(first)] (each round writes rounds/NAME/: give every round its own name)")
+            }
+            namedAt[name] = i
+            if name == "." || name == ".." || name.contains("/") || name.contains(where: \.isNewline) || name.contains("\0") {
+                throw Invalid(key: "plan[\(i)].\(step.kind).name", reason: "\(describe(name)) cannot name a directory (rounds/NAME/): no '/', newline, '.' or '..'")
+            }
+        }
         // A branch starts from an earlier round of the plan.
         for (i, step) in plan.enumerated() {
             guard let from = step.startFrom else { continue }

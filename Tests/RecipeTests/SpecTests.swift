@@ -402,6 +402,11 @@ import TestKit
             ("task: {seed: 1}\nplan:\n  - policy_round: {name: G, start_from: V1}\n  - rs_round: {name: V1}\n", "plan[0].policy_round.start_from"),
             ("task: {seed: 1}\nplan:\n  - rs_round: {name: V1}\n  - dpo_round: {name: D, start_from: V2}\n", "plan[1].dpo_round.start_from"),
             ("task: {seed: 1}\nplan:\n  - ppo_round: {name: P, budget_s: 0}\n", "plan[0].ppo_round.budget_s"),
+            // Two rounds of one name would write over each other's rounds/NAME/; a name is one directory.
+            ("task: {seed: 1}\nplan:\n  - rs_round: {name: V1}\n  - evaluate: {name: V1}\n  - ppo_round: {name: V1}\n", "plan[2].ppo_round.name"),
+            ("task: {seed: 1}\nplan:\n  - sft: {}\n  - sft: {epochs: 2}\n", "plan[1].sft.name"),
+            ("task: {seed: 1}\nplan:\n  - rs_round: {name: ../V1}\n", "plan[0].rs_round.name"),
+            ("task: {seed: 1}\nplan:\n  - dpo_round: {name: ..}\n", "plan[0].dpo_round.name"),
         ])
     }
 
