@@ -89,6 +89,11 @@ public final class ClusterLaunch {
             // Refused before anything starts (a resumed run's workers may already hold their memory).
             throw Failure(message: shortfall)
         }
+        if spec.plan.contains(where: \.isRLHF) {
+            // Refused before anything starts: a tokenizer that lacks the chat format's tokens or does not fit
+            // the model would stop the plan at its first RLHF step, with every worker started.
+            _ = try ClusterLaunch.planTokenizer(spec, config: Checkpoint.readConfig(path: spec.checkpoint))
+        }
         if !resuming { try journal.append(.run(specDigest: specDigest)) }
         // The run's identity, kept across resumes: its workers carry it, so that they join no other run.
         let runID = recovered.runID ?? ClusterLaunch.newRunID(directory: runDirectory)
@@ -496,11 +501,8 @@ public final class ClusterLaunch {
     /// The RLHF pipeline of the spec's task, made at the first step that needs it.
     private func pipeline(_ coordinator: Coordinator, report: @escaping (String) -> Void) throws -> RLHFPipeline {
         if let pipeline = rlhf { return pipeline }
-        let tokenizerPath = spec.task?.tokenizer ?? Tokenizer.defaultPath(forCheckpoint: spec.checkpoint)
-        var tokenizer = try Tokenizer(path: tokenizerPath)
-        if let format = spec.chatTemplate { try tokenizer.useChatFormat(format) } else { try tokenizer.requireChatFormat() }
         let config = try Checkpoint.read(path: spec.checkpoint).weights.config
-        try tokenizer.check(against: config, path: tokenizerPath)
+        let (tokenizer, tokenizerPath) = try ClusterLaunch.planTokenizer(spec, config: config)
         // A judge command `rlhf ...` runs this program (the coordinator's, on this machine).
         let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
         let context = try ClusterLaunch.taskContext(spec, tokenizer: tokenizer, config: config, executable: executable, coordinator: coordinator,
@@ -520,6 +522,21 @@ public final class ClusterLaunch {
 
     /// The plan's sources: the spec's data files and judge command where it gives them, the embedded
     /// task for the rest. Bad lines skipped (`on_bad_data: skip`) are reported, with their count.
+    /// The tokenizer the RLHF steps render conversations with (the task's, else the checkpoint's), in the
+    /// spec's chat format (else the model's own template), checked against the model; and its path.
+    static func planTokenizer(_ spec: ClusterSpec, config: LlamaConfig) throws -> (Tokenizer, String) {
+        let path = spec.task?.tokenizer ?? Tokenizer.defaultPath(forCheckpoint: spec.checkpoint)
+        var tokenizer = try Tokenizer(path: path)
+        do {
+            if let format = spec.chatTemplate { try tokenizer.useChatFormat(format) } else { try tokenizer.requireChatFormat() }
+        } catch LlamaError.invalidTokenizer(_, let reason) {
+            // The chat format's checks do not know the file: name it.
+            throw LlamaError.invalidTokenizer(path: path, reason: reason)
+        }
+        try tokenizer.check(against: config, path: path)
+        return (tokenizer, path)
+    }
+
     static func taskContext(_ spec: ClusterSpec, tokenizer: Tokenizer, config: LlamaConfig, executable: String, coordinator: Coordinator,
                             report: (String) -> Void) throws -> TaskContext {
         // The embedded task, made only when a source is not given otherwise.

@@ -274,6 +274,34 @@ import Workers
         #expect(((try? String(contentsOfFile: dir + "/run/journal.jsonl", encoding: .utf8)) ?? "").isEmpty)
     }
 
+    /// A chat format whose special tokens the policy's tokenizer lacks (ChatML on the chat-world model's
+    /// tokenizer.bin) is refused before the coordinator or any worker starts, naming the tokenizer.
+    @Test func aChatFormatTheTokenizerCannotWriteIsRefusedBeforeAnythingStarts() throws {
+        let dir = NSTemporaryDirectory() + "launch-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let spec = """
+        coordinator: tcp://127.0.0.1:*
+        hosts:
+          - name: here
+            address: local
+            workers: {generator: 1, learner: 1, reference-policy: 1}
+        model:
+          checkpoint: \(TestKit.repository)/models/chat-world/sft.bin
+          chat_template: chatml
+        task: {seed: 1}
+        plan:
+          - evaluate: {name: SFT}
+        """
+        try spec.write(toFile: dir + "/spec.yaml", atomically: true, encoding: .utf8)
+        let result = try CLITests.rlhf(["launch", dir + "/spec.yaml", "--run-dir", dir + "/run"])
+        #expect(result.status != 0)
+        #expect(result.stderr.contains("models/chat-world/tokenizer.bin: the chatml chat format writes <|im_start|>, which this tokenizer does not have"),
+                "\(result.stdout)\(result.stderr)")
+        #expect(!result.stdout.contains("coordinator listening"))
+        #expect(((try? FileManager.default.contentsOfDirectory(atPath: dir + "/run/logs")) ?? []).isEmpty)
+    }
+
     /// Pids of processes whose command line contains `needle` (from /proc).
     static func pids(matching needle: String) -> [Int32] {
         let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
