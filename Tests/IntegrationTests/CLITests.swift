@@ -153,6 +153,33 @@ import Workers
         #expect(ids.stderr.contains("'99999999999' is not an integer token id") && !ids.stderr.contains("USAGE: rlhf <subcommand>"), "\(ids.stderr)")
     }
 
+    /// OpenBLAS's idle server threads (each spins ~0.1 s of a core after the library loads) are stopped at
+    /// start-up: a process has as many threads of its own name as one whose OpenBLAS never started them
+    /// (OPENBLAS_NUM_THREADS=1). ZeroMQ's and the Swift runtime's threads have names of their own. On a
+    /// machine of one core OpenBLAS starts none either way.
+    @Test func openBLASIdleServerThreadsAreStopped() throws {
+        func threadsNamedRLHF(environment: [String: String]) throws -> Int {
+            // Asks a coordinator that is not there: the process waits 5 s for an answer.
+            let process = try TestKit.spawn(["status", "--coordinator", "tcp://127.0.0.1:\(try TestKit.freePort())"], environment: environment)
+            defer {
+                kill(process.processIdentifier, SIGKILL)
+                process.waitUntilExit()
+            }
+            let tasks = "/proc/\(process.processIdentifier)/task"
+            func names() -> [String] {
+                ((try? FileManager.default.contentsOfDirectory(atPath: tasks)) ?? []).compactMap {
+                    try? String(contentsOfFile: "\(tasks)/\($0)/comm", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+                }
+            }
+            // Past start-up once the request's ZeroMQ context runs.
+            #expect(TestKit.waitFor(4) { names().contains { $0.hasPrefix("ZMQbg") } })
+            return names().filter { $0 == "rlhf" }.count
+        }
+        let started = try threadsNamedRLHF(environment: [:])
+        let neverStarted = try threadsNamedRLHF(environment: ["OPENBLAS_NUM_THREADS": "1"])
+        #expect(started == neverStarted, "\(started) threads named rlhf, \(neverStarted) where OpenBLAS starts no server thread")
+    }
+
     @Test func tokenizeJSONLines() throws {
         let input = "{\"text\": \"Hello world\"}\n{\"text\": \"\"}\nnot json\n{\"text\": \"ok\"}\n"
         let result = try CLITests.rlhf(["tokenize", "--tokenizer", Fixtures.llama2Model, "--bos"], stdin: input)

@@ -15,6 +15,13 @@
 #define RLHF_CKERNELS_H
 #include <stdint.h>
 
+/// Stops OpenBLAS's idle server threads where the loaded build has them (its `blas_thread_shutdown_`):
+/// a threaded OpenBLAS starts one per further core when it loads, and each spins on sched_yield for
+/// ~100 ms before sleeping, on a core the process's own threads want. Call it only while no other
+/// thread can be inside a BLAS call, with OpenBLAS pinned to one thread (it would start them again
+/// for a threaded call). Returns OpenBLAS's result, or -1 where the build has no server threads.
+int rlhf_blas_stop_server_threads(void);
+
 /// Asks the CPU to bring the cache line holding p into its caches ahead of use: a hint, which never
 /// faults, whatever the address.
 static inline void rlhf_prefetch(const void *p) { __builtin_prefetch(p, 0, 1); }

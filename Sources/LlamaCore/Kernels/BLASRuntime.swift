@@ -1,4 +1,5 @@
 import CBLAS
+import CKernels
 import Foundation
 import Synchronization
 #if canImport(Glibc)
@@ -169,8 +170,15 @@ public enum BLASRuntime {
     /// on an AVX2 or AVX-512 CPU, it sets `OPENBLAS_CORETYPE` and re-executes the same executable with the
     /// same arguments (same pid; at most twice per process tree), so this must run first thing in `main`,
     /// before any thread starts. After a switch, a few products are checked against a plain reference
-    /// and a core that computes wrong results is switched back. Returns what runs, with any warnings.
+    /// and a core that computes wrong results is switched back. Also stops OpenBLAS's idle server threads
+    /// (`rlhf_blas_stop_server_threads`). Returns what runs, with any warnings.
     public static func prepareProcess() -> BLASReport {
+        // The core's ComputePool owns parallelism and every BLAS call runs on one thread, so the server
+        // threads a threaded OpenBLAS started when it loaded only spin (~0.1 s of a core per process,
+        // each worker included) before they sleep: pinned to one thread and stopped while no other
+        // thread exists.
+        Kernels.blasSingleThreaded
+        _ = rlhf_blas_stop_server_threads()
         let environment = ProcessInfo.processInfo.environment
         let flags = cpuFlags()
         let current = coreName
