@@ -180,6 +180,20 @@ import Workers
         #expect(started == neverStarted, "\(started) threads named rlhf, \(neverStarted) where OpenBLAS starts no server thread")
     }
 
+    /// `--prompt` on a llama2.c file without `--tokenizer` encodes with the tokenizer.bin beside it (as
+    /// train and eval do): the same ids as naming it.
+    @Test func generateFindsTheTokenizerBesideACheckpointFile() throws {
+        let policy = TestKit.repository + "/models/chat-world/sft.bin"
+        let arguments = ["generate", "--checkpoint", policy, "--prompt", "Tell me a calm story about a fox.", "--temperature", "0",
+                         "--steps", "8", "--json"]
+        let beside = try CLITests.rlhf(arguments)
+        let named = try CLITests.rlhf(arguments + ["--tokenizer", TestKit.repository + "/models/chat-world/tokenizer.bin"])
+        #expect(beside.status == 0, "\(beside.stderr)")
+        let a = try HuggingFaceCLITests.json(beside.stdout), b = try HuggingFaceCLITests.json(named.stdout)
+        #expect(a["prompt_ids"] as? [Int] == b["prompt_ids"] as? [Int] && a["ids"] as? [Int] == b["ids"] as? [Int])
+        #expect((a["prompt_ids"] as? [Int])?.count ?? 0 > 5 && !((a["text"] as? String) ?? "").isEmpty)
+    }
+
     @Test func tokenizeJSONLines() throws {
         let input = "{\"text\": \"Hello world\"}\n{\"text\": \"\"}\nnot json\n{\"text\": \"ok\"}\n"
         let result = try CLITests.rlhf(["tokenize", "--tokenizer", Fixtures.llama2Model, "--bos"], stdin: input)

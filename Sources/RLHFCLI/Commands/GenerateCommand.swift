@@ -11,9 +11,9 @@ struct GenerateCommand: ParsableCommand {
 
     @Option(help: "llama2.c checkpoint (legacy or version-1 format) or Hugging Face model directory.")
     var checkpoint: String
-    @Option(help: "Tokenizer: llama2.c tokenizer.bin, SentencePiece tokenizer.model, Hugging Face tokenizer.json or model directory (default: a model directory's own).")
+    @Option(help: "Tokenizer: llama2.c tokenizer.bin, SentencePiece tokenizer.model, Hugging Face tokenizer.json or model directory (default: a model directory's own; with --prompt, tokenizer.bin beside a checkpoint file).")
     var tokenizer: String?
-    @Option(help: "Prompt text (needs --tokenizer); BOS is prepended.")
+    @Option(help: "Prompt text (encoded with --tokenizer, else the model directory's own, else tokenizer.bin beside the checkpoint file); BOS is prepended.")
     var prompt: String?
     @Option(name: .customLong("prompt-ids"), help: "Prompt as comma-separated token ids, e.g. 1,2,3.")
     var promptIds: String?
@@ -40,8 +40,9 @@ struct GenerateCommand: ParsableCommand {
 
     func validate() throws {
         if (prompt == nil) == (promptIds == nil) { throw ValidationError("give exactly one of --prompt or --prompt-ids") }
-        if prompt != nil && tokenizer == nil && !HuggingFaceCheckpoint.isModelDirectory(checkpoint) {
-            throw ValidationError("--prompt needs --tokenizer to encode the text")
+        if prompt != nil && tokenizer == nil && !HuggingFaceCheckpoint.isModelDirectory(checkpoint)
+            && !FileManager.default.fileExists(atPath: Tokenizer.defaultPath(forCheckpoint: checkpoint)) {
+            throw ValidationError("--prompt needs a tokenizer to encode the text: give --tokenizer (no \(Tokenizer.defaultPath(forCheckpoint: checkpoint)) beside the checkpoint)")
         }
         try OptionCheck.integer(steps, "--steps", 1 ... 1_000_000)
         try OptionCheck.number(temperature, "--temperature", 0 ... 100)
@@ -65,7 +66,9 @@ struct GenerateCommand: ParsableCommand {
         // A model directory brings its own tokenizer (for --prompt, EOS and the text).
         let ownTokenizer = HuggingFaceCheckpoint.isModelDirectory(checkpoint)
             && ["tokenizer.json", "tokenizer.model"].contains { FileManager.default.fileExists(atPath: checkpoint + "/" + $0) }
-        let tokenizerPath = tokenizer ?? (ownTokenizer ? checkpoint : nil)
+        // Text to encode without --tokenizer: llama2.c's tokenizer.bin beside a checkpoint file, as train and eval take it.
+        let besideFile = prompt != nil && !HuggingFaceCheckpoint.isModelDirectory(checkpoint) ? Tokenizer.defaultPath(forCheckpoint: checkpoint) : nil
+        let tokenizerPath = tokenizer ?? (ownTokenizer ? checkpoint : besideFile)
         let tok = try tokenizerPath.map { path -> Tokenizer in
             let t = try Tokenizer(path: path)
             try t.check(against: model.config, path: path)
