@@ -520,8 +520,6 @@ public final class ClusterLaunch {
         return pipeline
     }
 
-    /// The plan's sources: the spec's data files and judge command where it gives them, the embedded
-    /// task for the rest. Bad lines skipped (`on_bad_data: skip`) are reported, with their count.
     /// The tokenizer the RLHF steps render conversations with (the task's, else the checkpoint's), in the
     /// spec's chat format (else the model's own template), checked against the model; and its path.
     static func planTokenizer(_ spec: ClusterSpec, config: LlamaConfig) throws -> (Tokenizer, String) {
@@ -537,6 +535,8 @@ public final class ClusterLaunch {
         return (tokenizer, path)
     }
 
+    /// The plan's sources: the spec's data files and judge command where it gives them, the embedded
+    /// task for the rest. Bad lines skipped (`on_bad_data: skip`) are reported, with their count.
     static func taskContext(_ spec: ClusterSpec, tokenizer: Tokenizer, config: LlamaConfig, executable: String, coordinator: Coordinator,
                             report: (String) -> Void) throws -> TaskContext {
         // The embedded task, made only when a source is not given otherwise.
