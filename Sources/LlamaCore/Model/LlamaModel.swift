@@ -53,14 +53,8 @@ public final class LlamaModel: Sendable {
         self.ropeCos = ropeCos
         self.ropeSin = ropeSin
         let tables = c.ropeTables()
-        ropeCos.withUnsafeMutableBufferPointer { cosBuf in
-            ropeSin.withUnsafeMutableBufferPointer { sinBuf in
-                for j in 0..<c.seqLen * half {
-                    cosBuf[j] = tables.cos[j]
-                    sinBuf[j] = tables.sin[j]
-                }
-            }
-        }
+        ropeCos.set(tables.cos, at: 0)
+        ropeSin.set(tables.sin, at: 0)
         var offsets: [ParameterTensor: [Int]] = [:]
         if batchedDecode {
             var total = 0

@@ -54,12 +54,8 @@ public struct ModelWeights: Sendable {
     func fillRoPETables() {
         let real = layout.offset(.freqCisReal), imag = layout.offset(.freqCisImag)
         let tables = config.ropeTables()
-        storage.withUnsafeMutableBufferPointer { buf in
-            for j in tables.cos.indices {
-                buf[real + j] = tables.cos[j]
-                buf[imag + j] = tables.sin[j]
-            }
-        }
+        storage.set(tables.cos, at: real)
+        storage.set(tables.sin, at: imag)
     }
 
     /// A deep copy (for training, which mutates its own weights).

@@ -40,9 +40,9 @@ struct GenerateCommand: ParsableCommand {
 
     func validate() throws {
         if (prompt == nil) == (promptIds == nil) { throw ValidationError("give exactly one of --prompt or --prompt-ids") }
-        if prompt != nil && tokenizer == nil && !HuggingFaceCheckpoint.isModelDirectory(checkpoint)
-            && !FileManager.default.fileExists(atPath: Tokenizer.defaultPath(forCheckpoint: checkpoint)) {
-            throw ValidationError("--prompt needs a tokenizer to encode the text: give --tokenizer (no \(Tokenizer.defaultPath(forCheckpoint: checkpoint)) beside the checkpoint)")
+        let beside = Tokenizer.defaultPath(forCheckpoint: checkpoint)
+        if prompt != nil && tokenizer == nil && !HuggingFaceCheckpoint.isModelDirectory(checkpoint) && !FileManager.default.fileExists(atPath: beside) {
+            throw ValidationError("--prompt needs a tokenizer to encode the text: give --tokenizer (no \(beside) beside the checkpoint)")
         }
         try OptionCheck.integer(steps, "--steps", 1 ... 1_000_000)
         try OptionCheck.number(temperature, "--temperature", 0 ... 100)
