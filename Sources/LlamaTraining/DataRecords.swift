@@ -9,14 +9,33 @@ public struct DataKeys: Sendable, Equatable, Codable {
     public var rejected = "rejected"
     public var messages = "messages"
     public var label = "label"
+    /// The SFT answer beside the prompt (OpenRLHF's `output_key`); the default, `completion`, also
+    /// takes `response` where a record has no `completion`.
+    public var completion = "completion"
 
     public init(prompt: String = "prompt", chosen: String = "chosen", rejected: String = "rejected",
-                messages: String = "messages", label: String = "label") {
+                messages: String = "messages", label: String = "label", completion: String = "completion") {
         self.prompt = prompt
         self.chosen = chosen
         self.rejected = rejected
         self.messages = messages
         self.label = label
+        self.completion = completion
+    }
+
+    /// The conversation keys looked for, in order: the default, `messages`, also takes ShareGPT's
+    /// `conversations`.
+    var messagesKeys: [String] { messages == "messages" ? ["messages", "conversations"] : [messages] }
+
+    /// The conversation key `object` holds, if any.
+    func messagesKey(in object: [String: Any]) -> String? { messagesKeys.first { object[$0] != nil } }
+
+    /// The answer keys an SFT record's prompt may come with, in the order they are looked for.
+    var completionKeys: [String] { completion == "completion" ? ["completion", "response"] : [completion] }
+
+    /// The answer keys as messages name them: `"completion" (or "response")`.
+    var completionKeysDescription: String {
+        completionKeys.map { "\"\($0)\"" }.joined(separator: " (or ") + (completionKeys.count > 1 ? ")" : "")
     }
 }
 
@@ -29,15 +48,14 @@ public enum SFTRecord: Sendable, Equatable {
 
     /// Reads a record; the error says which key is missing or of the wrong type.
     public init(_ object: [String: Any], keys: DataKeys = DataKeys()) throws {
-        if let value = object[keys.messages] {
-            self = .conversation(try DataRecords.messages(value, key: keys.messages))
+        if let key = keys.messagesKey(in: object) {
+            self = .conversation(try DataRecords.messages(object[key]!, key: key))
             return
         }
         if let value = object[keys.prompt] {
             let prompt = try DataRecords.turns(value, key: keys.prompt, role: .user)
-            let answerKey = object["completion"] != nil ? "completion" : "response"
-            guard let answer = object[answerKey] else {
-                throw LlamaError.invalidInput("missing \"completion\" (or \"response\") beside \"\(keys.prompt)\"")
+            guard let answerKey = keys.completionKeys.first(where: { object[$0] != nil }), let answer = object[answerKey] else {
+                throw LlamaError.invalidInput("missing \(keys.completionKeysDescription) beside \"\(keys.prompt)\"")
             }
             let completion = try DataRecords.turns(answer, key: answerKey, role: .assistant)
             guard completion.contains(where: { $0.role == .assistant && !$0.content.allSatisfy(\.isWhitespace) }) else {
@@ -52,7 +70,8 @@ public enum SFTRecord: Sendable, Equatable {
             self = .text(text)
             return
         }
-        throw LlamaError.invalidInput("expected \"\(keys.messages)\", \"\(keys.prompt)\" with \"completion\" or \"response\", or \"text\"")
+        let answers = keys.completionKeys.map { "\"\($0)\"" }.joined(separator: " or ")
+        throw LlamaError.invalidInput("expected \"\(keys.messages)\", \"\(keys.prompt)\" with \(answers), or \"text\"\(DataRecords.keysNote(object))")
     }
 }
 
@@ -72,8 +91,8 @@ public struct PreferenceRecord: Sendable, Equatable {
 
     /// Reads a record; the error says which key is missing or of the wrong type.
     public init(_ object: [String: Any], keys: DataKeys = DataKeys()) throws {
-        guard let chosenValue = object[keys.chosen] else { throw LlamaError.invalidInput("missing \"\(keys.chosen)\"") }
-        guard let rejectedValue = object[keys.rejected] else { throw LlamaError.invalidInput("missing \"\(keys.rejected)\"") }
+        guard let chosenValue = object[keys.chosen] else { throw LlamaError.invalidInput("missing \"\(keys.chosen)\"\(DataRecords.keysNote(object))") }
+        guard let rejectedValue = object[keys.rejected] else { throw LlamaError.invalidInput("missing \"\(keys.rejected)\"\(DataRecords.keysNote(object))") }
         if let promptValue = object[keys.prompt] {
             prompt = try DataRecords.turns(promptValue, key: keys.prompt, role: .user)
             chosen = try DataRecords.answer(chosenValue, key: keys.chosen, after: prompt)
@@ -137,8 +156,8 @@ public struct PromptRecord: Sendable, Equatable {
     /// Reads a record; the error says which key is missing or of the wrong type.
     public init(_ object: [String: Any], keys: DataKeys = DataKeys()) throws {
         let key: String
-        if object[keys.prompt] != nil { key = keys.prompt } else if object[keys.messages] != nil { key = keys.messages } else {
-            throw LlamaError.invalidInput("expected \"\(keys.prompt)\" (a string or messages) or \"\(keys.messages)\"")
+        if object[keys.prompt] != nil { key = keys.prompt } else if let messagesKey = keys.messagesKey(in: object) { key = messagesKey } else {
+            throw LlamaError.invalidInput("expected \"\(keys.prompt)\" (a string or messages) or \"\(keys.messages)\"\(DataRecords.keysNote(object))")
         }
         messages = try DataRecords.turns(object[key]!, key: key, role: .user)
         guard let last = messages.last, last.role == .user else { throw LlamaError.invalidInput("\"\(key)\" must end with the user's turn") }
@@ -157,17 +176,35 @@ public struct PromptRecord: Sendable, Equatable {
 
 /// Shared readers of the records' fields.
 enum DataRecords {
-    /// A message list: `[{"role", "content"}, ...]`, non-empty.
+    /// ` (the record's keys: "a", "b")`: what a record that lacks the expected keys has instead, so that
+    /// the message says which `--*-key` to give.
+    static func keysNote(_ object: [String: Any]) -> String {
+        let names = object.keys.sorted().prefix(8).map { "\"\($0)\"" }
+        guard !names.isEmpty else { return " (the record is empty)" }
+        return " (the record's keys: \(names.joined(separator: ", "))\(object.count > 8 ? ", ..." : ""))"
+    }
+
+    /// ShareGPT's speaker names (`"from"`), beside the roles themselves.
+    private static let shareGPTRoles: [String: ChatTemplate.Role] = ["human": .user, "gpt": .assistant]
+
+    /// A message list, non-empty: `[{"role", "content"}, ...]` as TRL and OpenRLHF write it, or
+    /// ShareGPT's `[{"from": "human"|"gpt"|"system", "value"}, ...]`.
     static func messages(_ value: Any, key: String) throws -> [ChatTemplate.Message] {
         guard let list = value as? [Any], !list.isEmpty else {
             throw LlamaError.invalidInput("\"\(key)\" must be a non-empty list of {\"role\", \"content\"}")
         }
         return try list.enumerated().map { i, item in
             guard let m = item as? [String: Any] else { throw LlamaError.invalidInput("\(key)[\(i)]: expected {\"role\", \"content\"}") }
-            guard let roleName = m["role"] as? String, let role = ChatTemplate.Role(rawValue: roleName) else {
-                throw LlamaError.invalidInput("\(key)[\(i)]: \"role\" must be system, user or assistant")
+            let shareGPT = m["role"] == nil && m["from"] != nil
+            let (roleKey, contentKey) = shareGPT ? ("from", "value") : ("role", "content")
+            guard let roleName = m[roleKey] as? String,
+                  let role = ChatTemplate.Role(rawValue: roleName) ?? (shareGPT ? shareGPTRoles[roleName] : nil) else {
+                throw LlamaError.invalidInput(shareGPT ? "\(key)[\(i)]: \"from\" must be system, human or gpt (ShareGPT's), or user or assistant"
+                                                         : "\(key)[\(i)]: \"role\" must be system, user or assistant")
             }
-            guard let content = m["content"] as? String else { throw LlamaError.invalidInput("\(key)[\(i)]: \"content\" must be a string") }
+            guard let content = m[contentKey] as? String else {
+                throw LlamaError.invalidInput("\(key)[\(i)]: \"\(contentKey)\" must be a string")
+            }
             return ChatTemplate.Message(role: role, content: content)
         }
     }

@@ -69,14 +69,29 @@ public enum PreferenceSubset: String, CaseIterable, Codable, Sendable {
 /// Readers of the trainers' files. Every bad line is reported with its file and line; with
 /// `BadDataPolicy.stop` the first one is thrown, with `.skip` all are returned beside the data.
 public enum TrainingData {
-    /// The file's non-blank lines, numbered from 1; the text of a line that is not valid UTF-8 is nil
-    /// (a bad line: read with replacement characters, its text would silently change). A gzip file
-    /// (`datasets`' `to_json(..., compression="gzip")`) is read through zlib.
-    static func lines(_ path: String) throws -> [(number: Int, text: Substring?)] {
+    /// The file's bytes, through zlib where it is a gzip file (`datasets`' `to_json(...,
+    /// compression="gzip")`). A Parquet file is refused naming what to write instead.
+    static func contents(_ path: String) throws -> Data {
         guard var data = FileManager.default.contents(atPath: path) else {
             throw LlamaError.invalidInput("cannot read \(path)")
         }
         if data.starts(with: [0x1F, 0x8B]) { data = try gunzip(data, path: path) }
+        if data.starts(with: Array("PAR1".utf8)) {
+            throw LlamaError.invalidInput("\(path) is a Parquet file; data files are JSON lines or a JSON array (with `datasets`: "
+                                          + "load_dataset(\"parquet\", data_files=...)[\"train\"].to_json(\"data.jsonl\"))")
+        }
+        return data
+    }
+
+    /// The file's non-blank lines, numbered from 1; the text of a line that is not valid UTF-8 is nil
+    /// (a bad line: read with replacement characters, its text would silently change). A gzip file is
+    /// read through zlib.
+    static func lines(_ path: String) throws -> [(number: Int, text: Substring?)] {
+        lines(of: try contents(path))
+    }
+
+    /// The non-blank lines of `data`, numbered from 1 (nil for a line that is not valid UTF-8).
+    static func lines(of data: Data) -> [(number: Int, text: Substring?)] {
         var out: [(Int, Substring?)] = []
         var number = 0
         for bytes in data.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false) {
@@ -246,12 +261,25 @@ public enum TrainingData {
         return (read.compactMap(\.record), issues)
     }
 
-    /// The records of a JSON-lines file (gzip accepted) read by `read`, each with its line number; a
-    /// bad line is named `file:line: reason` and, with `.skip`, listed beside the records.
+    /// The records of a JSON-lines file, or of a file holding one JSON array of records (as
+    /// `json.dump` writes a list, and `datasets`' `load_dataset("json")` reads: Alpaca's data, for one),
+    /// gzip accepted, read by `read`, each with the line it starts on; a bad record is named
+    /// `file:line: reason` and, with `.skip`, listed beside the records.
     public static func records<Record>(_ path: String, policy: BadDataPolicy,
                                        _ read: ([String: Any]) throws -> Record) throws -> (records: [(line: Int, record: Record)], issues: [DataIssue]) {
         var out: [(Int, Record)] = [], issues: [DataIssue] = []
-        for (number, line) in try lines(path) {
+        let data = try contents(path)
+        let entries: [(number: Int, text: Substring?)]
+        if JSONArrayScanner.startsWithArray(data) {
+            do {
+                entries = try JSONArrayScanner.elements(of: data).map { ($0.line, $0.text) }
+            } catch let error as JSONArrayScanner.Malformed {
+                throw LlamaError.invalidInput("\(path):\(error.line): \(error.reason)")
+            }
+        } else {
+            entries = lines(of: data)
+        }
+        for (number, line) in entries {
             do {
                 out.append((number, try read(try object(try utf8(line)))))
             } catch {

@@ -816,7 +816,7 @@ public struct ClusterSpec: Sendable, Equatable {
     /// The `data:` section.
     static func dataFiles(_ value: Any, baseDirectory: String) throws -> DataFiles {
         let args = try arguments(value, key: "data", known: ["prompts", "eval_prompts", "preferences", "sft", "prompt_key", "chosen_key", "rejected_key",
-                                                             "messages_key", "label_key", "on_bad_data"])
+                                                             "messages_key", "label_key", "completion_key", "on_bad_data"])
         var files = DataFiles()
         func path(_ name: String) throws -> String? {
             guard let text = try text(args, name, "data") else { return nil }
@@ -836,6 +836,7 @@ public struct ClusterSpec: Sendable, Equatable {
         files.keys.rejected = try text(args, "rejected_key", "data") ?? files.keys.rejected
         files.keys.messages = try text(args, "messages_key", "data") ?? files.keys.messages
         files.keys.label = try text(args, "label_key", "data") ?? files.keys.label
+        files.keys.completion = try text(args, "completion_key", "data") ?? files.keys.completion
         if let name = args["on_bad_data"] {
             guard let text = name as? String, let policy = BadDataPolicy(rawValue: text) else {
                 throw Invalid(key: "data.on_bad_data", reason: "\(describe(name)) is not stop or skip")

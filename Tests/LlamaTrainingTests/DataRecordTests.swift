@@ -100,4 +100,107 @@ import TestKit
         try flipped.write(to: URL(fileURLWithPath: dir + "/flipped.jsonl.gz"))
         #expect(throws: (any Error).self) { try TrainingData.lines(dir + "/flipped.jsonl.gz") }
     }
+
+    /// OpenRLHF's `output_key`: the answer under another name than `completion`.
+    @Test func completionKeyRemapsTheAnswer() throws {
+        let alpaca = DataKeys(prompt: "instruction", completion: "output")
+        let record = Self.object(#"{"instruction": "Name an animal.", "input": "", "output": "A fox."}"#)
+        #expect(try SFTRecord(record, keys: alpaca) == .conversation([Self.user, ChatTemplate.Message(role: .assistant, content: "A fox.")]))
+        // A remapped key is the only one looked for, and the messages say so.
+        #expect { try SFTRecord(Self.object(#"{"instruction": "x", "response": "y"}"#), keys: alpaca) } throws: {
+            "\($0)".contains("missing \"output\" beside \"instruction\"") && !"\($0)".contains("response")
+        }
+        #expect { try SFTRecord(Self.object(#"{"question": "x"}"#), keys: alpaca) } throws: {
+            "\($0)".contains("\"instruction\" with \"output\", or \"text\"")
+        }
+        #expect { try SFTRecord(Self.object(#"{"prompt": "x"}"#)) } throws: { "\($0)".contains("missing \"completion\" (or \"response\")") }
+        // A record without the expected keys names the keys it has, so that the message says what to remap.
+        #expect { try SFTRecord(Self.object(#"{"instruction": "x", "output": "y"}"#)) } throws: {
+            "\($0)".hasSuffix("or \"text\" (the record's keys: \"instruction\", \"output\")")
+        }
+        #expect { try PreferenceRecord(Self.object(#"{"question": "x", "good": "y", "bad": "z"}"#)) } throws: {
+            "\($0)".contains("missing \"chosen\" (the record's keys: \"bad\", \"good\", \"question\")")
+        }
+        #expect { try PromptRecord(Self.object(#"{}"#)) } throws: { "\($0)".contains("(the record is empty)") }
+    }
+
+    /// ShareGPT's conversations (`"conversations"` of `{"from", "value"}`, human and gpt) read as messages.
+    @Test func shareGPTConversations() throws {
+        let shareGPT = Self.object("""
+        {"id": "1", "conversations": [{"from": "system", "value": "Be brief."}, {"from": "human", "value": "Name an animal."},
+                                      {"from": "gpt", "value": "A fox."}]}
+        """)
+        let expected: [ChatTemplate.Message] = [ChatTemplate.Message(role: .system, content: "Be brief."), Self.user,
+                                                ChatTemplate.Message(role: .assistant, content: "A fox.")]
+        #expect(try SFTRecord(shareGPT) == .conversation(expected))
+        // The same under a remapped key, and as a prompt ending with the user's turn.
+        #expect(try SFTRecord(shareGPT, keys: DataKeys(messages: "conversations")) == .conversation(expected))
+        let prompt = try PromptRecord(Self.object(#"{"conversations": [{"from": "human", "value": "Name an animal."}], "label": 3}"#))
+        #expect(prompt.messages == [Self.user] && String(decoding: prompt.extras, as: UTF8.self) == #"{"label":3}"#)
+        // A remapped key is the only one looked for.
+        #expect { try SFTRecord(shareGPT, keys: DataKeys(messages: "dialog")) } throws: { "\($0)".contains("expected \"dialog\"") }
+        #expect { try SFTRecord(Self.object(#"{"conversations": [{"from": "bot", "value": "x"}]}"#)) } throws: {
+            "\($0)".contains("conversations[0]: \"from\" must be system, human or gpt")
+        }
+        #expect { try SFTRecord(Self.object(#"{"conversations": [{"from": "gpt", "text": "x"}]}"#)) } throws: {
+            "\($0)".contains("conversations[0]: \"value\" must be a string")
+        }
+    }
+
+    /// A file holding one JSON array of records (`json.dump` of a list, as Alpaca's data is) reads as
+    /// its records, each bad one named by the line it starts on and skippable; gzip too.
+    @Test func jsonArrayFilesAreRead() throws {
+        let dir = try Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let keys = DataKeys(prompt: "instruction", completion: "output")
+        let array = """
+        \u{FEFF}[
+          {
+            "instruction": "Name an animal [any].",
+            "input": "",
+            "output": "A fox, said \\"the fox\\", {really}."
+          },
+          {"instruction": "Name a tree.", "input": "", "output": "An oak."},
+          {
+            "instruction": "No answer."
+          },
+          {"instruction": "Name a bird.", "output": "A crow."}
+        ]
+
+        """
+        try array.write(toFile: dir + "/alpaca.json", atomically: true, encoding: .utf8)
+        let read = { (path: String, policy: BadDataPolicy) in
+            try TrainingData.records(path, policy: policy) { try SFTRecord($0, keys: keys) }
+        }
+        let (records, issues) = try read(dir + "/alpaca.json", .skip)
+        #expect(records.map(\.line) == [2, 7, 11])
+        #expect(records.first?.record == .conversation([ChatTemplate.Message(role: .user, content: "Name an animal [any]."),
+                                                        ChatTemplate.Message(role: .assistant, content: "A fox, said \"the fox\", {really}.")]))
+        #expect(issues.map(\.description) == [dir + "/alpaca.json:8: missing \"output\" beside \"instruction\""])
+        #expect { try read(dir + "/alpaca.json", .stop) } throws: { "\($0)" == dir + "/alpaca.json:8: missing \"output\" beside \"instruction\"" }
+        let gzip = Process()
+        gzip.executableURL = URL(fileURLWithPath: "/bin/gzip")
+        gzip.arguments = ["-k", dir + "/alpaca.json"]
+        try gzip.run()
+        gzip.waitUntilExit()
+        #expect(try read(dir + "/alpaca.json.gz", .skip).records.map(\.line) == [2, 7, 11])
+        #expect(try read(dir + "/alpaca.json", .skip).records.count == 3)
+        try "[]\n".write(toFile: dir + "/empty.json", atomically: true, encoding: .utf8)
+        #expect(try read(dir + "/empty.json", .stop).records.isEmpty)
+        // A broken array is refused as a whole, naming the line.
+        let broken: [(String, String)] = [
+            ("[\n{\"instruction\": \"a\", \"output\": \"b\"},\n{\"instruction\": \"c\"", "broken.json:3: the array is not closed (the file ends before its ])"),
+            ("[{\"instruction\": \"a\", \"output\": \"b\"},\n]", "broken.json:2: an empty element in the array (a comma before ])"),
+            ("[{\"instruction\": \"a\", \"output\": \"b\"}]\n{\"x\": 1}", "broken.json:2: text after the array's closing ]"),
+            ("[{\"instruction\": \"a\"}}]", "broken.json:1: an unmatched } after element 1"),
+            ("[\"abc", "broken.json:1: the array is not closed (the file ends inside a string)"),
+        ]
+        for (text, message) in broken {
+            try text.write(toFile: dir + "/broken.json", atomically: true, encoding: .utf8)
+            #expect { try read(dir + "/broken.json", .skip) } throws: { "\($0)".hasSuffix(message) }
+        }
+        // Parquet (datasets' other format) is named, with what to write instead.
+        try Data("PAR1\u{0}\u{0}".utf8).write(to: URL(fileURLWithPath: dir + "/train.parquet"))
+        #expect { try read(dir + "/train.parquet", .skip) } throws: { "\($0)".contains("train.parquet is a Parquet file") }
+    }
 }

@@ -249,7 +249,7 @@ import TestKit
         for name in ["train.jsonl", "eval.jsonl.gz", "prefs.jsonl"] { try "{}\n".write(toFile: dir + "/" + name, atomically: true, encoding: .utf8) }
         let spec = try ClusterSpec.parse(SpecTests.head + """
         data: {prompts: train.jsonl, eval_prompts: eval.jsonl.gz, preferences: \(dir)/prefs.jsonl, prompt_key: question, chosen_key: good,
-               rejected_key: bad, messages_key: conversation, on_bad_data: skip}
+               rejected_key: bad, messages_key: conversation, completion_key: output, on_bad_data: skip}
         judge: {command: [python3, judge.py, --strict], tie_gap: 0.1, levels: [1, 0.5, 0.2], helpful_above: 0.3, timeout_s: 30}
         plan:
           - evaluate: {name: SFT}
@@ -258,7 +258,8 @@ import TestKit
         """, baseDirectory: dir)
         let data = try #require(spec.data)
         #expect(data.prompts == dir + "/train.jsonl" && data.evalPrompts == dir + "/eval.jsonl.gz" && data.preferences == dir + "/prefs.jsonl")
-        #expect(data.keys == DataKeys(prompt: "question", chosen: "good", rejected: "bad", messages: "conversation") && data.onBadData == .skip)
+        #expect(data.keys == DataKeys(prompt: "question", chosen: "good", rejected: "bad", messages: "conversation", completion: "output")
+                && data.onBadData == .skip)
         let judge = try #require(spec.judge)
         #expect(judge.arguments == ["python3", "judge.py", "--strict"] && judge.directory == dir)
         #expect(judge.settings.tieGap == 0.1 && judge.settings.helpfulAbove == 0.3 && judge.settings.timeoutSeconds == 30)

@@ -33,6 +33,8 @@ struct TrainCommand: ParsableCommand {
         var rejectedKey = "rejected"
         @Option(name: .customLong("messages-key"), help: "The SFT records' conversation key.")
         var messagesKey = "messages"
+        @Option(name: .customLong("completion-key"), help: "The SFT records' answer key beside the prompt (OpenRLHF's output_key; the default also takes response).")
+        var completionKey = "completion"
         @Option(name: .customLong("chat-template"), help: "Chat format of the conversations: llama2, chatml or llama3 (default: the model's own template, else llama2).")
         var chatTemplate: ChatFormat?
         @Option(help: "Examples (pairs for rm) per optimizer step.")
@@ -86,7 +88,8 @@ struct TrainCommand: ParsableCommand {
         }
 
         /// The records' key names.
-        var dataKeys: DataKeys { DataKeys(prompt: promptKey, chosen: chosenKey, rejected: rejectedKey, messages: messagesKey) }
+        var dataKeys: DataKeys { DataKeys(prompt: promptKey, chosen: chosenKey, rejected: rejectedKey, messages: messagesKey,
+                                        completion: completionKey) }
 
         /// `--out` without a trailing `/`: the stem of the files written beside it.
         var outStem: String { out.hasSuffix("/") ? String(out.dropLast()) : out }
@@ -361,10 +364,10 @@ struct TrainCommand: ParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "sft",
             abstract: "Supervised fine-tuning on chat data in LLaMA2's format, the loss on the answers' tokens only.",
-            discussion: "Data: JSON lines (gzip accepted) {\"messages\": [{\"role\", \"content\"}, ...]}, {\"prompt\", \"completion\"} or {\"prompt\", \"response\"} (strings or message lists), or {\"text\"} (trained on every token)."
+            discussion: "Data: JSON lines or a JSON array of records (gzip accepted): {\"messages\": [{\"role\", \"content\"}, ...]}, {\"prompt\", \"completion\"} or {\"prompt\", \"response\"} (strings or message lists), or {\"text\"} (trained on every token)."
         )
 
-        @Option(help: "SFT data (JSON lines).")
+        @Option(help: "SFT data (JSON lines or a JSON array).")
         var data: String
         @Option(name: .customLong("init"), help: "Checkpoint to start from.")
         var initial: String
@@ -396,7 +399,7 @@ struct TrainCommand: ParsableCommand {
             commandName: "rm",
             abstract: "Train a reward model (the checkpoint's trunk plus a scalar head) with LLaMA2's ranking loss and margins.",
             discussion: """
-            Data: JSON lines (gzip accepted) {"prompt", "chosen", "rejected"} with strings or message lists, or TRL's \
+            Data: JSON lines or a JSON array of records (gzip accepted): {"prompt", "chosen", "rejected"} with strings or message lists, or TRL's \
             {"chosen", "rejected"} conversations (the prompt is what both share); optional: "margin" (a number), \
             "preference" (LLaMA2's level: significantly_better, better, slightly_better, negligibly_better, whose margin \
             comes from --margin's table) and "safety" (true/false). A tenth of the prompts is held out; the accuracy per \
@@ -405,7 +408,7 @@ struct TrainCommand: ParsableCommand {
             """
         )
 
-        @Option(help: "Preference pairs (JSON lines).")
+        @Option(help: "Preference pairs (JSON lines or a JSON array).")
         var data: String
         @Option(name: .customLong("init"), help: "Checkpoint to start from (the chat model).")
         var initial: String
