@@ -70,7 +70,10 @@ import TestKit
             ("rope_scaling", ["rope_type": "llama3", "factor": 8.0, "low_freq_factor": 4.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192],
              "rope_scaling.high_freq_factor: must be a finite number above low_freq_factor 4.0, got 4.0"),
             ("rope_scaling", "linear", "rope_scaling: expected an object, got \"linear\""),
-            ("architectures", ["MistralForCausalLM"], "architectures: [\"MistralForCausalLM\"]"),
+            ("architectures", ["Qwen2ForCausalLM"], "architectures: [\"Qwen2ForCausalLM\"] is not supported"),
+            ("architectures", ["MistralForCausalLM"], "model_type: \"llama\" disagrees with architectures [\"MistralForCausalLM\"]"),
+            ("model_type", "qwen2", "model_type: \"qwen2\" is not supported"),
+            ("sliding_window", 64, "sliding_window: 64 is not supported"),
             ("hidden_act", "gelu", "hidden_act: \"gelu\""),
             ("head_dim", 32, "head_dim: 32"),
             ("rope_parameters", ["rope_type": "yarn", "rope_theta": 10000.0], "rope_parameters.rope_type: \"yarn\""),
@@ -93,6 +96,29 @@ import TestKit
     }
 
     static let scaledNames = ["rope-llama3", "rope-linear"]
+
+    /// A MistralForCausalLM is LLaMA's decoder with a sliding window over the keys: its context is capped at
+    /// the window (48 of its 512 positions), within which transformers' float64 greedy ids, log-probabilities
+    /// and logits agree; written out, it is a LlamaForCausalLM of that context.
+    @Test func mistralRunsWithinItsSlidingWindow() throws {
+        let (weights, config) = try HuggingFaceCheckpoint.read(directory: Fixtures.mistral)
+        #expect(config.llama.seqLen == 48 && config.llama.nKVHeads == 2)
+        try Self.expectGreedyAndLogits(weights, reference: try Fixtures.mistralReference(), name: "mistral-window")
+        let dir = try Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try HuggingFaceCheckpoint.write(weights, config: config, dtype: .float32, to: dir + "/out")
+        #expect(try HuggingFaceCheckpoint.read(directory: dir + "/out").config.llama == config.llama)
+        // No window: the whole context; a window that is no positive integer is refused by key.
+        var object = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: Fixtures.mistral + "/config.json"))) as! [String: Any]
+        object["sliding_window"] = NSNull()
+        #expect(try HuggingFaceConfig(json: JSONSerialization.data(withJSONObject: object), path: "config.json").llama.seqLen == 512)
+        object["sliding_window"] = 4096
+        #expect(try HuggingFaceConfig(json: JSONSerialization.data(withJSONObject: object), path: "config.json").llama.seqLen == 512)
+        object["sliding_window"] = 0
+        #expect { try HuggingFaceConfig(json: JSONSerialization.data(withJSONObject: object), path: "config.json") } throws: {
+            "\($0)".contains("sliding_window: expected a positive integer or null, got 0")
+        }
+    }
 
     /// Configs that scale RoPE (LLaMA 3.1's and linear interpolation, spelled as transformers 5 writes them):
     /// the frequencies equal transformers' within float32's rounding, and a 600-token prompt (past the

@@ -28,6 +28,14 @@ public enum Fixtures {
         return try JSONSerialization.jsonObject(with: data) as! [String: Any]
     }
 
+    /// The Mistral fixture: a `MistralForCausalLM` directory whose sliding window (48) is shorter than its
+    /// `max_position_embeddings` (512), and its reference outputs (made by `hf-mistral/generate.py`).
+    public static let mistral = root + "/hf-mistral/mistral-window"
+    public static func mistralReference() throws -> [String: Any] {
+        let data = try Data(contentsOf: URL(fileURLWithPath: root + "/hf-mistral/mistral-window.reference.json"))
+        return try JSONSerialization.jsonObject(with: data) as! [String: Any]
+    }
+
     /// The SentencePiece encode cases: `(text, ids)`.
     public static func encodeCases() throws -> [(String, [Int32])] {
         let text = try String(contentsOfFile: root + "/tokenizer/llama2/encode-cases.jsonl", encoding: .utf8)

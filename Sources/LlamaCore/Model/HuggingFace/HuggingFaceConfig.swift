@@ -1,9 +1,10 @@
 import Foundation
 
-/// A Hugging Face `config.json` of a `LlamaForCausalLM`, read into the core's `LlamaConfig` plus the
-/// token ids it names. Keys the core cannot honour (biases, another architecture or activation, a head
-/// size other than `hidden_size / num_attention_heads`, a RoPE scaling other than
-/// linear and LLaMA 3.1's) are refused with the key and its value.
+/// A Hugging Face `config.json` of a `LlamaForCausalLM` (or a `MistralForCausalLM`, whose context is
+/// capped at its sliding window), read into the core's `LlamaConfig` plus the token ids it names. Keys
+/// the core cannot honour (biases, another architecture or activation, a head size other than
+/// `hidden_size / num_attention_heads`, a RoPE scaling other than linear and LLaMA 3.1's) are refused
+/// with the key and its value.
 public struct HuggingFaceConfig: Sendable, Equatable {
     /// The model's shape in the core's terms.
     public var llama: LlamaConfig
@@ -75,16 +76,24 @@ public struct HuggingFaceConfig: Sendable, Equatable {
             return number.boolValue
         }
 
-        // What the core runs: LLaMA's decoder, SiLU-gated MLP, no biases.
+        // What the core runs: LLaMA's decoder, SiLU-gated MLP, no biases; Mistral's is the same decoder
+        // (the same tensors) with a sliding window over the keys.
+        let families = ["LlamaForCausalLM": "llama", "MistralForCausalLM": "mistral"]
+        var modelType: String?
         if let architectures = object["architectures"] {
-            guard let names = architectures as? [String], names == ["LlamaForCausalLM"] else {
-                throw refuse("architectures", "\(describe(architectures)) is not supported (only [\"LlamaForCausalLM\"])")
+            guard let names = architectures as? [String], names.count == 1, let type = families[names[0]] else {
+                throw refuse("architectures", "\(describe(architectures)) is not supported (only [\"LlamaForCausalLM\"] or [\"MistralForCausalLM\"])")
             }
+            modelType = type
         }
-        if let modelType = object["model_type"], !(modelType is NSNull) {
-            guard (modelType as? String) == "llama" else {
-                throw refuse("model_type", "\(describe(modelType)) is not supported (only \"llama\")")
+        if let value = object["model_type"], !(value is NSNull) {
+            guard let type = value as? String, families.values.contains(type) else {
+                throw refuse("model_type", "\(describe(value)) is not supported (only \"llama\" or \"mistral\")")
             }
+            if let modelType, modelType != type {
+                throw refuse("model_type", "\(describe(value)) disagrees with architectures \(describe(object["architectures"]))")
+            }
+            modelType = type
         }
         for key in ["hidden_act", "hidden_activation"] {
             if let act = object[key], !(act is NSNull), (act as? String) != "silu" {
@@ -143,7 +152,14 @@ public struct HuggingFaceConfig: Sendable, Equatable {
             if let value = try double("rope_theta", in: parameters) { theta = value }
         }
         if let value = try double("rope_theta", in: object) { theta = value }
-        for key in ["sliding_window", "attn_logit_softcapping", "final_logit_softcapping"] {
+        // Mistral attends to the last `sliding_window` keys (transformers' mask: key j for query i where
+        // j > i - window): within that many tokens it is full attention, so the context is capped there.
+        var window: Int?
+        if modelType == "mistral" {
+            window = try int("sliding_window", required: false)
+            if let window, window < 1 { throw refuse("sliding_window", "expected a positive integer or null, got \(window)") }
+        }
+        for key in ["sliding_window", "attn_logit_softcapping", "final_logit_softcapping"] where !(key == "sliding_window" && modelType == "mistral") {
             if let value = object[key], !(value is NSNull) {
                 throw refuse(key, "\(describe(value)) is not supported")
             }
@@ -158,7 +174,7 @@ public struct HuggingFaceConfig: Sendable, Equatable {
         let eps = try double("rms_norm_eps", in: object) ?? 1e-6
         let config = LlamaConfig(dim: dim, hiddenDim: try int("intermediate_size")!, nLayers: try int("num_hidden_layers")!,
                                  nHeads: heads, nKVHeads: kvHeads, vocabSize: try int("vocab_size")!,
-                                 seqLen: try int("max_position_embeddings")!,
+                                 seqLen: min(try int("max_position_embeddings")!, window ?? .max),
                                  sharedClassifier: try flag("tie_word_embeddings") ?? false,
                                  normEps: Float(eps), ropeTheta: Float(theta), ropeScaling: ropeScaling)
         do { try config.validate() } catch {
