@@ -145,6 +145,32 @@ import TestKit
         return try JSONSerialization.data(withJSONObject: object)
     }
 
+    /// Without a tokenizer_config.json naming it, BOS is the token the post-processor puts first, before
+    /// any token that merely has a usual BOS name (here `<|endoftext|>`, which GPT-2-style vocabularies
+    /// also hold).
+    @Test func bosIsThePostProcessorsBeforeAUsualName() throws {
+        var root = try Self.json(Self.generated + "/llama2-legacy.tokenizer.json")
+        var added = root["added_tokens"] as! [[String: Any]]
+        added[1]["content"] = "<|bos|>"
+        added.append(["id": 456, "content": "<|endoftext|>", "single_word": false, "lstrip": false, "rstrip": false,
+                      "normalized": false, "special": true])
+        root["added_tokens"] = added
+        var model = root["model"] as! [String: Any]
+        var vocab = model["vocab"] as! [String: Any]
+        vocab["<|bos|>"] = vocab.removeValue(forKey: "<s>")
+        model["vocab"] = vocab
+        root["model"] = model
+        root["post_processor"] = ["type": "TemplateProcessing",
+                                  "single": [["SpecialToken": ["id": "<|bos|>", "type_id": 0]], ["Sequence": ["id": "A", "type_id": 0]]],
+                                  "pair": [["Sequence": ["id": "A", "type_id": 0]], ["Sequence": ["id": "B", "type_id": 1]]],
+                                  "special_tokens": ["<|bos|>": ["id": "<|bos|>", "ids": [1], "tokens": ["<|bos|>"]]]]
+        let dir = try Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try JSONSerialization.data(withJSONObject: root).write(to: URL(fileURLWithPath: dir + "/tokenizer.json"))
+        let tokenizer = try Tokenizer(path: dir + "/tokenizer.json")
+        #expect(tokenizer.bosId == 1 && tokenizer.tokenText(tokenizer.bosId) == "<|bos|>" && tokenizer.eosId == 2)
+    }
+
     @Test func unsupportedComponentsAreRefusedByName() throws {
         let base = Self.generated + "/llama3.tokenizer.json"
         let edits: [(String, (inout [String: Any]) -> Void)] = [

@@ -92,8 +92,9 @@ extension Tokenizer {
             for name in fallbacks { if let id = hf.id(of: name) { return id } }
             return nil
         }
-        let bos = token("bos_token", idKey: "bos_token_id", fallbacks: ["<s>", "<|begin_of_text|>", "<|endoftext|>"])
-            ?? hf.prefixIds.first
+        // BOS: named, else the post-processor's own (the token it puts first), else a usual name.
+        let bos = token("bos_token", idKey: "bos_token_id", fallbacks: []) ?? hf.prefixIds.first
+            ?? token("bos_token", idKey: "bos_token_id", fallbacks: ["<s>", "<|begin_of_text|>", "<|endoftext|>"])
         let eos = token("eos_token", idKey: "eos_token_id", fallbacks: ["</s>", "<|end_of_text|>", "<|endoftext|>", "<|im_end|>"])
         let unk = token("unk_token", idKey: "unk_token_id", fallbacks: ["<unk>"])
         guard let bos, let eos else {

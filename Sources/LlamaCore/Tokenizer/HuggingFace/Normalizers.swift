@@ -137,7 +137,9 @@ indirect enum HFNormalizer: Sendable {
             if right { while hi > lo && HFUnicode.isSpace(piece.scalars[hi - 1]) { hi -= 1 } }
             if lo != 0 || hi != piece.scalars.count { piece = piece.slice(lo..<hi) }
         case .stripAccents:
-            let kept = piece.scalars.enumerated().filter { $0.element.properties.generalCategory != .nonspacingMark }
+            // tokenizers' `is_combining_mark`: every mark (Mn, Mc, Me), not only the non-spacing ones.
+            let marks: Set<Unicode.GeneralCategory> = [.nonspacingMark, .spacingMark, .enclosingMark]
+            let kept = piece.scalars.enumerated().filter { !marks.contains($0.element.properties.generalCategory) }
             var zero = 0
             for (i, e) in kept.enumerated() where e.offset < piece.originZero { zero = i + 1 }
             piece = HFPiece(kept.map(\.element), originZero: zero)

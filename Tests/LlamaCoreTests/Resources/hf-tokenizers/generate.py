@@ -251,6 +251,17 @@ for fixture in ["hf-llama2-mha", "hf-bytebpe-gqa"]:
     t = Tokenizer.from_file(path)
     cases("fixture-" + fixture, t, "../hf/" + fixture + "/tokenizer.json", n_random=80, n_decode=20)
 
+# 10. StripAccents after NFD: every combining mark goes (Mn, Mc and Me), over a byte-level model that can
+#     spell whatever is left.
+t = Tokenizer(models.BPE())
+t.normalizer = normalizers.Sequence([normalizers.NFD(), normalizers.StripAccents(), normalizers.Lowercase()])
+t.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+t.decoder = decoders.ByteLevel()
+train(t, 300, [], initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+t = save(t, "strip-accents")
+cases("strip-accents", t, "strip-accents.tokenizer.json",
+      extra_texts=["\u20dd", "a\u20ddb", "\u0940", "\u0903", "\u0915\u093f\u0903", "Crème Brûlée", "e\u0301\u0903\u20dd!"])
+
 with open(os.path.join(OUT, "README.md"), "w") as f:
     f.write("Small tokenizer.json files and their encode/decode cases, made by the Python `tokenizers` library "
             "(version %s) with `python generate.py .` run in this folder (trained on the paragraphs in the script); the "
