@@ -90,8 +90,12 @@ let package = Package(
         ),
         .target(
             name: "LlamaCore",
-            dependencies: ["CBLAS", "CChecksum", "CKernels"],
+            dependencies: ["CBLAS", "CChecksum", "CKernels", "Jinja"],
             swiftSettings: nativeCodegen
+        ),
+        // Hugging Face chat templates: a Jinja2 engine of their subset of the language.
+        .target(
+            name: "Jinja"
         ),
         .target(
             name: "RLHF",
@@ -144,6 +148,11 @@ let package = Package(
             name: "LlamaCoreTests",
             dependencies: ["LlamaCore", "TestKit"],
             exclude: ["Resources"]
+        ),
+        .testTarget(
+            name: "JinjaTests",
+            dependencies: ["Jinja"],
+            resources: [.copy("Resources")]
         ),
         .testTarget(
             name: "LlamaTrainingTests",

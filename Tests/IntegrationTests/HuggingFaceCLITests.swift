@@ -111,13 +111,21 @@ import TestKit
         for file in try FileManager.default.contentsOfDirectory(atPath: source) where file != "chat_template.jinja" {
             try FileManager.default.copyItem(atPath: source + "/" + file, toPath: model + "/" + file)
         }
+        // A template of none of the core's formats runs as itself (the Jinja engine) ...
         try "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% endfor %}".write(toFile: model + "/chat_template.jinja", atomically: true, encoding: .utf8)
+        let own = try CLITests.rlhf(["train", "sft", "--data", dir + "/sft.jsonl", "--init", model, "--out", dir + "/odd", "--steps", "1"])
+        #expect(own.status == 0, "\(own.stderr)")
+        let render = try CLITests.rlhf(["chat", "render", "--model", model], stdin: #"{"messages": [{"role": "user", "content": "Hi"}]}"# + "\n")
+        #expect(render.status == 0 && render.stdout == #"{"text":"<|user|>Hi"}"# + "\n", "\(render.stdout) \(render.stderr)")
+        // ... one the engine cannot read is refused naming the file and the formats that can be named instead.
+        try "{% for m in messages %}\n{% include 'turn.jinja' %}{% endfor %}".write(toFile: model + "/chat_template.jinja", atomically: true, encoding: .utf8)
         let refused = try CLITests.rlhf(["train", "sft", "--data", dir + "/sft.jsonl", "--init", model, "--out", dir + "/odd", "--steps", "1"])
-        #expect(refused.status != 0 && refused.stderr.contains("chat_template.jinja") && refused.stderr.contains("llama2, chatml, llama3"), "\(refused.stderr)")
+        #expect(refused.status != 0 && refused.stderr.contains("chat_template.jinja") && refused.stderr.contains("line 2")
+                && refused.stderr.contains("llama2, chatml, llama3"), "\(refused.stderr)")
         let named = try CLITests.rlhf(["train", "sft", "--data", dir + "/sft.jsonl", "--init", model, "--out", dir + "/odd", "--steps", "1",
                                        "--chat-template", "chatml"])
         #expect(named.status == 0, "\(named.stderr)")
-        let render = try CLITests.rlhf(["chat", "render", "--model", model], stdin: #"{"messages": [{"role": "user", "content": "Hi"}]}"# + "\n")
-        #expect(render.status != 0 && render.stderr.contains("llama2, chatml, llama3"))
+        let refusedRender = try CLITests.rlhf(["chat", "render", "--model", model], stdin: #"{"messages": [{"role": "user", "content": "Hi"}]}"# + "\n")
+        #expect(refusedRender.status != 0 && refusedRender.stderr.contains("llama2, chatml, llama3"))
     }
 }

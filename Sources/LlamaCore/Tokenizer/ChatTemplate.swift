@@ -171,13 +171,21 @@ public enum ChatTemplate {
     /// Token ids of a prompt that asks the model for the next answer: the user turn (with the
     /// system prompt when given) and the generation prompt, in the tokenizer's chat format.
     public static func promptIDs(_ user: String, system: String? = nil, tokenizer: Tokenizer) -> [Int32] {
-        if tokenizer.chatFormat == .llama2 {
+        if tokenizer.chatTemplate == nil && tokenizer.chatFormat == .llama2 {
             return [tokenizer.bosId] + tokenizer.encode(instruction(user, system: system))
         }
         var messages = [Message(role: .user, content: user)]
         if let system { messages.insert(Message(role: .system, content: system), at: 0) }
+        if let template = tokenizer.chatTemplate {
+            return (try? promptIDs(messages, template: template, tokenizer: tokenizer)) ?? []
+        }
         // A lone user turn (after an optional system message) renders in every format.
         return (try? encodeParts(messages, addGenerationPrompt: true, tokenizer: tokenizer).ids) ?? []
+    }
+
+    /// The model's own template's prompt: the conversation and the generation prompt, tokenized.
+    static func promptIDs(_ messages: [Message], template: ModelChatTemplate, tokenizer: Tokenizer) throws -> [Int32] {
+        tokenizer.encodeRendered(try template.render(messages, addGenerationPrompt: true, specialTokens: tokenizer.chatSpecialTokens))
     }
 
     /// Token ids of a prompt that is a conversation (optional system message, then user and
@@ -185,6 +193,7 @@ public enum ChatTemplate {
     /// turn gives `promptIDs(_:system:tokenizer:)`'s ids.
     public static func promptIDs(conversation messages: [Message], tokenizer: Tokenizer) throws -> [Int32] {
         guard messages.last?.role == .user else { throw LlamaError.invalidInput("a prompt must end with a user message") }
+        if let template = tokenizer.chatTemplate { return try promptIDs(messages, template: template, tokenizer: tokenizer) }
         if tokenizer.chatFormat == .llama2 { return try encode(messages, tokenizer: tokenizer).ids }
         return try encodeParts(messages, addGenerationPrompt: true, tokenizer: tokenizer).ids
     }
@@ -210,6 +219,7 @@ public enum ChatTemplate {
                 throw LlamaError.invalidInput("message \(index + 1): the assistant's answer is empty")
             }
         }
+        if let template = tokenizer.chatTemplate { return try encode(messages, template: template, tokenizer: tokenizer) }
         guard tokenizer.chatFormat == .llama2 else {
             return try encodeParts(messages, addGenerationPrompt: false, tokenizer: tokenizer)
         }
@@ -229,6 +239,48 @@ public enum ChatTemplate {
             ids += response
             isAnswer += Array(repeating: true, count: response.count)
             index += 1
+        }
+        return (ids, isAnswer)
+    }
+
+    /// A conversation in the model's own template, tokenized whole as `transformers` tokenizes
+    /// `apply_chat_template`'s text, with each answer marked: the text the template adds after the
+    /// conversation before it and its generation prompt (the answer's words and the tokens that end
+    /// them), less trailing whitespace. A template that does not render a conversation as its earlier
+    /// turns followed by the new one (one that rewrites earlier turns) is refused: the answers have no
+    /// place in it.
+    static func encode(_ messages: [Message], template: ModelChatTemplate, tokenizer: Tokenizer) throws -> (ids: [Int32], isAnswer: [Bool]) {
+        let now = Date()
+        func render(_ turns: ArraySlice<Message>, generationPrompt: Bool) throws -> String {
+            try template.render(Array(turns), addGenerationPrompt: generationPrompt, specialTokens: tokenizer.chatSpecialTokens, now: now)
+        }
+        let full = try render(messages[...], generationPrompt: false)
+        let fullBytes = Array(full.utf8)
+        // Answers as byte ranges of the whole text.
+        var answers: [Range<Int>] = []
+        for (index, message) in messages.enumerated() where message.role == .assistant {
+            let before = try render(messages[..<index], generationPrompt: true)
+            let through = try render(messages[...index], generationPrompt: false)
+            guard through.utf8.starts(with: before.utf8), fullBytes.starts(with: through.utf8) else {
+                throw LlamaError.invalidInput("the model's chat template (\(template.path)) does not render message \(index + 1) after the turns before it and the generation prompt, so its answer cannot be told apart for training")
+            }
+            var end = through.utf8.count
+            while end > before.utf8.count, [0x20, 0x09, 0x0A, 0x0D].contains(fullBytes[end - 1]) { end -= 1 }
+            answers.append(before.utf8.count..<end)
+        }
+        let ids = tokenizer.encodeRendered(full)
+        // A boundary in tokens: as many of the whole text's tokens as the text before it encodes to
+        // alike (a token that spans the boundary goes with the text after it).
+        func tokenBoundary(_ byteOffset: Int) -> Int {
+            let head = tokenizer.encodeRendered(String(decoding: fullBytes[..<byteOffset], as: UTF8.self))
+            var k = 0
+            while k < head.count, k < ids.count, head[k] == ids[k] { k += 1 }
+            return k
+        }
+        var isAnswer = [Bool](repeating: false, count: ids.count)
+        for range in answers {
+            let from = tokenBoundary(range.lowerBound), to = tokenBoundary(range.upperBound)
+            if from < to { for k in from..<to { isAnswer[k] = true } }
         }
         return (ids, isAnswer)
     }

@@ -59,10 +59,18 @@ extension Tokenizer {
         if let chatFormat {
             tokenizer.chatFormat = chatFormat
         } else if let (source, path) = try ChatFormat.templateSource(directory: directory) {
-            do {
-                tokenizer.chatFormat = try ChatFormat.recognise(template: source, path: path)
-            } catch let error as LlamaError {
-                tokenizer.chatTemplateError = error
+            // One of the core's own formats' templates renders through that format; any other runs as
+            // the template it is (the format its markers name is kept for what needs a format's name).
+            let trimmed = source.trimmingCharacters(in: .whitespacesAndNewlines)
+            if let builtIn = ChatFormat.allCases.first(where: { $0.jinjaSource == trimmed }) {
+                tokenizer.chatFormat = builtIn
+            } else {
+                if let recognised = try? ChatFormat.recognise(template: source, path: path) { tokenizer.chatFormat = recognised }
+                do {
+                    tokenizer.chatTemplate = try ModelChatTemplate(source: source, path: path)
+                } catch let error as LlamaError {
+                    tokenizer.chatTemplateError = error
+                }
             }
         }
         return tokenizer
@@ -108,7 +116,7 @@ extension Tokenizer {
     /// not recognised, or the tokenizer lacks a special token the format writes.
     public func requireChatFormat() throws {
         if let chatTemplateError { throw chatTemplateError }
-        if let missing = chatFormat.specialTokens.first(where: { tokenId($0) == nil }) {
+        if chatTemplate == nil, let missing = chatFormat.specialTokens.first(where: { tokenId($0) == nil }) {
             throw LlamaError.invalidTokenizer(path: "tokenizer",
                 reason: "the \(chatFormat.rawValue) chat format writes \(missing), which this tokenizer does not have")
         }

@@ -26,7 +26,13 @@ public struct Tokenizer: Sendable {
     public let removeExtraWhitespaces: Bool
     /// The chat format conversations are rendered in (`ChatTemplate`): LLaMA2's unless the model's
     /// template or the spec says otherwise.
-    public var chatFormat: ChatFormat = .llama2
+    public var chatFormat: ChatFormat = .llama2 {
+        // A format named in place of the model's own template replaces it.
+        didSet { chatTemplate = nil }
+    }
+    /// The model's own chat template, rendering conversations where its source is none of
+    /// `ChatFormat`'s (a Hugging Face directory's `chat_template`; nil otherwise).
+    public internal(set) var chatTemplate: ModelChatTemplate?
     /// Why the model's own chat template could not be used (unrecognised), if so: raised by
     /// `requireChatFormat()` where conversations are rendered.
     public internal(set) var chatTemplateError: LlamaError?

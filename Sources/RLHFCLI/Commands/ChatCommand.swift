@@ -29,7 +29,6 @@ struct ChatCommand: ParsableCommand {
             } catch {
                 throw cliFailure(error)
             }
-            let bos = tokenizer.tokenText(tokenizer.bosId), eos = tokenizer.tokenText(tokenizer.eosId)
             var lineNumber = 0, failures = 0
             while let line = readLine(strippingNewline: true) {
                 lineNumber += 1
@@ -49,7 +48,7 @@ struct ChatCommand: ParsableCommand {
                         return ChatTemplate.Message(role: role, content: content)
                     }
                     let generationPrompt = object["add_generation_prompt"] as? Bool ?? false
-                    let text = try tokenizer.chatFormat.render(messages, addGenerationPrompt: generationPrompt, bos: bos, eos: eos)
+                    let text = try tokenizer.renderChat(messages, addGenerationPrompt: generationPrompt)
                     print(jsonLine(["text": text]))
                 } catch {
                     printError("error: stdin line \(lineNumber): \(error); skipped")

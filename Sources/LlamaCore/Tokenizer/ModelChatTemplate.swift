@@ -1,0 +1,84 @@
+import Foundation
+import Jinja
+
+/// A model's own Jinja chat template (`chat_template.jinja` or `tokenizer_config.json`'s), rendered as
+/// `transformers`' `apply_chat_template` renders it: the template itself runs (a default system prompt,
+/// dates, role renaming, its own refusals), not a format recognised by its markers. A template whose
+/// source is one of `ChatFormat`'s own is rendered by that format instead (the same text).
+public struct ModelChatTemplate: Sendable {
+    /// The template's source and the file it came from.
+    public let source: String
+    public let path: String
+    private let template: JinjaTemplate
+
+    /// Reads `source`; a template the engine cannot read is refused naming the file and the line.
+    public init(source: String, path: String) throws {
+        self.source = source
+        self.path = path
+        do {
+            template = try JinjaTemplate(source)
+        } catch let error as JinjaError {
+            throw LlamaError.invalidTokenizer(path: path, reason: "its chat template cannot be read (\(error)); name a format with chat_template: in the spec (\(ChatFormat.supportedNames))")
+        }
+    }
+
+    /// The conversation's text: `messages` as `{"role", "content"}` mappings, `add_generation_prompt`,
+    /// and the tokenizer's `bos_token`, `eos_token` and `unk_token` as transformers passes them. `now` is
+    /// the date `strftime_now` gives. Where the template raises (`raise_exception`), the error says
+    /// the template refused the conversation, with its words.
+    public func render(_ messages: [ChatTemplate.Message], addGenerationPrompt: Bool, specialTokens: [String: String],
+                       now: Date = Date()) throws -> String {
+        var context: [String: Any] = [
+            "messages": messages.map { [("role", $0.role.rawValue), ("content", $0.content)] as [(String, Any)] },
+            "add_generation_prompt": addGenerationPrompt,
+        ]
+        for (name, text) in specialTokens { context[name] = text }
+        do {
+            return try template.render(context, now: now)
+        } catch let JinjaError.raised(message) {
+            throw LlamaError.invalidInput("the model's chat template (\(path)) refuses the conversation: \(message)")
+        } catch let error as JinjaError {
+            throw LlamaError.invalidInput("the model's chat template (\(path)) failed: \(error)")
+        }
+    }
+}
+
+extension Tokenizer {
+    /// The conversation's text as the model renders it: its own template where it has one, else its
+    /// chat format.
+    public func renderChat(_ messages: [ChatTemplate.Message], addGenerationPrompt: Bool) throws -> String {
+        if let chatTemplate {
+            return try chatTemplate.render(messages, addGenerationPrompt: addGenerationPrompt, specialTokens: chatSpecialTokens)
+        }
+        return try chatFormat.render(messages, addGenerationPrompt: addGenerationPrompt, bos: tokenText(bosId), eos: tokenText(eosId))
+    }
+
+    /// What a chat template's `bos_token`, `eos_token` and `unk_token` are: the tokens' texts.
+    var chatSpecialTokens: [String: String] {
+        ["bos_token": tokenText(bosId), "eos_token": tokenText(eosId), "unk_token": tokenText(unknownId)]
+    }
+
+    /// Token ids of text a chat template rendered: the tokenizer's special tokens written in it are
+    /// those tokens (as `transformers` tokenizes `apply_chat_template`'s text), the rest is encoded.
+    func encodeRendered(_ text: String) -> [Int32] {
+        // A tokenizer.json splits out its added tokens itself.
+        if huggingFace != nil { return encode(text) }
+        let specials = Set([bosId, eosId] + kinds.indices.filter { kinds[$0] == .control || kinds[$0] == .userDefined }.map { Int32($0) })
+            .map { (tokenText($0), $0) }.filter { !$0.0.isEmpty }.sorted { $0.0.count > $1.0.count }
+        var ids: [Int32] = []
+        var rest = Substring(text)
+        var pending = ""
+        outer: while !rest.isEmpty {
+            for (special, id) in specials where rest.hasPrefix(special) {
+                if !pending.isEmpty { ids += encode(pending) }
+                pending = ""
+                ids.append(id)
+                rest = rest.dropFirst(special.count)
+                continue outer
+            }
+            pending.append(rest.removeFirst())
+        }
+        if !pending.isEmpty { ids += encode(pending) }
+        return ids
+    }
+}

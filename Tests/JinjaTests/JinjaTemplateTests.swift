@@ -1,0 +1,85 @@
+import Foundation
+import Testing
+@testable import Jinja
+
+/// The engine against `transformers`' own Jinja environment: chat templates of the shapes the Hub's models
+/// ship and a template of the language's other parts, each over a set of conversations
+/// (Resources/cases.json, made by Resources/generate.py).
+@Suite struct JinjaTemplateTests {
+    static func fixture() throws -> [String: Any] {
+        let url = try #require(Bundle.module.url(forResource: "Resources/cases", withExtension: "json"))
+        return try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as! [String: Any]
+    }
+
+    @Test func rendersAsTransformersDoes() throws {
+        let fixture = try Self.fixture()
+        let templates = try (fixture["templates"] as! [String: String]).mapValues { try JinjaTemplate($0) }
+        var rendered = 0, raised = 0
+        for case_ in fixture["cases"] as! [[String: Any]] {
+            let name = case_["template"] as! String
+            let context = case_["context"] as! [String: Any]
+            if let expected = case_["text"] as? String {
+                let text = try templates[name]!.render(context)
+                #expect(text == expected, "\(name) with \(context)")
+                rendered += 1
+            } else {
+                // transformers' message is "TemplateError: <the template's text>".
+                let message = String((case_["error"] as! String).drop { $0 != " " }.dropFirst())
+                #expect(throws: JinjaError.raised(message), "\(name) with \(context)") { try templates[name]!.render(context) }
+                raised += 1
+            }
+        }
+        #expect(rendered == 150 && raised == 26)
+    }
+
+    /// Jinja2's whitespace rules under trim_blocks and lstrip_blocks, one at a time (each as transformers'
+    /// environment renders it).
+    @Test func whitespaceControl() throws {
+        func render(_ source: String, _ context: [String: Any] = [:]) throws -> String { try JinjaTemplate(source).render(context) }
+        #expect(try render("a\n  {% if true %}\n  b\n  {% endif %}\nc") == "a\n  b\nc")
+        #expect(try render("a  {%- if true -%}  b  {%- endif %}") == "ab")
+        #expect(try render("x {{ 1 }}\ny") == "x 1\ny")
+        #expect(try render("  {%+ if true %}b{% endif %}") == "  b")
+        #expect(try render("{% if true +%}\nb{% endif %}") == "\nb")
+        #expect(try render("{# note #}\na\n") == "a")
+        #expect(try render("a\r\nb") == "a\nb")
+        #expect(try render("{{ 'x' }} {# c -#}   y") == "x y")
+        #expect(try render("  {# c #}\nz") == "z")
+        #expect(try render("a {% if true %}b{% endif %}") == "a b")
+        #expect(try render("\t{% set x = 1 %}\ny{{x}}") == "y1")
+    }
+
+    @Test func strftimeNowFormatsTheGivenTime() throws {
+        var parts = tm()
+        parts.tm_year = 2026 - 1900
+        parts.tm_mon = 11
+        parts.tm_mday = 7
+        parts.tm_hour = 12
+        let now = Date(timeIntervalSince1970: TimeInterval(mktime(&parts)))
+        #expect(try JinjaTemplate("{{ strftime_now('%d %b %Y') }}").render([:], now: now) == "07 Dec 2026")
+    }
+
+    /// What the engine does not read is refused naming the line; what a template cannot render is named.
+    @Test func errorsNameTheProblem() throws {
+        #expect(throws: JinjaError.syntax(line: 2, "the statement {% include %} is not supported")) {
+            try JinjaTemplate("a\n{% include 'x' %}")
+        }
+        #expect(throws: JinjaError.syntax(line: 1, "the template ends before {% else or endfor %}")) {
+            try JinjaTemplate("{% for m in messages %}x")
+        }
+        #expect(throws: JinjaError.syntax(line: 1, "a {{ tag is not closed")) { try JinjaTemplate("{{ x ") }
+        #expect(throws: JinjaError.syntax(line: 1, "unexpected {% endif %}")) { try JinjaTemplate("{% endif %}") }
+        #expect { try JinjaTemplate("{{ messages[0].content.upper() }}").render([:]) } throws: {
+            "\($0)" == "messages is undefined (reading an item of it)"
+        }
+        #expect { try JinjaTemplate("{{ x | frobnicate }}").render(["x": 1]) } throws: { "\($0)" == "the filter frobnicate is not supported" }
+        #expect { try JinjaTemplate("{{ 'a' + 1 }}").render([:]) } throws: { "\($0)".contains("unsupported operands for +") }
+    }
+
+    /// Mappings given as ordered pairs keep their order (as Python's dicts do), in output and JSON.
+    @Test func orderedMappings() throws {
+        let message: [(String, Any)] = [("role", "user"), ("content", "hi")]
+        #expect(try JinjaTemplate("{{ m | tojson }} {{ m.keys() | list }}").render(["m": message]) == #"{"role": "user", "content": "hi"} ['role', 'content']"#)
+        #expect(try JinjaTemplate("{{ m | tojson(true) }}").render(["m": "é🦊"]) == #""\u00e9\ud83e\udd8a""#)
+    }
+}

@@ -1,0 +1,223 @@
+"""Chat templates of the shapes models on the Hub ship (LLaMA 2, LLaMA 3 and 3.1, Mistral, Zephyr/TinyLlama,
+ChatML with a default system prompt as SmolLM2's and Qwen2.5's, Gemma, and language tests), rendered by
+transformers' own Jinja environment over a set of conversations: `python generate.py` (transformers 5.x,
+jinja2) writes cases.json beside it. Each case is the template's name, its context, and the text or the
+exception the template raised."""
+import json, os
+from transformers.utils.chat_template_utils import _compile_jinja_template
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+TEMPLATES = {
+    "llama2": "{% if messages[0]['role'] == 'system' %}{% set loop_messages = messages[1:] %}{% set system_message = messages[0]['content'] %}{% else %}{% set loop_messages = messages %}{% set system_message = false %}{% endif %}{% for message in loop_messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}{% if loop.index0 == 0 and system_message != false %}{% set content = '<<SYS>>\\n' + system_message + '\\n<</SYS>>\\n\\n' + message['content'] %}{% else %}{% set content = message['content'] %}{% endif %}{% if message['role'] == 'user' %}{{ bos_token + '[INST] ' + content.strip() + ' [/INST]' }}{% elif message['role'] == 'assistant' %}{{ ' '  + content.strip() + ' ' + eos_token }}{% endif %}{% endfor %}",
+    "chatml": "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}",
+    "llama3": "{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n'+ message['content'] | trim + '<|eot_id|>' %}{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}",
+    # SmolLM2-Instruct's: ChatML with a default system prompt.
+    "chatml-default-system": "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}",
+    # TinyLlama-1.1B-Chat's (Zephyr): one statement a line, so trim_blocks and lstrip_blocks matter.
+    "zephyr": "{% for message in messages %}\n{% if message['role'] == 'user' %}\n{{ '<|user|>\n' + message['content'] + eos_token }}\n{% elif message['role'] == 'system' %}\n{{ '<|system|>\n' + message['content'] + eos_token }}\n{% elif message['role'] == 'assistant' %}\n{{ '<|assistant|>\n'  + message['content'] + eos_token }}\n{% endif %}\n{% if loop.last and add_generation_prompt %}\n{{ '<|assistant|>' }}\n{% endif %}\n{% endfor %}",
+    # Mistral-7B-Instruct-v0.1/v0.2's.
+    "mistral": "{{ bos_token }}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token}}{% else %}{{ raise_exception('Only user and assistant roles are supported!') }}{% endif %}{% endfor %}",
+    # Mistral-7B-Instruct-v0.3's shape: the system prompt joins the last user turn; whitespace control.
+    "mistral-v3": """{%- if messages[0]["role"] == "system" %}
+    {%- set system_message = messages[0]["content"] %}
+    {%- set loop_messages = messages[1:] %}
+{%- else %}
+    {%- set loop_messages = messages %}
+{%- endif %}
+{%- set user_messages = loop_messages | selectattr("role", "equalto", "user") | list %}
+
+{{- bos_token }}
+{%- for message in loop_messages %}
+    {%- if (message["role"] == "user") != (loop.index0 % 2 == 0) %}
+        {{- raise_exception("After the optional system message, conversation roles must alternate user/assistant/user/assistant/...") }}
+    {%- endif %}
+    {%- if message["role"] == "user" %}
+        {%- if loop.last and system_message is defined %}
+            {{- "[INST] " + system_message + "\\n\\n" + message["content"] + "[/INST]" }}
+        {%- else %}
+            {{- "[INST] " + message["content"] + "[/INST]" }}
+        {%- endif %}
+    {%- elif message["role"] == "assistant" %}
+        {{- " " + message["content"]|trim + eos_token}}
+    {%- else %}
+        {{- raise_exception("Only user and assistant roles are supported, with the exception of an initial optional system message!") }}
+    {%- endif %}
+{%- endfor %}
+""",
+    # LLaMA 3.1/3.2-Instruct's shape: a system header with dates always, namespace, tools as JSON.
+    "llama3.1": """{{- bos_token }}
+{%- if custom_tools is defined %}
+    {%- set tools = custom_tools %}
+{%- endif %}
+{%- if not tools_in_user_message is defined %}
+    {%- set tools_in_user_message = true %}
+{%- endif %}
+{%- if not date_string is defined %}
+    {%- set date_string = "26 Jul 2024" %}
+{%- endif %}
+{%- if not tools is defined %}
+    {%- set tools = none %}
+{%- endif %}
+
+{#- This block extracts the system message, so we can slot it into the right place. #}
+{%- if messages[0]['role'] == 'system' %}
+    {%- set system_message = messages[0]['content']|trim %}
+    {%- set messages = messages[1:] %}
+{%- else %}
+    {%- set system_message = "" %}
+{%- endif %}
+
+{#- System message + builtin tools #}
+{{- "<|start_header_id|>system<|end_header_id|>\\n\\n" }}
+{%- if builtin_tools is defined or tools is not none %}
+    {{- "Environment: ipython\\n" }}
+{%- endif %}
+{{- "Cutting Knowledge Date: December 2023\\n" }}
+{{- "Today Date: " + date_string + "\\n\\n" }}
+{%- if tools is not none and not tools_in_user_message %}
+    {{- "You have access to the following functions. To call a function, please respond with JSON for a function call." }}
+    {{- 'Respond in the format {"name": function name, "parameters": dictionary of argument name and its value}.' }}
+    {{- "Do not use variables.\\n\\n" }}
+    {%- for t in tools %}
+        {{- t | tojson(indent=4) }}
+        {{- "\\n\\n" }}
+    {%- endfor %}
+{%- endif %}
+{{- system_message }}
+{{- "<|eot_id|>" }}
+
+{%- for message in messages %}
+    {%- if not (message.role == 'ipython' or message.role == 'tool' or 'tool_calls' in message) %}
+        {{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n'+ message['content'] | trim + '<|eot_id|>' }}
+    {%- elif 'tool_calls' in message %}
+        {%- set tool_call = message.tool_calls[0].function %}
+        {{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' -}}
+        {{- '{"name": "' + tool_call.name + '", ' }}
+        {{- '"parameters": ' }}
+        {{- tool_call.arguments | tojson }}
+        {{- "}" }}
+        {{- "<|eot_id|>" }}
+    {%- endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}
+    {{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}
+{%- endif %}
+""",
+    # Qwen2.5's shape: a default system prompt, tools in a loop with tojson, loop.first/last.
+    "qwen2.5": """{%- if tools %}
+    {{- '<|im_start|>system\\n' }}
+    {%- if messages[0]['role'] == 'system' %}
+        {{- messages[0]['content'] }}
+    {%- else %}
+        {{- 'You are Qwen, created by Alibaba Cloud. You are a helpful assistant.' }}
+    {%- endif %}
+    {{- "\\n\\n# Tools\\n\\n<tools>" }}
+    {%- for tool in tools %}
+        {{- "\\n" }}
+        {{- tool | tojson }}
+    {%- endfor %}
+    {{- "\\n</tools><|im_end|>\\n" }}
+{%- else %}
+    {%- if messages[0]['role'] == 'system' %}
+        {{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}
+    {%- else %}
+        {{- '<|im_start|>system\\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\\n' }}
+    {%- endif %}
+{%- endif %}
+{%- for message in messages %}
+    {%- if (message.role == "user") or (message.role == "system" and not loop.first) or (message.role == "assistant" and not message.tool_calls) %}
+        {{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>' + '\\n' }}
+    {%- endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}
+    {{- '<|im_start|>assistant\\n' }}
+{%- endif %}
+""",
+    # Gemma's: roles renamed, system refused.
+    "gemma": "{{ bos_token }}{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}{% if (message['role'] == 'assistant') %}{% set role = 'model' %}{% else %}{% set role = message['role'] %}{% endif %}{{ '<start_of_turn>' + role + '\n' + message['content'] | trim + '<end_of_turn>\n' }}{% endfor %}{% if add_generation_prompt %}{{'<start_of_turn>model\n'}}{% endif %}",
+    # The language beyond the chat templates above: macros, namespaces across loops, scoping, filters,
+    # tests, slices, string methods, arithmetic, comments, for-else, loop controls, set blocks, literals.
+    "language": """{#- a comment -#}
+{%- macro turn(role, text, suffix='\\n') -%}
+<{{ role | upper }}> {{ text }}{{ suffix }}
+{%- endmacro -%}
+{%- set ns = namespace(count=0, last_user='') -%}
+{%- set outer = 'kept' -%}
+{%- for m in messages -%}
+  {%- set outer = 'inner' -%}
+  {%- if m.role == 'user' %}{% set ns.count = ns.count + 1 %}{% set ns.last_user = m.content %}{% endif -%}
+  {{ turn(m.role, m.content) }}
+{%- else -%}
+no messages
+{%- endfor %}
+outer={{ outer }} users={{ ns.count }} last={{ ns.last_user | default('none') }}
+roles={{ messages | map(attribute='role') | join(',') }} unique={{ messages | map(attribute='role') | unique | list | length }}
+assistants={{ messages | selectattr('role', 'equalto', 'assistant') | list | length }} rejected={{ messages | rejectattr('role', 'in', ['user']) | map(attribute='role') | join('+') }}
+{% for m in messages[1:] if m.role != 'system' %}[{{ loop.index }}/{{ loop.length }}{% if loop.first %} first{% endif %}{% if loop.last %} last{% endif %}]{% if loop.index0 > 2 %}{% break %}{% endif %}{% endfor %}
+{% for m in messages %}{% if m.role == 'system' %}{% continue %}{% endif %}{{ m.content[:3] }}|{{ m.content[-2:] }}|{{ m.content[::-1][:2] }};{% endfor %}
+{{ 7 // 2 }} {{ 7 / 2 }} {{ 7 % 3 }} {{ -7 // 2 }} {{ 2 ** 10 }} {{ 1 + 2 * 3 }} {{ (1 + 2) * 3 }} {{ 10 - 2 - 3 }} {{ 1.5 + 1 }} {{ 3 * 'ab' }}
+{{ 'a' ~ 1 ~ none ~ true }} {{ [1, 'x', none, true, 2.5] }} {{ {'k': 'v', 'n': [1, 2]} }} {{ 'it''s' }} {{ "q\\"x" }}
+{{ 'Hello World'.lower() }} {{ 'hello world'.title() }} {{ '  pad  '.strip() }}| {{ 'xxhixx'.strip('x') }} {{ 'a,b,,c'.split(',') }} {{ ' a  b '.split() }} {{ 'abc'.startswith('ab') }} {{ 'abc'.endswith(('x', 'c')) }} {{ 'aaa'.replace('a', 'b', 2) }}
+{{ messages[0].get('missing', 'dflt') }} {{ messages[0].get('role') }} {{ messages[0].items() | list | length }} {{ messages | length }} {{ 'abc' | length }} {{ messages[0] | length }}
+{{ undefined_name is defined }} {{ messages is defined }} {{ none is none }} {{ 3 is odd }} {{ 4 is even }} {{ 9 is divisibleby 3 }} {{ 'x' is string }} {{ 3 is number }} {{ messages[0] is mapping }} {{ messages is sequence }} {{ 3 is not string }}
+{{ 'yes' if messages | length > 1 else 'no' }} {{ undefined_name | default('fallback') }} {{ '' | default('empty', true) }} {{ 0 or 'zero' }} {{ 'a' and 'b' }} {{ not messages }} {{ 'ell' in 'hello' }} {{ 'role' in messages[0] }} {{ 5 not in [1, 2] }}
+{{ [3, 1, 2] | sort }} {{ [3, 1, 2] | sort(reverse=true) | first }} {{ [3, 1, 2] | max }} {{ [3, 1, 2] | min }} {{ [1, 2, 3] | sum }} {{ 'abc' | reverse }} {{ [1, 2] | reverse | list }} {{ 'x' | tojson }} {{ {'b': 1, 'a': [true, none, 1.0, 'é"\\n']} | tojson }}
+{{ {'a': 1, 'b': {'c': [1, 2]}} | tojson(indent=2) }}
+{{ 'line1\\nline2' | indent(2) }} {{ 'line1\\nline2' | indent(2, true) }} {{ '3' | int + 1 }} {{ '2.5' | float }} {{ -3 | abs }} {{ 'Hello' | replace('l', 'L') }} {{ 'hi' | capitalize }} {{ 42 | string | length }}
+{%- set block %}captured {{ messages | length }}{% endset %}
+{{ block }} {{ range(3) | list }} {{ range(1, 7, 2) | list }} {{ dict(a=1) }} {{ [1, 2, 3][1] }} {{ messages[-1].role }}
+{%- filter upper %} shout {{ 'it' }}{% endfilter %}
+{%+ if true %}kept indentation{% endif %}
+""",
+}
+
+CONVERSATIONS = [
+    [{"role": "user", "content": "Hello!"}],
+    [{"role": "user", "content": "  Name an animal.  "}, {"role": "assistant", "content": " A fox. "}],
+    [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name an animal."},
+     {"role": "assistant", "content": "A fox."}, {"role": "user", "content": "Another?"}],
+    [{"role": "system", "content": "Ünïcödé 🦊 système"}, {"role": "user", "content": "Écris « bonjour »\nsur deux\tlignes."},
+     {"role": "assistant", "content": "bonjour\nbonjour"}],
+    [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}],
+    [{"role": "assistant", "content": "I speak first."}],
+    [{"role": "user", "content": "What's the weather?"},
+     {"role": "assistant", "content": "", "tool_calls": [{"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris", "unit": "celsius"}}}]}],
+]
+
+TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "The weather in a city.",
+          "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+
+def sorted_keys(value):
+    if isinstance(value, dict):
+        return {k: sorted_keys(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [sorted_keys(v) for v in value]
+    return value
+
+def main():
+    cases = []
+    for name, source in TEMPLATES.items():
+        template = _compile_jinja_template(source)
+        contexts = []
+        for messages in CONVERSATIONS:
+            for generation in (False, True):
+                contexts.append({"messages": messages, "add_generation_prompt": generation})
+        contexts.append({"messages": CONVERSATIONS[0], "add_generation_prompt": True, "tools": TOOLS})
+        contexts.append({"messages": CONVERSATIONS[2], "add_generation_prompt": True, "tools": TOOLS, "tools_in_user_message": False,
+                         "date_string": "07 Dec 2026"})
+        for context in contexts:
+            # Mappings in sorted key order, the order the Swift side reads a JSON object's keys in.
+            full = sorted_keys(dict(context, bos_token="<s>", eos_token="</s>"))
+            case = {"template": name, "context": full}
+            try:
+                case["text"] = template.render(**full)
+            except Exception as error:  # the template's raise_exception, or a failure of its own
+                case["error"] = f"{type(error).__name__}: {error}"
+            cases.append(case)
+    with open(os.path.join(HERE, "cases.json"), "w") as f:
+        json.dump({"templates": TEMPLATES, "cases": cases}, f, ensure_ascii=False, indent=1)
+    print(len(cases), "cases;", sum("error" in c for c in cases), "raise")
+
+if __name__ == "__main__":
+    main()
