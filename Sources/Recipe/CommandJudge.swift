@@ -39,8 +39,8 @@ public struct CommandJudge: JudgementSource {
 
     public func level(gap: Double) -> PreferenceLevel { settings.levels.level(gap: gap) }
 
-    public func judge(_ items: [(prompt: String, response: String)]) throws -> [Judgement?] {
-        let answers = try command.call(items.map { ["prompt": $0.prompt, "response": $0.response] })
+    public func judge(_ items: [JudgeItem]) throws -> [Judgement?] {
+        let answers = try command.call(items.map(CommandJudge.request))
         return try answers.enumerated().map { i, answer in
             do {
                 return try CommandJudge.judgement(answer, helpfulAbove: settings.helpfulAbove)
@@ -48,6 +48,14 @@ public struct CommandJudge: JudgementSource {
                 throw JSONLineCommand.Failure(description: "judge \(command.commandLine): answer \(i + 1) of \(items.count): \(reason)")
             }
         }
+    }
+
+    /// One request line: the prompt record's fields (labels, ground truth), then `prompt` and `response`.
+    static func request(_ item: JudgeItem) -> [String: Any] {
+        var line = (try? JSONSerialization.jsonObject(with: Data(item.fieldsJSON.utf8)) as? [String: Any]) ?? [:]
+        line["prompt"] = item.prompt
+        line["response"] = item.response
+        return line
     }
 
     /// One answer as a judgement (nil: the judge cannot judge it).
@@ -93,9 +101,10 @@ public struct RewardFunctionJudge: JudgementSource {
 
     public func level(gap: Double) -> PreferenceLevel { settings.levels.level(gap: gap) }
 
-    public func judge(_ items: [(prompt: String, response: String)]) throws -> [Judgement?] {
+    public func judge(_ items: [JudgeItem]) throws -> [Judgement?] {
+        // Each answer with its prompt's id and fields, as the reward function sees it when it rewards.
         let rewards = try coordinator.functionRewards(items.enumerated().map { i, item in
-            RewardItem(promptID: UInt64(i), sampleID: 0, prompt: item.prompt, response: item.response)
+            RewardItem(promptID: item.promptID, sampleID: UInt64(i), prompt: item.prompt, response: item.response, fieldsJSON: item.fieldsJSON)
         })
         return rewards.map { Judgement(helpfulness: Double($0), unsafe: false, helpful: Double($0) >= settings.helpfulAbove) }
     }

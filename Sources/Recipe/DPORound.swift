@@ -155,7 +155,7 @@ extension RLHFPipeline {
             let sequences = sequences(of: generated)
             scores = try sourceRewards(generated, sequences: sequences, weights: settings.reward ?? RewardWeights()).combined
         case .judge:
-            scores = try context.judge.judge(generated.map { ($0.prompt.text, context.text($0.sample.tokens)) }).map { $0?.utility ?? -.infinity }
+            scores = try context.judge.judge(generated.map { JudgeItem($0.prompt, response: context.text($0.sample.tokens)) }).map { $0?.utility ?? -.infinity }
         }
         var byPrompt: [UInt64: [Int]] = [:]
         for (i, g) in generated.enumerated() { byPrompt[g.prompt.id, default: []].append(i) }

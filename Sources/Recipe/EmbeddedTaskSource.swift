@@ -51,7 +51,7 @@ public struct EmbeddedTaskSource: PromptSource, PairSource, JudgementSource, SFT
         }
     }
 
-    public func judge(_ items: [(prompt: String, response: String)]) -> [Judgement?] {
+    public func judge(_ items: [JudgeItem]) -> [Judgement?] {
         items.map { item in
             TaskPrompt.parse(item.prompt).map { task in
                 let j = annotator.judge(task, item.response)

@@ -134,7 +134,7 @@ extension RLHFPipeline {
             try coordinator.syncWeights(stats.announce, roles: [.generator])
             controller?.update(kl: kls.reduce(0, +) / Double(kls.count), steps: kls.count)
             // The hidden annotator's view of the same rollouts, for the trend check (never used to train).
-            let utility = try context.judge.judge(generated.map { ($0.prompt.text, context.text($0.sample.tokens)) })
+            let utility = try context.judge.judge(generated.map { JudgeItem($0.prompt, response: context.text($0.sample.tokens)) })
                 .reduce(0.0) { $0 + ($1?.utility ?? 0) }
             let responseTokens = generated.map(\.logProbs.count)
             let entropy = -generated.reduce(0.0) { $0 + $1.logProbs.reduce(0.0) { $0 + Double($1) } } / Double(max(1, responseTokens.reduce(0, +)))

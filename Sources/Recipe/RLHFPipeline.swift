@@ -381,7 +381,7 @@ public final class RLHFPipeline {
         var answers: [String: String] = [:]
         var wins = 0.0
         let texts = generated.map { context.text($0.sample.tokens) }
-        let judgements = try context.judge.judge(zip(generated, texts).map { ($0.prompt.text, $1) })
+        let judgements = try context.judge.judge(zip(generated, texts).map { JudgeItem($0.prompt, response: $1) })
         var judged: [String: Judgement] = [:]
         for (i, g) in generated.enumerated() {
             let p = g.prompt
@@ -404,9 +404,9 @@ public final class RLHFPipeline {
         }
         if baselineJudgements == nil, let baseline {
             let keys = Array(baseline.keys)
-            let promptText = Dictionary(generated.map { ("\($0.prompt.id)/\($0.sample.index)", $0.prompt.text) }, uniquingKeysWith: { a, _ in a })
-            let known = keys.filter { promptText[$0] != nil }
-            let again = try context.judge.judge(known.map { (promptText[$0]!, baseline[$0]!) })
+            let promptOf = Dictionary(generated.map { ("\($0.prompt.id)/\($0.sample.index)", $0.prompt) }, uniquingKeysWith: { a, _ in a })
+            let known = keys.filter { promptOf[$0] != nil }
+            let again = try context.judge.judge(known.map { JudgeItem(promptOf[$0]!, response: baseline[$0]!) })
             baselineJudgements = Dictionary(uniqueKeysWithValues: zip(known, again).compactMap { key, j in j.map { (key, $0) } })
         }
         for g in generated {
@@ -608,7 +608,9 @@ public final class RLHFPipeline {
         var examined = 0
         while fresh.count < newPairs && examined < candidates.count {
             let chunk = candidates[examined..<min(candidates.count, examined + max(16, 2 * (newPairs - fresh.count)))]
-            let judgements = try context.judge.judge(chunk.flatMap { [($0.prompt.text, context.text($0.a)), ($0.prompt.text, context.text($0.b))] })
+            let judgements = try context.judge.judge(chunk.flatMap {
+                [JudgeItem($0.prompt, response: context.text($0.a)), JudgeItem($0.prompt, response: context.text($0.b))]
+            })
             for (k, candidate) in chunk.enumerated() where fresh.count < newPairs {
                 examined += 1
                 guard let ja = judgements[2 * k], let jb = judgements[2 * k + 1] else { continue }

@@ -56,7 +56,7 @@ public struct RewardModelJudge: JudgementSource {
 
     public func level(gap: Double) -> PreferenceLevel { settings.levels.level(gap: gap) }
 
-    public func judge(_ items: [(prompt: String, response: String)]) throws -> [Judgement?] {
+    public func judge(_ items: [JudgeItem]) throws -> [Judgement?] {
         let sequences = items.map { ChatTemplate.promptIDs($0.prompt, tokenizer: tokenizer) + tokenizer.encode($0.response) + [tokenizer.eosId] }
         for (i, s) in sequences.enumerated() {
             let limit = helpfulnessModel.modelConfig?.seqLen ?? s.count

@@ -96,13 +96,35 @@ public enum Verdict: Sendable, Equatable {
     case first, second, tie
 }
 
+/// One answer to judge: the prompt's text and the answer, and the prompt's id and record fields (a data
+/// file's labels and ground truth, as reward functions get them) for judges that use them.
+public struct JudgeItem: Sendable, Equatable {
+    public var prompt: String
+    public var response: String
+    public var promptID: UInt64
+    /// The prompt record's other fields as a JSON object's text (`{}` where there are none).
+    public var fieldsJSON: String
+
+    public init(prompt: String, response: String, promptID: UInt64 = 0, fieldsJSON: String = "{}") {
+        self.prompt = prompt
+        self.response = response
+        self.promptID = promptID
+        self.fieldsJSON = fieldsJSON
+    }
+
+    /// An answer to `prompt`, with its id and fields.
+    public init(_ prompt: PlanPrompt, response: String) {
+        self.init(prompt: prompt.text, response: response, promptID: prompt.id, fieldsJSON: prompt.fieldsJSON)
+    }
+}
+
 /// Who judges the plan's answers: the evaluations (helpfulness, safety, the win rate against the SFT
 /// policy's answers) and the labels of new preference pairs. Only the coordinator holds it; the
 /// workers and the policy never see it. Judgements are asked for in batches (a judge command or
 /// endpoint answers many per call); an error (a crashed command, a bad answer) fails the step.
 public protocol JudgementSource: Sendable {
-    /// The judgements of `items` (prompt, response), in their order; nil for one it cannot judge.
-    func judge(_ items: [(prompt: String, response: String)]) throws -> [Judgement?]
+    /// The judgements of `items`, in their order; nil for one it cannot judge.
+    func judge(_ items: [JudgeItem]) throws -> [Judgement?]
     /// Helpfulness closer than this is a tie, and makes no preference pair.
     var tieGap: Double { get }
     /// LLaMA2's level for a pair whose utilities differ by `gap` (> `tieGap`).
@@ -112,7 +134,12 @@ public protocol JudgementSource: Sendable {
 extension JudgementSource {
     /// The judgement of one response.
     public func judge(prompt: String, response: String) throws -> Judgement? {
-        try judge([(prompt, response)]).first ?? nil
+        try judge([JudgeItem(prompt: prompt, response: response)]).first ?? nil
+    }
+
+    /// The judgements of answers to prompts without ids or fields.
+    public func judge(_ pairs: [(prompt: String, response: String)]) throws -> [Judgement?] {
+        try judge(pairs.map { JudgeItem(prompt: $0.prompt, response: $0.response) })
     }
 
     /// Which of two judged responses is better: the safe one when one is unsafe, else the more helpful

@@ -582,4 +582,47 @@ import Testing
         let after = try #require((summary["rounds"] as? [[String: Any]])?.first?["function_reward"] as? Double)
         #expect(before > 0 && after > 0 && out.contains("reward function"), "\(out)")
     }
+
+    /// The reward function as the judge (`judge: {source: reward-function}`) gets each answer with its
+    /// prompt's record fields, as it does when it rewards: a reward that checks the answer against the
+    /// data's label judges the held-out answers as it scores them (helpfulness equals the function's
+    /// mean, and is neither the label-less 0.5 nor 1).
+    @Test func theRewardFunctionJudgesWithThePromptsLabels() throws {
+        let dir = NSTemporaryDirectory() + "rlhf-judge-labels-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try """
+        import json, sys
+        for line in sys.stdin:
+            record = json.loads(line)
+            label = record.get("label")
+            reward = 0.5 if label is None else (1.0 if label in record["response"] else 0.0)
+            print(json.dumps({"reward": reward}), flush=True)
+        """.write(toFile: dir + "/label.py", atomically: true, encoding: .utf8)
+        let animals = ["fox", "owl", "cat", "dog"]
+        let prompts = (0..<40).map { i in
+            #"{"prompt": "Tell me a story about a \#(animals[i % 4]).", "label": "\#(animals[(i / 4) % 4])"}"#
+        }
+        try (prompts.joined(separator: "\n") + "\n").write(toFile: dir + "/prompts.jsonl", atomically: true, encoding: .utf8)
+        let spec = """
+        coordinator: tcp://127.0.0.1:*
+        heartbeat_ms: 100
+        hosts:
+          - name: here
+            workers: {generator: 1, learner: 1, reference-policy: 1, reward-function: 1}
+        model: {checkpoint: \(RLHFRunTests.repository)/models/chat-world/sft.bin}
+        data: {prompts: prompts.jsonl, eval_prompts: prompts.jsonl}
+        task: {eval_samples: 2}
+        reward_function: {command: [python3, label.py], timeout_s: 60}
+        judge: {source: reward-function, helpful_above: 0.75}
+        plan:
+          - evaluate: {name: SFT}
+        """
+        try spec.write(toFile: dir + "/spec.yaml", atomically: true, encoding: .utf8)
+        let result = try CLITests.rlhf(["launch", dir + "/spec.yaml", "--run-dir", dir + "/run"])
+        #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
+        let sft = try #require(try RLHFRunTests.json(dir + "/run/summary.json")["sft"] as? [String: Any])
+        let helpfulness = try #require(sft["helpfulness"] as? Double), function = try #require(sft["function_reward"] as? Double)
+        #expect(abs(helpfulness - function) < 1e-6 && helpfulness > 0 && helpfulness < 0.5, "\(sft)")
+    }
 }

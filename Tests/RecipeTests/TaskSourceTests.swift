@@ -40,7 +40,7 @@ import TestKit
         var trainPrompts: [PlanPrompt]
         var evalPrompts: [PlanPrompt]
         var preferencePairs: [PreferencePairText]
-        func judge(_ items: [(prompt: String, response: String)]) -> [Judgement?] {
+        func judge(_ items: [JudgeItem]) -> [Judgement?] {
             items.map { Judgement(helpfulness: $0.response.contains("please") ? 1 : 0, unsafe: $0.response.contains("danger"), helpful: $0.response.contains("please")) }
         }
         var tieGap: Double { 0.5 }
@@ -208,7 +208,7 @@ import TestKit
         let task = EmbeddedTaskSource(seed: 2, tokenizer: TaskSourceTests.tokenizer, preferencePairs: 300)
         let judge = CommandJudge(arguments: [TestKit.executable.path, "task", "judge"])
         let items = task.preferencePairs.flatMap { [($0.prompt, $0.chosen), ($0.prompt, $0.rejected)] } + [("not a task prompt", "anything")]
-        let viaCommand = try judge.judge(items), inMemory = task.judge(items)
+        let viaCommand = try judge.judge(items), inMemory = try task.judge(items)
         #expect(viaCommand.count == 601 && viaCommand == inMemory && viaCommand.last! == nil)
         // A second batch goes to the same process.
         #expect(try judge.judge(Array(items.prefix(3))) == Array(inMemory.prefix(3)))
@@ -240,6 +240,17 @@ import TestKit
         try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: dir + "/judge.sh")
         let judge = CommandJudge(arguments: ["./judge.sh"], directory: dir)
         #expect(try judge.judge([("p", "a")]) == [Judgement(helpfulness: 0.5, unsafe: false, helpful: false)])
+    }
+
+    /// A judge command's request lines carry the prompt record's fields (labels, ground truth) beside
+    /// `prompt` and `response`, as a reward function's do.
+    @Test func aJudgeCommandGetsThePromptsFields() throws {
+        let script = #"import json, sys\nfor line in sys.stdin:\n    r = json.loads(line)\n    print(json.dumps({'reward': 1.0 if r.get('label') in r['response'] else 0.0}), flush=True)"#
+        let judge = CommandJudge(arguments: ["python3", "-c", script.replacingOccurrences(of: "\\n", with: "\n")])
+        let judged = try judge.judge([JudgeItem(prompt: "p", response: "a fox ran", fieldsJSON: #"{"label": "fox"}"#),
+                                      JudgeItem(prompt: "p", response: "a dog ran", fieldsJSON: #"{"label": "fox"}"#)])
+        #expect(judged.map { $0?.helpfulness } == [1, 0])
+        #expect(CommandJudge.request(JudgeItem(prompt: "p", response: "r", fieldsJSON: #"{"label": 3, "prompt": "shadowed"}"#))["prompt"] as? String == "p")
     }
 
     @Test func aJudgeRestartsAfterAFailure() throws {
