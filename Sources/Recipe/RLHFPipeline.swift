@@ -225,9 +225,11 @@ public final class RLHFPipeline {
             guard let (c, t) = levels[name], t > 0 else { return nil }
             return String(format: "%@ %.1f%% (%d)", name, 100 * Double(c) / Double(t), t)
         }.joined(separator: ", ")
-        report(String(format: "%@ trained on the learner: %d pairs, %d steps, version %llu, %.1f s; held-out accuracy %.1f%% of %d: %@",
-                      role.rawValue, train.count, steps, rewardVersions[role] ?? 0, Date().timeIntervalSince(started),
-                      count == 0 ? 0 : 100 * Double(correct) / Double(count), count, table))
+        // A prompt set too small (or too uniform) for the hash to hold any out has no held-out figure.
+        let accuracyText = count == 0 ? "no pairs held out (a tenth of the prompts, by a hash of their text, is held out: too few distinct prompts)"
+            : String(format: "held-out accuracy %.1f%% of %d: ", 100 * Double(correct) / Double(count), count) + table
+        report(String(format: "%@ trained on the learner: %d pairs, %d steps, version %llu, %.1f s; ",
+                      role.rawValue, train.count, steps, rewardVersions[role] ?? 0, Date().timeIntervalSince(started)) + accuracyText)
         metric(["stage": "train_rm_done", "model": role.rawValue, "version": rewardVersions[role] ?? 0,
                 "held_out_accuracy": count == 0 ? 0 : Double(correct) / Double(count),
                 "levels": Dictionary(uniqueKeysWithValues: levels.map { ($0.key, ["correct": $0.value.0, "total": $0.value.1]) })])
