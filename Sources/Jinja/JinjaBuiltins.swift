@@ -173,6 +173,7 @@ enum JinjaBuiltins {
             let numbers = try arguments.map { try integer($0, "range") ?? 0 }
             let (start, stop, step) = numbers.count == 1 ? (0, numbers[0], 1) : (numbers[0], numbers.count > 1 ? numbers[1] : 0, numbers.count > 2 ? numbers[2] : 1)
             guard step != 0 else { throw JinjaError.render("range: step cannot be zero") }
+            guard (stop - start) / step <= JinjaRenderer.maxBuilt else { throw JinjaError.render("range(\(start), \(stop), \(step)) is too long") }
             return .list(Swift.stride(from: start, to: stop, by: step).map { .int($0) })
         default:
             throw JinjaError.render("\(name) is undefined (called as a function)")

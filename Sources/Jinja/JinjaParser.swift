@@ -48,6 +48,10 @@ indirect enum JinjaNode: Sendable {
 struct JinjaParser {
     private let pieces: [JinjaLexer.Piece]
     private var index = 0
+    /// Blocks open around the statement being read: nesting deeper than `maxDepth` is refused (a
+    /// template is read without recursing past what the stack holds).
+    private var depth = 0
+    static let maxDepth = 100
 
     init(pieces: [JinjaLexer.Piece]) {
         self.pieces = pieces
@@ -63,6 +67,9 @@ struct JinjaParser {
     /// Nodes up to a statement whose keyword is in `terminators` (returned with its remaining tokens),
     /// or to the end (nil).
     private mutating func parseNodes(until terminators: Set<String>) throws -> ([JinjaNode], (keyword: String, tokens: [JinjaLexer.Token], line: Int)?) {
+        depth += 1
+        defer { depth -= 1 }
+        guard depth <= Self.maxDepth else { throw JinjaError.syntax(line: lastLine, "blocks nested more than \(Self.maxDepth) deep") }
         var nodes: [JinjaNode] = []
         while index < pieces.count {
             let piece = pieces[index]
@@ -196,6 +203,13 @@ struct ExpressionParser {
     private let tokens: [JinjaLexer.Token]
     private var position = 0
     private let line: Int
+    /// Sub-expressions open (brackets, unary operators): nesting deeper than `JinjaParser.maxDepth` is refused.
+    private var depth = 0
+
+    private mutating func enter() throws {
+        depth += 1
+        guard depth <= JinjaParser.maxDepth else { throw error("an expression nested more than \(JinjaParser.maxDepth) deep") }
+    }
 
     init(tokens: [JinjaLexer.Token], line: Int) {
         self.tokens = tokens
@@ -258,6 +272,8 @@ struct ExpressionParser {
     }
 
     mutating func parseExpression(allowConditional: Bool = true) throws -> JinjaExpr {
+        try enter()
+        defer { depth -= 1 }
         let value = try parseOr()
         guard allowConditional, accept(.name("if")) else { return value }
         let condition = try parseOr()
@@ -278,7 +294,11 @@ struct ExpressionParser {
     }
 
     private mutating func parseNot() throws -> JinjaExpr {
-        if accept(.name("not")) { return .unary("not", try parseNot()) }
+        if accept(.name("not")) {
+            try enter()
+            defer { depth -= 1 }
+            return .unary("not", try parseNot())
+        }
         return try parseCompare()
     }
 
@@ -331,6 +351,8 @@ struct ExpressionParser {
 
     /// Jinja2's `parse_unary`: the filters and tests after `-x` apply to `-x` (`-3 | abs` is 3).
     private mutating func parseUnary(withFilters: Bool = true) throws -> JinjaExpr {
+        try enter()
+        defer { depth -= 1 }
         var value: JinjaExpr
         if accept(.symbol("-")) {
             value = .unary("-", try parseUnary(withFilters: false))

@@ -6,6 +6,9 @@ import Foundation
 struct JinjaRenderer {
     private var frames: [[String: JinjaValue]]
     private let now: Date
+    /// Macro calls in progress: a template that recurses without end is refused, not a crashed stack.
+    private var callDepth = 0
+    static let maxCallDepth = 200
 
     init(context: [String: JinjaValue], now: Date) {
         frames = [context]
@@ -287,6 +290,9 @@ struct JinjaRenderer {
         }
     }
 
+    /// The most elements (or UTF-8 bytes) one operation may build: a template is not a way to exhaust memory.
+    static let maxBuilt = 1 << 24
+
     static func binary(_ op: String, _ a: JinjaValue, _ b: JinjaValue) throws -> JinjaValue {
         func fail() -> JinjaError { .render("unsupported operands for \(op): \(a.typeName) and \(b.typeName)") }
         switch op {
@@ -334,8 +340,12 @@ struct JinjaRenderer {
             }
         case "*":
             switch (a, b) {
-            case let (.string(s), .int(n)), let (.int(n), .string(s)): return .string(String(repeating: s, count: max(0, n)))
-            case let (.list(l), .int(n)), let (.int(n), .list(l)): return .list(Array([[JinjaValue]](repeating: l, count: max(0, n)).joined()))
+            case let (.string(s), .int(n)), let (.int(n), .string(s)):
+                guard s.utf8.count * max(0, n) <= maxBuilt else { throw JinjaError.render("a string repeated \(n) times is too long") }
+                return .string(String(repeating: s, count: max(0, n)))
+            case let (.list(l), .int(n)), let (.int(n), .list(l)):
+                guard l.count * max(0, n) <= maxBuilt else { throw JinjaError.render("a list repeated \(n) times is too long") }
+                return .list(Array([[JinjaValue]](repeating: l, count: max(0, n)).joined()))
             default: break
             }
         default: break
@@ -413,6 +423,11 @@ struct JinjaRenderer {
         guard arguments.count <= macro.parameters.count else {
             throw JinjaError.render("the macro \(macro.name) takes \(macro.parameters.count) arguments, got \(arguments.count)")
         }
+        guard callDepth < Self.maxCallDepth else {
+            throw JinjaError.render("the macro \(macro.name) calls itself (or others) more than \(Self.maxCallDepth) deep")
+        }
+        callDepth += 1
+        defer { callDepth -= 1 }
         var frame: [String: JinjaValue] = [:]
         for (i, parameter) in macro.parameters.enumerated() {
             if i < arguments.count {

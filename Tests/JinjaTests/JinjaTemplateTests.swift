@@ -69,11 +69,23 @@ import Testing
         }
         #expect(throws: JinjaError.syntax(line: 1, "a {{ tag is not closed")) { try JinjaTemplate("{{ x ") }
         #expect(throws: JinjaError.syntax(line: 1, "unexpected {% endif %}")) { try JinjaTemplate("{% endif %}") }
+        #expect(throws: JinjaError.syntax(line: 1, "an expression nested more than 100 deep")) {
+            try JinjaTemplate("{{ " + String(repeating: "(", count: 5000) + "1" + String(repeating: ")", count: 5000) + " }}")
+        }
+        #expect(throws: JinjaError.syntax(line: 1, "blocks nested more than 100 deep")) {
+            try JinjaTemplate(String(repeating: "{% if true %}", count: 5000) + String(repeating: "{% endif %}", count: 5000))
+        }
         #expect { try JinjaTemplate("{{ messages[0].content.upper() }}").render([:]) } throws: {
             "\($0)" == "messages is undefined (reading an item of it)"
         }
         #expect { try JinjaTemplate("{{ x | frobnicate }}").render(["x": 1]) } throws: { "\($0)" == "the filter frobnicate is not supported" }
         #expect { try JinjaTemplate("{{ 'a' + 1 }}").render([:]) } throws: { "\($0)".contains("unsupported operands for +") }
+        // A template cannot recurse without end or build without bound.
+        #expect { try JinjaTemplate("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}").render([:]) } throws: {
+            "\($0)" == "the macro f calls itself (or others) more than 200 deep"
+        }
+        #expect { try JinjaTemplate("{{ 'ab' * 100000000 }}").render([:]) } throws: { "\($0)".contains("too long") }
+        #expect { try JinjaTemplate("{% for i in range(10 ** 12) %}{% endfor %}").render([:]) } throws: { "\($0)".contains("too long") }
     }
 
     /// Mappings given as ordered pairs keep their order (as Python's dicts do), in output and JSON.
