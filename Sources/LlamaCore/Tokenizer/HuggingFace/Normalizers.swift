@@ -179,13 +179,18 @@ enum HFPattern: Sendable {
         }
     }
 
-    /// Rewrites Oniguruma's Unicode shorthand classes for Swift Regex, whose `\d` and `\w` are wider
-    /// (Oniguruma: `\d` = Nd, `\w` = Letter | Mark | Nd | Pc; `\s` is White_Space in both).
+    /// Rewrites what Oniguruma (the `tokenizers` library's regex engine, Ruby syntax) means otherwise
+    /// than Swift Regex: `\d` = Nd and `\w` = Alphabetic | Mark | Nd | Pc and Latin-1's ²³¹¼½¾ (measured
+    /// over every code point against the library); `\h` a hexadecimal digit (Swift: horizontal space);
+    /// `.` anything but `\n` (Swift: no line ending at all); `^` at every line's start (`(?m)`) and `$`
+    /// before a `\n` or at the end. `\s` is White_Space in both; `\b` is matched as a simple word
+    /// boundary (`matcher()`).
     static func swiftRegexSource(_ pattern: String) -> String {
-        let word = #"\p{L}\p{M}\p{Nd}\p{Pc}"#
+        let word = #"\p{Alphabetic}\p{M}\p{Nd}\p{Pc}\u00B2\u00B3\u00B9\u00BC-\u00BE"#, hex = "0-9A-Fa-f"
         var out = String.UnicodeScalarView()
         var inClass = 0
         var escaped = false
+        var anchors = false
         func add(_ s: String) { out.append(contentsOf: s.unicodeScalars) }
         for c in pattern.unicodeScalars {
             if escaped {
@@ -195,6 +200,8 @@ enum HFPattern: Sendable {
                 case "D": add(#"\P{Nd}"#)
                 case "w": add(inClass > 0 ? word : "[" + word + "]")
                 case "W": add(inClass > 0 ? #"\W"# : "[^" + word + "]")
+                case "h": add(inClass > 0 ? hex : "[" + hex + "]")
+                case "H": add(inClass > 0 ? #"\H"# : "[^" + hex + "]")
                 default: out.append("\\"); out.append(c)
                 }
                 continue
@@ -203,12 +210,19 @@ enum HFPattern: Sendable {
             case "\\": escaped = true; continue
             case "[": inClass += 1
             case "]": if inClass > 0 { inClass -= 1 }
+            case "." where inClass == 0:
+                add(#"[^\n]"#)
+                continue
+            case "^" where inClass == 0: anchors = true
+            case "$" where inClass == 0:
+                add(#"(?=\n|\z)"#)
+                continue
             default: break
             }
             out.append(c)
         }
         if escaped { out.append("\\") }
-        return String(out)
+        return (anchors ? "(?m)" : "") + String(out)
     }
 
     /// Non-overlapping matches, leftmost first, as scalar-offset ranges (may include empty ones for regexes).
@@ -224,7 +238,7 @@ enum HFPattern: Sendable {
         case .known(let k):
             return { s in k.matches(s) }
         case .regex(let source):
-            guard let regex = try? Regex(source).matchingSemantics(.unicodeScalar) else { return { _ in [] } }
+            guard let regex = try? Regex(source).matchingSemantics(.unicodeScalar).wordBoundaryKind(.simple) else { return { _ in [] } }
             return { s in Self.regexMatches(regex, in: s) }
         }
     }

@@ -262,6 +262,20 @@ t = save(t, "strip-accents")
 cases("strip-accents", t, "strip-accents.tokenizer.json",
       extra_texts=["\u20dd", "a\u20ddb", "\u0940", "\u0903", "\u0915\u093f\u0903", "Crème Brûlée", "e\u0301\u0903\u20dd!"])
 
+# 11. Oniguruma's meanings where Swift Regex's differ: \w (Alphabetic, marks, Nd, Pc and Latin-1's ²³¹¼½¾, not
+#     other numbers), \h (a hexadecimal digit), . (anything but \n) and $ (before \n or at the end).
+t = Tokenizer(models.BPE())
+t.normalizer = normalizers.Replace(Regex(r"[ \t]+$"), "")
+t.pre_tokenizer = pre_tokenizers.Sequence([
+    pre_tokenizers.Split(Regex(r"\h{2,}|\w+|.{1,3}"), behavior="isolated"),
+    pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+t.decoder = decoders.ByteLevel()
+train(t, 300, [], initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+t = save(t, "regex-oniguruma")
+cases("regex-oniguruma", t, "regex-oniguruma.tokenizer.json",
+      extra_texts=["x\u00b2 \u00bd \u2160 \u2460 \u216b", "deadBEEF cafe 12ab", "a\u000bb\rc\u0085d\ne", "end  \nnext \t\nlast  ",
+                   "\u2028x\u2029y"])
+
 with open(os.path.join(OUT, "README.md"), "w") as f:
     f.write("Small tokenizer.json files and their encode/decode cases, made by the Python `tokenizers` library "
             "(version %s) with `python generate.py .` run in this folder (trained on the paragraphs in the script); the "
