@@ -8,6 +8,12 @@ public enum RoundSummary {
         return pairs.reduce(0.0) { sum, pair in sum + zip(pair.0, pair.1).reduce(0.0) { $0 + Double($1.0 - $1.1) } } / Double(pairs.count)
     }
 
+    /// A figure as a table of three decimals shows it: what rounds to zero is 0 (a KL of the reference
+    /// against itself, a few ulps below zero, would print as "-0.000").
+    public static func shown(_ value: Double) -> Double {
+        abs(value) < 0.0005 ? 0 : value
+    }
+
     /// For each prompt (in first-seen order), the index of its highest-scored sample (the first on ties).
     public static func bestPerPrompt(promptIDs: [UInt64], scores: [Float]) -> [Int] {
         var best: [UInt64: Int] = [:], order: [UInt64] = []

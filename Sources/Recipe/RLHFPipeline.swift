@@ -447,7 +447,7 @@ public final class RLHFPipeline {
         let standardError = (figures.winRateVsSFT * (1 - figures.winRateVsSFT) / Double(max(1, generated.count))).squareRoot()
         report(String(format: "%@: win rate vs SFT %.1f%% (±%.1f, %d answers), helpfulness %.3f (helpful %.1f%%), unsafe %.1f%% of %d safety answers, KL %.3f, %.1f tokens an answer",
                       name, 100 * figures.winRateVsSFT, 100 * standardError, generated.count, figures.helpfulness, 100 * figures.helpfulRate,
-                      100 * figures.unsafeRate, safety, kl, figures.responseTokens ?? 0)
+                      100 * figures.unsafeRate, safety, RoundSummary.shown(kl), figures.responseTokens ?? 0)
                + (figures.functionReward.map { String(format: ", reward function %.3f", $0) } ?? "")
                + (figures.rewardModelScore.map { String(format: ", reward model %.3f", $0) } ?? "")
                + (figures.safetyModelScore.map { String(format: ", safety model %.3f", $0) } ?? ""))
@@ -738,7 +738,7 @@ public final class RLHFPipeline {
         for f in all {
             lines.append(f.name.padding(toLength: width, withPad: " ", startingAt: 0)
                          + String(format: " %9.1f%%  %11.3f  %6.1f%%  %5.1f%%  %6.3f  %6.3f  %5.0f  %7.1f", 100 * f.winRateVsSFT, f.helpfulness,
-                                  100 * f.helpfulRate, 100 * f.unsafeRate, f.rewardMean, f.kl, f.tokensPerSecond, f.seconds))
+                                  100 * f.helpfulRate, 100 * f.unsafeRate, f.rewardMean, RoundSummary.shown(f.kl), f.tokensPerSecond, f.seconds))
         }
         return lines
     }
