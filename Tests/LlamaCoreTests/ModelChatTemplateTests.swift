@@ -74,6 +74,12 @@ import TestKit
         defer { try? FileManager.default.removeItem(atPath: unreadable) }
         let bad = try Tokenizer(path: unreadable)
         #expect { try bad.requireChatFormat() } throws: { "\($0)".contains("tokenizer_config.json") && "\($0)".contains("line 2") }
+        // A template that cannot render a lone user message is refused up front.
+        let broken = try Self.directory("hf-bytebpe-gqa", template: "{{ messages[1]['content'].upper() }}")
+        defer { try? FileManager.default.removeItem(atPath: broken) }
+        #expect { try Tokenizer(path: broken).requireChatFormat() } throws: {
+            "\($0)".contains("cannot render a lone user message") && "\($0)".contains("tokenizer_config.json")
+        }
         let strict = try Self.directory("hf-bytebpe-gqa", template: "{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}{% for m in messages %}{{ m['content'] }}{% endfor %}")
         defer { try? FileManager.default.removeItem(atPath: strict) }
         let tokenizer = try Tokenizer(path: strict)

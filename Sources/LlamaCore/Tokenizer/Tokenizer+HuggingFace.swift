@@ -116,6 +116,18 @@ extension Tokenizer {
     /// not recognised, or the tokenizer lacks a special token the format writes.
     public func requireChatFormat() throws {
         if let chatTemplateError { throw chatTemplateError }
+        if let chatTemplate {
+            // Every plan renders a lone user turn (a prompt) and one exchange (an answer to train on):
+            // a template that cannot is refused here, before anything is built on it.
+            let user = ChatTemplate.Message(role: .user, content: "Hello.")
+            for (messages, generationPrompt) in [([user], true), ([user, ChatTemplate.Message(role: .assistant, content: "Hi.")], false)] {
+                do {
+                    _ = try chatTemplate.render(messages, addGenerationPrompt: generationPrompt, specialTokens: chatSpecialTokens)
+                } catch LlamaError.invalidInput(let reason) {
+                    throw LlamaError.invalidTokenizer(path: chatTemplate.path, reason: "its chat template cannot render \(messages.count == 1 ? "a lone user message" : "a user message and an answer"): \(reason)")
+                }
+            }
+        }
         if chatTemplate == nil, let missing = chatFormat.specialTokens.first(where: { tokenId($0) == nil }) {
             throw LlamaError.invalidTokenizer(path: "tokenizer",
                 reason: "the \(chatFormat.rawValue) chat format writes \(missing), which this tokenizer does not have")
