@@ -117,10 +117,10 @@ enum JinjaBuiltins {
         case let .dict(keys, values):
             switch name {
             case "get":
-                guard case let .string(key)? = arguments.first else { throw JinjaError.render("get: expected a key") }
+                guard let key = arguments.first.flatMap(JinjaValue.key) else { throw JinjaError.render("get: expected a key") }
                 return values[key] ?? (arguments.count > 1 ? arguments[1] : .none)
-            case "items": return .list(keys.map { .list([.string($0), values[$0]!]) })
-            case "keys": return .list(keys.map { .string($0) })
+            case "items": return .list(keys.map { .list([JinjaValue.keyValue($0), values[$0]!]) })
+            case "keys": return .list(keys.map(JinjaValue.keyValue))
             case "values": return .list(keys.map { values[$0]! })
             default: break
             }
@@ -148,6 +148,9 @@ enum JinjaBuiltins {
     }
 
     // MARK: Globals
+
+    /// The global functions' names (transformers' `raise_exception` and `strftime_now`, Jinja2's own).
+    static let globals: Set<String> = ["raise_exception", "strftime_now", "namespace", "range", "dict"]
 
     static func global(_ name: String, _ arguments: [JinjaValue], _ keywords: [String: JinjaValue], now: Date) throws -> JinjaValue {
         switch name {
@@ -259,7 +262,7 @@ enum JinjaBuiltins {
                 if value.isUndefined { return .list([]) }
                 throw JinjaError.render("items: \(value.typeName) is not a mapping")
             }
-            return .list(keys.map { .list([.string($0), values[$0]!]) })
+            return .list(keys.map { .list([JinjaValue.keyValue($0), values[$0]!]) })
         case "reverse":
             if case let .string(s) = value { return .string(String(s.reversed())) }
             return .list(try JinjaRenderer.iterate(value, what: "reverse").reversed())
@@ -307,6 +310,7 @@ enum JinjaBuiltins {
             }.joined(separator: "\n"))
         case "selectattr", "rejectattr":
             guard case let .string(attribute)? = arguments.first else { throw JinjaError.render("\(name): expected an attribute name") }
+            guard value.isTruthy else { return .list([]) }
             let items = try JinjaRenderer.iterate(value, what: name)
             return .list(try items.filter { item in
                 let field = try JinjaRenderer.attribute(item, attribute, expression: .name("item"))
@@ -319,6 +323,7 @@ enum JinjaBuiltins {
                 return passes == (name == "selectattr")
             })
         case "select", "reject":
+            guard value.isTruthy else { return .list([]) }
             let items = try JinjaRenderer.iterate(value, what: name)
             return .list(try items.filter { item in
                 let passes = arguments.isEmpty ? item.isTruthy : try test(try string(arguments[0], name), item, Array(arguments.dropFirst()))
@@ -353,7 +358,11 @@ enum JinjaBuiltins {
             case .list, .string, .dict: return true
             default: return false
             }
-        case "callable": if case .macro = value { return true } else { return false }
+        case "callable":
+            switch value {
+            case .macro, .function: return true
+            default: return false
+            }
         case "odd", "even":
             guard case let .int(i) = value else { throw JinjaError.render("\(name): \(value.typeName) is not an integer") }
             return (i % 2 != 0) == (name == "odd")

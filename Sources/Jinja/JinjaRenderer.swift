@@ -128,6 +128,7 @@ struct JinjaRenderer {
         for frame in frames.reversed() {
             if let value = frame[name] { return value }
         }
+        if JinjaBuiltins.globals.contains(name) { return .function(name) }
         return .undefined(name)
     }
 
@@ -136,7 +137,7 @@ struct JinjaRenderer {
     static func iterate(_ value: JinjaValue, what: String) throws -> [JinjaValue] {
         switch value {
         case let .list(items): return items
-        case let .dict(keys, _): return keys.map { .string($0) }
+        case let .dict(keys, _): return keys.map(JinjaValue.keyValue)
         case let .string(s): return s.map { .string(String($0)) }
         case .undefined: return []
         case let .namespace(ns): return ns.keys.map { .string($0) }
@@ -164,7 +165,7 @@ struct JinjaRenderer {
             var keys: [String] = [], values: [String: JinjaValue] = [:]
             for (k, v) in zip(keyExpressions, valueExpressions) {
                 let key = try evaluate(k)
-                guard case let .string(name) = key else { throw JinjaError.render("a mapping's key must be a string, got \(key.typeName)") }
+                guard let name = JinjaValue.key(key) else { throw JinjaError.render("a mapping's key must be a string, number, boolean or none, got \(key.typeName)") }
                 if values[name] == nil { keys.append(name) }
                 values[name] = try evaluate(v)
             }
@@ -244,6 +245,8 @@ struct JinjaRenderer {
     static func item(_ value: JinjaValue, _ index: JinjaValue, expression: JinjaExpr) throws -> JinjaValue {
         switch (value, index) {
         case let (.dict(_, values), .string(key)): return values[key] ?? .undefined(describe(expression) + "['\(key)']")
+        case let (.dict(_, values), .int), let (.dict(_, values), .bool), let (.dict(_, values), .none):
+            return values[JinjaValue.key(index)!] ?? .undefined(describe(expression) + "[\(index.repr())]")
         case let (.namespace(ns), .string(key)): return ns.values[key] ?? .undefined(describe(expression) + "['\(key)']")
         case let (.list(items), .int(i)):
             let at = i < 0 ? items.count + i : i
@@ -307,7 +310,7 @@ struct JinjaRenderer {
                 found = s.contains(needle) || needle.isEmpty
             case let .list(items): found = items.contains { JinjaValue.equal($0, a) }
             case let .dict(_, values):
-                guard case let .string(key) = a else { found = false; break }
+                guard let key = JinjaValue.key(a) else { found = false; break }
                 found = values[key] != nil
             case let .namespace(ns):
                 guard case let .string(key) = a else { found = false; break }
@@ -409,13 +412,9 @@ struct JinjaRenderer {
             }
             return try JinjaBuiltins.method(receiver, method, arguments, keywords, expression: Self.describe(base))
         }
-        if case let .name(name) = callee {
-            let value = lookup(name)
-            if case let .macro(macro) = value { return try callMacro(macro, arguments, keywords) }
-            if value.isUndefined { return try JinjaBuiltins.global(name, arguments, keywords, now: now) }
-        }
         let value = try evaluate(callee)
         if case let .macro(macro) = value { return try callMacro(macro, arguments, keywords) }
+        if case let .function(name) = value { return try JinjaBuiltins.global(name, arguments, keywords, now: now) }
         throw JinjaError.render("\(Self.describe(callee)) is \(value.typeName), not callable")
     }
 
@@ -454,6 +453,8 @@ struct JinjaRenderer {
     private mutating func applyFilter(_ name: String, _ value: JinjaValue, _ arguments: [JinjaValue], _ keywords: [String: JinjaValue]) throws -> JinjaValue {
         switch name {
         case "map":
+            // Jinja2's map, select and their kin go through nothing for a false value (none).
+            guard value.isTruthy else { return .list([]) }
             let items = try Self.iterate(value, what: "map")
             if let attribute = keywords["attribute"] {
                 guard case let .string(key) = attribute else { throw JinjaError.render("map: attribute must be a string") }

@@ -33,6 +33,28 @@ indirect enum JinjaValue {
     case dict([String], [String: JinjaValue])
     case namespace(JinjaNamespace)
     case macro(JinjaMacro)
+    /// A global function (`raise_exception`, `strftime_now`, `namespace`, `range`, `dict`), by name: defined
+    /// (`strftime_now is defined`), callable.
+    case function(String)
+
+    /// A mapping's key for a key value: a string is itself; an integer, boolean or none (Python's dicts
+    /// take them: `{0: 'a'}`) is spelled apart from every string.
+    static func key(_ value: JinjaValue) -> String? {
+        switch value {
+        case let .string(s): return s
+        case let .int(i): return "\u{1}i\(i)"
+        case let .bool(b): return "\u{1}i\(b ? 1 : 0)"
+        case .none: return "\u{1}n"
+        default: return nil
+        }
+    }
+
+    /// The key value a mapping's key stands for (the inverse of `key(_:)`).
+    static func keyValue(_ key: String) -> JinjaValue {
+        guard key.hasPrefix("\u{1}") else { return .string(key) }
+        if key == "\u{1}n" { return .none }
+        return Int(key.dropFirst(2)).map { .int($0) } ?? .string(key)
+    }
 
     /// A JSON-like Swift value as a template value: `NSNull`, `Bool`, numbers, strings, arrays, and
     /// mappings, either `[(String, Any)]` (in that order, as Python's dicts keep it) or `[String: Any]`
@@ -77,7 +99,7 @@ indirect enum JinjaValue {
         case let .string(s): return !s.isEmpty
         case let .list(l): return !l.isEmpty
         case let .dict(keys, _): return !keys.isEmpty
-        case .namespace, .macro: return true
+        case .namespace, .macro, .function: return true
         }
     }
 
@@ -106,10 +128,11 @@ indirect enum JinjaValue {
         case let .string(s): return top ? s : JinjaValue.pythonStringRepr(s)
         case let .list(items): return "[" + items.map { $0.repr() }.joined(separator: ", ") + "]"
         case let .dict(keys, values):
-            return "{" + keys.map { JinjaValue.pythonStringRepr($0) + ": " + values[$0]!.repr() }.joined(separator: ", ") + "}"
+            return "{" + keys.map { JinjaValue.keyValue($0).repr() + ": " + values[$0]!.repr() }.joined(separator: ", ") + "}"
         case let .namespace(ns):
             return "<Namespace " + ns.keys.map { "\($0)=" + ns.values[$0]!.repr() }.joined(separator: ", ") + ">"
         case let .macro(m): return "<Macro '\(m.name)'>"
+        case let .function(name): return "<function \(name)>"
         }
     }
 
@@ -183,6 +206,7 @@ indirect enum JinjaValue {
         case .dict: return "a mapping"
         case .namespace: return "a namespace"
         case .macro: return "a macro"
+        case .function: return "a function"
         }
     }
 
@@ -212,12 +236,13 @@ indirect enum JinjaValue {
             if keys.isEmpty { return "{}" }
             let ordered = sortKeys ? keys.sorted() : keys
             return "{" + newline(level + 1)
-                + (try ordered.map { JinjaValue.jsonString($0, asciiOnly: asciiOnly) + keySeparator + (try nested(values[$0]!)) }
+                + (try ordered.map { JinjaValue.jsonString(JinjaValue.keyValue($0).rendered, asciiOnly: asciiOnly) + keySeparator + (try nested(values[$0]!)) }
                     .joined(separator: itemSeparator + newline(level + 1))) + newline(level) + "}"
         case let .namespace(ns):
             return try JinjaValue.dict(ns.keys, ns.values).json(indent: indent, sortKeys: sortKeys, asciiOnly: asciiOnly, separators: separators, level: level)
         case let .undefined(name): throw JinjaError.render("tojson: \(name) is undefined")
         case let .macro(m): throw JinjaError.render("tojson: the macro \(m.name) is not JSON")
+        case let .function(name): throw JinjaError.render("tojson: the function \(name) is not JSON")
         }
     }
 
