@@ -88,7 +88,7 @@ enum JinjaBuiltins {
                 let candidates: [String]
                 switch arguments.first {
                 case let .string(p)?: candidates = [p]
-                case let .list(items)?: candidates = try items.map { try string($0, name) }
+                case let .list(items)?, let .tuple(items)?: candidates = try items.map { try string($0, name) }
                 default: throw JinjaError.render("\(name): expected a string or a tuple of strings")
                 }
                 return .bool(candidates.contains { name == "startswith" ? s.hasPrefix($0) : s.hasSuffix($0) })
@@ -119,7 +119,7 @@ enum JinjaBuiltins {
             case "get":
                 guard let key = arguments.first.flatMap(JinjaValue.key) else { throw JinjaError.render("get: expected a key") }
                 return values[key] ?? (arguments.count > 1 ? arguments[1] : .none)
-            case "items": return .list(keys.map { .list([JinjaValue.keyValue($0), values[$0]!]) })
+            case "items": return .list(keys.map { .tuple([JinjaValue.keyValue($0), values[$0]!]) })
             case "keys": return .list(keys.map(JinjaValue.keyValue))
             case "values": return .list(keys.map { values[$0]! })
             default: break
@@ -194,7 +194,7 @@ enum JinjaBuiltins {
         case "length", "count":
             switch value {
             case let .string(s): return .int(s.count)
-            case let .list(items): return .int(items.count)
+            case let .list(items), let .tuple(items): return .int(items.count)
             case let .dict(keys, _): return .int(keys.count)
             case .undefined: return .int(0)
             default: throw JinjaError.render("\(name): \(value.typeName) has no length")
@@ -204,7 +204,7 @@ enum JinjaBuiltins {
             let asciiOnly = argument(0, "ensure_ascii")?.isTruthy ?? false
             let indent = try integer(argument(1, "indent"), "tojson")
             var separators: (String, String)?
-            if case let .list(pair)? = argument(2, "separators"), pair.count == 2 {
+            if let separatorPair = argument(2, "separators"), case let pair = try JinjaRenderer.iterate(separatorPair, what: "tojson"), pair.count == 2 {
                 separators = (try string(pair[0], "tojson"), try string(pair[1], "tojson"))
             }
             let sortKeys = argument(3, "sort_keys")?.isTruthy ?? false
@@ -262,7 +262,7 @@ enum JinjaBuiltins {
                 if value.isUndefined { return .list([]) }
                 throw JinjaError.render("items: \(value.typeName) is not a mapping")
             }
-            return .list(keys.map { .list([JinjaValue.keyValue($0), values[$0]!]) })
+            return .list(keys.map { .tuple([JinjaValue.keyValue($0), values[$0]!]) })
         case "reverse":
             if case let .string(s) = value { return .string(String(s.reversed())) }
             return .list(try JinjaRenderer.iterate(value, what: "reverse").reversed())
@@ -290,6 +290,26 @@ enum JinjaBuiltins {
             if let failure { throw failure }
             if argument(0, "reverse")?.isTruthy ?? false { sorted.reverse() }
             return .list(sorted)
+        case "dictsort":
+            // Jinja2's dictsort(value, case_sensitive=False, by='key', reverse=False): (key, value) pairs.
+            guard case let .dict(keys, values) = value else { throw JinjaError.render("dictsort: \(value.typeName) is not a mapping") }
+            let caseSensitive = argument(0, "case_sensitive")?.isTruthy ?? false
+            let byValue = (argument(1, "by").map { $0.rendered } ?? "key") == "value"
+            func sortKey(_ v: JinjaValue) -> JinjaValue {
+                if !caseSensitive, case let .string(s) = v { return .string(s.lowercased()) }
+                return v
+            }
+            var failure: Error?
+            var pairs = keys.map { (JinjaValue.keyValue($0), values[$0]!) }
+            pairs.sort { a, b in
+                do { return try JinjaRenderer.binary("<", sortKey(byValue ? a.1 : a.0), sortKey(byValue ? b.1 : b.0)).isTruthy } catch {
+                    failure = error
+                    return false
+                }
+            }
+            if let failure { throw failure }
+            if argument(2, "reverse")?.isTruthy ?? false { pairs.reverse() }
+            return .list(pairs.map { .tuple([$0.0, $0.1]) })
         case "min", "max":
             let items = try JinjaRenderer.iterate(value, what: name)
             guard var best = items.first else { return .undefined("\(name) of an empty sequence") }
@@ -355,7 +375,7 @@ enum JinjaBuiltins {
         case "mapping": if case .dict = value { return true } else if case .namespace = value { return true } else { return false }
         case "sequence", "iterable":
             switch value {
-            case .list, .string, .dict: return true
+            case .list, .tuple, .string, .dict: return true
             default: return false
             }
         case "callable":

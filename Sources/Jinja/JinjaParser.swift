@@ -8,6 +8,7 @@ indirect enum JinjaExpr: Sendable {
     case literal(JinjaLiteral)
     case name(String)
     case list([JinjaExpr])
+    case tuple([JinjaExpr])
     case dict([JinjaExpr], [JinjaExpr])
     case attribute(JinjaExpr, String)
     case item(JinjaExpr, JinjaExpr)
@@ -386,7 +387,7 @@ struct ExpressionParser {
             default: return .name(n)
             }
         case .symbol("("):
-            if accept(.symbol(")")) { return .list([]) }
+            if accept(.symbol(")")) { return .tuple([]) }
             let inner = try parseExpression()
             if next == .symbol(",") {
                 var items = [inner]
@@ -395,7 +396,7 @@ struct ExpressionParser {
                     items.append(try parseExpression())
                 }
                 try expect(.symbol(")"))
-                return .list(items)
+                return .tuple(items)
             }
             try expect(.symbol(")"))
             return inner

@@ -136,7 +136,7 @@ struct JinjaRenderer {
     /// string's characters; an undefined value is empty.
     static func iterate(_ value: JinjaValue, what: String) throws -> [JinjaValue] {
         switch value {
-        case let .list(items): return items
+        case let .list(items), let .tuple(items): return items
         case let .dict(keys, _): return keys.map(JinjaValue.keyValue)
         case let .string(s): return s.map { .string(String($0)) }
         case .undefined: return []
@@ -161,6 +161,8 @@ struct JinjaRenderer {
             return lookup(name)
         case let .list(items):
             return .list(try items.map { try evaluate($0) })
+        case let .tuple(items):
+            return .tuple(try items.map { try evaluate($0) })
         case let .dict(keyExpressions, valueExpressions):
             var keys: [String] = [], values: [String: JinjaValue] = [:]
             for (k, v) in zip(keyExpressions, valueExpressions) {
@@ -248,7 +250,7 @@ struct JinjaRenderer {
         case let (.dict(_, values), .int), let (.dict(_, values), .bool), let (.dict(_, values), .none):
             return values[JinjaValue.key(index)!] ?? .undefined(describe(expression) + "[\(index.repr())]")
         case let (.namespace(ns), .string(key)): return ns.values[key] ?? .undefined(describe(expression) + "['\(key)']")
-        case let (.list(items), .int(i)):
+        case let (.list(items), .int(i)), let (.tuple(items), .int(i)):
             let at = i < 0 ? items.count + i : i
             return items.indices.contains(at) ? items[at] : .undefined(describe(expression) + "[\(i)]")
         case let (.string(s), .int(i)):
@@ -286,6 +288,7 @@ struct JinjaRenderer {
         }
         switch value {
         case let .list(items): return .list(try indices(items.count).map { items[$0] })
+        case let .tuple(items): return .tuple(try indices(items.count).map { items[$0] })
         case let .string(s):
             let chars = Array(s)
             return .string(String(try indices(chars.count).map { chars[$0] }))
@@ -308,7 +311,7 @@ struct JinjaRenderer {
             case let .string(s):
                 guard case let .string(needle) = a else { throw fail() }
                 found = s.contains(needle) || needle.isEmpty
-            case let .list(items): found = items.contains { JinjaValue.equal($0, a) }
+            case let .list(items), let .tuple(items): found = items.contains { JinjaValue.equal($0, a) }
             case let .dict(_, values):
                 guard let key = JinjaValue.key(a) else { found = false; break }
                 found = values[key] != nil
@@ -339,6 +342,7 @@ struct JinjaRenderer {
             switch (a, b) {
             case let (.string(x), .string(y)): return .string(x + y)
             case let (.list(x), .list(y)): return .list(x + y)
+            case let (.tuple(x), .tuple(y)): return .tuple(x + y)
             default: break
             }
         case "*":

@@ -29,6 +29,8 @@ indirect enum JinjaValue {
     case double(Double)
     case string(String)
     case list([JinjaValue])
+    /// A Python tuple: `(a, b)` literals, `items()` and `dictsort` pairs. A list but for `repr`.
+    case tuple([JinjaValue])
     /// A mapping in insertion order.
     case dict([String], [String: JinjaValue])
     case namespace(JinjaNamespace)
@@ -97,7 +99,7 @@ indirect enum JinjaValue {
         case let .int(i): return i != 0
         case let .double(d): return d != 0
         case let .string(s): return !s.isEmpty
-        case let .list(l): return !l.isEmpty
+        case let .list(l), let .tuple(l): return !l.isEmpty
         case let .dict(keys, _): return !keys.isEmpty
         case .namespace, .macro, .function: return true
         }
@@ -127,6 +129,7 @@ indirect enum JinjaValue {
         case let .double(d): return JinjaValue.pythonFloat(d)
         case let .string(s): return top ? s : JinjaValue.pythonStringRepr(s)
         case let .list(items): return "[" + items.map { $0.repr() }.joined(separator: ", ") + "]"
+        case let .tuple(items): return "(" + items.map { $0.repr() }.joined(separator: ", ") + (items.count == 1 ? ",)" : ")")
         case let .dict(keys, values):
             return "{" + keys.map { JinjaValue.keyValue($0).repr() + ": " + values[$0]!.repr() }.joined(separator: ", ") + "}"
         case let .namespace(ns):
@@ -173,7 +176,7 @@ indirect enum JinjaValue {
         switch (a, b) {
         case (.undefined, .undefined), (.none, .none): return true
         case let (.string(x), .string(y)): return x == y
-        case let (.list(x), .list(y)): return x.count == y.count && zip(x, y).allSatisfy { equal($0, $1) }
+        case let (.list(x), .list(y)), let (.tuple(x), .tuple(y)): return x.count == y.count && zip(x, y).allSatisfy { equal($0, $1) }
         case let (.dict(kx, vx), .dict(ky, vy)):
             return Set(kx) == Set(ky) && kx.allSatisfy { equal(vx[$0]!, vy[$0]!) }
         case let (.namespace(x), .namespace(y)): return x === y
@@ -203,6 +206,7 @@ indirect enum JinjaValue {
         case .double: return "a float"
         case .string: return "a string"
         case .list: return "a list"
+        case .tuple: return "a tuple"
         case .dict: return "a mapping"
         case .namespace: return "a namespace"
         case .macro: return "a macro"
@@ -229,7 +233,7 @@ indirect enum JinjaValue {
             if d.isInfinite { return d > 0 ? "Infinity" : "-Infinity" }
             return JinjaValue.pythonFloat(d)
         case let .string(s): return JinjaValue.jsonString(s, asciiOnly: asciiOnly)
-        case let .list(items):
+        case let .list(items), let .tuple(items):
             if items.isEmpty { return "[]" }
             return "[" + newline(level + 1) + (try items.map(nested).joined(separator: itemSeparator + newline(level + 1))) + newline(level) + "]"
         case let .dict(keys, values):

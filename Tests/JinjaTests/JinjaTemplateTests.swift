@@ -97,6 +97,11 @@ import Testing
                 == "0[][]")
         let source = "{% set d = {0: 'zero', 512: 'k', 'a': 1} %}{{ d[0] }}{{ d[512] }} {{ d }} {{ d | tojson }} {{ 0 in d }} {{ d.keys() | list }} {{ d.get(512) }} {% for k, v in d.items() %}{{ k + 1 if k is number else k }}{% endfor %}"
         #expect(try JinjaTemplate(source).render([:]) == #"zerok {0: 'zero', 512: 'k', 'a': 1} {"0": "zero", "512": "k", "a": 1} True [0, 512, 'a'] k 1513a"#)
+        #expect(try JinjaTemplate("{{ {'a': 1}.items() | list }} {{ (1, 'x') }} {{ (1,) }} {{ () }} {{ ('a', 'b')[1] }} {{ 'b' in ('a', 'b') }} {{ (1, 2) | length }} {{ [(1, 2)] | tojson }}").render([:])
+                == "[('a', 1)] (1, 'x') (1,) () b True 2 [[1, 2]]")
+        // Seed-OSS's budget table goes through dictsort.
+        #expect(try JinjaTemplate("{% for k, v in {512: 'b', 0: 'a', 64: 'c'} | dictsort %}{{ k }}={{ v }};{% endfor %}{{ {'B': 1, 'a': 2} | dictsort }}{{ {'x': 2, 'y': 1} | dictsort(by='value', reverse=true) }}").render([:])
+                == "0=a;64=c;512=b;[('a', 2), ('B', 1)][('x', 2), ('y', 1)]")
     }
 
     /// Mappings given as ordered pairs keep their order (as Python's dicts do), in output and JSON.
