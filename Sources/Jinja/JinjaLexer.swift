@@ -35,8 +35,6 @@ enum JinjaLexer {
         var buffer = String.UnicodeScalarView()
         var i = 0
         var line = 1
-        // After `-%}` (strip all) or a block tag (drop one newline).
-        var stripNext = false, trimNewline = false
         func flushText() {
             if !buffer.isEmpty { pieces.append(.text(String(buffer))) }
             buffer = String.UnicodeScalarView()
@@ -107,15 +105,15 @@ enum JinjaLexer {
                 case .statement: pieces.append(.statement(try tokens(inner, line: tagLine), line: tagLine))
                 case .comment: break
                 }
+                // After the tag: all whitespace with `-`; with trim_blocks, one newline after a block or
+                // comment tag (not after `+%}`).
                 i = end + 2
-                stripNext = rightStrip
-                trimNewline = kind != .output && !rightKeep && !rightStrip
-                if stripNext {
+                if rightStrip {
                     while i < n, chars[i].properties.isWhitespace {
                         if chars[i] == "\n" { line += 1 }
                         i += 1
                     }
-                } else if trimNewline, i < n, chars[i] == "\n" {
+                } else if kind != .output && !rightKeep, i < n, chars[i] == "\n" {
                     line += 1
                     i += 1
                 }
@@ -180,7 +178,7 @@ enum JinjaLexer {
                 i = j + 1
                 continue
             }
-            if c.properties.numericType != nil && ("0"..."9").contains(c) {
+            if ("0"..."9").contains(c) {
                 var j = i
                 while j < s.count, ("0"..."9").contains(s[j]) || s[j] == "_" { j += 1 }
                 var isFloat = false

@@ -78,11 +78,12 @@ indirect enum JinjaValue {
         case is NSNull: return .none
         case let s as String: return .string(s)
         case let n as NSNumber:
-            if String(cString: n.objCType) == "c" { return .bool(n.boolValue) }
-            if n.doubleValue == n.doubleValue.rounded(), abs(n.doubleValue) < 1e15, !"\(n)".contains(".") && !"\(n)".contains("e") {
-                return .int(n.intValue)
+            // JSONSerialization's numbers say what they were: a boolean ("c"), a float ("d", "f") or an integer.
+            switch String(cString: n.objCType) {
+            case "c": return .bool(n.boolValue)
+            case "d", "f": return .double(n.doubleValue)
+            default: return .int(n.intValue)
             }
-            return .double(n.doubleValue)
         case let list as [Any]: return .list(list.map(from(json:)))
         case let object as [String: Any]:
             let keys = object.keys.sorted()

@@ -109,5 +109,8 @@ import Testing
         let message: [(String, Any)] = [("role", "user"), ("content", "hi")]
         #expect(try JinjaTemplate("{{ m | tojson }} {{ m.keys() | list }}").render(["m": message]) == #"{"role": "user", "content": "hi"} ['role', 'content']"#)
         #expect(try JinjaTemplate("{{ m | tojson(true) }}").render(["m": "é🦊"]) == #""\u00e9\ud83e\udd8a""#)
+        // JSON numbers keep their kind: 1 is an integer, 1.0 a float, true a boolean.
+        let parsed = try JSONSerialization.jsonObject(with: Data(#"{"a": 1, "b": 1.0, "c": true, "d": -7}"#.utf8)) as! [String: Any]
+        #expect(try JinjaTemplate("{{ a }} {{ b }} {{ c }} {{ d // 2 }} {{ b is float }}").render(parsed) == "1 1.0 True -4 True")
     }
 }
