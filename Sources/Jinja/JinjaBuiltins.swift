@@ -280,14 +280,7 @@ enum JinjaBuiltins {
             } else {
                 key = { $0 }
             }
-            var failure: Error?
-            var sorted = items.sorted { a, b in
-                do { return try JinjaRenderer.binary("<", try key(a), try key(b)).isTruthy } catch {
-                    failure = error
-                    return false
-                }
-            }
-            if let failure { throw failure }
+            var sorted = try ascending(items, by: key)
             if argument(0, "reverse")?.isTruthy ?? false { sorted.reverse() }
             return .list(sorted)
         case "dictsort":
@@ -299,15 +292,7 @@ enum JinjaBuiltins {
                 if !caseSensitive, case let .string(s) = v { return .string(s.lowercased()) }
                 return v
             }
-            var failure: Error?
-            var pairs = keys.map { (JinjaValue.keyValue($0), values[$0]!) }
-            pairs.sort { a, b in
-                do { return try JinjaRenderer.binary("<", sortKey(byValue ? a.1 : a.0), sortKey(byValue ? b.1 : b.0)).isTruthy } catch {
-                    failure = error
-                    return false
-                }
-            }
-            if let failure { throw failure }
+            var pairs = try ascending(keys.map { (JinjaValue.keyValue($0), values[$0]!) }) { sortKey(byValue ? $0.1 : $0.0) }
             if argument(2, "reverse")?.isTruthy ?? false { pairs.reverse() }
             return .list(pairs.map { .tuple([$0.0, $0.1]) })
         case "min", "max":
@@ -352,6 +337,20 @@ enum JinjaBuiltins {
         default:
             throw JinjaError.render("the filter \(name) is not supported")
         }
+    }
+
+    /// `items` in ascending order of `key`, compared with Python's `<` (a comparison that fails, e.g. a
+    /// string against a number, fails the sort).
+    static func ascending<T>(_ items: [T], by key: (T) throws -> JinjaValue) throws -> [T] {
+        var failure: Error?
+        let sorted = items.sorted { a, b in
+            do { return try JinjaRenderer.binary("<", try key(a), try key(b)).isTruthy } catch {
+                failure = error
+                return false
+            }
+        }
+        if let failure { throw failure }
+        return sorted
     }
 
     // MARK: Tests

@@ -66,8 +66,7 @@ extension Tokenizer {
     func encodeRendered(_ text: String) -> [Int32] {
         // A tokenizer.json splits out its added tokens itself.
         if huggingFace != nil { return encode(text) }
-        let specials = Set([bosId, eosId] + kinds.indices.filter { kinds[$0] == .control || kinds[$0] == .userDefined }.map { Int32($0) })
-            .map { (tokenText($0), $0) }.filter { !$0.0.isEmpty }.sorted { $0.0.count > $1.0.count }
+        let specials = specialPieces
         var ids: [Int32] = []
         var rest = Substring(text)
         var pending = ""

@@ -45,6 +45,9 @@ public struct Tokenizer: Sendable {
     private let merges: [UInt64: Int32]
     /// Id of `<0xXX>` for each byte, or -1.
     private let byteIds: [Int32]
+    /// The special pieces a chat template's text may spell (control and user-defined pieces, BOS and
+    /// EOS) with their ids, longest text first: what `encodeRendered` splits out.
+    let specialPieces: [(text: String, id: Int32)]
 
     /// Number of pieces.
     public var vocabSize: Int { pieces.count }
@@ -63,7 +66,9 @@ public struct Tokenizer: Sendable {
         self.removeExtraWhitespaces = removeExtraWhitespaces
         var ids: [[UInt8]: Int32] = [:]
         var byteIds = [Int32](repeating: -1, count: 256)
+        var specialIds: Set<Int32> = [bosId, eosId]
         for (i, piece) in pieces.enumerated() {
+            if kinds[i] == .control || kinds[i] == .userDefined { specialIds.insert(Int32(i)) }
             switch kinds[i] {
             case .normal, .userDefined:
                 if ids[piece] == nil { ids[piece] = Int32(i) }
@@ -84,6 +89,9 @@ public struct Tokenizer: Sendable {
         pieceIds = ids
         self.merges = merges
         self.byteIds = byteIds
+        specialPieces = specialIds.filter { $0 >= 0 && Int($0) < pieces.count && !pieces[Int($0)].isEmpty }
+            .map { (String(decoding: pieces[Int($0)], as: UTF8.self), $0) }
+            .sorted { $0.text.count != $1.text.count ? $0.text.count > $1.text.count : $0.id < $1.id }
     }
 
     /// `<0xAB>` -> 0xAB.
