@@ -57,7 +57,7 @@ public struct FanoutBenchmark: Sendable {
         random.shuffle(&pool)
         let request = GenerateRequest(prompts: pool.prefix(prompts).map { GenerateRequest.Prompt(id: $0.id, tokens: $0.ids) },
                                       samplesPerPrompt: samples, sampling: SamplingSettings(temperature: temperature, topP: 1), seed: 1_000,
-                                      maxNewTokens: maxNewTokens, stopToken: tokenizer.eosId)
+                                      maxNewTokens: maxNewTokens, stopTokens: tokenizer.stopIds)
 
         var settings = Coordinator.Settings(bind: "tcp://127.0.0.1:*")
         settings.membership.heartbeatIntervalMilliseconds = 500

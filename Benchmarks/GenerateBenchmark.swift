@@ -164,7 +164,7 @@ public struct GenerateBenchmark: Sendable {
         let generator = TextGenerator(transformer: Transformer(model: model, pool: pool))
         let start = Date()
         let result = try generator.generate(GenerationRequest(promptIds: [1], maxNewTokens: steps - 1, sampling: SamplingSettings(temperature: 1, topP: 1),
-                                                              seed: seed, stopToken: nil))
+                                                              seed: seed, stopTokens: []))
         return Double(result.ids.count) / Date().timeIntervalSince(start)
     }
 

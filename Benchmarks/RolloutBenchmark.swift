@@ -49,7 +49,7 @@ public struct RolloutBenchmark: Sendable {
                 // Geometric: the first token whose draw falls under the EOS probability ends the answer.
                 let drawn = eosProbability >= 1 ? 1 : Int((log(max(1e-300, 1 - uniform())) / log(1 - eosProbability)).rounded(.down)) + 1
                 return GenerationRequest(promptIds: prompt, maxNewTokens: min(maxNewTokens, drawn, c.seqLen - prompt.count),
-                                         sampling: SamplingSettings(temperature: 1), seed: UInt64(p), stream: UInt64(k), stopToken: nil)
+                                         sampling: SamplingSettings(temperature: 1), seed: UInt64(p), stream: UInt64(k), stopTokens: [])
             }
         }
     }

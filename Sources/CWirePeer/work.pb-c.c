@@ -1142,15 +1142,15 @@ static const ProtobufCFieldDescriptor rlhf__v1__generate_request__field_descript
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
   {
-    "stop_token",
-    7,
-    PROTOBUF_C_LABEL_NONE,
+    "stop_tokens",
+    8,
+    PROTOBUF_C_LABEL_REPEATED,
     PROTOBUF_C_TYPE_INT32,
-    0,   /* quantifier_offset */
-    offsetof(Rlhf__V1__GenerateRequest, stop_token),
+    offsetof(Rlhf__V1__GenerateRequest, n_stop_tokens),
+    offsetof(Rlhf__V1__GenerateRequest, stop_tokens),
     NULL,
     NULL,
-    0,             /* flags */
+    0 | PROTOBUF_C_FIELD_FLAG_PACKED,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
 };
@@ -1161,11 +1161,12 @@ static const unsigned rlhf__v1__generate_request__field_indices_by_name[] = {
   1,   /* field[1] = samples_per_prompt */
   2,   /* field[2] = sampling */
   3,   /* field[3] = seed */
-  6,   /* field[6] = stop_token */
+  6,   /* field[6] = stop_tokens */
 };
-static const ProtobufCIntRange rlhf__v1__generate_request__number_ranges[1 + 1] =
+static const ProtobufCIntRange rlhf__v1__generate_request__number_ranges[2 + 1] =
 {
   { 1, 0 },
+  { 8, 6 },
   { 0, 7 }
 };
 const ProtobufCMessageDescriptor rlhf__v1__generate_request__descriptor =
@@ -1179,7 +1180,7 @@ const ProtobufCMessageDescriptor rlhf__v1__generate_request__descriptor =
   7,
   rlhf__v1__generate_request__field_descriptors,
   rlhf__v1__generate_request__field_indices_by_name,
-  1,  rlhf__v1__generate_request__number_ranges,
+  2,  rlhf__v1__generate_request__number_ranges,
   (ProtobufCMessageInit) rlhf__v1__generate_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };

@@ -71,7 +71,7 @@ public enum TaskEvaluation {
             let ids = ChatTemplate.promptIDs(prompt.text, tokenizer: tokenizer)
             for sample in 0..<k {
                 requests.append(GenerationRequest(promptIds: ids, maxNewTokens: settings.maxNewTokens, sampling: settings.sampling,
-                                                  seed: settings.seed &+ UInt64(i), stream: UInt64(sample), stopToken: tokenizer.eosId))
+                                                  seed: settings.seed &+ UInt64(i), stream: UInt64(sample), stopTokens: tokenizer.stopIds))
             }
         }
         // Continuous batching over batchSize slots: a finished answer's slot takes the next request.
@@ -84,7 +84,8 @@ public enum TaskEvaluation {
                 let scores = try scorer(samples.map { $0.promptIds + $0.ids })
                 for j in 1..<k where scores[j] > scores[best] { best = j }
             }
-            let ids = samples[best].ids.filter { $0 != tokenizer.eosId }
+            let stops = tokenizer.stopIds
+            let ids = samples[best].ids.filter { !stops.contains($0) }
             out.append((tokenizer.decode(ids).trimmingCharacters(in: .whitespaces), ids.count))
         }
         return out

@@ -243,15 +243,16 @@ public enum TrainingData {
 
     /// Preference pairs: JSON lines in any `PreferenceRecord` shape (LLaMA2's `{"prompt", "chosen",
     /// "rejected", "preference", "safety"}`, TRL's and OpenRLHF's with strings or conversations, an
-    /// optional `margin`); each side is the chat-formatted prompt followed by the answer and EOS (the
-    /// score is read at EOS).
+    /// optional `margin`); each side is the chat-formatted prompt followed by the answer and the chat
+    /// format's end of turn (`Tokenizer.endOfTurnId`; the score is read there).
     public static func preferences(_ path: String, tokenizer: Tokenizer, seqLen: Int, subset: PreferenceSubset = .all,
                                    policy: BadDataPolicy, keys: DataKeys = DataKeys()) throws -> (pairs: [PreferenceExample], issues: [DataIssue]) {
         let (read, issues) = try records(path, policy: policy) { object -> PreferenceExample? in
             let record = try PreferenceRecord(object, keys: keys)
             if subset == .helpfulness && record.safety || subset == .safety && !record.safety { return nil }
             let head = try ChatTemplate.promptIDs(conversation: record.prompt, tokenizer: tokenizer)
-            let c = head + tokenizer.encode(record.chosen) + [tokenizer.eosId], r = head + tokenizer.encode(record.rejected) + [tokenizer.eosId]
+            let end = tokenizer.endOfTurnId
+            let c = head + tokenizer.encode(record.chosen) + [end], r = head + tokenizer.encode(record.rejected) + [end]
             guard max(c.count, r.count) <= seqLen else {
                 throw LlamaError.invalidInput("\(max(c.count, r.count)) tokens, longer than seq_len \(seqLen)")
             }

@@ -503,6 +503,11 @@ public final class ClusterLaunch {
         if let pipeline = rlhf { return pipeline }
         let config = try Checkpoint.read(path: spec.checkpoint).weights.config
         let (tokenizer, tokenizerPath) = try ClusterLaunch.planTokenizer(spec, config: config)
+        if tokenizer.stopIds != [tokenizer.eosId] {
+            // Said where the answers' end is not EOS alone: what a rollout stops at is then the model's to say.
+            report("answers end with \(tokenizer.tokenText(tokenizer.endOfTurnId)); sampling stops at "
+                   + tokenizer.stopIds.map { "\(tokenizer.tokenText($0)) (\($0))" }.joined(separator: ", "))
+        }
         // A judge command `rlhf ...` runs this program (the coordinator's, on this machine).
         let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
         let context = try ClusterLaunch.taskContext(spec, tokenizer: tokenizer, config: config, executable: executable, coordinator: coordinator,
@@ -595,7 +600,7 @@ public final class ClusterLaunch {
             GenerateRequest.Prompt(id: UInt64(i), tokens: [1] + (0..<4).map { _ in Int32(3 + rng.next() % 200) })
         }
         return GenerateRequest(prompts: prompts, samplesPerPrompt: samples, sampling: SamplingSettings(temperature: temperature, topP: 1),
-                               seed: seed, maxNewTokens: maxNewTokens, policyVersion: policyVersion, stopToken: 2)
+                               seed: seed, maxNewTokens: maxNewTokens, policyVersion: policyVersion, stopTokens: [2])
     }
 
     private func runRound(index: Int, prompts: Int, samples: Int, maxNewTokens: Int, temperature: Float, learningRate: Float,

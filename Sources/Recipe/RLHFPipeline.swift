@@ -186,9 +186,9 @@ public final class RLHFPipeline {
 
     /// A source's pair as tokens.
     func tokens(_ pair: PreferencePairText) -> TokenPair {
-        let eos = context.tokenizer.eosId
+        let end = context.tokenizer.endOfTurnId
         return TokenPair(promptText: pair.prompt, prompt: pair.promptIDs ?? ChatTemplate.promptIDs(pair.prompt, tokenizer: context.tokenizer),
-                         chosen: context.tokenizer.encode(pair.chosen) + [eos], rejected: context.tokenizer.encode(pair.rejected) + [eos],
+                         chosen: context.tokenizer.encode(pair.chosen) + [end], rejected: context.tokenizer.encode(pair.rejected) + [end],
                          level: pair.level, margin: pair.margin, safety: pair.safety)
     }
 
@@ -348,7 +348,7 @@ public final class RLHFPipeline {
     func draw(_ prompts: [TaskContext.Prompt], samples: Int, temperature: Float, maxNewTokens: Int, seed: UInt64, promptsPerTask: Int) throws -> [Drawn] {
         let request = GenerateRequest(prompts: prompts.map { GenerateRequest.Prompt(id: $0.id, tokens: $0.ids) }, samplesPerPrompt: max(1, samples),
                                       sampling: SamplingSettings(temperature: temperature, topP: 1), seed: seed, maxNewTokens: maxNewTokens,
-                                      policyVersion: coordinator.status().policyVersion, stopToken: context.tokenizer.eosId)
+                                      policyVersion: coordinator.status().policyVersion, stopTokens: context.tokenizer.stopIds)
         let byID = Dictionary(prompts.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
         return try coordinator.generate(request, promptsPerTask: promptsPerTask).compactMap { g in
             guard let prompt = byID[g.promptID] else {
@@ -530,10 +530,10 @@ public final class RLHFPipeline {
                 batch.learningRate = settings.learningRate
                 batch.fromInitial = settings.fromSFT && steps == 0
                 batch.sequences = training[start ..< min(training.count, start + settings.batchSize)].enumerated().map { i, c in
-                    // Samples that stopped end in EOS already; one cut at the token limit gets it added.
+                    // Samples that stopped end in a stop token already; one cut at the token limit gets the end of turn added.
                     // (Prompt ids index the training prompts: a kept sample of an earlier round has its prompt there.)
                     sequence(UInt64(i), context.trainPrompts[Int(c.promptID)].ids,
-                             c.responseIDs.last == context.tokenizer.eosId ? c.responseIDs : c.responseIDs + [context.tokenizer.eosId])
+                             context.tokenizer.finishedAnswer(c.responseIDs))
                 }
                 let stats = try coordinator.train(batch)
                 current = stats.policyVersion
@@ -576,10 +576,9 @@ public final class RLHFPipeline {
     func labelledPair(_ prompt: TaskContext.Prompt, _ a: [Int32], _ b: [Int32], _ ja: Judgement, _ jb: Judgement) -> TokenPair? {
         let gap = abs(ja.utility - jb.utility)
         guard gap >= context.judge.tieGap else { return nil }
-        let eos = context.tokenizer.eosId
         let (chosen, rejected) = ja.utility > jb.utility ? (a, b) : (b, a)
-        return TokenPair(promptText: prompt.text, prompt: prompt.ids, chosen: chosen.last == eos ? chosen : chosen + [eos],
-                         rejected: rejected.last == eos ? rejected : rejected + [eos], level: context.judge.level(gap: gap), safety: prompt.isSafety)
+        return TokenPair(promptText: prompt.text, prompt: prompt.ids, chosen: context.tokenizer.finishedAnswer(chosen),
+                         rejected: context.tokenizer.finishedAnswer(rejected), level: context.judge.level(gap: gap), safety: prompt.isSafety)
     }
 
     /// Labels up to `newPairs` new pairs from a round's samples with the annotator (per prompt: the

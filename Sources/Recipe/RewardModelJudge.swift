@@ -57,7 +57,7 @@ public struct RewardModelJudge: JudgementSource {
     public func level(gap: Double) -> PreferenceLevel { settings.levels.level(gap: gap) }
 
     public func judge(_ items: [JudgeItem]) throws -> [Judgement?] {
-        let sequences = items.map { ChatTemplate.promptIDs($0.prompt, tokenizer: tokenizer) + tokenizer.encode($0.response) + [tokenizer.eosId] }
+        let sequences = items.map { ChatTemplate.promptIDs($0.prompt, tokenizer: tokenizer) + tokenizer.encode($0.response) + [tokenizer.endOfTurnId] }
         for (i, s) in sequences.enumerated() {
             let limit = helpfulnessModel.modelConfig?.seqLen ?? s.count
             guard s.count <= limit else {

@@ -33,8 +33,9 @@ public struct TaskContext: Sendable {
     public var trainPrompts: [PlanPrompt] { prompts.trainPrompts }
     public var evalPrompts: [PlanPrompt] { prompts.evalPrompts }
 
-    /// Decoded text of response tokens (EOS dropped).
+    /// Decoded text of response tokens (stop tokens dropped).
     public func text(_ ids: [Int32]) -> String {
-        tokenizer.decode(ids.filter { $0 != tokenizer.eosId }).trimmingCharacters(in: .whitespaces)
+        let stops = tokenizer.stopIds
+        return tokenizer.decode(ids.filter { !stops.contains($0) }).trimmingCharacters(in: .whitespaces)
     }
 }

@@ -5,8 +5,9 @@ import SwiftProtobuf
 /// Version of the wire protocol; peers of another version are refused at registration and every
 /// message of another version is answered with an error.
 public enum ProtocolVersion {
-    /// The version this build speaks.
-    public static let current: UInt32 = 1
+    /// The version this build speaks. 2: a generate request carries a list of stop tokens (field 8),
+    /// no longer one (field 7).
+    public static let current: UInt32 = 2
 }
 
 /// Why a multipart message was refused. Every case names the frame or field at fault.

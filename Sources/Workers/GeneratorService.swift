@@ -72,7 +72,7 @@ public final class GeneratorService: RoleService, @unchecked Sendable {
         r.prompts.flatMap { prompt in
             (0..<max(1, r.samplesPerPrompt)).map { k in
                 GenerationRequest(promptIds: prompt.tokens, maxNewTokens: r.maxNewTokens, sampling: r.sampling,
-                                  seed: r.seed ^ (prompt.id &* 0x9E37_79B9_7F4A_7C15), stream: UInt64(k), stopToken: r.stopToken)
+                                  seed: r.seed ^ (prompt.id &* 0x9E37_79B9_7F4A_7C15), stream: UInt64(k), stopTokens: r.stopTokens)
             }
         }
     }

@@ -128,4 +128,67 @@ import TestKit
         let refusedRender = try CLITests.rlhf(["chat", "render", "--model", model], stdin: #"{"messages": [{"role": "user", "content": "Hi"}]}"# + "\n")
         #expect(refusedRender.status != 0 && refusedRender.stderr.contains("llama2, chatml, llama3"))
     }
+
+    /// A base model's tokenizer (EOS `<|endoftext|>`, as config.json and generation_config.json say) with
+    /// SmolLM2's ChatML template, taught by an `sft` step to end its answers with `<|im_end|>`: the
+    /// launch says where answers end, and the rejection-sampling round's samples stop there (before, they
+    /// ran on to the token limit, writing the next turns, and were trained on).
+    @Test func rolloutsStopAtTheTemplatesEndOfTurn() throws {
+        let dir = try Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let model = dir + "/model", source = Fixtures.huggingFace("hf-bytebpe-gqa")
+        try FileManager.default.createDirectory(atPath: model, withIntermediateDirectories: true)
+        for file in try FileManager.default.contentsOfDirectory(atPath: source) where file != "chat_template.jinja" {
+            try FileManager.default.copyItem(atPath: source + "/" + file, toPath: model + "/" + file)
+        }
+        func edit(_ file: String, _ change: (inout [String: Any]) -> Void) throws {
+            var object = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: model + "/" + file))) as! [String: Any]
+            change(&object)
+            try JSONSerialization.data(withJSONObject: object).write(to: URL(fileURLWithPath: model + "/" + file))
+        }
+        try edit("tokenizer_config.json") {
+            $0["eos_token"] = "<|endoftext|>"
+            $0["chat_template"] = #"{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"#
+        }
+        try edit("config.json") { $0["eos_token_id"] = 0 }
+        try edit("generation_config.json") { $0["eos_token_id"] = 0 }
+        let animals = ["fox", "owl", "bee", "cat", "dog", "elk"]
+        let sft = (0..<120).map { #"{"prompt": "Tell me about the \#(animals[$0 % 6]).", "completion": "The \#(animals[$0 % 6]) is an animal."}"# }
+        let prompts = (0..<60).map { #"{"prompt": "Tell me about the \#(animals[$0 % 6]).", "label": "\#(animals[$0 % 6])"}"# }
+        try (sft.joined(separator: "\n") + "\n").write(toFile: dir + "/sft.jsonl", atomically: true, encoding: .utf8)
+        try (prompts.joined(separator: "\n") + "\n").write(toFile: dir + "/prompts.jsonl", atomically: true, encoding: .utf8)
+        try (prompts.prefix(12).joined(separator: "\n") + "\n").write(toFile: dir + "/eval.jsonl", atomically: true, encoding: .utf8)
+        try """
+        import json, sys
+        for line in sys.stdin:
+            record = json.loads(line)
+            print(json.dumps({"reward": 1.0 if record.get("label", "") in record["response"] else 0.0}), flush=True)
+        """.write(toFile: dir + "/label.py", atomically: true, encoding: .utf8)
+        let spec = """
+        coordinator: tcp://127.0.0.1:*
+        heartbeat_ms: 100
+        hosts:
+          - name: here
+            workers: {generator: 1, learner: 1, reference-policy: 1, reward-function: 1}
+        model: {checkpoint: model}
+        data: {prompts: prompts.jsonl, eval_prompts: eval.jsonl, sft: sft.jsonl}
+        reward_function: {command: [python3, label.py], timeout_s: 60}
+        judge: {source: reward-function, helpful_above: 0.5}
+        plan:
+          - sft: {name: SFT, epochs: 4, batch_size: 8, learning_rate: 0.002}
+          - rs_round: {name: V1, prompts: 24, samples: 2, max_new_tokens: 48, reward: {function: 1}}
+        """
+        try spec.write(toFile: dir + "/spec.yaml", atomically: true, encoding: .utf8)
+        let result = try CLITests.rlhf(["launch", dir + "/spec.yaml", "--run-dir", dir + "/run"])
+        #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
+        #expect(result.stdout.contains("answers end with <|im_end|>; sampling stops at <|im_end|> (2), <|endoftext|> (0)"), "\(result.stdout)")
+        let samples = try RLHFRunTests.lines(dir + "/run/rounds/V1/samples.jsonl")
+        #expect(samples.count == 48)
+        // The answers the model was taught, and nothing after them; 48 samples run to the limit would be 2304 tokens.
+        let taught = Set(animals.map { "The \($0) is an animal." })
+        let clean = samples.filter { taught.contains($0["response"] as? String ?? "") }.count
+        #expect(clean >= 40, "\(clean) of 48 samples are a taught answer alone: \(samples.prefix(3).map { $0["response"] ?? "" })")
+        let tokens = result.stdout.firstMatch(of: /V1: 24 prompts x 2 samples at T=1.00 -> (\d+) tokens/).flatMap { Int($0.1) }
+        #expect(tokens.map { $0 < 48 * 20 } == true, "\(result.stdout)")
+    }
 }

@@ -53,7 +53,7 @@ import TestKit
                 requests.append(GenerationRequest(
                     promptIds: prompt, maxNewTokens: p == 2 && k == 1 ? 0 : 4 + 7 * ((p + 2 * k) % 5),
                     sampling: SamplingSettings(temperature: 1, topP: k == 2 ? 0.9 : 1, topK: k == 1 ? 20 : 0),
-                    seed: 77 &+ UInt64(p % 4), stream: UInt64(k), stopToken: k == 0 ? 3 : 2))
+                    seed: 77 &+ UInt64(p % 4), stream: UInt64(k), stopTokens: k == 0 ? [3] : k == 1 ? [2] : [3, 2]))
             }
         }
         let alone = try requests.map { try generator.generate(batch: [$0])[0] }

@@ -25,7 +25,7 @@ import TestKit
         let greedy = (reference["greedy_ids"] as! [Int]).map(Int32.init)
         let logProbs = reference["greedy_logprobs"] as! [Double]
         let generator = TextGenerator(transformer: Transformer(model: LlamaModel(weights: weights)))
-        let result = try generator.generate(GenerationRequest(promptIds: prompt, maxNewTokens: greedy.count, sampling: .greedy, stopToken: nil))
+        let result = try generator.generate(GenerationRequest(promptIds: prompt, maxNewTokens: greedy.count, sampling: .greedy, stopTokens: []))
         #expect(result.ids == greedy, "\(name) greedy ids")
         let worst = zip(result.logProbs, logProbs).map { abs(Double($0) - $1) }.max() ?? .infinity
         #expect(worst < 1e-4, "\(name) log-probability difference \(worst)")

@@ -67,6 +67,66 @@ import TestKit
         #expect(try ChatTemplate.encode(Self.conversation, tokenizer: named).ids != ids)
     }
 
+    /// Writes `object` as JSON to `path`.
+    static func write(_ object: [String: Any], to path: String) throws {
+        try JSONSerialization.data(withJSONObject: object).write(to: URL(fileURLWithPath: path))
+    }
+
+    /// An answer ends with the token the template writes after it, and generation stops there, at EOS
+    /// and at generation_config.json's ids: a base model's tokenizer (EOS `<|endoftext|>`) with a ChatML
+    /// template ends answers with `<|im_end|>`, which it would otherwise generate past.
+    @Test func answersEndWhereTheTemplateEndsThem() throws {
+        let dir = try Self.directory("hf-bytebpe-gqa", template: Self.smolTemplate)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var config = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/tokenizer_config.json"))) as! [String: Any]
+        config["eos_token"] = "<|endoftext|>"
+        try Self.write(config, to: dir + "/tokenizer_config.json")
+        try Self.write(["eos_token_id": [0, 7]], to: dir + "/generation_config.json")
+        let tokenizer = try Tokenizer(path: dir)
+        let imEnd = try #require(tokenizer.tokenId("<|im_end|>")), endOfText = try #require(tokenizer.tokenId("<|endoftext|>"))
+        #expect(tokenizer.eosId == endOfText && tokenizer.chatTemplate != nil)
+        #expect(tokenizer.endOfTurnId == imEnd)
+        #expect(tokenizer.stopIds == [imEnd, endOfText, 7])
+        #expect(tokenizer.finishedAnswer([40, 41]) == [40, 41, imEnd])
+        #expect(tokenizer.finishedAnswer([40, endOfText]) == [40, endOfText])
+        // The answers SFT trains on end with that token too.
+        let (ids, isAnswer) = try ChatTemplate.encode(Array(Self.conversation.prefix(2)), tokenizer: tokenizer)
+        #expect(ids.indices.last { isAnswer[$0] }.map { ids[$0] } == imEnd)
+        // Named instead: ChatML's end of turn; LLaMA2's is EOS.
+        var chatml = tokenizer
+        try chatml.useChatFormat(.chatml)
+        #expect(chatml.endOfTurnId == imEnd && chatml.stopIds == [imEnd, endOfText, 7])
+        var llama2 = tokenizer
+        try llama2.useChatFormat(.llama2)
+        #expect(llama2.endOfTurnId == endOfText && llama2.stopIds == [endOfText, 7])
+        // Zephyr's template ends answers with EOS; config.json's id stands in for a missing generation_config.json.
+        let zephyr = try Self.directory("hf-llama2-mha", template: Self.zephyrTemplate)
+        defer { try? FileManager.default.removeItem(atPath: zephyr) }
+        try FileManager.default.removeItem(atPath: zephyr + "/generation_config.json")
+        var model = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: zephyr + "/config.json"))) as! [String: Any]
+        model["eos_token_id"] = [2, 9]
+        try Self.write(model, to: zephyr + "/config.json")
+        let zephyrTokenizer = try Tokenizer(path: zephyr)
+        #expect(zephyrTokenizer.endOfTurnId == 2 && zephyrTokenizer.stopIds == [2, 9])
+        // A template that writes plain text after an answer ends it with EOS.
+        let plain = try Self.directory("hf-llama2-mha", template: "{% for m in messages %}{{ m['role'] + ': ' + m['content'] + '\n\n' }}{% endfor %}{% if add_generation_prompt %}assistant: {% endif %}")
+        defer { try? FileManager.default.removeItem(atPath: plain) }
+        #expect(try Tokenizer(path: plain).endOfTurnId == 2)
+        // llama2.c's tokenizer: EOS alone.
+        let llama2c = try Tokenizer(path: Fixtures.llama2Bin)
+        #expect(llama2c.endOfTurnId == llama2c.eosId && llama2c.stopIds == [llama2c.eosId])
+    }
+
+    /// An `eos_token_id` that is no token id is refused naming the file.
+    @Test func aBadGenerationStopIdIsRefused() throws {
+        let dir = try Self.directory("hf-bytebpe-gqa", template: Self.smolTemplate)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        for bad: Any in ["</s>", [2, "x"], true] {
+            try Self.write(["eos_token_id": bad], to: dir + "/generation_config.json")
+            #expect { try Tokenizer(path: dir) } throws: { "\($0)".contains("generation_config.json") && "\($0)".contains("eos_token_id") }
+        }
+    }
+
     /// A template the engine cannot read is refused where conversations are rendered, naming the file and
     /// line; one that raises refuses the conversation with its words.
     @Test func unreadableAndRaisingTemplates() throws {

@@ -18,9 +18,31 @@ import TestKit
             let fixture = try SelfTest.loadJSON(SelfTest.GenerateFixture.self, path: Fixtures.models + "/\(name).generate.json")
             let generator = TextGenerator(transformer: Transformer(model: try LlamaModel(checkpoint: Fixtures.model(name)), pool: pool))
             let result = try generator.generate(GenerationRequest(promptIds: fixture.prompt_ids, maxNewTokens: 48,
-                                                                  sampling: .greedy, stopToken: nil))
+                                                                  sampling: .greedy, stopTokens: []))
             #expect(result.ids == fixture.greedy_ids, "\(name) with \(threads) threads")
             #expect(result.samplingLogProbs.allSatisfy { $0 == 0 })
+        }
+    }
+
+    /// A request stops at the first generated token that is any of its stop tokens (a model's end of
+    /// turn beside its EOS), on the one-sequence and the batched path alike.
+    @Test func generationStopsAtAnyOfItsStopTokens() throws {
+        let fixture = try SelfTest.loadJSON(SelfTest.GenerateFixture.self, path: Fixtures.models + "/tiny-mha.generate.json")
+        let generator = TextGenerator(transformer: Transformer(model: try LlamaModel(checkpoint: Fixtures.model("tiny-mha"))))
+        let greedy = fixture.greedy_ids
+        // A token the greedy answer never writes, and one it first writes a few tokens in.
+        let absent = (3..<Int32(256)).first { !greedy.contains($0) }!
+        let cut = greedy.indices.first { $0 >= 3 && greedy.firstIndex(of: greedy[$0]) == $0 }!
+        for stops in [[absent, greedy[cut]], [greedy[cut], absent]] {
+            let request = GenerationRequest(promptIds: fixture.prompt_ids, maxNewTokens: 48, sampling: .greedy, stopTokens: stops)
+            let expected = Array(greedy[...cut])
+            let single = try generator.generate(request)
+            #expect(single.ids == expected, "stop tokens \(stops)")
+            #expect(single.finishReason == .endOfSequence)
+            let batch = try generator.generate(batch: [request, GenerationRequest(promptIds: fixture.prompt_ids, maxNewTokens: 48,
+                                                                                  sampling: .greedy, stopTokens: [absent])])
+            #expect(batch[0].ids == expected && batch[0].finishReason == .endOfSequence, "stop tokens \(stops), batched")
+            #expect(batch[1].ids == Array(greedy.prefix(48)) && batch[1].finishReason == .maxTokens)
         }
     }
 
@@ -64,7 +86,7 @@ import TestKit
         let generator = TextGenerator(transformer: Transformer(model: try LlamaModel(checkpoint: Fixtures.model(model))))
         let requests = (0..<4).map {
             GenerationRequest(promptIds: $0 == 3 ? [1, 2, 3, 4, 5] : [1, 50, 60], maxNewTokens: 12,
-                              sampling: .greedy, seed: 9, stream: UInt64($0), stopToken: nil)
+                              sampling: .greedy, seed: 9, stream: UInt64($0), stopTokens: [])
         }
         let batch = try generator.generate(batch: requests)
         for (i, request) in requests.enumerated() {
@@ -92,7 +114,7 @@ import TestKit
         #expect(message { _ = try transformer.decode([1, 2], caches: [cache, cache]) }.contains("same cache"))
         // A full context stops generation with a defined reason instead of failing.
         let nearlyFull = [Int32](repeating: 5, count: 120)
-        let result = try generator.generate(GenerationRequest(promptIds: nearlyFull, maxNewTokens: 50, sampling: .greedy, stopToken: nil))
+        let result = try generator.generate(GenerationRequest(promptIds: nearlyFull, maxNewTokens: 50, sampling: .greedy, stopTokens: []))
         #expect(result.ids.count == 9)
         #expect(result.finishReason == .contextFull)
     }

@@ -110,7 +110,7 @@ public enum TestKit {
         request.sampling.temperature = 1.2
         request.seed = 99
         request.maxNewTokens = 32
-        request.stopToken = 2
+        request.stopTokens = [2]
         var message = try WireMessage(type: .generateRequest, requestID: 42, body: request,
                                       tensors: [WireTensor(name: "logprobs", floats: [-1.5, -0.25, -3])],
                                       sender: "coordinator", policyVersion: 3)

@@ -51,7 +51,7 @@ import Testing
         var prompt = Rlhf_V1_Prompt(); prompt.promptID = 1; prompt.ids = [1, 2, 300, -1]
         var generate = Rlhf_V1_GenerateRequest(); generate.prompts = [prompt]; generate.samplesPerPrompt = 8
         generate.sampling.temperature = 1.2; generate.sampling.topP = 0.9; generate.sampling.topK = 40
-        generate.seed = UInt64.max; generate.maxNewTokens = 64; generate.policyVersion = 4; generate.stopToken = -1
+        generate.seed = UInt64.max; generate.maxNewTokens = 64; generate.policyVersion = 4; generate.stopTokens = [2, 128_009, -1]
         var sample = Rlhf_V1_Sample(); sample.promptID = 1; sample.sampleIndex = 3; sample.ids = [5, 6]; sample.finishReason = "eos"
         var result = Rlhf_V1_GenerateResult(); result.samples = [sample]; result.policyVersion = 4; result.tokensPerSecond = 99.5
         var sequence = Rlhf_V1_Sequence(); sequence.id = 4; sequence.promptIds = [1, 2]; sequence.responseIds = [3, 4, 2]

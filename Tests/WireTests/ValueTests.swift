@@ -17,10 +17,10 @@ import Testing
     @Test func everyValueRoundTrips() throws {
         let generate = GenerateRequest(prompts: [.init(id: 5, tokens: [1, 2]), .init(id: 1 << 40, tokens: [1])], samplesPerPrompt: 4,
                                        sampling: SamplingSettings(temperature: 1.25, topP: 0.9, topK: 40), seed: .max, maxNewTokens: 64,
-                                       policyVersion: 7, stopToken: 2)
+                                       policyVersion: 7, stopTokens: [2, 128_009])
         #expect(try ValueTests.roundTrip(generate) == generate)
         var noStop = generate
-        noStop.stopToken = nil
+        noStop.stopTokens = []
         #expect(try ValueTests.roundTrip(noStop) == noStop)
         let samples = Samples(samples: [.init(promptID: 5, index: 0, tokens: [9, 8, 2], finishReason: "stop", logProbs: [-0.5, -1, -0.25]),
                                         .init(promptID: 5, index: 1, tokens: [], finishReason: "length", logProbs: []),

@@ -1,6 +1,6 @@
 /// Why a sequence stopped.
 public enum FinishReason: String, Sendable, Codable {
-    /// The model produced the end-of-sequence token (included in `ids`).
+    /// The model produced one of the request's stop tokens (included in `ids`).
     case endOfSequence = "eos"
     /// `maxNewTokens` tokens were generated.
     case maxTokens = "max_tokens"
@@ -20,18 +20,18 @@ public struct GenerationRequest: Sendable, Codable, Equatable {
     public var seed: UInt64
     /// RNG stream (sample index within a group of samples of one prompt).
     public var stream: UInt64
-    /// Stop after the end-of-sequence token (`nil`: never stop early).
-    public var stopToken: Int32?
+    /// Stop after any of these tokens (the model's end of turn, its EOS...; empty: never stop early).
+    public var stopTokens: [Int32]
 
     /// A request; `stream` separates the samples of one prompt that share a seed.
     public init(promptIds: [Int32], maxNewTokens: Int, sampling: SamplingSettings = .default, seed: UInt64 = 0,
-                stream: UInt64 = 0, stopToken: Int32? = 2) {
+                stream: UInt64 = 0, stopTokens: [Int32] = [2]) {
         self.promptIds = promptIds
         self.maxNewTokens = maxNewTokens
         self.sampling = sampling
         self.seed = seed
         self.stream = stream
-        self.stopToken = stopToken
+        self.stopTokens = stopTokens
     }
 }
 
@@ -99,7 +99,7 @@ public final class TextGenerator {
             result.logProbs.append(token.logProb)
             result.samplingLogProbs.append(token.samplingLogProb)
             onToken(token)
-            if token.id == request.stopToken { result.finishReason = .endOfSequence; break }
+            if request.stopTokens.contains(token.id) { result.finishReason = .endOfSequence; break }
             if result.ids.count >= request.maxNewTokens { result.finishReason = .maxTokens; break }
             if cache.length >= transformer.config.seqLen { result.finishReason = .contextFull; break }
             logits = try transformer.decode(token.id, cache: cache)
@@ -149,7 +149,7 @@ public final class TextGenerator {
             results[i].logProbs.append(token.logProb)
             results[i].samplingLogProbs.append(token.samplingLogProb)
             let cache = slotCaches[slotOf[i]]
-            if token.id == requests[i].stopToken {
+            if requests[i].stopTokens.contains(token.id) {
                 results[i].finishReason = .endOfSequence
             } else if results[i].ids.count >= requests[i].maxNewTokens {
                 results[i].finishReason = .maxTokens

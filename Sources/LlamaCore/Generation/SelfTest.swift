@@ -104,7 +104,7 @@ public enum SelfTest {
         let generator = TextGenerator(transformer: transformer)
         let result = try generator.generate(GenerationRequest(promptIds: fixture.prompt_ids,
                                                               maxNewTokens: fixture.greedy_ids.count,
-                                                              sampling: .greedy, stopToken: nil))
+                                                              sampling: .greedy, stopTokens: []))
         let mismatches = zip(result.ids, fixture.greedy_ids).filter { $0 != $1 }.count
             + abs(result.ids.count - fixture.greedy_ids.count)
         let firstBad = zip(result.ids, fixture.greedy_ids).enumerated().first { $0.element.0 != $0.element.1 }

@@ -114,6 +114,16 @@ public enum ChatFormat: String, CaseIterable, Sendable, Codable {
         }
     }
 
+    /// The token the format writes after an answer, in `tokenizer`: EOS (LLaMA2), `<|im_end|>` (ChatML),
+    /// `<|eot_id|>` (LLaMA 3); EOS where the tokenizer lacks the format's.
+    func endOfTurn(in tokenizer: Tokenizer) -> Int32 {
+        switch self {
+        case .llama2: return tokenizer.eosId
+        case .chatml: return tokenizer.tokenId("<|im_end|>") ?? tokenizer.eosId
+        case .llama3: return tokenizer.tokenId("<|eot_id|>") ?? tokenizer.eosId
+        }
+    }
+
     /// Python's `str.strip()` (Jinja's `trim`): whitespace at both ends removed.
     static func strip(_ s: String) -> String {
         s.trimmingCharacters(in: .whitespacesAndNewlines)

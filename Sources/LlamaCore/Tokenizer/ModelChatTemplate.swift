@@ -84,3 +84,26 @@ extension Tokenizer {
         return ids
     }
 }
+
+extension Tokenizer {
+    /// Whether `ids` ends with one of `stopIds` (an answer that finished, not one cut at a limit).
+    public func endsAnswer(_ ids: [Int32]) -> Bool {
+        ids.last.map(stopIds.contains) ?? false
+    }
+
+    /// `ids` as a finished answer: as they are when they end with a stop token, else with `endOfTurnId` added.
+    public func finishedAnswer(_ ids: [Int32]) -> [Int32] {
+        endsAnswer(ids) ? ids : ids + [endOfTurnId]
+    }
+
+    /// The special token `template` writes right after an answer (after spaces and newlines), found
+    /// by rendering one exchange; nil where it writes none there or cannot render one.
+    func endOfTurn(_ template: ModelChatTemplate) -> Int32? {
+        let answer = "Fine, thank you."
+        let messages = [ChatTemplate.Message(role: .user, content: "How are you?"), ChatTemplate.Message(role: .assistant, content: answer)]
+        guard let text = try? template.render(messages, addGenerationPrompt: false, specialTokens: chatSpecialTokens),
+              let end = text.range(of: answer, options: .backwards)?.upperBound else { return nil }
+        let after = text[end...].drop { $0 == " " || $0 == "\n" }
+        return specialPieces.first { after.hasPrefix($0.text) }?.id
+    }
+}

@@ -56,6 +56,7 @@ extension Tokenizer {
         } else {
             throw LlamaError.invalidTokenizer(path: directory, reason: "no tokenizer.json and no tokenizer.model")
         }
+        tokenizer.generationStopIds = try generationStopIds(directory: directory)
         if let chatFormat {
             tokenizer.chatFormat = chatFormat
         } else if let (source, path) = try ChatFormat.templateSource(directory: directory) {
@@ -74,6 +75,28 @@ extension Tokenizer {
             }
         }
         return tokenizer
+    }
+
+    /// `eos_token_id` of the directory's `generation_config.json`, else of its `config.json` (as
+    /// `transformers` builds a generation config from the model's): one id or a list; none where
+    /// neither file has it. A value that is not an id or a list of ids is refused naming the file.
+    static func generationStopIds(directory: String) throws -> [Int32] {
+        for name in ["generation_config.json", "config.json"] {
+            let path = directory + "/" + name
+            guard let data = FileManager.default.contents(atPath: path),
+                  let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any],
+                  let value = object["eos_token_id"], !(value is NSNull) else { continue }
+            func id(_ value: Any) -> Int32? {
+                // JSON's true and false are numbers to Foundation too; their type is a char.
+                guard let number = value as? NSNumber, String(cString: number.objCType) != "c",
+                      let id = Int32(exactly: number.doubleValue) else { return nil }
+                return id
+            }
+            if let single = id(value) { return [single] }
+            if let list = value as? [Any], case let ids = list.compactMap(id), ids.count == list.count { return ids }
+            throw LlamaError.invalidTokenizer(path: path, reason: "eos_token_id is \(value), not a token id or a list of token ids")
+        }
+        return []
     }
 
     /// Loads a `tokenizer.json`, with the special tokens that `tokenizer_config.json` beside it

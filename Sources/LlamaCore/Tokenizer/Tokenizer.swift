@@ -32,7 +32,23 @@ public struct Tokenizer: Sendable {
     }
     /// The model's own chat template, rendering conversations where its source is none of
     /// `ChatFormat`'s (a Hugging Face directory's `chat_template`; nil otherwise).
-    public internal(set) var chatTemplate: ModelChatTemplate?
+    public internal(set) var chatTemplate: ModelChatTemplate? {
+        didSet { updateStops() }
+    }
+    /// The ids a Hugging Face directory's `generation_config.json` (else `config.json`) names as
+    /// `eos_token_id`: where `transformers`' `generate` stops (LLaMA 3.1's `<|eom_id|>` and
+    /// `<|eot_id|>` beside `<|end_of_text|>`); empty for other tokenizers.
+    public internal(set) var generationStopIds: [Int32] = [] {
+        didSet { updateStops() }
+    }
+    /// The token an answer ends with in this model's chat format: the special token its own template
+    /// writes right after an answer's text (`<|im_end|>`, `<|eot_id|>`, `<end_of_turn>`, `</s>`...), ChatML's
+    /// `<|im_end|>`, LLaMA 3's `<|eot_id|>`, else EOS. Answers made from text (preference pairs, samples
+    /// cut at the length limit) end with it, as the model's own answers do.
+    public private(set) var endOfTurnId: Int32
+    /// The tokens that end a generated answer, `endOfTurnId` first: the end of turn, EOS, and
+    /// `generationStopIds` (as `transformers`' `generate` and vLLM stop at any of them).
+    public private(set) var stopIds: [Int32]
     /// Why the model's own chat template could not be used (unrecognised), if so: raised by
     /// `requireChatFormat()` where conversations are rendered.
     public internal(set) var chatTemplateError: LlamaError?
@@ -61,6 +77,8 @@ public struct Tokenizer: Sendable {
         self.kinds = kinds
         self.bosId = bosId
         self.eosId = eosId
+        endOfTurnId = eosId
+        stopIds = [eosId]
         self.unknownId = unknownId
         self.addDummyPrefix = addDummyPrefix
         self.removeExtraWhitespaces = removeExtraWhitespaces
@@ -92,6 +110,14 @@ public struct Tokenizer: Sendable {
         specialPieces = specialIds.filter { $0 >= 0 && Int($0) < pieces.count && !pieces[Int($0)].isEmpty }
             .map { (String(decoding: pieces[Int($0)], as: UTF8.self), $0) }
             .sorted { $0.text.count != $1.text.count ? $0.text.count > $1.text.count : $0.id < $1.id }
+    }
+
+    /// Finds `endOfTurnId` and `stopIds` again after the chat format, template or generation stops changed.
+    private mutating func updateStops() {
+        endOfTurnId = chatTemplate.map { endOfTurn($0) ?? eosId } ?? chatFormat.endOfTurn(in: self)
+        var ids: [Int32] = []
+        for id in [endOfTurnId, eosId] + generationStopIds where !ids.contains(id) && id >= 0 && Int(id) < vocabSize { ids.append(id) }
+        stopIds = ids
     }
 
     /// `<0xAB>` -> 0xAB.

@@ -33,7 +33,7 @@ struct GenerateCommand: ParsableCommand {
     var threads: Int = 1
     @Option(help: "Matrix products: float32, or bfloat16 (bfloat16 weights; with --batch above 1, inputs rounded too).")
     var precision: WeightPrecision = .float32
-    @Flag(name: .customLong("ignore-eos"), help: "Keep generating after the end-of-sequence token.")
+    @Flag(name: .customLong("ignore-eos"), help: "Keep generating after the stop tokens (EOS, the chat format's end of turn, generation_config.json's eos_token_id).")
     var ignoreEOS = false
     @Flag(help: "Print one JSON object instead of streaming text.")
     var json = false
@@ -83,13 +83,13 @@ struct GenerateCommand: ParsableCommand {
         let seed = self.seed ?? UInt64(Date().timeIntervalSince1970 * 1000)
         let sampling = SamplingSettings(temperature: temperature, topP: topP, topK: topK)
         let maxNew = min(steps, max(0, model.config.seqLen - ids.count))
-        let stop: Int32? = ignoreEOS ? nil : (tok?.eosId ?? 2)
+        let stop: [Int32] = ignoreEOS ? [] : (tok?.stopIds ?? [2])
         let pool = ComputePool(threads: threads)
         defer { pool.shutdown() }
         let generator = TextGenerator(transformer: Transformer(model: model, pool: pool))
         let requests = (0..<batch).map {
             GenerationRequest(promptIds: ids, maxNewTokens: maxNew, sampling: sampling, seed: seed,
-                              stream: UInt64($0), stopToken: stop)
+                              stream: UInt64($0), stopTokens: stop)
         }
         let start = Date()
         var results: [GenerationResult]

@@ -260,8 +260,9 @@ public nonisolated struct Rlhf_V1_GenerateRequest: Sendable {
 
   public var policyVersion: UInt64 = 0
 
-  /// Stop token id; negative for none.
-  public var stopToken: Int32 = 0
+  /// The tokens that end a sample (the model's end of turn, its EOS, generation_config.json's
+  /// eos_token_id); empty: only the length does.
+  public var stopTokens: [Int32] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -972,7 +973,7 @@ nonisolated extension Rlhf_V1_Prompt: SwiftProtobuf.Message, SwiftProtobuf._Mess
 
 nonisolated extension Rlhf_V1_GenerateRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".GenerateRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}prompts\0\u{3}samples_per_prompt\0\u{1}sampling\0\u{1}seed\0\u{3}max_new_tokens\0\u{3}policy_version\0\u{3}stop_token\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}prompts\0\u{3}samples_per_prompt\0\u{1}sampling\0\u{1}seed\0\u{3}max_new_tokens\0\u{3}policy_version\0\u{4}\u{2}stop_tokens\0\u{b}stop_token\0\u{c}\u{7}\u{1}")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -986,7 +987,7 @@ nonisolated extension Rlhf_V1_GenerateRequest: SwiftProtobuf.Message, SwiftProto
       case 4: try { try decoder.decodeSingularUInt64Field(value: &self.seed) }()
       case 5: try { try decoder.decodeSingularUInt32Field(value: &self.maxNewTokens) }()
       case 6: try { try decoder.decodeSingularUInt64Field(value: &self.policyVersion) }()
-      case 7: try { try decoder.decodeSingularInt32Field(value: &self.stopToken) }()
+      case 8: try { try decoder.decodeRepeatedInt32Field(value: &self.stopTokens) }()
       default: break
       }
     }
@@ -1015,8 +1016,8 @@ nonisolated extension Rlhf_V1_GenerateRequest: SwiftProtobuf.Message, SwiftProto
     if self.policyVersion != 0 {
       try visitor.visitSingularUInt64Field(value: self.policyVersion, fieldNumber: 6)
     }
-    if self.stopToken != 0 {
-      try visitor.visitSingularInt32Field(value: self.stopToken, fieldNumber: 7)
+    if !self.stopTokens.isEmpty {
+      try visitor.visitPackedInt32Field(value: self.stopTokens, fieldNumber: 8)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -1028,7 +1029,7 @@ nonisolated extension Rlhf_V1_GenerateRequest: SwiftProtobuf.Message, SwiftProto
     if lhs.seed != rhs.seed {return false}
     if lhs.maxNewTokens != rhs.maxNewTokens {return false}
     if lhs.policyVersion != rhs.policyVersion {return false}
-    if lhs.stopToken != rhs.stopToken {return false}
+    if lhs.stopTokens != rhs.stopTokens {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

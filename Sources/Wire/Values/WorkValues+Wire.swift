@@ -52,7 +52,7 @@ extension GenerateRequest: WireCodable {
         r.seed = seed
         r.maxNewTokens = UInt32(clamping: maxNewTokens)
         r.policyVersion = policyVersion
-        r.stopToken = stopToken ?? -1
+        r.stopTokens = stopTokens
         return WirePayload(body: try protoBytes(r))
     }
 
@@ -63,7 +63,7 @@ extension GenerateRequest: WireCodable {
                   sampling: SamplingSettings(temperature: r.sampling.temperature, topP: r.sampling.topP == 0 ? 1 : r.sampling.topP,
                                              topK: Int(r.sampling.topK)),
                   seed: r.seed, maxNewTokens: Int(r.maxNewTokens), policyVersion: r.policyVersion,
-                  stopToken: r.stopToken >= 0 ? r.stopToken : nil)
+                  stopTokens: r.stopTokens)
     }
 }
 

@@ -49,18 +49,18 @@ public struct GenerateRequest: Sendable, Equatable {
     public var seed: UInt64
     public var maxNewTokens: Int
     public var policyVersion: UInt64
-    /// The token that ends a sample (nil: only the length does).
-    public var stopToken: Int32?
+    /// The tokens that end a sample (empty: only the length does).
+    public var stopTokens: [Int32]
 
     public init(prompts: [Prompt], samplesPerPrompt: Int = 1, sampling: SamplingSettings = SamplingSettings(), seed: UInt64 = 0,
-                maxNewTokens: Int, policyVersion: UInt64 = 0, stopToken: Int32? = nil) {
+                maxNewTokens: Int, policyVersion: UInt64 = 0, stopTokens: [Int32] = []) {
         self.prompts = prompts
         self.samplesPerPrompt = samplesPerPrompt
         self.sampling = sampling
         self.seed = seed
         self.maxNewTokens = maxNewTokens
         self.policyVersion = policyVersion
-        self.stopToken = stopToken
+        self.stopTokens = stopTokens
     }
 }
 

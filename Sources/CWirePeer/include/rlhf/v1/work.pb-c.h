@@ -155,13 +155,15 @@ struct  Rlhf__V1__GenerateRequest
   uint32_t max_new_tokens;
   uint64_t policy_version;
   /*
-   * Stop token id; negative for none.
+   * The tokens that end a sample (the model's end of turn, its EOS, generation_config.json's
+   * eos_token_id); empty: only the length does.
    */
-  int32_t stop_token;
+  size_t n_stop_tokens;
+  int32_t *stop_tokens;
 };
 #define RLHF__V1__GENERATE_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&rlhf__v1__generate_request__descriptor) \
-    , 0,NULL, 0, NULL, 0, 0, 0, 0 }
+    , 0,NULL, 0, NULL, 0, 0, 0, 0,NULL }
 
 
 struct  Rlhf__V1__Sample
