@@ -110,6 +110,37 @@ import Workers
         #expect(object2["ids"] as! [Int] == ids)
     }
 
+    /// `--chat`: the user message (and `--system`) in the model's chat format with its generation
+    /// prompt, the answer alone printed, ending at the end of turn; a format can be named instead.
+    @Test func generateAnswersAChatMessage() throws {
+        let checkpoint = TestKit.repository + "/models/chat-world/sft.bin"
+        let tokenizer = try Tokenizer(path: TestKit.repository + "/models/chat-world/tokenizer.bin")
+        let result = try CLITests.rlhf(["generate", "--checkpoint", checkpoint, "--chat", "Tell me a story about a fox.",
+                                        "--temperature", "0", "--steps", "200", "--json"])
+        #expect(result.status == 0, "\(result.stderr)")
+        let object = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as! [String: Any]
+        #expect((object["prompt_ids"] as! [Int]).map(Int32.init) == ChatTemplate.promptIDs("Tell me a story about a fox.", tokenizer: tokenizer))
+        #expect(object["finish_reason"] as? String == "eos" && (object["ids"] as! [Int]).last == Int(tokenizer.eosId), "\(object)")
+        let text = try #require(object["text"] as? String)
+        #expect(text.lowercased().contains("fox"), "\(text)")
+        // Streamed: the answer alone, without the prompt.
+        let streamed = try CLITests.rlhf(["generate", "--checkpoint", checkpoint, "--chat", "Tell me a story about a fox.",
+                                          "--temperature", "0", "--steps", "200"])
+        #expect(streamed.status == 0 && streamed.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == text.trimmingCharacters(in: .whitespacesAndNewlines),
+                "\(streamed.stdout)")
+        let system = try CLITests.rlhf(["generate", "--checkpoint", checkpoint, "--chat", "Hi.", "--system", "Be brief.",
+                                        "--temperature", "0", "--steps", "4", "--json"])
+        let systemObject = try JSONSerialization.jsonObject(with: Data(system.stdout.utf8)) as! [String: Any]
+        #expect((systemObject["prompt_ids"] as! [Int]).map(Int32.init) == ChatTemplate.promptIDs("Hi.", system: "Be brief.", tokenizer: tokenizer))
+        // A format the tokenizer cannot write, and options that go with --chat alone, are refused.
+        let chatml = try CLITests.rlhf(["generate", "--checkpoint", checkpoint, "--chat", "Hi.", "--chat-template", "chatml"])
+        #expect(chatml.status != 0 && chatml.stderr.contains("tokenizer.bin") && chatml.stderr.contains("<|im_start|>"), "\(chatml.stderr)")
+        let stray = try CLITests.rlhf(["generate", "--checkpoint", checkpoint, "--prompt", "Hi.", "--system", "Be brief."])
+        #expect(stray.status != 0 && stray.stderr.contains("--system goes with --chat"), "\(stray.stderr)")
+        let both = try CLITests.rlhf(["generate", "--checkpoint", checkpoint, "--prompt", "Hi.", "--chat", "Hi."])
+        #expect(both.status != 0 && both.stderr.contains("exactly one of --prompt, --prompt-ids or --chat"), "\(both.stderr)")
+    }
+
     @Test func generateGreedyIdsMatchTheFixture() throws {
         let fixture = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: Fixtures.models + "/tiny-mha.generate.json"))) as! [String: Any]
         let prompt = (fixture["prompt_ids"] as! [Int]).map(String.init).joined(separator: ",")

@@ -15,6 +15,12 @@ struct GenerateCommand: ParsableCommand {
     var tokenizer: String?
     @Option(help: "Prompt text (encoded with --tokenizer, else the model directory's own, else tokenizer.bin beside the checkpoint file); BOS is prepended.")
     var prompt: String?
+    @Option(help: "A user message: the prompt is the model's chat template's rendering of it (with --system, if given) and the generation prompt, and the answer ends at the template's end of turn; only the answer is printed.")
+    var chat: String?
+    @Option(help: "A system message before --chat's user message.")
+    var system: String?
+    @Option(name: .customLong("chat-template"), help: "With --chat: a chat format instead of the model's own template: \(ChatFormat.supportedNames).")
+    var chatTemplate: ChatFormat?
     @Option(name: .customLong("prompt-ids"), help: "Prompt as comma-separated token ids, e.g. 1,2,3.")
     var promptIds: String?
     @Option(help: "Maximum tokens to generate (capped by the model's seq_len).")
@@ -39,10 +45,15 @@ struct GenerateCommand: ParsableCommand {
     var json = false
 
     func validate() throws {
-        if (prompt == nil) == (promptIds == nil) { throw ValidationError("give exactly one of --prompt or --prompt-ids") }
+        if [prompt != nil, promptIds != nil, chat != nil].filter({ $0 }).count != 1 {
+            throw ValidationError("give exactly one of --prompt, --prompt-ids or --chat")
+        }
+        if chat == nil, system != nil || chatTemplate != nil {
+            throw ValidationError("\(system != nil ? "--system" : "--chat-template") goes with --chat")
+        }
         let beside = Tokenizer.defaultPath(forCheckpoint: checkpoint)
-        if prompt != nil && tokenizer == nil && !HuggingFaceCheckpoint.isModelDirectory(checkpoint) && !FileManager.default.fileExists(atPath: beside) {
-            throw ValidationError("--prompt needs a tokenizer to encode the text: give --tokenizer (no \(beside) beside the checkpoint)")
+        if (prompt != nil || chat != nil) && tokenizer == nil && !HuggingFaceCheckpoint.isModelDirectory(checkpoint) && !FileManager.default.fileExists(atPath: beside) {
+            throw ValidationError("\(chat != nil ? "--chat" : "--prompt") needs a tokenizer to encode the text: give --tokenizer (no \(beside) beside the checkpoint)")
         }
         try OptionCheck.integer(steps, "--steps", 1 ... 1_000_000)
         try OptionCheck.number(temperature, "--temperature", 0 ... 100)
@@ -67,15 +78,25 @@ struct GenerateCommand: ParsableCommand {
         let ownTokenizer = HuggingFaceCheckpoint.isModelDirectory(checkpoint)
             && ["tokenizer.json", "tokenizer.model"].contains { FileManager.default.fileExists(atPath: checkpoint + "/" + $0) }
         // Text to encode without --tokenizer: llama2.c's tokenizer.bin beside a checkpoint file, as train and eval take it.
-        let besideFile = prompt != nil && !HuggingFaceCheckpoint.isModelDirectory(checkpoint) ? Tokenizer.defaultPath(forCheckpoint: checkpoint) : nil
+        let besideFile = (prompt != nil || chat != nil) && !HuggingFaceCheckpoint.isModelDirectory(checkpoint) ? Tokenizer.defaultPath(forCheckpoint: checkpoint) : nil
         let tokenizerPath = tokenizer ?? (ownTokenizer ? checkpoint : besideFile)
         let tok = try tokenizerPath.map { path -> Tokenizer in
-            let t = try Tokenizer(path: path)
+            var t = try Tokenizer(path: path)
             try t.check(against: model.config, path: path)
+            if chat != nil {
+                do {
+                    if let chatTemplate { try t.useChatFormat(chatTemplate) } else { try t.requireChatFormat() }
+                } catch LlamaError.invalidTokenizer(_, let reason) {
+                    throw LlamaError.invalidTokenizer(path: path, reason: reason)
+                }
+            }
             return t
         }
         let ids: [Int32]
-        if let prompt, let tok {
+        if let chat, let tok {
+            ids = try ChatTemplate.promptIDs(conversation: (system.map { [ChatTemplate.Message(role: .system, content: $0)] } ?? [])
+                                             + [ChatTemplate.Message(role: .user, content: chat)], tokenizer: tok)
+        } else if let prompt, let tok {
             ids = tok.encode(prompt, bos: true)
         } else {
             ids = try parseIds(promptIds ?? "")
@@ -94,7 +115,7 @@ struct GenerateCommand: ParsableCommand {
         let start = Date()
         var results: [GenerationResult]
         if batch == 1 {
-            var decoder = tok.map { StreamingDecoder(tokenizer: $0, atStart: false) }
+            var decoder = tok.map { StreamingDecoder(tokenizer: $0, atStart: chat != nil) }
             let stream = !json
             if stream, let prompt { print(prompt, terminator: "") }
             let result = try generator.generate(requests[0]) { token in
