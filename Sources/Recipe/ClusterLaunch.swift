@@ -43,6 +43,8 @@ public final class ClusterLaunch {
     public var externalWorkers = false
     /// The RLHF stages' driver, once a step needs it.
     private var rlhf: RLHFPipeline?
+    /// The spec's data files as the pre-flight read them (nil: none, or not read yet).
+    private var plannedData: FileDataSource?
     /// The workers started so far (a snapshot).
     private var started: [WorkerProcesses.Process] { workers.all }
 
@@ -91,8 +93,12 @@ public final class ClusterLaunch {
         }
         if spec.plan.contains(where: \.isRLHF) {
             // Refused before anything starts: a tokenizer that lacks the chat format's tokens or does not fit
-            // the model would stop the plan at its first RLHF step, with every worker started.
-            _ = try ClusterLaunch.planTokenizer(spec, config: Checkpoint.readConfig(path: spec.checkpoint))
+            // the model, or a data file that cannot be used, would stop the plan at its first RLHF step, with
+            // every worker started. The files read here are the plan's (not read again).
+            let config = try Checkpoint.readConfig(path: spec.checkpoint)
+            let (tokenizer, _) = try ClusterLaunch.planTokenizer(spec, config: config)
+            let files = try ClusterLaunch.planData(spec, tokenizer: tokenizer, config: config)
+            lock.withLock { plannedData = files }
         }
         if !resuming { try journal.append(.run(specDigest: specDigest)) }
         // The run's identity, kept across resumes: its workers carry it, so that they join no other run.
@@ -510,7 +516,8 @@ public final class ClusterLaunch {
         }
         // A judge command `rlhf ...` runs this program (the coordinator's, on this machine).
         let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
-        let context = try ClusterLaunch.taskContext(spec, tokenizer: tokenizer, config: config, executable: executable, coordinator: coordinator,
+        let files = try lock.withLock { plannedData } ?? ClusterLaunch.planData(spec, tokenizer: tokenizer, config: config)
+        let context = try ClusterLaunch.taskContext(spec, tokenizer: tokenizer, files: files, executable: executable, coordinator: coordinator,
                                                     report: report)
         let pipeline = try RLHFPipeline(coordinator: coordinator, context: context, config: config, runDirectory: runDirectory, report: report)
         pipeline.generatorLogProbsAreExact = spec.precision == ClusterSpec.Precision()
@@ -540,26 +547,32 @@ public final class ClusterLaunch {
         return (tokenizer, path)
     }
 
-    /// The plan's sources: the spec's data files and judge command where it gives them, the embedded
-    /// task for the rest. Bad lines skipped (`on_bad_data: skip`) are reported, with their count.
-    static func taskContext(_ spec: ClusterSpec, tokenizer: Tokenizer, config: LlamaConfig, executable: String, coordinator: Coordinator,
-                            report: (String) -> Void) throws -> TaskContext {
+    /// The spec's data files (`data:`) read and tokenized with `tokenizer`; nil without a `data:` section.
+    /// A file that cannot be used is refused naming it (and the line).
+    static func planData(_ spec: ClusterSpec, tokenizer: Tokenizer, config: LlamaConfig) throws -> FileDataSource? {
+        guard let data = spec.data else { return nil }
+        do {
+            return try FileDataSource(files: data, tokenizer: tokenizer, seqLen: config.seqLen)
+        } catch let issue as DataIssue {
+            throw Failure(message: "data: \(issue)")
+        } catch LlamaError.invalidInput(let reason) {
+            throw Failure(message: "data: \(reason)")
+        }
+    }
+
+    /// The plan's sources: the spec's data files (`files`, from `planData`) and judge command where it
+    /// gives them, the embedded task for the rest. Bad lines skipped (`on_bad_data: skip`) are reported,
+    /// with their count.
+    static func taskContext(_ spec: ClusterSpec, tokenizer: Tokenizer, files: FileDataSource?, executable: String,
+                            coordinator: Coordinator, report: (String) -> Void) throws -> TaskContext {
         // The embedded task, made only when a source is not given otherwise.
         let needsEmbedded = spec.data?.prompts == nil || spec.data?.preferences == nil || spec.judge == nil
             || (spec.data?.sft == nil && spec.plan.contains { $0.kind == "sft" })
         let embedded = needsEmbedded ? spec.task.map { EmbeddedTaskSource(seed: $0.seed, tokenizer: tokenizer, preferencePairs: $0.preferencePairs) } : nil
-        var files: FileDataSource?
-        if let data = spec.data {
-            do {
-                files = try FileDataSource(files: data, tokenizer: tokenizer, seqLen: config.seqLen)
-            } catch let issue as DataIssue {
-                throw Failure(message: "data: \(issue)")
-            } catch LlamaError.invalidInput(let reason) {
-                throw Failure(message: "data: \(reason)")
-            }
-            for issue in files!.skipped.prefix(20) { report("data: skipped \(issue)") }
-            if let skipped = files?.skipped, !skipped.isEmpty {
-                report("data: skipped \(skipped.count) bad line\(skipped.count == 1 ? "" : "s")")
+        if let files {
+            for issue in files.skipped.prefix(20) { report("data: skipped \(issue)") }
+            if !files.skipped.isEmpty {
+                report("data: skipped \(files.skipped.count) bad line\(files.skipped.count == 1 ? "" : "s")")
             }
         }
         func need<T>(_ value: T?, _ what: String) throws -> T {

@@ -374,6 +374,36 @@ import Workers
         #expect(((try? FileManager.default.contentsOfDirectory(atPath: dir + "/run/logs")) ?? []).isEmpty)
     }
 
+    /// A data file the plan cannot use (a bad line; too few prompts to hold some out) is refused before
+    /// the coordinator or any worker starts, naming the file and line.
+    @Test func aBadDataFileIsRefusedBeforeAnythingStarts() throws {
+        let dir = NSTemporaryDirectory() + "launch-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let good = (0..<40).map { #"{"prompt": "Tell me a story about a fox number \#($0)."}"# }
+        for (name, lines, reason) in [("bad", good.prefix(2) + ["{not json"] + good.dropFirst(2), "prompts.jsonl:3: not a JSON object"),
+                                      ("few", Array(good.prefix(5)), "5 prompts are too few to hold a tenth out")] {
+            try (lines.joined(separator: "\n") + "\n").write(toFile: dir + "/prompts.jsonl", atomically: true, encoding: .utf8)
+            let spec = """
+            coordinator: tcp://127.0.0.1:*
+            hosts:
+              - name: here
+                workers: {generator: 1, learner: 1, reference-policy: 1}
+            model: {checkpoint: \(TestKit.repository)/models/chat-world/sft.bin}
+            task: {seed: 1}
+            data: {prompts: prompts.jsonl}
+            plan:
+              - evaluate: {name: SFT}
+            """
+            try spec.write(toFile: dir + "/spec.yaml", atomically: true, encoding: .utf8)
+            let result = try CLITests.rlhf(["launch", dir + "/spec.yaml", "--run-dir", dir + "/run-\(name)"])
+            #expect(result.status != 0)
+            #expect(result.stderr.contains(reason), "\(name): \(result.stdout)\(result.stderr)")
+            #expect(!result.stdout.contains("coordinator listening"), "\(name)")
+            #expect(((try? FileManager.default.contentsOfDirectory(atPath: dir + "/run-\(name)/logs")) ?? []).isEmpty)
+        }
+    }
+
     /// Pids of processes whose command line contains `needle` (from /proc).
     static func pids(matching needle: String) -> [Int32] {
         let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
