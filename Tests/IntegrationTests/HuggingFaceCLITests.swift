@@ -190,5 +190,10 @@ import TestKit
         #expect(clean >= 40, "\(clean) of 48 samples are a taught answer alone: \(samples.prefix(3).map { $0["response"] ?? "" })")
         let tokens = result.stdout.firstMatch(of: /V1: 24 prompts x 2 samples at T=1.00 -> (\d+) tokens/).flatMap { Int($0.1) }
         #expect(tokens.map { $0 < 48 * 20 } == true, "\(result.stdout)")
+        // The exported policy tells transformers' generate to stop there too: EOS, then the end of turn.
+        let exported = dir + "/run/rounds/V1/policy-hf"
+        let generation = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: exported + "/generation_config.json"))) as! [String: Any]
+        #expect(generation["eos_token_id"] as? [Int] == [0, 2], "\(generation)")
+        #expect(try Tokenizer(path: exported).stopIds == [2, 0])
     }
 }

@@ -9,15 +9,21 @@ public enum HuggingFaceExport {
                                  "added_tokens.json", "chat_template.jinja"]
 
     /// Writes `weights` with the tokenizer at `tokenizerPath` into `directory`: config.json,
-    /// generation_config.json, model.safetensors in `dtype`, and the tokenizer's files (copied from a
+    /// generation_config.json (`eos_token_id`: EOS, then the end of turn and the source's other stop
+    /// tokens, `Tokenizer.stopIds`), model.safetensors in `dtype`, and the tokenizer's files (copied from a
     /// model directory or beside a tokenizer.json; made from a tokenizer.bin or tokenizer.model as
     /// LLaMA2's Hugging Face repositories ship theirs), with the chat template of `chatFormat`
     /// (default: the tokenizer's own).
     public static func write(weights: ModelWeights, tokenizerPath: String, chatFormat: ChatFormat? = nil,
                              dtype: SafetensorsFile.DType, to directory: String) throws {
-        let tokenizer = try Tokenizer(path: tokenizerPath)
+        var tokenizer = try Tokenizer(path: tokenizerPath)
         try tokenizer.check(against: weights.config, path: tokenizerPath)
-        let config = HuggingFaceConfig(llama: weights.config, bosTokenId: Int(tokenizer.bosId), eosTokenIds: [Int(tokenizer.eosId)])
+        if let chatFormat { tokenizer.chatFormat = chatFormat }
+        // `generate` (transformers, vLLM) stops where this core's sampling stops: EOS (the first id, what
+        // `config.eos_token_id` reads as one id), then the chat format's end of turn and the source's own stops.
+        let eos = Int(tokenizer.eosId)
+        let config = HuggingFaceConfig(llama: weights.config, bosTokenId: Int(tokenizer.bosId),
+                                       eosTokenIds: [eos] + tokenizer.stopIds.map(Int.init).filter { $0 != eos })
         try HuggingFaceCheckpoint.write(weights, config: config, dtype: dtype, to: directory)
 
         var isDirectory: ObjCBool = false
