@@ -169,6 +169,9 @@ public final class TrainableTransformer {
             project(.wq, l, saved.q.baseAddress, saved.xn1.baseAddress, n: n, inFeatures: D, outFeatures: D, seed: seed)
             project(.wk, l, saved.k.baseAddress, saved.xn1.baseAddress, n: n, inFeatures: D, outFeatures: KVD, seed: seed)
             project(.wv, l, saved.v.baseAddress, saved.xn1.baseAddress, n: n, inFeatures: D, outFeatures: KVD, seed: seed)
+            addBias(.bq, l, to: saved.q.baseAddress, rows: n, width: D)
+            addBias(.bk, l, to: saved.k.baseAddress, rows: n, width: KVD)
+            addBias(.bv, l, to: saved.v.baseAddress, rows: n, width: KVD)
             rotate(queries: saved.q, keys: saved.k, batch: batch, sign: 1)
             attentionForward(saved, batch: batch, tape: tape, forBackward: lastLayerRows == nil)
             copy(saved.xMid.baseAddress, from: x.baseAddress, count: n * D)
@@ -206,11 +209,14 @@ public final class TrainableTransformer {
         normRows(out: saved.xn1, inverse: saved.rms1, input: saved.xIn, weight: w + offset(.rmsAttention, l), rows: n)
         project(.wk, l, saved.k.baseAddress, saved.xn1.baseAddress, n: n, inFeatures: D, outFeatures: KVD, seed: seed)
         project(.wv, l, saved.v.baseAddress, saved.xn1.baseAddress, n: n, inFeatures: D, outFeatures: KVD, seed: seed)
+        addBias(.bk, l, to: saved.k.baseAddress, rows: n, width: KVD)
+        addBias(.bv, l, to: saved.v.baseAddress, rows: n, width: KVD)
         // The asked rows' normed inputs, gathered into xn2's first rows.
         let gathered = saved.xn2.baseAddress, xn1 = saved.xn1.baseAddress
         for (i, r) in rows.enumerated() { (gathered + i * D).update(from: xn1 + r * D, count: D) }
         let q = saved.q.baseAddress, k = saved.k.baseAddress, v = saved.v.baseAddress, att = saved.att.baseAddress
         project(.wq, l, q, gathered, n: m, inFeatures: D, outFeatures: D, seed: seed)
+        addBias(.bq, l, to: q, rows: m, width: D)
         // Each asked row's sequence (rows are given in any order).
         let sequenceOfRow = rows.map { r in batch.offsets.lastIndex { $0 <= r }! }
         ropeCos.withUnsafeBufferPointer { cosT in
@@ -489,6 +495,29 @@ public final class TrainableTransformer {
         return (loraScratch.baseAddress, loraScratch.baseAddress + 2 * n * r)
     }
 
+    /// Adds layer `l`'s `bias` (Qwen2's `bq`, `bk`, `bv`) to each of `rows` rows of `width` in `x`; nothing
+    /// where the model has no attention biases.
+    private func addBias(_ bias: ParameterTensor, _ l: Int, to x: UnsafeMutablePointer<Float>, rows: Int, width: Int) {
+        guard config.attentionBias else { return }
+        let b = w + offset(bias, l)
+        pool.parallelFor(rows, grain: 64) { range, _ in
+            for r in range { Kernels.addBias(x + r * width, b, width) }
+        }
+    }
+
+    /// Backward of `addBias`: the bias's gradient is the sum of `dy (rows, width)`'s rows (frozen under
+    /// adapters, like the matrices). Each thread sums a slice of the columns over every row.
+    private func biasBackward(_ bias: ParameterTensor, _ l: Int, dy: UnsafePointer<Float>, rows: Int, width: Int) {
+        guard config.attentionBias, lora == nil else { return }
+        let db = dw + offset(bias, l)
+        pool.parallelFor(width, grain: 64) { columns, _ in
+            for r in 0..<rows {
+                let row = dy + r * width
+                for i in columns { db[i] += row[i] }
+            }
+        }
+    }
+
     // MARK: - Backward
 
     /// Back-propagates `dL/dhidden (N, D)` through the trunk, adding every weight's gradient to
@@ -529,6 +558,9 @@ public final class TrainableTransformer {
                             accumulate: false, seed: seed)
             attentionBackward(saved, batch: batch, tape: tape, datt: datt, dq: dq, dk: dk, dv: dv)
             rotate(queries: dq, keys: dk, batch: batch, sign: -1)
+            biasBackward(.bq, l, dy: dq.baseAddress, rows: n, width: D)
+            biasBackward(.bk, l, dy: dk.baseAddress, rows: n, width: KVD)
+            biasBackward(.bv, l, dy: dv.baseAddress, rows: n, width: KVD)
             let xn1 = saved.xn1.baseAddress
             projectBackward(.wq, l, dx: dxn.baseAddress, dy: dq.baseAddress, x: xn1, n: n, inFeatures: D, outFeatures: D, accumulate: false, seed: seed)
             projectBackward(.wk, l, dx: dxn.baseAddress, dy: dk.baseAddress, x: xn1, n: n, inFeatures: D, outFeatures: KVD, accumulate: true, seed: seed)

@@ -70,9 +70,10 @@ import TestKit
             ("rope_scaling", ["rope_type": "llama3", "factor": 8.0, "low_freq_factor": 4.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192],
              "rope_scaling.high_freq_factor: must be a finite number above low_freq_factor 4.0, got 4.0"),
             ("rope_scaling", "linear", "rope_scaling: expected an object, got \"linear\""),
-            ("architectures", ["Qwen2ForCausalLM"], "architectures: [\"Qwen2ForCausalLM\"] is not supported"),
+            ("architectures", ["Qwen3ForCausalLM"], "architectures: [\"Qwen3ForCausalLM\"] is not supported"),
+            ("architectures", ["Qwen2ForCausalLM"], "model_type: \"llama\" disagrees with architectures [\"Qwen2ForCausalLM\"]"),
             ("architectures", ["MistralForCausalLM"], "model_type: \"llama\" disagrees with architectures [\"MistralForCausalLM\"]"),
-            ("model_type", "qwen2", "model_type: \"qwen2\" is not supported"),
+            ("model_type", "qwen3", "model_type: \"qwen3\" is not supported"),
             ("sliding_window", 64, "sliding_window: 64 is not supported"),
             ("hidden_act", "gelu", "hidden_act: \"gelu\""),
             ("head_dim", 32, "head_dim: 32"),
@@ -117,6 +118,44 @@ import TestKit
         object["sliding_window"] = 0
         #expect { try HuggingFaceConfig(json: JSONSerialization.data(withJSONObject: object), path: "config.json") } throws: {
             "\($0)".contains("sliding_window: expected a positive integer or null, got 0")
+        }
+    }
+
+    /// A Qwen2ForCausalLM is LLaMA's decoder with biases on the query, key and value projections: the
+    /// biases are read (the query's and key's elements permuted as their rows are), transformers' float64
+    /// greedy ids, log-probabilities and logits agree, and it writes back as a Qwen2ForCausalLM, bit for
+    /// bit; llama2.c's files cannot hold it, and LLaMA's attention_bias (an output bias too) stays refused.
+    @Test func qwen2RunsWithItsAttentionBiases() throws {
+        let (weights, config) = try HuggingFaceCheckpoint.read(directory: Fixtures.qwen2)
+        #expect(config.llama.attentionBias && config.llama.ropeTheta == 1_000_000 && config.llama.sharedClassifier)
+        #expect(weights.layout.storedTensors.suffix(3) == [.bq, .bk, .bv])
+        #expect(config.llama.parameterCount == weights.layout.trainableTensors.reduce(0) { $0 + weights.layout.count($1) })
+        try Self.expectGreedyAndLogits(weights, reference: try Fixtures.qwen2Reference(), name: "qwen2-bias")
+        let dir = try Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try HuggingFaceCheckpoint.write(weights, config: config, dtype: .float32, to: dir + "/out")
+        let (again, againConfig) = try HuggingFaceCheckpoint.read(directory: dir + "/out")
+        #expect(againConfig.llama == config.llama)
+        for tensor in weights.layout.trainableTensors { #expect(again.values(tensor) == weights.values(tensor), "\(tensor)") }
+        let written = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/out/config.json"))) as! [String: Any]
+        #expect(written["architectures"] as? [String] == ["Qwen2ForCausalLM"] && written["model_type"] as? String == "qwen2")
+        #expect { try Checkpoint.writeLegacy(weights, to: dir + "/model.bin") } throws: { "\($0)".contains("attention biases") }
+        // A window, or LLaMA's attention_bias, is refused by key.
+        var object = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: Fixtures.qwen2 + "/config.json"))) as! [String: Any]
+        object["use_sliding_window"] = true
+        #expect { try HuggingFaceConfig(json: JSONSerialization.data(withJSONObject: object), path: "config.json") } throws: {
+            "\($0)".contains("use_sliding_window: true is not supported")
+        }
+        object["use_sliding_window"] = false
+        object["layer_types"] = ["full_attention", "sliding_attention"]
+        #expect { try HuggingFaceConfig(json: JSONSerialization.data(withJSONObject: object), path: "config.json") } throws: { "\($0)".contains("layer_types") }
+        object["layer_types"] = nil
+        object["sliding_window"] = 4096
+        #expect(try HuggingFaceConfig(json: JSONSerialization.data(withJSONObject: object), path: "config.json").llama.seqLen == 128)
+        object["architectures"] = ["LlamaForCausalLM"]; object["model_type"] = "llama"; object["sliding_window"] = nil
+        object["attention_bias"] = true
+        #expect { try HuggingFaceConfig(json: JSONSerialization.data(withJSONObject: object), path: "config.json") } throws: {
+            "\($0)".contains("attention_bias: true is not supported")
         }
     }
 

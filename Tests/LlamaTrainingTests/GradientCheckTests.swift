@@ -5,13 +5,14 @@ import Testing
 
 /// Finite differences on a tiny random model, an independent check of every backward path.
 @Suite struct GradientCheckTests {
-    static func config(shared: Bool) -> LlamaConfig {
-        LlamaConfig(dim: 32, hiddenDim: 48, nLayers: 2, nHeads: 4, nKVHeads: 2, vocabSize: 23, seqLen: 16, sharedClassifier: shared)
+    static func config(shared: Bool, attentionBias: Bool = false) -> LlamaConfig {
+        LlamaConfig(dim: 32, hiddenDim: 48, nLayers: 2, nHeads: 4, nKVHeads: 2, vocabSize: 23, seqLen: 16, sharedClassifier: shared,
+                    attentionBias: attentionBias)
     }
 
     /// Random weights with larger norms than a real init, so that every path carries signal.
-    static func model(shared: Bool, seed: UInt64 = 3) -> ModelWeights {
-        let w = ModelWeights.random(config: config(shared: shared), seed: seed, std: 0.3)
+    static func model(shared: Bool, attentionBias: Bool = false, seed: UInt64 = 3) -> ModelWeights {
+        let w = ModelWeights.random(config: config(shared: shared, attentionBias: attentionBias), seed: seed, std: 0.3)
         var rng = SeededGenerator(seed: seed + 100)
         w.storage.withUnsafeMutableBufferPointer { buf in
             for t in [ParameterTensor.rmsAttention, .rmsFFN, .rmsFinal] {
@@ -51,9 +52,11 @@ import Testing
 
     static let sequences: [[Int32]] = [[1, 5, 9, 13, 2, 7], [1, 4, 4, 8], [1, 20, 3, 11, 17, 6, 5, 2]]
 
-    @Test(arguments: [true, false])
-    func crossEntropy(shared: Bool) throws {
-        let trainer = TrainableTransformer(weights: GradientCheckTests.model(shared: shared))
+    /// With tied and separate classifiers, and with Qwen2's attention biases.
+    @Test(arguments: [(true, false), (false, false), (true, true)])
+    func crossEntropy(shared: Bool, attentionBias: Bool) throws {
+        let trainer = TrainableTransformer(weights: GradientCheckTests.model(shared: shared, attentionBias: attentionBias))
+        #expect(trainer.weights.layout.trainableTensors.contains(.bq) == attentionBias)
         let mask = GradientCheckTests.sequences.map { s in (0..<(s.count - 1)).map { $0 == 0 ? Float(0) : 1 } }
         _ = try trainer.maskedCrossEntropy(sequences: GradientCheckTests.sequences, mask: mask)
         let analytic = FloatBuffer(count: trainer.gradients.count)

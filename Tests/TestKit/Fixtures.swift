@@ -36,6 +36,14 @@ public enum Fixtures {
         return try JSONSerialization.jsonObject(with: data) as! [String: Any]
     }
 
+    /// The Qwen2 fixture: a `Qwen2ForCausalLM` directory (query, key and value biases), and transformers'
+    /// float64 outputs and SFT gradients on it (made by `hf-qwen2/generate.py`).
+    public static let qwen2 = root + "/hf-qwen2/qwen2-bias"
+    public static func qwen2Reference() throws -> [String: Any] {
+        let data = try Data(contentsOf: URL(fileURLWithPath: root + "/hf-qwen2/qwen2-bias.reference.json"))
+        return try JSONSerialization.jsonObject(with: data) as! [String: Any]
+    }
+
     /// The SentencePiece encode cases: `(text, ids)`.
     public static func encodeCases() throws -> [(String, [Int32])] {
         let text = try String(contentsOfFile: root + "/tokenizer/llama2/encode-cases.jsonl", encoding: .utf8)

@@ -92,6 +92,12 @@ package enum Kernels {
         while i < n { x[i] *= factor; i += 1 }
     }
 
+    /// `x[i] += bias[i]` for `i < n` (a projection's bias on one row).
+    @inline(__always)
+    @inlinable package static func addBias(_ x: UnsafeMutablePointer<Float>, _ bias: UnsafePointer<Float>, _ n: Int) {
+        for i in 0..<n { x[i] += bias[i] }
+    }
+
     /// SwiGLU's gate in place: `gate[i] = silu(gate[i]) * up[i]`, `silu(v) = v / (1 + exp(-v))`.
     @inline(__always)
     @inlinable package static func swiglu(_ gate: UnsafeMutablePointer<Float>, _ up: UnsafePointer<Float>, _ n: Int) {

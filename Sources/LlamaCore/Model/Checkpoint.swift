@@ -180,6 +180,7 @@ public enum Checkpoint {
         if config.normEps != 1e-5 { parts.append("rms_norm_eps \(config.normEps)") }
         if config.ropeTheta != 10000 { parts.append("rope_theta \(config.ropeTheta)") }
         if let scaling = config.ropeScaling { parts.append("rope_scaling \(scaling.typeName)") }
+        if config.attentionBias { parts.append("attention biases") }
         return parts.isEmpty ? nil : parts.joined(separator: ", ")
     }
 

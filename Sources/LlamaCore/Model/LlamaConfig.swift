@@ -29,11 +29,14 @@ public struct LlamaConfig: Codable, Sendable, Equatable {
     public var ropeTheta: Float
     /// How RoPE's frequencies are stretched (nil: LLaMA2's unscaled RoPE).
     public var ropeScaling: RoPEScaling?
+    /// True when the query, key and value projections add a bias (Qwen2's blocks: `bq`, `bk`, `bv`);
+    /// LLaMA2's have none.
+    public var attentionBias: Bool
 
     /// Creates a config; call `validate()` (checkpoint readers do) before using it.
     public init(dim: Int, hiddenDim: Int, nLayers: Int, nHeads: Int, nKVHeads: Int, vocabSize: Int,
                 seqLen: Int, sharedClassifier: Bool = true, normEps: Float = 1e-5, ropeTheta: Float = 10000,
-                ropeScaling: RoPEScaling? = nil) {
+                ropeScaling: RoPEScaling? = nil, attentionBias: Bool = false) {
         self.dim = dim
         self.hiddenDim = hiddenDim
         self.nLayers = nLayers
@@ -45,6 +48,23 @@ public struct LlamaConfig: Codable, Sendable, Equatable {
         self.normEps = normEps
         self.ropeTheta = ropeTheta
         self.ropeScaling = ropeScaling
+        self.attentionBias = attentionBias
+    }
+
+    private enum CodingKeys: String, CodingKey {
+        case dim, hiddenDim, nLayers, nHeads, nKVHeads, vocabSize, seqLen, sharedClassifier, normEps, ropeTheta, ropeScaling, attentionBias
+    }
+
+    /// Decodes a config; one written before `attentionBias` existed has none.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(dim: try c.decode(Int.self, forKey: .dim), hiddenDim: try c.decode(Int.self, forKey: .hiddenDim),
+                  nLayers: try c.decode(Int.self, forKey: .nLayers), nHeads: try c.decode(Int.self, forKey: .nHeads),
+                  nKVHeads: try c.decode(Int.self, forKey: .nKVHeads), vocabSize: try c.decode(Int.self, forKey: .vocabSize),
+                  seqLen: try c.decode(Int.self, forKey: .seqLen), sharedClassifier: try c.decode(Bool.self, forKey: .sharedClassifier),
+                  normEps: try c.decode(Float.self, forKey: .normEps), ropeTheta: try c.decode(Float.self, forKey: .ropeTheta),
+                  ropeScaling: try c.decodeIfPresent(RoPEScaling.self, forKey: .ropeScaling),
+                  attentionBias: try c.decodeIfPresent(Bool.self, forKey: .attentionBias) ?? false)
     }
 
     /// Size of one attention head, `hs = D / nHeads`.
@@ -132,7 +152,7 @@ public struct LlamaConfig: Codable, Sendable, Equatable {
 
     /// Number of trainable parameters (embedding, blocks, final norm, classifier if separate).
     public var parameterCount: Int {
-        let perLayer = 2 * dim + dim * dim * 2 + kvDim * dim * 2 + 3 * dim * hiddenDim
+        let perLayer = 2 * dim + dim * dim * 2 + kvDim * dim * 2 + 3 * dim * hiddenDim + (attentionBias ? dim + 2 * kvDim : 0)
         return vocabSize * dim + nLayers * perLayer + dim + (sharedClassifier ? 0 : vocabSize * dim)
     }
 

@@ -29,6 +29,15 @@ public enum ParameterTensor: Int, CaseIterable, Sendable, Codable {
     case freqCisImag
     /// `(V, D)` separate classifier; absent when the classifier is shared.
     case classifier
+    /// `(L, D)` query bias (Qwen2's blocks; absent without `attentionBias`, and in llama2.c files).
+    case bq
+    /// `(L, KVD)` key bias, as `bq`.
+    case bk
+    /// `(L, KVD)` value bias, as `bq`.
+    case bv
+
+    /// Whether this is one of the attention biases (`bq`, `bk`, `bv`).
+    public var isAttentionBias: Bool { self == .bq || self == .bk || self == .bv }
 
     /// The name llama2.c and PyTorch exports use.
     public var name: String {
@@ -47,6 +56,9 @@ public enum ParameterTensor: Int, CaseIterable, Sendable, Codable {
         case .freqCisReal: return "freq_cis_real"
         case .freqCisImag: return "freq_cis_imag"
         case .classifier: return "output"
+        case .bq: return "bq"
+        case .bk: return "bk"
+        case .bv: return "bv"
         }
     }
 }
@@ -93,6 +105,8 @@ public struct ParameterLayout: Sendable, Equatable {
         case .rmsFinal: return [c.dim]
         case .freqCisReal, .freqCisImag: return [c.seqLen, c.headSize / 2]
         case .classifier: return c.sharedClassifier ? [0] : [c.vocabSize, c.dim]
+        case .bq: return c.attentionBias ? [c.nLayers, c.dim] : [0]
+        case .bk, .bv: return c.attentionBias ? [c.nLayers, c.kvDim] : [0]
         }
     }
 
@@ -117,9 +131,10 @@ public struct ParameterLayout: Sendable, Equatable {
         return offsets[tensor.rawValue] + layer * shape.dropFirst().reduce(1, *)
     }
 
-    /// The tensors a checkpoint with this config stores, in legacy file order.
+    /// The tensors a checkpoint with this config stores, in legacy file order (then the attention
+    /// biases, where the config has them).
     public var storedTensors: [ParameterTensor] {
-        ParameterTensor.allCases.filter { $0 != .classifier || !config.sharedClassifier }
+        ParameterTensor.allCases.filter { ($0 != .classifier || !config.sharedClassifier) && (!$0.isAttentionBias || config.attentionBias) }
     }
 
     /// The trainable tensors (everything but the legacy RoPE tables).

@@ -145,6 +145,15 @@ public final class Transformer {
             for r in 0..<rows { Kernels.rmsnorm(xb + r * D, x + r * D, rmsAtt, D, eps: c.normEps) }
             project([Projection(.wq, l, xb, q, D, D), Projection(.wk, l, xb, k, KVD, D),
                      Projection(.wv, l, xb, v, KVD, D)], rows: rows, rowInvariant: rowInvariant)
+            if c.attentionBias {
+                // Qwen2: q, k and v add their biases before RoPE.
+                let bq = w + layout.offset(.bq, layer: l), bk = w + layout.offset(.bk, layer: l), bv = w + layout.offset(.bv, layer: l)
+                for r in 0..<rows {
+                    Kernels.addBias(q + r * D, bq, D)
+                    Kernels.addBias(k + r * KVD, bk, KVD)
+                    Kernels.addBias(v + r * KVD, bv, KVD)
+                }
+            }
             for r in 0..<rows {
                 let table = positions[r] * half
                 Kernels.rope(q + r * D, heads: c.nHeads, hs: hs, cos: ropeCos + table, sin: ropeSin + table)

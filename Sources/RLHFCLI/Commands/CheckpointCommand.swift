@@ -89,6 +89,7 @@ struct CheckpointCommand: ParsableCommand {
                     "norm_eps": Double(c.normEps), "rope_theta": Double(c.ropeTheta),
                 ]
                 if let scaling = c.ropeScaling { info["rope_scaling"] = scaling.huggingFaceParameters }
+                info["attention_bias"] = c.attentionBias
                 if json {
                     print(jsonLine(info))
                 } else {
@@ -99,6 +100,7 @@ struct CheckpointCommand: ParsableCommand {
                         let parameters = scaling.huggingFaceParameters.filter { $0.key != "rope_type" }.sorted { $0.key < $1.key }
                         print("  rope_scaling \(scaling.typeName): " + parameters.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
                     }
+                    if c.attentionBias { print("  attention biases: query, key and value (Qwen2)") }
                     print("  parameters \(c.parameterCount) (\(String(format: "%.2f", Double(c.parameterCount) / 1e6))M)")
                 }
             } catch {

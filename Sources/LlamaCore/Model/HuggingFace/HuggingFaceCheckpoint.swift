@@ -31,6 +31,9 @@ public enum HuggingFaceCheckpoint {
         case .w3: return prefix + "mlp.up_proj.weight"
         case .rmsFinal: return "model.norm.weight"
         case .classifier: return "lm_head.weight"
+        case .bq: return prefix + "self_attn.q_proj.bias"
+        case .bk: return prefix + "self_attn.k_proj.bias"
+        case .bv: return prefix + "self_attn.v_proj.bias"
         case .freqCisReal, .freqCisImag: return ""
         }
     }
@@ -39,7 +42,7 @@ public enum HuggingFaceCheckpoint {
     static func tensors(_ config: LlamaConfig) -> [(name: String, tensor: ParameterTensor, layer: Int, shape: [Int])] {
         var out: [(String, ParameterTensor, Int, [Int])] = []
         out.append((name(.tokenEmbedding, layer: 0), .tokenEmbedding, 0, [config.vocabSize, config.dim]))
-        let perLayer: [ParameterTensor] = [.rmsAttention, .wq, .wk, .wv, .wo, .rmsFFN, .w1, .w2, .w3]
+        let perLayer: [ParameterTensor] = [.rmsAttention, .wq, .wk, .wv, .wo, .rmsFFN, .w1, .w2, .w3] + (config.attentionBias ? [.bq, .bk, .bv] : [])
         for layer in 0..<config.nLayers {
             for tensor in perLayer {
                 out.append((name(tensor, layer: layer), tensor, layer, Array(ParameterLayout.shape(tensor, config).dropFirst())))
@@ -50,10 +53,10 @@ public enum HuggingFaceCheckpoint {
         return out
     }
 
-    /// Maps a row of a `q_proj`/`k_proj` in Hugging Face's order to the core's row (see the type's
-    /// comment); other tensors keep their rows.
+    /// Maps a row of a `q_proj`/`k_proj` (or an element of its bias) in Hugging Face's order to the
+    /// core's row (see the type's comment); other tensors keep their rows.
     static func coreRow(_ tensor: ParameterTensor, _ config: LlamaConfig) -> (Int) -> Int {
-        guard tensor == .wq || tensor == .wk else { return { $0 } }
+        guard [.wq, .wk, .bq, .bk].contains(tensor) else { return { $0 } }
         let hs = config.headSize, half = hs / 2
         return { row in
             let head = row / hs, within = row % hs
@@ -106,7 +109,7 @@ public enum HuggingFaceCheckpoint {
         for name in location.keys.sorted() where !known.contains(name) {
             // Older exports keep RoPE's inverse frequencies; a tied model may still store lm_head.
             if name.hasSuffix("rotary_emb.inv_freq") || (name == "lm_head.weight" && config.sharedClassifier) { continue }
-            throw LlamaError.invalidCheckpoint(path: directory, reason: "tensor \(name) has no place in a LLaMA model the core runs (no biases, no extra layers)")
+            throw LlamaError.invalidCheckpoint(path: directory, reason: "tensor \(name) has no place in a \(config.attentionBias ? "Qwen2" : "LLaMA") model the core runs (\(config.attentionBias ? "biases of the query, key and value projections only" : "no biases"), no extra layers)")
         }
         let weights = ModelWeights(zerosFor: config)
         for item in expected {
@@ -119,7 +122,8 @@ public enum HuggingFaceCheckpoint {
             }
             let offset = item.tensor == .rmsFinal || item.tensor == .tokenEmbedding || item.tensor == .classifier
                 ? weights.layout.offset(item.tensor) : weights.layout.offset(item.tensor, layer: item.layer)
-            try file.read(entry, columns: item.shape.last!, into: weights.storage, offset: offset,
+            // A bias's elements are its projection's rows, permuted as they are.
+            try file.read(entry, columns: item.tensor.isAttentionBias ? 1 : item.shape.last!, into: weights.storage, offset: offset,
                           destinationRow: coreRow(item.tensor, config))
         }
         return (weights, hfConfig)
@@ -138,7 +142,7 @@ public enum HuggingFaceCheckpoint {
             let offset = item.tensor == .rmsFinal || item.tensor == .tokenEmbedding || item.tensor == .classifier
                 ? weights.layout.offset(item.tensor) : weights.layout.offset(item.tensor, layer: item.layer)
             return SafetensorsWriter.Tensor(name: item.name, shape: item.shape, source: weights.storage, offset: offset,
-                                            sourceRow: coreRow(item.tensor, c))
+                                            sourceRow: coreRow(item.tensor, c), columns: item.tensor.isAttentionBias ? 1 : nil)
         }
         try SafetensorsWriter.write(items, dtype: dtype, metadata: ["format": "pt"], to: directory + "/model.safetensors")
         try write(described.json(), to: directory + "/config.json")

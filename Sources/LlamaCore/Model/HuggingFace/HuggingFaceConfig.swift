@@ -1,8 +1,9 @@
 import Foundation
 
 /// A Hugging Face `config.json` of a `LlamaForCausalLM` (or a `MistralForCausalLM`, whose context is
-/// capped at its sliding window), read into the core's `LlamaConfig` plus the token ids it names. Keys
-/// the core cannot honour (biases, another architecture or activation, a head size other than
+/// capped at its sliding window, or a `Qwen2ForCausalLM`, LLaMA's blocks with query, key and value
+/// biases), read into the core's `LlamaConfig` plus the token ids it names. Keys the core cannot honour
+/// (LLaMA's `attention_bias`, MLP biases, another architecture or activation, a head size other than
 /// `hidden_size / num_attention_heads`, a RoPE scaling other than linear and LLaMA 3.1's) are refused
 /// with the key and its value.
 public struct HuggingFaceConfig: Sendable, Equatable {
@@ -77,18 +78,19 @@ public struct HuggingFaceConfig: Sendable, Equatable {
         }
 
         // What the core runs: LLaMA's decoder, SiLU-gated MLP, no biases; Mistral's is the same decoder
-        // (the same tensors) with a sliding window over the keys.
-        let families = ["LlamaForCausalLM": "llama", "MistralForCausalLM": "mistral"]
+        // (the same tensors) with a sliding window over the keys; Qwen2's adds biases to the query, key
+        // and value projections (not the output's).
+        let families = ["LlamaForCausalLM": "llama", "MistralForCausalLM": "mistral", "Qwen2ForCausalLM": "qwen2"]
         var modelType: String?
         if let architectures = object["architectures"] {
             guard let names = architectures as? [String], names.count == 1, let type = families[names[0]] else {
-                throw refuse("architectures", "\(describe(architectures)) is not supported (only [\"LlamaForCausalLM\"] or [\"MistralForCausalLM\"])")
+                throw refuse("architectures", "\(describe(architectures)) is not supported (only [\"LlamaForCausalLM\"], [\"MistralForCausalLM\"] or [\"Qwen2ForCausalLM\"])")
             }
             modelType = type
         }
         if let value = object["model_type"], !(value is NSNull) {
             guard let type = value as? String, families.values.contains(type) else {
-                throw refuse("model_type", "\(describe(value)) is not supported (only \"llama\" or \"mistral\")")
+                throw refuse("model_type", "\(describe(value)) is not supported (only \"llama\", \"mistral\" or \"qwen2\")")
             }
             if let modelType, modelType != type {
                 throw refuse("model_type", "\(describe(value)) disagrees with architectures \(describe(object["architectures"]))")
@@ -101,7 +103,8 @@ public struct HuggingFaceConfig: Sendable, Equatable {
             }
         }
         for key in ["attention_bias", "mlp_bias"] where try flag(key) == true {
-            throw refuse(key, "true is not supported (the core's projections have no biases)")
+            // LLaMA's attention_bias adds one to the output projection too, which the core has no place for.
+            throw refuse(key, "true is not supported (the core's biases are Qwen2's: query, key and value only)")
         }
         // RoPE: its base and an optional scaling, spelled `rope_theta` + `rope_scaling` (transformers 4) or
         // `rope_parameters` (transformers 5, which holds both).
@@ -159,7 +162,16 @@ public struct HuggingFaceConfig: Sendable, Equatable {
             window = try int("sliding_window", required: false)
             if let window, window < 1 { throw refuse("sliding_window", "expected a positive integer or null, got \(window)") }
         }
-        for key in ["sliding_window", "attn_logit_softcapping", "final_logit_softcapping"] where !(key == "sliding_window" && modelType == "mistral") {
+        if modelType == "qwen2" {
+            // Qwen2 attends through a window only where use_sliding_window is set (layer_types says where).
+            if try flag("use_sliding_window") == true { throw refuse("use_sliding_window", "true is not supported (full attention only)") }
+            if let types = object["layer_types"], !(types is NSNull) {
+                guard let list = types as? [String], list.allSatisfy({ $0 == "full_attention" }) else {
+                    throw refuse("layer_types", "\(describe(types)) is not supported (only \"full_attention\" layers)")
+                }
+            }
+        }
+        for key in ["sliding_window", "attn_logit_softcapping", "final_logit_softcapping"] where !(key == "sliding_window" && (modelType == "mistral" || modelType == "qwen2")) {
             if let value = object[key], !(value is NSNull) {
                 throw refuse(key, "\(describe(value)) is not supported")
             }
@@ -176,7 +188,8 @@ public struct HuggingFaceConfig: Sendable, Equatable {
                                  nHeads: heads, nKVHeads: kvHeads, vocabSize: try int("vocab_size")!,
                                  seqLen: min(try int("max_position_embeddings")!, window ?? .max),
                                  sharedClassifier: try flag("tie_word_embeddings") ?? false,
-                                 normEps: Float(eps), ropeTheta: Float(theta), ropeScaling: ropeScaling)
+                                 normEps: Float(eps), ropeTheta: Float(theta), ropeScaling: ropeScaling,
+                                 attentionBias: modelType == "qwen2")
         do { try config.validate() } catch {
             throw LlamaError.invalidCheckpoint(path: path, reason: "config.json: \(error)")
         }
@@ -194,8 +207,9 @@ public struct HuggingFaceConfig: Sendable, Equatable {
                   dtype: (object["dtype"] as? String) ?? (object["torch_dtype"] as? String))
     }
 
-    /// config.json for `llama` as `transformers` writes a LlamaForCausalLM's, in the keys that 4.x and 5.x
-    /// both read (`rope_theta` and `rope_scaling`, `torch_dtype` beside `dtype`).
+    /// config.json for `llama` as `transformers` writes a LlamaForCausalLM's (a Qwen2ForCausalLM's where the
+    /// model has attention biases), in the keys that 4.x and 5.x both read (`rope_theta` and `rope_scaling`,
+    /// `torch_dtype` beside `dtype`).
     public func json() -> Data {
         let c = llama
         var object: [String: Any] = [
@@ -221,6 +235,14 @@ public struct HuggingFaceConfig: Sendable, Equatable {
             "use_cache": true,
             "initializer_range": 0.02,
         ]
+        if c.attentionBias {
+            object["architectures"] = ["Qwen2ForCausalLM"]
+            object["model_type"] = "qwen2"
+            for key in ["attention_bias", "mlp_bias", "pretraining_tp"] { object[key] = nil }
+            object["use_sliding_window"] = false
+            object["sliding_window"] = NSNull()
+            object["max_window_layers"] = c.nLayers
+        }
         if let bosTokenId { object["bos_token_id"] = bosTokenId }
         if eosTokenIds.count == 1 { object["eos_token_id"] = eosTokenIds[0] } else if !eosTokenIds.isEmpty { object["eos_token_id"] = eosTokenIds }
         if let dtype { object["torch_dtype"] = dtype; object["dtype"] = dtype }

@@ -132,6 +132,8 @@ struct SafetensorsWriter {
         var offset: Int
         /// File row `r` is source row `sourceRow(r)`.
         var sourceRow: (Int) -> Int = { $0 }
+        /// Elements of a row (nil: the last dimension; 1 for a vector whose elements `sourceRow` maps).
+        var columns: Int? = nil
     }
 
     /// Writes `tensors` in order, atomically, as `dtype`, with `metadata` (e.g. `{"format": "pt"}`).
@@ -152,7 +154,7 @@ struct SafetensorsWriter {
             try file.write((0..<8).map { UInt8(truncatingIfNeeded: length >> (8 * UInt64($0))) })
             try file.write(json)
             for tensor in tensors {
-                let columns = tensor.shape.last ?? 1
+                let columns = tensor.columns ?? tensor.shape.last ?? 1
                 let rows = tensor.shape.reduce(1, *) / max(columns, 1)
                 let rowsPerChunk = max(1, (4 << 20) / max(1, columns * dtype.size))
                 var row = 0
