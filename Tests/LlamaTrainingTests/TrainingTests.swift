@@ -79,13 +79,16 @@ import TestKit
     /// A scoring forward (the last layer for the asked rows only; attention through `rlhf_small_gemm_nn`
     /// where a head is a multiple of 16 wide, as tiny-gqa's) gives those rows' hidden states of the full
     /// forward, on both fixture shapes, rows in any order, on one thread and two; its tape refuses a
-    /// backward pass by construction (checked by the precondition, not here).
-    @Test(arguments: ["tiny-mha", "tiny-gqa"])
+    /// backward pass by construction (checked by the precondition, not here). The Qwen2 fixture's
+    /// attention biases take the scoring path too.
+    @Test(arguments: ["tiny-mha", "tiny-gqa", "qwen2"])
     func scoringForwardMatchesTheFullForward(model: String) throws {
-        let weights = try Checkpoint.read(path: TrainingTests.fixtures + "/\(model).bin").weights
+        let weights = model == "qwen2" ? try HuggingFaceCheckpoint.read(directory: Fixtures.qwen2).weights
+            : try Checkpoint.read(path: TrainingTests.fixtures + "/\(model).bin").weights
         // A sequence of 70 covers every column tiling of the scoring attention (tiny-gqa's heads are 16 wide).
-        let long = (0..<70).map { Int32(1 + ($0 * 37) % 500) }
-        let sequences: [[Int32]] = [[1, 17, 300, 42, 42, 9], [1, 5], [1], [1, 88, 7, 7, 7, 7, 7, 7, 100, 3, 250], long]
+        let vocabulary = Int32(weights.config.vocabSize)
+        let long = (0..<70).map { Int32(1 + ($0 * 37) % 500) % vocabulary }
+        let sequences: [[Int32]] = [[1, 17, 300, 42, 42, 9], [1, 5], [1], [1, 88, 7, 7, 7, 7, 7, 7, 100, 3, 250], long].map { $0.map { $0 % vocabulary } }
         let batch = try TokenBatch(sequences, config: weights.config)
         let D = weights.config.dim
         for threads in [1, 2] {
