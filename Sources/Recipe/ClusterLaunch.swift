@@ -43,8 +43,8 @@ public final class ClusterLaunch {
     public var externalWorkers = false
     /// The RLHF stages' driver, once a step needs it.
     private var rlhf: RLHFPipeline?
-    /// The spec's data files as the pre-flight read them (nil: none, or not read yet).
-    private var plannedData: FileDataSource?
+    /// The plan's tokenizer (and its path) and data files as the pre-flight read them (nil: not read yet).
+    private var planned: (tokenizer: Tokenizer, path: String, files: FileDataSource?)?
     /// The workers started so far (a snapshot).
     private var started: [WorkerProcesses.Process] { workers.all }
 
@@ -96,9 +96,9 @@ public final class ClusterLaunch {
             // the model, or a data file that cannot be used, would stop the plan at its first RLHF step, with
             // every worker started. The files read here are the plan's (not read again).
             let config = try Checkpoint.readConfig(path: spec.checkpoint)
-            let (tokenizer, _) = try ClusterLaunch.planTokenizer(spec, config: config)
+            let (tokenizer, path) = try ClusterLaunch.planTokenizer(spec, config: config)
             let files = try ClusterLaunch.planData(spec, tokenizer: tokenizer, config: config)
-            lock.withLock { plannedData = files }
+            lock.withLock { planned = (tokenizer, path, files) }
         }
         if !resuming { try journal.append(.run(specDigest: specDigest)) }
         // The run's identity, kept across resumes: its workers carry it, so that they join no other run.
@@ -508,7 +508,11 @@ public final class ClusterLaunch {
     private func pipeline(_ coordinator: Coordinator, report: @escaping (String) -> Void) throws -> RLHFPipeline {
         if let pipeline = rlhf { return pipeline }
         let config = try Checkpoint.read(path: spec.checkpoint).weights.config
-        let (tokenizer, tokenizerPath) = try ClusterLaunch.planTokenizer(spec, config: config)
+        // What the pre-flight read (a plan with RLHF steps always has it), else read now.
+        let (tokenizer, tokenizerPath, files) = try lock.withLock { planned } ?? {
+            let (tokenizer, path) = try ClusterLaunch.planTokenizer(spec, config: config)
+            return (tokenizer, path, try ClusterLaunch.planData(spec, tokenizer: tokenizer, config: config))
+        }()
         if tokenizer.stopIds != [tokenizer.eosId] {
             // Said where the answers' end is not EOS alone: what a rollout stops at is then the model's to say.
             report("answers end with \(tokenizer.tokenText(tokenizer.endOfTurnId)); sampling stops at "
@@ -516,7 +520,6 @@ public final class ClusterLaunch {
         }
         // A judge command `rlhf ...` runs this program (the coordinator's, on this machine).
         let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
-        let files = try lock.withLock { plannedData } ?? ClusterLaunch.planData(spec, tokenizer: tokenizer, config: config)
         let context = try ClusterLaunch.taskContext(spec, tokenizer: tokenizer, files: files, executable: executable, coordinator: coordinator,
                                                     report: report)
         let pipeline = try RLHFPipeline(coordinator: coordinator, context: context, config: config, runDirectory: runDirectory, report: report)
