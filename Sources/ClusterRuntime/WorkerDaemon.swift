@@ -17,8 +17,9 @@ import Wire
 /// checks the build) run on its compute queue, off the socket thread. WEIGHT_ANNOUNCEs go to that
 /// queue too: the daemon fetches the announced version from its source, verifies it, installs it
 /// between two calls and reports the new version at once. A call asked again under the same request
-/// id with the same content (a coordinator restarted before it journaled the answer) is answered with
-/// the answer already given, not run twice: a learner step is taken once. `drain()` stops taking work, finishes
+/// id with the same content (a coordinator restarted before it journaled the answer, or one that declared
+/// the worker dead mid-call and gave the call back to it) is answered with the answer given, or about to
+/// be given, not run twice: a learner step is taken once (`CallLedger`). `drain()` stops taking work, finishes
 /// what is in flight and says goodbye (SHUTDOWN) so the coordinator forgets the worker cleanly.
 public final class WorkerDaemon: @unchecked Sendable {
     /// Who the worker is.
@@ -58,10 +59,8 @@ public final class WorkerDaemon: @unchecked Sendable {
         var link: WorkerLink
         var heartbeatMilliseconds: UInt32 = 500
         var nextRequestID: UInt64 = 1
-        var inFlight = 0
-        var draining = false
-        /// The last call answered: its request id, a digest of its content, and the answer.
-        var lastAnswered: (requestID: UInt64, digest: UInt32, reply: WireMessage)?
+        /// Calls running and the last one answered; whether new calls are refused (draining).
+        var calls = CallLedger<WireMessage>()
 
         init(link: WorkerLink) { self.link = link }
     }
@@ -253,23 +252,26 @@ public final class WorkerDaemon: @unchecked Sendable {
             // on the call by the coordinator; else the one it arrived under), so an answer finished
             // after the worker was declared dead (and registered anew) is fenced, and a call that
             // overtook the acknowledgement of its registration is still answered under it.
-            let digest = WorkerDaemon.digest(message)
-            let admitted = state.withLock { s -> (epoch: UInt64, replay: WireMessage?)? in
-                if let last = s.lastAnswered, last.requestID == message.requestID, last.digest == digest {
-                    return (message.epoch != 0 ? message.epoch : s.link.epoch, last.reply)
-                }
-                guard !s.draining else { return nil }
-                s.inFlight += 1
-                return (message.epoch != 0 ? message.epoch : s.link.epoch, nil)
+            let call = CallLedger<WireMessage>.Call(requestID: message.requestID, digest: WorkerDaemon.digest(message))
+            let (epoch, admission) = state.withLock { s in
+                let epoch = message.epoch != 0 ? message.epoch : s.link.epoch
+                return (epoch, s.calls.admit(call, epoch: epoch))
             }
-            guard let admitted else {
+            switch admission {
+            case .draining:
                 reply(error: .workerDraining, "worker \(settings.workerID) is draining and takes no new work", to: message)
                 return
-            }
-            if var replay = admitted.replay {
-                replay.epoch = admitted.epoch
-                if let frames = try? replay.frames() { loop.send(socket, frames) }
+            case let .replay(answer):
+                send(answer, epochs: [epoch])
                 return
+            case .joined:
+                // Asked again while it runs (declared dead mid-call, registered again, and given the call
+                // back): answered under this epoch too when it finishes, not run a second time.
+                logger.info("a call asked again while it runs is answered once it finishes", metadata: [
+                    "request": "\(message.requestID)", "epoch": "\(epoch)"])
+                return
+            case .run:
+                break
             }
             let actorSystem = actorSystem
             // Started on the poll loop, never the global pool: a process whose cooperative threads are
@@ -278,15 +280,10 @@ public final class WorkerDaemon: @unchecked Sendable {
             Task(executorPreference: loop) { [self] in
                 var answer = await actorSystem.answer(message)
                 answer.sender = settings.workerID
-                answer.epoch = admitted.epoch
                 if let failure = try? ClusterActorSystem.replyError(answer) {
                     logger.warning("call failed", metadata: ["error": "\(failure)"])
                 }
-                state.withLock { s in
-                    s.inFlight -= 1
-                    s.lastAnswered = (message.requestID, digest, answer)
-                }
-                if let frames = try? answer.frames() { loop.send(socket, frames) }
+                send(answer, epochs: state.withLock { $0.calls.finish(call, reply: answer) })
             }
         case .weightAnnounce:
             guard let service, let config = service.modelConfig else {
@@ -311,6 +308,15 @@ public final class WorkerDaemon: @unchecked Sendable {
             logger.warning("the coordinator reported an error", metadata: ["error": "\(text)"])
         default:
             logger.debug("ignored a message", metadata: ["type": "\(message.type)"])
+        }
+    }
+
+    /// Sends `answer` once under each of `epochs`: the registration each asker sent the call to.
+    private func send(_ answer: WireMessage, epochs: [UInt64]) {
+        for epoch in epochs {
+            var stamped = answer
+            stamped.epoch = epoch
+            if let frames = try? stamped.frames() { loop.send(socket, frames) }
         }
     }
 
@@ -357,7 +363,7 @@ public final class WorkerDaemon: @unchecked Sendable {
     }
 
     private func sendHeartbeat(requestID: UInt64? = nil) {
-        let (inFlight, draining) = state.withLock { ($0.inFlight, $0.draining) }
+        let (inFlight, draining) = state.withLock { ($0.calls.inFlight, $0.calls.draining) }
         var h = Rlhf_V1_Heartbeat()
         h.workerID = settings.workerID
         h.state = draining ? .draining : inFlight > 0 ? .busy : .idle
@@ -376,7 +382,7 @@ public final class WorkerDaemon: @unchecked Sendable {
     @discardableResult
     public func drain(timeoutSeconds: Double = 60) -> Bool {
         state.withLock { s in
-            s.draining = true
+            s.calls.draining = true
             s.link.startDraining()
         }
         sendHeartbeat()
@@ -386,7 +392,7 @@ public final class WorkerDaemon: @unchecked Sendable {
         let deadline = Date().addingTimeInterval(timeoutSeconds)
         // Calls admitted before the drain may still be on their way to the compute queue.
         var finished = done.wait(timeout: .now() + timeoutSeconds) == .success
-        while finished && state.withLock({ $0.inFlight }) > 0 {
+        while finished && state.withLock({ $0.calls.inFlight }) > 0 {
             if Date() > deadline { finished = false; break }
             Thread.sleep(forTimeInterval: 0.01)
         }
