@@ -29,7 +29,7 @@ import Testing
                 raised += 1
             }
         }
-        #expect(rendered == 150 && raised == 26)
+        #expect(rendered == 192 && raised == 36)
     }
 
     /// Jinja2's whitespace rules under trim_blocks and lstrip_blocks, one at a time (each as transformers'
