@@ -18,13 +18,13 @@ public final class ForwardTape {
         let rms1: FloatBuffer
         /// `(N, D)` normed input of the attention projections.
         let xn1: FloatBuffer
-        /// `(N, D)` queries after RoPE.
+        /// `(N, QD)` queries after RoPE.
         let q: FloatBuffer
         /// `(N, KVD)` keys after RoPE and values.
         let k: FloatBuffer, v: FloatBuffer
         /// Attention probabilities, per sequence and head a causal `(T, T)` block (zeros above the diagonal).
         let probs: FloatBuffer
-        /// `(N, D)` attention output (input of `wo`).
+        /// `(N, QD)` attention output (input of `wo`).
         let att: FloatBuffer
         /// `(N, D)` residual stream after attention.
         let xMid: FloatBuffer
@@ -34,22 +34,30 @@ public final class ForwardTape {
         let xn2: FloatBuffer
         /// `(N, H)` gate and up pre-activations, and the gated product (input of `w2`).
         let h1: FloatBuffer, h3: FloatBuffer, g: FloatBuffer
+        /// With query/key norms (Qwen3): `(N, QD)` queries and `(N, KVD)` keys before them, and `(N, nHeads)`,
+        /// `(N, nKVHeads)` each head's inverse RMS; empty otherwise.
+        let qRaw: FloatBuffer, kRaw: FloatBuffer, qInverse: FloatBuffer, kInverse: FloatBuffer
 
         init(n: Int, config c: LlamaConfig, probCount: Int) {
             xIn = FloatBuffer(count: n * c.dim)
             rms1 = FloatBuffer(count: n)
             xn1 = FloatBuffer(count: n * c.dim)
-            q = FloatBuffer(count: n * c.dim)
+            q = FloatBuffer(count: n * c.queryDim)
             k = FloatBuffer(count: n * c.kvDim)
             v = FloatBuffer(count: n * c.kvDim)
             probs = FloatBuffer(count: probCount)
-            att = FloatBuffer(count: n * c.dim)
+            att = FloatBuffer(count: n * c.queryDim)
             xMid = FloatBuffer(count: n * c.dim)
             rms2 = FloatBuffer(count: n)
             xn2 = FloatBuffer(count: n * c.dim)
             h1 = FloatBuffer(count: n * c.hiddenDim)
             h3 = FloatBuffer(count: n * c.hiddenDim)
             g = FloatBuffer(count: n * c.hiddenDim)
+            let norms = c.qkNorm ? n : 0
+            qRaw = FloatBuffer(count: norms * c.queryDim)
+            kRaw = FloatBuffer(count: norms * c.kvDim)
+            qInverse = FloatBuffer(count: norms * c.nHeads)
+            kInverse = FloatBuffer(count: norms * c.nKVHeads)
         }
     }
 

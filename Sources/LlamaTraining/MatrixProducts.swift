@@ -156,7 +156,7 @@ public final class MatrixProducts {
             left = max(left, n * inFeatures, n * outFeatures)
             right = max(right, outFeatures * inFeatures, n * inFeatures)
         }
-        for tensor in [ParameterTensor.wq, .wk, .w1, .w2] {
+        for tensor in [ParameterTensor.wq, .wk, .wo, .w1, .w2] {
             let (out, inFeatures) = LlamaModel.matrixShape(tensor, c)
             add(rows: tokens, inFeatures: inFeatures, outFeatures: out)
         }

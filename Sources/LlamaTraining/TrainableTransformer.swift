@@ -35,7 +35,7 @@ public final class TrainableTransformer {
     private let ropeCos: [Float], ropeSin: [Float]
     /// The tape `forward` fills (reused).
     private let tape: ForwardTape
-    /// Backward-pass scratch, grown on demand: `(N, D)` dx, dxn, datt, dq; `(N, KVD)` dk, dv;
+    /// Backward-pass scratch, grown on demand: `(N, D)` dx, dxn; `(N, QD)` datt, dq; `(N, KVD)` dk, dv;
     /// `(N, H)` dg, dh1, dh3; `(N, D)` hidden gradient handed to losses.
     private var scratchRows = 0
     private var dx = FloatBuffer(count: 0), dxn = FloatBuffer(count: 0), datt = FloatBuffer(count: 0)
@@ -49,6 +49,9 @@ public final class TrainableTransformer {
     private var rowLosses = AlignedBuffer<Double>(count: 0)
     /// Per-thread partial sums of a norm weight's gradient, `(threads, D)`.
     private var normPartials = FloatBuffer(count: 0)
+    /// Per-thread `(2, hs)` blocks for the query/key norms' backward pass: the weight's partial gradient
+    /// and one head's input gradient.
+    private var headNormScratch = FloatBuffer(count: 0)
     /// Query rows per causal block of the attention forward.
     static let attentionBlock = 64
     /// Rows of logits materialised at once by `languageModelHead`.
@@ -58,8 +61,8 @@ public final class TrainableTransformer {
         guard n > scratchRows else { return }
         let c = config
         scratchRows = n
-        dx = FloatBuffer(count: n * c.dim); dxn = FloatBuffer(count: n * c.dim); datt = FloatBuffer(count: n * c.dim)
-        dq = FloatBuffer(count: n * c.dim); dk = FloatBuffer(count: n * c.kvDim); dv = FloatBuffer(count: n * c.kvDim)
+        dx = FloatBuffer(count: n * c.dim); dxn = FloatBuffer(count: n * c.dim); datt = FloatBuffer(count: n * c.queryDim)
+        dq = FloatBuffer(count: n * c.queryDim); dk = FloatBuffer(count: n * c.kvDim); dv = FloatBuffer(count: n * c.kvDim)
         dg = FloatBuffer(count: n * c.hiddenDim); dh1 = FloatBuffer(count: n * c.hiddenDim); dh3 = FloatBuffer(count: n * c.hiddenDim)
         hiddenGradientBuffer = FloatBuffer(count: n * c.dim)
     }
@@ -151,7 +154,7 @@ public final class TrainableTransformer {
             tape.loraDropoutSeed = nil
         }
         let seed = tape.loraDropoutSeed
-        let n = batch.rowCount, D = c.dim, KVD = c.kvDim, H = c.hiddenDim
+        let n = batch.rowCount, D = c.dim, QD = c.queryDim, KVD = c.kvDim, H = c.hiddenDim
         let input = tape.layers[0].xIn.baseAddress, embedding = w + offset(.tokenEmbedding)
         batch.tokens.withUnsafeBufferPointer { tokens in
             pool.parallelFor(n, grain: 64) { range, _ in
@@ -166,16 +169,18 @@ public final class TrainableTransformer {
                 break
             }
             normRows(out: saved.xn1, inverse: saved.rms1, input: x, weight: w + offset(.rmsAttention, l), rows: n)
-            project(.wq, l, saved.q.baseAddress, saved.xn1.baseAddress, n: n, inFeatures: D, outFeatures: D, seed: seed)
+            project(.wq, l, saved.q.baseAddress, saved.xn1.baseAddress, n: n, inFeatures: D, outFeatures: QD, seed: seed)
             project(.wk, l, saved.k.baseAddress, saved.xn1.baseAddress, n: n, inFeatures: D, outFeatures: KVD, seed: seed)
             project(.wv, l, saved.v.baseAddress, saved.xn1.baseAddress, n: n, inFeatures: D, outFeatures: KVD, seed: seed)
-            addBias(.bq, l, to: saved.q.baseAddress, rows: n, width: D)
+            addBias(.bq, l, to: saved.q.baseAddress, rows: n, width: QD)
             addBias(.bk, l, to: saved.k.baseAddress, rows: n, width: KVD)
             addBias(.bv, l, to: saved.v.baseAddress, rows: n, width: KVD)
+            normHeads(.qNorm, l, saved.q.baseAddress, rows: n, heads: c.nHeads, raw: saved.qRaw.baseAddress, inverse: saved.qInverse.baseAddress)
+            normHeads(.kNorm, l, saved.k.baseAddress, rows: n, heads: c.nKVHeads, raw: saved.kRaw.baseAddress, inverse: saved.kInverse.baseAddress)
             rotate(queries: saved.q, keys: saved.k, batch: batch, sign: 1)
             attentionForward(saved, batch: batch, tape: tape, forBackward: lastLayerRows == nil)
             copy(saved.xMid.baseAddress, from: x.baseAddress, count: n * D)
-            project(.wo, l, saved.xMid.baseAddress, saved.att.baseAddress, n: n, inFeatures: D, outFeatures: D, accumulate: true, seed: seed)
+            project(.wo, l, saved.xMid.baseAddress, saved.att.baseAddress, n: n, inFeatures: QD, outFeatures: D, accumulate: true, seed: seed)
             normRows(out: saved.xn2, inverse: saved.rms2, input: saved.xMid, weight: w + offset(.rmsFFN, l), rows: n)
             project(.w1, l, saved.h1.baseAddress, saved.xn2.baseAddress, n: n, inFeatures: D, outFeatures: H, seed: seed)
             project(.w3, l, saved.h3.baseAddress, saved.xn2.baseAddress, n: n, inFeatures: D, outFeatures: H, seed: seed)
@@ -204,19 +209,21 @@ public final class TrainableTransformer {
     /// first `rows.count` rows of the layer's buffers and written to `rows` of `xFinal`.
     private func lastLayer(_ saved: ForwardTape.Layer, batch: TokenBatch, rows: [Int]) {
         let c = config, l = c.nLayers - 1
-        let n = batch.rowCount, m = rows.count, D = c.dim, KVD = c.kvDim, H = c.hiddenDim, hs = c.headSize, half = hs / 2
+        let n = batch.rowCount, m = rows.count, D = c.dim, QD = c.queryDim, KVD = c.kvDim, H = c.hiddenDim, hs = c.headSize, half = hs / 2
         let seed: UInt64? = nil  // a scoring forward: no dropout
         normRows(out: saved.xn1, inverse: saved.rms1, input: saved.xIn, weight: w + offset(.rmsAttention, l), rows: n)
         project(.wk, l, saved.k.baseAddress, saved.xn1.baseAddress, n: n, inFeatures: D, outFeatures: KVD, seed: seed)
         project(.wv, l, saved.v.baseAddress, saved.xn1.baseAddress, n: n, inFeatures: D, outFeatures: KVD, seed: seed)
         addBias(.bk, l, to: saved.k.baseAddress, rows: n, width: KVD)
         addBias(.bv, l, to: saved.v.baseAddress, rows: n, width: KVD)
+        normHeads(.kNorm, l, saved.k.baseAddress, rows: n, heads: c.nKVHeads, raw: nil, inverse: nil)
         // The asked rows' normed inputs, gathered into xn2's first rows.
         let gathered = saved.xn2.baseAddress, xn1 = saved.xn1.baseAddress
         for (i, r) in rows.enumerated() { (gathered + i * D).update(from: xn1 + r * D, count: D) }
         let q = saved.q.baseAddress, k = saved.k.baseAddress, v = saved.v.baseAddress, att = saved.att.baseAddress
-        project(.wq, l, q, gathered, n: m, inFeatures: D, outFeatures: D, seed: seed)
-        addBias(.bq, l, to: q, rows: m, width: D)
+        project(.wq, l, q, gathered, n: m, inFeatures: D, outFeatures: QD, seed: seed)
+        addBias(.bq, l, to: q, rows: m, width: QD)
+        normHeads(.qNorm, l, q, rows: m, heads: c.nHeads, raw: nil, inverse: nil)
         // Each asked row's sequence (rows are given in any order).
         let sequenceOfRow = rows.map { r in batch.offsets.lastIndex { $0 <= r }! }
         ropeCos.withUnsafeBufferPointer { cosT in
@@ -230,7 +237,7 @@ public final class TrainableTransformer {
                     }
                     for (i, r) in rows.enumerated() {
                         let table = positions[r] * half
-                        TrainingKernels.rope(q + i * D, heads: c.nHeads, hs: hs, cos: cosT.baseAddress! + table, sin: sinT.baseAddress! + table)
+                        TrainingKernels.rope(q + i * QD, heads: c.nHeads, hs: hs, cos: cosT.baseAddress! + table, sin: sinT.baseAddress! + table)
                     }
                     // Attention of each asked row over its sequence up to its position.
                     let stride = batch.sequences.map(\.count).max() ?? 1
@@ -240,7 +247,7 @@ public final class TrainableTransformer {
                             let scores = scratch.baseAddress! + thread * c.nHeads * stride
                             for i in range {
                                 let r = rows[i], start = batch.offsets[sequenceOfRow[i]]
-                                Kernels.attend(out: att + i * D, query: q + i * D, keys: k + start * KVD, values: v + start * KVD,
+                                Kernels.attend(out: att + i * QD, query: q + i * QD, keys: k + start * KVD, values: v + start * KVD,
                                                rowStride: KVD, count: positions[r] + 1, heads: 0..<c.nHeads, groupSize: c.kvGroupSize,
                                                headSize: hs, scale: 1 / Float(hs).squareRoot(), scores: scores, scoreStride: stride)
                             }
@@ -251,7 +258,7 @@ public final class TrainableTransformer {
         }
         let xIn = saved.xIn.baseAddress, xMid = saved.xMid.baseAddress
         for (i, r) in rows.enumerated() { (xMid + i * D).update(from: xIn + r * D, count: D) }
-        project(.wo, l, xMid, att, n: m, inFeatures: D, outFeatures: D, accumulate: true, seed: seed)
+        project(.wo, l, xMid, att, n: m, inFeatures: QD, outFeatures: D, accumulate: true, seed: seed)
         normRows(out: saved.xn2, inverse: saved.rms2, input: saved.xMid, weight: w + offset(.rmsFFN, l), rows: m)
         let h1 = saved.h1.baseAddress, h3 = saved.h3.baseAddress, g = saved.g.baseAddress
         project(.w1, l, h1, saved.xn2.baseAddress, n: m, inFeatures: D, outFeatures: H, seed: seed)
@@ -269,7 +276,7 @@ public final class TrainableTransformer {
     /// zeroes only what its own products read). A scoring forward whose head size is a multiple
     /// of 16 goes through `blockAttention`; the rest through BLAS products on blocks of 64 query rows.
     private func attentionForward(_ saved: ForwardTape.Layer, batch: TokenBatch, tape: ForwardTape, forBackward: Bool) {
-        let c = config, D = c.dim, KVD = c.kvDim, hs = c.headSize, group = c.kvGroupSize
+        let c = config, D = c.queryDim, KVD = c.kvDim, hs = c.headSize, group = c.kvGroupSize
         if !forBackward && hs % 16 == 0 {
             blockAttention(saved, batch: batch)
             return
@@ -317,7 +324,7 @@ public final class TrainableTransformer {
     /// arithmetic at a head size of 48: this takes 10% less time than `attentionForward`'s blocks on the
     /// 15M shape).
     private func blockAttention(_ saved: ForwardTape.Layer, batch: TokenBatch) {
-        let c = config, D = c.dim, KVD = c.kvDim, hs = c.headSize, group = c.kvGroupSize
+        let c = config, D = c.queryDim, KVD = c.kvDim, hs = c.headSize, group = c.kvGroupSize
         let scale = 1 / Float(hs).squareRoot(), block = TrainableTransformer.attentionRowBlock
         let longest = batch.sequences.map(\.count).max() ?? 0
         let padded = (longest + 15) / 16 * 16
@@ -361,10 +368,10 @@ public final class TrainableTransformer {
         }
     }
 
-    /// RoPE on every row's queries `(N, D)` and keys `(N, KVD)` at the row's position in its sequence
+    /// RoPE on every row's queries `(N, QD)` and keys `(N, KVD)` at the row's position in its sequence
     /// (`sign` -1 rotates back: the backward pass); rows in parallel.
     private func rotate(queries: FloatBuffer, keys: FloatBuffer, batch: TokenBatch, sign: Float) {
-        let c = config, D = c.dim, KVD = c.kvDim, hs = c.headSize, half = hs / 2
+        let c = config, D = c.queryDim, KVD = c.kvDim, hs = c.headSize, half = hs / 2
         let q = queries.baseAddress, k = keys.baseAddress
         ropeCos.withUnsafeBufferPointer { cosT in
             ropeSin.withUnsafeBufferPointer { sinT in
@@ -490,7 +497,7 @@ public final class TrainableTransformer {
 
     /// `(n, r)` u and du, then `(n, inFeatures)` room for dropped inputs.
     private func loraBuffers(rows n: Int, inFeatures: Int, rank r: Int) -> (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>) {
-        let needed = 2 * n * r + n * max(config.dim, config.hiddenDim)
+        let needed = 2 * n * r + n * max(config.dim, config.queryDim, config.hiddenDim)
         if loraScratch.count < needed { loraScratch = FloatBuffer(count: needed) }
         return (loraScratch.baseAddress, loraScratch.baseAddress + 2 * n * r)
     }
@@ -518,6 +525,51 @@ public final class TrainableTransformer {
         }
     }
 
+    /// Qwen3's query/key norms: RMS-normalises each of `heads` heads (of `hs`) in each of `rows` rows of
+    /// `x` in place with layer `l`'s `tensor` (`qNorm` or `kNorm`), first keeping the rows in `raw` and each
+    /// head's inverse RMS in `inverse (rows, heads)` where given (for the backward pass). Nothing where
+    /// the model has no such norms.
+    private func normHeads(_ tensor: ParameterTensor, _ l: Int, _ x: UnsafeMutablePointer<Float>, rows: Int, heads: Int,
+                           raw: UnsafeMutablePointer<Float>?, inverse: UnsafeMutablePointer<Float>?) {
+        guard config.qkNorm else { return }
+        let hs = config.headSize, eps = config.normEps, weight = w + offset(tensor, l), width = heads * hs
+        pool.parallelFor(rows, grain: 16) { range, _ in
+            for r in range {
+                raw?.advanced(by: r * width).update(from: x + r * width, count: width)
+                for h in 0..<heads {
+                    let head = x + r * width + h * hs
+                    let inv = TrainingKernels.rmsnorm(head, head, weight, hs, eps: eps)
+                    inverse?[r * heads + h] = inv
+                }
+            }
+        }
+    }
+
+    /// Backward of `normHeads`: turns `dy (rows, heads * hs)`, the gradient of the normed heads, into that
+    /// of the heads before the norm, in place, and adds the norm weight's gradient (frozen under adapters).
+    private func normHeadsBackward(_ tensor: ParameterTensor, _ l: Int, _ dy: UnsafeMutablePointer<Float>, raw: UnsafePointer<Float>,
+                                   inverse: UnsafePointer<Float>, rows n: Int, heads: Int) {
+        guard config.qkNorm else { return }
+        let hs = config.headSize, width = heads * hs, threads = pool.threadCount
+        if headNormScratch.count < threads * 2 * hs { headNormScratch = FloatBuffer(count: threads * 2 * hs) }
+        let scratch = headNormScratch.baseAddress, weight = w + offset(tensor, l)
+        scratch.update(repeating: 0, count: threads * 2 * hs)
+        pool.run { t in
+            let partial = scratch + t * 2 * hs, dx = partial + hs
+            for r in ComputePool.share(of: n, thread: t, threads: threads) {
+                for h in 0..<heads {
+                    let at = r * width + h * hs
+                    dx.update(repeating: 0, count: hs)
+                    TrainingKernels.rmsnormBackward(dx: dx, dw: partial, dy: dy + at, x: raw + at, w: weight, inv: inverse[r * heads + h], hs)
+                    (dy + at).update(from: dx, count: hs)
+                }
+            }
+        }
+        guard lora == nil else { return }
+        let dweight = dw + offset(tensor, l)
+        for t in 0..<threads { for i in 0..<hs { dweight[i] += scratch[t * 2 * hs + i] } }
+    }
+
     // MARK: - Backward
 
     /// Back-propagates `dL/dhidden (N, D)` through the trunk, adding every weight's gradient to
@@ -526,7 +578,7 @@ public final class TrainableTransformer {
         scoringProjections = nil
         let c = config
         let batch: TokenBatch = tape.batch
-        let n = batch.rowCount, D = c.dim, KVD = c.kvDim, H = c.hiddenDim
+        let n = batch.rowCount, D = c.dim, QD = c.queryDim, KVD = c.kvDim, H = c.hiddenDim
         precondition(tape.onlyRows == nil, "a scoring forward (onlyRows) has no backward pass")
         precondition(dHidden.count >= n * D, "hidden gradient must be (N, D)")
         ensureScratch(rows: n)
@@ -554,15 +606,17 @@ public final class TrainableTransformer {
             normBackwardRows(dx: dx, weightGradient: dw + offset(.rmsFFN, l), dy: dxn, input: saved.xMid,
                              weight: w + offset(.rmsFFN, l), inverse: saved.rms2, rows: n)
             // Attention: x_mid = x_in + Wo att.
-            projectBackward(.wo, l, dx: datt.baseAddress, dy: dx.baseAddress, x: saved.att.baseAddress, n: n, inFeatures: D, outFeatures: D,
+            projectBackward(.wo, l, dx: datt.baseAddress, dy: dx.baseAddress, x: saved.att.baseAddress, n: n, inFeatures: QD, outFeatures: D,
                             accumulate: false, seed: seed)
             attentionBackward(saved, batch: batch, tape: tape, datt: datt, dq: dq, dk: dk, dv: dv)
             rotate(queries: dq, keys: dk, batch: batch, sign: -1)
-            biasBackward(.bq, l, dy: dq.baseAddress, rows: n, width: D)
+            normHeadsBackward(.qNorm, l, dq.baseAddress, raw: saved.qRaw.baseAddress, inverse: saved.qInverse.baseAddress, rows: n, heads: c.nHeads)
+            normHeadsBackward(.kNorm, l, dk.baseAddress, raw: saved.kRaw.baseAddress, inverse: saved.kInverse.baseAddress, rows: n, heads: c.nKVHeads)
+            biasBackward(.bq, l, dy: dq.baseAddress, rows: n, width: QD)
             biasBackward(.bk, l, dy: dk.baseAddress, rows: n, width: KVD)
             biasBackward(.bv, l, dy: dv.baseAddress, rows: n, width: KVD)
             let xn1 = saved.xn1.baseAddress
-            projectBackward(.wq, l, dx: dxn.baseAddress, dy: dq.baseAddress, x: xn1, n: n, inFeatures: D, outFeatures: D, accumulate: false, seed: seed)
+            projectBackward(.wq, l, dx: dxn.baseAddress, dy: dq.baseAddress, x: xn1, n: n, inFeatures: D, outFeatures: QD, accumulate: false, seed: seed)
             projectBackward(.wk, l, dx: dxn.baseAddress, dy: dk.baseAddress, x: xn1, n: n, inFeatures: D, outFeatures: KVD, accumulate: true, seed: seed)
             projectBackward(.wv, l, dx: dxn.baseAddress, dy: dv.baseAddress, x: xn1, n: n, inFeatures: D, outFeatures: KVD, accumulate: true, seed: seed)
             normBackwardRows(dx: dx, weightGradient: dw + offset(.rmsAttention, l), dy: dxn, input: saved.xIn,
@@ -579,12 +633,12 @@ public final class TrainableTransformer {
         }
     }
 
-    /// Backward of causal attention: fills `dq (N, D)`, `dk`, `dv (N, KVD)` from `datt (N, D)`.
+    /// Backward of causal attention: fills `dq (N, QD)`, `dk`, `dv (N, KVD)` from `datt (N, QD)`.
     /// Work is split by (sequence, kv head) so that the query heads sharing a kv head add into its
     /// gradient on one thread.
     private func attentionBackward(_ saved: ForwardTape.Layer, batch: TokenBatch, tape: ForwardTape,
                                    datt: FloatBuffer, dq: FloatBuffer, dk: FloatBuffer, dv: FloatBuffer) {
-        let c = config, D = c.dim, KVD = c.kvDim, hs = c.headSize, group = c.kvGroupSize
+        let c = config, D = c.queryDim, KVD = c.kvDim, hs = c.headSize, group = c.kvGroupSize
         let scale = 1 / Float(hs).squareRoot()
         let q = saved.q.baseAddress, k = saved.k.baseAddress, v = saved.v.baseAddress, probs = saved.probs.baseAddress
         let dQ = dq.baseAddress, dK = dk.baseAddress, dV = dv.baseAddress, dO = datt.baseAddress

@@ -55,7 +55,7 @@ public struct WorkerMemory: Sendable, Equatable, CustomStringConvertible {
         // values, attention output and residuals, the SwiGLU activations and a row of attention
         // probabilities per head; then the final norm and a row of logits.
         let tokens = sequenceTokens(c)
-        let perToken = c.nLayers * (6 * c.dim + 2 * c.kvDim + 3 * c.hiddenDim + c.nHeads * tokens) + 3 * c.dim + c.vocabSize
+        let perToken = c.nLayers * (4 * c.dim + 2 * c.queryDim + 2 * c.kvDim + 3 * c.hiddenDim + c.nHeads * tokens) + 3 * c.dim + c.vocabSize
         let activations = batchSequences * tokens * perToken * float
         // A model in training: its weights, their gradients and AdamW's two moments.
         let training = 4 * weights
@@ -63,7 +63,7 @@ public struct WorkerMemory: Sendable, Equatable, CustomStringConvertible {
         case .generator:
             let kvPerSequence = 2 * c.nLayers * tokens * c.kvDim * KVCache.bytesPerValue(kvCache)
             let slots = max(1, decodeSlots)
-            let workspace = slots * (4 * c.dim + 2 * c.kvDim + 2 * c.hiddenDim + c.vocabSize) * float
+            let workspace = slots * (2 * c.dim + 2 * c.queryDim + 2 * c.kvDim + 2 * c.hiddenDim + c.vocabSize) * float
             return WorkerMemory(role: role, parts: [
                 Part(name: "weights", bytes: weights),
             ] + (lora == nil ? [] : [Part(name: "LoRA base (each version's adapters merge into it)", bytes: weights)]) + [

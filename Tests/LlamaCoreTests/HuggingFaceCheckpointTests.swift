@@ -70,13 +70,15 @@ import TestKit
             ("rope_scaling", ["rope_type": "llama3", "factor": 8.0, "low_freq_factor": 4.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192],
              "rope_scaling.high_freq_factor: must be a finite number above low_freq_factor 4.0, got 4.0"),
             ("rope_scaling", "linear", "rope_scaling: expected an object, got \"linear\""),
-            ("architectures", ["Qwen3ForCausalLM"], "architectures: [\"Qwen3ForCausalLM\"] is not supported"),
+            ("architectures", ["GemmaForCausalLM"], "architectures: [\"GemmaForCausalLM\"] is not supported"),
+            ("architectures", ["Qwen3ForCausalLM"], "model_type: \"llama\" disagrees with architectures [\"Qwen3ForCausalLM\"]"),
             ("architectures", ["Qwen2ForCausalLM"], "model_type: \"llama\" disagrees with architectures [\"Qwen2ForCausalLM\"]"),
             ("architectures", ["MistralForCausalLM"], "model_type: \"llama\" disagrees with architectures [\"MistralForCausalLM\"]"),
-            ("model_type", "qwen3", "model_type: \"qwen3\" is not supported"),
+            ("model_type", "gemma", "model_type: \"gemma\" is not supported"),
             ("sliding_window", 64, "sliding_window: 64 is not supported"),
             ("hidden_act", "gelu", "hidden_act: \"gelu\""),
-            ("head_dim", 32, "head_dim: 32"),
+            ("head_dim", 33, "head_dim: head size 33 is odd"),
+            ("head_dim", 0, "head_dim: must be positive"),
             ("rope_parameters", ["rope_type": "yarn", "rope_theta": 10000.0], "rope_parameters.rope_type: \"yarn\""),
         ]
         for (key, value, message) in cases {
@@ -157,6 +159,66 @@ import TestKit
         #expect { try HuggingFaceConfig(json: JSONSerialization.data(withJSONObject: object), path: "config.json") } throws: {
             "\($0)".contains("attention_bias: true is not supported")
         }
+    }
+
+    /// A Qwen3ForCausalLM is LLaMA's decoder with each query and key head RMS-normalised before RoPE, its
+    /// head size (16) set apart from hidden_size / heads (8), so its attention is 64 wide at a width of 32:
+    /// the norms are read (their elements permuted as a head's rows are), transformers' float64 greedy ids,
+    /// log-probabilities and logits agree, batched decode and bfloat16 weights run it, and it writes back
+    /// as a Qwen3ForCausalLM, bit for bit; llama2.c's files cannot hold it, and an output bias or a window
+    /// stays refused.
+    @Test func qwen3RunsWithItsQueryKeyNorms() throws {
+        let (weights, config) = try HuggingFaceCheckpoint.read(directory: Fixtures.qwen3)
+        let c = config.llama
+        #expect(c.qkNorm && !c.attentionBias && c.headSize == 16 && c.queryDim == 64 && c.dim == 32 && c.ropeTheta == 1_000_000)
+        #expect(weights.layout.storedTensors.suffix(2) == [.qNorm, .kNorm])
+        #expect(ParameterLayout.shape(.wq, c) == [2, 64, 32] && ParameterLayout.shape(.wo, c) == [2, 32, 64])
+        #expect(c.parameterCount == weights.layout.trainableTensors.reduce(0) { $0 + weights.layout.count($1) })
+        let reference = try Fixtures.qwen3Reference()
+        try Self.expectGreedyAndLogits(weights, reference: reference, name: "qwen3-qknorm")
+        // Batched decode (the panel kernels) gives each row the logits of the same sequence alone.
+        let prompt = (reference["prompt_ids"] as! [Int]).map(Int32.init), greedy = (reference["greedy_ids"] as! [Int]).map(Int32.init)
+        let transformer = Transformer(model: LlamaModel(weights: weights))
+        let caches = [transformer.makeCache(), transformer.makeCache()]
+        _ = try transformer.prefill(Array(prompt.prefix(15)), cache: caches[0])
+        _ = try transformer.prefill(prompt + greedy.prefix(4), cache: caches[1])
+        let batched = try transformer.decode([prompt[15], greedy[4]], caches: caches)
+        let expected = reference["logits_at"] as! [String: [Double]]
+        for (row, key) in [(0, "15"), (1, "20")] {
+            guard let want = expected[key] else { continue }
+            #expect(zip(batched.row(row), want).map { abs(Double($0) - $1) }.max()! < 1e-4, "batched row \(row)")
+        }
+        // bfloat16 weights (the output projection's 64-wide input included): the same greedy start.
+        let bf16 = TextGenerator(transformer: Transformer(model: LlamaModel(weights: weights, precision: .bfloat16, batchedDecode: false)))
+        let rounded = try bf16.generate(GenerationRequest(promptIds: prompt, maxNewTokens: 4, sampling: .greedy, stopTokens: []))
+        #expect(rounded.ids == Array(greedy.prefix(4)))
+        let dir = try Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try HuggingFaceCheckpoint.write(weights, config: config, dtype: .float32, to: dir + "/out")
+        let (again, againConfig) = try HuggingFaceCheckpoint.read(directory: dir + "/out")
+        #expect(againConfig.llama == c)
+        for tensor in weights.layout.trainableTensors { #expect(again.values(tensor) == weights.values(tensor), "\(tensor)") }
+        let written = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/out/config.json"))) as! [String: Any]
+        #expect(written["architectures"] as? [String] == ["Qwen3ForCausalLM"] && written["model_type"] as? String == "qwen3")
+        #expect(written["head_dim"] as? Int == 16 && written["attention_bias"] as? Bool == false)
+        #expect { try Checkpoint.writeLegacy(weights, to: dir + "/model.bin") } throws: {
+            "\($0)".contains("head_dim 16") && "\($0)".contains("query/key norms")
+        }
+        var object = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: Fixtures.qwen3 + "/config.json"))) as! [String: Any]
+        object["use_sliding_window"] = true
+        #expect { try HuggingFaceConfig(json: JSONSerialization.data(withJSONObject: object), path: "config.json") } throws: {
+            "\($0)".contains("use_sliding_window: true is not supported")
+        }
+        object["use_sliding_window"] = false
+        object["attention_bias"] = true
+        #expect { try HuggingFaceConfig(json: JSONSerialization.data(withJSONObject: object), path: "config.json") } throws: {
+            "\($0)".contains("attention_bias: true is not supported")
+        }
+        // A LLaMA config may set its head size apart too (transformers' LlamaAttention reads head_dim).
+        object["attention_bias"] = false
+        object["architectures"] = ["LlamaForCausalLM"]; object["model_type"] = "llama"
+        let llama = try HuggingFaceConfig(json: JSONSerialization.data(withJSONObject: object), path: "config.json").llama
+        #expect(llama.headSize == 16 && !llama.qkNorm)
     }
 
     /// Configs that scale RoPE (LLaMA 3.1's and linear interpolation, spelled as transformers 5 writes them):

@@ -5,17 +5,18 @@ import Testing
 
 /// Finite differences on a tiny random model, an independent check of every backward path.
 @Suite struct GradientCheckTests {
-    static func config(shared: Bool, attentionBias: Bool = false) -> LlamaConfig {
+    /// `qwen3`: Qwen3's blocks, query/key norms and a head size (12) set apart from dim / heads (8).
+    static func config(shared: Bool, attentionBias: Bool = false, qwen3: Bool = false) -> LlamaConfig {
         LlamaConfig(dim: 32, hiddenDim: 48, nLayers: 2, nHeads: 4, nKVHeads: 2, vocabSize: 23, seqLen: 16, sharedClassifier: shared,
-                    attentionBias: attentionBias)
+                    attentionBias: attentionBias, headSize: qwen3 ? 12 : nil, qkNorm: qwen3)
     }
 
     /// Random weights with larger norms than a real init, so that every path carries signal.
-    static func model(shared: Bool, attentionBias: Bool = false, seed: UInt64 = 3) -> ModelWeights {
-        let w = ModelWeights.random(config: config(shared: shared, attentionBias: attentionBias), seed: seed, std: 0.3)
+    static func model(shared: Bool, attentionBias: Bool = false, qwen3: Bool = false, seed: UInt64 = 3) -> ModelWeights {
+        let w = ModelWeights.random(config: config(shared: shared, attentionBias: attentionBias, qwen3: qwen3), seed: seed, std: 0.3)
         var rng = SeededGenerator(seed: seed + 100)
         w.storage.withUnsafeMutableBufferPointer { buf in
-            for t in [ParameterTensor.rmsAttention, .rmsFFN, .rmsFinal] {
+            for t in [ParameterTensor.rmsAttention, .rmsFFN, .rmsFinal] + (qwen3 ? [.qNorm, .kNorm] : []) {
                 for i in w.layout.range(t) { buf[i] = 1 + Float(rng.nextGaussian() * 0.2) }
             }
         }
@@ -52,11 +53,13 @@ import Testing
 
     static let sequences: [[Int32]] = [[1, 5, 9, 13, 2, 7], [1, 4, 4, 8], [1, 20, 3, 11, 17, 6, 5, 2]]
 
-    /// With tied and separate classifiers, and with Qwen2's attention biases.
-    @Test(arguments: [(true, false), (false, false), (true, true)])
-    func crossEntropy(shared: Bool, attentionBias: Bool) throws {
-        let trainer = TrainableTransformer(weights: GradientCheckTests.model(shared: shared, attentionBias: attentionBias))
+    /// With tied and separate classifiers, with Qwen2's attention biases, and with Qwen3's query/key norms
+    /// and a head size set apart from dim / heads (with and without biases).
+    @Test(arguments: [(true, false, false), (false, false, false), (true, true, false), (true, false, true), (false, true, true)])
+    func crossEntropy(shared: Bool, attentionBias: Bool, qwen3: Bool) throws {
+        let trainer = TrainableTransformer(weights: GradientCheckTests.model(shared: shared, attentionBias: attentionBias, qwen3: qwen3))
         #expect(trainer.weights.layout.trainableTensors.contains(.bq) == attentionBias)
+        #expect(trainer.weights.layout.trainableTensors.contains(.qNorm) == qwen3)
         let mask = GradientCheckTests.sequences.map { s in (0..<(s.count - 1)).map { $0 == 0 ? Float(0) : 1 } }
         _ = try trainer.maskedCrossEntropy(sequences: GradientCheckTests.sequences, mask: mask)
         let analytic = FloatBuffer(count: trainer.gradients.count)

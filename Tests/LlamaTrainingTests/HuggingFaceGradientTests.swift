@@ -4,17 +4,36 @@ import TestKit
 @testable import LlamaCore
 @testable import LlamaTraining
 
-/// Qwen2's attention biases train: on the Qwen2 fixture the masked cross-entropy and its gradient for
-/// every query, key and value projection and bias agree with PyTorch's float64 autograd (transformers'
-/// Qwen2ForCausalLM, `hf-qwen2/generate.py`), the file's rows mapped to the core's as the reader maps them.
-@Suite struct AttentionBiasTests {
-    @Test(arguments: [1, 2])
-    func qwen2GradientsAreTorchs(threads: Int) throws {
-        let reference = try Fixtures.qwen2Reference()
+/// The attention of the Hugging Face families beyond LLaMA's trains as PyTorch's does: on the Qwen2
+/// fixture (query, key and value biases) and the Qwen3 fixture (per-head query/key norms, attention
+/// wider than the model), the masked cross-entropy and its gradient for every attention tensor the
+/// reference lists agree with PyTorch's float64 autograd (transformers' `Qwen2ForCausalLM` and
+/// `Qwen3ForCausalLM`, `hf-qwen2/generate.py` and `hf-qwen3/generate.py`), the file's rows mapped to the
+/// core's as the reader maps them.
+@Suite struct HuggingFaceGradientTests {
+    /// The core tensor of a reference gradient's name (after `self_attn.`), and its row length in the file.
+    static func tensor(_ suffix: String, _ c: LlamaConfig) -> (ParameterTensor, columns: Int)? {
+        switch suffix {
+        case "q_proj.weight": return (.wq, c.dim)
+        case "k_proj.weight": return (.wk, c.dim)
+        case "v_proj.weight": return (.wv, c.dim)
+        case "o_proj.weight": return (.wo, c.queryDim)
+        case "q_proj.bias": return (.bq, 1)
+        case "k_proj.bias": return (.bk, 1)
+        case "v_proj.bias": return (.bv, 1)
+        case "q_norm.weight": return (.qNorm, 1)
+        case "k_norm.weight": return (.kNorm, 1)
+        default: return nil
+        }
+    }
+
+    @Test(arguments: ["qwen2", "qwen3"], [1, 2])
+    func gradientsAreTorchs(model: String, threads: Int) throws {
+        let reference = model == "qwen2" ? try Fixtures.qwen2Reference() : try Fixtures.qwen3Reference()
         let sft = reference["sft"] as! [String: Any]
         let tokens = (sft["tokens"] as! [[Int]]).map { $0.map(Int32.init) }
         let mask = (sft["mask"] as! [[Double]]).map { $0.map(Float.init) }
-        let (weights, _) = try HuggingFaceCheckpoint.read(directory: Fixtures.qwen2)
+        let (weights, _) = try HuggingFaceCheckpoint.read(directory: model == "qwen2" ? Fixtures.qwen2 : Fixtures.qwen3)
         let pool = ComputePool(threads: threads)
         defer { pool.shutdown() }
         let trainer = TrainableTransformer(weights: weights, pool: pool)
@@ -23,22 +42,25 @@ import TestKit
         #expect(abs(loss - (sft["loss"] as! Double)) < 1e-5 * abs(sft["loss"] as! Double), "loss \(loss)")
         let c = weights.config
         let gradients = trainer.gradients.array(0 ..< trainer.gradients.count)
-        let names: [(String, ParameterTensor, Int)] = [("q_proj.weight", .wq, c.dim), ("k_proj.weight", .wk, c.dim), ("v_proj.weight", .wv, c.dim),
-                                                       ("q_proj.bias", .bq, 1), ("k_proj.bias", .bk, 1), ("v_proj.bias", .bv, 1)]
         let all = sft["gradients"] as! [String: [Double]]
-        for l in 0..<c.nLayers {
-            for (suffix, tensor, columns) in names {
-                let expected = try #require(all["model.layers.\(l).self_attn.\(suffix)"], "\(suffix)")
-                let row = HuggingFaceCheckpoint.coreRow(tensor, c)
-                let base = weights.layout.offset(tensor, layer: l)
-                var worst = 0.0
-                for (i, value) in expected.enumerated() {
-                    let ours = Double(gradients[base + row(i / columns) * columns + i % columns])
-                    worst = max(worst, abs(ours - value))
-                }
-                let scale = expected.map(abs).max()!
-                #expect(scale > 0 && worst <= 1e-4 * scale, "layer \(l) \(suffix): max difference \(worst) against a largest gradient of \(scale)")
+        var compared = Set<ParameterTensor>()
+        for (name, expected) in all.sorted(by: { $0.key < $1.key }) {
+            // model.layers.L.self_attn.SUFFIX
+            let parts = name.split(separator: ".", maxSplits: 4)
+            let l = try #require(Int(parts[2])), suffix = String(parts[4])
+            let (tensor, columns) = try #require(Self.tensor(suffix, c), "\(name) has no core tensor")
+            compared.insert(tensor)
+            let row = HuggingFaceCheckpoint.coreRow(tensor, c)
+            let base = weights.layout.offset(tensor, layer: l)
+            var worst = 0.0
+            for (i, value) in expected.enumerated() {
+                let ours = Double(gradients[base + row(i / columns) * columns + i % columns])
+                worst = max(worst, abs(ours - value))
             }
+            let scale = expected.map(abs).max()!
+            #expect(scale > 0 && worst <= 1e-4 * scale, "\(name): max difference \(worst) against a largest gradient of \(scale)")
         }
+        let attention: Set<ParameterTensor> = model == "qwen2" ? [.wq, .wk, .wv, .bq, .bk, .bv] : [.wq, .wk, .wv, .wo, .qNorm, .kNorm]
+        #expect(compared == attention)
     }
 }

@@ -80,10 +80,12 @@ import TestKit
     /// where a head is a multiple of 16 wide, as tiny-gqa's) gives those rows' hidden states of the full
     /// forward, on both fixture shapes, rows in any order, on one thread and two; its tape refuses a
     /// backward pass by construction (checked by the precondition, not here). The Qwen2 fixture's
-    /// attention biases take the scoring path too.
-    @Test(arguments: ["tiny-mha", "tiny-gqa", "qwen2"])
+    /// attention biases take the scoring path too, and so do the Qwen3 fixture's query/key norms and wider
+    /// attention.
+    @Test(arguments: ["tiny-mha", "tiny-gqa", "qwen2", "qwen3"])
     func scoringForwardMatchesTheFullForward(model: String) throws {
         let weights = model == "qwen2" ? try HuggingFaceCheckpoint.read(directory: Fixtures.qwen2).weights
+            : model == "qwen3" ? try HuggingFaceCheckpoint.read(directory: Fixtures.qwen3).weights
             : try Checkpoint.read(path: TrainingTests.fixtures + "/\(model).bin").weights
         // A sequence of 70 covers every column tiling of the scoring attention (tiny-gqa's heads are 16 wide).
         let vocabulary = Int32(weights.config.vocabSize)

@@ -44,6 +44,14 @@ public enum Fixtures {
         return try JSONSerialization.jsonObject(with: data) as! [String: Any]
     }
 
+    /// The Qwen3 fixture: a `Qwen3ForCausalLM` directory (query/key norms, a head size of 16 at hidden size
+    /// 32 with 4 heads), and transformers' float64 outputs and SFT gradients on it (`hf-qwen3/generate.py`).
+    public static let qwen3 = root + "/hf-qwen3/qwen3-qknorm"
+    public static func qwen3Reference() throws -> [String: Any] {
+        let data = try Data(contentsOf: URL(fileURLWithPath: root + "/hf-qwen3/qwen3-qknorm.reference.json"))
+        return try JSONSerialization.jsonObject(with: data) as! [String: Any]
+    }
+
     /// The SentencePiece encode cases: `(text, ids)`.
     public static func encodeCases() throws -> [(String, [Int32])] {
         let text = try String(contentsOfFile: root + "/tokenizer/llama2/encode-cases.jsonl", encoding: .utf8)

@@ -181,6 +181,8 @@ public enum Checkpoint {
         if config.ropeTheta != 10000 { parts.append("rope_theta \(config.ropeTheta)") }
         if let scaling = config.ropeScaling { parts.append("rope_scaling \(scaling.typeName)") }
         if config.attentionBias { parts.append("attention biases") }
+        if let size = config.explicitHeadSize { parts.append("head_dim \(size)") }
+        if config.qkNorm { parts.append("query/key norms") }
         return parts.isEmpty ? nil : parts.joined(separator: ", ")
     }
 

@@ -5,7 +5,8 @@ import Foundation
 ///
 /// Shape letters used across LlamaCore: `B` sequences in a batch, `T` tokens, `D = dim`,
 /// `H = hiddenDim`, `L = nLayers`, `V = vocabSize`, `S = seqLen`, `hs = headSize`,
-/// `KVD = nKVHeads * headSize`.
+/// `QD = nHeads * headSize` (the queries' and the attention output's width: `D` unless the head size is
+/// set apart from it), `KVD = nKVHeads * headSize`.
 public struct LlamaConfig: Codable, Sendable, Equatable {
     /// Model width `D`.
     public var dim: Int
@@ -32,11 +33,18 @@ public struct LlamaConfig: Codable, Sendable, Equatable {
     /// True when the query, key and value projections add a bias (Qwen2's blocks: `bq`, `bk`, `bv`);
     /// LLaMA2's have none.
     public var attentionBias: Bool
+    /// A head size set apart from `dim / nHeads` (Qwen3's `head_dim`: 128 at a width of 1024 with 16
+    /// heads); nil: `dim / nHeads`, as LLaMA2's. Never equal to `dim / nHeads` (the initialiser drops it).
+    public private(set) var explicitHeadSize: Int?
+    /// True when queries and keys are RMS-normalised per head (weights `qNorm`, `kNorm` of `hs` each)
+    /// after their projection and before RoPE (Qwen3's blocks); LLaMA2's are not.
+    public var qkNorm: Bool
 
-    /// Creates a config; call `validate()` (checkpoint readers do) before using it.
+    /// Creates a config; call `validate()` (checkpoint readers do) before using it. `headSize`: the size
+    /// of one attention head when it is not `dim / nHeads`.
     public init(dim: Int, hiddenDim: Int, nLayers: Int, nHeads: Int, nKVHeads: Int, vocabSize: Int,
                 seqLen: Int, sharedClassifier: Bool = true, normEps: Float = 1e-5, ropeTheta: Float = 10000,
-                ropeScaling: RoPEScaling? = nil, attentionBias: Bool = false) {
+                ropeScaling: RoPEScaling? = nil, attentionBias: Bool = false, headSize: Int? = nil, qkNorm: Bool = false) {
         self.dim = dim
         self.hiddenDim = hiddenDim
         self.nLayers = nLayers
@@ -49,13 +57,17 @@ public struct LlamaConfig: Codable, Sendable, Equatable {
         self.ropeTheta = ropeTheta
         self.ropeScaling = ropeScaling
         self.attentionBias = attentionBias
+        let implied = nHeads > 0 && dim % nHeads == 0 ? dim / nHeads : nil
+        self.explicitHeadSize = headSize == implied ? nil : headSize
+        self.qkNorm = qkNorm
     }
 
     private enum CodingKeys: String, CodingKey {
         case dim, hiddenDim, nLayers, nHeads, nKVHeads, vocabSize, seqLen, sharedClassifier, normEps, ropeTheta, ropeScaling, attentionBias
+        case headSize, qkNorm
     }
 
-    /// Decodes a config; one written before `attentionBias` existed has none.
+    /// Decodes a config; one written before `attentionBias`, `headSize` or `qkNorm` existed has none.
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         self.init(dim: try c.decode(Int.self, forKey: .dim), hiddenDim: try c.decode(Int.self, forKey: .hiddenDim),
@@ -64,11 +76,35 @@ public struct LlamaConfig: Codable, Sendable, Equatable {
                   seqLen: try c.decode(Int.self, forKey: .seqLen), sharedClassifier: try c.decode(Bool.self, forKey: .sharedClassifier),
                   normEps: try c.decode(Float.self, forKey: .normEps), ropeTheta: try c.decode(Float.self, forKey: .ropeTheta),
                   ropeScaling: try c.decodeIfPresent(RoPEScaling.self, forKey: .ropeScaling),
-                  attentionBias: try c.decodeIfPresent(Bool.self, forKey: .attentionBias) ?? false)
+                  attentionBias: try c.decodeIfPresent(Bool.self, forKey: .attentionBias) ?? false,
+                  headSize: try c.decodeIfPresent(Int.self, forKey: .headSize),
+                  qkNorm: try c.decodeIfPresent(Bool.self, forKey: .qkNorm) ?? false)
     }
 
-    /// Size of one attention head, `hs = D / nHeads`.
-    public var headSize: Int { dim / nHeads }
+    /// Encodes a config; the head size and the query/key norms only where they are set (a LLaMA2 config
+    /// encodes as before they existed).
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(dim, forKey: .dim)
+        try c.encode(hiddenDim, forKey: .hiddenDim)
+        try c.encode(nLayers, forKey: .nLayers)
+        try c.encode(nHeads, forKey: .nHeads)
+        try c.encode(nKVHeads, forKey: .nKVHeads)
+        try c.encode(vocabSize, forKey: .vocabSize)
+        try c.encode(seqLen, forKey: .seqLen)
+        try c.encode(sharedClassifier, forKey: .sharedClassifier)
+        try c.encode(normEps, forKey: .normEps)
+        try c.encode(ropeTheta, forKey: .ropeTheta)
+        try c.encodeIfPresent(ropeScaling, forKey: .ropeScaling)
+        try c.encode(attentionBias, forKey: .attentionBias)
+        try c.encodeIfPresent(explicitHeadSize, forKey: .headSize)
+        if qkNorm { try c.encode(qkNorm, forKey: .qkNorm) }
+    }
+
+    /// Size of one attention head: `hs = D / nHeads`, or the size set apart from it.
+    public var headSize: Int { explicitHeadSize ?? (nHeads > 0 ? dim / nHeads : 0) }
+    /// Width of the queries and of the attention's output, `QD = nHeads * hs` (`D` for LLaMA2's shapes).
+    public var queryDim: Int { nHeads * headSize }
     /// Width of the key and value projections, `KVD = nKVHeads * hs`.
     public var kvDim: Int { nKVHeads * headSize }
     /// Query heads that share one key/value head.
@@ -86,7 +122,9 @@ public struct LlamaConfig: Codable, Sendable, Equatable {
         try positive(nKVHeads, "n_kv_heads")
         try positive(vocabSize, "vocab_size")
         try positive(seqLen, "seq_len")
-        if dim % nHeads != 0 {
+        if let explicitHeadSize {
+            try positive(explicitHeadSize, "head_dim")
+        } else if dim % nHeads != 0 {
             throw LlamaError.invalidConfig(field: "n_heads", reason: "dim \(dim) is not a multiple of n_heads \(nHeads)")
         }
         if nKVHeads > nHeads || nHeads % nKVHeads != 0 {
@@ -94,8 +132,9 @@ public struct LlamaConfig: Codable, Sendable, Equatable {
                                  reason: "n_heads \(nHeads) is not a multiple of n_kv_heads \(nKVHeads)")
         }
         if headSize % 2 != 0 {
-            throw LlamaError.invalidConfig(field: "n_heads",
-                                 reason: "head size dim/n_heads = \(headSize) is odd; RoPE rotates pairs")
+            throw explicitHeadSize == nil
+                ? LlamaError.invalidConfig(field: "n_heads", reason: "head size dim/n_heads = \(headSize) is odd; RoPE rotates pairs")
+                : LlamaError.invalidConfig(field: "head_dim", reason: "head size \(headSize) is odd; RoPE rotates pairs")
         }
         if !(normEps > 0) || !normEps.isFinite {
             throw LlamaError.invalidConfig(field: "norm_eps", reason: "must be a positive finite number, got \(normEps)")
@@ -106,7 +145,7 @@ public struct LlamaConfig: Codable, Sendable, Equatable {
         try ropeScaling?.validate()
         let limit = 1 << 24
         for (value, field) in [(dim, "dim"), (hiddenDim, "hidden_dim"), (vocabSize, "vocab_size"),
-                               (seqLen, "seq_len"), (nLayers, "n_layers")] where value > limit {
+                               (seqLen, "seq_len"), (nLayers, "n_layers"), (headSize, "head_dim")] where value > limit {
             throw LlamaError.invalidConfig(field: field, reason: "\(value) is implausibly large (limit \(limit))")
         }
         // Each dimension within its limit can still multiply past any memory (or past Int): the
@@ -152,7 +191,8 @@ public struct LlamaConfig: Codable, Sendable, Equatable {
 
     /// Number of trainable parameters (embedding, blocks, final norm, classifier if separate).
     public var parameterCount: Int {
-        let perLayer = 2 * dim + dim * dim * 2 + kvDim * dim * 2 + 3 * dim * hiddenDim + (attentionBias ? dim + 2 * kvDim : 0)
+        let perLayer = 2 * dim + queryDim * dim * 2 + kvDim * dim * 2 + 3 * dim * hiddenDim + (attentionBias ? queryDim + 2 * kvDim : 0)
+            + (qkNorm ? 2 * headSize : 0)
         return vocabSize * dim + nLayers * perLayer + dim + (sharedClassifier ? 0 : vocabSize * dim)
     }
 

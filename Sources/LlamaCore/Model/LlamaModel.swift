@@ -130,7 +130,8 @@ public final class LlamaModel: Sendable {
     /// `(out features, in features)` of a projection matrix.
     package static func matrixShape(_ tensor: ParameterTensor, _ c: LlamaConfig) -> (Int, Int) {
         switch tensor {
-        case .wq, .wo: return (c.dim, c.dim)
+        case .wq: return (c.queryDim, c.dim)
+        case .wo: return (c.dim, c.queryDim)
         case .wk, .wv: return (c.kvDim, c.dim)
         case .w1, .w3: return (c.hiddenDim, c.dim)
         case .w2: return (c.dim, c.hiddenDim)
@@ -142,8 +143,9 @@ public final class LlamaModel: Sendable {
     static func bf16Tensors(_ c: LlamaConfig) -> [ParameterTensor] {
         var tensors: [ParameterTensor] = []
         if c.dim % 32 == 0 {
-            tensors += [.wq, .wk, .wv, .wo, .w1, .w3, c.sharedClassifier ? .tokenEmbedding : .classifier]
+            tensors += [.wq, .wk, .wv, .w1, .w3, c.sharedClassifier ? .tokenEmbedding : .classifier]
         }
+        if c.queryDim % 32 == 0 { tensors.append(.wo) }
         if c.hiddenDim % 32 == 0 { tensors.append(.w2) }
         return tensors
     }

@@ -4,13 +4,13 @@ public enum ParameterTensor: Int, CaseIterable, Sendable, Codable {
     case tokenEmbedding
     /// `(L, D)` RMSNorm weight before attention.
     case rmsAttention
-    /// `(L, D, D)` query projection (rows are output features).
+    /// `(L, QD, D)` query projection (rows are output features).
     case wq
     /// `(L, KVD, D)` key projection.
     case wk
     /// `(L, KVD, D)` value projection.
     case wv
-    /// `(L, D, D)` attention output projection.
+    /// `(L, D, QD)` attention output projection.
     case wo
     /// `(L, D)` RMSNorm weight before the FFN.
     case rmsFFN
@@ -29,15 +29,21 @@ public enum ParameterTensor: Int, CaseIterable, Sendable, Codable {
     case freqCisImag
     /// `(V, D)` separate classifier; absent when the classifier is shared.
     case classifier
-    /// `(L, D)` query bias (Qwen2's blocks; absent without `attentionBias`, and in llama2.c files).
+    /// `(L, QD)` query bias (Qwen2's blocks; absent without `attentionBias`, and in llama2.c files).
     case bq
     /// `(L, KVD)` key bias, as `bq`.
     case bk
     /// `(L, KVD)` value bias, as `bq`.
     case bv
+    /// `(L, hs)` RMSNorm weight of each query head (Qwen3's blocks; absent without `qkNorm`).
+    case qNorm
+    /// `(L, hs)` RMSNorm weight of each key head, as `qNorm`.
+    case kNorm
 
     /// Whether this is one of the attention biases (`bq`, `bk`, `bv`).
     public var isAttentionBias: Bool { self == .bq || self == .bk || self == .bv }
+    /// Whether this is one of the query/key norms (`qNorm`, `kNorm`).
+    public var isQueryKeyNorm: Bool { self == .qNorm || self == .kNorm }
 
     /// The name llama2.c and PyTorch exports use.
     public var name: String {
@@ -59,6 +65,8 @@ public enum ParameterTensor: Int, CaseIterable, Sendable, Codable {
         case .bq: return "bq"
         case .bk: return "bk"
         case .bv: return "bv"
+        case .qNorm: return "q_norm"
+        case .kNorm: return "k_norm"
         }
     }
 }
@@ -98,15 +106,17 @@ public struct ParameterLayout: Sendable, Equatable {
         switch tensor {
         case .tokenEmbedding: return [c.vocabSize, c.dim]
         case .rmsAttention, .rmsFFN: return [c.nLayers, c.dim]
-        case .wq, .wo: return [c.nLayers, c.dim, c.dim]
+        case .wq: return [c.nLayers, c.queryDim, c.dim]
+        case .wo: return [c.nLayers, c.dim, c.queryDim]
         case .wk, .wv: return [c.nLayers, c.kvDim, c.dim]
         case .w1, .w3: return [c.nLayers, c.hiddenDim, c.dim]
         case .w2: return [c.nLayers, c.dim, c.hiddenDim]
         case .rmsFinal: return [c.dim]
         case .freqCisReal, .freqCisImag: return [c.seqLen, c.headSize / 2]
         case .classifier: return c.sharedClassifier ? [0] : [c.vocabSize, c.dim]
-        case .bq: return c.attentionBias ? [c.nLayers, c.dim] : [0]
+        case .bq: return c.attentionBias ? [c.nLayers, c.queryDim] : [0]
         case .bk, .bv: return c.attentionBias ? [c.nLayers, c.kvDim] : [0]
+        case .qNorm, .kNorm: return c.qkNorm ? [c.nLayers, c.headSize] : [0]
         }
     }
 
@@ -132,9 +142,12 @@ public struct ParameterLayout: Sendable, Equatable {
     }
 
     /// The tensors a checkpoint with this config stores, in legacy file order (then the attention
-    /// biases, where the config has them).
+    /// biases and the query/key norms, where the config has them).
     public var storedTensors: [ParameterTensor] {
-        ParameterTensor.allCases.filter { ($0 != .classifier || !config.sharedClassifier) && (!$0.isAttentionBias || config.attentionBias) }
+        ParameterTensor.allCases.filter {
+            ($0 != .classifier || !config.sharedClassifier) && (!$0.isAttentionBias || config.attentionBias)
+                && (!$0.isQueryKeyNorm || config.qkNorm)
+        }
     }
 
     /// The trainable tensors (everything but the legacy RoPE tables).

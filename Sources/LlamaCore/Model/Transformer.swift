@@ -120,7 +120,7 @@ public final class Transformer {
         let rows = tokens.count
         workspace.ensure(rows: rows, logitRows: logitRows.count)
         let ws = workspace
-        let D = c.dim, KVD = c.kvDim, H = c.hiddenDim, hs = c.headSize, half = hs / 2
+        let D = c.dim, QD = c.queryDim, KVD = c.kvDim, H = c.hiddenDim, hs = c.headSize, half = hs / 2
         let layout = model.weights.layout
         let w = model.weights.storage.baseAddress
         let x = ws.x.baseAddress, xb = ws.xb.baseAddress, q = ws.q.baseAddress
@@ -143,26 +143,34 @@ public final class Transformer {
         for l in 0..<c.nLayers {
             let rmsAtt = w + layout.offset(.rmsAttention, layer: l)
             for r in 0..<rows { Kernels.rmsnorm(xb + r * D, x + r * D, rmsAtt, D, eps: c.normEps) }
-            project([Projection(.wq, l, xb, q, D, D), Projection(.wk, l, xb, k, KVD, D),
+            project([Projection(.wq, l, xb, q, QD, D), Projection(.wk, l, xb, k, KVD, D),
                      Projection(.wv, l, xb, v, KVD, D)], rows: rows, rowInvariant: rowInvariant)
             if c.attentionBias {
                 // Qwen2: q, k and v add their biases before RoPE.
                 let bq = w + layout.offset(.bq, layer: l), bk = w + layout.offset(.bk, layer: l), bv = w + layout.offset(.bv, layer: l)
                 for r in 0..<rows {
-                    Kernels.addBias(q + r * D, bq, D)
+                    Kernels.addBias(q + r * QD, bq, QD)
                     Kernels.addBias(k + r * KVD, bk, KVD)
                     Kernels.addBias(v + r * KVD, bv, KVD)
                 }
             }
+            if c.qkNorm {
+                // Qwen3: each query and key head RMS-normalised (in place) before RoPE.
+                let qNorm = w + layout.offset(.qNorm, layer: l), kNorm = w + layout.offset(.kNorm, layer: l)
+                for r in 0..<rows {
+                    for h in 0..<c.nHeads { Kernels.rmsnorm(q + r * QD + h * hs, q + r * QD + h * hs, qNorm, hs, eps: c.normEps) }
+                    for h in 0..<c.nKVHeads { Kernels.rmsnorm(k + r * KVD + h * hs, k + r * KVD + h * hs, kNorm, hs, eps: c.normEps) }
+                }
+            }
             for r in 0..<rows {
                 let table = positions[r] * half
-                Kernels.rope(q + r * D, heads: c.nHeads, hs: hs, cos: ropeCos + table, sin: ropeSin + table)
+                Kernels.rope(q + r * QD, heads: c.nHeads, hs: hs, cos: ropeCos + table, sin: ropeSin + table)
                 Kernels.rope(k + r * KVD, heads: c.nKVHeads, hs: hs, cos: ropeCos + table, sin: ropeSin + table)
                 caches[r].store(layer: l, position: positions[r], key: k + r * KVD, value: v + r * KVD)
             }
             attention(layer: l, rows: rows, caches: caches, positions: positions)
             // Residual connections are fused: the projections add straight into x.
-            project([Projection(.wo, l, att, x, D, D, accumulate: true)], rows: rows, rowInvariant: rowInvariant)
+            project([Projection(.wo, l, att, x, D, QD, accumulate: true)], rows: rows, rowInvariant: rowInvariant)
 
             let rmsFFN = w + layout.offset(.rmsFFN, layer: l)
             for r in 0..<rows { Kernels.rmsnorm(xb + r * D, x + r * D, rmsFFN, D, eps: c.normEps) }
@@ -183,10 +191,10 @@ public final class Transformer {
         return Logits(rows: logitRows.count, vocabSize: c.vocabSize, buffer: ws.logits)
     }
 
-    /// Causal (grouped-query) attention of every row over its cache, `att (R, D)`.
+    /// Causal (grouped-query) attention of every row over its cache, `att (R, QD)`.
     private func attention(layer l: Int, rows: Int, caches: [KVCache], positions: [Int]) {
         let c = config
-        let D = c.dim, KVD = c.kvDim, S = c.seqLen
+        let QD = c.queryDim, KVD = c.kvDim, S = c.seqLen
         let ws = workspace
         let q = ws.q.baseAddress, att = ws.att.baseAddress, scoresBase = ws.scores.baseAddress
         let scale = 1 / Float(c.headSize).squareRoot()
@@ -209,7 +217,7 @@ public final class Transformer {
                         let cache = caches[r]
                         /// This item's attention over the layer's keys and values, stored as `E`.
                         func attend<E: KVElement>(_ keys: UnsafePointer<E>, _ values: UnsafePointer<E>) {
-                            Kernels.attend(out: att + r * D, query: q + r * D, keys: keys + layerOffset, values: values + layerOffset,
+                            Kernels.attend(out: att + r * QD, query: q + r * QD, keys: keys + layerOffset, values: values + layerOffset,
                                            rowStride: KVD, count: positions[r] + 1, heads: heads,
                                            groupSize: c.kvGroupSize, headSize: c.headSize, scale: scale,
                                            scores: scores, scoreStride: S)
@@ -361,13 +369,13 @@ final class Workspace {
     private(set) var rows: Int = 0
     private(set) var logitRows: Int = 0
     let threads: Int
-    /// `(R, D)` residual stream, normed input, queries, attention output.
+    /// `(R, D)` residual stream and normed input; `(R, QD)` queries and attention output.
     var x, xb, q, att: FloatBuffer
     /// `(R, KVD)` keys and values of the current rows.
     var k, v: FloatBuffer
     /// `(R, H)` SwiGLU gate and up activations.
     var h1, h3: FloatBuffer
-    /// `(max(D, H))` input rearranged for the bfloat16 kernel.
+    /// `(max(D, QD, H))` input rearranged for the bfloat16 kernel.
     let xPerm: FloatBuffer
     /// `(threads, nHeads, S)` attention scores, one block per thread.
     let scores: FloatBuffer
@@ -388,7 +396,7 @@ final class Workspace {
         let empty = FloatBuffer(count: 0)
         x = empty; xb = empty; q = empty; att = empty; k = empty; v = empty; h1 = empty; h3 = empty
         logits = empty
-        xPerm = FloatBuffer(count: max(config.dim, config.hiddenDim) + 32)
+        xPerm = FloatBuffer(count: max(config.dim, config.queryDim, config.hiddenDim) + 32)
         scores = FloatBuffer(count: threads * config.nHeads * config.seqLen)
         ensure(rows: rows, logitRows: logitRows)
     }
@@ -399,8 +407,8 @@ final class Workspace {
             rows = needed
             x = FloatBuffer(count: needed * c.dim)
             xb = FloatBuffer(count: needed * c.dim)
-            q = FloatBuffer(count: needed * c.dim)
-            att = FloatBuffer(count: needed * c.dim)
+            q = FloatBuffer(count: needed * c.queryDim)
+            att = FloatBuffer(count: needed * c.queryDim)
             k = FloatBuffer(count: needed * c.kvDim)
             v = FloatBuffer(count: needed * c.kvDim)
             h1 = FloatBuffer(count: needed * c.hiddenDim)

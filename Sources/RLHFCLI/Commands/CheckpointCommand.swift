@@ -90,6 +90,8 @@ struct CheckpointCommand: ParsableCommand {
                 ]
                 if let scaling = c.ropeScaling { info["rope_scaling"] = scaling.huggingFaceParameters }
                 info["attention_bias"] = c.attentionBias
+                info["head_dim"] = c.headSize
+                info["qk_norm"] = c.qkNorm
                 if json {
                     print(jsonLine(info))
                 } else {
@@ -101,6 +103,8 @@ struct CheckpointCommand: ParsableCommand {
                         print("  rope_scaling \(scaling.typeName): " + parameters.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
                     }
                     if c.attentionBias { print("  attention biases: query, key and value (Qwen2)") }
+                    if c.explicitHeadSize != nil { print("  head_dim \(c.headSize): attention \(c.queryDim) wide at dim \(c.dim)") }
+                    if c.qkNorm { print("  query and key heads RMS-normalised before RoPE (Qwen3)") }
                     print("  parameters \(c.parameterCount) (\(String(format: "%.2f", Double(c.parameterCount) / 1e6))M)")
                 }
             } catch {

@@ -34,6 +34,8 @@ public enum HuggingFaceCheckpoint {
         case .bq: return prefix + "self_attn.q_proj.bias"
         case .bk: return prefix + "self_attn.k_proj.bias"
         case .bv: return prefix + "self_attn.v_proj.bias"
+        case .qNorm: return prefix + "self_attn.q_norm.weight"
+        case .kNorm: return prefix + "self_attn.k_norm.weight"
         case .freqCisReal, .freqCisImag: return ""
         }
     }
@@ -43,6 +45,7 @@ public enum HuggingFaceCheckpoint {
         var out: [(String, ParameterTensor, Int, [Int])] = []
         out.append((name(.tokenEmbedding, layer: 0), .tokenEmbedding, 0, [config.vocabSize, config.dim]))
         let perLayer: [ParameterTensor] = [.rmsAttention, .wq, .wk, .wv, .wo, .rmsFFN, .w1, .w2, .w3] + (config.attentionBias ? [.bq, .bk, .bv] : [])
+            + (config.qkNorm ? [.qNorm, .kNorm] : [])
         for layer in 0..<config.nLayers {
             for tensor in perLayer {
                 out.append((name(tensor, layer: layer), tensor, layer, Array(ParameterLayout.shape(tensor, config).dropFirst())))
@@ -53,10 +56,11 @@ public enum HuggingFaceCheckpoint {
         return out
     }
 
-    /// Maps a row of a `q_proj`/`k_proj` (or an element of its bias) in Hugging Face's order to the
-    /// core's row (see the type's comment); other tensors keep their rows.
+    /// Maps a row of a `q_proj`/`k_proj` (or an element of its bias, or of the one head a `q_norm`/`k_norm`
+    /// weighs) in Hugging Face's order to the core's row (see the type's comment); other tensors keep
+    /// their rows.
     static func coreRow(_ tensor: ParameterTensor, _ config: LlamaConfig) -> (Int) -> Int {
-        guard [.wq, .wk, .bq, .bk].contains(tensor) else { return { $0 } }
+        guard [.wq, .wk, .bq, .bk, .qNorm, .kNorm].contains(tensor) else { return { $0 } }
         let hs = config.headSize, half = hs / 2
         return { row in
             let head = row / hs, within = row % hs
@@ -109,7 +113,8 @@ public enum HuggingFaceCheckpoint {
         for name in location.keys.sorted() where !known.contains(name) {
             // Older exports keep RoPE's inverse frequencies; a tied model may still store lm_head.
             if name.hasSuffix("rotary_emb.inv_freq") || (name == "lm_head.weight" && config.sharedClassifier) { continue }
-            throw LlamaError.invalidCheckpoint(path: directory, reason: "tensor \(name) has no place in a \(config.attentionBias ? "Qwen2" : "LLaMA") model the core runs (\(config.attentionBias ? "biases of the query, key and value projections only" : "no biases"), no extra layers)")
+            let family = config.qkNorm ? "Qwen3" : config.attentionBias ? "Qwen2" : "LLaMA"
+            throw LlamaError.invalidCheckpoint(path: directory, reason: "tensor \(name) has no place in a \(family) model the core runs (\(config.attentionBias ? "biases of the query, key and value projections only" : "no biases"), no extra layers)")
         }
         let weights = ModelWeights(zerosFor: config)
         for item in expected {
@@ -122,8 +127,8 @@ public enum HuggingFaceCheckpoint {
             }
             let offset = item.tensor == .rmsFinal || item.tensor == .tokenEmbedding || item.tensor == .classifier
                 ? weights.layout.offset(item.tensor) : weights.layout.offset(item.tensor, layer: item.layer)
-            // A bias's elements are its projection's rows, permuted as they are.
-            try file.read(entry, columns: item.tensor.isAttentionBias ? 1 : item.shape.last!, into: weights.storage, offset: offset,
+            // A bias's elements are its projection's rows, permuted as they are; a query/key norm's are one head's.
+            try file.read(entry, columns: item.tensor.isAttentionBias || item.tensor.isQueryKeyNorm ? 1 : item.shape.last!, into: weights.storage, offset: offset,
                           destinationRow: coreRow(item.tensor, config))
         }
         return (weights, hfConfig)
@@ -142,7 +147,7 @@ public enum HuggingFaceCheckpoint {
             let offset = item.tensor == .rmsFinal || item.tensor == .tokenEmbedding || item.tensor == .classifier
                 ? weights.layout.offset(item.tensor) : weights.layout.offset(item.tensor, layer: item.layer)
             return SafetensorsWriter.Tensor(name: item.name, shape: item.shape, source: weights.storage, offset: offset,
-                                            sourceRow: coreRow(item.tensor, c), columns: item.tensor.isAttentionBias ? 1 : nil)
+                                            sourceRow: coreRow(item.tensor, c), columns: item.tensor.isAttentionBias || item.tensor.isQueryKeyNorm ? 1 : nil)
         }
         try SafetensorsWriter.write(items, dtype: dtype, metadata: ["format": "pt"], to: directory + "/model.safetensors")
         try write(described.json(), to: directory + "/config.json")

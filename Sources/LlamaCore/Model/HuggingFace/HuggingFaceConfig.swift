@@ -79,18 +79,20 @@ public struct HuggingFaceConfig: Sendable, Equatable {
 
         // What the core runs: LLaMA's decoder, SiLU-gated MLP, no biases; Mistral's is the same decoder
         // (the same tensors) with a sliding window over the keys; Qwen2's adds biases to the query, key
-        // and value projections (not the output's).
-        let families = ["LlamaForCausalLM": "llama", "MistralForCausalLM": "mistral", "Qwen2ForCausalLM": "qwen2"]
+        // and value projections (not the output's); Qwen3's has no biases and RMS-normalises each query
+        // and key head before RoPE. Any of them may set its head size apart from hidden_size / heads.
+        let families = ["LlamaForCausalLM": "llama", "MistralForCausalLM": "mistral", "Qwen2ForCausalLM": "qwen2",
+                        "Qwen3ForCausalLM": "qwen3"]
         var modelType: String?
         if let architectures = object["architectures"] {
             guard let names = architectures as? [String], names.count == 1, let type = families[names[0]] else {
-                throw refuse("architectures", "\(describe(architectures)) is not supported (only [\"LlamaForCausalLM\"], [\"MistralForCausalLM\"] or [\"Qwen2ForCausalLM\"])")
+                throw refuse("architectures", "\(describe(architectures)) is not supported (only [\"LlamaForCausalLM\"], [\"MistralForCausalLM\"], [\"Qwen2ForCausalLM\"] or [\"Qwen3ForCausalLM\"])")
             }
             modelType = type
         }
         if let value = object["model_type"], !(value is NSNull) {
             guard let type = value as? String, families.values.contains(type) else {
-                throw refuse("model_type", "\(describe(value)) is not supported (only \"llama\", \"mistral\" or \"qwen2\")")
+                throw refuse("model_type", "\(describe(value)) is not supported (only \"llama\", \"mistral\", \"qwen2\" or \"qwen3\")")
             }
             if let modelType, modelType != type {
                 throw refuse("model_type", "\(describe(value)) disagrees with architectures \(describe(object["architectures"]))")
@@ -103,7 +105,7 @@ public struct HuggingFaceConfig: Sendable, Equatable {
             }
         }
         for key in ["attention_bias", "mlp_bias"] where try flag(key) == true {
-            // LLaMA's attention_bias adds one to the output projection too, which the core has no place for.
+            // LLaMA's (and Qwen3's) attention_bias adds one to the output projection too, which the core has no place for.
             throw refuse(key, "true is not supported (the core's biases are Qwen2's: query, key and value only)")
         }
         // RoPE: its base and an optional scaling, spelled `rope_theta` + `rope_scaling` (transformers 4) or
@@ -162,8 +164,8 @@ public struct HuggingFaceConfig: Sendable, Equatable {
             window = try int("sliding_window", required: false)
             if let window, window < 1 { throw refuse("sliding_window", "expected a positive integer or null, got \(window)") }
         }
-        if modelType == "qwen2" {
-            // Qwen2 attends through a window only where use_sliding_window is set (layer_types says where).
+        if modelType == "qwen2" || modelType == "qwen3" {
+            // Qwen2 and Qwen3 attend through a window only where use_sliding_window is set (layer_types says where).
             if try flag("use_sliding_window") == true { throw refuse("use_sliding_window", "true is not supported (full attention only)") }
             if let types = object["layer_types"], !(types is NSNull) {
                 guard let list = types as? [String], list.allSatisfy({ $0 == "full_attention" }) else {
@@ -171,7 +173,7 @@ public struct HuggingFaceConfig: Sendable, Equatable {
                 }
             }
         }
-        for key in ["sliding_window", "attn_logit_softcapping", "final_logit_softcapping"] where !(key == "sliding_window" && (modelType == "mistral" || modelType == "qwen2")) {
+        for key in ["sliding_window", "attn_logit_softcapping", "final_logit_softcapping"] where !(key == "sliding_window" && ["mistral", "qwen2", "qwen3"].contains(modelType)) {
             if let value = object[key], !(value is NSNull) {
                 throw refuse(key, "\(describe(value)) is not supported")
             }
@@ -180,16 +182,15 @@ public struct HuggingFaceConfig: Sendable, Equatable {
         let dim = try int("hidden_size")!
         let heads = try int("num_attention_heads")!
         let kvHeads = try int("num_key_value_heads", required: false) ?? heads
-        if let headDim = try int("head_dim", required: false), heads > 0, headDim != dim / heads || dim % heads != 0 {
-            throw refuse("head_dim", "\(headDim) is not supported (the core's head size is hidden_size / num_attention_heads = \(dim) / \(heads))")
-        }
+        // transformers' default head size is hidden_size / heads; a config may set another (Qwen3's 128).
+        let headDim = try int("head_dim", required: false)
         let eps = try double("rms_norm_eps", in: object) ?? 1e-6
         let config = LlamaConfig(dim: dim, hiddenDim: try int("intermediate_size")!, nLayers: try int("num_hidden_layers")!,
                                  nHeads: heads, nKVHeads: kvHeads, vocabSize: try int("vocab_size")!,
                                  seqLen: min(try int("max_position_embeddings")!, window ?? .max),
                                  sharedClassifier: try flag("tie_word_embeddings") ?? false,
                                  normEps: Float(eps), ropeTheta: Float(theta), ropeScaling: ropeScaling,
-                                 attentionBias: modelType == "qwen2")
+                                 attentionBias: modelType == "qwen2", headSize: headDim, qkNorm: modelType == "qwen3")
         do { try config.validate() } catch {
             throw LlamaError.invalidCheckpoint(path: path, reason: "config.json: \(error)")
         }
@@ -208,7 +209,7 @@ public struct HuggingFaceConfig: Sendable, Equatable {
     }
 
     /// config.json for `llama` as `transformers` writes a LlamaForCausalLM's (a Qwen2ForCausalLM's where the
-    /// model has attention biases), in the keys that 4.x and 5.x both read (`rope_theta` and `rope_scaling`,
+    /// model has attention biases, a Qwen3ForCausalLM's where it normalises queries and keys), in the keys that 4.x and 5.x both read (`rope_theta` and `rope_scaling`,
     /// `torch_dtype` beside `dtype`).
     public func json() -> Data {
         let c = llama
@@ -235,10 +236,11 @@ public struct HuggingFaceConfig: Sendable, Equatable {
             "use_cache": true,
             "initializer_range": 0.02,
         ]
-        if c.attentionBias {
-            object["architectures"] = ["Qwen2ForCausalLM"]
-            object["model_type"] = "qwen2"
-            for key in ["attention_bias", "mlp_bias", "pretraining_tp"] { object[key] = nil }
+        if c.attentionBias || c.qkNorm {
+            object["architectures"] = [c.qkNorm ? "Qwen3ForCausalLM" : "Qwen2ForCausalLM"]
+            object["model_type"] = c.qkNorm ? "qwen3" : "qwen2"
+            for key in ["mlp_bias", "pretraining_tp"] { object[key] = nil }
+            if c.attentionBias { object["attention_bias"] = nil }
             object["use_sliding_window"] = false
             object["sliding_window"] = NSNull()
             object["max_window_layers"] = c.nLayers
