@@ -39,7 +39,7 @@ public struct ModelWeights: Sendable {
             for tensor in weights.layout.trainableTensors {
                 let range = weights.layout.range(tensor)
                 switch tensor {
-                case .rmsAttention, .rmsFFN, .rmsFinal:
+                case .rmsAttention, .rmsFFN, .rmsFinal, .qNorm, .kNorm:
                     for i in range { buf[i] = 1 }
                 default:
                     for i in range { buf[i] = Float(rng.nextGaussian() * std) }
