@@ -276,7 +276,7 @@ public final class TrainableTransformer {
     /// zeroes only what its own products read). A scoring forward whose head size is a multiple
     /// of 16 goes through `blockAttention`; the rest through BLAS products on blocks of 64 query rows.
     private func attentionForward(_ saved: ForwardTape.Layer, batch: TokenBatch, tape: ForwardTape, forBackward: Bool) {
-        let c = config, D = c.queryDim, KVD = c.kvDim, hs = c.headSize, group = c.kvGroupSize
+        let c = config, QD = c.queryDim, KVD = c.kvDim, hs = c.headSize, group = c.kvGroupSize
         if !forBackward && hs % 16 == 0 {
             blockAttention(saved, batch: batch)
             return
@@ -290,14 +290,14 @@ public final class TrainableTransformer {
                 let b = index / c.nHeads, h = index % c.nHeads, kvh = h / group
                 let T = batch.sequences[b].count, row = batch.offsets[b]
                 let P = probs + tape.probOffsets[b] + h * T * T
-                let qh = q + row * D + h * hs, kh = k + row * KVD + kvh * hs, vh = v + row * KVD + kvh * hs
+                let qh = q + row * QD + h * hs, kh = k + row * KVD + kvh * hs, vh = v + row * KVD + kvh * hs
                 // Causal blocks of query rows: rows [r0, r1) only see keys [0, r1), so the products skip
                 // the upper triangle's blocks (about half the work at T = 256).
                 var r0 = 0
                 while r0 < T {
                     let r1 = min(T, r0 + TrainableTransformer.attentionBlock)
                     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(r1 - r0), Int32(r1), Int32(hs), scale,
-                                qh + r0 * D, Int32(D), kh, Int32(KVD), 0, P + r0 * T, Int32(T))
+                                qh + r0 * QD, Int32(QD), kh, Int32(KVD), 0, P + r0 * T, Int32(T))
                     // The product below reads columns [0, r1) of these rows; the backward pass all T.
                     let width = forBackward ? T : r1
                     for i in r0..<r1 {
@@ -306,7 +306,7 @@ public final class TrainableTransformer {
                         (p + i + 1).update(repeating: 0, count: width - i - 1)
                     }
                     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(r1 - r0), Int32(hs), Int32(r1), 1,
-                                P + r0 * T, Int32(T), vh, Int32(KVD), 0, att + (row + r0) * D + h * hs, Int32(D))
+                                P + r0 * T, Int32(T), vh, Int32(KVD), 0, att + (row + r0) * QD + h * hs, Int32(QD))
                     r0 = r1
                 }
             }
@@ -324,7 +324,7 @@ public final class TrainableTransformer {
     /// arithmetic at a head size of 48: this takes 10% less time than `attentionForward`'s blocks on the
     /// 15M shape).
     private func blockAttention(_ saved: ForwardTape.Layer, batch: TokenBatch) {
-        let c = config, D = c.queryDim, KVD = c.kvDim, hs = c.headSize, group = c.kvGroupSize
+        let c = config, QD = c.queryDim, KVD = c.kvDim, hs = c.headSize, group = c.kvGroupSize
         let scale = 1 / Float(hs).squareRoot(), block = TrainableTransformer.attentionRowBlock
         let longest = batch.sequences.map(\.count).max() ?? 0
         let padded = (longest + 15) / 16 * 16
@@ -339,7 +339,7 @@ public final class TrainableTransformer {
             for index in stride(from: t, to: pairs, by: threads) {
                 let b = index / c.nHeads, h = index % c.nHeads, kvh = h / group
                 let T = batch.sequences[b].count, row = batch.offsets[b]
-                let qh = q + row * D + h * hs, kh = k + row * KVD + kvh * hs, vh = v + row * KVD + kvh * hs
+                let qh = q + row * QD + h * hs, kh = k + row * KVD + kvh * hs, vh = v + row * KVD + kvh * hs
                 // keysT (hs, padded): column j is key j, zero past T (scores there are never read).
                 for d in 0..<hs {
                     let out = keysT + d * padded
@@ -350,16 +350,16 @@ public final class TrainableTransformer {
                 while r0 < T {
                     let rows = min(block, T - r0), keyCount = r0 + rows
                     let width = (keyCount + 15) / 16 * 16
-                    rlhf_small_gemm_nn(scores, padded, qh + r0 * D, D, keysT, padded, rows, width, hs, scale, 0)
+                    rlhf_small_gemm_nn(scores, padded, qh + r0 * QD, QD, keysT, padded, rows, width, hs, scale, 0)
                     for r in 0..<rows {
                         let p = scores + r * padded, i = r0 + r
                         inverseSums[r] = 1 / Kernels.expShifted(p, p, i + 1, shift: Kernels.maximum(p, i + 1), scale: 1)
                         (p + i + 1).update(repeating: 0, count: keyCount - i - 1)
                     }
-                    let out = att + (row + r0) * D + h * hs
-                    rlhf_small_gemm_nn(out, D, scores, padded, vh, KVD, rows, hs, keyCount, 1, 0)
+                    let out = att + (row + r0) * QD + h * hs
+                    rlhf_small_gemm_nn(out, QD, scores, padded, vh, KVD, rows, hs, keyCount, 1, 0)
                     for r in 0..<rows {
-                        let o = out + r * D
+                        let o = out + r * QD
                         for d in 0..<hs { o[d] *= inverseSums[r] }
                     }
                     r0 += rows
@@ -371,7 +371,7 @@ public final class TrainableTransformer {
     /// RoPE on every row's queries `(N, QD)` and keys `(N, KVD)` at the row's position in its sequence
     /// (`sign` -1 rotates back: the backward pass); rows in parallel.
     private func rotate(queries: FloatBuffer, keys: FloatBuffer, batch: TokenBatch, sign: Float) {
-        let c = config, D = c.queryDim, KVD = c.kvDim, hs = c.headSize, half = hs / 2
+        let c = config, QD = c.queryDim, KVD = c.kvDim, hs = c.headSize, half = hs / 2
         let q = queries.baseAddress, k = keys.baseAddress
         ropeCos.withUnsafeBufferPointer { cosT in
             ropeSin.withUnsafeBufferPointer { sinT in
@@ -379,7 +379,7 @@ public final class TrainableTransformer {
                     pool.parallelFor(batch.rowCount, grain: 16) { range, _ in
                         for r in range {
                             let table = positions[r] * half
-                            TrainingKernels.rope(q + r * D, heads: c.nHeads, hs: hs, cos: cosT.baseAddress! + table,
+                            TrainingKernels.rope(q + r * QD, heads: c.nHeads, hs: hs, cos: cosT.baseAddress! + table,
                                                  sin: sinT.baseAddress! + table, sign: sign)
                             TrainingKernels.rope(k + r * KVD, heads: c.nKVHeads, hs: hs, cos: cosT.baseAddress! + table,
                                                  sin: sinT.baseAddress! + table, sign: sign)
@@ -638,7 +638,7 @@ public final class TrainableTransformer {
     /// gradient on one thread.
     private func attentionBackward(_ saved: ForwardTape.Layer, batch: TokenBatch, tape: ForwardTape,
                                    datt: FloatBuffer, dq: FloatBuffer, dk: FloatBuffer, dv: FloatBuffer) {
-        let c = config, D = c.queryDim, KVD = c.kvDim, hs = c.headSize, group = c.kvGroupSize
+        let c = config, QD = c.queryDim, KVD = c.kvDim, hs = c.headSize, group = c.kvGroupSize
         let scale = 1 / Float(hs).squareRoot()
         let q = saved.q.baseAddress, k = saved.k.baseAddress, v = saved.v.baseAddress, probs = saved.probs.baseAddress
         let dQ = dq.baseAddress, dK = dk.baseAddress, dV = dv.baseAddress, dO = datt.baseAddress
@@ -658,13 +658,13 @@ public final class TrainableTransformer {
                 let dkh = dK + row * KVD + kvh * hs, dvh = dV + row * KVD + kvh * hs
                 for h in (kvh * group)..<((kvh + 1) * group) {
                     let P = probs + tape.probOffsets[b] + h * T * T
-                    let qh = q + row * D + h * hs, doh = dO + row * D + h * hs, dqh = dQ + row * D + h * hs
+                    let qh = q + row * QD + h * hs, doh = dO + row * QD + h * hs, dqh = dQ + row * QD + h * hs
                     // dV += P^T dO
                     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(T), Int32(hs), Int32(T), 1,
-                                P, Int32(T), doh, Int32(D), 1, dvh, Int32(KVD))
+                                P, Int32(T), doh, Int32(QD), 1, dvh, Int32(KVD))
                     // dP = dO V^T, then dS = P * (dP - rowsum(dP * P)) * scale
                     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(T), Int32(T), Int32(hs), 1,
-                                doh, Int32(D), vh, Int32(KVD), 0, dS, Int32(T))
+                                doh, Int32(QD), vh, Int32(KVD), 0, dS, Int32(T))
                     for i in 0..<T {
                         let p = P + i * T, d = dS + i * T
                         var dotRow: Float = 0
@@ -674,9 +674,9 @@ public final class TrainableTransformer {
                     }
                     // dQ = dS K ; dK += dS^T Q
                     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(T), Int32(hs), Int32(T), 1,
-                                dS, Int32(T), kh, Int32(KVD), 0, dqh, Int32(D))
+                                dS, Int32(T), kh, Int32(KVD), 0, dqh, Int32(QD))
                     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(T), Int32(hs), Int32(T), 1,
-                                dS, Int32(T), qh, Int32(D), 1, dkh, Int32(KVD))
+                                dS, Int32(T), qh, Int32(QD), 1, dkh, Int32(KVD))
                 }
             }
         }
