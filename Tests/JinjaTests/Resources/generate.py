@@ -1,9 +1,10 @@
 """Chat templates of the shapes models on the Hub ship (LLaMA 2, LLaMA 3 and 3.1, Mistral, Zephyr/TinyLlama,
-ChatML with a default system prompt as SmolLM2's and Qwen2.5's, Qwen3's thinking turns, Gemma, and language tests), rendered by
+ChatML with a default system prompt as SmolLM2's and Qwen2.5's, Qwen3's thinking turns, SmolLM3's reasoning modes,
+Gemma, and language tests), rendered by
 transformers' own Jinja environment over a set of conversations: `python generate.py` (transformers 5.x,
 jinja2) writes cases.json beside it. Each case is the template's name, its context, and the text or the
 exception the template raised."""
-import json, os
+import datetime, json, os
 from transformers.utils.chat_template_utils import _compile_jinja_template
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -226,6 +227,100 @@ TEMPLATES = {
     {%- endif %}
 {%- endif %}
 """,
+    # SmolLM3's: a reasoning-mode switch (enable_thinking, /think and /no_think in the system message), a
+    # dated metadata header (strftime_now, rendered here at a fixed time), generation blocks, tools as strings.
+    "smollm3": r"""{# ───── defaults ───── #}
+{%- if enable_thinking is not defined -%}
+{%- set enable_thinking = true -%}
+{%- endif -%}
+
+{# ───── reasoning mode ───── #}
+{%- if enable_thinking -%}
+{%- set reasoning_mode = "/think" -%}
+{%- else -%}
+{%- set reasoning_mode = "/no_think" -%}
+{%- endif -%}
+
+{# ───── header (system message) ───── #}
+{{- "<|im_start|>system\n" -}}
+
+{%- if messages[0].role == "system" -%}
+{%- set system_message = messages[0].content -%}
+{%- if "/no_think" in system_message -%}
+{%- set reasoning_mode = "/no_think" -%}
+{%- elif "/think" in system_message -%}
+{%- set reasoning_mode = "/think" -%}
+{%- endif -%}
+{%- set custom_instructions = system_message.replace("/no_think", "").replace("/think", "").rstrip() -%}
+{%- endif -%}
+
+{%- if "/system_override" in system_message -%}
+{{- custom_instructions.replace("/system_override", "").rstrip() -}}
+{{- "<|im_end|>\n" -}}
+{%- else -%}
+{{- "## Metadata\n\n" -}}
+{{- "Knowledge Cutoff Date: June 2025\n" -}}
+{%- set today = strftime_now("%d %B %Y") -%}
+{{- "Today Date: " ~ today ~ "\n" -}}
+{{- "Reasoning Mode: " + reasoning_mode + "\n\n" -}}
+
+{{- "## Custom Instructions\n\n" -}}
+{%- if custom_instructions -%}
+{{- custom_instructions + "\n\n" -}}
+{%- elif reasoning_mode == "/think" -%}
+{{- "You are a helpful AI assistant named SmolLM, trained by Hugging Face. Your role as an assistant involves thoroughly exploring questions through a systematic thinking process before providing the final precise and accurate solutions. This requires engaging in a comprehensive cycle of analysis, summarizing, exploration, reassessment, reflection, backtracking, and iteration to develop well-considered thinking process. Please structure your response into two main sections: Thought and Solution using the specified format: <think> Thought section </think> Solution section. In the Thought section, detail your reasoning process in steps. Each step should include detailed considerations such as analysing questions, summarizing relevant findings, brainstorming new ideas, verifying the accuracy of the current steps, refining any errors, and revisiting previous steps. In the Solution section, based on various attempts, explorations, and reflections from the Thought section, systematically present the final solution that you deem correct. The Solution section should be logical, accurate, and concise and detail necessary steps needed to reach the conclusion.\n\n" -}}
+{%- else -%}
+{{- "You are a helpful AI assistant named SmolLM, trained by Hugging Face.\n\n" -}}
+{%- endif -%}
+
+{%- if xml_tools or python_tools -%}
+{{- "### Tools\n\n" -}}
+{%- if xml_tools -%}
+  {%- set ns = namespace(xml_tool_string="You may call one or more functions to assist with the user query.\nYou are provided with function signatures within <tools></tools> XML tags:\n\n<tools>\n") -%}
+  {%- for tool in xml_tools[:] -%} {# The slicing makes sure that xml_tools is a list #}
+    {%- set ns.xml_tool_string = ns.xml_tool_string ~ (tool | string) ~ "\n" -%}
+  {%- endfor -%}
+  {%- set xml_tool_string = ns.xml_tool_string + "</tools>\n\nFor each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": <function-name>, \"arguments\": <args-json-object>}\n</tool_call>" -%}
+  {{- xml_tool_string -}}
+{%- endif -%}
+{%- if python_tools -%}
+  {%- set ns = namespace(python_tool_string="When you send a message containing Python code between '<code>' and '</code>' tags, it will be executed in a stateful Jupyter notebook environment, and you will then be given the output to continued reasoning in an agentic loop.\n\nYou can use the following tools in your python code like regular functions:\n<tools>\n") -%}
+  {%- for tool in python_tools[:] -%} {# The slicing makes sure that python_tools is a list #}
+    {%- set ns.python_tool_string = ns.python_tool_string ~ (tool | string) ~ "\n" -%}
+  {%- endfor -%}
+  {%- set python_tool_string = ns.python_tool_string + "</tools>\n\nThe state persists between code executions: so variables that you define in one step are still available thereafter." -%}
+  {{- python_tool_string -}}
+{%- endif -%}
+{{- "\n\n" -}}
+{{- "<|im_end|>\n" -}}
+{%- endif -%}
+{%- endif -%}
+{# ───── main loop ───── #}
+{%- for message in messages -%}
+{%- set content = message.content if message.content is string else "" -%}
+{%- if message.role == "user" -%}
+    {{ "<|im_start|>" + message.role + "\n"  + content + "<|im_end|>\n" }}
+{%- elif message.role == "assistant" -%}
+    {% generation %}
+    {%- if reasoning_mode == "/think" -%}
+        {{ "<|im_start|>assistant\n" + content.lstrip("\n") + "<|im_end|>\n" }}
+    {%- else -%}
+        {{ "<|im_start|>assistant\n" + "<think>\n\n</think>\n" + content.lstrip("\n") + "<|im_end|>\n" }}
+    {%- endif -%}
+    {% endgeneration %}
+{%- elif message.role == "tool" -%}
+{{ "<|im_start|>" + "user\n"  + content + "<|im_end|>\n" }}
+{%- endif -%}
+{%- endfor -%}
+{# ───── generation prompt ───── #}
+{%- if add_generation_prompt -%}
+{%- if reasoning_mode == "/think" -%}
+    {{ "<|im_start|>assistant\n" }}
+{%- else -%}
+    {{ "<|im_start|>assistant\n" + "<think>\n\n</think>\n"  }}
+{%- endif -%}
+{%- endif -%}
+""",
     # Gemma's: roles renamed, system refused.
     "gemma": "{{ bos_token }}{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}{% if (message['role'] == 'assistant') %}{% set role = 'model' %}{% else %}{% set role = message['role'] %}{% endif %}{{ '<start_of_turn>' + role + '\n' + message['content'] | trim + '<end_of_turn>\n' }}{% endfor %}{% if add_generation_prompt %}{{'<start_of_turn>model\n'}}{% endif %}",
     # The language beyond the chat templates above: macros, namespaces across loops, scoping, filters,
@@ -296,6 +391,8 @@ def main():
     cases = []
     for name, source in TEMPLATES.items():
         template = _compile_jinja_template(source)
+        # strftime_now at a fixed time (the Swift test renders at the same one): 2026-12-07 12:00, local.
+        template.globals["strftime_now"] = lambda format: datetime.datetime(2026, 12, 7, 12, 0).strftime(format)
         contexts = []
         for messages in CONVERSATIONS:
             for generation in (False, True):
