@@ -177,7 +177,7 @@ public final class TrainableTransformer {
             addBias(.bv, l, to: saved.v.baseAddress, rows: n, width: KVD)
             normHeads(.qNorm, l, saved.q.baseAddress, rows: n, heads: c.nHeads, raw: saved.qRaw.baseAddress, inverse: saved.qInverse.baseAddress)
             normHeads(.kNorm, l, saved.k.baseAddress, rows: n, heads: c.nKVHeads, raw: saved.kRaw.baseAddress, inverse: saved.kInverse.baseAddress)
-            rotate(queries: saved.q, keys: saved.k, batch: batch, sign: 1)
+            if c.usesRoPE(layer: l) { rotate(queries: saved.q, keys: saved.k, batch: batch, sign: 1) }
             attentionForward(saved, batch: batch, tape: tape, forBackward: lastLayerRows == nil)
             copy(saved.xMid.baseAddress, from: x.baseAddress, count: n * D)
             project(.wo, l, saved.xMid.baseAddress, saved.att.baseAddress, n: n, inFeatures: QD, outFeatures: D, accumulate: true, seed: seed)
@@ -229,15 +229,17 @@ public final class TrainableTransformer {
         ropeCos.withUnsafeBufferPointer { cosT in
             ropeSin.withUnsafeBufferPointer { sinT in
                 batch.positions.withUnsafeBufferPointer { positions in
-                    pool.parallelFor(n, grain: 16) { range, _ in
-                        for r in range {
-                            let table = positions[r] * half
-                            TrainingKernels.rope(k + r * KVD, heads: c.nKVHeads, hs: hs, cos: cosT.baseAddress! + table, sin: sinT.baseAddress! + table)
+                    if c.usesRoPE(layer: l) {
+                        pool.parallelFor(n, grain: 16) { range, _ in
+                            for r in range {
+                                let table = positions[r] * half
+                                TrainingKernels.rope(k + r * KVD, heads: c.nKVHeads, hs: hs, cos: cosT.baseAddress! + table, sin: sinT.baseAddress! + table)
+                            }
                         }
-                    }
-                    for (i, r) in rows.enumerated() {
-                        let table = positions[r] * half
-                        TrainingKernels.rope(q + i * QD, heads: c.nHeads, hs: hs, cos: cosT.baseAddress! + table, sin: sinT.baseAddress! + table)
+                        for (i, r) in rows.enumerated() {
+                            let table = positions[r] * half
+                            TrainingKernels.rope(q + i * QD, heads: c.nHeads, hs: hs, cos: cosT.baseAddress! + table, sin: sinT.baseAddress! + table)
+                        }
                     }
                     // Attention of each asked row over its sequence up to its position.
                     let stride = batch.sequences.map(\.count).max() ?? 1
@@ -609,7 +611,7 @@ public final class TrainableTransformer {
             projectBackward(.wo, l, dx: datt.baseAddress, dy: dx.baseAddress, x: saved.att.baseAddress, n: n, inFeatures: QD, outFeatures: D,
                             accumulate: false, seed: seed)
             attentionBackward(saved, batch: batch, tape: tape, datt: datt, dq: dq, dk: dk, dv: dv)
-            rotate(queries: dq, keys: dk, batch: batch, sign: -1)
+            if c.usesRoPE(layer: l) { rotate(queries: dq, keys: dk, batch: batch, sign: -1) }
             normHeadsBackward(.qNorm, l, dq.baseAddress, raw: saved.qRaw.baseAddress, inverse: saved.qInverse.baseAddress, rows: n, heads: c.nHeads)
             normHeadsBackward(.kNorm, l, dk.baseAddress, raw: saved.kRaw.baseAddress, inverse: saved.kInverse.baseAddress, rows: n, heads: c.nKVHeads)
             biasBackward(.bq, l, dy: dq.baseAddress, rows: n, width: QD)

@@ -221,6 +221,45 @@ import TestKit
         #expect(llama.headSize == 16 && !llama.qkNorm)
     }
 
+    /// A SmolLM3ForCausalLM is LLaMA's decoder whose NoPE layers (here every second, from
+    /// `no_rope_layer_interval` with no list; SmolLM3-3B's every fourth) apply no RoPE, its RoPE base 2e6
+    /// when the config names none: transformers' float64 greedy ids, log-probabilities and logits agree,
+    /// and it writes back as a SmolLM3ForCausalLM with the explicit list, bit for bit; llama2.c's files cannot
+    /// hold it; a list that is not of zeros and ones, or too short, and a window are refused by key.
+    @Test func smolLM3RunsWithoutRoPEInItsNoPELayers() throws {
+        let (weights, config) = try HuggingFaceCheckpoint.read(directory: Fixtures.smollm3)
+        let c = config.llama
+        #expect(c.layersWithoutRoPE == [1, 3] && c.ropeTheta == 2_000_000 && !c.qkNorm && !c.attentionBias)
+        #expect(c.usesRoPE(layer: 0) && !c.usesRoPE(layer: 1) && c.usesRoPE(layer: 2) && !c.usesRoPE(layer: 3))
+        try Self.expectGreedyAndLogits(weights, reference: try Fixtures.smollm3Reference(), name: "smollm3-nope")
+        let dir = try Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try HuggingFaceCheckpoint.write(weights, config: config, dtype: .float32, to: dir + "/out")
+        let (again, againConfig) = try HuggingFaceCheckpoint.read(directory: dir + "/out")
+        #expect(againConfig.llama == c)
+        for tensor in weights.layout.trainableTensors { #expect(again.values(tensor) == weights.values(tensor), "\(tensor)") }
+        let written = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/out/config.json"))) as! [String: Any]
+        #expect(written["architectures"] as? [String] == ["SmolLM3ForCausalLM"] && written["no_rope_layers"] as? [Int] == [1, 0, 1, 0])
+        // Its pad_token_id (null here) is written back: left out, transformers would take SmolLM3's default
+        // 128004, past this vocabulary, and refuse to load the model.
+        #expect(written["pad_token_id"] is NSNull)
+        #expect { try Checkpoint.writeLegacy(weights, to: dir + "/model.bin") } throws: { "\($0)".contains("layers without RoPE") }
+        var object = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: Fixtures.smollm3 + "/config.json"))) as! [String: Any]
+        object["no_rope_layers"] = [1, 1, 1, 0]
+        #expect(try HuggingFaceConfig(json: JSONSerialization.data(withJSONObject: object), path: "config.json").llama.layersWithoutRoPE == [3])
+        for bad in [[1, 0, 1] as [Any], [1, 2, 1, 0], [true, false, true, false]] {
+            object["no_rope_layers"] = bad
+            #expect { try HuggingFaceConfig(json: JSONSerialization.data(withJSONObject: object), path: "config.json") } throws: {
+                "\($0)".contains("no_rope_layers: expected a list of at least 4 zeros and ones")
+            }
+        }
+        object["no_rope_layers"] = nil
+        object["use_sliding_window"] = true
+        #expect { try HuggingFaceConfig(json: JSONSerialization.data(withJSONObject: object), path: "config.json") } throws: {
+            "\($0)".contains("use_sliding_window: true is not supported")
+        }
+    }
+
     /// Configs that scale RoPE (LLaMA 3.1's and linear interpolation, spelled as transformers 5 writes them):
     /// the frequencies equal transformers' within float32's rounding, and a 600-token prompt (past the
     /// llama3 fixture's original context of 256) gives transformers' float64 greedy ids, log-probabilities

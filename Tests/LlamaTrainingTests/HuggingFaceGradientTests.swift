@@ -5,11 +5,10 @@ import TestKit
 @testable import LlamaTraining
 
 /// The attention of the Hugging Face families beyond LLaMA's trains as PyTorch's does: on the Qwen2
-/// fixture (query, key and value biases) and the Qwen3 fixture (per-head query/key norms, attention
-/// wider than the model), the masked cross-entropy and its gradient for every attention tensor the
-/// reference lists agree with PyTorch's float64 autograd (transformers' `Qwen2ForCausalLM` and
-/// `Qwen3ForCausalLM`, `hf-qwen2/generate.py` and `hf-qwen3/generate.py`), the file's rows mapped to the
-/// core's as the reader maps them.
+/// fixture (query, key and value biases), the Qwen3 fixture (per-head query/key norms, attention wider
+/// than the model) and the SmolLM3 fixture (layers without RoPE), the masked cross-entropy and its
+/// gradient for every attention tensor the reference lists agree with PyTorch's float64 autograd
+/// (transformers' classes, `hf-*/generate.py`), the file's rows mapped to the core's as the reader maps them.
 @Suite struct HuggingFaceGradientTests {
     /// The core tensor of a reference gradient's name (after `self_attn.`), and its row length in the file.
     static func tensor(_ suffix: String, _ c: LlamaConfig) -> (ParameterTensor, columns: Int)? {
@@ -27,13 +26,22 @@ import TestKit
         }
     }
 
-    @Test(arguments: ["qwen2", "qwen3"], [1, 2])
+    /// The fixture directory and reference of `model`.
+    static func fixture(_ model: String) throws -> (directory: String, reference: [String: Any]) {
+        switch model {
+        case "qwen2": return (Fixtures.qwen2, try Fixtures.qwen2Reference())
+        case "qwen3": return (Fixtures.qwen3, try Fixtures.qwen3Reference())
+        default: return (Fixtures.smollm3, try Fixtures.smollm3Reference())
+        }
+    }
+
+    @Test(arguments: ["qwen2", "qwen3", "smollm3"], [1, 2])
     func gradientsAreTorchs(model: String, threads: Int) throws {
-        let reference = model == "qwen2" ? try Fixtures.qwen2Reference() : try Fixtures.qwen3Reference()
+        let (directory, reference) = try Self.fixture(model)
         let sft = reference["sft"] as! [String: Any]
         let tokens = (sft["tokens"] as! [[Int]]).map { $0.map(Int32.init) }
         let mask = (sft["mask"] as! [[Double]]).map { $0.map(Float.init) }
-        let (weights, _) = try HuggingFaceCheckpoint.read(directory: model == "qwen2" ? Fixtures.qwen2 : Fixtures.qwen3)
+        let (weights, _) = try HuggingFaceCheckpoint.read(directory: directory)
         let pool = ComputePool(threads: threads)
         defer { pool.shutdown() }
         let trainer = TrainableTransformer(weights: weights, pool: pool)
@@ -60,7 +68,8 @@ import TestKit
             let scale = expected.map(abs).max()!
             #expect(scale > 0 && worst <= 1e-4 * scale, "\(name): max difference \(worst) against a largest gradient of \(scale)")
         }
-        let attention: Set<ParameterTensor> = model == "qwen2" ? [.wq, .wk, .wv, .bq, .bk, .bv] : [.wq, .wk, .wv, .wo, .qNorm, .kNorm]
+        let attention: Set<ParameterTensor> = model == "qwen2" ? [.wq, .wk, .wv, .bq, .bk, .bv]
+            : model == "qwen3" ? [.wq, .wk, .wv, .wo, .qNorm, .kNorm] : [.wq, .wk, .wv, .wo]
         #expect(compared == attention)
     }
 }

@@ -81,11 +81,12 @@ import TestKit
     /// forward, on both fixture shapes, rows in any order, on one thread and two; its tape refuses a
     /// backward pass by construction (checked by the precondition, not here). The Qwen2 fixture's
     /// attention biases take the scoring path too, and so do the Qwen3 fixture's query/key norms and wider
-    /// attention.
-    @Test(arguments: ["tiny-mha", "tiny-gqa", "qwen2", "qwen3"])
+    /// attention, and the SmolLM3 fixture's last layer, which applies no RoPE.
+    @Test(arguments: ["tiny-mha", "tiny-gqa", "qwen2", "qwen3", "smollm3"])
     func scoringForwardMatchesTheFullForward(model: String) throws {
         let weights = model == "qwen2" ? try HuggingFaceCheckpoint.read(directory: Fixtures.qwen2).weights
             : model == "qwen3" ? try HuggingFaceCheckpoint.read(directory: Fixtures.qwen3).weights
+            : model == "smollm3" ? try HuggingFaceCheckpoint.read(directory: Fixtures.smollm3).weights
             : try Checkpoint.read(path: TrainingTests.fixtures + "/\(model).bin").weights
         // A sequence of 70 covers every column tiling of the scoring attention (tiny-gqa's heads are 16 wide).
         let vocabulary = Int32(weights.config.vocabSize)
@@ -114,12 +115,15 @@ import TestKit
     /// A transformer prepared for scoring (its projections transposed and multiplied by
     /// `rlhf_small_gemm_nn`) gives the hidden states of one that is not, in a scoring forward and a full
     /// one, on one thread and two; training it, or setting adapters, drops the preparation (a forward
-    /// after a step reads the new weights), and bfloat16 products never take it.
-    @Test(arguments: ["tiny-mha", "tiny-gqa"])
+    /// after a step reads the new weights), and bfloat16 products never take it. The Qwen3 fixture's
+    /// output projection reads a 64-wide attention at width 32.
+    @Test(arguments: ["tiny-mha", "tiny-gqa", "qwen3"])
     func preparedForScoringMatchesTheUsualForward(model: String) throws {
-        let weights = try Checkpoint.read(path: TrainingTests.fixtures + "/\(model).bin").weights
-        let long = (0..<70).map { Int32(1 + ($0 * 37) % 500) }
-        let sequences: [[Int32]] = [[1, 17, 300, 42, 42, 9], [1, 5], [1], long]
+        let weights = model == "qwen3" ? try HuggingFaceCheckpoint.read(directory: Fixtures.qwen3).weights
+            : try Checkpoint.read(path: TrainingTests.fixtures + "/\(model).bin").weights
+        let vocabulary = Int32(weights.config.vocabSize)
+        let long = (0..<70).map { Int32(1 + ($0 * 37) % 500) % vocabulary }
+        let sequences: [[Int32]] = [[1, 17, 300, 42, 42, 9], [1, 5], [1], long].map { $0.map { $0 % vocabulary } }
         let batch = try TokenBatch(sequences, config: weights.config)
         let D = weights.config.dim, rows = batch.lastRows
         func hidden(_ tape: ForwardTape, _ r: Int) -> [Float] { tape.hidden.array(r * D ..< (r + 1) * D) }

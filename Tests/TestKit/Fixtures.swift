@@ -52,6 +52,14 @@ public enum Fixtures {
         return try JSONSerialization.jsonObject(with: data) as! [String: Any]
     }
 
+    /// The SmolLM3 fixture: a `SmolLM3ForCausalLM` directory whose layers 1 and 3 apply no RoPE, and
+    /// transformers' float64 outputs and SFT gradients on it (`hf-smollm3/generate.py`).
+    public static let smollm3 = root + "/hf-smollm3/smollm3-nope"
+    public static func smollm3Reference() throws -> [String: Any] {
+        let data = try Data(contentsOf: URL(fileURLWithPath: root + "/hf-smollm3/smollm3-nope.reference.json"))
+        return try JSONSerialization.jsonObject(with: data) as! [String: Any]
+    }
+
     /// The SentencePiece encode cases: `(text, ids)`.
     public static func encodeCases() throws -> [(String, [Int32])] {
         let text = try String(contentsOfFile: root + "/tokenizer/llama2/encode-cases.jsonl", encoding: .utf8)

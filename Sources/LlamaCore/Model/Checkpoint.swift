@@ -183,6 +183,7 @@ public enum Checkpoint {
         if config.attentionBias { parts.append("attention biases") }
         if let size = config.explicitHeadSize { parts.append("head_dim \(size)") }
         if config.qkNorm { parts.append("query/key norms") }
+        if !config.layersWithoutRoPE.isEmpty { parts.append("layers without RoPE") }
         return parts.isEmpty ? nil : parts.joined(separator: ", ")
     }
 

@@ -39,12 +39,16 @@ public struct LlamaConfig: Codable, Sendable, Equatable {
     /// True when queries and keys are RMS-normalised per head (weights `qNorm`, `kNorm` of `hs` each)
     /// after their projection and before RoPE (Qwen3's blocks); LLaMA2's are not.
     public var qkNorm: Bool
+    /// The layers whose attention applies no RoPE to queries and keys (SmolLM3's "NoPE" layers, every
+    /// fourth), in ascending order; empty: every layer rotates, as LLaMA2's.
+    public var layersWithoutRoPE: [Int]
 
     /// Creates a config; call `validate()` (checkpoint readers do) before using it. `headSize`: the size
     /// of one attention head when it is not `dim / nHeads`.
     public init(dim: Int, hiddenDim: Int, nLayers: Int, nHeads: Int, nKVHeads: Int, vocabSize: Int,
                 seqLen: Int, sharedClassifier: Bool = true, normEps: Float = 1e-5, ropeTheta: Float = 10000,
-                ropeScaling: RoPEScaling? = nil, attentionBias: Bool = false, headSize: Int? = nil, qkNorm: Bool = false) {
+                ropeScaling: RoPEScaling? = nil, attentionBias: Bool = false, headSize: Int? = nil, qkNorm: Bool = false,
+                layersWithoutRoPE: [Int] = []) {
         self.dim = dim
         self.hiddenDim = hiddenDim
         self.nLayers = nLayers
@@ -60,14 +64,16 @@ public struct LlamaConfig: Codable, Sendable, Equatable {
         let implied = nHeads > 0 && dim % nHeads == 0 ? dim / nHeads : nil
         self.explicitHeadSize = headSize == implied ? nil : headSize
         self.qkNorm = qkNorm
+        self.layersWithoutRoPE = layersWithoutRoPE
     }
 
     private enum CodingKeys: String, CodingKey {
         case dim, hiddenDim, nLayers, nHeads, nKVHeads, vocabSize, seqLen, sharedClassifier, normEps, ropeTheta, ropeScaling, attentionBias
-        case headSize, qkNorm
+        case headSize, qkNorm, layersWithoutRoPE
     }
 
-    /// Decodes a config; one written before `attentionBias`, `headSize` or `qkNorm` existed has none.
+    /// Decodes a config; one written before `attentionBias`, `headSize`, `qkNorm` or `layersWithoutRoPE`
+    /// existed has none.
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         self.init(dim: try c.decode(Int.self, forKey: .dim), hiddenDim: try c.decode(Int.self, forKey: .hiddenDim),
@@ -78,11 +84,12 @@ public struct LlamaConfig: Codable, Sendable, Equatable {
                   ropeScaling: try c.decodeIfPresent(RoPEScaling.self, forKey: .ropeScaling),
                   attentionBias: try c.decodeIfPresent(Bool.self, forKey: .attentionBias) ?? false,
                   headSize: try c.decodeIfPresent(Int.self, forKey: .headSize),
-                  qkNorm: try c.decodeIfPresent(Bool.self, forKey: .qkNorm) ?? false)
+                  qkNorm: try c.decodeIfPresent(Bool.self, forKey: .qkNorm) ?? false,
+                  layersWithoutRoPE: try c.decodeIfPresent([Int].self, forKey: .layersWithoutRoPE) ?? [])
     }
 
-    /// Encodes a config; the head size and the query/key norms only where they are set (a LLaMA2 config
-    /// encodes as before they existed).
+    /// Encodes a config; the head size, the query/key norms and the layers without RoPE only where they
+    /// are set (a LLaMA2 config encodes as before they existed).
     public func encode(to encoder: any Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
         try c.encode(dim, forKey: .dim)
@@ -99,7 +106,12 @@ public struct LlamaConfig: Codable, Sendable, Equatable {
         try c.encode(attentionBias, forKey: .attentionBias)
         try c.encodeIfPresent(explicitHeadSize, forKey: .headSize)
         if qkNorm { try c.encode(qkNorm, forKey: .qkNorm) }
+        if !layersWithoutRoPE.isEmpty { try c.encode(layersWithoutRoPE, forKey: .layersWithoutRoPE) }
     }
+
+    /// Whether layer `l`'s attention rotates its queries and keys (RoPE).
+    @inline(__always)
+    public func usesRoPE(layer l: Int) -> Bool { layersWithoutRoPE.isEmpty || !layersWithoutRoPE.contains(l) }
 
     /// Size of one attention head: `hs = D / nHeads`, or the size set apart from it.
     public var headSize: Int { explicitHeadSize ?? (nHeads > 0 ? dim / nHeads : 0) }
@@ -143,6 +155,12 @@ public struct LlamaConfig: Codable, Sendable, Equatable {
             throw LlamaError.invalidConfig(field: "rope_theta", reason: "must be a finite number above 1, got \(ropeTheta)")
         }
         try ropeScaling?.validate()
+        if let wrong = layersWithoutRoPE.first(where: { !(0..<nLayers).contains($0) }) {
+            throw LlamaError.invalidConfig(field: "no_rope_layers", reason: "layer \(wrong) is not one of the \(nLayers) layers")
+        }
+        if layersWithoutRoPE != Array(Set(layersWithoutRoPE)).sorted() {
+            throw LlamaError.invalidConfig(field: "no_rope_layers", reason: "the layers without RoPE must be listed once each, in order")
+        }
         let limit = 1 << 24
         for (value, field) in [(dim, "dim"), (hiddenDim, "hidden_dim"), (vocabSize, "vocab_size"),
                                (seqLen, "seq_len"), (nLayers, "n_layers"), (headSize, "head_dim")] where value > limit {

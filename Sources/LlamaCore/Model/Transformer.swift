@@ -162,10 +162,13 @@ public final class Transformer {
                     for h in 0..<c.nKVHeads { Kernels.rmsnorm(k + r * KVD + h * hs, k + r * KVD + h * hs, kNorm, hs, eps: c.normEps) }
                 }
             }
+            let rotates = c.usesRoPE(layer: l)
             for r in 0..<rows {
                 let table = positions[r] * half
-                Kernels.rope(q + r * QD, heads: c.nHeads, hs: hs, cos: ropeCos + table, sin: ropeSin + table)
-                Kernels.rope(k + r * KVD, heads: c.nKVHeads, hs: hs, cos: ropeCos + table, sin: ropeSin + table)
+                if rotates {
+                    Kernels.rope(q + r * QD, heads: c.nHeads, hs: hs, cos: ropeCos + table, sin: ropeSin + table)
+                    Kernels.rope(k + r * KVD, heads: c.nKVHeads, hs: hs, cos: ropeCos + table, sin: ropeSin + table)
+                }
                 caches[r].store(layer: l, position: positions[r], key: k + r * KVD, value: v + r * KVD)
             }
             attention(layer: l, rows: rows, caches: caches, positions: positions)

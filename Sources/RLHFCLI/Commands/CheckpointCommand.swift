@@ -92,6 +92,7 @@ struct CheckpointCommand: ParsableCommand {
                 info["attention_bias"] = c.attentionBias
                 info["head_dim"] = c.headSize
                 info["qk_norm"] = c.qkNorm
+                info["layers_without_rope"] = c.layersWithoutRoPE
                 if json {
                     print(jsonLine(info))
                 } else {
@@ -105,6 +106,9 @@ struct CheckpointCommand: ParsableCommand {
                     if c.attentionBias { print("  attention biases: query, key and value (Qwen2)") }
                     if c.explicitHeadSize != nil { print("  head_dim \(c.headSize): attention \(c.queryDim) wide at dim \(c.dim)") }
                     if c.qkNorm { print("  query and key heads RMS-normalised before RoPE (Qwen3)") }
+                    if !c.layersWithoutRoPE.isEmpty {
+                        print("  no RoPE in layers \(c.layersWithoutRoPE.map(String.init).joined(separator: ", ")) (SmolLM3's NoPE layers)")
+                    }
                     print("  parameters \(c.parameterCount) (\(String(format: "%.2f", Double(c.parameterCount) / 1e6))M)")
                 }
             } catch {

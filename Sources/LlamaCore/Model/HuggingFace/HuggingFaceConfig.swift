@@ -1,11 +1,11 @@
 import Foundation
 
 /// A Hugging Face `config.json` of a `LlamaForCausalLM` (or a `MistralForCausalLM`, whose context is
-/// capped at its sliding window, or a `Qwen2ForCausalLM`, LLaMA's blocks with query, key and value
-/// biases), read into the core's `LlamaConfig` plus the token ids it names. Keys the core cannot honour
-/// (LLaMA's `attention_bias`, MLP biases, another architecture or activation, a head size other than
-/// `hidden_size / num_attention_heads`, a RoPE scaling other than linear and LLaMA 3.1's) are refused
-/// with the key and its value.
+/// capped at its sliding window; a `Qwen2ForCausalLM`, LLaMA's blocks with query, key and value biases; a
+/// `Qwen3ForCausalLM`, with per-head query/key norms; a `SmolLM3ForCausalLM`, with layers without RoPE),
+/// read into the core's `LlamaConfig` plus the token ids it names. Keys the core cannot honour (LLaMA's
+/// `attention_bias`, MLP biases, another architecture or activation, an odd head size, a RoPE scaling
+/// other than linear and LLaMA 3.1's, a sliding window but Mistral's) are refused with the key and its value.
 public struct HuggingFaceConfig: Sendable, Equatable {
     /// The model's shape in the core's terms.
     public var llama: LlamaConfig
@@ -15,12 +15,16 @@ public struct HuggingFaceConfig: Sendable, Equatable {
     public var eosTokenIds: [Int]
     /// `dtype` (or the older `torch_dtype`), when given: the precision the weights were saved in.
     public var dtype: String?
+    /// `pad_token_id`, when given (written back as it was, or null: a family whose default names an id
+    /// past a small vocabulary, as SmolLM3's 128004, would otherwise fail to load in transformers).
+    public var padTokenId: Int?
 
-    public init(llama: LlamaConfig, bosTokenId: Int? = nil, eosTokenIds: [Int] = [], dtype: String? = nil) {
+    public init(llama: LlamaConfig, bosTokenId: Int? = nil, eosTokenIds: [Int] = [], dtype: String? = nil, padTokenId: Int? = nil) {
         self.llama = llama
         self.bosTokenId = bosTokenId
         self.eosTokenIds = eosTokenIds
         self.dtype = dtype
+        self.padTokenId = padTokenId
     }
 
     /// Reads and checks `path` (a config.json).
@@ -80,19 +84,20 @@ public struct HuggingFaceConfig: Sendable, Equatable {
         // What the core runs: LLaMA's decoder, SiLU-gated MLP, no biases; Mistral's is the same decoder
         // (the same tensors) with a sliding window over the keys; Qwen2's adds biases to the query, key
         // and value projections (not the output's); Qwen3's has no biases and RMS-normalises each query
-        // and key head before RoPE. Any of them may set its head size apart from hidden_size / heads.
+        // and key head before RoPE; SmolLM3's is LLaMA's with no RoPE in some layers (no_rope_layers). Any of
+        // them may set its head size apart from hidden_size / heads.
         let families = ["LlamaForCausalLM": "llama", "MistralForCausalLM": "mistral", "Qwen2ForCausalLM": "qwen2",
-                        "Qwen3ForCausalLM": "qwen3"]
+                        "Qwen3ForCausalLM": "qwen3", "SmolLM3ForCausalLM": "smollm3"]
         var modelType: String?
         if let architectures = object["architectures"] {
             guard let names = architectures as? [String], names.count == 1, let type = families[names[0]] else {
-                throw refuse("architectures", "\(describe(architectures)) is not supported (only [\"LlamaForCausalLM\"], [\"MistralForCausalLM\"], [\"Qwen2ForCausalLM\"] or [\"Qwen3ForCausalLM\"])")
+                throw refuse("architectures", "\(describe(architectures)) is not supported (only [\"LlamaForCausalLM\"], [\"MistralForCausalLM\"], [\"Qwen2ForCausalLM\"], [\"Qwen3ForCausalLM\"] or [\"SmolLM3ForCausalLM\"])")
             }
             modelType = type
         }
         if let value = object["model_type"], !(value is NSNull) {
             guard let type = value as? String, families.values.contains(type) else {
-                throw refuse("model_type", "\(describe(value)) is not supported (only \"llama\", \"mistral\", \"qwen2\" or \"qwen3\")")
+                throw refuse("model_type", "\(describe(value)) is not supported (only \"llama\", \"mistral\", \"qwen2\", \"qwen3\" or \"smollm3\")")
             }
             if let modelType, modelType != type {
                 throw refuse("model_type", "\(describe(value)) disagrees with architectures \(describe(object["architectures"]))")
@@ -139,7 +144,8 @@ public struct HuggingFaceConfig: Sendable, Equatable {
             }
             return scaling
         }
-        var theta = 10000.0
+        // A config without a RoPE base has its family's default (transformers' config classes).
+        var theta = ["qwen2": 1_000_000.0, "qwen3": 1_000_000.0, "smollm3": 2_000_000.0][modelType ?? "llama"] ?? 10000.0
         var ropeScaling: RoPEScaling?
         if let value = object["rope_scaling"], !(value is NSNull) {
             ropeScaling = try scaling(value, key: "rope_scaling")
@@ -164,8 +170,8 @@ public struct HuggingFaceConfig: Sendable, Equatable {
             window = try int("sliding_window", required: false)
             if let window, window < 1 { throw refuse("sliding_window", "expected a positive integer or null, got \(window)") }
         }
-        if modelType == "qwen2" || modelType == "qwen3" {
-            // Qwen2 and Qwen3 attend through a window only where use_sliding_window is set (layer_types says where).
+        if ["qwen2", "qwen3", "smollm3"].contains(modelType) {
+            // Qwen2, Qwen3 and SmolLM3 attend through a window only where use_sliding_window is set (layer_types says where).
             if try flag("use_sliding_window") == true { throw refuse("use_sliding_window", "true is not supported (full attention only)") }
             if let types = object["layer_types"], !(types is NSNull) {
                 guard let list = types as? [String], list.allSatisfy({ $0 == "full_attention" }) else {
@@ -173,7 +179,7 @@ public struct HuggingFaceConfig: Sendable, Equatable {
                 }
             }
         }
-        for key in ["sliding_window", "attn_logit_softcapping", "final_logit_softcapping"] where !(key == "sliding_window" && ["mistral", "qwen2", "qwen3"].contains(modelType)) {
+        for key in ["sliding_window", "attn_logit_softcapping", "final_logit_softcapping"] where !(key == "sliding_window" && ["mistral", "qwen2", "qwen3", "smollm3"].contains(modelType)) {
             if let value = object[key], !(value is NSNull) {
                 throw refuse(key, "\(describe(value)) is not supported")
             }
@@ -185,12 +191,29 @@ public struct HuggingFaceConfig: Sendable, Equatable {
         // transformers' default head size is hidden_size / heads; a config may set another (Qwen3's 128).
         let headDim = try int("head_dim", required: false)
         let eps = try double("rms_norm_eps", in: object) ?? 1e-6
+        // SmolLM3: no_rope_layers[i] is 1 where layer i rotates, 0 where it does not (NoPE); absent, every
+        // no_rope_layer_interval-th layer (4 by default) goes without, as transformers builds the list.
+        var layersWithoutRoPE: [Int] = []
+        if modelType == "smollm3", let layers = try int("num_hidden_layers") {
+            if let value = object["no_rope_layers"], !(value is NSNull) {
+                guard let flags = value as? [NSNumber], flags.count >= layers,
+                      flags.allSatisfy({ !isBoolean($0) && ($0.doubleValue == 0 || $0.doubleValue == 1) }) else {
+                    throw refuse("no_rope_layers", "expected a list of at least \(layers) zeros and ones, got \(describe(value))")
+                }
+                layersWithoutRoPE = (0..<layers).filter { flags[$0].intValue == 0 }
+            } else {
+                let interval = try int("no_rope_layer_interval", required: false) ?? 4
+                guard interval > 0 else { throw refuse("no_rope_layer_interval", "expected a positive integer, got \(interval)") }
+                layersWithoutRoPE = (0..<layers).filter { ($0 + 1) % interval == 0 }
+            }
+        }
         let config = LlamaConfig(dim: dim, hiddenDim: try int("intermediate_size")!, nLayers: try int("num_hidden_layers")!,
                                  nHeads: heads, nKVHeads: kvHeads, vocabSize: try int("vocab_size")!,
                                  seqLen: min(try int("max_position_embeddings")!, window ?? .max),
                                  sharedClassifier: try flag("tie_word_embeddings") ?? false,
                                  normEps: Float(eps), ropeTheta: Float(theta), ropeScaling: ropeScaling,
-                                 attentionBias: modelType == "qwen2", headSize: headDim, qkNorm: modelType == "qwen3")
+                                 attentionBias: modelType == "qwen2", headSize: headDim, qkNorm: modelType == "qwen3",
+                                 layersWithoutRoPE: layersWithoutRoPE)
         do { try config.validate() } catch {
             throw LlamaError.invalidCheckpoint(path: path, reason: "config.json: \(error)")
         }
@@ -205,12 +228,15 @@ public struct HuggingFaceConfig: Sendable, Equatable {
         default: eos = [try int("eos_token_id")!]
         }
         self.init(llama: config, bosTokenId: try int("bos_token_id", required: false), eosTokenIds: eos,
-                  dtype: (object["dtype"] as? String) ?? (object["torch_dtype"] as? String))
+                  dtype: (object["dtype"] as? String) ?? (object["torch_dtype"] as? String),
+                  // Kept to write back only (the core pads nothing): any integer, else none.
+                  padTokenId: (object["pad_token_id"] as? NSNumber).flatMap { isBoolean($0) ? nil : $0.intValue })
     }
 
     /// config.json for `llama` as `transformers` writes a LlamaForCausalLM's (a Qwen2ForCausalLM's where the
-    /// model has attention biases, a Qwen3ForCausalLM's where it normalises queries and keys), in the keys that 4.x and 5.x both read (`rope_theta` and `rope_scaling`,
-    /// `torch_dtype` beside `dtype`).
+    /// model has attention biases, a Qwen3ForCausalLM's where it normalises queries and keys, a
+    /// SmolLM3ForCausalLM's where some layers go without RoPE), in the keys that 4.x and 5.x both read
+    /// (`rope_theta` and `rope_scaling`, `torch_dtype` beside `dtype`).
     public func json() -> Data {
         let c = llama
         var object: [String: Any] = [
@@ -245,7 +271,16 @@ public struct HuggingFaceConfig: Sendable, Equatable {
             object["sliding_window"] = NSNull()
             object["max_window_layers"] = c.nLayers
         }
+        if !c.layersWithoutRoPE.isEmpty {
+            object["architectures"] = ["SmolLM3ForCausalLM"]
+            object["model_type"] = "smollm3"
+            for key in ["pretraining_tp"] { object[key] = nil }
+            object["no_rope_layers"] = (0..<c.nLayers).map { c.usesRoPE(layer: $0) ? 1 : 0 }
+            object["use_sliding_window"] = false
+            object["sliding_window"] = NSNull()
+        }
         if let bosTokenId { object["bos_token_id"] = bosTokenId }
+        object["pad_token_id"] = padTokenId ?? NSNull()
         if eosTokenIds.count == 1 { object["eos_token_id"] = eosTokenIds[0] } else if !eosTokenIds.isEmpty { object["eos_token_id"] = eosTokenIds }
         if let dtype { object["torch_dtype"] = dtype; object["dtype"] = dtype }
         // Float eps prints with float32's shortest digits (1e-05, not 9.99999974737875e-06).
