@@ -254,6 +254,11 @@ import TestKit
             }
         }
         object["no_rope_layers"] = nil
+        object["num_hidden_layers"] = -4
+        #expect { try HuggingFaceConfig(json: JSONSerialization.data(withJSONObject: object), path: "config.json") } throws: {
+            "\($0)".contains("n_layers: must be positive, got -4")
+        }
+        object["num_hidden_layers"] = 4
         object["use_sliding_window"] = true
         #expect { try HuggingFaceConfig(json: JSONSerialization.data(withJSONObject: object), path: "config.json") } throws: {
             "\($0)".contains("use_sliding_window: true is not supported")

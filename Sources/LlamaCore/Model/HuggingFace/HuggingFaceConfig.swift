@@ -194,7 +194,8 @@ public struct HuggingFaceConfig: Sendable, Equatable {
         // SmolLM3: no_rope_layers[i] is 1 where layer i rotates, 0 where it does not (NoPE); absent, every
         // no_rope_layer_interval-th layer (4 by default) goes without, as transformers builds the list.
         var layersWithoutRoPE: [Int] = []
-        if modelType == "smollm3", let layers = try int("num_hidden_layers") {
+        // (A layer count out of range is refused below, by validate().)
+        if modelType == "smollm3", let layers = try int("num_hidden_layers"), (1...(1 << 24)).contains(layers) {
             if let value = object["no_rope_layers"], !(value is NSNull) {
                 guard let flags = value as? [NSNumber], flags.count >= layers,
                       flags.allSatisfy({ !isBoolean($0) && ($0.doubleValue == 0 || $0.doubleValue == 1) }) else {
