@@ -38,6 +38,21 @@ import TestKit
         }
     }
 
+    /// `weights` written as a float32 Hugging Face directory at `directory` and read back: the same config
+    /// and every trainable tensor bit for bit. Returns the written config.json.
+    static func expectWrittenBackBitForBit(_ weights: ModelWeights, config: HuggingFaceConfig, to directory: String) throws -> [String: Any] {
+        try HuggingFaceCheckpoint.write(weights, config: config, dtype: .float32, to: directory)
+        let (again, againConfig) = try HuggingFaceCheckpoint.read(directory: directory)
+        #expect(againConfig.llama == config.llama)
+        for tensor in weights.layout.trainableTensors { #expect(again.values(tensor) == weights.values(tensor), "\(tensor)") }
+        return try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: directory + "/config.json"))) as! [String: Any]
+    }
+
+    /// A config.json made of `object`, parsed.
+    static func config(_ object: [String: Any]) throws -> HuggingFaceConfig {
+        try HuggingFaceConfig(json: JSONSerialization.data(withJSONObject: object), path: "config.json")
+    }
+
     /// Written back as Hugging Face (float32) and read again: the same weights, bit for bit; as
     /// bfloat16: within bfloat16's rounding.
     @Test(arguments: names)
@@ -114,11 +129,11 @@ import TestKit
         // No window: the whole context; a window that is no positive integer is refused by key.
         var object = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: Fixtures.mistral + "/config.json"))) as! [String: Any]
         object["sliding_window"] = NSNull()
-        #expect(try HuggingFaceConfig(json: JSONSerialization.data(withJSONObject: object), path: "config.json").llama.seqLen == 512)
+        #expect(try Self.config(object).llama.seqLen == 512)
         object["sliding_window"] = 4096
-        #expect(try HuggingFaceConfig(json: JSONSerialization.data(withJSONObject: object), path: "config.json").llama.seqLen == 512)
+        #expect(try Self.config(object).llama.seqLen == 512)
         object["sliding_window"] = 0
-        #expect { try HuggingFaceConfig(json: JSONSerialization.data(withJSONObject: object), path: "config.json") } throws: {
+        #expect { try Self.config(object) } throws: {
             "\($0)".contains("sliding_window: expected a positive integer or null, got 0")
         }
     }
@@ -135,28 +150,24 @@ import TestKit
         try Self.expectGreedyAndLogits(weights, reference: try Fixtures.qwen2Reference(), name: "qwen2-bias")
         let dir = try Fixtures.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        try HuggingFaceCheckpoint.write(weights, config: config, dtype: .float32, to: dir + "/out")
-        let (again, againConfig) = try HuggingFaceCheckpoint.read(directory: dir + "/out")
-        #expect(againConfig.llama == config.llama)
-        for tensor in weights.layout.trainableTensors { #expect(again.values(tensor) == weights.values(tensor), "\(tensor)") }
-        let written = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/out/config.json"))) as! [String: Any]
+        let written = try Self.expectWrittenBackBitForBit(weights, config: config, to: dir + "/out")
         #expect(written["architectures"] as? [String] == ["Qwen2ForCausalLM"] && written["model_type"] as? String == "qwen2")
         #expect { try Checkpoint.writeLegacy(weights, to: dir + "/model.bin") } throws: { "\($0)".contains("attention biases") }
         // A window, or LLaMA's attention_bias, is refused by key.
         var object = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: Fixtures.qwen2 + "/config.json"))) as! [String: Any]
         object["use_sliding_window"] = true
-        #expect { try HuggingFaceConfig(json: JSONSerialization.data(withJSONObject: object), path: "config.json") } throws: {
+        #expect { try Self.config(object) } throws: {
             "\($0)".contains("use_sliding_window: true is not supported")
         }
         object["use_sliding_window"] = false
         object["layer_types"] = ["full_attention", "sliding_attention"]
-        #expect { try HuggingFaceConfig(json: JSONSerialization.data(withJSONObject: object), path: "config.json") } throws: { "\($0)".contains("layer_types") }
+        #expect { try Self.config(object) } throws: { "\($0)".contains("layer_types") }
         object["layer_types"] = nil
         object["sliding_window"] = 4096
-        #expect(try HuggingFaceConfig(json: JSONSerialization.data(withJSONObject: object), path: "config.json").llama.seqLen == 128)
+        #expect(try Self.config(object).llama.seqLen == 128)
         object["architectures"] = ["LlamaForCausalLM"]; object["model_type"] = "llama"; object["sliding_window"] = nil
         object["attention_bias"] = true
-        #expect { try HuggingFaceConfig(json: JSONSerialization.data(withJSONObject: object), path: "config.json") } throws: {
+        #expect { try Self.config(object) } throws: {
             "\($0)".contains("attention_bias: true is not supported")
         }
     }
@@ -194,11 +205,7 @@ import TestKit
         #expect(rounded.ids == Array(greedy.prefix(4)))
         let dir = try Fixtures.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        try HuggingFaceCheckpoint.write(weights, config: config, dtype: .float32, to: dir + "/out")
-        let (again, againConfig) = try HuggingFaceCheckpoint.read(directory: dir + "/out")
-        #expect(againConfig.llama == c)
-        for tensor in weights.layout.trainableTensors { #expect(again.values(tensor) == weights.values(tensor), "\(tensor)") }
-        let written = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/out/config.json"))) as! [String: Any]
+        let written = try Self.expectWrittenBackBitForBit(weights, config: config, to: dir + "/out")
         #expect(written["architectures"] as? [String] == ["Qwen3ForCausalLM"] && written["model_type"] as? String == "qwen3")
         #expect(written["head_dim"] as? Int == 16 && written["attention_bias"] as? Bool == false)
         #expect { try Checkpoint.writeLegacy(weights, to: dir + "/model.bin") } throws: {
@@ -206,18 +213,18 @@ import TestKit
         }
         var object = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: Fixtures.qwen3 + "/config.json"))) as! [String: Any]
         object["use_sliding_window"] = true
-        #expect { try HuggingFaceConfig(json: JSONSerialization.data(withJSONObject: object), path: "config.json") } throws: {
+        #expect { try Self.config(object) } throws: {
             "\($0)".contains("use_sliding_window: true is not supported")
         }
         object["use_sliding_window"] = false
         object["attention_bias"] = true
-        #expect { try HuggingFaceConfig(json: JSONSerialization.data(withJSONObject: object), path: "config.json") } throws: {
+        #expect { try Self.config(object) } throws: {
             "\($0)".contains("attention_bias: true is not supported")
         }
         // A LLaMA config may set its head size apart too (transformers' LlamaAttention reads head_dim).
         object["attention_bias"] = false
         object["architectures"] = ["LlamaForCausalLM"]; object["model_type"] = "llama"
-        let llama = try HuggingFaceConfig(json: JSONSerialization.data(withJSONObject: object), path: "config.json").llama
+        let llama = try Self.config(object).llama
         #expect(llama.headSize == 16 && !llama.qkNorm)
     }
 
@@ -234,11 +241,7 @@ import TestKit
         try Self.expectGreedyAndLogits(weights, reference: try Fixtures.smollm3Reference(), name: "smollm3-nope")
         let dir = try Fixtures.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        try HuggingFaceCheckpoint.write(weights, config: config, dtype: .float32, to: dir + "/out")
-        let (again, againConfig) = try HuggingFaceCheckpoint.read(directory: dir + "/out")
-        #expect(againConfig.llama == c)
-        for tensor in weights.layout.trainableTensors { #expect(again.values(tensor) == weights.values(tensor), "\(tensor)") }
-        let written = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/out/config.json"))) as! [String: Any]
+        let written = try Self.expectWrittenBackBitForBit(weights, config: config, to: dir + "/out")
         #expect(written["architectures"] as? [String] == ["SmolLM3ForCausalLM"] && written["no_rope_layers"] as? [Int] == [1, 0, 1, 0])
         // Its pad_token_id (null here) is written back: left out, transformers would take SmolLM3's default
         // 128004, past this vocabulary, and refuse to load the model.
@@ -246,21 +249,21 @@ import TestKit
         #expect { try Checkpoint.writeLegacy(weights, to: dir + "/model.bin") } throws: { "\($0)".contains("layers without RoPE") }
         var object = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: Fixtures.smollm3 + "/config.json"))) as! [String: Any]
         object["no_rope_layers"] = [1, 1, 1, 0]
-        #expect(try HuggingFaceConfig(json: JSONSerialization.data(withJSONObject: object), path: "config.json").llama.layersWithoutRoPE == [3])
+        #expect(try Self.config(object).llama.layersWithoutRoPE == [3])
         for bad in [[1, 0, 1] as [Any], [1, 2, 1, 0], [true, false, true, false]] {
             object["no_rope_layers"] = bad
-            #expect { try HuggingFaceConfig(json: JSONSerialization.data(withJSONObject: object), path: "config.json") } throws: {
+            #expect { try Self.config(object) } throws: {
                 "\($0)".contains("no_rope_layers: expected a list of at least 4 zeros and ones")
             }
         }
         object["no_rope_layers"] = nil
         object["num_hidden_layers"] = -4
-        #expect { try HuggingFaceConfig(json: JSONSerialization.data(withJSONObject: object), path: "config.json") } throws: {
+        #expect { try Self.config(object) } throws: {
             "\($0)".contains("n_layers: must be positive, got -4")
         }
         object["num_hidden_layers"] = 4
         object["use_sliding_window"] = true
-        #expect { try HuggingFaceConfig(json: JSONSerialization.data(withJSONObject: object), path: "config.json") } throws: {
+        #expect { try Self.config(object) } throws: {
             "\($0)".contains("use_sliding_window: true is not supported")
         }
     }
@@ -304,17 +307,17 @@ import TestKit
     /// The two spellings of a scaling read alike; where a config gives both and they disagree, it is refused.
     @Test func ropeScalingSpellings() throws {
         var object = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: Fixtures.scaledRoPE("rope-llama3") + "/config.json"))) as! [String: Any]
-        let fromParameters = try HuggingFaceConfig(json: JSONSerialization.data(withJSONObject: object), path: "config.json").llama
+        let fromParameters = try Self.config(object).llama
         var parameters = object.removeValue(forKey: "rope_parameters") as! [String: Any]
         object["rope_theta"] = parameters.removeValue(forKey: "rope_theta")
         object["rope_scaling"] = parameters
-        let fromScaling = try HuggingFaceConfig(json: JSONSerialization.data(withJSONObject: object), path: "config.json").llama
+        let fromScaling = try Self.config(object).llama
         #expect(fromScaling == fromParameters)
         #expect(fromScaling.ropeScaling == .llama3(factor: 8, lowFrequencyFactor: 1, highFrequencyFactor: 4, originalContext: 256))
         #expect(fromScaling.ropeTheta == 500000)
         object["rope_parameters"] = ["rope_type": "linear", "factor": 8.0, "rope_theta": 500000.0]
         #expect {
-            try HuggingFaceConfig(json: JSONSerialization.data(withJSONObject: object), path: "config.json")
+            try Self.config(object)
         } throws: { "\($0)".contains("rope_parameters: ") && "\($0)".contains("disagrees with rope_scaling") }
     }
 
