@@ -56,6 +56,10 @@ public enum HuggingFaceCheckpoint {
         return out
     }
 
+    /// Whether `tensor`'s elements move one by one under the RoPE permutation (a bias's elements are its
+    /// projection's rows; a query/key norm's are one head's), rather than as rows of the file.
+    static func movesByElement(_ tensor: ParameterTensor) -> Bool { tensor.isAttentionBias || tensor.isQueryKeyNorm }
+
     /// Maps a row of a `q_proj`/`k_proj` (or an element of its bias, or of the one head a `q_norm`/`k_norm`
     /// weighs) in Hugging Face's order to the core's row (see the type's comment); other tensors keep
     /// their rows.
@@ -127,8 +131,7 @@ public enum HuggingFaceCheckpoint {
             }
             let offset = item.tensor == .rmsFinal || item.tensor == .tokenEmbedding || item.tensor == .classifier
                 ? weights.layout.offset(item.tensor) : weights.layout.offset(item.tensor, layer: item.layer)
-            // A bias's elements are its projection's rows, permuted as they are; a query/key norm's are one head's.
-            try file.read(entry, columns: item.tensor.isAttentionBias || item.tensor.isQueryKeyNorm ? 1 : item.shape.last!, into: weights.storage, offset: offset,
+            try file.read(entry, columns: movesByElement(item.tensor) ? 1 : item.shape.last!, into: weights.storage, offset: offset,
                           destinationRow: coreRow(item.tensor, config))
         }
         return (weights, hfConfig)
@@ -147,7 +150,7 @@ public enum HuggingFaceCheckpoint {
             let offset = item.tensor == .rmsFinal || item.tensor == .tokenEmbedding || item.tensor == .classifier
                 ? weights.layout.offset(item.tensor) : weights.layout.offset(item.tensor, layer: item.layer)
             return SafetensorsWriter.Tensor(name: item.name, shape: item.shape, source: weights.storage, offset: offset,
-                                            sourceRow: coreRow(item.tensor, c), columns: item.tensor.isAttentionBias || item.tensor.isQueryKeyNorm ? 1 : nil)
+                                            sourceRow: coreRow(item.tensor, c), columns: movesByElement(item.tensor) ? 1 : nil)
         }
         try SafetensorsWriter.write(items, dtype: dtype, metadata: ["format": "pt"], to: directory + "/model.safetensors")
         try write(described.json(), to: directory + "/config.json")
