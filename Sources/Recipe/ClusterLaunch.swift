@@ -536,7 +536,8 @@ public final class ClusterLaunch {
     }
 
     /// The tokenizer the RLHF steps render conversations with (the task's, else the checkpoint's), in the
-    /// spec's chat format (else the model's own template), checked against the model; and its path.
+    /// spec's chat format (else the model's own template, with the spec's `chat_template_kwargs`),
+    /// checked against the model; and its path.
     static func planTokenizer(_ spec: ClusterSpec, config: LlamaConfig) throws -> (Tokenizer, String) {
         let path = spec.task?.tokenizer ?? Tokenizer.defaultPath(forCheckpoint: spec.checkpoint)
         var tokenizer = try Tokenizer(path: path)
@@ -545,6 +546,11 @@ public final class ClusterLaunch {
         } catch LlamaError.invalidTokenizer(_, let reason) {
             // The chat format's checks do not know the file: name it.
             throw LlamaError.invalidTokenizer(path: path, reason: reason)
+        }
+        do {
+            try tokenizer.useChatTemplateArguments(spec.chatTemplateArguments)
+        } catch LlamaError.invalidInput(let reason), LlamaError.invalidTokenizer(_, let reason) {
+            throw ClusterSpec.Invalid(key: "model.chat_template_kwargs", reason: reason)
         }
         try tokenizer.check(against: config, path: path)
         return (tokenizer, path)

@@ -276,6 +276,9 @@ public struct ClusterSpec: Sendable, Equatable {
     /// The chat format the policy's conversations are rendered in (`model.chat_template`; nil: the
     /// model's own template, else LLaMA2's).
     public var chatTemplate: ChatFormat?
+    /// What the model's own chat template reads beside the conversation (`model.chat_template_kwargs`,
+    /// e.g. `{enable_thinking: false}`), in every rendering; empty: its defaults.
+    public var chatTemplateArguments = ChatTemplateArguments()
     /// How each round's policy is written (`export: hf` or `export: {format: hf, dtype: bfloat16}`).
     public var export = PolicyExport()
     /// The user's prompt and preference files (`data:`); what they do not give comes from the task.
@@ -324,7 +327,7 @@ public struct ClusterSpec: Sendable, Equatable {
             && a.safetyHead == b.safetyHead && a.plan == b.plan && a.heartbeatMilliseconds == b.heartbeatMilliseconds
             && a.orphanTimeoutSeconds == b.orphanTimeoutSeconds && a.decodeSlots == b.decodeSlots && a.precision == b.precision && a.lora == b.lora
             && a.metrics == b.metrics && a.curve?.server == b.curve?.server && a.curve?.client == b.curve?.client && a.task == b.task
-            && a.chatTemplate == b.chatTemplate && a.export == b.export && a.data == b.data && a.judge == b.judge
+            && a.chatTemplate == b.chatTemplate && a.chatTemplateArguments == b.chatTemplateArguments && a.export == b.export && a.data == b.data && a.judge == b.judge
             && a.rewardFunction == b.rewardFunction
     }
 
@@ -489,7 +492,7 @@ public struct ClusterSpec: Sendable, Equatable {
         guard let model = top["model"] as? [String: Any], let path = model["checkpoint"] as? String else {
             throw Invalid(key: "model.checkpoint", reason: "expected the path of a checkpoint file or a Hugging Face model directory")
         }
-        let modelKeys: Set<String> = ["checkpoint", "reward_head", "safety_head", "chat_template"]
+        let modelKeys: Set<String> = ["checkpoint", "reward_head", "safety_head", "chat_template", "chat_template_kwargs"]
         if let unknown = model.keys.first(where: { !modelKeys.contains($0) }) {
             throw Invalid(key: "model.\(unknown)", reason: "unknown key (expected one of \(modelKeys.sorted().joined(separator: ", ")))")
         }
@@ -708,6 +711,16 @@ public struct ClusterSpec: Sendable, Equatable {
                 throw Invalid(key: "model.chat_template", reason: "\(describe(name)) is not a supported chat format (supported: \(ChatFormat.supportedNames))")
             }
             spec.chatTemplate = format
+        }
+        if let arguments = model["chat_template_kwargs"], !(arguments is NSNull) {
+            do {
+                spec.chatTemplateArguments = try ChatTemplateArguments(mapping: arguments, key: "model.chat_template_kwargs")
+            } catch let error as ChatTemplateArguments.Invalid {
+                throw Invalid(key: error.key, reason: error.reason)
+            }
+            if spec.chatTemplate != nil && !spec.chatTemplateArguments.isEmpty {
+                throw Invalid(key: "model.chat_template_kwargs", reason: "the arguments go to the model's own chat template; model.chat_template names a format instead, whose template reads none")
+            }
         }
         switch top["export"] {
         case nil, is NSNull:

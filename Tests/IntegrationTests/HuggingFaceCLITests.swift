@@ -196,4 +196,70 @@ import TestKit
         #expect(generation["eos_token_id"] as? [Int] == [0, 2], "\(generation)")
         #expect(try Tokenizer(path: exported).stopIds == [2, 0])
     }
+
+    /// `--chat-template-kwargs` and `model.chat_template_kwargs` reach the model's own template: Qwen3's
+    /// with `enable_thinking: false` renders (`chat render`), prompts (`generate --chat`) and trains
+    /// (`train sft`) with the empty thinking block in the prompt; a name the template never reads is
+    /// refused by each command, and by `launch` before any worker starts.
+    @Test func chatTemplateArgumentsReachTheCommandsAndTheLaunch() throws {
+        let dir = try Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let model = dir + "/model", source = Fixtures.huggingFace("hf-bytebpe-gqa")
+        try FileManager.default.createDirectory(atPath: model, withIntermediateDirectories: true)
+        for file in try FileManager.default.contentsOfDirectory(atPath: source) where file != "chat_template.jinja" {
+            try FileManager.default.copyItem(atPath: source + "/" + file, toPath: model + "/" + file)
+        }
+        let cases = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: TestKit.repository + "/Tests/JinjaTests/Resources/cases.json"))) as! [String: Any]
+        try ((cases["templates"] as! [String: String])["qwen3"]!).write(toFile: model + "/chat_template.jinja", atomically: true, encoding: .utf8)
+        let off = #"{"enable_thinking": false}"#, misspelt = #"{"enable_thinkng": false}"#
+        let line = #"{"messages": [{"role": "user", "content": "Hi"}], "add_generation_prompt": true}"# + "\n"
+
+        let render = try CLITests.rlhf(["chat", "render", "--model", model, "--chat-template-kwargs", off], stdin: line)
+        #expect(render.status == 0 && render.stdout == #"{"text":"<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"}"# + "\n",
+                "\(render.stdout) \(render.stderr)")
+        let thinking = try CLITests.rlhf(["chat", "render", "--model", model], stdin: line)
+        #expect(thinking.status == 0 && thinking.stdout == #"{"text":"<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"}"# + "\n", "\(thinking.stdout)")
+
+        func promptIDs(_ extra: [String]) throws -> [Int] {
+            let result = try CLITests.rlhf(["generate", "--checkpoint", model, "--chat", "Hi", "--steps", "1", "--seed", "1", "--json"] + extra)
+            #expect(result.status == 0, "\(result.stderr)")
+            let object = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as! [String: Any]
+            return object["prompt_ids"] as! [Int]
+        }
+        let plain = try promptIDs([]), withoutThinking = try promptIDs(["--chat-template-kwargs", off])
+        // The same prompt, then <think>\n\n</think> and the blank line (ids of the byte-level fixture).
+        #expect(Array(withoutThinking.prefix(plain.count)) == plain)
+        #expect(Array(withoutThinking.dropFirst(plain.count)) == [30, 312, 266, 77, 32, 201, 201, 30, 17, 312, 266, 77, 32, 394])
+
+        try #"{"prompt": "Hi", "completion": "Hello."}"#.write(toFile: dir + "/sft.jsonl", atomically: true, encoding: .utf8)
+        let trained = try CLITests.rlhf(["train", "sft", "--data", dir + "/sft.jsonl", "--init", model, "--out", dir + "/sft", "--steps", "1",
+                                         "--chat-template-kwargs", off])
+        #expect(trained.status == 0, "\(trained.stderr)")
+
+        for arguments in [["chat", "render", "--model", model], ["generate", "--checkpoint", model, "--chat", "Hi", "--steps", "1"],
+                          ["train", "sft", "--data", dir + "/sft.jsonl", "--init", model, "--out", dir + "/bad", "--steps", "1"]] {
+            let refused = try CLITests.rlhf(arguments + ["--chat-template-kwargs", misspelt], stdin: line)
+            #expect(refused.status != 0 && refused.stderr.contains("never reads enable_thinkng"), "\(arguments[0]): \(refused.stderr)")
+        }
+        let notJSON = try CLITests.rlhf(["chat", "render", "--model", model, "--chat-template-kwargs", "enable_thinking=false"], stdin: line)
+        #expect(notJSON.status != 0 && notJSON.stderr.contains("--chat-template-kwargs: enable_thinking=false is not a JSON object"), "\(notJSON.stderr)")
+
+        try (0..<4).map { #"{"prompt": "Hi \#($0)"}"# }.joined(separator: "\n").write(toFile: dir + "/prompts.jsonl", atomically: true, encoding: .utf8)
+        try """
+        coordinator: tcp://127.0.0.1:*
+        hosts:
+          - name: here
+            workers: {generator: 1, learner: 1, reference-policy: 1, reward-function: 1}
+        model: {checkpoint: model, chat_template_kwargs: \(misspelt)}
+        data: {prompts: prompts.jsonl}
+        reward_function: {command: [python3, -c, "pass"]}
+        judge: {source: reward-function, helpful_above: 0.5}
+        plan:
+          - policy_round: {name: G1, algorithm: grpo, prompts: 2, group: 2, max_new_tokens: 4, reward: {function: 1}}
+        """.write(toFile: dir + "/spec.yaml", atomically: true, encoding: .utf8)
+        let launch = try CLITests.rlhf(["launch", dir + "/spec.yaml", "--run-dir", dir + "/run"])
+        #expect(launch.status != 0 && launch.stderr.contains("model.chat_template_kwargs") && launch.stderr.contains("never reads enable_thinkng"),
+                "\(launch.stdout)\(launch.stderr)")
+        #expect(!launch.stdout.contains("started"), "\(launch.stdout)")
+    }
 }

@@ -161,7 +161,9 @@ import Testing
             return subcommands.flatMap { leaves($0, path + [$0._commandName]) }
         }
         // Lists of numbers, checked entry by entry (generateRejectsBadInput, the bench's --threads above).
-        let covered = Set(OptionPropertyTests.cases.map { "\($0.name) \($0.option)" }).union(["generate --prompt-ids"])
+        // JSON objects (--chat-template-kwargs), refused naming the option where not one (HuggingFaceCLITests).
+        let json = ["generate", "chat render", "train sft", "train rm", "train pretrain"].map { "\($0) --chat-template-kwargs" }
+        let covered = Set(OptionPropertyTests.cases.map { "\($0.name) \($0.option)" }).union(["generate --prompt-ids"] + json)
         for path in leaves(RLHF.self, []) where !["selftest", "tokenize", "keys generate", "checkpoint info"].contains(path.joined(separator: " ")) {
             let name = path.joined(separator: " ")
             guard let base = OptionPropertyTests.bases[name] else {

@@ -147,4 +147,58 @@ import TestKit
             try ChatTemplate.encode([.init(role: .system, content: "s"), .init(role: .user, content: "u"), .init(role: .assistant, content: "a")], tokenizer: tokenizer)
         } throws: { "\($0)".contains("refuses the conversation: System role not supported") }
     }
+
+    /// Qwen3's template as the Jinja fixtures carry it (Tests/JinjaTests/Resources/cases.json).
+    static func qwen3Template() throws -> String {
+        let data = try Data(contentsOf: URL(fileURLWithPath: TestKit.repository + "/Tests/JinjaTests/Resources/cases.json"))
+        let object = try JSONSerialization.jsonObject(with: data) as! [String: Any]
+        return (object["templates"] as! [String: String])["qwen3"]!
+    }
+
+    /// `chat_template_kwargs` reach every rendering: Qwen3's template with `enable_thinking: false` gives
+    /// transformers' `apply_chat_template(..., enable_thinking=False)` ids (the prompt ends with an empty
+    /// `<think>` block, so the answer SFT trains on does not hold it), and without it the template's own
+    /// default (thinking: the empty block is part of the answer). Ids from transformers 5.25 on the
+    /// byte-level fixture.
+    @Test func templateArgumentsReachEveryRendering() throws {
+        let dir = try Self.directory("hf-bytebpe-gqa", template: try Self.qwen3Template())
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let thinking = try Tokenizer(path: dir)
+        var direct = thinking
+        try direct.useChatTemplateArguments(ChatTemplateArguments(json: #"{"enable_thinking": false}"#, key: "--chat-template-kwargs"))
+        #expect(direct.chatTemplate?.arguments.values == ["enable_thinking": .bool(false)])
+        let exchange = Array(Self.conversation.prefix(2))
+        let user: [Int32] = [1, 732, 262, 201, 48, 548, 284, 284, 383, 293, 16, 2, 201, 1, 961, 358, 494, 201]
+        let emptyThought: [Int32] = [30, 312, 266, 77, 32, 201, 201, 30, 17, 312, 266, 77, 32]  // <think>\n\n</think>
+        let answer: [Int32] = [35, 286, 81, 90, 16, 2]  // A fox.<|im_end|>
+        #expect(ChatTemplate.promptIDs("Name an animal.", tokenizer: thinking) == user)
+        #expect(ChatTemplate.promptIDs("Name an animal.", tokenizer: direct) == user + emptyThought + [394])
+        #expect(try ChatTemplate.promptIDs(conversation: [Self.conversation[0]], tokenizer: direct) == user + emptyThought + [394])
+        func answerRun(_ tokenizer: Tokenizer) throws -> [Int32] {
+            let (ids, isAnswer) = try ChatTemplate.encode(exchange, tokenizer: tokenizer)
+            #expect(ids == user + emptyThought + [201, 201] + answer + [201])
+            return ids.indices.filter { isAnswer[$0] }.map { ids[$0] }
+        }
+        // Thinking (the default): the empty block is written after the generation prompt, so it is the answer's.
+        #expect(try answerRun(thinking) == emptyThought + [201, 201] + answer)
+        // Not thinking: the generation prompt holds it; the answer is its text (and the blank line the
+        // prompt's last token covers, tokenized apart in the whole text).
+        #expect(try answerRun(direct) == [201, 201] + answer)
+        #expect(direct.endOfTurnId == thinking.endOfTurnId)
+        // What is refused, by name: a name the template never reads, a name the renderer passes, a format named instead.
+        var misspelt = thinking
+        #expect { try misspelt.useChatTemplateArguments(ChatTemplateArguments(["enable_thinkng": .bool(false)])) } throws: {
+            "\($0)".contains("never reads enable_thinkng")
+        }
+        #expect { try misspelt.useChatTemplateArguments(ChatTemplateArguments(["messages": .list([])])) } throws: {
+            "\($0)".contains("messages is passed by the renderer itself")
+        }
+        var named = thinking
+        try named.useChatFormat(.chatml)
+        #expect { try named.useChatTemplateArguments(ChatTemplateArguments(["enable_thinking": .bool(false)])) } throws: {
+            "\($0)".contains("chatml format, whose template reads none")
+        }
+        try named.useChatTemplateArguments(ChatTemplateArguments())
+        #expect { try ChatTemplateArguments(json: "[1]", key: "--chat-template-kwargs") } throws: { "\($0)".contains("is not a JSON object") }
+    }
 }

@@ -233,6 +233,27 @@ import TestKit
             ($0 as? ClusterSpec.Invalid)?.key == "model.chat_template" && "\($0)".contains("llama2, chatml, llama3")
         }
     }
+
+    /// `model.chat_template_kwargs` is a mapping of JSON values for the model's own template; with a named
+    /// format (whose template reads none) or as anything but a mapping it is refused by key.
+    @Test func chatTemplateArgumentsAreParsedOrRefused() throws {
+        let model = "model: {checkpoint: \(SpecTests.checkpoint)}"
+        func spec(_ modelLine: String) -> String { SpecTests.head.replacingOccurrences(of: model, with: modelLine) }
+        let parsed = try ClusterSpec.parse(spec("""
+        model:
+          checkpoint: \(SpecTests.checkpoint)
+          chat_template_kwargs: {enable_thinking: false, date_string: 07 Dec 2026, budget: 3, tags: [a, 1.5], extra: {x: null}}
+        """), baseDirectory: "/")
+        #expect(parsed.chatTemplateArguments.values == ["enable_thinking": .bool(false), "date_string": .string("07 Dec 2026"), "budget": .int(3),
+                                                         "tags": .list([.string("a"), .double(1.5)]), "extra": .map(["x": .null])])
+        #expect(try ClusterSpec.parse(SpecTests.head, baseDirectory: "/").chatTemplateArguments.isEmpty)
+        for (line, key) in [("model: {checkpoint: \(SpecTests.checkpoint), chat_template_kwargs: [enable_thinking]}", "model.chat_template_kwargs"),
+                            ("model: {checkpoint: \(SpecTests.checkpoint), chat_template_kwargs: true}", "model.chat_template_kwargs"),
+                            ("model: {checkpoint: \(SpecTests.checkpoint), chat_template: chatml, chat_template_kwargs: {enable_thinking: false}}",
+                             "model.chat_template_kwargs")] {
+            #expect { try ClusterSpec.parse(spec(line), baseDirectory: "/") } throws: { ($0 as? ClusterSpec.Invalid)?.key == key }
+        }
+    }
 }
 
 /// The `data:` and `judge:` sections: a user's files and judge command as the plan's sources.

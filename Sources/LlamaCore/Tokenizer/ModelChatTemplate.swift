@@ -9,6 +9,9 @@ public struct ModelChatTemplate: Sendable {
     /// The template's source and the file it came from.
     public let source: String
     public let path: String
+    /// What the template reads beside the conversation (`chat_template_kwargs`); set through
+    /// `Tokenizer.useChatTemplateArguments(_:)`, which checks the template reads each.
+    public internal(set) var arguments = ChatTemplateArguments()
     private let template: JinjaTemplate
 
     /// Reads `source`; a template the engine cannot read is refused naming the file and the line.
@@ -23,8 +26,8 @@ public struct ModelChatTemplate: Sendable {
     }
 
     /// The conversation's text: `messages` as `{"role", "content"}` mappings, `add_generation_prompt`,
-    /// `tools` and `documents` (none), and the tokenizer's `bos_token`, `eos_token` and `unk_token` as
-    /// transformers passes them. `now` is the date `strftime_now` gives. Where the template raises
+    /// `tools` and `documents` (none), the tokenizer's `bos_token`, `eos_token` and `unk_token`, then
+    /// `arguments` (which may replace a special token's text), as transformers passes them. `now` is the date `strftime_now` gives. Where the template raises
     /// (`raise_exception`), the error says the template refused the conversation, with its words.
     public func render(_ messages: [ChatTemplate.Message], addGenerationPrompt: Bool, specialTokens: [String: String],
                        now: Date = Date()) throws -> String {
@@ -36,6 +39,7 @@ public struct ModelChatTemplate: Sendable {
             "documents": NSNull(),
         ]
         for (name, text) in specialTokens { context[name] = text }
+        for (name, value) in arguments.context { context[name] = value }
         do {
             return try template.render(context, now: now)
         } catch let JinjaError.raised(message) {
@@ -43,6 +47,20 @@ public struct ModelChatTemplate: Sendable {
         } catch let error as JinjaError {
             throw LlamaError.invalidInput("the model's chat template (\(path)) failed: \(error)")
         }
+    }
+
+    /// Whether the template's source names `name` (a variable it may read): a whole word of it outside
+    /// a string is not told apart from one inside; enough to catch a misspelt argument.
+    func mentions(_ name: String) -> Bool {
+        var searchRange = source.startIndex..<source.endIndex
+        func isWordCharacter(_ c: Character) -> Bool { c.isLetter || c.isNumber || c == "_" }
+        while let found = source.range(of: name, range: searchRange) {
+            let before = found.lowerBound == source.startIndex ? nil : source[source.index(before: found.lowerBound)]
+            let after = found.upperBound == source.endIndex ? nil : source[found.upperBound]
+            if !(before.map(isWordCharacter) ?? false) && !(after.map(isWordCharacter) ?? false) { return true }
+            searchRange = found.upperBound..<source.endIndex
+        }
+        return false
     }
 }
 

@@ -157,6 +157,30 @@ extension Tokenizer {
         }
     }
 
+    /// Renders the model's own chat template with `arguments` besides the conversation (a spec's
+    /// `model.chat_template_kwargs`, `--chat-template-kwargs`), checked as `requireChatFormat()` does.
+    /// Refused: arguments where conversations render in a named format (its template reads none), a
+    /// name the renderer passes itself (`messages`, `add_generation_prompt`, `tools`, `documents`), and
+    /// a name the template never mentions (a misspelling would otherwise change nothing, silently).
+    public mutating func useChatTemplateArguments(_ arguments: ChatTemplateArguments) throws {
+        guard !arguments.isEmpty || chatTemplate != nil else { return }
+        if let chatTemplateError { throw chatTemplateError }
+        guard var template = chatTemplate else {
+            throw LlamaError.invalidInput("chat template arguments (\(arguments.names.joined(separator: ", "))) go to a model's own chat template; "
+                                          + "this tokenizer renders conversations in the \(chatFormat.rawValue) format, whose template reads none")
+        }
+        if let reserved = arguments.names.first(where: ChatTemplateArguments.reservedNames.contains) {
+            throw LlamaError.invalidInput("chat template argument \(reserved) is passed by the renderer itself; give it another way")
+        }
+        if let unread = arguments.names.first(where: { !template.mentions($0) }) {
+            throw LlamaError.invalidInput("the model's chat template (\(template.path)) never reads \(unread); "
+                                          + "the arguments must be names the template uses (e.g. enable_thinking for Qwen3 and SmolLM3)")
+        }
+        template.arguments = arguments
+        chatTemplate = template
+        try requireChatFormat()
+    }
+
     /// Uses `format` for conversations instead of the model's own template (a spec's
     /// `chat_template:`, `--chat-template`), checked as `requireChatFormat()` does.
     public mutating func useChatFormat(_ format: ChatFormat) throws {

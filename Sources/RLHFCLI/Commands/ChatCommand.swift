@@ -19,12 +19,19 @@ struct ChatCommand: ParsableCommand {
         var model: String
         @Option(name: .customLong("chat-template"), help: "Chat format instead of the model's own template: \(ChatFormat.supportedNames).")
         var chatTemplate: ChatFormat?
+        @Option(name: .customLong("chat-template-kwargs"), help: "A JSON object of what the model's own chat template reads beside the conversation, as transformers' apply_chat_template takes them, e.g. '{\"enable_thinking\": false}' for Qwen3 and SmolLM3.")
+        var chatTemplateKwargs: String?
+
+        func validate() throws {
+            _ = try OptionCheck.chatTemplateArguments(chatTemplateKwargs)
+        }
 
         func run() throws {
             let tokenizer: Tokenizer
             do {
                 var loaded = try Tokenizer(path: model)
                 if let chatTemplate { loaded.chatFormat = chatTemplate } else { try loaded.requireChatFormat() }
+                try loaded.useChatTemplateArguments(try OptionCheck.chatTemplateArguments(chatTemplateKwargs))
                 tokenizer = loaded
             } catch {
                 throw cliFailure(error)

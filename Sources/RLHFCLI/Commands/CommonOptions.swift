@@ -74,6 +74,17 @@ enum OptionCheck {
         }
     }
 
+    /// `--chat-template-kwargs`: a JSON object of what the model's own chat template reads (none when
+    /// not given).
+    static func chatTemplateArguments(_ text: String?) throws -> ChatTemplateArguments {
+        guard let text else { return ChatTemplateArguments() }
+        do {
+            return try ChatTemplateArguments(json: text, key: "--chat-template-kwargs")
+        } catch let error as ChatTemplateArguments.Invalid {
+            throw ValidationError(error.description)
+        }
+    }
+
     /// Compute threads: `ComputePool.threadCounts` (1...256).
     static func threads(_ value: Int?, _ option: String = "--threads") throws { try integer(value, option, ComputePool.threadCounts) }
 

@@ -21,6 +21,8 @@ struct GenerateCommand: ParsableCommand {
     var system: String?
     @Option(name: .customLong("chat-template"), help: "With --chat: a chat format instead of the model's own template: \(ChatFormat.supportedNames).")
     var chatTemplate: ChatFormat?
+    @Option(name: .customLong("chat-template-kwargs"), help: "A JSON object of what the model's own chat template reads beside --chat's conversation, as transformers' apply_chat_template takes them, e.g. '{\"enable_thinking\": false}' for Qwen3 and SmolLM3.")
+    var chatTemplateKwargs: String?
     @Option(name: .customLong("prompt-ids"), help: "Prompt as comma-separated token ids, e.g. 1,2,3.")
     var promptIds: String?
     @Option(help: "Maximum tokens to generate (capped by the model's seq_len).")
@@ -48,9 +50,11 @@ struct GenerateCommand: ParsableCommand {
         if [prompt != nil, promptIds != nil, chat != nil].filter({ $0 }).count != 1 {
             throw ValidationError("give exactly one of --prompt, --prompt-ids or --chat")
         }
-        if chat == nil, system != nil || chatTemplate != nil {
-            throw ValidationError("\(system != nil ? "--system" : "--chat-template") goes with --chat")
+        if chat == nil, let option = [(system, "--system"), (chatTemplate.map(\.rawValue), "--chat-template"),
+                                      (chatTemplateKwargs, "--chat-template-kwargs")].first(where: { $0.0 != nil })?.1 {
+            throw ValidationError("\(option) goes with --chat")
         }
+        _ = try OptionCheck.chatTemplateArguments(chatTemplateKwargs)
         let beside = Tokenizer.defaultPath(forCheckpoint: checkpoint)
         if (prompt != nil || chat != nil) && tokenizer == nil && !HuggingFaceCheckpoint.isModelDirectory(checkpoint) && !FileManager.default.fileExists(atPath: beside) {
             throw ValidationError("\(chat != nil ? "--chat" : "--prompt") needs a tokenizer to encode the text: give --tokenizer (no \(beside) beside the checkpoint)")
@@ -86,6 +90,7 @@ struct GenerateCommand: ParsableCommand {
             if chat != nil {
                 do {
                     if let chatTemplate { try t.useChatFormat(chatTemplate) } else { try t.requireChatFormat() }
+                    try t.useChatTemplateArguments(try OptionCheck.chatTemplateArguments(chatTemplateKwargs))
                 } catch LlamaError.invalidTokenizer(_, let reason) {
                     throw LlamaError.invalidTokenizer(path: path, reason: reason)
                 }

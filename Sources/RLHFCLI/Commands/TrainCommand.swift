@@ -37,6 +37,8 @@ struct TrainCommand: ParsableCommand {
         var completionKey = "completion"
         @Option(name: .customLong("chat-template"), help: "Chat format of the conversations: llama2, chatml or llama3 (default: the model's own template, else llama2).")
         var chatTemplate: ChatFormat?
+        @Option(name: .customLong("chat-template-kwargs"), help: "A JSON object of what the model's own chat template reads beside the conversation, as transformers' apply_chat_template takes them, e.g. '{\"enable_thinking\": false}' for Qwen3 and SmolLM3.")
+        var chatTemplateKwargs: String?
         @Option(help: "Examples (pairs for rm) per optimizer step.")
         var batchSize: Int?
         @Option(help: "Passes over the data.")
@@ -69,6 +71,7 @@ struct TrainCommand: ParsableCommand {
             try OptionCheck.number(learningRate, "--lr", 0 ... 10, openBelow: true)
             try OptionCheck.number(warmup, "--warmup", 0 ... 1, openAbove: true)
             try OptionCheck.threads(threads)
+            _ = try OptionCheck.chatTemplateArguments(chatTemplateKwargs)
             try OptionCheck.integer(checkpointEvery, "--checkpoint-every", 1 ... 1_000_000_000)
         }
 
@@ -115,6 +118,7 @@ struct TrainCommand: ParsableCommand {
             } else if rendersChats {
                 try tokenizer.requireChatFormat()
             }
+            if rendersChats { try tokenizer.useChatTemplateArguments(try OptionCheck.chatTemplateArguments(chatTemplateKwargs)) }
             return tokenizer
         }
 
