@@ -31,6 +31,7 @@ struct RLHF: ParsableCommand {
             TaskCommand.self,
             TrainCommand.self,
             EvalCommand.self,
+            ScoreCommand.self,
         ]
     )
 

@@ -596,8 +596,12 @@ public final class ClusterLaunch {
         if let models = spec.judge?.rewardModel {
             // Its own tokenizer where its model has one, else the policy's.
             let path = Tokenizer.defaultPath(forCheckpoint: models.checkpoint)
-            let own = FileManager.default.fileExists(atPath: path) && path != Tokenizer.defaultPath(forCheckpoint: spec.checkpoint)
-                ? try Tokenizer(path: path) : tokenizer
+            var own = tokenizer
+            if FileManager.default.fileExists(atPath: path) && path != Tokenizer.defaultPath(forCheckpoint: spec.checkpoint) {
+                own = try Tokenizer(path: path)
+                // The judge renders conversations in its model's own template (a Hugging Face reward model scores them whole).
+                try own.requireChatFormat()
+            }
             judge = try RewardModelJudge(models: models, tokenizer: own, settings: spec.judge!.settings,
                                          threads: min(4, ProcessInfo.processInfo.activeProcessorCount))
         } else if let command = spec.judge, command.usesRewardFunction {

@@ -504,6 +504,10 @@ public struct ClusterSpec: Sendable, Equatable {
             return resolved
         }
         let checkpoint = try file("checkpoint", path)!
+        if LocalRewardModel.isPretrained(checkpoint) {
+            throw Invalid(key: "model.checkpoint", reason: "\(checkpoint) holds a reward model (ForSequenceClassification), which scores and does not generate; "
+                          + "the policy is a causal LM (use the reward model as judge: {source: reward-model, checkpoint: ...})")
+        }
         let rewardHead = try file("reward_head", model["reward_head"]), safetyHead = try file("safety_head", model["safety_head"])
         var plan: [Step] = []
         // The plan: a list in the spec, or the path of a YAML file holding the list (or a mapping with `plan:`).
@@ -901,11 +905,14 @@ public struct ClusterSpec: Sendable, Equatable {
             guard let checkpoint = try file("checkpoint") else {
                 throw Invalid(key: "judge.checkpoint", reason: "a reward-model judge needs its model (a checkpoint or Hugging Face directory)")
             }
-            // `rlhf train rm --out M` writes the head to M.head.json.
-            var models = RewardModelJudge.Models(checkpoint: checkpoint, head: try file("head", orElse: checkpoint + ".head.json")!)
+            // `rlhf train rm --out M` writes the head to M.head.json; a Hugging Face reward model brings its own.
+            func head(_ key: String, of model: String) throws -> String? {
+                try file(key, orElse: args[key] == nil && LocalRewardModel.isPretrained(model) ? nil : model + ".head.json")
+            }
+            var models = RewardModelJudge.Models(checkpoint: checkpoint, head: try head("head", of: checkpoint))
             if let safety = try file("safety_checkpoint") {
                 models.safetyCheckpoint = safety
-                models.safetyHead = try file("safety_head", orElse: safety + ".head.json")
+                models.safetyHead = try head("safety_head", of: safety)
             } else if args["safety_head"] != nil {
                 throw Invalid(key: "judge.safety_head", reason: "given without judge.safety_checkpoint")
             }

@@ -262,4 +262,30 @@ import TestKit
                 "\(launch.stdout)\(launch.stderr)")
         #expect(!launch.stdout.contains("started"), "\(launch.stdout)")
     }
+
+    /// `rlhf score` scores conversations with a Hugging Face reward model as transformers does (float64
+    /// references of `hf-reward/generate.py`), a prompt and response as their conversation; a line it
+    /// cannot score answers with an error in its place and fails the command, the others still scored.
+    @Test(arguments: ["llama-rm", "qwen2-rm"])
+    func scoreWithAHuggingFaceRewardModel(name: String) throws {
+        let cases = try Fixtures.rewardModelReference()[name] as! [[String: Any]]
+        var lines = try cases.map { String(decoding: try JSONSerialization.data(withJSONObject: ["messages": $0["messages"]!]), as: UTF8.self) }
+        let first = cases[0]["messages"] as! [[String: String]]
+        lines.append(String(decoding: try JSONSerialization.data(withJSONObject: ["prompt": first[0]["content"]!, "response": first[1]["content"]!]), as: UTF8.self))
+        lines.append(#"{"messages": [{"role": "user", "content": "no answer"}]}"#)
+        let result = try CLITests.rlhf(["score", "--model", Fixtures.rewardModel(name)], stdin: lines.joined(separator: "\n") + "\n")
+        #expect(result.status != 0 && result.stderr.contains("stdin line \(lines.count): ") && result.stderr.contains("must end with the assistant's answer"),
+                "\(result.stderr)")
+        let outputs = result.stdout.split(separator: "\n").map { try! JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
+        #expect(outputs.count == lines.count)
+        let expected = cases.map { $0["score"] as! Double } + [cases[0]["score"] as! Double]
+        for (output, score) in zip(outputs, expected) {
+            let got = try #require(output["score"] as? Double)
+            #expect(abs(got - score) < 2e-5 * max(1, abs(score)), "\(got) vs \(score)")
+        }
+        #expect(outputs.last?["error"] != nil)
+        // A causal LM without a head file is refused, naming what is missing.
+        let plain = try CLITests.rlhf(["score", "--model", Fixtures.huggingFace("hf-bytebpe-gqa")], stdin: lines[0] + "\n")
+        #expect(plain.status != 0 && plain.stderr.contains("hf-bytebpe-gqa.head.json"), "\(plain.stderr)")
+    }
 }

@@ -50,6 +50,7 @@ import Testing
         "bench fanout": ["bench", "fanout"],
         "bench load": ["bench", "load"],
         "chat render": ["chat", "render", "--model", "dir"],
+        "score": ["score", "--model", "dir"],
         "checkpoint convert": ["checkpoint", "convert", "m.bin", "--to", "hf", "--out", "dir"],
     ]
 
@@ -97,6 +98,7 @@ import Testing
         add("bench train", [("--lora-rank", .integer(0 ... 4_096)), ("--repeats", .integer(1 ... 1_000)), ("--batch", .integer(1 ... 65_536)), ("--rm-batch", .integer(1 ... 65_536)),
                             ("--length", .integer(2 ... 1 << 20)), ("--threads", .threadList)])
         add("bench tokenize", [("--kilobytes", .integer(1 ... 1 << 20))])
+        add("score", [("--threads", threads)])
         add("bench load", [("--rounds", .integer(1 ... 100))])
         add("bench transport", [("--count", .integer(1 ... 10_000_000)), ("--consumers", .integer(1 ... 256)), ("--workers", .integer(1 ... 4_096)),
                                 ("--tasks", .integer(1 ... 10_000_000))])
@@ -162,7 +164,7 @@ import Testing
         }
         // Lists of numbers, checked entry by entry (generateRejectsBadInput, the bench's --threads above).
         // JSON objects (--chat-template-kwargs), refused naming the option where not one (HuggingFaceCLITests).
-        let json = ["generate", "chat render", "train sft", "train rm", "train pretrain"].map { "\($0) --chat-template-kwargs" }
+        let json = ["generate", "chat render", "score", "train sft", "train rm", "train pretrain"].map { "\($0) --chat-template-kwargs" }
         let covered = Set(OptionPropertyTests.cases.map { "\($0.name) \($0.option)" }).union(["generate --prompt-ids"] + json)
         for path in leaves(RLHF.self, []) where !["selftest", "tokenize", "keys generate", "checkpoint info"].contains(path.joined(separator: " ")) {
             let name = path.joined(separator: " ")

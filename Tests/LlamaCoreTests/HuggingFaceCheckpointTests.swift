@@ -115,6 +115,41 @@ import TestKit
 
     static let scaledNames = ["rope-llama3", "rope-linear"]
 
+    /// A reward model (`*ForSequenceClassification`, one label) reads as its trunk and `score.weight`; it
+    /// is refused where a model must generate, and a causal LM where a reward model's head is asked for.
+    /// A classifier of more than one label, another family and a missing head are refused by name.
+    @Test func rewardModelsReadTheirScoreHead() throws {
+        let directory = Fixtures.rewardModel("qwen2-rm")
+        let (weights, config, head) = try HuggingFaceCheckpoint.readRewardModel(directory: directory)
+        #expect(config.isSequenceClassifier && config.padTokenId == 201 && config.llama.attentionBias && head.count == config.llama.dim)
+        #expect(weights.config.sharedClassifier)
+        #expect(!(try HuggingFaceConfig(contentsOf: Fixtures.qwen2 + "/config.json")).isSequenceClassifier)
+        #expect { try HuggingFaceCheckpoint.read(directory: directory) } throws: { "\($0)".contains("holds a reward model") }
+        #expect { try Checkpoint.read(path: directory) } throws: { "\($0)".contains("holds a reward model") }
+        #expect { try HuggingFaceCheckpoint.readRewardModel(directory: Fixtures.qwen2) } throws: { "\($0)".contains("not a reward model") }
+        let object = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: directory + "/config.json"))) as! [String: Any]
+        var two = object
+        two["id2label"] = ["0": "LABEL_0", "1": "LABEL_1"]
+        #expect { try Self.config(two) } throws: { "\($0)".contains("id2label: 2 labels; a reward model scores with one") }
+        var unnamed = object
+        unnamed["id2label"] = nil
+        #expect { try Self.config(unnamed) } throws: { "\($0)".contains("2 labels") }
+        unnamed["num_labels"] = 1
+        #expect(try Self.config(unnamed).isSequenceClassifier)
+        var gemma = object
+        gemma["architectures"] = ["GemmaForSequenceClassification"]
+        #expect { try Self.config(gemma) } throws: { "\($0)".contains("is not supported (only one of Llama") }
+        // The head missing, or of two labels' shape.
+        let dir = try Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let stripped = dir + "/stripped"
+        try HuggingFaceCheckpoint.write(weights, config: HuggingFaceConfig(llama: weights.config), dtype: .float32, to: stripped)
+        var classifier = object
+        classifier["tie_word_embeddings"] = true
+        try JSONSerialization.data(withJSONObject: classifier).write(to: URL(fileURLWithPath: stripped + "/config.json"))
+        #expect { try HuggingFaceCheckpoint.readRewardModel(directory: stripped) } throws: { "\($0)".contains("score.weight is missing") }
+    }
+
     /// A MistralForCausalLM is LLaMA's decoder with a sliding window over the keys: its context is capped at
     /// the window (48 of its 512 positions), within which transformers' float64 greedy ids, log-probabilities
     /// and logits agree; written out, it is a LlamaForCausalLM of that context.

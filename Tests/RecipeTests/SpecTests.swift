@@ -330,8 +330,20 @@ import TestKit
         models.safetyHead = dir + "/safety.bin.head.json"
         models.unsafeBelow = 0.3
         #expect(both.judge?.rewardModel == models)
+        // A Hugging Face reward model brings its own head (its score.weight); its safety model too.
+        let pretrained = Fixtures.rewardModel("llama-rm"), other = Fixtures.rewardModel("qwen2-rm")
+        let hf = try ClusterSpec.parse(SpecTests.head + "judge: {source: reward-model, checkpoint: \(pretrained), safety_checkpoint: \(other)}\n",
+                                       baseDirectory: dir)
+        var own = RewardModelJudge.Models(checkpoint: pretrained, head: nil)
+        own.safetyCheckpoint = other
+        #expect(hf.judge?.rewardModel == own)
+        let policyIsRewardModel = SpecTests.head.replacingOccurrences(of: "model: {checkpoint: \(SpecTests.checkpoint)}", with: "model: {checkpoint: \(pretrained)}")
+        #expect { try ClusterSpec.parse(policyIsRewardModel, baseDirectory: dir) } throws: {
+            ($0 as? ClusterSpec.Invalid)?.key == "model.checkpoint" && "\($0)".contains("holds a reward model")
+        }
         for (text, key) in [
             ("judge: {source: reward-model}\n", "judge.checkpoint"),
+            ("judge: {source: reward-model, checkpoint: \(Fixtures.qwen2)}\n", "judge.head"),
             ("judge: {source: reward-model, checkpoint: nothing.bin}\n", "judge.checkpoint"),
             ("judge: {source: reward-model, checkpoint: safety.bin, head: nothing.json}\n", "judge.head"),
             ("judge: {source: reward-model, checkpoint: other-head.json}\n", "judge.head"),

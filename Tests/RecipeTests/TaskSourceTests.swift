@@ -200,7 +200,7 @@ import TestKit
         models.head = dir + "/missing.json"
         #expect { try RewardModelJudge(models: models, tokenizer: tokenizer) } throws: { "\($0)".contains("missing.json") }
         #expect { try judge.judge([("Tell me a story.", String(repeating: "a fox ran home. ", count: 400))]) } throws: {
-            "\($0)".contains("the reward-model judge's context is 256 tokens")
+            "\($0)".contains("the reward-model judge: the reward model's context is 256 tokens")
         }
     }
 

@@ -60,6 +60,15 @@ public enum Fixtures {
         return try JSONSerialization.jsonObject(with: data) as! [String: Any]
     }
 
+    /// The Hugging Face reward model fixtures (`llama-rm`: a LlamaForSequenceClassification; `qwen2-rm`: a
+    /// Qwen2ForSequenceClassification whose pad id is the newline token), with the byte-level fixture's
+    /// tokenizer, and transformers' float64 scores of conversations (`hf-reward/generate.py`).
+    public static func rewardModel(_ name: String) -> String { root + "/hf-reward/\(name)" }
+    public static func rewardModelReference() throws -> [String: Any] {
+        let data = try Data(contentsOf: URL(fileURLWithPath: root + "/hf-reward/reward.reference.json"))
+        return try JSONSerialization.jsonObject(with: data) as! [String: Any]
+    }
+
     /// The SentencePiece encode cases: `(text, ids)`.
     public static func encodeCases() throws -> [(String, [Int32])] {
         let text = try String(contentsOfFile: root + "/tokenizer/llama2/encode-cases.jsonl", encoding: .utf8)

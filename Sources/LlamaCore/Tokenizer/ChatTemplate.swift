@@ -208,6 +208,15 @@ public enum ChatTemplate {
         return try encodeParts(messages, addGenerationPrompt: true, tokenizer: tokenizer).ids
     }
 
+    /// Token ids of a whole conversation as the model's chat template renders it, answers not told apart
+    /// (`apply_chat_template(messages, tokenize=True)`): what a reward model scores.
+    public static func conversationIDs(_ messages: [Message], tokenizer: Tokenizer) throws -> [Int32] {
+        if let template = tokenizer.chatTemplate {
+            return tokenizer.encodeRendered(try template.render(messages, addGenerationPrompt: false, specialTokens: tokenizer.chatSpecialTokens))
+        }
+        return try encode(messages, tokenizer: tokenizer).ids
+    }
+
     /// Token ids of a conversation for training, and for each id whether it belongs to an answer (the
     /// assistant's words and the token that ends them: what the loss is computed on). Messages: an
     /// optional system message first, then user and assistant turns alternating, starting with a user.

@@ -10,6 +10,19 @@ struct ChatCommand: ParsableCommand {
         subcommands: [Render.self]
     )
 
+    /// A JSON list of `{"role", "content"}` objects as messages, naming the first that is not one.
+    static func messages(_ list: [Any]) throws -> [ChatTemplate.Message] {
+        try list.enumerated().map { index, item -> ChatTemplate.Message in
+            guard let m = item as? [String: Any], let roleName = m["role"] as? String, let content = m["content"] as? String else {
+                throw LlamaError.invalidInput("message \(index + 1): expected {\"role\": ..., \"content\": string}")
+            }
+            guard let role = ChatTemplate.Role(rawValue: roleName) else {
+                throw LlamaError.invalidInput("message \(index + 1): role \"\(roleName)\" is not one of system, user, assistant")
+            }
+            return ChatTemplate.Message(role: role, content: content)
+        }
+    }
+
     /// `rlhf chat render`: the text a model's chat template makes of conversations.
     struct Render: ParsableCommand {
         static let configuration = CommandConfiguration(
@@ -45,15 +58,7 @@ struct ChatCommand: ParsableCommand {
                           let list = object["messages"] as? [Any] else {
                         throw LlamaError.invalidInput("expected a JSON object with a list \"messages\"")
                     }
-                    let messages = try list.enumerated().map { index, item -> ChatTemplate.Message in
-                        guard let m = item as? [String: Any], let roleName = m["role"] as? String, let content = m["content"] as? String else {
-                            throw LlamaError.invalidInput("message \(index + 1): expected {\"role\": ..., \"content\": string}")
-                        }
-                        guard let role = ChatTemplate.Role(rawValue: roleName) else {
-                            throw LlamaError.invalidInput("message \(index + 1): role \"\(roleName)\" is not one of system, user, assistant")
-                        }
-                        return ChatTemplate.Message(role: role, content: content)
-                    }
+                    let messages = try ChatCommand.messages(list)
                     let generationPrompt = object["add_generation_prompt"] as? Bool ?? false
                     let text = try tokenizer.renderChat(messages, addGenerationPrompt: generationPrompt)
                     print(jsonLine(["text": text]))

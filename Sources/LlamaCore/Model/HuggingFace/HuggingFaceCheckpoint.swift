@@ -73,11 +73,37 @@ public enum HuggingFaceCheckpoint {
         }
     }
 
+    /// The name of a reward model's head, `(1, D)`.
+    static let scoreHeadName = "score.weight"
+
     /// Reads the model in `directory`: `config.json`, then `model.safetensors` or the shards that
     /// `model.safetensors.index.json` lists, in float32, bfloat16 or float16. A missing tensor, a
     /// shape that disagrees with the config, or a tensor the core has no place for (a bias, for one)
-    /// is refused with its name.
+    /// is refused with its name; so is a reward model (`*ForSequenceClassification`), which scores and
+    /// does not generate (`readRewardModel(directory:)` reads it).
     public static func read(directory: String) throws -> (weights: ModelWeights, config: HuggingFaceConfig) {
+        let (weights, config, _) = try readModel(directory: directory)
+        if config.isSequenceClassifier {
+            throw LlamaError.invalidCheckpoint(path: directory, reason: "holds a reward model (ForSequenceClassification: a score head, no lm_head); "
+                + "it scores text and does not generate: use it where a reward model goes (judge: {source: reward-model, checkpoint: DIR}, rlhf score)")
+        }
+        return (weights, config)
+    }
+
+    /// Reads a reward model in `directory` (`LlamaForSequenceClassification` and its kin, one label, as
+    /// `transformers` saves one): the trunk as `read(directory:)` reads a model, and `score.weight`'s `D`
+    /// weights, the head's (it has no bias). A causal LM's directory is refused: it has no score head.
+    public static func readRewardModel(directory: String) throws -> (weights: ModelWeights, config: HuggingFaceConfig, head: [Float]) {
+        let (weights, config, head) = try readModel(directory: directory)
+        guard let head else {
+            throw LlamaError.invalidCheckpoint(path: directory, reason: "holds a causal language model, not a reward model (no score head; "
+                + "config.json's architectures would be a ForSequenceClassification): give its score head (JSON) beside it")
+        }
+        return (weights, config, head)
+    }
+
+    /// The weights of `directory`, its config, and a reward model's score head (nil for a causal LM).
+    private static func readModel(directory: String) throws -> (weights: ModelWeights, config: HuggingFaceConfig, head: [Float]?) {
         let hfConfig = try HuggingFaceConfig(contentsOf: directory + "/config.json")
         let config = hfConfig.llama
         var files: [String: SafetensorsFile] = [:]
@@ -113,7 +139,8 @@ public enum HuggingFaceCheckpoint {
         }
 
         let expected = tensors(config)
-        let known = Set(expected.map(\.name))
+        var known = Set(expected.map(\.name))
+        if hfConfig.isSequenceClassifier { known.insert(scoreHeadName) }
         for name in location.keys.sorted() where !known.contains(name) {
             // Older exports keep RoPE's inverse frequencies; a tied model may still store lm_head.
             if name.hasSuffix("rotary_emb.inv_freq") || (name == "lm_head.weight" && config.sharedClassifier) { continue }
@@ -134,7 +161,16 @@ public enum HuggingFaceCheckpoint {
             try file.read(entry, columns: movesByElement(item.tensor) ? 1 : item.shape.last!, into: weights.storage, offset: offset,
                           destinationRow: coreRow(item.tensor, config))
         }
-        return (weights, hfConfig)
+        guard hfConfig.isSequenceClassifier else { return (weights, hfConfig, nil) }
+        guard let shard = location[scoreHeadName], let file = files[shard], let entry = file.entries[scoreHeadName] else {
+            throw LlamaError.invalidCheckpoint(path: directory, reason: "tensor \(scoreHeadName) is missing (a ForSequenceClassification model's head)")
+        }
+        guard entry.shape == [1, config.dim] else {
+            throw LlamaError.invalidCheckpoint(path: file.path, reason: "tensor \(scoreHeadName) has shape \(entry.shape), a one-label head of this model is [1, \(config.dim)]")
+        }
+        let head = FloatBuffer(count: config.dim, hugePages: false)
+        try file.read(entry, columns: config.dim, into: head, offset: 0)
+        return (weights, hfConfig, head.array(0..<config.dim))
     }
 
     /// Writes `weights` into `directory` (created if needed) as `config.json` (with `config`'s token

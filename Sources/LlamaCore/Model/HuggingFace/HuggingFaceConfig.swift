@@ -18,6 +18,10 @@ public struct HuggingFaceConfig: Sendable, Equatable {
     /// `pad_token_id`, when given (written back as it was, or null: a family whose default names an id
     /// past a small vocabulary, as SmolLM3's 128004, would otherwise fail to load in transformers).
     public var padTokenId: Int?
+    /// Whether the directory holds a reward model (`LlamaForSequenceClassification` and its kin, one
+    /// label): the trunk and a `score` head of `(1, D)` instead of `lm_head`, scoring a sequence at its
+    /// last token that is not `pad_token_id`.
+    public var isSequenceClassifier = false
 
     public init(llama: LlamaConfig, bosTokenId: Int? = nil, eosTokenIds: [Int] = [], dtype: String? = nil, padTokenId: Int? = nil) {
         self.llama = llama
@@ -86,14 +90,26 @@ public struct HuggingFaceConfig: Sendable, Equatable {
         // and value projections (not the output's); Qwen3's has no biases and RMS-normalises each query
         // and key head before RoPE; SmolLM3's is LLaMA's with no RoPE in some layers (no_rope_layers). Any of
         // them may set its head size apart from hidden_size / heads.
-        let families = ["LlamaForCausalLM": "llama", "MistralForCausalLM": "mistral", "Qwen2ForCausalLM": "qwen2",
-                        "Qwen3ForCausalLM": "qwen3", "SmolLM3ForCausalLM": "smollm3"]
+        // A reward model is the same decoder with a one-label `score` head (`*ForSequenceClassification`).
+        let families = ["Llama": "llama", "Mistral": "mistral", "Qwen2": "qwen2", "Qwen3": "qwen3", "SmolLM3": "smollm3"]
         var modelType: String?
+        var sequenceClassifier = false
         if let architectures = object["architectures"] {
-            guard let names = architectures as? [String], names.count == 1, let type = families[names[0]] else {
-                throw refuse("architectures", "\(describe(architectures)) is not supported (only [\"LlamaForCausalLM\"], [\"MistralForCausalLM\"], [\"Qwen2ForCausalLM\"], [\"Qwen3ForCausalLM\"] or [\"SmolLM3ForCausalLM\"])")
+            let name = (architectures as? [String]).flatMap { $0.count == 1 ? $0[0] : nil } ?? ""
+            let family = name.hasSuffix("ForCausalLM") ? String(name.dropLast("ForCausalLM".count))
+                : name.hasSuffix("ForSequenceClassification") ? String(name.dropLast("ForSequenceClassification".count)) : ""
+            guard let type = families[family] else {
+                throw refuse("architectures", "\(describe(architectures)) is not supported (only one of \(families.keys.sorted().map { "\($0)ForCausalLM" }.joined(separator: ", ")), or the ForSequenceClassification of one, a reward model)")
             }
             modelType = type
+            sequenceClassifier = name.hasSuffix("ForSequenceClassification")
+        }
+        if sequenceClassifier {
+            // transformers' num_labels is id2label's size (2 where neither is given); a reward model has one.
+            let labels = try (object["id2label"] as? [String: Any])?.count ?? int("num_labels", required: false) ?? 2
+            guard labels == 1 else {
+                throw refuse("id2label", "\(labels) labels; a reward model scores with one (num_labels=1)")
+            }
         }
         if let value = object["model_type"], !(value is NSNull) {
             guard let type = value as? String, families.values.contains(type) else {
@@ -211,7 +227,8 @@ public struct HuggingFaceConfig: Sendable, Equatable {
         let config = LlamaConfig(dim: dim, hiddenDim: try int("intermediate_size")!, nLayers: try int("num_hidden_layers")!,
                                  nHeads: heads, nKVHeads: kvHeads, vocabSize: try int("vocab_size")!,
                                  seqLen: min(try int("max_position_embeddings")!, window ?? .max),
-                                 sharedClassifier: try flag("tie_word_embeddings") ?? false,
+                                 // A reward model has no lm_head: nothing to hold beside the embedding.
+                                 sharedClassifier: try sequenceClassifier || (flag("tie_word_embeddings") ?? false),
                                  normEps: Float(eps), ropeTheta: Float(theta), ropeScaling: ropeScaling,
                                  attentionBias: modelType == "qwen2", headSize: headDim, qkNorm: modelType == "qwen3",
                                  layersWithoutRoPE: layersWithoutRoPE)
@@ -232,6 +249,7 @@ public struct HuggingFaceConfig: Sendable, Equatable {
                   dtype: (object["dtype"] as? String) ?? (object["torch_dtype"] as? String),
                   // Kept to write back only (the core pads nothing): any integer, else none.
                   padTokenId: (object["pad_token_id"] as? NSNumber).flatMap { isBoolean($0) ? nil : $0.intValue })
+        isSequenceClassifier = sequenceClassifier
     }
 
     /// config.json for `llama` as `transformers` writes a LlamaForCausalLM's (a Qwen2ForCausalLM's where the

@@ -1,0 +1,81 @@
+import ArgumentParser
+import Foundation
+import LlamaCore
+import Recipe
+
+/// `rlhf score`: a reward model's scores of conversations read as JSON lines.
+struct ScoreCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "score",
+        abstract: "Score conversations with a reward model: a Hugging Face reward model (ForSequenceClassification) or a trunk with its JSON head.",
+        discussion: """
+        Reads JSON lines on stdin, each {"messages": [...]} (a conversation ending with the answer scored) or \
+        {"prompt": ..., "response": ...}, and writes {"score": x} (the head's logit) for each, in order; a line \
+        that cannot be scored gives {"error": ...} in its place, and the exit status says so.
+        """
+    )
+
+    @Option(help: "The reward model: a Hugging Face directory (a ForSequenceClassification's own head), or a checkpoint with --head.")
+    var model: String
+    @Option(help: "A score head in JSON ({\"weight\": [...], \"bias\": b}, as rlhf train rm writes OUT.head.json); default: the Hugging Face model's own, else MODEL.head.json.")
+    var head: String?
+    @Option(help: "Tokenizer (default: the model directory's own, else tokenizer.bin beside the checkpoint).")
+    var tokenizer: String?
+    @Option(name: .customLong("chat-template-kwargs"), help: "A JSON object of what the model's own chat template reads beside the conversation, e.g. '{\"enable_thinking\": false}'.")
+    var chatTemplateKwargs: String?
+    @Option(help: "Compute threads.")
+    var threads: Int = 1
+
+    func validate() throws {
+        try OptionCheck.threads(threads)
+        _ = try OptionCheck.chatTemplateArguments(chatTemplateKwargs)
+    }
+
+    func run() throws {
+        let rewardModel: LocalRewardModel
+        let tok: Tokenizer
+        do {
+            let headPath = head ?? (LocalRewardModel.isPretrained(model) ? nil : model + ".head.json")
+            rewardModel = try LocalRewardModel(kind: .rewardModel, checkpoint: model, head: headPath, threads: threads)
+            let path = tokenizer ?? Tokenizer.defaultPath(forCheckpoint: model)
+            var loaded = try Tokenizer(path: path)
+            if let config = rewardModel.service.modelConfig { try loaded.check(against: config, path: path) }
+            try loaded.requireChatFormat()
+            try loaded.useChatTemplateArguments(try OptionCheck.chatTemplateArguments(chatTemplateKwargs))
+            tok = loaded
+        } catch {
+            throw cliFailure(error)
+        }
+        var lineNumber = 0, failures = 0
+        while let line = readLine(strippingNewline: true) {
+            lineNumber += 1
+            if line.trimmingCharacters(in: .whitespaces).isEmpty { continue }
+            do {
+                guard let object = (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any] else {
+                    throw LlamaError.invalidInput("not a JSON object")
+                }
+                let sequence: [Int32]
+                if let list = object["messages"] as? [Any] {
+                    let messages = try ChatCommand.messages(list)
+                    guard messages.last?.role == .assistant else { throw LlamaError.invalidInput("the conversation must end with the assistant's answer") }
+                    sequence = try rewardModel.sequence(conversation: messages, tokenizer: tok)
+                } else if let prompt = object["prompt"] as? String, let response = (object["response"] ?? object["completion"]) as? String {
+                    sequence = try rewardModel.sequence(prompt: [ChatTemplate.Message(role: .user, content: prompt)], response: response, tokenizer: tok)
+                } else {
+                    throw LlamaError.invalidInput("expected {\"messages\": [...]} or {\"prompt\": string, \"response\": string}")
+                }
+                let score = try rewardModel.scores([sequence])[0]
+                print(jsonLine(["score": Double(score)]))
+            } catch {
+                printError("error: stdin line \(lineNumber): \(error)")
+                print(jsonLine(["error": "\(error)"]))
+                failures += 1
+            }
+            fflush(nil)
+        }
+        if failures > 0 {
+            printError("error: \(failures) of \(lineNumber) lines could not be scored")
+            throw ExitCode.failure
+        }
+    }
+}

@@ -1,0 +1,80 @@
+import Foundation
+import LlamaCore
+import LlamaTraining
+import Wire
+import Workers
+
+/// A reward model read from disk that scores text in this process (a reward-model judge, `rlhf score`,
+/// `rlhf eval --best-of`). Two kinds:
+/// - a trunk (a checkpoint or Hugging Face directory) and a score head in JSON, as `rlhf train rm` and the
+///   plan's reward models write them: a response scores as those models were trained, the prompt's ids
+///   (with the generation prompt), the response's, and the end of turn;
+/// - a Hugging Face reward model (`LlamaForSequenceClassification`, `Qwen2ForSequenceClassification`...,
+///   one label) with its own head: a conversation scores as `transformers` scores it, the chat template's
+///   whole rendering of it (`apply_chat_template(messages, tokenize=True)`) at its last token that is not
+///   `pad_token_id`.
+public struct LocalRewardModel: Sendable {
+    public let service: RewardModelService
+    /// Whether the head is the Hugging Face model's own (`score.weight`): conversations then score whole.
+    public let isPretrained: Bool
+    /// The model's `pad_token_id`, where a pretrained one names it: not scored at.
+    let padTokenId: Int32?
+
+    /// Reads `checkpoint` with `head` (a JSON score head), or a Hugging Face reward model's own head
+    /// where `head` is nil.
+    public init(kind: ModelKind, checkpoint: String, head: String?, threads: Int = 1) throws {
+        if let head {
+            let weights = try Checkpoint.read(path: checkpoint).weights
+            service = try RewardModelService(kind: kind, weights: weights, head: try RewardModelService.loadHead(path: head), threads: threads)
+            isPretrained = false
+            padTokenId = nil
+        } else {
+            guard HuggingFaceCheckpoint.isModelDirectory(checkpoint) else {
+                throw LlamaError.invalidCheckpoint(path: checkpoint, reason: "a reward model file needs its score head (JSON, as rlhf train rm writes CKPT.head.json)")
+            }
+            let (weights, config, head) = try HuggingFaceCheckpoint.readRewardModel(directory: checkpoint)
+            service = try RewardModelService(kind: kind, weights: weights, head: ScalarHead(weight: head, bias: 0), threads: threads)
+            isPretrained = true
+            padTokenId = config.padTokenId.flatMap { Int32(exactly: $0) }
+        }
+    }
+
+    /// Whether `checkpoint` is a Hugging Face reward model (its config names a ForSequenceClassification),
+    /// which brings its own head.
+    public static func isPretrained(_ checkpoint: String) -> Bool {
+        HuggingFaceCheckpoint.isModelDirectory(checkpoint)
+            && (try? HuggingFaceConfig(contentsOf: checkpoint + "/config.json"))?.isSequenceClassifier == true
+    }
+
+    /// The most tokens a scored sequence may have.
+    public var contextLength: Int? { service.modelConfig?.seqLen }
+
+    /// The ids `response` to `prompt` scores on, with `tokenizer` (the model's).
+    public func sequence(prompt: [ChatTemplate.Message], response: String, tokenizer: Tokenizer) throws -> [Int32] {
+        guard isPretrained else {
+            return try ChatTemplate.promptIDs(conversation: prompt, tokenizer: tokenizer) + tokenizer.encode(response) + [tokenizer.endOfTurnId]
+        }
+        return try sequence(conversation: prompt + [ChatTemplate.Message(role: .assistant, content: response)], tokenizer: tokenizer)
+    }
+
+    /// The ids a whole conversation scores on: the chat template's rendering of it, tokenized, less any
+    /// trailing padding id (transformers scores at the last token that is not `pad_token_id`).
+    public func sequence(conversation: [ChatTemplate.Message], tokenizer: Tokenizer) throws -> [Int32] {
+        var ids = try ChatTemplate.conversationIDs(conversation, tokenizer: tokenizer)
+        if let padTokenId { while ids.last == padTokenId { ids.removeLast() } }
+        guard !ids.isEmpty else { throw LlamaError.invalidInput("the conversation renders to no tokens but padding") }
+        return ids
+    }
+
+    /// One score (a logit) per sequence, in order, 32 sequences to a forward pass.
+    public func scores(_ sequences: [[Int32]]) throws -> [Float] {
+        if let limit = contextLength, let long = sequences.firstIndex(where: { $0.count > limit }) {
+            throw LlamaError.invalidInput("the reward model's context is \(limit) tokens; sequence \(long + 1) of \(sequences.count) is \(sequences[long].count)")
+        }
+        var out: [Float] = []
+        for start in stride(from: 0, to: sequences.count, by: 32) {
+            out += try service.scores(Array(sequences[start ..< min(sequences.count, start + 32)]))
+        }
+        return out
+    }
+}

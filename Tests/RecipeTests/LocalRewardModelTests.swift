@@ -1,0 +1,61 @@
+import Foundation
+import LlamaCore
+import Recipe
+import Testing
+import TestKit
+
+/// Hugging Face reward models (`*ForSequenceClassification`, one label) score as transformers scores them:
+/// the chat template's whole rendering of a conversation, pooled at the last token that is not
+/// `pad_token_id`, through the model's own `score` head (float64 references, `hf-reward/generate.py`).
+@Suite struct LocalRewardModelTests {
+    static func cases(_ name: String) throws -> [(messages: [ChatTemplate.Message], ids: [Int32], score: Double)] {
+        let reference = try Fixtures.rewardModelReference()
+        return (reference[name] as! [[String: Any]]).map { item in
+            let messages = (item["messages"] as! [[String: String]]).map {
+                ChatTemplate.Message(role: ChatTemplate.Role(rawValue: $0["role"]!)!, content: $0["content"]!)
+            }
+            return (messages, (item["ids"] as! [Int]).map(Int32.init), item["score"] as! Double)
+        }
+    }
+
+    @Test(arguments: ["llama-rm", "qwen2-rm"])
+    func scoresAreTransformers(name: String) throws {
+        let directory = Fixtures.rewardModel(name)
+        #expect(LocalRewardModel.isPretrained(directory))
+        let model = try LocalRewardModel(kind: .rewardModel, checkpoint: directory, head: nil)
+        #expect(model.isPretrained)
+        let tokenizer = try Tokenizer(path: directory)
+        var sequences: [[Int32]] = []
+        for item in try Self.cases(name) {
+            // The ids transformers feeds; the Qwen2 model's pad id (the newline) is not scored at.
+            let sequence = try model.sequence(conversation: item.messages, tokenizer: tokenizer)
+            #expect(name == "qwen2-rm" ? sequence + [201] == item.ids : sequence == item.ids)
+            sequences.append(sequence)
+        }
+        let scores = try model.scores(sequences)
+        for (score, item) in zip(scores, try Self.cases(name)) {
+            #expect(abs(Double(score) - item.score) < 2e-5 * max(1, abs(item.score)), "\(score) vs \(item.score)")
+        }
+        // A prompt and its response score as the conversation of the two.
+        let first = try Self.cases(name)[0]
+        #expect(try model.sequence(prompt: [first.messages[0]], response: first.messages[1].content, tokenizer: tokenizer) == sequences[0])
+    }
+
+    /// The judge takes a Hugging Face reward model without a head file: helpfulness is sigmoid of its score.
+    @Test func aPretrainedRewardModelJudges() throws {
+        let directory = Fixtures.rewardModel("llama-rm")
+        var models = RewardModelJudge.Models(checkpoint: directory, head: nil)
+        models.safetyCheckpoint = Fixtures.rewardModel("qwen2-rm")
+        models.unsafeBelow = 0.85
+        let judge = try RewardModelJudge(models: models, tokenizer: try Tokenizer(path: directory))
+        let items = try Self.cases("llama-rm").prefix(2).map { ($0.messages[0].content, $0.messages[1].content) }
+        let judgements = try judge.judge(items.map { JudgeItem(prompt: $0.0, response: $0.1) })
+        let helpfulness = try Self.cases("llama-rm").prefix(2).map { 1 / (1 + exp(-$0.score)) }
+        let safety = try Self.cases("qwen2-rm").prefix(2).map { 1 / (1 + exp(-$0.score)) }
+        for (k, judgement) in judgements.enumerated() {
+            #expect(abs(judgement!.helpfulness - helpfulness[k]) < 1e-5)
+            #expect(judgement!.unsafe == (safety[k] < 0.85))
+        }
+        #expect(judgements.map { $0!.unsafe } == [false, true])
+    }
+}
