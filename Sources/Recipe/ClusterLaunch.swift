@@ -87,7 +87,8 @@ public final class ClusterLaunch {
             return spec.plan[index].isRLHF
         }
         if !resuming, let available = WorkerMemory.availableBytes(), let config = try? Checkpoint.readConfig(path: spec.checkpoint),
-           let shortfall = spec.memoryShortfall(config: config, available: available) {
+           let shortfall = spec.memoryShortfall(config: config, available: available,
+                                                roleConfigs: spec.pretrainedRewardModels.compactMapValues { try? Checkpoint.readConfig(path: $0) }) {
             // Refused before anything starts (a resumed run's workers may already hold their memory).
             throw Failure(message: shortfall)
         }
@@ -530,7 +531,7 @@ public final class ClusterLaunch {
         pipeline.export = export
         pipeline.evaluatesRewardFunction = spec.rewardFunction != nil && spec.startsRewardFunctionWorkers
         pipeline.givenRewardHeads = Set([spec.rewardHead.map { _ in WorkerRole.rewardModel }, spec.safetyHead.map { _ in WorkerRole.safetyModel }]
-            .compactMap { $0 })
+            .compactMap { $0 }).union(spec.pretrainedRewardModels.keys)
         rlhf = pipeline
         return pipeline
     }
@@ -553,6 +554,18 @@ public final class ClusterLaunch {
             throw ClusterSpec.Invalid(key: "model.chat_template_kwargs", reason: reason)
         }
         try tokenizer.check(against: config, path: path)
+        // A pretrained reward model scores the policy's token ids: its tokenizer must be the policy's, token for token.
+        for (role, directory) in spec.pretrainedRewardModels.sorted(by: { $0.key.rawValue < $1.key.rawValue }) {
+            let key = "model.\(role == .rewardModel ? "reward_model" : "safety_model")"
+            let own = try Tokenizer(path: directory)
+            if let id = own.firstDifference(from: tokenizer) {
+                throw ClusterSpec.Invalid(key: key, reason: "\(directory) tokenizes otherwise than the policy (\(path)): "
+                    + (own.vocabSize != tokenizer.vocabSize ? "\(own.vocabSize) tokens against \(tokenizer.vocabSize)"
+                       : "token \(id) is \(own.tokenText(id).debugDescription) there, \(tokenizer.tokenText(id).debugDescription) here")
+                    + "; a reward model scores the policy's token ids, so it must share its tokenizer")
+            }
+            try tokenizer.check(against: try Checkpoint.readConfig(path: directory), path: directory)
+        }
         return (tokenizer, path)
     }
 

@@ -161,6 +161,10 @@ public struct ClusterSpec: Sendable, Equatable {
     /// Score heads (JSON) of the reward and safety models; nil: heads initialised from a seed.
     public var rewardHead: String?
     public var safetyHead: String?
+    /// Hugging Face reward models (`model.reward_model`, `model.safety_model`: ForSequenceClassification
+    /// directories) the reward-model and safety-model workers run as they are, with their own heads,
+    /// instead of the policy's trunk with a head; they share the policy's tokenizer and are not trained.
+    public var pretrainedRewardModels: [WorkerRole: String] = [:]
     public var plan: [Step]
     /// The rounds later steps branch from (`start_from:`): the learner keeps a snapshot of the policy at their end.
     public var snapshotRounds: Set<String> { Set(plan.compactMap(\.startFrom)).subtracting([LearnerService.chatModelSnapshot]) }
@@ -324,7 +328,7 @@ public struct ClusterSpec: Sendable, Equatable {
 
     public static func == (a: ClusterSpec, b: ClusterSpec) -> Bool {
         a.coordinator == b.coordinator && a.hosts == b.hosts && a.checkpoint == b.checkpoint && a.rewardHead == b.rewardHead
-            && a.safetyHead == b.safetyHead && a.plan == b.plan && a.heartbeatMilliseconds == b.heartbeatMilliseconds
+            && a.safetyHead == b.safetyHead && a.pretrainedRewardModels == b.pretrainedRewardModels && a.plan == b.plan && a.heartbeatMilliseconds == b.heartbeatMilliseconds
             && a.orphanTimeoutSeconds == b.orphanTimeoutSeconds && a.decodeSlots == b.decodeSlots && a.precision == b.precision && a.lora == b.lora
             && a.metrics == b.metrics && a.curve?.server == b.curve?.server && a.curve?.client == b.curve?.client && a.task == b.task
             && a.chatTemplate == b.chatTemplate && a.chatTemplateArguments == b.chatTemplateArguments && a.export == b.export && a.data == b.data && a.judge == b.judge
@@ -492,7 +496,7 @@ public struct ClusterSpec: Sendable, Equatable {
         guard let model = top["model"] as? [String: Any], let path = model["checkpoint"] as? String else {
             throw Invalid(key: "model.checkpoint", reason: "expected the path of a checkpoint file or a Hugging Face model directory")
         }
-        let modelKeys: Set<String> = ["checkpoint", "reward_head", "safety_head", "chat_template", "chat_template_kwargs"]
+        let modelKeys: Set<String> = ["checkpoint", "reward_head", "safety_head", "reward_model", "safety_model", "chat_template", "chat_template_kwargs"]
         if let unknown = model.keys.first(where: { !modelKeys.contains($0) }) {
             throw Invalid(key: "model.\(unknown)", reason: "unknown key (expected one of \(modelKeys.sorted().joined(separator: ", ")))")
         }
@@ -509,6 +513,17 @@ public struct ClusterSpec: Sendable, Equatable {
                           + "the policy is a causal LM (use the reward model as judge: {source: reward-model, checkpoint: ...})")
         }
         let rewardHead = try file("reward_head", model["reward_head"]), safetyHead = try file("safety_head", model["safety_head"])
+        var pretrainedRewardModels: [WorkerRole: String] = [:]
+        for (key, role, head) in [("reward_model", WorkerRole.rewardModel, "reward_head"), ("safety_model", .safetyModel, "safety_head")] {
+            guard let directory = try file(key, model[key]) else { continue }
+            guard !ClusterSpec.checksFiles || LocalRewardModel.isPretrained(directory) else {
+                throw Invalid(key: "model.\(key)", reason: "\(directory) is not a Hugging Face reward model (a directory whose config.json names a ForSequenceClassification)")
+            }
+            guard model[head] == nil else {
+                throw Invalid(key: "model.\(head)", reason: "given with model.\(key), which brings its own head")
+            }
+            pretrainedRewardModels[role] = directory
+        }
         var plan: [Step] = []
         // The plan: a list in the spec, or the path of a YAML file holding the list (or a mapping with `plan:`).
         var planItems: [Any] = []
@@ -710,6 +725,21 @@ public struct ClusterSpec: Sendable, Equatable {
         spec.precision = precision
         spec.lora = lora
         spec.planFileText = planFileText
+        spec.pretrainedRewardModels = pretrainedRewardModels
+        // A pretrained reward model scores as it is: no step may train it.
+        for (index, step) in plan.enumerated() {
+            let trained: [WorkerRole]
+            switch step {
+            case .trainRewardModel(let settings): trained = [settings.model]
+            case .rejectionSampling(let settings) where settings.newPairs > 0: trained = [.rewardModel, .safetyModel]
+            case .ppo(let settings) where settings.newPairs > 0: trained = [.rewardModel, .safetyModel]
+            default: trained = []
+            }
+            if let role = trained.first(where: { pretrainedRewardModels[$0] != nil }) {
+                throw Invalid(key: "plan[\(index)]", reason: "trains the \(role.rawValue), which model.\(role == .rewardModel ? "reward_model" : "safety_model") gives pretrained; "
+                              + "a pretrained reward model scores as it is (training it in the plan is not built)")
+            }
+        }
         if let name = model["chat_template"] {
             guard let text = name as? String, let format = try? ChatFormat(named: text) else {
                 throw Invalid(key: "model.chat_template", reason: "\(describe(name)) is not a supported chat format (supported: \(ChatFormat.supportedNames))")

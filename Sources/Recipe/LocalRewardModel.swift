@@ -17,34 +17,20 @@ public struct LocalRewardModel: Sendable {
     public let service: RewardModelService
     /// Whether the head is the Hugging Face model's own (`score.weight`): conversations then score whole.
     public let isPretrained: Bool
-    /// The model's `pad_token_id`, where a pretrained one names it: not scored at.
-    let padTokenId: Int32?
 
     /// Reads `checkpoint` with `head` (a JSON score head), or a Hugging Face reward model's own head
     /// where `head` is nil.
     public init(kind: ModelKind, checkpoint: String, head: String?, threads: Int = 1) throws {
-        if let head {
-            let weights = try Checkpoint.read(path: checkpoint).weights
-            service = try RewardModelService(kind: kind, weights: weights, head: try RewardModelService.loadHead(path: head), threads: threads)
-            isPretrained = false
-            padTokenId = nil
-        } else {
-            guard HuggingFaceCheckpoint.isModelDirectory(checkpoint) else {
-                throw LlamaError.invalidCheckpoint(path: checkpoint, reason: "a reward model file needs its score head (JSON, as rlhf train rm writes CKPT.head.json)")
-            }
-            let (weights, config, head) = try HuggingFaceCheckpoint.readRewardModel(directory: checkpoint)
-            service = try RewardModelService(kind: kind, weights: weights, head: ScalarHead(weight: head, bias: 0), threads: threads)
-            isPretrained = true
-            padTokenId = config.padTokenId.flatMap { Int32(exactly: $0) }
+        guard head != nil || HuggingFaceCheckpoint.isModelDirectory(checkpoint) else {
+            throw LlamaError.invalidCheckpoint(path: checkpoint, reason: "a reward model file needs its score head (JSON, as rlhf train rm writes CKPT.head.json)")
         }
+        service = try RewardModelService.load(kind: kind, checkpoint: checkpoint, head: head, threads: threads)
+        isPretrained = head == nil
     }
 
     /// Whether `checkpoint` is a Hugging Face reward model (its config names a ForSequenceClassification),
     /// which brings its own head.
-    public static func isPretrained(_ checkpoint: String) -> Bool {
-        HuggingFaceCheckpoint.isModelDirectory(checkpoint)
-            && (try? HuggingFaceConfig(contentsOf: checkpoint + "/config.json"))?.isSequenceClassifier == true
-    }
+    public static func isPretrained(_ checkpoint: String) -> Bool { HuggingFaceCheckpoint.isRewardModel(checkpoint) }
 
     /// The most tokens a scored sequence may have.
     public var contextLength: Int? { service.modelConfig?.seqLen }
@@ -57,13 +43,10 @@ public struct LocalRewardModel: Sendable {
         return try sequence(conversation: prompt + [ChatTemplate.Message(role: .assistant, content: response)], tokenizer: tokenizer)
     }
 
-    /// The ids a whole conversation scores on: the chat template's rendering of it, tokenized, less any
-    /// trailing padding id (transformers scores at the last token that is not `pad_token_id`).
+    /// The ids a whole conversation scores on: the chat template's rendering of it, tokenized (the
+    /// service scores it at its last token that is not `pad_token_id`).
     public func sequence(conversation: [ChatTemplate.Message], tokenizer: Tokenizer) throws -> [Int32] {
-        var ids = try ChatTemplate.conversationIDs(conversation, tokenizer: tokenizer)
-        if let padTokenId { while ids.last == padTokenId { ids.removeLast() } }
-        guard !ids.isEmpty else { throw LlamaError.invalidInput("the conversation renders to no tokens but padding") }
-        return ids
+        try ChatTemplate.conversationIDs(conversation, tokenizer: tokenizer)
     }
 
     /// One score (a logit) per sequence, in order, 32 sequences to a forward pass.

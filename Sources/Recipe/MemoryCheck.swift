@@ -22,14 +22,15 @@ extension ClusterSpec {
     /// What the workers the spec starts on this machine (its `address: local` hosts) hold, by role,
     /// over a model of `config`: nil when that fits in `available` bytes, else why not, naming each role's
     /// share and parts (generators at the spec's `decode_slots`). Hosts elsewhere (ssh, Slurm, external)
-    /// say at start-up what they hold.
-    public func memoryShortfall(config: LlamaConfig, available: Int) -> String? {
+    /// say at start-up what they hold. `roleConfigs` are the models of roles that run another (a
+    /// pretrained reward model's).
+    public func memoryShortfall(config: LlamaConfig, available: Int, roleConfigs: [WorkerRole: LlamaConfig] = [:]) -> String? {
         var counts: [WorkerRole: Int] = [:]
         for host in hosts where host.isLocal {
             for (role, count) in host.workers { counts[role, default: 0] += count }
         }
         let shares = counts.filter { $0.value > 0 }.sorted { $0.key.rawValue < $1.key.rawValue }.map { role, count in
-            (role: role, count: count, memory: WorkerMemory.estimate(role: role, config: config, decodeSlots: decodeSlots,
+            (role: role, count: count, memory: WorkerMemory.estimate(role: role, config: roleConfigs[role] ?? config, decodeSlots: decodeSlots,
                                                                        precision: role == .learner ? precision.learner : precision.generator,
                                                                        kvCache: precision.kvCache, learner: learnerLoad,
                                                                        lora: lora))

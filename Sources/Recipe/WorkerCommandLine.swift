@@ -10,7 +10,9 @@ extension ClusterSpec {
     /// restores; `path` maps a file path of the spec to where the worker's machine has it.
     public func workerArguments(id: String, role: WorkerRole, host: WorkerHost, coordinator: String, runID: String?, stateDirectory: String,
                                 restoreStep: Int? = nil, path: (String) -> String = { $0 }) -> [String] {
-        var arguments = ["worker", "--role", role.rawValue, "--coordinator", coordinator, "--id", id, "--checkpoint", path(checkpoint)]
+        // A reward model the spec gives pretrained is the model its workers run (with its own head).
+        let model = pretrainedRewardModels[role] ?? checkpoint
+        var arguments = ["worker", "--role", role.rawValue, "--coordinator", coordinator, "--id", id, "--checkpoint", path(model)]
         if let runID { arguments += ["--run-id", runID] }
         arguments += ["--orphan-timeout", "\(orphanTimeoutSeconds)"]
         // The host's threads for the role (a Slurm step's CPUs are its worker's compute threads).

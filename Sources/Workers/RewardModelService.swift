@@ -16,9 +16,13 @@ public final class RewardModelService: RoleService, @unchecked Sendable {
     private let held: VersionedModel<(trunk: TrainableTransformer, head: ScalarHead)>
     private let pool: ComputePool
     private let tokens = Atomic<UInt64>(0)
+    /// The padding id a Hugging Face reward model names: a sequence is scored at its last token that is not
+    /// it, as transformers pools (nil: at its last token).
+    public let padTokenId: Int32?
 
     /// A reward model of `weights` and `head` (`head.weight` has `dim` entries) on `threads` threads.
-    public init(kind: ModelKind, weights: ModelWeights, head: ScalarHead, threads: Int = 1, modelVersion: UInt64 = 0) throws {
+    public init(kind: ModelKind, weights: ModelWeights, head: ScalarHead, threads: Int = 1, modelVersion: UInt64 = 0,
+                padTokenId: Int32? = nil) throws {
         guard kind == .rewardModel || kind == .safetyModel else {
             throw LlamaError.invalidInput("a reward model is the reward-model or the safety-model, not the \(kind.rawValue)")
         }
@@ -26,6 +30,7 @@ public final class RewardModelService: RoleService, @unchecked Sendable {
             throw LlamaError.invalidInput("the score head has \(head.weight.count) weights, the model's dim is \(weights.config.dim)")
         }
         self.kind = kind
+        self.padTokenId = padTokenId
         pool = ComputePool(threads: threads)
         held = VersionedModel((RewardModelService.scorer(weights, pool: pool), head), version: modelVersion, checksum: weights.checksum)
     }
@@ -58,11 +63,18 @@ public final class RewardModelService: RoleService, @unchecked Sendable {
         held.replace((RewardModelService.scorer(weights, pool: pool), head), version: version, checksum: weights.checksum)
     }
 
-    /// Scores of `(prompt + response)` token lists `(N)`, each read at the sequence's last token.
+    /// Scores of `(prompt + response)` token lists `(N)`, each read at the sequence's last token (the last
+    /// that is not `padTokenId`, where there is one: trailing padding is not scored).
     public func scores(_ sequences: [[Int32]]) throws -> [Float] {
         let (model, _, _) = held.snapshot
         let (trunk, head) = model
-        let batch = try TokenBatch(sequences, config: trunk.config)
+        let scored = padTokenId.map { pad in
+            sequences.map { sequence in sequence.last == pad ? Array(sequence.reversed().drop { $0 == pad }.reversed()) : sequence }
+        } ?? sequences
+        if let empty = scored.firstIndex(where: \.isEmpty), !sequences[empty].isEmpty {
+            throw LlamaError.invalidInput("sequence \(empty + 1) of \(sequences.count) is padding alone (pad_token_id \(padTokenId!)): nothing to score")
+        }
+        let batch = try TokenBatch(scored, config: trunk.config)
         let tape = trunk.forward(batch, onlyRows: batch.lastRows)
         tokens.add(UInt64(batch.rowCount), ordering: .relaxed)
         return head.scores(tape, rows: batch.lastRows)
@@ -87,6 +99,22 @@ public final class RewardModelService: RoleService, @unchecked Sendable {
         let actor = RewardModel(service: self, actorSystem: actorSystem)
         actorSystem.publish(actor, as: name)
         return actor
+    }
+
+    /// A reward model read from disk: `checkpoint`'s trunk with `head` (a JSON score head), or without
+    /// one a Hugging Face reward model's own (`score.weight`, no bias, and its `pad_token_id`; a causal
+    /// LM's directory is then refused), or where `head` is nil and `checkpoint` is no reward model, a
+    /// head drawn from `seed` (an untrained scorer; nil seed refuses).
+    public static func load(kind: ModelKind, checkpoint: String, head: String?, seed: UInt64? = nil,
+                            threads: Int = 1) throws -> RewardModelService {
+        if head == nil && (seed == nil || HuggingFaceCheckpoint.isRewardModel(checkpoint)) {
+            let (weights, config, own) = try HuggingFaceCheckpoint.readRewardModel(directory: checkpoint)
+            return try RewardModelService(kind: kind, weights: weights, head: ScalarHead(weight: own, bias: 0), threads: threads,
+                                          padTokenId: config.padTokenId.flatMap { Int32(exactly: $0) })
+        }
+        let weights = try Checkpoint.read(path: checkpoint).weights
+        let scoreHead = try head.map { try loadHead(path: $0) } ?? ScalarHead(dim: weights.config.dim, seed: seed!)
+        return try RewardModelService(kind: kind, weights: weights, head: scoreHead, threads: threads)
     }
 
     /// Reads a score head written as JSON (`{"weight": [...], "bias": b}`), naming the file on failure.

@@ -2,6 +2,7 @@ import Foundation
 import LlamaCore
 import Testing
 import TestKit
+import Workers
 
 /// Hugging Face model directories through the `rlhf` executable, as the issue's must-shows run them.
 @Suite struct HuggingFaceCLITests {
@@ -287,5 +288,60 @@ import TestKit
         // A causal LM without a head file is refused, naming what is missing.
         let plain = try CLITests.rlhf(["score", "--model", Fixtures.huggingFace("hf-bytebpe-gqa")], stdin: lines[0] + "\n")
         #expect(plain.status != 0 && plain.stderr.contains("hf-bytebpe-gqa.head.json"), "\(plain.stderr)")
+    }
+
+    /// `model.reward_model` and `model.safety_model`: Hugging Face reward models scoring a rejection-sampling
+    /// round's samples on the reward-model and safety-model workers, as they are (the samples' scores are
+    /// those models' scores of the policy's ids), with a third judging it; a reward model whose tokenizer is
+    /// not the policy's is refused before any worker starts.
+    @Test func pretrainedRewardModelsScoreARound() throws {
+        let dir = try Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let prompt = "Tell me about the fox."
+        let answers = ["The fox is an animal.", "A fox ran home.", "Foxes live in the meadow."]
+        try ((0..<48).map { #"{"prompt": "\#(prompt)", "completion": "\#(answers[$0 % 3])"}"# }.joined(separator: "\n") + "\n")
+            .write(toFile: dir + "/sft.jsonl", atomically: true, encoding: .utf8)
+        try ((0..<16).map { _ in #"{"prompt": "\#(prompt)"}"# }.joined(separator: "\n") + "\n").write(toFile: dir + "/prompts.jsonl", atomically: true, encoding: .utf8)
+        let rm = Fixtures.rewardModel("llama-rm"), safety = Fixtures.rewardModel("qwen2-rm")
+        func spec(_ policy: String) -> String {
+            """
+            coordinator: tcp://127.0.0.1:*
+            heartbeat_ms: 100
+            hosts:
+              - name: here
+                workers: {generator: 1, learner: 1, reference-policy: 1, reward-model: 1, safety-model: 1}
+            model: {checkpoint: \(policy), reward_model: \(rm), safety_model: \(safety)}
+            data: {prompts: prompts.jsonl, eval_prompts: prompts.jsonl, sft: sft.jsonl}
+            judge: {source: reward-model, checkpoint: \(rm)}
+            plan:
+              - sft: {name: SFT, epochs: 10, batch_size: 8, learning_rate: 0.002}
+              - rs_round: {name: V1, prompts: 8, samples: 2, max_new_tokens: 16, reward: {models: 1}}
+            """
+        }
+        try spec(Fixtures.huggingFace("hf-bytebpe-gqa")).write(toFile: dir + "/spec.yaml", atomically: true, encoding: .utf8)
+        let result = try CLITests.rlhf(["launch", dir + "/spec.yaml", "--run-dir", dir + "/run"])
+        #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
+        let samples = try RLHFRunTests.lines(dir + "/run/rounds/V1/samples.jsonl")
+        #expect(samples.count == 16)
+        // Each sample's scores, again from the same models on the prompt's ids, the answer's and its end of turn
+        // (where the answer's text encodes back to the ids sampled: most of them, after the SFT step).
+        let tokenizer = try Tokenizer(path: Fixtures.huggingFace("hf-bytebpe-gqa"))
+        let helpfulness = try RewardModelService.load(kind: .rewardModel, checkpoint: rm, head: nil)
+        let safetyModel = try RewardModelService.load(kind: .safetyModel, checkpoint: safety, head: nil)
+        var agreeing = 0
+        for sample in samples {
+            let sequence = ChatTemplate.promptIDs(prompt, tokenizer: tokenizer) + tokenizer.finishedAnswer(tokenizer.encode(sample["response"] as! String))
+            let expected = (try helpfulness.scores([sequence])[0], try safetyModel.scores([sequence])[0])
+            let got = ((sample["helpfulness_score"] as! NSNumber).floatValue, (sample["safety"] as! NSNumber).floatValue)
+            if abs(got.0 - expected.0) < 1e-4 && abs(got.1 - expected.1) < 1e-4 { agreeing += 1 }
+        }
+        #expect(agreeing >= 12, "\(agreeing) of 16 samples scored as the reward models score them: \(samples.prefix(2))")
+
+        // The shipped model tokenizes otherwise: refused by key before any worker starts.
+        try spec(TestKit.repository + "/models/chat-world/sft.bin").write(toFile: dir + "/other.yaml", atomically: true, encoding: .utf8)
+        let refused = try CLITests.rlhf(["launch", dir + "/other.yaml", "--run-dir", dir + "/other"])
+        #expect(refused.status != 0 && refused.stderr.contains("model.reward_model") && refused.stderr.contains("tokenizes otherwise than the policy"),
+                "\(refused.stdout)\(refused.stderr)")
+        #expect(!refused.stdout.contains("started"), "\(refused.stdout)")
     }
 }

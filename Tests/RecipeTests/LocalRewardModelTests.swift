@@ -1,8 +1,10 @@
 import Foundation
 import LlamaCore
 import Recipe
+import LlamaTraining
 import Testing
 import TestKit
+import Workers
 
 /// Hugging Face reward models (`*ForSequenceClassification`, one label) score as transformers scores them:
 /// the chat template's whole rendering of a conversation, pooled at the last token that is not
@@ -27,18 +29,31 @@ import TestKit
         let tokenizer = try Tokenizer(path: directory)
         var sequences: [[Int32]] = []
         for item in try Self.cases(name) {
-            // The ids transformers feeds; the Qwen2 model's pad id (the newline) is not scored at.
+            // The ids transformers feeds (the Qwen2 model's pad id, the newline, ends each: not scored at).
             let sequence = try model.sequence(conversation: item.messages, tokenizer: tokenizer)
-            #expect(name == "qwen2-rm" ? sequence + [201] == item.ids : sequence == item.ids)
+            #expect(sequence == item.ids)
             sequences.append(sequence)
         }
         let scores = try model.scores(sequences)
         for (score, item) in zip(scores, try Self.cases(name)) {
             #expect(abs(Double(score) - item.score) < 2e-5 * max(1, abs(item.score)), "\(score) vs \(item.score)")
         }
+        // What a reward-model worker loads from the same directory (its --seed unused) scores alike.
+        let worker = try RewardModelService.load(kind: .safetyModel, checkpoint: directory, head: nil, seed: 5)
+        #expect(try worker.scores(sequences) == scores)
+        #expect(worker.padTokenId == (name == "qwen2-rm" ? 201 : nil))
         // A prompt and its response score as the conversation of the two.
         let first = try Self.cases(name)[0]
         #expect(try model.sequence(prompt: [first.messages[0]], response: first.messages[1].content, tokenizer: tokenizer) == sequences[0])
+    }
+
+    /// A worker given the policy's trunk and no head draws one from its seed, as before; a causal LM with
+    /// neither a head nor a seed is refused.
+    @Test func aWorkerWithoutAHeadDrawsOneFromItsSeed() throws {
+        let policy = Fixtures.huggingFace("hf-bytebpe-gqa")
+        let worker = try RewardModelService.load(kind: .rewardModel, checkpoint: policy, head: nil, seed: 3)
+        #expect(worker.head == ScalarHead(dim: worker.modelConfig!.dim, seed: 3) && worker.padTokenId == nil)
+        #expect { try RewardModelService.load(kind: .rewardModel, checkpoint: policy, head: nil) } throws: { "\($0)".contains("not a reward model") }
     }
 
     /// The judge takes a Hugging Face reward model without a head file: helpfulness is sigmoid of its score.

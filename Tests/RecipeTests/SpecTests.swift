@@ -234,6 +234,35 @@ import TestKit
         }
     }
 
+    /// `model.reward_model` and `model.safety_model` name Hugging Face reward models the reward-model and
+    /// safety-model workers run (their `--checkpoint`, no `--head`); another directory, a head beside one, and
+    /// a plan step that would train one are refused by key.
+    @Test func pretrainedRewardModelsAreParsedOrRefused() throws {
+        let model = "model: {checkpoint: \(SpecTests.checkpoint)}"
+        let rm = Fixtures.rewardModel("llama-rm"), safety = Fixtures.rewardModel("qwen2-rm")
+        func spec(_ modelLine: String, _ rest: String = "") -> String { SpecTests.head.replacingOccurrences(of: model, with: modelLine) + rest }
+        let parsed = try ClusterSpec.parse(spec("model: {checkpoint: \(SpecTests.checkpoint), reward_model: \(rm), safety_model: \(safety)}",
+                                                "task: {seed: 1}\nplan:\n  - ppo_round: {name: V5, rollouts: 4}\n"), baseDirectory: "/")
+        #expect(parsed.pretrainedRewardModels == [.rewardModel: rm, .safetyModel: safety])
+        let host = parsed.hosts[0]
+        func checkpointArgument(_ role: WorkerRole) -> String? {
+            let arguments = parsed.workerArguments(id: "x", role: role, host: host, coordinator: "tcp://127.0.0.1:5555", runID: nil, stateDirectory: "/tmp/s")
+            return arguments.firstIndex(of: "--checkpoint").map { arguments[$0 + 1] }
+        }
+        #expect(checkpointArgument(.rewardModel) == rm && checkpointArgument(.safetyModel) == safety)
+        #expect(checkpointArgument(.generator) == SpecTests.checkpoint && checkpointArgument(.learner) == SpecTests.checkpoint)
+        for (line, rest, key) in [
+            ("model: {checkpoint: \(SpecTests.checkpoint), reward_model: \(Fixtures.qwen2)}", "", "model.reward_model"),
+            ("model: {checkpoint: \(SpecTests.checkpoint), safety_model: \(safety), safety_head: \(SpecTests.checkpoint)}", "", "model.safety_head"),
+            ("model: {checkpoint: \(SpecTests.checkpoint), safety_model: \(safety)}",
+             "task: {seed: 1}\nplan:\n  - train_rm: {model: safety-model}\n", "plan[0]"),
+            ("model: {checkpoint: \(SpecTests.checkpoint), reward_model: \(rm)}",
+             "task: {seed: 1}\nplan:\n  - evaluate: {name: SFT}\n  - rs_round: {name: V1, prompts: 8, new_pairs: 16}\n", "plan[1]"),
+        ] {
+            #expect { try ClusterSpec.parse(spec(line, rest), baseDirectory: "/") } throws: { ($0 as? ClusterSpec.Invalid)?.key == key }
+        }
+    }
+
     /// `model.chat_template_kwargs` is a mapping of JSON values for the model's own template; with a named
     /// format (whose template reads none) or as anything but a mapping it is refused by key.
     @Test func chatTemplateArgumentsAreParsedOrRefused() throws {

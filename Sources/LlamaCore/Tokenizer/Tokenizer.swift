@@ -68,6 +68,13 @@ public struct Tokenizer: Sendable {
     /// Number of pieces.
     public var vocabSize: Int { pieces.count }
 
+    /// The first id whose token differs from `other`'s (or the first id one of them lacks); nil where
+    /// both tokenizers have the same tokens under the same ids.
+    public func firstDifference(from other: Tokenizer) -> Int32? {
+        for id in 0..<Int32(min(vocabSize, other.vocabSize)) where tokenText(id) != other.tokenText(id) { return id }
+        return vocabSize == other.vocabSize ? nil : Int32(min(vocabSize, other.vocabSize))
+    }
+
     /// Builds a tokenizer from its vocabulary.
     public init(pieces: [[UInt8]], scores: [Float], kinds: [PieceKind], bosId: Int32 = 1, eosId: Int32 = 2,
                 unknownId: Int32 = 0, addDummyPrefix: Bool = true, removeExtraWhitespaces: Bool = false) {

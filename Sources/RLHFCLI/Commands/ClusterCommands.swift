@@ -294,17 +294,17 @@ struct WorkerCommand: ParsableCommand {
             // A worker without a model only registers and heartbeats (useful to test a cluster).
             return nil
         }
-        let weights = try Checkpoint.read(path: checkpoint).weights
+        func weights() throws -> ModelWeights { try Checkpoint.read(path: checkpoint).weights }
         switch role {
         case .generator:
-            return GeneratorService(model: LlamaModel(weights: weights, precision: precision), threads: threads, decodeSlots: decodeSlots,
+            return GeneratorService(model: LlamaModel(weights: try weights(), precision: precision), threads: threads, decodeSlots: decodeSlots,
                                     kvCache: kvCache, faultHangAfterSteps: faultHangAfterSteps)
         case .rewardModel, .safetyModel:
-            let scoreHead = try head.map { try RewardModelService.loadHead(path: $0) } ?? ScalarHead(dim: weights.config.dim, seed: seed)
-            return try RewardModelService(kind: role == .safetyModel ? .safetyModel : .rewardModel, weights: weights, head: scoreHead,
-                                          threads: threads)
+            // The policy's trunk with the spec's head (or one from --seed), or a Hugging Face reward model with its own.
+            return try RewardModelService.load(kind: role == .safetyModel ? .safetyModel : .rewardModel, checkpoint: checkpoint, head: head,
+                                               seed: seed, threads: threads)
         case .referencePolicy:
-            return ReferencePolicyService(weights: weights, threads: threads)
+            return ReferencePolicyService(weights: try weights(), threads: threads)
         case .rewardFunction:
             throw ValidationError("a reward-function worker needs --reward-command or --reward-endpoint")
         case .learner:
@@ -316,7 +316,7 @@ struct WorkerCommand: ParsableCommand {
             learnerSettings.stateDirectory = stateDir
             learnerSettings.precision = precision
             learnerSettings.lora = try loraSettings()
-            let learner = try LearnerService(weights: weights, threads: threads, settings: learnerSettings,
+            let learner = try LearnerService(weights: try weights(), threads: threads, settings: learnerSettings,
                                              serving: WeightServing(loop: loop, bind: "tcp://0.0.0.0:*", host: host, curve: curve))
             if let restoreStep {
                 guard stateDir != nil else { throw ValidationError("--restore-step needs --state-dir") }

@@ -15,6 +15,12 @@ public enum HuggingFaceCheckpoint {
             && FileManager.default.fileExists(atPath: path + "/config.json")
     }
 
+    /// Whether `path` is a Hugging Face reward model: a directory whose config.json names a
+    /// ForSequenceClassification (it brings its own score head).
+    public static func isRewardModel(_ path: String) -> Bool {
+        isModelDirectory(path) && (try? HuggingFaceConfig(contentsOf: path + "/config.json"))?.isSequenceClassifier == true
+    }
+
     /// The tensor names of layer `layer`'s parameters and of the others, by core tensor.
     static func name(_ tensor: ParameterTensor, layer: Int) -> String {
         let prefix = "model.layers.\(layer)."
