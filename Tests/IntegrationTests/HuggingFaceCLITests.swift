@@ -8,6 +8,16 @@ import Workers
 @Suite struct HuggingFaceCLITests {
     static let names = ["hf-llama2-mha", "hf-bytebpe-gqa"]
 
+    /// A copy of the byte-level fixture at `model` without its chat_template.jinja (a test gives it one).
+    static func untemplatedCopy(into model: String) throws -> String {
+        let source = Fixtures.huggingFace("hf-bytebpe-gqa")
+        try FileManager.default.createDirectory(atPath: model, withIntermediateDirectories: true)
+        for file in try FileManager.default.contentsOfDirectory(atPath: source) where file != "chat_template.jinja" {
+            try FileManager.default.copyItem(atPath: source + "/" + file, toPath: model + "/" + file)
+        }
+        return model
+    }
+
     static func json(_ text: String) throws -> [String: Any] {
         try JSONSerialization.jsonObject(with: Data(text.utf8)) as! [String: Any]
     }
@@ -106,12 +116,7 @@ import Workers
         #expect(format == .huggingFace && weights.config.ropeTheta == 500000 && weights.config.normEps == 1e-6)
         #expect(try Tokenizer(path: dir + "/sft").chatFormat == .chatml)
 
-        let model = dir + "/odd-template"
-        let source = Fixtures.huggingFace("hf-bytebpe-gqa")
-        try FileManager.default.createDirectory(atPath: model, withIntermediateDirectories: true)
-        for file in try FileManager.default.contentsOfDirectory(atPath: source) where file != "chat_template.jinja" {
-            try FileManager.default.copyItem(atPath: source + "/" + file, toPath: model + "/" + file)
-        }
+        let model = try Self.untemplatedCopy(into: dir + "/odd-template")
         // A template of none of the core's formats runs as itself (the Jinja engine) ...
         try "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% endfor %}".write(toFile: model + "/chat_template.jinja", atomically: true, encoding: .utf8)
         let own = try CLITests.rlhf(["train", "sft", "--data", dir + "/sft.jsonl", "--init", model, "--out", dir + "/odd", "--steps", "1"])
@@ -137,11 +142,7 @@ import Workers
     @Test func rolloutsStopAtTheTemplatesEndOfTurn() throws {
         let dir = try Fixtures.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let model = dir + "/model", source = Fixtures.huggingFace("hf-bytebpe-gqa")
-        try FileManager.default.createDirectory(atPath: model, withIntermediateDirectories: true)
-        for file in try FileManager.default.contentsOfDirectory(atPath: source) where file != "chat_template.jinja" {
-            try FileManager.default.copyItem(atPath: source + "/" + file, toPath: model + "/" + file)
-        }
+        let model = try Self.untemplatedCopy(into: dir + "/model")
         func edit(_ file: String, _ change: (inout [String: Any]) -> Void) throws {
             var object = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: model + "/" + file))) as! [String: Any]
             change(&object)
@@ -205,11 +206,7 @@ import Workers
     @Test func chatTemplateArgumentsReachTheCommandsAndTheLaunch() throws {
         let dir = try Fixtures.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let model = dir + "/model", source = Fixtures.huggingFace("hf-bytebpe-gqa")
-        try FileManager.default.createDirectory(atPath: model, withIntermediateDirectories: true)
-        for file in try FileManager.default.contentsOfDirectory(atPath: source) where file != "chat_template.jinja" {
-            try FileManager.default.copyItem(atPath: source + "/" + file, toPath: model + "/" + file)
-        }
+        let model = try Self.untemplatedCopy(into: dir + "/model")
         let cases = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: TestKit.repository + "/Tests/JinjaTests/Resources/cases.json"))) as! [String: Any]
         try ((cases["templates"] as! [String: String])["qwen3"]!).write(toFile: model + "/chat_template.jinja", atomically: true, encoding: .utf8)
         let off = #"{"enable_thinking": false}"#, misspelt = #"{"enable_thinkng": false}"#

@@ -49,27 +49,13 @@ struct ChatCommand: ParsableCommand {
             } catch {
                 throw cliFailure(error)
             }
-            var lineNumber = 0, failures = 0
-            while let line = readLine(strippingNewline: true) {
-                lineNumber += 1
-                if line.trimmingCharacters(in: .whitespaces).isEmpty { continue }
-                do {
-                    guard let object = (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any],
-                          let list = object["messages"] as? [Any] else {
-                        throw LlamaError.invalidInput("expected a JSON object with a list \"messages\"")
-                    }
-                    let messages = try ChatCommand.messages(list)
-                    let generationPrompt = object["add_generation_prompt"] as? Bool ?? false
-                    let text = try tokenizer.renderChat(messages, addGenerationPrompt: generationPrompt)
-                    print(jsonLine(["text": text]))
-                } catch {
-                    printError("error: stdin line \(lineNumber): \(error); skipped")
-                    failures += 1
+            try forEachStandardInputJSONLine(failedWhat: "failed") { object in
+                guard let list = object["messages"] as? [Any] else {
+                    throw LlamaError.invalidInput("expected a JSON object with a list \"messages\"")
                 }
-            }
-            if failures > 0 {
-                printError("error: \(failures) of \(lineNumber) lines failed")
-                throw ExitCode.failure
+                let messages = try ChatCommand.messages(list)
+                let generationPrompt = object["add_generation_prompt"] as? Bool ?? false
+                print(jsonLine(["text": try tokenizer.renderChat(messages, addGenerationPrompt: generationPrompt)]))
             }
         }
     }

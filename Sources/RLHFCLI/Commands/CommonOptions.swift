@@ -30,6 +30,34 @@ func cliFailure(_ error: any Error) -> any Error {
     return ExitCode.failure
 }
 
+/// Reads standard input as JSON lines: each line holding a JSON object goes to `body` (blank lines are
+/// skipped); a line that is not one, or whose `body` throws, is reported on stderr with its number and its
+/// error goes to `failed` (which may answer in its place). At the end, a failure of any line fails the
+/// command, saying how many of them `failedWhat` (e.g. "could not be scored").
+func forEachStandardInputJSONLine(failedWhat: String, failed: (any Error) -> Void = { _ in },
+                                  _ body: ([String: Any]) throws -> Void) throws {
+    var lineNumber = 0, failures = 0
+    while let line = readLine(strippingNewline: true) {
+        lineNumber += 1
+        if line.trimmingCharacters(in: .whitespaces).isEmpty { continue }
+        do {
+            guard let object = (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any] else {
+                throw LlamaError.invalidInput("not a JSON object")
+            }
+            try body(object)
+        } catch {
+            printError("error: stdin line \(lineNumber): \(error)")
+            failed(error)
+            failures += 1
+        }
+        fflush(nil)
+    }
+    if failures > 0 {
+        printError("error: \(failures) of \(lineNumber) lines \(failedWhat)")
+        throw ExitCode.failure
+    }
+}
+
 /// Output files are checked before a command works (a place that cannot be written was found only
 /// when the result was written, after the work).
 enum OutputCheck {

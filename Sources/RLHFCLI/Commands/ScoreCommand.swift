@@ -46,36 +46,18 @@ struct ScoreCommand: ParsableCommand {
         } catch {
             throw cliFailure(error)
         }
-        var lineNumber = 0, failures = 0
-        while let line = readLine(strippingNewline: true) {
-            lineNumber += 1
-            if line.trimmingCharacters(in: .whitespaces).isEmpty { continue }
-            do {
-                guard let object = (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any] else {
-                    throw LlamaError.invalidInput("not a JSON object")
-                }
-                let sequence: [Int32]
-                if let list = object["messages"] as? [Any] {
-                    let messages = try ChatCommand.messages(list)
-                    guard messages.last?.role == .assistant else { throw LlamaError.invalidInput("the conversation must end with the assistant's answer") }
-                    sequence = try rewardModel.sequence(conversation: messages, tokenizer: tok)
-                } else if let prompt = object["prompt"] as? String, let response = (object["response"] ?? object["completion"]) as? String {
-                    sequence = try rewardModel.sequence(prompt: [ChatTemplate.Message(role: .user, content: prompt)], response: response, tokenizer: tok)
-                } else {
-                    throw LlamaError.invalidInput("expected {\"messages\": [...]} or {\"prompt\": string, \"response\": string}")
-                }
-                let score = try rewardModel.scores([sequence])[0]
-                print(jsonLine(["score": Double(score)]))
-            } catch {
-                printError("error: stdin line \(lineNumber): \(error)")
-                print(jsonLine(["error": "\(error)"]))
-                failures += 1
+        try forEachStandardInputJSONLine(failedWhat: "could not be scored", failed: { print(jsonLine(["error": "\($0)"])) }) { object in
+            let sequence: [Int32]
+            if let list = object["messages"] as? [Any] {
+                let messages = try ChatCommand.messages(list)
+                guard messages.last?.role == .assistant else { throw LlamaError.invalidInput("the conversation must end with the assistant's answer") }
+                sequence = try rewardModel.sequence(conversation: messages, tokenizer: tok)
+            } else if let prompt = object["prompt"] as? String, let response = (object["response"] ?? object["completion"]) as? String {
+                sequence = try rewardModel.sequence(prompt: [ChatTemplate.Message(role: .user, content: prompt)], response: response, tokenizer: tok)
+            } else {
+                throw LlamaError.invalidInput("expected {\"messages\": [...]} or {\"prompt\": string, \"response\": string}")
             }
-            fflush(nil)
-        }
-        if failures > 0 {
-            printError("error: \(failures) of \(lineNumber) lines could not be scored")
-            throw ExitCode.failure
+            print(jsonLine(["score": Double(try rewardModel.scores([sequence])[0])]))
         }
     }
 }
