@@ -162,8 +162,9 @@ public struct ClusterSpec: Sendable, Equatable {
     public var rewardHead: String?
     public var safetyHead: String?
     /// Hugging Face reward models (`model.reward_model`, `model.safety_model`: ForSequenceClassification
-    /// directories) the reward-model and safety-model workers run as they are, with their own heads,
-    /// instead of the policy's trunk with a head; they share the policy's tokenizer and are not trained.
+    /// directories) the reward-model and safety-model workers run, with their own heads, instead of the
+    /// policy's trunk with a head; they share the policy's tokenizer, and a step that trains one (`train_rm`,
+    /// `new_pairs:`) starts the learner's copy from it.
     public var pretrainedRewardModels: [WorkerRole: String] = [:]
     public var plan: [Step]
     /// The rounds later steps branch from (`start_from:`): the learner keeps a snapshot of the policy at their end.
@@ -726,20 +727,6 @@ public struct ClusterSpec: Sendable, Equatable {
         spec.lora = lora
         spec.planFileText = planFileText
         spec.pretrainedRewardModels = pretrainedRewardModels
-        // A pretrained reward model scores as it is: no step may train it.
-        for (index, step) in plan.enumerated() {
-            let trained: [WorkerRole]
-            switch step {
-            case .trainRewardModel(let settings): trained = [settings.model]
-            case .rejectionSampling(let settings) where settings.newPairs > 0: trained = [.rewardModel, .safetyModel]
-            case .ppo(let settings) where settings.newPairs > 0: trained = [.rewardModel, .safetyModel]
-            default: trained = []
-            }
-            if let role = trained.first(where: { pretrainedRewardModels[$0] != nil }) {
-                throw Invalid(key: "plan[\(index)]", reason: "trains the \(role.rawValue), which model.\(role == .rewardModel ? "reward_model" : "safety_model") gives pretrained; "
-                              + "a pretrained reward model scores as it is (training it in the plan is not built)")
-            }
-        }
         if let name = model["chat_template"] {
             guard let text = name as? String, let format = try? ChatFormat(named: text) else {
                 throw Invalid(key: "model.chat_template", reason: "\(describe(name)) is not a supported chat format (supported: \(ChatFormat.supportedNames))")

@@ -22,6 +22,8 @@ extension ClusterSpec {
         if role == .generator && precision.generator != .float32 { arguments += ["--precision", precision.generator.rawValue] }
         if role == .generator && precision.kvCache != .float32 { arguments += ["--kv-cache", precision.kvCache.rawValue] }
         if role == .learner && precision.learner != .float32 { arguments += ["--precision", precision.learner.rawValue] }
+        if role == .learner, let directory = pretrainedRewardModels[.rewardModel] { arguments += ["--pretrained-reward-model", path(directory)] }
+        if role == .learner, let directory = pretrainedRewardModels[.safetyModel] { arguments += ["--pretrained-safety-model", path(directory)] }
         if role == .learner, let lora {
             arguments += ["--lora-rank", "\(lora.rank)", "--lora-alpha", "\(lora.alpha)", "--lora-dropout", "\(lora.dropout)",
                           "--lora-targets", lora.targets.map(\.name).joined(separator: ",")]

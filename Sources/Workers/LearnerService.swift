@@ -34,6 +34,9 @@ public final class LearnerService: RoleService, @unchecked Sendable {
         /// LoRA on the policy: the learner trains only these adapters on the frozen weights it started
         /// from (reward and value models train whole), and each version sends only the adapters.
         public var lora: LoRASettings?
+        /// Hugging Face reward models (directories) the reward and safety models start from, with their own
+        /// heads, where the spec gives them pretrained; the others start from the chat model and a seeded head.
+        public var pretrainedRewardModels: [ModelKind: String] = [:]
 
         public init() {}
     }
@@ -403,15 +406,23 @@ public final class LearnerService: RoleService, @unchecked Sendable {
         guard let tensor = tensors.first(where: { $0.name == "margins" }), tensor.dtype == .float32, tensor.floats.count == pairs else {
             throw LlamaError.invalidInput("a reward-ranking batch needs the float32 tensor frame \"margins\" with one value per pair (\(pairs))")
         }
-        let joined = try joinedSequences(batch.sequences, config: trainer.config)
         let model = try lock.withLock { () throws -> RewardTraining in
             if let existing = rewardModels[kind] { return existing }
+            // As the model's workers hold it at version 0: a pretrained reward model, else the chat model with a seeded head.
+            let (weights, head): (ModelWeights, ScalarHead)
+            if let directory = settings.pretrainedRewardModels[kind] {
+                let read = try HuggingFaceCheckpoint.readRewardModel(directory: directory)
+                (weights, head) = (read.weights, ScalarHead(weight: read.head, bias: 0))
+            } else {
+                (weights, head) = (initialWeights, ScalarHead(dim: trainer.config.dim, seed: kind == .safetyModel ? 2 : 1))
+            }
             let (server, advertised) = try serving.open()
-            let made = RewardTraining(weights: initialWeights, head: ScalarHead(dim: trainer.config.dim, seed: kind == .safetyModel ? 2 : 1),
-                                      pool: trainer.pool, precision: settings.precision, optimizer: settings.optimizer, server: server, advertised: advertised)
+            let made = RewardTraining(weights: weights, head: head, pool: trainer.pool, precision: settings.precision, optimizer: settings.optimizer,
+                                      server: server, advertised: advertised)
             rewardModels[kind] = made
             return made
         }
+        let joined = try joinedSequences(batch.sequences, config: model.trainer.config)
         guard batch.policyVersion == model.version else {
             throw LlamaError.invalidInput("train batch for \(kind.rawValue) version \(batch.policyVersion), the learner's is at \(model.version)")
         }

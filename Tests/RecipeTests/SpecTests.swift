@@ -235,8 +235,8 @@ import TestKit
     }
 
     /// `model.reward_model` and `model.safety_model` name Hugging Face reward models the reward-model and
-    /// safety-model workers run (their `--checkpoint`, no `--head`); another directory, a head beside one, and
-    /// a plan step that would train one are refused by key.
+    /// safety-model workers run (their `--checkpoint`, no `--head`) and the learner's reward training starts
+    /// from; another directory and a head beside one are refused by key.
     @Test func pretrainedRewardModelsAreParsedOrRefused() throws {
         let model = "model: {checkpoint: \(SpecTests.checkpoint)}"
         let rm = Fixtures.rewardModel("llama-rm"), safety = Fixtures.rewardModel("qwen2-rm")
@@ -251,13 +251,12 @@ import TestKit
         }
         #expect(checkpointArgument(.rewardModel) == rm && checkpointArgument(.safetyModel) == safety)
         #expect(checkpointArgument(.generator) == SpecTests.checkpoint && checkpointArgument(.learner) == SpecTests.checkpoint)
+        // The learner starts its copies from them where the plan trains one.
+        let learner = parsed.workerArguments(id: "x", role: .learner, host: host, coordinator: "tcp://127.0.0.1:5555", runID: nil, stateDirectory: "/tmp/s")
+        #expect(learner.joined(separator: " ").contains("--pretrained-reward-model \(rm) --pretrained-safety-model \(safety)"))
         for (line, rest, key) in [
             ("model: {checkpoint: \(SpecTests.checkpoint), reward_model: \(Fixtures.qwen2)}", "", "model.reward_model"),
             ("model: {checkpoint: \(SpecTests.checkpoint), safety_model: \(safety), safety_head: \(SpecTests.checkpoint)}", "", "model.safety_head"),
-            ("model: {checkpoint: \(SpecTests.checkpoint), safety_model: \(safety)}",
-             "task: {seed: 1}\nplan:\n  - train_rm: {model: safety-model}\n", "plan[0]"),
-            ("model: {checkpoint: \(SpecTests.checkpoint), reward_model: \(rm)}",
-             "task: {seed: 1}\nplan:\n  - evaluate: {name: SFT}\n  - rs_round: {name: V1, prompts: 8, new_pairs: 16}\n", "plan[1]"),
         ] {
             #expect { try ClusterSpec.parse(spec(line, rest), baseDirectory: "/") } throws: { ($0 as? ClusterSpec.Invalid)?.key == key }
         }

@@ -148,6 +148,10 @@ struct WorkerCommand: ParsableCommand {
     var head: String?
     @Option(help: "Seed of an initialised score head.")
     var seed: UInt64 = 1
+    @Option(name: .customLong("pretrained-reward-model"), help: "Learner: a Hugging Face reward model the reward-model starts from when the plan trains it (its own head), instead of the policy with a seeded head.")
+    var pretrainedRewardModel: String?
+    @Option(name: .customLong("pretrained-safety-model"), help: "Learner: a Hugging Face reward model the safety-model starts from when the plan trains it.")
+    var pretrainedSafetyModel: String?
     @Option(help: "Reward function: the command it runs, as words (JSON lines {prompt, response, prompt_id, sample_id, ...} in, {\"reward\": number} out).")
     var rewardCommand: String?
     @Option(help: "Reward function: the command's working directory.")
@@ -196,6 +200,10 @@ struct WorkerCommand: ParsableCommand {
         try OptionCheck.number(loraAlpha, "--lora-alpha", 0 ... 1_000_000, openBelow: true)
         try OptionCheck.number(loraDropout, "--lora-dropout", 0 ... 1, openAbove: true)
         if loraRank > 0 && role != .learner { throw ValidationError("--lora-rank is a learner option; a \(role.rawValue) trains nothing") }
+        if role != .learner, let option = [(pretrainedRewardModel, "--pretrained-reward-model"), (pretrainedSafetyModel, "--pretrained-safety-model")]
+            .first(where: { $0.0 != nil })?.1 {
+            throw ValidationError("\(option) is a learner option (the model its reward training starts from); a \(role.rawValue) trains nothing")
+        }
         if let problem = try loraSettings()?.problem() { throw ValidationError(problem) }
         try OptionCheck.number(drainTimeout, "--drain-timeout", 0 ... 86_400)
         try OptionCheck.number(rewardTimeout, "--reward-timeout", 0 ... 86_400, openBelow: true)
@@ -316,6 +324,7 @@ struct WorkerCommand: ParsableCommand {
             learnerSettings.stateDirectory = stateDir
             learnerSettings.precision = precision
             learnerSettings.lora = try loraSettings()
+            learnerSettings.pretrainedRewardModels = [ModelKind.rewardModel: pretrainedRewardModel, .safetyModel: pretrainedSafetyModel].compactMapValues { $0 }
             let learner = try LearnerService(weights: try weights(), threads: threads, settings: learnerSettings,
                                              serving: WeightServing(loop: loop, bind: "tcp://0.0.0.0:*", host: host, curve: curve))
             if let restoreStep {
