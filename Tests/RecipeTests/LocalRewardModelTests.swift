@@ -72,5 +72,8 @@ import Workers
             #expect(judgement!.unsafe == (safety[k] < 0.85))
         }
         #expect(judgements.map { $0!.unsafe } == [false, true])
+        // An empty answer (a policy may end its turn at once) is judged like any other, as transformers scores it.
+        let empty = try judge.judge([JudgeItem(prompt: "Hi!", response: "")])
+        #expect(empty.count == 1 && empty[0] != nil)
     }
 }

@@ -209,12 +209,10 @@ public enum ChatTemplate {
     }
 
     /// Token ids of a whole conversation as the model's chat template renders it, answers not told apart
-    /// (`apply_chat_template(messages, tokenize=True)`): what a reward model scores.
+    /// (`apply_chat_template(messages, tokenize=True)`: the text tokenized whole, its special tokens as
+    /// tokens): what a reward model scores. An empty answer is scored as any other (training refuses one).
     public static func conversationIDs(_ messages: [Message], tokenizer: Tokenizer) throws -> [Int32] {
-        if let template = tokenizer.chatTemplate {
-            return tokenizer.encodeRendered(try template.render(messages, addGenerationPrompt: false, specialTokens: tokenizer.chatSpecialTokens))
-        }
-        return try encode(messages, tokenizer: tokenizer).ids
+        tokenizer.encodeRendered(try tokenizer.renderChat(messages, addGenerationPrompt: false))
     }
 
     /// Token ids of a conversation for training, and for each id whether it belongs to an answer (the
