@@ -27,8 +27,9 @@ public struct ModelChatTemplate: Sendable {
 
     /// The conversation's text: `messages` as `{"role", "content"}` mappings, `add_generation_prompt`,
     /// `tools` and `documents` (none), the tokenizer's `bos_token`, `eos_token` and `unk_token`, then
-    /// `arguments` (which may replace a special token's text), as transformers passes them. `now` is the date `strftime_now` gives. Where the template raises
-    /// (`raise_exception`), the error says the template refused the conversation, with its words.
+    /// `arguments` (which may replace a special token's text), as transformers passes them. `now` is the
+    /// date `strftime_now` gives. Where the template raises (`raise_exception`), the error says the
+    /// template refused the conversation, with its words.
     public func render(_ messages: [ChatTemplate.Message], addGenerationPrompt: Bool, specialTokens: [String: String],
                        now: Date = Date()) throws -> String {
         // As apply_chat_template passes them: no tools and no documents are none, not undefined.
