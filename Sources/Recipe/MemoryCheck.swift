@@ -3,20 +3,29 @@ import LlamaCore
 import Workers
 
 extension ClusterSpec {
-    /// What the plan asks of the learner beyond the policy: the reward models its steps train, and a
-    /// value model where a PPO step runs.
-    public var learnerLoad: WorkerMemory.LearnerLoad {
+    /// What the plan asks of the learner beyond the policy: the reward models its steps train (`train_rm`,
+    /// and both where a round retrains them on `new_pairs`), and a value model where a PPO step runs.
+    public var learnerLoad: WorkerMemory.LearnerLoad { learnerLoad(pretrainedConfigs: [:]) }
+
+    /// `learnerLoad`, with the trained reward models that start from a pretrained one counted by their
+    /// shapes in `pretrainedConfigs` (those read from `pretrainedRewardModels`).
+    public func learnerLoad(pretrainedConfigs: [WorkerRole: LlamaConfig]) -> WorkerMemory.LearnerLoad {
         var rewardModels = Set<WorkerRole>()
         var valueModel = false
         for step in plan {
             switch step {
             case let .trainRewardModel(settings): rewardModels.insert(settings.model)
-            case .ppo: valueModel = true
+            case let .rejectionSampling(settings) where settings.newPairs > 0: rewardModels.formUnion([.rewardModel, .safetyModel])
+            case let .ppo(settings):
+                valueModel = true
+                if settings.newPairs > 0 { rewardModels.formUnion([.rewardModel, .safetyModel]) }
             case let .policyRound(settings) where settings.algorithm == .ppo: valueModel = true
             default: break
             }
         }
-        return WorkerMemory.LearnerLoad(rewardModels: rewardModels.count, valueModel: valueModel)
+        let pretrained = rewardModels.sorted { $0.rawValue < $1.rawValue }.compactMap { pretrainedConfigs[$0] }
+        return WorkerMemory.LearnerLoad(rewardModels: rewardModels.filter { pretrainedConfigs[$0] == nil }.count, valueModel: valueModel,
+                                        pretrainedRewardModels: pretrained)
     }
 
     /// What the workers the spec starts on this machine (its `address: local` hosts) hold, by role,
@@ -32,7 +41,7 @@ extension ClusterSpec {
         let shares = counts.filter { $0.value > 0 }.sorted { $0.key.rawValue < $1.key.rawValue }.map { role, count in
             (role: role, count: count, memory: WorkerMemory.estimate(role: role, config: roleConfigs[role] ?? config, decodeSlots: decodeSlots,
                                                                        precision: role == .learner ? precision.learner : precision.generator,
-                                                                       kvCache: precision.kvCache, learner: learnerLoad,
+                                                                       kvCache: precision.kvCache, learner: learnerLoad(pretrainedConfigs: roleConfigs),
                                                                        lora: lora))
         }
         let needed = shares.reduce(0) { $0 + $1.count * $1.memory.bytes }

@@ -25,13 +25,16 @@ public struct WorkerMemory: Sendable, Equatable, CustomStringConvertible {
 
     /// What the plan asks of the learner beyond the policy: the models it trains and keeps.
     public struct LearnerLoad: Sendable, Equatable {
-        /// Reward models trained on the learner (reward-model, safety-model): 0 to 2.
+        /// Reward models trained on the learner (reward-model, safety-model) that start from the policy: 0 to 2.
         public var rewardModels: Int
         /// Whether a PPO step trains a value model.
         public var valueModel: Bool
-        public init(rewardModels: Int = 2, valueModel: Bool = true) {
+        /// Pretrained reward models trained on the learner, by their own shapes (a spec's `model.reward_model`).
+        public var pretrainedRewardModels: [LlamaConfig]
+        public init(rewardModels: Int = 2, valueModel: Bool = true, pretrainedRewardModels: [LlamaConfig] = []) {
             self.rewardModels = rewardModels
             self.valueModel = valueModel
+            self.pretrainedRewardModels = pretrainedRewardModels
         }
     }
 
@@ -92,11 +95,19 @@ public struct WorkerMemory: Sendable, Equatable, CustomStringConvertible {
             if learner.rewardModels > 0 {
                 parts.append(Part(name: "\(learner.rewardModels) reward model(s) in training", bytes: learner.rewardModels * (training + 4 * head)))
             }
-            if learner.valueModel { parts.append(Part(name: "value model in training", bytes: training + 4 * head)) }
+            // A model in training of its own shape: weights, gradients and AdamW's moments, and its head's.
+            func inTraining(_ m: LlamaConfig) -> Int { 4 * (m.parameterCount + m.dim + 1) * float }
+            for model in learner.pretrainedRewardModels {
+                parts.append(Part(name: "pretrained reward model in training (\(model.parameterCount / 1_000_000)M parameters)", bytes: inTraining(model)))
+            }
+            // The value model starts from the trained reward model where there is one: sized as the larger.
+            let valueShape = learner.pretrainedRewardModels.first { $0.parameterCount > c.parameterCount } ?? c
+            if learner.valueModel { parts.append(Part(name: "value model in training", bytes: inTraining(valueShape))) }
             if precision == .bfloat16 {
                 let models = 1 + learner.rewardModels + (learner.valueModel ? 1 : 0)
-                parts.append(Part(name: "bfloat16 packing buffers (\(models) model(s) in training)",
-                                  bytes: models * MatrixProducts.bfloat16ScratchBytes(c, tokens: batchSequences * tokens)))
+                parts.append(Part(name: "bfloat16 packing buffers (\(models + learner.pretrainedRewardModels.count) model(s) in training)",
+                                  bytes: models * MatrixProducts.bfloat16ScratchBytes(c, tokens: batchSequences * tokens)
+                                    + learner.pretrainedRewardModels.reduce(0) { $0 + MatrixProducts.bfloat16ScratchBytes($1, tokens: batchSequences * tokens) }))
             }
             return WorkerMemory(role: role, parts: parts)
         case .rewardFunction:

@@ -149,6 +149,30 @@ import Workers
         let sampling = try MemoryCheckTests.spec(generators: 2, plan: "  - evaluate: {name: SFT}")
         #expect(sampling.learnerLoad == WorkerMemory.LearnerLoad(rewardModels: 0, valueModel: false))
         #expect(sampling.memoryShortfall(config: c, available: needed - 1) == nil)
+        // A round that retrains both reward models on new pairs has the learner hold both.
+        let retraining = try MemoryCheckTests.spec(generators: 2, plan: "  - rs_round: {name: V1, new_pairs: 64}")
+        #expect(retraining.learnerLoad == WorkerMemory.LearnerLoad(rewardModels: 2, valueModel: false))
+    }
+
+    /// A pretrained reward model counts by its own shape: on its workers, and on the learner where the plan
+    /// trains it (there too the value model, which starts from it, is sized as it where it is the larger).
+    @Test func pretrainedRewardModelsCountByTheirOwnShape() throws {
+        let spec = try MemoryCheckTests.spec(generators: 1, plan: "  - train_rm: {model: reward-model}\n  - ppo_round: {name: V5}")
+        let policy = LlamaConfig.llama110M
+        var large = policy
+        large.nLayers = 24
+        large.dim = 1024
+        large.hiddenDim = 2816
+        large.nHeads = 16
+        large.nKVHeads = 16
+        let load = spec.learnerLoad(pretrainedConfigs: [.rewardModel: large])
+        #expect(load == WorkerMemory.LearnerLoad(rewardModels: 0, valueModel: true, pretrainedRewardModels: [large]))
+        let learner = WorkerMemory.estimate(role: .learner, config: policy, learner: load)
+        let plain = WorkerMemory.estimate(role: .learner, config: policy, learner: spec.learnerLoad)
+        #expect(learner.bytes > plain.bytes + 3 * large.parameterCount * 4 && learner.description.contains("pretrained reward model in training"))
+        let needed = try #require(spec.memoryShortfall(config: policy, available: 0, roleConfigs: [.rewardModel: large]))
+        let smaller = try #require(spec.memoryShortfall(config: policy, available: 0))
+        #expect(needed != smaller && needed.contains("pretrained reward model in training"))
     }
 
     /// `lora:` reaches the learner's command line as its `--lora-*` options, counts the adapters (not
