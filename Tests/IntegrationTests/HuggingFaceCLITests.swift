@@ -282,6 +282,14 @@ import Workers
             #expect(abs(got - score) < 2e-5 * max(1, abs(score)), "\(got) vs \(score)")
         }
         #expect(outputs.last?["error"] != nil)
+        // Converted (a reward model stays one: its family's classifier, its head and pad id), it scores the same.
+        let dir = try Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let converted = try CLITests.rlhf(["checkpoint", "convert", Fixtures.rewardModel(name), "--to", "hf", "--out", dir + "/rm"])
+        #expect(converted.status == 0 && converted.stdout.contains("ForSequenceClassification"), "\(converted.stdout)\(converted.stderr)")
+        let again = try CLITests.rlhf(["score", "--model", dir + "/rm"], stdin: lines.dropLast().joined(separator: "\n") + "\n")
+        #expect(again.status == 0 && again.stdout == result.stdout.split(separator: "\n").dropLast().joined(separator: "\n") + "\n",
+                "\(again.stdout) vs \(result.stdout)")
         // A causal LM without a head file is refused, naming what is missing.
         let plain = try CLITests.rlhf(["score", "--model", Fixtures.huggingFace("hf-bytebpe-gqa")], stdin: lines[0] + "\n")
         #expect(plain.status != 0 && plain.stderr.contains("hf-bytebpe-gqa.head.json"), "\(plain.stderr)")

@@ -148,6 +148,12 @@ import TestKit
         classifier["tie_word_embeddings"] = true
         try JSONSerialization.data(withJSONObject: classifier).write(to: URL(fileURLWithPath: stripped + "/config.json"))
         #expect { try HuggingFaceCheckpoint.readRewardModel(directory: stripped) } throws: { "\($0)".contains("score.weight is missing") }
+        // Written with its head, a reward model again: the same weights and head, bit for bit, as its family's classifier.
+        try HuggingFaceCheckpoint.write(weights, config: config, dtype: .float32, to: dir + "/again", scoreHead: head)
+        let again = try HuggingFaceCheckpoint.readRewardModel(directory: dir + "/again")
+        #expect(again.head == head && again.config.padTokenId == 201 && again.weights.storage.array(0..<weights.storage.count) == weights.storage.array(0..<weights.storage.count))
+        let written = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/again/config.json"))) as! [String: Any]
+        #expect(written["architectures"] as? [String] == ["Qwen2ForSequenceClassification"] && (written["id2label"] as? [String: String])?.count == 1)
     }
 
     /// A MistralForCausalLM is LLaMA's decoder with a sliding window over the keys: its context is capped at

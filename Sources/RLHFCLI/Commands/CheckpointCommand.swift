@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import LlamaCore
 import LlamaTraining
+import Workers
 
 /// `rlhf checkpoint`: make, inspect and convert checkpoints.
 struct CheckpointCommand: ParsableCommand {
@@ -141,16 +142,29 @@ extension CheckpointCommand {
         @Option(help: "Tokenizer (default: a model directory's own, else tokenizer.bin beside the source).") var tokenizer: String?
         @Option(name: .customLong("chat-template"), help: "Chat format of the exported model: \(ChatFormat.supportedNames) (default: the tokenizer's own).")
         var chatTemplate: ChatFormat?
+        @Option(help: "With --to hf: a score head (JSON, as rlhf train rm writes OUT.head.json); the output is then a reward model (the family's ForSequenceClassification). A learner's reward-model state brings its own.")
+        var head: String?
 
         func validate() throws {
             if to == .llama2c && dtype != .float32 { throw ValidationError("--dtype: llama2.c files hold float32 only") }
+            if to == .llama2c && head != nil { throw ValidationError("--head: a reward model goes to a Hugging Face directory (--to hf)") }
         }
 
         func run() throws {
             do {
-                // A learner's state (policy.state, snapshot-N.state): its weights with any LoRA adapters merged in.
-                let weights = TrainingState.isStateFile(source) ? try TrainingState.read(path: source).mergedWeights
-                    : try Checkpoint.read(path: source).weights
+                // A learner's state (policy.state, snapshot-N.state): its weights with any LoRA adapters merged in; a
+                // reward model's state (reward-model.state) and a Hugging Face reward model bring their score heads.
+                let state = TrainingState.isStateFile(source) ? try TrainingState.read(path: source) : nil
+                let pretrained = state == nil && HuggingFaceCheckpoint.isRewardModel(source) ? try HuggingFaceCheckpoint.readRewardModel(directory: source) : nil
+                let weights = try state?.mergedWeights ?? pretrained?.weights ?? Checkpoint.read(path: source).weights
+                let scoreHead = try head.map { try RewardModelService.loadHead(path: $0) } ?? state?.heads["score"] ?? state?.heads["reward"]
+                    ?? pretrained.map { ScalarHead(weight: $0.head, bias: 0) }
+                if let scoreHead, to == .hf, scoreHead.bias != 0 {
+                    // The ranking loss does not move a head's bias but for rounding (AdamW then steps it anyway): every score
+                    // shifts by the same amount, which no pairwise comparison sees.
+                    printError("warning: the score head's bias (\(scoreHead.bias)) has no place in transformers' score layer: "
+                               + "the exported model's scores are this model's less it (their differences, and so its rankings, are the same)")
+                }
                 let tokenizerPath = tokenizer ?? Tokenizer.defaultPath(forCheckpoint: source)
                 switch to {
                 case .hf:
@@ -158,8 +172,10 @@ extension CheckpointCommand {
                         throw ValidationError("no tokenizer at \(tokenizerPath): give --tokenizer")
                     }
                     try HuggingFaceExport.write(weights: weights, tokenizerPath: tokenizerPath, chatFormat: chatTemplate,
-                                                dtype: dtype == .float32 ? .float32 : .bfloat16, to: out)
-                    print("wrote \(out): Hugging Face LlamaForCausalLM, \(weights.config.parameterCount) parameters in \(dtype.rawValue)")
+                                                dtype: dtype == .float32 ? .float32 : .bfloat16, to: out, scoreHead: scoreHead?.weight)
+                    let written = (try? JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out + "/config.json")))) as? [String: Any]
+                    let architecture = (written?["architectures"] as? [String])?.first ?? "model"
+                    print("wrote \(out): Hugging Face \(architecture), \(weights.config.parameterCount) parameters in \(dtype.rawValue)")
                 case .llama2c:
                     let c = weights.config
                     // The legacy header has no fields for these; llama2.c's run.c assumes LLaMA2's.

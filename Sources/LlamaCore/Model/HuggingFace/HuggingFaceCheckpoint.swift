@@ -180,19 +180,29 @@ public enum HuggingFaceCheckpoint {
     }
 
     /// Writes `weights` into `directory` (created if needed) as `config.json` (with `config`'s token
-    /// ids) and one `model.safetensors` in `dtype`, and `generation_config.json`.
+    /// ids) and one `model.safetensors` in `dtype`, and `generation_config.json`. With `scoreHead` (`D`
+    /// weights), a reward model: the family's ForSequenceClassification, `score.weight` in place of `lm_head`.
     public static func write(_ weights: ModelWeights, config: HuggingFaceConfig, dtype: SafetensorsFile.DType,
-                             to directory: String) throws {
+                             to directory: String, scoreHead: [Float]? = nil) throws {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let c = weights.config
         var described = config
         described.llama = c
         described.dtype = dtype == .float32 ? "float32" : dtype == .bfloat16 ? "bfloat16" : "float16"
-        let items = tensors(c).map { item in
+        described.isSequenceClassifier = scoreHead != nil
+        if let scoreHead, scoreHead.count != c.dim {
+            throw LlamaError.invalidInput("the score head has \(scoreHead.count) weights, the model's dim is \(c.dim)")
+        }
+        var items = tensors(c).filter { scoreHead == nil || $0.tensor != .classifier }.map { item in
             let offset = item.tensor == .rmsFinal || item.tensor == .tokenEmbedding || item.tensor == .classifier
                 ? weights.layout.offset(item.tensor) : weights.layout.offset(item.tensor, layer: item.layer)
             return SafetensorsWriter.Tensor(name: item.name, shape: item.shape, source: weights.storage, offset: offset,
                                             sourceRow: coreRow(item.tensor, c), columns: movesByElement(item.tensor) ? 1 : nil)
+        }
+        if let scoreHead {
+            let head = FloatBuffer(count: c.dim, hugePages: false)
+            head.set(scoreHead, at: 0)
+            items.append(SafetensorsWriter.Tensor(name: scoreHeadName, shape: [1, c.dim], source: head, offset: 0))
         }
         try SafetensorsWriter.write(items, dtype: dtype, metadata: ["format": "pt"], to: directory + "/model.safetensors")
         try write(described.json(), to: directory + "/config.json")

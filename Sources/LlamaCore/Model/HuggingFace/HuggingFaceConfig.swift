@@ -298,6 +298,14 @@ public struct HuggingFaceConfig: Sendable, Equatable {
             object["use_sliding_window"] = false
             object["sliding_window"] = NSNull()
         }
+        if isSequenceClassifier {
+            // A reward model: the family's ForSequenceClassification with one label, and no lm_head to tie.
+            let family = (object["architectures"] as! [String])[0].dropLast("ForCausalLM".count)
+            object["architectures"] = ["\(family)ForSequenceClassification"]
+            object["id2label"] = ["0": "LABEL_0"]
+            object["label2id"] = ["LABEL_0": 0]
+            object["tie_word_embeddings"] = false
+        }
         if let bosTokenId { object["bos_token_id"] = bosTokenId }
         object["pad_token_id"] = padTokenId ?? NSNull()
         if eosTokenIds.count == 1 { object["eos_token_id"] = eosTokenIds[0] } else if !eosTokenIds.isEmpty { object["eos_token_id"] = eosTokenIds }

@@ -13,18 +13,22 @@ public enum HuggingFaceExport {
     /// tokens, `Tokenizer.stopIds`), model.safetensors in `dtype`, and the tokenizer's files (copied from a
     /// model directory or beside a tokenizer.json; made from a tokenizer.bin or tokenizer.model as
     /// LLaMA2's Hugging Face repositories ship theirs), with the chat template of `chatFormat`
-    /// (default: the tokenizer's own).
+    /// (default: the tokenizer's own). With `scoreHead`, a reward model (`HuggingFaceCheckpoint.write`).
     public static func write(weights: ModelWeights, tokenizerPath: String, chatFormat: ChatFormat? = nil,
-                             dtype: SafetensorsFile.DType, to directory: String) throws {
+                             dtype: SafetensorsFile.DType, to directory: String, scoreHead: [Float]? = nil) throws {
         var tokenizer = try Tokenizer(path: tokenizerPath)
         try tokenizer.check(against: weights.config, path: tokenizerPath)
         if let chatFormat { tokenizer.chatFormat = chatFormat }
         // `generate` (transformers, vLLM) stops where this core's sampling stops: EOS (the first id, what
         // `config.eos_token_id` reads as one id), then the chat format's end of turn and the source's own stops.
         let eos = Int(tokenizer.eosId)
-        let config = HuggingFaceConfig(llama: weights.config, bosTokenId: Int(tokenizer.bosId),
+        var config = HuggingFaceConfig(llama: weights.config, bosTokenId: Int(tokenizer.bosId),
                                        eosTokenIds: [eos] + tokenizer.stopIds.map(Int.init).filter { $0 != eos })
-        try HuggingFaceCheckpoint.write(weights, config: config, dtype: dtype, to: directory)
+        if scoreHead != nil, HuggingFaceCheckpoint.isModelDirectory(tokenizerPath) {
+            // A reward model pools at the last token that is not its pad id: keep the source directory's.
+            config.padTokenId = try HuggingFaceConfig(contentsOf: tokenizerPath + "/config.json").padTokenId
+        }
+        try HuggingFaceCheckpoint.write(weights, config: config, dtype: dtype, to: directory, scoreHead: scoreHead)
 
         var isDirectory: ObjCBool = false
         _ = FileManager.default.fileExists(atPath: tokenizerPath, isDirectory: &isDirectory)
