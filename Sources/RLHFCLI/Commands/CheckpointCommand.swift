@@ -142,12 +142,11 @@ extension CheckpointCommand {
         @Option(help: "Tokenizer (default: a model directory's own, else tokenizer.bin beside the source).") var tokenizer: String?
         @Option(name: .customLong("chat-template"), help: "Chat format of the exported model: \(ChatFormat.supportedNames) (default: the tokenizer's own).")
         var chatTemplate: ChatFormat?
-        @Option(help: "With --to hf: a score head (JSON, as rlhf train rm writes OUT.head.json); the output is then a reward model (the family's ForSequenceClassification). A learner's reward-model state brings its own.")
+        @Option(help: "A score head (JSON, as rlhf train rm writes OUT.head.json): the output is then a reward model (with --to hf the family's ForSequenceClassification; with --to llama2c the trunk and OUT.head.json). A learner's reward-model state and a Hugging Face reward model bring their own.")
         var head: String?
 
         func validate() throws {
             if to == .llama2c && dtype != .float32 { throw ValidationError("--dtype: llama2.c files hold float32 only") }
-            if to == .llama2c && head != nil { throw ValidationError("--head: a reward model goes to a Hugging Face directory (--to hf)") }
         }
 
         func run() throws {
@@ -185,6 +184,11 @@ extension CheckpointCommand {
                     try OutputCheck.writable(out, option: "--out")
                     try Checkpoint.writeLegacy(weights, to: out)
                     var wrote = "wrote \(out): llama2.c legacy checkpoint"
+                    if let scoreHead {
+                        // A reward model's trunk, and its head beside it as rlhf train rm writes them (what --head loads).
+                        try JSONEncoder().encode(scoreHead).write(to: URL(fileURLWithPath: out + ".head.json"))
+                        wrote += " (a reward model's trunk) and its score head \(out).head.json"
+                    }
                     if FileManager.default.fileExists(atPath: tokenizerPath) {
                         let tok = try Tokenizer(path: tokenizerPath)
                         try tok.check(against: c, path: tokenizerPath)
