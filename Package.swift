@@ -164,7 +164,7 @@ let package = Package(
         ),
         .testTarget(
             name: "EmbeddedTaskTests",
-            dependencies: ["EmbeddedTask", "LlamaCore"]
+            dependencies: ["EmbeddedTask", "LlamaCore", "TestKit"]
         ),
         .testTarget(
             name: "WireTests",

@@ -1,10 +1,11 @@
 import ClusterRuntime
 import Foundation
 import Testing
+import TestKit
 
 /// The coordinator's run journal, read back after clean and torn endings.
 @Suite struct JournalTests {
-    static func path() -> String { NSTemporaryDirectory() + "journal-\(UUID().uuidString).jsonl" }
+    static func path() -> String { TestKit.scratch("journal") + ".jsonl" }
 
     @Test func recordsAreReadBackAndFinishedStepsDropTheirResults() throws {
         let path = JournalTests.path()

@@ -2,6 +2,7 @@ import LlamaCore
 import EmbeddedTask
 import Foundation
 import Testing
+import TestKit
 
 /// The embedded task: its prompts and splits, the writer's flaws as the annotator sees them, and the
 /// generated data.
@@ -128,7 +129,7 @@ import Testing
     }
 
     @Test func filesAreWrittenInTheTrainersFormats() throws {
-        let dir = NSTemporaryDirectory() + "task-\(UUID().uuidString)"
+        let dir = TestKit.scratch("task")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let data = TaskData(seed: 1, settings: EmbeddedTaskTests.small())
         try data.write(to: dir)

@@ -18,7 +18,7 @@ import Workers
     /// can fail with EINTR while other tests' children exit).
     static func rlhf(_ arguments: [String], stdin: String = "", directory: String? = nil,
                      environment: [String: String] = [:]) throws -> Output {
-        let dir = NSTemporaryDirectory() + "rlhf-cli-\(UUID().uuidString)"
+        let dir = TestKit.scratch("rlhf-cli")
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let paths = ["in", "out", "err"].map { dir + "/" + $0 }
@@ -56,7 +56,7 @@ import Workers
     }
 
     @Test func selftestFailsOnAWrongFixture() throws {
-        let dir = NSTemporaryDirectory() + "rlhf-cli-\(UUID().uuidString)"
+        let dir = TestKit.scratch("rlhf-cli")
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         try FileManager.default.copyItem(atPath: Fixtures.model("tiny-mha"), toPath: dir + "/tiny-mha.bin")
         // The other model's expectations cannot hold for this checkpoint.
@@ -270,7 +270,7 @@ import Workers
     }
 
     @Test func checkpointInitAndInfo() throws {
-        let path = NSTemporaryDirectory() + "rlhf-init-\(UUID().uuidString).bin"
+        let path = TestKit.scratch("rlhf-init") + ".bin"
         let made = try CLITests.rlhf(["checkpoint", "init", "--dim", "32", "--hidden-dim", "64", "--layers", "2", "--heads", "4",
                                       "--kv-heads", "2", "--vocab", "40", "--seq-len", "16", "--separate-classifier",
                                       "--seed", "2", "--out", path])
@@ -290,7 +290,7 @@ import Workers
 /// `rlhf launch` with real worker processes.
 @Suite struct LaunchTests {
     @Test func launchRunsAPlanAndStopsEverything() throws {
-        let dir = NSTemporaryDirectory() + "launch-\(UUID().uuidString)"
+        let dir = TestKit.scratch("launch")
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         let spec = """
         coordinator: tcp://127.0.0.1:*
@@ -315,7 +315,7 @@ import Workers
     /// A spec whose workers cannot fit in this machine's memory is refused before anything starts: the
     /// launch names each role's share, and no coordinator or worker ran (no worker log, no journal record).
     @Test func aSpecThatCannotFitInMemoryIsRefusedBeforeAnythingStarts() throws {
-        let dir = NSTemporaryDirectory() + "launch-\(UUID().uuidString)"
+        let dir = TestKit.scratch("launch")
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         // A model with a wide vocabulary (a generator holds its classifier twice and a row of logits per slot)
@@ -349,7 +349,7 @@ import Workers
     /// A chat format whose special tokens the policy's tokenizer lacks (ChatML on the chat-world model's
     /// tokenizer.bin) is refused before the coordinator or any worker starts, naming the tokenizer.
     @Test func aChatFormatTheTokenizerCannotWriteIsRefusedBeforeAnythingStarts() throws {
-        let dir = NSTemporaryDirectory() + "launch-\(UUID().uuidString)"
+        let dir = TestKit.scratch("launch")
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let spec = """
@@ -377,7 +377,7 @@ import Workers
     /// A data file the plan cannot use (a bad line; too few prompts to hold some out) is refused before
     /// the coordinator or any worker starts, naming the file and line.
     @Test func aBadDataFileIsRefusedBeforeAnythingStarts() throws {
-        let dir = NSTemporaryDirectory() + "launch-\(UUID().uuidString)"
+        let dir = TestKit.scratch("launch")
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let good = (0..<40).map { #"{"prompt": "Tell me a story about a fox number \#($0)."}"# }
@@ -415,7 +415,7 @@ import Workers
     }
 
     @Test func interruptStopsEveryProcessWithinTwoSeconds() throws {
-        let dir = NSTemporaryDirectory() + "launch-\(UUID().uuidString)"
+        let dir = TestKit.scratch("launch")
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         // A fixed port below the ephemeral range (32768-60999) that port * and outgoing connections draw from.
         let port = try TestKit.freePort()
@@ -467,7 +467,7 @@ import Workers
     }
 
     @Test func aCoordinatorKilledMidStepResumesFromItsJournal() throws {
-        let dir = NSTemporaryDirectory() + "launch-\(UUID().uuidString)"
+        let dir = TestKit.scratch("launch")
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         let spec = """
         coordinator: tcp://127.0.0.1:*
@@ -547,7 +547,7 @@ import Workers
     }
 
     @Test func aWorkerThatCannotStartIsNamedAndLeavesNothingBehind() throws {
-        let dir = NSTemporaryDirectory() + "launch-\(UUID().uuidString)"
+        let dir = TestKit.scratch("launch")
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         // A fixed port below the ephemeral range (32768-60999) that port * and outgoing connections draw from.
         let port = try TestKit.freePort()
@@ -571,7 +571,7 @@ import Workers
     }
 
     @Test func anEncryptedClusterRunsEveryRole() throws {
-        let dir = NSTemporaryDirectory() + "launch-\(UUID().uuidString)"
+        let dir = TestKit.scratch("launch")
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         for name in ["server", "worker"] {
             let keys = try CLITests.rlhf(["keys", "generate", "--out", "\(dir)/\(name)"])
@@ -603,7 +603,7 @@ import Workers
     }
 
     @Test func badSpecsNameTheKey() throws {
-        let dir = NSTemporaryDirectory() + "launch-\(UUID().uuidString)"
+        let dir = TestKit.scratch("launch")
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         let cases: [(String, String)] = [
             ("coordinator: tcp://127.0.0.1:*\nhosts:\n  - name: a\n    workers: {critic: 1}\nmodel: {checkpoint: \(Fixtures.model("tiny-gqa"))}\n", "hosts[0].workers.critic"),

@@ -56,7 +56,7 @@ import LlamaCore
         #expect(TestKit.waitFor(5) { replies.withLock { $0.first?.type == .error } })
 
         // rlhf status --json from another process.
-        let out = NSTemporaryDirectory() + "status-\(UUID().uuidString).json"
+        let out = TestKit.scratch("status") + ".json"
         _ = FileManager.default.createFile(atPath: out, contents: nil)
         let status = Process()
         status.executableURL = ClusterProcessTests.executable
@@ -403,7 +403,7 @@ import LlamaCore
     }
 
     @Test func curveAdmitsOnlyTheAuthorizedKeys() throws {
-        let dir = NSTemporaryDirectory() + "curve-\(UUID().uuidString)"
+        let dir = TestKit.scratch("curve")
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         for name in ["server", "worker", "stranger"] {
             let keys = try ClusterProcessTests.spawn(["keys", "generate", "--out", "\(dir)/\(name)"])
@@ -575,7 +575,7 @@ struct NamespaceHostTests {
         let checkpoint = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
             .appendingPathComponent("../LlamaCoreTests/Resources/models/tiny-gqa.bin").standardized.path
         let endpoint = "tcp://10.77.0.1:\(try TestKit.freePort(host: "10.77.0.1"))"
-        let dir = NSTemporaryDirectory() + "ns-\(UUID().uuidString)"
+        let dir = TestKit.scratch("ns")
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         let spec = """
         coordinator: \(endpoint)

@@ -17,7 +17,7 @@ import Yams
 
     /// Emits `spec`'s manifests; the directory.
     static func emit(_ spec: String, extra: [String] = []) throws -> String {
-        let dir = NSTemporaryDirectory() + "rlhf-k8s-\(UUID().uuidString)"
+        let dir = TestKit.scratch("rlhf-k8s")
         let result = try CLITests.rlhf(["launch", spec, "--emit", "kubernetes", dir] + extra, directory: TestKit.repository)
         #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
         return dir
@@ -103,7 +103,7 @@ import Yams
     }
 
     @Test func curveKeysBecomeASecretMountedWhereTheSpecNamesThem() throws {
-        let dir = NSTemporaryDirectory() + "rlhf-k8s-curve-\(UUID().uuidString)"
+        let dir = TestKit.scratch("rlhf-k8s-curve")
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         for name in ["server", "client"] {
             let made = try CLITests.rlhf(["keys", "generate", "--out", dir + "/" + name])
@@ -135,7 +135,7 @@ import Yams
     }
 
     @Test func aHostNameKubernetesCannotTakeIsRefused() throws {
-        let dir = NSTemporaryDirectory() + "rlhf-k8s-bad-\(UUID().uuidString)"
+        let dir = TestKit.scratch("rlhf-k8s-bad")
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         try """
         coordinator: tcp://127.0.0.1:5555

@@ -1,6 +1,7 @@
 import Foundation
 import LlamaCore
 import Testing
+import TestKit
 
 /// `lora:` on a real local cluster: rejection-sampling rounds and a PPO round train adapters only;
 /// generators that hold the frozen base (the spec's checkpoint) fetch only adapters; the rounds'
@@ -55,7 +56,7 @@ import Testing
         // The rounds' exports are whole weights that moved; the learner's state converts to the same policy.
         let exported = try Checkpoint.read(path: run + "/rounds/V3/policy.bin").weights
         #expect(exported.checksum != base.checksum)
-        let converted = NSTemporaryDirectory() + "lora-converted-\(UUID().uuidString).bin"
+        let converted = TestKit.scratch("lora-converted") + ".bin"
         defer { try? FileManager.default.removeItem(atPath: converted) }
         let convert = try CLITests.rlhf(["checkpoint", "convert", run + "/learner-state/after-step-5/policy.state", "--to", "llama2c", "--out", converted])
         #expect(convert.status == 0, "\(convert.stderr)")

@@ -4,6 +4,7 @@ import FoundationXML
 #endif
 import LlamaCore
 import Testing
+import TestKit
 
 /// The RLHF plan on a real local cluster (6 worker processes): the default spec's `--quick` run and its
 /// run directory, and a small plan that survives a generator killed mid-round and a launcher killed
@@ -36,7 +37,7 @@ import Testing
     }
 
     @Test func theQuickDefaultRunWritesItsRunDirectory() throws {
-        let run = NSTemporaryDirectory() + "quick-\(UUID().uuidString)"
+        let run = TestKit.scratch("quick")
         let result = try CLITests.rlhf(["launch", "--quick", "--run-dir", run, "--progress-every", "2"], directory: RLHFRunTests.repository)
         #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
         let out = result.stdout
@@ -114,7 +115,7 @@ import Testing
     /// A plan launched undisturbed in a new directory named after `name`, the spec written by `spec`:
     /// its run directory, or the launch's output when it failed.
     static func calmRun(_ name: String, spec: (String) throws -> String) -> Result<String, CalmRunFailed> {
-        let dir = NSTemporaryDirectory() + "\(name)-\(UUID().uuidString)"
+        let dir = TestKit.scratch("\(name)")
         do {
             let result = try CLITests.rlhf(["launch", try spec(dir), "--run-dir", dir + "/run"])
             return result.status == 0 ? .success(dir + "/run") : .failure(CalmRunFailed(output: result.stdout + result.stderr))
@@ -169,7 +170,7 @@ import Testing
 
     static func launchUntil(_ name: String, step: Int, results: Int, output: String,
                             spec write: (String) throws -> String = RLHFRunTests.writeSpec) throws -> Interrupted {
-        let dir = NSTemporaryDirectory() + "rlhf-\(name)-\(UUID().uuidString)"
+        let dir = TestKit.scratch("rlhf-\(name)")
         let spec = try write(dir)
         let run = dir + "/run"
         let launch = try RLHFRunTests.launch(spec, run: run, dir: dir, name: output)
@@ -333,7 +334,7 @@ import Testing
     /// runs on it, and `export: hf` writes each round's policy as a model directory beside
     /// policy.bin, holding the same weights.
     @Test func aPlanOnAHuggingFaceDirectoryExportsEachRound() throws {
-        let dir = NSTemporaryDirectory() + "rlhf-hf-\(UUID().uuidString)"
+        let dir = TestKit.scratch("rlhf-hf")
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let converted = try CLITests.rlhf(["checkpoint", "convert", RLHFRunTests.repository + "/models/chat-world/sft.bin", "--to", "hf", "--out", dir + "/model"])
@@ -375,7 +376,7 @@ import Testing
     /// without levels, gzip) and a judge command, without the embedded task: every step runs, the pairs are
     /// reported unlabelled, the judge's figures fill the table.
     @Test func aPlanRunsOnDataFilesAndAJudgeCommand() throws {
-        let dir = NSTemporaryDirectory() + "rlhf-data-\(UUID().uuidString)"
+        let dir = TestKit.scratch("rlhf-data")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let generated = try CLITests.rlhf(["task", "generate", "--out", dir + "/task", "--corpus-documents", "0", "--sft-examples", "0",
                                            "--preference-pairs", "400"])
@@ -428,7 +429,7 @@ import Testing
     /// from the checkpoint) is brought up to the SFT weights, fetched from the learner: the next
     /// evaluation's KL is still none.
     @Test func anSFTStepMakesTheChatModelAndTheReference() throws {
-        let dir = NSTemporaryDirectory() + "rlhf-sft-\(UUID().uuidString)"
+        let dir = TestKit.scratch("rlhf-sft")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let generated = try CLITests.rlhf(["task", "generate", "--out", dir + "/task", "--corpus-documents", "0", "--sft-examples", "192",
                                            "--preference-pairs", "0"])
@@ -486,7 +487,7 @@ import Testing
     /// A held-out reward model (`rlhf train rm` on pairs of its own) as the plan's judge: it grades the
     /// evaluations (no safety model: nothing is unsafe) and labels the round's new pairs.
     @Test func aHeldOutRewardModelJudgesThePlan() throws {
-        let dir = NSTemporaryDirectory() + "rlhf-rm-judge-\(UUID().uuidString)"
+        let dir = TestKit.scratch("rlhf-rm-judge")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let generated = try CLITests.rlhf(["task", "generate", "--out", dir + "/task", "--seed", "7", "--corpus-documents", "0", "--sft-examples", "0",
                                            "--preference-pairs", "200"])
@@ -526,7 +527,7 @@ import Testing
     /// while the round's answers are being scored: its calls go to the other, every sample is rewarded
     /// once, with the reward its response earns, and the evaluations report the function's mean.
     @Test func aRewardFunctionWorkerKilledMidRoundLosesNoSample() throws {
-        let dir = NSTemporaryDirectory() + "rlhf-reward-function-\(UUID().uuidString)"
+        let dir = TestKit.scratch("rlhf-reward-function")
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         // A slow, deterministic reward (20 ms an answer): (characters of the response mod 7) / 7.
@@ -588,7 +589,7 @@ import Testing
     /// data's label judges the held-out answers as it scores them (helpfulness equals the function's
     /// mean, and is neither the label-less 0.5 nor 1).
     @Test func theRewardFunctionJudgesWithThePromptsLabels() throws {
-        let dir = NSTemporaryDirectory() + "rlhf-judge-labels-\(UUID().uuidString)"
+        let dir = TestKit.scratch("rlhf-judge-labels")
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         try """

@@ -54,7 +54,7 @@ import TestKit
     }
 
     @Test func workersOfADeadLaunchJoinNoOtherRunAndGiveUp() throws {
-        let dir = NSTemporaryDirectory() + "orphans-\(UUID().uuidString)"
+        let dir = TestKit.scratch("orphans")
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         // A fixed port below the ephemeral range (32768-60999) that port * and outgoing connections draw from.
         let port = try TestKit.freePort()
@@ -85,7 +85,7 @@ import TestKit
     }
 
     @Test func anOrphanGivesUpAfterItsTimeout() throws {
-        let dir = NSTemporaryDirectory() + "orphans-\(UUID().uuidString)"
+        let dir = TestKit.scratch("orphans")
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         // A fixed port below the ephemeral range (32768-60999) that port * and outgoing connections draw from.
         let port = try TestKit.freePort()
@@ -107,7 +107,7 @@ import TestKit
     }
 
     @Test func aSecondLaunchCannotTakeALiveRunDirectoryOrEndpoint() throws {
-        let dir = NSTemporaryDirectory() + "second-\(UUID().uuidString)"
+        let dir = TestKit.scratch("second")
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         // A fixed port below the ephemeral range (32768-60999) that port * and outgoing connections draw from.
         let port = try TestKit.freePort()

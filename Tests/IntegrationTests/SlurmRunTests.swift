@@ -65,7 +65,7 @@ import TestKit
     static let calm: Result<Calm, RLHFRunTests.CalmRunFailed> = {
         do {
             _ = try LocalSlurm.configuration.get()
-            let dir = NSTemporaryDirectory() + "rlhf-slurm-calm-\(UUID().uuidString)"
+            let dir = TestKit.scratch("rlhf-slurm-calm")
             let run = dir + "/run"
             let launch = try RLHFRunTests.launch(try writeSpec(dir), run: run, dir: dir, name: "launch")
             var listed: Set<String> = []
@@ -163,7 +163,7 @@ import TestKit
     @Test func aBatchJobCancelledMidPlanResumesWhenSubmittedAgain() throws {
         let calm = try SlurmRunTests.calm.get()
         #expect(SlurmRunTests.waitForNoJobs())
-        let dir = NSTemporaryDirectory() + "rlhf-slurm-batch-\(UUID().uuidString)"
+        let dir = TestKit.scratch("rlhf-slurm-batch")
         let spec = try SlurmRunTests.writeSpec(dir)
         let run = dir + "/run"
         let first = try SlurmRunTests.submit(spec, run: run)
@@ -192,7 +192,7 @@ import TestKit
     @Test func anUnknownPartitionIsSlurmsErrorAndLeavesNothingRunning() throws {
         _ = try LocalSlurm.configuration.get()
         #expect(SlurmRunTests.waitForNoJobs())
-        let dir = NSTemporaryDirectory() + "rlhf-slurm-bad-\(UUID().uuidString)"
+        let dir = TestKit.scratch("rlhf-slurm-bad")
         let spec = try SlurmRunTests.writeSpec(dir, partition: "no-such-partition")
         let launched = try CLITests.rlhf(["launch", spec, "--run-dir", dir + "/run"])
         #expect(launched.status == 1, "\(launched.stdout)\(launched.stderr)")

@@ -8,7 +8,7 @@ import TestKit
 
     /// A fresh directory with a small task data set.
     static func taskDirectory() throws -> String {
-        let dir = NSTemporaryDirectory() + "train-cli-\(UUID().uuidString)"
+        let dir = TestKit.scratch("train-cli")
         let result = try CLITests.rlhf(["task", "generate", "--out", dir + "/data", "--seed", "3", "--corpus-documents", "300",
                                         "--sft-examples", "100", "--preference-pairs", "120"])
         #expect(result.status == 0, "\(result.stderr)")
@@ -173,7 +173,7 @@ import TestKit
     }
 
     @Test func anUnwritableMetricsPathStopsTheRunWithItsName() throws {
-        let dir = NSTemporaryDirectory() + "metrics-\(UUID().uuidString)"
+        let dir = TestKit.scratch("metrics")
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         try String(repeating: "In the beginning was the word.\n", count: 40).write(toFile: dir + "/corpus.txt", atomically: true, encoding: .utf8)

@@ -11,7 +11,7 @@ import TestKit
 
     /// The workers `rlhf status --json` lists: (id, role, pid, state).
     static func workers(_ endpoint: String) -> [(id: String, role: String, pid: Int, state: String)] {
-        let out = NSTemporaryDirectory() + "status-\(UUID().uuidString).json"
+        let out = TestKit.scratch("status") + ".json"
         defer { try? FileManager.default.removeItem(atPath: out) }
         guard let p = try? spawn(["status", "--coordinator", endpoint, "--json", "--timeout", "2"], log: out) else { return [] }
         p.waitUntilExit()
@@ -22,7 +22,7 @@ import TestKit
     }
 
     @Test func aSecondProcessWithALiveWorkersIDIsRefusedAndTheCoordinatorKeepsServing() throws {
-        let dir = NSTemporaryDirectory() + "dup-\(UUID().uuidString)"
+        let dir = TestKit.scratch("dup")
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         // A fixed port below the ephemeral range (32768-60999) that port * and outgoing connections draw from.
         let endpoint = "tcp://127.0.0.1:\(try TestKit.freePort())"

@@ -10,7 +10,7 @@ import TestKit
 /// and a dead start reported.
 @Suite(.serialized) struct WorkerProcessesTests {
     static func supervisor(_ executable: String = "/bin/sh") throws -> (WorkerProcesses, String) {
-        let dir = NSTemporaryDirectory() + "launcher-\(UUID().uuidString)"
+        let dir = TestKit.scratch("launcher")
         try FileManager.default.createDirectory(atPath: dir + "/logs", withIntermediateDirectories: true)
         return (WorkerProcesses(runDirectory: dir, executable: executable, logger: Logger(label: "test")), dir)
     }

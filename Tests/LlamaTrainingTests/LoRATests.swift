@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestKit
 @testable import LlamaCore
 @testable import LlamaTraining
 
@@ -102,7 +103,7 @@ import Testing
         let lora = try #require(trainer.lora)
         let state = TrainingState(weights: trainer.weights, optimizer: AdamW(groupSizes: [lora.values.count]), step: 3,
                                   rng: SeededGenerator(seed: 1), dataPosition: 0, lora: (lora.settings, lora.values))
-        let dir = NSTemporaryDirectory() + "lora-state-\(UUID().uuidString)"
+        let dir = TestKit.scratch("lora-state")
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let path = dir + "/policy.state"

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestKit
 @testable import LlamaCore
 @testable import LlamaTraining
 
@@ -14,7 +15,7 @@ import Testing
     }()
 
     static func file(_ lines: [String]) throws -> String {
-        let path = NSTemporaryDirectory() + "trainer-\(UUID().uuidString).jsonl"
+        let path = TestKit.scratch("trainer") + ".jsonl"
         try lines.joined(separator: "\n").write(toFile: path, atomically: true, encoding: .utf8)
         return path
     }
@@ -83,7 +84,7 @@ import Testing
         bytes += Data(#"{"prompt": 5, "response": "Hello"}"#.utf8) + Data([0x0A])
         bytes += Data(#"{"prompt": "caf"#.utf8) + Data([0xC3, 0x28]) + Data(#"", "response": "x"}"#.utf8) + Data([0x0A])
         bytes += Data(#"{"prompt": "Hi", "response": null}"#.utf8)
-        let path = NSTemporaryDirectory() + "trainer-\(UUID().uuidString).jsonl"
+        let path = TestKit.scratch("trainer") + ".jsonl"
         try bytes.write(to: URL(fileURLWithPath: path))
         let (kept, issues) = try TrainingData.sft(path, tokenizer: TrainerTests.bytes, seqLen: 128, policy: .skip)
         #expect(kept.count == 1)
@@ -119,7 +120,7 @@ import Testing
         settings.steps = 8
         settings.learningRate = 3e-3
         let data = TrainerTests.sequences()
-        let dir = NSTemporaryDirectory() + "resume-\(UUID().uuidString)"
+        let dir = TestKit.scratch("resume")
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
 
@@ -159,7 +160,7 @@ import Testing
         let model = TrainableTransformer(weights: TrainerTests.model())
         var head = ScalarHead(dim: 32, seed: 1)
         let before = try Trainers.rankingAccuracy(model, head: head, pairs: pairs)
-        let path = NSTemporaryDirectory() + "rm-\(UUID().uuidString).state"
+        let path = TestKit.scratch("rm") + ".state"
         defer { try? FileManager.default.removeItem(atPath: path) }
         var losses: [Double] = []
         _ = try Trainers.rewardModel(model, head: &head, pairs: pairs, margins: .small, settings: settings, statePath: path,

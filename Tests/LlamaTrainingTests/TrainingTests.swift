@@ -253,7 +253,7 @@ import TestKit
         var first = TrainingState(weights: initial.copy(), optimizer: AdamW(groupSizes: [layoutCount]), step: 0,
                                   rng: SeededGenerator(seed: 11), dataPosition: 0, heads: ["value": ScalarHead(dim: 32, seed: 1)])
         try train(&first, until: 3)
-        let path = NSTemporaryDirectory() + "state-\(UUID().uuidString).bin"
+        let path = TestKit.scratch("state") + ".bin"
         try first.write(to: path)
         var resumed = try TrainingState.read(path: path)
         #expect(resumed.step == 3 && resumed.dataPosition == 3 && resumed.optimizer.step == 3)
@@ -268,7 +268,7 @@ import TestKit
         let weights = GradientCheckTests.model(shared: false)
         let state = TrainingState(weights: weights, optimizer: AdamW(groupSizes: [weights.storage.count]), step: 1,
                                   rng: SeededGenerator(seed: 1), dataPosition: 0)
-        let dir = NSTemporaryDirectory() + "state-\(UUID().uuidString)"
+        let dir = TestKit.scratch("state")
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         let path = dir + "/good.bin"
         try state.write(to: path)

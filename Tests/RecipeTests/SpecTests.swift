@@ -65,7 +65,7 @@ import TestKit
     }
 
     @Test func aPlanCanLiveInItsOwnFile() throws {
-        let dir = NSTemporaryDirectory() + "plan-\(UUID().uuidString)"
+        let dir = TestKit.scratch("plan")
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         try "- evaluate: {name: SFT}\n- rs_round: {name: V1, prompts: 8}\n".write(toFile: dir + "/plan.yaml", atomically: true, encoding: .utf8)
@@ -287,7 +287,7 @@ import TestKit
 /// The `data:` and `judge:` sections: a user's files and judge command as the plan's sources.
 @Suite struct DataSpecTests {
     static func temporaryDirectory() throws -> String {
-        let dir = NSTemporaryDirectory() + "data-spec-\(UUID().uuidString)"
+        let dir = TestKit.scratch("data-spec")
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         return dir
     }
@@ -580,7 +580,7 @@ import TestKit
         // Port * : the refusal must come before any worker starts, whatever else listens on this machine.
         let text = SpecTests.head.replacingOccurrences(of: ":5555", with: ":*") + "task: {seed: 1}\nplan:\n  - evaluate: {name: SFT}\n  - hold: {seconds: 1}\n"
         let spec = try ClusterSpec.parse(text, baseDirectory: "/")
-        let dir = NSTemporaryDirectory() + "rlhf-resume-\(UUID().uuidString)"
+        let dir = TestKit.scratch("rlhf-resume")
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         var crc = CRC32C()

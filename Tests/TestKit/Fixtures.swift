@@ -80,7 +80,7 @@ public enum Fixtures {
 
     /// A fresh temporary directory.
     public static func temporaryDirectory() throws -> String {
-        let path = NSTemporaryDirectory() + "llamacore-tests-\(UUID().uuidString)"
+        let path = TestKit.scratch("llamacore-tests")
         try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
         return path
     }

@@ -16,6 +16,22 @@ public enum TestKit {
     /// The fixture copies the tests read (`Tests/LlamaCoreTests/Resources`): e.g. `fixture("models/tiny-gqa.bin")`.
     public static func fixture(_ path: String) -> String { repository + "/Tests/LlamaCoreTests/Resources/" + path }
 
+    /// A fresh path for a test's files, `NAME-UUID` in this test process's scratch directory (nothing is
+    /// made at the path). The scratch directory goes when the process exits, so a test run leaves nothing
+    /// behind (the integration tests write over a gigabyte of run directories, the unit tests thousands of
+    /// small files); set `RLHF_KEEP_TEST_FILES=1` to keep it, e.g. to read a failed run's logs.
+    public static func scratch(_ name: String) -> String { scratchDirectory + "/\(name)-\(UUID().uuidString)" }
+
+    /// `swiftrlhf-tests-PID` in the temporary directory: made on first use, removed at exit.
+    private static let scratchDirectory: String = {
+        let path = NSTemporaryDirectory() + "swiftrlhf-tests-\(getpid())"
+        try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        if ProcessInfo.processInfo.environment["RLHF_KEEP_TEST_FILES"] == nil {
+            atexit { try? FileManager.default.removeItem(atPath: TestKit.scratchDirectory) }
+        }
+        return path
+    }()
+
     /// Starts `rlhf ARGUMENTS`, its output discarded, or appended to `log` when given; `environment` adds to
     /// (or overrides) this process's.
     public static func spawn(_ arguments: [String], log: String? = nil, environment: [String: String] = [:]) throws -> Process {
@@ -48,7 +64,7 @@ public enum TestKit {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: path)
         process.arguments = arguments
-        let file = NSTemporaryDirectory() + "testkit-run-\(UUID().uuidString).out"
+        let file = scratch("testkit-run") + ".out"
         defer { try? FileManager.default.removeItem(atPath: file) }
         guard FileManager.default.createFile(atPath: file, contents: nil), let output = FileHandle(forWritingAtPath: file) else {
             return (127, "cannot write \(file)")

@@ -3,6 +3,7 @@ import Foundation
 import LlamaCore
 import LlamaTraining
 import Testing
+import TestKit
 import Transport
 import Wire
 @testable import Workers
@@ -101,7 +102,7 @@ import Wire
     @Test func theChatModelMergesTheSFTAdaptersAndRoundsBranchFromSnapshotsOfAdapters() throws {
         let loop = try PollLoop()
         defer { loop.shutdown() }
-        let dir = NSTemporaryDirectory() + "lora-learner-\(UUID().uuidString)"
+        let dir = TestKit.scratch("lora-learner")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let weights = try RoleTests.weights()
         let learner = try LoRALearnerTests.learner(loop, weights, stateDirectory: dir)

@@ -3,6 +3,7 @@ import Foundation
 import LlamaCore
 import LlamaTraining
 import Testing
+import TestKit
 import Transport
 import Wire
 import Workers
@@ -206,7 +207,7 @@ import Workers
     @Test func aLearnerSavesItsStateAndANewOneServesTheSameVersions() throws {
         let loop = try PollLoop()
         defer { loop.shutdown() }
-        let dir = NSTemporaryDirectory() + "learner-state-\(UUID().uuidString)"
+        let dir = TestKit.scratch("learner-state")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         var settings = LearnerService.Settings()
         settings.stateDirectory = dir
@@ -404,7 +405,7 @@ import Workers
     @Test func aSnapshotIsRestoredAsANewVersionAndSurvivesTheLearnersState() throws {
         let loop = try PollLoop()
         defer { loop.shutdown() }
-        let dir = NSTemporaryDirectory() + "learner-snapshot-\(UUID().uuidString)"
+        let dir = TestKit.scratch("learner-snapshot")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let weights = try RoleTests.weights()
         func learner() throws -> LearnerService { try RoleTests.learner(loop, weights, stateDirectory: dir) }
@@ -527,7 +528,7 @@ import Workers
     @Test func markInitialMakesThePolicyTheChatModelAndTheReference() throws {
         let loop = try PollLoop()
         defer { loop.shutdown() }
-        let dir = NSTemporaryDirectory() + "learner-mark-\(UUID().uuidString)"
+        let dir = TestKit.scratch("learner-mark")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let weights = try RoleTests.weights()
         func learner() throws -> LearnerService { try RoleTests.learner(loop, weights, stateDirectory: dir) }
