@@ -509,7 +509,7 @@ public struct ClusterSpec: Sendable, Equatable {
             return resolved
         }
         let checkpoint = try file("checkpoint", path)!
-        if LocalRewardModel.isPretrained(checkpoint) {
+        if HuggingFaceCheckpoint.isRewardModel(checkpoint) {
             throw Invalid(key: "model.checkpoint", reason: "\(checkpoint) holds a reward model (ForSequenceClassification), which scores and does not generate; "
                           + "the policy is a causal LM (use the reward model as judge: {source: reward-model, checkpoint: ...})")
         }
@@ -517,7 +517,7 @@ public struct ClusterSpec: Sendable, Equatable {
         var pretrainedRewardModels: [WorkerRole: String] = [:]
         for (key, role, head) in [("reward_model", WorkerRole.rewardModel, "reward_head"), ("safety_model", .safetyModel, "safety_head")] {
             guard let directory = try file(key, model[key]) else { continue }
-            guard !ClusterSpec.checksFiles || LocalRewardModel.isPretrained(directory) else {
+            guard !ClusterSpec.checksFiles || HuggingFaceCheckpoint.isRewardModel(directory) else {
                 throw Invalid(key: "model.\(key)", reason: "\(directory) is not a Hugging Face reward model (a directory whose config.json names a ForSequenceClassification)")
             }
             guard model[head] == nil else {
@@ -924,7 +924,7 @@ public struct ClusterSpec: Sendable, Equatable {
             }
             // `rlhf train rm --out M` writes the head to M.head.json; a Hugging Face reward model brings its own.
             func head(_ key: String, of model: String) throws -> String? {
-                try file(key, orElse: args[key] == nil && LocalRewardModel.isPretrained(model) ? nil : model + ".head.json")
+                try file(key, orElse: args[key] == nil && HuggingFaceCheckpoint.isRewardModel(model) ? nil : model + ".head.json")
             }
             var models = RewardModelJudge.Models(checkpoint: checkpoint, head: try head("head", of: checkpoint))
             if let safety = try file("safety_checkpoint") {

@@ -28,10 +28,6 @@ public struct LocalRewardModel: Sendable {
         isPretrained = head == nil
     }
 
-    /// Whether `checkpoint` is a Hugging Face reward model (its config names a ForSequenceClassification),
-    /// which brings its own head.
-    public static func isPretrained(_ checkpoint: String) -> Bool { HuggingFaceCheckpoint.isRewardModel(checkpoint) }
-
     /// The most tokens a scored sequence may have.
     public var contextLength: Int? { service.modelConfig?.seqLen }
 

@@ -23,7 +23,7 @@ import Workers
     @Test(arguments: ["llama-rm", "qwen2-rm"])
     func scoresAreTransformers(name: String) throws {
         let directory = Fixtures.rewardModel(name)
-        #expect(LocalRewardModel.isPretrained(directory))
+        #expect(HuggingFaceCheckpoint.isRewardModel(directory))
         let model = try LocalRewardModel(kind: .rewardModel, checkpoint: directory, head: nil)
         #expect(model.isPretrained)
         let tokenizer = try Tokenizer(path: directory)

@@ -35,7 +35,7 @@ struct ScoreCommand: ParsableCommand {
         let rewardModel: LocalRewardModel
         let tok: Tokenizer
         do {
-            let headPath = head ?? (LocalRewardModel.isPretrained(model) ? nil : model + ".head.json")
+            let headPath = head ?? (HuggingFaceCheckpoint.isRewardModel(model) ? nil : model + ".head.json")
             rewardModel = try LocalRewardModel(kind: .rewardModel, checkpoint: model, head: headPath, threads: threads)
             let path = tokenizer ?? Tokenizer.defaultPath(forCheckpoint: model)
             var loaded = try Tokenizer(path: path)
