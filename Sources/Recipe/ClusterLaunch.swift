@@ -43,8 +43,9 @@ public final class ClusterLaunch {
     public var externalWorkers = false
     /// The RLHF stages' driver, once a step needs it.
     private var rlhf: RLHFPipeline?
-    /// The plan's tokenizer (and its path) and data files as the pre-flight read them (nil: not read yet).
-    private var planned: (tokenizer: Tokenizer, path: String, files: FileDataSource?)?
+    /// The plan's tokenizer (and its path), the renderings of reward models of other tokenizers, and the
+    /// data files, as the pre-flight read them (nil: not read yet).
+    private var planned: (tokenizer: Tokenizer, path: String, renderings: [WorkerRole: RewardModelRendering], files: FileDataSource?)?
     /// The workers started so far (a snapshot).
     private var started: [WorkerProcesses.Process] { workers.all }
 
@@ -97,9 +98,9 @@ public final class ClusterLaunch {
             // the model, or a data file that cannot be used, would stop the plan at its first RLHF step, with
             // every worker started. The files read here are the plan's (not read again).
             let config = try Checkpoint.readConfig(path: spec.checkpoint)
-            let (tokenizer, path) = try ClusterLaunch.planTokenizer(spec, config: config)
+            let (tokenizer, path, renderings) = try ClusterLaunch.planTokenizer(spec, config: config)
             let files = try ClusterLaunch.planData(spec, tokenizer: tokenizer, config: config)
-            lock.withLock { planned = (tokenizer, path, files) }
+            lock.withLock { planned = (tokenizer, path, renderings, files) }
         }
         if !resuming { try journal.append(.run(specDigest: specDigest)) }
         // The run's identity, kept across resumes: its workers carry it, so that they join no other run.
@@ -510,9 +511,9 @@ public final class ClusterLaunch {
         if let pipeline = rlhf { return pipeline }
         let config = try Checkpoint.read(path: spec.checkpoint).weights.config
         // What the pre-flight read (a plan with RLHF steps always has it), else read now.
-        let (tokenizer, tokenizerPath, files) = try lock.withLock { planned } ?? {
-            let (tokenizer, path) = try ClusterLaunch.planTokenizer(spec, config: config)
-            return (tokenizer, path, try ClusterLaunch.planData(spec, tokenizer: tokenizer, config: config))
+        let (tokenizer, tokenizerPath, renderings, files) = try lock.withLock { planned } ?? {
+            let (tokenizer, path, renderings) = try ClusterLaunch.planTokenizer(spec, config: config)
+            return (tokenizer, path, renderings, try ClusterLaunch.planData(spec, tokenizer: tokenizer, config: config))
         }()
         if tokenizer.stopIds != [tokenizer.eosId] {
             // Said where the answers' end is not EOS alone: what a rollout stops at is then the model's to say.
@@ -532,14 +533,16 @@ public final class ClusterLaunch {
         pipeline.evaluatesRewardFunction = spec.rewardFunction != nil && spec.startsRewardFunctionWorkers
         pipeline.givenRewardHeads = Set([spec.rewardHead.map { _ in WorkerRole.rewardModel }, spec.safetyHead.map { _ in WorkerRole.safetyModel }]
             .compactMap { $0 }).union(spec.pretrainedRewardModels.keys)
+        pipeline.rewardModelRenderings = renderings
         rlhf = pipeline
         return pipeline
     }
 
     /// The tokenizer the RLHF steps render conversations with (the task's, else the checkpoint's), in the
     /// spec's chat format (else the model's own template, with the spec's `chat_template_kwargs`),
-    /// checked against the model; and its path.
-    static func planTokenizer(_ spec: ClusterSpec, config: LlamaConfig) throws -> (Tokenizer, String) {
+    /// checked against the model; its path; and the renderings of the pretrained reward models whose
+    /// tokenizer is not the policy's (`RewardModelRendering`).
+    static func planTokenizer(_ spec: ClusterSpec, config: LlamaConfig) throws -> (Tokenizer, String, [WorkerRole: RewardModelRendering]) {
         let path = spec.task?.tokenizer ?? Tokenizer.defaultPath(forCheckpoint: spec.checkpoint)
         var tokenizer = try Tokenizer(path: path)
         do {
@@ -554,19 +557,30 @@ public final class ClusterLaunch {
             throw ClusterSpec.Invalid(key: "model.chat_template_kwargs", reason: reason)
         }
         try tokenizer.check(against: config, path: path)
-        // A pretrained reward model scores the policy's token ids: its tokenizer must be the policy's, token for token.
+        // A pretrained reward model with the policy's tokenizer, token for token, scores the policy's ids;
+        // one of another scores each answer rendered again in its own chat template, and cannot be trained
+        // here (the plan's pairs are the policy's ids).
+        var renderings: [WorkerRole: RewardModelRendering] = [:]
         for (role, directory) in spec.pretrainedRewardModels.sorted(by: { $0.key.rawValue < $1.key.rawValue }) {
             let key = "model.\(role == .rewardModel ? "reward_model" : "safety_model")"
             let own = try Tokenizer(path: directory)
-            if let id = own.firstDifference(from: tokenizer) {
-                throw ClusterSpec.Invalid(key: key, reason: "\(directory) tokenizes otherwise than the policy (\(path)): "
-                    + (own.vocabSize != tokenizer.vocabSize ? "\(own.vocabSize) tokens against \(tokenizer.vocabSize)"
-                       : "token \(id) is \(own.tokenText(id).debugDescription) there, \(tokenizer.tokenText(id).debugDescription) here")
-                    + "; a reward model scores the policy's token ids, so it must share its tokenizer")
+            try own.check(against: try Checkpoint.readConfig(path: directory), path: directory)
+            guard let id = own.firstDifference(from: tokenizer) else { continue }
+            let difference = "\(directory) tokenizes otherwise than the policy (\(path): "
+                + (own.vocabSize != tokenizer.vocabSize ? "\(own.vocabSize) tokens against \(tokenizer.vocabSize))"
+                   : "token \(id) is \(own.tokenText(id).debugDescription) there, \(tokenizer.tokenText(id).debugDescription) here)")
+            if let step = spec.plan.firstIndex(where: { $0.trainedRewardModels.contains(role) }) {
+                throw ClusterSpec.Invalid(key: key, reason: difference + "; it scores answers rendered again in its own chat template, "
+                    + "but plan step \(step + 1) trains it (train_rm, new_pairs) on pairs in the policy's ids: "
+                    + "train a reward model with the policy's tokenizer, or keep this one as it is")
             }
-            try tokenizer.check(against: try Checkpoint.readConfig(path: directory), path: directory)
+            do {
+                renderings[role] = try RewardModelRendering(tokenizer: own)
+            } catch LlamaError.invalidTokenizer(_, let reason), LlamaError.invalidInput(let reason) {
+                throw ClusterSpec.Invalid(key: key, reason: difference + ", so it scores answers rendered in its own chat template, and \(reason)")
+            }
         }
-        return (tokenizer, path)
+        return (tokenizer, path, renderings)
     }
 
     /// The spec's data files (`data:`) read and tokenized with `tokenizer`; nil without a `data:` section.

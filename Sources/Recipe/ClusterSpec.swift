@@ -70,6 +70,17 @@ public struct ClusterSpec: Sendable, Equatable {
             }
         }
 
+        /// The reward models the step trains on the learner: `train_rm`'s, and both where a round retrains
+        /// them on `new_pairs`.
+        public var trainedRewardModels: Set<WorkerRole> {
+            switch self {
+            case .trainRewardModel(let settings): return [settings.model]
+            case .rejectionSampling(let settings) where settings.newPairs > 0: return [.rewardModel, .safetyModel]
+            case .ppo(let settings) where settings.newPairs > 0: return [.rewardModel, .safetyModel]
+            default: return []
+            }
+        }
+
         /// A round's roles: generators, learner and reference always; the reward models when they weigh or are
         /// retrained; the reward function when it weighs.
         static func rolesOfRound(_ reward: RewardWeights?, rewardModelsRetrained: Bool) -> Set<WorkerRole> {

@@ -69,7 +69,7 @@ public struct FileDataSource: PromptSource, PairSource, SFTSource {
             guard !records.isEmpty else { throw LlamaError.invalidInput("\(path): no prompts") }
             return records.enumerated().map { i, entry in
                 PlanPrompt(id: UInt64(i), text: entry.record.0.text, ids: entry.record.1, isSafety: entry.record.0.safety,
-                           fieldsJSON: String(decoding: entry.record.0.extras, as: UTF8.self))
+                           fieldsJSON: String(decoding: entry.record.0.extras, as: UTF8.self), messages: entry.record.0.messages)
             }
         }
         let all = try prompts(files.prompts)

@@ -13,12 +13,9 @@ extension ClusterSpec {
         var rewardModels = Set<WorkerRole>()
         var valueModel = false
         for step in plan {
+            rewardModels.formUnion(step.trainedRewardModels)
             switch step {
-            case let .trainRewardModel(settings): rewardModels.insert(settings.model)
-            case let .rejectionSampling(settings) where settings.newPairs > 0: rewardModels.formUnion([.rewardModel, .safetyModel])
-            case let .ppo(settings):
-                valueModel = true
-                if settings.newPairs > 0 { rewardModels.formUnion([.rewardModel, .safetyModel]) }
+            case .ppo: valueModel = true
             case let .policyRound(settings) where settings.algorithm == .ppo: valueModel = true
             default: break
             }

@@ -185,8 +185,8 @@ extension RLHFPipeline {
     func sourceRewards(_ generated: [Drawn], sequences: [TokenSequence], weights: RewardWeights) throws
         -> (combined: [Double], function: [Float]?, gateHitRate: Double) {
         let none = [Float](repeating: 0, count: sequences.count)
-        let helpfulness = weights.models > 0 ? try coordinator.score(sequences, model: .rewardModel, perTask: 16) : none
-        let safety = weights.models > 0 ? try coordinator.score(sequences, model: .safetyModel, perTask: 16) : none
+        let helpfulness = weights.models > 0 ? try modelScores(generated, sequences: sequences, model: .rewardModel, perTask: 16) : none
+        let safety = weights.models > 0 ? try modelScores(generated, sequences: sequences, model: .safetyModel, perTask: 16) : none
         let function = weights.function > 0 ? try functionRewards(generated) : nil
         let (gated, hitRate) = gate.combine(helpfulness: helpfulness, safety: safety, isSafetyPrompt: generated.map(\.prompt.isSafety))
         return (weights.combine(gated: gated, function: function, count: generated.count), function, weights.models > 0 ? hitRate : 0)
@@ -202,7 +202,7 @@ extension RLHFPipeline {
         let generated = try draw(prompts, samples: 2, temperature: settings.temperature, maxNewTokens: settings.maxNewTokens,
                                  seed: seed &* 104_729 &+ UInt64(iteration), promptsPerTask: 8)
         let sequences = sequences(of: generated)
-        let helpfulness = try coordinator.score(sequences, model: .rewardModel, perTask: 16)
+        let helpfulness = try modelScores(generated, sequences: sequences, model: .rewardModel, perTask: 16)
         try retrainRewardModels(name: stage, newPairs: settings.newPairs, learningRate: settings.rewardLearningRate,
                                 seed: UInt64(round) << 16 | UInt64(iteration), generated: generated.map(\.sample),
                                 prompts: Dictionary(generated.map { ($0.prompt.id, $0.prompt) }, uniquingKeysWith: { a, _ in a }),

@@ -133,6 +133,9 @@ public final class RLHFPipeline {
     public var evaluatesRewardFunction = false
     /// The reward models the spec gives a score head (their scores mean something before any `train_rm`).
     public var givenRewardHeads: Set<WorkerRole> = []
+    /// The reward models whose tokenizer is not the policy's (Hugging Face reward models of another
+    /// family): their workers score each answer rendered again in their own chat template.
+    public var rewardModelRenderings: [WorkerRole: RewardModelRendering] = [:]
 
     /// The reward models whose scores of an evaluation's answers are reported: those trained in this run
     /// or given a head by the spec, that a healthy worker runs.
@@ -296,6 +299,9 @@ public final class RLHFPipeline {
     func accuracy(_ role: WorkerRole, _ pairs: [TokenPair]) throws -> (levels: [String: (Int, Int)], correct: Int, count: Int) {
         var levels: [String: (Int, Int)] = [:]
         guard !pairs.isEmpty else { return ([:], 0, 0) }
+        guard rewardModelRenderings[role] == nil else {
+            throw ClusterLaunch.Failure(message: "the \(role.rawValue) tokenizes otherwise than the policy: pairs in the policy's ids cannot be scored by it")
+        }
         var sequences: [TokenSequence] = []
         for (i, pair) in pairs.enumerated() {
             sequences.append(sequence(UInt64(2 * i), pair.prompt, pair.chosen))
@@ -323,6 +329,17 @@ public final class RLHFPipeline {
     /// Drawn answers as token sequences (prompt and answer), numbered in order.
     func sequences(of drawn: [Drawn]) -> [TokenSequence] {
         drawn.enumerated().map { i, g in sequence(UInt64(i), g.prompt.ids, g.sample.tokens) }
+    }
+
+    /// `model`'s scores of `drawn` (`sequences` are their policy ids, `sequences(of: drawn)`), `perTask` a
+    /// call: of the policy's ids, or, for a reward model with a tokenizer of its own, of each prompt's
+    /// conversation and answer text rendered again in its chat template.
+    func modelScores(_ drawn: [Drawn], sequences: [TokenSequence], model: WorkerRole, perTask: Int) throws -> [Float] {
+        guard let rendering = rewardModelRenderings[model] else { return try coordinator.score(sequences, model: model, perTask: perTask) }
+        let rendered = try drawn.enumerated().map { i, d in
+            try rendering.sequence(id: UInt64(i), prompt: d.prompt.messages, response: context.text(d.sample.tokens))
+        }
+        return try coordinator.score(rendered, model: model, perTask: perTask)
     }
 
     // MARK: - Sampling
@@ -433,7 +450,7 @@ public final class RLHFPipeline {
         }
         if !generated.isEmpty {
             for role in scoringModels() {
-                let mean = try coordinator.score(sequences, model: role, perTask: 16).reduce(0.0) { $0 + Double($1) } / Double(generated.count)
+                let mean = try modelScores(generated, sequences: sequences, model: role, perTask: 16).reduce(0.0) { $0 + Double($1) } / Double(generated.count)
                 if role == .rewardModel { figures.rewardModelScore = mean } else { figures.safetyModelScore = mean }
             }
         }
@@ -477,16 +494,16 @@ public final class RLHFPipeline {
         let weights = settings.reward ?? RewardWeights()
         let useModels = weights.models > 0 || settings.newPairs > 0
         let none = [Float](repeating: 0, count: sequences.count)
-        var helpfulness = useModels ? try coordinator.score(sequences, model: .rewardModel, perTask: 16) : none
-        var safety = useModels ? try coordinator.score(sequences, model: .safetyModel, perTask: 16) : none
+        var helpfulness = useModels ? try modelScores(generated, sequences: sequences, model: .rewardModel, perTask: 16) : none
+        var safety = useModels ? try modelScores(generated, sequences: sequences, model: .safetyModel, perTask: 16) : none
         let function = weights.function > 0 ? try functionRewards(generated) : nil
         if settings.newPairs > 0 {
             try retrainRewardModels(name: settings.name, newPairs: settings.newPairs, learningRate: settings.rewardLearningRate,
                                     seed: UInt64(round), generated: generated.map(\.sample),
                                     prompts: Dictionary(generated.map { ($0.prompt.id, $0.prompt) }, uniquingKeysWith: { a, _ in a }),
                                     helpfulness: helpfulness)
-            helpfulness = try coordinator.score(sequences, model: .rewardModel, perTask: 16)
-            safety = try coordinator.score(sequences, model: .safetyModel, perTask: 16)
+            helpfulness = try modelScores(generated, sequences: sequences, model: .rewardModel, perTask: 16)
+            safety = try modelScores(generated, sequences: sequences, model: .safetyModel, perTask: 16)
         }
         let (gated, gatedHits) = gate.combine(helpfulness: helpfulness, safety: safety,
                                               isSafetyPrompt: generated.map(\.prompt.isSafety))

@@ -62,7 +62,7 @@ public struct RewardModelJudge: JudgementSource {
     public func judge(_ items: [JudgeItem]) throws -> [Judgement?] {
         func probabilities(_ model: LocalRewardModel) throws -> [Double] {
             let sequences = try items.map {
-                try model.sequence(prompt: [ChatTemplate.Message(role: .user, content: $0.prompt)], response: $0.response, tokenizer: tokenizer)
+                try model.sequence(prompt: $0.messages, response: $0.response, tokenizer: tokenizer)
             }
             do {
                 return try model.scores(sequences).map { 1 / (1 + exp(-Double($0))) }

@@ -1,4 +1,5 @@
 import EmbeddedTask
+import LlamaCore
 import LlamaTraining
 
 // What the RLHF plan works on, as small protocols: where prompts come from, where the reward models'
@@ -16,13 +17,18 @@ public struct PlanPrompt: Sendable, Equatable {
     /// The prompt record's other fields (labels, ground truth) as a JSON object's text, handed to reward
     /// functions with each answer.
     public var fieldsJSON: String
+    /// The conversation the prompt renders (ending with a user turn): what a reward model with a
+    /// tokenizer of its own renders again, with the answer, in its chat template.
+    public var messages: [ChatTemplate.Message]
 
-    public init(id: UInt64, text: String, ids: [Int32], isSafety: Bool, fieldsJSON: String = "{}") {
+    /// A prompt; `messages` defaults to one user turn of `text`.
+    public init(id: UInt64, text: String, ids: [Int32], isSafety: Bool, fieldsJSON: String = "{}", messages: [ChatTemplate.Message]? = nil) {
         self.id = id
         self.text = text
         self.ids = ids
         self.isSafety = isSafety
         self.fieldsJSON = fieldsJSON
+        self.messages = messages ?? [ChatTemplate.Message(role: .user, content: text)]
     }
 }
 
@@ -104,17 +110,21 @@ public struct JudgeItem: Sendable, Equatable {
     public var promptID: UInt64
     /// The prompt record's other fields as a JSON object's text (`{}` where there are none).
     public var fieldsJSON: String
+    /// The prompt's conversation, ending with a user turn (a reward-model judge renders it with the answer).
+    public var messages: [ChatTemplate.Message]
 
-    public init(prompt: String, response: String, promptID: UInt64 = 0, fieldsJSON: String = "{}") {
+    /// An answer; `messages` defaults to one user turn of `prompt`.
+    public init(prompt: String, response: String, promptID: UInt64 = 0, fieldsJSON: String = "{}", messages: [ChatTemplate.Message]? = nil) {
         self.prompt = prompt
         self.response = response
         self.promptID = promptID
         self.fieldsJSON = fieldsJSON
+        self.messages = messages ?? [ChatTemplate.Message(role: .user, content: prompt)]
     }
 
-    /// An answer to `prompt`, with its id and fields.
+    /// An answer to `prompt`, with its id, fields and conversation.
     public init(_ prompt: PlanPrompt, response: String) {
-        self.init(prompt: prompt.text, response: response, promptID: prompt.id, fieldsJSON: prompt.fieldsJSON)
+        self.init(prompt: prompt.text, response: response, promptID: prompt.id, fieldsJSON: prompt.fieldsJSON, messages: prompt.messages)
     }
 }
 

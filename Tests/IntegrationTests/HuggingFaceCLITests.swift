@@ -1,5 +1,6 @@
 import Foundation
 import LlamaCore
+import Recipe
 import Testing
 import TestKit
 import Workers
@@ -349,10 +350,63 @@ import Workers
         }
         #expect(agreeing >= 12, "\(agreeing) of 16 samples scored as the reward models score them: \(samples.prefix(2))")
 
-        // The shipped model tokenizes otherwise: refused by key before any worker starts.
+        // The shipped model tokenizes otherwise: a reward model of another tokenizer cannot be trained on the
+        // plan's pairs (the policy's ids), refused by key before any worker starts.
         try spec(TestKit.repository + "/models/chat-world/sft.bin").write(toFile: dir + "/other.yaml", atomically: true, encoding: .utf8)
         let refused = try CLITests.rlhf(["launch", dir + "/other.yaml", "--run-dir", dir + "/other"])
-        #expect(refused.status != 0 && refused.stderr.contains("model.reward_model") && refused.stderr.contains("tokenizes otherwise than the policy"),
+        #expect(refused.status != 0 && refused.stderr.contains("model.reward_model") && refused.stderr.contains("tokenizes otherwise than the policy")
+                && refused.stderr.contains("plan step 2 trains it"), "\(refused.stdout)\(refused.stderr)")
+        #expect(!refused.stdout.contains("started"), "\(refused.stdout)")
+    }
+
+    /// Hugging Face reward models whose tokenizer is not the policy's (byte-level BPE reward models, the
+    /// shipped SentencePiece policy) score a rejection-sampling round: each answer's text, with its prompt's
+    /// conversation (a single turn, and one of three turns), rendered again in the reward model's chat
+    /// template, as `rlhf score` scores it. A round that would retrain them (`new_pairs`) is refused.
+    @Test func rewardModelsOfAnotherTokenizerScoreRenderedAnswers() throws {
+        let dir = try Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let single = #"{"prompt": "Tell me about the fox."}"#
+        let turns = #"{"messages": [{"role": "user", "content": "Hi."}, {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "Tell me about the fox."}]}"#
+        try ((0..<8).map { $0 % 2 == 0 ? single : turns }.joined(separator: "\n") + "\n").write(toFile: dir + "/prompts.jsonl", atomically: true, encoding: .utf8)
+        let rm = Fixtures.rewardModel("llama-rm"), safety = Fixtures.rewardModel("qwen2-rm")
+        func spec(_ round: String) -> String {
+            """
+            coordinator: tcp://127.0.0.1:*
+            heartbeat_ms: 100
+            hosts:
+              - name: here
+                workers: {generator: 1, learner: 1, reference-policy: 1, reward-model: 1, safety-model: 1}
+            model: {checkpoint: \(TestKit.repository)/models/chat-world/sft.bin, reward_model: \(rm), safety_model: \(safety)}
+            data: {prompts: prompts.jsonl, eval_prompts: prompts.jsonl}
+            judge: {source: reward-model, checkpoint: \(rm)}
+            plan:
+              - rs_round: {name: V1, prompts: 8, samples: 2, max_new_tokens: 12, reward: {models: 1}\(round)}
+            """
+        }
+        try spec("").write(toFile: dir + "/spec.yaml", atomically: true, encoding: .utf8)
+        let result = try CLITests.rlhf(["launch", dir + "/spec.yaml", "--run-dir", dir + "/run"])
+        #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
+        let samples = try RLHFRunTests.lines(dir + "/run/rounds/V1/samples.jsonl")
+        #expect(samples.count == 16)
+        // Each sample's scores, again: its prompt's conversation and its text in each reward model's template and tokenizer.
+        let conversations = [[ChatTemplate.Message(role: .user, content: "Tell me about the fox.")],
+                             [ChatTemplate.Message(role: .user, content: "Hi."), ChatTemplate.Message(role: .assistant, content: "Hello."),
+                              ChatTemplate.Message(role: .user, content: "Tell me about the fox.")]]
+        let helpfulness = try LocalRewardModel(kind: .rewardModel, checkpoint: rm, head: nil)
+        let safetyModel = try LocalRewardModel(kind: .safetyModel, checkpoint: safety, head: nil)
+        let (rmTokenizer, safetyTokenizer) = (try Tokenizer(path: rm), try Tokenizer(path: safety))
+        for sample in samples {
+            let prompt = conversations[(sample["prompt_id"] as! Int) % 2], response = sample["response"] as! String
+            let expected = (try helpfulness.scores([try helpfulness.sequence(prompt: prompt, response: response, tokenizer: rmTokenizer)])[0],
+                            try safetyModel.scores([try safetyModel.sequence(prompt: prompt, response: response, tokenizer: safetyTokenizer)])[0])
+            let got = ((sample["helpfulness_score"] as! NSNumber).floatValue, (sample["safety"] as! NSNumber).floatValue)
+            #expect(abs(got.0 - expected.0) < 1e-4 && abs(got.1 - expected.1) < 1e-4, "\(got) vs \(expected): \(sample)")
+        }
+
+        try spec(", new_pairs: 4").write(toFile: dir + "/retrain.yaml", atomically: true, encoding: .utf8)
+        let refused = try CLITests.rlhf(["launch", dir + "/retrain.yaml", "--run-dir", dir + "/retrain"])
+        #expect(refused.status != 0 && refused.stderr.contains("model.reward_model") && refused.stderr.contains("plan step 1 trains it"),
                 "\(refused.stdout)\(refused.stderr)")
         #expect(!refused.stdout.contains("started"), "\(refused.stdout)")
     }

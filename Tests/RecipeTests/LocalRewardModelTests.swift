@@ -72,6 +72,14 @@ import Workers
             #expect(judgement!.unsafe == (safety[k] < 0.85))
         }
         #expect(judgements.map { $0!.unsafe } == [false, true])
+        // A prompt of several turns (a system message, an earlier exchange) is judged with all of them.
+        let long = try Self.cases("llama-rm").filter { $0.messages.count > 2 }
+        #expect(long.count == 2)
+        let whole = try judge.judge(long.map { JudgeItem(prompt: $0.messages.dropLast().last!.content, response: $0.messages.last!.content,
+                                                         messages: Array($0.messages.dropLast())) })
+        for (judgement, item) in zip(whole, long) {
+            #expect(abs(judgement!.helpfulness - 1 / (1 + exp(-item.score))) < 1e-5)
+        }
         // An empty answer (a policy may end its turn at once) is judged like any other, as transformers scores it.
         let empty = try judge.judge([JudgeItem(prompt: "Hi!", response: "")])
         #expect(empty.count == 1 && empty[0] != nil)
