@@ -43,9 +43,8 @@ public final class ClusterLaunch {
     public var externalWorkers = false
     /// The RLHF stages' driver, once a step needs it.
     private var rlhf: RLHFPipeline?
-    /// The plan's tokenizer (and its path), the renderings of reward models of other tokenizers, and the
-    /// data files, as the pre-flight read them (nil: not read yet).
-    private var planned: (tokenizer: Tokenizer, path: String, renderings: [WorkerRole: RewardModelRendering], files: FileDataSource?)?
+    /// The plan's tokenizers and data files as the pre-flight read them (nil: not read yet).
+    private var planned: (tokenizers: PlanTokenizers, files: FileDataSource?)?
     /// The workers started so far (a snapshot).
     private var started: [WorkerProcesses.Process] { workers.all }
 
@@ -98,9 +97,9 @@ public final class ClusterLaunch {
             // the model, or a data file that cannot be used, would stop the plan at its first RLHF step, with
             // every worker started. The files read here are the plan's (not read again).
             let config = try Checkpoint.readConfig(path: spec.checkpoint)
-            let (tokenizer, path, renderings) = try ClusterLaunch.planTokenizer(spec, config: config)
-            let files = try ClusterLaunch.planData(spec, tokenizer: tokenizer, config: config)
-            lock.withLock { planned = (tokenizer, path, renderings, files) }
+            let tokenizers = try ClusterLaunch.planTokenizers(spec, config: config)
+            let files = try ClusterLaunch.planData(spec, tokenizer: tokenizers.policy, config: config)
+            lock.withLock { planned = (tokenizers, files) }
         }
         if !resuming { try journal.append(.run(specDigest: specDigest)) }
         // The run's identity, kept across resumes: its workers carry it, so that they join no other run.
@@ -511,10 +510,12 @@ public final class ClusterLaunch {
         if let pipeline = rlhf { return pipeline }
         let config = try Checkpoint.read(path: spec.checkpoint).weights.config
         // What the pre-flight read (a plan with RLHF steps always has it), else read now.
-        let (tokenizer, tokenizerPath, renderings, files) = try lock.withLock { planned } ?? {
-            let (tokenizer, path, renderings) = try ClusterLaunch.planTokenizer(spec, config: config)
-            return (tokenizer, path, renderings, try ClusterLaunch.planData(spec, tokenizer: tokenizer, config: config))
+        let (tokenizers, files) = try lock.withLock { planned } ?? {
+            let tokenizers = try ClusterLaunch.planTokenizers(spec, config: config)
+            return (tokenizers, try ClusterLaunch.planData(spec, tokenizer: tokenizers.policy, config: config))
         }()
+        let tokenizer = tokenizers.policy
+        tokenizers.notes.forEach(report)
         if tokenizer.stopIds != [tokenizer.eosId] {
             // Said where the answers' end is not EOS alone: what a rollout stops at is then the model's to say.
             report("answers end with \(tokenizer.tokenText(tokenizer.endOfTurnId)); sampling stops at "
@@ -527,22 +528,35 @@ public final class ClusterLaunch {
         let pipeline = try RLHFPipeline(coordinator: coordinator, context: context, config: config, runDirectory: runDirectory, report: report)
         pipeline.generatorLogProbsAreExact = spec.precision == ClusterSpec.Precision()
         var export = spec.export
-        export.tokenizerPath = tokenizerPath
+        export.tokenizerPath = tokenizers.path
         export.chatFormat = spec.chatTemplate
         pipeline.export = export
         pipeline.evaluatesRewardFunction = spec.rewardFunction != nil && spec.startsRewardFunctionWorkers
         pipeline.givenRewardHeads = Set([spec.rewardHead.map { _ in WorkerRole.rewardModel }, spec.safetyHead.map { _ in WorkerRole.safetyModel }]
             .compactMap { $0 }).union(spec.pretrainedRewardModels.keys)
-        pipeline.rewardModelRenderings = renderings
+        pipeline.rewardModelRenderings = tokenizers.rewardModelRenderings
         rlhf = pipeline
         return pipeline
     }
 
-    /// The tokenizer the RLHF steps render conversations with (the task's, else the checkpoint's), in the
-    /// spec's chat format (else the model's own template, with the spec's `chat_template_kwargs`),
-    /// checked against the model; its path; and the renderings of the pretrained reward models whose
-    /// tokenizer is not the policy's (`RewardModelRendering`).
-    static func planTokenizer(_ spec: ClusterSpec, config: LlamaConfig) throws -> (Tokenizer, String, [WorkerRole: RewardModelRendering]) {
+    /// What the RLHF steps tokenize with: the policy's tokenizer, and how the pretrained reward models read
+    /// its answers.
+    struct PlanTokenizers {
+        /// The policy's tokenizer (the task's, else the checkpoint's), in the spec's chat format (else the
+        /// model's own template, with the spec's `chat_template_kwargs`), checked against the model.
+        var policy: Tokenizer
+        var path: String
+        /// The pretrained reward models whose tokenizer is not the policy's: they score each answer
+        /// rendered again in their own chat template.
+        var rewardModelRenderings: [WorkerRole: RewardModelRendering] = [:]
+        /// Lines for the user on how each pretrained reward model reads the answers.
+        var notes: [String] = []
+    }
+
+    /// The plan's tokenizers (`PlanTokenizers`). A pretrained reward model with the policy's tokenizer,
+    /// token for token, scores the policy's ids; one of another scores each answer rendered again in its
+    /// own chat template, and cannot be trained here (the plan's pairs are the policy's ids).
+    static func planTokenizers(_ spec: ClusterSpec, config: LlamaConfig) throws -> PlanTokenizers {
         let path = spec.task?.tokenizer ?? Tokenizer.defaultPath(forCheckpoint: spec.checkpoint)
         var tokenizer = try Tokenizer(path: path)
         do {
@@ -557,15 +571,20 @@ public final class ClusterLaunch {
             throw ClusterSpec.Invalid(key: "model.chat_template_kwargs", reason: reason)
         }
         try tokenizer.check(against: config, path: path)
-        // A pretrained reward model with the policy's tokenizer, token for token, scores the policy's ids;
-        // one of another scores each answer rendered again in its own chat template, and cannot be trained
-        // here (the plan's pairs are the policy's ids).
-        var renderings: [WorkerRole: RewardModelRendering] = [:]
+        var planned = PlanTokenizers(policy: tokenizer, path: path)
         for (role, directory) in spec.pretrainedRewardModels.sorted(by: { $0.key.rawValue < $1.key.rawValue }) {
             let key = "model.\(role == .rewardModel ? "reward_model" : "safety_model")"
             let own = try Tokenizer(path: directory)
             try own.check(against: try Checkpoint.readConfig(path: directory), path: directory)
-            guard let id = own.firstDifference(from: tokenizer) else { continue }
+            guard let id = own.firstDifference(from: tokenizer) else {
+                // Its template may still differ: it then reads the policy's rendering (as TRL's PPOTrainer does).
+                let probe = [ChatTemplate.Message(role: .user, content: "Hello."), ChatTemplate.Message(role: .assistant, content: "Hi.")]
+                if (try? ChatTemplate.conversationIDs(probe, tokenizer: own)) != (try? ChatTemplate.conversationIDs(probe, tokenizer: tokenizer)) {
+                    planned.notes.append("the \(role.rawValue) (\(directory)) shares the policy's tokenizer and scores the policy's ids, "
+                                         + "in the policy's chat template, which renders conversations otherwise than its own")
+                }
+                continue
+            }
             let difference = "\(directory) tokenizes otherwise than the policy (\(path): "
                 + (own.vocabSize != tokenizer.vocabSize ? "\(own.vocabSize) tokens against \(tokenizer.vocabSize))"
                    : "token \(id) is \(own.tokenText(id).debugDescription) there, \(tokenizer.tokenText(id).debugDescription) here)")
@@ -575,12 +594,14 @@ public final class ClusterLaunch {
                     + "train a reward model with the policy's tokenizer, or keep this one as it is")
             }
             do {
-                renderings[role] = try RewardModelRendering(tokenizer: own)
+                planned.rewardModelRenderings[role] = try RewardModelRendering(tokenizer: own)
             } catch LlamaError.invalidTokenizer(_, let reason), LlamaError.invalidInput(let reason) {
                 throw ClusterSpec.Invalid(key: key, reason: difference + ", so it scores answers rendered in its own chat template, and \(reason)")
             }
+            planned.notes.append("the \(role.rawValue) (\(directory)) tokenizes otherwise than the policy: "
+                                 + "it scores each answer's text rendered again in its own chat template")
         }
-        return (tokenizer, path, renderings)
+        return planned
     }
 
     /// The spec's data files (`data:`) read and tokenized with `tokenizer`; nil without a `data:` section.

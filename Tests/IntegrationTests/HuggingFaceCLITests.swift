@@ -334,6 +334,7 @@ import Workers
         let result = try CLITests.rlhf(["launch", dir + "/spec.yaml", "--run-dir", dir + "/run"])
         #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
         #expect(result.stdout.contains("reward-model trained on the learner"), "\(result.stdout)")
+        #expect(!result.stdout.contains("tokenizes otherwise") && !result.stdout.contains("renders conversations otherwise"), "\(result.stdout)")
         let samples = try RLHFRunTests.lines(dir + "/run/rounds/V1/samples.jsonl")
         #expect(samples.count == 16)
         // Each sample's scores, again from the same models on the prompt's ids, the answer's and its end of turn
@@ -387,6 +388,10 @@ import Workers
         try spec("").write(toFile: dir + "/spec.yaml", atomically: true, encoding: .utf8)
         let result = try CLITests.rlhf(["launch", dir + "/spec.yaml", "--run-dir", dir + "/run"])
         #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
+        for role in ["reward-model", "safety-model"] {
+            #expect(result.stdout.contains("the \(role) (") && result.stdout.contains("tokenizes otherwise than the policy: it scores each answer's text"),
+                    "\(result.stdout)")
+        }
         let samples = try RLHFRunTests.lines(dir + "/run/rounds/V1/samples.jsonl")
         #expect(samples.count == 16)
         // Each sample's scores, again: its prompt's conversation and its text in each reward model's template and tokenizer.

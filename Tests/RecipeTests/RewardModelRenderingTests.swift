@@ -1,5 +1,5 @@
 import LlamaCore
-import Recipe
+@testable import Recipe
 import Testing
 import TestKit
 
@@ -20,6 +20,38 @@ import TestKit
             #expect(sequence.prompt + sequence.response == item.ids)
             let promptIDs = try ChatTemplate.promptIDs(conversation: prompt, tokenizer: rendering.tokenizer)
             #expect(!sequence.response.isEmpty && promptIDs.starts(with: sequence.prompt), "\(sequence.prompt) vs \(promptIDs)")
+        }
+    }
+
+    /// How the launch plans each pretrained reward model: of the policy's tokenizer, it scores the policy's ids
+    /// (told where its own template renders otherwise); of another, it scores re-rendered answers, and a plan
+    /// that trains it is refused naming the step.
+    @Test func theLaunchPlansEachRewardModelByItsTokenizer() throws {
+        let rm = Fixtures.rewardModel("llama-rm")
+        func planned(_ policy: String, _ extra: String = "", plan: String = "- rs_round: {name: V1}") throws -> ClusterLaunch.PlanTokenizers {
+            let spec = try ClusterSpec.parse("""
+                coordinator: tcp://127.0.0.1:5555
+                hosts:
+                  - name: a
+                    workers: {generator: 1, reward-model: 1, safety-model: 1, learner: 1, reference-policy: 1}
+                model: {checkpoint: \(policy), reward_model: \(rm)\(extra)}
+                task: {seed: 1}
+                plan:
+                  \(plan)
+                """, baseDirectory: TestKit.repository)
+            return try ClusterLaunch.planTokenizers(spec, config: try Checkpoint.readConfig(path: spec.checkpoint))
+        }
+        let same = try planned(Fixtures.huggingFace("hf-bytebpe-gqa"))
+        #expect(same.rewardModelRenderings.isEmpty && same.notes.isEmpty)
+        let otherTemplate = try planned(Fixtures.huggingFace("hf-bytebpe-gqa"), ", chat_template: llama2")
+        #expect(otherTemplate.rewardModelRenderings.isEmpty && otherTemplate.notes.count == 1
+                && otherTemplate.notes[0].contains("renders conversations otherwise than its own"), "\(otherTemplate.notes)")
+        let shipped = TestKit.repository + "/models/chat-world/sft.bin"
+        let other = try planned(shipped)
+        #expect(other.rewardModelRenderings.keys.sorted { $0.rawValue < $1.rawValue } == [.rewardModel])
+        #expect(other.notes.count == 1 && other.notes[0].contains("tokenizes otherwise than the policy"), "\(other.notes)")
+        #expect { try planned(shipped, plan: "- rs_round: {name: V1}\n  - train_rm: {model: reward-model}") } throws: {
+            "\($0)".contains("model.reward_model") && "\($0)".contains("plan step 2 trains it")
         }
     }
 
