@@ -367,6 +367,51 @@ void   rlhf__v1__score_result__free_unpacked
   assert(message->base.descriptor == &rlhf__v1__score_result__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   rlhf__v1__chat_message__init
+                     (Rlhf__V1__ChatMessage         *message)
+{
+  static const Rlhf__V1__ChatMessage init_value = RLHF__V1__CHAT_MESSAGE__INIT;
+  *message = init_value;
+}
+size_t rlhf__v1__chat_message__get_packed_size
+                     (const Rlhf__V1__ChatMessage *message)
+{
+  assert(message->base.descriptor == &rlhf__v1__chat_message__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t rlhf__v1__chat_message__pack
+                     (const Rlhf__V1__ChatMessage *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &rlhf__v1__chat_message__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t rlhf__v1__chat_message__pack_to_buffer
+                     (const Rlhf__V1__ChatMessage *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &rlhf__v1__chat_message__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Rlhf__V1__ChatMessage *
+       rlhf__v1__chat_message__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Rlhf__V1__ChatMessage *)
+     protobuf_c_message_unpack (&rlhf__v1__chat_message__descriptor,
+                                allocator, len, data);
+}
+void   rlhf__v1__chat_message__free_unpacked
+                     (Rlhf__V1__ChatMessage *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &rlhf__v1__chat_message__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   rlhf__v1__reward_item__init
                      (Rlhf__V1__RewardItem         *message)
 {
@@ -1491,7 +1536,58 @@ const ProtobufCMessageDescriptor rlhf__v1__score_result__descriptor =
   (ProtobufCMessageInit) rlhf__v1__score_result__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor rlhf__v1__reward_item__field_descriptors[5] =
+static const ProtobufCFieldDescriptor rlhf__v1__chat_message__field_descriptors[2] =
+{
+  {
+    "role",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Rlhf__V1__ChatMessage, role),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "content",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Rlhf__V1__ChatMessage, content),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned rlhf__v1__chat_message__field_indices_by_name[] = {
+  1,   /* field[1] = content */
+  0,   /* field[0] = role */
+};
+static const ProtobufCIntRange rlhf__v1__chat_message__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor rlhf__v1__chat_message__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "rlhf.v1.ChatMessage",
+  "ChatMessage",
+  "Rlhf__V1__ChatMessage",
+  "rlhf.v1",
+  sizeof(Rlhf__V1__ChatMessage),
+  2,
+  rlhf__v1__chat_message__field_descriptors,
+  rlhf__v1__chat_message__field_indices_by_name,
+  1,  rlhf__v1__chat_message__number_ranges,
+  (ProtobufCMessageInit) rlhf__v1__chat_message__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor rlhf__v1__reward_item__field_descriptors[6] =
 {
   {
     "prompt_id",
@@ -1553,9 +1649,22 @@ static const ProtobufCFieldDescriptor rlhf__v1__reward_item__field_descriptors[5
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "messages",
+    6,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Rlhf__V1__RewardItem, n_messages),
+    offsetof(Rlhf__V1__RewardItem, messages),
+    &rlhf__v1__chat_message__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned rlhf__v1__reward_item__field_indices_by_name[] = {
   4,   /* field[4] = fields_json */
+  5,   /* field[5] = messages */
   2,   /* field[2] = prompt */
   0,   /* field[0] = prompt_id */
   3,   /* field[3] = response */
@@ -1564,7 +1673,7 @@ static const unsigned rlhf__v1__reward_item__field_indices_by_name[] = {
 static const ProtobufCIntRange rlhf__v1__reward_item__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 5 }
+  { 0, 6 }
 };
 const ProtobufCMessageDescriptor rlhf__v1__reward_item__descriptor =
 {
@@ -1574,7 +1683,7 @@ const ProtobufCMessageDescriptor rlhf__v1__reward_item__descriptor =
   "Rlhf__V1__RewardItem",
   "rlhf.v1",
   sizeof(Rlhf__V1__RewardItem),
-  5,
+  6,
   rlhf__v1__reward_item__field_descriptors,
   rlhf__v1__reward_item__field_indices_by_name,
   1,  rlhf__v1__reward_item__number_ranges,

@@ -50,11 +50,13 @@ public struct CommandJudge: JudgementSource {
         }
     }
 
-    /// One request line: the prompt record's fields (labels, ground truth), then `prompt` and `response`.
+    /// One request line: the prompt record's fields (labels, ground truth), then `prompt`, `response` and
+    /// `messages` (the prompt's conversation, ending with the user turn `prompt`).
     static func request(_ item: JudgeItem) -> [String: Any] {
         var line = (try? JSONSerialization.jsonObject(with: Data(item.fieldsJSON.utf8)) as? [String: Any]) ?? [:]
         line["prompt"] = item.prompt
         line["response"] = item.response
+        line["messages"] = item.messages.map { ["role": $0.role.rawValue, "content": $0.content] }
         return line
     }
 
@@ -104,7 +106,8 @@ public struct RewardFunctionJudge: JudgementSource {
     public func judge(_ items: [JudgeItem]) throws -> [Judgement?] {
         // Each answer with its prompt's id and fields, as the reward function sees it when it rewards.
         let rewards = try coordinator.functionRewards(items.enumerated().map { i, item in
-            RewardItem(promptID: item.promptID, sampleID: UInt64(i), prompt: item.prompt, response: item.response, fieldsJSON: item.fieldsJSON)
+            RewardItem(promptID: item.promptID, sampleID: UInt64(i), prompt: item.prompt, response: item.response, fieldsJSON: item.fieldsJSON,
+                       messages: item.messages)
         })
         return rewards.map { Judgement(helpfulness: Double($0), unsafe: false, helpful: Double($0) >= settings.helpfulAbove) }
     }

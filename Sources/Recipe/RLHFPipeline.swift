@@ -584,7 +584,7 @@ public final class RLHFPipeline {
     func functionRewards(_ drawn: [Drawn]) throws -> [Float] {
         try coordinator.functionRewards(drawn.map { d in
             RewardItem(promptID: d.prompt.id, sampleID: UInt64(d.sample.index), prompt: d.prompt.text, response: context.text(d.sample.tokens),
-                       fieldsJSON: d.prompt.fieldsJSON)
+                       fieldsJSON: d.prompt.fieldsJSON, messages: d.prompt.messages)
         })
     }
 

@@ -70,6 +70,7 @@ public final class RewardFunctionService: RoleService, Sendable {
             record["response"] = item.response
             record["prompt_id"] = item.promptID
             record["sample_id"] = item.sampleID
+            record["messages"] = item.messages.map { ["role": $0.role.rawValue, "content": $0.content] }
             guard JSONSerialization.isValidJSONObject(record) else { throw LlamaError.invalidInput("answer \(item.promptID)/\(item.sampleID): fields are not JSON") }
             return record
         }

@@ -251,6 +251,11 @@ import TestKit
                                       JudgeItem(prompt: "p", response: "a dog ran", fieldsJSON: #"{"label": "fox"}"#)])
         #expect(judged.map { $0?.helpfulness } == [1, 0])
         #expect(CommandJudge.request(JudgeItem(prompt: "p", response: "r", fieldsJSON: #"{"label": 3, "prompt": "shadowed"}"#))["prompt"] as? String == "p")
+        // And the prompt's whole conversation, as `messages`.
+        let turns = [ChatTemplate.Message(role: .system, content: "Be brief."), ChatTemplate.Message(role: .user, content: "p")]
+        let line = CommandJudge.request(JudgeItem(prompt: "p", response: "r", messages: turns))
+        #expect(line["messages"] as? [[String: String]] == [["role": "system", "content": "Be brief."], ["role": "user", "content": "p"]])
+        #expect(CommandJudge.request(JudgeItem(prompt: "p", response: "r"))["messages"] as? [[String: String]] == [["role": "user", "content": "p"]])
     }
 
     @Test func aJudgeRestartsAfterAFailure() throws {

@@ -34,8 +34,19 @@ import Testing
         }
         let rewardRequest = RewardRequest(items: [RewardItem(promptID: 4, sampleID: 2, prompt: "Name a fox.", response: "A fox — Max.",
                                                              fieldsJSON: #"{"label":"fox"}"#),
-                                                  RewardItem(promptID: 1 << 40, sampleID: 0, prompt: "", response: "")])
+                                                  RewardItem(promptID: 1 << 40, sampleID: 0, prompt: "", response: ""),
+                                                  RewardItem(promptID: 2, sampleID: 1, prompt: "And an owl?", response: "Hoo.", messages: [
+                                                      .init(role: .system, content: "Be brief."), .init(role: .user, content: "A fox?"),
+                                                      .init(role: .assistant, content: "Yes."), .init(role: .user, content: "And an owl?")])])
         #expect(try ValueTests.roundTrip(rewardRequest) == rewardRequest)
+        // A message of no known role is refused by name.
+        var unknownRole = Rlhf_V1_RewardRequest()
+        var item = Rlhf_V1_RewardItem()
+        var message = Rlhf_V1_ChatMessage()
+        message.role = "tool"
+        item.messages = [message]
+        unknownRole.items = [item]
+        #expect { try RewardRequest(wirePayload: WirePayload(body: try unknownRole.serializedBytes())) } throws: { "\($0)".contains("role \"tool\"") }
         #expect(try ValueTests.roundTrip(FunctionRewards(values: [0.5, -2, 1e-7])) == FunctionRewards(values: [0.5, -2, 1e-7]))
         // A reward model's scores are not a reward function's rewards.
         #expect(throws: (any Error).self) { try FunctionRewards(wirePayload: Scores(model: .rewardModel, modelVersion: 1, values: [1]).wirePayload()) }

@@ -1,4 +1,5 @@
 import Foundation
+import LlamaCore
 import Testing
 import TestKit
 import Wire
@@ -21,6 +22,23 @@ import Workers
         let rewards = try await service.reward(RewardFunctionTests.request(40))
         #expect(rewards.values == (0..<40).map { Float(2 * $0) })
         #expect(service.tokensProcessed == 40)
+    }
+
+    /// Each line carries the prompt's whole conversation as `messages` (TRL's conversational prompts): a system
+    /// message and earlier turns, ending with the user turn `prompt` is.
+    @Test func eachAnswerGoesOutWithItsPromptsConversation() async throws {
+        let script = "import json, sys\nfor line in sys.stdin:\n    r = json.loads(line)\n    m = r['messages']\n"
+            + "    ok = m[-1] == {'role': 'user', 'content': r['prompt']}\n"
+            + "    print(json.dumps({'reward': 10 * len(m) + (m[0]['role'] == 'system') if ok else -1}), flush=True)\n"
+        let service = try RewardFunctionService(arguments: ["python3", "-c", script])
+        let conversation = [ChatTemplate.Message(role: .system, content: "Be brief."), ChatTemplate.Message(role: .user, content: "Hi."),
+                            ChatTemplate.Message(role: .assistant, content: "Hello."), ChatTemplate.Message(role: .user, content: "A fox?")]
+        let request = RewardRequest(items: [
+            RewardItem(promptID: 0, sampleID: 0, prompt: "A fox?", response: "Yes.", messages: conversation),
+            RewardItem(promptID: 1, sampleID: 0, prompt: "An owl?", response: "No."),
+        ])
+        let rewards = try await service.reward(try RewardRequest(wirePayload: try request.wirePayload()))
+        #expect(rewards.values == [41, 10])
     }
 
     @Test(arguments: [

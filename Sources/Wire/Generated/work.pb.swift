@@ -351,8 +351,24 @@ public nonisolated struct Rlhf_V1_ScoreResult: Sendable {
   public init() {}
 }
 
-/// One answer for a reward function: the prompt and response as text, their ids in the round, and the
-/// prompt record's other fields (a JSON object, as the data file gave them).
+/// One turn of a conversation: role "system", "user" or "assistant", and its text.
+public nonisolated struct Rlhf_V1_ChatMessage: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var role: String = String()
+
+  public var content: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// One answer for a reward function: the prompt and response as text, their ids in the round, the
+/// prompt record's other fields (a JSON object, as the data file gave them), and the prompt's whole
+/// conversation (ending with the user turn that `prompt` is; empty: that turn alone).
 public nonisolated struct Rlhf_V1_RewardItem: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -367,6 +383,8 @@ public nonisolated struct Rlhf_V1_RewardItem: Sendable {
   public var response: String = String()
 
   public var fieldsJson: String = String()
+
+  public var messages: [Rlhf_V1_ChatMessage] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1230,9 +1248,44 @@ nonisolated extension Rlhf_V1_ScoreResult: SwiftProtobuf.Message, SwiftProtobuf.
   }
 }
 
+nonisolated extension Rlhf_V1_ChatMessage: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ChatMessage"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}role\0\u{1}content\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.role) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.content) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.role.isEmpty {
+      try visitor.visitSingularStringField(value: self.role, fieldNumber: 1)
+    }
+    if !self.content.isEmpty {
+      try visitor.visitSingularStringField(value: self.content, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Rlhf_V1_ChatMessage, rhs: Rlhf_V1_ChatMessage) -> Bool {
+    if lhs.role != rhs.role {return false}
+    if lhs.content != rhs.content {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
 nonisolated extension Rlhf_V1_RewardItem: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".RewardItem"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}prompt_id\0\u{3}sample_id\0\u{1}prompt\0\u{1}response\0\u{3}fields_json\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}prompt_id\0\u{3}sample_id\0\u{1}prompt\0\u{1}response\0\u{3}fields_json\0\u{1}messages\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1245,6 +1298,7 @@ nonisolated extension Rlhf_V1_RewardItem: SwiftProtobuf.Message, SwiftProtobuf._
       case 3: try { try decoder.decodeSingularStringField(value: &self.prompt) }()
       case 4: try { try decoder.decodeSingularStringField(value: &self.response) }()
       case 5: try { try decoder.decodeSingularStringField(value: &self.fieldsJson) }()
+      case 6: try { try decoder.decodeRepeatedMessageField(value: &self.messages) }()
       default: break
       }
     }
@@ -1266,6 +1320,9 @@ nonisolated extension Rlhf_V1_RewardItem: SwiftProtobuf.Message, SwiftProtobuf._
     if !self.fieldsJson.isEmpty {
       try visitor.visitSingularStringField(value: self.fieldsJson, fieldNumber: 5)
     }
+    if !self.messages.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.messages, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1275,6 +1332,7 @@ nonisolated extension Rlhf_V1_RewardItem: SwiftProtobuf.Message, SwiftProtobuf._
     if lhs.prompt != rhs.prompt {return false}
     if lhs.response != rhs.response {return false}
     if lhs.fieldsJson != rhs.fieldsJson {return false}
+    if lhs.messages != rhs.messages {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

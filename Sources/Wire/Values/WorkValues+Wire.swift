@@ -138,6 +138,12 @@ extension RewardRequest: WireCodable {
             w.prompt = item.prompt
             w.response = item.response
             w.fieldsJson = item.fieldsJSON
+            w.messages = item.messages.map { message in
+                var m = Rlhf_V1_ChatMessage()
+                m.role = message.role.rawValue
+                m.content = message.content
+                return m
+            }
             return w
         }
         return WirePayload(body: try protoBytes(r))
@@ -145,8 +151,17 @@ extension RewardRequest: WireCodable {
 
     public init(wirePayload: WirePayload) throws {
         let r = try Rlhf_V1_RewardRequest.parse(wirePayload.body)
-        self.init(items: r.items.map { RewardItem(promptID: $0.promptID, sampleID: $0.sampleID, prompt: $0.prompt, response: $0.response,
-                                                  fieldsJSON: $0.fieldsJson.isEmpty ? "{}" : $0.fieldsJson) })
+        self.init(items: try r.items.enumerated().map { i, item in
+            let messages = try item.messages.map { m -> ChatTemplate.Message in
+                guard let role = ChatTemplate.Role(rawValue: m.role) else {
+                    throw WireError.malformedBody("answer \(i + 1) of a reward request has a message of role \(m.role.debugDescription) "
+                                                  + "(expected system, user or assistant)")
+                }
+                return ChatTemplate.Message(role: role, content: m.content)
+            }
+            return RewardItem(promptID: item.promptID, sampleID: item.sampleID, prompt: item.prompt, response: item.response,
+                              fieldsJSON: item.fieldsJson.isEmpty ? "{}" : item.fieldsJson, messages: messages.isEmpty ? nil : messages)
+        })
     }
 }
 

@@ -123,21 +123,28 @@ public struct Scores: Sendable, Equatable {
     }
 }
 
-/// One answer for a reward function: the prompt and response as text, their ids in the round, and the
-/// prompt record's other fields (a JSON object's text, `{}` when it has none).
+/// One answer for a reward function: the prompt and response as text, their ids in the round, the
+/// prompt record's other fields (a JSON object's text, `{}` when it has none), and the prompt's whole
+/// conversation.
 public struct RewardItem: Sendable, Equatable {
     public var promptID: UInt64
     public var sampleID: UInt64
+    /// The prompt's last user turn.
     public var prompt: String
     public var response: String
     public var fieldsJSON: String
+    /// The prompt's conversation (a system message, earlier turns), ending with the user turn `prompt`.
+    public var messages: [ChatTemplate.Message]
 
-    public init(promptID: UInt64, sampleID: UInt64, prompt: String, response: String, fieldsJSON: String = "{}") {
+    /// An answer; `messages` defaults to one user turn of `prompt`.
+    public init(promptID: UInt64, sampleID: UInt64, prompt: String, response: String, fieldsJSON: String = "{}",
+                messages: [ChatTemplate.Message]? = nil) {
         self.promptID = promptID
         self.sampleID = sampleID
         self.prompt = prompt
         self.response = response
         self.fieldsJSON = fieldsJSON
+        self.messages = messages ?? [ChatTemplate.Message(role: .user, content: prompt)]
     }
 }
 

@@ -24,6 +24,7 @@ typedef struct Rlhf__V1__GenerateResult Rlhf__V1__GenerateResult;
 typedef struct Rlhf__V1__Sequence Rlhf__V1__Sequence;
 typedef struct Rlhf__V1__ScoreRequest Rlhf__V1__ScoreRequest;
 typedef struct Rlhf__V1__ScoreResult Rlhf__V1__ScoreResult;
+typedef struct Rlhf__V1__ChatMessage Rlhf__V1__ChatMessage;
 typedef struct Rlhf__V1__RewardItem Rlhf__V1__RewardItem;
 typedef struct Rlhf__V1__RewardRequest Rlhf__V1__RewardRequest;
 typedef struct Rlhf__V1__ReferenceLogProbRequest Rlhf__V1__ReferenceLogProbRequest;
@@ -237,8 +238,23 @@ struct  Rlhf__V1__ScoreResult
 
 
 /*
- * One answer for a reward function: the prompt and response as text, their ids in the round, and the
- * prompt record's other fields (a JSON object, as the data file gave them).
+ * One turn of a conversation: role "system", "user" or "assistant", and its text.
+ */
+struct  Rlhf__V1__ChatMessage
+{
+  ProtobufCMessage base;
+  char *role;
+  char *content;
+};
+#define RLHF__V1__CHAT_MESSAGE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&rlhf__v1__chat_message__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+
+
+/*
+ * One answer for a reward function: the prompt and response as text, their ids in the round, the
+ * prompt record's other fields (a JSON object, as the data file gave them), and the prompt's whole
+ * conversation (ending with the user turn that `prompt` is; empty: that turn alone).
  */
 struct  Rlhf__V1__RewardItem
 {
@@ -248,10 +264,12 @@ struct  Rlhf__V1__RewardItem
   char *prompt;
   char *response;
   char *fields_json;
+  size_t n_messages;
+  Rlhf__V1__ChatMessage **messages;
 };
 #define RLHF__V1__REWARD_ITEM__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&rlhf__v1__reward_item__descriptor) \
-    , 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+    , 0, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, 0,NULL }
 
 
 /*
@@ -715,6 +733,25 @@ Rlhf__V1__ScoreResult *
 void   rlhf__v1__score_result__free_unpacked
                      (Rlhf__V1__ScoreResult *message,
                       ProtobufCAllocator *allocator);
+/* Rlhf__V1__ChatMessage methods */
+void   rlhf__v1__chat_message__init
+                     (Rlhf__V1__ChatMessage         *message);
+size_t rlhf__v1__chat_message__get_packed_size
+                     (const Rlhf__V1__ChatMessage   *message);
+size_t rlhf__v1__chat_message__pack
+                     (const Rlhf__V1__ChatMessage   *message,
+                      uint8_t             *out);
+size_t rlhf__v1__chat_message__pack_to_buffer
+                     (const Rlhf__V1__ChatMessage   *message,
+                      ProtobufCBuffer     *buffer);
+Rlhf__V1__ChatMessage *
+       rlhf__v1__chat_message__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   rlhf__v1__chat_message__free_unpacked
+                     (Rlhf__V1__ChatMessage *message,
+                      ProtobufCAllocator *allocator);
 /* Rlhf__V1__RewardItem methods */
 void   rlhf__v1__reward_item__init
                      (Rlhf__V1__RewardItem         *message);
@@ -988,6 +1025,9 @@ typedef void (*Rlhf__V1__ScoreRequest_Closure)
 typedef void (*Rlhf__V1__ScoreResult_Closure)
                  (const Rlhf__V1__ScoreResult *message,
                   void *closure_data);
+typedef void (*Rlhf__V1__ChatMessage_Closure)
+                 (const Rlhf__V1__ChatMessage *message,
+                  void *closure_data);
 typedef void (*Rlhf__V1__RewardItem_Closure)
                  (const Rlhf__V1__RewardItem *message,
                   void *closure_data);
@@ -1044,6 +1084,7 @@ extern const ProtobufCMessageDescriptor rlhf__v1__generate_result__descriptor;
 extern const ProtobufCMessageDescriptor rlhf__v1__sequence__descriptor;
 extern const ProtobufCMessageDescriptor rlhf__v1__score_request__descriptor;
 extern const ProtobufCMessageDescriptor rlhf__v1__score_result__descriptor;
+extern const ProtobufCMessageDescriptor rlhf__v1__chat_message__descriptor;
 extern const ProtobufCMessageDescriptor rlhf__v1__reward_item__descriptor;
 extern const ProtobufCMessageDescriptor rlhf__v1__reward_request__descriptor;
 extern const ProtobufCMessageDescriptor rlhf__v1__reference_log_prob_request__descriptor;
