@@ -78,7 +78,7 @@ let package = Package(
         .target(
             name: "Recipe",
             dependencies: ["ClusterRuntime", "Launcher", "Wire", "Workers", "RLHF", "EmbeddedTask", "LlamaCore", "LlamaTraining",
-                           .product(name: "Logging", package: "swift-log"),
+                           .product(name: "Logging", package: "swift-log"), .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                            .product(name: "Yams", package: "Yams")]
         ),
         .target(

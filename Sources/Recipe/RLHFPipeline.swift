@@ -127,6 +127,8 @@ public final class RLHFPipeline {
     /// computes the old policy's log-probabilities itself, so that the importance ratios start at 1.
     public var generatorLogProbsAreExact = true
     private let metrics: FileHandle?
+    /// The same records as TensorBoard scalars (`RUN_DIR/tensorboard`; nil where it cannot be written).
+    private var tensorBoard: TensorBoardLog?
     /// How each round's policy is written (`export:` in the spec).
     public var export = PolicyExport()
     /// Whether evaluations also ask the reward-function workers (the spec has a reward function).
@@ -155,14 +157,17 @@ public final class RLHFPipeline {
         if !FileManager.default.fileExists(atPath: path) { _ = FileManager.default.createFile(atPath: path, contents: nil) }
         metrics = FileHandle(forWritingAtPath: path)
         _ = try? metrics?.seekToEnd()
+        tensorBoard = try? TensorBoardLog(directory: runDirectory + "/tensorboard")
     }
 
-    /// Appends one JSON object to metrics.jsonl.
+    /// Appends one JSON object to metrics.jsonl, and its numbers to the TensorBoard log.
     func metric(_ object: [String: Any]) {
         var o = object
-        o["time"] = Date().timeIntervalSince1970
+        let time = Date().timeIntervalSince1970
+        o["time"] = time
         guard let data = try? JSONSerialization.data(withJSONObject: o, options: [.sortedKeys]) else { return }
         metrics?.write(data + Data([0x0A]))
+        try? tensorBoard?.write(o, wallTime: time)
     }
 
     // MARK: - Reward models
@@ -265,7 +270,7 @@ public final class RLHFPipeline {
             version = stats.policyVersion
             last = stats
             coordinator.setProgress(stage, step: UInt64(step))
-            metric(["stage": "train_rm", "model": role.rawValue, "step": step, "steps": total, "loss": stats.loss,
+            metric(["stage": "train_rm", "model": role.rawValue, "version": version, "step": step, "steps": total, "loss": stats.loss,
                     "accuracy": stats.accuracy, "grad_norm": stats.gradNorm, "learning_rate": stats.learningRate])
         }
         rewardVersions[role] = version

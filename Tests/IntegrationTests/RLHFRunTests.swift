@@ -56,6 +56,11 @@ import TestKit
             }
         }
         #expect((summary["sft"] as? [String: Any])?["win_rate_vs_sft"] as? Double == 0.5)
+        // The metrics as TensorBoard scalars: one event file, a record per metrics line (each more than its header).
+        let events = try FileManager.default.contentsOfDirectory(atPath: run + "/tensorboard").filter { $0.hasPrefix("events.out.tfevents.") }
+        #expect(events.count == 1)
+        let eventBytes = try events.first.map { try Data(contentsOf: URL(fileURLWithPath: run + "/tensorboard/" + $0)).count } ?? 0
+        #expect(eventBytes > 40 * (try RLHFRunTests.lines(run + "/metrics.jsonl")).count, "\(eventBytes) bytes")
         for (i, name) in ["V1", "V2", "V3", "V4", "V5-RS"].enumerated() {
             // samples.jsonl: every (prompt, sample) of the round once (128 prompts x 4 at the quick size), one kept per prompt.
             let samples = try RLHFRunTests.lines(run + "/rounds/\(name)/samples.jsonl")
