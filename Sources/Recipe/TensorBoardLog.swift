@@ -2,10 +2,11 @@ import Foundation
 import LlamaCore
 import SwiftProtobuf
 
-/// The run's metrics as TensorBoard scalars, beside metrics.jsonl: `RUN_DIR/tensorboard/events.out.tfevents.*`
-/// (`tensorboard --logdir RUN_DIR/tensorboard`, or a directory of runs). A resumed run adds a file, which
-/// TensorBoard reads with the others. Every number of a metrics record becomes a scalar (`scalars(of:)`).
-struct TensorBoardLog {
+/// Metrics as TensorBoard scalars: a launch's beside its metrics.jsonl, `RUN_DIR/tensorboard/events.out.tfevents.*`
+/// (`tensorboard --logdir RUN_DIR/tensorboard`, or a directory of runs), and `rlhf train --tensorboard DIR`'s.
+/// A resumed run adds a file, which TensorBoard reads with the others. Every number of a metrics record
+/// becomes a scalar (`scalars(of:)`).
+public struct TensorBoardLog {
     /// One scalar of a record: `stage[/model]/key`, at `step`.
     struct Scalar: Equatable {
         var tag: String
@@ -68,10 +69,10 @@ struct TensorBoardLog {
     /// Records without a step of their own, counted per stage.
     private var counts: [String: Int64] = [:]
     /// The file written (`events.out.tfevents.SECONDS.HOST.PID`).
-    let path: String
+    public let path: String
 
     /// A new event file in `directory` (made where missing), headed by the format's version event.
-    init(directory: String) throws {
+    public init(directory: String) throws {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let now = Date().timeIntervalSince1970
         path = directory + "/events.out.tfevents.\(Int(now)).\(ProcessInfo.processInfo.hostName).\(getpid())"
@@ -86,7 +87,7 @@ struct TensorBoardLog {
     }
 
     /// Appends `record`'s scalars (`scalars(of:)`), as events at `wallTime` (one per step).
-    mutating func write(_ record: [String: Any], wallTime: Double) throws {
+    public mutating func write(_ record: [String: Any], wallTime: Double) throws {
         let stage = record["stage"] as? String ?? ""
         counts[stage, default: 0] += 1
         let scalars = TensorBoardLog.scalars(of: record, fallbackStep: counts[stage]!)

@@ -146,9 +146,14 @@ import TestKit
                 "\(changed.stderr)")
         #expect(changed.stderr.contains("--resume-with-changes"))
         // ... while options that do not shape the training may change.
-        let resumed = try CLITests.rlhf(arguments + ["--resume", "--threads", "2"])
+        let resumed = try CLITests.rlhf(arguments + ["--resume", "--threads", "2", "--tensorboard", dir + "/board"])
         #expect(resumed.status == 0, "\(resumed.stderr)")
         #expect(resumed.stdout.contains("resuming at step \(done)"), "\(resumed.stdout)")
+        // The resumed steps as TensorBoard scalars too: one event file, an event of five scalars per step after its header.
+        let boards = try FileManager.default.contentsOfDirectory(atPath: dir + "/board")
+        #expect(boards.count == 1 && boards[0].hasPrefix("events.out.tfevents."), "\(boards)")
+        let boardBytes = try boards.first.map { try Data(contentsOf: URL(fileURLWithPath: dir + "/board/" + $0)).count } ?? 0
+        #expect(boardBytes > 100 * (24 - done), "\(boardBytes) bytes for \(24 - done) steps")
         // Every step logged once: the first run's and the resumed run's lines together.
         let steps = TrainCLITests.lines(dir + "/base.bin.metrics.jsonl").compactMap { line -> Int? in
             (try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])?["step"] as? Int
@@ -191,5 +196,11 @@ import TestKit
         #expect(out.status != 0)
         #expect(out.stderr.contains("--out: cannot write \(dir)/no-such-folder/base.bin: no directory"), "\(out.stdout)\(out.stderr)")
         #expect(!out.stdout.contains("step 1"), "\(out.stdout)")
+        // So is a TensorBoard directory that cannot be made (a file is in the way).
+        let board = try CLITests.rlhf(["train", "pretrain", "--corpus", dir + "/corpus.txt", "--tokenizer", TrainCLITests.tokenizer,
+                                       "--config", "dim=32,n_layers=1,n_heads=2,seq_len=64", "--out", dir + "/base.bin",
+                                       "--steps", "1", "--batch-size", "2", "--tensorboard", dir + "/corpus.txt/board"])
+        #expect(board.status != 0 && board.stderr.contains("--tensorboard: cannot write \(dir)/corpus.txt/board"), "\(board.stdout)\(board.stderr)")
+        #expect(!board.stdout.contains("step 1"), "\(board.stdout)")
     }
 }

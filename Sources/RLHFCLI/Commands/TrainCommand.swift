@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import LlamaCore
 import LlamaTraining
+import Recipe
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -57,6 +58,8 @@ struct TrainCommand: ParsableCommand {
         var onBadData: BadDataPolicy = .stop
         @Option(help: "Metrics as JSON lines, one per step (default OUT.metrics.jsonl).")
         var metrics: String?
+        @Option(help: "Also write each step's metrics as TensorBoard scalars (train/loss, train/learning_rate, train/grad_norm, ...) in this directory.")
+        var tensorboard: String?
         @Option(help: "Write the training state every N steps (and every 60 s).")
         var checkpointEvery: Int = 200
         @Flag(help: "Resume from OUT.state, written by an interrupted or killed run of the same command.")
@@ -167,7 +170,7 @@ struct TrainCommand: ParsableCommand {
         /// the first state write after the work.
         func monitor(resuming: Bool) throws -> Monitor {
             for path in [out, statePath] { try OutputCheck.writable(path, option: "--out") }
-            return try Monitor(metricsPath: metrics ?? outStem + ".metrics.jsonl", append: resuming)
+            return try Monitor(metricsPath: metrics ?? outStem + ".metrics.jsonl", append: resuming, tensorBoardDirectory: tensorboard)
         }
 
         /// Reports the data's bad lines (all of them with `skip`; `stop` has thrown at the first).
@@ -187,6 +190,8 @@ struct TrainCommand: ParsableCommand {
     /// metrics file; Ctrl-C or SIGTERM asks the run to stop at the next step boundary.
     final class Monitor: @unchecked Sendable {
         let metrics: FileHandle?
+        /// `--tensorboard`'s log (nil: not asked for).
+        var tensorBoard: TensorBoardLog?
         let terminal = isatty(STDOUT_FILENO) == 1
         var lastPrint = Date.distantPast
         /// Set by SIGINT or SIGTERM.
@@ -194,7 +199,7 @@ struct TrainCommand: ParsableCommand {
         let stop = StopFlag()
         var sources: [DispatchSourceSignal] = []
 
-        init(metricsPath: String, append: Bool) throws {
+        init(metricsPath: String, append: Bool, tensorBoardDirectory: String? = nil) throws {
             if !append || !FileManager.default.fileExists(atPath: metricsPath) {
                 _ = FileManager.default.createFile(atPath: metricsPath, contents: nil)
             }
@@ -204,6 +209,11 @@ struct TrainCommand: ParsableCommand {
             }
             metrics = handle
             try handle.seekToEnd()
+            do {
+                tensorBoard = try tensorBoardDirectory.map { try TensorBoardLog(directory: $0) }
+            } catch {
+                throw ValidationError("--tensorboard: cannot write \(tensorBoardDirectory!): \(error)")
+            }
             for sig in [SIGINT, SIGTERM] {
                 signal(sig, SIG_IGN)
                 let source = DispatchSource.makeSignalSource(signal: sig, queue: DispatchQueue(label: "rlhf.train.signals"))
@@ -219,6 +229,8 @@ struct TrainCommand: ParsableCommand {
 
         func step(_ p: TrainingProgress) {
             if let data = try? JSONEncoder().encode(p) { metrics?.write(data + Data([0x0A])) }
+            try? tensorBoard?.write(["stage": "train", "step": p.step, "loss": p.loss, "learning_rate": Double(p.learningRate), "grad_norm": p.gradNorm,
+                                     "tokens_per_second": p.tokensPerSecond, "epoch": p.epoch], wallTime: Date().timeIntervalSince1970)
             let now = Date()
             let last = p.step == p.totalSteps
             guard last || now.timeIntervalSince(lastPrint) >= (terminal ? 0.2 : 5) else { return }
@@ -250,7 +262,7 @@ struct TrainCommand: ParsableCommand {
     }
 
     /// Options that may change between a run and its resume: they do not shape the training.
-    static let operationalOptions: Set<String> = ["--threads", "--metrics", "--checkpoint-every", "--resume", "--resume-with-changes"]
+    static let operationalOptions: Set<String> = ["--threads", "--metrics", "--tensorboard", "--checkpoint-every", "--resume", "--resume-with-changes"]
 
     /// The options that define a run, from its command line (`rlhf train SUBCOMMAND --key value ...` or
     /// `--key=value`; a flag reads "true"): the subcommand and every option given, less the operational
