@@ -231,3 +231,41 @@ enum DataRecords {
         return last.content
     }
 }
+
+/// A data file's per-record chat template arguments: a record's `chat_template_kwargs` object (TRL's
+/// column of that name; SmolTalk2 gives `{"enable_thinking": false}` per example) over the arguments
+/// the tokenizer has already (a spec's `model.chat_template_kwargs`, `--chat-template-kwargs`), the
+/// record's winning where both name one. Refused as those are: a name the template never reads, a name
+/// the renderer passes itself, a tokenizer without a template of its own. One tokenizer per distinct
+/// set of arguments is made and kept.
+public struct RecordTemplates {
+    /// The key looked for.
+    public static let key = "chat_template_kwargs"
+    public let base: Tokenizer
+    private var made: [String: Tokenizer] = [:]
+
+    public init(_ base: Tokenizer) { self.base = base }
+
+    /// The tokenizer to render `object` with: `base`, or a copy with the record's arguments.
+    public mutating func tokenizer(for object: [String: Any]) throws -> Tokenizer {
+        guard let value = object[RecordTemplates.key], !(value is NSNull) else { return base }
+        let own: ChatTemplateArguments
+        do {
+            own = try ChatTemplateArguments(mapping: value, key: RecordTemplates.key)
+        } catch let invalid as ChatTemplateArguments.Invalid {
+            throw LlamaError.invalidInput("\(invalid)")
+        }
+        guard !own.isEmpty else { return base }
+        let identity = String(decoding: try JSONSerialization.data(withJSONObject: value, options: [.sortedKeys, .fragmentsAllowed]), as: UTF8.self)
+        if let tokenizer = made[identity] { return tokenizer }
+        var tokenizer = base
+        let merged = (base.chatTemplate?.arguments.values ?? [:]).merging(own.values) { _, record in record }
+        do {
+            try tokenizer.useChatTemplateArguments(ChatTemplateArguments(merged))
+        } catch LlamaError.invalidInput(let reason), LlamaError.invalidTokenizer(_, let reason) {
+            throw LlamaError.invalidInput("\(RecordTemplates.key): \(reason)")
+        }
+        made[identity] = tokenizer
+        return tokenizer
+    }
+}

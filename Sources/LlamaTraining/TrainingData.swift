@@ -205,12 +205,14 @@ public enum TrainingData {
     }
 
     /// SFT data: JSON lines in any `SFTRecord` shape (`{"messages"}`, `{"prompt", "completion"}`,
-    /// `{"prompt", "response"}`, `{"text"}`), conversations in the tokenizer's chat format with the
-    /// loss on the answers' tokens only; a `text` record is `BOS + tokens + EOS`, all trained on.
+    /// `{"prompt", "response"}`, `{"text"}`), conversations in the tokenizer's chat format (with a
+    /// record's own `chat_template_kwargs`, `RecordTemplates`) with the loss on the answers' tokens
+    /// only; a `text` record is `BOS + tokens + EOS`, all trained on.
     public static func sft(_ path: String, tokenizer: Tokenizer, seqLen: Int, policy: BadDataPolicy,
                            keys: DataKeys = DataKeys()) throws -> (sequences: [MaskedSequence], issues: [DataIssue]) {
+        var templates = RecordTemplates(tokenizer)
         let (read, issues) = try records(path, policy: policy) { object -> MaskedSequence in
-            try sequence(SFTRecord(object, keys: keys), tokenizer: tokenizer, seqLen: seqLen)
+            try sequence(SFTRecord(object, keys: keys), tokenizer: try templates.tokenizer(for: object), seqLen: seqLen)
         }
         return (read.map(\.record), issues)
     }
@@ -247,10 +249,11 @@ public enum TrainingData {
     /// format's end of turn (`Tokenizer.endOfTurnId`; the score is read there).
     public static func preferences(_ path: String, tokenizer: Tokenizer, seqLen: Int, subset: PreferenceSubset = .all,
                                    policy: BadDataPolicy, keys: DataKeys = DataKeys()) throws -> (pairs: [PreferenceExample], issues: [DataIssue]) {
+        var templates = RecordTemplates(tokenizer)
         let (read, issues) = try records(path, policy: policy) { object -> PreferenceExample? in
             let record = try PreferenceRecord(object, keys: keys)
             if subset == .helpfulness && record.safety || subset == .safety && !record.safety { return nil }
-            let head = try ChatTemplate.promptIDs(conversation: record.prompt, tokenizer: tokenizer)
+            let head = try ChatTemplate.promptIDs(conversation: record.prompt, tokenizer: try templates.tokenizer(for: object))
             let end = tokenizer.endOfTurnId
             let c = head + tokenizer.encode(record.chosen) + [end], r = head + tokenizer.encode(record.rejected) + [end]
             guard max(c.count, r.count) <= seqLen else {

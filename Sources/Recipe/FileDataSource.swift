@@ -55,11 +55,12 @@ public struct FileDataSource: PromptSource, PairSource, SFTSource {
         let maxPromptTokens = seqLen
         self.seqLen = seqLen
         var skipped: [DataIssue] = []
+        var templates = RecordTemplates(tokenizer)
         func prompts(_ path: String?) throws -> [PlanPrompt] {
             guard let path else { return [] }
             let (records, issues) = try TrainingData.records(path, policy: files.onBadData) { object -> (PromptRecord, [Int32]) in
                 let record = try PromptRecord(object, keys: files.keys)
-                let ids = try FileDataSource.promptIDs(record.messages, tokenizer: tokenizer)
+                let ids = try FileDataSource.promptIDs(record.messages, tokenizer: try templates.tokenizer(for: object))
                 guard ids.count < maxPromptTokens else {
                     throw LlamaError.invalidInput("the prompt is \(ids.count) tokens, and the model's context is \(maxPromptTokens)")
                 }
@@ -93,10 +94,12 @@ public struct FileDataSource: PromptSource, PairSource, SFTSource {
         if let path = files.preferences {
             let (records, issues) = try TrainingData.records(path, policy: files.onBadData) { object -> PreferencePairText in
                 let record = try PreferenceRecord(object, keys: files.keys)
-                let single = record.prompt.count == 1 && record.prompt[0].role == .user
+                let own = try templates.tokenizer(for: object)
+                // A lone user turn rendered as the plan's tokenizer renders it is left to the plan (nil).
+                let plain = record.prompt.count == 1 && record.prompt[0].role == .user && object[RecordTemplates.key] == nil
                 return PreferencePairText(prompt: record.prompt.last?.content ?? "", chosen: record.chosen, rejected: record.rejected,
                                           level: record.level, margin: record.margin, safety: record.safety,
-                                          promptIDs: single ? nil : try FileDataSource.promptIDs(record.prompt, tokenizer: tokenizer))
+                                          promptIDs: plain ? nil : try FileDataSource.promptIDs(record.prompt, tokenizer: own))
             }
             skipped += issues
             guard !records.isEmpty else { throw LlamaError.invalidInput("\(path): no preference pairs") }

@@ -218,6 +218,13 @@ import Workers
                 "\(render.stdout) \(render.stderr)")
         let thinking = try CLITests.rlhf(["chat", "render", "--model", model], stdin: line)
         #expect(thinking.status == 0 && thinking.stdout == #"{"text":"<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"}"# + "\n", "\(thinking.stdout)")
+        // A line's own arguments go over the command's: each line as if given alone; a misspelt one is that line's error.
+        let own = line.replacingOccurrences(of: "}\n", with: #", "chat_template_kwargs": {"enable_thinking": true}}"# + "\n")
+        let bad = line.replacingOccurrences(of: "}\n", with: #", "chat_template_kwargs": \#(misspelt)}"# + "\n")
+        let mixed = try CLITests.rlhf(["chat", "render", "--model", model, "--chat-template-kwargs", off], stdin: line + own + bad)
+        #expect(mixed.status != 0 && mixed.stdout == render.stdout + thinking.stdout, "\(mixed.stdout)")
+        #expect(mixed.stderr.contains("stdin line 3: invalid input: chat_template_kwargs: the model's chat template") && mixed.stderr.contains("never reads enable_thinkng"),
+                "\(mixed.stderr)")
 
         func promptIDs(_ extra: [String]) throws -> [Int] {
             let result = try CLITests.rlhf(["generate", "--checkpoint", model, "--chat", "Hi", "--steps", "1", "--seed", "1", "--json"] + extra)

@@ -23,24 +23,11 @@ import TestKit
         .init(role: .user, content: "Another?"), .init(role: .assistant, content: "An owl."),
     ]
 
-    /// A copy of fixture `name` whose tokenizer_config.json carries `template`.
-    static func directory(_ name: String, template: String) throws -> String {
-        let dir = try Fixtures.temporaryDirectory()
-        let source = Fixtures.huggingFace(name)
-        for file in try FileManager.default.contentsOfDirectory(atPath: source) where file != "chat_template.jinja" {
-            try FileManager.default.copyItem(atPath: source + "/" + file, toPath: dir + "/" + file)
-        }
-        let configPath = dir + "/tokenizer_config.json"
-        var config = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: configPath))) as! [String: Any]
-        config["chat_template"] = template
-        try JSONSerialization.data(withJSONObject: config).write(to: URL(fileURLWithPath: configPath))
-        return dir
-    }
 
     @Test(arguments: [("smol", "hf-bytebpe-gqa"), ("zephyr", "hf-llama2-mha")])
     func idsAndAnswersAreTransformers(name: String, fixture: String) throws {
         let template = name == "smol" ? Self.smolTemplate : Self.zephyrTemplate
-        let dir = try Self.directory(fixture, template: template)
+        let dir = try Fixtures.huggingFace(fixture, template: template)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let tokenizer = try Tokenizer(path: dir)
         #expect(tokenizer.chatTemplate != nil)
@@ -76,7 +63,7 @@ import TestKit
     /// and at generation_config.json's ids: a base model's tokenizer (EOS `<|endoftext|>`) with a ChatML
     /// template ends answers with `<|im_end|>`, which it would otherwise generate past.
     @Test func answersEndWhereTheTemplateEndsThem() throws {
-        let dir = try Self.directory("hf-bytebpe-gqa", template: Self.smolTemplate)
+        let dir = try Fixtures.huggingFace("hf-bytebpe-gqa", template: Self.smolTemplate)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         var config = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/tokenizer_config.json"))) as! [String: Any]
         config["eos_token"] = "<|endoftext|>"
@@ -100,7 +87,7 @@ import TestKit
         try llama2.useChatFormat(.llama2)
         #expect(llama2.endOfTurnId == endOfText && llama2.stopIds == [endOfText, 7])
         // Zephyr's template ends answers with EOS; config.json's id stands in for a missing generation_config.json.
-        let zephyr = try Self.directory("hf-llama2-mha", template: Self.zephyrTemplate)
+        let zephyr = try Fixtures.huggingFace("hf-llama2-mha", template: Self.zephyrTemplate)
         defer { try? FileManager.default.removeItem(atPath: zephyr) }
         try FileManager.default.removeItem(atPath: zephyr + "/generation_config.json")
         var model = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: zephyr + "/config.json"))) as! [String: Any]
@@ -109,7 +96,7 @@ import TestKit
         let zephyrTokenizer = try Tokenizer(path: zephyr)
         #expect(zephyrTokenizer.endOfTurnId == 2 && zephyrTokenizer.stopIds == [2, 9])
         // A template that writes plain text after an answer ends it with EOS.
-        let plain = try Self.directory("hf-llama2-mha", template: "{% for m in messages %}{{ m['role'] + ': ' + m['content'] + '\n\n' }}{% endfor %}{% if add_generation_prompt %}assistant: {% endif %}")
+        let plain = try Fixtures.huggingFace("hf-llama2-mha", template: "{% for m in messages %}{{ m['role'] + ': ' + m['content'] + '\n\n' }}{% endfor %}{% if add_generation_prompt %}assistant: {% endif %}")
         defer { try? FileManager.default.removeItem(atPath: plain) }
         #expect(try Tokenizer(path: plain).endOfTurnId == 2)
         // llama2.c's tokenizer: EOS alone.
@@ -119,7 +106,7 @@ import TestKit
 
     /// An `eos_token_id` that is no token id is refused naming the file.
     @Test func aBadGenerationStopIdIsRefused() throws {
-        let dir = try Self.directory("hf-bytebpe-gqa", template: Self.smolTemplate)
+        let dir = try Fixtures.huggingFace("hf-bytebpe-gqa", template: Self.smolTemplate)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         for bad: Any in ["</s>", [2, "x"], true] {
             try Self.write(["eos_token_id": bad], to: dir + "/generation_config.json")
@@ -130,17 +117,17 @@ import TestKit
     /// A template the engine cannot read is refused where conversations are rendered, naming the file and
     /// line; one that raises refuses the conversation with its words.
     @Test func unreadableAndRaisingTemplates() throws {
-        let unreadable = try Self.directory("hf-bytebpe-gqa", template: "{% for m in messages %}\n{% include 'x' %}{% endfor %}")
+        let unreadable = try Fixtures.huggingFace("hf-bytebpe-gqa", template: "{% for m in messages %}\n{% include 'x' %}{% endfor %}")
         defer { try? FileManager.default.removeItem(atPath: unreadable) }
         let bad = try Tokenizer(path: unreadable)
         #expect { try bad.requireChatFormat() } throws: { "\($0)".contains("tokenizer_config.json") && "\($0)".contains("line 2") }
         // A template that cannot render a lone user message is refused up front.
-        let broken = try Self.directory("hf-bytebpe-gqa", template: "{{ messages[1]['content'].upper() }}")
+        let broken = try Fixtures.huggingFace("hf-bytebpe-gqa", template: "{{ messages[1]['content'].upper() }}")
         defer { try? FileManager.default.removeItem(atPath: broken) }
         #expect { try Tokenizer(path: broken).requireChatFormat() } throws: {
             "\($0)".contains("cannot render a lone user message") && "\($0)".contains("tokenizer_config.json")
         }
-        let strict = try Self.directory("hf-bytebpe-gqa", template: "{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}{% for m in messages %}{{ m['content'] }}{% endfor %}")
+        let strict = try Fixtures.huggingFace("hf-bytebpe-gqa", template: "{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}{% for m in messages %}{{ m['content'] }}{% endfor %}")
         defer { try? FileManager.default.removeItem(atPath: strict) }
         let tokenizer = try Tokenizer(path: strict)
         #expect {
@@ -148,12 +135,6 @@ import TestKit
         } throws: { "\($0)".contains("refuses the conversation: System role not supported") }
     }
 
-    /// Qwen3's template as the Jinja fixtures carry it (Tests/JinjaTests/Resources/cases.json).
-    static func qwen3Template() throws -> String {
-        let data = try Data(contentsOf: URL(fileURLWithPath: TestKit.repository + "/Tests/JinjaTests/Resources/cases.json"))
-        let object = try JSONSerialization.jsonObject(with: data) as! [String: Any]
-        return (object["templates"] as! [String: String])["qwen3"]!
-    }
 
     /// `chat_template_kwargs` reach every rendering: Qwen3's template with `enable_thinking: false` gives
     /// transformers' `apply_chat_template(..., enable_thinking=False)` ids (the prompt ends with an empty
@@ -161,7 +142,7 @@ import TestKit
     /// default (thinking: the empty block is part of the answer). Ids from transformers 5.25 on the
     /// byte-level fixture.
     @Test func templateArgumentsReachEveryRendering() throws {
-        let dir = try Self.directory("hf-bytebpe-gqa", template: try Self.qwen3Template())
+        let dir = try Fixtures.huggingFace("hf-bytebpe-gqa", template: try Fixtures.jinjaTemplate("qwen3"))
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let thinking = try Tokenizer(path: dir)
         var direct = thinking

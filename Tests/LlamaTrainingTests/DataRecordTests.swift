@@ -203,4 +203,37 @@ import TestKit
         try Data("PAR1\u{0}\u{0}".utf8).write(to: URL(fileURLWithPath: dir + "/train.parquet"))
         #expect { try read(dir + "/train.parquet", .skip) } throws: { "\($0)".contains("train.parquet is a Parquet file") }
     }
+    /// A record's own `chat_template_kwargs` (TRL's column; SmolTalk2's `{"enable_thinking": false}`) renders
+    /// that record, over the arguments the tokenizer has (the record's win); a bad one is the record's error.
+    @Test func aRecordsTemplateArgumentsRenderIt() throws {
+        let dir = try Fixtures.huggingFace("hf-bytebpe-gqa", template: try Fixtures.jinjaTemplate("qwen3"))
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let thinking = try Tokenizer(path: dir)
+        var direct = thinking
+        try direct.useChatTemplateArguments(ChatTemplateArguments(["enable_thinking": .bool(false)]))
+        let exchange = #""messages": [{"role": "user", "content": "Name an animal."}, {"role": "assistant", "content": "A fox."}]"#
+        let lines = ["{\(exchange)}", #"{\#(exchange), "chat_template_kwargs": {"enable_thinking": false}}"#,
+                     #"{\#(exchange), "chat_template_kwargs": {"enable_thinking": true}}"#,
+                     #"{\#(exchange), "chat_template_kwargs": {"enable_thinkng": false}}"#, #"{\#(exchange), "chat_template_kwargs": 3}"#]
+        let path = dir + "/sft.jsonl"
+        try (lines.joined(separator: "\n") + "\n").write(toFile: path, atomically: true, encoding: .utf8)
+        let conversation = [ChatTemplate.Message(role: .user, content: "Name an animal."), ChatTemplate.Message(role: .assistant, content: "A fox.")]
+        let record = SFTRecord.conversation(conversation)
+        let (thought, plain) = (try TrainingData.sequence(record, tokenizer: thinking, seqLen: 256), try TrainingData.sequence(record, tokenizer: direct, seqLen: 256))
+        #expect(thought != plain)
+        for (base, expected) in [(thinking, [thought, plain, thought]), (direct, [plain, plain, thought])] {
+            let (sequences, issues) = try TrainingData.sft(path, tokenizer: base, seqLen: 256, policy: .skip)
+            #expect(sequences == expected)
+            #expect(issues.map(\.line) == [4, 5])
+            #expect(issues.first?.reason.contains("chat_template_kwargs: the model's chat template") == true
+                    && issues.first?.reason.contains("never reads enable_thinkng") == true, "\(issues)")
+            #expect(issues.last?.reason.contains("chat_template_kwargs: expected a mapping") == true, "\(issues)")
+        }
+        // A preference pair's prompt renders with its record's arguments too.
+        try #"{"prompt": "Name an animal.", "chosen": "A fox.", "rejected": "No.", "chat_template_kwargs": {"enable_thinking": false}}"#
+            .write(toFile: dir + "/prefs.jsonl", atomically: true, encoding: .utf8)
+        let pairs = try TrainingData.preferences(dir + "/prefs.jsonl", tokenizer: thinking, seqLen: 256, policy: .stop).pairs
+        let head = ChatTemplate.promptIDs("Name an animal.", tokenizer: direct)
+        #expect(pairs.count == 1 && pairs[0].promptLength == head.count && pairs[0].chosen.starts(with: head))
+    }
 }

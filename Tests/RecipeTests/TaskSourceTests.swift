@@ -67,6 +67,25 @@ import TestKit
         try (lines.joined(separator: "\n") + "\n").write(toFile: path, atomically: true, encoding: .utf8)
     }
 
+    /// A prompt record's own `chat_template_kwargs` render its generation prompt (Qwen3's template: the empty
+    /// think block where thinking is off); a preference record's, its pair's prompt.
+    @Test func aRecordsTemplateArgumentsRenderItsPrompt() throws {
+        let dir = try Fixtures.huggingFace("hf-bytebpe-gqa", template: try Fixtures.jinjaTemplate("qwen3"))
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let thinking = try Tokenizer(path: dir)
+        var direct = thinking
+        try direct.useChatTemplateArguments(ChatTemplateArguments(["enable_thinking": .bool(false)]))
+        let off = #""chat_template_kwargs": {"enable_thinking": false}"#
+        try FileSourceTests.write([#"{"prompt": "Name an animal."}"#, #"{"prompt": "Name an animal.", \#(off)}"#], dir + "/prompts.jsonl")
+        try FileSourceTests.write([#"{"prompt": "Hi?", "chosen": "Hello.", "rejected": "No.", \#(off)}"#], dir + "/prefs.jsonl")
+        let source = try FileDataSource(files: DataFiles(prompts: dir + "/prompts.jsonl", evalPrompts: dir + "/prompts.jsonl",
+                                                         preferences: dir + "/prefs.jsonl"), tokenizer: thinking, seqLen: 256)
+        #expect(source.trainPrompts.map(\.ids) == [ChatTemplate.promptIDs("Name an animal.", tokenizer: thinking),
+                                                    ChatTemplate.promptIDs("Name an animal.", tokenizer: direct)])
+        #expect(source.trainPrompts[0].ids != source.trainPrompts[1].ids)
+        #expect(source.preferencePairs.map(\.promptIDs) == [ChatTemplate.promptIDs("Hi?", tokenizer: direct)])
+    }
+
     @Test func promptsAndPairsInTheShapesUsersBring() throws {
         let dir = try Fixtures.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }

@@ -13,6 +13,29 @@ public enum Fixtures {
 
     /// The Hugging Face model directories (`hf-llama2-mha`, `hf-bytebpe-gqa`).
     public static func huggingFace(_ name: String) -> String { root + "/hf/\(name)" }
+    /// A copy of Hugging Face fixture `name` (a fresh temporary directory) whose tokenizer_config.json carries
+    /// `template` as its chat template.
+    public static func huggingFace(_ name: String, template: String) throws -> String {
+        let dir = try temporaryDirectory()
+        let source = huggingFace(name)
+        for file in try FileManager.default.contentsOfDirectory(atPath: source) where file != "chat_template.jinja" {
+            try FileManager.default.copyItem(atPath: source + "/" + file, toPath: dir + "/" + file)
+        }
+        let configPath = dir + "/tokenizer_config.json"
+        var config = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: configPath))) as! [String: Any]
+        config["chat_template"] = template
+        try JSONSerialization.data(withJSONObject: config).write(to: URL(fileURLWithPath: configPath))
+        return dir
+    }
+
+    /// A model family's chat template as the Jinja fixtures carry it (`Tests/JinjaTests/Resources/cases.json`,
+    /// e.g. "qwen3").
+    public static func jinjaTemplate(_ family: String) throws -> String {
+        let data = try Data(contentsOf: URL(fileURLWithPath: TestKit.repository + "/Tests/JinjaTests/Resources/cases.json"))
+        let object = try JSONSerialization.jsonObject(with: data) as! [String: Any]
+        return (object["templates"] as! [String: String])[family]!
+    }
+
     /// A Hugging Face fixture's reference outputs (`NAME.reference.json`).
     public static func huggingFaceReference(_ name: String) throws -> [String: Any] {
         let data = try Data(contentsOf: URL(fileURLWithPath: root + "/hf/\(name).reference.json"))

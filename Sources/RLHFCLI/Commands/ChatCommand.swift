@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import LlamaCore
+import LlamaTraining
 
 /// `rlhf chat`: conversations in a model's chat format.
 struct ChatCommand: ParsableCommand {
@@ -26,7 +27,7 @@ struct ChatCommand: ParsableCommand {
     /// `rlhf chat render`: the text a model's chat template makes of conversations.
     struct Render: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Read {\"messages\": [...], \"add_generation_prompt\": bool} JSON lines on stdin, write {\"text\": ...} per line: the conversation as the model's chat template renders it.")
+            abstract: "Read {\"messages\": [...], \"add_generation_prompt\": bool, \"chat_template_kwargs\": {...}} JSON lines on stdin (the last two optional), write {\"text\": ...} per line: the conversation as the model's chat template renders it.")
 
         @Option(help: "Hugging Face model directory (its chat template and special tokens), or a tokenizer file.")
         var model: String
@@ -49,13 +50,15 @@ struct ChatCommand: ParsableCommand {
             } catch {
                 throw cliFailure(error)
             }
+            var templates = RecordTemplates(tokenizer)
             try forEachStandardInputJSONLine(failedWhat: "failed") { object in
                 guard let list = object["messages"] as? [Any] else {
                     throw LlamaError.invalidInput("expected a JSON object with a list \"messages\"")
                 }
                 let messages = try ChatCommand.messages(list)
                 let generationPrompt = object["add_generation_prompt"] as? Bool ?? false
-                print(jsonLine(["text": try tokenizer.renderChat(messages, addGenerationPrompt: generationPrompt)]))
+                // A line's own chat_template_kwargs, over --chat-template-kwargs.
+                print(jsonLine(["text": try templates.tokenizer(for: object).renderChat(messages, addGenerationPrompt: generationPrompt)]))
             }
         }
     }

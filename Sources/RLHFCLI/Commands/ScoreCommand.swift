@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import LlamaCore
+import LlamaTraining
 import Recipe
 
 /// `rlhf score`: a reward model's scores of conversations read as JSON lines.
@@ -46,7 +47,10 @@ struct ScoreCommand: ParsableCommand {
         } catch {
             throw cliFailure(error)
         }
+        var templates = RecordTemplates(tok)
         try forEachStandardInputJSONLine(failedWhat: "could not be scored", failed: { print(jsonLine(["error": "\($0)"])) }) { object in
+            // A line's own chat_template_kwargs, over --chat-template-kwargs.
+            let tok = try templates.tokenizer(for: object)
             let sequence: [Int32]
             if let list = object["messages"] as? [Any] {
                 let messages = try ChatCommand.messages(list)
