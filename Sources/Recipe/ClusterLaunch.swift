@@ -99,6 +99,7 @@ public final class ClusterLaunch {
             let config = try Checkpoint.readConfig(path: spec.checkpoint)
             let tokenizers = try ClusterLaunch.planTokenizers(spec, config: config)
             let files = try ClusterLaunch.planData(spec, tokenizer: tokenizers.policy, config: config)
+            if let files { try ClusterLaunch.checkRewardModelRoom(tokenizers, prompts: files.trainPrompts + files.evalPrompts) }
             lock.withLock { planned = (tokenizers, files) }
         }
         if !resuming { try journal.append(.run(specDigest: specDigest)) }
@@ -594,7 +595,7 @@ public final class ClusterLaunch {
                     + "train a reward model with the policy's tokenizer, or keep this one as it is")
             }
             do {
-                planned.rewardModelRenderings[role] = try RewardModelRendering(tokenizer: own)
+                planned.rewardModelRenderings[role] = try RewardModelRendering(tokenizer: own, contextLength: try Checkpoint.readConfig(path: directory).seqLen)
             } catch LlamaError.invalidTokenizer(_, let reason), LlamaError.invalidInput(let reason) {
                 throw ClusterSpec.Invalid(key: key, reason: difference + ", so it scores answers rendered in its own chat template, and \(reason)")
             }
@@ -602,6 +603,22 @@ public final class ClusterLaunch {
                                  + "it scores each answer's text rendered again in its own chat template")
         }
         return planned
+    }
+
+    /// Refuses `prompts` a reward model of another tokenizer cannot score an answer to (their rendering in
+    /// its template fills its context), naming the model's key and the first such prompt.
+    static func checkRewardModelRoom(_ tokenizers: PlanTokenizers, prompts: [PlanPrompt]) throws {
+        for (role, rendering) in tokenizers.rewardModelRenderings.sorted(by: { $0.key.rawValue < $1.key.rawValue }) {
+            for prompt in prompts {
+                do {
+                    try rendering.checkRoom(for: prompt.messages)
+                } catch LlamaError.invalidInput(let reason) {
+                    let text = prompt.text.count > 60 ? String(prompt.text.prefix(60)) + "..." : prompt.text
+                    throw ClusterSpec.Invalid(key: "model.\(role == .rewardModel ? "reward_model" : "safety_model")",
+                                              reason: "the prompt \(text.debugDescription): \(reason)")
+                }
+            }
+        }
     }
 
     /// The spec's data files (`data:`) read and tokenized with `tokenizer`; nil without a `data:` section.

@@ -11,11 +11,27 @@ import Wire
 public struct RewardModelRendering: Sendable {
     /// The reward model's tokenizer, with its chat template.
     public let tokenizer: Tokenizer
+    /// The most tokens the reward model scores (its `max_position_embeddings`; nil: not checked here).
+    public let contextLength: Int?
 
-    /// Renders with `tokenizer`; refused where it cannot render a conversation.
-    public init(tokenizer: Tokenizer) throws {
+    /// Renders with `tokenizer` for a model of `contextLength` tokens; refused where it cannot render a
+    /// conversation.
+    public init(tokenizer: Tokenizer, contextLength: Int? = nil) throws {
         try tokenizer.requireChatFormat()
         self.tokenizer = tokenizer
+        self.contextLength = contextLength
+    }
+
+    /// Throws where `prompt` leaves no room for an answer in the reward model's context: its rendering
+    /// with an empty answer already fills it (a round would fail at scoring, after its sampling).
+    public func checkRoom(for prompt: [ChatTemplate.Message]) throws {
+        guard let contextLength else { return }
+        let empty = try sequence(id: 0, prompt: prompt, response: "")
+        let count = empty.prompt.count + empty.response.count
+        guard count < contextLength else {
+            throw LlamaError.invalidInput("it renders as \(count) tokens with an empty answer in the reward model's template, "
+                                          + "and the reward model's context is \(contextLength): no room for an answer")
+        }
     }
 
     /// The ids of `response` answering `prompt` (a conversation ending with a user turn), as sequence `id`:

@@ -421,5 +421,12 @@ import Workers
         #expect(refused.status != 0 && refused.stderr.contains("model.reward_model") && refused.stderr.contains("plan step 1 trains it"),
                 "\(refused.stdout)\(refused.stderr)")
         #expect(!refused.stdout.contains("started"), "\(refused.stdout)")
+        // A prompt the reward models' 256-token context cannot hold with an answer: refused before any worker starts.
+        let long = String(repeating: "Tell me about the fox. ", count: 30)
+        try ((0..<8).map { $0 == 5 ? #"{"prompt": "\#(long)"}"# : single }.joined(separator: "\n") + "\n").write(toFile: dir + "/prompts.jsonl", atomically: true, encoding: .utf8)
+        let tooLong = try CLITests.rlhf(["launch", dir + "/spec.yaml", "--run-dir", dir + "/long"])
+        #expect(tooLong.status != 0 && tooLong.stderr.contains("model.reward_model") && tooLong.stderr.contains("no room for an answer"),
+                "\(tooLong.stdout)\(tooLong.stderr)")
+        #expect(!tooLong.stdout.contains("started"), "\(tooLong.stdout)")
     }
 }

@@ -53,6 +53,16 @@ import TestKit
         #expect { try planned(shipped, plan: "- rs_round: {name: V1}\n  - train_rm: {model: reward-model}") } throws: {
             "\($0)".contains("model.reward_model") && "\($0)".contains("plan step 2 trains it")
         }
+        // A prompt whose rendering fills the reward model's context (256 tokens) is refused before the round samples it.
+        #expect(other.rewardModelRenderings[.rewardModel]?.contextLength == 256)
+        let short = PlanPrompt(id: 0, text: "Tell me about the fox.", ids: [1], isSafety: false)
+        let long = PlanPrompt(id: 1, text: String(repeating: "Tell me about the fox. ", count: 60), ids: [1], isSafety: false)
+        try ClusterLaunch.checkRewardModelRoom(other, prompts: [short])
+        try ClusterLaunch.checkRewardModelRoom(same, prompts: [short, long])
+        #expect { try ClusterLaunch.checkRewardModelRoom(other, prompts: [short, long]) } throws: {
+            "\($0)".contains("model.reward_model") && "\($0)".contains("the prompt \"Tell me about the fox. Tell me")
+                && "\($0)".contains("the reward model's context is 256: no room for an answer")
+        }
     }
 
     /// A prompt that does not end with a user turn is refused, as every prompt rendering refuses it.
