@@ -247,6 +247,11 @@ import Workers
             let refused = try CLITests.rlhf(arguments + ["--chat-template-kwargs", misspelt], stdin: line)
             #expect(refused.status != 0 && refused.stderr.contains("never reads enable_thinkng"), "\(arguments[0]): \(refused.stderr)")
         }
+        // Pretraining renders no conversation: the arguments would change nothing, and are refused.
+        try "Once there was a fox.\n".write(toFile: dir + "/corpus.txt", atomically: true, encoding: .utf8)
+        let pretrain = try CLITests.rlhf(["train", "pretrain", "--corpus", dir + "/corpus.txt", "--tokenizer", model, "--config", "dim=32,n_layers=1,n_heads=2",
+                                          "--out", dir + "/pre.bin", "--steps", "1", "--chat-template-kwargs", off])
+        #expect(pretrain.status != 0 && pretrain.stderr.contains("train pretrain renders no conversation"), "\(pretrain.stderr)")
         let notJSON = try CLITests.rlhf(["chat", "render", "--model", model, "--chat-template-kwargs", "enable_thinking=false"], stdin: line)
         #expect(notJSON.status != 0 && notJSON.stderr.contains("--chat-template-kwargs: enable_thinking=false is not a JSON object"), "\(notJSON.stderr)")
 

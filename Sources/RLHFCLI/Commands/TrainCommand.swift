@@ -115,6 +115,10 @@ struct TrainCommand: ParsableCommand {
         /// The tokenizer (`tokenizerPath(near:)`) in the chat format of `--chat-template`, else its
         /// own (an unrecognised template is refused here, naming the supported formats).
         func loadTokenizer(near: String?, rendersChats: Bool = true) throws -> Tokenizer {
+            if !rendersChats && chatTemplateKwargs != nil {
+                // Said, rather than ignored: the arguments would change nothing.
+                throw ValidationError("--chat-template-kwargs: train pretrain renders no conversation (it trains on plain text); give it to train sft or rm")
+            }
             var tokenizer = try Tokenizer(path: tokenizerPath(near: near))
             if let chatTemplate {
                 try tokenizer.useChatFormat(chatTemplate)
