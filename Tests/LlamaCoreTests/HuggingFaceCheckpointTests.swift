@@ -179,6 +179,34 @@ import TestKit
         }
     }
 
+    /// A Phi3ForCausalLM is LLaMA's decoder with the query, key and value projections stored as one
+    /// `qkv_proj` and the gate and up projections as one `gate_up_proj`, and Mistral's sliding window: read
+    /// apart (grouped-query attention: 4 query heads, 2 key/value heads), transformers' float64 greedy ids,
+    /// log-probabilities and logits agree within the window; written out, it is the LlamaForCausalLM it
+    /// computes. Partial rotation (Phi-4-mini's) and dropout are refused by key.
+    @Test func phi3ReadsItsFusedProjections() throws {
+        let (weights, config) = try HuggingFaceCheckpoint.read(directory: Fixtures.phi3)
+        #expect(config.fusedProjections && config.llama.seqLen == 48 && config.llama.nKVHeads == 2 && config.llama.nHeads == 4)
+        try Self.expectGreedyAndLogits(weights, reference: try Fixtures.phi3Reference(), name: "phi3-fused")
+        let dir = try Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try HuggingFaceCheckpoint.write(weights, config: config, dtype: .float32, to: dir + "/out")
+        let written = try HuggingFaceCheckpoint.read(directory: dir + "/out")
+        #expect(written.config.llama == config.llama && !written.config.fusedProjections)
+        #expect(written.weights.storage.array(0..<written.weights.storage.count) == weights.storage.array(0..<weights.storage.count))
+        var object = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: Fixtures.phi3 + "/config.json"))) as! [String: Any]
+        for (key, value, message) in [("partial_rotary_factor", 0.75, "partial_rotary_factor: 0.75 is not supported"),
+                                      ("resid_pdrop", 0.1, "resid_pdrop: 0.1 is not supported (no dropout)")] {
+            var changed = object
+            changed[key] = value
+            #expect { try Self.config(changed) } throws: { "\($0)".contains(message) }
+        }
+        var parameters = (object["rope_parameters"] as? [String: Any]) ?? ["rope_type": "default", "rope_theta": 10000.0]
+        parameters["partial_rotary_factor"] = 0.5
+        object["rope_parameters"] = parameters
+        #expect { try Self.config(object) } throws: { "\($0)".contains("partial_rotary_factor: 0.5 is not supported") }
+    }
+
     /// A Qwen2ForCausalLM is LLaMA's decoder with biases on the query, key and value projections: the
     /// biases are read (the query's and key's elements permuted as their rows are), transformers' float64
     /// greedy ids, log-probabilities and logits agree, and it writes back as a Qwen2ForCausalLM, bit for

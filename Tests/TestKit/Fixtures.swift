@@ -59,6 +59,15 @@ public enum Fixtures {
         return try JSONSerialization.jsonObject(with: data) as! [String: Any]
     }
 
+    /// The Phi-3 fixture: a `Phi3ForCausalLM` directory (fused `qkv_proj` and `gate_up_proj`, grouped-query
+    /// attention, a sliding window of 48 within 512 positions), and its reference outputs (made by
+    /// `hf-phi3/generate.py`).
+    public static let phi3 = root + "/hf-phi3/phi3-fused"
+    public static func phi3Reference() throws -> [String: Any] {
+        let data = try Data(contentsOf: URL(fileURLWithPath: root + "/hf-phi3/phi3-fused.reference.json"))
+        return try JSONSerialization.jsonObject(with: data) as! [String: Any]
+    }
+
     /// The Qwen2 fixture: a `Qwen2ForCausalLM` directory (query, key and value biases), and transformers'
     /// float64 outputs and SFT gradients on it (made by `hf-qwen2/generate.py`).
     public static let qwen2 = root + "/hf-qwen2/qwen2-bias"

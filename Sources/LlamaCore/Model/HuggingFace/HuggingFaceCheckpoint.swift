@@ -46,19 +46,33 @@ public enum HuggingFaceCheckpoint {
         }
     }
 
-    /// Every tensor a model of `config` has in a Hugging Face file: name, core tensor, layer, shape.
-    static func tensors(_ config: LlamaConfig) -> [(name: String, tensor: ParameterTensor, layer: Int, shape: [Int])] {
-        var out: [(String, ParameterTensor, Int, [Int])] = []
-        out.append((name(.tokenEmbedding, layer: 0), .tokenEmbedding, 0, [config.vocabSize, config.dim]))
+    /// Every tensor a model of `config` has in a Hugging Face file: name, core tensor, layer, the file
+    /// tensor's shape, and which of its rows are the core tensor's (nil: all). With `fused` (Phi-3's
+    /// layout) a layer's query, key and value projections are one `self_attn.qkv_proj` (their rows
+    /// stacked in that order) and its gate and up projections one `mlp.gate_up_proj` (gate first).
+    static func tensors(_ config: LlamaConfig, fused: Bool = false)
+        -> [(name: String, tensor: ParameterTensor, layer: Int, shape: [Int], rows: Range<Int>?)] {
+        var out: [(String, ParameterTensor, Int, [Int], Range<Int>?)] = []
+        out.append((name(.tokenEmbedding, layer: 0), .tokenEmbedding, 0, [config.vocabSize, config.dim], nil))
         let perLayer: [ParameterTensor] = [.rmsAttention, .wq, .wk, .wv, .wo, .rmsFFN, .w1, .w2, .w3] + (config.attentionBias ? [.bq, .bk, .bv] : [])
             + (config.qkNorm ? [.qNorm, .kNorm] : [])
+        let (q, kv, hidden) = (config.queryDim, config.kvDim, config.hiddenDim)
+        let parts: [ParameterTensor: (name: String, rows: Range<Int>, of: Int)] = fused ? [
+            .wq: ("self_attn.qkv_proj.weight", 0 ..< q, q + 2 * kv), .wk: ("self_attn.qkv_proj.weight", q ..< q + kv, q + 2 * kv),
+            .wv: ("self_attn.qkv_proj.weight", q + kv ..< q + 2 * kv, q + 2 * kv),
+            .w1: ("mlp.gate_up_proj.weight", 0 ..< hidden, 2 * hidden), .w3: ("mlp.gate_up_proj.weight", hidden ..< 2 * hidden, 2 * hidden),
+        ] : [:]
         for layer in 0..<config.nLayers {
             for tensor in perLayer {
-                out.append((name(tensor, layer: layer), tensor, layer, Array(ParameterLayout.shape(tensor, config).dropFirst())))
+                if let part = parts[tensor] {
+                    out.append(("model.layers.\(layer).\(part.name)", tensor, layer, [part.of, config.dim], part.rows))
+                } else {
+                    out.append((name(tensor, layer: layer), tensor, layer, Array(ParameterLayout.shape(tensor, config).dropFirst()), nil))
+                }
             }
         }
-        out.append((name(.rmsFinal, layer: 0), .rmsFinal, 0, [config.dim]))
-        if !config.sharedClassifier { out.append((name(.classifier, layer: 0), .classifier, 0, [config.vocabSize, config.dim])) }
+        out.append((name(.rmsFinal, layer: 0), .rmsFinal, 0, [config.dim], nil))
+        if !config.sharedClassifier { out.append((name(.classifier, layer: 0), .classifier, 0, [config.vocabSize, config.dim], nil)) }
         return out
     }
 
@@ -144,13 +158,14 @@ public enum HuggingFaceCheckpoint {
             for name in file.entries.keys { location[name] = single }
         }
 
-        let expected = tensors(config)
+        let expected = tensors(config, fused: hfConfig.fusedProjections)
         var known = Set(expected.map(\.name))
         if hfConfig.isSequenceClassifier { known.insert(scoreHeadName) }
         for name in location.keys.sorted() where !known.contains(name) {
             // Older exports keep RoPE's inverse frequencies; a tied model may still store lm_head.
             if name.hasSuffix("rotary_emb.inv_freq") || (name == "lm_head.weight" && config.sharedClassifier) { continue }
-            let family = config.qkNorm ? "Qwen3" : config.attentionBias ? "Qwen2" : config.layersWithoutRoPE.isEmpty ? "LLaMA" : "SmolLM3"
+            let family = hfConfig.fusedProjections ? "Phi-3" : config.qkNorm ? "Qwen3" : config.attentionBias ? "Qwen2"
+                : config.layersWithoutRoPE.isEmpty ? "LLaMA" : "SmolLM3"
             throw LlamaError.invalidCheckpoint(path: directory, reason: "tensor \(name) has no place in a \(family) model the core runs (\(config.attentionBias ? "biases of the query, key and value projections only" : "no biases"), no extra layers)")
         }
         let weights = ModelWeights(zerosFor: config)
@@ -164,7 +179,7 @@ public enum HuggingFaceCheckpoint {
             }
             let offset = item.tensor == .rmsFinal || item.tensor == .tokenEmbedding || item.tensor == .classifier
                 ? weights.layout.offset(item.tensor) : weights.layout.offset(item.tensor, layer: item.layer)
-            try file.read(entry, columns: movesByElement(item.tensor) ? 1 : item.shape.last!, into: weights.storage, offset: offset,
+            try file.read(entry, rows: item.rows, columns: movesByElement(item.tensor) ? 1 : item.shape.last!, into: weights.storage, offset: offset,
                           destinationRow: coreRow(item.tensor, config))
         }
         guard hfConfig.isSequenceClassifier else { return (weights, hfConfig, nil) }

@@ -2,7 +2,8 @@ import Foundation
 
 /// A Hugging Face `config.json` of a `LlamaForCausalLM` (or a `MistralForCausalLM`, whose context is
 /// capped at its sliding window; a `Qwen2ForCausalLM`, LLaMA's blocks with query, key and value biases; a
-/// `Qwen3ForCausalLM`, with per-head query/key norms; a `SmolLM3ForCausalLM`, with layers without RoPE),
+/// `Qwen3ForCausalLM`, with per-head query/key norms; a `SmolLM3ForCausalLM`, with layers without RoPE; a
+/// `Phi3ForCausalLM`, LLaMA's with fused projections and Mistral's window),
 /// read into the core's `LlamaConfig` plus the token ids it names. Keys the core cannot honour (LLaMA's
 /// `attention_bias`, MLP biases, another architecture or activation, an odd head size, a RoPE scaling
 /// other than linear and LLaMA 3.1's, a sliding window but Mistral's) are refused with the key and its value.
@@ -18,6 +19,9 @@ public struct HuggingFaceConfig: Sendable, Equatable {
     /// `pad_token_id`, when given (written back as it was, or null: a family whose default names an id
     /// past a small vocabulary, as SmolLM3's 128004, would otherwise fail to load in transformers).
     public var padTokenId: Int?
+    /// Whether the weights store fused projections (Phi-3: `qkv_proj` and `gate_up_proj`), read apart
+    /// into the core's tensors. A model is written back unfused, as the LLaMA it computes.
+    public var fusedProjections = false
     /// Whether the directory holds a reward model (`LlamaForSequenceClassification` and its kin, one
     /// label): the trunk and a `score` head of `(1, D)` instead of `lm_head`, scoring a sequence at its
     /// last token that is not `pad_token_id`.
@@ -91,7 +95,9 @@ public struct HuggingFaceConfig: Sendable, Equatable {
         // and key head before RoPE; SmolLM3's is LLaMA's with no RoPE in some layers (no_rope_layers). Any of
         // them may set its head size apart from hidden_size / heads.
         // A reward model is the same decoder with a one-label `score` head (`*ForSequenceClassification`).
-        let families = ["Llama": "llama", "Mistral": "mistral", "Qwen2": "qwen2", "Qwen3": "qwen3", "SmolLM3": "smollm3"]
+        // Phi-3's is LLaMA's decoder with the query, key and value projections stored as one tensor and the
+        // gate and up projections as another, and Mistral's sliding window.
+        let families = ["Llama": "llama", "Mistral": "mistral", "Qwen2": "qwen2", "Qwen3": "qwen3", "SmolLM3": "smollm3", "Phi3": "phi3"]
         var modelType: String?
         var sequenceClassifier = false
         if let architectures = object["architectures"] {
@@ -113,7 +119,7 @@ public struct HuggingFaceConfig: Sendable, Equatable {
         }
         if let value = object["model_type"], !(value is NSNull) {
             guard let type = value as? String, families.values.contains(type) else {
-                throw refuse("model_type", "\(describe(value)) is not supported (only \"llama\", \"mistral\", \"qwen2\", \"qwen3\" or \"smollm3\")")
+                throw refuse("model_type", "\(describe(value)) is not supported (only \"llama\", \"mistral\", \"qwen2\", \"qwen3\", \"smollm3\" or \"phi3\")")
             }
             if let modelType, modelType != type {
                 throw refuse("model_type", "\(describe(value)) disagrees with architectures \(describe(object["architectures"]))")
@@ -182,7 +188,20 @@ public struct HuggingFaceConfig: Sendable, Equatable {
         // Mistral attends to the last `sliding_window` keys (transformers' mask: key j for query i where
         // j > i - window): within that many tokens it is full attention, so the context is capped there.
         var window: Int?
-        if modelType == "mistral" {
+        if modelType == "phi3" {
+            // Phi-3 rotates every dimension of a head (Phi-4-mini's partial rotation is not the core's), and its
+            // dropout is the core's (none).
+            // transformers 4 writes the factor at the top level, 5 in rope_parameters.
+            for place in [object, object["rope_parameters"] as? [String: Any] ?? [:]] {
+                if let factor = try double("partial_rotary_factor", in: place), factor != 1 {
+                    throw refuse("partial_rotary_factor", "\(factor) is not supported (RoPE over whole heads only)")
+                }
+            }
+            for key in ["resid_pdrop", "embd_pdrop", "attention_dropout"] {
+                if let rate = try double(key, in: object), rate != 0 { throw refuse(key, "\(rate) is not supported (no dropout)") }
+            }
+        }
+        if modelType == "mistral" || modelType == "phi3" {
             window = try int("sliding_window", required: false)
             if let window, window < 1 { throw refuse("sliding_window", "expected a positive integer or null, got \(window)") }
         }
@@ -195,7 +214,7 @@ public struct HuggingFaceConfig: Sendable, Equatable {
                 }
             }
         }
-        for key in ["sliding_window", "attn_logit_softcapping", "final_logit_softcapping"] where !(key == "sliding_window" && ["mistral", "qwen2", "qwen3", "smollm3"].contains(modelType)) {
+        for key in ["sliding_window", "attn_logit_softcapping", "final_logit_softcapping"] where !(key == "sliding_window" && ["mistral", "phi3", "qwen2", "qwen3", "smollm3"].contains(modelType)) {
             if let value = object[key], !(value is NSNull) {
                 throw refuse(key, "\(describe(value)) is not supported")
             }
@@ -250,6 +269,7 @@ public struct HuggingFaceConfig: Sendable, Equatable {
                   // Kept to write back only (the core pads nothing): any integer, else none.
                   padTokenId: (object["pad_token_id"] as? NSNumber).flatMap { isBoolean($0) ? nil : $0.intValue })
         isSequenceClassifier = sequenceClassifier
+        fusedProjections = modelType == "phi3"
     }
 
     /// config.json for `llama` as `transformers` writes a LlamaForCausalLM's (a Qwen2ForCausalLM's where the

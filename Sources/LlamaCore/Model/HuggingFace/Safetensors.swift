@@ -77,10 +77,10 @@ public struct SafetensorsFile: Sendable {
         self.metadata = metadata
     }
 
-    /// Reads `entry` as float32 rows of `columns` elements, row `r` of the file going to row
-    /// `destinationRow(r)` of `buffer` starting at `offset`. The file is read in chunks of whole
-    /// rows (about 4 MiB), converted as it goes: no second copy of the tensor is ever held.
-    func read(_ entry: Entry, columns: Int, into buffer: FloatBuffer, offset: Int,
+    /// Reads `entry` as float32 rows of `columns` elements (`rows` of them: all where nil), the `r`-th row
+    /// read going to row `destinationRow(r)` of `buffer` starting at `offset`. The file is read in chunks
+    /// of whole rows (about 4 MiB), converted as it goes: no second copy of the tensor is ever held.
+    func read(_ entry: Entry, rows range: Range<Int>? = nil, columns: Int, into buffer: FloatBuffer, offset: Int,
               destinationRow: (Int) -> Int = { $0 }) throws {
         let file = try ReadableFile(path: path)
         defer { file.close() }
@@ -88,13 +88,18 @@ public struct SafetensorsFile: Sendable {
         guard columns > 0, elements % columns == 0 else {
             throw LlamaError.invalidCheckpoint(path: path, reason: "tensor \(entry.name): \(elements) elements are not rows of \(columns)")
         }
-        let rows = elements / columns
+        let all = 0 ..< elements / columns
+        let range = range ?? all
+        guard range.lowerBound >= 0 && range.upperBound <= all.upperBound else {
+            throw LlamaError.invalidCheckpoint(path: path, reason: "tensor \(entry.name): rows \(range) of \(all.upperBound) asked for")
+        }
+        let rows = range.count
         let rowBytes = columns * entry.dtype.size
         let rowsPerChunk = max(1, (4 << 20) / rowBytes)
         var row = 0
         while row < rows {
             let count = min(rowsPerChunk, rows - row)
-            let bytes = try file.readBytes(at: entry.range.lowerBound + row * rowBytes, count: count * rowBytes, path: path)
+            let bytes = try file.readBytes(at: entry.range.lowerBound + (range.lowerBound + row) * rowBytes, count: count * rowBytes, path: path)
             buffer.withUnsafeMutableBufferPointer { dst in
                 bytes.withUnsafeBytes { src in
                     for r in 0..<count {
