@@ -576,7 +576,8 @@ public final class ClusterLaunch {
         for (role, directory) in spec.pretrainedRewardModels.sorted(by: { $0.key.rawValue < $1.key.rawValue }) {
             let key = "model.\(role == .rewardModel ? "reward_model" : "safety_model")"
             let own = try Tokenizer(path: directory)
-            try own.check(against: try Checkpoint.readConfig(path: directory), path: directory)
+            let ownConfig = try Checkpoint.readConfig(path: directory)
+            try own.check(against: ownConfig, path: directory)
             guard let id = own.firstDifference(from: tokenizer) else {
                 // Its template may still differ: it then reads the policy's rendering (as TRL's PPOTrainer does).
                 let probe = [ChatTemplate.Message(role: .user, content: "Hello."), ChatTemplate.Message(role: .assistant, content: "Hi.")]
@@ -595,7 +596,7 @@ public final class ClusterLaunch {
                     + "train a reward model with the policy's tokenizer, or keep this one as it is")
             }
             do {
-                planned.rewardModelRenderings[role] = try RewardModelRendering(tokenizer: own, contextLength: try Checkpoint.readConfig(path: directory).seqLen)
+                planned.rewardModelRenderings[role] = try RewardModelRendering(tokenizer: own, contextLength: ownConfig.seqLen)
             } catch LlamaError.invalidTokenizer(_, let reason), LlamaError.invalidInput(let reason) {
                 throw ClusterSpec.Invalid(key: key, reason: difference + ", so it scores answers rendered in its own chat template, and \(reason)")
             }
