@@ -112,11 +112,15 @@ import TestKit
         #expect(message { _ = try generator.generate(GenerationRequest(promptIds: [1, -3], maxNewTokens: 4)) }.contains("outside the vocabulary"))
         let cache = transformer.makeCache()
         #expect(message { _ = try transformer.decode([1, 2], caches: [cache, cache]) }.contains("same cache"))
-        // A full context stops generation with a defined reason instead of failing.
+        // A full context stops generation with a defined reason instead of failing, the prompt and the answer
+        // seq_len tokens together (one more would not fit a scorer or a learner of this model), batched or not.
         let nearlyFull = [Int32](repeating: 5, count: 120)
-        let result = try generator.generate(GenerationRequest(promptIds: nearlyFull, maxNewTokens: 50, sampling: .greedy, stopTokens: []))
-        #expect(result.ids.count == 9)
+        let request = GenerationRequest(promptIds: nearlyFull, maxNewTokens: 50, sampling: .greedy, stopTokens: [])
+        let result = try generator.generate(request)
+        #expect(result.ids.count == 8)
         #expect(result.finishReason == .contextFull)
+        let batched = try generator.generate(batch: [request, GenerationRequest(promptIds: [1, 2], maxNewTokens: 3, sampling: .greedy, stopTokens: [])], slots: 2)
+        #expect(batched[0].ids.count == 8 && batched[0].finishReason == .contextFull && batched[1].ids.count == 3)
     }
 
     /// Both bfloat16 paths (the row-major copy of a model without batched decode, and the pair panels

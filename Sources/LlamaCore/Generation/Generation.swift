@@ -4,7 +4,7 @@ public enum FinishReason: String, Sendable, Codable {
     case endOfSequence = "eos"
     /// `maxNewTokens` tokens were generated.
     case maxTokens = "max_tokens"
-    /// The sequence reached the model's `seq_len`.
+    /// The sequence, prompt and answer, reached the model's `seq_len` tokens.
     case contextFull = "context_full"
 }
 
@@ -101,7 +101,9 @@ public final class TextGenerator {
             onToken(token)
             if request.stopTokens.contains(token.id) { result.finishReason = .endOfSequence; break }
             if result.ids.count >= request.maxNewTokens { result.finishReason = .maxTokens; break }
-            if cache.length >= transformer.config.seqLen { result.finishReason = .contextFull; break }
+            // The sequence (its last token not yet cached) holds seq_len tokens: one more would not fit a
+            // model of this context (the reference policy's, the learner's), as transformers' max_length.
+            if cache.length + 1 >= transformer.config.seqLen { result.finishReason = .contextFull; break }
             logits = try transformer.decode(token.id, cache: cache)
         }
         return result
@@ -153,7 +155,7 @@ public final class TextGenerator {
                 results[i].finishReason = .endOfSequence
             } else if results[i].ids.count >= requests[i].maxNewTokens {
                 results[i].finishReason = .maxTokens
-            } else if cache.length >= transformer.config.seqLen {
+            } else if cache.length + 1 >= transformer.config.seqLen {
                 results[i].finishReason = .contextFull
             } else {
                 active.append(i)
