@@ -53,18 +53,26 @@ public struct ParameterGroup {
     public let gradients: FloatBuffer
     /// Trained ranges.
     public let ranges: [Range<Int>]
+    /// What weight decay pulls each range's values toward (0 but where the values are stored offset from
+    /// the parameters a framework decays: Gemma's norm weights, which the core keeps as `1 + weight`).
+    public let decayCenters: [Float]
 
-    public init(values: FloatBuffer, gradients: FloatBuffer, ranges: [Range<Int>]) {
+    public init(values: FloatBuffer, gradients: FloatBuffer, ranges: [Range<Int>], decayCenters: [Float]? = nil) {
         precondition(values.count == gradients.count)
+        precondition(decayCenters == nil || decayCenters!.count == ranges.count, "one decay center per range")
         self.values = values
         self.gradients = gradients
         self.ranges = ranges
+        self.decayCenters = decayCenters ?? ranges.map { _ in 0 }
     }
 
-    /// The model's trainable tensors (everything but the legacy RoPE tables).
+    /// The model's trainable tensors (everything but the legacy RoPE tables); a family whose norms scale by
+    /// `1 + weight` (Gemma) decays its norms' scales toward 1, as PyTorch decays its `weight` toward 0.
     public init(model: TrainableTransformer) {
+        let layout = model.weights.layout, offset = HuggingFaceConfig.normWeightOffset(model.config)
         self.init(values: model.weights.storage, gradients: model.gradients,
-                  ranges: model.weights.layout.trainableTensors.map { model.weights.layout.range($0) })
+                  ranges: layout.trainableTensors.map { layout.range($0) },
+                  decayCenters: layout.trainableTensors.map { $0.isNormWeight ? offset : 0 })
     }
 }
 
@@ -151,13 +159,16 @@ public final class AdamW {
         for (index, group) in groups.enumerated() {
             let p = group.values.baseAddress, g = group.gradients.baseAddress
             let m = firstMoments[index].baseAddress, v = secondMoments[index].baseAddress
-            for range in group.ranges {
+            for (range, center) in zip(group.ranges, group.decayCenters) {
+                // Decay toward a center c: p - lr wd (p - c), the decay's p (1 - lr wd) plus lr wd c.
+                let pull = center == 0 ? 0 : (1 - decay) * center
                 pool.run { t in
                     let share = ComputePool.share(of: range.count, thread: t, threads: threads, grain: 1024)
                     guard !share.isEmpty else { return }
                     let i = range.lowerBound + share.lowerBound
                     TrainingKernels.adamWUpdate(p + i, m + i, v + i, g + i, count: share.count, scale: scale, settings: s, lr: lr,
                                                 decay: decay, correction1: correction1, correction2: correction2)
+                    if pull != 0 { for j in i ..< i + share.count { p[j] += pull } }
                 }
             }
         }

@@ -37,6 +37,9 @@ public final class ForwardTape {
         /// With query/key norms (Qwen3): `(N, QD)` queries and `(N, KVD)` keys before them, and `(N, nHeads)`,
         /// `(N, nKVHeads)` each head's inverse RMS; empty otherwise.
         let qRaw: FloatBuffer, kRaw: FloatBuffer, qInverse: FloatBuffer, kInverse: FloatBuffer
+        /// With post norms (Gemma): `(N, D)` the attention's and the feed-forward's outputs before their
+        /// norms, and `(N)` each one's inverse RMS; empty otherwise.
+        let attOut: FloatBuffer, ffnOut: FloatBuffer, rmsPostAttention: FloatBuffer, rmsPostFFN: FloatBuffer
 
         init(n: Int, config c: LlamaConfig, probCount: Int) {
             xIn = FloatBuffer(count: n * c.dim)
@@ -58,6 +61,11 @@ public final class ForwardTape {
             kRaw = FloatBuffer(count: norms * c.kvDim)
             qInverse = FloatBuffer(count: norms * c.nHeads)
             kInverse = FloatBuffer(count: norms * c.nKVHeads)
+            let post = c.postNorms ? n : 0
+            attOut = FloatBuffer(count: post * c.dim)
+            ffnOut = FloatBuffer(count: post * c.dim)
+            rmsPostAttention = FloatBuffer(count: post)
+            rmsPostFFN = FloatBuffer(count: post)
         }
     }
 

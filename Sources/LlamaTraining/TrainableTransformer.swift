@@ -31,7 +31,7 @@ public final class TrainableTransformer {
     private var scoringProjections: TransposedProjections?
     /// LoRA scratch: `(N, rank)` adapter activations and their gradient, `(N, max(D, H))` dropped inputs.
     private var loraScratch = FloatBuffer(count: 0)
-    /// `(S, hs/2)` RoPE table.
+    /// `(S, hs/2)` RoPE tables (the global one, then the local layers' where the config has a local base).
     private let ropeCos: [Float], ropeSin: [Float]
     /// The tape `forward` fills (reused).
     private let tape: ForwardTape
@@ -84,7 +84,7 @@ public final class TrainableTransformer {
         self.pool = pool
         self.products = MatrixProducts(pool: pool, precision: precision)
         let c = weights.config
-        (ropeCos, ropeSin) = c.ropeTables()
+        (ropeCos, ropeSin) = c.allRoPETables()
         tape = ForwardTape(config: c)
     }
 
@@ -159,6 +159,9 @@ public final class TrainableTransformer {
         batch.tokens.withUnsafeBufferPointer { tokens in
             pool.parallelFor(n, grain: 64) { range, _ in
                 for r in range { (input + r * D).update(from: embedding + Int(tokens[r]) * D, count: D) }
+                if let scale = c.embeddingScale {
+                    for i in range.lowerBound * D ..< range.upperBound * D { input[i] *= scale }
+                }
             }
         }
         for (l, saved) in tape.layers.enumerated() {
@@ -177,20 +180,33 @@ public final class TrainableTransformer {
             addBias(.bv, l, to: saved.v.baseAddress, rows: n, width: KVD)
             normHeads(.qNorm, l, saved.q.baseAddress, rows: n, heads: c.nHeads, raw: saved.qRaw.baseAddress, inverse: saved.qInverse.baseAddress)
             normHeads(.kNorm, l, saved.k.baseAddress, rows: n, heads: c.nKVHeads, raw: saved.kRaw.baseAddress, inverse: saved.kInverse.baseAddress)
-            if c.usesRoPE(layer: l) { rotate(queries: saved.q, keys: saved.k, batch: batch, sign: 1) }
+            if c.usesRoPE(layer: l) { rotate(queries: saved.q, keys: saved.k, batch: batch, layer: l, sign: 1) }
             attentionForward(saved, batch: batch, tape: tape, forBackward: lastLayerRows == nil)
-            copy(saved.xMid.baseAddress, from: x.baseAddress, count: n * D)
-            project(.wo, l, saved.xMid.baseAddress, saved.att.baseAddress, n: n, inFeatures: QD, outFeatures: D, accumulate: true, seed: seed)
+            if c.postNorms {
+                // x_mid = x_in + rmsnorm(Wo att): the output saved before its norm.
+                project(.wo, l, saved.attOut.baseAddress, saved.att.baseAddress, n: n, inFeatures: QD, outFeatures: D, seed: seed)
+                normRows(out: saved.xMid, inverse: saved.rmsPostAttention, input: saved.attOut, weight: w + offset(.rmsPostAttention, l), rows: n)
+                add(x.baseAddress, into: saved.xMid.baseAddress, count: n * D)
+            } else {
+                copy(saved.xMid.baseAddress, from: x.baseAddress, count: n * D)
+                project(.wo, l, saved.xMid.baseAddress, saved.att.baseAddress, n: n, inFeatures: QD, outFeatures: D, accumulate: true, seed: seed)
+            }
             normRows(out: saved.xn2, inverse: saved.rms2, input: saved.xMid, weight: w + offset(.rmsFFN, l), rows: n)
             project(.w1, l, saved.h1.baseAddress, saved.xn2.baseAddress, n: n, inFeatures: D, outFeatures: H, seed: seed)
             project(.w3, l, saved.h3.baseAddress, saved.xn2.baseAddress, n: n, inFeatures: D, outFeatures: H, seed: seed)
             let h1 = saved.h1.baseAddress, h3 = saved.h3.baseAddress, g = saved.g.baseAddress
             pool.parallelFor(n * H, grain: 1024) { range, _ in
-                Kernels.swiglu(out: g + range.lowerBound, gate: h1 + range.lowerBound, up: h3 + range.lowerBound, range.count)
+                Kernels.gatedActivation(c.activation, out: g + range.lowerBound, gate: h1 + range.lowerBound, up: h3 + range.lowerBound, range.count)
             }
             let next = tape.output(ofLayer: l)
-            copy(next.baseAddress, from: saved.xMid.baseAddress, count: n * D)
-            project(.w2, l, next.baseAddress, g, n: n, inFeatures: H, outFeatures: D, accumulate: true, seed: seed)
+            if c.postNorms {
+                project(.w2, l, saved.ffnOut.baseAddress, g, n: n, inFeatures: H, outFeatures: D, seed: seed)
+                normRows(out: next, inverse: saved.rmsPostFFN, input: saved.ffnOut, weight: w + offset(.rmsPostFFN, l), rows: n)
+                add(saved.xMid.baseAddress, into: next.baseAddress, count: n * D)
+            } else {
+                copy(next.baseAddress, from: saved.xMid.baseAddress, count: n * D)
+                project(.w2, l, next.baseAddress, g, n: n, inFeatures: H, outFeatures: D, accumulate: true, seed: seed)
+            }
         }
         let x = tape.xFinal
         if let rows = lastLayerRows {
@@ -230,14 +246,15 @@ public final class TrainableTransformer {
             ropeSin.withUnsafeBufferPointer { sinT in
                 batch.positions.withUnsafeBufferPointer { positions in
                     if c.usesRoPE(layer: l) {
+                        let tableStart = c.ropeTableOffset(layer: l)
                         pool.parallelFor(n, grain: 16) { range, _ in
                             for r in range {
-                                let table = positions[r] * half
+                                let table = tableStart + positions[r] * half
                                 TrainingKernels.rope(k + r * KVD, heads: c.nKVHeads, hs: hs, cos: cosT.baseAddress! + table, sin: sinT.baseAddress! + table)
                             }
                         }
                         for (i, r) in rows.enumerated() {
-                            let table = positions[r] * half
+                            let table = tableStart + positions[r] * half
                             TrainingKernels.rope(q + i * QD, heads: c.nHeads, hs: hs, cos: cosT.baseAddress! + table, sin: sinT.baseAddress! + table)
                         }
                     }
@@ -251,7 +268,7 @@ public final class TrainableTransformer {
                                 let r = rows[i], start = batch.offsets[sequenceOfRow[i]]
                                 Kernels.attend(out: att + i * QD, query: q + i * QD, keys: k + start * KVD, values: v + start * KVD,
                                                rowStride: KVD, count: positions[r] + 1, heads: 0..<c.nHeads, groupSize: c.kvGroupSize,
-                                               headSize: hs, scale: 1 / Float(hs).squareRoot(), scores: scores, scoreStride: stride)
+                                               headSize: hs, scale: c.attentionScale, scores: scores, scoreStride: stride)
                             }
                         }
                     }
@@ -260,16 +277,30 @@ public final class TrainableTransformer {
         }
         let xIn = saved.xIn.baseAddress, xMid = saved.xMid.baseAddress
         for (i, r) in rows.enumerated() { (xMid + i * D).update(from: xIn + r * D, count: D) }
-        project(.wo, l, xMid, att, n: m, inFeatures: QD, outFeatures: D, accumulate: true, seed: seed)
+        if c.postNorms {
+            let attOut = saved.attOut.baseAddress
+            project(.wo, l, attOut, att, n: m, inFeatures: QD, outFeatures: D, seed: seed)
+            normRows(out: saved.attOut, inverse: saved.rmsPostAttention, input: saved.attOut, weight: w + offset(.rmsPostAttention, l), rows: m)
+            for i in 0..<m * D { xMid[i] += attOut[i] }
+        } else {
+            project(.wo, l, xMid, att, n: m, inFeatures: QD, outFeatures: D, accumulate: true, seed: seed)
+        }
         normRows(out: saved.xn2, inverse: saved.rms2, input: saved.xMid, weight: w + offset(.rmsFFN, l), rows: m)
         let h1 = saved.h1.baseAddress, h3 = saved.h3.baseAddress, g = saved.g.baseAddress
         project(.w1, l, h1, saved.xn2.baseAddress, n: m, inFeatures: D, outFeatures: H, seed: seed)
         project(.w3, l, h3, saved.xn2.baseAddress, n: m, inFeatures: D, outFeatures: H, seed: seed)
-        Kernels.swiglu(out: g, gate: h1, up: h3, m * H)
+        Kernels.gatedActivation(c.activation, out: g, gate: h1, up: h3, m * H)
         // The layer's output rows, computed compactly in xn1 (free now), then placed.
         let out = xn1, final = tape.xFinal.baseAddress
         out.update(from: xMid, count: m * D)
-        project(.w2, l, out, g, n: m, inFeatures: H, outFeatures: D, accumulate: true, seed: seed)
+        if c.postNorms {
+            let ffnOut = saved.ffnOut.baseAddress
+            project(.w2, l, ffnOut, g, n: m, inFeatures: H, outFeatures: D, seed: seed)
+            normRows(out: saved.ffnOut, inverse: saved.rmsPostFFN, input: saved.ffnOut, weight: w + offset(.rmsPostFFN, l), rows: m)
+            for i in 0..<m * D { out[i] += ffnOut[i] }
+        } else {
+            project(.w2, l, out, g, n: m, inFeatures: H, outFeatures: D, accumulate: true, seed: seed)
+        }
         for (i, r) in rows.enumerated() { (final + r * D).update(from: out + i * D, count: D) }
     }
 
@@ -283,7 +314,7 @@ public final class TrainableTransformer {
             blockAttention(saved, batch: batch)
             return
         }
-        let scale = 1 / Float(hs).squareRoot()
+        let scale = c.attentionScale
         let q = saved.q.baseAddress, k = saved.k.baseAddress, v = saved.v.baseAddress
         let att = saved.att.baseAddress, probs = saved.probs.baseAddress
         let pairs = batch.sequences.count * c.nHeads, threads = pool.threadCount
@@ -327,7 +358,7 @@ public final class TrainableTransformer {
     /// 15M shape).
     private func blockAttention(_ saved: ForwardTape.Layer, batch: TokenBatch) {
         let c = config, QD = c.queryDim, KVD = c.kvDim, hs = c.headSize, group = c.kvGroupSize
-        let scale = 1 / Float(hs).squareRoot(), block = TrainableTransformer.attentionRowBlock
+        let scale = c.attentionScale, block = TrainableTransformer.attentionRowBlock
         let longest = batch.sequences.map(\.count).max() ?? 0
         let padded = (longest + 15) / 16 * 16
         let perThread = (hs + block) * padded
@@ -372,15 +403,15 @@ public final class TrainableTransformer {
 
     /// RoPE on every row's queries `(N, QD)` and keys `(N, KVD)` at the row's position in its sequence
     /// (`sign` -1 rotates back: the backward pass); rows in parallel.
-    private func rotate(queries: FloatBuffer, keys: FloatBuffer, batch: TokenBatch, sign: Float) {
-        let c = config, QD = c.queryDim, KVD = c.kvDim, hs = c.headSize, half = hs / 2
+    private func rotate(queries: FloatBuffer, keys: FloatBuffer, batch: TokenBatch, layer l: Int, sign: Float) {
+        let c = config, QD = c.queryDim, KVD = c.kvDim, hs = c.headSize, half = hs / 2, tableStart = c.ropeTableOffset(layer: l)
         let q = queries.baseAddress, k = keys.baseAddress
         ropeCos.withUnsafeBufferPointer { cosT in
             ropeSin.withUnsafeBufferPointer { sinT in
                 batch.positions.withUnsafeBufferPointer { positions in
                     pool.parallelFor(batch.rowCount, grain: 16) { range, _ in
                         for r in range {
-                            let table = positions[r] * half
+                            let table = tableStart + positions[r] * half
                             TrainingKernels.rope(q + r * QD, heads: c.nHeads, hs: hs, cos: cosT.baseAddress! + table,
                                                  sin: sinT.baseAddress! + table, sign: sign)
                             TrainingKernels.rope(k + r * KVD, heads: c.nKVHeads, hs: hs, cos: cosT.baseAddress! + table,
@@ -389,6 +420,13 @@ public final class TrainableTransformer {
                     }
                 }
             }
+        }
+    }
+
+    /// `destination[i] += source[i]` for `count` floats, in parallel (a residual add).
+    private func add(_ source: UnsafePointer<Float>, into destination: UnsafeMutablePointer<Float>, count: Int) {
+        pool.parallelFor(count, grain: 1 << 14) { range, _ in
+            for i in range { destination[i] += source[i] }
         }
     }
 
@@ -592,14 +630,17 @@ public final class TrainableTransformer {
                          weight: w + offset(.rmsFinal), inverse: tape.rmsFinal, rows: n)
         for l in stride(from: c.nLayers - 1, through: 0, by: -1) {
             let saved = tape.layers[l]
-            // FFN: x_out = x_mid + W2 g, g = silu(W1 xn2) * (W3 xn2), xn2 = rmsnorm(x_mid).
-            projectBackward(.w2, l, dx: dg.baseAddress, dy: dx.baseAddress, x: saved.g.baseAddress, n: n, inFeatures: H, outFeatures: D,
+            // FFN: x_out = x_mid + W2 g (with post norms, x_mid + rmsnorm(W2 g)), g = act(W1 xn2) * (W3 xn2),
+            // xn2 = rmsnorm(x_mid). With post norms the output's gradient goes through its norm into dxn
+            // (free until W1's backward overwrites it).
+            let dOut = c.postNorms ? postNormBackward(.rmsPostFFN, l, dy: dx, input: saved.ffnOut, inverse: saved.rmsPostFFN, rows: n) : dx
+            projectBackward(.w2, l, dx: dg.baseAddress, dy: dOut.baseAddress, x: saved.g.baseAddress, n: n, inFeatures: H, outFeatures: D,
                             accumulate: false, seed: seed)
             let h1 = saved.h1.baseAddress, h3 = saved.h3.baseAddress, g = dg.baseAddress
             let d1 = dh1.baseAddress, d3 = dh3.baseAddress
             pool.parallelFor(n * H, grain: 1024) { range, _ in
-                Kernels.swigluBackward(dGate: d1 + range.lowerBound, dUp: d3 + range.lowerBound, gate: h1 + range.lowerBound,
-                                       up: h3 + range.lowerBound, dOut: g + range.lowerBound, range.count)
+                Kernels.gatedActivationBackward(c.activation, dGate: d1 + range.lowerBound, dUp: d3 + range.lowerBound, gate: h1 + range.lowerBound,
+                                                up: h3 + range.lowerBound, dOut: g + range.lowerBound, range.count)
             }
             projectBackward(.w1, l, dx: dxn.baseAddress, dy: d1, x: saved.xn2.baseAddress, n: n, inFeatures: D, outFeatures: H,
                             accumulate: false, seed: seed)
@@ -607,11 +648,13 @@ public final class TrainableTransformer {
                             accumulate: true, seed: seed)
             normBackwardRows(dx: dx, weightGradient: dw + offset(.rmsFFN, l), dy: dxn, input: saved.xMid,
                              weight: w + offset(.rmsFFN, l), inverse: saved.rms2, rows: n)
-            // Attention: x_mid = x_in + Wo att.
-            projectBackward(.wo, l, dx: datt.baseAddress, dy: dx.baseAddress, x: saved.att.baseAddress, n: n, inFeatures: QD, outFeatures: D,
+            // Attention: x_mid = x_in + Wo att (with post norms, x_in + rmsnorm(Wo att)).
+            let dAttOut = c.postNorms
+                ? postNormBackward(.rmsPostAttention, l, dy: dx, input: saved.attOut, inverse: saved.rmsPostAttention, rows: n) : dx
+            projectBackward(.wo, l, dx: datt.baseAddress, dy: dAttOut.baseAddress, x: saved.att.baseAddress, n: n, inFeatures: QD, outFeatures: D,
                             accumulate: false, seed: seed)
             attentionBackward(saved, batch: batch, tape: tape, datt: datt, dq: dq, dk: dk, dv: dv)
-            if c.usesRoPE(layer: l) { rotate(queries: dq, keys: dk, batch: batch, sign: -1) }
+            if c.usesRoPE(layer: l) { rotate(queries: dq, keys: dk, batch: batch, layer: l, sign: -1) }
             normHeadsBackward(.qNorm, l, dq.baseAddress, raw: saved.qRaw.baseAddress, inverse: saved.qInverse.baseAddress, rows: n, heads: c.nHeads)
             normHeadsBackward(.kNorm, l, dk.baseAddress, raw: saved.kRaw.baseAddress, inverse: saved.kInverse.baseAddress, rows: n, heads: c.nKVHeads)
             biasBackward(.bq, l, dy: dq.baseAddress, rows: n, width: QD)
@@ -624,15 +667,29 @@ public final class TrainableTransformer {
             normBackwardRows(dx: dx, weightGradient: dw + offset(.rmsAttention, l), dy: dxn, input: saved.xIn,
                              weight: w + offset(.rmsAttention, l), inverse: saved.rms1, rows: n)
         }
-        // Embedding rows (serial: a token may repeat).
-        let embedding = dw + offset(.tokenEmbedding)
+        // Embedding rows (serial: a token may repeat), times the embedding's scale where it has one.
+        let embedding = dw + offset(.tokenEmbedding), scale = c.embeddingScale ?? 1
         for (b, s) in batch.sequences.enumerated() {
             for (p, token) in s.enumerated() {
                 let row = dx.baseAddress + (batch.offsets[b] + p) * D
                 let dst = embedding + Int(token) * D
-                for i in 0..<D { dst[i] += row[i] }
+                if c.embeddingScale == nil {
+                    for i in 0..<D { dst[i] += row[i] }
+                } else {
+                    for i in 0..<D { dst[i] += scale * row[i] }
+                }
             }
         }
+    }
+
+    /// Backward of a block output's post norm (`x_next = x + rmsnorm(out) * weight`): `dL/dout` from
+    /// `dy = dL/dx_next` into `dxn` (returned), the norm weight's gradient added to `tensor`'s.
+    private func postNormBackward(_ tensor: ParameterTensor, _ l: Int, dy: FloatBuffer, input: FloatBuffer, inverse: FloatBuffer,
+                                  rows n: Int) -> FloatBuffer {
+        dxn.withUnsafeMutableBufferPointer { $0.update(repeating: 0) }
+        normBackwardRows(dx: dxn, weightGradient: dw + offset(tensor, l), dy: dy, input: input,
+                         weight: w + offset(tensor, l), inverse: inverse, rows: n)
+        return dxn
     }
 
     /// Backward of causal attention: fills `dq (N, QD)`, `dk`, `dv (N, KVD)` from `datt (N, QD)`.
@@ -641,7 +698,7 @@ public final class TrainableTransformer {
     private func attentionBackward(_ saved: ForwardTape.Layer, batch: TokenBatch, tape: ForwardTape,
                                    datt: FloatBuffer, dq: FloatBuffer, dk: FloatBuffer, dv: FloatBuffer) {
         let c = config, QD = c.queryDim, KVD = c.kvDim, hs = c.headSize, group = c.kvGroupSize
-        let scale = 1 / Float(hs).squareRoot()
+        let scale = c.attentionScale
         let q = saved.q.baseAddress, k = saved.k.baseAddress, v = saved.v.baseAddress, probs = saved.probs.baseAddress
         let dQ = dq.baseAddress, dK = dk.baseAddress, dV = dv.baseAddress, dO = datt.baseAddress
         dk.withUnsafeMutableBufferPointer { $0.update(repeating: 0) }

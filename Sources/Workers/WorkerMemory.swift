@@ -56,9 +56,11 @@ public struct WorkerMemory: Sendable, Equatable, CustomStringConvertible {
         let head = (c.dim + 1) * float
         // A training or scoring forward keeps, per token and layer, the normed inputs, queries, keys,
         // values, attention output and residuals, the SwiGLU activations and a row of attention
-        // probabilities per head; then the final norm and a row of logits.
+        // probabilities per head (with post norms, Gemma's, the attention's and feed-forward's outputs before
+        // them too); then the final norm and a row of logits.
         let tokens = sequenceTokens(c)
-        let perToken = c.nLayers * (4 * c.dim + 2 * c.queryDim + 2 * c.kvDim + 3 * c.hiddenDim + c.nHeads * tokens) + 3 * c.dim + c.vocabSize
+        let perToken = c.nLayers * (4 * c.dim + 2 * c.queryDim + 2 * c.kvDim + 3 * c.hiddenDim + c.nHeads * tokens + (c.postNorms ? 2 * c.dim : 0))
+            + 3 * c.dim + c.vocabSize
         let activations = batchSequences * tokens * perToken * float
         // A model in training: its weights, their gradients and AdamW's two moments.
         let training = 4 * weights

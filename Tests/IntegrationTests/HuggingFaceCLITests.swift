@@ -200,6 +200,73 @@ import Workers
         #expect(try Tokenizer(path: exported).stopIds == [2, 0])
     }
 
+    /// A Gemma 3 model with its tokenizer and chat template: `generate --chat` renders the conversation (the
+    /// system message folded into the user's turn) and answers as transformers does, and a launch teaches it
+    /// (SFT), samples and trains on it (a rejection-sampling round, a GRPO round), stopping its answers at
+    /// `<end_of_turn>`, and exports each round's policy as a Gemma3ForCausalLM that reads back as the same model.
+    @Test func aGemma3ModelRunsThePlan() throws {
+        let reference = try Fixtures.gemma3Reference()["chat"] as! [String: Any]
+        let answer = try CLITests.rlhf(["generate", "--checkpoint", Fixtures.gemma3Chat, "--chat", reference["user"] as! String,
+                                        "--system", reference["system"] as! String, "--temperature", "0", "--ignore-eos",
+                                        "--steps", String(Self.ints(reference["greedy_ids"]).count), "--json"])
+        #expect(answer.status == 0, "\(answer.stderr)")
+        let generated = try Self.json(answer.stdout)
+        #expect(Self.ints(generated["prompt_ids"]) == Self.ints(reference["prompt_ids"]))
+        #expect(Self.ints(generated["ids"]) == Self.ints(reference["greedy_ids"]))
+
+        let dir = try Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let animals = ["fox", "owl", "bee", "cat", "dog", "elk"]
+        let sft = (0..<120).map { #"{"prompt": "Tell me about the \#(animals[$0 % 6]).", "completion": "The \#(animals[$0 % 6]) is an animal."}"# }
+        let prompts = (0..<60).map { #"{"prompt": "Tell me about the \#(animals[$0 % 6]).", "label": "\#(animals[$0 % 6])"}"# }
+        try (sft.joined(separator: "\n") + "\n").write(toFile: dir + "/sft.jsonl", atomically: true, encoding: .utf8)
+        try (prompts.joined(separator: "\n") + "\n").write(toFile: dir + "/prompts.jsonl", atomically: true, encoding: .utf8)
+        try (prompts.prefix(12).joined(separator: "\n") + "\n").write(toFile: dir + "/eval.jsonl", atomically: true, encoding: .utf8)
+        try """
+        import json, sys
+        for line in sys.stdin:
+            record = json.loads(line)
+            print(json.dumps({"reward": 1.0 if record.get("label", "") in record["response"] else 0.0}), flush=True)
+        """.write(toFile: dir + "/label.py", atomically: true, encoding: .utf8)
+        let spec = """
+        coordinator: tcp://127.0.0.1:*
+        heartbeat_ms: 100
+        hosts:
+          - name: here
+            workers: {generator: 1, learner: 1, reference-policy: 1, reward-function: 1}
+        model: {checkpoint: \(Fixtures.gemma3Chat)}
+        data: {prompts: prompts.jsonl, eval_prompts: eval.jsonl, sft: sft.jsonl}
+        reward_function: {command: [python3, label.py], timeout_s: 60}
+        judge: {source: reward-function, helpful_above: 0.5}
+        plan:
+          - sft: {name: SFT, epochs: 10, batch_size: 8, learning_rate: 0.005}
+          - rs_round: {name: V1, prompts: 24, samples: 2, max_new_tokens: 40, reward: {function: 1}}
+          - policy_round: {name: G, algorithm: grpo, iterations: 2, prompts: 4, group: 4, max_new_tokens: 24, reward: {function: 1}}
+        """
+        try spec.write(toFile: dir + "/spec.yaml", atomically: true, encoding: .utf8)
+        let result = try CLITests.rlhf(["launch", dir + "/spec.yaml", "--run-dir", dir + "/run"])
+        #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
+        #expect(result.stdout.contains("answers end with <end_of_turn>; sampling stops at <end_of_turn> (477), <eos> (1)"), "\(result.stdout)")
+        let samples = try RLHFRunTests.lines(dir + "/run/rounds/V1/samples.jsonl")
+        #expect(samples.count == 48)
+        // The taught answers, ended at the end of turn: 48 samples run to the limit would be 1920 tokens.
+        let taught = Set(animals.map { "The \($0) is an animal." })
+        let clean = samples.filter { taught.contains($0["response"] as? String ?? "") }.count
+        #expect(clean >= 36, "\(clean) of 48 samples are a taught answer alone: \(samples.prefix(3).map { $0["response"] ?? "" })")
+        let tokens = result.stdout.firstMatch(of: /V1: 24 prompts x 2 samples at T=1.00 -> (\d+) tokens/).flatMap { Int($0.1) }
+        #expect(tokens.map { $0 < 48 * 20 } == true, "\(result.stdout)")
+        #expect(result.stdout.contains("G grpo 2/2: reward"), "\(result.stdout)")
+        let (original, originalConfig) = try HuggingFaceCheckpoint.read(directory: Fixtures.gemma3Chat)
+        for round in ["V1", "G"] {
+            let exported = dir + "/run/rounds/\(round)/policy-hf"
+            let config = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: exported + "/config.json"))) as! [String: Any]
+            #expect(config["architectures"] as? [String] == ["Gemma3ForCausalLM"] && config["model_type"] as? String == "gemma3_text")
+            let (trained, trainedConfig) = try HuggingFaceCheckpoint.read(directory: exported)
+            #expect(trainedConfig.llama == originalConfig.llama)
+            #expect(trained.values(.rmsPostFFN) != original.values(.rmsPostFFN) && trained.values(.wq) != original.values(.wq))
+        }
+    }
+
     /// `--chat-template-kwargs` and `model.chat_template_kwargs` reach the model's own template: Qwen3's
     /// with `enable_thinking: false` renders (`chat render`), prompts (`generate --chat`) and trains
     /// (`train sft`) with the empty thinking block in the prompt; a name the template never reads is

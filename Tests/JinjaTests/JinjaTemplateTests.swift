@@ -40,7 +40,7 @@ import Testing
                 raised += 1
             }
         }
-        #expect(rendered == 211 && raised == 36)
+        #expect(rendered == 224 && raised == 42)
     }
 
     /// Jinja2's whitespace rules under trim_blocks and lstrip_blocks, one at a time (each as transformers'

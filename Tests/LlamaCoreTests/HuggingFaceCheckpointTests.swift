@@ -138,7 +138,7 @@ import TestKit
         #expect(try Self.config(unnamed).isSequenceClassifier)
         var gemma = object
         gemma["architectures"] = ["GemmaForSequenceClassification"]
-        #expect { try Self.config(gemma) } throws: { "\($0)".contains("is not supported (only one of Llama") }
+        #expect { try Self.config(gemma) } throws: { "\($0)".contains("is not supported (only one of Gemma3ForCausalLM, LlamaForCausalLM") }
         // The head missing, or of two labels' shape.
         let dir = try Fixtures.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
@@ -239,6 +239,80 @@ import TestKit
         #expect { try Self.config(object) } throws: {
             "\($0)".contains("attention_bias: true is not supported")
         }
+    }
+
+    /// A Gemma3ForCausalLM is LLaMA's decoder with GeGLU, its embedding scaled by sqrt(hidden_size), norms on each
+    /// block's attention and feed-forward outputs (`post_attention_layernorm` is one of them, the feed-forward's input
+    /// norm `pre_feedforward_layernorm`), Qwen3's query/key norms, norms that scale by 1 + weight, an attention scale
+    /// of query_pre_attn_scalar^-0.5 and RoPE base 10000 in its sliding-window layers (1e6 in its full one): read
+    /// as such (the context capped at the window), transformers' float64 greedy ids, log-probabilities and logits
+    /// agree, batched decode and bfloat16 weights run it, and it writes back as a Gemma3ForCausalLM that reads the
+    /// same; llama2.c's files cannot hold it, and softcapping or bidirectional attention stays refused.
+    @Test func gemma3RunsItsBlocks() throws {
+        let (weights, config) = try HuggingFaceCheckpoint.read(directory: Fixtures.gemma3)
+        let c = config.llama
+        #expect(c.qkNorm && c.postNorms && c.activation == .geluTanh && c.embeddingScale == Float(32.0.squareRoot()))
+        #expect(c.headSize == 16 && c.queryDim == 64 && c.seqLen == 48 && c.sharedClassifier && c.normEps == 1e-6)
+        #expect(c.attentionScale == Float(pow(24.0, -0.5)) && c.ropeTheta == 1_000_000 && c.localRoPETheta == 10000 && c.localRoPELayers == [0, 2])
+        #expect(weights.layout.storedTensors.suffix(4) == [.qNorm, .kNorm, .rmsPostAttention, .rmsPostFFN])
+        #expect(c.parameterCount == weights.layout.trainableTensors.reduce(0) { $0 + weights.layout.count($1) })
+        // The stored norm weights are offsets from 1: the core holds the scale itself.
+        let file = try SafetensorsFile(path: Fixtures.gemma3 + "/model.safetensors")
+        let stored = FloatBuffer(count: 32, hugePages: false)
+        try file.read(file.entries["model.layers.1.post_feedforward_layernorm.weight"]!, columns: 32, into: stored, offset: 0)
+        let file32 = stored.array(0..<32), core = Array(weights.values(.rmsPostFFN)[32..<64])
+        #expect(zip(core, file32).allSatisfy { $0 == 1 + $1 })
+        let reference = try Fixtures.gemma3Reference()
+        try Self.expectGreedyAndLogits(weights, reference: reference, name: "gemma3-tiny")
+        // Batched decode (the panel kernels) gives each row the logits of the same sequence alone.
+        let prompt = (reference["prompt_ids"] as! [Int]).map(Int32.init), greedy = (reference["greedy_ids"] as! [Int]).map(Int32.init)
+        let transformer = Transformer(model: LlamaModel(weights: weights))
+        let caches = [transformer.makeCache(), transformer.makeCache()]
+        _ = try transformer.prefill(Array(prompt.prefix(15)), cache: caches[0])
+        _ = try transformer.prefill(prompt + greedy.prefix(4), cache: caches[1])
+        let batched = try transformer.decode([prompt[15], greedy[4]], caches: caches)
+        let expected = reference["logits_at"] as! [String: [Double]]
+        for (row, key) in [(0, "15"), (1, "20")] {
+            guard let want = expected[key] else { continue }
+            #expect(zip(batched.row(row), want).map { abs(Double($0) - $1) }.max()! < 1e-4, "batched row \(row)")
+        }
+        // bfloat16 weights: the same greedy start.
+        let bf16 = TextGenerator(transformer: Transformer(model: LlamaModel(weights: weights, precision: .bfloat16, batchedDecode: false)))
+        let rounded = try bf16.generate(GenerationRequest(promptIds: prompt, maxNewTokens: 4, sampling: .greedy, stopTokens: []))
+        #expect(rounded.ids == Array(greedy.prefix(4)))
+        let dir = try Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let written = try Self.expectWrittenBackBitForBit(weights, config: config, to: dir + "/out")
+        #expect(written["architectures"] as? [String] == ["Gemma3ForCausalLM"] && written["model_type"] as? String == "gemma3_text")
+        #expect(written["hidden_activation"] as? String == "gelu_pytorch_tanh" && written["query_pre_attn_scalar"] as? Double == 24)
+        #expect(written["layer_types"] as? [String] == ["sliding_attention", "full_attention", "sliding_attention"])
+        #expect(written["rope_local_base_freq"] as? Double == 10000 && written["rope_theta"] as? Double == 1_000_000)
+        // The file's own norm weights, to float32's rounding of 1 + w - 1.
+        let again = try SafetensorsFile(path: dir + "/out/model.safetensors")
+        let back = FloatBuffer(count: 32, hugePages: false)
+        try again.read(again.entries["model.layers.1.post_feedforward_layernorm.weight"]!, columns: 32, into: back, offset: 0)
+        #expect(zip(back.array(0..<32), file32).allSatisfy { abs($0 - $1) <= 1e-7 })
+        #expect { try Checkpoint.writeLegacy(weights, to: dir + "/model.bin") } throws: {
+            "\($0)".contains("GeGLU") && "\($0)".contains("norms after attention and feed-forward")
+        }
+        let original = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: Fixtures.gemma3 + "/config.json"))) as! [String: Any]
+        for (key, value, message) in [("final_logit_softcapping", 30.0 as Any, "final_logit_softcapping: 30"),
+                                      ("attn_logit_softcapping", 50.0, "attn_logit_softcapping: 50"),
+                                      ("use_bidirectional_attention", true, "use_bidirectional_attention: true is not supported"),
+                                      ("hidden_activation", "gelu", "hidden_activation: \"gelu\" is not supported"),
+                                      ("architectures", ["Gemma3ForConditionalGeneration"], "Gemma3ForConditionalGeneration\"] is not supported")] {
+            var object = original
+            object[key] = value
+            #expect { try Self.config(object) } throws: { "\($0)".contains(message) }
+        }
+        // transformers 4's spelling: rope_theta, rope_local_base_freq and the sliding_window_pattern.
+        var older = original
+        older["rope_parameters"] = nil; older["layer_types"] = nil
+        older["rope_theta"] = 1_000_000.0; older["rope_local_base_freq"] = 10000.0; older["sliding_window_pattern"] = 2
+        let parsed = try Self.config(older).llama
+        #expect(parsed.localRoPELayers == [0, 2] && parsed.localRoPETheta == 10000 && parsed.ropeTheta == 1_000_000)
+        older["rope_scaling"] = ["rope_type": "linear", "factor": 8.0]
+        #expect(try Self.config(older).llama.ropeScaling == .linear(factor: 8))
     }
 
     /// A Qwen3ForCausalLM is LLaMA's decoder with each query and key head RMS-normalised before RoPE, its

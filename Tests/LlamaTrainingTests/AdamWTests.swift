@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestKit
 @testable import LlamaCore
 @testable import LlamaTraining
 
@@ -52,5 +53,36 @@ import Testing
                 #expect(mismatch == nil, "\(name) after step \(step) differ first at \(mismatch ?? -1): \(mismatch.map { got[$0] } ?? 0) vs \(mismatch.map { expected[$0] } ?? 0)")
             }
         }
+    }
+
+    /// A range stored offset from the parameter a framework decays (Gemma's norm scales, `1 + weight`) decays
+    /// toward its center: the stored value moves as PyTorch's `weight` would, offset by the center, and a
+    /// Gemma model's groups give its norms the center 1 and every other tensor 0.
+    @Test func weightDecayPullsTowardTheRangesCenter() throws {
+        let count = 40
+        let values = FloatBuffer(count: count), gradients = FloatBuffer(count: count)
+        var rng = SeededGenerator(seed: 9)
+        for i in 0..<count {
+            values.baseAddress[i] = 1 + Float(rng.nextGaussian()) * 0.3
+            gradients.baseAddress[i] = Float(rng.nextGaussian()) * 0.01
+        }
+        let settings = AdamWSettings()
+        // The same values offset by -1 (what PyTorch holds) and decayed toward 0.
+        let shifted = FloatBuffer(count: count)
+        for i in 0..<count { shifted.baseAddress[i] = values.baseAddress[i] - 1 }
+        let optimizer = AdamW(settings: settings, groupSizes: [count]), plain = AdamW(settings: settings, groupSizes: [count])
+        for _ in 1...3 {
+            optimizer.update([ParameterGroup(values: values, gradients: gradients, ranges: [0..<count], decayCenters: [1])], lr: 0.05)
+            plain.update([ParameterGroup(values: shifted, gradients: gradients, ranges: [0..<count])], lr: 0.05)
+        }
+        let worst = (0..<count).map { abs(Double(values.baseAddress[$0] - 1) - Double(shifted.baseAddress[$0])) }.max()!
+        #expect(worst < 1e-6, "the offset values moved apart by \(worst)")
+        // Without the center the stored values would drift by lr * wd per step each: 0.015 over three steps.
+        let (weights, _) = try HuggingFaceCheckpoint.read(directory: Fixtures.gemma3)
+        let group = ParameterGroup(model: TrainableTransformer(weights: weights))
+        let centers = Dictionary(uniqueKeysWithValues: zip(weights.layout.trainableTensors, group.decayCenters))
+        #expect(centers.allSatisfy { $0.key.isNormWeight ? $0.value == 1 : $0.value == 0 })
+        let (llama, _) = try HuggingFaceCheckpoint.read(directory: Fixtures.qwen3)
+        #expect(ParameterGroup(model: TrainableTransformer(weights: llama)).decayCenters.allSatisfy { $0 == 0 })
     }
 }

@@ -9,6 +9,8 @@ import TestKit
 /// than the model) and the SmolLM3 fixture (layers without RoPE), the masked cross-entropy and its
 /// gradient for every attention tensor the reference lists agree with PyTorch's float64 autograd
 /// (transformers' classes, `hf-*/generate.py`), the file's rows mapped to the core's as the reader maps them.
+/// On the Gemma 3 fixture every tensor's gradient is compared (its scaled embedding, GeGLU, post norms, norms
+/// stored as offsets from 1, local and global RoPE bases and attention scale touch them all).
 @Suite struct HuggingFaceGradientTests {
     /// The core tensor of a reference gradient's name (after `self_attn.`), and its row length in the file.
     static func tensor(_ suffix: String, _ c: LlamaConfig) -> (ParameterTensor, columns: Int)? {
@@ -31,11 +33,12 @@ import TestKit
         switch model {
         case "qwen2": return (Fixtures.qwen2, try Fixtures.qwen2Reference())
         case "qwen3": return (Fixtures.qwen3, try Fixtures.qwen3Reference())
+        case "gemma3": return (Fixtures.gemma3, try Fixtures.gemma3Reference())
         default: return (Fixtures.smollm3, try Fixtures.smollm3Reference())
         }
     }
 
-    @Test(arguments: ["qwen2", "qwen3", "smollm3"], [1, 2])
+    @Test(arguments: ["qwen2", "qwen3", "smollm3", "gemma3"], [1, 2])
     func gradientsAreTorchs(model: String, threads: Int) throws {
         let (directory, reference) = try Self.fixture(model)
         let sft = reference["sft"] as! [String: Any]
@@ -52,14 +55,24 @@ import TestKit
         let gradients = trainer.gradients.array(0 ..< trainer.gradients.count)
         let all = sft["gradients"] as! [String: [Double]]
         var compared = Set<ParameterTensor>()
+        // Every tensor of the file as the reader places it (Gemma's reference lists them all).
+        let places = Dictionary(uniqueKeysWithValues: HuggingFaceCheckpoint.tensors(c).map { ($0.name, $0) })
         for (name, expected) in all.sorted(by: { $0.key < $1.key }) {
-            // model.layers.L.self_attn.SUFFIX
-            let parts = name.split(separator: ".", maxSplits: 4)
-            let l = try #require(Int(parts[2])), suffix = String(parts[4])
-            let (tensor, columns) = try #require(Self.tensor(suffix, c), "\(name) has no core tensor")
+            let tensor: ParameterTensor, columns: Int, base: Int
+            if model == "gemma3" {
+                let place = try #require(places[name], "\(name) has no core tensor")
+                tensor = place.tensor
+                columns = HuggingFaceCheckpoint.movesByElement(tensor) ? 1 : place.shape.last!
+                base = [.tokenEmbedding, .rmsFinal].contains(tensor) ? weights.layout.offset(tensor) : weights.layout.offset(tensor, layer: place.layer)
+            } else {
+                // model.layers.L.self_attn.SUFFIX
+                let parts = name.split(separator: ".", maxSplits: 4)
+                let l = try #require(Int(parts[2])), suffix = String(parts[4])
+                (tensor, columns) = try #require(Self.tensor(suffix, c), "\(name) has no core tensor")
+                base = weights.layout.offset(tensor, layer: l)
+            }
             compared.insert(tensor)
             let row = HuggingFaceCheckpoint.coreRow(tensor, c)
-            let base = weights.layout.offset(tensor, layer: l)
             var worst = 0.0
             for (i, value) in expected.enumerated() {
                 let ours = Double(gradients[base + row(i / columns) * columns + i % columns])
@@ -69,7 +82,25 @@ import TestKit
             #expect(scale > 0 && worst <= 1e-4 * scale, "\(name): max difference \(worst) against a largest gradient of \(scale)")
         }
         let attention: Set<ParameterTensor> = model == "qwen2" ? [.wq, .wk, .wv, .bq, .bk, .bv]
-            : model == "qwen3" ? [.wq, .wk, .wv, .wo, .qNorm, .kNorm] : [.wq, .wk, .wv, .wo]
+            : model == "qwen3" ? [.wq, .wk, .wv, .wo, .qNorm, .kNorm] : model == "gemma3" ? Set(weights.layout.trainableTensors) : [.wq, .wk, .wv, .wo]
         #expect(compared == attention)
+    }
+
+    /// A Gemma3TextForSequenceClassification scores as transformers' float64 does, through the scoring forward
+    /// (`forward(_:onlyRows:)`, the last layer for the scored rows only, post norms included), with and without
+    /// the transposed projections the reward-model workers prepare.
+    @Test(arguments: [false, true])
+    func gemma3RewardModelScoresAsTorch(prepared: Bool) throws {
+        let reference = try Fixtures.gemma3Reference()
+        let sequences = ((reference["sft"] as! [String: Any])["tokens"] as! [[Int]]).map { $0.map(Int32.init) }
+        let expected = reference["reward_scores"] as! [Double]
+        let (weights, config, head) = try HuggingFaceCheckpoint.readRewardModel(directory: Fixtures.gemma3Reward)
+        #expect(config.isSequenceClassifier && config.llama.postNorms)
+        let pool = ComputePool(threads: 2)
+        defer { pool.shutdown() }
+        let model = TrainableTransformer(weights: weights, pool: pool)
+        if prepared { model.prepareForScoring() }
+        let scores = try Trainers.scores(model, head: ScalarHead(weight: head, bias: 0), sequences: sequences)
+        for (ours, theirs) in zip(scores, expected) { #expect(abs(Double(ours) - theirs) < 1e-4, "score \(ours) against \(theirs)") }
     }
 }

@@ -92,6 +92,20 @@ public enum Fixtures {
         return try JSONSerialization.jsonObject(with: data) as! [String: Any]
     }
 
+    /// The Gemma 3 fixture: a `Gemma3ForCausalLM` directory (GeGLU, a scaled embedding, norms after attention and
+    /// feed-forward, query/key norms, a local RoPE base in its two sliding-window layers, an attention scale apart
+    /// from its head size) and the same trunk as a `Gemma3TextForSequenceClassification` (`gemma3Reward`), with
+    /// transformers' float64 outputs, SFT gradients and reward scores on them (`hf-gemma3/generate.py`).
+    public static let gemma3 = root + "/hf-gemma3/gemma3-tiny"
+    public static let gemma3Reward = root + "/hf-gemma3/gemma3-tiny-rm"
+    /// A Gemma 3 model with the Gemma-style tokenizer (`hf-tokenizers/gemma.tokenizer.json`) and Gemma 3's chat
+    /// template; the reference's `chat` holds transformers' rendering of a conversation and its greedy answer.
+    public static let gemma3Chat = root + "/hf-gemma3/gemma3-chat"
+    public static func gemma3Reference() throws -> [String: Any] {
+        let data = try Data(contentsOf: URL(fileURLWithPath: root + "/hf-gemma3/gemma3-tiny.reference.json"))
+        return try JSONSerialization.jsonObject(with: data) as! [String: Any]
+    }
+
     /// The Hugging Face reward model fixtures (`llama-rm`: a LlamaForSequenceClassification; `qwen2-rm`: a
     /// Qwen2ForSequenceClassification whose pad id is the newline token), with the byte-level fixture's
     /// tokenizer, and transformers' float64 scores of conversations (`hf-reward/generate.py`).

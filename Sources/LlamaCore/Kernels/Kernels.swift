@@ -122,6 +122,71 @@ package enum Kernels {
         }
     }
 
+    /// GeGLU into `out`: `out[i] = gelu_tanh(gate[i]) * up[i]` (`out` may alias `gate`), with GELU's tanh
+    /// approximation written as a sigmoid, `gelu_tanh(v) = v (1 + tanh(u)) / 2 = v sigmoid(2u)`,
+    /// `u = sqrt(2 / pi) (v + 0.044715 v^3)`.
+    @inline(__always)
+    @inlinable package static func geglu(out: UnsafeMutablePointer<Float>, gate: UnsafePointer<Float>, up: UnsafePointer<Float>, _ n: Int) {
+        let one = Vec(repeating: 1), twoK = Vec(repeating: 2 * geluK), cubic = Vec(repeating: geluCubic)
+        var i = 0
+        while i + 16 <= n {
+            let v = load(gate, i)
+            store(v / (one + exp(-twoK * (v + cubic * v * v * v))) * load(up, i), out, i)
+            i += 16
+        }
+        while i < n {
+            let v = gate[i]
+            out[i] = v / (1 + exp(-2 * geluK * (v + geluCubic * v * v * v))) * up[i]
+            i += 1
+        }
+    }
+
+    /// `sqrt(2 / pi)` and the cubic coefficient of GELU's tanh approximation.
+    @usableFromInline static let geluK: Float = 0.7978845608028654
+    @usableFromInline static let geluCubic: Float = 0.044715
+
+    /// The gated activation of `activation` into `out` (`out` may alias `gate`): `swiglu` or `geglu`.
+    @inline(__always)
+    @inlinable package static func gatedActivation(_ activation: FeedForwardActivation, out: UnsafeMutablePointer<Float>,
+                                                   gate: UnsafePointer<Float>, up: UnsafePointer<Float>, _ n: Int) {
+        switch activation {
+        case .silu: swiglu(out: out, gate: gate, up: up, n)
+        case .geluTanh: geglu(out: out, gate: gate, up: up, n)
+        }
+    }
+
+    /// The backward of `gatedActivation` over `n` elements (`swigluBackward` or `gegluBackward`).
+    package static func gatedActivationBackward(_ activation: FeedForwardActivation, dGate: UnsafeMutablePointer<Float>,
+                                                dUp: UnsafeMutablePointer<Float>, gate: UnsafePointer<Float>,
+                                                up: UnsafePointer<Float>, dOut: UnsafePointer<Float>, _ n: Int) {
+        switch activation {
+        case .silu: swigluBackward(dGate: dGate, dUp: dUp, gate: gate, up: up, dOut: dOut, n)
+        case .geluTanh: gegluBackward(dGate: dGate, dUp: dUp, gate: gate, up: up, dOut: dOut, n)
+        }
+    }
+
+    /// GeGLU's backward over `n` elements: with `s = sigmoid(2u)`, `dUp = dOut gate s` and
+    /// `dGate = dOut up (s + gate s (1 - s) 2 sqrt(2 / pi) (1 + 3 * 0.044715 gate^2))`.
+    package static func gegluBackward(dGate: UnsafeMutablePointer<Float>, dUp: UnsafeMutablePointer<Float>, gate: UnsafePointer<Float>,
+                                      up: UnsafePointer<Float>, dOut: UnsafePointer<Float>, _ n: Int) {
+        let one = Vec(repeating: 1), twoK = Vec(repeating: 2 * geluK), cubic = Vec(repeating: geluCubic), three = Vec(repeating: 3 * geluCubic)
+        var i = 0
+        while i + 16 <= n {
+            let a = load(gate, i), u = load(up, i), d = load(dOut, i)
+            let s = one / (one + exp(-twoK * (a + cubic * a * a * a)))
+            store(d * a * s, dUp, i)
+            store(d * u * (s + a * s * (one - s) * twoK * (one + three * a * a)), dGate, i)
+            i += 16
+        }
+        while i < n {
+            let a = gate[i]
+            let s = 1 / (1 + exp(-2 * geluK * (a + geluCubic * a * a * a)))
+            dUp[i] = dOut[i] * a * s
+            dGate[i] = dOut[i] * up[i] * (s + a * s * (1 - s) * 2 * geluK * (1 + 3 * geluCubic * a * a))
+            i += 1
+        }
+    }
+
     /// SwiGLU's backward over `n` elements: with `s = sigmoid(gate)`, `dUp = dOut silu(gate)` and
     /// `dGate = dOut up s (1 + gate (1 - s))`. (Tails, past the last 16 elements, use the C library's
     /// `expf`.)

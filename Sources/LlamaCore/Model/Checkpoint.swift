@@ -184,6 +184,11 @@ public enum Checkpoint {
         if let size = config.explicitHeadSize { parts.append("head_dim \(size)") }
         if config.qkNorm { parts.append("query/key norms") }
         if !config.layersWithoutRoPE.isEmpty { parts.append("layers without RoPE") }
+        if config.activation != .silu { parts.append("GeGLU feed-forwards") }
+        if config.embeddingScale != nil { parts.append("a scaled embedding") }
+        if config.postNorms { parts.append("norms after attention and feed-forward") }
+        if config.explicitAttentionScale != nil { parts.append("attention scale \(config.attentionScale)") }
+        if config.localRoPETheta != nil { parts.append("a local RoPE base") }
         return parts.isEmpty ? nil : parts.joined(separator: ", ")
     }
 

@@ -42,13 +42,29 @@ public struct LlamaConfig: Codable, Sendable, Equatable {
     /// The layers whose attention applies no RoPE to queries and keys (SmolLM3's "NoPE" layers, every
     /// fourth), in ascending order; empty: every layer rotates, as LLaMA2's.
     public var layersWithoutRoPE: [Int]
+    /// The gated feed-forward's activation: SiLU (LLaMA's SwiGLU) or GELU's tanh approximation (Gemma's GeGLU).
+    public var activation: FeedForwardActivation
+    /// A factor on every token embedding the model reads (Gemma: `sqrt(D)`, rounded to float32); nil: none,
+    /// as LLaMA2's. The classifier (shared or not) reads no factor.
+    public var embeddingScale: Float?
+    /// True when each block also RMS-normalises its attention's and its feed-forward's outputs before adding
+    /// them to the residual stream (Gemma 2 and 3's "sandwich" norms: weights `rmsPostAttention`, `rmsPostFFN`).
+    public var postNorms: Bool
+    /// Attention's score scale when it is not `1 / sqrt(hs)` (Gemma's `query_pre_attn_scalar^-0.5`); nil: `1 / sqrt(hs)`.
+    public var explicitAttentionScale: Float?
+    /// A second RoPE base for the layers in `localRoPELayers` (Gemma 3's sliding-window layers rotate with
+    /// 10000 where its global layers use 1e6), unscaled; nil: every layer rotates with `ropeTheta` and `ropeScaling`.
+    public var localRoPETheta: Float?
+    /// The layers that rotate with `localRoPETheta`, in ascending order (empty without it).
+    public var localRoPELayers: [Int]
 
     /// Creates a config; call `validate()` (checkpoint readers do) before using it. `headSize`: the size
     /// of one attention head when it is not `dim / nHeads`.
     public init(dim: Int, hiddenDim: Int, nLayers: Int, nHeads: Int, nKVHeads: Int, vocabSize: Int,
                 seqLen: Int, sharedClassifier: Bool = true, normEps: Float = 1e-5, ropeTheta: Float = 10000,
                 ropeScaling: RoPEScaling? = nil, attentionBias: Bool = false, headSize: Int? = nil, qkNorm: Bool = false,
-                layersWithoutRoPE: [Int] = []) {
+                layersWithoutRoPE: [Int] = [], activation: FeedForwardActivation = .silu, embeddingScale: Float? = nil,
+                postNorms: Bool = false, attentionScale: Float? = nil, localRoPETheta: Float? = nil, localRoPELayers: [Int] = []) {
         self.dim = dim
         self.hiddenDim = hiddenDim
         self.nLayers = nLayers
@@ -65,15 +81,22 @@ public struct LlamaConfig: Codable, Sendable, Equatable {
         self.explicitHeadSize = headSize == implied ? nil : headSize
         self.qkNorm = qkNorm
         self.layersWithoutRoPE = layersWithoutRoPE
+        self.activation = activation
+        self.embeddingScale = embeddingScale
+        self.postNorms = postNorms
+        self.explicitAttentionScale = attentionScale
+        self.localRoPETheta = localRoPETheta
+        self.localRoPELayers = localRoPELayers
     }
 
     private enum CodingKeys: String, CodingKey {
         case dim, hiddenDim, nLayers, nHeads, nKVHeads, vocabSize, seqLen, sharedClassifier, normEps, ropeTheta, ropeScaling, attentionBias
         case headSize, qkNorm, layersWithoutRoPE
+        case activation, embeddingScale, postNorms, attentionScale, localRoPETheta, localRoPELayers
     }
 
-    /// Decodes a config; one written before `attentionBias`, `headSize`, `qkNorm` or `layersWithoutRoPE`
-    /// existed has none.
+    /// Decodes a config; one written before `attentionBias`, `headSize`, `qkNorm`, `layersWithoutRoPE` or
+    /// Gemma's fields (`activation` to `localRoPELayers`) existed has none of them (LLaMA2's).
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         self.init(dim: try c.decode(Int.self, forKey: .dim), hiddenDim: try c.decode(Int.self, forKey: .hiddenDim),
@@ -85,11 +108,17 @@ public struct LlamaConfig: Codable, Sendable, Equatable {
                   attentionBias: try c.decodeIfPresent(Bool.self, forKey: .attentionBias) ?? false,
                   headSize: try c.decodeIfPresent(Int.self, forKey: .headSize),
                   qkNorm: try c.decodeIfPresent(Bool.self, forKey: .qkNorm) ?? false,
-                  layersWithoutRoPE: try c.decodeIfPresent([Int].self, forKey: .layersWithoutRoPE) ?? [])
+                  layersWithoutRoPE: try c.decodeIfPresent([Int].self, forKey: .layersWithoutRoPE) ?? [],
+                  activation: try c.decodeIfPresent(FeedForwardActivation.self, forKey: .activation) ?? .silu,
+                  embeddingScale: try c.decodeIfPresent(Float.self, forKey: .embeddingScale),
+                  postNorms: try c.decodeIfPresent(Bool.self, forKey: .postNorms) ?? false,
+                  attentionScale: try c.decodeIfPresent(Float.self, forKey: .attentionScale),
+                  localRoPETheta: try c.decodeIfPresent(Float.self, forKey: .localRoPETheta),
+                  localRoPELayers: try c.decodeIfPresent([Int].self, forKey: .localRoPELayers) ?? [])
     }
 
-    /// Encodes a config; the head size, the query/key norms and the layers without RoPE only where they
-    /// are set (a LLaMA2 config encodes as before they existed).
+    /// Encodes a config; the head size, the query/key norms, the layers without RoPE and Gemma's fields only
+    /// where they are set (a LLaMA2 config encodes as before they existed).
     public func encode(to encoder: any Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
         try c.encode(dim, forKey: .dim)
@@ -107,7 +136,28 @@ public struct LlamaConfig: Codable, Sendable, Equatable {
         try c.encodeIfPresent(explicitHeadSize, forKey: .headSize)
         if qkNorm { try c.encode(qkNorm, forKey: .qkNorm) }
         if !layersWithoutRoPE.isEmpty { try c.encode(layersWithoutRoPE, forKey: .layersWithoutRoPE) }
+        if activation != .silu { try c.encode(activation, forKey: .activation) }
+        try c.encodeIfPresent(embeddingScale, forKey: .embeddingScale)
+        if postNorms { try c.encode(postNorms, forKey: .postNorms) }
+        try c.encodeIfPresent(explicitAttentionScale, forKey: .attentionScale)
+        try c.encodeIfPresent(localRoPETheta, forKey: .localRoPETheta)
+        if !localRoPELayers.isEmpty { try c.encode(localRoPELayers, forKey: .localRoPELayers) }
     }
+
+    /// Attention's score scale: `1 / sqrt(hs)`, or the one set apart from it.
+    public var attentionScale: Float { explicitAttentionScale ?? 1 / Float(headSize).squareRoot() }
+
+    /// Whether layer `l` rotates with the local RoPE base (`localRoPETheta`).
+    @inline(__always)
+    public func usesLocalRoPE(layer l: Int) -> Bool { !localRoPELayers.isEmpty && localRoPELayers.contains(l) }
+
+    /// Where layer `l`'s rows start in `ropeTables(local:)`'s concatenation as the models keep it
+    /// (`ropeTableCount` tables of `(S, hs / 2)`, the global one first).
+    @inline(__always)
+    public func ropeTableOffset(layer l: Int) -> Int { usesLocalRoPE(layer: l) ? seqLen * (headSize / 2) : 0 }
+
+    /// How many RoPE tables the layers read: 2 with a local base, else 1.
+    public var ropeTableCount: Int { localRoPETheta == nil ? 1 : 2 }
 
     /// Whether layer `l`'s attention rotates its queries and keys (RoPE).
     @inline(__always)
@@ -161,6 +211,24 @@ public struct LlamaConfig: Codable, Sendable, Equatable {
         if layersWithoutRoPE != Array(Set(layersWithoutRoPE)).sorted() {
             throw LlamaError.invalidConfig(field: "no_rope_layers", reason: "the layers without RoPE must be listed once each, in order")
         }
+        if let scale = embeddingScale, !(scale > 0) || !scale.isFinite {
+            throw LlamaError.invalidConfig(field: "embedding_scale", reason: "must be a positive finite number, got \(scale)")
+        }
+        if let scale = explicitAttentionScale, !(scale > 0) || !scale.isFinite {
+            throw LlamaError.invalidConfig(field: "attention_scale", reason: "must be a positive finite number, got \(scale)")
+        }
+        if let theta = localRoPETheta, !(theta > 1) || !theta.isFinite {
+            throw LlamaError.invalidConfig(field: "local_rope_theta", reason: "must be a finite number above 1, got \(theta)")
+        }
+        if localRoPETheta == nil && !localRoPELayers.isEmpty {
+            throw LlamaError.invalidConfig(field: "local_rope_layers", reason: "layers are listed but no local RoPE base is given")
+        }
+        if let wrong = localRoPELayers.first(where: { !(0..<nLayers).contains($0) }) {
+            throw LlamaError.invalidConfig(field: "local_rope_layers", reason: "layer \(wrong) is not one of the \(nLayers) layers")
+        }
+        if localRoPELayers != Array(Set(localRoPELayers)).sorted() {
+            throw LlamaError.invalidConfig(field: "local_rope_layers", reason: "the layers must be listed once each, in order")
+        }
         let limit = 1 << 24
         for (value, field) in [(dim, "dim"), (hiddenDim, "hidden_dim"), (vocabSize, "vocab_size"),
                                (seqLen, "seq_len"), (nLayers, "n_layers"), (headSize, "head_dim")] where value > limit {
@@ -192,10 +260,24 @@ public struct LlamaConfig: Codable, Sendable, Equatable {
         return ropeScaling.map { scaling in plain.map(scaling.stretch) } ?? plain
     }
 
+    /// The local layers' frequencies (`localRoPETheta`, unscaled), as `ropeFrequencies`; nil without a local base.
+    public var localRoPEFrequencies: [Double]? {
+        localRoPETheta.map { theta in (0..<headSize / 2).map { 1.0 / pow(Double(theta), Double(2 * $0) / Double(headSize)) } }
+    }
+
+    /// Every RoPE table the layers read, concatenated: `ropeTables()`, then `ropeTables(local: true)` where
+    /// there is a local base (`ropeTableOffset(layer:)` says where each layer's starts).
+    public func allRoPETables() -> (cos: [Float], sin: [Float]) {
+        let global = ropeTables()
+        guard localRoPETheta != nil else { return global }
+        let local = ropeTables(local: true)
+        return (global.cos + local.cos, global.sin + local.sin)
+    }
+
     /// The RoPE tables `(S, hs / 2)`, row-major: `cos` and `sin` of `t * ropeFrequencies[i]` at
-    /// `t * hs / 2 + i`, computed in float64.
-    public func ropeTables() -> (cos: [Float], sin: [Float]) {
-        let frequencies = ropeFrequencies, half = frequencies.count
+    /// `t * hs / 2 + i`, computed in float64 (`local`: of `localRoPEFrequencies`).
+    public func ropeTables(local: Bool = false) -> (cos: [Float], sin: [Float]) {
+        let frequencies = local ? localRoPEFrequencies ?? ropeFrequencies : ropeFrequencies, half = frequencies.count
         var cosines = [Float](repeating: 0, count: seqLen * half), sines = cosines
         for t in 0..<seqLen {
             for (i, frequency) in frequencies.enumerated() {
@@ -210,7 +292,7 @@ public struct LlamaConfig: Codable, Sendable, Equatable {
     /// Number of trainable parameters (embedding, blocks, final norm, classifier if separate).
     public var parameterCount: Int {
         let perLayer = 2 * dim + queryDim * dim * 2 + kvDim * dim * 2 + 3 * dim * hiddenDim + (attentionBias ? queryDim + 2 * kvDim : 0)
-            + (qkNorm ? 2 * headSize : 0)
+            + (qkNorm ? 2 * headSize : 0) + (postNorms ? 2 * dim : 0)
         return vocabSize * dim + nLayers * perLayer + dim + (sharedClassifier ? 0 : vocabSize * dim)
     }
 
@@ -223,6 +305,15 @@ public struct LlamaConfig: Codable, Sendable, Equatable {
     /// llama2.c's "stories110M" shape (dim 768, hidden 2048, 12 layers and heads), the 100M-class reference.
     public static let llama110M = LlamaConfig(dim: 768, hiddenDim: 2048, nLayers: 12, nHeads: 12, nKVHeads: 12,
                                               vocabSize: 32000, seqLen: 1024)
+}
+
+/// The activation of a block's gated feed-forward, `W2 (act(W1 x) * W3 x)`.
+public enum FeedForwardActivation: String, Codable, Sendable {
+    /// `silu(v) = v / (1 + exp(-v))`: LLaMA's SwiGLU.
+    case silu
+    /// `gelu_tanh(v) = v / 2 (1 + tanh(sqrt(2 / pi) (v + 0.044715 v^3)))`: Gemma's GeGLU (transformers'
+    /// `gelu_pytorch_tanh`).
+    case geluTanh
 }
 
 /// A stretch of RoPE's frequencies for contexts longer than a model was first trained on, as Hugging Face

@@ -31,7 +31,8 @@ public final class LlamaModel: Sendable {
     let bf16Panels: AlignedBuffer<UInt16>?
     /// Each tensor-layer's offset in `panels` or `bf16Panels` (in elements).
     let panelOffsets: [ParameterTensor: [Int]]
-    /// `(S, hs/2)` RoPE cosines and sines, computed in double precision.
+    /// `(S, hs/2)` RoPE cosines and sines, computed in double precision (after them, the local layers'
+    /// where the config has a local base: `LlamaConfig.ropeTableOffset(layer:)`).
     let ropeCos: FloatBuffer
     let ropeSin: FloatBuffer
 
@@ -48,11 +49,11 @@ public final class LlamaModel: Sendable {
         self.precision = precision
         let c = weights.config
         let half = c.headSize / 2
-        let ropeCos = FloatBuffer(count: c.seqLen * half)
-        let ropeSin = FloatBuffer(count: c.seqLen * half)
+        let ropeCos = FloatBuffer(count: c.ropeTableCount * c.seqLen * half)
+        let ropeSin = FloatBuffer(count: c.ropeTableCount * c.seqLen * half)
         self.ropeCos = ropeCos
         self.ropeSin = ropeSin
-        let tables = c.ropeTables()
+        let tables = c.allRoPETables()
         ropeCos.set(tables.cos, at: 0)
         ropeSin.set(tables.sin, at: 0)
         var offsets: [ParameterTensor: [Int]] = [:]

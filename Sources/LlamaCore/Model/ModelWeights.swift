@@ -38,10 +38,9 @@ public struct ModelWeights: Sendable {
         weights.storage.withUnsafeMutableBufferPointer { buf in
             for tensor in weights.layout.trainableTensors {
                 let range = weights.layout.range(tensor)
-                switch tensor {
-                case .rmsAttention, .rmsFFN, .rmsFinal, .qNorm, .kNorm:
+                if tensor.isNormWeight {
                     for i in range { buf[i] = 1 }
-                default:
+                } else {
                     for i in range { buf[i] = Float(rng.nextGaussian() * std) }
                 }
             }

@@ -39,11 +39,22 @@ public enum ParameterTensor: Int, CaseIterable, Sendable, Codable {
     case qNorm
     /// `(L, hs)` RMSNorm weight of each key head, as `qNorm`.
     case kNorm
+    /// `(L, D)` RMSNorm weight of the attention's output before the residual add (Gemma's
+    /// `post_attention_layernorm`; absent without `postNorms`).
+    case rmsPostAttention
+    /// `(L, D)` RMSNorm weight of the feed-forward's output before the residual add, as `rmsPostAttention`.
+    case rmsPostFFN
 
     /// Whether this is one of the attention biases (`bq`, `bk`, `bv`).
     public var isAttentionBias: Bool { self == .bq || self == .bk || self == .bv }
     /// Whether this is one of the query/key norms (`qNorm`, `kNorm`).
     public var isQueryKeyNorm: Bool { self == .qNorm || self == .kNorm }
+    /// Whether this is one of the norms of a block's outputs (`rmsPostAttention`, `rmsPostFFN`).
+    public var isPostNorm: Bool { self == .rmsPostAttention || self == .rmsPostFFN }
+    /// Whether this is an RMSNorm weight (multiplies normalised activations; 1 in a fresh model).
+    public var isNormWeight: Bool {
+        [.rmsAttention, .rmsFFN, .rmsFinal, .qNorm, .kNorm, .rmsPostAttention, .rmsPostFFN].contains(self)
+    }
 
     /// The name llama2.c and PyTorch exports use.
     public var name: String {
@@ -67,6 +78,8 @@ public enum ParameterTensor: Int, CaseIterable, Sendable, Codable {
         case .bv: return "bv"
         case .qNorm: return "q_norm"
         case .kNorm: return "k_norm"
+        case .rmsPostAttention: return "post_attention_norm"
+        case .rmsPostFFN: return "post_ffn_norm"
         }
     }
 }
@@ -117,6 +130,7 @@ public struct ParameterLayout: Sendable, Equatable {
         case .bq: return c.attentionBias ? [c.nLayers, c.queryDim] : [0]
         case .bk, .bv: return c.attentionBias ? [c.nLayers, c.kvDim] : [0]
         case .qNorm, .kNorm: return c.qkNorm ? [c.nLayers, c.headSize] : [0]
+        case .rmsPostAttention, .rmsPostFFN: return c.postNorms ? [c.nLayers, c.dim] : [0]
         }
     }
 
@@ -142,11 +156,11 @@ public struct ParameterLayout: Sendable, Equatable {
     }
 
     /// The tensors a checkpoint with this config stores, in legacy file order (then the attention
-    /// biases and the query/key norms, where the config has them).
+    /// biases, the query/key norms and the post norms, where the config has them).
     public var storedTensors: [ParameterTensor] {
         ParameterTensor.allCases.filter {
             ($0 != .classifier || !config.sharedClassifier) && (!$0.isAttentionBias || config.attentionBias)
-                && (!$0.isQueryKeyNorm || config.qkNorm)
+                && (!$0.isQueryKeyNorm || config.qkNorm) && (!$0.isPostNorm || config.postNorms)
         }
     }
 

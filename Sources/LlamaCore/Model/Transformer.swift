@@ -140,6 +140,9 @@ public final class Transformer {
                 (x + r * D).update(from: w + layout.offset(.tokenEmbedding) + Int(tokens[r]) * D, count: D)
             }
         }
+        if let scale = c.embeddingScale {
+            for i in 0..<rows * D { x[i] *= scale }
+        }
         for l in 0..<c.nLayers {
             let rmsAtt = w + layout.offset(.rmsAttention, layer: l)
             for r in 0..<rows { Kernels.rmsnorm(xb + r * D, x + r * D, rmsAtt, D, eps: c.normEps) }
@@ -162,9 +165,9 @@ public final class Transformer {
                     for h in 0..<c.nKVHeads { Kernels.rmsnorm(k + r * KVD + h * hs, k + r * KVD + h * hs, kNorm, hs, eps: c.normEps) }
                 }
             }
-            let rotates = c.usesRoPE(layer: l)
+            let rotates = c.usesRoPE(layer: l), tableStart = c.ropeTableOffset(layer: l)
             for r in 0..<rows {
-                let table = positions[r] * half
+                let table = tableStart + positions[r] * half
                 if rotates {
                     Kernels.rope(q + r * QD, heads: c.nHeads, hs: hs, cos: ropeCos + table, sin: ropeSin + table)
                     Kernels.rope(k + r * KVD, heads: c.nKVHeads, hs: hs, cos: ropeCos + table, sin: ropeSin + table)
@@ -172,18 +175,30 @@ public final class Transformer {
                 caches[r].store(layer: l, position: positions[r], key: k + r * KVD, value: v + r * KVD)
             }
             attention(layer: l, rows: rows, caches: caches, positions: positions)
-            // Residual connections are fused: the projections add straight into x.
-            project([Projection(.wo, l, att, x, D, QD, accumulate: true)], rows: rows, rowInvariant: rowInvariant)
+            // Residual connections are fused: the projections add straight into x (with post norms, the
+            // output is normalised in xb first).
+            if c.postNorms {
+                project([Projection(.wo, l, att, xb, D, QD)], rows: rows, rowInvariant: rowInvariant)
+                addNormalised(xb, to: x, weight: w + layout.offset(.rmsPostAttention, layer: l), rows: rows)
+            } else {
+                project([Projection(.wo, l, att, x, D, QD, accumulate: true)], rows: rows, rowInvariant: rowInvariant)
+            }
 
             let rmsFFN = w + layout.offset(.rmsFFN, layer: l)
             for r in 0..<rows { Kernels.rmsnorm(xb + r * D, x + r * D, rmsFFN, D, eps: c.normEps) }
             project([Projection(.w1, l, xb, h1, H, D), Projection(.w3, l, xb, h3, H, D)], rows: rows, rowInvariant: rowInvariant) { features in
                 // Each thread gates the hidden features it just computed.
                 for r in 0..<rows {
-                    Kernels.swiglu(h1 + r * H + features.lowerBound, h3 + r * H + features.lowerBound, features.count)
+                    let gate = h1 + r * H + features.lowerBound
+                    Kernels.gatedActivation(c.activation, out: gate, gate: gate, up: h3 + r * H + features.lowerBound, features.count)
                 }
             }
-            project([Projection(.w2, l, h1, x, D, H, accumulate: true)], rows: rows, rowInvariant: rowInvariant)
+            if c.postNorms {
+                project([Projection(.w2, l, h1, xb, D, H)], rows: rows, rowInvariant: rowInvariant)
+                addNormalised(xb, to: x, weight: w + layout.offset(.rmsPostFFN, layer: l), rows: rows)
+            } else {
+                project([Projection(.w2, l, h1, x, D, H, accumulate: true)], rows: rows, rowInvariant: rowInvariant)
+            }
         }
         let rmsFinal = w + layout.offset(.rmsFinal)
         for (i, r) in logitRows.enumerated() {
@@ -194,13 +209,23 @@ public final class Transformer {
         return Logits(rows: logitRows.count, vocabSize: c.vocabSize, buffer: ws.logits)
     }
 
+    /// `x (R, D) += rmsnorm(out) * weight` row by row (a block output's post norm, then the residual add);
+    /// `out` is normalised in place.
+    private func addNormalised(_ out: UnsafeMutablePointer<Float>, to x: UnsafeMutablePointer<Float>, weight: UnsafeMutablePointer<Float>, rows: Int) {
+        let D = config.dim
+        for r in 0..<rows {
+            Kernels.rmsnorm(out + r * D, out + r * D, weight, D, eps: config.normEps)
+            for i in 0..<D { x[r * D + i] += out[r * D + i] }
+        }
+    }
+
     /// Causal (grouped-query) attention of every row over its cache, `att (R, QD)`.
     private func attention(layer l: Int, rows: Int, caches: [KVCache], positions: [Int]) {
         let c = config
         let QD = c.queryDim, KVD = c.kvDim, S = c.seqLen
         let ws = workspace
         let q = ws.q.baseAddress, att = ws.att.baseAddress, scoresBase = ws.scores.baseAddress
-        let scale = 1 / Float(c.headSize).squareRoot()
+        let scale = c.attentionScale
         let threads = pool.threadCount
         // A work item is one row's attention over a group of its heads. With rows enough to keep every
         // thread busy each row is one item (all its heads served from one pass over its cache);

@@ -21,8 +21,10 @@ public enum HuggingFaceCheckpoint {
         isModelDirectory(path) && (try? HuggingFaceConfig(contentsOf: path + "/config.json"))?.isSequenceClassifier == true
     }
 
-    /// The tensor names of layer `layer`'s parameters and of the others, by core tensor.
-    static func name(_ tensor: ParameterTensor, layer: Int) -> String {
+    /// The tensor names of layer `layer`'s parameters and of the others, by core tensor. With `postNorms`
+    /// (Gemma's blocks) `post_attention_layernorm` is the attention output's norm and the feed-forward's input
+    /// norm is `pre_feedforward_layernorm`.
+    static func name(_ tensor: ParameterTensor, layer: Int, postNorms: Bool = false) -> String {
         let prefix = "model.layers.\(layer)."
         switch tensor {
         case .tokenEmbedding: return "model.embed_tokens.weight"
@@ -31,7 +33,9 @@ public enum HuggingFaceCheckpoint {
         case .wk: return prefix + "self_attn.k_proj.weight"
         case .wv: return prefix + "self_attn.v_proj.weight"
         case .wo: return prefix + "self_attn.o_proj.weight"
-        case .rmsFFN: return prefix + "post_attention_layernorm.weight"
+        case .rmsFFN: return prefix + (postNorms ? "pre_feedforward_layernorm.weight" : "post_attention_layernorm.weight")
+        case .rmsPostAttention: return prefix + "post_attention_layernorm.weight"
+        case .rmsPostFFN: return prefix + "post_feedforward_layernorm.weight"
         case .w1: return prefix + "mlp.gate_proj.weight"
         case .w2: return prefix + "mlp.down_proj.weight"
         case .w3: return prefix + "mlp.up_proj.weight"
@@ -55,7 +59,7 @@ public enum HuggingFaceCheckpoint {
         var out: [(String, ParameterTensor, Int, [Int], Range<Int>?)] = []
         out.append((name(.tokenEmbedding, layer: 0), .tokenEmbedding, 0, [config.vocabSize, config.dim], nil))
         let perLayer: [ParameterTensor] = [.rmsAttention, .wq, .wk, .wv, .wo, .rmsFFN, .w1, .w2, .w3] + (config.attentionBias ? [.bq, .bk, .bv] : [])
-            + (config.qkNorm ? [.qNorm, .kNorm] : [])
+            + (config.qkNorm ? [.qNorm, .kNorm] : []) + (config.postNorms ? [.rmsPostAttention, .rmsPostFFN] : [])
         let (q, kv, hidden) = (config.queryDim, config.kvDim, config.hiddenDim)
         let parts: [ParameterTensor: (name: String, rows: Range<Int>, of: Int)] = fused ? [
             .wq: ("self_attn.qkv_proj.weight", 0 ..< q, q + 2 * kv), .wk: ("self_attn.qkv_proj.weight", q ..< q + kv, q + 2 * kv),
@@ -67,7 +71,8 @@ public enum HuggingFaceCheckpoint {
                 if let part = parts[tensor] {
                     out.append(("model.layers.\(layer).\(part.name)", tensor, layer, [part.of, config.dim], part.rows))
                 } else {
-                    out.append((name(tensor, layer: layer), tensor, layer, Array(ParameterLayout.shape(tensor, config).dropFirst()), nil))
+                    out.append((name(tensor, layer: layer, postNorms: config.postNorms), tensor, layer,
+                                Array(ParameterLayout.shape(tensor, config).dropFirst()), nil))
                 }
             }
         }
@@ -164,7 +169,7 @@ public enum HuggingFaceCheckpoint {
         for name in location.keys.sorted() where !known.contains(name) {
             // Older exports keep RoPE's inverse frequencies; a tied model may still store lm_head.
             if name.hasSuffix("rotary_emb.inv_freq") || (name == "lm_head.weight" && config.sharedClassifier) { continue }
-            let family = hfConfig.fusedProjections ? "Phi-3" : config.qkNorm ? "Qwen3" : config.attentionBias ? "Qwen2"
+            let family = hfConfig.fusedProjections ? "Phi-3" : config.postNorms ? "Gemma 3" : config.qkNorm ? "Qwen3" : config.attentionBias ? "Qwen2"
                 : config.layersWithoutRoPE.isEmpty ? "LLaMA" : "SmolLM3"
             throw LlamaError.invalidCheckpoint(path: directory, reason: "tensor \(name) has no place in a \(family) model the core runs (\(config.attentionBias ? "biases of the query, key and value projections only" : "no biases"), no extra layers)")
         }
@@ -182,6 +187,9 @@ public enum HuggingFaceCheckpoint {
             try file.read(entry, rows: item.rows, columns: movesByElement(item.tensor) ? 1 : item.shape.last!, into: weights.storage, offset: offset,
                           destinationRow: coreRow(item.tensor, config))
         }
+        // Gemma's norms scale by 1 + weight: the core keeps the scale.
+        let normOffset = HuggingFaceConfig.normWeightOffset(config)
+        if normOffset != 0 { addToNormWeights(weights, normOffset) }
         guard hfConfig.isSequenceClassifier else { return (weights, hfConfig, nil) }
         guard let shard = location[scoreHeadName], let file = files[shard], let entry = file.entries[scoreHeadName] else {
             throw LlamaError.invalidCheckpoint(path: directory, reason: "tensor \(scoreHeadName) is missing (a ForSequenceClassification model's head)")
@@ -208,10 +216,14 @@ public enum HuggingFaceCheckpoint {
         if let scoreHead, scoreHead.count != c.dim {
             throw LlamaError.invalidInput("the score head has \(scoreHead.count) weights, the model's dim is \(c.dim)")
         }
+        // A family whose norms scale by 1 + weight (Gemma) is written from a copy holding its own weights.
+        let normOffset = HuggingFaceConfig.normWeightOffset(c)
+        let source = normOffset == 0 ? weights : weights.copy()
+        if normOffset != 0 { addToNormWeights(source, -normOffset) }
         var items = tensors(c).filter { scoreHead == nil || $0.tensor != .classifier }.map { item in
             let offset = item.tensor == .rmsFinal || item.tensor == .tokenEmbedding || item.tensor == .classifier
                 ? weights.layout.offset(item.tensor) : weights.layout.offset(item.tensor, layer: item.layer)
-            return SafetensorsWriter.Tensor(name: item.name, shape: item.shape, source: weights.storage, offset: offset,
+            return SafetensorsWriter.Tensor(name: item.name, shape: item.shape, source: source.storage, offset: offset,
                                             sourceRow: coreRow(item.tensor, c), columns: movesByElement(item.tensor) ? 1 : nil)
         }
         if let scoreHead {
@@ -226,6 +238,15 @@ public enum HuggingFaceCheckpoint {
         if config.eosTokenIds.count == 1 { generation["eos_token_id"] = config.eosTokenIds[0] } else if !config.eosTokenIds.isEmpty { generation["eos_token_id"] = config.eosTokenIds }
         try write(try JSONSerialization.data(withJSONObject: generation, options: [.prettyPrinted, .sortedKeys]),
                   to: directory + "/generation_config.json")
+    }
+
+    /// Adds `amount` to every RMSNorm weight of `weights` (Gemma's `1 + weight` read as the core's scale, or back).
+    static func addToNormWeights(_ weights: ModelWeights, _ amount: Float) {
+        weights.storage.withUnsafeMutableBufferPointer { storage in
+            for tensor in weights.layout.storedTensors where tensor.isNormWeight {
+                for i in weights.layout.range(tensor) { storage[i] += amount }
+            }
+        }
     }
 
     /// Writes `data` to `path` atomically.

@@ -3,10 +3,13 @@ import Foundation
 /// A Hugging Face `config.json` of a `LlamaForCausalLM` (or a `MistralForCausalLM`, whose context is
 /// capped at its sliding window; a `Qwen2ForCausalLM`, LLaMA's blocks with query, key and value biases; a
 /// `Qwen3ForCausalLM`, with per-head query/key norms; a `SmolLM3ForCausalLM`, with layers without RoPE; a
-/// `Phi3ForCausalLM`, LLaMA's with fused projections and Mistral's window),
+/// `Phi3ForCausalLM`, LLaMA's with fused projections and Mistral's window; a `Gemma3ForCausalLM`, with GeGLU,
+/// a scaled embedding, norms after each block's attention and feed-forward, per-head query/key norms and a
+/// local RoPE base in its sliding-window layers, whose context is capped at the window),
 /// read into the core's `LlamaConfig` plus the token ids it names. Keys the core cannot honour (LLaMA's
 /// `attention_bias`, MLP biases, another architecture or activation, an odd head size, a RoPE scaling
-/// other than linear and LLaMA 3.1's, a sliding window but Mistral's) are refused with the key and its value.
+/// other than linear and LLaMA 3.1's, a sliding window but Mistral's, Phi-3's and Gemma 3's, softcapping) are refused with the
+/// key and its value.
 public struct HuggingFaceConfig: Sendable, Equatable {
     /// The model's shape in the core's terms.
     public var llama: LlamaConfig
@@ -22,6 +25,9 @@ public struct HuggingFaceConfig: Sendable, Equatable {
     /// Whether the weights store fused projections (Phi-3: `qkv_proj` and `gate_up_proj`), read apart
     /// into the core's tensors. A model is written back unfused, as the LLaMA it computes.
     public var fusedProjections = false
+    /// What the family's RMSNorms add to their weights (Gemma's scale by `1 + weight`): the core keeps the
+    /// scale itself, so reading adds this and writing subtracts it.
+    public static func normWeightOffset(_ config: LlamaConfig) -> Float { config.postNorms ? 1 : 0 }
     /// Whether the directory holds a reward model (`LlamaForSequenceClassification` and its kin, one
     /// label): the trunk and a `score` head of `(1, D)` instead of `lm_head`, scoring a sequence at its
     /// last token that is not `pad_token_id`.
@@ -97,15 +103,23 @@ public struct HuggingFaceConfig: Sendable, Equatable {
         // A reward model is the same decoder with a one-label `score` head (`*ForSequenceClassification`).
         // Phi-3's is LLaMA's decoder with the query, key and value projections stored as one tensor and the
         // gate and up projections as another, and Mistral's sliding window.
-        let families = ["Llama": "llama", "Mistral": "mistral", "Qwen2": "qwen2", "Qwen3": "qwen3", "SmolLM3": "smollm3", "Phi3": "phi3"]
+        // Gemma 3's text model (Gemma3ForCausalLM; its reward model is a Gemma3TextForSequenceClassification) is the
+        // same decoder with GELU's tanh approximation in the gate, its embedding scaled by sqrt(hidden_size), an RMSNorm
+        // on each block's attention output and feed-forward output before the residual add, Qwen3's per-head query/key
+        // norms, RMSNorms that scale by 1 + weight (read as the core's weight), and a second RoPE base in its
+        // sliding-window layers (their window caps the context, as Mistral's).
+        let families = ["Llama": "llama", "Mistral": "mistral", "Qwen2": "qwen2", "Qwen3": "qwen3", "SmolLM3": "smollm3", "Phi3": "phi3",
+                        "Gemma3": "gemma3_text", "Gemma3Text": "gemma3_text"]
         var modelType: String?
         var sequenceClassifier = false
         if let architectures = object["architectures"] {
             let name = (architectures as? [String]).flatMap { $0.count == 1 ? $0[0] : nil } ?? ""
             let family = name.hasSuffix("ForCausalLM") ? String(name.dropLast("ForCausalLM".count))
                 : name.hasSuffix("ForSequenceClassification") ? String(name.dropLast("ForSequenceClassification".count)) : ""
-            guard let type = families[family] else {
-                throw refuse("architectures", "\(describe(architectures)) is not supported (only one of \(families.keys.sorted().map { "\($0)ForCausalLM" }.joined(separator: ", ")), or the ForSequenceClassification of one, a reward model)")
+            // (Gemma3TextForCausalLM does not exist; Gemma3ForSequenceClassification is the multimodal model's.)
+            guard let type = families[family], name != "Gemma3TextForCausalLM", name != "Gemma3ForSequenceClassification" else {
+                let causal = families.keys.filter { $0 != "Gemma3Text" }.sorted().map { "\($0)ForCausalLM" }
+                throw refuse("architectures", "\(describe(architectures)) is not supported (only one of \(causal.joined(separator: ", ")), or the ForSequenceClassification of one (Gemma3TextForSequenceClassification for Gemma 3), a reward model)")
             }
             modelType = type
             sequenceClassifier = name.hasSuffix("ForSequenceClassification")
@@ -119,16 +133,19 @@ public struct HuggingFaceConfig: Sendable, Equatable {
         }
         if let value = object["model_type"], !(value is NSNull) {
             guard let type = value as? String, families.values.contains(type) else {
-                throw refuse("model_type", "\(describe(value)) is not supported (only \"llama\", \"mistral\", \"qwen2\", \"qwen3\", \"smollm3\" or \"phi3\")")
+                throw refuse("model_type", "\(describe(value)) is not supported (only \"llama\", \"mistral\", \"qwen2\", \"qwen3\", \"smollm3\", \"phi3\" or \"gemma3_text\")")
             }
             if let modelType, modelType != type {
                 throw refuse("model_type", "\(describe(value)) disagrees with architectures \(describe(object["architectures"]))")
             }
             modelType = type
         }
+        let gemma = modelType == "gemma3_text"
+        // Gemma's gate is GELU's tanh approximation (transformers' "gelu_pytorch_tanh", its default); the others' SiLU.
+        let activationName = gemma ? "gelu_pytorch_tanh" : "silu"
         for key in ["hidden_act", "hidden_activation"] {
-            if let act = object[key], !(act is NSNull), (act as? String) != "silu" {
-                throw refuse(key, "\(describe(act)) is not supported (only \"silu\")")
+            if let act = object[key], !(act is NSNull), (act as? String) != activationName {
+                throw refuse(key, "\(describe(act)) is not supported (only \"\(activationName)\"\(gemma ? " for Gemma 3" : ""))")
             }
         }
         for key in ["attention_bias", "mlp_bias"] where try flag(key) == true {
@@ -169,10 +186,43 @@ public struct HuggingFaceConfig: Sendable, Equatable {
         // A config without a RoPE base has its family's default (transformers' config classes).
         var theta = ["qwen2": 1_000_000.0, "qwen3": 1_000_000.0, "smollm3": 2_000_000.0][modelType ?? "llama"] ?? 10000.0
         var ropeScaling: RoPEScaling?
-        if let value = object["rope_scaling"], !(value is NSNull) {
+        // Gemma 3: a global base (1e6 by default) with an optional scaling for its full-attention layers, and a
+        // local base (10000) for its sliding-window layers, spelled `rope_theta`, `rope_scaling` and
+        // `rope_local_base_freq` (transformers 4) or `rope_parameters: {full_attention: {...}, sliding_attention: {...}}` (5).
+        var localTheta: Double?
+        if gemma {
+            theta = 1_000_000
+            localTheta = 10000
+            if let value = object["rope_scaling"], !(value is NSNull) { ropeScaling = try scaling(value, key: "rope_scaling") }
+            if let value = try double("rope_theta", in: object) { theta = value }
+            if let value = try double("rope_local_base_freq", in: object) { localTheta = value }
+            if let value = object["rope_parameters"], !(value is NSNull) {
+                guard let parameters = value as? [String: Any] else { throw refuse("rope_parameters", "expected an object, got \(describe(value))") }
+                for (kind, entry) in parameters {
+                    let key = "rope_parameters.\(kind)"
+                    guard kind == "full_attention" || kind == "sliding_attention" else {
+                        throw refuse(key, "is not a layer type of Gemma 3 (full_attention, sliding_attention)")
+                    }
+                    guard !(entry is NSNull) else { continue }
+                    guard let entry = entry as? [String: Any] else { throw refuse(key, "expected an object, got \(describe(entry))") }
+                    let stretch = try scaling(entry, key: key)
+                    if kind == "full_attention" {
+                        if stretch != nil { ropeScaling = stretch }
+                        if let value = try double("rope_theta", in: entry) { theta = value }
+                    } else {
+                        if stretch != nil { throw refuse(key + ".rope_type", "\(describe(entry["rope_type"])) is not supported for the sliding-window layers (only \"default\")") }
+                        if let value = try double("rope_theta", in: entry) { localTheta = value }
+                    }
+                }
+            }
+            if try flag("use_bidirectional_attention") == true {
+                throw refuse("use_bidirectional_attention", "true is not supported (causal attention only)")
+            }
+        }
+        if !gemma, let value = object["rope_scaling"], !(value is NSNull) {
             ropeScaling = try scaling(value, key: "rope_scaling")
         }
-        if let value = object["rope_parameters"], !(value is NSNull) {
+        if !gemma, let value = object["rope_parameters"], !(value is NSNull) {
             guard let parameters = value as? [String: Any] else {
                 throw refuse("rope_parameters", "expected an object, got \(describe(value))")
             }
@@ -184,7 +234,7 @@ public struct HuggingFaceConfig: Sendable, Equatable {
             }
             if let value = try double("rope_theta", in: parameters) { theta = value }
         }
-        if let value = try double("rope_theta", in: object) { theta = value }
+        if !gemma, let value = try double("rope_theta", in: object) { theta = value }
         // Mistral attends to the last `sliding_window` keys (transformers' mask: key j for query i where
         // j > i - window): within that many tokens it is full attention, so the context is capped there.
         var window: Int?
@@ -214,7 +264,27 @@ public struct HuggingFaceConfig: Sendable, Equatable {
                 }
             }
         }
-        for key in ["sliding_window", "attn_logit_softcapping", "final_logit_softcapping"] where !(key == "sliding_window" && ["mistral", "phi3", "qwen2", "qwen3", "smollm3"].contains(modelType)) {
+        // Gemma 3's layers attend through the window where layer_types says "sliding_attention" (by default all but
+        // every sliding_window_pattern-th, 6), and rotate with the local base there.
+        var localLayers: [Int] = []
+        if gemma, let layers = try int("num_hidden_layers"), (1...(1 << 24)).contains(layers) {
+            if let value = object["layer_types"], !(value is NSNull) {
+                guard let list = value as? [String], list.count == layers,
+                      list.allSatisfy({ $0 == "sliding_attention" || $0 == "full_attention" }) else {
+                    throw refuse("layer_types", "expected \(layers) of \"sliding_attention\" and \"full_attention\", got \(describe(value))")
+                }
+                localLayers = (0..<layers).filter { list[$0] == "sliding_attention" }
+            } else {
+                let pattern = try int("sliding_window_pattern", required: false) ?? int("_sliding_window_pattern", required: false) ?? 6
+                guard pattern > 0 else { throw refuse("sliding_window_pattern", "expected a positive integer, got \(pattern)") }
+                localLayers = (0..<layers).filter { ($0 + 1) % pattern != 0 }
+            }
+            if !localLayers.isEmpty {
+                window = try int("sliding_window", required: false) ?? 4096
+                if let window, window < 1 { throw refuse("sliding_window", "expected a positive integer, got \(window)") }
+            }
+        }
+        for key in ["sliding_window", "attn_logit_softcapping", "final_logit_softcapping"] where !(key == "sliding_window" && ["mistral", "phi3", "qwen2", "qwen3", "smollm3", "gemma3_text"].contains(modelType)) {
             if let value = object[key], !(value is NSNull) {
                 throw refuse(key, "\(describe(value)) is not supported")
             }
@@ -226,6 +296,14 @@ public struct HuggingFaceConfig: Sendable, Equatable {
         // transformers' default head size is hidden_size / heads; a config may set another (Qwen3's 128).
         let headDim = try int("head_dim", required: false)
         let eps = try double("rms_norm_eps", in: object) ?? 1e-6
+        // Gemma scores attention by query_pre_attn_scalar^-0.5 (256 by default), not head_dim^-0.5.
+        var attentionScale: Float?
+        if gemma {
+            let scalar = try double("query_pre_attn_scalar", in: object) ?? 256
+            guard scalar > 0, scalar.isFinite else { throw refuse("query_pre_attn_scalar", "expected a positive number, got \(scalar)") }
+            let implied = headDim ?? (heads > 0 ? dim / heads : 1)
+            if scalar != Double(implied) { attentionScale = Float(pow(scalar, -0.5)) }
+        }
         // SmolLM3: no_rope_layers[i] is 1 where layer i rotates, 0 where it does not (NoPE); absent, every
         // no_rope_layer_interval-th layer (4 by default) goes without, as transformers builds the list.
         var layersWithoutRoPE: [Int] = []
@@ -247,10 +325,13 @@ public struct HuggingFaceConfig: Sendable, Equatable {
                                  nHeads: heads, nKVHeads: kvHeads, vocabSize: try int("vocab_size")!,
                                  seqLen: min(try int("max_position_embeddings")!, window ?? .max),
                                  // A reward model has no lm_head: nothing to hold beside the embedding.
-                                 sharedClassifier: try sequenceClassifier || (flag("tie_word_embeddings") ?? false),
+                                 sharedClassifier: try sequenceClassifier || (flag("tie_word_embeddings") ?? gemma),
                                  normEps: Float(eps), ropeTheta: Float(theta), ropeScaling: ropeScaling,
-                                 attentionBias: modelType == "qwen2", headSize: headDim, qkNorm: modelType == "qwen3",
-                                 layersWithoutRoPE: layersWithoutRoPE)
+                                 attentionBias: modelType == "qwen2", headSize: headDim, qkNorm: modelType == "qwen3" || gemma,
+                                 layersWithoutRoPE: layersWithoutRoPE, activation: gemma ? .geluTanh : .silu,
+                                 embeddingScale: gemma ? Float(Double(dim).squareRoot()) : nil, postNorms: gemma,
+                                 attentionScale: attentionScale, localRoPETheta: localLayers.isEmpty ? nil : localTheta.map(Float.init),
+                                 localRoPELayers: localLayers)
         do { try config.validate() } catch {
             throw LlamaError.invalidCheckpoint(path: path, reason: "config.json: \(error)")
         }
@@ -318,10 +399,25 @@ public struct HuggingFaceConfig: Sendable, Equatable {
             object["use_sliding_window"] = false
             object["sliding_window"] = NSNull()
         }
+        if c.postNorms {
+            // Gemma 3's text model, in the keys 4.x and 5.x both read (5.x folds rope_theta, rope_local_base_freq and
+            // rope_scaling into its rope_parameters). The window is the core's context: no key beyond it is ever out of it.
+            object["architectures"] = ["Gemma3ForCausalLM"]
+            object["model_type"] = "gemma3_text"
+            for key in ["hidden_act", "mlp_bias", "pretraining_tp", "use_sliding_window", "max_window_layers"] { object[key] = nil }
+            object["hidden_activation"] = "gelu_pytorch_tanh"
+            object["query_pre_attn_scalar"] = Double(1 / (c.attentionScale * c.attentionScale)).rounded()
+            object["rope_local_base_freq"] = Double(c.localRoPETheta ?? c.ropeTheta)
+            object["layer_types"] = (0..<c.nLayers).map { c.usesLocalRoPE(layer: $0) ? "sliding_attention" : "full_attention" }
+            object["sliding_window"] = c.seqLen
+            object["attn_logit_softcapping"] = NSNull()
+            object["final_logit_softcapping"] = NSNull()
+            object["use_bidirectional_attention"] = false
+        }
         if isSequenceClassifier {
             // A reward model: the family's ForSequenceClassification with one label, and no lm_head to tie.
             let family = (object["architectures"] as! [String])[0].dropLast("ForCausalLM".count)
-            object["architectures"] = ["\(family)ForSequenceClassification"]
+            object["architectures"] = ["\(family)\(c.postNorms ? "Text" : "")ForSequenceClassification"]
             object["id2label"] = ["0": "LABEL_0"]
             object["label2id"] = ["LABEL_0": 0]
             object["tie_word_embeddings"] = false
@@ -333,6 +429,7 @@ public struct HuggingFaceConfig: Sendable, Equatable {
         // Float eps prints with float32's shortest digits (1e-05, not 9.99999974737875e-06).
         object["rms_norm_eps"] = Double("\(c.normEps)") ?? Double(c.normEps)
         object["rope_theta"] = Double("\(c.ropeTheta)") ?? Double(c.ropeTheta)
+        if c.postNorms, let local = c.localRoPETheta { object["rope_local_base_freq"] = Double("\(local)") ?? Double(local) }
         return (try? JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])) ?? Data()
     }
 }

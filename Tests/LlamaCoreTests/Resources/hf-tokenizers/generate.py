@@ -276,6 +276,21 @@ cases("regex-oniguruma", t, "regex-oniguruma.tokenizer.json",
       extra_texts=["x\u00b2 \u00bd \u2160 \u2460 \u216b", "deadBEEF cafe 12ab", "a\u000bb\rc\u0085d\ne", "end  \nnext \t\nlast  ",
                    "\u2028x\u2029y"])
 
+# 12. Gemma's (transformers' GemmaConverter): spaces replaced by "▁" with no prefix added, a Split on " " that the
+#     replacement leaves nothing to split, byte fallback, a Replace/ByteFallback/Fuse decoder that strips nothing, and
+#     the chat template's turn markers as special tokens.
+t = Tokenizer(models.BPE(fuse_unk=True, byte_fallback=True, unk_token="<unk>"))
+t.normalizer = normalizers.Replace(" ", "▁")
+t.pre_tokenizer = pre_tokenizers.Split(" ", "merged_with_previous")
+t.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()])
+train(t, 220, ["<pad>", "<eos>", "<bos>", "<unk>"])
+t = add_byte_fallback(t)
+t.add_special_tokens([AddedToken("<start_of_turn>", normalized=False), AddedToken("<end_of_turn>", normalized=False)])
+t.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", 2)])
+t = save(t, "gemma")
+cases("gemma", t, "gemma.tokenizer.json",
+      extra_texts=["<start_of_turn>user\nHi there<end_of_turn>\n<start_of_turn>model\n", " leading", "trailing ", "a  b"])
+
 with open(os.path.join(OUT, "README.md"), "w") as f:
     f.write("Small tokenizer.json files and their encode/decode cases, made by the Python `tokenizers` library "
             "(version %s) with `python generate.py .` run in this folder (trained on the paragraphs in the script); the "
