@@ -34,8 +34,8 @@ public final class ForwardTape {
         let xn2: FloatBuffer
         /// `(N, H)` gate and up pre-activations, and the gated product (input of `w2`).
         let h1: FloatBuffer, h3: FloatBuffer, g: FloatBuffer
-        /// With query/key norms (Qwen3): `(N, QD)` queries and `(N, KVD)` keys before them, and `(N, nHeads)`,
-        /// `(N, nKVHeads)` each head's inverse RMS; empty otherwise.
+        /// With query/key norms (Qwen3, Gemma 3, OLMo 2): `(N, QD)` queries and `(N, KVD)` keys before them, and
+        /// `(N, nHeads)`, `(N, nKVHeads)` each head's inverse RMS (`(N, 1)` used across heads); empty otherwise.
         let qRaw: FloatBuffer, kRaw: FloatBuffer, qInverse: FloatBuffer, kInverse: FloatBuffer
         /// With post norms (Gemma): `(N, D)` the attention's and the feed-forward's outputs before their
         /// norms, and `(N)` each one's inverse RMS; empty otherwise.

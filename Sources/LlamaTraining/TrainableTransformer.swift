@@ -49,8 +49,8 @@ public final class TrainableTransformer {
     private var rowLosses = AlignedBuffer<Double>(count: 0)
     /// Per-thread partial sums of a norm weight's gradient, `(threads, D)`.
     private var normPartials = FloatBuffer(count: 0)
-    /// Per-thread `(2, hs)` blocks for the query/key norms' backward pass: the weight's partial gradient
-    /// and one head's input gradient.
+    /// Per-thread `(2, size)` blocks for the query/key norms' backward pass (size: a head's `hs`, or a row's
+    /// width across heads): the weight's partial gradient and one group's input gradient.
     private var headNormScratch = FloatBuffer(count: 0)
     /// Query rows per causal block of the attention forward.
     static let attentionBlock = 64
@@ -171,7 +171,7 @@ public final class TrainableTransformer {
                 tape.onlyRows = rows
                 break
             }
-            normRows(out: saved.xn1, inverse: saved.rms1, input: x, weight: w + offset(.rmsAttention, l), rows: n)
+            inputNorm(.rmsAttention, l, out: saved.xn1, inverse: saved.rms1, input: x, rows: n)
             project(.wq, l, saved.q.baseAddress, saved.xn1.baseAddress, n: n, inFeatures: D, outFeatures: QD, seed: seed)
             project(.wk, l, saved.k.baseAddress, saved.xn1.baseAddress, n: n, inFeatures: D, outFeatures: KVD, seed: seed)
             project(.wv, l, saved.v.baseAddress, saved.xn1.baseAddress, n: n, inFeatures: D, outFeatures: KVD, seed: seed)
@@ -191,7 +191,7 @@ public final class TrainableTransformer {
                 copy(saved.xMid.baseAddress, from: x.baseAddress, count: n * D)
                 project(.wo, l, saved.xMid.baseAddress, saved.att.baseAddress, n: n, inFeatures: QD, outFeatures: D, accumulate: true, seed: seed)
             }
-            normRows(out: saved.xn2, inverse: saved.rms2, input: saved.xMid, weight: w + offset(.rmsFFN, l), rows: n)
+            inputNorm(.rmsFFN, l, out: saved.xn2, inverse: saved.rms2, input: saved.xMid, rows: n)
             project(.w1, l, saved.h1.baseAddress, saved.xn2.baseAddress, n: n, inFeatures: D, outFeatures: H, seed: seed)
             project(.w3, l, saved.h3.baseAddress, saved.xn2.baseAddress, n: n, inFeatures: D, outFeatures: H, seed: seed)
             let h1 = saved.h1.baseAddress, h3 = saved.h3.baseAddress, g = saved.g.baseAddress
@@ -227,7 +227,7 @@ public final class TrainableTransformer {
         let c = config, l = c.nLayers - 1
         let n = batch.rowCount, m = rows.count, D = c.dim, QD = c.queryDim, KVD = c.kvDim, H = c.hiddenDim, hs = c.headSize, half = hs / 2
         let seed: UInt64? = nil  // a scoring forward: no dropout
-        normRows(out: saved.xn1, inverse: saved.rms1, input: saved.xIn, weight: w + offset(.rmsAttention, l), rows: n)
+        inputNorm(.rmsAttention, l, out: saved.xn1, inverse: saved.rms1, input: saved.xIn, rows: n)
         project(.wk, l, saved.k.baseAddress, saved.xn1.baseAddress, n: n, inFeatures: D, outFeatures: KVD, seed: seed)
         project(.wv, l, saved.v.baseAddress, saved.xn1.baseAddress, n: n, inFeatures: D, outFeatures: KVD, seed: seed)
         addBias(.bk, l, to: saved.k.baseAddress, rows: n, width: KVD)
@@ -285,7 +285,7 @@ public final class TrainableTransformer {
         } else {
             project(.wo, l, xMid, att, n: m, inFeatures: QD, outFeatures: D, accumulate: true, seed: seed)
         }
-        normRows(out: saved.xn2, inverse: saved.rms2, input: saved.xMid, weight: w + offset(.rmsFFN, l), rows: m)
+        inputNorm(.rmsFFN, l, out: saved.xn2, inverse: saved.rms2, input: saved.xMid, rows: m)
         let h1 = saved.h1.baseAddress, h3 = saved.h3.baseAddress, g = saved.g.baseAddress
         project(.w1, l, h1, saved.xn2.baseAddress, n: m, inFeatures: D, outFeatures: H, seed: seed)
         project(.w3, l, h3, saved.xn2.baseAddress, n: m, inFeatures: D, outFeatures: H, seed: seed)
@@ -446,6 +446,27 @@ public final class TrainableTransformer {
         }
     }
 
+    /// A block's input norm (`tensor` of layer `l`) of `rows` rows of `input` into `out`, or a copy where the blocks
+    /// have no input norms (OLMo 2's).
+    private func inputNorm(_ tensor: ParameterTensor, _ l: Int, out: FloatBuffer, inverse: FloatBuffer, input: FloatBuffer, rows n: Int) {
+        if config.inputNorms {
+            normRows(out: out, inverse: inverse, input: input, weight: w + offset(tensor, l), rows: n)
+        } else {
+            copy(out.baseAddress, from: input.baseAddress, count: n * config.dim)
+        }
+    }
+
+    /// Backward of `inputNorm`: adds `dL/dinput` to `dx` from `dy`, the gradient of its output.
+    private func inputNormBackward(_ tensor: ParameterTensor, _ l: Int, dx: FloatBuffer, dy: FloatBuffer, input: FloatBuffer,
+                                   inverse: FloatBuffer, rows n: Int) {
+        if config.inputNorms {
+            normBackwardRows(dx: dx, weightGradient: dw + offset(tensor, l), dy: dy, input: input, weight: w + offset(tensor, l),
+                             inverse: inverse, rows: n)
+        } else {
+            add(dy.baseAddress, into: dx.baseAddress, count: n * config.dim)
+        }
+    }
+
     /// Backward of `normRows`: adds `dL/dinput` to `dx`; each thread sums its rows' weight gradient
     /// apart, then the partial sums are added to `weightGradient`.
     private func normBackwardRows(dx: FloatBuffer, weightGradient: UnsafeMutablePointer<Float>, dy: FloatBuffer,
@@ -565,21 +586,22 @@ public final class TrainableTransformer {
         }
     }
 
-    /// Qwen3's query/key norms: RMS-normalises each of `heads` heads (of `hs`) in each of `rows` rows of
-    /// `x` in place with layer `l`'s `tensor` (`qNorm` or `kNorm`), first keeping the rows in `raw` and each
-    /// head's inverse RMS in `inverse (rows, heads)` where given (for the backward pass). Nothing where
-    /// the model has no such norms.
+    /// The query/key norms: RMS-normalises each of `heads` heads (of `hs`; Qwen3's and Gemma 3's) or each row's
+    /// `heads * hs` values at once (OLMo 2's, `qkNormAcrossHeads`) in each of `rows` rows of `x` in place with
+    /// layer `l`'s `tensor` (`qNorm` or `kNorm`), first keeping the rows in `raw` and each group's inverse RMS in
+    /// `inverse (rows, groups)` where given (for the backward pass). Nothing where the model has no such norms.
     private func normHeads(_ tensor: ParameterTensor, _ l: Int, _ x: UnsafeMutablePointer<Float>, rows: Int, heads: Int,
                            raw: UnsafeMutablePointer<Float>?, inverse: UnsafeMutablePointer<Float>?) {
         guard config.qkNorm else { return }
-        let hs = config.headSize, eps = config.normEps, weight = w + offset(tensor, l), width = heads * hs
+        let (groups, size) = config.qkNormGroups(heads: heads)
+        let eps = config.normEps, weight = w + offset(tensor, l), width = heads * config.headSize
         pool.parallelFor(rows, grain: 16) { range, _ in
             for r in range {
                 raw?.advanced(by: r * width).update(from: x + r * width, count: width)
-                for h in 0..<heads {
-                    let head = x + r * width + h * hs
-                    let inv = TrainingKernels.rmsnorm(head, head, weight, hs, eps: eps)
-                    inverse?[r * heads + h] = inv
+                for g in 0..<groups {
+                    let group = x + r * width + g * size
+                    let inv = TrainingKernels.rmsnorm(group, group, weight, size, eps: eps)
+                    inverse?[r * groups + g] = inv
                 }
             }
         }
@@ -590,24 +612,25 @@ public final class TrainableTransformer {
     private func normHeadsBackward(_ tensor: ParameterTensor, _ l: Int, _ dy: UnsafeMutablePointer<Float>, raw: UnsafePointer<Float>,
                                    inverse: UnsafePointer<Float>, rows n: Int, heads: Int) {
         guard config.qkNorm else { return }
-        let hs = config.headSize, width = heads * hs, threads = pool.threadCount
-        if headNormScratch.count < threads * 2 * hs { headNormScratch = FloatBuffer(count: threads * 2 * hs) }
+        let (groups, size) = config.qkNormGroups(heads: heads)
+        let width = heads * config.headSize, threads = pool.threadCount
+        if headNormScratch.count < threads * 2 * size { headNormScratch = FloatBuffer(count: threads * 2 * size) }
         let scratch = headNormScratch.baseAddress, weight = w + offset(tensor, l)
-        scratch.update(repeating: 0, count: threads * 2 * hs)
+        scratch.update(repeating: 0, count: threads * 2 * size)
         pool.run { t in
-            let partial = scratch + t * 2 * hs, dx = partial + hs
+            let partial = scratch + t * 2 * size, dx = partial + size
             for r in ComputePool.share(of: n, thread: t, threads: threads) {
-                for h in 0..<heads {
-                    let at = r * width + h * hs
-                    dx.update(repeating: 0, count: hs)
-                    TrainingKernels.rmsnormBackward(dx: dx, dw: partial, dy: dy + at, x: raw + at, w: weight, inv: inverse[r * heads + h], hs)
-                    (dy + at).update(from: dx, count: hs)
+                for g in 0..<groups {
+                    let at = r * width + g * size
+                    dx.update(repeating: 0, count: size)
+                    TrainingKernels.rmsnormBackward(dx: dx, dw: partial, dy: dy + at, x: raw + at, w: weight, inv: inverse[r * groups + g], size)
+                    (dy + at).update(from: dx, count: size)
                 }
             }
         }
         guard lora == nil else { return }
         let dweight = dw + offset(tensor, l)
-        for t in 0..<threads { for i in 0..<hs { dweight[i] += scratch[t * 2 * hs + i] } }
+        for t in 0..<threads { for i in 0..<size { dweight[i] += scratch[t * 2 * size + i] } }
     }
 
     // MARK: - Backward
@@ -646,8 +669,7 @@ public final class TrainableTransformer {
                             accumulate: false, seed: seed)
             projectBackward(.w3, l, dx: dxn.baseAddress, dy: d3, x: saved.xn2.baseAddress, n: n, inFeatures: D, outFeatures: H,
                             accumulate: true, seed: seed)
-            normBackwardRows(dx: dx, weightGradient: dw + offset(.rmsFFN, l), dy: dxn, input: saved.xMid,
-                             weight: w + offset(.rmsFFN, l), inverse: saved.rms2, rows: n)
+            inputNormBackward(.rmsFFN, l, dx: dx, dy: dxn, input: saved.xMid, inverse: saved.rms2, rows: n)
             // Attention: x_mid = x_in + Wo att (with post norms, x_in + rmsnorm(Wo att)).
             let dAttOut = c.postNorms
                 ? postNormBackward(.rmsPostAttention, l, dy: dx, input: saved.attOut, inverse: saved.rmsPostAttention, rows: n) : dx
@@ -664,8 +686,7 @@ public final class TrainableTransformer {
             projectBackward(.wq, l, dx: dxn.baseAddress, dy: dq.baseAddress, x: xn1, n: n, inFeatures: D, outFeatures: QD, accumulate: false, seed: seed)
             projectBackward(.wk, l, dx: dxn.baseAddress, dy: dk.baseAddress, x: xn1, n: n, inFeatures: D, outFeatures: KVD, accumulate: true, seed: seed)
             projectBackward(.wv, l, dx: dxn.baseAddress, dy: dv.baseAddress, x: xn1, n: n, inFeatures: D, outFeatures: KVD, accumulate: true, seed: seed)
-            normBackwardRows(dx: dx, weightGradient: dw + offset(.rmsAttention, l), dy: dxn, input: saved.xIn,
-                             weight: w + offset(.rmsAttention, l), inverse: saved.rms1, rows: n)
+            inputNormBackward(.rmsAttention, l, dx: dx, dy: dxn, input: saved.xIn, inverse: saved.rms1, rows: n)
         }
         // Embedding rows (serial: a token may repeat), times the embedding's scale where it has one.
         let embedding = dw + offset(.tokenEmbedding), scale = c.embeddingScale ?? 1

@@ -315,6 +315,47 @@ import TestKit
         #expect(try Self.config(older).llama.ropeScaling == .linear(factor: 8))
     }
 
+    /// An Olmo2ForCausalLM is LLaMA's decoder whose blocks normalise their attention's and feed-forward's outputs
+    /// (`post_attention_layernorm`, `post_feedforward_layernorm`) and not their inputs, with its queries and keys
+    /// RMS-normalised each across all heads (`q_norm` of QD, `k_norm` of KVD, their elements permuted as the
+    /// projections' rows are): read as such, transformers' float64 greedy ids, log-probabilities and logits agree,
+    /// batched decode and bfloat16 weights run it, and it writes back as an Olmo2ForCausalLM, bit for bit;
+    /// llama2.c's files cannot hold it.
+    @Test func olmo2RunsItsPostNormBlocks() throws {
+        let (weights, config) = try HuggingFaceCheckpoint.read(directory: Fixtures.olmo2)
+        let c = config.llama
+        #expect(c.qkNorm && c.qkNormAcrossHeads && c.postNorms && !c.inputNorms && c.activation == .silu && c.embeddingScale == nil)
+        #expect(c.normWeightOffset == 0 && !c.sharedClassifier && c.ropeTheta == 500000 && c.kvDim == 16)
+        #expect(ParameterLayout.shape(.qNorm, c) == [2, 32] && ParameterLayout.shape(.kNorm, c) == [2, 16])
+        #expect(!weights.layout.storedTensors.contains(.rmsAttention) && !weights.layout.storedTensors.contains(.rmsFFN))
+        #expect(c.parameterCount == weights.layout.trainableTensors.reduce(0) { $0 + weights.layout.count($1) })
+        let reference = try Fixtures.olmo2Reference()
+        try Self.expectGreedyAndLogits(weights, reference: reference, name: "olmo2-postnorm")
+        let prompt = (reference["prompt_ids"] as! [Int]).map(Int32.init), greedy = (reference["greedy_ids"] as! [Int]).map(Int32.init)
+        let transformer = Transformer(model: LlamaModel(weights: weights))
+        let caches = [transformer.makeCache(), transformer.makeCache()]
+        _ = try transformer.prefill(Array(prompt.prefix(15)), cache: caches[0])
+        _ = try transformer.prefill(prompt + greedy.prefix(23), cache: caches[1])
+        let batched = try transformer.decode([prompt[15], greedy[23]], caches: caches)
+        let expected = reference["logits_at"] as! [String: [Double]]
+        for (row, key) in [(0, "15"), (1, "39")] {
+            guard let want = expected[key] else { continue }
+            #expect(zip(batched.row(row), want).map { abs(Double($0) - $1) }.max()! < 1e-4, "batched row \(row)")
+        }
+        let bf16 = TextGenerator(transformer: Transformer(model: LlamaModel(weights: weights, precision: .bfloat16, batchedDecode: false)))
+        let rounded = try bf16.generate(GenerationRequest(promptIds: prompt, maxNewTokens: 3, sampling: .greedy, stopTokens: []))
+        #expect(rounded.ids == Array(greedy.prefix(3)))
+        let dir = try Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let written = try Self.expectWrittenBackBitForBit(weights, config: config, to: dir + "/out")
+        #expect(written["architectures"] as? [String] == ["Olmo2ForCausalLM"] && written["model_type"] as? String == "olmo2")
+        let names = try SafetensorsFile(path: dir + "/out/model.safetensors").entries.keys
+        #expect(!names.contains { $0.contains("input_layernorm") || $0.contains("pre_feedforward") } && names.contains("model.layers.1.self_attn.q_norm.weight"))
+        #expect { try Checkpoint.writeLegacy(weights, to: dir + "/model.bin") } throws: {
+            "\($0)".contains("blocks without input norms")
+        }
+    }
+
     /// A Qwen3ForCausalLM is LLaMA's decoder with each query and key head RMS-normalised before RoPE, its
     /// head size (16) set apart from hidden_size / heads (8), so its attention is 64 wide at a width of 32:
     /// the norms are read (their elements permuted as a head's rows are), transformers' float64 greedy ids,

@@ -10,7 +10,8 @@ import TestKit
 /// gradient for every attention tensor the reference lists agree with PyTorch's float64 autograd
 /// (transformers' classes, `hf-*/generate.py`), the file's rows mapped to the core's as the reader maps them.
 /// On the Gemma 3 fixture every tensor's gradient is compared (its scaled embedding, GeGLU, post norms, norms
-/// stored as offsets from 1, local and global RoPE bases and attention scale touch them all).
+/// stored as offsets from 1, local and global RoPE bases and attention scale touch them all), and on the OLMo 2
+/// fixture (output norms without input norms, query/key norms across heads).
 @Suite struct HuggingFaceGradientTests {
     /// The core tensor of a reference gradient's name (after `self_attn.`), and its row length in the file.
     static func tensor(_ suffix: String, _ c: LlamaConfig) -> (ParameterTensor, columns: Int)? {
@@ -34,11 +35,12 @@ import TestKit
         case "qwen2": return (Fixtures.qwen2, try Fixtures.qwen2Reference())
         case "qwen3": return (Fixtures.qwen3, try Fixtures.qwen3Reference())
         case "gemma3": return (Fixtures.gemma3, try Fixtures.gemma3Reference())
+        case "olmo2": return (Fixtures.olmo2, try Fixtures.olmo2Reference())
         default: return (Fixtures.smollm3, try Fixtures.smollm3Reference())
         }
     }
 
-    @Test(arguments: ["qwen2", "qwen3", "smollm3", "gemma3"], [1, 2])
+    @Test(arguments: ["qwen2", "qwen3", "smollm3", "gemma3", "olmo2"], [1, 2])
     func gradientsAreTorchs(model: String, threads: Int) throws {
         let (directory, reference) = try Self.fixture(model)
         let sft = reference["sft"] as! [String: Any]
@@ -59,7 +61,7 @@ import TestKit
         let places = Dictionary(uniqueKeysWithValues: HuggingFaceCheckpoint.tensors(c).map { ($0.name, $0) })
         for (name, expected) in all.sorted(by: { $0.key < $1.key }) {
             let tensor: ParameterTensor, columns: Int, base: Int
-            if model == "gemma3" {
+            if model == "gemma3" || model == "olmo2" {
                 let place = try #require(places[name], "\(name) has no core tensor")
                 tensor = place.tensor
                 columns = HuggingFaceCheckpoint.movesByElement(tensor) ? 1 : place.shape.last!
@@ -82,7 +84,8 @@ import TestKit
             #expect(scale > 0 && worst <= 1e-4 * scale, "\(name): max difference \(worst) against a largest gradient of \(scale)")
         }
         let attention: Set<ParameterTensor> = model == "qwen2" ? [.wq, .wk, .wv, .bq, .bk, .bv]
-            : model == "qwen3" ? [.wq, .wk, .wv, .wo, .qNorm, .kNorm] : model == "gemma3" ? Set(weights.layout.trainableTensors) : [.wq, .wk, .wv, .wo]
+            : model == "qwen3" ? [.wq, .wk, .wv, .wo, .qNorm, .kNorm] : model == "gemma3" || model == "olmo2" ? Set(weights.layout.trainableTensors)
+            : [.wq, .wk, .wv, .wo]
         #expect(compared == attention)
     }
 

@@ -106,6 +106,15 @@ public enum Fixtures {
         return try JSONSerialization.jsonObject(with: data) as! [String: Any]
     }
 
+    /// The OLMo 2 fixture: an `Olmo2ForCausalLM` directory (norms on the blocks' outputs and none on their inputs,
+    /// queries and keys normalised across heads), and transformers' float64 outputs and SFT gradients on it
+    /// (`hf-olmo2/generate.py`).
+    public static let olmo2 = root + "/hf-olmo2/olmo2-postnorm"
+    public static func olmo2Reference() throws -> [String: Any] {
+        let data = try Data(contentsOf: URL(fileURLWithPath: root + "/hf-olmo2/olmo2-postnorm.reference.json"))
+        return try JSONSerialization.jsonObject(with: data) as! [String: Any]
+    }
+
     /// The Hugging Face reward model fixtures (`llama-rm`: a LlamaForSequenceClassification; `qwen2-rm`: a
     /// Qwen2ForSequenceClassification whose pad id is the newline token), with the byte-level fixture's
     /// tokenizer, and transformers' float64 scores of conversations (`hf-reward/generate.py`).

@@ -39,6 +39,9 @@ public struct LlamaConfig: Codable, Sendable, Equatable {
     /// True when queries and keys are RMS-normalised per head (weights `qNorm`, `kNorm` of `hs` each)
     /// after their projection and before RoPE (Qwen3's blocks); LLaMA2's are not.
     public var qkNorm: Bool
+    /// With `qkNorm`: each row's queries and keys normalised whole, over `QD` and `KVD` (weights of those widths),
+    /// rather than head by head (OLMo 2's blocks).
+    public var qkNormAcrossHeads: Bool
     /// The layers whose attention applies no RoPE to queries and keys (SmolLM3's "NoPE" layers, every
     /// fourth), in ascending order; empty: every layer rotates, as LLaMA2's.
     public var layersWithoutRoPE: [Int]
@@ -57,6 +60,14 @@ public struct LlamaConfig: Codable, Sendable, Equatable {
     public var localRoPETheta: Float?
     /// The layers that rotate with `localRoPETheta`, in ascending order (empty without it).
     public var localRoPELayers: [Int]
+    /// True (LLaMA's pre-norm blocks) when each block RMS-normalises the inputs of its attention and feed-forward
+    /// (weights `rmsAttention`, `rmsFFN`); false when they read the residual stream as it is (OLMo 2's blocks,
+    /// which normalise the outputs instead: `postNorms`).
+    public var inputNorms: Bool
+    /// What the checkpoint's family stores a norm's weight offset by: Gemma's norms scale by `1 + weight`, so its
+    /// files hold the core's scale minus 1 (read adds it, writing subtracts it, weight decay pulls toward it); 0
+    /// for the others.
+    public var normWeightOffset: Float
 
     /// Creates a config; call `validate()` (checkpoint readers do) before using it. `headSize`: the size
     /// of one attention head when it is not `dim / nHeads`.
@@ -64,7 +75,8 @@ public struct LlamaConfig: Codable, Sendable, Equatable {
                 seqLen: Int, sharedClassifier: Bool = true, normEps: Float = 1e-5, ropeTheta: Float = 10000,
                 ropeScaling: RoPEScaling? = nil, attentionBias: Bool = false, headSize: Int? = nil, qkNorm: Bool = false,
                 layersWithoutRoPE: [Int] = [], activation: FeedForwardActivation = .silu, embeddingScale: Float? = nil,
-                postNorms: Bool = false, attentionScale: Float? = nil, localRoPETheta: Float? = nil, localRoPELayers: [Int] = []) {
+                postNorms: Bool = false, attentionScale: Float? = nil, localRoPETheta: Float? = nil, localRoPELayers: [Int] = [],
+                qkNormAcrossHeads: Bool = false, inputNorms: Bool = true, normWeightOffset: Float = 0) {
         self.dim = dim
         self.hiddenDim = hiddenDim
         self.nLayers = nLayers
@@ -87,16 +99,20 @@ public struct LlamaConfig: Codable, Sendable, Equatable {
         self.explicitAttentionScale = attentionScale
         self.localRoPETheta = localRoPETheta
         self.localRoPELayers = localRoPELayers
+        self.qkNormAcrossHeads = qkNormAcrossHeads
+        self.inputNorms = inputNorms
+        self.normWeightOffset = normWeightOffset
     }
 
     private enum CodingKeys: String, CodingKey {
         case dim, hiddenDim, nLayers, nHeads, nKVHeads, vocabSize, seqLen, sharedClassifier, normEps, ropeTheta, ropeScaling, attentionBias
         case headSize, qkNorm, layersWithoutRoPE
         case activation, embeddingScale, postNorms, attentionScale, localRoPETheta, localRoPELayers
+        case qkNormAcrossHeads, inputNorms, normWeightOffset
     }
 
     /// Decodes a config; one written before `attentionBias`, `headSize`, `qkNorm`, `layersWithoutRoPE` or
-    /// Gemma's fields (`activation` to `localRoPELayers`) existed has none of them (LLaMA2's).
+    /// Gemma's and OLMo 2's fields (`activation` to `normWeightOffset`) existed has none of them (LLaMA2's).
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         self.init(dim: try c.decode(Int.self, forKey: .dim), hiddenDim: try c.decode(Int.self, forKey: .hiddenDim),
@@ -114,7 +130,10 @@ public struct LlamaConfig: Codable, Sendable, Equatable {
                   postNorms: try c.decodeIfPresent(Bool.self, forKey: .postNorms) ?? false,
                   attentionScale: try c.decodeIfPresent(Float.self, forKey: .attentionScale),
                   localRoPETheta: try c.decodeIfPresent(Float.self, forKey: .localRoPETheta),
-                  localRoPELayers: try c.decodeIfPresent([Int].self, forKey: .localRoPELayers) ?? [])
+                  localRoPELayers: try c.decodeIfPresent([Int].self, forKey: .localRoPELayers) ?? [],
+                  qkNormAcrossHeads: try c.decodeIfPresent(Bool.self, forKey: .qkNormAcrossHeads) ?? false,
+                  inputNorms: try c.decodeIfPresent(Bool.self, forKey: .inputNorms) ?? true,
+                  normWeightOffset: try c.decodeIfPresent(Float.self, forKey: .normWeightOffset) ?? 0)
     }
 
     /// Encodes a config; the head size, the query/key norms, the layers without RoPE and Gemma's fields only
@@ -142,6 +161,16 @@ public struct LlamaConfig: Codable, Sendable, Equatable {
         try c.encodeIfPresent(explicitAttentionScale, forKey: .attentionScale)
         try c.encodeIfPresent(localRoPETheta, forKey: .localRoPETheta)
         if !localRoPELayers.isEmpty { try c.encode(localRoPELayers, forKey: .localRoPELayers) }
+        if qkNormAcrossHeads { try c.encode(qkNormAcrossHeads, forKey: .qkNormAcrossHeads) }
+        if !inputNorms { try c.encode(inputNorms, forKey: .inputNorms) }
+        if normWeightOffset != 0 { try c.encode(normWeightOffset, forKey: .normWeightOffset) }
+    }
+
+    /// How the query/key norms split a row of `heads` heads: `groups` normalised apart, `size` values each
+    /// (`heads` of `hs` per head, or one of `heads * hs` across heads).
+    @inline(__always)
+    public func qkNormGroups(heads: Int) -> (groups: Int, size: Int) {
+        qkNormAcrossHeads ? (1, heads * headSize) : (heads, headSize)
     }
 
     /// Attention's score scale: `1 / sqrt(hs)`, or the one set apart from it.
@@ -220,6 +249,15 @@ public struct LlamaConfig: Codable, Sendable, Equatable {
         if let theta = localRoPETheta, !(theta > 1) || !theta.isFinite {
             throw LlamaError.invalidConfig(field: "local_rope_theta", reason: "must be a finite number above 1, got \(theta)")
         }
+        if qkNormAcrossHeads && !qkNorm {
+            throw LlamaError.invalidConfig(field: "qk_norm", reason: "norms across heads need query/key norms")
+        }
+        if !inputNorms && !postNorms {
+            throw LlamaError.invalidConfig(field: "post_norms", reason: "a block without input norms needs norms on its outputs")
+        }
+        if !normWeightOffset.isFinite {
+            throw LlamaError.invalidConfig(field: "norm_weight_offset", reason: "must be finite, got \(normWeightOffset)")
+        }
         if localRoPETheta == nil && !localRoPELayers.isEmpty {
             throw LlamaError.invalidConfig(field: "local_rope_layers", reason: "layers are listed but no local RoPE base is given")
         }
@@ -291,8 +329,9 @@ public struct LlamaConfig: Codable, Sendable, Equatable {
 
     /// Number of trainable parameters (embedding, blocks, final norm, classifier if separate).
     public var parameterCount: Int {
-        let perLayer = 2 * dim + queryDim * dim * 2 + kvDim * dim * 2 + 3 * dim * hiddenDim + (attentionBias ? queryDim + 2 * kvDim : 0)
-            + (qkNorm ? 2 * headSize : 0) + (postNorms ? 2 * dim : 0)
+        let perLayer = (inputNorms ? 2 * dim : 0) + queryDim * dim * 2 + kvDim * dim * 2 + 3 * dim * hiddenDim
+            + (attentionBias ? queryDim + 2 * kvDim : 0) + (qkNorm ? (qkNormAcrossHeads ? queryDim + kvDim : 2 * headSize) : 0)
+            + (postNorms ? 2 * dim : 0)
         return vocabSize * dim + nLayers * perLayer + dim + (sharedClassifier ? 0 : vocabSize * dim)
     }
 

@@ -2,7 +2,7 @@
 public enum ParameterTensor: Int, CaseIterable, Sendable, Codable {
     /// `(V, D)` token embedding (also the classifier when shared).
     case tokenEmbedding
-    /// `(L, D)` RMSNorm weight before attention.
+    /// `(L, D)` RMSNorm weight before attention (absent without `inputNorms`, as `rmsFFN`).
     case rmsAttention
     /// `(L, QD, D)` query projection (rows are output features).
     case wq
@@ -35,7 +35,8 @@ public enum ParameterTensor: Int, CaseIterable, Sendable, Codable {
     case bk
     /// `(L, KVD)` value bias, as `bq`.
     case bv
-    /// `(L, hs)` RMSNorm weight of each query head (Qwen3's blocks; absent without `qkNorm`).
+    /// `(L, hs)` RMSNorm weight of each query head (Qwen3's blocks; `(L, QD)` across heads, OLMo 2's; absent
+    /// without `qkNorm`).
     case qNorm
     /// `(L, hs)` RMSNorm weight of each key head, as `qNorm`.
     case kNorm
@@ -49,6 +50,8 @@ public enum ParameterTensor: Int, CaseIterable, Sendable, Codable {
     public var isAttentionBias: Bool { self == .bq || self == .bk || self == .bv }
     /// Whether this is one of the query/key norms (`qNorm`, `kNorm`).
     public var isQueryKeyNorm: Bool { self == .qNorm || self == .kNorm }
+    /// Whether this is one of the norms of a block's inputs (`rmsAttention`, `rmsFFN`).
+    public var isInputNorm: Bool { self == .rmsAttention || self == .rmsFFN }
     /// Whether this is one of the norms of a block's outputs (`rmsPostAttention`, `rmsPostFFN`).
     public var isPostNorm: Bool { self == .rmsPostAttention || self == .rmsPostFFN }
     /// Whether this is an RMSNorm weight (multiplies normalised activations; 1 in a fresh model).
@@ -118,7 +121,7 @@ public struct ParameterLayout: Sendable, Equatable {
     public static func shape(_ tensor: ParameterTensor, _ c: LlamaConfig) -> [Int] {
         switch tensor {
         case .tokenEmbedding: return [c.vocabSize, c.dim]
-        case .rmsAttention, .rmsFFN: return [c.nLayers, c.dim]
+        case .rmsAttention, .rmsFFN: return c.inputNorms ? [c.nLayers, c.dim] : [0]
         case .wq: return [c.nLayers, c.queryDim, c.dim]
         case .wo: return [c.nLayers, c.dim, c.queryDim]
         case .wk, .wv: return [c.nLayers, c.kvDim, c.dim]
@@ -129,7 +132,8 @@ public struct ParameterLayout: Sendable, Equatable {
         case .classifier: return c.sharedClassifier ? [0] : [c.vocabSize, c.dim]
         case .bq: return c.attentionBias ? [c.nLayers, c.queryDim] : [0]
         case .bk, .bv: return c.attentionBias ? [c.nLayers, c.kvDim] : [0]
-        case .qNorm, .kNorm: return c.qkNorm ? [c.nLayers, c.headSize] : [0]
+        case .qNorm: return c.qkNorm ? [c.nLayers, c.qkNormGroups(heads: c.nHeads).size] : [0]
+        case .kNorm: return c.qkNorm ? [c.nLayers, c.qkNormGroups(heads: c.nKVHeads).size] : [0]
         case .rmsPostAttention, .rmsPostFFN: return c.postNorms ? [c.nLayers, c.dim] : [0]
         }
     }
@@ -160,7 +164,7 @@ public struct ParameterLayout: Sendable, Equatable {
     public var storedTensors: [ParameterTensor] {
         ParameterTensor.allCases.filter {
             ($0 != .classifier || !config.sharedClassifier) && (!$0.isAttentionBias || config.attentionBias)
-                && (!$0.isQueryKeyNorm || config.qkNorm) && (!$0.isPostNorm || config.postNorms)
+                && (!$0.isQueryKeyNorm || config.qkNorm) && (!$0.isPostNorm || config.postNorms) && (!$0.isInputNorm || config.inputNorms)
         }
     }
 

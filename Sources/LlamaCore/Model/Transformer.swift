@@ -144,8 +144,7 @@ public final class Transformer {
             for i in 0..<rows * D { x[i] *= scale }
         }
         for l in 0..<c.nLayers {
-            let rmsAtt = w + layout.offset(.rmsAttention, layer: l)
-            for r in 0..<rows { Kernels.rmsnorm(xb + r * D, x + r * D, rmsAtt, D, eps: c.normEps) }
+            inputNorm(.rmsAttention, l, into: xb, from: x, rows: rows)
             project([Projection(.wq, l, xb, q, QD, D), Projection(.wk, l, xb, k, KVD, D),
                      Projection(.wv, l, xb, v, KVD, D)], rows: rows, rowInvariant: rowInvariant)
             if c.attentionBias {
@@ -158,11 +157,13 @@ public final class Transformer {
                 }
             }
             if c.qkNorm {
-                // Qwen3: each query and key head RMS-normalised (in place) before RoPE.
+                // Qwen3 and Gemma 3: each query and key head RMS-normalised (in place) before RoPE; OLMo 2: each
+                // row's queries and keys normalised whole.
                 let qNorm = w + layout.offset(.qNorm, layer: l), kNorm = w + layout.offset(.kNorm, layer: l)
+                let (qGroups, qSize) = c.qkNormGroups(heads: c.nHeads), (kGroups, kSize) = c.qkNormGroups(heads: c.nKVHeads)
                 for r in 0..<rows {
-                    for h in 0..<c.nHeads { Kernels.rmsnorm(q + r * QD + h * hs, q + r * QD + h * hs, qNorm, hs, eps: c.normEps) }
-                    for h in 0..<c.nKVHeads { Kernels.rmsnorm(k + r * KVD + h * hs, k + r * KVD + h * hs, kNorm, hs, eps: c.normEps) }
+                    for g in 0..<qGroups { Kernels.rmsnorm(q + r * QD + g * qSize, q + r * QD + g * qSize, qNorm, qSize, eps: c.normEps) }
+                    for g in 0..<kGroups { Kernels.rmsnorm(k + r * KVD + g * kSize, k + r * KVD + g * kSize, kNorm, kSize, eps: c.normEps) }
                 }
             }
             let rotates = c.usesRoPE(layer: l), tableStart = c.ropeTableOffset(layer: l)
@@ -184,8 +185,7 @@ public final class Transformer {
                 project([Projection(.wo, l, att, x, D, QD, accumulate: true)], rows: rows, rowInvariant: rowInvariant)
             }
 
-            let rmsFFN = w + layout.offset(.rmsFFN, layer: l)
-            for r in 0..<rows { Kernels.rmsnorm(xb + r * D, x + r * D, rmsFFN, D, eps: c.normEps) }
+            inputNorm(.rmsFFN, l, into: xb, from: x, rows: rows)
             project([Projection(.w1, l, xb, h1, H, D), Projection(.w3, l, xb, h3, H, D)], rows: rows, rowInvariant: rowInvariant) { features in
                 // Each thread gates the hidden features it just computed.
                 for r in 0..<rows {
@@ -207,6 +207,18 @@ public final class Transformer {
         project([Projection(.classifier, 0, xb, ws.logits.baseAddress, c.vocabSize, D)], rows: logitRows.count,
                 rowInvariant: rowInvariant)
         return Logits(rows: logitRows.count, vocabSize: c.vocabSize, buffer: ws.logits)
+    }
+
+    /// A block's input norm of `x (R, D)` into `out`: RMSNorm with `tensor`'s weight, or a copy where the
+    /// blocks have no input norms (OLMo 2's).
+    private func inputNorm(_ tensor: ParameterTensor, _ l: Int, into out: UnsafeMutablePointer<Float>, from x: UnsafeMutablePointer<Float>, rows: Int) {
+        let D = config.dim
+        guard config.inputNorms else {
+            out.update(from: x, count: rows * D)
+            return
+        }
+        let weight = model.weights.storage.baseAddress + model.weights.layout.offset(tensor, layer: l)
+        for r in 0..<rows { Kernels.rmsnorm(out + r * D, x + r * D, weight, D, eps: config.normEps) }
     }
 
     /// `x (R, D) += rmsnorm(out) * weight` row by row (a block output's post norm, then the residual add);

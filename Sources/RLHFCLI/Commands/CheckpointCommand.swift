@@ -96,6 +96,8 @@ struct CheckpointCommand: ParsableCommand {
                 info["layers_without_rope"] = c.layersWithoutRoPE
                 info["activation"] = c.activation == .silu ? "silu" : "gelu_pytorch_tanh"
                 info["post_norms"] = c.postNorms
+                info["input_norms"] = c.inputNorms
+                info["qk_norm_across_heads"] = c.qkNormAcrossHeads
                 if let scale = c.embeddingScale { info["embedding_scale"] = Double(scale) }
                 info["attention_scale"] = Double(c.attentionScale)
                 if let local = c.localRoPETheta {
@@ -114,10 +116,14 @@ struct CheckpointCommand: ParsableCommand {
                     }
                     if c.attentionBias { print("  attention biases: query, key and value (Qwen2)") }
                     if c.explicitHeadSize != nil { print("  head_dim \(c.headSize): attention \(c.queryDim) wide at dim \(c.dim)") }
-                    if c.qkNorm { print("  query and key heads RMS-normalised before RoPE (Qwen3, Gemma 3)") }
+                    if c.qkNorm {
+                        print(c.qkNormAcrossHeads ? "  queries and keys RMS-normalised across heads before RoPE (OLMo 2)"
+                              : "  query and key heads RMS-normalised before RoPE (Qwen3, Gemma 3)")
+                    }
                     if c.activation == .geluTanh { print("  GeGLU feed-forwards (GELU's tanh approximation)") }
                     if let scale = c.embeddingScale { print("  embedding scaled by \(scale)") }
-                    if c.postNorms { print("  attention and feed-forward outputs RMS-normalised before the residual add (Gemma)") }
+                    if c.postNorms { print("  attention and feed-forward outputs RMS-normalised before the residual add (Gemma, OLMo 2)") }
+                    if !c.inputNorms { print("  no norms on the blocks' inputs (OLMo 2)") }
                     if c.explicitAttentionScale != nil { print("  attention scale \(c.attentionScale)") }
                     if let local = c.localRoPETheta {
                         print("  RoPE base \(local) in layers \(c.localRoPELayers.map(String.init).joined(separator: ", ")) (Gemma 3's sliding-window layers)")

@@ -58,7 +58,8 @@ public enum HuggingFaceCheckpoint {
         -> [(name: String, tensor: ParameterTensor, layer: Int, shape: [Int], rows: Range<Int>?)] {
         var out: [(String, ParameterTensor, Int, [Int], Range<Int>?)] = []
         out.append((name(.tokenEmbedding, layer: 0), .tokenEmbedding, 0, [config.vocabSize, config.dim], nil))
-        let perLayer: [ParameterTensor] = [.rmsAttention, .wq, .wk, .wv, .wo, .rmsFFN, .w1, .w2, .w3] + (config.attentionBias ? [.bq, .bk, .bv] : [])
+        let perLayer: [ParameterTensor] = (config.inputNorms ? [.rmsAttention] : []) + [.wq, .wk, .wv, .wo] + (config.inputNorms ? [.rmsFFN] : [])
+            + [.w1, .w2, .w3] + (config.attentionBias ? [.bq, .bk, .bv] : [])
             + (config.qkNorm ? [.qNorm, .kNorm] : []) + (config.postNorms ? [.rmsPostAttention, .rmsPostFFN] : [])
         let (q, kv, hidden) = (config.queryDim, config.kvDim, config.hiddenDim)
         let parts: [ParameterTensor: (name: String, rows: Range<Int>, of: Int)] = fused ? [
@@ -169,7 +170,7 @@ public enum HuggingFaceCheckpoint {
         for name in location.keys.sorted() where !known.contains(name) {
             // Older exports keep RoPE's inverse frequencies; a tied model may still store lm_head.
             if name.hasSuffix("rotary_emb.inv_freq") || (name == "lm_head.weight" && config.sharedClassifier) { continue }
-            let family = hfConfig.fusedProjections ? "Phi-3" : config.postNorms ? "Gemma 3" : config.qkNorm ? "Qwen3" : config.attentionBias ? "Qwen2"
+            let family = hfConfig.fusedProjections ? "Phi-3" : !config.inputNorms ? "OLMo 2" : config.postNorms ? "Gemma 3" : config.qkNorm ? "Qwen3" : config.attentionBias ? "Qwen2"
                 : config.layersWithoutRoPE.isEmpty ? "LLaMA" : "SmolLM3"
             throw LlamaError.invalidCheckpoint(path: directory, reason: "tensor \(name) has no place in a \(family) model the core runs (\(config.attentionBias ? "biases of the query, key and value projections only" : "no biases"), no extra layers)")
         }

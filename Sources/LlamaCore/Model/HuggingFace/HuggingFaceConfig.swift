@@ -5,7 +5,8 @@ import Foundation
 /// `Qwen3ForCausalLM`, with per-head query/key norms; a `SmolLM3ForCausalLM`, with layers without RoPE; a
 /// `Phi3ForCausalLM`, LLaMA's with fused projections and Mistral's window; a `Gemma3ForCausalLM`, with GeGLU,
 /// a scaled embedding, norms after each block's attention and feed-forward, per-head query/key norms and a
-/// local RoPE base in its sliding-window layers, whose context is capped at the window),
+/// local RoPE base in its sliding-window layers, whose context is capped at the window; an `Olmo2ForCausalLM`,
+/// whose blocks normalise their outputs rather than their inputs and their queries and keys across heads),
 /// read into the core's `LlamaConfig` plus the token ids it names. Keys the core cannot honour (LLaMA's
 /// `attention_bias`, MLP biases, another architecture or activation, an odd head size, a RoPE scaling
 /// other than linear and LLaMA 3.1's, a sliding window but Mistral's, Phi-3's and Gemma 3's, softcapping) are refused with the
@@ -27,7 +28,7 @@ public struct HuggingFaceConfig: Sendable, Equatable {
     public var fusedProjections = false
     /// What the family's RMSNorms add to their weights (Gemma's scale by `1 + weight`): the core keeps the
     /// scale itself, so reading adds this and writing subtracts it.
-    public static func normWeightOffset(_ config: LlamaConfig) -> Float { config.postNorms ? 1 : 0 }
+    public static func normWeightOffset(_ config: LlamaConfig) -> Float { config.normWeightOffset }
     /// Whether the directory holds a reward model (`LlamaForSequenceClassification` and its kin, one
     /// label): the trunk and a `score` head of `(1, D)` instead of `lm_head`, scoring a sequence at its
     /// last token that is not `pad_token_id`.
@@ -108,8 +109,10 @@ public struct HuggingFaceConfig: Sendable, Equatable {
         // on each block's attention output and feed-forward output before the residual add, Qwen3's per-head query/key
         // norms, RMSNorms that scale by 1 + weight (read as the core's weight), and a second RoPE base in its
         // sliding-window layers (their window caps the context, as Mistral's).
+        // OLMo 2's blocks normalise the attention's and the feed-forward's outputs (Gemma's post norms) and not their
+        // inputs, and its queries and keys are RMS-normalised each across all heads (weights of QD and KVD) before RoPE.
         let families = ["Llama": "llama", "Mistral": "mistral", "Qwen2": "qwen2", "Qwen3": "qwen3", "SmolLM3": "smollm3", "Phi3": "phi3",
-                        "Gemma3": "gemma3_text", "Gemma3Text": "gemma3_text"]
+                        "Gemma3": "gemma3_text", "Gemma3Text": "gemma3_text", "Olmo2": "olmo2"]
         var modelType: String?
         var sequenceClassifier = false
         if let architectures = object["architectures"] {
@@ -133,14 +136,14 @@ public struct HuggingFaceConfig: Sendable, Equatable {
         }
         if let value = object["model_type"], !(value is NSNull) {
             guard let type = value as? String, families.values.contains(type) else {
-                throw refuse("model_type", "\(describe(value)) is not supported (only \"llama\", \"mistral\", \"qwen2\", \"qwen3\", \"smollm3\", \"phi3\" or \"gemma3_text\")")
+                throw refuse("model_type", "\(describe(value)) is not supported (only \"llama\", \"mistral\", \"qwen2\", \"qwen3\", \"smollm3\", \"phi3\", \"gemma3_text\" or \"olmo2\")")
             }
             if let modelType, modelType != type {
                 throw refuse("model_type", "\(describe(value)) disagrees with architectures \(describe(object["architectures"]))")
             }
             modelType = type
         }
-        let gemma = modelType == "gemma3_text"
+        let gemma = modelType == "gemma3_text", olmo2 = modelType == "olmo2"
         // Gemma's gate is GELU's tanh approximation (transformers' "gelu_pytorch_tanh", its default); the others' SiLU.
         let activationName = gemma ? "gelu_pytorch_tanh" : "silu"
         for key in ["hidden_act", "hidden_activation"] {
@@ -327,11 +330,12 @@ public struct HuggingFaceConfig: Sendable, Equatable {
                                  // A reward model has no lm_head: nothing to hold beside the embedding.
                                  sharedClassifier: try sequenceClassifier || (flag("tie_word_embeddings") ?? gemma),
                                  normEps: Float(eps), ropeTheta: Float(theta), ropeScaling: ropeScaling,
-                                 attentionBias: modelType == "qwen2", headSize: headDim, qkNorm: modelType == "qwen3" || gemma,
+                                 attentionBias: modelType == "qwen2", headSize: headDim, qkNorm: modelType == "qwen3" || gemma || olmo2,
                                  layersWithoutRoPE: layersWithoutRoPE, activation: gemma ? .geluTanh : .silu,
-                                 embeddingScale: gemma ? Float(Double(dim).squareRoot()) : nil, postNorms: gemma,
+                                 embeddingScale: gemma ? Float(Double(dim).squareRoot()) : nil, postNorms: gemma || olmo2,
                                  attentionScale: attentionScale, localRoPETheta: localLayers.isEmpty ? nil : localTheta.map(Float.init),
-                                 localRoPELayers: localLayers)
+                                 localRoPELayers: localLayers, qkNormAcrossHeads: olmo2, inputNorms: !olmo2,
+                                 normWeightOffset: gemma ? 1 : 0)
         do { try config.validate() } catch {
             throw LlamaError.invalidCheckpoint(path: path, reason: "config.json: \(error)")
         }
@@ -399,7 +403,12 @@ public struct HuggingFaceConfig: Sendable, Equatable {
             object["use_sliding_window"] = false
             object["sliding_window"] = NSNull()
         }
-        if c.postNorms {
+        if c.postNorms && !c.inputNorms {
+            // OLMo 2's (transformers reads head_dim beside the class's own keys).
+            object["architectures"] = ["Olmo2ForCausalLM"]
+            object["model_type"] = "olmo2"
+            for key in ["mlp_bias", "pretraining_tp"] { object[key] = nil }
+        } else if c.postNorms {
             // Gemma 3's text model, in the keys 4.x and 5.x both read (5.x folds rope_theta, rope_local_base_freq and
             // rope_scaling into its rope_parameters). The window is the core's context: no key beyond it is ever out of it.
             object["architectures"] = ["Gemma3ForCausalLM"]
@@ -417,7 +426,7 @@ public struct HuggingFaceConfig: Sendable, Equatable {
         if isSequenceClassifier {
             // A reward model: the family's ForSequenceClassification with one label, and no lm_head to tie.
             let family = (object["architectures"] as! [String])[0].dropLast("ForCausalLM".count)
-            object["architectures"] = ["\(family)\(c.postNorms ? "Text" : "")ForSequenceClassification"]
+            object["architectures"] = ["\(family)\(family == "Gemma3" ? "Text" : "")ForSequenceClassification"]
             object["id2label"] = ["0": "LABEL_0"]
             object["label2id"] = ["LABEL_0": 0]
             object["tie_word_embeddings"] = false
@@ -429,7 +438,7 @@ public struct HuggingFaceConfig: Sendable, Equatable {
         // Float eps prints with float32's shortest digits (1e-05, not 9.99999974737875e-06).
         object["rms_norm_eps"] = Double("\(c.normEps)") ?? Double(c.normEps)
         object["rope_theta"] = Double("\(c.ropeTheta)") ?? Double(c.ropeTheta)
-        if c.postNorms, let local = c.localRoPETheta { object["rope_local_base_freq"] = Double("\(local)") ?? Double(local) }
+        if c.postNorms && c.inputNorms, let local = c.localRoPETheta { object["rope_local_base_freq"] = Double("\(local)") ?? Double(local) }
         return (try? JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])) ?? Data()
     }
 }
