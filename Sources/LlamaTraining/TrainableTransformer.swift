@@ -268,7 +268,7 @@ public final class TrainableTransformer {
                                 let r = rows[i], start = batch.offsets[sequenceOfRow[i]]
                                 Kernels.attend(out: att + i * QD, query: q + i * QD, keys: k + start * KVD, values: v + start * KVD,
                                                rowStride: KVD, count: positions[r] + 1, heads: 0..<c.nHeads, groupSize: c.kvGroupSize,
-                                               headSize: hs, scale: c.attentionScale, scores: scores, scoreStride: stride)
+                                               headSize: hs, scale: c.attentionScale, softcap: c.attentionSoftcap, scores: scores, scoreStride: stride)
                             }
                         }
                     }
@@ -335,6 +335,7 @@ public final class TrainableTransformer {
                     let width = forBackward ? T : r1
                     for i in r0..<r1 {
                         let p = P + i * T
+                        if let cap = c.attentionSoftcap { Kernels.softcap(p, i + 1, cap: cap) }
                         Kernels.softmax(p, i + 1)
                         (p + i + 1).update(repeating: 0, count: width - i - 1)
                     }
@@ -386,6 +387,7 @@ public final class TrainableTransformer {
                     rlhf_small_gemm_nn(scores, padded, qh + r0 * QD, QD, keysT, padded, rows, width, hs, scale, 0)
                     for r in 0..<rows {
                         let p = scores + r * padded, i = r0 + r
+                        if let cap = c.attentionSoftcap { Kernels.softcap(p, i + 1, cap: cap) }
                         inverseSums[r] = 1 / Kernels.expShifted(p, p, i + 1, shift: Kernels.maximum(p, i + 1), scale: 1)
                         (p + i + 1).update(repeating: 0, count: keyCount - i - 1)
                     }
@@ -726,11 +728,14 @@ public final class TrainableTransformer {
         dv.withUnsafeMutableBufferPointer { $0.update(repeating: 0) }
         let maxT = batch.sequences.map(\.count).max()!
         let threads = pool.threadCount
-        if attentionScratch.count < threads * maxT * maxT { attentionScratch = FloatBuffer(count: threads * maxT * maxT) }
+        // With softcapping, a second (T, T) block per thread: the capped scores, recomputed, whose tanh the
+        // gradient goes back through.
+        let blocks = c.attentionSoftcap == nil ? 1 : 2
+        if attentionScratch.count < threads * blocks * maxT * maxT { attentionScratch = FloatBuffer(count: threads * blocks * maxT * maxT) }
         let scratch = attentionScratch
         let units = batch.sequences.count * c.nKVHeads
         pool.run { t in
-            let dS = scratch.baseAddress + t * maxT * maxT
+            let dS = scratch.baseAddress + t * blocks * maxT * maxT, capped = dS + maxT * maxT
             for unit in stride(from: t, to: units, by: threads) {
                 let b = unit / c.nKVHeads, kvh = unit % c.nKVHeads
                 let T = batch.sequences[b].count, row = batch.offsets[b]
@@ -745,11 +750,25 @@ public final class TrainableTransformer {
                     // dP = dO V^T, then dS = P * (dP - rowsum(dP * P)) * scale
                     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(T), Int32(T), Int32(hs), 1,
                                 doh, Int32(QD), vh, Int32(KVD), 0, dS, Int32(T))
+                    if let cap = c.attentionSoftcap {
+                        // s = scale q.k capped to cap tanh(s / cap): ds = dcapped (1 - tanh^2).
+                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(T), Int32(T), Int32(hs), scale,
+                                    qh, Int32(QD), kh, Int32(KVD), 0, capped, Int32(T))
+                        for i in 0..<T { Kernels.softcap(capped + i * T, i + 1, cap: cap) }
+                    }
                     for i in 0..<T {
                         let p = P + i * T, d = dS + i * T
                         var dotRow: Float = 0
                         for j in 0...i { dotRow += d[j] * p[j] }
-                        for j in 0...i { d[j] = p[j] * (d[j] - dotRow) * scale }
+                        if let cap = c.attentionSoftcap {
+                            let u = capped + i * T
+                            for j in 0...i {
+                                let tanh = u[j] / cap
+                                d[j] = p[j] * (d[j] - dotRow) * scale * (1 - tanh * tanh)
+                            }
+                        } else {
+                            for j in 0...i { d[j] = p[j] * (d[j] - dotRow) * scale }
+                        }
                         for j in (i + 1)..<T { d[j] = 0 }
                     }
                     // dQ = dS K ; dK += dS^T Q
@@ -775,8 +794,12 @@ public final class TrainableTransformer {
         -> (loss: Double, hiddenGradient: FloatBuffer) {
         let c = config, D = c.dim, V = c.vocabSize
         let dHidden = hiddenGradient(for: tape)
-        let chunk = TrainableTransformer.headChunkRows
-        if headScratch.count < chunk * (2 * D + V) { headScratch = FloatBuffer(count: chunk * (2 * D + V)) }
+        // Softcapped logits (Gemma 2) keep their capped values beside the loss's gradient: half the rows at once,
+        // the same memory.
+        let capped = c.logitSoftcap != nil
+        let chunk = capped ? TrainableTransformer.headChunkRows / 2 : TrainableTransformer.headChunkRows
+        let scratchCount = chunk * (2 * D + V * (capped ? 2 : 1))
+        if headScratch.count < scratchCount { headScratch = FloatBuffer(count: scratchCount) }
         if rowLosses.count < chunk { rowLosses = AlignedBuffer<Double>(count: chunk) }
         let h = headScratch.baseAddress, dh = h + chunk * D
         let logits = dh + chunk * D
@@ -789,6 +812,11 @@ public final class TrainableTransformer {
                 (h + i * D).update(from: tape.hidden.baseAddress + rows[start + i] * D, count: D)
             }
             products.forward(logits, h, wcls, n: m, inFeatures: D, outFeatures: V)
+            let cappedLogits = logits + chunk * V
+            if let cap = c.logitSoftcap {
+                Kernels.softcap(logits, m * V, cap: cap)
+                cappedLogits.update(from: logits, count: m * V)
+            }
             // Rows are independent: the loss runs on them in parallel (it must only write per-index state).
             let chunkStart = start
             let losses = rowLosses.baseAddress
@@ -803,6 +831,15 @@ public final class TrainableTransformer {
             if !computeGradients {
                 start += m
                 continue
+            }
+            if let cap = c.logitSoftcap {
+                // dL/dlogit = dL/dcapped (1 - tanh^2), tanh = capped / cap.
+                pool.parallelFor(m * V, grain: 1 << 14) { range, _ in
+                    for i in range {
+                        let tanh = cappedLogits[i] / cap
+                        logits[i] *= 1 - tanh * tanh
+                    }
+                }
             }
             // A model with LoRA adapters keeps its classifier frozen.
             if lora == nil { products.backwardWeight(dwcls, logits, h, n: m, inFeatures: D, outFeatures: V) }

@@ -138,7 +138,7 @@ import TestKit
         #expect(try Self.config(unnamed).isSequenceClassifier)
         var gemma = object
         gemma["architectures"] = ["GemmaForSequenceClassification"]
-        #expect { try Self.config(gemma) } throws: { "\($0)".contains("is not supported (only one of Gemma3ForCausalLM, LlamaForCausalLM") }
+        #expect { try Self.config(gemma) } throws: { "\($0)".contains("is not supported (only one of Gemma2ForCausalLM, Gemma3ForCausalLM, LlamaForCausalLM") }
         // The head missing, or of two labels' shape.
         let dir = try Fixtures.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
@@ -313,6 +313,57 @@ import TestKit
         #expect(parsed.localRoPELayers == [0, 2] && parsed.localRoPETheta == 10000 && parsed.ropeTheta == 1_000_000)
         older["rope_scaling"] = ["rope_type": "linear", "factor": 8.0]
         #expect(try Self.config(older).llama.ropeScaling == .linear(factor: 8))
+    }
+
+    /// A Gemma2ForCausalLM is Gemma 3's decoder without query/key norms or a local RoPE base, with its attention
+    /// scores and its logits softcapped (`cap * tanh(x / cap)`): read as such (the context capped at the window; the
+    /// caps 50 and 30 where the keys are absent, none where null), transformers' float64 greedy ids,
+    /// log-probabilities and logits agree (the fixture's caps of 2 and 3 bind), batched decode and bfloat16 weights
+    /// run it, and it writes back as a Gemma2ForCausalLM that reads the same; llama2.c's files cannot hold it.
+    @Test func gemma2RunsWithSoftcapping() throws {
+        let (weights, config) = try HuggingFaceCheckpoint.read(directory: Fixtures.gemma2)
+        let c = config.llama
+        #expect(!c.qkNorm && c.postNorms && c.inputNorms && c.activation == .geluTanh && c.normWeightOffset == 1)
+        #expect(c.attentionSoftcap == 2 && c.logitSoftcap == 3 && c.localRoPETheta == nil && c.seqLen == 48 && c.ropeTheta == 10000)
+        #expect(c.attentionScale == Float(pow(24.0, -0.5)) && c.embeddingScale == Float(32.0.squareRoot()) && c.sharedClassifier)
+        #expect(c.parameterCount == weights.layout.trainableTensors.reduce(0) { $0 + weights.layout.count($1) })
+        let reference = try Fixtures.gemma2Reference()
+        try Self.expectGreedyAndLogits(weights, reference: reference, name: "gemma2-softcap")
+        let prompt = (reference["prompt_ids"] as! [Int]).map(Int32.init), greedy = (reference["greedy_ids"] as! [Int]).map(Int32.init)
+        let transformer = Transformer(model: LlamaModel(weights: weights))
+        let caches = [transformer.makeCache(), transformer.makeCache()]
+        _ = try transformer.prefill(Array(prompt.prefix(15)), cache: caches[0])
+        _ = try transformer.prefill(prompt + greedy.prefix(4), cache: caches[1])
+        let batched = try transformer.decode([prompt[15], greedy[4]], caches: caches)
+        let expected = reference["logits_at"] as! [String: [Double]]
+        for (row, key) in [(0, "15"), (1, "20")] {
+            guard let want = expected[key] else { continue }
+            #expect(zip(batched.row(row), want).map { abs(Double($0) - $1) }.max()! < 1e-4, "batched row \(row)")
+        }
+        #expect(batched.row(0).allSatisfy { abs($0) < 3 }, "capped logits")
+        let bf16 = TextGenerator(transformer: Transformer(model: LlamaModel(weights: weights, precision: .bfloat16, batchedDecode: false)))
+        let rounded = try bf16.generate(GenerationRequest(promptIds: prompt, maxNewTokens: 4, sampling: .greedy, stopTokens: []))
+        #expect(rounded.ids == Array(greedy.prefix(4)))
+        let dir = try Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let written = try Self.expectWrittenBackBitForBit(weights, config: config, to: dir + "/out")
+        #expect(written["architectures"] as? [String] == ["Gemma2ForCausalLM"] && written["model_type"] as? String == "gemma2")
+        #expect(written["attn_logit_softcapping"] as? Double == 2 && written["final_logit_softcapping"] as? Double == 3)
+        // Spelled as floats: transformers 5 refuses an integer in a field it types as a float.
+        let text = try String(contentsOfFile: dir + "/out/config.json", encoding: .utf8)
+        #expect(text.contains("\"attn_logit_softcapping\" : 2.0,") && text.contains("\"final_logit_softcapping\" : 3.0,"), "\(text)")
+        #expect { try Checkpoint.writeLegacy(weights, to: dir + "/model.bin") } throws: { "\($0)".contains("softcapping") }
+        let original = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: Fixtures.gemma2 + "/config.json"))) as! [String: Any]
+        var defaults = original
+        defaults["attn_logit_softcapping"] = nil; defaults["final_logit_softcapping"] = nil; defaults["layer_types"] = nil
+        let parsed = try Self.config(defaults).llama
+        #expect(parsed.attentionSoftcap == 50 && parsed.logitSoftcap == 30 && parsed.seqLen == 48)
+        var none = original
+        none["attn_logit_softcapping"] = NSNull(); none["final_logit_softcapping"] = NSNull()
+        let uncapped = try Self.config(none).llama
+        #expect(uncapped.attentionSoftcap == nil && uncapped.logitSoftcap == nil)
+        none["final_logit_softcapping"] = -1.0
+        #expect { try Self.config(none) } throws: { "\($0)".contains("final_logit_softcapping: expected a positive number or null") }
     }
 
     /// An Olmo2ForCausalLM is LLaMA's decoder whose blocks normalise their attention's and feed-forward's outputs

@@ -11,7 +11,8 @@ import TestKit
 /// (transformers' classes, `hf-*/generate.py`), the file's rows mapped to the core's as the reader maps them.
 /// On the Gemma 3 fixture every tensor's gradient is compared (its scaled embedding, GeGLU, post norms, norms
 /// stored as offsets from 1, local and global RoPE bases and attention scale touch them all), and on the OLMo 2
-/// fixture (output norms without input norms, query/key norms across heads).
+/// fixture (output norms without input norms, query/key norms across heads), and on the Gemma 2 fixture (softcapped
+/// attention scores and logits).
 @Suite struct HuggingFaceGradientTests {
     /// The core tensor of a reference gradient's name (after `self_attn.`), and its row length in the file.
     static func tensor(_ suffix: String, _ c: LlamaConfig) -> (ParameterTensor, columns: Int)? {
@@ -36,11 +37,12 @@ import TestKit
         case "qwen3": return (Fixtures.qwen3, try Fixtures.qwen3Reference())
         case "gemma3": return (Fixtures.gemma3, try Fixtures.gemma3Reference())
         case "olmo2": return (Fixtures.olmo2, try Fixtures.olmo2Reference())
+        case "gemma2": return (Fixtures.gemma2, try Fixtures.gemma2Reference())
         default: return (Fixtures.smollm3, try Fixtures.smollm3Reference())
         }
     }
 
-    @Test(arguments: ["qwen2", "qwen3", "smollm3", "gemma3", "olmo2"], [1, 2])
+    @Test(arguments: ["qwen2", "qwen3", "smollm3", "gemma3", "olmo2", "gemma2"], [1, 2])
     func gradientsAreTorchs(model: String, threads: Int) throws {
         let (directory, reference) = try Self.fixture(model)
         let sft = reference["sft"] as! [String: Any]
@@ -61,7 +63,7 @@ import TestKit
         let places = Dictionary(uniqueKeysWithValues: HuggingFaceCheckpoint.tensors(c).map { ($0.name, $0) })
         for (name, expected) in all.sorted(by: { $0.key < $1.key }) {
             let tensor: ParameterTensor, columns: Int, base: Int
-            if model == "gemma3" || model == "olmo2" {
+            if ["gemma3", "olmo2", "gemma2"].contains(model) {
                 let place = try #require(places[name], "\(name) has no core tensor")
                 tensor = place.tensor
                 columns = HuggingFaceCheckpoint.movesByElement(tensor) ? 1 : place.shape.last!
@@ -84,20 +86,21 @@ import TestKit
             #expect(scale > 0 && worst <= 1e-4 * scale, "\(name): max difference \(worst) against a largest gradient of \(scale)")
         }
         let attention: Set<ParameterTensor> = model == "qwen2" ? [.wq, .wk, .wv, .bq, .bk, .bv]
-            : model == "qwen3" ? [.wq, .wk, .wv, .wo, .qNorm, .kNorm] : model == "gemma3" || model == "olmo2" ? Set(weights.layout.trainableTensors)
+            : model == "qwen3" ? [.wq, .wk, .wv, .wo, .qNorm, .kNorm] : ["gemma3", "olmo2", "gemma2"].contains(model) ? Set(weights.layout.trainableTensors)
             : [.wq, .wk, .wv, .wo]
         #expect(compared == attention)
     }
 
-    /// A Gemma3TextForSequenceClassification scores as transformers' float64 does, through the scoring forward
-    /// (`forward(_:onlyRows:)`, the last layer for the scored rows only, post norms included), with and without
-    /// the transposed projections the reward-model workers prepare.
-    @Test(arguments: [false, true])
-    func gemma3RewardModelScoresAsTorch(prepared: Bool) throws {
-        let reference = try Fixtures.gemma3Reference()
+    /// A Gemma3TextForSequenceClassification and a Gemma2ForSequenceClassification score as transformers' float64
+    /// does, through the scoring forward (`forward(_:onlyRows:)`, the last layer for the scored rows only, post norms
+    /// and Gemma 2's softcapped attention included), with and without the transposed projections the reward-model
+    /// workers prepare.
+    @Test(arguments: ["gemma3", "gemma2"], [false, true])
+    func gemmaRewardModelsScoreAsTorch(model: String, prepared: Bool) throws {
+        let reference = model == "gemma3" ? try Fixtures.gemma3Reference() : try Fixtures.gemma2Reference()
         let sequences = ((reference["sft"] as! [String: Any])["tokens"] as! [[Int]]).map { $0.map(Int32.init) }
         let expected = reference["reward_scores"] as! [Double]
-        let (weights, config, head) = try HuggingFaceCheckpoint.readRewardModel(directory: Fixtures.gemma3Reward)
+        let (weights, config, head) = try HuggingFaceCheckpoint.readRewardModel(directory: model == "gemma3" ? Fixtures.gemma3Reward : Fixtures.gemma2Reward)
         #expect(config.isSequenceClassifier && config.llama.postNorms)
         let pool = ComputePool(threads: 2)
         defer { pool.shutdown() }

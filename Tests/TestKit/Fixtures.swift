@@ -106,6 +106,17 @@ public enum Fixtures {
         return try JSONSerialization.jsonObject(with: data) as! [String: Any]
     }
 
+    /// The Gemma 2 fixture: a `Gemma2ForCausalLM` directory (Gemma 3's blocks without query/key norms or a local RoPE
+    /// base, its attention scores and logits softcapped at 2 and 3, low enough to bind) and the same trunk as a
+    /// `Gemma2ForSequenceClassification` (`gemma2Reward`), with transformers' float64 outputs, SFT gradients and reward
+    /// scores on them (`hf-gemma2/generate.py`).
+    public static let gemma2 = root + "/hf-gemma2/gemma2-softcap"
+    public static let gemma2Reward = root + "/hf-gemma2/gemma2-softcap-rm"
+    public static func gemma2Reference() throws -> [String: Any] {
+        let data = try Data(contentsOf: URL(fileURLWithPath: root + "/hf-gemma2/gemma2-softcap.reference.json"))
+        return try JSONSerialization.jsonObject(with: data) as! [String: Any]
+    }
+
     /// The OLMo 2 fixture: an `Olmo2ForCausalLM` directory (norms on the blocks' outputs and none on their inputs,
     /// queries and keys normalised across heads), and transformers' float64 outputs and SFT gradients on it
     /// (`hf-olmo2/generate.py`).

@@ -188,6 +188,7 @@ public enum Checkpoint {
         if config.embeddingScale != nil { parts.append("a scaled embedding") }
         if config.postNorms { parts.append("norms after attention and feed-forward") }
         if !config.inputNorms { parts.append("blocks without input norms") }
+        if config.attentionSoftcap != nil || config.logitSoftcap != nil { parts.append("softcapping") }
         if config.explicitAttentionScale != nil { parts.append("attention scale \(config.attentionScale)") }
         if config.localRoPETheta != nil { parts.append("a local RoPE base") }
         return parts.isEmpty ? nil : parts.joined(separator: ", ")

@@ -68,6 +68,11 @@ public struct LlamaConfig: Codable, Sendable, Equatable {
     /// files hold the core's scale minus 1 (read adds it, writing subtracts it, weight decay pulls toward it); 0
     /// for the others.
     public var normWeightOffset: Float
+    /// Gemma 2's softcapping of the attention scores: each scaled score `s` becomes `cap * tanh(s / cap)` before the
+    /// softmax (`attn_logit_softcapping`); nil: none.
+    public var attentionSoftcap: Float?
+    /// Gemma 2's softcapping of the logits, `cap * tanh(logit / cap)` (`final_logit_softcapping`); nil: none.
+    public var logitSoftcap: Float?
 
     /// Creates a config; call `validate()` (checkpoint readers do) before using it. `headSize`: the size
     /// of one attention head when it is not `dim / nHeads`.
@@ -76,7 +81,8 @@ public struct LlamaConfig: Codable, Sendable, Equatable {
                 ropeScaling: RoPEScaling? = nil, attentionBias: Bool = false, headSize: Int? = nil, qkNorm: Bool = false,
                 layersWithoutRoPE: [Int] = [], activation: FeedForwardActivation = .silu, embeddingScale: Float? = nil,
                 postNorms: Bool = false, attentionScale: Float? = nil, localRoPETheta: Float? = nil, localRoPELayers: [Int] = [],
-                qkNormAcrossHeads: Bool = false, inputNorms: Bool = true, normWeightOffset: Float = 0) {
+                qkNormAcrossHeads: Bool = false, inputNorms: Bool = true, normWeightOffset: Float = 0,
+                attentionSoftcap: Float? = nil, logitSoftcap: Float? = nil) {
         self.dim = dim
         self.hiddenDim = hiddenDim
         self.nLayers = nLayers
@@ -102,17 +108,19 @@ public struct LlamaConfig: Codable, Sendable, Equatable {
         self.qkNormAcrossHeads = qkNormAcrossHeads
         self.inputNorms = inputNorms
         self.normWeightOffset = normWeightOffset
+        self.attentionSoftcap = attentionSoftcap
+        self.logitSoftcap = logitSoftcap
     }
 
     private enum CodingKeys: String, CodingKey {
         case dim, hiddenDim, nLayers, nHeads, nKVHeads, vocabSize, seqLen, sharedClassifier, normEps, ropeTheta, ropeScaling, attentionBias
         case headSize, qkNorm, layersWithoutRoPE
         case activation, embeddingScale, postNorms, attentionScale, localRoPETheta, localRoPELayers
-        case qkNormAcrossHeads, inputNorms, normWeightOffset
+        case qkNormAcrossHeads, inputNorms, normWeightOffset, attentionSoftcap, logitSoftcap
     }
 
     /// Decodes a config; one written before `attentionBias`, `headSize`, `qkNorm`, `layersWithoutRoPE` or
-    /// Gemma's and OLMo 2's fields (`activation` to `normWeightOffset`) existed has none of them (LLaMA2's).
+    /// Gemma's and OLMo 2's fields (`activation` to `logitSoftcap`) existed has none of them (LLaMA2's).
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         self.init(dim: try c.decode(Int.self, forKey: .dim), hiddenDim: try c.decode(Int.self, forKey: .hiddenDim),
@@ -133,7 +141,9 @@ public struct LlamaConfig: Codable, Sendable, Equatable {
                   localRoPELayers: try c.decodeIfPresent([Int].self, forKey: .localRoPELayers) ?? [],
                   qkNormAcrossHeads: try c.decodeIfPresent(Bool.self, forKey: .qkNormAcrossHeads) ?? false,
                   inputNorms: try c.decodeIfPresent(Bool.self, forKey: .inputNorms) ?? true,
-                  normWeightOffset: try c.decodeIfPresent(Float.self, forKey: .normWeightOffset) ?? 0)
+                  normWeightOffset: try c.decodeIfPresent(Float.self, forKey: .normWeightOffset) ?? 0,
+                  attentionSoftcap: try c.decodeIfPresent(Float.self, forKey: .attentionSoftcap),
+                  logitSoftcap: try c.decodeIfPresent(Float.self, forKey: .logitSoftcap))
     }
 
     /// Encodes a config; the head size, the query/key norms, the layers without RoPE and Gemma's fields only
@@ -164,6 +174,8 @@ public struct LlamaConfig: Codable, Sendable, Equatable {
         if qkNormAcrossHeads { try c.encode(qkNormAcrossHeads, forKey: .qkNormAcrossHeads) }
         if !inputNorms { try c.encode(inputNorms, forKey: .inputNorms) }
         if normWeightOffset != 0 { try c.encode(normWeightOffset, forKey: .normWeightOffset) }
+        try c.encodeIfPresent(attentionSoftcap, forKey: .attentionSoftcap)
+        try c.encodeIfPresent(logitSoftcap, forKey: .logitSoftcap)
     }
 
     /// How the query/key norms split a row of `heads` heads: `groups` normalised apart, `size` values each
@@ -254,6 +266,11 @@ public struct LlamaConfig: Codable, Sendable, Equatable {
         }
         if !inputNorms && !postNorms {
             throw LlamaError.invalidConfig(field: "post_norms", reason: "a block without input norms needs norms on its outputs")
+        }
+        for (cap, field) in [(attentionSoftcap, "attn_logit_softcapping"), (logitSoftcap, "final_logit_softcapping")] {
+            if let cap, !(cap > 0) || !cap.isFinite {
+                throw LlamaError.invalidConfig(field: field, reason: "must be a positive finite number, got \(cap)")
+            }
         }
         if !normWeightOffset.isFinite {
             throw LlamaError.invalidConfig(field: "norm_weight_offset", reason: "must be finite, got \(normWeightOffset)")

@@ -206,6 +206,10 @@ public final class Transformer {
         }
         project([Projection(.classifier, 0, xb, ws.logits.baseAddress, c.vocabSize, D)], rows: logitRows.count,
                 rowInvariant: rowInvariant)
+        if let cap = c.logitSoftcap {
+            // Gemma 2: every logit capped (what the sampler and every log-probability read).
+            Kernels.softcap(ws.logits.baseAddress, logitRows.count * c.vocabSize, cap: cap)
+        }
         return Logits(rows: logitRows.count, vocabSize: c.vocabSize, buffer: ws.logits)
     }
 
@@ -259,7 +263,7 @@ public final class Transformer {
                         func attend<E: KVElement>(_ keys: UnsafePointer<E>, _ values: UnsafePointer<E>) {
                             Kernels.attend(out: att + r * QD, query: q + r * QD, keys: keys + layerOffset, values: values + layerOffset,
                                            rowStride: KVD, count: positions[r] + 1, heads: heads,
-                                           groupSize: c.kvGroupSize, headSize: c.headSize, scale: scale,
+                                           groupSize: c.kvGroupSize, headSize: c.headSize, scale: scale, softcap: c.attentionSoftcap,
                                            scores: scores, scoreStride: S)
                         }
                         switch cache.precision {

@@ -170,7 +170,7 @@ public enum HuggingFaceCheckpoint {
         for name in location.keys.sorted() where !known.contains(name) {
             // Older exports keep RoPE's inverse frequencies; a tied model may still store lm_head.
             if name.hasSuffix("rotary_emb.inv_freq") || (name == "lm_head.weight" && config.sharedClassifier) { continue }
-            let family = hfConfig.fusedProjections ? "Phi-3" : !config.inputNorms ? "OLMo 2" : config.postNorms ? "Gemma 3" : config.qkNorm ? "Qwen3" : config.attentionBias ? "Qwen2"
+            let family = hfConfig.fusedProjections ? "Phi-3" : !config.inputNorms ? "OLMo 2" : config.postNorms ? (config.qkNorm ? "Gemma 3" : "Gemma 2") : config.qkNorm ? "Qwen3" : config.attentionBias ? "Qwen2"
                 : config.layersWithoutRoPE.isEmpty ? "LLaMA" : "SmolLM3"
             throw LlamaError.invalidCheckpoint(path: directory, reason: "tensor \(name) has no place in a \(family) model the core runs (\(config.attentionBias ? "biases of the query, key and value projections only" : "no biases"), no extra layers)")
         }

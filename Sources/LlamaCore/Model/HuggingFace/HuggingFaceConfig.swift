@@ -5,7 +5,8 @@ import Foundation
 /// `Qwen3ForCausalLM`, with per-head query/key norms; a `SmolLM3ForCausalLM`, with layers without RoPE; a
 /// `Phi3ForCausalLM`, LLaMA's with fused projections and Mistral's window; a `Gemma3ForCausalLM`, with GeGLU,
 /// a scaled embedding, norms after each block's attention and feed-forward, per-head query/key norms and a
-/// local RoPE base in its sliding-window layers, whose context is capped at the window; an `Olmo2ForCausalLM`,
+/// local RoPE base in its sliding-window layers, whose context is capped at the window; a `Gemma2ForCausalLM`, Gemma 3's
+/// without the query/key norms and the local base, with its attention scores and logits softcapped; an `Olmo2ForCausalLM`,
 /// whose blocks normalise their outputs rather than their inputs and their queries and keys across heads),
 /// read into the core's `LlamaConfig` plus the token ids it names. Keys the core cannot honour (LLaMA's
 /// `attention_bias`, MLP biases, another architecture or activation, an odd head size, a RoPE scaling
@@ -109,10 +110,12 @@ public struct HuggingFaceConfig: Sendable, Equatable {
         // on each block's attention output and feed-forward output before the residual add, Qwen3's per-head query/key
         // norms, RMSNorms that scale by 1 + weight (read as the core's weight), and a second RoPE base in its
         // sliding-window layers (their window caps the context, as Mistral's).
+        // Gemma 2's are Gemma 3's without the query/key norms or the local RoPE base, with its attention scores and its
+        // logits softcapped (cap tanh(x / cap): attn_logit_softcapping 50, final_logit_softcapping 30 by default).
         // OLMo 2's blocks normalise the attention's and the feed-forward's outputs (Gemma's post norms) and not their
         // inputs, and its queries and keys are RMS-normalised each across all heads (weights of QD and KVD) before RoPE.
         let families = ["Llama": "llama", "Mistral": "mistral", "Qwen2": "qwen2", "Qwen3": "qwen3", "SmolLM3": "smollm3", "Phi3": "phi3",
-                        "Gemma3": "gemma3_text", "Gemma3Text": "gemma3_text", "Olmo2": "olmo2"]
+                        "Gemma3": "gemma3_text", "Gemma3Text": "gemma3_text", "Olmo2": "olmo2", "Gemma2": "gemma2"]
         var modelType: String?
         var sequenceClassifier = false
         if let architectures = object["architectures"] {
@@ -136,14 +139,16 @@ public struct HuggingFaceConfig: Sendable, Equatable {
         }
         if let value = object["model_type"], !(value is NSNull) {
             guard let type = value as? String, families.values.contains(type) else {
-                throw refuse("model_type", "\(describe(value)) is not supported (only \"llama\", \"mistral\", \"qwen2\", \"qwen3\", \"smollm3\", \"phi3\", \"gemma3_text\" or \"olmo2\")")
+                throw refuse("model_type", "\(describe(value)) is not supported (only \"llama\", \"mistral\", \"qwen2\", \"qwen3\", \"smollm3\", \"phi3\", \"gemma2\", \"gemma3_text\" or \"olmo2\")")
             }
             if let modelType, modelType != type {
                 throw refuse("model_type", "\(describe(value)) disagrees with architectures \(describe(object["architectures"]))")
             }
             modelType = type
         }
-        let gemma = modelType == "gemma3_text", olmo2 = modelType == "olmo2"
+        let gemma3 = modelType == "gemma3_text", gemma2 = modelType == "gemma2", olmo2 = modelType == "olmo2"
+        // What Gemma 2 and 3 share: GeGLU, the scaled embedding, the sandwich norms, norms of 1 + weight, the attention scale.
+        let gemma = gemma3 || gemma2
         // Gemma's gate is GELU's tanh approximation (transformers' "gelu_pytorch_tanh", its default); the others' SiLU.
         let activationName = gemma ? "gelu_pytorch_tanh" : "silu"
         for key in ["hidden_act", "hidden_activation"] {
@@ -193,7 +198,7 @@ public struct HuggingFaceConfig: Sendable, Equatable {
         // local base (10000) for its sliding-window layers, spelled `rope_theta`, `rope_scaling` and
         // `rope_local_base_freq` (transformers 4) or `rope_parameters: {full_attention: {...}, sliding_attention: {...}}` (5).
         var localTheta: Double?
-        if gemma {
+        if gemma3 {
             theta = 1_000_000
             localTheta = 10000
             if let value = object["rope_scaling"], !(value is NSNull) { ropeScaling = try scaling(value, key: "rope_scaling") }
@@ -222,10 +227,10 @@ public struct HuggingFaceConfig: Sendable, Equatable {
                 throw refuse("use_bidirectional_attention", "true is not supported (causal attention only)")
             }
         }
-        if !gemma, let value = object["rope_scaling"], !(value is NSNull) {
+        if !gemma3, let value = object["rope_scaling"], !(value is NSNull) {
             ropeScaling = try scaling(value, key: "rope_scaling")
         }
-        if !gemma, let value = object["rope_parameters"], !(value is NSNull) {
+        if !gemma3, let value = object["rope_parameters"], !(value is NSNull) {
             guard let parameters = value as? [String: Any] else {
                 throw refuse("rope_parameters", "expected an object, got \(describe(value))")
             }
@@ -237,7 +242,7 @@ public struct HuggingFaceConfig: Sendable, Equatable {
             }
             if let value = try double("rope_theta", in: parameters) { theta = value }
         }
-        if !gemma, let value = try double("rope_theta", in: object) { theta = value }
+        if !gemma3, let value = try double("rope_theta", in: object) { theta = value }
         // Mistral attends to the last `sliding_window` keys (transformers' mask: key j for query i where
         // j > i - window): within that many tokens it is full attention, so the context is capped there.
         var window: Int?
@@ -271,6 +276,7 @@ public struct HuggingFaceConfig: Sendable, Equatable {
         // every sliding_window_pattern-th, 6), and rotate with the local base there.
         var localLayers: [Int] = []
         if gemma, let layers = try int("num_hidden_layers"), (1...(1 << 24)).contains(layers) {
+            // Gemma 2's default pattern alternates: every second layer (from the first) slides.
             if let value = object["layer_types"], !(value is NSNull) {
                 guard let list = value as? [String], list.count == layers,
                       list.allSatisfy({ $0 == "sliding_attention" || $0 == "full_attention" }) else {
@@ -278,7 +284,7 @@ public struct HuggingFaceConfig: Sendable, Equatable {
                 }
                 localLayers = (0..<layers).filter { list[$0] == "sliding_attention" }
             } else {
-                let pattern = try int("sliding_window_pattern", required: false) ?? int("_sliding_window_pattern", required: false) ?? 6
+                let pattern = try int("sliding_window_pattern", required: false) ?? int("_sliding_window_pattern", required: false) ?? (gemma2 ? 2 : 6)
                 guard pattern > 0 else { throw refuse("sliding_window_pattern", "expected a positive integer, got \(pattern)") }
                 localLayers = (0..<layers).filter { ($0 + 1) % pattern != 0 }
             }
@@ -287,7 +293,22 @@ public struct HuggingFaceConfig: Sendable, Equatable {
                 if let window, window < 1 { throw refuse("sliding_window", "expected a positive integer, got \(window)") }
             }
         }
-        for key in ["sliding_window", "attn_logit_softcapping", "final_logit_softcapping"] where !(key == "sliding_window" && ["mistral", "phi3", "qwen2", "qwen3", "smollm3", "gemma3_text"].contains(modelType)) {
+        // Gemma 2 caps its attention scores and logits; no other family does.
+        var softcaps: (attention: Float?, logits: Float?) = (nil, nil)
+        if gemma2 {
+            for (key, fallback) in [("attn_logit_softcapping", 50.0), ("final_logit_softcapping", 30.0)] {
+                let present = object[key] != nil
+                let value = try double(key, in: object)
+                if let value, !(value > 0) || !value.isFinite { throw refuse(key, "expected a positive number or null, got \(value)") }
+                let cap = present ? value.map(Float.init) : Float(fallback)
+                if key == "attn_logit_softcapping" { softcaps.attention = cap } else { softcaps.logits = cap }
+            }
+            if try flag("use_bidirectional_attention") == true {
+                throw refuse("use_bidirectional_attention", "true is not supported (causal attention only)")
+            }
+        }
+        for key in ["sliding_window", "attn_logit_softcapping", "final_logit_softcapping"]
+        where !(key == "sliding_window" && ["mistral", "phi3", "qwen2", "qwen3", "smollm3", "gemma3_text", "gemma2"].contains(modelType)) && !gemma2 {
             if let value = object[key], !(value is NSNull) {
                 throw refuse(key, "\(describe(value)) is not supported")
             }
@@ -330,12 +351,12 @@ public struct HuggingFaceConfig: Sendable, Equatable {
                                  // A reward model has no lm_head: nothing to hold beside the embedding.
                                  sharedClassifier: try sequenceClassifier || (flag("tie_word_embeddings") ?? gemma),
                                  normEps: Float(eps), ropeTheta: Float(theta), ropeScaling: ropeScaling,
-                                 attentionBias: modelType == "qwen2", headSize: headDim, qkNorm: modelType == "qwen3" || gemma || olmo2,
+                                 attentionBias: modelType == "qwen2", headSize: headDim, qkNorm: modelType == "qwen3" || gemma3 || olmo2,
                                  layersWithoutRoPE: layersWithoutRoPE, activation: gemma ? .geluTanh : .silu,
                                  embeddingScale: gemma ? Float(Double(dim).squareRoot()) : nil, postNorms: gemma || olmo2,
-                                 attentionScale: attentionScale, localRoPETheta: localLayers.isEmpty ? nil : localTheta.map(Float.init),
-                                 localRoPELayers: localLayers, qkNormAcrossHeads: olmo2, inputNorms: !olmo2,
-                                 normWeightOffset: gemma ? 1 : 0)
+                                 attentionScale: attentionScale, localRoPETheta: localLayers.isEmpty || !gemma3 ? nil : localTheta.map(Float.init),
+                                 localRoPELayers: gemma3 ? localLayers : [], qkNormAcrossHeads: olmo2, inputNorms: !olmo2,
+                                 normWeightOffset: gemma ? 1 : 0, attentionSoftcap: softcaps.attention, logitSoftcap: softcaps.logits)
         do { try config.validate() } catch {
             throw LlamaError.invalidCheckpoint(path: path, reason: "config.json: \(error)")
         }
@@ -408,6 +429,17 @@ public struct HuggingFaceConfig: Sendable, Equatable {
             object["architectures"] = ["Olmo2ForCausalLM"]
             object["model_type"] = "olmo2"
             for key in ["mlp_bias", "pretraining_tp"] { object[key] = nil }
+        } else if c.postNorms && !c.qkNorm {
+            // Gemma 2's: its softcaps, and its window the core's context (every layer attends to all earlier tokens).
+            object["architectures"] = ["Gemma2ForCausalLM"]
+            object["model_type"] = "gemma2"
+            for key in ["hidden_act", "mlp_bias", "pretraining_tp", "use_sliding_window", "max_window_layers"] { object[key] = nil }
+            object["hidden_activation"] = "gelu_pytorch_tanh"
+            object["query_pre_attn_scalar"] = Double(1 / (c.attentionScale * c.attentionScale)).rounded()
+            object["layer_types"] = (0..<c.nLayers).map { ($0 + 1) % 2 == 1 ? "sliding_attention" : "full_attention" }
+            object["sliding_window"] = c.seqLen
+            object["attn_logit_softcapping"] = c.attentionSoftcap.map { Double("\($0)") ?? Double($0) } ?? NSNull()
+            object["final_logit_softcapping"] = c.logitSoftcap.map { Double("\($0)") ?? Double($0) } ?? NSNull()
         } else if c.postNorms {
             // Gemma 3's text model, in the keys 4.x and 5.x both read (5.x folds rope_theta, rope_local_base_freq and
             // rope_scaling into its rope_parameters). The window is the core's context: no key beyond it is ever out of it.
@@ -439,6 +471,17 @@ public struct HuggingFaceConfig: Sendable, Equatable {
         object["rms_norm_eps"] = Double("\(c.normEps)") ?? Double(c.normEps)
         object["rope_theta"] = Double("\(c.ropeTheta)") ?? Double(c.ropeTheta)
         if c.postNorms && c.inputNorms, let local = c.localRoPETheta { object["rope_local_base_freq"] = Double("\(local)") ?? Double(local) }
-        return (try? JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])) ?? Data()
+        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])) ?? Data()
+        return HuggingFaceConfig.floatsSpelledAsFloats(data, keys: ["attn_logit_softcapping", "final_logit_softcapping"])
+    }
+
+    /// `data` (pretty-printed JSON) with each of `keys`' whole-number values spelled as a float (`30.0`, not `30`):
+    /// transformers 5 checks a config's fields by type, and refuses an integer where it declares a float.
+    static func floatsSpelledAsFloats(_ data: Data, keys: [String]) -> Data {
+        var text = String(decoding: data, as: UTF8.self)
+        for key in keys {
+            text = text.replacing(try! Regex("(\"\(key)\" : -?[0-9]+)(?=[,\n}])"), with: { "\($0.output[1].substring ?? "").0" })
+        }
+        return Data(text.utf8)
     }
 }
