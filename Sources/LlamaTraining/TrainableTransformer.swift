@@ -277,14 +277,8 @@ public final class TrainableTransformer {
         }
         let xIn = saved.xIn.baseAddress, xMid = saved.xMid.baseAddress
         for (i, r) in rows.enumerated() { (xMid + i * D).update(from: xIn + r * D, count: D) }
-        if c.postNorms {
-            let attOut = saved.attOut.baseAddress
-            project(.wo, l, attOut, att, n: m, inFeatures: QD, outFeatures: D, seed: seed)
-            normRows(out: saved.attOut, inverse: saved.rmsPostAttention, input: saved.attOut, weight: w + offset(.rmsPostAttention, l), rows: m)
-            for i in 0..<m * D { xMid[i] += attOut[i] }
-        } else {
-            project(.wo, l, xMid, att, n: m, inFeatures: QD, outFeatures: D, accumulate: true, seed: seed)
-        }
+        addBlockOutput(.wo, l, input: att, inFeatures: QD, to: xMid, rows: m, postNorm: .rmsPostAttention,
+                       scratch: saved.attOut, inverse: saved.rmsPostAttention)
         inputNorm(.rmsFFN, l, out: saved.xn2, inverse: saved.rms2, input: saved.xMid, rows: m)
         let h1 = saved.h1.baseAddress, h3 = saved.h3.baseAddress, g = saved.g.baseAddress
         project(.w1, l, h1, saved.xn2.baseAddress, n: m, inFeatures: D, outFeatures: H, seed: seed)
@@ -293,15 +287,23 @@ public final class TrainableTransformer {
         // The layer's output rows, computed compactly in xn1 (free now), then placed.
         let out = xn1, final = tape.xFinal.baseAddress
         out.update(from: xMid, count: m * D)
-        if c.postNorms {
-            let ffnOut = saved.ffnOut.baseAddress
-            project(.w2, l, ffnOut, g, n: m, inFeatures: H, outFeatures: D, seed: seed)
-            normRows(out: saved.ffnOut, inverse: saved.rmsPostFFN, input: saved.ffnOut, weight: w + offset(.rmsPostFFN, l), rows: m)
-            for i in 0..<m * D { out[i] += ffnOut[i] }
-        } else {
-            project(.w2, l, out, g, n: m, inFeatures: H, outFeatures: D, accumulate: true, seed: seed)
-        }
+        addBlockOutput(.w2, l, input: g, inFeatures: H, to: out, rows: m, postNorm: .rmsPostFFN, scratch: saved.ffnOut, inverse: saved.rmsPostFFN)
         for (i, r) in rows.enumerated() { (final + r * D).update(from: out + i * D, count: D) }
+    }
+
+    /// A scoring forward's block output for `m` rows: `residual += W input` (`tensor` of layer `l`), or with post
+    /// norms `residual += rmsnorm(W input)` (`postNorm`'s weight), the product and its norm made in `scratch`.
+    private func addBlockOutput(_ tensor: ParameterTensor, _ l: Int, input: UnsafePointer<Float>, inFeatures: Int,
+                                to residual: UnsafeMutablePointer<Float>, rows m: Int, postNorm: ParameterTensor,
+                                scratch: FloatBuffer, inverse: FloatBuffer) {
+        let D = config.dim
+        guard config.postNorms else {
+            return project(tensor, l, residual, input, n: m, inFeatures: inFeatures, outFeatures: D, accumulate: true, seed: nil)
+        }
+        let out = scratch.baseAddress
+        project(tensor, l, out, input, n: m, inFeatures: inFeatures, outFeatures: D, seed: nil)
+        normRows(out: scratch, inverse: inverse, input: scratch, weight: w + offset(postNorm, l), rows: m)
+        for i in 0..<m * D { residual[i] += out[i] }
     }
 
     /// Causal attention of each sequence with itself; saves the probabilities, with zeros above the

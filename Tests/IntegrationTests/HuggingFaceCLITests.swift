@@ -25,6 +25,25 @@ import Workers
 
     static func ints(_ value: Any?) -> [Int] { value as! [Int] }
 
+    /// The animal task's files in `dir`: 120 SFT demonstrations ("Tell me about the fox." -> "The fox is an animal."),
+    /// 60 labelled prompts, the first 12 of them as eval prompts, and `label.py`, a reward function of 1 where the
+    /// answer names the prompt's animal. Returns the six animals.
+    static func writeAnimalTask(into dir: String) throws -> [String] {
+        let animals = ["fox", "owl", "bee", "cat", "dog", "elk"]
+        let sft = (0..<120).map { #"{"prompt": "Tell me about the \#(animals[$0 % 6]).", "completion": "The \#(animals[$0 % 6]) is an animal."}"# }
+        let prompts = (0..<60).map { #"{"prompt": "Tell me about the \#(animals[$0 % 6]).", "label": "\#(animals[$0 % 6])"}"# }
+        try (sft.joined(separator: "\n") + "\n").write(toFile: dir + "/sft.jsonl", atomically: true, encoding: .utf8)
+        try (prompts.joined(separator: "\n") + "\n").write(toFile: dir + "/prompts.jsonl", atomically: true, encoding: .utf8)
+        try (prompts.prefix(12).joined(separator: "\n") + "\n").write(toFile: dir + "/eval.jsonl", atomically: true, encoding: .utf8)
+        try """
+        import json, sys
+        for line in sys.stdin:
+            record = json.loads(line)
+            print(json.dumps({"reward": 1.0 if record.get("label", "") in record["response"] else 0.0}), flush=True)
+        """.write(toFile: dir + "/label.py", atomically: true, encoding: .utf8)
+        return animals
+    }
+
     /// Greedy ids and their log-probabilities from `rlhf generate --json` on `checkpoint`.
     static func greedy(_ checkpoint: String, prompt: [Int], steps: Int) throws -> (ids: [Int], logprobs: [Double]) {
         let result = try CLITests.rlhf(["generate", "--checkpoint", checkpoint, "--prompt-ids", prompt.map(String.init).joined(separator: ","),
@@ -155,18 +174,7 @@ import Workers
         }
         try edit("config.json") { $0["eos_token_id"] = 0 }
         try edit("generation_config.json") { $0["eos_token_id"] = 0 }
-        let animals = ["fox", "owl", "bee", "cat", "dog", "elk"]
-        let sft = (0..<120).map { #"{"prompt": "Tell me about the \#(animals[$0 % 6]).", "completion": "The \#(animals[$0 % 6]) is an animal."}"# }
-        let prompts = (0..<60).map { #"{"prompt": "Tell me about the \#(animals[$0 % 6]).", "label": "\#(animals[$0 % 6])"}"# }
-        try (sft.joined(separator: "\n") + "\n").write(toFile: dir + "/sft.jsonl", atomically: true, encoding: .utf8)
-        try (prompts.joined(separator: "\n") + "\n").write(toFile: dir + "/prompts.jsonl", atomically: true, encoding: .utf8)
-        try (prompts.prefix(12).joined(separator: "\n") + "\n").write(toFile: dir + "/eval.jsonl", atomically: true, encoding: .utf8)
-        try """
-        import json, sys
-        for line in sys.stdin:
-            record = json.loads(line)
-            print(json.dumps({"reward": 1.0 if record.get("label", "") in record["response"] else 0.0}), flush=True)
-        """.write(toFile: dir + "/label.py", atomically: true, encoding: .utf8)
+        let animals = try Self.writeAnimalTask(into: dir)
         let spec = """
         coordinator: tcp://127.0.0.1:*
         heartbeat_ms: 100
@@ -216,18 +224,7 @@ import Workers
 
         let dir = try Fixtures.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let animals = ["fox", "owl", "bee", "cat", "dog", "elk"]
-        let sft = (0..<120).map { #"{"prompt": "Tell me about the \#(animals[$0 % 6]).", "completion": "The \#(animals[$0 % 6]) is an animal."}"# }
-        let prompts = (0..<60).map { #"{"prompt": "Tell me about the \#(animals[$0 % 6]).", "label": "\#(animals[$0 % 6])"}"# }
-        try (sft.joined(separator: "\n") + "\n").write(toFile: dir + "/sft.jsonl", atomically: true, encoding: .utf8)
-        try (prompts.joined(separator: "\n") + "\n").write(toFile: dir + "/prompts.jsonl", atomically: true, encoding: .utf8)
-        try (prompts.prefix(12).joined(separator: "\n") + "\n").write(toFile: dir + "/eval.jsonl", atomically: true, encoding: .utf8)
-        try """
-        import json, sys
-        for line in sys.stdin:
-            record = json.loads(line)
-            print(json.dumps({"reward": 1.0 if record.get("label", "") in record["response"] else 0.0}), flush=True)
-        """.write(toFile: dir + "/label.py", atomically: true, encoding: .utf8)
+        let animals = try Self.writeAnimalTask(into: dir)
         let spec = """
         coordinator: tcp://127.0.0.1:*
         heartbeat_ms: 100

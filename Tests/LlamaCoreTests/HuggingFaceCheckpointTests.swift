@@ -38,6 +38,27 @@ import TestKit
         }
     }
 
+    /// Batched decode (the panel kernels) gives each row the logits of the same sequence alone: the reference's
+    /// prompt cut at 15 tokens beside the prompt and its first `generated` greedy tokens, decoding one token each,
+    /// against the reference's logits at 15 and `16 + generated`; and bfloat16 weights give the same first
+    /// `bfloat16Tokens` greedy tokens.
+    static func expectBatchedAndBFloat16(_ weights: ModelWeights, reference: [String: Any], generated: Int, bfloat16Tokens: Int) throws {
+        let prompt = (reference["prompt_ids"] as! [Int]).map(Int32.init), greedy = (reference["greedy_ids"] as! [Int]).map(Int32.init)
+        let transformer = Transformer(model: LlamaModel(weights: weights))
+        let caches = [transformer.makeCache(), transformer.makeCache()]
+        _ = try transformer.prefill(Array(prompt.prefix(15)), cache: caches[0])
+        _ = try transformer.prefill(prompt + greedy.prefix(generated), cache: caches[1])
+        let batched = try transformer.decode([prompt[15], greedy[generated]], caches: caches)
+        let expected = reference["logits_at"] as! [String: [Double]]
+        for (row, key) in [(0, "15"), (1, String(prompt.count + generated))] {
+            let want = try #require(expected[key], "the reference has logits at \(key)")
+            #expect(zip(batched.row(row), want).map { abs(Double($0) - $1) }.max()! < 1e-4, "batched row \(row)")
+        }
+        let bf16 = TextGenerator(transformer: Transformer(model: LlamaModel(weights: weights, precision: .bfloat16, batchedDecode: false)))
+        let rounded = try bf16.generate(GenerationRequest(promptIds: prompt, maxNewTokens: bfloat16Tokens, sampling: .greedy, stopTokens: []))
+        #expect(rounded.ids == Array(greedy.prefix(bfloat16Tokens)))
+    }
+
     /// `weights` written as a float32 Hugging Face directory at `directory` and read back: the same config
     /// and every trainable tensor bit for bit. Returns the written config.json.
     static func expectWrittenBackBitForBit(_ weights: ModelWeights, config: HuggingFaceConfig, to directory: String) throws -> [String: Any] {
@@ -264,22 +285,7 @@ import TestKit
         #expect(zip(core, file32).allSatisfy { $0 == 1 + $1 })
         let reference = try Fixtures.gemma3Reference()
         try Self.expectGreedyAndLogits(weights, reference: reference, name: "gemma3-tiny")
-        // Batched decode (the panel kernels) gives each row the logits of the same sequence alone.
-        let prompt = (reference["prompt_ids"] as! [Int]).map(Int32.init), greedy = (reference["greedy_ids"] as! [Int]).map(Int32.init)
-        let transformer = Transformer(model: LlamaModel(weights: weights))
-        let caches = [transformer.makeCache(), transformer.makeCache()]
-        _ = try transformer.prefill(Array(prompt.prefix(15)), cache: caches[0])
-        _ = try transformer.prefill(prompt + greedy.prefix(4), cache: caches[1])
-        let batched = try transformer.decode([prompt[15], greedy[4]], caches: caches)
-        let expected = reference["logits_at"] as! [String: [Double]]
-        for (row, key) in [(0, "15"), (1, "20")] {
-            guard let want = expected[key] else { continue }
-            #expect(zip(batched.row(row), want).map { abs(Double($0) - $1) }.max()! < 1e-4, "batched row \(row)")
-        }
-        // bfloat16 weights: the same greedy start.
-        let bf16 = TextGenerator(transformer: Transformer(model: LlamaModel(weights: weights, precision: .bfloat16, batchedDecode: false)))
-        let rounded = try bf16.generate(GenerationRequest(promptIds: prompt, maxNewTokens: 4, sampling: .greedy, stopTokens: []))
-        #expect(rounded.ids == Array(greedy.prefix(4)))
+        try Self.expectBatchedAndBFloat16(weights, reference: reference, generated: 31, bfloat16Tokens: 4)
         let dir = try Fixtures.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let written = try Self.expectWrittenBackBitForBit(weights, config: config, to: dir + "/out")
@@ -329,21 +335,9 @@ import TestKit
         #expect(c.parameterCount == weights.layout.trainableTensors.reduce(0) { $0 + weights.layout.count($1) })
         let reference = try Fixtures.gemma2Reference()
         try Self.expectGreedyAndLogits(weights, reference: reference, name: "gemma2-softcap")
-        let prompt = (reference["prompt_ids"] as! [Int]).map(Int32.init), greedy = (reference["greedy_ids"] as! [Int]).map(Int32.init)
+        try Self.expectBatchedAndBFloat16(weights, reference: reference, generated: 31, bfloat16Tokens: 4)
         let transformer = Transformer(model: LlamaModel(weights: weights))
-        let caches = [transformer.makeCache(), transformer.makeCache()]
-        _ = try transformer.prefill(Array(prompt.prefix(15)), cache: caches[0])
-        _ = try transformer.prefill(prompt + greedy.prefix(4), cache: caches[1])
-        let batched = try transformer.decode([prompt[15], greedy[4]], caches: caches)
-        let expected = reference["logits_at"] as! [String: [Double]]
-        for (row, key) in [(0, "15"), (1, "20")] {
-            guard let want = expected[key] else { continue }
-            #expect(zip(batched.row(row), want).map { abs(Double($0) - $1) }.max()! < 1e-4, "batched row \(row)")
-        }
-        #expect(batched.row(0).allSatisfy { abs($0) < 3 }, "capped logits")
-        let bf16 = TextGenerator(transformer: Transformer(model: LlamaModel(weights: weights, precision: .bfloat16, batchedDecode: false)))
-        let rounded = try bf16.generate(GenerationRequest(promptIds: prompt, maxNewTokens: 4, sampling: .greedy, stopTokens: []))
-        #expect(rounded.ids == Array(greedy.prefix(4)))
+        #expect(try transformer.prefill([2, 40, 41], cache: transformer.makeCache()).row(0).allSatisfy { abs($0) < 3 }, "capped logits")
         let dir = try Fixtures.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let written = try Self.expectWrittenBackBitForBit(weights, config: config, to: dir + "/out")
@@ -382,20 +376,7 @@ import TestKit
         #expect(c.parameterCount == weights.layout.trainableTensors.reduce(0) { $0 + weights.layout.count($1) })
         let reference = try Fixtures.olmo2Reference()
         try Self.expectGreedyAndLogits(weights, reference: reference, name: "olmo2-postnorm")
-        let prompt = (reference["prompt_ids"] as! [Int]).map(Int32.init), greedy = (reference["greedy_ids"] as! [Int]).map(Int32.init)
-        let transformer = Transformer(model: LlamaModel(weights: weights))
-        let caches = [transformer.makeCache(), transformer.makeCache()]
-        _ = try transformer.prefill(Array(prompt.prefix(15)), cache: caches[0])
-        _ = try transformer.prefill(prompt + greedy.prefix(23), cache: caches[1])
-        let batched = try transformer.decode([prompt[15], greedy[23]], caches: caches)
-        let expected = reference["logits_at"] as! [String: [Double]]
-        for (row, key) in [(0, "15"), (1, "39")] {
-            guard let want = expected[key] else { continue }
-            #expect(zip(batched.row(row), want).map { abs(Double($0) - $1) }.max()! < 1e-4, "batched row \(row)")
-        }
-        let bf16 = TextGenerator(transformer: Transformer(model: LlamaModel(weights: weights, precision: .bfloat16, batchedDecode: false)))
-        let rounded = try bf16.generate(GenerationRequest(promptIds: prompt, maxNewTokens: 3, sampling: .greedy, stopTokens: []))
-        #expect(rounded.ids == Array(greedy.prefix(3)))
+        try Self.expectBatchedAndBFloat16(weights, reference: reference, generated: 23, bfloat16Tokens: 3)
         let dir = try Fixtures.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let written = try Self.expectWrittenBackBitForBit(weights, config: config, to: dir + "/out")
@@ -422,22 +403,7 @@ import TestKit
         #expect(c.parameterCount == weights.layout.trainableTensors.reduce(0) { $0 + weights.layout.count($1) })
         let reference = try Fixtures.qwen3Reference()
         try Self.expectGreedyAndLogits(weights, reference: reference, name: "qwen3-qknorm")
-        // Batched decode (the panel kernels) gives each row the logits of the same sequence alone.
-        let prompt = (reference["prompt_ids"] as! [Int]).map(Int32.init), greedy = (reference["greedy_ids"] as! [Int]).map(Int32.init)
-        let transformer = Transformer(model: LlamaModel(weights: weights))
-        let caches = [transformer.makeCache(), transformer.makeCache()]
-        _ = try transformer.prefill(Array(prompt.prefix(15)), cache: caches[0])
-        _ = try transformer.prefill(prompt + greedy.prefix(4), cache: caches[1])
-        let batched = try transformer.decode([prompt[15], greedy[4]], caches: caches)
-        let expected = reference["logits_at"] as! [String: [Double]]
-        for (row, key) in [(0, "15"), (1, "20")] {
-            guard let want = expected[key] else { continue }
-            #expect(zip(batched.row(row), want).map { abs(Double($0) - $1) }.max()! < 1e-4, "batched row \(row)")
-        }
-        // bfloat16 weights (the output projection's 64-wide input included): the same greedy start.
-        let bf16 = TextGenerator(transformer: Transformer(model: LlamaModel(weights: weights, precision: .bfloat16, batchedDecode: false)))
-        let rounded = try bf16.generate(GenerationRequest(promptIds: prompt, maxNewTokens: 4, sampling: .greedy, stopTokens: []))
-        #expect(rounded.ids == Array(greedy.prefix(4)))
+        try Self.expectBatchedAndBFloat16(weights, reference: reference, generated: 23, bfloat16Tokens: 4)
         let dir = try Fixtures.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let written = try Self.expectWrittenBackBitForBit(weights, config: config, to: dir + "/out")
