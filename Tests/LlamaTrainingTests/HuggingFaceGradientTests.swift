@@ -91,16 +91,17 @@ import TestKit
         #expect(compared == attention)
     }
 
-    /// A Gemma3TextForSequenceClassification and a Gemma2ForSequenceClassification score as transformers' float64
-    /// does, through the scoring forward (`forward(_:onlyRows:)`, the last layer for the scored rows only, post norms
-    /// and Gemma 2's softcapped attention included), with and without the transposed projections the reward-model
-    /// workers prepare.
-    @Test(arguments: ["gemma3", "gemma2"], [false, true])
-    func gemmaRewardModelsScoreAsTorch(model: String, prepared: Bool) throws {
-        let reference = model == "gemma3" ? try Fixtures.gemma3Reference() : try Fixtures.gemma2Reference()
+    /// A Gemma3TextForSequenceClassification, a Gemma2ForSequenceClassification and an Olmo2ForSequenceClassification
+    /// score as transformers' float64 does, through the scoring forward (`forward(_:onlyRows:)`, the last layer for the
+    /// scored rows only, post norms, OLMo 2's missing input norms and Gemma 2's softcapped attention included), with
+    /// and without the transposed projections the reward-model workers prepare.
+    @Test(arguments: ["gemma3", "gemma2", "olmo2"], [false, true])
+    func postNormRewardModelsScoreAsTorch(model: String, prepared: Bool) throws {
+        let (reference, directory) = model == "gemma3" ? (try Fixtures.gemma3Reference(), Fixtures.gemma3Reward)
+            : model == "gemma2" ? (try Fixtures.gemma2Reference(), Fixtures.gemma2Reward) : (try Fixtures.olmo2Reference(), Fixtures.olmo2Reward)
         let sequences = ((reference["sft"] as! [String: Any])["tokens"] as! [[Int]]).map { $0.map(Int32.init) }
         let expected = reference["reward_scores"] as! [Double]
-        let (weights, config, head) = try HuggingFaceCheckpoint.readRewardModel(directory: model == "gemma3" ? Fixtures.gemma3Reward : Fixtures.gemma2Reward)
+        let (weights, config, head) = try HuggingFaceCheckpoint.readRewardModel(directory: directory)
         #expect(config.isSequenceClassifier && config.llama.postNorms)
         let pool = ComputePool(threads: 2)
         defer { pool.shutdown() }

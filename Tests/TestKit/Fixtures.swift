@@ -118,9 +118,10 @@ public enum Fixtures {
     }
 
     /// The OLMo 2 fixture: an `Olmo2ForCausalLM` directory (norms on the blocks' outputs and none on their inputs,
-    /// queries and keys normalised across heads), and transformers' float64 outputs and SFT gradients on it
-    /// (`hf-olmo2/generate.py`).
+    /// queries and keys normalised across heads) and the same trunk as an `Olmo2ForSequenceClassification`
+    /// (`olmo2Reward`), and transformers' float64 outputs, SFT gradients and reward scores on them (`hf-olmo2/generate.py`).
     public static let olmo2 = root + "/hf-olmo2/olmo2-postnorm"
+    public static let olmo2Reward = root + "/hf-olmo2/olmo2-postnorm-rm"
     public static func olmo2Reference() throws -> [String: Any] {
         let data = try Data(contentsOf: URL(fileURLWithPath: root + "/hf-olmo2/olmo2-postnorm.reference.json"))
         return try JSONSerialization.jsonObject(with: data) as! [String: Any]

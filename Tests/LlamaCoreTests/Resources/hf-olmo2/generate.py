@@ -2,11 +2,12 @@
 the feed-forward's outputs before the residual add, queries and keys RMS-normalised across all heads before
 RoPE, grouped-query attention, untied embeddings, RoPE base 500000) with transformers' float64 outputs on the
 stored weights: greedy ids and logits, and the masked next-token cross-entropy of two sequences with its gradient
-for every tensor (names as the file spells them, rows in its order): `python generate.py .` (transformers 5.x,
-torch) run in this folder."""
+for every tensor (names as the file spells them, rows in its order); and the same trunk as a one-label
+Olmo2ForSequenceClassification with its scores of the two sequences: `python generate.py .` (transformers 5.x, torch) run
+in this folder."""
 import json, os, shutil, sys
 import torch
-from transformers import Olmo2Config, Olmo2ForCausalLM
+from transformers import Olmo2Config, Olmo2ForCausalLM, Olmo2ForSequenceClassification
 
 def main(out):
     torch.manual_seed(23)
@@ -49,13 +50,28 @@ def main(out):
     loss = -(m * logp).sum() / m.sum()
     loss.backward()
     grads = {name: p.grad.reshape(-1).tolist() for name, p in exact.named_parameters()}
+    # The reward model: the same trunk and a one-label score head, scoring each sequence at its last token.
+    rm_config = Olmo2Config.from_dict(config.to_dict())
+    rm_config.num_labels = 1
+    reward = Olmo2ForSequenceClassification(rm_config)
+    with torch.no_grad():
+        reward.model.load_state_dict({k[len("model."):]: v for k, v in model.state_dict().items() if k != "lm_head.weight"})
+        reward.score.weight.normal_(0, 0.3)
+    rm_directory = os.path.join(out, "olmo2-postnorm-rm")
+    shutil.rmtree(rm_directory, ignore_errors=True)
+    reward.save_pretrained(rm_directory)
+    exact_rm = Olmo2ForSequenceClassification.from_pretrained(rm_directory, dtype=torch.float64, attn_implementation="eager").eval()
+    with torch.no_grad():
+        scores = [float(exact_rm(torch.tensor([s])).logits[0, 0]) for s in tokens]
     reference = {
         "note": "transformers Olmo2ForCausalLM in float64 on the stored weights (eager attention); greedy without EOS stop "
                 "to 40 tokens; logits_at[p] = logits after feeding (prompt_ids + greedy_ids)[0..p]; sft: masked cross-entropy "
-                "and its gradient for every tensor, flattened in the file's row order",
+                "and its gradient for every tensor, flattened in the file's row order; reward_scores: olmo2-postnorm-rm's score "
+                "of each sft sequence at its last token",
         "prompt_ids": prompt, "greedy_ids": greedy, "greedy_logprobs": logprobs,
         "logits_at": {str(p): everything[p].tolist() for p in positions},
         "sft": {"tokens": tokens, "mask": mask, "loss": float(loss.detach()), "gradients": grads},
+        "reward_scores": scores,
     }
     with open(os.path.join(out, "olmo2-postnorm.reference.json"), "w") as f:
         json.dump(reference, f)
