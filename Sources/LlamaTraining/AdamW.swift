@@ -69,7 +69,7 @@ public struct ParameterGroup {
     /// The model's trainable tensors (everything but the legacy RoPE tables); a family whose norms scale by
     /// `1 + weight` (Gemma) decays its norms' scales toward 1, as PyTorch decays its `weight` toward 0.
     public init(model: TrainableTransformer) {
-        let layout = model.weights.layout, offset = HuggingFaceConfig.normWeightOffset(model.config)
+        let layout = model.weights.layout, offset = model.config.normWeightOffset
         self.init(values: model.weights.storage, gradients: model.gradients,
                   ranges: layout.trainableTensors.map { layout.range($0) },
                   decayCenters: layout.trainableTensors.map { $0.isNormWeight ? offset : 0 })

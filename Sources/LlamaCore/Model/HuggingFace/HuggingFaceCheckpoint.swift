@@ -189,7 +189,7 @@ public enum HuggingFaceCheckpoint {
                           destinationRow: coreRow(item.tensor, config))
         }
         // Gemma's norms scale by 1 + weight: the core keeps the scale.
-        let normOffset = HuggingFaceConfig.normWeightOffset(config)
+        let normOffset = config.normWeightOffset
         if normOffset != 0 { addToNormWeights(weights, normOffset) }
         guard hfConfig.isSequenceClassifier else { return (weights, hfConfig, nil) }
         guard let shard = location[scoreHeadName], let file = files[shard], let entry = file.entries[scoreHeadName] else {
@@ -218,7 +218,7 @@ public enum HuggingFaceCheckpoint {
             throw LlamaError.invalidInput("the score head has \(scoreHead.count) weights, the model's dim is \(c.dim)")
         }
         // A family whose norms scale by 1 + weight (Gemma) is written from a copy holding its own weights.
-        let normOffset = HuggingFaceConfig.normWeightOffset(c)
+        let normOffset = c.normWeightOffset
         let source = normOffset == 0 ? weights : weights.copy()
         if normOffset != 0 { addToNormWeights(source, -normOffset) }
         var items = tensors(c).filter { scoreHead == nil || $0.tensor != .classifier }.map { item in

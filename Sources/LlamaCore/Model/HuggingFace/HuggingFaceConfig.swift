@@ -27,9 +27,6 @@ public struct HuggingFaceConfig: Sendable, Equatable {
     /// Whether the weights store fused projections (Phi-3: `qkv_proj` and `gate_up_proj`), read apart
     /// into the core's tensors. A model is written back unfused, as the LLaMA it computes.
     public var fusedProjections = false
-    /// What the family's RMSNorms add to their weights (Gemma's scale by `1 + weight`): the core keeps the
-    /// scale itself, so reading adds this and writing subtracts it.
-    public static func normWeightOffset(_ config: LlamaConfig) -> Float { config.normWeightOffset }
     /// Whether the directory holds a reward model (`LlamaForSequenceClassification` and its kin, one
     /// label): the trunk and a `score` head of `(1, D)` instead of `lm_head`, scoring a sequence at its
     /// last token that is not `pad_token_id`.
@@ -429,31 +426,31 @@ public struct HuggingFaceConfig: Sendable, Equatable {
             object["architectures"] = ["Olmo2ForCausalLM"]
             object["model_type"] = "olmo2"
             for key in ["mlp_bias", "pretraining_tp"] { object[key] = nil }
-        } else if c.postNorms && !c.qkNorm {
-            // Gemma 2's: its softcaps, and its window the core's context (every layer attends to all earlier tokens).
-            object["architectures"] = ["Gemma2ForCausalLM"]
-            object["model_type"] = "gemma2"
-            for key in ["hidden_act", "mlp_bias", "pretraining_tp", "use_sliding_window", "max_window_layers"] { object[key] = nil }
-            object["hidden_activation"] = "gelu_pytorch_tanh"
-            object["query_pre_attn_scalar"] = Double(1 / (c.attentionScale * c.attentionScale)).rounded()
-            object["layer_types"] = (0..<c.nLayers).map { ($0 + 1) % 2 == 1 ? "sliding_attention" : "full_attention" }
-            object["sliding_window"] = c.seqLen
-            object["attn_logit_softcapping"] = c.attentionSoftcap.map { Double("\($0)") ?? Double($0) } ?? NSNull()
-            object["final_logit_softcapping"] = c.logitSoftcap.map { Double("\($0)") ?? Double($0) } ?? NSNull()
         } else if c.postNorms {
-            // Gemma 3's text model, in the keys 4.x and 5.x both read (5.x folds rope_theta, rope_local_base_freq and
-            // rope_scaling into its rope_parameters). The window is the core's context: no key beyond it is ever out of it.
-            object["architectures"] = ["Gemma3ForCausalLM"]
-            object["model_type"] = "gemma3_text"
+            // Gemma 2's and 3's, in the keys transformers 4.x and 5.x both read (5.x folds rope_theta,
+            // rope_local_base_freq and rope_scaling into its rope_parameters). The window is the core's context: no key
+            // beyond it is ever out of it, so every layer attends to all earlier tokens as the core's do.
             for key in ["hidden_act", "mlp_bias", "pretraining_tp", "use_sliding_window", "max_window_layers"] { object[key] = nil }
             object["hidden_activation"] = "gelu_pytorch_tanh"
             object["query_pre_attn_scalar"] = Double(1 / (c.attentionScale * c.attentionScale)).rounded()
-            object["rope_local_base_freq"] = Double(c.localRoPETheta ?? c.ropeTheta)
-            object["layer_types"] = (0..<c.nLayers).map { c.usesLocalRoPE(layer: $0) ? "sliding_attention" : "full_attention" }
             object["sliding_window"] = c.seqLen
-            object["attn_logit_softcapping"] = NSNull()
-            object["final_logit_softcapping"] = NSNull()
             object["use_bidirectional_attention"] = false
+            if c.qkNorm {
+                // Gemma 3's: the query/key norms, and the local RoPE base of its sliding-window layers.
+                object["architectures"] = ["Gemma3ForCausalLM"]
+                object["model_type"] = "gemma3_text"
+                object["rope_local_base_freq"] = Double(c.localRoPETheta ?? c.ropeTheta)
+                object["layer_types"] = (0..<c.nLayers).map { c.usesLocalRoPE(layer: $0) ? "sliding_attention" : "full_attention" }
+                object["attn_logit_softcapping"] = NSNull()
+                object["final_logit_softcapping"] = NSNull()
+            } else {
+                // Gemma 2's: its softcaps, and its default pattern (every second layer slides).
+                object["architectures"] = ["Gemma2ForCausalLM"]
+                object["model_type"] = "gemma2"
+                object["layer_types"] = (0..<c.nLayers).map { ($0 + 1) % 2 == 1 ? "sliding_attention" : "full_attention" }
+                object["attn_logit_softcapping"] = c.attentionSoftcap.map { Double("\($0)") ?? Double($0) } ?? NSNull()
+                object["final_logit_softcapping"] = c.logitSoftcap.map { Double("\($0)") ?? Double($0) } ?? NSNull()
+            }
         }
         if isSequenceClassifier {
             // A reward model: the family's ForSequenceClassification with one label, and no lm_head to tie.
