@@ -313,7 +313,13 @@ FMA_TARGET static inline void split_pairs(const uint16_t *p, __m512 *odd, __m512
 /// Rows b ..< b + valid (at most 4; rows past them reuse row b) of the 4 panels at p0, pairs i0 ..< i1,
 /// adding to the 16 sums at acc ([row][panel]). x is (rows, k) float32. Each step adds the odd
 /// element's product, then the even one's (what vdpbf16ps and the portable fallback do). Tiles `t` of
-/// 1 ... fetching also fetch the lines FMA_AHEAD chunks ahead, sharing the steps.
+/// 1 ... fetching also fetch the lines FMA_AHEAD chunks ahead, sharing the steps: tile t at steps
+/// i0 + t - 1, i0 + t - 1 + fetching, ...
+///
+/// The loop body is kept free of anything but loads, the pair split and the FMAs (each input a
+/// broadcast load): the fetch step is a compare against a running step, not a division, and the last
+/// pair of an odd k (its odd input 0) is a step of its own after the loop. (A `%` and a select per step
+/// here compiled to a division, register broadcasts and spills: about twice the instructions.)
 FMA_TARGET static inline __attribute__((always_inline))
 void fma_tile4x4(__m512 *acc, const float *x, long k, long b, long valid, const uint16_t *p0, long k2,
                  long i0, long i1, long t, long fetching) {
@@ -323,31 +329,50 @@ void fma_tile4x4(__m512 *acc, const float *x, long k, long b, long valid, const 
     __m512 a00 = acc[0], a01 = acc[1], a02 = acc[2], a03 = acc[3], a10 = acc[4], a11 = acc[5], a12 = acc[6], a13 = acc[7];
     __m512 a20 = acc[8], a21 = acc[9], a22 = acc[10], a23 = acc[11], a30 = acc[12], a31 = acc[13], a32 = acc[14], a33 = acc[15];
     const long ahead = FMA_AHEAD * FMA_CHUNK * 32;
+    // Steps past this fetch nothing: their lines ahead lie past the panels.
+    const long fetch_end = k2 - FMA_AHEAD * FMA_CHUNK;
+    long next_fetch = fetching > 0 && t >= 1 && t <= fetching ? i0 + t - 1 : i1;
     // Pairs whose odd element lies past k (odd k: the last pair) read an odd input of 0.
-    const long full = k / 2;
-    for (long i = i0; i < i1; i++) {
-        const long o = i * 32;
-        if (fetching > 0 && t >= 1 && t <= fetching && (i - i0) % fetching == t - 1 && i + FMA_AHEAD * FMA_CHUNK < k2) {
-            __builtin_prefetch(p0 + o + ahead, 0, 1); __builtin_prefetch(p1 + o + ahead, 0, 1);
-            __builtin_prefetch(p2 + o + ahead, 0, 1); __builtin_prefetch(p3 + o + ahead, 0, 1);
+    const long full = k / 2, whole = i1 < full ? i1 : full;
+    __m512 o0, e0, o1, e1, o2, e2, o3, e3;
+#define FMA_FETCH(i) \
+        if ((i) == next_fetch) { \
+            if ((i) < fetch_end) { \
+                __builtin_prefetch(p0 + (i) * 32 + ahead, 0, 1); __builtin_prefetch(p1 + (i) * 32 + ahead, 0, 1); \
+                __builtin_prefetch(p2 + (i) * 32 + ahead, 0, 1); __builtin_prefetch(p3 + (i) * 32 + ahead, 0, 1); \
+            } \
+            next_fetch += fetching; \
         }
-        __m512 o0, e0, o1, e1, o2, e2, o3, e3;
-        split_pairs(p0 + o, &o0, &e0); split_pairs(p1 + o, &o1, &e1);
-        split_pairs(p2 + o, &o2, &e2); split_pairs(p3 + o, &o3, &e3);
-        const int whole = i < full;
-#define FMA_ROW(xr, r0, r1, r2, r3) { \
-            __m512 s = _mm512_set1_ps(whole ? xr[2 * i + 1] : 0.0f); \
+#define FMA_SPLIT(i) \
+        split_pairs(p0 + (i) * 32, &o0, &e0); split_pairs(p1 + (i) * 32, &o1, &e1); \
+        split_pairs(p2 + (i) * 32, &o2, &e2); split_pairs(p3 + (i) * 32, &o3, &e3);
+#define FMA_ROW(odd, even, r0, r1, r2, r3) { \
+            __m512 s = odd; \
             r0 = _mm512_fmadd_ps(o0, s, r0); r1 = _mm512_fmadd_ps(o1, s, r1); \
             r2 = _mm512_fmadd_ps(o2, s, r2); r3 = _mm512_fmadd_ps(o3, s, r3); \
-            s = _mm512_set1_ps(xr[2 * i]); \
+            s = even; \
             r0 = _mm512_fmadd_ps(e0, s, r0); r1 = _mm512_fmadd_ps(e1, s, r1); \
             r2 = _mm512_fmadd_ps(e2, s, r2); r3 = _mm512_fmadd_ps(e3, s, r3); }
-        FMA_ROW(x0, a00, a01, a02, a03)
-        FMA_ROW(x1, a10, a11, a12, a13)
-        FMA_ROW(x2, a20, a21, a22, a23)
-        FMA_ROW(x3, a30, a31, a32, a33)
-#undef FMA_ROW
+    for (long i = i0; i < whole; i++) {
+        FMA_FETCH(i)
+        FMA_SPLIT(i)
+        FMA_ROW(_mm512_set1_ps(x0[2 * i + 1]), _mm512_set1_ps(x0[2 * i]), a00, a01, a02, a03)
+        FMA_ROW(_mm512_set1_ps(x1[2 * i + 1]), _mm512_set1_ps(x1[2 * i]), a10, a11, a12, a13)
+        FMA_ROW(_mm512_set1_ps(x2[2 * i + 1]), _mm512_set1_ps(x2[2 * i]), a20, a21, a22, a23)
+        FMA_ROW(_mm512_set1_ps(x3[2 * i + 1]), _mm512_set1_ps(x3[2 * i]), a30, a31, a32, a33)
     }
+    for (long i = whole > i0 ? whole : i0; i < i1; i++) {
+        FMA_FETCH(i)
+        FMA_SPLIT(i)
+        const __m512 zero = _mm512_setzero_ps();
+        FMA_ROW(zero, _mm512_set1_ps(x0[2 * i]), a00, a01, a02, a03)
+        FMA_ROW(zero, _mm512_set1_ps(x1[2 * i]), a10, a11, a12, a13)
+        FMA_ROW(zero, _mm512_set1_ps(x2[2 * i]), a20, a21, a22, a23)
+        FMA_ROW(zero, _mm512_set1_ps(x3[2 * i]), a30, a31, a32, a33)
+    }
+#undef FMA_FETCH
+#undef FMA_SPLIT
+#undef FMA_ROW
     acc[0] = a00; acc[1] = a01; acc[2] = a02; acc[3] = a03; acc[4] = a10; acc[5] = a11; acc[6] = a12; acc[7] = a13;
     acc[8] = a20; acc[9] = a21; acc[10] = a22; acc[11] = a23; acc[12] = a30; acc[13] = a31; acc[14] = a32; acc[15] = a33;
 }

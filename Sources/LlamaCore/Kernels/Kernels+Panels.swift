@@ -126,12 +126,17 @@ extension Kernels {
                     let x0 = x + b * k
                     let x1 = valid > 1 ? x0 + k : x0, x2 = valid > 2 ? x0 + 2 * k : x0, x3 = valid > 3 ? x0 + 3 * k : x0
                     var tile = k0 > 0 ? spill[t] : PanelTile()
-                    let fetches = t > 0 && t <= fetching
+                    // Tile t fetches at steps k0 + t - 1, k0 + t - 1 + fetching, ...: a compare per step,
+                    // not a `%` (which compiled to a division per step).
+                    var nextFetch = t > 0 && t <= fetching ? k0 + t - 1 : k1
                     for kk in k0..<k1 {
-                        if fetches && (kk - k0) % fetching == t - 1 && kk + distance < k {
-                            let ahead = kk * 16 + distance * 16
-                            rlhf_prefetch(p0 + ahead); rlhf_prefetch(p1 + ahead)
-                            rlhf_prefetch(p2 + ahead); rlhf_prefetch(p3 + ahead)
+                        if kk == nextFetch {
+                            if kk + distance < k {
+                                let ahead = kk * 16 + distance * 16
+                                rlhf_prefetch(p0 + ahead); rlhf_prefetch(p1 + ahead)
+                                rlhf_prefetch(p2 + ahead); rlhf_prefetch(p3 + ahead)
+                            }
+                            nextFetch += fetching
                         }
                         tile.step(kk, x0, x1, x2, x3, p0, p1, p2, p3)
                     }
