@@ -277,6 +277,9 @@ package enum Kernels {
         }
     }
 
+    /// bfloat16 elements ahead of the current one that `matvecBF16` fetches (4 KB).
+    static let bf16PrefetchDistance = 2048
+
     /// `out[r] = dot(W[r, :], x)` with `W` stored as bfloat16 (`(rows, cols)`, cols a multiple of 32) and
     /// `x` prepared by `deinterleaveForBF16`. A 32-bit word holds elements `2j` (low half) and `2j+1`
     /// (high half); shifting or masking turns each half into an exact float32, accumulated in float32.
@@ -292,6 +295,10 @@ package enum Kernels {
             var e0 = Vec(), o0 = Vec()
             var c = 0
             while c < cols {
+                // The line 4 KB ahead (the next rows': rows are contiguous), fetched by hand: this loop's
+                // three instructions a line more than float32's keep fewer lines in flight, and on an
+                // Intel Xeon of the class it streamed at 70% of the read probe without (95% with).
+                rlhf_prefetch(w0 + c + bf16PrefetchDistance)
                 let p0 = words(w0, c)
                 e0.addProduct(unsafeBitCast(p0 &<< 16, to: Vec.self), load(xPerm, c))
                 o0.addProduct(unsafeBitCast(p0 & mask, to: Vec.self), load(xPerm, c + 16))
