@@ -71,24 +71,30 @@ enum TrainingKernels {
         }
     }
 
-    /// `Y (N, out) = X (N, in) Wt (in, out)` (+ Y when `accumulate`), `Wt` a transposed weight matrix,
-    /// through `rlhf_small_gemm_nn`: rows shared out over the threads, and each thread's rows taken a block
-    /// of columns at a time, a block whose part of `Wt` (about 1 MB) stays in the core's cache while every
-    /// row passes.
+    /// `Y (N, out) = X (N, in) Wt (in, out)` (+ Y when `accumulate`), `Wt` in the column panels of
+    /// `TransposedProjections`, through `rlhf_small_gemm_nn`: rows shared out over the threads; each
+    /// thread takes a block of panels (about 512 KB, kept in the core's L2) at a time, and under it
+    /// chunks of 128 rows (their inputs kept in cache too) through every panel of the block. Every
+    /// output is one sum over `in` in order, however the work is cut.
     static func forwardTransposed(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ wt: UnsafePointer<Float>,
                                   n: Int, inFeatures: Int, outFeatures: Int, accumulate: Bool, pool: ComputePool) {
         guard n > 0, outFeatures > 0 else { return }
         let threads = pool.threadCount
-        let block = max(48, (1 << 18) / max(1, inFeatures) / 48 * 48)
+        let width = TransposedProjections.panelWidth
+        let block = max(1, (1 << 17) / max(1, inFeatures * width)) * width
+        let rowChunk = 128
         pool.run { t in
             let rows = ComputePool.share(of: n, thread: t, threads: threads, grain: 8)
             guard !rows.isEmpty else { return }
-            var j = 0
-            while j < outFeatures {
-                let width = min(block, outFeatures - j)
-                rlhf_small_gemm_nn(y + rows.lowerBound * outFeatures + j, outFeatures, x + rows.lowerBound * inFeatures, inFeatures,
-                                   wt + j, outFeatures, rows.count, width, inFeatures, 1, accumulate ? 1 : 0)
-                j += width
+            for j0 in stride(from: 0, to: outFeatures, by: block) {
+                for r0 in stride(from: rows.lowerBound, to: rows.upperBound, by: rowChunk) {
+                    let count = min(rowChunk, rows.upperBound - r0)
+                    for j in stride(from: j0, to: min(j0 + block, outFeatures), by: width) {
+                        let panelWidth = min(width, outFeatures - j)
+                        rlhf_small_gemm_nn(y + r0 * outFeatures + j, outFeatures, x + r0 * inFeatures, inFeatures,
+                                           wt + j * inFeatures, panelWidth, count, panelWidth, inFeatures, 1, accumulate ? 1 : 0)
+                    }
+                }
             }
         }
     }

@@ -112,10 +112,11 @@ import TestKit
         }
     }
 
-    /// A transformer prepared for scoring (its projections transposed and multiplied by
-    /// `rlhf_small_gemm_nn`) gives the hidden states of one that is not, in a scoring forward and a full
+    /// A transformer prepared for scoring (its projections transposed into column panels and multiplied
+    /// by `rlhf_small_gemm_nn`) gives the hidden states of one that is not, in a scoring forward and a full
     /// one, on one thread and two; training it, or setting adapters, drops the preparation (a forward
-    /// after a step reads the new weights), and bfloat16 products never take it. The Qwen3 fixture's
+    /// after a step reads the new weights), and bfloat16 products never take it; a sequence scores the same
+    /// bits alone as in a batch of 289 rows. The Qwen3 fixture's
     /// output projection reads a 64-wide attention at width 32.
     @Test(arguments: ["tiny-mha", "tiny-gqa", "qwen3"])
     func preparedForScoringMatchesTheUsualForward(model: String) throws {
@@ -124,6 +125,11 @@ import TestKit
         let vocabulary = Int32(weights.config.vocabSize)
         let long = (0..<70).map { Int32(1 + ($0 * 37) % 500) % vocabulary }
         let sequences: [[Int32]] = [[1, 17, 300, 42, 42, 9], [1, 5], [1], long].map { $0.map { $0 % vocabulary } }
+        // With three more long sequences (289 rows), each thread's rows pass the products' row chunks
+        // (128) more than once.
+        let crowd: [[Int32]] = sequences + (1...3).map { (s: Int) -> [Int32] in
+            (0..<70).map { (i: Int) -> Int32 in Int32(1 + (i * 37 + s * 11) % 500) % vocabulary }
+        }
         let batch = try TokenBatch(sequences, config: weights.config)
         let D = weights.config.dim, rows = batch.lastRows
         func hidden(_ tape: ForwardTape, _ r: Int) -> [Float] { tape.hidden.array(r * D ..< (r + 1) * D) }
@@ -143,6 +149,16 @@ import TestKit
             for r in rows { #expect(close(hidden(scoring, r), expected[r]), "\(model), scoring row \(r), \(threads) threads") }
             let preparedFull = prepared.forward(batch)
             for r in 0..<batch.rowCount { #expect(close(hidden(preparedFull, r), expected[r]), "\(model), row \(r), \(threads) threads") }
+            // A sequence's scores do not depend on the rows beside it: each sequence of the crowd scored
+            // alone gives the bits it gets among the others, wherever the threads' shares and row chunks cut.
+            let crowdBatch = try TokenBatch(crowd, config: weights.config)
+            let crowdTape = prepared.forward(crowdBatch, onlyRows: crowdBatch.lastRows)
+            let together = crowdBatch.lastRows.map { hidden(crowdTape, $0) }
+            for (i, sequence) in crowd.enumerated() {
+                let alone = try TokenBatch([sequence], config: weights.config)
+                let aloneTape = prepared.forward(alone, onlyRows: alone.lastRows)
+                #expect(hidden(aloneTape, alone.lastRows[0]) == together[i], "\(model), sequence \(i) alone, \(threads) threads")
+            }
             // One training step on both: the prepared one forgets its copy and reads the new weights.
             for model in [usual, prepared] {
                 model.zeroGradients()
