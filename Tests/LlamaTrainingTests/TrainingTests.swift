@@ -116,20 +116,20 @@ import TestKit
     /// by `rlhf_small_gemm_nn`) gives the hidden states of one that is not, in a scoring forward and a full
     /// one, on one thread and two; training it, or setting adapters, drops the preparation (a forward
     /// after a step reads the new weights), and bfloat16 products never take it; a sequence scores the same
-    /// bits alone as in a batch of 289 rows. The Qwen3 fixture's
-    /// output projection reads a 64-wide attention at width 32.
+    /// bits alone as in a batch of 289 rows. The Qwen3 fixture's output projection reads a 64-wide
+    /// attention at width 32.
     @Test(arguments: ["tiny-mha", "tiny-gqa", "qwen3"])
     func preparedForScoringMatchesTheUsualForward(model: String) throws {
         let weights = model == "qwen3" ? try HuggingFaceCheckpoint.read(directory: Fixtures.qwen3).weights
             : try Checkpoint.read(path: TrainingTests.fixtures + "/\(model).bin").weights
         let vocabulary = Int32(weights.config.vocabSize)
-        let long = (0..<70).map { Int32(1 + ($0 * 37) % 500) % vocabulary }
-        let sequences: [[Int32]] = [[1, 17, 300, 42, 42, 9], [1, 5], [1], long].map { $0.map { $0 % vocabulary } }
-        // With three more long sequences (289 rows), each thread's rows pass the products' row chunks
-        // (128) more than once.
-        let crowd: [[Int32]] = sequences + (1...3).map { (s: Int) -> [Int32] in
+        let longs: [[Int32]] = (0...3).map { (s: Int) -> [Int32] in
             (0..<70).map { (i: Int) -> Int32 in Int32(1 + (i * 37 + s * 11) % 500) % vocabulary }
         }
+        let sequences: [[Int32]] = [[1, 17, 300, 42, 42, 9], [1, 5], [1], longs[0]].map { $0.map { $0 % vocabulary } }
+        // With the three other long sequences (289 rows), each thread's rows pass the products' row chunks
+        // (128) more than once.
+        let crowd = sequences + longs[1...]
         let batch = try TokenBatch(sequences, config: weights.config)
         let D = weights.config.dim, rows = batch.lastRows
         func hidden(_ tape: ForwardTape, _ r: Int) -> [Float] { tape.hidden.array(r * D ..< (r + 1) * D) }
