@@ -183,7 +183,7 @@ public final class TrainableTransformer {
             normHeads(.qNorm, l, saved.q.baseAddress, rows: n, heads: c.nHeads, raw: saved.qRaw.baseAddress, inverse: saved.qInverse.baseAddress)
             normHeads(.kNorm, l, saved.k.baseAddress, rows: n, heads: c.nKVHeads, raw: saved.kRaw.baseAddress, inverse: saved.kInverse.baseAddress)
             if c.usesRoPE(layer: l) { rotate(queries: saved.q, keys: saved.k, batch: batch, layer: l, sign: 1) }
-            attentionForward(saved, batch: batch, tape: tape, forBackward: lastLayerRows == nil)
+            attentionForward(saved, batch: batch, tape: tape, forBackward: lastLayerRows == nil, layer: l)
             if c.postNorms {
                 // x_mid = x_in + rmsnorm(Wo att): the output saved before its norm.
                 project(.wo, l, saved.attOut.baseAddress, saved.att.baseAddress, n: n, inFeatures: QD, outFeatures: D, seed: seed)
@@ -260,16 +260,19 @@ public final class TrainableTransformer {
                             TrainingKernels.rope(q + i * QD, heads: c.nHeads, hs: hs, cos: cosT.baseAddress! + table, sin: sinT.baseAddress! + table)
                         }
                     }
-                    // Attention of each asked row over its sequence up to its position.
+                    // Attention of each asked row over its sequence up to its position (the last W positions
+                    // in a sliding-window layer).
+                    let window = c.attentionWindow(layer: l)
                     let stride = batch.sequences.map(\.count).max() ?? 1
                     var scratch = [Float](repeating: 0, count: pool.threadCount * c.nHeads * stride)
                     scratch.withUnsafeMutableBufferPointer { scratch in
                         pool.parallelFor(m) { range, thread in
                             let scores = scratch.baseAddress! + thread * c.nHeads * stride
                             for i in range {
-                                let r = rows[i], start = batch.offsets[sequenceOfRow[i]]
+                                let r = rows[i], first = LlamaConfig.firstAttendedKey(position: positions[r], window: window)
+                                let start = batch.offsets[sequenceOfRow[i]] + first
                                 Kernels.attend(out: att + i * QD, query: q + i * QD, keys: k + start * KVD, values: v + start * KVD,
-                                               rowStride: KVD, count: positions[r] + 1, heads: 0..<c.nHeads, groupSize: c.kvGroupSize,
+                                               rowStride: KVD, count: positions[r] + 1 - first, heads: 0..<c.nHeads, groupSize: c.kvGroupSize,
                                                headSize: hs, scale: c.attentionScale, softcap: c.attentionSoftcap, scores: scores, scoreStride: stride)
                             }
                         }
@@ -310,12 +313,15 @@ public final class TrainableTransformer {
 
     /// Causal attention of each sequence with itself; saves the probabilities, with zeros above the
     /// diagonal where the backward pass will read them (`forBackward`; a scoring forward has none, and
-    /// zeroes only what its own products read). A scoring forward whose head size is a multiple
-    /// of 16 goes through `blockAttention`; the rest through BLAS products on blocks of 64 query rows.
-    private func attentionForward(_ saved: ForwardTape.Layer, batch: TokenBatch, tape: ForwardTape, forBackward: Bool) {
+    /// zeroes only what its own products read). In a sliding-window layer a row's keys before its last `W`
+    /// positions get probability 0 too (the backward pass then gives them no gradient). A scoring forward
+    /// whose head size is a multiple of 16 goes through `blockAttention`; the rest through BLAS products on
+    /// blocks of 64 query rows.
+    private func attentionForward(_ saved: ForwardTape.Layer, batch: TokenBatch, tape: ForwardTape, forBackward: Bool, layer l: Int) {
         let c = config, QD = c.queryDim, KVD = c.kvDim, hs = c.headSize, group = c.kvGroupSize
+        let window = c.attentionWindow(layer: l)
         if !forBackward && hs % 16 == 0 {
-            blockAttention(saved, batch: batch)
+            blockAttention(saved, batch: batch, window: window)
             return
         }
         let scale = c.attentionScale
@@ -338,9 +344,10 @@ public final class TrainableTransformer {
                     // The product below reads columns [0, r1) of these rows; the backward pass all T.
                     let width = forBackward ? T : r1
                     for i in r0..<r1 {
-                        let p = P + i * T
-                        if let cap = c.attentionSoftcap { Kernels.softcap(p, i + 1, cap: cap) }
-                        Kernels.softmax(p, i + 1)
+                        let p = P + i * T, first = LlamaConfig.firstAttendedKey(position: i, window: window)
+                        if let cap = c.attentionSoftcap { Kernels.softcap(p + first, i + 1 - first, cap: cap) }
+                        Kernels.softmax(p + first, i + 1 - first)
+                        p.update(repeating: 0, count: first)
                         (p + i + 1).update(repeating: 0, count: width - i - 1)
                     }
                     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(r1 - r0), Int32(hs), Int32(r1), 1,
@@ -361,7 +368,7 @@ public final class TrainableTransformer {
     /// in a thread's scratch that stays in cache (BLAS calls on blocks this small cost more than their
     /// arithmetic at a head size of 48: this takes 10% less time than `attentionForward`'s blocks on the
     /// 15M shape).
-    private func blockAttention(_ saved: ForwardTape.Layer, batch: TokenBatch) {
+    private func blockAttention(_ saved: ForwardTape.Layer, batch: TokenBatch, window: Int?) {
         let c = config, QD = c.queryDim, KVD = c.kvDim, hs = c.headSize, group = c.kvGroupSize
         let scale = c.attentionScale, block = TrainableTransformer.attentionRowBlock
         let longest = batch.sequences.map(\.count).max() ?? 0
@@ -391,8 +398,10 @@ public final class TrainableTransformer {
                     rlhf_small_gemm_nn(scores, padded, qh + r0 * QD, QD, keysT, padded, rows, width, hs, scale, 0)
                     for r in 0..<rows {
                         let p = scores + r * padded, i = r0 + r
-                        if let cap = c.attentionSoftcap { Kernels.softcap(p, i + 1, cap: cap) }
-                        inverseSums[r] = 1 / Kernels.expShifted(p, p, i + 1, shift: Kernels.maximum(p, i + 1), scale: 1)
+                        let first = LlamaConfig.firstAttendedKey(position: i, window: window), seen = p + first
+                        if let cap = c.attentionSoftcap { Kernels.softcap(seen, i + 1 - first, cap: cap) }
+                        inverseSums[r] = 1 / Kernels.expShifted(seen, seen, i + 1 - first, shift: Kernels.maximum(seen, i + 1 - first), scale: 1)
+                        p.update(repeating: 0, count: first)
                         (p + i + 1).update(repeating: 0, count: keyCount - i - 1)
                     }
                     let out = att + (row + r0) * QD + h * hs

@@ -188,6 +188,30 @@ import TestKit
         #expect(field(c) == "seq_len")
         c = good; c.normEps = 0
         #expect(field(c) == "norm_eps")
+        c = good; c.slidingWindow = 0; c.slidingWindowLayers = [0]
+        #expect(field(c) == "sliding_window")
+        for layers in [[], [2], [1, 0], [0, 0]] {
+            c = good; c.slidingWindow = 8; c.slidingWindowLayers = layers
+            #expect(field(c) == "sliding_window_layers", "\(layers)")
+        }
+        c = good; c.slidingWindowLayers = [1]
+        #expect(field(c) == "sliding_window_layers")
+    }
+
+    /// A sliding window is the config's: it names its layers, survives JSON (a config written before it decodes
+    /// without one), and a query at position i attends from key max(0, i - W + 1).
+    @Test func slidingWindowsAreTheConfigs() throws {
+        var c = LlamaConfig(dim: 64, hiddenDim: 128, nLayers: 3, nHeads: 4, nKVHeads: 2, vocabSize: 100, seqLen: 32)
+        let plain = try JSONEncoder().encode(c)
+        #expect(!String(decoding: plain, as: UTF8.self).contains("slidingWindow"))
+        c.slidingWindow = 8
+        c.slidingWindowLayers = [0, 2]
+        try c.validate()
+        #expect(c.attentionWindow(layer: 0) == 8 && c.attentionWindow(layer: 1) == nil && c.attentionWindow(layer: 2) == 8)
+        #expect(try JSONDecoder().decode(LlamaConfig.self, from: JSONEncoder().encode(c)) == c)
+        #expect(try JSONDecoder().decode(LlamaConfig.self, from: plain).slidingWindow == nil)
+        #expect([0, 6, 7, 8, 20].map { LlamaConfig.firstAttendedKey(position: $0, window: 8) } == [0, 0, 0, 1, 13])
+        #expect(LlamaConfig.firstAttendedKey(position: 20, window: nil) == 0)
     }
 }
 

@@ -177,26 +177,57 @@ import TestKit
         #expect(written["architectures"] as? [String] == ["Qwen2ForSequenceClassification"] && (written["id2label"] as? [String: String])?.count == 1)
     }
 
-    /// A MistralForCausalLM is LLaMA's decoder with a sliding window over the keys: its context is capped at
-    /// the window (48 of its 512 positions), within which transformers' float64 greedy ids, log-probabilities
-    /// and logits agree; written out, it is a LlamaForCausalLM of that context.
-    @Test func mistralRunsWithinItsSlidingWindow() throws {
+    /// A MistralForCausalLM is LLaMA's decoder with a sliding window over the keys in every layer (48 of its 512
+    /// positions): within the window transformers' float64 greedy ids, log-probabilities and logits agree (and
+    /// past it: `slidingWindowsAttendAsTransformersPastTheWindow`); written out, it is a MistralForCausalLM of
+    /// that window.
+    @Test func mistralRunsWithItsSlidingWindow() throws {
         let (weights, config) = try HuggingFaceCheckpoint.read(directory: Fixtures.mistral)
-        #expect(config.llama.seqLen == 48 && config.llama.nKVHeads == 2)
+        #expect(config.llama.seqLen == 512 && config.llama.nKVHeads == 2)
+        #expect(config.llama.slidingWindow == 48 && config.llama.slidingWindowLayers == [0, 1])
         try Self.expectGreedyAndLogits(weights, reference: try Fixtures.mistralReference(), name: "mistral-window")
         let dir = try Fixtures.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         try HuggingFaceCheckpoint.write(weights, config: config, dtype: .float32, to: dir + "/out")
         #expect(try HuggingFaceCheckpoint.read(directory: dir + "/out").config.llama == config.llama)
-        // No window: the whole context; a window that is no positive integer is refused by key.
+        let written = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/out/config.json"))) as! [String: Any]
+        #expect(written["architectures"] as? [String] == ["MistralForCausalLM"] && written["sliding_window"] as? Int == 48)
+        // llama2.c's header cannot hold the window.
+        #expect(Checkpoint.legacyCannotHold(config.llama)?.contains("a sliding window of 48") == true)
+        // No window: every layer attends to the whole context; a window that is no positive integer is refused by key.
         var object = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: Fixtures.mistral + "/config.json"))) as! [String: Any]
         object["sliding_window"] = NSNull()
-        #expect(try Self.config(object).llama.seqLen == 512)
+        #expect(try Self.config(object).llama.seqLen == 512 && Self.config(object).llama.slidingWindow == nil)
         object["sliding_window"] = 4096
-        #expect(try Self.config(object).llama.seqLen == 512)
+        #expect(try Self.config(object).llama.seqLen == 512 && Self.config(object).llama.slidingWindow == 4096)
         object["sliding_window"] = 0
         #expect { try Self.config(object) } throws: {
             "\($0)".contains("sliding_window: expected a positive integer or null, got 0")
+        }
+    }
+
+    /// Past the sliding window (48 positions, sequences of 100 to 112 tokens) the windowed layers attend as
+    /// transformers' do (key j for query i where j > i - 48): Mistral's and Phi-3's every layer, Gemma 3's and
+    /// Gemma 2's layers 0 and 2 (with the local RoPE base, and the softcap). Greedy decoding through the KV cache
+    /// from a 100-token prompt, the prefill's logits at six positions, and batched decode of two rows 39 positions
+    /// apart agree with transformers' float64 (the reference checks that full attention gives other logits there).
+    @Test(arguments: ["mistral", "phi3", "gemma3", "gemma2"])
+    func slidingWindowsAttendAsTransformersPastTheWindow(model: String) throws {
+        let directory = ["mistral": Fixtures.mistral, "phi3": Fixtures.phi3, "gemma3": Fixtures.gemma3, "gemma2": Fixtures.gemma2][model]!
+        let (weights, config) = try HuggingFaceCheckpoint.read(directory: directory)
+        #expect(config.llama.slidingWindow == 48 && config.llama.seqLen == 512)
+        let reference = try Fixtures.beyondWindowReference(model)
+        try Self.expectGreedyAndLogits(weights, reference: reference, name: "\(model) past the window")
+        let sequence = ((reference["prompt_ids"] as! [Int]) + (reference["greedy_ids"] as! [Int])).map(Int32.init)
+        let transformer = Transformer(model: LlamaModel(weights: weights))
+        let caches = [transformer.makeCache(), transformer.makeCache()]
+        _ = try transformer.prefill(Array(sequence.prefix(60)), cache: caches[0])
+        _ = try transformer.prefill(Array(sequence.prefix(99)), cache: caches[1])
+        let batched = try transformer.decode([sequence[60], sequence[99]], caches: caches)
+        let expected = reference["logits_at"] as! [String: [Double]]
+        for (row, key) in [(0, "60"), (1, "99")] {
+            let diff = zip(batched.row(row), expected[key]!).map { abs(Double($0) - $1) }.max()!
+            #expect(diff < 1e-4, "\(model) batched row \(row) at \(key): max difference \(diff)")
         }
     }
 
@@ -207,7 +238,7 @@ import TestKit
     /// computes. Partial rotation (Phi-4-mini's) and dropout are refused by key.
     @Test func phi3ReadsItsFusedProjections() throws {
         let (weights, config) = try HuggingFaceCheckpoint.read(directory: Fixtures.phi3)
-        #expect(config.fusedProjections && config.llama.seqLen == 48 && config.llama.nKVHeads == 2 && config.llama.nHeads == 4)
+        #expect(config.fusedProjections && config.llama.seqLen == 512 && config.llama.slidingWindow == 48 && config.llama.nKVHeads == 2 && config.llama.nHeads == 4)
         try Self.expectGreedyAndLogits(weights, reference: try Fixtures.phi3Reference(), name: "phi3-fused")
         let dir = try Fixtures.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
@@ -266,14 +297,15 @@ import TestKit
     /// block's attention and feed-forward outputs (`post_attention_layernorm` is one of them, the feed-forward's input
     /// norm `pre_feedforward_layernorm`), Qwen3's query/key norms, norms that scale by 1 + weight, an attention scale
     /// of query_pre_attn_scalar^-0.5 and RoPE base 10000 in its sliding-window layers (1e6 in its full one): read
-    /// as such (the context capped at the window), transformers' float64 greedy ids, log-probabilities and logits
-    /// agree, batched decode and bfloat16 weights run it, and it writes back as a Gemma3ForCausalLM that reads the
+    /// as such (the sliding layers attending through the window), transformers' float64 greedy ids, log-probabilities
+    /// and logits agree, batched decode and bfloat16 weights run it, and it writes back as a Gemma3ForCausalLM that reads the
     /// same; llama2.c's files cannot hold it, and softcapping or bidirectional attention stays refused.
     @Test func gemma3RunsItsBlocks() throws {
         let (weights, config) = try HuggingFaceCheckpoint.read(directory: Fixtures.gemma3)
         let c = config.llama
         #expect(c.qkNorm && c.postNorms && c.activation == .geluTanh && c.embeddingScale == Float(32.0.squareRoot()))
-        #expect(c.headSize == 16 && c.queryDim == 64 && c.seqLen == 48 && c.sharedClassifier && c.normEps == 1e-6)
+        #expect(c.headSize == 16 && c.queryDim == 64 && c.seqLen == 512 && c.sharedClassifier && c.normEps == 1e-6)
+        #expect(c.slidingWindow == 48 && c.slidingWindowLayers == [0, 2])
         #expect(c.attentionScale == Float(pow(24.0, -0.5)) && c.ropeTheta == 1_000_000 && c.localRoPETheta == 10000 && c.localRoPELayers == [0, 2])
         #expect(weights.layout.storedTensors.suffix(4) == [.qNorm, .kNorm, .rmsPostAttention, .rmsPostFFN])
         #expect(c.parameterCount == weights.layout.trainableTensors.reduce(0) { $0 + weights.layout.count($1) })
@@ -292,6 +324,7 @@ import TestKit
         #expect(written["architectures"] as? [String] == ["Gemma3ForCausalLM"] && written["model_type"] as? String == "gemma3_text")
         #expect(written["hidden_activation"] as? String == "gelu_pytorch_tanh" && written["query_pre_attn_scalar"] as? Double == 24)
         #expect(written["layer_types"] as? [String] == ["sliding_attention", "full_attention", "sliding_attention"])
+        #expect(written["sliding_window"] as? Int == 48 && written["max_position_embeddings"] as? Int == 512)
         #expect(written["rope_local_base_freq"] as? Double == 10000 && written["rope_theta"] as? Double == 1_000_000)
         // The file's own norm weights, to float32's rounding of 1 + w - 1.
         let again = try SafetensorsFile(path: dir + "/out/model.safetensors")
@@ -317,12 +350,13 @@ import TestKit
         older["rope_theta"] = 1_000_000.0; older["rope_local_base_freq"] = 10000.0; older["sliding_window_pattern"] = 2
         let parsed = try Self.config(older).llama
         #expect(parsed.localRoPELayers == [0, 2] && parsed.localRoPETheta == 10000 && parsed.ropeTheta == 1_000_000)
+        #expect(parsed.slidingWindowLayers == [0, 2] && parsed.slidingWindow == 48)
         older["rope_scaling"] = ["rope_type": "linear", "factor": 8.0]
         #expect(try Self.config(older).llama.ropeScaling == .linear(factor: 8))
     }
 
     /// A Gemma2ForCausalLM is Gemma 3's decoder without query/key norms or a local RoPE base, with its attention
-    /// scores and its logits softcapped (`cap * tanh(x / cap)`): read as such (the context capped at the window; the
+    /// scores and its logits softcapped (`cap * tanh(x / cap)`): read as such (its sliding layers attending through the window; the
     /// caps 50 and 30 where the keys are absent, none where null), transformers' float64 greedy ids,
     /// log-probabilities and logits agree (the fixture's caps of 2 and 3 bind), batched decode and bfloat16 weights
     /// run it, and it writes back as a Gemma2ForCausalLM that reads the same; llama2.c's files cannot hold it.
@@ -330,7 +364,8 @@ import TestKit
         let (weights, config) = try HuggingFaceCheckpoint.read(directory: Fixtures.gemma2)
         let c = config.llama
         #expect(!c.qkNorm && c.postNorms && c.inputNorms && c.activation == .geluTanh && c.normWeightOffset == 1)
-        #expect(c.attentionSoftcap == 2 && c.logitSoftcap == 3 && c.localRoPETheta == nil && c.seqLen == 48 && c.ropeTheta == 10000)
+        #expect(c.attentionSoftcap == 2 && c.logitSoftcap == 3 && c.localRoPETheta == nil && c.seqLen == 512 && c.ropeTheta == 10000)
+        #expect(c.slidingWindow == 48 && c.slidingWindowLayers == [0, 2])
         #expect(c.attentionScale == Float(pow(24.0, -0.5)) && c.embeddingScale == Float(32.0.squareRoot()) && c.sharedClassifier)
         #expect(c.parameterCount == weights.layout.trainableTensors.reduce(0) { $0 + weights.layout.count($1) })
         let reference = try Fixtures.gemma2Reference()
@@ -351,7 +386,7 @@ import TestKit
         var defaults = original
         defaults["attn_logit_softcapping"] = nil; defaults["final_logit_softcapping"] = nil; defaults["layer_types"] = nil
         let parsed = try Self.config(defaults).llama
-        #expect(parsed.attentionSoftcap == 50 && parsed.logitSoftcap == 30 && parsed.seqLen == 48)
+        #expect(parsed.attentionSoftcap == 50 && parsed.logitSoftcap == 30 && parsed.slidingWindowLayers == [0, 2])
         var none = original
         none["attn_logit_softcapping"] = NSNull(); none["final_logit_softcapping"] = NSNull()
         let uncapped = try Self.config(none).llama

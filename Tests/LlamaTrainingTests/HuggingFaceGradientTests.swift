@@ -12,7 +12,8 @@ import TestKit
 /// On the Gemma 3 fixture every tensor's gradient is compared (its scaled embedding, GeGLU, post norms, norms
 /// stored as offsets from 1, local and global RoPE bases and attention scale touch them all), and on the OLMo 2
 /// fixture (output norms without input norms, query/key norms across heads), and on the Gemma 2 fixture (softcapped
-/// attention scores and logits).
+/// attention scores and logits). Past the sliding window (`*-window`: 100-token sequences, a window of 48) every
+/// tensor's gradient of the Mistral, Gemma 3 and Gemma 2 fixtures is compared too.
 @Suite struct HuggingFaceGradientTests {
     /// The core tensor of a reference gradient's name (after `self_attn.`), and its row length in the file.
     static func tensor(_ suffix: String, _ c: LlamaConfig) -> (ParameterTensor, columns: Int)? {
@@ -38,11 +39,17 @@ import TestKit
         case "gemma3": return (Fixtures.gemma3, try Fixtures.gemma3Reference())
         case "olmo2": return (Fixtures.olmo2, try Fixtures.olmo2Reference())
         case "gemma2": return (Fixtures.gemma2, try Fixtures.gemma2Reference())
+        case "mistral-window": return (Fixtures.mistral, try Fixtures.beyondWindowReference("mistral"))
+        case "gemma3-window": return (Fixtures.gemma3, try Fixtures.beyondWindowReference("gemma3"))
+        case "gemma2-window": return (Fixtures.gemma2, try Fixtures.beyondWindowReference("gemma2"))
         default: return (Fixtures.smollm3, try Fixtures.smollm3Reference())
         }
     }
 
-    @Test(arguments: ["qwen2", "qwen3", "smollm3", "gemma3", "olmo2", "gemma2"], [1, 2])
+    /// The models whose reference lists every tensor's gradient.
+    static let everyTensor: Set<String> = ["gemma3", "olmo2", "gemma2", "mistral-window", "gemma3-window", "gemma2-window"]
+
+    @Test(arguments: ["qwen2", "qwen3", "smollm3", "gemma3", "olmo2", "gemma2", "mistral-window", "gemma3-window", "gemma2-window"], [1, 2])
     func gradientsAreTorchs(model: String, threads: Int) throws {
         let (directory, reference) = try Self.fixture(model)
         let sft = reference["sft"] as! [String: Any]
@@ -63,7 +70,7 @@ import TestKit
         let places = Dictionary(uniqueKeysWithValues: HuggingFaceCheckpoint.tensors(c).map { ($0.name, $0) })
         for (name, expected) in all.sorted(by: { $0.key < $1.key }) {
             let tensor: ParameterTensor, columns: Int, base: Int
-            if ["gemma3", "olmo2", "gemma2"].contains(model) {
+            if Self.everyTensor.contains(model) {
                 let place = try #require(places[name], "\(name) has no core tensor")
                 tensor = place.tensor
                 columns = HuggingFaceCheckpoint.movesByElement(tensor) ? 1 : place.shape.last!
@@ -86,7 +93,7 @@ import TestKit
             #expect(scale > 0 && worst <= 1e-4 * scale, "\(name): max difference \(worst) against a largest gradient of \(scale)")
         }
         let attention: Set<ParameterTensor> = model == "qwen2" ? [.wq, .wk, .wv, .bq, .bk, .bv]
-            : model == "qwen3" ? [.wq, .wk, .wv, .wo, .qNorm, .kNorm] : ["gemma3", "olmo2", "gemma2"].contains(model) ? Set(weights.layout.trainableTensors)
+            : model == "qwen3" ? [.wq, .wk, .wv, .wo, .qNorm, .kNorm] : Self.everyTensor.contains(model) ? Set(weights.layout.trainableTensors)
             : [.wq, .wk, .wv, .wo]
         #expect(compared == attention)
     }
@@ -94,11 +101,17 @@ import TestKit
     /// A Gemma3TextForSequenceClassification, a Gemma2ForSequenceClassification and an Olmo2ForSequenceClassification
     /// score as transformers' float64 does, through the scoring forward (`forward(_:onlyRows:)`, the last layer for the
     /// scored rows only, post norms, OLMo 2's missing input norms and Gemma 2's softcapped attention included), with
-    /// and without the transposed projections the reward-model workers prepare.
-    @Test(arguments: ["gemma3", "gemma2", "olmo2"], [false, true])
+    /// and without the transposed projections the reward-model workers prepare; the Gemmas also on 100-token
+    /// sequences, past their sliding window (`*-window`).
+    @Test(arguments: ["gemma3", "gemma2", "olmo2", "gemma3-window", "gemma2-window"], [false, true])
     func postNormRewardModelsScoreAsTorch(model: String, prepared: Bool) throws {
-        let (reference, directory) = model == "gemma3" ? (try Fixtures.gemma3Reference(), Fixtures.gemma3Reward)
-            : model == "gemma2" ? (try Fixtures.gemma2Reference(), Fixtures.gemma2Reward) : (try Fixtures.olmo2Reference(), Fixtures.olmo2Reward)
+        let (reference, directory) = switch model {
+        case "gemma3": (try Fixtures.gemma3Reference(), Fixtures.gemma3Reward)
+        case "gemma2": (try Fixtures.gemma2Reference(), Fixtures.gemma2Reward)
+        case "gemma3-window": (try Fixtures.beyondWindowReference("gemma3"), Fixtures.gemma3Reward)
+        case "gemma2-window": (try Fixtures.beyondWindowReference("gemma2"), Fixtures.gemma2Reward)
+        default: (try Fixtures.olmo2Reference(), Fixtures.olmo2Reward)
+        }
         let sequences = ((reference["sft"] as! [String: Any])["tokens"] as! [[Int]]).map { $0.map(Int32.init) }
         let expected = reference["reward_scores"] as! [Double]
         let (weights, config, head) = try HuggingFaceCheckpoint.readRewardModel(directory: directory)

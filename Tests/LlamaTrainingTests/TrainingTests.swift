@@ -117,10 +117,12 @@ import TestKit
     /// one, on one thread and two; training it, or setting adapters, drops the preparation (a forward
     /// after a step reads the new weights), and bfloat16 products never take it; a sequence scores the same
     /// bits alone as in a batch of 289 rows. The Qwen3 fixture's output projection reads a 64-wide
-    /// attention at width 32.
-    @Test(arguments: ["tiny-mha", "tiny-gqa", "qwen3"])
+    /// attention at width 32; the Mistral fixture's layers attend through a window of 48 (shorter than the
+    /// long sequences' 70 tokens), with a head size of 8 (the scoring forward's BLAS blocks, not `blockAttention`).
+    @Test(arguments: ["tiny-mha", "tiny-gqa", "qwen3", "mistral"])
     func preparedForScoringMatchesTheUsualForward(model: String) throws {
         let weights = model == "qwen3" ? try HuggingFaceCheckpoint.read(directory: Fixtures.qwen3).weights
+            : model == "mistral" ? try HuggingFaceCheckpoint.read(directory: Fixtures.mistral).weights
             : try Checkpoint.read(path: TrainingTests.fixtures + "/\(model).bin").weights
         let vocabulary = Int32(weights.config.vocabSize)
         let longs: [[Int32]] = (0...3).map { (s: Int) -> [Int32] in

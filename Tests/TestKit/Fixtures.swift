@@ -59,6 +59,16 @@ public enum Fixtures {
         return try JSONSerialization.jsonObject(with: data) as! [String: Any]
     }
 
+    /// transformers' outputs past the sliding window of the Mistral, Phi-3, Gemma 3 and Gemma 2 fixtures (made by
+    /// `hf-window/generate.py` from the stored weights): per model (`mistral`, `phi3`, `gemma3`, `gemma2`) a
+    /// reference shaped as the families' own (greedy ids, logits, and for all but Phi-3 SFT gradients; the
+    /// Gemmas' reward scores), over sequences of 100 to 112 tokens.
+    public static func beyondWindowReference(_ model: String) throws -> [String: Any] {
+        let data = try Data(contentsOf: URL(fileURLWithPath: root + "/hf-window/beyond-window.reference.json"))
+        let all = try JSONSerialization.jsonObject(with: data) as! [String: Any]
+        return all[model] as! [String: Any]
+    }
+
     /// The Phi-3 fixture: a `Phi3ForCausalLM` directory (fused `qkv_proj` and `gate_up_proj`, grouped-query
     /// attention, a sliding window of 48 within 512 positions), and its reference outputs (made by
     /// `hf-phi3/generate.py`).

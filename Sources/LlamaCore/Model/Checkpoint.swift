@@ -191,6 +191,8 @@ public enum Checkpoint {
         if config.attentionSoftcap != nil || config.logitSoftcap != nil { parts.append("softcapping") }
         if config.explicitAttentionScale != nil { parts.append("attention scale \(config.attentionScale)") }
         if config.localRoPETheta != nil { parts.append("a local RoPE base") }
+        // A window as long as the context never leaves a key out.
+        if let window = config.slidingWindow, window < config.seqLen { parts.append("a sliding window of \(window)") }
         return parts.isEmpty ? nil : parts.joined(separator: ", ")
     }
 

@@ -73,6 +73,13 @@ public struct LlamaConfig: Codable, Sendable, Equatable {
     public var attentionSoftcap: Float?
     /// Gemma 2's softcapping of the logits, `cap * tanh(logit / cap)` (`final_logit_softcapping`); nil: none.
     public var logitSoftcap: Float?
+    /// Sliding-window attention (Mistral's, Phi-3's, Gemma 2's and 3's `sliding_window`): in the layers of
+    /// `slidingWindowLayers` the query at position `i` attends to the keys at `j` with `i - W < j <= i` only;
+    /// nil: every layer attends to all earlier positions.
+    public var slidingWindow: Int?
+    /// The layers that attend through `slidingWindow`, in ascending order (every layer for Mistral and Phi-3,
+    /// Gemma's `sliding_attention` layers); empty without a window.
+    public var slidingWindowLayers: [Int]
 
     /// Creates a config; call `validate()` (checkpoint readers do) before using it. `headSize`: the size
     /// of one attention head when it is not `dim / nHeads`.
@@ -82,7 +89,7 @@ public struct LlamaConfig: Codable, Sendable, Equatable {
                 layersWithoutRoPE: [Int] = [], activation: FeedForwardActivation = .silu, embeddingScale: Float? = nil,
                 postNorms: Bool = false, attentionScale: Float? = nil, localRoPETheta: Float? = nil, localRoPELayers: [Int] = [],
                 qkNormAcrossHeads: Bool = false, inputNorms: Bool = true, normWeightOffset: Float = 0,
-                attentionSoftcap: Float? = nil, logitSoftcap: Float? = nil) {
+                attentionSoftcap: Float? = nil, logitSoftcap: Float? = nil, slidingWindow: Int? = nil, slidingWindowLayers: [Int] = []) {
         self.dim = dim
         self.hiddenDim = hiddenDim
         self.nLayers = nLayers
@@ -110,6 +117,8 @@ public struct LlamaConfig: Codable, Sendable, Equatable {
         self.normWeightOffset = normWeightOffset
         self.attentionSoftcap = attentionSoftcap
         self.logitSoftcap = logitSoftcap
+        self.slidingWindow = slidingWindow
+        self.slidingWindowLayers = slidingWindowLayers
     }
 
     private enum CodingKeys: String, CodingKey {
@@ -117,10 +126,12 @@ public struct LlamaConfig: Codable, Sendable, Equatable {
         case headSize, qkNorm, layersWithoutRoPE
         case activation, embeddingScale, postNorms, attentionScale, localRoPETheta, localRoPELayers
         case qkNormAcrossHeads, inputNorms, normWeightOffset, attentionSoftcap, logitSoftcap
+        case slidingWindow, slidingWindowLayers
     }
 
-    /// Decodes a config; one written before `attentionBias`, `headSize`, `qkNorm`, `layersWithoutRoPE` or
-    /// Gemma's and OLMo 2's fields (`activation` to `logitSoftcap`) existed has none of them (LLaMA2's).
+    /// Decodes a config; one written before `attentionBias`, `headSize`, `qkNorm`, `layersWithoutRoPE`,
+    /// Gemma's and OLMo 2's fields (`activation` to `logitSoftcap`) or the sliding window existed has none of
+    /// them (LLaMA2's).
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         self.init(dim: try c.decode(Int.self, forKey: .dim), hiddenDim: try c.decode(Int.self, forKey: .hiddenDim),
@@ -143,11 +154,13 @@ public struct LlamaConfig: Codable, Sendable, Equatable {
                   inputNorms: try c.decodeIfPresent(Bool.self, forKey: .inputNorms) ?? true,
                   normWeightOffset: try c.decodeIfPresent(Float.self, forKey: .normWeightOffset) ?? 0,
                   attentionSoftcap: try c.decodeIfPresent(Float.self, forKey: .attentionSoftcap),
-                  logitSoftcap: try c.decodeIfPresent(Float.self, forKey: .logitSoftcap))
+                  logitSoftcap: try c.decodeIfPresent(Float.self, forKey: .logitSoftcap),
+                  slidingWindow: try c.decodeIfPresent(Int.self, forKey: .slidingWindow),
+                  slidingWindowLayers: try c.decodeIfPresent([Int].self, forKey: .slidingWindowLayers) ?? [])
     }
 
-    /// Encodes a config; the head size, the query/key norms, the layers without RoPE and Gemma's fields only
-    /// where they are set (a LLaMA2 config encodes as before they existed).
+    /// Encodes a config; the head size, the query/key norms, the layers without RoPE, Gemma's fields and the
+    /// sliding window only where they are set (a LLaMA2 config encodes as before they existed).
     public func encode(to encoder: any Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
         try c.encode(dim, forKey: .dim)
@@ -176,6 +189,8 @@ public struct LlamaConfig: Codable, Sendable, Equatable {
         if normWeightOffset != 0 { try c.encode(normWeightOffset, forKey: .normWeightOffset) }
         try c.encodeIfPresent(attentionSoftcap, forKey: .attentionSoftcap)
         try c.encodeIfPresent(logitSoftcap, forKey: .logitSoftcap)
+        try c.encodeIfPresent(slidingWindow, forKey: .slidingWindow)
+        if !slidingWindowLayers.isEmpty { try c.encode(slidingWindowLayers, forKey: .slidingWindowLayers) }
     }
 
     /// How the query/key norms split a row of `heads` heads: `groups` normalised apart, `size` values each
@@ -196,6 +211,21 @@ public struct LlamaConfig: Codable, Sendable, Equatable {
     /// (`ropeTableCount` tables of `(S, hs / 2)`, the global one first).
     @inline(__always)
     public func ropeTableOffset(layer l: Int) -> Int { usesLocalRoPE(layer: l) ? seqLen * (headSize / 2) : 0 }
+
+    /// Layer `l`'s sliding window `W` (its queries attend to the last `W` positions, their own included), or
+    /// nil where the layer attends to every earlier position.
+    @inline(__always)
+    public func attentionWindow(layer l: Int) -> Int? {
+        guard let slidingWindow, slidingWindowLayers.contains(l) else { return nil }
+        return slidingWindow
+    }
+
+    /// The first key position a query at `position` attends to through `window` (`attentionWindow(layer:)`).
+    @inline(__always)
+    public static func firstAttendedKey(position: Int, window: Int?) -> Int {
+        guard let window else { return 0 }
+        return max(0, position - window + 1)
+    }
 
     /// How many RoPE tables the layers read: 2 with a local base, else 1.
     public var ropeTableCount: Int { localRoPETheta == nil ? 1 : 2 }
@@ -283,6 +313,19 @@ public struct LlamaConfig: Codable, Sendable, Equatable {
         }
         if localRoPELayers != Array(Set(localRoPELayers)).sorted() {
             throw LlamaError.invalidConfig(field: "local_rope_layers", reason: "the layers must be listed once each, in order")
+        }
+        if let window = slidingWindow, window < 1 {
+            throw LlamaError.invalidConfig(field: "sliding_window", reason: "must be a positive integer, got \(window)")
+        }
+        if (slidingWindow == nil) != slidingWindowLayers.isEmpty {
+            throw LlamaError.invalidConfig(field: "sliding_window_layers", reason: slidingWindow == nil
+                ? "layers are listed but no sliding window is given" : "a sliding window is given but no layer attends through it")
+        }
+        if let wrong = slidingWindowLayers.first(where: { !(0..<nLayers).contains($0) }) {
+            throw LlamaError.invalidConfig(field: "sliding_window_layers", reason: "layer \(wrong) is not one of the \(nLayers) layers")
+        }
+        if slidingWindowLayers != Array(Set(slidingWindowLayers)).sorted() {
+            throw LlamaError.invalidConfig(field: "sliding_window_layers", reason: "the layers must be listed once each, in order")
         }
         let limit = 1 << 24
         for (value, field) in [(dim, "dim"), (hiddenDim, "hidden_dim"), (vocabSize, "vocab_size"),

@@ -235,10 +235,12 @@ public final class Transformer {
         }
     }
 
-    /// Causal (grouped-query) attention of every row over its cache, `att (R, QD)`.
+    /// Causal (grouped-query) attention of every row over its cache, `att (R, QD)`: over the keys up to its
+    /// position, or in a sliding-window layer the last `W` of them.
     private func attention(layer l: Int, rows: Int, caches: [KVCache], positions: [Int]) {
         let c = config
         let QD = c.queryDim, KVD = c.kvDim, S = c.seqLen
+        let window = c.attentionWindow(layer: l)
         let ws = workspace
         let q = ws.q.baseAddress, att = ws.att.baseAddress, scoresBase = ws.scores.baseAddress
         let scale = c.attentionScale
@@ -259,10 +261,12 @@ public final class Transformer {
                         let r = index / groups, g = index % groups
                         let heads = g * c.nHeads / groups ..< (g + 1) * c.nHeads / groups
                         let cache = caches[r]
+                        let first = LlamaConfig.firstAttendedKey(position: positions[r], window: window)
                         /// This item's attention over the layer's keys and values, stored as `E`.
                         func attend<E: KVElement>(_ keys: UnsafePointer<E>, _ values: UnsafePointer<E>) {
-                            Kernels.attend(out: att + r * QD, query: q + r * QD, keys: keys + layerOffset, values: values + layerOffset,
-                                           rowStride: KVD, count: positions[r] + 1, heads: heads,
+                            let start = layerOffset + first * KVD
+                            Kernels.attend(out: att + r * QD, query: q + r * QD, keys: keys + start, values: values + start,
+                                           rowStride: KVD, count: positions[r] + 1 - first, heads: heads,
                                            groupSize: c.kvGroupSize, headSize: c.headSize, scale: scale, softcap: c.attentionSoftcap,
                                            scores: scores, scoreStride: S)
                         }

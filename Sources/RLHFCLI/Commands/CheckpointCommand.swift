@@ -104,6 +104,10 @@ struct CheckpointCommand: ParsableCommand {
                     info["local_rope_theta"] = Double(local)
                     info["local_rope_layers"] = c.localRoPELayers
                 }
+                if let window = c.slidingWindow {
+                    info["sliding_window"] = window
+                    info["sliding_window_layers"] = c.slidingWindowLayers
+                }
                 if json {
                     print(jsonLine(info))
                 } else {
@@ -127,6 +131,11 @@ struct CheckpointCommand: ParsableCommand {
                     if c.explicitAttentionScale != nil { print("  attention scale \(c.attentionScale)") }
                     if let local = c.localRoPETheta {
                         print("  RoPE base \(local) in layers \(c.localRoPELayers.map(String.init).joined(separator: ", ")) (Gemma 3's sliding-window layers)")
+                    }
+                    if let window = c.slidingWindow {
+                        let layers = c.slidingWindowLayers.count == c.nLayers ? "every layer"
+                            : "layers " + c.slidingWindowLayers.map(String.init).joined(separator: ", ")
+                        print("  sliding window of \(window) positions in \(layers)")
                     }
                     if !c.layersWithoutRoPE.isEmpty {
                         print("  no RoPE in layers \(c.layersWithoutRoPE.map(String.init).joined(separator: ", ")) (SmolLM3's NoPE layers)")

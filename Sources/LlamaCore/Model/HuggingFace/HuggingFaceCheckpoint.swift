@@ -208,8 +208,11 @@ public enum HuggingFaceCheckpoint {
     /// weights), a reward model: the family's ForSequenceClassification, `score.weight` in place of `lm_head`.
     public static func write(_ weights: ModelWeights, config: HuggingFaceConfig, dtype: SafetensorsFile.DType,
                              to directory: String, scoreHead: [Float]? = nil) throws {
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let c = weights.config
+        if let problem = HuggingFaceConfig.windowCannotBeWritten(c) {
+            throw LlamaError.invalidInput("a Hugging Face config.json cannot hold this model: \(problem)")
+        }
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         var described = config
         described.llama = c
         described.dtype = dtype == .float32 ? "float32" : dtype == .bfloat16 ? "bfloat16" : "float16"

@@ -1,11 +1,11 @@
 import Foundation
 
-/// A Hugging Face `config.json` of a `LlamaForCausalLM` (or a `MistralForCausalLM`, whose context is
-/// capped at its sliding window; a `Qwen2ForCausalLM`, LLaMA's blocks with query, key and value biases; a
+/// A Hugging Face `config.json` of a `LlamaForCausalLM` (or a `MistralForCausalLM`, whose layers attend
+/// through its sliding window; a `Qwen2ForCausalLM`, LLaMA's blocks with query, key and value biases; a
 /// `Qwen3ForCausalLM`, with per-head query/key norms; a `SmolLM3ForCausalLM`, with layers without RoPE; a
 /// `Phi3ForCausalLM`, LLaMA's with fused projections and Mistral's window; a `Gemma3ForCausalLM`, with GeGLU,
 /// a scaled embedding, norms after each block's attention and feed-forward, per-head query/key norms and a
-/// local RoPE base in its sliding-window layers, whose context is capped at the window; a `Gemma2ForCausalLM`, Gemma 3's
+/// local RoPE base in its sliding-window layers; a `Gemma2ForCausalLM`, Gemma 3's
 /// without the query/key norms and the local base, with its attention scores and logits softcapped; an `Olmo2ForCausalLM`,
 /// whose blocks normalise their outputs rather than their inputs and their queries and keys across heads),
 /// read into the core's `LlamaConfig` plus the token ids it names. Keys the core cannot honour (LLaMA's
@@ -106,7 +106,7 @@ public struct HuggingFaceConfig: Sendable, Equatable {
         // same decoder with GELU's tanh approximation in the gate, its embedding scaled by sqrt(hidden_size), an RMSNorm
         // on each block's attention output and feed-forward output before the residual add, Qwen3's per-head query/key
         // norms, RMSNorms that scale by 1 + weight (read as the core's weight), and a second RoPE base in its
-        // sliding-window layers (their window caps the context, as Mistral's).
+        // sliding-window layers (which attend through the window, as Mistral's).
         // Gemma 2's are Gemma 3's without the query/key norms or the local RoPE base, with its attention scores and its
         // logits softcapped (cap tanh(x / cap): attn_logit_softcapping 50, final_logit_softcapping 30 by default).
         // OLMo 2's blocks normalise the attention's and the feed-forward's outputs (Gemma's post norms) and not their
@@ -241,8 +241,9 @@ public struct HuggingFaceConfig: Sendable, Equatable {
         }
         if !gemma3, let value = try double("rope_theta", in: object) { theta = value }
         // Mistral attends to the last `sliding_window` keys (transformers' mask: key j for query i where
-        // j > i - window): within that many tokens it is full attention, so the context is capped there.
+        // j > i - window), in every layer; Gemma's in its sliding-attention layers.
         var window: Int?
+        var windowLayers: [Int] = []
         if modelType == "phi3" {
             // Phi-3 rotates every dimension of a head (Phi-4-mini's partial rotation is not the core's), and its
             // dropout is the core's (none).
@@ -259,6 +260,7 @@ public struct HuggingFaceConfig: Sendable, Equatable {
         if modelType == "mistral" || modelType == "phi3" {
             window = try int("sliding_window", required: false)
             if let window, window < 1 { throw refuse("sliding_window", "expected a positive integer or null, got \(window)") }
+            if window != nil, let layers = try int("num_hidden_layers"), (1...(1 << 24)).contains(layers) { windowLayers = Array(0..<layers) }
         }
         if ["qwen2", "qwen3", "smollm3"].contains(modelType) {
             // Qwen2, Qwen3 and SmolLM3 attend through a window only where use_sliding_window is set (layer_types says where).
@@ -288,6 +290,7 @@ public struct HuggingFaceConfig: Sendable, Equatable {
             if !localLayers.isEmpty {
                 window = try int("sliding_window", required: false) ?? 4096
                 if let window, window < 1 { throw refuse("sliding_window", "expected a positive integer, got \(window)") }
+                windowLayers = localLayers
             }
         }
         // Gemma 2 caps its attention scores and logits; no other family does.
@@ -344,7 +347,7 @@ public struct HuggingFaceConfig: Sendable, Equatable {
         }
         let config = LlamaConfig(dim: dim, hiddenDim: try int("intermediate_size")!, nLayers: try int("num_hidden_layers")!,
                                  nHeads: heads, nKVHeads: kvHeads, vocabSize: try int("vocab_size")!,
-                                 seqLen: min(try int("max_position_embeddings")!, window ?? .max),
+                                 seqLen: try int("max_position_embeddings")!,
                                  // A reward model has no lm_head: nothing to hold beside the embedding.
                                  sharedClassifier: try sequenceClassifier || (flag("tie_word_embeddings") ?? gemma),
                                  normEps: Float(eps), ropeTheta: Float(theta), ropeScaling: ropeScaling,
@@ -353,7 +356,8 @@ public struct HuggingFaceConfig: Sendable, Equatable {
                                  embeddingScale: gemma ? Float(Double(dim).squareRoot()) : nil, postNorms: gemma || olmo2,
                                  attentionScale: attentionScale, localRoPETheta: localLayers.isEmpty || !gemma3 ? nil : localTheta.map(Float.init),
                                  localRoPELayers: gemma3 ? localLayers : [], qkNormAcrossHeads: olmo2, inputNorms: !olmo2,
-                                 normWeightOffset: gemma ? 1 : 0, attentionSoftcap: softcaps.attention, logitSoftcap: softcaps.logits)
+                                 normWeightOffset: gemma ? 1 : 0, attentionSoftcap: softcaps.attention, logitSoftcap: softcaps.logits,
+                                 slidingWindow: windowLayers.isEmpty ? nil : window, slidingWindowLayers: windowLayers)
         do { try config.validate() } catch {
             throw LlamaError.invalidCheckpoint(path: path, reason: "config.json: \(error)")
         }
@@ -375,10 +379,24 @@ public struct HuggingFaceConfig: Sendable, Equatable {
         fusedProjections = modelType == "phi3"
     }
 
-    /// config.json for `llama` as `transformers` writes a LlamaForCausalLM's (a Qwen2ForCausalLM's where the
-    /// model has attention biases, a Qwen3ForCausalLM's where it normalises queries and keys, a
-    /// SmolLM3ForCausalLM's where some layers go without RoPE), in the keys that 4.x and 5.x both read
-    /// (`rope_theta` and `rope_scaling`, `torch_dtype` beside `dtype`).
+    /// What of `c`'s sliding window no config.json that `json()` writes can say, in words, or nil: LLaMA's
+    /// decoder is written as Mistral's, whose window covers every layer; Gemma's name their sliding layers;
+    /// Qwen's, SmolLM3's and OLMo 2's are written without a window.
+    public static func windowCannotBeWritten(_ c: LlamaConfig) -> String? {
+        guard let window = c.slidingWindow else { return nil }
+        if c.postNorms && c.inputNorms { return nil }
+        if !c.postNorms && !c.attentionBias && !c.qkNorm && c.layersWithoutRoPE.isEmpty {
+            return c.slidingWindowLayers.count == c.nLayers ? nil
+                : "a sliding window of \(window) in \(c.slidingWindowLayers.count) of \(c.nLayers) layers (Mistral's covers every layer)"
+        }
+        return "a sliding window of \(window) (this family is written without one)"
+    }
+
+    /// config.json for `llama` as `transformers` writes a LlamaForCausalLM's (a MistralForCausalLM's where every
+    /// layer attends through a sliding window, a Qwen2ForCausalLM's where the model has attention biases, a
+    /// Qwen3ForCausalLM's where it normalises queries and keys, a SmolLM3ForCausalLM's where some layers go without
+    /// RoPE, Gemma's and OLMo 2's), in the keys that 4.x and 5.x both read (`rope_theta` and `rope_scaling`,
+    /// `torch_dtype` beside `dtype`).
     public func json() -> Data {
         let c = llama
         var object: [String: Any] = [
@@ -413,6 +431,13 @@ public struct HuggingFaceConfig: Sendable, Equatable {
             object["sliding_window"] = NSNull()
             object["max_window_layers"] = c.nLayers
         }
+        if let window = c.slidingWindow, !c.postNorms && !c.attentionBias && !c.qkNorm && c.layersWithoutRoPE.isEmpty {
+            // LLaMA's decoder attending through a window in every layer: Mistral's (Phi-3's is written unfused as it).
+            object["architectures"] = ["MistralForCausalLM"]
+            object["model_type"] = "mistral"
+            for key in ["mlp_bias", "pretraining_tp", "attention_bias"] { object[key] = nil }
+            object["sliding_window"] = window
+        }
         if !c.layersWithoutRoPE.isEmpty {
             object["architectures"] = ["SmolLM3ForCausalLM"]
             object["model_type"] = "smollm3"
@@ -428,26 +453,33 @@ public struct HuggingFaceConfig: Sendable, Equatable {
             for key in ["mlp_bias", "pretraining_tp"] { object[key] = nil }
         } else if c.postNorms {
             // Gemma 2's and 3's, in the keys transformers 4.x and 5.x both read (5.x folds rope_theta,
-            // rope_local_base_freq and rope_scaling into its rope_parameters). The window is the core's context: no key
-            // beyond it is ever out of it, so every layer attends to all earlier tokens as the core's do.
+            // rope_local_base_freq and rope_scaling into its rope_parameters). The sliding layers are the window's;
+            // without a window, the window is the core's context: no key beyond it is ever out of it, so every layer
+            // attends to all earlier tokens as the core's do.
             for key in ["hidden_act", "mlp_bias", "pretraining_tp", "use_sliding_window", "max_window_layers"] { object[key] = nil }
             object["hidden_activation"] = "gelu_pytorch_tanh"
             object["query_pre_attn_scalar"] = Double(1 / (c.attentionScale * c.attentionScale)).rounded()
-            object["sliding_window"] = c.seqLen
+            object["sliding_window"] = c.slidingWindow ?? c.seqLen
             object["use_bidirectional_attention"] = false
+            let windowed = c.slidingWindow == nil ? nil : Set(c.slidingWindowLayers)
             if c.qkNorm {
                 // Gemma 3's: the query/key norms, and the local RoPE base of its sliding-window layers.
                 object["architectures"] = ["Gemma3ForCausalLM"]
                 object["model_type"] = "gemma3_text"
                 object["rope_local_base_freq"] = Double(c.localRoPETheta ?? c.ropeTheta)
-                object["layer_types"] = (0..<c.nLayers).map { c.usesLocalRoPE(layer: $0) ? "sliding_attention" : "full_attention" }
+                object["layer_types"] = (0..<c.nLayers).map {
+                    (windowed?.contains($0) ?? c.usesLocalRoPE(layer: $0)) ? "sliding_attention" : "full_attention"
+                }
                 object["attn_logit_softcapping"] = NSNull()
                 object["final_logit_softcapping"] = NSNull()
             } else {
-                // Gemma 2's: its softcaps, and its default pattern (every second layer slides).
+                // Gemma 2's: its softcaps, and its sliding layers (without a window, its default pattern: every
+                // second layer).
                 object["architectures"] = ["Gemma2ForCausalLM"]
                 object["model_type"] = "gemma2"
-                object["layer_types"] = (0..<c.nLayers).map { ($0 + 1) % 2 == 1 ? "sliding_attention" : "full_attention" }
+                object["layer_types"] = (0..<c.nLayers).map {
+                    (windowed?.contains($0) ?? (($0 + 1) % 2 == 1)) ? "sliding_attention" : "full_attention"
+                }
                 object["attn_logit_softcapping"] = c.attentionSoftcap.map { Double("\($0)") ?? Double($0) } ?? NSNull()
                 object["final_logit_softcapping"] = c.logitSoftcap.map { Double("\($0)") ?? Double($0) } ?? NSNull()
             }
