@@ -339,7 +339,7 @@ import TestKit
                                       ("attn_logit_softcapping", 50.0, "attn_logit_softcapping: 50"),
                                       ("use_bidirectional_attention", true, "use_bidirectional_attention: true is not supported"),
                                       ("hidden_activation", "gelu", "hidden_activation: \"gelu\" is not supported"),
-                                      ("architectures", ["Gemma3ForConditionalGeneration"], "Gemma3ForConditionalGeneration\"] is not supported")] {
+                                      ("architectures", ["Gemma3ForConditionalGeneration"], "text_config: missing")] {
             var object = original
             object[key] = value
             #expect { try Self.config(object) } throws: { "\($0)".contains(message) }
@@ -353,6 +353,42 @@ import TestKit
         #expect(parsed.slidingWindowLayers == [0, 2] && parsed.slidingWindow == 48)
         older["rope_scaling"] = ["rope_type": "linear", "factor": 8.0]
         #expect(try Self.config(older).llama.ropeScaling == .linear(factor: 8))
+    }
+
+    /// A Gemma3ForConditionalGeneration (Gemma 3 4B and up) is read as its text model: the config nested as
+    /// `text_config` (Gemma3TextConfig's defaults where it leaves a key out, the outer token ids), the text model's
+    /// tensors under the Hub's names (`language_model.model.`) or transformers 5's (`model.language_model.`), the
+    /// vision tower's and the projector's left; the fixture's text model is the Gemma 3 fixture's, so the same
+    /// config and weights bit for bit, and transformers' reference greedy ids and logits. Its chat template is the
+    /// processor's `chat_template.json`; it is written back as the Gemma3ForCausalLM it computes.
+    @Test(arguments: ["gemma3-mm", "gemma3-mm-modules"])
+    func gemma3MultimodalIsReadAsItsTextModel(name: String) throws {
+        let directory = Fixtures.gemma3Multimodal(name)
+        let (weights, config) = try HuggingFaceCheckpoint.read(directory: directory)
+        let (tiny, tinyConfig) = try HuggingFaceCheckpoint.read(directory: Fixtures.gemma3)
+        #expect(config.isMultimodal && !tinyConfig.isMultimodal && config.llama == tinyConfig.llama)
+        #expect(config.eosTokenIds == [1, 106] && config.bosTokenId == 2)
+        #expect(weights.storage.array(0..<weights.storage.count) == tiny.storage.array(0..<tiny.storage.count))
+        try Self.expectGreedyAndLogits(weights, reference: try Fixtures.gemma3Reference(), name: name)
+        #expect(try ChatFormat.templateSource(directory: directory)?.path == directory + "/chat_template.json")
+        let dir = try Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let written = try Self.expectWrittenBackBitForBit(weights, config: config, to: dir + "/out")
+        #expect(written["architectures"] as? [String] == ["Gemma3ForCausalLM"] && written["text_config"] == nil)
+        #expect(try !HuggingFaceCheckpoint.read(directory: dir + "/out").config.isMultimodal)
+        // An empty text_config is transformers' Gemma3TextConfig defaults (as Gemma3Config(text_config={}) gives them).
+        let bare = try Self.config(["architectures": ["Gemma3ForConditionalGeneration"], "model_type": "gemma3", "text_config": [String: Any]()]).llama
+        #expect(bare.vocabSize == 262_208 && bare.dim == 2304 && bare.hiddenDim == 9216 && bare.nLayers == 26 && bare.nHeads == 8)
+        #expect(bare.nKVHeads == 4 && bare.headSize == 256 && bare.seqLen == 131_072 && bare.normEps == 1e-6 && bare.attentionScale == 1.0 / 16)
+        #expect(bare.slidingWindow == 4096 && bare.slidingWindowLayers == (0..<26).filter { ($0 + 1) % 6 != 0 } && bare.localRoPELayers == bare.slidingWindowLayers)
+        #expect(bare.ropeTheta == 1_000_000 && bare.localRoPETheta == 10000 && bare.activation == .geluTanh && bare.sharedClassifier)
+        // Its config beside a text-only model's tensors: the text model it names is missing.
+        try FileManager.default.createDirectory(atPath: dir + "/mixed", withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: directory + "/config.json", toPath: dir + "/mixed/config.json")
+        try FileManager.default.copyItem(atPath: Fixtures.gemma3 + "/model.safetensors", toPath: dir + "/mixed/model.safetensors")
+        #expect { try HuggingFaceCheckpoint.read(directory: dir + "/mixed") } throws: {
+            "\($0)".contains("a Gemma3ForConditionalGeneration's text model is missing")
+        }
     }
 
     /// A Gemma2ForCausalLM is Gemma 3's decoder without query/key norms or a local RoPE base, with its attention

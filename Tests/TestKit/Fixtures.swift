@@ -69,6 +69,11 @@ public enum Fixtures {
         return all[model] as! [String: Any]
     }
 
+    /// A `Gemma3ForConditionalGeneration` directory whose text model is the Gemma 3 fixture's (`gemma3-mm`: the Hub's
+    /// tensor names; `gemma3-mm-modules`: transformers 5's module names and a sparse text_config), made by
+    /// `hf-gemma3mm/generate.py`.
+    public static func gemma3Multimodal(_ name: String) -> String { root + "/hf-gemma3mm/\(name)" }
+
     /// The Phi-3 fixture: a `Phi3ForCausalLM` directory (fused `qkv_proj` and `gate_up_proj`, grouped-query
     /// attention, a sliding window of 48 within 512 positions), and its reference outputs (made by
     /// `hf-phi3/generate.py`).

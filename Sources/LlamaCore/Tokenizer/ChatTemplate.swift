@@ -131,24 +131,28 @@ public enum ChatFormat: String, CaseIterable, Sendable, Codable {
 
     /// Reads the chat template of a Hugging Face model directory: `chat_template.jinja`, else
     /// `tokenizer_config.json`'s `chat_template` (a string, or a list of `{name, template}` whose
-    /// `default` is taken). Nil when the directory has none.
+    /// `default` is taken), else the processor's `chat_template.json` (a multimodal model's, such as Gemma 3
+    /// 4B's). Nil when the directory has none.
     public static func templateSource(directory: String) throws -> (source: String, path: String)? {
         let jinja = directory + "/chat_template.jinja"
         if let data = FileManager.default.contents(atPath: jinja) { return (String(decoding: data, as: UTF8.self), jinja) }
-        let configPath = directory + "/tokenizer_config.json"
-        guard let data = FileManager.default.contents(atPath: configPath) else { return nil }
-        guard let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
-            throw LlamaError.invalidTokenizer(path: configPath, reason: "not a JSON object")
+        for file in ["tokenizer_config.json", "chat_template.json"] {
+            let path = directory + "/" + file
+            guard let data = FileManager.default.contents(atPath: path) else { continue }
+            guard let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
+                throw LlamaError.invalidTokenizer(path: path, reason: "not a JSON object")
+            }
+            switch object["chat_template"] {
+            case let source as String:
+                return (source, path)
+            case let list as [[String: Any]]:
+                let chosen = list.first { ($0["name"] as? String) == "default" } ?? list.first
+                if let template = chosen?["template"] as? String { return (template, path) }
+            default:
+                continue
+            }
         }
-        switch object["chat_template"] {
-        case let source as String:
-            return (source, configPath)
-        case let list as [[String: Any]]:
-            let chosen = list.first { ($0["name"] as? String) == "default" } ?? list.first
-            return (chosen?["template"] as? String).map { ($0, configPath) }
-        default:
-            return nil
-        }
+        return nil
     }
 }
 

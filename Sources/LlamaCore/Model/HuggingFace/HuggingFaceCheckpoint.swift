@@ -164,12 +164,31 @@ public enum HuggingFaceCheckpoint {
             for name in file.entries.keys { location[name] = single }
         }
 
-        let expected = tensors(config, fused: hfConfig.fusedProjections)
+        var expected = tensors(config, fused: hfConfig.fusedProjections)
+        if hfConfig.isMultimodal {
+            // A Gemma3ForConditionalGeneration's text model: its tensors under the prefix transformers 5 writes
+            // (model.language_model.) or the one 4.x wrote (language_model.model., the head language_model.lm_head);
+            // the vision tower's and the projector's are not the text model's.
+            let prefix = ["model.language_model.", "language_model.model."].first { location[$0 + "embed_tokens.weight"] != nil }
+            guard let prefix else {
+                throw LlamaError.invalidCheckpoint(path: directory, reason: "holds no model.language_model.embed_tokens.weight "
+                    + "(nor language_model.model.embed_tokens.weight): a Gemma3ForConditionalGeneration's text model is missing")
+            }
+            let head = prefix == "language_model.model." ? "language_model.lm_head.weight" : "lm_head.weight"
+            expected = expected.map { item in
+                var item = item
+                item.name = item.name == "lm_head.weight" ? head : prefix + item.name.dropFirst("model.".count)
+                return item
+            }
+            for name in location.keys where !name.hasPrefix(prefix) && name != head && name != "lm_head.weight" {
+                location[name] = nil
+            }
+        }
         var known = Set(expected.map(\.name))
         if hfConfig.isSequenceClassifier { known.insert(scoreHeadName) }
         for name in location.keys.sorted() where !known.contains(name) {
             // Older exports keep RoPE's inverse frequencies; a tied model may still store lm_head.
-            if name.hasSuffix("rotary_emb.inv_freq") || (name == "lm_head.weight" && config.sharedClassifier) { continue }
+            if name.hasSuffix("rotary_emb.inv_freq") || (["lm_head.weight", "language_model.lm_head.weight"].contains(name) && config.sharedClassifier) { continue }
             let family = hfConfig.fusedProjections ? "Phi-3" : !config.inputNorms ? "OLMo 2" : config.postNorms ? (config.qkNorm ? "Gemma 3" : "Gemma 2") : config.qkNorm ? "Qwen3" : config.attentionBias ? "Qwen2"
                 : config.layersWithoutRoPE.isEmpty ? "LLaMA" : "SmolLM3"
             throw LlamaError.invalidCheckpoint(path: directory, reason: "tensor \(name) has no place in a \(family) model the core runs (\(config.attentionBias ? "biases of the query, key and value projections only" : "no biases"), no extra layers)")

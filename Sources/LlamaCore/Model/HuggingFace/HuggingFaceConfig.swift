@@ -5,7 +5,7 @@ import Foundation
 /// `Qwen3ForCausalLM`, with per-head query/key norms; a `SmolLM3ForCausalLM`, with layers without RoPE; a
 /// `Phi3ForCausalLM`, LLaMA's with fused projections and Mistral's window; a `Gemma3ForCausalLM`, with GeGLU,
 /// a scaled embedding, norms after each block's attention and feed-forward, per-head query/key norms and a
-/// local RoPE base in its sliding-window layers; a `Gemma2ForCausalLM`, Gemma 3's
+/// local RoPE base in its sliding-window layers, and a `Gemma3ForConditionalGeneration`'s text model; a `Gemma2ForCausalLM`, Gemma 3's
 /// without the query/key norms and the local base, with its attention scores and logits softcapped; an `Olmo2ForCausalLM`,
 /// whose blocks normalise their outputs rather than their inputs and their queries and keys across heads),
 /// read into the core's `LlamaConfig` plus the token ids it names. Keys the core cannot honour (LLaMA's
@@ -31,6 +31,21 @@ public struct HuggingFaceConfig: Sendable, Equatable {
     /// label): the trunk and a `score` head of `(1, D)` instead of `lm_head`, scoring a sequence at its
     /// last token that is not `pad_token_id`.
     public var isSequenceClassifier = false
+    /// Whether config.json is a `Gemma3ForConditionalGeneration`'s (Gemma 3 4B and up: the text model's config
+    /// nested as `text_config`, its tensors beside a vision tower's under `model.language_model.` or
+    /// `language_model.model.`): the text model is read, the vision tower and its projector are not. It is
+    /// written back as the `Gemma3ForCausalLM` it computes.
+    public var isMultimodal = false
+
+    /// transformers' `Gemma3TextConfig` defaults, which a `Gemma3ForConditionalGeneration`'s `text_config` leaves out
+    /// where it keeps them (the Hub's configs list only what differs). The RoPE bases are transformers 4's
+    /// spelling, taken only where the text config has no `rope_parameters` (5's).
+    static var gemma3TextDefaults: [String: Any] { [
+        "vocab_size": 262_208, "hidden_size": 2304, "intermediate_size": 9216, "num_hidden_layers": 26,
+        "num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 256, "hidden_activation": "gelu_pytorch_tanh",
+        "max_position_embeddings": 131_072, "rms_norm_eps": 1e-6, "query_pre_attn_scalar": 256, "sliding_window": 4096,
+    ] }
+    static var gemma3RoPEDefaults: [String: Any] { ["rope_theta": 1_000_000.0, "rope_local_base_freq": 10000.0] }
 
     public init(llama: LlamaConfig, bosTokenId: Int? = nil, eosTokenIds: [Int] = [], dtype: String? = nil, padTokenId: Int? = nil) {
         self.llama = llama
@@ -54,8 +69,25 @@ public struct HuggingFaceConfig: Sendable, Equatable {
         func refuse(_ key: String, _ reason: String) -> LlamaError {
             LlamaError.invalidCheckpoint(path: path, reason: "config.json: \(key): \(reason)")
         }
-        guard let object = (try? JSONSerialization.jsonObject(with: json)) as? [String: Any] else {
+        guard var object = (try? JSONSerialization.jsonObject(with: json)) as? [String: Any] else {
             throw LlamaError.invalidCheckpoint(path: path, reason: "config.json is not a JSON object")
+        }
+        // Gemma 3 4B and up: a Gemma3ForConditionalGeneration, whose text model is a Gemma3ForCausalLM's decoder
+        // configured by text_config (transformers' defaults where it leaves a key out); the token ids, the tie and
+        // the dtype are the outer config's (the model that generates and holds lm_head) where it gives them.
+        let multimodal = (object["architectures"] as? [String]) == ["Gemma3ForConditionalGeneration"]
+        if multimodal {
+            guard let text = object["text_config"] as? [String: Any] else {
+                throw refuse("text_config", "missing: a Gemma3ForConditionalGeneration's text model is configured there")
+            }
+            let defaults = HuggingFaceConfig.gemma3TextDefaults.merging(text["rope_parameters"] == nil ? HuggingFaceConfig.gemma3RoPEDefaults : [:]) { a, _ in a }
+            var merged = defaults.merging(text) { _, given in given }
+            for key in ["bos_token_id", "eos_token_id", "pad_token_id", "tie_word_embeddings", "dtype", "torch_dtype"] {
+                if let value = object[key], !(value is NSNull) { merged[key] = value }
+            }
+            merged["architectures"] = ["Gemma3ForCausalLM"]
+            merged["model_type"] = "gemma3_text"
+            object = merged
         }
         // JSONSerialization gives true/false as NSNumbers of type char ("c"); JSON numbers never are.
         func isBoolean(_ number: NSNumber) -> Bool { String(cString: number.objCType) == "c" }
@@ -122,7 +154,8 @@ public struct HuggingFaceConfig: Sendable, Equatable {
             // (Gemma3TextForCausalLM does not exist; Gemma3ForSequenceClassification is the multimodal model's.)
             guard let type = families[family], name != "Gemma3TextForCausalLM", name != "Gemma3ForSequenceClassification" else {
                 let causal = families.keys.filter { $0 != "Gemma3Text" }.sorted().map { "\($0)ForCausalLM" }
-                throw refuse("architectures", "\(describe(architectures)) is not supported (only one of \(causal.joined(separator: ", ")), or the ForSequenceClassification of one (Gemma3TextForSequenceClassification for Gemma 3), a reward model)")
+                throw refuse("architectures", "\(describe(architectures)) is not supported (only one of \(causal.joined(separator: ", ")), "
+                             + "Gemma3ForConditionalGeneration (its text model), or the ForSequenceClassification of one (Gemma3TextForSequenceClassification for Gemma 3), a reward model)")
             }
             modelType = type
             sequenceClassifier = name.hasSuffix("ForSequenceClassification")
@@ -377,6 +410,7 @@ public struct HuggingFaceConfig: Sendable, Equatable {
                   padTokenId: (object["pad_token_id"] as? NSNumber).flatMap { isBoolean($0) ? nil : $0.intValue })
         isSequenceClassifier = sequenceClassifier
         fusedProjections = modelType == "phi3"
+        isMultimodal = multimodal
     }
 
     /// What of `c`'s sliding window no config.json that `json()` writes can say, in words, or nil: LLaMA's
