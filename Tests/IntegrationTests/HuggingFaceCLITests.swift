@@ -65,6 +65,22 @@ import Workers
         #expect(try Self.json(info.stdout)["format"] as? String == "hf")
     }
 
+    /// A Gemma3ForConditionalGeneration's directory is a checkpoint like another: `rlhf generate` gives its text
+    /// model's greedy ids (gemma3-tiny's, as transformers computes them) past the sliding window too, and
+    /// `checkpoint info` says what it read.
+    @Test func gemma3MultimodalGeneratesAsItsTextModel() throws {
+        let directory = Fixtures.gemma3Multimodal("gemma3-mm")
+        let reference = try Fixtures.gemma3Reference()
+        let expected = Self.ints(reference["greedy_ids"])
+        let (ids, _) = try Self.greedy(directory, prompt: Self.ints(reference["prompt_ids"]), steps: expected.count)
+        #expect(ids == expected)
+        let beyond = try Fixtures.beyondWindowReference("gemma3")
+        #expect(try Self.greedy(directory, prompt: Self.ints(beyond["prompt_ids"]), steps: 12).ids == Self.ints(beyond["greedy_ids"]))
+        let info = try Self.json(CLITests.rlhf(["checkpoint", "info", directory, "--json"]).stdout)
+        #expect(info["multimodal_text_model"] as? Bool == true && info["sliding_window"] as? Int == 48 && info["seq_len"] as? Int == 512)
+        #expect(try CLITests.rlhf(["checkpoint", "info", directory]).stdout.contains("the text model of a Gemma3ForConditionalGeneration"))
+    }
+
     @Test(arguments: names)
     func tokenizeAndChatRenderMatchTheLibraries(name: String) throws {
         let reference = try Fixtures.huggingFaceReference(name)

@@ -234,8 +234,9 @@ import TestKit
     /// A Phi3ForCausalLM is LLaMA's decoder with the query, key and value projections stored as one
     /// `qkv_proj` and the gate and up projections as one `gate_up_proj`, and Mistral's sliding window: read
     /// apart (grouped-query attention: 4 query heads, 2 key/value heads), transformers' float64 greedy ids,
-    /// log-probabilities and logits agree within the window; written out, it is the LlamaForCausalLM it
-    /// computes. Partial rotation (Phi-4-mini's) and dropout are refused by key.
+    /// log-probabilities and logits agree within the window (and past it:
+    /// `slidingWindowsAttendAsTransformersPastTheWindow`); written out, it is the LLaMA decoder with Mistral's
+    /// window it computes, a MistralForCausalLM. Partial rotation (Phi-4-mini's) and dropout are refused by key.
     @Test func phi3ReadsItsFusedProjections() throws {
         let (weights, config) = try HuggingFaceCheckpoint.read(directory: Fixtures.phi3)
         #expect(config.fusedProjections && config.llama.seqLen == 512 && config.llama.slidingWindow == 48 && config.llama.nKVHeads == 2 && config.llama.nHeads == 4)

@@ -108,10 +108,14 @@ struct CheckpointCommand: ParsableCommand {
                     info["sliding_window"] = window
                     info["sliding_window_layers"] = c.slidingWindowLayers
                 }
+                // A Gemma3ForConditionalGeneration: what was read is its text model.
+                let multimodal = format == .huggingFace && (try? HuggingFaceConfig(contentsOf: file + "/config.json"))?.isMultimodal == true
+                if multimodal { info["multimodal_text_model"] = true }
                 if json {
                     print(jsonLine(info))
                 } else {
                     print(format == .huggingFace ? "\(file): Hugging Face model directory" : "\(file): llama2.c \(format.rawValue) checkpoint")
+                    if multimodal { print("  the text model of a Gemma3ForConditionalGeneration (its vision tower is not read)") }
                     print("  dim \(c.dim), hidden_dim \(c.hiddenDim), n_layers \(c.nLayers), n_heads \(c.nHeads), n_kv_heads \(c.nKVHeads)")
                     print("  vocab_size \(c.vocabSize), seq_len \(c.seqLen), classifier \(c.sharedClassifier ? "shared" : "separate"), rms_norm_eps \(c.normEps), rope_theta \(c.ropeTheta)")
                     if let scaling = c.ropeScaling {
