@@ -419,11 +419,17 @@ public struct HuggingFaceConfig: Sendable, Equatable {
     public static func windowCannotBeWritten(_ c: LlamaConfig) -> String? {
         guard let window = c.slidingWindow else { return nil }
         if c.postNorms && c.inputNorms { return nil }
-        if !c.postNorms && !c.attentionBias && !c.qkNorm && c.layersWithoutRoPE.isEmpty {
+        if isLLaMADecoder(c) {
             return c.slidingWindowLayers.count == c.nLayers ? nil
                 : "a sliding window of \(window) in \(c.slidingWindowLayers.count) of \(c.nLayers) layers (Mistral's covers every layer)"
         }
         return "a sliding window of \(window) (this family is written without one)"
+    }
+
+    /// Whether `c` is LLaMA's decoder as such (no Gemma or OLMo 2 norms, no Qwen biases or query/key norms, no
+    /// NoPE layers): written as a LlamaForCausalLM, or a MistralForCausalLM with a window.
+    static func isLLaMADecoder(_ c: LlamaConfig) -> Bool {
+        !c.postNorms && !c.attentionBias && !c.qkNorm && c.layersWithoutRoPE.isEmpty
     }
 
     /// config.json for `llama` as `transformers` writes a LlamaForCausalLM's (a MistralForCausalLM's where every
@@ -465,7 +471,7 @@ public struct HuggingFaceConfig: Sendable, Equatable {
             object["sliding_window"] = NSNull()
             object["max_window_layers"] = c.nLayers
         }
-        if let window = c.slidingWindow, !c.postNorms && !c.attentionBias && !c.qkNorm && c.layersWithoutRoPE.isEmpty {
+        if let window = c.slidingWindow, HuggingFaceConfig.isLLaMADecoder(c) {
             // LLaMA's decoder attending through a window in every layer: Mistral's (Phi-3's is written unfused as it).
             object["architectures"] = ["MistralForCausalLM"]
             object["model_type"] = "mistral"
